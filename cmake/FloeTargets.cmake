@@ -1,0 +1,41 @@
+# Helpers, one per kind of target, so every module is declared the same way.
+#
+#   floe_library(<module> SOURCES ... DEPS ...)     -> target floe_<module>
+#   floe_test(<name> SOURCES ... DEPS ... LABELS ...)
+#   floe_bench(<name> SOURCES ... DEPS ...)
+#   floe_fuzz(<name> SOURCES ... DEPS ...)
+
+function(floe_library module)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(floe_${module} ${ARG_SOURCES})
+  target_include_directories(floe_${module} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(floe_${module} PUBLIC ${ARG_DEPS} PRIVATE floe_flags)
+endfunction()
+
+function(floe_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main floe_flags)
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 120)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+endfunction()
+
+function(floe_bench name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} benchmark::benchmark floe_flags)
+endfunction()
+
+function(floe_fuzz name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} floe_flags)
+endfunction()

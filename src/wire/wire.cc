@@ -1,0 +1,274 @@
+#include <bit>
+#include <charconv>
+#include <cmath>
+
+#include "wire/wire.h"
+
+namespace floe::wire {
+
+void Writer::PutDouble(double v) { PutFixed64(std::bit_cast<uint64_t>(v)); }
+
+void Writer::PutVarint64(uint64_t v) {
+  char buf[10];
+  size_t n = 0;
+  while (v >= 0x80) {
+    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  buf[n++] = static_cast<char>(v);
+  out_->append(buf, n);
+}
+
+Status Reader::Truncated(size_t wanted) const {
+  return Status::Corruption("truncated input: wanted " + std::to_string(wanted) +
+                            " bytes, have " + std::to_string(remaining()));
+}
+
+Status Reader::GetU8(uint8_t* v) {
+  if (p_ == end_) return Truncated(1);
+  *v = static_cast<uint8_t>(*p_++);
+  return Status::OK();
+}
+
+Status Reader::GetDouble(double* v) {
+  uint64_t bits;
+  FLOE_RETURN_IF_ERROR(GetFixed64(&bits));
+  *v = std::bit_cast<double>(bits);
+  return Status::OK();
+}
+
+Status Reader::GetVarint64(uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (p_ == end_) return Status::Corruption("truncated varint");
+    const uint64_t byte = static_cast<uint8_t>(*p_++);
+    // The tenth byte may only carry the single top bit.
+    if (shift == 63 && byte > 1) return Status::Corruption("varint overflows 64 bits");
+    result |= (byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return Status::OK();
+    }
+  }
+  return Status::Corruption("varint longer than 10 bytes");
+}
+
+Status Reader::GetVarintSigned(int64_t* v) {
+  uint64_t u;
+  FLOE_RETURN_IF_ERROR(GetVarint64(&u));
+  *v = UnZigZag(u);
+  return Status::OK();
+}
+
+Status Reader::GetVarint32(uint32_t* v) {
+  uint64_t u;
+  FLOE_RETURN_IF_ERROR(GetVarint64(&u));
+  if (u > std::numeric_limits<uint32_t>::max()) return Status::Corruption("varint exceeds 32 bits");
+  *v = static_cast<uint32_t>(u);
+  return Status::OK();
+}
+
+Status Reader::GetRaw(size_t n, std::string_view* out) {
+  if (remaining() < n) return Truncated(n);
+  *out = std::string_view(p_, n);
+  p_ += n;
+  return Status::OK();
+}
+
+Status Reader::GetLengthPrefixed(std::string_view* out, uint64_t max_len) {
+  uint64_t n;
+  FLOE_RETURN_IF_ERROR(GetVarint64(&n));
+  if (n > max_len) {
+    return Status::Corruption("length " + std::to_string(n) + " exceeds the limit " +
+                              std::to_string(max_len));
+  }
+  if (n > remaining()) return Truncated(n);
+  return GetRaw(static_cast<size_t>(n), out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRC-32C. The table-driven form is the portable fallback; on x86-64 with SSE4.2 the crc32
+// instruction does eight bytes per step.
+namespace {
+
+struct Crc32cTable {
+  uint32_t t[256];
+  constexpr Crc32cTable() : t() {
+    for (uint32_t i = 0; i < 256; i++) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[i] = c;
+    }
+  }
+};
+constexpr Crc32cTable kCrcTable;
+
+uint32_t Crc32cPortable(const uint8_t* p, size_t n, uint32_t crc) {
+  for (size_t i = 0; i < n; i++) crc = kCrcTable.t[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t n, uint32_t crc) {
+  uint64_t c = crc;
+  while (n >= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    c = __builtin_ia32_crc32di(c, word);
+    p += 8;
+    n -= 8;
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  while (n > 0) {
+    c32 = __builtin_ia32_crc32qi(c32, *p++);
+    n--;
+  }
+  return c32;
+}
+#endif
+
+bool HaveSse42() {
+#if defined(__x86_64__)
+  static const bool have = __builtin_cpu_supports("sse4.2");
+  return have;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+uint32_t Crc32c(std::string_view bytes, uint32_t init) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  uint32_t crc = ~init;
+#if defined(__x86_64__)
+  if (HaveSse42()) return ~Crc32cSse42(p, bytes.size(), crc);
+#endif
+  return ~Crc32cPortable(p, bytes.size(), crc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON.
+namespace {
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not valid (overlong forms,
+// surrogates and code points above U+10FFFF are invalid).
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  const auto b0 = static_cast<uint8_t>(s[i]);
+  size_t len;
+  uint32_t cp;
+  if (b0 < 0x80) return 1;
+  if ((b0 & 0xe0) == 0xc0) {
+    len = 2;
+    cp = b0 & 0x1f;
+  } else if ((b0 & 0xf0) == 0xe0) {
+    len = 3;
+    cp = b0 & 0x0f;
+  } else if ((b0 & 0xf8) == 0xf0) {
+    len = 4;
+    cp = b0 & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; k++) {
+    const auto b = static_cast<uint8_t>(s[i + k]);
+    if ((b & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (b & 0x3f);
+  }
+  static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+}  // namespace
+
+void AppendJsonString(std::string* out, std::string_view bytes) {
+  out->push_back('"');
+  for (size_t i = 0; i < bytes.size();) {
+    const auto c = static_cast<uint8_t>(bytes[i]);
+    if (c >= 0x80) {
+      const size_t len = Utf8SequenceLength(bytes, i);
+      if (len == 0) {
+        out->append("\\ufffd");
+        i++;
+      } else {
+        out->append(bytes.substr(i, len));
+        i += len;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          static constexpr char kHex[] = "0123456789abcdef";
+          buf[0] = '\\';
+          buf[1] = 'u';
+          buf[2] = '0';
+          buf[3] = '0';
+          buf[4] = kHex[c >> 4];
+          buf[5] = kHex[c & 15];
+          out->append(buf, 6);
+        } else {
+          out->push_back(static_cast<char>(c));
+        }
+    }
+    i++;
+  }
+  out->push_back('"');
+}
+
+void AppendJsonDouble(std::string* out, double v) {
+  if (!std::isfinite(v)) {
+    out->append("null");
+    return;
+  }
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  FLOE_CHECK(ec == std::errc());
+  out->append(buf, end);
+}
+
+// ---------------------------------------------------------------------------------------------
+TypeRegistry& TypeRegistry::Global() {
+  static TypeRegistry* registry = new TypeRegistry();  // never destroyed: used at exit
+  return *registry;
+}
+
+Status TypeRegistry::Register(const TypeCodec& codec) {
+  MutexLock lock(&mu_);
+  for (const TypeCodec& c : codecs_) {
+    if (c.id == codec.id) {
+      if (c.name == codec.name) return Status::OK();
+      return Status::AlreadyExists("type id " + std::to_string(codec.id) + " is taken by " +
+                                   std::string(c.name));
+    }
+  }
+  codecs_.push_back(codec);
+  return Status::OK();
+}
+
+const TypeCodec* TypeRegistry::Find(uint16_t id) const {
+  MutexLock lock(&mu_);
+  for (const TypeCodec& c : codecs_) {
+    if (c.id == id) return &c;
+  }
+  return nullptr;
+}
+
+Result<std::string> TypeRegistry::RenderJson(std::string_view bytes) const {
+  Reader r(bytes);
+  uint64_t id;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
+  const TypeCodec* codec = id <= 0xffff ? Find(static_cast<uint16_t>(id)) : nullptr;
+  if (codec == nullptr) return Status::Corruption("unknown type id " + std::to_string(id));
+  return codec->to_json(bytes);
+}
+
+}  // namespace floe::wire
