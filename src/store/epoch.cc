@@ -1,0 +1,155 @@
+#include "store/internal/epoch.h"
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <thread>
+
+namespace floe::store::internal {
+
+namespace {
+
+bool RegisterMembarrier() {
+#ifdef FLOE_EPOCH_TSAN
+  return false;
+#else
+  const long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+  return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#endif
+}
+
+void HeavyBarrier(bool use_membarrier) {
+  if (use_membarrier) {
+    // Cannot fail once registered; if it somehow did, a full fence here would not be enough for
+    // readers that skipped theirs, so treat failure as fatal rather than risk a use-after-free.
+    FLOE_CHECK(syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0);
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
+}  // namespace
+
+EpochDomain& EpochDomain::Global() {
+  // Never destroyed: threads may exit (and hand over their limbo lists) during static
+  // destruction. What is left is reachable from here, so it is not a leak.
+  static EpochDomain* domain = new EpochDomain();
+  return *domain;
+}
+
+EpochDomain::EpochDomain() : use_membarrier_(RegisterMembarrier()) {}
+
+ThreadRecord* EpochDomain::AcquireRecord() {
+  // acquire: we read `next` of records linked by other threads.
+  for (ThreadRecord* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+    bool expected = false;
+    if (!r->in_use.load(std::memory_order_relaxed) &&
+        r->in_use.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      return r;
+    }
+  }
+  auto* rec = new ThreadRecord();
+  rec->in_use.store(true, std::memory_order_relaxed);
+  ThreadRecord* head = records_.load(std::memory_order_relaxed);
+  do {
+    rec->next = head;
+    // release: publishes rec (and rec->next) to readers of records_.
+  } while (!records_.compare_exchange_weak(head, rec, std::memory_order_release,
+                                           std::memory_order_relaxed));
+  return rec;
+}
+
+void EpochDomain::ReleaseRecord(ThreadRecord* rec, std::vector<Retired>* leftovers) {
+  if (!leftovers->empty()) {
+    MutexLock lock(&orphans_mu_);
+    orphans_.insert(orphans_.end(), leftovers->begin(), leftovers->end());
+    leftovers->clear();
+  }
+  rec->epoch.store(0, std::memory_order_release);
+  // release: the next owner sees the record quiescent.
+  rec->in_use.store(false, std::memory_order_release);
+}
+
+uint64_t EpochDomain::TryAdvance() {
+  HeavyBarrier(use_membarrier_);
+  // seq_cst: totally ordered with the epoch announcements of the fallback path.
+  const uint64_t e = epoch_.load(std::memory_order_seq_cst);
+  for (ThreadRecord* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+    // acquire: pairs with Exit's release, so the reader's accesses happen before our frees.
+    const uint64_t announced = r->epoch.load(std::memory_order_acquire);
+    if (announced != 0 && announced != e) return e;
+  }
+  uint64_t expected = e;
+  epoch_.compare_exchange_strong(expected, e + 1, std::memory_order_seq_cst);
+  return epoch_.load(std::memory_order_seq_cst);
+}
+
+void EpochDomain::FreeExpired(std::vector<Retired>* list, uint64_t safe_before) {
+  size_t kept = 0;
+  for (size_t i = 0; i < list->size(); i++) {
+    Retired r = (*list)[i];
+    if (r.epoch + 2 <= safe_before) {
+      r.deleter(r.ptr);
+    } else {
+      (*list)[kept++] = r;
+    }
+  }
+  list->resize(kept);
+}
+
+void EpochDomain::ReclaimOrphans(uint64_t current) {
+  std::vector<Retired> ready;
+  {
+    MutexLock lock(&orphans_mu_);
+    if (orphans_.empty()) return;
+    size_t kept = 0;
+    for (Retired& r : orphans_) {
+      if (r.epoch + 2 <= current) {
+        ready.push_back(r);
+      } else {
+        orphans_[kept++] = r;
+      }
+    }
+    orphans_.resize(kept);
+  }
+  // Deleters run outside the lock: they may retire more memory.
+  for (Retired& r : ready) r.deleter(r.ptr);
+}
+
+void EpochDomain::Retire(void* ptr, void (*deleter)(void*)) {
+  Local& local = LocalEpochState();
+  local.limbo.push_back({ptr, deleter, epoch_.load(std::memory_order_seq_cst)});
+  if (++local.since_reclaim < kRetireBatch) return;
+  local.since_reclaim = 0;
+  const uint64_t now = TryAdvance();
+  FreeExpired(&local.limbo, now);
+  ReclaimOrphans(now);
+}
+
+void EpochDomain::Barrier() {
+  Local& local = LocalEpochState();
+  FLOE_CHECK_MSG(local.nesting == 0, "Barrier() inside a critical section would deadlock");
+  const uint64_t target = epoch_.load(std::memory_order_seq_cst) + 2;
+  uint64_t now;
+  while ((now = TryAdvance()) < target) std::this_thread::yield();
+  FreeExpired(&local.limbo, now);
+  ReclaimOrphans(now);
+}
+
+size_t EpochDomain::TEST_pending() const {
+  MutexLock lock(&orphans_mu_);
+  return orphans_.size();
+}
+
+EpochDomain::Local::Local() : rec(EpochDomain::Global().AcquireRecord()) {}
+
+EpochDomain::Local::~Local() { EpochDomain::Global().ReleaseRecord(rec, &limbo); }
+
+EpochDomain::Local& LocalEpochState() {
+  thread_local EpochDomain::Local local;
+  return local;
+}
+
+}  // namespace floe::store::internal

@@ -1,0 +1,76 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "store/internal/epoch.h"
+
+namespace floe::store::internal {
+namespace {
+
+std::atomic<int> freed{0};
+void CountFree(void* p) {
+  delete static_cast<int*>(p);
+  freed.fetch_add(1);
+}
+
+TEST(EpochTest, BarrierFreesEverythingRetiredBefore) {
+  freed = 0;
+  for (int i = 0; i < 10; i++) EpochDomain::Global().Retire(new int(i), CountFree);
+  EpochDomain::Global().Barrier();
+  EXPECT_EQ(freed.load(), 10);
+}
+
+TEST(EpochTest, NothingIsFreedWhileAReaderIsInside) {
+  freed = 0;
+  std::atomic<bool> inside{false};
+  std::atomic<bool> release{false};
+  std::thread reader([&] {
+    Guard g;
+    inside = true;
+    while (!release) std::this_thread::yield();
+  });
+  while (!inside) std::this_thread::yield();
+  for (size_t i = 0; i < EpochDomain::kRetireBatch * 4; i++) {
+    EpochDomain::Global().Retire(new int(1), CountFree);
+  }
+  // The reader entered before these were retired, so none may be freed yet.
+  EXPECT_EQ(freed.load(), 0);
+  release = true;
+  reader.join();
+  EpochDomain::Global().Barrier();
+  EXPECT_EQ(freed.load(), static_cast<int>(EpochDomain::kRetireBatch * 4));
+}
+
+TEST(EpochTest, GuardsNest) {
+  freed = 0;
+  {
+    Guard a;
+    { Guard b; }
+    // Still inside `a`: retirements now must survive every attempt to advance.
+    for (size_t i = 0; i < EpochDomain::kRetireBatch * 2; i++) {
+      EpochDomain::Global().Retire(new int(3), CountFree);
+    }
+    EXPECT_EQ(freed.load(), 0);
+  }
+  EpochDomain::Global().Barrier();
+  EXPECT_EQ(freed.load(), static_cast<int>(EpochDomain::kRetireBatch * 2));
+}
+
+TEST(EpochTest, ExitedThreadsHandOverTheirRetirements) {
+  freed = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++) {
+    threads.emplace_back([] {
+      for (int i = 0; i < 5; i++) EpochDomain::Global().Retire(new int(i), CountFree);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EpochDomain::Global().Barrier();
+  EXPECT_EQ(freed.load(), 20);
+  EXPECT_EQ(EpochDomain::Global().TEST_pending(), 0u);
+}
+
+}  // namespace
+}  // namespace floe::store::internal

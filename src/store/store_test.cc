@@ -1,0 +1,300 @@
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace floe::store {
+namespace {
+
+ValuePtr V(std::string_view key, std::string_view payload, uint16_t type = 1) {
+  Result<ValuePtr> v = Value::Make(key, type, payload);
+  FLOE_CHECK(v.ok());
+  return std::move(v).value();
+}
+
+std::string Payload(const Store& s, std::string_view key) {
+  ValuePtr v = s.Get(key);
+  return v ? std::string(v->payload()) : "<absent>";
+}
+
+TEST(KeyTest, HashTagFollowsTheRedisRule) {
+  EXPECT_EQ(HashTag("{user1}.following"), "user1");
+  EXPECT_EQ(HashTag("foo{bar}{zap}"), "bar");
+  EXPECT_EQ(HashTag("foo{}{bar}"), "foo{}{bar}");  // empty tag: the whole key counts
+  EXPECT_EQ(HashTag("foo{{bar}}zap"), "{bar");
+  EXPECT_EQ(HashTag("no-tag"), "no-tag");
+  EXPECT_EQ(HashTag("open{only"), "open{only");
+  EXPECT_EQ(HomeHash("{u}.a"), HomeHash("{u}.b"));
+  EXPECT_NE(HashBytes("{u}.a"), HashBytes("{u}.b"));
+}
+
+TEST(KeyTest, KeyCachesBothHashesAndEnforcesTheLimit) {
+  Result<Key> k = Key::Make("{t}x");
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(k->hash(), HashBytes("{t}x"));
+  EXPECT_EQ(k->home_hash(), HashBytes("t"));
+  EXPECT_TRUE(Key::Make(std::string(kMaxKeyBytes, 'k')).ok());
+  EXPECT_EQ(Key::Make(std::string(kMaxKeyBytes + 1, 'k')).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(ValueTest, HoldsKeyTypePayloadAndAUniqueVersion) {
+  ValuePtr a = V("k", "payload", 7);
+  ValuePtr b = V("k", "payload", 7);
+  EXPECT_EQ(a->key(), "k");
+  EXPECT_EQ(a->payload(), "payload");
+  EXPECT_EQ(a->type(), 7);
+  EXPECT_NE(a->version(), 0u);
+  EXPECT_NE(a->version(), b->version());
+  EXPECT_EQ(a->AllocatedBytes(), sizeof(Value) + 1 + 7);
+  EXPECT_EQ(Value::Make(std::string(kMaxKeyBytes + 1, 'k'), 1, "").status().code(),
+            StatusCode::kInvalidArgument);
+  ValuePtr empty = V("", "");
+  EXPECT_EQ(empty->key(), "");
+  EXPECT_EQ(empty->payload(), "");
+}
+
+struct Decoded : DecodedObject {
+  explicit Decoded(int v) : value(v) {}
+  int value;
+};
+
+TEST(ValueTest, CachesOneDecodedObject) {
+  ValuePtr v = V("k", "42");
+  EXPECT_EQ(v->decoded(), nullptr);
+  const DecodedObject* first = v->CacheDecoded(std::make_unique<Decoded>(42));
+  const DecodedObject* second = v->CacheDecoded(std::make_unique<Decoded>(43));
+  EXPECT_EQ(first, second);
+  EXPECT_EQ(static_cast<const Decoded*>(v->decoded())->value, 42);
+}
+
+TEST(StoreTest, PutGetRemove) {
+  Store s;
+  EXPECT_EQ(s.Get("a"), nullptr);
+  s.Put(V("a", "1"));
+  EXPECT_EQ(Payload(s, "a"), "1");
+  s.Put(V("a", "2"));
+  EXPECT_EQ(Payload(s, "a"), "2");
+  EXPECT_EQ(s.Size(), 1u);
+  EXPECT_TRUE(s.Contains("a"));
+  EXPECT_TRUE(s.Remove("a"));
+  EXPECT_FALSE(s.Remove("a"));
+  EXPECT_FALSE(s.Contains("a"));
+  EXPECT_EQ(s.Size(), 0u);
+}
+
+TEST(StoreTest, ReadDoesNotCallFnOnMiss) {
+  Store s;
+  int calls = 0;
+  EXPECT_FALSE(s.Read("x", [&](const Value&) { calls++; }));
+  s.Put(V("x", "y"));
+  std::string seen;
+  EXPECT_TRUE(s.Read("x", [&](const Value& v) {
+    calls++;
+    seen = v.payload();
+  }));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(seen, "y");
+}
+
+TEST(StoreTest, ExchangeTakeAndPutIfAbsent) {
+  Store s;
+  EXPECT_EQ(s.Exchange(V("k", "1")), nullptr);
+  ValuePtr old = s.Exchange(V("k", "2"));
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->payload(), "1");
+  EXPECT_FALSE(s.PutIfAbsent(V("k", "3")));
+  EXPECT_EQ(Payload(s, "k"), "2");
+  ValuePtr taken = s.Take("k");
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(taken->payload(), "2");
+  EXPECT_EQ(s.Take("k"), nullptr);
+  EXPECT_TRUE(s.PutIfAbsent(V("k", "4")));
+  EXPECT_EQ(Payload(s, "k"), "4");
+}
+
+TEST(StoreTest, CompareAndPutChecksTheVersion) {
+  Store s;
+  EXPECT_TRUE(s.CompareAndPut(V("k", "1"), 0).ok());
+  EXPECT_EQ(s.CompareAndPut(V("k", "x"), 0).code(), StatusCode::kAborted);
+  const uint64_t v1 = s.Get("k")->version();
+  EXPECT_EQ(s.CompareAndPut(V("k", "x"), v1 + 12345).code(), StatusCode::kAborted);
+  EXPECT_TRUE(s.CompareAndPut(V("k", "2"), v1).ok());
+  EXPECT_EQ(Payload(s, "k"), "2");
+  // The old version is gone for good: versions are never reused.
+  EXPECT_EQ(s.CompareAndPut(V("k", "3"), v1).code(), StatusCode::kAborted);
+}
+
+TEST(StoreTest, UpdateAppliesAndPropagatesErrors) {
+  Store s;
+  auto incr = [](const Value* cur) -> Result<Mutation> {
+    int64_t n = cur ? std::stoll(std::string(cur->payload())) : 0;
+    return Mutation::Put(V("n", std::to_string(n + 1)));
+  };
+  for (int i = 0; i < 5; i++) ASSERT_TRUE(s.Update("n", incr).ok());
+  Result<ValuePtr> r = s.Update("n", incr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->payload(), "6");
+  Result<ValuePtr> bad =
+      s.Update("n", [](const Value*) -> Result<Mutation> { return Status::InvalidArgument("no"); });
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Payload(s, "n"), "6");
+  Result<ValuePtr> keep = s.Update("n", [](const Value*) { return Result<Mutation>(Mutation::Keep()); });
+  ASSERT_TRUE(keep.ok());
+  EXPECT_EQ((*keep)->payload(), "6");
+  Result<ValuePtr> gone =
+      s.Update("n", [](const Value*) { return Result<Mutation>(Mutation::Remove()); });
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(*gone, nullptr);
+  EXPECT_FALSE(s.Contains("n"));
+}
+
+TEST(StoreTest, ConcurrentUpdatesLoseNothing) {
+  Store s;
+  constexpr int kThreads = 4;
+  constexpr int kIncrements = 5000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kIncrements; i++) {
+        FLOE_CHECK(s.Update("counter", [](const Value* cur) -> Result<Mutation> {
+                      int64_t n = cur ? std::stoll(std::string(cur->payload())) : 0;
+                      return Mutation::Put(V("counter", std::to_string(n + 1)));
+                    }).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(Payload(s, "counter"), std::to_string(kThreads * kIncrements));
+}
+
+TEST(StoreTest, GrowsAndKeepsEveryKey) {
+  Store s;
+  constexpr int kKeys = 100000;
+  for (int i = 0; i < kKeys; i++) s.Put(V("key:" + std::to_string(i), std::to_string(i)));
+  EXPECT_EQ(s.Size(), static_cast<size_t>(kKeys));
+  EXPECT_GT(s.TEST_ShardCapacity("key:1"), 8u);
+  for (int i = 0; i < kKeys; i++) {
+    ASSERT_EQ(Payload(s, "key:" + std::to_string(i)), std::to_string(i)) << i;
+  }
+  EXPECT_GT(s.MemoryUsed(), kKeys * sizeof(Value));
+}
+
+TEST(StoreTest, TombstonesAreReclaimedByRebuilds) {
+  Store s;
+  // Insert and remove many distinct keys: without rebuilds, tombstones would fill the table.
+  for (int i = 0; i < 200000; i++) {
+    const std::string k = "churn:" + std::to_string(i);
+    s.Put(V(k, "x"));
+    ASSERT_TRUE(s.Remove(k));
+  }
+  EXPECT_EQ(s.Size(), 0u);
+  EXPECT_LE(s.TEST_ShardCapacity("churn:1"), 64u);
+}
+
+TEST(StoreTest, FullHashCollisionsStayDistinct) {
+  Store s;
+  constexpr uint64_t kSameHash = 0x1234;
+  auto put = [&](const std::string& k, const std::string& v) {
+    ASSERT_TRUE(s.Update(KeyView(k, kSameHash), [&](const Value*) -> Result<Mutation> {
+                   return Mutation::Put(V(k, v));
+                 }).ok());
+  };
+  for (int i = 0; i < 50; i++) put("c" + std::to_string(i), std::to_string(i));
+  for (int i = 0; i < 50; i += 2) {
+    ASSERT_TRUE(s.Update(KeyView("c" + std::to_string(i), kSameHash), [](const Value*) {
+                   return Result<Mutation>(Mutation::Remove());
+                 }).ok());
+  }
+  put("c0", "again");
+  for (int i = 1; i < 50; i += 2) {
+    std::string seen;
+    ASSERT_TRUE(s.Read(KeyView("c" + std::to_string(i), kSameHash),
+                       [&](const Value& v) { seen = v.payload(); }));
+    EXPECT_EQ(seen, std::to_string(i));
+  }
+  EXPECT_FALSE(s.Read(KeyView("c2", kSameHash), [](const Value&) {}));
+  EXPECT_TRUE(s.Read(KeyView("c0", kSameHash), [](const Value&) {}));
+  EXPECT_EQ(s.Size(), 26u);
+}
+
+std::multiset<std::string> ScanAll(const Store& s, size_t count, bool resize_between = false,
+                                   Store* mutable_store = nullptr) {
+  std::multiset<std::string> seen;
+  uint64_t cursor = 0;
+  int calls = 0;
+  do {
+    cursor = s.Scan(cursor, count, [&](const Value& v) { seen.insert(std::string(v.key())); });
+    // Grow three times, then shrink back, then grow again: both directions between calls.
+    if (resize_between && mutable_store) mutable_store->TEST_ResizeAll(calls++ % 4 != 3);
+  } while (cursor != 0);
+  return seen;
+}
+
+TEST(StoreTest, ScanVisitsEveryKey) {
+  Store s;
+  EXPECT_TRUE(ScanAll(s, 10).empty());
+  for (int i = 0; i < 5000; i++) s.Put(V("s" + std::to_string(i), ""));
+  std::multiset<std::string> seen = ScanAll(s, 10);
+  std::set<std::string> unique(seen.begin(), seen.end());
+  EXPECT_EQ(unique.size(), 5000u);
+  EXPECT_EQ(seen.size(), 5000u);  // no resize, so no duplicates
+}
+
+TEST(StoreTest, ScanMissesNothingWhileTablesGrowBetweenCalls) {
+  Store s;
+  for (int i = 0; i < 3000; i++) s.Put(V("g" + std::to_string(i), ""));
+  std::multiset<std::string> seen = ScanAll(s, 7, /*resize_between=*/true, &s);
+  std::set<std::string> unique(seen.begin(), seen.end());
+  EXPECT_EQ(unique.size(), 3000u);
+}
+
+TEST(StoreTest, ScanMissesNothingWhileTablesShrinkBetweenCalls) {
+  Store s;
+  for (int i = 0; i < 20000; i++) s.Put(V("d" + std::to_string(i), ""));
+  // Remove most keys: later inserts rebuild the shards smaller while the scan runs.
+  for (int i = 1000; i < 20000; i++) s.Remove("d" + std::to_string(i));
+  std::set<std::string> seen;
+  uint64_t cursor = 0;
+  int round = 0;
+  do {
+    cursor = s.Scan(cursor, 5, [&](const Value& v) { seen.insert(std::string(v.key())); });
+    for (int j = 0; j < 50; j++) {
+      const std::string k = "tmp" + std::to_string(round * 50 + j);
+      s.Put(V(k, ""));
+      s.Remove(k);
+    }
+    round++;
+  } while (cursor != 0);
+  for (int i = 0; i < 1000; i++) EXPECT_TRUE(seen.count("d" + std::to_string(i))) << i;
+}
+
+TEST(StoreTest, ClearRemovesEverything) {
+  Store s;
+  for (int i = 0; i < 1000; i++) s.Put(V("c" + std::to_string(i), "v"));
+  ValuePtr held = s.Get("c1");
+  s.Clear();
+  EXPECT_EQ(s.Size(), 0u);
+  EXPECT_FALSE(s.Contains("c1"));
+  EXPECT_EQ(held->payload(), "v");  // a held reference outlives the clear
+  s.Put(V("c1", "w"));
+  EXPECT_EQ(Payload(s, "c1"), "w");
+}
+
+TEST(StoreTest, MemoryAccountingFollowsPutsAndRemoves) {
+  Store s;
+  const size_t base = s.MemoryUsed();
+  s.Put(V("m", std::string(1000, 'x')));
+  EXPECT_GE(s.MemoryUsed(), base + 1000);
+  s.Put(V("m", "small"));
+  EXPECT_LT(s.MemoryUsed(), base + 1000);
+  s.Remove("m");
+  EXPECT_EQ(s.MemoryUsed(), base);
+}
+
+}  // namespace
+}  // namespace floe::store
