@@ -17,3 +17,17 @@ if(FLOE_BENCH)
   find_package(libcuckoo REQUIRED)
   pkg_check_modules(URCU REQUIRED IMPORTED_TARGET liburcu-memb liburcu-cds)
 endif()
+
+# The allocator every Floe executable links (docs/store.md, "Allocator"): values are allocated
+# by one thread and often freed by another, which glibc's malloc serializes on arena locks.
+add_library(floe_malloc INTERFACE)
+if(FLOE_MALLOC STREQUAL "tcmalloc" AND NOT FLOE_SANITIZE)
+  pkg_check_modules(TCMALLOC REQUIRED libtcmalloc_minimal)
+  target_link_options(floe_malloc INTERFACE
+    -Wl,--push-state,--no-as-needed -ltcmalloc_minimal -Wl,--pop-state)
+  target_compile_options(floe_malloc INTERFACE
+    -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free)
+  target_compile_definitions(floe_malloc INTERFACE FLOE_MALLOC_NAME="tcmalloc")
+else()
+  target_compile_definitions(floe_malloc INTERFACE FLOE_MALLOC_NAME="system")
+endif()

@@ -42,7 +42,7 @@ TEST(StoreStressTest, MixedOperationsAcrossResizes) {
   constexpr int kStable = 2000;      // never touched after setup; every full scan must see them
   constexpr int kWriters = 2;
   constexpr int kKeysPerWriter = 500;
-  const int ops_per_writer = 30000 * Scale();
+  const int ops_per_writer = 150000 * Scale();
 
   for (int i = 0; i < kStable; i++) store.Put(V("stable:" + std::to_string(i), "s"));
 

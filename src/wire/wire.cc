@@ -31,7 +31,7 @@ Status Reader::GetU8(uint8_t* v) {
 }
 
 Status Reader::GetDouble(double* v) {
-  uint64_t bits;
+  uint64_t bits = 0;
   FLOE_RETURN_IF_ERROR(GetFixed64(&bits));
   *v = std::bit_cast<double>(bits);
   return Status::OK();
@@ -54,14 +54,14 @@ Status Reader::GetVarint64(uint64_t* v) {
 }
 
 Status Reader::GetVarintSigned(int64_t* v) {
-  uint64_t u;
+  uint64_t u = 0;
   FLOE_RETURN_IF_ERROR(GetVarint64(&u));
   *v = UnZigZag(u);
   return Status::OK();
 }
 
 Status Reader::GetVarint32(uint32_t* v) {
-  uint64_t u;
+  uint64_t u = 0;
   FLOE_RETURN_IF_ERROR(GetVarint64(&u));
   if (u > std::numeric_limits<uint32_t>::max()) return Status::Corruption("varint exceeds 32 bits");
   *v = static_cast<uint32_t>(u);
@@ -76,7 +76,7 @@ Status Reader::GetRaw(size_t n, std::string_view* out) {
 }
 
 Status Reader::GetLengthPrefixed(std::string_view* out, uint64_t max_len) {
-  uint64_t n;
+  uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(GetVarint64(&n));
   if (n > max_len) {
     return Status::Corruption("length " + std::to_string(n) + " exceeds the limit " +
@@ -264,7 +264,7 @@ const TypeCodec* TypeRegistry::Find(uint16_t id) const {
 
 Result<std::string> TypeRegistry::RenderJson(std::string_view bytes) const {
   Reader r(bytes);
-  uint64_t id;
+  uint64_t id = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
   const TypeCodec* codec = id <= 0xffff ? Find(static_cast<uint16_t>(id)) : nullptr;
   if (codec == nullptr) return Status::Corruption("unknown type id " + std::to_string(id));

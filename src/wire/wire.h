@@ -243,19 +243,19 @@ template <typename M>
 Status DecodeField(Reader& r, M* v, int depth) {
   if (depth > kMaxDepth) return Status::Corruption("nesting too deep");
   if constexpr (std::is_same_v<M, bool>) {
-    uint8_t b;
+    uint8_t b = 0;
     FLOE_RETURN_IF_ERROR(r.GetU8(&b));
     if (b > 1) return Status::Corruption("bool byte is not 0 or 1");
     *v = b == 1;
   } else if constexpr (std::is_integral_v<M> && std::is_signed_v<M>) {
-    int64_t x;
+    int64_t x = 0;
     FLOE_RETURN_IF_ERROR(r.GetVarintSigned(&x));
     if (x < std::numeric_limits<M>::min() || x > std::numeric_limits<M>::max()) {
       return Status::Corruption("integer out of range for its field");
     }
     *v = static_cast<M>(x);
   } else if constexpr (std::is_integral_v<M>) {
-    uint64_t x;
+    uint64_t x = 0;
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&x));
     if (x > std::numeric_limits<M>::max()) {
       return Status::Corruption("integer out of range for its field");
@@ -268,7 +268,7 @@ Status DecodeField(Reader& r, M* v, int depth) {
     FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&s));
     v->assign(s);
   } else if constexpr (IsVector<M>::value) {
-    uint64_t n;
+    uint64_t n = 0;
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
     // Every element takes at least one byte, so a count beyond the remaining bytes is a lie;
     // checking before reserve() keeps hostile counts from allocating.
@@ -338,7 +338,7 @@ std::string Encode(const T& value) {
 template <IcedType T>
 Result<T> Decode(std::string_view bytes) {
   Reader r(bytes);
-  uint64_t id;
+  uint64_t id = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
   if (id != T::kTypeId) {
     return Status::Corruption("type id " + std::to_string(id) + " is not " +

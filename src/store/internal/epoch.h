@@ -60,7 +60,7 @@ class EpochDomain {
 
   // Reclamation work is batched: every kRetireBatch retirements the retiring thread tries to
   // advance the epoch and frees what is safe.
-  static constexpr size_t kRetireBatch = 128;
+  static constexpr size_t kRetireBatch = 1024;
 
   // Hands `ptr` to `deleter` once no critical section that might see it is still running.
   // REQUIRES: ptr is no longer reachable from any shared structure.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian package Floe's build, tests, fuzzers and benchmarks need.
+# Idempotent; runs as root (or through sudo) on a fresh Debian 12. Nothing else is downloaded.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  clang libclang-rt-14-dev clang-format   # fuzz targets, formatting check
+  # libraries
+  libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev
+  libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libtbb-dev libcuckoo-dev liburcu-dev      # the maps store_bench compares against
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo --preserve-env=DEBIAN_FRONTEND "$0" "$@"
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
