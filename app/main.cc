@@ -2,7 +2,6 @@
 //   floe selfcheck   load, read, update, scan and remove keys from several threads, verifying all
 
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 
 #include "base/base.h"

@@ -80,12 +80,13 @@ int RunSelfCheck(const SelfCheckOptions& o) {
   Phase("update", o.keys, o.threads, o.quiet, [&](size_t b, size_t e) {
     for (size_t i = b; i < e; i++) {
       const std::string key = KeyOf(i);
-      Result<store::ValuePtr> r = s.Update(key, [&](const store::Value* cur) -> Result<store::Mutation> {
-        if (cur == nullptr) return Status::NotFound(key);
-        FLOE_ASSIGN_OR_RETURN(store::ValuePtr next,
-                              store::Value::Make(key, 1, std::string(cur->payload()) + "+"));
-        return store::Mutation::Put(std::move(next));
-      });
+      Result<store::ValuePtr> r =
+          s.Update(key, [&](const store::Value* cur) -> Result<store::Mutation> {
+            if (cur == nullptr) return Status::NotFound(key);
+            FLOE_ASSIGN_OR_RETURN(store::ValuePtr next,
+                                  store::Value::Make(key, 1, std::string(cur->payload()) + "+"));
+            return store::Mutation::Put(std::move(next));
+          });
       if (!r.ok()) fail(r.status().ToString());
     }
   });

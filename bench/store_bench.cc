@@ -16,14 +16,14 @@
 #define _LGPL_SOURCE 1
 #define TBB_PREVIEW_CONCURRENT_HASH_MAP_EXTENSIONS 1  // heterogeneous (string_view) lookup
 #include <benchmark/benchmark.h>
-#include <libcuckoo/cuckoohash_map.hh>
 #include <oneapi/tbb/concurrent_hash_map.h>
-#include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
+#include <urcu/urcu-memb.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <libcuckoo/cuckoohash_map.hh>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -83,9 +83,8 @@ class FloeMap {
     store_.Put(*store::Value::Make(key, 1, {reinterpret_cast<const char*>(&v), sizeof(v)}));
   }
   bool Get(std::string_view key, uint64_t* out) const {
-    return store_.Read(key, [&](const store::Value& v) {
-      std::memcpy(out, v.payload().data(), sizeof(*out));
-    });
+    return store_.Read(
+        key, [&](const store::Value& v) { std::memcpy(out, v.payload().data(), sizeof(*out)); });
   }
 
  private:

@@ -66,12 +66,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     double d = 0;
     floe::Status s;
     switch (op % 6) {
-      case 0: s = r.GetVarint64(&u64); break;
-      case 1: s = r.GetVarint32(&u32); break;
-      case 2: s = r.GetVarintSigned(&i64); break;
-      case 3: s = r.GetDouble(&d); break;
-      case 4: s = r.GetLengthPrefixed(&sv, 1 << 16); break;
-      case 5: s = r.GetFixed32(&u32); break;
+      case 0:
+        s = r.GetVarint64(&u64);
+        break;
+      case 1:
+        s = r.GetVarint32(&u32);
+        break;
+      case 2:
+        s = r.GetVarintSigned(&i64);
+        break;
+      case 3:
+        s = r.GetDouble(&d);
+        break;
+      case 4:
+        s = r.GetLengthPrefixed(&sv, 1 << 16);
+        break;
+      case 5:
+        s = r.GetFixed32(&u32);
+        break;
     }
     if (!s.ok()) break;
   }

@@ -52,14 +52,14 @@ enum class StatusCode : uint8_t {
   kOk = 0,
   kNotFound,
   kInvalidArgument,
-  kCorruption,        // bytes that do not decode
+  kCorruption,  // bytes that do not decode
   kOutOfRange,
   kAlreadyExists,
   kFailedPrecondition,
   kResourceExhausted,  // a limit was hit (memory, clients, lengths)
   kUnavailable,
   kTimeout,
-  kAborted,            // a compare-and-swap lost, a transaction must retry
+  kAborted,  // a compare-and-swap lost, a transaction must retry
   kInternal,
 };
 
@@ -119,7 +119,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     if (status_.ok()) status_ = Status::Internal("Result constructed from an OK status");
   }
@@ -149,17 +149,17 @@ class [[nodiscard]] Result {
 #define FLOE_CONCAT_(a, b) FLOE_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define FLOE_RETURN_IF_ERROR(expr)                     \
-  do {                                                 \
-    ::floe::Status floe_status_ = (expr);              \
+#define FLOE_RETURN_IF_ERROR(expr)                                   \
+  do {                                                               \
+    ::floe::Status floe_status_ = (expr);                            \
     if (FLOE_PREDICT_FALSE(!floe_status_.ok())) return floe_status_; \
   } while (0)
 
 // `lhs` = the value of `rexpr` (a Result<T>), or returns its Status from the enclosing function.
 #define FLOE_ASSIGN_OR_RETURN(lhs, rexpr) \
   FLOE_ASSIGN_OR_RETURN_IMPL_(FLOE_CONCAT_(floe_result_, __LINE__), lhs, rexpr)
-#define FLOE_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, rexpr)            \
-  auto tmp = (rexpr);                                           \
+#define FLOE_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, rexpr)                 \
+  auto tmp = (rexpr);                                                \
   if (FLOE_PREDICT_FALSE(!tmp.ok())) return std::move(tmp).status(); \
   lhs = std::move(tmp).value()
 
@@ -170,22 +170,20 @@ namespace internal {
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, std::string_view msg);
 }  // namespace internal
 
-#define FLOE_CHECK(cond)                                                      \
-  do {                                                                        \
-    if (FLOE_PREDICT_FALSE(!(cond)))                                          \
-      ::floe::internal::CheckFailed(__FILE__, __LINE__, #cond, "");           \
+#define FLOE_CHECK(cond)                                                                           \
+  do {                                                                                             \
+    if (FLOE_PREDICT_FALSE(!(cond))) ::floe::internal::CheckFailed(__FILE__, __LINE__, #cond, ""); \
   } while (0)
-#define FLOE_CHECK_MSG(cond, msg)                                             \
-  do {                                                                        \
-    if (FLOE_PREDICT_FALSE(!(cond)))                                          \
-      ::floe::internal::CheckFailed(__FILE__, __LINE__, #cond, (msg));        \
+#define FLOE_CHECK_MSG(cond, msg)                                      \
+  do {                                                                 \
+    if (FLOE_PREDICT_FALSE(!(cond)))                                   \
+      ::floe::internal::CheckFailed(__FILE__, __LINE__, #cond, (msg)); \
   } while (0)
-#define FLOE_CHECK_OK(expr)                                                            \
-  do {                                                                                 \
-    ::floe::Status floe_check_status_ = (expr);                                        \
-    if (FLOE_PREDICT_FALSE(!floe_check_status_.ok()))                                  \
-      ::floe::internal::CheckFailed(__FILE__, __LINE__, #expr,                         \
-                                    floe_check_status_.ToString());                    \
+#define FLOE_CHECK_OK(expr)                                                                    \
+  do {                                                                                         \
+    ::floe::Status floe_check_status_ = (expr);                                                \
+    if (FLOE_PREDICT_FALSE(!floe_check_status_.ok()))                                          \
+      ::floe::internal::CheckFailed(__FILE__, __LINE__, #expr, floe_check_status_.ToString()); \
   } while (0)
 #ifdef NDEBUG
 #define FLOE_DCHECK(cond) \
@@ -264,8 +262,8 @@ class FLOE_SCOPED_CAPABILITY MutexLock {
 
 // ---------------------------------------------------------------------------------------------
 // Clocks.
-uint64_t NowMicros();        // monotonic, for durations
-uint64_t WallMicros();       // since the Unix epoch, for expiry times users give
+uint64_t NowMicros();   // monotonic, for durations
+uint64_t WallMicros();  // since the Unix epoch, for expiry times users give
 
 }  // namespace floe
 

@@ -1,10 +1,10 @@
+#include "base/base.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <thread>
 #include <vector>
-
-#include "base/base.h"
 
 namespace floe {
 namespace {

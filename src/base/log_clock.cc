@@ -17,12 +17,24 @@ Result<LogLevel> ParseLogLevel(std::string_view name) {
 
 void SetLogLevel(LogLevel level) {
   switch (level) {
-    case LogLevel::kTrace: spdlog::set_level(spdlog::level::trace); break;
-    case LogLevel::kDebug: spdlog::set_level(spdlog::level::debug); break;
-    case LogLevel::kInfo: spdlog::set_level(spdlog::level::info); break;
-    case LogLevel::kWarn: spdlog::set_level(spdlog::level::warn); break;
-    case LogLevel::kError: spdlog::set_level(spdlog::level::err); break;
-    case LogLevel::kOff: spdlog::set_level(spdlog::level::off); break;
+    case LogLevel::kTrace:
+      spdlog::set_level(spdlog::level::trace);
+      break;
+    case LogLevel::kDebug:
+      spdlog::set_level(spdlog::level::debug);
+      break;
+    case LogLevel::kInfo:
+      spdlog::set_level(spdlog::level::info);
+      break;
+    case LogLevel::kWarn:
+      spdlog::set_level(spdlog::level::warn);
+      break;
+    case LogLevel::kError:
+      spdlog::set_level(spdlog::level::err);
+      break;
+    case LogLevel::kOff:
+      spdlog::set_level(spdlog::level::off);
+      break;
   }
 }
 

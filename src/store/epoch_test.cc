@@ -1,10 +1,10 @@
+#include "store/internal/epoch.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <thread>
 #include <vector>
-
-#include "store/internal/epoch.h"
 
 namespace floe::store::internal {
 namespace {

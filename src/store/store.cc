@@ -229,9 +229,7 @@ struct alignas(64) Store::Shard {
   }
 
   // Capacity for `n` live keys: at most half full after a rebuild.
-  static size_t CapacityFor(size_t n) {
-    return std::max(kMinCapacity, std::bit_ceil(n * 2 + 2));
-  }
+  static size_t CapacityFor(size_t n) { return std::max(kMinCapacity, std::bit_ceil(n * 2 + 2)); }
 };
 
 Store::Store() : shards_(new Shard[kShards]) {
@@ -335,7 +333,7 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
 
     // Absent and the decision is to insert.
     MutexLock lock(&shard.mu);
-    t = shard.table.load(std::memory_order_relaxed);  // relaxed: stable while we hold mu
+    t = shard.table.load(std::memory_order_relaxed);        // relaxed: stable while we hold mu
     if (t->Find(key.bytes(), th, &w) != nullptr) continue;  // appeared meanwhile: start over
     if ((shard.claimed + 1) * 4 > t->capacity() * 3) {
       const auto live = static_cast<size_t>(shard.live.load(std::memory_order_relaxed));
@@ -530,8 +528,9 @@ void Store::TEST_ResizeAll(bool grow) {
     MutexLock lock(&shards_[i].mu);
     const auto live = static_cast<size_t>(shards_[i].live.load(std::memory_order_relaxed));
     const size_t cap = shards_[i].table.load(std::memory_order_relaxed)->capacity();
-    shards_[i].Rebuild(grow ? std::max(cap * 2, Shard::CapacityFor(live)) : Shard::CapacityFor(live),
-                       /*drop=*/false);
+    shards_[i].Rebuild(
+        grow ? std::max(cap * 2, Shard::CapacityFor(live)) : Shard::CapacityFor(live),
+        /*drop=*/false);
   }
 }
 

@@ -136,7 +136,7 @@ class Value {
 
   mutable std::atomic<uint32_t> refs_{1};
   uint16_t type_;
-  uint16_t reserved_ = 0;
+  [[maybe_unused]] uint16_t reserved_ = 0;  // keeps the header at 32 bytes; free for flags
   uint32_t key_len_;
   uint32_t payload_len_;
   uint64_t version_;

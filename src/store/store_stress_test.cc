@@ -31,7 +31,9 @@ ValuePtr V(const std::string& key, const std::string& payload) {
   return std::move(v).value();
 }
 
-std::string WriterKey(int writer, int k) { return "w" + std::to_string(writer) + ":" + std::to_string(k); }
+std::string WriterKey(int writer, int k) {
+  return "w" + std::to_string(writer) + ":" + std::to_string(k);
+}
 
 TEST(StoreStressTest, MixedOperationsAcrossResizes) {
   const uint32_t seed = std::random_device{}();
@@ -39,7 +41,7 @@ TEST(StoreStressTest, MixedOperationsAcrossResizes) {
   std::printf("StoreStressTest seed %u\n", seed);
   Store store;
 
-  constexpr int kStable = 2000;      // never touched after setup; every full scan must see them
+  constexpr int kStable = 2000;  // never touched after setup; every full scan must see them
   constexpr int kWriters = 2;
   constexpr int kKeysPerWriter = 500;
   const int ops_per_writer = 150000 * Scale();

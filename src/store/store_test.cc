@@ -143,7 +143,8 @@ TEST(StoreTest, UpdateAppliesAndPropagatesErrors) {
       s.Update("n", [](const Value*) -> Result<Mutation> { return Status::InvalidArgument("no"); });
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Payload(s, "n"), "6");
-  Result<ValuePtr> keep = s.Update("n", [](const Value*) { return Result<Mutation>(Mutation::Keep()); });
+  Result<ValuePtr> keep =
+      s.Update("n", [](const Value*) { return Result<Mutation>(Mutation::Keep()); });
   ASSERT_TRUE(keep.ok());
   EXPECT_EQ((*keep)->payload(), "6");
   Result<ValuePtr> gone =

@@ -1,8 +1,8 @@
+#include "wire/wire.h"
+
 #include <bit>
 #include <charconv>
 #include <cmath>
-
-#include "wire/wire.h"
 
 namespace floe::wire {
 
@@ -20,8 +20,8 @@ void Writer::PutVarint64(uint64_t v) {
 }
 
 Status Reader::Truncated(size_t wanted) const {
-  return Status::Corruption("truncated input: wanted " + std::to_string(wanted) +
-                            " bytes, have " + std::to_string(remaining()));
+  return Status::Corruption("truncated input: wanted " + std::to_string(wanted) + " bytes, have " +
+                            std::to_string(remaining()));
 }
 
 Status Reader::GetU8(uint8_t* v) {
@@ -199,11 +199,21 @@ void AppendJsonString(std::string* out, std::string_view bytes) {
       continue;
     }
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
       default:
         if (c < 0x20 || c == 0x7f) {
           char buf[8];

@@ -106,7 +106,8 @@ class Reader {
   Status GetLittleEndian(T* v) {
     if (remaining() < sizeof(T)) return Truncated(sizeof(T));
     T r = 0;
-    for (size_t i = 0; i < sizeof(T); i++) r |= static_cast<T>(static_cast<uint8_t>(p_[i])) << (8 * i);
+    for (size_t i = 0; i < sizeof(T); i++)
+      r |= static_cast<T>(static_cast<uint8_t>(p_[i])) << (8 * i);
     p_ += sizeof(T);
     *v = r;
     return Status::OK();
@@ -187,10 +188,7 @@ Status DecodeBody(Reader& r, T* value, int depth) {
   Status s;
   std::apply(
       [&](const auto&... f) {
-        ((s.ok() ? (s = DecodeField(r, &(value->*(f.member)), depth)
-                            .WithContext(f.name),
-                    0)
-                 : 0),
+        ((s.ok() ? (s = DecodeField(r, &(value->*(f.member)), depth).WithContext(f.name), 0) : 0),
          ...);
       },
       T::FloeIcedFields());
@@ -388,10 +386,11 @@ class TypeRegistry {
   Status Register(const TypeCodec& codec);
   template <IcedType T>
   Status Register() {
-    return Register(TypeCodec{T::kTypeId, T::kTypeName, [](std::string_view b) -> Result<std::string> {
-                                FLOE_ASSIGN_OR_RETURN(T v, Decode<T>(b));
-                                return wire::ToJson(v);
-                              }});
+    return Register(
+        TypeCodec{T::kTypeId, T::kTypeName, [](std::string_view b) -> Result<std::string> {
+                    FLOE_ASSIGN_OR_RETURN(T v, Decode<T>(b));
+                    return wire::ToJson(v);
+                  }});
   }
   // nullptr when the id is unknown.
   const TypeCodec* Find(uint16_t id) const;

@@ -1,9 +1,9 @@
+#include "wire/wire.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
-
-#include "wire/wire.h"
 
 namespace floe::wire {
 namespace {
@@ -62,7 +62,8 @@ TEST(WireTest, VarintRoundTripsEdgeValues) {
   std::string buf;
   Writer w(&buf);
   for (uint64_t v : values) w.PutVarint64(v);
-  for (int64_t v : std::initializer_list<int64_t>{0, -1, 1, INT64_MIN, INT64_MAX}) w.PutVarintSigned(v);
+  for (int64_t v : std::initializer_list<int64_t>{0, -1, 1, INT64_MIN, INT64_MAX})
+    w.PutVarintSigned(v);
   Reader r(buf);
   for (uint64_t v : values) {
     uint64_t got;
