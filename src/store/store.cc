@@ -281,6 +281,15 @@ ValuePtr Store::Get(KeyView key) const {
 Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) {
   const uint64_t th = TableHash(key.hash());
   Shard& shard = shards_[th >> kShardShift];
+  // The installed value's reference becomes the table's: taken from the mutation, or, for a
+  // borrowed put, from the caller of Apply once it returns.
+  auto transfer_to_table = [out](Mutation* m) {
+    if (m->value_) {
+      m->value_.Release();
+    } else {
+      out->borrowed_installed = true;
+    }
+  };
   Guard guard;
   for (;;) {
     Table* t = shard.table.load(std::memory_order_acquire);  // acquire: initialized slots
@@ -299,7 +308,7 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
       }
       return Status::OK();
     }
-    const Value* next = m.kind() == Mutation::Kind::kPut ? m.value().get() : nullptr;
+    const Value* next = m.kind() == Mutation::Kind::kPut ? m.target() : nullptr;
     if (next != nullptr) FLOE_CHECK(next->key() == key.bytes());
 
     if (current != nullptr) {
@@ -313,7 +322,7 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
       int64_t delta = -static_cast<int64_t>(current->AllocatedBytes());
       if (next != nullptr) {
         delta += static_cast<int64_t>(next->AllocatedBytes());
-        m.value().Release();  // the table's reference now
+        transfer_to_table(&m);
         if (out->want_current) {
           next->Ref();
           out->current = ValuePtr::Adopt(next);
@@ -354,7 +363,7 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
     s[i].value.store(AsWord(next), std::memory_order_release);
     s[i].hash.store(th, std::memory_order_release);
     if (fresh_slot) shard.claimed++;
-    m.value().Release();
+    transfer_to_table(&m);
     shard.live.fetch_add(1, std::memory_order_relaxed);
     shard.value_bytes.fetch_add(static_cast<int64_t>(next->AllocatedBytes()),
                                 std::memory_order_relaxed);
@@ -367,52 +376,55 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
   }
 }
 
+Status Store::ApplyPut(ValuePtr* value, DecideFn decide, void* ctx, ApplyOutcome* out) {
+  const KeyView key((*value)->key());
+  Status s = Apply(key, decide, ctx, out);
+  if (out->borrowed_installed) value->Release();
+  return s;
+}
+
 void Store::Put(ValuePtr value) {
-  const KeyView key(value->key());
   ApplyOutcome out;
-  FLOE_CHECK_OK(Apply(
-      key,
+  FLOE_CHECK_OK(ApplyPut(
+      &value,
       [](void* ctx, const Value*) -> Result<Mutation> {
-        return Mutation::Put(*static_cast<ValuePtr*>(ctx));
+        return Mutation::PutBorrowed(static_cast<ValuePtr*>(ctx)->get());
       },
       &value, &out));
 }
 
 ValuePtr Store::Exchange(ValuePtr value) {
-  const KeyView key(value->key());
   ApplyOutcome out;
   out.want_previous = true;
-  FLOE_CHECK_OK(Apply(
-      key,
+  FLOE_CHECK_OK(ApplyPut(
+      &value,
       [](void* ctx, const Value*) -> Result<Mutation> {
-        return Mutation::Put(*static_cast<ValuePtr*>(ctx));
+        return Mutation::PutBorrowed(static_cast<ValuePtr*>(ctx)->get());
       },
       &value, &out));
   return std::move(out.previous);
 }
 
 bool Store::PutIfAbsent(ValuePtr value) {
-  const KeyView key(value->key());
   ApplyOutcome out;
-  FLOE_CHECK_OK(Apply(
-      key,
+  FLOE_CHECK_OK(ApplyPut(
+      &value,
       [](void* ctx, const Value* current) -> Result<Mutation> {
         if (current != nullptr) return Mutation::Keep();
-        return Mutation::Put(*static_cast<ValuePtr*>(ctx));
+        return Mutation::PutBorrowed(static_cast<ValuePtr*>(ctx)->get());
       },
       &value, &out));
   return out.changed;
 }
 
 Status Store::CompareAndPut(ValuePtr value, uint64_t expected_version) {
-  const KeyView key(value->key());
   struct Ctx {
-    ValuePtr* value;
+    const Value* value;
     uint64_t expected;
-  } ctx{&value, expected_version};
+  } ctx{value.get(), expected_version};
   ApplyOutcome out;
-  return Apply(
-      key,
+  return ApplyPut(
+      &value,
       [](void* c, const Value* current) -> Result<Mutation> {
         auto* x = static_cast<Ctx*>(c);
         const uint64_t have = current != nullptr ? current->version() : 0;
@@ -420,7 +432,7 @@ Status Store::CompareAndPut(ValuePtr value, uint64_t expected_version) {
           return Status::Aborted("version is " + std::to_string(have) + ", expected " +
                                  std::to_string(x->expected));
         }
-        return Mutation::Put(*x->value);
+        return Mutation::PutBorrowed(x->value);
       },
       &ctx, &out);
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Reads store_bench's JSON output and prints the store's goals (docs/perf.md) as measured.
+
+    build/release/bench/store_bench --benchmark_out=store.json --benchmark_out_format=json
+    bench/store_goals.py store.json
+"""
+import json
+import re
+import sys
+
+NAME = re.compile(r"^(?P<op>\w+)/(?P<impl>\w+)/keys:(?P<keys>\d+)/real_time/threads:(?P<threads>\d+)$")
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    rows = {}
+    for b in data["benchmarks"]:
+        m = NAME.match(b["name"])
+        if not m:
+            continue
+        key = (m["op"], m["impl"], int(m["keys"]), int(m["threads"]))
+        rows[key] = {"ns": b["real_time"], "ops": b.get("items_per_second", 0.0)}
+    return rows
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    rows = load(sys.argv[1])
+    libs = ["Tbb", "Cuckoo", "Lfht"]
+
+    def ns(op, impl, keys, threads=1):
+        return rows[(op, impl, keys, threads)]["ns"]
+
+    def ops(op, impl, keys, threads):
+        return rows[(op, impl, keys, threads)]["ops"]
+
+    print("| goal | measured | met |")
+    print("|---|---|---|")
+    hit10k = ns("GetHit", "Floe", 10000)
+    print(f"| GetHit, 10,000 keys, 1 thread: <= 30 ns | {hit10k:.1f} ns | {'yes' if hit10k <= 30 else 'NO'} |")
+    best = min(libs, key=lambda l: ns("GetHit", l, 1000000))
+    ratio = ns("GetHit", "Floe", 1000000) / ns("GetHit", best, 1000000)
+    print(f"| GetHit, 1,000,000 keys, 1 thread: <= 0.8x best library | {ns('GetHit', 'Floe', 1000000):.1f} ns"
+          f" = {ratio:.2f}x {best} ({ns('GetHit', best, 1000000):.1f} ns) | {'yes' if ratio <= 0.8 else 'NO'} |")
+    for op in ["GetHit", "PutOverwrite", "Mixed90"]:
+        for keys in [10000, 1000000]:
+            s = ops(op, "Floe", keys, 2) / ops(op, "Floe", keys, 1)
+            goal = ">= 1.8x" if op == "GetHit" else "scales"
+            met = ("yes" if s >= 1.8 else "NO") if op == "GetHit" else ("yes" if s > 1.0 else "NO")
+            print(f"| {op}, {keys:,} keys, 2 threads vs 1: {goal} | {s:.2f}x | {met} |")
+    print()
+    print("| op | keys | threads | " + " | ".join(["Floe"] + libs) + " | Floe / best library |")
+    print("|---|---|---|" + "---|" * (len(libs) + 2))
+    for op in ["GetHit", "GetMiss", "PutOverwrite", "Mixed90"]:
+        for keys in [10000, 1000000]:
+            for threads in [1, 2]:
+                cells = [ns(op, i, keys, threads) for i in ["Floe"] + libs]
+                best_lib = min(cells[1:])
+                print(f"| {op} | {keys:,} | {threads} | " + " | ".join(f"{c:.1f}" for c in cells)
+                      + f" | {cells[0] / best_lib:.2f}x |")
+    print("\n(ns per operation, wall clock; with 2 threads, total throughput expressed per operation)")
+
+
+if __name__ == "__main__":
+    main()
