@@ -53,7 +53,8 @@ uint64_t NextVersion() {
 
 }  // namespace
 
-Result<ValuePtr> Value::Make(std::string_view key, uint16_t type, std::string_view payload) {
+Result<ValuePtr> Value::Make(std::string_view key, uint16_t type, std::string_view payload,
+                             int64_t expire_at_ms) {
   if (key.size() > kMaxKeyBytes) {
     return Status::InvalidArgument("key of " + std::to_string(key.size()) +
                                    " bytes exceeds the limit of " + std::to_string(kMaxKeyBytes));
@@ -63,11 +64,16 @@ Result<ValuePtr> Value::Make(std::string_view key, uint16_t type, std::string_vi
                                    " bytes exceeds the limit of " +
                                    std::to_string(kMaxPayloadBytes));
   }
-  void* mem = ::operator new(sizeof(Value) + key.size() + payload.size());
-  auto* v = new (mem) Value(type, static_cast<uint32_t>(key.size()),
+  const uint16_t flags = expire_at_ms != 0 ? kHasExpiry : 0;
+  const size_t expiry_bytes = expire_at_ms != 0 ? sizeof(int64_t) : 0;
+  void* mem = ::operator new(sizeof(Value) + expiry_bytes + key.size() + payload.size());
+  auto* v = new (mem) Value(type, flags, static_cast<uint32_t>(key.size()),
                             static_cast<uint32_t>(payload.size()), NextVersion());
-  if (!key.empty()) std::memcpy(v->data(), key.data(), key.size());
-  if (!payload.empty()) std::memcpy(v->data() + key.size(), payload.data(), payload.size());
+  char* p = v->data();
+  if (expiry_bytes != 0) std::memcpy(p, &expire_at_ms, sizeof(expire_at_ms));
+  p += expiry_bytes;
+  if (!key.empty()) std::memcpy(p, key.data(), key.size());
+  if (!payload.empty()) std::memcpy(p + key.size(), payload.data(), payload.size());
   return ValuePtr::Adopt(v);
 }
 
@@ -182,6 +188,7 @@ struct alignas(64) Store::Shard {
   // relaxed counters: statistics, read without synchronizing with the data they describe.
   std::atomic<int64_t> live{0};
   std::atomic<int64_t> value_bytes{0};
+  std::atomic<int64_t> expiring{0};  // live values with an expiry time
   Mutex mu;
   // Slots claimed in the current array (live values plus tombstones).
   size_t claimed FLOE_GUARDED_BY(mu) = 0;
@@ -195,6 +202,7 @@ struct alignas(64) Store::Shard {
     size_t moved = 0;
     int64_t dropped_bytes = 0;
     int64_t dropped = 0;
+    int64_t dropped_expiring = 0;
     Table::Slot* src = old->slots();
     for (size_t i = 0; i < old->capacity(); i++) {
       // acquire on the value we freeze: we read the Value (its key) if it is live.
@@ -206,6 +214,7 @@ struct alignas(64) Store::Shard {
       if (drop) {
         dropped_bytes += static_cast<int64_t>(AsValue(w)->AllocatedBytes());
         dropped++;
+        if (AsValue(w)->expire_at_ms() != 0) dropped_expiring++;
         EpochDomain::Global().Retire(const_cast<Value*>(AsValue(w)), UnrefValue);
         continue;
       }
@@ -222,6 +231,7 @@ struct alignas(64) Store::Shard {
     if (drop) {
       live.fetch_sub(dropped, std::memory_order_relaxed);
       value_bytes.fetch_sub(dropped_bytes, std::memory_order_relaxed);
+      expiring.fetch_sub(dropped_expiring, std::memory_order_relaxed);
     }
     // release: publishes the fully built array to lock-free readers and writers.
     table.store(fresh, std::memory_order_release);
@@ -331,6 +341,9 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
         shard.live.fetch_sub(1, std::memory_order_relaxed);
       }
       if (delta != 0) shard.value_bytes.fetch_add(delta, std::memory_order_relaxed);
+      const int64_t expiring_delta = (next != nullptr && next->expire_at_ms() != 0 ? 1 : 0) -
+                                     (current->expire_at_ms() != 0 ? 1 : 0);
+      if (expiring_delta != 0) shard.expiring.fetch_add(expiring_delta, std::memory_order_relaxed);
       if (out->want_previous) {
         current->Ref();
         out->previous = ValuePtr::Adopt(current);
@@ -367,6 +380,7 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
     shard.live.fetch_add(1, std::memory_order_relaxed);
     shard.value_bytes.fetch_add(static_cast<int64_t>(next->AllocatedBytes()),
                                 std::memory_order_relaxed);
+    if (next->expire_at_ms() != 0) shard.expiring.fetch_add(1, std::memory_order_relaxed);
     if (out->want_current) {
       next->Ref();
       out->current = ValuePtr::Adopt(next);
@@ -527,6 +541,56 @@ uint64_t Store::ScanImpl(uint64_t cursor, size_t count, ScanFn fn, void* ctx) co
   }
   if (shard_index >= kShards) return 0;
   return (shard_index << kShardShift) | v;
+}
+
+size_t Store::ExpiringCount() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < kShards; i++) n += shards_[i].expiring.load(std::memory_order_relaxed);
+  return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+// A plain sweep by slot index: unlike SCAN it promises nothing about keys present throughout,
+// because an expired key missed now is met again on a later sweep (or removed lazily).
+Store::ExpireSweep Store::RemoveExpired(uint64_t* cursor, size_t max_slots, int64_t now_ms) {
+  ExpireSweep result;
+  Guard guard;
+  uint64_t shard_index = *cursor >> kShardShift;
+  uint64_t index = *cursor & kCursorMask;
+  size_t budget = max_slots;
+  size_t shards_seen = 0;
+  while (budget > 0 && shards_seen <= kShards) {
+    if (shard_index >= kShards) shard_index = 0;
+    Shard& shard = shards_[shard_index];
+    Table* t = shard.table.load(std::memory_order_acquire);  // acquire: initialized slots
+    if (shard.expiring.load(std::memory_order_relaxed) <= 0 || index >= t->capacity()) {
+      shard_index++;
+      shards_seen++;
+      index = 0;
+      continue;
+    }
+    Table::Slot* s = t->slots();
+    for (; index < t->capacity() && budget > 0; index++, budget--) {
+      uintptr_t w = s[index].value.load(std::memory_order_acquire);  // as in Find
+      if (!IsLive(w) || (w & kFrozen) != 0) continue;
+      const Value* v = AsValue(w);
+      if (v->expire_at_ms() == 0) continue;
+      result.examined++;
+      if (!v->IsExpired(now_ms)) continue;
+      // acq_rel, as in Apply; failure means the key changed since we looked: leave it.
+      if (!s[index].value.compare_exchange_strong(w, kTombstone, std::memory_order_acq_rel,
+                                                  std::memory_order_acquire)) {
+        continue;
+      }
+      shard.live.fetch_sub(1, std::memory_order_relaxed);
+      shard.value_bytes.fetch_sub(static_cast<int64_t>(v->AllocatedBytes()),
+                                  std::memory_order_relaxed);
+      shard.expiring.fetch_sub(1, std::memory_order_relaxed);
+      EpochDomain::Global().Retire(const_cast<Value*>(v), UnrefValue);
+      result.removed++;
+    }
+  }
+  *cursor = (std::min<uint64_t>(shard_index, kShards - 1) << kShardShift) | index;
+  return result;
 }
 
 size_t Store::TEST_ShardCapacity(KeyView key) const {

@@ -30,6 +30,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -102,16 +103,30 @@ class ValuePtr;
 // decoded cache are atomic).
 class Value {
  public:
-  // InvalidArgument if the key or the payload is too long.
-  static Result<ValuePtr> Make(std::string_view key, uint16_t type, std::string_view payload);
+  // InvalidArgument if the key or the payload is too long. `expire_at_ms` (Unix milliseconds)
+  // is when the value stops existing; 0 means never. The store keeps expired values until
+  // someone removes them: readers check IsExpired (lazy expiry).
+  static Result<ValuePtr> Make(std::string_view key, uint16_t type, std::string_view payload,
+                               int64_t expire_at_ms = 0);
 
-  std::string_view key() const { return {data(), key_len_}; }
-  std::string_view payload() const { return {data() + key_len_, payload_len_}; }
+  std::string_view key() const { return {data() + ExpiryBytes(), key_len_}; }
+  std::string_view payload() const { return {data() + ExpiryBytes() + key_len_, payload_len_}; }
+  // Unix milliseconds after which the value no longer exists; 0: never.
+  int64_t expire_at_ms() const {
+    if ((flags_ & kHasExpiry) == 0) return 0;
+    int64_t at;
+    std::memcpy(&at, data(), sizeof(at));
+    return at;
+  }
+  bool IsExpired(int64_t now_ms) const {
+    const int64_t at = expire_at_ms();
+    return at != 0 && at <= now_ms;
+  }
   uint16_t type() const { return type_; }
   // Unique among all values made by this process; never 0.
   uint64_t version() const { return version_; }
   // Bytes this value occupies: header, key and payload.
-  size_t AllocatedBytes() const { return sizeof(Value) + key_len_ + payload_len_; }
+  size_t AllocatedBytes() const { return sizeof(Value) + ExpiryBytes() + key_len_ + payload_len_; }
 
   // The cached decoded object, or nullptr.
   const DecodedObject* decoded() const {
@@ -128,20 +143,27 @@ class Value {
   void Unref() const;
 
  private:
-  Value(uint16_t type, uint32_t key_len, uint32_t payload_len, uint64_t version)
-      : type_(type), key_len_(key_len), payload_len_(payload_len), version_(version) {}
+  static constexpr uint16_t kHasExpiry = 1;
+  Value(uint16_t type, uint16_t flags, uint32_t key_len, uint32_t payload_len, uint64_t version)
+      : type_(type),
+        flags_(flags),
+        key_len_(key_len),
+        payload_len_(payload_len),
+        version_(version) {}
+  // Values without a TTL spend no bytes on one.
+  size_t ExpiryBytes() const { return (flags_ & kHasExpiry) != 0 ? sizeof(int64_t) : 0; }
   ~Value();
   const char* data() const { return reinterpret_cast<const char*>(this + 1); }
   char* data() { return reinterpret_cast<char*>(this + 1); }
 
   mutable std::atomic<uint32_t> refs_{1};
   uint16_t type_;
-  [[maybe_unused]] uint16_t reserved_ = 0;  // keeps the header at 32 bytes; free for flags
+  uint16_t flags_;
   uint32_t key_len_;
   uint32_t payload_len_;
   uint64_t version_;
   mutable std::atomic<DecodedObject*> decoded_{nullptr};
-  // key bytes, then payload bytes, follow the header.
+  // [int64 expiry if kHasExpiry], key bytes, payload bytes follow the header.
 };
 static_assert(sizeof(Value) == 32, "Value header should stay half a cache line");
 
@@ -278,6 +300,17 @@ class Store {
   size_t MemoryUsed() const;
   // Removes every key.
   void Clear();
+
+  // Number of keys whose value has an expiry time.
+  size_t ExpiringCount() const;
+  // Active expiry: examines up to `max_slots` slots, starting at *cursor and skipping shards
+  // with no expiring keys, and removes values expired at `now_ms` (only if still current).
+  // Advances *cursor (wrapping to 0 after the last shard). Returns {examined, removed}.
+  struct ExpireSweep {
+    size_t examined = 0;  // expiring values looked at
+    size_t removed = 0;
+  };
+  ExpireSweep RemoveExpired(uint64_t* cursor, size_t max_slots, int64_t now_ms);
 
   // Cursor iteration with the Redis SCAN guarantee: a key present from the first call (cursor 0)
   // until the call that returns 0 is passed to fn at least once, even if shards are resized in

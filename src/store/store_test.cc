@@ -58,6 +58,20 @@ TEST(ValueTest, HoldsKeyTypePayloadAndAUniqueVersion) {
   EXPECT_EQ(empty->payload(), "");
 }
 
+TEST(ValueTest, ExpiryCostsBytesOnlyWhenSet) {
+  ValuePtr plain = V("key", "payload");
+  EXPECT_EQ(plain->expire_at_ms(), 0);
+  EXPECT_FALSE(plain->IsExpired(INT64_MAX));
+  Result<ValuePtr> timed = Value::Make("key", 1, "payload", 1000);
+  ASSERT_TRUE(timed.ok());
+  EXPECT_EQ((*timed)->expire_at_ms(), 1000);
+  EXPECT_EQ((*timed)->key(), "key");
+  EXPECT_EQ((*timed)->payload(), "payload");
+  EXPECT_FALSE((*timed)->IsExpired(999));
+  EXPECT_TRUE((*timed)->IsExpired(1000));
+  EXPECT_EQ((*timed)->AllocatedBytes(), plain->AllocatedBytes() + 8);
+}
+
 struct Decoded : DecodedObject {
   explicit Decoded(int v) : value(v) {}
   int value;
@@ -272,6 +286,33 @@ TEST(StoreTest, ScanMissesNothingWhileTablesShrinkBetweenCalls) {
     round++;
   } while (cursor != 0);
   for (int i = 0; i < 1000; i++) EXPECT_TRUE(seen.count("d" + std::to_string(i))) << i;
+}
+
+TEST(StoreTest, ActiveExpiryRemovesOnlyExpiredValues) {
+  Store s;
+  for (int i = 0; i < 1000; i++) {
+    const std::string k = "e" + std::to_string(i);
+    // Even keys expire at 100, odd ones at 10'000; plus keys without a TTL.
+    ASSERT_TRUE(s.PutIfAbsent(*Value::Make(k, 1, "v", i % 2 == 0 ? 100 : 10'000)));
+    s.Put(V("p" + std::to_string(i), "v"));
+  }
+  EXPECT_EQ(s.ExpiringCount(), 1000u);
+  uint64_t cursor = 0;
+  size_t removed = 0;
+  for (int round = 0; round < 1000 && removed < 500; round++) {
+    removed += s.RemoveExpired(&cursor, 64, /*now_ms=*/5000).removed;
+  }
+  EXPECT_EQ(removed, 500u);
+  EXPECT_EQ(s.Size(), 1500u);
+  EXPECT_EQ(s.ExpiringCount(), 500u);
+  EXPECT_FALSE(s.Contains("e0"));
+  EXPECT_TRUE(s.Contains("e1"));
+  EXPECT_TRUE(s.Contains("p0"));
+  // Replacing a value with a TTL by one without keeps the count right.
+  s.Put(V("e1", "no ttl"));
+  EXPECT_EQ(s.ExpiringCount(), 499u);
+  s.Clear();
+  EXPECT_EQ(s.ExpiringCount(), 0u);
 }
 
 TEST(StoreTest, ClearRemovesEverything) {
