@@ -1,20 +1,85 @@
 // The `floe` binary. Subcommands:
+//   floe serve       a node that speaks the Redis protocol (RESP2/RESP3)
 //   floe selfcheck   load, read, update, scan and remove keys from several threads, verifying all
+//   floe commands    print the command reference (docs/commands.md is generated from it)
 
 #include <CLI/CLI.hpp>
+
 #include <cstdio>
 
 #include "base/base.h"
 #include "selfcheck.h"
+#include "server/server.h"
+
+namespace {
+
+// Redis log levels, mapped onto spdlog's.
+floe::Result<floe::LogLevel> RedisLogLevel(const std::string& name) {
+  if (name == "debug") return floe::LogLevel::kDebug;
+  if (name == "verbose" || name == "notice") return floe::LogLevel::kInfo;
+  if (name == "warning") return floe::LogLevel::kWarn;
+  if (name == "nothing") return floe::LogLevel::kOff;
+  return floe::ParseLogLevel(name);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Floe: a peer-to-peer, in-memory, distributed key/value store for analytics"};
   app.set_version_flag("--version", "floe 0.1.0");
   app.require_subcommand(1);
-  std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
 
+  // ---- serve ----
+  floe::server::Config config;
+  std::string maxmemory = "0", bulk = "512mb", output_limit = "normal 0 0 0";
+  CLI::App* serve = app.add_subcommand(
+      "serve",
+      "Run a node that speaks the Redis protocol (RESP2 and RESP3): any Redis client works "
+      "against it. Stops cleanly on SIGINT or SIGTERM.");
+  serve->set_config("--config", "",
+                    "Read these settings from a file (INI or TOML, one `name = value` per line, "
+                    "names as the long flags below, e.g. `port = 6380`)");
+  serve->add_option("--bind", config.bind,
+                    "Addresses to listen on, space separated. A non-loopback address needs "
+                    "--requirepass (protected mode)")
+      ->capture_default_str();
+  serve->add_option("--port", config.port, "TCP port (0 picks a free one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  serve->add_option("--threads", config.threads, "I/O threads; 0 = one per core")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+  serve->add_option("--requirepass", config.requirepass,
+                    "Password clients must give with AUTH or HELLO (also from $FLOE_REQUIREPASS)")
+      ->envname("FLOE_REQUIREPASS");
+  serve->add_option("--maxclients", config.maxclients, "Most simultaneous clients")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  serve->add_option("--maxmemory", maxmemory,
+                    "Refuse writes with an OOM error above this much data (e.g. 4gb); 0 = no "
+                    "limit")
+      ->capture_default_str();
+  serve->add_option("--maxmemory-policy", config.maxmemory_policy,
+                    "What to do at maxmemory: noeviction (refuse writes)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"noeviction"}));
+  serve->add_option("--timeout", config.timeout, "Close clients idle this many seconds; 0 = never")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
+  serve->add_option("--proto-max-bulk-len", bulk, "Longest string a client may send")
+      ->capture_default_str();
+  serve->add_option("--client-output-buffer-limit", output_limit,
+                    "Close a client whose unsent replies pass <hard> bytes, or stay above <soft> "
+                    "for <seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit")
+      ->capture_default_str();
+  serve->add_option("--hz", config.hz, "Active expiry cycles per second")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 500));
+  serve->add_option("--loglevel", config.loglevel, "debug, verbose, notice, warning or nothing")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "verbose", "notice", "warning", "nothing"}));
+
+  // ---- selfcheck ----
   floe::app::SelfCheckOptions check;
   CLI::App* selfcheck = app.add_subcommand(
       "selfcheck",
@@ -28,15 +93,56 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   selfcheck->add_flag("--quiet", check.quiet, "no progress lines");
 
+  // ---- commands ----
+  CLI::App* commands = app.add_subcommand(
+      "commands", "Print the command reference as Markdown (the source of docs/commands.md)");
+
   CLI11_PARSE(app, argc, argv);
 
-  floe::Result<floe::LogLevel> level = floe::ParseLogLevel(log_level);
+  if (commands->parsed()) {
+    std::fputs(floe::server::CommandsMarkdown().c_str(), stdout);
+    return 0;
+  }
+  if (selfcheck->parsed()) return floe::app::RunSelfCheck(check);
+
+  // serve
+  floe::Result<floe::LogLevel> level = RedisLogLevel(config.loglevel);
   if (!level.ok()) {
     std::fprintf(stderr, "floe: %s\n", level.status().ToString().c_str());
     return 2;
   }
   floe::SetLogLevel(*level);
-
-  if (selfcheck->parsed()) return floe::app::RunSelfCheck(check);
+  floe::Result<int64_t> mm = floe::server::ParseMemory(maxmemory);
+  floe::Result<int64_t> bl = floe::server::ParseMemory(bulk);
+  if (!mm.ok() || !bl.ok()) {
+    std::fprintf(stderr, "floe: --maxmemory and --proto-max-bulk-len take a memory value such "
+                         "as 100mb or 1gb\n");
+    return 2;
+  }
+  config.maxmemory = *mm;
+  config.proto_max_bulk_len = *bl;
+  config.config_file = serve->get_option("--config")->as<std::string>();
+  {
+    floe::server::Engine probe(config);
+    std::string failed;
+    floe::Status s = probe.SetConfig({{"client-output-buffer-limit", output_limit}}, &failed);
+    if (!s.ok()) {
+      std::fprintf(stderr, "floe: --client-output-buffer-limit: %s\n",
+                   std::string(s.message()).c_str());
+      return 2;
+    }
+    config = probe.config();
+  }
+  floe::Status valid = floe::server::ValidateConfig(config);
+  if (!valid.ok()) {
+    std::fprintf(stderr, "floe: %s\n", std::string(valid.message()).c_str());
+    return 2;
+  }
+  floe::server::Server server(config);
+  floe::Status s = server.Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "floe: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
   return 0;
 }

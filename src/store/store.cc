@@ -515,8 +515,7 @@ uint64_t Store::ScanImpl(uint64_t cursor, size_t count, ScanFn fn, void* ctx) co
   while (shard_index < kShards && emitted < count && steps < max_steps) {
     const Shard& shard = shards_[shard_index];
     if (v == 0 && shard.live.load(std::memory_order_relaxed) == 0) {
-      shard_index++;  // nothing here that could be present for the whole scan
-      steps++;
+      shard_index++;  // nothing here that could be present for the whole scan; costs nothing
       continue;
     }
     const Table* t = shard.table.load(std::memory_order_acquire);  // acquire: initialized slots

@@ -1,0 +1,408 @@
+// String commands, with Redis 7.0 semantics and error texts.
+
+#include <cmath>
+#include <cstdio>
+
+#include "server/internal/command.h"
+
+namespace floe::server::internal {
+
+namespace {
+
+using store::Mutation;
+using store::Value;
+using store::ValuePtr;
+
+constexpr uint16_t kStringType = static_cast<uint16_t>(ValueType::kString);
+
+bool IsString(const Value* v) { return v->type() == kStringType; }
+
+// Errors raised inside an Update function carry the client's text in the Status message.
+Status ClientError(std::string_view text) { return Status::InvalidArgument(text); }
+const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
+const char kNotInteger[] = "ERR value is not an integer or out of range";
+const char kTooBig[] = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+Result<Mutation> PutString(std::string_view key, std::string_view payload, int64_t expire_at_ms) {
+  FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeString(key, payload, expire_at_ms));
+  return Mutation::Put(std::move(v));
+}
+
+enum class ExpireUnit { kSeconds, kMilliseconds };
+
+// Redis's getExpireMillisecondsOrReply: the absolute expiry in ms, or an error text.
+bool ParseExpire(CommandContext& ctx, std::string_view arg, ExpireUnit unit, bool absolute,
+                 std::string_view command, int64_t* out) {
+  int64_t v = 0;
+  if (!ParseInt64(arg, &v)) {
+    ctx.NotInteger();
+    return false;
+  }
+  const std::string invalid = "ERR invalid expire time in '" + std::string(command) + "' command";
+  if (v <= 0 || (unit == ExpireUnit::kSeconds && v > INT64_MAX / 1000)) {
+    ctx.Error(invalid);
+    return false;
+  }
+  if (unit == ExpireUnit::kSeconds) v *= 1000;
+  if (!absolute) {
+    if (v > INT64_MAX - ctx.now_ms) {
+      ctx.Error(invalid);
+      return false;
+    }
+    v += ctx.now_ms;
+  }
+  *out = v;
+  return true;
+}
+
+// Options shared by SET and GETEX.
+struct StringOptions {
+  bool nx = false, xx = false, get = false, keepttl = false, persist = false;
+  bool has_expire = false;
+  int64_t expire_at_ms = 0;
+};
+
+bool ParseStringOptions(CommandContext& ctx, size_t first, bool for_getex, StringOptions* o) {
+  const auto& a = ctx.args;
+  for (size_t j = first; j < a.size(); j++) {
+    const std::string_view opt = a[j];
+    const bool has_next = j + 1 < a.size();
+    if (!for_getex && EqualsIgnoreCase(opt, "NX") && !o->xx) {
+      o->nx = true;
+    } else if (!for_getex && EqualsIgnoreCase(opt, "XX") && !o->nx) {
+      o->xx = true;
+    } else if (!for_getex && EqualsIgnoreCase(opt, "GET")) {
+      o->get = true;
+    } else if (!for_getex && EqualsIgnoreCase(opt, "KEEPTTL") && !o->has_expire) {
+      o->keepttl = true;
+    } else if (for_getex && EqualsIgnoreCase(opt, "PERSIST") && !o->has_expire) {
+      o->persist = true;
+    } else if ((EqualsIgnoreCase(opt, "EX") || EqualsIgnoreCase(opt, "PX") ||
+                EqualsIgnoreCase(opt, "EXAT") || EqualsIgnoreCase(opt, "PXAT")) &&
+               !o->keepttl && !o->persist && !o->has_expire && has_next) {
+      const bool seconds = EqualsIgnoreCase(opt, "EX") || EqualsIgnoreCase(opt, "EXAT");
+      const bool absolute = EqualsIgnoreCase(opt, "EXAT") || EqualsIgnoreCase(opt, "PXAT");
+      if (!ParseExpire(ctx, a[j + 1], seconds ? ExpireUnit::kSeconds : ExpireUnit::kMilliseconds,
+                       absolute, for_getex ? "getex" : "set", &o->expire_at_ms)) {
+        return false;
+      }
+      o->has_expire = true;
+      j++;
+    } else {
+      ctx.SyntaxError();
+      return false;
+    }
+  }
+  return true;
+}
+
+// SET and its relatives. Replies per `reply`: OK/nil, the old value (GET), or 1/0 (SETNX).
+enum class SetReply { kOkOrNil, kOldValue, kOneZero };
+
+void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payload,
+                const StringOptions& o, SetReply reply) {
+  bool applied = false;
+  bool had_old = false;
+  std::string old;
+  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+    const Value* live = Live(cur, ctx.now_ms);
+    applied = false;
+    had_old = live != nullptr;
+    if (live != nullptr && reply == SetReply::kOldValue) {
+      if (!IsString(live)) return ClientError(kWrongType);
+      old.assign(live->payload());
+    }
+    if ((o.nx && live != nullptr) || (o.xx && live == nullptr)) return Mutation::Keep();
+    applied = true;
+    int64_t expire = o.has_expire ? o.expire_at_ms : 0;
+    if (o.keepttl && live != nullptr) expire = live->expire_at_ms();
+    return PutString(key, payload, expire);
+  });
+  if (!r.ok()) return ctx.Error(r.status().message());
+  switch (reply) {
+    case SetReply::kOkOrNil:
+      return applied ? ctx.out.Ok() : ctx.out.Null();
+    case SetReply::kOldValue:
+      return had_old ? ctx.out.Bulk(old) : ctx.out.Null();
+    case SetReply::kOneZero:
+      return ctx.out.Integer(applied ? 1 : 0);
+  }
+}
+
+void IncrGeneric(CommandContext& ctx, int64_t incr) {
+  const std::string_view key = ctx.args[1];
+  int64_t result = 0;
+  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+    const Value* live = Live(cur, ctx.now_ms);
+    int64_t old = 0;
+    if (live != nullptr) {
+      if (!IsString(live)) return ClientError(kWrongType);
+      if (!ParseInt64(live->payload(), &old)) return ClientError(kNotInteger);
+    }
+    if ((incr < 0 && old < 0 && incr < INT64_MIN - old) ||
+        (incr > 0 && old > 0 && incr > INT64_MAX - old)) {
+      return ClientError("ERR increment or decrement would overflow");
+    }
+    result = old + incr;
+    char buf[24];
+    const int n = std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(result));
+    return PutString(key, std::string_view(buf, static_cast<size_t>(n)),
+                     live != nullptr ? live->expire_at_ms() : 0);
+  });
+  if (!r.ok()) return ctx.Error(r.status().message());
+  ctx.out.Integer(result);
+}
+
+// Redis's ld2string(LD_STR_HUMAN): "%.17Lf" without trailing zeros or a trailing dot.
+std::string HumanLongDouble(long double v) {
+  char buf[5120];
+  int n = std::snprintf(buf, sizeof(buf), "%.17Lf", v);
+  std::string s(buf, static_cast<size_t>(std::max(n, 0)));
+  if (s.find('.') != std::string::npos) {
+    while (!s.empty() && s.back() == '0') s.pop_back();
+    if (!s.empty() && s.back() == '.') s.pop_back();
+  }
+  if (s == "-0") s = "0";
+  return s;
+}
+
+}  // namespace
+
+void CmdGet(CommandContext& ctx) {
+  ValuePtr v = Lookup(ctx, ctx.args[1]);
+  if (!v) return ctx.out.Null();
+  if (!IsString(v.get())) return ctx.WrongType();
+  ctx.out.Bulk(v->payload());
+}
+
+void CmdSet(CommandContext& ctx) {
+  StringOptions o;
+  if (!ParseStringOptions(ctx, 3, /*for_getex=*/false, &o)) return;
+  SetGeneric(ctx, ctx.args[1], ctx.args[2], o, o.get ? SetReply::kOldValue : SetReply::kOkOrNil);
+}
+
+void CmdSetNx(CommandContext& ctx) {
+  StringOptions o;
+  o.nx = true;
+  SetGeneric(ctx, ctx.args[1], ctx.args[2], o, SetReply::kOneZero);
+}
+
+void SetExGeneric(CommandContext& ctx, ExpireUnit unit, std::string_view name) {
+  StringOptions o;
+  if (!ParseExpire(ctx, ctx.args[2], unit, false, name, &o.expire_at_ms)) return;
+  o.has_expire = true;
+  SetGeneric(ctx, ctx.args[1], ctx.args[3], o, SetReply::kOkOrNil);
+}
+
+void CmdSetEx(CommandContext& ctx) { SetExGeneric(ctx, ExpireUnit::kSeconds, "setex"); }
+void CmdPSetEx(CommandContext& ctx) { SetExGeneric(ctx, ExpireUnit::kMilliseconds, "psetex"); }
+
+void CmdGetSet(CommandContext& ctx) {
+  StringOptions o;
+  SetGeneric(ctx, ctx.args[1], ctx.args[2], o, SetReply::kOldValue);
+}
+
+void CmdGetDel(CommandContext& ctx) {
+  std::string old;
+  bool found = false;
+  Result<ValuePtr> r = ctx.store().Update(ctx.args[1], [&](const Value* cur) -> Result<Mutation> {
+    const Value* live = Live(cur, ctx.now_ms);
+    found = live != nullptr;
+    if (live == nullptr) return cur != nullptr ? Mutation::Remove() : Mutation::Keep();
+    if (!IsString(live)) return ClientError(kWrongType);
+    old.assign(live->payload());
+    return Mutation::Remove();
+  });
+  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!found) return ctx.out.Null();
+  ctx.out.Bulk(old);
+}
+
+void CmdGetEx(CommandContext& ctx) {
+  StringOptions o;
+  if (!ParseStringOptions(ctx, 2, /*for_getex=*/true, &o)) return;
+  ValuePtr v = Lookup(ctx, ctx.args[1]);
+  if (!v) return ctx.out.Null();
+  if (!IsString(v.get())) return ctx.WrongType();
+  if (o.has_expire || o.persist) {
+    const std::string_view key = ctx.args[1];
+    const uint64_t version = v->version();
+    Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+      if (cur == nullptr || cur->version() != version) return Mutation::Keep();
+      if (o.has_expire && o.expire_at_ms <= ctx.now_ms) return Mutation::Remove();
+      return PutString(key, cur->payload(), o.persist ? 0 : o.expire_at_ms);
+    });
+    if (!r.ok()) return ctx.Error(r.status().message());
+  }
+  ctx.out.Bulk(v->payload());
+}
+
+void CmdMGet(CommandContext& ctx) {
+  ctx.out.ArrayHeader(ctx.args.size() - 1);
+  for (size_t i = 1; i < ctx.args.size(); i++) {
+    ValuePtr v = Lookup(ctx, ctx.args[i]);
+    if (v && IsString(v.get())) {
+      ctx.out.Bulk(v->payload());
+    } else {
+      ctx.out.Null();
+    }
+  }
+}
+
+namespace {
+bool CheckPairs(CommandContext& ctx) {
+  if (ctx.args.size() % 2 == 0) {
+    ctx.Error("ERR wrong number of arguments for '" + std::string(ctx.spec->name) + "' command");
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+void CmdMSet(CommandContext& ctx) {
+  if (!CheckPairs(ctx)) return;
+  std::vector<ValuePtr> values;
+  for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
+    Result<ValuePtr> v = MakeString(ctx.args[i], ctx.args[i + 1]);
+    if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
+    values.push_back(std::move(v).value());
+  }
+  for (ValuePtr& v : values) ctx.store().Put(std::move(v));
+  ctx.out.Ok();
+}
+
+void CmdMSetNx(CommandContext& ctx) {
+  if (!CheckPairs(ctx)) return;
+  for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
+    if (Lookup(ctx, ctx.args[i], /*count_stats=*/false)) return ctx.out.Integer(0);
+  }
+  std::vector<ValuePtr> values;
+  for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
+    Result<ValuePtr> v = MakeString(ctx.args[i], ctx.args[i + 1]);
+    if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
+    values.push_back(std::move(v).value());
+  }
+  for (ValuePtr& v : values) ctx.store().Put(std::move(v));
+  ctx.out.Integer(1);
+}
+
+void CmdIncr(CommandContext& ctx) { IncrGeneric(ctx, 1); }
+void CmdDecr(CommandContext& ctx) { IncrGeneric(ctx, -1); }
+
+void CmdIncrBy(CommandContext& ctx) {
+  int64_t by = 0;
+  if (!ParseInt64(ctx.args[2], &by)) return ctx.NotInteger();
+  IncrGeneric(ctx, by);
+}
+
+void CmdDecrBy(CommandContext& ctx) {
+  int64_t by = 0;
+  if (!ParseInt64(ctx.args[2], &by)) return ctx.NotInteger();
+  if (by == INT64_MIN) return ctx.Error("ERR decrement would overflow");
+  IncrGeneric(ctx, -by);
+}
+
+void CmdIncrByFloat(CommandContext& ctx) {
+  long double incr = 0;
+  if (!ParseLongDouble(ctx.args[2], &incr) || std::isinf(incr)) {
+    return ctx.Error("ERR value is not a valid float");
+  }
+  const std::string_view key = ctx.args[1];
+  std::string text;
+  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+    const Value* live = Live(cur, ctx.now_ms);
+    long double old = 0;
+    if (live != nullptr) {
+      if (!IsString(live)) return ClientError(kWrongType);
+      if (!ParseLongDouble(live->payload(), &old) || std::isinf(old)) {
+        return ClientError("ERR value is not a valid float");
+      }
+    }
+    const long double sum = old + incr;
+    if (std::isnan(sum) || std::isinf(sum)) {
+      return ClientError("ERR increment would produce NaN or Infinity");
+    }
+    text = HumanLongDouble(sum);
+    return PutString(key, text, live != nullptr ? live->expire_at_ms() : 0);
+  });
+  if (!r.ok()) return ctx.Error(r.status().message());
+  ctx.out.Bulk(text);
+}
+
+void CmdAppend(CommandContext& ctx) {
+  const std::string_view key = ctx.args[1];
+  const std::string_view tail = ctx.args[2];
+  size_t length = 0;
+  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+    const Value* live = Live(cur, ctx.now_ms);
+    if (live == nullptr) {
+      length = tail.size();
+      return PutString(key, tail, 0);
+    }
+    if (!IsString(live)) return ClientError(kWrongType);
+    if (static_cast<int64_t>(live->payload().size() + tail.size()) > ctx.engine.proto_max_bulk_len()) {
+      return ClientError(kTooBig);
+    }
+    std::string joined;
+    joined.reserve(live->payload().size() + tail.size());
+    joined.append(live->payload()).append(tail);
+    length = joined.size();
+    return PutString(key, joined, live->expire_at_ms());
+  });
+  if (!r.ok()) return ctx.Error(r.status().message());
+  ctx.out.Integer(static_cast<int64_t>(length));
+}
+
+void CmdStrLen(CommandContext& ctx) {
+  ValuePtr v = Lookup(ctx, ctx.args[1]);
+  if (!v) return ctx.out.Integer(0);
+  if (!IsString(v.get())) return ctx.WrongType();
+  ctx.out.Integer(static_cast<int64_t>(v->payload().size()));
+}
+
+void CmdGetRange(CommandContext& ctx) {
+  int64_t start = 0, end = 0;
+  if (!ParseInt64(ctx.args[2], &start) || !ParseInt64(ctx.args[3], &end)) return ctx.NotInteger();
+  ValuePtr v = Lookup(ctx, ctx.args[1]);
+  if (!v) return ctx.out.Bulk("");
+  if (!IsString(v.get())) return ctx.WrongType();
+  const std::string_view s = v->payload();
+  const auto len = static_cast<int64_t>(s.size());
+  if (start < 0 && end < 0 && start > end) return ctx.out.Bulk("");
+  if (start < 0) start = len + start;
+  if (end < 0) end = len + end;
+  if (start < 0) start = 0;
+  if (end < 0) end = 0;
+  if (end >= len) end = len - 1;
+  if (start > end || len == 0) return ctx.out.Bulk("");
+  ctx.out.Bulk(s.substr(static_cast<size_t>(start), static_cast<size_t>(end - start + 1)));
+}
+
+void CmdSetRange(CommandContext& ctx) {
+  int64_t offset = 0;
+  if (!ParseInt64(ctx.args[2], &offset)) return ctx.NotInteger();
+  if (offset < 0) return ctx.Error("ERR offset is out of range");
+  const std::string_view key = ctx.args[1];
+  const std::string_view piece = ctx.args[3];
+  int64_t length = 0;
+  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+    const Value* live = Live(cur, ctx.now_ms);
+    if (live != nullptr && !IsString(live)) return ClientError(kWrongType);
+    const std::string_view old = live != nullptr ? live->payload() : std::string_view();
+    length = static_cast<int64_t>(old.size());
+    if (piece.empty()) return Mutation::Keep();
+    if (offset + static_cast<int64_t>(piece.size()) > ctx.engine.proto_max_bulk_len()) {
+      return ClientError(kTooBig);
+    }
+    std::string s(old);
+    const size_t need = static_cast<size_t>(offset) + piece.size();
+    if (s.size() < need) s.resize(need, '\0');
+    s.replace(static_cast<size_t>(offset), piece.size(), piece);
+    length = static_cast<int64_t>(s.size());
+    return PutString(key, s, live != nullptr ? live->expire_at_ms() : 0);
+  });
+  if (!r.ok()) return ctx.Error(r.status().message());
+  ctx.out.Integer(length);
+}
+
+}  // namespace floe::server::internal

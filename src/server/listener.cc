@@ -1,0 +1,357 @@
+// Server: listeners, I/O threads and connections on Asio.
+//
+// Each I/O thread owns an io_context, its own listening sockets (SO_REUSEPORT, so the kernel
+// spreads connections across threads) and the connections it accepted. A connection reads,
+// runs every complete command in what it read, and answers them with one write; it reads again
+// only when the write is done, so a client that does not read its replies stops being read
+// (back-pressure) instead of growing our buffers.
+
+#include <asio.hpp>
+
+#include <csignal>
+#include <thread>
+#include <unordered_map>
+
+#include "server/internal/command.h"
+
+namespace floe::server {
+
+namespace {
+
+using asio::ip::tcp;
+
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write first
+
+std::string Endpoint(const tcp::endpoint& ep) {
+  const std::string host = ep.address().to_string();
+  return (ep.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(ep.port());
+}
+
+struct Worker;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Worker* worker, tcp::socket socket);
+  void Start();
+  void Close();
+  int64_t last_interaction_ms() const {
+    return session_ ? session_->state().last_interaction_ms.load(std::memory_order_relaxed) : 0;
+  }
+
+ private:
+  void DoRead();
+  void Process();
+  void DoWrite();
+  bool OverOutputLimits();
+
+  Worker* worker_;
+  tcp::socket socket_;
+  std::unique_ptr<Session> session_;
+  resp::RequestParser parser_;
+  std::vector<char> in_;
+  size_t begin_ = 0, end_ = 0;  // unconsumed input is in_[begin_, end_)
+  std::string out_;
+  std::vector<std::string_view> args_;
+  bool closing_ = false;
+  bool closed_ = false;
+  int64_t soft_limit_since_ms_ = 0;
+};
+
+struct Worker {
+  int index = 0;
+  Engine* engine = nullptr;
+  asio::io_context io{1};
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::unique_ptr<asio::steady_timer> housekeeping;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
+  std::thread thread;
+};
+
+Connection::Connection(Worker* worker, tcp::socket socket)
+    : worker_(worker), socket_(std::move(socket)) {}
+
+void Connection::Start() {
+  std::error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+  const std::string addr = Endpoint(socket_.remote_endpoint(ec));
+  const std::string laddr = Endpoint(socket_.local_endpoint(ec));
+  session_ = std::make_unique<Session>(worker_->engine, worker_->index, addr, laddr);
+  ClientState& state = session_->state();
+  state.fd.store(static_cast<int>(socket_.native_handle()), std::memory_order_relaxed);
+  {
+    MutexLock lock(&state.mu);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    asio::io_context* io = &worker_->io;
+    state.closer = [weak, io] {
+      asio::post(*io, [weak] {
+        if (auto c = weak.lock()) c->Close();
+      });
+    };
+  }
+  worker_->connections.emplace(this, weak_from_this());
+  Config c = worker_->engine->config();
+  resp::Limits limits;
+  limits.max_bulk_len = static_cast<uint64_t>(c.proto_max_bulk_len);
+  parser_.set_limits(limits);
+  in_.resize(kReadChunk);
+  DoRead();
+}
+
+void Connection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  worker_->connections.erase(this);
+  if (session_) {
+    {
+      MutexLock lock(&session_->state().mu);
+      session_->state().closer = nullptr;
+    }
+    session_.reset();  // unregisters the client
+  }
+}
+
+void Connection::DoRead() {
+  if (closed_) return;
+  // Make room: move unconsumed bytes to the front, grow for a large argument.
+  if (begin_ > 0 && (end_ == in_.size() || begin_ == end_)) {
+    std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  if (in_.size() - end_ < kReadChunk / 4) {
+    const size_t want = std::max(in_.size() * 2, end_ + std::max(kReadChunk, parser_.wanted()));
+    in_.resize(std::min<size_t>(want, end_ + parser_.wanted() + kReadChunk));
+  }
+  auto self = shared_from_this();
+  socket_.async_read_some(asio::buffer(in_.data() + end_, in_.size() - end_),
+                          [this, self](std::error_code ec, size_t n) {
+                            if (ec) return Close();
+                            end_ += n;
+                            worker_->engine->stats(worker_->index)
+                                .net_input_bytes.fetch_add(n, std::memory_order_relaxed);
+                            Process();
+                          });
+}
+
+bool Connection::OverOutputLimits() {
+  const Config c = worker_->engine->config();
+  const auto pending = static_cast<int64_t>(out_.size());
+  if (c.output_hard_limit > 0 && pending > c.output_hard_limit) return true;
+  if (c.output_soft_limit > 0 && pending > c.output_soft_limit) {
+    const auto now = static_cast<int64_t>(WallMicros() / 1000);
+    if (soft_limit_since_ms_ == 0) soft_limit_since_ms_ = now;
+    if (now - soft_limit_since_ms_ > c.output_soft_seconds * 1000) return true;
+  } else {
+    soft_limit_since_ms_ = 0;
+  }
+  return false;
+}
+
+void Connection::Process() {
+  if (closed_) return;
+  while (!closing_ && out_.size() < kFlushThreshold) {
+    size_t consumed = 0;
+    std::string error;
+    const auto outcome = parser_.Parse(std::string_view(in_.data() + begin_, end_ - begin_),
+                                       &args_, &consumed, &error);
+    if (outcome == resp::RequestParser::Outcome::kError) {
+      out_ += "-ERR " + error + "\r\n";
+      closing_ = true;
+      break;
+    }
+    if (outcome == resp::RequestParser::Outcome::kNeedMore) {
+      begin_ += consumed;
+      break;
+    }
+    session_->Execute(args_, &out_);
+    begin_ += consumed;
+    if (session_->close_requested()) closing_ = true;
+    if (OverOutputLimits()) {
+      FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
+                    session_->id(), session_->state().addr);
+      return Close();
+    }
+  }
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (!out_.empty()) return DoWrite();
+  if (closing_) return Close();
+  DoRead();
+}
+
+void Connection::DoWrite() {
+  auto self = shared_from_this();
+  session_->state().output_pending.store(out_.size(), std::memory_order_relaxed);
+  asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code ec, size_t n) {
+    if (ec) return Close();
+    worker_->engine->stats(worker_->index)
+        .net_output_bytes.fetch_add(n, std::memory_order_relaxed);
+    out_.clear();
+    if (closed_) return;
+    session_->state().output_pending.store(0, std::memory_order_relaxed);
+    if (closing_) return Close();
+    Process();
+  });
+}
+
+void Accept(Worker* w, tcp::acceptor* acceptor) {
+  acceptor->async_accept([w, acceptor](std::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      WorkerStats& stats = w->engine->stats(w->index);
+      if (static_cast<int64_t>(w->engine->ClientCount()) >= w->engine->maxclients()) {
+        stats.rejected_connections.fetch_add(1, std::memory_order_relaxed);
+        std::error_code ignored;
+        asio::write(socket, asio::buffer(std::string_view("-ERR max number of clients reached\r\n")),
+                    ignored);
+        socket.close(ignored);
+      } else {
+        stats.connections.fetch_add(1, std::memory_order_relaxed);
+        std::make_shared<Connection>(w, std::move(socket))->Start();
+      }
+    } else {
+      FLOE_LOG_WARN("accept failed: {}", ec.message());
+    }
+    Accept(w, acceptor);
+  });
+}
+
+// Once a second: idle clients; `hz` times a second on thread 0: active expiry.
+void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
+  const Config c = w->engine->config();
+  const int64_t period_ms = std::max<int64_t>(1, 1000 / c.hz);
+  w->housekeeping->expires_after(std::chrono::milliseconds(period_ms));
+  w->housekeeping->async_wait([w, tick_ms, last_idle_check_ms, period_ms](std::error_code ec) {
+    if (ec) return;
+    const auto now = static_cast<int64_t>(WallMicros() / 1000);
+    if (w->index == 0) w->engine->ActiveExpireCycle(0, 25000 / 10);
+    int64_t last = last_idle_check_ms;
+    if (now - last >= 1000) {
+      last = now;
+      const Config cfg = w->engine->config();
+      if (cfg.timeout > 0) {
+        std::vector<std::shared_ptr<Connection>> idle;
+        for (auto& [ptr, weak] : w->connections) {
+          auto conn = weak.lock();
+          if (conn && now - conn->last_interaction_ms() > cfg.timeout * 1000) idle.push_back(conn);
+        }
+        for (auto& conn : idle) conn->Close();
+      }
+    }
+    Housekeeping(w, tick_ms + period_ms, last);
+  });
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Config config;
+  std::unique_ptr<Engine> engine;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::atomic<bool> stopping{false};
+};
+
+Server::Server(Config config) : impl_(new Impl) {
+  impl_->config = std::move(config);
+  int n = impl_->config.threads;
+  if (n <= 0) n = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  impl_->config.threads = n;
+  impl_->engine = std::make_unique<Engine>(impl_->config, n);
+}
+
+Server::~Server() {
+  Stop();
+  for (auto& w : impl_->workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+Engine& Server::engine() { return *impl_->engine; }
+
+void Server::Stop() {
+  impl_->stopping.store(true);
+  for (auto& w : impl_->workers) w->io.stop();
+}
+
+Status Server::Run() {
+  Impl& m = *impl_;
+  FLOE_RETURN_IF_ERROR(ValidateConfig(m.config));
+  std::vector<std::string> addrs;
+  {
+    std::string_view b = m.config.bind;
+    size_t i = 0;
+    while (i < b.size()) {
+      while (i < b.size() && b[i] == ' ') i++;
+      size_t j = i;
+      while (j < b.size() && b[j] != ' ') j++;
+      if (j > i) addrs.emplace_back(b.substr(i, j - i));
+      i = j;
+    }
+  }
+  int port = m.config.port;
+  for (int i = 0; i < m.config.threads; i++) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    w->engine = m.engine.get();
+    for (const std::string& a : addrs) {
+      std::error_code ec;
+      const auto address = asio::ip::make_address(a == "localhost" ? "127.0.0.1" : a, ec);
+      if (ec) return Status::InvalidArgument("bad bind address '" + a + "': " + ec.message());
+      auto acc = std::make_unique<tcp::acceptor>(w->io);
+      const tcp::endpoint ep(address, static_cast<uint16_t>(port));
+      acc->open(ep.protocol(), ec);
+      if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) {
+        int one = 1;
+        if (setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+          ec = std::error_code(errno, std::system_category());
+        }
+      }
+      if (!ec) acc->bind(ep, ec);
+      if (!ec) acc->listen(511, ec);
+      if (ec) {
+        return Status::Unavailable("cannot listen on " + a + ":" + std::to_string(port) + ": " +
+                                   ec.message());
+      }
+      if (port == 0) port = acc->local_endpoint().port();  // the other threads share it
+      w->acceptors.push_back(std::move(acc));
+    }
+    m.workers.push_back(std::move(w));
+  }
+  bound_port_.store(port);
+
+  asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);
+  signals.async_wait([this](std::error_code ec, int sig) {
+    if (ec) return;
+    FLOE_LOG_INFO("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    Stop();
+  });
+  for (auto& w : m.workers) {
+    for (auto& acc : w->acceptors) Accept(w.get(), acc.get());
+    w->housekeeping = std::make_unique<asio::steady_timer>(w->io);
+    Housekeeping(w.get(), 0, 0);
+  }
+  FLOE_LOG_INFO("Floe 0.1.0 ready to accept connections on {} port {} ({} I/O threads)",
+                m.config.bind, port, m.config.threads);
+  for (size_t i = 1; i < m.workers.size(); i++) {
+    Worker* w = m.workers[i].get();
+    w->thread = std::thread([w] { w->io.run(); });
+  }
+  if (!m.stopping.load()) m.workers[0]->io.run();
+  for (size_t i = 1; i < m.workers.size(); i++) m.workers[i]->thread.join();
+  // Close what is still open, on this thread: the I/O threads have stopped.
+  for (auto& w : m.workers) {
+    std::vector<std::shared_ptr<Connection>> open;
+    for (auto& [ptr, weak] : w->connections) {
+      if (auto c = weak.lock()) open.push_back(c);
+    }
+    for (auto& c : open) c->Close();
+  }
+  FLOE_LOG_INFO("Floe stopped");
+  return Status::OK();
+}
+
+}  // namespace floe::server

@@ -1,0 +1,272 @@
+// server: a Floe node that speaks the Redis protocol.
+//
+//   Config    every setting, its default, and the names CONFIG GET/SET and the config file use
+//   Engine    the node without sockets: the store, the command table, clients, statistics
+//   Session   one client's state (protocol, auth, name, MULTI queue, WATCHed keys); runs
+//             commands and writes replies. In-process tests drive a Session directly.
+//   Server    listeners and I/O threads on Asio; `floe serve` is Server::Run
+//
+// Threads: the Engine is shared by every I/O thread and is thread-safe. A Session belongs to
+// the thread that owns its connection. Commands run on that thread; a command flagged
+// "exclusive" (EXEC, MSET, RENAME, FLUSHALL, ...) first stops the other I/O threads between
+// commands (Engine::ExclusiveSection), which is how multi-key commands and transactions are
+// atomic while single-key commands run in parallel on the lock-free store.
+
+#ifndef FLOE_SERVER_SERVER_H_
+#define FLOE_SERVER_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+#include "resp/resp.h"
+#include "store/store.h"
+
+namespace floe::server {
+
+// Value type ids stored in the store.
+enum class ValueType : uint16_t {
+  kString = 1,
+};
+
+struct Config {
+  std::string bind = "127.0.0.1";       // bind: addresses to listen on (space separated)
+  int port = 6379;                      // port
+  int threads = 0;                      // io-threads: 0 = one per core
+  std::string requirepass;              // requirepass: empty = no AUTH needed (loopback only)
+  int64_t maxclients = 10000;           // maxclients
+  int64_t maxmemory = 0;                // maxmemory: bytes, 0 = no limit
+  std::string maxmemory_policy = "noeviction";  // maxmemory-policy: only noeviction for now
+  int64_t timeout = 0;                  // timeout: close clients idle this many seconds; 0 = never
+  int64_t proto_max_bulk_len = 512ll << 20;     // proto-max-bulk-len
+  // client-output-buffer-limit (normal clients): hard bytes, soft bytes, soft seconds; 0 = none.
+  int64_t output_hard_limit = 0;
+  int64_t output_soft_limit = 0;
+  int64_t output_soft_seconds = 0;
+  int hz = 10;                          // hz: active expiry cycles per second
+  std::string loglevel = "notice";      // loglevel: debug, verbose, notice, warning
+  std::string config_file;              // the file the settings came from, if any
+};
+
+// Parses a memory amount the way Redis does: a plain number of bytes or one with a unit
+// (b, k, kb, m, mb, g, gb; case-insensitive; k = 1000, kb = 1024).
+Result<int64_t> ParseMemory(std::string_view text);
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool IsLoopbackAddress(std::string_view address);
+// The start-up checks: loopback-only without a password (protected mode), valid ranges.
+Status ValidateConfig(const Config& config);
+
+class Engine;
+struct ClientState;
+namespace internal {
+struct CommandContext;
+struct CommandSpec;
+void CmdMulti(CommandContext&);
+void CmdExec(CommandContext&);
+void CmdDiscard(CommandContext&);
+void CmdWatch(CommandContext&);
+void CmdUnwatch(CommandContext&);
+}  // namespace internal
+
+// One client's connection state. Owned by one thread.
+class Session {
+ public:
+  // `worker` is the index of the I/O thread that owns the session (0 in tests).
+  Session(Engine* engine, int worker, std::string addr = "127.0.0.1:0",
+          std::string laddr = "127.0.0.1:0");
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs one command and appends its reply to `out` (in the session's protocol version).
+  void Execute(const std::vector<std::string_view>& args, std::string* out);
+  // For tests: runs one command and returns the raw reply bytes.
+  std::string Run(std::initializer_list<std::string_view> args);
+  std::string Run(const std::vector<std::string>& args);
+
+  int protocol() const { return protocol_; }
+  // QUIT, CLIENT KILL or a fatal limit asked for the connection to close after this reply.
+  bool close_requested() const;
+  uint64_t id() const;
+  ClientState& state() { return *state_; }
+
+ private:
+  friend struct internal::CommandContext;
+  // The transaction commands work on the MULTI queue and the watched keys.
+  friend void internal::CmdMulti(internal::CommandContext&);
+  friend void internal::CmdExec(internal::CommandContext&);
+  friend void internal::CmdDiscard(internal::CommandContext&);
+  friend void internal::CmdWatch(internal::CommandContext&);
+  friend void internal::CmdUnwatch(internal::CommandContext&);
+  void Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out);
+  // Runs a resolved command; takes the exclusive section if it needs one and none is held.
+  void Call(const internal::CommandSpec* spec, const std::vector<std::string_view>& args,
+            resp::ReplyWriter& out, bool exclusive_held);
+
+  Engine* engine_;
+  int worker_;
+  std::shared_ptr<ClientState> state_;
+  int protocol_ = 2;
+  bool authenticated_ = false;
+  bool close_ = false;
+  // MULTI/EXEC
+  bool in_multi_ = false;
+  bool multi_dirty_ = false;
+  std::vector<std::vector<std::string>> queued_;
+  struct Watched {
+    std::string key;
+    uint64_t version;  // 0: absent (or expired) when watched
+  };
+  std::vector<Watched> watched_;
+};
+
+// Per-thread statistics; an I/O thread writes only its own, INFO sums them.
+struct alignas(64) WorkerStats {
+  std::atomic<uint64_t> commands{0};
+  std::atomic<uint64_t> keyspace_hits{0};
+  std::atomic<uint64_t> keyspace_misses{0};
+  std::atomic<uint64_t> expired_keys{0};
+  std::atomic<uint64_t> net_input_bytes{0};
+  std::atomic<uint64_t> net_output_bytes{0};
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> rejected_connections{0};
+  // Per command (index in the command table): calls, microseconds, failed calls.
+  std::unique_ptr<std::atomic<uint64_t>[]> calls;
+  std::unique_ptr<std::atomic<uint64_t>[]> usec;
+  std::unique_ptr<std::atomic<uint64_t>[]> failed;
+};
+
+// What CLIENT LIST and CLIENT KILL see of a connection. Thread-safe: fields written by the
+// owning thread are atomics or guarded by `mu`.
+struct ClientState {
+  uint64_t id = 0;
+  std::string addr;
+  std::string laddr;
+  int64_t created_ms = 0;
+  std::atomic<int64_t> last_interaction_ms{0};
+  std::atomic<int> protocol{2};
+  std::atomic<int> multi{-1};             // queued commands, -1 when not in MULTI
+  std::atomic<const char*> last_command{"NULL"};
+  std::atomic<bool> kill_requested{false};
+  std::atomic<size_t> output_pending{0};  // bytes waiting to be written
+  std::atomic<int> fd{-1};
+  Mutex mu;
+  std::string name FLOE_GUARDED_BY(mu);
+  // Set by the connection: asks its owning thread to close it. Empty for in-process sessions.
+  std::function<void()> closer FLOE_GUARDED_BY(mu);
+};
+
+class Engine {
+ public:
+  // `workers`: the number of I/O threads that will run sessions (at least 1).
+  explicit Engine(Config config, int workers = 1);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  store::Store& store() { return store_; }
+  int workers() const { return static_cast<int>(worker_locks_.size()); }
+  WorkerStats& stats(int worker) { return *stats_[static_cast<size_t>(worker)]; }
+
+  // A copy of the current configuration (CONFIG SET may change it).
+  Config config() const;
+  // The hot settings, readable without the config mutex.
+  int64_t maxmemory() const { return maxmemory_.load(std::memory_order_relaxed); }
+  int64_t maxclients() const { return maxclients_.load(std::memory_order_relaxed); }
+  int64_t proto_max_bulk_len() const { return proto_max_bulk_len_.load(std::memory_order_relaxed); }
+  bool requires_auth() const { return requires_auth_.load(std::memory_order_relaxed); }
+  bool CheckPassword(std::string_view password) const;
+  // CONFIG SET: applies every (name, value) or none. On failure *failed names the parameter;
+  // NotFound for an unknown name, otherwise the message says what is wrong with the value.
+  Status SetConfig(const std::vector<std::pair<std::string_view, std::string_view>>& changes,
+                   std::string* failed);
+  // CONFIG GET: every (name, value) whose name matches the glob pattern.
+  std::vector<std::pair<std::string, std::string>> GetConfig(std::string_view pattern) const;
+
+  // Memory used by the store, refreshed at most once a millisecond.
+  int64_t UsedMemory();
+
+  // Client registry.
+  std::shared_ptr<ClientState> RegisterClient(std::string addr, std::string laddr);
+  void UnregisterClient(uint64_t id);
+  std::vector<std::shared_ptr<ClientState>> Clients() const;
+  size_t ClientCount() const { return client_count_.load(std::memory_order_relaxed); }
+
+  // The worker lock a session holds while it runs a command. An exclusive section takes them
+  // all, in index order, so no command runs anywhere else meanwhile.
+  Mutex& worker_lock(int worker) { return worker_locks_[static_cast<size_t>(worker)]; }
+  class ExclusiveSection {
+   public:
+    explicit ExclusiveSection(Engine* engine);
+    ~ExclusiveSection();
+    ExclusiveSection(const ExclusiveSection&) = delete;
+    ExclusiveSection& operator=(const ExclusiveSection&) = delete;
+
+   private:
+    Engine* engine_;
+  };
+
+  int64_t start_ms() const { return start_ms_; }
+  // Active expiry cursor, owned by whichever thread runs the cycle (thread 0).
+  uint64_t* expire_cursor() { return &expire_cursor_; }
+  // One active-expiry cycle: removes expired keys for up to `budget_us`.
+  void ActiveExpireCycle(int worker, uint64_t budget_us);
+
+ private:
+  void ApplyHotSettings(const Config& c);
+
+  store::Store store_;
+  mutable Mutex config_mu_;
+  Config config_ FLOE_GUARDED_BY(config_mu_);
+  std::atomic<int64_t> maxmemory_{0};
+  std::atomic<int64_t> maxclients_{0};
+  std::atomic<int64_t> proto_max_bulk_len_{0};
+  std::atomic<bool> requires_auth_{false};
+  std::atomic<int64_t> used_memory_{0};
+  std::atomic<int64_t> used_memory_at_us_{0};
+
+  std::deque<Mutex> worker_locks_;
+  std::vector<std::unique_ptr<WorkerStats>> stats_;
+
+  mutable Mutex clients_mu_;
+  std::map<uint64_t, std::shared_ptr<ClientState>> clients_ FLOE_GUARDED_BY(clients_mu_);
+  std::atomic<uint64_t> next_client_id_{1};
+  std::atomic<size_t> client_count_{0};
+
+  int64_t start_ms_;
+  uint64_t expire_cursor_ = 0;
+};
+
+// The listeners and I/O threads. Run() blocks until SIGINT/SIGTERM or Stop().
+class Server {
+ public:
+  explicit Server(Config config);
+  ~Server();
+  // Binds, then serves until stopped. Fails if a port cannot be bound.
+  Status Run();
+  // Thread-safe; Run() returns soon after.
+  void Stop();
+  Engine& engine();
+  // The port actually bound (useful with port 0), valid once Run() has bound.
+  int bound_port() const { return bound_port_.load(); }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<int> bound_port_{0};
+};
+
+// docs/commands.md, generated from the command table.
+std::string CommandsMarkdown();
+
+}  // namespace floe::server
+
+#endif  // FLOE_SERVER_SERVER_H_
