@@ -4,7 +4,6 @@
 //   floe commands    print the command reference (docs/commands.md is generated from it)
 
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 
 #include "base/base.h"
@@ -39,9 +38,10 @@ int main(int argc, char** argv) {
   serve->set_config("--config", "",
                     "Read these settings from a file (INI or TOML, one `name = value` per line, "
                     "names as the long flags below, e.g. `port = 6380`)");
-  serve->add_option("--bind", config.bind,
-                    "Addresses to listen on, space separated. A non-loopback address needs "
-                    "--requirepass (protected mode)")
+  serve
+      ->add_option("--bind", config.bind,
+                   "Addresses to listen on, space separated. A non-loopback address needs "
+                   "--requirepass (protected mode)")
       ->capture_default_str();
   serve->add_option("--port", config.port, "TCP port (0 picks a free one)")
       ->capture_default_str()
@@ -49,18 +49,21 @@ int main(int argc, char** argv) {
   serve->add_option("--threads", config.threads, "I/O threads; 0 = one per core")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
-  serve->add_option("--requirepass", config.requirepass,
-                    "Password clients must give with AUTH or HELLO (also from $FLOE_REQUIREPASS)")
+  serve
+      ->add_option("--requirepass", config.requirepass,
+                   "Password clients must give with AUTH or HELLO (also from $FLOE_REQUIREPASS)")
       ->envname("FLOE_REQUIREPASS");
   serve->add_option("--maxclients", config.maxclients, "Most simultaneous clients")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  serve->add_option("--maxmemory", maxmemory,
-                    "Refuse writes with an OOM error above this much data (e.g. 4gb); 0 = no "
-                    "limit")
+  serve
+      ->add_option("--maxmemory", maxmemory,
+                   "Refuse writes with an OOM error above this much data (e.g. 4gb); 0 = no "
+                   "limit")
       ->capture_default_str();
-  serve->add_option("--maxmemory-policy", config.maxmemory_policy,
-                    "What to do at maxmemory: noeviction (refuse writes)")
+  serve
+      ->add_option("--maxmemory-policy", config.maxmemory_policy,
+                   "What to do at maxmemory: noeviction (refuse writes)")
       ->capture_default_str()
       ->check(CLI::IsMember({"noeviction"}));
   serve->add_option("--timeout", config.timeout, "Close clients idle this many seconds; 0 = never")
@@ -68,9 +71,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
   serve->add_option("--proto-max-bulk-len", bulk, "Longest string a client may send")
       ->capture_default_str();
-  serve->add_option("--client-output-buffer-limit", output_limit,
-                    "Close a client whose unsent replies pass <hard> bytes, or stay above <soft> "
-                    "for <seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit")
+  serve
+      ->add_option("--client-output-buffer-limit", output_limit,
+                   "Close a client whose unsent replies pass <hard> bytes, or stay above <soft> "
+                   "for <seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit")
       ->capture_default_str();
   serve->add_option("--hz", config.hz, "Active expiry cycles per second")
       ->capture_default_str()
@@ -115,8 +119,9 @@ int main(int argc, char** argv) {
   floe::Result<int64_t> mm = floe::server::ParseMemory(maxmemory);
   floe::Result<int64_t> bl = floe::server::ParseMemory(bulk);
   if (!mm.ok() || !bl.ok()) {
-    std::fprintf(stderr, "floe: --maxmemory and --proto-max-bulk-len take a memory value such "
-                         "as 100mb or 1gb\n");
+    std::fprintf(stderr,
+                 "floe: --maxmemory and --proto-max-bulk-len take a memory value such "
+                 "as 100mb or 1gb\n");
     return 2;
   }
   config.maxmemory = *mm;

@@ -36,8 +36,8 @@ std::string ClientLine(const ClientState& c, int64_t now_ms) {
       static_cast<unsigned long long>(c.id), c.addr.c_str(), c.laddr.c_str(),
       c.fd.load(std::memory_order_relaxed), name.c_str(),
       static_cast<long long>((now_ms - c.created_ms) / 1000),
-      static_cast<long long>(
-          (now_ms - c.last_interaction_ms.load(std::memory_order_relaxed)) / 1000),
+      static_cast<long long>((now_ms - c.last_interaction_ms.load(std::memory_order_relaxed)) /
+                             1000),
       multi >= 0 ? "x" : "N", multi, c.output_pending.load(std::memory_order_relaxed),
       c.last_command.load(std::memory_order_relaxed), c.protocol.load(std::memory_order_relaxed));
   return std::string(buf, static_cast<size_t>(std::min<int>(n, sizeof(buf) - 1)));
@@ -242,7 +242,8 @@ void CmdClientKill(CommandContext& ctx) {
     if (j + 1 >= ctx.args.size()) return ctx.SyntaxError();
     const std::string_view opt = ctx.args[j], val = ctx.args[j + 1];
     if (EqualsIgnoreCase(opt, "ID")) {
-      if (!ParseInt64(val, &id) || id <= 0) return ctx.Error("ERR client-id should be greater than 0");
+      if (!ParseInt64(val, &id) || id <= 0)
+        return ctx.Error("ERR client-id should be greater than 0");
       has_id = true;
     } else if (EqualsIgnoreCase(opt, "ADDR")) {
       addr = val;

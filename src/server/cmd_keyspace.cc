@@ -15,7 +15,8 @@ using store::ValuePtr;
 
 std::string_view TypeName(const Value* v) {
   switch (static_cast<ValueType>(v->type())) {
-    case ValueType::kString: return "string";
+    case ValueType::kString:
+      return "string";
   }
   return "unknown";
 }
@@ -180,14 +181,13 @@ void CmdScan(CommandContext& ctx) {
     }
   }
   std::vector<std::string> keys;
-  const uint64_t next =
-      ctx.store().Scan(cursor, static_cast<size_t>(std::min<int64_t>(count, 1 << 20)),
-                       [&](const Value& v) {
-                         if (v.IsExpired(ctx.now_ms)) return;
-                         if (has_type && !EqualsIgnoreCase(TypeName(&v), type)) return;
-                         if (has_pattern && !GlobMatch(pattern, v.key())) return;
-                         keys.emplace_back(v.key());
-                       });
+  const uint64_t next = ctx.store().Scan(
+      cursor, static_cast<size_t>(std::min<int64_t>(count, 1 << 20)), [&](const Value& v) {
+        if (v.IsExpired(ctx.now_ms)) return;
+        if (has_type && !EqualsIgnoreCase(TypeName(&v), type)) return;
+        if (has_pattern && !GlobMatch(pattern, v.key())) return;
+        keys.emplace_back(v.key());
+      });
   ctx.out.ArrayHeader(2);
   ctx.out.Bulk(std::to_string(next));
   ctx.out.ArrayHeader(keys.size());
@@ -242,9 +242,7 @@ void CmdRename(CommandContext& ctx) { RenameGeneric(ctx, false); }
 void CmdRenameNx(CommandContext& ctx) { RenameGeneric(ctx, true); }
 
 void CmdExpire(CommandContext& ctx) { ExpireGeneric(ctx, ctx.now_ms, ExpireUnit::kSeconds); }
-void CmdPExpire(CommandContext& ctx) {
-  ExpireGeneric(ctx, ctx.now_ms, ExpireUnit::kMilliseconds);
-}
+void CmdPExpire(CommandContext& ctx) { ExpireGeneric(ctx, ctx.now_ms, ExpireUnit::kMilliseconds); }
 void CmdExpireAt(CommandContext& ctx) { ExpireGeneric(ctx, 0, ExpireUnit::kSeconds); }
 void CmdPExpireAt(CommandContext& ctx) { ExpireGeneric(ctx, 0, ExpireUnit::kMilliseconds); }
 void CmdTtl(CommandContext& ctx) { TtlGeneric(ctx, false, false); }

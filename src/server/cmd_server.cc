@@ -115,9 +115,9 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     out->append("# Keyspace\r\n");
     const size_t keys = e.store().Size();
     if (keys > 0) {
-      Line(out, "db0", "keys=" + std::to_string(keys) +
-                           ",expires=" + std::to_string(e.store().ExpiringCount()) +
-                           ",avg_ttl=0");
+      Line(out, "db0",
+           "keys=" + std::to_string(keys) +
+               ",expires=" + std::to_string(e.store().ExpiringCount()) + ",avg_ttl=0");
     }
   } else if (name == "commandstats") {
     out->append("# Commandstats\r\n");
@@ -143,8 +143,8 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
 
 constexpr std::string_view kDefaultSections[] = {"server", "clients", "memory", "stats",
                                                  "keyspace"};
-constexpr std::string_view kAllSections[] = {"server", "clients", "memory", "stats",
-                                             "commandstats", "keyspace"};
+constexpr std::string_view kAllSections[] = {"server", "clients",      "memory",
+                                             "stats",  "commandstats", "keyspace"};
 
 }  // namespace
 
@@ -210,8 +210,7 @@ void CmdConfigSet(CommandContext& ctx) {
   Status s = ctx.engine.SetConfig(changes, &failed);
   if (s.ok()) return ctx.out.Ok();
   if (s.code() == StatusCode::kNotFound) {
-    return ctx.Error("ERR Unknown option or number of arguments for CONFIG SET - '" + failed +
-                     "'");
+    return ctx.Error("ERR Unknown option or number of arguments for CONFIG SET - '" + failed + "'");
   }
   ctx.Error("ERR CONFIG SET failed (possibly related to argument '" + ToLower(failed) + "') - " +
             std::string(s.message()));
@@ -231,9 +230,7 @@ void CmdConfigHelp(CommandContext& ctx) {
   for (const char* l : kLines) ctx.out.SimpleString(l);
 }
 
-void CmdDbSize(CommandContext& ctx) {
-  ctx.out.Integer(static_cast<int64_t>(ctx.store().Size()));
-}
+void CmdDbSize(CommandContext& ctx) { ctx.out.Integer(static_cast<int64_t>(ctx.store().Size())); }
 
 void CmdFlushDb(CommandContext& ctx) {
   if (ctx.args.size() > 2) return ctx.SyntaxError();
@@ -378,7 +375,8 @@ void CmdCommandList(CommandContext& ctx) {
     }
     if (EqualsIgnoreCase(filter, "ACLCAT")) {
       bool match = false;
-      for (const auto& cat : Categories(*c)) match = match || EqualsIgnoreCase(cat.substr(1), value);
+      for (const auto& cat : Categories(*c))
+        match = match || EqualsIgnoreCase(cat.substr(1), value);
       if (!match) continue;
     }
     names.push_back(c->name);
@@ -437,7 +435,8 @@ std::string MarkdownForTable() {
     for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     for (char& ch : name) ch = ch == '|' ? ' ' : ch;
     std::string usage = "`" + name + (c->syntax.empty() ? "" : " " + std::string(c->syntax)) + "`";
-    for (size_t p = 0; (p = usage.find('|', p)) != std::string::npos; p += 2) usage.replace(p, 1, "\\|");
+    for (size_t p = 0; (p = usage.find('|', p)) != std::string::npos; p += 2)
+      usage.replace(p, 1, "\\|");
     md += "| " + usage + " | " + std::to_string(c->arity) + " | " + flags(c->flags) + " | " +
           std::string(c->group) + " | " + std::string(c->since) + " | " + std::string(c->summary) +
           " |\n";

@@ -340,7 +340,8 @@ void CmdAppend(CommandContext& ctx) {
       return PutString(key, tail, 0);
     }
     if (!IsString(live)) return ClientError(kWrongType);
-    if (static_cast<int64_t>(live->payload().size() + tail.size()) > ctx.engine.proto_max_bulk_len()) {
+    if (static_cast<int64_t>(live->payload().size() + tail.size()) >
+        ctx.engine.proto_max_bulk_len()) {
       return ClientError(kTooBig);
     }
     std::string joined;

@@ -156,14 +156,16 @@ Status SetOutputLimit(Config& c, std::string_view v) {
     Result<int64_t> soft = ParseMemory(parts[i + 2]);
     int64_t secs = 0;
     if (!hard.ok() || !soft.ok() || !internal::ParseInt64(parts[i + 3], &secs) || secs < 0) {
-      return Status::InvalidArgument("Error in hard, soft or soft_seconds setting in buffer limit configuration.");
+      return Status::InvalidArgument(
+          "Error in hard, soft or soft_seconds setting in buffer limit configuration.");
     }
     if (parts[i] == "normal") {
       next.output_hard_limit = *hard;
       next.output_soft_limit = *soft;
       next.output_soft_seconds = secs;
     } else if (parts[i] != "slave" && parts[i] != "replica" && parts[i] != "pubsub") {
-      return Status::InvalidArgument("Invalid client class specified in buffer limit configuration.");
+      return Status::InvalidArgument(
+          "Invalid client class specified in buffer limit configuration.");
     }
   }
   c = next;
@@ -187,7 +189,8 @@ const Param kParams[] = {
      [](Config& c, std::string_view v) {
        const std::string l = internal::ToLower(v);
        if (l != "debug" && l != "verbose" && l != "notice" && l != "warning" && l != "nothing") {
-         return Status::InvalidArgument("argument(s) must be one of the following: debug, verbose, notice, warning, nothing");
+         return Status::InvalidArgument(
+             "argument(s) must be one of the following: debug, verbose, notice, warning, nothing");
        }
        c.loglevel = l;
        return Status::OK();
@@ -208,7 +211,8 @@ const Param kParams[] = {
        return Status::OK();
      }},
     {"port", false, [](const Config& c) { return std::to_string(c.port); }, nullptr},
-    {"proto-max-bulk-len", true, [](const Config& c) { return std::to_string(c.proto_max_bulk_len); },
+    {"proto-max-bulk-len", true,
+     [](const Config& c) { return std::to_string(c.proto_max_bulk_len); },
      [](Config& c, std::string_view v) {
        FLOE_ASSIGN_OR_RETURN(int64_t n, ParseMemory(v));
        if (n < 1024) return Status::InvalidArgument("argument must be at least 1kb");

@@ -7,7 +7,6 @@
 // (back-pressure) instead of growing our buffers.
 
 #include <asio.hpp>
-
 #include <csignal>
 #include <thread>
 #include <unordered_map>
@@ -156,8 +155,8 @@ void Connection::Process() {
   while (!closing_ && out_.size() < kFlushThreshold) {
     size_t consumed = 0;
     std::string error;
-    const auto outcome = parser_.Parse(std::string_view(in_.data() + begin_, end_ - begin_),
-                                       &args_, &consumed, &error);
+    const auto outcome = parser_.Parse(std::string_view(in_.data() + begin_, end_ - begin_), &args_,
+                                       &consumed, &error);
     if (outcome == resp::RequestParser::Outcome::kError) {
       out_ += "-ERR " + error + "\r\n";
       closing_ = true;
@@ -187,8 +186,7 @@ void Connection::DoWrite() {
   session_->state().output_pending.store(out_.size(), std::memory_order_relaxed);
   asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code ec, size_t n) {
     if (ec) return Close();
-    worker_->engine->stats(worker_->index)
-        .net_output_bytes.fetch_add(n, std::memory_order_relaxed);
+    worker_->engine->stats(worker_->index).net_output_bytes.fetch_add(n, std::memory_order_relaxed);
     out_.clear();
     if (closed_) return;
     session_->state().output_pending.store(0, std::memory_order_relaxed);
@@ -205,7 +203,8 @@ void Accept(Worker* w, tcp::acceptor* acceptor) {
       if (static_cast<int64_t>(w->engine->ClientCount()) >= w->engine->maxclients()) {
         stats.rejected_connections.fetch_add(1, std::memory_order_relaxed);
         std::error_code ignored;
-        asio::write(socket, asio::buffer(std::string_view("-ERR max number of clients reached\r\n")),
+        asio::write(socket,
+                    asio::buffer(std::string_view("-ERR max number of clients reached\r\n")),
                     ignored);
         socket.close(ignored);
       } else {

@@ -38,22 +38,22 @@ enum class ValueType : uint16_t {
 };
 
 struct Config {
-  std::string bind = "127.0.0.1";       // bind: addresses to listen on (space separated)
-  int port = 6379;                      // port
-  int threads = 0;                      // io-threads: 0 = one per core
-  std::string requirepass;              // requirepass: empty = no AUTH needed (loopback only)
-  int64_t maxclients = 10000;           // maxclients
-  int64_t maxmemory = 0;                // maxmemory: bytes, 0 = no limit
+  std::string bind = "127.0.0.1";  // bind: addresses to listen on (space separated)
+  int port = 6379;                 // port
+  int threads = 0;                 // io-threads: 0 = one per core
+  std::string requirepass;         // requirepass: empty = no AUTH needed (loopback only)
+  int64_t maxclients = 10000;      // maxclients
+  int64_t maxmemory = 0;           // maxmemory: bytes, 0 = no limit
   std::string maxmemory_policy = "noeviction";  // maxmemory-policy: only noeviction for now
-  int64_t timeout = 0;                  // timeout: close clients idle this many seconds; 0 = never
-  int64_t proto_max_bulk_len = 512ll << 20;     // proto-max-bulk-len
+  int64_t timeout = 0;  // timeout: close clients idle this many seconds; 0 = never
+  int64_t proto_max_bulk_len = 512ll << 20;  // proto-max-bulk-len
   // client-output-buffer-limit (normal clients): hard bytes, soft bytes, soft seconds; 0 = none.
   int64_t output_hard_limit = 0;
   int64_t output_soft_limit = 0;
   int64_t output_soft_seconds = 0;
-  int hz = 10;                          // hz: active expiry cycles per second
-  std::string loglevel = "notice";      // loglevel: debug, verbose, notice, warning
-  std::string config_file;              // the file the settings came from, if any
+  int hz = 10;                      // hz: active expiry cycles per second
+  std::string loglevel = "notice";  // loglevel: debug, verbose, notice, warning
+  std::string config_file;          // the file the settings came from, if any
 };
 
 // Parses a memory amount the way Redis does: a plain number of bytes or one with a unit
@@ -153,7 +153,7 @@ struct ClientState {
   int64_t created_ms = 0;
   std::atomic<int64_t> last_interaction_ms{0};
   std::atomic<int> protocol{2};
-  std::atomic<int> multi{-1};             // queued commands, -1 when not in MULTI
+  std::atomic<int> multi{-1};  // queued commands, -1 when not in MULTI
   std::atomic<const char*> last_command{"NULL"};
   std::atomic<bool> kill_requested{false};
   std::atomic<size_t> output_pending{0};  // bytes waiting to be written

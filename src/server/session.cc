@@ -84,8 +84,8 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
     if (sub == nullptr) {
       std::string upper(spec->name);
       for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      return reject("ERR unknown subcommand '" + std::string(args[1].substr(0, 128)) +
-                    "'. Try " + upper + " HELP.");
+      return reject("ERR unknown subcommand '" + std::string(args[1].substr(0, 128)) + "'. Try " +
+                    upper + " HELP.");
     }
     if (!ArityOk(*sub, args.size())) return reject(WrongArity(sub->name));
     spec = sub;

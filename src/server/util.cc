@@ -166,8 +166,7 @@ store::ValuePtr Lookup(CommandContext& ctx, std::string_view key, bool count_sta
 
 Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payload,
                                    int64_t expire_at_ms) {
-  return store::Value::Make(key, static_cast<uint16_t>(ValueType::kString), payload,
-                            expire_at_ms);
+  return store::Value::Make(key, static_cast<uint16_t>(ValueType::kString), payload, expire_at_ms);
 }
 
 bool OverMemoryLimit(Engine& engine) {

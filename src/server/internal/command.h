@@ -18,34 +18,34 @@ namespace floe::server::internal {
 
 // Command flags (shown by COMMAND INFO under their Redis names).
 enum CommandFlag : uint32_t {
-  kWrite = 1 << 0,       // "write": may change the keyspace
-  kReadOnly = 1 << 1,    // "readonly"
-  kDenyOom = 1 << 2,     // "denyoom": refused when used memory exceeds maxmemory
-  kFast = 1 << 3,        // "fast": O(1) or O(log n)
-  kNoAuth = 1 << 4,      // "no_auth": allowed before AUTH
-  kNoMulti = 1 << 5,     // "no_multi": runs at once inside MULTI instead of being queued
-  kExclusive = 1 << 6,   // runs with every other I/O thread stopped (atomic across keys)
-  kLoading = 1 << 7,     // "loading"
-  kStale = 1 << 8,       // "stale"
-  kAllowBusy = 1 << 9,   // "allow_busy"
+  kWrite = 1 << 0,      // "write": may change the keyspace
+  kReadOnly = 1 << 1,   // "readonly"
+  kDenyOom = 1 << 2,    // "denyoom": refused when used memory exceeds maxmemory
+  kFast = 1 << 3,       // "fast": O(1) or O(log n)
+  kNoAuth = 1 << 4,     // "no_auth": allowed before AUTH
+  kNoMulti = 1 << 5,    // "no_multi": runs at once inside MULTI instead of being queued
+  kExclusive = 1 << 6,  // runs with every other I/O thread stopped (atomic across keys)
+  kLoading = 1 << 7,    // "loading"
+  kStale = 1 << 8,      // "stale"
+  kAllowBusy = 1 << 9,  // "allow_busy"
 };
 
 struct CommandContext;
 using Handler = void (*)(CommandContext& ctx);
 
 struct CommandSpec {
-  std::string_view name;     // lowercase; subcommands "client|list"
-  int arity;                 // Redis convention: -n means at least n
+  std::string_view name;  // lowercase; subcommands "client|list"
+  int arity;              // Redis convention: -n means at least n
   uint32_t flags;
   int first_key, last_key, step;
-  std::string_view group;    // generic, string, connection, server, transactions
+  std::string_view group;  // generic, string, connection, server, transactions
   std::string_view since;
   std::string_view complexity;
   std::string_view summary;
-  std::string_view syntax;   // arguments after the name, for docs/commands.md
-  Handler handler;           // null for a container (CLIENT, CONFIG, COMMAND, OBJECT)
+  std::string_view syntax;  // arguments after the name, for docs/commands.md
+  Handler handler;          // null for a container (CLIENT, CONFIG, COMMAND, OBJECT)
   std::span<const CommandSpec> subcommands;
-  int index = -1;            // position in the flat list (commandstats); set at start-up
+  int index = -1;  // position in the flat list (commandstats); set at start-up
 };
 
 // Every top-level command, sorted by name.
@@ -114,34 +114,81 @@ bool OverMemoryLimit(Engine& engine);
 // Handlers, one file per group.
 #define FLOE_HANDLER(name) void name(CommandContext& ctx)
 // connection
-FLOE_HANDLER(CmdPing); FLOE_HANDLER(CmdEcho); FLOE_HANDLER(CmdHello); FLOE_HANDLER(CmdAuth);
-FLOE_HANDLER(CmdQuit); FLOE_HANDLER(CmdReset); FLOE_HANDLER(CmdSelect);
-FLOE_HANDLER(CmdClientId); FLOE_HANDLER(CmdClientGetName); FLOE_HANDLER(CmdClientSetName);
-FLOE_HANDLER(CmdClientList); FLOE_HANDLER(CmdClientInfo); FLOE_HANDLER(CmdClientKill);
+FLOE_HANDLER(CmdPing);
+FLOE_HANDLER(CmdEcho);
+FLOE_HANDLER(CmdHello);
+FLOE_HANDLER(CmdAuth);
+FLOE_HANDLER(CmdQuit);
+FLOE_HANDLER(CmdReset);
+FLOE_HANDLER(CmdSelect);
+FLOE_HANDLER(CmdClientId);
+FLOE_HANDLER(CmdClientGetName);
+FLOE_HANDLER(CmdClientSetName);
+FLOE_HANDLER(CmdClientList);
+FLOE_HANDLER(CmdClientInfo);
+FLOE_HANDLER(CmdClientKill);
 FLOE_HANDLER(CmdClientHelp);
 // server
-FLOE_HANDLER(CmdInfo); FLOE_HANDLER(CmdConfigGet); FLOE_HANDLER(CmdConfigSet);
-FLOE_HANDLER(CmdConfigHelp); FLOE_HANDLER(CmdDbSize); FLOE_HANDLER(CmdFlushDb);
-FLOE_HANDLER(CmdTime); FLOE_HANDLER(CmdCommand); FLOE_HANDLER(CmdCommandCount);
-FLOE_HANDLER(CmdCommandInfo); FLOE_HANDLER(CmdCommandDocs); FLOE_HANDLER(CmdCommandList);
+FLOE_HANDLER(CmdInfo);
+FLOE_HANDLER(CmdConfigGet);
+FLOE_HANDLER(CmdConfigSet);
+FLOE_HANDLER(CmdConfigHelp);
+FLOE_HANDLER(CmdDbSize);
+FLOE_HANDLER(CmdFlushDb);
+FLOE_HANDLER(CmdTime);
+FLOE_HANDLER(CmdCommand);
+FLOE_HANDLER(CmdCommandCount);
+FLOE_HANDLER(CmdCommandInfo);
+FLOE_HANDLER(CmdCommandDocs);
+FLOE_HANDLER(CmdCommandList);
 FLOE_HANDLER(CmdCommandHelp);
 // strings
-FLOE_HANDLER(CmdGet); FLOE_HANDLER(CmdSet); FLOE_HANDLER(CmdSetNx); FLOE_HANDLER(CmdSetEx);
-FLOE_HANDLER(CmdPSetEx); FLOE_HANDLER(CmdGetSet); FLOE_HANDLER(CmdGetDel); FLOE_HANDLER(CmdGetEx);
-FLOE_HANDLER(CmdMGet); FLOE_HANDLER(CmdMSet); FLOE_HANDLER(CmdMSetNx); FLOE_HANDLER(CmdIncr);
-FLOE_HANDLER(CmdDecr); FLOE_HANDLER(CmdIncrBy); FLOE_HANDLER(CmdDecrBy);
-FLOE_HANDLER(CmdIncrByFloat); FLOE_HANDLER(CmdAppend); FLOE_HANDLER(CmdStrLen);
-FLOE_HANDLER(CmdGetRange); FLOE_HANDLER(CmdSetRange);
+FLOE_HANDLER(CmdGet);
+FLOE_HANDLER(CmdSet);
+FLOE_HANDLER(CmdSetNx);
+FLOE_HANDLER(CmdSetEx);
+FLOE_HANDLER(CmdPSetEx);
+FLOE_HANDLER(CmdGetSet);
+FLOE_HANDLER(CmdGetDel);
+FLOE_HANDLER(CmdGetEx);
+FLOE_HANDLER(CmdMGet);
+FLOE_HANDLER(CmdMSet);
+FLOE_HANDLER(CmdMSetNx);
+FLOE_HANDLER(CmdIncr);
+FLOE_HANDLER(CmdDecr);
+FLOE_HANDLER(CmdIncrBy);
+FLOE_HANDLER(CmdDecrBy);
+FLOE_HANDLER(CmdIncrByFloat);
+FLOE_HANDLER(CmdAppend);
+FLOE_HANDLER(CmdStrLen);
+FLOE_HANDLER(CmdGetRange);
+FLOE_HANDLER(CmdSetRange);
 // keyspace
-FLOE_HANDLER(CmdDel); FLOE_HANDLER(CmdExists); FLOE_HANDLER(CmdType); FLOE_HANDLER(CmdKeys);
-FLOE_HANDLER(CmdScan); FLOE_HANDLER(CmdRandomKey); FLOE_HANDLER(CmdRename);
-FLOE_HANDLER(CmdRenameNx); FLOE_HANDLER(CmdExpire); FLOE_HANDLER(CmdPExpire);
-FLOE_HANDLER(CmdExpireAt); FLOE_HANDLER(CmdPExpireAt); FLOE_HANDLER(CmdTtl);
-FLOE_HANDLER(CmdPTtl); FLOE_HANDLER(CmdExpireTime); FLOE_HANDLER(CmdPExpireTime);
-FLOE_HANDLER(CmdPersist); FLOE_HANDLER(CmdTouch); FLOE_HANDLER(CmdObjectEncoding);
+FLOE_HANDLER(CmdDel);
+FLOE_HANDLER(CmdExists);
+FLOE_HANDLER(CmdType);
+FLOE_HANDLER(CmdKeys);
+FLOE_HANDLER(CmdScan);
+FLOE_HANDLER(CmdRandomKey);
+FLOE_HANDLER(CmdRename);
+FLOE_HANDLER(CmdRenameNx);
+FLOE_HANDLER(CmdExpire);
+FLOE_HANDLER(CmdPExpire);
+FLOE_HANDLER(CmdExpireAt);
+FLOE_HANDLER(CmdPExpireAt);
+FLOE_HANDLER(CmdTtl);
+FLOE_HANDLER(CmdPTtl);
+FLOE_HANDLER(CmdExpireTime);
+FLOE_HANDLER(CmdPExpireTime);
+FLOE_HANDLER(CmdPersist);
+FLOE_HANDLER(CmdTouch);
+FLOE_HANDLER(CmdObjectEncoding);
 FLOE_HANDLER(CmdObjectHelp);
 // transactions
-FLOE_HANDLER(CmdMulti); FLOE_HANDLER(CmdExec); FLOE_HANDLER(CmdDiscard); FLOE_HANDLER(CmdWatch);
+FLOE_HANDLER(CmdMulti);
+FLOE_HANDLER(CmdExec);
+FLOE_HANDLER(CmdDiscard);
+FLOE_HANDLER(CmdWatch);
 FLOE_HANDLER(CmdUnwatch);
 #undef FLOE_HANDLER
 
