@@ -29,15 +29,34 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   // ---- serve ----
+  // A config file supplies the defaults; flags given on the command line override it. The file
+  // is found before CLI11 parses, so its values are in place when the options bind to them.
   floe::server::Config config;
-  std::string maxmemory = "0", bulk = "512mb", output_limit = "normal 0 0 0";
+  std::string config_path;
+  for (int i = 1; i < argc; i++) {
+    const std::string_view a = argv[i];
+    if (a == "--config" && i + 1 < argc) config_path = argv[i + 1];
+    if (a.starts_with("--config=")) config_path = std::string(a.substr(9));
+  }
+  if (!config_path.empty()) {
+    floe::Status s = floe::server::LoadConfigFile(config_path, &config);
+    if (!s.ok()) {
+      std::fprintf(stderr, "floe: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  std::string maxmemory = std::to_string(config.maxmemory);
+  std::string bulk = std::to_string(config.proto_max_bulk_len);
+  std::string output_limit = "normal " + std::to_string(config.output_hard_limit) + " " +
+                             std::to_string(config.output_soft_limit) + " " +
+                             std::to_string(config.output_soft_seconds);
   CLI::App* serve = app.add_subcommand(
       "serve",
       "Run a node that speaks the Redis protocol (RESP2 and RESP3): any Redis client works "
       "against it. Stops cleanly on SIGINT or SIGTERM.");
-  serve->set_config("--config", "",
-                    "Read these settings from a file (INI or TOML, one `name = value` per line, "
-                    "names as the long flags below, e.g. `port = 6380`)");
+  serve->add_option("--config", config_path,
+                    "Read settings from a Redis-style file: one `name value` per line, names as "
+                    "the long flags below (e.g. `maxmemory 4gb`); flags override the file");
   serve
       ->add_option("--bind", config.bind,
                    "Addresses to listen on, space separated. A non-loopback address needs "
@@ -126,7 +145,11 @@ int main(int argc, char** argv) {
   }
   config.maxmemory = *mm;
   config.proto_max_bulk_len = *bl;
-  config.config_file = serve->get_option("--config")->as<std::string>();
+  floe::Status valid = floe::server::ValidateConfig(config);
+  if (!valid.ok()) {
+    std::fprintf(stderr, "floe: %s\n", std::string(valid.message()).c_str());
+    return 2;
+  }
   {
     floe::server::Engine probe(config);
     std::string failed;
@@ -137,11 +160,6 @@ int main(int argc, char** argv) {
       return 2;
     }
     config = probe.config();
-  }
-  floe::Status valid = floe::server::ValidateConfig(config);
-  if (!valid.ok()) {
-    std::fprintf(stderr, "floe: %s\n", std::string(valid.message()).c_str());
-    return 2;
   }
   floe::server::Server server(config);
   floe::Status s = server.Run();

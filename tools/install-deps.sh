@@ -8,11 +8,13 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev clang-format   # fuzz targets, formatting check
   # libraries
-  libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev
+  libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev libasio-dev
   libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   libtbb-dev libcuckoo-dev liburcu-dev      # the maps store_bench compares against
+  python3 python3-pytest python3-redis      # e2e tests (Debian's interpreter: /usr/bin/python3)
+  redis-server redis-tools                  # differential tests, redis-cli, redis-benchmark
 )
 
 if [ "$(id -u)" -ne 0 ]; then

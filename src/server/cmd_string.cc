@@ -304,7 +304,7 @@ void CmdDecrBy(CommandContext& ctx) {
 
 void CmdIncrByFloat(CommandContext& ctx) {
   long double incr = 0;
-  if (!ParseLongDouble(ctx.args[2], &incr) || std::isinf(incr)) {
+  if (!ParseLongDouble(ctx.args[2], &incr)) {
     return ctx.Error("ERR value is not a valid float");
   }
   const std::string_view key = ctx.args[1];
@@ -314,7 +314,7 @@ void CmdIncrByFloat(CommandContext& ctx) {
     long double old = 0;
     if (live != nullptr) {
       if (!IsString(live)) return ClientError(kWrongType);
-      if (!ParseLongDouble(live->payload(), &old) || std::isinf(old)) {
+      if (!ParseLongDouble(live->payload(), &old)) {
         return ClientError("ERR value is not a valid float");
       }
     }

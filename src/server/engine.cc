@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <fstream>
 
 #include "server/internal/command.h"
 
@@ -230,6 +231,48 @@ const Param kParams[] = {
 };
 
 }  // namespace
+
+Status LoadConfigFile(const std::string& path, Config* config) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot read config file " + path);
+  std::string line;
+  int number = 0;
+  Config next = *config;
+  while (std::getline(in, line)) {
+    number++;
+    std::vector<std::string> args;
+    if (!resp::SplitInlineArgs(line, &args)) {
+      return Status::InvalidArgument(path + ":" + std::to_string(number) + ": unbalanced quotes");
+    }
+    if (args.empty() || args[0][0] == '#') continue;
+    const std::string name = internal::ToLower(args[0]);
+    std::string value;
+    for (size_t i = 1; i < args.size(); i++) value += (i > 1 ? " " : "") + args[i];
+    auto where = [&](std::string_view what) {
+      return Status::InvalidArgument(path + ":" + std::to_string(number) + ": " +
+                                     std::string(what));
+    };
+    if (name == "bind") {
+      next.bind = value;
+    } else if (name == "port" || name == "io-threads") {
+      int64_t n = 0;
+      if (!internal::ParseInt64(value, &n) || n < 0 || n > 65535)
+        return where(name + " needs a number");
+      (name == "port" ? next.port : next.threads) = static_cast<int>(n);
+    } else {
+      const Param* param = nullptr;
+      for (const Param& p : kParams) {
+        if (p.name == name && p.set != nullptr) param = &p;
+      }
+      if (param == nullptr) return where("unknown setting '" + args[0] + "'");
+      Status s = param->set(next, value);
+      if (!s.ok()) return where(name + ": " + std::string(s.message()));
+    }
+  }
+  next.config_file = path;
+  *config = next;
+  return Status::OK();
+}
 
 Status Engine::SetConfig(const std::vector<std::pair<std::string_view, std::string_view>>& changes,
                          std::string* failed) {

@@ -63,6 +63,10 @@ Result<int64_t> ParseMemory(std::string_view text);
 bool IsLoopbackAddress(std::string_view address);
 // The start-up checks: loopback-only without a password (protected mode), valid ranges.
 Status ValidateConfig(const Config& config);
+// Reads a Redis-style config file into *config: one `name value` per line (the names CONFIG
+// uses, plus bind, port and io-threads), `#` comments, values may be quoted. Unknown names and
+// bad values are errors naming the file and line.
+Status LoadConfigFile(const std::string& path, Config* config);
 
 class Engine;
 struct ClientState;

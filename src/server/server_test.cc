@@ -391,7 +391,9 @@ TEST_F(CommandTest, IncrByFloat) {
   // Redis formats with "%.17Lf" and so shows the long double rounding error; so does Floe.
   EXPECT_THAT(Run({"INCRBYFLOAT", "f", "5.0e3"}), IsBulk("5005.60000000000000009"));
   EXPECT_THAT(Run({"INCRBYFLOAT", "f", "abc"}), IsErr("ERR value is not a valid float"));
-  EXPECT_THAT(Run({"INCRBYFLOAT", "f", "inf"}), IsErr("ERR value is not a valid float"));
+  EXPECT_THAT(Run({"INCRBYFLOAT", "f", "inf"}),
+              IsErr("ERR increment would produce NaN or Infinity"));
+  EXPECT_THAT(Run({"INCRBYFLOAT", "f", "nan"}), IsErr("ERR value is not a valid float"));
   Run({"SET", "s", "x"});
   EXPECT_THAT(Run({"INCRBYFLOAT", "s", "1"}), IsErr("ERR value is not a valid float"));
   Run({"SET", "i", "3"});

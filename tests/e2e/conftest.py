@@ -1,0 +1,162 @@
+"""Fixtures that start `floe serve` (and, for differential tests, Debian's redis-server) on free
+loopback ports, and stop them by PID when the test session ends."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLOE_BIN = os.environ.get("FLOE_BIN", os.path.join(ROOT, "build", "release", "app", "floe"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"server did not listen on port {port} within {timeout}s")
+
+
+class Floe:
+    def __init__(self, *extra_args):
+        self.port = free_port()
+        self.args = [FLOE_BIN, "serve", "--port", str(self.port), "--threads", "2",
+                     "--loglevel", "warning", *extra_args]
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.proc)
+
+    def client(self, **kw):
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def floe_server():
+    if not os.path.exists(FLOE_BIN):
+        pytest.fail(f"floe binary not found at {FLOE_BIN} (build first, or set FLOE_BIN)")
+    server = Floe()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def r(floe_server):
+    client = floe_server.client(decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_floe():
+    started = []
+
+    def start(*args):
+        s = Floe(*args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed: differential tests skipped")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class RawConn:
+    """A socket speaking RESP by hand, so replies can be compared byte for byte."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = b""
+
+    def send(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.sock.sendall(out)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_reply(self):
+        """Returns the raw bytes of one complete reply."""
+        line = self._line()
+        raw = line + b"\r\n"
+        t = line[:1]
+        if t in (b"$", b"="):
+            n = int(line[1:])
+            if n >= 0:
+                while len(self.buf) < n + 2:
+                    self._fill()
+                raw += self.buf[:n + 2]
+                self.buf = self.buf[n + 2:]
+        elif t in (b"*", b"~", b">", b"%"):
+            n = int(line[1:])
+            for _ in range(max(n, 0) * (2 if t == b"%" else 1)):
+                raw += self.read_reply()
+        return raw
+
+    def call(self, *args):
+        self.send(*args)
+        return self.read_reply()
+
+    def closed_by_peer(self, timeout=5):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
