@@ -264,6 +264,11 @@ class FLOE_SCOPED_CAPABILITY MutexLock {
 // Clocks.
 uint64_t NowMicros();   // monotonic, for durations
 uint64_t WallMicros();  // since the Unix epoch, for expiry times users give
+// A cheap monotonic tick counter for short durations on hot paths (the TSC where the CPU has
+// an invariant one; otherwise nanoseconds of the steady clock).
+uint64_t CycleNow();
+// Converts a number of CycleNow ticks to microseconds (calibrated once, at first use).
+double CyclesToMicros(uint64_t ticks);
 
 }  // namespace floe
 

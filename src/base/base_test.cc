@@ -101,6 +101,16 @@ TEST(HashTest, KeyHashIsStableXxh3) {
   EXPECT_NE(HashBytes("a"), HashBytes("b"));
 }
 
+TEST(ClockTest, CycleClockMeasuresDurations) {
+  const uint64_t t0 = CycleNow();
+  const uint64_t w0 = NowMicros();
+  while (NowMicros() - w0 < 20000) {
+  }
+  const double us = CyclesToMicros(CycleNow() - t0);
+  EXPECT_GT(us, 15000.0);  // a bound on correctness of the conversion, not a timing assertion
+  EXPECT_LT(us, 2'000'000.0);
+}
+
 TEST(MutexTest, GuardsACounter) {
   Mutex mu;
   int counter = 0;

@@ -50,4 +50,44 @@ uint64_t WallMicros() {
                                    .count());
 }
 
+namespace {
+bool HaveInvariantTsc() {
+#if defined(__x86_64__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0x80000007u));
+  return (edx & (1u << 8)) != 0;
+#else
+  return false;
+#endif
+}
+const bool kUseTsc = HaveInvariantTsc();
+
+uint64_t SteadyNanos() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+}  // namespace
+
+uint64_t CycleNow() {
+#if defined(__x86_64__)
+  if (kUseTsc) return __builtin_ia32_rdtsc();
+#endif
+  return SteadyNanos();
+}
+
+double CyclesToMicros(uint64_t ticks) {
+  static const double micros_per_tick = [] {
+    if (!kUseTsc) return 1e-3;
+    const uint64_t n0 = SteadyNanos();
+    const uint64_t t0 = CycleNow();
+    while (SteadyNanos() - n0 < 5'000'000) {
+    }
+    const uint64_t n1 = SteadyNanos();
+    const uint64_t t1 = CycleNow();
+    return static_cast<double>(n1 - n0) / 1e3 / static_cast<double>(t1 - t0);
+  }();
+  return static_cast<double>(ticks) * micros_per_tick;
+}
+
 }  // namespace floe

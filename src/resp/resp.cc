@@ -1,5 +1,6 @@
 #include "resp/resp.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -286,8 +287,11 @@ bool SplitInlineArgs(std::string_view line, std::vector<std::string>* out) {
 // ---------------------------------------------------------------------------------------------
 void ReplyWriter::Header(char type, int64_t n) {
   char buf[32];
-  const int len = std::snprintf(buf, sizeof(buf), "%c%lld\r\n", type, static_cast<long long>(n));
-  out_->append(buf, static_cast<size_t>(len));
+  buf[0] = type;
+  char* end = std::to_chars(buf + 1, buf + sizeof(buf) - 2, n).ptr;
+  end[0] = '\r';
+  end[1] = '\n';
+  out_->append(buf, static_cast<size_t>(end + 2 - buf));
 }
 
 void ReplyWriter::SimpleString(std::string_view s) {

@@ -122,14 +122,15 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
   } else if (name == "commandstats") {
     out->append("# Commandstats\r\n");
     for (const CommandSpec* spec : AllCommands()) {
-      uint64_t calls = 0, usec = 0, failed = 0;
+      uint64_t calls = 0, ticks = 0, failed = 0;
       const auto i = static_cast<size_t>(spec->index);
       for (int w = 0; w < e.workers(); w++) {
         calls += e.stats(w).calls[i].load(std::memory_order_relaxed);
-        usec += e.stats(w).usec[i].load(std::memory_order_relaxed);
+        ticks += e.stats(w).ticks[i].load(std::memory_order_relaxed);
         failed += e.stats(w).failed[i].load(std::memory_order_relaxed);
       }
       if (calls == 0) continue;
+      const auto usec = static_cast<uint64_t>(CyclesToMicros(ticks));
       char buf[256];
       std::snprintf(buf, sizeof(buf),
                     "calls=%llu,usec=%llu,usec_per_call=%.2f,rejected_calls=0,failed_calls=%llu",
@@ -412,8 +413,8 @@ void CmdCommandHelp(CommandContext& ctx) {
 std::string MarkdownForTable() {
   std::string md =
       "# Commands\n\n"
-      "Generated from the command table (`src/server/commands.cc`) by `floe commands "
-      "--markdown`;\nCI fails when this file is stale. Semantics, replies and error strings are "
+      "Generated from the command table (`src/server/commands.cc`) by `floe commands`; CI fails\n"
+      "when this file is stale. Semantics, replies and error strings are "
       "Redis 7.0's\nunless a note says otherwise.\n\n"
       "| command | arity | flags | group | since | summary |\n|---|---|---|---|---|---|\n";
   auto flags = [](uint32_t f) {

@@ -997,7 +997,7 @@ const CommandSpec kTable[] = {
 
 struct Index {
   std::vector<const CommandSpec*> all;
-  std::unordered_map<std::string, const CommandSpec*> by_name;
+  std::unordered_map<std::string_view, const CommandSpec*> by_name;  // views of static names
   Index() {
     // `index` is assigned through a const_cast because the specs are constant data whose only
     // mutable part is this start-up numbering.
@@ -1005,7 +1005,7 @@ struct Index {
     for (const CommandSpec& c : kTable) {
       const_cast<CommandSpec&>(c).index = next++;
       all.push_back(&c);
-      by_name.emplace(std::string(c.name), &c);
+      by_name.emplace(c.name, &c);
       for (const CommandSpec& s : c.subcommands) {
         const_cast<CommandSpec&>(s).index = next++;
         all.push_back(&s);
@@ -1036,7 +1036,7 @@ const CommandSpec* FindCommand(std::string_view name) {
     lower[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
   }
   const auto& by_name = TheIndex().by_name;
-  auto it = by_name.find(std::string(lower, name.size()));
+  auto it = by_name.find(std::string_view(lower, name.size()));
   return it == by_name.end() ? nullptr : it->second;
 }
 

@@ -83,7 +83,7 @@ Engine::Engine(Config config, int workers) : config_(std::move(config)) {
     worker_locks_.emplace_back();
     auto s = std::make_unique<WorkerStats>();
     s->calls.reset(new std::atomic<uint64_t>[ncommands]());
-    s->usec.reset(new std::atomic<uint64_t>[ncommands]());
+    s->ticks.reset(new std::atomic<uint64_t>[ncommands]());
     s->failed.reset(new std::atomic<uint64_t>[ncommands]());
     stats_.push_back(std::move(s));
   }
@@ -99,6 +99,9 @@ void Engine::ApplyHotSettings(const Config& c) {
   maxclients_.store(c.maxclients, std::memory_order_relaxed);
   proto_max_bulk_len_.store(c.proto_max_bulk_len, std::memory_order_relaxed);
   requires_auth_.store(!c.requirepass.empty(), std::memory_order_relaxed);
+  output_hard_.store(c.output_hard_limit, std::memory_order_relaxed);
+  output_soft_.store(c.output_soft_limit, std::memory_order_relaxed);
+  output_soft_seconds_.store(c.output_soft_seconds, std::memory_order_relaxed);
 }
 
 Config Engine::config() const {

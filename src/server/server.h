@@ -110,10 +110,10 @@ class Session {
   friend void internal::CmdDiscard(internal::CommandContext&);
   friend void internal::CmdWatch(internal::CommandContext&);
   friend void internal::CmdUnwatch(internal::CommandContext&);
-  void Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out);
+  void Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out, int64_t now_ms);
   // Runs a resolved command; takes the exclusive section if it needs one and none is held.
   void Call(const internal::CommandSpec* spec, const std::vector<std::string_view>& args,
-            resp::ReplyWriter& out, bool exclusive_held);
+            resp::ReplyWriter& out, bool exclusive_held, int64_t now_ms);
 
   Engine* engine_;
   int worker_;
@@ -142,11 +142,17 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> net_output_bytes{0};
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> rejected_connections{0};
-  // Per command (index in the command table): calls, microseconds, failed calls.
+  // Per command (index in the command table): calls, CycleNow ticks, failed calls.
   std::unique_ptr<std::atomic<uint64_t>[]> calls;
-  std::unique_ptr<std::atomic<uint64_t>[]> usec;
+  std::unique_ptr<std::atomic<uint64_t>[]> ticks;
   std::unique_ptr<std::atomic<uint64_t>[]> failed;
 };
+
+// Adds to a counter that only one thread writes (a worker's, under its worker lock): a plain
+// load and store, no locked read-modify-write. Readers (INFO) may see it a moment late.
+inline void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
 
 // What CLIENT LIST and CLIENT KILL see of a connection. Thread-safe: fields written by the
 // owning thread are atomics or guarded by `mu`.
@@ -186,6 +192,14 @@ class Engine {
   int64_t maxmemory() const { return maxmemory_.load(std::memory_order_relaxed); }
   int64_t maxclients() const { return maxclients_.load(std::memory_order_relaxed); }
   int64_t proto_max_bulk_len() const { return proto_max_bulk_len_.load(std::memory_order_relaxed); }
+  struct OutputLimits {
+    int64_t hard, soft, soft_seconds;
+  };
+  OutputLimits output_limits() const {
+    return {output_hard_.load(std::memory_order_relaxed),
+            output_soft_.load(std::memory_order_relaxed),
+            output_soft_seconds_.load(std::memory_order_relaxed)};
+  }
   bool requires_auth() const { return requires_auth_.load(std::memory_order_relaxed); }
   bool CheckPassword(std::string_view password) const;
   // CONFIG SET: applies every (name, value) or none. On failure *failed names the parameter;
@@ -234,6 +248,7 @@ class Engine {
   std::atomic<int64_t> maxclients_{0};
   std::atomic<int64_t> proto_max_bulk_len_{0};
   std::atomic<bool> requires_auth_{false};
+  std::atomic<int64_t> output_hard_{0}, output_soft_{0}, output_soft_seconds_{0};
   std::atomic<int64_t> used_memory_{0};
   std::atomic<int64_t> used_memory_at_us_{0};
 

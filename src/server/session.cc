@@ -62,13 +62,14 @@ std::string Session::Run(const std::vector<std::string>& args) {
 
 void Session::Execute(const std::vector<std::string_view>& args, std::string* out) {
   resp::ReplyWriter writer(out, protocol_);
+  const int64_t now_ms = NowMs();  // the one wall-clock read per command
   MutexLock lock(&engine_->worker_lock(worker_));
-  Dispatch(args, writer);
+  Dispatch(args, writer, now_ms);
 }
 
-void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out) {
+void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out,
+                       int64_t now_ms) {
   if (args.empty()) return;
-  const int64_t now_ms = NowMs();
   state_->last_interaction_ms.store(now_ms, std::memory_order_relaxed);
   auto reject = [&](std::string_view error) {
     if (in_multi_) multi_dirty_ = true;
@@ -104,14 +105,15 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
     out.SimpleString("QUEUED");
     return;
   }
-  Call(spec, args, out, /*exclusive_held=*/false);
+  Call(spec, args, out, /*exclusive_held=*/false, now_ms);
 }
 
 void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>& args,
-                   resp::ReplyWriter& out, bool exclusive_held) FLOE_NO_THREAD_SAFETY_ANALYSIS {
+                   resp::ReplyWriter& out, bool exclusive_held,
+                   int64_t now_ms) FLOE_NO_THREAD_SAFETY_ANALYSIS {
   WorkerStats& stats = engine_->stats(worker_);
-  const uint64_t start = NowMicros();
-  CommandContext ctx{*engine_, *this, args, out, worker_, NowMs(), spec};
+  const uint64_t start = CycleNow();
+  CommandContext ctx{*engine_, *this, args, out, worker_, now_ms, spec};
   if ((spec->flags & internal::kExclusive) != 0 && !exclusive_held) {
     // Our own worker lock is held by Execute; drop it so the section can take every lock in
     // index order (two threads running exclusive commands cannot deadlock), then take it back.
@@ -125,11 +127,12 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   } else {
     spec->handler(ctx);
   }
+  // The worker lock (or the exclusive section) is held: this worker's counters have one writer.
   const auto i = static_cast<size_t>(spec->index);
-  stats.commands.fetch_add(1, std::memory_order_relaxed);
-  stats.calls[i].fetch_add(1, std::memory_order_relaxed);
-  stats.usec[i].fetch_add(NowMicros() - start, std::memory_order_relaxed);
-  if (ctx.failed) stats.failed[i].fetch_add(1, std::memory_order_relaxed);
+  Bump(stats.commands);
+  Bump(stats.calls[i]);
+  Bump(stats.ticks[i], CycleNow() - start);
+  if (ctx.failed) Bump(stats.failed[i]);
   out.set_protocol(protocol_);  // HELLO may have switched it for the replies that follow
 }
 
@@ -159,7 +162,7 @@ void CommandContext::RunQueued(const std::vector<std::string>& queued_args) {
   if (!cmd->subcommands.empty() && (cmd->handler == nullptr || views.size() > 1)) {
     cmd = FindSubcommand(*cmd, views[1]);
   }
-  session.Call(cmd, views, out, /*exclusive_held=*/true);
+  session.Call(cmd, views, out, /*exclusive_held=*/true, now_ms);
 }
 
 void CmdMulti(CommandContext& ctx) {

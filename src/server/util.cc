@@ -157,10 +157,7 @@ store::ValuePtr Lookup(CommandContext& ctx, std::string_view key, bool count_sta
     if (r.ok() && removed) ctx.stats().expired_keys.fetch_add(1, std::memory_order_relaxed);
     v = nullptr;
   }
-  if (count_stats) {
-    (v ? ctx.stats().keyspace_hits : ctx.stats().keyspace_misses)
-        .fetch_add(1, std::memory_order_relaxed);
-  }
+  if (count_stats) Bump(v ? ctx.stats().keyspace_hits : ctx.stats().keyspace_misses);
   return v;
 }
 

@@ -91,9 +91,11 @@ uint64_t EpochDomain::TryAdvance() {
 
 void EpochDomain::FreeExpired(std::vector<Retired>* list, uint64_t safe_before) {
   size_t kept = 0;
+  Local& local = LocalEpochState();
   for (size_t i = 0; i < list->size(); i++) {
     Retired r = (*list)[i];
     if (r.epoch + 2 <= safe_before) {
+      if (list == &local.limbo) local.pending_bytes -= std::min(local.pending_bytes, r.bytes);
       r.deleter(r.ptr);
     } else {
       (*list)[kept++] = r;
@@ -121,11 +123,21 @@ void EpochDomain::ReclaimOrphans(uint64_t current) {
   for (Retired& r : ready) r.deleter(r.ptr);
 }
 
-void EpochDomain::Retire(void* ptr, void (*deleter)(void*)) {
+void EpochDomain::Retire(void* ptr, void (*deleter)(void*), size_t bytes) {
   Local& local = LocalEpochState();
-  local.limbo.push_back({ptr, deleter, epoch_.load(std::memory_order_seq_cst)});
-  if (++local.since_reclaim < kRetireBatch) return;
+  local.limbo.push_back({ptr, deleter, epoch_.load(std::memory_order_seq_cst), bytes});
+  local.pending_bytes += bytes;
+  if (++local.since_reclaim < kRetireBatch && local.pending_bytes < kRetireBytes) return;
   local.since_reclaim = 0;
+  const uint64_t now = TryAdvance();
+  FreeExpired(&local.limbo, now);
+  ReclaimOrphans(now);
+}
+
+void EpochDomain::Poll() {
+  Local& local = LocalEpochState();
+  FLOE_CHECK_MSG(local.nesting == 0, "Poll() inside a critical section cannot advance");
+  if (local.limbo.empty() && TEST_pending() == 0) return;
   const uint64_t now = TryAdvance();
   FreeExpired(&local.limbo, now);
   ReclaimOrphans(now);

@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstdlib>
 #include <cstring>
@@ -147,18 +149,35 @@ struct Store::Table {
   size_t capacity() const { return mask + 1; }
   size_t bytes() const { return 64 + capacity() * sizeof(Slot); }
 
-  // The header has a cache line to itself, so slots are line-aligned, four to a line.
+  // The header has a cache line to itself, so slots are line-aligned, four to a line. Large
+  // arrays come straight from mmap and go back with munmap: a shard that grew leaves its old
+  // arrays behind, and an allocator would keep that memory resident instead of returning it.
+  static constexpr size_t kMmapThreshold = 64 * 1024;
   static Table* Create(size_t capacity) {
     const size_t size = 64 + capacity * sizeof(Slot);
-    void* mem = std::aligned_alloc(64, size);
-    if (mem == nullptr) throw std::bad_alloc();
+    void* mem;
+    if (size >= kMmapThreshold) {
+      mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (mem == MAP_FAILED) throw std::bad_alloc();
+    } else {
+      mem = std::aligned_alloc(64, size);
+      if (mem == nullptr) throw std::bad_alloc();
+    }
     auto* t = static_cast<Table*>(mem);
     t->mask = capacity - 1;
     Slot* s = t->slots();
     for (size_t i = 0; i < capacity; i++) new (&s[i]) Slot();
     return t;
   }
-  static void Destroy(void* p) { std::free(p); }
+  static void Destroy(void* p) {
+    auto* t = static_cast<Table*>(p);
+    const size_t size = t->bytes();
+    if (size >= kMmapThreshold) {
+      munmap(p, size);
+    } else {
+      std::free(p);
+    }
+  }
 
   // The slot holding a live value of `key`, or nullptr; *word receives its value word. Safe
   // without the shard mutex, inside an epoch critical section.
@@ -235,7 +254,7 @@ struct alignas(64) Store::Shard {
     }
     // release: publishes the fully built array to lock-free readers and writers.
     table.store(fresh, std::memory_order_release);
-    EpochDomain::Global().Retire(old, Table::Destroy);
+    EpochDomain::Global().Retire(old, Table::Destroy, old->bytes());
   }
 
   // Capacity for `n` live keys: at most half full after a rebuild.
@@ -468,6 +487,25 @@ ValuePtr Store::Take(KeyView key) {
   return std::move(out.previous);
 }
 
+void Store::Prefetch(const KeyView* keys, size_t n) const {
+  Guard guard;
+  // Stage 1: the home slots. Stage 2, once they have had time to arrive: the values they hold.
+  for (size_t i = 0; i < n; i++) {
+    const uint64_t th = TableHash(keys[i].hash());
+    const Table* t = shards_[th >> kShardShift].table.load(std::memory_order_acquire);
+    __builtin_prefetch(&t->slots()[th & t->mask]);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const uint64_t th = TableHash(keys[i].hash());
+    const Table* t = shards_[th >> kShardShift].table.load(std::memory_order_acquire);
+    const Table::Slot& slot = t->slots()[th & t->mask];
+    // relaxed: a hint only; a stale or torn view just prefetches the wrong line.
+    if (slot.hash.load(std::memory_order_relaxed) != th) continue;
+    const uintptr_t w = slot.value.load(std::memory_order_relaxed);
+    if (IsLive(w)) __builtin_prefetch(AsValue(w));
+  }
+}
+
 size_t Store::Size() const {
   int64_t n = 0;
   for (size_t i = 0; i < kShards; i++) n += shards_[i].live.load(std::memory_order_relaxed);
@@ -483,6 +521,8 @@ size_t Store::MemoryUsed() const {
   }
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
+
+void Store::Reclaim() { EpochDomain::Global().Poll(); }
 
 void Store::Clear() {
   for (size_t i = 0; i < kShards; i++) {

@@ -294,12 +294,21 @@ class Store {
     return std::move(out.current);
   }
 
+  // Starts loading what a lookup of each key will touch -- its slot, then the value the slot
+  // points to -- without waiting, so that a batch of lookups (a client's pipeline) overlaps its
+  // cache misses instead of paying them one after another. Changes nothing.
+  void Prefetch(const KeyView* keys, size_t n) const;
+
   // Number of keys.
   size_t Size() const;
   // Bytes used by values and tables (excluding memory awaiting reclamation).
   size_t MemoryUsed() const;
   // Removes every key.
   void Clear();
+  // Frees replaced values and old arrays that no reader can still see, if any are waiting on
+  // this thread. Servers call it periodically from each thread; it never blocks.
+  // REQUIRES: not inside a Read/Scan/Update callback.
+  static void Reclaim();
 
   // Number of keys whose value has an expiry time.
   size_t ExpiringCount() const;

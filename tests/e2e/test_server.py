@@ -213,8 +213,12 @@ def test_requirepass(make_floe):
 
 def test_maxclients(make_floe):
     s = make_floe("--maxclients", "2")
-    a, b = RawConn(s.port), RawConn(s.port)
-    assert a.call("PING") == b"+PONG\r\n"
+    a = RawConn(s.port)
+    # The start-up probe's connection may still be closing: wait until `a` is alone.
+    deadline = time.time() + 5
+    while b"connected_clients:1\r\n" not in a.call("INFO", "clients") and time.time() < deadline:
+        time.sleep(0.02)
+    b = RawConn(s.port)
     assert b.call("PING") == b"+PONG\r\n"
     c = RawConn(s.port)
     assert c.read_reply() == b"-ERR max number of clients reached\r\n"

@@ -42,6 +42,7 @@ struct Retired {
   void* ptr;
   void (*deleter)(void*);
   uint64_t epoch;
+  size_t bytes;
 };
 
 // One per thread that has ever entered a critical section; recycled when threads exit.
@@ -58,13 +59,20 @@ class EpochDomain {
  public:
   static EpochDomain& Global();
 
-  // Reclamation work is batched: every kRetireBatch retirements the retiring thread tries to
-  // advance the epoch and frees what is safe.
+  // Reclamation work is batched: every kRetireBatch retirements, or once kRetireBytes are
+  // waiting, the retiring thread tries to advance the epoch and frees what is safe.
   static constexpr size_t kRetireBatch = 1024;
+  static constexpr size_t kRetireBytes = 1 << 20;
 
   // Hands `ptr` to `deleter` once no critical section that might see it is still running.
+  // `bytes` (a hint: what freeing it returns) makes large retirements reclaimed sooner.
   // REQUIRES: ptr is no longer reachable from any shared structure.
-  void Retire(void* ptr, void (*deleter)(void*));
+  void Retire(void* ptr, void (*deleter)(void*), size_t bytes = 0);
+
+  // Tries to advance the epoch and frees this thread's and orphaned retirements that are safe.
+  // Threads that retire rarely (an idle server) call it periodically so memory does not wait
+  // for the next batch. Must not be called inside a critical section.
+  void Poll();
 
   // Waits until everything retired before the call by any thread has been freed. For tests and
   // orderly shutdown; it spins while other threads stay inside critical sections.
@@ -121,6 +129,7 @@ struct EpochDomain::Local {
   ThreadRecord* rec = nullptr;
   uint32_t nesting = 0;
   uint32_t since_reclaim = 0;
+  size_t pending_bytes = 0;
   std::vector<Retired> limbo;
   Local();
   ~Local();

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Floe against Debian's redis-server, side by side in one run, with redis-benchmark:
+# SET, GET, INCR, MSET; -P 1 and -P 16; -c 50; values of 3 and 1000 bytes. Prints ops/s and
+# p50/p99 latency for both and the ratio Floe/Redis, then loads 1,000,000 keys with 16-byte
+# values into each and compares resident memory.
+#
+#   bench/resp_vs_redis.sh [--floe PATH] [--threads N] [--requests N] [--quick]
+#
+# --quick runs a short version (CI smoke test). Both servers are started on free loopback
+# ports and stopped by PID at the end, also on error or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+floe=build/release/app/floe
+threads=2
+requests=400000
+keys=1000000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --floe) floe=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --requests) requests=$2; shift 2 ;;
+    --quick) requests=20000; keys=20000; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for tool in redis-server redis-benchmark redis-cli; do
+  command -v $tool >/dev/null || { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
+done
+[ -x "$floe" ] || { echo "no floe binary at $floe (build the release preset)" >&2; exit 2; }
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+floe_port=$(free_port)
+redis_port=$(free_port)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+start_servers() {
+  "$floe" serve --port "$floe_port" --threads "$threads" --loglevel warning &
+  pids+=($!); floe_pid=$!
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
+  pids+=($!); redis_pid=$!
+  for port in $floe_port $redis_port; do
+    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+}
+stop_servers() {
+  kill "$floe_pid" "$redis_pid" 2>/dev/null || true
+  wait "$floe_pid" "$redis_pid" 2>/dev/null || true
+}
+start_servers
+
+echo "floe: $($floe --version), $threads I/O threads, port $floe_port"
+echo "redis: $(redis-server --version | awk '{print $3}'), port $redis_port"
+echo "host: $(nproc) cores; redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000"
+echo
+printf "| test | value | pipeline | floe ops/s | redis ops/s | floe/redis | floe p50/p99 ms | redis p50/p99 ms |\n"
+printf "|---|---|---|---|---|---|---|---|\n"
+
+# redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max"
+bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
+  redis-benchmark -p "$1" -c 50 -n "$4" -r 100000 -d "$2" -P "$3" -t set,get,incr,mset --csv 2>/dev/null |
+    tail -n +2 | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}'
+}
+
+for size in 3 1000; do
+  for pipe in 1 16; do
+    n=$requests
+    [ "$pipe" -gt 1 ] && n=$((requests * 4))
+    # Interleave: floe, redis, so drift on the host affects both alike.
+    f=$(bench "$floe_port" "$size" "$pipe" "$n")
+    r=$(bench "$redis_port" "$size" "$pipe" "$n")
+    while read -r test frps fp50 fp99; do
+      read -r _ rrps rp50 rp99 <<<"$(grep "^$test " <<<"$r")"
+      ratio=$(awk -v a="$frps" -v b="$rrps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+      printf "| %s | %s B | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" \
+        "$test" "$size" "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99"
+    done <<<"$f"
+  done
+done
+
+echo
+echo "Loading $keys keys with 16-byte values into freshly started servers (redis-cli --pipe) ..."
+stop_servers
+start_servers
+gen() {
+  /usr/bin/python3 - "$keys" <<'PY'
+import sys
+n = int(sys.argv[1])
+out = sys.stdout.buffer
+val = b"v" * 16
+chunk = []
+for i in range(n):
+    k = b"key:%012d" % i
+    chunk.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$16\r\n%s\r\n" % (len(k), k, val))
+    if len(chunk) == 10000:
+        out.write(b"".join(chunk)); chunk = []
+out.write(b"".join(chunk))
+PY
+}
+# Both servers report their resident set size (from /proc/self) in INFO memory.
+rss_kb() { redis-cli -p "$1" info memory | tr -d '\r' | awk -F: '/^used_memory_rss:/ {print int($2/1024)}'; }
+floe_before=$(rss_kb "$floe_port"); redis_before=$(rss_kb "$redis_port")
+gen | redis-cli -p "$floe_port" --pipe >/dev/null
+gen | redis-cli -p "$redis_port" --pipe >/dev/null
+fk=$(redis-cli -p "$floe_port" dbsize); rk=$(redis-cli -p "$redis_port" dbsize)
+sleep 1  # let both finish background work (Floe frees retired tables on its next tick)
+floe_rss=$(rss_kb "$floe_port"); redis_rss=$(rss_kb "$redis_port")
+printf "| server | keys | RSS before (MiB) | RSS after (MiB) | bytes per key (RSS growth) |\n|---|---|---|---|---|\n"
+printf "| floe | %s | %.1f | %.1f | %.1f |\n" "$fk" "$(echo "$floe_before/1024" | bc -l)" \
+  "$(echo "$floe_rss/1024" | bc -l)" "$(echo "($floe_rss-$floe_before)*1024/$fk" | bc -l)"
+printf "| redis | %s | %.1f | %.1f | %.1f |\n" "$rk" "$(echo "$redis_before/1024" | bc -l)" \
+  "$(echo "$redis_rss/1024" | bc -l)" "$(echo "($redis_rss-$redis_before)*1024/$rk" | bc -l)"
+printf "\nfloe RSS / redis RSS after loading: **%.2f**\n" "$(echo "$floe_rss/$redis_rss" | bc -l)"
