@@ -4,8 +4,10 @@
 # p50/p99 latency for both and the ratio Floe/Redis, then loads 1,000,000 keys with 16-byte
 # values into each and compares resident memory.
 #
-#   bench/resp_vs_redis.sh [--floe PATH] [--threads N] [--requests N] [--quick]
+#   bench/resp_vs_redis.sh [--floe PATH] [--threads N] [--requests N] [--repeat N] [--quick]
 #
+# Each measurement is repeated (default 3 times, floe and redis alternating) and the median is
+# reported, because two cores shared by both servers and the client make single runs noisy.
 # --quick runs a short version (CI smoke test). Both servers are started on free loopback
 # ports and stopped by PID at the end, also on error or Ctrl-C.
 set -euo pipefail
@@ -15,12 +17,14 @@ floe=build/release/app/floe
 threads=2
 requests=400000
 keys=1000000
+repeat=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --floe) floe=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
-    --quick) requests=20000; keys=20000; shift ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --quick) requests=20000; keys=20000; repeat=1; shift ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -54,7 +58,8 @@ start_servers
 
 echo "floe: $($floe --version), $threads I/O threads, port $floe_port"
 echo "redis: $(redis-server --version | awk '{print $3}'), port $redis_port"
-echo "host: $(nproc) cores; redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000"
+echo "host: $(nproc) cores; redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000;" \
+  "median of $repeat runs"
 echo
 printf "| test | value | pipeline | floe ops/s | redis ops/s | floe/redis | floe p50/p99 ms | redis p50/p99 ms |\n"
 printf "|---|---|---|---|---|---|---|---|\n"
@@ -65,21 +70,32 @@ bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
     tail -n +2 | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}'
 }
 
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+tmp=$(mktemp -d)
 for size in 3 1000; do
   for pipe in 1 16; do
     n=$requests
     [ "$pipe" -gt 1 ] && n=$((requests * 4))
-    # Interleave: floe, redis, so drift on the host affects both alike.
-    f=$(bench "$floe_port" "$size" "$pipe" "$n")
-    r=$(bench "$redis_port" "$size" "$pipe" "$n")
-    while read -r test frps fp50 fp99; do
-      read -r _ rrps rp50 rp99 <<<"$(grep "^$test " <<<"$r")"
+    : >"$tmp/f"; : >"$tmp/r"
+    for _ in $(seq "$repeat"); do
+      # Interleave floe and redis, so drift on the host affects both alike.
+      bench "$floe_port" "$size" "$pipe" "$n" >>"$tmp/f"
+      bench "$redis_port" "$size" "$pipe" "$n" >>"$tmp/r"
+    done
+    for test in SET GET INCR MSET; do
+      frps=$(awk -v t=$test '$1 == t {print $2}' "$tmp/f" | median)
+      rrps=$(awk -v t=$test '$1 == t {print $2}' "$tmp/r" | median)
+      fp50=$(awk -v t=$test '$1 == t {print $3}' "$tmp/f" | median)
+      fp99=$(awk -v t=$test '$1 == t {print $4}' "$tmp/f" | median)
+      rp50=$(awk -v t=$test '$1 == t {print $3}' "$tmp/r" | median)
+      rp99=$(awk -v t=$test '$1 == t {print $4}' "$tmp/r" | median)
       ratio=$(awk -v a="$frps" -v b="$rrps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
       printf "| %s | %s B | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" \
         "$test" "$size" "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99"
-    done <<<"$f"
+    done
   done
 done
+rm -rf "$tmp"
 
 echo
 echo "Loading $keys keys with 16-byte values into freshly started servers (redis-cli --pipe) ..."

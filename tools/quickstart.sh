@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Sets everything up and runs Floe: installs dependencies, builds the release binary, and runs
-# it. Until `floe serve` exists this runs the store's self-check, which loads, reads, scans and
-# removes keys from several threads at once and reports what it measured.
-# Arguments are passed to `floe selfcheck` (try --help).
+# Sets everything up and runs a Floe node: installs dependencies, builds the release binary,
+# and starts `floe serve` on 127.0.0.1:6379 (any Redis client can connect; Ctrl-C stops it).
+# Arguments are passed to `floe serve` (try --help), e.g. tools/quickstart.sh --port 7000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools/install-deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$(nproc)" --target floe
-exec build/release/app/floe selfcheck "$@"
+exec build/release/app/floe serve "$@"

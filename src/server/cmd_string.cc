@@ -1,5 +1,6 @@
 // String commands, with Redis 7.0 semantics and error texts.
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -104,7 +105,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
   bool applied = false;
   bool had_old = false;
   std::string old;
-  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+  Status r = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
     const Value* live = Live(cur, ctx.now_ms);
     applied = false;
     had_old = live != nullptr;
@@ -118,7 +119,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
     if (o.keepttl && live != nullptr) expire = live->expire_at_ms();
     return PutString(key, payload, expire);
   });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.message());
   switch (reply) {
     case SetReply::kOkOrNil:
       return applied ? ctx.out.Ok() : ctx.out.Null();
@@ -132,7 +133,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
 void IncrGeneric(CommandContext& ctx, int64_t incr) {
   const std::string_view key = ctx.args[1];
   int64_t result = 0;
-  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
+  Status r = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
     const Value* live = Live(cur, ctx.now_ms);
     int64_t old = 0;
     if (live != nullptr) {
@@ -145,11 +146,11 @@ void IncrGeneric(CommandContext& ctx, int64_t incr) {
     }
     result = old + incr;
     char buf[24];
-    const int n = std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(result));
-    return PutString(key, std::string_view(buf, static_cast<size_t>(n)),
+    const char* end = std::to_chars(buf, buf + sizeof(buf), result).ptr;
+    return PutString(key, std::string_view(buf, static_cast<size_t>(end - buf)),
                      live != nullptr ? live->expire_at_ms() : 0);
   });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.message());
   ctx.out.Integer(result);
 }
 

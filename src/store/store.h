@@ -299,6 +299,18 @@ class Store {
   // cache misses instead of paying them one after another. Changes nothing.
   void Prefetch(const KeyView* keys, size_t n) const;
 
+  // Update without returning the value: one reference-count increment and decrement fewer.
+  template <typename F>
+  Status Mutate(KeyView key, F&& fn) {
+    ApplyOutcome out;
+    return Apply(
+        key,
+        [](void* ctx, const Value* current) -> Result<Mutation> {
+          return (*static_cast<std::remove_reference_t<F>*>(ctx))(current);
+        },
+        &fn, &out);
+  }
+
   // Number of keys.
   size_t Size() const;
   // Bytes used by values and tables (excluding memory awaiting reclamation).
