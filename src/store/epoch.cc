@@ -90,6 +90,11 @@ uint64_t EpochDomain::TryAdvance() {
 }
 
 void EpochDomain::FreeExpired(std::vector<Retired>* list, uint64_t safe_before) {
+  // Retired objects were last touched long ago and are cold: fetch them all first, so the
+  // deleters below overlap their cache misses instead of taking them one at a time.
+  for (const Retired& r : *list) {
+    if (r.epoch + 2 <= safe_before) __builtin_prefetch(r.ptr, 1);
+  }
   size_t kept = 0;
   Local& local = LocalEpochState();
   for (size_t i = 0; i < list->size(); i++) {
