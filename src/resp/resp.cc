@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 
 namespace floe::resp {
 
@@ -433,11 +434,11 @@ Result<Reply> ParseAt(std::string_view buf, size_t* pos, int depth) {
       r.type = Reply::Type::kDouble;
       std::string s(line);
       if (s == "inf") {
-        r.dbl = INFINITY;
+        r.dbl = std::numeric_limits<double>::infinity();
       } else if (s == "-inf") {
-        r.dbl = -INFINITY;
+        r.dbl = -std::numeric_limits<double>::infinity();
       } else if (s == "nan") {
-        r.dbl = NAN;
+        r.dbl = std::numeric_limits<double>::quiet_NaN();
       } else {
         char* end = nullptr;
         r.dbl = std::strtod(s.c_str(), &end);

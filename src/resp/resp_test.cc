@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 namespace floe::resp {
 namespace {
@@ -154,7 +155,7 @@ TEST(ReplyWriterTest, ScalarsAndErrors) {
   w.Bulk("");
   w.ArrayHeader(0);
   w.Double(0.1);
-  w.Double(-INFINITY);
+  w.Double(-std::numeric_limits<double>::infinity());
   EXPECT_EQ(out,
             "+OK\r\n-ERR bad  thing\r\n:-42\r\n$0\r\n\r\n*0\r\n$19\r\n0.10000000000000001\r\n"
             "$4\r\n-inf\r\n");

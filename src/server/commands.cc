@@ -13,7 +13,8 @@ namespace {
 constexpr uint32_t W = kWrite, R = kReadOnly, M = kDenyOom, F = kFast, A = kNoAuth, N = kNoMulti,
                    X = kExclusive, L = kLoading, S = kStale, B = kAllowBusy;
 
-const CommandSpec kClientSubs[] = {
+// Not const: Index numbers the entries once at start-up (see CommandSpec::index).
+CommandSpec kClientSubs[] = {
     {"client|getname",
      2,
      N | L | S,
@@ -107,7 +108,8 @@ const CommandSpec kClientSubs[] = {
      {}},
 };
 
-const CommandSpec kConfigSubs[] = {
+// Not const: Index numbers the entries once at start-up (see CommandSpec::index).
+CommandSpec kConfigSubs[] = {
     {"config|get",
      -3,
      N | L | S,
@@ -149,7 +151,8 @@ const CommandSpec kConfigSubs[] = {
      {}},
 };
 
-const CommandSpec kCommandSubs[] = {
+// Not const: Index numbers the entries once at start-up (see CommandSpec::index).
+CommandSpec kCommandSubs[] = {
     {"command|count",
      2,
      L | S,
@@ -217,7 +220,8 @@ const CommandSpec kCommandSubs[] = {
      {}},
 };
 
-const CommandSpec kObjectSubs[] = {
+// Not const: Index numbers the entries once at start-up (see CommandSpec::index).
+CommandSpec kObjectSubs[] = {
     {"object|encoding",
      3,
      R,
@@ -246,7 +250,8 @@ const CommandSpec kObjectSubs[] = {
      {}},
 };
 
-const CommandSpec kTable[] = {
+// Not const: Index numbers the entries once at start-up (see CommandSpec::index).
+CommandSpec kTable[] = {
     {"append",
      3,
      W | M | F,
@@ -999,14 +1004,13 @@ struct Index {
   std::vector<const CommandSpec*> all;
   std::unordered_map<std::string_view, const CommandSpec*> by_name;  // views of static names
   Index() {
-    // `index` is assigned through a const_cast because the specs are constant data whose only
-    // mutable part is this start-up numbering.
     int next = 0;
-    for (const CommandSpec& c : kTable) {
-      const_cast<CommandSpec&>(c).index = next++;
+    for (CommandSpec& c : kTable) {
+      c.index = next++;
       all.push_back(&c);
       by_name.emplace(c.name, &c);
       for (const CommandSpec& s : c.subcommands) {
+        // The subcommand arrays are the non-const k*Subs above, viewed through a const span.
         const_cast<CommandSpec&>(s).index = next++;
         all.push_back(&s);
       }
