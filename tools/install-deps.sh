@@ -15,6 +15,7 @@ packages=(
   libtbb-dev libcuckoo-dev liburcu-dev      # the maps store_bench compares against
   python3 python3-pytest python3-redis      # e2e tests (Debian's interpreter: /usr/bin/python3)
   redis-server redis-tools                  # differential tests, redis-cli, redis-benchmark
+  postgresql-15 postgresql-15-hll           # HyperLogLog compatibility tests (tests/compat)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -17,6 +17,8 @@ std::string_view TypeName(const Value* v) {
   switch (static_cast<ValueType>(v->type())) {
     case ValueType::kString:
       return "string";
+    case ValueType::kHll:
+      return "hll";
   }
   return "unknown";
 }
@@ -270,6 +272,12 @@ void CmdPersist(CommandContext& ctx) {
 void CmdObjectEncoding(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[2], /*count_stats=*/false);
   if (!v) return ctx.out.Null();
+  if (v->type() == static_cast<uint16_t>(ValueType::kHll)) {
+    // The storage-specification type in the first byte: empty, explicit, sparse or full.
+    static const char* kNames[] = {"undefined", "empty", "explicit", "sparse", "full"};
+    const int t = v->payload().empty() ? 0 : (static_cast<uint8_t>(v->payload()[0]) & 0x0f);
+    return ctx.out.Bulk(t <= 4 ? kNames[t] : "undefined");
+  }
   int64_t ignored = 0;
   const std::string_view p = v->payload();
   if (p.size() <= 20 && ParseInt64(p, &ignored)) return ctx.out.Bulk("int");

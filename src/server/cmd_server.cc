@@ -455,7 +455,29 @@ std::string MarkdownForTable() {
       "- `CONFIG GET`/`SET` know the settings listed in `floe serve --help`; `bind`, `port`,\n"
       "  `io-threads`, `save`, `appendonly` and `databases` are read-only.\n"
       "- `FLUSHDB`/`FLUSHALL` ignore `ASYNC`: both free the keys at once.\n"
-      "- `GET` on a key of a type other than string replies `WRONGTYPE`.\n";
+      "- `GET` on a key of a type other than string replies `WRONGTYPE`.\n"
+      "\n## Sketches\n\n"
+      "- `HLL.*` and `PF*` keys hold one value type, `hll` (what `TYPE` replies): the bytes of\n"
+      "  PostgreSQL's `hll` extension (storage specification v1). `HLL.EXPORT` gives them in\n"
+      "  PostgreSQL's text form, so `SELECT '<that>'::hll` reads them; `HLL.IMPORT` takes that "
+      "form\n"
+      "  back. `GET` on a sketch key replies `WRONGTYPE` (Redis would return its own HLL bytes);\n"
+      "  `OBJECT ENCODING` names the representation: `empty`, `explicit`, `sparse` or `full`.\n"
+      "- `PFADD` creates sketches with Redis's precision (2^14 registers of 6 bits) in the\n"
+      "  PostgreSQL format; replies, errors and `PFMERGE` (the destination's own contents\n"
+      "  included) follow Redis, and counts agree with Redis's within the sketch error (Redis\n"
+      "  uses a different hash and estimator, so the exact integers can differ). `PFADD` and\n"
+      "  `PFCOUNT` refuse string values with Redis's `WRONGTYPE Key is not a valid HyperLogLog\n"
+      "  string value.` and undecodable sketches with `INVALIDOBJ Corrupted HLL object detected`.\n"
+      "- `HLL.COUNT` and `HLL.UNION` accept sketches of different sizes by folding them exactly "
+      "to\n"
+      "  the smallest log2m and regwidth among the inputs; PostgreSQL refuses such unions.\n"
+      "- Estimates equal PostgreSQL's except where PostgreSQL's large-range bound overflows\n"
+      "  (regwidth 6 and above, where it returns NaN); Floe computes that bound in floating\n"
+      "  point. A saturated sketch (every register at its maximum, e.g. regwidth 1) returns NaN\n"
+      "  in both.\n"
+      "- `HLL.ADD key INT` with nothing after `INT` adds the text `INT`; the kind word is read as\n"
+      "  a kind only when elements follow it. The reply counts elements that changed the sketch.\n";
   return md;
 }
 

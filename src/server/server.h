@@ -35,6 +35,7 @@ namespace floe::server {
 // Value type ids stored in the store.
 enum class ValueType : uint16_t {
   kString = 1,
+  kHll = 2,  // PostgreSQL hll storage bytes (HLL.*, PF*)
 };
 
 struct Config {

@@ -549,6 +549,117 @@ TEST_F(CommandTest, ObjectEncoding) {
   EXPECT_EQ(Run({"OBJECT", "HELP"}).type, Reply::Type::kArray);
 }
 
+// ---- sketches ----
+
+TEST_F(CommandTest, HllCreateAddCountExportImport) {
+  EXPECT_THAT(Run({"HLL.CREATE", "h"}), IsOk());
+  EXPECT_THAT(Run({"HLL.CREATE", "h"}), IsErr("ERR key already exists"));
+  EXPECT_THAT(Run({"HLL.EXPORT", "h"}), IsBulk("\\x118b7f"));  // hll_empty()
+  EXPECT_THAT(Run({"HLL.ADD", "h", "INT", "1"}), IsInt(1));
+  EXPECT_THAT(Run({"HLL.ADD", "h", "INT", "1"}), IsInt(0));
+  EXPECT_THAT(Run({"HLL.EXPORT", "h"}), IsBulk("\\x128b7f004403b7fb05c44a"));
+  EXPECT_THAT(Run({"HLL.ADD", "h", "INT", "x"}), IsErr(kNotInt));
+  EXPECT_THAT(Run({"HLL.ADD", "t", "user1", "user2"}), IsInt(2));  // TEXT is the default
+  EXPECT_THAT(Run({"HLL.ADD", "t", "TEXT", "user1"}), IsInt(0));
+  EXPECT_THAT(Run({"HLL.ADD", "t", "INT"}), IsInt(1));  // no elements after INT: it is one
+  EXPECT_THAT(Run({"TYPE", "t"}), IsSimple("hll"));
+  EXPECT_THAT(Run({"OBJECT", "ENCODING", "t"}), IsBulk("explicit"));
+  EXPECT_THAT(Run({"HLL.ADDHASH", "a", "1234"}), IsInt(1));
+  EXPECT_THAT(Run({"HLL.EXPORT", "a"}), IsBulk("\\x128b7f00000000000004d2"));
+  EXPECT_THAT(Run({"HLL.ADDHASH", "a", "nope"}), IsErr(kNotInt));
+  Reply count = Run({"HLL.COUNT", "h", "t", "a", "missing"});
+  ASSERT_EQ(count.type, Reply::Type::kBulk);  // a double, RESP2 spelling
+  EXPECT_EQ(std::stod(count.str), 5.0);
+  EXPECT_THAT(Run({"HLL.IMPORT", "i", "\\x138b408944"}), IsOk());
+  EXPECT_THAT(Run({"HLL.EXPORT", "i"}), IsBulk("\\x138b408944"));
+  EXPECT_THAT(Run({"HLL.IMPORT", "i", "\\x13zz"}), ErrStartsWith("ERR invalid hexadecimal"));
+  EXPECT_THAT(Run({"HLL.IMPORT", "i", "\\x218b7f"}), ErrStartsWith("ERR invalid hll:"));
+  EXPECT_THAT(Run({"HLL.EXPORT", "missing"}), IsNil());
+  Run({"SET", "s", "v"});
+  EXPECT_THAT(Run({"HLL.ADD", "s", "x"}), IsErr(kWrongType));
+  EXPECT_THAT(Run({"GET", "h"}), IsErr(kWrongType));
+}
+
+TEST_F(CommandTest, HllCreateValidatesParameters) {
+  EXPECT_THAT(Run({"HLL.CREATE", "p", "LOG2M", "3"}), IsErr("ERR log2m must be between 4 and 31"));
+  EXPECT_THAT(Run({"HLL.CREATE", "p", "REGWIDTH", "9"}),
+              IsErr("ERR regwidth must be between 1 and 8"));
+  EXPECT_THAT(Run({"HLL.CREATE", "p", "EXPTHRESH", "19"}),
+              IsErr("ERR expthresh must be -1, 0 or between 1 and 18"));
+  EXPECT_THAT(Run({"HLL.CREATE", "p", "SPARSEON", "2"}), IsErr("ERR SPARSEON must be 0 or 1"));
+  EXPECT_THAT(Run({"HLL.CREATE", "p", "LOG2M"}), IsErr("ERR syntax error"));
+  EXPECT_THAT(Run({"HLL.CREATE", "p", "LOG2M", "x"}), IsErr(kNotInt));
+  EXPECT_THAT(
+      Run({"HLL.CREATE", "p", "LOG2M", "14", "REGWIDTH", "6", "EXPTHRESH", "0", "SPARSEON", "0"}),
+      IsOk());
+  Reply info = Run({"HLL.INFO", "p"});
+  ASSERT_EQ(info.type, Reply::Type::kArray);
+  EXPECT_EQ(info.elements[1].integer, 14);
+  EXPECT_EQ(info.elements[9].str, "EMPTY");
+  EXPECT_THAT(Run({"HLL.INFO", "none"}), IsErr("ERR no such key"));
+}
+
+TEST_F(CommandTest, HllUnionFoldsAcrossSizes) {
+  Run({"HLL.CREATE", "big", "LOG2M", "14"});
+  Run({"HLL.CREATE", "small", "LOG2M", "11"});
+  std::vector<std::string> add_big = {"HLL.ADD", "big", "INT"};
+  std::vector<std::string> add_small = {"HLL.ADD", "small", "INT"};
+  for (int i = 1; i <= 3000; i++) add_big.push_back(std::to_string(i));
+  for (int i = 2001; i <= 5000; i++) add_small.push_back(std::to_string(i));
+  Run(add_big);
+  Run(add_small);
+  EXPECT_THAT(Run({"HLL.UNION", "u", "big", "small"}), IsOk());
+  // The same as a log2m 11 sketch of 1..5000 built directly.
+  Run({"HLL.CREATE", "direct", "LOG2M", "11"});
+  std::vector<std::string> add_all = {"HLL.ADD", "direct", "INT"};
+  for (int i = 1; i <= 5000; i++) add_all.push_back(std::to_string(i));
+  Run(add_all);
+  EXPECT_EQ(Run({"HLL.EXPORT", "u"}).str, Run({"HLL.EXPORT", "direct"}).str);
+  EXPECT_EQ(Run({"HLL.COUNT", "big", "small"}).str, Run({"HLL.COUNT", "direct"}).str);
+}
+
+TEST_F(CommandTest, PfAddCountMerge) {
+  EXPECT_THAT(Run({"PFADD", "p"}), IsInt(1));  // created
+  EXPECT_THAT(Run({"PFADD", "p"}), IsInt(0));
+  EXPECT_THAT(Run({"PFADD", "p", "a", "b", "c"}), IsInt(1));
+  EXPECT_THAT(Run({"PFADD", "p", "a"}), IsInt(0));
+  EXPECT_THAT(Run({"PFCOUNT", "p"}), IsInt(3));
+  EXPECT_THAT(Run({"PFCOUNT", "none"}), IsInt(0));
+  Run({"PFADD", "q", "c", "d"});
+  EXPECT_THAT(Run({"PFCOUNT", "p", "q"}), IsInt(4));
+  Run({"PFADD", "dest", "z"});
+  EXPECT_THAT(Run({"PFMERGE", "dest", "p", "q"}), IsOk());
+  EXPECT_THAT(Run({"PFCOUNT", "dest"}), IsInt(5));  // the destination's own element counts
+  EXPECT_THAT(Run({"PFMERGE", "fresh"}), IsOk());
+  EXPECT_THAT(Run({"PFCOUNT", "fresh"}), IsInt(0));
+  Run({"SET", "s", "not an hll"});
+  EXPECT_THAT(Run({"PFADD", "s", "x"}),
+              IsErr("WRONGTYPE Key is not a valid HyperLogLog string value."));
+  EXPECT_THAT(Run({"PFCOUNT", "s"}),
+              IsErr("WRONGTYPE Key is not a valid HyperLogLog string value."));
+  engine_.store().Put(*store::Value::Make("bad", static_cast<uint16_t>(ValueType::kHll), "xx"));
+  EXPECT_THAT(Run({"PFCOUNT", "bad"}), IsErr("INVALIDOBJ Corrupted HLL object detected"));
+  std::vector<std::string> many = {"PFADD", "big"};
+  for (int i = 0; i < 100000; i++) many.push_back("e" + std::to_string(i));
+  Run(many);
+  const int64_t n = Run({"PFCOUNT", "big"}).integer;
+  EXPECT_NEAR(static_cast<double>(n), 100000.0, 100000.0 * 3 * 0.0081);  // 3 standard errors
+}
+
+TEST_F(CommandTest, ConcurrentHllAddsLoseNothing) {
+  // Exact up to 2^10 elements, so a lost add would show in the count.
+  ASSERT_THAT(Run({"HLL.CREATE", "c", "EXPTHRESH", "11"}), IsOk());
+  std::thread other([&] {
+    Session s(&engine_, 1);
+    for (int i = 0; i < 500; i++) s.Run({"HLL.ADD", "c", "INT", std::to_string(i)});
+  });
+  for (int i = 500; i < 1000; i++) Run({"HLL.ADD", "c", "INT", std::to_string(i)});
+  other.join();
+  Reply info = Run({"HLL.INFO", "c"});
+  EXPECT_EQ(info.elements[9].str, "EXPLICIT");
+  EXPECT_EQ(info.elements[11].integer, 1000);
+}
+
 // ---- transactions ----
 
 TEST_F(CommandTest, MultiExecDiscard) {

@@ -185,13 +185,18 @@ Status HyperLogLog::Merge(const HyperLogLog& other) {
   return Status::OK();
 }
 
-Result<HyperLogLog> HyperLogLog::Fold(int log2m) const {
+Result<HyperLogLog> HyperLogLog::Fold(int log2m, int regwidth) const {
   if (log2m > params_.log2m) {
     return Status::InvalidArgument("cannot fold to more registers (" + std::to_string(log2m) +
                                    " > " + std::to_string(params_.log2m) + ")");
   }
+  if (regwidth == 0) regwidth = params_.regwidth;
+  if (regwidth > params_.regwidth) {
+    return Status::InvalidArgument("cannot fold to wider registers");
+  }
   HllParams p = params_;
   p.log2m = log2m;
+  p.regwidth = regwidth;
   FLOE_ASSIGN_OR_RETURN(HyperLogLog out, Create(p));
   if (state_ == State::kExplicit) {
     for (int64_t h : explicit_) out.AddHash(static_cast<uint64_t>(h));
@@ -202,7 +207,7 @@ Result<HyperLogLog> HyperLogLog::Fold(int log2m) const {
   out.state_ = State::kRegisters;
   const int dropped = params_.log2m - log2m;
   const uint64_t low_mask = (uint64_t{1} << log2m) - 1;
-  const uint64_t cap = MaxValue(params_.regwidth);
+  const uint64_t cap = MaxValue(regwidth);
   for (size_t j = 0; j < registers_.size(); j++) {
     const uint8_t v = registers_[j];
     if (v == 0) continue;

@@ -181,6 +181,12 @@ TEST(HllTest, FoldEqualsBuildingTheSmallerSketchDirectly) {
     EXPECT_EQ(f->Serialize(), Bigints(1, n, 11).Serialize()) << n;
   }
   EXPECT_FALSE(direct.Fold(12).ok());
+  // A narrower register width: the same as building with it (values cap at 2^w - 1).
+  HyperLogLog narrow = HyperLogLog::Create({11, 3, -1, true}).value();
+  for (int64_t i = 1; i <= 100000; i++) narrow.AddHash(HyperLogLog::HashInt64(i));
+  Result<HyperLogLog> both = big.Fold(11, 3);
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(both->Serialize(), narrow.Serialize());
 }
 
 TEST(HllTest, EstimatesStayWithinThreeStandardErrors) {

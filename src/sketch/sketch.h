@@ -63,7 +63,9 @@ class HyperLogLog {
   // The same set at fewer registers (log2m' <= log2m), exactly: for each register the value is
   // recomputed from the index bits that leave the index, so the result is byte-identical to
   // building the smaller sketch from the same inputs (barring saturation at 2^regwidth - 1).
-  Result<HyperLogLog> Fold(int log2m) const;
+  // A smaller `regwidth` (0: keep) caps every register at the narrower maximum, which is what
+  // building with that width would have stored.
+  Result<HyperLogLog> Fold(int log2m, int regwidth = 0) const;
 
   // The storage-specification bytes, identical to PostgreSQL's for the same inputs.
   std::string Serialize() const;

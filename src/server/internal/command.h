@@ -184,6 +184,18 @@ FLOE_HANDLER(CmdPersist);
 FLOE_HANDLER(CmdTouch);
 FLOE_HANDLER(CmdObjectEncoding);
 FLOE_HANDLER(CmdObjectHelp);
+// sketches
+FLOE_HANDLER(CmdHllCreate);
+FLOE_HANDLER(CmdHllAdd);
+FLOE_HANDLER(CmdHllAddHash);
+FLOE_HANDLER(CmdHllCount);
+FLOE_HANDLER(CmdHllUnion);
+FLOE_HANDLER(CmdHllExport);
+FLOE_HANDLER(CmdHllImport);
+FLOE_HANDLER(CmdHllInfo);
+FLOE_HANDLER(CmdPfAdd);
+FLOE_HANDLER(CmdPfCount);
+FLOE_HANDLER(CmdPfMerge);
 // transactions
 FLOE_HANDLER(CmdMulti);
 FLOE_HANDLER(CmdExec);

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOE_BIN = os.environ.get("FLOE_BIN", os.path.join(ROOT, "build", "release", "app", "floe"))
 
 
