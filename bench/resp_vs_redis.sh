@@ -95,6 +95,27 @@ for size in 3 1000; do
     done
   done
 done
+# PFADD: one element per command into one HyperLogLog key (Redis's 2^14 x 6-bit layout).
+pfbench() {  # port pipeline n -> "rps p50 p99"
+  redis-cli -p "$1" del hll:bench >/dev/null
+  redis-benchmark -p "$1" -c 50 -n "$3" -r 10000000 -P "$2" --csv PFADD hll:bench __rand_int__ \
+    2>/dev/null | tail -n 1 | tr -d '"' | awk -F, '{print $2, $5, $7}'
+}
+for pipe in 1 16; do
+  n=$requests
+  [ "$pipe" -gt 1 ] && n=$((requests * 4))
+  : >"$tmp/f"; : >"$tmp/r"
+  for _ in $(seq "$repeat"); do
+    pfbench "$floe_port" "$pipe" "$n" >>"$tmp/f"
+    pfbench "$redis_port" "$pipe" "$n" >>"$tmp/r"
+  done
+  frps=$(awk '{print $1}' "$tmp/f" | median); rrps=$(awk '{print $1}' "$tmp/r" | median)
+  fp50=$(awk '{print $2}' "$tmp/f" | median); fp99=$(awk '{print $3}' "$tmp/f" | median)
+  rp50=$(awk '{print $2}' "$tmp/r" | median); rp99=$(awk '{print $3}' "$tmp/r" | median)
+  ratio=$(awk -v a="$frps" -v b="$rrps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  printf "| PFADD | 1 element | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" \
+    "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99"
+done
 rm -rf "$tmp"
 
 echo

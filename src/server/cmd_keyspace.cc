@@ -19,6 +19,9 @@ std::string_view TypeName(const Value* v) {
       return "string";
     case ValueType::kHll:
       return "hll";
+    case ValueType::kCountMin:
+    case ValueType::kRangeCountMin:
+      return "cms";
   }
   return "unknown";
 }

@@ -35,7 +35,9 @@ namespace floe::server {
 // Value type ids stored in the store.
 enum class ValueType : uint16_t {
   kString = 1,
-  kHll = 2,  // PostgreSQL hll storage bytes (HLL.*, PF*)
+  kHll = 2,            // PostgreSQL hll storage bytes (HLL.*, PF*)
+  kCountMin = 3,       // sketch::CountMin (CMS.INITBYDIM / INITBYPROB)
+  kRangeCountMin = 4,  // sketch::RangeCountMin (CMS.INITRANGE)
 };
 
 struct Config {

@@ -660,6 +660,85 @@ TEST_F(CommandTest, ConcurrentHllAddsLoseNothing) {
   EXPECT_EQ(info.elements[11].integer, 1000);
 }
 
+TEST_F(CommandTest, CountMinCommandsFollowRedisBloom) {
+  EXPECT_THAT(Run({"CMS.INITBYDIM", "c", "0", "5"}), IsErr("CMS: invalid width"));
+  EXPECT_THAT(Run({"CMS.INITBYDIM", "c", "100", "x"}), IsErr("CMS: invalid depth"));
+  EXPECT_THAT(Run({"CMS.INITBYPROB", "c", "2", "0.01"}),
+              IsErr("CMS: invalid overestimation value"));
+  EXPECT_THAT(Run({"CMS.INITBYPROB", "c", "0.001", "0"}), IsErr("CMS: invalid prob value"));
+  EXPECT_THAT(Run({"CMS.INITBYPROB", "c", "0.001", "0.01"}), IsOk());
+  EXPECT_THAT(Run({"CMS.INITBYDIM", "c", "10", "10"}), IsErr("CMS: key already exists"));
+  Reply info = Run({"CMS.INFO", "c"});
+  ASSERT_THAT(info, IsArrayOfSize(6));
+  EXPECT_THAT(info.elements[1], IsInt(2000));
+  EXPECT_THAT(info.elements[3], IsInt(7));
+  Reply r = Run({"CMS.INCRBY", "c", "a", "5", "b", "2"});
+  ASSERT_THAT(r, IsArrayOfSize(2));
+  EXPECT_THAT(r.elements[0], IsInt(5));
+  EXPECT_THAT(r.elements[1], IsInt(2));
+  EXPECT_THAT(Run({"CMS.INCRBY", "c", "a", "-1"}), IsErr("CMS: Number cannot be negative"));
+  EXPECT_THAT(Run({"CMS.INCRBY", "c", "a", "x"}), IsErr("CMS: Cannot parse number"));
+  EXPECT_THAT(Run({"CMS.INCRBY", "c", "a", "1", "b"}),
+              IsErr("ERR wrong number of arguments for 'cms.incrby' command"));
+  EXPECT_THAT(Run({"CMS.INCRBY", "none", "a", "1"}), IsErr("CMS: key does not exist"));
+  Reply q = Run({"CMS.QUERY", "c", "a", "b", "zzz"});
+  EXPECT_THAT(q.elements[0], IsInt(5));
+  EXPECT_THAT(q.elements[2], IsInt(0));
+  EXPECT_THAT(Run({"CMS.QUERY", "none", "a"}), IsErr("CMS: key does not exist"));
+  EXPECT_THAT(Run({"TYPE", "c"}), IsSimple("cms"));
+  // MERGE: the destination must exist and is overwritten by the weighted sum.
+  Run({"CMS.INITBYDIM", "m1", "100", "5"});
+  Run({"CMS.INITBYDIM", "m2", "100", "5"});
+  Run({"CMS.INITBYDIM", "dst", "100", "5"});
+  Run({"CMS.INCRBY", "m1", "x", "3"});
+  Run({"CMS.INCRBY", "m2", "x", "4"});
+  Run({"CMS.INCRBY", "dst", "x", "100"});
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "2", "m1", "m2", "WEIGHTS", "1", "2"}), IsOk());
+  EXPECT_THAT(Run({"CMS.QUERY", "dst", "x"}).elements[0], IsInt(11));
+  EXPECT_THAT(Run({"CMS.MERGE", "nope", "1", "m1"}), IsErr("CMS: key does not exist"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "0", "m1"}), IsErr("CMS: Number of keys must be positive"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "x", "m1"}), IsErr("CMS: invalid numkeys"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "3", "m1"}), IsErr("CMS: wrong number of keys"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "1", "m1", "WEIGHTS"}),
+              IsErr("CMS: wrong number of keys/weights"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "1", "m1", "WEIGHTS", "x"}),
+              IsErr("CMS: invalid weight value"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "1", "c"}), IsErr("CMS: width/depth is not equal"));
+  EXPECT_THAT(Run({"CMS.MERGE", "dst", "1", "m1", "WEIGHTS", "-1"}), IsErr("CMS: MERGE overflow"));
+  Run({"SET", "s", "v"});
+  EXPECT_THAT(Run({"CMS.QUERY", "s", "a"}), IsErr(kWrongType));
+}
+
+TEST_F(CommandTest, CountMinRangesAndQuantiles) {
+  EXPECT_THAT(Run({"CMS.INITRANGE", "r", "1000", "5", "33"}),
+              IsErr("CMS: bits must be between 1 and 32"));
+  EXPECT_THAT(Run({"CMS.INITRANGE", "r", "1000", "5", "16"}), IsOk());
+  std::vector<std::string> add = {"CMS.INCRBY", "r"};
+  for (int v = 0; v < 1000; v++) {
+    add.push_back(std::to_string(v * 10));  // values 0, 10, ..., 9990, once each
+    add.push_back("1");
+  }
+  Run(add);
+  EXPECT_THAT(Run({"CMS.INCRBY", "r", "70000", "1"}),
+              IsErr("CMS: item is not an integer in the sketch's range"));
+  const int64_t in_range = Run({"CMS.RANGE", "r", "1000", "1999"}).integer;  // truth: 100
+  EXPECT_GE(in_range, 100);
+  EXPECT_LE(in_range, 130);
+  EXPECT_THAT(Run({"CMS.RANGE", "r", "0", "65535"}), IsInt(1000));
+  EXPECT_THAT(Run({"CMS.RANGE", "r", "5", "1"}), IsInt(0));
+  Reply q = Run({"CMS.QUANTILE", "r", "0.5", "0.9"});
+  ASSERT_THAT(q, IsArrayOfSize(2));
+  EXPECT_NEAR(static_cast<double>(q.elements[0].integer), 4990, 300);
+  EXPECT_NEAR(static_cast<double>(q.elements[1].integer), 8990, 300);
+  EXPECT_THAT(Run({"CMS.QUANTILE", "r", "1.5"}),
+              IsErr("CMS: quantile must be a number between 0 and 1"));
+  Run({"CMS.INITBYDIM", "plain", "10", "2"});
+  EXPECT_THAT(Run({"CMS.RANGE", "plain", "0", "1"}),
+              IsErr("CMS: not a range sketch (create it with CMS.INITRANGE)"));
+  Reply info = Run({"CMS.INFO", "r"});
+  EXPECT_THAT(info, IsArrayOfSize(8));
+}
+
 // ---- transactions ----
 
 TEST_F(CommandTest, MultiExecDiscard) {

@@ -93,6 +93,72 @@ class HyperLogLog {
   std::vector<uint8_t> registers_;  // 2^log2m entries once in kRegisters
 };
 
+// A Count-Min sketch: depth rows of width 32-bit counters. An item adds to one counter per row;
+// its estimate is the smallest of them, never below the true count and, with probability at
+// least 1 - probability, at most error * total above it (RedisBloom's sizing and semantics).
+class CountMin {
+ public:
+  static constexpr uint64_t kMaxCells = uint64_t{1} << 28;  // 1 GiB of counters
+
+  // width, depth >= 1 and width * depth <= kMaxCells.
+  static Result<CountMin> Create(uint32_t width, uint32_t depth);
+  // RedisBloom's CMS.INITBYPROB sizing: width = ceil(2 / error), depth = ceil(log2(1 / prob)).
+  static Result<CountMin> CreateForError(double error, double probability);
+
+  // Adds `incr` to `item` and returns its new estimate. Counters saturate at 2^32 - 1; OutOfRange
+  // when any would pass it (the other counters still moved, as RedisBloom's do).
+  Result<uint32_t> Add(std::string_view item, uint32_t incr);
+  uint32_t Query(std::string_view item) const;
+  // Adds by a precomputed 64-bit key (the range sketch's levels use it).
+  Result<uint32_t> AddKey(uint64_t key, uint32_t incr);
+  uint32_t QueryKey(uint64_t key) const;
+
+  // Replaces the counters with sum(weight_k * source_k). Every source must have this sketch's
+  // dimensions; OutOfRange if a cell would leave [0, 2^32 - 1] (nothing changes then).
+  Status MergeWeighted(const std::vector<std::pair<const CountMin*, int64_t>>& sources);
+
+  uint32_t width() const { return width_; }
+  uint32_t depth() const { return depth_; }
+  uint64_t total() const { return total_; }
+
+  std::string Serialize() const;
+  static Result<CountMin> Parse(std::string_view bytes);
+  bool operator==(const CountMin&) const = default;
+
+ private:
+  size_t Cell(uint32_t row, uint64_t h1, uint64_t h2) const;
+  uint32_t width_ = 0, depth_ = 0;
+  uint64_t total_ = 0;
+  std::vector<uint32_t> counters_;  // row-major
+};
+
+// Count-Min over integers in [0, 2^bits) with range counts and quantiles: level l counts the
+// values' top bits (x >> l), so a range is the sum of O(bits) dyadic pieces, one per level, and
+// a quantile is found by binary search over range counts (as in Cormode and Muthukrishnan).
+class RangeCountMin {
+ public:
+  // bits in 1..32; width/depth as CountMin, per level.
+  static Result<RangeCountMin> Create(uint32_t width, uint32_t depth, int bits);
+
+  // REQUIRES value < 2^bits (InvalidArgument otherwise).
+  Status Add(uint64_t value, uint32_t incr);
+  // Estimated number of values in [lo, hi] (clamped to the domain), never below the truth.
+  uint64_t RangeCount(uint64_t lo, uint64_t hi) const;
+  // The smallest v with RangeCount(0, v) >= q * total, q in [0, 1].
+  uint64_t Quantile(double q) const;
+  uint64_t Point(uint64_t value) const { return levels_[0].QueryKey(value); }
+  uint64_t total() const { return levels_.empty() ? 0 : levels_[0].total(); }
+  int bits() const { return bits_; }
+  const CountMin& level(int l) const { return levels_[static_cast<size_t>(l)]; }
+
+  std::string Serialize() const;
+  static Result<RangeCountMin> Parse(std::string_view bytes);
+
+ private:
+  int bits_ = 0;
+  std::vector<CountMin> levels_;  // bits + 1 levels
+};
+
 }  // namespace floe::sketch
 
 #endif  // FLOE_SKETCH_SKETCH_H_

@@ -196,6 +196,15 @@ FLOE_HANDLER(CmdHllInfo);
 FLOE_HANDLER(CmdPfAdd);
 FLOE_HANDLER(CmdPfCount);
 FLOE_HANDLER(CmdPfMerge);
+FLOE_HANDLER(CmdCmsInitByDim);
+FLOE_HANDLER(CmdCmsInitByProb);
+FLOE_HANDLER(CmdCmsInitRange);
+FLOE_HANDLER(CmdCmsIncrBy);
+FLOE_HANDLER(CmdCmsQuery);
+FLOE_HANDLER(CmdCmsInfo);
+FLOE_HANDLER(CmdCmsMerge);
+FLOE_HANDLER(CmdCmsRange);
+FLOE_HANDLER(CmdCmsQuantile);
 // transactions
 FLOE_HANDLER(CmdMulti);
 FLOE_HANDLER(CmdExec);
