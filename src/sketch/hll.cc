@@ -14,38 +14,52 @@ constexpr int kSchemaVersion = 1;
 uint64_t MaxValue(int regwidth) { return (uint64_t{1} << regwidth) - 1; }
 
 // Big-endian bit packing, most significant bit first, as the storage specification lays out
-// SPARSE and FULL data.
+// SPARSE and FULL data. Words (at most 39 bits) gather in a 64-bit accumulator and leave it a
+// byte at a time; Finish() writes the last partial byte, zero-padded at the bottom.
 class BitWriter {
  public:
   explicit BitWriter(std::string* out) : out_(out) {}
   void Put(uint64_t value, int bits) {
-    for (int b = bits - 1; b >= 0; b--) {
-      if (used_ == 0) out_->push_back('\0');
-      if ((value >> b) & 1) out_->back() = static_cast<char>(out_->back() | (0x80 >> used_));
-      used_ = (used_ + 1) & 7;
+    acc_ = (acc_ << bits) | value;
+    pending_ += bits;
+    while (pending_ >= 8) {
+      pending_ -= 8;
+      out_->push_back(static_cast<char>(acc_ >> pending_));
     }
+    acc_ &= (uint64_t{1} << pending_) - 1;
+  }
+  void Finish() {
+    if (pending_ > 0) out_->push_back(static_cast<char>(acc_ << (8 - pending_)));
+    pending_ = 0;
+    acc_ = 0;
   }
 
  private:
   std::string* out_;
-  int used_ = 0;  // bits used in the last byte
+  uint64_t acc_ = 0;
+  int pending_ = 0;  // bits in acc_ not yet written, always < 8 between calls
 };
 
 class BitReader {
  public:
   explicit BitReader(std::string_view in) : in_(in) {}
+  // REQUIRES: the caller has checked that `bits` more bits exist.
   uint64_t Get(int bits) {
-    uint64_t v = 0;
-    for (int b = 0; b < bits; b++, pos_++) {
-      const auto byte = static_cast<uint8_t>(in_[pos_ >> 3]);
-      v = (v << 1) | ((byte >> (7 - (pos_ & 7))) & 1);
+    while (have_ < bits) {
+      acc_ = (acc_ << 8) | static_cast<uint8_t>(in_[next_++]);
+      have_ += 8;
     }
+    have_ -= bits;
+    const uint64_t v = (acc_ >> have_) & ((uint64_t{1} << bits) - 1);
+    acc_ &= (uint64_t{1} << have_) - 1;
     return v;
   }
 
  private:
   std::string_view in_;
-  size_t pos_ = 0;
+  size_t next_ = 0;
+  uint64_t acc_ = 0;
+  int have_ = 0;
 };
 
 }  // namespace
@@ -261,11 +275,14 @@ std::string HyperLogLog::Serialize() const {
                 params_.log2m + params_.regwidth);
         }
       }
+      w.Finish();
       break;
     }
     case Representation::kFull: {
+      out.reserve(3 + (registers_.size() * static_cast<size_t>(params_.regwidth) + 7) / 8);
       BitWriter w(&out);
       for (uint8_t r : registers_) w.Put(r, params_.regwidth);
+      w.Finish();
       break;
     }
   }
