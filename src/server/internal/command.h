@@ -49,7 +49,10 @@ struct CommandSpec {
 };
 
 // Every top-level command, sorted by name.
-std::span<const CommandSpec> CommandTable();
+const std::vector<const CommandSpec*>& CommandTable();
+// The two halves of the table (command_table_a_g.cc, command_table_h_z.cc), each in name order.
+std::span<CommandSpec> CommandsAToG();
+std::span<CommandSpec> CommandsHToZ();
 // Every command and subcommand in one list, indexed by CommandSpec::index.
 const std::vector<const CommandSpec*>& AllCommands();
 // Case-insensitive lookup; nullptr if unknown.
