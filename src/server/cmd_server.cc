@@ -413,9 +413,8 @@ void CmdCommandHelp(CommandContext& ctx) {
 std::string MarkdownForTable() {
   std::string md =
       "# Commands\n\n"
-      "Generated from the command table (`src/server/command_table_*.cc`) by `floe commands`; CI "
-      "fails\n"
-      "when this file is stale. Semantics, replies and error strings are "
+      "Generated from the command table (`src/server/command_table_*.cc`) by `floe commands`;\n"
+      "CI fails when this file is stale. Semantics, replies and error strings are "
       "Redis 7.0's\nunless a note says otherwise.\n\n"
       "| command | arity | flags | group | since | summary |\n|---|---|---|---|---|---|\n";
   auto flags = [](uint32_t f) {
