@@ -231,6 +231,11 @@ inline uint64_t Mix64(uint64_t x) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Parses a decimal int64 strictly, as Redis's string2ll does: an optional '-', digits with no
+// leading zero ("0" alone is fine), no sign on zero, no spaces, no '+', no overflow.
+bool ParseDecimalInt64(std::string_view s, int64_t* out);
+
+// ---------------------------------------------------------------------------------------------
 // Mutex with capability annotations, so FLOE_GUARDED_BY(mu_) is checked by clang.
 class FLOE_CAPABILITY("mutex") Mutex {
  public:

@@ -101,6 +101,20 @@ TEST(HashTest, KeyHashIsStableXxh3) {
   EXPECT_NE(HashBytes("a"), HashBytes("b"));
 }
 
+TEST(ParseTest, DecimalInt64FollowsRedisRules) {
+  int64_t v = 0;
+  EXPECT_TRUE(ParseDecimalInt64("0", &v));
+  EXPECT_EQ(v, 0);
+  EXPECT_TRUE(ParseDecimalInt64("-9223372036854775808", &v));
+  EXPECT_EQ(v, INT64_MIN);
+  EXPECT_TRUE(ParseDecimalInt64("9223372036854775807", &v));
+  EXPECT_EQ(v, INT64_MAX);
+  for (const char* bad : {"", "-", "01", "-0", "+1", " 1", "1 ", "9223372036854775808",
+                          "-9223372036854775809", "1x", "99999999999999999999"}) {
+    EXPECT_FALSE(ParseDecimalInt64(bad, &v)) << bad;
+  }
+}
+
 TEST(ClockTest, CycleClockMeasuresDurations) {
   const uint64_t t0 = CycleNow();
   const uint64_t w0 = NowMicros();

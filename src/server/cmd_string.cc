@@ -258,18 +258,26 @@ bool CheckPairs(CommandContext& ctx) {
   }
   return true;
 }
-}  // namespace
 
-void CmdMSet(CommandContext& ctx) {
-  if (!CheckPairs(ctx)) return;
+// Makes every key/value pair first, so a bad pair changes nothing; then puts them all. Runs in
+// the exclusive section (MSET and MSETNX are flagged so), which makes the puts atomic.
+bool PutAllPairs(CommandContext& ctx) {
   std::vector<ValuePtr> values;
   for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
     Result<ValuePtr> v = MakeString(ctx.args[i], ctx.args[i + 1]);
-    if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
+    if (!v.ok()) {
+      ctx.Error("ERR " + std::string(v.status().message()));
+      return false;
+    }
     values.push_back(std::move(v).value());
   }
   for (ValuePtr& v : values) ctx.store().Put(std::move(v));
-  ctx.out.Ok();
+  return true;
+}
+}  // namespace
+
+void CmdMSet(CommandContext& ctx) {
+  if (CheckPairs(ctx) && PutAllPairs(ctx)) ctx.out.Ok();
 }
 
 void CmdMSetNx(CommandContext& ctx) {
@@ -277,14 +285,7 @@ void CmdMSetNx(CommandContext& ctx) {
   for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
     if (Lookup(ctx, ctx.args[i], /*count_stats=*/false)) return ctx.out.Integer(0);
   }
-  std::vector<ValuePtr> values;
-  for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
-    Result<ValuePtr> v = MakeString(ctx.args[i], ctx.args[i + 1]);
-    if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
-    values.push_back(std::move(v).value());
-  }
-  for (ValuePtr& v : values) ctx.store().Put(std::move(v));
-  ctx.out.Integer(1);
+  if (PutAllPairs(ctx)) ctx.out.Integer(1);
 }
 
 void CmdIncr(CommandContext& ctx) { IncrGeneric(ctx, 1); }
