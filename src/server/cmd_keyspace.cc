@@ -296,8 +296,7 @@ void CmdObjectHelp(CommandContext& ctx) {
       "HELP",
       "    Print this help.",
   };
-  ctx.out.ArrayHeader(std::size(kLines));
-  for (const char* l : kLines) ctx.out.SimpleString(l);
+  ReplyHelp(ctx, kLines);
 }
 
 }  // namespace floe::server::internal

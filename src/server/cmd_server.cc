@@ -227,8 +227,7 @@ void CmdConfigHelp(CommandContext& ctx) {
       "HELP",
       "    Print this help.",
   };
-  ctx.out.ArrayHeader(std::size(kLines));
-  for (const char* l : kLines) ctx.out.SimpleString(l);
+  ReplyHelp(ctx, kLines);
 }
 
 void CmdDbSize(CommandContext& ctx) { ctx.out.Integer(static_cast<int64_t>(ctx.store().Size())); }
@@ -406,8 +405,7 @@ void CmdCommandHelp(CommandContext& ctx) {
       "HELP",
       "    Print this help.",
   };
-  ctx.out.ArrayHeader(std::size(kLines));
-  for (const char* l : kLines) ctx.out.SimpleString(l);
+  ReplyHelp(ctx, kLines);
 }
 
 std::string MarkdownForTable() {

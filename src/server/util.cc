@@ -135,6 +135,11 @@ Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payloa
   return store::Value::Make(key, static_cast<uint16_t>(ValueType::kString), payload, expire_at_ms);
 }
 
+void ReplyHelp(CommandContext& ctx, std::span<const char* const> lines) {
+  ctx.out.ArrayHeader(lines.size());
+  for (const char* line : lines) ctx.out.SimpleString(line);
+}
+
 bool OverMemoryLimit(Engine& engine) {
   const int64_t limit = engine.maxmemory();
   return limit > 0 && engine.UsedMemory() > limit;

@@ -111,6 +111,8 @@ inline const store::Value* Live(const store::Value* v, int64_t now_ms) {
 // Makes a string value, or reports why it cannot be made.
 Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payload,
                                    int64_t expire_at_ms = 0);
+// The reply of every HELP subcommand: its lines as simple strings.
+void ReplyHelp(CommandContext& ctx, std::span<const char* const> lines);
 // OOM check for denyoom commands.
 bool OverMemoryLimit(Engine& engine);
 
