@@ -159,6 +159,76 @@ class RangeCountMin {
   std::vector<CountMin> levels_;  // bits + 1 levels
 };
 
+// A scalable Bloom filter (Almeida et al.), sized as RedisBloom sizes it: a chain of sub-filters;
+// when the newest holds its capacity, the next one gets `expansion` times the capacity and half
+// the error rate, so the chain's false-positive rate stays below the requested one. No false
+// negatives. expansion 0 means non-scaling: a full filter refuses new items.
+class BloomFilter {
+ public:
+  static constexpr uint64_t kMaxCapacity = uint64_t{1} << 30;  // RedisBloom's bound
+  static constexpr uint32_t kMaxExpansion = 32768;             // RedisBloom's bound
+  static constexpr uint64_t kMaxBytes = uint64_t{512} << 20;   // all sub-filters together
+  static constexpr double kMaxErrorRate = 0.25;                // larger rates are capped
+
+  // error_rate in (0, 1) (above kMaxErrorRate it is capped); capacity in [1, kMaxCapacity];
+  // expansion in [0, kMaxExpansion]. ResourceExhausted if the first sub-filter would pass
+  // kMaxBytes.
+  static Result<BloomFilter> Create(double error_rate, uint64_t capacity, uint32_t expansion);
+
+  // True if the item was not (as far as the filter can tell) present and is now. Errors:
+  // FailedPrecondition "non scaling filter is full"; ResourceExhausted when the next
+  // sub-filter would pass kMaxBytes. Nothing changes on error.
+  Result<bool> Add(std::string_view item);
+  bool Contains(std::string_view item) const;
+  // Whether adding `item` would need a new sub-filter (it is absent and the newest is full).
+  bool AddWouldGrow(std::string_view item) const;
+
+  // Union with a filter built with the same error rate, capacity and expansion: bits are OR-ed
+  // sub-filter by sub-filter (sub-filter i has the same size in both), sub-filters only `other`
+  // has are copied, and item counts add (an upper bound on the union's, so the chain grows no
+  // later than it should). InvalidArgument if the configurations differ.
+  Status Merge(const BloomFilter& other);
+
+  uint64_t capacity() const;  // the sum of the sub-filters' capacities
+  uint64_t items() const;     // items added (each counted once, when it was new)
+  size_t filters() const { return links_.size(); }
+  uint32_t expansion() const { return expansion_; }
+  double error_rate() const { return error_rate_; }
+  uint64_t initial_capacity() const { return initial_capacity_; }
+  size_t bytes() const;  // bit arrays plus bookkeeping, as RedisBloom's BF.INFO Size counts it
+  struct SubFilter {
+    uint64_t capacity, items, bits;
+    uint32_t hashes;
+    double error;
+  };
+  SubFilter sub_filter(size_t i) const {
+    const Link& l = links_.at(i);
+    return {l.capacity, l.items, l.bits, l.hashes, l.error};
+  }
+
+  std::string Serialize() const;
+  static Result<BloomFilter> Parse(std::string_view bytes);
+  bool operator==(const BloomFilter&) const = default;
+
+ private:
+  struct Link {
+    uint64_t capacity = 0, items = 0, bits = 0;
+    uint32_t hashes = 0;
+    double error = 0;
+    std::vector<uint64_t> words;  // bits / 64 words
+    bool operator==(const Link&) const = default;
+  };
+  static Result<Link> MakeLink(uint64_t capacity, double error, bool allocate = true);
+  static bool Test(const Link& l, uint64_t h1, uint64_t h2);
+  static bool Set(Link& l, uint64_t h1, uint64_t h2);  // true if a bit changed
+  Status Grow();
+
+  double error_rate_ = 0;
+  uint64_t initial_capacity_ = 0;
+  uint32_t expansion_ = 0;
+  std::vector<Link> links_;
+};
+
 }  // namespace floe::sketch
 
 #endif  // FLOE_SKETCH_SKETCH_H_
