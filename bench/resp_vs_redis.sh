@@ -5,6 +5,7 @@
 # values into each and compares resident memory.
 #
 #   bench/resp_vs_redis.sh [--floe PATH] [--threads N] [--requests N] [--repeat N] [--quick]
+#                          [--only kv|pfadd|memory]
 #
 # Each measurement is repeated (default 3 times, floe and redis alternating) and the median is
 # reported, because two cores shared by both servers and the client make single runs noisy.
@@ -18,6 +19,7 @@ threads=2
 requests=400000
 keys=1000000
 repeat=3
+only=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --floe) floe=$2; shift 2 ;;
@@ -25,7 +27,8 @@ while [ $# -gt 0 ]; do
     --requests) requests=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
     --quick) requests=20000; keys=20000; repeat=1; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --only) only=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -72,7 +75,9 @@ bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 tmp=$(mktemp -d)
+runs() { [ "$only" = all ] || [ "$only" = "$1" ]; }
 for size in 3 1000; do
+  runs kv || break
   for pipe in 1 16; do
     n=$requests
     [ "$pipe" -gt 1 ] && n=$((requests * 4))
@@ -102,6 +107,7 @@ pfbench() {  # port pipeline n -> "rps p50 p99"
     2>/dev/null | tail -n 1 | tr -d '"' | awk -F, '{print $2, $5, $7}'
 }
 for pipe in 1 16; do
+  runs pfadd || break
   n=$requests
   [ "$pipe" -gt 1 ] && n=$((requests * 4))
   : >"$tmp/f"; : >"$tmp/r"
@@ -118,6 +124,7 @@ for pipe in 1 16; do
 done
 rm -rf "$tmp"
 
+runs memory || exit 0
 echo
 echo "Loading $keys keys with 16-byte values into freshly started servers (redis-cli --pipe) ..."
 stop_servers

@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -263,6 +264,46 @@ class FLOE_SCOPED_CAPABILITY MutexLock {
 
  private:
   Mutex* const mu_;
+};
+
+// A lock for critical sections of tens of nanoseconds that many threads hit at once (one hot
+// sketch): a waiter spins briefly, then yields its core instead of sleeping in the kernel, so a
+// hand-over costs no futex system calls. Not for long sections: use Mutex there.
+class FLOE_CAPABILITY("mutex") SpinMutex {
+ public:
+  SpinMutex() = default;
+  SpinMutex(const SpinMutex&) = delete;
+  SpinMutex& operator=(const SpinMutex&) = delete;
+
+  void Lock() FLOE_ACQUIRE() {
+    // acquire: pairs with Unlock's release, so the previous holder's writes are visible.
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      for (int spins = 0; locked_.load(std::memory_order_relaxed); spins++) {
+        if (spins < 128) {
+          CpuRelax();
+        } else {
+          YieldCore();
+        }
+      }
+    }
+  }
+  void Unlock() FLOE_RELEASE() { locked_.store(false, std::memory_order_release); }
+
+ private:
+  static void CpuRelax();
+  static void YieldCore();
+  std::atomic<bool> locked_{false};
+};
+
+class FLOE_SCOPED_CAPABILITY SpinLock {
+ public:
+  explicit SpinLock(SpinMutex* mu) FLOE_ACQUIRE(mu) : mu_(mu) { mu_->Lock(); }
+  ~SpinLock() FLOE_RELEASE() { mu_->Unlock(); }
+  SpinLock(const SpinLock&) = delete;
+  SpinLock& operator=(const SpinLock&) = delete;
+
+ private:
+  SpinMutex* const mu_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <thread>
 
 #include "base/base.h"
 
@@ -37,6 +38,16 @@ void SetLogLevel(LogLevel level) {
       break;
   }
 }
+
+void SpinMutex::CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+void SpinMutex::YieldCore() { std::this_thread::yield(); }
 
 uint64_t NowMicros() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "server/internal/command.h"
+#include "server/internal/sketch_cell.h"
 #include "sketch/sketch.h"
 
 namespace floe::server::internal {
@@ -20,6 +21,16 @@ using store::ValuePtr;
 constexpr uint16_t kCms = static_cast<uint16_t>(ValueType::kCountMin);
 constexpr uint16_t kCmsRange = static_cast<uint16_t>(ValueType::kRangeCountMin);
 const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
+const char kNotInRange[] = "CMS: item is not an integer in the sketch's range";
+
+// The cell of a Count-Min value of `type`.
+template <typename T>
+Result<const SketchCell<T>*> CellFor(const Value& v, uint16_t type) {
+  if (v.type() != type) return Status::InvalidArgument(kWrongType);
+  Result<const SketchCell<T>*> cell = CellOf<T>(v);
+  if (!cell.ok()) return Status::Corruption("ERR corrupt Count-Min sketch");
+  return cell;
+}
 
 bool ParseUnsigned32(std::string_view s, uint32_t* out) {
   int64_t v = 0;
@@ -109,43 +120,63 @@ void CmdCmsIncrBy(CommandContext& ctx) {
     incrs.push_back(static_cast<uint32_t>(std::min<int64_t>(v, UINT32_MAX)));
   }
   const std::string_view key = ctx.args[1];
-  std::vector<Result<uint32_t>> results;
-  Status s = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
-    results.clear();
-    const Value* live = Live(cur, ctx.now_ms);
-    if (live == nullptr) return Status::NotFound("CMS: key does not exist");
-    std::string bytes;
-    if (live->type() == kCms) {
-      FLOE_ASSIGN_OR_RETURN(CountMin c, CountMin::Parse(live->payload()));
-      for (size_t i = 0; i < incrs.size(); i++)
-        results.push_back(c.Add(ctx.args[2 + 2 * i], incrs[i]));
-      bytes = c.Serialize();
-    } else if (live->type() == kCmsRange) {
-      FLOE_ASSIGN_OR_RETURN(RangeCountMin r, RangeCountMin::Parse(live->payload()));
-      for (size_t i = 0; i < incrs.size(); i++) {
-        int64_t x = 0;
-        if (!ParseInt64(ctx.args[2 + 2 * i], &x) || x < 0 ||
-            (static_cast<uint64_t>(x) >> r.bits()) != 0) {
-          return Status::InvalidArgument("CMS: item is not an integer in the sketch's range");
-        }
-        Status added = r.Add(static_cast<uint64_t>(x), incrs[i]);
-        if (added.ok()) {
-          results.emplace_back(static_cast<uint32_t>(
-              std::min<uint64_t>(r.Point(static_cast<uint64_t>(x)), UINT32_MAX)));
-        } else {
-          results.emplace_back(added);
-        }
-      }
-      bytes = r.Serialize();
-    } else {
-      return Status::InvalidArgument(kWrongType);
-    }
-    FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(key, live->type(), bytes, live->expire_at_ms()));
-    return Mutation::Put(std::move(v));
-  });
-  if (!s.ok()) return ctx.Error(s.message());
-  ctx.out.ArrayHeader(results.size());
-  for (const auto& r : results) {
+  ValuePtr v = Lookup(ctx, key);
+  if (!v) return ctx.Error("CMS: key does not exist");
+  // Both kinds must exist before INCRBY: created meanwhile or removed meanwhile, the same error.
+  auto missing = [](auto* tag) -> Result<std::remove_pointer_t<decltype(tag)>> {
+    return Status::NotFound("CMS: key does not exist");
+  };
+  using Results = std::vector<Result<uint32_t>>;
+  Result<Results> results = Status::Internal("unset");
+  if (v->type() == kCms) {
+    results = UpdateSketch<CountMin, Results>(
+        ctx, key, kCms, [&](const Value& cur) { return CellFor<CountMin>(cur, kCms); },
+        [&] { return missing(static_cast<CountMin*>(nullptr)); },
+        [&](CountMin& c, bool, bool* changed) -> std::optional<Results> {
+          Results out;
+          for (size_t i = 0; i < incrs.size(); i++)
+            out.push_back(c.Add(ctx.args[2 + 2 * i], incrs[i]));
+          *changed = true;
+          return out;
+        });
+  } else if (v->type() == kCmsRange) {
+    results = UpdateSketch<RangeCountMin, Results>(
+        ctx, key, kCmsRange,
+        [&](const Value& cur) { return CellFor<RangeCountMin>(cur, kCmsRange); },
+        [&] { return missing(static_cast<RangeCountMin*>(nullptr)); },
+        [&](RangeCountMin& r, bool, bool* changed) -> std::optional<Results> {
+          // Every item is checked before any counter moves.
+          std::vector<uint64_t> values;
+          for (size_t i = 0; i < incrs.size(); i++) {
+            int64_t x = 0;
+            if (!ParseInt64(ctx.args[2 + 2 * i], &x) || x < 0 ||
+                (static_cast<uint64_t>(x) >> r.bits()) != 0) {
+              return Results{Status::InvalidArgument(kNotInRange)};
+            }
+            values.push_back(static_cast<uint64_t>(x));
+          }
+          Results out;
+          for (size_t i = 0; i < values.size(); i++) {
+            Status added = r.Add(values[i], incrs[i]);
+            if (added.ok()) {
+              out.emplace_back(
+                  static_cast<uint32_t>(std::min<uint64_t>(r.Point(values[i]), UINT32_MAX)));
+            } else {
+              out.emplace_back(added);
+            }
+          }
+          *changed = true;
+          return out;
+        });
+  } else {
+    return ctx.WrongType();
+  }
+  if (!results.ok()) return ctx.Error(results.status().message());
+  if (results->size() == 1 && results->front().status().code() == StatusCode::kInvalidArgument) {
+    return ctx.Error(kNotInRange);
+  }
+  ctx.out.ArrayHeader(results->size());
+  for (const auto& r : *results) {
     if (r.ok()) {
       ctx.out.Integer(*r);
     } else {
@@ -155,7 +186,8 @@ void CmdCmsIncrBy(CommandContext& ctx) {
 }
 
 namespace {
-// Loads either kind for reading; false (with the reply written) on error.
+// The value at `key` if it is a Count-Min sketch of either kind; false (with the reply written)
+// otherwise.
 bool LoadForRead(CommandContext& ctx, std::string_view key, ValuePtr* v) {
   *v = Lookup(ctx, key);
   if (!*v) {
@@ -168,27 +200,40 @@ bool LoadForRead(CommandContext& ctx, std::string_view key, ValuePtr* v) {
   }
   return true;
 }
+
+// A copy of the plain Count-Min sketch in `v` (type already checked).
+Result<CountMin> CopyCountMin(const Value& v) {
+  FLOE_ASSIGN_OR_RETURN(const auto* cell, CellFor<CountMin>(v, kCms));
+  return cell->Read([](const CountMin& c) { return c; });
+}
 }  // namespace
 
 void CmdCmsQuery(CommandContext& ctx) {
   ValuePtr v;
   if (!LoadForRead(ctx, ctx.args[1], &v)) return;
+  const size_t n = ctx.args.size() - 2;
+  std::vector<int64_t> counts;
+  counts.reserve(n);
   if (v->type() == kCms) {
-    Result<CountMin> c = CountMin::Parse(v->payload());
-    if (!c.ok()) return ctx.Error("ERR corrupt Count-Min sketch");
-    ctx.out.ArrayHeader(ctx.args.size() - 2);
-    for (size_t i = 2; i < ctx.args.size(); i++) ctx.out.Integer(c->Query(ctx.args[i]));
-    return;
+    Result<const SketchCell<CountMin>*> cell = CellFor<CountMin>(*v, kCms);
+    if (!cell.ok()) return ctx.Error(cell.status().message());
+    (*cell)->Read([&](const CountMin& c) {
+      for (size_t i = 2; i < ctx.args.size(); i++) counts.push_back(c.Query(ctx.args[i]));
+    });
+  } else {
+    Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
+    if (!cell.ok()) return ctx.Error(cell.status().message());
+    (*cell)->Read([&](const RangeCountMin& r) {
+      for (size_t i = 2; i < ctx.args.size(); i++) {
+        int64_t x = 0;
+        const bool ok =
+            ParseInt64(ctx.args[i], &x) && x >= 0 && (static_cast<uint64_t>(x) >> r.bits()) == 0;
+        counts.push_back(ok ? static_cast<int64_t>(r.Point(static_cast<uint64_t>(x))) : 0);
+      }
+    });
   }
-  Result<RangeCountMin> r = RangeCountMin::Parse(v->payload());
-  if (!r.ok()) return ctx.Error("ERR corrupt Count-Min sketch");
-  ctx.out.ArrayHeader(ctx.args.size() - 2);
-  for (size_t i = 2; i < ctx.args.size(); i++) {
-    int64_t x = 0;
-    const bool ok =
-        ParseInt64(ctx.args[i], &x) && x >= 0 && (static_cast<uint64_t>(x) >> r->bits()) == 0;
-    ctx.out.Integer(ok ? static_cast<int64_t>(r->Point(static_cast<uint64_t>(x))) : 0);
-  }
+  ctx.out.ArrayHeader(n);
+  for (int64_t c : counts) ctx.out.Integer(c);
 }
 
 void CmdCmsInfo(CommandContext& ctx) {
@@ -198,13 +243,16 @@ void CmdCmsInfo(CommandContext& ctx) {
   uint64_t count = 0;
   int bits = 0;
   if (v->type() == kCms) {
-    Result<CountMin> c = CountMin::Parse(v->payload());
-    if (!c.ok()) return ctx.Error("ERR corrupt Count-Min sketch");
-    width = c->width(), depth = c->depth(), count = c->total();
+    Result<const SketchCell<CountMin>*> cell = CellFor<CountMin>(*v, kCms);
+    if (!cell.ok()) return ctx.Error(cell.status().message());
+    (*cell)->Read(
+        [&](const CountMin& c) { width = c.width(), depth = c.depth(), count = c.total(); });
   } else {
-    Result<RangeCountMin> r = RangeCountMin::Parse(v->payload());
-    if (!r.ok()) return ctx.Error("ERR corrupt Count-Min sketch");
-    width = r->level(0).width(), depth = r->level(0).depth(), count = r->total(), bits = r->bits();
+    Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
+    if (!cell.ok()) return ctx.Error(cell.status().message());
+    (*cell)->Read([&](const RangeCountMin& r) {
+      width = r.level(0).width(), depth = r.level(0).depth(), count = r.total(), bits = r.bits();
+    });
   }
   ctx.out.MapHeader(bits > 0 ? 4 : 3);
   ctx.out.Bulk("width");
@@ -219,7 +267,8 @@ void CmdCmsInfo(CommandContext& ctx) {
   }
 }
 
-// CMS.MERGE dest numkeys src... [WEIGHTS w...]: dest must exist and is overwritten.
+// CMS.MERGE dest numkeys src... [WEIGHTS w...]: dest must exist and is overwritten without being
+// read (sketch_cell.h, rule 4).
 void CmdCmsMerge(CommandContext& ctx) {
   int64_t numkeys = 0;
   if (!ParseInt64(ctx.args[2], &numkeys)) return ctx.Error("CMS: invalid numkeys");
@@ -240,16 +289,16 @@ void CmdCmsMerge(CommandContext& ctx) {
   ValuePtr dest = Lookup(ctx, ctx.args[1]);
   if (!dest) return ctx.Error("CMS: key does not exist");
   if (dest->type() != kCms) return ctx.WrongType();
-  Result<CountMin> out = CountMin::Parse(dest->payload());
-  if (!out.ok()) return ctx.Error("ERR corrupt Count-Min sketch");
+  Result<CountMin> out = CopyCountMin(*dest);
+  if (!out.ok()) return ctx.Error(out.status().message());
   std::vector<CountMin> sources;
   sources.reserve(n);
   for (size_t i = 0; i < n; i++) {
     ValuePtr v = Lookup(ctx, ctx.args[3 + i]);
     if (!v) return ctx.Error("CMS: key does not exist");
     if (v->type() != kCms) return ctx.WrongType();
-    Result<CountMin> c = CountMin::Parse(v->payload());
-    if (!c.ok()) return ctx.Error("ERR corrupt Count-Min sketch");
+    Result<CountMin> c = CopyCountMin(*v);
+    if (!c.ok()) return ctx.Error(c.status().message());
     sources.push_back(std::move(c).value());
   }
   std::vector<std::pair<const CountMin*, int64_t>> weighted;
@@ -257,37 +306,41 @@ void CmdCmsMerge(CommandContext& ctx) {
   Status s = out->MergeWeighted(weighted);
   if (s.code() == StatusCode::kInvalidArgument) return ctx.Error("CMS: width/depth is not equal");
   if (!s.ok()) return ctx.Error("CMS: MERGE overflow");
-  Result<ValuePtr> next = Value::Make(ctx.args[1], kCms, out->Serialize(), dest->expire_at_ms());
+  Result<ValuePtr> next =
+      MakeSketchValue(ctx.args[1], kCms, std::move(out).value(), dest->expire_at_ms());
   if (!next.ok()) return ctx.Error("ERR " + std::string(next.status().message()));
   ctx.store().Put(std::move(next).value());
   ctx.out.Ok();
 }
 
 namespace {
-bool LoadRange(CommandContext& ctx, Result<RangeCountMin>* r) {
+const SketchCell<RangeCountMin>* LoadRange(CommandContext& ctx) {
   ValuePtr v;
-  if (!LoadForRead(ctx, ctx.args[1], &v)) return false;
+  if (!LoadForRead(ctx, ctx.args[1], &v)) return nullptr;
   if (v->type() != kCmsRange) {
     ctx.Error("CMS: not a range sketch (create it with CMS.INITRANGE)");
-    return false;
+    return nullptr;
   }
-  *r = RangeCountMin::Parse(v->payload());
-  if (!r->ok()) {
-    ctx.Error("ERR corrupt Count-Min sketch");
-    return false;
+  Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
+  if (!cell.ok()) {
+    ctx.Error(cell.status().message());
+    return nullptr;
   }
-  return true;
+  // The cell lives as long as its value, which the store keeps until the epoch ends; the
+  // handler holds no reference past this command.
+  return *cell;
 }
 }  // namespace
 
 void CmdCmsRange(CommandContext& ctx) {
   int64_t lo = 0, hi = 0;
   if (!ParseInt64(ctx.args[2], &lo) || !ParseInt64(ctx.args[3], &hi)) return ctx.NotInteger();
-  Result<RangeCountMin> r = Status::Internal("unset");
-  if (!LoadRange(ctx, &r)) return;
+  const SketchCell<RangeCountMin>* cell = LoadRange(ctx);
+  if (cell == nullptr) return;
   if (hi < 0 || lo > hi) return ctx.out.Integer(0);
-  ctx.out.Integer(static_cast<int64_t>(
-      r->RangeCount(static_cast<uint64_t>(std::max<int64_t>(lo, 0)), static_cast<uint64_t>(hi))));
+  ctx.out.Integer(static_cast<int64_t>(cell->Read([&](const RangeCountMin& r) {
+    return r.RangeCount(static_cast<uint64_t>(std::max<int64_t>(lo, 0)), static_cast<uint64_t>(hi));
+  })));
 }
 
 void CmdCmsQuantile(CommandContext& ctx) {
@@ -299,10 +352,15 @@ void CmdCmsQuantile(CommandContext& ctx) {
     }
     qs.push_back(q);
   }
-  Result<RangeCountMin> r = Status::Internal("unset");
-  if (!LoadRange(ctx, &r)) return;
-  ctx.out.ArrayHeader(qs.size());
-  for (double q : qs) ctx.out.Integer(static_cast<int64_t>(r->Quantile(q)));
+  const SketchCell<RangeCountMin>* cell = LoadRange(ctx);
+  if (cell == nullptr) return;
+  std::vector<uint64_t> out = cell->Read([&](const RangeCountMin& r) {
+    std::vector<uint64_t> v;
+    for (double q : qs) v.push_back(r.Quantile(q));
+    return v;
+  });
+  ctx.out.ArrayHeader(out.size());
+  for (uint64_t x : out) ctx.out.Integer(static_cast<int64_t>(x));
 }
 
 }  // namespace floe::server::internal

@@ -4,6 +4,8 @@
 #include <random>
 
 #include "server/internal/command.h"
+#include "server/internal/sketch_cell.h"
+#include "sketch/sketch.h"
 
 namespace floe::server::internal {
 
@@ -22,6 +24,8 @@ std::string_view TypeName(const Value* v) {
     case ValueType::kCountMin:
     case ValueType::kRangeCountMin:
       return "cms";
+    case ValueType::kBloom:
+      return "bloom";
   }
   return "unknown";
 }
@@ -36,9 +40,11 @@ bool RemoveKey(CommandContext& ctx, std::string_view key) {
   return was_live;
 }
 
-// The same value under a different expiry (or key), keeping type and payload.
+// The same value under a different expiry (or key), keeping type and contents (a sketch's
+// current state: see sketch_cell.h).
 Result<ValuePtr> Rewrite(const Value& v, std::string_view key, int64_t expire_at_ms) {
-  return Value::Make(key, v.type(), v.payload(), expire_at_ms);
+  FLOE_ASSIGN_OR_RETURN(std::string payload, CurrentPayload(v));
+  return Value::Make(key, v.type(), payload, expire_at_ms);
 }
 
 enum class ExpireUnit { kSeconds, kMilliseconds };
@@ -276,9 +282,12 @@ void CmdObjectEncoding(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[2], /*count_stats=*/false);
   if (!v) return ctx.out.Null();
   if (v->type() == static_cast<uint16_t>(ValueType::kHll)) {
-    // The storage-specification type in the first byte: empty, explicit, sparse or full.
+    // The storage specification's representation: empty, explicit, sparse or full.
     static const char* kNames[] = {"undefined", "empty", "explicit", "sparse", "full"};
-    const int t = v->payload().empty() ? 0 : (static_cast<uint8_t>(v->payload()[0]) & 0x0f);
+    Result<const SketchCell<sketch::HyperLogLog>*> cell = CellOf<sketch::HyperLogLog>(*v);
+    if (!cell.ok()) return ctx.out.Bulk("undefined");
+    const int t = static_cast<int>(
+        (*cell)->Read([](const sketch::HyperLogLog& h) { return h.representation(); }));
     return ctx.out.Bulk(t <= 4 ? kNames[t] : "undefined");
   }
   int64_t ignored = 0;

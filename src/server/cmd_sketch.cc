@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "server/internal/command.h"
+#include "server/internal/sketch_cell.h"
 #include "sketch/sketch.h"
 
 namespace floe::server::internal {
@@ -21,33 +22,26 @@ const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong k
 const char kNotHll[] = "WRONGTYPE Key is not a valid HyperLogLog string value.";
 const char kCorrupt[] = "INVALIDOBJ Corrupted HLL object detected";
 
-// The decoded sketch, cached on its Value so repeated adds do not parse the bytes again.
-struct HllObject : store::DecodedObject {
-  explicit HllObject(HyperLogLog h) : hll(std::move(h)) {}
-  HyperLogLog hll;
-};
+using HllCell = SketchCell<HyperLogLog>;
 
 // PFADD's parameters: Redis's precision (2^14 registers of 6 bits).
 HllParams RedisParams() { return HllParams{14, 6, -1, true}; }
 
-// The sketch in `v`, or the client's error text. `redis_text` picks PF*'s wording.
-Result<HyperLogLog> Load(const Value* v, bool redis_text) {
-  if (v->type() != kHllType) {
+// The live sketch in `v`, or the client's error text. `redis_text` picks PF*'s wording.
+Result<const HllCell*> Load(const Value& v, bool redis_text) {
+  if (v.type() != kHllType) {
     return Status::InvalidArgument(
-        redis_text && v->type() == static_cast<uint16_t>(ValueType::kString) ? kNotHll
-                                                                             : kWrongType);
+        redis_text && v.type() == static_cast<uint16_t>(ValueType::kString) ? kNotHll : kWrongType);
   }
-  if (const auto* obj = dynamic_cast<const HllObject*>(v->decoded())) return obj->hll;
-  Result<HyperLogLog> h = HyperLogLog::Parse(v->payload());
-  if (!h.ok()) return Status::Corruption(kCorrupt);
-  v->CacheDecoded(std::make_unique<HllObject>(*h));
-  return h;
+  Result<const HllCell*> cell = CellOf<HyperLogLog>(v);
+  if (!cell.ok()) return Status::Corruption(kCorrupt);
+  return cell;
 }
 
-Result<ValuePtr> MakeHll(std::string_view key, const HyperLogLog& h, int64_t expire_at_ms) {
-  FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(key, kHllType, h.Serialize(), expire_at_ms));
-  v->CacheDecoded(std::make_unique<HllObject>(h));
-  return v;
+// A copy of the sketch in `v` (for unions).
+Result<HyperLogLog> Copy(const Value& v, bool redis_text) {
+  FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(v, redis_text));
+  return cell->Read([](const HyperLogLog& h) { return h; });
 }
 
 bool ParseSigned(std::string_view s, int* out, int lo, int hi) {
@@ -57,44 +51,30 @@ bool ParseSigned(std::string_view s, int* out, int lo, int hi) {
   return true;
 }
 
-// Adds hashes to `key`, creating it with `params` if absent. Returns how many of the hashes
-// changed the sketch (an explicit entry added or a register raised), or an error text.
+// Adds hashes to `key` in place, creating it with `params` if absent. Returns how many of the
+// hashes changed the sketch (an explicit entry added or a register raised), or an error text.
 Result<int64_t> AddHashes(CommandContext& ctx, std::string_view key,
                           const std::vector<uint64_t>& hashes, const HllParams& params,
                           bool redis_text, bool* created) {
-  int64_t changed = 0;
-  Status s = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    changed = 0;
-    *created = live == nullptr;
-    HyperLogLog h;
-    if (live != nullptr) {
-      FLOE_ASSIGN_OR_RETURN(h, Load(live, redis_text));
-    } else {
-      FLOE_ASSIGN_OR_RETURN(h, HyperLogLog::Create(params));
-    }
-    for (uint64_t hash : hashes) changed += h.AddHash(hash) ? 1 : 0;
-    if (changed == 0 && !*created) return Mutation::Keep();
-    FLOE_ASSIGN_OR_RETURN(ValuePtr next,
-                          MakeHll(key, h, live != nullptr ? live->expire_at_ms() : 0));
-    return Mutation::Put(std::move(next));
-  });
-  if (!s.ok()) return s;
-  return changed;
+  *created = false;
+  return UpdateSketch<HyperLogLog, int64_t>(
+      ctx, key, kHllType, [&](const Value& v) { return Load(v, redis_text); },
+      [&]() -> Result<HyperLogLog> {
+        *created = true;
+        return HyperLogLog::Create(params);
+      },
+      [&](HyperLogLog& h, bool /*in_place*/, bool* changed) -> std::optional<int64_t> {
+        int64_t n = 0;
+        for (uint64_t hash : hashes) n += h.AddHash(hash) ? 1 : 0;
+        *changed = n > 0;
+        return n;
+      });
 }
 
-// The union of the sketches at `keys` (absent keys are empty), folded to the smallest log2m and
-// regwidth among them. nullopt-like: `any` tells whether a key existed.
-Result<HyperLogLog> UnionOf(CommandContext& ctx, std::span<const std::string_view> keys,
-                            bool redis_text, const HllParams& if_none, bool* any) {
-  std::vector<HyperLogLog> parts;
-  for (std::string_view k : keys) {
-    ValuePtr v = Lookup(ctx, k);
-    if (!v) continue;
-    FLOE_ASSIGN_OR_RETURN(HyperLogLog h, Load(v.get(), redis_text));
-    parts.push_back(std::move(h));
-  }
-  *any = !parts.empty();
+// The union of `parts`, folded to the smallest log2m and regwidth among them; an empty sketch
+// with `if_none` when there are none.
+Result<HyperLogLog> UnionOfSketches(const std::vector<HyperLogLog>& parts,
+                                    const HllParams& if_none) {
   if (parts.empty()) return HyperLogLog::Create(if_none);
   int log2m = parts[0].params().log2m, regwidth = parts[0].params().regwidth;
   for (const auto& p : parts) {
@@ -106,10 +86,42 @@ Result<HyperLogLog> UnionOf(CommandContext& ctx, std::span<const std::string_vie
   params.regwidth = regwidth;
   FLOE_ASSIGN_OR_RETURN(HyperLogLog out, HyperLogLog::Create(params));
   for (const auto& p : parts) {
+    if (p.params() == params) {
+      FLOE_RETURN_IF_ERROR(out.Merge(p));
+      continue;
+    }
     FLOE_ASSIGN_OR_RETURN(HyperLogLog folded, p.Fold(log2m, regwidth));
     FLOE_RETURN_IF_ERROR(out.Merge(folded));
   }
   return out;
+}
+
+// Copies of the sketches at `keys` (absent keys are skipped).
+Result<std::vector<HyperLogLog>> SketchesAt(CommandContext& ctx,
+                                            std::span<const std::string_view> keys,
+                                            bool redis_text) {
+  std::vector<HyperLogLog> parts;
+  for (std::string_view k : keys) {
+    ValuePtr v = Lookup(ctx, k);
+    if (!v) continue;
+    FLOE_ASSIGN_OR_RETURN(HyperLogLog h, Copy(*v, redis_text));
+    parts.push_back(std::move(h));
+  }
+  return parts;
+}
+
+// The estimated cardinality of the union of the sketches at `keys`.
+Result<double> CountOf(CommandContext& ctx, std::span<const std::string_view> keys,
+                       bool redis_text) {
+  if (keys.size() == 1) {  // no copy: estimate under the cell's lock
+    ValuePtr v = Lookup(ctx, keys[0]);
+    if (!v) return 0.0;
+    FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(*v, redis_text));
+    return cell->Read([](const HyperLogLog& h) { return h.Cardinality(); });
+  }
+  FLOE_ASSIGN_OR_RETURN(std::vector<HyperLogLog> parts, SketchesAt(ctx, keys, redis_text));
+  FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
+  return u.Cardinality();
 }
 
 std::string HexOf(std::string_view bytes) {
@@ -172,7 +184,7 @@ void CmdHllCreate(CommandContext& ctx) {
     existed = Live(cur, ctx.now_ms) != nullptr;
     if (existed) return Mutation::Keep();
     FLOE_ASSIGN_OR_RETURN(HyperLogLog h, HyperLogLog::Create(p));
-    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeHll(key, h, 0));
+    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeSketchValue(key, kHllType, std::move(h), 0));
     return Mutation::Put(std::move(v));
   });
   if (!s.ok()) return ctx.Error(s.message());
@@ -220,19 +232,20 @@ void CmdHllAddHash(CommandContext& ctx) {
 }
 
 void CmdHllCount(CommandContext& ctx) {
-  bool any = false;
   std::vector<std::string_view> keys(ctx.args.begin() + 1, ctx.args.end());
-  Result<HyperLogLog> u = UnionOf(ctx, keys, false, HllParams{}, &any);
-  if (!u.ok()) return ctx.Error(u.status().message());
-  ctx.out.Double(u->Cardinality());
+  Result<double> n = CountOf(ctx, keys, false);
+  if (!n.ok()) return ctx.Error(n.status().message());
+  ctx.out.Double(*n);
 }
 
+// The destination is replaced without being read (sketch_cell.h, rule 4).
 void CmdHllUnion(CommandContext& ctx) {
-  bool any = false;
   std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
-  Result<HyperLogLog> u = UnionOf(ctx, keys, false, HllParams{}, &any);
+  Result<std::vector<HyperLogLog>> parts = SketchesAt(ctx, keys, false);
+  if (!parts.ok()) return ctx.Error(parts.status().message());
+  Result<HyperLogLog> u = UnionOfSketches(*parts, HllParams{});
   if (!u.ok()) return ctx.Error(u.status().message());
-  Result<ValuePtr> v = MakeHll(ctx.args[1], *u, 0);
+  Result<ValuePtr> v = MakeSketchValue(ctx.args[1], kHllType, std::move(u).value(), 0);
   if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
   ctx.store().Put(std::move(v).value());
   ctx.out.Ok();
@@ -241,9 +254,9 @@ void CmdHllUnion(CommandContext& ctx) {
 void CmdHllExport(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Null();
-  Result<HyperLogLog> h = Load(v.get(), false);
-  if (!h.ok()) return ctx.Error(h.status().message());
-  ctx.out.Bulk(HexOf(v->payload()));
+  Result<const HllCell*> cell = Load(*v, false);
+  if (!cell.ok()) return ctx.Error(cell.status().message());
+  ctx.out.Bulk(HexOf((*cell)->Read([](const HyperLogLog& h) { return h.Serialize(); })));
 }
 
 void CmdHllImport(CommandContext& ctx) {
@@ -253,7 +266,7 @@ void CmdHllImport(CommandContext& ctx) {
   }
   Result<HyperLogLog> h = HyperLogLog::Parse(bytes);
   if (!h.ok()) return ctx.Error("ERR invalid hll: " + std::string(h.status().message()));
-  Result<ValuePtr> v = MakeHll(ctx.args[1], *h, 0);
+  Result<ValuePtr> v = MakeSketchValue(ctx.args[1], kHllType, std::move(h).value(), 0);
   if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
   ctx.store().Put(std::move(v).value());
   ctx.out.Ok();
@@ -262,7 +275,7 @@ void CmdHllImport(CommandContext& ctx) {
 void CmdHllInfo(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.Error("ERR no such key");
-  Result<HyperLogLog> h = Load(v.get(), false);
+  Result<HyperLogLog> h = Copy(*v, false);
   if (!h.ok()) return ctx.Error(h.status().message());
   static const char* kNames[] = {"", "EMPTY", "EXPLICIT", "SPARSE", "FULL"};
   const HllParams& p = h->params();
@@ -280,7 +293,7 @@ void CmdHllInfo(CommandContext& ctx) {
   ctx.out.Bulk("filled");
   ctx.out.Integer(static_cast<int64_t>(h->filled()));
   ctx.out.Bulk("size");
-  ctx.out.Integer(static_cast<int64_t>(v->payload().size()));
+  ctx.out.Integer(static_cast<int64_t>(h->Serialize().size()));
   ctx.out.Bulk("cardinality");
   ctx.out.Double(h->Cardinality());
 }
@@ -296,23 +309,37 @@ void CmdPfAdd(CommandContext& ctx) {
 }
 
 void CmdPfCount(CommandContext& ctx) {
-  bool any = false;
   std::vector<std::string_view> keys(ctx.args.begin() + 1, ctx.args.end());
-  Result<HyperLogLog> u = UnionOf(ctx, keys, true, RedisParams(), &any);
-  if (!u.ok()) return ctx.Error(u.status().message());
-  ctx.out.Integer(static_cast<int64_t>(std::llround(u->Cardinality())));
+  Result<double> n = CountOf(ctx, keys, true);
+  if (!n.ok()) return ctx.Error(n.status().message());
+  ctx.out.Integer(static_cast<int64_t>(std::llround(*n)));
 }
 
-// PFMERGE includes the destination's own contents, as Redis does.
+// PFMERGE includes the destination's own contents, as Redis does: the destination is sealed,
+// read and replaced in one compare-and-swap, so adds racing with the merge are kept
+// (sketch_cell.h, rule 3).
 void CmdPfMerge(CommandContext& ctx) {
-  bool any = false;
-  std::vector<std::string_view> keys(ctx.args.begin() + 1, ctx.args.end());
-  Result<HyperLogLog> u = UnionOf(ctx, keys, true, RedisParams(), &any);
-  if (!u.ok()) return ctx.Error(u.status().message());
-  ValuePtr old = Lookup(ctx, ctx.args[1], /*count_stats=*/false);
-  Result<ValuePtr> v = MakeHll(ctx.args[1], *u, old ? old->expire_at_ms() : 0);
-  if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
-  ctx.store().Put(std::move(v).value());
+  const std::string_view dest = ctx.args[1];
+  std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
+  Result<std::vector<HyperLogLog>> sources = SketchesAt(ctx, keys, true);
+  if (!sources.ok()) return ctx.Error(sources.status().message());
+  Status s = ctx.store().Mutate(dest, [&](const Value* cur) -> Result<Mutation> {
+    std::vector<HyperLogLog> parts = *sources;
+    int64_t expire_at_ms = 0;
+    if (const Value* live = Live(cur, ctx.now_ms)) {
+      FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(*live, true));
+      parts.push_back(cell->SealAndCopy());
+      expire_at_ms = live->expire_at_ms();
+    }
+    FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
+    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeSketchValue(dest, kHllType, std::move(u), expire_at_ms));
+    return Mutation::Put(std::move(v));
+  });
+  if (!s.ok()) {
+    return ctx.Error(s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kCorruption
+                         ? std::string(s.message())
+                         : "ERR " + std::string(s.message()));
+  }
   ctx.out.Ok();
 }
 

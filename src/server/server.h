@@ -38,6 +38,7 @@ enum class ValueType : uint16_t {
   kHll = 2,            // PostgreSQL hll storage bytes (HLL.*, PF*)
   kCountMin = 3,       // sketch::CountMin (CMS.INITBYDIM / INITBYPROB)
   kRangeCountMin = 4,  // sketch::RangeCountMin (CMS.INITRANGE)
+  kBloom = 5,          // sketch::BloomFilter (BF.*)
 };
 
 struct Config {
@@ -131,6 +132,7 @@ class Session {
   struct Watched {
     std::string key;
     uint64_t version;  // 0: absent (or expired) when watched
+    uint64_t changes;  // in-place changes of a sketch value when watched
   };
   std::vector<Watched> watched_;
 };

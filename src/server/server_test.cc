@@ -1,63 +1,12 @@
 // In-process command tests: a Session runs commands against an Engine, replies are decoded and
 // matched. Every command and its error replies, with Redis 7.0's texts.
 
-#include "server/server.h"
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <thread>
 
-#include "resp/resp.h"
-
-namespace floe::resp {
-void PrintTo(const Reply& r, std::ostream* os) { *os << r.ToString(); }
-}  // namespace floe::resp
+#include "server/command_test.h"
 
 namespace floe::server {
 namespace {
-
-using resp::Reply;
-using ::testing::HasSubstr;
-using ::testing::StartsWith;
-
-class CommandTest : public ::testing::Test {
- public:
-  static Reply Decode(const std::string& raw) {
-    size_t consumed = 0;
-    Result<Reply> r = resp::ParseReply(raw, &consumed);
-    EXPECT_TRUE(r.ok()) << raw;
-    EXPECT_EQ(consumed, raw.size()) << "one reply expected: " << raw;
-    return r.ok() ? *r : Reply{};
-  }
-
- protected:
-  CommandTest() : engine_(Config(), 2), session_(&engine_, 0) {}
-
-  Reply Run(std::vector<std::string> args) { return Decode(session_.Run(args)); }
-  Reply RunOn(Session& s, std::vector<std::string> args) { return Decode(s.Run(args)); }
-
-  Engine engine_;
-  Session session_;
-};
-
-MATCHER(IsOk, "") { return arg.type == Reply::Type::kSimple && arg.str == "OK"; }
-MATCHER_P(IsSimple, s, "") { return arg.type == Reply::Type::kSimple && arg.str == s; }
-MATCHER_P(IsInt, n, "") { return arg.type == Reply::Type::kInteger && arg.integer == n; }
-MATCHER_P(IsBulk, s, "") { return arg.type == Reply::Type::kBulk && arg.str == s; }
-MATCHER(IsNil, "") { return arg.type == Reply::Type::kNull; }
-MATCHER_P(IsErr, text, "") { return arg.type == Reply::Type::kError && arg.str == text; }
-MATCHER_P(ErrStartsWith, prefix, "") {
-  return arg.type == Reply::Type::kError && arg.str.rfind(prefix, 0) == 0;
-}
-MATCHER_P(IsArrayOfSize, n, "") {
-  return arg.type == Reply::Type::kArray && arg.elements.size() == static_cast<size_t>(n);
-}
-
-const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
-const char kNotInt[] = "ERR value is not an integer or out of range";
-
-int64_t NowMs() { return static_cast<int64_t>(WallMicros() / 1000); }
 
 // ---- connection ----
 

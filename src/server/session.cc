@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "server/internal/command.h"
+#include "server/internal/sketch_cell.h"
 
 namespace floe::server {
 
@@ -186,10 +187,12 @@ void CmdDiscard(CommandContext& ctx) {
 }
 
 namespace {
-// The version a WATCH sees: 0 when the key is absent or expired.
-uint64_t WatchVersion(CommandContext& ctx, std::string_view key) {
+// What a WATCH sees: the value's version (0 when the key is absent or expired) and its
+// in-place change count (sketch_cell.h, rule 5).
+std::pair<uint64_t, uint64_t> WatchState(CommandContext& ctx, std::string_view key) {
   store::ValuePtr v = ctx.store().Get(key);
-  return v && !v->IsExpired(ctx.now_ms) ? v->version() : 0;
+  if (!v || v->IsExpired(ctx.now_ms)) return {0, 0};
+  return {v->version(), ChangesOf(*v)};
 }
 }  // namespace
 
@@ -199,7 +202,10 @@ void CmdWatch(CommandContext& ctx) {
   for (size_t i = 1; i < ctx.args.size(); i++) {
     bool already = false;
     for (const auto& w : s.watched_) already = already || w.key == ctx.args[i];
-    if (!already) s.watched_.push_back({std::string(ctx.args[i]), WatchVersion(ctx, ctx.args[i])});
+    if (!already) {
+      const auto [version, changes] = WatchState(ctx, ctx.args[i]);
+      s.watched_.push_back({std::string(ctx.args[i]), version, changes});
+    }
   }
   ctx.out.Ok();
 }
@@ -226,7 +232,7 @@ void CmdExec(CommandContext& ctx) {
     return ctx.Error("EXECABORT Transaction discarded because of previous errors.");
   }
   for (const auto& w : watched) {
-    if (WatchVersion(ctx, w.key) != w.version) return ctx.out.NullArray();
+    if (WatchState(ctx, w.key) != std::pair(w.version, w.changes)) return ctx.out.NullArray();
   }
   ctx.out.ArrayHeader(queued.size());
   for (const auto& args : queued) ctx.RunQueued(args);

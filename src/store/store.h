@@ -89,7 +89,9 @@ class Key {
 };
 
 // A decoded form of a payload (a HyperLogLog, a parsed integer), cached on the Value so that
-// hot reads decode nothing. Must itself be immutable once cached.
+// hot reads decode nothing. Shared by every thread that reaches the Value: it must be immutable
+// once cached, or synchronize its own changes (the server's sketch cells do, and follow the
+// rules in server/internal/sketch_cell.h).
 class DecodedObject {
  public:
   virtual ~DecodedObject() = default;

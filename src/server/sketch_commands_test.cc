@@ -1,0 +1,223 @@
+// In-process tests of the sketch commands that change values in place (sketch_cell.h): Bloom
+// filters (BF.*) with RedisBloom's replies and errors, and the rules that keep in-place changes
+// from being lost (a copy seals the cell) or unseen (WATCH counts in-place changes).
+
+#include <atomic>
+#include <thread>
+
+#include "server/command_test.h"
+
+namespace floe::server {
+namespace {
+
+TEST_F(CommandTest, BfReserveRefusesInRedisBloomsWordsAndOrder) {
+  struct Case {
+    std::vector<std::string> args;
+    const char* want;
+  };
+  const Case cases[] = {
+      {{"1", "100"}, "ERR error rate must be in the range (0.000000, 1.000000)"},
+      {{"0", "100"}, "ERR error rate must be in the range (0.000000, 1.000000)"},
+      {{"inf", "100"}, "ERR error rate must be in the range (0.000000, 1.000000)"},
+      {{"abc", "100"}, "ERR bad error rate"},
+      {{"nan", "100"}, "ERR bad error rate"},
+      {{"1e-400", "100"}, "ERR bad error rate"},
+      {{"0.01", "0"}, "ERR capacity must be in the range [1, 1073741824]"},
+      {{"0.01", "-5"}, "ERR capacity must be in the range [1, 1073741824]"},
+      {{"0.01", "1073741825"}, "ERR capacity must be in the range [1, 1073741824]"},
+      {{"0.01", "007"}, "ERR bad capacity"},
+      {{"0.01", "+5"}, "ERR bad capacity"},
+      {{"0.01", "100", "EXPANSION"}, "ERR no expansion"},
+      {{"0.01", "100", "EXPANSION", "x"}, "ERR bad expansion"},
+      {{"0.01", "100", "EXPANSION", "-1"}, "ERR expansion must be in the range [0, 32768]"},
+      {{"0.01", "100", "EXPANSION", "32769"}, "ERR expansion must be in the range [0, 32768]"},
+      {{"0.01", "100", "NONSCALING", "EXPANSION", "2"}, "Nonscaling filters cannot expand"},
+      {{"1e-300", "1073741824"}, "ERR Insufficient memory to create filter"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"BF.RESERVE", "f"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    EXPECT_THAT(Run(args), IsErr(c.want)) << c.args[0] << " " << c.args[1];
+  }
+  EXPECT_THAT(Run({"BF.RESERVE", "f", "0.01"}),
+              IsErr("ERR wrong number of arguments for 'bf.reserve' command"));
+  EXPECT_THAT(Run({"BF.RESERVE", "f", "0.01", "1000"}), IsOk());
+  EXPECT_THAT(Run({"BF.RESERVE", "f", "0.01", "1000"}), IsErr("ERR item exists"));
+  Run({"SET", "s", "v"});
+  EXPECT_THAT(Run({"BF.RESERVE", "s", "0.01", "1000"}), IsErr(kWrongType));
+  EXPECT_THAT(Run({"TYPE", "f"}), IsSimple("bloom"));
+}
+
+TEST_F(CommandTest, BfAddExistsCardInfo) {
+  EXPECT_THAT(Run({"BF.ADD", "f", "a"}), IsInt(1));  // created with defaults
+  EXPECT_THAT(Run({"BF.ADD", "f", "a"}), IsInt(0));
+  EXPECT_THAT(Run({"BF.EXISTS", "f", "a"}), IsInt(1));
+  EXPECT_THAT(Run({"BF.EXISTS", "f", "b"}), IsInt(0));
+  EXPECT_THAT(Run({"BF.EXISTS", "none", "a"}), IsInt(0));
+  Reply m = Run({"BF.MADD", "f", "a", "b", "c"});
+  ASSERT_THAT(m, IsArrayOfSize(3));
+  EXPECT_THAT(m.elements[0], IsInt(0));
+  EXPECT_THAT(m.elements[1], IsInt(1));
+  EXPECT_THAT(m.elements[2], IsInt(1));
+  Reply e = Run({"BF.MEXISTS", "f", "a", "zz", "c"});
+  ASSERT_THAT(e, IsArrayOfSize(3));
+  EXPECT_THAT(e.elements[1], IsInt(0));
+  EXPECT_THAT(e.elements[2], IsInt(1));
+  EXPECT_THAT(Run({"BF.CARD", "f"}), IsInt(3));
+  EXPECT_THAT(Run({"BF.CARD", "none"}), IsInt(0));
+  Reply info = Run({"BF.INFO", "f"});
+  ASSERT_THAT(info, IsArrayOfSize(10));
+  EXPECT_THAT(info.elements[0], IsSimple("Capacity"));
+  EXPECT_THAT(info.elements[1], IsInt(100));
+  EXPECT_THAT(info.elements[4], IsSimple("Number of filters"));
+  EXPECT_THAT(info.elements[5], IsInt(1));
+  EXPECT_THAT(info.elements[7], IsInt(3));
+  EXPECT_THAT(info.elements[9], IsInt(2));
+  Reply cap = Run({"BF.INFO", "f", "capacity"});
+  ASSERT_THAT(cap, IsArrayOfSize(1));
+  EXPECT_THAT(cap.elements[0], IsInt(100));
+  EXPECT_THAT(Run({"BF.INFO", "f", "bogus"}), IsErr("Invalid information value"));
+  EXPECT_THAT(Run({"BF.INFO", "none"}), IsErr("ERR not found"));
+  Run({"SET", "s", "v"});
+  EXPECT_THAT(Run({"BF.ADD", "s", "a"}), IsErr(kWrongType));
+  EXPECT_THAT(Run({"BF.CARD", "s"}), IsErr(kWrongType));
+  EXPECT_THAT(Run({"BF.INFO", "s"}), IsErr(kWrongType));
+  EXPECT_THAT(Run({"BF.EXISTS", "s", "a"}), IsInt(0));  // RedisBloom's quirk: no WRONGTYPE
+  EXPECT_THAT(Run({"BF.ADD", "f"}), IsErr("ERR wrong number of arguments for 'bf.add' command"));
+}
+
+TEST_F(CommandTest, BfRepliesAreBooleansInResp3) {
+  Run({"HELLO", "3"});
+  EXPECT_EQ(session_.Run({"BF.ADD", "f", "a"}), "#t\r\n");
+  EXPECT_EQ(session_.Run({"BF.EXISTS", "f", "nope"}), "#f\r\n");
+  EXPECT_EQ(session_.Run({"BF.INFO", "f", "EXPANSION"}), "*1\r\n:2\r\n");
+}
+
+TEST_F(CommandTest, BfNonScalingFilterFillsUp) {
+  ASSERT_THAT(Run({"BF.RESERVE", "n", "0.01", "3", "NONSCALING"}), IsOk());
+  Reply r = Run({"BF.MADD", "n", "a", "b", "c", "d", "e"});
+  // The fourth new item fails and stops the rest, as RedisBloom does.
+  ASSERT_THAT(r, IsArrayOfSize(4));
+  EXPECT_THAT(r.elements[2], IsInt(1));
+  EXPECT_THAT(r.elements[3], IsErr("ERR non scaling filter is full"));
+  EXPECT_THAT(Run({"BF.ADD", "n", "f"}), IsErr("ERR non scaling filter is full"));
+  EXPECT_THAT(Run({"BF.ADD", "n", "a"}), IsInt(0));  // present: no room needed
+  EXPECT_THAT(Run({"BF.INFO", "n", "EXPANSION"}).elements[0], IsNil());
+  EXPECT_THAT(Run({"BF.RESERVE", "z", "0.01", "3", "EXPANSION", "0"}), IsOk());
+  EXPECT_THAT(Run({"BF.INFO", "z", "EXPANSION"}).elements[0], IsNil());
+}
+
+TEST_F(CommandTest, BfScalesThroughCopiesAndKeepsEveryItem) {
+  ASSERT_THAT(Run({"BF.RESERVE", "g", "0.01", "10", "EXPANSION", "2"}), IsOk());
+  for (int i = 0; i < 1000; i++) Run({"BF.ADD", "g", "item" + std::to_string(i)});
+  for (int i = 0; i < 1000; i++) {
+    ASSERT_THAT(Run({"BF.EXISTS", "g", "item" + std::to_string(i)}), IsInt(1)) << i;
+  }
+  const int64_t filters = Run({"BF.INFO", "g", "FILTERS"}).elements[0].integer;
+  EXPECT_GE(filters, 7);  // 10 + 20 + ... + 640 = 1270 >= 1000 items
+  // Items counted once, when new; a false positive (about 1%) is not counted.
+  EXPECT_GE(Run({"BF.CARD", "g"}).integer, 970);
+  // The value's memory follows the growth: a grown filter is a new value of its real size.
+  EXPECT_GE(engine_.store().MemoryUsed(), 1270u);
+}
+
+TEST_F(CommandTest, BfInsertOptions) {
+  EXPECT_THAT(Run({"BF.INSERT", "i", "NOCREATE", "ITEMS", "a"}), IsErr("ERR not found"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "CAPACITY", "x", "ITEMS", "a"}), IsErr("Bad capacity"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "ERROR", "x", "ITEMS", "a"}), IsErr("Bad error rate"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "EXPANSION", "x", "ITEMS", "a"}), IsErr("Bad expansion"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "CAPACITY", "0", "ITEMS", "a"}),
+              IsErr("Bad argument received"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "ERROR", "1", "ITEMS", "a"}), IsErr("Bad argument received"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "WAT", "ITEMS", "a"}), IsErr("Unknown argument received"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "CAPACITY", "10"}),
+              IsErr("ERR wrong number of arguments for 'bf.insert' command"));
+  EXPECT_THAT(Run({"BF.INSERT", "i", "CAPACITY", "10", "ITEMS"}),
+              IsErr("ERR wrong number of arguments for 'bf.insert' command"));
+  EXPECT_THAT(Run({"EXISTS", "i"}), IsInt(0));  // nothing was created by a refused command
+  Reply r = Run({"BF.INSERT", "i", "CAPACITY", "1000", "ERROR", "0.001", "NONSCALING", "ITEMS", "a",
+                 "b", "a"});
+  ASSERT_THAT(r, IsArrayOfSize(3));
+  EXPECT_THAT(r.elements[0], IsInt(1));
+  EXPECT_THAT(r.elements[2], IsInt(0));
+  EXPECT_THAT(Run({"BF.INFO", "i", "CAPACITY"}).elements[0], IsInt(1000));
+  EXPECT_THAT(Run({"BF.INFO", "i", "EXPANSION"}).elements[0], IsNil());
+  EXPECT_THAT(Run({"BF.INSERT", "i", "NOCREATE", "ITEMS", "c"}), IsArrayOfSize(1));
+}
+
+TEST_F(CommandTest, ConcurrentBloomAddsLoseNothingWhileTheFilterGrows) {
+  // Two threads add disjoint items while the filter grows sub-filters through copies; every
+  // item must be found afterwards (a lost in-place add would be a false negative).
+  ASSERT_THAT(Run({"BF.RESERVE", "c", "0.01", "8"}), IsOk());
+  std::thread other([&] {
+    Session s(&engine_, 1);
+    for (int i = 0; i < 2000; i++) s.Run({"BF.ADD", "c", "o" + std::to_string(i)});
+  });
+  for (int i = 0; i < 2000; i++) Run({"BF.ADD", "c", "m" + std::to_string(i)});
+  other.join();
+  for (int i = 0; i < 2000; i++) {
+    ASSERT_THAT(Run({"BF.EXISTS", "c", "o" + std::to_string(i)}), IsInt(1)) << i;
+    ASSERT_THAT(Run({"BF.EXISTS", "c", "m" + std::to_string(i)}), IsInt(1)) << i;
+  }
+}
+
+TEST_F(CommandTest, InPlaceAddsSurviveConcurrentRewrites) {
+  // Adds race with commands that copy the value (EXPIRE rewrites it with a new expiry,
+  // PFMERGE into it): the copy seals the cell, so no add is lost. EXPTHRESH 13 keeps the
+  // sketch exact up to 2^12 elements, so the count shows any loss.
+  ASSERT_THAT(Run({"HLL.CREATE", "h", "EXPTHRESH", "13"}), IsOk());
+  std::atomic<bool> done{false};
+  std::thread rewriter([&] {
+    Session s(&engine_, 1);
+    int i = 0;
+    while (!done.load()) {
+      s.Run({"EXPIRE", "h", std::to_string(1000 + (i++ % 2))});
+      s.Run({"PFMERGE", "h"});
+    }
+  });
+  for (int i = 0; i < 3000; i++) Run({"HLL.ADD", "h", "INT", std::to_string(i)});
+  done = true;
+  rewriter.join();
+  Reply info = Run({"HLL.INFO", "h"});
+  EXPECT_EQ(info.elements[9].str, "EXPLICIT");
+  EXPECT_EQ(info.elements[11].integer, 3000);
+}
+
+TEST_F(CommandTest, WatchSeesInPlaceSketchChanges) {
+  Session other(&engine_, 1);
+  Run({"PFADD", "w", "a"});
+  Run({"BF.ADD", "b", "a"});
+  Run({"CMS.INITBYDIM", "c", "10", "2"});
+  for (const auto& change : std::vector<std::vector<std::string>>{
+           {"PFADD", "w", "new"}, {"BF.ADD", "b", "new"}, {"CMS.INCRBY", "c", "x", "1"}}) {
+    Run({"WATCH", change[1]});
+    RunOn(other, change);
+    Run({"MULTI"});
+    Run({"PING"});
+    EXPECT_THAT(Run({"EXEC"}), IsNil()) << change[0];
+  }
+  // An add that changes nothing leaves the transaction alone, as in Redis.
+  Run({"WATCH", "w"});
+  RunOn(other, {"PFADD", "w", "a"});
+  Run({"MULTI"});
+  Run({"PING"});
+  EXPECT_THAT(Run({"EXEC"}), IsArrayOfSize(1));
+}
+
+TEST_F(CommandTest, RenameAndExpireCarryTheLiveSketch) {
+  for (int i = 0; i < 50; i++) Run({"BF.ADD", "b", std::to_string(i)});
+  ASSERT_THAT(Run({"RENAME", "b", "b2"}), IsOk());
+  ASSERT_THAT(Run({"EXPIRE", "b2", "100"}), IsInt(1));
+  for (int i = 0; i < 50; i++) ASSERT_THAT(Run({"BF.EXISTS", "b2", std::to_string(i)}), IsInt(1));
+  EXPECT_THAT(Run({"BF.CARD", "b2"}), IsInt(50));
+  for (int i = 0; i < 20000; i++) Run({"PFADD", "p", std::to_string(i)});
+  ASSERT_THAT(Run({"RENAME", "p", "p2"}), IsOk());
+  EXPECT_NEAR(static_cast<double>(Run({"PFCOUNT", "p2"}).integer), 20000, 20000 * 3 * 0.0081);
+  EXPECT_THAT(Run({"OBJECT", "ENCODING", "p2"}), IsBulk("full"));
+  Reply exported = Run({"HLL.EXPORT", "p2"});
+  ASSERT_THAT(Run({"HLL.IMPORT", "p3", exported.str}), IsOk());
+  EXPECT_EQ(Run({"PFCOUNT", "p3"}).integer, Run({"PFCOUNT", "p2"}).integer);
+}
+
+}  // namespace
+}  // namespace floe::server
