@@ -9,6 +9,7 @@ packages=(
   clang libclang-rt-14-dev clang-format   # fuzz targets, formatting check
   # libraries
   libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev libasio-dev
+  liblz4-dev                               # RPC payload compression
   libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -62,6 +62,10 @@ enum class StatusCode : uint8_t {
   kTimeout,
   kAborted,  // a compare-and-swap lost, a transaction must retry
   kInternal,
+  kPermissionDenied,  // unauthenticated or forged input
+  kCancelled,         // the caller gave up
+  kUnimplemented,     // no such method
+  // New codes go last: RPC sends the number (docs/wire.md).
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -92,6 +96,9 @@ class [[nodiscard]] Status {
   static Status Timeout(std::string_view m) { return {StatusCode::kTimeout, m}; }
   static Status Aborted(std::string_view m) { return {StatusCode::kAborted, m}; }
   static Status Internal(std::string_view m) { return {StatusCode::kInternal, m}; }
+  static Status PermissionDenied(std::string_view m) { return {StatusCode::kPermissionDenied, m}; }
+  static Status Cancelled(std::string_view m) { return {StatusCode::kCancelled, m}; }
+  static Status Unimplemented(std::string_view m) { return {StatusCode::kUnimplemented, m}; }
 
   bool ok() const { return state_ == nullptr; }
   StatusCode code() const { return state_ ? state_->code : StatusCode::kOk; }

@@ -1,0 +1,426 @@
+// AsioLoop and UdpTcpTransport (docs/rpc.md, "Layers"): UDP for messages that fit one
+// datagram, TCP for larger ones. Every socket operation runs on the loop's thread; Send and the
+// controls post to it.
+
+#include <array>
+#include <asio.hpp>
+#include <deque>
+#include <future>
+#include <thread>
+
+#include "net/net.h"
+
+namespace floe::net {
+
+// ---------------------------------------------------------------------------------------------
+struct AsioLoop::Impl {
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  std::thread thread;
+  std::thread::id thread_id;
+};
+
+AsioLoop::AsioLoop() : impl_(new Impl) {
+  std::promise<void> started;
+  impl_->thread = std::thread([this, &started] {
+    impl_->thread_id = std::this_thread::get_id();
+    started.set_value();
+    impl_->io.run();
+  });
+  started.get_future().wait();
+}
+
+AsioLoop::~AsioLoop() {
+  impl_->work.reset();
+  impl_->io.stop();
+  impl_->thread.join();
+}
+
+void AsioLoop::Post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+
+void AsioLoop::PostAt(uint64_t at_micros, std::function<void()> fn) {
+  const uint64_t now = NowMicros();
+  auto timer = std::make_shared<asio::steady_timer>(impl_->io);
+  timer->expires_after(std::chrono::microseconds(at_micros > now ? at_micros - now : 0));
+  timer->async_wait([timer, fn = std::move(fn)](std::error_code ec) {
+    if (!ec) fn();
+  });
+}
+
+void* AsioLoop::io_context() { return &impl_->io; }
+bool AsioLoop::InLoopThread() const { return std::this_thread::get_id() == impl_->thread_id; }
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+using asio::ip::tcp;
+using asio::ip::udp;
+
+// A TCP frame: u32 little-endian length, then the message (written as two buffers, so the
+// message is never copied).
+struct Frame {
+  std::array<char, 4> length;
+  Transport::Bytes message;
+};
+Frame MakeFrame(Transport::Bytes message) {
+  Frame f{{}, std::move(message)};
+  const auto n = static_cast<uint32_t>(f.message->size());
+  for (int i = 0; i < 4; i++) f.length[static_cast<size_t>(i)] = static_cast<char>(n >> (8 * i));
+  return f;
+}
+}  // namespace
+
+struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
+  // An outgoing TCP connection to one peer, with its queue of framed messages.
+  struct Out {
+    std::unique_ptr<tcp::socket> socket;
+    enum class State { kIdle, kConnecting, kConnected } state = State::kIdle;
+    std::deque<Frame> queue;
+    size_t queued_bytes = 0;
+    bool writing = false;
+    uint64_t retry_at = 0;  // no connection attempt before this (after a failure)
+  };
+  struct Peer {
+    PeerAddress address;
+    udp::endpoint udp_endpoint;
+    tcp::endpoint tcp_endpoint;
+    Out message;
+    std::vector<Out> bulk;
+    size_t next_bulk = 0;
+  };
+
+  AsioLoop* loop;
+  asio::io_context& io;
+  TransportOptions options;
+  udp::socket udp_socket;
+  tcp::acceptor acceptor;
+  std::map<NodeId, Peer> peers;
+  std::set<NodeId> blocked;
+  Receiver receiver;
+  std::mt19937_64 rng;
+  TransportStats stats;
+  bool closed = false;
+  std::vector<char> udp_buffer = std::vector<char>(64 * 1024);
+  udp::endpoint udp_from;
+  std::set<std::shared_ptr<tcp::socket>> incoming;
+
+  Impl(AsioLoop* l, TransportOptions o)
+      : loop(l),
+        io(*static_cast<asio::io_context*>(l->io_context())),
+        options(std::move(o)),
+        udp_socket(io),
+        acceptor(io),
+        rng(options.seed) {}
+
+  Status Bind() {
+    std::error_code ec;
+    const asio::ip::address addr = asio::ip::make_address(options.bind_host, ec);
+    if (ec) return Status::InvalidArgument("bad bind address " + options.bind_host);
+    // TCP first (port 0 picks one), then UDP on the same number; retry if UDP's is taken.
+    for (int attempt = 0; attempt < 20; attempt++) {
+      acceptor = tcp::acceptor(io);
+      acceptor.open(addr.is_v6() ? tcp::v6() : tcp::v4(), ec);
+      if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) acceptor.bind(tcp::endpoint(addr, options.port), ec);
+      if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) return Status::Unavailable("tcp bind " + options.bind_host + ": " + ec.message());
+      const uint16_t port = acceptor.local_endpoint().port();
+      udp_socket = udp::socket(io);
+      udp_socket.open(addr.is_v6() ? udp::v6() : udp::v4(), ec);
+      if (!ec) udp_socket.bind(udp::endpoint(addr, port), ec);
+      if (!ec) {
+        options.port = port;
+        udp_socket.non_blocking(true, ec);
+        udp_socket.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+        udp_socket.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
+        return Status::OK();
+      }
+      if (options.port != 0) {
+        return Status::Unavailable("udp bind " + options.bind_host + ": " + ec.message());
+      }
+    }
+    return Status::Unavailable("no port free for both UDP and TCP");
+  }
+
+  void AddPeer(const PeerAddress& p) {
+    std::error_code ec;
+    const asio::ip::address addr = asio::ip::make_address(p.host, ec);
+    if (ec) return;
+    Peer& peer = peers[p.id];
+    peer.address = p;
+    peer.udp_endpoint = udp::endpoint(addr, p.port);
+    peer.tcp_endpoint = tcp::endpoint(addr, p.port);
+    peer.bulk.resize(static_cast<size_t>(std::max(1, options.bulk_connections)));
+    // A moved peer: drop connections to the old address.
+    CloseOut(peer.message);
+    for (Out& o : peer.bulk) CloseOut(o);
+  }
+
+  void CloseOut(Out& o) {
+    if (o.socket) {
+      std::error_code ec;
+      o.socket->close(ec);
+    }
+    o.socket.reset();
+    o.state = Out::State::kIdle;
+    o.writing = false;
+    stats.send_failures += o.queue.size();
+    o.queue.clear();
+    o.queued_bytes = 0;
+  }
+
+  void StartReceiving() {
+    auto self = shared_from_this();
+    udp_socket.async_receive_from(asio::buffer(udp_buffer), udp_from,
+                                  [self](std::error_code ec, size_t n) {
+                                    if (self->closed) return;
+                                    if (!ec) {
+                                      self->stats.udp_received++;
+                                      self->stats.bytes_received += n;
+                                      if (self->receiver)
+                                        self->receiver(std::string(self->udp_buffer.data(), n));
+                                    }
+                                    if (ec != asio::error::operation_aborted)
+                                      self->StartReceiving();
+                                  });
+  }
+
+  void StartAccepting() {
+    auto self = shared_from_this();
+    auto socket = std::make_shared<tcp::socket>(io);
+    acceptor.async_accept(*socket, [self, socket](std::error_code ec) {
+      if (self->closed) return;
+      if (!ec) {
+        std::error_code ignored;
+        socket->set_option(tcp::no_delay(true), ignored);
+        self->incoming.insert(socket);
+        self->ReadFrame(socket, std::make_shared<std::string>());
+      }
+      if (ec != asio::error::operation_aborted) self->StartAccepting();
+    });
+  }
+
+  void DropIncoming(const std::shared_ptr<tcp::socket>& socket) {
+    std::error_code ec;
+    socket->close(ec);
+    incoming.erase(socket);
+  }
+
+  // Reads one frame: the length, checked before anything is allocated, then the message.
+  void ReadFrame(std::shared_ptr<tcp::socket> socket, std::shared_ptr<std::string> buf) {
+    auto self = shared_from_this();
+    buf->resize(4);
+    asio::async_read(
+        *socket, asio::buffer(buf->data(), 4), [self, socket, buf](std::error_code ec, size_t) {
+          if (self->closed) return;
+          if (ec) return self->DropIncoming(socket);
+          uint32_t n = 0;
+          for (int i = 0; i < 4; i++) {
+            n |= static_cast<uint32_t>(static_cast<uint8_t>((*buf)[static_cast<size_t>(i)]))
+                 << (8 * i);
+          }
+          if (n > self->options.max_message) {
+            self->stats.oversized++;
+            return self->DropIncoming(socket);
+          }
+          buf->resize(n);
+          asio::async_read(*socket, asio::buffer(buf->data(), n),
+                           [self, socket, buf](std::error_code ec2, size_t got) {
+                             if (self->closed) return;
+                             if (ec2) return self->DropIncoming(socket);
+                             self->stats.tcp_received++;
+                             self->stats.bytes_received += got;
+                             if (self->receiver) self->receiver(std::move(*buf));
+                             self->ReadFrame(socket, std::make_shared<std::string>());
+                           });
+        });
+  }
+
+  // On the loop thread: faults, then the wire.
+  void SendNow(NodeId to, Bytes message) {
+    if (closed) return;
+    auto it = peers.find(to);
+    if (it == peers.end()) return;
+    if (blocked.count(to) != 0) {
+      stats.dropped_by_faults++;
+      return;
+    }
+    const Faults& f = options.faults;
+    std::uniform_real_distribution<double> coin(0, 1);
+    if (f.drop > 0 && coin(rng) < f.drop) {
+      stats.dropped_by_faults++;
+      return;
+    }
+    int copies = 1;
+    if (f.duplicate > 0 && coin(rng) < f.duplicate) {
+      copies = 2;
+      stats.duplicated_by_faults++;
+    }
+    for (int c = 0; c < copies; c++) {
+      Bytes m = message;
+      uint64_t delay = f.min_delay_us;
+      if (f.max_delay_us > f.min_delay_us) delay += rng() % (f.max_delay_us - f.min_delay_us + 1);
+      if (delay == 0) {
+        Wire(it->second, std::move(m));
+      } else {
+        auto self = shared_from_this();
+        loop->PostAt(loop->NowMicros() + delay, [self, to, m = std::move(m)]() {
+          auto p = self->peers.find(to);
+          if (!self->closed && p != self->peers.end()) self->Wire(p->second, m);
+        });
+      }
+    }
+  }
+
+  void Wire(Peer& peer, Bytes message) {
+    stats.bytes_sent += message->size();
+    if (message->size() <= options.udp_max) {
+      std::error_code ec;
+      udp_socket.send_to(asio::buffer(*message), peer.udp_endpoint, 0, ec);
+      if (ec) {
+        stats.send_failures++;
+      } else {
+        stats.udp_sent++;
+      }
+      return;
+    }
+    Out& out = message->size() >= options.bulk_min ? peer.bulk[peer.next_bulk++ % peer.bulk.size()]
+                                                   : peer.message;
+    const uint64_t now = loop->NowMicros();
+    if (out.state == Out::State::kIdle && now < out.retry_at) {
+      stats.send_failures++;  // reconnecting later; the RPC layer resends
+      return;
+    }
+    out.queued_bytes += message->size();
+    out.queue.push_back(MakeFrame(std::move(message)));
+    stats.tcp_sent++;
+    if (out.state == Out::State::kIdle) return Connect(peer, out);
+    if (out.state == Out::State::kConnected && !out.writing) WriteNext(out);
+  }
+
+  void Connect(Peer& peer, Out& out) {
+    out.state = Out::State::kConnecting;
+    out.socket = std::make_unique<tcp::socket>(io);
+    stats.connects++;
+    auto self = shared_from_this();
+    tcp::socket* socket = out.socket.get();
+    socket->async_connect(peer.tcp_endpoint, [self, &out, socket](std::error_code ec) {
+      if (self->closed || out.socket.get() != socket) return;
+      if (ec) return self->Failed(out);
+      std::error_code ignored;
+      socket->set_option(tcp::no_delay(true), ignored);
+      out.state = Out::State::kConnected;
+      self->WriteNext(out);
+    });
+  }
+
+  void Failed(Out& out) {
+    CloseOut(out);
+    out.retry_at = loop->NowMicros() + options.reconnect_delay_us;
+  }
+
+  void WriteNext(Out& out) {
+    if (out.queue.empty()) {
+      out.writing = false;
+      return;
+    }
+    out.writing = true;
+    auto self = shared_from_this();
+    tcp::socket* socket = out.socket.get();
+    const Frame& f = out.queue.front();
+    const std::array<asio::const_buffer, 2> buffers = {asio::buffer(f.length),
+                                                       asio::buffer(*f.message)};
+    asio::async_write(*socket, buffers, [self, &out, socket](std::error_code ec, size_t) {
+      if (self->closed || out.socket.get() != socket) return;
+      if (ec) return self->Failed(out);
+      out.queued_bytes -= out.queue.front().message->size();
+      out.queue.pop_front();
+      self->WriteNext(out);
+    });
+  }
+
+  void Close() {
+    closed = true;
+    std::error_code ec;
+    udp_socket.close(ec);
+    acceptor.close(ec);
+    for (auto& [id, peer] : peers) {
+      CloseOut(peer.message);
+      for (Out& o : peer.bulk) CloseOut(o);
+    }
+    for (const auto& s : incoming) s->close(ec);
+    incoming.clear();
+  }
+};
+
+// Runs fn on the loop thread and waits for it (or runs it at once on the loop thread).
+template <typename Fn>
+static void RunOnLoop(AsioLoop& loop, Fn fn) {
+  if (loop.InLoopThread()) return fn();
+  std::promise<void> done;
+  loop.Post([&] {
+    fn();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+Result<std::unique_ptr<UdpTcpTransport>> UdpTcpTransport::Start(AsioLoop& loop,
+                                                                TransportOptions options) {
+  auto impl = std::make_shared<Impl>(&loop, std::move(options));
+  Status s;
+  RunOnLoop(loop, [&] {
+    s = impl->Bind();
+    if (!s.ok()) return;
+    for (const PeerAddress& p : impl->options.peers) impl->AddPeer(p);
+    impl->StartReceiving();
+    impl->StartAccepting();
+  });
+  if (!s.ok()) return s;
+  return std::unique_ptr<UdpTcpTransport>(new UdpTcpTransport(std::move(impl)));
+}
+
+UdpTcpTransport::UdpTcpTransport(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+UdpTcpTransport::~UdpTcpTransport() {
+  RunOnLoop(*impl_->loop, [impl = impl_] { impl->Close(); });
+}
+
+NodeId UdpTcpTransport::self() const { return impl_->options.self; }
+Loop& UdpTcpTransport::loop() { return *impl_->loop; }
+uint16_t UdpTcpTransport::port() const { return impl_->options.port; }
+const TransportStats& UdpTcpTransport::stats() const { return impl_->stats; }
+
+Status UdpTcpTransport::Send(NodeId to, Bytes message) {
+  if (message->size() > impl_->options.max_message) {
+    impl_->stats.oversized++;
+    return Status::InvalidArgument("message of " + std::to_string(message->size()) +
+                                   " bytes exceeds the limit");
+  }
+  impl_->loop->Post(
+      [impl = impl_, to, m = std::move(message)]() mutable { impl->SendNow(to, std::move(m)); });
+  return Status::OK();
+}
+
+void UdpTcpTransport::SetReceiver(Receiver receiver) {
+  RunOnLoop(*impl_->loop, [&] { impl_->receiver = std::move(receiver); });
+}
+
+void UdpTcpTransport::SetPeer(const PeerAddress& peer) {
+  RunOnLoop(*impl_->loop, [&] { impl_->AddPeer(peer); });
+}
+
+void UdpTcpTransport::SetFaults(const Faults& faults) {
+  RunOnLoop(*impl_->loop, [&] { impl_->options.faults = faults; });
+}
+
+void UdpTcpTransport::Block(NodeId peer, bool blocked) {
+  RunOnLoop(*impl_->loop, [&] {
+    if (blocked) {
+      impl_->blocked.insert(peer);
+    } else {
+      impl_->blocked.erase(peer);
+    }
+  });
+}
+
+}  // namespace floe::net

@@ -1,0 +1,94 @@
+// SimNetwork: a deterministic network for tests (docs/rpc.md, "Layers").
+
+#include "net/net.h"
+
+namespace floe::net {
+
+Loop& SimTransport::loop() { return *net_; }
+
+Status SimTransport::Send(NodeId to, Bytes message) {
+  if (net_->nodes_.count(to) == 0 && to != id_) {
+    // Unknown or crashed: the message is sent and lost, as on a real network.
+    net_->stats_.sent++;
+    net_->stats_.dropped++;
+    return Status::OK();
+  }
+  net_->Deliver(id_, to, std::move(message));
+  return Status::OK();
+}
+
+SimNetwork::SimNetwork(uint64_t seed) : rng_(seed) {}
+SimNetwork::~SimNetwork() = default;
+
+SimTransport& SimNetwork::AddNode(NodeId id) {
+  nodes_[id] = std::unique_ptr<SimTransport>(new SimTransport(this, id));
+  return *nodes_[id];
+}
+
+void SimNetwork::RemoveNode(NodeId id) { nodes_.erase(id); }
+
+void SimNetwork::Cut(NodeId a, NodeId b, bool cut) {
+  const auto link = std::minmax(a, b);
+  if (cut) {
+    cut_.insert(link);
+  } else {
+    cut_.erase(link);
+  }
+}
+
+bool SimNetwork::IsCut(NodeId a, NodeId b) const { return cut_.count(std::minmax(a, b)) != 0; }
+
+void SimNetwork::PostAt(uint64_t at_micros, std::function<void()> fn) {
+  events_.push(Event{std::max(at_micros, now_), seq_++, std::move(fn)});
+}
+
+void SimNetwork::Deliver(NodeId from, NodeId to, Transport::Bytes message) {
+  stats_.sent++;
+  if (IsCut(from, to)) {
+    stats_.partitioned++;
+    return;
+  }
+  std::uniform_real_distribution<double> coin(0, 1);
+  if (coin(rng_) < faults_.drop) {
+    stats_.dropped++;
+    return;
+  }
+  const int copies = coin(rng_) < faults_.duplicate ? 2 : 1;
+  if (copies == 2) stats_.duplicated++;
+  for (int c = 0; c < copies; c++) {
+    uint64_t delay = faults_.min_delay_us;
+    if (faults_.max_delay_us > faults_.min_delay_us) {
+      delay += rng_() % (faults_.max_delay_us - faults_.min_delay_us + 1);
+    }
+    PostAt(now_ + delay, [this, from, to, m = message]() {
+      // Checked at delivery too: a link cut while the message was in flight loses it.
+      auto it = nodes_.find(to);
+      if (it == nodes_.end() || IsCut(from, to)) {
+        stats_.dropped++;
+        return;
+      }
+      stats_.delivered++;
+      if (it->second->receiver_) it->second->receiver_(*m);
+    });
+  }
+}
+
+bool SimNetwork::RunUntil(const std::function<bool()>& done, uint64_t max_us) {
+  const uint64_t end = now_ + max_us;
+  if (done()) return true;
+  while (!events_.empty() && events_.top().at <= end) {
+    Event e = std::move(const_cast<Event&>(events_.top()));
+    events_.pop();
+    now_ = e.at;
+    e.fn();
+    if (done()) return true;
+  }
+  if (events_.empty() || events_.top().at > end) now_ = std::max(now_, end);
+  return done();
+}
+
+void SimNetwork::RunFor(uint64_t us) {
+  RunUntil([] { return false; }, us);
+}
+
+}  // namespace floe::net

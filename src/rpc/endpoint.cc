@@ -1,0 +1,603 @@
+// rpc::Endpoint: the call cycle of docs/rpc.md. Every member of Impl below the "loop state"
+// line is touched only on the transport's loop thread (thread rule 1 in rpc.h).
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "rpc/rpc.h"
+
+namespace floe::rpc {
+
+namespace {
+// The priority class of the handler running on this thread; -1 elsewhere.
+thread_local int tl_class = -1;
+
+Status StatusFromCode(uint16_t code, std::string message) {
+  if (code == 0 || code > static_cast<uint16_t>(StatusCode::kUnimplemented)) {
+    return Status::Internal("remote status " + std::to_string(code) + ": " + message);
+  }
+  return Status(static_cast<StatusCode>(code), message);
+}
+
+// A pool of threads for one priority class.
+class Pool {
+ public:
+  Pool(int priority, int threads) {
+    for (int i = 0; i < threads; i++) {
+      threads_.emplace_back([this, priority] {
+        tl_class = priority;
+        for (;;) {
+          std::function<void()> job;
+          {
+            MutexLock lock(&mu_);
+            while (jobs_.empty() && !stop_) cv_.wait(mu_);
+            if (jobs_.empty()) return;
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
+          }
+          job();
+        }
+      });
+    }
+  }
+  ~Pool() { Stop(); }
+  void Add(std::function<void()> job) {
+    MutexLock lock(&mu_);
+    jobs_.push_back(std::move(job));
+    cv_.notify_one();
+  }
+  void Stop() {
+    {
+      MutexLock lock(&mu_);
+      stop_ = true;
+      cv_.notify_all();
+    }
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  Mutex mu_;
+  std::condition_variable_any cv_;
+  std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
+  bool stop_ FLOE_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+}  // namespace
+
+struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
+  struct Method {
+    int priority = 0;
+    Handler handler;
+  };
+  // A call this node made and still waits for.
+  struct Pending {
+    uint64_t call_id = 0;
+    uint16_t method = 0;
+    net::Transport::Bytes message;  // the encoded CALL, resent as is
+    uint64_t deadline = 0;
+    uint64_t backoff = 0;
+    bool nacked = false;
+    Done done;
+  };
+  struct PeerState {
+    uint64_t next_task = 1;
+    std::map<uint64_t, Pending> pending;  // by task id; begin() is the low-water mark
+    uint64_t last_heard = 0;
+    bool down = false;
+  };
+  // What this node knows of calls from one caller incarnation.
+  struct Entry {
+    enum class State { kRunning, kDone, kFinished } state = State::kRunning;
+    net::Transport::Bytes ack;  // kDone: the encoded ACK
+    uint64_t backoff = 0;
+    uint64_t give_up_at = 0;
+  };
+  struct CallerState {
+    uint64_t incarnation = 0;
+    uint64_t low_water = 0;
+    std::map<uint64_t, Entry> entries;
+    std::set<uint64_t> retired;  // earlier incarnations: their late messages are ignored
+  };
+
+  net::Transport& transport;
+  net::Loop& loop;
+  Options options;
+  MacKey key;
+  CodecOptions codec;
+  uint64_t incarnation_ = 0;
+  std::map<uint16_t, Method> methods;  // fixed after Start
+  std::vector<std::unique_ptr<Pool>> pools;
+  Stats stats;
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> started{false};
+  // Peers' liveness for PeerUp from any thread (the loop keeps it current).
+  std::unique_ptr<std::atomic<bool>[]> up_flags;
+  std::map<NodeId, size_t> peer_index;
+
+  // ---- loop state ----
+  std::mt19937_64 rng;
+  std::map<NodeId, PeerState> peers;
+  std::map<NodeId, CallerState> callers;
+  std::unordered_map<uint64_t, std::pair<NodeId, uint64_t>> calls;  // call id -> (peer, task)
+  uint64_t next_call_id = 1;
+  size_t callee_entries = 0;
+
+  Impl(net::Transport& t, Options o) : transport(t), loop(t.loop()), options(std::move(o)) {
+    uint64_t seed = options.seed != 0 ? options.seed : WallMicros() ^ CycleNow();
+    rng.seed(seed ^ (uint64_t{t.self()} << 32));
+    do {
+      incarnation_ = rng();
+    } while (incarnation_ == 0);
+    if (!options.secret.empty()) {
+      key = DeriveMacKey(options.secret);
+      codec.key = &key;
+    }
+    codec.max_message = options.max_message;
+    codec.compress_min = options.compress_min;
+    up_flags.reset(new std::atomic<bool>[options.peers.size()]);
+    for (size_t i = 0; i < options.peers.size(); i++) {
+      peer_index[options.peers[i]] = i;
+      up_flags[i].store(true);
+      peers[options.peers[i]].last_heard = loop.NowMicros();
+    }
+  }
+
+  uint64_t Jitter(uint64_t us) {
+    // +-25%
+    const uint64_t quarter = us / 4;
+    return quarter == 0 ? us : us - quarter + rng() % (2 * quarter + 1);
+  }
+
+  // How long to wait before resending a message of `bytes` (time to send it included).
+  uint64_t InitialBackoff(size_t bytes) const {
+    return options.resend_initial_us + static_cast<uint64_t>(bytes) * 1'000'000 /
+                                           std::max<uint64_t>(1, options.resend_bytes_per_sec);
+  }
+
+  void SendRaw(NodeId to, net::Transport::Bytes message) {
+    stats.messages_sent++;
+    stats.bytes_sent += message->size();
+    (void)transport.Send(to, std::move(message));
+  }
+
+  net::Transport::Bytes EncodeMsg(Kind kind, NodeId to, uint64_t task, uint64_t mark, uint16_t code,
+                                  std::string_view payload, uint8_t priority = 0) {
+    Header h;
+    h.kind = kind;
+    h.priority = priority;
+    h.sender = transport.self();
+    h.receiver = to;
+    h.incarnation = incarnation_;
+    h.task = task;
+    h.mark = mark;
+    h.code = code;
+    return std::make_shared<const std::string>(Encode(h, payload, codec));
+  }
+
+  uint64_t LowWater(const PeerState& p) const {
+    return p.pending.empty() ? p.next_task : p.pending.begin()->first;
+  }
+
+  void SetUp(NodeId peer, PeerState& p, bool up) {
+    if (p.down == !up) return;
+    p.down = !up;
+    if (!up) stats.peers_down++;
+    auto it = peer_index.find(peer);
+    if (it != peer_index.end()) up_flags[it->second].store(up, std::memory_order_relaxed);
+  }
+
+  // ---- caller ----
+  void StartCall(uint64_t call_id, NodeId peer, uint16_t method, std::string request,
+                 uint64_t timeout_us, Done done) {
+    stats.calls++;
+    auto pit = peers.find(peer);
+    if (stopped.load()) return Finish(std::move(done), Status::Cancelled("endpoint stopped"));
+    if (pit == peers.end()) {
+      return Finish(std::move(done),
+                    Status::InvalidArgument("unknown peer " + std::to_string(peer)));
+    }
+    PeerState& p = pit->second;
+    if (p.down) {
+      stats.unavailable++;
+      return Finish(std::move(done),
+                    Status::Unavailable("peer " + std::to_string(peer) + " is down"));
+    }
+    const uint64_t task = p.next_task++;
+    const auto mit = methods.find(method);
+    const int priority = mit != methods.end() ? mit->second.priority : 0;
+    Pending& c = p.pending[task];
+    c.call_id = call_id;
+    c.method = method;
+    c.deadline = loop.NowMicros() + timeout_us;
+    c.done = std::move(done);
+    c.message = EncodeMsg(Kind::kCall, peer, task, LowWater(p), method, request,
+                          static_cast<uint8_t>(priority));
+    c.backoff = InitialBackoff(c.message->size());
+    calls[call_id] = {peer, task};
+    SendRaw(peer, c.message);
+    ScheduleResend(peer, task, c.backoff);
+    auto weak = weak_from_this();
+    loop.PostAt(c.deadline, [weak, peer, task] {
+      if (auto self = weak.lock()) self->Expire(peer, task);
+    });
+  }
+
+  void ScheduleResend(NodeId peer, uint64_t task, uint64_t after) {
+    auto weak = weak_from_this();
+    loop.PostAt(loop.NowMicros() + Jitter(after), [weak, peer, task] {
+      if (auto self = weak.lock()) self->Resend(peer, task);
+    });
+  }
+
+  void Resend(NodeId peer, uint64_t task) {
+    if (stopped.load()) return;
+    PeerState& p = peers[peer];
+    auto it = p.pending.find(task);
+    if (it == p.pending.end()) return;
+    Pending& c = it->second;
+    stats.call_resends++;
+    SendRaw(peer, c.message);
+    // After a NACK the callee has the call: resend rarely, only to notice a restart.
+    c.backoff = c.nacked ? options.resend_max_us : std::min(c.backoff * 2, options.resend_max_us);
+    c.backoff = std::max(c.backoff, InitialBackoff(c.message->size()));
+    ScheduleResend(peer, task, c.backoff);
+  }
+
+  void Expire(NodeId peer, uint64_t task) {
+    PeerState& p = peers[peer];
+    auto it = p.pending.find(task);
+    if (it == p.pending.end()) return;
+    Status s;
+    if (p.down) {
+      stats.unavailable++;
+      s = Status::Unavailable("peer " + std::to_string(peer) + " is down");
+    } else {
+      stats.timeouts++;
+      s = Status::Timeout("no answer from peer " + std::to_string(peer) + " before the deadline");
+    }
+    Complete(p, it, std::move(s));
+  }
+
+  void Complete(PeerState& p, std::map<uint64_t, Pending>::iterator it, Result<std::string> r) {
+    Done done = std::move(it->second.done);
+    calls.erase(it->second.call_id);
+    p.pending.erase(it);
+    Finish(std::move(done), std::move(r));
+  }
+
+  void Finish(Done done, Result<std::string> r) {
+    if (r.ok()) {
+      stats.completed++;
+    } else {
+      stats.failed++;
+      if (r.status().code() == StatusCode::kCancelled) stats.cancelled++;
+    }
+    if (done) done(std::move(r));
+  }
+
+  void CancelCall(uint64_t call_id) {
+    auto it = calls.find(call_id);
+    if (it == calls.end()) return;
+    const auto [peer, task] = it->second;
+    PeerState& p = peers[peer];
+    auto pit = p.pending.find(task);
+    if (pit != p.pending.end()) Complete(p, pit, Status::Cancelled("call cancelled"));
+  }
+
+  // ---- callee ----
+  // The state for `sender`'s incarnation, or null if the message is from a retired one.
+  CallerState* CallerFor(NodeId sender, uint64_t inc) {
+    CallerState& c = callers[sender];
+    if (c.incarnation == inc) return &c;
+    if (c.retired.count(inc) != 0) return nullptr;
+    // A new incarnation: the previous process is gone, and so are its calls.
+    if (c.incarnation != 0) c.retired.insert(c.incarnation);
+    callee_entries -= c.entries.size();
+    stats.callee_entries.store(callee_entries, std::memory_order_relaxed);
+    c.entries.clear();
+    c.incarnation = inc;
+    c.low_water = 0;
+    return &c;
+  }
+
+  void Collect(CallerState& c, uint64_t mark) {
+    if (mark <= c.low_water) return;
+    c.low_water = mark;
+    auto end = c.entries.lower_bound(mark);
+    for (auto it = c.entries.begin(); it != end;) {
+      it = c.entries.erase(it);
+      callee_entries--;
+    }
+    stats.callee_entries.store(callee_entries, std::memory_order_relaxed);
+  }
+
+  void OnCall(Message& m) {
+    const Header h = m.header;
+    CallerState* c = CallerFor(h.sender, h.incarnation);
+    if (c == nullptr) return;
+    Collect(*c, h.mark);
+    if (h.task < c->low_water) {
+      stats.stale++;
+      return;
+    }
+    auto it = c->entries.find(h.task);
+    if (it != c->entries.end()) {
+      stats.duplicates++;
+      if (it->second.state == Entry::State::kRunning) {
+        stats.nacks_sent++;
+        SendRaw(h.sender, EncodeMsg(Kind::kNack, h.sender, h.task, h.incarnation, 0, {}));
+      } else if (it->second.state == Entry::State::kDone) {
+        stats.ack_resends++;
+        SendRaw(h.sender, it->second.ack);
+      }
+      return;
+    }
+    c->entries[h.task];  // kRunning
+    callee_entries++;
+    stats.callee_entries.store(callee_entries, std::memory_order_relaxed);
+    auto mit = methods.find(h.code);
+    if (mit == methods.end()) {
+      return Answered(h.sender, h.incarnation, h.task,
+                      Status::Unimplemented("no method " + std::to_string(h.code)));
+    }
+    const Method& method = mit->second;
+    auto weak = weak_from_this();
+    auto request = std::make_shared<Message>(std::move(m));
+    auto run = [weak, handler = method.handler, from = h.sender, inc = h.incarnation, task = h.task,
+                request]() {
+      auto self = weak.lock();
+      if (!self) return;
+      self->stats.handled++;
+      Result<std::string> r = handler(from, request->payload());
+      if (self->options.inline_handlers) return self->Answered(from, inc, task, std::move(r));
+      self->loop.Post([weak, from, inc, task, r = std::move(r)]() mutable {
+        if (auto s = weak.lock()) s->Answered(from, inc, task, std::move(r));
+      });
+    };
+    if (options.inline_handlers) {
+      run();
+    } else {
+      pools[static_cast<size_t>(method.priority)]->Add(std::move(run));
+    }
+  }
+
+  void Answered(NodeId caller, uint64_t inc, uint64_t task, Result<std::string> r) {
+    if (stopped.load()) return;
+    auto cit = callers.find(caller);
+    if (cit == callers.end() || cit->second.incarnation != inc) return;
+    auto it = cit->second.entries.find(task);
+    if (it == cit->second.entries.end()) return;  // collected: the caller gave up
+    Entry& e = it->second;
+    const uint16_t code = r.ok() ? 0 : static_cast<uint16_t>(r.status().code());
+    const std::string_view payload = r.ok() ? std::string_view(*r) : r.status().message();
+    e.state = Entry::State::kDone;
+    e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, payload);
+    e.backoff = InitialBackoff(e.ack->size());
+    e.give_up_at = loop.NowMicros() + options.ack_give_up_us;
+    SendRaw(caller, e.ack);
+    ScheduleAckResend(caller, inc, task, e.backoff);
+  }
+
+  void ScheduleAckResend(NodeId caller, uint64_t inc, uint64_t task, uint64_t after) {
+    auto weak = weak_from_this();
+    loop.PostAt(loop.NowMicros() + Jitter(after), [weak, caller, inc, task] {
+      auto self = weak.lock();
+      if (!self || self->stopped.load()) return;
+      auto cit = self->callers.find(caller);
+      if (cit == self->callers.end() || cit->second.incarnation != inc) return;
+      auto it = cit->second.entries.find(task);
+      if (it == cit->second.entries.end() || it->second.state != Entry::State::kDone) return;
+      Entry& e = it->second;
+      if (self->loop.NowMicros() >= e.give_up_at) {
+        // The caller is gone: keep the id (a late CALL must not run again), free the answer.
+        e.state = Entry::State::kFinished;
+        e.ack.reset();
+        return;
+      }
+      self->stats.ack_resends++;
+      self->SendRaw(caller, e.ack);
+      e.backoff = std::max(std::min(e.backoff * 2, self->options.resend_max_us),
+                           self->InitialBackoff(e.ack->size()));
+      self->ScheduleAckResend(caller, inc, task, e.backoff);
+    });
+  }
+
+  void OnAckAck(const Message& m) {
+    const Header& h = m.header;
+    auto cit = callers.find(h.sender);
+    if (cit == callers.end() || cit->second.incarnation != h.incarnation) return;
+    CallerState& c = cit->second;
+    auto it = c.entries.find(h.task);
+    if (it != c.entries.end() && it->second.state == Entry::State::kDone) {
+      it->second.state = Entry::State::kFinished;
+      it->second.ack.reset();
+    }
+    Collect(c, h.mark);
+  }
+
+  void OnAck(Message& m) {
+    const Header& h = m.header;
+    if (h.mark != incarnation_) return;  // for an earlier life of this node
+    PeerState& p = peers[h.sender];
+    auto it = p.pending.find(h.task);
+    if (it != p.pending.end()) {
+      if (h.code == 0) {
+        Complete(p, it, m.TakePayload());
+      } else {
+        Complete(p, it, StatusFromCode(h.code, std::string(m.payload())));
+      }
+    }
+    // Always ACKACK, also for duplicates and abandoned calls, so the callee stops resending.
+    SendRaw(h.sender, EncodeMsg(Kind::kAckAck, h.sender, h.task, LowWater(p), 0, {}));
+  }
+
+  void OnNack(const Message& m) {
+    const Header& h = m.header;
+    if (h.mark != incarnation_) return;
+    PeerState& p = peers[h.sender];
+    auto it = p.pending.find(h.task);
+    if (it != p.pending.end()) it->second.nacked = true;
+  }
+
+  void OnMessage(std::string bytes) {
+    if (stopped.load()) return;
+    stats.messages_received++;
+    stats.bytes_received += bytes.size();
+    Result<Message> m = Decode(std::move(bytes), codec);
+    if (!m.ok()) {
+      if (m.status().code() == StatusCode::kPermissionDenied) {
+        stats.auth_failures++;
+      } else {
+        stats.bad_messages++;
+      }
+      return;
+    }
+    const Header& h = m->header;
+    auto pit = peers.find(h.sender);
+    if (pit == peers.end() || h.receiver != transport.self()) {
+      stats.unknown_sender++;
+      return;
+    }
+    pit->second.last_heard = loop.NowMicros();
+    SetUp(h.sender, pit->second, true);
+    switch (h.kind) {
+      case Kind::kCall:
+        return OnCall(*m);
+      case Kind::kAck:
+        return OnAck(*m);
+      case Kind::kAckAck:
+        return OnAckAck(*m);
+      case Kind::kNack:
+        return OnNack(*m);
+      case Kind::kHeartbeat:
+        return;
+    }
+  }
+
+  void Heartbeat() {
+    if (stopped.load()) return;
+    const uint64_t now = loop.NowMicros();
+    for (auto& [id, p] : peers) {
+      SendRaw(id, EncodeMsg(Kind::kHeartbeat, id, 0, 0, 0, {}));
+      if (now - p.last_heard > options.down_after_us) SetUp(id, p, false);
+    }
+    auto weak = weak_from_this();
+    loop.PostAt(now + options.heartbeat_interval_us, [weak] {
+      if (auto self = weak.lock()) self->Heartbeat();
+    });
+  }
+
+  void StopOnLoop() {
+    for (auto& [id, p] : peers) {
+      while (!p.pending.empty())
+        Complete(p, p.pending.begin(), Status::Cancelled("endpoint stopped"));
+    }
+  }
+};
+
+Endpoint::Endpoint(net::Transport& transport, Options options)
+    : impl_(std::make_shared<Impl>(transport, std::move(options))) {}
+
+Endpoint::~Endpoint() { Stop(); }
+
+void Endpoint::Register(uint16_t method, int priority, Handler handler) {
+  FLOE_CHECK(!impl_->started.load());
+  FLOE_CHECK(priority >= 0 && priority < kPriorityClasses);
+  impl_->methods[method] = {priority, std::move(handler)};
+}
+
+void Endpoint::Start() {
+  if (impl_->started.exchange(true)) return;
+  if (!impl_->options.inline_handlers) {
+    for (int c = 0; c < kPriorityClasses; c++) {
+      impl_->pools.push_back(
+          std::make_unique<Pool>(c, std::max(1, impl_->options.threads_per_class)));
+    }
+  }
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->transport.SetReceiver([weak](std::string bytes) {
+    if (auto self = weak.lock()) self->OnMessage(std::move(bytes));
+  });
+  impl_->loop.Post([weak] {
+    if (auto self = weak.lock()) self->Heartbeat();
+  });
+}
+
+void Endpoint::Stop() {
+  if (impl_->stopped.exchange(true)) return;
+  // Calls in flight end with Cancelled, on the loop.
+  auto done = std::make_shared<std::promise<void>>();
+  auto future = done->get_future();
+  auto impl = impl_;
+  impl_->loop.Post([impl, done] {
+    impl->StopOnLoop();
+    done->set_value();
+  });
+  // A simulated loop runs only when driven: its Stop completes calls at the next Run*.
+  if (dynamic_cast<net::AsioLoop*>(&impl_->loop) != nullptr &&
+      !static_cast<net::AsioLoop&>(impl_->loop).InLoopThread()) {
+    future.wait();
+  }
+  for (auto& p : impl_->pools) p->Stop();
+}
+
+uint64_t Endpoint::CallAsync(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us,
+                             Done done) {
+  // Call ids are handed out on the loop too, but the caller needs one now: an atomic counter.
+  static std::atomic<uint64_t> next_id{1};
+  const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->loop.Post([weak, id, peer, method, request = std::move(request), timeout_us,
+                    done = std::move(done)]() mutable {
+    auto self = weak.lock();
+    if (!self) return;
+    self->StartCall(id, peer, method, std::move(request), timeout_us, std::move(done));
+  });
+  return id;
+}
+
+Result<std::string> Endpoint::Call(NodeId peer, uint16_t method, std::string request,
+                                   uint64_t timeout_us) {
+  auto* asio_loop = dynamic_cast<net::AsioLoop*>(&impl_->loop);
+  if (asio_loop == nullptr || asio_loop->InLoopThread()) {
+    return Status::FailedPrecondition("a blocking Call needs a real loop and a thread not its own");
+  }
+  auto mit = impl_->methods.find(method);
+  if (tl_class >= 0 && mit != impl_->methods.end() && mit->second.priority <= tl_class) {
+    return Status::FailedPrecondition("a handler of priority class " + std::to_string(tl_class) +
+                                      " may only wait for methods of a higher class (method " +
+                                      std::to_string(method) + " is class " +
+                                      std::to_string(mit->second.priority) + ")");
+  }
+  auto promise = std::make_shared<std::promise<Result<std::string>>>();
+  auto future = promise->get_future();
+  CallAsync(peer, method, std::move(request), timeout_us,
+            [promise](Result<std::string> r) { promise->set_value(std::move(r)); });
+  return future.get();
+}
+
+void Endpoint::Cancel(uint64_t call_id) {
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->loop.Post([weak, call_id] {
+    if (auto self = weak.lock()) self->CancelCall(call_id);
+  });
+}
+
+bool Endpoint::PeerUp(NodeId peer) const {
+  auto it = impl_->peer_index.find(peer);
+  return it != impl_->peer_index.end() &&
+         impl_->up_flags[it->second].load(std::memory_order_relaxed);
+}
+
+uint64_t Endpoint::incarnation() const { return impl_->incarnation_; }
+const Stats& Endpoint::stats() const { return impl_->stats; }
+
+}  // namespace floe::rpc

@@ -1,0 +1,145 @@
+// rpc: reliable calls between nodes over a net::Transport (docs/rpc.md; message layout in
+// docs/wire.md, "RPC messages").
+//
+//   Encode/Decode   the message codec (header, CRC32C, LZ4, SipHash MAC); fuzzed
+//   Endpoint        the call cycle CALL -> ACK (the answer) -> ACKACK with resends, the
+//                   callee's dedup table, deadlines, cancellation, heartbeats, priority pools
+//
+// Thread rules:
+//   1. All protocol state of an Endpoint lives on its transport's Loop thread; public methods
+//      post to it. Stats are atomics, readable from anywhere.
+//   2. Handlers run on the pool of their priority class (or on the loop thread when
+//      Options::inline_handlers, as in simulations) and must be thread-safe.
+//   3. CallAsync's callback runs on the loop thread: it must not block. Call blocks its caller
+//      and may not be used on the loop thread, nor from a handler of a class >= the target's.
+
+#ifndef FLOE_RPC_RPC_H_
+#define FLOE_RPC_RPC_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+#include "net/net.h"
+
+namespace floe::rpc {
+
+using net::NodeId;
+
+enum class Kind : uint8_t { kCall = 1, kAck = 2, kAckAck = 3, kNack = 4, kHeartbeat = 5 };
+
+inline constexpr size_t kHeaderBytes = 56;
+inline constexpr size_t kMacBytes = 16;
+inline constexpr uint8_t kFlagLz4 = 1;
+inline constexpr uint8_t kFlagMac = 2;
+inline constexpr int kPriorityClasses = 4;
+
+struct Header {
+  Kind kind = Kind::kCall;
+  uint8_t flags = 0;     // set by Encode
+  uint8_t priority = 0;  // CALL: the method's class
+  NodeId sender = 0;
+  NodeId receiver = 0;
+  uint64_t incarnation = 0;  // the sender's
+  uint64_t task = 0;
+  // CALL and ACKACK: the caller's low-water mark. ACK and NACK: the caller's incarnation (so a
+  // restarted caller never takes an answer meant for its previous life).
+  uint64_t mark = 0;
+  uint16_t code = 0;  // CALL: method id; ACK: status code
+};
+
+// SipHash-2-4 with a 128-bit key and 128-bit output.
+struct MacKey {
+  uint64_t k0 = 0, k1 = 0;
+};
+MacKey DeriveMacKey(std::string_view secret);
+void SipHash128(const MacKey& key, std::string_view data, uint8_t out[16]);
+
+struct CodecOptions {
+  const MacKey* key = nullptr;           // sign and require a MAC when set
+  size_t max_message = size_t{1} << 30;  // payload bound, compressed or not
+  size_t compress_min = 4096;            // LZ4 payloads at least this large (0: never)
+};
+
+std::string Encode(const Header& header, std::string_view payload, const CodecOptions& options);
+
+struct Message {
+  Header header;
+  std::string buffer;  // holds the (decompressed) payload at [offset, offset + size)
+  size_t offset = 0, size = 0;
+  std::string_view payload() const { return std::string_view(buffer).substr(offset, size); }
+  // The payload as a string of its own (moves the buffer; call once).
+  std::string TakePayload();
+};
+// Corruption for a malformed or altered message (bad magic, version, kind, flags, lengths,
+// CRC, LZ4 data), PermissionDenied for a missing or wrong MAC, ResourceExhausted for a length
+// above max_message. Nothing is allocated before the lengths are checked. The rvalue form
+// keeps the received bytes as the payload's buffer instead of copying them.
+Result<Message> Decode(std::string&& bytes, const CodecOptions& options);
+Result<Message> Decode(std::string_view bytes, const CodecOptions& options);
+
+// ---------------------------------------------------------------------------------------------
+struct Options {
+  std::vector<NodeId> peers;  // messages from anyone else are dropped
+  std::string secret;         // empty: no MAC
+  uint64_t resend_initial_us = 20'000;
+  uint64_t resend_max_us = 1'000'000;
+  uint64_t resend_bytes_per_sec = 100'000'000;  // adds size / rate to a large message's timer
+  uint64_t heartbeat_interval_us = 200'000;
+  uint64_t down_after_us = 3'000'000;
+  uint64_t ack_give_up_us = 60'000'000;
+  size_t compress_min = 4096;
+  size_t max_message = size_t{1} << 30;
+  int threads_per_class = 2;
+  bool inline_handlers = false;  // run handlers on the loop thread (simulations)
+  uint64_t seed = 0;             // jitter and incarnation; 0: from the clock
+};
+
+struct Stats {
+  std::atomic<uint64_t> calls{0}, completed{0}, failed{0}, timeouts{0}, unavailable{0};
+  std::atomic<uint64_t> cancelled{0}, call_resends{0}, ack_resends{0}, nacks_sent{0};
+  std::atomic<uint64_t> duplicates{0}, stale{0}, handled{0};
+  std::atomic<uint64_t> messages_sent{0}, messages_received{0}, bytes_sent{0}, bytes_received{0};
+  std::atomic<uint64_t> bad_messages{0}, auth_failures{0}, unknown_sender{0}, peers_down{0};
+  std::atomic<uint64_t> callee_entries{0};  // the dedup table's size (all callers)
+};
+
+using Handler = std::function<Result<std::string>(NodeId from, std::string_view request)>;
+using Done = std::function<void(Result<std::string>)>;
+
+class Endpoint {
+ public:
+  Endpoint(net::Transport& transport, Options options);
+  ~Endpoint();  // Stop()
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  // Before Start. priority in [0, kPriorityClasses).
+  void Register(uint16_t method, int priority, Handler handler);
+  void Start();
+  // Fails calls in flight with Cancelled, stops heartbeats and the pools. Idempotent.
+  void Stop();
+
+  // Returns a call id for Cancel. `done` runs once, on the loop thread.
+  uint64_t CallAsync(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us,
+                     Done done);
+  Result<std::string> Call(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us);
+  void Cancel(uint64_t call_id);
+
+  bool PeerUp(NodeId peer) const;
+  uint64_t incarnation() const;
+  const Stats& stats() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace floe::rpc
+
+#endif  // FLOE_RPC_RPC_H_

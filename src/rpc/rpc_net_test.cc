@@ -1,0 +1,303 @@
+// RPC over real UDP and TCP on loopback: exactly-once with the transport's fault injector,
+// 100 MB payloads, a restarting peer, a healing partition, a dead peer's deadline, nested calls
+// across priority classes, and two processes on 127.0.0.2 and 127.0.0.3. Label rpc_fault.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "net/net.h"
+#include "rpc/rpc.h"
+
+namespace floe::rpc {
+namespace {
+
+using net::NodeId;
+
+constexpr uint16_t kIncrement = 1;
+constexpr uint16_t kEcho = 2;
+constexpr uint16_t kNested = 3;  // class 0: calls the other node's kEcho (class 1)
+constexpr uint16_t kSameClass = 4;
+
+// One node: loop, transport, endpoint, and the side effects of its handlers.
+struct RealNode {
+  net::AsioLoop loop;
+  std::unique_ptr<net::UdpTcpTransport> transport;
+  std::unique_ptr<Endpoint> endpoint;
+  Mutex mu;
+  std::map<std::string, int> effects FLOE_GUARDED_BY(mu);
+  NodeId other = 0;
+
+  int Effects(const std::string& k) {
+    MutexLock lock(&mu);
+    auto it = effects.find(k);
+    return it == effects.end() ? 0 : it->second;
+  }
+  size_t EffectCount() {
+    MutexLock lock(&mu);
+    return effects.size();
+  }
+};
+
+std::unique_ptr<RealNode> StartNode(NodeId id, uint16_t port, const net::PeerAddress& peer,
+                                    Options o = {}) {
+  auto n = std::make_unique<RealNode>();
+  n->other = peer.id;
+  net::TransportOptions t;
+  t.self = id;
+  t.port = port;
+  t.peers = {peer};
+  t.seed = id;
+  auto transport = net::UdpTcpTransport::Start(n->loop, t);
+  EXPECT_TRUE(transport.ok()) << transport.status().ToString();
+  if (!transport.ok()) return nullptr;
+  n->transport = std::move(transport).value();
+  o.peers = {peer.id};
+  o.threads_per_class = o.threads_per_class > 0 ? o.threads_per_class : 2;
+  n->endpoint = std::make_unique<Endpoint>(*n->transport, o);
+  RealNode* raw = n.get();
+  n->endpoint->Register(kIncrement, 0, [raw](NodeId from, std::string_view req) {
+    MutexLock lock(&raw->mu);
+    const int times = ++raw->effects[std::to_string(from) + ":" + std::string(req)];
+    return Result<std::string>(std::string(req) + "#" + std::to_string(times));
+  });
+  n->endpoint->Register(
+      kEcho, 1, [](NodeId, std::string_view req) { return Result<std::string>(std::string(req)); });
+  n->endpoint->Register(kNested, 0, [raw](NodeId, std::string_view req) {
+    return raw->endpoint->Call(raw->other, kEcho, "nested:" + std::string(req), 10'000'000);
+  });
+  n->endpoint->Register(kSameClass, 0, [raw](NodeId, std::string_view req) {
+    return raw->endpoint->Call(raw->other, kIncrement, std::string(req), 10'000'000);
+  });
+  n->endpoint->Start();
+  return n;
+}
+
+// A pair of nodes 1 and 2 on 127.0.0.1, the second started once the first's port is known.
+struct Pair {
+  std::unique_ptr<RealNode> a, b;
+  uint16_t port_a = 0, port_b = 0;
+};
+
+// A port free for both UDP and TCP on `host` right now.
+uint16_t FreePort(const char* host) {
+  for (int attempt = 0; attempt < 50; attempt++) {
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    inet_pton(AF_INET, host, &addr.sin_addr);
+    addr.sin_port = 0;
+    bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    socklen_t len = sizeof(addr);
+    getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    const bool udp_ok = bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(u);
+    close(t);
+    if (udp_ok) return ntohs(addr.sin_port);
+  }
+  return 0;
+}
+
+Pair StartPair(Options o = {}) {
+  Pair p;
+  p.port_a = FreePort("127.0.0.1");
+  p.port_b = FreePort("127.0.0.1");
+  p.a = StartNode(1, p.port_a, {2, "127.0.0.1", p.port_b}, o);
+  p.b = StartNode(2, p.port_b, {1, "127.0.0.1", p.port_a}, o);
+  return p;
+}
+
+TEST(RpcNetTest, ExactlyOnceOverUdpAndTcpWithInjectedFaults) {
+  Pair p = StartPair();
+  const net::Faults faults{.drop = 0.3, .duplicate = 0.1, .min_delay_us = 0, .max_delay_us = 3000};
+  p.a->transport->SetFaults(faults);
+  p.b->transport->SetFaults(faults);
+  constexpr int kCalls = 2000;
+  std::atomic<int> done{0}, ok{0};
+  std::promise<void> all;
+  for (int i = 0; i < kCalls; i++) {
+    RealNode& from = i % 2 == 0 ? *p.a : *p.b;
+    // Mostly one-datagram calls; every 50th carries 20 KB that does not compress (TCP).
+    std::string req = "c" + std::to_string(i);
+    if (i % 50 == 0) {
+      std::mt19937_64 rng(static_cast<uint64_t>(i));
+      for (int j = 0; j < 2500; j++) {
+        const uint64_t v = rng();
+        req.append(reinterpret_cast<const char*>(&v), 8);
+      }
+    }
+    from.endpoint->CallAsync(from.other, kIncrement, req, 120'000'000,
+                             [&, req](Result<std::string> r) {
+                               if (r.ok() && *r == req + "#1") ok++;
+                               if (++done == kCalls) all.set_value();
+                             });
+  }
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(150)), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+  EXPECT_EQ(p.a->EffectCount() + p.b->EffectCount(), static_cast<size_t>(kCalls));
+  {
+    MutexLock la(&p.a->mu), lb(&p.b->mu);
+    for (const auto& [k, n] : p.a->effects) EXPECT_EQ(n, 1) << k;
+    for (const auto& [k, n] : p.b->effects) EXPECT_EQ(n, 1) << k;
+  }
+  EXPECT_GT(p.a->transport->stats().dropped_by_faults.load(), 0u);
+  EXPECT_GT(p.a->transport->stats().tcp_sent.load(), 0u);
+  EXPECT_GT(p.a->endpoint->stats().call_resends.load() + p.b->endpoint->stats().call_resends.load(),
+            0u);
+}
+
+TEST(RpcNetTest, HundredMegabytesArriveIntact) {
+  Pair p = StartPair();
+  std::string big(100 << 20, '\0');
+  std::mt19937_64 rng(7);
+  for (size_t i = 0; i + 8 <= big.size(); i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(big.data() + i, &v, 8);
+  }
+  const uint64_t want = HashBytes(big);
+  Result<std::string> r = p.a->endpoint->Call(2, kEcho, big, 120'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->size(), big.size());
+  EXPECT_EQ(HashBytes(*r), want);
+}
+
+TEST(RpcNetTest, APeerRestartingMidStreamAnswersEveryCall) {
+  Pair p = StartPair();
+  constexpr int kCalls = 300;
+  std::atomic<int> done{0}, ok{0};
+  std::promise<void> all;
+  std::thread caller([&] {
+    for (int i = 0; i < kCalls; i++) {
+      p.a->endpoint->CallAsync(2, kIncrement, "s" + std::to_string(i), 60'000'000,
+                               [&](Result<std::string> r) {
+                                 if (r.ok()) ok++;
+                                 if (++done == kCalls) all.set_value();
+                               });
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  p.b.reset();  // the peer's process ends mid-stream...
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  p.b = StartNode(2, p.port_b, {1, "127.0.0.1", p.port_a});  // ...and starts again
+  caller.join();
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(90)), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+}
+
+TEST(RpcNetTest, CallsWaitOutAPartitionAndCompleteWhenItHeals) {
+  Pair p = StartPair();
+  p.a->transport->Block(2, true);
+  p.b->transport->Block(1, true);
+  constexpr int kCalls = 50;
+  std::atomic<int> done{0}, ok{0};
+  std::promise<void> all;
+  for (int i = 0; i < kCalls; i++) {
+    p.a->endpoint->CallAsync(2, kIncrement, "h" + std::to_string(i), 60'000'000,
+                             [&](Result<std::string> r) {
+                               if (r.ok()) ok++;
+                               if (++done == kCalls) all.set_value();
+                             });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(done.load(), 0);
+  p.a->transport->Block(2, false);
+  p.b->transport->Block(1, false);
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+  for (int i = 0; i < kCalls; i++) EXPECT_EQ(p.b->Effects("1:h" + std::to_string(i)), 1);
+}
+
+TEST(RpcNetTest, ACallToADeadPeerFailsAtItsDeadline) {
+  const uint16_t nobody = FreePort("127.0.0.1");
+  auto a = StartNode(1, FreePort("127.0.0.1"), {2, "127.0.0.1", nobody});
+  const uint64_t t0 = NowMicros();
+  Result<std::string> r = a->endpoint->Call(2, kEcho, "anyone?", 300'000);
+  const uint64_t took = NowMicros() - t0;
+  EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+  EXPECT_GE(took, 290'000u);
+  EXPECT_LT(took, 2'000'000u);
+}
+
+TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {
+  // One thread per class: 20 concurrent class-0 handlers on each node each wait for a class-1
+  // call to the other node. With a single pool they would all block each other.
+  Options o;
+  o.threads_per_class = 1;
+  Pair p = StartPair(o);
+  constexpr int kCalls = 20;
+  std::atomic<int> done{0}, ok{0};
+  std::promise<void> all;
+  for (int i = 0; i < 2 * kCalls; i++) {
+    RealNode& from = i % 2 == 0 ? *p.a : *p.b;
+    const std::string req = "n" + std::to_string(i);
+    from.endpoint->CallAsync(from.other, kNested, req, 30'000'000, [&, req](Result<std::string> r) {
+      if (r.ok() && *r == "nested:" + req) ok++;
+      if (++done == 2 * kCalls) all.set_value();
+    });
+  }
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ(ok.load(), 2 * kCalls);
+  // Waiting on a method of the same class from a handler is refused, not risked.
+  Result<std::string> same = p.a->endpoint->Call(2, kSameClass, "x", 10'000'000);
+  EXPECT_EQ(same.status().code(), StatusCode::kFailedPrecondition);
+}
+
+// Two processes, 127.0.0.2 and 127.0.0.3, each serving and calling the other.
+TEST(RpcNetTest, TwoProcessesTalkToEachOther) {
+  const uint16_t p2 = FreePort("127.0.0.2"), p3 = FreePort("127.0.0.3");
+  ASSERT_NE(p2, 0);
+  ASSERT_NE(p3, 0);
+  auto spawn = [](const std::vector<std::string>& args) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::vector<char*> argv;
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    return pid;
+  };
+  const std::string bin = FLOE_RPC_PEER;
+  const pid_t a = spawn({bin, "--self", "2", "--bind", "127.0.0.2", "--port", std::to_string(p2),
+                         "--peer", "3@127.0.0.3:" + std::to_string(p3), "--calls", "300",
+                         "--secret", "two-process-test"});
+  const pid_t b = spawn({bin, "--self", "3", "--bind", "127.0.0.3", "--port", std::to_string(p3),
+                         "--peer", "2@127.0.0.2:" + std::to_string(p2), "--calls", "300",
+                         "--secret", "two-process-test"});
+  ASSERT_GT(a, 0);
+  ASSERT_GT(b, 0);
+  std::map<pid_t, int> status;
+  const uint64_t start = NowMicros();
+  while (status.size() < 2 && NowMicros() - start < 120'000'000) {
+    for (pid_t pid : {a, b}) {
+      int st = 0;
+      if (status.count(pid) == 0 && waitpid(pid, &st, WNOHANG) == pid) status[pid] = st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (pid_t pid : {a, b}) {
+    if (status.count(pid) == 0) {
+      kill(pid, SIGKILL);  // bounded: a hung peer fails the test, it does not hang it
+      waitpid(pid, nullptr, 0);
+      ADD_FAILURE() << "rpc_peer " << pid << " did not finish";
+      continue;
+    }
+    EXPECT_TRUE(WIFEXITED(status[pid]) && WEXITSTATUS(status[pid]) == 0) << status[pid];
+  }
+}
+
+}  // namespace
+}  // namespace floe::rpc
