@@ -65,9 +65,20 @@ int main(int argc, char** argv) {
   serve->add_option("--port", config.port, "TCP port (0 picks a free one)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  serve->add_option("--threads", config.threads, "I/O threads; 0 = one per core")
+  serve
+      ->add_option("--threads", config.threads,
+                   "I/O threads; 0 = one per core but one (at least 1), leaving a core to the "
+                   "kernel's network stack and to clients on the same host")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  serve
+      ->add_option("--busy-poll-us", config.busy_poll_us,
+                   "Microseconds an idle I/O thread keeps polling before it sleeps: a request "
+                   "arriving then does not have to wake it (lower latency, and less work for "
+                   "clients on the same host), at the cost of that much spinning; 0 = never; "
+                   "-1 = 200 when the I/O threads leave a core free, else never")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 100000));
   serve
       ->add_option("--requirepass", config.requirepass,
                    "Password clients must give with AUTH or HELLO (also from $FLOE_REQUIREPASS)")

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 floe=build/release/app/floe
-threads=2
+threads=0
 requests=400000
 keys=1000000
 repeat=3
@@ -45,7 +45,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 
 start_servers() {
-  "$floe" serve --port "$floe_port" --threads "$threads" --loglevel warning &
+  "$floe" serve --port "$floe_port" --threads "$threads" --loglevel warning ${FLOE_ARGS:-} &
   pids+=($!); floe_pid=$!
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
   pids+=($!); redis_pid=$!
@@ -59,7 +59,7 @@ stop_servers() {
 }
 start_servers
 
-echo "floe: $($floe --version), $threads I/O threads, port $floe_port"
+echo "floe: $($floe --version), $(redis-cli -p "$floe_port" info server | tr -d "\r" | grep -E "^io_threads_active") , port $floe_port"
 echo "redis: $(redis-server --version | awk '{print $3}'), port $redis_port"
 echo "host: $(nproc) cores; redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000;" \
   "median of $repeat runs"
@@ -101,26 +101,40 @@ for size in 3 1000; do
   done
 done
 # PFADD: one element per command into one HyperLogLog key (Redis's 2^14 x 6-bit layout).
-pfbench() {  # port pipeline n -> "rps p50 p99"
+# Also the server's CPU time per command (user + system, from /proc), which shows the work
+# each server does when the single-threaded client sets the pace.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pfbench() {  # port pipeline n pid -> "rps p50 p99 cpu_us_per_op"
   redis-cli -p "$1" del hll:bench >/dev/null
-  redis-benchmark -p "$1" -c 50 -n "$3" -r 10000000 -P "$2" --csv PFADD hll:bench __rand_int__ \
-    2>/dev/null | tail -n 1 | tr -d '"' | awk -F, '{print $2, $5, $7}'
+  local t0 t1 line
+  t0=$(cpu_ticks "$4")
+  line=$(redis-benchmark -p "$1" -c 50 -n "$3" -r 10000000 -P "$2" --csv PFADD hll:bench \
+    __rand_int__ 2>/dev/null | tail -n 1 | tr -d '"' | awk -F, '{print $2, $5, $7}')
+  t1=$(cpu_ticks "$4")
+  echo "$line $(awk -v d=$((t1 - t0)) -v n="$3" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.3f", d * 1e6 / hz / n }')"
 }
+if runs pfadd; then
+  echo
+  echo "| test | value | pipeline | floe ops/s | redis ops/s | floe/redis | floe p50/p99 ms | redis p50/p99 ms | server CPU µs/op floe / redis |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+fi
 for pipe in 1 16; do
   runs pfadd || break
   n=$requests
   [ "$pipe" -gt 1 ] && n=$((requests * 4))
   : >"$tmp/f"; : >"$tmp/r"
   for _ in $(seq "$repeat"); do
-    pfbench "$floe_port" "$pipe" "$n" >>"$tmp/f"
-    pfbench "$redis_port" "$pipe" "$n" >>"$tmp/r"
+    pfbench "$floe_port" "$pipe" "$n" "$floe_pid" >>"$tmp/f"
+    pfbench "$redis_port" "$pipe" "$n" "$redis_pid" >>"$tmp/r"
   done
   frps=$(awk '{print $1}' "$tmp/f" | median); rrps=$(awk '{print $1}' "$tmp/r" | median)
   fp50=$(awk '{print $2}' "$tmp/f" | median); fp99=$(awk '{print $3}' "$tmp/f" | median)
   rp50=$(awk '{print $2}' "$tmp/r" | median); rp99=$(awk '{print $3}' "$tmp/r" | median)
+  fcpu=$(awk '{print $4}' "$tmp/f" | median); rcpu=$(awk '{print $4}' "$tmp/r" | median)
   ratio=$(awk -v a="$frps" -v b="$rrps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-  printf "| PFADD | 1 element | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" \
-    "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99"
+  printf "| PFADD | 1 element | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s | %s / %s |\n" \
+    "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99" "$fcpu" "$rcpu"
 done
 rm -rf "$tmp"
 

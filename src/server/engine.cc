@@ -54,6 +54,9 @@ std::vector<std::string> SplitSpaces(std::string_view s) {
 Status ValidateConfig(const Config& c) {
   if (c.port < 0 || c.port > 65535) return Status::InvalidArgument("port must be 0-65535");
   if (c.threads < 0 || c.threads > 256) return Status::InvalidArgument("threads must be 0-256");
+  if (c.busy_poll_us < -1 || c.busy_poll_us > 100000) {
+    return Status::InvalidArgument("busy-poll-us must be -1 (auto) or 0-100000");
+  }
   if (c.maxclients < 1) return Status::InvalidArgument("maxclients must be at least 1");
   if (c.hz < 1 || c.hz > 500) return Status::InvalidArgument("hz must be 1-500");
   if (c.proto_max_bulk_len < 1024) {
@@ -188,6 +191,8 @@ const Param kParams[] = {
        c.hz = static_cast<int>(n);
        return Status::OK();
      }},
+    {"busy-poll-us", false, [](const Config& c) { return std::to_string(c.busy_poll_us); },
+     nullptr},
     {"io-threads", false, [](const Config& c) { return std::to_string(c.threads); }, nullptr},
     {"loglevel", true, [](const Config& c) { return c.loglevel; },
      [](Config& c, std::string_view v) {
@@ -257,6 +262,12 @@ Status LoadConfigFile(const std::string& path, Config* config) {
     };
     if (name == "bind") {
       next.bind = value;
+    } else if (name == "busy-poll-us") {
+      int64_t n = 0;
+      if (!internal::ParseInt64(value, &n) || n < -1 || n > 100000) {
+        return where("busy-poll-us needs -1 (auto) or a number from 0 to 100000");
+      }
+      next.busy_poll_us = n;
     } else if (name == "port" || name == "io-threads") {
       int64_t n = 0;
       if (!internal::ParseInt64(value, &n) || n < 0 || n > 65535)

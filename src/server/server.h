@@ -44,10 +44,13 @@ enum class ValueType : uint16_t {
 struct Config {
   std::string bind = "127.0.0.1";  // bind: addresses to listen on (space separated)
   int port = 6379;                 // port
-  int threads = 0;                 // io-threads: 0 = one per core
-  std::string requirepass;         // requirepass: empty = no AUTH needed (loopback only)
-  int64_t maxclients = 10000;      // maxclients
-  int64_t maxmemory = 0;           // maxmemory: bytes, 0 = no limit
+  int threads = 0;                 // io-threads: 0 = one per core but one (at least 1)
+  // busy-poll-us: an idle I/O thread polls this long before sleeping; 0 = never; -1 = 200 when
+  // the I/O threads leave a core free, else 0 (spinning threads must not starve the host).
+  int64_t busy_poll_us = -1;
+  std::string requirepass;     // requirepass: empty = no AUTH needed (loopback only)
+  int64_t maxclients = 10000;  // maxclients
+  int64_t maxmemory = 0;       // maxmemory: bytes, 0 = no limit
   std::string maxmemory_policy = "noeviction";  // maxmemory-policy: only noeviction for now
   int64_t timeout = 0;  // timeout: close clients idle this many seconds; 0 = never
   int64_t proto_max_bulk_len = 512ll << 20;  // proto-max-bulk-len
