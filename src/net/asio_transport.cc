@@ -2,6 +2,9 @@
 // datagram, TCP for larger ones. Every socket operation runs on the loop's thread; Send and the
 // controls post to it.
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <array>
 #include <asio.hpp>
 #include <deque>
@@ -60,7 +63,24 @@ using asio::ip::udp;
 struct Frame {
   std::array<char, 4> length;
   Transport::Bytes message;
+  std::array<asio::const_buffer, 4> Buffers() const {
+    return {asio::buffer(length), asio::buffer(message->head), asio::buffer(message->body),
+            asio::buffer(message->tail)};
+  }
 };
+
+// Sends a datagram made of the message's three pieces; false on error.
+bool SendDatagram(int fd, const OutMessage& m, const void* addr, size_t addr_len) {
+  iovec iov[3] = {{const_cast<char*>(m.head.data()), m.head.size()},
+                  {const_cast<char*>(m.body.data()), m.body.size()},
+                  {const_cast<char*>(m.tail.data()), m.tail.size()}};
+  msghdr msg{};
+  msg.msg_name = const_cast<void*>(addr);
+  msg.msg_namelen = static_cast<socklen_t>(addr_len);
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 3;
+  return ::sendmsg(fd, &msg, 0) >= 0;
+}
 Frame MakeFrame(Transport::Bytes message) {
   Frame f{{}, std::move(message)};
   const auto n = static_cast<uint32_t>(f.message->size());
@@ -99,6 +119,12 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   std::mt19937_64 rng;
   TransportStats stats;
   bool closed = false;
+  // The direct path for datagrams: Send writes them from the caller's thread when no faults
+  // are injected, instead of handing them to the loop. Guarded by fast_mu, which is also held
+  // across the send so Close cannot pull the socket from under it.
+  Mutex fast_mu;
+  bool fast_ok FLOE_GUARDED_BY(fast_mu) = false;
+  std::map<NodeId, udp::endpoint> fast_peers FLOE_GUARDED_BY(fast_mu);
   std::vector<char> udp_buffer = std::vector<char>(64 * 1024);
   udp::endpoint udp_from;
   std::set<std::shared_ptr<tcp::socket>> incoming;
@@ -150,9 +176,38 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     peer.udp_endpoint = udp::endpoint(addr, p.port);
     peer.tcp_endpoint = tcp::endpoint(addr, p.port);
     peer.bulk.resize(static_cast<size_t>(std::max(1, options.bulk_connections)));
+    UpdateFastPath();
     // A moved peer: drop connections to the old address.
     CloseOut(peer.message);
     for (Out& o : peer.bulk) CloseOut(o);
+  }
+
+  // Called on the loop thread whenever peers, blocks or faults change.
+  void UpdateFastPath() {
+    MutexLock lock(&fast_mu);
+    const Faults& f = options.faults;
+    fast_ok = !closed && f.drop == 0 && f.duplicate == 0 && f.max_delay_us == 0;
+    fast_peers.clear();
+    for (const auto& [id, peer] : peers) {
+      if (blocked.count(id) == 0) fast_peers[id] = peer.udp_endpoint;
+    }
+  }
+
+  // Sends a datagram from the calling thread; false if the loop must do it.
+  bool SendDirect(NodeId to, const OutMessage& message) {
+    MutexLock lock(&fast_mu);
+    if (!fast_ok) return false;
+    auto it = fast_peers.find(to);
+    if (it == fast_peers.end()) return false;
+    const bool sent =
+        SendDatagram(udp_socket.native_handle(), message, it->second.data(), it->second.size());
+    stats.bytes_sent += message.size();
+    if (!sent) {
+      stats.send_failures++;
+    } else {
+      stats.udp_sent++;
+    }
+    return true;
   }
 
   void CloseOut(Out& o) {
@@ -274,9 +329,8 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   void Wire(Peer& peer, Bytes message) {
     stats.bytes_sent += message->size();
     if (message->size() <= options.udp_max) {
-      std::error_code ec;
-      udp_socket.send_to(asio::buffer(*message), peer.udp_endpoint, 0, ec);
-      if (ec) {
+      if (!SendDatagram(udp_socket.native_handle(), *message, peer.udp_endpoint.data(),
+                        peer.udp_endpoint.size())) {
         stats.send_failures++;
       } else {
         stats.udp_sent++;
@@ -326,20 +380,19 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     out.writing = true;
     auto self = shared_from_this();
     tcp::socket* socket = out.socket.get();
-    const Frame& f = out.queue.front();
-    const std::array<asio::const_buffer, 2> buffers = {asio::buffer(f.length),
-                                                       asio::buffer(*f.message)};
-    asio::async_write(*socket, buffers, [self, &out, socket](std::error_code ec, size_t) {
-      if (self->closed || out.socket.get() != socket) return;
-      if (ec) return self->Failed(out);
-      out.queued_bytes -= out.queue.front().message->size();
-      out.queue.pop_front();
-      self->WriteNext(out);
-    });
+    asio::async_write(*socket, out.queue.front().Buffers(),
+                      [self, &out, socket](std::error_code ec, size_t) {
+                        if (self->closed || out.socket.get() != socket) return;
+                        if (ec) return self->Failed(out);
+                        out.queued_bytes -= out.queue.front().message->size();
+                        out.queue.pop_front();
+                        self->WriteNext(out);
+                      });
   }
 
   void Close() {
     closed = true;
+    UpdateFastPath();
     std::error_code ec;
     udp_socket.close(ec);
     acceptor.close(ec);
@@ -410,7 +463,10 @@ void UdpTcpTransport::SetPeer(const PeerAddress& peer) {
 }
 
 void UdpTcpTransport::SetFaults(const Faults& faults) {
-  RunOnLoop(*impl_->loop, [&] { impl_->options.faults = faults; });
+  RunOnLoop(*impl_->loop, [&] {
+    impl_->options.faults = faults;
+    impl_->UpdateFastPath();
+  });
 }
 
 void UdpTcpTransport::Block(NodeId peer, bool blocked) {
@@ -420,6 +476,7 @@ void UdpTcpTransport::Block(NodeId peer, bool blocked) {
     } else {
       impl_->blocked.erase(peer);
     }
+    impl_->UpdateFastPath();
   });
 }
 

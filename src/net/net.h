@@ -45,11 +45,19 @@ class Loop {
   virtual void PostAt(uint64_t at_micros, std::function<void()> fn) = 0;
 };
 
+// A message on its way out, in three pieces sent back to back: a header, a body that is never
+// copied (a 100 MB payload goes from the caller's string to the socket), and a trailer.
+struct OutMessage {
+  std::string head, body, tail;
+  size_t size() const { return head.size() + body.size() + tail.size(); }
+  std::string Flatten() const { return head + body + tail; }
+};
+
 class Transport {
  public:
   using Receiver = std::function<void(std::string message)>;
   // Messages are shared, not copied: a resend or a duplicate is the same bytes.
-  using Bytes = std::shared_ptr<const std::string>;
+  using Bytes = std::shared_ptr<const OutMessage>;
   virtual ~Transport() = default;
   virtual NodeId self() const = 0;
   virtual Loop& loop() = 0;

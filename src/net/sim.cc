@@ -68,7 +68,7 @@ void SimNetwork::Deliver(NodeId from, NodeId to, Transport::Bytes message) {
         return;
       }
       stats_.delivered++;
-      if (it->second->receiver_) it->second->receiver_(*m);
+      if (it->second->receiver_) it->second->receiver_(m->Flatten());
     });
   }
 }

@@ -47,8 +47,9 @@ bool WorthCompressing(std::string_view payload) {
 }
 }  // namespace
 
-// SipHash-2-4, 128-bit output (Aumasson and Bernstein's reference construction).
-void SipHash128(const MacKey& key, std::string_view data, uint8_t out[16]) {
+// SipHash-2-4, 128-bit output (Aumasson and Bernstein's reference construction), over a + b.
+void SipHash128(const MacKey& key, std::string_view a, std::string_view b, uint8_t out[16]) {
+  FLOE_DCHECK(a.size() % 8 == 0);
   uint64_t v0 = 0x736f6d6570736575ULL ^ key.k0, v1 = 0x646f72616e646f6dULL ^ key.k1;
   uint64_t v2 = 0x6c7967656e657261ULL ^ key.k0, v3 = 0x7465646279746573ULL ^ key.k1;
   v1 ^= 0xee;
@@ -58,34 +59,43 @@ void SipHash128(const MacKey& key, std::string_view data, uint8_t out[16]) {
     v0 += v3, v3 = Rotl(v3, 21), v3 ^= v0;
     v2 += v1, v1 = Rotl(v1, 17), v1 ^= v2, v2 = Rotl(v2, 32);
   };
-  const size_t n = data.size();
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t m;
-    std::memcpy(&m, data.data() + i, 8);  // little-endian hosts (x86-64, aarch64)
+  auto compress = [&](uint64_t m) {
     v3 ^= m;
     round();
     round();
     v0 ^= m;
+  };
+  for (size_t i = 0; i + 8 <= a.size(); i += 8) {
+    uint64_t m;
+    std::memcpy(&m, a.data() + i, 8);  // little-endian hosts (x86-64, aarch64)
+    compress(m);
   }
-  uint64_t last = static_cast<uint64_t>(n & 0xff) << 56;
+  const size_t n = b.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t m;
+    std::memcpy(&m, b.data() + i, 8);
+    compress(m);
+  }
+  uint64_t last = static_cast<uint64_t>((a.size() + n) & 0xff) << 56;
   for (size_t j = 0; i + j < n; j++) {
-    last |= static_cast<uint64_t>(static_cast<uint8_t>(data[i + j])) << (8 * j);
+    last |= static_cast<uint64_t>(static_cast<uint8_t>(b[i + j])) << (8 * j);
   }
-  v3 ^= last;
-  round();
-  round();
-  v0 ^= last;
+  compress(last);
   v2 ^= 0xee;
   for (int r = 0; r < 4; r++) round();
   const uint64_t h0 = v0 ^ v1 ^ v2 ^ v3;
   v1 ^= 0xdd;
   for (int r = 0; r < 4; r++) round();
   const uint64_t h1 = v0 ^ v1 ^ v2 ^ v3;
-  for (int b = 0; b < 8; b++) {
-    out[b] = static_cast<uint8_t>(h0 >> (8 * b));
-    out[8 + b] = static_cast<uint8_t>(h1 >> (8 * b));
+  for (int k = 0; k < 8; k++) {
+    out[k] = static_cast<uint8_t>(h0 >> (8 * k));
+    out[8 + k] = static_cast<uint8_t>(h1 >> (8 * k));
   }
+}
+
+void SipHash128(const MacKey& key, std::string_view data, uint8_t out[16]) {
+  SipHash128(key, std::string_view(), data, out);
 }
 
 MacKey DeriveMacKey(std::string_view secret) {
@@ -99,47 +109,53 @@ MacKey DeriveMacKey(std::string_view secret) {
   return k;
 }
 
-std::string Encode(const Header& header, std::string_view payload, const CodecOptions& options) {
-  std::string compressed;
+net::OutMessage EncodeParts(const Header& header, std::string payload,
+                            const CodecOptions& options) {
+  net::OutMessage out;
   uint8_t flags = 0;
-  std::string_view body = payload;
+  const size_t plain_len = payload.size();
   if (options.compress_min > 0 && payload.size() >= options.compress_min &&
       payload.size() <= static_cast<size_t>(LZ4_MAX_INPUT_SIZE) && WorthCompressing(payload)) {
-    compressed.resize(static_cast<size_t>(LZ4_compressBound(static_cast<int>(payload.size()))));
+    std::string compressed(static_cast<size_t>(LZ4_compressBound(static_cast<int>(payload.size()))),
+                           '\0');
     const int n =
         LZ4_compress_default(payload.data(), compressed.data(), static_cast<int>(payload.size()),
                              static_cast<int>(compressed.size()));
     // Sent compressed only when that saves at least an eighth.
     if (n > 0 && static_cast<size_t>(n) <= payload.size() - payload.size() / 8) {
       compressed.resize(static_cast<size_t>(n));
-      body = compressed;
+      payload = std::move(compressed);
       flags |= kFlagLz4;
     }
   }
   if (options.key != nullptr) flags |= kFlagMac;
-  std::string out(kHeaderBytes, '\0');
-  out.reserve(kHeaderBytes + body.size() + kMacBytes);
-  std::memcpy(out.data(), kMagic, 4);
-  out[4] = static_cast<char>(kVersion);
-  out[5] = static_cast<char>(header.kind);
-  out[6] = static_cast<char>(flags);
-  out[7] = static_cast<char>(header.priority);
-  Put<uint32_t>(&out, 8, header.sender);
-  Put<uint32_t>(&out, 12, header.receiver);
-  Put<uint64_t>(&out, 16, header.incarnation);
-  Put<uint64_t>(&out, 24, header.task);
-  Put<uint64_t>(&out, 32, header.mark);
-  Put<uint16_t>(&out, 40, header.code);
-  Put<uint32_t>(&out, 44, static_cast<uint32_t>(body.size()));
-  Put<uint32_t>(&out, 48, static_cast<uint32_t>(payload.size()));
-  Put<uint32_t>(&out, 52, MessageCrc(std::string_view(out).substr(0, 52), body));
-  out.append(body);
+  std::string& head = out.head;
+  head.assign(kHeaderBytes, '\0');
+  std::memcpy(head.data(), kMagic, 4);
+  head[4] = static_cast<char>(kVersion);
+  head[5] = static_cast<char>(header.kind);
+  head[6] = static_cast<char>(flags);
+  head[7] = static_cast<char>(header.priority);
+  Put<uint32_t>(&head, 8, header.sender);
+  Put<uint32_t>(&head, 12, header.receiver);
+  Put<uint64_t>(&head, 16, header.incarnation);
+  Put<uint64_t>(&head, 24, header.task);
+  Put<uint64_t>(&head, 32, header.mark);
+  Put<uint16_t>(&head, 40, header.code);
+  Put<uint32_t>(&head, 44, static_cast<uint32_t>(payload.size()));
+  Put<uint32_t>(&head, 48, static_cast<uint32_t>(plain_len));
+  Put<uint32_t>(&head, 52, MessageCrc(std::string_view(head).substr(0, 52), payload));
   if (options.key != nullptr) {
     uint8_t mac[kMacBytes];
-    SipHash128(*options.key, out, mac);
-    out.append(reinterpret_cast<const char*>(mac), kMacBytes);
+    SipHash128(*options.key, head, payload, mac);
+    out.tail.assign(reinterpret_cast<const char*>(mac), kMacBytes);
   }
+  out.body = std::move(payload);
   return out;
+}
+
+std::string Encode(const Header& header, std::string_view payload, const CodecOptions& options) {
+  return EncodeParts(header, std::string(payload), options).Flatten();
 }
 
 namespace {

@@ -1,10 +1,14 @@
-// rpc::Endpoint: the call cycle of docs/rpc.md. Every member of Impl below the "loop state"
-// line is touched only on the transport's loop thread (thread rule 1 in rpc.h).
+// rpc::Endpoint: the call cycle of docs/rpc.md. Every member of Impl below the "protocol
+// state" line is guarded by `mu`; entry points (calls, received messages, timers, answers) take
+// it through Locked(), which runs callbacks and inline handlers after releasing it. A call is
+// thus encoded and sent on the caller's thread and an answer on the handler's: no hand-off to
+// the loop thread on the way out.
 
 #include <condition_variable>
 #include <deque>
 #include <future>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -17,6 +21,8 @@ namespace floe::rpc {
 namespace {
 // The priority class of the handler running on this thread; -1 elsewhere.
 thread_local int tl_class = -1;
+// Set while an inline handler runs (it must not block).
+thread_local bool tl_inline = false;
 
 Status StatusFromCode(uint16_t code, std::string message) {
   if (code == 0 || code > static_cast<uint16_t>(StatusCode::kUnimplemented)) {
@@ -76,6 +82,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   struct Method {
     int priority = 0;
     Handler handler;
+    bool runs_inline = false;
   };
   // A call this node made and still waits for.
   struct Pending {
@@ -122,7 +129,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   std::unique_ptr<std::atomic<bool>[]> up_flags;
   std::map<NodeId, size_t> peer_index;
 
-  // ---- loop state ----
+  // ---- protocol state (guarded by mu) ----
+  Mutex mu;
+  std::vector<std::pair<Done, Result<std::string>>> completions;  // run after unlocking
+  std::vector<std::function<void()>> jobs;                        // run after unlocking
   std::mt19937_64 rng;
   std::map<NodeId, PeerState> peers;
   std::map<NodeId, CallerState> callers;
@@ -150,6 +160,23 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
+  // Runs fn with `mu` held, then the jobs and callbacks it queued without it.
+  template <typename Fn>
+  void Locked(Fn&& fn) {
+    std::vector<std::pair<Done, Result<std::string>>> done;
+    std::vector<std::function<void()>> run;
+    {
+      MutexLock lock(&mu);
+      fn();
+      done.swap(completions);
+      run.swap(jobs);
+    }
+    for (auto& job : run) job();
+    for (auto& [cb, r] : done) {
+      if (cb) cb(std::move(r));
+    }
+  }
+
   uint64_t Jitter(uint64_t us) {
     // +-25%
     const uint64_t quarter = us / 4;
@@ -169,7 +196,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   net::Transport::Bytes EncodeMsg(Kind kind, NodeId to, uint64_t task, uint64_t mark, uint16_t code,
-                                  std::string_view payload, uint8_t priority = 0) {
+                                  std::string payload, uint8_t priority = 0) {
     Header h;
     h.kind = kind;
     h.priority = priority;
@@ -179,7 +206,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     h.task = task;
     h.mark = mark;
     h.code = code;
-    return std::make_shared<const std::string>(Encode(h, payload, codec));
+    return std::make_shared<const net::OutMessage>(EncodeParts(h, std::move(payload), codec));
   }
 
   uint64_t LowWater(const PeerState& p) const {
@@ -218,7 +245,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     c.method = method;
     c.deadline = loop.NowMicros() + timeout_us;
     c.done = std::move(done);
-    c.message = EncodeMsg(Kind::kCall, peer, task, LowWater(p), method, request,
+    c.message = EncodeMsg(Kind::kCall, peer, task, LowWater(p), method, std::move(request),
                           static_cast<uint8_t>(priority));
     c.backoff = InitialBackoff(c.message->size());
     calls[call_id] = {peer, task};
@@ -226,14 +253,14 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     ScheduleResend(peer, task, c.backoff);
     auto weak = weak_from_this();
     loop.PostAt(c.deadline, [weak, peer, task] {
-      if (auto self = weak.lock()) self->Expire(peer, task);
+      if (auto self = weak.lock()) self->Locked([&] { self->Expire(peer, task); });
     });
   }
 
   void ScheduleResend(NodeId peer, uint64_t task, uint64_t after) {
     auto weak = weak_from_this();
     loop.PostAt(loop.NowMicros() + Jitter(after), [weak, peer, task] {
-      if (auto self = weak.lock()) self->Resend(peer, task);
+      if (auto self = weak.lock()) self->Locked([&] { self->Resend(peer, task); });
     });
   }
 
@@ -280,7 +307,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       stats.failed++;
       if (r.status().code() == StatusCode::kCancelled) stats.cancelled++;
     }
-    if (done) done(std::move(r));
+    completions.emplace_back(std::move(done), std::move(r));
   }
 
   void CancelCall(uint64_t call_id) {
@@ -349,21 +376,21 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
                       Status::Unimplemented("no method " + std::to_string(h.code)));
     }
     const Method& method = mit->second;
-    auto weak = weak_from_this();
     auto request = std::make_shared<Message>(std::move(m));
-    auto run = [weak, handler = method.handler, from = h.sender, inc = h.incarnation, task = h.task,
-                request]() {
+    const bool inline_run = options.inline_handlers || method.runs_inline;
+    auto run = [weak = weak_from_this(), handler = method.handler, from = h.sender,
+                inc = h.incarnation, task = h.task, request, inline_run]() {
       auto self = weak.lock();
       if (!self) return;
       self->stats.handled++;
+      const bool was_inline = tl_inline;
+      tl_inline = inline_run;
       Result<std::string> r = handler(from, request->payload());
-      if (self->options.inline_handlers) return self->Answered(from, inc, task, std::move(r));
-      self->loop.Post([weak, from, inc, task, r = std::move(r)]() mutable {
-        if (auto s = weak.lock()) s->Answered(from, inc, task, std::move(r));
-      });
+      tl_inline = was_inline;
+      self->Locked([&] { self->Answered(from, inc, task, std::move(r)); });
     };
-    if (options.inline_handlers) {
-      run();
+    if (inline_run) {
+      jobs.push_back(std::move(run));  // on this thread, once `mu` is released
     } else {
       pools[static_cast<size_t>(method.priority)]->Add(std::move(run));
     }
@@ -377,9 +404,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (it == cit->second.entries.end()) return;  // collected: the caller gave up
     Entry& e = it->second;
     const uint16_t code = r.ok() ? 0 : static_cast<uint16_t>(r.status().code());
-    const std::string_view payload = r.ok() ? std::string_view(*r) : r.status().message();
+    std::string payload = r.ok() ? std::move(*r) : std::string(r.status().message());
     e.state = Entry::State::kDone;
-    e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, payload);
+    e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, std::move(payload));
     e.backoff = InitialBackoff(e.ack->size());
     e.give_up_at = loop.NowMicros() + options.ack_give_up_us;
     SendRaw(caller, e.ack);
@@ -391,6 +418,13 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     loop.PostAt(loop.NowMicros() + Jitter(after), [weak, caller, inc, task] {
       auto self = weak.lock();
       if (!self || self->stopped.load()) return;
+      self->Locked([&] { self->ResendAck(caller, inc, task); });
+    });
+  }
+
+  void ResendAck(NodeId caller, uint64_t inc, uint64_t task) {
+    Impl* self = this;
+    {
       auto cit = self->callers.find(caller);
       if (cit == self->callers.end() || cit->second.incarnation != inc) return;
       auto it = cit->second.entries.find(task);
@@ -407,7 +441,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       e.backoff = std::max(std::min(e.backoff * 2, self->options.resend_max_us),
                            self->InitialBackoff(e.ack->size()));
       self->ScheduleAckResend(caller, inc, task, e.backoff);
-    });
+    }
   }
 
   void OnAckAck(const Message& m) {
@@ -491,7 +525,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     auto weak = weak_from_this();
     loop.PostAt(now + options.heartbeat_interval_us, [weak] {
-      if (auto self = weak.lock()) self->Heartbeat();
+      if (auto self = weak.lock()) self->Locked([&] { self->Heartbeat(); });
     });
   }
 
@@ -508,10 +542,10 @@ Endpoint::Endpoint(net::Transport& transport, Options options)
 
 Endpoint::~Endpoint() { Stop(); }
 
-void Endpoint::Register(uint16_t method, int priority, Handler handler) {
+void Endpoint::Register(uint16_t method, int priority, Handler handler, bool runs_inline) {
   FLOE_CHECK(!impl_->started.load());
   FLOE_CHECK(priority >= 0 && priority < kPriorityClasses);
-  impl_->methods[method] = {priority, std::move(handler)};
+  impl_->methods[method] = {priority, std::move(handler), runs_inline};
 }
 
 void Endpoint::Start() {
@@ -524,43 +558,25 @@ void Endpoint::Start() {
   }
   std::weak_ptr<Impl> weak = impl_;
   impl_->transport.SetReceiver([weak](std::string bytes) {
-    if (auto self = weak.lock()) self->OnMessage(std::move(bytes));
+    if (auto self = weak.lock()) self->Locked([&] { self->OnMessage(std::move(bytes)); });
   });
   impl_->loop.Post([weak] {
-    if (auto self = weak.lock()) self->Heartbeat();
+    if (auto self = weak.lock()) self->Locked([&] { self->Heartbeat(); });
   });
 }
 
 void Endpoint::Stop() {
   if (impl_->stopped.exchange(true)) return;
-  // Calls in flight end with Cancelled, on the loop.
-  auto done = std::make_shared<std::promise<void>>();
-  auto future = done->get_future();
-  auto impl = impl_;
-  impl_->loop.Post([impl, done] {
-    impl->StopOnLoop();
-    done->set_value();
-  });
-  // A simulated loop runs only when driven: its Stop completes calls at the next Run*.
-  if (dynamic_cast<net::AsioLoop*>(&impl_->loop) != nullptr &&
-      !static_cast<net::AsioLoop&>(impl_->loop).InLoopThread()) {
-    future.wait();
-  }
+  impl_->Locked([&] { impl_->StopOnLoop(); });  // calls in flight end with Cancelled
   for (auto& p : impl_->pools) p->Stop();
 }
 
 uint64_t Endpoint::CallAsync(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us,
                              Done done) {
-  // Call ids are handed out on the loop too, but the caller needs one now: an atomic counter.
   static std::atomic<uint64_t> next_id{1};
   const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
-  std::weak_ptr<Impl> weak = impl_;
-  impl_->loop.Post([weak, id, peer, method, request = std::move(request), timeout_us,
-                    done = std::move(done)]() mutable {
-    auto self = weak.lock();
-    if (!self) return;
-    self->StartCall(id, peer, method, std::move(request), timeout_us, std::move(done));
-  });
+  impl_->Locked(
+      [&] { impl_->StartCall(id, peer, method, std::move(request), timeout_us, std::move(done)); });
   return id;
 }
 
@@ -570,6 +586,9 @@ Result<std::string> Endpoint::Call(NodeId peer, uint16_t method, std::string req
   if (asio_loop == nullptr || asio_loop->InLoopThread()) {
     return Status::FailedPrecondition("a blocking Call needs a real loop and a thread not its own");
   }
+  if (tl_inline) {
+    return Status::FailedPrecondition("an inline handler must not wait for a call");
+  }
   auto mit = impl_->methods.find(method);
   if (tl_class >= 0 && mit != impl_->methods.end() && mit->second.priority <= tl_class) {
     return Status::FailedPrecondition("a handler of priority class " + std::to_string(tl_class) +
@@ -577,18 +596,33 @@ Result<std::string> Endpoint::Call(NodeId peer, uint16_t method, std::string req
                                       std::to_string(method) + " is class " +
                                       std::to_string(mit->second.priority) + ")");
   }
-  auto promise = std::make_shared<std::promise<Result<std::string>>>();
-  auto future = promise->get_future();
-  CallAsync(peer, method, std::move(request), timeout_us,
-            [promise](Result<std::string> r) { promise->set_value(std::move(r)); });
-  return future.get();
+  // The caller waits by polling a flag for a short while (yielding its core), then sleeps: an
+  // answer that comes within the poll wakes nobody, which on a small call is a third of the
+  // round trip (docs/perf.md, "RPC").
+  struct Waiter {
+    std::atomic<bool> ready{false};
+    Mutex mu;
+    std::condition_variable_any cv;
+    std::optional<Result<std::string>> result;
+  };
+  auto w = std::make_shared<Waiter>();
+  CallAsync(peer, method, std::move(request), timeout_us, [w](Result<std::string> r) {
+    MutexLock lock(&w->mu);
+    w->result = std::move(r);
+    w->ready.store(true, std::memory_order_release);
+    w->cv.notify_one();
+  });
+  const uint64_t spin_until = NowMicros() + impl_->options.call_spin_us;
+  while (!w->ready.load(std::memory_order_acquire) && NowMicros() < spin_until) {
+    std::this_thread::yield();
+  }
+  MutexLock lock(&w->mu);
+  while (!w->ready.load(std::memory_order_acquire)) w->cv.wait(w->mu);
+  return std::move(*w->result);
 }
 
 void Endpoint::Cancel(uint64_t call_id) {
-  std::weak_ptr<Impl> weak = impl_;
-  impl_->loop.Post([weak, call_id] {
-    if (auto self = weak.lock()) self->CancelCall(call_id);
-  });
+  impl_->Locked([&] { impl_->CancelCall(call_id); });
 }
 
 bool Endpoint::PeerUp(NodeId peer) const {

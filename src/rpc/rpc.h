@@ -6,12 +6,15 @@
 //                   callee's dedup table, deadlines, cancellation, heartbeats, priority pools
 //
 // Thread rules:
-//   1. All protocol state of an Endpoint lives on its transport's Loop thread; public methods
-//      post to it. Stats are atomics, readable from anywhere.
-//   2. Handlers run on the pool of their priority class (or on the loop thread when
-//      Options::inline_handlers, as in simulations) and must be thread-safe.
-//   3. CallAsync's callback runs on the loop thread: it must not block. Call blocks its caller
-//      and may not be used on the loop thread, nor from a handler of a class >= the target's.
+//   1. An Endpoint's protocol state is guarded by one mutex; every public method is
+//      thread-safe. Stats are atomics, readable from anywhere.
+//   2. Handlers run on the pool of their priority class, or on the receiving thread when
+//      registered runs_inline (or Options::inline_handlers, as in simulations); they must be
+//      thread-safe, and inline ones must not block.
+//   3. CallAsync's callback runs once, on whichever thread finished the call (the loop, a
+//      timer, a handler's, or the caller's own for an immediate failure), with no lock held;
+//      it must not block. Call blocks its caller and may not be used on the loop thread, from
+//      an inline handler, nor from a handler of a class >= the target method's.
 
 #ifndef FLOE_RPC_RPC_H_
 #define FLOE_RPC_RPC_H_
@@ -59,6 +62,8 @@ struct MacKey {
 };
 MacKey DeriveMacKey(std::string_view secret);
 void SipHash128(const MacKey& key, std::string_view data, uint8_t out[16]);
+// The same over the concatenation a + b; a.size() must be a multiple of 8.
+void SipHash128(const MacKey& key, std::string_view a, std::string_view b, uint8_t out[16]);
 
 struct CodecOptions {
   const MacKey* key = nullptr;           // sign and require a MAC when set
@@ -66,6 +71,9 @@ struct CodecOptions {
   size_t compress_min = 4096;            // LZ4 payloads at least this large (0: never)
 };
 
+// The message in three pieces (header, payload, MAC), the payload moved in, not copied.
+net::OutMessage EncodeParts(const Header& header, std::string payload, const CodecOptions& options);
+// The same, flattened.
 std::string Encode(const Header& header, std::string_view payload, const CodecOptions& options);
 
 struct Message {
@@ -96,6 +104,7 @@ struct Options {
   size_t compress_min = 4096;
   size_t max_message = size_t{1} << 30;
   int threads_per_class = 2;
+  uint64_t call_spin_us = 100;   // a blocking Call polls this long before it sleeps
   bool inline_handlers = false;  // run handlers on the loop thread (simulations)
   uint64_t seed = 0;             // jitter and incarnation; 0: from the clock
 };
@@ -119,8 +128,9 @@ class Endpoint {
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
 
-  // Before Start. priority in [0, kPriorityClasses).
-  void Register(uint16_t method, int priority, Handler handler);
+  // Before Start. priority in [0, kPriorityClasses). A runs_inline handler never blocks (no
+  // Call, no waiting): it runs on the thread that received the call, saving a hand-off.
+  void Register(uint16_t method, int priority, Handler handler, bool runs_inline = false);
   void Start();
   // Fails calls in flight with Cancelled, stops heartbeats and the pools. Idempotent.
   void Stop();

@@ -88,7 +88,7 @@ Status Reader::GetLengthPrefixed(std::string_view* out, uint64_t max_len) {
 
 // ---------------------------------------------------------------------------------------------
 // CRC-32C. The table-driven form is the portable fallback; on x86-64 with SSE4.2 the crc32
-// instruction does eight bytes per step.
+// instruction does eight bytes per step, three streams at a time on large inputs.
 namespace {
 
 struct Crc32cTable {
@@ -109,7 +109,14 @@ uint32_t Crc32cPortable(const uint8_t* p, size_t n, uint32_t crc) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t n, uint32_t crc) {
+// The crc32 instruction has a latency of three cycles and a throughput of one, so one stream
+// of it runs at a third of its speed. Large inputs are cut into stripes of three blocks whose
+// CRCs run interleaved and are then joined: the CRC register is linear, so the state after
+// A||B is Z(state after A) ^ (CRC of B from 0), where Z appends kBlock zero bytes. Z is a
+// linear map on 32 bits, applied with four 256-entry tables built once.
+constexpr size_t kBlock = 8192;
+
+__attribute__((target("sse4.2"))) uint32_t Crc32cStream(const uint8_t* p, size_t n, uint32_t crc) {
   uint64_t c = crc;
   while (n >= 8) {
     uint64_t word;
@@ -124,6 +131,52 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t 
     n--;
   }
   return c32;
+}
+
+struct ZeroShift {
+  uint32_t t[4][256];
+};
+
+__attribute__((target("sse4.2"))) const ZeroShift& BlockShift() {
+  static const ZeroShift* shift = [] {
+    auto* z = new ZeroShift;
+    for (int k = 0; k < 4; k++) {
+      for (uint32_t b = 0; b < 256; b++) {
+        uint64_t c = b << (8 * k);
+        for (size_t i = 0; i < kBlock; i += 8) c = __builtin_ia32_crc32di(c, 0);
+        z->t[k][b] = static_cast<uint32_t>(c);
+      }
+    }
+    return z;
+  }();
+  return *shift;
+}
+
+inline uint32_t Shift(const ZeroShift& z, uint32_t c) {
+  return z.t[0][c & 0xff] ^ z.t[1][(c >> 8) & 0xff] ^ z.t[2][(c >> 16) & 0xff] ^ z.t[3][c >> 24];
+}
+
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t n, uint32_t crc) {
+  if (n >= 3 * kBlock) {
+    const ZeroShift& z = BlockShift();
+    while (n >= 3 * kBlock) {
+      uint64_t c0 = crc, c1 = 0, c2 = 0;
+      for (size_t i = 0; i < kBlock; i += 8) {
+        uint64_t w0, w1, w2;
+        std::memcpy(&w0, p + i, 8);
+        std::memcpy(&w1, p + kBlock + i, 8);
+        std::memcpy(&w2, p + 2 * kBlock + i, 8);
+        c0 = __builtin_ia32_crc32di(c0, w0);
+        c1 = __builtin_ia32_crc32di(c1, w1);
+        c2 = __builtin_ia32_crc32di(c2, w2);
+      }
+      crc = Shift(z, Shift(z, static_cast<uint32_t>(c0)) ^ static_cast<uint32_t>(c1)) ^
+            static_cast<uint32_t>(c2);
+      p += 3 * kBlock;
+      n -= 3 * kBlock;
+    }
+  }
+  return Crc32cStream(p, n, crc);
 }
 #endif
 

@@ -140,6 +140,22 @@ TEST(Crc32cTest, MatchesPublishedVectors) {
   EXPECT_EQ(Crc32c(""), 0u);
 }
 
+TEST(Crc32cTest, LargeInputsMatchSmallPieces) {
+  // Inputs of three blocks and more take the interleaved path; pieces of 1,000 bytes never do.
+  std::string data;
+  uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < 200000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    data.push_back(static_cast<char>(x));
+  }
+  for (size_t len : {24575u, 24576u, 24577u, 100000u, 200000u}) {
+    const std::string_view d = std::string_view(data).substr(0, len);
+    uint32_t chained = 0;
+    for (size_t at = 0; at < d.size(); at += 1000) chained = Crc32c(d.substr(at, 1000), chained);
+    EXPECT_EQ(Crc32c(d), chained) << len;
+  }
+}
+
 TEST(Crc32cTest, ChainsAcrossPieces) {
   std::string data = "The quick brown fox jumps over the lazy dog, many times over.";
   for (size_t cut = 0; cut <= data.size(); cut++) {
