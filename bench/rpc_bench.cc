@@ -176,12 +176,13 @@ BENCHMARK(BM_Throughput_Raw)->UseRealTime();
 void BM_Throughput_Floe(benchmark::State& state) {
   FloePair p(false);
   const std::string msg(64, 'x');
+  const uint16_t method = state.range(0) != 0 ? kEchoInline : kEcho;
   for (auto _ : state) {
     std::mutex mu;
     std::condition_variable cv;
     int left = kWindow;
     for (int i = 0; i < kWindow; i++) {
-      p.a.endpoint->CallAsync(2, kEcho, msg, 10'000'000, [&](Result<std::string> r) {
+      p.a.endpoint->CallAsync(2, method, msg, 10'000'000, [&](Result<std::string> r) {
         if (!r.ok()) std::abort();
         std::lock_guard<std::mutex> lock(mu);
         if (--left == 0) cv.notify_one();
@@ -193,7 +194,7 @@ void BM_Throughput_Floe(benchmark::State& state) {
   p.Count(state);
   state.SetItemsProcessed(state.iterations() * kWindow);
 }
-BENCHMARK(BM_Throughput_Floe)->UseRealTime();
+BENCHMARK(BM_Throughput_Floe)->Arg(0)->Arg(1)->ArgName("inline")->UseRealTime();
 
 constexpr size_t kBulk = 100 << 20;
 

@@ -130,7 +130,16 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   std::map<NodeId, size_t> peer_index;
 
   // ---- protocol state (guarded by mu) ----
+  enum class TimerKind : uint8_t { kResend, kDeadline, kAckResend };
+  struct TimerKey {
+    TimerKind kind;
+    NodeId peer;
+    uint64_t task;
+    uint64_t incarnation;  // kAckResend: the caller's
+  };
   Mutex mu;
+  std::multimap<uint64_t, TimerKey> timers;
+  uint64_t armed_at = 0;  // when the loop timer fires; 0: none armed
   std::vector<std::pair<Done, Result<std::string>>> completions;  // run after unlocking
   std::vector<std::function<void()>> jobs;                        // run after unlocking
   std::mt19937_64 rng;
@@ -251,17 +260,52 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     calls[call_id] = {peer, task};
     SendRaw(peer, c.message);
     ScheduleResend(peer, task, c.backoff);
-    auto weak = weak_from_this();
-    loop.PostAt(c.deadline, [weak, peer, task] {
-      if (auto self = weak.lock()) self->Locked([&] { self->Expire(peer, task); });
-    });
+    Schedule(c.deadline, {TimerKind::kDeadline, peer, task, 0});
   }
 
   void ScheduleResend(NodeId peer, uint64_t task, uint64_t after) {
+    Schedule(loop.NowMicros() + Jitter(after), {TimerKind::kResend, peer, task, 0});
+  }
+
+  // ---- timers ----
+  // Resends, deadlines and ACK resends wait in one ordered map; a single loop timer is armed for
+  // the earliest. A loop timer per event cost a timerfd_settime system call and a wake-up each;
+  // this way a call adds two map entries and usually no system call.
+  void Schedule(uint64_t at, TimerKey what) {
+    timers.emplace(at, what);
+    Arm(at);
+  }
+
+  void Arm(uint64_t at) {
+    if (armed_at != 0 && armed_at <= at) return;
+    armed_at = at;
     auto weak = weak_from_this();
-    loop.PostAt(loop.NowMicros() + Jitter(after), [weak, peer, task] {
-      if (auto self = weak.lock()) self->Locked([&] { self->Resend(peer, task); });
+    loop.PostAt(at, [weak, at] {
+      if (auto self = weak.lock()) self->Locked([&] { self->OnTimer(at); });
     });
+  }
+
+  void OnTimer(uint64_t at) {
+    if (at != armed_at) return;  // superseded by an earlier arming, which covers this
+    armed_at = 0;
+    if (stopped.load()) return;
+    const uint64_t now = loop.NowMicros();
+    while (!timers.empty() && timers.begin()->first <= now) {
+      const TimerKey due = timers.begin()->second;
+      timers.erase(timers.begin());
+      switch (due.kind) {
+        case TimerKind::kResend:
+          Resend(due.peer, due.task);
+          break;
+        case TimerKind::kDeadline:
+          Expire(due.peer, due.task);
+          break;
+        case TimerKind::kAckResend:
+          ResendAck(due.peer, due.incarnation, due.task);
+          break;
+      }
+    }
+    if (!timers.empty()) Arm(timers.begin()->first);
   }
 
   void Resend(NodeId peer, uint64_t task) {
@@ -414,12 +458,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void ScheduleAckResend(NodeId caller, uint64_t inc, uint64_t task, uint64_t after) {
-    auto weak = weak_from_this();
-    loop.PostAt(loop.NowMicros() + Jitter(after), [weak, caller, inc, task] {
-      auto self = weak.lock();
-      if (!self || self->stopped.load()) return;
-      self->Locked([&] { self->ResendAck(caller, inc, task); });
-    });
+    Schedule(loop.NowMicros() + Jitter(after), {TimerKind::kAckResend, caller, task, inc});
   }
 
   void ResendAck(NodeId caller, uint64_t inc, uint64_t task) {
