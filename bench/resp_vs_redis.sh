@@ -5,7 +5,7 @@
 # values into each and compares resident memory.
 #
 #   bench/resp_vs_redis.sh [--floe PATH] [--threads N] [--requests N] [--repeat N] [--quick]
-#                          [--only kv|pfadd|memory]
+#                          [--only kv|pfadd|memory] [--pipelines "1 16"] [--sizes "3 1000"]
 #
 # Each measurement is repeated (default 3 times, floe and redis alternating) and the median is
 # reported, because two cores shared by both servers and the client make single runs noisy.
@@ -20,6 +20,8 @@ requests=400000
 keys=1000000
 repeat=3
 only=all
+pipelines="1 16"
+sizes="3 1000"
 while [ $# -gt 0 ]; do
   case "$1" in
     --floe) floe=$2; shift 2 ;;
@@ -28,7 +30,9 @@ while [ $# -gt 0 ]; do
     --repeat) repeat=$2; shift 2 ;;
     --quick) requests=20000; keys=20000; repeat=1; shift ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --pipelines) pipelines=$2; shift 2 ;;
+    --sizes) sizes=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -76,9 +80,9 @@ bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 tmp=$(mktemp -d)
 runs() { [ "$only" = all ] || [ "$only" = "$1" ]; }
-for size in 3 1000; do
+for size in $sizes; do
   runs kv || break
-  for pipe in 1 16; do
+  for pipe in $pipelines; do
     n=$requests
     [ "$pipe" -gt 1 ] && n=$((requests * 4))
     : >"$tmp/f"; : >"$tmp/r"
@@ -119,7 +123,7 @@ if runs pfadd; then
   echo "| test | value | pipeline | floe ops/s | redis ops/s | floe/redis | floe p50/p99 ms | redis p50/p99 ms | server CPU µs/op floe / redis |"
   echo "|---|---|---|---|---|---|---|---|---|"
 fi
-for pipe in 1 16; do
+for pipe in $pipelines; do
   runs pfadd || break
   n=$requests
   [ "$pipe" -gt 1 ] && n=$((requests * 4))
