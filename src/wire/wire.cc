@@ -137,18 +137,21 @@ struct ZeroShift {
   uint32_t t[4][256];
 };
 
-__attribute__((target("sse4.2"))) const ZeroShift& BlockShift() {
-  static const ZeroShift* shift = [] {
-    auto* z = new ZeroShift;
-    for (int k = 0; k < 4; k++) {
-      for (uint32_t b = 0; b < 256; b++) {
-        uint64_t c = b << (8 * k);
-        for (size_t i = 0; i < kBlock; i += 8) c = __builtin_ia32_crc32di(c, 0);
-        z->t[k][b] = static_cast<uint32_t>(c);
-      }
+// Z(b << 8k) for every byte b and position k: kBlock zero bytes appended to that state.
+__attribute__((target("sse4.2"))) ZeroShift* MakeBlockShift() {
+  auto* z = new ZeroShift;
+  for (int k = 0; k < 4; k++) {
+    for (uint32_t b = 0; b < 256; b++) {
+      uint64_t c = b << (8 * k);
+      for (size_t i = 0; i < kBlock; i += 8) c = __builtin_ia32_crc32di(c, 0);
+      z->t[k][b] = static_cast<uint32_t>(c);
     }
-    return z;
-  }();
+  }
+  return z;
+}
+
+const ZeroShift& BlockShift() {
+  static const ZeroShift* shift = MakeBlockShift();
   return *shift;
 }
 
