@@ -35,7 +35,9 @@ def wait_for_port(port, proc, timeout=10.0):
 class Floe:
     def __init__(self, *extra_args):
         self.port = free_port()
-        self.args = [FLOE_BIN, "serve", "--port", str(self.port), "--threads", "2",
+        # Two I/O threads unless the test picks its own, so cross-thread paths are exercised.
+        threads = [] if "--threads" in extra_args else ["--threads", "2"]
+        self.args = [FLOE_BIN, "serve", "--port", str(self.port), *threads,
                      "--loglevel", "warning", *extra_args]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.proc)

@@ -251,12 +251,14 @@ def test_non_loopback_bind_without_password_is_refused():
 def test_config_file(tmp_path, make_floe):
     conf = tmp_path / "floe.conf"
     conf.write_text("# a comment\nmaxclients 77\ntimeout 9\n"
-                    "client-output-buffer-limit \"normal 1mb 0 0\"\nmaxmemory 2gb\n")
+                    "client-output-buffer-limit \"normal 1mb 0 0\"\nmaxmemory 2gb\n"
+                    "busy-poll-us 0\n")
     s = make_floe("--config", str(conf), "--timeout", "8")  # the flag wins over the file
     c = s.client(decode_responses=True)
     assert c.config_get("maxclients") == {"maxclients": "77"}
     assert c.config_get("timeout") == {"timeout": "8"}
     assert c.config_get("maxmemory") == {"maxmemory": str(2 << 30)}
+    assert c.config_get("busy-poll-us") == {"busy-poll-us": "0"}
     assert c.config_get("client-output-buffer-limit")["client-output-buffer-limit"].startswith(
         "normal 1048576 0 0")
     bad = tmp_path / "bad.conf"
@@ -265,6 +267,22 @@ def test_config_file(tmp_path, make_floe):
                          text=True, timeout=10)
     assert out.returncode == 2
     assert "bad.conf:2: unknown setting 'nosuch'" in out.stderr
+    bad.write_text("busy-poll-us -5\n")
+    out = subprocess.run([FLOE_BIN, "serve", "--config", str(bad)], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 2
+    assert "busy-poll-us needs -1 (auto) or a number from 0 to 100000" in out.stderr
+
+
+def test_default_threads_leave_a_core_and_busy_poll_follows(make_floe):
+    # One I/O thread per core but one; busy polling only when a core is left free.
+    c = make_floe("--threads", "0").client(decode_responses=True)  # 0: the default rule
+    threads = int(c.config_get("io-threads")["io-threads"])
+    assert threads == max(1, os.cpu_count() - 1)
+    expected = "200" if threads < os.cpu_count() else "0"
+    assert c.config_get("busy-poll-us") == {"busy-poll-us": expected}
+    c2 = make_floe("--threads", str(os.cpu_count())).client(decode_responses=True)
+    assert c2.config_get("busy-poll-us") == {"busy-poll-us": "0"}
 
 
 def test_sigterm_stops_cleanly(make_floe):
