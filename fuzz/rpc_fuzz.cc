@@ -16,10 +16,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.key = (data[0] & 1) != 0 ? &kKey : nullptr;
   o.max_message = 1 << 20;
   const std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  floe::Result<floe::rpc::Message> m = floe::rpc::Decode(in, o);
+  const bool checked = (data[0] & 2) != 0;  // as if the transport verified a frame CRC
+  floe::Result<floe::rpc::Message> m = floe::rpc::Decode(in, o, checked);
   if (!m.ok()) return 0;
   const std::string again = floe::rpc::Encode(m->header, m->payload(), o);
-  floe::Result<floe::rpc::Message> back = floe::rpc::Decode(again, o);
+  floe::Result<floe::rpc::Message> back = floe::rpc::Decode(again, o, checked);
   FLOE_CHECK(back.ok());
   FLOE_CHECK(back->payload() == m->payload());
   FLOE_CHECK(back->header.task == m->header.task && back->header.code == m->header.code);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "net/net.h"
+#include "wire/wire.h"
 
 namespace floe::net {
 
@@ -58,16 +59,31 @@ namespace {
 using asio::ip::tcp;
 using asio::ip::udp;
 
-// A TCP frame: u32 little-endian length, then the message (written as two buffers, so the
-// message is never copied).
+// A TCP frame: u32 little-endian length, the message, u32 little-endian CRC32C of the
+// message. The message goes out in chunks straight from its pieces (never copied), and each
+// chunk's CRC is computed just before it is written, so checksumming overlaps the receiver's
+// reading instead of delaying the first byte; the receiver checks chunk by chunk as they come.
+constexpr size_t kChunk = 1 << 20;
+
 struct Frame {
-  std::array<char, 4> length;
+  std::array<char, 4> length{};
   Transport::Bytes message;
-  std::array<asio::const_buffer, 4> Buffers() const {
-    return {asio::buffer(length), asio::buffer(message->head), asio::buffer(message->body),
-            asio::buffer(message->tail)};
-  }
+  std::array<char, 4> crc_bytes{};
+  uint32_t crc = 0;
+  int piece = -1;  // -1: the length; 0..2: head, body, tail; 3: the CRC
+  size_t offset = 0;
+  int64_t corrupt_at = -1;  // fault injection: flip this byte of the message on the wire
+  std::string scratch;      // the chunk with that byte flipped
 };
+
+void PutLe32(std::array<char, 4>* out, uint32_t v) {
+  for (size_t i = 0; i < 4; i++) (*out)[i] = static_cast<char>(v >> (8 * i));
+}
+uint32_t GetLe32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
 
 // Sends a datagram made of the message's three pieces; false on error.
 bool SendDatagram(int fd, const OutMessage& m, const void* addr, size_t addr_len) {
@@ -81,12 +97,7 @@ bool SendDatagram(int fd, const OutMessage& m, const void* addr, size_t addr_len
   msg.msg_iovlen = 3;
   return ::sendmsg(fd, &msg, 0) >= 0;
 }
-Frame MakeFrame(Transport::Bytes message) {
-  Frame f{{}, std::move(message)};
-  const auto n = static_cast<uint32_t>(f.message->size());
-  for (int i = 0; i < 4; i++) f.length[static_cast<size_t>(i)] = static_cast<char>(n >> (8 * i));
-  return f;
-}
+
 }  // namespace
 
 struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
@@ -186,7 +197,7 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   void UpdateFastPath() {
     MutexLock lock(&fast_mu);
     const Faults& f = options.faults;
-    fast_ok = !closed && f.drop == 0 && f.duplicate == 0 && f.max_delay_us == 0;
+    fast_ok = !closed && f.drop == 0 && f.duplicate == 0 && f.max_delay_us == 0 && f.corrupt == 0;
     fast_peers.clear();
     for (const auto& [id, peer] : peers) {
       if (blocked.count(id) == 0) fast_peers[id] = peer.udp_endpoint;
@@ -232,7 +243,8 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                                       self->stats.udp_received++;
                                       self->stats.bytes_received += n;
                                       if (self->receiver)
-                                        self->receiver(std::string(self->udp_buffer.data(), n));
+                                        self->receiver(std::string(self->udp_buffer.data(), n),
+                                                       /*checked=*/false);
                                     }
                                     if (ec != asio::error::operation_aborted)
                                       self->StartReceiving();
@@ -260,34 +272,58 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     incoming.erase(socket);
   }
 
-  // Reads one frame: the length, checked before anything is allocated, then the message.
+  // Reads one frame: the length, checked before anything is allocated, then the message in
+  // chunks (each CRC-ed as it arrives, while the sender keeps writing), then the CRC.
   void ReadFrame(std::shared_ptr<tcp::socket> socket, std::shared_ptr<std::string> buf) {
     auto self = shared_from_this();
-    buf->resize(4);
-    asio::async_read(
-        *socket, asio::buffer(buf->data(), 4), [self, socket, buf](std::error_code ec, size_t) {
-          if (self->closed) return;
-          if (ec) return self->DropIncoming(socket);
-          uint32_t n = 0;
-          for (int i = 0; i < 4; i++) {
-            n |= static_cast<uint32_t>(static_cast<uint8_t>((*buf)[static_cast<size_t>(i)]))
-                 << (8 * i);
-          }
-          if (n > self->options.max_message) {
-            self->stats.oversized++;
-            return self->DropIncoming(socket);
-          }
-          buf->resize(n);
-          asio::async_read(*socket, asio::buffer(buf->data(), n),
-                           [self, socket, buf](std::error_code ec2, size_t got) {
-                             if (self->closed) return;
-                             if (ec2) return self->DropIncoming(socket);
-                             self->stats.tcp_received++;
-                             self->stats.bytes_received += got;
-                             if (self->receiver) self->receiver(std::move(*buf));
-                             self->ReadFrame(socket, std::make_shared<std::string>());
-                           });
-        });
+    auto len = std::make_shared<std::array<char, 4>>();
+    asio::async_read(*socket, asio::buffer(*len),
+                     [self, socket, buf, len](std::error_code ec, size_t) {
+                       if (self->closed) return;
+                       if (ec) return self->DropIncoming(socket);
+                       const uint32_t n = GetLe32(len->data());
+                       if (n > self->options.max_message) {
+                         self->stats.oversized++;
+                         return self->DropIncoming(socket);
+                       }
+                       buf->clear();
+                       buf->reserve(n);
+                       self->ReadChunk(socket, buf, n, 0);
+                     });
+  }
+
+  void ReadChunk(std::shared_ptr<tcp::socket> socket, std::shared_ptr<std::string> buf,
+                 uint32_t total, uint32_t crc) {
+    auto self = shared_from_this();
+    if (buf->size() == total) {
+      auto trailer = std::make_shared<std::array<char, 4>>();
+      asio::async_read(*socket, asio::buffer(*trailer),
+                       [self, socket, buf, trailer, crc](std::error_code ec, size_t) {
+                         if (self->closed) return;
+                         if (ec) return self->DropIncoming(socket);
+                         if (GetLe32(trailer->data()) != crc) {
+                           // The stream can no longer be trusted to be framed.
+                           self->stats.bad_frames++;
+                           return self->DropIncoming(socket);
+                         }
+                         self->stats.tcp_received++;
+                         self->stats.bytes_received += buf->size();
+                         if (self->receiver) self->receiver(std::move(*buf), /*checked=*/true);
+                         self->ReadFrame(socket, std::make_shared<std::string>());
+                       });
+      return;
+    }
+    const size_t at = buf->size();
+    const size_t n = std::min<size_t>(kChunk, total - at);
+    buf->resize(at + n);
+    asio::async_read(*socket, asio::buffer(buf->data() + at, n),
+                     [self, socket, buf, total, crc, at, n](std::error_code ec, size_t) {
+                       if (self->closed) return;
+                       if (ec) return self->DropIncoming(socket);
+                       const uint32_t next =
+                           wire::Crc32c(std::string_view(buf->data() + at, n), crc);
+                       self->ReadChunk(socket, buf, total, next);
+                     });
   }
 
   // On the loop thread: faults, then the wire.
@@ -310,23 +346,38 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
       copies = 2;
       stats.duplicated_by_faults++;
     }
+    int64_t corrupt_at = -1;
+    if (f.corrupt > 0 && coin(rng) < f.corrupt && message->size() > 0) {
+      corrupt_at = static_cast<int64_t>(rng() % message->size());
+      stats.corrupted_by_faults++;
+      if (message->size() <= options.udp_max) {
+        // A datagram: send a flipped copy; the receiver's checks must catch it.
+        auto bad = std::make_shared<OutMessage>();
+        bad->head = message->Flatten();
+        bad->head[static_cast<size_t>(corrupt_at)] ^= 0x20;
+        message = std::move(bad);
+        corrupt_at = -1;
+      }
+    }
     for (int c = 0; c < copies; c++) {
       Bytes m = message;
       uint64_t delay = f.min_delay_us;
       if (f.max_delay_us > f.min_delay_us) delay += rng() % (f.max_delay_us - f.min_delay_us + 1);
       if (delay == 0) {
-        Wire(it->second, std::move(m));
+        Wire(it->second, std::move(m), c == 0 ? corrupt_at : -1);
       } else {
         auto self = shared_from_this();
-        loop->PostAt(loop->NowMicros() + delay, [self, to, m = std::move(m)]() {
+        loop->PostAt(loop->NowMicros() + delay, [self, to, m = std::move(m), corrupt_at, c]() {
           auto p = self->peers.find(to);
-          if (!self->closed && p != self->peers.end()) self->Wire(p->second, m);
+          if (!self->closed && p != self->peers.end()) {
+            self->Wire(p->second, m, c == 0 ? corrupt_at : -1);
+          }
         });
       }
     }
   }
 
-  void Wire(Peer& peer, Bytes message) {
+  void Wire(Peer& peer, Bytes message, int64_t corrupt_at = -1) {
     stats.bytes_sent += message->size();
     if (message->size() <= options.udp_max) {
       if (!SendDatagram(udp_socket.native_handle(), *message, peer.udp_endpoint.data(),
@@ -345,7 +396,11 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     out.queued_bytes += message->size();
-    out.queue.push_back(MakeFrame(std::move(message)));
+    Frame f;
+    PutLe32(&f.length, static_cast<uint32_t>(message->size()));
+    f.message = std::move(message);
+    f.corrupt_at = corrupt_at;
+    out.queue.push_back(std::move(f));
     stats.tcp_sent++;
     if (out.state == Out::State::kIdle) return Connect(peer, out);
     if (out.state == Out::State::kConnected && !out.writing) WriteNext(out);
@@ -372,22 +427,65 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     out.retry_at = loop->NowMicros() + options.reconnect_delay_us;
   }
 
+  // Writes the next step of the front frame: the length, then each piece of the message in
+  // chunks (CRC-ing each chunk first), then the CRC.
   void WriteNext(Out& out) {
     if (out.queue.empty()) {
       out.writing = false;
       return;
     }
     out.writing = true;
+    Frame& f = out.queue.front();
+    asio::const_buffer step;
+    if (f.piece < 0) {
+      step = asio::buffer(f.length);
+    } else if (f.piece < 3) {
+      const std::string& piece =
+          f.piece == 0 ? f.message->head : (f.piece == 1 ? f.message->body : f.message->tail);
+      const size_t n = std::min(kChunk, piece.size() - f.offset);
+      const std::string_view chunk(piece.data() + f.offset, n);
+      f.crc = wire::Crc32c(chunk, f.crc);
+      step = asio::buffer(chunk.data(), chunk.size());
+      // Fault injection: the byte goes bad after the CRC was taken, as on a bad link.
+      const size_t base = (f.piece >= 1 ? f.message->head.size() : 0) +
+                          (f.piece >= 2 ? f.message->body.size() : 0) + f.offset;
+      if (f.corrupt_at >= 0 && static_cast<size_t>(f.corrupt_at) >= base &&
+          static_cast<size_t>(f.corrupt_at) < base + n) {
+        f.scratch.assign(chunk);
+        f.scratch[static_cast<size_t>(f.corrupt_at) - base] ^= 0x20;
+        step = asio::buffer(f.scratch);
+      }
+    } else {
+      PutLe32(&f.crc_bytes, f.crc);
+      step = asio::buffer(f.crc_bytes);
+    }
     auto self = shared_from_this();
     tcp::socket* socket = out.socket.get();
-    asio::async_write(*socket, out.queue.front().Buffers(),
-                      [self, &out, socket](std::error_code ec, size_t) {
-                        if (self->closed || out.socket.get() != socket) return;
-                        if (ec) return self->Failed(out);
-                        out.queued_bytes -= out.queue.front().message->size();
-                        out.queue.pop_front();
-                        self->WriteNext(out);
-                      });
+    asio::async_write(*socket, step, [self, &out, socket](std::error_code ec, size_t n) {
+      if (self->closed || out.socket.get() != socket) return;
+      if (ec) return self->Failed(out);
+      Frame& fr = out.queue.front();
+      if (fr.piece >= 0 && fr.piece < 3) {
+        fr.offset += n;
+      } else {
+        fr.offset = 0;
+        fr.piece++;
+      }
+      // Past the end of a piece (or an empty one): on to the next.
+      while (fr.piece >= 0 && fr.piece < 3) {
+        const std::string& piece = fr.piece == 0   ? fr.message->head
+                                   : fr.piece == 1 ? fr.message->body
+                                                   : fr.message->tail;
+        if (fr.offset < piece.size()) break;
+        fr.offset = 0;
+        fr.piece++;
+      }
+      if (fr.piece > 3) {
+        out.queued_bytes -= fr.message->size();
+        out.queue.pop_front();
+      }
+      self->WriteNext(out);
+    });
   }
 
   void Close() {

@@ -55,7 +55,9 @@ struct OutMessage {
 
 class Transport {
  public:
-  using Receiver = std::function<void(std::string message)>;
+  // `checked`: the transport itself verified a CRC32C over the whole message (its TCP frames
+  // carry one, computed while the bytes stream); false for datagrams.
+  using Receiver = std::function<void(std::string message, bool checked)>;
   // Messages are shared, not copied: a resend or a duplicate is the same bytes.
   using Bytes = std::shared_ptr<const OutMessage>;
   virtual ~Transport() = default;
@@ -76,6 +78,8 @@ struct Faults {
   double duplicate = 0;       // probability it is delivered twice
   uint64_t min_delay_us = 0;  // each copy is delayed uniformly in [min, max]; a spread
   uint64_t max_delay_us = 0;  // reorders messages
+  double corrupt = 0;         // probability one byte is flipped on the wire (after any checksum
+                              // the sender computes, as on a bad link)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -119,8 +123,8 @@ struct TransportOptions {
 struct TransportStats {
   std::atomic<uint64_t> udp_sent{0}, udp_received{0}, tcp_sent{0}, tcp_received{0};
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0};
-  std::atomic<uint64_t> dropped_by_faults{0}, duplicated_by_faults{0};
-  std::atomic<uint64_t> send_failures{0}, connects{0}, oversized{0};
+  std::atomic<uint64_t> dropped_by_faults{0}, duplicated_by_faults{0}, corrupted_by_faults{0};
+  std::atomic<uint64_t> send_failures{0}, connects{0}, oversized{0}, bad_frames{0};
 };
 
 class UdpTcpTransport final : public Transport {
@@ -168,7 +172,7 @@ class SimTransport final : public Transport {
 };
 
 struct SimStats {
-  uint64_t sent = 0, delivered = 0, dropped = 0, duplicated = 0, partitioned = 0;
+  uint64_t sent = 0, delivered = 0, dropped = 0, duplicated = 0, partitioned = 0, corrupted = 0;
 };
 
 class SimNetwork final : public Loop {

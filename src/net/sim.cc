@@ -60,7 +60,11 @@ void SimNetwork::Deliver(NodeId from, NodeId to, Transport::Bytes message) {
     if (faults_.max_delay_us > faults_.min_delay_us) {
       delay += rng_() % (faults_.max_delay_us - faults_.min_delay_us + 1);
     }
-    PostAt(now_ + delay, [this, from, to, m = message]() {
+    // A corrupted copy has one byte flipped and is delivered unchecked.
+    const bool corrupt = faults_.corrupt > 0 && coin(rng_) < faults_.corrupt;
+    const uint64_t flip = rng_();
+    if (corrupt) stats_.corrupted++;
+    PostAt(now_ + delay, [this, from, to, m = message, corrupt, flip]() {
       // Checked at delivery too: a link cut while the message was in flight loses it.
       auto it = nodes_.find(to);
       if (it == nodes_.end() || IsCut(from, to)) {
@@ -68,7 +72,14 @@ void SimNetwork::Deliver(NodeId from, NodeId to, Transport::Bytes message) {
         return;
       }
       stats_.delivered++;
-      if (it->second->receiver_) it->second->receiver_(m->Flatten());
+      if (!it->second->receiver_) return;
+      std::string bytes = m->Flatten();
+      if (corrupt && !bytes.empty()) {
+        bytes[flip % bytes.size()] ^= static_cast<char>(1 << (flip >> 60) % 8);
+        return it->second->receiver_(std::move(bytes), /*checked=*/false);
+      }
+      // Otherwise what arrives is what was sent, as if checked.
+      it->second->receiver_(std::move(bytes), /*checked=*/true);
     });
   }
 }

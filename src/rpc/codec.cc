@@ -129,6 +129,8 @@ net::OutMessage EncodeParts(const Header& header, std::string payload,
     }
   }
   if (options.key != nullptr) flags |= kFlagMac;
+  const bool frame_crc = payload.size() >= kFrameCrcMin;
+  if (frame_crc) flags |= kFlagFrameCrc;
   std::string& head = out.head;
   head.assign(kHeaderBytes, '\0');
   std::memcpy(head.data(), kMagic, 4);
@@ -144,7 +146,9 @@ net::OutMessage EncodeParts(const Header& header, std::string payload,
   Put<uint16_t>(&head, 40, header.code);
   Put<uint32_t>(&head, 44, static_cast<uint32_t>(payload.size()));
   Put<uint32_t>(&head, 48, static_cast<uint32_t>(plain_len));
-  Put<uint32_t>(&head, 52, MessageCrc(std::string_view(head).substr(0, 52), payload));
+  Put<uint32_t>(&head, 52,
+                MessageCrc(std::string_view(head).substr(0, 52),
+                           frame_crc ? std::string_view() : std::string_view(payload)));
   if (options.key != nullptr) {
     uint8_t mac[kMacBytes];
     SipHash128(*options.key, head, payload, mac);
@@ -160,14 +164,17 @@ std::string Encode(const Header& header, std::string_view payload, const CodecOp
 
 namespace {
 // Checks `in` and fills the header; the payload is left to the caller.
-Result<Message> DecodeHeader(std::string_view in, const CodecOptions& options) {
+Result<Message> DecodeHeader(std::string_view in, const CodecOptions& options,
+                             bool transport_checked) {
   if (in.size() < kHeaderBytes) return Status::Corruption("message shorter than its header");
   if (std::memcmp(in.data(), kMagic, 4) != 0) return Status::Corruption("bad magic");
   if (static_cast<uint8_t>(in[4]) != kVersion) return Status::Corruption("unknown version");
   const auto kind = static_cast<uint8_t>(in[5]);
   if (kind < 1 || kind > 5) return Status::Corruption("unknown kind");
   const auto flags = static_cast<uint8_t>(in[6]);
-  if ((flags & ~(kFlagLz4 | kFlagMac)) != 0) return Status::Corruption("unknown flags");
+  if ((flags & ~(kFlagLz4 | kFlagMac | kFlagFrameCrc)) != 0) {
+    return Status::Corruption("unknown flags");
+  }
   const uint32_t body_len = Get<uint32_t>(in, 44);
   const uint32_t plain_len = Get<uint32_t>(in, 48);
   if (body_len > options.max_message || plain_len > options.max_message) {
@@ -185,7 +192,12 @@ Result<Message> DecodeHeader(std::string_view in, const CodecOptions& options) {
     return Status::Corruption("message length does not match its header");
   }
   const std::string_view body = in.substr(kHeaderBytes, body_len);
-  if (Get<uint32_t>(in, 52) != MessageCrc(in.substr(0, 52), body)) {
+  const bool frame_crc = (flags & kFlagFrameCrc) != 0;
+  if (frame_crc && (!transport_checked || body_len < kFrameCrcMin)) {
+    return Status::Corruption("payload checksum was not verified by the transport");
+  }
+  if (Get<uint32_t>(in, 52) !=
+      MessageCrc(in.substr(0, 52), frame_crc ? std::string_view() : body)) {
     return Status::Corruption("CRC32C mismatch");
   }
   if (options.key != nullptr) {
@@ -230,14 +242,15 @@ Result<Message> DecodeHeader(std::string_view in, const CodecOptions& options) {
 }
 }  // namespace
 
-Result<Message> Decode(std::string&& bytes, const CodecOptions& options) {
-  FLOE_ASSIGN_OR_RETURN(Message m, DecodeHeader(bytes, options));
+Result<Message> Decode(std::string&& bytes, const CodecOptions& options, bool transport_checked) {
+  FLOE_ASSIGN_OR_RETURN(Message m, DecodeHeader(bytes, options, transport_checked));
   if ((m.header.flags & kFlagLz4) == 0) m.buffer = std::move(bytes);
   return m;
 }
 
-Result<Message> Decode(std::string_view bytes, const CodecOptions& options) {
-  FLOE_ASSIGN_OR_RETURN(Message m, DecodeHeader(bytes, options));
+Result<Message> Decode(std::string_view bytes, const CodecOptions& options,
+                       bool transport_checked) {
+  FLOE_ASSIGN_OR_RETURN(Message m, DecodeHeader(bytes, options, transport_checked));
   if ((m.header.flags & kFlagLz4) == 0) m.buffer.assign(bytes);
   return m;
 }

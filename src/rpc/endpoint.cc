@@ -520,11 +520,11 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (it != p.pending.end()) it->second.nacked = true;
   }
 
-  void OnMessage(std::string bytes) {
+  void OnMessage(std::string bytes, bool checked) {
     if (stopped.load()) return;
     stats.messages_received++;
     stats.bytes_received += bytes.size();
-    Result<Message> m = Decode(std::move(bytes), codec);
+    Result<Message> m = Decode(std::move(bytes), codec, checked);
     if (!m.ok()) {
       if (m.status().code() == StatusCode::kPermissionDenied) {
         stats.auth_failures++;
@@ -596,8 +596,10 @@ void Endpoint::Start() {
     }
   }
   std::weak_ptr<Impl> weak = impl_;
-  impl_->transport.SetReceiver([weak](std::string bytes) {
-    if (auto self = weak.lock()) self->Locked([&] { self->OnMessage(std::move(bytes)); });
+  impl_->transport.SetReceiver([weak](std::string bytes, bool checked) {
+    if (auto self = weak.lock()) {
+      self->Locked([&] { self->OnMessage(std::move(bytes), checked); });
+    }
   });
   impl_->loop.Post([weak] {
     if (auto self = weak.lock()) self->Locked([&] { self->Heartbeat(); });

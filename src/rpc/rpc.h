@@ -40,6 +40,11 @@ inline constexpr size_t kHeaderBytes = 56;
 inline constexpr size_t kMacBytes = 16;
 inline constexpr uint8_t kFlagLz4 = 1;
 inline constexpr uint8_t kFlagMac = 2;
+// The header's CRC covers the header only; the payload is covered by the transport's CRC of the
+// whole message (TCP frames carry one, checked as the bytes stream). Set on payloads of at
+// least kFrameCrcMin bytes, which never fit a datagram.
+inline constexpr uint8_t kFlagFrameCrc = 4;
+inline constexpr size_t kFrameCrcMin = 64 * 1024;
 inline constexpr int kPriorityClasses = 4;
 
 struct Header {
@@ -88,8 +93,12 @@ struct Message {
 // CRC, LZ4 data), PermissionDenied for a missing or wrong MAC, ResourceExhausted for a length
 // above max_message. Nothing is allocated before the lengths are checked. The rvalue form
 // keeps the received bytes as the payload's buffer instead of copying them.
-Result<Message> Decode(std::string&& bytes, const CodecOptions& options);
-Result<Message> Decode(std::string_view bytes, const CodecOptions& options);
+// `transport_checked`: the transport verified a CRC32C over all of `bytes`; a message whose
+// payload relies on that (kFlagFrameCrc) is Corruption without it.
+Result<Message> Decode(std::string&& bytes, const CodecOptions& options,
+                       bool transport_checked = false);
+Result<Message> Decode(std::string_view bytes, const CodecOptions& options,
+                       bool transport_checked = false);
 
 // ---------------------------------------------------------------------------------------------
 struct Options {

@@ -173,6 +173,39 @@ constexpr size_t kBig = 16 << 20;
 constexpr size_t kBig = 100 << 20;
 #endif
 
+TEST(RpcNetTest, BytesFlippedOnTheWireAreCaughtAndTheCallsRetried) {
+  // 30% of messages get one byte flipped after the sender's checksums were taken: datagrams are
+  // caught by the message CRC, TCP frames by the frame CRC checked as they stream.
+  Options o;
+  o.resend_max_us = 200'000;  // a dropped TCP connection costs a reconnect; retry soon after
+  Pair p = StartPair(o);
+  const net::Faults faults{.corrupt = 0.3};
+  p.a->transport->SetFaults(faults);
+  p.b->transport->SetFaults(faults);
+  constexpr int kCalls = 60;
+  std::atomic<int> done{0}, ok{0};
+  std::promise<void> all;
+  for (int i = 0; i < kCalls; i++) {
+    std::string req = "x" + std::to_string(i);
+    if (i % 2 == 0) {  // 100 KB that does not compress: a TCP frame with the frame-CRC flag
+      std::mt19937_64 rng(static_cast<uint64_t>(i));
+      for (int j = 0; j < 12500; j++) {
+        const uint64_t v = rng();
+        req.append(reinterpret_cast<const char*>(&v), 8);
+      }
+    }
+    p.a->endpoint->CallAsync(2, kIncrement, req, 60'000'000, [&, req](Result<std::string> r) {
+      if (r.ok() && *r == req + "#1") ok++;
+      if (++done == kCalls) all.set_value();
+    });
+  }
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(90)), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+  EXPECT_EQ(p.b->EffectCount(), static_cast<size_t>(kCalls));
+  EXPECT_GT(p.b->transport->stats().bad_frames.load(), 0u);
+  EXPECT_GT(p.a->endpoint->stats().bad_messages + p.b->endpoint->stats().bad_messages, 0u);
+}
+
 TEST(RpcNetTest, HundredMegabytesArriveIntact) {
   Pair p = StartPair();
   std::string big(kBig, '\0');

@@ -134,6 +134,21 @@ TEST(RpcCodecTest, RoundTripsAndRejectsEveryAlteration) {
   EXPECT_EQ(Decode(Encode(h, "x", signed_a), plain).status().code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(Decode(Encode(h, "x", signed_b), signed_a).status().code(),
             StatusCode::kPermissionDenied);
+  // A payload of 64 KiB and more is left to the transport's frame CRC: accepted only when the
+  // transport says it checked the message.
+  std::string big;
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 10000; i++) {
+    const uint64_t v = rng();
+    big.append(reinterpret_cast<const char*>(&v), 8);
+  }
+  const std::string framed = Encode(h, big, plain);
+  EXPECT_EQ(Decode(framed, plain).status().code(), StatusCode::kCorruption);
+  ASSERT_TRUE(Decode(framed, plain, /*transport_checked=*/true).ok());
+  EXPECT_EQ(Decode(framed, plain, true)->payload(), big);
+  std::string bad_header = framed;
+  bad_header[30] ^= 1;  // the header itself is still covered
+  EXPECT_FALSE(Decode(bad_header, plain, true).ok());
   // Lengths are checked before anything is allocated.
   CodecOptions small;
   small.max_message = 1000;
@@ -147,7 +162,11 @@ TEST(RpcCodecTest, RoundTripsAndRejectsEveryAlteration) {
 TEST(RpcSimTest, ExactlyOnceUnderHeavyLoss) {
   const uint64_t seed = TestSeed();
   SimNetwork net(seed);
-  net.SetFaults({.drop = 0.5, .duplicate = 0.1, .min_delay_us = 100, .max_delay_us = 20'000});
+  net.SetFaults({.drop = 0.5,
+                 .duplicate = 0.1,
+                 .min_delay_us = 100,
+                 .max_delay_us = 20'000,
+                 .corrupt = 0.02});
   std::vector<std::unique_ptr<Node>> nodes;
   for (NodeId id = 1; id <= 3; id++) {
     std::vector<NodeId> peers;
@@ -190,6 +209,9 @@ TEST(RpcSimTest, ExactlyOnceUnderHeavyLoss) {
   }
   EXPECT_GT(resends, 0u);
   EXPECT_GT(duplicates, 0u);
+  uint64_t bad = 0;
+  for (const auto& n : nodes) bad += n->endpoint->stats().bad_messages;
+  EXPECT_GT(bad, 0u);  // corrupted messages were caught by the CRC, never acted on
   // Collection: once the callers' low-water marks pass, the dedup tables empty.
   net.SetFaults({});
   for (int round = 0; round < 3; round++) {
