@@ -103,7 +103,9 @@ bool SendDatagram(int fd, const OutMessage& m, const void* addr, size_t addr_len
 struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   // An outgoing TCP connection to one peer, with its queue of framed messages.
   struct Out {
-    std::unique_ptr<tcp::socket> socket;
+    // Shared with the handlers of operations in flight: closing cancels them, but the socket
+    // object must outlive their completion (Asio's composed writes touch it while unwinding).
+    std::shared_ptr<tcp::socket> socket;
     enum class State { kIdle, kConnecting, kConnected } state = State::kIdle;
     std::deque<Frame> queue;
     size_t queued_bytes = 0;
@@ -408,12 +410,12 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
 
   void Connect(Peer& peer, Out& out) {
     out.state = Out::State::kConnecting;
-    out.socket = std::make_unique<tcp::socket>(io);
+    out.socket = std::make_shared<tcp::socket>(io);
     stats.connects++;
     auto self = shared_from_this();
-    tcp::socket* socket = out.socket.get();
+    std::shared_ptr<tcp::socket> socket = out.socket;
     socket->async_connect(peer.tcp_endpoint, [self, &out, socket](std::error_code ec) {
-      if (self->closed || out.socket.get() != socket) return;
+      if (self->closed || out.socket != socket) return;
       if (ec) return self->Failed(out);
       std::error_code ignored;
       socket->set_option(tcp::no_delay(true), ignored);
@@ -460,9 +462,9 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
       step = asio::buffer(f.crc_bytes);
     }
     auto self = shared_from_this();
-    tcp::socket* socket = out.socket.get();
+    std::shared_ptr<tcp::socket> socket = out.socket;
     asio::async_write(*socket, step, [self, &out, socket](std::error_code ec, size_t n) {
-      if (self->closed || out.socket.get() != socket) return;
+      if (self->closed || out.socket != socket) return;
       if (ec) return self->Failed(out);
       Frame& fr = out.queue.front();
       if (fr.piece >= 0 && fr.piece < 3) {
