@@ -36,6 +36,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+runs() { [ "$only" = all ] || [ "$only" = "$1" ]; }  # runs PART: is PART selected?
 for tool in redis-server redis-benchmark redis-cli; do
   command -v $tool >/dev/null || { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
 done
@@ -68,8 +69,10 @@ echo "redis: $(redis-server --version | awk '{print $3}'), port $redis_port"
 echo "host: $(nproc) cores; redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000;" \
   "median of $repeat runs"
 echo
-printf "| test | value | pipeline | floe ops/s | redis ops/s | floe/redis | floe p50/p99 ms | redis p50/p99 ms |\n"
-printf "|---|---|---|---|---|---|---|---|\n"
+if runs kv; then
+  printf "| test | value | pipeline | floe ops/s | redis ops/s | floe/redis | floe p50/p99 ms | redis p50/p99 ms |\n"
+  printf "|---|---|---|---|---|---|---|---|\n"
+fi
 
 # redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max"
 bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
@@ -78,8 +81,10 @@ bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# col FILE TEST FIELD: the median of FIELD over the lines of FILE for TEST.
+col() { awk -v t="$2" -v f="$3" '$1 == t {print $f}' "$1" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 tmp=$(mktemp -d)
-runs() { [ "$only" = all ] || [ "$only" = "$1" ]; }
 for size in $sizes; do
   runs kv || break
   for pipe in $pipelines; do
@@ -92,13 +97,10 @@ for size in $sizes; do
       bench "$redis_port" "$size" "$pipe" "$n" >>"$tmp/r"
     done
     for test in SET GET INCR MSET; do
-      frps=$(awk -v t=$test '$1 == t {print $2}' "$tmp/f" | median)
-      rrps=$(awk -v t=$test '$1 == t {print $2}' "$tmp/r" | median)
-      fp50=$(awk -v t=$test '$1 == t {print $3}' "$tmp/f" | median)
-      fp99=$(awk -v t=$test '$1 == t {print $4}' "$tmp/f" | median)
-      rp50=$(awk -v t=$test '$1 == t {print $3}' "$tmp/r" | median)
-      rp99=$(awk -v t=$test '$1 == t {print $4}' "$tmp/r" | median)
-      ratio=$(awk -v a="$frps" -v b="$rrps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+      frps=$(col "$tmp/f" $test 2); rrps=$(col "$tmp/r" $test 2)
+      fp50=$(col "$tmp/f" $test 3); fp99=$(col "$tmp/f" $test 4)
+      rp50=$(col "$tmp/r" $test 3); rp99=$(col "$tmp/r" $test 4)
+      ratio=$(ratio "$frps" "$rrps")
       printf "| %s | %s B | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" \
         "$test" "$size" "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99"
     done
@@ -115,7 +117,7 @@ pfbench() {  # port pipeline n pid -> "rps p50 p99 cpu_us_per_op"
   line=$(redis-benchmark -p "$1" -c 50 -n "$3" -r 10000000 -P "$2" --csv PFADD hll:bench \
     __rand_int__ 2>/dev/null | tail -n 1 | tr -d '"' | awk -F, '{print $2, $5, $7}')
   t1=$(cpu_ticks "$4")
-  echo "$line $(awk -v d=$((t1 - t0)) -v n="$3" -v hz="$(getconf CLK_TCK)" \
+  echo "PFADD $line $(awk -v d=$((t1 - t0)) -v n="$3" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "%.3f", d * 1e6 / hz / n }')"
 }
 if runs pfadd; then
@@ -132,11 +134,11 @@ for pipe in $pipelines; do
     pfbench "$floe_port" "$pipe" "$n" "$floe_pid" >>"$tmp/f"
     pfbench "$redis_port" "$pipe" "$n" "$redis_pid" >>"$tmp/r"
   done
-  frps=$(awk '{print $1}' "$tmp/f" | median); rrps=$(awk '{print $1}' "$tmp/r" | median)
-  fp50=$(awk '{print $2}' "$tmp/f" | median); fp99=$(awk '{print $3}' "$tmp/f" | median)
-  rp50=$(awk '{print $2}' "$tmp/r" | median); rp99=$(awk '{print $3}' "$tmp/r" | median)
-  fcpu=$(awk '{print $4}' "$tmp/f" | median); rcpu=$(awk '{print $4}' "$tmp/r" | median)
-  ratio=$(awk -v a="$frps" -v b="$rrps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  frps=$(col "$tmp/f" PFADD 2); rrps=$(col "$tmp/r" PFADD 2)
+  fp50=$(col "$tmp/f" PFADD 3); fp99=$(col "$tmp/f" PFADD 4)
+  rp50=$(col "$tmp/r" PFADD 3); rp99=$(col "$tmp/r" PFADD 4)
+  fcpu=$(col "$tmp/f" PFADD 5); rcpu=$(col "$tmp/r" PFADD 5)
+  ratio=$(ratio "$frps" "$rrps")
   printf "| PFADD | 1 element | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s | %s / %s |\n" \
     "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99" "$fcpu" "$rcpu"
 done

@@ -1,9 +1,7 @@
 // Bloom filter commands: RedisBloom's BF.* with its replies and error texts. Filters change in
 // place (sketch_cell.h); a filter that must grow a sub-filter is copied, grown and swapped.
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 
 #include "server/internal/command.h"
@@ -20,7 +18,6 @@ using store::Value;
 using store::ValuePtr;
 
 constexpr uint16_t kBloomType = static_cast<uint16_t>(ValueType::kBloom);
-const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const char kFull[] = "ERR non scaling filter is full";
 
 // RedisBloom's defaults (bf-error-rate, bf-initial-size, bf-expansion-factor).
@@ -34,20 +31,6 @@ struct BloomOptions {
   int64_t expansion = kDefaultExpansion;  // 0: non-scaling
   bool create = true;
 };
-
-// Redis's string2d (RedisModule_StringToDouble): the whole string, no leading space, no NaN,
-// and no overflow or underflow to zero.
-bool ParseRedisDouble(std::string_view s, double* out) {
-  if (s.empty() || s.size() > 256 || std::isspace(static_cast<unsigned char>(s[0]))) return false;
-  const std::string buf(s);
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(buf.c_str(), &end);
-  if (end != buf.c_str() + buf.size() || std::isnan(v)) return false;
-  if (errno == ERANGE && (std::isinf(v) || v == 0)) return false;
-  *out = v;
-  return true;
-}
 
 Result<const SketchCell<BloomFilter>*> Load(const Value& v) {
   if (v.type() != kBloomType) return Status::InvalidArgument(kWrongType);

@@ -20,7 +20,6 @@ using store::ValuePtr;
 
 constexpr uint16_t kCms = static_cast<uint16_t>(ValueType::kCountMin);
 constexpr uint16_t kCmsRange = static_cast<uint16_t>(ValueType::kRangeCountMin);
-const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const char kNotInRange[] = "CMS: item is not an integer in the sketch's range";
 
 // The cell of a Count-Min value of `type`.
@@ -39,11 +38,9 @@ bool ParseUnsigned32(std::string_view s, uint32_t* out) {
   return true;
 }
 
-bool ParseDouble(std::string_view s, double* out) {
-  long double v = 0;
-  if (!ParseLongDouble(s, &v)) return false;
-  *out = static_cast<double>(v);
-  return std::isfinite(*out);
+// RedisBloom's number parsing, finite values only.
+bool ParseFiniteDouble(std::string_view s, double* out) {
+  return ParseRedisDouble(s, out) && std::isfinite(*out);
 }
 
 // Creates `key` with `bytes` of `type` unless it exists.
@@ -84,10 +81,10 @@ void CmdCmsInitByDim(CommandContext& ctx) {
 void CmdCmsInitByProb(CommandContext& ctx) {
   if (Exists(ctx)) return;
   double error = 0, prob = 0;
-  if (!ParseDouble(ctx.args[2], &error) || !(error > 0 && error < 1)) {
+  if (!ParseFiniteDouble(ctx.args[2], &error) || !(error > 0 && error < 1)) {
     return ctx.Error("CMS: invalid overestimation value");
   }
-  if (!ParseDouble(ctx.args[3], &prob) || !(prob > 0 && prob < 1)) {
+  if (!ParseFiniteDouble(ctx.args[3], &prob) || !(prob > 0 && prob < 1)) {
     return ctx.Error("CMS: invalid prob value");
   }
   Result<CountMin> c = CountMin::CreateForError(error, prob);
@@ -347,7 +344,7 @@ void CmdCmsQuantile(CommandContext& ctx) {
   std::vector<double> qs;
   for (size_t i = 2; i < ctx.args.size(); i++) {
     double q = 0;
-    if (!ParseDouble(ctx.args[i], &q) || q < 0 || q > 1) {
+    if (!ParseFiniteDouble(ctx.args[i], &q) || q < 0 || q > 1) {
       return ctx.Error("CMS: quantile must be a number between 0 and 1");
     }
     qs.push_back(q);

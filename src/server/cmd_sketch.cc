@@ -18,7 +18,6 @@ using store::Value;
 using store::ValuePtr;
 
 constexpr uint16_t kHllType = static_cast<uint16_t>(ValueType::kHll);
-const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const char kNotHll[] = "WRONGTYPE Key is not a valid HyperLogLog string value.";
 const char kCorrupt[] = "INVALIDOBJ Corrupted HLL object detected";
 

@@ -20,7 +20,6 @@ bool IsString(const Value* v) { return v->type() == kStringType; }
 
 // Errors raised inside an Update function carry the client's text in the Status message.
 Status ClientError(std::string_view text) { return Status::InvalidArgument(text); }
-const char kWrongType[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const char kNotInteger[] = "ERR value is not an integer or out of range";
 const char kTooBig[] = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 

@@ -1,6 +1,7 @@
 // Helpers shared by the command handlers: strict number parsing, glob matching, lookups that
 // honour expiry.
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -130,6 +131,18 @@ store::ValuePtr Lookup(CommandContext& ctx, std::string_view key, bool count_sta
   }
   if (count_stats) Bump(v ? ctx.stats().keyspace_hits : ctx.stats().keyspace_misses);
   return v;
+}
+
+bool ParseRedisDouble(std::string_view s, double* out) {
+  if (s.empty() || s.size() > 256 || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+  const std::string buf(s);
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(buf.c_str(), &end);
+  if (end != buf.c_str() + buf.size() || std::isnan(v)) return false;
+  if (errno == ERANGE && (std::isinf(v) || v == 0)) return false;
+  *out = v;
+  return true;
 }
 
 Result<std::string> CurrentPayload(const store::Value& v) {

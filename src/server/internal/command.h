@@ -30,6 +30,10 @@ enum CommandFlag : uint32_t {
   kAllowBusy = 1 << 9,  // "allow_busy"
 };
 
+// Redis's reply for a command applied to a key of another type.
+inline constexpr char kWrongType[] =
+    "WRONGTYPE Operation against a key holding the wrong kind of value";
+
 struct CommandContext;
 using Handler = void (*)(CommandContext& ctx);
 
@@ -75,7 +79,7 @@ struct CommandContext {
     failed = true;
     out.Error(text);
   }
-  void WrongType() { Error("WRONGTYPE Operation against a key holding the wrong kind of value"); }
+  void WrongType() { Error(kWrongType); }
   void SyntaxError() { Error("ERR syntax error"); }
   void NotInteger() { Error("ERR value is not an integer or out of range"); }
   // Session internals that connection and transaction commands change (session.cc).
@@ -95,6 +99,9 @@ struct CommandContext {
 bool ParseInt64(std::string_view s, int64_t* out);
 // Redis's string2ld-like float parsing for INCRBYFLOAT: rejects spaces, empty, nan.
 bool ParseLongDouble(std::string_view s, long double* out);
+// Redis's string2d (RedisModule_StringToDouble, what RedisBloom parses rates with): the whole
+// string, no leading space, no NaN, no overflow and no underflow to zero.
+bool ParseRedisDouble(std::string_view s, double* out);
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 std::string ToLower(std::string_view s);
 // Redis's stringmatchlen: *, ?, [...] with ranges and ^, backslash escapes.
