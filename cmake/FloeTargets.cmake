@@ -15,7 +15,7 @@ endfunction()
 function(floe_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
-  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main floe_flags
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} floe_testing GTest::gmock GTest::gtest_main floe_flags
     floe_malloc)
   add_test(NAME ${name} COMMAND ${name})
   if(NOT ARG_LABELS)

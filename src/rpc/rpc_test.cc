@@ -9,6 +9,7 @@
 #include <random>
 
 #include "net/net.h"
+#include "testing/testing.h"
 
 namespace floe::rpc {
 namespace {
@@ -19,12 +20,6 @@ using net::SimNetwork;
 constexpr uint16_t kIncrement = 1;  // adds the request's number to a per-caller counter
 constexpr uint16_t kEcho = 2;
 constexpr uint16_t kFail = 3;
-
-uint64_t TestSeed() {
-  const uint64_t seed = std::random_device{}();
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
 
 // A node: its endpoint, and the side effects its handlers performed (call key -> times run).
 struct Node {
@@ -160,7 +155,7 @@ TEST(RpcCodecTest, RoundTripsAndRejectsEveryAlteration) {
 // The bar from DESIGN.md §5: half of all messages lost, some duplicated, all reordered, and
 // still every one of 10,000 calls completes, and every handler ran exactly once.
 TEST(RpcSimTest, ExactlyOnceUnderHeavyLoss) {
-  const uint64_t seed = TestSeed();
+  const uint64_t seed = testing::Seed();
   SimNetwork net(seed);
   net.SetFaults({.drop = 0.5,
                  .duplicate = 0.1,
@@ -232,7 +227,7 @@ TEST(RpcSimTest, ExactlyOnceUnderHeavyLoss) {
 }
 
 TEST(RpcSimTest, ErrorsTravelBackAsStatuses) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1), b = MakeNode(net, 2, {1}, 1);
   std::optional<Result<std::string>> r;
   a->endpoint->CallAsync(2, kFail, "k", 1'000'000, [&](Result<std::string> x) { r = x; });
@@ -250,7 +245,7 @@ TEST(RpcSimTest, ErrorsTravelBackAsStatuses) {
 }
 
 TEST(RpcSimTest, DeadPeerFailsAtTheDeadlineNotNever) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1);  // node 2 never exists
   std::optional<Result<std::string>> r;
   a->endpoint->CallAsync(2, kEcho, "x", 500'000, [&](Result<std::string> x) { r = x; });
@@ -261,7 +256,7 @@ TEST(RpcSimTest, DeadPeerFailsAtTheDeadlineNotNever) {
 }
 
 TEST(RpcSimTest, PeerGoesDownAndComesBack) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   Options fast;
   fast.down_after_us = 1'000'000;
   auto a = MakeNode(net, 1, {2}, 1, fast), b = MakeNode(net, 2, {1}, 1, fast);
@@ -282,7 +277,7 @@ TEST(RpcSimTest, PeerGoesDownAndComesBack) {
 }
 
 TEST(RpcSimTest, CallsInFlightCompleteWhenAPartitionHeals) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1), b = MakeNode(net, 2, {1}, 1);
   net.Cut(1, 2, true);
   int ok = 0;
@@ -298,7 +293,7 @@ TEST(RpcSimTest, CallsInFlightCompleteWhenAPartitionHeals) {
 }
 
 TEST(RpcSimTest, ACalleeRestartMidCallStillAnswers) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1);
   auto b = MakeNode(net, 2, {1}, 1);
   net.Cut(1, 2, true);  // the call cannot reach the first process
@@ -314,7 +309,7 @@ TEST(RpcSimTest, ACalleeRestartMidCallStillAnswers) {
 }
 
 TEST(RpcSimTest, ARestartedCallerIsNotConfusedWithItsEarlierLife) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1), b = MakeNode(net, 2, {1}, 1);
   std::optional<Result<std::string>> r;
   a->endpoint->CallAsync(2, kIncrement, "same", 10'000'000, [&](Result<std::string> x) { r = x; });
@@ -329,7 +324,7 @@ TEST(RpcSimTest, ARestartedCallerIsNotConfusedWithItsEarlierLife) {
 }
 
 TEST(RpcSimTest, CancelEndsACallAtOnce) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1);
   std::optional<Result<std::string>> r;
   const uint64_t id =
@@ -341,7 +336,7 @@ TEST(RpcSimTest, CancelEndsACallAtOnce) {
 }
 
 TEST(RpcSimTest, WithASecretStrangersAndForgersAreDropped) {
-  SimNetwork net(TestSeed());
+  SimNetwork net(testing::Seed());
   Options secret;
   secret.secret = "s3cret";
   Options wrong;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "sketch/sketch.h"
+#include "testing/testing.h"
 
 namespace floe::sketch {
 namespace {
@@ -29,9 +30,12 @@ TEST(BloomTest, SizingFollowsRedisBloom) {
             StatusCode::kResourceExhausted);
 }
 
+// The false-positive checks are statistical: 100,000 probes against a rate of at most 1% fail
+// the 1.3% bound about 9.6 standard deviations out, so any seed passes; the fixed seed keeps CI
+// reproducible all the same (testing.h).
 TEST(BloomTest, NoFalseNegativesAndTheErrorRateHolds) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = testing::Seed(20261122);
+  SCOPED_TRACE("FLOE_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (uint32_t expansion : {0u, 2u}) {
     BloomFilter f = BloomFilter::Create(0.01, 20000, expansion).value();
@@ -50,8 +54,8 @@ TEST(BloomTest, NoFalseNegativesAndTheErrorRateHolds) {
 }
 
 TEST(BloomTest, ScalesByAddingSubFiltersAndKeepsTheBound) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = testing::Seed(20261122);
+  SCOPED_TRACE("FLOE_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   BloomFilter f = BloomFilter::Create(0.01, 100, 2).value();
   std::vector<std::string> in;

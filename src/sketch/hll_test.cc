@@ -7,6 +7,7 @@
 #include <random>
 
 #include "sketch/sketch.h"
+#include "testing/testing.h"
 
 namespace floe::sketch {
 namespace {
@@ -131,8 +132,8 @@ TEST(HllTest, ParseRejectsCorruptBytes) {
 }
 
 TEST(HllTest, MergeIsCommutativeAssociativeIdempotentAndEqualsDirectAdd) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = testing::Seed();
+  SCOPED_TRACE("FLOE_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (int sizes : {50, 300, 5000}) {
     HyperLogLog a = Make(11, 5, -1, true), b = a, c = a, all = a;
@@ -191,11 +192,14 @@ TEST(HllTest, FoldEqualsBuildingTheSmallerSketchDirectly) {
 
 // 10^2 to 10^7 distinct elements, six independent runs each, at two precisions. Each run's
 // error should be within 3 standard errors (1.04 / sqrt(m)); a run outside happens about 0.3%
-// of the time, so at most one of six may be, and the mean error over the runs (the bias) must
-// be within 3 standard errors of the mean.
+// of the time, so at most one of six may be (an arbitrary seed fails this in a cell with
+// probability about 1.3e-4). The mean error over the runs (the bias) must be within 4 standard
+// errors of the mean (probability about 6e-5 per cell for an unbiased estimator; at 3, a seed
+// failed somewhere in the 12 cells about 3% of the time, as CI once showed). So a seed fails
+// about 0.2% of the time and CI runs a fixed one (testing.h).
 TEST(HllTest, EstimatesStayWithinThreeStandardErrors) {
-  const uint64_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = testing::Seed(20261122);
+  SCOPED_TRACE("FLOE_TEST_SEED=" + std::to_string(seed));
   constexpr int kRuns = 6;
   for (int log2m : {11, 14}) {
     const double se = 1.04 / std::sqrt(std::ldexp(1.0, log2m));
@@ -215,7 +219,7 @@ TEST(HllTest, EstimatesStayWithinThreeStandardErrors) {
         sum += rel;
       }
       EXPECT_LE(outside, 1) << "log2m " << log2m << " n " << n;
-      EXPECT_LE(std::abs(sum / kRuns), 3 * se / std::sqrt(kRuns))
+      EXPECT_LE(std::abs(sum / kRuns), 4 * se / std::sqrt(kRuns))
           << "log2m " << log2m << " n " << n;
     }
   }

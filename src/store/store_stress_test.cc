@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "store/store.h"
+#include "testing/testing.h"
 
 namespace floe::store {
 namespace {
@@ -36,9 +37,8 @@ std::string WriterKey(int writer, int k) {
 }
 
 TEST(StoreStressTest, MixedOperationsAcrossResizes) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::printf("StoreStressTest seed %u\n", seed);
+  const uint64_t seed = testing::Seed();
+  SCOPED_TRACE("FLOE_TEST_SEED=" + std::to_string(seed));
   Store store;
 
   constexpr int kStable = 2000;  // never touched after setup; every full scan must see them

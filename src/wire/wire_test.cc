@@ -5,6 +5,8 @@
 #include <cmath>
 #include <random>
 
+#include "testing/testing.h"
+
 namespace floe::wire {
 namespace {
 
@@ -183,8 +185,8 @@ TEST(IcedTest, EveryTruncationIsAStatusNotACrash) {
 
 TEST(IcedTest, RandomCorruptionNeverCrashes) {
   std::string bytes = Encode(MakeSample());
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = testing::Seed();
+  SCOPED_TRACE("FLOE_TEST_SEED=" + std::to_string(seed));
   std::mt19937 rng(seed);
   for (int i = 0; i < 5000; i++) {
     std::string b = bytes;
