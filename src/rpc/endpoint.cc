@@ -1,8 +1,8 @@
 // rpc::Endpoint: the call cycle of docs/rpc.md. Every member of Impl below the "protocol
 // state" line is guarded by `mu`; entry points (calls, received messages, timers, answers) take
-// it through Locked(), which runs callbacks and inline handlers after releasing it. A call is
-// thus encoded and sent on the caller's thread and an answer on the handler's: no hand-off to
-// the loop thread on the way out.
+// it through Locked(), which sends the messages queued meanwhile and runs callbacks and inline
+// handlers after releasing it. A call is thus encoded and sent on the caller's thread and an
+// answer on the handler's: no hand-off to the loop thread on the way out.
 
 #include <condition_variable>
 #include <deque>
@@ -42,7 +42,11 @@ class Pool {
           std::function<void()> job;
           {
             MutexLock lock(&mu_);
-            while (jobs_.empty() && !stop_) cv_.wait(mu_);
+            while (jobs_.empty() && !stop_) {
+              sleepers_++;
+              cv_.wait(mu_);
+              sleepers_--;
+            }
             if (jobs_.empty()) return;
             job = std::move(jobs_.front());
             jobs_.pop_front();
@@ -54,16 +58,21 @@ class Pool {
   }
   ~Pool() { Stop(); }
   void Add(std::function<void()> job) {
-    MutexLock lock(&mu_);
-    jobs_.push_back(std::move(job));
-    cv_.notify_one();
+    bool wake;
+    {
+      MutexLock lock(&mu_);
+      jobs_.push_back(std::move(job));
+      wake = sleepers_ > 0;
+    }
+    // Outside the lock, so the woken thread does not block on it at once.
+    if (wake) cv_.notify_one();
   }
   void Stop() {
     {
       MutexLock lock(&mu_);
       stop_ = true;
-      cv_.notify_all();
     }
+    cv_.notify_all();
     for (auto& t : threads_) {
       if (t.joinable()) t.join();
     }
@@ -73,6 +82,7 @@ class Pool {
   Mutex mu_;
   std::condition_variable_any cv_;
   std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
+  int sleepers_ FLOE_GUARDED_BY(mu_) = 0;
   bool stop_ FLOE_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
@@ -142,6 +152,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   uint64_t armed_at = 0;  // when the loop timer fires; 0: none armed
   std::vector<std::pair<Done, Result<std::string>>> completions;  // run after unlocking
   std::vector<std::function<void()>> jobs;                        // run after unlocking
+  std::vector<std::pair<NodeId, net::Transport::Bytes>> outbox;   // sent after unlocking
   std::mt19937_64 rng;
   std::map<NodeId, PeerState> peers;
   std::map<NodeId, CallerState> callers;
@@ -174,12 +185,17 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   void Locked(Fn&& fn) {
     std::vector<std::pair<Done, Result<std::string>>> done;
     std::vector<std::function<void()>> run;
+    std::vector<std::pair<NodeId, net::Transport::Bytes>> out;
     {
       MutexLock lock(&mu);
       fn();
       done.swap(completions);
       run.swap(jobs);
+      out.swap(outbox);
     }
+    // Messages leave in the order they were queued; a send to a loopback peer runs its
+    // receive path, so it is kept out of the lock the receiving thread needs next.
+    for (auto& [to, message] : out) (void)transport.Send(to, std::move(message));
     for (auto& job : run) job();
     for (auto& [cb, r] : done) {
       if (cb) cb(std::move(r));
@@ -198,10 +214,11 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
                                            std::max<uint64_t>(1, options.resend_bytes_per_sec);
   }
 
+  // Queues a message; Locked sends it once `mu` is released.
   void SendRaw(NodeId to, net::Transport::Bytes message) {
     stats.messages_sent++;
     stats.bytes_sent += message->size();
-    (void)transport.Send(to, std::move(message));
+    outbox.emplace_back(to, std::move(message));
   }
 
   net::Transport::Bytes EncodeMsg(Kind kind, NodeId to, uint64_t task, uint64_t mark, uint16_t code,

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <future>
 #include <map>
 #include <random>
@@ -125,6 +126,69 @@ Pair StartPair(Options o = {}) {
   p.a = StartNode(1, p.port_a, {2, "127.0.0.1", p.port_b}, o);
   p.b = StartNode(2, p.port_b, {1, "127.0.0.1", p.port_a}, o);
   return p;
+}
+
+// A datagram sent from a thread other than the loop's is written by that thread: it arrives
+// while the sender's loop is busy. Regression: Send once posted every message to the loop,
+// whose wake-up cost a quarter of a small call's round trip. Larger messages, and every
+// message while faults are injected, still go through the loop.
+TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
+  const uint16_t port_a = FreePort("127.0.0.1"), port_b = FreePort("127.0.0.1");
+  net::AsioLoop loop_a, loop_b;
+  net::TransportOptions ta, tb;
+  ta.self = 1;
+  ta.port = port_a;
+  ta.peers = {{2, "127.0.0.1", port_b}};
+  tb.self = 2;
+  tb.port = port_b;
+  tb.peers = {{1, "127.0.0.1", port_a}};
+  auto a = net::UdpTcpTransport::Start(loop_a, ta);
+  auto b = net::UdpTcpTransport::Start(loop_b, tb);
+  ASSERT_TRUE(a.ok() && b.ok());
+  Mutex mu;
+  std::condition_variable_any cv;
+  std::vector<std::string> got;
+  (*b)->SetReceiver([&](std::string m, bool) {
+    MutexLock lock(&mu);
+    got.push_back(std::move(m));
+    cv.notify_all();
+  });
+  auto arrived = [&](size_t n, int ms) {
+    MutexLock lock(&mu);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (got.size() < n && std::chrono::steady_clock::now() < until) cv.wait_until(mu, until);
+    return got.size() >= n;
+  };
+  auto message = [](std::string body) {
+    auto m = std::make_shared<net::OutMessage>();
+    m->body = std::move(body);
+    return net::Transport::Bytes(std::move(m));
+  };
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  loop_a.Post([released] { released.wait(); });  // a's loop is busy until released
+  ASSERT_TRUE((*a)->Send(2, message("small")).ok());
+  EXPECT_TRUE(arrived(1, 5000));
+  ASSERT_TRUE((*a)->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
+  EXPECT_FALSE(arrived(2, 300));
+  release.set_value();
+  EXPECT_TRUE(arrived(2, 5000));
+  // With faults injected, datagrams take the loop's path too.
+  net::Faults f;
+  f.duplicate = 1e-9;
+  (*a)->SetFaults(f);
+  std::promise<void> release2;
+  std::shared_future<void> released2 = release2.get_future().share();
+  loop_a.Post([released2] { released2.wait(); });
+  ASSERT_TRUE((*a)->Send(2, message("via loop")).ok());
+  EXPECT_FALSE(arrived(3, 300));
+  release2.set_value();
+  EXPECT_TRUE(arrived(3, 5000));
+  MutexLock lock(&mu);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], "small");
+  EXPECT_EQ(got[1].size(), 5000u);
+  EXPECT_EQ(got[2], "via loop");
 }
 
 TEST(RpcNetTest, ExactlyOnceOverUdpAndTcpWithInjectedFaults) {
