@@ -109,6 +109,12 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     std::map<uint64_t, Pending> pending;  // by task id; begin() is the low-water mark
     uint64_t last_heard = 0;
     bool down = false;
+    // Deferred ACKACKs (docs/rpc.md, "Ending the cycle"): the highest mark sent in a CALL or
+    // ACKACK, the highest answered task whose ACKACK waits for a mark to cover it (0: none),
+    // and whether the flush timer is set.
+    uint64_t mark_sent = 0;
+    uint64_t ackack_owed = 0;
+    bool ackack_timer = false;
   };
   // What this node knows of calls from one caller incarnation.
   struct Entry {
@@ -140,7 +146,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   std::map<NodeId, size_t> peer_index;
 
   // ---- protocol state (guarded by mu) ----
-  enum class TimerKind : uint8_t { kResend, kDeadline, kAckResend };
+  enum class TimerKind : uint8_t { kResend, kDeadline, kAckResend, kAckAckFlush };
   struct TimerKey {
     TimerKind kind;
     NodeId peer;
@@ -271,8 +277,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     c.method = method;
     c.deadline = loop.NowMicros() + timeout_us;
     c.done = std::move(done);
-    c.message = EncodeMsg(Kind::kCall, peer, task, LowWater(p), method, std::move(request),
+    const uint64_t mark = LowWater(p);
+    c.message = EncodeMsg(Kind::kCall, peer, task, mark, method, std::move(request),
                           static_cast<uint8_t>(priority));
+    NoteMarkSent(p, mark);
     c.backoff = InitialBackoff(c.message->size());
     calls[call_id] = {peer, task};
     SendRaw(peer, c.message);
@@ -319,6 +327,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
           break;
         case TimerKind::kAckResend:
           ResendAck(due.peer, due.incarnation, due.task);
+          break;
+        case TimerKind::kAckAckFlush:
+          FlushAckAck(due.peer);
           break;
       }
     }
@@ -518,15 +529,51 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (h.mark != incarnation_) return;  // for an earlier life of this node
     PeerState& p = peers[h.sender];
     auto it = p.pending.find(h.task);
-    if (it != p.pending.end()) {
+    const bool was_pending = it != p.pending.end();
+    if (was_pending) {
       if (h.code == 0) {
         Complete(p, it, m.TakePayload());
       } else {
         Complete(p, it, StatusFromCode(h.code, std::string(m.payload())));
       }
     }
-    // Always ACKACK, also for duplicates and abandoned calls, so the callee stops resending.
-    SendRaw(h.sender, EncodeMsg(Kind::kAckAck, h.sender, h.task, LowWater(p), 0, {}));
+    // An answer to a call still waited for, below every call still pending: the next message
+    // to the callee carries a mark that covers it, so its ACKACK waits for that (or for the
+    // flush timer, if no call follows). Anything else (a duplicate ACK, an answer to an
+    // abandoned call or one overtaking an earlier call's) is ACKACKed at once, so the callee
+    // stops resending.
+    const uint64_t mark = LowWater(p);
+    if (was_pending && h.task < mark && options.ackack_delay_us > 0) {
+      p.ackack_owed = std::max(p.ackack_owed, h.task);
+      if (!p.ackack_timer) {
+        p.ackack_timer = true;
+        const uint64_t delay = std::min(options.ackack_delay_us, options.resend_initial_us / 4);
+        Schedule(loop.NowMicros() + delay, {TimerKind::kAckAckFlush, h.sender, 0, 0});
+      }
+      return;
+    }
+    SendAckAck(h.sender, p, h.task);
+  }
+
+  void SendAckAck(NodeId peer, PeerState& p, uint64_t task) {
+    const uint64_t mark = LowWater(p);
+    SendRaw(peer, EncodeMsg(Kind::kAckAck, peer, task, mark, 0, {}));
+    NoteMarkSent(p, mark);
+  }
+
+  // A mark went out to the peer: deferred ACKACKs below it are covered.
+  void NoteMarkSent(PeerState& p, uint64_t mark) {
+    p.mark_sent = std::max(p.mark_sent, mark);
+    if (p.ackack_owed != 0 && p.ackack_owed < p.mark_sent) p.ackack_owed = 0;
+  }
+
+  void FlushAckAck(NodeId peer) {
+    PeerState& p = peers[peer];
+    p.ackack_timer = false;
+    if (p.ackack_owed == 0) return;
+    const uint64_t task = p.ackack_owed;
+    p.ackack_owed = 0;
+    SendAckAck(peer, p, task);
   }
 
   void OnNack(const Message& m) {

@@ -107,6 +107,9 @@ struct Options {
   uint64_t resend_initial_us = 20'000;
   uint64_t resend_max_us = 1'000'000;
   uint64_t resend_bytes_per_sec = 100'000'000;  // adds size / rate to a large message's timer
+  // An ACKACK a later message's mark will cover waits up to this long for one (0: never
+  // waits); keep it well below resend_initial_us, or the callee resends its ACK meanwhile.
+  uint64_t ackack_delay_us = 2'000;
   uint64_t heartbeat_interval_us = 200'000;
   uint64_t down_after_us = 3'000'000;
   uint64_t ack_give_up_us = 60'000'000;

@@ -244,6 +244,41 @@ TEST(RpcSimTest, ErrorsTravelBackAsStatuses) {
   EXPECT_EQ(r->status().code(), StatusCode::kInvalidArgument);
 }
 
+// Calls made one after another: each CALL's mark covers the previous answer, so no ACKACK is
+// sent until the calls stop, then one, after ackack_delay_us, covers them all. The callee never
+// resends an ACK and forgets every call. With the delay at 0 every answer gets its ACKACK.
+TEST(RpcSimTest, SequentialCallsShareOneAckAck) {
+  for (uint64_t delay : {uint64_t{2'000}, uint64_t{0}}) {
+    SCOPED_TRACE("ackack_delay_us " + std::to_string(delay));
+    SimNetwork net(testing::Seed());
+    Options o = SimOptions({2}, 1);
+    o.heartbeat_interval_us = 3'600'000'000;  // count call messages only
+    o.ackack_delay_us = delay;
+    Endpoint a(net.AddNode(1), o);
+    o.peers = {1};
+    Endpoint b(net.AddNode(2), o);
+    b.Register(kEcho, 0,
+               [](NodeId, std::string_view req) { return Result<std::string>(std::string(req)); });
+    a.Start();
+    b.Start();
+    net.RunFor(1'000);
+    const uint64_t before = a.stats().messages_sent.load();  // the first heartbeat
+    constexpr int kCalls = 100;
+    for (int i = 0; i < kCalls; i++) {
+      std::optional<Result<std::string>> r;
+      a.CallAsync(2, kEcho, std::to_string(i), 1'000'000, [&](Result<std::string> x) { r = x; });
+      ASSERT_TRUE(net.RunUntil([&] { return r.has_value(); }, 10'000'000));
+      ASSERT_TRUE(r->ok());
+    }
+    net.RunFor(200'000);  // past the flush and ten ACK resend intervals
+    const uint64_t ackacks = a.stats().messages_sent.load() - before - kCalls;
+    EXPECT_EQ(ackacks, delay > 0 ? 1u : static_cast<uint64_t>(kCalls));
+    EXPECT_EQ(b.stats().ack_resends.load(), 0u);
+    EXPECT_EQ(b.stats().callee_entries.load(), 0u);
+    EXPECT_EQ(a.stats().call_resends.load(), 0u);
+  }
+}
+
 TEST(RpcSimTest, DeadPeerFailsAtTheDeadlineNotNever) {
   SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1);  // node 2 never exists
