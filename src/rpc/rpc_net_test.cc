@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <future>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -128,6 +129,41 @@ Pair StartPair(Options o = {}) {
   return p;
 }
 
+// Counts the answers to a known number of calls: Expect() makes one call's callback; an answer
+// counts as right when it is OK and, if `want` is given, equal to it.
+class Tally {
+ public:
+  explicit Tally(int expected) : expected_(expected) {}
+  Done Expect(std::optional<std::string> want = std::nullopt) {
+    return [this, want = std::move(want)](Result<std::string> r) {
+      if (r.ok() && (!want || *r == *want)) right_++;
+      if (++done_ == expected_) all_.set_value();
+    };
+  }
+  // Whether every call ended within `seconds`.
+  bool Wait(int seconds) {
+    return ended_.wait_for(std::chrono::seconds(seconds)) == std::future_status::ready;
+  }
+  int done() const { return done_.load(); }
+  int right() const { return right_.load(); }
+
+ private:
+  const int expected_;
+  std::atomic<int> done_{0}, right_{0};
+  std::promise<void> all_;
+  std::future<void> ended_ = all_.get_future();
+};
+
+// `prefix` followed by `bytes` that do not compress (a multiple of 8), the same for a seed.
+std::string Incompressible(std::string prefix, size_t bytes, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (size_t j = 0; j < bytes / 8; j++) {
+    const uint64_t v = rng();
+    prefix.append(reinterpret_cast<const char*>(&v), 8);
+  }
+  return prefix;
+}
+
 // A datagram sent from a thread other than the loop's is written by that thread: it arrives
 // while the sender's loop is busy. Regression: Send once posted every message to the loop,
 // whose wake-up cost a quarter of a small call's round trip. Larger messages, and every
@@ -164,25 +200,27 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
     m->body = std::move(body);
     return net::Transport::Bytes(std::move(m));
   };
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  loop_a.Post([released] { released.wait(); });  // a's loop is busy until released
-  ASSERT_TRUE((*a)->Send(2, message("small")).ok());
+  // Keeps a's loop busy until the returned promise is set.
+  auto hold_loop = [&loop_a] {
+    auto release = std::make_shared<std::promise<void>>();
+    loop_a.Post([held = release->get_future().share()] { held.wait(); });
+    return release;
+  };
+  auto release = hold_loop();
+  EXPECT_TRUE((*a)->Send(2, message("small")).ok());
   EXPECT_TRUE(arrived(1, 5000));
-  ASSERT_TRUE((*a)->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
+  EXPECT_TRUE((*a)->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
   EXPECT_FALSE(arrived(2, 300));
-  release.set_value();
+  release->set_value();
   EXPECT_TRUE(arrived(2, 5000));
   // With faults injected, datagrams take the loop's path too.
   net::Faults f;
   f.duplicate = 1e-9;
   (*a)->SetFaults(f);
-  std::promise<void> release2;
-  std::shared_future<void> released2 = release2.get_future().share();
-  loop_a.Post([released2] { released2.wait(); });
-  ASSERT_TRUE((*a)->Send(2, message("via loop")).ok());
+  release = hold_loop();
+  EXPECT_TRUE((*a)->Send(2, message("via loop")).ok());
   EXPECT_FALSE(arrived(3, 300));
-  release2.set_value();
+  release->set_value();
   EXPECT_TRUE(arrived(3, 5000));
   MutexLock lock(&mu);
   ASSERT_EQ(got.size(), 3u);
@@ -197,27 +235,16 @@ TEST(RpcNetTest, ExactlyOnceOverUdpAndTcpWithInjectedFaults) {
   p.a->transport->SetFaults(faults);
   p.b->transport->SetFaults(faults);
   constexpr int kCalls = 2000;
-  std::atomic<int> done{0}, ok{0};
-  std::promise<void> all;
+  Tally tally(kCalls);
   for (int i = 0; i < kCalls; i++) {
     RealNode& from = i % 2 == 0 ? *p.a : *p.b;
     // Mostly one-datagram calls; every 50th carries 20 KB that does not compress (TCP).
-    std::string req = "c" + std::to_string(i);
-    if (i % 50 == 0) {
-      std::mt19937_64 rng(static_cast<uint64_t>(i));
-      for (int j = 0; j < 2500; j++) {
-        const uint64_t v = rng();
-        req.append(reinterpret_cast<const char*>(&v), 8);
-      }
-    }
-    from.endpoint->CallAsync(from.other, kIncrement, req, 120'000'000,
-                             [&, req](Result<std::string> r) {
-                               if (r.ok() && *r == req + "#1") ok++;
-                               if (++done == kCalls) all.set_value();
-                             });
+    const std::string name = "c" + std::to_string(i);
+    const std::string req = i % 50 == 0 ? Incompressible(name, 20000, i) : name;
+    from.endpoint->CallAsync(from.other, kIncrement, req, 120'000'000, tally.Expect(req + "#1"));
   }
-  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(150)), std::future_status::ready);
-  EXPECT_EQ(ok.load(), kCalls);
+  ASSERT_TRUE(tally.Wait(150));
+  EXPECT_EQ(tally.right(), kCalls);
   EXPECT_EQ(p.a->EffectCount() + p.b->EffectCount(), static_cast<size_t>(kCalls));
   {
     MutexLock la(&p.a->mu), lb(&p.b->mu);
@@ -247,24 +274,16 @@ TEST(RpcNetTest, BytesFlippedOnTheWireAreCaughtAndTheCallsRetried) {
   p.a->transport->SetFaults(faults);
   p.b->transport->SetFaults(faults);
   constexpr int kCalls = 60;
-  std::atomic<int> done{0}, ok{0};
-  std::promise<void> all;
+  Tally tally(kCalls);
   for (int i = 0; i < kCalls; i++) {
-    std::string req = "x" + std::to_string(i);
-    if (i % 2 == 0) {  // 100 KB that does not compress: a TCP frame with the frame-CRC flag
-      std::mt19937_64 rng(static_cast<uint64_t>(i));
-      for (int j = 0; j < 12500; j++) {
-        const uint64_t v = rng();
-        req.append(reinterpret_cast<const char*>(&v), 8);
-      }
-    }
-    p.a->endpoint->CallAsync(2, kIncrement, req, 60'000'000, [&, req](Result<std::string> r) {
-      if (r.ok() && *r == req + "#1") ok++;
-      if (++done == kCalls) all.set_value();
-    });
+    // Every other call carries 100 KB that does not compress: a TCP frame with the frame-CRC
+    // flag.
+    const std::string name = "x" + std::to_string(i);
+    const std::string req = i % 2 == 0 ? Incompressible(name, 100000, i) : name;
+    p.a->endpoint->CallAsync(2, kIncrement, req, 60'000'000, tally.Expect(req + "#1"));
   }
-  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(90)), std::future_status::ready);
-  EXPECT_EQ(ok.load(), kCalls);
+  ASSERT_TRUE(tally.Wait(90));
+  EXPECT_EQ(tally.right(), kCalls);
   EXPECT_EQ(p.b->EffectCount(), static_cast<size_t>(kCalls));
   EXPECT_GT(p.b->transport->stats().bad_frames.load(), 0u);
   EXPECT_GT(p.a->endpoint->stats().bad_messages + p.b->endpoint->stats().bad_messages, 0u);
@@ -288,15 +307,10 @@ TEST(RpcNetTest, HundredMegabytesArriveIntact) {
 TEST(RpcNetTest, APeerRestartingMidStreamAnswersEveryCall) {
   Pair p = StartPair();
   constexpr int kCalls = 300;
-  std::atomic<int> done{0}, ok{0};
-  std::promise<void> all;
+  Tally tally(kCalls);
   std::thread caller([&] {
     for (int i = 0; i < kCalls; i++) {
-      p.a->endpoint->CallAsync(2, kIncrement, "s" + std::to_string(i), 60'000'000,
-                               [&](Result<std::string> r) {
-                                 if (r.ok()) ok++;
-                                 if (++done == kCalls) all.set_value();
-                               });
+      p.a->endpoint->CallAsync(2, kIncrement, "s" + std::to_string(i), 60'000'000, tally.Expect());
       std::this_thread::sleep_for(std::chrono::microseconds(500));
     }
   });
@@ -305,8 +319,8 @@ TEST(RpcNetTest, APeerRestartingMidStreamAnswersEveryCall) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   p.b = StartNode(2, p.port_b, {1, "127.0.0.1", p.port_a});  // ...and starts again
   caller.join();
-  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(90)), std::future_status::ready);
-  EXPECT_EQ(ok.load(), kCalls);
+  ASSERT_TRUE(tally.Wait(90));
+  EXPECT_EQ(tally.right(), kCalls);
 }
 
 TEST(RpcNetTest, CallsWaitOutAPartitionAndCompleteWhenItHeals) {
@@ -314,21 +328,16 @@ TEST(RpcNetTest, CallsWaitOutAPartitionAndCompleteWhenItHeals) {
   p.a->transport->Block(2, true);
   p.b->transport->Block(1, true);
   constexpr int kCalls = 50;
-  std::atomic<int> done{0}, ok{0};
-  std::promise<void> all;
+  Tally tally(kCalls);
   for (int i = 0; i < kCalls; i++) {
-    p.a->endpoint->CallAsync(2, kIncrement, "h" + std::to_string(i), 60'000'000,
-                             [&](Result<std::string> r) {
-                               if (r.ok()) ok++;
-                               if (++done == kCalls) all.set_value();
-                             });
+    p.a->endpoint->CallAsync(2, kIncrement, "h" + std::to_string(i), 60'000'000, tally.Expect());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  EXPECT_EQ(done.load(), 0);
+  EXPECT_EQ(tally.done(), 0);
   p.a->transport->Block(2, false);
   p.b->transport->Block(1, false);
-  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  EXPECT_EQ(ok.load(), kCalls);
+  ASSERT_TRUE(tally.Wait(30));
+  EXPECT_EQ(tally.right(), kCalls);
   for (int i = 0; i < kCalls; i++) EXPECT_EQ(p.b->Effects("1:h" + std::to_string(i)), 1);
 }
 
@@ -350,18 +359,14 @@ TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {
   o.threads_per_class = 1;
   Pair p = StartPair(o);
   constexpr int kCalls = 20;
-  std::atomic<int> done{0}, ok{0};
-  std::promise<void> all;
+  Tally tally(2 * kCalls);
   for (int i = 0; i < 2 * kCalls; i++) {
     RealNode& from = i % 2 == 0 ? *p.a : *p.b;
     const std::string req = "n" + std::to_string(i);
-    from.endpoint->CallAsync(from.other, kNested, req, 30'000'000, [&, req](Result<std::string> r) {
-      if (r.ok() && *r == "nested:" + req) ok++;
-      if (++done == 2 * kCalls) all.set_value();
-    });
+    from.endpoint->CallAsync(from.other, kNested, req, 30'000'000, tally.Expect("nested:" + req));
   }
-  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
-  EXPECT_EQ(ok.load(), 2 * kCalls);
+  ASSERT_TRUE(tally.Wait(60));
+  EXPECT_EQ(tally.right(), 2 * kCalls);
   // Waiting on a method of the same class from a handler is refused, not risked; so is waiting
   // at all from an inline handler (it runs on the thread that receives answers).
   Result<std::string> same = p.a->endpoint->Call(2, kSameClass, "x", 10'000'000);

@@ -1,4 +1,5 @@
-// Helpers shared by the unit tests. Test-only: nothing in src/ outside *_test.cc includes this.
+// Helpers shared by the unit tests. Test-only: outside the layers of src/; only *_test.cc
+// files include it.
 #ifndef FLOE_TESTING_TESTING_H_
 #define FLOE_TESTING_TESTING_H_
 
