@@ -14,7 +14,6 @@
 #include <condition_variable>
 #include <future>
 #include <map>
-#include <optional>
 #include <random>
 #include <thread>
 
@@ -130,16 +129,12 @@ Pair StartPair(Options o = {}) {
 }
 
 // Counts the answers to a known number of calls: Expect() makes one call's callback; an answer
-// counts as right when it is OK and, if `want` is given, equal to it.
+// counts as right when it is OK and, for Expect(want), equal to `want`.
 class Tally {
  public:
   explicit Tally(int expected) : expected_(expected) {}
-  Done Expect(std::optional<std::string> want = std::nullopt) {
-    return [this, want = std::move(want)](Result<std::string> r) {
-      if (r.ok() && (!want || *r == *want)) right_++;
-      if (++done_ == expected_) all_.set_value();
-    };
-  }
+  Done Expect() { return Make(false, std::string()); }
+  Done Expect(std::string want) { return Make(true, std::move(want)); }
   // Whether every call ended within `seconds`.
   bool Wait(int seconds) {
     return ended_.wait_for(std::chrono::seconds(seconds)) == std::future_status::ready;
@@ -148,6 +143,13 @@ class Tally {
   int right() const { return right_.load(); }
 
  private:
+  Done Make(bool check, std::string want) {
+    return [this, check, want = std::move(want)](Result<std::string> r) {
+      if (r.ok() && (!check || *r == want)) right_++;
+      if (++done_ == expected_) all_.set_value();
+    };
+  }
+
   const int expected_;
   std::atomic<int> done_{0}, right_{0};
   std::promise<void> all_;
