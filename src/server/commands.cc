@@ -1,8 +1,6 @@
-// The command index: numbers every command and subcommand once at start-up (commandstats
-// use the numbers), and looks names up without allocating. The table itself is
-// command_table_a_g.cc and command_table_h_z.cc, one declaration per command.
+// The command index: lists and name lookups derived once from the command table
+// (command_table.cc), which is never written: the rows are constexpr.
 
-#include <algorithm>
 #include <unordered_map>
 
 #include "server/internal/command.h"
@@ -13,22 +11,22 @@ namespace {
 
 struct Index {
   std::vector<const CommandSpec*> top;  // top-level commands, in name order
-  std::vector<const CommandSpec*> all;  // commands and subcommands, indexed by CommandSpec::index
+  std::vector<const CommandSpec*> all;  // each command followed by its subcommands
   std::unordered_map<std::string_view, const CommandSpec*> by_name;  // views of static names
   Index() {
-    int next = 0;
-    for (std::span<CommandSpec> part : {CommandsAToG(), CommandsHToZ()}) {
-      for (CommandSpec& c : part) {
-        c.index = next++;
-        top.push_back(&c);
-        all.push_back(&c);
-        by_name.emplace(c.name, &c);
-        for (const CommandSpec& s : c.subcommands) {
-          // The subcommand arrays are non-const arrays viewed through a const span.
-          const_cast<CommandSpec&>(s).index = next++;
-          all.push_back(&s);
-        }
-      }
+    for (const CommandSpec& c : Commands()) {
+      top.push_back(&c);
+      all.push_back(&c);
+      by_name.emplace(c.name, &c);
+      for (const CommandSpec& s : c.subcommands) all.push_back(&s);
+    }
+    // Every index names one counter slot: the numbering is dense and has no repeats.
+    std::vector<bool> seen(static_cast<size_t>(CommandRowCount()), false);
+    FLOE_CHECK(all.size() == seen.size());
+    for (const CommandSpec* c : all) {
+      FLOE_CHECK(c->index >= 0 && c->index < CommandRowCount());
+      FLOE_CHECK(!seen[static_cast<size_t>(c->index)]);
+      seen[static_cast<size_t>(c->index)] = true;
     }
   }
 };

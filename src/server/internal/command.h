@@ -37,27 +37,35 @@ inline constexpr char kWrongType[] =
 struct CommandContext;
 using Handler = void (*)(CommandContext& ctx);
 
+// One row of the command table (command_table.cc), written with designated initializers; an
+// omitted field keeps the default below.
 struct CommandSpec {
   std::string_view name;  // lowercase; subcommands "client|list"
-  int arity;              // Redis convention: -n means at least n
-  uint32_t flags;
-  int first_key, last_key, step;
-  std::string_view group;  // generic, string, connection, server, transactions
+  int arity = 0;          // Redis convention: -n means at least n
+  uint32_t flags = 0;     // CommandFlag bits
+  // Where the keys are, as Redis's first/last/step: 0 = no keys; a negative last_key counts
+  // from the end (-1 = the last argument). COMMAND INFO and COMMAND GETKEYS read them.
+  int first_key = 0, last_key = 0, step = 0;
+  std::string_view group;  // generic, string, connection, server, transactions, hll, cms, bf
   std::string_view since;
   std::string_view complexity;
   std::string_view summary;
-  std::string_view syntax;  // arguments after the name, for docs/commands.md
-  Handler handler;          // null for a container (CLIENT, CONFIG, COMMAND, OBJECT)
-  std::span<const CommandSpec> subcommands;
-  int index = -1;  // position in the flat list (commandstats); set at start-up
+  std::string_view syntax;    // arguments after the name, for docs/commands.md
+  Handler handler = nullptr;  // null for a container (CLIENT, CONFIG, OBJECT)
+  std::span<const CommandSpec> subcommands = {};
+  // Position in the flat numbering of every command and subcommand (commandstats arrays),
+  // assigned at compile time by command_table.cc: 0 <= index < CommandRowCount().
+  int index = -1;
 };
 
+// The top-level rows of the command table, sorted by name (checked at compile time).
+std::span<const CommandSpec> Commands();
+// The number of commands and subcommands together; every CommandSpec::index is below it.
+int CommandRowCount();
 // Every top-level command, sorted by name.
 const std::vector<const CommandSpec*>& CommandTable();
-// The two halves of the table (command_table_a_g.cc, command_table_h_z.cc), each in name order.
-std::span<CommandSpec> CommandsAToG();
-std::span<CommandSpec> CommandsHToZ();
-// Every command and subcommand in one list, indexed by CommandSpec::index.
+// Every command, each followed by its subcommands (the order of docs/commands.md). Its size is
+// CommandRowCount(); CommandSpec::index is a number for counters, not a position in this list.
 const std::vector<const CommandSpec*>& AllCommands();
 // Case-insensitive lookup; nullptr if unknown.
 const CommandSpec* FindCommand(std::string_view name);
