@@ -4,7 +4,10 @@
 //   floe commands    print the command reference (docs/commands.md is generated from it)
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <deque>
+#include <string>
 
 #include "base/base.h"
 #include "selfcheck.h"
@@ -12,25 +15,38 @@
 
 namespace {
 
-// Redis log levels, mapped onto spdlog's.
-floe::Result<floe::LogLevel> RedisLogLevel(const std::string& name) {
-  if (name == "debug") return floe::LogLevel::kDebug;
-  if (name == "verbose" || name == "notice") return floe::LogLevel::kInfo;
-  if (name == "warning") return floe::LogLevel::kWarn;
-  if (name == "nothing") return floe::LogLevel::kOff;
-  return floe::ParseLogLevel(name);
+// What `floe serve --help` says of a setting's values.
+std::string TypeName(const floe::server::Setting& s) {
+  using Kind = floe::server::Setting::Kind;
+  switch (s.kind) {
+    case Kind::kInteger: {
+      const int64_t lo = std::max(s.min, s.clamp_min), hi = std::min(s.max, s.clamp_max);
+      return "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    }
+    case Kind::kMemory:
+      return "BYTES in [" + std::to_string(s.min) + ", " + std::to_string(s.max) + "] (100mb, 4gb)";
+    case Kind::kChoice: {
+      std::string names;
+      for (std::string_view c : s.choices) names += (names.empty() ? "" : "|") + std::string(c);
+      return "{" + names + "}";
+    }
+    case Kind::kText:
+    case Kind::kOutputLimit:
+      return "TEXT";
+  }
+  return "TEXT";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Floe: a peer-to-peer, in-memory, distributed key/value store for analytics"};
-  app.set_version_flag("--version", "floe 0.1.0");
+  app.set_version_flag("--version", std::string("floe ") + floe::server::kFloeVersion);
   app.require_subcommand(1);
 
   // ---- serve ----
   // A config file supplies the defaults; flags given on the command line override it. The file
-  // is found before CLI11 parses, so its values are in place when the options bind to them.
+  // is read before CLI11 parses, so --help shows its values as the defaults.
   floe::server::Config config;
   std::string config_path;
   for (int i = 1; i < argc; i++) {
@@ -45,11 +61,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::string maxmemory = std::to_string(config.maxmemory);
-  std::string bulk = std::to_string(config.proto_max_bulk_len);
-  std::string output_limit = "normal " + std::to_string(config.output_hard_limit) + " " +
-                             std::to_string(config.output_soft_limit) + " " +
-                             std::to_string(config.output_soft_seconds);
   CLI::App* serve = app.add_subcommand(
       "serve",
       "Run a node that speaks the Redis protocol (RESP2 and RESP3): any Redis client works "
@@ -57,61 +68,22 @@ int main(int argc, char** argv) {
   serve->add_option("--config", config_path,
                     "Read settings from a Redis-style file: one `name value` per line, names as "
                     "the long flags below (e.g. `maxmemory 4gb`); flags override the file");
-  serve
-      ->add_option("--bind", config.bind,
-                   "Addresses to listen on, space separated. A non-loopback address needs "
-                   "--requirepass (protected mode)")
-      ->capture_default_str();
-  serve->add_option("--port", config.port, "TCP port (0 picks a free one)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 65535));
-  serve
-      ->add_option("--threads", config.threads,
-                   "I/O threads; 0 = one per core but one (at least 1), leaving a core to the "
-                   "kernel's network stack and to clients on the same host")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 256));
-  serve
-      ->add_option("--busy-poll-us", config.busy_poll_us,
-                   "Microseconds an idle I/O thread keeps polling before it sleeps: a request "
-                   "arriving then does not have to wake it (lower latency, and less work for "
-                   "clients on the same host), at the cost of that much spinning; 0 = never; "
-                   "-1 = 200 when the I/O threads leave a core free, else never")
-      ->capture_default_str()
-      ->check(CLI::Range(-1, 100000));
-  serve
-      ->add_option("--requirepass", config.requirepass,
-                   "Password clients must give with AUTH or HELLO (also from $FLOE_REQUIREPASS)")
-      ->envname("FLOE_REQUIREPASS");
-  serve->add_option("--maxclients", config.maxclients, "Most simultaneous clients")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  serve
-      ->add_option("--maxmemory", maxmemory,
-                   "Refuse writes with an OOM error above this much data (e.g. 4gb); 0 = no "
-                   "limit")
-      ->capture_default_str();
-  serve
-      ->add_option("--maxmemory-policy", config.maxmemory_policy,
-                   "What to do at maxmemory: noeviction (refuse writes)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"noeviction"}));
-  serve->add_option("--timeout", config.timeout, "Close clients idle this many seconds; 0 = never")
-      ->capture_default_str()
-      ->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
-  serve->add_option("--proto-max-bulk-len", bulk, "Longest string a client may send")
-      ->capture_default_str();
-  serve
-      ->add_option("--client-output-buffer-limit", output_limit,
-                   "Close a client whose unsent replies pass <hard> bytes, or stay above <soft> "
-                   "for <seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit")
-      ->capture_default_str();
-  serve->add_option("--hz", config.hz, "Active expiry cycles per second")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 500));
-  serve->add_option("--loglevel", config.loglevel, "debug, verbose, notice, warning or nothing")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"debug", "verbose", "notice", "warning", "nothing"}));
+  // One flag per row of the settings table; the values are parsed by the table, after CLI11.
+  struct Flag {
+    const floe::server::Setting* setting;
+    std::string value;
+    CLI::Option* option = nullptr;
+  };
+  std::deque<Flag> flags;
+  for (const floe::server::Setting& s : floe::server::Settings()) {
+    if (!s.cli) continue;
+    Flag& f = flags.emplace_back(Flag{&s, ""});
+    const std::string name(s.flag.empty() ? s.name : s.flag);
+    f.option = serve->add_option("--" + name, f.value, std::string(s.help))
+                   ->type_name(TypeName(s))
+                   ->default_str(floe::server::SettingValue(s, config));
+    if (!s.env.empty()) f.option->envname(std::string(s.env));
+  }
 
   // ---- selfcheck ----
   floe::app::SelfCheckOptions check;
@@ -140,38 +112,26 @@ int main(int argc, char** argv) {
   if (selfcheck->parsed()) return floe::app::RunSelfCheck(check);
 
   // serve
-  floe::Result<floe::LogLevel> level = RedisLogLevel(config.loglevel);
-  if (!level.ok()) {
-    std::fprintf(stderr, "floe: %s\n", level.status().ToString().c_str());
-    return 2;
+  for (const Flag& f : flags) {
+    if (f.option->count() == 0) continue;
+    floe::Status s = floe::server::ApplySetting(*f.setting, f.value, &config);
+    if (!s.ok()) {
+      std::fprintf(stderr, "floe: %s: %s\n", f.option->get_name().c_str(),
+                   std::string(s.message()).c_str());
+      return 2;
+    }
   }
-  floe::SetLogLevel(*level);
-  floe::Result<int64_t> mm = floe::server::ParseMemory(maxmemory);
-  floe::Result<int64_t> bl = floe::server::ParseMemory(bulk);
-  if (!mm.ok() || !bl.ok()) {
-    std::fprintf(stderr,
-                 "floe: --maxmemory and --proto-max-bulk-len take a memory value such "
-                 "as 100mb or 1gb\n");
-    return 2;
-  }
-  config.maxmemory = *mm;
-  config.proto_max_bulk_len = *bl;
   floe::Status valid = floe::server::ValidateConfig(config);
   if (!valid.ok()) {
     std::fprintf(stderr, "floe: %s\n", std::string(valid.message()).c_str());
     return 2;
   }
-  {
-    floe::server::Engine probe(config);
-    std::string failed;
-    floe::Status s = probe.SetConfig({{"client-output-buffer-limit", output_limit}}, &failed);
-    if (!s.ok()) {
-      std::fprintf(stderr, "floe: --client-output-buffer-limit: %s\n",
-                   std::string(s.message()).c_str());
-      return 2;
-    }
-    config = probe.config();
+  floe::Result<floe::LogLevel> level = floe::server::RedisLogLevel(config.loglevel);
+  if (!level.ok()) {
+    std::fprintf(stderr, "floe: %s\n", level.status().ToString().c_str());
+    return 2;
   }
+  floe::SetLogLevel(*level);
   floe::server::Server server(config);
   floe::Status s = server.Run();
   if (!s.ok()) {

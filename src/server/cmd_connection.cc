@@ -117,7 +117,7 @@ void CmdHello(CommandContext& ctx) {
   ctx.out.Bulk("server");
   ctx.out.Bulk("floe");
   ctx.out.Bulk("version");
-  ctx.out.Bulk("7.0.0");
+  ctx.out.Bulk(kRedisVersion);
   ctx.out.Bulk("proto");
   ctx.out.Integer(version);
   ctx.out.Bulk("id");

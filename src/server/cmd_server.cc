@@ -68,8 +68,8 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
   const Config c = e.config();
   if (name == "server") {
     out->append("# Server\r\n");
-    Line(out, "redis_version", "7.0.0");
-    Line(out, "floe_version", "0.1.0");
+    Line(out, "redis_version", kRedisVersion);
+    Line(out, "floe_version", kFloeVersion);
     Line(out, "redis_mode", "standalone");
     utsname u{};
     uname(&u);
@@ -179,11 +179,14 @@ void CmdInfo(CommandContext& ctx) {
 }
 
 void CmdConfigGet(CommandContext& ctx) {
-  std::vector<std::pair<std::string, std::string>> result;
-  std::set<std::string> seen;
+  const Config config = ctx.engine.config();
+  std::vector<std::pair<std::string_view, std::string>> result;
+  std::set<const Setting*> seen;
   for (size_t i = 2; i < ctx.args.size(); i++) {
-    for (auto& kv : ctx.engine.GetConfig(ctx.args[i])) {
-      if (seen.insert(kv.first).second) result.push_back(std::move(kv));
+    for (const Setting& s : Settings()) {
+      if (GlobMatch(ctx.args[i], s.name, /*nocase=*/true) && seen.insert(&s).second) {
+        result.emplace_back(s.name, SettingValue(s, config));
+      }
     }
   }
   ctx.out.MapHeader(result.size());

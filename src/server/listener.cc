@@ -388,18 +388,7 @@ void Server::Stop() {
 Status Server::Run() {
   Impl& m = *impl_;
   FLOE_RETURN_IF_ERROR(ValidateConfig(m.config));
-  std::vector<std::string> addrs;
-  {
-    std::string_view b = m.config.bind;
-    size_t i = 0;
-    while (i < b.size()) {
-      while (i < b.size() && b[i] == ' ') i++;
-      size_t j = i;
-      while (j < b.size() && b[j] != ' ') j++;
-      if (j > i) addrs.emplace_back(b.substr(i, j - i));
-      i = j;
-    }
-  }
+  const std::vector<std::string> addrs = BindAddresses(m.config.bind);
   int port = m.config.port;
   for (int i = 0; i < m.config.threads; i++) {
     auto w = std::make_unique<Worker>();
@@ -443,7 +432,7 @@ Status Server::Run() {
     w->housekeeping = std::make_unique<asio::steady_timer>(w->io);
     Housekeeping(w.get(), 0, 0);
   }
-  FLOE_LOG_INFO("Floe 0.1.0 ready to accept connections on {} port {} ({} I/O threads)",
+  FLOE_LOG_INFO("Floe {} ready to accept connections on {} port {} ({} I/O threads)", kFloeVersion,
                 m.config.bind, port, m.config.threads);
   for (size_t i = 1; i < m.workers.size(); i++) {
     Worker* w = m.workers[i].get();

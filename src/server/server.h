@@ -1,6 +1,7 @@
 // server: a Floe node that speaks the Redis protocol.
 //
-//   Config    every setting, its default, and the names CONFIG GET/SET and the config file use
+//   Config    the node's settings; Settings() is the table that defines them (name, range,
+//             default, help) for the flags, the config file and CONFIG GET/SET
 //   Engine    the node without sockets: the store, the command table, clients, statistics
 //   Session   one client's state (protocol, auth, name, MULTI queue, WATCHed keys); runs
 //             commands and writes replies. In-process tests drive a Session directly.
@@ -22,8 +23,10 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "base/base.h"
@@ -41,38 +44,90 @@ enum class ValueType : uint16_t {
   kBloom = 5,          // sketch::BloomFilter (BF.*)
 };
 
+// The version of Floe (`floe --version`, INFO's floe_version, the start-up log line).
+inline constexpr char kFloeVersion[] = "0.1.0";
+// The Redis version whose semantics Floe follows (INFO's redis_version, HELLO's version).
+inline constexpr char kRedisVersion[] = "7.0.0";
+
+// The node's settings. Their names, ranges and defaults are rows of the settings table
+// (Settings(), config.cc); a default-constructed Config holds every row's default.
 struct Config {
-  std::string bind = "127.0.0.1";  // bind: addresses to listen on (space separated)
-  int port = 6379;                 // port
-  int threads = 0;                 // io-threads: 0 = one per core but one (at least 1)
-  // busy-poll-us: an idle I/O thread polls this long before sleeping; 0 = never; -1 = 200 when
-  // the I/O threads leave a core free, else 0 (spinning threads must not starve the host).
-  int64_t busy_poll_us = -1;
-  std::string requirepass;     // requirepass: empty = no AUTH needed (loopback only)
-  int64_t maxclients = 10000;  // maxclients
-  int64_t maxmemory = 0;       // maxmemory: bytes, 0 = no limit
-  std::string maxmemory_policy = "noeviction";  // maxmemory-policy: only noeviction for now
-  int64_t timeout = 0;  // timeout: close clients idle this many seconds; 0 = never
-  int64_t proto_max_bulk_len = 512ll << 20;  // proto-max-bulk-len
+  Config();
+
+  std::string bind;         // bind: addresses to listen on (space separated)
+  int port;                 // port
+  int threads;              // io-threads (flag --threads): 0 = one per core but one (at least 1)
+  int64_t busy_poll_us;     // busy-poll-us: -1 = auto (see its row)
+  std::string requirepass;  // requirepass: empty = no AUTH needed (loopback only)
+  int64_t maxclients;       // maxclients
+  int64_t maxmemory;        // maxmemory: bytes, 0 = no limit
+  std::string maxmemory_policy;  // maxmemory-policy: only noeviction for now
+  int64_t timeout;               // timeout: close clients idle this many seconds; 0 = never
+  int64_t proto_max_bulk_len;    // proto-max-bulk-len
   // client-output-buffer-limit (normal clients): hard bytes, soft bytes, soft seconds; 0 = none.
-  int64_t output_hard_limit = 0;
-  int64_t output_soft_limit = 0;
-  int64_t output_soft_seconds = 0;
-  int hz = 10;                      // hz: active expiry cycles per second
-  std::string loglevel = "notice";  // loglevel: debug, verbose, notice, warning
-  std::string config_file;          // the file the settings came from, if any
+  // Seconds are at most INT32_MAX, so seconds * 1000 cannot overflow.
+  int64_t output_hard_limit;
+  int64_t output_soft_limit;
+  int64_t output_soft_seconds;
+  int hz;                   // hz: active expiry cycles per second, 1-500
+  std::string loglevel;     // loglevel: debug, verbose, notice, warning, nothing
+  std::string config_file;  // the file the settings came from, if any
 };
 
+// One row of the settings table: everything the `floe serve` flags, the config file, CONFIG
+// GET/SET and `floe serve --help` know about a setting. Adding a setting is adding a row
+// (and a Config field unless its value is fixed).
+struct Setting {
+  enum class Kind : uint8_t {
+    kInteger,      // a decimal integer in [min, max], then clamped to [clamp_min, clamp_max]
+    kMemory,       // bytes, with an optional unit (ParseMemory), in [min, max]
+    kChoice,       // one of `choices`, case-insensitive; stored lowercase
+    kText,         // any text
+    kOutputLimit,  // "<class> <hard> <soft> <seconds>"..., Redis's client-output-buffer-limit
+  };
+  using Field =
+      std::variant<std::monostate, int Config::*, int64_t Config::*, std::string Config::*>;
+
+  std::string_view name;  // CONFIG and config-file name, lowercase
+  Kind kind = Kind::kText;
+  Field field;  // where Config keeps the value; none: the value is fixed (choices[0])
+  std::string_view default_value;
+  int64_t min = 0, max = 0;
+  int64_t clamp_min = INT64_MIN, clamp_max = INT64_MAX;
+  std::span<const std::string_view> choices = {};
+  bool runtime = false;        // CONFIG SET may change it
+  bool cli = true;             // `floe serve` has a flag for it
+  std::string_view flag = {};  // the flag's name when it is not --<name>
+  std::string_view env = {};   // an environment variable the flag also reads
+  std::string_view help;
+};
+
+// The settings table, sorted by name.
+std::span<const Setting> Settings();
+// Case-insensitive; nullptr if there is no such setting.
+const Setting* FindSetting(std::string_view name);
+// Parses `value` for `setting` and stores it in *config. InvalidArgument with Redis's text
+// ("argument must be between 0 and 2147483647 inclusive", ...) when the value is refused;
+// *config is unchanged then.
+Status ApplySetting(const Setting& setting, std::string_view value, Config* config);
+// The value as CONFIG GET shows it.
+std::string SettingValue(const Setting& setting, const Config& config);
+
 // Parses a memory amount the way Redis does: a plain number of bytes or one with a unit
-// (b, k, kb, m, mb, g, gb; case-insensitive; k = 1000, kb = 1024).
+// (b, k, kb, m, mb, g, gb; case-insensitive; k = 1000, kb = 1024). Never overflows.
 Result<int64_t> ParseMemory(std::string_view text);
+// The addresses of a `bind` value: space separated, empty parts dropped.
+std::vector<std::string> BindAddresses(std::string_view bind);
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackAddress(std::string_view address);
-// The start-up checks: loopback-only without a password (protected mode), valid ranges.
+// Redis's log level names (debug, verbose, notice, warning, nothing) as spdlog levels.
+Result<LogLevel> RedisLogLevel(std::string_view name);
+// The start-up checks: every setting in its range, at least one bind address, and
+// loopback-only without a password (protected mode).
 Status ValidateConfig(const Config& config);
-// Reads a Redis-style config file into *config: one `name value` per line (the names CONFIG
-// uses, plus bind, port and io-threads), `#` comments, values may be quoted. Unknown names and
-// bad values are errors naming the file and line.
+// Reads a Redis-style config file into *config: one `name value` per line (the settings'
+// names), `#` comments, values may be quoted. Unknown names and bad values are errors naming
+// the file and line; *config is unchanged then.
 Status LoadConfigFile(const std::string& path, Config* config);
 
 class Engine;
@@ -214,8 +269,6 @@ class Engine {
   // NotFound for an unknown name, otherwise the message says what is wrong with the value.
   Status SetConfig(const std::vector<std::pair<std::string_view, std::string_view>>& changes,
                    std::string* failed);
-  // CONFIG GET: every (name, value) whose name matches the glob pattern.
-  std::vector<std::pair<std::string, std::string>> GetConfig(std::string_view pattern) const;
 
   // Memory used by the store, refreshed at most once a millisecond.
   int64_t UsedMemory();
