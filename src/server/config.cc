@@ -225,7 +225,8 @@ Status SetOutputLimit(std::string_view value, Config* c) {
     Result<int64_t> hard = ParseMemory(parts[i + 1]);
     Result<int64_t> soft = ParseMemory(parts[i + 2]);
     int64_t seconds = 0;
-    if (!hard.ok() || !soft.ok() || !internal::ParseInt64(parts[i + 3], &seconds) || seconds < 0) {
+    if (!hard.ok() || !soft.ok() || !internal::ParseInt64(parts[i + 3], &seconds) || seconds < 0 ||
+        seconds > INT32_MAX) {
       return Refused("Error in hard, soft or soft_seconds setting in buffer limit configuration.");
     }
     if (cls == "normal") {
@@ -393,7 +394,8 @@ Status ValidateConfig(const Config& c) {
       }
     }
   }
-  if (c.output_hard_limit < 0 || c.output_soft_limit < 0 || c.output_soft_seconds < 0 || false) {
+  if (c.output_hard_limit < 0 || c.output_soft_limit < 0 || c.output_soft_seconds < 0 ||
+      c.output_soft_seconds > INT32_MAX) {
     return Status::InvalidArgument("client-output-buffer-limit out of range");
   }
   if (BindAddresses(c.bind).empty()) {

@@ -1,0 +1,90 @@
+// The settings table and the command table: their invariants, and CONFIG and COMMAND replies
+// compared with Redis 7.0's (texts taken from a local redis-server).
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <climits>
+#include <fstream>
+#include <set>
+
+#include "server/command_test.h"
+#include "server/internal/command.h"
+
+namespace floe::server {
+namespace {
+
+std::string ConfigSetFailed(std::string_view name, std::string_view why) {
+  return "ERR CONFIG SET failed (possibly related to argument '" + std::string(name) + "') - " +
+         std::string(why);
+}
+
+TEST(CommandTableTest, RowsAreSortedAndNumberedOnce) {
+  const auto& top = internal::CommandTable();
+  ASSERT_FALSE(top.empty());
+  for (size_t i = 1; i < top.size(); i++) EXPECT_LT(top[i - 1]->name, top[i]->name);
+  std::set<int> indexes;
+  for (const internal::CommandSpec* c : internal::AllCommands()) {
+    EXPECT_TRUE(indexes.insert(c->index).second) << c->name;
+    EXPECT_GE(c->index, 0);
+    EXPECT_LT(c->index, internal::CommandRowCount());
+    if (c->name.find('|') == std::string_view::npos) {
+      EXPECT_EQ(internal::FindCommand(c->name), c);
+    }
+  }
+  EXPECT_EQ(indexes.size(), static_cast<size_t>(internal::CommandRowCount()));
+}
+
+TEST(SettingsTest, DefaultsAreTheRowsDefaults) {
+  const Config c;
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  for (const Setting& s : Settings()) {
+    std::string expected(s.default_value);
+    if (s.kind == Setting::Kind::kOutputLimit) expected += " slave 0 0 0 pubsub 0 0 0";
+    EXPECT_EQ(SettingValue(s, c), expected) << s.name;
+    EXPECT_EQ(FindSetting(s.name), &s);
+  }
+  EXPECT_EQ(c.port, 6379);
+  EXPECT_EQ(c.bind, "127.0.0.1");
+  EXPECT_EQ(c.proto_max_bulk_len, 512 << 20);
+}
+
+TEST_F(CommandTest, EverySettingIsInConfigGetAndRuntimeOnesTakeTheirOwnValue) {
+  const Reply all = Run({"CONFIG", "GET", "*"});
+  ASSERT_EQ(all.elements.size(), 2 * Settings().size());
+  for (size_t i = 0; i < all.elements.size(); i += 2) {
+    const Setting* s = FindSetting(all.elements[i].str);
+    ASSERT_NE(s, nullptr) << all.elements[i].str;
+    if (s->runtime) {
+      EXPECT_THAT(Run({"CONFIG", "SET", std::string(s->name), all.elements[i + 1].str}), IsOk())
+          << s->name;
+    } else {
+      EXPECT_THAT(Run({"CONFIG", "SET", std::string(s->name), all.elements[i + 1].str}),
+                  IsErr(ConfigSetFailed(s->name, "can't set immutable config")));
+    }
+  }
+}
+
+// Redis refuses soft seconds outside 0..INT_MAX; Floe accepted any int64 and the listener's
+// seconds * 1000 overflowed.
+TEST_F(CommandTest, OutputBufferLimitFieldsAreRangeChecked) {
+  const std::string error =
+      ConfigSetFailed("client-output-buffer-limit",
+                      "Error in hard, soft or soft_seconds setting in buffer limit configuration.");
+  for (const char* bad : {"normal 0 1000 9223372036854775807", "normal 0 1000 2147483648",
+                          "normal 0 1000 -1", "normal -1 0 0", "normal 99999999999999999999 0 0",
+                          "normal 8589934592gb 0 0", "normal 0 x 0"}) {
+    EXPECT_THAT(Run({"CONFIG", "SET", "client-output-buffer-limit", bad}), IsErr(error)) << bad;
+  }
+  EXPECT_EQ(engine_.output_limits().soft_seconds, 0);
+  EXPECT_THAT(Run({"CONFIG", "SET", "client-output-buffer-limit", "normal 0 1000 2147483647"}),
+              IsOk());
+  EXPECT_EQ(engine_.output_limits().soft_seconds, INT32_MAX);
+  EXPECT_EQ(engine_.output_limits().soft, 1000);
+  Config c;
+  c.output_soft_seconds = INT64_MAX;
+  EXPECT_FALSE(ValidateConfig(c).ok());
+}
+
+}  // namespace
+}  // namespace floe::server
