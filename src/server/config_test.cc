@@ -86,5 +86,18 @@ TEST_F(CommandTest, OutputBufferLimitFieldsAreRangeChecked) {
   EXPECT_FALSE(ValidateConfig(c).ok());
 }
 
+// A bulk length above what the store can hold let later commands size absurd allocations.
+TEST_F(CommandTest, ProtoMaxBulkLenIsBoundedByWhatTheStoreHolds) {
+  const std::string error = ConfigSetFailed(
+      "proto-max-bulk-len", "argument must be between 1024 and 4294967295 inclusive");
+  EXPECT_THAT(Run({"CONFIG", "SET", "proto-max-bulk-len", "1000000000000000"}), IsErr(error));
+  EXPECT_THAT(Run({"CONFIG", "SET", "proto-max-bulk-len", "100"}), IsErr(error));
+  EXPECT_EQ(engine_.proto_max_bulk_len(), 512 << 20);
+  EXPECT_THAT(Run({"CONFIG", "SET", "proto-max-bulk-len", "4294967295"}), IsOk());
+  EXPECT_EQ(engine_.proto_max_bulk_len(), int64_t{store::kMaxPayloadBytes});
+  EXPECT_THAT(Run({"CONFIG", "SET", "proto-max-bulk-len", "x"}),
+              IsErr(ConfigSetFailed("proto-max-bulk-len", "argument must be a memory value")));
+}
+
 }  // namespace
 }  // namespace floe::server
