@@ -373,16 +373,23 @@ Status Engine::SetConfig(const std::vector<std::pair<std::string_view, std::stri
                          std::string* failed) {
   MutexLock lock(&config_mu_);
   Config next = config_;
+  bool log_level_set = false;
   for (const auto& [name, value] : changes) {
     *failed = std::string(name);
     const Setting* s = FindSetting(name);
     if (s == nullptr) return Status::NotFound(name);
     if (!s->runtime) return Status::InvalidArgument("can't set immutable config");
     FLOE_RETURN_IF_ERROR(ApplySetting(*s, value, &next));
+    log_level_set = log_level_set || s->field == Setting::Field(&Config::loglevel);
     // Protected mode holds at runtime too: no password on a non-loopback listener.
     if (!CheckProtectedMode(next).ok()) {
       return Status::InvalidArgument("a password is required while listening on " + next.bind);
     }
+  }
+  // The logger is process-wide: the last CONFIG SET loglevel wins, as in Redis.
+  if (log_level_set) {
+    Result<LogLevel> level = RedisLogLevel(next.loglevel);
+    if (level.ok()) SetLogLevel(*level);
   }
   config_ = std::move(next);
   ApplyHotSettings(config_);

@@ -99,5 +99,23 @@ TEST_F(CommandTest, ProtoMaxBulkLenIsBoundedByWhatTheStoreHolds) {
               IsErr(ConfigSetFailed("proto-max-bulk-len", "argument must be a memory value")));
 }
 
+// CONFIG SET loglevel answered OK and left the logger alone.
+TEST_F(CommandTest, LogLevelChangesTheLogger) {
+  const spdlog::level::level_enum before = spdlog::get_level();
+  EXPECT_THAT(Run({"CONFIG", "SET", "loglevel", "WARNING"}), IsOk());
+  EXPECT_EQ(spdlog::get_level(), spdlog::level::warn);
+  EXPECT_THAT(Run({"CONFIG", "GET", "loglevel"}).elements[1], IsBulk("warning"));
+  EXPECT_THAT(Run({"CONFIG", "SET", "loglevel", "debug"}), IsOk());
+  EXPECT_EQ(spdlog::get_level(), spdlog::level::debug);
+  EXPECT_THAT(Run({"CONFIG", "SET", "loglevel", "nothing"}), IsOk());
+  EXPECT_EQ(spdlog::get_level(), spdlog::level::off);
+  EXPECT_THAT(Run({"CONFIG", "SET", "loglevel", "bogus"}),
+              IsErr(ConfigSetFailed("loglevel",
+                                    "argument(s) must be one of the following: debug, verbose, "
+                                    "notice, warning, nothing")));
+  EXPECT_EQ(spdlog::get_level(), spdlog::level::off);
+  spdlog::set_level(before);
+}
+
 }  // namespace
 }  // namespace floe::server
