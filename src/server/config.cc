@@ -41,9 +41,10 @@ constexpr Setting kSettings[] = {
              "<seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit"},
     {.name = "databases", .kind = Kind::kChoice, .default_value = "1", .choices = kOne,
      .cli = false, .help = "Floe has one database"},
+    // Redis takes 0..INT_MAX and clamps it into 1..500.
     {.name = "hz", .kind = Kind::kInteger, .field = &Config::hz, .default_value = "10",
-     .min = 1, .max = 500, .runtime = true,
-     .help = "Active expiry cycles per second"},
+     .min = 0, .max = INT_MAX, .clamp_min = 1, .clamp_max = 500, .runtime = true,
+     .help = "Active expiry cycles per second (clamped to 1-500)"},
     {.name = "io-threads", .kind = Kind::kInteger, .field = &Config::threads, .default_value = "0",
      .min = 0, .max = 256, .flag = "threads",
      .help = "I/O threads; 0 = one per core but one (at least 1), leaving a core to the kernel's "
@@ -52,7 +53,7 @@ constexpr Setting kSettings[] = {
      .default_value = "notice", .choices = kLogLevels, .runtime = true,
      .help = "debug, verbose, notice, warning or nothing"},
     {.name = "maxclients", .kind = Kind::kInteger, .field = &Config::maxclients,
-     .default_value = "10000", .min = 1, .max = 1000000, .runtime = true,
+     .default_value = "10000", .min = 1, .max = UINT32_MAX, .runtime = true,
      .help = "Most simultaneous clients"},
     {.name = "maxmemory", .kind = Kind::kMemory, .field = &Config::maxmemory,
      .default_value = "0", .min = 0, .max = INT64_MAX, .runtime = true,
@@ -205,7 +206,7 @@ Status ApplySetting(const Setting& s, std::string_view value, Config* config) {
       if (!internal::ParseInt64(value, &v)) {
         return Refused("argument couldn't be parsed into an integer");
       }
-      if (v < s.min || v > s.max) return Refused("argument couldn't be parsed into an integer");
+      if (v < s.min || v > s.max) return OutOfRange(s.min, s.max);
       StoreInteger(s, std::clamp(v, s.clamp_min, s.clamp_max), config);
       return Status::OK();
     }

@@ -65,6 +65,30 @@ TEST_F(CommandTest, EverySettingIsInConfigGetAndRuntimeOnesTakeTheirOwnValue) {
   }
 }
 
+TEST(SettingsTest, TheConfigFileUsesTheSameRows) {
+  const std::string path = ::testing::TempDir() + "/floe_config_test.conf";
+  {
+    std::ofstream out(path);
+    out << "# comment\nhz 1000\nMaxClients 5\nio-threads 3\nsave \"\"\nappendonly no\n";
+  }
+  Config c;
+  ASSERT_TRUE(LoadConfigFile(path, &c).ok());
+  EXPECT_EQ(c.hz, 500);
+  EXPECT_EQ(c.maxclients, 5);
+  EXPECT_EQ(c.threads, 3);
+  {
+    std::ofstream out(path);
+    out << "port 1\nproto-max-bulk-len 1000000000000000\n";
+  }
+  Status s = LoadConfigFile(path, &c);
+  EXPECT_EQ(s.message(), path +
+                             ":2: proto-max-bulk-len: argument must be between 1024 and "
+                             "4294967295 inclusive");
+  EXPECT_EQ(c.port, 6379);  // nothing applied from a refused file
+}
+
+// ---- CONFIG SET defects ----
+
 // Redis refuses soft seconds outside 0..INT_MAX; Floe accepted any int64 and the listener's
 // seconds * 1000 overflowed.
 TEST_F(CommandTest, OutputBufferLimitFieldsAreRangeChecked) {
@@ -115,6 +139,31 @@ TEST_F(CommandTest, LogLevelChangesTheLogger) {
                                     "notice, warning, nothing")));
   EXPECT_EQ(spdlog::get_level(), spdlog::level::off);
   spdlog::set_level(before);
+}
+
+// Redis takes hz in 0..INT_MAX and clamps it into 1..500.
+TEST_F(CommandTest, HzIsClampedAsRedisDoes) {
+  EXPECT_THAT(Run({"CONFIG", "SET", "hz", "0"}), IsOk());
+  EXPECT_THAT(Run({"CONFIG", "GET", "hz"}).elements[1], IsBulk("1"));
+  EXPECT_THAT(Run({"CONFIG", "SET", "hz", "1000"}), IsOk());
+  EXPECT_THAT(Run({"CONFIG", "GET", "hz"}).elements[1], IsBulk("500"));
+  EXPECT_EQ(engine_.config().hz, 500);
+  EXPECT_THAT(Run({"CONFIG", "SET", "hz", "-1"}),
+              IsErr(ConfigSetFailed("hz", "argument must be between 0 and 2147483647 inclusive")));
+  EXPECT_THAT(Run({"CONFIG", "SET", "hz", "x"}),
+              IsErr(ConfigSetFailed("hz", "argument couldn't be parsed into an integer")));
+}
+
+// Redis's texts name the range; Floe said "couldn't be parsed" for a well-formed number.
+TEST_F(CommandTest, OutOfRangeIntegersGiveRedisTexts) {
+  EXPECT_THAT(
+      Run({"CONFIG", "SET", "timeout", "-1"}),
+      IsErr(ConfigSetFailed("timeout", "argument must be between 0 and 2147483647 inclusive")));
+  EXPECT_THAT(
+      Run({"CONFIG", "SET", "maxclients", "0"}),
+      IsErr(ConfigSetFailed("maxclients", "argument must be between 1 and 4294967295 inclusive")));
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxclients", "4294967295"}), IsOk());
+  EXPECT_EQ(engine_.maxclients(), 4294967295);
 }
 
 }  // namespace

@@ -271,7 +271,7 @@ def test_config_file(tmp_path, make_floe):
     out = subprocess.run([FLOE_BIN, "serve", "--config", str(bad)], capture_output=True,
                          text=True, timeout=10)
     assert out.returncode == 2
-    assert "bad.conf:1: busy-poll-us: argument" in out.stderr
+    assert "bad.conf:1: busy-poll-us: argument must be between -1 and 100000 inclusive" in out.stderr
 
 
 def test_default_threads_leave_a_core_and_busy_poll_follows(make_floe):
