@@ -178,13 +178,23 @@ void CmdInfo(CommandContext& ctx) {
   ctx.out.Verbatim("txt", text);
 }
 
+// A pattern without glob characters names one setting, and Redis echoes it as given
+// ("MAXMEMORY"); a glob answers with the settings' own names. Each setting once.
 void CmdConfigGet(CommandContext& ctx) {
   const Config config = ctx.engine.config();
-  std::vector<std::pair<std::string_view, std::string>> result;
+  std::vector<std::pair<std::string, std::string>> result;
   std::set<const Setting*> seen;
   for (size_t i = 2; i < ctx.args.size(); i++) {
+    const std::string_view pattern = ctx.args[i];
+    if (pattern.find_first_of("*?[") == std::string_view::npos) {
+      const Setting* s = FindSetting(pattern);
+      if (s != nullptr && seen.insert(s).second) {
+        result.emplace_back(pattern, SettingValue(*s, config));
+      }
+      continue;
+    }
     for (const Setting& s : Settings()) {
-      if (GlobMatch(ctx.args[i], s.name, /*nocase=*/true) && seen.insert(&s).second) {
+      if (GlobMatch(pattern, s.name, /*nocase=*/true) && seen.insert(&s).second) {
         result.emplace_back(s.name, SettingValue(s, config));
       }
     }

@@ -166,5 +166,17 @@ TEST_F(CommandTest, OutOfRangeIntegersGiveRedisTexts) {
   EXPECT_EQ(engine_.maxclients(), 4294967295);
 }
 
+// Redis echoes a name without glob characters as it was asked for, once per setting.
+TEST_F(CommandTest, ConfigGetEchoesTheNameAsAsked) {
+  EXPECT_EQ(session_.Run({"CONFIG", "GET", "MAXMEMORY"}), "*2\r\n$9\r\nMAXMEMORY\r\n$1\r\n0\r\n");
+  EXPECT_EQ(session_.Run({"CONFIG", "GET", "MAXMEMORY", "maxmemory"}),
+            "*2\r\n$9\r\nMAXMEMORY\r\n$1\r\n0\r\n");
+  EXPECT_EQ(session_.Run({"CONFIG", "GET", "MAXMEMORY-POL*"}),
+            "*2\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n");
+  EXPECT_EQ(session_.Run({"CONFIG", "GET", "nosuch"}), "*0\r\n");
+}
+
+// ---- COMMAND ----
+
 }  // namespace
 }  // namespace floe::server
