@@ -345,9 +345,10 @@ void CmdCommandInfo(CommandContext& ctx) {
   if (ctx.args.size() == 2) return CmdCommand(ctx);
   ctx.out.ArrayHeader(ctx.args.size() - 2);
   for (size_t i = 2; i < ctx.args.size(); i++) {
-    const CommandSpec* c = FindCommand(ctx.args[i]);
+    // Redis answers an unknown name with a nil, a null bulk in RESP2.
+    const CommandSpec* c = FindCommandByFullName(ctx.args[i]);
     if (c == nullptr) {
-      ctx.out.NullArray();
+      ctx.out.Null();
     } else {
       CommandInfoEntry(ctx.out, *c);
     }

@@ -62,4 +62,18 @@ const CommandSpec* FindSubcommand(const CommandSpec& parent, std::string_view na
   return nullptr;
 }
 
+const CommandSpec* FindCommandByFullName(std::string_view name) {
+  const size_t bar = name.find('|');
+  if (bar == std::string_view::npos) return FindCommand(name);
+  const CommandSpec* parent = FindCommand(name.substr(0, bar));
+  return parent == nullptr ? nullptr : FindSubcommand(*parent, name.substr(bar + 1));
+}
+
+const CommandSpec* ResolveCommand(std::span<const std::string_view> args) {
+  if (args.empty()) return nullptr;
+  const CommandSpec* base = FindCommand(args[0]);
+  if (base == nullptr || args.size() == 1 || base->subcommands.empty()) return base;
+  return FindSubcommand(*base, args[1]);
+}
+
 }  // namespace floe::server::internal

@@ -178,5 +178,17 @@ TEST_F(CommandTest, ConfigGetEchoesTheNameAsAsked) {
 
 // ---- COMMAND ----
 
+TEST_F(CommandTest, CommandInfoOfAnUnknownNameIsANil) {
+  EXPECT_EQ(session_.Run({"COMMAND", "INFO", "nosuch"}), "*1\r\n$-1\r\n");
+  const std::string both = session_.Run({"COMMAND", "INFO", "nosuch", "get"});
+  EXPECT_TRUE(both.starts_with("*2\r\n$-1\r\n*10\r\n$3\r\nget\r\n")) << both;
+  EXPECT_TRUE(session_.Run({"COMMAND", "INFO", "CONFIG|GET"})
+                  .starts_with("*1\r\n*10\r\n$10\r\n"
+                               "config|get\r\n"));
+  EXPECT_EQ(session_.Run({"COMMAND", "INFO", "config|nosuch"}), "*1\r\n$-1\r\n");
+  Run({"HELLO", "3"});
+  EXPECT_EQ(session_.Run({"COMMAND", "INFO", "nosuch"}), "*1\r\n_\r\n");
+}
+
 }  // namespace
 }  // namespace floe::server

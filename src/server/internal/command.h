@@ -70,6 +70,11 @@ const std::vector<const CommandSpec*>& AllCommands();
 // Case-insensitive lookup; nullptr if unknown.
 const CommandSpec* FindCommand(std::string_view name);
 const CommandSpec* FindSubcommand(const CommandSpec& parent, std::string_view name);
+// A command by its full name, "get" or "config|get" (case-insensitive); nullptr if unknown.
+const CommandSpec* FindCommandByFullName(std::string_view name);
+// The command or subcommand a full command line names, resolved as Redis's lookupCommand does
+// ("config get x" is config|get, "get k" is get); nullptr if there is none.
+const CommandSpec* ResolveCommand(std::span<const std::string_view> args);
 
 struct CommandContext {
   Engine& engine;
