@@ -368,6 +368,28 @@ void CmdCommandDocs(CommandContext& ctx) {
   for (const CommandSpec* c : specs) CommandDocsEntry(ctx.out, *c);
 }
 
+// Reads the keys from the command table's first/last/step, checking the command line first
+// as Redis does: a known command, one that takes keys, a valid number of arguments.
+void CmdCommandGetKeys(CommandContext& ctx) {
+  const std::span<const std::string_view> line(ctx.args.begin() + 2, ctx.args.end());
+  const CommandSpec* c = ResolveCommand(line);
+  if (c == nullptr) return ctx.Error("ERR Invalid command specified");
+  if (c->first_key <= 0 || c->step <= 0) return ctx.Error("ERR The command has no key arguments");
+  const auto argc = static_cast<int64_t>(line.size());
+  if ((c->arity > 0 && c->arity != argc) || argc < -int64_t{c->arity}) {
+    return ctx.Error("ERR Invalid number of arguments specified for command");
+  }
+  const int64_t last =
+      std::min<int64_t>(c->last_key < 0 ? argc + c->last_key : c->last_key, argc - 1);
+  std::vector<std::string_view> keys;
+  for (int64_t i = c->first_key; i <= last; i += c->step) {
+    keys.push_back(line[static_cast<size_t>(i)]);
+  }
+  if (keys.empty()) return ctx.Error("ERR Invalid arguments specified for command");
+  ctx.out.ArrayHeader(keys.size());
+  for (std::string_view k : keys) ctx.out.Bulk(k);
+}
+
 void CmdCommandList(CommandContext& ctx) {
   std::string_view filter, value;
   if (ctx.args.size() != 2) {
@@ -416,6 +438,8 @@ void CmdCommandHelp(CommandContext& ctx) {
       "    Return documentation details about multiple commands.",
       "    If no command names are given, documentation details for all",
       "    commands are returned.",
+      "GETKEYS <full-command>",
+      "    Return the keys from a full command.",
       "HELP",
       "    Print this help.",
   };

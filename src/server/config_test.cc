@@ -190,5 +190,29 @@ TEST_F(CommandTest, CommandInfoOfAnUnknownNameIsANil) {
   EXPECT_EQ(session_.Run({"COMMAND", "INFO", "nosuch"}), "*1\r\n_\r\n");
 }
 
+TEST_F(CommandTest, CommandGetKeysReadsTheKeySpecs) {
+  EXPECT_EQ(session_.Run({"COMMAND", "GETKEYS", "get", "k"}), "*1\r\n$1\r\nk\r\n");
+  EXPECT_EQ(session_.Run({"COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"}),
+            "*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+  EXPECT_EQ(session_.Run({"COMMAND", "GETKEYS", "del", "a", "b", "c"}),
+            "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+  EXPECT_EQ(session_.Run({"COMMAND", "GETKEYS", "object", "encoding", "k"}), "*1\r\n$1\r\nk\r\n");
+  EXPECT_EQ(session_.Run({"COMMAND", "GETKEYS", "rename", "a", "b"}),
+            "*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "nosuch", "k"}), IsErr("ERR Invalid command specified"));
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "object", "nosuch", "k"}),
+              IsErr("ERR Invalid command specified"));
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "GET", "k", "x"}),
+              IsErr("ERR Invalid number of arguments specified for command"));
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "object", "encoding"}),
+              IsErr("ERR Invalid number of arguments specified for command"));
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "ping", "x"}),
+              IsErr("ERR The command has no key arguments"));
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "config", "get", "x"}),
+              IsErr("ERR The command has no key arguments"));
+  EXPECT_THAT(Run({"COMMAND", "GETKEYS", "get"}),
+              IsErr("ERR wrong number of arguments for 'command|getkeys' command"));
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -165,6 +165,7 @@ FLOE_HANDLER(CmdCommand);
 FLOE_HANDLER(CmdCommandCount);
 FLOE_HANDLER(CmdCommandInfo);
 FLOE_HANDLER(CmdCommandDocs);
+FLOE_HANDLER(CmdCommandGetKeys);
 FLOE_HANDLER(CmdCommandList);
 FLOE_HANDLER(CmdCommandHelp);
 // strings
