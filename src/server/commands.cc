@@ -76,4 +76,9 @@ const CommandSpec* ResolveCommand(std::span<const std::string_view> args) {
   return FindSubcommand(*base, args[1]);
 }
 
+void ReplyHelp(CommandContext& ctx, std::span<const char* const> lines) {
+  ctx.out.ArrayHeader(lines.size());
+  for (const char* line : lines) ctx.out.SimpleString(line);
+}
+
 }  // namespace floe::server::internal

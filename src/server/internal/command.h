@@ -106,9 +106,11 @@ struct CommandContext {
   void RunQueued(const std::vector<std::string>& args);
 };
 
-// ---- helpers shared by the handlers ----
+// ---- helpers shared by the handlers: text (strings.cc), globs (glob.cc), the keyspace
+// (keys.cc), HELP replies (commands.cc) ----
 
-// Redis's string2ll: strict, no spaces, no leading '+', no leading zeros.
+// Redis's string2ll: strict, no spaces, no leading '+', no leading zeros. The same parser as
+// base's ParseDecimalInt64, which it calls: the project has one integer parser.
 bool ParseInt64(std::string_view s, int64_t* out);
 // Redis's string2ld-like float parsing for INCRBYFLOAT: rejects spaces, empty, nan.
 bool ParseLongDouble(std::string_view s, long double* out);
