@@ -125,7 +125,7 @@ Result<store::ValuePtr> MakeSketchValue(std::string_view key, uint16_t type, T s
 // The bytes a copy of `v` must hold: for a sketch, its cell's state, sealed (rule 3; the cell is
 // built first if the value has none yet, so an add racing with the copy cannot go into a cell
 // nobody sealed); the payload for anything else. Corruption if a sketch's payload is corrupt.
-// Defined in util.cc, which knows every sketch type.
+// Defined in keys.cc, which knows every sketch type.
 Result<std::string> CurrentPayload(const store::Value& v);
 
 // The change count WATCH adds to a value's version (rule 5).
