@@ -52,8 +52,16 @@ std::string MarkdownForTable() {
   were modified in place (APPEND, SETRANGE); Floe strings are immutable, so it does not.
 - `HELLO` reports `server` as `floe` and `version` as `7.0.0`, the Redis version whose
   semantics Floe follows.
-- `CONFIG GET`/`SET` know the settings listed in `floe serve --help`; `bind`, `port`,
-  `io-threads`, `save`, `appendonly` and `databases` are read-only.
+- `CONFIG GET`/`SET`, the config file and the flags of `floe serve` are driven by one table
+  of settings (`src/server/config.cc`); `bind`, `port`, `io-threads`, `busy-poll-us`, `save`,
+  `appendonly` and `databases` are read-only. Ranges and error texts are Redis's, except:
+  `proto-max-bulk-len` takes 1kb to 4294967295 bytes, the most the store holds in one value
+  (Redis: 1mb to 2^63-1); `loglevel` also takes `nothing`; `client-output-buffer-limit`
+  refuses byte counts above 2^63-1 (Redis accepts them); `maxclients` is not checked against
+  the file-descriptor limit (Redis refuses a value the limit cannot serve).
+- `COMMAND GETKEYS` reads the first/last/step key positions of the command table: `PFMERGE`
+  with no source key answers its destination (Redis 7.0 refuses). `COMMAND GETKEYSANDFLAGS`
+  is not implemented (the table has no per-key access flags).
 - `FLUSHDB`/`FLUSHALL` ignore `ASYNC`: both free the keys at once.
 - `GET` on a key of a type other than string replies `WRONGTYPE`.
 
