@@ -51,6 +51,7 @@ inline constexpr char kRedisVersion[] = "7.0.0";
 
 // The node's settings. Their names, ranges and defaults are rows of the settings table
 // (Settings(), config.cc); a default-constructed Config holds every row's default.
+// Thread-compatible: the Engine guards its copy with a mutex.
 struct Config {
   Config();
 
@@ -91,18 +92,18 @@ struct Setting {
   std::string_view name;  // CONFIG and config-file name, lowercase
   Kind kind = Kind::kText;
   Field field;  // where Config keeps the value; none: the value is fixed (choices[0])
-  std::string_view default_value;
-  int64_t min = 0, max = 0;
-  int64_t clamp_min = INT64_MIN, clamp_max = INT64_MAX;
-  std::span<const std::string_view> choices = {};
-  bool runtime = false;        // CONFIG SET may change it
-  bool cli = true;             // `floe serve` has a flag for it
-  std::string_view flag = {};  // the flag's name when it is not --<name>
-  std::string_view env = {};   // an environment variable the flag also reads
+  std::string_view default_value;  // what a default-constructed Config holds
+  int64_t min = 0, max = 0;        // kInteger, kMemory: values outside are refused
+  int64_t clamp_min = INT64_MIN, clamp_max = INT64_MAX;  // kInteger: accepted, then clamped
+  std::span<const std::string_view> choices = {};        // kChoice
+  bool runtime = false;                                  // CONFIG SET may change it
+  bool cli = true;                                       // `floe serve` has a flag for it
+  std::string_view flag = {};                            // the flag's name when it is not --<name>
+  std::string_view env = {};  // an environment variable the flag also reads
   std::string_view help;
 };
 
-// The settings table, sorted by name.
+// The settings table, sorted by name. Immutable (constexpr), so any thread may read it.
 std::span<const Setting> Settings();
 // Case-insensitive; nullptr if there is no such setting.
 const Setting* FindSetting(std::string_view name);
