@@ -49,6 +49,15 @@ TEST(SettingsTest, DefaultsAreTheRowsDefaults) {
   EXPECT_EQ(c.proto_max_bulk_len, 512 << 20);
 }
 
+TEST(SettingsTest, FlagNamesAreDistinct) {
+  std::set<std::string_view> flags = {"config"};  // --config is main.cc's own
+  for (const Setting& s : Settings()) {
+    if (s.cli) {
+      EXPECT_TRUE(flags.insert(s.flag.empty() ? s.name : s.flag).second) << s.name;
+    }
+  }
+}
+
 TEST_F(CommandTest, EverySettingIsInConfigGetAndRuntimeOnesTakeTheirOwnValue) {
   const Reply all = Run({"CONFIG", "GET", "*"});
   ASSERT_EQ(all.elements.size(), 2 * Settings().size());
