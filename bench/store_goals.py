@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
 """Reads store_bench's JSON output and prints the store's goals (docs/perf.md) as measured.
 
-    build/release/bench/store_bench --benchmark_out=store.json --benchmark_out_format=json
+    build/release/bench/store_bench --benchmark_repetitions=3 \
+        --benchmark_out=store.json --benchmark_out_format=json
     bench/store_goals.py store.json
+
+Every figure is the median over the repetitions of one benchmark (computed here from the
+individual runs, or taken from Google Benchmark's median aggregate when only aggregates were
+written). Fewer than three repetitions is refused: one run on a shared VM is not a measurement.
 """
 import json
 import re
+import statistics
 import sys
+
+MIN_REPETITIONS = 3
 
 NAME = re.compile(r"^(?P<op>\w+)/(?P<impl>\w+)/keys:(?P<keys>\d+)/real_time/threads:(?P<threads>\d+)$")
 
@@ -14,13 +22,33 @@ NAME = re.compile(r"^(?P<op>\w+)/(?P<impl>\w+)/keys:(?P<keys>\d+)/real_time/thre
 def load(path):
     with open(path) as f:
         data = json.load(f)
-    rows = {}
+    runs = {}  # key -> list of (ns, ops), one per repetition
+    medians = {}  # key -> (ns, ops) from a "median" aggregate
     for b in data["benchmarks"]:
-        m = NAME.match(b["name"])
+        m = NAME.match(b.get("run_name", b["name"]))
         if not m:
             continue
+        if b.get("error_occurred"):
+            sys.exit(f"{b['name']}: {b.get('error_message', 'error')}")
         key = (m["op"], m["impl"], int(m["keys"]), int(m["threads"]))
-        rows[key] = {"ns": b["real_time"], "ops": b.get("items_per_second", 0.0)}
+        sample = (b["real_time"], b.get("items_per_second", 0.0))
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[key] = sample
+        else:
+            runs.setdefault(key, []).append(sample)
+    reps = data.get("context", {}).get("benchmark_repetitions")  # absent in older versions
+    rows = {}
+    for key in set(runs) | set(medians):
+        samples = runs.get(key, [])
+        if len(samples) >= MIN_REPETITIONS:
+            rows[key] = {"ns": statistics.median(s[0] for s in samples),
+                         "ops": statistics.median(s[1] for s in samples)}
+        elif key in medians and (reps is None or reps >= MIN_REPETITIONS):
+            rows[key] = {"ns": medians[key][0], "ops": medians[key][1]}
+        else:
+            sys.exit(f"{key}: fewer than {MIN_REPETITIONS} repetitions; "
+                     "run with --benchmark_repetitions=3")
     return rows
 
 
@@ -60,7 +88,8 @@ def main():
                 best_lib = min(cells[1:])
                 print(f"| {op} | {keys:,} | {threads} | " + " | ".join(f"{c:.1f}" for c in cells)
                       + f" | {cells[0] / best_lib:.2f}x |")
-    print("\n(ns per operation, wall clock; with 2 threads, total throughput expressed per operation)")
+    print("\n(medians of the repetitions; ns per operation, wall clock; with 2 threads, total"
+          " throughput expressed per operation)")
 
 
 if __name__ == "__main__":
