@@ -35,13 +35,6 @@ void HeavyBarrier(bool use_membarrier) {
 
 }  // namespace
 
-EpochDomain& EpochDomain::Global() {
-  // Never destroyed: threads may exit (and hand over their limbo lists) during static
-  // destruction. What is left is reachable from here, so it is not a leak.
-  static EpochDomain* domain = new EpochDomain();
-  return *domain;
-}
-
 EpochDomain::EpochDomain() : use_membarrier_(RegisterMembarrier()) {}
 
 ThreadRecord* EpochDomain::AcquireRecord() {
@@ -215,10 +208,14 @@ size_t EpochDomain::TEST_pending() const {
 
 EpochDomain::Local::Local() : rec(EpochDomain::Global().AcquireRecord()) {}
 
-EpochDomain::Local::~Local() { EpochDomain::Global().ReleaseRecord(rec, &limbo); }
+EpochDomain::Local::~Local() {
+  EpochDomain::Global().ReleaseRecord(rec, &limbo);
+  tls_local_epoch_state = nullptr;
+}
 
-EpochDomain::Local& LocalEpochState() {
+EpochDomain::Local& InitLocalEpochState() {
   thread_local EpochDomain::Local local;
+  tls_local_epoch_state = &local;
   return local;
 }
 

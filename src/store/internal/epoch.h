@@ -79,7 +79,13 @@ struct alignas(64) ThreadRecord {
 
 class EpochDomain {
  public:
-  static EpochDomain& Global();
+  // Inline, so the hot path pays a guard-byte check rather than a call. Never destroyed:
+  // threads may exit (and hand over their limbo lists) during static destruction. What is left
+  // is reachable from here, so it is not a leak.
+  static EpochDomain& Global() {
+    static EpochDomain* const domain = new EpochDomain();
+    return *domain;
+  }
 
   // Reclamation work is batched: every kRetireBatch retirements, or once kRetireBytes more are
   // waiting, the retiring thread seals its list, tries to advance the epoch and frees what is
@@ -176,7 +182,15 @@ struct EpochDomain::Local {
   ~Local();
 };
 
-EpochDomain::Local& LocalEpochState();
+// This thread's state. The fast path reads a constant-initialized thread-local pointer, which
+// needs no TLS wrapper call; the first use on a thread constructs the state (epoch.cc).
+inline constinit thread_local EpochDomain::Local* tls_local_epoch_state = nullptr;
+EpochDomain::Local& InitLocalEpochState();
+inline EpochDomain::Local& LocalEpochState() {
+  EpochDomain::Local* local = tls_local_epoch_state;
+  if (FLOE_PREDICT_TRUE(local != nullptr)) return *local;
+  return InitLocalEpochState();
+}
 
 // RAII critical section. Cheap: no atomic read-modify-write, no fence on the common path.
 class Guard {
