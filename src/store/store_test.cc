@@ -200,6 +200,25 @@ TEST(StoreTest, GrowsAndKeepsEveryKey) {
   EXPECT_GT(s.MemoryUsed(), kKeys * sizeof(Value));
 }
 
+TEST(StoreTest, ArraysFromTheHugePageArenaAreReusedAfterShrinking) {
+  Store s;
+  for (int i = 0; i < 1000; i++) s.Put(V("a" + std::to_string(i), std::to_string(i)));
+  for (int round = 0; round < 2; round++) {
+    // Ten doublings take every shard past 64 KiB (4,096 slots), where arrays come from the
+    // arena; the second round gets the first round's arrays back from its free lists.
+    for (int g = 0; g < 10; g++) s.TEST_ResizeAll(/*grow=*/true);
+    ASSERT_GE(s.TEST_ShardCapacity("a1"), 4096u);
+    for (int i = 0; i < 1000; i++) {
+      ASSERT_EQ(Payload(s, "a" + std::to_string(i)), std::to_string(i)) << i;
+    }
+    EXPECT_FALSE(s.Contains("absent"));
+    s.TEST_ResizeAll(/*grow=*/false);
+    ASSERT_LE(s.TEST_ShardCapacity("a1"), 64u);
+    internal::EpochDomain::Global().Barrier();  // the big arrays go back to the arena
+  }
+  EXPECT_EQ(s.Size(), 1000u);
+}
+
 TEST(StoreTest, TombstonesAreReclaimedByRebuilds) {
   Store s;
   // Insert and remove many distinct keys: without rebuilds, tombstones would fill the table.
