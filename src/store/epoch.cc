@@ -41,14 +41,17 @@ ThreadRecord* EpochDomain::AcquireRecord() {
   // acquire: we read `next` of records linked by other threads.
   for (ThreadRecord* r = records_.load(std::memory_order_acquire); r != nullptr; r = r->next) {
     bool expected = false;
+    // relaxed: a cheap look before the CAS; acquire on the CAS pairs with ReleaseRecord's
+    // release, so the previous owner's last use of the record happens before ours.
     if (!r->in_use.load(std::memory_order_relaxed) &&
         r->in_use.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
       return r;
     }
   }
   auto* rec = new ThreadRecord();
+  // relaxed: rec is not shared yet; the release CAS below publishes it.
   rec->in_use.store(true, std::memory_order_relaxed);
-  ThreadRecord* head = records_.load(std::memory_order_relaxed);
+  ThreadRecord* head = records_.load(std::memory_order_relaxed);  // relaxed: the CAS rechecks
   do {
     rec->next = head;
     // release: publishes rec (and rec->next) to readers of records_.
@@ -64,6 +67,7 @@ void EpochDomain::ReleaseRecord(ThreadRecord* rec, std::vector<Retired>* leftove
     orphans_.insert(orphans_.end(), leftovers->begin(), leftovers->end());
     leftovers->clear();
   }
+  // release: as Exit's; the thread's critical sections are over.
   rec->epoch.store(0, std::memory_order_release);
   // release: the next owner sees the record quiescent.
   rec->in_use.store(false, std::memory_order_release);
@@ -84,6 +88,7 @@ uint64_t EpochDomain::TryAdvance() {
   // seq_cst: a read-modify-write, so it continues the release sequence of every seal before it
   // (step 1); on failure another thread advanced, and the load below returns its value.
   epoch_.compare_exchange_strong(expected, e + 1, std::memory_order_seq_cst);
+  // seq_cst: callers free by this value; it is at least what our CAS (or a rival's) wrote.
   return epoch_.load(std::memory_order_seq_cst);
 }
 
@@ -194,6 +199,7 @@ void EpochDomain::Barrier() {
   FLOE_CHECK_MSG(local.nesting == 0, "Barrier() inside a critical section would deadlock");
   Seal(&local.limbo, local.unsealed);
   local.unsealed = local.limbo.size();
+  // seq_cst: read after the seal above, so target covers every stamp given before the call.
   const uint64_t target = epoch_.load(std::memory_order_seq_cst) + 2;
   uint64_t now;
   while ((now = TryAdvance()) < target) std::this_thread::yield();

@@ -110,6 +110,7 @@ class EpochDomain {
   // orderly shutdown; it spins while other threads stay inside critical sections.
   void Barrier();
 
+  // relaxed: a test's look at the counter orders nothing.
   uint64_t TEST_epoch() const { return epoch_.load(std::memory_order_relaxed); }
   size_t TEST_pending() const;
 
