@@ -150,6 +150,10 @@ void EpochDomain::ReclaimOrphans(uint64_t current) {
 }
 
 void EpochDomain::ReclaimLocal(Local* local, int advances) {
+  // A deleter that retires more memory must not start a reclamation inside this one: it would
+  // compact the list FreeExpired is walking.
+  if (local->reclaiming) return;
+  local->reclaiming = true;
   local->since_reclaim = 0;
   local->reclaim_after_exit = false;
   Seal(&local->limbo, local->unsealed);
@@ -167,6 +171,7 @@ void EpochDomain::ReclaimLocal(Local* local, int advances) {
   } else {
     local->reclaim_at_bytes = kRetireBytes;
   }
+  local->reclaiming = false;
 }
 
 void EpochDomain::Retire(void* ptr, void (*deleter)(void*), size_t bytes) {
@@ -203,8 +208,11 @@ void EpochDomain::Barrier() {
   const uint64_t target = epoch_.load(std::memory_order_seq_cst) + 2;
   uint64_t now;
   while ((now = TryAdvance()) < target) std::this_thread::yield();
+  const bool was_reclaiming = local.reclaiming;
+  local.reclaiming = true;  // as in ReclaimLocal
   local.unsealed = FreeExpired(&local.limbo, now);
   ReclaimOrphans(now);
+  local.reclaiming = was_reclaiming;
 }
 
 size_t EpochDomain::TEST_pending() const {

@@ -89,5 +89,28 @@ TEST(EpochTest, ALargeRetirementIsFreedWhenTheOutermostGuardEnds) {
   EXPECT_EQ(freed.load(), 1);
 }
 
+// A deleter may retire more memory (a value's decoded object could hold another value). With
+// a large size that retirement asks for a reclamation while one is already walking the list;
+// it must wait for the next one instead of compacting the list under the walk.
+std::atomic<int> chain_left{0};
+void FreeAndRetireAnother(void* p) {
+  delete static_cast<int*>(p);
+  freed.fetch_add(1);
+  if (chain_left.fetch_sub(1) > 0) {
+    EpochDomain::Global().Retire(new int(0), FreeAndRetireAnother, EpochDomain::kRetireBytes);
+  }
+}
+
+TEST(EpochTest, ADeleterMayRetireMoreMemory) {
+  EpochDomain::Global().Barrier();
+  freed = 0;
+  chain_left = 20;
+  for (int i = 0; i < 3; i++) {
+    EpochDomain::Global().Retire(new int(0), FreeAndRetireAnother, EpochDomain::kRetireBytes);
+  }
+  for (int i = 0; i < 50 && freed.load() < 23; i++) EpochDomain::Global().Barrier();
+  EXPECT_EQ(freed.load(), 23);
+}
+
 }  // namespace
 }  // namespace floe::store::internal

@@ -175,6 +175,7 @@ struct EpochDomain::Local {
   uint32_t nesting = 0;
   uint32_t since_reclaim = 0;
   bool reclaim_after_exit = false;         // set by Retire inside a critical section
+  bool reclaiming = false;                 // inside ReclaimLocal (deleters may retire)
   size_t pending_bytes = 0;                // bytes retired by this thread and not yet freed
   size_t reclaim_at_bytes = kRetireBytes;  // pending_bytes that trigger the next attempt
   size_t unsealed = 0;                     // limbo[unsealed..] have no stamp yet
