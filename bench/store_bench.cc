@@ -6,15 +6,19 @@
 // of a present key), Mixed90 (90% GetHit, 10% PutOverwrite). Keys are visited in a shuffled
 // order stored contiguously, so reading the next key costs no cache miss of its own.
 //
-// Every implementation hashes with the same xxh3 and looks keys up by string_view (no string is
-// built per lookup). The libraries store a uint64_t value and update it in place; Floe stores
-// immutable values, so its PutOverwrite allocates a new value and retires the old one. liburcu
-// uses the memb flavor with inline read-side locks (_LGPL_SOURCE), its fastest.
+// Fairness rules: every implementation hashes with the same xxh3 and keeps its 16-byte keys
+// inline, as a std::array<char, 16> (Floe keeps them in the value's one allocation, liburcu in
+// its node): no map pays a heap allocation or a pointer per key that another does not. Lookups
+// take the key by reference; nothing is built per lookup. liburcu's table is created with as
+// many buckets as keys (its automatic resize runs later, on a helper thread, and would leave a
+// short run with long chains). The libraries store a uint64_t value and update it in place;
+// Floe stores immutable values, so its PutOverwrite allocates a new value and retires the old
+// one. liburcu uses the memb flavor with inline read-side locks (_LGPL_SOURCE), its fastest.
 //
+// Run with --benchmark_repetitions=3 (or more) and read medians: bench/store_goals.py does.
 // Names: <Op>/<Impl>/keys:<N>/real_time/threads:<T>; items_per_second is the total over threads.
 
 #define _LGPL_SOURCE 1
-#define TBB_PREVIEW_CONCURRENT_HASH_MAP_EXTENSIONS 1  // heterogeneous (string_view) lookup
 #include <benchmark/benchmark.h>
 #include <oneapi/tbb/concurrent_hash_map.h>
 #include <urcu/rculfhash.h>
@@ -22,6 +26,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstring>
 #include <libcuckoo/cuckoohash_map.hh>
 #include <map>
@@ -67,24 +72,26 @@ struct Keys {
   }
 };
 
-struct XxHasher {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return HashBytes(s); }
+struct KeyHasher {
+  size_t operator()(const KeyBytes& k) const { return HashBytes(View(k)); }
 };
-struct StrEq {
-  using is_transparent = void;
-  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+struct KeyEq {
+  bool operator()(const KeyBytes& a, const KeyBytes& b) const {
+    return std::memcmp(a.data(), b.data(), a.size()) == 0;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
 class FloeMap {
  public:
-  void Put(std::string_view key, uint64_t v) {
-    store_.Put(*store::Value::Make(key, 1, {reinterpret_cast<const char*>(&v), sizeof(v)}));
+  explicit FloeMap(size_t /*expected_keys*/) {}
+  void Put(const KeyBytes& key, uint64_t v) {
+    store_.Put(*store::Value::Make(View(key), 1, {reinterpret_cast<const char*>(&v), sizeof(v)}));
   }
-  bool Get(std::string_view key, uint64_t* out) const {
-    return store_.Read(
-        key, [&](const store::Value& v) { std::memcpy(out, v.payload().data(), sizeof(*out)); });
+  bool Get(const KeyBytes& key, uint64_t* out) const {
+    return store_.Read(View(key), [&](const store::Value& v) {
+      std::memcpy(out, v.payload().data(), sizeof(*out));
+    });
   }
 
  private:
@@ -94,20 +101,16 @@ class FloeMap {
 class TbbMap {
  public:
   struct HashCompare {
-    using is_transparent = void;
-    static size_t hash(std::string_view s) { return HashBytes(s); }
-    static bool equal(std::string_view a, std::string_view b) { return a == b; }
+    static size_t hash(const KeyBytes& k) { return HashBytes(View(k)); }
+    static bool equal(const KeyBytes& a, const KeyBytes& b) { return KeyEq()(a, b); }
   };
-  void Put(std::string_view key, uint64_t v) {
+  explicit TbbMap(size_t /*expected_keys*/) {}
+  void Put(const KeyBytes& key, uint64_t v) {
     Map::accessor a;
-    if (map_.find(a, key)) {
-      a->second = v;
-    } else {
-      map_.insert(a, std::string(key));
-      a->second = v;
-    }
+    map_.insert(a, key);  // finds the key if present
+    a->second = v;
   }
-  bool Get(std::string_view key, uint64_t* out) const {
+  bool Get(const KeyBytes& key, uint64_t* out) const {
     Map::const_accessor a;
     if (!map_.find(a, key)) return false;
     *out = a->second;
@@ -115,37 +118,38 @@ class TbbMap {
   }
 
  private:
-  using Map = tbb::concurrent_hash_map<std::string, uint64_t, HashCompare>;
-  mutable Map map_;  // TBB's heterogeneous find() is not const
+  using Map = tbb::concurrent_hash_map<KeyBytes, uint64_t, HashCompare>;
+  Map map_;
 };
 
 class CuckooMap {
  public:
-  void Put(std::string_view key, uint64_t v) {
-    if (!map_.update(key, v)) map_.insert(std::string(key), v);
-  }
-  bool Get(std::string_view key, uint64_t* out) const { return map_.find(key, *out); }
+  explicit CuckooMap(size_t /*expected_keys*/) {}
+  void Put(const KeyBytes& key, uint64_t v) { map_.insert_or_assign(key, v); }
+  bool Get(const KeyBytes& key, uint64_t* out) const { return map_.find(key, *out); }
 
  private:
-  libcuckoo::cuckoohash_map<std::string, uint64_t, XxHasher, StrEq> map_;
+  libcuckoo::cuckoohash_map<KeyBytes, uint64_t, KeyHasher, KeyEq> map_;
 };
 
 class LfhtMap {
  public:
-  LfhtMap() {
+  explicit LfhtMap(size_t expected_keys) {
     RegisterThread();
-    ht_ = cds_lfht_new_flavor(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
+    // One bucket per key from the start (a power of two, as liburcu requires).
+    const unsigned long buckets = std::bit_ceil(std::max<size_t>(expected_keys, 1024));
+    ht_ = cds_lfht_new_flavor(buckets, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
                               &urcu_memb_flavor, nullptr);
   }
   // Nodes still in the table are left to the process's exit: freeing them would need every
   // benchmark thread's RCU registration torn down in order, which buys nothing here.
 
-  void Put(std::string_view key, uint64_t v) {
+  void Put(const KeyBytes& key, uint64_t v) {
     auto* node = new Node;
     std::memcpy(node->key, key.data(), 16);
     node->value = v;
     cds_lfht_node_init(&node->node);
-    const uint64_t h = HashBytes(key);
+    const uint64_t h = HashBytes(View(key));
     urcu_memb_read_lock();
     cds_lfht_node* old = cds_lfht_add_replace(ht_, h, Match, node->key, &node->node);
     urcu_memb_read_unlock();
@@ -153,10 +157,10 @@ class LfhtMap {
       urcu_memb_call_rcu(&caa_container_of(old, Node, node)->rcu, FreeNode);
     }
   }
-  bool Get(std::string_view key, uint64_t* out) const {
+  bool Get(const KeyBytes& key, uint64_t* out) const {
     cds_lfht_iter iter;
     urcu_memb_read_lock();
-    cds_lfht_lookup(ht_, HashBytes(key), Match, key.data(), &iter);
+    cds_lfht_lookup(ht_, HashBytes(View(key)), Match, key.data(), &iter);
     cds_lfht_node* n = cds_lfht_iter_get_node(&iter);
     const bool found = n != nullptr;
     if (found) *out = caa_container_of(n, Node, node)->value;
@@ -192,8 +196,8 @@ template <typename Map>
 struct Fixture {
   Keys keys;
   Map map;
-  explicit Fixture(size_t n) : keys(n) {
-    for (size_t i = 0; i < n; i++) map.Put(View(keys.hit[i]), i);
+  explicit Fixture(size_t n) : keys(n), map(n) {
+    for (size_t i = 0; i < n; i++) map.Put(keys.hit[i], i);
   }
   static Fixture& For(size_t n) {
     static std::mutex mu;
@@ -218,7 +222,7 @@ void GetHit(benchmark::State& state) {
   size_t i = (static_cast<size_t>(state.thread_index()) * n) / 2;
   uint64_t out = 0;
   for (auto _ : state) {
-    bool found = f.map.Get(View(f.keys.hit[i]), &out);
+    bool found = f.map.Get(f.keys.hit[i], &out);
     benchmark::DoNotOptimize(found);
     benchmark::DoNotOptimize(out);
     if (++i == n) i = 0;
@@ -234,7 +238,7 @@ void GetMiss(benchmark::State& state) {
   size_t i = (static_cast<size_t>(state.thread_index()) * n) / 2;
   uint64_t out = 0;
   for (auto _ : state) {
-    bool found = f.map.Get(View(f.keys.miss[i]), &out);
+    bool found = f.map.Get(f.keys.miss[i], &out);
     benchmark::DoNotOptimize(found);
     if (++i == n) i = 0;
   }
@@ -249,7 +253,7 @@ void PutOverwrite(benchmark::State& state) {
   size_t i = (static_cast<size_t>(state.thread_index()) * n) / 2;
   uint64_t v = 0;
   for (auto _ : state) {
-    f.map.Put(View(f.keys.hit[i]), v++);
+    f.map.Put(f.keys.hit[i], v++);
     if (++i == n) i = 0;
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
@@ -266,9 +270,9 @@ void Mixed90(benchmark::State& state) {
   for (auto _ : state) {
     if (++step == 10) {
       step = 0;
-      f.map.Put(View(f.keys.hit[i]), out);
+      f.map.Put(f.keys.hit[i], out);
     } else {
-      bool found = f.map.Get(View(f.keys.hit[i]), &out);
+      bool found = f.map.Get(f.keys.hit[i], &out);
       benchmark::DoNotOptimize(found);
     }
     if (++i == n) i = 0;

@@ -156,13 +156,11 @@ void CmdKeys(CommandContext& ctx) {
   const std::string_view pattern = ctx.args[1];
   const bool all = pattern == "*";
   std::vector<std::string> keys;
-  uint64_t cursor = 0;
-  do {
-    cursor = ctx.store().Scan(cursor, 1024, [&](const Value& v) {
-      if (v.IsExpired(ctx.now_ms)) return;
-      if (all || GlobMatch(pattern, v.key())) keys.emplace_back(v.key());
-    });
-  } while (cursor != 0);
+  // ForEach, not Scan: Scan may pass a key twice when a shard is rebuilt between its calls.
+  ctx.store().ForEach([&](const Value& v) {
+    if (v.IsExpired(ctx.now_ms)) return;
+    if (all || GlobMatch(pattern, v.key())) keys.emplace_back(v.key());
+  });
   ctx.out.ArrayHeader(keys.size());
   for (const std::string& k : keys) ctx.out.Bulk(k);
 }

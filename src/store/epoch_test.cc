@@ -17,7 +17,7 @@ void CountFree(void* p) {
 
 TEST(EpochTest, BarrierFreesEverythingRetiredBefore) {
   freed = 0;
-  for (int i = 0; i < 10; i++) EpochDomain::Global().Retire(new int(i), CountFree);
+  for (int i = 0; i < 10; i++) EpochDomain::Global().Retire(new int(i), CountFree, sizeof(int));
   EpochDomain::Global().Barrier();
   EXPECT_EQ(freed.load(), 10);
 }
@@ -33,7 +33,7 @@ TEST(EpochTest, NothingIsFreedWhileAReaderIsInside) {
   });
   while (!inside) std::this_thread::yield();
   for (size_t i = 0; i < EpochDomain::kRetireBatch * 4; i++) {
-    EpochDomain::Global().Retire(new int(1), CountFree);
+    EpochDomain::Global().Retire(new int(1), CountFree, sizeof(int));
   }
   // The reader entered before these were retired, so none may be freed yet.
   EXPECT_EQ(freed.load(), 0);
@@ -50,7 +50,7 @@ TEST(EpochTest, GuardsNest) {
     { Guard b; }
     // Still inside `a`: retirements now must survive every attempt to advance.
     for (size_t i = 0; i < EpochDomain::kRetireBatch * 2; i++) {
-      EpochDomain::Global().Retire(new int(3), CountFree);
+      EpochDomain::Global().Retire(new int(3), CountFree, sizeof(int));
     }
     EXPECT_EQ(freed.load(), 0);
   }
@@ -63,13 +63,53 @@ TEST(EpochTest, ExitedThreadsHandOverTheirRetirements) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; t++) {
     threads.emplace_back([] {
-      for (int i = 0; i < 5; i++) EpochDomain::Global().Retire(new int(i), CountFree);
+      for (int i = 0; i < 5; i++) EpochDomain::Global().Retire(new int(i), CountFree, sizeof(int));
     });
   }
   for (auto& t : threads) t.join();
   EpochDomain::Global().Barrier();
   EXPECT_EQ(freed.load(), 20);
   EXPECT_EQ(EpochDomain::Global().TEST_pending(), 0u);
+}
+
+// Issue item 4: a large retirement made inside a critical section cannot be freed there (our
+// own announcement holds the epoch back), so it is freed as soon as the outermost Guard ends
+// instead of waiting for the next batch of 1,024.
+TEST(EpochTest, ALargeRetirementIsFreedWhenTheOutermostGuardEnds) {
+  EpochDomain::Global().Barrier();
+  freed = 0;
+  {
+    Guard outer;
+    {
+      Guard inner;
+      EpochDomain::Global().Retire(new int(5), CountFree, EpochDomain::kRetireBytes);
+    }
+    EXPECT_EQ(freed.load(), 0);  // still inside `outer`
+  }
+  EXPECT_EQ(freed.load(), 1);
+}
+
+// A deleter may retire more memory (a value's decoded object could hold another value). With
+// a large size that retirement asks for a reclamation while one is already walking the list;
+// it must wait for the next one instead of compacting the list under the walk.
+std::atomic<int> chain_left{0};
+void FreeAndRetireAnother(void* p) {
+  delete static_cast<int*>(p);
+  freed.fetch_add(1);
+  if (chain_left.fetch_sub(1) > 0) {
+    EpochDomain::Global().Retire(new int(0), FreeAndRetireAnother, EpochDomain::kRetireBytes);
+  }
+}
+
+TEST(EpochTest, ADeleterMayRetireMoreMemory) {
+  EpochDomain::Global().Barrier();
+  freed = 0;
+  chain_left = 20;
+  for (int i = 0; i < 3; i++) {
+    EpochDomain::Global().Retire(new int(0), FreeAndRetireAnother, EpochDomain::kRetireBytes);
+  }
+  for (int i = 0; i < 50 && freed.load() < 23; i++) EpochDomain::Global().Barrier();
+  EXPECT_EQ(freed.load(), 23);
 }
 
 }  // namespace

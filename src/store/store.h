@@ -3,10 +3,13 @@
 // Thread safety
 // -------------
 // 1. Every public member of Store is thread-safe. Reads (Get, Read, Contains, Scan, Size) take
-//    no lock and never wait, not even while a shard is being resized.
+//    no lock and never wait, not even while a shard is being resized. ForEach is the exception
+//    among iterations: it holds one shard's mutex at a time (rule 4) so that it meets each key
+//    once.
 // 2. A Value is immutable once it has been handed to the store; changing a key means putting a
 //    new Value. A Value's memory is owned by its reference count (ValuePtr); the table holds one
-//    reference for as long as the value is current.
+//    reference for as long as the value is current. (Its cached DecodedObject may change in
+//    place only under the rules of that object; the store never looks inside it.)
 // 3. The table is split into 256 shards by the top 8 bits of the key hash. Each shard is an
 //    open-addressed, linearly probed array of 16-byte slots {hash, value word}. A slot's hash is
 //    written once, when the slot is first claimed, and never cleared while that array lives.
@@ -14,14 +17,20 @@
 //    its slot's value word, without a lock. Claiming a new slot (inserting a key that is absent)
 //    and rebuilding a shard's array take that shard's mutex; no operation takes more than one
 //    shard's mutex, and no global lock exists.
-// 5. A rebuild (grow, shrink, purge of tombstones) freezes each old slot by setting bit 0 of its
-//    value word with a CAS, copies the live values into a new array and publishes it with a
-//    release store. A writer that meets a frozen slot waits for the shard mutex and retries on
+// 5. A rebuild (grow, shrink, purge of tombstones, Clear) freezes each old slot by setting bit 0
+//    of its value word with a CAS, copies the live values into a new array and publishes it with
+//    a release store. A writer that meets a frozen slot waits for the shard mutex and retries on
 //    the new array; a reader uses the frozen word as is, because it is the slot's final value.
 // 6. Memory that readers may still hold without a reference -- replaced values and old arrays --
 //    is retired to an epoch-based reclamation domain (internal/epoch.h) and freed only after
-//    every critical section that might have seen it has ended.
-// 7. Every atomic access in store.cc names its memory order and the reason beside it.
+//    every critical section that might have seen it has ended. Retire only what no published
+//    structure reaches any more: a value after the CAS that replaced it in its slot, or -- for
+//    values dropped by Clear and for old arrays -- after the array that held them was replaced
+//    in its shard. A value is retired with its size, so large ones are freed at once.
+// 7. A shard's `live` count is raised before a key's slot becomes visible and lowered only after
+//    it stopped being visible, so it never reads below the number of keys a reader can find
+//    there (Scan skips shards that read 0).
+// 8. Every atomic access in store.cc and epoch.h names its memory order and the reason beside it.
 //
 // docs/store.md gives the design, the alternatives that were measured and the reasons.
 
@@ -31,6 +40,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -317,7 +327,8 @@ class Store {
   size_t Size() const;
   // Bytes used by values and tables (excluding memory awaiting reclamation).
   size_t MemoryUsed() const;
-  // Removes every key.
+  // Removes every key, shard by shard (not atomic across shards). Each shard's values are
+  // retired only after its new, empty array is published (rule 6).
   void Clear();
   // Frees replaced values and old arrays that no reader can still see, if any are waiting on
   // this thread. Servers call it periodically from each thread; it never blocks.
@@ -348,11 +359,32 @@ class Store {
         &fn);
   }
 
+  // Calls fn(const Value&) once for each key in the store: a key present for the whole call is
+  // passed exactly once, a key added or removed meanwhile at most once -- never twice, even while
+  // shards are rebuilt (KEYS relies on this; Scan may repeat keys). Visits one shard at a time
+  // holding its mutex, so inserts into that shard wait until fn has seen its keys; reads,
+  // replaces and removes do not. fn must not block and must not insert into this store.
+  template <typename F>
+  void ForEach(F&& fn) const {
+    ForEachImpl(
+        [](void* ctx, const Value& v) { (*static_cast<std::remove_reference_t<F>*>(ctx))(v); },
+        &fn);
+  }
+
   // For tests: the slot capacity of the shard that holds `key`.
   size_t TEST_ShardCapacity(KeyView key) const;
   // For tests: rebuilds every shard's array, doubling it (grow) or to the smallest capacity that
   // holds its keys (!grow).
   void TEST_ResizeAll(bool grow);
+  // For tests: points where a hook set by TEST_SetHook runs, so a test can force a race.
+  enum class TestPoint : uint8_t {
+    kRebuildBeforePublish,  // a rebuild froze the old array and is about to publish the new one
+    kInsertPublished,       // an insert made its slot visible (the shard mutex is held)
+  };
+  // REQUIRES: no other thread is using the store.
+  void TEST_SetHook(std::function<void(TestPoint)> hook) { test_hook_ = std::move(hook); }
+  // For tests: bytes this thread has retired that are not yet freed.
+  static size_t TEST_PendingReclaimBytes();
 
  private:
   struct Shard;
@@ -375,8 +407,13 @@ class Store {
   Status ApplyPut(ValuePtr* value, DecideFn decide, void* ctx, ApplyOutcome* out);
   Status Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out);
   uint64_t ScanImpl(uint64_t cursor, size_t count, ScanFn fn, void* ctx) const;
+  void ForEachImpl(ScanFn fn, void* ctx) const;
+  void RunHook(TestPoint point) const {
+    if (FLOE_PREDICT_FALSE(test_hook_ != nullptr)) test_hook_(point);
+  }
 
   std::unique_ptr<Shard[]> shards_;
+  std::function<void(TestPoint)> test_hook_;
 };
 
 }  // namespace floe::store

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 #include <string>
 #include <thread>
@@ -199,6 +200,25 @@ TEST(StoreTest, GrowsAndKeepsEveryKey) {
   EXPECT_GT(s.MemoryUsed(), kKeys * sizeof(Value));
 }
 
+TEST(StoreTest, ArraysFromTheHugePageArenaAreReusedAfterShrinking) {
+  Store s;
+  for (int i = 0; i < 1000; i++) s.Put(V("a" + std::to_string(i), std::to_string(i)));
+  for (int round = 0; round < 2; round++) {
+    // Ten doublings take every shard past 64 KiB (4,096 slots), where arrays come from the
+    // arena; the second round gets the first round's arrays back from its free lists.
+    for (int g = 0; g < 10; g++) s.TEST_ResizeAll(/*grow=*/true);
+    ASSERT_GE(s.TEST_ShardCapacity("a1"), 4096u);
+    for (int i = 0; i < 1000; i++) {
+      ASSERT_EQ(Payload(s, "a" + std::to_string(i)), std::to_string(i)) << i;
+    }
+    EXPECT_FALSE(s.Contains("absent"));
+    s.TEST_ResizeAll(/*grow=*/false);
+    ASSERT_LE(s.TEST_ShardCapacity("a1"), 64u);
+    internal::EpochDomain::Global().Barrier();  // the big arrays go back to the arena
+  }
+  EXPECT_EQ(s.Size(), 1000u);
+}
+
 TEST(StoreTest, TombstonesAreReclaimedByRebuilds) {
   Store s;
   // Insert and remove many distinct keys: without rebuilds, tombstones would fill the table.
@@ -336,6 +356,131 @@ TEST(StoreTest, MemoryAccountingFollowsPutsAndRemoves) {
   EXPECT_LT(s.MemoryUsed(), base + 1000);
   s.Remove("m");
   EXPECT_EQ(s.MemoryUsed(), base);
+}
+
+// A key whose table hash puts it in shard `shard` (the top 8 bits of its hash).
+std::string KeyInShard(uint64_t shard, const std::string& prefix) {
+  for (int i = 0;; i++) {
+    std::string k = prefix + std::to_string(i);
+    if (HashBytes(k) >> (64 - Store::kShardBits) == shard) return k;
+  }
+}
+
+// Sets *flag when the value it is cached on is destroyed, so a test can see a free happen
+// without touching freed memory.
+struct DestroyFlag : DecodedObject {
+  explicit DestroyFlag(std::atomic<int>* n) : destroyed(n) {}
+  ~DestroyFlag() override { destroyed->fetch_add(1); }
+  std::atomic<int>* destroyed;
+};
+
+ValuePtr Tracked(const std::string& key, std::string_view payload, std::atomic<int>* destroyed) {
+  ValuePtr v = V(key, payload);
+  v->CacheDecoded(std::make_unique<DestroyFlag>(destroyed));
+  return v;
+}
+
+// Regression: Clear() retired each value while the old array, which still held it, was the
+// published one, so a reader entering then could find the value and have it freed under it.
+TEST(StoreTest, ClearFreesNoValueAReaderCanStillReach) {
+  Store s;
+  const std::string key = KeyInShard(0, "clear");  // Clear() rebuilds shard 0 first
+  std::atomic<int> destroyed{0};
+  s.Put(Tracked(key, "v", &destroyed));
+  internal::EpochDomain::Global().Barrier();
+  bool fired = false;
+  bool found = false;
+  int destroyed_while_reading = -1;
+  s.TEST_SetHook([&](Store::TestPoint point) {
+    if (point != Store::TestPoint::kRebuildBeforePublish || fired) return;
+    fired = true;
+    // Move the epoch past every retirement made so far, then let a reader in through the old
+    // (frozen, still published) array and try to reclaim while it holds the value.
+    internal::EpochDomain::Global().Poll();
+    std::atomic<bool> inside{false};
+    std::atomic<bool> go{false};
+    std::thread reader([&] {
+      found = s.Read(key, [&](const Value&) {
+        inside = true;
+        while (!go) std::this_thread::yield();
+        destroyed_while_reading = destroyed.load();
+      });
+    });
+    while (!inside) std::this_thread::yield();
+    for (int i = 0; i < 4; i++) internal::EpochDomain::Global().Poll();
+    go = true;
+    reader.join();
+  });
+  s.Clear();
+  s.TEST_SetHook(nullptr);
+  ASSERT_TRUE(fired);
+  EXPECT_TRUE(found);
+  EXPECT_EQ(destroyed_while_reading, 0);
+  internal::EpochDomain::Global().Barrier();
+  EXPECT_EQ(destroyed.load(), 1);
+}
+
+// Regression: SCAN skipped a shard whose key count read 0, which happened while a key was
+// present whenever another key of the shard was removed before its insert had been counted.
+TEST(StoreTest, ScanFindsAKeyWhileAnotherOfItsShardComesAndGoes) {
+  Store s;
+  const std::string x = KeyInShard(3, "x");
+  const std::string y = KeyInShard(3, "y");
+  s.Put(V(x, "stays"));
+  bool fired = false;
+  std::set<std::string> seen;
+  s.TEST_SetHook([&](Store::TestPoint point) {
+    if (point != Store::TestPoint::kInsertPublished || fired) return;
+    fired = true;
+    EXPECT_TRUE(s.Remove(y));  // y is visible: another thread may remove it at once
+    uint64_t cursor = 0;
+    do {
+      cursor = s.Scan(cursor, 100, [&](const Value& v) { seen.insert(std::string(v.key())); });
+    } while (cursor != 0);
+  });
+  s.Put(V(y, "comes and goes"));
+  s.TEST_SetHook(nullptr);
+  ASSERT_TRUE(fired);
+  EXPECT_EQ(seen.count(x), 1u);
+  EXPECT_EQ(s.Size(), 1u);
+}
+
+// Regression: KEYS iterated with Scan, which passes a key again when a shard shrinks between
+// calls. ForEach passes each key once while shards are rebuilt around it.
+TEST(StoreTest, ForEachPassesEachKeyOnceWhileShardsRebuild) {
+  Store s;
+  constexpr int kStable = 20000;
+  for (int i = 0; i < kStable; i++) s.Put(V("f" + std::to_string(i), ""));
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {
+    for (int round = 0; !stop.load(); round++) s.TEST_ResizeAll(/*grow=*/round % 2 == 0);
+  });
+  for (int pass = 0; pass < 20; pass++) {
+    std::multiset<std::string> seen;
+    s.ForEach([&](const Value& v) {
+      if (v.key().starts_with("f")) seen.insert(std::string(v.key()));
+    });
+    ASSERT_EQ(seen.size(), static_cast<size_t>(kStable)) << "pass " << pass;
+    ASSERT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), seen.size());
+  }
+  stop = true;
+  churn.join();
+}
+
+// Regression (issue item 4): replaced values were retired without their size, so a thread
+// rewriting a large value freed the old versions only every 1,024 retirements.
+TEST(StoreTest, ReplacingALargeValueManyTimesKeepsReclamationBounded) {
+  Store s;
+  internal::EpochDomain::Global().Barrier();
+  constexpr size_t kBig = 2 << 20;
+  const std::string payload(kBig, 'x');
+  std::atomic<int> destroyed{0};
+  for (int i = 0; i < 40; i++) {
+    s.Put(Tracked("big", payload, &destroyed));
+    // i versions have been replaced; at most one of them may still wait for reclamation.
+    EXPECT_GE(destroyed.load(), i - 1) << "after put " << i;
+    EXPECT_LE(Store::TEST_PendingReclaimBytes(), 2 * (kBig + 1024)) << "after put " << i;
+  }
 }
 
 }  // namespace
