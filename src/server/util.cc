@@ -7,8 +7,6 @@
 #include <cstdlib>
 
 #include "server/internal/command.h"
-#include "server/internal/sketch_cell.h"
-#include "sketch/sketch.h"
 
 namespace floe::server::internal {
 
@@ -143,30 +141,6 @@ bool ParseRedisDouble(std::string_view s, double* out) {
   if (errno == ERANGE && (std::isinf(v) || v == 0)) return false;
   *out = v;
   return true;
-}
-
-Result<std::string> CurrentPayload(const store::Value& v) {
-  switch (static_cast<ValueType>(v.type())) {
-    case ValueType::kString:
-      return std::string(v.payload());
-    case ValueType::kHll: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::HyperLogLog>(v));
-      return cell->SealedPayload();
-    }
-    case ValueType::kCountMin: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::CountMin>(v));
-      return cell->SealedPayload();
-    }
-    case ValueType::kRangeCountMin: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::RangeCountMin>(v));
-      return cell->SealedPayload();
-    }
-    case ValueType::kBloom: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::BloomFilter>(v));
-      return cell->SealedPayload();
-    }
-  }
-  return std::string(v.payload());
 }
 
 Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payload,
