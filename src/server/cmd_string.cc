@@ -104,7 +104,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
   bool applied = false;
   bool had_old = false;
   std::string old;
-  Result<ValuePtr> r =
+  Status r =
       ReplaceString(ctx, key, [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
         const Value* live = Live(cur, ctx.now_ms);
         applied = false;
@@ -119,7 +119,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
         if (o.keepttl && live != nullptr) expire = live->expire_at_ms();
         return PutString(key, payload, expire);
       });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.message());
   switch (reply) {
     case SetReply::kOkOrNil:
       return applied ? ctx.out.Ok() : ctx.out.Null();
@@ -133,7 +133,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
 void IncrGeneric(CommandContext& ctx, int64_t incr) {
   const std::string_view key = ctx.args[1];
   int64_t result = 0;
-  Result<ValuePtr> r =
+  Status r =
       ReplaceString(ctx, key, [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
         const Value* live = Live(cur, ctx.now_ms);
         int64_t old = 0;
@@ -151,7 +151,7 @@ void IncrGeneric(CommandContext& ctx, int64_t incr) {
         return PutString(key, std::string_view(buf, static_cast<size_t>(end - buf)),
                          live != nullptr ? live->expire_at_ms() : 0);
       });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.message());
   ctx.out.Integer(result);
 }
 
@@ -207,16 +207,17 @@ void CmdGetSet(CommandContext& ctx) {
 void CmdGetDel(CommandContext& ctx) {
   std::string old;
   bool found = false;
-  Result<ValuePtr> r = ReplaceString(
-      ctx, ctx.args[1], [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
-        const Value* live = Live(cur, ctx.now_ms);
-        found = live != nullptr;
-        if (live == nullptr) return cur != nullptr ? Mutation::Remove() : Mutation::Keep();
-        if (!IsString(live)) return ClientError(kWrongType);
-        old.assign(bytes);
-        return Mutation::Remove();
-      });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  Status r = ReplaceString(ctx, ctx.args[1],
+                           [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
+                             const Value* live = Live(cur, ctx.now_ms);
+                             found = live != nullptr;
+                             if (live == nullptr)
+                               return cur != nullptr ? Mutation::Remove() : Mutation::Keep();
+                             if (!IsString(live)) return ClientError(kWrongType);
+                             old.assign(bytes);
+                             return Mutation::Remove();
+                           });
+  if (!r.ok()) return ctx.Error(r.message());
   if (!found) return ctx.out.Null();
   ctx.out.Bulk(old);
 }
@@ -316,7 +317,7 @@ void CmdIncrByFloat(CommandContext& ctx) {
   }
   const std::string_view key = ctx.args[1];
   std::string text;
-  Result<ValuePtr> r =
+  Status r =
       ReplaceString(ctx, key, [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
         const Value* live = Live(cur, ctx.now_ms);
         long double old = 0;
@@ -333,7 +334,7 @@ void CmdIncrByFloat(CommandContext& ctx) {
         text = HumanLongDouble(sum);
         return PutString(key, text, live != nullptr ? live->expire_at_ms() : 0);
       });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.message());
   ctx.out.Bulk(text);
 }
 
