@@ -64,11 +64,14 @@ namespace floe::server::internal {
 inline constexpr char kOomError[] = "OOM command not allowed when used memory > 'maxmemory'.";
 
 // Whether the node may allocate `bytes` more for a client (rule 8): ResourceExhausted with
-// Redis's OOM text when maxmemory is set and used + bytes would pass it. Overflow-safe.
+// Redis's OOM text when maxmemory is set and used + bytes would pass it. Overflow-safe. From
+// 1 MiB up the store is measured afresh (a microsecond), so a burst of large allocations cannot
+// all pass against the engine's figure cached for a millisecond.
 inline Status CheckAllocation(CommandContext& ctx, uint64_t bytes) {
   const int64_t limit = ctx.engine.maxmemory();
   if (limit <= 0 || bytes == 0) return Status::OK();
-  const int64_t used = ctx.engine.UsedMemory();
+  const int64_t used = bytes >= (uint64_t{1} << 20) ? static_cast<int64_t>(ctx.store().MemoryUsed())
+                                                    : ctx.engine.UsedMemory();
   if (bytes > static_cast<uint64_t>(limit) || used > limit - static_cast<int64_t>(bytes)) {
     return Status::ResourceExhausted(kOomError);
   }
