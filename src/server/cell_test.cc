@@ -154,6 +154,10 @@ TEST_F(CellTest, HllRegistersAreBoundedAndCharged) {
       Run({"HLL.CREATE", "h", "LOG2M", "31", "REGWIDTH", "8", "EXPTHRESH", "0", "SPARSEON", "0"}),
       ErrStartsWith("ERR log2m 31"));
   EXPECT_THAT(Run({"EXISTS", "h"}), IsInt(0));
+  // An imported sketch is bounded the same way: a 3-byte header with log2m 31 and EXPLICIT
+  // would otherwise allocate 2 GB on its next add. (Schema 1, explicit; regwidth 8; log2m 31.)
+  EXPECT_THAT(Run({"HLL.IMPORT", "h", "\\x12ff7f"}), ErrStartsWith("ERR log2m 31"));
+  EXPECT_THAT(Run({"EXISTS", "h"}), IsInt(0));
   ASSERT_THAT(
       Run({"HLL.CREATE", "h", "LOG2M", "20", "REGWIDTH", "8", "EXPTHRESH", "0", "SPARSEON", "0"}),
       IsOk());

@@ -155,6 +155,19 @@ bool FromHex(std::string_view text, std::string* out) {
   return true;
 }
 
+// The registers an add may allocate later (2^log2m bytes) are bounded when the sketch is made,
+// like any client-sized allocation (sketch_cell.h, rule 8). Replies and returns false if not.
+bool RegistersFit(CommandContext& ctx, int log2m) {
+  HllParams p;
+  p.log2m = log2m;
+  if (HyperLogLog::RegisterBytes(p) <= static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
+    return true;
+  }
+  ctx.Error("ERR log2m " + std::to_string(log2m) +
+            " needs more register bytes than proto-max-bulk-len");
+  return false;
+}
+
 }  // namespace
 
 void CmdHllCreate(CommandContext& ctx) {
@@ -181,11 +194,7 @@ void CmdHllCreate(CommandContext& ctx) {
   }
   Status valid = p.Validate();
   if (!valid.ok()) return ctx.Error("ERR " + std::string(valid.message()));
-  // The registers an add may allocate later are bounded now, like any client-sized allocation.
-  if (HyperLogLog::RegisterBytes(p) > static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
-    return ctx.Error("ERR log2m " + std::to_string(p.log2m) +
-                     " needs more register bytes than proto-max-bulk-len");
-  }
+  if (!RegistersFit(ctx, p.log2m)) return;
   bool existed = false;
   const std::string_view key = ctx.args[1];
   Status s = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
@@ -272,6 +281,8 @@ void CmdHllImport(CommandContext& ctx) {
   if (!FromHex(ctx.args[2], &bytes)) {
     return ctx.Error("ERR invalid hexadecimal hll: expected \\x followed by hex digits");
   }
+  // The header's log2m (byte 1, low 5 bits) is checked before parsing allocates registers.
+  if (bytes.size() >= 3 && !RegistersFit(ctx, static_cast<uint8_t>(bytes[1]) & 0x1f)) return;
   Result<HyperLogLog> h = HyperLogLog::Parse(bytes);
   if (!h.ok()) return ctx.Error("ERR invalid hll: " + std::string(h.status().message()));
   Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(h).value(), 0);
