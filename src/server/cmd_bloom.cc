@@ -1,5 +1,6 @@
 // Bloom filter commands: RedisBloom's BF.* with its replies and error texts. Filters change in
-// place (sketch_cell.h); a filter that must grow a sub-filter is copied, grown and swapped.
+// place (sketch_cell.h), growing a sub-filter included; every sub-filter is bounded and charged
+// before it is allocated.
 
 #include <cmath>
 #include <string>
@@ -39,7 +40,14 @@ Result<const SketchCell<BloomFilter>*> Load(const Value& v) {
   return cell;
 }
 
-Result<BloomFilter> Create(const BloomOptions& o) {
+// Makes a filter, after checking the first sub-filter against proto-max-bulk-len and maxmemory.
+Result<BloomFilter> Create(CommandContext& ctx, const BloomOptions& o) {
+  const uint64_t bytes = BloomFilter::FirstFilterBytes(o.error, static_cast<uint64_t>(o.capacity),
+                                                       static_cast<uint32_t>(o.expansion));
+  if (bytes > static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
+    return Status::ResourceExhausted("ERR Insufficient memory to create filter");
+  }
+  FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, bytes));
   Result<BloomFilter> f = BloomFilter::Create(o.error, static_cast<uint64_t>(o.capacity),
                                               static_cast<uint32_t>(o.expansion));
   if (!f.ok()) {
@@ -66,18 +74,20 @@ Result<std::vector<AddOutcome>> AddItems(CommandContext& ctx,
       ctx, ctx.args[1], kBloomType, Load,
       [&]() -> Result<BloomFilter> {
         if (!o.create) return Status::NotFound("ERR not found");
-        return Create(o);
+        return Create(ctx, o);
       },
-      [&](BloomFilter& f, bool in_place, bool* changed) -> std::optional<std::vector<AddOutcome>> {
-        // In place only when no item needs a new sub-filter (that changes the value's size, so
-        // it goes through a copy; the copy then takes every item).
-        if (in_place) {
-          for (std::string_view item : items) {
-            if (f.expansion() != 0 && f.AddWouldGrow(item)) return std::nullopt;
-          }
-        }
+      [&](BloomFilter& f, bool* changed) -> Result<std::vector<AddOutcome>> {
         std::vector<AddOutcome> out;
         for (std::string_view item : items) {
+          // A new sub-filter is charged before it is allocated (sketch_cell.h, rule 8).
+          if (f.AddWouldGrow(item)) {
+            Status room = CheckAllocation(ctx, f.GrowthBytes());
+            if (!room.ok()) {
+              if (out.empty()) return room;
+              out.push_back({0, kOomError});
+              break;
+            }
+          }
           Result<bool> r = f.Add(item);
           if (!r.ok()) {
             out.push_back({0, r.status().code() == StatusCode::kFailedPrecondition
@@ -144,8 +154,8 @@ void CmdBfReserve(CommandContext& ctx) {
       refusal = live->type() == kBloomType ? "ERR item exists" : kWrongType;
       return Mutation::Keep();
     }
-    FLOE_ASSIGN_OR_RETURN(BloomFilter f, Create(o));
-    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeSketchValue(key, kBloomType, std::move(f), 0));
+    FLOE_ASSIGN_OR_RETURN(BloomFilter f, Create(ctx, o));
+    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeCellValue(ctx, key, kBloomType, std::move(f), 0));
     return Mutation::Put(std::move(v));
   });
   if (!s.ok()) return ctx.Error(s.message());

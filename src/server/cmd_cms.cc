@@ -43,15 +43,31 @@ bool ParseFiniteDouble(std::string_view s, double* out) {
   return ParseRedisDouble(s, out) && std::isfinite(*out);
 }
 
-// Creates `key` with `bytes` of `type` unless it exists.
-void Create(CommandContext& ctx, uint16_t type, const std::string& bytes) {
+const char kNoMemory[] = "CMS: Insufficient memory to create the key";
+
+// Whether a sketch of `bytes` may be made: at most proto-max-bulk-len (as any client-sized
+// allocation), and within maxmemory (sketch_cell.h, rule 8). Replies and returns false if not.
+bool MayAllocate(CommandContext& ctx, uint64_t bytes) {
+  if (bytes > static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
+    ctx.Error(kNoMemory);
+    return false;
+  }
+  Status s = CheckAllocation(ctx, bytes);
+  if (!s.ok()) ctx.Error(s.message());
+  return s.ok();
+}
+
+// Creates `key` holding `sketch` (in its cell, allocated once) unless it exists.
+template <typename T>
+void Create(CommandContext& ctx, uint16_t type, T sketch) {
   bool existed = false;
   const std::string_view key = ctx.args[1];
+  Result<ValuePtr> made = MakeCellValue(ctx, key, type, std::move(sketch), 0);
+  if (!made.ok()) return ctx.Error("ERR " + std::string(made.status().message()));
   Status s = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
     existed = Live(cur, ctx.now_ms) != nullptr;
     if (existed) return Mutation::Keep();
-    FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(key, type, bytes));
-    return Mutation::Put(std::move(v));
+    return Mutation::Put(*made);
   });
   if (!s.ok()) return ctx.Error("ERR " + std::string(s.message()));
   if (existed) return ctx.Error("CMS: key already exists");
@@ -73,9 +89,10 @@ void CmdCmsInitByDim(CommandContext& ctx) {
   uint32_t width = 0, depth = 0;
   if (!ParseUnsigned32(ctx.args[2], &width) || width == 0) return ctx.Error("CMS: invalid width");
   if (!ParseUnsigned32(ctx.args[3], &depth) || depth == 0) return ctx.Error("CMS: invalid depth");
+  if (!MayAllocate(ctx, CountMin::BytesFor(width, depth))) return;
   Result<CountMin> c = CountMin::Create(width, depth);
-  if (!c.ok()) return ctx.Error("CMS: Insufficient memory to create the key");
-  Create(ctx, kCms, c->Serialize());
+  if (!c.ok()) return ctx.Error(kNoMemory);
+  Create(ctx, kCms, std::move(c).value());
 }
 
 void CmdCmsInitByProb(CommandContext& ctx) {
@@ -87,9 +104,18 @@ void CmdCmsInitByProb(CommandContext& ctx) {
   if (!ParseFiniteDouble(ctx.args[3], &prob) || !(prob > 0 && prob < 1)) {
     return ctx.Error("CMS: invalid prob value");
   }
+  // RedisBloom's sizing (CountMin::CreateForError), bounded before anything is allocated.
+  const double width = std::ceil(2.0 / error);
+  const double depth =
+      std::ceil(static_cast<double>(std::log10(static_cast<float>(prob)) / std::log10(0.5f)));
+  if (width <= UINT32_MAX && depth >= 1 && depth <= UINT32_MAX &&
+      !MayAllocate(
+          ctx, CountMin::BytesFor(static_cast<uint32_t>(width), static_cast<uint32_t>(depth)))) {
+    return;
+  }
   Result<CountMin> c = CountMin::CreateForError(error, prob);
-  if (!c.ok()) return ctx.Error("CMS: Insufficient memory to create the key");
-  Create(ctx, kCms, c->Serialize());
+  if (!c.ok()) return ctx.Error(kNoMemory);
+  Create(ctx, kCms, std::move(c).value());
 }
 
 void CmdCmsInitRange(CommandContext& ctx) {
@@ -100,9 +126,10 @@ void CmdCmsInitRange(CommandContext& ctx) {
   if (!ParseUnsigned32(ctx.args[4], &bits) || bits < 1 || bits > 32) {
     return ctx.Error("CMS: bits must be between 1 and 32");
   }
+  if (!MayAllocate(ctx, RangeCountMin::BytesFor(width, depth, static_cast<int>(bits)))) return;
   Result<RangeCountMin> r = RangeCountMin::Create(width, depth, static_cast<int>(bits));
-  if (!r.ok()) return ctx.Error("CMS: Insufficient memory to create the key");
-  Create(ctx, kCmsRange, r->Serialize());
+  if (!r.ok()) return ctx.Error(kNoMemory);
+  Create(ctx, kCmsRange, std::move(r).value());
 }
 
 void CmdCmsIncrBy(CommandContext& ctx) {
@@ -129,7 +156,7 @@ void CmdCmsIncrBy(CommandContext& ctx) {
     results = UpdateSketch<CountMin, Results>(
         ctx, key, kCms, [&](const Value& cur) { return CellFor<CountMin>(cur, kCms); },
         [&] { return missing(static_cast<CountMin*>(nullptr)); },
-        [&](CountMin& c, bool, bool* changed) -> std::optional<Results> {
+        [&](CountMin& c, bool* changed) -> Result<Results> {
           Results out;
           for (size_t i = 0; i < incrs.size(); i++)
             out.push_back(c.Add(ctx.args[2 + 2 * i], incrs[i]));
@@ -141,7 +168,7 @@ void CmdCmsIncrBy(CommandContext& ctx) {
         ctx, key, kCmsRange,
         [&](const Value& cur) { return CellFor<RangeCountMin>(cur, kCmsRange); },
         [&] { return missing(static_cast<RangeCountMin*>(nullptr)); },
-        [&](RangeCountMin& r, bool, bool* changed) -> std::optional<Results> {
+        [&](RangeCountMin& r, bool* changed) -> Result<Results> {
           // Every item is checked before any counter moves.
           std::vector<uint64_t> values;
           for (size_t i = 0; i < incrs.size(); i++) {
@@ -264,8 +291,8 @@ void CmdCmsInfo(CommandContext& ctx) {
   }
 }
 
-// CMS.MERGE dest numkeys src... [WEIGHTS w...]: dest must exist and is overwritten without being
-// read (sketch_cell.h, rule 4).
+// CMS.MERGE dest numkeys src... [WEIGHTS w...]: dest must exist; its counters are replaced in
+// place by the weighted sum of the sources (sketch_cell.h, rule 3).
 void CmdCmsMerge(CommandContext& ctx) {
   int64_t numkeys = 0;
   if (!ParseInt64(ctx.args[2], &numkeys)) return ctx.Error("CMS: invalid numkeys");
@@ -286,7 +313,7 @@ void CmdCmsMerge(CommandContext& ctx) {
   ValuePtr dest = Lookup(ctx, ctx.args[1]);
   if (!dest) return ctx.Error("CMS: key does not exist");
   if (dest->type() != kCms) return ctx.WrongType();
-  Result<CountMin> out = CopyCountMin(*dest);
+  Result<const SketchCell<CountMin>*> out = CellFor<CountMin>(*dest, kCms);
   if (!out.ok()) return ctx.Error(out.status().message());
   std::vector<CountMin> sources;
   sources.reserve(n);
@@ -300,13 +327,17 @@ void CmdCmsMerge(CommandContext& ctx) {
   }
   std::vector<std::pair<const CountMin*, int64_t>> weighted;
   for (size_t i = 0; i < n; i++) weighted.emplace_back(&sources[i], weights[i]);
-  Status s = out->MergeWeighted(weighted);
-  if (s.code() == StatusCode::kInvalidArgument) return ctx.Error("CMS: width/depth is not equal");
-  if (!s.ok()) return ctx.Error("CMS: MERGE overflow");
-  Result<ValuePtr> next =
-      MakeSketchValue(ctx.args[1], kCms, std::move(out).value(), dest->expire_at_ms());
-  if (!next.ok()) return ctx.Error("ERR " + std::string(next.status().message()));
-  ctx.store().Put(std::move(next).value());
+  // In place (sketch_cell.h, rule 3); the merge builds its counters beside the old ones first.
+  std::optional<Status> s = (*out)->TryMutate([&](CountMin& c, bool* changed) -> Status {
+    FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, c.MemoryBytes()));
+    Status merged = c.MergeWeighted(weighted);
+    *changed = merged.ok();
+    return merged;
+  });
+  if (!s.has_value()) return ctx.Error("CMS: key does not exist");
+  if (s->code() == StatusCode::kInvalidArgument) return ctx.Error("CMS: width/depth is not equal");
+  if (s->code() == StatusCode::kResourceExhausted) return ctx.Error(s->message());
+  if (!s->ok()) return ctx.Error("CMS: MERGE overflow");
   ctx.out.Ok();
 }
 

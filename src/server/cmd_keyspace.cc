@@ -5,6 +5,7 @@
 
 #include "server/internal/command.h"
 #include "server/internal/sketch_cell.h"
+#include "server/internal/string_cell.h"
 #include "sketch/sketch.h"
 
 namespace floe::server::internal {
@@ -40,11 +41,12 @@ bool RemoveKey(CommandContext& ctx, std::string_view key) {
   return was_live;
 }
 
-// The same value under a different expiry (or key), keeping type and contents (a sketch's
-// current state: see sketch_cell.h).
-Result<ValuePtr> Rewrite(const Value& v, std::string_view key, int64_t expire_at_ms) {
-  FLOE_ASSIGN_OR_RETURN(std::string payload, CurrentPayload(v));
-  return Value::Make(key, v.type(), payload, expire_at_ms);
+// The same value under a different expiry (or key), keeping type and contents: a value with a
+// cell (a sketch, an appended-to string) shares its cell's state and copies nothing; a failed
+// rewrite changes nothing (sketch_cell.h, rule 2).
+Result<ValuePtr> Rewrite(CommandContext& ctx, const Value& v, std::string_view key,
+                         int64_t expire_at_ms) {
+  return RewriteValue(ctx, v, key, expire_at_ms);
 }
 
 enum class ExpireUnit { kSeconds, kMilliseconds };
@@ -95,7 +97,7 @@ void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
     if (lt && current != 0 && when >= current) return Mutation::Keep();
     reply = 1;
     if (when <= ctx.now_ms) return Mutation::Remove();
-    FLOE_ASSIGN_OR_RETURN(ValuePtr next, Rewrite(*live, key, when));
+    FLOE_ASSIGN_OR_RETURN(ValuePtr next, Rewrite(ctx, *live, key, when));
     return Mutation::Put(std::move(next));
   });
   if (!r.ok()) return ctx.Error("ERR " + std::string(r.status().message()));
@@ -239,7 +241,7 @@ void RenameGeneric(CommandContext& ctx, bool nx) {
   if (!v) return ctx.Error("ERR no such key");
   if (from == to) return nx ? ctx.out.Integer(0) : ctx.out.Ok();
   if (nx && Lookup(ctx, to, /*count_stats=*/false)) return ctx.out.Integer(0);
-  Result<ValuePtr> moved = Rewrite(*v, to, v->expire_at_ms());
+  Result<ValuePtr> moved = Rewrite(ctx, *v, to, v->expire_at_ms());
   if (!moved.ok()) return ctx.Error("ERR " + std::string(moved.status().message()));
   ctx.store().Put(std::move(moved).value());
   ctx.store().Remove(from);
@@ -267,7 +269,7 @@ void CmdPersist(CommandContext& ctx) {
     const Value* live = Live(cur, ctx.now_ms);
     if (live == nullptr || live->expire_at_ms() == 0) return Mutation::Keep();
     reply = 1;
-    FLOE_ASSIGN_OR_RETURN(ValuePtr next, Rewrite(*live, key, 0));
+    FLOE_ASSIGN_OR_RETURN(ValuePtr next, Rewrite(ctx, *live, key, 0));
     return Mutation::Put(std::move(next));
   });
   if (!r.ok()) return ctx.Error("ERR " + std::string(r.status().message()));
@@ -288,10 +290,12 @@ void CmdObjectEncoding(CommandContext& ctx) {
         (*cell)->Read([](const sketch::HyperLogLog& h) { return h.representation(); }));
     return ctx.out.Bulk(t <= 4 ? kNames[t] : "undefined");
   }
-  int64_t ignored = 0;
-  const std::string_view p = v->payload();
-  if (p.size() <= 20 && ParseInt64(p, &ignored)) return ctx.out.Bulk("int");
-  ctx.out.Bulk(p.size() <= 44 ? "embstr" : "raw");
+  if (v->type() != static_cast<uint16_t>(ValueType::kString)) return ctx.out.Bulk("raw");
+  WithStringBytes(*v, [&](std::string_view p) {
+    int64_t ignored = 0;
+    if (p.size() <= 20 && ParseInt64(p, &ignored)) return ctx.out.Bulk("int");
+    ctx.out.Bulk(p.size() <= 44 ? "embstr" : "raw");
+  });
 }
 
 void CmdObjectHelp(CommandContext& ctx) {

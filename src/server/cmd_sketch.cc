@@ -62,7 +62,11 @@ Result<int64_t> AddHashes(CommandContext& ctx, std::string_view key,
         *created = true;
         return HyperLogLog::Create(params);
       },
-      [&](HyperLogLog& h, bool /*in_place*/, bool* changed) -> std::optional<int64_t> {
+      [&](HyperLogLog& h, bool* changed) -> Result<int64_t> {
+        // An add may promote the sketch to its registers: 2^log2m bytes (sketch_cell.h, rule 8).
+        if (!h.has_registers()) {
+          FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, HyperLogLog::RegisterBytes(h.params())));
+        }
         int64_t n = 0;
         for (uint64_t hash : hashes) n += h.AddHash(hash) ? 1 : 0;
         *changed = n > 0;
@@ -151,6 +155,19 @@ bool FromHex(std::string_view text, std::string* out) {
   return true;
 }
 
+// The registers an add may allocate later (2^log2m bytes) are bounded when the sketch is made,
+// like any client-sized allocation (sketch_cell.h, rule 8). Replies and returns false if not.
+bool RegistersFit(CommandContext& ctx, int log2m) {
+  HllParams p;
+  p.log2m = log2m;
+  if (HyperLogLog::RegisterBytes(p) <= static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
+    return true;
+  }
+  ctx.Error("ERR log2m " + std::to_string(log2m) +
+            " needs more register bytes than proto-max-bulk-len");
+  return false;
+}
+
 }  // namespace
 
 void CmdHllCreate(CommandContext& ctx) {
@@ -177,13 +194,14 @@ void CmdHllCreate(CommandContext& ctx) {
   }
   Status valid = p.Validate();
   if (!valid.ok()) return ctx.Error("ERR " + std::string(valid.message()));
+  if (!RegistersFit(ctx, p.log2m)) return;
   bool existed = false;
   const std::string_view key = ctx.args[1];
   Status s = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
     existed = Live(cur, ctx.now_ms) != nullptr;
     if (existed) return Mutation::Keep();
     FLOE_ASSIGN_OR_RETURN(HyperLogLog h, HyperLogLog::Create(p));
-    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeSketchValue(key, kHllType, std::move(h), 0));
+    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeCellValue(ctx, key, kHllType, std::move(h), 0));
     return Mutation::Put(std::move(v));
   });
   if (!s.ok()) return ctx.Error(s.message());
@@ -244,7 +262,7 @@ void CmdHllUnion(CommandContext& ctx) {
   if (!parts.ok()) return ctx.Error(parts.status().message());
   Result<HyperLogLog> u = UnionOfSketches(*parts, HllParams{});
   if (!u.ok()) return ctx.Error(u.status().message());
-  Result<ValuePtr> v = MakeSketchValue(ctx.args[1], kHllType, std::move(u).value(), 0);
+  Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(u).value(), 0);
   if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
   ctx.store().Put(std::move(v).value());
   ctx.out.Ok();
@@ -263,9 +281,11 @@ void CmdHllImport(CommandContext& ctx) {
   if (!FromHex(ctx.args[2], &bytes)) {
     return ctx.Error("ERR invalid hexadecimal hll: expected \\x followed by hex digits");
   }
+  // The header's log2m (byte 1, low 5 bits) is checked before parsing allocates registers.
+  if (bytes.size() >= 3 && !RegistersFit(ctx, static_cast<uint8_t>(bytes[1]) & 0x1f)) return;
   Result<HyperLogLog> h = HyperLogLog::Parse(bytes);
   if (!h.ok()) return ctx.Error("ERR invalid hll: " + std::string(h.status().message()));
-  Result<ValuePtr> v = MakeSketchValue(ctx.args[1], kHllType, std::move(h).value(), 0);
+  Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(h).value(), 0);
   if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
   ctx.store().Put(std::move(v).value());
   ctx.out.Ok();
@@ -314,28 +334,35 @@ void CmdPfCount(CommandContext& ctx) {
   ctx.out.Integer(static_cast<int64_t>(std::llround(*n)));
 }
 
-// PFMERGE includes the destination's own contents, as Redis does: the destination is sealed,
-// read and replaced in one compare-and-swap, so adds racing with the merge are kept
+// PFMERGE includes the destination's own contents, as Redis does: the union replaces the
+// destination's sketch in place, under its cell's mutex, so adds racing with the merge are kept
 // (sketch_cell.h, rule 3).
 void CmdPfMerge(CommandContext& ctx) {
   const std::string_view dest = ctx.args[1];
   std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
   Result<std::vector<HyperLogLog>> sources = SketchesAt(ctx, keys, true);
   if (!sources.ok()) return ctx.Error(sources.status().message());
-  Status s = ctx.store().Mutate(dest, [&](const Value* cur) -> Result<Mutation> {
-    std::vector<HyperLogLog> parts = *sources;
-    int64_t expire_at_ms = 0;
-    if (const Value* live = Live(cur, ctx.now_ms)) {
-      FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(*live, true));
-      parts.push_back(cell->SealAndCopy());
-      expire_at_ms = live->expire_at_ms();
-    }
-    FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
-    FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeSketchValue(dest, kHllType, std::move(u), expire_at_ms));
-    return Mutation::Put(std::move(v));
-  });
-  if (!s.ok()) {
-    return ctx.Error(s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kCorruption
+  bool created = false;
+  Result<bool> r = UpdateSketch<HyperLogLog, bool>(
+      ctx, dest, kHllType, [&](const Value& v) { return Load(v, true); },
+      [&]() -> Result<HyperLogLog> {
+        created = true;
+        return HyperLogLog::Create(RedisParams());
+      },
+      [&](HyperLogLog& h, bool* changed) -> Result<bool> {
+        std::vector<HyperLogLog> parts = *sources;
+        // A sketch create() just made is not part of the union (its parameters would fold it).
+        if (!std::exchange(created, false)) parts.push_back(h);
+        FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
+        h = std::move(u);
+        *changed = true;
+        return true;
+      });
+  if (!r.ok()) {
+    const Status& s = r.status();
+    return ctx.Error(s.code() == StatusCode::kInvalidArgument ||
+                             s.code() == StatusCode::kCorruption ||
+                             s.code() == StatusCode::kResourceExhausted
                          ? std::string(s.message())
                          : "ERR " + std::string(s.message()));
   }

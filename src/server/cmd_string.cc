@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "server/internal/command.h"
+#include "server/internal/string_cell.h"
 
 namespace floe::server::internal {
 
@@ -21,7 +22,6 @@ bool IsString(const Value* v) { return v->type() == kStringType; }
 // Errors raised inside an Update function carry the client's text in the Status message.
 Status ClientError(std::string_view text) { return Status::InvalidArgument(text); }
 const char kNotInteger[] = "ERR value is not an integer or out of range";
-const char kTooBig[] = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
 Result<Mutation> PutString(std::string_view key, std::string_view payload, int64_t expire_at_ms) {
   FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeString(key, payload, expire_at_ms));
@@ -104,20 +104,21 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
   bool applied = false;
   bool had_old = false;
   std::string old;
-  Status r = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    applied = false;
-    had_old = live != nullptr;
-    if (live != nullptr && reply == SetReply::kOldValue) {
-      if (!IsString(live)) return ClientError(kWrongType);
-      old.assign(live->payload());
-    }
-    if ((o.nx && live != nullptr) || (o.xx && live == nullptr)) return Mutation::Keep();
-    applied = true;
-    int64_t expire = o.has_expire ? o.expire_at_ms : 0;
-    if (o.keepttl && live != nullptr) expire = live->expire_at_ms();
-    return PutString(key, payload, expire);
-  });
+  Status r =
+      ReplaceString(ctx, key, [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
+        const Value* live = Live(cur, ctx.now_ms);
+        applied = false;
+        had_old = live != nullptr;
+        if (live != nullptr && reply == SetReply::kOldValue) {
+          if (!IsString(live)) return ClientError(kWrongType);
+          old.assign(bytes);
+        }
+        if ((o.nx && live != nullptr) || (o.xx && live == nullptr)) return Mutation::Keep();
+        applied = true;
+        int64_t expire = o.has_expire ? o.expire_at_ms : 0;
+        if (o.keepttl && live != nullptr) expire = live->expire_at_ms();
+        return PutString(key, payload, expire);
+      });
   if (!r.ok()) return ctx.Error(r.message());
   switch (reply) {
     case SetReply::kOkOrNil:
@@ -132,23 +133,24 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
 void IncrGeneric(CommandContext& ctx, int64_t incr) {
   const std::string_view key = ctx.args[1];
   int64_t result = 0;
-  Status r = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    int64_t old = 0;
-    if (live != nullptr) {
-      if (!IsString(live)) return ClientError(kWrongType);
-      if (!ParseInt64(live->payload(), &old)) return ClientError(kNotInteger);
-    }
-    if ((incr < 0 && old < 0 && incr < INT64_MIN - old) ||
-        (incr > 0 && old > 0 && incr > INT64_MAX - old)) {
-      return ClientError("ERR increment or decrement would overflow");
-    }
-    result = old + incr;
-    char buf[24];
-    const char* end = std::to_chars(buf, buf + sizeof(buf), result).ptr;
-    return PutString(key, std::string_view(buf, static_cast<size_t>(end - buf)),
-                     live != nullptr ? live->expire_at_ms() : 0);
-  });
+  Status r =
+      ReplaceString(ctx, key, [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
+        const Value* live = Live(cur, ctx.now_ms);
+        int64_t old = 0;
+        if (live != nullptr) {
+          if (!IsString(live)) return ClientError(kWrongType);
+          if (!ParseInt64(bytes, &old)) return ClientError(kNotInteger);
+        }
+        if ((incr < 0 && old < 0 && incr < INT64_MIN - old) ||
+            (incr > 0 && old > 0 && incr > INT64_MAX - old)) {
+          return ClientError("ERR increment or decrement would overflow");
+        }
+        result = old + incr;
+        char buf[24];
+        const char* end = std::to_chars(buf, buf + sizeof(buf), result).ptr;
+        return PutString(key, std::string_view(buf, static_cast<size_t>(end - buf)),
+                         live != nullptr ? live->expire_at_ms() : 0);
+      });
   if (!r.ok()) return ctx.Error(r.message());
   ctx.out.Integer(result);
 }
@@ -172,7 +174,7 @@ void CmdGet(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Null();
   if (!IsString(v.get())) return ctx.WrongType();
-  ctx.out.Bulk(v->payload());
+  WithStringBytes(*v, [&](std::string_view s) { ctx.out.Bulk(s); });
 }
 
 void CmdSet(CommandContext& ctx) {
@@ -205,15 +207,17 @@ void CmdGetSet(CommandContext& ctx) {
 void CmdGetDel(CommandContext& ctx) {
   std::string old;
   bool found = false;
-  Result<ValuePtr> r = ctx.store().Update(ctx.args[1], [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    found = live != nullptr;
-    if (live == nullptr) return cur != nullptr ? Mutation::Remove() : Mutation::Keep();
-    if (!IsString(live)) return ClientError(kWrongType);
-    old.assign(live->payload());
-    return Mutation::Remove();
-  });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  Status r = ReplaceString(ctx, ctx.args[1],
+                           [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
+                             const Value* live = Live(cur, ctx.now_ms);
+                             found = live != nullptr;
+                             if (live == nullptr)
+                               return cur != nullptr ? Mutation::Remove() : Mutation::Keep();
+                             if (!IsString(live)) return ClientError(kWrongType);
+                             old.assign(bytes);
+                             return Mutation::Remove();
+                           });
+  if (!r.ok()) return ctx.Error(r.message());
   if (!found) return ctx.out.Null();
   ctx.out.Bulk(old);
 }
@@ -230,11 +234,14 @@ void CmdGetEx(CommandContext& ctx) {
     Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
       if (cur == nullptr || cur->version() != version) return Mutation::Keep();
       if (o.has_expire && o.expire_at_ms <= ctx.now_ms) return Mutation::Remove();
-      return PutString(key, cur->payload(), o.persist ? 0 : o.expire_at_ms);
+      // The same bytes under a new expiry; a string cell's box is shared, not copied.
+      FLOE_ASSIGN_OR_RETURN(ValuePtr next,
+                            RewriteValue(ctx, *cur, key, o.persist ? 0 : o.expire_at_ms));
+      return Mutation::Put(std::move(next));
     });
     if (!r.ok()) return ctx.Error(r.status().message());
   }
-  ctx.out.Bulk(v->payload());
+  WithStringBytes(*v, [&](std::string_view s) { ctx.out.Bulk(s); });
 }
 
 void CmdMGet(CommandContext& ctx) {
@@ -242,7 +249,7 @@ void CmdMGet(CommandContext& ctx) {
   for (size_t i = 1; i < ctx.args.size(); i++) {
     ValuePtr v = Lookup(ctx, ctx.args[i]);
     if (v && IsString(v.get())) {
-      ctx.out.Bulk(v->payload());
+      WithStringBytes(*v, [&](std::string_view s) { ctx.out.Bulk(s); });
     } else {
       ctx.out.Null();
     }
@@ -310,56 +317,48 @@ void CmdIncrByFloat(CommandContext& ctx) {
   }
   const std::string_view key = ctx.args[1];
   std::string text;
-  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    long double old = 0;
-    if (live != nullptr) {
-      if (!IsString(live)) return ClientError(kWrongType);
-      if (!ParseLongDouble(live->payload(), &old)) {
-        return ClientError("ERR value is not a valid float");
-      }
-    }
-    const long double sum = old + incr;
-    if (std::isnan(sum) || std::isinf(sum)) {
-      return ClientError("ERR increment would produce NaN or Infinity");
-    }
-    text = HumanLongDouble(sum);
-    return PutString(key, text, live != nullptr ? live->expire_at_ms() : 0);
-  });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  Status r =
+      ReplaceString(ctx, key, [&](const Value* cur, std::string_view bytes) -> Result<Mutation> {
+        const Value* live = Live(cur, ctx.now_ms);
+        long double old = 0;
+        if (live != nullptr) {
+          if (!IsString(live)) return ClientError(kWrongType);
+          if (!ParseLongDouble(bytes, &old)) {
+            return ClientError("ERR value is not a valid float");
+          }
+        }
+        const long double sum = old + incr;
+        if (std::isnan(sum) || std::isinf(sum)) {
+          return ClientError("ERR increment would produce NaN or Infinity");
+        }
+        text = HumanLongDouble(sum);
+        return PutString(key, text, live != nullptr ? live->expire_at_ms() : 0);
+      });
+  if (!r.ok()) return ctx.Error(r.message());
   ctx.out.Bulk(text);
 }
 
+// APPEND and SETRANGE change the string in place, in its cell (string_cell.h): amortized
+// growth, and every size checked against proto-max-bulk-len and maxmemory before allocating.
 void CmdAppend(CommandContext& ctx) {
-  const std::string_view key = ctx.args[1];
   const std::string_view tail = ctx.args[2];
-  size_t length = 0;
-  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    if (live == nullptr) {
-      length = tail.size();
-      return PutString(key, tail, 0);
-    }
-    if (!IsString(live)) return ClientError(kWrongType);
-    if (static_cast<int64_t>(live->payload().size() + tail.size()) >
-        ctx.engine.proto_max_bulk_len()) {
-      return ClientError(kTooBig);
-    }
-    std::string joined;
-    joined.reserve(live->payload().size() + tail.size());
-    joined.append(live->payload()).append(tail);
-    length = joined.size();
-    return PutString(key, joined, live->expire_at_ms());
-  });
+  Result<int64_t> r =
+      ChangeString(ctx, ctx.args[1], [&](std::string* s, bool* changed) -> Result<int64_t> {
+        FLOE_RETURN_IF_ERROR(ReserveString(ctx, s, uint64_t{s->size()} + tail.size()));
+        s->append(tail);
+        *changed = true;
+        return static_cast<int64_t>(s->size());
+      });
   if (!r.ok()) return ctx.Error(r.status().message());
-  ctx.out.Integer(static_cast<int64_t>(length));
+  ctx.out.Integer(*r);
 }
 
 void CmdStrLen(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Integer(0);
   if (!IsString(v.get())) return ctx.WrongType();
-  ctx.out.Integer(static_cast<int64_t>(v->payload().size()));
+  ctx.out.Integer(
+      WithStringBytes(*v, [](std::string_view s) { return static_cast<int64_t>(s.size()); }));
 }
 
 void CmdGetRange(CommandContext& ctx) {
@@ -368,43 +367,46 @@ void CmdGetRange(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Bulk("");
   if (!IsString(v.get())) return ctx.WrongType();
-  const std::string_view s = v->payload();
-  const auto len = static_cast<int64_t>(s.size());
-  if (start < 0 && end < 0 && start > end) return ctx.out.Bulk("");
-  if (start < 0) start = len + start;
-  if (end < 0) end = len + end;
-  if (start < 0) start = 0;
-  if (end < 0) end = 0;
-  if (end >= len) end = len - 1;
-  if (start > end || len == 0) return ctx.out.Bulk("");
-  ctx.out.Bulk(s.substr(static_cast<size_t>(start), static_cast<size_t>(end - start + 1)));
+  WithStringBytes(*v, [&](std::string_view s) {
+    const auto len = static_cast<int64_t>(s.size());
+    if (start < 0 && end < 0 && start > end) return ctx.out.Bulk("");
+    if (start < 0) start = len + start;
+    if (end < 0) end = len + end;
+    if (start < 0) start = 0;
+    if (end < 0) end = 0;
+    if (end >= len) end = len - 1;
+    if (start > end || len == 0) return ctx.out.Bulk("");
+    ctx.out.Bulk(s.substr(static_cast<size_t>(start), static_cast<size_t>(end - start + 1)));
+  });
 }
 
 void CmdSetRange(CommandContext& ctx) {
   int64_t offset = 0;
   if (!ParseInt64(ctx.args[2], &offset)) return ctx.NotInteger();
   if (offset < 0) return ctx.Error("ERR offset is out of range");
-  const std::string_view key = ctx.args[1];
   const std::string_view piece = ctx.args[3];
-  int64_t length = 0;
-  Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
-    const Value* live = Live(cur, ctx.now_ms);
-    if (live != nullptr && !IsString(live)) return ClientError(kWrongType);
-    const std::string_view old = live != nullptr ? live->payload() : std::string_view();
-    length = static_cast<int64_t>(old.size());
-    if (piece.empty()) return Mutation::Keep();
-    if (offset + static_cast<int64_t>(piece.size()) > ctx.engine.proto_max_bulk_len()) {
-      return ClientError(kTooBig);
-    }
-    std::string s(old);
-    const size_t need = static_cast<size_t>(offset) + piece.size();
-    if (s.size() < need) s.resize(need, '\0');
-    s.replace(static_cast<size_t>(offset), piece.size(), piece);
-    length = static_cast<int64_t>(s.size());
-    return PutString(key, s, live != nullptr ? live->expire_at_ms() : 0);
-  });
+  // offset + size may pass INT64_MAX: compare without adding.
+  const auto limit = static_cast<uint64_t>(std::max<int64_t>(ctx.engine.proto_max_bulk_len(), 0));
+  if (!piece.empty() &&
+      (piece.size() > limit || static_cast<uint64_t>(offset) > limit - piece.size())) {
+    // Redis checks the size only when there is something to write.
+    ValuePtr v = Lookup(ctx, ctx.args[1]);
+    if (v && !IsString(v.get())) return ctx.WrongType();
+    return ctx.Error(kStringTooBig);
+  }
+  const auto at = static_cast<size_t>(offset);
+  Result<int64_t> r =
+      ChangeString(ctx, ctx.args[1], [&](std::string* s, bool* changed) -> Result<int64_t> {
+        if (piece.empty()) return static_cast<int64_t>(s->size());
+        const size_t need = std::max(s->size(), at + piece.size());
+        FLOE_RETURN_IF_ERROR(ReserveString(ctx, s, need));
+        if (s->size() < need) s->resize(need, '\0');
+        s->replace(at, piece.size(), piece);
+        *changed = true;
+        return static_cast<int64_t>(s->size());
+      });
   if (!r.ok()) return ctx.Error(r.status().message());
-  ctx.out.Integer(length);
+  ctx.out.Integer(*r);
 }
 
 }  // namespace floe::server::internal

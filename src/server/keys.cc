@@ -1,9 +1,7 @@
-// The keyspace as handlers see it: lookups that honour expiry, string values, the current bytes
-// of any value, and the maxmemory check.
+// The keyspace as handlers see it: lookups that honour expiry, string values and the maxmemory
+// check.
 
 #include "server/internal/command.h"
-#include "server/internal/sketch_cell.h"
-#include "sketch/sketch.h"
 
 namespace floe::server::internal {
 
@@ -22,30 +20,6 @@ store::ValuePtr Lookup(CommandContext& ctx, std::string_view key, bool count_sta
   }
   if (count_stats) Bump(v ? ctx.stats().keyspace_hits : ctx.stats().keyspace_misses);
   return v;
-}
-
-Result<std::string> CurrentPayload(const store::Value& v) {
-  switch (static_cast<ValueType>(v.type())) {
-    case ValueType::kString:
-      return std::string(v.payload());
-    case ValueType::kHll: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::HyperLogLog>(v));
-      return cell->SealedPayload();
-    }
-    case ValueType::kCountMin: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::CountMin>(v));
-      return cell->SealedPayload();
-    }
-    case ValueType::kRangeCountMin: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::RangeCountMin>(v));
-      return cell->SealedPayload();
-    }
-    case ValueType::kBloom: {
-      FLOE_ASSIGN_OR_RETURN(const auto* cell, CellOf<sketch::BloomFilter>(v));
-      return cell->SealedPayload();
-    }
-  }
-  return std::string(v.payload());
 }
 
 Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payload,

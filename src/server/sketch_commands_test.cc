@@ -1,6 +1,7 @@
 // In-process tests of the sketch commands that change values in place (sketch_cell.h): Bloom
 // filters (BF.*) with RedisBloom's replies and errors, and the rules that keep in-place changes
-// from being lost (a copy seals the cell) or unseen (WATCH counts in-place changes).
+// from being lost (every change is in place; rewrites share the cell) or unseen (WATCH counts
+// in-place changes).
 
 #include <atomic>
 #include <thread>
@@ -107,7 +108,7 @@ TEST_F(CommandTest, BfNonScalingFilterFillsUp) {
   EXPECT_THAT(Run({"BF.INFO", "z", "EXPANSION"}).elements[0], IsNil());
 }
 
-TEST_F(CommandTest, BfScalesThroughCopiesAndKeepsEveryItem) {
+TEST_F(CommandTest, BfScalesInPlaceAndKeepsEveryItem) {
   ASSERT_THAT(Run({"BF.RESERVE", "g", "0.01", "10", "EXPANSION", "2"}), IsOk());
   for (int i = 0; i < 1000; i++) Run({"BF.ADD", "g", "item" + std::to_string(i)});
   for (int i = 0; i < 1000; i++) {
@@ -117,7 +118,7 @@ TEST_F(CommandTest, BfScalesThroughCopiesAndKeepsEveryItem) {
   EXPECT_GE(filters, 7);  // 10 + 20 + ... + 640 = 1270 >= 1000 items
   // Items counted once, when new; a false positive (about 1%) is not counted.
   EXPECT_GE(Run({"BF.CARD", "g"}).integer, 970);
-  // The value's memory follows the growth: a grown filter is a new value of its real size.
+  // The store's memory follows the growth in place: each sub-filter is charged.
   EXPECT_GE(engine_.store().MemoryUsed(), 1270u);
 }
 
@@ -162,8 +163,8 @@ TEST_F(CommandTest, ConcurrentBloomAddsLoseNothingWhileTheFilterGrows) {
 }
 
 TEST_F(CommandTest, InPlaceAddsSurviveConcurrentRewrites) {
-  // Adds race with commands that copy the value (EXPIRE rewrites it with a new expiry,
-  // PFMERGE into it): the copy seals the cell, so no add is lost. EXPTHRESH 13 keeps the
+  // Adds race with commands that rewrite the value (EXPIRE, sharing the cell) and merge into it
+  // (PFMERGE, in place), so no add is lost. EXPTHRESH 13 keeps the
   // sketch exact up to 2^12 elements, so the count shows any loss.
   ASSERT_THAT(Run({"HLL.CREATE", "h", "EXPTHRESH", "13"}), IsOk());
   std::atomic<bool> done{false};

@@ -34,7 +34,7 @@ Result<BloomFilter::Link> BloomFilter::MakeLink(uint64_t capacity, double error,
   if (l.bits == 0) l.bits = 64;
   l.hashes = static_cast<uint32_t>(std::ceil(ln2 * bpe));
   if (l.hashes == 0) l.hashes = 1;
-  if (allocate) l.words.assign(l.bits / 64, 0);
+  if (allocate) l.words = ZeroedVector<uint64_t>(l.bits / 64);
   return l;
 }
 
@@ -56,6 +56,20 @@ Result<BloomFilter> BloomFilter::Create(double error_rate, uint64_t capacity, ui
                         MakeLink(capacity, f.error_rate_ * (expansion == 0 ? 1.0 : kTightening)));
   f.links_.push_back(std::move(first));
   return f;
+}
+
+uint64_t BloomFilter::FirstFilterBytes(double error_rate, uint64_t capacity, uint32_t expansion) {
+  if (!(error_rate > 0 && error_rate < 1) || capacity < 1 || capacity > kMaxCapacity) return 0;
+  const double error = std::min(error_rate, kMaxErrorRate) * (expansion == 0 ? 1.0 : kTightening);
+  Result<Link> l = MakeLink(capacity, error, /*allocate=*/false);
+  return l.ok() ? l->bits / 8 : 0;
+}
+
+uint64_t BloomFilter::GrowthBytes() const {
+  if (expansion_ == 0 || links_.empty() || links_.size() >= kMaxLinks) return 0;
+  const Link& last = links_.back();
+  Result<Link> l = MakeLink(last.capacity * expansion_, last.error * kTightening, false);
+  return l.ok() ? l->bits / 8 : 0;
 }
 
 bool BloomFilter::Test(const Link& l, uint64_t h1, uint64_t h2) {
@@ -97,11 +111,14 @@ Status BloomFilter::Grow() {
     return Status::ResourceExhausted("Bloom filter has too many sub-filters");
   }
   const Link& last = links_.back();
-  FLOE_ASSIGN_OR_RETURN(Link next, MakeLink(last.capacity * expansion_, last.error * kTightening));
+  // Sized first and allocated only once it is known to fit.
+  FLOE_ASSIGN_OR_RETURN(Link next, MakeLink(last.capacity * expansion_, last.error * kTightening,
+                                            /*allocate=*/false));
   if (bytes() + next.bits / 8 > kMaxBytes) {
     return Status::ResourceExhausted("a Bloom filter may not exceed " +
                                      std::to_string(kMaxBytes >> 20) + " MiB");
   }
+  next.words = ZeroedVector<uint64_t>(next.bits / 64);
   links_.push_back(std::move(next));
   return Status::OK();
 }

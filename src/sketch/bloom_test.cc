@@ -123,5 +123,22 @@ TEST(BloomTest, SerializationRoundTripsAndRejectsCorruption) {
   EXPECT_FALSE(BloomFilter::Parse(header).ok());
 }
 
+// The sizes the server charges before allocating (sketch_cell.h, rule 8) are the sizes the
+// filter then holds.
+TEST(BloomFilterTest, SizesAreKnownBeforeAllocating) {
+  const uint64_t first = BloomFilter::FirstFilterBytes(0.01, 1000, 2);
+  BloomFilter f = BloomFilter::Create(0.01, 1000, 2).value();
+  EXPECT_GT(first, 1000u);
+  EXPECT_GE(f.MemoryBytes(), first);
+  EXPECT_LT(f.MemoryBytes(), first + 256);
+  EXPECT_EQ(BloomFilter::FirstFilterBytes(0, 1000, 2), 0u);
+  EXPECT_EQ(BloomFilter::FirstFilterBytes(0.01, 0, 2), 0u);
+  const uint64_t growth = f.GrowthBytes();
+  EXPECT_GT(growth, first);
+  for (int i = 0; f.filters() == 1; i++) ASSERT_TRUE(f.Add("item" + std::to_string(i)).ok());
+  EXPECT_GE(f.MemoryBytes(), first + growth);
+  EXPECT_EQ(BloomFilter::Create(0.01, 10, 0).value().GrowthBytes(), 0u);  // non-scaling
+}
+
 }  // namespace
 }  // namespace floe::sketch

@@ -29,7 +29,7 @@ Result<CountMin> CountMin::Create(uint32_t width, uint32_t depth) {
   CountMin c;
   c.width_ = width;
   c.depth_ = depth;
-  c.counters_.assign(static_cast<size_t>(width) * depth, 0);
+  c.counters_ = ZeroedVector<uint32_t>(static_cast<size_t>(width) * depth);
   return c;
 }
 
@@ -83,7 +83,7 @@ Result<uint32_t> CountMin::Add(std::string_view item, uint32_t incr) {
 uint32_t CountMin::Query(std::string_view item) const { return QueryKey(HashBytes(item)); }
 
 Status CountMin::MergeWeighted(const std::vector<std::pair<const CountMin*, int64_t>>& sources) {
-  std::vector<uint32_t> out(counters_.size(), 0);
+  ZeroedVector<uint32_t> out(counters_.size());
   Wide total = 0;
   for (const auto& [src, weight] : sources) {
     if (src->width_ != width_ || src->depth_ != depth_) {

@@ -117,5 +117,17 @@ TEST(RangeCountMinTest, RangesAndQuantilesTrackTheTruth) {
   EXPECT_FALSE(RangeCountMin::Create(100, 3, 33).ok());
 }
 
+// A new sketch's counters come from one zeroed allocation of exactly the announced size.
+TEST(CountMinTest, SizesAreKnownBeforeAllocating) {
+  EXPECT_EQ(CountMin::BytesFor(UINT32_MAX, UINT32_MAX), uint64_t{UINT32_MAX} * UINT32_MAX * 4);
+  CountMin c = CountMin::Create(1000, 5).value();
+  EXPECT_EQ(c.MemoryBytes(), CountMin::BytesFor(1000, 5));
+  EXPECT_EQ(c.Query("anything"), 0u);
+  EXPECT_EQ(RangeCountMin::BytesFor(1000, 5, 8), 9 * CountMin::BytesFor(1000, 5));
+  RangeCountMin r = RangeCountMin::Create(1000, 5, 8).value();
+  EXPECT_GE(r.MemoryBytes(), RangeCountMin::BytesFor(1000, 5, 8));
+  EXPECT_EQ(r.RangeCount(0, 255), 0u);
+}
+
 }  // namespace
 }  // namespace floe::sketch

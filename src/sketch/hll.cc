@@ -112,7 +112,7 @@ bool HyperLogLog::SetRegisterFromHash(uint64_t hash) {
 }
 
 void HyperLogLog::PromoteToRegisters() {
-  registers_.assign(size_t{1} << params_.log2m, 0);
+  registers_ = ZeroedVector<uint8_t>(size_t{1} << params_.log2m);
   state_ = State::kRegisters;
   for (int64_t h : explicit_) SetRegisterFromHash(static_cast<uint64_t>(h));
   explicit_.clear();
@@ -217,7 +217,7 @@ Result<HyperLogLog> HyperLogLog::Fold(int log2m, int regwidth) const {
     return out;
   }
   if (state_ == State::kEmpty) return out;
-  out.registers_.assign(size_t{1} << log2m, 0);
+  out.registers_ = ZeroedVector<uint8_t>(size_t{1} << log2m);
   out.state_ = State::kRegisters;
   const int dropped = params_.log2m - log2m;
   const uint64_t low_mask = (uint64_t{1} << log2m) - 1;

@@ -11,6 +11,8 @@
 #define FLOE_SKETCH_SKETCH_H_
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +20,38 @@
 #include "base/base.h"
 
 namespace floe::sketch {
+
+// An allocator for counter arrays that a new sketch needs zeroed: calloc hands out pages the
+// kernel zeroes on first touch, and elements are default-initialized (not written), so creating
+// a 100 MB sketch costs one allocation and touches nothing. Only a freshly constructed
+// ZeroedVector<T>(n) is all zeros this way; `assign` and `resize` after a shrink write as usual.
+template <typename T>
+struct ZeroedAllocator {
+  using value_type = T;
+  ZeroedAllocator() = default;
+  template <typename U>
+  ZeroedAllocator(const ZeroedAllocator<U>&) {}  // NOLINT
+  T* allocate(size_t n) {
+    void* p = std::calloc(n, sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;  // default-init: calloc already zeroed it
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <typename U>
+  bool operator==(const ZeroedAllocator<U>&) const {
+    return true;
+  }
+};
+template <typename T>
+using ZeroedVector = std::vector<T, ZeroedAllocator<T>>;
 
 // Parameters of a HyperLogLog, as the storage specification encodes them.
 struct HllParams {
@@ -76,6 +110,14 @@ class HyperLogLog {
   // What Serialize would write.
   Representation representation() const;
   const HllParams& params() const { return params_; }
+  // Heap bytes the sketch holds now (explicit list and registers, by capacity).
+  size_t MemoryBytes() const {
+    return explicit_.capacity() * sizeof(int64_t) + registers_.capacity();
+  }
+  // Heap bytes the registers of a sketch with `params` take once it has them (2^log2m);
+  // what an add may allocate at most while `has_registers()` is false.
+  static uint64_t RegisterBytes(const HllParams& params) { return uint64_t{1} << params.log2m; }
+  bool has_registers() const { return state_ == State::kRegisters; }
   // Distinct hashes in EXPLICIT, or non-zero registers.
   size_t filled() const;
   bool operator==(const HyperLogLog& o) const = default;
@@ -89,8 +131,8 @@ class HyperLogLog {
   enum class State : uint8_t { kEmpty, kExplicit, kRegisters };
   HllParams params_;
   State state_ = State::kEmpty;
-  std::vector<int64_t> explicit_;   // ascending by signed value, as the format requires
-  std::vector<uint8_t> registers_;  // 2^log2m entries once in kRegisters
+  std::vector<int64_t> explicit_;    // ascending by signed value, as the format requires
+  ZeroedVector<uint8_t> registers_;  // 2^log2m entries once in kRegisters
 };
 
 // A Count-Min sketch: depth rows of width 32-bit counters. An item adds to one counter per row;
@@ -120,6 +162,11 @@ class CountMin {
   uint32_t width() const { return width_; }
   uint32_t depth() const { return depth_; }
   uint64_t total() const { return total_; }
+  // Heap bytes of a sketch with these dimensions (its counters), computed without overflow.
+  static uint64_t BytesFor(uint32_t width, uint32_t depth) {
+    return uint64_t{width} * depth * sizeof(uint32_t);
+  }
+  size_t MemoryBytes() const { return counters_.capacity() * sizeof(uint32_t); }
 
   std::string Serialize() const;
   static Result<CountMin> Parse(std::string_view bytes);
@@ -129,7 +176,7 @@ class CountMin {
   size_t Cell(uint32_t row, uint64_t h1, uint64_t h2) const;
   uint32_t width_ = 0, depth_ = 0;
   uint64_t total_ = 0;
-  std::vector<uint32_t> counters_;  // row-major
+  ZeroedVector<uint32_t> counters_;  // row-major
 };
 
 // Count-Min over integers in [0, 2^bits) with range counts and quantiles: level l counts the
@@ -150,6 +197,16 @@ class RangeCountMin {
   uint64_t total() const { return levels_.empty() ? 0 : levels_[0].total(); }
   int bits() const { return bits_; }
   const CountMin& level(int l) const { return levels_[static_cast<size_t>(l)]; }
+  // Heap bytes of a range sketch with these dimensions: bits + 1 levels (no overflow for
+  // bits <= 32).
+  static uint64_t BytesFor(uint32_t width, uint32_t depth, int bits) {
+    return CountMin::BytesFor(width, depth) * static_cast<uint64_t>(bits + 1);
+  }
+  size_t MemoryBytes() const {
+    size_t n = levels_.capacity() * sizeof(CountMin);
+    for (const CountMin& c : levels_) n += c.MemoryBytes();
+    return n;
+  }
 
   std::string Serialize() const;
   static Result<RangeCountMin> Parse(std::string_view bytes);
@@ -182,6 +239,17 @@ class BloomFilter {
   bool Contains(std::string_view item) const;
   // Whether adding `item` would need a new sub-filter (it is absent and the newest is full).
   bool AddWouldGrow(std::string_view item) const;
+  // Heap bytes the first sub-filter of Create(error_rate, capacity, expansion) takes (0 when
+  // Create would refuse the arguments).
+  static uint64_t FirstFilterBytes(double error_rate, uint64_t capacity, uint32_t expansion);
+  // Heap bytes the next sub-filter would take (0 when the filter cannot grow).
+  uint64_t GrowthBytes() const;
+  // Heap bytes the filter holds now.
+  size_t MemoryBytes() const {
+    size_t n = links_.capacity() * sizeof(Link);
+    for (const Link& l : links_) n += l.words.capacity() * sizeof(uint64_t);
+    return n;
+  }
 
   // Union with a filter built with the same error rate, capacity and expansion: bits are OR-ed
   // sub-filter by sub-filter (sub-filter i has the same size in both), sub-filters only `other`
@@ -215,7 +283,7 @@ class BloomFilter {
     uint64_t capacity = 0, items = 0, bits = 0;
     uint32_t hashes = 0;
     double error = 0;
-    std::vector<uint64_t> words;  // bits / 64 words
+    ZeroedVector<uint64_t> words;  // bits / 64 words
     bool operator==(const Link&) const = default;
   };
   static Result<Link> MakeLink(uint64_t capacity, double error, bool allocate = true);

@@ -615,6 +615,7 @@ size_t Store::MemoryUsed() const {
     n += shards_[i].value_bytes.load(std::memory_order_relaxed);
     n += static_cast<int64_t>(shards_[i].table.load(std::memory_order_acquire)->bytes());
   }
+  n += account_.bytes();
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 

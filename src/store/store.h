@@ -8,8 +8,15 @@
 //    once.
 // 2. A Value is immutable once it has been handed to the store; changing a key means putting a
 //    new Value. A Value's memory is owned by its reference count (ValuePtr); the table holds one
-//    reference for as long as the value is current. (Its cached DecodedObject may change in
-//    place only under the rules of that object; the store never looks inside it.)
+//    reference for as long as the value is current. The one exception is the decoded object a
+//    Value may carry (DecodedObject, below): the server's cells (server/internal/sketch_cell.h)
+//    keep sketches and appended-to strings there and change them in place under the cell's own
+//    lock; key, type, expiry, version and payload bytes never change.
+//    Memory: the table charges each Value's own block (AllocatedBytes) while the value is
+//    current. A cell charges what it allocates outside that block through the store's
+//    MemoryAccount (ChargeBytes): when it is created, wherever it grows or shrinks in place, and
+//    back when the cell dies. MemoryUsed() is the sum of both. A caller about to allocate a
+//    large object checks MemoryUsed() against its limit before allocating, not after.
 // 3. The table is split into 256 shards by the top 8 bits of the key hash. Each shard is an
 //    open-addressed, linearly probed array of 16-byte slots {hash, value word}. A slot's hash is
 //    written once, when the slot is first claimed, and never cleared while that array lives.
@@ -108,6 +115,22 @@ class DecodedObject {
 };
 
 class ValuePtr;
+
+// A store-wide count of bytes that values hold outside their own block (in-place cells).
+// Shared: a cell freed by epoch reclamation after its store is gone still uncharges into a live
+// counter. Thread-safe; cheap to copy.
+class MemoryAccount {
+ public:
+  MemoryAccount() : bytes_(std::make_shared<std::atomic<int64_t>>(0)) {}
+  void Charge(int64_t delta) const {
+    // relaxed: a statistic; nothing is ordered by it.
+    bytes_->fetch_add(delta, std::memory_order_relaxed);
+  }
+  int64_t bytes() const { return bytes_->load(std::memory_order_relaxed); }
+
+ private:
+  std::shared_ptr<std::atomic<int64_t>> bytes_;
+};
 
 // An immutable value: its key, a type id, payload bytes, a version unique in the process, and
 // an optional cached decoded object. One allocation holds header, key and payload, so a lookup
@@ -325,10 +348,16 @@ class Store {
 
   // Number of keys.
   size_t Size() const;
-  // Bytes used by values and tables (excluding memory awaiting reclamation).
+  // Bytes used by values and tables (excluding memory awaiting reclamation), plus the bytes
+  // charged to the memory account (rule 2).
   size_t MemoryUsed() const;
   // Removes every key, shard by shard (not atomic across shards). Each shard's values are
   // retired only after its new, empty array is published (rule 6).
+  // Adds `delta` (negative: gives back) to the bytes charged outside values' blocks (rule 2).
+  void ChargeBytes(int64_t delta) { account_.Charge(delta); }
+  // The account ChargeBytes adds to, for objects that may outlive the store.
+  const MemoryAccount& memory_account() const { return account_; }
+  // Removes every key.
   void Clear();
   // Frees replaced values and old arrays that no reader can still see, if any are waiting on
   // this thread. Servers call it periodically from each thread; it never blocks.
@@ -414,6 +443,7 @@ class Store {
 
   std::unique_ptr<Shard[]> shards_;
   std::function<void(TestPoint)> test_hook_;
+  MemoryAccount account_;
 };
 
 }  // namespace floe::store
