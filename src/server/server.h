@@ -104,6 +104,7 @@ class Session {
   std::string Run(const std::vector<std::string>& args);
 
   int protocol() const { return protocol_; }
+  bool authenticated() const { return authenticated_; }
   // QUIT, CLIENT KILL or a fatal limit asked for the connection to close after this reply.
   bool close_requested() const;
   uint64_t id() const;
@@ -150,6 +151,7 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> net_output_bytes{0};
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> rejected_connections{0};
+  std::atomic<uint64_t> rejected_calls{0};  // refused before running: unknown, arity, NOAUTH...
   // Per command (index in the command table): calls, CycleNow ticks, failed calls.
   std::unique_ptr<std::atomic<uint64_t>[]> calls;
   std::unique_ptr<std::atomic<uint64_t>[]> ticks;
@@ -217,8 +219,20 @@ class Engine {
   // CONFIG GET: every (name, value) whose name matches the glob pattern.
   std::vector<std::pair<std::string, std::string>> GetConfig(std::string_view pattern) const;
 
-  // Memory used by the store, refreshed at most once a millisecond.
+  // Memory used by the store and by client input buffers, refreshed at most once a millisecond.
   int64_t UsedMemory();
+  // Client input buffers are charged to used memory as Redis charges query buffers: a
+  // connection adds the bytes it allocates and subtracts them when it frees them.
+  void ChargeClientBuffers(int64_t delta) {
+    // relaxed: a statistic; UsedMemory may see it a moment late.
+    client_buffers_.fetch_add(delta, std::memory_order_relaxed);
+  }
+  int64_t client_buffer_bytes() const { return client_buffers_.load(std::memory_order_relaxed); }
+
+  // Exceptions that escaped a command handler and became an error reply (the safety net at
+  // the command boundary, session.cc). Tests and fuzzers treat any as a failure.
+  uint64_t internal_errors() const { return internal_errors_.load(std::memory_order_relaxed); }
+  void CountInternalError() { internal_errors_.fetch_add(1, std::memory_order_relaxed); }
 
   // Client registry.
   std::shared_ptr<ClientState> RegisterClient(std::string addr, std::string laddr);
@@ -258,6 +272,8 @@ class Engine {
   std::atomic<bool> requires_auth_{false};
   std::atomic<int64_t> output_hard_{0}, output_soft_{0}, output_soft_seconds_{0};
   std::atomic<int64_t> used_memory_{0};
+  std::atomic<int64_t> client_buffers_{0};
+  std::atomic<uint64_t> internal_errors_{0};
   std::atomic<int64_t> used_memory_at_us_{0};
 
   std::deque<Mutex> worker_locks_;

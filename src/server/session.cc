@@ -74,6 +74,7 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   state_->last_interaction_ms.store(now_ms, std::memory_order_relaxed);
   auto reject = [&](std::string_view error) {
     if (in_multi_) multi_dirty_ = true;
+    Bump(engine_->stats(worker_).rejected_calls);
     out.Error(error);
   };
 
