@@ -77,6 +77,31 @@ Status LoadConfigFile(const std::string& path, Config* config);
 
 class Engine;
 struct ClientState;
+
+// The keys sessions WATCH while they are absent, and how often each was touched since. A
+// watched key that was present is checked by its value's version; an absent one has no value
+// to carry a version, so a write command naming it while it exists before or after the
+// command counts a touch here (Redis marks such a key dirty too). Thread-safe.
+class AbsentWatches {
+ public:
+  // Registers one more watcher of `key`; returns the key's touch count now.
+  uint64_t Watch(std::string_view key);
+  void Unwatch(std::string_view key);
+  uint64_t Touches(std::string_view key) const;
+  bool Watched(std::string_view key) const;
+  void Touch(std::string_view key);
+  // Cheap check on every write command.
+  bool empty() const { return keys_watched_.load(std::memory_order_relaxed) == 0; }
+
+ private:
+  struct Entry {
+    uint64_t watchers = 0;
+    uint64_t touches = 0;
+  };
+  mutable Mutex mu_;
+  std::map<std::string, Entry, std::less<>> keys_ FLOE_GUARDED_BY(mu_);
+  std::atomic<size_t> keys_watched_{0};
+};
 namespace internal {
 struct CommandContext;
 struct CommandSpec;
@@ -99,6 +124,11 @@ class Session {
 
   // Runs one command and appends its reply to `out` (in the session's protocol version).
   void Execute(const std::vector<std::string_view>& args, std::string* out);
+  // For tests only: called inside the command boundary before every handler runs, so a test
+  // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
+  void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
+    before_handler_ = std::move(hook);
+  }
   // For tests: runs one command and returns the raw reply bytes.
   std::string Run(std::initializer_list<std::string_view> args);
   std::string Run(const std::vector<std::string>& args);
@@ -122,6 +152,12 @@ class Session {
   // Runs a resolved command; takes the exclusive section if it needs one and none is held.
   void Call(const internal::CommandSpec* spec, const std::vector<std::string_view>& args,
             resp::ReplyWriter& out, bool exclusive_held, int64_t now_ms);
+  // Runs the handler inside the safety net: an exception becomes an error reply.
+  void RunHandler(internal::CommandContext& ctx);
+  // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
+  void ClearWatches();
+  // Ends MULTI without running anything.
+  void DiscardTransaction();
 
   Engine* engine_;
   int worker_;
@@ -137,8 +173,10 @@ class Session {
     std::string key;
     uint64_t version;  // 0: absent (or expired) when watched
     uint64_t changes;  // in-place changes of a sketch value when watched
+    uint64_t touches;  // AbsentWatches' count when watched absent
   };
   std::vector<Watched> watched_;
+  std::function<void(std::string_view)> before_handler_;
 };
 
 // Per-thread statistics; an I/O thread writes only its own, INFO sums them.
@@ -254,6 +292,8 @@ class Engine {
     Engine* engine_;
   };
 
+  AbsentWatches& absent_watches() { return absent_watches_; }
+
   int64_t start_ms() const { return start_ms_; }
   // Active expiry cursor, owned by whichever thread runs the cycle (thread 0).
   uint64_t* expire_cursor() { return &expire_cursor_; }
@@ -275,6 +315,8 @@ class Engine {
   std::atomic<int64_t> client_buffers_{0};
   std::atomic<uint64_t> internal_errors_{0};
   std::atomic<int64_t> used_memory_at_us_{0};
+
+  AbsentWatches absent_watches_;
 
   std::deque<Mutex> worker_locks_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;

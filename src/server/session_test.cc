@@ -2,6 +2,7 @@
 // each names the hostile input or the Redis behaviour it pins down.
 
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 
 #include "server/command_test.h"
@@ -104,6 +105,109 @@ TEST(RequestParserTest, AnInlineArgumentKeepsItsNulByte) {
   ASSERT_EQ(args.size(), 3u);
   EXPECT_EQ(args[1], std::string_view("a\0b", 3));
   EXPECT_EQ(args[2], "c");
+}
+
+// ---- transactions, compared with redis-server 7.0 ----
+
+TEST_F(CommandTest, AWatchedKeyTouchedWhileAbsentAbortsExec) {
+  Session other(&engine_, 1);
+  EXPECT_THAT(Run({"WATCH", "k"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"SET", "k", "1"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"DEL", "k"}), IsInt(1));
+  EXPECT_THAT(Run({"MULTI"}), IsOk());
+  EXPECT_THAT(Run({"INCR", "k"}), IsSimple("QUEUED"));
+  EXPECT_THAT(Run({"EXEC"}), IsNil());
+  EXPECT_THAT(Run({"GET", "k"}), IsNil());
+  // The same with FLUSHALL removing it.
+  EXPECT_THAT(Run({"WATCH", "k"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"SET", "k", "1"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"FLUSHALL"}), IsOk());
+  Run({"MULTI"});
+  Run({"INCR", "k"});
+  EXPECT_THAT(Run({"EXEC"}), IsNil());
+}
+
+TEST_F(CommandTest, WritesThatLeaveAnAbsentWatchedKeyAloneDoNotAbort) {
+  Session other(&engine_, 1);
+  EXPECT_THAT(Run({"WATCH", "k"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"DEL", "k"}), IsInt(0));
+  EXPECT_THAT(RunOn(other, {"SET", "k", "1", "XX"}), IsNil());
+  EXPECT_THAT(RunOn(other, {"FLUSHALL"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"SET", "other", "1"}), IsOk());
+  Run({"MULTI"});
+  Run({"INCR", "k"});
+  Reply r = Run({"EXEC"});
+  ASSERT_THAT(r, IsArrayOfSize(1));
+  EXPECT_THAT(r.elements[0], IsInt(1));
+  // Nothing stays registered once the transaction is over.
+  EXPECT_TRUE(engine_.absent_watches().empty());
+}
+
+TEST_F(CommandTest, OnlyRedissTransactionCommandsRunInsideMulti) {
+  EXPECT_THAT(Run({"MULTI"}), IsOk());
+  for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{{"UNWATCH"},
+                                                                            {"CLIENT", "ID"},
+                                                                            {"CONFIG", "GET", "hz"},
+                                                                            {"HELLO", "2"},
+                                                                            {"AUTH", "x"},
+                                                                            {"SELECT", "0"}}) {
+    EXPECT_THAT(Run(cmd), IsSimple("QUEUED")) << cmd[0];
+  }
+  EXPECT_THAT(Run({"MULTI"}), IsErr("ERR MULTI calls can not be nested"));
+  EXPECT_THAT(Run({"WATCH", "a"}), IsErr("ERR WATCH inside MULTI is not allowed"));
+  Reply r = Run({"EXEC"});
+  ASSERT_THAT(r, IsArrayOfSize(6));
+  EXPECT_THAT(r.elements[0], IsOk());
+  EXPECT_THAT(r.elements[4], ErrStartsWith("ERR AUTH <password> called without"));
+}
+
+TEST_F(CommandTest, AMalformedExecDiscardsTheTransaction) {
+  EXPECT_THAT(Run({"MULTI"}), IsOk());
+  EXPECT_THAT(Run({"SET", "k", "v"}), IsSimple("QUEUED"));
+  EXPECT_THAT(Run({"EXEC", "x"}),
+              IsErr("EXECABORT Transaction discarded because of: wrong number of arguments for "
+                    "'exec' command"));
+  EXPECT_THAT(Run({"EXEC"}), IsErr("ERR EXEC without MULTI"));
+  EXPECT_THAT(Run({"GET", "k"}), IsNil());
+  // Other malformed commands flag the transaction, which EXEC then refuses.
+  Run({"MULTI"});
+  EXPECT_THAT(Run({"DISCARD", "x"}), IsErr("ERR wrong number of arguments for 'discard' command"));
+  EXPECT_THAT(Run({"EXEC"}), IsErr("EXECABORT Transaction discarded because of previous errors."));
+}
+
+// ---- the safety net at the command boundary ----
+
+TEST_F(CommandTest, AnExceptionInAHandlerBecomesAnErrorReplyAndIsCounted) {
+  Run({"SET", "k", "v"});
+  session_.TEST_SetBeforeHandler([](std::string_view command) {
+    if (command == "get") throw std::runtime_error("boom");
+  });
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+  EXPECT_THAT(Run({"GET", "k"}), IsErr("ERR internal error: boom"));
+  EXPECT_EQ(engine_.internal_errors(), 1u);
+  EXPECT_THAT(Run({"PING"}), IsSimple("PONG"));  // the session keeps serving
+  Reply info = Run({"INFO", "stats"});
+  EXPECT_THAT(info.str, HasSubstr("errors_internal:1\r\n"));
+  // Inside EXEC the failing command is one error in the array; the others run.
+  Run({"MULTI"});
+  Run({"SET", "k", "w"});
+  Run({"GET", "k"});
+  Reply r = Run({"EXEC"});
+  ASSERT_THAT(r, IsArrayOfSize(2));
+  EXPECT_THAT(r.elements[0], IsOk());
+  EXPECT_THAT(r.elements[1], IsErr("ERR internal error: boom"));
+  EXPECT_EQ(engine_.internal_errors(), 2u);
+}
+
+TEST_F(CommandTest, OutOfMemoryInAHandlerBecomesTheOomReply) {
+  session_.TEST_SetBeforeHandler([](std::string_view command) {
+    if (command == "set") throw std::bad_alloc();
+  });
+  EXPECT_THAT(Run({"SET", "k", "v"}),
+              IsErr("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_EQ(engine_.internal_errors(), 1u);
+  session_.TEST_SetBeforeHandler(nullptr);
+  EXPECT_THAT(Run({"SET", "k", "v"}), IsOk());
 }
 
 }  // namespace
