@@ -47,8 +47,6 @@ Result<ValuePtr> Rewrite(const Value& v, std::string_view key, int64_t expire_at
   return Value::Make(key, v.type(), payload, expire_at_ms);
 }
 
-enum class ExpireUnit { kSeconds, kMilliseconds };
-
 void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
   bool nx = false, xx = false, gt = false, lt = false;
   for (size_t j = 3; j < ctx.args.size(); j++) {
@@ -73,14 +71,7 @@ void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
   if (!ParseInt64(ctx.args[2], &when)) return ctx.NotInteger();
   const std::string invalid =
       "ERR invalid expire time in '" + std::string(ctx.spec->name) + "' command";
-  if (unit == ExpireUnit::kSeconds) {
-    if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000) return ctx.Error(invalid);
-    when *= 1000;
-  }
-  if ((when > 0 && base_ms > INT64_MAX - when) || (when < 0 && base_ms < INT64_MIN - when)) {
-    return ctx.Error(invalid);
-  }
-  when += base_ms;
+  if (!ExpireToMs(when, unit, base_ms, &when)) return ctx.Error(invalid);
 
   const std::string_view key = ctx.args[1];
   int reply = 0;
@@ -112,8 +103,15 @@ void TtlGeneric(CommandContext& ctx, bool output_ms, bool output_abs) {
   ctx.out.Integer(output_ms ? ttl : (ttl + 500) / 1000);
 }
 
+// Redis reads a cursor with strtoul: an optional sign (a negative cursor wraps around, so
+// `SCAN -1` is cursor 2^64-1), decimal digits, nothing else; an empty string is 0.
 bool ParseCursor(std::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
+  bool negative = false;
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+    if (s.empty()) return false;
+  }
   uint64_t v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') return false;
@@ -121,7 +119,7 @@ bool ParseCursor(std::string_view s, uint64_t* out) {
     if (v > (UINT64_MAX - d) / 10) return false;
     v = v * 10 + d;
   }
-  *out = v;
+  *out = negative ? 0 - v : v;
   return true;
 }
 

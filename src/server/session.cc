@@ -214,7 +214,11 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
       }
     });
   }
-  if ((spec->flags & internal::kExclusive) != 0 && !exclusive_held) {
+  // MGET of several keys reads them in the exclusive section: a snapshot every key belongs
+  // to, as Redis's MGET is (MSET writes them in the section, so it never shows half an MSET).
+  const bool exclusive = (spec->flags & internal::kExclusive) != 0 ||
+                         (spec->handler == internal::CmdMGet && args.size() > 2);
+  if (exclusive && !exclusive_held) {
     // Our own worker lock is held by Execute; drop it so the section can take every lock in
     // index order (two threads running exclusive commands cannot deadlock), then take it back.
     engine_->worker_lock(worker_).Unlock();
@@ -274,6 +278,32 @@ void Session::RunHandler(CommandContext& ctx) {
 
 // ---------------------------------------------------------------------------------------------
 namespace internal {
+
+namespace {
+// The error codes Redis puts first in an error reply, and so in a ClientError's text.
+constexpr std::string_view kRedisErrorCodes[] = {
+    "ERR",     "WRONGTYPE", "OOM",  "EXECABORT", "NOAUTH",   "WRONGPASS",
+    "NOPROTO", "NOSCRIPT",  "BUSY", "LOADING",   "READONLY", "NOPERM",
+};
+
+bool StartsWithRedisCode(std::string_view text) {
+  for (std::string_view code : kRedisErrorCodes) {
+    if (text.size() > code.size() && text.starts_with(code) && text[code.size()] == ' ') {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+std::string ErrorReplyText(const Status& status) {
+  const std::string_view message = status.message();
+  if (status.code() == StatusCode::kInvalidArgument && StartsWithRedisCode(message)) {
+    return std::string(message);  // a ClientError
+  }
+  if (status.code() == StatusCode::kInternal) return "ERR internal error: " + std::string(message);
+  return "ERR " + std::string(message);
+}
 
 int& CommandContext::protocol() { return session.protocol_; }
 bool& CommandContext::authenticated() { return session.authenticated_; }

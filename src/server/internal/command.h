@@ -34,6 +34,32 @@ enum CommandFlag : uint32_t {
 inline constexpr char kWrongType[] =
     "WRONGTYPE Operation against a key holding the wrong kind of value";
 
+// ---- errors: Status to RESP text, in one place ----
+
+// A client's mistake found inside a store callback, which can only return a Status: `text` is
+// Redis's whole error text, its code word first ("ERR ...", "WRONGTYPE ...").
+inline Status ClientError(std::string_view text) { return Status::InvalidArgument(text); }
+// The RESP error text for a failed Status (session.cc): a ClientError's text as it is; any
+// other Status (a limit of the store, an internal failure) under Redis's generic "ERR " code.
+std::string ErrorReplyText(const Status& status);
+
+// ---- expiry times ----
+
+enum class ExpireUnit { kSeconds, kMilliseconds };
+// `when` in `unit` after `base_ms` (0 for an absolute time), in Unix milliseconds. False when
+// the result does not fit 64 bits.
+inline bool ExpireToMs(int64_t when, ExpireUnit unit, int64_t base_ms, int64_t* out_ms) {
+  if (unit == ExpireUnit::kSeconds) {
+    if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000) return false;
+    when *= 1000;
+  }
+  if ((when > 0 && base_ms > INT64_MAX - when) || (when < 0 && base_ms < INT64_MIN - when)) {
+    return false;
+  }
+  *out_ms = when + base_ms;
+  return true;
+}
+
 struct CommandContext;
 using Handler = void (*)(CommandContext& ctx);
 
@@ -79,6 +105,7 @@ struct CommandContext {
     failed = true;
     out.Error(text);
   }
+  void Error(const Status& status) { Error(ErrorReplyText(status)); }
   void WrongType() { Error(kWrongType); }
   void SyntaxError() { Error("ERR syntax error"); }
   void NotInteger() { Error("ERR value is not an integer or out of range"); }
