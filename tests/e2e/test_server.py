@@ -380,3 +380,60 @@ def test_a_large_value_buffer_is_given_back_when_the_request_is_done(make_floe):
     assert rss_kb(s.proc.pid) <= before + (64 + 16) * 1024
     c.delete("big")
     assert int(c.info("memory")["used_memory"]) < 8 << 20
+
+
+# ---- transactions, connection commands and INFO as Redis 7.0 has them ----
+
+def test_redis_py_transactional_pipeline_queues_connection_commands(floe_server):
+    c = floe_server.client(decode_responses=True)
+    c.delete("tx")
+    with c.pipeline(transaction=True) as p:
+        p.set("tx", "1")
+        p.execute_command("CLIENT", "SETNAME", "txclient")
+        p.execute_command("UNWATCH")
+        p.incr("tx")
+        assert p.execute() == [True, "OK", True, 2]
+    assert c.get("tx") == "2"
+
+
+def test_watch_of_an_absent_key_sees_it_come_and_go(floe_server):
+    c = RawConn(floe_server.port)
+    other = floe_server.client()
+    c.call("DEL", "wk")
+    assert c.call("WATCH", "wk") == b"+OK\r\n"
+    other.set("wk", "1")
+    other.delete("wk")
+    assert c.call("MULTI") == b"+OK\r\n"
+    assert c.call("INCR", "wk") == b"+QUEUED\r\n"
+    assert c.call("EXEC") == b"*-1\r\n"
+    assert c.call("EXEC", "x") == (b"-EXECABORT Transaction discarded because of: wrong number "
+                                   b"of arguments for 'exec' command\r\n")
+
+
+def test_client_kill_of_ones_own_address_answers_then_closes(floe_server):
+    c = RawConn(floe_server.port)
+    info = c.call("CLIENT", "INFO").decode()
+    addr = info.split(" addr=")[1].split(" ")[0]
+    assert c.call("CLIENT", "KILL", addr) == b"+OK\r\n"
+    assert c.closed_by_peer()
+
+
+def test_inline_argument_keeps_a_nul_byte(floe_server):
+    c = RawConn(floe_server.port)
+    c.send_raw(b"SET nul\x00key v\r\n")
+    assert c.read_reply() == b"+OK\r\n"
+    assert c.call(b"GET", b"nul\x00key") == b"$1\r\nv\r\n"
+
+
+def test_info_has_the_cpu_section_and_error_counters(r):
+    cpu = r.info("cpu")
+    for field in ("used_cpu_sys", "used_cpu_user", "used_cpu_sys_children",
+                  "used_cpu_user_children"):
+        assert float(cpu[field]) >= 0
+    assert "used_cpu_user" in r.info()
+    stats = r.info("stats")
+    assert stats["errors_internal"] == 0
+    before = stats["total_error_replies"]
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("NOSUCHCOMMAND")
+    assert r.info("stats")["total_error_replies"] == before + 1
