@@ -100,7 +100,9 @@ void TtlGeneric(CommandContext& ctx, bool output_ms, bool output_abs) {
   if (expire == 0) return ctx.out.Integer(-1);
   int64_t ttl = output_abs ? expire : expire - ctx.now_ms;
   if (ttl < 0) ttl = 0;
-  ctx.out.Integer(output_ms ? ttl : (ttl + 500) / 1000);
+  // Rounded to the nearest second without ttl + 500, which overflows for an expiry at the
+  // end of time (PXAT 9223372036854775807).
+  ctx.out.Integer(output_ms ? ttl : ttl / 1000 + (ttl % 1000 >= 500 ? 1 : 0));
 }
 
 // Redis reads a cursor with strtoul: an optional sign (a negative cursor wraps around, so

@@ -179,7 +179,11 @@ bool Connection::OverOutputLimits() {
   if (c.soft > 0 && pending > c.soft) {
     const auto now = static_cast<int64_t>(WallMicros() / 1000);
     if (soft_limit_since_ms_ == 0) soft_limit_since_ms_ = now;
-    if (now - soft_limit_since_ms_ > c.soft_seconds * 1000) return true;
+    // A soft time beyond what milliseconds can count is never reached (soft_seconds * 1000
+    // would overflow).
+    if (c.soft_seconds <= INT64_MAX / 1000 && now - soft_limit_since_ms_ > c.soft_seconds * 1000) {
+      return true;
+    }
   } else {
     soft_limit_since_ms_ = 0;
   }

@@ -302,6 +302,9 @@ TEST_F(CommandTest, ExtremeIntegersInStringAndConnectionCommands) {
   EXPECT_THAT(Run({"EXPIRE", "s", "9223372036854775807"}),
               IsErr("ERR invalid expire time in 'expire' command"));
   EXPECT_THAT(Run({"PEXPIREAT", "s", "-9223372036854775808"}), IsInt(1));
+  Run({"SET", "end", "v", "PXAT", "9223372036854775807"});
+  EXPECT_THAT(Run({"EXPIRETIME", "end"}), IsInt(9223372036854776));  // as Redis, no overflow
+  EXPECT_THAT(Run({"PEXPIRETIME", "end"}), IsInt(INT64_MAX));
 }
 
 TEST_F(CommandTest, MGetReadsOneSnapshotOfItsKeys) {
