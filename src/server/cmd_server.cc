@@ -145,6 +145,18 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
            "keys=" + std::to_string(keys) +
                ",expires=" + std::to_string(e.store().ExpiringCount()) + ",avg_ttl=0");
     }
+  } else if (name == "errorstats") {
+    out->append("# Errorstats\r\n");
+    const auto codes = RedisErrorCodes();
+    for (size_t i = 0; i <= codes.size(); i++) {
+      uint64_t count = 0;
+      for (int w = 0; w < e.workers(); w++) {
+        count += e.stats(w).error_replies[i].load(std::memory_order_relaxed);
+      }
+      if (count == 0) continue;
+      Line(out, "errorstat_" + std::string(i < codes.size() ? codes[i] : "OTHER"),
+           "count=" + std::to_string(count));
+    }
   } else if (name == "commandstats") {
     out->append("# Commandstats\r\n");
     for (const CommandSpec* spec : AllCommands()) {
@@ -169,10 +181,10 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
 }
 
 // In Redis's order.
-constexpr std::string_view kDefaultSections[] = {"server", "clients", "memory",
-                                                 "stats",  "cpu",     "keyspace"};
-constexpr std::string_view kAllSections[] = {"server", "clients",      "memory",  "stats",
-                                             "cpu",    "commandstats", "keyspace"};
+constexpr std::string_view kDefaultSections[] = {"server", "clients",    "memory",  "stats",
+                                                 "cpu",    "errorstats", "keyspace"};
+constexpr std::string_view kAllSections[] = {"server", "clients",      "memory",     "stats",
+                                             "cpu",    "commandstats", "errorstats", "keyspace"};
 
 }  // namespace
 

@@ -45,6 +45,17 @@ void ForEachKey(const CommandSpec& spec, const std::vector<std::string_view>& ar
   }
 }
 
+// Counts an error reply by its code word (the text after '-' up to a space).
+void CountErrorReply(WorkerStats& stats, std::string_view reply) {
+  if (reply.empty() || reply[0] != '-') return;
+  reply.remove_prefix(1);
+  const std::string_view code = reply.substr(0, reply.find_first_of(" \r"));
+  const auto codes = internal::RedisErrorCodes();
+  size_t i = 0;
+  while (i < codes.size() && codes[i] != code) i++;
+  Bump(stats.error_replies[i]);  // i == codes.size(): another code
+}
+
 std::string UnknownCommand(const std::vector<std::string_view>& args) {
   std::string msg = "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
                     "', with args beginning with: ";
@@ -153,7 +164,9 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   auto reject = [&](std::string_view error) {
     if (in_multi_) multi_dirty_ = true;
     Bump(engine_->stats(worker_).rejected_calls);
+    const size_t mark = out.buffer()->size();
     out.Error(error);
+    CountErrorReply(engine_->stats(worker_), std::string_view(*out.buffer()).substr(mark));
   };
 
   const CommandSpec* spec = internal::FindCommand(args[0]);
@@ -164,6 +177,7 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
       // client cannot go on queueing into a transaction it believes ended.
       DiscardTransaction();
       Bump(engine_->stats(worker_).rejected_calls);
+      Bump(engine_->stats(worker_).error_replies[3]);  // EXECABORT
       return out.Error(
           "EXECABORT Transaction discarded because of: wrong number of arguments "
           "for 'exec' command");
@@ -205,6 +219,7 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   WorkerStats& stats = engine_->stats(worker_);
   const uint64_t start = CycleNow();
   CommandContext ctx{*engine_, *this, args, out, worker_, now_ms, spec};
+  const size_t reply_start = out.buffer()->size();
   // A write naming a key some session watches while absent: note whether it exists before.
   std::vector<std::pair<std::string_view, bool>> watched_absent;
   if ((spec->flags & internal::kWrite) != 0 && !engine_->absent_watches().empty()) {
@@ -241,7 +256,10 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   Bump(stats.commands);
   Bump(stats.calls[i]);
   Bump(stats.ticks[i], CycleNow() - start);
-  if (ctx.failed) Bump(stats.failed[i]);
+  if (ctx.failed) {
+    Bump(stats.failed[i]);
+    CountErrorReply(stats, std::string_view(*out.buffer()).substr(reply_start));
+  }
   out.set_protocol(protocol_);  // HELLO may have switched it for the replies that follow
 }
 
@@ -286,6 +304,9 @@ constexpr std::string_view kRedisErrorCodes[] = {
     "NOPROTO", "NOSCRIPT",  "BUSY", "LOADING",   "READONLY", "NOPERM",
 };
 
+static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);
+static_assert(kRedisErrorCodes[3] == "EXECABORT");  // counted by index in Dispatch
+
 bool StartsWithRedisCode(std::string_view text) {
   for (std::string_view code : kRedisErrorCodes) {
     if (text.size() > code.size() && text.starts_with(code) && text[code.size()] == ' ') {
@@ -295,6 +316,8 @@ bool StartsWithRedisCode(std::string_view text) {
   return false;
 }
 }  // namespace
+
+std::span<const std::string_view> RedisErrorCodes() { return kRedisErrorCodes; }
 
 std::string ErrorReplyText(const Status& status) {
   const std::string_view message = status.message();

@@ -189,6 +189,7 @@ TEST_F(CommandTest, AnExceptionInAHandlerBecomesAnErrorReplyAndIsCounted) {
   EXPECT_THAT(Run({"PING"}), IsSimple("PONG"));  // the session keeps serving
   Reply info = Run({"INFO", "stats"});
   EXPECT_THAT(info.str, HasSubstr("errors_internal:1\r\n"));
+  EXPECT_THAT(Run({"INFO", "errorstats"}).str, HasSubstr("errorstat_ERR:count=1\r\n"));
   // Inside EXEC the failing command is one error in the array; the others run.
   Run({"MULTI"});
   Run({"SET", "k", "w"});
@@ -198,6 +199,20 @@ TEST_F(CommandTest, AnExceptionInAHandlerBecomesAnErrorReplyAndIsCounted) {
   EXPECT_THAT(r.elements[0], IsOk());
   EXPECT_THAT(r.elements[1], IsErr("ERR internal error: boom"));
   EXPECT_EQ(engine_.internal_errors(), 2u);
+}
+
+TEST_F(CommandTest, ErrorStatsCountErrorRepliesByCode) {
+  Run({"SET", "s", "v"});
+  Run({"INCR", "s"});
+  Run({"NOSUCH"});
+  Run({"EXEC", "x"});
+  Run({"HELLO", "4"});
+  Run({"SET", "h", "v"});
+  const std::string text = Run({"INFO", "errorstats"}).str;
+  EXPECT_THAT(text, HasSubstr("errorstat_ERR:count=2\r\n"));
+  EXPECT_THAT(text, HasSubstr("errorstat_EXECABORT:count=1\r\n"));
+  EXPECT_THAT(text, HasSubstr("errorstat_NOPROTO:count=1\r\n"));
+  EXPECT_THAT(Run({"INFO", "stats"}).str, HasSubstr("total_error_replies:4\r\n"));
 }
 
 TEST_F(CommandTest, OutOfMemoryInAHandlerBecomesTheOomReply) {

@@ -42,6 +42,8 @@ inline Status ClientError(std::string_view text) { return Status::InvalidArgumen
 // The RESP error text for a failed Status (session.cc): a ClientError's text as it is; any
 // other Status (a limit of the store, an internal failure) under Redis's generic "ERR " code.
 std::string ErrorReplyText(const Status& status);
+// The error code words Redis uses ("ERR", "WRONGTYPE", ...), for INFO errorstats.
+std::span<const std::string_view> RedisErrorCodes();
 
 // ---- expiry times ----
 
