@@ -154,7 +154,23 @@ void Session::Execute(const std::vector<std::string_view>& args, std::string* ou
   resp::ReplyWriter writer(out, protocol_);
   const int64_t now_ms = NowMs();  // the one wall-clock read per command
   MutexLock lock(&engine_->worker_lock(worker_));
-  Dispatch(args, writer, now_ms);
+  const size_t mark = out->size();
+  // Handlers have their own net (RunHandler); this one catches what dispatch itself may throw
+  // (queueing a command inside MULTI can run out of memory), so no exception reaches the
+  // connection's event loop.
+  try {
+    Dispatch(args, writer, now_ms);
+  } catch (const std::bad_alloc&) {
+    out->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("dispatching a command ran out of memory");
+    writer.Error("OOM command not allowed when used memory > 'maxmemory'.");
+  } catch (const std::exception& e) {
+    out->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("dispatching a command failed with an internal error: {}", e.what());
+    writer.Error(std::string("ERR internal error: ") + e.what());
+  }
 }
 
 void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out,
