@@ -194,11 +194,11 @@ std::span<char> InputBuffer::PrepareRead(size_t wanted) {
     end_ = pending;
   }
   if (capacity_ - end_ < chunk_ / 4) {
-    // Geometric growth bounded by what arrived: at most double, at least one chunk more, and
-    // never beyond the end of the request being received (plus a chunk) or the limit.
+    // Geometric growth: at most double, at least one chunk more, within the limit. Inside a
+    // large bulk string the parser knows how many bytes the request still needs; the buffer
+    // then grows no further than that (a request of many small arguments keeps doubling).
     size_t next = std::max(capacity_ * 2, end_ + chunk_);
-    const size_t request_end = end_ + std::min(wanted, limit_) + chunk_;
-    next = std::min(next, std::max(request_end, end_ + chunk_));
+    if (wanted > chunk_) next = std::min(next, end_ + std::min(wanted, limit_) + chunk_);
     next = std::min(next, limit_ + chunk_);
     Storage grown = Allocate(next);
     if (!grown) return {};  // out of memory: the caller closes the client

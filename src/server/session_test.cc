@@ -51,6 +51,17 @@ TEST(InputBufferTest, GrowsGeometricallyAndShrinksWhenIdle) {
     total += room.size();
   }
   EXPECT_LE(grows, 10u);  // doubling, not one chunk at a time
+  // The same when the parser wants only a byte or two more (a request of many arguments).
+  resp::InputBuffer many(1024, size_t{1} << 20);
+  size_t grows_many = 0;
+  last = 0;
+  for (size_t total = 0; total < 100000;) {
+    std::span<char> room = many.PrepareRead(2);
+    if (many.capacity() != last) grows_many++, last = many.capacity();
+    many.Commit(room.size());
+    total += room.size();
+  }
+  EXPECT_LE(grows_many, 10u);
   EXPECT_EQ(in.data().find_first_not_of('x'), std::string_view::npos);
   in.ShrinkIfIdle();
   EXPECT_GT(in.capacity(), 1024u);  // bytes are pending: kept
