@@ -247,7 +247,7 @@ void CmdClientKill(CommandContext& ctx) {
   }
   int64_t id = 0;
   std::string_view addr, laddr;
-  bool has_id = false, skipme = true;
+  bool has_id = false, skipme = true, none = false;
   for (size_t j = 2; j < ctx.args.size(); j += 2) {
     if (j + 1 >= ctx.args.size()) return ctx.SyntaxError();
     const std::string_view opt = ctx.args[j], val = ctx.args[j + 1];
@@ -259,6 +259,17 @@ void CmdClientKill(CommandContext& ctx) {
       addr = val;
     } else if (EqualsIgnoreCase(opt, "LADDR")) {
       laddr = val;
+    } else if (EqualsIgnoreCase(opt, "USER")) {
+      // Floe has one user, "default", which every client is.
+      if (val != "default") return ctx.Error("ERR No such user '" + std::string(val) + "'");
+    } else if (EqualsIgnoreCase(opt, "TYPE")) {
+      // Every client is a normal one; no client is a master, replica or pubsub client.
+      if (EqualsIgnoreCase(val, "master") || EqualsIgnoreCase(val, "replica") ||
+          EqualsIgnoreCase(val, "slave") || EqualsIgnoreCase(val, "pubsub")) {
+        none = true;
+      } else if (!EqualsIgnoreCase(val, "normal")) {
+        return ctx.Error("ERR Unknown client type '" + std::string(val) + "'");
+      }
     } else if (EqualsIgnoreCase(opt, "SKIPME")) {
       if (EqualsIgnoreCase(val, "yes")) {
         skipme = true;
@@ -272,6 +283,7 @@ void CmdClientKill(CommandContext& ctx) {
     }
   }
   int64_t killed = 0;
+  if (none) clients.clear();
   for (const auto& c : clients) {
     if (has_id && c->id != static_cast<uint64_t>(id)) continue;
     if (!addr.empty() && c->addr != addr) continue;
@@ -303,7 +315,7 @@ void CmdClientHelp(CommandContext& ctx) {
       "    Kill connection made from <ip:port>.",
       "KILL <option> <value> [<option> <value> [...]]",
       "    Kill connections. Options are: ID <client-id>, ADDR <ip:port>, LADDR <ip:port>,",
-      "    SKIPME (YES|NO).",
+      "    TYPE (NORMAL|MASTER|REPLICA|PUBSUB), USER <username>, SKIPME (YES|NO).",
       "LIST [options ...]",
       "    Return information about client connections. Options: TYPE NORMAL, ID id [id ...].",
       "SETNAME <name>",

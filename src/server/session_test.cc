@@ -279,6 +279,16 @@ TEST_F(CommandTest, ClientKillOfOnesOwnAddressAnswersFirst) {
   EXPECT_TRUE(third.close_requested());
 }
 
+TEST_F(CommandTest, ClientKillFiltersByUserAndType) {
+  Session other(&engine_, 1, "127.0.0.1:5002");
+  EXPECT_THAT(Run({"CLIENT", "KILL", "USER", "x"}), IsErr("ERR No such user 'x'"));
+  EXPECT_THAT(Run({"CLIENT", "KILL", "TYPE", "foo"}), IsErr("ERR Unknown client type 'foo'"));
+  EXPECT_THAT(Run({"CLIENT", "KILL", "TYPE", "pubsub"}), IsInt(0));
+  EXPECT_FALSE(other.close_requested());
+  EXPECT_THAT(Run({"CLIENT", "KILL", "USER", "default", "TYPE", "normal"}), IsInt(1));
+  EXPECT_TRUE(other.close_requested());
+}
+
 TEST_F(CommandTest, ClientListIdsAndLongLines) {
   EXPECT_THAT(Run({"CLIENT", "LIST", "ID", "0"}), IsBulk(""));
   EXPECT_THAT(Run({"CLIENT", "LIST", "ID", "-1"}), IsBulk(""));
