@@ -1,5 +1,8 @@
 #include "resp/resp.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -65,6 +68,10 @@ RequestParser::Outcome RequestParser::Parse(std::string_view buf,
         *error = "Protocol error: invalid multibulk length";
         return Outcome::kError;
       }
+      if (limits_.unauthenticated && n > Limits::kUnauthenticatedMaxArgs) {
+        *error = "Protocol error: unauthenticated multibulk length";
+        return Outcome::kError;
+      }
       if (n <= 0) {
         base += cr + 2;
         continue;
@@ -104,6 +111,10 @@ RequestParser::Outcome RequestParser::Parse(std::string_view buf,
       if (!ParseStrictInt64(b.substr(pos_ + 1, cr - pos_ - 1), &len) || len < 0 ||
           static_cast<uint64_t>(len) > limits_.max_bulk_len) {
         *error = "Protocol error: invalid bulk length";
+        return Outcome::kError;
+      }
+      if (limits_.unauthenticated && len > Limits::kUnauthenticatedMaxBulk) {
+        *error = "Protocol error: unauthenticated bulk length";
         return Outcome::kError;
       }
       const size_t start = cr + 2;
@@ -150,6 +161,66 @@ RequestParser::Outcome RequestParser::ParseInline(std::string_view buf,
   for (const std::string& a : inline_args_) args->push_back(a);
   *consumed = nl + 1;
   return Outcome::kCommand;
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+constexpr size_t kMapThreshold = 256 * 1024;
+}  // namespace
+
+InputBuffer::Storage InputBuffer::Allocate(size_t bytes) {
+  if (bytes < kMapThreshold) return Storage(new char[bytes], Release{bytes});  // no zero fill
+  // The kernel provides pages when they are first written: bytes never received cost nothing.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return Storage(nullptr, Release{0});
+  return Storage(static_cast<char*>(p), Release{bytes});
+}
+
+void InputBuffer::Release::operator()(char* p) const {
+  if (bytes < kMapThreshold) {
+    delete[] p;
+  } else {
+    munmap(p, bytes);
+  }
+}
+
+std::span<char> InputBuffer::PrepareRead(size_t wanted) {
+  const size_t pending = size();
+  if (pending >= limit_) return {};
+  // Move the unconsumed bytes to the front when that frees a useful amount of room.
+  if (begin_ > 0 && (capacity_ - end_ < chunk_ / 4 || begin_ == end_)) {
+    std::memmove(buf_.get(), buf_.get() + begin_, pending);
+    begin_ = 0;
+    end_ = pending;
+  }
+  if (capacity_ - end_ < chunk_ / 4) {
+    // Geometric growth: at most double, at least one chunk more, within the limit. Inside a
+    // large bulk string the parser knows how many bytes the request still needs; the buffer
+    // then grows no further than that (a request of many small arguments keeps doubling).
+    size_t next = std::max(capacity_ * 2, end_ + chunk_);
+    if (wanted > chunk_) next = std::min(next, end_ + std::min(wanted, limit_) + chunk_);
+    next = std::min(next, limit_ + chunk_);
+    Storage grown = Allocate(next);
+    if (!grown) return {};  // out of memory: the caller closes the client
+    if (pending > 0) std::memcpy(grown.get(), buf_.get() + begin_, pending);
+    buf_ = std::move(grown);
+    capacity_ = next;
+    begin_ = 0;
+    end_ = pending;
+  }
+  return {buf_.get() + end_, capacity_ - end_};
+}
+
+void InputBuffer::Consume(size_t n) {
+  begin_ += n;
+  if (begin_ == end_) begin_ = end_ = 0;
+}
+
+void InputBuffer::ShrinkIfIdle() {
+  if (begin_ != end_ || capacity_ <= chunk_) return;
+  buf_ = Allocate(chunk_);
+  capacity_ = chunk_;
+  begin_ = end_ = 0;
 }
 
 namespace {
@@ -233,7 +304,6 @@ bool SplitInlineArgs(std::string_view line, std::vector<std::string>* out) {
           case '\n':
           case '\r':
           case '\t':
-          case '\0':
             done = true;
             break;
           case '"':

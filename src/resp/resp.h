@@ -13,6 +13,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +30,12 @@ struct Limits {
   uint64_t max_args = 1ull << 20;
   // Longest inline request, and longest "*<n>" / "$<n>" header line. Default 64 KiB.
   size_t max_inline = 64 * 1024;
+  // A client that has not authenticated yet (a password is required) may send at most
+  // kUnauthenticatedMaxArgs arguments of at most kUnauthenticatedMaxBulk bytes each, as in
+  // Redis 7: nobody can make the server buffer large requests before AUTH.
+  bool unauthenticated = false;
+  static constexpr int64_t kUnauthenticatedMaxArgs = 10;
+  static constexpr int64_t kUnauthenticatedMaxBulk = 16 * 1024;
 };
 
 // Parses requests from a byte stream that arrives in pieces. The caller keeps the unconsumed
@@ -53,7 +61,9 @@ class RequestParser {
                 std::string* error);
 
   void set_limits(const Limits& limits) { limits_ = limits; }
-  // Bytes the parser wants before it can make progress (a hint for buffer sizing).
+  const Limits& limits() const { return limits_; }
+  // Bytes the parser wants before it can make progress: a hint for buffer sizing, announced
+  // by the client and therefore never a reason to allocate by itself.
   size_t wanted() const { return wanted_; }
 
  private:
@@ -71,8 +81,54 @@ class RequestParser {
   size_t wanted_ = 0;
 };
 
+// A connection's unconsumed input bytes. It grows geometrically as bytes arrive -- never to a
+// size a client merely announces in a "$<len>" header -- and never writes the bytes it has not
+// received (no zero fill), so a client costs memory in proportion to what it actually sent, as
+// Redis's query buffer does. Thread-compatible; a connection owns its buffer.
+class InputBuffer {
+ public:
+  // `chunk`: the smallest read; `limit`: the most unconsumed bytes the buffer will hold
+  // (Redis's client-query-buffer-limit, 1 GiB).
+  explicit InputBuffer(size_t chunk = 16 * 1024, size_t limit = size_t{1} << 30)
+      : chunk_(chunk), limit_(limit) {}
+
+  // The unconsumed bytes. Valid until the next PrepareRead or ShrinkIfIdle.
+  std::string_view data() const { return {buf_.get() + begin_, end_ - begin_}; }
+  size_t size() const { return end_ - begin_; }
+  // Bytes allocated (what the connection charges to used memory).
+  size_t capacity() const { return capacity_; }
+
+  // Room for the next read. `wanted` (the parser's hint) may let the buffer grow up to the end
+  // of the request being received, but it grows at most to twice its size per call, so memory
+  // follows the bytes that arrived. Empty when the unconsumed bytes have reached the limit or
+  // memory cannot be had: the caller closes the client.
+  std::span<char> PrepareRead(size_t wanted);
+  // `n` bytes were written into the span PrepareRead returned.
+  void Commit(size_t n) { end_ += n; }
+  // The first `n` unconsumed bytes are done with.
+  void Consume(size_t n);
+  // With nothing pending, gives back everything beyond one chunk (a large request is over).
+  void ShrinkIfIdle();
+
+ private:
+  // Storage: small buffers from the allocator, large ones mapped directly, so that freeing a
+  // large buffer returns its pages to the system at once (an allocator may keep them).
+  struct Release {
+    size_t bytes;
+    void operator()(char* p) const;
+  };
+  using Storage = std::unique_ptr<char[], Release>;
+  static Storage Allocate(size_t bytes);
+
+  size_t chunk_, limit_;
+  Storage buf_{nullptr, Release{0}};
+  size_t capacity_ = 0;
+  size_t begin_ = 0, end_ = 0;  // unconsumed bytes are buf_[begin_, end_)
+};
+
 // Splits an inline command line the way Redis's sdssplitargs does: whitespace separates
-// arguments; "double quotes" take \n \r \t \b \a \\ \" and \xHH escapes; 'single quotes' take
+// arguments (a NUL byte is an ordinary byte of an argument); "double quotes" take \n \r \t \b \a
+// \\ \" and \xHH escapes; 'single quotes' take
 // \'. A closing quote must be followed by whitespace or the end. False on unbalanced quotes.
 bool SplitInlineArgs(std::string_view line, std::vector<std::string>* out);
 

@@ -20,6 +20,7 @@ void SetName(CommandContext& ctx, std::string_view name) {
   ctx.session.state().name.assign(name);
 }
 
+// One CLIENT LIST line, however long the name or the addresses are.
 std::string ClientLine(const ClientState& c, int64_t now_ms) {
   std::string name;
   {
@@ -27,20 +28,23 @@ std::string ClientLine(const ClientState& c, int64_t now_ms) {
     name = c.name;
   }
   const int multi = c.multi.load(std::memory_order_relaxed);
-  char buf[1024];
-  const int n = std::snprintf(
-      buf, sizeof(buf),
-      "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=0 psub=0 "
-      "ssub=0 multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 "
-      "omem=%zu tot-mem=0 events=r cmd=%s user=default redir=-1 resp=%d\n",
-      static_cast<unsigned long long>(c.id), c.addr.c_str(), c.laddr.c_str(),
-      c.fd.load(std::memory_order_relaxed), name.c_str(),
-      static_cast<long long>((now_ms - c.created_ms) / 1000),
-      static_cast<long long>((now_ms - c.last_interaction_ms.load(std::memory_order_relaxed)) /
-                             1000),
-      multi >= 0 ? "x" : "N", multi, c.output_pending.load(std::memory_order_relaxed),
-      c.last_command.load(std::memory_order_relaxed), c.protocol.load(std::memory_order_relaxed));
-  return std::string(buf, static_cast<size_t>(std::min<int>(n, sizeof(buf) - 1)));
+  char numbers[512];
+  std::snprintf(numbers, sizeof(numbers),
+                " age=%lld idle=%lld flags=%s db=0 sub=0 psub=0 ssub=0 "
+                "multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 "
+                "omem=%zu tot-mem=0 events=r cmd=",
+                static_cast<long long>((now_ms - c.created_ms) / 1000),
+                static_cast<long long>(
+                    (now_ms - c.last_interaction_ms.load(std::memory_order_relaxed)) / 1000),
+                multi >= 0 ? "x" : "N", multi, c.output_pending.load(std::memory_order_relaxed));
+  std::string line = "id=" + std::to_string(c.id) + " addr=" + c.addr + " laddr=" + c.laddr +
+                     " fd=" + std::to_string(c.fd.load(std::memory_order_relaxed)) +
+                     " name=" + name + numbers;
+  line += c.last_command.load(std::memory_order_relaxed);
+  line +=
+      " user=default redir=-1 resp=" + std::to_string(c.protocol.load(std::memory_order_relaxed)) +
+      "\n";
+  return line;
 }
 
 void Kill(ClientState& c) {
@@ -202,8 +206,9 @@ void CmdClientList(CommandContext& ctx) {
       only_ids = true;
       for (j++; j < ctx.args.size(); j++) {
         int64_t id = 0;
-        if (!ParseInt64(ctx.args[j], &id) || id <= 0) return ctx.Error("ERR Invalid client ID");
-        ids.push_back(static_cast<uint64_t>(id));
+        if (!ParseInt64(ctx.args[j], &id)) return ctx.Error("ERR Invalid client ID");
+        // Ids start at 1: 0 or a negative id is valid and matches no client, as in Redis.
+        if (id > 0) ids.push_back(static_cast<uint64_t>(id));
       }
     } else {
       return ctx.SyntaxError();
@@ -228,8 +233,13 @@ void CmdClientKill(CommandContext& ctx) {
   if (ctx.args.size() == 3) {  // old form: CLIENT KILL addr:port
     for (const auto& c : clients) {
       if (c->addr == ctx.args[2]) {
-        if (c->id == ctx.session.id()) ctx.close() = true;
-        Kill(*c);
+        // Our own connection closes after this reply is written, as QUIT does; closing it
+        // from here would drop the +OK.
+        if (c->id == ctx.session.id()) {
+          ctx.close() = true;
+        } else {
+          Kill(*c);
+        }
         return ctx.out.Ok();
       }
     }
@@ -237,7 +247,7 @@ void CmdClientKill(CommandContext& ctx) {
   }
   int64_t id = 0;
   std::string_view addr, laddr;
-  bool has_id = false, skipme = true;
+  bool has_id = false, skipme = true, none = false;
   for (size_t j = 2; j < ctx.args.size(); j += 2) {
     if (j + 1 >= ctx.args.size()) return ctx.SyntaxError();
     const std::string_view opt = ctx.args[j], val = ctx.args[j + 1];
@@ -249,6 +259,17 @@ void CmdClientKill(CommandContext& ctx) {
       addr = val;
     } else if (EqualsIgnoreCase(opt, "LADDR")) {
       laddr = val;
+    } else if (EqualsIgnoreCase(opt, "USER")) {
+      // Floe has one user, "default", which every client is.
+      if (val != "default") return ctx.Error("ERR No such user '" + std::string(val) + "'");
+    } else if (EqualsIgnoreCase(opt, "TYPE")) {
+      // Every client is a normal one; no client is a master, replica or pubsub client.
+      if (EqualsIgnoreCase(val, "master") || EqualsIgnoreCase(val, "replica") ||
+          EqualsIgnoreCase(val, "slave") || EqualsIgnoreCase(val, "pubsub")) {
+        none = true;
+      } else if (!EqualsIgnoreCase(val, "normal")) {
+        return ctx.Error("ERR Unknown client type '" + std::string(val) + "'");
+      }
     } else if (EqualsIgnoreCase(opt, "SKIPME")) {
       if (EqualsIgnoreCase(val, "yes")) {
         skipme = true;
@@ -262,16 +283,21 @@ void CmdClientKill(CommandContext& ctx) {
     }
   }
   int64_t killed = 0;
+  if (none) clients.clear();
   for (const auto& c : clients) {
     if (has_id && c->id != static_cast<uint64_t>(id)) continue;
     if (!addr.empty() && c->addr != addr) continue;
     if (!laddr.empty() && c->laddr != laddr) continue;
+    killed++;
     if (c->id == ctx.session.id()) {
-      if (skipme) continue;
-      ctx.close() = true;
+      if (skipme) {
+        killed--;
+        continue;
+      }
+      ctx.close() = true;  // after the reply, as above
+      continue;
     }
     Kill(*c);
-    killed++;
   }
   ctx.out.Integer(killed);
 }
@@ -289,7 +315,7 @@ void CmdClientHelp(CommandContext& ctx) {
       "    Kill connection made from <ip:port>.",
       "KILL <option> <value> [<option> <value> [...]]",
       "    Kill connections. Options are: ID <client-id>, ADDR <ip:port>, LADDR <ip:port>,",
-      "    SKIPME (YES|NO).",
+      "    TYPE (NORMAL|MASTER|REPLICA|PUBSUB), USER <username>, SKIPME (YES|NO).",
       "LIST [options ...]",
       "    Return information about client connections. Options: TYPE NORMAL, ID id [id ...].",
       "SETNAME <name>",

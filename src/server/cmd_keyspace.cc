@@ -49,8 +49,6 @@ Result<ValuePtr> Rewrite(CommandContext& ctx, const Value& v, std::string_view k
   return RewriteValue(ctx, v, key, expire_at_ms);
 }
 
-enum class ExpireUnit { kSeconds, kMilliseconds };
-
 void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
   bool nx = false, xx = false, gt = false, lt = false;
   for (size_t j = 3; j < ctx.args.size(); j++) {
@@ -75,14 +73,7 @@ void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
   if (!ParseInt64(ctx.args[2], &when)) return ctx.NotInteger();
   const std::string invalid =
       "ERR invalid expire time in '" + std::string(ctx.spec->name) + "' command";
-  if (unit == ExpireUnit::kSeconds) {
-    if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000) return ctx.Error(invalid);
-    when *= 1000;
-  }
-  if ((when > 0 && base_ms > INT64_MAX - when) || (when < 0 && base_ms < INT64_MIN - when)) {
-    return ctx.Error(invalid);
-  }
-  when += base_ms;
+  if (!ExpireToMs(when, unit, base_ms, &when)) return ctx.Error(invalid);
 
   const std::string_view key = ctx.args[1];
   int reply = 0;
@@ -111,11 +102,20 @@ void TtlGeneric(CommandContext& ctx, bool output_ms, bool output_abs) {
   if (expire == 0) return ctx.out.Integer(-1);
   int64_t ttl = output_abs ? expire : expire - ctx.now_ms;
   if (ttl < 0) ttl = 0;
-  ctx.out.Integer(output_ms ? ttl : (ttl + 500) / 1000);
+  // Rounded to the nearest second without ttl + 500, which overflows for an expiry at the
+  // end of time (PXAT 9223372036854775807).
+  ctx.out.Integer(output_ms ? ttl : ttl / 1000 + (ttl % 1000 >= 500 ? 1 : 0));
 }
 
+// Redis reads a cursor with strtoul: an optional sign (a negative cursor wraps around, so
+// `SCAN -1` is cursor 2^64-1), decimal digits, nothing else; an empty string is 0.
 bool ParseCursor(std::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
+  bool negative = false;
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+    if (s.empty()) return false;
+  }
   uint64_t v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') return false;
@@ -123,7 +123,7 @@ bool ParseCursor(std::string_view s, uint64_t* out) {
     if (v > (UINT64_MAX - d) / 10) return false;
     v = v * 10 + d;
   }
-  *out = v;
+  *out = negative ? 0 - v : v;
   return true;
 }
 

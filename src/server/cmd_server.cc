@@ -1,5 +1,6 @@
 // Server commands: INFO, CONFIG, DBSIZE, FLUSHDB/FLUSHALL, TIME, COMMAND.
 
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -37,8 +38,16 @@ int64_t ResidentBytes() {
 
 struct Totals {
   uint64_t commands = 0, hits = 0, misses = 0, expired = 0, in = 0, out = 0, conns = 0,
-           rejected = 0;
+           rejected = 0, rejected_calls = 0, failed_calls = 0;
 };
+
+// Redis prints CPU seconds as seconds.microseconds.
+std::string CpuSeconds(const timeval& t) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%lld.%06lld", static_cast<long long>(t.tv_sec),
+                static_cast<long long>(t.tv_usec));
+  return buf;
+}
 
 Totals Sum(Engine& e) {
   Totals t;
@@ -52,6 +61,10 @@ Totals Sum(Engine& e) {
     t.out += s.net_output_bytes.load(std::memory_order_relaxed);
     t.conns += s.connections.load(std::memory_order_relaxed);
     t.rejected += s.rejected_connections.load(std::memory_order_relaxed);
+    t.rejected_calls += s.rejected_calls.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < AllCommands().size(); i++) {
+      t.failed_calls += s.failed[i].load(std::memory_order_relaxed);
+    }
   }
   return t;
 }
@@ -90,12 +103,14 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     Line(out, "blocked_clients", 0);
   } else if (name == "memory") {
     out->append("# Memory\r\n");
-    const int64_t used = static_cast<int64_t>(e.store().MemoryUsed());
+    const int64_t clients = e.client_buffer_bytes();
+    const int64_t used = static_cast<int64_t>(e.store().MemoryUsed()) + clients;
     Line(out, "used_memory", used);
     Line(out, "used_memory_human", Human(used));
     const int64_t rss = ResidentBytes();
     Line(out, "used_memory_rss", rss);
     Line(out, "used_memory_rss_human", Human(rss));
+    Line(out, "mem_clients_normal", clients);
     Line(out, "maxmemory", c.maxmemory);
     Line(out, "maxmemory_human", Human(c.maxmemory));
     Line(out, "maxmemory_policy", c.maxmemory_policy);
@@ -111,6 +126,17 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     Line(out, "expired_keys", static_cast<int64_t>(t.expired));
     Line(out, "keyspace_hits", static_cast<int64_t>(t.hits));
     Line(out, "keyspace_misses", static_cast<int64_t>(t.misses));
+    Line(out, "total_error_replies", static_cast<int64_t>(t.failed_calls + t.rejected_calls));
+    Line(out, "errors_internal", static_cast<int64_t>(e.internal_errors()));
+  } else if (name == "cpu") {
+    out->append("# CPU\r\n");
+    rusage self{}, children{};
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &children);
+    Line(out, "used_cpu_sys", CpuSeconds(self.ru_stime));
+    Line(out, "used_cpu_user", CpuSeconds(self.ru_utime));
+    Line(out, "used_cpu_sys_children", CpuSeconds(children.ru_stime));
+    Line(out, "used_cpu_user_children", CpuSeconds(children.ru_utime));
   } else if (name == "keyspace") {
     out->append("# Keyspace\r\n");
     const size_t keys = e.store().Size();
@@ -118,6 +144,18 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "db0",
            "keys=" + std::to_string(keys) +
                ",expires=" + std::to_string(e.store().ExpiringCount()) + ",avg_ttl=0");
+    }
+  } else if (name == "errorstats") {
+    out->append("# Errorstats\r\n");
+    const auto codes = RedisErrorCodes();
+    for (size_t i = 0; i <= codes.size(); i++) {
+      uint64_t count = 0;
+      for (int w = 0; w < e.workers(); w++) {
+        count += e.stats(w).error_replies[i].load(std::memory_order_relaxed);
+      }
+      if (count == 0) continue;
+      Line(out, "errorstat_" + std::string(i < codes.size() ? codes[i] : "OTHER"),
+           "count=" + std::to_string(count));
     }
   } else if (name == "commandstats") {
     out->append("# Commandstats\r\n");
@@ -142,10 +180,11 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
   }
 }
 
-constexpr std::string_view kDefaultSections[] = {"server", "clients", "memory", "stats",
-                                                 "keyspace"};
-constexpr std::string_view kAllSections[] = {"server", "clients",      "memory",
-                                             "stats",  "commandstats", "keyspace"};
+// In Redis's order.
+constexpr std::string_view kDefaultSections[] = {"server", "clients",    "memory",  "stats",
+                                                 "cpu",    "errorstats", "keyspace"};
+constexpr std::string_view kAllSections[] = {"server", "clients",      "memory",     "stats",
+                                             "cpu",    "commandstats", "errorstats", "keyspace"};
 
 }  // namespace
 

@@ -19,8 +19,6 @@ constexpr uint16_t kStringType = static_cast<uint16_t>(ValueType::kString);
 
 bool IsString(const Value* v) { return v->type() == kStringType; }
 
-// Errors raised inside an Update function carry the client's text in the Status message.
-Status ClientError(std::string_view text) { return Status::InvalidArgument(text); }
 const char kNotInteger[] = "ERR value is not an integer or out of range";
 
 Result<Mutation> PutString(std::string_view key, std::string_view payload, int64_t expire_at_ms) {
@@ -28,9 +26,7 @@ Result<Mutation> PutString(std::string_view key, std::string_view payload, int64
   return Mutation::Put(std::move(v));
 }
 
-enum class ExpireUnit { kSeconds, kMilliseconds };
-
-// Redis's getExpireMillisecondsOrReply: the absolute expiry in ms, or an error text.
+// Redis's getExpireMillisecondsOrReply: the absolute expiry in ms, or an error reply.
 bool ParseExpire(CommandContext& ctx, std::string_view arg, ExpireUnit unit, bool absolute,
                  std::string_view command, int64_t* out) {
   int64_t v = 0;
@@ -38,20 +34,10 @@ bool ParseExpire(CommandContext& ctx, std::string_view arg, ExpireUnit unit, boo
     ctx.NotInteger();
     return false;
   }
-  const std::string invalid = "ERR invalid expire time in '" + std::string(command) + "' command";
-  if (v <= 0 || (unit == ExpireUnit::kSeconds && v > INT64_MAX / 1000)) {
-    ctx.Error(invalid);
+  if (v <= 0 || !ExpireToMs(v, unit, absolute ? 0 : ctx.now_ms, out)) {
+    ctx.Error("ERR invalid expire time in '" + std::string(command) + "' command");
     return false;
   }
-  if (unit == ExpireUnit::kSeconds) v *= 1000;
-  if (!absolute) {
-    if (v > INT64_MAX - ctx.now_ms) {
-      ctx.Error(invalid);
-      return false;
-    }
-    v += ctx.now_ms;
-  }
-  *out = v;
   return true;
 }
 
@@ -62,37 +48,51 @@ struct StringOptions {
   int64_t expire_at_ms = 0;
 };
 
+// Redis's parseExtendedStringArgumentsOrReply: an option may repeat (the last expiry wins) but
+// not combine with a conflicting one, and the expiry's number is read only after every option
+// was accepted, so `SET k v PX ex 1` is a syntax error before it is a bad number.
 bool ParseStringOptions(CommandContext& ctx, size_t first, bool for_getex, StringOptions* o) {
   const auto& a = ctx.args;
+  enum Expiry { kNone, kEx, kPx, kExAt, kPxAt };
+  Expiry expiry = kNone;
+  std::string_view expiry_arg;
   for (size_t j = first; j < a.size(); j++) {
     const std::string_view opt = a[j];
     const bool has_next = j + 1 < a.size();
+    auto expiry_option = [&](std::string_view name, Expiry kind) {
+      return EqualsIgnoreCase(opt, name) && !o->keepttl && !o->persist &&
+             (expiry == kNone || expiry == kind) && has_next;
+    };
     if (!for_getex && EqualsIgnoreCase(opt, "NX") && !o->xx) {
       o->nx = true;
     } else if (!for_getex && EqualsIgnoreCase(opt, "XX") && !o->nx) {
       o->xx = true;
     } else if (!for_getex && EqualsIgnoreCase(opt, "GET")) {
       o->get = true;
-    } else if (!for_getex && EqualsIgnoreCase(opt, "KEEPTTL") && !o->has_expire) {
+    } else if (!for_getex && EqualsIgnoreCase(opt, "KEEPTTL") && expiry == kNone) {
       o->keepttl = true;
-    } else if (for_getex && EqualsIgnoreCase(opt, "PERSIST") && !o->has_expire) {
+    } else if (for_getex && EqualsIgnoreCase(opt, "PERSIST") && expiry == kNone) {
       o->persist = true;
-    } else if ((EqualsIgnoreCase(opt, "EX") || EqualsIgnoreCase(opt, "PX") ||
-                EqualsIgnoreCase(opt, "EXAT") || EqualsIgnoreCase(opt, "PXAT")) &&
-               !o->keepttl && !o->persist && !o->has_expire && has_next) {
-      const bool seconds = EqualsIgnoreCase(opt, "EX") || EqualsIgnoreCase(opt, "EXAT");
-      const bool absolute = EqualsIgnoreCase(opt, "EXAT") || EqualsIgnoreCase(opt, "PXAT");
-      if (!ParseExpire(ctx, a[j + 1], seconds ? ExpireUnit::kSeconds : ExpireUnit::kMilliseconds,
-                       absolute, for_getex ? "getex" : "set", &o->expire_at_ms)) {
-        return false;
-      }
-      o->has_expire = true;
-      j++;
+    } else if (expiry_option("EX", kEx) || expiry_option("PX", kPx) ||
+               expiry_option("EXAT", kExAt) || expiry_option("PXAT", kPxAt)) {
+      expiry = EqualsIgnoreCase(opt, "EX")     ? kEx
+               : EqualsIgnoreCase(opt, "PX")   ? kPx
+               : EqualsIgnoreCase(opt, "EXAT") ? kExAt
+                                               : kPxAt;
+      expiry_arg = a[++j];
     } else {
       ctx.SyntaxError();
       return false;
     }
   }
+  if (expiry == kNone) return true;
+  const ExpireUnit unit =
+      expiry == kEx || expiry == kExAt ? ExpireUnit::kSeconds : ExpireUnit::kMilliseconds;
+  if (!ParseExpire(ctx, expiry_arg, unit, expiry == kExAt || expiry == kPxAt,
+                   for_getex ? "getex" : "set", &o->expire_at_ms)) {
+    return false;
+  }
+  o->has_expire = true;
   return true;
 }
 
@@ -119,7 +119,7 @@ void SetGeneric(CommandContext& ctx, std::string_view key, std::string_view payl
         if (o.keepttl && live != nullptr) expire = live->expire_at_ms();
         return PutString(key, payload, expire);
       });
-  if (!r.ok()) return ctx.Error(r.message());
+  if (!r.ok()) return ctx.Error(r);
   switch (reply) {
     case SetReply::kOkOrNil:
       return applied ? ctx.out.Ok() : ctx.out.Null();
@@ -151,7 +151,7 @@ void IncrGeneric(CommandContext& ctx, int64_t incr) {
         return PutString(key, std::string_view(buf, static_cast<size_t>(end - buf)),
                          live != nullptr ? live->expire_at_ms() : 0);
       });
-  if (!r.ok()) return ctx.Error(r.message());
+  if (!r.ok()) return ctx.Error(r);
   ctx.out.Integer(result);
 }
 
@@ -217,7 +217,7 @@ void CmdGetDel(CommandContext& ctx) {
                              old.assign(bytes);
                              return Mutation::Remove();
                            });
-  if (!r.ok()) return ctx.Error(r.message());
+  if (!r.ok()) return ctx.Error(r);
   if (!found) return ctx.out.Null();
   ctx.out.Bulk(old);
 }
@@ -239,7 +239,7 @@ void CmdGetEx(CommandContext& ctx) {
                             RewriteValue(ctx, *cur, key, o.persist ? 0 : o.expire_at_ms));
       return Mutation::Put(std::move(next));
     });
-    if (!r.ok()) return ctx.Error(r.status().message());
+    if (!r.ok()) return ctx.Error(r.status());
   }
   WithStringBytes(*v, [&](std::string_view s) { ctx.out.Bulk(s); });
 }
@@ -272,7 +272,7 @@ bool PutAllPairs(CommandContext& ctx) {
   for (size_t i = 1; i + 1 < ctx.args.size(); i += 2) {
     Result<ValuePtr> v = MakeString(ctx.args[i], ctx.args[i + 1]);
     if (!v.ok()) {
-      ctx.Error("ERR " + std::string(v.status().message()));
+      ctx.Error(v.status());
       return false;
     }
     values.push_back(std::move(v).value());
@@ -334,7 +334,7 @@ void CmdIncrByFloat(CommandContext& ctx) {
         text = HumanLongDouble(sum);
         return PutString(key, text, live != nullptr ? live->expire_at_ms() : 0);
       });
-  if (!r.ok()) return ctx.Error(r.message());
+  if (!r.ok()) return ctx.Error(r);
   ctx.out.Bulk(text);
 }
 
@@ -349,7 +349,7 @@ void CmdAppend(CommandContext& ctx) {
         *changed = true;
         return static_cast<int64_t>(s->size());
       });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.status());
   ctx.out.Integer(*r);
 }
 
@@ -405,7 +405,7 @@ void CmdSetRange(CommandContext& ctx) {
         *changed = true;
         return static_cast<int64_t>(s->size());
       });
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.status());
   ctx.out.Integer(*r);
 }
 

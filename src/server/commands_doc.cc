@@ -64,6 +64,13 @@ std::string MarkdownForTable() {
   is not implemented (the table has no per-key access flags).
 - `FLUSHDB`/`FLUSHALL` ignore `ASYNC`: both free the keys at once.
 - `GET` on a key of a type other than string replies `WRONGTYPE`.
+- `MGET` of more than one key runs as `exclusive`, so it reads one snapshot of its keys.
+- Keys are limited to 64 KiB (Redis: 512 MB); a longer key is refused with an `ERR` error.
+- An inline command keeps a NUL byte inside an argument. Redis 7.0 looks for the end of an
+  inline line with `strchr`, so a NUL makes it wait for more input and never answer.
+- Inside `MULTI` only `EXEC`, `DISCARD`, `MULTI`, `WATCH`, `QUIT` and `RESET` run at once; a
+  key `WATCH`ed while absent aborts `EXEC` once any write made it exist, even if it is gone
+  again, as in Redis.
 
 ## Sketches
 

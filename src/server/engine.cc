@@ -44,7 +44,8 @@ bool Engine::CheckPassword(std::string_view password) const {
 int64_t Engine::UsedMemory() {
   const auto now = static_cast<int64_t>(NowMicros());
   if (now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
-    used_memory_.store(static_cast<int64_t>(store_.MemoryUsed()), std::memory_order_relaxed);
+    used_memory_.store(static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes(),
+                       std::memory_order_relaxed);
     used_memory_at_us_.store(now, std::memory_order_relaxed);
   }
   return used_memory_.load(std::memory_order_relaxed);

@@ -22,6 +22,8 @@ using asio::ip::tcp;
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write first
 constexpr size_t kBatch = 32;                  // commands parsed and prefetched together
+// Redis's client-query-buffer-limit: a client whose unconsumed input reaches it is closed.
+constexpr size_t kQueryBufferLimit = size_t{1} << 30;
 
 std::string Endpoint(const tcp::endpoint& ep) {
   const std::string host = ep.address().to_string();
@@ -45,14 +47,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
+  // Charges in_'s current capacity to the engine's used memory (Redis counts query buffers).
+  void ChargeInput();
+  // Before AUTH the parser applies Redis's unauthenticated request limits.
+  void UpdateParserLimits();
   friend void FlushWrites(Worker* w);
 
   Worker* worker_;
   tcp::socket socket_;
   std::unique_ptr<Session> session_;
   resp::RequestParser parser_;
-  std::vector<char> in_;
-  size_t begin_ = 0, end_ = 0;  // unconsumed input is in_[begin_, end_)
+  resp::InputBuffer in_{kReadChunk, kQueryBufferLimit};
+  size_t charged_ = 0;  // in_'s capacity as counted in the engine's client-buffer bytes
   std::string out_;
   std::vector<std::vector<std::string_view>> batch_;
   std::vector<store::KeyView> keys_;
@@ -111,12 +117,22 @@ void Connection::Start() {
     };
   }
   worker_->connections.emplace(this, weak_from_this());
-  Config c = worker_->engine->config();
-  resp::Limits limits;
-  limits.max_bulk_len = static_cast<uint64_t>(c.proto_max_bulk_len);
-  parser_.set_limits(limits);
-  in_.resize(kReadChunk);
+  UpdateParserLimits();
   DoRead();
+}
+
+void Connection::UpdateParserLimits() {
+  resp::Limits limits;
+  limits.max_bulk_len = static_cast<uint64_t>(worker_->engine->proto_max_bulk_len());
+  limits.unauthenticated = !session_->authenticated();
+  parser_.set_limits(limits);
+}
+
+void Connection::ChargeInput() {
+  const size_t now = in_.capacity();
+  if (now == charged_) return;
+  worker_->engine->ChargeClientBuffers(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
+  charged_ = now;
 }
 
 void Connection::Close() {
@@ -126,6 +142,8 @@ void Connection::Close() {
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   worker_->connections.erase(this);
+  in_ = resp::InputBuffer(kReadChunk, kQueryBufferLimit);
+  ChargeInput();
   if (session_) {
     {
       MutexLock lock(&session_->state().mu);
@@ -137,25 +155,21 @@ void Connection::Close() {
 
 void Connection::DoRead() {
   if (closed_) return;
-  // Make room: move unconsumed bytes to the front, grow only for a large argument.
-  if (begin_ > 0 && (in_.size() - end_ < kReadChunk / 4 || begin_ == end_)) {
-    std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
-    end_ -= begin_;
-    begin_ = 0;
-  }
-  if (in_.size() - end_ < kReadChunk / 4) {
-    const size_t want = std::max(in_.size() * 2, end_ + std::max(kReadChunk, parser_.wanted()));
-    in_.resize(std::min<size_t>(want, end_ + parser_.wanted() + kReadChunk));
+  const std::span<char> room = in_.PrepareRead(parser_.wanted());
+  ChargeInput();
+  if (room.empty()) {
+    FLOE_LOG_WARN("closing client id={} addr={}: it reached the query buffer limit ({} bytes)",
+                  session_->id(), session_->state().addr, kQueryBufferLimit);
+    return Close();
   }
   auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(in_.data() + end_, in_.size() - end_),
-                          [this, self](std::error_code ec, size_t n) {
-                            if (ec) return Close();
-                            end_ += n;
-                            worker_->engine->stats(worker_->index)
-                                .net_input_bytes.fetch_add(n, std::memory_order_relaxed);
-                            Process();
-                          });
+  socket_.async_read_some(asio::buffer(room.data(), room.size()), [this, self](std::error_code ec,
+                                                                               size_t n) {
+    if (ec) return Close();
+    in_.Commit(n);
+    worker_->engine->stats(worker_->index).net_input_bytes.fetch_add(n, std::memory_order_relaxed);
+    Process();
+  });
 }
 
 bool Connection::OverOutputLimits() {
@@ -165,7 +179,11 @@ bool Connection::OverOutputLimits() {
   if (c.soft > 0 && pending > c.soft) {
     const auto now = static_cast<int64_t>(WallMicros() / 1000);
     if (soft_limit_since_ms_ == 0) soft_limit_since_ms_ = now;
-    if (now - soft_limit_since_ms_ > c.soft_seconds * 1000) return true;
+    // A soft time beyond what milliseconds can count is never reached (soft_seconds * 1000
+    // would overflow).
+    if (c.soft_seconds <= INT64_MAX / 1000 && now - soft_limit_since_ms_ > c.soft_seconds * 1000) {
+      return true;
+    }
   } else {
     soft_limit_since_ms_ = 0;
   }
@@ -180,14 +198,16 @@ void Connection::Process() {
   if (closed_) return;
   while (!closing_ && out_.size() < kFlushThreshold) {
     size_t n = 0;
-    size_t pos = begin_;
+    size_t pos = 0;
+    const std::string_view input = in_.data();
     bool need_more = false;
     std::string error;
-    while (n < kBatch) {
+    // Before AUTH one command at a time: AUTH lifts the limits for the commands after it.
+    const size_t batch = parser_.limits().unauthenticated ? 1 : kBatch;
+    while (n < batch) {
       if (batch_.size() <= n) batch_.emplace_back();
       size_t consumed = 0;
-      const auto outcome = parser_.Parse(std::string_view(in_.data() + pos, end_ - pos), &batch_[n],
-                                         &consumed, &error);
+      const auto outcome = parser_.Parse(input.substr(pos), &batch_[n], &consumed, &error);
       pos += consumed;
       if (outcome == resp::RequestParser::Outcome::kNeedMore) {
         need_more = true;
@@ -197,7 +217,7 @@ void Connection::Process() {
       n++;
       // An inline command's arguments live in the parser and the next Parse overwrites them.
       const char* first = batch_[n - 1][0].data();
-      if (first < in_.data() || first >= in_.data() + end_) break;
+      if (first < input.data() || first >= input.data() + input.size()) break;
     }
     if (n > 1) {
       keys_.clear();
@@ -206,6 +226,7 @@ void Connection::Process() {
       }
       worker_->engine->store().Prefetch(keys_.data(), keys_.size());
     }
+    const bool was_unauthenticated = parser_.limits().unauthenticated;
     for (size_t i = 0; i < n && !closing_; i++) {
       session_->Execute(batch_[i], &out_);
       if (session_->close_requested()) closing_ = true;  // what follows QUIT is not run
@@ -215,14 +236,18 @@ void Connection::Process() {
         return Close();
       }
     }
-    begin_ = pos;
+    in_.Consume(pos);
+    if (was_unauthenticated == session_->authenticated()) UpdateParserLimits();
     if (!error.empty() && !closing_) {
       out_ += "-ERR " + error + "\r\n";
       closing_ = true;
     }
     if (need_more || n == 0) break;
   }
-  if (begin_ == end_) begin_ = end_ = 0;
+  if (in_.size() == 0) {
+    in_.ShrinkIfIdle();  // a large request is over: its memory goes back
+    ChargeInput();
+  }
   if (!out_.empty()) return ScheduleWrite();
   if (closing_) return Close();
   DoRead();

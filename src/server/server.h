@@ -133,6 +133,31 @@ Status LoadConfigFile(const std::string& path, Config* config);
 
 class Engine;
 struct ClientState;
+
+// The keys sessions WATCH while they are absent, and how often each was touched since. A
+// watched key that was present is checked by its value's version; an absent one has no value
+// to carry a version, so a write command naming it while it exists before or after the
+// command counts a touch here (Redis marks such a key dirty too). Thread-safe.
+class AbsentWatches {
+ public:
+  // Registers one more watcher of `key`; returns the key's touch count now.
+  uint64_t Watch(std::string_view key);
+  void Unwatch(std::string_view key);
+  uint64_t Touches(std::string_view key) const;
+  bool Watched(std::string_view key) const;
+  void Touch(std::string_view key);
+  // Cheap check on every write command.
+  bool empty() const { return keys_watched_.load(std::memory_order_relaxed) == 0; }
+
+ private:
+  struct Entry {
+    uint64_t watchers = 0;
+    uint64_t touches = 0;
+  };
+  mutable Mutex mu_;
+  std::map<std::string, Entry, std::less<>> keys_ FLOE_GUARDED_BY(mu_);
+  std::atomic<size_t> keys_watched_{0};
+};
 namespace internal {
 struct CommandContext;
 struct CommandSpec;
@@ -155,11 +180,17 @@ class Session {
 
   // Runs one command and appends its reply to `out` (in the session's protocol version).
   void Execute(const std::vector<std::string_view>& args, std::string* out);
+  // For tests only: called inside the command boundary before every handler runs, so a test
+  // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
+  void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
+    before_handler_ = std::move(hook);
+  }
   // For tests: runs one command and returns the raw reply bytes.
   std::string Run(std::initializer_list<std::string_view> args);
   std::string Run(const std::vector<std::string>& args);
 
   int protocol() const { return protocol_; }
+  bool authenticated() const { return authenticated_; }
   // QUIT, CLIENT KILL or a fatal limit asked for the connection to close after this reply.
   bool close_requested() const;
   uint64_t id() const;
@@ -177,6 +208,12 @@ class Session {
   // Runs a resolved command; takes the exclusive section if it needs one and none is held.
   void Call(const internal::CommandSpec* spec, const std::vector<std::string_view>& args,
             resp::ReplyWriter& out, bool exclusive_held, int64_t now_ms);
+  // Runs the handler inside the safety net: an exception becomes an error reply.
+  void RunHandler(internal::CommandContext& ctx);
+  // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
+  void ClearWatches();
+  // Ends MULTI without running anything.
+  void DiscardTransaction();
 
   Engine* engine_;
   int worker_;
@@ -192,8 +229,10 @@ class Session {
     std::string key;
     uint64_t version;  // 0: absent (or expired) when watched
     uint64_t changes;  // in-place changes of a sketch value when watched
+    uint64_t touches;  // AbsentWatches' count when watched absent
   };
   std::vector<Watched> watched_;
+  std::function<void(std::string_view)> before_handler_;
 };
 
 // Per-thread statistics; an I/O thread writes only its own, INFO sums them.
@@ -206,6 +245,11 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> net_output_bytes{0};
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> rejected_connections{0};
+  std::atomic<uint64_t> rejected_calls{0};  // refused before running: unknown, arity, NOAUTH...
+  // Error replies by their code word (index in internal::RedisErrorCodes(); the last counts
+  // any other code), for INFO errorstats.
+  static constexpr size_t kErrorCodes = 16;
+  std::atomic<uint64_t> error_replies[kErrorCodes] = {};
   // Per command (index in the command table): calls, CycleNow ticks, failed calls.
   std::unique_ptr<std::atomic<uint64_t>[]> calls;
   std::unique_ptr<std::atomic<uint64_t>[]> ticks;
@@ -271,8 +315,20 @@ class Engine {
   Status SetConfig(const std::vector<std::pair<std::string_view, std::string_view>>& changes,
                    std::string* failed);
 
-  // Memory used by the store, refreshed at most once a millisecond.
+  // Memory used by the store and by client input buffers, refreshed at most once a millisecond.
   int64_t UsedMemory();
+  // Client input buffers are charged to used memory as Redis charges query buffers: a
+  // connection adds the bytes it allocates and subtracts them when it frees them.
+  void ChargeClientBuffers(int64_t delta) {
+    // relaxed: a statistic; UsedMemory may see it a moment late.
+    client_buffers_.fetch_add(delta, std::memory_order_relaxed);
+  }
+  int64_t client_buffer_bytes() const { return client_buffers_.load(std::memory_order_relaxed); }
+
+  // Exceptions that escaped a command handler and became an error reply (the safety net at
+  // the command boundary, session.cc). Tests and fuzzers treat any as a failure.
+  uint64_t internal_errors() const { return internal_errors_.load(std::memory_order_relaxed); }
+  void CountInternalError() { internal_errors_.fetch_add(1, std::memory_order_relaxed); }
 
   // Client registry.
   std::shared_ptr<ClientState> RegisterClient(std::string addr, std::string laddr);
@@ -294,6 +350,8 @@ class Engine {
     Engine* engine_;
   };
 
+  AbsentWatches& absent_watches() { return absent_watches_; }
+
   int64_t start_ms() const { return start_ms_; }
   // Active expiry cursor, owned by whichever thread runs the cycle (thread 0).
   uint64_t* expire_cursor() { return &expire_cursor_; }
@@ -312,7 +370,11 @@ class Engine {
   std::atomic<bool> requires_auth_{false};
   std::atomic<int64_t> output_hard_{0}, output_soft_{0}, output_soft_seconds_{0};
   std::atomic<int64_t> used_memory_{0};
+  std::atomic<int64_t> client_buffers_{0};
+  std::atomic<uint64_t> internal_errors_{0};
   std::atomic<int64_t> used_memory_at_us_{0};
+
+  AbsentWatches absent_watches_;
 
   std::deque<Mutex> worker_locks_;
   std::vector<std::unique_ptr<WorkerStats>> stats_;

@@ -2,6 +2,8 @@
 // the exclusive section, and per-command statistics.
 
 #include <chrono>
+#include <exception>
+#include <new>
 
 #include "server/internal/command.h"
 #include "server/internal/sketch_cell.h"
@@ -23,6 +25,37 @@ bool ArityOk(const CommandSpec& spec, size_t argc) {
   return spec.arity >= 0 ? n == spec.arity : n >= -spec.arity;
 }
 
+// Redis runs these at once inside MULTI; every other command is queued (Redis 7.0's
+// processCommand), whatever its flags say.
+bool RunsInsideMulti(const CommandSpec& spec) {
+  return spec.handler == internal::CmdExec || spec.handler == internal::CmdDiscard ||
+         spec.handler == internal::CmdMulti || spec.handler == internal::CmdWatch ||
+         spec.handler == internal::CmdQuit || spec.handler == internal::CmdReset;
+}
+
+// The keys of a command by its table entry (Redis's first/last/step convention; a negative
+// last key counts from the end).
+template <typename F>
+void ForEachKey(const CommandSpec& spec, const std::vector<std::string_view>& args, F&& fn) {
+  if (spec.first_key <= 0 || spec.step <= 0) return;
+  const auto argc = static_cast<int64_t>(args.size());
+  const int64_t last = spec.last_key < 0 ? argc + spec.last_key : spec.last_key;
+  for (int64_t i = spec.first_key; i <= last && i < argc; i += spec.step) {
+    fn(args[static_cast<size_t>(i)]);
+  }
+}
+
+// Counts an error reply by its code word (the text after '-' up to a space).
+void CountErrorReply(WorkerStats& stats, std::string_view reply) {
+  if (reply.empty() || reply[0] != '-') return;
+  reply.remove_prefix(1);
+  const std::string_view code = reply.substr(0, reply.find_first_of(" \r"));
+  const auto codes = internal::RedisErrorCodes();
+  size_t i = 0;
+  while (i < codes.size() && codes[i] != code) i++;
+  Bump(stats.error_replies[i]);  // i == codes.size(): another code
+}
+
 std::string UnknownCommand(const std::vector<std::string_view>& args) {
   std::string msg = "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
                     "', with args beginning with: ";
@@ -39,7 +72,63 @@ Session::Session(Engine* engine, int worker, std::string addr, std::string laddr
       state_(engine->RegisterClient(std::move(addr), std::move(laddr))),
       authenticated_(!engine->requires_auth()) {}
 
-Session::~Session() { engine_->UnregisterClient(state_->id); }
+Session::~Session() {
+  ClearWatches();
+  engine_->UnregisterClient(state_->id);
+}
+
+void Session::ClearWatches() {
+  for (const Watched& w : watched_) {
+    if (w.version == 0) engine_->absent_watches().Unwatch(w.key);
+  }
+  watched_.clear();
+}
+
+void Session::DiscardTransaction() {
+  in_multi_ = false;
+  multi_dirty_ = false;
+  queued_.clear();
+  state_->multi.store(-1, std::memory_order_relaxed);
+  ClearWatches();
+}
+
+// ---- AbsentWatches ----
+
+uint64_t AbsentWatches::Watch(std::string_view key) {
+  MutexLock lock(&mu_);
+  auto it = keys_.find(key);
+  if (it == keys_.end()) {
+    it = keys_.emplace(std::string(key), Entry{}).first;
+    keys_watched_.store(keys_.size(), std::memory_order_relaxed);
+  }
+  it->second.watchers++;
+  return it->second.touches;
+}
+
+void AbsentWatches::Unwatch(std::string_view key) {
+  MutexLock lock(&mu_);
+  auto it = keys_.find(key);
+  if (it == keys_.end() || --it->second.watchers > 0) return;
+  keys_.erase(it);
+  keys_watched_.store(keys_.size(), std::memory_order_relaxed);
+}
+
+uint64_t AbsentWatches::Touches(std::string_view key) const {
+  MutexLock lock(&mu_);
+  auto it = keys_.find(key);
+  return it == keys_.end() ? 0 : it->second.touches;
+}
+
+bool AbsentWatches::Watched(std::string_view key) const {
+  MutexLock lock(&mu_);
+  return keys_.find(key) != keys_.end();
+}
+
+void AbsentWatches::Touch(std::string_view key) {
+  MutexLock lock(&mu_);
+  auto it = keys_.find(key);
+  if (it != keys_.end()) it->second.touches++;
+}
 
 uint64_t Session::id() const { return state_->id; }
 
@@ -65,7 +154,23 @@ void Session::Execute(const std::vector<std::string_view>& args, std::string* ou
   resp::ReplyWriter writer(out, protocol_);
   const int64_t now_ms = NowMs();  // the one wall-clock read per command
   MutexLock lock(&engine_->worker_lock(worker_));
-  Dispatch(args, writer, now_ms);
+  const size_t mark = out->size();
+  // Handlers have their own net (RunHandler); this one catches what dispatch itself may throw
+  // (queueing a command inside MULTI can run out of memory), so no exception reaches the
+  // connection's event loop.
+  try {
+    Dispatch(args, writer, now_ms);
+  } catch (const std::bad_alloc&) {
+    out->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("dispatching a command ran out of memory");
+    writer.Error("OOM command not allowed when used memory > 'maxmemory'.");
+  } catch (const std::exception& e) {
+    out->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("dispatching a command failed with an internal error: {}", e.what());
+    writer.Error(std::string("ERR internal error: ") + e.what());
+  }
 }
 
 void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out,
@@ -74,12 +179,27 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   state_->last_interaction_ms.store(now_ms, std::memory_order_relaxed);
   auto reject = [&](std::string_view error) {
     if (in_multi_) multi_dirty_ = true;
+    Bump(engine_->stats(worker_).rejected_calls);
+    const size_t mark = out.buffer()->size();
     out.Error(error);
+    CountErrorReply(engine_->stats(worker_), std::string_view(*out.buffer()).substr(mark));
   };
 
   const CommandSpec* spec = internal::FindCommand(args[0]);
   if (spec == nullptr) return reject(UnknownCommand(args));
-  if (!ArityOk(*spec, args.size())) return reject(WrongArity(spec->name));
+  if (!ArityOk(*spec, args.size())) {
+    if (spec->handler == internal::CmdExec) {
+      // Redis answers a malformed EXEC by discarding the transaction (in MULTI or not), so a
+      // client cannot go on queueing into a transaction it believes ended.
+      DiscardTransaction();
+      Bump(engine_->stats(worker_).rejected_calls);
+      Bump(engine_->stats(worker_).error_replies[3]);  // EXECABORT
+      return out.Error(
+          "EXECABORT Transaction discarded because of: wrong number of arguments "
+          "for 'exec' command");
+    }
+    return reject(WrongArity(spec->name));
+  }
   if (!spec->subcommands.empty() && (spec->handler == nullptr || args.size() > 1)) {
     if (args.size() < 2) return reject(WrongArity(spec->name));
     const CommandSpec* sub = internal::FindSubcommand(*spec, args[1]);
@@ -100,7 +220,7 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   if ((spec->flags & internal::kDenyOom) != 0 && internal::OverMemoryLimit(*engine_)) {
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   }
-  if (in_multi_ && (spec->flags & internal::kNoMulti) == 0) {
+  if (in_multi_ && !RunsInsideMulti(*spec)) {
     queued_.emplace_back(args.begin(), args.end());
     state_->multi.store(static_cast<int>(queued_.size()), std::memory_order_relaxed);
     out.SimpleString("QUEUED");
@@ -115,30 +235,113 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   WorkerStats& stats = engine_->stats(worker_);
   const uint64_t start = CycleNow();
   CommandContext ctx{*engine_, *this, args, out, worker_, now_ms, spec};
-  if ((spec->flags & internal::kExclusive) != 0 && !exclusive_held) {
+  const size_t reply_start = out.buffer()->size();
+  // A write naming a key some session watches while absent: note whether it exists before.
+  std::vector<std::pair<std::string_view, bool>> watched_absent;
+  if ((spec->flags & internal::kWrite) != 0 && !engine_->absent_watches().empty()) {
+    ForEachKey(*spec, args, [&](std::string_view key) {
+      if (engine_->absent_watches().Watched(key)) {
+        watched_absent.emplace_back(key, internal::Live(engine_->store().Get(key).get(), now_ms));
+      }
+    });
+  }
+  // MGET of several keys reads them in the exclusive section: a snapshot every key belongs
+  // to, as Redis's MGET is (MSET writes them in the section, so it never shows half an MSET).
+  const bool exclusive = (spec->flags & internal::kExclusive) != 0 ||
+                         (spec->handler == internal::CmdMGet && args.size() > 2);
+  if (exclusive && !exclusive_held) {
     // Our own worker lock is held by Execute; drop it so the section can take every lock in
     // index order (two threads running exclusive commands cannot deadlock), then take it back.
     engine_->worker_lock(worker_).Unlock();
     {
       Engine::ExclusiveSection section(engine_);
       ctx.now_ms = NowMs();
-      spec->handler(ctx);
+      RunHandler(ctx);
     }
     engine_->worker_lock(worker_).Lock();
   } else {
-    spec->handler(ctx);
+    RunHandler(ctx);
+  }
+  for (const auto& [key, existed] : watched_absent) {
+    if (existed || internal::Live(engine_->store().Get(key).get(), ctx.now_ms)) {
+      engine_->absent_watches().Touch(key);
+    }
   }
   // The worker lock (or the exclusive section) is held: this worker's counters have one writer.
   const auto i = static_cast<size_t>(spec->index);
   Bump(stats.commands);
   Bump(stats.calls[i]);
   Bump(stats.ticks[i], CycleNow() - start);
-  if (ctx.failed) Bump(stats.failed[i]);
+  if (ctx.failed) {
+    Bump(stats.failed[i]);
+    CountErrorReply(stats, std::string_view(*out.buffer()).substr(reply_start));
+  }
   out.set_protocol(protocol_);  // HELLO may have switched it for the replies that follow
+}
+
+// The safety net at the command boundary. A handler reports a client's mistakes as error
+// replies; an exception escaping it is a bug in Floe. It must not take the node (and every key
+// in memory) down: the partial reply is dropped, the client gets an error, the event is logged
+// with the command name (never the arguments: they may hold secrets) and counted in INFO
+// (errors_internal), and the node keeps serving. Tests and fuzzers treat any count as a failure.
+void Session::RunHandler(CommandContext& ctx) {
+  std::string* buffer = ctx.out.buffer();
+  const size_t mark = buffer->size();
+  const std::string_view name = ctx.spec->name;
+  try {
+    if (before_handler_) before_handler_(name);
+    ctx.spec->handler(ctx);
+    return;
+  } catch (const std::bad_alloc&) {
+    buffer->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("command '{}' ran out of memory", name);
+    ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
+  } catch (const std::exception& e) {
+    buffer->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("command '{}' failed with an internal error: {}", name, e.what());
+    ctx.Error(std::string("ERR internal error: ") + e.what());
+  } catch (...) {
+    buffer->resize(mark);
+    engine_->CountInternalError();
+    FLOE_LOG_ERROR("command '{}' failed with an unknown internal error", name);
+    ctx.Error("ERR internal error");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 namespace internal {
+
+namespace {
+// The error codes Redis puts first in an error reply, and so in a ClientError's text.
+constexpr std::string_view kRedisErrorCodes[] = {
+    "ERR",     "WRONGTYPE", "OOM",  "EXECABORT", "NOAUTH",   "WRONGPASS",
+    "NOPROTO", "NOSCRIPT",  "BUSY", "LOADING",   "READONLY", "NOPERM",
+};
+
+static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);
+static_assert(kRedisErrorCodes[3] == "EXECABORT");  // counted by index in Dispatch
+
+bool StartsWithRedisCode(std::string_view text) {
+  for (std::string_view code : kRedisErrorCodes) {
+    if (text.size() > code.size() && text.starts_with(code) && text[code.size()] == ' ') {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+std::span<const std::string_view> RedisErrorCodes() { return kRedisErrorCodes; }
+
+std::string ErrorReplyText(const Status& status) {
+  const std::string_view message = status.message();
+  // A ClientError, or a status made with a Redis error text (the OOM error of a cell).
+  if (StartsWithRedisCode(message)) return std::string(message);
+  if (status.code() == StatusCode::kInternal) return "ERR internal error: " + std::string(message);
+  return "ERR " + std::string(message);
+}
 
 int& CommandContext::protocol() { return session.protocol_; }
 bool& CommandContext::authenticated() { return session.authenticated_; }
@@ -147,11 +350,7 @@ bool& CommandContext::close() { return session.close_; }
 void CommandContext::ResetSession() {
   session.protocol_ = 2;
   session.state_->protocol.store(2, std::memory_order_relaxed);
-  session.in_multi_ = false;
-  session.multi_dirty_ = false;
-  session.queued_.clear();
-  session.state_->multi.store(-1, std::memory_order_relaxed);
-  session.watched_.clear();
+  session.DiscardTransaction();
   session.authenticated_ = !engine.requires_auth();
   MutexLock lock(&session.state_->mu);
   session.state_->name.clear();
@@ -179,10 +378,7 @@ void CmdMulti(CommandContext& ctx) {
 void CmdDiscard(CommandContext& ctx) {
   Session& s = ctx.session;
   if (!s.in_multi_) return ctx.Error("ERR DISCARD without MULTI");
-  s.in_multi_ = false;
-  s.queued_.clear();
-  s.watched_.clear();
-  s.state_->multi.store(-1, std::memory_order_relaxed);
+  s.DiscardTransaction();
   ctx.out.Ok();
 }
 
@@ -204,14 +400,15 @@ void CmdWatch(CommandContext& ctx) {
     for (const auto& w : s.watched_) already = already || w.key == ctx.args[i];
     if (!already) {
       const auto [version, changes] = WatchState(ctx, ctx.args[i]);
-      s.watched_.push_back({std::string(ctx.args[i]), version, changes});
+      const uint64_t touches = version == 0 ? ctx.engine.absent_watches().Watch(ctx.args[i]) : 0;
+      s.watched_.push_back({std::string(ctx.args[i]), version, changes, touches});
     }
   }
   ctx.out.Ok();
 }
 
 void CmdUnwatch(CommandContext& ctx) {
-  ctx.session.watched_.clear();
+  ctx.session.ClearWatches();
   ctx.out.Ok();
 }
 
@@ -222,18 +419,17 @@ void CmdExec(CommandContext& ctx) {
   if (!s.in_multi_) return ctx.Error("ERR EXEC without MULTI");
   std::vector<std::vector<std::string>> queued = std::move(s.queued_);
   const bool dirty = s.multi_dirty_;
-  s.in_multi_ = false;
-  s.multi_dirty_ = false;
-  s.queued_.clear();
-  s.state_->multi.store(-1, std::memory_order_relaxed);
-  std::vector<Session::Watched> watched = std::move(s.watched_);
-  s.watched_.clear();
+  bool touched = false;
+  for (const auto& w : s.watched_) {
+    const auto now = WatchState(ctx, w.key);
+    touched = touched || now != std::pair(w.version, w.changes) ||
+              (w.version == 0 && ctx.engine.absent_watches().Touches(w.key) != w.touches);
+  }
+  s.DiscardTransaction();
   if (dirty) {
     return ctx.Error("EXECABORT Transaction discarded because of previous errors.");
   }
-  for (const auto& w : watched) {
-    if (WatchState(ctx, w.key) != std::pair(w.version, w.changes)) return ctx.out.NullArray();
-  }
+  if (touched) return ctx.out.NullArray();
   ctx.out.ArrayHeader(queued.size());
   for (const auto& args : queued) ctx.RunQueued(args);
 }

@@ -19,7 +19,10 @@ bool ParseLongDouble(std::string_view s, long double* out) {
   char* end = nullptr;
   errno = 0;
   const long double v = std::strtold(buf.c_str(), &end);
-  if (end != buf.c_str() + buf.size() || std::isnan(v) || errno == ERANGE) return false;
+  if (end != buf.c_str() + buf.size() || std::isnan(v)) return false;
+  // As Redis's string2ld: out of range only when it overflows or underflows to zero; a tiny
+  // subnormal such as 1e-4950 is a number.
+  if (errno == ERANGE && (std::isinf(v) || v == 0)) return false;
   *out = v;
   return true;
 }

@@ -23,7 +23,7 @@ enum CommandFlag : uint32_t {
   kDenyOom = 1 << 2,    // "denyoom": refused when used memory exceeds maxmemory
   kFast = 1 << 3,       // "fast": O(1) or O(log n)
   kNoAuth = 1 << 4,     // "no_auth": allowed before AUTH
-  kNoMulti = 1 << 5,    // "no_multi": runs at once inside MULTI instead of being queued
+  kNoMulti = 1 << 5,    // "no_multi" (shown only; what runs at once in MULTI: session.cc)
   kExclusive = 1 << 6,  // runs with every other I/O thread stopped (atomic across keys)
   kLoading = 1 << 7,    // "loading"
   kStale = 1 << 8,      // "stale"
@@ -33,6 +33,35 @@ enum CommandFlag : uint32_t {
 // Redis's reply for a command applied to a key of another type.
 inline constexpr char kWrongType[] =
     "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+// ---- errors: Status to RESP text, in one place ----
+
+// A client's mistake found inside a store callback, which can only return a Status: `text` is
+// Redis's whole error text, its code word first ("ERR ...", "WRONGTYPE ...").
+inline Status ClientError(std::string_view text) { return Status::InvalidArgument(text); }
+// The RESP error text for a failed Status (session.cc): a message that opens with a Redis error
+// code (a ClientError, a cell's OOM error) as it is; any other Status (a limit of the store, an
+// internal failure) under Redis's generic "ERR " code.
+std::string ErrorReplyText(const Status& status);
+// The error code words Redis uses ("ERR", "WRONGTYPE", ...), for INFO errorstats.
+std::span<const std::string_view> RedisErrorCodes();
+
+// ---- expiry times ----
+
+enum class ExpireUnit { kSeconds, kMilliseconds };
+// `when` in `unit` after `base_ms` (0 for an absolute time), in Unix milliseconds. False when
+// the result does not fit 64 bits.
+inline bool ExpireToMs(int64_t when, ExpireUnit unit, int64_t base_ms, int64_t* out_ms) {
+  if (unit == ExpireUnit::kSeconds) {
+    if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000) return false;
+    when *= 1000;
+  }
+  if ((when > 0 && base_ms > INT64_MAX - when) || (when < 0 && base_ms < INT64_MIN - when)) {
+    return false;
+  }
+  *out_ms = when + base_ms;
+  return true;
+}
 
 struct CommandContext;
 using Handler = void (*)(CommandContext& ctx);
@@ -92,6 +121,7 @@ struct CommandContext {
     failed = true;
     out.Error(text);
   }
+  void Error(const Status& status) { Error(ErrorReplyText(status)); }
   void WrongType() { Error(kWrongType); }
   void SyntaxError() { Error("ERR syntax error"); }
   void NotInteger() { Error("ERR value is not an integer or out of range"); }
