@@ -10,7 +10,6 @@
 #include <map>
 #include <optional>
 #include <random>
-#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -23,6 +22,21 @@ namespace {
 thread_local int tl_class = -1;
 // Set while an inline handler runs (it must not block).
 thread_local bool tl_inline = false;
+
+// A node's incarnation: its start time in microseconds since the Unix epoch, and above any
+// incarnation already taken in this process (endpoints started within one microsecond, as in
+// simulations). A restarted process therefore always has a higher incarnation than its earlier
+// life, and a callee keeps the highest it has heard (docs/rpc.md, rule 8), provided the wall
+// clock is not set back by more than the time the node was down.
+uint64_t NextIncarnation() {
+  static std::atomic<uint64_t> last{0};
+  uint64_t prev = last.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    next = std::max(WallMicros(), prev + 1);
+  } while (!last.compare_exchange_weak(prev, next, std::memory_order_relaxed));
+  return next;
+}
 
 Status StatusFromCode(uint16_t code, std::string message) {
   if (code == 0 || code > static_cast<uint16_t>(StatusCode::kUnimplemented)) {
@@ -124,10 +138,11 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     uint64_t give_up_at = 0;
   };
   struct CallerState {
+    // The newest incarnation heard from the caller. Incarnations increase with each start
+    // (NextIncarnation), so anything lower is an earlier life and its late messages are ignored.
     uint64_t incarnation = 0;
     uint64_t low_water = 0;
     std::map<uint64_t, Entry> entries;
-    std::set<uint64_t> retired;  // earlier incarnations: their late messages are ignored
   };
 
   net::Transport& transport;
@@ -169,9 +184,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   Impl(net::Transport& t, Options o) : transport(t), loop(t.loop()), options(std::move(o)) {
     uint64_t seed = options.seed != 0 ? options.seed : WallMicros() ^ CycleNow();
     rng.seed(seed ^ (uint64_t{t.self()} << 32));
-    do {
-      incarnation_ = rng();
-    } while (incarnation_ == 0);
+    incarnation_ = NextIncarnation();
     if (!options.secret.empty()) {
       key = DeriveMacKey(options.secret);
       codec.key = &key;
@@ -392,13 +405,15 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---- callee ----
-  // The state for `sender`'s incarnation, or null if the message is from a retired one.
+  // The state for `sender`'s incarnation, or null if the message is from an earlier one.
   CallerState* CallerFor(NodeId sender, uint64_t inc) {
     CallerState& c = callers[sender];
     if (c.incarnation == inc) return &c;
-    if (c.retired.count(inc) != 0) return nullptr;
-    // A new incarnation: the previous process is gone, and so are its calls.
-    if (c.incarnation != 0) c.retired.insert(c.incarnation);
+    if (inc < c.incarnation) {
+      stats.stale++;  // a late message from a previous life: never displaces the newer one
+      return nullptr;
+    }
+    // A newer incarnation: the previous process is gone, and so are its calls.
     callee_entries -= c.entries.size();
     stats.callee_entries.store(callee_entries, std::memory_order_relaxed);
     c.entries.clear();

@@ -53,7 +53,7 @@ struct Header {
   uint8_t priority = 0;  // CALL: the method's class
   NodeId sender = 0;
   NodeId receiver = 0;
-  uint64_t incarnation = 0;  // the sender's
+  uint64_t incarnation = 0;  // the sender's: its start time, higher for each restart
   uint64_t task = 0;
   // CALL and ACKACK: the caller's low-water mark. ACK and NACK: the caller's incarnation (so a
   // restarted caller never takes an answer meant for its previous life).
@@ -118,7 +118,7 @@ struct Options {
   int threads_per_class = 2;
   uint64_t call_spin_us = 100;   // a blocking Call polls this long before it sleeps
   bool inline_handlers = false;  // run handlers on the loop thread (simulations)
-  uint64_t seed = 0;             // jitter and incarnation; 0: from the clock
+  uint64_t seed = 0;             // resend jitter; 0: from the clock
 };
 
 struct Stats {
@@ -154,6 +154,8 @@ class Endpoint {
   void Cancel(uint64_t call_id);
 
   bool PeerUp(NodeId peer) const;
+  // This endpoint's incarnation: its start time in microseconds since the Unix epoch, raised
+  // above every incarnation taken earlier in the process. Never 0.
   uint64_t incarnation() const;
   const Stats& stats() const;
 
