@@ -10,11 +10,13 @@
 //      thread-safe. Stats are atomics, readable from anywhere.
 //   2. Handlers run on the pool of their priority class, or on the receiving thread when
 //      registered runs_inline (or Options::inline_handlers, as in simulations); they must be
-//      thread-safe, and inline ones must not block.
+//      thread-safe, and inline ones must not block. The receiving thread is the loop's, or
+//      that of a blocking Call polling the transport while it waits for its answer.
 //   3. CallAsync's callback runs once, on whichever thread finished the call (the loop, a
-//      timer, a handler's, or the caller's own for an immediate failure), with no lock held;
-//      it must not block. Call blocks its caller and may not be used on the loop thread, from
-//      an inline handler, nor from a handler of a class >= the target method's.
+//      timer, a handler's, a thread polling in Call, or the caller's own for an immediate
+//      failure), with no lock held; it must not block. Call blocks its caller and may not be used
+//      on the loop thread, from an inline handler, nor from a handler of a class >= the target
+//      method's.
 
 #ifndef FLOE_RPC_RPC_H_
 #define FLOE_RPC_RPC_H_
@@ -116,7 +118,7 @@ struct Options {
   size_t compress_min = 4096;
   size_t max_message = size_t{1} << 30;
   int threads_per_class = 2;
-  uint64_t call_spin_us = 100;   // a blocking Call polls this long before it sleeps
+  uint64_t call_spin_us = 100;   // a blocking Call polls the transport this long, then sleeps
   bool inline_handlers = false;  // run handlers on the loop thread (simulations)
   uint64_t seed = 0;             // resend jitter; 0: from the clock
 };
@@ -147,7 +149,8 @@ class Endpoint {
   // Fails calls in flight with Cancelled, stops heartbeats and the pools. Idempotent.
   void Stop();
 
-  // Returns a call id for Cancel. `done` runs once, on the loop thread.
+  // Returns a call id for Cancel. `done` runs once, on the thread that finished the call (thread
+  // rule 3).
   uint64_t CallAsync(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us,
                      Done done);
   Result<std::string> Call(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us);
