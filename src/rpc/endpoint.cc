@@ -125,7 +125,6 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   // A call this node made and still waits for.
   struct Pending {
     uint64_t call_id = 0;
-    NodeId peer = 0;
     uint16_t method = 0;
     net::Transport::Bytes message;  // the encoded CALL, resent as is
     uint64_t deadline = 0;
@@ -305,7 +304,6 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     const int priority = mit != methods.end() ? mit->second.priority : 0;
     Pending& c = p.pending[task];
     c.call_id = call_id;
-    c.peer = peer;
     c.method = method;
     c.deadline = loop.NowMicros() + timeout_us;
     c.done = std::move(done);
