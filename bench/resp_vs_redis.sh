@@ -10,7 +10,9 @@
 # Each measurement is repeated (default 3 times, floe and redis alternating) and the median is
 # reported, because two cores shared by both servers and the client make single runs noisy.
 # --quick runs a short version (CI smoke test). Both servers are started on free loopback
-# ports and stopped by PID at the end, also on error or Ctrl-C.
+# ports and stopped by PID at the end, also on error or Ctrl-C. A server that does not start
+# or dies, or a redis-benchmark run that errors, hangs or misses a test, fails the script
+# (exit 1, with the reason on stderr): a smoke run cannot pass on no data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,7 @@ threads=0
 requests=400000
 keys=1000000
 repeat=3
+bench_timeout=1800  # seconds for one redis-benchmark run (it retries forever if a server dies)
 only=all
 pipelines="1 16"
 sizes="3 1000"
@@ -28,7 +31,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
-    --quick) requests=20000; keys=20000; repeat=1; shift ;;
+    --quick) requests=20000; keys=20000; repeat=1; bench_timeout=120; shift ;;
     --only) only=$2; shift 2 ;;
     --pipelines) pipelines=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
@@ -42,21 +45,38 @@ for tool in redis-server redis-benchmark redis-cli; do
 done
 [ -x "$floe" ] || { echo "no floe binary at $floe (build the release preset)" >&2; exit 2; }
 
+tmp=$(mktemp -d)
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 floe_port=$(free_port)
 redis_port=$(free_port)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
 trap cleanup EXIT INT TERM
+
+fail() { echo "FAILED: $*" >&2; exit 1; }
+# wait_up NAME PORT PID: returns once the server answers PING; fails if it exited or is silent.
+wait_up() {
+  for _ in $(seq 200); do
+    [ "$(redis-cli -p "$2" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$3" 2>/dev/null || fail "$1 exited before answering on port $2"
+    sleep 0.05
+  done
+  fail "$1 did not answer PING on port $2 within 10 s"
+}
+# alive NAME PID: fails if the server has exited.
+alive() { kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) is no longer running"; }
 
 start_servers() {
   "$floe" serve --port "$floe_port" --threads "$threads" --loglevel warning ${FLOE_ARGS:-} &
   pids+=($!); floe_pid=$!
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
   pids+=($!); redis_pid=$!
-  for port in $floe_port $redis_port; do
-    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-  done
+  wait_up floe "$floe_port" "$floe_pid"
+  wait_up redis-server "$redis_port" "$redis_pid"
 }
 stop_servers() {
   kill "$floe_pid" "$redis_pid" 2>/dev/null || true
@@ -74,17 +94,40 @@ if runs kv; then
   printf "|---|---|---|---|---|---|---|---|\n"
 fi
 
+# run_benchmark NAME PID ARGS...: redis-benchmark --csv with ARGS into $tmp/csv; fails loudly
+# if it exits non-zero, times out, reports an error reply, or the server is gone afterwards.
+run_benchmark() {
+  local name=$1 pid=$2 rc=0
+  shift 2
+  timeout "$bench_timeout" redis-benchmark --csv "$@" >"$tmp/csv" 2>"$tmp/err" || rc=$?
+  if [ "$rc" -ne 0 ] || grep -qi "error" "$tmp/err"; then
+    cat "$tmp/err" >&2
+    [ "$rc" -eq 124 ] && fail "redis-benchmark against $name timed out after ${bench_timeout}s"
+    fail "redis-benchmark against $name failed (exit $rc): redis-benchmark $*"
+  fi
+  alive "$name" "$pid"
+}
+# csv_rows TESTS...: "TEST rps p50 p99" for each line of $tmp/csv; fails unless every one of
+# TESTS is there with a positive rate.
 # redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max"
-bench() {  # port size pipeline n -> lines "TEST rps p50 p99"
-  redis-benchmark -p "$1" -c 50 -n "$4" -r 100000 -d "$2" -P "$3" -t set,get,incr,mset --csv 2>/dev/null |
-    tail -n +2 | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}'
+csv_rows() {
+  local rows t
+  rows=$(tail -n +2 "$tmp/csv" | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}')
+  for t in "$@"; do
+    echo "$rows" | awk -v t="$t" '$1 == t && $2 > 0 {ok=1} END {exit !ok}' ||
+      fail "redis-benchmark gave no $t result: $(cat "$tmp/csv")"
+  done
+  echo "$rows"
+}
+bench() {  # name pid port size pipeline n -> lines "TEST rps p50 p99"
+  run_benchmark "$1" "$2" -p "$3" -c 50 -n "$6" -r 100000 -d "$4" -P "$5" -t set,get,incr,mset
+  csv_rows SET GET INCR MSET
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # col FILE TEST FIELD: the median of FIELD over the lines of FILE for TEST.
 col() { awk -v t="$2" -v f="$3" '$1 == t {print $f}' "$1" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-tmp=$(mktemp -d)
 for size in $sizes; do
   runs kv || break
   for pipe in $pipelines; do
@@ -93,8 +136,8 @@ for size in $sizes; do
     : >"$tmp/f"; : >"$tmp/r"
     for _ in $(seq "$repeat"); do
       # Interleave floe and redis, so drift on the host affects both alike.
-      bench "$floe_port" "$size" "$pipe" "$n" >>"$tmp/f"
-      bench "$redis_port" "$size" "$pipe" "$n" >>"$tmp/r"
+      bench floe "$floe_pid" "$floe_port" "$size" "$pipe" "$n" >>"$tmp/f"
+      bench redis-server "$redis_pid" "$redis_port" "$size" "$pipe" "$n" >>"$tmp/r"
     done
     for test in SET GET INCR MSET; do
       frps=$(col "$tmp/f" $test 2); rrps=$(col "$tmp/r" $test 2)
@@ -110,14 +153,14 @@ done
 # Also the server's CPU time per command (user + system, from /proc), which shows the work
 # each server does when the single-threaded client sets the pace.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pfbench() {  # port pipeline n pid -> "rps p50 p99 cpu_us_per_op"
-  redis-cli -p "$1" del hll:bench >/dev/null
+pfbench() {  # name port pipeline n pid -> "PFADD rps p50 p99 cpu_us_per_op"
+  redis-cli -p "$2" del hll:bench >/dev/null || fail "$1 did not answer DEL"
   local t0 t1 line
-  t0=$(cpu_ticks "$4")
-  line=$(redis-benchmark -p "$1" -c 50 -n "$3" -r 10000000 -P "$2" --csv PFADD hll:bench \
-    __rand_int__ 2>/dev/null | tail -n 1 | tr -d '"' | awk -F, '{print $2, $5, $7}')
-  t1=$(cpu_ticks "$4")
-  echo "PFADD $line $(awk -v d=$((t1 - t0)) -v n="$3" -v hz="$(getconf CLK_TCK)" \
+  t0=$(cpu_ticks "$5")
+  run_benchmark "$1" "$5" -p "$2" -c 50 -n "$4" -r 10000000 -P "$3" PFADD hll:bench __rand_int__
+  t1=$(cpu_ticks "$5")
+  line=$(csv_rows PFADD | tail -n 1)
+  echo "$line $(awk -v d=$((t1 - t0)) -v n="$4" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "%.3f", d * 1e6 / hz / n }')"
 }
 if runs pfadd; then
@@ -131,8 +174,8 @@ for pipe in $pipelines; do
   [ "$pipe" -gt 1 ] && n=$((requests * 4))
   : >"$tmp/f"; : >"$tmp/r"
   for _ in $(seq "$repeat"); do
-    pfbench "$floe_port" "$pipe" "$n" "$floe_pid" >>"$tmp/f"
-    pfbench "$redis_port" "$pipe" "$n" "$redis_pid" >>"$tmp/r"
+    pfbench floe "$floe_port" "$pipe" "$n" "$floe_pid" >>"$tmp/f"
+    pfbench redis-server "$redis_port" "$pipe" "$n" "$redis_pid" >>"$tmp/r"
   done
   frps=$(col "$tmp/f" PFADD 2); rrps=$(col "$tmp/r" PFADD 2)
   fp50=$(col "$tmp/f" PFADD 3); fp99=$(col "$tmp/f" PFADD 4)
@@ -142,7 +185,6 @@ for pipe in $pipelines; do
   printf "| PFADD | 1 element | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s | %s / %s |\n" \
     "$pipe" "$frps" "$rrps" "$ratio" "$fp50" "$fp99" "$rp50" "$rp99" "$fcpu" "$rcpu"
 done
-rm -rf "$tmp"
 
 runs memory || exit 0
 echo
@@ -170,6 +212,8 @@ floe_before=$(rss_kb "$floe_port"); redis_before=$(rss_kb "$redis_port")
 gen | redis-cli -p "$floe_port" --pipe >/dev/null
 gen | redis-cli -p "$redis_port" --pipe >/dev/null
 fk=$(redis-cli -p "$floe_port" dbsize); rk=$(redis-cli -p "$redis_port" dbsize)
+[ "$fk" = "$keys" ] || fail "floe holds $fk keys after loading $keys"
+[ "$rk" = "$keys" ] || fail "redis-server holds $rk keys after loading $keys"
 sleep 1  # let both finish background work (Floe frees retired tables on its next tick)
 floe_rss=$(rss_kb "$floe_port"); redis_rss=$(rss_kb "$redis_port")
 printf "| server | keys | RSS before (MiB) | RSS after (MiB) | bytes per key (RSS growth) |\n|---|---|---|---|---|\n"

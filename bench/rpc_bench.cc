@@ -2,15 +2,20 @@
 //   RoundTrip   one small call at a time      vs a UDP ping-pong
 //   Throughput  one-datagram calls, 256 in flight vs UDP datagrams echoed, 256 in flight
 //   Bulk        100 MB requests                vs 100 MB over one raw TCP connection
-// Counters: calls, resends, duplicates dropped, bytes, authentication failures.
+// Counters: calls, resends, duplicates dropped, bytes, authentication failures, and the
+// process's context switches per operation (sleeps_per_op, preempted_per_op): a voluntary
+// switch is a thread going to sleep, so each is a wake-up paid later. Raw and Floe run in the
+// same process, so the figures compare directly.
 
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -79,6 +84,23 @@ struct FloePair {
   }
 };
 
+// Context switches of the whole process, all threads.
+struct Switches {
+  int64_t voluntary = 0, involuntary = 0;
+  static Switches Now() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return {u.ru_nvcsw, u.ru_nivcsw};
+  }
+  // Reports the switches since `this` per operation.
+  void Report(benchmark::State& state, int64_t ops) const {
+    const Switches now = Now();
+    const double n = static_cast<double>(std::max<int64_t>(1, ops));
+    state.counters["sleeps_per_op"] = static_cast<double>(now.voluntary - voluntary) / n;
+    state.counters["preempted_per_op"] = static_cast<double>(now.involuntary - involuntary) / n;
+  }
+};
+
 // ---- raw sockets ----
 int UdpSocket(sockaddr_in* addr) {
   const int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -124,10 +146,12 @@ void BM_RoundTrip_Raw(benchmark::State& state) {
   sockaddr_in me{};
   const int fd = UdpSocket(&me);
   char msg[64] = "ping", buf[2048];
+  const Switches before = Switches::Now();
   for (auto _ : state) {
     sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&echo.addr), sizeof(echo.addr));
     recv(fd, buf, sizeof(buf), 0);
   }
+  before.Report(state, state.iterations());
   close(fd);
   state.SetItemsProcessed(state.iterations());
 }
@@ -137,10 +161,12 @@ void BM_RoundTrip_Floe(benchmark::State& state) {
   FloePair p(state.range(0) != 0);
   const std::string msg(64, 'p');
   const uint16_t method = state.range(1) != 0 ? kEchoInline : kEcho;
+  const Switches before = Switches::Now();
   for (auto _ : state) {
     Result<std::string> r = p.a.endpoint->Call(2, method, msg, 5'000'000);
     if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
   }
+  before.Report(state, state.iterations());
   p.Count(state);
   state.SetItemsProcessed(state.iterations());
 }
@@ -159,6 +185,7 @@ void BM_Throughput_Raw(benchmark::State& state) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   char msg[64] = "x", buf[2048];
   int64_t lost = 0;
+  const Switches before = Switches::Now();
   for (auto _ : state) {
     for (int i = 0; i < kWindow; i++) {
       sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&echo.addr), sizeof(echo.addr));
@@ -167,6 +194,7 @@ void BM_Throughput_Raw(benchmark::State& state) {
       if (recv(fd, buf, sizeof(buf), 0) < 0) lost++;  // raw UDP may lose; Floe may not
     }
   }
+  before.Report(state, state.iterations() * kWindow);
   close(fd);
   state.counters["lost"] = static_cast<double>(lost);
   state.SetItemsProcessed(state.iterations() * kWindow);
@@ -177,6 +205,7 @@ void BM_Throughput_Floe(benchmark::State& state) {
   FloePair p(false);
   const std::string msg(64, 'x');
   const uint16_t method = state.range(0) != 0 ? kEchoInline : kEcho;
+  const Switches before = Switches::Now();
   for (auto _ : state) {
     std::mutex mu;
     std::condition_variable cv;
@@ -191,6 +220,7 @@ void BM_Throughput_Floe(benchmark::State& state) {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return left == 0; });
   }
+  before.Report(state, state.iterations() * kWindow);
   p.Count(state);
   state.SetItemsProcessed(state.iterations() * kWindow);
 }

@@ -13,10 +13,10 @@ echo "== build (release, -Werror)"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
 echo "== tests"
-ctest --preset release -j "$jobs" "$@"
+ctest --preset release -j "$jobs" --no-tests=error "$@"
 
 echo "== ThreadSanitizer (label tsan)"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j "$jobs"
-ctest --preset tsan -j "$jobs"
+ctest --preset tsan -j "$jobs" --no-tests=error
 echo "== all tests passed"

@@ -1,7 +1,7 @@
 // AsioLoop and UdpTcpTransport (docs/rpc.md, "Layers"): UDP for messages that fit one
 // datagram, TCP for larger ones. Socket operations run on the loop's thread, except that Send
-// writes a datagram directly from its caller's thread when no faults are injected; the rest of
-// Send and the controls post to the loop.
+// writes a datagram directly from its caller's thread, and Poll reads datagrams on its
+// caller's, when no faults are injected; the rest of Send and the controls post to the loop.
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -143,6 +143,8 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   std::shared_mutex fast_mu;
   bool fast_ok = false;                        // guarded by fast_mu
   std::map<NodeId, udp::endpoint> fast_peers;  // guarded by fast_mu
+  // The receiver for Poll (the loop uses `receiver`); guarded by fast_mu, called without it.
+  std::shared_ptr<const Receiver> poll_receiver;
   std::vector<char> udp_buffer = std::vector<char>(64 * 1024);
   udp::endpoint udp_from;
   std::set<std::shared_ptr<tcp::socket>> incoming;
@@ -226,6 +228,30 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
       stats.udp_sent++;
     }
     return true;
+  }
+
+  // Poll: reads what is queued on the UDP socket from the calling thread, each datagram with
+  // fast_mu held shared (so Close cannot pull the socket away mid-read), delivered without it
+  // (the receiver may Send, which takes it again).
+  bool PollDatagrams() {
+    thread_local std::vector<char> buffer(64 * 1024);
+    bool any = false;
+    for (int i = 0; i < 64; i++) {
+      std::shared_ptr<const Receiver> deliver;
+      ssize_t n;
+      {
+        std::shared_lock lock(fast_mu);
+        if (!fast_ok || !poll_receiver) return any;
+        n = ::recv(udp_socket.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+        if (n < 0) return any;  // EAGAIN: nothing waiting
+        deliver = poll_receiver;
+      }
+      any = true;
+      stats.udp_received++;
+      stats.bytes_received += static_cast<uint64_t>(n);
+      (*deliver)(std::string(buffer.data(), static_cast<size_t>(n)), /*checked=*/false);
+    }
+    return any;
   }
 
   void CloseOut(Out& o) {
@@ -578,8 +604,14 @@ Status UdpTcpTransport::Send(NodeId to, Bytes message) {
 }
 
 void UdpTcpTransport::SetReceiver(Receiver receiver) {
-  RunOnLoop(*impl_->loop, [&] { impl_->receiver = std::move(receiver); });
+  RunOnLoop(*impl_->loop, [&] {
+    std::unique_lock lock(impl_->fast_mu);
+    impl_->poll_receiver = std::make_shared<const Receiver>(receiver);
+    impl_->receiver = std::move(receiver);
+  });
 }
+
+bool UdpTcpTransport::Poll() { return impl_->PollDatagrams(); }
 
 void UdpTcpTransport::SetPeer(const PeerAddress& peer) {
   RunOnLoop(*impl_->loop, [&] { impl_->AddPeer(peer); });

@@ -11,8 +11,9 @@
 // Thread rules:
 //   1. A Loop runs its callbacks one at a time on its own thread (AsioLoop) or on the thread
 //      that drives the simulation (SimNetwork). Post and PostAt may be called from any thread.
-//   2. A Transport delivers received messages on its Loop's thread. Send may be called from
-//      any thread.
+//   2. A Transport delivers received messages on its Loop's thread, and on any thread that
+//      calls Poll (so the receiver must be thread-safe if anyone polls). Send and Poll may be
+//      called from any thread.
 //   3. SimNetwork and its transports are single-threaded: everything happens in Run* calls.
 
 #ifndef FLOE_NET_NET_H_
@@ -67,8 +68,14 @@ class Transport {
   // the RPC layer makes calls reliable. InvalidArgument for an unknown peer or a message
   // above the transport's limit.
   virtual Status Send(NodeId to, Bytes message) = 0;
-  // Set before the first message can arrive; called on the loop thread.
+  // Set before the first message can arrive; called on the loop thread (and on threads that
+  // Poll).
   virtual void SetReceiver(Receiver receiver) = 0;
+  // Receives the datagrams already waiting, on the calling thread, and hands each to the
+  // receiver before returning; returns whether there was any. A thread waiting for an answer
+  // polls so that the answer reaches it without a hop through the loop thread. Never blocks.
+  // The default (and a transport with faults injected) receives nothing here.
+  virtual bool Poll() { return false; }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +144,7 @@ class UdpTcpTransport final : public Transport {
   Loop& loop() override;
   Status Send(NodeId to, Bytes message) override;
   void SetReceiver(Receiver receiver) override;
+  bool Poll() override;
 
   uint16_t port() const;
   // Adds or moves a peer (a restarted process may listen elsewhere).

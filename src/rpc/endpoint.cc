@@ -10,7 +10,6 @@
 #include <map>
 #include <optional>
 #include <random>
-#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -24,6 +23,21 @@ thread_local int tl_class = -1;
 // Set while an inline handler runs (it must not block).
 thread_local bool tl_inline = false;
 
+// A node's incarnation: its start time in microseconds since the Unix epoch, and above any
+// incarnation already taken in this process (endpoints started within one microsecond, as in
+// simulations). A restarted process therefore always has a higher incarnation than its earlier
+// life, and a callee keeps the highest it has heard (docs/rpc.md, rule 8), provided the wall
+// clock is not set back by more than the time the node was down.
+uint64_t NextIncarnation() {
+  static std::atomic<uint64_t> last{0};
+  uint64_t prev = last.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    next = std::max(WallMicros(), prev + 1);
+  } while (!last.compare_exchange_weak(prev, next, std::memory_order_relaxed));
+  return next;
+}
+
 Status StatusFromCode(uint16_t code, std::string message) {
   if (code == 0 || code > static_cast<uint16_t>(StatusCode::kUnimplemented)) {
     return Status::Internal("remote status " + std::to_string(code) + ": " + message);
@@ -31,7 +45,9 @@ Status StatusFromCode(uint16_t code, std::string message) {
   return Status(static_cast<StatusCode>(code), message);
 }
 
-// A pool of threads for one priority class.
+// A pool of threads for one priority class. An idle thread sleeps on a futex word (C++20
+// atomic wait) rather than a condition_variable_any, whose internal mutex cost two more system
+// calls per hand-off when the loop and the woken thread met on it.
 class Pool {
  public:
   Pool(int priority, int threads) {
@@ -39,18 +55,22 @@ class Pool {
       threads_.emplace_back([this, priority] {
         tl_class = priority;
         for (;;) {
-          std::function<void()> job;
-          {
-            MutexLock lock(&mu_);
-            while (jobs_.empty() && !stop_) {
-              sleepers_++;
-              cv_.wait(mu_);
-              sleepers_--;
-            }
-            if (jobs_.empty()) return;
-            job = std::move(jobs_.front());
-            jobs_.pop_front();
+          mu_.Lock();
+          while (jobs_.empty() && !stop_) {
+            sleepers_++;
+            const uint32_t seen = wakes_.load(std::memory_order_acquire);
+            mu_.Unlock();
+            wakes_.wait(seen, std::memory_order_acquire);
+            mu_.Lock();
+            sleepers_--;
           }
+          if (jobs_.empty()) {
+            mu_.Unlock();
+            return;
+          }
+          std::function<void()> job = std::move(jobs_.front());
+          jobs_.pop_front();
+          mu_.Unlock();
           job();
         }
       });
@@ -65,14 +85,18 @@ class Pool {
       wake = sleepers_ > 0;
     }
     // Outside the lock, so the woken thread does not block on it at once.
-    if (wake) cv_.notify_one();
+    if (wake) {
+      wakes_.fetch_add(1, std::memory_order_release);
+      wakes_.notify_one();
+    }
   }
   void Stop() {
     {
       MutexLock lock(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    wakes_.fetch_add(1, std::memory_order_release);
+    wakes_.notify_all();
     for (auto& t : threads_) {
       if (t.joinable()) t.join();
     }
@@ -80,7 +104,9 @@ class Pool {
 
  private:
   Mutex mu_;
-  std::condition_variable_any cv_;
+  // Bumped to wake sleepers; a sleeper reads it under mu_ before it releases mu_, so a job
+  // added after that changes it and the wait returns at once (no lost wake-up).
+  std::atomic<uint32_t> wakes_{0};
   std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
   int sleepers_ FLOE_GUARDED_BY(mu_) = 0;
   bool stop_ FLOE_GUARDED_BY(mu_) = false;
@@ -89,6 +115,8 @@ class Pool {
 }  // namespace
 
 struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
+  // An entry in `timers`: when it is due, and a sequence number that makes it unique.
+  using TimerId = std::pair<uint64_t, uint64_t>;
   struct Method {
     int priority = 0;
     Handler handler;
@@ -101,6 +129,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     net::Transport::Bytes message;  // the encoded CALL, resent as is
     uint64_t deadline = 0;
     uint64_t backoff = 0;
+    TimerId resend_timer{}, deadline_timer{};  // erased from `timers` on completion
     bool nacked = false;
     Done done;
   };
@@ -122,12 +151,14 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     net::Transport::Bytes ack;  // kDone: the encoded ACK
     uint64_t backoff = 0;
     uint64_t give_up_at = 0;
+    TimerId ack_timer{};  // kDone: its ACK resend in `timers`
   };
   struct CallerState {
+    // The newest incarnation heard from the caller. Incarnations increase with each start
+    // (NextIncarnation), so anything lower is an earlier life and its late messages are ignored.
     uint64_t incarnation = 0;
     uint64_t low_water = 0;
     std::map<uint64_t, Entry> entries;
-    std::set<uint64_t> retired;  // earlier incarnations: their late messages are ignored
   };
 
   net::Transport& transport;
@@ -154,7 +185,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     uint64_t incarnation;  // kAckResend: the caller's
   };
   Mutex mu;
-  std::multimap<uint64_t, TimerKey> timers;
+  std::map<TimerId, TimerKey> timers;
+  uint64_t next_timer = 0;
   uint64_t armed_at = 0;  // when the loop timer fires; 0: none armed
   std::vector<std::pair<Done, Result<std::string>>> completions;  // run after unlocking
   std::vector<std::function<void()>> jobs;                        // run after unlocking
@@ -169,9 +201,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   Impl(net::Transport& t, Options o) : transport(t), loop(t.loop()), options(std::move(o)) {
     uint64_t seed = options.seed != 0 ? options.seed : WallMicros() ^ CycleNow();
     rng.seed(seed ^ (uint64_t{t.self()} << 32));
-    do {
-      incarnation_ = rng();
-    } while (incarnation_ == 0);
+    incarnation_ = NextIncarnation();
     if (!options.secret.empty()) {
       key = DeriveMacKey(options.secret);
       codec.key = &key;
@@ -284,25 +314,39 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     c.backoff = InitialBackoff(c.message->size());
     calls[call_id] = {peer, task};
     SendRaw(peer, c.message);
-    ScheduleResend(peer, task, c.backoff);
-    Schedule(c.deadline, {TimerKind::kDeadline, peer, task, 0});
+    c.resend_timer = ScheduleResend(peer, task, c.backoff);
+    c.deadline_timer = Schedule(c.deadline, {TimerKind::kDeadline, peer, task, 0});
   }
 
-  void ScheduleResend(NodeId peer, uint64_t task, uint64_t after) {
-    Schedule(loop.NowMicros() + Jitter(after), {TimerKind::kResend, peer, task, 0});
+  TimerId ScheduleResend(NodeId peer, uint64_t task, uint64_t after) {
+    const uint64_t delay = Jitter(after);
+    return Schedule(loop.NowMicros() + delay, {TimerKind::kResend, peer, task, 0}, delay / 4);
   }
 
   // ---- timers ----
   // Resends, deadlines and ACK resends wait in one ordered map; a single loop timer is armed for
-  // the earliest. A loop timer per event cost a timerfd_settime system call and a wake-up each;
-  // this way a call adds two map entries and usually no system call.
-  void Schedule(uint64_t at, TimerKey what) {
-    timers.emplace(at, what);
-    Arm(at);
+  // the earliest. A loop timer per event cost a timerfd_settime system call and a wake-up each.
+  // Two more rules keep the loop timer off the path of a call that is answered in time:
+  //   - a call's entries (resend, deadline) and an answer's (ACK resend) are erased when the
+  //     call completes or the answer is acknowledged, so they never fire, and a loop timer
+  //     armed for them finds nothing due and re-arms for the next entry;
+  //   - a resend may fire up to a quarter of its delay late (the size of its jitter): an entry
+  //     that falls that close before the armed time does not re-arm the loop timer. Jitter
+  //     would otherwise put about every other call's resend before the one armed.
+  // So calls made one after another arm the loop timer about once per resend interval, not
+  // twice per call (docs/perf.md, "RPC"). Deadlines and the ACKACK flush are never late.
+  TimerId Schedule(uint64_t at, TimerKey what, uint64_t slack = 0) {
+    const TimerId id{at, next_timer++};
+    timers.emplace(id, what);
+    Arm(at, slack);
+    return id;
   }
 
-  void Arm(uint64_t at) {
-    if (armed_at != 0 && armed_at <= at) return;
+  // Erases an entry, if it is still there (it is not once it fired).
+  void Unschedule(const TimerId& id) { timers.erase(id); }
+
+  void Arm(uint64_t at, uint64_t slack = 0) {
+    if (armed_at != 0 && armed_at <= at + slack) return;
     armed_at = at;
     auto weak = weak_from_this();
     loop.PostAt(at, [weak, at] {
@@ -315,7 +359,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     armed_at = 0;
     if (stopped.load()) return;
     const uint64_t now = loop.NowMicros();
-    while (!timers.empty() && timers.begin()->first <= now) {
+    while (!timers.empty() && timers.begin()->first.first <= now) {
       const TimerKey due = timers.begin()->second;
       timers.erase(timers.begin());
       switch (due.kind) {
@@ -333,7 +377,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
           break;
       }
     }
-    if (!timers.empty()) Arm(timers.begin()->first);
+    if (!timers.empty()) Arm(timers.begin()->first.first);
   }
 
   void Resend(NodeId peer, uint64_t task) {
@@ -347,7 +391,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     // After a NACK the callee has the call: resend rarely, only to notice a restart.
     c.backoff = c.nacked ? options.resend_max_us : std::min(c.backoff * 2, options.resend_max_us);
     c.backoff = std::max(c.backoff, InitialBackoff(c.message->size()));
-    ScheduleResend(peer, task, c.backoff);
+    c.resend_timer = ScheduleResend(peer, task, c.backoff);
   }
 
   void Expire(NodeId peer, uint64_t task) {
@@ -366,6 +410,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void Complete(PeerState& p, std::map<uint64_t, Pending>::iterator it, Result<std::string> r) {
+    Unschedule(it->second.resend_timer);
+    Unschedule(it->second.deadline_timer);
     Done done = std::move(it->second.done);
     calls.erase(it->second.call_id);
     p.pending.erase(it);
@@ -392,13 +438,16 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---- callee ----
-  // The state for `sender`'s incarnation, or null if the message is from a retired one.
+  // The state for `sender`'s incarnation, or null if the message is from an earlier one.
   CallerState* CallerFor(NodeId sender, uint64_t inc) {
     CallerState& c = callers[sender];
     if (c.incarnation == inc) return &c;
-    if (c.retired.count(inc) != 0) return nullptr;
-    // A new incarnation: the previous process is gone, and so are its calls.
-    if (c.incarnation != 0) c.retired.insert(c.incarnation);
+    if (inc < c.incarnation) {
+      stats.stale++;  // a late message from a previous life: never displaces the newer one
+      return nullptr;
+    }
+    // A newer incarnation: the previous process is gone, and so are its calls.
+    for (const auto& entry : c.entries) ForgetAck(entry.second);
     callee_entries -= c.entries.size();
     stats.callee_entries.store(callee_entries, std::memory_order_relaxed);
     c.entries.clear();
@@ -407,11 +456,17 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     return &c;
   }
 
+  // Drops the ACK resend of an entry about to be forgotten or finished.
+  void ForgetAck(const Entry& e) {
+    if (e.state == Entry::State::kDone) Unschedule(e.ack_timer);
+  }
+
   void Collect(CallerState& c, uint64_t mark) {
     if (mark <= c.low_water) return;
     c.low_water = mark;
     auto end = c.entries.lower_bound(mark);
     for (auto it = c.entries.begin(); it != end;) {
+      ForgetAck(it->second);
       it = c.entries.erase(it);
       callee_entries--;
     }
@@ -482,11 +537,13 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     e.backoff = InitialBackoff(e.ack->size());
     e.give_up_at = loop.NowMicros() + options.ack_give_up_us;
     SendRaw(caller, e.ack);
-    ScheduleAckResend(caller, inc, task, e.backoff);
+    e.ack_timer = ScheduleAckResend(caller, inc, task, e.backoff);
   }
 
-  void ScheduleAckResend(NodeId caller, uint64_t inc, uint64_t task, uint64_t after) {
-    Schedule(loop.NowMicros() + Jitter(after), {TimerKind::kAckResend, caller, task, inc});
+  TimerId ScheduleAckResend(NodeId caller, uint64_t inc, uint64_t task, uint64_t after) {
+    const uint64_t delay = Jitter(after);
+    return Schedule(loop.NowMicros() + delay, {TimerKind::kAckResend, caller, task, inc},
+                    delay / 4);
   }
 
   void ResendAck(NodeId caller, uint64_t inc, uint64_t task) {
@@ -507,7 +564,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       self->SendRaw(caller, e.ack);
       e.backoff = std::max(std::min(e.backoff * 2, self->options.resend_max_us),
                            self->InitialBackoff(e.ack->size()));
-      self->ScheduleAckResend(caller, inc, task, e.backoff);
+      e.ack_timer = self->ScheduleAckResend(caller, inc, task, e.backoff);
     }
   }
 
@@ -518,6 +575,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     CallerState& c = cit->second;
     auto it = c.entries.find(h.task);
     if (it != c.entries.end() && it->second.state == Entry::State::kDone) {
+      ForgetAck(it->second);
       it->second.state = Entry::State::kFinished;
       it->second.ack.reset();
     }
@@ -701,9 +759,11 @@ Result<std::string> Endpoint::Call(NodeId peer, uint16_t method, std::string req
                                       std::to_string(method) + " is class " +
                                       std::to_string(mit->second.priority) + ")");
   }
-  // The caller waits by polling a flag for a short while (yielding its core), then sleeps: an
-  // answer that comes within the poll wakes nobody, which on a small call is a third of the
-  // round trip (docs/perf.md, "RPC").
+  // The caller waits by polling for a short while, then sleeps. It polls the transport itself
+  // (Transport::Poll), so an answer that comes within the poll is received, handled and
+  // returned on this thread: no wake-up of the caller, and none of the loop thread on the way
+  // (the loop may still wake for the datagram, but it no longer stands between the answer and
+  // the caller). Between empty polls it yields its core (docs/perf.md, "RPC").
   struct Waiter {
     std::atomic<bool> ready{false};
     Mutex mu;
@@ -719,7 +779,7 @@ Result<std::string> Endpoint::Call(NodeId peer, uint16_t method, std::string req
   });
   const uint64_t spin_until = NowMicros() + impl_->options.call_spin_us;
   while (!w->ready.load(std::memory_order_acquire) && NowMicros() < spin_until) {
-    std::this_thread::yield();
+    if (!impl_->transport.Poll()) std::this_thread::yield();
   }
   MutexLock lock(&w->mu);
   while (!w->ready.load(std::memory_order_acquire)) w->cv.wait(w->mu);

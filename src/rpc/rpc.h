@@ -10,11 +10,13 @@
 //      thread-safe. Stats are atomics, readable from anywhere.
 //   2. Handlers run on the pool of their priority class, or on the receiving thread when
 //      registered runs_inline (or Options::inline_handlers, as in simulations); they must be
-//      thread-safe, and inline ones must not block.
+//      thread-safe, and inline ones must not block. The receiving thread is the loop's, or
+//      that of a blocking Call polling the transport while it waits for its answer.
 //   3. CallAsync's callback runs once, on whichever thread finished the call (the loop, a
-//      timer, a handler's, or the caller's own for an immediate failure), with no lock held;
-//      it must not block. Call blocks its caller and may not be used on the loop thread, from
-//      an inline handler, nor from a handler of a class >= the target method's.
+//      timer, a handler's, a thread polling in Call, or the caller's own for an immediate
+//      failure), with no lock held; it must not block. Call blocks its caller and may not be used
+//      on the loop thread, from an inline handler, nor from a handler of a class >= the target
+//      method's.
 
 #ifndef FLOE_RPC_RPC_H_
 #define FLOE_RPC_RPC_H_
@@ -53,7 +55,7 @@ struct Header {
   uint8_t priority = 0;  // CALL: the method's class
   NodeId sender = 0;
   NodeId receiver = 0;
-  uint64_t incarnation = 0;  // the sender's
+  uint64_t incarnation = 0;  // the sender's: its start time, higher for each restart
   uint64_t task = 0;
   // CALL and ACKACK: the caller's low-water mark. ACK and NACK: the caller's incarnation (so a
   // restarted caller never takes an answer meant for its previous life).
@@ -116,9 +118,9 @@ struct Options {
   size_t compress_min = 4096;
   size_t max_message = size_t{1} << 30;
   int threads_per_class = 2;
-  uint64_t call_spin_us = 100;   // a blocking Call polls this long before it sleeps
+  uint64_t call_spin_us = 100;   // a blocking Call polls the transport this long, then sleeps
   bool inline_handlers = false;  // run handlers on the loop thread (simulations)
-  uint64_t seed = 0;             // jitter and incarnation; 0: from the clock
+  uint64_t seed = 0;             // resend jitter; 0: from the clock
 };
 
 struct Stats {
@@ -147,13 +149,16 @@ class Endpoint {
   // Fails calls in flight with Cancelled, stops heartbeats and the pools. Idempotent.
   void Stop();
 
-  // Returns a call id for Cancel. `done` runs once, on the loop thread.
+  // Returns a call id for Cancel. `done` runs once, on the thread that finished the call (thread
+  // rule 3).
   uint64_t CallAsync(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us,
                      Done done);
   Result<std::string> Call(NodeId peer, uint16_t method, std::string request, uint64_t timeout_us);
   void Cancel(uint64_t call_id);
 
   bool PeerUp(NodeId peer) const;
+  // This endpoint's incarnation: its start time in microseconds since the Unix epoch, raised
+  // above every incarnation taken earlier in the process. Never 0.
   uint64_t incarnation() const;
   const Stats& stats() const;
 

@@ -231,6 +231,31 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
   EXPECT_EQ(got[2], "via loop");
 }
 
+// A blocking Call reads its answer from the socket itself while it waits, so the answer does
+// not need the caller's loop thread: the call completes while that loop is held busy. Before,
+// every answer went through the loop, whose wake-up stood between the answer and the caller.
+TEST(RpcNetTest, ABlockingCallTakesItsAnswerWithoutItsLoop) {
+  Options o;
+  o.call_spin_us = 60'000'000;  // polls for the whole call instead of sleeping
+  Pair p = StartPair(o);
+  ASSERT_TRUE(p.a && p.b);
+  // a's loop is held until released, or for 3 s at most.
+  auto release = std::make_shared<std::promise<void>>();
+  std::promise<void> holding;
+  std::atomic<bool> held{true};
+  p.a->loop.Post([&holding, &held, until = release->get_future().share()] {
+    holding.set_value();
+    until.wait_for(std::chrono::seconds(3));
+    held = false;
+  });
+  holding.get_future().wait();
+  Result<std::string> r = p.a->endpoint->Call(2, kEcho, "while the loop is busy", 20'000'000);
+  EXPECT_TRUE(held.load());  // answered before the loop was free
+  release->set_value();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "while the loop is busy");
+}
+
 TEST(RpcNetTest, ExactlyOnceOverUdpAndTcpWithInjectedFaults) {
   Pair p = StartPair();
   const net::Faults faults{.drop = 0.3, .duplicate = 0.1, .min_delay_us = 0, .max_delay_us = 3000};

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <random>
+#include <string>
 
 #include "net/net.h"
 #include "testing/testing.h"
@@ -356,6 +358,37 @@ TEST(RpcSimTest, ARestartedCallerIsNotConfusedWithItsEarlierLife) {
   ASSERT_TRUE(net.RunUntil([&] { return r.has_value(); }, 10'000'000));
   ASSERT_TRUE(r->ok());
   EXPECT_EQ(**r, "same#2");  // ran again: a new call, not mistaken for task 1 of the old life
+}
+
+// A CALL from a caller's previous life, held up in the network until after the new life has
+// called, must not displace the new life. With random incarnations the callee could not tell
+// which life was the earlier one: it took the late CALL for a restart, retired the live
+// incarnation and dropped every call it made afterwards.
+TEST(RpcSimTest, ALateCallFromAnEarlierLifeDoesNotRetireTheCurrentOne) {
+  const uint64_t seed = testing::Seed();
+  SimNetwork net(seed);
+  auto b = MakeNode(net, 2, {1}, seed);
+  auto a = MakeNode(net, 1, {2}, seed);
+  net.SetFaults({.min_delay_us = 5'000'000, .max_delay_us = 5'000'000});
+  a->endpoint->CallAsync(2, kIncrement, "old", 60'000'000, [](Result<std::string>) {});
+  net.RunFor(1'000);  // the CALL is on its way, no resend yet
+  a.reset();          // the caller crashes...
+  net.SetFaults({});
+  a = MakeNode(net, 1, {2}, seed + 7);  // ...and starts again
+  auto call = [&](const std::string& req) {
+    std::optional<Result<std::string>> r;
+    a->endpoint->CallAsync(2, kIncrement, req, 1'000'000, [&](Result<std::string> x) { r = x; });
+    EXPECT_TRUE(net.RunUntil([&] { return r.has_value(); }, 2'000'000));
+    return r.value_or(Status::Internal("no result"));
+  };
+  Result<std::string> first = call("first");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  net.RunFor(6'000'000);  // the earlier life's CALL arrives now
+  Result<std::string> second = call("second");
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(*second, "second#1");
+  EXPECT_EQ(b->effects.count("1:old"), 0u);  // the earlier life's late call is ignored
+  EXPECT_GE(b->endpoint->stats().stale.load(), 1u);
 }
 
 TEST(RpcSimTest, CancelEndsACallAtOnce) {

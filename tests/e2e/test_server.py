@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from conftest import FLOE_BIN, RawConn
+from conftest import FLOE_BIN, RawConn, missing
 
 
 def test_strings(r):
@@ -291,8 +291,10 @@ def test_sigterm_stops_cleanly(make_floe):
     assert s.stop() == 0
 
 
-@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
 def test_redis_cli(floe_server):
+    if shutil.which("redis-cli") is None:
+        missing("redis-cli is not installed")
+
     def cli(*args, proto=None):
         cmd = ["redis-cli", "-p", str(floe_server.port)]
         if proto:

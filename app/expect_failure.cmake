@@ -1,0 +1,25 @@
+# Runs a command that must be refused, and checks both how and why: it must exit normally with
+# EXPECT_CODE (not succeed, not crash) and print text matching EXPECT_OUTPUT (stdout and stderr
+# together). A test that only expected failure would pass on a crash or on the wrong refusal.
+#   cmake -DEXPECT_CODE=<n> -DEXPECT_OUTPUT=<regex> -P expect_failure.cmake -- <program> <args>...
+set(command "")
+set(after_dashes FALSE)
+math(EXPR last "${CMAKE_ARGC} - 1")
+foreach(i RANGE ${last})
+  if(after_dashes)
+    list(APPEND command "${CMAKE_ARGV${i}}")
+  elseif("${CMAKE_ARGV${i}}" STREQUAL "--")
+    set(after_dashes TRUE)
+  endif()
+endforeach()
+if(NOT command OR NOT DEFINED EXPECT_CODE OR NOT DEFINED EXPECT_OUTPUT)
+  message(FATAL_ERROR "usage: cmake -DEXPECT_CODE=n -DEXPECT_OUTPUT=regex -P expect_failure.cmake -- command...")
+endif()
+execute_process(COMMAND ${command} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+message("${out}")
+if(NOT "${rc}" STREQUAL "${EXPECT_CODE}")
+  message(FATAL_ERROR "expected exit code ${EXPECT_CODE}, got: ${rc}")
+endif()
+if(NOT "${out}" MATCHES "${EXPECT_OUTPUT}")
+  message(FATAL_ERROR "the output does not match: ${EXPECT_OUTPUT}")
+endif()
