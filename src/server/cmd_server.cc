@@ -310,7 +310,6 @@ void FlagSet(resp::ReplyWriter& out, uint32_t flags) {
   if (flags & kReadOnly) names.push_back("readonly");
   if (flags & kDenyOom) names.push_back("denyoom");
   if (flags & kNoAuth) names.push_back("no_auth");
-  if (flags & kNoMulti) names.push_back("no_multi");
   if (flags & kLoading) names.push_back("loading");
   if (flags & kStale) names.push_back("stale");
   if (flags & kFast) names.push_back("fast");

@@ -26,7 +26,6 @@ std::string MarkdownForTable() {
     add(kDenyOom, "denyoom");
     add(kFast, "fast");
     add(kNoAuth, "no_auth");
-    add(kNoMulti, "no_multi");
     add(kExclusive, "exclusive");
     return s;
   };

@@ -23,7 +23,6 @@ enum CommandFlag : uint32_t {
   kDenyOom = 1 << 2,    // "denyoom": refused when used memory exceeds maxmemory
   kFast = 1 << 3,       // "fast": O(1) or O(log n)
   kNoAuth = 1 << 4,     // "no_auth": allowed before AUTH
-  kNoMulti = 1 << 5,    // "no_multi" (shown only; what runs at once in MULTI: session.cc)
   kExclusive = 1 << 6,  // runs with every other I/O thread stopped (atomic across keys)
   kLoading = 1 << 7,    // "loading"
   kStale = 1 << 8,      // "stale"
