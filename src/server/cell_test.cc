@@ -401,5 +401,32 @@ TEST_F(CellTest, InPlaceChangesSurviveConcurrentReplacementsAndRewrites) {
   EXPECT_THAT(Run({"STRLEN", "a"}), IsInt(kAdds));
 }
 
+// Two clients PFADD the same element to the same new keys at once: exactly one of them created
+// each sketch and changed it, so exactly one reply per key is 1. The loser of the race to
+// create used to reply 1 too, because its attempt to create counted even when the other
+// client's sketch was installed first and its add went into that one instead.
+TEST_F(CellTest, OnlyTheClientWhoseSketchWasInstalledCountsAsCreatingIt) {
+  constexpr int kKeys = 20000;
+  std::vector<int> ones(kKeys, 0);
+  std::atomic<int> ready{0};
+  auto adder = [&](int worker, std::vector<int>* mine) {
+    Session s(&engine_, worker);
+    ready++;
+    while (ready < 2) {
+    }
+    for (int i = 0; i < kKeys; i++) {
+      (*mine)[i] = RunOn(s, {"PFADD", "p" + std::to_string(i), "x"}).integer == 1 ? 1 : 0;
+    }
+  };
+  std::vector<int> a(kKeys), b(kKeys);
+  std::thread first(adder, 0, &a);
+  std::thread second(adder, 1, &b);
+  first.join();
+  second.join();
+  int wrong = 0;
+  for (int i = 0; i < kKeys; i++) wrong += a[i] + b[i] == 1 ? 0 : 1;
+  EXPECT_EQ(wrong, 0);
+}
+
 }  // namespace
 }  // namespace floe::server

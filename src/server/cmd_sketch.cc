@@ -55,13 +55,9 @@ bool ParseSigned(std::string_view s, int* out, int lo, int hi) {
 Result<int64_t> AddHashes(CommandContext& ctx, std::string_view key,
                           const std::vector<uint64_t>& hashes, const HllParams& params,
                           bool redis_text, bool* created) {
-  *created = false;
   return UpdateSketch<HyperLogLog, int64_t>(
       ctx, key, kHllType, [&](const Value& v) { return Load(v, redis_text); },
-      [&]() -> Result<HyperLogLog> {
-        *created = true;
-        return HyperLogLog::Create(params);
-      },
+      [&]() -> Result<HyperLogLog> { return HyperLogLog::Create(params); },
       [&](HyperLogLog& h, bool* changed) -> Result<int64_t> {
         // An add may promote the sketch to its registers: 2^log2m bytes (sketch_cell.h, rule 8).
         if (!h.has_registers()) {
@@ -71,7 +67,8 @@ Result<int64_t> AddHashes(CommandContext& ctx, std::string_view key,
         for (uint64_t hash : hashes) n += h.AddHash(hash) ? 1 : 0;
         *changed = n > 0;
         return n;
-      });
+      },
+      created);
 }
 
 // The union of `parts`, folded to the smallest log2m and regwidth among them; an empty sketch

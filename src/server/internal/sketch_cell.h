@@ -234,12 +234,15 @@ inline uint64_t ChangesOf(const store::Value& v) {
 //                                                      mutex (rule 3); it checks what it would
 //                                                      allocate first and changes nothing when
 //                                                      it returns an error
-// Returns op's result, or the first error. The loop repeats only when the key was created or
+// Returns op's result, or the first error; *created (if given) says whether the sketch op
+// changed is one this call made and installed (create() may run and lose the race to another
+// client, whose sketch op then changes). The loop repeats only when the key was created or
 // removed by another client between the lookup and the compare-and-swap (sketch boxes are
 // never superseded, rule 4).
 template <typename T, typename R, typename CellFn, typename CreateFn, typename OpFn>
 Result<R> UpdateSketch(CommandContext& ctx, std::string_view key, uint16_t type, CellFn cell_of,
-                       CreateFn create, OpFn op) {
+                       CreateFn create, OpFn op, bool* created = nullptr) {
+  if (created != nullptr) *created = false;
   for (;;) {
     if (store::ValuePtr v = Lookup(ctx, key)) {
       FLOE_ASSIGN_OR_RETURN(const Cell<T>* cell, cell_of(*v));
@@ -262,6 +265,7 @@ Result<R> UpdateSketch(CommandContext& ctx, std::string_view key, uint16_t type,
           return store::Mutation::Put(std::move(next));
         }));
     if (stale) continue;
+    if (created != nullptr) *created = true;
     return std::move(*out);
   }
 }
