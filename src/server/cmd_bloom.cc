@@ -158,21 +158,21 @@ void CmdBfReserve(CommandContext& ctx) {
     FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeCellValue(ctx, key, kBloomType, std::move(f), 0));
     return Mutation::Put(std::move(v));
   });
-  if (!s.ok()) return ctx.Error(s.message());
+  if (!s.ok()) return ctx.Error(s);
   if (refusal != nullptr) return ctx.Error(refusal);
   ctx.out.Ok();
 }
 
 void CmdBfAdd(CommandContext& ctx) {
   Result<std::vector<AddOutcome>> r = AddItems(ctx, std::span(ctx.args).subspan(2), {});
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.status());
   if (r->front().error != nullptr) return ctx.Error(r->front().error);
   ReplyOutcome(ctx, r->front());
 }
 
 void CmdBfMAdd(CommandContext& ctx) {
   Result<std::vector<AddOutcome>> r = AddItems(ctx, std::span(ctx.args).subspan(2), {});
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.status());
   ctx.out.ArrayHeader(r->size());
   for (const AddOutcome& o : *r) ReplyOutcome(ctx, o);
 }
@@ -214,7 +214,7 @@ void CmdBfInsert(CommandContext& ctx) {
   }
   if (o.expansion < 0) o.expansion = 0;
   Result<std::vector<AddOutcome>> r = AddItems(ctx, std::span(ctx.args).subspan(items_at), o);
-  if (!r.ok()) return ctx.Error(r.status().message());
+  if (!r.ok()) return ctx.Error(r.status());
   ctx.out.ArrayHeader(r->size());
   for (const AddOutcome& out : *r) ReplyOutcome(ctx, out);
 }
@@ -226,7 +226,7 @@ void Exists(CommandContext& ctx, bool multi) {
   std::vector<bool> found(n, false);
   if (ValuePtr v = Lookup(ctx, ctx.args[1]); v && v->type() == kBloomType) {
     Result<const SketchCell<BloomFilter>*> cell = Load(*v);
-    if (!cell.ok()) return ctx.Error(cell.status().message());
+    if (!cell.ok()) return ctx.Error(cell.status());
     (*cell)->Read([&](const BloomFilter& f) {
       for (size_t i = 0; i < n; i++) found[i] = f.Contains(ctx.args[2 + i]);
     });
@@ -243,7 +243,7 @@ void CmdBfCard(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Integer(0);
   Result<const SketchCell<BloomFilter>*> cell = Load(*v);
-  if (!cell.ok()) return ctx.Error(cell.status().message());
+  if (!cell.ok()) return ctx.Error(cell.status());
   ctx.out.Integer(
       static_cast<int64_t>((*cell)->Read([](const BloomFilter& f) { return f.items(); })));
 }
@@ -254,7 +254,7 @@ void CmdBfInfo(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.Error("ERR not found");
   Result<const SketchCell<BloomFilter>*> cell = Load(*v);
-  if (!cell.ok()) return ctx.Error(cell.status().message());
+  if (!cell.ok()) return ctx.Error(cell.status());
   struct Info {
     int64_t capacity, size, filters, items, expansion;
   };

@@ -53,7 +53,7 @@ bool MayAllocate(CommandContext& ctx, uint64_t bytes) {
     return false;
   }
   Status s = CheckAllocation(ctx, bytes);
-  if (!s.ok()) ctx.Error(s.message());
+  if (!s.ok()) ctx.Error(s);
   return s.ok();
 }
 
@@ -63,13 +63,13 @@ void Create(CommandContext& ctx, uint16_t type, T sketch) {
   bool existed = false;
   const std::string_view key = ctx.args[1];
   Result<ValuePtr> made = MakeCellValue(ctx, key, type, std::move(sketch), 0);
-  if (!made.ok()) return ctx.Error("ERR " + std::string(made.status().message()));
+  if (!made.ok()) return ctx.Error(made.status());
   Status s = ctx.store().Mutate(key, [&](const Value* cur) -> Result<Mutation> {
     existed = Live(cur, ctx.now_ms) != nullptr;
     if (existed) return Mutation::Keep();
     return Mutation::Put(*made);
   });
-  if (!s.ok()) return ctx.Error("ERR " + std::string(s.message()));
+  if (!s.ok()) return ctx.Error(s);
   if (existed) return ctx.Error("CMS: key already exists");
   ctx.out.Ok();
 }
@@ -195,7 +195,7 @@ void CmdCmsIncrBy(CommandContext& ctx) {
   } else {
     return ctx.WrongType();
   }
-  if (!results.ok()) return ctx.Error(results.status().message());
+  if (!results.ok()) return ctx.Error(results.status());
   if (results->size() == 1 && results->front().status().code() == StatusCode::kInvalidArgument) {
     return ctx.Error(kNotInRange);
   }
@@ -240,13 +240,13 @@ void CmdCmsQuery(CommandContext& ctx) {
   counts.reserve(n);
   if (v->type() == kCms) {
     Result<const SketchCell<CountMin>*> cell = CellFor<CountMin>(*v, kCms);
-    if (!cell.ok()) return ctx.Error(cell.status().message());
+    if (!cell.ok()) return ctx.Error(cell.status());
     (*cell)->Read([&](const CountMin& c) {
       for (size_t i = 2; i < ctx.args.size(); i++) counts.push_back(c.Query(ctx.args[i]));
     });
   } else {
     Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
-    if (!cell.ok()) return ctx.Error(cell.status().message());
+    if (!cell.ok()) return ctx.Error(cell.status());
     (*cell)->Read([&](const RangeCountMin& r) {
       for (size_t i = 2; i < ctx.args.size(); i++) {
         int64_t x = 0;
@@ -268,12 +268,12 @@ void CmdCmsInfo(CommandContext& ctx) {
   int bits = 0;
   if (v->type() == kCms) {
     Result<const SketchCell<CountMin>*> cell = CellFor<CountMin>(*v, kCms);
-    if (!cell.ok()) return ctx.Error(cell.status().message());
+    if (!cell.ok()) return ctx.Error(cell.status());
     (*cell)->Read(
         [&](const CountMin& c) { width = c.width(), depth = c.depth(), count = c.total(); });
   } else {
     Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
-    if (!cell.ok()) return ctx.Error(cell.status().message());
+    if (!cell.ok()) return ctx.Error(cell.status());
     (*cell)->Read([&](const RangeCountMin& r) {
       width = r.level(0).width(), depth = r.level(0).depth(), count = r.total(), bits = r.bits();
     });
@@ -314,7 +314,7 @@ void CmdCmsMerge(CommandContext& ctx) {
   if (!dest) return ctx.Error("CMS: key does not exist");
   if (dest->type() != kCms) return ctx.WrongType();
   Result<const SketchCell<CountMin>*> out = CellFor<CountMin>(*dest, kCms);
-  if (!out.ok()) return ctx.Error(out.status().message());
+  if (!out.ok()) return ctx.Error(out.status());
   std::vector<CountMin> sources;
   sources.reserve(n);
   for (size_t i = 0; i < n; i++) {
@@ -322,7 +322,7 @@ void CmdCmsMerge(CommandContext& ctx) {
     if (!v) return ctx.Error("CMS: key does not exist");
     if (v->type() != kCms) return ctx.WrongType();
     Result<CountMin> c = CopyCountMin(*v);
-    if (!c.ok()) return ctx.Error(c.status().message());
+    if (!c.ok()) return ctx.Error(c.status());
     sources.push_back(std::move(c).value());
   }
   std::vector<std::pair<const CountMin*, int64_t>> weighted;
@@ -336,7 +336,7 @@ void CmdCmsMerge(CommandContext& ctx) {
   });
   if (!s.has_value()) return ctx.Error("CMS: key does not exist");
   if (s->code() == StatusCode::kInvalidArgument) return ctx.Error("CMS: width/depth is not equal");
-  if (s->code() == StatusCode::kResourceExhausted) return ctx.Error(s->message());
+  if (s->code() == StatusCode::kResourceExhausted) return ctx.Error(*s);
   if (!s->ok()) return ctx.Error("CMS: MERGE overflow");
   ctx.out.Ok();
 }
@@ -351,7 +351,7 @@ const SketchCell<RangeCountMin>* LoadRange(CommandContext& ctx) {
   }
   Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
   if (!cell.ok()) {
-    ctx.Error(cell.status().message());
+    ctx.Error(cell.status());
     return nullptr;
   }
   // The cell lives as long as its value, which the store keeps until the epoch ends; the

@@ -91,7 +91,7 @@ void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
     FLOE_ASSIGN_OR_RETURN(ValuePtr next, Rewrite(ctx, *live, key, when));
     return Mutation::Put(std::move(next));
   });
-  if (!r.ok()) return ctx.Error("ERR " + std::string(r.status().message()));
+  if (!r.ok()) return ctx.Error(r.status());
   ctx.out.Integer(reply);
 }
 
@@ -242,7 +242,7 @@ void RenameGeneric(CommandContext& ctx, bool nx) {
   if (from == to) return nx ? ctx.out.Integer(0) : ctx.out.Ok();
   if (nx && Lookup(ctx, to, /*count_stats=*/false)) return ctx.out.Integer(0);
   Result<ValuePtr> moved = Rewrite(ctx, *v, to, v->expire_at_ms());
-  if (!moved.ok()) return ctx.Error("ERR " + std::string(moved.status().message()));
+  if (!moved.ok()) return ctx.Error(moved.status());
   ctx.store().Put(std::move(moved).value());
   ctx.store().Remove(from);
   return nx ? ctx.out.Integer(1) : ctx.out.Ok();
@@ -272,7 +272,7 @@ void CmdPersist(CommandContext& ctx) {
     FLOE_ASSIGN_OR_RETURN(ValuePtr next, Rewrite(ctx, *live, key, 0));
     return Mutation::Put(std::move(next));
   });
-  if (!r.ok()) return ctx.Error("ERR " + std::string(r.status().message()));
+  if (!r.ok()) return ctx.Error(r.status());
   ctx.out.Integer(reply);
 }
 

@@ -190,7 +190,7 @@ void CmdHllCreate(CommandContext& ctx) {
     if (!ok) return ctx.NotInteger();
   }
   Status valid = p.Validate();
-  if (!valid.ok()) return ctx.Error("ERR " + std::string(valid.message()));
+  if (!valid.ok()) return ctx.Error(valid);
   if (!RegistersFit(ctx, p.log2m)) return;
   bool existed = false;
   const std::string_view key = ctx.args[1];
@@ -201,7 +201,7 @@ void CmdHllCreate(CommandContext& ctx) {
     FLOE_ASSIGN_OR_RETURN(ValuePtr v, MakeCellValue(ctx, key, kHllType, std::move(h), 0));
     return Mutation::Put(std::move(v));
   });
-  if (!s.ok()) return ctx.Error(s.message());
+  if (!s.ok()) return ctx.Error(s);
   if (existed) return ctx.Error("ERR key already exists");
   ctx.out.Ok();
 }
@@ -228,7 +228,7 @@ void CmdHllAdd(CommandContext& ctx) {
   }
   bool created = false;
   Result<int64_t> n = AddHashes(ctx, ctx.args[1], hashes, HllParams{}, false, &created);
-  if (!n.ok()) return ctx.Error(n.status().message());
+  if (!n.ok()) return ctx.Error(n.status());
   ctx.out.Integer(*n);
 }
 
@@ -241,14 +241,14 @@ void CmdHllAddHash(CommandContext& ctx) {
   }
   bool created = false;
   Result<int64_t> n = AddHashes(ctx, ctx.args[1], hashes, HllParams{}, false, &created);
-  if (!n.ok()) return ctx.Error(n.status().message());
+  if (!n.ok()) return ctx.Error(n.status());
   ctx.out.Integer(*n);
 }
 
 void CmdHllCount(CommandContext& ctx) {
   std::vector<std::string_view> keys(ctx.args.begin() + 1, ctx.args.end());
   Result<double> n = CountOf(ctx, keys, false);
-  if (!n.ok()) return ctx.Error(n.status().message());
+  if (!n.ok()) return ctx.Error(n.status());
   ctx.out.Double(*n);
 }
 
@@ -256,11 +256,11 @@ void CmdHllCount(CommandContext& ctx) {
 void CmdHllUnion(CommandContext& ctx) {
   std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
   Result<std::vector<HyperLogLog>> parts = SketchesAt(ctx, keys, false);
-  if (!parts.ok()) return ctx.Error(parts.status().message());
+  if (!parts.ok()) return ctx.Error(parts.status());
   Result<HyperLogLog> u = UnionOfSketches(*parts, HllParams{});
-  if (!u.ok()) return ctx.Error(u.status().message());
+  if (!u.ok()) return ctx.Error(u.status());
   Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(u).value(), 0);
-  if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
+  if (!v.ok()) return ctx.Error(v.status());
   ctx.store().Put(std::move(v).value());
   ctx.out.Ok();
 }
@@ -269,7 +269,7 @@ void CmdHllExport(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Null();
   Result<const HllCell*> cell = Load(*v, false);
-  if (!cell.ok()) return ctx.Error(cell.status().message());
+  if (!cell.ok()) return ctx.Error(cell.status());
   ctx.out.Bulk(HexOf((*cell)->Read([](const HyperLogLog& h) { return h.Serialize(); })));
 }
 
@@ -283,7 +283,7 @@ void CmdHllImport(CommandContext& ctx) {
   Result<HyperLogLog> h = HyperLogLog::Parse(bytes);
   if (!h.ok()) return ctx.Error("ERR invalid hll: " + std::string(h.status().message()));
   Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(h).value(), 0);
-  if (!v.ok()) return ctx.Error("ERR " + std::string(v.status().message()));
+  if (!v.ok()) return ctx.Error(v.status());
   ctx.store().Put(std::move(v).value());
   ctx.out.Ok();
 }
@@ -292,7 +292,7 @@ void CmdHllInfo(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.Error("ERR no such key");
   Result<HyperLogLog> h = Copy(*v, false);
-  if (!h.ok()) return ctx.Error(h.status().message());
+  if (!h.ok()) return ctx.Error(h.status());
   static const char* kNames[] = {"", "EMPTY", "EXPLICIT", "SPARSE", "FULL"};
   const HllParams& p = h->params();
   ctx.out.MapHeader(8);
@@ -320,14 +320,14 @@ void CmdPfAdd(CommandContext& ctx) {
     hashes.push_back(HyperLogLog::HashBytes(ctx.args[i]));
   bool created = false;
   Result<int64_t> n = AddHashes(ctx, ctx.args[1], hashes, RedisParams(), true, &created);
-  if (!n.ok()) return ctx.Error(n.status().message());
+  if (!n.ok()) return ctx.Error(n.status());
   ctx.out.Integer(*n > 0 || created ? 1 : 0);
 }
 
 void CmdPfCount(CommandContext& ctx) {
   std::vector<std::string_view> keys(ctx.args.begin() + 1, ctx.args.end());
   Result<double> n = CountOf(ctx, keys, true);
-  if (!n.ok()) return ctx.Error(n.status().message());
+  if (!n.ok()) return ctx.Error(n.status());
   ctx.out.Integer(static_cast<int64_t>(std::llround(*n)));
 }
 
@@ -338,7 +338,7 @@ void CmdPfMerge(CommandContext& ctx) {
   const std::string_view dest = ctx.args[1];
   std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
   Result<std::vector<HyperLogLog>> sources = SketchesAt(ctx, keys, true);
-  if (!sources.ok()) return ctx.Error(sources.status().message());
+  if (!sources.ok()) return ctx.Error(sources.status());
   bool created = false;
   Result<bool> r = UpdateSketch<HyperLogLog, bool>(
       ctx, dest, kHllType, [&](const Value& v) { return Load(v, true); },
@@ -356,12 +356,7 @@ void CmdPfMerge(CommandContext& ctx) {
         return true;
       });
   if (!r.ok()) {
-    const Status& s = r.status();
-    return ctx.Error(s.code() == StatusCode::kInvalidArgument ||
-                             s.code() == StatusCode::kCorruption ||
-                             s.code() == StatusCode::kResourceExhausted
-                         ? std::string(s.message())
-                         : "ERR " + std::string(s.message()));
+    return ctx.Error(r.status());
   }
   ctx.out.Ok();
 }

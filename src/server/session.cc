@@ -315,9 +315,12 @@ namespace internal {
 
 namespace {
 // The error codes Redis puts first in an error reply, and so in a ClientError's text.
-constexpr std::string_view kRedisErrorCodes[] = {
-    "ERR",     "WRONGTYPE", "OOM",  "EXECABORT", "NOAUTH",   "WRONGPASS",
-    "NOPROTO", "NOSCRIPT",  "BUSY", "LOADING",   "READONLY", "NOPERM",
+constexpr std::string_view kRedisErrorCodes[] =
+    {
+        "ERR",       "WRONGTYPE", "OOM",        "EXECABORT", "NOAUTH",
+        "WRONGPASS", "NOPROTO",   "NOSCRIPT",   "BUSY",      "LOADING",
+        "READONLY",  "NOPERM",    "INVALIDOBJ", "CMS:",  // the last: RedisBloom's Count-Min errors
+                                                         // open with it
 };
 
 static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);
