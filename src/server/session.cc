@@ -314,13 +314,11 @@ void Session::RunHandler(CommandContext& ctx) {
 namespace internal {
 
 namespace {
-// The error codes Redis puts first in an error reply, and so in a ClientError's text.
-constexpr std::string_view kRedisErrorCodes[] =
-    {
-        "ERR",       "WRONGTYPE", "OOM",        "EXECABORT", "NOAUTH",
-        "WRONGPASS", "NOPROTO",   "NOSCRIPT",   "BUSY",      "LOADING",
-        "READONLY",  "NOPERM",    "INVALIDOBJ", "CMS:",  // the last: RedisBloom's Count-Min errors
-                                                         // open with it
+// The error codes Redis puts first in an error reply, and so in a ClientError's text; the last
+// is the word RedisBloom's Count-Min errors open with.
+constexpr std::string_view kRedisErrorCodes[] = {
+    "ERR",      "WRONGTYPE", "OOM",     "EXECABORT", "NOAUTH", "WRONGPASS",  "NOPROTO",
+    "NOSCRIPT", "BUSY",      "LOADING", "READONLY",  "NOPERM", "INVALIDOBJ", "CMS:",
 };
 
 static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);
