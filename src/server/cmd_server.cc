@@ -194,9 +194,8 @@ void CmdConfigGet(CommandContext& ctx) {
 }
 
 void CmdConfigSet(CommandContext& ctx) {
-  if ((ctx.args.size() - 2) % 2 != 0) {
-    return ctx.Error("ERR wrong number of arguments for 'config|set' command");
-  }
+  // An odd number of arguments past the minimum arity is a syntax error in Redis 7.0.
+  if ((ctx.args.size() - 2) % 2 != 0) return ctx.SyntaxError();
   std::vector<std::pair<std::string_view, std::string_view>> changes;
   for (size_t i = 2; i + 1 < ctx.args.size(); i += 2) {
     for (const auto& [name, value] : changes) {

@@ -100,7 +100,9 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   if ((spec->flags & internal::kDenyOom) != 0 && internal::OverMemoryLimit(*engine_)) {
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   }
-  if (in_multi_ && (spec->flags & internal::kNoMulti) == 0) {
+  // QUIT closes the connection at once even inside MULTI, as in Redis (whose processCommand
+  // exempts it from queueing the way it exempts RESET).
+  if (in_multi_ && (spec->flags & internal::kNoMulti) == 0 && spec->handler != internal::CmdQuit) {
     queued_.emplace_back(args.begin(), args.end());
     state_->multi.store(static_cast<int>(queued_.size()), std::memory_order_relaxed);
     out.SimpleString("QUEUED");
