@@ -25,5 +25,28 @@ TEST_F(CommandTest, QuitInsideMultiClosesAtOnce) {
   EXPECT_THAT(RunOn(other, {"EXISTS", "k"}), IsInt(0));  // the transaction never ran
 }
 
+// Differential: `CONFIG SET nosuch 1 nosuch 1` answered "duplicate parameter"; Redis reports the
+// unknown name first (and checks no duplicates after an unknown name).
+TEST_F(CommandTest, ConfigSetReportsAnUnknownNameBeforeADuplicate) {
+  const char kUnknown[] = "ERR Unknown option or number of arguments for CONFIG SET - 'NoSuch'";
+  EXPECT_THAT(Run({"CONFIG", "SET", "NoSuch", "1", "NoSuch", "1"}), IsErr(kUnknown));
+  EXPECT_THAT(Run({"CONFIG", "SET", "NoSuch", "1", "hz", "1", "hz", "2"}), IsErr(kUnknown));
+  EXPECT_THAT(Run({"CONFIG", "SET", "hz", "1", "hz", "2", "NoSuch", "1"}),
+              IsErr("ERR CONFIG SET failed (possibly related to argument 'hz') - duplicate "
+                    "parameter"));
+  EXPECT_THAT(Run({"CONFIG", "GET", "hz"}).elements[1].str, "10");
+}
+
+// Differential: `SELECT -9223372036854775808` answered "DB index is out of range"; Redis reads
+// the index as an int first.
+TEST_F(CommandTest, SelectOfAnIndexBeyondAnIntIsOutOfRangeOfAnInt) {
+  const char kNotInt32[] =
+      "ERR value is out of range, value must between -2147483648 and 2147483647";
+  EXPECT_THAT(Run({"SELECT", "-9223372036854775808"}), IsErr(kNotInt32));
+  EXPECT_THAT(Run({"SELECT", "2147483648"}), IsErr(kNotInt32));
+  EXPECT_THAT(Run({"SELECT", "-2147483648"}), IsErr("ERR DB index is out of range"));
+  EXPECT_THAT(Run({"SELECT", "0"}), IsOk());
+}
+
 }  // namespace
 }  // namespace floe::server
