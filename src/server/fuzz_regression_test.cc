@@ -48,5 +48,14 @@ TEST_F(CommandTest, SelectOfAnIndexBeyondAnIntIsOutOfRangeOfAnInt) {
   EXPECT_THAT(Run({"SELECT", "0"}), IsOk());
 }
 
+// Differential: `EXPIREAT k 4102444800 "\r\n"` answered "-ERR Unsupported option   "; Redis
+// drops CR and LF at the end of an error text and turns only the inner ones into spaces.
+TEST_F(CommandTest, ErrorTextDropsLineBreaksAtItsEnd) {
+  Run({"SET", "k", "v"});
+  EXPECT_EQ(session_.Run({"EXPIREAT", "k", "4102444800", "\r\n"}), "-ERR Unsupported option \r\n");
+  EXPECT_EQ(session_.Run({"EXPIREAT", "k", "4102444800", "a\r\nb"}),
+            "-ERR Unsupported option a  b\r\n");
+}
+
 }  // namespace
 }  // namespace floe::server
