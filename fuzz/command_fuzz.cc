@@ -190,6 +190,27 @@ const std::vector<std::string>& Hostile() {
   return values;
 }
 
+// The integers most likely to break size arithmetic, tried first where a number is expected.
+const std::vector<std::string>& Extreme() {
+  static const std::vector<std::string> v = {"9223372036854775807",
+                                             "-9223372036854775808",
+                                             "9223372036854775806",
+                                             "-9223372036854775807",
+                                             "4611686018427387904",
+                                             "2147483648",
+                                             "4294967296",
+                                             "4294967295",
+                                             "536870912",
+                                             "1000000000000000",
+                                             "100000000000000",
+                                             "268435456",
+                                             "8388608",
+                                             "300000000",
+                                             "-1",
+                                             "0"};
+  return v;
+}
+
 // Option words of every command, tried against every command.
 const std::vector<std::string>& AnyOption() {
   static const std::vector<std::string> v = {
@@ -334,6 +355,32 @@ const T& Pick(FuzzedDataProvider& in, const std::vector<T>& v) {
   return v[in.ConsumeIntegralInRange<size_t>(0, v.size() - 1)];
 }
 
+// COMMAND_FUZZ_SKIP=SETRANGE,RENAME leaves those commands out, for a local run that must go on
+// past a known bug while its fix is pending. CI sets nothing: every command is fuzzed.
+bool Skipped(std::string_view command) {
+  static const std::vector<std::string> skip = [] {
+    std::vector<std::string> v;
+    const char* env = std::getenv("COMMAND_FUZZ_SKIP");
+    std::string_view list = env != nullptr ? env : "";
+    while (!list.empty()) {
+      const size_t comma = list.find(',');
+      v.push_back(internal::ToLower(list.substr(0, comma)));
+      list = comma == std::string_view::npos ? "" : list.substr(comma + 1);
+    }
+    return v;
+  }();
+  for (const std::string& s : skip) {
+    if (EqualsIgnoreCase(s, command)) return true;
+  }
+  return false;
+}
+
+// COMMAND_FUZZ_TRACE=1 prints every command sent (to turn a crashing input into a sequence).
+bool Trace() {
+  static const bool trace = std::getenv("COMMAND_FUZZ_TRACE") != nullptr;
+  return trace;
+}
+
 [[noreturn]] void Fail(const std::vector<std::string>& args, std::string_view reply,
                        const char* what) {
   std::fprintf(stderr, "command_fuzz: %s\n  command:", what);
@@ -459,7 +506,14 @@ class Harness {
             case Hint::kKey:
               return Pick(in, Keys());
             case Hint::kNumber:
-              return in.ConsumeBool() ? Pick(in, Hostile()) : Number(in);
+              switch (in.ConsumeIntegralInRange<int>(0, 2)) {
+                case 0:
+                  return Pick(in, Extreme());
+                case 1:
+                  return Pick(in, Hostile());
+                default:
+                  return Number(in);
+              }
             case Hint::kOption:
               return OddCase(slot->word, in.ConsumeIntegral<uint8_t>());
             case Hint::kValue:
@@ -563,6 +617,15 @@ class Harness {
 
   void Send(int s, std::vector<std::string> args) {
     KeepMemoryCap(&args);
+    if (Skipped(args[0])) return;
+    if (Trace()) {
+      std::fprintf(stderr, "[%d]", s);
+      for (const std::string& a : args) {
+        std::fprintf(stderr, " '%.*s'%s", static_cast<int>(std::min<size_t>(a.size(), 40)),
+                     a.data(), a.size() > 40 ? "..." : "");
+      }
+      std::fprintf(stderr, "\n");
+    }
     Session& session = *sessions_[static_cast<size_t>(s)];
     const int protocol_before = session.protocol();
     const std::vector<std::string_view> views(args.begin(), args.end());
