@@ -436,10 +436,6 @@ EXPECTED_DIFFERENCES = [
                 "inside MULTI run at once in Floe instead of answering QUEUED)",
          match=lambda c: c.redis == b"+QUEUED\r\n" and c.floe != c.redis
          and cmd(c) in ("unwatch", "client", "config", "hello", "auth")),
-    dict(name="exec-after-no-multi-command", kind="diverge",
-         reason="fixed by the issue-9 branch: item 8 (the EXEC that follows a command Floe ran at "
-                "once has one reply less)",
-         match=lambda c: cmd(c) == "exec" and c.conn.ran_at_once),
     dict(name="exec-wrong-arity-in-multi", kind="diverge",
          reason="fixed by the issue-9 branch: item 8 (EXEC with arguments inside MULTI: Redis "
                 "aborts the transaction with EXECABORT, Floe leaves it open)",
@@ -581,11 +577,10 @@ class ConnState:
     def __init__(self):
         self.in_multi = False
         self.watched = False
-        self.ran_at_once = False  # Floe ran at once a command Redis queued
         self.queued = []  # what this connection queued in its open MULTI, as Redis queued it
 
     def end_transaction(self):
-        self.in_multi = self.watched = self.ran_at_once = False
+        self.in_multi = self.watched = False
         self.queued = []
 
 
@@ -763,7 +758,6 @@ def remember(state, who, name, args, ours, theirs):
     queued = theirs == b"+QUEUED\r\n"
     if queued:
         conn.queued.append(args)
-        conn.ran_at_once = conn.ran_at_once or ours != theirs
     elif name == "multi" and not is_err(theirs):
         conn.in_multi, conn.queued = True, []
     elif name in ("exec", "discard", "reset", "quit") and not is_err(theirs):
