@@ -559,7 +559,7 @@ class Harness {
 
   void MakeTypedKey(FuzzedDataProvider& in) {
     const std::string key = Pick(in, Keys());
-    switch (in.ConsumeIntegralInRange<int>(0, 8)) {
+    switch (in.ConsumeIntegralInRange<int>(0, 12)) {
       case 0:
         return Send(current_, {"SET", key, "v"});
       case 1:
@@ -576,9 +576,27 @@ class Harness {
         return Send(current_, {"SET", key, "12", "PX", in.ConsumeBool() ? "1" : "100000"});
       case 7:
         return Send(current_, {"APPEND", key, OneMegabyte()});
-      default:
+      case 8:
         return Send(current_, {"BF.ADD", key, "a"});
+      // Sketches of hostile dimensions: each must be refused or fit in the memory cap.
+      case 9:
+        return Send(current_, {"CMS.INITBYDIM", key, Dimension(in), Dimension(in)});
+      case 10:
+        return Send(current_, {"CMS.INITRANGE", key, Dimension(in), Dimension(in), Dimension(in)});
+      case 11:
+        return Send(current_, {"BF.RESERVE", key, in.ConsumeBool() ? "0.01" : Pick(in, Hostile()),
+                               Dimension(in), "EXPANSION", Dimension(in)});
+      default:
+        Send(current_,
+             {"HLL.CREATE", key, "LOG2M", Dimension(in), "REGWIDTH", Dimension(in), "EXPTHRESH",
+              in.ConsumeBool() ? "-1" : Dimension(in), "SPARSEON", in.ConsumeBool() ? "0" : "1"});
+        return Send(current_, {"HLL.ADD", key, "a", "b", "c"});
     }
+  }
+
+  static std::string Dimension(FuzzedDataProvider& in) {
+    return in.ConsumeBool() ? Pick(in, Extreme())
+                            : std::to_string(in.ConsumeIntegralInRange<int>(0, 40));
   }
 
   // WATCH from this client, maybe a change from another, MULTI, a few commands, EXEC or DISCARD.
