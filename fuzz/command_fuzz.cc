@@ -462,6 +462,15 @@ class Harness {
             store::internal::EpochDomain::Global().Barrier();
           }
           break;
+        case 6:
+          // Keys moving between values of every type, to a key over the limit too: a failed
+          // move must leave both keys usable.
+          Send(current_,
+               {in.ConsumeBool() ? "RENAME" : "RENAMENX", Pick(in, Keys()), Pick(in, Keys())});
+          break;
+        case 7:
+          UpdateInPlace(in);
+          break;
         default:
           Send(current_, TableCommand(in));
           break;
@@ -591,6 +600,23 @@ class Harness {
              {"HLL.CREATE", key, "LOG2M", Dimension(in), "REGWIDTH", Dimension(in), "EXPTHRESH",
               in.ConsumeBool() ? "-1" : Dimension(in), "SPARSEON", in.ConsumeBool() ? "0" : "1"});
         return Send(current_, {"HLL.ADD", key, "a", "b", "c"});
+    }
+  }
+
+  // The commands that change a sketch value where it is (its cell), on any key.
+  void UpdateInPlace(FuzzedDataProvider& in) {
+    const std::string key = Pick(in, Keys());
+    switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+      case 0:
+        return Send(current_, {"PFADD", key, Pick(in, Elements()), Pick(in, Hostile())});
+      case 1:
+        return Send(current_, {"HLL.ADD", key, Pick(in, Elements())});
+      case 2:
+        return Send(current_, {"BF.ADD", key, Pick(in, Elements())});
+      case 3:
+        return Send(current_, {"CMS.INCRBY", key, Pick(in, Elements()), Pick(in, Extreme())});
+      default:
+        return Send(current_, {"PFMERGE", key, Pick(in, Keys())});
     }
   }
 
