@@ -217,8 +217,9 @@ class Generator:
     def integer(self, name):
         r = self.rnd
         if name in ("seconds", "milliseconds", "timeout"):
-            # Expiry times: gone at once, or far away (never racing the clock).
-            return r.choice(["0", "-1", "100", "1000", "100000", "86400", "100000000"])
+            # Expiry times: gone at once, or minutes away at least (never racing the clock).
+            far = ["1000", "86400", "100000000"] if name == "seconds" else ["600000", "86400000"]
+            return r.choice(["0", "-1"] + far)
         if name == "index":
             # Not 1-15: Redis would switch to another database, Floe has one (docs/commands.md).
             return r.choice(["0", "16", "-1", "abc"])
