@@ -23,7 +23,9 @@
 // The memory cap: maxmemory kMaxMemory and proto-max-bulk-len kMaxBulk. They belong to the
 // harness, so CONFIG SET may lower them but not raise or lift them (an administrator who raises
 // them allows big allocations on purpose); every other setting is fuzzed freely. Run with
-// -rss_limit_mb=2048 -malloc_limit_mb=512 (fuzz/README.md).
+// -rss_limit_mb=2048 -malloc_limit_mb=256 (fuzz/README.md): within the cap the largest single
+// allocation is a reply of all the values (under 100 MB of data, its buffer doubled), so one
+// of 256 MB means something a client asked for escaped the limits.
 
 #include <fuzzer/FuzzedDataProvider.h>
 
