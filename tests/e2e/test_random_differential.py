@@ -484,8 +484,8 @@ EXPECTED_DIFFERENCES = [
          and not is_err(c.redis) and any(len(str(a)) >= 19 for a in c.args[3::2])),
     dict(name="expired-keys-counted", kind="reply",
          reason="by design: DBSIZE (both servers) counts a key whose expiry has passed until "
-                "it is removed, and when that happens differs: Redis's SCAN and KEYS delete "
-                "the expired keys they meet, Floe's skip them and its active cycle removes them",
+                "it is removed, and when that happens differs: Redis's SCAN deletes the "
+                "expired keys it meets, Floe's skips them and its active cycle removes them",
          match=lambda c: c.state.stored_past_expiry and any(
              cmd_is(a, "dbsize") for a in c.commands)),
     dict(name="config-set-error-wording", kind="reply",
