@@ -598,9 +598,10 @@ class Harness {
         return Send(current_, {"BF.RESERVE", key, in.ConsumeBool() ? "0.01" : Pick(in, Hostile()),
                                Dimension(in), "EXPANSION", Dimension(in)});
       default:
-        Send(current_,
-             {"HLL.CREATE", key, "LOG2M", Dimension(in), "REGWIDTH", Dimension(in), "EXPTHRESH",
-              in.ConsumeBool() ? "-1" : Dimension(in), "SPARSEON", in.ConsumeBool() ? "0" : "1"});
+        Send(current_, {"HLL.CREATE", key, "LOG2M", Dimension(in), "REGWIDTH",
+                        std::to_string(in.ConsumeIntegralInRange<int>(0, 9)), "EXPTHRESH",
+                        in.ConsumeBool() ? "0" : (in.ConsumeBool() ? "-1" : Dimension(in)),
+                        "SPARSEON", in.ConsumeBool() ? "0" : "1"});
         return Send(current_, {"HLL.ADD", key, "a", "b", "c"});
     }
   }
@@ -622,6 +623,7 @@ class Harness {
     }
   }
 
+  // A size: one of the size-breaking integers, or a small one (an HLL's log2m, a depth).
   static std::string Dimension(FuzzedDataProvider& in) {
     return in.ConsumeBool() ? Pick(in, Extreme())
                             : std::to_string(in.ConsumeIntegralInRange<int>(0, 40));
