@@ -340,6 +340,10 @@ void ReplyWriter::SimpleString(std::string_view s) {
 }
 
 void ReplyWriter::Error(std::string_view text) {
+  // As Redis: CR and LF at either end are dropped, the others become spaces (a client's
+  // argument quoted in an error must not end the line early).
+  while (!text.empty() && (text.front() == '\r' || text.front() == '\n')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == '\r' || text.back() == '\n')) text.remove_suffix(1);
   out_->push_back('-');
   for (char c : text) out_->push_back(c == '\r' || c == '\n' ? ' ' : c);
   out_->append("\r\n");

@@ -1,5 +1,6 @@
 // Connection commands: PING, ECHO, HELLO, AUTH, QUIT, RESET, SELECT, CLIENT.
 
+#include <cstdint>
 #include <cstdio>
 
 #include "server/internal/command.h"
@@ -164,6 +165,10 @@ void CmdReset(CommandContext& ctx) {
 void CmdSelect(CommandContext& ctx) {
   int64_t db = 0;
   if (!ParseInt64(ctx.args[1], &db)) return ctx.NotInteger();
+  // Redis reads the index as an int before it checks the range of databases.
+  if (db < INT32_MIN || db > INT32_MAX) {
+    return ctx.Error("ERR value is out of range, value must between -2147483648 and 2147483647");
+  }
   if (db != 0) return ctx.Error("ERR DB index is out of range");
   ctx.out.Ok();
 }

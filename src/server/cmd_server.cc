@@ -246,18 +246,29 @@ void CmdConfigGet(CommandContext& ctx) {
 }
 
 void CmdConfigSet(CommandContext& ctx) {
-  if ((ctx.args.size() - 2) % 2 != 0) {
-    return ctx.Error("ERR wrong number of arguments for 'config|set' command");
-  }
+  // An odd number of arguments past the minimum arity is a syntax error in Redis 7.0.
+  if ((ctx.args.size() - 2) % 2 != 0) return ctx.SyntaxError();
   std::vector<std::pair<std::string_view, std::string_view>> changes;
-  for (size_t i = 2; i + 1 < ctx.args.size(); i += 2) {
+  // Redis's order of checks: once a name is unknown, the names after it are not checked for
+  // duplicates, and the unknown name is the error.
+  std::optional<std::string_view> unknown;
+  for (size_t i = 2; i + 1 < ctx.args.size() && !unknown; i += 2) {
+    const std::string lower = ToLower(ctx.args[i]);
+    if (FindSetting(lower) == nullptr) {
+      unknown = ctx.args[i];
+      break;
+    }
     for (const auto& [name, value] : changes) {
       if (EqualsIgnoreCase(name, ctx.args[i])) {
-        return ctx.Error("ERR CONFIG SET failed (possibly related to argument '" +
-                         ToLower(ctx.args[i]) + "') - duplicate parameter");
+        return ctx.Error("ERR CONFIG SET failed (possibly related to argument '" + lower +
+                         "') - duplicate parameter");
       }
     }
     changes.emplace_back(ctx.args[i], ctx.args[i + 1]);
+  }
+  if (unknown) {
+    return ctx.Error("ERR Unknown option or number of arguments for CONFIG SET - '" +
+                     std::string(*unknown) + "'");
   }
   std::string failed;
   Status s = ctx.engine.SetConfig(changes, &failed);
