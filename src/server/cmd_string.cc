@@ -46,16 +46,37 @@ struct StringOptions {
   bool nx = false, xx = false, get = false, keepttl = false, persist = false;
   bool has_expire = false;
   int64_t expire_at_ms = 0;
+  // The expiry option as written, until ResolveExpiry reads its number.
+  enum Expiry { kNone, kEx, kPx, kExAt, kPxAt } expiry = kNone;
+  std::string_view expiry_arg;
 };
+
+// Reads the number of the expiry option into o->expire_at_ms (Redis's
+// getExpireMillisecondsOrReply); false after replying with the error.
+bool ResolveExpiry(CommandContext& ctx, std::string_view command, StringOptions* o) {
+  using E = StringOptions::Expiry;
+  if (o->expiry == E::kNone) return true;
+  const ExpireUnit unit = o->expiry == E::kEx || o->expiry == E::kExAt ? ExpireUnit::kSeconds
+                                                                       : ExpireUnit::kMilliseconds;
+  if (!ParseExpire(ctx, o->expiry_arg, unit, o->expiry == E::kExAt || o->expiry == E::kPxAt,
+                   command, &o->expire_at_ms)) {
+    return false;
+  }
+  o->has_expire = true;
+  return true;
+}
 
 // Redis's parseExtendedStringArgumentsOrReply: an option may repeat (the last expiry wins) but
 // not combine with a conflicting one, and the expiry's number is read only after every option
-// was accepted, so `SET k v PX ex 1` is a syntax error before it is a bad number.
+// was accepted, so `SET k v PX ex 1` is a syntax error before it is a bad number. GETEX reads
+// that number later still, after its key lookup (ResolveExpiry): a missing key is nil first.
 bool ParseStringOptions(CommandContext& ctx, size_t first, bool for_getex, StringOptions* o) {
   const auto& a = ctx.args;
-  enum Expiry { kNone, kEx, kPx, kExAt, kPxAt };
-  Expiry expiry = kNone;
-  std::string_view expiry_arg;
+  using Expiry = StringOptions::Expiry;
+  Expiry& expiry = o->expiry;
+  std::string_view& expiry_arg = o->expiry_arg;
+  constexpr Expiry kNone = Expiry::kNone, kEx = Expiry::kEx, kPx = Expiry::kPx,
+                   kExAt = Expiry::kExAt, kPxAt = Expiry::kPxAt;
   for (size_t j = first; j < a.size(); j++) {
     const std::string_view opt = a[j];
     const bool has_next = j + 1 < a.size();
@@ -85,15 +106,7 @@ bool ParseStringOptions(CommandContext& ctx, size_t first, bool for_getex, Strin
       return false;
     }
   }
-  if (expiry == kNone) return true;
-  const ExpireUnit unit =
-      expiry == kEx || expiry == kExAt ? ExpireUnit::kSeconds : ExpireUnit::kMilliseconds;
-  if (!ParseExpire(ctx, expiry_arg, unit, expiry == kExAt || expiry == kPxAt,
-                   for_getex ? "getex" : "set", &o->expire_at_ms)) {
-    return false;
-  }
-  o->has_expire = true;
-  return true;
+  return for_getex || ResolveExpiry(ctx, "set", o);
 }
 
 // SET and its relatives. Replies per `reply`: OK/nil, the old value (GET), or 1/0 (SETNX).
@@ -228,7 +241,9 @@ void CmdGetEx(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Null();
   if (!IsString(v.get())) return ctx.WrongType();
-  if (o.has_expire || o.persist) {
+  if (!ResolveExpiry(ctx, "getex", &o)) return;
+  // PERSIST of a key without an expiry changes nothing (and so aborts no WATCH), as in Redis.
+  if (o.has_expire || (o.persist && v->expire_at_ms() != 0)) {
     const std::string_view key = ctx.args[1];
     const uint64_t version = v->version();
     Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {

@@ -292,7 +292,11 @@ TEST_F(CommandTest, SetNxSetExPSetExGetSetGetDelGetEx) {
   EXPECT_THAT(Run({"TTL", "g"}), IsInt(-1));
   EXPECT_THAT(Run({"GETEX", "g", "PXAT", "1"}), IsBulk("v"));  // in the past: deleted
   EXPECT_THAT(Run({"EXISTS", "g"}), IsInt(0));
+  // As Redis: the key is looked up before the expiry's number is read.
+  EXPECT_THAT(Run({"GETEX", "g", "EX", "0"}), IsNil());
+  Run({"SET", "g", "v"});
   EXPECT_THAT(Run({"GETEX", "g", "EX", "0"}), IsErr("ERR invalid expire time in 'getex' command"));
+  Run({"DEL", "g"});
   EXPECT_THAT(Run({"GETEX", "g", "PERSIST", "EX", "1"}), IsErr("ERR syntax error"));
   EXPECT_THAT(Run({"GETEX", "g", "NX"}), IsErr("ERR syntax error"));
   EXPECT_THAT(Run({"GETEX", "missing"}), IsNil());

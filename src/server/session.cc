@@ -236,12 +236,20 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   const uint64_t start = CycleNow();
   CommandContext ctx{*engine_, *this, args, out, worker_, now_ms, spec};
   const size_t reply_start = out.buffer()->size();
-  // A write naming a key some session watches while absent: note whether it exists before.
-  std::vector<std::pair<std::string_view, bool>> watched_absent;
+  // A write naming a key some session watches while absent: note whether it exists before,
+  // and which value the store holds for it (an expired one too).
+  struct AbsentBefore {
+    std::string_view key;
+    bool existed;
+    uint64_t stored_version;  // 0: nothing stored
+  };
+  std::vector<AbsentBefore> watched_absent;
   if ((spec->flags & internal::kWrite) != 0 && !engine_->absent_watches().empty()) {
     ForEachKey(*spec, args, [&](std::string_view key) {
       if (engine_->absent_watches().Watched(key)) {
-        watched_absent.emplace_back(key, internal::Live(engine_->store().Get(key).get(), now_ms));
+        store::ValuePtr v = engine_->store().Get(key);
+        watched_absent.push_back(
+            {key, internal::Live(v.get(), now_ms) != nullptr, v ? v->version() : 0});
       }
     });
   }
@@ -262,9 +270,13 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   } else {
     RunHandler(ctx);
   }
-  for (const auto& [key, existed] : watched_absent) {
-    if (existed || internal::Live(engine_->store().Get(key).get(), ctx.now_ms)) {
-      engine_->absent_watches().Touch(key);
+  // A write that made the key exist, removed it, or stored a value already past its expiry
+  // (SET k v PXAT 1) touched it, as Redis's signalModifiedKey does.
+  for (const AbsentBefore& b : watched_absent) {
+    store::ValuePtr v = engine_->store().Get(b.key);
+    if (b.existed || internal::Live(v.get(), ctx.now_ms) ||
+        (v ? v->version() : 0) != b.stored_version) {
+      engine_->absent_watches().Touch(b.key);
     }
   }
   // The worker lock (or the exclusive section) is held: this worker's counters have one writer.
