@@ -263,8 +263,11 @@ Result<int64_t> ParseMemory(std::string_view text) {
   strip("gb", 1024ll * 1024 * 1024) || strip("mb", 1024ll * 1024) || strip("kb", 1024) ||
       strip("g", 1000ll * 1000 * 1000) || strip("m", 1000ll * 1000) || strip("k", 1000) ||
       strip("b", 1);
+  // Leading zeros are allowed ("01"), as Redis's strtoull-based memtoull allows them.
+  const size_t first = std::min(t.find_first_not_of('0'), t.empty() ? 0 : t.size() - 1);
   int64_t v = 0;
-  if (!internal::ParseInt64(t, &v) || v < 0 || v > INT64_MAX / mul) {
+  if (!internal::ParseInt64(std::string_view(t).substr(first), &v) || v < 0 ||
+      v > INT64_MAX / mul) {
     return Status::InvalidArgument("argument must be a memory value");
   }
   return v * mul;

@@ -49,6 +49,19 @@ TEST(SettingsTest, DefaultsAreTheRowsDefaults) {
   EXPECT_EQ(c.proto_max_bulk_len, 512 << 20);
 }
 
+// Found by the randomized differential test: Redis reads memory amounts with strtoull, so a
+// leading zero is accepted ("CONFIG SET maxmemory 01").
+TEST(SettingsTest, MemoryAmountsTakeLeadingZerosAsRedisDoes) {
+  EXPECT_EQ(*ParseMemory("01"), 1);
+  EXPECT_EQ(*ParseMemory("007kb"), 7 * 1024);
+  EXPECT_EQ(*ParseMemory("0"), 0);
+  EXPECT_EQ(*ParseMemory("000"), 0);
+  EXPECT_FALSE(ParseMemory("0-1").ok());
+  EXPECT_FALSE(ParseMemory("-1").ok());
+  EXPECT_FALSE(ParseMemory("").ok());
+  EXPECT_FALSE(ParseMemory("0x1").ok());
+}
+
 TEST(SettingsTest, FlagNamesAreDistinct) {
   std::set<std::string_view> flags = {"config"};  // --config is main.cc's own
   for (const Setting& s : Settings()) {
