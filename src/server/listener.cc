@@ -61,6 +61,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t charged_ = 0;  // in_'s capacity as counted in the engine's client-buffer bytes
   std::string out_;
   std::vector<std::vector<std::string_view>> batch_;
+  std::vector<size_t> ends_;  // where each command of batch_ ends in the input
   std::vector<store::KeyView> keys_;
   bool closing_ = false;
   bool closed_ = false;
@@ -214,6 +215,8 @@ void Connection::Process() {
         break;
       }
       if (outcome == resp::RequestParser::Outcome::kError) break;
+      if (ends_.size() <= n) ends_.emplace_back();
+      ends_[n] = pos;
       n++;
       // An inline command's arguments live in the parser and the next Parse overwrites them.
       const char* first = batch_[n - 1][0].data();
@@ -228,6 +231,15 @@ void Connection::Process() {
     }
     const bool was_unauthenticated = parser_.limits().unauthenticated;
     for (size_t i = 0; i < n && !closing_; i++) {
+      // Enough output for one write: the rest of the batch waits until it is written, so a
+      // pipeline of large replies (32 GETs of a 20 MB value) holds one reply, not the batch's.
+      if (i > 0 && out_.size() >= kFlushThreshold) {
+        pos = ends_[i - 1];
+        error.clear();
+        need_more = false;
+        parser_.Restart();  // what follows is parsed again from `pos`
+        break;
+      }
       session_->Execute(batch_[i], &out_);
       if (session_->close_requested()) closing_ = true;  // what follows QUIT is not run
       if (OverOutputLimits()) {

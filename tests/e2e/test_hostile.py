@@ -1,0 +1,52 @@
+"""End to end: what a hostile or careless client does over the wire (pipelines it never reads,
+connections it leaves idle) must not grow the node's memory beyond a bounded overhead. Each test
+is bounded in time and in the memory it can make the server take, even on a build that fails."""
+import socket
+import time
+
+from conftest import RawConn
+
+MB = 1024 * 1024
+
+
+def rss_mb(server):
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+def command(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def test_unread_pipeline_of_large_replies_holds_one_reply(make_floe):
+    # A batch of pipelined commands used to run whole before its replies were written: 32 GETs
+    # of an 8 MB value put 256 MB (grown by doubling) in one connection's output buffer.
+    server = make_floe("--maxmemory", "100mb")
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"x" * (8 * MB)) == b"+OK\r\n"
+    base = rss_mb(server)
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.sendall(command("GET", "big") * 32)
+    peak = base
+    for _ in range(10):
+        time.sleep(0.1)
+        peak = max(peak, rss_mb(server))
+    assert peak - base < 64, f"RSS grew from {base} MB to {peak} MB"
+    # The replies are all there, in order, once the client reads.
+    s.settimeout(30)
+    want = len(b"$%d\r\n" % (8 * MB)) + 8 * MB + 2
+    got = 0
+    while got < 32 * want:
+        chunk = s.recv(1 << 20)
+        assert chunk
+        got += len(chunk)
+    assert got == 32 * want
+    s.close()
+    assert c.call("PING") == b"+PONG\r\n"
