@@ -47,6 +47,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
+  // Empties out_ once written; a buffer grown by a large reply is freed, so an idle connection
+  // does not keep the memory of the largest reply it ever got.
+  void ReleaseOutput();
   // Charges in_'s current capacity to the engine's used memory (Redis counts query buffers).
   void ChargeInput();
   // Before AUTH the parser applies Redis's unauthenticated request limits.
@@ -173,6 +176,14 @@ void Connection::DoRead() {
   });
 }
 
+void Connection::ReleaseOutput() {
+  if (out_.capacity() > 4 * kFlushThreshold) {
+    std::string().swap(out_);
+  } else {
+    out_.clear();
+  }
+}
+
 bool Connection::OverOutputLimits() {
   const Engine::OutputLimits c = worker_->engine->output_limits();
   const auto pending = static_cast<int64_t>(out_.size());
@@ -294,7 +305,7 @@ void Connection::DoWrite() {
   worker_->engine->stats(worker_->index)
       .net_output_bytes.fetch_add(written, std::memory_order_relaxed);
   if (written == out_.size()) {
-    out_.clear();
+    ReleaseOutput();
     if (closing_) return Close();
     return Process();
   }
@@ -304,7 +315,7 @@ void Connection::DoWrite() {
   asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code wec, size_t n) {
     if (wec) return Close();
     worker_->engine->stats(worker_->index).net_output_bytes.fetch_add(n, std::memory_order_relaxed);
-    out_.clear();
+    ReleaseOutput();
     if (closed_) return;
     session_->state().output_pending.store(0, std::memory_order_relaxed);
     if (closing_) return Close();

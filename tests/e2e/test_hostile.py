@@ -50,3 +50,23 @@ def test_unread_pipeline_of_large_replies_holds_one_reply(make_floe):
     assert got == 32 * want
     s.close()
     assert c.call("PING") == b"+PONG\r\n"
+
+
+def test_idle_connections_give_back_large_reply_buffers(make_floe):
+    # A connection kept the capacity of the largest reply it ever wrote: 20 connections that
+    # each read an 8 MB value once and then idle held 160 MB.
+    server = make_floe("--maxmemory", "100mb")
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"x" * (8 * MB)) == b"+OK\r\n"
+    assert len(c.call("GET", "big")) > 8 * MB
+    base = rss_mb(server)
+    idle = []
+    for _ in range(20):
+        conn = RawConn(server.port)
+        assert len(conn.call("GET", "big")) > 8 * MB
+        idle.append(conn)
+    grown = rss_mb(server) - base
+    assert grown < 64, f"20 idle connections hold {grown} MB"
+    for conn in idle:
+        assert conn.call("PING") == b"+PONG\r\n"
+        conn.close()
