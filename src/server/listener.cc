@@ -20,8 +20,9 @@ namespace {
 using asio::ip::tcp;
 
 constexpr size_t kReadChunk = 16 * 1024;
-constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write first
-constexpr size_t kBatch = 32;                  // commands parsed and prefetched together
+constexpr size_t kFlushThreshold = 64 * 1024;     // stop running commands; write first
+constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
+constexpr size_t kBatch = 32;                     // commands parsed and prefetched together
 // Redis's client-query-buffer-limit: a client whose unconsumed input reaches it is closed.
 constexpr size_t kQueryBufferLimit = size_t{1} << 30;
 
@@ -186,7 +187,11 @@ void Connection::ReleaseOutput() {
 
 bool Connection::OverOutputLimits() {
   const Engine::OutputLimits c = worker_->engine->output_limits();
-  const auto pending = static_cast<int64_t>(out_.size());
+  // As in Redis, replies that fit the client's fixed 16 KB reply buffer are not counted: a
+  // limit of a few bytes then closes clients with large replies, not every client including
+  // the one that would set the limit back.
+  const auto pending =
+      static_cast<int64_t>(out_.size() > kStaticReplyBuffer ? out_.size() - kStaticReplyBuffer : 0);
   if (c.hard > 0 && pending > c.hard) return true;
   if (c.soft > 0 && pending > c.soft) {
     const auto now = static_cast<int64_t>(WallMicros() / 1000);

@@ -70,3 +70,20 @@ def test_idle_connections_give_back_large_reply_buffers(make_floe):
     for conn in idle:
         assert conn.call("PING") == b"+PONG\r\n"
         conn.close()
+
+
+def test_tiny_output_limit_leaves_small_replies_served(make_floe):
+    # A hard output limit of one byte closed every client on its next reply, the one that set
+    # it included, so nobody could set it back and the node served no one until restarted.
+    # Redis does not count the first 16 KB of output, so only large replies exceed it.
+    server = make_floe("--maxmemory", "100mb")
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"x" * 100000) == b"+OK\r\n"
+    assert c.call("CONFIG", "SET", "client-output-buffer-limit", "normal 1 1 1") == b"+OK\r\n"
+    other = RawConn(server.port)
+    assert other.call("PING") == b"+PONG\r\n"
+    assert other.call("GET", "missing") == b"$-1\r\n"
+    other.send("GET", "big")
+    assert other.closed_by_peer()
+    assert c.call("CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0") == b"+OK\r\n"
+    assert len(c.call("GET", "big")) > 100000
