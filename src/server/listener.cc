@@ -22,7 +22,9 @@ using asio::ip::tcp;
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFlushThreshold = 64 * 1024;     // stop running commands; write first
 constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
-constexpr size_t kBatch = 32;                     // commands parsed and prefetched together
+constexpr size_t kBatch = 32;
+constexpr int64_t kAcceptRetryMs = 100;  // after a failed accept (e.g. out of descriptors) //
+                                         // commands parsed and prefetched together
 // Redis's client-query-buffer-limit: a client whose unconsumed input reaches it is closed.
 constexpr size_t kQueryBufferLimit = size_t{1} << 30;
 
@@ -86,6 +88,7 @@ struct Worker {
   // Connection::ScheduleWrite).
   std::vector<std::shared_ptr<Connection>> to_flush;
   bool flush_posted = false;
+  int64_t accept_error_logged_ms = 0;
   std::thread thread;
 };
 
@@ -369,7 +372,20 @@ void Accept(Worker* w, tcp::acceptor* acceptor) {
         std::make_shared<Connection>(w, std::move(socket))->Start();
       }
     } else {
-      FLOE_LOG_WARN("accept failed: {}", ec.message());
+      // Out of descriptors (EMFILE, ENFILE) the pending connection stays in the backlog and the
+      // next accept fails at once: retrying at once spun every I/O thread at 100% CPU and wrote
+      // 45 MB of log a second. Wait a little instead, and log once a second at most.
+      const auto now = static_cast<int64_t>(WallMicros() / 1000);
+      if (now - w->accept_error_logged_ms >= 1000) {
+        w->accept_error_logged_ms = now;
+        FLOE_LOG_WARN("accept failed: {} (retrying every {} ms)", ec.message(), kAcceptRetryMs);
+      }
+      auto timer = std::make_shared<asio::steady_timer>(w->io);
+      timer->expires_after(std::chrono::milliseconds(kAcceptRetryMs));
+      timer->async_wait([w, acceptor, timer](std::error_code tec) {
+        if (!tec && acceptor->is_open()) Accept(w, acceptor);
+      });
+      return;
     }
     Accept(w, acceptor);
   });

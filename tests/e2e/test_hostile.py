@@ -1,10 +1,12 @@
 """End to end: what a hostile or careless client does over the wire (pipelines it never reads,
 connections it leaves idle) must not grow the node's memory beyond a bounded overhead. Each test
 is bounded in time and in the memory it can make the server take, even on a build that fails."""
+import resource
 import socket
+import subprocess
 import time
 
-from conftest import RawConn
+from conftest import FLOE_BIN, RawConn, free_port, wait_for_port
 
 MB = 1024 * 1024
 
@@ -87,3 +89,47 @@ def test_tiny_output_limit_leaves_small_replies_served(make_floe):
     assert other.closed_by_peer()
     assert c.call("CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0") == b"+OK\r\n"
     assert len(c.call("GET", "big")) > 100000
+
+
+def test_out_of_descriptors_does_not_spin(tmp_path):
+    # With its descriptors used up, a failed accept was retried at once: every I/O thread spun
+    # at 100% CPU and the log grew by 45 MB a second for as long as connections kept waiting.
+    port = free_port()
+    log = open(tmp_path / "floe.log", "wb")
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "2"],
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=few_descriptors)
+    conns = []
+    try:
+        wait_for_port(port, proc)
+        for _ in range(100):  # more than the server can accept; the rest wait in the backlog
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+
+        def cpu_ticks():
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+
+        before = cpu_ticks()
+        time.sleep(2)
+        spent = cpu_ticks() - before  # in clock ticks (1/100 s)
+        assert spent < 50, f"{spent} ticks of CPU in 2 s while out of descriptors"
+        assert (tmp_path / "floe.log").stat().st_size < 100000
+        conns[0].sendall(b"PING\r\n")
+        assert conns[0].recv(7) == b"+PONG\r\n"
+        for c in conns:
+            c.close()
+        conns = []
+        c = RawConn(port)  # served again once descriptors are free
+        assert c.call("PING") == b"+PONG\r\n"
+        c.close()
+    finally:
+        for c in conns:
+            c.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
