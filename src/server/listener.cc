@@ -391,7 +391,30 @@ void Accept(Worker* w, tcp::acceptor* acceptor) {
   });
 }
 
-// Once a second: idle clients; `hz` times a second on thread 0: active expiry.
+// tcmalloc's C interface, when the binary is linked with it (weak: null with another allocator).
+extern "C" {
+int MallocExtension_GetNumericProperty(const char* property, size_t* value) __attribute__((weak));
+void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
+}
+
+// tcmalloc keeps freed pages for reuse and gives them back only as later frees come, so after
+// a large value is deleted or a client with large buffers leaves, an idle node kept the memory
+// (RSS 205 MB with used_memory 64 KB). Once a second, a large amount of it is returned.
+void ReleaseAllocatorMemory() {
+  constexpr size_t kKeepFreeBytes = size_t{32} << 20;
+  if (MallocExtension_GetNumericProperty == nullptr ||
+      MallocExtension_ReleaseFreeMemory == nullptr) {
+    return;
+  }
+  size_t free_bytes = 0;
+  if (MallocExtension_GetNumericProperty("tcmalloc.pageheap_free_bytes", &free_bytes) != 0 &&
+      free_bytes > kKeepFreeBytes) {
+    MallocExtension_ReleaseFreeMemory();
+  }
+}
+
+// Once a second: idle clients, and (thread 0) allocator memory; `hz` times a second on thread
+// 0: active expiry.
 void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
   const Config c = w->engine->config();
   const int64_t period_ms = std::max<int64_t>(1, 1000 / c.hz);
@@ -404,6 +427,7 @@ void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
     int64_t last = last_idle_check_ms;
     if (now - last >= 1000) {
       last = now;
+      if (w->index == 0) ReleaseAllocatorMemory();
       const Config cfg = w->engine->config();
       if (cfg.timeout > 0) {
         std::vector<std::shared_ptr<Connection>> idle;
