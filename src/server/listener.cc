@@ -216,6 +216,9 @@ bool Connection::OverOutputLimits() {
 // their order: a protocol error is answered after the commands before it.
 void Connection::Process() {
   if (closed_) return;
+  // CONFIG SET proto-max-bulk-len applies to connections already open, as in Redis; they kept
+  // the limit they started with.
+  UpdateParserLimits();
   while (!closing_ && out_.size() < kFlushThreshold) {
     size_t n = 0;
     size_t pos = 0;

@@ -149,3 +149,15 @@ def test_memory_of_deleted_values_goes_back_to_the_system(make_floe):
     while rss_mb(server) > base + 32 and time.time() < deadline:
         time.sleep(0.2)
     assert rss_mb(server) <= base + 32, f"RSS {rss_mb(server)} MB, {base} MB before the value"
+
+
+def test_lowered_bulk_limit_applies_to_open_connections(make_floe):
+    # A connection opened before CONFIG SET proto-max-bulk-len kept the old limit for good.
+    server = make_floe()
+    opened_before = RawConn(server.port)
+    assert opened_before.call("PING") == b"+PONG\r\n"
+    c = RawConn(server.port)
+    assert c.call("CONFIG", "SET", "proto-max-bulk-len", "1kb") == b"+OK\r\n"
+    opened_before.send("SET", "a", b"x" * 4096)
+    assert opened_before.read_reply() == b"-ERR Protocol error: invalid bulk length\r\n"
+    assert c.call("EXISTS", "a") == b":0\r\n"
