@@ -60,6 +60,10 @@ class RequestParser {
   Outcome Parse(std::string_view buf, std::vector<std::string_view>* args, size_t* consumed,
                 std::string* error);
 
+  // Forgets a request in progress, so that the next Parse starts at a request boundary (the
+  // caller stopped running a batch early and will parse the rest of its input again).
+  void Restart() { Reset(); }
+
   void set_limits(const Limits& limits) { limits_ = limits; }
   const Limits& limits() const { return limits_; }
   // Bytes the parser wants before it can make progress: a hint for buffer sizing, announced

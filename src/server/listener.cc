@@ -20,8 +20,11 @@ namespace {
 using asio::ip::tcp;
 
 constexpr size_t kReadChunk = 16 * 1024;
-constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write first
-constexpr size_t kBatch = 32;                  // commands parsed and prefetched together
+constexpr size_t kFlushThreshold = 64 * 1024;     // stop running commands; write first
+constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
+constexpr size_t kBatch = 32;
+constexpr int64_t kAcceptRetryMs = 100;  // after a failed accept (e.g. out of descriptors) //
+                                         // commands parsed and prefetched together
 // Redis's client-query-buffer-limit: a client whose unconsumed input reaches it is closed.
 constexpr size_t kQueryBufferLimit = size_t{1} << 30;
 
@@ -47,6 +50,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
+  // Empties out_ once written; a buffer grown by a large reply is freed, so an idle connection
+  // does not keep the memory of the largest reply it ever got.
+  void ReleaseOutput();
   // Charges in_'s current capacity to the engine's used memory (Redis counts query buffers).
   void ChargeInput();
   // Before AUTH the parser applies Redis's unauthenticated request limits.
@@ -61,6 +67,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t charged_ = 0;  // in_'s capacity as counted in the engine's client-buffer bytes
   std::string out_;
   std::vector<std::vector<std::string_view>> batch_;
+  std::vector<size_t> ends_;  // where each command of batch_ ends in the input
   std::vector<store::KeyView> keys_;
   bool closing_ = false;
   bool closed_ = false;
@@ -81,6 +88,7 @@ struct Worker {
   // Connection::ScheduleWrite).
   std::vector<std::shared_ptr<Connection>> to_flush;
   bool flush_posted = false;
+  int64_t accept_error_logged_ms = 0;
   std::thread thread;
 };
 
@@ -172,9 +180,21 @@ void Connection::DoRead() {
   });
 }
 
+void Connection::ReleaseOutput() {
+  if (out_.capacity() > 4 * kFlushThreshold) {
+    std::string().swap(out_);
+  } else {
+    out_.clear();
+  }
+}
+
 bool Connection::OverOutputLimits() {
   const Engine::OutputLimits c = worker_->engine->output_limits();
-  const auto pending = static_cast<int64_t>(out_.size());
+  // As in Redis, replies that fit the client's fixed 16 KB reply buffer are not counted: a
+  // limit of a few bytes then closes clients with large replies, not every client including
+  // the one that would set the limit back.
+  const auto pending =
+      static_cast<int64_t>(out_.size() > kStaticReplyBuffer ? out_.size() - kStaticReplyBuffer : 0);
   if (c.hard > 0 && pending > c.hard) return true;
   if (c.soft > 0 && pending > c.soft) {
     const auto now = static_cast<int64_t>(WallMicros() / 1000);
@@ -196,6 +216,9 @@ bool Connection::OverOutputLimits() {
 // their order: a protocol error is answered after the commands before it.
 void Connection::Process() {
   if (closed_) return;
+  // CONFIG SET proto-max-bulk-len applies to connections already open, as in Redis; they kept
+  // the limit they started with.
+  UpdateParserLimits();
   while (!closing_ && out_.size() < kFlushThreshold) {
     size_t n = 0;
     size_t pos = 0;
@@ -214,6 +237,8 @@ void Connection::Process() {
         break;
       }
       if (outcome == resp::RequestParser::Outcome::kError) break;
+      if (ends_.size() <= n) ends_.emplace_back();
+      ends_[n] = pos;
       n++;
       // An inline command's arguments live in the parser and the next Parse overwrites them.
       const char* first = batch_[n - 1][0].data();
@@ -228,6 +253,15 @@ void Connection::Process() {
     }
     const bool was_unauthenticated = parser_.limits().unauthenticated;
     for (size_t i = 0; i < n && !closing_; i++) {
+      // Enough output for one write: the rest of the batch waits until it is written, so a
+      // pipeline of large replies (32 GETs of a 20 MB value) holds one reply, not the batch's.
+      if (i > 0 && out_.size() >= kFlushThreshold) {
+        pos = ends_[i - 1];
+        error.clear();
+        need_more = false;
+        parser_.Restart();  // what follows is parsed again from `pos`
+        break;
+      }
       session_->Execute(batch_[i], &out_);
       if (session_->close_requested()) closing_ = true;  // what follows QUIT is not run
       if (OverOutputLimits()) {
@@ -282,7 +316,7 @@ void Connection::DoWrite() {
   worker_->engine->stats(worker_->index)
       .net_output_bytes.fetch_add(written, std::memory_order_relaxed);
   if (written == out_.size()) {
-    out_.clear();
+    ReleaseOutput();
     if (closing_) return Close();
     return Process();
   }
@@ -292,7 +326,7 @@ void Connection::DoWrite() {
   asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code wec, size_t n) {
     if (wec) return Close();
     worker_->engine->stats(worker_->index).net_output_bytes.fetch_add(n, std::memory_order_relaxed);
-    out_.clear();
+    ReleaseOutput();
     if (closed_) return;
     session_->state().output_pending.store(0, std::memory_order_relaxed);
     if (closing_) return Close();
@@ -341,13 +375,49 @@ void Accept(Worker* w, tcp::acceptor* acceptor) {
         std::make_shared<Connection>(w, std::move(socket))->Start();
       }
     } else {
-      FLOE_LOG_WARN("accept failed: {}", ec.message());
+      // Out of descriptors (EMFILE, ENFILE) the pending connection stays in the backlog and the
+      // next accept fails at once: retrying at once spun every I/O thread at 100% CPU and wrote
+      // 45 MB of log a second. Wait a little instead, and log once a second at most.
+      const auto now = static_cast<int64_t>(WallMicros() / 1000);
+      if (now - w->accept_error_logged_ms >= 1000) {
+        w->accept_error_logged_ms = now;
+        FLOE_LOG_WARN("accept failed: {} (retrying every {} ms)", ec.message(), kAcceptRetryMs);
+      }
+      auto timer = std::make_shared<asio::steady_timer>(w->io);
+      timer->expires_after(std::chrono::milliseconds(kAcceptRetryMs));
+      timer->async_wait([w, acceptor, timer](std::error_code tec) {
+        if (!tec && acceptor->is_open()) Accept(w, acceptor);
+      });
+      return;
     }
     Accept(w, acceptor);
   });
 }
 
-// Once a second: idle clients; `hz` times a second on thread 0: active expiry.
+// tcmalloc's C interface, when the binary is linked with it (weak: null with another allocator).
+extern "C" {
+int MallocExtension_GetNumericProperty(const char* property, size_t* value) __attribute__((weak));
+void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
+}
+
+// tcmalloc keeps freed pages for reuse and gives them back only as later frees come, so after
+// a large value is deleted or a client with large buffers leaves, an idle node kept the memory
+// (RSS 205 MB with used_memory 64 KB). Once a second, a large amount of it is returned.
+void ReleaseAllocatorMemory() {
+  constexpr size_t kKeepFreeBytes = size_t{32} << 20;
+  if (MallocExtension_GetNumericProperty == nullptr ||
+      MallocExtension_ReleaseFreeMemory == nullptr) {
+    return;
+  }
+  size_t free_bytes = 0;
+  if (MallocExtension_GetNumericProperty("tcmalloc.pageheap_free_bytes", &free_bytes) != 0 &&
+      free_bytes > kKeepFreeBytes) {
+    MallocExtension_ReleaseFreeMemory();
+  }
+}
+
+// Once a second: idle clients, and (thread 0) allocator memory; `hz` times a second on thread
+// 0: active expiry.
 void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
   const Config c = w->engine->config();
   const int64_t period_ms = std::max<int64_t>(1, 1000 / c.hz);
@@ -360,6 +430,7 @@ void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
     int64_t last = last_idle_check_ms;
     if (now - last >= 1000) {
       last = now;
+      if (w->index == 0) ReleaseAllocatorMemory();
       const Config cfg = w->engine->config();
       if (cfg.timeout > 0) {
         std::vector<std::shared_ptr<Connection>> idle;

@@ -214,6 +214,8 @@ class Session {
   void ClearWatches();
   // Ends MULTI without running anything.
   void DiscardTransaction();
+  // Empties queued_ and gives back its charge to used memory.
+  void ClearQueued();
 
   Engine* engine_;
   int worker_;
@@ -225,6 +227,7 @@ class Session {
   bool in_multi_ = false;
   bool multi_dirty_ = false;
   std::vector<std::vector<std::string>> queued_;
+  int64_t queued_bytes_ = 0;  // charged to used memory (ChargeClientBuffers) while queued
   struct Watched {
     std::string key;
     uint64_t version;  // 0: absent (or expired) when watched
@@ -322,6 +325,9 @@ class Engine {
   void ChargeClientBuffers(int64_t delta) {
     // relaxed: a statistic; UsedMemory may see it a moment late.
     client_buffers_.fetch_add(delta, std::memory_order_relaxed);
+    // Seen by the next maxmemory check, not only after the next refresh: a pipeline can queue
+    // many large commands within one millisecond.
+    used_memory_.fetch_add(delta, std::memory_order_relaxed);
   }
   int64_t client_buffer_bytes() const { return client_buffers_.load(std::memory_order_relaxed); }
 

@@ -64,7 +64,12 @@ inline Status ReserveString(CommandContext& ctx, std::string* s, uint64_t need) 
   if (need <= s->capacity()) return Status::OK();
   const size_t capacity = std::min<uint64_t>(GrownCapacity(need), std::max(limit, need));
   FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, capacity - s->capacity()));
-  s->reserve(capacity);
+  // Into a new string: reserve() on a non-empty one at least doubles its capacity (libstdc++),
+  // which would allocate far more than the growth just checked against maxmemory.
+  std::string grown;
+  grown.reserve(capacity);
+  grown.append(*s);
+  s->swap(grown);
   return Status::OK();
 }
 

@@ -1,0 +1,163 @@
+"""End to end: what a hostile or careless client does over the wire (pipelines it never reads,
+connections it leaves idle) must not grow the node's memory beyond a bounded overhead. Each test
+is bounded in time and in the memory it can make the server take, even on a build that fails."""
+import resource
+import socket
+import subprocess
+import time
+
+from conftest import FLOE_BIN, RawConn, free_port, wait_for_port
+
+MB = 1024 * 1024
+
+
+def rss_mb(server):
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+def command(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def test_unread_pipeline_of_large_replies_holds_one_reply(make_floe):
+    # A batch of pipelined commands used to run whole before its replies were written: 32 GETs
+    # of an 8 MB value put 256 MB (grown by doubling) in one connection's output buffer.
+    server = make_floe("--maxmemory", "100mb")
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"x" * (8 * MB)) == b"+OK\r\n"
+    base = rss_mb(server)
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.sendall(command("GET", "big") * 32)
+    peak = base
+    for _ in range(10):
+        time.sleep(0.1)
+        peak = max(peak, rss_mb(server))
+    assert peak - base < 64, f"RSS grew from {base} MB to {peak} MB"
+    # The replies are all there, in order, once the client reads.
+    s.settimeout(30)
+    want = len(b"$%d\r\n" % (8 * MB)) + 8 * MB + 2
+    got = 0
+    while got < 32 * want:
+        chunk = s.recv(1 << 20)
+        assert chunk
+        got += len(chunk)
+    assert got == 32 * want
+    s.close()
+    assert c.call("PING") == b"+PONG\r\n"
+
+
+def test_idle_connections_give_back_large_reply_buffers(make_floe):
+    # A connection kept the capacity of the largest reply it ever wrote: 20 connections that
+    # each read an 8 MB value once and then idle held 160 MB.
+    server = make_floe("--maxmemory", "100mb")
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"x" * (8 * MB)) == b"+OK\r\n"
+    assert len(c.call("GET", "big")) > 8 * MB
+    base = rss_mb(server)
+    idle = []
+    for _ in range(20):
+        conn = RawConn(server.port)
+        assert len(conn.call("GET", "big")) > 8 * MB
+        idle.append(conn)
+    grown = rss_mb(server) - base
+    assert grown < 64, f"20 idle connections hold {grown} MB"
+    for conn in idle:
+        assert conn.call("PING") == b"+PONG\r\n"
+        conn.close()
+
+
+def test_tiny_output_limit_leaves_small_replies_served(make_floe):
+    # A hard output limit of one byte closed every client on its next reply, the one that set
+    # it included, so nobody could set it back and the node served no one until restarted.
+    # Redis does not count the first 16 KB of output, so only large replies exceed it.
+    server = make_floe("--maxmemory", "100mb")
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"x" * 100000) == b"+OK\r\n"
+    assert c.call("CONFIG", "SET", "client-output-buffer-limit", "normal 1 1 1") == b"+OK\r\n"
+    other = RawConn(server.port)
+    assert other.call("PING") == b"+PONG\r\n"
+    assert other.call("GET", "missing") == b"$-1\r\n"
+    other.send("GET", "big")
+    assert other.closed_by_peer()
+    assert c.call("CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0") == b"+OK\r\n"
+    assert len(c.call("GET", "big")) > 100000
+
+
+def test_out_of_descriptors_does_not_spin(tmp_path):
+    # With its descriptors used up, a failed accept was retried at once: every I/O thread spun
+    # at 100% CPU and the log grew by 45 MB a second for as long as connections kept waiting.
+    port = free_port()
+    log = open(tmp_path / "floe.log", "wb")
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "2"],
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=few_descriptors)
+    conns = []
+    try:
+        wait_for_port(port, proc)
+        for _ in range(100):  # more than the server can accept; the rest wait in the backlog
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+
+        def cpu_ticks():
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+
+        before = cpu_ticks()
+        time.sleep(2)
+        spent = cpu_ticks() - before  # in clock ticks (1/100 s)
+        assert spent < 50, f"{spent} ticks of CPU in 2 s while out of descriptors"
+        assert (tmp_path / "floe.log").stat().st_size < 100000
+        conns[0].sendall(b"PING\r\n")
+        assert conns[0].recv(7) == b"+PONG\r\n"
+        for c in conns:
+            c.close()
+        conns = []
+        c = RawConn(port)  # served again once descriptors are free
+        assert c.call("PING") == b"+PONG\r\n"
+        c.close()
+    finally:
+        for c in conns:
+            c.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_memory_of_deleted_values_goes_back_to_the_system(make_floe):
+    # The allocator kept freed pages for reuse: after an 80 MB value was deleted, an idle node
+    # kept its RSS (205 MB with used_memory 64 KB) for as long as no other frees came.
+    server = make_floe("--maxmemory", "200mb")
+    c = RawConn(server.port)
+    base = rss_mb(server)
+    assert c.call("SETRANGE", "big", 80 * MB - 1, "x") == b":%d\r\n" % (80 * MB)
+    assert c.call("APPEND", "big", "y") == b":%d\r\n" % (80 * MB + 1)
+    assert rss_mb(server) > base + 60
+    assert c.call("DEL", "big") == b":1\r\n"
+    deadline = time.time() + 10
+    while rss_mb(server) > base + 32 and time.time() < deadline:
+        time.sleep(0.2)
+    assert rss_mb(server) <= base + 32, f"RSS {rss_mb(server)} MB, {base} MB before the value"
+
+
+def test_lowered_bulk_limit_applies_to_open_connections(make_floe):
+    # A connection opened before CONFIG SET proto-max-bulk-len kept the old limit for good.
+    server = make_floe()
+    opened_before = RawConn(server.port)
+    assert opened_before.call("PING") == b"+PONG\r\n"
+    c = RawConn(server.port)
+    assert c.call("CONFIG", "SET", "proto-max-bulk-len", "1kb") == b"+OK\r\n"
+    opened_before.send("SET", "a", b"x" * 4096)
+    assert opened_before.read_reply() == b"-ERR Protocol error: invalid bulk length\r\n"
+    assert c.call("EXISTS", "a") == b":0\r\n"
