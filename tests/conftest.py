@@ -100,8 +100,8 @@ def make_floe():
         s.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_server():
+def start_redis_server():
+    """Starts Debian's redis-server on a free loopback port; yields the port, then stops it."""
     binary = shutil.which("redis-server")
     if binary is None:
         missing("redis-server is not installed: differential tests skipped")
@@ -113,6 +113,17 @@ def redis_server():
     yield port
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    yield from start_redis_server()
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server of the test's own: its CONFIG SETs must not reach the shared one."""
+    yield from start_redis_server()
 
 
 class RawConn:

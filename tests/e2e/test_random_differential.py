@@ -21,13 +21,11 @@ Skipped, with a message, when redis-server is not installed; a failure instead w
 import os
 import random
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
 
-from conftest import RawConn, free_port, wait_for_port
+from conftest import RawConn
 
 SEQUENCES = int(os.environ.get("FLOE_RANDOM_DIFF_SEQUENCES", "0") or 0)
 COMMANDS_PER_SEQUENCE = 20
@@ -741,25 +739,6 @@ def mismatch(seed, resp3, log):
         else:
             lines.append(f"      both:  {ours[:120]!r}")
     return "\n".join(lines)
-
-
-@pytest.fixture
-def own_redis():
-    """A redis-server of the test's own: CONFIG SET must not reach the shared one."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed: the random differential test cannot run"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)  # CI must not pass by skipping
-        pytest.skip(message)
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_random_sequences_match_redis(make_floe, own_redis):
