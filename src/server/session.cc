@@ -289,11 +289,12 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
     RunHandler(ctx);
   }
   // A write that made the key exist, removed it, or stored a value already past its expiry
-  // (SET k v PXAT 1) touched it, as Redis's signalModifiedKey does.
+  // (SET k v PXAT 1) touched it, as Redis's signalModifiedKey does. Removing a value that had
+  // already expired is no change (Redis: a key expired when watched stays clean when deleted).
   for (const AbsentBefore& b : watched_absent) {
     store::ValuePtr v = engine_->store().Get(b.key);
     if (b.existed || internal::Live(v.get(), ctx.now_ms) ||
-        (v ? v->version() : 0) != b.stored_version) {
+        (v && v->version() != b.stored_version)) {
       engine_->absent_watches().Touch(b.key);
     }
   }

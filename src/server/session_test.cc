@@ -147,6 +147,11 @@ TEST_F(CommandTest, StoringAnAlreadyExpiredValueTouchesAnAbsentWatchedKey) {
   EXPECT_THAT(RunOn(other, {"SET", "k", "a", "PXAT", "1000"}), IsOk());
   EXPECT_THAT(Run({"MULTI"}), IsOk());
   EXPECT_THAT(Run({"EXEC"}), IsNil());
+  // But a key watched while expired stays clean when the expired value is removed.
+  EXPECT_THAT(Run({"WATCH", "k"}), IsOk());
+  EXPECT_THAT(RunOn(other, {"GETDEL", "k"}), IsNil());
+  EXPECT_THAT(Run({"MULTI"}), IsOk());
+  EXPECT_THAT(Run({"EXEC"}), IsArrayOfSize(0));
 }
 
 // Found by the randomized differential test: GETEX PERSIST of a key without an expiry is no
