@@ -1,6 +1,7 @@
 // Count-Min commands: RedisBloom's CMS.* with its replies and error texts, plus Floe's integer
 // range sketches (CMS.INITRANGE, CMS.RANGE, CMS.QUANTILE).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -106,8 +107,8 @@ void CmdCmsInitByProb(CommandContext& ctx) {
   }
   // RedisBloom's sizing (CountMin::CreateForError), bounded before anything is allocated.
   const double width = std::ceil(2.0 / error);
-  const double depth =
-      std::ceil(static_cast<double>(std::log10(static_cast<float>(prob)) / std::log10(0.5f)));
+  const double depth = std::max(
+      1.0, std::ceil(static_cast<double>(std::log10(static_cast<float>(prob)) / std::log10(0.5f))));
   if (width <= UINT32_MAX && depth >= 1 && depth <= UINT32_MAX &&
       !MayAllocate(
           ctx, CountMin::BytesFor(static_cast<uint32_t>(width), static_cast<uint32_t>(depth)))) {

@@ -620,6 +620,10 @@ TEST_F(CommandTest, CountMinCommandsFollowRedisBloom) {
               IsErr("CMS: invalid overestimation value"));
   EXPECT_THAT(Run({"CMS.INITBYPROB", "c", "0.001", "0"}), IsErr("CMS: invalid prob value"));
   EXPECT_THAT(Run({"CMS.INITBYPROB", "c", "0.001", "0.01"}), IsOk());
+  // A probability that rounds to 1 as a float sized a sketch of no rows, refused as "no memory".
+  EXPECT_THAT(Run({"CMS.INITBYPROB", "c1", "0.5", "0.9999999999"}), IsOk());
+  EXPECT_THAT(Run({"CMS.INCRBY", "c1", "a", "3"}), IsArrayOfSize(1));
+  EXPECT_THAT(Run({"CMS.QUERY", "c1", "a"}).elements.at(0), IsInt(3));
   EXPECT_THAT(Run({"CMS.INITBYDIM", "c", "10", "10"}), IsErr("CMS: key already exists"));
   Reply info = Run({"CMS.INFO", "c"});
   ASSERT_THAT(info, IsArrayOfSize(6));

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -37,9 +38,11 @@ Result<CountMin> CountMin::CreateForError(double error, double probability) {
   if (!(error > 0 && error < 1)) return Status::InvalidArgument("invalid overestimation value");
   if (!(probability > 0 && probability < 1)) return Status::InvalidArgument("invalid prob value");
   const double width = std::ceil(2.0 / error);
-  // RedisBloom computes this in float: ceil(log10f(prob) / log10f(0.5)).
-  const double depth = std::ceil(
-      static_cast<double>(std::log10(static_cast<float>(probability)) / std::log10(0.5f)));
+  // RedisBloom computes this in float: ceil(log10f(prob) / log10f(0.5)). A probability that
+  // rounds to 1 as a float gives 0; a sketch needs at least one row.
+  const double depth =
+      std::max(1.0, std::ceil(static_cast<double>(std::log10(static_cast<float>(probability)) /
+                                                  std::log10(0.5f))));
   if (width > std::numeric_limits<uint32_t>::max() || depth < 1) {
     return Status::InvalidArgument("invalid init arguments");
   }
