@@ -82,6 +82,8 @@ struct Worker {
   // are skipped; posting from other threads (CLIENT KILL) still goes through the locked queue.
   asio::io_context io{ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  // One per acceptor: the wait before an accept that failed is retried (Accept).
+  std::vector<std::unique_ptr<asio::steady_timer>> accept_retry;
   std::unique_ptr<asio::steady_timer> housekeeping;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
   // Connections with replies to write once the reads that are ready now have all run (see
@@ -358,8 +360,10 @@ void RunWorker(Worker* w, int64_t busy_poll_us) {
   }
 }
 
-void Accept(Worker* w, tcp::acceptor* acceptor) {
-  acceptor->async_accept([w, acceptor](std::error_code ec, tcp::socket socket) {
+// Accepts on w->acceptors[i] until the acceptor closes.
+void Accept(Worker* w, size_t i) {
+  tcp::acceptor* acceptor = w->acceptors[i].get();
+  acceptor->async_accept([w, i](std::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       WorkerStats& stats = w->engine->stats(w->index);
@@ -383,14 +387,16 @@ void Accept(Worker* w, tcp::acceptor* acceptor) {
         w->accept_error_logged_ms = now;
         FLOE_LOG_WARN("accept failed: {} (retrying every {} ms)", ec.message(), kAcceptRetryMs);
       }
-      auto timer = std::make_shared<asio::steady_timer>(w->io);
-      timer->expires_after(std::chrono::milliseconds(kAcceptRetryMs));
-      timer->async_wait([w, acceptor, timer](std::error_code tec) {
-        if (!tec && acceptor->is_open()) Accept(w, acceptor);
+      // The timer belongs to the worker (a timer owned by its own handler was destroyed by
+      // that handler at shutdown, under UBSan an invalid control block).
+      asio::steady_timer& timer = *w->accept_retry[i];
+      timer.expires_after(std::chrono::milliseconds(kAcceptRetryMs));
+      timer.async_wait([w, i](std::error_code tec) {
+        if (!tec && w->acceptors[i]->is_open()) Accept(w, i);
       });
       return;
     }
-    Accept(w, acceptor);
+    Accept(w, i);
   });
 }
 
@@ -524,7 +530,10 @@ Status Server::Run() {
     Stop();
   });
   for (auto& w : m.workers) {
-    for (auto& acc : w->acceptors) Accept(w.get(), acc.get());
+    for (size_t i = 0; i < w->acceptors.size(); i++) {
+      w->accept_retry.push_back(std::make_unique<asio::steady_timer>(w->io));
+      Accept(w.get(), i);
+    }
     w->housekeeping = std::make_unique<asio::steady_timer>(w->io);
     Housekeeping(w.get(), 0, 0);
   }
