@@ -189,6 +189,14 @@ class RawConn:
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "release_only: measures the release build's allocator or process limits (RSS after frees, "
+        "descriptors); a sanitizer's allocator keeps freed memory and adds its own, so sanitizer "
+        "builds deselect these (tests/CMakeLists.txt) instead of skipping them")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """In CI a skipped test fails the session, whatever skipped it: green means it all ran."""
     if not IN_CI or exitstatus != 0:

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import FLOE_BIN, RawConn, free_port, wait_for_port
 
 MB = 1024 * 1024
@@ -54,6 +56,7 @@ def test_unread_pipeline_of_large_replies_holds_one_reply(make_floe):
     assert c.call("PING") == b"+PONG\r\n"
 
 
+@pytest.mark.release_only
 def test_idle_connections_give_back_large_reply_buffers(make_floe):
     # A connection kept the capacity of the largest reply it ever wrote: 20 connections that
     # each read an 8 MB value once and then idle held 160 MB.
@@ -91,6 +94,7 @@ def test_tiny_output_limit_leaves_small_replies_served(make_floe):
     assert len(c.call("GET", "big")) > 100000
 
 
+@pytest.mark.release_only
 def test_out_of_descriptors_does_not_spin(tmp_path):
     # With its descriptors used up, a failed accept was retried at once: every I/O thread spun
     # at 100% CPU and the log grew by 45 MB a second for as long as connections kept waiting.
@@ -135,6 +139,7 @@ def test_out_of_descriptors_does_not_spin(tmp_path):
         log.close()
 
 
+@pytest.mark.release_only
 def test_memory_of_deleted_values_goes_back_to_the_system(make_floe):
     # The allocator kept freed pages for reuse: after an 80 MB value was deleted, an idle node
     # kept its RSS (205 MB with used_memory 64 KB) for as long as no other frees came.
