@@ -157,6 +157,31 @@ void BM_RoundTrip_Raw(benchmark::State& state) {
 }
 BENCHMARK(BM_RoundTrip_Raw)->UseRealTime();
 
+// The same ping-pong with the caller spinning on a non-blocking receive for up to 100 us before
+// it blocks, as Floe's blocking Call does (Options::call_spin_us): the baseline without the
+// caller's wake-up, so that the ratio measures Floe's work rather than the scheduler's.
+void BM_RoundTrip_RawSpin(benchmark::State& state) {
+  UdpEcho echo;
+  sockaddr_in me{};
+  const int fd = UdpSocket(&me);
+  char msg[64] = "ping", buf[2048];
+  const Switches before = Switches::Now();
+  for (auto _ : state) {
+    sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&echo.addr), sizeof(echo.addr));
+    const uint64_t spin_until = floe::NowMicros() + 100;
+    while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0) {
+      if (floe::NowMicros() >= spin_until) {
+        recv(fd, buf, sizeof(buf), 0);
+        break;
+      }
+    }
+  }
+  before.Report(state, state.iterations());
+  close(fd);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RoundTrip_RawSpin)->UseRealTime();
+
 void BM_RoundTrip_Floe(benchmark::State& state) {
   FloePair p(state.range(0) != 0);
   const std::string msg(64, 'p');
