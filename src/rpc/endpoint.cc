@@ -121,6 +121,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     int priority = 0;
     Handler handler;
     bool runs_inline = false;
+    AsyncHandler async;  // set instead of handler by RegisterAsync
   };
   // A call this node made and still waits for.
   struct Pending {
@@ -144,6 +145,14 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     uint64_t mark_sent = 0;
     uint64_t ackack_owed = 0;
     bool ackack_timer = false;
+    // Leases (docs/rpc.md, "Leases"). As a home: the peer's latest clock reading (as sent,
+    // reading + 1), when it arrived, and how many revocations stand. As a holder: the peer
+    // incarnation the lease in lease_until[] was granted by.
+    uint64_t reading = 0;
+    uint64_t reading_at = 0;
+    uint64_t reading_incarnation = 0;
+    int revokes = 0;
+    uint64_t lease_incarnation = 0;
   };
   // What this node knows of calls from one caller incarnation.
   struct Entry {
@@ -174,6 +183,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<bool> started{false};
   // Peers' liveness for PeerUp from any thread (the loop keeps it current).
   std::unique_ptr<std::atomic<bool>[]> up_flags;
+  // The lease from each peer (holder side): valid while the loop clock is below it.
+  std::unique_ptr<std::atomic<uint64_t>[]> lease_until;
   std::map<NodeId, size_t> peer_index;
 
   // ---- protocol state (guarded by mu) ----
@@ -209,9 +220,11 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     codec.max_message = options.max_message;
     codec.compress_min = options.compress_min;
     up_flags.reset(new std::atomic<bool>[options.peers.size()]);
+    lease_until.reset(new std::atomic<uint64_t>[options.peers.size()]);
     for (size_t i = 0; i < options.peers.size(); i++) {
       peer_index[options.peers[i]] = i;
       up_flags[i].store(true);
+      lease_until[i].store(0);
       peers[options.peers[i]].last_heard = loop.NowMicros();
     }
   }
@@ -505,13 +518,22 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     const Method& method = mit->second;
     auto request = std::make_shared<Message>(std::move(m));
     const bool inline_run = options.inline_handlers || method.runs_inline;
-    auto run = [weak = weak_from_this(), handler = method.handler, from = h.sender,
-                inc = h.incarnation, task = h.task, request, inline_run]() {
+    auto run = [weak = weak_from_this(), handler = method.handler, async = method.async,
+                from = h.sender, inc = h.incarnation, task = h.task, request, inline_run]() {
       auto self = weak.lock();
       if (!self) return;
       self->stats.handled++;
       const bool was_inline = tl_inline;
       tl_inline = inline_run;
+      if (async) {
+        async(from, request->payload(), [weak, from, inc, task](Result<std::string> r) {
+          if (auto ep = weak.lock()) {
+            ep->Locked([&] { ep->Answered(from, inc, task, std::move(r)); });
+          }
+        });
+        tl_inline = was_inline;
+        return;
+      }
       Result<std::string> r = handler(from, request->payload());
       tl_inline = was_inline;
       self->Locked([&] { self->Answered(from, inc, task, std::move(r)); });
@@ -673,15 +695,54 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       case Kind::kNack:
         return OnNack(*m);
       case Kind::kHeartbeat:
-        return;
+        return OnHeartbeat(h, pit->second);
     }
+  }
+
+  // Leases (docs/rpc.md, "Leases"): a heartbeat's task is its sender's clock reading + 1 and
+  // its mark echoes the latest reading + 1 the sender had from us (0: none, or revoked).
+  void OnHeartbeat(const Header& h, PeerState& p) {
+    const uint64_t now = loop.NowMicros();
+    if (h.task != 0 && (h.incarnation > p.reading_incarnation ||
+                        (h.incarnation == p.reading_incarnation && h.task > p.reading))) {
+      p.reading = h.task;
+      p.reading_at = now;
+      p.reading_incarnation = h.incarnation;
+    }
+    if (h.mark == 0 || h.mark - 1 > now || options.lease_us == 0) return;
+    if (h.incarnation < p.lease_incarnation) return;  // a late message from an earlier life
+    auto idx = peer_index.find(h.sender);
+    if (idx == peer_index.end()) return;
+    std::atomic<uint64_t>& until = lease_until[idx->second];
+    const uint64_t new_until = h.mark - 1 + options.lease_us;
+    if (new_until <= now) return;  // an echo too old to renew anything (a link just healed)
+    const bool lapsed =
+        h.incarnation != p.lease_incarnation || now >= until.load(std::memory_order_relaxed);
+    p.lease_incarnation = h.incarnation;
+    if (!lapsed) {
+      if (new_until > until.load(std::memory_order_relaxed)) {
+        until.store(new_until, std::memory_order_release);
+      }
+      return;
+    }
+    // The holder purges what it held under the lapsed lease before the lease is extended
+    // (coherence rule L3): the hook runs first, without the mutex, then the lease is set.
+    jobs.push_back([this, peer = h.sender, &until, new_until] {
+      if (options.on_lease_lapse) options.on_lease_lapse(peer);
+      uint64_t cur = until.load(std::memory_order_relaxed);
+      while (new_until > cur &&
+             !until.compare_exchange_weak(cur, new_until, std::memory_order_release,
+                                          std::memory_order_relaxed)) {
+      }
+    });
   }
 
   void Heartbeat() {
     if (stopped.load()) return;
     const uint64_t now = loop.NowMicros();
     for (auto& [id, p] : peers) {
-      SendRaw(id, EncodeMsg(Kind::kHeartbeat, id, 0, 0, 0, {}));
+      const uint64_t echo = p.revokes > 0 ? 0 : p.reading;
+      SendRaw(id, EncodeMsg(Kind::kHeartbeat, id, now + 1, echo, 0, {}));
       if (now - p.last_heard > options.down_after_us) SetUp(id, p, false);
     }
     auto weak = weak_from_this();
@@ -708,6 +769,48 @@ void Endpoint::Register(uint16_t method, int priority, Handler handler, bool run
   FLOE_CHECK(priority >= 0 && priority < kPriorityClasses);
   impl_->methods[method] = {priority, std::move(handler), runs_inline};
 }
+
+void Endpoint::RegisterAsync(uint16_t method, int priority, AsyncHandler handler,
+                             bool runs_inline) {
+  FLOE_CHECK(!impl_->started.load());
+  FLOE_CHECK(priority >= 0 && priority < kPriorityClasses);
+  Impl::Method m;
+  m.priority = priority;
+  m.runs_inline = runs_inline;
+  m.async = std::move(handler);
+  impl_->methods[method] = std::move(m);
+}
+
+uint64_t Endpoint::LeaseUntil(NodeId home) const {
+  auto it = impl_->peer_index.find(home);
+  return it == impl_->peer_index.end()
+             ? 0
+             : impl_->lease_until[it->second].load(std::memory_order_acquire);
+}
+
+uint64_t Endpoint::RevokeLease(NodeId holder) {
+  uint64_t bound = 0;
+  impl_->Locked([&] {
+    auto it = impl_->peers.find(holder);
+    if (it == impl_->peers.end()) return;
+    Impl::PeerState& p = it->second;
+    p.revokes++;
+    // Every reading echoed so far arrived by reading_at, so a lease it granted ends by then
+    // plus the lease (and a margin for clocks that run at slightly different rates).
+    const uint64_t lease = impl_->options.lease_us;
+    bound = p.reading_at + lease + lease / 50 + 1000;
+  });
+  return bound;
+}
+
+void Endpoint::RestoreLease(NodeId holder) {
+  impl_->Locked([&] {
+    auto it = impl_->peers.find(holder);
+    if (it != impl_->peers.end() && it->second.revokes > 0) it->second.revokes--;
+  });
+}
+
+net::Loop& Endpoint::loop() const { return impl_->loop; }
 
 void Endpoint::Start() {
   if (impl_->started.exchange(true)) return;

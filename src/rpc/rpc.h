@@ -120,7 +120,12 @@ struct Options {
   int threads_per_class = 2;
   uint64_t call_spin_us = 100;   // a blocking Call polls the transport this long, then sleeps
   bool inline_handlers = false;  // run handlers on the loop thread (simulations)
-  uint64_t seed = 0;             // resend jitter; 0: from the clock
+  // Leases ride on the heartbeats (docs/rpc.md, "Leases"); 0 turns them off.
+  uint64_t lease_us = 2'000'000;
+  // Called (no lock held) when a lease from `peer` that had lapsed, or was granted by an
+  // earlier incarnation of `peer`, is about to be renewed; the renewal waits for it to return.
+  std::function<void(NodeId peer)> on_lease_lapse;
+  uint64_t seed = 0;  // resend jitter; 0: from the clock
 };
 
 struct Stats {
@@ -134,6 +139,10 @@ struct Stats {
 
 using Handler = std::function<Result<std::string>(NodeId from, std::string_view request)>;
 using Done = std::function<void(Result<std::string>)>;
+// A handler that answers later: it must call `reply` exactly once, from any thread, without
+// holding locks the endpoint's callbacks need.
+using Reply = std::function<void(Result<std::string>)>;
+using AsyncHandler = std::function<void(NodeId from, std::string_view request, Reply reply)>;
 
 class Endpoint {
  public:
@@ -145,6 +154,9 @@ class Endpoint {
   // Before Start. priority in [0, kPriorityClasses). A runs_inline handler never blocks (no
   // Call, no waiting): it runs on the thread that received the call, saving a hand-off.
   void Register(uint16_t method, int priority, Handler handler, bool runs_inline = false);
+  // The same for a handler that answers later through `reply`. Inline ones must not block
+  // either: they start work (calls of their own, timers) and return.
+  void RegisterAsync(uint16_t method, int priority, AsyncHandler handler, bool runs_inline = false);
   void Start();
   // Fails calls in flight with Cancelled, stops heartbeats and the pools. Idempotent.
   void Stop();
@@ -157,6 +169,15 @@ class Endpoint {
   void Cancel(uint64_t call_id);
 
   bool PeerUp(NodeId peer) const;
+
+  // Leases (docs/rpc.md, "Leases"; docs/coherence.md L1-L4). Holder side: the lease from
+  // `home` is valid while loop().NowMicros() is below this (0: none yet). Lock-free.
+  uint64_t LeaseUntil(NodeId home) const;
+  // Home side: stop renewing `holder`'s lease until RestoreLease (calls nest). Returns the
+  // loop time after which the lease it holds from us has certainly lapsed.
+  uint64_t RevokeLease(NodeId holder);
+  void RestoreLease(NodeId holder);
+  net::Loop& loop() const;
   // This endpoint's incarnation: its start time in microseconds since the Unix epoch, raised
   // above every incarnation taken earlier in the process. Never 0.
   uint64_t incarnation() const;

@@ -427,5 +427,119 @@ TEST(RpcSimTest, WithASecretStrangersAndForgersAreDropped) {
   EXPECT_GT(a->endpoint->stats().unknown_sender.load(), 0u);
 }
 
+// ---- Leases (docs/rpc.md, "Leases") ----
+
+struct LeasePair {
+  explicit LeasePair(uint64_t seed) : net(seed) {
+    for (NodeId id : {NodeId{1}, NodeId{2}}) {
+      Options o = SimOptions({id == 1 ? NodeId{2} : NodeId{1}}, seed + id);
+      o.lease_us = 2'000'000;
+      o.on_lease_lapse = [this, id](NodeId peer) {
+        lapses.push_back({id, peer});
+        // The renewal waits for the hook: the lease has not been extended yet.
+        lease_at_lapse.push_back(ep[id]->LeaseUntil(peer));
+        now_at_lapse.push_back(net.NowMicros());
+      };
+      ep[id] = std::make_unique<Endpoint>(net.AddNode(id), o);
+    }
+    for (auto& [id, e] : ep) e->Start();
+  }
+  SimNetwork net;
+  std::map<NodeId, std::unique_ptr<Endpoint>> ep;
+  std::vector<std::pair<NodeId, NodeId>> lapses;
+  std::vector<uint64_t> lease_at_lapse, now_at_lapse;
+};
+
+TEST(RpcLeaseTest, HeartbeatsGrantLeasesThatLapseWhenCut) {
+  LeasePair p(testing::Seed(0, true));
+  p.net.RunFor(1'000'000);
+  const uint64_t now = p.net.NowMicros();
+  EXPECT_GT(p.ep[1]->LeaseUntil(2), now);
+  EXPECT_GT(p.ep[2]->LeaseUntil(1), now);
+  // A lease never reaches further than a lease past now: it starts before the home heard us.
+  EXPECT_LE(p.ep[1]->LeaseUntil(2), now + 2'000'000);
+  p.net.Cut(1, 2, true);
+  p.net.RunFor(2'100'000);
+  EXPECT_LE(p.ep[1]->LeaseUntil(2), p.net.NowMicros());
+  EXPECT_LE(p.ep[2]->LeaseUntil(1), p.net.NowMicros());
+}
+
+TEST(RpcLeaseTest, RevokedLeaseLapsesByTheBoundWhileTheLinkIsUp) {
+  LeasePair p(testing::Seed(0, true));
+  p.net.RunFor(1'000'000);
+  const uint64_t bound = p.ep[2]->RevokeLease(1);
+  EXPECT_GT(bound, p.net.NowMicros());
+  EXPECT_LE(bound, p.net.NowMicros() + 2'000'000 + 2'000'000 / 50 + 1000);
+  // Sample the holder's lease until the bound: it must never reach past it.
+  while (p.net.NowMicros() < bound) {
+    p.net.RunFor(10'000);
+    EXPECT_LE(p.ep[1]->LeaseUntil(2), bound);
+  }
+  EXPECT_LE(p.ep[1]->LeaseUntil(2), p.net.NowMicros());
+  const size_t lapses_before = p.lapses.size();
+  p.ep[2]->RestoreLease(1);
+  p.net.RunFor(500'000);
+  EXPECT_GT(p.ep[1]->LeaseUntil(2), p.net.NowMicros());
+  // The renewal after the lapse ran the holder's hook first, while the lease was still lapsed.
+  ASSERT_GT(p.lapses.size(), lapses_before);
+  EXPECT_EQ(p.lapses.back(), (std::pair<NodeId, NodeId>{1, 2}));
+  EXPECT_LE(p.lease_at_lapse.back(), p.now_at_lapse.back());
+}
+
+TEST(RpcLeaseTest, RevocationsNest) {
+  LeasePair p(testing::Seed(0, true));
+  p.net.RunFor(1'000'000);
+  p.ep[2]->RevokeLease(1);
+  const uint64_t bound = p.ep[2]->RevokeLease(1);
+  p.ep[2]->RestoreLease(1);  // one still stands
+  p.net.RunFor(bound - p.net.NowMicros() + 500'000);
+  EXPECT_LE(p.ep[1]->LeaseUntil(2), p.net.NowMicros());
+  p.ep[2]->RestoreLease(1);
+  p.net.RunFor(500'000);
+  EXPECT_GT(p.ep[1]->LeaseUntil(2), p.net.NowMicros());
+}
+
+TEST(RpcLeaseTest, HealedLinkRenewsOnlyAfterTheHook) {
+  LeasePair p(testing::Seed(0, true));
+  p.net.RunFor(1'000'000);
+  p.lapses.clear();
+  p.lease_at_lapse.clear();
+  p.now_at_lapse.clear();
+  p.net.Cut(1, 2, true);
+  p.net.RunFor(3'000'000);
+  EXPECT_TRUE(p.lapses.empty());  // nothing renews while cut
+  p.net.Cut(1, 2, false);
+  p.net.RunFor(1'000'000);
+  ASSERT_EQ(p.lapses.size(), 2u);  // each side, once
+  for (size_t i = 0; i < p.lapses.size(); i++) {
+    EXPECT_LE(p.lease_at_lapse[i], p.now_at_lapse[i]);
+  }
+  EXPECT_GT(p.ep[1]->LeaseUntil(2), p.net.NowMicros());
+}
+
+TEST(RpcAsyncTest, AsyncHandlerAnswersLaterAndExactlyOnce) {
+  SimNetwork net(testing::Seed(0, true));
+  net.SetFaults({.drop = 0.3, .duplicate = 0.2, .min_delay_us = 100, .max_delay_us = 5000});
+  Options o1 = SimOptions({2}, 1), o2 = SimOptions({1}, 2);
+  Endpoint a(net.AddNode(1), o1), b(net.AddNode(2), o2);
+  int runs = 0;
+  b.RegisterAsync(7, 0, [&](NodeId, std::string_view req, Reply reply) {
+    runs++;
+    net.PostAt(net.NowMicros() + 50'000, [reply, r = std::string(req)] { reply(r + "!"); });
+  });
+  a.Start();
+  b.Start();
+  std::vector<std::string> answers;
+  for (int i = 0; i < 20; i++) {
+    a.CallAsync(2, 7, std::to_string(i), 10'000'000, [&](Result<std::string> r) {
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      answers.push_back(*r);
+    });
+  }
+  net.RunUntil([&] { return answers.size() == 20; }, 60'000'000);
+  EXPECT_EQ(answers.size(), 20u);
+  EXPECT_EQ(runs, 20);
+}
+
 }  // namespace
 }  // namespace floe::rpc
