@@ -65,6 +65,7 @@ enum class StatusCode : uint8_t {
   kPermissionDenied,  // unauthenticated or forged input
   kCancelled,         // the caller gave up
   kUnimplemented,     // no such method
+  kWrongHome,         // asked a node that is not the key's home under the sender's slot map
   // New codes go last: RPC sends the number (docs/wire.md).
 };
 
@@ -99,6 +100,7 @@ class [[nodiscard]] Status {
   static Status PermissionDenied(std::string_view m) { return {StatusCode::kPermissionDenied, m}; }
   static Status Cancelled(std::string_view m) { return {StatusCode::kCancelled, m}; }
   static Status Unimplemented(std::string_view m) { return {StatusCode::kUnimplemented, m}; }
+  static Status WrongHome(std::string_view m) { return {StatusCode::kWrongHome, m}; }
 
   bool ok() const { return state_ == nullptr; }
   StatusCode code() const { return state_ ? state_->code : StatusCode::kOk; }

@@ -37,6 +37,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "Cancelled";
     case StatusCode::kUnimplemented:
       return "Unimplemented";
+    case StatusCode::kWrongHome:
+      return "WrongHome";
   }
   return "Unknown";
 }

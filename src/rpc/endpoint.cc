@@ -39,7 +39,7 @@ uint64_t NextIncarnation() {
 }
 
 Status StatusFromCode(uint16_t code, std::string message) {
-  if (code == 0 || code > static_cast<uint16_t>(StatusCode::kUnimplemented)) {
+  if (code == 0 || code > static_cast<uint16_t>(StatusCode::kWrongHome)) {
     return Status::Internal("remote status " + std::to_string(code) + ": " + message);
   }
   return Status(static_cast<StatusCode>(code), message);

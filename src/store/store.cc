@@ -59,6 +59,12 @@ uint64_t NextVersion() {
 
 Result<ValuePtr> Value::Make(std::string_view key, uint16_t type, std::string_view payload,
                              int64_t expire_at_ms) {
+  return MakeVersioned(key, type, payload, expire_at_ms, NextVersion());
+}
+
+Result<ValuePtr> Value::MakeVersioned(std::string_view key, uint16_t type,
+                                      std::string_view payload, int64_t expire_at_ms,
+                                      uint64_t version) {
   if (key.size() > kMaxKeyBytes) {
     return Status::InvalidArgument("key of " + std::to_string(key.size()) +
                                    " bytes exceeds the limit of " + std::to_string(kMaxKeyBytes));
@@ -72,7 +78,7 @@ Result<ValuePtr> Value::Make(std::string_view key, uint16_t type, std::string_vi
   const size_t expiry_bytes = expire_at_ms != 0 ? sizeof(int64_t) : 0;
   void* mem = ::operator new(sizeof(Value) + expiry_bytes + key.size() + payload.size());
   auto* v = new (mem) Value(type, flags, static_cast<uint32_t>(key.size()),
-                            static_cast<uint32_t>(payload.size()), NextVersion());
+                            static_cast<uint32_t>(payload.size()), version);
   char* p = v->data();
   if (expiry_bytes != 0) std::memcpy(p, &expire_at_ms, sizeof(expire_at_ms));
   p += expiry_bytes;

@@ -143,6 +143,12 @@ class Value {
   // someone removes them: readers check IsExpired (lazy expiry).
   static Result<ValuePtr> Make(std::string_view key, uint16_t type, std::string_view payload,
                                int64_t expire_at_ms = 0);
+  // The same with a version the caller chooses instead of the process's next one: the
+  // distributed store gives committed values and cached copies the home's stamp
+  // (docs/coherence.md). Versions then order values of one key only as that caller defines.
+  static Result<ValuePtr> MakeVersioned(std::string_view key, uint16_t type,
+                                        std::string_view payload, int64_t expire_at_ms,
+                                        uint64_t version);
 
   std::string_view key() const { return {data() + ExpiryBytes(), key_len_}; }
   std::string_view payload() const { return {data() + ExpiryBytes() + key_len_, payload_len_}; }

@@ -1,0 +1,676 @@
+// The distributed store: homes, cached copies, invalidation before acknowledgement, leases.
+// Rules referred to as H1, R3, W2, L3... are docs/coherence.md's.
+
+#include "dkv/dkv.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <deque>
+#include <map>
+#include <thread>
+#include <unordered_map>
+
+#include "dkv/internal/messages.h"
+
+namespace floe::dkv {
+
+using internal::GetAnswer;
+using internal::WriteAnswer;
+
+namespace {
+
+constexpr size_t kStripes = 256;
+constexpr size_t kMaxNodes = 4096;  // node ids index the lease generations
+// The version a writer's own pending copy carries (rule W4): above every stamp, so neither an
+// invalidation nor a late answer replaces it; the writer's answer does.
+constexpr uint64_t kPendingStamp = UINT64_MAX;
+
+Result<store::ValuePtr> MakeValue(std::string_view key, const Entry& e, uint64_t stamp) {
+  return store::Value::MakeVersioned(key, e.type, e.payload, e.expire_at_ms, stamp);
+}
+
+Entry EntryOf(const store::Value& v) {
+  return Entry{
+      .type = v.type(), .expire_at_ms = v.expire_at_ms(), .payload = std::string(v.payload())};
+}
+
+bool SameValue(const store::Value* v, const std::optional<Entry>& e) {
+  if (v == nullptr || !e) return v == nullptr && !e;
+  return v->type() == e->type && v->payload() == e->payload;
+}
+
+}  // namespace
+
+struct Dkv::Impl : std::enable_shared_from_this<Impl> {
+  // A write waiting at its home (rule W2).
+  struct Queued {
+    NodeId writer = 0;
+    uint16_t op = 0;
+    std::string args;
+    std::function<void(Result<WriteAnswer>)> reply;
+  };
+  struct HomeKey {
+    std::vector<NodeId> holders;
+    std::deque<Queued> queue;
+    bool busy = false;  // the front of `queue` is between its stamp and its commit
+  };
+  // A GET this node has in flight for a key (rule R3).
+  struct InFlightGet {
+    int count = 0;
+    uint64_t floor = 0;
+  };
+  // This node's writes to one key, sent one at a time (rule W1).
+  struct Outgoing {
+    uint16_t op = 0;
+    std::string args;
+    WriteDone done;
+    bool plain = false;  // a Put (rule W4)
+  };
+  struct WriterKey {
+    std::deque<Outgoing> queue;  // front: in flight
+    uint64_t max_inval = 0;      // the highest invalidation seen while the front was in flight
+    int plain_puts = 0;          // Puts queued, in flight included
+    uint64_t gen = 0;            // the lease generation the front was sent under
+  };
+  struct Stripe {
+    Mutex mu;
+    std::unordered_map<std::string, HomeKey> home FLOE_GUARDED_BY(mu);
+    std::unordered_map<std::string, InFlightGet> gets FLOE_GUARDED_BY(mu);
+    std::unordered_map<std::string, WriterKey> writes FLOE_GUARDED_BY(mu);
+  };
+  // One invalidation round of a write at the home.
+  struct Round {
+    std::string key;
+    uint64_t stamp = 0;
+    Outcome outcome;
+    std::atomic<size_t> remaining{0};
+  };
+  using After = std::vector<std::function<void()>>;
+
+  Impl(rpc::Endpoint& e, Options o) : ep(e), loop(e.loop()), options(std::move(o)) {
+    for (auto& g : gens) g.store(0);
+  }
+
+  rpc::Endpoint& ep;
+  net::Loop& loop;
+  Options options;
+  std::map<uint16_t, AtomicFn> ops;  // fixed after construction's registrations
+  store::Store home_store, cache;
+  std::atomic<uint64_t> next_stamp{0};
+  std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
+  std::array<Stripe, kStripes> stripes;
+  std::atomic<uint64_t> outstanding_puts{0};
+  Stats stats;
+
+  Stripe& StripeOf(std::string_view key) { return stripes[store::KeyView(key).hash() % kStripes]; }
+  int64_t NowMs() const {
+    return options.now_ms ? options.now_ms() : static_cast<int64_t>(WallMicros() / 1000);
+  }
+  std::atomic<uint64_t>& Gen(NodeId id) { return gens[id % kMaxNodes]; }
+
+  bool LeaseValid(NodeId home) const { return loop.NowMicros() < ep.LeaseUntil(home); }
+
+  // ---- reads ----
+
+  std::optional<store::ValuePtr> TryGetLocal(std::string_view key) {
+    const NodeId h = options.home(key);
+    if (h == options.self) {
+      stats.local_hits.fetch_add(1, std::memory_order_relaxed);
+      store::ValuePtr v = home_store.Get(key);
+      if (v && v->IsExpired(NowMs())) return store::ValuePtr();
+      return v;
+    }
+    store::ValuePtr v = cache.Get(key);
+    if (!v) return std::nullopt;
+    if (!LeaseValid(h)) {
+      stats.lease_misses.fetch_add(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+    const int64_t at = v->expire_at_ms();
+    if (at != 0 && at - static_cast<int64_t>(options.lease_us / 1000) <= NowMs()) {
+      return std::nullopt;  // rule E1: the home decides
+    }
+    stats.cache_hits.fetch_add(1, std::memory_order_relaxed);
+    return v;
+  }
+
+  void Get(std::string_view key, ValueDone done) {
+    if (std::optional<store::ValuePtr> v = TryGetLocal(key)) return done(std::move(*v));
+    stats.misses.fetch_add(1, std::memory_order_relaxed);
+    const NodeId h = options.home(key);
+    const uint64_t gen = Gen(h).load(std::memory_order_acquire);
+    std::string k(key);
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      s.gets[k].count++;
+    }
+    std::string req = internal::EncodeGetRequest({.map_version = options.map_version, .key = key});
+    ep.CallAsync(h, kMethodGet, std::move(req), options.timeout_us,
+                 [self = shared_from_this(), k = std::move(k), h, gen, done = std::move(done)](
+                     Result<std::string> r) { self->OnGetAnswer(k, h, gen, std::move(r), done); });
+  }
+
+  void OnGetAnswer(const std::string& key, NodeId h, uint64_t gen, Result<std::string> r,
+                   const ValueDone& done) {
+    Result<GetAnswer> a = r.ok() ? internal::DecodeGetAnswer(*r) : Result<GetAnswer>(r.status());
+    store::ValuePtr value;
+    if (a.ok() && a->entry) {
+      Result<store::ValuePtr> v = MakeValue(key, *a->entry, a->stamp);
+      if (!v.ok())
+        a = v.status();
+      else
+        value = std::move(*v);
+    }
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      auto it = s.gets.find(key);
+      uint64_t floor = 0;
+      if (it != s.gets.end()) {
+        floor = it->second.floor;
+        if (--it->second.count == 0) s.gets.erase(it);
+      }
+      if (a.ok() && value && a->cacheable) {
+        // Rule R3: never after its own invalidation, nor across a lapsed lease (L3), nor while
+        // a write of ours to the key is in flight (W3: its answer decides our copy).
+        if (s.writes.count(key) == 0 && a->stamp >= floor &&
+            Gen(h).load(std::memory_order_acquire) == gen && LeaseValid(h)) {
+          store::ValuePtr cur = cache.Get(key);
+          if (!cur || cur->version() < a->stamp) cache.Put(value);
+        } else {
+          stats.not_cached_late.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    }
+    if (!a.ok()) return done(a.status());
+    done(std::move(value));
+  }
+
+  // ---- writes: the writer's side (rules W1, W3, W4) ----
+
+  void Write(std::string_view key, uint16_t op, std::string args, WriteDone done, bool plain,
+             const Entry* pending) {
+    const NodeId h = options.home(key);
+    std::string k(key);
+    bool start = false;
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      WriterKey& w = s.writes[k];
+      if (plain) {
+        w.plain_puts++;
+        if (pending != nullptr && h != options.self) {
+          // W4: local readers see the Put at once.
+          if (Result<store::ValuePtr> v = MakeValue(key, *pending, kPendingStamp); v.ok()) {
+            cache.Put(std::move(*v));
+          }
+        }
+      }
+      w.queue.push_back(
+          Outgoing{.op = op, .args = std::move(args), .done = std::move(done), .plain = plain});
+      start = w.queue.size() == 1;
+      if (start) {
+        w.max_inval = 0;
+        w.gen = Gen(h).load(std::memory_order_acquire);
+      }
+    }
+    if (plain) outstanding_puts.fetch_add(1, std::memory_order_relaxed);
+    if (start) SendFront(k);
+  }
+
+  void SendFront(const std::string& key) {
+    uint16_t op;
+    std::string args;
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      WriterKey& w = s.writes[key];
+      op = w.queue.front().op;
+      args = w.queue.front().args;
+      // W3: our copy is not served while our write is in flight: once the home commits, a read
+      // elsewhere sees the new value, so one here must not see the old.
+      store::ValuePtr cur = cache.Get(key);
+      if (cur && cur->version() != kPendingStamp) cache.Remove(key);
+    }
+    const NodeId h = options.home(key);
+    auto self = shared_from_this();
+    if (h == options.self) {
+      return HomeEnqueue(
+          key, options.self, op, std::move(args),
+          [self, key](Result<WriteAnswer> a) { self->OnWriteAnswer(key, std::move(a)); });
+    }
+    std::string req = internal::EncodeWriteRequest(
+        {.map_version = options.map_version, .key = key, .op = op, .args = args});
+    ep.CallAsync(h, kMethodWrite, std::move(req), options.timeout_us,
+                 [self, key](Result<std::string> r) {
+                   Result<WriteAnswer> a =
+                       r.ok() ? internal::DecodeWriteAnswer(*r) : Result<WriteAnswer>(r.status());
+                   self->OnWriteAnswer(key, std::move(a));
+                 });
+  }
+
+  void OnWriteAnswer(const std::string& key, Result<WriteAnswer> a) {
+    const NodeId h = options.home(key);
+    Outgoing done_op;
+    bool next = false;
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      WriterKey& w = s.writes[key];
+      done_op = std::move(w.queue.front());
+      w.queue.pop_front();
+      if (done_op.plain) w.plain_puts--;
+      if (h != options.self && w.plain_puts == 0) {
+        // The cache now reflects this answer: the confirmed value when the home sent it, no
+        // later write is known to have won (R3 by the floor) and the lease held throughout;
+        // otherwise no copy at all (a pending copy of ours included).
+        store::ValuePtr cur = cache.Get(key);
+        bool installed = false;
+        if (a.ok() && a->entry && a->stamp >= w.max_inval &&
+            Gen(h).load(std::memory_order_acquire) == w.gen && LeaseValid(h)) {
+          if (Result<store::ValuePtr> v = MakeValue(key, *a->entry, a->stamp); v.ok()) {
+            if (!cur || cur->version() == kPendingStamp || cur->version() < a->stamp) {
+              cache.Put(std::move(*v));
+            }
+            installed = true;
+          }
+        }
+        if (!installed && cur && (cur->version() == kPendingStamp || a.ok())) {
+          // A write changed the key: a copy older than its stamp is stale; ours pending is moot.
+          if (cur->version() == kPendingStamp || !a.ok() || cur->version() < a->stamp) {
+            cache.Remove(key);
+          }
+        }
+      } else if (h != options.self && !a.ok()) {
+        // unknown outcome with Puts still queued: leave their pending copy
+      }
+      next = !w.queue.empty();
+      if (next) {
+        w.max_inval = 0;
+        w.gen = Gen(h).load(std::memory_order_acquire);
+      } else {
+        s.writes.erase(key);
+      }
+    }
+    if (done_op.plain) outstanding_puts.fetch_sub(1, std::memory_order_release);
+    if (next) SendFront(key);
+    if (done_op.done) {
+      if (a.ok()) {
+        done_op.done(std::move(a->result));
+      } else {
+        done_op.done(a.status());
+      }
+    }
+  }
+
+  // ---- writes: the home's side (rule W2) ----
+
+  void HomeEnqueue(const std::string& key, NodeId writer, uint16_t op, std::string args,
+                   std::function<void(Result<WriteAnswer>)> reply) {
+    After after;
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      HomeKey& hk = s.home[key];
+      hk.queue.push_back(
+          Queued{.writer = writer, .op = op, .args = std::move(args), .reply = std::move(reply)});
+      if (!hk.busy) RunHome(s, key, after);
+    }
+    for (auto& fn : after) fn();
+  }
+
+  // Runs the queued writes of `key` until one has to wait for invalidations.
+  void RunHome(Stripe& s, const std::string& key, After& after) FLOE_REQUIRES(s.mu) {
+    auto hit = s.home.find(key);
+    while (hit != s.home.end() && !hit->second.queue.empty() && !hit->second.busy) {
+      HomeKey& hk = hit->second;
+      Queued& q = hk.queue.front();
+      store::ValuePtr cur = home_store.Get(key);
+      if (cur && cur->IsExpired(NowMs())) cur = nullptr;
+      auto fit = ops.find(q.op);
+      Result<Outcome> out =
+          fit == ops.end()
+              ? Result<Outcome>(Status::Unimplemented("no operation " + std::to_string(q.op)))
+              : fit->second(cur.get(), q.args);
+      if (!out.ok() || out->kind == Outcome::Kind::kKeep) {
+        Result<WriteAnswer> ans =
+            out.ok() ? Result<WriteAnswer>(WriteAnswer{.stamp = cur ? cur->version() : 0,
+                                                       .result = std::move(out->result)})
+                     : Result<WriteAnswer>(out.status());
+        after.push_back([reply = std::move(q.reply), ans = std::move(ans)]() mutable {
+          reply(std::move(ans));
+        });
+        hk.queue.pop_front();
+        continue;
+      }
+      auto round = std::make_shared<Round>();
+      round->key = key;
+      round->stamp = next_stamp.fetch_add(1, std::memory_order_relaxed) + 1;
+      round->outcome = std::move(*out);
+      std::vector<NodeId> targets;
+      for (NodeId x : hk.holders) {
+        if (x != q.writer && x != options.self) targets.push_back(x);
+      }
+      if (targets.empty()) {
+        Commit(s, hk, *round, after);
+        continue;
+      }
+      hk.busy = true;
+      round->remaining.store(targets.size());
+      for (NodeId t : targets) {
+        after.push_back([self = shared_from_this(), t, round] { self->SendInvalidate(t, round); });
+      }
+      return;
+    }
+    if (hit != s.home.end() && hit->second.queue.empty() && hit->second.holders.empty() &&
+        !hit->second.busy) {
+      s.home.erase(hit);
+    }
+  }
+
+  // Step 2 of W2: the atomic replace, the new holder set, the writer's answer.
+  void Commit([[maybe_unused]] Stripe& s, HomeKey& hk, Round& round, After& after)
+      FLOE_REQUIRES(s.mu) {
+    Queued q = std::move(hk.queue.front());
+    hk.queue.pop_front();
+    hk.busy = false;
+    hk.holders.clear();
+    WriteAnswer ans{.stamp = round.stamp, .result = std::move(round.outcome.result)};
+    if (round.outcome.kind == Outcome::Kind::kPut) {
+      Result<store::ValuePtr> v = MakeValue(round.key, round.outcome.entry, round.stamp);
+      if (!v.ok()) {
+        after.push_back([reply = std::move(q.reply), st = v.status()] { reply(st); });
+        return;
+      }
+      home_store.Put(std::move(*v));
+      if (q.writer != options.self &&
+          round.outcome.entry.payload.size() <= options.writer_copy_max) {
+        ans.entry = std::move(round.outcome.entry);
+        hk.holders.push_back(q.writer);
+      }
+    } else {
+      home_store.Remove(round.key);
+    }
+    stats.writes_committed.fetch_add(1, std::memory_order_relaxed);
+    after.push_back(
+        [reply = std::move(q.reply), ans = std::move(ans)]() mutable { reply(std::move(ans)); });
+  }
+
+  void SendInvalidate(NodeId target, std::shared_ptr<Round> round) {
+    stats.invalidations_sent.fetch_add(1, std::memory_order_relaxed);
+    auto self = shared_from_this();
+    ep.CallAsync(target, kMethodInvalidate,
+                 internal::EncodeInvalidate({.key = round->key, .stamp = round->stamp}),
+                 options.invalidate_patience_us, [self, target, round](Result<std::string> r) {
+                   if (r.ok()) return self->InvalidationDone(round);
+                   // L2: revoke the lease and wait it out.
+                   self->stats.lease_waits.fetch_add(1, std::memory_order_relaxed);
+                   const uint64_t bound = self->ep.RevokeLease(target);
+                   self->loop.PostAt(bound, [self, target, round] {
+                     self->ep.RestoreLease(target);
+                     self->InvalidationDone(round);
+                   });
+                 });
+  }
+
+  void InvalidationDone(const std::shared_ptr<Round>& round) {
+    if (round->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    After after;
+    {
+      Stripe& s = StripeOf(round->key);
+      MutexLock lock(&s.mu);
+      auto it = s.home.find(round->key);
+      FLOE_CHECK(it != s.home.end() && it->second.busy);
+      Commit(s, it->second, *round, after);
+      RunHome(s, round->key, after);
+    }
+    for (auto& fn : after) fn();
+  }
+
+  // ---- handlers ----
+
+  Status CheckHome(std::string_view key, uint64_t map_version) {
+    if (map_version != options.map_version || options.home(key) != options.self) {
+      stats.wrong_home.fetch_add(1, std::memory_order_relaxed);
+      return Status::WrongHome("not the home of this key under slot map version " +
+                               std::to_string(map_version) +
+                               " (ours: " + std::to_string(options.map_version) + ")");
+    }
+    return Status::OK();
+  }
+
+  Result<std::string> OnGet(NodeId from, std::string_view request) {
+    FLOE_ASSIGN_OR_RETURN(internal::GetRequest q, internal::DecodeGetRequest(request));
+    FLOE_RETURN_IF_ERROR(CheckHome(q.key, q.map_version));
+    GetAnswer a;
+    std::string key(q.key);
+    Stripe& s = StripeOf(key);
+    MutexLock lock(&s.mu);
+    store::ValuePtr v = home_store.Get(key);
+    if (v && v->IsExpired(NowMs())) v = nullptr;
+    if (v) {
+      a.stamp = v->version();
+      a.entry = EntryOf(*v);
+      auto it = s.home.find(key);
+      const bool busy = it != s.home.end() && it->second.busy;
+      if (!busy && from != options.self) {  // R4: not while a write is in progress
+        HomeKey& hk = s.home[key];
+        if (std::find(hk.holders.begin(), hk.holders.end(), from) == hk.holders.end()) {
+          hk.holders.push_back(from);
+        }
+        a.cacheable = true;
+      }
+    }
+    return internal::EncodeGetAnswer(a);
+  }
+
+  void OnWrite(NodeId from, std::string_view request, rpc::Reply reply) {
+    Result<internal::WriteRequest> q = internal::DecodeWriteRequest(request);
+    if (!q.ok()) return reply(q.status());
+    if (Status st = CheckHome(q->key, q->map_version); !st.ok()) return reply(st);
+    HomeEnqueue(std::string(q->key), from, q->op, std::string(q->args),
+                [reply = std::move(reply)](Result<WriteAnswer> a) {
+                  if (!a.ok()) return reply(a.status());
+                  reply(internal::EncodeWriteAnswer(*a));
+                });
+  }
+
+  Result<std::string> OnInvalidate(std::string_view request) {
+    FLOE_ASSIGN_OR_RETURN(internal::InvalidateRequest q, internal::DecodeInvalidate(request));
+    stats.invalidations_received.fetch_add(1, std::memory_order_relaxed);
+    std::string key(q.key);
+    Stripe& s = StripeOf(key);
+    MutexLock lock(&s.mu);
+    if (auto it = s.gets.find(key); it != s.gets.end()) {
+      it->second.floor = std::max(it->second.floor, q.stamp);
+    }
+    if (auto it = s.writes.find(key); it != s.writes.end()) {
+      it->second.max_inval = std::max(it->second.max_inval, q.stamp);
+    }
+    store::ValuePtr cur = cache.Get(key);
+    if (cur && cur->version() != kPendingStamp && cur->version() < q.stamp) cache.Remove(key);
+    return std::string();
+  }
+
+  void OnLeaseLapse(NodeId home) {
+    Gen(home).fetch_add(1, std::memory_order_acq_rel);
+    std::vector<std::string> doomed;
+    cache.ForEach([&](const store::Value& v) {
+      if (options.home(v.key()) == home) doomed.emplace_back(v.key());
+    });
+    for (const std::string& k : doomed) {
+      Stripe& s = StripeOf(k);
+      MutexLock lock(&s.mu);
+      store::ValuePtr cur = cache.Get(k);
+      if (cur && cur->version() != kPendingStamp) cache.Remove(k);
+    }
+    stats.purges.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+// ---- built-in operations ----
+
+namespace {
+
+Result<Outcome> OpPut(const store::Value*, std::string_view args) {
+  FLOE_ASSIGN_OR_RETURN(Entry e, internal::DecodeEntry(args));
+  return Outcome{.kind = Outcome::Kind::kPut, .entry = std::move(e), .result = {}};
+}
+
+Result<Outcome> OpRemove(const store::Value* cur, std::string_view) {
+  if (cur == nullptr) return Outcome{.kind = Outcome::Kind::kKeep, .entry = {}, .result = "0"};
+  return Outcome{.kind = Outcome::Kind::kRemove, .entry = {}, .result = "1"};
+}
+
+Result<Outcome> OpPutIfAbsent(const store::Value* cur, std::string_view args) {
+  if (cur != nullptr) return Outcome{.kind = Outcome::Kind::kKeep, .entry = {}, .result = "0"};
+  FLOE_ASSIGN_OR_RETURN(Entry e, internal::DecodeEntry(args));
+  return Outcome{.kind = Outcome::Kind::kPut, .entry = std::move(e), .result = "1"};
+}
+
+Result<Outcome> OpCompareAndPut(const store::Value* cur, std::string_view args) {
+  FLOE_ASSIGN_OR_RETURN(internal::CompareAndPutArgs a, internal::DecodeCompareAndPut(args));
+  if (!SameValue(cur, a.expected)) {
+    return Outcome{.kind = Outcome::Kind::kKeep, .entry = {}, .result = "0"};
+  }
+  return Outcome{.kind = Outcome::Kind::kPut, .entry = std::move(a.entry), .result = "1"};
+}
+
+Result<Outcome> OpIncrement(const store::Value* cur, std::string_view args) {
+  int64_t delta = 0, value = 0;
+  auto [p, ec] = std::from_chars(args.data(), args.data() + args.size(), delta);
+  if (ec != std::errc() || p != args.data() + args.size()) {
+    return Status::InvalidArgument("increment is not an integer");
+  }
+  if (cur != nullptr) {
+    std::string_view s = cur->payload();
+    auto [q, ec2] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (ec2 != std::errc() || q != s.data() + s.size()) {
+      return Status::InvalidArgument("value is not an integer or out of range");
+    }
+  }
+  if (__builtin_add_overflow(value, delta, &value)) {
+    return Status::OutOfRange("increment or decrement would overflow");
+  }
+  std::string text = std::to_string(value);
+  Entry e{.type = cur ? cur->type() : uint16_t{0},
+          .expire_at_ms = cur ? cur->expire_at_ms() : 0,
+          .payload = text};
+  return Outcome{.kind = Outcome::Kind::kPut, .entry = std::move(e), .result = std::move(text)};
+}
+
+}  // namespace
+
+// ---- the public face ----
+
+Dkv::Dkv(rpc::Endpoint& endpoint, Options options)
+    : impl_(std::make_shared<Impl>(endpoint, std::move(options))) {
+  impl_->ops[kOpPut] = OpPut;
+  impl_->ops[kOpRemove] = OpRemove;
+  impl_->ops[kOpPutIfAbsent] = OpPutIfAbsent;
+  impl_->ops[kOpCompareAndPut] = OpCompareAndPut;
+  impl_->ops[kOpIncrement] = OpIncrement;
+  std::weak_ptr<Impl> weak = impl_;
+  // Inline: none of them blocks (a write that waits answers later through `reply`).
+  endpoint.Register(
+      kMethodGet, 2,
+      [weak](NodeId from, std::string_view req) -> Result<std::string> {
+        auto self = weak.lock();
+        if (!self) return Status::Unavailable("shutting down");
+        return self->OnGet(from, req);
+      },
+      /*runs_inline=*/true);
+  endpoint.RegisterAsync(
+      kMethodWrite, 1,
+      [weak](NodeId from, std::string_view req, rpc::Reply reply) {
+        auto self = weak.lock();
+        if (!self) return reply(Status::Unavailable("shutting down"));
+        self->OnWrite(from, req, std::move(reply));
+      },
+      /*runs_inline=*/true);
+  endpoint.Register(
+      kMethodInvalidate, 3,
+      [weak](NodeId, std::string_view req) -> Result<std::string> {
+        auto self = weak.lock();
+        if (!self) return Status::Unavailable("shutting down");
+        return self->OnInvalidate(req);
+      },
+      /*runs_inline=*/true);
+}
+
+Dkv::~Dkv() = default;
+
+std::function<void(NodeId)> Dkv::MakeLeaseHook(std::shared_ptr<Dkv*> slot) {
+  return [slot](NodeId home) {
+    if (Dkv* d = *slot) d->OnLeaseLapse(home);
+  };
+}
+
+void Dkv::OnLeaseLapse(NodeId home) { impl_->OnLeaseLapse(home); }
+
+void Dkv::RegisterOp(uint16_t op, AtomicFn fn) {
+  FLOE_CHECK(op >= kFirstUserOp);
+  impl_->ops[op] = std::move(fn);
+}
+
+void Dkv::Get(std::string_view key, ValueDone done) { impl_->Get(key, std::move(done)); }
+
+std::optional<store::ValuePtr> Dkv::TryGetLocal(std::string_view key) {
+  return impl_->TryGetLocal(key);
+}
+
+void Dkv::PutVolatile(std::string_view key, Entry entry, WriteDone done) {
+  impl_->Write(key, kOpPut, internal::EncodeEntry(entry), std::move(done), false, nullptr);
+}
+
+void Dkv::Remove(std::string_view key, WriteDone done) {
+  impl_->Write(key, kOpRemove, {}, std::move(done), false, nullptr);
+}
+
+void Dkv::PutIfAbsent(std::string_view key, Entry entry, WriteDone done) {
+  impl_->Write(key, kOpPutIfAbsent, internal::EncodeEntry(entry), std::move(done), false, nullptr);
+}
+
+void Dkv::CompareAndPut(std::string_view key, std::optional<Entry> expected, Entry entry,
+                        WriteDone done) {
+  impl_->Write(key, kOpCompareAndPut, internal::EncodeCompareAndPut(expected, entry),
+               std::move(done), false, nullptr);
+}
+
+void Dkv::Atomic(std::string_view key, uint16_t op, std::string args, WriteDone done) {
+  impl_->Write(key, op, std::move(args), std::move(done), false, nullptr);
+}
+
+void Dkv::Put(std::string_view key, Entry entry) {
+  std::string args = internal::EncodeEntry(entry);
+  impl_->Write(key, kOpPut, std::move(args), nullptr, true, &entry);
+}
+
+uint64_t Dkv::OutstandingPuts() const {
+  return impl_->outstanding_puts.load(std::memory_order_acquire);
+}
+
+void Dkv::Fence() {
+  // Puts answer on other threads; poll with a short sleep (a fence ends bulk loads, not a
+  // latency-critical path).
+  while (OutstandingPuts() != 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+}
+
+const Stats& Dkv::stats() const { return impl_->stats; }
+size_t Dkv::HomeSize() const { return impl_->home_store.Size(); }
+size_t Dkv::CacheSize() const { return impl_->cache.Size(); }
+
+void Dkv::TrimCache() {
+  std::vector<std::string> keys;
+  impl_->cache.ForEach([&](const store::Value& v) { keys.emplace_back(v.key()); });
+  for (const std::string& k : keys) {
+    Impl::Stripe& s = impl_->StripeOf(k);
+    MutexLock lock(&s.mu);
+    store::ValuePtr cur = impl_->cache.Get(k);
+    if (cur && cur->version() != kPendingStamp) impl_->cache.Remove(k);
+  }
+}
+
+}  // namespace floe::dkv

@@ -1,0 +1,162 @@
+// dkv: the distributed key/value store. Every key has one home node (its slot's owner); any node
+// reads and writes every key; copies cached on other nodes stay coherent. The protocol, as
+// numbered rules with the test that checks each, is docs/coherence.md; this header gives the
+// contracts a caller relies on.
+//
+// Contracts
+// ---------
+// 1. Linearizable operations: Get, PutVolatile, Remove, PutIfAbsent, CompareAndPut and Atomic.
+//    Each takes effect at one instant between its call and its answer (for a write, the commit
+//    at the home, rule W2), so every history of them is linearizable per key. Put is the
+//    exception: it returns after the local apply; Fence / OutstandingPuts say when the home has
+//    every Put of the caller.
+// 2. An operation whose home does not answer by Options::timeout_us fails with Unavailable. A
+//    read that fails had no effect; a write that fails may or may not have been committed
+//    (rule F2), and is never committed twice.
+// 3. Atomic(key, op, args) runs the function registered under `op` at the home, in the key's
+//    write order (rule W2): it sees the committed value (null: absent or expired) and decides
+//    the new one. Functions are registered on every node before Start under the same id; no
+//    closure crosses the wire.
+// 4. Callbacks (`done`) run once, on the thread that finished the operation (the loop's, an RPC
+//    handler's, or the caller's own when no message was needed), with no lock of the store
+//    held; they may start new operations but must not block.
+// 5. Thread-safe: every public member may be called from any thread; Get of a key homed here or
+//    cached here takes no lock (docs/coherence.md, "Thread safety").
+
+#ifndef FLOE_DKV_DKV_H_
+#define FLOE_DKV_DKV_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+#include "net/net.h"
+#include "rpc/rpc.h"
+#include "store/store.h"
+
+namespace floe::dkv {
+
+using net::NodeId;
+
+// RPC method ids (docs/coherence.md, "Messages"); the cluster module uses 100-119.
+inline constexpr uint16_t kMethodGet = 200;
+inline constexpr uint16_t kMethodWrite = 201;
+inline constexpr uint16_t kMethodInvalidate = 202;
+
+// A value as it travels: type, expiry (Unix ms, 0: none), payload.
+struct Entry {
+  uint16_t type = 0;
+  int64_t expire_at_ms = 0;
+  std::string payload;
+};
+
+// What an atomic function decides.
+struct Outcome {
+  enum class Kind : uint8_t { kKeep, kPut, kRemove };
+  Kind kind = Kind::kKeep;
+  Entry entry;         // kPut: the new value
+  std::string result;  // returned to the caller
+};
+// current: the committed value, or null when the key is absent or expired. Must be a pure
+// function of its arguments (it may run again after a retry of the RPC layer never does, but a
+// future migration may replay it on a new home).
+using AtomicFn = std::function<Result<Outcome>(const store::Value* current, std::string_view args)>;
+
+// Ids of the operations every node has (users register theirs from kFirstUserOp).
+enum BuiltinOp : uint16_t {
+  kOpPut = 1,            // args: an Entry; result: empty
+  kOpRemove = 2,         // result: "1" if it removed a value, else "0"
+  kOpPutIfAbsent = 3,    // args: an Entry; result: "1" if stored, else "0"
+  kOpCompareAndPut = 4,  // args: expected (absent, or type + payload), then an Entry; "1"/"0"
+  kOpIncrement = 5,      // args: int64 delta (decimal); result: the new value (decimal)
+  kFirstUserOp = 64,
+};
+
+struct Options {
+  NodeId self = 0;
+  // The home of a key under the current slot map, and that map's version (sent with every
+  // request; rule H1). In this issue the map never changes while the node runs.
+  std::function<NodeId(std::string_view key)> home;
+  uint64_t map_version = 1;
+  uint64_t timeout_us = 5'000'000;  // per request to a home
+  // How long a home waits for a holder to acknowledge an invalidation before it revokes the
+  // holder's lease and waits that out instead (rule L2).
+  uint64_t invalidate_patience_us = 250'000;
+  // The lease length the endpoint was configured with (rpc::Options::lease_us); a copy with a
+  // TTL is served only until this long before it expires (rule E1).
+  uint64_t lease_us = 2'000'000;
+  // Copies larger than this are not sent back to a writer to cache (it will miss once).
+  size_t writer_copy_max = 4096;
+  // Wall-clock milliseconds, for expiry (tests give a virtual clock).
+  std::function<int64_t()> now_ms;
+};
+
+struct Stats {
+  std::atomic<uint64_t> local_hits{0}, cache_hits{0}, misses{0}, lease_misses{0};
+  std::atomic<uint64_t> invalidations_sent{0}, invalidations_received{0}, lease_waits{0};
+  std::atomic<uint64_t> writes_committed{0}, not_cached_late{0}, purges{0}, wrong_home{0};
+};
+
+class Dkv {
+ public:
+  // Registers the DKV's methods on `endpoint` (before endpoint.Start()); the endpoint must have
+  // been configured with on_lease_lapse calling OnLeaseLapse (see MakeLeaseHook).
+  Dkv(rpc::Endpoint& endpoint, Options options);
+  ~Dkv();
+  Dkv(const Dkv&) = delete;
+  Dkv& operator=(const Dkv&) = delete;
+
+  // For rpc::Options::on_lease_lapse: purges the copies homed at `home` (rule L3). The pointer
+  // is filled in once the Dkv exists.
+  static std::function<void(NodeId)> MakeLeaseHook(std::shared_ptr<Dkv*> slot);
+  void OnLeaseLapse(NodeId home);
+
+  // Before the endpoint starts. Ids below kFirstUserOp are taken.
+  void RegisterOp(uint16_t op, AtomicFn fn);
+
+  using ValueDone = std::function<void(Result<store::ValuePtr>)>;  // null: absent
+  using WriteDone = std::function<void(Result<std::string>)>;      // the operation's result
+
+  // The value of `key`, or null. Answers at once (on this thread) for a key homed here or
+  // cached under a valid lease; otherwise after one round trip to the home.
+  void Get(std::string_view key, ValueDone done);
+  // The local part of Get: the value if it can be answered without a message.
+  std::optional<store::ValuePtr> TryGetLocal(std::string_view key);
+
+  void PutVolatile(std::string_view key, Entry entry, WriteDone done);
+  void Remove(std::string_view key, WriteDone done);
+  void PutIfAbsent(std::string_view key, Entry entry, WriteDone done);
+  // Replaces the value only if it is `expected` (nullopt: only if absent), by type and payload.
+  void CompareAndPut(std::string_view key, std::optional<Entry> expected, Entry entry,
+                     WriteDone done);
+  void Atomic(std::string_view key, uint16_t op, std::string args, WriteDone done);
+
+  // Applies locally (local readers see it at once) and sends it home; returns at once.
+  void Put(std::string_view key, Entry entry);
+  // Plain Puts of this node not yet answered by their homes.
+  uint64_t OutstandingPuts() const;
+  // Blocks until no Put of this node is outstanding (so every Put issued before the call has
+  // been answered by its home). Not on the loop thread.
+  void Fence();
+
+  const Stats& stats() const;
+  // Values held: committed here, and cached copies of other homes' keys.
+  size_t HomeSize() const;
+  size_t CacheSize() const;
+  // Drops every cached copy (memory pressure, rule E2). Committed values are untouched.
+  void TrimCache();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace floe::dkv
+
+#endif  // FLOE_DKV_DKV_H_
