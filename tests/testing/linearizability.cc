@@ -1,0 +1,526 @@
+#include "testing/linearizability.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+namespace floe::testing::lin {
+namespace {
+
+std::string FormatValue(const Value& value) {
+  if (!value) return "absent";
+  constexpr size_t kShown = 40;
+  std::string out = "\"";
+  const std::string& bytes = *value;
+  for (size_t i = 0; i < bytes.size() && i < kShown; ++i) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  out += '"';
+  if (bytes.size() > kShown) out += "...(" + std::to_string(bytes.size()) + " bytes)";
+  return out;
+}
+
+// The value as a counter: absent is 0; anything but a canonical decimal int64 is not a counter.
+std::optional<int64_t> CounterOf(const Value& value) {
+  if (!value) return 0;
+  const std::string& s = *value;
+  int64_t n = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || end != s.data() + s.size() || std::to_string(n) != s) {
+    return std::nullopt;
+  }
+  return n;
+}
+
+// A set of operations of one key, by their rank among the key's kOk (or kUnknown) operations.
+class Bits {
+ public:
+  explicit Bits(size_t n) : words_((n + 63) / 64, 0) {}
+  void Set(size_t i) { words_[i / 64] |= uint64_t{1} << (i % 64); }
+  void Clear(size_t i) { words_[i / 64] &= ~(uint64_t{1} << (i % 64)); }
+  bool Has(size_t i) const { return (words_[i / 64] >> (i % 64)) & 1; }
+  bool SubsetOf(const Bits& other) const {
+    for (size_t w = 0; w < words_.size(); ++w) {
+      if ((words_[w] & ~other.words_[w]) != 0) return false;
+    }
+    return true;
+  }
+  bool operator==(const Bits& other) const = default;
+  size_t Hash() const {
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (uint64_t w : words_) h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    return static_cast<size_t>(h ^ (h >> 32));
+  }
+
+ private:
+  std::vector<uint64_t> words_;
+};
+
+struct MemoKey {
+  Bits ok;
+  State state;
+  bool operator==(const MemoKey& other) const = default;
+};
+struct MemoKeyHash {
+  size_t operator()(const MemoKey& key) const {
+    return key.ok.Hash() ^ (std::hash<State>()(key.state) * 31);
+  }
+};
+
+// How it works
+// ------------
+// Wing & Gong's search, with Lowe's just-in-time linearization, as Porcupine implements it. The
+// key's operations become a list of events sorted by time: a call event per operation and a
+// return event per kOk one (a call sorts before a return at the same instant: contract rule 2).
+// Walking the list from its head, the first events are the calls of operations that could take
+// effect next (they began before the earliest pending return). At a call event the search tries
+// the operation on the current model state: if the model accepts it, the operation is
+// linearized -- its call and return events are unlinked from the list (dancing links), it is
+// pushed on a stack with the state before it, and the walk restarts from the head. Reaching a
+// return event means that operation's deadline has come while it is still unplaced: every
+// candidate before it has been tried, so the search backtracks: it pops the last linearized
+// operation, relinks its events, restores the state and tries the next candidate after it. The
+// key is linearizable when every kOk operation is placed; it is not when a return event is met
+// with an empty stack.
+//
+// The memo makes this tractable: two partial orders that placed the same set of operations and
+// reached the same model state have the same futures, so a (set, state) pair is explored once.
+//
+// Unknown outcomes (contract rule 3). Such an operation has a call event and no return event:
+// nothing forces it to be placed, and success is declared when every kOk operation is placed,
+// which leaves the unplaced unknown ones as "never happened". Such an operation has no
+// deadline, so the search may always postpone it, and leaving it unplaced keeps every option
+// that placing it would give. Left alone, though, every unknown write stays a candidate at
+// every later point and the search tries every subset of them in every order: 30 unknown puts
+// that nobody saw cost 2^30. Four rules remove what can never help, each by pointing at a
+// configuration the search also reaches that has the same state, the same kOk operations
+// placed and fewer (or earlier, identical) unknown ones placed -- so the result is unchanged:
+//  1. An unknown operation is tried only where it changes the state. (An unknown get therefore
+//     never branches; Check() drops those up front.)
+//  2. Dominance: (set, state) is dominated by a pair with the same state whose set has the
+//     same kOk operations and a subset of its unknown ones. The memo is keyed by (kOk
+//     operations placed, state) and keeps the unknown sets seen with it; a new pair is explored
+//     only if none of them is a subset of its own.
+//  3. Overwrites: an unknown operation placed right after another unknown one is skipped when
+//     it leaves the same state as it would have without that one (a put after a put): the
+//     configuration without the first is explored too.
+//  4. Twins: unknown operations with the same kind and inputs (two "incr +1" that timed out)
+//     are interchangeable, so one is placed only after its earlier-called twins: otherwise
+//     "u1 then not u2" and "u2 then not u1" would both be explored.
+class KeySearch {
+ public:
+  KeySearch(const std::vector<Operation>& history, const std::vector<size_t>& ops,
+            const Model& model, const CheckOptions& options)
+      : history_(history), ops_(ops), model_(model), options_(options) {}
+
+  KeyReport Run(uint64_t* steps_out);
+
+ private:
+  struct Event {
+    size_t op;  // index into ops_
+    bool is_call;
+    Time time;
+  };
+  struct Frame {
+    int call_event;
+    State before;
+  };
+  static constexpr int kNil = -1;
+
+  const Operation& op(size_t local) const { return history_[ops_[local]]; }
+  bool unknown(size_t local) const { return op(local).outcome == Outcome::kUnknown; }
+
+  void BuildEvents();
+  void Unlink(int e) {
+    next_[prev_[e]] = next_[e];
+    if (next_[e] != kNil) prev_[next_[e]] = prev_[e];
+  }
+  void Relink(int e) {
+    next_[prev_[e]] = e;
+    if (next_[e] != kNil) prev_[next_[e]] = e;
+  }
+  void Lift(int call) {
+    Unlink(call);
+    if (match_[call] != kNil) Unlink(match_[call]);
+  }
+  void Unlift(int call) {
+    if (match_[call] != kNil) Relink(match_[call]);
+    Relink(call);
+  }
+  // Rules 1, 3 and 4: whether placing unknown op `local`, taking `state` to `after`, can help.
+  bool Worthwhile(size_t local, const State& state, const State& after) const;
+  // Rule 2: true when (placed sets, state) is new and not dominated; records it.
+  bool Remember(const State& state);
+  void RecordDeadEnd(int return_event, const State& state);
+  std::string Explain() const;
+
+  const std::vector<Operation>& history_;
+  const std::vector<size_t>& ops_;
+  const Model& model_;
+  const CheckOptions& options_;
+
+  std::vector<Event> events_;
+  std::vector<int> next_, prev_, match_;  // head sentinel at index events_.size()
+  int head_ = 0;
+  std::vector<size_t> rank_;                 // an op's bit in ok_placed_ or unknown_placed_
+  std::vector<std::optional<size_t>> twin_;  // rule 4: the previous identical unknown op
+  Bits ok_placed_{0}, unknown_placed_{0};
+  std::vector<Frame> stack_;
+  std::unordered_map<MemoKey, std::vector<Bits>, MemoKeyHash> memo_;
+
+  // The deepest dead end: the order placed then, and the operation whose deadline came.
+  std::vector<size_t> best_order_;
+  std::optional<size_t> best_stuck_;
+  std::vector<size_t> best_pending_;
+  State best_state_;
+};
+
+void KeySearch::BuildEvents() {
+  size_t ok_count = 0, unknown_count = 0;
+  rank_.resize(ops_.size());
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    rank_[i] = unknown(i) ? unknown_count++ : ok_count++;
+    events_.push_back({.op = i, .is_call = true, .time = op(i).call});
+    if (!unknown(i)) events_.push_back({.op = i, .is_call = false, .time = op(i).ret});
+  }
+  // Rule 4: each unknown op's previous twin by call time.
+  std::vector<size_t> by_call;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    if (unknown(i)) by_call.push_back(i);
+  }
+  std::stable_sort(by_call.begin(), by_call.end(),
+                   [&](size_t a, size_t b) { return op(a).call < op(b).call; });
+  twin_.assign(ops_.size(), std::nullopt);
+  std::map<std::tuple<OpKind, std::string, Value, int64_t>, size_t> latest;
+  for (size_t i : by_call) {
+    const Operation& o = op(i);
+    auto [it, inserted] = latest.try_emplace({o.kind, o.value, o.expected, o.delta}, i);
+    if (!inserted) {
+      twin_[i] = it->second;
+      it->second = i;
+    }
+  }
+  ok_placed_ = Bits(ok_count);
+  unknown_placed_ = Bits(unknown_count);
+  std::stable_sort(events_.begin(), events_.end(), [](const Event& a, const Event& b) {
+    if (a.time != b.time) return a.time < b.time;
+    return a.is_call && !b.is_call;
+  });
+  const int n = static_cast<int>(events_.size());
+  head_ = n;
+  next_.assign(n + 1, kNil);
+  prev_.assign(n + 1, kNil);
+  match_.assign(n + 1, kNil);
+  std::vector<int> call_of(ops_.size(), kNil);
+  int last = head_;
+  for (int e = 0; e < n; ++e) {
+    next_[last] = e;
+    prev_[e] = last;
+    last = e;
+    if (events_[e].is_call) {
+      call_of[events_[e].op] = e;
+    } else {
+      match_[call_of[events_[e].op]] = e;
+    }
+  }
+}
+
+bool KeySearch::Remember(const State& state) {
+  std::vector<Bits>& seen = memo_[MemoKey{.ok = ok_placed_, .state = state}];
+  for (const Bits& earlier : seen) {
+    if (earlier.SubsetOf(unknown_placed_)) return false;
+  }
+  // Sets the new one dominates will never prune anything it would not.
+  std::erase_if(seen, [&](const Bits& earlier) { return unknown_placed_.SubsetOf(earlier); });
+  seen.push_back(unknown_placed_);
+  return true;
+}
+
+bool KeySearch::Worthwhile(size_t local, const State& state, const State& after) const {
+  if (after == state) return false;
+  if (twin_[local] && !unknown_placed_.Has(rank_[*twin_[local]])) return false;
+  if (!stack_.empty()) {
+    const Frame& top = stack_.back();
+    const size_t previous = events_[top.call_event].op;
+    if (unknown(previous) && model_.Step(top.before, op(local)) == after) return false;
+  }
+  return true;
+}
+
+void KeySearch::RecordDeadEnd(int return_event, const State& state) {
+  if (best_stuck_ && stack_.size() <= best_order_.size()) return;
+  best_order_.clear();
+  for (const Frame& frame : stack_) best_order_.push_back(events_[frame.call_event].op);
+  best_stuck_ = events_[return_event].op;
+  best_state_ = state;
+  best_pending_.clear();
+  for (int e = next_[head_]; e != return_event; e = next_[e]) {
+    if (events_[e].is_call) best_pending_.push_back(events_[e].op);
+  }
+}
+
+KeyReport KeySearch::Run(uint64_t* steps_out) {
+  KeyReport report{.key = op(0).key};
+  BuildEvents();
+  size_t ok_left = 0;
+  for (size_t i = 0; i < ops_.size(); ++i) ok_left += unknown(i) ? 0 : 1;
+
+  const auto deadline = std::chrono::steady_clock::now() + options_.max_time_per_key;
+  uint64_t steps = 0, iterations = 0;
+  State state = model_.Init();
+  int e = next_[head_];
+  while (ok_left > 0) {
+    if (steps >= options_.max_steps_per_key ||
+        (++iterations % 1024 == 0 && std::chrono::steady_clock::now() > deadline)) {
+      report.verdict = Verdict::kUnknown;
+      report.explanation = "key " + FormatValue(report.key) + ": gave up after " +
+                           std::to_string(steps) + " model steps (" + std::to_string(ops_.size()) +
+                           " operations on this key)\n";
+      *steps_out += steps;
+      return report;
+    }
+    // Every kOk operation unplaced has its return event in the list, so the walk meets one
+    // before the end.
+    if (events_[e].is_call) {
+      const size_t local = events_[e].op;
+      ++steps;
+      std::optional<State> after = model_.Step(state, op(local));
+      if (after && unknown(local) && !Worthwhile(local, state, *after)) after.reset();
+      if (after) {
+        Bits& placed = unknown(local) ? unknown_placed_ : ok_placed_;
+        placed.Set(rank_[local]);
+        if (Remember(*after)) {
+          stack_.push_back({.call_event = e, .before = std::move(state)});
+          state = std::move(*after);
+          ok_left -= unknown(local) ? 0 : 1;
+          Lift(e);
+          e = next_[head_];
+          continue;
+        }
+        placed.Clear(rank_[local]);
+      }
+      e = next_[e];
+      continue;
+    }
+    RecordDeadEnd(e, state);
+    if (stack_.empty()) {
+      report.verdict = Verdict::kViolation;
+      report.explanation = Explain();
+      *steps_out += steps;
+      return report;
+    }
+    Frame frame = std::move(stack_.back());
+    stack_.pop_back();
+    const size_t local = events_[frame.call_event].op;
+    (unknown(local) ? unknown_placed_ : ok_placed_).Clear(rank_[local]);
+    ok_left += unknown(local) ? 0 : 1;
+    state = std::move(frame.before);
+    Unlift(frame.call_event);
+    e = next_[frame.call_event];
+  }
+  *steps_out += steps;
+  return report;
+}
+
+std::string KeySearch::Explain() const {
+  constexpr size_t kShownOrder = 20;
+  std::string out = "key " + FormatValue(op(0).key) + ": not linearizable (" +
+                    std::to_string(ops_.size()) + " operations on this key)\n";
+  out += "  the longest linearizable order found places " + std::to_string(best_order_.size()) +
+         " of them";
+  if (best_order_.empty()) {
+    out += "\n";
+  } else {
+    out += best_order_.size() > kShownOrder ? "; its last ones (=> state after):\n"
+                                            : " (=> state after):\n";
+  }
+  State state = model_.Init();
+  for (size_t i = 0; i < best_order_.size(); ++i) {
+    const size_t local = best_order_[i];
+    state = model_.Step(state, op(local)).value_or(state);  // accepted during the search
+    if (i + kShownOrder < best_order_.size()) continue;
+    out += "    #" + std::to_string(ops_[local]) + " " + FormatOperation(op(local)) + "  => " +
+           model_.FormatState(state) + "\n";
+  }
+  const size_t stuck = *best_stuck_;
+  out += "  then #" + std::to_string(ops_[stuck]) + " " + FormatOperation(op(stuck)) +
+         " must take effect before it returns at " + std::to_string(op(stuck).ret) +
+         ", but from state " + model_.FormatState(best_state_) +
+         " no operation called by then can go next without a dead end:\n";
+  for (size_t local : best_pending_) {
+    const bool legal = model_.Step(best_state_, op(local)).has_value();
+    out += "    #" + std::to_string(ops_[local]) + " " + FormatOperation(op(local)) +
+           (legal ? "  (possible here, but nothing fits after it)" : "  (impossible here)") + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Model::FormatState(const State& state) const { return FormatValue(state); }
+
+std::optional<State> KvModel::Step(const State& state, const Operation& op) const {
+  const bool check = op.outcome == Outcome::kOk;
+  auto applied_matches = [&](bool applied) {
+    return !check || !op.applied.has_value() || *op.applied == applied;
+  };
+  switch (op.kind) {
+    case OpKind::kGet:
+      if (check && op.read != state) return std::nullopt;
+      return state;
+    case OpKind::kPut:
+      return State(op.value);
+    case OpKind::kRemove:
+      if (!applied_matches(state.has_value())) return std::nullopt;
+      return State();
+    case OpKind::kPutIfAbsent:
+      if (!applied_matches(!state.has_value())) return std::nullopt;
+      return state ? state : State(op.value);
+    case OpKind::kCompareAndPut: {
+      const bool swapped = state == op.expected;
+      if (!applied_matches(swapped)) return std::nullopt;
+      return swapped ? State(op.value) : state;
+    }
+    case OpKind::kIncrement: {
+      const std::optional<int64_t> before = CounterOf(state);
+      int64_t after = 0;
+      if (!before || __builtin_add_overflow(*before, op.delta, &after)) {
+        // The increment fails without effect: a response saying it succeeded is impossible.
+        if (check) return std::nullopt;
+        return state;
+      }
+      if (check && op.counter != after) return std::nullopt;
+      return State(std::to_string(after));
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view VerdictName(Verdict verdict) {
+  switch (verdict) {
+    case Verdict::kOk:
+      return "ok";
+    case Verdict::kViolation:
+      return "violation";
+    case Verdict::kUnknown:
+      return "unknown (gave up)";
+    case Verdict::kInvalid:
+      return "invalid history";
+  }
+  return "?";
+}
+
+CheckResult Check(const std::vector<Operation>& history, const Model& model,
+                  const CheckOptions& options) {
+  std::map<std::string_view, std::vector<size_t>> by_key;
+  for (size_t i = 0; i < history.size(); ++i) {
+    const Operation& op = history[i];
+    // An unknown get constrains nothing and changes nothing (contract rule 3).
+    if (op.outcome == Outcome::kUnknown && op.kind == OpKind::kGet) continue;
+    by_key[op.key].push_back(i);
+  }
+  CheckResult result;
+  for (const auto& [key, ops] : by_key) {
+    ++result.keys_checked;
+    KeyReport report;
+    for (size_t i : ops) {
+      const Operation& op = history[i];
+      if (op.outcome == Outcome::kOk && op.ret < op.call) {
+        report = {.key = std::string(key),
+                  .verdict = Verdict::kInvalid,
+                  .explanation = "key " + FormatValue(std::string(key)) + ": #" +
+                                 std::to_string(i) + " " + FormatOperation(op) +
+                                 " returns before its call\n"};
+        break;
+      }
+    }
+    if (report.verdict == Verdict::kOk) {
+      report = KeySearch(history, ops, model, options).Run(&result.steps);
+    }
+    if (report.verdict == Verdict::kOk) continue;
+    auto severity = [](Verdict v) {
+      switch (v) {
+        case Verdict::kViolation:
+          return 3;
+        case Verdict::kInvalid:
+          return 2;
+        case Verdict::kUnknown:
+          return 1;
+        case Verdict::kOk:
+          return 0;
+      }
+      return 0;
+    };
+    if (severity(report.verdict) > severity(result.verdict)) result.verdict = report.verdict;
+    result.explanation += report.explanation;
+    result.failed_keys.push_back(std::move(report));
+  }
+  return result;
+}
+
+CheckResult Check(const std::vector<Operation>& history, const CheckOptions& options) {
+  return Check(history, KvModel(), options);
+}
+
+std::string FormatOperation(const Operation& op) {
+  const bool known = op.outcome == Outcome::kOk;
+  std::string out = "c" + std::to_string(op.client) + " [" + std::to_string(op.call) + "," +
+                    (known ? std::to_string(op.ret) : std::string("?")) + "] ";
+  const std::string key = FormatValue(op.key);
+  auto flag = [&](const char* yes, const char* no) -> std::string {
+    if (!op.applied) return " -> (unchecked)";
+    return std::string(" -> ") + (*op.applied ? yes : no);
+  };
+  std::string output;
+  switch (op.kind) {
+    case OpKind::kGet:
+      out += "get(" + key + ")";
+      output = " -> " + FormatValue(op.read);
+      break;
+    case OpKind::kPut:
+      out += "put(" + key + ", " + FormatValue(op.value) + ")";
+      break;
+    case OpKind::kRemove:
+      out += "remove(" + key + ")";
+      output = flag("removed", "not removed");
+      break;
+    case OpKind::kPutIfAbsent:
+      out += "put-if-absent(" + key + ", " + FormatValue(op.value) + ")";
+      output = flag("stored", "not stored");
+      break;
+    case OpKind::kCompareAndPut:
+      out += "cas(" + key + ", " + FormatValue(op.expected) + " => " + FormatValue(op.value) + ")";
+      output = flag("swapped", "not swapped");
+      break;
+    case OpKind::kIncrement:
+      out += "incr(" + key + ", " + (op.delta >= 0 ? "+" : "") + std::to_string(op.delta) + ")";
+      output = " -> " + std::to_string(op.counter);
+      break;
+  }
+  return out + (known ? output : std::string(" unknown"));
+}
+
+std::string FormatHistory(const std::vector<Operation>& history) {
+  std::string out;
+  for (size_t i = 0; i < history.size(); ++i) {
+    out += "#" + std::to_string(i) + " " + FormatOperation(history[i]) + "\n";
+  }
+  return out;
+}
+
+}  // namespace floe::testing::lin
