@@ -261,6 +261,12 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       WriterKey& w = s.writes[key];
       done_op = std::move(w.queue.front());
       w.queue.pop_front();
+      // The home sends no invalidation to the writer (W2), so a GET of ours answered before
+      // this write committed and still in flight must not install its older value (R3). After a
+      // write of unknown outcome, none of them may.
+      if (auto g = s.gets.find(key); g != s.gets.end()) {
+        g->second.floor = std::max(g->second.floor, a.ok() ? a->stamp : kPendingStamp);
+      }
       if (done_op.plain) w.plain_puts--;
       if (h != options.self && w.plain_puts == 0) {
         // The cache now reflects this answer: the confirmed value when the home sent it, no

@@ -28,8 +28,8 @@ namespace lin = floe::testing::lin;
 
 constexpr uint64_t kLease = 1'000'000;
 
-struct Run {
-  Run(int n, uint64_t seed) : net(seed), rng(seed ^ 0x9e3779b97f4a7c15ULL), nodes(n) {
+struct SimRun {
+  SimRun(int n, uint64_t seed) : net(seed), rng(seed ^ 0x9e3779b97f4a7c15ULL), nodes(n) {
     for (int i = 1; i <= n; i++) {
       const auto id = static_cast<NodeId>(i);
       rpc::Options o;
@@ -52,14 +52,16 @@ struct Run {
       d.lease_us = kLease;
       d.timeout_us = 1'500'000;
       d.invalidate_patience_us = 60'000;
-      d.now_ms = [this] { return 1'800'000'000'000 + static_cast<int64_t>(net.NowMicros() / 1000); };
+      d.now_ms = [this] {
+        return 1'800'000'000'000 + static_cast<int64_t>(net.NowMicros() / 1000);
+      };
       dkvs[id] = std::make_unique<Dkv>(*eps[id], d);
       *slots[id] = dkvs[id].get();
     }
     for (auto& [id, e] : eps) e->Start();
     net.RunFor(500'000);
   }
-  ~Run() {
+  ~SimRun() {
     for (auto& [id, s] : slots) *s = nullptr;
   }
 
@@ -70,6 +72,7 @@ struct Run {
   std::map<NodeId, std::unique_ptr<rpc::Endpoint>> eps;
   std::map<NodeId, std::unique_ptr<Dkv>> dkvs;
   std::vector<lin::Operation> history;
+  int read_pct = 40;
 };
 
 bool UnknownOutcome(const Status& s) {
@@ -86,11 +89,14 @@ struct Client {
 
 // One client's next operation, issued now; records itself when answered, then schedules the
 // client's next one until `until`.
-void Issue(Run& r, Client& c, const std::vector<std::string>& keys, uint64_t until) {
+void Issue(SimRun& r, Client& c, const std::vector<std::string>& keys, uint64_t until) {
   if (r.net.NowMicros() >= until) return;
   std::uniform_int_distribution<size_t> pick_key(0, keys.size() - 1);
   const std::string key = keys[pick_key(r.rng)];
-  const int dice = static_cast<int>(r.rng() % 100);
+  // Reads are r.read_pct of the mix; the writes share the rest as 20:5:10:5:20 (put, remove,
+  // compare-and-put, put-if-absent, increment).
+  int dice = static_cast<int>(r.rng() % 100);
+  dice = dice < r.read_pct ? 0 : 40 + (dice - r.read_pct) * 60 / (100 - r.read_pct);
   auto op = std::make_shared<lin::Operation>();
   op->client = c.id;
   op->key = key;
@@ -113,7 +119,7 @@ void Issue(Run& r, Client& c, const std::vector<std::string>& keys, uint64_t unt
     next();
   };
   Entry e{.type = 0, .expire_at_ms = 0, .payload = std::to_string(c.id * 100'000 + ++c.seq)};
-  if (dice < 40) {
+  if (dice == 0) {
     op->kind = lin::OpKind::kGet;
     d.Get(key, [&r, &c, op, next](Result<store::ValuePtr> res) {
       op->ret = r.net.NowMicros();
@@ -154,11 +160,10 @@ void Issue(Run& r, Client& c, const std::vector<std::string>& keys, uint64_t unt
   } else {
     op->kind = lin::OpKind::kIncrement;
     op->delta = 1 + static_cast<int64_t>(r.rng() % 3);
-    d.Atomic(key, kOpIncrement, std::to_string(op->delta),
-             [finish_write, op](Result<std::string> res) {
-               finish_write(std::move(res),
-                            [op](const std::string& s) { op->counter = std::stoll(s); });
-             });
+    d.Atomic(
+        key, kOpIncrement, std::to_string(op->delta), [finish_write, op](Result<std::string> res) {
+          finish_write(std::move(res), [op](const std::string& s) { op->counter = std::stoll(s); });
+        });
   }
 }
 
@@ -170,12 +175,14 @@ uint64_t HistoryCount() {
 TEST(DkvTest, RandomHistories) {
   const uint64_t base = testing::Seed(20261128, true);
   const uint64_t count = HistoryCount();
+  uint64_t inconclusive = 0;
   uint64_t ops = 0, unknown = 0, lease_waits = 0, not_cached_late = 0, cache_hits = 0;
   for (uint64_t h = 0; h < count; h++) {
     const uint64_t seed = base + h;
     std::mt19937_64 plan(seed);
     const int n = 3 + static_cast<int>(plan() % 3);
-    Run r(n, seed);
+    SimRun r(n, seed);
+    r.read_pct = 40 + static_cast<int>(plan() % 55);
     const double drop = static_cast<double>(plan() % 25) / 100.0;
     const double dup = static_cast<double>(plan() % 15) / 100.0;
     const uint64_t max_delay = plan() % 6000;
@@ -208,10 +215,21 @@ TEST(DkvTest, RandomHistories) {
     r.net.RunFor(until - start + 6'000'000);  // every operation answers by its deadline
     r.net.HealAll();
 
-    lin::CheckResult res = lin::Check(r.history);
+    lin::CheckOptions budget;
+    budget.max_steps_per_key = 5'000'000;
+    lin::CheckResult res = lin::Check(r.history, budget);
+    if (res.verdict == lin::Verdict::kUnknown) {
+      // The search gave up (many writes of unknown outcome overlapping: its cost is exponential
+      // in them). Inconclusive, not a pass: counted and bounded below.
+      std::printf("history %llu (seed %llu): inconclusive: %s\n",
+                  static_cast<unsigned long long>(h), static_cast<unsigned long long>(seed),
+                  res.explanation.c_str());
+      inconclusive++;
+      continue;
+    }
     ASSERT_EQ(res.verdict, lin::Verdict::kOk)
-        << "history " << h << " (seed " << seed << ", " << n << " nodes, drop " << drop
-        << ", dup " << dup << ", delay " << max_delay << " us, " << cuts << " cuts):\n"
+        << "history " << h << " (seed " << seed << ", " << n << " nodes, drop " << drop << ", dup "
+        << dup << ", delay " << max_delay << " us, " << cuts << " cuts):\n"
         << res.explanation << "\n"
         << lin::FormatHistory(r.history);
     ops += r.history.size();
@@ -222,12 +240,15 @@ TEST(DkvTest, RandomHistories) {
       cache_hits += d->stats().cache_hits.load();
     }
   }
-  std::printf("%llu histories, %llu operations (%llu unknown outcome), %llu cache hits, "
-              "%llu lease waits, %llu late answers not cached\n",
-              static_cast<unsigned long long>(count), static_cast<unsigned long long>(ops),
-              static_cast<unsigned long long>(unknown), static_cast<unsigned long long>(cache_hits),
-              static_cast<unsigned long long>(lease_waits),
-              static_cast<unsigned long long>(not_cached_late));
+  std::printf("%llu inconclusive\n", static_cast<unsigned long long>(inconclusive));
+  EXPECT_LE(inconclusive * 100, count) << "more than 1% of the histories could not be checked";
+  std::printf(
+      "%llu histories, %llu operations (%llu unknown outcome), %llu cache hits, "
+      "%llu lease waits, %llu late answers not cached\n",
+      static_cast<unsigned long long>(count), static_cast<unsigned long long>(ops),
+      static_cast<unsigned long long>(unknown), static_cast<unsigned long long>(cache_hits),
+      static_cast<unsigned long long>(lease_waits),
+      static_cast<unsigned long long>(not_cached_late));
   // The faults must have bitten, or the test proves little.
   EXPECT_GT(cache_hits, 0u);
   EXPECT_GT(lease_waits, 0u);
