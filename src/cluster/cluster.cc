@@ -171,6 +171,10 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
 
   // ---- answering ----
   Result<std::string> OnHello(net::NodeId from, std::string_view request) {
+    if (!invalid.ok()) {
+      return Status::FailedPrecondition("its cluster options are invalid: " +
+                                        std::string(invalid.message()));
+    }
     Result<Hello> theirs = internal::DecodeHello(request);
     if (!theirs.ok()) return theirs.status();
     const bool is_formed = formed.load(std::memory_order_acquire);
@@ -183,7 +187,6 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void RecordHeard(net::NodeId from, const Hello& theirs) FLOE_REQUIRES(mu) {
-    if (!invalid.ok()) return;  // our own ids may not be 1..n
     const Member* by_id = IsPeer(from) ? map.Find(from) : nullptr;
     if (!theirs.complete) {
       // Another protocol version: its address is unreadable, so it is named by its id.

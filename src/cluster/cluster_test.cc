@@ -480,6 +480,9 @@ TEST(FormationSimTest, ASingleNodeFormsAtOnceAndBadOptionsNever) {
   EXPECT_FALSE(bad[2].formed());
   EXPECT_THAT(bad[2].WaitingReasons(),
               ElementsAre("invalid cluster options: this node (id 7) is not in the member list"));
+  EXPECT_EQ(bad[1].WaitingReasons()[0],
+            "127.0.0.2:7100: refused our HELLO (FailedPrecondition: its cluster options are "
+            "invalid: this node (id 7) is not in the member list)");
 }
 
 // ---------------------------------------------------------------------------------------------
