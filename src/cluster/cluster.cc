@@ -258,7 +258,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     std::string text;
     for (const std::string& r : reasons) text += (text.empty() ? "" : "; ") + r;
     FLOE_LOG_WARN("cluster '{}' at {}: not formed, {} of {} members agree; waiting for: {}",
-                  options.cluster_name, ours.self, agreed, peers.size(), text);
+                  options.cluster_name, ours.self, agreed, map.members().size(), text);
     std::weak_ptr<Impl> weak = weak_from_this();
     loop.PostAt(loop.NowMicros() + options.log_interval_us, [weak] {
       if (auto self = weak.lock()) self->LogTick();

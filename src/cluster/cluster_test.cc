@@ -285,6 +285,7 @@ struct SimCluster {
   void StartOne(NodeId id, int n, const std::function<void(NodeId, Options&)>& tweak = {}) {
     Options o = MakeOptions(LocalMembers(n), id);
     if (tweak) tweak(id, o);
+    nodes.erase(id);  // a restart: the old process dies before the new one binds its id
     nodes[id] = StartSimNode(net, id, std::move(o), seed);
   }
   bool AllFormed() const {
@@ -357,6 +358,28 @@ TEST(FormationSimTest, WaitsForALateNodeThenForms) {
   c.StartOne(5, 5);
   ASSERT_TRUE(c.net.RunUntil([&] { return c.AllFormed(); }, 10'000'000));
   for (NodeId id = 1; id <= 5; id++) EXPECT_TRUE(c[id].WaitingReasons().empty());
+}
+
+// A member that agreed and then comes back with another configuration loses its agreement (the
+// cloud must not form on a stale answer); once fixed, it is noticed and the cloud forms.
+TEST(FormationSimTest, AMemberRestartedWithAnotherConfigurationIsAskedAgain) {
+  SimCluster c(testing::Seed());
+  for (NodeId id = 1; id <= 3; id++) c.StartOne(id, 4);
+  c.net.RunFor(1'000'000);
+  EXPECT_THAT(c[1].WaitingReasons(), ElementsAre("127.0.0.4:7100: no answer"));
+  c.StartOne(3, 4, [](NodeId, Options& o) { o.cluster_name = "other"; });
+  c.net.RunFor(1'000'000);
+  EXPECT_THAT(c[1].WaitingReasons(),
+              ElementsAre("127.0.0.3:7100: cluster-name 'other', ours 'floe'",
+                          "127.0.0.4:7100: no answer"));
+  c.StartOne(4, 4);
+  c.net.RunFor(3'000'000);
+  EXPECT_FALSE(c[1].formed());
+  EXPECT_FALSE(c[4].formed());
+  EXPECT_THAT(c[4].WaitingReasons(),
+              ElementsAre("127.0.0.3:7100: cluster-name 'other', ours 'floe'"));
+  c.StartOne(3, 4);
+  ASSERT_TRUE(c.net.RunUntil([&] { return c.AllFormed(); }, 5'000'000));
 }
 
 // Runs long enough for every HELLO to be answered many times over, then checks that nobody
