@@ -197,18 +197,30 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     }
     auto it = std::find(ours.members.begin(), ours.members.end(), theirs.self);
     if (it == ours.members.end()) {
-      strangers[theirs.self] = {"not in our list", loop.NowMicros()};
+      NoteStranger(theirs.self, "not in our list");
       return;
     }
     const auto our_id = static_cast<net::NodeId>(it - ours.members.begin() + 1);
     if (our_id != from || by_id == nullptr) {
-      strangers[theirs.self] = {"node ids differ: it is node " + std::to_string(theirs.self_id) +
+      NoteStranger(theirs.self, "node ids differ: it is node " + std::to_string(theirs.self_id) +
                                     " in its list, " + std::to_string(our_id) + " in ours; " +
-                                    internal::Disagreement(ours, theirs, *map.Find(our_id)),
-                                loop.NowMicros()};
+                                    internal::Disagreement(ours, theirs, *map.Find(our_id)));
       return;
     }
     NoteHeard(from, internal::Disagreement(ours, theirs, *by_id));
+  }
+
+  // Remembers a node outside our list for the waiting reasons; old entries expire, and the
+  // table is bounded so that HELLOs naming ever new addresses cannot grow it.
+  void NoteStranger(const std::string& address, std::string reason) FLOE_REQUIRES(mu) {
+    const uint64_t now = loop.NowMicros();
+    std::erase_if(strangers, [&](const auto& kv) { return Expired(kv.second, now); });
+    if (strangers.size() >= internal::kMaxStrangers && strangers.count(address) == 0) return;
+    strangers[address] = {std::move(reason), now};
+  }
+
+  bool Expired(const Stranger& s, uint64_t now) const {
+    return now - s.heard_at > 2 * options.log_interval_us;
   }
 
   void NoteHeard(net::NodeId from, std::string disagreement) FLOE_REQUIRES(mu) {
@@ -242,7 +254,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     }
     const uint64_t now = loop.NowMicros();
     for (const auto& [address, s] : strangers) {
-      if (now - s.heard_at <= 2 * options.log_interval_us) out.push_back(address + ": " + s.reason);
+      if (!Expired(s, now)) out.push_back(address + ": " + s.reason);
     }
     return out;
   }

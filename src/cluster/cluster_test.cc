@@ -218,6 +218,20 @@ TEST(HelloTest, RoundTripsAndRejectsMalformedBytes) {
     EXPECT_FALSE(internal::DecodeHello(bytes.substr(0, cut)).ok()) << cut;
   }
   EXPECT_FALSE(internal::DecodeHello(bytes + "x").ok());
+  // Size is checked before anything is decoded; the largest legal HELLO fits.
+  EXPECT_EQ(
+      internal::DecodeHello(std::string(internal::kMaxHelloBytes + 1, '\x01')).status().message(),
+      "HELLO: too large");
+  internal::Hello big = h;
+  big.members.clear();
+  for (size_t i = 0; i < kMaxMembers; i++) {
+    big.members.push_back("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:" + std::to_string(1000 + i) +
+                          "]:65535");
+  }
+  big.self = big.members[0];
+  big.self_id = 1;
+  ASSERT_LE(internal::EncodeHello(big).size(), internal::kMaxHelloBytes);
+  EXPECT_TRUE(internal::DecodeHello(internal::EncodeHello(big)).ok());
   // Well-formed Iced, wrong content: each is refused.
   auto refuses = [](internal::Hello bad) {
     bad.protocol_version = kProtocolVersion;

@@ -25,6 +25,7 @@ std::string EncodeHello(const Hello& hello) {
 }
 
 Result<Hello> DecodeHello(std::string_view bytes) {
+  if (bytes.size() > kMaxHelloBytes) return Status::Corruption("HELLO: too large");
   wire::Reader r(bytes);
   uint32_t version = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint32(&version).WithContext("HELLO version"));

@@ -17,6 +17,12 @@
 namespace floe::cluster::internal {
 
 inline constexpr size_t kMaxNameBytes = 64;
+// Bound on a HELLO's bytes, checked before anything is decoded: 1,024 members of at most 53
+// bytes ("[" + 45-byte IPv6 text + "]:65535") with their length prefixes, plus the rest, fit
+// well inside it.
+inline constexpr size_t kMaxHelloBytes = 128 * 1024;
+// At most this many nodes outside our list are remembered for the waiting reasons.
+inline constexpr size_t kMaxStrangers = 16;
 
 // A node's view of the cluster, sent as a HELLO request and as its answer.
 // Payload: varint protocol_version | (version 1:) the Iced value of the fields below. Every
@@ -51,10 +57,10 @@ struct Hello {
 bool ValidClusterName(std::string_view name);
 
 std::string EncodeHello(const Hello& hello);
-// Corruption for bytes that are not a HELLO: truncated, trailing bytes, a bad cluster name, an
-// address that is not canonical, duplicate members, more than kMaxMembers, a self that is not
-// its list's entry self_id. A protocol version other than ours decodes to complete == false
-// with only protocol_version set.
+// Corruption for bytes that are not a HELLO: more than kMaxHelloBytes, truncated, trailing bytes, a
+// bad cluster name, an address that is not canonical, duplicate members, more than kMaxMembers, a
+// self that is not its list's entry self_id. A protocol version other than ours decodes to complete
+// == false with only protocol_version set.
 Result<Hello> DecodeHello(std::string_view bytes);
 
 // Our view as a HELLO.
