@@ -1,0 +1,372 @@
+// Formation: every node asks every other member HELLO until each has answered and agrees.
+//
+// How it works
+//   - Start() sends one HELLO call to each other member (rpc::CallAsync, deadline
+//     hello_timeout; rpc resends within it). A member keeps at most one HELLO in flight.
+//   - An answer is the member's own view. If it agrees (Disagreement() is empty) the member is
+//     marked agreed and never asked again; otherwise the disagreement is its waiting reason and
+//     it is asked again hello_interval after the last ask (an operator may restart it with a
+//     fixed configuration). A call that timed out is repeated at once (it already waited); one
+//     that failed at once (rpc marks the peer down after down_after) waits hello_interval.
+//   - A HELLO received is answered with our view, formed or not (contract 3), and also read:
+//     a sender that is not in our list, or that our list numbers differently, becomes a
+//     "stranger" reason (kept for two log intervals after its last HELLO); a listed member whose
+//     HELLO disagrees loses its agreement until it answers agreeing again.
+//   - When the last member agrees, formed_ is set (release) and the OnFormed callbacks are
+//     posted to the loop. Nothing here sends a heartbeat: liveness is rpc's (contract 4).
+// Locking: all state is under mu; no endpoint call is made with mu held, since CallAsync may
+// finish at once on the calling thread and the callback takes mu.
+
+#include "cluster/cluster.h"
+
+#include <algorithm>
+#include <map>
+
+#include "cluster/internal/hello.h"
+
+namespace floe::cluster {
+
+using internal::Hello;
+
+struct Cluster::Impl : std::enable_shared_from_this<Impl> {
+  enum class Heard : uint8_t { kNothing, kAgreeing, kDisagreeing };
+  struct Peer {
+    Member member;
+    bool agreed = false;
+    bool asking = false;
+    std::string reason = "no answer";  // from our last ask
+    Heard heard = Heard::kNothing;     // from its last HELLO to us
+    std::string heard_reason;
+  };
+  struct Stranger {
+    std::string reason;
+    uint64_t heard_at = 0;
+  };
+
+  rpc::Endpoint& endpoint;
+  net::Loop& loop;
+  const Options options;
+  const SlotMap map;
+  const Status invalid;  // ValidateOptions
+  const Hello ours;      // formed = false
+  const std::string ours_bytes;
+
+  std::atomic<bool> formed{false};
+  std::atomic<bool> started{false};
+  std::atomic<bool> stopped{false};
+
+  mutable Mutex mu;
+  std::vector<Peer> peers FLOE_GUARDED_BY(mu);  // index id - 1; self's entry is never asked
+  std::map<std::string, Stranger> strangers FLOE_GUARDED_BY(mu);
+  std::vector<std::function<void()>> on_formed FLOE_GUARDED_BY(mu);
+  uint64_t started_at FLOE_GUARDED_BY(mu) = 0;
+  uint64_t formation_us FLOE_GUARDED_BY(mu) = 0;
+
+  Impl(rpc::Endpoint& e, net::Loop& l, Options o)
+      : endpoint(e),
+        loop(l),
+        options(std::move(o)),
+        map(SlotMap::Balanced(options.members)),
+        invalid(ValidateOptions(options)),
+        ours(internal::MakeHello(options, map, false)),
+        ours_bytes(internal::EncodeHello(ours)) {
+    MutexLock lock(&mu);
+    for (const Member& m : map.members()) peers.push_back({.member = m});
+  }
+
+  bool IsPeer(net::NodeId id) const {
+    return id != options.self && id >= 1 && id <= map.members().size();
+  }
+
+  // ---- asking ----
+  void Ask(net::NodeId id) {
+    {
+      MutexLock lock(&mu);
+      if (stopped.load() || formed.load() || peers[id - 1].asking || peers[id - 1].agreed) return;
+      peers[id - 1].asking = true;
+    }
+    const uint64_t start = loop.NowMicros();
+    std::weak_ptr<Impl> weak = weak_from_this();
+    endpoint.CallAsync(id, kHelloMethod, ours_bytes, options.hello_timeout_us,
+                       [weak, id, start](Result<std::string> r) {
+                         if (auto self = weak.lock()) self->OnAnswer(id, start, std::move(r));
+                       });
+  }
+
+  void OnAnswer(net::NodeId id, uint64_t start, Result<std::string> r) {
+    bool retry = false, now_formed = false;
+    uint64_t retry_at = 0;
+    {
+      MutexLock lock(&mu);
+      Peer& p = peers[id - 1];
+      p.asking = false;
+      if (stopped.load() || formed.load()) return;
+      if (r.ok()) {
+        Result<Hello> theirs = internal::DecodeHello(*r);
+        if (!theirs.ok()) {
+          p.reason = "sent a malformed HELLO answer (" + theirs.status().ToString() + ")";
+        } else {
+          p.reason = internal::Disagreement(ours, *theirs, p.member);
+          p.agreed = p.reason.empty();
+        }
+        retry_at = start + options.hello_interval_us;
+      } else if (r.status().code() == StatusCode::kCancelled) {
+        return;  // the endpoint is stopping
+      } else if (r.status().code() == StatusCode::kTimeout ||
+                 r.status().code() == StatusCode::kUnavailable) {
+        switch (p.heard) {
+          case Heard::kNothing:
+            p.reason = "no answer";
+            break;
+          case Heard::kAgreeing:
+            p.reason = "no answer (its HELLOs reach us, ours get no answer)";
+            break;
+          case Heard::kDisagreeing:
+            p.reason = p.heard_reason;
+            break;
+        }
+        // A call that waited out its deadline is repeated at once; one refused at once (the
+        // peer is marked down) waits an interval.
+        retry_at =
+            r.status().code() == StatusCode::kTimeout ? start : start + options.hello_interval_us;
+      } else {
+        p.reason = "refused our HELLO (" + r.status().ToString() + ")";
+        retry_at = start + options.hello_interval_us;
+      }
+      retry = !p.agreed;
+      now_formed = CheckFormed();
+    }
+    if (retry) {
+      std::weak_ptr<Impl> weak = weak_from_this();
+      const uint64_t at = std::max(retry_at, loop.NowMicros());
+      loop.PostAt(at, [weak, id] {
+        if (auto self = weak.lock()) self->Ask(id);
+      });
+    }
+    if (now_formed) RunFormed();
+  }
+
+  // Sets formed when every member agrees; true exactly once.
+  bool CheckFormed() FLOE_REQUIRES(mu) {
+    if (formed.load() || !invalid.ok() || !started.load()) return false;
+    for (const Peer& p : peers) {
+      if (p.member.id != options.self && !p.agreed) return false;
+    }
+    formation_us = std::max<uint64_t>(1, loop.NowMicros() - started_at);
+    // release: whoever sees formed() true sees the state set before it.
+    formed.store(true, std::memory_order_release);
+    FLOE_LOG_INFO("cluster '{}': formed with {} members in {:.1f} ms; slot map version {}",
+                  options.cluster_name, peers.size(), formation_us / 1000.0, map.version());
+    return true;
+  }
+
+  void RunFormed() {
+    std::vector<std::function<void()>> run;
+    {
+      MutexLock lock(&mu);
+      run.swap(on_formed);
+    }
+    for (auto& fn : run) loop.Post(std::move(fn));
+  }
+
+  // ---- answering ----
+  Result<std::string> OnHello(net::NodeId from, std::string_view request) {
+    if (!invalid.ok()) {
+      return Status::FailedPrecondition("its cluster options are invalid: " +
+                                        std::string(invalid.message()));
+    }
+    Result<Hello> theirs = internal::DecodeHello(request);
+    if (!theirs.ok()) return theirs.status();
+    const bool is_formed = formed.load(std::memory_order_acquire);
+    MutexLock lock(&mu);
+    RecordHeard(from, *theirs);
+    if (!is_formed) return ours_bytes;
+    Hello now = ours;
+    now.formed = true;
+    return internal::EncodeHello(now);
+  }
+
+  void RecordHeard(net::NodeId from, const Hello& theirs) FLOE_REQUIRES(mu) {
+    const Member* by_id = IsPeer(from) ? map.Find(from) : nullptr;
+    if (!theirs.complete) {
+      // Another protocol version: its address is unreadable, so it is named by its id.
+      if (by_id != nullptr) {
+        NoteHeard(from, internal::Disagreement(ours, theirs, *by_id));
+      }
+      return;
+    }
+    auto it = std::find(ours.members.begin(), ours.members.end(), theirs.self);
+    if (it == ours.members.end()) {
+      NoteStranger(theirs.self, "not in our list");
+      return;
+    }
+    const auto our_id = static_cast<net::NodeId>(it - ours.members.begin() + 1);
+    if (our_id != from || by_id == nullptr) {
+      NoteStranger(theirs.self, "node ids differ: it is node " + std::to_string(theirs.self_id) +
+                                    " in its list, " + std::to_string(our_id) + " in ours; " +
+                                    internal::Disagreement(ours, theirs, *map.Find(our_id)));
+      return;
+    }
+    NoteHeard(from, internal::Disagreement(ours, theirs, *by_id));
+  }
+
+  // Remembers a node outside our list for the waiting reasons; old entries expire, and the
+  // table is bounded so that HELLOs naming ever new addresses cannot grow it.
+  void NoteStranger(const std::string& address, std::string reason) FLOE_REQUIRES(mu) {
+    const uint64_t now = loop.NowMicros();
+    std::erase_if(strangers, [&](const auto& kv) { return Expired(kv.second, now); });
+    if (strangers.size() >= internal::kMaxStrangers && strangers.count(address) == 0) return;
+    strangers[address] = {std::move(reason), now};
+  }
+
+  bool Expired(const Stranger& s, uint64_t now) const {
+    return now - s.heard_at > 2 * options.log_interval_us;
+  }
+
+  void NoteHeard(net::NodeId from, std::string disagreement) FLOE_REQUIRES(mu) {
+    Peer& p = peers[from - 1];
+    p.heard = disagreement.empty() ? Heard::kAgreeing : Heard::kDisagreeing;
+    p.heard_reason = std::move(disagreement);
+    if (p.heard == Heard::kDisagreeing && p.agreed && !formed.load()) {
+      // It agreed before and now says otherwise (restarted with another configuration): ask
+      // again before counting it.
+      p.agreed = false;
+      p.reason = p.heard_reason;
+      if (started.load() && !stopped.load()) {
+        std::weak_ptr<Impl> weak = weak_from_this();
+        loop.Post([weak, from] {
+          if (auto self = weak.lock()) self->Ask(from);
+        });
+      }
+    }
+  }
+
+  // ---- reporting ----
+  std::vector<std::string> Reasons() const {
+    if (formed.load(std::memory_order_acquire)) return {};
+    if (!invalid.ok()) return {"invalid cluster options: " + std::string(invalid.message())};
+    std::vector<std::string> out;
+    MutexLock lock(&mu);
+    for (const Peer& p : peers) {
+      if (p.member.id != options.self && !p.agreed) {
+        out.push_back(p.member.address() + ": " + p.reason);
+      }
+    }
+    const uint64_t now = loop.NowMicros();
+    for (const auto& [address, s] : strangers) {
+      if (!Expired(s, now)) out.push_back(address + ": " + s.reason);
+    }
+    return out;
+  }
+
+  void LogTick() {
+    if (stopped.load() || formed.load()) return;
+    const std::vector<std::string> reasons = Reasons();
+    size_t agreed = 1;  // self
+    {
+      MutexLock lock(&mu);
+      for (const Peer& p : peers) agreed += p.member.id != options.self && p.agreed ? 1 : 0;
+    }
+    std::string text;
+    for (const std::string& r : reasons) text += (text.empty() ? "" : "; ") + r;
+    FLOE_LOG_WARN("cluster '{}' at {}: not formed, {} of {} members agree; waiting for: {}",
+                  options.cluster_name, ours.self, agreed, map.members().size(), text);
+    std::weak_ptr<Impl> weak = weak_from_this();
+    loop.PostAt(loop.NowMicros() + options.log_interval_us, [weak] {
+      if (auto self = weak.lock()) self->LogTick();
+    });
+  }
+};
+
+Cluster::Cluster(rpc::Endpoint& endpoint, net::Loop& loop, Options options)
+    : impl_(std::make_shared<Impl>(endpoint, loop, std::move(options))) {
+  std::weak_ptr<Impl> weak = impl_;
+  endpoint.Register(
+      kHelloMethod, rpc::kPriorityClasses - 1,
+      [weak](net::NodeId from, std::string_view request) -> Result<std::string> {
+        if (auto self = weak.lock()) return self->OnHello(from, request);
+        return Status::Unavailable("cluster stopped");
+      },
+      /*runs_inline=*/true);
+}
+
+Cluster::~Cluster() { Stop(); }
+
+void Cluster::Start() {
+  Impl& im = *impl_;
+  if (im.started.exchange(true)) return;
+  if (!im.invalid.ok()) {
+    FLOE_LOG_ERROR("cluster '{}' cannot form: {}", im.options.cluster_name, im.invalid.ToString());
+    return;
+  }
+  bool now_formed = false;
+  {
+    MutexLock lock(&im.mu);
+    im.started_at = im.loop.NowMicros();
+    now_formed = im.CheckFormed();  // a cluster of one
+  }
+  if (now_formed) {
+    im.RunFormed();
+    return;
+  }
+  for (const Member& m : im.map.members()) {
+    if (m.id != im.options.self) im.Ask(m.id);
+  }
+  std::weak_ptr<Impl> weak = impl_;
+  im.loop.PostAt(im.loop.NowMicros() + im.options.log_interval_us, [weak] {
+    if (auto self = weak.lock()) self->LogTick();
+  });
+}
+
+void Cluster::Stop() { impl_->stopped.store(true); }
+
+bool Cluster::formed() const { return impl_->formed.load(std::memory_order_acquire); }
+
+std::vector<std::string> Cluster::WaitingReasons() const { return impl_->Reasons(); }
+
+const SlotMap& Cluster::map() const { return impl_->map; }
+
+net::NodeId Cluster::self() const { return impl_->options.self; }
+
+bool Cluster::PeerUp(net::NodeId id) const {
+  if (id == impl_->options.self) return true;
+  return impl_->IsPeer(id) && impl_->endpoint.PeerUp(id);
+}
+
+void Cluster::OnFormed(std::function<void()> fn) {
+  {
+    MutexLock lock(&impl_->mu);
+    if (!impl_->formed.load()) {
+      impl_->on_formed.push_back(std::move(fn));
+      return;
+    }
+  }
+  impl_->loop.Post(std::move(fn));
+}
+
+std::vector<Cluster::MemberState> Cluster::Members() const {
+  std::vector<MemberState> out;
+  std::vector<net::NodeId> ids;
+  {
+    MutexLock lock(&impl_->mu);
+    for (const Impl::Peer& p : impl_->peers) {
+      const bool self = p.member.id == impl_->options.self;
+      out.push_back({.member = p.member,
+                     .self = self,
+                     .agreed = self || p.agreed,
+                     .up = self,
+                     .reason = self || p.agreed ? std::string() : p.reason});
+    }
+  }
+  for (MemberState& m : out) {
+    if (!m.self) m.up = impl_->endpoint.PeerUp(m.member.id);
+  }
+  return out;
+}
+
+uint64_t Cluster::formation_us() const {
+  MutexLock lock(&impl_->mu);
+  return impl_->formation_us;
+}
+
+}  // namespace floe::cluster

@@ -1,0 +1,200 @@
+// cluster: who the members are, which of them is home to each key, and whether they agree
+// (docs/cluster.md).
+//
+//   KeySlot        Redis Cluster's key -> slot (CRC16/XMODEM of the key or its {tag}, mod 16384)
+//   ParseMembers   "host:port,host:port,..." -> members sorted and numbered 1..n
+//   SlotMap        slot -> home node; versioned; in this issue a pure function of the members
+//   Cluster        formation: HELLO to every member until all answer and agree
+//
+// Contracts:
+//   1. Every node derives the same node ids and the same SlotMap from the same member list,
+//      however the list was written (order, "localhost", IPv6 spelling).
+//   2. The cloud is formed at a node when every listed member has answered its HELLO and every
+//      answer agrees with it on cluster name, protocol version, slot count and member list
+//      (the map's fingerprint). Formation is per node and final: formed() never goes back to
+//      false (membership that changes while serving is the next issue).
+//   3. A node answers HELLO whether or not it has formed, always with its own view, so the
+//      asker can say exactly why it is waiting (WaitingReasons; docs/cluster.md lists them).
+//   4. Liveness is rpc's: the endpoint's heartbeats (rpc::Options::heartbeat_interval_us and
+//      down_after_us) decide whether a peer is up; the cluster sends no heartbeat of its own and
+//      PeerUp asks the endpoint. One heartbeat, not two.
+//   5. Method ids 100-119 are the cluster's (kHelloMethod = 100); the DKV uses 200-239.
+//      HELLO runs inline (it never blocks) in the highest priority class.
+//   6. Malformed HELLO bytes from a peer are a Status, never a crash (fuzz/cluster_fuzz.cc).
+//
+// Thread rules: KeySlot, ParseMembers and the SlotMap are pure values, safe to read from any
+// thread. Every public method of Cluster is thread-safe; its HELLO handler and call callbacks
+// run on the endpoint's receiving threads, its timers and OnFormed callbacks on the loop.
+
+#ifndef FLOE_CLUSTER_CLUSTER_H_
+#define FLOE_CLUSTER_CLUSTER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+#include "net/net.h"
+#include "rpc/rpc.h"
+
+namespace floe::cluster {
+
+inline constexpr int kSlots = 16384;
+inline constexpr uint32_t kProtocolVersion = 1;
+// A member list longer than this is refused (every member needs at least one slot, and a
+// HELLO carries the whole list).
+inline constexpr size_t kMaxMembers = 1024;
+// rpc method ids: 100-119 are reserved for the cluster, 200-239 for the DKV.
+inline constexpr uint16_t kHelloMethod = 100;
+inline constexpr uint16_t kFirstMethod = 100;
+inline constexpr uint16_t kLastMethod = 119;
+
+// Redis Cluster's key -> slot: CRC16/XMODEM (poly 0x1021, init 0) of the key, or of the part
+// between the first '{' and the next '}' when that part is non-empty; mod 16384.
+uint16_t KeySlot(std::string_view key);
+// CRC16/XMODEM itself ("123456789" -> 0x31C3).
+uint16_t Crc16(std::string_view bytes);
+
+struct Member {
+  net::NodeId id = 0;
+  std::string host;  // canonical: an IPv4 or IPv6 literal as inet_ntop writes it
+  uint16_t port = 0;
+  // "host:port", or "[host]:port" for IPv6.
+  std::string address() const;
+  friend bool operator==(const Member&, const Member&) = default;
+};
+
+// Parses "host:port,host:port,..." (IPv4, IPv6 in [..]:port, or "localhost", which is
+// 127.0.0.1; spaces around entries are ignored). InvalidArgument, naming the entry, for an
+// empty list or entry, a host that is not an address literal, a port outside 1-65535, a member
+// listed twice (after canonical spelling) or more than kMaxMembers members. Members are sorted
+// by (address family, address bytes, port) and numbered 1..n in that order: every node derives
+// the same ids from the same list.
+Result<std::vector<Member>> ParseMembers(std::string_view list);
+// One "host:port" entry (id 0).
+Result<Member> ParseMember(std::string_view entry);
+
+// Slot -> home. In this issue a pure function of the sorted member list: balanced contiguous
+// ranges in id order (the first 16384 % n members get one slot more than the others). Versioned:
+// every DKV message carries version(); the next issue (Raft-agreed maps with migration) will raise
+// it. Thread-compatible value; cheap to read.
+class SlotMap {
+ public:
+  SlotMap() = default;  // no members: every Home() is 0
+  // REQUIRES: members as ParseMembers returns them (ids 1..n in sorted order), n <= kSlots.
+  static SlotMap Balanced(std::vector<Member> members, uint64_t version = 1);
+  uint64_t version() const { return version_; }
+  // O(1): a 16384-entry table. 0 for a slot >= kSlots or an empty map.
+  net::NodeId Home(uint16_t slot) const {
+    return slot < homes_.size() ? homes_[slot] : net::NodeId{0};
+  }
+  const std::vector<Member>& members() const { return members_; }
+  // nullptr when no member has that id.
+  const Member* Find(net::NodeId id) const;
+  struct Range {
+    uint16_t first, last;  // inclusive
+    net::NodeId home;
+  };
+  // The maximal runs of consecutive slots with one home, in slot order.
+  std::vector<Range> Ranges() const;
+  // xxh3 over (version, slot count, every member's id and address): equal maps, equal
+  // fingerprints. Compared at formation.
+  uint64_t Fingerprint() const { return fingerprint_; }
+
+ private:
+  uint64_t version_ = 0;
+  std::vector<Member> members_;
+  std::vector<net::NodeId> homes_;  // kSlots entries
+  uint64_t fingerprint_ = 0;
+};
+
+struct Options {
+  std::string cluster_name = "floe";  // 1-64 bytes of [A-Za-z0-9._-]
+  std::vector<Member> members;        // every member, self included (from ParseMembers)
+  net::NodeId self = 0;
+  uint64_t hello_interval_us = 100'000;   // how often a waiting node re-asks the silent or
+                                          // disagreeing; a call unavailable at once waits this long
+  uint64_t hello_timeout_us = 1'000'000;  // one HELLO call's deadline (rpc resends within it)
+  uint64_t log_interval_us = 3'000'000;   // how often it logs why it is still waiting
+  // Tests only: pretend to speak another protocol or slot count (to check the reasons).
+  uint32_t protocol_version = kProtocolVersion;
+  uint32_t slots = kSlots;
+};
+
+// InvalidArgument when the options cannot form a cloud: no members, self not among them, ids
+// not 1..n in order, a bad cluster name, zero intervals. Cluster refuses to form with such
+// options (its one waiting reason is this status); the server calls it first to fail fast.
+Status ValidateOptions(const Options& options);
+// A cluster whose members are not all on loopback addresses (127.0.0.0/8, ::1) must have a
+// secret, so that every RPC message is authenticated: FailedPrecondition, naming the address
+// and the flag, when `secret` is empty.
+Status CheckSecurity(const Options& options, std::string_view secret);
+// Which member is this node: the one at host:port. An empty host matches any member on that
+// port when exactly one is; NotFound or InvalidArgument (ambiguous) otherwise.
+Result<net::NodeId> FindSelf(const std::vector<Member>& members, std::string_view host,
+                             uint16_t port);
+// What the endpoint and transport under a Cluster must be configured with: every member but
+// `self`, by id (rpc::Options::peers) and with its address (net::TransportOptions::peers).
+std::vector<net::NodeId> PeerIds(const std::vector<Member>& members, net::NodeId self);
+std::vector<net::PeerAddress> PeerAddresses(const std::vector<Member>& members, net::NodeId self);
+
+// Formation on an rpc::Endpoint the caller owns. Construct before Endpoint::Start (it registers
+// kHelloMethod), then Start() after the endpoint started. The cloud is formed when every listed
+// member has answered HELLO and all agree on cluster name, protocol version, slot count and the
+// member list (fingerprint); then formed() is true and the map is usable.
+// REQUIRES: the endpoint (configured with PeerIds) and the loop outlive the Cluster, or Stop()
+// is called first.
+class Cluster {
+ public:
+  Cluster(rpc::Endpoint& endpoint, net::Loop& loop, Options options);
+  ~Cluster();  // Stop()
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Starts asking every other member (at once) and logging why it waits. Idempotent.
+  void Start();
+  // Stops asking and logging; HELLOs are still answered while the endpoint runs. Idempotent.
+  void Stop();
+  // Thread-safe, cheap (an atomic load, acquire: the map and OnFormed state are visible).
+  bool formed() const;
+  // Why the cloud has not formed, one line per member that has not agreed (in id order), then
+  // any node that said hello but is not in our list. Empty once formed. Texts (docs/cluster.md):
+  //   "127.0.0.3:7100: no answer"
+  //   "127.0.0.2:7100: cluster-name 'a', ours 'b'"
+  //   "127.0.0.2:7100: protocol version 2, ours 1"
+  //   "127.0.0.2:7100: 8192 slots, ours 16384"
+  //   "127.0.0.2:7100: its list lacks us (127.0.0.1:7100); member lists differ: ..."
+  //   "127.0.0.2:7100: member lists differ: it lists 127.0.0.9:7100 that ours lacks"
+  //   "127.0.0.9:7100: not in our list"
+  std::vector<std::string> WaitingReasons() const;
+  const SlotMap& map() const;  // fixed after construction in this issue
+  net::NodeId self() const;
+  // Liveness from rpc's heartbeats (contract 4): true for self; for a peer, whether the
+  // endpoint has heard from it within down_after_us. False for an id not in the map.
+  bool PeerUp(net::NodeId id) const;
+  // Runs fn once on the loop thread when the cloud forms (at once, posted, if it has).
+  void OnFormed(std::function<void()> fn);
+
+  // For INFO: every member with its state, in id order.
+  struct MemberState {
+    Member member;
+    bool self = false;
+    bool agreed = false;  // answered HELLO and agrees (self: always)
+    bool up = false;      // PeerUp
+    std::string reason;   // why not agreed, without the address prefix; empty when agreed
+  };
+  std::vector<MemberState> Members() const;
+  // Loop time from Start() to formation, in microseconds; 0 until formed.
+  uint64_t formation_us() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace floe::cluster
+
+#endif  // FLOE_CLUSTER_CLUSTER_H_
