@@ -126,6 +126,10 @@ class Dkv {
   // The value of `key`, or null. Answers at once (on this thread) for a key homed here or
   // cached under a valid lease; otherwise after one round trip to the home.
   void Get(std::string_view key, ValueDone done);
+  // Get for a thread that may wait (not the loop's, not an RPC handler's): on a miss it polls
+  // the socket for the answer itself, saving the hand-off from the loop thread (the blocking
+  // RPC call's fast path).
+  Result<store::ValuePtr> GetBlocking(std::string_view key);
   // The local part of Get: the value if it can be answered without a message.
   std::optional<store::ValuePtr> TryGetLocal(std::string_view key);
 
