@@ -105,8 +105,7 @@ bool UnknownOutcome(const Status& s) {
 
 TEST(DkvNetTest, ConcurrentClientsOnLossyLoopbackStayLinearizable) {
   const uint64_t seed = testing::Seed(11, true);
-  NetCluster c(3, seed,
-               {.drop = 0.1, .duplicate = 0.05, .min_delay_us = 0, .max_delay_us = 2000});
+  NetCluster c(3, seed, {.drop = 0.1, .duplicate = 0.05, .min_delay_us = 0, .max_delay_us = 2000});
   std::mutex history_mu;
   std::vector<lin::Operation> history;
   const std::vector<std::string> keys = {"a", "b", "c"};
@@ -183,7 +182,7 @@ TEST(DkvNetTest, ConcurrentClientsOnLossyLoopbackStayLinearizable) {
   for (auto& th : clients) th.join();
   lin::CheckResult res = lin::Check(history);
   ASSERT_EQ(res.verdict, lin::Verdict::kOk) << res.explanation << "\n"
-                                           << lin::FormatHistory(history);
+                                            << lin::FormatHistory(history);
   uint64_t hits = 0, waits = 0;
   for (auto& [id, node] : c.nodes) {
     hits += node->store->stats().cache_hits.load();

@@ -197,7 +197,12 @@ class SimNetwork final : public Loop {
   void SetFaults(const Faults& faults) { faults_ = faults; }
   // Cuts (or heals) the link between a and b, both directions.
   void Cut(NodeId a, NodeId b, bool cut);
-  void HealAll() { cut_.clear(); }
+  // Cuts (or heals) messages from `from` to `to` only: the other direction still works.
+  void CutOneWay(NodeId from, NodeId to, bool cut);
+  void HealAll() {
+    cut_.clear();
+    one_way_.clear();
+  }
 
   // Loop: one virtual clock shared by every node.
   uint64_t NowMicros() const override { return now_; }
@@ -215,7 +220,7 @@ class SimNetwork final : public Loop {
  private:
   friend class SimTransport;
   void Deliver(NodeId from, NodeId to, Transport::Bytes message);
-  bool IsCut(NodeId a, NodeId b) const;
+  bool IsCut(NodeId from, NodeId to) const;
 
   struct Event {
     uint64_t at;
@@ -228,6 +233,7 @@ class SimNetwork final : public Loop {
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
   std::map<NodeId, std::unique_ptr<SimTransport>> nodes_;
   std::set<std::pair<NodeId, NodeId>> cut_;
+  std::set<std::pair<NodeId, NodeId>> one_way_;  // (from, to)
   Faults faults_;
   std::mt19937_64 rng_;
   SimStats stats_;

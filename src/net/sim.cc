@@ -28,7 +28,7 @@ SimTransport& SimNetwork::AddNode(NodeId id) {
 void SimNetwork::RemoveNode(NodeId id) { nodes_.erase(id); }
 
 void SimNetwork::Cut(NodeId a, NodeId b, bool cut) {
-  const auto link = std::minmax(a, b);
+  const std::pair<NodeId, NodeId> link = std::minmax(a, b);
   if (cut) {
     cut_.insert(link);
   } else {
@@ -36,7 +36,17 @@ void SimNetwork::Cut(NodeId a, NodeId b, bool cut) {
   }
 }
 
-bool SimNetwork::IsCut(NodeId a, NodeId b) const { return cut_.count(std::minmax(a, b)) != 0; }
+void SimNetwork::CutOneWay(NodeId from, NodeId to, bool cut) {
+  if (cut) {
+    one_way_.insert({from, to});
+  } else {
+    one_way_.erase({from, to});
+  }
+}
+
+bool SimNetwork::IsCut(NodeId from, NodeId to) const {
+  return cut_.count(std::minmax(from, to)) != 0 || one_way_.count({from, to}) != 0;
+}
 
 void SimNetwork::PostAt(uint64_t at_micros, std::function<void()> fn) {
   events_.push(Event{std::max(at_micros, now_), seq_++, std::move(fn)});
