@@ -48,7 +48,7 @@ struct Node {
   floe::net::AsioLoop loop;
   std::unique_ptr<floe::net::UdpTcpTransport> transport;
   std::unique_ptr<floe::rpc::Endpoint> endpoint;
-  std::shared_ptr<dkv::Dkv*> slot = std::make_shared<dkv::Dkv*>(nullptr);
+  dkv::Dkv::Slot slot = dkv::Dkv::MakeSlot();
   std::unique_ptr<dkv::Dkv> store;
 };
 
@@ -79,9 +79,11 @@ struct Cluster {
       d.self = id;
       d.home = HomeOf;
       n->store = std::make_unique<dkv::Dkv>(*n->endpoint, d);
-      *n->slot = n->store.get();
+      n->slot->store(n->store.get());
     }
     for (auto& [id, n] : nodes) n->endpoint->Start();
+    // The homes serve once their start-up grace (rule L4) has passed.
+    std::this_thread::sleep_for(std::chrono::microseconds(dkv::Options{}.start_grace_us));
     // Leases come with the first heartbeats.
     for (int i = 0; i < 100; i++) {
       bool all = true;
@@ -96,7 +98,7 @@ struct Cluster {
     }
   }
   ~Cluster() {
-    for (auto& [id, n] : nodes) *n->slot = nullptr;
+    for (auto& [id, n] : nodes) n->slot->store(nullptr);
     for (auto& [id, n] : nodes) n->endpoint->Stop();
   }
   dkv::Dkv& at(NodeId id) { return *nodes.at(id)->store; }

@@ -9,6 +9,7 @@
 #include <array>
 #include <charconv>
 #include <deque>
+#include <list>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -48,14 +49,22 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // A write waiting at its home (rule W2).
   struct Queued {
     NodeId writer = 0;
+    uint64_t sent_us = 0;  // the writer's clock when it sent the write
     uint16_t op = 0;
     std::string args;
     std::function<void(Result<WriteAnswer>)> reply;
   };
+  // A node holding a copy, and its own clock reading when it asked for it (rule W3: a write it
+  // sent later comes from a node that dropped that copy; one sent earlier, arriving late, must
+  // invalidate it like any other).
+  struct Holder {
+    NodeId node = 0;
+    uint64_t asked_us = 0;
+  };
   struct HomeKey {
-    std::vector<NodeId> holders;
-    std::deque<Queued> queue;
-    bool busy = false;  // the front of `queue` is between its stamp and its commit
+    std::vector<Holder> holders;
+    std::list<Queued> queue;  // a list: an idle key allocates nothing for it
+    bool busy = false;        // the front of `queue` is between its stamp and its commit
   };
   // A GET this node has in flight for a key (rule R3).
   struct InFlightGet {
@@ -91,7 +100,11 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   using After = std::vector<std::function<void()>>;
 
   Impl(rpc::Endpoint& e, Options o)
-      : ep(e), loop(e.loop()), options(std::move(o)), coarse_margin_us(CoarseMargin(loop)) {
+      : ep(e),
+        loop(e.loop()),
+        options(std::move(o)),
+        coarse_margin_us(CoarseMargin(loop)),
+        serve_after(loop.NowMicros() + options.start_grace_us) {
     for (auto& g : gens) g.store(0);
   }
 
@@ -99,6 +112,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   net::Loop& loop;
   Options options;
   const uint64_t coarse_margin_us;   // 0: read the loop's clock
+  const uint64_t serve_after;        // rule L4: the start-up grace
   std::map<uint16_t, AtomicFn> ops;  // fixed after construction's registrations
   store::Store home_store, cache;
   std::atomic<uint64_t> next_stamp{0};
@@ -172,7 +186,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       MutexLock lock(&s.mu);
       s.gets[k].count++;
     }
-    std::string req = internal::EncodeGetRequest({.map_version = options.map_version, .key = key});
+    std::string req = internal::EncodeGetRequest(
+        {.map_version = options.map_version, .key = key, .sent_us = loop.NowMicros()});
     ep.CallAsync(h, kMethodGet, std::move(req), options.timeout_us,
                  [self = shared_from_this(), k = std::move(k), h, gen, done = std::move(done)](
                      Result<std::string> r) { self->OnGetAnswer(k, h, gen, std::move(r), done); });
@@ -190,9 +205,11 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       s.gets[k].count++;
     }
     // A blocking call polls the socket itself: the answer needs no hop through the loop.
-    Result<std::string> r = ep.Call(
-        h, kMethodGet, internal::EncodeGetRequest({.map_version = options.map_version, .key = key}),
-        options.timeout_us);
+    Result<std::string> r =
+        ep.Call(h, kMethodGet,
+                internal::EncodeGetRequest(
+                    {.map_version = options.map_version, .key = key, .sent_us = loop.NowMicros()}),
+                options.timeout_us);
     Result<store::ValuePtr> out = Status::Internal("no answer");
     OnGetAnswer(k, h, gen, std::move(r), [&out](Result<store::ValuePtr> v) { out = std::move(v); });
     return out;
@@ -284,11 +301,14 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     auto self = shared_from_this();
     if (h == options.self) {
       return HomeEnqueue(
-          key, options.self, op, std::move(args),
+          key, options.self, loop.NowMicros(), op, std::move(args),
           [self, key](Result<WriteAnswer> a) { self->OnWriteAnswer(key, std::move(a)); });
     }
-    std::string req = internal::EncodeWriteRequest(
-        {.map_version = options.map_version, .key = key, .op = op, .args = args});
+    std::string req = internal::EncodeWriteRequest({.map_version = options.map_version,
+                                                    .key = key,
+                                                    .op = op,
+                                                    .args = args,
+                                                    .sent_us = loop.NowMicros()});
     ep.CallAsync(h, kMethodWrite, std::move(req), options.timeout_us,
                  [self, key](Result<std::string> r) {
                    Result<WriteAnswer> a =
@@ -347,7 +367,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     if (done_op.plain) outstanding_puts.fetch_sub(1, std::memory_order_release);
-    if (next) SendFront(key);
+    // Through the loop, not a call: an answer can come back synchronously (a local home, a
+    // peer already marked down), and a long queue would otherwise recurse once per write.
+    if (next) loop.Post([self = shared_from_this(), key] { self->SendFront(key); });
     if (done_op.done) {
       if (a.ok()) {
         done_op.done(std::move(a->result));
@@ -359,15 +381,18 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   // ---- writes: the home's side (rule W2) ----
 
-  void HomeEnqueue(const std::string& key, NodeId writer, uint16_t op, std::string args,
-                   std::function<void(Result<WriteAnswer>)> reply) {
+  void HomeEnqueue(const std::string& key, NodeId writer, uint64_t sent_us, uint16_t op,
+                   std::string args, std::function<void(Result<WriteAnswer>)> reply) {
     After after;
     {
       Stripe& s = StripeOf(key);
       MutexLock lock(&s.mu);
       HomeKey& hk = s.home[key];
-      hk.queue.push_back(
-          Queued{.writer = writer, .op = op, .args = std::move(args), .reply = std::move(reply)});
+      hk.queue.push_back(Queued{.writer = writer,
+                                .sent_us = sent_us,
+                                .op = op,
+                                .args = std::move(args),
+                                .reply = std::move(reply)});
       if (!hk.busy) RunHome(s, key, after);
     }
     for (auto& fn : after) fn();
@@ -382,10 +407,18 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       store::ValuePtr cur = home_store.Get(key);
       if (cur && cur->IsExpired(NowMs())) cur = nullptr;
       auto fit = ops.find(q.op);
-      Result<Outcome> out =
-          fit == ops.end()
-              ? Result<Outcome>(Status::Unimplemented("no operation " + std::to_string(q.op)))
-              : fit->second(cur.get(), q.args);
+      Result<Outcome> out = Status::Unimplemented("no operation " + std::to_string(q.op));
+      if (fit != ops.end()) {
+        // A function that throws fails its write; the key's queue moves on.
+        try {
+          out = fit->second(cur.get(), q.args);
+        } catch (const std::exception& e) {
+          out = Status::Internal(std::string("operation ") + std::to_string(q.op) +
+                                 " failed: " + e.what());
+        } catch (...) {
+          out = Status::Internal("operation " + std::to_string(q.op) + " failed");
+        }
+      }
       if (!out.ok() || out->kind == Outcome::Kind::kKeep) {
         Result<WriteAnswer> ans =
             out.ok() ? Result<WriteAnswer>(WriteAnswer{.stamp = cur ? cur->version() : 0,
@@ -402,8 +435,12 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       round->stamp = next_stamp.fetch_add(1, std::memory_order_relaxed) + 1;
       round->outcome = std::move(*out);
       std::vector<NodeId> targets;
-      for (NodeId x : hk.holders) {
-        if (x != q.writer && x != options.self) targets.push_back(x);
+      for (const Holder& x : hk.holders) {
+        if (x.node == options.self) continue;
+        // The writer dropped the copy it asked for before it sent this write (W3); a copy it
+        // asked for after sending — after this write was abandoned, say — is invalidated.
+        if (x.node == q.writer && x.asked_us < q.sent_us) continue;
+        targets.push_back(x.node);
       }
       if (targets.empty()) {
         Commit(s, hk, *round, after);
@@ -440,7 +477,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       if (q.writer != options.self &&
           round.outcome.entry.payload.size() <= options.writer_copy_max) {
         ans.entry = std::move(round.outcome.entry);
-        hk.holders.push_back(q.writer);
+        hk.holders.push_back(Holder{.node = q.writer, .asked_us = q.sent_us});
       }
     } else {
       home_store.Remove(round.key);
@@ -493,9 +530,19 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     return Status::OK();
   }
 
+  // Rule L4: a home serves nothing until every lease its previous life may have granted has
+  // lapsed (it cannot know the holders it had).
+  Status CheckStarted() const {
+    if (loop.NowMicros() < serve_after) {
+      return Status::Unavailable("home just started: waiting out the leases of its previous life");
+    }
+    return Status::OK();
+  }
+
   Result<std::string> OnGet(NodeId from, std::string_view request) {
     FLOE_ASSIGN_OR_RETURN(internal::GetRequest q, internal::DecodeGetRequest(request));
     FLOE_RETURN_IF_ERROR(CheckHome(q.key, q.map_version));
+    FLOE_RETURN_IF_ERROR(CheckStarted());
     GetAnswer a;
     std::string key(q.key);
     Stripe& s = StripeOf(key);
@@ -507,10 +554,16 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       a.entry = EntryOf(*v);
       auto it = s.home.find(key);
       const bool busy = it != s.home.end() && it->second.busy;
-      if (!busy && from != options.self) {  // R4: not while a write is in progress
+      // R4: not while a write is in progress. Nor to a node that has not echoed our clock
+      // lately (it cannot hear us, so every write would wait out its lease).
+      if (!busy && from != options.self && loop.NowMicros() < ep.LeaseUntil(from)) {
         HomeKey& hk = s.home[key];
-        if (std::find(hk.holders.begin(), hk.holders.end(), from) == hk.holders.end()) {
-          hk.holders.push_back(from);
+        auto h = std::find_if(hk.holders.begin(), hk.holders.end(),
+                              [from](const Holder& x) { return x.node == from; });
+        if (h == hk.holders.end()) {
+          hk.holders.push_back(Holder{.node = from, .asked_us = q.sent_us});
+        } else {
+          h->asked_us = std::max(h->asked_us, q.sent_us);
         }
         a.cacheable = true;
       }
@@ -522,7 +575,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     Result<internal::WriteRequest> q = internal::DecodeWriteRequest(request);
     if (!q.ok()) return reply(q.status());
     if (Status st = CheckHome(q->key, q->map_version); !st.ok()) return reply(st);
-    HomeEnqueue(std::string(q->key), from, q->op, std::string(q->args),
+    if (Status st = CheckStarted(); !st.ok()) return reply(st);
+    HomeEnqueue(std::string(q->key), from, q->sent_us, q->op, std::string(q->args),
                 [reply = std::move(reply)](Result<WriteAnswer> a) {
                   if (!a.ok()) return reply(a.status());
                   reply(internal::EncodeWriteAnswer(*a));
@@ -546,19 +600,50 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     return std::string();
   }
 
-  void OnLeaseLapse(NodeId home) {
+  // Rule L3. Holds every stripe (in order) so that no answer being installed can slip between
+  // the generation's bump and the purge.
+  void OnLeaseLapse(NodeId home) FLOE_NO_THREAD_SAFETY_ANALYSIS {
+    for (Stripe& s : stripes) s.mu.Lock();
     Gen(home).fetch_add(1, std::memory_order_acq_rel);
     std::vector<std::string> doomed;
     cache.ForEach([&](const store::Value& v) {
-      if (options.home(v.key()) == home) doomed.emplace_back(v.key());
+      if (v.version() != kPendingStamp && options.home(v.key()) == home) {
+        doomed.emplace_back(v.key());
+      }
     });
-    for (const std::string& k : doomed) {
-      Stripe& s = StripeOf(k);
-      MutexLock lock(&s.mu);
-      store::ValuePtr cur = cache.Get(k);
-      if (cur && cur->version() != kPendingStamp) cache.Remove(k);
-    }
+    for (const std::string& k : doomed) cache.Remove(k);
+    for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) it->mu.Unlock();
     stats.purges.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A key read from elsewhere and then expired (or never written again) would keep its holder
+  // list forever; the sweep drops the state of idle keys whose value is gone.
+  void SweepHomeState() {
+    const int64_t now_ms = NowMs();
+    for (Stripe& s : stripes) {
+      MutexLock lock(&s.mu);
+      for (auto it = s.home.begin(); it != s.home.end();) {
+        const HomeKey& hk = it->second;
+        if (!hk.busy && hk.queue.empty()) {
+          store::ValuePtr v = home_store.Get(it->first);
+          if (!v || v->IsExpired(now_ms)) {
+            it = s.home.erase(it);
+            continue;
+          }
+        }
+        ++it;
+      }
+    }
+  }
+
+  void ScheduleSweep() {
+    std::weak_ptr<Impl> weak = weak_from_this();
+    loop.PostAt(loop.NowMicros() + options.sweep_interval_us, [weak] {
+      if (auto self = weak.lock()) {
+        self->SweepHomeState();
+        self->ScheduleSweep();
+      }
+    });
   }
 };
 
@@ -624,6 +709,7 @@ Dkv::Dkv(rpc::Endpoint& endpoint, Options options)
   impl_->ops[kOpPutIfAbsent] = OpPutIfAbsent;
   impl_->ops[kOpCompareAndPut] = OpCompareAndPut;
   impl_->ops[kOpIncrement] = OpIncrement;
+  impl_->ScheduleSweep();
   std::weak_ptr<Impl> weak = impl_;
   // Inline: none of them blocks (a write that waits answers later through `reply`).
   endpoint.Register(
@@ -654,9 +740,9 @@ Dkv::Dkv(rpc::Endpoint& endpoint, Options options)
 
 Dkv::~Dkv() = default;
 
-std::function<void(NodeId)> Dkv::MakeLeaseHook(std::shared_ptr<Dkv*> slot) {
+std::function<void(NodeId)> Dkv::MakeLeaseHook(Slot slot) {
   return [slot](NodeId home) {
-    if (Dkv* d = *slot) d->OnLeaseLapse(home);
+    if (Dkv* d = slot->load(std::memory_order_acquire)) d->OnLeaseLapse(home);
   };
 }
 

@@ -95,6 +95,12 @@ struct Options {
   size_t writer_copy_max = 4096;
   // Wall-clock milliseconds, for expiry (tests give a virtual clock).
   std::function<int64_t()> now_ms;
+  // Rule L4: for this long after it starts a home answers Unavailable, so that every lease a
+  // previous life of the node granted has lapsed before it serves. At least lease_us plus
+  // the lease margin (docs/rpc.md, "Leases").
+  uint64_t start_grace_us = 2'100'000;
+  // How often idle per-key home state (the holders of keys gone since) is swept.
+  uint64_t sweep_interval_us = 1'000'000;
 };
 
 struct Stats {
@@ -113,11 +119,14 @@ class Dkv {
   Dkv& operator=(const Dkv&) = delete;
 
   // For rpc::Options::on_lease_lapse: purges the copies homed at `home` (rule L3). The pointer
-  // is filled in once the Dkv exists.
-  static std::function<void(NodeId)> MakeLeaseHook(std::shared_ptr<Dkv*> slot);
+  // is set once the Dkv exists and cleared before it is destroyed.
+  using Slot = std::shared_ptr<std::atomic<Dkv*>>;
+  static Slot MakeSlot() { return std::make_shared<std::atomic<Dkv*>>(nullptr); }
+  static std::function<void(NodeId)> MakeLeaseHook(Slot slot);
   void OnLeaseLapse(NodeId home);
 
-  // Before the endpoint starts. Ids below kFirstUserOp are taken.
+  // Before the endpoint starts (not checked), on every node with the same function. Ids below
+  // kFirstUserOp are taken.
   void RegisterOp(uint16_t op, AtomicFn fn);
 
   using ValueDone = std::function<void(Result<store::ValuePtr>)>;  // null: absent

@@ -41,7 +41,7 @@ struct SimRun {
       o.lease_us = kLease;
       o.heartbeat_interval_us = 100'000;
       o.down_after_us = 1'500'000;
-      slots[id] = std::make_shared<Dkv*>(nullptr);
+      slots[id] = Dkv::MakeSlot();
       o.on_lease_lapse = Dkv::MakeLeaseHook(slots[id]);
       eps[id] = std::make_unique<rpc::Endpoint>(net.AddNode(id), o);
       Options d;
@@ -52,23 +52,24 @@ struct SimRun {
       d.lease_us = kLease;
       d.timeout_us = 1'500'000;
       d.invalidate_patience_us = 60'000;
+      d.start_grace_us = kLease + kLease / 10;
       d.now_ms = [this] {
         return 1'800'000'000'000 + static_cast<int64_t>(net.NowMicros() / 1000);
       };
       dkvs[id] = std::make_unique<Dkv>(*eps[id], d);
-      *slots[id] = dkvs[id].get();
+      slots[id]->store(dkvs[id].get());
     }
     for (auto& [id, e] : eps) e->Start();
-    net.RunFor(500'000);
+    net.RunFor(kLease + kLease / 5);  // leases, and the start-up grace
   }
   ~SimRun() {
-    for (auto& [id, s] : slots) *s = nullptr;
+    for (auto& [id, s] : slots) s->store(nullptr);
   }
 
   net::SimNetwork net;
   std::mt19937_64 rng;
   int nodes;
-  std::map<NodeId, std::shared_ptr<Dkv*>> slots;
+  std::map<NodeId, Dkv::Slot> slots;
   std::map<NodeId, std::unique_ptr<rpc::Endpoint>> eps;
   std::map<NodeId, std::unique_ptr<Dkv>> dkvs;
   std::vector<lin::Operation> history;

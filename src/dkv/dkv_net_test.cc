@@ -31,7 +31,7 @@ struct NetNode {
   net::AsioLoop loop;
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;
-  std::shared_ptr<Dkv*> slot = std::make_shared<Dkv*>(nullptr);
+  Dkv::Slot slot = Dkv::MakeSlot();
   std::unique_ptr<Dkv> store;
 };
 
@@ -67,15 +67,16 @@ struct NetCluster {
       d.lease_us = o.lease_us;
       d.timeout_us = 2'000'000;
       d.invalidate_patience_us = 100'000;
+      d.start_grace_us = 600'000;
       node->store = std::make_unique<Dkv>(*node->endpoint, d);
-      *node->slot = node->store.get();
+      node->slot->store(node->store.get());
     }
     for (auto& [id, node] : nodes) node->endpoint->Start();
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // leases
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));  // leases, grace
   }
   ~NetCluster() {
     for (auto& [id, node] : nodes) node->endpoint->Stop();
-    for (auto& [id, node] : nodes) *node->slot = nullptr;
+    for (auto& [id, node] : nodes) node->slot->store(nullptr);
   }
   std::map<NodeId, std::unique_ptr<NetNode>> nodes;
 };

@@ -39,6 +39,7 @@ std::string EncodeGetRequest(const GetRequest& q) {
   wire::Writer w(&out);
   w.PutVarint64(q.map_version);
   w.PutLengthPrefixed(q.key);
+  w.PutVarint64(q.sent_us);
   return out;
 }
 
@@ -47,6 +48,7 @@ Result<GetRequest> DecodeGetRequest(std::string_view bytes) {
   GetRequest q;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
   FLOE_RETURN_IF_ERROR(GetKey(r, &q.key));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.sent_us));
   FLOE_RETURN_IF_ERROR(Done(r));
   return q;
 }
@@ -68,6 +70,7 @@ Result<GetAnswer> DecodeGetAnswer(std::string_view bytes) {
   if (flags > 3) return Status::Corruption("bad GET answer flags");
   a.cacheable = (flags & 2) != 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&a.stamp));
+  if (a.stamp > kMaxStamp) return Status::Corruption("stamp out of range");
   if ((flags & 1) != 0) {
     a.entry.emplace();
     FLOE_RETURN_IF_ERROR(GetEntry(r, &*a.entry));
@@ -83,6 +86,7 @@ std::string EncodeWriteRequest(const WriteRequest& q) {
   w.PutLengthPrefixed(q.key);
   w.PutFixed16(q.op);
   w.PutLengthPrefixed(q.args);
+  w.PutVarint64(q.sent_us);
   return out;
 }
 
@@ -93,6 +97,7 @@ Result<WriteRequest> DecodeWriteRequest(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(GetKey(r, &q.key));
   FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.op));
   FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&q.args, store::kMaxPayloadBytes + 1024));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.sent_us));
   FLOE_RETURN_IF_ERROR(Done(r));
   return q;
 }
@@ -111,6 +116,7 @@ Result<WriteAnswer> DecodeWriteAnswer(std::string_view bytes) {
   wire::Reader r(bytes);
   WriteAnswer a;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&a.stamp));
+  if (a.stamp > kMaxStamp) return Status::Corruption("stamp out of range");
   std::string_view result;
   FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&result, store::kMaxPayloadBytes));
   a.result.assign(result);
@@ -138,6 +144,7 @@ Result<InvalidateRequest> DecodeInvalidate(std::string_view bytes) {
   InvalidateRequest q;
   FLOE_RETURN_IF_ERROR(GetKey(r, &q.key));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.stamp));
+  if (q.stamp > kMaxStamp) return Status::Corruption("stamp out of range");
   FLOE_RETURN_IF_ERROR(Done(r));
   return q;
 }

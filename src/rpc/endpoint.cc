@@ -552,6 +552,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     auto it = cit->second.entries.find(task);
     if (it == cit->second.entries.end()) return;  // collected: the caller gave up
     Entry& e = it->second;
+    if (e.state != Entry::State::kRunning) return;  // a second reply from an async handler
     const uint16_t code = r.ok() ? 0 : static_cast<uint16_t>(r.status().code());
     std::string payload = r.ok() ? std::move(*r) : std::string(r.status().message());
     e.state = Entry::State::kDone;
@@ -709,7 +710,18 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       p.reading_at = now;
       p.reading_incarnation = h.incarnation;
     }
-    if (h.mark == 0 || h.mark - 1 > now || options.lease_us == 0) return;
+    if (options.lease_us == 0) return;
+    if (h.incarnation > p.lease_incarnation && p.lease_incarnation != 0) {
+      // A new life of the peer: what its previous one granted is void at once, echo or not
+      // (coherence rule L4); the holder purges before anything renews the lease.
+      auto idx = peer_index.find(h.sender);
+      if (idx != peer_index.end()) lease_until[idx->second].store(0, std::memory_order_release);
+      p.lease_incarnation = h.incarnation;
+      if (options.on_lease_lapse) {
+        jobs.push_back([this, peer = h.sender] { options.on_lease_lapse(peer); });
+      }
+    }
+    if (h.mark == 0 || h.mark - 1 > now) return;
     if (h.incarnation < p.lease_incarnation) return;  // a late message from an earlier life
     auto idx = peer_index.find(h.sender);
     if (idx == peer_index.end()) return;

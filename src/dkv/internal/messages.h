@@ -18,7 +18,11 @@ namespace floe::dkv::internal {
 struct GetRequest {
   uint64_t map_version = 0;
   std::string_view key;
+  uint64_t sent_us = 0;  // the asker's monotonic clock (rule W3)
 };
+// Stamps on the wire stay below kMaxStamp (UINT64_MAX marks a writer's own pending copy).
+inline constexpr uint64_t kMaxStamp = UINT64_MAX - 1;
+
 struct GetAnswer {
   uint64_t stamp = 0;  // the committed value's; 0 when absent
   bool cacheable = false;
@@ -29,6 +33,7 @@ struct WriteRequest {
   std::string_view key;
   uint16_t op = 0;
   std::string_view args;
+  uint64_t sent_us = 0;  // the writer's monotonic clock (rule W3)
 };
 struct WriteAnswer {
   uint64_t stamp = 0;  // the committed stamp after the write (0: none)
