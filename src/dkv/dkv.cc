@@ -11,6 +11,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -119,6 +120,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
   std::atomic<uint64_t> outstanding_puts{0};
+  // Installs of copies hold it shared, a lease purge exclusively (rule L3). Before any stripe.
+  std::shared_mutex purge_mu;
   Stats stats;
 
   Stripe& StripeOf(std::string_view key) { return stripes[store::KeyView(key).hash() % kStripes]; }
@@ -228,6 +231,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     }
     {
       Stripe& s = StripeOf(key);
+      std::shared_lock<std::shared_mutex> no_purge(purge_mu);  // rule L3
       MutexLock lock(&s.mu);
       auto it = s.gets.find(key);
       uint64_t floor = 0;
@@ -323,6 +327,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     bool next = false;
     {
       Stripe& s = StripeOf(key);
+      std::shared_lock<std::shared_mutex> no_purge(purge_mu);  // rule L3
       MutexLock lock(&s.mu);
       WriterKey& w = s.writes[key];
       done_op = std::move(w.queue.front());
@@ -600,10 +605,10 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     return std::string();
   }
 
-  // Rule L3. Holds every stripe (in order) so that no answer being installed can slip between
-  // the generation's bump and the purge.
-  void OnLeaseLapse(NodeId home) FLOE_NO_THREAD_SAFETY_ANALYSIS {
-    for (Stripe& s : stripes) s.mu.Lock();
+  // Rule L3. Excludes every install of a copy (they hold purge_mu shared) so that none slips
+  // between the generation's bump and the purge.
+  void OnLeaseLapse(NodeId home) {
+    std::unique_lock<std::shared_mutex> purging(purge_mu);
     Gen(home).fetch_add(1, std::memory_order_acq_rel);
     std::vector<std::string> doomed;
     cache.ForEach([&](const store::Value& v) {
@@ -612,7 +617,6 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       }
     });
     for (const std::string& k : doomed) cache.Remove(k);
-    for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) it->mu.Unlock();
     stats.purges.fetch_add(1, std::memory_order_relaxed);
   }
 
