@@ -107,21 +107,31 @@ struct MemoKeyHash {
 // deadline, so the search may always postpone it, and leaving it unplaced keeps every option
 // that placing it would give. Left alone, though, every unknown write stays a candidate at
 // every later point and the search tries every subset of them in every order: 30 unknown puts
-// that nobody saw cost 2^30. Four rules remove what can never help, each by pointing at a
+// that nobody saw cost 2^30. Five rules remove what can never help, each by pointing at a
 // configuration the search also reaches that has the same state, the same kOk operations
 // placed and fewer (or earlier, identical) unknown ones placed -- so the result is unchanged:
-//  1. An unknown operation is tried only where it changes the state. (An unknown get therefore
+//  1. Fewest first: at each point the search tries the kOk candidates before the unknown
+//     ones, so a configuration with fewer unknown operations placed is met before the ones
+//     that extend it -- which is what lets rule 3 prune them (an unknown put that a later put
+//     overwrote meets the configuration without it, already explored).
+//  2. An unknown operation is tried only where it changes the state. (An unknown get therefore
 //     never branches; Check() drops those up front.)
-//  2. Dominance: (set, state) is dominated by a pair with the same state whose set has the
+//  3. Dominance: (set, state) is dominated by a pair with the same state whose set has the
 //     same kOk operations and a subset of its unknown ones. The memo is keyed by (kOk
 //     operations placed, state) and keeps the unknown sets seen with it; a new pair is explored
 //     only if none of them is a subset of its own.
-//  3. Overwrites: an unknown operation placed right after another unknown one is skipped when
+//  4. Overwrites: an unknown operation placed right after another unknown one is skipped when
 //     it leaves the same state as it would have without that one (a put after a put): the
-//     configuration without the first is explored too.
-//  4. Twins: unknown operations with the same kind and inputs (two "incr +1" that timed out)
-//     are interchangeable, so one is placed only after its earlier-called twins: otherwise
-//     "u1 then not u2" and "u2 then not u1" would both be explored.
+//     configuration without the first is explored too. Model::IsBlindWrite says so without a
+//     step for the operations whose effect never depends on the state.
+//  5. Twins: of two unknown operations with the same kind and inputs (two "incr +1" that timed
+//     out), the one called first and bounded no earlier (rule 6) can stand wherever the other
+//     can, so the other is placed only after it: otherwise "u1 then not u2" and "u2 then not
+//     u1" would both be explored.
+//  6. Bounds: an unknown operation whose recorder knows it cannot take effect after
+//     `unknown_until` is not placed after an operation called later than that (it would have
+//     to follow it). Without a bound every unknown write stays a candidate to the end, and the
+//     cost of the search grows with how many are pending at once.
 class KeySearch {
  public:
   KeySearch(const std::vector<Operation>& history, const std::vector<size_t>& ops,
@@ -139,6 +149,7 @@ class KeySearch {
   struct Frame {
     int call_event;
     State before;
+    Time latest_call_before;
   };
   static constexpr int kNil = -1;
 
@@ -162,9 +173,11 @@ class KeySearch {
     if (match_[call] != kNil) Relink(match_[call]);
     Relink(call);
   }
-  // Rules 1, 3 and 4: whether placing unknown op `local`, taking `state` to `after`, can help.
+  // Rules 2 and 4: whether placing unknown op `local`, taking `state` to `after`, can help.
+  // Rules 4, 5 and 6 before any model step: whether unknown op `local` may be placed next.
+  bool Admissible(size_t local) const;
   bool Worthwhile(size_t local, const State& state, const State& after) const;
-  // Rule 2: true when (placed sets, state) is new and not dominated; records it.
+  // Rule 3: true when (placed sets, state) is new and not dominated; records it.
   bool Remember(const State& state);
   void RecordDeadEnd(int return_event, const State& state);
   std::string Explain() const;
@@ -178,9 +191,10 @@ class KeySearch {
   std::vector<int> next_, prev_, match_;  // head sentinel at index events_.size()
   int head_ = 0;
   std::vector<size_t> rank_;                 // an op's bit in ok_placed_ or unknown_placed_
-  std::vector<std::optional<size_t>> twin_;  // rule 4: the previous identical unknown op
+  std::vector<std::optional<size_t>> twin_;  // rule 5: the previous identical unknown op
   Bits ok_placed_{0}, unknown_placed_{0};
   std::vector<Frame> stack_;
+  Time latest_call_ = 0;  // the latest call among the placed operations (rule 6)
   std::unordered_map<MemoKey, std::vector<Bits>, MemoKeyHash> memo_;
 
   // The deepest dead end: the order placed then, and the operation whose deadline came.
@@ -198,7 +212,8 @@ void KeySearch::BuildEvents() {
     events_.push_back({.op = i, .is_call = true, .time = op(i).call});
     if (!unknown(i)) events_.push_back({.op = i, .is_call = false, .time = op(i).ret});
   }
-  // Rule 4: each unknown op's previous twin by call time.
+  // Rule 5: each unknown op's twin: the latest one called before it with the same kind and
+  // inputs that can take effect at least as late.
   std::vector<size_t> by_call;
   for (size_t i = 0; i < ops_.size(); ++i) {
     if (unknown(i)) by_call.push_back(i);
@@ -206,14 +221,17 @@ void KeySearch::BuildEvents() {
   std::stable_sort(by_call.begin(), by_call.end(),
                    [&](size_t a, size_t b) { return op(a).call < op(b).call; });
   twin_.assign(ops_.size(), std::nullopt);
-  std::map<std::tuple<OpKind, std::string, Value, int64_t>, size_t> latest;
+  std::map<std::tuple<OpKind, std::string, Value, int64_t>, std::vector<size_t>> identical;
   for (size_t i : by_call) {
     const Operation& o = op(i);
-    auto [it, inserted] = latest.try_emplace({o.kind, o.value, o.expected, o.delta}, i);
-    if (!inserted) {
-      twin_[i] = it->second;
-      it->second = i;
+    std::vector<size_t>& earlier = identical[{o.kind, o.value, o.expected, o.delta}];
+    for (auto it = earlier.rbegin(); it != earlier.rend(); ++it) {
+      if (op(*it).unknown_until >= o.unknown_until) {
+        twin_[i] = *it;
+        break;
+      }
     }
+    earlier.push_back(i);
   }
   ok_placed_ = Bits(ok_count);
   unknown_placed_ = Bits(unknown_count);
@@ -251,9 +269,16 @@ bool KeySearch::Remember(const State& state) {
   return true;
 }
 
+bool KeySearch::Admissible(size_t local) const {
+  const Operation& o = op(local);
+  if (o.unknown_until < latest_call_) return false;
+  if (twin_[local] && !unknown_placed_.Has(rank_[*twin_[local]])) return false;
+  if (stack_.empty() || !unknown(events_[stack_.back().call_event].op)) return true;
+  return !model_.IsBlindWrite(o);
+}
+
 bool KeySearch::Worthwhile(size_t local, const State& state, const State& after) const {
   if (after == state) return false;
-  if (twin_[local] && !unknown_placed_.Has(rank_[*twin_[local]])) return false;
   if (!stack_.empty()) {
     const Frame& top = stack_.back();
     const size_t previous = events_[top.call_event].op;
@@ -282,6 +307,10 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
 
   const auto deadline = std::chrono::steady_clock::now() + options_.max_time_per_key;
   uint64_t steps = 0, iterations = 0;
+  // Candidates are tried in two passes: kOk operations, then unknown ones (see "Unknown
+  // outcomes": the configurations with fewer unknown operations placed are met first).
+  bool unknown_pass = false;
+  const bool has_unknown = ok_left < ops_.size();
   State state = model_.Init();
   int e = next_[head_];
   while (ok_left > 0) {
@@ -298,6 +327,14 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
     // before the end.
     if (events_[e].is_call) {
       const size_t local = events_[e].op;
+      if (unknown(local) != unknown_pass) {
+        e = next_[e];
+        continue;
+      }
+      if (unknown(local) && !Admissible(local)) {
+        e = next_[e];
+        continue;
+      }
       ++steps;
       std::optional<State> after = model_.Step(state, op(local));
       if (after && unknown(local) && !Worthwhile(local, state, *after)) after.reset();
@@ -305,16 +342,24 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
         Bits& placed = unknown(local) ? unknown_placed_ : ok_placed_;
         placed.Set(rank_[local]);
         if (Remember(*after)) {
-          stack_.push_back({.call_event = e, .before = std::move(state)});
+          stack_.push_back(
+              {.call_event = e, .before = std::move(state), .latest_call_before = latest_call_});
           state = std::move(*after);
+          latest_call_ = std::max(latest_call_, op(local).call);
           ok_left -= unknown(local) ? 0 : 1;
           Lift(e);
           e = next_[head_];
+          unknown_pass = false;
           continue;
         }
         placed.Clear(rank_[local]);
       }
       e = next_[e];
+      continue;
+    }
+    if (!unknown_pass && has_unknown) {
+      unknown_pass = true;
+      e = next_[head_];
       continue;
     }
     RecordDeadEnd(e, state);
@@ -330,8 +375,10 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
     (unknown(local) ? unknown_placed_ : ok_placed_).Clear(rank_[local]);
     ok_left += unknown(local) ? 0 : 1;
     state = std::move(frame.before);
+    latest_call_ = frame.latest_call_before;
     Unlift(frame.call_event);
     e = next_[frame.call_event];
+    unknown_pass = unknown(local);
   }
   *steps_out += steps;
   return report;
@@ -373,6 +420,10 @@ std::string KeySearch::Explain() const {
 }  // namespace
 
 std::string Model::FormatState(const State& state) const { return FormatValue(state); }
+
+bool KvModel::IsBlindWrite(const Operation& op) const {
+  return op.kind == OpKind::kPut || op.kind == OpKind::kRemove;
+}
 
 std::optional<State> KvModel::Step(const State& state, const Operation& op) const {
   const bool check = op.outcome == Outcome::kOk;
@@ -440,12 +491,14 @@ CheckResult Check(const std::vector<Operation>& history, const Model& model,
     KeyReport report;
     for (size_t i : ops) {
       const Operation& op = history[i];
-      if (op.outcome == Outcome::kOk && op.ret < op.call) {
+      const bool backwards =
+          op.outcome == Outcome::kOk ? op.ret < op.call : op.unknown_until < op.call;
+      if (backwards) {
         report = {.key = std::string(key),
                   .verdict = Verdict::kInvalid,
                   .explanation = "key " + FormatValue(std::string(key)) + ": #" +
                                  std::to_string(i) + " " + FormatOperation(op) +
-                                 " returns before its call\n"};
+                                 " ends before its call\n"};
         break;
       }
     }
@@ -479,8 +532,13 @@ CheckResult Check(const std::vector<Operation>& history, const CheckOptions& opt
 
 std::string FormatOperation(const Operation& op) {
   const bool known = op.outcome == Outcome::kOk;
-  std::string out = "c" + std::to_string(op.client) + " [" + std::to_string(op.call) + "," +
-                    (known ? std::to_string(op.ret) : std::string("?")) + "] ";
+  std::string out = "c" + std::to_string(op.client) + " [" + std::to_string(op.call) + ",";
+  if (known) {
+    out += std::to_string(op.ret);
+  } else {
+    out += op.unknown_until == kForever ? "?" : "?<=" + std::to_string(op.unknown_until);
+  }
+  out += "] ";
   const std::string key = FormatValue(op.key);
   auto flag = [&](const char* yes, const char* no) -> std::string {
     if (!op.applied) return " -> (unchecked)";

@@ -19,7 +19,8 @@
 //    advances between a response and the next call.
 // 3. outcome kUnknown: the client does not know whether the operation took effect (its call
 //    timed out, the connection dropped). It may have taken effect at any instant after its call,
-//    however late, or never; its output is not checked (set none). A call that definitely did
+//    however late (up to unknown_until, when the recorder knows a bound), or never; its output
+//    is not checked (set none). A call that definitely did
 //    NOT take effect (refused before it was sent, a typed error that says nothing was applied)
 //    is left out of the history by the recorder: recording it as kUnknown is sound but slower.
 // 4. Operations on different keys are independent (every operation touches one key), so each
@@ -50,6 +51,7 @@ namespace floe::testing::lin {
 // A key's value; nullopt when the key is absent.
 using Value = std::optional<std::string>;
 using Time = uint64_t;
+inline constexpr Time kForever = UINT64_MAX;
 
 enum class OpKind : uint8_t {
   kGet,            // output: read
@@ -82,6 +84,11 @@ struct Operation {
   Time call = 0;
   Time ret = 0;  // ignored when outcome is kUnknown (treated as +infinity)
   Outcome outcome = Outcome::kOk;
+  // kUnknown only: the latest instant at which the operation can still take effect, when the
+  // recorder knows one (the server drops a request past its deadline, the node was stopped);
+  // kForever when it does not. A bound is not needed for correctness, but it makes the check
+  // much cheaper when many unknown writes hit one key (linearizability.cc, rule 6).
+  Time unknown_until = kForever;
 };
 
 // A model's state for one key. KvModel's is the key's value; another model encodes its state in
@@ -99,6 +106,9 @@ class Model {
   // operation with outcome kUnknown is applied with its output unchecked (it returns the state
   // it would leave, which may be `state` itself when it would have failed without effect).
   virtual std::optional<State> Step(const State& state, const Operation& op) const = 0;
+  // True when `op`, its output unchecked, leaves a state that does not depend on the state
+  // before it (a put). Only an optimization: the default, false, is always correct.
+  virtual bool IsBlindWrite(const Operation& /*op*/) const { return false; }
   // How a state is shown in explanations.
   virtual std::string FormatState(const State& state) const;
 };
@@ -111,6 +121,7 @@ class KvModel final : public Model {
  public:
   State Init() const override { return std::nullopt; }
   std::optional<State> Step(const State& state, const Operation& op) const override;
+  bool IsBlindWrite(const Operation& op) const override;
 };
 
 // Bounds on the search for one key. A key that exceeds either is reported kUnknown: the search

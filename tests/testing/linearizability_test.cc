@@ -262,7 +262,26 @@ TEST(LinearizabilityTest, ReportsOnlyTheKeysThatFail) {
 TEST(LinearizabilityTest, RejectsAHistoryWhoseResponseComesBeforeItsCall) {
   const CheckResult result = Check({Put("a", 10, 5)});
   EXPECT_EQ(result.verdict, Verdict::kInvalid);
-  EXPECT_THAT(result.explanation, HasSubstr("returns before its call"));
+  EXPECT_THAT(result.explanation, HasSubstr("#0 c0 [10,5] put(\"k\", \"a\") ends before its call"));
+  Operation bounded = Unknown(Put("a", 10, 0));
+  bounded.unknown_until = 9;
+  EXPECT_EQ(Check({bounded}).verdict, Verdict::kInvalid);
+}
+
+TEST(LinearizabilityTest, AnUnknownWriteTakesEffectBeforeItsBoundOrNever) {
+  Operation bounded = Unknown(Put("b", 5, 0, 1));
+  bounded.unknown_until = 50;
+  EXPECT_EQ(FormatOperation(bounded), "c1 [5,?<=50] put(\"k\", \"b\") unknown");
+  // Seen before the bound, or never: fine.
+  ExpectLinearizable({Put("a", 0, 1), bounded, Get("a", 10, 11), Get("b", 40, 41)});
+  ExpectLinearizable({Put("a", 0, 1), bounded, Get("a", 10, 11), Get("a", 60, 61)});
+  // A read of the old value called after the bound means it never happened...
+  ExpectViolation({Put("a", 0, 1), bounded, Get("a", 55, 56), Get("b", 60, 61)});
+  // ...unless the read overlaps the bound.
+  ExpectLinearizable({Put("a", 0, 1), bounded, Get("a", 45, 56), Get("b", 60, 61)});
+  // Unbounded, the late effect is possible.
+  ExpectLinearizable(
+      {Put("a", 0, 1), Unknown(Put("b", 5, 0, 1)), Get("a", 55, 56), Get("b", 60, 61)});
 }
 
 TEST(LinearizabilityTest, SaysUnknownWhenItsBudgetRunsOutInsteadOfGuessing) {
@@ -293,6 +312,10 @@ struct Workload {
   int keys = 2;  // even-numbered keys are registers, odd-numbered ones counters
   int ops = 100;
   double unknown_rate = 0.05;
+  // An unknown operation takes effect within this long after its call, or never; it is
+  // recorded as its unknown_until when bound_unknowns is set.
+  Time unknown_window = 500;
+  bool bound_unknowns = false;
 };
 
 // Runs `w` against a sequential store: every operation takes effect at a random instant inside
@@ -331,8 +354,10 @@ std::vector<Operation> GenerateLinearizable(std::mt19937_64& rng, const Workload
     double at = op.call + std::uniform_real_distribution<double>(0, op.ret - op.call)(rng);
     if (chance(w.unknown_rate)) {
       op.outcome = Outcome::kUnknown;
-      at = chance(0.5) ? op.call + std::uniform_real_distribution<double>(0, 500)(rng)
+      const double window = static_cast<double>(w.unknown_window);
+      at = chance(0.5) ? op.call + std::uniform_real_distribution<double>(0, window)(rng)
                        : std::numeric_limits<double>::infinity();
+      if (w.bound_unknowns) op.unknown_until = op.call + w.unknown_window;
     }
     next_call[client] = op.ret + uniform(0, 2);
     history.push_back(std::move(op));
@@ -415,7 +440,9 @@ TEST(LinearizabilityTest, AcceptsRandomLinearizableHistoriesAndRejectsThemWithAS
     const Workload w{.clients = 1 + static_cast<int>(rng() % 6),
                      .keys = 1 + static_cast<int>(rng() % 3),
                      .ops = 20 + static_cast<int>(rng() % 150),
-                     .unknown_rate = (rng() % 4) * 0.04};
+                     .unknown_rate = static_cast<double>(rng() % 4) * 0.04,
+                     .unknown_window = 50 + rng() % 500,
+                     .bound_unknowns = rng() % 2 == 0};
     std::vector<Operation> history = GenerateLinearizable(rng, w);
     const CheckResult accepted = Check(history);
     ASSERT_EQ(accepted.verdict, Verdict::kOk) << "history " << i << "\n"
