@@ -213,6 +213,7 @@ BENCHMARK(BM_Miss)->Arg(0)->Arg(1)->ArgName("blocking")->UseRealTime();
 void BM_PutVolatile(benchmark::State& state) {
   Cluster& c = TheCluster();
   const bool copies = state.range(0) != 0;
+  const bool blocking = state.range(1) != 0;
   const std::string key = copies ? "n2:put-copies" : "n2:put-alone";
   FLOE_CHECK(c.PutV(1, key, "0").ok());
   const uint64_t inval_before = c.at(2).stats().invalidations_sent.load();
@@ -224,13 +225,19 @@ void BM_PutVolatile(benchmark::State& state) {
       FLOE_CHECK(c.Get(4, key).ok());
       state.ResumeTiming();
     }
-    if (!c.PutV(1, key, std::to_string(i++)).ok()) state.SkipWithError("put failed");
+    const dkv::Entry e{.type = 0, .expire_at_ms = 0, .payload = std::to_string(i++)};
+    const bool ok =
+        blocking ? c.at(1).PutVolatileBlocking(key, e).ok() : c.PutV(1, key, e.payload).ok();
+    if (!ok) state.SkipWithError("put failed");
   }
   state.counters["invalidations_per_put"] =
       static_cast<double>(c.at(2).stats().invalidations_sent.load() - inval_before) /
       static_cast<double>(state.iterations());
 }
-BENCHMARK(BM_PutVolatile)->Arg(0)->Arg(2)->ArgName("copies")->UseRealTime();
+BENCHMARK(BM_PutVolatile)
+    ->ArgsProduct({{0, 2}, {0, 1}})
+    ->ArgNames({"copies", "blocking"})
+    ->UseRealTime();
 
 }  // namespace
 

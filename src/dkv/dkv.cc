@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <condition_variable>
 #include <deque>
 #include <list>
 #include <map>
@@ -257,8 +258,10 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   // ---- writes: the writer's side (rules W1, W3, W4) ----
 
+  // `send_myself`: when set and this write is the key's front, the caller sends it (a blocking
+  // call) instead of SendFront; *send_myself tells which.
   void Write(std::string_view key, uint16_t op, std::string args, WriteDone done, bool plain,
-             const Entry* pending) {
+             const Entry* pending, bool* send_myself = nullptr) {
     const NodeId h = options.home(key);
     std::string k(key);
     bool start = false;
@@ -284,23 +287,73 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     if (plain) outstanding_puts.fetch_add(1, std::memory_order_relaxed);
+    if (send_myself != nullptr) {
+      *send_myself = start;
+      return;
+    }
     if (start) SendFront(k);
+  }
+
+  // A write from a thread that may wait: when it is the key's front (the common case) it is
+  // sent with a blocking call, which polls for the answer itself and so saves the hand-off from
+  // the loop thread; otherwise it waits its turn in the key's queue (W1).
+  Result<std::string> WriteBlocking(std::string_view key, uint16_t op, std::string args) {
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      std::optional<Result<std::string>> result;
+    };
+    auto wait = std::make_shared<Wait>();
+    WriteDone done = [wait](Result<std::string> r) {
+      std::lock_guard<std::mutex> lock(wait->mu);
+      wait->result = std::move(r);
+      wait->cv.notify_all();
+    };
+    const NodeId h = options.home(key);
+    bool mine = false;
+    Write(key, op, std::move(args), std::move(done), false, nullptr, &mine);
+    std::string k(key);
+    if (mine) {
+      if (h == options.self) {
+        SendFront(k);
+      } else {
+        uint16_t front_op;
+        std::string front_args;
+        PrepareFront(k, &front_op, &front_args);
+        Result<std::string> r =
+            ep.Call(h, kMethodWrite,
+                    internal::EncodeWriteRequest({.map_version = options.map_version,
+                                                  .key = k,
+                                                  .op = front_op,
+                                                  .args = front_args,
+                                                  .sent_us = loop.NowMicros()}),
+                    options.timeout_us);
+        OnWriteAnswer(k,
+                      r.ok() ? internal::DecodeWriteAnswer(*r) : Result<WriteAnswer>(r.status()));
+      }
+    }
+    std::unique_lock<std::mutex> lock(wait->mu);
+    wait->cv.wait(lock, [&] { return wait->result.has_value(); });
+    return std::move(*wait->result);
+  }
+
+  // The front write's operation and arguments; drops our copy of the key (W3).
+  void PrepareFront(const std::string& key, uint16_t* op, std::string* args) {
+    Stripe& s = StripeOf(key);
+    MutexLock lock(&s.mu);
+    WriterKey& w = s.writes[key];
+    *op = w.queue.front().op;
+    *args = w.queue.front().args;
+    // W3: our copy is not served while our write is in flight: once the home commits, a read
+    // elsewhere sees the new value, so one here must not see the old.
+    store::ValuePtr cur = cache.Get(key);
+    if (cur && cur->version() != kPendingStamp) cache.Remove(key);
   }
 
   void SendFront(const std::string& key) {
     uint16_t op;
     std::string args;
-    {
-      Stripe& s = StripeOf(key);
-      MutexLock lock(&s.mu);
-      WriterKey& w = s.writes[key];
-      op = w.queue.front().op;
-      args = w.queue.front().args;
-      // W3: our copy is not served while our write is in flight: once the home commits, a read
-      // elsewhere sees the new value, so one here must not see the old.
-      store::ValuePtr cur = cache.Get(key);
-      if (cur && cur->version() != kPendingStamp) cache.Remove(key);
-    }
+    PrepareFront(key, &op, &args);
     const NodeId h = options.home(key);
     auto self = shared_from_this();
     if (h == options.self) {
@@ -758,6 +811,14 @@ void Dkv::RegisterOp(uint16_t op, AtomicFn fn) {
 }
 
 void Dkv::Get(std::string_view key, ValueDone done) { impl_->Get(key, std::move(done)); }
+
+Result<std::string> Dkv::WriteBlocking(std::string_view key, uint16_t op, std::string args) {
+  return impl_->WriteBlocking(key, op, std::move(args));
+}
+
+Result<std::string> Dkv::PutVolatileBlocking(std::string_view key, const Entry& entry) {
+  return impl_->WriteBlocking(key, kOpPut, internal::EncodeEntry(entry));
+}
 
 Result<store::ValuePtr> Dkv::GetBlocking(std::string_view key) { return impl_->GetBlocking(key); }
 

@@ -150,6 +150,12 @@ class Dkv {
                      WriteDone done);
   void Atomic(std::string_view key, uint16_t op, std::string args, WriteDone done);
 
+  // The writes above for a thread that may wait (not the loop's, not an RPC handler's): the
+  // operation's result. A write that is its key's front is sent with a blocking call, which
+  // polls for the answer itself (no hand-off from the loop thread). `op` as for Atomic.
+  Result<std::string> WriteBlocking(std::string_view key, uint16_t op, std::string args);
+  Result<std::string> PutVolatileBlocking(std::string_view key, const Entry& entry);
+
   // Applies locally (local readers see it at once) and sends it home; returns at once.
   void Put(std::string_view key, Entry entry);
   // Plain Puts of this node not yet answered by their homes.

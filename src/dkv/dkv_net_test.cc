@@ -144,7 +144,11 @@ TEST(DkvNetTest, ConcurrentClientsOnLossyLoopbackStayLinearizable) {
           if (dice < 70) {
             op.kind = lin::OpKind::kPut;
             op.value = mine;
-            d.PutVolatile(op.key, e, done);
+            if (dice % 2 == 0) {
+              done(d.PutVolatileBlocking(op.key, e));  // the blocking path, polling for its answer
+            } else {
+              d.PutVolatile(op.key, e, done);
+            }
           } else if (dice < 80) {
             op.kind = lin::OpKind::kCompareAndPut;
             op.value = mine;
@@ -159,7 +163,11 @@ TEST(DkvNetTest, ConcurrentClientsOnLossyLoopbackStayLinearizable) {
           } else {
             op.kind = lin::OpKind::kIncrement;
             op.delta = 1;
-            d.Atomic(op.key, kOpIncrement, "1", done);
+            if (dice % 2 == 0) {
+              done(d.WriteBlocking(op.key, kOpIncrement, "1"));
+            } else {
+              d.Atomic(op.key, kOpIncrement, "1", done);
+            }
           }
           w = ww.Wait();
           op.ret = NowMicros();
