@@ -187,8 +187,10 @@ void BM_Miss(benchmark::State& state) {
   static bool filled = false;
   if (!filled) {
     for (int i = 0; i < kPool; i++) {
-      c.at(1).Put("n2:miss" + std::to_string(i),
-                  dkv::Entry{.type = 0, .expire_at_ms = 0, .payload = "value"});
+      FLOE_CHECK(c.at(1)
+                     .Put("n2:miss" + std::to_string(i),
+                          dkv::Entry{.type = 0, .expire_at_ms = 0, .payload = "value"})
+                     .ok());
     }
     c.at(1).Fence();
     filled = true;

@@ -121,6 +121,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
   std::atomic<uint64_t> outstanding_puts{0};
+  std::atomic<uint64_t> queued_writes{0};  // this node's writes queued or in flight
   // Installs of copies hold it shared, a lease purge exclusively (rule L3). Before any stripe.
   std::shared_mutex purge_mu;
   Stats stats;
@@ -134,6 +135,17 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // Rule L1. On a real loop the hot path reads the coarse monotonic clock (a few ns, where the
   // precise one costs ~20): it lags the precise clock by up to its resolution, so it is read
   // as that much later than it says, which can only end a lease early.
+  // Puts a copy into the cache if the budget allows; otherwise the read stays uncached.
+  void InstallCopy(store::ValuePtr v) {
+    if (options.cache_max_bytes != 0 &&
+        cache.MemoryUsed() + v->AllocatedBytes() > options.cache_max_bytes) {
+      stats.cache_full.fetch_add(1, std::memory_order_relaxed);
+      cache.Remove(v->key());  // an older copy of the key must not stay either
+      return;
+    }
+    cache.Put(std::move(v));
+  }
+
   bool LeaseValid(NodeId home) const {
     uint64_t now;
     if (coarse_margin_us != 0) {
@@ -246,7 +258,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         if (s.writes.count(key) == 0 && a->stamp >= floor &&
             Gen(h).load(std::memory_order_acquire) == gen && LeaseValid(h)) {
           store::ValuePtr cur = cache.Get(key);
-          if (!cur || cur->version() < a->stamp) cache.Put(value);
+          if (!cur || cur->version() < a->stamp) InstallCopy(value);
         } else {
           stats.not_cached_late.fetch_add(1, std::memory_order_relaxed);
         }
@@ -260,8 +272,20 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   // `send_myself`: when set and this write is the key's front, the caller sends it (a blocking
   // call) instead of SendFront; *send_myself tells which.
+  // `refuse_only`: `done` is called only if the write is refused (a plain Put's Status).
   void Write(std::string_view key, uint16_t op, std::string args, WriteDone done, bool plain,
-             const Entry* pending, bool* send_myself = nullptr) {
+             const Entry* pending, bool* send_myself = nullptr, bool refuse_only = false) {
+    if (queued_writes.fetch_add(1, std::memory_order_acq_rel) >= options.max_queued_writes) {
+      queued_writes.fetch_sub(1, std::memory_order_acq_rel);
+      stats.writes_refused.fetch_add(1, std::memory_order_relaxed);
+      if (send_myself != nullptr) *send_myself = false;
+      if (done) {
+        done(Status::ResourceExhausted("too many writes queued on this node (" +
+                                       std::to_string(options.max_queued_writes) + ")"));
+      }
+      return;
+    }
+    if (refuse_only) done = nullptr;
     const NodeId h = options.home(key);
     std::string k(key);
     bool start = false;
@@ -402,7 +426,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
             Gen(h).load(std::memory_order_acquire) == w.gen && LeaseValid(h)) {
           if (Result<store::ValuePtr> v = MakeValue(key, *a->entry, a->stamp); v.ok()) {
             if (!cur || cur->version() == kPendingStamp || cur->version() < a->stamp) {
-              cache.Put(std::move(*v));
+              InstallCopy(std::move(*v));
             }
             installed = true;
           }
@@ -425,6 +449,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     if (done_op.plain) outstanding_puts.fetch_sub(1, std::memory_order_release);
+    queued_writes.fetch_sub(1, std::memory_order_acq_rel);
     // Through the loop, not a call: an answer can come back synchronously (a local home, a
     // peer already marked down), and a long queue would otherwise recurse once per write.
     if (next) loop.Post([self = shared_from_this(), key] { self->SendFront(key); });
@@ -848,9 +873,18 @@ void Dkv::Atomic(std::string_view key, uint16_t op, std::string args, WriteDone 
   impl_->Write(key, op, std::move(args), std::move(done), false, nullptr);
 }
 
-void Dkv::Put(std::string_view key, Entry entry) {
+Status Dkv::Put(std::string_view key, Entry entry) {
   std::string args = internal::EncodeEntry(entry);
-  impl_->Write(key, kOpPut, std::move(args), nullptr, true, &entry);
+  Status refused;
+  impl_->Write(
+      key, kOpPut, std::move(args),
+      [&refused](Result<std::string> r) {
+        // Runs here, at once, only when the write is refused; later answers find `refused` gone,
+        // so the callback is dropped before the write is queued (below).
+        refused = r.status();
+      },
+      true, &entry, nullptr, /*refuse_only=*/true);
+  return refused;
 }
 
 uint64_t Dkv::OutstandingPuts() const {

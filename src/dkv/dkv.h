@@ -93,6 +93,12 @@ struct Options {
   uint64_t lease_us = 2'000'000;
   // Copies larger than this are not sent back to a writer to cache (it will miss once).
   size_t writer_copy_max = 4096;
+  // The cache's budget: a copy that would take the cache store above it is not installed (the
+  // read is answered, uncached). 0: no limit.
+  size_t cache_max_bytes = size_t{256} << 20;
+  // This node's writes queued or in flight, all keys together; more fail at once with
+  // ResourceExhausted (a caller that floods Put cannot grow the queues without bound).
+  uint64_t max_queued_writes = 1'000'000;
   // Wall-clock milliseconds, for expiry (tests give a virtual clock).
   std::function<int64_t()> now_ms;
   // Rule L4: for this long after it starts a home answers Unavailable, so that every lease a
@@ -107,6 +113,7 @@ struct Stats {
   std::atomic<uint64_t> local_hits{0}, cache_hits{0}, misses{0}, lease_misses{0};
   std::atomic<uint64_t> invalidations_sent{0}, invalidations_received{0}, lease_waits{0};
   std::atomic<uint64_t> writes_committed{0}, not_cached_late{0}, purges{0}, wrong_home{0};
+  std::atomic<uint64_t> cache_full{0}, writes_refused{0};
 };
 
 class Dkv {
@@ -157,7 +164,8 @@ class Dkv {
   Result<std::string> PutVolatileBlocking(std::string_view key, const Entry& entry);
 
   // Applies locally (local readers see it at once) and sends it home; returns at once.
-  void Put(std::string_view key, Entry entry);
+  // ResourceExhausted when max_queued_writes are already queued (nothing is applied then).
+  Status Put(std::string_view key, Entry entry);
   // Plain Puts of this node not yet answered by their homes.
   uint64_t OutstandingPuts() const;
   // Blocks until no Put of this node is outstanding (so every Put issued before the call has

@@ -278,7 +278,7 @@ TEST(DkvTest, PutThenFence) {
   SimCluster c(3, testing::Seed(1, true));
   ASSERT_TRUE(c.PutV(2, "n2:k", "old").ok());
   ASSERT_EQ(c.GetText(3, "n2:k"), "old");
-  c.at(1).Put("n2:k", Str("mine"));
+  ASSERT_TRUE(c.at(1).Put("n2:k", Str("mine")).ok());
   EXPECT_EQ(c.Local(1, "n2:k"), "mine");  // read-your-writes at once
   EXPECT_EQ(c.at(1).OutstandingPuts(), 1u);
   c.net.RunUntil([&] { return c.at(1).OutstandingPuts() == 0; }, 10'000'000);
@@ -429,6 +429,38 @@ TEST(DkvTest, CacheTrimKeepsCommittedValues) {
   c.at(3).TrimCache();
   EXPECT_EQ(c.at(3).CacheSize(), 0u);
   for (int i = 0; i < 20; i++) EXPECT_EQ(c.GetText(3, "n2:k" + std::to_string(i)), "v");
+}
+
+TEST(DkvTest, CacheStaysWithinItsBudget) {
+  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
+    if (id == 3) d.cache_max_bytes = 4096;
+  });
+  const std::string big(1000, 'x');
+  for (int i = 0; i < 20; i++) ASSERT_TRUE(c.PutV(1, "n2:k" + std::to_string(i), big).ok());
+  // Every read is answered; the copies beyond the budget are simply not kept.
+  for (int i = 0; i < 20; i++) EXPECT_EQ(c.GetText(3, "n2:k" + std::to_string(i)), big);
+  EXPECT_LT(c.at(3).CacheSize(), 5u);
+  EXPECT_GT(c.at(3).stats().cache_full.load(), 0u);
+}
+
+TEST(DkvTest, QueuedWritesAreBounded) {
+  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
+    if (id == 1) d.max_queued_writes = 10;
+  });
+  c.net.Cut(1, 2, true);  // nothing is answered meanwhile
+  int refused = 0;
+  for (int i = 0; i < 10; i++)
+    EXPECT_TRUE(c.at(1).Put("n2:k" + std::to_string(i % 3), Str("v")).ok());
+  Status st = c.at(1).Put("n2:k", Str("v"));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  c.at(1).PutVolatile("n2:j", Str("v"), [&](Result<std::string> r) {
+    if (r.status().code() == StatusCode::kResourceExhausted) refused++;
+  });
+  EXPECT_EQ(refused, 1);  // refused at once, not queued
+  EXPECT_EQ(c.at(1).stats().writes_refused.load(), 2u);
+  c.net.Cut(1, 2, false);
+  c.net.RunUntil([&] { return c.at(1).OutstandingPuts() == 0; }, 30'000'000);
+  EXPECT_TRUE(c.at(1).Put("n2:k", Str("again")).ok());  // room again once they are answered
 }
 
 TEST(DkvTest, LateGetAnswerAfterInvalidationIsNotCached) {
@@ -597,7 +629,9 @@ TEST(DkvReviewDeathTest, QueueToDownHomeFailsWithoutRecursion) {
         SimCluster c(3, testing::Seed(1, true));
         c.net.Cut(1, 2, true);
         const int kWrites = 200000;  // enough to overflow an 8 MB stack by recursion
-        for (int i = 0; i < kWrites; i++) c.at(1).Put("n2:k", Str(std::to_string(i)));
+        for (int i = 0; i < kWrites; i++) {
+          if (!c.at(1).Put("n2:k", Str(std::to_string(i))).ok()) std::exit(3);
+        }
         c.net.RunUntil([&] { return c.at(1).OutstandingPuts() == 0; }, 20'000'000);
         std::exit(c.at(1).OutstandingPuts() == 0 ? 0 : 1);
       },
