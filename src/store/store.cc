@@ -62,9 +62,8 @@ Result<ValuePtr> Value::Make(std::string_view key, uint16_t type, std::string_vi
   return MakeVersioned(key, type, payload, expire_at_ms, NextVersion());
 }
 
-Result<ValuePtr> Value::MakeVersioned(std::string_view key, uint16_t type,
-                                      std::string_view payload, int64_t expire_at_ms,
-                                      uint64_t version) {
+Result<ValuePtr> Value::MakeVersioned(std::string_view key, uint16_t type, std::string_view payload,
+                                      int64_t expire_at_ms, uint64_t version) {
   if (key.size() > kMaxKeyBytes) {
     return Status::InvalidArgument("key of " + std::to_string(key.size()) +
                                    " bytes exceeds the limit of " + std::to_string(kMaxKeyBytes));
