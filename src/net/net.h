@@ -177,6 +177,7 @@ class SimTransport final : public Transport {
   SimNetwork* net_;
   NodeId id_;
   Receiver receiver_;
+  bool crashed_ = false;  // removed or replaced: sends are lost, nothing is delivered
 };
 
 struct SimStats {
@@ -191,7 +192,8 @@ class SimNetwork final : public Loop {
   // A node on the network. Replaces (crashes) an existing node with the same id: messages in
   // flight to the old one are then delivered to the new one, as to a restarted process.
   SimTransport& AddNode(NodeId id);
-  // Removes a node (a crash): messages to it are lost from now on.
+  // Removes a node (a crash): messages to and from it are lost from now on. Its transport stays
+  // valid (sending into the void) for whatever still holds it, until the network is destroyed.
   void RemoveNode(NodeId id);
 
   void SetFaults(const Faults& faults) { faults_ = faults; }
@@ -232,6 +234,7 @@ class SimNetwork final : public Loop {
   uint64_t seq_ = 0;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
   std::map<NodeId, std::unique_ptr<SimTransport>> nodes_;
+  std::vector<std::unique_ptr<SimTransport>> crashed_;  // removed or replaced nodes' transports
   std::set<std::pair<NodeId, NodeId>> cut_;
   std::set<std::pair<NodeId, NodeId>> one_way_;  // (from, to)
   Faults faults_;

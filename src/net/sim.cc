@@ -7,7 +7,7 @@ namespace floe::net {
 Loop& SimTransport::loop() { return *net_; }
 
 Status SimTransport::Send(NodeId to, Bytes message) {
-  if (net_->nodes_.count(to) == 0 && to != id_) {
+  if (crashed_ || (net_->nodes_.count(to) == 0 && to != id_)) {
     // Unknown or crashed: the message is sent and lost, as on a real network.
     net_->stats_.sent++;
     net_->stats_.dropped++;
@@ -21,11 +21,20 @@ SimNetwork::SimNetwork(uint64_t seed) : rng_(seed) {}
 SimNetwork::~SimNetwork() = default;
 
 SimTransport& SimNetwork::AddNode(NodeId id) {
+  RemoveNode(id);
   nodes_[id] = std::unique_ptr<SimTransport>(new SimTransport(this, id));
   return *nodes_[id];
 }
 
-void SimNetwork::RemoveNode(NodeId id) { nodes_.erase(id); }
+void SimNetwork::RemoveNode(NodeId id) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return;
+  // Kept, not destroyed: whatever still uses the crashed node's transport (its endpoint's
+  // timers) sends into the void instead of through a dangling reference.
+  it->second->crashed_ = true;
+  crashed_.push_back(std::move(it->second));
+  nodes_.erase(it);
+}
 
 void SimNetwork::Cut(NodeId a, NodeId b, bool cut) {
   const std::pair<NodeId, NodeId> link = std::minmax(a, b);
