@@ -35,6 +35,14 @@ Result<store::ValuePtr> MakeValue(std::string_view key, const Entry& e, uint64_t
   return store::Value::MakeVersioned(key, e.type, e.payload, e.expire_at_ms, stamp);
 }
 
+// Contract 2: a home that does not answer by the deadline is Unavailable, whether or not the RPC
+// layer had already marked it down (before that it reports Timeout).
+Status Unreachable(const Status& s, NodeId home) {
+  if (s.code() != StatusCode::kTimeout) return s;
+  return Status::Unavailable("the home of the key (node " + std::to_string(home) +
+                             ") did not answer in time: " + std::string(s.message()));
+}
+
 Entry EntryOf(const store::Value& v) {
   return Entry{
       .type = v.type(), .expire_at_ms = v.expire_at_ms(), .payload = std::string(v.payload())};
@@ -233,7 +241,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   void OnGetAnswer(const std::string& key, NodeId h, uint64_t gen, Result<std::string> r,
                    const ValueDone& done) {
-    Result<GetAnswer> a = r.ok() ? internal::DecodeGetAnswer(*r) : Result<GetAnswer>(r.status());
+    Result<GetAnswer> a =
+        r.ok() ? internal::DecodeGetAnswer(*r) : Result<GetAnswer>(Unreachable(r.status(), h));
     store::ValuePtr value;
     if (a.ok() && a->entry) {
       Result<store::ValuePtr> v = MakeValue(key, *a->entry, a->stamp);
@@ -352,8 +361,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
                                                   .args = front_args,
                                                   .sent_us = loop.NowMicros()}),
                     options.timeout_us);
-        OnWriteAnswer(k,
-                      r.ok() ? internal::DecodeWriteAnswer(*r) : Result<WriteAnswer>(r.status()));
+        OnWriteAnswer(k, r.ok() ? internal::DecodeWriteAnswer(*r)
+                                : Result<WriteAnswer>(Unreachable(r.status(), h)));
       }
     }
     std::unique_lock<std::mutex> lock(wait->mu);
@@ -391,9 +400,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
                                                     .args = args,
                                                     .sent_us = loop.NowMicros()});
     ep.CallAsync(h, kMethodWrite, std::move(req), options.timeout_us,
-                 [self, key](Result<std::string> r) {
-                   Result<WriteAnswer> a =
-                       r.ok() ? internal::DecodeWriteAnswer(*r) : Result<WriteAnswer>(r.status());
+                 [self, key, h](Result<std::string> r) {
+                   Result<WriteAnswer> a = r.ok() ? internal::DecodeWriteAnswer(*r)
+                                                  : Result<WriteAnswer>(Unreachable(r.status(), h));
                    self->OnWriteAnswer(key, std::move(a));
                  });
   }

@@ -373,6 +373,22 @@ void RestartNode2(SimCluster& c, uint64_t seed) {
   c.eps[2]->Start();
 }
 
+TEST(DkvTest, HomeThatStopsAnsweringIsUnavailableAtTheDeadline) {
+  // The deadline (0.5 s) comes before the RPC layer marks the home down (3 s): still
+  // Unavailable (contract 2), not the RPC layer's Timeout.
+  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
+    if (id == 1) d.timeout_us = 500'000;
+  });
+  ASSERT_TRUE(c.PutV(3, "n2:k", "v").ok());
+  c.net.RemoveNode(2);
+  const uint64_t start = c.net.NowMicros();
+  Result<store::ValuePtr> r = c.Get(1, "n2:k");
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_LE(c.net.NowMicros() - start, 600'000u);
+  Result<std::string> w = c.PutV(1, "n2:k", "x");
+  EXPECT_EQ(w.status().code(), StatusCode::kUnavailable) << w.status().ToString();
+}
+
 TEST(DkvTest, HomeRestartDropsCopies) {
   auto seed = testing::Seed(1, true);
   SimCluster c(3, seed);
