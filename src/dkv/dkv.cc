@@ -199,43 +199,47 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     return v;
   }
 
-  void Get(std::string_view key, ValueDone done) {
-    if (std::optional<store::ValuePtr> v = TryGetLocal(key)) return done(std::move(*v));
+  // A miss: registers the GET in flight (rule R3) and gives what its answer needs.
+  struct Miss {
+    NodeId home;
+    uint64_t gen;  // the lease generation it is asked under (rule L3)
+    std::string key;
+    std::string request;
+  };
+  Miss StartMiss(std::string_view key) {
     stats.misses.fetch_add(1, std::memory_order_relaxed);
-    const NodeId h = options.home(key);
-    const uint64_t gen = Gen(h).load(std::memory_order_acquire);
-    std::string k(key);
+    Miss m{.home = options.home(key), .gen = 0, .key = std::string(key), .request = {}};
+    m.gen = Gen(m.home).load(std::memory_order_acquire);
     {
       Stripe& s = StripeOf(key);
       MutexLock lock(&s.mu);
-      s.gets[k].count++;
+      s.gets[m.key].count++;
     }
-    std::string req = internal::EncodeGetRequest(
+    m.request = internal::EncodeGetRequest(
         {.map_version = options.map_version, .key = key, .sent_us = loop.NowMicros()});
-    ep.CallAsync(h, kMethodGet, std::move(req), options.timeout_us,
-                 [self = shared_from_this(), k = std::move(k), h, gen, done = std::move(done)](
-                     Result<std::string> r) { self->OnGetAnswer(k, h, gen, std::move(r), done); });
+    return m;
+  }
+
+  void Get(std::string_view key, ValueDone done) {
+    if (std::optional<store::ValuePtr> v = TryGetLocal(key)) return done(std::move(*v));
+    Miss m = StartMiss(key);
+    const NodeId h = m.home;
+    std::string request = std::move(m.request);  // before `m` moves into the callback
+    ep.CallAsync(h, kMethodGet, std::move(request), options.timeout_us,
+                 [self = shared_from_this(), m = std::move(m),
+                  done = std::move(done)](Result<std::string> r) {
+                   self->OnGetAnswer(m.key, m.home, m.gen, std::move(r), done);
+                 });
   }
 
   Result<store::ValuePtr> GetBlocking(std::string_view key) {
     if (std::optional<store::ValuePtr> v = TryGetLocal(key)) return std::move(*v);
-    stats.misses.fetch_add(1, std::memory_order_relaxed);
-    const NodeId h = options.home(key);
-    const uint64_t gen = Gen(h).load(std::memory_order_acquire);
-    std::string k(key);
-    {
-      Stripe& s = StripeOf(key);
-      MutexLock lock(&s.mu);
-      s.gets[k].count++;
-    }
+    Miss m = StartMiss(key);
     // A blocking call polls the socket itself: the answer needs no hop through the loop.
-    Result<std::string> r =
-        ep.Call(h, kMethodGet,
-                internal::EncodeGetRequest(
-                    {.map_version = options.map_version, .key = key, .sent_us = loop.NowMicros()}),
-                options.timeout_us);
+    Result<std::string> r = ep.Call(m.home, kMethodGet, std::move(m.request), options.timeout_us);
     Result<store::ValuePtr> out = Status::Internal("no answer");
-    OnGetAnswer(k, h, gen, std::move(r), [&out](Result<store::ValuePtr> v) { out = std::move(v); });
+    OnGetAnswer(m.key, m.home, m.gen, std::move(r),
+                [&out](Result<store::ValuePtr> v) { out = std::move(v); });
     return out;
   }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dkv/dkv.h"
+#include "dkv/dkv_sim_testing.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "testing/linearizability.h"
@@ -28,50 +29,26 @@ namespace lin = floe::testing::lin;
 
 constexpr uint64_t kLease = 1'000'000;
 
-struct SimRun {
-  SimRun(int n, uint64_t seed) : net(seed), rng(seed ^ 0x9e3779b97f4a7c15ULL), nodes(n) {
-    for (int i = 1; i <= n; i++) {
-      const auto id = static_cast<NodeId>(i);
-      rpc::Options o;
-      for (int j = 1; j <= n; j++) {
-        if (j != i) o.peers.push_back(static_cast<NodeId>(j));
-      }
-      o.inline_handlers = true;
-      o.seed = seed * 131 + id;
-      o.lease_us = kLease;
-      o.heartbeat_interval_us = 100'000;
-      o.down_after_us = 1'500'000;
-      slots[id] = Dkv::MakeSlot();
-      o.on_lease_lapse = Dkv::MakeLeaseHook(slots[id]);
-      eps[id] = std::make_unique<rpc::Endpoint>(net.AddNode(id), o);
-      Options d;
-      d.self = id;
-      d.home = [n](std::string_view key) {
-        return static_cast<NodeId>(store::KeyView(key).hash() % static_cast<uint64_t>(n)) + 1;
-      };
-      d.lease_us = kLease;
-      d.timeout_us = 1'500'000;
-      d.invalidate_patience_us = 60'000;
-      d.start_grace_us = kLease + kLease / 10;
-      d.now_ms = [this] {
-        return 1'800'000'000'000 + static_cast<int64_t>(net.NowMicros() / 1000);
-      };
-      dkvs[id] = std::make_unique<Dkv>(*eps[id], d);
-      slots[id]->store(dkvs[id].get());
-    }
-    for (auto& [id, e] : eps) e->Start();
-    net.RunFor(kLease + kLease / 5);  // leases, and the start-up grace
-  }
-  ~SimRun() {
-    for (auto& [id, s] : slots) s->store(nullptr);
-  }
-
-  net::SimNetwork net;
+// A simulated cluster whose keys are homed by hash, and the history its clients record.
+struct SimRun : sim::SimCluster {
+  SimRun(int n, uint64_t seed)
+      : sim::SimCluster(
+            n, seed,
+            sim::SimSetup{.lease_us = kLease,
+                          .heartbeat_us = 100'000,
+                          .down_after_us = 1'500'000,
+                          .timeout_us = 1'500'000,
+                          .patience_us = 60'000,
+                          .seed_mul = 131,
+                          .home =
+                              [](std::string_view key, int nodes) {
+                                return static_cast<NodeId>(store::KeyView(key).hash() %
+                                                           static_cast<uint64_t>(nodes)) +
+                                       1;
+                              },
+                          .tweak = nullptr}),
+        rng(seed ^ 0x9e3779b97f4a7c15ULL) {}
   std::mt19937_64 rng;
-  int nodes;
-  std::map<NodeId, Dkv::Slot> slots;
-  std::map<NodeId, std::unique_ptr<rpc::Endpoint>> eps;
-  std::map<NodeId, std::unique_ptr<Dkv>> dkvs;
   std::vector<lin::Operation> history;
   int read_pct = 40;
 };

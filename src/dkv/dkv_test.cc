@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dkv/dkv_sim_testing.h"
 #include "dkv/internal/messages.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
@@ -19,89 +20,10 @@
 namespace floe::dkv {
 namespace {
 
-constexpr uint64_t kLease = 2'000'000;
-constexpr int64_t kEpochMs = 1'800'000'000'000;
+constexpr uint64_t kLease = 2'000'000;  // SimSetup's default
 
-// Keys name their home: "n<id>:..." lives on node <id>.
-NodeId HomeOf(std::string_view key, int nodes) {
-  if (key.size() > 2 && key[0] == 'n' && key[2] == ':') return static_cast<NodeId>(key[1] - '0');
-  return static_cast<NodeId>(store::KeyView(key).hash() % static_cast<uint64_t>(nodes)) + 1;
-}
-
-Entry Str(std::string s) { return Entry{.type = 0, .expire_at_ms = 0, .payload = std::move(s)}; }
-
-struct SimCluster {
-  SimCluster(int n, uint64_t seed, std::function<void(NodeId, Options&)> tweak = nullptr)
-      : net(seed), nodes(n) {
-    for (int i = 1; i <= n; i++) {
-      const auto id = static_cast<NodeId>(i);
-      rpc::Options o;
-      for (int j = 1; j <= n; j++) {
-        if (j != i) o.peers.push_back(static_cast<NodeId>(j));
-      }
-      o.inline_handlers = true;
-      o.seed = seed * 31 + id;
-      o.lease_us = kLease;
-      o.down_after_us = 3'000'000;
-      slots[id] = Dkv::MakeSlot();
-      o.on_lease_lapse = Dkv::MakeLeaseHook(slots[id]);
-      eps[id] = std::make_unique<rpc::Endpoint>(net.AddNode(id), o);
-      Options d;
-      d.self = id;
-      d.home = [n](std::string_view key) { return HomeOf(key, n); };
-      d.lease_us = kLease;
-      d.timeout_us = 3'000'000;
-      d.invalidate_patience_us = 100'000;
-      d.now_ms = [this] { return kEpochMs + static_cast<int64_t>(net.NowMicros() / 1000); };
-      if (tweak) tweak(id, d);
-      dkvs[id] = std::make_unique<Dkv>(*eps[id], d);
-      slots[id]->store(dkvs[id].get());
-    }
-    for (auto& [id, e] : eps) e->Start();
-    net.RunFor(2'200'000);  // leases, and the homes' start-up grace (rule L4)
-  }
-  ~SimCluster() {
-    for (auto& [id, s] : slots) s->store(nullptr);
-  }
-
-  Dkv& at(NodeId id) { return *dkvs.at(id); }
-
-  Result<store::ValuePtr> Get(NodeId id, std::string_view key) {
-    std::optional<Result<store::ValuePtr>> out;
-    at(id).Get(key, [&](Result<store::ValuePtr> r) { out = std::move(r); });
-    net.RunUntil([&] { return out.has_value(); }, 60'000'000);
-    if (!out) return Status::Timeout("no answer in the simulation");
-    return std::move(*out);
-  }
-  // The value as a string, "<absent>", or the error.
-  std::string GetText(NodeId id, std::string_view key) {
-    Result<store::ValuePtr> r = Get(id, key);
-    if (!r.ok()) return r.status().ToString();
-    return *r ? std::string((*r)->payload()) : "<absent>";
-  }
-  Result<std::string> Wait(const std::function<void(Dkv::WriteDone)>& op) {
-    std::optional<Result<std::string>> out;
-    op([&](Result<std::string> r) { out = std::move(r); });
-    net.RunUntil([&] { return out.has_value(); }, 60'000'000);
-    if (!out) return Status::Timeout("no answer in the simulation");
-    return std::move(*out);
-  }
-  Result<std::string> PutV(NodeId id, std::string_view key, std::string v) {
-    return Wait([&](Dkv::WriteDone d) { at(id).PutVolatile(key, Str(std::move(v)), d); });
-  }
-  // Whether `id` can answer `key` without a message, and with what.
-  std::string Local(NodeId id, std::string_view key) {
-    std::optional<store::ValuePtr> v = at(id).TryGetLocal(key);
-    if (!v) return "<miss>";
-    return *v ? std::string((*v)->payload()) : "<absent>";
-  }
-
-  net::SimNetwork net;
-  int nodes;
-  std::map<NodeId, Dkv::Slot> slots;
-  std::map<NodeId, std::unique_ptr<rpc::Endpoint>> eps;
-  std::map<NodeId, std::unique_ptr<Dkv>> dkvs;
-};
+using sim::SimCluster;
+using sim::Str;
 
 TEST(DkvTest, LocalGetSendsNothing) {
   SimCluster c(3, testing::Seed(1, true));
@@ -351,28 +273,6 @@ TEST(DkvTest, DeadHomeFailsItsKeysOnly) {
   EXPECT_EQ(c.GetText(3, "n3:k"), "w");
 }
 
-// Restarts node 2 in place.
-void RestartNode2(SimCluster& c, uint64_t seed) {
-  c.slots[2]->store(nullptr);
-  c.dkvs.erase(2);
-  c.eps.erase(2);
-  rpc::Options o;
-  o.peers = {1, 3};
-  o.inline_handlers = true;
-  o.seed = seed + 99;
-  o.lease_us = kLease;
-  o.on_lease_lapse = Dkv::MakeLeaseHook(c.slots[2]);
-  c.eps[2] = std::make_unique<rpc::Endpoint>(c.net.AddNode(2), o);
-  Options d;
-  d.self = 2;
-  d.home = [](std::string_view key) { return HomeOf(key, 3); };
-  d.lease_us = kLease;
-  d.now_ms = [&c] { return kEpochMs + static_cast<int64_t>(c.net.NowMicros() / 1000); };
-  c.dkvs[2] = std::make_unique<Dkv>(*c.eps[2], d);
-  c.slots[2]->store(c.dkvs[2].get());
-  c.eps[2]->Start();
-}
-
 TEST(DkvTest, HomeThatStopsAnsweringIsUnavailableAtTheDeadline) {
   // The deadline (0.5 s) comes before the RPC layer marks the home down (3 s): still
   // Unavailable (contract 2), not the RPC layer's Timeout.
@@ -395,7 +295,7 @@ TEST(DkvTest, HomeRestartDropsCopies) {
   ASSERT_TRUE(c.PutV(1, "n2:k", "v").ok());
   ASSERT_EQ(c.GetText(3, "n2:k"), "v");
   // Node 2 restarts: a new endpoint and an empty store on the same id.
-  RestartNode2(c, seed);
+  c.Restart(2);
   c.net.RunFor(2'200'000);  // past its start-up grace
   // The copy of the old life's value is gone: the new home has no such key.
   EXPECT_EQ(c.Local(3, "n2:k"), "<miss>");
@@ -421,7 +321,7 @@ TEST(DkvTest, WrongMapVersionIsRefused) {
 
 TEST(DkvTest, ExpiryIsDecidedAtHome) {
   SimCluster c(3, testing::Seed(1, true));
-  const int64_t now = kEpochMs + static_cast<int64_t>(c.net.NowMicros() / 1000);
+  const int64_t now = c.NowMs();
   Entry e = Str("t");
   e.expire_at_ms = now + 5'000;
   ASSERT_TRUE(c.Wait([&](Dkv::WriteDone d) { c.at(1).PutVolatile("n2:t", e, d); }).ok());
@@ -527,7 +427,7 @@ TEST(DkvReviewTest, RestartedHomeTakesWritesWhileOldLeasesHold) {
   ASSERT_TRUE(c.PutV(1, "n2:k", "v").ok());
   ASSERT_EQ(c.GetText(3, "n2:k"), "v");
   c.net.Cut(2, 3, true);  // node 3 does not hear node 2's next life for a while
-  RestartNode2(c, seed);
+  c.Restart(2);
   // The new home refuses until every lease of its previous life has lapsed (rule L4) ...
   Result<std::string> w = c.PutV(1, "n2:k", "new");
   EXPECT_EQ(w.status().code(), StatusCode::kUnavailable) << w.status().ToString();
