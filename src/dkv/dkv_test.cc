@@ -446,73 +446,58 @@ TEST(DkvReviewTest, RestartedHomeTakesWritesWhileOldLeasesHold) {
 // the writer, which no longer tracks it, has cached the older value from a GET in between. The
 // RPC layer drops such a late CALL only if the caller's low-water mark passed it, which it does
 // not while any earlier call to the same home is pending.
+// Node 1 (write deadline 300 ms) writes `value` to n2:k, and every copy of its CALL is delayed
+// past that deadline: the write ends with an unknown outcome while its CALL is still on the way.
+// Key n2:b is kept busy at the home meanwhile (its holder, node 3, is cut off), so an earlier
+// call of node 1 to the home stays pending and the RPC layer's low-water mark cannot drop the
+// late CALL (any call does that: a slow handler, a longer deadline).
+struct AbandonedWrite {
+  explicit AbandonedWrite(const char* value)
+      : c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
+          if (id == 1) d.timeout_us = 300'000;
+        }) {
+    EXPECT_TRUE(c.PutV(2, "n2:k", "old").ok());
+    EXPECT_TRUE(c.PutV(2, "n2:b", "x").ok());
+    EXPECT_EQ(c.GetText(3, "n2:b"), "x");
+    c.net.Cut(2, 3, true);
+    c.at(2).PutVolatile("n2:b", Str("y"), [](Result<std::string>) {});
+    c.eps[1]->CallAsync(2, kMethodWrite,
+                        internal::EncodeWriteRequest({.map_version = 1,
+                                                      .key = "n2:b",
+                                                      .op = kOpPut,
+                                                      .args = internal::EncodeEntry(Str("z"))}),
+                        60'000'000, [this](Result<std::string> r) { other = std::move(r); });
+    c.net.RunFor(10'000);
+    EXPECT_FALSE(other.has_value());
+    c.net.SetFaults({.drop = 0, .duplicate = 0, .min_delay_us = 400'000, .max_delay_us = 400'000});
+    c.at(1).PutVolatile("n2:k", Str(value), [this](Result<std::string> r) { w = std::move(r); });
+    c.net.RunUntil([this] { return w.has_value(); }, 1'000'000);
+    c.net.SetFaults({});
+    EXPECT_TRUE(w.has_value() && !w->ok());  // unknown outcome
+  }
+  SimCluster c;
+  std::optional<Result<std::string>> other, w;
+};
+
 TEST(DkvReviewTest, AbandonedWriteCommittingLateLeavesWriterStaleCopy) {
-  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
-    if (id == 1) d.timeout_us = 300'000;
-  });
-  ASSERT_TRUE(c.PutV(2, "n2:k", "old").ok());
-  ASSERT_TRUE(c.PutV(2, "n2:b", "x").ok());
-  ASSERT_EQ(c.GetText(3, "n2:b"), "x");
-  // Key b is busy at the home for ~2 s (its holder, node 3, is cut off) ...
-  c.net.Cut(2, 3, true);
-  c.at(2).PutVolatile("n2:b", Str("y"), [](Result<std::string>) {});
-  // ... so an earlier call of node 1 to the home stays pending (any call does: another key's
-  // write queued at the home, a slow handler, a longer deadline).
-  std::optional<Result<std::string>> other;
-  c.eps[1]->CallAsync(
-      2, kMethodWrite,
-      internal::EncodeWriteRequest(
-          {.map_version = 1, .key = "n2:b", .op = kOpPut, .args = internal::EncodeEntry(Str("z"))}),
-      60'000'000, [&](Result<std::string> r) { other = std::move(r); });
-  c.net.RunFor(10'000);
-  ASSERT_FALSE(other.has_value());
-  // Node 1 writes k; every copy of its CALL is delayed past the write's deadline.
-  c.net.SetFaults({.drop = 0, .duplicate = 0, .min_delay_us = 400'000, .max_delay_us = 400'000});
-  std::optional<Result<std::string>> w;
-  c.at(1).PutVolatile("n2:k", Str("new"), [&](Result<std::string> r) { w = std::move(r); });
-  c.net.RunUntil([&] { return w.has_value(); }, 1'000'000);
-  c.net.SetFaults({});
-  ASSERT_TRUE(w.has_value());
-  ASSERT_FALSE(w->ok());                   // unknown outcome
-  EXPECT_EQ(c.GetText(1, "n2:k"), "old");  // the home has not seen the write yet
-  c.net.RunFor(600'000);                   // now it has, and commits it
-  ASSERT_EQ(c.GetText(2, "n2:k"), "new");  // a read that completed
-  EXPECT_NE(c.Local(1, "n2:k"), "old") << "node 1 serves a value older than a completed read";
-  EXPECT_NE(c.GetText(1, "n2:k"), "old");
+  AbandonedWrite a("new");
+  EXPECT_EQ(a.c.GetText(1, "n2:k"), "old");  // the home has not seen the write yet
+  a.c.net.RunFor(600'000);                   // now it has, and commits it
+  ASSERT_EQ(a.c.GetText(2, "n2:k"), "new");  // a read that completed
+  EXPECT_NE(a.c.Local(1, "n2:k"), "old") << "node 1 serves a value older than a completed read";
+  EXPECT_NE(a.c.GetText(1, "n2:k"), "old");
 }
 
 // Variant without a GET: the writer's next write succeeds and is cached by the writer; the
-// abandoned earlier write then commits after it (W1's order is lost) and the writer, excluded
-// from its invalidation, keeps serving its own overwritten value.
+// abandoned earlier write then commits after it, and the writer must not keep serving its own
+// overwritten value.
 TEST(DkvReviewTest, AbandonedWriteCommittingAfterTheNextOneLeavesWriterStaleCopy) {
-  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
-    if (id == 1) d.timeout_us = 300'000;
-  });
-  ASSERT_TRUE(c.PutV(2, "n2:k", "old").ok());
-  ASSERT_TRUE(c.PutV(2, "n2:b", "x").ok());
-  ASSERT_EQ(c.GetText(3, "n2:b"), "x");
-  c.net.Cut(2, 3, true);
-  c.at(2).PutVolatile("n2:b", Str("y"), [](Result<std::string>) {});
-  std::optional<Result<std::string>> other;
-  c.eps[1]->CallAsync(
-      2, kMethodWrite,
-      internal::EncodeWriteRequest(
-          {.map_version = 1, .key = "n2:b", .op = kOpPut, .args = internal::EncodeEntry(Str("z"))}),
-      60'000'000, [&](Result<std::string> r) { other = std::move(r); });
-  c.net.RunFor(10'000);
-  ASSERT_FALSE(other.has_value());
-  c.net.SetFaults({.drop = 0, .duplicate = 0, .min_delay_us = 400'000, .max_delay_us = 400'000});
-  std::optional<Result<std::string>> w;
-  c.at(1).PutVolatile("n2:k", Str("first"), [&](Result<std::string> r) { w = std::move(r); });
-  c.net.RunUntil([&] { return w.has_value(); }, 1'000'000);
-  c.net.SetFaults({});
-  ASSERT_TRUE(w.has_value());
-  ASSERT_FALSE(w->ok());                          // unknown outcome
-  ASSERT_TRUE(c.PutV(1, "n2:k", "second").ok());  // acknowledged
-  ASSERT_EQ(c.Local(1, "n2:k"), "second");
-  c.net.RunFor(600'000);  // the first write's delayed CALL arrives and commits after the second
-  ASSERT_EQ(c.GetText(2, "n2:k"), "first");  // a completed read at the home
-  EXPECT_NE(c.Local(1, "n2:k"), "second") << "node 1 serves a value older than a completed read";
+  AbandonedWrite a("first");
+  ASSERT_TRUE(a.c.PutV(1, "n2:k", "second").ok());  // acknowledged
+  ASSERT_EQ(a.c.Local(1, "n2:k"), "second");
+  a.c.net.RunFor(600'000);  // the first write's delayed CALL arrives and commits after the second
+  ASSERT_EQ(a.c.GetText(2, "n2:k"), "first");  // a completed read at the home
+  EXPECT_NE(a.c.Local(1, "n2:k"), "second") << "node 1 serves a value older than a completed read";
 }
 
 // OnWriteAnswer -> SendFront -> HomeEnqueue -> Commit -> (after) -> OnWriteAnswer -> ... : a
