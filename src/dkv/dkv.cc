@@ -394,9 +394,11 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     const NodeId h = options.home(key);
     auto self = shared_from_this();
     if (h == options.self) {
-      return HomeEnqueue(
-          key, options.self, loop.NowMicros(), op, std::move(args),
-          [self, key](Result<WriteAnswer> a) { self->OnWriteAnswer(key, std::move(a)); });
+      return HomeEnqueue(key, options.self, loop.NowMicros(), op, std::move(args),
+                         // Weak: the answer waits in this node's own home queue, inside *this.
+                         [weak = weak_from_this(), key](Result<WriteAnswer> a) {
+                           if (auto impl = weak.lock()) impl->OnWriteAnswer(key, std::move(a));
+                         });
     }
     std::string req = internal::EncodeWriteRequest({.map_version = options.map_version,
                                                     .key = key,

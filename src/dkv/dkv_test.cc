@@ -475,8 +475,9 @@ struct AbandonedWrite {
     c.net.SetFaults({});
     EXPECT_TRUE(w.has_value() && !w->ok());  // unknown outcome
   }
-  SimCluster c;
+  // Before the cluster: stopping its endpoints completes the pending call into `other`.
   std::optional<Result<std::string>> other, w;
+  SimCluster c;
 };
 
 TEST(DkvReviewTest, AbandonedWriteCommittingLateLeavesWriterStaleCopy) {
