@@ -284,6 +284,32 @@ TEST(LinearizabilityTest, AnUnknownWriteTakesEffectBeforeItsBoundOrNever) {
       {Put("a", 0, 1), Unknown(Put("b", 5, 0, 1)), Get("a", 55, 56), Get("b", 60, 61)});
 }
 
+TEST(LinearizabilityTest, IdenticalUnknownIncrementsAreNotInterchangeableAcrossBounds) {
+  // The earlier "incr +1" could only have taken effect by 10; the first read says it did not.
+  // The later one, bounded at 100, must still be able to count alone. (Regression: twins were
+  // matched by kind and inputs only, which made the later wait for the earlier forever.)
+  Operation early = Unknown(Incr(1, 0, 0, 0));
+  early.unknown_until = 10;
+  Operation late = Unknown(Incr(1, 0, 5, 0, 1));
+  late.unknown_until = 100;
+  ExpectLinearizable({early, late, Get(std::nullopt, 20, 21, 2), Get("1", 50, 51, 2)});
+  ExpectViolation({early, late, Get(std::nullopt, 20, 21, 2), Get("2", 50, 51, 2)});
+  // Unbounded twins: either one, both, or neither.
+  ExpectLinearizable({Unknown(Incr(1, 0, 0, 0)), Unknown(Incr(1, 0, 5, 0, 1)), Get("1", 20, 21),
+                      Get("2", 30, 31)});
+}
+
+TEST(LinearizabilityTest, UnknownOperationsCanDependOnEachOther) {
+  // A swap that only succeeds after an unknown put, both unknown, then seen.
+  ExpectLinearizable(
+      {Unknown(Put("a", 0, 0)), Unknown(Cas("a", "b", false, 1, 0, 1)), Get("b", 10, 11, 2)});
+  // Two unknown puts: the one seen last is the one that took effect last.
+  ExpectLinearizable({Unknown(Put("a", 0, 0)), Unknown(Put("b", 1, 0, 1)), Get("a", 10, 11, 2),
+                      Get("b", 12, 13, 2)});
+  ExpectViolation({Unknown(Put("a", 0, 0)), Unknown(Put("b", 1, 0, 1)), Get("a", 10, 11, 2),
+                   Get("b", 12, 13, 2), Get("a", 14, 15, 2)});
+}
+
 TEST(LinearizabilityTest, SaysUnknownWhenItsBudgetRunsOutInsteadOfGuessing) {
   std::vector<Operation> history;
   for (int i = 0; i < 8; ++i) history.push_back(Put(std::to_string(i), 0, 100, i));
