@@ -171,6 +171,29 @@ std::string FormatOperation(const Operation& op);
 // The history, one line per operation, each prefixed by its index ("#17 ").
 std::string FormatHistory(const std::vector<Operation>& history);
 
+// ---- Histories as text (linearizability_text.cc) -------------------------------------------
+//
+// So that a process that is not C++ (the pytest multi-process tests) can record a history and
+// the `lin_check` tool can check it. One operation per line; blank lines and lines starting
+// with '#' are skipped. A line is space-separated name=value fields, in any order:
+//
+//   c=<client> op=<get|put|remove|put-if-absent|cas|incr> key=<hex> call=<time> ret=<time|?>
+//   value=<hex>  expected=<hex|->  delta=<int>  read=<hex|->  applied=<1|0|->  counter=<int>
+//   until=<time>
+//
+// Bytes (key, value, expected, read) are hex, so any byte string fits ("" is the empty one);
+// "-" is absent (read, expected) or unchecked (applied). ret=? is outcome kUnknown, with until
+// its optional unknown_until. Fields a kind does not use may be left out; c defaults to 0.
+// Example: `c=1 op=put key=6b value=61 call=10 ret=12`, `c=2 op=get key=6b read=- call=11 ret=13`.
+
+// The text of `history`, one line per operation; ParseHistory(WriteHistory(h)) == h in every
+// field the operation's kind uses.
+std::string WriteHistory(const std::vector<Operation>& history);
+
+// Parses `text` into `*history` (replacing its contents). On a malformed line returns false
+// and sets `*error` to its line number and what is wrong.
+bool ParseHistory(std::string_view text, std::vector<Operation>* history, std::string* error);
+
 }  // namespace floe::testing::lin
 
 #endif  // FLOE_TESTING_LINEARIZABILITY_H_

@@ -498,5 +498,65 @@ TEST(LinearizabilityTest, ChecksAFiveThousandOperationHistoryOverTwentyKeys) {
               std::chrono::duration<double, std::milli>(elapsed).count());
 }
 
+// ---- Histories as text -----------------------------------------------------------------
+
+TEST(LinearizabilityTextTest, ParsesTheDocumentedFormat) {
+  const std::string text =
+      "# a comment, then a blank line\n"
+      "\n"
+      "c=1 op=put key=6b value=61 call=10 ret=12\n"
+      "c=2 op=get key=6b read=- call=11 ret=13\r\n"
+      "op=cas key=6b expected=- value=0a20 applied=0 call=14 ret=15\n"
+      "c=3 op=incr key=6e delta=-2 ret=? call=16 until=99\n"
+      "c=3 op=remove key= applied=- call=17 ret=18\n";
+  std::vector<Operation> history;
+  std::string error;
+  ASSERT_TRUE(ParseHistory(text, &history, &error)) << error;
+  EXPECT_EQ(FormatHistory(history),
+            "#0 c1 [10,12] put(\"k\", \"a\")\n"
+            "#1 c2 [11,13] get(\"k\") -> absent\n"
+            "#2 c0 [14,15] cas(\"k\", absent => \"\\x0a \") -> not swapped\n"
+            "#3 c3 [16,?<=99] incr(\"n\", -2) unknown\n"
+            "#4 c3 [17,18] remove(\"\") -> (unchecked)\n");
+  EXPECT_EQ(Check(history).verdict, Verdict::kOk);
+}
+
+TEST(LinearizabilityTextTest, SaysWhichLineIsMalformed) {
+  std::vector<Operation> history;
+  std::string error;
+  EXPECT_FALSE(
+      ParseHistory("op=get key=6b call=1 ret=2\nop=get key=6 call=1 ret=2\n", &history, &error));
+  EXPECT_EQ(error, "line 2: bad value in 'key=6'");
+  EXPECT_FALSE(ParseHistory("op=get key=6b call=1\n", &history, &error));
+  EXPECT_EQ(error, "line 1: every line needs op=, key=, call= and ret=");
+  EXPECT_FALSE(ParseHistory("op=get key=6b call=1 ret=2 colour=blue\n", &history, &error));
+  EXPECT_EQ(error, "line 1: unknown field 'colour'");
+  EXPECT_FALSE(ParseHistory("op=incr key=6b delta=1x call=1 ret=2\n", &history, &error));
+  EXPECT_FALSE(ParseHistory("op=get key=6b call=1 ret=2 until=5\n", &history, &error));
+  EXPECT_FALSE(ParseHistory("op=frob key=6b call=1 ret=2\n", &history, &error));
+  EXPECT_FALSE(ParseHistory("op=get key=6b call=-1 ret=2\n", &history, &error));
+}
+
+TEST(LinearizabilityTextTest, RandomHistoriesSurviveTheRoundTrip) {
+  std::mt19937_64 rng(Seed());
+  for (int i = 0; i < 50; ++i) {
+    std::vector<Operation> history =
+        GenerateLinearizable(rng, Workload{.clients = 4,
+                                           .keys = 3,
+                                           .ops = 100,
+                                           .unknown_rate = 0.1,
+                                           .bound_unknowns = i % 2 == 0});
+    // A key of awkward bytes (which may make the history a violation: the verdict must survive).
+    history[rng() % history.size()].key = std::string("\0 \n\xff", 4);
+    const std::string text = WriteHistory(history);
+    std::vector<Operation> parsed;
+    std::string error;
+    ASSERT_TRUE(ParseHistory(text, &parsed, &error)) << error;
+    EXPECT_EQ(FormatHistory(parsed), FormatHistory(history));
+    EXPECT_EQ(WriteHistory(parsed), text);
+    EXPECT_EQ(Check(parsed).verdict, Check(history).verdict);
+  }
+}
+
 }  // namespace
 }  // namespace floe::testing::lin
