@@ -394,12 +394,13 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
   State state = model_.Init();
   int e = next_[head_];
   while (ok_left > 0) {
-    if (steps >= options_.max_steps_per_key ||
+    if (steps >= options_.max_steps_per_key || memo_.size() >= options_.max_memo_entries_per_key ||
         (++iterations % 1024 == 0 && std::chrono::steady_clock::now() > deadline)) {
       report.verdict = Verdict::kUnknown;
       report.explanation = "key " + FormatValue(report.key) + ": gave up after " +
-                           std::to_string(steps) + " model steps (" + std::to_string(ops_.size()) +
-                           " operations on this key)\n";
+                           std::to_string(steps) + " model steps and " +
+                           std::to_string(memo_.size()) + " configurations remembered (" +
+                           std::to_string(ops_.size()) + " operations on this key)\n";
       *steps_out += steps;
       return report;
     }

@@ -131,6 +131,9 @@ class KvModel final : public Model {
 struct CheckOptions {
   uint64_t max_steps_per_key = 50'000'000;             // model steps tried; default 50 million
   std::chrono::milliseconds max_time_per_key{60'000};  // wall clock; default 60 s
+  // Configurations remembered: the memory the search holds, ~150 bytes each (so ~600 MB at
+  // the default, 4 million).
+  size_t max_memo_entries_per_key = 4'000'000;
 };
 
 enum class Verdict : uint8_t {
