@@ -317,6 +317,9 @@ TEST(LinearizabilityTest, SaysUnknownWhenItsBudgetRunsOutInsteadOfGuessing) {
   const CheckResult result = Check(history, CheckOptions{.max_steps_per_key = 3});
   EXPECT_EQ(result.verdict, Verdict::kUnknown);
   EXPECT_THAT(result.explanation, HasSubstr("gave up"));
+  const CheckResult out_of_memory = Check(history, CheckOptions{.max_memo_entries_per_key = 2});
+  EXPECT_EQ(out_of_memory.verdict, Verdict::kUnknown);
+  EXPECT_THAT(out_of_memory.explanation, HasSubstr("2 configurations remembered"));
   EXPECT_EQ(Check(history).verdict, Verdict::kOk);
 }
 
