@@ -48,38 +48,100 @@ std::optional<int64_t> CounterOf(const Value& value) {
 }
 
 // A set of operations of one key, by their rank among the key's kOk (or kUnknown) operations.
+// Its hash is kept up to date as members come and go (Zobrist hashing: the XOR of a random
+// word per member), so the memo never rehashes a whole set.
 class Bits {
  public:
   explicit Bits(size_t n) : words_((n + 63) / 64, 0) {}
-  void Set(size_t i) { words_[i / 64] |= uint64_t{1} << (i % 64); }
-  void Clear(size_t i) { words_[i / 64] &= ~(uint64_t{1} << (i % 64)); }
   bool Has(size_t i) const { return (words_[i / 64] >> (i % 64)) & 1; }
+  void Set(size_t i) {
+    if (!Has(i)) hash_ ^= Mix(i);
+    words_[i / 64] |= uint64_t{1} << (i % 64);
+  }
+  void Clear(size_t i) {
+    if (Has(i)) hash_ ^= Mix(i);
+    words_[i / 64] &= ~(uint64_t{1} << (i % 64));
+  }
   bool SubsetOf(const Bits& other) const {
     for (size_t w = 0; w < words_.size(); ++w) {
       if ((words_[w] & ~other.words_[w]) != 0) return false;
     }
     return true;
   }
-  bool operator==(const Bits& other) const = default;
-  size_t Hash() const {
-    uint64_t h = 0x9e3779b97f4a7c15ULL;
-    for (uint64_t w : words_) h = (h ^ w) * 0xff51afd7ed558ccdULL;
-    return static_cast<size_t>(h ^ (h >> 32));
+  bool operator==(const Bits& other) const {
+    return hash_ == other.hash_ && words_ == other.words_;
+  }
+  uint64_t Hash() const { return hash_; }
+
+  // The set with its leading all-ones words counted instead of stored, and trailing zero words
+  // dropped: operations are placed roughly in call order, so a set of thousands of kOk
+  // operations keeps a word or two. Equal sets have equal compact forms.
+  struct Compact {
+    uint32_t full_words = 0;
+    std::vector<uint64_t> rest;
+    bool operator==(const Compact& other) const = default;
+  };
+  Compact Compacted() const {
+    size_t full = 0;
+    while (full < words_.size() && words_[full] == ~uint64_t{0}) ++full;
+    size_t end = words_.size();
+    while (end > full && words_[end - 1] == 0) --end;
+    return {.full_words = static_cast<uint32_t>(full),
+            .rest = std::vector<uint64_t>(words_.begin() + full, words_.begin() + end)};
+  }
+  bool Matches(const Compact& compact) const {
+    if (compact.full_words + compact.rest.size() > words_.size()) return false;
+    for (size_t w = 0; w < words_.size(); ++w) {
+      const size_t r = w - compact.full_words;
+      const uint64_t expected = w < compact.full_words    ? ~uint64_t{0}
+                                : r < compact.rest.size() ? compact.rest[r]
+                                                          : 0;
+      if (words_[w] != expected) return false;
+    }
+    return true;
   }
 
  private:
+  static uint64_t Mix(uint64_t x) {  // SplitMix64's finalizer: a random-looking word per member
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  }
+
   std::vector<uint64_t> words_;
+  uint64_t hash_ = 0;
 };
 
+// The memo's key: the kOk operations placed and the model state. Lookups use MemoProbe, which
+// borrows both, so that only a new entry copies them.
 struct MemoKey {
-  Bits ok;
+  Bits::Compact ok;
   State state;
-  bool operator==(const MemoKey& other) const = default;
+  size_t hash;
 };
-struct MemoKeyHash {
-  size_t operator()(const MemoKey& key) const {
-    return key.ok.Hash() ^ (std::hash<State>()(key.state) * 31);
+struct MemoProbe {
+  const Bits* ok;
+  const State* state;
+  size_t hash;
+};
+struct MemoHash {
+  using is_transparent = void;
+  static size_t Of(const Bits& ok, const State& state) {
+    return static_cast<size_t>(ok.Hash() ^ (std::hash<State>()(state) * 0x9e3779b97f4a7c15ULL));
   }
+  size_t operator()(const MemoKey& key) const { return key.hash; }
+  size_t operator()(const MemoProbe& probe) const { return probe.hash; }
+};
+struct MemoEqual {
+  using is_transparent = void;
+  bool operator()(const MemoKey& a, const MemoKey& b) const {
+    return a.hash == b.hash && a.ok == b.ok && a.state == b.state;
+  }
+  bool operator()(const MemoProbe& a, const MemoKey& b) const {
+    return a.hash == b.hash && *a.state == b.state && a.ok->Matches(b.ok);
+  }
+  bool operator()(const MemoKey& a, const MemoProbe& b) const { return (*this)(b, a); }
 };
 
 // How it works
@@ -195,7 +257,9 @@ class KeySearch {
   Bits ok_placed_{0}, unknown_placed_{0};
   std::vector<Frame> stack_;
   Time latest_call_ = 0;  // the latest call among the placed operations (rule 6)
-  std::unordered_map<MemoKey, std::vector<Bits>, MemoKeyHash> memo_;
+  bool has_unknown_ = false;
+  // Per (kOk set, state): the unknown sets seen with it (rule 3); empty without unknown ops.
+  std::unordered_map<MemoKey, std::vector<Bits>, MemoHash, MemoEqual> memo_;
 
   // The deepest dead end: the order placed then, and the operation whose deadline came.
   std::vector<size_t> best_order_;
@@ -207,8 +271,13 @@ class KeySearch {
 void KeySearch::BuildEvents() {
   size_t ok_count = 0, unknown_count = 0;
   rank_.resize(ops_.size());
+  // Ranked by call, so that the placed kOk operations form a prefix (Bits::Compact).
+  std::vector<size_t> call_order(ops_.size());
+  for (size_t i = 0; i < ops_.size(); ++i) call_order[i] = i;
+  std::stable_sort(call_order.begin(), call_order.end(),
+                   [&](size_t a, size_t b) { return op(a).call < op(b).call; });
+  for (size_t i : call_order) rank_[i] = unknown(i) ? unknown_count++ : ok_count++;
   for (size_t i = 0; i < ops_.size(); ++i) {
-    rank_[i] = unknown(i) ? unknown_count++ : ok_count++;
     events_.push_back({.op = i, .is_call = true, .time = op(i).call});
     if (!unknown(i)) events_.push_back({.op = i, .is_call = false, .time = op(i).ret});
   }
@@ -259,7 +328,18 @@ void KeySearch::BuildEvents() {
 }
 
 bool KeySearch::Remember(const State& state) {
-  std::vector<Bits>& seen = memo_[MemoKey{.ok = ok_placed_, .state = state}];
+  const size_t hash = MemoHash::Of(ok_placed_, state);
+  auto it = memo_.find(MemoProbe{.ok = &ok_placed_, .state = &state, .hash = hash});
+  if (it == memo_.end()) {
+    it = memo_
+             .emplace(MemoKey{.ok = ok_placed_.Compacted(), .state = state, .hash = hash},
+                      std::vector<Bits>())
+             .first;
+  } else if (!has_unknown_) {
+    return false;  // the same set and state, explored already
+  }
+  if (!has_unknown_) return true;
+  std::vector<Bits>& seen = it->second;
   for (const Bits& earlier : seen) {
     if (earlier.SubsetOf(unknown_placed_)) return false;
   }
@@ -310,16 +390,17 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
   // Candidates are tried in two passes: kOk operations, then unknown ones (see "Unknown
   // outcomes": the configurations with fewer unknown operations placed are met first).
   bool unknown_pass = false;
-  const bool has_unknown = ok_left < ops_.size();
+  has_unknown_ = ok_left < ops_.size();
   State state = model_.Init();
   int e = next_[head_];
   while (ok_left > 0) {
-    if (steps >= options_.max_steps_per_key ||
+    if (steps >= options_.max_steps_per_key || memo_.size() >= options_.max_memo_entries_per_key ||
         (++iterations % 1024 == 0 && std::chrono::steady_clock::now() > deadline)) {
       report.verdict = Verdict::kUnknown;
       report.explanation = "key " + FormatValue(report.key) + ": gave up after " +
-                           std::to_string(steps) + " model steps (" + std::to_string(ops_.size()) +
-                           " operations on this key)\n";
+                           std::to_string(steps) + " model steps and " +
+                           std::to_string(memo_.size()) + " configurations remembered (" +
+                           std::to_string(ops_.size()) + " operations on this key)\n";
       *steps_out += steps;
       return report;
     }
@@ -357,7 +438,7 @@ KeyReport KeySearch::Run(uint64_t* steps_out) {
       e = next_[e];
       continue;
     }
-    if (!unknown_pass && has_unknown) {
+    if (!unknown_pass && has_unknown_) {
       unknown_pass = true;
       e = next_[head_];
       continue;

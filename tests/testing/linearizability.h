@@ -20,16 +20,18 @@
 // 3. outcome kUnknown: the client does not know whether the operation took effect (its call
 //    timed out, the connection dropped). It may have taken effect at any instant after its call,
 //    however late (up to unknown_until, when the recorder knows a bound), or never; its output
-//    is not checked (set none). A call that definitely did
-//    NOT take effect (refused before it was sent, a typed error that says nothing was applied)
-//    is left out of the history by the recorder: recording it as kUnknown is sound but slower.
+//    is not checked (leave it unset). A call that definitely did NOT take effect (refused
+//    before it was sent, a typed error that says nothing was applied) is left out of the
+//    history by the recorder: recording it as kUnknown is sound but slower. Likewise a kOk
+//    response that carries an error with no effect (INCR of a non-integer) is left out.
 // 4. Operations on different keys are independent (every operation touches one key), so each
 //    key is checked separately; the history is linearizable iff every key's part is.
 // 5. The search is Wing & Gong's, with Lowe's just-in-time linearization and a memo of
-//    (operations linearized, model state), as Porcupine does it. Its cost is exponential in the
-//    number of operations that overlap in time, not in the history's length: thousands of
-//    operations per key with ~10 concurrent clients check in milliseconds (measurements in
-//    README.md). CheckOptions bounds the work per key.
+//    (operations linearized, model state), as Porcupine does it. Its cost grows with the
+//    operations per key and with how many overlap in time (exponentially in the latter): 5,000
+//    operations over 10+ keys with ~10 clients check in milliseconds, but one key with
+//    thousands of operations takes seconds to reject (README.md has the measurements).
+//    CheckOptions bounds the work per key.
 // 6. Explanations and FormatHistory() name operations by their index in the vector given to
 //    Check(), so "#17" is history[17].
 //
@@ -129,6 +131,9 @@ class KvModel final : public Model {
 struct CheckOptions {
   uint64_t max_steps_per_key = 50'000'000;             // model steps tried; default 50 million
   std::chrono::milliseconds max_time_per_key{60'000};  // wall clock; default 60 s
+  // Configurations remembered: the memory the search holds, ~150 bytes each (so ~600 MB at
+  // the default, 4 million).
+  size_t max_memo_entries_per_key = 4'000'000;
 };
 
 enum class Verdict : uint8_t {
@@ -168,6 +173,29 @@ CheckResult Check(const std::vector<Operation>& history, const CheckOptions& opt
 std::string FormatOperation(const Operation& op);
 // The history, one line per operation, each prefixed by its index ("#17 ").
 std::string FormatHistory(const std::vector<Operation>& history);
+
+// ---- Histories as text (linearizability_text.cc) -------------------------------------------
+//
+// So that a process that is not C++ (the pytest multi-process tests) can record a history and
+// the `lin_check` tool can check it. One operation per line; blank lines and lines starting
+// with '#' are skipped. A line is space-separated name=value fields, in any order:
+//
+//   c=<client> op=<get|put|remove|put-if-absent|cas|incr> key=<hex> call=<time> ret=<time|?>
+//   value=<hex>  expected=<hex|->  delta=<int>  read=<hex|->  applied=<1|0|->  counter=<int>
+//   until=<time>
+//
+// Bytes (key, value, expected, read) are hex, so any byte string fits ("" is the empty one);
+// "-" is absent (read, expected) or unchecked (applied). ret=? is outcome kUnknown, with until
+// its optional unknown_until. Fields a kind does not use may be left out; c defaults to 0.
+// Example: `c=1 op=put key=6b value=61 call=10 ret=12`, `c=2 op=get key=6b read=- call=11 ret=13`.
+
+// The text of `history`, one line per operation; ParseHistory(WriteHistory(h)) == h in every
+// field the operation's kind uses.
+std::string WriteHistory(const std::vector<Operation>& history);
+
+// Parses `text` into `*history` (replacing its contents). On a malformed line returns false
+// and sets `*error` to its line number and what is wrong.
+bool ParseHistory(std::string_view text, std::vector<Operation>* history, std::string* error);
 
 }  // namespace floe::testing::lin
 
