@@ -19,6 +19,7 @@
 #include "cluster/internal/hello.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
+#include "testing/process.h"
 #include "testing/testing.h"
 
 namespace floe::cluster {
@@ -525,24 +526,6 @@ TEST(FormationSimTest, ASingleNodeFormsAtOnceAndBadOptionsNever) {
 // ---------------------------------------------------------------------------------------------
 // Real UDP on loopback: five processes' worth of loops, transports, endpoints and clusters.
 
-uint16_t FreePort() {
-  for (int attempt = 0; attempt < 50; attempt++) {
-    int t = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
-    int u = socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_ok = bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    close(u);
-    close(t);
-    if (udp_ok) return ntohs(addr.sin_port);
-  }
-  return 0;
-}
-
 // Destroyed bottom up: cluster, endpoint, transport, then the loop.
 struct RealNode {
   net::AsioLoop loop;
@@ -557,7 +540,7 @@ uint64_t FormOverUdp(const net::Faults& faults) {
   constexpr int kNodes = 5;
   std::string list;
   for (int i = 0; i < kNodes; i++) {
-    const uint16_t port = FreePort();
+    const uint16_t port = floe::testing::FreePort();
     EXPECT_NE(port, 0);
     list += (i ? "," : "") + std::string("127.0.0.1:") + std::to_string(port);
   }

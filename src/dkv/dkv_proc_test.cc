@@ -29,6 +29,7 @@
 #include "base/base.h"
 #include "cluster/cluster.h"
 #include "testing/linearizability.h"
+#include "testing/process.h"
 #include "testing/testing.h"
 
 namespace floe::dkv {
@@ -36,37 +37,6 @@ namespace {
 
 namespace lin = floe::testing::lin;
 using net::NodeId;
-
-// A free UDP+TCP port on `host`, or 0 (as rpc_net_test does it).
-uint16_t FreePort(const std::string& host) {
-  for (int attempt = 0; attempt < 50; attempt++) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
-    const int t = socket(AF_INET, SOCK_STREAM, 0);
-    const bool tcp_ok = bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    socklen_t len = sizeof(addr);
-    getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
-    const int u = socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_ok = tcp_ok && bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    close(u);
-    close(t);
-    if (udp_ok) return ntohs(addr.sin_port);
-  }
-  return 0;
-}
-
-pid_t Spawn(const std::vector<std::string>& args) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
 
 // One operation as a process recorded it (dkv_peer.cc documents the file).
 struct Record {
@@ -197,7 +167,8 @@ bool Finished(const std::string& path) {
 }
 
 bool LoopbackAliasesBind() {
-  static const bool ok = FreePort("127.0.0.2") != 0 && FreePort("127.0.0.5") != 0;
+  static const bool ok =
+      floe::testing::FreePort("127.0.0.2") != 0 && floe::testing::FreePort("127.0.0.5") != 0;
   return ok;
 }
 
@@ -211,7 +182,7 @@ RunResult RunCluster(const RunSpec& run) {
   std::string list;
   for (int i = 1; i <= run.nodes; i++) {
     const std::string host = LoopbackAliasesBind() ? "127.0.0." + std::to_string(i) : "127.0.0.1";
-    const uint16_t port = FreePort(host);
+    const uint16_t port = floe::testing::FreePort(host);
     EXPECT_NE(port, 0);
     list += (list.empty() ? "" : ",") + host + ":" + std::to_string(port);
   }
@@ -234,31 +205,31 @@ RunResult RunCluster(const RunSpec& run) {
   std::map<NodeId, pid_t> pids;
   for (const cluster::Member& m : *members) {
     const std::string path = dir + "/" + std::to_string(m.id);
-    pids[m.id] = Spawn({FLOE_DKV_PEER,
-                        "--members",
-                        list,
-                        "--listen",
-                        m.address(),
-                        "--keys",
-                        keys,
-                        "--history",
-                        path,
-                        "--start-at-unix-ms",
-                        std::to_string(start_ms),
-                        "--duration-ms",
-                        std::to_string(run.duration_ms),
-                        "--threads",
-                        std::to_string(run.threads),
-                        "--linger-ms",
-                        "20000",
-                        "--faults",
-                        run.faults,
-                        "--seed",
-                        std::to_string(run.seed * 10 + m.id),
-                        "--timeout-ms",
-                        std::to_string(run.timeout_ms),
-                        "--down-after-ms",
-                        std::to_string(run.down_after_ms)});
+    pids[m.id] = floe::testing::Spawn({FLOE_DKV_PEER,
+                                       "--members",
+                                       list,
+                                       "--listen",
+                                       m.address(),
+                                       "--keys",
+                                       keys,
+                                       "--history",
+                                       path,
+                                       "--start-at-unix-ms",
+                                       std::to_string(start_ms),
+                                       "--duration-ms",
+                                       std::to_string(run.duration_ms),
+                                       "--threads",
+                                       std::to_string(run.threads),
+                                       "--linger-ms",
+                                       "20000",
+                                       "--faults",
+                                       run.faults,
+                                       "--seed",
+                                       std::to_string(run.seed * 10 + m.id),
+                                       "--timeout-ms",
+                                       std::to_string(run.timeout_ms),
+                                       "--down-after-ms",
+                                       std::to_string(run.down_after_ms)});
     EXPECT_GT(pids[m.id], 0);
   }
   if (run.kill != 0) {

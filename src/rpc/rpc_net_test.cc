@@ -19,6 +19,7 @@
 
 #include "net/net.h"
 #include "rpc/rpc.h"
+#include "testing/process.h"
 
 namespace floe::rpc {
 namespace {
@@ -99,30 +100,10 @@ struct Pair {
   uint16_t port_a = 0, port_b = 0;
 };
 
-// A port free for both UDP and TCP on `host` right now.
-uint16_t FreePort(const char* host) {
-  for (int attempt = 0; attempt < 50; attempt++) {
-    int t = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    inet_pton(AF_INET, host, &addr.sin_addr);
-    addr.sin_port = 0;
-    bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
-    int u = socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_ok = bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    close(u);
-    close(t);
-    if (udp_ok) return ntohs(addr.sin_port);
-  }
-  return 0;
-}
-
 Pair StartPair(Options o = {}) {
   Pair p;
-  p.port_a = FreePort("127.0.0.1");
-  p.port_b = FreePort("127.0.0.1");
+  p.port_a = floe::testing::FreePort("127.0.0.1");
+  p.port_b = floe::testing::FreePort("127.0.0.1");
   p.a = StartNode(1, p.port_a, {2, "127.0.0.1", p.port_b}, o);
   p.b = StartNode(2, p.port_b, {1, "127.0.0.1", p.port_a}, o);
   return p;
@@ -171,7 +152,8 @@ std::string Incompressible(std::string prefix, size_t bytes, uint64_t seed) {
 // whose wake-up cost a quarter of a small call's round trip. Larger messages, and every
 // message while faults are injected, still go through the loop.
 TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
-  const uint16_t port_a = FreePort("127.0.0.1"), port_b = FreePort("127.0.0.1");
+  const uint16_t port_a = floe::testing::FreePort("127.0.0.1"),
+                 port_b = floe::testing::FreePort("127.0.0.1");
   net::AsioLoop loop_a, loop_b;
   net::TransportOptions ta, tb;
   ta.self = 1;
@@ -369,8 +351,8 @@ TEST(RpcNetTest, CallsWaitOutAPartitionAndCompleteWhenItHeals) {
 }
 
 TEST(RpcNetTest, ACallToADeadPeerFailsAtItsDeadline) {
-  const uint16_t nobody = FreePort("127.0.0.1");
-  auto a = StartNode(1, FreePort("127.0.0.1"), {2, "127.0.0.1", nobody});
+  const uint16_t nobody = floe::testing::FreePort("127.0.0.1");
+  auto a = StartNode(1, floe::testing::FreePort("127.0.0.1"), {2, "127.0.0.1", nobody});
   const uint64_t t0 = NowMicros();
   Result<std::string> r = a->endpoint->Call(2, kEcho, "anyone?", 300'000);
   const uint64_t took = NowMicros() - t0;
@@ -404,27 +386,17 @@ TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {
 
 // Two processes, 127.0.0.2 and 127.0.0.3, each serving and calling the other.
 TEST(RpcNetTest, TwoProcessesTalkToEachOther) {
-  const uint16_t p2 = FreePort("127.0.0.2"), p3 = FreePort("127.0.0.3");
+  const uint16_t p2 = floe::testing::FreePort("127.0.0.2"),
+                 p3 = floe::testing::FreePort("127.0.0.3");
   ASSERT_NE(p2, 0);
   ASSERT_NE(p3, 0);
-  auto spawn = [](const std::vector<std::string>& args) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      std::vector<char*> argv;
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    return pid;
-  };
   const std::string bin = FLOE_RPC_PEER;
-  const pid_t a = spawn({bin, "--self", "2", "--bind", "127.0.0.2", "--port", std::to_string(p2),
-                         "--peer", "3@127.0.0.3:" + std::to_string(p3), "--calls", "300",
-                         "--secret", "two-process-test"});
-  const pid_t b = spawn({bin, "--self", "3", "--bind", "127.0.0.3", "--port", std::to_string(p3),
-                         "--peer", "2@127.0.0.2:" + std::to_string(p2), "--calls", "300",
-                         "--secret", "two-process-test"});
+  const pid_t a = floe::testing::Spawn(
+      {bin, "--self", "2", "--bind", "127.0.0.2", "--port", std::to_string(p2), "--peer",
+       "3@127.0.0.3:" + std::to_string(p3), "--calls", "300", "--secret", "two-process-test"});
+  const pid_t b = floe::testing::Spawn(
+      {bin, "--self", "3", "--bind", "127.0.0.3", "--port", std::to_string(p3), "--peer",
+       "2@127.0.0.2:" + std::to_string(p2), "--calls", "300", "--secret", "two-process-test"});
   ASSERT_GT(a, 0);
   ASSERT_GT(b, 0);
   std::map<pid_t, int> status;

@@ -1,0 +1,52 @@
+// Helpers for tests that use real sockets and processes. Test-only, like testing.h.
+#ifndef FLOE_TESTING_PROCESS_H_
+#define FLOE_TESTING_PROCESS_H_
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace floe::testing {
+
+// A port free for both UDP and TCP on `host` (an IPv4 literal) right now, or 0 when the host
+// cannot be bound (127.0.0.2 and up are not configured everywhere).
+inline uint16_t FreePort(const std::string& host = "127.0.0.1") {
+  for (int attempt = 0; attempt < 50; attempt++) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return 0;
+    const int t = socket(AF_INET, SOCK_STREAM, 0);
+    const bool tcp_ok = bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    socklen_t len = sizeof(addr);
+    getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
+    const int u = socket(AF_INET, SOCK_DGRAM, 0);
+    const bool udp_ok = tcp_ok && bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(u);
+    close(t);
+    if (udp_ok) return ntohs(addr.sin_port);
+  }
+  return 0;
+}
+
+// Starts args[0] (a path) with `args`; returns the child's pid (it exits 127 if exec fails).
+inline pid_t Spawn(const std::vector<std::string>& args) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace floe::testing
+
+#endif  // FLOE_TESTING_PROCESS_H_
