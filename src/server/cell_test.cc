@@ -428,5 +428,36 @@ TEST_F(CellTest, OnlyTheClientWhoseSketchWasInstalledCountsAsCreatingIt) {
   EXPECT_EQ(wrong, 0);
 }
 
+// A handler must hold the value while it reads its cell: CMS.RANGE and CMS.QUANTILE dropped
+// their reference before reading, so a replacement and a reclamation on another thread freed
+// the cell under the read (a use-after-free ThreadSanitizer reports). The key always holds a
+// range sketch; each round replaces it with a fresh one and frees the old one at once.
+TEST_F(CellTest, RangeReadsHoldTheirValueWhileAReplacementIsReclaimed) {
+  constexpr int kRounds = 2000;
+  ASSERT_THAT(Run({"CMS.INITRANGE", "r", "8", "1", "8"}), IsOk());
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    Session s(&engine_, 1);
+    while (!done) {
+      EXPECT_THAT(RunOn(s, {"CMS.RANGE", "r", "0", "100"}), IsInt(0));
+      RunOn(s, {"CMS.QUANTILE", "r", "0.5"});
+    }
+  });
+  for (int i = 0; i < kRounds; i++) {
+    ASSERT_THAT(Run({"CMS.INITRANGE", "fresh", "8", "1", "8"}), IsOk());
+    store::ValuePtr fresh = engine_.store().Take("fresh");
+    Result<store::ValuePtr> next = store::Value::Make("r", fresh->type(), {});
+    ASSERT_TRUE(next.ok());
+    const auto* cell = dynamic_cast<const internal::MutableObject*>(fresh->decoded());
+    ASSERT_NE(cell, nullptr);
+    (*next)->CacheDecoded(cell->Share());
+    engine_.store().Put(std::move(next).value());
+    fresh = nullptr;
+    store::internal::EpochDomain::Global().Barrier();  // frees the replaced value and its cell
+  }
+  done = true;
+  reader.join();
+}
+
 }  // namespace
 }  // namespace floe::server

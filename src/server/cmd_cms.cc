@@ -343,20 +343,19 @@ void CmdCmsMerge(CommandContext& ctx) {
 }
 
 namespace {
-const SketchCell<RangeCountMin>* LoadRange(CommandContext& ctx) {
-  ValuePtr v;
-  if (!LoadForRead(ctx, ctx.args[1], &v)) return nullptr;
-  if (v->type() != kCmsRange) {
+// The range sketch at the command's key; *v holds its value, and with it the cell, for as long
+// as the caller reads it: nothing else keeps a value that DEL or SET removes meanwhile.
+const SketchCell<RangeCountMin>* LoadRange(CommandContext& ctx, ValuePtr* v) {
+  if (!LoadForRead(ctx, ctx.args[1], v)) return nullptr;
+  if ((*v)->type() != kCmsRange) {
     ctx.Error("CMS: not a range sketch (create it with CMS.INITRANGE)");
     return nullptr;
   }
-  Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(*v, kCmsRange);
+  Result<const SketchCell<RangeCountMin>*> cell = CellFor<RangeCountMin>(**v, kCmsRange);
   if (!cell.ok()) {
     ctx.Error(cell.status());
     return nullptr;
   }
-  // The cell lives as long as its value, which the store keeps until the epoch ends; the
-  // handler holds no reference past this command.
   return *cell;
 }
 }  // namespace
@@ -364,7 +363,8 @@ const SketchCell<RangeCountMin>* LoadRange(CommandContext& ctx) {
 void CmdCmsRange(CommandContext& ctx) {
   int64_t lo = 0, hi = 0;
   if (!ParseInt64(ctx.args[2], &lo) || !ParseInt64(ctx.args[3], &hi)) return ctx.NotInteger();
-  const SketchCell<RangeCountMin>* cell = LoadRange(ctx);
+  ValuePtr held;
+  const SketchCell<RangeCountMin>* cell = LoadRange(ctx, &held);
   if (cell == nullptr) return;
   if (hi < 0 || lo > hi) return ctx.out.Integer(0);
   ctx.out.Integer(static_cast<int64_t>(cell->Read([&](const RangeCountMin& r) {
@@ -381,7 +381,8 @@ void CmdCmsQuantile(CommandContext& ctx) {
     }
     qs.push_back(q);
   }
-  const SketchCell<RangeCountMin>* cell = LoadRange(ctx);
+  ValuePtr held;
+  const SketchCell<RangeCountMin>* cell = LoadRange(ctx, &held);
   if (cell == nullptr) return;
   std::vector<uint64_t> out = cell->Read([&](const RangeCountMin& r) {
     std::vector<uint64_t> v;
