@@ -459,5 +459,22 @@ TEST_F(CellTest, RangeReadsHoldTheirValueWhileAReplacementIsReclaimed) {
   reader.join();
 }
 
+// Rule 8 with store.h rule 6: the bytes of a deleted cell come back with the value, as a plain
+// string's do. The value was retired with the size of its own block only, so a deleted cell of
+// megabytes stayed charged until the next periodic reclamation, and the allocation that follows
+// a DEL was refused as out of memory.
+TEST_F(CellTest, ADeletedCellGivesItsBytesBackAtOnce) {
+  const std::string chunk(5 << 19, 'x');  // 2.5 MiB; its cell grows to 3.5 MiB
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", "6mb"}), IsOk());
+  EXPECT_THAT(Run({"SET", "p", chunk}), IsOk());
+  EXPECT_THAT(Run({"DEL", "p"}), IsInt(1));
+  const int64_t base = Used();
+  ASSERT_THAT(Run({"APPEND", "a", chunk}), IsInt(static_cast<int64_t>(chunk.size())));
+  EXPECT_GT(Used(), base + (3 << 20));
+  EXPECT_THAT(Run({"DEL", "a"}), IsInt(1));
+  EXPECT_LT(Used(), base + (1 << 20));
+  EXPECT_THAT(Run({"APPEND", "b", chunk}), IsInt(static_cast<int64_t>(chunk.size())));
+}
+
 }  // namespace
 }  // namespace floe::server

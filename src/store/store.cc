@@ -133,6 +133,15 @@ inline uint64_t TableHash(uint64_t h) { return h == 0 ? 1 : h; }
 
 void UnrefValue(void* p) { static_cast<const Value*>(p)->Unref(); }
 
+// Retires a value no published structure reaches any more, with the bytes freeing it may give
+// back (rule 6): its block and what its decoded object holds. A cell shared by another value
+// is counted here too; that only starts a reclamation early.
+void RetireValue(const Value* v) {
+  const DecodedObject* d = v->decoded();
+  EpochDomain::Global().Retire(const_cast<Value*>(v), UnrefValue,
+                               v->AllocatedBytes() + (d != nullptr ? d->HeldBytes() : 0));
+}
+
 // Scan cursors step through home positions in reverse-binary order (see ScanImpl).
 inline uint64_t ReverseBits(uint64_t v) {
   v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
@@ -343,7 +352,7 @@ struct alignas(64) Store::Shard {
         const uintptr_t w = src[i].value.load(std::memory_order_relaxed);
         if (!IsLive(w)) continue;
         const Value* v = AsValue(w);
-        EpochDomain::Global().Retire(const_cast<Value*>(v), UnrefValue, v->AllocatedBytes());
+        RetireValue(v);
       }
       // After the keys stopped being visible, as every decrement of `live` (see Scan).
       live.fetch_sub(dropped, std::memory_order_relaxed);
@@ -463,8 +472,7 @@ Status Store::Apply(KeyView key, DecideFn decide, void* ctx, ApplyOutcome* out) 
         current->Ref();
         out->previous = ValuePtr::Adopt(current);
       }
-      EpochDomain::Global().Retire(const_cast<Value*>(current), UnrefValue,
-                                   current->AllocatedBytes());
+      RetireValue(current);
       out->changed = true;
       return Status::OK();
     }
@@ -733,7 +741,7 @@ Store::ExpireSweep Store::RemoveExpired(uint64_t* cursor, size_t max_slots, int6
       shard.value_bytes.fetch_sub(static_cast<int64_t>(v->AllocatedBytes()),
                                   std::memory_order_relaxed);
       shard.expiring.fetch_sub(1, std::memory_order_relaxed);
-      EpochDomain::Global().Retire(const_cast<Value*>(v), UnrefValue, v->AllocatedBytes());
+      RetireValue(v);
       result.removed++;
     }
   }

@@ -33,7 +33,8 @@
 //    every critical section that might have seen it has ended. Retire only what no published
 //    structure reaches any more: a value after the CAS that replaced it in its slot, or -- for
 //    values dropped by Clear and for old arrays -- after the array that held them was replaced
-//    in its shard. A value is retired with its size, so large ones are freed at once.
+//    in its shard. A value is retired with its size -- its block and its decoded object's
+//    HeldBytes -- so large ones, cells included, are freed at once.
 // 7. A shard's `live` count is raised before a key's slot becomes visible and lowered only after
 //    it stopped being visible, so it never reads below the number of keys a reader can find
 //    there (Scan skips shards that read 0).
@@ -112,6 +113,10 @@ class Key {
 class DecodedObject {
  public:
   virtual ~DecodedObject() = default;
+  // Heap bytes the object holds outside its value's block (a cell's charged bytes), which
+  // freeing the value may give back: a removed value is retired with them (rule 6). Thread-safe
+  // and lock-free: the store asks while the remover may hold the object's own lock.
+  virtual size_t HeldBytes() const { return 0; }
 };
 
 class ValuePtr;

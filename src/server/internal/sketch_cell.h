@@ -47,6 +47,7 @@
 #ifndef FLOE_SERVER_INTERNAL_SKETCH_CELL_H_
 #define FLOE_SERVER_INTERNAL_SKETCH_CELL_H_
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -109,19 +110,22 @@ class Cell final : public MutableObject {
         : object(std::move(obj)),
           charged(static_cast<int64_t>(HeapBytes(object))),
           account(std::move(acct)) {
-      account.Charge(charged);
+      account.Charge(charged.load(std::memory_order_relaxed));
     }
-    ~Box() FLOE_NO_THREAD_SAFETY_ANALYSIS { account.Charge(-charged); }
+    ~Box() { account.Charge(-charged.load(std::memory_order_relaxed)); }
     void Recharge() FLOE_REQUIRES(mu) {
       const auto now = static_cast<int64_t>(HeapBytes(object));
-      if (now != charged) account.Charge(now - charged);
-      charged = now;
+      const int64_t before = charged.load(std::memory_order_relaxed);
+      if (now != before) account.Charge(now - before);
+      charged.store(now, std::memory_order_relaxed);
     }
 
     mutable SpinMutex mu;
     T object FLOE_GUARDED_BY(mu);
     bool superseded FLOE_GUARDED_BY(mu) = false;
-    int64_t charged FLOE_GUARDED_BY(mu);
+    // Written under mu (Recharge); atomic because the store reads it (HeldBytes) when it
+    // retires a value, possibly on a thread that holds mu (rule 4). relaxed: a size hint.
+    std::atomic<int64_t> charged;
     std::atomic<uint64_t> changes{0};
     store::MemoryAccount account;
   };
@@ -171,6 +175,10 @@ class Cell final : public MutableObject {
   }
 
   uint64_t changes() const override { return box_->changes.load(std::memory_order_relaxed); }
+  // relaxed: a hint for when to reclaim (store.h, rule 6).
+  size_t HeldBytes() const override {
+    return static_cast<size_t>(std::max<int64_t>(box_->charged.load(std::memory_order_relaxed), 0));
+  }
   std::unique_ptr<store::DecodedObject> Share() const override {
     return std::unique_ptr<store::DecodedObject>(new Cell(box_));
   }
