@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -456,6 +457,7 @@ class Harness {
           break;
         case 5:
           if (in.ConsumeBool()) {
+            hello_queued_.erase(sessions_[static_cast<size_t>(current_)].get());
             sessions_[static_cast<size_t>(current_)] = NewSession();
           } else {
             // Frees every retired value now, so a later use of one is a use-after-free that
@@ -676,20 +678,31 @@ class Harness {
     }
     Session& session = *sessions_[static_cast<size_t>(s)];
     const int protocol_before = session.protocol();
+    // A HELLO queued in MULTI switches the protocol in the middle of EXEC's reply, as in Redis:
+    // the replies after it use the new one even if a later HELLO switches back.
+    const bool exec = EqualsIgnoreCase(args[0], "exec");
+    const bool mixed_exec = exec && hello_queued_.count(&session) != 0;
     const std::vector<std::string_view> views(args.begin(), args.end());
     std::string out;
     session.Execute(views, &out);
+    if (EqualsIgnoreCase(args[0], "hello") && out == "+QUEUED\r\n") hello_queued_.insert(&session);
+    if (exec || EqualsIgnoreCase(args[0], "discard") || EqualsIgnoreCase(args[0], "reset")) {
+      hello_queued_.erase(&session);
+    }
     size_t consumed = 0;
     const Result<resp::Reply> reply = resp::ParseReply(out, &consumed);
     if (!reply.ok() || consumed != out.size()) Fail(args, out, "not exactly one valid reply");
-    if (protocol_before == 2 && session.protocol() == 2) {
+    if (protocol_before == 2 && session.protocol() == 2 && !mixed_exec) {
       size_t pos = 0;
       if (!OnlyResp2(out, &pos) || pos != out.size()) Fail(args, out, "RESP3 type to RESP2");
     }
     // QUIT, RESET, CLIENT KILL (of any client here): the connection would close; a new one
     // takes its place.
     for (auto& other : sessions_) {
-      if (other->close_requested()) other = NewSession();
+      if (other->close_requested()) {
+        hello_queued_.erase(other.get());
+        other = NewSession();
+      }
     }
   }
 
@@ -711,6 +724,7 @@ class Harness {
 
   Engine engine_;
   std::vector<std::unique_ptr<Session>> sessions_;
+  std::set<const Session*> hello_queued_;  // sessions with a HELLO queued in their MULTI
   int current_ = 0;
   int next_port_ = 1000;
 };
