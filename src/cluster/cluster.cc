@@ -34,6 +34,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     Member member;
     bool agreed = false;
     bool asking = false;
+    uint16_t client_port = 0;
     std::string reason = "no answer";  // from our last ask
     Heard heard = Heard::kNothing;     // from its last HELLO to us
     std::string heard_reason;
@@ -108,6 +109,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
         } else {
           p.reason = internal::Disagreement(ours, *theirs, p.member);
           p.agreed = p.reason.empty();
+          if (p.agreed) p.client_port = static_cast<uint16_t>(theirs->client_port);
         }
         retry_at = start + options.hello_interval_us;
       } else if (r.status().code() == StatusCode::kCancelled) {
@@ -355,7 +357,8 @@ std::vector<Cluster::MemberState> Cluster::Members() const {
                      .self = self,
                      .agreed = self || p.agreed,
                      .up = self,
-                     .reason = self || p.agreed ? std::string() : p.reason});
+                     .reason = self || p.agreed ? std::string() : p.reason,
+                     .client_port = self ? impl_->options.client_port : p.client_port});
     }
   }
   for (MemberState& m : out) {

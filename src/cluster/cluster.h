@@ -119,6 +119,9 @@ struct Options {
                                           // disagreeing; a call unavailable at once waits this long
   uint64_t hello_timeout_us = 1'000'000;  // one HELLO call's deadline (rpc resends within it)
   uint64_t log_interval_us = 3'000'000;   // how often it logs why it is still waiting
+  // This node's client (RESP) port, sent in HELLO so every member can tell clients where the
+  // others listen (CLUSTER SLOTS); 0: none.
+  uint16_t client_port = 0;
   // Tests only: pretend to speak another protocol or slot count (to check the reasons).
   uint32_t protocol_version = kProtocolVersion;
   uint32_t slots = kSlots;
@@ -182,9 +185,10 @@ class Cluster {
   struct MemberState {
     Member member;
     bool self = false;
-    bool agreed = false;  // answered HELLO and agrees (self: always)
-    bool up = false;      // PeerUp
-    std::string reason;   // why not agreed, without the address prefix; empty when agreed
+    bool agreed = false;       // answered HELLO and agrees (self: always)
+    bool up = false;           // PeerUp
+    std::string reason;        // why not agreed, without the address prefix; empty when agreed
+    uint16_t client_port = 0;  // from its HELLO (self: Options::client_port); 0 until heard
   };
   std::vector<MemberState> Members() const;
   // Loop time from Start() to formation, in microseconds; 0 until formed.

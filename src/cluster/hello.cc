@@ -50,6 +50,7 @@ Result<Hello> DecodeHello(std::string_view bytes) {
     if (!m.ok() || m->address() != a) return Status::Corruption("HELLO: bad member address");
     if (!seen.insert(a).second) return Status::Corruption("HELLO: a member is listed twice");
   }
+  if (h.client_port > 65535) return Status::Corruption("HELLO: client port out of range");
   if (h.self_id < 1 || h.self_id > h.members.size() || h.members[h.self_id - 1] != h.self) {
     return Status::Corruption("HELLO: the sender is not its own list's member self_id");
   }
@@ -69,6 +70,7 @@ Hello MakeHello(const Options& options, const SlotMap& map, bool formed) {
   if (const Member* self = map.Find(options.self)) h.self = self->address();
   for (const Member& m : map.members()) h.members.push_back(m.address());
   h.formed = formed;
+  h.client_port = options.client_port;
   return h;
 }
 

@@ -51,7 +51,7 @@ std::string CpuSeconds(const timeval& t) {
 
 Totals Sum(Engine& e) {
   Totals t;
-  for (int w = 0; w < e.workers(); w++) {
+  for (int w = 0; w <= e.proxy_worker(); w++) {
     WorkerStats& s = e.stats(w);
     t.commands += s.commands.load(std::memory_order_relaxed);
     t.hits += s.keyspace_hits.load(std::memory_order_relaxed);
@@ -150,7 +150,7 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     const auto codes = RedisErrorCodes();
     for (size_t i = 0; i <= codes.size(); i++) {
       uint64_t count = 0;
-      for (int w = 0; w < e.workers(); w++) {
+      for (int w = 0; w <= e.proxy_worker(); w++) {
         count += e.stats(w).error_replies[i].load(std::memory_order_relaxed);
       }
       if (count == 0) continue;
@@ -162,7 +162,7 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     for (const CommandSpec* spec : AllCommands()) {
       uint64_t calls = 0, ticks = 0, failed = 0;
       const auto i = static_cast<size_t>(spec->index);
-      for (int w = 0; w < e.workers(); w++) {
+      for (int w = 0; w <= e.proxy_worker(); w++) {
         calls += e.stats(w).calls[i].load(std::memory_order_relaxed);
         ticks += e.stats(w).ticks[i].load(std::memory_order_relaxed);
         failed += e.stats(w).failed[i].load(std::memory_order_relaxed);

@@ -39,6 +39,25 @@ constexpr Setting kSettings[] = {
      .default_value = "normal 0 0 0", .runtime = true,
      .help = "Close a client whose unsent replies pass <hard> bytes, or stay above <soft> for "
              "<seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit"},
+    {.name = "cluster", .kind = Kind::kText, .field = &Config::cluster,
+     .help = "Every member of the cluster, this node included, as host:port of their cluster "
+             "ports, comma separated (\"127.0.0.1:7101,127.0.0.2:7101\"); empty = a standalone "
+             "node (docs/cluster.md)"},
+    {.name = "cluster-name", .kind = Kind::kText, .field = &Config::cluster_name,
+     .default_value = "floe",
+     .help = "Nodes form a cluster only with members of the same name: 1-64 of A-Z a-z 0-9 . _ -"},
+    {.name = "cluster-node-timeout", .kind = Kind::kInteger, .field = &Config::cluster_node_timeout,
+     .default_value = "5000", .min = 100, .max = 3600000,
+     .help = "Milliseconds a command waits for the node that is home to its keys before it "
+             "answers CLUSTERDOWN"},
+    {.name = "cluster-port", .kind = Kind::kInteger, .field = &Config::cluster_port,
+     .default_value = "0", .min = 0, .max = 65535,
+     .help = "This node's cluster port (UDP and TCP, on the first bind address): which member "
+             "of --cluster it is"},
+    {.name = "cluster-secret", .kind = Kind::kText, .field = &Config::cluster_secret,
+     .env = "FLOE_CLUSTER_SECRET",
+     .help = "Key that authenticates every message between members (also from "
+             "$FLOE_CLUSTER_SECRET); required when a member is not on loopback"},
     {.name = "databases", .kind = Kind::kChoice, .default_value = "1", .choices = kOne,
      .cli = false, .help = "Floe has one database"},
     // Redis takes 0..INT_MAX and clamps it into 1..500.

@@ -9,7 +9,7 @@ namespace floe::server {
 
 // ---------------------------------------------------------------------------------------------
 Engine::Engine(Config config, int workers) : config_(std::move(config)) {
-  workers = std::max(workers, 1);
+  workers = std::max(workers, 1) + 1;  // the last one runs proxy sessions
   const size_t ncommands = internal::AllCommands().size();
   for (int i = 0; i < workers; i++) {
     worker_locks_.emplace_back();

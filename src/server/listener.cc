@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
 namespace floe::server {
@@ -456,6 +457,7 @@ void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
 struct Server::Impl {
   Config config;
   std::unique_ptr<Engine> engine;
+  std::unique_ptr<internal::ClusterNode> cluster;
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<bool> stopping{false};
 };
@@ -478,6 +480,9 @@ Server::~Server() {
   for (auto& w : impl_->workers) {
     if (w->thread.joinable()) w->thread.join();
   }
+  // Before the engine: proxy sessions belong to it.
+  impl_->engine->set_cluster(nullptr);
+  impl_->cluster.reset();
 }
 
 Engine& Server::engine() { return *impl_->engine; }
@@ -522,6 +527,10 @@ Status Server::Run() {
     m.workers.push_back(std::move(w));
   }
   bound_port_.store(port);
+  if (!m.config.cluster.empty()) {
+    FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
+    m.engine->set_cluster(m.cluster.get());
+  }
 
   asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);
   signals.async_wait([this](std::error_code ec, int sig) {
@@ -553,6 +562,7 @@ Status Server::Run() {
     }
     for (auto& c : open) c->Close();
   }
+  if (m.cluster) m.cluster->Stop();
   FLOE_LOG_INFO("Floe stopped");
   return Status::OK();
 }

@@ -73,6 +73,12 @@ struct Config {
   int hz;                   // hz: active expiry cycles per second, 1-500
   std::string loglevel;     // loglevel: debug, verbose, notice, warning, nothing
   std::string config_file;  // the file the settings came from, if any
+  // The cluster (docs/cluster.md): empty `cluster` = a standalone node.
+  std::string cluster;           // cluster: every member's host:port, comma separated
+  std::string cluster_name;      // cluster-name
+  int cluster_port;              // cluster-port
+  int64_t cluster_node_timeout;  // cluster-node-timeout, ms
+  std::string cluster_secret;    // cluster-secret
 };
 
 // One row of the settings table: everything the `floe serve` flags, the config file, CONFIG
@@ -159,6 +165,7 @@ class AbsentWatches {
   std::atomic<size_t> keys_watched_{0};
 };
 namespace internal {
+class ClusterNode;
 struct CommandContext;
 struct CommandSpec;
 void CmdMulti(CommandContext&);
@@ -190,6 +197,12 @@ class Session {
   std::string Run(const std::vector<std::string>& args);
 
   int protocol() const { return protocol_; }
+  // Cluster: a session a home runs for a client of another node (a proxy session). It runs
+  // every command here, never forwards, and refuses keys this node is not home to.
+  void set_proxy() { proxy_ = true; }
+  bool proxy() const { return proxy_; }
+  // A proxy session answers in its client's protocol, which the client's node sends.
+  void set_protocol(int protocol);
   bool authenticated() const { return authenticated_; }
   // QUIT, CLIENT KILL or a fatal limit asked for the connection to close after this reply.
   bool close_requested() const;
@@ -222,6 +235,7 @@ class Session {
   std::shared_ptr<ClientState> state_;
   int protocol_ = 2;
   bool authenticated_ = false;
+  bool proxy_ = false;
   bool close_ = false;
   // MULTI/EXEC
   bool in_multi_ = false;
@@ -294,8 +308,14 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   store::Store& store() { return store_; }
-  int workers() const { return static_cast<int>(worker_locks_.size()); }
+  // The I/O threads; one more worker runs the proxy sessions of a cluster (proxy_worker()).
+  int workers() const { return static_cast<int>(worker_locks_.size()) - 1; }
+  int proxy_worker() const { return workers(); }
+  // 0 <= worker <= proxy_worker().
   WorkerStats& stats(int worker) { return *stats_[static_cast<size_t>(worker)]; }
+  // The node's part in a cluster; null for a standalone node. Set once before serving.
+  internal::ClusterNode* cluster() const { return cluster_; }
+  void set_cluster(internal::ClusterNode* node) { cluster_ = node; }
 
   // A copy of the current configuration (CONFIG SET may change it).
   Config config() const;
@@ -392,6 +412,7 @@ class Engine {
 
   int64_t start_ms_;
   uint64_t expire_cursor_ = 0;
+  internal::ClusterNode* cluster_ = nullptr;
 };
 
 // The listeners and I/O threads. Run() blocks until SIGINT/SIGTERM or Stop().

@@ -140,6 +140,11 @@ void AbsentWatches::Touch(std::string_view key) {
 
 uint64_t Session::id() const { return state_->id; }
 
+void Session::set_protocol(int protocol) {
+  protocol_ = protocol;
+  state_->protocol.store(protocol, std::memory_order_relaxed);
+}
+
 bool Session::close_requested() const {
   return close_ || state_->kill_requested.load(std::memory_order_relaxed);
 }

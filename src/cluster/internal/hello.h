@@ -40,6 +40,7 @@ struct Hello {
   std::string self;                  // the sender's address
   std::vector<std::string> members;  // addresses in id order (ids 1..n)
   bool formed = false;
+  uint32_t client_port = 0;  // the sender's RESP port (what CLUSTER SLOTS tells clients)
 
   static constexpr uint16_t kTypeId = 110;
   static constexpr std::string_view kTypeName = "ClusterHello";
@@ -49,7 +50,7 @@ struct Hello {
         wire::Field("map_version", &Hello::map_version),
         wire::Field("fingerprint", &Hello::fingerprint), wire::Field("self_id", &Hello::self_id),
         wire::Field("self", &Hello::self), wire::Field("members", &Hello::members),
-        wire::Field("formed", &Hello::formed));
+        wire::Field("formed", &Hello::formed), wire::Field("client_port", &Hello::client_port));
   }
 };
 

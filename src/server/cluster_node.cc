@@ -1,0 +1,352 @@
+// The node's part in a cluster: transport, endpoint, formation, and the proxy sessions in which
+// a home runs the commands other nodes forward to it (docs/cluster.md, "Commands through any
+// node").
+
+#include "server/internal/cluster_node.h"
+
+#include <cstdlib>
+#include <map>
+#include <utility>
+
+#include "net/net.h"
+#include "server/internal/command.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+
+namespace {
+
+// Bounds on a forwarded request (docs/wire.md): a MULTI of this many commands is refused at the
+// sender, so an honest node never sends more.
+constexpr uint64_t kMaxForwardCommands = 1u << 20;
+constexpr uint64_t kMaxForwardArgs = 1u << 24;
+
+// A proxy session nobody used for this long is dropped (its client's node may have died before
+// it could say the client left).
+constexpr int64_t kProxyIdleMs = 3600 * 1000;
+
+// Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
+// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Testing").
+Result<net::Faults> FaultsFromEnvironment() {
+  net::Faults f;
+  const char* env = std::getenv("FLOE_TEST_CLUSTER_FAULTS");
+  if (env == nullptr || *env == '\0') return f;
+  std::string_view rest(env);
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const size_t eq = item.find('=');
+    const std::string_view name = item.substr(0, eq);
+    const std::string value(eq == std::string_view::npos ? "" : item.substr(eq + 1));
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    if (value.empty() || end != value.c_str() + value.size() || !(v >= 0) || v > 1e9) {
+      return Status::InvalidArgument("FLOE_TEST_CLUSTER_FAULTS: bad value in '" +
+                                     std::string(item) + "'");
+    }
+    if (name == "drop" && v <= 1) {
+      f.drop = v;
+    } else if (name == "duplicate" && v <= 1) {
+      f.duplicate = v;
+    } else if (name == "max_delay_us") {
+      f.max_delay_us = static_cast<uint64_t>(v);
+    } else {
+      return Status::InvalidArgument("FLOE_TEST_CLUSTER_FAULTS: unknown or out of range '" +
+                                     std::string(item) + "'");
+    }
+  }
+  return f;
+}
+
+}  // namespace
+
+std::string NodeName(const cluster::Member& member) {
+  // Three hashes of the address, each with its own prefix, give 160 bits: 40 hex characters.
+  const std::string a = member.address();
+  char buf[41];
+  std::snprintf(buf, sizeof(buf), "%016llx%016llx%08x",
+                static_cast<unsigned long long>(HashBytes("floe-node-1:" + a)),
+                static_cast<unsigned long long>(HashBytes("floe-node-2:" + a)),
+                static_cast<unsigned>(HashBytes("floe-node-3:" + a) & 0xffffffffu));
+  return std::string(buf, 40);
+}
+
+std::string EncodeForward(const ForwardRequest& request) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(request.client);
+  w.PutU8(request.protocol);
+  w.PutU8(static_cast<uint8_t>((request.unwatch ? 1 : 0) | (request.last_only ? 2 : 0)));
+  w.PutVarint64(request.commands.size());
+  for (const auto& command : request.commands) {
+    w.PutVarint64(command.size());
+    for (const std::string& arg : command) w.PutLengthPrefixed(arg);
+  }
+  return out;
+}
+
+Result<ForwardRequest> DecodeForward(std::string_view bytes) {
+  wire::Reader r(bytes);
+  ForwardRequest req;
+  uint8_t flags = 0;
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
+  FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
+  FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
+  if ((flags & ~3u) != 0) return Status::Corruption("forward: unknown flags");
+  req.unwatch = (flags & 1) != 0;
+  req.last_only = (flags & 2) != 0;
+  // Each command takes at least two bytes, so a count beyond that is a lie: checked before
+  // anything is sized by it.
+  if (n == 0 || n > kMaxForwardCommands || n > r.remaining() / 2) {
+    return Status::Corruption("forward: command count out of range");
+  }
+  req.commands.resize(n);
+  uint64_t total_args = 0;
+  for (auto& command : req.commands) {
+    uint64_t argc = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&argc));
+    total_args += argc;
+    if (argc == 0 || total_args > kMaxForwardArgs || argc > r.remaining()) {
+      return Status::Corruption("forward: argument count out of range");
+    }
+    command.reserve(argc);
+    for (uint64_t i = 0; i < argc; i++) {
+      std::string_view arg;
+      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg));
+      command.emplace_back(arg);
+    }
+  }
+  if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");
+  return req;
+}
+
+struct ClusterNode::Impl {
+  Engine* engine = nullptr;
+  Stats* stats = nullptr;
+  uint64_t timeout_us = 0;
+  net::AsioLoop loop;
+  std::unique_ptr<net::UdpTcpTransport> transport;
+  std::unique_ptr<rpc::Endpoint> endpoint;
+  std::unique_ptr<cluster::Cluster> cluster;
+  std::atomic<bool> stopped{false};
+
+  struct Proxy {
+    std::unique_ptr<Session> session;
+    int64_t last_used_ms = 0;
+  };
+  // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
+  // the engine's proxy worker lock (Session::Execute takes it).
+  Mutex proxies_mu;
+  std::map<std::pair<net::NodeId, uint64_t>, std::shared_ptr<Proxy>> proxies
+      FLOE_GUARDED_BY(proxies_mu);
+  int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
+
+  Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
+  void OnClose(net::NodeId from, std::string_view bytes);
+  void SweepIdle(int64_t now_ms) FLOE_REQUIRES(proxies_mu);
+};
+
+void ClusterNode::Impl::SweepIdle(int64_t now_ms) {
+  if (now_ms - last_sweep_ms < 60'000) return;
+  last_sweep_ms = now_ms;
+  for (auto it = proxies.begin(); it != proxies.end();) {
+    if (now_ms - it->second->last_used_ms > kProxyIdleMs) {
+      it = proxies.erase(it);
+      stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      ++it;
+    }
+  }
+}
+
+Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_view bytes) {
+  FLOE_ASSIGN_OR_RETURN(ForwardRequest req, DecodeForward(bytes));
+  stats->proxied.fetch_add(1, std::memory_order_relaxed);
+  const auto now_ms = static_cast<int64_t>(WallMicros() / 1000);
+  std::shared_ptr<Proxy> proxy;
+  {
+    MutexLock lock(&proxies_mu);
+    SweepIdle(now_ms);
+    auto& slot = proxies[{from, req.client}];
+    if (slot == nullptr) {
+      // Proxy sessions count as clients: a peer cannot open more than maxclients of them.
+      if (static_cast<int64_t>(engine->ClientCount()) >= engine->maxclients()) {
+        proxies.erase({from, req.client});
+        std::string out;
+        resp::ReplyWriter w(&out, req.protocol);
+        w.Error("ERR max number of clients reached");
+        return out;
+      }
+      slot = std::make_shared<Proxy>();
+      slot->session = std::make_unique<Session>(
+          engine, engine->proxy_worker(),
+          "node" + std::to_string(from) + ":" + std::to_string(req.client));
+      slot->session->set_proxy();
+      stats->proxy_sessions.fetch_add(1, std::memory_order_relaxed);
+    }
+    slot->last_used_ms = now_ms;
+    proxy = slot;
+  }
+  // One request of a client at a time reaches its proxy (the client's node waits for each
+  // answer), and the engine's proxy worker lock serializes them anyway.
+  Session& s = *proxy->session;
+  s.set_protocol(req.protocol);
+  std::string out;
+  if (req.unwatch) {
+    std::string ignored;
+    s.Execute({"UNWATCH"}, &ignored);
+  }
+  std::vector<std::string_view> args;
+  for (size_t i = 0; i < req.commands.size(); i++) {
+    args.assign(req.commands[i].begin(), req.commands[i].end());
+    const size_t mark = out.size();
+    s.Execute(args, &out);
+    if (req.last_only && i + 1 < req.commands.size()) out.resize(mark);
+  }
+  return out;
+}
+
+void ClusterNode::Impl::OnClose(net::NodeId from, std::string_view bytes) {
+  wire::Reader r(bytes);
+  uint64_t client = 0;
+  if (!r.GetVarint64(&client).ok() || r.remaining() != 0) return;
+  std::shared_ptr<Proxy> gone;
+  MutexLock lock(&proxies_mu);
+  auto it = proxies.find({from, client});
+  if (it == proxies.end()) return;
+  gone = std::move(it->second);
+  proxies.erase(it);
+  stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+}
+
+ClusterNode::ClusterNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  impl_->stats = &stats_;
+}
+
+ClusterNode::~ClusterNode() {
+  Stop();
+  MutexLock lock(&impl_->proxies_mu);
+  impl_->proxies.clear();
+}
+
+void ClusterNode::Stop() {
+  if (impl_->stopped.exchange(true)) return;
+  impl_->cluster->Stop();
+  impl_->endpoint->Stop();
+}
+
+Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Config& config,
+                                                        int client_port) {
+  FLOE_ASSIGN_OR_RETURN(std::vector<cluster::Member> members,
+                        cluster::ParseMembers(config.cluster));
+  const std::vector<std::string> binds = BindAddresses(config.bind);
+  std::string host = binds.empty() ? std::string() : binds[0];
+  if (host == "localhost") host = "127.0.0.1";
+  if (host == "0.0.0.0" || host == "::") host.clear();
+  if (config.cluster_port == 0) {
+    return Status::InvalidArgument("--cluster needs --cluster-port: which member is this node");
+  }
+  Result<net::NodeId> self =
+      cluster::FindSelf(members, host, static_cast<uint16_t>(config.cluster_port));
+  if (!self.ok()) {
+    return Status::InvalidArgument("this node (" + (host.empty() ? "*" : host) + ":" +
+                                   std::to_string(config.cluster_port) +
+                                   ") is not in --cluster: " + self.status().ToString());
+  }
+  cluster::Options co;
+  co.cluster_name = config.cluster_name;
+  co.members = members;
+  co.self = *self;
+  co.client_port = static_cast<uint16_t>(client_port);
+  FLOE_RETURN_IF_ERROR(cluster::ValidateOptions(co));
+  FLOE_RETURN_IF_ERROR(cluster::CheckSecurity(co, config.cluster_secret));
+  FLOE_ASSIGN_OR_RETURN(net::Faults faults, FaultsFromEnvironment());
+
+  auto impl = std::make_unique<Impl>();
+  impl->engine = engine;
+  impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
+  const cluster::Member& me = members[*self - 1];
+  net::TransportOptions t;
+  t.self = *self;
+  t.bind_host = me.host;
+  t.port = me.port;
+  t.peers = cluster::PeerAddresses(members, *self);
+  t.faults = faults;
+  auto transport = net::UdpTcpTransport::Start(impl->loop, t);
+  if (!transport.ok()) {
+    return Status::Unavailable("cannot open the cluster port " + me.address() + ": " +
+                               transport.status().ToString());
+  }
+  impl->transport = std::move(*transport);
+  rpc::Options o;
+  o.peers = cluster::PeerIds(members, *self);
+  o.secret = config.cluster_secret;
+  o.down_after_us = std::min<uint64_t>(impl->timeout_us, 3'000'000);
+  impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
+  impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
+  Impl* raw = impl.get();
+  impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
+    return raw->OnCommand(from, req);
+  });
+  impl->endpoint->Register(kCloseSessionMethod, 1,
+                           [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
+                             raw->OnClose(from, req);
+                             return std::string();
+                           });
+  std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
+  FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
+                config.cluster_name, me.address(), *self, members.size());
+  node->impl_->endpoint->Start();
+  node->impl_->cluster->Start();
+  return node;
+}
+
+bool ClusterNode::formed() const { return impl_->cluster->formed(); }
+net::NodeId ClusterNode::self() const { return impl_->cluster->self(); }
+const cluster::SlotMap& ClusterNode::map() const { return impl_->cluster->map(); }
+const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
+const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
+
+net::NodeId ClusterNode::Home(uint16_t slot) const {
+  return formed() ? impl_->cluster->map().Home(slot) : 0;
+}
+
+std::string ClusterNode::NotFormedError() const {
+  const std::vector<std::string> reasons = impl_->cluster->WaitingReasons();
+  std::string out = "CLUSTERDOWN The cluster is not formed";
+  if (!reasons.empty()) {
+    out += ": " + reasons[0];
+    if (reasons.size() > 1) out += " (and " + std::to_string(reasons.size() - 1) + " more)";
+  }
+  return out;
+}
+
+void ClusterNode::Forward(net::NodeId home, const ForwardRequest& request,
+                          std::function<void(Result<std::string>)> done) {
+  stats_.forwarded.fetch_add(1, std::memory_order_relaxed);
+  Stats* stats = &stats_;
+  impl_->endpoint->CallAsync(home, kCommandMethod, EncodeForward(request), impl_->timeout_us,
+                             [stats, done = std::move(done)](Result<std::string> r) {
+                               if (!r.ok()) {
+                                 stats->forward_failures.fetch_add(1, std::memory_order_relaxed);
+                               }
+                               done(std::move(r));
+                             });
+}
+
+void ClusterNode::CloseProxies(uint64_t client, const std::vector<net::NodeId>& homes) {
+  if (impl_->stopped.load()) return;
+  std::string req;
+  wire::Writer w(&req);
+  w.PutVarint64(client);
+  for (net::NodeId home : homes) {
+    impl_->endpoint->CallAsync(home, kCloseSessionMethod, req, impl_->timeout_us,
+                               [](Result<std::string>) {});
+  }
+}
+
+}  // namespace floe::server::internal

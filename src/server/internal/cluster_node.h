@@ -1,0 +1,93 @@
+// The node's part in a cluster (docs/cluster.md): the transport, the RPC endpoint and the
+// Cluster that forms the cloud, and the forwarding of a client's command to the home of its
+// keys, where it runs in a proxy session for that client. Private to server/.
+//
+// Thread rules: every public member is thread-safe. Forward's `done` runs on an RPC thread; the
+// proxy sessions run on the endpoint's handler threads under the engine's proxy worker lock.
+
+#ifndef FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
+#define FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+#include "cluster/cluster.h"
+#include "rpc/rpc.h"
+#include "server/server.h"
+
+namespace floe::server::internal {
+
+// RPC method ids 300-319 are the server's (docs/wire.md, "Forwarded commands").
+inline constexpr uint16_t kCommandMethod = 300;       // run commands in a proxy session
+inline constexpr uint16_t kCloseSessionMethod = 301;  // the client left: drop its proxy session
+
+// Redis Cluster names every node with 40 hex characters. A member's name is derived from its
+// cluster address, so every node gives every member the same name (CLUSTER NODES, MYID).
+std::string NodeName(const cluster::Member& member);
+
+// What a forwarded request carries (docs/wire.md, "Forwarded commands").
+struct ForwardRequest {
+  uint64_t client = 0;     // the client's id at the sending node (its proxy session's key)
+  uint8_t protocol = 2;    // the client's RESP version: the replies come back in it
+  bool unwatch = false;    // forget the proxy session's WATCHed keys before running
+  bool last_only = false;  // answer only the last command's reply (MULTI ... EXEC)
+  std::vector<std::vector<std::string>> commands;
+};
+std::string EncodeForward(const ForwardRequest& request);
+// Strict: Corruption for truncated or trailing bytes, a protocol other than 2 or 3, no command,
+// an empty command, or counts beyond the limits of docs/wire.md.
+Result<ForwardRequest> DecodeForward(std::string_view bytes);
+
+class ClusterNode {
+ public:
+  struct Stats {
+    std::atomic<uint64_t> forwarded{0};         // requests sent to homes
+    std::atomic<uint64_t> forward_failures{0};  // ... that got no answer (CLUSTERDOWN)
+    std::atomic<uint64_t> proxied{0};           // requests run here for other nodes
+    std::atomic<uint64_t> proxy_sessions{0};    // open now
+  };
+
+  // Starts the transport, the endpoint and formation from config's cluster settings (a non-
+  // empty config.cluster). `client_port` is the bound RESP port. Fails for a bad member list,
+  // a node that is not in it, a missing secret off loopback, or a port that cannot be bound.
+  static Result<std::unique_ptr<ClusterNode>> Start(Engine* engine, const Config& config,
+                                                    int client_port);
+  ~ClusterNode();
+  ClusterNode(const ClusterNode&) = delete;
+  ClusterNode& operator=(const ClusterNode&) = delete;
+
+  bool formed() const;
+  net::NodeId self() const;
+  const cluster::SlotMap& map() const;
+  const cluster::Cluster& cluster() const;
+  const rpc::Stats& rpc_stats() const;
+  const Stats& stats() const { return stats_; }
+  // The home of a key's slot under the map; 0 before formation.
+  net::NodeId Home(uint16_t slot) const;
+  // "-CLUSTERDOWN The cluster is not formed: <first reason>" (without the '-').
+  std::string NotFormedError() const;
+  // Sends the commands to `home`'s proxy session for the client; `done` gets the reply bytes,
+  // or an error status when the home does not answer within cluster-node-timeout.
+  void Forward(net::NodeId home, const ForwardRequest& request,
+               std::function<void(Result<std::string>)> done);
+  // The client left: its proxy sessions on `homes` are dropped (best effort, no answer).
+  void CloseProxies(uint64_t client, const std::vector<net::NodeId>& homes);
+  // Stops the endpoint (no more proxy commands run); idempotent.
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit ClusterNode(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  Stats stats_;
+};
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
