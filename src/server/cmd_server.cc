@@ -83,7 +83,7 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     out->append("# Server\r\n");
     Line(out, "redis_version", kRedisVersion);
     Line(out, "floe_version", kFloeVersion);
-    Line(out, "redis_mode", "standalone");
+    Line(out, "redis_mode", e.cluster() != nullptr ? "cluster" : "standalone");
     utsname u{};
     uname(&u);
     Line(out, "os", std::string(u.sysname) + " " + u.release + " " + u.machine);

@@ -8,6 +8,7 @@
 
 #include <asio.hpp>
 #include <csignal>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -48,6 +49,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void DoRead();
   void Process();
+  // The reply of a command that waited for another node (any thread posts it here).
+  void Resume(std::string reply);
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
@@ -73,6 +76,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closing_ = false;
   bool closed_ = false;
   bool write_scheduled_ = false;
+  bool writing_ = false;  // an asynchronous write of out_ is in flight
+  // A command is waiting for another node (rule C3): nothing more runs until its reply.
+  bool waiting_ = false;
+  std::optional<std::string> arrived_;  // that reply, until out_ may take it
+  // Keeps the connection alive while no socket operation does: the reply always comes (the
+  // RPC layer answers every call by its deadline), and Resume or Close lets go.
+  std::shared_ptr<Connection> hold_;
   int64_t soft_limit_since_ms_ = 0;
 };
 
@@ -128,6 +138,15 @@ void Connection::Start() {
     };
   }
   worker_->connections.emplace(this, weak_from_this());
+  if (worker_->engine->cluster() != nullptr) {
+    std::weak_ptr<Connection> weak = weak_from_this();
+    asio::io_context* io = &worker_->io;
+    session_->set_reply_sink([weak, io](std::string reply) {
+      asio::post(*io, [weak, reply = std::move(reply)]() mutable {
+        if (auto c = weak.lock()) c->Resume(std::move(reply));
+      });
+    });
+  }
   UpdateParserLimits();
   DoRead();
 }
@@ -149,6 +168,7 @@ void Connection::ChargeInput() {
 void Connection::Close() {
   if (closed_) return;
   closed_ = true;
+  auto self = std::move(hold_);  // released when this returns
   std::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
@@ -217,8 +237,27 @@ bool Connection::OverOutputLimits() {
 // read), the keys they name are prefetched together, and then they run in order. A pipeline of
 // GETs thus overlaps its cache misses instead of taking them one by one. Replies and errors keep
 // their order: a protocol error is answered after the commands before it.
+void Connection::Resume(std::string reply) {
+  auto self = std::move(hold_);
+  if (closed_) return;
+  arrived_ = std::move(reply);
+  if (!writing_) Process();  // else the write's completion runs Process
+}
+
 void Connection::Process() {
   if (closed_) return;
+  if (waiting_) {
+    if (!arrived_) return;
+    out_ += *arrived_;
+    arrived_.reset();
+    waiting_ = false;
+    if (session_->close_requested()) closing_ = true;
+    if (OverOutputLimits()) {
+      FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
+                    session_->id(), session_->state().addr);
+      return Close();
+    }
+  }
   // CONFIG SET proto-max-bulk-len applies to connections already open, as in Redis; they kept
   // the limit they started with.
   UpdateParserLimits();
@@ -265,7 +304,16 @@ void Connection::Process() {
         parser_.Restart();  // what follows is parsed again from `pos`
         break;
       }
-      session_->Execute(batch_[i], &out_);
+      if (!session_->Execute(batch_[i], &out_)) {
+        // Its reply comes from another node: what follows waits (rule C3), parsed again later.
+        waiting_ = true;
+        hold_ = shared_from_this();
+        pos = ends_[i];
+        error.clear();
+        need_more = false;
+        parser_.Restart();
+        break;
+      }
       if (session_->close_requested()) closing_ = true;  // what follows QUIT is not run
       if (OverOutputLimits()) {
         FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
@@ -279,13 +327,14 @@ void Connection::Process() {
       out_ += "-ERR " + error + "\r\n";
       closing_ = true;
     }
-    if (need_more || n == 0) break;
+    if (waiting_ || need_more || n == 0) break;
   }
   if (in_.size() == 0) {
     in_.ShrinkIfIdle();  // a large request is over: its memory goes back
     ChargeInput();
   }
   if (!out_.empty()) return ScheduleWrite();
+  if (waiting_) return;  // Resume goes on
   if (closing_) return Close();
   DoRead();
 }
@@ -326,7 +375,9 @@ void Connection::DoWrite() {
   out_.erase(0, written);
   auto self = shared_from_this();
   session_->state().output_pending.store(out_.size(), std::memory_order_relaxed);
+  writing_ = true;
   asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code wec, size_t n) {
+    writing_ = false;
     if (wec) return Close();
     worker_->engine->stats(worker_->index).net_output_bytes.fetch_add(n, std::memory_order_relaxed);
     ReleaseOutput();

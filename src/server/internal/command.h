@@ -166,6 +166,22 @@ Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payloa
 void ReplyHelp(CommandContext& ctx, std::span<const char* const> lines);
 // OOM check for denyoom commands.
 bool OverMemoryLimit(Engine& engine);
+// Redis reads a SCAN cursor with strtoul: an optional sign (a negative cursor wraps around),
+// decimal digits, nothing else; an empty string is 0.
+bool ParseCursor(std::string_view s, uint64_t* out);
+
+// ---- the cluster (routing.cc) ----
+
+// Every key a command names: the table's key positions, and CMS.MERGE's sources.
+void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
+                 std::vector<std::string_view>* keys);
+// A key's TYPE and HLL.EXPORT replies, from its home.
+struct TypedExport {
+  const resp::Reply* type = nullptr;
+  const resp::Reply* exported = nullptr;
+};
+// PFCOUNT of keys held by several nodes: the union's estimate, or PFCOUNT's error.
+Result<int64_t> PfCountOfExports(const std::vector<TypedExport>& keys);
 
 // Handlers, one file per group.
 #define FLOE_HANDLER(name) void name(CommandContext& ctx)
