@@ -16,11 +16,6 @@ namespace floe::server::internal {
 
 namespace {
 
-// Bounds on a forwarded request (docs/wire.md): a MULTI of this many commands is refused at the
-// sender, so an honest node never sends more.
-constexpr uint64_t kMaxForwardCommands = 1u << 20;
-constexpr uint64_t kMaxForwardArgs = 1u << 24;
-
 // A proxy session nobody used for this long is dropped (its client's node may have died before
 // it could say the client left).
 constexpr int64_t kProxyIdleMs = 3600 * 1000;
@@ -70,58 +65,6 @@ std::string NodeName(const cluster::Member& member) {
                 static_cast<unsigned long long>(HashBytes("floe-node-2:" + a)),
                 static_cast<unsigned>(HashBytes("floe-node-3:" + a) & 0xffffffffu));
   return std::string(buf, 40);
-}
-
-std::string EncodeForward(const ForwardRequest& request) {
-  std::string out;
-  wire::Writer w(&out);
-  w.PutVarint64(request.client);
-  w.PutU8(request.protocol);
-  w.PutU8(static_cast<uint8_t>((request.unwatch ? 1 : 0) | (request.last_only ? 2 : 0)));
-  w.PutVarint64(request.commands.size());
-  for (const auto& command : request.commands) {
-    w.PutVarint64(command.size());
-    for (const std::string& arg : command) w.PutLengthPrefixed(arg);
-  }
-  return out;
-}
-
-Result<ForwardRequest> DecodeForward(std::string_view bytes) {
-  wire::Reader r(bytes);
-  ForwardRequest req;
-  uint8_t flags = 0;
-  uint64_t n = 0;
-  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
-  FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
-  FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
-  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
-  if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
-  if ((flags & ~3u) != 0) return Status::Corruption("forward: unknown flags");
-  req.unwatch = (flags & 1) != 0;
-  req.last_only = (flags & 2) != 0;
-  // Each command takes at least two bytes, so a count beyond that is a lie: checked before
-  // anything is sized by it.
-  if (n == 0 || n > kMaxForwardCommands || n > r.remaining() / 2) {
-    return Status::Corruption("forward: command count out of range");
-  }
-  req.commands.resize(n);
-  uint64_t total_args = 0;
-  for (auto& command : req.commands) {
-    uint64_t argc = 0;
-    FLOE_RETURN_IF_ERROR(r.GetVarint64(&argc));
-    total_args += argc;
-    if (argc == 0 || total_args > kMaxForwardArgs || argc > r.remaining()) {
-      return Status::Corruption("forward: argument count out of range");
-    }
-    command.reserve(argc);
-    for (uint64_t i = 0; i < argc; i++) {
-      std::string_view arg;
-      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg));
-      command.emplace_back(arg);
-    }
-  }
-  if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");
-  return req;
 }
 
 struct ClusterNode::Impl {

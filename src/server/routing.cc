@@ -32,6 +32,9 @@ using internal::ForwardRequest;
 namespace {
 
 constexpr char kCrossSlot[] = "CROSSSLOT Keys in request don't hash to the same slot";
+constexpr char kTooLarge[] =
+    "ERR the command is too large to send to the node that is home to its keys (at most 1048576 "
+    "commands and 16777216 arguments)";
 
 // SCAN cursors of a cluster: the member's index (0-based, 10 bits: kMaxMembers is 1024) in the
 // low bits, the member's own cursor above it. A store cursor is its shard (8 bits) over a
@@ -298,7 +301,14 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
   internal::ClusterNode& node = *engine_->cluster();
   g->replies.resize(parts.size());
   size_t remote = 0;
-  for (const auto& [home, commands] : parts) remote += home != node.self() ? 1 : 0;
+  for (const auto& [home, commands] : parts) {
+    if (home == node.self()) continue;
+    remote++;
+    if (!internal::ForwardFits(commands)) {
+      out.Error(kTooLarge);
+      return;
+    }
+  }
   g->remaining.store(remote, std::memory_order_relaxed);
   std::function<void(std::string)> done = remote > 0 ? BeginDeferred() : nullptr;
   // The parts homed here run now, under this session's worker lock.
@@ -489,11 +499,23 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
         "SELECT, CLIENT, CONFIG)");
     return true;
   }
+  if (queued_.size() + 2 > internal::kMaxForwardCommands) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(kTooLarge);
+    return true;
+  }
   std::vector<std::vector<std::string>> batch;
   batch.reserve(queued_.size() + 2);
   batch.push_back({"MULTI"});
   for (auto& command : queued_) batch.push_back(std::move(command));
   batch.push_back({"EXEC"});
+  if (!internal::ForwardFits(batch)) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(kTooLarge);
+    return true;
+  }
   const bool dirty = multi_dirty_;
   DiscardTransaction();  // the watches this session holds here are none (one slot, elsewhere)
   watch_homes_.clear();

@@ -39,6 +39,11 @@ struct ForwardRequest {
   bool last_only = false;  // answer only the last command's reply (MULTI ... EXEC)
   std::vector<std::vector<std::string>> commands;
 };
+// Bounds on a forwarded request (docs/wire.md): the sender refuses a request beyond them with
+// an error to its client (ForwardFits), so an honest node never sends more.
+inline constexpr uint64_t kMaxForwardCommands = 1u << 20;
+inline constexpr uint64_t kMaxForwardArgs = 1u << 24;
+bool ForwardFits(const std::vector<std::vector<std::string>>& commands);
 std::string EncodeForward(const ForwardRequest& request);
 // Strict: Corruption for truncated or trailing bytes, a protocol other than 2 or 3, no command,
 // an empty command, or counts beyond the limits of docs/wire.md.
