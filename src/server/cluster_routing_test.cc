@@ -284,18 +284,16 @@ TEST(ClusterRoutingTest, ProxySessionsCloseWithTheirClient) {
 }
 
 TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
-  internal::ForwardRequest req{.client = 77,
+  internal::ForwardRequest req{.origin = 0x1234567890abcdefull,
+                               .client = 77,
                                .protocol = 3,
-                               .unwatch = true,
-                               .last_only = true,
                                .commands = {{"MULTI"}, {"SET", "k", std::string(300, 'x')}}};
   const std::string bytes = internal::EncodeForward(req);
   Result<internal::ForwardRequest> back = internal::DecodeForward(bytes);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->origin, req.origin);
   EXPECT_EQ(back->client, 77u);
   EXPECT_EQ(back->protocol, 3);
-  EXPECT_TRUE(back->unwatch);
-  EXPECT_TRUE(back->last_only);
   EXPECT_EQ(back->commands, req.commands);
   // Every truncation and a trailing byte are refused.
   for (size_t n = 0; n < bytes.size(); n++) {
@@ -303,10 +301,9 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   }
   EXPECT_FALSE(internal::DecodeForward(bytes + "x").ok());
   // A count that claims more commands than the bytes could hold is refused before sizing.
-  std::string lie;
+  std::string lie(8, '\0');       // origin
   lie.push_back(1);               // client
   lie.push_back(2);               // protocol
-  lie.push_back(0);               // flags
   lie += "\xff\xff\xff\xff\x0f";  // 4 billion commands
   EXPECT_FALSE(internal::DecodeForward(lie).ok());
   internal::ForwardRequest bad = req;
@@ -315,6 +312,22 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   bad = req;
   bad.commands.clear();
   EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(bad)).ok());
+  bad = req;
+  bad.commands.push_back({});
+  EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(bad)).ok());
+}
+
+TEST(ForwardCodecTest, FramedRepliesSplitExactly) {
+  std::string answer;
+  internal::AppendFramedReply("+OK\r\n", &answer);
+  internal::AppendFramedReply("", &answer);
+  internal::AppendFramedReply("$1\r\nx\r\n", &answer);
+  Result<std::vector<std::string>> r = internal::DecodeFramedReplies(answer, 3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, (std::vector<std::string>{"+OK\r\n", "", "$1\r\nx\r\n"}));
+  EXPECT_FALSE(internal::DecodeFramedReplies(answer, 2).ok());  // one left over
+  EXPECT_FALSE(internal::DecodeFramedReplies(answer, 4).ok());  // one missing
+  EXPECT_FALSE(internal::DecodeFramedReplies(answer, size_t{1} << 40).ok());
 }
 
 }  // namespace

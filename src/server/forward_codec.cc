@@ -19,9 +19,9 @@ bool ForwardFits(const std::vector<std::vector<std::string>>& commands) {
 std::string EncodeForward(const ForwardRequest& request) {
   std::string out;
   wire::Writer w(&out);
+  w.PutFixed64(request.origin);
   w.PutVarint64(request.client);
   w.PutU8(request.protocol);
-  w.PutU8(static_cast<uint8_t>((request.unwatch ? 1 : 0) | (request.last_only ? 2 : 0)));
   w.PutVarint64(request.commands.size());
   for (const auto& command : request.commands) {
     w.PutVarint64(command.size());
@@ -33,16 +33,12 @@ std::string EncodeForward(const ForwardRequest& request) {
 Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   wire::Reader r(bytes);
   ForwardRequest req;
-  uint8_t flags = 0;
   uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetFixed64(&req.origin));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
   FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
-  FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
-  if ((flags & ~3u) != 0) return Status::Corruption("forward: unknown flags");
-  req.unwatch = (flags & 1) != 0;
-  req.last_only = (flags & 2) != 0;
   // Each command takes at least two bytes, so a count beyond that is a lie: checked before
   // anything is sized by it.
   if (n == 0 || n > kMaxForwardCommands || n > r.remaining() / 2) {
@@ -66,6 +62,25 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   }
   if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");
   return req;
+}
+
+void AppendFramedReply(std::string_view reply, std::string* answer) {
+  wire::Writer(answer).PutLengthPrefixed(reply);
+}
+
+Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n) {
+  wire::Reader r(answer);
+  std::vector<std::string> out;
+  // Each reply takes at least one byte: a count beyond the bytes is refused before sizing.
+  if (n > answer.size()) return Status::Corruption("forward answer: too few replies");
+  out.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    std::string_view one;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&one));
+    out.emplace_back(one);
+  }
+  if (r.remaining() != 0) return Status::Corruption("forward answer: trailing bytes");
+  return out;
 }
 
 }  // namespace floe::server::internal

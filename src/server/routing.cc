@@ -16,6 +16,7 @@
 //      transaction must touch only that slot (else CROSSSLOT). UNWATCH, DISCARD, RESET and a
 //      failed EXEC make the next request to that home forget its watches first.
 
+#include <deque>
 #include <future>
 #include <map>
 #include <random>
@@ -255,32 +256,160 @@ void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& a
 
 }  // namespace internal
 
+// ---------------------------------------------------------------------------------------------
+// A client's requests to each home, in order (rule C3): at most one request per home in flight;
+// what comes meanwhile waits and goes in the next request, several commands at once. The replies
+// come back framed, one per command, and each entry gets its own.
+
+namespace internal {
+
+struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
+  using Done = std::function<void(std::vector<std::string> replies)>;
+  struct Entry {
+    uint8_t protocol = 2;
+    std::vector<std::vector<std::string>> commands;
+    size_t count = 0;  // commands.size(), kept once they are moved into a request
+    Done done;         // null: the replies are not wanted (UNWATCH)
+  };
+  struct Home {
+    std::deque<Entry> waiting;
+    std::vector<Entry> sent;
+    bool busy = false;
+    bool close_when_idle = false;
+  };
+
+  ForwardQueues(ClusterNode* n, uint64_t c) : node(n), client(c) {}
+
+  // REQUIRES: every entry fits a request alone (ForwardFits).
+  void Enqueue(uint32_t home, Entry entry) {
+    entry.count = entry.commands.size();
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      h.waiting.push_back(std::move(entry));
+      if (h.busy) return;
+      h.busy = true;
+    }
+    SendNext(home);
+  }
+
+  // The client left: each proxy session it has goes once its home answered the last request.
+  void CloseAll() {
+    std::vector<uint32_t> now;
+    {
+      MutexLock lock(&mu);
+      for (auto& [id, h] : homes) {
+        if (h.busy) {
+          h.close_when_idle = true;
+        } else {
+          now.push_back(id);
+        }
+      }
+    }
+    for (uint32_t id : now) node->CloseProxy(client, id);
+  }
+
+ private:
+  // REQUIRES: the home is marked busy by the caller.
+  void SendNext(uint32_t home) {
+    ForwardRequest req{.origin = node->origin(), .client = client};
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      req.protocol = h.waiting.front().protocol;
+      uint64_t args = 0;
+      while (!h.waiting.empty() && h.waiting.front().protocol == req.protocol) {
+        Entry& e = h.waiting.front();
+        uint64_t entry_args = 0;
+        for (const auto& c : e.commands) entry_args += c.size();
+        if (!h.sent.empty() && (req.commands.size() + e.count > kMaxForwardCommands ||
+                                args + entry_args > kMaxForwardArgs)) {
+          break;
+        }
+        args += entry_args;
+        for (auto& c : e.commands) req.commands.push_back(std::move(c));
+        e.commands.clear();
+        h.sent.push_back(std::move(e));
+        h.waiting.pop_front();
+      }
+    }
+    const size_t n = req.commands.size();
+    const cluster::Member* m = node->map().Find(home);
+    std::string addr = m != nullptr ? m->address() : std::to_string(home);
+    node->Forward(home, req,
+                  [self = shared_from_this(), home, n, addr = std::move(addr)](
+                      Result<std::string> r) { self->OnAnswer(home, n, addr, std::move(r)); });
+  }
+
+  void OnAnswer(uint32_t home, size_t n, const std::string& addr, Result<std::string> r) {
+    std::vector<Entry> done;
+    bool more = false, close = false;
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      done.swap(h.sent);
+      more = !h.waiting.empty();
+      if (!more) {
+        h.busy = false;
+        close = std::exchange(h.close_when_idle, false);
+      }
+    }
+    // The next request leaves before the replies are handed out: the home stays busy.
+    if (more) SendNext(home);
+    if (close) node->CloseProxy(client, home);
+    Result<std::vector<std::string>> replies =
+        r.ok() ? DecodeFramedReplies(*r, n) : Result<std::vector<std::string>>(r.status());
+    std::string error;
+    if (!r.ok()) {
+      error = Unreachable(addr, r.status());
+    } else if (!replies.ok()) {
+      error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
+    }
+    size_t k = 0;
+    for (Entry& e : done) {
+      if (e.done) {
+        std::vector<std::string> mine;
+        for (size_t j = 0; j < e.count; j++) {
+          mine.push_back(error.empty() ? std::move((*replies)[k + j]) : error);
+        }
+        e.done(std::move(mine));
+      }
+      k += e.count;
+    }
+  }
+
+  ClusterNode* const node;
+  const uint64_t client;
+  Mutex mu;
+  std::map<uint32_t, Home> homes FLOE_GUARDED_BY(mu);
+};
+
+}  // namespace internal
+
 std::function<void(std::string)> Session::BeginDeferred() {
   deferred_ = true;
-  if (sink_) return sink_;
+  if (sink_) {
+    return
+        [sink = sink_, ticket = ++tickets_](std::string reply) { sink(ticket, std::move(reply)); };
+  }
   auto promise = std::make_shared<std::promise<std::string>>();
   wait_ = promise->get_future();
   return [promise](std::string reply) { promise->set_value(std::move(reply)); };
 }
 
-void Session::NoteProxy(uint32_t home) {
-  if (std::find(proxy_homes_.begin(), proxy_homes_.end(), home) == proxy_homes_.end()) {
-    proxy_homes_.push_back(home);
-  }
+internal::ForwardQueues& Session::Queues() {
+  if (!queues_) queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id());
+  return *queues_;
 }
 
-bool Session::TakeUnwatch(uint32_t home) {
-  auto it = std::find(unwatch_homes_.begin(), unwatch_homes_.end(), home);
-  if (it == unwatch_homes_.end()) return false;
-  unwatch_homes_.erase(it);
-  return true;
+void Session::CloseRemoteSessions() {
+  if (queues_ && engine_->cluster() != nullptr) queues_->CloseAll();
 }
 
 void Session::ForgetRemoteWatches() {
+  // In order with this client's other requests to the home: an UNWATCH of its own.
   for (uint32_t home : watch_homes_) {
-    if (std::find(unwatch_homes_.begin(), unwatch_homes_.end(), home) == unwatch_homes_.end()) {
-      unwatch_homes_.push_back(home);
-    }
+    Queues().Enqueue(home, {.protocol = 2, .commands = {{"UNWATCH"}}});
   }
   watch_homes_.clear();
   watch_slot_ = -1;
@@ -326,16 +455,14 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
   for (size_t i = 0; i < parts.size(); i++) {
     const uint32_t home = parts[i].first;
     if (home == node.self()) continue;
-    ForwardRequest req{.client = id(),
-                       .protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
-                       .unwatch = TakeUnwatch(home),
-                       .commands = std::move(parts[i].second)};
-    NoteProxy(home);
-    const cluster::Member* m = node.map().Find(home);
-    std::string addr = m != nullptr ? m->address() : std::to_string(home);
-    node.Forward(home, req, [g, i, addr = std::move(addr)](Result<std::string> r) {
-      PartDone(g, i, r.ok() ? std::move(*r) : Unreachable(addr, r.status()));
-    });
+    Queues().Enqueue(home,
+                     {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
+                      .commands = std::move(parts[i].second),
+                      .done = [g, i](std::vector<std::string> replies) {
+                        std::string all;
+                        for (const std::string& r : replies) all += r;
+                        PartDone(g, i, std::move(all));
+                      }});
   }
 }
 
@@ -518,32 +645,20 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   }
   const bool dirty = multi_dirty_;
   DiscardTransaction();  // the watches this session holds here are none (one slot, elsewhere)
-  watch_homes_.clear();
-  watch_slot_ = -1;
   if (dirty) {
     // Refused at queue time: Redis discards the whole transaction; the home's watches go too.
-    unwatch_homes_.push_back(home);
+    ForgetRemoteWatches();
     out.Error("EXECABORT Transaction discarded because of previous errors.");
     return true;
   }
-  auto g = std::make_shared<Gather>();
-  g->protocol = protocol_;
-  const bool unwatch = TakeUnwatch(home);
-  NoteProxy(home);
-  auto done = BeginDeferred();
-  g->done = std::move(done);
-  g->replies.resize(1);
-  g->remaining.store(1, std::memory_order_relaxed);
-  ForwardRequest req{.client = id(),
-                     .protocol = static_cast<uint8_t>(protocol_),
-                     .unwatch = unwatch,
-                     .last_only = true,
-                     .commands = std::move(batch)};
-  const cluster::Member* m = node.map().Find(home);
-  std::string addr = m != nullptr ? m->address() : std::to_string(home);
-  node.Forward(home, req, [g, addr = std::move(addr)](Result<std::string> r) {
-    PartDone(g, 0, r.ok() ? std::move(*r) : Unreachable(addr, r.status()));
-  });
+  watch_homes_.clear();  // EXEC at the home forgets them there
+  watch_slot_ = -1;
+  // Only EXEC's reply is the client's; MULTI's and the QUEUED ones are dropped.
+  Queues().Enqueue(home, {.protocol = static_cast<uint8_t>(protocol_),
+                          .commands = std::move(batch),
+                          .done = [done = BeginDeferred()](std::vector<std::string> replies) {
+                            done(std::move(replies.back()));
+                          }});
   return true;
 }
 

@@ -167,6 +167,7 @@ class AbsentWatches {
 };
 namespace internal {
 class ClusterNode;
+struct ForwardQueues;
 struct CommandContext;
 struct CommandSpec;
 void CmdMulti(CommandContext&);
@@ -191,9 +192,17 @@ class Session {
   // set, Execute then returns false and the reply goes to the sink later, from another
   // thread; the caller runs nothing else on this session until it has. Without a sink,
   // Execute waits for the reply itself (tests, tools).
+  //
+  // With a sink the caller may go on running the commands that follow while replies are
+  // outstanding; it must deliver replies in command order (the connection's reply slots). The
+  // session keeps the order of execution that matters: a client's requests to one home run
+  // there in order, and everything else runs here at once.
   bool Execute(const std::vector<std::string_view>& args, std::string* out);
-  using ReplySink = std::function<void(std::string reply)>;
+  // `ticket` numbers the deferred commands of this session from 1; last_ticket() is the one of
+  // the last command Execute deferred.
+  using ReplySink = std::function<void(uint64_t ticket, std::string reply)>;
   void set_reply_sink(ReplySink sink) { sink_ = std::move(sink); }
+  uint64_t last_ticket() const { return tickets_; }
   // For tests only: called inside the command boundary before every handler runs, so a test
   // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
   void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
@@ -251,10 +260,12 @@ class Session {
   // Runs one command here, in RESP2, as a part of a split or fanned-out command.
   std::string RunPart(const std::vector<std::string>& part, int64_t now_ms);
   // Marks the current command's reply as coming later; returns where it must be delivered.
-  ReplySink BeginDeferred();
-  void NoteProxy(uint32_t home);
-  bool TakeUnwatch(uint32_t home);
+  std::function<void(std::string)> BeginDeferred();
+  internal::ForwardQueues& Queues();
+  // UNWATCH, in order, at every home where this client WATCHes keys.
   void ForgetRemoteWatches();
+  // The client left: its proxy sessions at the homes go, after its last request to each.
+  void CloseRemoteSessions();
 
   Engine* engine_;
   int worker_;
@@ -278,12 +289,12 @@ class Session {
   std::function<void(std::string_view)> before_handler_;
   // Cluster state (routing.cc).
   ReplySink sink_;
-  bool deferred_ = false;                // the current command's reply comes later
-  std::future<std::string> wait_;        // ... to Execute itself when there is no sink
-  std::vector<uint32_t> proxy_homes_;    // nodes holding a proxy session of this client
-  std::vector<uint32_t> watch_homes_;    // nodes where this client WATCHes keys
-  std::vector<uint32_t> unwatch_homes_;  // nodes whose watches the next request drops
-  int watch_slot_ = -1;                  // the slot of the watched keys; -2: several
+  bool deferred_ = false;                            // the current command's reply comes later
+  std::future<std::string> wait_;                    // ... to Execute itself when there is no sink
+  uint64_t tickets_ = 0;                             // deferred commands so far
+  std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
+  std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
+  int watch_slot_ = -1;                              // the slot of the watched keys; -2: several
 };
 
 // Per-thread statistics; an I/O thread writes only its own, INFO sums them.

@@ -76,9 +76,7 @@ Session::Session(Engine* engine, int worker, std::string addr, std::string laddr
       authenticated_(!engine->requires_auth()) {}
 
 Session::~Session() {
-  if (!proxy_homes_.empty() && engine_->cluster() != nullptr) {
-    engine_->cluster()->CloseProxies(state_->id, proxy_homes_);
-  }
+  CloseRemoteSessions();
   ClearWatches();
   ClearQueued();
   engine_->UnregisterClient(state_->id);
