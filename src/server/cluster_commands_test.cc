@@ -11,6 +11,7 @@
 #include "cluster/cluster.h"
 #include "server/command_test.h"
 #include "server/internal/cluster_node.h"
+#include "server/internal/command.h"
 #include "testing/process.h"
 
 namespace floe::server {
@@ -165,12 +166,16 @@ class ClusterCommandsTest : public ::testing::Test {
         return true;
       }));
     }
+    ready_ = true;
   }
   static void TearDownTestSuite() {
     delete nodes_;
     delete members_;
     delete list_;
   }
+
+  // A cluster that did not form fails every test here rather than crashing them.
+  void SetUp() override { ASSERT_TRUE(ready_) << "the three nodes did not form"; }
 
   static Engine& engine(size_t i) { return *(*nodes_)[i]->engine; }
   static const cluster::Member& member(size_t i) { return (*members_)[i]; }
@@ -188,11 +193,13 @@ class ClusterCommandsTest : public ::testing::Test {
   static std::string* list_;
   static std::vector<cluster::Member>* members_;
   static std::vector<std::unique_ptr<Node>>* nodes_;
+  static bool ready_;
 };
 
 std::string* ClusterCommandsTest::list_ = nullptr;
 std::vector<cluster::Member>* ClusterCommandsTest::members_ = nullptr;
 std::vector<std::unique_ptr<Node>>* ClusterCommandsTest::nodes_ = nullptr;
+bool ClusterCommandsTest::ready_ = false;
 
 std::string Bulk(std::string_view s) {
   return "$" + std::to_string(s.size()) + "\r\n" + std::string(s) + "\r\n";
@@ -315,6 +322,14 @@ TEST_F(ClusterCommandsTest, KeysInSlotCountOnlyTheHomesKeys) {
   EXPECT_THAT(RunOn(home, {"CLUSTER", "GETKEYSINSLOT", s, "9223372036854775807"}),
               IsArrayOfSize(3));
   EXPECT_THAT(RunOn(other, {"CLUSTER", "GETKEYSINSLOT", s, "10"}), IsArrayOfSize(0));
+
+  // A value of that slot in another node's store (as a cached copy would be) is not its key.
+  Result<store::ValuePtr> stray = internal::MakeString("{kis}stray", "v");
+  ASSERT_TRUE(stray.ok());
+  engine(other).store().Put(*stray);
+  EXPECT_THAT(RunOn(other, {"CLUSTER", "COUNTKEYSINSLOT", s}), IsInt(0));
+  EXPECT_THAT(RunOn(other, {"CLUSTER", "GETKEYSINSLOT", s, "10"}), IsArrayOfSize(0));
+  engine(other).store().Remove("{kis}stray");
 
   EXPECT_THAT(RunOn(home, {"DEL", "{kis}b"}), IsInt(1));
   EXPECT_THAT(RunOn(home, {"CLUSTER", "COUNTKEYSINSLOT", s}), IsInt(2));
