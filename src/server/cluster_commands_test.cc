@@ -356,6 +356,40 @@ TEST_F(ClusterCommandsTest, KeysInSlotRefuseBadSlotsAndCounts) {
               IsErr("ERR wrong number of arguments for 'cluster|getkeysinslot' command"));
 }
 
+TEST_F(ClusterCommandsTest, HostileArgumentsGetRepliesNeverCrashes) {
+  const std::vector<std::string> hostile = {"",
+                                            "-1",
+                                            "0",
+                                            "16383",
+                                            "16384",
+                                            "9223372036854775807",
+                                            "-9223372036854775808",
+                                            "18446744073709551616",
+                                            "1e3",
+                                            " 1",
+                                            std::string("1\0", 2),
+                                            std::string(70000, 'x'),
+                                            "{",
+                                            "}{",
+                                            "{}",
+                                            "{{}}"};
+  for (const std::string& a : hostile) {
+    for (const std::string& b : hostile) {
+      for (const std::vector<std::string>& args :
+           std::vector<std::vector<std::string>>{{"CLUSTER", "KEYSLOT", a},
+                                                 {"CLUSTER", "COUNTKEYSINSLOT", a},
+                                                 {"CLUSTER", "GETKEYSINSLOT", a, b},
+                                                 {"CLUSTER", a},
+                                                 {"CLUSTER", "INFO", a},
+                                                 {"CLUSTER", "SLOTS", a, b}}) {
+        const Reply r = RunOn(0, args);  // one whole, well-formed reply (Decode checks)
+        EXPECT_NE(r.type, Reply::Type::kNull);
+      }
+    }
+  }
+  EXPECT_EQ(engine(0).internal_errors(), 0u);
+}
+
 TEST_F(ClusterCommandsTest, InfoClusterSection) {
   for (size_t i = 0; i < 3; i++) {
     const std::string info = RunOn(i, {"INFO", "cluster"}).str;
