@@ -74,7 +74,8 @@ struct CommandSpec {
   // Where the keys are, as Redis's first/last/step: 0 = no keys; a negative last_key counts
   // from the end (-1 = the last argument). COMMAND INFO and COMMAND GETKEYS read them.
   int first_key = 0, last_key = 0, step = 0;
-  std::string_view group;  // generic, string, connection, server, transactions, hll, cms, bf
+  std::string_view group;  // generic, string, connection, server, cluster, transactions, hll,
+                           // cms, bf
   std::string_view since;
   std::string_view complexity;
   std::string_view summary;
@@ -182,6 +183,8 @@ struct TypedExport {
 };
 // PFCOUNT of keys held by several nodes: the union's estimate, or PFCOUNT's error.
 Result<int64_t> PfCountOfExports(const std::vector<TypedExport>& keys);
+// INFO's cluster section, its "# Cluster" title included (cmd_cluster.cc).
+void ClusterInfoSection(Engine& engine, std::string* out);
 
 // Handlers, one file per group.
 #define FLOE_HANDLER(name) void name(CommandContext& ctx)
@@ -215,6 +218,16 @@ FLOE_HANDLER(CmdCommandDocs);
 FLOE_HANDLER(CmdCommandGetKeys);
 FLOE_HANDLER(CmdCommandList);
 FLOE_HANDLER(CmdCommandHelp);
+// cluster
+FLOE_HANDLER(CmdClusterInfo);
+FLOE_HANDLER(CmdClusterMyId);
+FLOE_HANDLER(CmdClusterNodes);
+FLOE_HANDLER(CmdClusterSlots);
+FLOE_HANDLER(CmdClusterShards);
+FLOE_HANDLER(CmdClusterKeySlot);
+FLOE_HANDLER(CmdClusterCountKeysInSlot);
+FLOE_HANDLER(CmdClusterGetKeysInSlot);
+FLOE_HANDLER(CmdClusterHelp);
 // strings
 FLOE_HANDLER(CmdGet);
 FLOE_HANDLER(CmdSet);
