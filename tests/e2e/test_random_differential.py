@@ -22,6 +22,7 @@ Skipped, with a message, when redis-server is not installed; a failure instead w
 import os
 import random
 import re
+import sys
 import time
 
 import pytest
@@ -420,7 +421,25 @@ def expiry_repeated(c):
         sum(opts.count(o) for o in ("NX", "XX")) > 1 or opts.count("GET") > 1
 
 
+# True while the sequences go through a cluster (test_random_sequences_match_redis_through_a_cluster).
+CLUSTER_MODE = False
+
 EXPECTED_DIFFERENCES = [
+    dict(name="cross-slot-in-a-cluster", kind="diverge",
+         reason="by design: in a cluster a command whose keys are on several slots answers "
+                "CROSSSLOT (docs/cluster.md, rule C2), as Redis Cluster does; a single Redis "
+                "runs it. Met when an argument that is a key lacks the {t} tag",
+         match=lambda c: CLUSTER_MODE and (c.floe or b"").startswith(b"-CROSSSLOT")),
+    dict(name="keyspace-wide-in-a-cluster-transaction", kind="diverge",
+         reason="by design: in a cluster, KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL and FLUSHDB "
+                "inside MULTI act on the node that runs the transaction, as in Redis Cluster "
+                "(docs/cluster.md, rule C2); outside a transaction they ask every node. Met "
+                "once a transaction flushed one node while keys without the {t} tag lived on "
+                "the others",
+         match=lambda c: CLUSTER_MODE and (c.state.flushed_in_transaction or (
+             cmd(c) == "exec" and any(cmd_name(a) in ("keys", "scan", "dbsize", "randomkey",
+                                                      "flushall", "flushdb")
+                                      for a in c.conn.queued)))),
     dict(name="key-over-64KiB", kind="diverge",
          reason="by design: Floe limits keys to 64 KiB (docs/commands.md) and refuses a longer "
                 "one with an ERR error; Redis takes keys up to 512 MB",
@@ -562,6 +581,8 @@ class State:
         self.hll_keys = set()  # keys a PF command wrote (Floe's HLL type, a string in Redis)
         self.sent = set()  # every argument sent so far
         self.stored_past_expiry = False  # SET/GETEX ... EXAT|PXAT: may store a key already expired
+        # FLUSHALL/FLUSHDB ran inside EXEC: in a cluster it flushed one node (rule C2)
+        self.flushed_in_transaction = False
 
 
 TIME_COMMANDS = ("ttl", "pttl", "expiretime", "pexpiretime")
@@ -727,6 +748,8 @@ def remember(state, who, name, args, ours, theirs):
         if cmd_name(a) in ("set", "getex") and any(
                 isinstance(x, str) and x.upper() in ("EXAT", "PXAT") for x in a):
             state.stored_past_expiry = True
+    if name == "exec" and any(cmd_name(a) in ("flushall", "flushdb") for a in conn.queued):
+        state.flushed_in_transaction = True
     queued = theirs == b"+QUEUED\r\n"
     if queued:
         conn.queued.append(args)
@@ -793,3 +816,66 @@ def test_random_sequences_match_redis(make_floe, own_redis):
         f"\n{len(failures)} sequences differ (run seed {base})"
     print(f"compared {tally.compared} replies in {time.time() - started:.1f} s; expected "
           f"differences met: {dict(sorted(tally.expected.items()))}")
+
+
+# ---- the same through a cluster -----------------------------------------------------------------
+
+# How many sequences go through a cluster (FLOE_RANDOM_DIFF_CLUSTER_SEQUENCES, default 300).
+CLUSTER_SEQUENCES = int(os.environ.get("FLOE_RANDOM_DIFF_CLUSTER_SEQUENCES", "0") or 0)
+
+
+def start_cluster(make_floe, n=3):
+    """n `floe serve` on 127.0.0.1 forming one cluster; returns them once every one is formed."""
+    from conftest import free_port
+    cports = [free_port() for _ in range(n)]
+    members = ",".join(f"127.0.0.1:{p}" for p in cports)
+    nodes = [make_floe("--cluster-port", str(p), "--cluster", members,
+                       "--cluster-node-timeout", "3000") for p in cports]
+    deadline = time.time() + 20
+    for node in nodes:
+        while "cluster_state:ok" not in str(query(node.port, "CLUSTER", "INFO")):
+            assert time.time() < deadline, "the cluster did not form within 20 s"
+            time.sleep(0.02)
+    return nodes
+
+
+def test_random_sequences_match_redis_through_a_cluster(make_floe, own_redis, monkeypatch):
+    """Routing rule C1 (docs/cluster.md): every key on one slot ({t}), and every command sent
+    to a node that is not that slot's home, so each one that names a key is forwarded and runs
+    in a proxy session at the home; keyless keyspace commands (KEYS, SCAN, DBSIZE, RANDOMKEY,
+    FLUSHALL) ask all three nodes. Replies must match redis-server's as on a single node."""
+    nodes = start_cluster(make_floe)
+    slot = query(nodes[0].port, "CLUSTER", "KEYSLOT", "{t}")
+    home_port = None
+    for lo, hi, owner, *_ in query(nodes[0].port, "CLUSTER", "SLOTS"):
+        if lo <= slot <= hi:
+            home_port = owner[1]
+    assert home_port is not None
+    via = next(n for n in nodes if n.port != home_port)
+    monkeypatch.setattr(sys.modules[__name__], "KEYS", ["{t}" + k for k in KEYS])
+    monkeypatch.setattr(sys.modules[__name__], "LONG_KEY", "{t}" + LONG_KEY)
+    monkeypatch.setattr(sys.modules[__name__], "CLUSTER_MODE", True)
+    commands, docs = command_universe(via.port, own_redis)
+    commands = [c for c in commands if not c.startswith("cluster")]
+    base = CI_SEED if os.environ.get("CI") == "true" else random.randrange(1 << 31)
+    count = CLUSTER_SEQUENCES or 300
+    print(f"\nrandom differential through a cluster: seed {base}, {count} sequences")
+    tally = Tally()
+    failures = []
+    for i in range(count):
+        failure = run_sequence(base + i, commands, docs, via.port, own_redis, tally)
+        for n in nodes:
+            assert n.proc.poll() is None, f"a node exited during sequence seed {base + i}"
+        if failure is not None:
+            failures.append(failure)
+            if not KEEP_GOING:
+                break
+        tally.sequences += 1
+    assert not failures, "\n".join(failures[:20]) + \
+        f"\n{len(failures)} sequences differ through the cluster (run seed {base})"
+    forwarded = int(re.search(r"cluster_forwarded:(\d+)",
+                              str(query(via.port, "INFO", "cluster"))).group(1))
+    print(f"compared {tally.compared} replies, {forwarded} requests forwarded; expected "
+          f"differences met: {dict(sorted(tally.expected.items()))}")
+    # The point of the test: the commands went to the home, not run here.
+    assert forwarded > tally.compared // 4
