@@ -43,11 +43,13 @@ class TestCluster {
           ClusterNode::Start(engines_.back().get(), c, 20000 + i);
       EXPECT_TRUE(node.ok()) << node.status().ToString();
       nodes_.push_back(std::move(node).value());
-      engines_.back()->set_cluster(nodes_.back().get());
     }
   }
   ~TestCluster() {
     sessions_.clear();
+    // Every endpoint stops (its handler threads joined) before any engine forgets its node: a
+    // proxy session of one node may still be running a command another node sent.
+    for (auto& n : nodes_) n->Stop();
     for (size_t i = 0; i < nodes_.size(); i++) engines_[i]->set_cluster(nullptr);
     nodes_.clear();  // proxy sessions belong to the engines: they go first
     engines_.clear();

@@ -568,7 +568,9 @@ Server::~Server() {
   for (auto& w : impl_->workers) {
     if (w->thread.joinable()) w->thread.join();
   }
-  // Before the engine: proxy sessions belong to it.
+  // Before the engine: proxy sessions belong to it. The endpoint stops first, so no handler
+  // thread still reads the engine's pointer to the node.
+  if (impl_->cluster) impl_->cluster->Stop();
   impl_->engine->set_cluster(nullptr);
   impl_->cluster.reset();
 }
@@ -617,7 +619,6 @@ Status Server::Run() {
   bound_port_.store(port);
   if (!m.config.cluster.empty()) {
     FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
-    m.engine->set_cluster(m.cluster.get());
   }
 
   asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);

@@ -367,7 +367,8 @@ class Engine {
   int proxy_worker() const { return workers(); }
   // 0 <= worker <= proxy_worker().
   WorkerStats& stats(int worker) { return *stats_[static_cast<size_t>(worker)]; }
-  // The node's part in a cluster; null for a standalone node. Set once before serving.
+  // The node's part in a cluster; null for a standalone node. Set by ClusterNode::Start before
+  // its endpoint starts, cleared after it stopped (no RPC thread reads it then).
   internal::ClusterNode* cluster() const { return cluster_; }
   void set_cluster(internal::ClusterNode* node) { cluster_ = node; }
 

@@ -64,7 +64,9 @@ class ClusterNode {
   };
 
   // Starts the transport, the endpoint and formation from config's cluster settings (a non-
-  // empty config.cluster). `client_port` is the bound RESP port. Fails for a bad member list,
+  // empty config.cluster), and makes itself the engine's node (Engine::set_cluster) before
+  // its endpoint starts. `client_port` is the bound RESP port. Before the node is destroyed:
+  // Stop(), then engine->set_cluster(nullptr). Fails for a bad member list,
   // a node that is not in it, a missing secret off loopback, or a port that cannot be bound.
   static Result<std::unique_ptr<ClusterNode>> Start(Engine* engine, const Config& config,
                                                     int client_port);
