@@ -262,6 +262,12 @@ TEST(ClusterRoutingTest, C6_WatchLivesAtTheHomeOfItsSlot) {
   EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
   EXPECT_EQ(s.Run({"SET", w, "z"}), "+QUEUED\r\n");
   EXPECT_EQ(s.Run({"EXEC"}), "*1\r\n+OK\r\n");  // the old watch was dropped at the home
+  // DISCARD outside MULTI is an error and keeps the watch (found by the differential test).
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"DISCARD"}), "-ERR DISCARD without MULTI\r\n");
+  EXPECT_EQ(writer.Run({"SET", w, "q"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*-1\r\n");
   // UNWATCH of a remote watch: a later write does not abort the next transaction.
   EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
   EXPECT_EQ(s.Run({"UNWATCH"}), "+OK\r\n");

@@ -517,7 +517,9 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   internal::ClusterNode& node = *engine_->cluster();
   const internal::Handler h = spec->handler;
   if (h == internal::CmdExec) return in_multi_ && RouteExec(out, reject);
-  if (h == internal::CmdUnwatch || h == internal::CmdDiscard || h == internal::CmdReset) {
+  // DISCARD outside MULTI is an error that leaves the watches, as in Redis.
+  if (h == internal::CmdUnwatch || h == internal::CmdReset ||
+      (h == internal::CmdDiscard && in_multi_)) {
     ForgetRemoteWatches();
     return false;
   }
