@@ -205,8 +205,13 @@ class Session {
 
   int protocol() const { return protocol_; }
   // Cluster: a session a home runs for a client of another node (a proxy session). It runs
-  // every command here, never forwards, and refuses keys this node is not home to.
-  void set_proxy() { proxy_ = true; }
+  // every command here, never forwards, and refuses keys this node is not home to. It is
+  // authenticated: the client authenticated at its own node, and only members (with the
+  // cluster secret off loopback) can open one.
+  void set_proxy() {
+    proxy_ = true;
+    authenticated_ = true;
+  }
   bool proxy() const { return proxy_; }
   // A proxy session answers in its client's protocol, which the client's node sends.
   void set_protocol(int protocol);
