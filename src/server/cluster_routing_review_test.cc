@@ -114,5 +114,18 @@ TEST_F(ThreeNodes, AForwardedCommandNeedsNoSecondAuth) {
   EXPECT_THAT(Do(s, {"DBSIZE"}), IsInt(1));
 }
 
+// PFCOUNT of keys on several homes, one of them down: CLUSTERDOWN as for every other command
+// (rule C4), not "a node sent a reply of the wrong shape".
+TEST_F(ThreeNodes, PfCountAcrossHomesWithOneDownSaysClusterDown) {
+  Session s(engines_[0].get(), 0);
+  const std::string k0 = KeyAt(0, "h"), k2 = KeyAt(2, "h");
+  EXPECT_THAT(Do(s, {"PFADD", k0, "a"}), IsInt(1));
+  EXPECT_THAT(Do(s, {"PFADD", k2, "b"}), IsInt(1));
+  EXPECT_THAT(Do(s, {"PFCOUNT", k0, k2}), IsInt(2));
+  nodes_[2]->Stop();
+  EXPECT_THAT(Do(s, {"PFCOUNT", k0, k2}), ErrStartsWith("CLUSTERDOWN"));
+  EXPECT_THAT(Do(s, {"MGET", k0, k2}), ErrStartsWith("CLUSTERDOWN"));
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -118,8 +118,9 @@ std::string Finish(Gather& g) {
     Result<std::vector<resp::Reply>> r = ParseReplies(bytes);
     if (!r.ok()) return ErrorBytes("ERR a node sent a malformed reply: " + r.status().ToString());
     for (const resp::Reply& one : *r) {
-      // PFCOUNT's parts are TYPE and HLL.EXPORT of each key, judged together below.
-      if (one.type == resp::Reply::Type::kError && g.how != Combine::kPfCount) {
+      // PFCOUNT's parts are TYPE and HLL.EXPORT of each key, judged together below; a part of
+      // one error is the home's refusal or CLUSTERDOWN (rule C4), the answer as it is.
+      if (one.type == resp::Reply::Type::kError && (g.how != Combine::kPfCount || r->size() == 1)) {
         return ErrorBytes(one.str);
       }
     }
