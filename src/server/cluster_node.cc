@@ -76,6 +76,7 @@ std::string EncodeForward(const ForwardRequest& request) {
   std::string out;
   wire::Writer w(&out);
   w.PutVarint64(request.client);
+  w.PutVarint64(request.origin);
   w.PutU8(request.protocol);
   w.PutU8(static_cast<uint8_t>((request.unwatch ? 1 : 0) | (request.last_only ? 2 : 0)));
   w.PutVarint64(request.commands.size());
@@ -92,6 +93,7 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   uint8_t flags = 0;
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.origin));
   FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
@@ -143,6 +145,10 @@ struct ClusterNode::Impl {
   Mutex proxies_mu;
   std::map<std::pair<net::NodeId, uint64_t>, std::shared_ptr<Proxy>> proxies
       FLOE_GUARDED_BY(proxies_mu);
+  // Each node's newest incarnation seen; every proxy in `proxies` belongs to it. A node that
+  // restarted numbers its clients from 1 again: the sessions of its previous life are dropped
+  // (their clients are gone), never handed to its new clients.
+  std::map<net::NodeId, uint64_t> origins FLOE_GUARDED_BY(proxies_mu);
   int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
 
   Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
@@ -171,6 +177,22 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   {
     MutexLock lock(&proxies_mu);
     SweepIdle(now_ms);
+    uint64_t& origin = origins[from];
+    if (req.origin < origin) {
+      // A request of the node's previous life, late: its client is gone.
+      std::string out;
+      resp::ReplyWriter(&out, req.protocol).Error("ERR the client's node has restarted");
+      return out;
+    }
+    if (req.origin > origin) {
+      origin = req.origin;
+      auto first = proxies.lower_bound({from, 0});
+      auto last = proxies.upper_bound({from, UINT64_MAX});
+      for (auto it = first; it != last; ++it) {
+        stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+      }
+      proxies.erase(first, last);
+    }
     auto& slot = proxies[{from, req.client}];
     if (slot == nullptr) {
       // Proxy sessions count as clients: a peer cannot open more than maxclients of them.
@@ -310,6 +332,7 @@ net::NodeId ClusterNode::self() const { return impl_->cluster->self(); }
 const cluster::SlotMap& ClusterNode::map() const { return impl_->cluster->map(); }
 const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
 const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
+uint64_t ClusterNode::incarnation() const { return impl_->endpoint->incarnation(); }
 
 net::NodeId ClusterNode::Home(uint16_t slot) const {
   return formed() ? impl_->cluster->map().Home(slot) : 0;

@@ -127,5 +127,52 @@ TEST_F(ThreeNodes, PfCountAcrossHomesWithOneDownSaysClusterDown) {
   EXPECT_THAT(Do(s, {"MGET", k0, k2}), ErrStartsWith("CLUSTERDOWN"));
 }
 
+// A node restarts and its first client gets the id a client of its previous life had: the home
+// must not hand it that client's proxy session, WATCHes included (its EXEC was aborted by a
+// WATCH it never made), and the proxy sessions of the node's previous life are dropped.
+TEST_F(ThreeNodes, AClientOfARestartedNodeDoesNotInheritAnOldProxySession) {
+  const std::string k = KeyAt(1);
+  uint64_t old_id = 0;
+  {
+    Session a(engines_[0].get(), 0), a2(engines_[0].get(), 0);
+    old_id = a.id();
+    EXPECT_THAT(Do(a, {"WATCH", k}), IsOk());
+    EXPECT_THAT(Do(a2, {"GET", k}), IsNil());
+    EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 2u);
+    // Node 0 dies: no word reaches the home that its clients left.
+    engines_[0]->set_cluster(nullptr);
+    nodes_[0].reset();
+  }
+  engines_[0].reset();
+  Session other(engines_[2].get(), 0);
+  EXPECT_THAT(Do(other, {"SET", k, "changed"}), IsOk());
+
+  Config c;
+  c.bind = "127.0.0.1";
+  c.cluster = "127.0.0.1:" + std::to_string(ports_[0]) + ",127.0.0.1:" + std::to_string(ports_[1]) +
+              ",127.0.0.1:" + std::to_string(ports_[2]);
+  c.cluster_port = ports_[0];
+  c.cluster_node_timeout = timeout_ms_;
+  engines_[0] = std::make_unique<Engine>(c, 1);
+  Result<std::unique_ptr<ClusterNode>> n = ClusterNode::Start(engines_[0].get(), c, 6000);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  nodes_[0] = std::move(*n);
+  engines_[0]->set_cluster(nodes_[0].get());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!nodes_[0]->formed() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(nodes_[0]->formed());
+  Session b(engines_[0].get(), 0);
+  ASSERT_EQ(b.id(), old_id);
+  EXPECT_THAT(Do(b, {"MULTI"}), IsOk());
+  EXPECT_THAT(Do(b, {"SET", k, "mine"}), IsSimple("QUEUED"));
+  EXPECT_THAT(Do(b, {"EXEC"}), IsArrayOfSize(1));
+  EXPECT_THAT(Do(b, {"GET", k}), IsBulk("mine"));
+  // The sessions of the node's previous life are gone (they counted toward maxclients): left
+  // are those of `other` and `b`.
+  EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 2u);
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -318,6 +318,7 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     const uint32_t home = parts[i].first;
     if (home == node.self()) continue;
     ForwardRequest req{.client = id(),
+                       .origin = node.incarnation(),
                        .protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
                        .unwatch = TakeUnwatch(home),
                        .commands = std::move(parts[i].second)};
@@ -514,6 +515,7 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   g->replies.resize(1);
   g->remaining.store(1, std::memory_order_relaxed);
   ForwardRequest req{.client = id(),
+                     .origin = node.incarnation(),
                      .protocol = static_cast<uint8_t>(protocol_),
                      .unwatch = unwatch,
                      .last_only = true,

@@ -34,6 +34,7 @@ std::string NodeName(const cluster::Member& member);
 // What a forwarded request carries (docs/wire.md, "Forwarded commands").
 struct ForwardRequest {
   uint64_t client = 0;     // the client's id at the sending node (its proxy session's key)
+  uint64_t origin = 0;     // the sending node's incarnation: a client id is unique only in it
   uint8_t protocol = 2;    // the client's RESP version: the replies come back in it
   bool unwatch = false;    // forget the proxy session's WATCHed keys before running
   bool last_only = false;  // answer only the last command's reply (MULTI ... EXEC)
@@ -67,6 +68,8 @@ class ClusterNode {
   const cluster::SlotMap& map() const;
   const cluster::Cluster& cluster() const;
   const rpc::Stats& rpc_stats() const;
+  // This node's RPC incarnation (ForwardRequest::origin).
+  uint64_t incarnation() const;
   const Stats& stats() const { return stats_; }
   // The home of a key's slot under the map; 0 before formation.
   net::NodeId Home(uint16_t slot) const;
