@@ -137,7 +137,11 @@ struct ClusterNode::Impl {
   std::atomic<bool> stopped{false};
 
   struct Proxy {
-    std::unique_ptr<Session> session;
+    // Held while a request runs in the session: a client's requests run one after the other,
+    // even when its node stopped waiting for one (CLUSTERDOWN at the deadline) and sent the
+    // next while the first still ran here (a command then joined an unfinished MULTI).
+    Mutex mu;
+    std::unique_ptr<Session> session;  // used under mu once shared
     int64_t last_used_ms = 0;
   };
   // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
@@ -213,8 +217,9 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     slot->last_used_ms = now_ms;
     proxy = slot;
   }
-  // One request of a client at a time reaches its proxy (the client's node waits for each
-  // answer), and the engine's proxy worker lock serializes them anyway.
+  // One request of a client at a time runs in its proxy session, and the engine's proxy worker
+  // lock serializes the sessions' commands.
+  MutexLock run(&proxy->mu);
   Session& s = *proxy->session;
   s.set_protocol(req.protocol);
   std::string out;

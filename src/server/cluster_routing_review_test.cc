@@ -174,5 +174,35 @@ TEST_F(ThreeNodes, AClientOfARestartedNodeDoesNotInheritAnOldProxySession) {
   EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 2u);
 }
 
+// A home slower than cluster-node-timeout: the client got CLUSTERDOWN for its EXEC and went on
+// while the EXEC still waited at the home. Its next command ran in the same proxy session at
+// once, inside that unfinished MULTI: a GET answered QUEUED and joined the transaction. A
+// client's requests now run one after the other at the home.
+TEST_F(ThreeNodes, ACommandAfterATimedOutExecDoesNotJoinTheTransaction) {
+  TearDown();
+  timeout_ms_ = 300;
+  ASSERT_TRUE(Start(Config()));
+  Session s(engines_[0].get(), 0);
+  const std::string k = KeyAt(1);
+  EXPECT_THAT(Do(s, {"SET", k, "old"}), IsOk());
+  // The home's I/O thread holds its lock: the EXEC (exclusive: it needs every lock) waits.
+  Mutex& io_lock = engines_[1]->worker_lock(0);
+  io_lock.Lock();
+  EXPECT_THAT(Do(s, {"MULTI"}), IsOk());
+  EXPECT_THAT(Do(s, {"SET", k, "new"}), IsSimple("QUEUED"));
+  EXPECT_THAT(Do(s, {"EXEC"}), ErrStartsWith("CLUSTERDOWN"));
+  const Reply get = Do(s, {"GET", k});
+  io_lock.Unlock();
+  EXPECT_THAT(get, ::testing::Not(IsSimple("QUEUED")));
+  // The EXEC ran once the lock was free, with its one command.
+  Reply after;
+  for (int i = 0; i < 200; i++) {
+    after = Do(s, {"GET", k});
+    if (after.type == Reply::Type::kBulk && after.str == "new") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_THAT(after, IsBulk("new"));
+}
+
 }  // namespace
 }  // namespace floe::server
