@@ -149,24 +149,38 @@ struct ClusterNode::Impl {
   Mutex proxies_mu;
   std::map<std::pair<net::NodeId, uint64_t>, std::shared_ptr<Proxy>> proxies
       FLOE_GUARDED_BY(proxies_mu);
-  // Each node's newest incarnation seen; every proxy in `proxies` belongs to it. A node that
-  // restarted numbers its clients from 1 again: the sessions of its previous life are dropped
-  // (their clients are gone), never handed to its new clients.
-  std::map<net::NodeId, uint64_t> origins FLOE_GUARDED_BY(proxies_mu);
+  struct Peer {
+    // Its newest incarnation seen; every proxy of it in `proxies` belongs to that one. A node
+    // that restarted numbers its clients from 1 again: the sessions of its previous life are
+    // dropped (their clients are gone), never handed to its new clients.
+    uint64_t origin = 0;
+    // Its proxy sessions here: at most maxclients, as it has at most that many clients (a
+    // limit on all proxies together refused clients of a node that had few, once the others'
+    // filled it).
+    int64_t proxies = 0;
+  };
+  std::map<net::NodeId, Peer> peers FLOE_GUARDED_BY(proxies_mu);
   int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
 
   Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
   void OnClose(net::NodeId from, std::string_view bytes);
   void SweepIdle(int64_t now_ms) FLOE_REQUIRES(proxies_mu);
+  using ProxyMap = decltype(proxies);
+  ProxyMap::iterator Drop(ProxyMap::iterator it) FLOE_REQUIRES(proxies_mu);
 };
+
+ClusterNode::Impl::ProxyMap::iterator ClusterNode::Impl::Drop(ProxyMap::iterator it) {
+  peers[it->first.first].proxies--;
+  stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+  return proxies.erase(it);
+}
 
 void ClusterNode::Impl::SweepIdle(int64_t now_ms) {
   if (now_ms - last_sweep_ms < 60'000) return;
   last_sweep_ms = now_ms;
   for (auto it = proxies.begin(); it != proxies.end();) {
     if (now_ms - it->second->last_used_ms > kProxyIdleMs) {
-      it = proxies.erase(it);
-      stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+      it = Drop(it);
     } else {
       ++it;
     }
@@ -181,26 +195,23 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   {
     MutexLock lock(&proxies_mu);
     SweepIdle(now_ms);
-    uint64_t& origin = origins[from];
-    if (req.origin < origin) {
+    Peer& peer = peers[from];
+    if (req.origin < peer.origin) {
       // A request of the node's previous life, late: its client is gone.
       std::string out;
       resp::ReplyWriter(&out, req.protocol).Error("ERR the client's node has restarted");
       return out;
     }
-    if (req.origin > origin) {
-      origin = req.origin;
-      auto first = proxies.lower_bound({from, 0});
-      auto last = proxies.upper_bound({from, UINT64_MAX});
-      for (auto it = first; it != last; ++it) {
-        stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+    if (req.origin > peer.origin) {
+      peer.origin = req.origin;
+      for (auto it = proxies.lower_bound({from, 0});
+           it != proxies.end() && it->first.first == from;) {
+        it = Drop(it);
       }
-      proxies.erase(first, last);
     }
     auto& slot = proxies[{from, req.client}];
     if (slot == nullptr) {
-      // Proxy sessions count as clients: a peer cannot open more than maxclients of them.
-      if (static_cast<int64_t>(engine->ClientCount()) >= engine->maxclients()) {
+      if (peer.proxies >= engine->maxclients()) {
         proxies.erase({from, req.client});
         std::string out;
         resp::ReplyWriter w(&out, req.protocol);
@@ -212,6 +223,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
           engine, engine->proxy_worker(),
           "node" + std::to_string(from) + ":" + std::to_string(req.client));
       slot->session->set_proxy();
+      peer.proxies++;
       stats->proxy_sessions.fetch_add(1, std::memory_order_relaxed);
     }
     slot->last_used_ms = now_ms;
@@ -246,8 +258,7 @@ void ClusterNode::Impl::OnClose(net::NodeId from, std::string_view bytes) {
   auto it = proxies.find({from, client});
   if (it == proxies.end()) return;
   gone = std::move(it->second);
-  proxies.erase(it);
-  stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+  Drop(it);
 }
 
 ClusterNode::ClusterNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {

@@ -204,5 +204,96 @@ TEST_F(ThreeNodes, ACommandAfterATimedOutExecDoesNotJoinTheTransaction) {
   EXPECT_THAT(after, IsBulk("new"));
 }
 
+// Each node's clients may have a proxy session at every other node. A limit of maxclients on
+// all of them together refused the clients of a node that had few, once another node's clients
+// had filled the home; now each node may have up to maxclients proxy sessions at a home.
+TEST_F(ThreeNodes, ProxySessionsOfOneNodeDoNotCrowdOutAnother) {
+  TearDown();
+  Config c;
+  c.maxclients = 2;
+  ASSERT_TRUE(Start(c));
+  const std::string k = KeyAt(1);
+  Session a1(engines_[0].get(), 0), a2(engines_[0].get(), 0), b(engines_[2].get(), 0);
+  EXPECT_THAT(Do(a1, {"GET", k}), IsNil());
+  EXPECT_THAT(Do(a2, {"GET", k}), IsNil());
+  EXPECT_THAT(Do(b, {"GET", k}), IsNil());  // was "ERR max number of clients reached"
+  // A node cannot open more proxy sessions than maxclients.
+  Session a3(engines_[0].get(), 0);
+  EXPECT_THAT(Do(a3, {"GET", k}), IsErr("ERR max number of clients reached"));
+}
+
+// The same for the home's own clients: proxy sessions do not count toward the connections a
+// node accepts (it refused every connection once other nodes' clients had maxclients proxies).
+TEST(ClusterServerTest, ProxySessionsDoNotCrowdOutConnections) {
+  uint16_t ports[3];
+  std::string list;
+  for (int i = 0; i < 3; i++) {
+    ports[i] = floe::testing::FreePort("127.0.0.1");
+    ASSERT_NE(ports[i], 0);
+    list += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports[i]);
+  }
+  Config c;
+  c.bind = "127.0.0.1";
+  c.cluster = list;
+  c.cluster_node_timeout = 2000;
+  c.maxclients = 1;
+  // Node 0 is a server (listener and all); nodes 1 and 2 are bare engines.
+  Config sc = c;
+  sc.port = 0;
+  sc.threads = 1;
+  sc.cluster_port = ports[0];
+  Server server(sc);
+  std::thread run([&] { EXPECT_TRUE(server.Run().ok()); });
+  std::unique_ptr<Engine> engines[2];
+  std::unique_ptr<ClusterNode> nodes[2];
+  for (int i = 0; i < 2; i++) {
+    Config nc = c;
+    nc.cluster_port = ports[i + 1];
+    engines[i] = std::make_unique<Engine>(nc, 1);
+    Result<std::unique_ptr<ClusterNode>> n = ClusterNode::Start(engines[i].get(), nc, 6000 + i);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    nodes[i] = std::move(*n);
+    engines[i]->set_cluster(nodes[i].get());
+  }
+  // A key homed at the server's node, and its client, proxied there once the server formed.
+  std::string k;
+  for (int n = 0; k.empty(); n++) {
+    const std::string key = "k" + std::to_string(n);
+    const net::NodeId home = nodes[0]->map().Home(cluster::KeySlot(key));
+    if (home != nodes[0]->self() && home != nodes[1]->self()) k = key;
+  }
+  {
+    Session a(engines[0].get(), 0);
+    Reply r;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      r = CommandTest::Decode(a.Run(std::vector<std::string>{"SET", k, "v"}));
+    } while (!(r.type == Reply::Type::kSimple && r.str == "OK") &&
+             std::chrono::steady_clock::now() < deadline);
+    ASSERT_THAT(r, IsOk());
+    ASSERT_NE(server.bound_port(), 0);
+
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(server.bound_port()));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string ping = "*1\r\n$4\r\nPING\r\n";
+    ASSERT_EQ(write(fd, ping.data(), ping.size()), static_cast<ssize_t>(ping.size()));
+    char buf[128];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    close(fd);
+    EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "+PONG\r\n");
+  }
+  server.Stop();
+  run.join();
+  for (int i = 0; i < 2; i++) {
+    engines[i]->set_cluster(nullptr);
+    nodes[i].reset();
+  }
+}
+
 }  // namespace
 }  // namespace floe::server
