@@ -353,8 +353,10 @@ class Engine {
   // 0 <= worker <= proxy_worker().
   WorkerStats& stats(int worker) { return *stats_[static_cast<size_t>(worker)]; }
   // The node's part in a cluster; null for a standalone node. Set once before serving.
-  internal::ClusterNode* cluster() const { return cluster_; }
-  void set_cluster(internal::ClusterNode* node) { cluster_ = node; }
+  // Atomic: the node's endpoint runs proxy sessions (which read it) from the moment it starts,
+  // before the server sets it.
+  internal::ClusterNode* cluster() const { return cluster_.load(std::memory_order_acquire); }
+  void set_cluster(internal::ClusterNode* node) { cluster_.store(node, std::memory_order_release); }
 
   // A copy of the current configuration (CONFIG SET may change it).
   Config config() const;
@@ -451,7 +453,7 @@ class Engine {
 
   int64_t start_ms_;
   uint64_t expire_cursor_ = 0;
-  internal::ClusterNode* cluster_ = nullptr;
+  std::atomic<internal::ClusterNode*> cluster_{nullptr};
 };
 
 // The listeners and I/O threads. Run() blocks until SIGINT/SIGTERM or Stop().
