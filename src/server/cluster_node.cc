@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <map>
+#include <random>
+#include <tuple>
 #include <utility>
 
 #include "net/net.h"
@@ -15,11 +17,6 @@
 namespace floe::server::internal {
 
 namespace {
-
-// Bounds on a forwarded request (docs/wire.md): a MULTI of this many commands is refused at the
-// sender, so an honest node never sends more.
-constexpr uint64_t kMaxForwardCommands = 1u << 20;
-constexpr uint64_t kMaxForwardArgs = 1u << 24;
 
 // A proxy session nobody used for this long is dropped (its client's node may have died before
 // it could say the client left).
@@ -59,6 +56,11 @@ Result<net::Faults> FaultsFromEnvironment() {
   return f;
 }
 
+uint64_t RandomOrigin() {
+  std::random_device rd;
+  return ((uint64_t{rd()} << 32) | rd()) ^ WallMicros();
+}
+
 }  // namespace
 
 std::string NodeName(const cluster::Member& member) {
@@ -70,58 +72,6 @@ std::string NodeName(const cluster::Member& member) {
                 static_cast<unsigned long long>(HashBytes("floe-node-2:" + a)),
                 static_cast<unsigned>(HashBytes("floe-node-3:" + a) & 0xffffffffu));
   return std::string(buf, 40);
-}
-
-std::string EncodeForward(const ForwardRequest& request) {
-  std::string out;
-  wire::Writer w(&out);
-  w.PutVarint64(request.client);
-  w.PutU8(request.protocol);
-  w.PutU8(static_cast<uint8_t>((request.unwatch ? 1 : 0) | (request.last_only ? 2 : 0)));
-  w.PutVarint64(request.commands.size());
-  for (const auto& command : request.commands) {
-    w.PutVarint64(command.size());
-    for (const std::string& arg : command) w.PutLengthPrefixed(arg);
-  }
-  return out;
-}
-
-Result<ForwardRequest> DecodeForward(std::string_view bytes) {
-  wire::Reader r(bytes);
-  ForwardRequest req;
-  uint8_t flags = 0;
-  uint64_t n = 0;
-  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
-  FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
-  FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
-  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
-  if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
-  if ((flags & ~3u) != 0) return Status::Corruption("forward: unknown flags");
-  req.unwatch = (flags & 1) != 0;
-  req.last_only = (flags & 2) != 0;
-  // Each command takes at least two bytes, so a count beyond that is a lie: checked before
-  // anything is sized by it.
-  if (n == 0 || n > kMaxForwardCommands || n > r.remaining() / 2) {
-    return Status::Corruption("forward: command count out of range");
-  }
-  req.commands.resize(n);
-  uint64_t total_args = 0;
-  for (auto& command : req.commands) {
-    uint64_t argc = 0;
-    FLOE_RETURN_IF_ERROR(r.GetVarint64(&argc));
-    total_args += argc;
-    if (argc == 0 || total_args > kMaxForwardArgs || argc > r.remaining()) {
-      return Status::Corruption("forward: argument count out of range");
-    }
-    command.reserve(argc);
-    for (uint64_t i = 0; i < argc; i++) {
-      std::string_view arg;
-      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg));
-      command.emplace_back(arg);
-    }
-  }
-  if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");
-  return req;
 }
 
 struct ClusterNode::Impl {
@@ -141,8 +91,8 @@ struct ClusterNode::Impl {
   // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
   // the engine's proxy worker lock (Session::Execute takes it).
   Mutex proxies_mu;
-  std::map<std::pair<net::NodeId, uint64_t>, std::shared_ptr<Proxy>> proxies
-      FLOE_GUARDED_BY(proxies_mu);
+  using ProxyKey = std::tuple<net::NodeId, uint64_t, uint64_t>;  // node, origin, client
+  std::map<ProxyKey, std::shared_ptr<Proxy>> proxies FLOE_GUARDED_BY(proxies_mu);
   int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
 
   Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
@@ -171,14 +121,15 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   {
     MutexLock lock(&proxies_mu);
     SweepIdle(now_ms);
-    auto& slot = proxies[{from, req.client}];
+    const ProxyKey key{from, req.origin, req.client};
+    auto& slot = proxies[key];
     if (slot == nullptr) {
       // Proxy sessions count as clients: a peer cannot open more than maxclients of them.
       if (static_cast<int64_t>(engine->ClientCount()) >= engine->maxclients()) {
-        proxies.erase({from, req.client});
-        std::string out;
-        resp::ReplyWriter w(&out, req.protocol);
-        w.Error("ERR max number of clients reached");
+        proxies.erase(key);
+        std::string reply, out;
+        resp::ReplyWriter(&reply, req.protocol).Error("ERR max number of clients reached");
+        for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
         return out;
       }
       slot = std::make_shared<Proxy>();
@@ -195,35 +146,32 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   // answer), and the engine's proxy worker lock serializes them anyway.
   Session& s = *proxy->session;
   s.set_protocol(req.protocol);
-  std::string out;
-  if (req.unwatch) {
-    std::string ignored;
-    s.Execute({"UNWATCH"}, &ignored);
-  }
+  std::string out, reply;
   std::vector<std::string_view> args;
-  for (size_t i = 0; i < req.commands.size(); i++) {
-    args.assign(req.commands[i].begin(), req.commands[i].end());
-    const size_t mark = out.size();
-    s.Execute(args, &out);
-    if (req.last_only && i + 1 < req.commands.size()) out.resize(mark);
+  for (const auto& command : req.commands) {
+    args.assign(command.begin(), command.end());
+    reply.clear();
+    s.Execute(args, &reply);
+    AppendFramedReply(reply, &out);
   }
   return out;
 }
 
 void ClusterNode::Impl::OnClose(net::NodeId from, std::string_view bytes) {
   wire::Reader r(bytes);
-  uint64_t client = 0;
-  if (!r.GetVarint64(&client).ok() || r.remaining() != 0) return;
+  uint64_t origin = 0, client = 0;
+  if (!r.GetFixed64(&origin).ok() || !r.GetVarint64(&client).ok() || r.remaining() != 0) return;
   std::shared_ptr<Proxy> gone;
   MutexLock lock(&proxies_mu);
-  auto it = proxies.find({from, client});
+  auto it = proxies.find({from, origin, client});
   if (it == proxies.end()) return;
   gone = std::move(it->second);
   proxies.erase(it);
   stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
 }
 
-ClusterNode::ClusterNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+ClusterNode::ClusterNode(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)), origin_(RandomOrigin()) {
   impl_->stats = &stats_;
 }
 
@@ -338,15 +286,14 @@ void ClusterNode::Forward(net::NodeId home, const ForwardRequest& request,
                              });
 }
 
-void ClusterNode::CloseProxies(uint64_t client, const std::vector<net::NodeId>& homes) {
+void ClusterNode::CloseProxy(uint64_t client, net::NodeId home) {
   if (impl_->stopped.load()) return;
   std::string req;
   wire::Writer w(&req);
+  w.PutFixed64(origin_);
   w.PutVarint64(client);
-  for (net::NodeId home : homes) {
-    impl_->endpoint->CallAsync(home, kCloseSessionMethod, req, impl_->timeout_us,
-                               [](Result<std::string>) {});
-  }
+  impl_->endpoint->CallAsync(home, kCloseSessionMethod, req, impl_->timeout_us,
+                             [](Result<std::string>) {});
 }
 
 }  // namespace floe::server::internal

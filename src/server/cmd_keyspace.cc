@@ -107,26 +107,6 @@ void TtlGeneric(CommandContext& ctx, bool output_ms, bool output_abs) {
   ctx.out.Integer(output_ms ? ttl : ttl / 1000 + (ttl % 1000 >= 500 ? 1 : 0));
 }
 
-// Redis reads a cursor with strtoul: an optional sign (a negative cursor wraps around, so
-// `SCAN -1` is cursor 2^64-1), decimal digits, nothing else; an empty string is 0.
-bool ParseCursor(std::string_view s, uint64_t* out) {
-  bool negative = false;
-  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
-    negative = s[0] == '-';
-    s.remove_prefix(1);
-    if (s.empty()) return false;
-  }
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    const auto d = static_cast<uint64_t>(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
-    v = v * 10 + d;
-  }
-  *out = negative ? 0 - v : v;
-  return true;
-}
-
 }  // namespace
 
 void CmdDel(CommandContext& ctx) {
@@ -308,6 +288,24 @@ void CmdObjectHelp(CommandContext& ctx) {
       "    Print this help.",
   };
   ReplyHelp(ctx, kLines);
+}
+
+bool ParseCursor(std::string_view s, uint64_t* out) {
+  bool negative = false;
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+    if (s.empty()) return false;
+  }
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    const auto d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *out = negative ? 0 - v : v;
+  return true;
 }
 
 }  // namespace floe::server::internal

@@ -1,4 +1,5 @@
-// Server commands: INFO, CONFIG, DBSIZE, FLUSHDB/FLUSHALL, TIME, COMMAND.
+// Server commands: INFO (its cluster section is cmd_cluster.cc's), CONFIG, DBSIZE,
+// FLUSHDB/FLUSHALL, TIME, COMMAND.
 
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -83,7 +84,7 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     out->append("# Server\r\n");
     Line(out, "redis_version", kRedisVersion);
     Line(out, "floe_version", kFloeVersion);
-    Line(out, "redis_mode", "standalone");
+    Line(out, "redis_mode", e.cluster() != nullptr ? "cluster" : "standalone");
     utsname u{};
     uname(&u);
     Line(out, "os", std::string(u.sysname) + " " + u.release + " " + u.machine);
@@ -157,6 +158,8 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "errorstat_" + std::string(i < codes.size() ? codes[i] : "OTHER"),
            "count=" + std::to_string(count));
     }
+  } else if (name == "cluster") {
+    ClusterInfoSection(e, out);
   } else if (name == "commandstats") {
     out->append("# Commandstats\r\n");
     for (const CommandSpec* spec : AllCommands()) {
@@ -182,9 +185,10 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
 
 // In Redis's order.
 constexpr std::string_view kDefaultSections[] = {"server", "clients",    "memory",  "stats",
-                                                 "cpu",    "errorstats", "keyspace"};
-constexpr std::string_view kAllSections[] = {"server", "clients",      "memory",     "stats",
-                                             "cpu",    "commandstats", "errorstats", "keyspace"};
+                                                 "cpu",    "errorstats", "cluster", "keyspace"};
+constexpr std::string_view kAllSections[] = {"server",     "clients", "memory",
+                                             "stats",      "cpu",     "commandstats",
+                                             "errorstats", "cluster", "keyspace"};
 
 }  // namespace
 

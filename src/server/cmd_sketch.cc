@@ -362,3 +362,29 @@ void CmdPfMerge(CommandContext& ctx) {
 }
 
 }  // namespace floe::server::internal
+
+namespace floe::server::internal {
+
+// PFCOUNT of keys on several nodes (routing.cc): each key's TYPE and HLL.EXPORT, fetched from
+// its home, merged here as PFCOUNT merges local keys.
+Result<int64_t> PfCountOfExports(const std::vector<TypedExport>& keys) {
+  std::vector<HyperLogLog> parts;
+  for (const TypedExport& k : keys) {
+    if (k.type == nullptr || k.exported == nullptr) return Status::Internal("a key has no reply");
+    if (k.exported->type == resp::Reply::Type::kError) {
+      // What PFCOUNT says of a key that holds a plain string, as at a single node.
+      if (k.type->str == "string") return Status::InvalidArgument(kNotHll);
+      return Status::InvalidArgument(k.exported->str);
+    }
+    if (k.exported->type != resp::Reply::Type::kBulk) continue;  // absent: empty
+    std::string bytes;
+    if (!FromHex(k.exported->str, &bytes)) return Status::Corruption(kCorrupt);
+    FLOE_ASSIGN_OR_RETURN(HyperLogLog h, HyperLogLog::Parse(bytes));
+    parts.push_back(std::move(h));
+  }
+  if (parts.empty()) return 0;
+  FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
+  return static_cast<int64_t>(std::llround(u.Cardinality()));
+}
+
+}  // namespace floe::server::internal

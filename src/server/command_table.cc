@@ -1,7 +1,7 @@
 // The command table: one row per command, declared once, in name order (checked when this file
 // compiles). A row drives dispatch (arity, flags, handler), COMMAND INFO/DOCS/GETKEYS and
 // docs/commands.md (`floe commands`); key positions follow Redis's first/last/step convention.
-// Subcommands (CLIENT, COMMAND, CONFIG, OBJECT) have tables of their own, named "parent|sub".
+// Subcommands (CLIENT, CLUSTER, COMMAND, CONFIG, OBJECT) have tables of their own, named "parent|sub".
 //
 // CommandSpec::index numbers every row of every table once, here at compile time (the
 // subcommand tables first, then the commands), so commandstats can count into flat arrays
@@ -80,7 +80,43 @@ constexpr auto kClientSubs = Numbered(0, std::to_array<CommandSpec>({
 }));
 static_assert(WellFormed(kClientSubs));
 
-constexpr auto kCommandSubs = Numbered(After(kClientSubs), std::to_array<CommandSpec>({
+// Flags as Redis 7.0 has them. COUNTKEYSINSLOT and GETKEYSINSLOT scan the store: it keeps no
+// index by slot.
+constexpr auto kClusterSubs = Numbered(After(kClientSubs), std::to_array<CommandSpec>({
+    {.name = "cluster|countkeysinslot", .arity = 3, .flags = kStale, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(N) where N is the number of keys held by the node",
+     .summary = "Returns the number of keys in a hash slot (0 for a slot homed on another node).",
+     .syntax = "slot", .handler = CmdClusterCountKeysInSlot},
+    {.name = "cluster|getkeysinslot", .arity = 4, .flags = kStale, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(N) where N is the number of keys held by the node",
+     .summary = "Returns up to count key names in a hash slot held by this node.",
+     .syntax = "slot count", .handler = CmdClusterGetKeysInSlot},
+    {.name = "cluster|help", .arity = 2, .flags = kLoading | kStale, .group = "cluster",
+     .since = "5.0.0", .complexity = "O(1)",
+     .summary = "Returns helpful text about the different subcommands.",
+     .handler = CmdClusterHelp},
+    {.name = "cluster|info", .arity = 2, .flags = kStale, .group = "cluster", .since = "3.0.0",
+     .complexity = "O(1)", .summary = "Returns information about the state of a node.",
+     .handler = CmdClusterInfo},
+    {.name = "cluster|keyslot", .arity = 3, .flags = kStale, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(N) where N is the number of bytes in the key",
+     .summary = "Returns the hash slot for a key.", .syntax = "key",
+     .handler = CmdClusterKeySlot},
+    {.name = "cluster|myid", .arity = 2, .flags = kStale, .group = "cluster", .since = "3.0.0",
+     .complexity = "O(1)", .summary = "Returns the ID of a node.", .handler = CmdClusterMyId},
+    {.name = "cluster|nodes", .arity = 2, .flags = kStale, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(N) where N is the total number of Cluster nodes",
+     .summary = "Returns the cluster configuration for a node.", .handler = CmdClusterNodes},
+    {.name = "cluster|shards", .arity = 2, .flags = kStale, .group = "cluster",
+     .since = "7.0.0", .complexity = "O(N) where N is the total number of cluster nodes",
+     .summary = "Returns the mapping of cluster slots to shards.", .handler = CmdClusterShards},
+    {.name = "cluster|slots", .arity = 2, .flags = kStale, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(N) where N is the total number of Cluster nodes",
+     .summary = "Returns the mapping of cluster slots to nodes.", .handler = CmdClusterSlots},
+}));
+static_assert(WellFormed(kClusterSubs));
+
+constexpr auto kCommandSubs = Numbered(After(kClusterSubs), std::to_array<CommandSpec>({
     {.name = "command|count", .arity = 2, .flags = kLoading | kStale, .group = "server",
      .since = "2.8.13", .complexity = "O(1)", .summary = "Returns a count of commands.",
      .handler = CmdCommandCount},
@@ -195,6 +231,9 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
     {.name = "client", .arity = -2, .group = "connection", .since = "2.4.0",
      .complexity = "Depends on subcommand.",
      .summary = "A container for client connection commands.", .subcommands = kClientSubs},
+    {.name = "cluster", .arity = -2, .group = "cluster", .since = "3.0.0",
+     .complexity = "Depends on subcommand.",
+     .summary = "A container for Redis Cluster commands.", .subcommands = kClusterSubs},
     {.name = "cms.incrby", .arity = -4, .flags = kWrite | kDenyOom, .first_key = 1, .last_key = 1,
      .step = 1, .group = "cms", .since = "2.0.0",
      .complexity = "O(n) where n is the number of items",

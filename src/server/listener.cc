@@ -8,6 +8,7 @@
 
 #include <asio.hpp>
 #include <csignal>
+#include <deque>
 #include <thread>
 #include <unordered_map>
 
@@ -24,6 +25,9 @@ constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFlushThreshold = 64 * 1024;     // stop running commands; write first
 constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
 constexpr size_t kBatch = 32;
+// Replies of one connection outstanding at once (commands waiting for other nodes and the
+// ones after them); more commands wait until some are written.
+constexpr size_t kMaxSlots = 1024;
 constexpr int64_t kAcceptRetryMs = 100;  // after a failed accept (e.g. out of descriptors) //
                                          // commands parsed and prefetched together
 // Redis's client-query-buffer-limit: a client whose unconsumed input reaches it is closed.
@@ -48,6 +52,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void DoRead();
   void Process();
+  // The reply of a command that waited for another node (any thread posts it here).
+  void Resume(uint64_t ticket, std::string reply);
+  // Moves the replies at the front of slots_ that have come into out_.
+  void DrainSlots();
+  // Too many replies outstanding or held: run nothing more until some are written.
+  bool Blocked() const { return slots_.size() >= kMaxSlots || slot_bytes_ >= kFlushThreshold; }
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
@@ -73,6 +83,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closing_ = false;
   bool closed_ = false;
   bool write_scheduled_ = false;
+  bool writing_ = false;  // an asynchronous write of out_ is in flight
+  bool reading_ = false;  // an asynchronous read into in_ is in flight: in_ is not ours
+  // Replies in command order once a command waits for another node (rule C3): a reply goes to
+  // out_ only when every reply before it has. `ticket` is the session's for a reply to come.
+  struct Slot {
+    uint64_t ticket = 0;
+    bool ready = false;
+    std::string bytes;
+  };
+  std::deque<Slot> slots_;
+  size_t slot_bytes_ = 0;  // bytes of the ready replies in slots_
+  size_t slots_waiting_ = 0;
+  std::string scratch_;
+  // Keeps the connection alive while replies are to come and no socket operation may: they
+  // always come (the RPC layer answers every call by its deadline), and the last one or Close
+  // lets go.
+  std::shared_ptr<Connection> hold_;
   int64_t soft_limit_since_ms_ = 0;
 };
 
@@ -128,6 +155,15 @@ void Connection::Start() {
     };
   }
   worker_->connections.emplace(this, weak_from_this());
+  if (worker_->engine->cluster() != nullptr) {
+    std::weak_ptr<Connection> weak = weak_from_this();
+    asio::io_context* io = &worker_->io;
+    session_->set_reply_sink([weak, io](uint64_t ticket, std::string reply) {
+      asio::post(*io, [weak, ticket, reply = std::move(reply)]() mutable {
+        if (auto c = weak.lock()) c->Resume(ticket, std::move(reply));
+      });
+    });
+  }
   UpdateParserLimits();
   DoRead();
 }
@@ -149,6 +185,7 @@ void Connection::ChargeInput() {
 void Connection::Close() {
   if (closed_) return;
   closed_ = true;
+  auto self = std::move(hold_);  // released when this returns
   std::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
@@ -174,8 +211,10 @@ void Connection::DoRead() {
     return Close();
   }
   auto self = shared_from_this();
+  reading_ = true;
   socket_.async_read_some(asio::buffer(room.data(), room.size()), [this, self](std::error_code ec,
                                                                                size_t n) {
+    reading_ = false;
     if (ec) return Close();
     in_.Commit(n);
     worker_->engine->stats(worker_->index).net_input_bytes.fetch_add(n, std::memory_order_relaxed);
@@ -196,8 +235,9 @@ bool Connection::OverOutputLimits() {
   // As in Redis, replies that fit the client's fixed 16 KB reply buffer are not counted: a
   // limit of a few bytes then closes clients with large replies, not every client including
   // the one that would set the limit back.
+  const size_t held = out_.size() + slot_bytes_;
   const auto pending =
-      static_cast<int64_t>(out_.size() > kStaticReplyBuffer ? out_.size() - kStaticReplyBuffer : 0);
+      static_cast<int64_t>(held > kStaticReplyBuffer ? held - kStaticReplyBuffer : 0);
   if (c.hard > 0 && pending > c.hard) return true;
   if (c.soft > 0 && pending > c.soft) {
     const auto now = static_cast<int64_t>(WallMicros() / 1000);
@@ -217,12 +257,44 @@ bool Connection::OverOutputLimits() {
 // read), the keys they name are prefetched together, and then they run in order. A pipeline of
 // GETs thus overlaps its cache misses instead of taking them one by one. Replies and errors keep
 // their order: a protocol error is answered after the commands before it.
+void Connection::Resume(uint64_t ticket, std::string reply) {
+  if (closed_) return;
+  auto it = std::find_if(slots_.begin(), slots_.end(),
+                         [ticket](const Slot& s) { return !s.ready && s.ticket == ticket; });
+  if (it == slots_.end()) return;
+  it->ready = true;
+  it->bytes = std::move(reply);
+  slot_bytes_ += it->bytes.size();
+  std::shared_ptr<Connection> self = shared_from_this();  // hold_ may be the last reference
+  if (--slots_waiting_ == 0) hold_.reset();
+  if (!writing_) Process();  // else the write's completion runs Process
+}
+
+void Connection::DrainSlots() {
+  while (!slots_.empty() && slots_.front().ready) {
+    slot_bytes_ -= slots_.front().bytes.size();
+    out_ += slots_.front().bytes;
+    slots_.pop_front();
+  }
+}
+
 void Connection::Process() {
   if (closed_) return;
+  DrainSlots();
+  if (OverOutputLimits()) {
+    FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
+                  session_->id(), session_->state().addr);
+    return Close();
+  }
+  // A read in flight owns in_'s free space: nothing is parsed (all that was complete has run).
+  if (reading_) {
+    if (!out_.empty()) ScheduleWrite();
+    return;
+  }
   // CONFIG SET proto-max-bulk-len applies to connections already open, as in Redis; they kept
   // the limit they started with.
   UpdateParserLimits();
-  while (!closing_ && out_.size() < kFlushThreshold) {
+  while (!closing_ && out_.size() < kFlushThreshold && !Blocked()) {
     size_t n = 0;
     size_t pos = 0;
     const std::string_view input = in_.data();
@@ -258,14 +330,24 @@ void Connection::Process() {
     for (size_t i = 0; i < n && !closing_; i++) {
       // Enough output for one write: the rest of the batch waits until it is written, so a
       // pipeline of large replies (32 GETs of a 20 MB value) holds one reply, not the batch's.
-      if (i > 0 && out_.size() >= kFlushThreshold) {
+      if (i > 0 && (out_.size() >= kFlushThreshold || Blocked())) {
         pos = ends_[i - 1];
         error.clear();
         need_more = false;
         parser_.Restart();  // what follows is parsed again from `pos`
         break;
       }
-      session_->Execute(batch_[i], &out_);
+      // Once a reply is outstanding, the replies after it wait in slots (rule C3).
+      std::string* target = slots_.empty() ? &out_ : &scratch_;
+      if (!session_->Execute(batch_[i], target)) {
+        slots_.push_back({.ticket = session_->last_ticket()});
+        slots_waiting_++;
+        if (!hold_) hold_ = shared_from_this();
+      } else if (target == &scratch_) {
+        slot_bytes_ += scratch_.size();
+        slots_.push_back({.ready = true, .bytes = std::move(scratch_)});
+        scratch_.clear();
+      }
       if (session_->close_requested()) closing_ = true;  // what follows QUIT is not run
       if (OverOutputLimits()) {
         FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
@@ -286,7 +368,11 @@ void Connection::Process() {
     ChargeInput();
   }
   if (!out_.empty()) return ScheduleWrite();
-  if (closing_) return Close();
+  if (closing_) {
+    if (slots_.empty()) Close();  // else after the replies still to come
+    return;
+  }
+  if (Blocked()) return;  // Resume goes on
   DoRead();
 }
 
@@ -320,19 +406,21 @@ void Connection::DoWrite() {
       .net_output_bytes.fetch_add(written, std::memory_order_relaxed);
   if (written == out_.size()) {
     ReleaseOutput();
-    if (closing_) return Close();
+    if (closing_ && slots_.empty()) return Close();
     return Process();
   }
   out_.erase(0, written);
   auto self = shared_from_this();
   session_->state().output_pending.store(out_.size(), std::memory_order_relaxed);
+  writing_ = true;
   asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code wec, size_t n) {
+    writing_ = false;
     if (wec) return Close();
     worker_->engine->stats(worker_->index).net_output_bytes.fetch_add(n, std::memory_order_relaxed);
     ReleaseOutput();
     if (closed_) return;
     session_->state().output_pending.store(0, std::memory_order_relaxed);
-    if (closing_) return Close();
+    if (closing_ && slots_.empty()) return Close();
     Process();
   });
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -166,6 +167,7 @@ class AbsentWatches {
 };
 namespace internal {
 class ClusterNode;
+struct ForwardQueues;
 struct CommandContext;
 struct CommandSpec;
 void CmdMulti(CommandContext&);
@@ -185,8 +187,22 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Runs one command and appends its reply to `out` (in the session's protocol version).
-  void Execute(const std::vector<std::string_view>& args, std::string* out);
+  // Runs one command and appends its reply to `out` (in the session's protocol version). In a
+  // cluster a command may wait for another node (docs/cluster.md, rule C3): with a reply sink
+  // set, Execute then returns false and the reply goes to the sink later, from another
+  // thread; the caller runs nothing else on this session until it has. Without a sink,
+  // Execute waits for the reply itself (tests, tools).
+  //
+  // With a sink the caller may go on running the commands that follow while replies are
+  // outstanding; it must deliver replies in command order (the connection's reply slots). The
+  // session keeps the order of execution that matters: a client's requests to one home run
+  // there in order, and everything else runs here at once.
+  bool Execute(const std::vector<std::string_view>& args, std::string* out);
+  // `ticket` numbers the deferred commands of this session from 1; last_ticket() is the one of
+  // the last command Execute deferred.
+  using ReplySink = std::function<void(uint64_t ticket, std::string reply)>;
+  void set_reply_sink(ReplySink sink) { sink_ = std::move(sink); }
+  uint64_t last_ticket() const { return tickets_; }
   // For tests only: called inside the command boundary before every handler runs, so a test
   // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
   void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
@@ -217,6 +233,7 @@ class Session {
   friend void internal::CmdDiscard(internal::CommandContext&);
   friend void internal::CmdWatch(internal::CommandContext&);
   friend void internal::CmdUnwatch(internal::CommandContext&);
+  void ExecuteLocked(const std::vector<std::string_view>& args, std::string* out);
   void Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out, int64_t now_ms);
   // Runs a resolved command; takes the exclusive section if it needs one and none is held.
   void Call(const internal::CommandSpec* spec, const std::vector<std::string_view>& args,
@@ -229,6 +246,26 @@ class Session {
   void DiscardTransaction();
   // Empties queued_ and gives back its charge to used memory.
   void ClearQueued();
+
+  // Cluster routing (routing.cc). True when the command was answered or sent to other nodes;
+  // false when it runs here as on a standalone node.
+  using Reject = std::function<void(std::string_view error)>;
+  using Parts = std::vector<std::pair<uint32_t, std::vector<std::vector<std::string>>>>;
+  bool RouteCluster(const internal::CommandSpec* spec, const std::vector<std::string_view>& args,
+                    resp::ReplyWriter& out, int64_t now_ms, const Reject& reject);
+  bool RouteExec(resp::ReplyWriter& out, const Reject& reject);
+  // Runs the parts homed here, sends the others; the gathered reply goes to `out` when every
+  // part ran here, else to the deferred reply.
+  void SendParts(std::shared_ptr<void> gather, Parts parts, resp::ReplyWriter& out, int64_t now_ms);
+  // Runs one command here, in RESP2, as a part of a split or fanned-out command.
+  std::string RunPart(const std::vector<std::string>& part, int64_t now_ms);
+  // Marks the current command's reply as coming later; returns where it must be delivered.
+  std::function<void(std::string)> BeginDeferred();
+  internal::ForwardQueues& Queues();
+  // UNWATCH, in order, at every home where this client WATCHes keys.
+  void ForgetRemoteWatches();
+  // The client left: its proxy sessions at the homes go, after its last request to each.
+  void CloseRemoteSessions();
 
   Engine* engine_;
   int worker_;
@@ -250,6 +287,14 @@ class Session {
   };
   std::vector<Watched> watched_;
   std::function<void(std::string_view)> before_handler_;
+  // Cluster state (routing.cc).
+  ReplySink sink_;
+  bool deferred_ = false;                            // the current command's reply comes later
+  std::future<std::string> wait_;                    // ... to Execute itself when there is no sink
+  uint64_t tickets_ = 0;                             // deferred commands so far
+  std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
+  std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
+  int watch_slot_ = -1;                              // the slot of the watched keys; -2: several
 };
 
 // Per-thread statistics; an I/O thread writes only its own, INFO sums them.

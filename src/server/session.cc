@@ -6,6 +6,8 @@
 #include <new>
 #include <unordered_set>
 
+#include "cluster/cluster.h"
+#include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 #include "server/internal/sketch_cell.h"
 
@@ -74,6 +76,7 @@ Session::Session(Engine* engine, int worker, std::string addr, std::string laddr
       authenticated_(!engine->requires_auth()) {}
 
 Session::~Session() {
+  CloseRemoteSessions();
   ClearWatches();
   ClearQueued();
   engine_->UnregisterClient(state_->id);
@@ -163,7 +166,19 @@ std::string Session::Run(const std::vector<std::string>& args) {
   return out;
 }
 
-void Session::Execute(const std::vector<std::string_view>& args, std::string* out) {
+bool Session::Execute(const std::vector<std::string_view>& args, std::string* out) {
+  deferred_ = false;
+  ExecuteLocked(args, out);
+  if (!deferred_) return true;
+  if (sink_) return false;
+  // No sink: wait here, with no lock held (the reply may need another node's proxy worker,
+  // and that one may wait for an exclusive section of this engine).
+  out->append(wait_.get());
+  deferred_ = false;
+  return true;
+}
+
+void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::string* out) {
   resp::ReplyWriter writer(out, protocol_);
   const int64_t now_ms = NowMs();  // the one wall-clock read per command
   MutexLock lock(&engine_->worker_lock(worker_));
@@ -236,6 +251,28 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   const bool queues = in_multi_ && !RunsInsideMulti(*spec);
   if (((spec->flags & internal::kDenyOom) != 0 || queues) && internal::OverMemoryLimit(*engine_)) {
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
+  }
+  if (engine_->cluster() != nullptr) {
+    if (proxy_ || queues) {
+      // A proxy session runs what its client's node sent here, which holds only keys homed
+      // here (a split command's part may span slots); a queued command is judged at EXEC, but
+      // one whose own keys span slots is refused now (rules C1, C2).
+      std::vector<std::string_view> keys;
+      internal::CommandKeys(*spec, args, &keys);
+      const internal::ClusterNode& node = *engine_->cluster();
+      for (std::string_view k : keys) {
+        const uint16_t slot = cluster::KeySlot(k);
+        if (queues && slot != cluster::KeySlot(keys[0])) {
+          return reject("CROSSSLOT Keys in request don't hash to the same slot");
+        }
+        if (proxy_ && node.Home(slot) != node.self()) {
+          return reject("CLUSTERDOWN Hash slot " + std::to_string(slot) +
+                        " is not served by this node");
+        }
+      }
+    } else if (RouteCluster(spec, args, out, now_ms, reject)) {
+      return;
+    }
   }
   if (queues) {
     int64_t bytes = static_cast<int64_t>(sizeof(std::vector<std::string>));

@@ -33,16 +33,26 @@ std::string NodeName(const cluster::Member& member);
 
 // What a forwarded request carries (docs/wire.md, "Forwarded commands").
 struct ForwardRequest {
-  uint64_t client = 0;     // the client's id at the sending node (its proxy session's key)
-  uint8_t protocol = 2;    // the client's RESP version: the replies come back in it
-  bool unwatch = false;    // forget the proxy session's WATCHed keys before running
-  bool last_only = false;  // answer only the last command's reply (MULTI ... EXEC)
+  // The sending node's run: a random number drawn when it started, so that a client id of an
+  // earlier run (ids restart at 1) never reaches the proxy session of a client of that run.
+  uint64_t origin = 0;
+  uint64_t client = 0;   // the client's id at the sending node (with origin, the proxy's key)
+  uint8_t protocol = 2;  // the client's RESP version: the replies come back in it
   std::vector<std::vector<std::string>> commands;
 };
+// Bounds on a forwarded request (docs/wire.md): the sender refuses a request beyond them with
+// an error to its client (ForwardFits), so an honest node never sends more.
+inline constexpr uint64_t kMaxForwardCommands = 1u << 20;
+inline constexpr uint64_t kMaxForwardArgs = 1u << 24;
+bool ForwardFits(const std::vector<std::vector<std::string>>& commands);
 std::string EncodeForward(const ForwardRequest& request);
 // Strict: Corruption for truncated or trailing bytes, a protocol other than 2 or 3, no command,
 // an empty command, or counts beyond the limits of docs/wire.md.
 Result<ForwardRequest> DecodeForward(std::string_view bytes);
+// The answer: each command's reply, length-prefixed, in order.
+void AppendFramedReply(std::string_view reply, std::string* answer);
+// Corruption unless `answer` holds exactly `n` framed replies.
+Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n);
 
 class ClusterNode {
  public:
@@ -76,8 +86,11 @@ class ClusterNode {
   // or an error status when the home does not answer within cluster-node-timeout.
   void Forward(net::NodeId home, const ForwardRequest& request,
                std::function<void(Result<std::string>)> done);
-  // The client left: its proxy sessions on `homes` are dropped (best effort, no answer).
-  void CloseProxies(uint64_t client, const std::vector<net::NodeId>& homes);
+  // The client left: its proxy session at `home` is dropped (send it after the client's last
+  // request to that home has been answered, or it may overtake it).
+  void CloseProxy(uint64_t client, net::NodeId home);
+  // This run's ForwardRequest::origin.
+  uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.
   void Stop();
 
@@ -86,6 +99,7 @@ class ClusterNode {
   explicit ClusterNode(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
   Stats stats_;
+  const uint64_t origin_;
 };
 
 }  // namespace floe::server::internal

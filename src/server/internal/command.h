@@ -74,7 +74,8 @@ struct CommandSpec {
   // Where the keys are, as Redis's first/last/step: 0 = no keys; a negative last_key counts
   // from the end (-1 = the last argument). COMMAND INFO and COMMAND GETKEYS read them.
   int first_key = 0, last_key = 0, step = 0;
-  std::string_view group;  // generic, string, connection, server, transactions, hll, cms, bf
+  std::string_view group;  // generic, string, connection, server, cluster, transactions, hll,
+                           // cms, bf
   std::string_view since;
   std::string_view complexity;
   std::string_view summary;
@@ -166,6 +167,24 @@ Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payloa
 void ReplyHelp(CommandContext& ctx, std::span<const char* const> lines);
 // OOM check for denyoom commands.
 bool OverMemoryLimit(Engine& engine);
+// Redis reads a SCAN cursor with strtoul: an optional sign (a negative cursor wraps around),
+// decimal digits, nothing else; an empty string is 0.
+bool ParseCursor(std::string_view s, uint64_t* out);
+
+// ---- the cluster (routing.cc) ----
+
+// Every key a command names: the table's key positions, and CMS.MERGE's sources.
+void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
+                 std::vector<std::string_view>* keys);
+// A key's TYPE and HLL.EXPORT replies, from its home.
+struct TypedExport {
+  const resp::Reply* type = nullptr;
+  const resp::Reply* exported = nullptr;
+};
+// PFCOUNT of keys held by several nodes: the union's estimate, or PFCOUNT's error.
+Result<int64_t> PfCountOfExports(const std::vector<TypedExport>& keys);
+// INFO's cluster section, its "# Cluster" title included (cmd_cluster.cc).
+void ClusterInfoSection(Engine& engine, std::string* out);
 
 // Handlers, one file per group.
 #define FLOE_HANDLER(name) void name(CommandContext& ctx)
@@ -199,6 +218,16 @@ FLOE_HANDLER(CmdCommandDocs);
 FLOE_HANDLER(CmdCommandGetKeys);
 FLOE_HANDLER(CmdCommandList);
 FLOE_HANDLER(CmdCommandHelp);
+// cluster
+FLOE_HANDLER(CmdClusterInfo);
+FLOE_HANDLER(CmdClusterMyId);
+FLOE_HANDLER(CmdClusterNodes);
+FLOE_HANDLER(CmdClusterSlots);
+FLOE_HANDLER(CmdClusterShards);
+FLOE_HANDLER(CmdClusterKeySlot);
+FLOE_HANDLER(CmdClusterCountKeysInSlot);
+FLOE_HANDLER(CmdClusterGetKeysInSlot);
+FLOE_HANDLER(CmdClusterHelp);
 // strings
 FLOE_HANDLER(CmdGet);
 FLOE_HANDLER(CmdSet);

@@ -1,0 +1,334 @@
+// Commands in an in-process cluster: three Engines, each with its ClusterNode on loopback UDP,
+// driven through Sessions (a Session without a reply sink waits for forwarded replies itself).
+// One test per rule of routing.cc (docs/cluster.md, "Commands through any node").
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "cluster/cluster.h"
+#include "resp/resp.h"
+#include "server/internal/cluster_node.h"
+#include "server/server.h"
+#include "testing/process.h"
+
+namespace floe::server {
+namespace {
+
+using internal::ClusterNode;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+class TestCluster {
+ public:
+  // `started`: how many of the n members run (the others never answer).
+  explicit TestCluster(int n = 3, int started = -1, int64_t timeout_ms = 1000) {
+    if (started < 0) started = n;
+    std::string list;
+    for (int i = 0; i < n; i++) {
+      ports_.push_back(testing::FreePort());
+      list += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports_.back());
+    }
+    for (int i = 0; i < started; i++) {
+      Config c;
+      c.cluster = list;
+      c.bind = "127.0.0.1";
+      c.cluster_port = ports_[static_cast<size_t>(i)];
+      c.cluster_node_timeout = timeout_ms;
+      engines_.push_back(std::make_unique<Engine>(c, 1));
+      Result<std::unique_ptr<ClusterNode>> node =
+          ClusterNode::Start(engines_.back().get(), c, 20000 + i);
+      EXPECT_TRUE(node.ok()) << node.status().ToString();
+      nodes_.push_back(std::move(node).value());
+      engines_.back()->set_cluster(nodes_.back().get());
+    }
+  }
+  ~TestCluster() {
+    sessions_.clear();
+    for (size_t i = 0; i < nodes_.size(); i++) engines_[i]->set_cluster(nullptr);
+    nodes_.clear();  // proxy sessions belong to the engines: they go first
+    engines_.clear();
+  }
+  bool WaitFormed() {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < until) {
+      bool all = true;
+      for (auto& n : nodes_) all = all && n->formed();
+      if (all) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return false;
+  }
+  Engine& engine(size_t i) { return *engines_[i]; }
+  ClusterNode& node(size_t i) { return *nodes_[i]; }
+  // A client connected to member i.
+  Session& client(size_t i) {
+    sessions_.push_back(std::make_unique<Session>(engines_[i].get(), 0));
+    return *sessions_.back();
+  }
+  // A key (with `prefix`) homed at member i (ids are 1..n in port order; our ports are sorted
+  // the same way only by chance, so ask the map).
+  std::string KeyHomedAt(size_t i, const std::string& prefix = "k") {
+    const net::NodeId id = nodes_[i]->self();
+    for (int n = 0;; n++) {
+      std::string k = prefix + std::to_string(n);
+      if (nodes_[0]->map().Home(cluster::KeySlot(k)) == id) return k;
+    }
+  }
+  void StopNode(size_t i) { nodes_[i]->Stop(); }
+
+ private:
+  std::vector<uint16_t> ports_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+  std::vector<std::unique_ptr<ClusterNode>> nodes_;
+  std::vector<std::unique_ptr<Session>> sessions_;
+};
+
+std::string Bulk(std::string_view s) {
+  return "$" + std::to_string(s.size()) + "\r\n" + std::string(s) + "\r\n";
+}
+
+resp::Reply Parse(const std::string& bytes) {
+  size_t used = 0;
+  Result<resp::Reply> r = resp::ParseReply(bytes, &used);
+  EXPECT_TRUE(r.ok()) << bytes;
+  EXPECT_EQ(used, bytes.size()) << bytes;
+  return r.ok() ? *r : resp::Reply{};
+}
+
+// Rule C1: a command on one slot runs at the slot's home, from any node.
+TEST(ClusterRoutingTest, C1_KeysOfOneSlotRunAtTheirHome) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string k = c.KeyHomedAt(1);
+  Session& a = c.client(0);
+  EXPECT_EQ(a.Run({"SET", k, "v"}), "+OK\r\n");
+  EXPECT_EQ(a.Run({"APPEND", k, "w"}), ":2\r\n");
+  // Only the home holds it; every node answers it.
+  EXPECT_NE(c.engine(1).store().Get(k), nullptr);
+  EXPECT_EQ(c.engine(0).store().Get(k), nullptr);
+  EXPECT_EQ(c.client(2).Run({"GET", k}), Bulk("vw"));
+  EXPECT_EQ(c.client(1).Run({"GET", k}), Bulk("vw"));
+  // A transaction on one slot runs whole at its home.
+  const std::string t = "{" + c.KeyHomedAt(2, "t") + "}";
+  Session& b = c.client(0);
+  EXPECT_EQ(b.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(b.Run({"SET", t + "a", "1"}), "+QUEUED\r\n");
+  EXPECT_EQ(b.Run({"INCRBY", t + "a", "4"}), "+QUEUED\r\n");
+  EXPECT_EQ(b.Run({"MSET", t + "b", "x", t + "c", "y"}), "+QUEUED\r\n");
+  EXPECT_EQ(b.Run({"EXEC"}), "*3\r\n+OK\r\n:5\r\n+OK\r\n");
+  EXPECT_NE(c.engine(2).store().Get(t + "b"), nullptr);
+  EXPECT_EQ(b.Run({"MGET", t + "a", t + "c"}), "*2\r\n" + Bulk("5") + Bulk("y"));
+  // A reply in the client's protocol: RESP3 through a node that is not the home.
+  Session& r3 = c.client(0);
+  EXPECT_THAT(r3.Run({"HELLO", "3"}), StartsWith("%7\r\n"));
+  EXPECT_EQ(r3.Run({"GET", c.KeyHomedAt(2, "absent")}), "_\r\n");
+  EXPECT_EQ(r3.Run({"INCRBYFLOAT", k + "f", "1.5"}), Bulk("1.5"));
+}
+
+// Rule C2: keys on several slots: CROSSSLOT, or split by home for the split commands.
+TEST(ClusterRoutingTest, C2_CrossSlotCommandsAreRefusedOrSplit) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  Session& s = c.client(0);
+  const std::string k0 = c.KeyHomedAt(0), k1 = c.KeyHomedAt(1), k2 = c.KeyHomedAt(2);
+  const std::string cross = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+  EXPECT_EQ(s.Run({"MSET", k0, "a", k1, "b"}), cross);
+  EXPECT_EQ(s.Run({"RENAME", k0, k1}), cross);
+  EXPECT_EQ(s.Run({"PFMERGE", k0, k1}), cross);
+  EXPECT_EQ(s.Run({"SET", k0, "a"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", k2, "c"}), "+OK\r\n");
+  // MGET keeps the order of its keys, whichever node holds each.
+  EXPECT_EQ(s.Run({"MGET", k2, k1, k0, k2}),
+            "*4\r\n" + Bulk("c") + "$-1\r\n" + Bulk("a") + Bulk("c"));
+  EXPECT_EQ(s.Run({"EXISTS", k0, k1, k2, k2}), ":3\r\n");
+  EXPECT_EQ(s.Run({"TOUCH", k0, k1, k2}), ":2\r\n");
+  // PFCOUNT of keys on several nodes is the union's count, as at one node.
+  const std::string h0 = c.KeyHomedAt(0, "h"), h1 = c.KeyHomedAt(1, "h");
+  EXPECT_EQ(s.Run({"PFADD", h0, "a", "b", "c"}), ":1\r\n");
+  EXPECT_EQ(s.Run({"PFADD", h1, "c", "d"}), ":1\r\n");
+  EXPECT_EQ(s.Run({"PFCOUNT", h0, h1, k1}), ":4\r\n");
+  EXPECT_EQ(s.Run({"PFCOUNT", h0, k2}),
+            "-WRONGTYPE Key is not a valid HyperLogLog string value.\r\n");
+  EXPECT_EQ(s.Run({"DEL", k0, k1, k2, h0, h1}), ":4\r\n");
+  EXPECT_EQ(s.Run({"EXISTS", k0, k2}), ":0\r\n");
+  // Inside MULTI a command whose own keys span slots is refused when queued.
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MSET", k0, "a", k1, "b"}), cross);
+  EXPECT_EQ(s.Run({"EXEC"}), "-EXECABORT Transaction discarded because of previous errors.\r\n");
+  // Queued commands on different slots: EXEC answers CROSSSLOT and runs nothing.
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", k0, "a"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"SET", k1, "b"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), cross);
+  EXPECT_EQ(s.Run({"EXISTS", k0, k1}), ":0\r\n");
+}
+
+// Rule C2 for the commands that ask every node, and the SCAN cursor that moves across them.
+TEST(ClusterRoutingTest, C2_KeyspaceCommandsAskEveryNode) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  Session& s = c.client(1);
+  std::set<std::string> keys;
+  for (int i = 0; i < 200; i++) {
+    keys.insert("key:" + std::to_string(i));
+    EXPECT_EQ(s.Run({"SET", "key:" + std::to_string(i), "v"}), "+OK\r\n");
+  }
+  for (size_t i = 0; i < 3; i++) EXPECT_GT(c.engine(i).store().Size(), 20u);
+  EXPECT_EQ(s.Run({"DBSIZE"}), ":200\r\n");
+  resp::Reply all = Parse(c.client(2).Run({"KEYS", "key:1*"}));
+  EXPECT_EQ(all.elements.size(), 111u);  // 1, 10-19, 100-199
+  std::set<std::string> seen;
+  std::string cursor = "0";
+  int calls = 0;
+  do {
+    resp::Reply r = Parse(s.Run({"SCAN", cursor, "COUNT", "7"}));
+    ASSERT_EQ(r.elements.size(), 2u);
+    cursor = r.elements[0].str;
+    for (const auto& e : r.elements[1].elements) seen.insert(e.str);
+  } while (cursor != "0" && ++calls < 10000);
+  EXPECT_EQ(seen, keys);
+  EXPECT_EQ(s.Run({"SCAN", "1023"}), "-ERR invalid cursor\r\n");  // member index 1023
+  EXPECT_EQ(s.Run({"SCAN", "x"}), "-ERR invalid cursor\r\n");
+  resp::Reply random = Parse(s.Run({"RANDOMKEY"}));
+  EXPECT_EQ(keys.count(random.str), 1u);
+  EXPECT_EQ(s.Run({"FLUSHALL"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"DBSIZE"}), ":0\r\n");
+  EXPECT_EQ(s.Run({"RANDOMKEY"}), "$-1\r\n");
+}
+
+// Rule C4: a home that does not answer gives CLUSTERDOWN by the deadline; the others serve.
+TEST(ClusterRoutingTest, C4_AnUnreachableHomeGivesClusterDown) {
+  TestCluster c(3, -1, /*timeout_ms=*/500);
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string k1 = c.KeyHomedAt(1), k2 = c.KeyHomedAt(2);
+  Session& s = c.client(0);
+  EXPECT_EQ(s.Run({"SET", k1, "a"}), "+OK\r\n");
+  c.StopNode(1);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(s.Run({"GET", k1}), StartsWith("-CLUSTERDOWN The node 127.0.0.1:"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(s.Run({"SET", k2, "b"}), "+OK\r\n");
+  EXPECT_EQ(c.client(2).Run({"GET", k2}), Bulk("b"));
+  EXPECT_THAT(s.Run({"MGET", k2, k1}), StartsWith("-CLUSTERDOWN"));
+}
+
+// Rule C5: before the cloud forms, keys are refused with the reason; the rest works.
+TEST(ClusterRoutingTest, C5_KeysWaitForFormation) {
+  TestCluster c(3, /*started=*/2);
+  Session& s = c.client(0);
+  EXPECT_THAT(s.Run({"GET", "a"}),
+              StartsWith("-CLUSTERDOWN The cluster is not formed: 127.0.0.1:"));
+  EXPECT_THAT(s.Run({"GET", "a"}), HasSubstr(": no answer"));
+  EXPECT_THAT(s.Run({"DBSIZE"}), StartsWith("-CLUSTERDOWN The cluster is not formed"));
+  EXPECT_EQ(s.Run({"PING"}), "+PONG\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", "a", "1"}), "+QUEUED\r\n");
+  EXPECT_THAT(s.Run({"EXEC"}), StartsWith("-CLUSTERDOWN The cluster is not formed"));
+}
+
+// Rule C6: WATCH holds at the home of its slot; a transaction must stay on that slot.
+TEST(ClusterRoutingTest, C6_WatchLivesAtTheHomeOfItsSlot) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string w = c.KeyHomedAt(1, "w"), other = c.KeyHomedAt(2, "o");
+  Session& s = c.client(0);
+  Session& writer = c.client(2);
+  // A write through another node between WATCH and EXEC aborts the transaction.
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  EXPECT_EQ(writer.Run({"SET", w, "x"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", w, "mine"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*-1\r\n");
+  EXPECT_EQ(s.Run({"GET", w}), Bulk("x"));
+  // Untouched: it commits.
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", w, "mine"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*1\r\n+OK\r\n");
+  // Watched and written keys on different slots: CROSSSLOT, and the watch is gone after.
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", other, "1"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+  EXPECT_EQ(writer.Run({"SET", w, "y"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", w, "z"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*1\r\n+OK\r\n");  // the old watch was dropped at the home
+  // UNWATCH of a remote watch: a later write does not abort the next transaction.
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"UNWATCH"}), "+OK\r\n");
+  EXPECT_EQ(writer.Run({"SET", w, "y"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"INCR", w + "n"}), "+QUEUED\r\n");  // any slot: nothing is watched
+  EXPECT_THAT(s.Run({"EXEC"}), StartsWith("*1\r\n"));
+}
+
+TEST(ClusterRoutingTest, ProxySessionsCloseWithTheirClient) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string k = c.KeyHomedAt(1);
+  {
+    Session s(&c.engine(0), 0);
+    EXPECT_EQ(s.Run({"SET", k, "v"}), "+OK\r\n");
+    EXPECT_EQ(c.node(1).stats().proxy_sessions.load(), 1u);
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (c.node(1).stats().proxy_sessions.load() != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_EQ(c.node(1).stats().proxy_sessions.load(), 0u);
+}
+
+TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
+  internal::ForwardRequest req{.origin = 0x1234567890abcdefull,
+                               .client = 77,
+                               .protocol = 3,
+                               .commands = {{"MULTI"}, {"SET", "k", std::string(300, 'x')}}};
+  const std::string bytes = internal::EncodeForward(req);
+  Result<internal::ForwardRequest> back = internal::DecodeForward(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->origin, req.origin);
+  EXPECT_EQ(back->client, 77u);
+  EXPECT_EQ(back->protocol, 3);
+  EXPECT_EQ(back->commands, req.commands);
+  // Every truncation and a trailing byte are refused.
+  for (size_t n = 0; n < bytes.size(); n++) {
+    EXPECT_FALSE(internal::DecodeForward(bytes.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(internal::DecodeForward(bytes + "x").ok());
+  // A count that claims more commands than the bytes could hold is refused before sizing.
+  std::string lie(8, '\0');       // origin
+  lie.push_back(1);               // client
+  lie.push_back(2);               // protocol
+  lie += "\xff\xff\xff\xff\x0f";  // 4 billion commands
+  EXPECT_FALSE(internal::DecodeForward(lie).ok());
+  internal::ForwardRequest bad = req;
+  bad.protocol = 4;
+  EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(bad)).ok());
+  bad = req;
+  bad.commands.clear();
+  EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(bad)).ok());
+  bad = req;
+  bad.commands.push_back({});
+  EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(bad)).ok());
+}
+
+TEST(ForwardCodecTest, FramedRepliesSplitExactly) {
+  std::string answer;
+  internal::AppendFramedReply("+OK\r\n", &answer);
+  internal::AppendFramedReply("", &answer);
+  internal::AppendFramedReply("$1\r\nx\r\n", &answer);
+  Result<std::vector<std::string>> r = internal::DecodeFramedReplies(answer, 3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, (std::vector<std::string>{"+OK\r\n", "", "$1\r\nx\r\n"}));
+  EXPECT_FALSE(internal::DecodeFramedReplies(answer, 2).ok());  // one left over
+  EXPECT_FALSE(internal::DecodeFramedReplies(answer, 4).ok());  // one missing
+  EXPECT_FALSE(internal::DecodeFramedReplies(answer, size_t{1} << 40).ok());
+}
+
+}  // namespace
+}  // namespace floe::server

@@ -1,0 +1,86 @@
+// The forwarded-command codec (docs/wire.md, "Forwarded commands"): its own file so that its
+// fuzz target (fuzz/forward_fuzz.cc) compiles it alone.
+
+#include "server/internal/cluster_node.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+
+bool ForwardFits(const std::vector<std::vector<std::string>>& commands) {
+  if (commands.empty() || commands.size() > kMaxForwardCommands) return false;
+  uint64_t args = 0;
+  for (const auto& c : commands) {
+    if (c.empty()) return false;
+    args += c.size();
+  }
+  return args <= kMaxForwardArgs;
+}
+
+std::string EncodeForward(const ForwardRequest& request) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutFixed64(request.origin);
+  w.PutVarint64(request.client);
+  w.PutU8(request.protocol);
+  w.PutVarint64(request.commands.size());
+  for (const auto& command : request.commands) {
+    w.PutVarint64(command.size());
+    for (const std::string& arg : command) w.PutLengthPrefixed(arg);
+  }
+  return out;
+}
+
+Result<ForwardRequest> DecodeForward(std::string_view bytes) {
+  wire::Reader r(bytes);
+  ForwardRequest req;
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetFixed64(&req.origin));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
+  FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
+  // Each command takes at least two bytes, so a count beyond that is a lie: checked before
+  // anything is sized by it.
+  if (n == 0 || n > kMaxForwardCommands || n > r.remaining() / 2) {
+    return Status::Corruption("forward: command count out of range");
+  }
+  req.commands.resize(n);
+  uint64_t total_args = 0;
+  for (auto& command : req.commands) {
+    uint64_t argc = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&argc));
+    total_args += argc;
+    if (argc == 0 || total_args > kMaxForwardArgs || argc > r.remaining()) {
+      return Status::Corruption("forward: argument count out of range");
+    }
+    command.reserve(argc);
+    for (uint64_t i = 0; i < argc; i++) {
+      std::string_view arg;
+      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg));
+      command.emplace_back(arg);
+    }
+  }
+  if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");
+  return req;
+}
+
+void AppendFramedReply(std::string_view reply, std::string* answer) {
+  wire::Writer(answer).PutLengthPrefixed(reply);
+}
+
+Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n) {
+  wire::Reader r(answer);
+  std::vector<std::string> out;
+  // Each reply takes at least one byte: a count beyond the bytes is refused before sizing.
+  if (n > answer.size()) return Status::Corruption("forward answer: too few replies");
+  out.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    std::string_view one;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&one));
+    out.emplace_back(one);
+  }
+  if (r.remaining() != 0) return Status::Corruption("forward answer: trailing bytes");
+  return out;
+}
+
+}  // namespace floe::server::internal

@@ -1,0 +1,665 @@
+// Commands in a cluster (docs/cluster.md, "Commands through any node"): which node runs a
+// command, the forwarding of a command to the home of its keys, the commands split by home
+// (MGET, DEL, EXISTS, UNLINK, TOUCH, PFCOUNT) and those that ask every node (KEYS, SCAN,
+// DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB).
+//
+// Rules (each with its test in tests/e2e/test_cluster.py and cluster_routing_test.cc):
+//   C1 Keys on one slot run at the slot's home, whole: a command, or a MULTI ... EXEC batch.
+//   C2 A command whose keys span slots answers CROSSSLOT, except the split commands, whose
+//      parts each run at their home; the whole is not atomic, each key is linearizable.
+//   C3 A command waiting for another node holds back its connection's next commands, so
+//      replies keep their order; the I/O thread serves its other clients meanwhile.
+//   C4 A home that does not answer within cluster-node-timeout gives CLUSTERDOWN; a write then
+//      may or may not have happened (never twice: the RPC layer runs a call at most once).
+//   C5 Until the cloud forms, every command naming a key answers CLUSTERDOWN with the reason.
+//   C6 WATCH lives at the home of the watched slot, in the client's proxy session there; a
+//      transaction must touch only that slot (else CROSSSLOT). UNWATCH, DISCARD, RESET and a
+//      failed EXEC make the next request to that home forget its watches first.
+
+#include <deque>
+#include <future>
+#include <map>
+#include <random>
+
+#include "cluster/cluster.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/command.h"
+
+namespace floe::server {
+
+using internal::CommandSpec;
+using internal::ForwardRequest;
+
+namespace {
+
+constexpr char kCrossSlot[] = "CROSSSLOT Keys in request don't hash to the same slot";
+constexpr char kTooLarge[] =
+    "ERR the command is too large to send to the node that is home to its keys (at most 1048576 "
+    "commands and 16777216 arguments)";
+
+// SCAN cursors of a cluster: the member's index (0-based, 10 bits: kMaxMembers is 1024) in the
+// low bits, the member's own cursor above it. A store cursor is its shard (8 bits) over a
+// position below 2^36 (a table of 2^36 slots per shard would need terabytes).
+constexpr int kScanIndexBits = 10;
+constexpr int kScanPositionBits = 36;
+constexpr int kStoreShardShift = 56;
+static_assert(cluster::kMaxMembers <= (size_t{1} << kScanIndexBits));
+
+bool EncodeScanCursor(uint64_t local, uint64_t index, uint64_t* out) {
+  const uint64_t shard = local >> kStoreShardShift;
+  const uint64_t position = local & ((uint64_t{1} << kStoreShardShift) - 1);
+  if (position >= (uint64_t{1} << kScanPositionBits)) return false;
+  *out = (shard << (kScanPositionBits + kScanIndexBits)) | (position << kScanIndexBits) | index;
+  return true;
+}
+
+void DecodeScanCursor(uint64_t cursor, uint64_t* local, uint64_t* index) {
+  *index = cursor & ((uint64_t{1} << kScanIndexBits) - 1);
+  const uint64_t position = (cursor >> kScanIndexBits) & ((uint64_t{1} << kScanPositionBits) - 1);
+  const uint64_t shard = cursor >> (kScanPositionBits + kScanIndexBits);
+  *local = (shard << kStoreShardShift) | position;
+}
+
+enum class Combine : uint8_t {
+  kAsIs,     // one part: its reply is the reply
+  kSum,      // integers added (DEL, UNLINK, EXISTS, TOUCH, DBSIZE)
+  kConcat,   // arrays joined (KEYS)
+  kMGet,     // values put back in the order of the keys
+  kAllOk,    // +OK when every part said OK (FLUSHALL, FLUSHDB)
+  kRandom,   // one of the non-null answers (RANDOMKEY)
+  kScan,     // one member's SCAN reply with the cursor made cluster-wide
+  kPfCount,  // HLL.EXPORT of every key, merged here (PFCOUNT)
+};
+
+// The parts of a command that runs on several nodes, and their replies as they come.
+struct Gather {
+  Combine how = Combine::kAsIs;
+  int protocol = 2;
+  std::vector<std::string> replies;            // per part: RESP2 bytes (kAsIs: the client's)
+  std::vector<std::vector<size_t>> positions;  // kMGet, kPfCount: each part's keys' positions
+  size_t keys = 0;                             // kMGet, kPfCount
+  uint64_t scan_index = 0, members = 0;        // kScan
+  std::atomic<size_t> remaining{0};
+  std::function<void(std::string)> done;
+};
+
+std::string ErrorBytes(std::string_view text) {
+  std::string out;
+  resp::ReplyWriter(&out).Error(text);
+  return out;
+}
+
+// Rule C4's answer when a node does not answer.
+std::string Unreachable(const std::string& address, const Status& why) {
+  return ErrorBytes("CLUSTERDOWN The node " + address + " is unreachable (" +
+                    std::string(why.message()) + ")");
+}
+
+// Every reply of `bytes` (a part may hold several, one per command it ran).
+Result<std::vector<resp::Reply>> ParseReplies(std::string_view bytes) {
+  std::vector<resp::Reply> out;
+  while (!bytes.empty()) {
+    size_t used = 0;
+    FLOE_ASSIGN_OR_RETURN(resp::Reply r, resp::ParseReply(bytes, &used));
+    out.push_back(std::move(r));
+    bytes.remove_prefix(used);
+  }
+  return out;
+}
+
+void WriteBulkOrNull(resp::ReplyWriter& w, const resp::Reply& r) {
+  if (r.type == resp::Reply::Type::kBulk) {
+    w.Bulk(r.str);
+  } else {
+    w.Null();
+  }
+}
+
+std::string Finish(Gather& g) {
+  if (g.how == Combine::kAsIs) return std::move(g.replies[0]);
+  std::vector<std::vector<resp::Reply>> parts;
+  for (const std::string& bytes : g.replies) {
+    Result<std::vector<resp::Reply>> r = ParseReplies(bytes);
+    if (!r.ok()) return ErrorBytes("ERR a node sent a malformed reply: " + r.status().ToString());
+    for (const resp::Reply& one : *r) {
+      // PFCOUNT's parts are TYPE and HLL.EXPORT of each key, judged together below.
+      if (one.type == resp::Reply::Type::kError && g.how != Combine::kPfCount) {
+        return ErrorBytes(one.str);
+      }
+    }
+    parts.push_back(std::move(*r));
+  }
+  std::string out;
+  resp::ReplyWriter w(&out, g.protocol);
+  switch (g.how) {
+    case Combine::kAsIs:
+      break;
+    case Combine::kSum: {
+      int64_t sum = 0;
+      for (const auto& p : parts) {
+        for (const resp::Reply& r : p) sum += r.integer;
+      }
+      w.Integer(sum);
+      break;
+    }
+    case Combine::kConcat: {
+      size_t n = 0;
+      for (const auto& p : parts) {
+        for (const resp::Reply& r : p) n += r.elements.size();
+      }
+      w.ArrayHeader(n);
+      for (const auto& p : parts) {
+        for (const resp::Reply& r : p) {
+          for (const resp::Reply& e : r.elements) w.Bulk(e.str);
+        }
+      }
+      break;
+    }
+    case Combine::kMGet: {
+      std::vector<const resp::Reply*> values(g.keys, nullptr);
+      for (size_t i = 0; i < parts.size(); i++) {
+        if (parts[i].size() != 1 || parts[i][0].elements.size() != g.positions[i].size()) {
+          return ErrorBytes("ERR a node sent a reply of the wrong shape");
+        }
+        for (size_t j = 0; j < g.positions[i].size(); j++) {
+          values[g.positions[i][j]] = &parts[i][0].elements[j];
+        }
+      }
+      w.ArrayHeader(values.size());
+      for (const resp::Reply* v : values) WriteBulkOrNull(w, *v);
+      break;
+    }
+    case Combine::kAllOk:
+      w.Ok();
+      break;
+    case Combine::kRandom: {
+      std::vector<const resp::Reply*> found;
+      for (const auto& p : parts) {
+        for (const resp::Reply& r : p) {
+          if (r.type == resp::Reply::Type::kBulk) found.push_back(&r);
+        }
+      }
+      if (found.empty()) {
+        w.Null();
+      } else {
+        thread_local std::minstd_rand rng(std::random_device{}());
+        w.Bulk(found[rng() % found.size()]->str);
+      }
+      break;
+    }
+    case Combine::kScan: {
+      const resp::Reply& r = parts[0].at(0);
+      uint64_t local = 0, next = 0;
+      if (r.elements.size() != 2 || !internal::ParseCursor(r.elements[0].str, &local)) {
+        return ErrorBytes("ERR a node sent a reply of the wrong shape");
+      }
+      if (local != 0) {
+        if (!EncodeScanCursor(local, g.scan_index, &next)) {
+          return ErrorBytes("ERR the SCAN cursor of a node does not fit a cluster cursor");
+        }
+      } else if (g.scan_index + 1 < g.members) {
+        next = g.scan_index + 1;  // the next member, from its start
+      }
+      w.ArrayHeader(2);
+      w.Bulk(std::to_string(next));
+      w.ArrayHeader(r.elements[1].elements.size());
+      for (const resp::Reply& e : r.elements[1].elements) w.Bulk(e.str);
+      break;
+    }
+    case Combine::kPfCount: {
+      std::vector<internal::TypedExport> exports(g.keys);
+      for (size_t i = 0; i < parts.size(); i++) {
+        if (parts[i].size() != 2 * g.positions[i].size()) {
+          return ErrorBytes("ERR a node sent a reply of the wrong shape");
+        }
+        for (size_t j = 0; j < g.positions[i].size(); j++) {
+          exports[g.positions[i][j]] = {&parts[i][2 * j], &parts[i][2 * j + 1]};
+        }
+      }
+      Result<int64_t> n = internal::PfCountOfExports(exports);
+      if (!n.ok()) return ErrorBytes(internal::ErrorReplyText(n.status()));
+      w.Integer(*n);
+      break;
+    }
+  }
+  return out;
+}
+
+// Records part `i`'s reply; the last one to arrive finishes the whole.
+void PartDone(const std::shared_ptr<Gather>& g, size_t i, std::string reply) {
+  g->replies[i] = std::move(reply);
+  // acq_rel: the last part sees every other part's reply.
+  if (g->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) g->done(Finish(*g));
+}
+
+}  // namespace
+
+namespace internal {
+
+void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
+                 std::vector<std::string_view>* keys) {
+  keys->clear();
+  if (spec.first_key <= 0 || spec.step <= 0) return;
+  const auto argc = static_cast<int64_t>(args.size());
+  const int64_t last = spec.last_key < 0 ? argc + spec.last_key : spec.last_key;
+  for (int64_t i = spec.first_key; i <= last && i < argc; i += spec.step) {
+    keys->push_back(args[static_cast<size_t>(i)]);
+  }
+  // CMS.MERGE dest numkeys src... [WEIGHTS ...]: the table names only the destination.
+  if (spec.handler == CmdCmsMerge && args.size() > 3) {
+    int64_t n = 0;
+    if (ParseInt64(args[2], &n) && n > 0 && n <= argc - 3) {
+      for (int64_t i = 0; i < n; i++) keys->push_back(args[static_cast<size_t>(3 + i)]);
+    }
+  }
+}
+
+}  // namespace internal
+
+// ---------------------------------------------------------------------------------------------
+// A client's requests to each home, in order (rule C3): at most one request per home in flight;
+// what comes meanwhile waits and goes in the next request, several commands at once. The replies
+// come back framed, one per command, and each entry gets its own.
+
+namespace internal {
+
+struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
+  using Done = std::function<void(std::vector<std::string> replies)>;
+  struct Entry {
+    uint8_t protocol = 2;
+    std::vector<std::vector<std::string>> commands;
+    size_t count = 0;  // commands.size(), kept once they are moved into a request
+    Done done;         // null: the replies are not wanted (UNWATCH)
+  };
+  struct Home {
+    std::deque<Entry> waiting;
+    std::vector<Entry> sent;
+    bool busy = false;
+    bool close_when_idle = false;
+  };
+
+  ForwardQueues(ClusterNode* n, uint64_t c) : node(n), client(c) {}
+
+  // REQUIRES: every entry fits a request alone (ForwardFits).
+  void Enqueue(uint32_t home, Entry entry) {
+    entry.count = entry.commands.size();
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      h.waiting.push_back(std::move(entry));
+      if (h.busy) return;
+      h.busy = true;
+    }
+    SendNext(home);
+  }
+
+  // The client left: each proxy session it has goes once its home answered the last request.
+  void CloseAll() {
+    std::vector<uint32_t> now;
+    {
+      MutexLock lock(&mu);
+      for (auto& [id, h] : homes) {
+        if (h.busy) {
+          h.close_when_idle = true;
+        } else {
+          now.push_back(id);
+        }
+      }
+    }
+    for (uint32_t id : now) node->CloseProxy(client, id);
+  }
+
+ private:
+  // REQUIRES: the home is marked busy by the caller.
+  void SendNext(uint32_t home) {
+    ForwardRequest req{.origin = node->origin(), .client = client};
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      req.protocol = h.waiting.front().protocol;
+      uint64_t args = 0;
+      while (!h.waiting.empty() && h.waiting.front().protocol == req.protocol) {
+        Entry& e = h.waiting.front();
+        uint64_t entry_args = 0;
+        for (const auto& c : e.commands) entry_args += c.size();
+        if (!h.sent.empty() && (req.commands.size() + e.count > kMaxForwardCommands ||
+                                args + entry_args > kMaxForwardArgs)) {
+          break;
+        }
+        args += entry_args;
+        for (auto& c : e.commands) req.commands.push_back(std::move(c));
+        e.commands.clear();
+        h.sent.push_back(std::move(e));
+        h.waiting.pop_front();
+      }
+    }
+    const size_t n = req.commands.size();
+    const cluster::Member* m = node->map().Find(home);
+    std::string addr = m != nullptr ? m->address() : std::to_string(home);
+    node->Forward(home, req,
+                  [self = shared_from_this(), home, n, addr = std::move(addr)](
+                      Result<std::string> r) { self->OnAnswer(home, n, addr, std::move(r)); });
+  }
+
+  void OnAnswer(uint32_t home, size_t n, const std::string& addr, Result<std::string> r) {
+    std::vector<Entry> done;
+    bool more = false, close = false;
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      done.swap(h.sent);
+      more = !h.waiting.empty();
+      if (!more) {
+        h.busy = false;
+        close = std::exchange(h.close_when_idle, false);
+      }
+    }
+    // The next request leaves before the replies are handed out: the home stays busy.
+    if (more) SendNext(home);
+    if (close) node->CloseProxy(client, home);
+    Result<std::vector<std::string>> replies =
+        r.ok() ? DecodeFramedReplies(*r, n) : Result<std::vector<std::string>>(r.status());
+    std::string error;
+    if (!r.ok()) {
+      error = Unreachable(addr, r.status());
+    } else if (!replies.ok()) {
+      error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
+    }
+    size_t k = 0;
+    for (Entry& e : done) {
+      if (e.done) {
+        std::vector<std::string> mine;
+        for (size_t j = 0; j < e.count; j++) {
+          mine.push_back(error.empty() ? std::move((*replies)[k + j]) : error);
+        }
+        e.done(std::move(mine));
+      }
+      k += e.count;
+    }
+  }
+
+  ClusterNode* const node;
+  const uint64_t client;
+  Mutex mu;
+  std::map<uint32_t, Home> homes FLOE_GUARDED_BY(mu);
+};
+
+}  // namespace internal
+
+std::function<void(std::string)> Session::BeginDeferred() {
+  deferred_ = true;
+  if (sink_) {
+    return
+        [sink = sink_, ticket = ++tickets_](std::string reply) { sink(ticket, std::move(reply)); };
+  }
+  auto promise = std::make_shared<std::promise<std::string>>();
+  wait_ = promise->get_future();
+  return [promise](std::string reply) { promise->set_value(std::move(reply)); };
+}
+
+internal::ForwardQueues& Session::Queues() {
+  if (!queues_) queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id());
+  return *queues_;
+}
+
+void Session::CloseRemoteSessions() {
+  if (queues_ && engine_->cluster() != nullptr) queues_->CloseAll();
+}
+
+void Session::ForgetRemoteWatches() {
+  // In order with this client's other requests to the home: an UNWATCH of its own.
+  for (uint32_t home : watch_homes_) {
+    Queues().Enqueue(home, {.protocol = 2, .commands = {{"UNWATCH"}}});
+  }
+  watch_homes_.clear();
+  watch_slot_ = -1;
+}
+
+std::string Session::RunPart(const std::vector<std::string>& part, int64_t now_ms) {
+  std::vector<std::string_view> views(part.begin(), part.end());
+  const CommandSpec* spec = internal::ResolveCommand(views);
+  std::string bytes;
+  resp::ReplyWriter w(&bytes, 2);
+  Call(spec, views, w, /*exclusive_held=*/false, now_ms);
+  return bytes;
+}
+
+void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::ReplyWriter& out,
+                        int64_t now_ms) {
+  auto g = std::static_pointer_cast<Gather>(gather_any);
+  internal::ClusterNode& node = *engine_->cluster();
+  g->replies.resize(parts.size());
+  size_t remote = 0;
+  for (const auto& [home, commands] : parts) {
+    if (home == node.self()) continue;
+    remote++;
+    if (!internal::ForwardFits(commands)) {
+      out.Error(kTooLarge);
+      return;
+    }
+  }
+  g->remaining.store(remote, std::memory_order_relaxed);
+  std::function<void(std::string)> done = remote > 0 ? BeginDeferred() : nullptr;
+  // The parts homed here run now, under this session's worker lock.
+  for (size_t i = 0; i < parts.size(); i++) {
+    if (parts[i].first != node.self()) continue;
+    std::string bytes;
+    for (const auto& command : parts[i].second) bytes += RunPart(command, now_ms);
+    g->replies[i] = std::move(bytes);
+  }
+  if (remote == 0) {
+    out.buffer()->append(Finish(*g));
+    return;
+  }
+  g->done = std::move(done);
+  for (size_t i = 0; i < parts.size(); i++) {
+    const uint32_t home = parts[i].first;
+    if (home == node.self()) continue;
+    Queues().Enqueue(home,
+                     {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
+                      .commands = std::move(parts[i].second),
+                      .done = [g, i](std::vector<std::string> replies) {
+                        std::string all;
+                        for (const std::string& r : replies) all += r;
+                        PartDone(g, i, std::move(all));
+                      }});
+  }
+}
+
+bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::string_view>& args,
+                           resp::ReplyWriter& out, int64_t now_ms, const Reject& reject) {
+  internal::ClusterNode& node = *engine_->cluster();
+  const internal::Handler h = spec->handler;
+  if (h == internal::CmdExec) return in_multi_ && RouteExec(out, reject);
+  if (h == internal::CmdUnwatch || h == internal::CmdDiscard || h == internal::CmdReset) {
+    ForgetRemoteWatches();
+    return false;
+  }
+  // Inside MULTI only MULTI, WATCH (refused), QUIT and RESET get here: they run here.
+  if (in_multi_) return false;
+  const bool fan_out = h == internal::CmdKeys || h == internal::CmdDbSize ||
+                       h == internal::CmdRandomKey || h == internal::CmdFlushDb ||
+                       h == internal::CmdScan;
+  std::vector<std::string_view> keys;
+  internal::CommandKeys(*spec, args, &keys);
+  if (!fan_out && keys.empty()) return false;
+  if (!node.formed()) {
+    reject(node.NotFormedError());
+    return true;
+  }
+  auto whole = [&] {
+    std::vector<std::string> c(args.begin(), args.end());
+    return std::vector<std::vector<std::string>>{std::move(c)};
+  };
+  const uint64_t members = node.map().members().size();
+  if (fan_out) {
+    auto g = std::make_shared<Gather>();
+    g->protocol = protocol_;
+    Parts parts;
+    if (h == internal::CmdScan) {
+      uint64_t cursor = 0, local = 0, index = 0;
+      if (!internal::ParseCursor(args[1], &cursor)) {
+        reject("ERR invalid cursor");
+        return true;
+      }
+      DecodeScanCursor(cursor, &local, &index);
+      if (index >= members) {
+        reject("ERR invalid cursor");
+        return true;
+      }
+      g->how = Combine::kScan;
+      g->scan_index = index;
+      g->members = members;
+      std::vector<std::string> c(args.begin(), args.end());
+      c[1] = std::to_string(local);
+      parts.push_back({node.map().members()[index].id, {std::move(c)}});
+    } else {
+      g->how = h == internal::CmdKeys      ? Combine::kConcat
+               : h == internal::CmdDbSize  ? Combine::kSum
+               : h == internal::CmdFlushDb ? Combine::kAllOk
+                                           : Combine::kRandom;
+      for (const cluster::Member& m : node.map().members()) parts.push_back({m.id, whole()});
+    }
+    SendParts(g, std::move(parts), out, now_ms);
+    return true;
+  }
+  const uint16_t slot = cluster::KeySlot(keys[0]);
+  bool one_slot = true;
+  for (std::string_view k : keys) one_slot = one_slot && cluster::KeySlot(k) == slot;
+  if (!one_slot) {
+    const bool split = h == internal::CmdMGet || h == internal::CmdDel ||
+                       h == internal::CmdExists || h == internal::CmdTouch ||
+                       h == internal::CmdPfCount;
+    if (!split) {
+      reject(kCrossSlot);
+      return true;
+    }
+    auto g = std::make_shared<Gather>();
+    g->protocol = protocol_;
+    g->how = h == internal::CmdMGet      ? Combine::kMGet
+             : h == internal::CmdPfCount ? Combine::kPfCount
+                                         : Combine::kSum;
+    g->keys = keys.size();
+    std::map<uint32_t, size_t> part_of;  // home -> index in parts
+    Parts parts;
+    for (size_t i = 0; i < keys.size(); i++) {
+      const uint32_t home = node.Home(cluster::KeySlot(keys[i]));
+      auto [it, added] = part_of.emplace(home, parts.size());
+      if (added) {
+        parts.push_back({home, {}});
+        g->positions.emplace_back();
+        if (g->how != Combine::kPfCount) {
+          parts.back().second.push_back({std::string(args[0])});  // DEL k1 k2 ... per home
+        }
+      }
+      auto& commands = parts[it->second].second;
+      if (g->how == Combine::kPfCount) {
+        commands.push_back({"TYPE", std::string(keys[i])});
+        commands.push_back({"HLL.EXPORT", std::string(keys[i])});
+      } else {
+        commands[0].emplace_back(keys[i]);
+      }
+      g->positions[it->second].push_back(i);
+    }
+    SendParts(g, std::move(parts), out, now_ms);
+    return true;
+  }
+  const uint32_t home = node.Home(slot);
+  if (h == internal::CmdWatch) {
+    watch_slot_ = watch_slot_ == -1 || watch_slot_ == slot ? slot : -2;
+    if (home != node.self() &&
+        std::find(watch_homes_.begin(), watch_homes_.end(), home) == watch_homes_.end()) {
+      watch_homes_.push_back(home);
+    }
+  }
+  if (home == node.self()) return false;
+  auto g = std::make_shared<Gather>();
+  g->protocol = protocol_;
+  SendParts(g, {{home, whole()}}, out, now_ms);
+  return true;
+}
+
+bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
+  internal::ClusterNode& node = *engine_->cluster();
+  int slot = watch_slot_;
+  bool cross = slot == -2;
+  bool connection_state = false;
+  std::vector<std::string_view> views, keys;
+  for (const auto& command : queued_) {
+    views.assign(command.begin(), command.end());
+    const CommandSpec* spec = internal::ResolveCommand(views);
+    if (spec == nullptr) continue;
+    const internal::Handler h = spec->handler;
+    connection_state = connection_state || h == internal::CmdHello || h == internal::CmdAuth ||
+                       h == internal::CmdSelect || spec->name.starts_with("client|") ||
+                       spec->name.starts_with("config|");
+    internal::CommandKeys(*spec, views, &keys);
+    for (std::string_view k : keys) {
+      const int s = cluster::KeySlot(k);
+      if (slot == -1) slot = s;
+      cross = cross || s != slot;
+    }
+  }
+  if (slot >= 0 && !cross && !node.formed()) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(node.NotFormedError());
+    return true;
+  }
+  if (cross) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(kCrossSlot);
+    return true;
+  }
+  const uint32_t home = slot >= 0 ? node.Home(static_cast<uint16_t>(slot)) : node.self();
+  if (home == node.self()) {
+    watch_homes_.clear();  // none: a watch on this slot is held by this session
+    watch_slot_ = -1;
+    return false;
+  }
+  if (connection_state) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(
+        "ERR a transaction on keys of another node cannot change the connection (HELLO, AUTH, "
+        "SELECT, CLIENT, CONFIG)");
+    return true;
+  }
+  if (queued_.size() + 2 > internal::kMaxForwardCommands) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(kTooLarge);
+    return true;
+  }
+  std::vector<std::vector<std::string>> batch;
+  batch.reserve(queued_.size() + 2);
+  batch.push_back({"MULTI"});
+  for (auto& command : queued_) batch.push_back(std::move(command));
+  batch.push_back({"EXEC"});
+  if (!internal::ForwardFits(batch)) {
+    DiscardTransaction();
+    ForgetRemoteWatches();
+    reject(kTooLarge);
+    return true;
+  }
+  const bool dirty = multi_dirty_;
+  DiscardTransaction();  // the watches this session holds here are none (one slot, elsewhere)
+  if (dirty) {
+    // Refused at queue time: Redis discards the whole transaction; the home's watches go too.
+    ForgetRemoteWatches();
+    out.Error("EXECABORT Transaction discarded because of previous errors.");
+    return true;
+  }
+  watch_homes_.clear();  // EXEC at the home forgets them there
+  watch_slot_ = -1;
+  // Only EXEC's reply is the client's; MULTI's and the QUEUED ones are dropped.
+  Queues().Enqueue(home, {.protocol = static_cast<uint8_t>(protocol_),
+                          .commands = std::move(batch),
+                          .done = [done = BeginDeferred()](std::vector<std::string> replies) {
+                            done(std::move(replies.back()));
+                          }});
+  return true;
+}
+
+}  // namespace floe::server
