@@ -93,7 +93,8 @@ class Conn:
     def __init__(self, host, port, timeout=10.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
-        self.buf = b""
+        self.buf = bytearray()
+        self.pos = 0  # bytes of buf already parsed
 
     def close(self):
         try:
@@ -108,9 +109,12 @@ class Conn:
             out += b"$%d\r\n%s\r\n" % (len(a), a)
         self.sock.sendall(out)
 
-    def _fill(self):
+    def _fill(self, want=65536):
+        if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):
+            del self.buf[:self.pos]  # appending stays linear in the reply's size
+            self.pos = 0
         try:
-            chunk = self.sock.recv(65536)
+            chunk = self.sock.recv(max(want, 65536))
         except socket.timeout as e:
             raise Timeout("no reply before the deadline") from e
         if not chunk:
@@ -118,15 +122,19 @@ class Conn:
         self.buf += chunk
 
     def _line(self):
-        while b"\r\n" not in self.buf:
+        while True:
+            end = self.buf.find(b"\r\n", self.pos)
+            if end >= 0:
+                line = bytes(self.buf[self.pos:end])
+                self.pos = end + 2
+                return line
             self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
 
     def _bulk(self, n):
-        while len(self.buf) < n + 2:
-            self._fill()
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        while len(self.buf) - self.pos < n + 2:
+            self._fill(n + 2 - (len(self.buf) - self.pos))
+        data = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n + 2
         return data
 
     def read_raw(self):

@@ -6,8 +6,8 @@ keys spread over every home. The history they record is checked by the same chec
 simulated tests (tests/testing/lin_check). A variant kills one member with SIGKILL mid-run.
 
 FLOE_CLUSTER_HISTORIES sets how many lossy histories run (default 3; .ci/run runs 20) and
-FLOE_CLUSTER_KILL_HISTORIES how many with a kill (default 1). FLOE_TEST_SEED=<n> replays a run
-(the seed is printed)."""
+FLOE_CLUSTER_KILL_HISTORIES how many with a kill (default 1); FLOE_CLUSTER_FAULTS replaces the
+injected faults. FLOE_TEST_SEED=<n> replays a run's choices (the seed is printed)."""
 import os
 import random
 import subprocess
@@ -21,7 +21,8 @@ from floe_cluster import ClusterFactory, Conn, RespError, Timeout, key_slot, hom
 
 HISTORIES = int(os.environ.get("FLOE_CLUSTER_HISTORIES", "3"))
 KILL_HISTORIES = int(os.environ.get("FLOE_CLUSTER_KILL_HISTORIES", "1"))
-FAULTS = "drop=0.05,duplicate=0.02,max_delay_us=2000"
+# The transport's injected faults; FLOE_CLUSTER_FAULTS overrides them (same syntax).
+FAULTS = os.environ.get("FLOE_CLUSTER_FAULTS", "drop=0.05,duplicate=0.02,max_delay_us=2000")
 HOSTS3 = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 THREADS_PER_NODE = 3
 OPS_PER_THREAD = 100
@@ -304,6 +305,17 @@ def run_history(factory, rng, number, kill):
         w.join(timeout=max(1.0, run.deadline - time.monotonic() + 10))
         assert not w.is_alive(), f"client {w.client} hung\n{c.logs()}"
     errors = [e for w in workers for e in w.errors]
+    # Not vacuous: the transport did lose messages, and RPC sent them again.
+    resends = 0
+    for i, node in enumerate(c.nodes):
+        if i not in run.dead:
+            info = node.conn().call("INFO", "cluster").decode()
+            resends += sum(int(line.split(":")[1]) for line in info.splitlines()
+                           if line.startswith("rpc_call_resends:"))
+    drop = float(dict(item.split("=", 1) for item in FAULTS.split(",") if "=" in item).get(
+        "drop", "0"))
+    if drop > 0:
+        assert resends > 0, "no message was lost: were the faults injected?"
     return c, run, errors, victim
 
 
