@@ -655,3 +655,119 @@ def test_kill_9_of_a_member_fails_its_keys_with_clusterdown_and_not_the_others(c
     assert survivors[1].call("PING") == b"PONG"
     # A new connection works too.
     assert c[0].conn().call("GET", live[0]) == b"r2"
+    # A pipeline mixing the dead member's keys with live ones keeps its order.
+    pipe = survivors[0]
+    mixed = [k for pair in zip(live, dead) for k in pair]
+    for k in mixed:
+        pipe.send("GET", k)
+    for k in mixed:
+        reply = pipe.read()
+        if k in dead:
+            assert err(reply).startswith("CLUSTERDOWN"), (k, reply)
+        else:
+            assert reply == b"r2", (k, reply)
+    # Commands that ask every member fail cleanly while one is down.
+    for args in (["DBSIZE"], ["KEYS", "*"]):
+        assert err(survivors[1].call(*args)).startswith("CLUSTERDOWN"), args
+    # SCAN asks one member at a time: it fails when it reaches the dead one.
+    cursor, calls = b"0", 0
+    while not isinstance(reply := survivors[1].call("SCAN", cursor), RespError):
+        cursor = reply[0]
+        calls += 1
+        assert cursor != b"0" and calls < 1000, "a SCAN finished without the dead member"
+    assert err(reply).startswith("CLUSTERDOWN"), reply
+    # Restarted (empty: the store is in memory), it serves its slots again through every node.
+    c[2].start()
+    deadline = time.time() + 15
+    while isinstance(reply := survivors[0].call("SET", dead[0], "back"), RespError):
+        assert time.time() < deadline, f"{reply}\n{c.logs()}"
+        time.sleep(0.1)
+    fresh = c[2].conn()
+    for conn in survivors + [fresh]:
+        assert conn.call("GET", dead[0]) == b"back"
+        assert conn.call("GET", dead[1]) is None
+        assert conn.call("GET", live[0]) == b"r2"
+    assert fresh.call("DBSIZE") == len(live) * 2 + 1
+
+
+# ---- pipelines, large values, odd keys (routing rule C3) -----------------------------------
+
+def test_a_pipeline_through_one_node_keeps_its_order_across_homes(formed):
+    # 6,000 commands, two thirds homed elsewhere, sent before any reply is read: more than the
+    # 1,024 replies a connection may hold back, so the node must stop reading and resume.
+    conn = formed[1].conn(timeout=30)
+    keys = [k for home in range(3) for k in formed.keys_at(home, 5, prefix="pipe")]
+    n = 6000
+    out = []
+    for i in range(n):
+        k = keys[i % len(keys)]
+        out.append(("INCR", k) if i % 3 else ("GET", k))
+    for args in out:
+        conn.send(*args)
+    counts = {}
+    for i, args in enumerate(out):
+        reply = conn.read()
+        k = args[1]
+        if args[0] == "INCR":
+            counts[k] = counts.get(k, 0) + 1
+            assert reply == counts[k], (i, args, reply)
+        else:
+            assert reply == (str(counts[k]).encode() if k in counts else None), (i, args, reply)
+    assert conn.call("PING") == b"PONG"
+
+
+def test_large_values_empty_and_binary_keys_through_non_home_nodes(formed):
+    conns = [n.conn(timeout=60) for n in formed.nodes]
+    blob = bytes(range(256)) * (40 * 4096)  # 40 MiB with every byte value
+    key, = formed.keys_at(2, 1, prefix="large")
+    assert conns[0].call("SET", key, blob) == b"OK"
+    assert conns[1].call("GET", key) == blob
+    assert conns[1].call("STRLEN", key) == len(blob)
+    assert conns[0].call("APPEND", key, b"\x00end") == len(blob) + 4
+    assert conns[2].call("GETRANGE", key, -4, -1) == b"\x00end"
+    assert conns[1].call("DEL", key) == 1
+    for k in (b"", b"\x00\xff{}", b"{", b"}{", b"{\x00}x", "ключ".encode()):
+        for i in range(3):
+            assert conns[i].call("SET", k, b"v%d" % i) == b"OK", (k, i)
+            for j in range(3):
+                assert conns[j].call("GET", k) == b"v%d" % i, (k, i, j)
+        assert conns[1].call("DEL", k) == 1
+
+
+def test_a_transaction_sent_to_another_node_cannot_change_the_connection(formed):
+    key, = formed.keys_at(2, 1, prefix="txconn")
+    conn = formed[0].conn()
+    for change in (["HELLO", "3"], ["SELECT", "0"], ["CLIENT", "SETNAME", "x"],
+                   ["CONFIG", "SET", "maxmemory", "0"]):
+        assert conn.call("MULTI") == b"OK"
+        assert conn.call("SET", key, "1") == b"QUEUED"
+        assert conn.call(*change) == b"QUEUED"
+        assert err(conn.call("EXEC")).startswith(
+            "ERR a transaction on keys of another node cannot change the connection"), change
+        assert formed[2].conn().call("EXISTS", key) == 0
+    # Keyless commands beside the remote ones run, in order.
+    assert conn.call("MULTI") == b"OK"
+    for args in (["PING"], ["SET", key, "x"], ["ECHO", "e"], ["GET", key]):
+        assert conn.call(*args) == b"QUEUED"
+    assert conn.call("EXEC") == [b"PONG", b"OK", b"e", b"x"]
+
+
+@cluster_commands
+def test_proxy_sessions_close_with_their_client(formed):
+    key, = formed.keys_at(2, 1, prefix="proxy")
+    home = formed[2].conn()
+
+    def sessions():
+        info = home.call("INFO", "cluster").decode()
+        return int(info.split("cluster_proxy_sessions:")[1].split()[0])
+    base = sessions()  # other tests' connections still open
+    clients = [formed[i % 2].conn() for i in range(10)]
+    for c in clients:
+        assert c.call("WATCH", key) == b"OK"
+    assert sessions() == base + 10
+    for c in clients:
+        c.close()
+    deadline = time.time() + 10
+    while sessions() != base:
+        assert time.time() < deadline, f"{sessions()} proxy sessions left"
+        time.sleep(0.05)
