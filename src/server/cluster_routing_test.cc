@@ -191,7 +191,9 @@ TEST(ClusterRoutingTest, C2_KeyspaceCommandsAskEveryNode) {
     for (const auto& e : r.elements[1].elements) seen.insert(e.str);
   } while (cursor != "0" && ++calls < 10000);
   EXPECT_EQ(seen, keys);
-  EXPECT_EQ(s.Run({"SCAN", "1023"}), "-ERR invalid cursor\r\n");  // member index 1023
+  // A cursor no member has ends the scan, as a Redis cursor past its table; options are checked.
+  EXPECT_EQ(s.Run({"SCAN", "1023"}), "*2\r\n$1\r\n0\r\n*0\r\n");
+  EXPECT_EQ(s.Run({"SCAN", "-1", "COUNT", "0"}), "-ERR syntax error\r\n");
   EXPECT_EQ(s.Run({"SCAN", "x"}), "-ERR invalid cursor\r\n");
   resp::Reply random = Parse(s.Run({"RANDOMKEY"}));
   EXPECT_EQ(keys.count(random.str), 1u);

@@ -1,7 +1,8 @@
 // The command table: one row per command, declared once, in name order (checked when this file
 // compiles). A row drives dispatch (arity, flags, handler), COMMAND INFO/DOCS/GETKEYS and
 // docs/commands.md (`floe commands`); key positions follow Redis's first/last/step convention.
-// Subcommands (CLIENT, CLUSTER, COMMAND, CONFIG, OBJECT) have tables of their own, named "parent|sub".
+// Subcommands (CLIENT, CLUSTER, COMMAND, CONFIG, OBJECT) have tables of their own, named
+// "parent|sub".
 //
 // CommandSpec::index numbers every row of every table once, here at compile time (the
 // subcommand tables first, then the commands), so commandstats can count into flat arrays

@@ -263,7 +263,7 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
                          [ticket](const Slot& s) { return !s.ready && s.ticket == ticket; });
   if (it == slots_.end()) return;
   it->ready = true;
-  it->bytes = std::move(reply);
+  it->bytes = session_->FinishDeferred(ticket, std::move(reply));
   slot_bytes_ += it->bytes.size();
   std::shared_ptr<Connection> self = shared_from_this();  // hold_ may be the last reference
   if (--slots_waiting_ == 0) hold_.reset();

@@ -60,6 +60,15 @@ void DecodeScanCursor(uint64_t cursor, uint64_t* local, uint64_t* index) {
   *local = (shard << kStoreShardShift) | position;
 }
 
+// Commands without keys that act on the whole keyspace: they ask every node (rule C2), or,
+// inside a transaction sent to a home, act on that node.
+bool KeyspaceWide(internal::Handler h) {
+  return h == internal::CmdKeys || h == internal::CmdDbSize || h == internal::CmdRandomKey ||
+         h == internal::CmdFlushDb || h == internal::CmdScan;
+}
+
+int64_t NowMs() { return static_cast<int64_t>(WallMicros() / 1000); }
+
 enum class Combine : uint8_t {
   kAsIs,     // one part: its reply is the reply
   kSum,      // integers added (DEL, UNLINK, EXISTS, TOUCH, DBSIZE)
@@ -388,9 +397,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
 
 std::function<void(std::string)> Session::BeginDeferred() {
   deferred_ = true;
+  const uint64_t ticket = ++tickets_;
   if (sink_) {
-    return
-        [sink = sink_, ticket = ++tickets_](std::string reply) { sink(ticket, std::move(reply)); };
+    return [sink = sink_, ticket](std::string reply) { sink(ticket, std::move(reply)); };
   }
   auto promise = std::make_shared<std::promise<std::string>>();
   wait_ = promise->get_future();
@@ -413,6 +422,43 @@ void Session::ForgetRemoteWatches() {
   }
   watch_homes_.clear();
   watch_slot_ = -1;
+}
+
+std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
+  auto it = local_parts_.find(ticket);
+  if (it == local_parts_.end()) return reply;
+  LocalPart local = std::move(it->second);
+  local_parts_.erase(it);
+  // The home's EXEC answered an array of the commands it ran: the ones that run here go in
+  // between, in queue order. Anything else (nil: a WATCHed key changed; an error) is the answer
+  // as it is, and nothing runs here.
+  std::string_view rest(reply);
+  size_t used = 0;
+  Result<resp::Reply> whole = resp::ParseReply(rest, &used);
+  const size_t remote = local.total - local.commands.size();
+  if (!whole.ok() || whole->type != resp::Reply::Type::kArray || whole->elements.size() != remote) {
+    return reply;
+  }
+  rest.remove_prefix(rest.find('\n') + 1);  // past "*<n>\r\n"
+  std::string out = "*" + std::to_string(local.total) + "\r\n";
+  size_t next = 0;
+  for (size_t i = 0; i < local.total; i++) {
+    if (next < local.commands.size() && local.commands[next].first == i) {
+      std::vector<std::string_view> args(local.commands[next].second.begin(),
+                                         local.commands[next].second.end());
+      const CommandSpec* spec = internal::ResolveCommand(args);
+      MutexLock lock(&engine_->worker_lock(worker_));
+      resp::ReplyWriter w(&out, protocol_);
+      Call(spec, args, w, /*exclusive_held=*/false, NowMs());
+      next++;
+    } else {
+      Result<resp::Reply> one = resp::ParseReply(rest, &used);
+      if (!one.ok()) return reply;
+      out.append(rest.substr(0, used));
+      rest.remove_prefix(used);
+    }
+  }
+  return out;
 }
 
 std::string Session::RunPart(const std::vector<std::string>& part, int64_t now_ms) {
@@ -477,9 +523,7 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   }
   // Inside MULTI only MULTI, WATCH (refused), QUIT and RESET get here: they run here.
   if (in_multi_) return false;
-  const bool fan_out = h == internal::CmdKeys || h == internal::CmdDbSize ||
-                       h == internal::CmdRandomKey || h == internal::CmdFlushDb ||
-                       h == internal::CmdScan;
+  const bool fan_out = KeyspaceWide(h);
   std::vector<std::string_view> keys;
   internal::CommandKeys(*spec, args, &keys);
   if (!fan_out && keys.empty()) return false;
@@ -504,7 +548,18 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
       }
       DecodeScanCursor(cursor, &local, &index);
       if (index >= members) {
-        reject("ERR invalid cursor");
+        // No member has this cursor: like a Redis cursor past its table, the scan is over. The
+        // options are still checked, by a page of our own whose keys are dropped.
+        std::vector<std::string> check(args.begin(), args.end());
+        check[1] = "0";
+        std::string page = RunPart(check, now_ms);
+        if (page.starts_with("-")) {
+          out.buffer()->append(page);
+        } else {
+          out.ArrayHeader(2);
+          out.Bulk("0");
+          out.ArrayHeader(0);
+        }
         return true;
       }
       g->how = Combine::kScan;
@@ -583,17 +638,16 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   internal::ClusterNode& node = *engine_->cluster();
   int slot = watch_slot_;
   bool cross = slot == -2;
-  bool connection_state = false;
+  // Which queued commands run here, after the home's EXEC: those that name no key and are not
+  // keyspace-wide (PING, CLIENT, CONFIG, HELLO, ...: the connection and the node are here).
+  std::vector<bool> here(queued_.size(), false);
   std::vector<std::string_view> views, keys;
-  for (const auto& command : queued_) {
-    views.assign(command.begin(), command.end());
+  for (size_t i = 0; i < queued_.size(); i++) {
+    views.assign(queued_[i].begin(), queued_[i].end());
     const CommandSpec* spec = internal::ResolveCommand(views);
     if (spec == nullptr) continue;
-    const internal::Handler h = spec->handler;
-    connection_state = connection_state || h == internal::CmdHello || h == internal::CmdAuth ||
-                       h == internal::CmdSelect || spec->name.starts_with("client|") ||
-                       spec->name.starts_with("config|");
     internal::CommandKeys(*spec, views, &keys);
+    here[i] = keys.empty() && !KeyspaceWide(spec->handler);
     for (std::string_view k : keys) {
       const int s = cluster::KeySlot(k);
       if (slot == -1) slot = s;
@@ -618,14 +672,6 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
     watch_slot_ = -1;
     return false;
   }
-  if (connection_state) {
-    DiscardTransaction();
-    ForgetRemoteWatches();
-    reject(
-        "ERR a transaction on keys of another node cannot change the connection (HELLO, AUTH, "
-        "SELECT, CLIENT, CONFIG)");
-    return true;
-  }
   if (queued_.size() + 2 > internal::kMaxForwardCommands) {
     DiscardTransaction();
     ForgetRemoteWatches();
@@ -635,7 +681,14 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   std::vector<std::vector<std::string>> batch;
   batch.reserve(queued_.size() + 2);
   batch.push_back({"MULTI"});
-  for (auto& command : queued_) batch.push_back(std::move(command));
+  LocalPart local{.total = queued_.size()};
+  for (size_t i = 0; i < queued_.size(); i++) {
+    if (here[i]) {
+      local.commands.emplace_back(i, std::move(queued_[i]));
+    } else {
+      batch.push_back(std::move(queued_[i]));
+    }
+  }
   batch.push_back({"EXEC"});
   if (!internal::ForwardFits(batch)) {
     DiscardTransaction();
@@ -643,20 +696,21 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
     reject(kTooLarge);
     return true;
   }
+  // Refused at queue time: Redis discards the whole transaction, and the home's watches go
+  // too (DiscardTransaction sends an UNWATCH). Otherwise EXEC at the home forgets them there.
   const bool dirty = multi_dirty_;
-  DiscardTransaction();  // the watches this session holds here are none (one slot, elsewhere)
+  if (!dirty) watch_homes_.clear();
+  DiscardTransaction();
   if (dirty) {
-    // Refused at queue time: Redis discards the whole transaction; the home's watches go too.
-    ForgetRemoteWatches();
     out.Error("EXECABORT Transaction discarded because of previous errors.");
     return true;
   }
-  watch_homes_.clear();  // EXEC at the home forgets them there
-  watch_slot_ = -1;
+  auto done = BeginDeferred();
+  if (!local.commands.empty()) local_parts_.emplace(tickets_, std::move(local));
   // Only EXEC's reply is the client's; MULTI's and the QUEUED ones are dropped.
   Queues().Enqueue(home, {.protocol = static_cast<uint8_t>(protocol_),
                           .commands = std::move(batch),
-                          .done = [done = BeginDeferred()](std::vector<std::string> replies) {
+                          .done = [done = std::move(done)](std::vector<std::string> replies) {
                             done(std::move(replies.back()));
                           }});
   return true;

@@ -203,6 +203,9 @@ class Session {
   using ReplySink = std::function<void(uint64_t ticket, std::string reply)>;
   void set_reply_sink(ReplySink sink) { sink_ = std::move(sink); }
   uint64_t last_ticket() const { return tickets_; }
+  // The caller hands every deferred reply through this, on the session's thread, before it
+  // delivers it: a transaction's commands that run here are merged into its EXEC reply.
+  std::string FinishDeferred(uint64_t ticket, std::string reply);
   // For tests only: called inside the command boundary before every handler runs, so a test
   // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
   void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
@@ -261,6 +264,11 @@ class Session {
   std::string RunPart(const std::vector<std::string>& part, int64_t now_ms);
   // Marks the current command's reply as coming later; returns where it must be delivered.
   std::function<void(std::string)> BeginDeferred();
+  // A transaction sent to a home holds commands that run here once the home's EXEC has run.
+  struct LocalPart {
+    size_t total = 0;                                                   // queued commands in all
+    std::vector<std::pair<size_t, std::vector<std::string>>> commands;  // position, command
+  };
   internal::ForwardQueues& Queues();
   // UNWATCH, in order, at every home where this client WATCHes keys.
   void ForgetRemoteWatches();
@@ -292,6 +300,7 @@ class Session {
   bool deferred_ = false;                            // the current command's reply comes later
   std::future<std::string> wait_;                    // ... to Execute itself when there is no sink
   uint64_t tickets_ = 0;                             // deferred commands so far
+  std::map<uint64_t, LocalPart> local_parts_;        // by ticket
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
   std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several

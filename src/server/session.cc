@@ -95,6 +95,9 @@ void Session::DiscardTransaction() {
   ClearQueued();
   state_->multi.store(-1, std::memory_order_relaxed);
   ClearWatches();
+  // Watches held at other nodes go too (rule C6), in order with this client's requests there.
+  if (!watch_homes_.empty()) ForgetRemoteWatches();
+  watch_slot_ = -1;
 }
 
 void Session::ClearQueued() {
@@ -173,7 +176,7 @@ bool Session::Execute(const std::vector<std::string_view>& args, std::string* ou
   if (sink_) return false;
   // No sink: wait here, with no lock held (the reply may need another node's proxy worker,
   // and that one may wait for an exclusive section of this engine).
-  out->append(wait_.get());
+  out->append(FinishDeferred(tickets_, wait_.get()));
   deferred_ = false;
   return true;
 }

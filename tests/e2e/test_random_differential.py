@@ -22,6 +22,7 @@ Skipped, with a message, when redis-server is not installed; a failure instead w
 import os
 import random
 import re
+import sys
 import time
 
 import pytest
@@ -420,7 +421,77 @@ def expiry_repeated(c):
         sum(opts.count(o) for o in ("NX", "XX")) > 1 or opts.count("GET") > 1
 
 
+# True while the sequences go through a cluster (test_random_sequences_match_redis_through_a_cluster).
+CLUSTER_MODE = False
+# ... with the keys spread over the nodes: commands whose keys would span slots are not sent.
+CLUSTER_SPREAD = False
+# The commands a cluster runs across slots (docs/cluster.md, rule C2).
+SPLIT_COMMANDS = ("mget", "del", "unlink", "exists", "touch", "pfcount")
+KEYSPACE_WIDE = ("keys", "scan", "dbsize", "randomkey", "flushall", "flushdb")
+
+
+def key_slot(key):
+    """Redis Cluster's slot of a key: CRC16/XMODEM of the key or its {tag}, mod 16384."""
+    k = key.encode("latin-1") if isinstance(key, str) else key
+    start = k.find(b"{")
+    if start != -1:
+        end = k.find(b"}", start + 1)
+        if end > start + 1:
+            k = k[start + 1:end]
+    crc = 0
+    for byte in k:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc % 16384
+
+
+def slots_of(args):
+    """The slots of the generator's keys among a command's arguments."""
+    return {key_slot(a) for a in args[1:] if isinstance(a, str) and (a in KEYS or a == LONG_KEY)}
+
+
+def spans_slots(c):
+    """Whether sending the command would make a cluster answer CROSSSLOT where one Redis runs it:
+    its own keys on several slots, or, inside MULTI or after WATCH, another slot than the
+    transaction's so far."""
+    name = cmd(c)
+    if name in ("exec", "discard", "multi", "unwatch", "reset", "quit"):
+        return False
+    mine = slots_of(c.args)
+    if len(mine) > 1 and name not in SPLIT_COMMANDS:
+        return True
+    if c.conn.in_multi or name == "watch":
+        transaction = set(c.conn.watch_slots)
+        for a in c.conn.queued:
+            transaction |= slots_of(a)
+        return bool(mine) and len(transaction | mine) > 1
+    return False
+
 EXPECTED_DIFFERENCES = [
+    dict(name="cross-slot-not-sent", kind="skip",
+         reason="by design: in the test that spreads keys over a cluster's nodes, a command that "
+                "would answer CROSSSLOT (its keys, or its transaction's, on several slots) is not "
+                "sent; the split commands (MGET, DEL, UNLINK, EXISTS, TOUCH, PFCOUNT) are, and "
+                "so are KEYSPACE_WIDE ones outside MULTI",
+         match=lambda c: CLUSTER_SPREAD and (spans_slots(c) or (
+             c.conn.in_multi and cmd(c) in KEYSPACE_WIDE))),
+    dict(name="cross-slot-in-a-cluster", kind="diverge",
+         reason="by design: in a cluster a command whose keys are on several slots answers "
+                "CROSSSLOT (docs/cluster.md, rule C2), as Redis Cluster does; a single Redis "
+                "runs it. Met when an argument that is a key lacks the {t} tag",
+         match=lambda c: CLUSTER_MODE and (c.floe or b"").startswith(b"-CROSSSLOT")),
+    dict(name="keyspace-wide-in-a-cluster-transaction", kind="diverge",
+         reason="by design: in a cluster, KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL and FLUSHDB "
+                "inside MULTI act on the node that runs the transaction, as in Redis Cluster "
+                "(docs/cluster.md, rule C2); outside a transaction they ask every node. Met "
+                "once a transaction flushed one node while keys without the {t} tag lived on "
+                "the others",
+         match=lambda c: CLUSTER_MODE and (c.state.flushed_in_transaction or (
+             cmd(c) == "exec" and any(cmd_name(a) in ("keys", "scan", "dbsize", "randomkey",
+                                                      "flushall", "flushdb")
+                                      for a in c.conn.queued)))),
     dict(name="key-over-64KiB", kind="diverge",
          reason="by design: Floe limits keys to 64 KiB (docs/commands.md) and refuses a longer "
                 "one with an ERR error; Redis takes keys up to 512 MB",
@@ -550,10 +621,12 @@ class ConnState:
         self.watched = False
         self.pfcount_while_watching = False  # a PFCOUNT ran (any client) since this one's WATCH
         self.queued = []  # what this connection queued in its open MULTI, as Redis queued it
+        self.watch_slots = set()  # slots of the generator's keys it WATCHes
 
     def end_transaction(self):
         self.in_multi = self.watched = self.pfcount_while_watching = False
         self.queued = []
+        self.watch_slots = set()
 
 
 class State:
@@ -562,6 +635,8 @@ class State:
         self.hll_keys = set()  # keys a PF command wrote (Floe's HLL type, a string in Redis)
         self.sent = set()  # every argument sent so far
         self.stored_past_expiry = False  # SET/GETEX ... EXAT|PXAT: may store a key already expired
+        # FLUSHALL/FLUSHDB ran inside EXEC: in a cluster it flushed one node (rule C2)
+        self.flushed_in_transaction = False
 
 
 TIME_COMMANDS = ("ttl", "pttl", "expiretime", "pexpiretime")
@@ -727,6 +802,8 @@ def remember(state, who, name, args, ours, theirs):
         if cmd_name(a) in ("set", "getex") and any(
                 isinstance(x, str) and x.upper() in ("EXAT", "PXAT") for x in a):
             state.stored_past_expiry = True
+    if name == "exec" and any(cmd_name(a) in ("flushall", "flushdb") for a in conn.queued):
+        state.flushed_in_transaction = True
     queued = theirs == b"+QUEUED\r\n"
     if queued:
         conn.queued.append(args)
@@ -738,6 +815,9 @@ def remember(state, who, name, args, ours, theirs):
         conn.end_transaction()
     elif name == "watch" and not is_err(theirs):
         conn.watched = True
+        conn.watch_slots |= slots_of(args)
+    elif name == "unwatch" and not is_err(theirs):
+        conn.watch_slots = set()
     for a in [args] + (conn.queued if name == "exec" else []):
         n = cmd_name(a)
         if n == "pfcount" and not queued:
@@ -793,3 +873,76 @@ def test_random_sequences_match_redis(make_floe, own_redis):
         f"\n{len(failures)} sequences differ (run seed {base})"
     print(f"compared {tally.compared} replies in {time.time() - started:.1f} s; expected "
           f"differences met: {dict(sorted(tally.expected.items()))}")
+
+
+# ---- the same through a cluster -----------------------------------------------------------------
+
+# How many sequences go through a cluster (FLOE_RANDOM_DIFF_CLUSTER_SEQUENCES, default 300).
+CLUSTER_SEQUENCES = int(os.environ.get("FLOE_RANDOM_DIFF_CLUSTER_SEQUENCES", "0") or 0)
+
+
+def start_cluster(make_floe, n=3):
+    """n `floe serve` on 127.0.0.1 forming one cluster; returns them once every one is formed."""
+    from conftest import free_port
+    cports = [free_port() for _ in range(n)]
+    members = ",".join(f"127.0.0.1:{p}" for p in cports)
+    nodes = [make_floe("--cluster-port", str(p), "--cluster", members,
+                       "--cluster-node-timeout", "3000") for p in cports]
+    deadline = time.time() + 20
+    for node in nodes:
+        while "cluster_state:ok" not in str(query(node.port, "CLUSTER", "INFO")):
+            assert time.time() < deadline, "the cluster did not form within 20 s"
+            time.sleep(0.02)
+    return nodes
+
+
+@pytest.mark.parametrize("spread", [False, True], ids=["one-slot", "spread"])
+def test_random_sequences_match_redis_through_a_cluster(make_floe, own_redis, monkeypatch,
+                                                         spread):
+    """Routing rules C1 and C2 (docs/cluster.md), against one redis-server.
+
+    one-slot: every key on one slot ({t}), every command sent to a node that is not that slot's
+    home, so each one that names a key is forwarded and runs in a proxy session at the home.
+    spread: the keys on several slots and homes, so MGET, DEL, EXISTS, TOUCH, UNLINK and PFCOUNT
+    split across nodes and KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL ask all three; a command
+    that would answer CROSSSLOT is not sent. Replies must match redis-server's."""
+    nodes = start_cluster(make_floe)
+    slot = query(nodes[0].port, "CLUSTER", "KEYSLOT", "{t}")
+    home_port = None
+    for lo, hi, owner, *_ in query(nodes[0].port, "CLUSTER", "SLOTS"):
+        if lo <= slot <= hi:
+            home_port = owner[1]
+    assert home_port is not None
+    via = next(n for n in nodes if n.port != home_port)
+    monkeypatch.setattr(sys.modules[__name__], "CLUSTER_MODE", True)
+    if spread:
+        monkeypatch.setattr(sys.modules[__name__], "CLUSTER_SPREAD", True)
+        homes = {key_slot(k) for k in KEYS}
+        assert len(homes) > 2, "the key space must span slots"
+    else:
+        monkeypatch.setattr(sys.modules[__name__], "KEYS", ["{t}" + k for k in KEYS])
+        monkeypatch.setattr(sys.modules[__name__], "LONG_KEY", "{t}" + LONG_KEY)
+    commands, docs = command_universe(via.port, own_redis)
+    commands = [c for c in commands if not c.startswith("cluster")]
+    base = CI_SEED if os.environ.get("CI") == "true" else random.randrange(1 << 31)
+    count = CLUSTER_SEQUENCES or 300
+    print(f"\nrandom differential through a cluster: seed {base}, {count} sequences")
+    tally = Tally()
+    failures = []
+    for i in range(count):
+        failure = run_sequence(base + i, commands, docs, via.port, own_redis, tally)
+        for n in nodes:
+            assert n.proc.poll() is None, f"a node exited during sequence seed {base + i}"
+        if failure is not None:
+            failures.append(failure)
+            if not KEEP_GOING:
+                break
+        tally.sequences += 1
+    assert not failures, "\n".join(failures[:20]) + \
+        f"\n{len(failures)} sequences differ through the cluster (run seed {base})"
+    forwarded = int(re.search(r"cluster_forwarded:(\d+)",
+                              str(query(via.port, "INFO", "cluster"))).group(1))
+    print(f"compared {tally.compared} replies, {forwarded} requests forwarded; expected "
+          f"differences met: {dict(sorted(tally.expected.items()))}")
+    # The point of the test: the commands went to the home, not run here.
+    assert forwarded > tally.compared // 4
