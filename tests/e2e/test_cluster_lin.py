@@ -1,15 +1,18 @@
 """End to end: every reply a client sees from a cluster of real `floe serve` processes is
 linearizable. Three members on 127.0.0.1-3 whose cluster transport drops, duplicates and delays
 messages (FLOE_TEST_CLUSTER_FAULTS); client threads on every node run GET, SET, INCR, DEL,
-SET NX and a WATCH/MULTI/EXEC compare-and-set over RESP, each through a random node, on a few
-keys spread over every home. The history they record is checked by the same checker as the
-simulated tests (tests/testing/lin_check). A variant kills one member with SIGKILL mid-run.
+SET NX (alone, or pipelined 2-8 at a time) and a WATCH/MULTI/EXEC compare-and-set over RESP,
+each through a random node, on a few keys spread over every home. The history they record is
+checked by the same checker as the simulated tests (tests/testing/lin_check). Variants kill
+one member with SIGKILL mid-run, or freeze it with SIGSTOP past the node timeout and resume it.
 
-FLOE_CLUSTER_HISTORIES sets how many lossy histories run (default 3; .ci/run runs 20) and
-FLOE_CLUSTER_KILL_HISTORIES how many with a kill (default 1); FLOE_CLUSTER_FAULTS replaces the
-injected faults. FLOE_TEST_SEED=<n> replays a run's choices (the seed is printed)."""
+FLOE_CLUSTER_HISTORIES sets how many lossy histories run (default 3; .ci/run runs 20),
+FLOE_CLUSTER_KILL_HISTORIES and FLOE_CLUSTER_PAUSE_HISTORIES how many of the variants (default
+1 each); FLOE_CLUSTER_FAULTS replaces the injected faults. FLOE_TEST_SEED=<n> replays a run's
+choices (the seed is printed)."""
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -21,6 +24,7 @@ from floe_cluster import ClusterFactory, Conn, RespError, Timeout, key_slot, hom
 
 HISTORIES = int(os.environ.get("FLOE_CLUSTER_HISTORIES", "3"))
 KILL_HISTORIES = int(os.environ.get("FLOE_CLUSTER_KILL_HISTORIES", "1"))
+PAUSE_HISTORIES = int(os.environ.get("FLOE_CLUSTER_PAUSE_HISTORIES", "1"))
 # The transport's injected faults; FLOE_CLUSTER_FAULTS overrides them (same syntax).
 FAULTS = os.environ.get("FLOE_CLUSTER_FAULTS", "drop=0.05,duplicate=0.02,max_delay_us=2000")
 HOSTS3 = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -146,32 +150,50 @@ class Worker(threading.Thread):
         self.seq += 1
         return str(self.client * 100000 + self.seq)
 
-    def one(self):
-        rs = self.run_state
-        key = self.rng.choice(rs.keys)
-        nodes = [i for i in range(3) if i not in rs.dead]
-        i = self.rng.choice(nodes)
-        conn = self.conn(i)
-        if conn is None:
-            return
-        kind = self.rng.choices(["get", "set", "incr", "del", "setnx", "cas"],
-                                [35, 20, 20, 10, 10, 5])[0]
-        if kind == "cas":
-            self.cas(i, conn, key)
-            return
+    def simple_op(self, key):
+        kind = self.rng.choices(["get", "set", "incr", "del", "setnx"], [35, 20, 20, 10, 10])[0]
         args = {"get": ["GET", key], "set": ["SET", key, None], "incr": ["INCR", key],
                 "del": ["DEL", key], "setnx": ["SET", key, None, "NX"]}[kind]
         if None in args:
             value = self.value()
             args = [value if a is None else a for a in args]
+        return kind, key, args
+
+    def one(self):
+        """One operation, or a pipeline of 2-8 on one connection (a quarter of the time), so
+        that a node's batching of a client's requests to one home (rule C3) is checked too."""
+        rs = self.run_state
+        nodes = [i for i in range(3) if i not in rs.dead]
+        i = self.rng.choice(nodes)
+        conn = self.conn(i)
+        if conn is None:
+            return
+        if self.rng.random() < 0.05:
+            self.cas(i, conn, self.rng.choice(rs.keys))
+            return
+        count = self.rng.randint(2, 8) if self.rng.random() < 0.25 else 1
+        ops = [self.simple_op(self.rng.choice(rs.keys)) for _ in range(count)]
         call = time.monotonic_ns()
         try:
-            reply = conn.call(*args)
+            for _, _, args in ops:
+                conn.send(*args)
         except (Timeout, ConnectionError, OSError):
             self.drop(i)
-            self.record_unknown(kind, key, args, call)
+            for kind, key, args in ops:
+                self.record_unknown(kind, key, args, call)
             return
-        ret = time.monotonic_ns()
+        for n, (kind, key, args) in enumerate(ops):
+            try:
+                reply = conn.read()
+            except (Timeout, ConnectionError, OSError):
+                self.drop(i)
+                for kind2, key2, args2 in ops[n:]:
+                    self.record_unknown(kind2, key2, args2, call)
+                return
+            self.record(i, kind, key, args, call, time.monotonic_ns(), reply)
+
+    def record(self, i, kind, key, args, call, ret, reply):
+        rs = self.run_state
         if isinstance(reply, RespError):
             text = str(reply)
             if text.startswith("CLUSTERDOWN"):
@@ -283,8 +305,9 @@ class Run:
             self.done += 1
 
 
-def run_history(factory, rng, number, kill):
-    node_timeout = 1000 if kill else 2000
+def run_history(factory, rng, number, mode):
+    kill = mode == "kill"
+    node_timeout = 2000 if mode == "lossy" else 1000
     c = factory.make(3, hosts=HOSTS3, same_ports=True, node_timeout=node_timeout,
                      faults=FAULTS).wait_formed()
     keys = [k for home in range(3) for k in c.keys_at(home, KEYS_PER_HOME, prefix=f"lin{number}-")]
@@ -294,13 +317,19 @@ def run_history(factory, rng, number, kill):
     for w in workers:
         w.start()
     total = len(workers) * OPS_PER_THREAD
-    victim = rng.randrange(3) if kill else None
-    if kill:
-        # Kill a member a third of the way through.
+    victim = rng.randrange(3) if mode != "lossy" else None
+    if victim is not None:
+        # A third of the way through, kill a member with SIGKILL, or freeze it with SIGSTOP
+        # for longer than the node timeout and let it go on (its requests then arrive late).
         while run.done < total // 3 and time.monotonic() < run.deadline and any(
                 w.is_alive() for w in workers):
             time.sleep(0.005)
-        run.dead[victim] = c[victim].kill9()
+        if kill:
+            run.dead[victim] = c[victim].kill9()
+        else:
+            os.kill(c[victim].proc.pid, signal.SIGSTOP)
+            time.sleep(node_timeout / 1000 * 1.5)
+            os.kill(c[victim].proc.pid, signal.SIGCONT)
     for w in workers:
         w.join(timeout=max(1.0, run.deadline - time.monotonic() + 10))
         assert not w.is_alive(), f"client {w.client} hung\n{c.logs()}"
@@ -319,18 +348,20 @@ def run_history(factory, rng, number, kill):
     return c, run, errors, victim
 
 
-def check_histories(tmp_path, count, kill):
+def check_histories(tmp_path, count, mode):
     factory = ClusterFactory()
     rng = random.Random(seed())
     try:
         for number in range(count):
-            c, run, errors, victim = run_history(factory, rng, number, kill)
+            c, run, errors, victim = run_history(factory, rng, number, mode)
             assert not errors, "\n".join(errors[:20]) + "\n" + c.logs()
             h = run.history
-            path = tmp_path / f"history-{'kill-' if kill else ''}{number}.txt"
+            path = tmp_path / f"history-{mode}-{number}.txt"
             rc, out = run_lin_check(h.text(), path)
             print(f"history {number}: {h.known} known, {h.unknown} unknown outcomes"
-                  + (f", member {victim} killed" if kill else "") + f": {out.strip().splitlines()[:1]}")
+                  + (f", member {victim} {dict(kill='killed', pause='paused')[mode]}"
+                     if victim is not None else "")
+                  + f": {out.strip().splitlines()[:1]}")
             assert rc == 0, f"lin_check {path}: exit {rc}\n{out[:6000]}"
             # Not vacuous: most operations got an answer.
             assert h.known >= 0.5 * 3 * THREADS_PER_NODE * OPS_PER_THREAD, (h.known, h.unknown)
@@ -341,8 +372,12 @@ def check_histories(tmp_path, count, kill):
 
 
 def test_lossy_histories_through_every_node_are_linearizable(tmp_path):
-    check_histories(tmp_path, HISTORIES, kill=False)
+    check_histories(tmp_path, HISTORIES, "lossy")
 
 
 def test_a_history_with_a_member_killed_is_linearizable(tmp_path):
-    check_histories(tmp_path, KILL_HISTORIES, kill=True)
+    check_histories(tmp_path, KILL_HISTORIES, "kill")
+
+
+def test_a_history_with_a_member_paused_past_the_timeout_is_linearizable(tmp_path):
+    check_histories(tmp_path, PAUSE_HISTORIES, "pause")
