@@ -103,11 +103,11 @@ class Conn:
             pass
 
     def send(self, *args):
-        out = b"*%d\r\n" % len(args)
+        out = [b"*%d\r\n" % len(args)]
         for a in args:
             a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.sock.sendall(out)
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
 
     def _fill(self, want=65536):
         if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):
