@@ -786,3 +786,42 @@ def test_proxy_sessions_close_with_their_client(formed):
     while sessions() != base:
         assert time.time() < deadline, f"{sessions()} proxy sessions left"
         time.sleep(0.05)
+
+
+# ---- a password on every member -------------------------------------------------------------
+
+def test_requirepass_an_authenticated_client_reaches_every_key(clusters):
+    # A non-loopback --bind needs --requirepass, so a cluster across hosts always has one: a
+    # client that authenticated at its node must be served for keys homed on the others.
+    c = clusters.make(3, extra=["--requirepass", "pw"])
+    deadline = time.time() + 15
+    probe = c[0].conn()
+    assert probe.call("AUTH", "pw") == b"OK"
+    while isinstance(r := probe.call("EXISTS", "probe"), RespError) and \
+            str(r).startswith(NOT_FORMED):
+        assert time.time() < deadline, r
+        time.sleep(0.05)
+    keys = [k for home in range(3) for k in c.keys_at(home, 2, prefix="auth")]
+    conns = []
+    for node in c.nodes:
+        conn = node.conn()
+        # Not authenticated: refused here, for local and remote keys alike.
+        for k in keys:
+            assert err(conn.call("GET", k)).startswith("NOAUTH"), k
+        assert err(conn.call("DBSIZE")).startswith("NOAUTH")
+        assert err(conn.call("AUTH", "wrong")).startswith("WRONGPASS")
+        assert conn.call("AUTH", "pw") == b"OK"
+        conns.append(conn)
+    failures = []
+    for i, conn in enumerate(conns):
+        for k in keys:
+            for args, want in ((["SET", k, f"v{i}"], b"OK"), (["GET", k], f"v{i}".encode())):
+                reply = conn.call(*args)
+                if reply != want:
+                    failures.append(f"{args} via {c[i].address} (home "
+                                    f"{c.home(k).address}): {reply!r}")
+        for args in (["MGET", *keys], ["DBSIZE"], ["KEYS", "auth*"], ["EXISTS", *keys]):
+            reply = conn.call(*args)
+            if isinstance(reply, RespError):
+                failures.append(f"{args[:2]}... via {c[i].address}: {reply!r}")
+    assert not failures, "\n".join(failures)
