@@ -1,7 +1,7 @@
 """End to end: every reply a client sees from a cluster of real `floe serve` processes is
 linearizable. Three members on 127.0.0.1-3 whose cluster transport drops, duplicates and delays
 messages (FLOE_TEST_CLUSTER_FAULTS); client threads on every node run GET, SET, INCR, DEL,
-SET NX (alone, or pipelined 2-8 at a time) and a WATCH/MULTI/EXEC compare-and-set over RESP,
+SET NX, MGET and DEL of keys on several homes (alone, or pipelined 2-8 at a time) and a WATCH/MULTI/EXEC compare-and-set over RESP,
 each through a random node, on a few keys spread over every home. The history they record is
 checked by the same checker as the simulated tests (tests/testing/lin_check). Variants kill
 one member with SIGKILL mid-run, or freeze it with SIGSTOP past the node timeout and resume it.
@@ -151,7 +151,12 @@ class Worker(threading.Thread):
         return str(self.client * 100000 + self.seq)
 
     def simple_op(self, key):
-        kind = self.rng.choices(["get", "set", "incr", "del", "setnx"], [35, 20, 20, 10, 10])[0]
+        kind = self.rng.choices(["get", "set", "incr", "del", "setnx", "mget", "mdel"],
+                                [35, 20, 20, 10, 10, 8, 3])[0]
+        if kind in ("mget", "mdel"):
+            # Split by home (rule C2): each key's part is linearizable on its own.
+            keys = self.rng.sample(self.run_state.keys, self.rng.randint(2, 4))
+            return kind, keys, ["MGET" if kind == "mget" else "DEL", *keys]
         args = {"get": ["GET", key], "set": ["SET", key, None], "incr": ["INCR", key],
                 "del": ["DEL", key], "setnx": ["SET", key, None, "NX"]}[kind]
         if None in args:
@@ -194,6 +199,18 @@ class Worker(threading.Thread):
 
     def record(self, i, kind, key, args, call, ret, reply):
         rs = self.run_state
+        if kind == "mget" and isinstance(reply, list):
+            self.expect(len(reply) == len(key), args, reply)
+            for k, v in zip(key, reply):
+                rs.history.add(self.client, "get", k, call, ret, read=hexb(v))
+            return
+        if kind == "mdel" and isinstance(reply, int):
+            # The count says which keys were removed only when it is none or all.
+            self.expect(0 <= reply <= len(key), args, reply)
+            applied = 0 if reply == 0 else 1 if reply == len(key) else "-"
+            for k in key:
+                rs.history.add(self.client, "remove", k, call, ret, applied=applied)
+            return
         if isinstance(reply, RespError):
             text = str(reply)
             if text.startswith("CLUSTERDOWN"):
@@ -226,8 +243,12 @@ class Worker(threading.Thread):
         """A write whose outcome is unknown: it may take effect at any time after `call`, or
         never. Once its key's home is dead it cannot take effect any more; a write called
         after that is known to have done nothing and is left out."""
-        if kind == "get":
+        if kind in ("get", "mget"):
             return  # a read has no effect: nothing to record
+        if kind == "mdel":
+            for k in key:
+                self.record_unknown("del", k, ["DEL", k], call)
+            return
         rs = self.run_state
         until = None
         home = home_index(key_slot(key), 3)
