@@ -193,11 +193,20 @@ class Conn:
 
 # ---- Processes ------------------------------------------------------------------------------
 
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def bracketed(host):
+    """A host as a member list writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def port_free_on(hosts, port):
     """True when `port` is free for TCP and UDP on every host."""
     for host in hosts:
         for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            with socket.socket(socket.AF_INET, kind) as s:
+            with socket.socket(family(host), kind) as s:
                 try:
                     s.bind((host, port))
                 except OSError:
@@ -211,7 +220,7 @@ def free_ports(hosts, count, taken=()):
     deadline = time.time() + 10
     while len(out) < count:
         assert time.time() < deadline, "no free ports"
-        with socket.socket() as s:
+        with socket.socket(family(hosts[0])) as s:
             s.bind((hosts[0], 0))
             port = s.getsockname()[1]
         if port not in out and port not in taken and port_free_on(hosts, port):
@@ -246,7 +255,7 @@ class Node:
 
     @property
     def address(self):
-        return f"{self.host}:{self.cluster_port}"
+        return f"{bracketed(self.host)}:{self.cluster_port}"
 
     def args(self):
         return [FLOE_BIN, "serve", "--bind", self.host, "--port", str(self.port),
@@ -264,7 +273,10 @@ class Node:
             self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
                                          env=env)
         self.factory.procs.append(self.proc)
-        wait_listening(self.host, self.port, self.proc)
+        try:
+            wait_listening(self.host, self.port, self.proc)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; its output:\n{self.log()}") from None
         return self
 
     def conn(self, timeout=10.0):
@@ -334,9 +346,6 @@ class ClusterFactory:
         self.procs = []
         self.conns = []
 
-    def members_of(self, hosts, cluster_ports):
-        return ",".join(f"{h}:{p}" for h, p in zip(hosts, cluster_ports))
-
     def make(self, n=3, hosts=None, start=True, node_timeout=None, faults=None, extra=(),
              per_node_extra=None, env=None, same_ports=False):
         """Plans (and unless start=False starts) an n-member cluster. hosts: one address per
@@ -354,9 +363,11 @@ class ClusterFactory:
             ports = free_ports(distinct, 2 * n)
             resp_ports, cluster_ports = ports[:n], sorted(ports[n:])
         # Member order is (address, port): sort the plan so that index = slot order.
+        # (IPv4 before IPv6, docs/cluster.md "The member list").
         plan = sorted(zip(hosts, cluster_ports, resp_ports),
-                      key=lambda t: (socket.inet_aton(t[0]), t[1]))
-        members = ",".join(f"{h}:{c}" for h, c, _ in plan)
+                      key=lambda t: (family(t[0]) == socket.AF_INET6,
+                                     socket.inet_pton(family(t[0]), t[0]), t[1]))
+        members = ",".join(f"{bracketed(h)}:{c}" for h, c, _ in plan)
         node_env = dict(env or {})
         if faults:
             node_env["FLOE_TEST_CLUSTER_FAULTS"] = faults

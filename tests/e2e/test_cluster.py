@@ -825,3 +825,32 @@ def test_requirepass_an_authenticated_client_reaches_every_key(clusters):
             if isinstance(reply, RespError):
                 failures.append(f"{args[:2]}... via {c[i].address}: {reply!r}")
     assert not failures, "\n".join(failures)
+
+
+# ---- other shapes ---------------------------------------------------------------------------
+
+def test_five_members_on_five_addresses_form_and_serve_every_key(clusters):
+    c = clusters.make(5, hosts=[f"127.0.0.{i}" for i in range(1, 6)], same_ports=True)
+    c.wait_formed()
+    conns = [n.conn() for n in c.nodes]
+    keys = [k for home in range(5) for k in c.keys_at(home, 2, prefix="five")]
+    for i, k in enumerate(keys):
+        assert conns[i % 5].call("SET", k, str(i)) == b"OK"
+    for conn in conns:
+        assert conn.call("MGET", *keys) == [str(i).encode() for i in range(len(keys))]
+        assert conn.call("DBSIZE") == len(keys)
+
+
+def test_an_ipv6_loopback_cluster_forms_and_serves_every_key(clusters):
+    # docs/cluster.md: "an IPv6 address in brackets ([::1]:7100)".
+    c = clusters.make(3, hosts=["::1"] * 3, start=False)
+    for node in c.nodes:
+        assert node.members.startswith("[::1]:"), node.members
+        node.start()
+    c.wait_formed()
+    conns = [n.conn() for n in c.nodes]
+    for home in range(3):
+        for k in c.keys_at(home, 2, prefix="six"):
+            assert conns[(home + 1) % 3].call("SET", k, "v6") == b"OK"
+            for conn in conns:
+                assert conn.call("GET", k) == b"v6"
