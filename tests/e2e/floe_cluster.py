@@ -252,15 +252,17 @@ class Node:
         self.env = env
         self.proc = None
         self.log_path = None
+        self.cluster_flags = True  # False: the test gives them in a config file (extra)
 
     @property
     def address(self):
         return f"{bracketed(self.host)}:{self.cluster_port}"
 
     def args(self):
+        cluster = ["--cluster-port", str(self.cluster_port), "--cluster", self.members]
         return [FLOE_BIN, "serve", "--bind", self.host, "--port", str(self.port),
-                "--threads", "2", "--loglevel", "notice", "--cluster-port",
-                str(self.cluster_port), "--cluster", self.members, *self.extra]
+                "--threads", "2", "--loglevel", "notice",
+                *(cluster if self.cluster_flags else []), *self.extra]
 
     def start(self):
         fd, self.log_path = tempfile.mkstemp(prefix=f"floe-{self.host}-{self.port}-",

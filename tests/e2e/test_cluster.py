@@ -156,16 +156,24 @@ def test_info_cluster_shows_why_a_node_waits(clusters):
 def test_a_shared_secret_forms_and_a_different_one_is_no_answer(clusters, tmp_path):
     # The secret from the environment on two members, from a config file on the third.
     c = clusters.make(3, start=False, env={"FLOE_CLUSTER_SECRET": "s3cret"})
+    # The third takes every cluster setting from its config file.
     conf = tmp_path / "node.conf"
-    conf.write_text("cluster-secret s3cret\ncluster-name teal\n")
+    conf.write_text(f"cluster {c[2].members}\ncluster-port {c[2].cluster_port}\n"
+                    "cluster-secret s3cret\ncluster-name teal\ncluster-node-timeout 1234\n")
     for node in c.nodes:
         node.extra += ["--cluster-name", "teal"]
     c[2].env = {}
     c[2].extra = ["--config", str(conf)]
+    c[2].cluster_flags = False
     for node in c.nodes:
         node.start()
     c.wait_formed()
-    assert c[2].conn().call("CONFIG", "GET", "cluster-name") == [b"cluster-name", b"teal"]
+    config = c[2].conn().call("CONFIG", "GET", "cluster*")
+    got = dict(zip(config[::2], config[1::2]))
+    assert got[b"cluster-name"] == b"teal"
+    assert got[b"cluster"] == c[2].members.encode()
+    assert got[b"cluster-port"] == str(c[2].cluster_port).encode()
+    assert got[b"cluster-node-timeout"] == b"1234"
     assert c[0].conn().call("SET", "k", "v") == b"OK"
     assert c[2].conn().call("GET", "k") == b"v"
 
