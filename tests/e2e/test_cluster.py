@@ -589,6 +589,17 @@ def test_redis_cli_c_sets_and_gets_across_nodes(formed):
 
 
 @cluster_commands
+def test_redis_cli_cluster_check_finds_every_slot_covered(formed):
+    if shutil.which("redis-cli") is None:
+        missing("redis-cli is not installed")
+    out = subprocess.run(["redis-cli", "--cluster", "check", f"{formed[1].host}:{formed[1].port}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[OK] All nodes agree about slots configuration." in out.stdout
+    assert "[OK] All 16384 slots covered." in out.stdout
+
+
+@cluster_commands
 def test_redis_py_cluster_client_routes_many_keys(formed):
     from redis.cluster import RedisCluster
     rc = RedisCluster(host=formed[1].host, port=formed[1].port, decode_responses=True,
