@@ -873,3 +873,27 @@ def test_an_ipv6_loopback_cluster_forms_and_serves_every_key(clusters):
             assert conns[(home + 1) % 3].call("SET", k, "v6") == b"OK"
             for conn in conns:
                 assert conn.call("GET", k) == b"v6"
+
+
+def test_a_killed_members_proxy_sessions_do_not_hold_the_homes_client_slots(clusters):
+    # Every client of member 0 that reached a key homed on member 2 has a proxy session there,
+    # counted as a client. Member 0 dies with kill -9 and comes back: its old clients are gone,
+    # so their sessions must not keep member 2 from serving its own and member 0's new clients.
+    c = clusters.make(3, extra=["--maxclients", "20"], node_timeout=1000).wait_formed()
+    key, = c.keys_at(2, 1, prefix="orphan")
+    old = [c[0].conn() for _ in range(15)]
+    for conn in old:
+        assert conn.call("GET", key) is None
+    c[0].kill9()
+    c[0].start()
+    c.wait_formed(nodes=[c[0]])
+    failures = []
+    direct = c[2].conn()
+    reply = direct.call("GET", key)
+    if reply is not None:
+        failures.append(f"a client of {c[2].address} itself: {reply!r}")
+    for i in range(15):
+        reply = c[0].conn().call("GET", key)
+        if reply is not None:
+            failures.append(f"new client {i} of the restarted {c[0].address}: {reply!r}")
+    assert not failures, "\n".join(failures)
