@@ -195,6 +195,10 @@ def pytest_configure(config):
         "release_only: measures the release build's allocator or process limits (RSS after frees, "
         "descriptors); a sanitizer's allocator keeps freed memory and adds its own, so sanitizer "
         "builds deselect these (tests/CMakeLists.txt) instead of skipping them")
+    config.addinivalue_line(
+        "markers",
+        "cluster_commands: needs INFO's cluster section or the CLUSTER command family "
+        "(tests/e2e/test_cluster.py); fails, never skips, where they are missing")
 
 
 def pytest_sessionfinish(session, exitstatus):

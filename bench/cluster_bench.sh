@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# redis-benchmark through one member of a 3-node Floe cluster against a single Floe node, in one
+# run: SET and GET, -P 1 and -P 16, -c 50, -r 100000 random keys (so about two thirds of the
+# commands are homed on the other two members and forwarded). Prints ops/s and p50/p99 latency
+# for both and the ratio cluster/single, medians of --repeat runs (default 3), the cluster and
+# the single node alternating so that drift on the host affects both alike.
+#
+#   bench/cluster_bench.sh [--floe PATH] [--requests N] [--repeat N] [--quick]
+#
+# Every server is started on free loopback ports and stopped by PID at the end, also on error
+# or Ctrl-C. A server that does not start or dies, a cluster that does not form, a
+# redis-benchmark run that errors, hangs or misses a test, or a cluster run in which the other
+# members ran nothing for the node the client used, fails the script (exit 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+floe=build/release/app/floe
+requests=200000
+repeat=3
+bench_timeout=600
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --floe) floe=$2; shift 2 ;;
+    --requests) requests=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --quick) requests=10000; repeat=1; bench_timeout=120; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for tool in redis-benchmark redis-cli; do
+  command -v $tool >/dev/null || { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
+done
+[ -x "$floe" ] || { echo "no floe binary at $floe (build the release preset)" >&2; exit 2; }
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+fail() { echo "FAILED: $*" >&2; exit 1; }
+
+# Eight distinct ports, each free for TCP and UDP on 127.0.0.1.
+read -r -a ports <<<"$(/usr/bin/python3 - <<'PY'
+import socket
+out = []
+while len(out) < 8:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    if p not in out:
+        out.append(p)
+print(" ".join(map(str, out)))
+PY
+)"
+single_port=${ports[0]}
+resp=("${ports[1]}" "${ports[2]}" "${ports[3]}")
+cport=("${ports[4]}" "${ports[5]}" "${ports[6]}")
+members="127.0.0.1:${cport[0]},127.0.0.1:${cport[1]},127.0.0.1:${cport[2]}"
+
+wait_up() {  # NAME PORT PID: returns once it answers PING
+  for _ in $(seq 200); do
+    [ "$(redis-cli -p "$2" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$3" 2>/dev/null || fail "$1 exited before answering on port $2"
+    sleep 0.05
+  done
+  fail "$1 did not answer PING on port $2 within 10 s"
+}
+alive() { kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) is no longer running"; }
+
+"$floe" serve --port "$single_port" --loglevel warning &
+pids+=($!); single_pid=$!
+node_pids=()
+for i in 0 1 2; do
+  "$floe" serve --port "${resp[$i]}" --cluster-port "${cport[$i]}" --cluster "$members" \
+    --loglevel warning &
+  pids+=($!); node_pids+=($!)
+done
+wait_up single "$single_port" "$single_pid"
+for i in 0 1 2; do wait_up "member $i" "${resp[$i]}" "${node_pids[$i]}"; done
+for _ in $(seq 200); do
+  formed=0
+  for i in 0 1 2; do
+    redis-cli -p "${resp[$i]}" info cluster | tr -d '\r' | grep -qx 'cluster_state:ok' &&
+      formed=$((formed + 1))
+  done
+  [ "$formed" = 3 ] && break
+  sleep 0.05
+done
+[ "$formed" = 3 ] || fail "the cluster did not form within 10 s"
+# The client talks to member 0; cluster_proxied counts what the others run for it.
+proxied() { redis-cli -p "$1" info cluster | tr -d '\r' | awk -F: '/^cluster_proxied:/ {print $2}'; }
+proxied_before=$(( $(proxied "${resp[1]}") + $(proxied "${resp[2]}") ))
+
+echo "floe: $($floe --version); host: $(nproc) cores; each node with its default I/O threads"
+echo "cluster: 3 members on 127.0.0.1, the client on member 0 (port ${resp[0]}); single: port $single_port"
+echo "redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000 -d 3 -t set,get; median of $repeat runs"
+echo
+printf "| test | pipeline | cluster ops/s | single ops/s | cluster/single | cluster p50/p99 ms | single p50/p99 ms |\n"
+printf "|---|---|---|---|---|---|---|\n"
+
+run_benchmark() {  # NAME PID ARGS...: redis-benchmark --csv into $tmp/csv, failing loudly
+  local name=$1 pid=$2 rc=0
+  shift 2
+  timeout "$bench_timeout" redis-benchmark --csv "$@" >"$tmp/csv" 2>"$tmp/err" || rc=$?
+  if [ "$rc" -ne 0 ] || grep -qi "error" "$tmp/err" "$tmp/csv"; then
+    cat "$tmp/err" "$tmp/csv" >&2
+    [ "$rc" -eq 124 ] && fail "redis-benchmark against $name timed out after ${bench_timeout}s"
+    fail "redis-benchmark against $name failed (exit $rc): redis-benchmark $*"
+  fi
+  alive "$name" "$pid"
+}
+# redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max"
+csv_rows() {
+  local rows t
+  rows=$(tail -n +2 "$tmp/csv" | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}')
+  for t in "$@"; do
+    echo "$rows" | awk -v t="$t" '$1 == t && $2 > 0 {ok=1} END {exit !ok}' ||
+      fail "redis-benchmark gave no $t result: $(cat "$tmp/csv")"
+  done
+  echo "$rows"
+}
+bench() {  # NAME PID PORT PIPELINE N -> lines "TEST rps p50 p99"
+  run_benchmark "$1" "$2" -p "$3" -c 50 -n "$5" -r 100000 -d 3 -P "$4" -t set,get
+  csv_rows SET GET
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+col() { awk -v t="$2" -v f="$3" '$1 == t {print $f}' "$1" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+for pipe in 1 16; do
+  n=$requests
+  [ "$pipe" -gt 1 ] && n=$((requests * 4))
+  : >"$tmp/c"; : >"$tmp/s"
+  for _ in $(seq "$repeat"); do
+    bench cluster "${node_pids[0]}" "${resp[0]}" "$pipe" "$n" >>"$tmp/c"
+    for i in 1 2; do alive "member $i" "${node_pids[$i]}"; done
+    bench single "$single_pid" "$single_port" "$pipe" "$n" >>"$tmp/s"
+  done
+  for test in SET GET; do
+    crps=$(col "$tmp/c" $test 2); srps=$(col "$tmp/s" $test 2)
+    printf "| %s | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" "$test" "$pipe" \
+      "$crps" "$srps" "$(ratio "$crps" "$srps")" "$(col "$tmp/c" $test 3)" \
+      "$(col "$tmp/c" $test 4)" "$(col "$tmp/s" $test 3)" "$(col "$tmp/s" $test 4)"
+  done
+done
+
+proxied_after=$(( $(proxied "${resp[1]}") + $(proxied "${resp[2]}") ))
+[ "$proxied_after" -gt "$proxied_before" ] ||
+  fail "members 1 and 2 ran nothing for member 0: the keys did not reach their homes"
+echo
+echo "requests members 1 and 2 ran for member 0's clients: $((proxied_after - proxied_before))" \
+  "(forwarded batches; a batch holds every command a client pipelined to that home meanwhile)"
