@@ -269,6 +269,9 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
           return reject("CROSSSLOT Keys in request don't hash to the same slot");
         }
         if (proxy_ && node.Home(slot) != node.self()) {
+          // A home still forming (its peers formed first) says why, as it would to its own
+          // clients (rule C5).
+          if (!node.formed()) return reject(node.NotFormedError());
           return reject("CLUSTERDOWN Hash slot " + std::to_string(slot) +
                         " is not served by this node");
         }
