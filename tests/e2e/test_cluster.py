@@ -23,9 +23,12 @@ HOSTS3 = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 @pytest.fixture
 def clusters():
+    """Starts clusters; at the end every member not killed on purpose must exit with status 0
+    on SIGTERM (a crash, or a sanitizer's report at exit, fails the test)."""
     factory = ClusterFactory()
     yield factory
-    factory.close()
+    problems = factory.close()
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def formed():
     try:
         yield factory.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
     finally:
-        factory.close()
+        problems = factory.close()
+    assert not problems, "\n".join(problems)
 
 
 def err(reply):

@@ -386,7 +386,8 @@ def check_histories(tmp_path, count, mode):
             assert rc == 0, f"lin_check {path}: exit {rc}\n{out[:6000]}"
             # Not vacuous: most operations got an answer.
             assert h.known >= 0.5 * 3 * THREADS_PER_NODE * OPS_PER_THREAD, (h.known, h.unknown)
-            factory.close()
+            problems = factory.close()
+            assert not problems, "\n".join(problems)
             factory = ClusterFactory()
     finally:
         factory.close()
