@@ -195,6 +195,10 @@ TEST(ClusterOptionsTest, ValidateSecurityAndFindSelf) {
   EXPECT_EQ(FindSelf(local, "127.0.0.9", 7100).status().code(), StatusCode::kNotFound);
   const std::vector<Member> ports = ParseMembers("localhost:1,localhost:2").value();
   EXPECT_EQ(FindSelf(ports, "", 2).value(), 2u);
+  // A bind address is bare IPv6 ("::1"), the member list writes it in brackets.
+  const auto v6 = ParseMembers("[::1]:7100,[::1]:7101").value();
+  EXPECT_EQ(FindSelf(v6, "::1", 7101).value(), 2u);
+  EXPECT_EQ(FindSelf(v6, "[::1]", 7100).value(), 1u);
   EXPECT_EQ(FindSelf(ports, "localhost", 1).value(), 1u);
   EXPECT_THAT(PeerIds(local, 2), ElementsAre(1u, 3u));
   EXPECT_EQ(PeerAddresses(local, 1).size(), 2u);

@@ -277,7 +277,10 @@ Result<net::NodeId> FindSelf(const std::vector<Member>& members, std::string_vie
                              uint16_t port) {
   std::string canonical;
   if (!host.empty()) {
-    FLOE_ASSIGN_OR_RETURN(Member want, ParseMember(std::string(host) + ":" + std::to_string(port)));
+    // A bind address is written bare ("::1"); a member entry puts IPv6 in brackets.
+    const bool bare_v6 = host.find(':') != std::string_view::npos && !host.starts_with("[");
+    const std::string entry = bare_v6 ? "[" + std::string(host) + "]" : std::string(host);
+    FLOE_ASSIGN_OR_RETURN(Member want, ParseMember(entry + ":" + std::to_string(port)));
     canonical = want.host;
   }
   net::NodeId found = 0;

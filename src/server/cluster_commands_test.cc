@@ -60,7 +60,9 @@ struct Node {
   uint16_t client_port = 0;
 
   ~Node() {
-    // The ClusterNode goes first: its proxy sessions belong to the engine.
+    // The ClusterNode goes first: its proxy sessions belong to the engine. Its endpoint stops
+    // before the engine forgets it, so no handler thread still reads the pointer.
+    if (cluster != nullptr) cluster->Stop();
     if (engine != nullptr) engine->set_cluster(nullptr);
     cluster.reset();
   }
@@ -81,7 +83,6 @@ std::unique_ptr<Node> StartNode(const std::string& list, uint16_t cluster_port,
   EXPECT_TRUE(started.ok()) << started.status().ToString();
   if (!started.ok()) return nullptr;
   n->cluster = std::move(*started);
-  n->engine->set_cluster(n->cluster.get());
   n->cluster_port = cluster_port;
   n->client_port = client_port;
   return n;

@@ -6,7 +6,6 @@
 
 #include <cstdlib>
 #include <map>
-#include <random>
 #include <tuple>
 #include <utility>
 
@@ -56,11 +55,6 @@ Result<net::Faults> FaultsFromEnvironment() {
   return f;
 }
 
-uint64_t RandomOrigin() {
-  std::random_device rd;
-  return ((uint64_t{rd()} << 32) | rd()) ^ WallMicros();
-}
-
 }  // namespace
 
 std::string NodeName(const cluster::Member& member) {
@@ -85,28 +79,50 @@ struct ClusterNode::Impl {
   std::atomic<bool> stopped{false};
 
   struct Proxy {
+    // Held while a request runs in the session: a client's requests run one after the other,
+    // even when its node stopped waiting for one (CLUSTERDOWN at the deadline) and sent the
+    // next while the first still ran here (a command then joined an unfinished MULTI).
+    Mutex mu;
     std::unique_ptr<Session> session;
     int64_t last_used_ms = 0;
   };
   // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
   // the engine's proxy worker lock (Session::Execute takes it).
   Mutex proxies_mu;
-  using ProxyKey = std::tuple<net::NodeId, uint64_t, uint64_t>;  // node, origin, client
+  using ProxyKey = std::pair<net::NodeId, uint64_t>;  // node, client
   std::map<ProxyKey, std::shared_ptr<Proxy>> proxies FLOE_GUARDED_BY(proxies_mu);
+  struct Peer {
+    // Its newest incarnation seen; every proxy of it in `proxies` belongs to that one. A node
+    // that restarted numbers its clients from 1 again: the sessions of its previous life are
+    // dropped (their clients are gone), never handed to its new clients.
+    uint64_t origin = 0;
+    // Its proxy sessions here: at most maxclients, as it has at most that many clients (a
+    // limit on all proxies together refused clients of a node that had few, once the others'
+    // filled it).
+    int64_t proxies = 0;
+  };
+  std::map<net::NodeId, Peer> peers FLOE_GUARDED_BY(proxies_mu);
   int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
 
   Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
   void OnClose(net::NodeId from, std::string_view bytes);
   void SweepIdle(int64_t now_ms) FLOE_REQUIRES(proxies_mu);
+  using ProxyMap = decltype(proxies);
+  ProxyMap::iterator Drop(ProxyMap::iterator it) FLOE_REQUIRES(proxies_mu);
 };
+
+ClusterNode::Impl::ProxyMap::iterator ClusterNode::Impl::Drop(ProxyMap::iterator it) {
+  peers[it->first.first].proxies--;
+  stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+  return proxies.erase(it);
+}
 
 void ClusterNode::Impl::SweepIdle(int64_t now_ms) {
   if (now_ms - last_sweep_ms < 60'000) return;
   last_sweep_ms = now_ms;
   for (auto it = proxies.begin(); it != proxies.end();) {
     if (now_ms - it->second->last_used_ms > kProxyIdleMs) {
-      it = proxies.erase(it);
-      stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+      it = Drop(it);
     } else {
       ++it;
     }
@@ -121,11 +137,25 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   {
     MutexLock lock(&proxies_mu);
     SweepIdle(now_ms);
-    const ProxyKey key{from, req.origin, req.client};
+    Peer& peer = peers[from];
+    if (req.origin < peer.origin) {
+      // A request of the node's previous life, late: its client is gone.
+      std::string reply, out;
+      resp::ReplyWriter(&reply, req.protocol).Error("ERR the client's node has restarted");
+      for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
+      return out;
+    }
+    if (req.origin > peer.origin) {
+      peer.origin = req.origin;
+      for (auto it = proxies.lower_bound({from, 0});
+           it != proxies.end() && it->first.first == from;) {
+        it = Drop(it);
+      }
+    }
+    const ProxyKey key{from, req.client};
     auto& slot = proxies[key];
     if (slot == nullptr) {
-      // Proxy sessions count as clients: a peer cannot open more than maxclients of them.
-      if (static_cast<int64_t>(engine->ClientCount()) >= engine->maxclients()) {
+      if (peer.proxies >= engine->maxclients()) {
         proxies.erase(key);
         std::string reply, out;
         resp::ReplyWriter(&reply, req.protocol).Error("ERR max number of clients reached");
@@ -137,13 +167,15 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
           engine, engine->proxy_worker(),
           "node" + std::to_string(from) + ":" + std::to_string(req.client));
       slot->session->set_proxy();
+      peer.proxies++;
       stats->proxy_sessions.fetch_add(1, std::memory_order_relaxed);
     }
     slot->last_used_ms = now_ms;
     proxy = slot;
   }
-  // One request of a client at a time reaches its proxy (the client's node waits for each
-  // answer), and the engine's proxy worker lock serializes them anyway.
+  // One request of a client at a time runs in its proxy session, and the engine's proxy worker
+  // lock serializes the sessions' commands.
+  MutexLock run(&proxy->mu);
   Session& s = *proxy->session;
   s.set_protocol(req.protocol);
   std::string out, reply;
@@ -163,15 +195,15 @@ void ClusterNode::Impl::OnClose(net::NodeId from, std::string_view bytes) {
   if (!r.GetFixed64(&origin).ok() || !r.GetVarint64(&client).ok() || r.remaining() != 0) return;
   std::shared_ptr<Proxy> gone;
   MutexLock lock(&proxies_mu);
-  auto it = proxies.find({from, origin, client});
+  if (origin != peers[from].origin) return;  // a session of another life: gone already
+  auto it = proxies.find({from, client});
   if (it == proxies.end()) return;
   gone = std::move(it->second);
-  proxies.erase(it);
-  stats->proxy_sessions.fetch_sub(1, std::memory_order_relaxed);
+  Drop(it);
 }
 
 ClusterNode::ClusterNode(std::unique_ptr<Impl> impl)
-    : impl_(std::move(impl)), origin_(RandomOrigin()) {
+    : impl_(std::move(impl)), origin_(impl_->endpoint->incarnation()) {
   impl_->stats = &stats_;
 }
 
@@ -248,6 +280,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
   FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
                 config.cluster_name, me.address(), *self, members.size());
+  // The engine knows its node before any peer's command can reach a proxy session.
+  engine->set_cluster(node.get());
   node->impl_->endpoint->Start();
   node->impl_->cluster->Start();
   return node;

@@ -43,11 +43,13 @@ class TestCluster {
           ClusterNode::Start(engines_.back().get(), c, 20000 + i);
       EXPECT_TRUE(node.ok()) << node.status().ToString();
       nodes_.push_back(std::move(node).value());
-      engines_.back()->set_cluster(nodes_.back().get());
     }
   }
   ~TestCluster() {
     sessions_.clear();
+    // Every endpoint stops (its handler threads joined) before any engine forgets its node: a
+    // proxy session of one node may still be running a command another node sent.
+    for (auto& n : nodes_) n->Stop();
     for (size_t i = 0; i < nodes_.size(); i++) engines_[i]->set_cluster(nullptr);
     nodes_.clear();  // proxy sessions belong to the engines: they go first
     engines_.clear();
@@ -260,6 +262,12 @@ TEST(ClusterRoutingTest, C6_WatchLivesAtTheHomeOfItsSlot) {
   EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
   EXPECT_EQ(s.Run({"SET", w, "z"}), "+QUEUED\r\n");
   EXPECT_EQ(s.Run({"EXEC"}), "*1\r\n+OK\r\n");  // the old watch was dropped at the home
+  // DISCARD outside MULTI is an error and keeps the watch (found by the differential test).
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"DISCARD"}), "-ERR DISCARD without MULTI\r\n");
+  EXPECT_EQ(writer.Run({"SET", w, "q"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*-1\r\n");
   // UNWATCH of a remote watch: a later write does not abort the next transaction.
   EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
   EXPECT_EQ(s.Run({"UNWATCH"}), "+OK\r\n");

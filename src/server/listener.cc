@@ -456,7 +456,12 @@ void Accept(Worker* w, size_t i) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       WorkerStats& stats = w->engine->stats(w->index);
-      if (static_cast<int64_t>(w->engine->ClientCount()) >= w->engine->maxclients()) {
+      // Proxy sessions (clients of other nodes, cluster_node.cc) have a limit of their own.
+      const internal::ClusterNode* node = w->engine->cluster();
+      const uint64_t all = w->engine->ClientCount();
+      const uint64_t proxies =
+          node != nullptr ? node->stats().proxy_sessions.load(std::memory_order_relaxed) : 0;
+      if (static_cast<int64_t>(all - std::min(all, proxies)) >= w->engine->maxclients()) {
         stats.rejected_connections.fetch_add(1, std::memory_order_relaxed);
         std::error_code ignored;
         asio::write(socket,
@@ -568,7 +573,9 @@ Server::~Server() {
   for (auto& w : impl_->workers) {
     if (w->thread.joinable()) w->thread.join();
   }
-  // Before the engine: proxy sessions belong to it.
+  // Before the engine: proxy sessions belong to it. The endpoint stops first, so no handler
+  // thread still reads the engine's pointer to the node.
+  if (impl_->cluster) impl_->cluster->Stop();
   impl_->engine->set_cluster(nullptr);
   impl_->cluster.reset();
 }
@@ -617,7 +624,6 @@ Status Server::Run() {
   bound_port_.store(port);
   if (!m.config.cluster.empty()) {
     FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
-    m.engine->set_cluster(m.cluster.get());
   }
 
   asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);

@@ -221,6 +221,10 @@ std::string Finish(Gather& g) {
         if (parts[i].size() != 2 * g.positions[i].size()) {
           return ErrorBytes("ERR a node sent a reply of the wrong shape");
         }
+        // TYPE fails only when the home did not run it (CLUSTERDOWN, rule C4): the answer.
+        for (size_t j = 0; j < parts[i].size(); j += 2) {
+          if (parts[i][j].type == resp::Reply::Type::kError) return ErrorBytes(parts[i][j].str);
+        }
         for (size_t j = 0; j < g.positions[i].size(); j++) {
           exports[g.positions[i][j]] = {&parts[i][2 * j], &parts[i][2 * j + 1]};
         }
@@ -517,7 +521,9 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   internal::ClusterNode& node = *engine_->cluster();
   const internal::Handler h = spec->handler;
   if (h == internal::CmdExec) return in_multi_ && RouteExec(out, reject);
-  if (h == internal::CmdUnwatch || h == internal::CmdDiscard || h == internal::CmdReset) {
+  // DISCARD outside MULTI is an error that leaves the watches, as in Redis.
+  if (h == internal::CmdUnwatch || h == internal::CmdReset ||
+      (h == internal::CmdDiscard && in_multi_)) {
     ForgetRemoteWatches();
     return false;
   }

@@ -218,7 +218,12 @@ class Session {
   int protocol() const { return protocol_; }
   // Cluster: a session a home runs for a client of another node (a proxy session). It runs
   // every command here, never forwards, and refuses keys this node is not home to.
-  void set_proxy() { proxy_ = true; }
+  // It is authenticated: the client authenticated at its own node, and only members (with
+  // the cluster secret off loopback) can open one.
+  void set_proxy() {
+    proxy_ = true;
+    authenticated_ = true;
+  }
   bool proxy() const { return proxy_; }
   // A proxy session answers in its client's protocol, which the client's node sends.
   void set_protocol(int protocol);
@@ -367,9 +372,10 @@ class Engine {
   int proxy_worker() const { return workers(); }
   // 0 <= worker <= proxy_worker().
   WorkerStats& stats(int worker) { return *stats_[static_cast<size_t>(worker)]; }
-  // The node's part in a cluster; null for a standalone node. Set once before serving.
-  internal::ClusterNode* cluster() const { return cluster_; }
-  void set_cluster(internal::ClusterNode* node) { cluster_ = node; }
+  // The node's part in a cluster; null for a standalone node. Set by ClusterNode::Start before
+  // its endpoint starts, cleared after it stopped (no RPC thread reads it then).
+  internal::ClusterNode* cluster() const { return cluster_.load(std::memory_order_acquire); }
+  void set_cluster(internal::ClusterNode* node) { cluster_.store(node, std::memory_order_release); }
 
   // A copy of the current configuration (CONFIG SET may change it).
   Config config() const;
@@ -466,7 +472,7 @@ class Engine {
 
   int64_t start_ms_;
   uint64_t expire_cursor_ = 0;
-  internal::ClusterNode* cluster_ = nullptr;
+  std::atomic<internal::ClusterNode*> cluster_{nullptr};
 };
 
 // The listeners and I/O threads. Run() blocks until SIGINT/SIGTERM or Stop().

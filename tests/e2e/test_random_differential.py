@@ -842,6 +842,23 @@ def mismatch(seed, resp3, log):
     return "\n".join(lines)
 
 
+def run_sequences(base, count, commands, docs, floe_port, redis_port, tally, processes, where):
+    """Runs sequences base .. base+count-1; fails on the first that differs (on every one that
+    does with FLOE_RANDOM_DIFF_ALL=1) or when a Floe process exits."""
+    failures = []
+    for i in range(count):
+        failure = run_sequence(base + i, commands, docs, floe_port, redis_port, tally)
+        for p in processes:
+            assert p.proc.poll() is None, f"floe exited during sequence seed {base + i}"
+        if failure is not None:
+            failures.append(failure)
+            if not KEEP_GOING:
+                break
+        tally.sequences += 1
+    assert not failures, "\n".join(failures[:20]) + \
+        f"\n{len(failures)} sequences differ{where} (run seed {base})"
+
+
 def test_random_sequences_match_redis(make_floe, own_redis):
     floe = make_floe()
     commands, docs = command_universe(floe.port, own_redis)
@@ -860,17 +877,7 @@ def test_random_sequences_match_redis(make_floe, own_redis):
           f"commands over {len(commands)} commands")
     tally = Tally()
     started = time.time()
-    failures = []
-    for i in range(count):
-        failure = run_sequence(base + i, commands, docs, floe.port, own_redis, tally)
-        assert floe.proc.poll() is None, f"floe exited during sequence seed {base + i}"
-        if failure is not None:
-            failures.append(failure)
-            if not KEEP_GOING:
-                break
-        tally.sequences += 1
-    assert not failures, "\n".join(failures[:20]) + \
-        f"\n{len(failures)} sequences differ (run seed {base})"
+    run_sequences(base, count, commands, docs, floe.port, own_redis, tally, [floe], "")
     print(f"compared {tally.compared} replies in {time.time() - started:.1f} s; expected "
           f"differences met: {dict(sorted(tally.expected.items()))}")
 
@@ -924,22 +931,16 @@ def test_random_sequences_match_redis_through_a_cluster(make_floe, own_redis, mo
         monkeypatch.setattr(sys.modules[__name__], "LONG_KEY", "{t}" + LONG_KEY)
     commands, docs = command_universe(via.port, own_redis)
     commands = [c for c in commands if not c.startswith("cluster")]
-    base = CI_SEED if os.environ.get("CI") == "true" else random.randrange(1 << 31)
-    count = CLUSTER_SEQUENCES or 300
+    replay = os.environ.get("FLOE_TEST_SEED")
+    if replay:
+        base = int(replay)
+    else:
+        base = CI_SEED if os.environ.get("CI") == "true" else random.randrange(1 << 31)
+    count = CLUSTER_SEQUENCES or (1 if replay else 300)
     print(f"\nrandom differential through a cluster: seed {base}, {count} sequences")
     tally = Tally()
-    failures = []
-    for i in range(count):
-        failure = run_sequence(base + i, commands, docs, via.port, own_redis, tally)
-        for n in nodes:
-            assert n.proc.poll() is None, f"a node exited during sequence seed {base + i}"
-        if failure is not None:
-            failures.append(failure)
-            if not KEEP_GOING:
-                break
-        tally.sequences += 1
-    assert not failures, "\n".join(failures[:20]) + \
-        f"\n{len(failures)} sequences differ through the cluster (run seed {base})"
+    run_sequences(base, count, commands, docs, via.port, own_redis, tally, nodes,
+                  " through the cluster")
     forwarded = int(re.search(r"cluster_forwarded:(\d+)",
                               str(query(via.port, "INFO", "cluster"))).group(1))
     print(f"compared {tally.compared} replies, {forwarded} requests forwarded; expected "

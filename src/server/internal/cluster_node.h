@@ -33,8 +33,8 @@ std::string NodeName(const cluster::Member& member);
 
 // What a forwarded request carries (docs/wire.md, "Forwarded commands").
 struct ForwardRequest {
-  // The sending node's run: a random number drawn when it started, so that a client id of an
-  // earlier run (ids restart at 1) never reaches the proxy session of a client of that run.
+  // The sending node's RPC incarnation (its start time, higher after each restart): a client id
+  // is unique only within it, and a home drops the proxy sessions of a node's earlier life.
   uint64_t origin = 0;
   uint64_t client = 0;   // the client's id at the sending node (with origin, the proxy's key)
   uint8_t protocol = 2;  // the client's RESP version: the replies come back in it
@@ -64,7 +64,9 @@ class ClusterNode {
   };
 
   // Starts the transport, the endpoint and formation from config's cluster settings (a non-
-  // empty config.cluster). `client_port` is the bound RESP port. Fails for a bad member list,
+  // empty config.cluster), and makes itself the engine's node (Engine::set_cluster) before
+  // its endpoint starts. `client_port` is the bound RESP port. Before the node is destroyed:
+  // Stop(), then engine->set_cluster(nullptr). Fails for a bad member list,
   // a node that is not in it, a missing secret off loopback, or a port that cannot be bound.
   static Result<std::unique_ptr<ClusterNode>> Start(Engine* engine, const Config& config,
                                                     int client_port);
@@ -89,7 +91,7 @@ class ClusterNode {
   // The client left: its proxy session at `home` is dropped (send it after the client's last
   // request to that home has been answered, or it may overtake it).
   void CloseProxy(uint64_t client, net::NodeId home);
-  // This run's ForwardRequest::origin.
+  // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.
   void Stop();
