@@ -326,12 +326,14 @@ class Cluster:
         return "\n".join(f"--- {n.address} (RESP {n.host}:{n.port}):\n{n.log()}"
                          for n in self.nodes)
 
-    def wait_formed(self, timeout=15.0, nodes=None):
+    def wait_formed(self, timeout=15.0, nodes=None, password=None):
         """Waits until every node (or the given ones) stops answering a key command with
         'not formed'."""
         deadline = time.time() + timeout
         for node in nodes or self.nodes:
             c = node.conn(timeout=timeout)
+            if password is not None:
+                assert c.call("AUTH", password) == b"OK"
             while True:
                 reply = c.call("EXISTS", "formed-probe")
                 if not (isinstance(reply, RespError) and str(reply).startswith(NOT_FORMED)):
