@@ -665,6 +665,16 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (it != p.pending.end()) it->second.nacked = true;
   }
 
+  // Dropped messages are counted (Stats) and, so that an operator sees a misconfiguration,
+  // logged at most once every 10 seconds.
+  void WarnDropped(const std::string& what) {
+    const uint64_t now = loop.NowMicros();
+    if (last_drop_warning_us != 0 && now - last_drop_warning_us < 10'000'000) return;
+    last_drop_warning_us = now;
+    FLOE_LOG_WARN("rpc: node {} dropped {}", transport.self(), what);
+  }
+  uint64_t last_drop_warning_us = 0;  // under mu (OnMessage runs in Locked)
+
   void OnMessage(std::string bytes, bool checked) {
     if (stopped.load()) return;
     stats.messages_received++;
@@ -673,6 +683,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (!m.ok()) {
       if (m.status().code() == StatusCode::kPermissionDenied) {
         stats.auth_failures++;
+        WarnDropped("a message that failed authentication (a different cluster secret?)");
       } else {
         stats.bad_messages++;
       }
@@ -682,6 +693,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     auto pit = peers.find(h.sender);
     if (pit == peers.end() || h.receiver != transport.self()) {
       stats.unknown_sender++;
+      WarnDropped("a message from node " + std::to_string(h.sender) + " to node " +
+                  std::to_string(h.receiver) + ", not one of ours (different member lists?)");
       return;
     }
     pit->second.last_heard = loop.NowMicros();

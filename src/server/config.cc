@@ -2,6 +2,9 @@
 // config file, CONFIG SET/GET on the Engine, and the start-up checks. `floe serve`'s flags and
 // --help are built from the same rows (app/main.cc).
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <climits>
 #include <fstream>
@@ -306,7 +309,13 @@ std::vector<std::string> BindAddresses(std::string_view bind) {
 }
 
 bool IsLoopbackAddress(std::string_view address) {
-  return address.starts_with("127.") || address == "::1" || address == "localhost";
+  if (address == "localhost") return true;
+  // Parsed, not matched as text: "127.foo" is no address at all, and "::0:1" is ::1.
+  const std::string text(address);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return inet_pton(AF_INET6, text.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 Result<LogLevel> RedisLogLevel(std::string_view name) {

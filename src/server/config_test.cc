@@ -238,3 +238,25 @@ TEST_F(CommandTest, CommandGetKeysReadsTheKeySpecs) {
 
 }  // namespace
 }  // namespace floe::server
+
+namespace floe::server {
+namespace {
+
+// Protected mode's test of a bind address parses it: text that merely starts like a loopback
+// address is not one.
+TEST(SettingsTest, LoopbackAddressesAreParsedNotMatched) {
+  EXPECT_TRUE(IsLoopbackAddress("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackAddress("127.255.3.4"));
+  EXPECT_TRUE(IsLoopbackAddress("::1"));
+  EXPECT_TRUE(IsLoopbackAddress("0:0::1"));
+  EXPECT_TRUE(IsLoopbackAddress("localhost"));
+  EXPECT_FALSE(IsLoopbackAddress("127.foo"));
+  EXPECT_FALSE(IsLoopbackAddress("127."));
+  EXPECT_FALSE(IsLoopbackAddress("128.0.0.1"));
+  EXPECT_FALSE(IsLoopbackAddress("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackAddress("::"));
+  EXPECT_FALSE(IsLoopbackAddress(""));
+}
+
+}  // namespace
+}  // namespace floe::server
