@@ -80,7 +80,9 @@ def test_a_missing_member_refuses_keys_with_the_reason_and_keyless_commands_work
         for args in (["SET", "k", "v"], ["GET", "k"], ["INCR", "n"], ["MGET", "a", "b"],
                      ["DEL", "a", "b"], ["EXISTS", "k"], ["EXPIRE", "k", "10"],
                      ["PFADD", "h", "x"], ["BF.ADD", "b", "x"], ["APPEND", "k", "x"],
-                     ["MSET", "{t}a", "1", "{t}b", "2"]):
+                     ["MSET", "{t}a", "1", "{t}b", "2"],
+                     # and the commands that ask every member
+                     ["DBSIZE"], ["KEYS", "*"], ["SCAN", "0"], ["RANDOMKEY"], ["FLUSHALL"]):
             assert err(cn.call(*args)).startswith(NOT_FORMED), (node.address, args)
         # Keyless commands answer as on a single node.
         assert cn.call("PING") == b"PONG"
