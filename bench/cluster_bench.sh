@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 for tool in redis-benchmark redis-cli; do
-  command -v $tool >/dev/null || { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
+  command -v $tool >/dev/null ||
+    { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
 done
 [ -x "$floe" ] || { echo "no floe binary at $floe (build the release preset)" >&2; exit 2; }
 
@@ -97,14 +98,19 @@ for _ in $(seq 200); do
 done
 [ "$formed" = 3 ] || fail "the cluster did not form within 10 s"
 # The client talks to member 0; cluster_proxied counts what the others run for it.
-proxied() { redis-cli -p "$1" info cluster | tr -d '\r' | awk -F: '/^cluster_proxied:/ {print $2}'; }
+proxied() {
+  redis-cli -p "$1" info cluster | tr -d '\r' | awk -F: '/^cluster_proxied:/ {print $2}'
+}
 proxied_before=$(( $(proxied "${resp[1]}") + $(proxied "${resp[2]}") ))
 
 echo "floe: $($floe --version); host: $(nproc) cores; each node with its default I/O threads"
-echo "cluster: 3 members on 127.0.0.1, the client on member 0 (port ${resp[0]}); single: port $single_port"
-echo "redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000 -d 3 -t set,get; median of $repeat runs"
+echo "cluster: 3 members on 127.0.0.1, the client on member 0 (port ${resp[0]});" \
+  "single: port $single_port"
+echo "redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000 -d 3 -t set,get;" \
+  "median of $repeat runs"
 echo
-printf "| test | pipeline | cluster ops/s | single ops/s | cluster/single | cluster p50/p99 ms | single p50/p99 ms |\n"
+printf "| test | pipeline | cluster ops/s | single ops/s | cluster/single |"
+printf " cluster p50/p99 ms | single p50/p99 ms |\n"
 printf "|---|---|---|---|---|---|---|\n"
 
 run_benchmark() {  # NAME PID ARGS...: redis-benchmark --csv into $tmp/csv, failing loudly

@@ -275,6 +275,7 @@ class Node:
             self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
                                          env=env)
         self.factory.procs.append(self.proc)
+        self.factory.logs[self.proc.pid] = self.log_path
         try:
             wait_listening(self.host, self.port, self.proc)
         except RuntimeError as e:
@@ -294,6 +295,7 @@ class Node:
         """kill -9, then reaps it; returns the monotonic time after it is gone."""
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self.factory.killed.add(self.proc.pid)
         return time.monotonic_ns()
 
     def log(self):
@@ -324,12 +326,14 @@ class Cluster:
         return "\n".join(f"--- {n.address} (RESP {n.host}:{n.port}):\n{n.log()}"
                          for n in self.nodes)
 
-    def wait_formed(self, timeout=15.0, nodes=None):
+    def wait_formed(self, timeout=15.0, nodes=None, password=None):
         """Waits until every node (or the given ones) stops answering a key command with
         'not formed'."""
         deadline = time.time() + timeout
         for node in nodes or self.nodes:
             c = node.conn(timeout=timeout)
+            if password is not None:
+                assert c.call("AUTH", password) == b"OK"
             while True:
                 reply = c.call("EXISTS", "formed-probe")
                 if not (isinstance(reply, RespError) and str(reply).startswith(NOT_FORMED)):
@@ -347,6 +351,8 @@ class ClusterFactory:
     def __init__(self):
         self.procs = []
         self.conns = []
+        self.killed = set()  # pids a test killed with SIGKILL on purpose
+        self.logs = {}       # pid -> log path
 
     def make(self, n=3, hosts=None, start=True, node_timeout=None, faults=None, extra=(),
              per_node_extra=None, env=None, same_ports=False):
@@ -387,14 +393,41 @@ class ClusterFactory:
         return cluster
 
     def close(self):
+        """Stops every process; returns what went wrong: a process that was not killed on
+        purpose and did not exit with status 0 after SIGTERM (it crashed or exited early, or a
+        sanitizer reported at exit), with the end of its output. Removes the logs if none."""
         for c in self.conns:
             c.close()
+        stopped = []
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+                stopped.append(p.pid)
+        problems = []
         for p in self.procs:
             try:
-                p.wait(timeout=5)
+                p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+                problems.append(f"pid {p.pid} did not stop within 20 s of SIGTERM")
+            if p.pid in self.killed:
+                continue
+            # -SIGTERM: stopped before it installed its handler (just started): not a fault.
+            if p.returncode not in (0, -signal.SIGTERM):
+                tail = ""
+                try:
+                    with open(self.logs.get(p.pid, ""), "rb") as f:
+                        tail = f.read().decode(errors="replace")[-3000:]
+                except OSError:
+                    pass
+                problems.append(f"{' '.join(p.args[:8])}... exited with {p.returncode}:\n"
+                                f"{tail}")
+        if not problems:
+            for path in self.logs.values():
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+        self.procs = []
+        return problems

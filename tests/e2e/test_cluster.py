@@ -23,9 +23,12 @@ HOSTS3 = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 @pytest.fixture
 def clusters():
+    """Starts clusters; at the end every member not killed on purpose must exit with status 0
+    on SIGTERM (a crash, or a sanitizer's report at exit, fails the test)."""
     factory = ClusterFactory()
     yield factory
-    factory.close()
+    problems = factory.close()
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def formed():
     try:
         yield factory.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
     finally:
-        factory.close()
+        problems = factory.close()
+    assert not problems, "\n".join(problems)
 
 
 def err(reply):
@@ -76,7 +80,9 @@ def test_a_missing_member_refuses_keys_with_the_reason_and_keyless_commands_work
         for args in (["SET", "k", "v"], ["GET", "k"], ["INCR", "n"], ["MGET", "a", "b"],
                      ["DEL", "a", "b"], ["EXISTS", "k"], ["EXPIRE", "k", "10"],
                      ["PFADD", "h", "x"], ["BF.ADD", "b", "x"], ["APPEND", "k", "x"],
-                     ["MSET", "{t}a", "1", "{t}b", "2"]):
+                     ["MSET", "{t}a", "1", "{t}b", "2"],
+                     # and the commands that ask every member
+                     ["DBSIZE"], ["KEYS", "*"], ["SCAN", "0"], ["RANDOMKEY"], ["FLUSHALL"]):
             assert err(cn.call(*args)).startswith(NOT_FORMED), (node.address, args)
         # Keyless commands answer as on a single node.
         assert cn.call("PING") == b"PONG"
@@ -812,14 +818,7 @@ def test_proxy_sessions_close_with_their_client(formed):
 def test_requirepass_an_authenticated_client_reaches_every_key(clusters):
     # A non-loopback --bind needs --requirepass, so a cluster across hosts always has one: a
     # client that authenticated at its node must be served for keys homed on the others.
-    c = clusters.make(3, extra=["--requirepass", "pw"])
-    deadline = time.time() + 15
-    probe = c[0].conn()
-    assert probe.call("AUTH", "pw") == b"OK"
-    while isinstance(r := probe.call("EXISTS", "probe"), RespError) and \
-            str(r).startswith(NOT_FORMED):
-        assert time.time() < deadline, r
-        time.sleep(0.05)
+    c = clusters.make(3, extra=["--requirepass", "pw"]).wait_formed(password="pw")
     keys = [k for home in range(3) for k in c.keys_at(home, 2, prefix="auth")]
     conns = []
     for node in c.nodes:
@@ -897,3 +896,25 @@ def test_a_killed_members_proxy_sessions_do_not_hold_the_homes_client_slots(clus
         if reply is not None:
             failures.append(f"new client {i} of the restarted {c[0].address}: {reply!r}")
     assert not failures, "\n".join(failures)
+
+
+def test_while_a_home_has_not_formed_its_keys_answer_not_formed(clusters):
+    # Formation is per member: the last one started hears everyone agree at once and forms
+    # first, while the others form when their next HELLO to it is answered. Meanwhile its
+    # clients' keys homed on them must get the not-formed error (or be served), never an error
+    # that says the slot has another home.
+    c = clusters.make(3, start=False)
+    c[0].start()
+    c[1].start()
+    reply = wait_reply(c[0].conn(), ["GET", "k"], not_formed_with(f"{c[2].address}: no answer"))
+    assert not_formed_with(f"{c[2].address}: no answer")(reply), reply
+    c[2].start()
+    conn = c[2].conn()
+    key, = c.keys_at(0, 1, prefix="early")
+    wrong, deadline = {}, time.time() + 15
+    while isinstance(reply := conn.call("GET", key), RespError):
+        if not str(reply).startswith(NOT_FORMED):
+            wrong[str(reply)] = wrong.get(str(reply), 0) + 1
+        assert time.time() < deadline, f"never served: {reply}"
+    assert reply is None
+    assert not wrong, wrong

@@ -1,8 +1,9 @@
 """End to end: every reply a client sees from a cluster of real `floe serve` processes is
 linearizable. Three members on 127.0.0.1-3 whose cluster transport drops, duplicates and delays
 messages (FLOE_TEST_CLUSTER_FAULTS); client threads on every node run GET, SET, INCR, DEL,
-SET NX, MGET and DEL of keys on several homes (alone, or pipelined 2-8 at a time) and a WATCH/MULTI/EXEC compare-and-set over RESP,
-each through a random node, on a few keys spread over every home. The history they record is
+SET NX, MGET and DEL of keys on several homes (alone, or pipelined 2-8 at a time) and a
+WATCH/MULTI/EXEC compare-and-set over RESP, each through a random node, on a few keys spread
+over every home. The history they record is
 checked by the same checker as the simulated tests (tests/testing/lin_check). Variants kill
 one member with SIGKILL mid-run, or freeze it with SIGSTOP past the node timeout and resume it.
 
@@ -386,7 +387,8 @@ def check_histories(tmp_path, count, mode):
             assert rc == 0, f"lin_check {path}: exit {rc}\n{out[:6000]}"
             # Not vacuous: most operations got an answer.
             assert h.known >= 0.5 * 3 * THREADS_PER_NODE * OPS_PER_THREAD, (h.known, h.unknown)
-            factory.close()
+            problems = factory.close()
+            assert not problems, "\n".join(problems)
             factory = ClusterFactory()
     finally:
         factory.close()
