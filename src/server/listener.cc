@@ -267,7 +267,7 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
   slot_bytes_ += it->bytes.size();
   std::shared_ptr<Connection> self = shared_from_this();  // hold_ may be the last reference
   if (--slots_waiting_ == 0) hold_.reset();
-  if (!writing_) Process();  // else the write's completion runs Process
+  Process();  // nothing while a write is in flight: its completion runs Process
 }
 
 void Connection::DrainSlots() {
@@ -279,7 +279,9 @@ void Connection::DrainSlots() {
 }
 
 void Connection::Process() {
-  if (closed_) return;
+  // An asynchronous write sends from out_: out_ is left alone until it is done, and its
+  // completion runs Process (a read that completed meanwhile, or a reply that came, waits).
+  if (closed_ || writing_) return;
   DrainSlots();
   if (OverOutputLimits()) {
     FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",

@@ -1,0 +1,64 @@
+"""End to end, review of the pipelined cluster connection (listener.cc's reply slots, rule C3 of
+docs/cluster.md): the cases an independent review found, each on a real 3-node cluster."""
+import os
+import socket
+import time
+
+import pytest
+
+from floe_cluster import ClusterFactory
+
+
+@pytest.fixture(scope="module")
+def formed():
+    factory = ClusterFactory()
+    try:
+        yield factory.make(3).wait_formed()
+    finally:
+        factory.close()
+
+
+def read_exactly(sock, n, timeout=30.0):
+    sock.settimeout(timeout)
+    out = bytearray()
+    while len(out) < n:
+        try:
+            chunk = sock.recv(min(1 << 20, n - len(out)))
+        except socket.timeout:
+            break  # what came is compared
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def test_a_client_that_sends_while_a_deferred_reply_is_being_written_gets_each_reply_once(formed):
+    # A GET of a large value homed elsewhere: its reply arrives while a read is in flight, and
+    # the client does not read, so the node's write goes asynchronous. The client then sends
+    # PINGs: the node must not add to (or write again) the reply buffer an asynchronous write
+    # is still sending. Before the fix the PING's reply was appended to that buffer and it was
+    # written a second time: the client got the value's bytes twice, or freed memory.
+    key, = formed.keys_at(2, 1, prefix="asyncwrite")
+    blob = os.urandom(8 << 20)
+    assert formed[2].conn(timeout=60).call("SET", key, blob) == b"OK"
+    node = formed[0]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((node.host, node.port))
+    try:
+        sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key.encode()))
+        time.sleep(1.0)  # the reply came from the home; the node writes what the socket takes
+        pings = 5
+        for _ in range(pings):
+            sock.sendall(b"PING\r\n")
+            time.sleep(0.2)
+        want = b"$%d\r\n" % len(blob) + blob + b"\r\n" + b"+PONG\r\n" * pings
+        got = read_exactly(sock, len(want))
+        assert len(got) == len(want)
+        assert got == want, "the reply stream differs from the replies in order"
+        # Nothing more: a reply written twice would show here.
+        sock.sendall(b"PING\r\n")
+        assert read_exactly(sock, 7, timeout=10) == b"+PONG\r\n"
+    finally:
+        sock.close()
+
