@@ -340,5 +340,71 @@ TEST(ClusterServerTest, ProxySessionsDoNotCrowdOutConnections) {
   }
 }
 
+// A client that leaves while its command is on its way to the home: the proxy session's close
+// must not overtake the command (which would then open a session nobody closes).
+TEST_F(ThreeNodes, AClientThatLeavesMidForwardLeavesNoProxySession) {
+  constexpr int kClients = 8;
+  const std::string k = "{" + KeyAt(1, "t") + "}";  // keys of one slot, homed at node 1
+  std::vector<std::string> mset = {"MSET"};
+  for (int i = 0; i < 100000; i++) {
+    mset.push_back(k + std::to_string(i));
+    mset.push_back("v");
+  }
+  std::vector<std::string_view> args(mset.begin(), mset.end());
+  const uint64_t before = nodes_[1]->stats().proxied.load();
+  for (int c = 0; c < kClients; c++) {
+    Session s(engines_[0].get(), 0);
+    s.set_reply_sink([](uint64_t, std::string) {});
+    std::string out;
+    EXPECT_FALSE(s.Execute(args, &out));  // sent; the session ends at once
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (nodes_[1]->stats().proxied.load() < before + kClients &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(nodes_[1]->stats().proxied.load(), before + kClients);
+  // Every close follows its command's answer.
+  const auto closed_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (nodes_[1]->stats().proxy_sessions.load() > 0 &&
+         std::chrono::steady_clock::now() < closed_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 0u);
+}
+
+// A part too large for one forwarded request is refused at the client's node, not reported as
+// an unreachable home.
+TEST_F(ThreeNodes, ACommandTooLargeToForwardIsRefusedNotClusterDown) {
+  Session s(engines_[0].get(), 0);
+  std::vector<std::string> pfcount = {"PFCOUNT"};
+  for (int n = 0; pfcount.size() <= (size_t{1} << 19) + 1; n++) {
+    std::string k = "p" + std::to_string(n);
+    if (HomeOf(k) == 1) pfcount.push_back(std::move(k));
+  }
+  EXPECT_THAT(Do(s, pfcount), ErrStartsWith("ERR the command is too large to send"));
+  EXPECT_THAT(Do(s, {"PFCOUNT", pfcount[1], pfcount[2]}), IsInt(0));  // still serving
+}
+
+// After an aborted transaction (DISCARD, then EXECABORT), a new WATCH still guards its EXEC.
+TEST_F(ThreeNodes, AWatchAfterAnAbortedTransactionStillGuardsTheExec) {
+  Session s(engines_[0].get(), 0), other(engines_[2].get(), 0);
+  const std::string k = KeyAt(1);
+  EXPECT_THAT(Do(s, {"WATCH", k}), IsOk());
+  EXPECT_THAT(Do(s, {"MULTI"}), IsOk());
+  EXPECT_THAT(Do(s, {"DISCARD"}), IsOk());
+  EXPECT_THAT(Do(s, {"MULTI"}), IsOk());
+  EXPECT_THAT(Do(s, {"SET", k, "x"}), IsSimple("QUEUED"));
+  EXPECT_THAT(Do(s, {"NOSUCHCOMMAND"}), ErrStartsWith("ERR unknown command"));
+  EXPECT_THAT(Do(s, {"EXEC"}), ErrStartsWith("EXECABORT"));
+
+  EXPECT_THAT(Do(s, {"WATCH", k}), IsOk());
+  EXPECT_THAT(Do(other, {"SET", k, "theirs"}), IsOk());
+  EXPECT_THAT(Do(s, {"MULTI"}), IsOk());
+  EXPECT_THAT(Do(s, {"SET", k, "mine"}), IsSimple("QUEUED"));
+  EXPECT_THAT(Do(s, {"EXEC"}), IsNil());
+  EXPECT_THAT(Do(s, {"GET", k}), IsBulk("theirs"));
+}
+
 }  // namespace
 }  // namespace floe::server
