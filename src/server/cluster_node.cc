@@ -57,6 +57,14 @@ Result<net::Faults> FaultsFromEnvironment() {
 
 }  // namespace
 
+int64_t ConnectedClients(const Engine& engine) {
+  const ClusterNode* node = engine.cluster();
+  const uint64_t all = engine.ClientCount();
+  const uint64_t proxies =
+      node != nullptr ? node->stats().proxy_sessions.load(std::memory_order_relaxed) : 0;
+  return static_cast<int64_t>(all - std::min(all, proxies));
+}
+
 std::string NodeName(const cluster::Member& member) {
   // Three hashes of the address, each with its own prefix, give 160 bits: 40 hex characters.
   const std::string a = member.address();

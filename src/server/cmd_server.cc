@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
 namespace floe::server::internal {
@@ -99,7 +100,7 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     Line(out, "config_file", c.config_file);
   } else if (name == "clients") {
     out->append("# Clients\r\n");
-    Line(out, "connected_clients", static_cast<int64_t>(e.ClientCount()));
+    Line(out, "connected_clients", ConnectedClients(e));
     Line(out, "maxclients", c.maxclients);
     Line(out, "blocked_clients", 0);
   } else if (name == "memory") {

@@ -458,12 +458,8 @@ void Accept(Worker* w, size_t i) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       WorkerStats& stats = w->engine->stats(w->index);
-      // Proxy sessions (clients of other nodes, cluster_node.cc) have a limit of their own.
-      const internal::ClusterNode* node = w->engine->cluster();
-      const uint64_t all = w->engine->ClientCount();
-      const uint64_t proxies =
-          node != nullptr ? node->stats().proxy_sessions.load(std::memory_order_relaxed) : 0;
-      if (static_cast<int64_t>(all - std::min(all, proxies)) >= w->engine->maxclients()) {
+      // Proxy sessions (clients of other nodes) have a limit of their own.
+      if (internal::ConnectedClients(*w->engine) >= w->engine->maxclients()) {
         stats.rejected_connections.fetch_add(1, std::memory_order_relaxed);
         std::error_code ignored;
         asio::write(socket,

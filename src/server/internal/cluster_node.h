@@ -54,6 +54,10 @@ void AppendFramedReply(std::string_view reply, std::string* answer);
 // Corruption unless `answer` holds exactly `n` framed replies.
 Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n);
 
+// The clients connected to this node: the engine's sessions but the proxy sessions it runs for
+// other nodes' clients (they have a limit of their own, and are not connections here).
+int64_t ConnectedClients(const Engine& engine);
+
 class ClusterNode {
  public:
   struct Stats {
