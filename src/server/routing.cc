@@ -239,10 +239,21 @@ std::string Finish(Gather& g) {
 }
 
 // Records part `i`'s reply; the last one to arrive finishes the whole.
+// This runs on an RPC thread, outside the command boundary's safety net: an exception while
+// combining (out of memory) becomes the client's error reply, never the end of the process or a
+// reply that never comes.
 void PartDone(const std::shared_ptr<Gather>& g, size_t i, std::string reply) {
   g->replies[i] = std::move(reply);
   // acq_rel: the last part sees every other part's reply.
-  if (g->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) g->done(Finish(*g));
+  if (g->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  std::string combined;
+  try {
+    combined = Finish(*g);
+  } catch (const std::exception& e) {
+    FLOE_LOG_ERROR("combining the replies of a command split across nodes failed: {}", e.what());
+    combined = "-ERR internal error: combining the nodes' replies failed\r\n";
+  }
+  g->done(std::move(combined));
 }
 
 }  // namespace
@@ -380,15 +391,27 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     }
     size_t k = 0;
     for (Entry& e : done) {
-      if (e.done) {
-        std::vector<std::string> mine;
-        for (size_t j = 0; j < e.count; j++) {
-          mine.push_back(error.empty() ? std::move((*replies)[k + j]) : error);
-        }
-        e.done(std::move(mine));
-      }
+      if (e.done) Deliver(e, error.empty() ? &*replies : nullptr, k, error);
       k += e.count;
     }
+  }
+
+  // Hands an entry its replies (or `error` for each when `replies` is null). On an RPC thread,
+  // outside the command boundary's net: an exception (out of memory) gives the entry an error
+  // reply instead, so its client is not left waiting for ever.
+  static void Deliver(Entry& e, std::vector<std::string>* replies, size_t first,
+                      const std::string& error) {
+    std::vector<std::string> mine;
+    try {
+      mine.reserve(e.count);
+      for (size_t j = 0; j < e.count; j++) {
+        mine.push_back(replies != nullptr ? std::move((*replies)[first + j]) : error);
+      }
+    } catch (const std::exception& ex) {
+      FLOE_LOG_ERROR("handing back a forwarded command's replies failed: {}", ex.what());
+      mine.assign(e.count, "-ERR internal error\r\n");
+    }
+    e.done(std::move(mine));  // once: a part's gather counts each answer
   }
 
   ClusterNode* const node;
