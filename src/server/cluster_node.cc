@@ -186,6 +186,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   MutexLock run(&proxy->mu);
   Session& s = *proxy->session;
   s.set_protocol(req.protocol);
+  if (req.watching && !s.watching()) s.BreakWatches();
   std::string out, reply;
   std::vector<std::string_view> args;
   for (const auto& command : req.commands) {
@@ -293,6 +294,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   node->impl_->endpoint->Start();
   node->impl_->cluster->Start();
   return node;
+}
+
+void ClusterNode::TEST_DropProxySessions() {
+  MutexLock lock(&impl_->proxies_mu);
+  for (auto it = impl_->proxies.begin(); it != impl_->proxies.end();) it = impl_->Drop(it);
 }
 
 bool ClusterNode::formed() const { return impl_->cluster->formed(); }

@@ -277,6 +277,26 @@ TEST(ClusterRoutingTest, C6_WatchLivesAtTheHomeOfItsSlot) {
   EXPECT_THAT(s.Run({"EXEC"}), StartsWith("*1\r\n"));
 }
 
+// Rule C6: a home that lost the client's WATCHes (it restarted, or dropped the idle proxy
+// session) cannot check them any more: the EXEC aborts rather than commit unguarded.
+TEST(ClusterRoutingTest, C6_WatchesLostAtTheHomeAbortTheExec) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string w = c.KeyHomedAt(1, "w");
+  Session& s = c.client(0);
+  EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
+  c.node(1).TEST_DropProxySessions();
+  EXPECT_EQ(s.Run({"GET", w}), "$-1\r\n");  // a new proxy session, without the watch
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", w, "x"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*-1\r\n");
+  EXPECT_EQ(s.Run({"GET", w}), "$-1\r\n");
+  // The next transaction, with no WATCH, commits.
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", w, "y"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*1\r\n+OK\r\n");
+}
+
 TEST(ClusterRoutingTest, ProxySessionsCloseWithTheirClient) {
   TestCluster c;
   ASSERT_TRUE(c.WaitFormed());
@@ -297,6 +317,7 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   internal::ForwardRequest req{.origin = 0x1234567890abcdefull,
                                .client = 77,
                                .protocol = 3,
+                               .watching = true,
                                .commands = {{"MULTI"}, {"SET", "k", std::string(300, 'x')}}};
   const std::string bytes = internal::EncodeForward(req);
   Result<internal::ForwardRequest> back = internal::DecodeForward(bytes);
@@ -304,6 +325,7 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   EXPECT_EQ(back->origin, req.origin);
   EXPECT_EQ(back->client, 77u);
   EXPECT_EQ(back->protocol, 3);
+  EXPECT_TRUE(back->watching);
   EXPECT_EQ(back->commands, req.commands);
   // Every truncation and a trailing byte are refused.
   for (size_t n = 0; n < bytes.size(); n++) {
@@ -314,6 +336,7 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   std::string lie(8, '\0');       // origin
   lie.push_back(1);               // client
   lie.push_back(2);               // protocol
+  lie.push_back(0);               // flags
   lie += "\xff\xff\xff\xff\x0f";  // 4 billion commands
   EXPECT_FALSE(internal::DecodeForward(lie).ok());
   internal::ForwardRequest bad = req;

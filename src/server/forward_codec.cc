@@ -22,6 +22,7 @@ std::string EncodeForward(const ForwardRequest& request) {
   w.PutFixed64(request.origin);
   w.PutVarint64(request.client);
   w.PutU8(request.protocol);
+  w.PutU8(request.watching ? 1 : 0);
   w.PutVarint64(request.commands.size());
   for (const auto& command : request.commands) {
     w.PutVarint64(command.size());
@@ -36,9 +37,13 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetFixed64(&req.origin));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
+  uint8_t flags = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
+  FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
+  if ((flags & ~1u) != 0) return Status::Corruption("forward: unknown flags");
+  req.watching = (flags & 1) != 0;
   // Each command takes at least two bytes, so a count beyond that is a lie: checked before
   // anything is sized by it.
   if (n == 0 || n > kMaxForwardCommands || n > r.remaining() / 2) {

@@ -291,6 +291,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   using Done = std::function<void(std::vector<std::string> replies)>;
   struct Entry {
     uint8_t protocol = 2;
+    bool watching = false;  // ForwardRequest::watching, before this entry runs
     std::vector<std::vector<std::string>> commands;
     size_t count = 0;  // commands.size(), kept once they are moved into a request
     Done done;         // null: the replies are not wanted (UNWATCH)
@@ -341,6 +342,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       MutexLock lock(&mu);
       Home& h = homes[home];
       req.protocol = h.waiting.front().protocol;
+      req.watching = h.waiting.front().watching;  // what the home holds before the batch
       uint64_t args = 0;
       while (!h.waiting.empty() && h.waiting.front().protocol == req.protocol) {
         Entry& e = h.waiting.front();
@@ -438,6 +440,10 @@ internal::ForwardQueues& Session::Queues() {
   return *queues_;
 }
 
+bool Session::WatchingAt(uint32_t home) const {
+  return std::find(watch_homes_.begin(), watch_homes_.end(), home) != watch_homes_.end();
+}
+
 void Session::CloseRemoteSessions() {
   if (queues_ && engine_->cluster() != nullptr) queues_->CloseAll();
 }
@@ -445,7 +451,7 @@ void Session::CloseRemoteSessions() {
 void Session::ForgetRemoteWatches() {
   // In order with this client's other requests to the home: an UNWATCH of its own.
   for (uint32_t home : watch_homes_) {
-    Queues().Enqueue(home, {.protocol = 2, .commands = {{"UNWATCH"}}});
+    Queues().Enqueue(home, {.protocol = 2, .watching = true, .commands = {{"UNWATCH"}}});
   }
   watch_homes_.clear();
   watch_slot_ = -1;
@@ -530,6 +536,7 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     if (home == node.self()) continue;
     Queues().Enqueue(home,
                      {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
+                      .watching = WatchingAt(home),
                       .commands = std::move(parts[i].second),
                       .done = [g, i](std::vector<std::string> replies) {
                         std::string all;
@@ -649,17 +656,12 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
     return true;
   }
   const uint32_t home = node.Home(slot);
-  if (h == internal::CmdWatch) {
-    watch_slot_ = watch_slot_ == -1 || watch_slot_ == slot ? slot : -2;
-    if (home != node.self() &&
-        std::find(watch_homes_.begin(), watch_homes_.end(), home) == watch_homes_.end()) {
-      watch_homes_.push_back(home);
-    }
-  }
+  if (h == internal::CmdWatch) watch_slot_ = watch_slot_ == -1 || watch_slot_ == slot ? slot : -2;
   if (home == node.self()) return false;
   auto g = std::make_shared<Gather>();
   g->protocol = protocol_;
-  SendParts(g, {{home, whole()}}, out, now_ms);
+  SendParts(g, {{home, whole()}}, out, now_ms);  // before the WATCH counts as held there
+  if (h == internal::CmdWatch && !WatchingAt(home)) watch_homes_.push_back(home);
   return true;
 }
 
@@ -728,6 +730,7 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   // Refused at queue time: Redis discards the whole transaction, and the home's watches go
   // too (DiscardTransaction sends an UNWATCH). Otherwise EXEC at the home forgets them there.
   const bool dirty = multi_dirty_;
+  const bool watching = WatchingAt(home);
   if (!dirty) watch_homes_.clear();
   DiscardTransaction();
   if (dirty) {
@@ -738,6 +741,7 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   if (!local.commands.empty()) local_parts_.emplace(tickets_, std::move(local));
   // Only EXEC's reply is the client's; MULTI's and the QUEUED ones are dropped.
   Queues().Enqueue(home, {.protocol = static_cast<uint8_t>(protocol_),
+                          .watching = watching,
                           .commands = std::move(batch),
                           .done = [done = std::move(done)](std::vector<std::string> replies) {
                             done(std::move(replies.back()));

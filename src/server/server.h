@@ -227,6 +227,11 @@ class Session {
   bool proxy() const { return proxy_; }
   // A proxy session answers in its client's protocol, which the client's node sends.
   void set_protocol(int protocol);
+  // Whether the session WATCHes keys (or lost them: BreakWatches).
+  bool watching() const { return !watched_.empty() || watch_broken_; }
+  // The client's WATCHes were held here and are lost (this node restarted or dropped the
+  // proxy session): the next EXEC aborts as if a watched key had changed.
+  void BreakWatches() { watch_broken_ = true; }
   bool authenticated() const { return authenticated_; }
   // QUIT, CLIENT KILL or a fatal limit asked for the connection to close after this reply.
   bool close_requested() const;
@@ -277,6 +282,7 @@ class Session {
   internal::ForwardQueues& Queues();
   // UNWATCH, in order, at every home where this client WATCHes keys.
   void ForgetRemoteWatches();
+  bool WatchingAt(uint32_t home) const;
   // The client left: its proxy sessions at the homes go, after its last request to each.
   void CloseRemoteSessions();
 
@@ -299,6 +305,7 @@ class Session {
     uint64_t touches;  // AbsentWatches' count when watched absent
   };
   std::vector<Watched> watched_;
+  bool watch_broken_ = false;  // BreakWatches
   std::function<void(std::string_view)> before_handler_;
   // Cluster state (routing.cc).
   ReplySink sink_;

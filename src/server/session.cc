@@ -87,6 +87,7 @@ void Session::ClearWatches() {
     if (w.version == 0) engine_->absent_watches().Unwatch(w.key);
   }
   watched_.clear();
+  watch_broken_ = false;
 }
 
 void Session::DiscardTransaction() {
@@ -504,7 +505,7 @@ void CmdExec(CommandContext& ctx) {
   if (!s.in_multi_) return ctx.Error("ERR EXEC without MULTI");
   std::vector<std::vector<std::string>> queued = std::move(s.queued_);
   const bool dirty = s.multi_dirty_;
-  bool touched = false;
+  bool touched = s.watch_broken_;
   for (const auto& w : s.watched_) {
     const auto now = WatchState(ctx, w.key);
     touched = touched || now != std::pair(w.version, w.changes) ||

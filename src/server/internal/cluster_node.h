@@ -38,6 +38,10 @@ struct ForwardRequest {
   uint64_t origin = 0;
   uint64_t client = 0;   // the client's id at the sending node (with origin, the proxy's key)
   uint8_t protocol = 2;  // the client's RESP version: the replies come back in it
+  // The client WATCHes keys at this home (before these commands run). A proxy session that
+  // has none (the home restarted, or dropped it idle) then aborts the client's next EXEC, as
+  // a changed watched key would: the watch can no longer be checked.
+  bool watching = false;
   std::vector<std::vector<std::string>> commands;
 };
 // Bounds on a forwarded request (docs/wire.md): the sender refuses a request beyond them with
@@ -99,6 +103,8 @@ class ClusterNode {
   uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.
   void Stop();
+  // Tests only: drops every proxy session, as a restart of this node would.
+  void TEST_DropProxySessions();
 
  private:
   struct Impl;
