@@ -57,7 +57,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Moves the replies at the front of slots_ that have come into out_.
   void DrainSlots();
   // Too many replies outstanding or held: run nothing more until some are written.
-  bool Blocked() const { return slots_.size() >= kMaxSlots || slot_bytes_ >= kFlushThreshold; }
+  // Also while a transaction's connection commands wait to run here (Session::
+  // local_part_pending).
+  bool Blocked() const {
+    return slots_.size() >= kMaxSlots || slot_bytes_ >= kFlushThreshold ||
+           session_->local_part_pending();
+  }
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();

@@ -203,6 +203,10 @@ class Session {
   using ReplySink = std::function<void(uint64_t ticket, std::string reply)>;
   void set_reply_sink(ReplySink sink) { sink_ = std::move(sink); }
   uint64_t last_ticket() const { return tickets_; }
+  // A transaction sent to a home has connection commands that run here once it answers: the
+  // caller runs nothing more on this session until FinishDeferred has run them (a CLIENT
+  // SETNAME or HELLO in it applies to the commands after EXEC).
+  bool local_part_pending() const { return !local_parts_.empty(); }
   // The caller hands every deferred reply through this, on the session's thread, before it
   // delivers it: a transaction's commands that run here are merged into its EXEC reply.
   std::string FinishDeferred(uint64_t ticket, std::string reply);

@@ -62,3 +62,24 @@ def test_a_client_that_sends_while_a_deferred_reply_is_being_written_gets_each_r
     finally:
         sock.close()
 
+
+def test_a_transactions_connection_commands_take_effect_before_the_next_command(formed):
+    # MULTI / SET (homed elsewhere) / CLIENT SETNAME / EXEC, then CLIENT GETNAME, sent at once.
+    # The transaction's CLIENT SETNAME runs at this node once the home's EXEC answered; the
+    # GETNAME after it must see the name, as on a single node (Redis answers "review").
+    key, = formed.keys_at(2, 1, prefix="txname")
+    sock = socket.create_connection((formed[0].host, formed[0].port), timeout=30)
+    try:
+        def cmd(*args):
+            out = [b"*%d\r\n" % len(args)]
+            for a in args:
+                a = a.encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+            return b"".join(out)
+        sock.sendall(cmd("MULTI") + cmd("SET", key, "v") + cmd("CLIENT", "SETNAME", "review") +
+                     cmd("EXEC") + cmd("CLIENT", "GETNAME"))
+        want = (b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n" + b"$6\r\nreview\r\n")
+        assert read_exactly(sock, len(want), timeout=5) == want
+    finally:
+        sock.close()
+
