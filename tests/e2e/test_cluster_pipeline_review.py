@@ -1,6 +1,7 @@
 """End to end, review of the pipelined cluster connection (listener.cc's reply slots, rule C3 of
 docs/cluster.md): the cases an independent review found, each on a real 3-node cluster."""
 import os
+import signal
 import socket
 import time
 
@@ -83,3 +84,42 @@ def test_a_transactions_connection_commands_take_effect_before_the_next_command(
     finally:
         sock.close()
 
+
+@pytest.fixture
+def slow_home():
+    """A 3-node cluster whose requests wait 20 s for a home that does not answer."""
+    factory = ClusterFactory()
+    try:
+        yield factory.make(3, node_timeout=20000).wait_formed()
+    finally:
+        factory.close()
+
+
+def test_commands_waiting_for_a_stopped_home_do_not_grow_the_node_without_bound(slow_home):
+    # A client pipelines 1 MiB SETs to keys of a home that is stopped (SIGSTOP: its calls wait
+    # for their deadline). The node may hold a bounded amount of them; then it must stop
+    # reading (back-pressure), as it does for replies. Before the fix it read and copied up to
+    # 1,024 of them (1 GiB here; 1,024 x proto-max-bulk-len in general) while they waited.
+    key, = slow_home.keys_at(2, 1, prefix="stopped")
+    value = b"x" * (1 << 20)
+    command = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(key), key.encode(), len(value), value)
+    home = slow_home[2]
+    os.kill(home.proc.pid, signal.SIGSTOP)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.connect((slow_home[0].host, slow_home[0].port))
+        sock.setblocking(False)
+        sent = 0
+        total = 400 * len(command)
+        deadline = time.monotonic() + 5.0
+        while sent < total and time.monotonic() < deadline:
+            try:
+                sent += sock.send(command[sent % len(command):])
+            except BlockingIOError:
+                time.sleep(0.05)
+        # Socket buffers on both sides hold a few MiB; the node's own holding is bounded.
+        assert sent < 64 * len(command), f"the node read {sent >> 20} MiB of waiting commands"
+    finally:
+        os.kill(home.proc.pid, signal.SIGCONT)
+        sock.close()
