@@ -374,7 +374,13 @@ void Connection::Process() {
     in_.Consume(pos);
     if (was_unauthenticated == session_->authenticated()) UpdateParserLimits();
     if (!error.empty() && !closing_) {
-      out_ += "-ERR " + error + "\r\n";
+      std::string reply = "-ERR " + error + "\r\n";
+      if (slots_.empty()) {
+        out_ += reply;
+      } else {  // after the replies still to come
+        slot_bytes_ += reply.size();
+        slots_.push_back({.ready = true, .bytes = std::move(reply)});
+      }
       closing_ = true;
     }
     if (need_more || n == 0) break;

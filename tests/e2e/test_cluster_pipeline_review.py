@@ -123,3 +123,25 @@ def test_commands_waiting_for_a_stopped_home_do_not_grow_the_node_without_bound(
     finally:
         os.kill(home.proc.pid, signal.SIGCONT)
         sock.close()
+
+
+def test_a_protocol_error_is_answered_after_the_replies_still_to_come(formed):
+    # GET of a key homed elsewhere, PING, then a request that does not parse: the error and the
+    # close come after both replies, as on a single node. Before the fix the error went
+    # straight to the output while the GET's reply was still to come: the client read the
+    # error first.
+    key, = formed.keys_at(2, 1, prefix="protoerr")
+    sock = socket.create_connection((formed[0].host, formed[0].port), timeout=30)
+    try:
+        sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key.encode()) +
+                     b"*1\r\n$4\r\nPING\r\n" + b"*1\r\n$x\r\n")
+        got = bytearray()
+        sock.settimeout(10)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        assert got.startswith(b"$-1\r\n+PONG\r\n-ERR Protocol error"), bytes(got)
+    finally:
+        sock.close()
