@@ -277,6 +277,9 @@ class Session {
   struct LocalPart {
     size_t total = 0;                                                   // queued commands in all
     std::vector<std::pair<size_t, std::vector<std::string>>> commands;  // position, command
+    // Positions of the HELLO <version> also sent to the home, so that the commands after it
+    // answer there in its protocol; the home's reply to it is dropped.
+    std::vector<size_t> echoed;
   };
   internal::ForwardQueues& Queues();
   // UNWATCH, in order, at every home where this client WATCHes keys.

@@ -145,3 +145,31 @@ def test_a_protocol_error_is_answered_after_the_replies_still_to_come(formed):
         assert got.startswith(b"$-1\r\n+PONG\r\n-ERR Protocol error"), bytes(got)
     finally:
         sock.close()
+
+
+def test_hello_inside_a_transaction_sent_to_a_home_sets_the_protocol_of_the_commands_after_it(
+        formed):
+    # MULTI / GET (homed elsewhere) / HELLO 3 / GET / EXEC: the GET after HELLO answers in RESP3
+    # (a null is "_"), as a single node and Redis answer. HELLO runs at this node; before the
+    # fix the home ran the whole transaction in RESP2 and the second GET answered "$-1".
+    key, = formed.keys_at(2, 1, prefix="txhello")
+    sock = socket.create_connection((formed[0].host, formed[0].port), timeout=30)
+    try:
+        sock.sendall(b"MULTI\r\nGET %s\r\nHELLO 3\r\nGET %s\r\nEXEC\r\nGET %s\r\n" %
+                     (key.encode(), key.encode(), key.encode()))
+        got = bytearray()
+        sock.settimeout(3)
+        try:
+            while not got.endswith(b"*0\r\n_\r\n_\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:
+            pass
+        assert got.startswith(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n$-1\r\n%7\r\n"), \
+            bytes(got)
+        assert b"$5\r\nproto\r\n:3\r\n" in got, bytes(got)
+        assert got.endswith(b"*0\r\n_\r\n_\r\n"), bytes(got)
+    finally:
+        sock.close()
