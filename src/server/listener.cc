@@ -28,8 +28,8 @@ constexpr size_t kBatch = 32;
 // Replies of one connection outstanding at once (commands waiting for other nodes and the
 // ones after them); more commands wait until some are written.
 constexpr size_t kMaxSlots = 1024;
-// Request bytes of the commands waiting for other nodes at once; a larger command still goes
-// alone.
+// Bytes of the commands waiting for other nodes at once (Session::last_deferred_bytes); a
+// larger command still goes alone.
 constexpr size_t kMaxWaitingInput = size_t{8} << 20;
 constexpr int64_t kAcceptRetryMs = 100;  // after a failed accept (e.g. out of descriptors) //
                                          // commands parsed and prefetched together
@@ -100,7 +100,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uint64_t ticket = 0;
     bool ready = false;
     std::string bytes;
-    size_t input = 0;  // the request's bytes, while its reply is to come
+    size_t input = 0;  // the bytes it sent to other nodes, while its reply is to come
   };
   std::deque<Slot> slots_;
   size_t slot_bytes_ = 0;  // bytes of the ready replies in slots_
@@ -354,7 +354,7 @@ void Connection::Process() {
       // Once a reply is outstanding, the replies after it wait in slots (rule C3).
       std::string* target = slots_.empty() ? &out_ : &scratch_;
       if (!session_->Execute(batch_[i], target)) {
-        const size_t request = ends_[i] - (i > 0 ? ends_[i - 1] : 0);
+        const size_t request = session_->last_deferred_bytes();
         slots_.push_back({.ticket = session_->last_ticket(), .input = request});
         slots_waiting_++;
         waiting_input_ += request;

@@ -276,6 +276,19 @@ void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& a
 
 namespace internal {
 
+namespace {
+
+// What a request's commands hold while they wait for their home.
+size_t CommandBytes(const std::vector<std::vector<std::string>>& commands) {
+  size_t n = 0;
+  for (const auto& c : commands) {
+    for (const std::string& a : c) n += a.size();
+  }
+  return n;
+}
+
+}  // namespace
+
 struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   using Done = std::function<void(std::vector<std::string> replies)>;
   struct Entry {
@@ -507,9 +520,11 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     return;
   }
   g->done = std::move(done);
+  deferred_bytes_ = 0;
   for (size_t i = 0; i < parts.size(); i++) {
     const uint32_t home = parts[i].first;
     if (home == node.self()) continue;
+    deferred_bytes_ += internal::CommandBytes(parts[i].second);
     Queues().Enqueue(home,
                      {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
                       .commands = std::move(parts[i].second),
@@ -724,6 +739,7 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
     return true;
   }
   auto done = BeginDeferred();
+  deferred_bytes_ = internal::CommandBytes(batch);
   if (!local.commands.empty()) local_parts_.emplace(tickets_, std::move(local));
   // Only EXEC's reply is the client's; MULTI's and the QUEUED ones are dropped.
   Queues().Enqueue(home, {.protocol = static_cast<uint8_t>(protocol_),

@@ -173,3 +173,33 @@ def test_hello_inside_a_transaction_sent_to_a_home_sets_the_protocol_of_the_comm
         assert got.endswith(b"*0\r\n_\r\n_\r\n"), bytes(got)
     finally:
         sock.close()
+
+
+def test_transactions_waiting_for_a_stopped_home_do_not_grow_the_node_without_bound(slow_home):
+    # As above, with each 1 MiB SET in its own MULTI ... EXEC: the request that waits is the
+    # whole transaction, though EXEC itself is a few bytes. Before the fix only EXEC's bytes
+    # were counted and the node read and held every transaction.
+    key, = slow_home.keys_at(2, 1, prefix="stoppedtx")
+    value = b"x" * (1 << 20)
+    command = (b"*1\r\n$5\r\nMULTI\r\n" +
+               b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                   len(key), key.encode(), len(value), value) +
+               b"*1\r\n$4\r\nEXEC\r\n")
+    home = slow_home[2]
+    os.kill(home.proc.pid, signal.SIGSTOP)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.connect((slow_home[0].host, slow_home[0].port))
+        sock.setblocking(False)
+        sent = 0
+        total = 400 * len(command)
+        deadline = time.monotonic() + 5.0
+        while sent < total and time.monotonic() < deadline:
+            try:
+                sent += sock.send(command[sent % len(command):])
+            except BlockingIOError:
+                time.sleep(0.05)
+        assert sent < 64 * len(command), f"the node read {sent >> 20} MiB of waiting commands"
+    finally:
+        os.kill(home.proc.pid, signal.SIGCONT)
+        sock.close()
