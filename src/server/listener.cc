@@ -28,6 +28,9 @@ constexpr size_t kBatch = 32;
 // Replies of one connection outstanding at once (commands waiting for other nodes and the
 // ones after them); more commands wait until some are written.
 constexpr size_t kMaxSlots = 1024;
+// Bytes of the commands waiting for other nodes at once (Session::last_deferred_bytes); a
+// larger command still goes alone.
+constexpr size_t kMaxWaitingInput = size_t{8} << 20;
 constexpr int64_t kAcceptRetryMs = 100;  // after a failed accept (e.g. out of descriptors) //
                                          // commands parsed and prefetched together
 // Redis's client-query-buffer-limit: a client whose unconsumed input reaches it is closed.
@@ -57,7 +60,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Moves the replies at the front of slots_ that have come into out_.
   void DrainSlots();
   // Too many replies outstanding or held: run nothing more until some are written.
-  bool Blocked() const { return slots_.size() >= kMaxSlots || slot_bytes_ >= kFlushThreshold; }
+  // Also while a transaction's connection commands wait to run here (Session::
+  // local_part_pending) and while the commands waiting for other nodes are large: their copies
+  // are held until their homes answer, so a client cannot pile up kMaxSlots large writes.
+  bool Blocked() const {
+    return slots_.size() >= kMaxSlots || slot_bytes_ >= kFlushThreshold ||
+           waiting_input_ >= kMaxWaitingInput || session_->local_part_pending();
+  }
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
@@ -91,10 +100,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uint64_t ticket = 0;
     bool ready = false;
     std::string bytes;
+    size_t input = 0;  // the bytes it sent to other nodes, while its reply is to come
   };
   std::deque<Slot> slots_;
   size_t slot_bytes_ = 0;  // bytes of the ready replies in slots_
   size_t slots_waiting_ = 0;
+  size_t waiting_input_ = 0;  // sum of the waiting slots' `input`
   std::string scratch_;
   // Keeps the connection alive while replies are to come and no socket operation may: they
   // always come (the RPC layer answers every call by its deadline), and the last one or Close
@@ -263,6 +274,7 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
                          [ticket](const Slot& s) { return !s.ready && s.ticket == ticket; });
   if (it == slots_.end()) return;
   it->ready = true;
+  waiting_input_ -= it->input;
   it->bytes = session_->FinishDeferred(ticket, std::move(reply));
   slot_bytes_ += it->bytes.size();
   std::shared_ptr<Connection> self = shared_from_this();  // hold_ may be the last reference
@@ -342,8 +354,10 @@ void Connection::Process() {
       // Once a reply is outstanding, the replies after it wait in slots (rule C3).
       std::string* target = slots_.empty() ? &out_ : &scratch_;
       if (!session_->Execute(batch_[i], target)) {
-        slots_.push_back({.ticket = session_->last_ticket()});
+        const size_t request = session_->last_deferred_bytes();
+        slots_.push_back({.ticket = session_->last_ticket(), .input = request});
         slots_waiting_++;
+        waiting_input_ += request;
         if (!hold_) hold_ = shared_from_this();
       } else if (target == &scratch_) {
         slot_bytes_ += scratch_.size();
@@ -360,7 +374,13 @@ void Connection::Process() {
     in_.Consume(pos);
     if (was_unauthenticated == session_->authenticated()) UpdateParserLimits();
     if (!error.empty() && !closing_) {
-      out_ += "-ERR " + error + "\r\n";
+      std::string reply = "-ERR " + error + "\r\n";
+      if (slots_.empty()) {
+        out_ += reply;
+      } else {  // after the replies still to come
+        slot_bytes_ += reply.size();
+        slots_.push_back({.ready = true, .bytes = std::move(reply)});
+      }
       closing_ = true;
     }
     if (need_more || n == 0) break;

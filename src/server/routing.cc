@@ -287,6 +287,19 @@ void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& a
 
 namespace internal {
 
+namespace {
+
+// What a request's commands hold while they wait for their home.
+size_t CommandBytes(const std::vector<std::vector<std::string>>& commands) {
+  size_t n = 0;
+  for (const auto& c : commands) {
+    for (const std::string& a : c) n += a.size();
+  }
+  return n;
+}
+
+}  // namespace
+
 struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   using Done = std::function<void(std::vector<std::string> replies)>;
   struct Entry {
@@ -468,15 +481,20 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
   std::string_view rest(reply);
   size_t used = 0;
   Result<resp::Reply> whole = resp::ParseReply(rest, &used);
-  const size_t remote = local.total - local.commands.size();
+  const size_t remote = local.total - local.commands.size() + local.echoed.size();
   if (!whole.ok() || whole->type != resp::Reply::Type::kArray || whole->elements.size() != remote) {
     return reply;
   }
   rest.remove_prefix(rest.find('\n') + 1);  // past "*<n>\r\n"
   std::string out = "*" + std::to_string(local.total) + "\r\n";
-  size_t next = 0;
+  size_t next = 0, echoed = 0;
   for (size_t i = 0; i < local.total; i++) {
     if (next < local.commands.size() && local.commands[next].first == i) {
+      if (echoed < local.echoed.size() && local.echoed[echoed] == i) {
+        echoed++;
+        if (!resp::ParseReply(rest, &used).ok()) return reply;
+        rest.remove_prefix(used);  // the home's HELLO: this node's answers
+      }
       std::vector<std::string_view> args(local.commands[next].second.begin(),
                                          local.commands[next].second.end());
       const CommandSpec* spec = internal::ResolveCommand(args);
@@ -531,9 +549,11 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     return;
   }
   g->done = std::move(done);
+  deferred_bytes_ = 0;
   for (size_t i = 0; i < parts.size(); i++) {
     const uint32_t home = parts[i].first;
     if (home == node.self()) continue;
+    deferred_bytes_ += internal::CommandBytes(parts[i].second);
     Queues().Enqueue(home,
                      {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
                       .watching = WatchingAt(home),
@@ -715,6 +735,13 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   LocalPart local{.total = queued_.size()};
   for (size_t i = 0; i < queued_.size(); i++) {
     if (here[i]) {
+      // HELLO <version> changes the protocol of the replies after it, the home's too.
+      std::vector<std::string_view> v(queued_[i].begin(), queued_[i].end());
+      const CommandSpec* spec = internal::ResolveCommand(v);
+      if (spec != nullptr && spec->handler == internal::CmdHello && v.size() == 2) {
+        batch.push_back(queued_[i]);
+        local.echoed.push_back(i);
+      }
       local.commands.emplace_back(i, std::move(queued_[i]));
     } else {
       batch.push_back(std::move(queued_[i]));
@@ -738,6 +765,7 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
     return true;
   }
   auto done = BeginDeferred();
+  deferred_bytes_ = internal::CommandBytes(batch);
   if (!local.commands.empty()) local_parts_.emplace(tickets_, std::move(local));
   // Only EXEC's reply is the client's; MULTI's and the QUEUED ones are dropped.
   Queues().Enqueue(home, {.protocol = static_cast<uint8_t>(protocol_),

@@ -203,6 +203,13 @@ class Session {
   using ReplySink = std::function<void(uint64_t ticket, std::string reply)>;
   void set_reply_sink(ReplySink sink) { sink_ = std::move(sink); }
   uint64_t last_ticket() const { return tickets_; }
+  // The bytes of the commands the last deferred command sent to other nodes: their copies are
+  // held until the homes answer (a transaction's whole batch, though EXEC is a few bytes).
+  size_t last_deferred_bytes() const { return deferred_bytes_; }
+  // A transaction sent to a home has connection commands that run here once it answers: the
+  // caller runs nothing more on this session until FinishDeferred has run them (a CLIENT
+  // SETNAME or HELLO in it applies to the commands after EXEC).
+  bool local_part_pending() const { return !local_parts_.empty(); }
   // The caller hands every deferred reply through this, on the session's thread, before it
   // delivers it: a transaction's commands that run here are merged into its EXEC reply.
   std::string FinishDeferred(uint64_t ticket, std::string reply);
@@ -278,6 +285,9 @@ class Session {
   struct LocalPart {
     size_t total = 0;                                                   // queued commands in all
     std::vector<std::pair<size_t, std::vector<std::string>>> commands;  // position, command
+    // Positions of the HELLO <version> also sent to the home, so that the commands after it
+    // answer there in its protocol; the home's reply to it is dropped.
+    std::vector<size_t> echoed;
   };
   internal::ForwardQueues& Queues();
   // UNWATCH, in order, at every home where this client WATCHes keys.
@@ -312,6 +322,7 @@ class Session {
   bool deferred_ = false;                            // the current command's reply comes later
   std::future<std::string> wait_;                    // ... to Execute itself when there is no sink
   uint64_t tickets_ = 0;                             // deferred commands so far
+  size_t deferred_bytes_ = 0;                        // last_deferred_bytes()
   std::map<uint64_t, LocalPart> local_parts_;        // by ticket
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
   std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
