@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   floe::Result<floe::server::internal::ForwardRequest> again =
       floe::server::internal::DecodeForward(floe::server::internal::EncodeForward(*r));
   if (!again.ok() || again->origin != r->origin || again->client != r->client ||
-      again->commands != r->commands) {
+      again->seq != r->seq || again->watching != r->watching || again->commands != r->commands) {
     std::abort();
   }
   // The answer's framing, read back with any count.

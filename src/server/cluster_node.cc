@@ -92,6 +92,7 @@ struct ClusterNode::Impl {
     // next while the first still ran here (a command then joined an unfinished MULTI).
     Mutex mu;
     std::unique_ptr<Session> session;
+    uint64_t last_seq FLOE_GUARDED_BY(mu) = 0;  // the newest request that ran
     int64_t last_used_ms = 0;
   };
   // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
@@ -184,6 +185,15 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   // One request of a client at a time runs in its proxy session, and the engine's proxy worker
   // lock serializes the sessions' commands.
   MutexLock run(&proxy->mu);
+  if (req.seq <= proxy->last_seq) {
+    // Late: a later request of the client already ran. Its node answered this one CLUSTERDOWN
+    // (may or may not have happened); it does not happen, rather than out of order.
+    std::string reply, out;
+    resp::ReplyWriter(&reply, req.protocol).Error("ERR the request arrived after a later one");
+    for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
+    return out;
+  }
+  proxy->last_seq = req.seq;
   Session& s = *proxy->session;
   s.set_protocol(req.protocol);
   if (req.watching && !s.watching()) s.BreakWatches();
@@ -313,9 +323,12 @@ net::NodeId ClusterNode::Home(uint16_t slot) const {
 
 std::string ClusterNode::NotFormedError() const {
   const std::vector<std::string> reasons = impl_->cluster->WaitingReasons();
-  std::string out = "CLUSTERDOWN The cluster is not formed";
-  if (!reasons.empty()) {
-    out += ": " + reasons[0];
+  std::string out = "CLUSTERDOWN The cluster is not formed: ";
+  if (reasons.empty()) {
+    // Every member has agreed and formation is completing this moment (or Start is not done).
+    out += "forming now (every member has answered)";
+  } else {
+    out += reasons[0];
     if (reasons.size() > 1) out += " (and " + std::to_string(reasons.size() - 1) + " more)";
   }
   return out;

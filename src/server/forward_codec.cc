@@ -21,6 +21,7 @@ std::string EncodeForward(const ForwardRequest& request) {
   wire::Writer w(&out);
   w.PutFixed64(request.origin);
   w.PutVarint64(request.client);
+  w.PutVarint64(request.seq);
   w.PutU8(request.protocol);
   w.PutU8(request.watching ? 1 : 0);
   w.PutVarint64(request.commands.size());
@@ -37,6 +38,7 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetFixed64(&req.origin));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.seq));
   uint8_t flags = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));

@@ -314,6 +314,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     std::vector<Entry> sent;
     bool busy = false;
     bool close_when_idle = false;
+    uint64_t seq = 0;  // the last ForwardRequest::seq sent
   };
 
   ForwardQueues(ClusterNode* n, uint64_t c) : node(n), client(c) {}
@@ -356,6 +357,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       Home& h = homes[home];
       req.protocol = h.waiting.front().protocol;
       req.watching = h.waiting.front().watching;  // what the home holds before the batch
+      req.seq = ++h.seq;
       uint64_t args = 0;
       while (!h.waiting.empty() && h.waiting.front().protocol == req.protocol) {
         Entry& e = h.waiting.front();

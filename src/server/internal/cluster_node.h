@@ -36,7 +36,10 @@ struct ForwardRequest {
   // The sending node's RPC incarnation (its start time, higher after each restart): a client id
   // is unique only within it, and a home drops the proxy sessions of a node's earlier life.
   uint64_t origin = 0;
-  uint64_t client = 0;   // the client's id at the sending node (with origin, the proxy's key)
+  uint64_t client = 0;  // the client's id at the sending node (with origin, the proxy's key)
+  // Numbers the client's requests to this home from 1. A request that arrives after a later
+  // one ran (its node gave up on it: CLUSTERDOWN) is refused, never run out of order (rule C3).
+  uint64_t seq = 0;
   uint8_t protocol = 2;  // the client's RESP version: the replies come back in it
   // The client WATCHes keys at this home (before these commands run). A proxy session that
   // has none (the home restarted, or dropped it idle) then aborts the client's next EXEC, as
