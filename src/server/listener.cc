@@ -4,7 +4,10 @@
 // spreads connections across threads) and the connections it accepted. A connection reads,
 // runs every complete command in what it read, and answers them with one write; it reads again
 // only when the write is done, so a client that does not read its replies stops being read
-// (back-pressure) instead of growing our buffers.
+// (back-pressure) instead of growing our buffers. In a cluster, commands that wait for other
+// nodes leave their replies to come in slots (docs/cluster.md, rule C3): the connection may read
+// on while they are outstanding, up to the slots' bounds, and runs nothing while a write is in
+// flight.
 
 #include <asio.hpp>
 #include <csignal>
