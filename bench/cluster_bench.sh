@@ -42,7 +42,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
-fail() { echo "FAILED: $*" >&2; exit 1; }
+# fail, alive, run_benchmark, csv_rows, median, col, ratio
+source "$(dirname "$0")/lib.sh"
 
 # Eight distinct ports, each free for TCP and UDP on 127.0.0.1.
 read -r -a ports <<<"$(/usr/bin/python3 - <<'PY'
@@ -75,7 +76,6 @@ wait_up() {  # NAME PORT PID: returns once it answers PING
   done
   fail "$1 did not answer PING on port $2 within 10 s"
 }
-alive() { kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) is no longer running"; }
 
 "$floe" serve --port "$single_port" --loglevel warning &
 pids+=($!); single_pid=$!
@@ -113,34 +113,10 @@ printf "| test | pipeline | cluster ops/s | single ops/s | cluster/single |"
 printf " cluster p50/p99 ms | single p50/p99 ms |\n"
 printf "|---|---|---|---|---|---|---|\n"
 
-run_benchmark() {  # NAME PID ARGS...: redis-benchmark --csv into $tmp/csv, failing loudly
-  local name=$1 pid=$2 rc=0
-  shift 2
-  timeout "$bench_timeout" redis-benchmark --csv "$@" >"$tmp/csv" 2>"$tmp/err" || rc=$?
-  if [ "$rc" -ne 0 ] || grep -qi "error" "$tmp/err" "$tmp/csv"; then
-    cat "$tmp/err" "$tmp/csv" >&2
-    [ "$rc" -eq 124 ] && fail "redis-benchmark against $name timed out after ${bench_timeout}s"
-    fail "redis-benchmark against $name failed (exit $rc): redis-benchmark $*"
-  fi
-  alive "$name" "$pid"
-}
-# redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max"
-csv_rows() {
-  local rows t
-  rows=$(tail -n +2 "$tmp/csv" | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}')
-  for t in "$@"; do
-    echo "$rows" | awk -v t="$t" '$1 == t && $2 > 0 {ok=1} END {exit !ok}' ||
-      fail "redis-benchmark gave no $t result: $(cat "$tmp/csv")"
-  done
-  echo "$rows"
-}
 bench() {  # NAME PID PORT PIPELINE N -> lines "TEST rps p50 p99"
   run_benchmark "$1" "$2" -p "$3" -c 50 -n "$5" -r 100000 -d 3 -P "$4" -t set,get
   csv_rows SET GET
 }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-col() { awk -v t="$2" -v f="$3" '$1 == t {print $f}' "$1" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 for pipe in 1 16; do
   n=$requests

@@ -57,7 +57,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-fail() { echo "FAILED: $*" >&2; exit 1; }
+# fail, alive, run_benchmark, csv_rows, median, col, ratio
+source "$(dirname "$0")/lib.sh"
 # wait_up NAME PORT PID: returns once the server answers PING; fails if it exited or is silent.
 wait_up() {
   for _ in $(seq 200); do
@@ -68,7 +69,6 @@ wait_up() {
   fail "$1 did not answer PING on port $2 within 10 s"
 }
 # alive NAME PID: fails if the server has exited.
-alive() { kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) is no longer running"; }
 
 start_servers() {
   "$floe" serve --port "$floe_port" --threads "$threads" --loglevel warning ${FLOE_ARGS:-} &
@@ -94,40 +94,11 @@ if runs kv; then
   printf "|---|---|---|---|---|---|---|---|\n"
 fi
 
-# run_benchmark NAME PID ARGS...: redis-benchmark --csv with ARGS into $tmp/csv; fails loudly
-# if it exits non-zero, times out, reports an error reply, or the server is gone afterwards.
-run_benchmark() {
-  local name=$1 pid=$2 rc=0
-  shift 2
-  timeout "$bench_timeout" redis-benchmark --csv "$@" >"$tmp/csv" 2>"$tmp/err" || rc=$?
-  if [ "$rc" -ne 0 ] || grep -qi "error" "$tmp/err"; then
-    cat "$tmp/err" >&2
-    [ "$rc" -eq 124 ] && fail "redis-benchmark against $name timed out after ${bench_timeout}s"
-    fail "redis-benchmark against $name failed (exit $rc): redis-benchmark $*"
-  fi
-  alive "$name" "$pid"
-}
-# csv_rows TESTS...: "TEST rps p50 p99" for each line of $tmp/csv; fails unless every one of
-# TESTS is there with a positive rate.
-# redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max"
-csv_rows() {
-  local rows t
-  rows=$(tail -n +2 "$tmp/csv" | tr -d '"' | awk -F, '{split($1,a," "); print a[1], $2, $5, $7}')
-  for t in "$@"; do
-    echo "$rows" | awk -v t="$t" '$1 == t && $2 > 0 {ok=1} END {exit !ok}' ||
-      fail "redis-benchmark gave no $t result: $(cat "$tmp/csv")"
-  done
-  echo "$rows"
-}
 bench() {  # name pid port size pipeline n -> lines "TEST rps p50 p99"
   run_benchmark "$1" "$2" -p "$3" -c 50 -n "$6" -r 100000 -d "$4" -P "$5" -t set,get,incr,mset
   csv_rows SET GET INCR MSET
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# col FILE TEST FIELD: the median of FIELD over the lines of FILE for TEST.
-col() { awk -v t="$2" -v f="$3" '$1 == t {print $f}' "$1" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 for size in $sizes; do
   runs kv || break
   for pipe in $pipelines; do
