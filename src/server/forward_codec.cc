@@ -63,7 +63,9 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
     command.reserve(argc);
     for (uint64_t i = 0; i < argc; i++) {
       std::string_view arg;
-      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg));
+      // An argument is as large as the client may send (proto-max-bulk-len, up to 4 GiB), not
+      // wire's default cap: the bytes it claims must be there, which bounds it.
+      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg, r.remaining()));
       command.emplace_back(arg);
     }
   }
@@ -83,7 +85,8 @@ Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, si
   out.reserve(n);
   for (size_t i = 0; i < n; i++) {
     std::string_view one;
-    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&one));
+    // A reply holds a value as large as the store keeps, with its RESP framing around it.
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&one, r.remaining()));
     out.emplace_back(one);
   }
   if (r.remaining() != 0) return Status::Corruption("forward answer: trailing bytes");

@@ -100,8 +100,14 @@ std::string ErrorBytes(std::string_view text) {
 
 // Rule C4's answer when a node does not answer.
 std::string Unreachable(const std::string& address, const Status& why) {
-  return ErrorBytes("CLUSTERDOWN The node " + address + " is unreachable (" +
-                    std::string(why.message()) + ")");
+  const StatusCode code = why.code();
+  if (code == StatusCode::kTimeout || code == StatusCode::kUnavailable ||
+      code == StatusCode::kCancelled) {
+    return ErrorBytes("CLUSTERDOWN The node " + address + " is unreachable (" +
+                      std::string(why.message()) + ")");
+  }
+  // It answered, with an error of the RPC or of its handler (a request it could not take).
+  return ErrorBytes("ERR the node " + address + " refused the request (" + why.ToString() + ")");
 }
 
 // Every reply of `bytes` (a part may hold several, one per command it ran).
