@@ -8,79 +8,36 @@
 #include "cluster/cluster.h"
 #include "server/command_test.h"
 #include "server/internal/cluster_node.h"
-#include "testing/process.h"
+#include "server/internal/cluster_testing.h"
 
 namespace floe::server {
 namespace {
 
 using internal::ClusterNode;
 
-// Three nodes on 127.0.0.1; node i's engine and ClusterNode. Destroyed in the order the
-// server uses: the ClusterNodes (their proxy sessions belong to the engines) before the
-// Engines.
+// Three nodes on 127.0.0.1 (internal::InProcessCluster); tests may start them again with other
+// settings.
 class ThreeNodes : public ::testing::Test {
  protected:
   static constexpr int kNodes = 3;
 
   void SetUp() override { ASSERT_TRUE(Start(Config())); }
+  void TearDown() override { cluster_.reset(); }
 
   // Starts the three nodes with `base` as every node's configuration (plus the cluster
-  // settings); false when a port could not be found or the cloud did not form.
+  // settings); false when the cloud did not form.
   bool Start(const Config& base) {
-    std::string list;
-    for (int i = 0; i < kNodes; i++) {
-      ports_[i] = floe::testing::FreePort("127.0.0.1");
-      if (ports_[i] == 0) return false;
-      list += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports_[i]);
-    }
-    for (int i = 0; i < kNodes; i++) {
-      Config c = base;
-      c.bind = "127.0.0.1";
-      c.cluster = list;
-      c.cluster_port = ports_[i];
-      c.cluster_node_timeout = timeout_ms_;
-      engines_[i] = std::make_unique<Engine>(c, 1);
-      Result<std::unique_ptr<ClusterNode>> n = ClusterNode::Start(engines_[i].get(), c, 6000 + i);
-      EXPECT_TRUE(n.ok()) << n.status().ToString();
-      if (!n.ok()) return false;
-      nodes_[i] = std::move(*n);
-      engines_[i]->set_cluster(nodes_[i].get());
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    for (int i = 0; i < kNodes; i++) {
-      while (!nodes_[i]->formed()) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    }
-    return true;
+    cluster_.reset();
+    cluster_ = std::make_unique<internal::InProcessCluster>(internal::InProcessClusterOptions{
+        .members = kNodes, .timeout_ms = timeout_ms_, .base = base, .first_client_port = 6000});
+    return cluster_->WaitFormed();
   }
 
-  void TearDown() override {
-    for (auto& n : nodes_) {
-      if (n) n->Stop();  // no proxy session runs from here on
-    }
-    for (int i = 0; i < kNodes; i++) {
-      if (engines_[i]) engines_[i]->set_cluster(nullptr);
-      nodes_[i].reset();
-    }
-    for (auto& e : engines_) e.reset();
-  }
-
-  // Which node (0-based) is home to `key`.
-  int HomeOf(std::string_view key) const {
-    const net::NodeId id = nodes_[0]->Home(cluster::KeySlot(key));
-    for (int i = 0; i < kNodes; i++) {
-      if (nodes_[i]->self() == id) return i;
-    }
-    return -1;
-  }
-  // A key (prefix + number) homed at node `home`.
+  Engine& engine(size_t i) { return cluster_->engine(i); }
+  ClusterNode& node(size_t i) { return cluster_->node(i); }
+  int HomeOf(std::string_view key) const { return cluster_->HomeOf(key); }
   std::string KeyAt(int home, const std::string& prefix = "k") const {
-    for (int n = 0;; n++) {
-      std::string k = prefix + std::to_string(n);
-      if (HomeOf(k) == home) return k;
-    }
+    return cluster_->KeyAt(static_cast<size_t>(home), prefix);
   }
 
   static Reply Do(Session& s, std::vector<std::string> args) {
@@ -88,13 +45,11 @@ class ThreeNodes : public ::testing::Test {
   }
 
   int64_t timeout_ms_ = 2000;
-  uint16_t ports_[kNodes] = {};
-  std::unique_ptr<Engine> engines_[kNodes];
-  std::unique_ptr<ClusterNode> nodes_[kNodes];
+  std::unique_ptr<internal::InProcessCluster> cluster_;
 };
 
 TEST_F(ThreeNodes, EveryNodeAnswersEveryKey) {
-  Session s0(engines_[0].get(), 0), s2(engines_[2].get(), 0);
+  Session s0(&engine(0), 0), s2(&engine(2), 0);
   const std::string k = KeyAt(1);
   EXPECT_THAT(Do(s0, {"SET", k, "v"}), IsOk());
   EXPECT_THAT(Do(s2, {"GET", k}), IsBulk("v"));
@@ -110,7 +65,7 @@ TEST_F(ThreeNodes, ConcurrentClientsOnEveryNodeLoseNoIncrement) {
   std::atomic<int> bad{0};
   for (int t = 0; t < kThreads; t++) {
     threads.emplace_back([&, t] {
-      Session s(engines_[t % kNodes].get(), 0);
+      Session s(&engine(t % kNodes), 0);
       const std::string tag = "{t" + std::to_string(t) + "}";
       for (int i = 0; i < kRounds; i++) {
         if (Do(s, {"INCR", counter}).type != Reply::Type::kInteger) bad++;
@@ -138,7 +93,7 @@ TEST_F(ThreeNodes, ConcurrentClientsOnEveryNodeLoseNoIncrement) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
-  Session s(engines_[2].get(), 0);
+  Session s(&engine(2), 0);
   EXPECT_THAT(Do(s, {"GET", counter}), IsBulk(std::to_string(kThreads * kRounds)));
 }
 
@@ -149,7 +104,7 @@ TEST_F(ThreeNodes, AForwardedCommandNeedsNoSecondAuth) {
   Config c;
   c.requirepass = "pw";
   ASSERT_TRUE(Start(c));
-  Session s(engines_[0].get(), 0);
+  Session s(&engine(0), 0);
   EXPECT_THAT(Do(s, {"SET", KeyAt(1), "v"}), ErrStartsWith("NOAUTH"));
   EXPECT_THAT(Do(s, {"AUTH", "pw"}), IsOk());
   const std::string k1 = KeyAt(1), k2 = KeyAt(2);
@@ -162,12 +117,12 @@ TEST_F(ThreeNodes, AForwardedCommandNeedsNoSecondAuth) {
 // PFCOUNT of keys on several homes, one of them down: CLUSTERDOWN as for every other command
 // (rule C4), not "a node sent a reply of the wrong shape".
 TEST_F(ThreeNodes, PfCountAcrossHomesWithOneDownSaysClusterDown) {
-  Session s(engines_[0].get(), 0);
+  Session s(&engine(0), 0);
   const std::string k0 = KeyAt(0, "h"), k2 = KeyAt(2, "h");
   EXPECT_THAT(Do(s, {"PFADD", k0, "a"}), IsInt(1));
   EXPECT_THAT(Do(s, {"PFADD", k2, "b"}), IsInt(1));
   EXPECT_THAT(Do(s, {"PFCOUNT", k0, k2}), IsInt(2));
-  nodes_[2]->Stop();
+  node(2).Stop();
   EXPECT_THAT(Do(s, {"PFCOUNT", k0, k2}), ErrStartsWith("CLUSTERDOWN"));
   EXPECT_THAT(Do(s, {"MGET", k0, k2}), ErrStartsWith("CLUSTERDOWN"));
 }
@@ -179,36 +134,24 @@ TEST_F(ThreeNodes, AClientOfARestartedNodeDoesNotInheritAnOldProxySession) {
   const std::string k = KeyAt(1);
   uint64_t old_id = 0;
   {
-    Session a(engines_[0].get(), 0), a2(engines_[0].get(), 0);
-    old_id = a.id();
-    EXPECT_THAT(Do(a, {"WATCH", k}), IsOk());
-    EXPECT_THAT(Do(a2, {"GET", k}), IsNil());
-    EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 2u);
+    auto a = std::make_unique<Session>(&engine(0), 0);
+    auto a2 = std::make_unique<Session>(&engine(0), 0);
+    old_id = a->id();
+    EXPECT_THAT(Do(*a, {"WATCH", k}), IsOk());
+    EXPECT_THAT(Do(*a2, {"GET", k}), IsNil());
+    EXPECT_EQ(node(1).stats().proxy_sessions.load(), 2u);
+    // Its clients' sessions end with it, without a word to the home (as in a kill -9).
+    engine(0).set_cluster(nullptr);
+    a.reset();
+    a2.reset();
     // Node 0 dies: no word reaches the home that its clients left.
-    engines_[0]->set_cluster(nullptr);
-    nodes_[0].reset();
+    cluster_->Kill(0);
   }
-  engines_[0].reset();
-  Session other(engines_[2].get(), 0);
+  Session other(&engine(2), 0);
   EXPECT_THAT(Do(other, {"SET", k, "changed"}), IsOk());
-
-  Config c;
-  c.bind = "127.0.0.1";
-  c.cluster = "127.0.0.1:" + std::to_string(ports_[0]) + ",127.0.0.1:" + std::to_string(ports_[1]) +
-              ",127.0.0.1:" + std::to_string(ports_[2]);
-  c.cluster_port = ports_[0];
-  c.cluster_node_timeout = timeout_ms_;
-  engines_[0] = std::make_unique<Engine>(c, 1);
-  Result<std::unique_ptr<ClusterNode>> n = ClusterNode::Start(engines_[0].get(), c, 6000);
-  ASSERT_TRUE(n.ok()) << n.status().ToString();
-  nodes_[0] = std::move(*n);
-  engines_[0]->set_cluster(nodes_[0].get());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!nodes_[0]->formed() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(nodes_[0]->formed());
-  Session b(engines_[0].get(), 0);
+  ASSERT_TRUE(cluster_->Start(0).ok());
+  ASSERT_TRUE(cluster_->WaitFormed());
+  Session b(&engine(0), 0);
   ASSERT_EQ(b.id(), old_id);
   EXPECT_THAT(Do(b, {"MULTI"}), IsOk());
   EXPECT_THAT(Do(b, {"SET", k, "mine"}), IsSimple("QUEUED"));
@@ -216,7 +159,7 @@ TEST_F(ThreeNodes, AClientOfARestartedNodeDoesNotInheritAnOldProxySession) {
   EXPECT_THAT(Do(b, {"GET", k}), IsBulk("mine"));
   // The sessions of the node's previous life are gone (they counted toward maxclients): left
   // are those of `other` and `b`.
-  EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 2u);
+  EXPECT_EQ(node(1).stats().proxy_sessions.load(), 2u);
 }
 
 // A home slower than cluster-node-timeout: the client got CLUSTERDOWN for its EXEC and went on
@@ -227,11 +170,11 @@ TEST_F(ThreeNodes, ACommandAfterATimedOutExecDoesNotJoinTheTransaction) {
   TearDown();
   timeout_ms_ = 300;
   ASSERT_TRUE(Start(Config()));
-  Session s(engines_[0].get(), 0);
+  Session s(&engine(0), 0);
   const std::string k = KeyAt(1);
   EXPECT_THAT(Do(s, {"SET", k, "old"}), IsOk());
   // The home's I/O thread holds its lock: the EXEC (exclusive: it needs every lock) waits.
-  Mutex& io_lock = engines_[1]->worker_lock(0);
+  Mutex& io_lock = engine(1).worker_lock(0);
   io_lock.Lock();
   EXPECT_THAT(Do(s, {"MULTI"}), IsOk());
   EXPECT_THAT(Do(s, {"SET", k, "new"}), IsSimple("QUEUED"));
@@ -258,48 +201,36 @@ TEST_F(ThreeNodes, ProxySessionsOfOneNodeDoNotCrowdOutAnother) {
   c.maxclients = 2;
   ASSERT_TRUE(Start(c));
   const std::string k = KeyAt(1);
-  Session a1(engines_[0].get(), 0), a2(engines_[0].get(), 0), b(engines_[2].get(), 0);
+  Session a1(&engine(0), 0), a2(&engine(0), 0), b(&engine(2), 0);
   EXPECT_THAT(Do(a1, {"GET", k}), IsNil());
   EXPECT_THAT(Do(a2, {"GET", k}), IsNil());
   EXPECT_THAT(Do(b, {"GET", k}), IsNil());  // was "ERR max number of clients reached"
   // A node cannot open more proxy sessions than maxclients.
-  Session a3(engines_[0].get(), 0);
+  Session a3(&engine(0), 0);
   EXPECT_THAT(Do(a3, {"GET", k}), IsErr("ERR max number of clients reached"));
 }
 
 // The same for the home's own clients: proxy sessions do not count toward the connections a
 // node accepts (it refused every connection once other nodes' clients had maxclients proxies).
 TEST(ClusterServerTest, ProxySessionsDoNotCrowdOutConnections) {
-  uint16_t ports[3];
-  std::string list;
-  for (int i = 0; i < 3; i++) {
-    ports[i] = floe::testing::FreePort("127.0.0.1");
-    ASSERT_NE(ports[i], 0);
-    list += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports[i]);
-  }
   Config c;
-  c.bind = "127.0.0.1";
-  c.cluster = list;
-  c.cluster_node_timeout = 2000;
   c.maxclients = 1;
-  // Node 0 is a server (listener and all); nodes 1 and 2 are bare engines.
+  // Member 0 is a server (listener and all), members 1 and 2 bare engines.
+  internal::InProcessCluster cluster(
+      {.members = 3, .started = 0, .timeout_ms = 2000, .base = c, .first_client_port = 6000});
   Config sc = c;
+  sc.bind = "127.0.0.1";
+  sc.cluster = cluster.member_list();
+  sc.cluster_node_timeout = 2000;
   sc.port = 0;
   sc.threads = 1;
-  sc.cluster_port = ports[0];
+  sc.cluster_port = cluster.cluster_port(0);
   Server server(sc);
   std::thread run([&] { EXPECT_TRUE(server.Run().ok()); });
-  std::unique_ptr<Engine> engines[2];
-  std::unique_ptr<ClusterNode> nodes[2];
-  for (int i = 0; i < 2; i++) {
-    Config nc = c;
-    nc.cluster_port = ports[i + 1];
-    engines[i] = std::make_unique<Engine>(nc, 1);
-    Result<std::unique_ptr<ClusterNode>> n = ClusterNode::Start(engines[i].get(), nc, 6000 + i);
-    ASSERT_TRUE(n.ok()) << n.status().ToString();
-    nodes[i] = std::move(*n);
-    engines[i]->set_cluster(nodes[i].get());
-  }
+  ASSERT_TRUE(cluster.Start(1).ok());
+  ASSERT_TRUE(cluster.Start(2).ok());
+  ClusterNode* nodes[2] = {&cluster.node(1), &cluster.node(2)};
+  Engine* engines[2] = {&cluster.engine(1), &cluster.engine(2)};
   // A key homed at the server's node, and its client, proxied there once the server formed.
   std::string k;
   for (int n = 0; k.empty(); n++) {
@@ -308,7 +239,7 @@ TEST(ClusterServerTest, ProxySessionsDoNotCrowdOutConnections) {
     if (home != nodes[0]->self() && home != nodes[1]->self()) k = key;
   }
   {
-    Session a(engines[0].get(), 0);
+    Session a(engines[0], 0);
     Reply r;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     do {
@@ -334,10 +265,6 @@ TEST(ClusterServerTest, ProxySessionsDoNotCrowdOutConnections) {
   }
   server.Stop();
   run.join();
-  for (int i = 0; i < 2; i++) {
-    engines[i]->set_cluster(nullptr);
-    nodes[i].reset();
-  }
 }
 
 // A client that leaves while its command is on its way to the home: the proxy session's close
@@ -351,32 +278,32 @@ TEST_F(ThreeNodes, AClientThatLeavesMidForwardLeavesNoProxySession) {
     mset.push_back("v");
   }
   std::vector<std::string_view> args(mset.begin(), mset.end());
-  const uint64_t before = nodes_[1]->stats().proxied.load();
+  const uint64_t before = node(1).stats().proxied.load();
   for (int c = 0; c < kClients; c++) {
-    Session s(engines_[0].get(), 0);
+    Session s(&engine(0), 0);
     s.set_reply_sink([](uint64_t, std::string) {});
     std::string out;
     EXPECT_FALSE(s.Execute(args, &out));  // sent; the session ends at once
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (nodes_[1]->stats().proxied.load() < before + kClients &&
+  while (node(1).stats().proxied.load() < before + kClients &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_EQ(nodes_[1]->stats().proxied.load(), before + kClients);
+  ASSERT_EQ(node(1).stats().proxied.load(), before + kClients);
   // Every close follows its command's answer.
   const auto closed_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (nodes_[1]->stats().proxy_sessions.load() > 0 &&
+  while (node(1).stats().proxy_sessions.load() > 0 &&
          std::chrono::steady_clock::now() < closed_by) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  EXPECT_EQ(nodes_[1]->stats().proxy_sessions.load(), 0u);
+  EXPECT_EQ(node(1).stats().proxy_sessions.load(), 0u);
 }
 
 // A part too large for one forwarded request is refused at the client's node, not reported as
 // an unreachable home.
 TEST_F(ThreeNodes, ACommandTooLargeToForwardIsRefusedNotClusterDown) {
-  Session s(engines_[0].get(), 0);
+  Session s(&engine(0), 0);
   std::vector<std::string> pfcount = {"PFCOUNT"};
   for (int n = 0; pfcount.size() <= (size_t{1} << 19) + 1; n++) {
     std::string k = "p" + std::to_string(n);
@@ -388,7 +315,7 @@ TEST_F(ThreeNodes, ACommandTooLargeToForwardIsRefusedNotClusterDown) {
 
 // After an aborted transaction (DISCARD, then EXECABORT), a new WATCH still guards its EXEC.
 TEST_F(ThreeNodes, AWatchAfterAnAbortedTransactionStillGuardsTheExec) {
-  Session s(engines_[0].get(), 0), other(engines_[2].get(), 0);
+  Session s(&engine(0), 0), other(&engine(2), 0);
   const std::string k = KeyAt(1);
   EXPECT_THAT(Do(s, {"WATCH", k}), IsOk());
   EXPECT_THAT(Do(s, {"MULTI"}), IsOk());

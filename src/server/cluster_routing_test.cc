@@ -12,8 +12,8 @@
 #include "cluster/cluster.h"
 #include "resp/resp.h"
 #include "server/internal/cluster_node.h"
+#include "server/internal/cluster_testing.h"
 #include "server/server.h"
-#include "testing/process.h"
 
 namespace floe::server {
 namespace {
@@ -22,70 +22,19 @@ using internal::ClusterNode;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-class TestCluster {
+// A cluster of the shared test harness, with clients that live as long as it.
+class TestCluster : public internal::InProcessCluster {
  public:
-  // `started`: how many of the n members run (the others never answer).
-  explicit TestCluster(int n = 3, int started = -1, int64_t timeout_ms = 1000) {
-    if (started < 0) started = n;
-    std::string list;
-    for (int i = 0; i < n; i++) {
-      ports_.push_back(testing::FreePort());
-      list += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports_.back());
-    }
-    for (int i = 0; i < started; i++) {
-      Config c;
-      c.cluster = list;
-      c.bind = "127.0.0.1";
-      c.cluster_port = ports_[static_cast<size_t>(i)];
-      c.cluster_node_timeout = timeout_ms;
-      engines_.push_back(std::make_unique<Engine>(c, 1));
-      Result<std::unique_ptr<ClusterNode>> node =
-          ClusterNode::Start(engines_.back().get(), c, 20000 + i);
-      EXPECT_TRUE(node.ok()) << node.status().ToString();
-      nodes_.push_back(std::move(node).value());
-    }
-  }
-  ~TestCluster() {
-    sessions_.clear();
-    // Every endpoint stops (its handler threads joined) before any engine forgets its node: a
-    // proxy session of one node may still be running a command another node sent.
-    for (auto& n : nodes_) n->Stop();
-    for (size_t i = 0; i < nodes_.size(); i++) engines_[i]->set_cluster(nullptr);
-    nodes_.clear();  // proxy sessions belong to the engines: they go first
-    engines_.clear();
-  }
-  bool WaitFormed() {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < until) {
-      bool all = true;
-      for (auto& n : nodes_) all = all && n->formed();
-      if (all) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return false;
-  }
-  Engine& engine(size_t i) { return *engines_[i]; }
-  ClusterNode& node(size_t i) { return *nodes_[i]; }
+  explicit TestCluster(int n = 3, int started = -1, int64_t timeout_ms = 1000)
+      : InProcessCluster({.members = n, .started = started, .timeout_ms = timeout_ms}) {}
+  ~TestCluster() { sessions_.clear(); }  // before the engines they belong to
   // A client connected to member i.
   Session& client(size_t i) {
-    sessions_.push_back(std::make_unique<Session>(engines_[i].get(), 0));
+    sessions_.push_back(std::make_unique<Session>(&engine(i), 0));
     return *sessions_.back();
   }
-  // A key (with `prefix`) homed at member i (ids are 1..n in port order; our ports are sorted
-  // the same way only by chance, so ask the map).
-  std::string KeyHomedAt(size_t i, const std::string& prefix = "k") {
-    const net::NodeId id = nodes_[i]->self();
-    for (int n = 0;; n++) {
-      std::string k = prefix + std::to_string(n);
-      if (nodes_[0]->map().Home(cluster::KeySlot(k)) == id) return k;
-    }
-  }
-  void StopNode(size_t i) { nodes_[i]->Stop(); }
 
  private:
-  std::vector<uint16_t> ports_;
-  std::vector<std::unique_ptr<Engine>> engines_;
-  std::vector<std::unique_ptr<ClusterNode>> nodes_;
   std::vector<std::unique_ptr<Session>> sessions_;
 };
 
@@ -105,7 +54,7 @@ resp::Reply Parse(const std::string& bytes) {
 TEST(ClusterRoutingTest, C1_KeysOfOneSlotRunAtTheirHome) {
   TestCluster c;
   ASSERT_TRUE(c.WaitFormed());
-  const std::string k = c.KeyHomedAt(1);
+  const std::string k = c.KeyAt(1);
   Session& a = c.client(0);
   EXPECT_EQ(a.Run({"SET", k, "v"}), "+OK\r\n");
   EXPECT_EQ(a.Run({"APPEND", k, "w"}), ":2\r\n");
@@ -115,7 +64,7 @@ TEST(ClusterRoutingTest, C1_KeysOfOneSlotRunAtTheirHome) {
   EXPECT_EQ(c.client(2).Run({"GET", k}), Bulk("vw"));
   EXPECT_EQ(c.client(1).Run({"GET", k}), Bulk("vw"));
   // A transaction on one slot runs whole at its home.
-  const std::string t = "{" + c.KeyHomedAt(2, "t") + "}";
+  const std::string t = "{" + c.KeyAt(2, "t") + "}";
   Session& b = c.client(0);
   EXPECT_EQ(b.Run({"MULTI"}), "+OK\r\n");
   EXPECT_EQ(b.Run({"SET", t + "a", "1"}), "+QUEUED\r\n");
@@ -127,7 +76,7 @@ TEST(ClusterRoutingTest, C1_KeysOfOneSlotRunAtTheirHome) {
   // A reply in the client's protocol: RESP3 through a node that is not the home.
   Session& r3 = c.client(0);
   EXPECT_THAT(r3.Run({"HELLO", "3"}), StartsWith("%7\r\n"));
-  EXPECT_EQ(r3.Run({"GET", c.KeyHomedAt(2, "absent")}), "_\r\n");
+  EXPECT_EQ(r3.Run({"GET", c.KeyAt(2, "absent")}), "_\r\n");
   EXPECT_EQ(r3.Run({"INCRBYFLOAT", k + "f", "1.5"}), Bulk("1.5"));
 }
 
@@ -136,7 +85,7 @@ TEST(ClusterRoutingTest, C2_CrossSlotCommandsAreRefusedOrSplit) {
   TestCluster c;
   ASSERT_TRUE(c.WaitFormed());
   Session& s = c.client(0);
-  const std::string k0 = c.KeyHomedAt(0), k1 = c.KeyHomedAt(1), k2 = c.KeyHomedAt(2);
+  const std::string k0 = c.KeyAt(0), k1 = c.KeyAt(1), k2 = c.KeyAt(2);
   const std::string cross = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
   EXPECT_EQ(s.Run({"MSET", k0, "a", k1, "b"}), cross);
   EXPECT_EQ(s.Run({"RENAME", k0, k1}), cross);
@@ -149,7 +98,7 @@ TEST(ClusterRoutingTest, C2_CrossSlotCommandsAreRefusedOrSplit) {
   EXPECT_EQ(s.Run({"EXISTS", k0, k1, k2, k2}), ":3\r\n");
   EXPECT_EQ(s.Run({"TOUCH", k0, k1, k2}), ":2\r\n");
   // PFCOUNT of keys on several nodes is the union's count, as at one node.
-  const std::string h0 = c.KeyHomedAt(0, "h"), h1 = c.KeyHomedAt(1, "h");
+  const std::string h0 = c.KeyAt(0, "h"), h1 = c.KeyAt(1, "h");
   EXPECT_EQ(s.Run({"PFADD", h0, "a", "b", "c"}), ":1\r\n");
   EXPECT_EQ(s.Run({"PFADD", h1, "c", "d"}), ":1\r\n");
   EXPECT_EQ(s.Run({"PFCOUNT", h0, h1, k1}), ":4\r\n");
@@ -208,10 +157,10 @@ TEST(ClusterRoutingTest, C2_KeyspaceCommandsAskEveryNode) {
 TEST(ClusterRoutingTest, C4_AnUnreachableHomeGivesClusterDown) {
   TestCluster c(3, -1, /*timeout_ms=*/500);
   ASSERT_TRUE(c.WaitFormed());
-  const std::string k1 = c.KeyHomedAt(1), k2 = c.KeyHomedAt(2);
+  const std::string k1 = c.KeyAt(1), k2 = c.KeyAt(2);
   Session& s = c.client(0);
   EXPECT_EQ(s.Run({"SET", k1, "a"}), "+OK\r\n");
-  c.StopNode(1);
+  c.node(1).Stop();
   const auto start = std::chrono::steady_clock::now();
   EXPECT_THAT(s.Run({"GET", k1}), StartsWith("-CLUSTERDOWN The node 127.0.0.1:"));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
@@ -238,7 +187,7 @@ TEST(ClusterRoutingTest, C5_KeysWaitForFormation) {
 TEST(ClusterRoutingTest, C6_WatchLivesAtTheHomeOfItsSlot) {
   TestCluster c;
   ASSERT_TRUE(c.WaitFormed());
-  const std::string w = c.KeyHomedAt(1, "w"), other = c.KeyHomedAt(2, "o");
+  const std::string w = c.KeyAt(1, "w"), other = c.KeyAt(2, "o");
   Session& s = c.client(0);
   Session& writer = c.client(2);
   // A write through another node between WATCH and EXEC aborts the transaction.
@@ -282,7 +231,7 @@ TEST(ClusterRoutingTest, C6_WatchLivesAtTheHomeOfItsSlot) {
 TEST(ClusterRoutingTest, C6_WatchesLostAtTheHomeAbortTheExec) {
   TestCluster c;
   ASSERT_TRUE(c.WaitFormed());
-  const std::string w = c.KeyHomedAt(1, "w");
+  const std::string w = c.KeyAt(1, "w");
   Session& s = c.client(0);
   EXPECT_EQ(s.Run({"WATCH", w}), "+OK\r\n");
   c.node(1).TEST_DropProxySessions();
@@ -300,7 +249,7 @@ TEST(ClusterRoutingTest, C6_WatchesLostAtTheHomeAbortTheExec) {
 TEST(ClusterRoutingTest, ProxySessionsCloseWithTheirClient) {
   TestCluster c;
   ASSERT_TRUE(c.WaitFormed());
-  const std::string k = c.KeyHomedAt(1);
+  const std::string k = c.KeyAt(1);
   {
     Session s(&c.engine(0), 0);
     EXPECT_EQ(s.Run({"SET", k, "v"}), "+OK\r\n");

@@ -1,0 +1,125 @@
+// In-process clusters for tests: Engines, each with its ClusterNode on loopback UDP/TCP, in one
+// process, driven through Sessions (a Session without a reply sink waits for forwarded replies
+// itself). Tests only.
+
+#ifndef FLOE_SERVER_INTERNAL_CLUSTER_TESTING_H_
+#define FLOE_SERVER_INTERNAL_CLUSTER_TESTING_H_
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "cluster/cluster.h"
+#include "server/internal/cluster_node.h"
+#include "server/server.h"
+#include "testing/process.h"
+
+namespace floe::server::internal {
+
+struct InProcessClusterOptions {
+  int members = 3;
+  int started = -1;               // how many of the members run (the others never answer); -1: all
+  int64_t timeout_ms = 1000;      // cluster-node-timeout
+  Config base;                    // every member's settings, before the cluster ones
+  int first_client_port = 20000;  // member i tells clients it listens on this + i
+};
+
+class InProcessCluster {
+ public:
+  using Options = InProcessClusterOptions;
+  explicit InProcessCluster(Options options = {}) : options_(std::move(options)) {
+    const int started = options_.started < 0 ? options_.members : options_.started;
+    for (int i = 0; i < options_.members; i++) {
+      ports_.push_back(floe::testing::FreePort());
+      list_ += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports_.back());
+    }
+    engines_.resize(static_cast<size_t>(options_.members));
+    nodes_.resize(static_cast<size_t>(options_.members));
+    for (int i = 0; i < started; i++) EXPECT_TRUE(Start(static_cast<size_t>(i)).ok());
+  }
+
+  // Every endpoint stops (its handler threads joined) before any engine forgets its node: a
+  // proxy session of one member may still be running a command another member sent. The
+  // ClusterNodes go before the Engines: their proxy sessions belong to the engines.
+  ~InProcessCluster() {
+    for (auto& n : nodes_) {
+      if (n) n->Stop();
+    }
+    for (size_t i = 0; i < nodes_.size(); i++) Kill(i);
+  }
+  InProcessCluster(const InProcessCluster&) = delete;
+  InProcessCluster& operator=(const InProcessCluster&) = delete;
+
+  // Whether every running member formed within `limit`.
+  bool WaitFormed(std::chrono::seconds limit = std::chrono::seconds(20)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    for (auto& n : nodes_) {
+      while (n && !n->formed()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+    return true;
+  }
+
+  Engine& engine(size_t i) { return *engines_[i]; }
+  ClusterNode& node(size_t i) { return *nodes_[i]; }
+  uint16_t cluster_port(size_t i) const { return ports_[i]; }
+  const std::string& member_list() const { return list_; }
+
+  // Which member (0-based) is home to `key`; -1 before formation.
+  int HomeOf(std::string_view key) const {
+    const ClusterNode* any = nullptr;
+    for (const auto& n : nodes_) any = any != nullptr ? any : n.get();
+    const net::NodeId id = any != nullptr ? any->Home(cluster::KeySlot(key)) : 0;
+    for (size_t i = 0; i < nodes_.size(); i++) {
+      if (nodes_[i] && nodes_[i]->self() == id) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  // A key, `prefix` and a number, homed at member `home`. REQUIRES: the cluster formed.
+  std::string KeyAt(size_t home, const std::string& prefix = "k") const {
+    for (int n = 0;; n++) {
+      std::string k = prefix + std::to_string(n);
+      if (HomeOf(k) == static_cast<int>(home)) return k;
+    }
+  }
+
+  // Member i dies without a word to the others (as kill -9 would): its node and engine go.
+  void Kill(size_t i) {
+    if (nodes_[i]) nodes_[i]->Stop();
+    if (engines_[i]) engines_[i]->set_cluster(nullptr);
+    nodes_[i].reset();
+    engines_[i].reset();
+  }
+  // Starts member i (again, after Kill: a new life with the same ports).
+  Status Start(size_t i) {
+    Config c = options_.base;
+    c.bind = "127.0.0.1";
+    c.cluster = list_;
+    c.cluster_port = ports_[i];
+    c.cluster_node_timeout = options_.timeout_ms;
+    engines_[i] = std::make_unique<Engine>(c, 1);
+    Result<std::unique_ptr<ClusterNode>> n =
+        ClusterNode::Start(engines_[i].get(), c, options_.first_client_port + static_cast<int>(i));
+    if (!n.ok()) return n.status();
+    nodes_[i] = std::move(*n);
+    return Status::OK();
+  }
+
+ private:
+  const Options options_;
+  std::vector<uint16_t> ports_;
+  std::string list_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+  std::vector<std::unique_ptr<ClusterNode>> nodes_;
+};
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_CLUSTER_TESTING_H_
