@@ -368,6 +368,12 @@ Status ValidateConfig(const Config& c) {
   if (BindAddresses(c.bind).empty()) {
     return Status::InvalidArgument("bind needs at least one address");
   }
+  // The cluster settings go together: one without the other is a mistake, not a standalone node.
+  if (c.cluster.empty() && c.cluster_port != 0) {
+    return Status::InvalidArgument(
+        "cluster-port is set but cluster is not: give --cluster, the list of every member "
+        "(docs/cluster.md), or drop --cluster-port for a standalone node");
+  }
   return CheckProtectedMode(c);
 }
 

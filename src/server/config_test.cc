@@ -244,6 +244,17 @@ namespace {
 
 // Protected mode's test of a bind address parses it: text that merely starts like a loopback
 // address is not one.
+TEST(SettingsTest, AClusterPortWithoutAClusterIsRefused) {
+  Config c;
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  c.cluster_port = 7100;
+  const Status s = ValidateConfig(c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("--cluster"), std::string::npos) << s.ToString();
+  c.cluster = "127.0.0.1:7100";
+  EXPECT_TRUE(ValidateConfig(c).ok());
+}
+
 TEST(SettingsTest, LoopbackAddressesAreParsedNotMatched) {
   EXPECT_TRUE(IsLoopbackAddress("127.0.0.1"));
   EXPECT_TRUE(IsLoopbackAddress("127.255.3.4"));
