@@ -36,13 +36,7 @@ done
 
 tmp=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-# fail, alive, run_benchmark, csv_rows, median, col, ratio
+# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio
 source "$(dirname "$0")/lib.sh"
 
 # Eight distinct ports, each free for TCP and UDP on 127.0.0.1.

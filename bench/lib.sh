@@ -1,5 +1,14 @@
 # Shell helpers the redis-benchmark scripts share (resp_vs_redis.sh, cluster_bench.sh). Sourced;
-# the caller defines $tmp (a scratch directory) and $bench_timeout (seconds per run).
+# the caller defines $tmp (a scratch directory), $pids (the servers it starts) and
+# $bench_timeout (seconds per run).
+
+# On exit, however it comes: every server started is stopped by PID, the scratch goes.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
 
 fail() { echo "FAILED: $*" >&2; exit 1; }
 # alive NAME PID: fails unless the process is still running.

@@ -50,14 +50,8 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 floe_port=$(free_port)
 redis_port=$(free_port)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
 
-# fail, alive, run_benchmark, csv_rows, median, col, ratio
+# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio
 source "$(dirname "$0")/lib.sh"
 # wait_up NAME PORT PID: returns once the server answers PING; fails if it exited or is silent.
 wait_up() {
