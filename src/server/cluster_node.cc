@@ -22,7 +22,7 @@ namespace {
 constexpr int64_t kProxyIdleMs = 3600 * 1000;
 
 // Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
-// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Testing").
+// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Flags").
 Result<net::Faults> FaultsFromEnvironment() {
   net::Faults f;
   const char* env = std::getenv("FLOE_TEST_CLUSTER_FAULTS");
