@@ -63,6 +63,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     uint16_t op = 0;
     std::string args;
     std::function<void(Result<WriteAnswer>)> reply;
+    // Set: a reservation for a write the caller applies itself (rule X2); called once the
+    // key's holders are invalidated. The entry stays at the front, busy, until Release.
+    std::function<void()> external;
   };
   // A node holding a copy, and its own clock reading when it asked for it (rule W3: a write it
   // sent later comes from a node that dropped that copy; one sent earlier, arriving late, must
@@ -103,6 +106,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // One invalidation round of a write at the home.
   struct Round {
     std::string key;
+    bool external = false;  // a reservation (rule X2): nothing to commit here
     uint64_t stamp = 0;
     Outcome outcome;
     std::atomic<size_t> remaining{0};
@@ -114,8 +118,11 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         loop(e.loop()),
         options(std::move(o)),
         coarse_margin_us(CoarseMargin(loop)),
-        serve_after(loop.NowMicros() + options.start_grace_us) {
+        serve_after(loop.NowMicros() + options.start_grace_us),
+        home_store(options.home_store != nullptr ? *options.home_store : own_home_store) {
     for (auto& g : gens) g.store(0);
+    // Rule X1: a GET answer's stamp is the last one taken, and a copy's version is never 0.
+    if (options.home_store != nullptr) next_stamp.store(1);
   }
 
   rpc::Endpoint& ep;
@@ -124,7 +131,10 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   const uint64_t coarse_margin_us;   // 0: read the loop's clock
   const uint64_t serve_after;        // rule L4: the start-up grace
   std::map<uint16_t, AtomicFn> ops;  // fixed after construction's registrations
-  store::Store home_store, cache;
+  store::Store own_home_store, cache;
+  store::Store& home_store;  // own_home_store, or Options::home_store
+  // ReserveAll calls in progress: while any is, no GET is answered cacheable (rule X3).
+  std::atomic<int> all_pending{0};
   std::atomic<uint64_t> next_stamp{0};
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
@@ -502,6 +512,28 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     while (hit != s.home.end() && !hit->second.queue.empty() && !hit->second.busy) {
       HomeKey& hk = hit->second;
       Queued& q = hk.queue.front();
+      if (q.external) {
+        // Rule X2: invalidate every holder, then hand the key to the caller, still busy.
+        auto round = std::make_shared<Round>();
+        round->key = key;
+        round->external = true;
+        round->stamp = next_stamp.fetch_add(1, std::memory_order_acq_rel) + 1;
+        std::vector<NodeId> targets;
+        for (const Holder& x : hk.holders) {
+          if (x.node != options.self) targets.push_back(x.node);
+        }
+        hk.busy = true;
+        if (targets.empty()) {
+          hk.holders.clear();
+          after.push_back(q.external);
+          return;
+        }
+        round->remaining.store(targets.size());
+        for (NodeId t : targets) {
+          after.push_back([self = shared_from_this(), t, round] { self->SendInvalidate(t, round); });
+        }
+        return;
+      }
       store::ValuePtr cur = home_store.Get(key);
       if (cur && cur->IsExpired(NowMs())) cur = nullptr;
       auto fit = ops.find(q.op);
@@ -610,10 +642,145 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       MutexLock lock(&s.mu);
       auto it = s.home.find(round->key);
       FLOE_CHECK(it != s.home.end() && it->second.busy);
-      Commit(s, it->second, *round, after);
-      RunHome(s, round->key, after);
+      if (round->external) {
+        // Rule X2: every holder is invalidated; the key stays busy until Release.
+        it->second.holders.clear();
+        after.push_back(it->second.queue.front().external);
+      } else {
+        Commit(s, it->second, *round, after);
+        RunHome(s, round->key, after);
+      }
     }
     for (auto& fn : after) fn();
+  }
+
+  // ---- writes the caller applies itself (rules X1-X3) ----
+
+  bool Started() const { return loop.NowMicros() >= serve_after; }
+
+  // Whether `key` has nothing a change must wait for.
+  static bool Free(const Stripe& s, const std::string& key) FLOE_REQUIRES(s.mu) {
+    auto it = s.home.find(key);
+    return it == s.home.end() ||
+           (it->second.holders.empty() && it->second.queue.empty() && !it->second.busy);
+  }
+
+  bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply)
+      FLOE_NO_THREAD_SAFETY_ANALYSIS {
+    if (!Started()) return false;
+    // The stripes in index order, each once: two callers cannot deadlock. One key (the common
+    // case) allocates nothing.
+    size_t one = 0;
+    std::vector<size_t> many;
+    size_t* idx = &one;
+    size_t n = 0;
+    if (keys.size() == 1) {
+      one = store::KeyView(keys[0]).hash() % kStripes;
+      n = 1;
+    } else {
+      for (std::string_view k : keys) many.push_back(store::KeyView(k).hash() % kStripes);
+      std::sort(many.begin(), many.end());
+      many.erase(std::unique(many.begin(), many.end()), many.end());
+      idx = many.data();
+      n = many.size();
+    }
+    for (size_t i = 0; i < n; i++) stripes[idx[i]].mu.Lock();
+    bool free = true;
+    std::string key;
+    for (std::string_view k : keys) {
+      if (stripes[store::KeyView(k).hash() % kStripes].home.empty()) continue;
+      key.assign(k);
+      if (!Free(StripeOf(k), key)) {
+        free = false;
+        break;
+      }
+    }
+    if (free) {
+      try {
+        apply();
+      } catch (...) {
+        for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
+        throw;
+      }
+    }
+    for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
+    return free;
+  }
+
+  void Reserve(std::vector<std::string> keys, size_t next, std::function<void()> ready) {
+    if (!Started()) {
+      // Rule L4: copies a previous life of this node handed out may still be served.
+      loop.PostAt(serve_after, [self = shared_from_this(), keys = std::move(keys), next,
+                                ready = std::move(ready)]() mutable {
+        self->Reserve(std::move(keys), next, std::move(ready));
+      });
+      return;
+    }
+    if (next == keys.size()) return ready();
+    After after;
+    {
+      const std::string& key = keys[next];
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      HomeKey& hk = s.home[key];
+      auto shared_keys = std::make_shared<std::vector<std::string>>(std::move(keys));
+      hk.queue.push_back(Queued{
+          .writer = options.self,
+          .external = [self = shared_from_this(), shared_keys, next,
+                       ready = std::move(ready)]() mutable {
+            self->Reserve(std::move(*shared_keys), next + 1, std::move(ready));
+          }});
+      if (!hk.busy) RunHome(s, (*shared_keys)[next], after);
+    }
+    for (auto& fn : after) fn();
+  }
+
+  void Release(const std::vector<std::string>& keys) {
+    for (const std::string& key : keys) {
+      After after;
+      {
+        Stripe& s = StripeOf(key);
+        MutexLock lock(&s.mu);
+        auto it = s.home.find(key);
+        FLOE_CHECK(it != s.home.end() && it->second.busy && !it->second.queue.empty() &&
+                   it->second.queue.front().external);
+        it->second.queue.pop_front();
+        it->second.busy = false;
+        RunHome(s, key, after);
+      }
+      for (auto& fn : after) fn();
+    }
+  }
+
+  void ReserveAll(std::function<void(std::vector<std::string>)> ready) {
+    std::vector<std::string> keys;
+    for (Stripe& s : stripes) s.mu.Lock();
+    all_pending.fetch_add(1, std::memory_order_acq_rel);
+    for (Stripe& s : stripes) {
+      for (const auto& [k, hk] : s.home) {
+        if (!hk.holders.empty() || !hk.queue.empty() || hk.busy) keys.push_back(k);
+      }
+    }
+    for (size_t i = stripes.size(); i-- > 0;) stripes[i].mu.Unlock();
+    std::sort(keys.begin(), keys.end());
+    auto shared = std::make_shared<std::vector<std::string>>(keys);
+    Reserve(std::move(keys), 0,
+            [shared, ready = std::move(ready)]() mutable { ready(std::move(*shared)); });
+  }
+
+  void ReleaseAll(const std::vector<std::string>& reserved) {
+    Release(reserved);
+    all_pending.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  void Prefetch(std::string_view key) {
+    if (std::optional<store::ValuePtr> v = TryGetLocal(key)) return;
+    {
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      if (s.gets.find(std::string(key)) != s.gets.end()) return;
+    }
+    Get(key, [](Result<store::ValuePtr>) {});
   }
 
   // ---- handlers ----
@@ -648,10 +815,20 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     store::ValuePtr v = home_store.Get(key);
     if (v && v->IsExpired(NowMs())) v = nullptr;
     if (v) {
-      a.stamp = v->version();
-      a.entry = EntryOf(*v);
+      if (options.export_value) {
+        a.entry = options.export_value(*v);
+        if (!a.entry) return Status::FailedPrecondition("this value is not handed out for caching");
+      } else {
+        a.entry = EntryOf(*v);
+      }
+      // Rule X1: the caller's values carry no stamps of ours. The last stamp taken, read under
+      // the key's lock, is below the stamp of every write reserved after this answer and at
+      // least that of every write released before it.
+      a.stamp = options.home_store != nullptr ? next_stamp.load(std::memory_order_acquire)
+                                              : v->version();
       auto it = s.home.find(key);
-      const bool busy = it != s.home.end() && it->second.busy;
+      const bool busy = (it != s.home.end() && it->second.busy) ||
+                        all_pending.load(std::memory_order_acquire) > 0;
       // R4: not while a write is in progress. Nor to a node that has not echoed our clock
       // lately (it cannot hear us, so every write would wait out its lease).
       if (!busy && from != options.self && loop.NowMicros() < ep.LeaseUntil(from)) {
@@ -915,6 +1092,23 @@ void Dkv::Fence() {
 const Stats& Dkv::stats() const { return impl_->stats; }
 size_t Dkv::HomeSize() const { return impl_->home_store.Size(); }
 size_t Dkv::CacheSize() const { return impl_->cache.Size(); }
+size_t Dkv::CacheBytes() const { return impl_->cache.MemoryUsed(); }
+
+bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys,
+                      const std::function<void()>& apply) {
+  return impl_->ApplyIfFree(keys, apply);
+}
+void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready) {
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  impl_->Reserve(std::move(keys), 0, std::move(ready));
+}
+void Dkv::Release(const std::vector<std::string>& keys) { impl_->Release(keys); }
+void Dkv::ReserveAll(std::function<void(std::vector<std::string>)> ready) {
+  impl_->ReserveAll(std::move(ready));
+}
+void Dkv::ReleaseAll(const std::vector<std::string>& reserved) { impl_->ReleaseAll(reserved); }
+void Dkv::Prefetch(std::string_view key) { impl_->Prefetch(key); }
 
 void Dkv::TrimCache() {
   std::vector<std::string> keys;

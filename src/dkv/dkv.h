@@ -22,6 +22,9 @@
 //    held; they may start new operations but must not block.
 // 5. Thread-safe: every public member may be called from any thread; Get of a key homed here or
 //    cached here takes no lock (docs/coherence.md, "Thread safety").
+// 6. Writes the caller applies itself (Options::home_store): a change to keys homed here runs
+//    through ApplyIfFree, or, when that refuses, between Reserve's `ready` and Release. Either
+//    way no cached copy of those keys is served anywhere once the change is visible (rule X1).
 
 #ifndef FLOE_DKV_DKV_H_
 #define FLOE_DKV_DKV_H_
@@ -107,6 +110,15 @@ struct Options {
   uint64_t start_grace_us = 2'100'000;
   // How often idle per-key home state (the holders of keys gone since) is swept.
   uint64_t sweep_interval_us = 1'000'000;
+  // The store committed values live in; null: the Dkv's own. A node that runs its own commands
+  // against this store (the server) changes keys homed here through ApplyIfFree / Reserve
+  // (contract 6), and the Dkv's own writes should then not be used on it.
+  store::Store* home_store = nullptr;
+  // What a GET hands out for a committed value: null keeps the value's type, expiry and
+  // payload. A hook that returns nullopt refuses the value (the GET fails with
+  // FailedPrecondition and records no holder): a type whose payload is not its contents, or a
+  // value too large to copy.
+  std::function<std::optional<Entry>(const store::Value&)> export_value;
 };
 
 struct Stats {
@@ -172,10 +184,33 @@ class Dkv {
   // been answered by its home). Not on the loop thread.
   void Fence();
 
+  // ---- writes the caller applies to the home store itself (contract 6, rules X1-X3) ----
+
+  // Runs `apply` at once, with the keys' locks held, if no key of `keys` (all homed here) has a
+  // holder, a write queued or in progress, and the start-up grace (L4) is over; returns whether
+  // it ran. `apply` must not call into the Dkv. Cheap: a lock and a lookup per key.
+  bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply);
+  // Reserves `keys` (in sorted order, each once) one after the other, each behind its key's earlier
+  // writes (W2): every holder of the key is invalidated (or its lease waited out, L2), and the
+  // key stays reserved -- its GETs are answered uncacheable, its other writes wait -- until
+  // Release. Then calls `ready` once, on any thread (this one if nothing had to wait), no lock
+  // held. The caller applies its change and then calls Release(keys).
+  void Reserve(std::vector<std::string> keys, std::function<void()> ready);
+  void Release(const std::vector<std::string>& keys);
+  // The same for a change to every key (FLUSHALL): from the call until ReleaseAll, no GET is
+  // answered cacheable; `ready` gets the keys that had holders, reserved as Reserve does.
+  void ReserveAll(std::function<void(std::vector<std::string> reserved)> ready);
+  void ReleaseAll(const std::vector<std::string>& reserved);
+
+  // Starts a GET of `key` to install a cached copy, unless one is cached or a GET of it is in
+  // flight already. The answer is only cached (R1, R3); failures are dropped.
+  void Prefetch(std::string_view key);
+
   const Stats& stats() const;
   // Values held: committed here, and cached copies of other homes' keys.
   size_t HomeSize() const;
   size_t CacheSize() const;
+  size_t CacheBytes() const;
   // Drops every cached copy (memory pressure, rule E2). Committed values are untouched.
   void TrimCache();
 

@@ -569,5 +569,132 @@ TEST(DkvReviewTest, AnswersCannotCarryThePendingStamp) {
   EXPECT_FALSE(internal::DecodeWriteAnswer(internal::EncodeWriteAnswer(b)).ok());
 }
 
+// ---- writes the caller applies itself (rules X1-X3) ----
+
+// Every node's committed values live in a store the test owns, changed only through
+// ApplyIfFree / Reserve, as the server's commands change theirs.
+struct ExternalHomes {
+  std::map<NodeId, std::unique_ptr<store::Store>> stores;
+  std::function<void(NodeId, Options&)> Tweak() {
+    return [this](NodeId id, Options& o) {
+      auto& s = stores[id];
+      if (!s) s = std::make_unique<store::Store>();
+      o.home_store = s.get();
+    };
+  }
+  void Set(NodeId id, std::string_view key, std::string_view v) {
+    stores[id]->Put(*store::Value::Make(key, 0, v));
+  }
+};
+
+TEST(DkvExternalTest, ApplyIfFreeRefusesWhileAKeyHasAHolder) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:k", "old");
+  bool ran = false;
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:k"}, [&] { ran = true; }));
+  EXPECT_TRUE(ran);
+  ASSERT_EQ(c.GetText(1, "n2:k"), "old");
+  ASSERT_EQ(c.Local(1, "n2:k"), "old");  // node 1 holds a copy now
+  ran = false;
+  EXPECT_FALSE(c.at(2).ApplyIfFree({"n2:j", "n2:k"}, [&] { ran = true; }));
+  EXPECT_FALSE(ran);
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:j"}, [&] { ran = true; }));  // other keys are free
+}
+
+TEST(DkvExternalTest, ReserveInvalidatesEveryHolderBeforeReady) {
+  ExternalHomes homes;
+  SimCluster c(4, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:k", "old");
+  for (NodeId id : {1, 3, 4}) ASSERT_EQ(c.GetText(id, "n2:k"), "old");
+  std::vector<std::string> seen_at_ready;
+  bool ready = false;
+  c.at(2).Reserve({"n2:k"}, [&] {
+    for (NodeId id : {1, 3, 4}) seen_at_ready.push_back(c.Local(id, "n2:k"));
+    ready = true;
+  });
+  c.net.RunUntil([&] { return ready; }, 10'000'000);
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(seen_at_ready, (std::vector<std::string>{"<miss>", "<miss>", "<miss>"}));
+  // Reserved: a read gets the committed value but caches nothing, and other changes wait.
+  EXPECT_EQ(c.GetText(1, "n2:k"), "old");
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  EXPECT_FALSE(c.at(2).ApplyIfFree({"n2:k"}, [] {}));
+  homes.Set(2, "n2:k", "new");
+  c.at(2).Release({"n2:k"});
+  EXPECT_EQ(c.GetText(1, "n2:k"), "new");
+  EXPECT_EQ(c.Local(1, "n2:k"), "new");
+  EXPECT_EQ(c.at(2).stats().invalidations_sent.load(), 3u);
+}
+
+TEST(DkvExternalTest, ReservationsOfAKeyRunInOrder) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:a", "0");
+  ASSERT_EQ(c.GetText(1, "n2:a"), "0");
+  std::vector<int> order;
+  c.at(2).Reserve({"n2:b", "n2:a"}, [&] { order.push_back(1); });
+  c.at(2).Reserve({"n2:a"}, [&] { order.push_back(2); });
+  c.net.RunFor(1'000'000);
+  ASSERT_EQ(order, std::vector<int>{1});  // the second waits for the first's Release
+  c.at(2).Release({"n2:a", "n2:b"});
+  c.net.RunFor(1'000'000);
+  ASSERT_EQ(order, (std::vector<int>{1, 2}));
+  c.at(2).Release({"n2:a"});
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:a", "n2:b"}, [] {}));
+}
+
+TEST(DkvExternalTest, ReserveCompletesAfterHolderLeaseLapses) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:k", "old");
+  ASSERT_EQ(c.GetText(1, "n2:k"), "old");
+  c.net.Cut(1, 2, true);
+  bool ready = false;
+  const uint64_t start = c.net.NowMicros();
+  c.at(2).Reserve({"n2:k"}, [&] { ready = true; });
+  c.net.RunUntil([&] { return ready; }, 10'000'000);
+  ASSERT_TRUE(ready);
+  EXPECT_GE(c.net.NowMicros() - start, kLease);  // waited out node 1's lease (rule L2)
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");         // which stopped serving its copy itself
+  c.at(2).Release({"n2:k"});
+}
+
+TEST(DkvExternalTest, ReserveAllKeepsCopiesFromBeingMade) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:k", "old");
+  homes.Set(2, "n2:j", "j");
+  ASSERT_EQ(c.GetText(1, "n2:k"), "old");
+  std::optional<std::vector<std::string>> reserved;
+  c.at(2).ReserveAll([&](std::vector<std::string> keys) { reserved = std::move(keys); });
+  c.net.RunUntil([&] { return reserved.has_value(); }, 10'000'000);
+  ASSERT_TRUE(reserved.has_value());
+  EXPECT_EQ(*reserved, std::vector<std::string>{"n2:k"});  // the key that had a holder
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  // A key without holders is not reserved, but no copy of it is made until the change is done.
+  EXPECT_EQ(c.GetText(1, "n2:j"), "j");
+  EXPECT_EQ(c.Local(1, "n2:j"), "<miss>");
+  homes.stores[2]->Clear();
+  c.at(2).ReleaseAll(*reserved);
+  EXPECT_EQ(c.GetText(1, "n2:j"), "<absent>");
+}
+
+TEST(DkvExternalTest, ExportHookRefusesValues) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), [&](NodeId id, Options& o) {
+    homes.Tweak()(id, o);
+    o.export_value = [](const store::Value& v) -> std::optional<Entry> {
+      if (v.payload() == "secret") return std::nullopt;
+      return Entry{.type = v.type(), .expire_at_ms = 0, .payload = std::string(v.payload())};
+    };
+  });
+  homes.Set(2, "n2:k", "secret");
+  Result<store::ValuePtr> r = c.Get(1, "n2:k");
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:k"}, [] {}));  // no holder was recorded
+}
+
 }  // namespace
 }  // namespace floe::dkv
