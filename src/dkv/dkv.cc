@@ -135,6 +135,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   store::Store& home_store;  // own_home_store, or Options::home_store
   // ReserveAll calls in progress: while any is, no GET is answered cacheable (rule X3).
   std::atomic<int> all_pending{0};
+  std::atomic<bool> started{false};  // rule L4's grace is over
   std::atomic<uint64_t> next_stamp{0};
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
@@ -656,7 +657,21 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   // ---- writes the caller applies itself (rules X1-X3) ----
 
-  bool Started() const { return loop.NowMicros() >= serve_after; }
+  bool Started() {
+    if (started.load(std::memory_order_acquire)) return true;
+    const uint64_t now = loop.NowMicros();
+    bool ok = now >= serve_after;
+    if (!ok && !options.peers.empty()) {
+      // Rule L4's early end: an echo of a reading taken in this life renews a lease to past
+      // born + lease; one of an earlier life's reading cannot.
+      const uint64_t born = serve_after - options.start_grace_us;
+      ok = std::all_of(options.peers.begin(), options.peers.end(), [&](NodeId p) {
+        return ep.LeaseUntil(p) > born + options.lease_us;
+      });
+    }
+    if (ok) started.store(true, std::memory_order_release);
+    return ok;
+  }
 
   // Whether `key` has nothing a change must wait for.
   static bool Free(const Stripe& s, const std::string& key) FLOE_REQUIRES(s.mu) {
@@ -707,32 +722,53 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     return free;
   }
 
-  void Reserve(std::vector<std::string> keys, size_t next, std::function<void()> ready) {
+  // One Reserve call: its keys are reserved one after the other (X2). A key granted at once
+  // moves the loop on; one that must wait hands the rest to its grant (no recursion per key:
+  // an MSET of 100,000 free keys is a loop, not 100,000 nested calls).
+  struct Reservation {
+    std::vector<std::string> keys;
+    size_t next = 0;
+    std::function<void()> ready;
+    // For the key being reserved: 0 the loop waits; 1 granted before the loop looked; 2 the
+    // loop left, the grant goes on.
+    std::atomic<int> handoff{0};
+  };
+
+  void ReserveFrom(std::shared_ptr<Reservation> r) {
     if (!Started()) {
       // Rule L4: copies a previous life of this node handed out may still be served.
-      loop.PostAt(serve_after, [self = shared_from_this(), keys = std::move(keys), next,
-                                ready = std::move(ready)]() mutable {
-        self->Reserve(std::move(keys), next, std::move(ready));
-      });
+      loop.PostAt(std::min(serve_after, loop.NowMicros() + 10'000),
+                  [self = shared_from_this(), r = std::move(r)]() mutable {
+                    self->ReserveFrom(std::move(r));
+                  });
       return;
     }
-    if (next == keys.size()) return ready();
-    After after;
-    {
-      const std::string& key = keys[next];
-      Stripe& s = StripeOf(key);
-      MutexLock lock(&s.mu);
-      HomeKey& hk = s.home[key];
-      auto shared_keys = std::make_shared<std::vector<std::string>>(std::move(keys));
-      hk.queue.push_back(Queued{
-          .writer = options.self,
-          .external = [self = shared_from_this(), shared_keys, next,
-                       ready = std::move(ready)]() mutable {
-            self->Reserve(std::move(*shared_keys), next + 1, std::move(ready));
-          }});
-      if (!hk.busy) RunHome(s, (*shared_keys)[next], after);
+    while (r->next < r->keys.size()) {
+      r->handoff.store(0, std::memory_order_release);
+      After after;
+      {
+        const std::string& key = r->keys[r->next];
+        Stripe& s = StripeOf(key);
+        MutexLock lock(&s.mu);
+        HomeKey& hk = s.home[key];
+        hk.queue.push_back(Queued{.writer = options.self,
+                                  .external = [self = shared_from_this(), r] {
+                                    int waiting = 0;
+                                    if (r->handoff.compare_exchange_strong(
+                                            waiting, 1, std::memory_order_acq_rel)) {
+                                      return;  // the loop goes on
+                                    }
+                                    r->next++;
+                                    self->ReserveFrom(r);
+                                  }});
+        if (!hk.busy) RunHome(s, key, after);
+      }
+      for (auto& fn : after) fn();
+      int waiting = 0;
+      if (r->handoff.compare_exchange_strong(waiting, 2, std::memory_order_acq_rel)) return;
+      r->next++;
     }
-    for (auto& fn : after) fn();
+    r->ready();
   }
 
   void Release(const std::vector<std::string>& keys) {
@@ -763,9 +799,11 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     }
     for (size_t i = stripes.size(); i-- > 0;) stripes[i].mu.Unlock();
     std::sort(keys.begin(), keys.end());
+    auto r = std::make_shared<Reservation>();
     auto shared = std::make_shared<std::vector<std::string>>(keys);
-    Reserve(std::move(keys), 0,
-            [shared, ready = std::move(ready)]() mutable { ready(std::move(*shared)); });
+    r->keys = std::move(keys);
+    r->ready = [shared, ready = std::move(ready)]() mutable { ready(std::move(*shared)); };
+    ReserveFrom(std::move(r));
   }
 
   void ReleaseAll(const std::vector<std::string>& reserved) {
@@ -797,8 +835,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   // Rule L4: a home serves nothing until every lease its previous life may have granted has
   // lapsed (it cannot know the holders it had).
-  Status CheckStarted() const {
-    if (loop.NowMicros() < serve_after) {
+  Status CheckStarted() {
+    if (!Started()) {
       return Status::Unavailable("home just started: waiting out the leases of its previous life");
     }
     return Status::OK();
@@ -1101,14 +1139,27 @@ bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys,
 void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready) {
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  impl_->Reserve(std::move(keys), 0, std::move(ready));
+  auto r = std::make_shared<Impl::Reservation>();
+  r->keys = std::move(keys);
+  r->ready = std::move(ready);
+  impl_->ReserveFrom(std::move(r));
 }
-void Dkv::Release(const std::vector<std::string>& keys) { impl_->Release(keys); }
+void Dkv::Release(const std::vector<std::string>& keys) {
+  if (std::is_sorted(keys.begin(), keys.end()) &&
+      std::adjacent_find(keys.begin(), keys.end()) == keys.end()) {
+    return impl_->Release(keys);
+  }
+  std::vector<std::string> once(keys);
+  std::sort(once.begin(), once.end());
+  once.erase(std::unique(once.begin(), once.end()), once.end());
+  impl_->Release(once);
+}
 void Dkv::ReserveAll(std::function<void(std::vector<std::string>)> ready) {
   impl_->ReserveAll(std::move(ready));
 }
 void Dkv::ReleaseAll(const std::vector<std::string>& reserved) { impl_->ReleaseAll(reserved); }
 void Dkv::Prefetch(std::string_view key) { impl_->Prefetch(key); }
+bool Dkv::Serving() { return impl_->Started(); }
 
 void Dkv::TrimCache() {
   std::vector<std::string> keys;

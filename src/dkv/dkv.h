@@ -108,6 +108,10 @@ struct Options {
   // previous life of the node granted has lapsed before it serves. At least lease_us plus
   // the lease margin (docs/rpc.md, "Leases").
   uint64_t start_grace_us = 2'100'000;
+  // Every other member. When set, the grace ends early once each of them has echoed a clock
+  // reading this node took after it started: each has then heard this life, which voided
+  // what the previous one granted (rule L4).
+  std::vector<NodeId> peers;
   // How often idle per-key home state (the holders of keys gone since) is swept.
   uint64_t sweep_interval_us = 1'000'000;
   // The store committed values live in; null: the Dkv's own. A node that runs its own commands
@@ -205,6 +209,10 @@ class Dkv {
   // Starts a GET of `key` to install a cached copy, unless one is cached or a GET of it is in
   // flight already. The answer is only cached (R1, R3); failures are dropped.
   void Prefetch(std::string_view key);
+
+  // Whether rule L4's start-up grace is over: until then this home answers GETs Unavailable
+  // and its changes wait.
+  bool Serving();
 
   const Stats& stats() const;
   // Values held: committed here, and cached copies of other homes' keys.

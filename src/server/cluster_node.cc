@@ -11,11 +11,24 @@
 
 #include "net/net.h"
 #include "server/internal/command.h"
+#include "server/internal/string_cell.h"
 #include "wire/wire.h"
 
 namespace floe::server::internal {
 
 namespace {
+
+// What this node hands out as a cached copy (rule C7): strings of up to kCacheValueMax bytes,
+// plain or in a cell (their bytes read under the cell's lock), with their expiry. Sketches
+// change by small steps and are large: they are read at their home.
+std::optional<dkv::Entry> ExportForCache(const store::Value& v) {
+  if (v.type() != kStringValueType) return std::nullopt;
+  return WithStringBytes(v, [&](std::string_view bytes) -> std::optional<dkv::Entry> {
+    if (bytes.size() > kCacheValueMax) return std::nullopt;
+    return dkv::Entry{
+        .type = v.type(), .expire_at_ms = v.expire_at_ms(), .payload = std::string(bytes)};
+  });
+}
 
 // A proxy session nobody used for this long is dropped (its client's node may have died before
 // it could say the client left).
@@ -84,6 +97,8 @@ struct ClusterNode::Impl {
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;
   std::unique_ptr<cluster::Cluster> cluster;
+  dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
+  std::unique_ptr<dkv::Dkv> dkv;                    // destroyed before the endpoint
   std::atomic<bool> stopped{false};
 
   struct Proxy {
@@ -236,7 +251,11 @@ void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
+  impl_->dkv_slot->store(nullptr, std::memory_order_release);
 }
+
+dkv::Dkv& ClusterNode::dkv() { return *impl_->dkv; }
+const dkv::Dkv& ClusterNode::dkv() const { return *impl_->dkv; }
 
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Config& config,
                                                         int client_port) {
@@ -285,9 +304,23 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   o.peers = cluster::PeerIds(members, *self);
   o.secret = config.cluster_secret;
   o.down_after_us = std::min<uint64_t>(impl->timeout_us, 3'000'000);
+  o.on_lease_lapse = dkv::Dkv::MakeLeaseHook(impl->dkv_slot);
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   Impl* raw = impl.get();
+  dkv::Options d;
+  d.self = *self;
+  d.home = [raw](std::string_view key) -> net::NodeId {
+    return raw->cluster->formed() ? raw->cluster->map().Home(cluster::KeySlot(key)) : 0;
+  };
+  d.timeout_us = impl->timeout_us;
+  d.lease_us = o.lease_us;
+  d.start_grace_us = o.lease_us + o.lease_us / 20 + 1000;
+  d.peers = o.peers;
+  d.home_store = &engine->store();
+  d.export_value = ExportForCache;
+  impl->dkv = std::make_unique<dkv::Dkv>(*impl->endpoint, d);
+  impl->dkv_slot->store(impl->dkv.get(), std::memory_order_release);
   impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
     return raw->OnCommand(from, req);
   });

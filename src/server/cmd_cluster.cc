@@ -330,6 +330,21 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
   number("cluster_forward_failures", s.forward_failures.load(std::memory_order_relaxed));
   number("cluster_proxied", s.proxied.load(std::memory_order_relaxed));
   number("cluster_proxy_sessions", s.proxy_sessions.load(std::memory_order_relaxed));
+  // Cached copies (docs/cluster.md, rules C7 and C8).
+  dkv::Dkv& d = node->dkv();
+  number("cluster_home_ready", d.Serving() ? 1 : 0);
+  const dkv::Stats& ds = d.stats();
+  number("cache_keys", d.CacheSize());
+  number("cache_bytes", d.CacheBytes());
+  number("cache_hits", ds.cache_hits.load(std::memory_order_relaxed));
+  number("cache_misses", ds.misses.load(std::memory_order_relaxed));
+  number("cache_lease_misses", ds.lease_misses.load(std::memory_order_relaxed));
+  number("cache_not_installed_late", ds.not_cached_late.load(std::memory_order_relaxed));
+  number("cache_full", ds.cache_full.load(std::memory_order_relaxed));
+  number("cache_purges", ds.purges.load(std::memory_order_relaxed));
+  number("invalidations_sent", ds.invalidations_sent.load(std::memory_order_relaxed));
+  number("invalidations_received", ds.invalidations_received.load(std::memory_order_relaxed));
+  number("lease_waits", ds.lease_waits.load(std::memory_order_relaxed));
   const rpc::Stats& r = node->rpc_stats();
   const std::pair<std::string_view, const std::atomic<uint64_t>*> counters[] = {
       {"rpc_calls", &r.calls},

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
 namespace floe::server {
@@ -44,8 +45,19 @@ bool Engine::CheckPassword(std::string_view password) const {
 int64_t Engine::UsedMemory() {
   const auto now = static_cast<int64_t>(NowMicros());
   if (now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
-    used_memory_.store(static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes(),
-                       std::memory_order_relaxed);
+    int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes();
+    // Cached copies of other nodes' keys count too, and go first when memory is short.
+    if (internal::ClusterNode* node = cluster()) {
+      dkv::Dkv& d = node->dkv();
+      int64_t cached = static_cast<int64_t>(d.CacheBytes());
+      const int64_t limit = maxmemory();
+      if (cached > 0 && limit > 0 && used + cached > limit) {
+        d.TrimCache();
+        cached = static_cast<int64_t>(d.CacheBytes());
+      }
+      used += cached;
+    }
+    used_memory_.store(used, std::memory_order_relaxed);
     used_memory_at_us_.store(now, std::memory_order_relaxed);
   }
   return used_memory_.load(std::memory_order_relaxed);

@@ -6,6 +6,12 @@
 namespace floe::server::internal {
 
 store::ValuePtr Lookup(CommandContext& ctx, std::string_view key, bool count_stats) {
+  if (ctx.pinned != nullptr && key == ctx.pinned->first) {
+    store::ValuePtr v = ctx.pinned->second;
+    if (v && v->IsExpired(ctx.now_ms)) v = nullptr;
+    if (count_stats) Bump(v ? ctx.stats().keyspace_hits : ctx.stats().keyspace_misses);
+    return v;
+  }
   store::ValuePtr v = ctx.store().Get(key);
   if (v && v->IsExpired(ctx.now_ms)) {
     const uint64_t version = v->version();

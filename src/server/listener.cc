@@ -275,7 +275,15 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
   if (closed_) return;
   auto it = std::find_if(slots_.begin(), slots_.end(),
                          [ticket](const Slot& s) { return !s.ready && s.ticket == ticket; });
-  if (it == slots_.end()) return;
+  if (it == slots_.end()) {
+    // An internal ticket (a split command's part that waited for its keys here): it runs
+    // now; the command's own reply comes through its slot's ticket.
+    session_->FinishDeferred(ticket, std::move(reply));
+    std::shared_ptr<Connection> self = shared_from_this();
+    if (slots_waiting_ == 0 && !session_->local_part_pending()) hold_.reset();
+    Process();
+    return;
+  }
   it->ready = true;
   waiting_input_ -= it->input;
   it->bytes = session_->FinishDeferred(ticket, std::move(reply));

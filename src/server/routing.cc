@@ -338,6 +338,13 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     SendNext(home);
   }
 
+  // Whether a request of the client to `home` is queued or in flight.
+  bool Busy(uint32_t home) {
+    MutexLock lock(&mu);
+    auto it = homes.find(home);
+    return it != homes.end() && it->second.busy;
+  }
+
   // The client left: each proxy session it has goes once its home answered the last request.
   void CloseAll() {
     std::vector<uint32_t> now;
@@ -478,7 +485,166 @@ void Session::ForgetRemoteWatches() {
   watch_slot_ = -1;
 }
 
+bool Session::RunAtHome(internal::CommandContext& ctx) {
+  internal::ClusterNode* node = engine_->cluster();
+  const CommandSpec* spec = ctx.spec;
+  if (node == nullptr || home_cleared_ || ctx.pinned != nullptr) {
+    RunHandler(ctx);
+    return true;
+  }
+  // The keys the command may change: a write's own; for EXEC, those of the queued writes.
+  // A write that names no key (FLUSHALL, FLUSHDB) changes them all.
+  std::vector<std::string_view> keys;
+  bool all = false;
+  auto add = [&](const CommandSpec* s, const std::vector<std::string_view>& args) {
+    if (s == nullptr || (s->flags & internal::kWrite) == 0) return;
+    const size_t before = keys.size();
+    internal::CommandKeys(*s, args, &keys);
+    if (keys.size() == before) all = true;
+  };
+  std::vector<std::vector<std::string_view>> queued_views;
+  if (spec->handler == internal::CmdExec) {
+    if (in_multi_) {
+      queued_views.reserve(queued_.size());
+      for (const auto& q : queued_) {
+        queued_views.emplace_back(q.begin(), q.end());
+        add(internal::ResolveCommand(queued_views.back()), queued_views.back());
+      }
+    }
+  } else {
+    add(spec, ctx.args);
+  }
+  if (keys.empty() && !all) {
+    RunHandler(ctx);
+    return true;
+  }
+  dkv::Dkv& d = node->dkv();
+  if (!all) {
+    home_cleared_ = true;
+    const bool ran = d.ApplyIfFree(keys, [&] { RunHandler(ctx); });
+    home_cleared_ = false;
+    if (ran) return true;
+  }
+  auto r = std::make_shared<HomeReservation>();
+  r->all = all;
+  if (!all) {
+    r->keys.assign(keys.begin(), keys.end());
+    std::sort(r->keys.begin(), r->keys.end());
+    r->keys.erase(std::unique(r->keys.begin(), r->keys.end()), r->keys.end());
+  }
+  if (!may_defer_ && sink_) {
+    // A part of a split or fanned-out command: SendParts reserves its keys and runs it later,
+    // as the parts other nodes run (this thread must not wait: a change holding one of the
+    // keys may need it to finish).
+    part_reservation_ = std::move(r);
+    return true;
+  }
+  if (!may_defer_) {
+    // No sink (tests, tools): the part waits here until the holders acknowledged (about a
+    // round trip) or their leases lapsed (rule L2's bound).
+    std::promise<void> ready;
+    std::future<void> reserved = ready.get_future();
+    Reserve(d, r, [&ready] { ready.set_value(); });
+    reserved.get();
+    home_cleared_ = true;
+    RunHandler(ctx);
+    home_cleared_ = false;
+    r->Release(d);
+    return true;
+  }
+  std::function<void(std::string)> done = BeginDeferred();
+  deferred_bytes_ = 0;
+  HomeChange& change = home_changes_[tickets_];
+  change.args.assign(ctx.args.begin(), ctx.args.end());
+  change.reservation = r;
+  Reserve(d, std::move(r), [done] { done(std::string()); });
+  return false;
+}
+
+void Session::HomeReservation::Release(dkv::Dkv& d) {
+  if (all) {
+    d.ReleaseAll(keys);
+  } else {
+    d.Release(keys);
+  }
+}
+
+void Session::Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r,
+                      std::function<void()> ready) {
+  // The session may be gone when the keys are ready (its client left): then they are released
+  // at once, or the keys would stay reserved for ever.
+  auto on_ready = [&d, r, ready = std::move(ready)] {
+    {
+      MutexLock lock(&r->mu);
+      if (r->abandoned) {
+        r->Release(d);
+        return;
+      }
+      r->ready = true;
+    }
+    ready();
+  };
+  if (r->all) {
+    d.ReserveAll([r, on_ready](std::vector<std::string> keys) {
+      r->keys = std::move(keys);  // before `ready` is set: read by whoever releases
+      on_ready();
+    });
+  } else {
+    d.Reserve(r->keys, std::move(on_ready));
+  }
+}
+
+void Session::AbandonHomeChanges() {
+  std::vector<std::shared_ptr<HomeReservation>> all;
+  for (auto& [ticket, change] : home_changes_) all.push_back(change.reservation);
+  for (auto& [ticket, change] : part_changes_) all.push_back(change.reservation);
+  home_changes_.clear();
+  part_changes_.clear();
+  for (const auto& held : all) {
+    HomeReservation& r = *held;
+    MutexLock lock(&r.mu);
+    if (r.ready) {
+      if (engine_->cluster() != nullptr) r.Release(engine_->cluster()->dkv());
+    } else {
+      r.abandoned = true;
+    }
+  }
+}
+
 std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
+  if (auto pc = part_changes_.find(ticket); pc != part_changes_.end()) {
+    // A split command's part homed here, its keys now reserved (rule C7): it runs, and its
+    // reply joins the others'.
+    PartChange change = std::move(pc->second);
+    part_changes_.erase(pc);
+    std::string bytes;
+    {
+      MutexLock lock(&engine_->worker_lock(worker_));
+      home_cleared_ = true;
+      bytes = RunPart(change.command, NowMs());
+      home_cleared_ = false;
+    }
+    if (engine_->cluster() != nullptr) change.reservation->Release(engine_->cluster()->dkv());
+    PartDone(std::static_pointer_cast<Gather>(change.gather), change.part, std::move(bytes));
+    return std::string();
+  }
+  if (auto hc = home_changes_.find(ticket); hc != home_changes_.end()) {
+    // Rule C7: the keys' holders are invalidated and the keys reserved; the change runs now.
+    HomeChange change = std::move(hc->second);
+    home_changes_.erase(hc);
+    std::vector<std::string_view> args(change.args.begin(), change.args.end());
+    const CommandSpec* spec = internal::ResolveCommand(args);
+    std::string out;
+    {
+      MutexLock lock(&engine_->worker_lock(worker_));
+      resp::ReplyWriter w(&out, protocol_);
+      home_cleared_ = true;
+      Call(spec, args, w, /*exclusive_held=*/false, NowMs());
+      home_cleared_ = false;
+    }
+    if (engine_->cluster() != nullptr) change.reservation->Release(engine_->cluster()->dkv());
+    return out;
+  }
   auto it = local_parts_.find(ticket);
   if (it == local_parts_.end()) return reply;
   LocalPart local = std::move(it->second);
@@ -543,21 +709,38 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
       return;
     }
   }
-  g->remaining.store(remote, std::memory_order_relaxed);
-  std::function<void(std::string)> done = remote > 0 ? BeginDeferred() : nullptr;
-  // The parts homed here run now, under this session's worker lock.
+  // The parts homed here run now, under this session's worker lock; a change whose keys have
+  // copies elsewhere waits for their invalidation (rule C7) and runs when they are reserved.
+  std::vector<std::pair<size_t, std::shared_ptr<HomeReservation>>> waiting;
   for (size_t i = 0; i < parts.size(); i++) {
     if (parts[i].first != node.self()) continue;
     std::string bytes;
-    for (const auto& command : parts[i].second) bytes += RunPart(command, now_ms);
+    for (const auto& command : parts[i].second) {
+      bytes += RunPart(command, now_ms);
+      if (part_reservation_) {
+        // Only changes wait, and a part that changes keys is one command (DEL, UNLINK,
+        // FLUSHALL, FLUSHDB).
+        FLOE_CHECK(parts[i].second.size() == 1);
+        waiting.emplace_back(i, std::move(part_reservation_));
+        part_reservation_ = nullptr;
+      }
+    }
     g->replies[i] = std::move(bytes);
   }
-  if (remote == 0) {
+  if (remote == 0 && waiting.empty()) {
     out.buffer()->append(Finish(*g));
     return;
   }
-  g->done = std::move(done);
+  g->remaining.store(remote + waiting.size(), std::memory_order_relaxed);
+  g->done = BeginDeferred();
   deferred_bytes_ = 0;
+  dkv::Dkv& d = node.dkv();
+  for (auto& [i, r] : waiting) {
+    const uint64_t id = ++part_tickets_ | kPartTicket;
+    part_changes_[id] = PartChange{.gather = g, .part = i, .command = parts[i].second[0],
+                                   .reservation = r};
+    Reserve(d, std::move(r), [sink = sink_, id] { sink(id, std::string()); });
+  }
   for (size_t i = 0; i < parts.size(); i++) {
     const uint32_t home = parts[i].first;
     if (home == node.self()) continue;
@@ -573,6 +756,19 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
                       }});
   }
 }
+
+namespace {
+
+// The commands that may run from a cached copy (rule C8): reads of one key that look it up
+// only through Lookup, so the pinned copy is all they see.
+bool ReadsFromCopy(internal::Handler h) {
+  return h == internal::CmdGet || h == internal::CmdStrLen || h == internal::CmdGetRange ||
+         h == internal::CmdExists || h == internal::CmdType || h == internal::CmdTtl ||
+         h == internal::CmdPTtl || h == internal::CmdExpireTime || h == internal::CmdPExpireTime ||
+         h == internal::CmdMGet;
+}
+
+}  // namespace
 
 bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::string_view>& args,
                            resp::ReplyWriter& out, int64_t now_ms, const Reject& reject) {
@@ -686,6 +882,20 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   const uint32_t home = node.Home(slot);
   if (h == internal::CmdWatch) watch_slot_ = watch_slot_ == -1 || watch_slot_ == slot ? slot : -2;
   if (home == node.self()) return false;
+  if (keys.size() == 1 && ReadsFromCopy(h) && !(queues_ && queues_->Busy(home))) {
+    // Rule C8: a read of one key from a valid cached copy runs here, as a local read would.
+    // Not while this client has a request to the home outstanding: a write of its own that
+    // the copy does not show yet may be in it.
+    dkv::Dkv& d = node.dkv();
+    if (std::optional<store::ValuePtr> v = d.TryGetLocal(keys[0]); v && *v) {
+      const std::pair<std::string_view, store::ValuePtr> pinned{keys[0], std::move(*v)};
+      pinned_ = &pinned;
+      Call(spec, args, out, /*exclusive_held=*/false, now_ms);
+      pinned_ = nullptr;
+      return true;
+    }
+    d.Prefetch(keys[0]);  // the next read of the key may find a copy
+  }
   auto g = std::make_shared<Gather>();
   g->protocol = protocol_;
   SendParts(g, {{home, whole()}}, out, now_ms);  // before the WATCH counts as held there

@@ -34,6 +34,10 @@
 #include "resp/resp.h"
 #include "store/store.h"
 
+namespace floe::dkv {
+class Dkv;
+}  // namespace floe::dkv
+
 namespace floe::server {
 
 // Value type ids stored in the store.
@@ -209,7 +213,11 @@ class Session {
   // A transaction sent to a home has connection commands that run here once it answers: the
   // caller runs nothing more on this session until FinishDeferred has run them (a CLIENT
   // SETNAME or HELLO in it applies to the commands after EXEC).
-  bool local_part_pending() const { return !local_parts_.empty(); }
+  // So does a change at this home waiting for the cached copies of its keys to be invalidated
+  // (rule C7): what the client sends next must see it.
+  bool local_part_pending() const {
+    return !local_parts_.empty() || !home_changes_.empty() || !part_changes_.empty();
+  }
   // The caller hands every deferred reply through this, on the session's thread, before it
   // delivers it: a transaction's commands that run here are merged into its EXEC reply.
   std::string FinishDeferred(uint64_t ticket, std::string reply);
@@ -260,6 +268,11 @@ class Session {
             resp::ReplyWriter& out, bool exclusive_held, int64_t now_ms);
   // Runs the handler inside the safety net: an exception becomes an error reply.
   void RunHandler(internal::CommandContext& ctx);
+  // In a cluster, runs a change to keys homed here only once no other node holds a cached
+  // copy of them (rule C7, routing.cc): at once when none does; otherwise a top-level command
+  // is deferred until their holders are invalidated (false: the reply comes later), and a
+  // nested one (a split command's part) waits for it here.
+  bool RunAtHome(internal::CommandContext& ctx);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
   // Ends MULTI without running anything.
@@ -324,6 +337,39 @@ class Session {
   uint64_t tickets_ = 0;                             // deferred commands so far
   size_t deferred_bytes_ = 0;                        // last_deferred_bytes()
   std::map<uint64_t, LocalPart> local_parts_;        // by ticket
+  // A change deferred until its keys' cached copies are invalidated (rule C7), by ticket.
+  struct HomeReservation {
+    Mutex mu;
+    bool ready FLOE_GUARDED_BY(mu) = false;      // the keys are reserved for the change
+    bool abandoned FLOE_GUARDED_BY(mu) = false;  // the session went first: release when ready
+    bool all = false;               // FLUSHALL, FLUSHDB: every key (Dkv::ReserveAll)
+    std::vector<std::string> keys;  // sorted, distinct; for `all`, set when ready
+    void Release(dkv::Dkv& d);
+  };
+  struct HomeChange {
+    std::vector<std::string> args;
+    std::shared_ptr<HomeReservation> reservation;
+  };
+  static void Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r, std::function<void()> ready);
+  // The session ends with changes still waiting: their keys are released once reserved.
+  void AbandonHomeChanges();
+  std::map<uint64_t, HomeChange> home_changes_;
+  // A split command's part homed here whose keys are being reserved, by an internal ticket
+  // (kPartTicket set: no reply slot has it; the reply sink hands it back all the same).
+  struct PartChange {
+    std::shared_ptr<void> gather;
+    size_t part = 0;
+    std::vector<std::string> command;
+    std::shared_ptr<HomeReservation> reservation;
+  };
+  static constexpr uint64_t kPartTicket = uint64_t{1} << 63;
+  std::map<uint64_t, PartChange> part_changes_;
+  uint64_t part_tickets_ = 0;
+  std::shared_ptr<HomeReservation> part_reservation_;  // set by RunAtHome for SendParts
+  bool may_defer_ = false;     // the command running is a client's own, not a part of one
+  bool home_cleared_ = false;  // the running command's keys are reserved: run it as it is
+  // A client's own command with a key homed elsewhere, run here from a cached copy (C8).
+  const std::pair<std::string_view, store::ValuePtr>* pinned_ = nullptr;
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
   std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several

@@ -76,6 +76,7 @@ Session::Session(Engine* engine, int worker, std::string addr, std::string laddr
       authenticated_(!engine->requires_auth()) {}
 
 Session::~Session() {
+  AbandonHomeChanges();
   CloseRemoteSessions();
   ClearWatches();
   ClearQueued();
@@ -183,6 +184,7 @@ bool Session::Execute(const std::vector<std::string_view>& args, std::string* ou
 }
 
 void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::string* out) {
+  may_defer_ = false;  // left set if a command threw
   resp::ReplyWriter writer(out, protocol_);
   const int64_t now_ms = NowMs();  // the one wall-clock read per command
   MutexLock lock(&engine_->worker_lock(worker_));
@@ -293,7 +295,9 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
     out.SimpleString("QUEUED");
     return;
   }
+  may_defer_ = true;
   Call(spec, args, out, /*exclusive_held=*/false, now_ms);
+  may_defer_ = false;
 }
 
 void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>& args,
@@ -302,6 +306,7 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   WorkerStats& stats = engine_->stats(worker_);
   const uint64_t start = CycleNow();
   CommandContext ctx{*engine_, *this, args, out, worker_, now_ms, spec};
+  ctx.pinned = pinned_;
   const size_t reply_start = out.buffer()->size();
   // A write naming a key some session watches while absent: note whether it exists before,
   // and which value the store holds for it (an expired one too).
@@ -324,6 +329,7 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   // to, as Redis's MGET is (MSET writes them in the section, so it never shows half an MSET).
   const bool exclusive = (spec->flags & internal::kExclusive) != 0 ||
                          (spec->handler == internal::CmdMGet && args.size() > 2);
+  bool ran = true;
   if (exclusive && !exclusive_held) {
     // Our own worker lock is held by Execute; drop it so the section can take every lock in
     // index order (two threads running exclusive commands cannot deadlock), then take it back.
@@ -331,12 +337,13 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
     {
       Engine::ExclusiveSection section(engine_);
       ctx.now_ms = NowMs();
-      RunHandler(ctx);
+      ran = RunAtHome(ctx);
     }
     engine_->worker_lock(worker_).Lock();
   } else {
-    RunHandler(ctx);
+    ran = RunAtHome(ctx);
   }
+  if (!ran) return;  // deferred (rule C7): FinishDeferred calls again, and counts it then
   // A write that made the key exist, removed it, or stored a value already past its expiry
   // (SET k v PXAT 1) touched it, as Redis's signalModifiedKey does. Removing a value that had
   // already expired is no change (Redis: a key expired when watched stays clean when deleted).

@@ -328,7 +328,7 @@ class Cluster:
 
     def wait_formed(self, timeout=15.0, nodes=None, password=None):
         """Waits until every node (or the given ones) stops answering a key command with
-        'not formed'."""
+        'not formed' and says in INFO that it is ready to change its keys."""
         deadline = time.time() + timeout
         for node in nodes or self.nodes:
             c = node.conn(timeout=timeout)
@@ -337,7 +337,11 @@ class Cluster:
             while True:
                 reply = c.call("EXISTS", "formed-probe")
                 if not (isinstance(reply, RespError) and str(reply).startswith(NOT_FORMED)):
-                    break
+                    # Formed; and ready to change its keys once its start-up grace is over
+                    # (docs/coherence.md, L4).
+                    info = c.call("INFO", "cluster")
+                    if isinstance(info, bytes) and b"cluster_home_ready:1" in info:
+                        break
                 assert time.time() < deadline, (
                     f"{node.address} not formed within {timeout}s: {reply}\n{self.logs()}")
                 time.sleep(0.05)

@@ -18,6 +18,7 @@
 
 #include "base/base.h"
 #include "cluster/cluster.h"
+#include "dkv/dkv.h"
 #include "rpc/rpc.h"
 #include "server/server.h"
 
@@ -26,6 +27,9 @@ namespace floe::server::internal {
 // RPC method ids 300-319 are the server's (docs/wire.md, "Forwarded commands").
 inline constexpr uint16_t kCommandMethod = 300;       // run commands in a proxy session
 inline constexpr uint16_t kCloseSessionMethod = 301;  // the client left: drop its proxy session
+// Strings up to this size are handed out as cached copies (rule C7); larger ones are read at
+// their home every time (a copy would double what a miss moves).
+inline constexpr size_t kCacheValueMax = 64 * 1024;
 
 // Redis Cluster names every node with 40 hex characters. A member's name is derived from its
 // cluster address, so every node gives every member the same name (CLUSTER NODES, MYID).
@@ -102,6 +106,10 @@ class ClusterNode {
   // The client left: its proxy session at `home` is dropped (send it after the client's last
   // request to that home has been answered, or it may overtake it).
   void CloseProxy(uint64_t client, net::NodeId home);
+  // Cached copies of keys homed elsewhere, and the holders of this node's keys
+  // (docs/cluster.md, "Reads from cached copies"): the DKV over the engine's store.
+  dkv::Dkv& dkv();
+  const dkv::Dkv& dkv() const;
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.

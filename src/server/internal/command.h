@@ -114,6 +114,9 @@ struct CommandContext {
   int64_t now_ms;
   const CommandSpec* spec;
   bool failed = false;  // set by Error(); feeds commandstats failed_calls
+  // Set when the command runs from a cached copy of its one key (routing.cc, rule C8): Lookup
+  // of that key gives this value (null: absent), and the store is not read.
+  const std::pair<std::string_view, store::ValuePtr>* pinned = nullptr;
 
   store::Store& store() { return engine.store(); }
   WorkerStats& stats() { return engine.stats(worker); }
