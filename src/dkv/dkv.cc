@@ -26,6 +26,7 @@ using internal::WriteAnswer;
 namespace {
 
 constexpr size_t kStripes = 256;
+constexpr size_t kMaxApplyStripes = 16;  // ApplyIfFree holds at most this many stripe locks
 constexpr size_t kMaxNodes = 4096;  // node ids index the lease generations
 // The version a writer's own pending copy carries (rule W4): above every stamp, so neither an
 // invalidation nor a late answer replaces it; the writer's answer does.
@@ -698,6 +699,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       many.erase(std::unique(many.begin(), many.end()), many.end());
       idx = many.data();
       n = many.size();
+      // Many keys take the reservation path instead of holding many locks at once.
+      if (n > kMaxApplyStripes) return false;
     }
     for (size_t i = 0; i < n; i++) stripes[idx[i]].mu.Lock();
     bool free = true;
@@ -790,14 +793,15 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
 
   void ReserveAll(std::function<void(std::vector<std::string>)> ready) {
     std::vector<std::string> keys;
-    for (Stripe& s : stripes) s.mu.Lock();
+    // From here no GET records a holder (it reads the count under its stripe's lock, which
+    // this walk takes after the increment), so the walk sees every holder there will be.
     all_pending.fetch_add(1, std::memory_order_acq_rel);
     for (Stripe& s : stripes) {
+      MutexLock lock(&s.mu);
       for (const auto& [k, hk] : s.home) {
         if (!hk.holders.empty() || !hk.queue.empty() || hk.busy) keys.push_back(k);
       }
     }
-    for (size_t i = stripes.size(); i-- > 0;) stripes[i].mu.Unlock();
     std::sort(keys.begin(), keys.end());
     auto r = std::make_shared<Reservation>();
     auto shared = std::make_shared<std::vector<std::string>>(keys);

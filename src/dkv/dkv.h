@@ -192,7 +192,8 @@ class Dkv {
 
   // Runs `apply` at once, with the keys' locks held, if no key of `keys` (all homed here) has a
   // holder, a write queued or in progress, and the start-up grace (L4) is over; returns whether
-  // it ran. `apply` must not call into the Dkv. Cheap: a lock and a lookup per key.
+  // it ran. `apply` must not call into the Dkv. Cheap: a lock and a lookup per key. Keys spread
+  // over more than 16 of its lock stripes are refused (the caller reserves them instead).
   bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply);
   // Reserves `keys` (in sorted order, each once) one after the other, each behind its key's earlier
   // writes (W2): every holder of the key is invalidated (or its lease waited out, L2), and the

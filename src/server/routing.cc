@@ -528,7 +528,8 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   auto r = std::make_shared<HomeReservation>();
   r->all = all;
   if (!all) {
-    r->keys.assign(keys.begin(), keys.end());
+    r->keys.reserve(keys.size());
+    for (std::string_view k : keys) r->keys.emplace_back(k);
     std::sort(r->keys.begin(), r->keys.end());
     r->keys.erase(std::unique(r->keys.begin(), r->keys.end()), r->keys.end());
   }
