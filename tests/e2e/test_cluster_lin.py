@@ -358,11 +358,19 @@ def run_history(factory, rng, number, mode):
     errors = [e for w in workers for e in w.errors]
     # Not vacuous: the transport did lose messages, and RPC sent them again.
     resends = 0
+    counters = {"cache_hits": 0, "invalidations_sent": 0}
     for i, node in enumerate(c.nodes):
         if i not in run.dead:
             info = node.conn().call("INFO", "cluster").decode()
             resends += sum(int(line.split(":")[1]) for line in info.splitlines()
                            if line.startswith("rpc_call_resends:"))
+            for line in info.splitlines():
+                name = line.split(":")[0]
+                if name in counters:
+                    counters[name] += int(line.split(":")[1])
+    # Not vacuous either: reads were served from cached copies, and writes invalidated them
+    # (docs/cluster.md, rules C7 and C8).
+    assert counters["cache_hits"] > 0 and counters["invalidations_sent"] > 0, counters
     drop = float(dict(item.split("=", 1) for item in FAULTS.split(",") if "=" in item).get(
         "drop", "0"))
     if drop > 0:
