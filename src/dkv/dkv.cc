@@ -27,7 +27,7 @@ namespace {
 
 constexpr size_t kStripes = 256;
 constexpr size_t kMaxApplyStripes = 16;  // ApplyIfFree holds at most this many stripe locks
-constexpr size_t kMaxNodes = 4096;  // node ids index the lease generations
+constexpr size_t kMaxNodes = 4096;       // node ids index the lease generations
 // The version a writer's own pending copy carries (rule W4): above every stamp, so neither an
 // invalidation nor a late answer replaces it; the writer's answer does.
 constexpr uint64_t kPendingStamp = UINT64_MAX;
@@ -218,7 +218,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     std::string key;
     std::string request;
   };
-  Miss StartMiss(std::string_view key) {
+  Miss StartMiss(std::string_view key, bool encode = true) {
     stats.misses.fetch_add(1, std::memory_order_relaxed);
     Miss m{.home = options.home(key), .gen = 0, .key = std::string(key), .request = {}};
     m.gen = Gen(m.home).load(std::memory_order_acquire);
@@ -227,8 +227,10 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       MutexLock lock(&s.mu);
       s.gets[m.key].count++;
     }
-    m.request = internal::EncodeGetRequest(
-        {.map_version = options.map_version, .key = key, .sent_us = loop.NowMicros()});
+    if (encode) {
+      m.request = internal::EncodeGetRequest(
+          {.map_version = options.map_version, .key = key, .sent_us = loop.NowMicros()});
+    }
     return m;
   }
 
@@ -532,7 +534,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         }
         round->remaining.store(targets.size());
         for (NodeId t : targets) {
-          after.push_back([self = shared_from_this(), t, round] { self->SendInvalidate(t, round); });
+          after.push_back(
+              [self = shared_from_this(), t, round] { self->SendInvalidate(t, round); });
         }
         return;
       }
@@ -666,9 +669,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       // Rule L4's early end: an echo of a reading taken in this life renews a lease to past
       // born + lease; one of an earlier life's reading cannot.
       const uint64_t born = serve_after - options.start_grace_us;
-      ok = std::all_of(options.peers.begin(), options.peers.end(), [&](NodeId p) {
-        return ep.LeaseUntil(p) > born + options.lease_us;
-      });
+      ok = std::all_of(options.peers.begin(), options.peers.end(),
+                       [&](NodeId p) { return ep.LeaseUntil(p) > born + options.lease_us; });
     }
     if (ok) started.store(true, std::memory_order_release);
     return ok;
@@ -681,8 +683,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
            (it->second.holders.empty() && it->second.queue.empty() && !it->second.busy);
   }
 
-  bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply)
-      FLOE_NO_THREAD_SAFETY_ANALYSIS {
+  bool ApplyIfFree(const std::vector<std::string_view>& keys,
+                   const std::function<void()>& apply) FLOE_NO_THREAD_SAFETY_ANALYSIS {
     if (!Started()) return false;
     // The stripes in index order, each once: two callers cannot deadlock. One key (the common
     // case) allocates nothing.
@@ -754,16 +756,15 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         Stripe& s = StripeOf(key);
         MutexLock lock(&s.mu);
         HomeKey& hk = s.home[key];
-        hk.queue.push_back(Queued{.writer = options.self,
-                                  .external = [self = shared_from_this(), r] {
-                                    int waiting = 0;
-                                    if (r->handoff.compare_exchange_strong(
-                                            waiting, 1, std::memory_order_acq_rel)) {
-                                      return;  // the loop goes on
-                                    }
-                                    r->next++;
-                                    self->ReserveFrom(r);
-                                  }});
+        hk.queue.push_back(Queued{
+            .writer = options.self, .external = [self = shared_from_this(), r] {
+              int waiting = 0;
+              if (r->handoff.compare_exchange_strong(waiting, 1, std::memory_order_acq_rel)) {
+                return;  // the loop goes on
+              }
+              r->next++;
+              self->ReserveFrom(r);
+            }});
         if (!hk.busy) RunHome(s, key, after);
       }
       for (auto& fn : after) fn();
@@ -815,16 +816,6 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     all_pending.fetch_sub(1, std::memory_order_acq_rel);
   }
 
-  void Prefetch(std::string_view key) {
-    if (std::optional<store::ValuePtr> v = TryGetLocal(key)) return;
-    {
-      Stripe& s = StripeOf(key);
-      MutexLock lock(&s.mu);
-      if (s.gets.find(std::string(key)) != s.gets.end()) return;
-    }
-    Get(key, [](Result<store::ValuePtr>) {});
-  }
-
   // ---- handlers ----
 
   Status CheckHome(std::string_view key, uint64_t map_version) {
@@ -849,9 +840,14 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   Result<std::string> OnGet(NodeId from, std::string_view request) {
     FLOE_ASSIGN_OR_RETURN(internal::GetRequest q, internal::DecodeGetRequest(request));
     FLOE_RETURN_IF_ERROR(CheckHome(q.key, q.map_version));
+    return Answer(from, q.key, q.sent_us);
+  }
+
+  // A GET's answer (R1, R4), for OnGet and HandOut.
+  Result<std::string> Answer(NodeId from, std::string_view key_view, uint64_t sent_us) {
     FLOE_RETURN_IF_ERROR(CheckStarted());
     GetAnswer a;
-    std::string key(q.key);
+    std::string key(key_view);
     Stripe& s = StripeOf(key);
     MutexLock lock(&s.mu);
     store::ValuePtr v = home_store.Get(key);
@@ -866,8 +862,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       // Rule X1: the caller's values carry no stamps of ours. The last stamp taken, read under
       // the key's lock, is below the stamp of every write reserved after this answer and at
       // least that of every write released before it.
-      a.stamp = options.home_store != nullptr ? next_stamp.load(std::memory_order_acquire)
-                                              : v->version();
+      a.stamp =
+          options.home_store != nullptr ? next_stamp.load(std::memory_order_acquire) : v->version();
       auto it = s.home.find(key);
       const bool busy = (it != s.home.end() && it->second.busy) ||
                         all_pending.load(std::memory_order_acquire) > 0;
@@ -878,9 +874,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         auto h = std::find_if(hk.holders.begin(), hk.holders.end(),
                               [from](const Holder& x) { return x.node == from; });
         if (h == hk.holders.end()) {
-          hk.holders.push_back(Holder{.node = from, .asked_us = q.sent_us});
+          hk.holders.push_back(Holder{.node = from, .asked_us = sent_us});
         } else {
-          h->asked_us = std::max(h->asked_us, q.sent_us);
+          h->asked_us = std::max(h->asked_us, sent_us);
         }
         a.cacheable = true;
       }
@@ -1162,8 +1158,24 @@ void Dkv::ReserveAll(std::function<void(std::vector<std::string>)> ready) {
   impl_->ReserveAll(std::move(ready));
 }
 void Dkv::ReleaseAll(const std::vector<std::string>& reserved) { impl_->ReleaseAll(reserved); }
-void Dkv::Prefetch(std::string_view key) { impl_->Prefetch(key); }
 bool Dkv::Serving() { return impl_->Started(); }
+
+Fetch Dkv::StartFetch(std::string_view key) {
+  Impl::Miss m = impl_->StartMiss(key, /*encode=*/false);
+  return Fetch{.home = m.home, .gen = m.gen, .key = std::move(m.key)};
+}
+
+void Dkv::FinishFetch(const Fetch& fetch, Result<std::string> answer) {
+  impl_->OnGetAnswer(fetch.key, fetch.home, fetch.gen, std::move(answer),
+                     [](Result<store::ValuePtr>) {});
+}
+
+Result<std::string> Dkv::HandOut(NodeId to, std::string_view key) {
+  if (impl_->options.home(key) != impl_->options.self) {
+    return Status::WrongHome("not the home of this key");
+  }
+  return impl_->Answer(to, key, /*sent_us=*/0);
+}
 
 void Dkv::TrimCache() {
   std::vector<std::string> keys;

@@ -132,6 +132,13 @@ struct Stats {
   std::atomic<uint64_t> cache_full{0}, writes_refused{0};
 };
 
+// A GET carried by another message (Dkv::StartFetch).
+struct Fetch {
+  NodeId home = 0;
+  uint64_t gen = 0;  // the lease generation it is asked under (rule L3)
+  std::string key;
+};
+
 class Dkv {
  public:
   // Registers the DKV's methods on `endpoint` (before endpoint.Start()); the endpoint must have
@@ -207,9 +214,14 @@ class Dkv {
   void ReserveAll(std::function<void(std::vector<std::string> reserved)> ready);
   void ReleaseAll(const std::vector<std::string>& reserved);
 
-  // Starts a GET of `key` to install a cached copy, unless one is cached or a GET of it is in
-  // flight already. The answer is only cached (R1, R3); failures are dropped.
-  void Prefetch(std::string_view key);
+  // A GET carried by another message (the server asks for a copy with a forwarded read): the
+  // asker registers it before sending (rule R3), the home answers it with HandOut, and the
+  // asker hands the answer (or the failure) to FinishFetch exactly once, which installs the
+  // copy under R1/R3 as a GET's answer would be.
+  Fetch StartFetch(std::string_view key);
+  void FinishFetch(const Fetch& fetch, Result<std::string> answer);
+  // The home's side: a GET answer for `to` (recording it as a holder when cacheable).
+  Result<std::string> HandOut(NodeId to, std::string_view key);
 
   // Whether rule L4's start-up grace is over: until then this home answers GETs Unavailable
   // and its changes wait.

@@ -656,7 +656,7 @@ TEST(DkvExternalTest, ReserveCompletesAfterHolderLeaseLapses) {
   c.net.RunUntil([&] { return ready; }, 10'000'000);
   ASSERT_TRUE(ready);
   EXPECT_GE(c.net.NowMicros() - start, kLease);  // waited out node 1's lease (rule L2)
-  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");         // which stopped serving its copy itself
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");       // which stopped serving its copy itself
   c.at(2).Release({"n2:k"});
 }
 

@@ -98,7 +98,7 @@ struct ClusterNode::Impl {
   std::unique_ptr<rpc::Endpoint> endpoint;
   std::unique_ptr<cluster::Cluster> cluster;
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
-  std::unique_ptr<dkv::Dkv> dkv;                    // destroyed before the endpoint
+  std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};
 
   struct Proxy {
@@ -167,6 +167,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
       std::string reply, out;
       resp::ReplyWriter(&reply, req.protocol).Error("ERR the client's node has restarted");
       for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
+      for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);  // no copies
       return out;
     }
     if (req.origin > peer.origin) {
@@ -184,6 +185,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
         std::string reply, out;
         resp::ReplyWriter(&reply, req.protocol).Error("ERR max number of clients reached");
         for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
+        for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);
         return out;
       }
       slot = std::make_shared<Proxy>();
@@ -206,6 +208,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     std::string reply, out;
     resp::ReplyWriter(&reply, req.protocol).Error("ERR the request arrived after a later one");
     for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
+    for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);
     return out;
   }
   proxy->last_seq = req.seq;
@@ -219,6 +222,13 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     reply.clear();
     s.Execute(args, &reply);
     AppendFramedReply(reply, &out);
+  }
+  // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET.
+  for (uint32_t i : req.copies) {
+    Result<std::string> copy = req.commands[i].size() >= 2
+                                   ? dkv->HandOut(from, req.commands[i][1])
+                                   : Result<std::string>(Status::InvalidArgument("no key"));
+    AppendFramedReply(copy.ok() ? *copy : std::string(), &out);
   }
   return out;
 }
@@ -305,6 +315,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   o.secret = config.cluster_secret;
   o.down_after_us = std::min<uint64_t>(impl->timeout_us, 3'000'000);
   o.on_lease_lapse = dkv::Dkv::MakeLeaseHook(impl->dkv_slot);
+  o.threads_per_class = 8;
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   Impl* raw = impl.get();

@@ -23,11 +23,15 @@ std::string EncodeForward(const ForwardRequest& request) {
   w.PutVarint64(request.client);
   w.PutVarint64(request.seq);
   w.PutU8(request.protocol);
-  w.PutU8(request.watching ? 1 : 0);
+  w.PutU8((request.watching ? 1 : 0) | (request.copies.empty() ? 0 : 2));
   w.PutVarint64(request.commands.size());
   for (const auto& command : request.commands) {
     w.PutVarint64(command.size());
     for (const std::string& arg : command) w.PutLengthPrefixed(arg);
+  }
+  if (!request.copies.empty()) {
+    w.PutVarint64(request.copies.size());
+    for (uint32_t i : request.copies) w.PutVarint64(i);
   }
   return out;
 }
@@ -44,7 +48,7 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
-  if ((flags & ~1u) != 0) return Status::Corruption("forward: unknown flags");
+  if ((flags & ~3u) != 0) return Status::Corruption("forward: unknown flags");
   req.watching = (flags & 1) != 0;
   // Each command takes at least two bytes, so a count beyond that is a lie: checked before
   // anything is sized by it.
@@ -67,6 +71,23 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
       // wire's default cap: the bytes it claims must be there, which bounds it.
       FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&arg, r.remaining()));
       command.emplace_back(arg);
+    }
+  }
+  if ((flags & 2) != 0) {
+    uint64_t m = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m));
+    // Strictly increasing indices of commands: at most one per command, each a byte at least.
+    if (m == 0 || m > n || m > r.remaining()) {
+      return Status::Corruption("forward: copy count out of range");
+    }
+    req.copies.reserve(m);
+    for (uint64_t j = 0; j < m; j++) {
+      uint64_t i = 0;
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&i));
+      if (i >= n || (!req.copies.empty() && i <= req.copies.back())) {
+        return Status::Corruption("forward: copy index out of order or range");
+      }
+      req.copies.push_back(static_cast<uint32_t>(i));
     }
   }
   if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");

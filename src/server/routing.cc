@@ -314,6 +314,8 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     std::vector<std::vector<std::string>> commands;
     size_t count = 0;  // commands.size(), kept once they are moved into a request
     Done done;         // null: the replies are not wanted (UNWATCH)
+    // A read of one key (one command) that asks the home for a copy of it (rule C8).
+    std::shared_ptr<dkv::Fetch> fetch;
   };
   struct Home {
     std::deque<Entry> waiting;
@@ -381,6 +383,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
           break;
         }
         args += entry_args;
+        if (e.fetch) req.copies.push_back(static_cast<uint32_t>(req.commands.size()));
         for (auto& c : e.commands) req.commands.push_back(std::move(c));
         e.commands.clear();
         h.sent.push_back(std::move(e));
@@ -411,8 +414,21 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     // The next request leaves before the replies are handed out: the home stays busy.
     if (more) SendNext(home);
     if (close) node->CloseProxy(client, home);
+    size_t copies = 0;
+    for (const Entry& e : done) copies += e.fetch ? 1 : 0;
     Result<std::vector<std::string>> replies =
-        r.ok() ? DecodeFramedReplies(*r, n) : Result<std::vector<std::string>>(r.status());
+        r.ok() ? DecodeFramedReplies(*r, n + copies) : Result<std::vector<std::string>>(r.status());
+    // The copies go to the cache first (rule C8: installed under R3's checks, or not at all).
+    size_t c = n;
+    for (const Entry& e : done) {
+      if (!e.fetch) continue;
+      if (replies.ok() && !(*replies)[c].empty()) {
+        node->dkv().FinishFetch(*e.fetch, std::move((*replies)[c]));
+      } else {
+        node->dkv().FinishFetch(*e.fetch, Status::NotFound("no copy"));
+      }
+      c++;
+    }
     std::string error;
     if (!r.ok()) {
       error = Unreachable(addr, r.status());
@@ -697,7 +713,7 @@ std::string Session::RunPart(const std::vector<std::string>& part, int64_t now_m
 }
 
 void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::ReplyWriter& out,
-                        int64_t now_ms) {
+                        int64_t now_ms, std::shared_ptr<dkv::Fetch> fetch) {
   auto g = std::static_pointer_cast<Gather>(gather_any);
   internal::ClusterNode& node = *engine_->cluster();
   g->replies.resize(parts.size());
@@ -738,8 +754,8 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
   dkv::Dkv& d = node.dkv();
   for (auto& [i, r] : waiting) {
     const uint64_t id = ++part_tickets_ | kPartTicket;
-    part_changes_[id] = PartChange{.gather = g, .part = i, .command = parts[i].second[0],
-                                   .reservation = r};
+    part_changes_[id] =
+        PartChange{.gather = g, .part = i, .command = parts[i].second[0], .reservation = r};
     Reserve(d, std::move(r), [sink = sink_, id] { sink(id, std::string()); });
   }
   for (size_t i = 0; i < parts.size(); i++) {
@@ -750,11 +766,13 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
                      {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
                       .watching = WatchingAt(home),
                       .commands = std::move(parts[i].second),
-                      .done = [g, i](std::vector<std::string> replies) {
-                        std::string all;
-                        for (const std::string& r : replies) all += r;
-                        PartDone(g, i, std::move(all));
-                      }});
+                      .done =
+                          [g, i](std::vector<std::string> replies) {
+                            std::string all;
+                            for (const std::string& r : replies) all += r;
+                            PartDone(g, i, std::move(all));
+                          },
+                      .fetch = fetch});
   }
 }
 
@@ -895,7 +913,12 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
       pinned_ = nullptr;
       return true;
     }
-    d.Prefetch(keys[0]);  // the next read of the key may find a copy
+    // A miss: the home hands out a copy with the reply (the next read may find it).
+    auto g = std::make_shared<Gather>();
+    g->protocol = protocol_;
+    SendParts(g, {{home, whole()}}, out, now_ms,
+              std::make_shared<dkv::Fetch>(d.StartFetch(keys[0])));
+    return true;
   }
   auto g = std::make_shared<Gather>();
   g->protocol = protocol_;

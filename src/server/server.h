@@ -36,6 +36,7 @@
 
 namespace floe::dkv {
 class Dkv;
+struct Fetch;
 }  // namespace floe::dkv
 
 namespace floe::server {
@@ -289,7 +290,9 @@ class Session {
   bool RouteExec(resp::ReplyWriter& out, const Reject& reject);
   // Runs the parts homed here, sends the others; the gathered reply goes to `out` when every
   // part ran here, else to the deferred reply.
-  void SendParts(std::shared_ptr<void> gather, Parts parts, resp::ReplyWriter& out, int64_t now_ms);
+  // `fetch`: the one remote part is a read that asks its home for a copy (rule C8).
+  void SendParts(std::shared_ptr<void> gather, Parts parts, resp::ReplyWriter& out, int64_t now_ms,
+                 std::shared_ptr<dkv::Fetch> fetch = nullptr);
   // Runs one command here, in RESP2, as a part of a split or fanned-out command.
   std::string RunPart(const std::vector<std::string>& part, int64_t now_ms);
   // Marks the current command's reply as coming later; returns where it must be delivered.
@@ -332,18 +335,18 @@ class Session {
   std::function<void(std::string_view)> before_handler_;
   // Cluster state (routing.cc).
   ReplySink sink_;
-  bool deferred_ = false;                            // the current command's reply comes later
-  std::future<std::string> wait_;                    // ... to Execute itself when there is no sink
-  uint64_t tickets_ = 0;                             // deferred commands so far
-  size_t deferred_bytes_ = 0;                        // last_deferred_bytes()
-  std::map<uint64_t, LocalPart> local_parts_;        // by ticket
+  bool deferred_ = false;                      // the current command's reply comes later
+  std::future<std::string> wait_;              // ... to Execute itself when there is no sink
+  uint64_t tickets_ = 0;                       // deferred commands so far
+  size_t deferred_bytes_ = 0;                  // last_deferred_bytes()
+  std::map<uint64_t, LocalPart> local_parts_;  // by ticket
   // A change deferred until its keys' cached copies are invalidated (rule C7), by ticket.
   struct HomeReservation {
     Mutex mu;
     bool ready FLOE_GUARDED_BY(mu) = false;      // the keys are reserved for the change
     bool abandoned FLOE_GUARDED_BY(mu) = false;  // the session went first: release when ready
-    bool all = false;               // FLUSHALL, FLUSHDB: every key (Dkv::ReserveAll)
-    std::vector<std::string> keys;  // sorted, distinct; for `all`, set when ready
+    bool all = false;                            // FLUSHALL, FLUSHDB: every key (Dkv::ReserveAll)
+    std::vector<std::string> keys;               // sorted, distinct; for `all`, set when ready
     void Release(dkv::Dkv& d);
   };
   struct HomeChange {

@@ -50,6 +50,9 @@ struct ForwardRequest {
   // a changed watched key would: the watch can no longer be checked.
   bool watching = false;
   std::vector<std::vector<std::string>> commands;
+  // Commands (their indices, increasing) that read one key and whose key the sender wants a
+  // cached copy of (rule C8): the answer carries a DKV GET answer for each after the replies.
+  std::vector<uint32_t> copies;
 };
 // Bounds on a forwarded request (docs/wire.md): the sender refuses a request beyond them with
 // an error to its client (ForwardFits), so an honest node never sends more.
@@ -60,7 +63,8 @@ std::string EncodeForward(const ForwardRequest& request);
 // Strict: Corruption for truncated or trailing bytes, a protocol other than 2 or 3, no command,
 // an empty command, or counts beyond the limits of docs/wire.md.
 Result<ForwardRequest> DecodeForward(std::string_view bytes);
-// The answer: each command's reply, length-prefixed, in order.
+// The answer: each command's reply, length-prefixed, in order; then one frame per entry of
+// `copies` (empty: no copy).
 void AppendFramedReply(std::string_view reply, std::string* answer);
 // Corruption unless `answer` holds exactly `n` framed replies.
 Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n);
