@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # redis-benchmark through one member of a 3-node Floe cluster against a single Floe node, in one
 # run: SET and GET, -P 1 and -P 16, -c 50, -r 100000 random keys (so about two thirds of the
-# commands are homed on the other two members and forwarded). Prints ops/s and p50/p99 latency
+# commands are homed on the other two members and forwarded), then GET of 1,000 hot keys (read
+# from cached copies on member 0 after their first miss). Prints ops/s and p50/p99 latency
 # for both and the ratio cluster/single, medians of --repeat runs (default 3), the cluster and
 # the single node alternating so that drift on the host affects both alike.
 #
@@ -101,7 +102,7 @@ echo "floe: $($floe --version); host: $(nproc) cores; each node with its default
 echo "cluster: 3 members on 127.0.0.1, the client on member 0 (port ${resp[0]});" \
   "single: port $single_port"
 echo "redis-benchmark -c 50 -n $requests (-n x4 with -P 16) -r 100000 -d 3 -t set,get;" \
-  "median of $repeat runs"
+  "then GET-hot: the same with -r 1000 -t get; median of $repeat runs"
 echo
 printf "| test | pipeline | cluster ops/s | single ops/s | cluster/single |"
 printf " cluster p50/p99 ms | single p50/p99 ms |\n"
@@ -110,8 +111,15 @@ printf "|---|---|---|---|---|---|---|\n"
 bench() {  # NAME PID PORT PIPELINE N -> lines "TEST rps p50 p99"
   run_benchmark "$1" "$2" -p "$3" -c 50 -n "$5" -r 100000 -d 3 -P "$4" -t set,get
   csv_rows SET GET
+  # GET of 1,000 hot keys (set by the run above): on member 0 the remote ones are read from
+  # their cached copies after their first miss (docs/cluster.md, rule C8).
+  run_benchmark "$1" "$2" -p "$3" -c 50 -n "$5" -r 1000 -d 3 -P "$4" -t get
+  csv_rows GET | sed 's/^GET /GET-hot /'
 }
 
+# The hot keys exist before their rows (SET's 100,000 random keys need not cover them).
+run_benchmark cluster "${node_pids[0]}" -p "${resp[0]}" -c 50 -n 20000 -r 1000 -d 3 -t set
+run_benchmark single "$single_pid" -p "$single_port" -c 50 -n 20000 -r 1000 -d 3 -t set
 for pipe in 1 16; do
   n=$requests
   [ "$pipe" -gt 1 ] && n=$((requests * 4))
@@ -121,7 +129,7 @@ for pipe in 1 16; do
     for i in 1 2; do alive "member $i" "${node_pids[$i]}"; done
     bench single "$single_pid" "$single_port" "$pipe" "$n" >>"$tmp/s"
   done
-  for test in SET GET; do
+  for test in SET GET GET-hot; do
     crps=$(col "$tmp/c" $test 2); srps=$(col "$tmp/s" $test 2)
     printf "| %s | %s | %.0f | %.0f | **%s** | %s / %s | %s / %s |\n" "$test" "$pipe" \
       "$crps" "$srps" "$(ratio "$crps" "$srps")" "$(col "$tmp/c" $test 3)" \

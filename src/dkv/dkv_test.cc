@@ -696,5 +696,31 @@ TEST(DkvExternalTest, ExportHookRefusesValues) {
   EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:k"}, [] {}));  // no holder was recorded
 }
 
+// Rule L4's early end: a restarted home serves once every peer has heard its new life, and a
+// peer that cannot hear it keeps the full grace.
+TEST(DkvExternalTest, GraceEndsOnceEveryPeerHeardTheNewLife) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), [&](NodeId id, Options& o) {
+    homes.Tweak()(id, o);
+    for (NodeId p = 1; p <= 3; p++) {
+      if (p != id) o.peers.push_back(p);
+    }
+  });
+  homes.Set(2, "n2:k", "old");
+  ASSERT_EQ(c.GetText(1, "n2:k"), "old");
+  c.Restart(2);
+  EXPECT_FALSE(c.at(2).Serving());
+  c.net.RunFor(kLease / 4);  // a few heartbeats, far less than the grace
+  EXPECT_TRUE(c.at(2).Serving());
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");  // node 1 dropped the copy of the previous life
+  // A peer cut off from the home: the home waits out the whole grace.
+  c.net.Cut(3, 2, true);
+  c.Restart(2);
+  c.net.RunFor(kLease / 4);
+  EXPECT_FALSE(c.at(2).Serving());
+  c.net.RunFor(kLease);
+  EXPECT_TRUE(c.at(2).Serving());
+}
+
 }  // namespace
 }  // namespace floe::dkv
