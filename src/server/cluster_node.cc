@@ -129,6 +129,8 @@ struct ClusterNode::Impl {
   int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
 
   Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
+  // Drops the proxy session `key` if it is still `session` (not a later one with its key).
+  void DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session);
   void OnClose(net::NodeId from, std::string_view bytes);
   void SweepIdle(int64_t now_ms) FLOE_REQUIRES(proxies_mu);
   using ProxyMap = decltype(proxies);
@@ -193,6 +195,12 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
           engine, engine->proxy_worker(),
           "node" + std::to_string(from) + ":" + std::to_string(req.client));
       slot->session->set_proxy();
+      {
+        // CLIENT KILL of a proxy session drops it: the client's next request here gets a new
+        // one, without its WATCHes (its EXEC then aborts, rule C6).
+        MutexLock state_lock(&slot->session->state().mu);
+        slot->session->state().closer = [this, key, s = slot->session.get()] { DropProxy(key, s); };
+      }
       peer.proxies++;
       stats->proxy_sessions.fetch_add(1, std::memory_order_relaxed);
     }
@@ -231,6 +239,15 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     AppendFramedReply(copy.ok() ? *copy : std::string(), &out);
   }
   return out;
+}
+
+void ClusterNode::Impl::DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session) {
+  std::shared_ptr<Proxy> gone;  // destroyed after the lock: a session's end may take others
+  MutexLock lock(&proxies_mu);
+  auto it = proxies.find(key);
+  if (it == proxies.end() || it->second->session.get() != session) return;
+  gone = std::move(it->second);
+  Drop(it);
 }
 
 void ClusterNode::Impl::OnClose(net::NodeId from, std::string_view bytes) {

@@ -262,6 +262,54 @@ TEST(ClusterRoutingTest, ProxySessionsCloseWithTheirClient) {
   EXPECT_EQ(c.node(1).stats().proxy_sessions.load(), 0u);
 }
 
+// CLIENT KILL of a proxy session at the home drops it (it answered 1 and left it running): the
+// client's next request gets a new session, and a transaction that relied on its WATCH aborts.
+TEST(ClusterRoutingTest, ClientKillOfAProxySessionDropsIt) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string k = c.KeyAt(1);
+  Session s(&c.engine(0), 0);
+  EXPECT_EQ(s.Run({"WATCH", k}), "+OK\r\n");
+  ASSERT_EQ(c.node(1).stats().proxy_sessions.load(), 1u);
+  Session home(&c.engine(1), 0);
+  const std::string list = home.Run({"CLIENT", "LIST"});
+  const size_t at = list.find("addr=node");
+  ASSERT_NE(at, std::string::npos) << list;
+  const size_t id_at = list.rfind("id=", at);
+  const std::string id = list.substr(id_at + 3, list.find(' ', id_at) - id_at - 3);
+  EXPECT_EQ(home.Run({"CLIENT", "KILL", "ID", id}), ":1\r\n");
+  EXPECT_EQ(c.node(1).stats().proxy_sessions.load(), 0u);
+  EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(s.Run({"SET", k, "v"}), "+QUEUED\r\n");
+  EXPECT_EQ(s.Run({"EXEC"}), "*-1\r\n");  // the WATCH went with the session
+  EXPECT_EQ(s.Run({"GET", k}), "$-1\r\n");
+}
+
+TEST(ForwardCodecTest, CopiesRoundTripAndBadIndicesAreRefused) {
+  internal::ForwardRequest req{.origin = 1,
+                               .client = 2,
+                               .seq = 3,
+                               .protocol = 2,
+                               .commands = {{"GET", "a"}, {"SET", "b", "1"}, {"GET", "b"}},
+                               .copies = {0, 2}};
+  const std::string bytes = internal::EncodeForward(req);
+  Result<internal::ForwardRequest> back = internal::DecodeForward(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->copies, (std::vector<uint32_t>{0, 2}));
+  for (size_t n = 0; n < bytes.size(); n++) {
+    EXPECT_FALSE(internal::DecodeForward(bytes.substr(0, n)).ok()) << n;
+  }
+  // Out of range, repeated, out of order, or more indices than commands.
+  for (std::vector<uint32_t> bad : std::vector<std::vector<uint32_t>>{{3}, {1, 1}, {2, 0}}) {
+    req.copies = bad;
+    EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(req)).ok()) << bad[0];
+  }
+  req.copies = {0, 1, 2};
+  std::string more = internal::EncodeForward(req);
+  more[more.size() - 4] = 4;  // the count: 4 indices for 3 commands
+  EXPECT_FALSE(internal::DecodeForward(more).ok());
+}
+
 TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   internal::ForwardRequest req{.origin = 0x1234567890abcdefull,
                                .client = 77,
