@@ -549,7 +549,7 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
     std::sort(r->keys.begin(), r->keys.end());
     r->keys.erase(std::unique(r->keys.begin(), r->keys.end()), r->keys.end());
   }
-  if (!may_defer_ && sink_) {
+  if (!may_defer_ && running_parts_ && sink_) {
     // A part of a split or fanned-out command: SendParts reserves its keys and runs it later,
     // as the parts other nodes run (this thread must not wait: a change holding one of the
     // keys may need it to finish).
@@ -557,8 +557,8 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
     return true;
   }
   if (!may_defer_) {
-    // No sink (tests, tools): the part waits here until the holders acknowledged (about a
-    // round trip) or their leases lapsed (rule L2's bound).
+    // No sink (tests, tools): a part waits here until the holders acknowledged (about a round
+    // trip) or their leases lapsed (rule L2's bound).
     std::promise<void> ready;
     std::future<void> reserved = ready.get_future();
     Reserve(d, r, [&ready] { ready.set_value(); });
@@ -722,6 +722,7 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     if (home == node.self()) continue;
     remote++;
     if (!internal::ForwardFits(commands)) {
+      if (fetch) node.dkv().FinishFetch(*fetch, Status::NotFound("not sent"));
       out.Error(kTooLarge);
       return;
     }
@@ -733,7 +734,9 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     if (parts[i].first != node.self()) continue;
     std::string bytes;
     for (const auto& command : parts[i].second) {
+      running_parts_ = true;
       bytes += RunPart(command, now_ms);
+      running_parts_ = false;
       if (part_reservation_) {
         // Only changes wait, and a part that changes keys is one command (DEL, UNLINK,
         // FLUSHALL, FLUSHDB).

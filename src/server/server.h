@@ -369,8 +369,9 @@ class Session {
   std::map<uint64_t, PartChange> part_changes_;
   uint64_t part_tickets_ = 0;
   std::shared_ptr<HomeReservation> part_reservation_;  // set by RunAtHome for SendParts
-  bool may_defer_ = false;     // the command running is a client's own, not a part of one
-  bool home_cleared_ = false;  // the running command's keys are reserved: run it as it is
+  bool may_defer_ = false;      // the command running is a client's own, not a part of one
+  bool running_parts_ = false;  // SendParts runs a local part (one that must wait is left to it)
+  bool home_cleared_ = false;   // the running command's keys are reserved: run it as it is
   // A client's own command with a key homed elsewhere, run here from a cached copy (C8).
   const std::pair<std::string_view, store::ValuePtr>* pinned_ = nullptr;
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
