@@ -21,8 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   floe::Result<floe::server::internal::ForwardRequest> again =
       floe::server::internal::DecodeForward(floe::server::internal::EncodeForward(*r));
   if (!again.ok() || again->origin != r->origin || again->client != r->client ||
-      again->seq != r->seq || again->watching != r->watching || again->commands != r->commands ||
-      again->copies != r->copies) {
+      again->seq != r->seq || again->sent_us != r->sent_us || again->watching != r->watching ||
+      again->commands != r->commands || again->copies != r->copies) {
     std::abort();
   }
   for (size_t j = 0; j < r->copies.size(); j++) {

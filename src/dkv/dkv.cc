@@ -103,6 +103,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     std::unordered_map<std::string, HomeKey> home FLOE_GUARDED_BY(mu);
     std::unordered_map<std::string, InFlightGet> gets FLOE_GUARDED_BY(mu);
     std::unordered_map<std::string, WriterKey> writes FLOE_GUARDED_BY(mu);
+    // Writes of this node to keys homed elsewhere sent by the caller's own path (rule X4).
+    std::unordered_map<std::string, int> own_writes FLOE_GUARDED_BY(mu);
   };
   // One invalidation round of a write at the home.
   struct Round {
@@ -282,7 +284,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       if (a.ok() && value && a->cacheable) {
         // Rule R3: never after its own invalidation, nor across a lapsed lease (L3), nor while
         // a write of ours to the key is in flight (W3: its answer decides our copy).
-        if (s.writes.count(key) == 0 && a->stamp >= floor &&
+        if (s.writes.count(key) == 0 && s.own_writes.count(key) == 0 && a->stamp >= floor &&
             Gen(h).load(std::memory_order_acquire) == gen && LeaseValid(h)) {
           store::ValuePtr cur = cache.Get(key);
           if (!cur || cur->version() < a->stamp) InstallCopy(value);
@@ -524,7 +526,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         round->stamp = next_stamp.fetch_add(1, std::memory_order_acq_rel) + 1;
         std::vector<NodeId> targets;
         for (const Holder& x : hk.holders) {
-          if (x.node != options.self) targets.push_back(x.node);
+          if (x.node == options.self) continue;
+          if (x.node == q.writer && x.asked_us < q.sent_us) continue;  // X4: dropped already
+          targets.push_back(x.node);
         }
         hk.busy = true;
         if (targets.empty()) {
@@ -676,15 +680,20 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     return ok;
   }
 
-  // Whether `key` has nothing a change must wait for.
-  static bool Free(const Stripe& s, const std::string& key) FLOE_REQUIRES(s.mu) {
+  // Whether `key` has nothing a change by `writer` (its copies dropped before `sent_us`, rule
+  // X4) must wait for.
+  static bool Free(const Stripe& s, const std::string& key, NodeId writer, uint64_t sent_us)
+      FLOE_REQUIRES(s.mu) {
     auto it = s.home.find(key);
-    return it == s.home.end() ||
-           (it->second.holders.empty() && it->second.queue.empty() && !it->second.busy);
+    if (it == s.home.end()) return true;
+    const HomeKey& hk = it->second;
+    if (!hk.queue.empty() || hk.busy) return false;
+    return std::all_of(hk.holders.begin(), hk.holders.end(),
+                       [&](const Holder& x) { return x.node == writer && x.asked_us < sent_us; });
   }
 
-  bool ApplyIfFree(const std::vector<std::string_view>& keys,
-                   const std::function<void()>& apply) FLOE_NO_THREAD_SAFETY_ANALYSIS {
+  bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply,
+                   NodeId writer, uint64_t sent_us) FLOE_NO_THREAD_SAFETY_ANALYSIS {
     if (!Started()) return false;
     // The stripes in index order, each once: two callers cannot deadlock. One key (the common
     // case) allocates nothing.
@@ -710,12 +719,21 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     for (std::string_view k : keys) {
       if (stripes[store::KeyView(k).hash() % kStripes].home.empty()) continue;
       key.assign(k);
-      if (!Free(StripeOf(k), key)) {
+      if (!Free(StripeOf(k), key, writer, sent_us)) {
         free = false;
         break;
       }
     }
     if (free) {
+      // The writer's own records go: it holds no copy from before its write (X4).
+      for (std::string_view k : keys) {
+        Stripe& s = StripeOf(k);
+        if (s.home.empty()) continue;
+        auto it = s.home.find(std::string(k));
+        if (it == s.home.end()) continue;
+        it->second.holders.clear();
+        if (it->second.queue.empty() && !it->second.busy) s.home.erase(it);
+      }
       try {
         apply();
       } catch (...) {
@@ -732,6 +750,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // an MSET of 100,000 free keys is a loop, not 100,000 nested calls).
   struct Reservation {
     std::vector<std::string> keys;
+    NodeId writer = 0;  // whose copies from before sent_us are gone already (rule X4)
+    uint64_t sent_us = 0;
     size_t next = 0;
     std::function<void()> ready;
     // For the key being reserved: 0 the loop waits; 1 granted before the loop looked; 2 the
@@ -757,7 +777,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         MutexLock lock(&s.mu);
         HomeKey& hk = s.home[key];
         hk.queue.push_back(Queued{
-            .writer = options.self, .external = [self = shared_from_this(), r] {
+            .writer = r->writer, .sent_us = r->sent_us, .external = [self = shared_from_this(), r] {
               int waiting = 0;
               if (r->handoff.compare_exchange_strong(waiting, 1, std::memory_order_acq_rel)) {
                 return;  // the loop goes on
@@ -1132,15 +1152,18 @@ size_t Dkv::HomeSize() const { return impl_->home_store.Size(); }
 size_t Dkv::CacheSize() const { return impl_->cache.Size(); }
 size_t Dkv::CacheBytes() const { return impl_->cache.MemoryUsed(); }
 
-bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys,
-                      const std::function<void()>& apply) {
-  return impl_->ApplyIfFree(keys, apply);
+bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply,
+                      NodeId writer, uint64_t sent_us) {
+  return impl_->ApplyIfFree(keys, apply, writer, sent_us);
 }
-void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready) {
+void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready, NodeId writer,
+                  uint64_t sent_us) {
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
   auto r = std::make_shared<Impl::Reservation>();
   r->keys = std::move(keys);
+  r->writer = writer;
+  r->sent_us = sent_us;
   r->ready = std::move(ready);
   impl_->ReserveFrom(std::move(r));
 }
@@ -1170,11 +1193,30 @@ void Dkv::FinishFetch(const Fetch& fetch, Result<std::string> answer) {
                      [](Result<store::ValuePtr>) {});
 }
 
-Result<std::string> Dkv::HandOut(NodeId to, std::string_view key) {
+Result<std::string> Dkv::HandOut(NodeId to, std::string_view key, uint64_t asked_us) {
   if (impl_->options.home(key) != impl_->options.self) {
     return Status::WrongHome("not the home of this key");
   }
-  return impl_->Answer(to, key, /*sent_us=*/0);
+  return impl_->Answer(to, key, asked_us);
+}
+
+void Dkv::BeginOwnWrite(std::string_view key) {
+  Impl::Stripe& s = impl_->StripeOf(key);
+  MutexLock lock(&s.mu);
+  s.own_writes[std::string(key)]++;
+  store::ValuePtr cur = impl_->cache.Get(key);
+  if (cur && cur->version() != kPendingStamp) impl_->cache.Remove(key);
+}
+
+void Dkv::EndOwnWrite(std::string_view key) {
+  Impl::Stripe& s = impl_->StripeOf(key);
+  MutexLock lock(&s.mu);
+  const std::string k(key);
+  auto it = s.own_writes.find(k);
+  if (it == s.own_writes.end()) return;
+  if (--it->second == 0) s.own_writes.erase(it);
+  // A GET in flight now may have been answered before the write committed: not installed.
+  if (auto g = s.gets.find(k); g != s.gets.end()) g->second.floor = kPendingStamp;
 }
 
 void Dkv::TrimCache() {

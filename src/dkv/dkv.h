@@ -201,13 +201,18 @@ class Dkv {
   // holder, a write queued or in progress, and the start-up grace (L4) is over; returns whether
   // it ran. `apply` must not call into the Dkv. Cheap: a lock and a lookup per key. Keys spread
   // over more than 16 of its lock stripes are refused (the caller reserves them instead).
-  bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply);
+  // `writer`, `sent_us`: a change a peer sent at its clock reading `sent_us`, having dropped its
+  // copies of the keys first (BeginOwnWrite, rule X4): its holder records from before that
+  // need no invalidation.
+  bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply,
+                   NodeId writer = 0, uint64_t sent_us = 0);
   // Reserves `keys` (in sorted order, each once) one after the other, each behind its key's earlier
   // writes (W2): every holder of the key is invalidated (or its lease waited out, L2), and the
   // key stays reserved -- its GETs are answered uncacheable, its other writes wait -- until
   // Release. Then calls `ready` once, on any thread (this one if nothing had to wait), no lock
   // held. The caller applies its change and then calls Release(keys).
-  void Reserve(std::vector<std::string> keys, std::function<void()> ready);
+  void Reserve(std::vector<std::string> keys, std::function<void()> ready, NodeId writer = 0,
+               uint64_t sent_us = 0);
   void Release(const std::vector<std::string>& keys);
   // The same for a change to every key (FLUSHALL): from the call until ReleaseAll, no GET is
   // answered cacheable; `ready` gets the keys that had holders, reserved as Reserve does.
@@ -220,8 +225,15 @@ class Dkv {
   // copy under R1/R3 as a GET's answer would be.
   Fetch StartFetch(std::string_view key);
   void FinishFetch(const Fetch& fetch, Result<std::string> answer);
-  // The home's side: a GET answer for `to` (recording it as a holder when cacheable).
-  Result<std::string> HandOut(NodeId to, std::string_view key);
+  // The home's side: a GET answer for `to` (recording it as a holder when cacheable), asked
+  // at `to`'s clock reading `asked_us`.
+  Result<std::string> HandOut(NodeId to, std::string_view key, uint64_t asked_us);
+  // Rule X4, the writer's side: a change this node sends to the home of `key` by its own path
+  // (the server's forwarded commands). BeginOwnWrite, before the clock reading the change
+  // carries, drops the copy of `key`; until the matching EndOwnWrite no GET answer for it is
+  // installed, and none in flight at EndOwnWrite is either. Calls nest.
+  void BeginOwnWrite(std::string_view key);
+  void EndOwnWrite(std::string_view key);
 
   // Whether rule L4's start-up grace is over: until then this home answers GETs Unavailable
   // and its changes wait.

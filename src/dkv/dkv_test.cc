@@ -722,5 +722,33 @@ TEST(DkvExternalTest, GraceEndsOnceEveryPeerHeardTheNewLife) {
   EXPECT_TRUE(c.at(2).Serving());
 }
 
+// Rule X4, the writer's side: no copy is installed while a change of the node's own is in
+// flight, nor from a GET in flight when it ends; and the home skips the writer's older records.
+TEST(DkvExternalTest, OwnWritesDropAndHoldOffCopies) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:k", "old");
+  ASSERT_EQ(c.GetText(1, "n2:k"), "old");
+  ASSERT_EQ(c.Local(1, "n2:k"), "old");
+  c.at(1).BeginOwnWrite("n2:k");
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  EXPECT_EQ(c.GetText(1, "n2:k"), "old");  // answered, not installed
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  // A GET still in flight when the write ends is not installed either.
+  std::optional<Result<store::ValuePtr>> late;
+  c.at(1).Get("n2:k", [&](Result<store::ValuePtr> r) { late = std::move(r); });
+  c.at(1).EndOwnWrite("n2:k");
+  c.net.RunUntil([&] { return late.has_value(); }, 10'000'000);
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  // The home: node 1's records asked before its write's clock reading need no invalidation.
+  const uint64_t sent = c.net.NowMicros();
+  bool ran = false;
+  EXPECT_FALSE(c.at(2).ApplyIfFree({"n2:k"}, [&] { ran = true; }));  // a local change: not free
+  EXPECT_TRUE(c.at(2).ApplyIfFree(
+      {"n2:k"}, [&] { ran = true; }, 1, sent + 1));
+  EXPECT_TRUE(ran);
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:k"}, [] {}));  // the records are gone
+}
+
 }  // namespace
 }  // namespace floe::dkv

@@ -349,5 +349,27 @@ TEST_F(CachedReads, CopiesAreChargedAndDroppedFirstUnderPressure) {
   EXPECT_EQ(node(0).dkv().CacheSize(), 0u);
 }
 
+// Coherence X4: a client's node drops its own copy when it forwards a change to the key, so the
+// home does not invalidate it (no round trip back), and the node's next read sees the change.
+TEST_F(CachedReads, AChangeFromAHolderDoesNotInvalidateItsOwnNode) {
+  const std::string k = KeyAt(1);
+  Session s0(&engine(0), 0);
+  ASSERT_THAT(Do(s0, {"SET", k, "0"}), IsOk());
+  ASSERT_TRUE(WaitForCopy(0, k));
+  const uint64_t sent = node(1).dkv().stats().invalidations_sent.load();
+  for (int i = 1; i <= 20; i++) {
+    ASSERT_THAT(Do(s0, {"INCR", k}), IsInt(i));
+    EXPECT_THAT(Do(s0, {"GET", k}), IsBulk(std::to_string(i)));
+    ASSERT_TRUE(WaitForCopy(0, k));
+  }
+  EXPECT_EQ(node(1).dkv().stats().invalidations_sent.load(), sent);
+  // Another holder is still invalidated.
+  ASSERT_TRUE(WaitForCopy(2, k));
+  ASSERT_THAT(Do(s0, {"SET", k, "x"}), IsOk());
+  Session s2(&engine(2), 0);
+  EXPECT_THAT(Do(s2, {"GET", k}), IsBulk("x"));
+  EXPECT_EQ(node(1).dkv().stats().invalidations_sent.load(), sent + 1);
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -5,6 +5,7 @@
 #include "server/internal/cluster_node.h"
 
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <tuple>
 #include <utility>
@@ -222,6 +223,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   proxy->last_seq = req.seq;
   Session& s = *proxy->session;
   s.set_protocol(req.protocol);
+  s.set_request_origin(from, req.sent_us);
   if (req.watching && !s.watching()) s.BreakWatches();
   std::string out, reply;
   std::vector<std::string_view> args;
@@ -234,7 +236,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
   // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET.
   for (uint32_t i : req.copies) {
     Result<std::string> copy = req.commands[i].size() >= 2
-                                   ? dkv->HandOut(from, req.commands[i][1])
+                                   ? dkv->HandOut(from, req.commands[i][1], req.sent_us)
                                    : Result<std::string>(Status::InvalidArgument("no key"));
     AppendFramedReply(copy.ok() ? *copy : std::string(), &out);
   }
@@ -278,6 +280,11 @@ void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
+  // A callback the loop is running (a forwarded answer being handed out) finishes before Stop
+  // returns, and none starts after it (the endpoint has stopped): what the node owns may go.
+  std::promise<void> drained;
+  impl_->loop.Post([&drained] { drained.set_value(); });
+  drained.get_future().wait();
   impl_->dkv_slot->store(nullptr, std::memory_order_release);
 }
 

@@ -314,6 +314,7 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   internal::ForwardRequest req{.origin = 0x1234567890abcdefull,
                                .client = 77,
                                .seq = 300,
+                               .sent_us = 123456789,
                                .protocol = 3,
                                .watching = true,
                                .commands = {{"MULTI"}, {"SET", "k", std::string(300, 'x')}}};
@@ -323,6 +324,7 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   EXPECT_EQ(back->origin, req.origin);
   EXPECT_EQ(back->client, 77u);
   EXPECT_EQ(back->seq, 300u);
+  EXPECT_EQ(back->sent_us, 123456789u);
   EXPECT_EQ(back->protocol, 3);
   EXPECT_TRUE(back->watching);
   EXPECT_EQ(back->commands, req.commands);
@@ -335,6 +337,7 @@ TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   std::string lie(8, '\0');       // origin
   lie.push_back(1);               // client
   lie.push_back(1);               // seq
+  lie.push_back(1);               // sent_us
   lie.push_back(2);               // protocol
   lie.push_back(0);               // flags
   lie += "\xff\xff\xff\xff\x0f";  // 4 billion commands

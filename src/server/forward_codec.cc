@@ -22,6 +22,7 @@ std::string EncodeForward(const ForwardRequest& request) {
   w.PutFixed64(request.origin);
   w.PutVarint64(request.client);
   w.PutVarint64(request.seq);
+  w.PutVarint64(request.sent_us);
   w.PutU8(request.protocol);
   w.PutU8((request.watching ? 1 : 0) | (request.copies.empty() ? 0 : 2));
   w.PutVarint64(request.commands.size());
@@ -43,6 +44,7 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetFixed64(&req.origin));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.client));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.seq));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.sent_us));
   uint8_t flags = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&req.protocol));
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));

@@ -316,6 +316,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     Done done;         // null: the replies are not wanted (UNWATCH)
     // A read of one key (one command) that asks the home for a copy of it (rule C8).
     std::shared_ptr<dkv::Fetch> fetch;
+    // The keys its writes change: this node dropped its copies of them when the entry was
+    // queued and installs none until the answer (coherence X4).
+    std::vector<std::string> own_writes;
   };
   struct Home {
     std::deque<Entry> waiting;
@@ -330,6 +333,18 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   // REQUIRES: every entry fits a request alone (ForwardFits).
   void Enqueue(uint32_t home, Entry entry) {
     entry.count = entry.commands.size();
+    std::vector<std::string_view> keys;
+    for (const auto& c : entry.commands) {
+      std::vector<std::string_view> args(c.begin(), c.end());
+      const CommandSpec* spec = internal::ResolveCommand(args);
+      if (spec != nullptr && (spec->flags & internal::kWrite) != 0) {
+        internal::CommandKeys(*spec, args, &keys);
+      }
+    }
+    for (std::string_view k : keys) {
+      node->dkv().BeginOwnWrite(k);
+      entry.own_writes.emplace_back(k);
+    }
     {
       MutexLock lock(&mu);
       Home& h = homes[home];
@@ -366,7 +381,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
  private:
   // REQUIRES: the home is marked busy by the caller.
   void SendNext(uint32_t home) {
-    ForwardRequest req{.origin = node->origin(), .client = client};
+    ForwardRequest req{.origin = node->origin(), .client = client, .sent_us = NowMicros()};
     {
       MutexLock lock(&mu);
       Home& h = homes[home];
@@ -418,6 +433,10 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     for (const Entry& e : done) copies += e.fetch ? 1 : 0;
     Result<std::vector<std::string>> replies =
         r.ok() ? DecodeFramedReplies(*r, n + copies) : Result<std::vector<std::string>>(r.status());
+    // This node's writes are answered (or abandoned): copies of their keys may come again.
+    for (const Entry& e : done) {
+      for (const std::string& k : e.own_writes) node->dkv().EndOwnWrite(k);
+    }
     // The copies go to the cache first (rule C8: installed under R3's checks, or not at all).
     size_t c = n;
     for (const Entry& e : done) {
@@ -537,12 +556,15 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   dkv::Dkv& d = node->dkv();
   if (!all) {
     home_cleared_ = true;
-    const bool ran = d.ApplyIfFree(keys, [&] { RunHandler(ctx); });
+    const bool ran = d.ApplyIfFree(
+        keys, [&] { RunHandler(ctx); }, origin_node_, origin_sent_us_);
     home_cleared_ = false;
     if (ran) return true;
   }
   auto r = std::make_shared<HomeReservation>();
   r->all = all;
+  r->writer = origin_node_;
+  r->sent_us = origin_sent_us_;
   if (!all) {
     r->keys.reserve(keys.size());
     for (std::string_view k : keys) r->keys.emplace_back(k);
@@ -607,7 +629,7 @@ void Session::Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r,
       on_ready();
     });
   } else {
-    d.Reserve(r->keys, std::move(on_ready));
+    d.Reserve(r->keys, std::move(on_ready), r->writer, r->sent_us);
   }
 }
 

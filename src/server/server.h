@@ -241,6 +241,12 @@ class Session {
     authenticated_ = true;
   }
   bool proxy() const { return proxy_; }
+  // A proxy session's current request: from `node`, sent at its clock reading `sent_us`, after
+  // it dropped its copies of the keys the request changes (docs/coherence.md, X4).
+  void set_request_origin(uint32_t node, uint64_t sent_us) {
+    origin_node_ = node;
+    origin_sent_us_ = sent_us;
+  }
   // A proxy session answers in its client's protocol, which the client's node sends.
   void set_protocol(int protocol);
   // Whether the session WATCHes keys (or lost them: BreakWatches).
@@ -347,6 +353,8 @@ class Session {
     bool abandoned FLOE_GUARDED_BY(mu) = false;  // the session went first: release when ready
     bool all = false;                            // FLUSHALL, FLUSHDB: every key (Dkv::ReserveAll)
     std::vector<std::string> keys;               // sorted, distinct; for `all`, set when ready
+    uint32_t writer = 0;                         // Dkv::Reserve's writer and sent_us
+    uint64_t sent_us = 0;
     void Release(dkv::Dkv& d);
   };
   struct HomeChange {
@@ -369,7 +377,9 @@ class Session {
   std::map<uint64_t, PartChange> part_changes_;
   uint64_t part_tickets_ = 0;
   std::shared_ptr<HomeReservation> part_reservation_;  // set by RunAtHome for SendParts
-  bool may_defer_ = false;      // the command running is a client's own, not a part of one
+  bool may_defer_ = false;    // the command running is a client's own, not a part of one
+  uint32_t origin_node_ = 0;  // set_request_origin
+  uint64_t origin_sent_us_ = 0;
   bool running_parts_ = false;  // SendParts runs a local part (one that must wait is left to it)
   bool home_cleared_ = false;   // the running command's keys are reserved: run it as it is
   // A client's own command with a key homed elsewhere, run here from a cached copy (C8).

@@ -44,6 +44,10 @@ struct ForwardRequest {
   // Numbers the client's requests to this home from 1. A request that arrives after a later
   // one ran (its node gave up on it: CLUSTERDOWN) is refused, never run out of order (rule C3).
   uint64_t seq = 0;
+  // The sending node's monotonic clock when it sent the request, after it dropped its copies of
+  // the keys the request's writes change: its holder records from before need no invalidation
+  // (docs/coherence.md, X4), and copies it asks for are recorded as asked then.
+  uint64_t sent_us = 0;
   uint8_t protocol = 2;  // the client's RESP version: the replies come back in it
   // The client WATCHes keys at this home (before these commands run). A proxy session that
   // has none (the home restarted, or dropped it idle) then aborts the client's next EXEC, as
