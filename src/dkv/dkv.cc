@@ -205,7 +205,13 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     }
     const int64_t at = v->expire_at_ms();
     if (at != 0 && at - static_cast<int64_t>(options.lease_us / 1000) <= NowMs()) {
-      return std::nullopt;  // rule E1: the home decides
+      // Rule E1: the home decides. The copy is never served again, so it goes: kept, it would
+      // hold its bytes and block the key's next copy if that carries the same stamp (X1).
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      store::ValuePtr cur = cache.Get(key);
+      if (cur && cur.get() == v.get() && cur->version() != kPendingStamp) cache.Remove(key);
+      return std::nullopt;
     }
     stats.cache_hits.fetch_add(1, std::memory_order_relaxed);
     return v;

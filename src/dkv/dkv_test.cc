@@ -696,5 +696,25 @@ TEST(DkvExternalTest, ExportHookRefusesValues) {
   EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:k"}, [] {}));  // no holder was recorded
 }
 
+// E1 with X1: a copy within a lease of its expiry is never served again, and it is dropped
+// when found so. Kept, it held its bytes (the cache is not expired by itself) and blocked the
+// key's next copy: once the home's sweep forgot the holder of the expired value, setting the
+// key again took no stamp (no holder to invalidate), the next GET answer carried the same stamp
+// as the dead copy, and a copy is replaced only by a higher stamp -- every later read of the key
+// there was a miss, recording a holder each time.
+TEST(DkvExternalTest, AnExpiredCopyDoesNotBlockTheNextCopyOfItsKey) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.stores[2]->Put(*store::Value::Make("n2:t", 0, "old", c.NowMs() + 3'000));
+  ASSERT_EQ(c.GetText(1, "n2:t"), "old");
+  ASSERT_EQ(c.Local(1, "n2:t"), "old");
+  c.net.RunFor(4'500'000);  // expired at the home, whose sweep forgot node 1 as its holder
+  EXPECT_EQ(c.Local(1, "n2:t"), "<miss>");
+  EXPECT_EQ(c.at(1).CacheSize(), 0u);
+  ASSERT_TRUE(c.at(2).ApplyIfFree({"n2:t"}, [&] { homes.Set(2, "n2:t", "new"); }));
+  EXPECT_EQ(c.GetText(1, "n2:t"), "new");
+  EXPECT_EQ(c.Local(1, "n2:t"), "new");
+}
+
 }  // namespace
 }  // namespace floe::dkv
