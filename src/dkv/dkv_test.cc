@@ -716,5 +716,33 @@ TEST(DkvExternalTest, AnExpiredCopyDoesNotBlockTheNextCopyOfItsKey) {
   EXPECT_EQ(c.Local(1, "n2:t"), "new");
 }
 
+// E1 and E2: copies whose values expired at their home are not served and nothing else removes
+// them from the cache (the home's sweep forgets their holders, so no invalidation comes). A
+// cache full of them refused every new copy for good: the node stopped caching. Once a copy is
+// refused for want of room, the next sweep drops the expired ones.
+TEST(DkvTest, ExpiredCopiesDoNotFillTheCacheForGood) {
+  // Room for three copies of 20,000 bytes (the empty cache itself takes about 49 KiB).
+  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
+    if (id == 3) d.cache_max_bytes = 120'000;
+  });
+  const std::string big(20'000, 'x');
+  Entry e = Str(big);
+  e.expire_at_ms = c.NowMs() + 3'000;
+  for (int i = 0; i < 3; i++) {
+    const std::string k = "n2:t" + std::to_string(i);
+    ASSERT_TRUE(c.Wait([&](Dkv::WriteDone d) { c.at(1).PutVolatile(k, e, d); }).ok());
+    ASSERT_EQ(c.GetText(3, k), big);
+  }
+  ASSERT_EQ(c.at(3).CacheSize(), 3u);
+  c.net.RunFor(4'000'000);  // all three expired at their home
+  ASSERT_TRUE(c.PutV(1, "n2:fresh", big).ok());
+  EXPECT_EQ(c.GetText(3, "n2:fresh"), big);  // no room: answered, not kept
+  ASSERT_GT(c.at(3).stats().cache_full.load(), 0u);
+  c.net.RunFor(1'500'000);  // a sweep
+  EXPECT_EQ(c.GetText(3, "n2:fresh"), big);
+  EXPECT_EQ(c.Local(3, "n2:fresh"), big);
+  EXPECT_EQ(c.at(3).CacheSize(), 1u);
+}
+
 }  // namespace
 }  // namespace floe::dkv
