@@ -878,9 +878,14 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       auto it = s.home.find(key);
       const bool busy = (it != s.home.end() && it->second.busy) ||
                         all_pending.load(std::memory_order_acquire) > 0;
+      // E1: a value within a lease of its expiry would never be served from a copy, so the
+      // asker is not made a holder every change would wait for.
+      const int64_t at = a.entry->expire_at_ms;
+      const bool expiring =
+          at != 0 && at - static_cast<int64_t>(options.lease_us / 1000) <= NowMs();
       // R4: not while a write is in progress. Nor to a node that has not echoed our clock
       // lately (it cannot hear us, so every write would wait out its lease).
-      if (!busy && from != options.self && loop.NowMicros() < ep.LeaseUntil(from)) {
+      if (!busy && !expiring && from != options.self && loop.NowMicros() < ep.LeaseUntil(from)) {
         HomeKey& hk = s.home[key];
         auto h = std::find_if(hk.holders.begin(), hk.holders.end(),
                               [from](const Holder& x) { return x.node == from; });

@@ -744,5 +744,18 @@ TEST(DkvTest, ExpiredCopiesDoNotFillTheCacheForGood) {
   EXPECT_EQ(c.at(3).CacheSize(), 1u);
 }
 
+// E1 at the home: a value within a lease of its expiry is answered but not handed out as a
+// copy. The asker would never serve it (it asks the home from a lease before the expiry on), yet
+// it was recorded as a holder: every change of the key then waited for its invalidation (a
+// lease, when the asker was cut off).
+TEST(DkvExternalTest, AValueAboutToExpireRecordsNoHolder) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.stores[2]->Put(*store::Value::Make("n2:t", 0, "v", c.NowMs() + 1'000));  // lease: 2 s
+  ASSERT_EQ(c.GetText(1, "n2:t"), "v");
+  EXPECT_EQ(c.Local(1, "n2:t"), "<miss>");
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:t"}, [] {}));
+}
+
 }  // namespace
 }  // namespace floe::dkv
