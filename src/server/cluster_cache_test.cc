@@ -405,5 +405,23 @@ TEST_F(CachedReads, AChangeThatMeasuresMemoryDoesNotDeadlockOnTheCopies) {
   EXPECT_EQ(node(0).dkv().CacheSize(), 0u);
 }
 
+// C7: the local part of a split DEL that waits for its keys' copies runs once, and is counted
+// once. It was counted when it was put off (as if it had run) and again when it ran.
+TEST_F(CachedReads, AWaitingPartOfASplitCommandIsCountedOnce) {
+  const std::string here = KeyAt(1, "a"), there = KeyAt(2, "b");
+  Session s1(&engine(1), 0);
+  ASSERT_THAT(Do(s1, {"SET", here, "1"}), IsOk());
+  ASSERT_THAT(Do(s1, {"SET", there, "2"}), IsOk());
+  ASSERT_TRUE(WaitForCopy(0, here));
+  SinkSession c(&engine(1));
+  c.Send({"DEL", here, there});
+  const std::vector<Reply> r = c.Replies();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_THAT(r[0], IsInt(2));
+  EXPECT_GE(node(1).dkv().stats().invalidations_sent.load(), 1u);  // the part did wait
+  const std::string info = Do(s1, {"INFO", "commandstats"}).str;
+  EXPECT_NE(info.find("cmdstat_del:calls=1,"), std::string::npos) << info;
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -271,8 +271,9 @@ class Session {
   void RunHandler(internal::CommandContext& ctx);
   // In a cluster, runs a change to keys homed here only once no other node holds a cached
   // copy of them (rule C7, routing.cc): at once when none does; otherwise a top-level command
-  // is deferred until their holders are invalidated (false: the reply comes later), and a
-  // nested one (a split command's part) waits for it here.
+  // is deferred until their holders are invalidated, a split command's part is left to
+  // SendParts (part_reservation_), and in a session without a sink the part waits here. False:
+  // the command did not run now (it is counted when it runs).
   bool RunAtHome(internal::CommandContext& ctx);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
