@@ -138,7 +138,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   store::Store& home_store;  // own_home_store, or Options::home_store
   // ReserveAll calls in progress: while any is, no GET is answered cacheable (rule X3).
   std::atomic<int> all_pending{0};
-  std::atomic<bool> started{false};  // rule L4's grace is over
+  std::atomic<bool> started{false};            // rule L4's grace is over
+  std::atomic<bool> sweep_dead_copies{false};  // a copy found no room: SweepHomeState looks
+  uint64_t no_dead_sweep_until_us = 0;         // the loop's: after a walk that found none, a pause
   std::atomic<uint64_t> next_stamp{0};
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
@@ -163,6 +165,9 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         cache.MemoryUsed() + v->AllocatedBytes() > options.cache_max_bytes) {
       stats.cache_full.fetch_add(1, std::memory_order_relaxed);
       cache.Remove(v->key());  // an older copy of the key must not stay either
+      // Copies past rule E1's bound may be what fills it: nothing else removes them (their
+      // home forgets holders of expired values). The next sweep drops them.
+      sweep_dead_copies.store(true, std::memory_order_relaxed);
       return;
     }
     cache.Put(std::move(v));
@@ -207,7 +212,13 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     }
     const int64_t at = v->expire_at_ms();
     if (at != 0 && at - static_cast<int64_t>(options.lease_us / 1000) <= NowMs()) {
-      return std::nullopt;  // rule E1: the home decides
+      // Rule E1: the home decides. The copy is never served again, so it goes: kept, it would
+      // hold its bytes and block the key's next copy if that carries the same stamp (X1).
+      Stripe& s = StripeOf(key);
+      MutexLock lock(&s.mu);
+      store::ValuePtr cur = cache.Get(key);
+      if (cur && cur.get() == v.get() && cur->version() != kPendingStamp) cache.Remove(key);
+      return std::nullopt;
     }
     stats.cache_hits.fetch_add(1, std::memory_order_relaxed);
     return v;
@@ -887,9 +898,14 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
       auto it = s.home.find(key);
       const bool busy = (it != s.home.end() && it->second.busy) ||
                         all_pending.load(std::memory_order_acquire) > 0;
+      // E1: a value within a lease of its expiry would never be served from a copy, so the
+      // asker is not made a holder every change would wait for.
+      const int64_t at = a.entry->expire_at_ms;
+      const bool expiring =
+          at != 0 && at - static_cast<int64_t>(options.lease_us / 1000) <= NowMs();
       // R4: not while a write is in progress. Nor to a node that has not echoed our clock
       // lately (it cannot hear us, so every write would wait out its lease).
-      if (!busy && from != options.self && loop.NowMicros() < ep.LeaseUntil(from)) {
+      if (!busy && !expiring && from != options.self && loop.NowMicros() < ep.LeaseUntil(from)) {
         HomeKey& hk = s.home[key];
         auto h = std::find_if(hk.holders.begin(), hk.holders.end(),
                               [from](const Holder& x) { return x.node == from; });
@@ -952,6 +968,13 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // list forever; the sweep drops the state of idle keys whose value is gone.
   void SweepHomeState() {
     const int64_t now_ms = NowMs();
+    if (loop.NowMicros() >= no_dead_sweep_until_us &&
+        sweep_dead_copies.exchange(false, std::memory_order_relaxed) &&
+        SweepDeadCopies(now_ms) == 0) {
+      // A cache full of live copies: the walk (the whole cache, on the loop) is not repeated
+      // every sweep for nothing.
+      no_dead_sweep_until_us = loop.NowMicros() + 30 * options.sweep_interval_us;
+    }
     for (Stripe& s : stripes) {
       MutexLock lock(&s.mu);
       for (auto it = s.home.begin(); it != s.home.end();) {
@@ -966,6 +989,28 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         ++it;
       }
     }
+  }
+
+  // The copies no read will be served from again (rule E1), each removed under its stripe's
+  // lock as TrimCache does. Runs when the cache's budget refused a copy, not on every sweep:
+  // it walks the whole cache.
+  size_t SweepDeadCopies(int64_t now_ms) {
+    const auto lease_ms = static_cast<int64_t>(options.lease_us / 1000);
+    auto dead = [&](const store::Value& v) {
+      const int64_t at = v.expire_at_ms();
+      return v.version() != kPendingStamp && at != 0 && at - lease_ms <= now_ms;
+    };
+    std::vector<std::string> keys;
+    cache.ForEach([&](const store::Value& v) {
+      if (dead(v)) keys.emplace_back(v.key());
+    });
+    size_t removed = 0;
+    for (const std::string& k : keys) {
+      Stripe& s = StripeOf(k);
+      MutexLock lock(&s.mu);
+      if (store::ValuePtr cur = cache.Get(k); cur && dead(*cur)) removed += cache.Remove(k) ? 1 : 0;
+    }
+    return removed;
   }
 
   void ScheduleSweep() {

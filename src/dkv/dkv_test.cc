@@ -750,5 +750,66 @@ TEST(DkvExternalTest, OwnWritesDropAndHoldOffCopies) {
   EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:k"}, [] {}));  // the records are gone
 }
 
+// E1 with X1: a copy within a lease of its expiry is never served again, and it is dropped
+// when found so. Kept, it held its bytes (the cache is not expired by itself) and blocked the
+// key's next copy: once the home's sweep forgot the holder of the expired value, setting the
+// key again took no stamp (no holder to invalidate), the next GET answer carried the same stamp
+// as the dead copy, and a copy is replaced only by a higher stamp -- every later read of the key
+// there was a miss, recording a holder each time.
+TEST(DkvExternalTest, AnExpiredCopyDoesNotBlockTheNextCopyOfItsKey) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.stores[2]->Put(*store::Value::Make("n2:t", 0, "old", c.NowMs() + 3'000));
+  ASSERT_EQ(c.GetText(1, "n2:t"), "old");
+  ASSERT_EQ(c.Local(1, "n2:t"), "old");
+  c.net.RunFor(4'500'000);  // expired at the home, whose sweep forgot node 1 as its holder
+  EXPECT_EQ(c.Local(1, "n2:t"), "<miss>");
+  EXPECT_EQ(c.at(1).CacheSize(), 0u);
+  ASSERT_TRUE(c.at(2).ApplyIfFree({"n2:t"}, [&] { homes.Set(2, "n2:t", "new"); }));
+  EXPECT_EQ(c.GetText(1, "n2:t"), "new");
+  EXPECT_EQ(c.Local(1, "n2:t"), "new");
+}
+
+// E1 and E2: copies whose values expired at their home are not served and nothing else removes
+// them from the cache (the home's sweep forgets their holders, so no invalidation comes). A
+// cache full of them refused every new copy for good: the node stopped caching. Once a copy is
+// refused for want of room, the next sweep drops the expired ones.
+TEST(DkvTest, ExpiredCopiesDoNotFillTheCacheForGood) {
+  // Room for three copies of 20,000 bytes (the empty cache itself takes about 49 KiB).
+  SimCluster c(3, testing::Seed(1, true), [](NodeId id, Options& d) {
+    if (id == 3) d.cache_max_bytes = 120'000;
+  });
+  const std::string big(20'000, 'x');
+  Entry e = Str(big);
+  e.expire_at_ms = c.NowMs() + 3'000;
+  for (int i = 0; i < 3; i++) {
+    const std::string k = "n2:t" + std::to_string(i);
+    ASSERT_TRUE(c.Wait([&](Dkv::WriteDone d) { c.at(1).PutVolatile(k, e, d); }).ok());
+    ASSERT_EQ(c.GetText(3, k), big);
+  }
+  ASSERT_EQ(c.at(3).CacheSize(), 3u);
+  c.net.RunFor(4'000'000);  // all three expired at their home
+  ASSERT_TRUE(c.PutV(1, "n2:fresh", big).ok());
+  EXPECT_EQ(c.GetText(3, "n2:fresh"), big);  // no room: answered, not kept
+  ASSERT_GT(c.at(3).stats().cache_full.load(), 0u);
+  c.net.RunFor(1'500'000);  // a sweep
+  EXPECT_EQ(c.GetText(3, "n2:fresh"), big);
+  EXPECT_EQ(c.Local(3, "n2:fresh"), big);
+  EXPECT_EQ(c.at(3).CacheSize(), 1u);
+}
+
+// E1 at the home: a value within a lease of its expiry is answered but not handed out as a
+// copy. The asker would never serve it (it asks the home from a lease before the expiry on), yet
+// it was recorded as a holder: every change of the key then waited for its invalidation (a
+// lease, when the asker was cut off).
+TEST(DkvExternalTest, AValueAboutToExpireRecordsNoHolder) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.stores[2]->Put(*store::Value::Make("n2:t", 0, "v", c.NowMs() + 1'000));  // lease: 2 s
+  ASSERT_EQ(c.GetText(1, "n2:t"), "v");
+  EXPECT_EQ(c.Local(1, "n2:t"), "<miss>");
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:t"}, [] {}));
+}
+
 }  // namespace
 }  // namespace floe::dkv

@@ -42,9 +42,10 @@ bool Engine::CheckPassword(std::string_view password) const {
   return diff == 0;
 }
 
-int64_t Engine::UsedMemory() {
+int64_t Engine::UsedMemory(bool may_trim_copies) {
   const auto now = static_cast<int64_t>(NowMicros());
-  if (now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
+  const bool trim_due = may_trim_copies && trim_copies_.load(std::memory_order_relaxed);
+  if (trim_due || now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
     int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes();
     // Cached copies of other nodes' keys count too, and go first when memory is short.
     if (internal::ClusterNode* node = cluster()) {
@@ -52,8 +53,15 @@ int64_t Engine::UsedMemory() {
       int64_t cached = static_cast<int64_t>(d.CacheBytes());
       const int64_t limit = maxmemory();
       if (cached > 0 && limit > 0 && used + cached > limit) {
-        d.TrimCache();
-        cached = static_cast<int64_t>(d.CacheBytes());
+        if (may_trim_copies) {
+          d.TrimCache();
+          cached = static_cast<int64_t>(d.CacheBytes());
+          trim_copies_.store(false, std::memory_order_relaxed);
+        } else {
+          // Not here (the caller may hold DKV locks): they are as good as gone.
+          trim_copies_.store(true, std::memory_order_relaxed);
+          cached = 0;
+        }
       }
       used += cached;
     }

@@ -35,7 +35,8 @@ Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payloa
 
 bool OverMemoryLimit(Engine& engine) {
   const int64_t limit = engine.maxmemory();
-  return limit > 0 && engine.UsedMemory() > limit;
+  // Dispatch, before the command runs: no DKV lock is held, so copies may be trimmed here.
+  return limit > 0 && engine.UsedMemory(/*may_trim_copies=*/true) > limit;
 }
 
 }  // namespace floe::server::internal

@@ -576,7 +576,7 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
     // as the parts other nodes run (this thread must not wait: a change holding one of the
     // keys may need it to finish).
     part_reservation_ = std::move(r);
-    return true;
+    return false;  // not run: counted when it runs
   }
   if (!may_defer_) {
     // No sink (tests, tools): a part waits here until the holders acknowledged (about a round

@@ -277,8 +277,9 @@ class Session {
   void RunHandler(internal::CommandContext& ctx);
   // In a cluster, runs a change to keys homed here only once no other node holds a cached
   // copy of them (rule C7, routing.cc): at once when none does; otherwise a top-level command
-  // is deferred until their holders are invalidated (false: the reply comes later), and a
-  // nested one (a split command's part) waits for it here.
+  // is deferred until their holders are invalidated, a split command's part is left to
+  // SendParts (part_reservation_), and in a session without a sink the part waits here. False:
+  // the command did not run now (it is counted when it runs).
   bool RunAtHome(internal::CommandContext& ctx);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
@@ -477,7 +478,11 @@ class Engine {
                    std::string* failed);
 
   // Memory used by the store and by client input buffers, refreshed at most once a millisecond.
-  int64_t UsedMemory();
+  // In a cluster, cached copies count too and are trimmed first when over maxmemory; the trim
+  // takes the DKV's locks, so only a caller holding none of them (nor a value's cell) passes
+  // `may_trim_copies` (Dispatch's check). Any other (a handler inside a change at the home,
+  // which holds its keys' DKV locks) counts the copies as gone and leaves the trim to the next.
+  int64_t UsedMemory(bool may_trim_copies = false);
   // Client input buffers are charged to used memory as Redis charges query buffers: a
   // connection adds the bytes it allocates and subtracts them when it frees them.
   void ChargeClientBuffers(int64_t delta) {
@@ -537,6 +542,7 @@ class Engine {
   std::atomic<int64_t> client_buffers_{0};
   std::atomic<uint64_t> internal_errors_{0};
   std::atomic<int64_t> used_memory_at_us_{0};
+  std::atomic<bool> trim_copies_{false};  // copies are over the limit: the next may_trim trims
 
   AbsentWatches absent_watches_;
 
