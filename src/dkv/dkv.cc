@@ -139,8 +139,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // ReserveAll calls in progress: while any is, no GET is answered cacheable (rule X3).
   std::atomic<int> all_pending{0};
   std::atomic<bool> started{false};            // rule L4's grace is over
-  std::atomic<bool> sweep_dead_copies{false};  // a copy found no room: SweepHomeState looks
-  uint64_t no_dead_sweep_until_us = 0;         // the loop's: after a walk that found none, a pause
+  uint64_t dead_copy_cursor = 0;  // the loop's: where the sweep's active expiry of copies is
   std::atomic<uint64_t> next_stamp{0};
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
@@ -165,9 +164,6 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
         cache.MemoryUsed() + v->AllocatedBytes() > options.cache_max_bytes) {
       stats.cache_full.fetch_add(1, std::memory_order_relaxed);
       cache.Remove(v->key());  // an older copy of the key must not stay either
-      // Copies past rule E1's bound may be what fills it: nothing else removes them (their
-      // home forgets holders of expired values). The next sweep drops them.
-      sweep_dead_copies.store(true, std::memory_order_relaxed);
       return;
     }
     cache.Put(std::move(v));
@@ -968,13 +964,7 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // list forever; the sweep drops the state of idle keys whose value is gone.
   void SweepHomeState() {
     const int64_t now_ms = NowMs();
-    if (loop.NowMicros() >= no_dead_sweep_until_us &&
-        sweep_dead_copies.exchange(false, std::memory_order_relaxed) &&
-        SweepDeadCopies(now_ms) == 0) {
-      // A cache full of live copies: the walk (the whole cache, on the loop) is not repeated
-      // every sweep for nothing.
-      no_dead_sweep_until_us = loop.NowMicros() + 30 * options.sweep_interval_us;
-    }
+    SweepDeadCopies(now_ms);
     for (Stripe& s : stripes) {
       MutexLock lock(&s.mu);
       for (auto it = s.home.begin(); it != s.home.end();) {
@@ -991,26 +981,16 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
-  // The copies no read will be served from again (rule E1), each removed under its stripe's
-  // lock as TrimCache does. Runs when the cache's budget refused a copy, not on every sweep:
-  // it walks the whole cache.
-  size_t SweepDeadCopies(int64_t now_ms) {
+  // Copies no read will be served from again (rule E1: within a lease of their expiry) hold
+  // memory and the cache's budget, and their home forgets their holders: the store's active
+  // expiry removes them, a bounded step per sweep (it looks only at shards holding values with
+  // an expiry, and removes a value only if it is still the current one).
+  void SweepDeadCopies(int64_t now_ms) {
     const auto lease_ms = static_cast<int64_t>(options.lease_us / 1000);
-    auto dead = [&](const store::Value& v) {
-      const int64_t at = v.expire_at_ms();
-      return v.version() != kPendingStamp && at != 0 && at - lease_ms <= now_ms;
-    };
-    std::vector<std::string> keys;
-    cache.ForEach([&](const store::Value& v) {
-      if (dead(v)) keys.emplace_back(v.key());
-    });
-    size_t removed = 0;
-    for (const std::string& k : keys) {
-      Stripe& s = StripeOf(k);
-      MutexLock lock(&s.mu);
-      if (store::ValuePtr cur = cache.Get(k); cur && dead(*cur)) removed += cache.Remove(k) ? 1 : 0;
+    for (int step = 0; step < 64; step++) {
+      cache.RemoveExpired(&dead_copy_cursor, 4096, now_ms + lease_ms);
+      if (dead_copy_cursor == 0) break;  // a whole pass
     }
-    return removed;
   }
 
   void ScheduleSweep() {

@@ -94,6 +94,7 @@ struct ClusterNode::Impl {
   Engine* engine = nullptr;
   Stats* stats = nullptr;
   uint64_t timeout_us = 0;
+  uint64_t holder_wait_us = 0;  // the longest a change waits for a holder (L2's bound)
   net::AsioLoop loop;
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;
@@ -352,6 +353,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   d.lease_us = o.lease_us;
   d.start_grace_us = o.lease_us + o.lease_us / 20 + 1000;
   d.peers = o.peers;
+  // Patience, then the lease and its margin (docs/rpc.md, "Leases": 2% + 1 ms).
+  impl->holder_wait_us = d.invalidate_patience_us + d.lease_us + d.lease_us / 50 + 1000;
   d.home_store = &engine->store();
   d.export_value = ExportForCache;
   impl->dkv = std::make_unique<dkv::Dkv>(*impl->endpoint, d);
@@ -402,11 +405,14 @@ std::string ClusterNode::NotFormedError() const {
   return out;
 }
 
-void ClusterNode::Forward(net::NodeId home, const ForwardRequest& request,
+void ClusterNode::Forward(net::NodeId home, const ForwardRequest& request, bool changes,
                           std::function<void(Result<std::string>)> done) {
   stats_.forwarded.fetch_add(1, std::memory_order_relaxed);
   Stats* stats = &stats_;
-  impl_->endpoint->CallAsync(home, kCommandMethod, EncodeForward(request), impl_->timeout_us,
+  // A change may wait at its home for a cut-off holder's lease (rule C7): that wait is the
+  // holder's, not the home's, so it does not count against cluster-node-timeout.
+  const uint64_t timeout = impl_->timeout_us + (changes ? impl_->holder_wait_us : 0);
+  impl_->endpoint->CallAsync(home, kCommandMethod, EncodeForward(request), timeout,
                              [stats, done = std::move(done)](Result<std::string> r) {
                                if (!r.ok()) {
                                  stats->forward_failures.fetch_add(1, std::memory_order_relaxed);

@@ -319,6 +319,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     // The keys its writes change: this node dropped its copies of them when the entry was
     // queued and installs none until the answer (coherence X4).
     std::vector<std::string> own_writes;
+    bool changes = false;  // a write command is among them (it may wait for holders, C7)
   };
   struct Home {
     std::deque<Entry> waiting;
@@ -339,6 +340,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       const CommandSpec* spec = internal::ResolveCommand(args);
       if (spec != nullptr && (spec->flags & internal::kWrite) != 0) {
         internal::CommandKeys(*spec, args, &keys);
+        entry.changes = true;
       }
     }
     for (std::string_view k : keys) {
@@ -382,6 +384,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   // REQUIRES: the home is marked busy by the caller.
   void SendNext(uint32_t home) {
     ForwardRequest req{.origin = node->origin(), .client = client, .sent_us = NowMicros()};
+    bool changes = false;
     {
       MutexLock lock(&mu);
       Home& h = homes[home];
@@ -398,6 +401,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
           break;
         }
         args += entry_args;
+        changes = changes || e.changes;
         if (e.fetch) req.copies.push_back(static_cast<uint32_t>(req.commands.size()));
         for (auto& c : e.commands) req.commands.push_back(std::move(c));
         e.commands.clear();
@@ -408,7 +412,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     const size_t n = req.commands.size();
     const cluster::Member* m = node->map().Find(home);
     std::string addr = m != nullptr ? m->address() : std::to_string(home);
-    node->Forward(home, req,
+    node->Forward(home, req, changes,
                   [self = shared_from_this(), home, n, addr = std::move(addr)](
                       Result<std::string> r) { self->OnAnswer(home, n, addr, std::move(r)); });
   }

@@ -108,8 +108,9 @@ class ClusterNode {
   // "-CLUSTERDOWN The cluster is not formed: <first reason>" (without the '-').
   std::string NotFormedError() const;
   // Sends the commands to `home`'s proxy session for the client; `done` gets the reply bytes,
-  // or an error status when the home does not answer within cluster-node-timeout.
-  void Forward(net::NodeId home, const ForwardRequest& request,
+  // or an error status when the home does not answer within cluster-node-timeout (plus, when
+  // `changes`, the longest a change may wait for a cut-off holder's lease: rule C7).
+  void Forward(net::NodeId home, const ForwardRequest& request, bool changes,
                std::function<void(Result<std::string>)> done);
   // The client left: its proxy session at `home` is dropped (send it after the client's last
   // request to that home has been answered, or it may overtake it).
