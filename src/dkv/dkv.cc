@@ -138,8 +138,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   store::Store& home_store;  // own_home_store, or Options::home_store
   // ReserveAll calls in progress: while any is, no GET is answered cacheable (rule X3).
   std::atomic<int> all_pending{0};
-  std::atomic<bool> started{false};            // rule L4's grace is over
-  uint64_t dead_copy_cursor = 0;  // the loop's: where the sweep's active expiry of copies is
+  std::atomic<bool> started{false};  // rule L4's grace is over
+  uint64_t dead_copy_cursor = 0;     // the loop's: where the sweep's active expiry of copies is
   std::atomic<uint64_t> next_stamp{0};
   std::array<std::atomic<uint64_t>, kMaxNodes> gens;  // lease generation per home (rule L3)
   std::array<Stripe, kStripes> stripes;
