@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from floe_cluster import ClusterFactory, Conn, RespError, Timeout
+from floe_cluster import ClusterFactory, Conn, RespError, Timeout, freeze
 
 HOSTS3 = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 LOSSY = "drop=0.05,duplicate=0.02,max_delay_us=2000"
@@ -57,26 +57,6 @@ def counters(c, names=("cache_hits", "cache_misses", "invalidations_sent", "leas
         for name in names:
             total[name] += int(fields.get(name, "0"))
     return total
-
-
-def freeze(pid):
-    """SIGSTOP, then waits until every thread of the process is stopped: a multi-threaded
-    process stops only once the thread that takes the signal has run, and meanwhile its other
-    threads go on (they could still answer an invalidation)."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.time() + 10
-    while True:
-        states = []
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    states.append(f.read().rsplit(")", 1)[1].split()[0])
-            except OSError:
-                pass
-        if states and all(st in ("T", "t") for st in states):
-            return
-        assert time.time() < deadline, f"pid {pid} did not stop: {states}"
-        time.sleep(0.001)
 
 
 def tag_homed_at(c, index, prefix):

@@ -349,6 +349,26 @@ class Cluster:
         return self
 
 
+def freeze(pid):
+    """SIGSTOP, then waits until every thread of the process is stopped: a multi-threaded
+    process stops only once the thread that takes the signal has run, and meanwhile its other
+    threads go on (they could still answer an invalidation)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.time() + 10
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states and all(st in ("T", "t") for st in states):
+            return
+        assert time.time() < deadline, f"pid {pid} did not stop: {states}"
+        time.sleep(0.001)
+
+
 class ClusterFactory:
     """Starts clusters; close() kills every process it started, by PID."""
 

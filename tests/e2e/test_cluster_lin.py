@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import FLOE_BIN
-from floe_cluster import ClusterFactory, Conn, RespError, Timeout, key_slot, home_index
+from floe_cluster import ClusterFactory, Conn, RespError, Timeout, freeze, home_index, key_slot
 
 HISTORIES = int(os.environ.get("FLOE_CLUSTER_HISTORIES", "3"))
 KILL_HISTORIES = int(os.environ.get("FLOE_CLUSTER_KILL_HISTORIES", "1"))
@@ -349,7 +349,7 @@ def run_history(factory, rng, number, mode):
         if kill:
             run.dead[victim] = c[victim].kill9()
         else:
-            os.kill(c[victim].proc.pid, signal.SIGSTOP)
+            freeze(c[victim].proc.pid)  # every thread stopped, not only the first
             time.sleep(node_timeout / 1000 * 1.5)
             os.kill(c[victim].proc.pid, signal.SIGCONT)
     for w in workers:
