@@ -11,6 +11,7 @@ packages=(
   libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev libasio-dev
   liblz4-dev                               # RPC payload compression
   libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
+  libraft-dev libuv1-dev                   # agreed cluster metadata (src/consensus)
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   libtbb-dev libcuckoo-dev liburcu-dev      # the maps store_bench compares against
