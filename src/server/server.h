@@ -276,7 +276,7 @@ class Session {
   // Runs the handler inside the safety net: an exception becomes an error reply.
   void RunHandler(internal::CommandContext& ctx);
   // In a cluster, runs a change to keys homed here only once no other node holds a cached
-  // copy of them (rule C7, routing.cc): at once when none does; otherwise a top-level command
+  // copy of them (rule C7, home_changes.cc): at once when none does; otherwise a top-level command
   // is deferred until their holders are invalidated, a split command's part is left to
   // SendParts (part_reservation_), and in a session without a sink the part waits here. False:
   // the command did not run now (it is counted when it runs).
