@@ -1,7 +1,8 @@
-// libFuzzer target for the cluster's HELLO decoder (docs/wire.md, "Cluster HELLO"): any input
-// either fails with a Status or decodes to a HELLO that encodes back to the same bytes' meaning
-// (decoding the re-encoding gives the same fields), and explaining how it differs from our own
-// view never crashes. The decoder's sources are compiled in, so they carry coverage and ASan.
+// libFuzzer target for the cluster's HELLO decoder and the agreed table's decoders (docs/wire.md,
+// "Cluster HELLO"): any input either fails with a Status or decodes to a HELLO that encodes back to
+// the same bytes' meaning (decoding the re-encoding gives the same fields), and explaining how it
+// differs from our own view never crashes. The decoder's sources are compiled in, so they carry
+// coverage and ASan.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,8 +29,27 @@ const Hello& Ours() {
 
 }  // namespace
 
+// The agreed table's decoders (docs/membership.md): a change or a table read from a log entry or
+// a snapshot either fails with a Status or encodes back to the same bytes, and a table that
+// decodes keeps its invariants.
+static void CheckTableDecoders(std::string_view in) {
+  floe::Result<floe::cluster::Change> c = floe::cluster::DecodeChange(in);
+  if (c.ok()) {
+    floe::Result<floe::cluster::Change> back =
+        floe::cluster::DecodeChange(floe::cluster::EncodeChange(*c));
+    FLOE_CHECK(back.ok() && *back == *c);
+  }
+  floe::Result<floe::cluster::Table> t = floe::cluster::Table::Decode(in);
+  if (t.ok()) {
+    FLOE_CHECK(t->Check().ok());
+    floe::Result<floe::cluster::Table> back = floe::cluster::Table::Decode(t->Encode());
+    FLOE_CHECK(back.ok() && *back == *t);
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view in(reinterpret_cast<const char*>(data), size);
+  CheckTableDecoders(in);
   floe::Result<Hello> h = floe::cluster::internal::DecodeHello(in);
   if (!h.ok()) return 0;
   const Hello& ours = Ours();

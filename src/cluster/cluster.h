@@ -5,6 +5,10 @@
 //   ParseMembers   "host:port,host:port,..." -> members sorted and numbered 1..n
 //   SlotMap        slot -> home node; versioned; in this issue a pure function of the members
 //   Cluster        formation: HELLO to every member until all answer and agree
+//   Table, Change  the agreed table of membership that changes while serving: members, and per
+//                  slot its owner, backups, move in progress and version; the state machine a
+//                  Raft log drives (docs/membership.md, rules M1-M3)
+//   Plan           the next changes toward a balanced table (rules J3, J4)
 //
 // Contracts:
 //   1. Every node derives the same node ids and the same SlotMap from the same member list,
@@ -21,6 +25,10 @@
 //   5. Method ids 100-119 are the cluster's (kHelloMethod = 100); the DKV uses 200-239.
 //      HELLO runs inline (it never blocks) in the highest priority class.
 //   6. Malformed HELLO bytes from a peer are a Status, never a crash (fuzz/cluster_fuzz.cc).
+//   7. Table::Apply is deterministic: the same changes applied in the same order to equal tables
+//      give equal tables (and equal Encode bytes) on every node. A change it refuses changes
+//      nothing. Decoding a change or a table from bytes never crashes and never accepts a table
+//      that breaks the invariants Table::Check lists (fuzz/cluster_fuzz.cc).
 //
 // Thread rules: KeySlot, ParseMembers and the SlotMap are pure values, safe to read from any
 // thread. Every public method of Cluster is thread-safe; its HELLO handler and call callbacks
@@ -110,6 +118,112 @@ class SlotMap {
   std::vector<net::NodeId> homes_;  // kSlots entries
   uint64_t fingerprint_ = 0;
 };
+
+// ---- The agreed table (docs/membership.md) ----
+
+// At most this many backups per slot (--replicas).
+inline constexpr uint32_t kMaxReplicas = 8;
+
+struct TableMember {
+  net::NodeId id = 0;
+  std::string host;   // canonical, as ParseMember writes it
+  uint16_t port = 0;  // cluster (RPC) port
+  uint16_t raft_port = 0;
+  uint16_t client_port = 0;
+  bool leaving = false;  // its slots move away, then it is removed (rule J2)
+  friend bool operator==(const TableMember&, const TableMember&) = default;
+};
+
+struct SlotState {
+  net::NodeId owner = 0;
+  std::vector<net::NodeId> backups;  // distinct, never the owner
+  net::NodeId moving_to = 0;         // a move in progress (rule G1); 0: none
+  uint64_t version = 1;              // raised by every change of this slot
+  friend bool operator==(const SlotState&, const SlotState&) = default;
+};
+
+// One entry of the log (rule M2). Slot changes name each slot with the version they expect and
+// apply to all of them or to none.
+struct Change {
+  enum class Kind : uint8_t {
+    kAddMember = 1,     // member (its id is assigned: the next never used)
+    kRemoveMember = 2,  // node: owns, backs up and receives nothing
+    kSetLeaving = 3,    // node, flag
+    kBeginMove = 4,     // slots[i].node: the destination
+    kCommitMove = 5,    // slots: the destination becomes the owner
+    kAbortMove = 6,     // slots
+    kSetBackups = 7,    // slots[i].backups
+    kPromote = 8,       // slots[i].node: the backup that becomes the owner (failover)
+    kSetReplicas = 9,   // count
+    kPausePlanner = 10  // flag
+  };
+  struct SlotItem {
+    uint16_t slot = 0;
+    uint64_t version = 0;  // expected
+    net::NodeId node = 0;
+    std::vector<net::NodeId> backups;
+    friend bool operator==(const SlotItem&, const SlotItem&) = default;
+  };
+  Kind kind = Kind::kAddMember;
+  TableMember member;
+  net::NodeId node = 0;
+  bool flag = false;
+  uint32_t count = 0;
+  std::vector<SlotItem> slots;
+  friend bool operator==(const Change&, const Change&) = default;
+};
+std::string EncodeChange(const Change& change);
+// Corruption for malformed bytes (unknown kind, out-of-range slot, more items than slots, ...).
+Result<Change> DecodeChange(std::string_view bytes);
+
+// The agreed table. A value: copy it to keep a view. Invariants (Check): member ids distinct,
+// below next_id and ascending; addresses distinct; every slot's owner, backups and destination
+// are members; backups distinct, never the owner, at most kMaxReplicas; a destination is not
+// the owner; replicas <= kMaxReplicas.
+class Table {
+ public:
+  // A new cluster's table from its member list (ids 1..n as ParseMembers numbers them): owners
+  // as SlotMap::Balanced, min(replicas, n - 1) backups per slot, spread evenly.
+  static Table Initial(const std::vector<Member>& members, uint32_t replicas);
+
+  // FailedPrecondition (naming the reason) when the change does not apply to this table: a
+  // slot whose version moved on, an unknown or busy member, a destination that is the owner...
+  Status Apply(const Change& change);
+
+  uint64_t epoch() const { return epoch_; }  // changes applied
+  net::NodeId next_id() const { return next_id_; }
+  uint32_t replicas() const { return replicas_; }
+  bool planner_paused() const { return planner_paused_; }
+  const std::vector<TableMember>& members() const { return members_; }
+  const TableMember* FindMember(net::NodeId id) const;
+  const SlotState& slot(uint16_t s) const { return slots_[s]; }
+
+  std::string Encode() const;
+  // Corruption for malformed bytes or a table that breaks an invariant.
+  static Result<Table> Decode(std::string_view bytes);
+  Status Check() const;
+  friend bool operator==(const Table&, const Table&) = default;
+
+ private:
+  uint64_t epoch_ = 0;
+  net::NodeId next_id_ = 1;
+  uint32_t replicas_ = 0;
+  bool planner_paused_ = false;
+  std::vector<TableMember> members_;  // by id
+  std::vector<SlotState> slots_ = std::vector<SlotState>(kSlots);
+};
+
+struct PlanOptions {
+  size_t max_moves = 4;  // moves in progress at once (--migrate-parallel)
+};
+// The next changes toward the balanced table, each valid for `table` on its own (apply them in
+// order, re-planning after any is refused): backups repaired first (members gone, leaving, or
+// too few or too many for replicas), then new moves up to max_moves in progress, then the
+// removal of a leaving member that holds nothing. Balanced: owners of members that are not
+// leaving differ by at most one slot, each slot has min(replicas, active members - 1) backups.
+// Minimal: a slot moves only if its owner is over its share or leaving, and to a member that
+// already backs it up when one is under its share. Empty when balanced or paused.
+std::vector<Change> Plan(const Table& table, const PlanOptions& options);
 
 struct Options {
   std::string cluster_name = "floe";  // 1-64 bytes of [A-Za-z0-9._-]

@@ -1,0 +1,359 @@
+// The agreed table and the planner (docs/membership.md, rules M2, M3, J3, J4).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "cluster/cluster.h"
+
+namespace floe::cluster {
+namespace {
+
+using Kind = Change::Kind;
+
+Change Of(Kind k) {
+  Change c;
+  c.kind = k;
+  return c;
+}
+Change AddMember(TableMember m) {
+  Change c = Of(Kind::kAddMember);
+  c.member = std::move(m);
+  return c;
+}
+Change ForNode(Kind k, net::NodeId id, bool flag = false) {
+  Change c = Of(k);
+  c.node = id;
+  c.flag = flag;
+  return c;
+}
+Change WithCount(Kind k, uint32_t n) {
+  Change c = Of(k);
+  c.count = n;
+  return c;
+}
+Change ForSlots(Kind k, std::vector<Change::SlotItem> items) {
+  Change c = Of(k);
+  c.slots = std::move(items);
+  return c;
+}
+Change WithBackups(uint16_t slot, uint64_t version, std::vector<net::NodeId> backups) {
+  Change::SlotItem it;
+  it.slot = slot;
+  it.version = version;
+  it.backups = std::move(backups);
+  return ForSlots(Kind::kSetBackups, {it});
+}
+Change::SlotItem Item(uint16_t slot, uint64_t version, net::NodeId node = 0) {
+  Change::SlotItem it;
+  it.slot = slot;
+  it.version = version;
+  it.node = node;
+  return it;
+}
+
+std::vector<Member> Members(int n) {
+  std::string list;
+  for (int i = 1; i <= n; i++) {
+    if (i > 1) list += ",";
+    list += "127.0.0." + std::to_string(i) + ":7100";
+  }
+  return ParseMembers(list).value();
+}
+
+TableMember Joiner(int i) {
+  return TableMember{.host = "127.0.1." + std::to_string(i), .port = 7100, .raft_port = 7101};
+}
+
+std::map<net::NodeId, size_t> Owned(const Table& t) {
+  std::map<net::NodeId, size_t> owned;
+  for (int s = 0; s < kSlots; s++) owned[t.slot(static_cast<uint16_t>(s)).owner]++;
+  return owned;
+}
+
+// Every slot's live copies: the owner, its backups and a destination receiving it.
+size_t Copies(const SlotState& st) { return 1 + st.backups.size() + (st.moving_to != 0); }
+
+size_t ActiveMembers(const Table& t) {
+  return static_cast<size_t>(std::count_if(t.members().begin(), t.members().end(),
+                                           [](const TableMember& m) { return !m.leaving; }));
+}
+
+// Runs the planner to its end the way the leader will: apply its changes, finish every move at
+// once, re-plan. Checks after every change that no slot has fewer copies than before it (J4,
+// once the slot had its full set) and returns the number of slots that changed owner.
+size_t RunPlanner(Table& t, size_t max_moves = 64) {
+  size_t moved = 0;
+  for (int round = 0; round < 10'000; round++) {
+    std::vector<Change> plan = Plan(t, PlanOptions{.max_moves = max_moves});
+    if (plan.empty()) return moved;
+    for (const Change& c : plan) {
+      const Table before = t;
+      EXPECT_TRUE(t.Apply(c).ok()) << t.Apply(c).ToString();
+      if (c.kind == Change::Kind::kBeginMove) {
+        Change commit = Of(Kind::kCommitMove);
+        for (const auto& it : c.slots) {
+          commit.slots.push_back(Item(it.slot, t.slot(it.slot).version));
+        }
+        const Table mid = t;
+        EXPECT_TRUE(t.Apply(commit).ok());
+        moved += commit.slots.size();
+        for (const auto& it : c.slots) {
+          // Committing ends the extra copy the move added, never one the slot had before.
+          EXPECT_GE(Copies(t.slot(it.slot)),
+                    std::min(Copies(before.slot(it.slot)), ActiveMembers(t)))
+              << "slot " << it.slot << " lost a copy in its move";
+          EXPECT_LE(Copies(t.slot(it.slot)), Copies(mid.slot(it.slot)));
+        }
+      }
+      EXPECT_TRUE(t.Check().ok()) << t.Check().ToString();
+    }
+  }
+  ADD_FAILURE() << "the planner did not converge";
+  return moved;
+}
+
+// Owners always; backups too when they were assigned all at once (not yet moved for balance).
+void ExpectBalanced(const Table& t, bool backups_spread = false) {
+  std::vector<net::NodeId> active;
+  for (const TableMember& m : t.members()) {
+    if (!m.leaving) active.push_back(m.id);
+  }
+  ASSERT_FALSE(active.empty());
+  std::map<net::NodeId, size_t> owned = Owned(t);
+  std::map<net::NodeId, size_t> backed;
+  const size_t want = std::min<size_t>(t.replicas(), active.size() - 1);
+  for (int s = 0; s < kSlots; s++) {
+    const SlotState& st = t.slot(static_cast<uint16_t>(s));
+    EXPECT_EQ(st.moving_to, 0u);
+    ASSERT_EQ(st.backups.size(), want) << "slot " << s;
+    for (net::NodeId b : st.backups) backed[b]++;
+  }
+  size_t lo = kSlots, hi = 0, blo = kSlots * kMaxReplicas, bhi = 0;
+  for (net::NodeId id : active) {
+    lo = std::min(lo, owned[id]);
+    hi = std::max(hi, owned[id]);
+    blo = std::min(blo, backed[id]);
+    bhi = std::max(bhi, backed[id]);
+  }
+  EXPECT_LE(hi - lo, 1u) << "owners unbalanced";
+  // Backups are balanced when assigned; a member's share may differ by a few slots.
+  if (backups_spread) {
+    EXPECT_LE(bhi - blo, want * 2 + 2) << "backups unbalanced";
+  }
+}
+
+TEST(TableTest, InitialMatchesTheBalancedMapWithBackupsSpread) {
+  for (int n : {1, 2, 3, 5, 7}) {
+    const std::vector<Member> members = Members(n);
+    const Table t = Table::Initial(members, 1);
+    ASSERT_TRUE(t.Check().ok());
+    EXPECT_EQ(t.epoch(), 0u);
+    EXPECT_EQ(t.next_id(), static_cast<net::NodeId>(n + 1));
+    const SlotMap map = SlotMap::Balanced(members);
+    for (int s = 0; s < kSlots; s++) {
+      EXPECT_EQ(t.slot(static_cast<uint16_t>(s)).owner, map.Home(static_cast<uint16_t>(s)));
+      EXPECT_EQ(t.slot(static_cast<uint16_t>(s)).version, 1u);
+    }
+    ExpectBalanced(t, /*backups_spread=*/true);
+    if (n >= 3) {
+      // The slots of one owner are backed up by every other member, not one: when it dies, the
+      // promotions spread.
+      std::map<net::NodeId, size_t> backers;
+      for (int s = 0; s < kSlots; s++) {
+        const SlotState& st = t.slot(static_cast<uint16_t>(s));
+        if (st.owner == 1) backers[st.backups[0]]++;
+      }
+      EXPECT_EQ(backers.size(), static_cast<size_t>(n - 1));
+    }
+  }
+}
+
+TEST(TableTest, IdsNeverReused) {
+  Table t = Table::Initial(Members(3), 1);
+  ASSERT_TRUE(t.Apply(AddMember(Joiner(1))).ok());
+  EXPECT_EQ(t.members().back().id, 4u);
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kSetLeaving, 4, true)).ok());
+  RunPlanner(t);  // nothing to move off it; it is removed
+  EXPECT_EQ(t.FindMember(4), nullptr);
+  ASSERT_TRUE(t.Apply(AddMember(Joiner(1))).ok());
+  EXPECT_EQ(t.members().back().id, 5u) << "a removed id came back";
+}
+
+TEST(TableTest, SlotChangesCheckVersionsAndApplyToAllOrNone) {
+  Table t = Table::Initial(Members(3), 1);
+  const Table before = t;
+  const SlotState& s0 = t.slot(0);
+  ASSERT_EQ(s0.owner, 1u);
+  // The second item expects a stale version: nothing changes.
+  Change c = ForSlots(Kind::kBeginMove, {Item(0, 1, 3), Item(1, 7, 3)});
+  Status st = t.Apply(c);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("slot 1 is at version 1, the change expects 7"), std::string::npos)
+      << st.ToString();
+  EXPECT_EQ(t, before);
+  c.slots[1].version = 1;
+  ASSERT_TRUE(t.Apply(c).ok());
+  EXPECT_EQ(t.epoch(), 1u);
+  EXPECT_EQ(t.slot(0).moving_to, 3u);
+  EXPECT_EQ(t.slot(0).version, 2u);
+  // Replayed (as a retried proposal would be): refused, the versions moved on.
+  EXPECT_FALSE(t.Apply(c).ok());
+  // A destination that is the owner, or no member, is refused.
+  EXPECT_FALSE(t.Apply(ForSlots(Kind::kBeginMove, {Item(2, 1, 1)})).ok());
+  EXPECT_FALSE(t.Apply(ForSlots(Kind::kBeginMove, {Item(2, 1, 9)})).ok());
+  // A slot named twice is refused.
+  EXPECT_FALSE(t.Apply(ForSlots(Kind::kAbortMove, {Item(0, 2), Item(0, 2)})).ok());
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kAbortMove, {Item(0, 2)})).ok());
+  EXPECT_EQ(t.slot(0).moving_to, 0u);
+  EXPECT_EQ(t.slot(0).owner, 1u);
+}
+
+TEST(TableTest, CommitMoveKeepsTheCopyCount) {
+  Table t = Table::Initial(Members(3), 1);
+  const SlotState s0 = t.slot(0);
+  ASSERT_EQ(s0.backups.size(), 1u);
+  const net::NodeId backup = s0.backups[0];
+  // To its backup: the old owner takes the backup's place.
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kBeginMove, {Item(0, 1, backup)})).ok());
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kCommitMove, {Item(0, 2)})).ok());
+  EXPECT_EQ(t.slot(0).owner, backup);
+  EXPECT_EQ(t.slot(0).backups, std::vector<net::NodeId>{1});
+  // Failover: the backup becomes the owner and the dead owner's place is not kept.
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kPromote, {Item(0, 3, 1)})).ok());
+  EXPECT_EQ(t.slot(0).owner, 1u);
+  EXPECT_TRUE(t.slot(0).backups.empty());
+  // Promoting a member that is no backup is refused.
+  EXPECT_FALSE(t.Apply(ForSlots(Kind::kPromote, {Item(0, 4, 2)})).ok());
+}
+
+TEST(TableTest, MembersAreCheckedAndRemovedOnlyWhenEmpty) {
+  Table t = Table::Initial(Members(3), 1);
+  EXPECT_FALSE(
+      t.Apply(AddMember(TableMember{.host = "127.0.0.2", .port = 7100, .raft_port = 7101})).ok())
+      << "an address already in the table";
+  EXPECT_FALSE(
+      t.Apply(AddMember(TableMember{.host = "localhost", .port = 7100, .raft_port = 7101})).ok())
+      << "not canonical";
+  EXPECT_FALSE(
+      t.Apply(AddMember(TableMember{.host = "127.0.0.9", .port = 7100, .raft_port = 0})).ok());
+  Status st = t.Apply(ForNode(Kind::kRemoveMember, 2));
+  EXPECT_NE(st.message().find("member 2 still holds slot"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(t.Apply(WithCount(Kind::kSetReplicas, kMaxReplicas + 1)).ok());
+  EXPECT_EQ(t.epoch(), 0u) << "a refused change moved the epoch";
+}
+
+TEST(TableTest, EncodeDecodeRoundTripsAndRefusesDamage) {
+  Table t = Table::Initial(Members(5), 2);
+  ASSERT_TRUE(t.Apply(AddMember(Joiner(7))).ok());
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kBeginMove, {Item(9, 1, 6)})).ok());
+  const std::string bytes = t.Encode();
+  Result<Table> back = Table::Decode(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, t);
+  EXPECT_EQ(back->Encode(), bytes);
+  // Every truncation is refused; so is a trailing byte.
+  for (size_t n = 0; n < bytes.size(); n += 1 + n / 64) {
+    EXPECT_FALSE(Table::Decode(bytes.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(Table::Decode(bytes + "x").ok());
+  // Random byte flips never crash, and whatever decodes passes Check.
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 300; i++) {
+    std::string b = bytes;
+    b[rng() % b.size()] = static_cast<char>(rng());
+    Result<Table> r = Table::Decode(b);
+    if (r.ok()) {
+      EXPECT_TRUE(r->Check().ok());
+    }
+  }
+}
+
+TEST(TableTest, ChangesRoundTrip) {
+  const std::vector<Change> changes = {
+      AddMember(Joiner(3)),
+      ForNode(Kind::kSetLeaving, 3, true),
+      WithBackups(16383, 1ull << 40, {1, 2, 3}),
+      ForSlots(Kind::kPromote, {Item(4, 2, 2)}),
+      WithCount(Kind::kSetReplicas, 2),
+      ForNode(Kind::kPausePlanner, 0, true),
+  };
+  for (const Change& c : changes) {
+    const std::string bytes = EncodeChange(c);
+    Result<Change> back = DecodeChange(bytes);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, c);
+    for (size_t n = 0; n < bytes.size(); n++) EXPECT_FALSE(DecodeChange(bytes.substr(0, n)).ok());
+  }
+  // A lying item count is refused before it sizes anything.
+  std::string big = EncodeChange(Of(Kind::kAbortMove));
+  big.back() = '\x7f';  // the item count: 127 items, no bytes for them
+  EXPECT_FALSE(DecodeChange(big).ok());
+}
+
+TEST(PlannerTest, BalancedTableNeedsNothing) {
+  for (int n : {1, 3, 6}) {
+    const Table t = Table::Initial(Members(n), 1);
+    EXPECT_TRUE(Plan(t, {}).empty()) << n;
+  }
+}
+
+TEST(PlannerTest, JoinMovesOnlyTheNewMembersShare) {
+  Table t = Table::Initial(Members(3), 1);
+  ASSERT_TRUE(t.Apply(AddMember(Joiner(1))).ok());
+  // At most max_moves at once.
+  std::vector<Change> first = Plan(t, PlanOptions{.max_moves = 4});
+  ASSERT_FALSE(first.empty());
+  for (const Change& c : first) {
+    if (c.kind == Change::Kind::kBeginMove) {
+      EXPECT_LE(c.slots.size(), 4u);
+    }
+  }
+  const size_t moved = RunPlanner(t);
+  ExpectBalanced(t);
+  // Minimal: exactly the slots the new member now owns moved (16384 / 4), none between the
+  // old members.
+  EXPECT_EQ(moved, static_cast<size_t>(kSlots / 4));
+  EXPECT_EQ(Owned(t)[4], static_cast<size_t>(kSlots / 4));
+}
+
+TEST(PlannerTest, LeaveMovesEverythingOffThenRemoves) {
+  Table t = Table::Initial(Members(4), 1);
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kSetLeaving, 2, true)).ok());
+  RunPlanner(t);
+  EXPECT_EQ(t.FindMember(2), nullptr);
+  EXPECT_EQ(t.members().size(), 3u);
+  ExpectBalanced(t);
+}
+
+TEST(PlannerTest, ReplicasChangeAndGrowShrink) {
+  Table t = Table::Initial(Members(3), 0);
+  ExpectBalanced(t);
+  ASSERT_TRUE(t.Apply(WithCount(Kind::kSetReplicas, 2)).ok());
+  RunPlanner(t);
+  ExpectBalanced(t, /*backups_spread=*/true);
+  // Grow to five, shrink to two, as docs/cluster.md will show.
+  for (int i = 1; i <= 2; i++) {
+    ASSERT_TRUE(t.Apply(AddMember(Joiner(i))).ok());
+  }
+  RunPlanner(t);
+  ExpectBalanced(t);
+  for (net::NodeId id : {1u, 4u, 5u}) {
+    ASSERT_TRUE(t.Apply(ForNode(Kind::kSetLeaving, id, true)).ok());
+  }
+  RunPlanner(t);
+  EXPECT_EQ(t.members().size(), 2u);
+  ExpectBalanced(t);  // two members: one backup each (replicas 2, capped at members - 1)
+}
+
+TEST(PlannerTest, PausedPlansNothing) {
+  Table t = Table::Initial(Members(3), 1);
+  ASSERT_TRUE(t.Apply(AddMember(Joiner(1))).ok());
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kPausePlanner, 0, true)).ok());
+  EXPECT_TRUE(Plan(t, {}).empty());
+}
+
+}  // namespace
+}  // namespace floe::cluster
