@@ -130,38 +130,52 @@ struct TableMember {
   uint16_t port = 0;  // cluster (RPC) port
   uint16_t raft_port = 0;
   uint16_t client_port = 0;
-  bool leaving = false;  // its slots move away, then it is removed (rule J2)
+  // The member's life: its RPC incarnation (rule O7). 0 until its first start is committed;
+  // roles belong to this life, and a new one is a restart.
+  uint64_t life = 0;
+  bool leaving = false;    // its slots move away, then it is removed (rule J2)
+  bool suspected = false;  // agreed dead (rule O4): its slots may be promoted away
   friend bool operator==(const TableMember&, const TableMember&) = default;
 };
 
 struct SlotState {
   net::NodeId owner = 0;
-  std::vector<net::NodeId> backups;  // distinct, never the owner
-  net::NodeId moving_to = 0;         // a move in progress (rule G1); 0: none
-  uint64_t version = 1;              // raised by every change of this slot
+  // In sync: every committed change, eligible for promotion. Filling: being copied (rule B6).
+  // Distinct across both lists, never the owner.
+  std::vector<net::NodeId> backups;
+  std::vector<net::NodeId> filling;
+  net::NodeId moving_to = 0;  // a move in progress (rule G1); 0: none; may be a backup
+  uint64_t version = 1;       // v(s): raised by every change of this slot
+  uint64_t ownership = 1;     // o(s): the version at which the owner got the slot
   friend bool operator==(const SlotState&, const SlotState&) = default;
 };
 
 // One entry of the log (rule M2). Slot changes name each slot with the version they expect and
-// apply to all of them or to none.
+// apply to all of them or to none; each raises the version of every slot it names.
 struct Change {
   enum class Kind : uint8_t {
-    kAddMember = 1,     // member (its id is assigned: the next never used)
-    kRemoveMember = 2,  // node: owns, backs up and receives nothing
-    kSetLeaving = 3,    // node, flag
-    kBeginMove = 4,     // slots[i].node: the destination
-    kCommitMove = 5,    // slots: the destination becomes the owner
-    kAbortMove = 6,     // slots
-    kSetBackups = 7,    // slots[i].backups
-    kPromote = 8,       // slots[i].node: the backup that becomes the owner (failover)
-    kSetReplicas = 9,   // count
-    kPausePlanner = 10  // flag
+    kAddMember = 1,      // member (its id is assigned: the next never used)
+    kRemoveMember = 2,   // node: owns, backs up and receives nothing
+    kSetLeaving = 3,     // node, flag
+    kBeginMove = 4,      // slots[i].node: the destination
+    kCommitMove = 5,     // slots[i].seq: frozen at. The destination owns; the source is a backup
+    kAbortMove = 6,      // slots
+    kSetBackups = 7,     // slots[i].backups (a subset of the in-sync ones), slots[i].filling
+    kPromote = 8,        // slots[i].node: an in-sync backup replaces a suspected owner
+    kSetReplicas = 9,    // count
+    kPausePlanner = 10,  // flag
+    kBackupInSync = 11,  // slots[i].node: filling -> in sync, as of slots[i].seq
+    kSuspect = 12,       // node, member.life, flag: agreed dead (or alive again)
+    kRestarted = 13      // node, member.life: a new life; the old one's roles end (rule O7)
   };
+  static constexpr uint8_t kLastKind = 13;
   struct SlotItem {
     uint16_t slot = 0;
     uint64_t version = 0;  // expected
     net::NodeId node = 0;
+    uint64_t seq = 0;
     std::vector<net::NodeId> backups;
+    std::vector<net::NodeId> filling;
     friend bool operator==(const SlotItem&, const SlotItem&) = default;
   };
   Kind kind = Kind::kAddMember;
@@ -177,17 +191,20 @@ std::string EncodeChange(const Change& change);
 Result<Change> DecodeChange(std::string_view bytes);
 
 // The agreed table. A value: copy it to keep a view. Invariants (Check): member ids distinct,
-// below next_id and ascending; addresses distinct; every slot's owner, backups and destination
-// are members; backups distinct, never the owner, at most kMaxReplicas; a destination is not
-// the owner; replicas <= kMaxReplicas.
+// below next_id and ascending; addresses distinct; every slot's owner, backups, filling backups
+// and destination are members; backups and filling distinct across both lists, never the owner,
+// each list at most kMaxReplicas; a destination is not the owner; ownership <= version;
+// replicas <= kMaxReplicas.
 class Table {
  public:
   // A new cluster's table from its member list (ids 1..n as ParseMembers numbers them): owners
-  // as SlotMap::Balanced, min(replicas, n - 1) backups per slot, spread evenly.
+  // as SlotMap::Balanced, min(replicas, n - 1) in-sync backups per slot (the store is empty),
+  // spread evenly.
   static Table Initial(const std::vector<Member>& members, uint32_t replicas);
 
   // FailedPrecondition (naming the reason) when the change does not apply to this table: a
-  // slot whose version moved on, an unknown or busy member, a destination that is the owner...
+  // slot whose version moved on, an unknown or busy member, a destination that is the owner, a
+  // promotion of a backup not in sync or away from an owner not suspected...
   Status Apply(const Change& change);
 
   uint64_t epoch() const { return epoch_; }  // changes applied
@@ -205,6 +222,9 @@ class Table {
   friend bool operator==(const Table&, const Table&) = default;
 
  private:
+  Status ApplyToSlots(const Change& change);
+  TableMember* MutableMember(net::NodeId id);
+
   uint64_t epoch_ = 0;
   net::NodeId next_id_ = 1;
   uint32_t replicas_ = 0;
@@ -216,13 +236,15 @@ class Table {
 struct PlanOptions {
   size_t max_moves = 4;  // moves in progress at once (--migrate-parallel)
 };
-// The next changes toward the balanced table, each valid for `table` on its own (apply them in
-// order, re-planning after any is refused): backups repaired first (members gone, leaving, or
-// too few or too many for replicas), then new moves up to max_moves in progress, then the
-// removal of a leaving member that holds nothing. Balanced: owners of members that are not
-// leaving differ by at most one slot, each slot has min(replicas, active members - 1) backups.
-// Minimal: a slot moves only if its owner is over its share or leaving, and to a member that
-// already backs it up when one is under its share. Empty when balanced or paused.
+// The next changes toward the balanced table, valid when applied in order (re-plan after any is
+// refused): backups repaired first (suspected members dropped; too few in sync: filling ones
+// added; a leaving one kept until its replacement is in sync; extras dropped), then new moves up
+// to max_moves in progress, then the removal of a leaving member that holds nothing. Active
+// members are those neither leaving nor suspected. Balanced: active members' owned slots differ
+// by at most one, each slot has min(replicas, active members - 1) in-sync backups. Minimal: a
+// slot moves only if its owner is over its share or leaving, preferably to one of its in-sync
+// backups. Slots of a suspected owner are failover's, not the planner's. Empty when balanced or
+// paused. Filling backups become in sync by BackupInSync, which the owner asks for (rule B6).
 std::vector<Change> Plan(const Table& table, const PlanOptions& options);
 
 struct Options {

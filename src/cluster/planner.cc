@@ -14,20 +14,26 @@ bool Contains(const std::vector<net::NodeId>& v, net::NodeId id) {
   return std::find(v.begin(), v.end(), id) != v.end();
 }
 
-// Backups first: members that left the table or are leaving are replaced, sets trimmed to or
-// filled up to `want`, each fill from the member backing up the fewest slots (ties: lowest id).
+// Backups first. For each slot, with `want` the in-sync backups it should have: suspected or
+// removed members are dropped at once (their copies are gone or unreachable); in-sync backups on
+// active members are kept up to `want` (the busiest dropped beyond); while fewer than `want` are
+// in sync, filling backups make up the difference, and in-sync backups on leaving members are
+// kept until their replacements are in sync (rule J4). New filling backups go to the active
+// member backing up the fewest slots; ties rotate with the slot's rank among its owner's slots,
+// so each owner's slots spread over all the others.
 std::vector<Change::SlotItem> RepairBackups(const Table& t, const std::vector<net::NodeId>& active,
                                             size_t want) {
   std::map<net::NodeId, size_t> load;
   for (net::NodeId id : active) load[id] = 0;
   for (int s = 0; s < kSlots; s++) {
-    for (net::NodeId b : t.slot(static_cast<uint16_t>(s)).backups) {
-      if (auto it = load.find(b); it != load.end()) it->second++;
+    const SlotState& st = t.slot(static_cast<uint16_t>(s));
+    for (const auto* list : {&st.backups, &st.filling}) {
+      for (net::NodeId b : *list) {
+        if (auto it = load.find(b); it != load.end()) it->second++;
+      }
     }
   }
-  // Slots in an order that takes each owner's slots in turn (the first of every owner, then
-  // the second...), so that the least-loaded choice spreads every owner's slots over all the
-  // others instead of filling one member with the first owner's range.
+  // Each owner's slots in turn (the first of every owner, then the second...).
   std::map<net::NodeId, std::vector<uint16_t>> by_owner;
   for (int s = 0; s < kSlots; s++) {
     by_owner[t.slot(static_cast<uint16_t>(s)).owner].push_back(static_cast<uint16_t>(s));
@@ -43,47 +49,81 @@ std::vector<Change::SlotItem> RepairBackups(const Table& t, const std::vector<ne
       }
     }
   }
-  // Positions in id order; an owner that is leaving or gone counts as position 0.
+  // Positions in id order; an owner that is not active counts as position 0.
   const size_t n = active.size();
   std::map<net::NodeId, size_t> pos;
   for (size_t i = 0; i < n; i++) pos[active[i]] = i;
+  auto live = [&](net::NodeId id) {
+    const TableMember* m = t.FindMember(id);
+    return m != nullptr && !m->suspected;
+  };
+
   std::vector<Change::SlotItem> items;
   for (uint16_t s : order) {
     const SlotState& st = t.slot(s);
-    // The slot's own backups are not counted while its set is chosen.
+    // The slot's own backups are not counted while its sets are chosen.
+    for (const auto* list : {&st.backups, &st.filling}) {
+      for (net::NodeId b : *list) {
+        if (auto it = load.find(b); it != load.end()) it->second--;
+      }
+    }
+    auto busiest_first = [&](std::vector<net::NodeId>& v) {
+      std::sort(v.begin(), v.end(), [&](net::NodeId a, net::NodeId b) {
+        return load[a] != load[b] ? load[a] > load[b] : a > b;
+      });
+    };
+    std::vector<net::NodeId> synced, leaving, filling;
     for (net::NodeId b : st.backups) {
-      if (auto it = load.find(b); it != load.end()) it->second--;
+      if (load.count(b) != 0) {
+        synced.push_back(b);
+      } else if (live(b)) {
+        leaving.push_back(b);
+      }
     }
-    std::vector<net::NodeId> keep;
-    for (net::NodeId b : st.backups) {
-      if (load.count(b) != 0 && b != st.owner && b != st.moving_to) keep.push_back(b);
+    for (net::NodeId b : st.filling) {
+      if (load.count(b) != 0) filling.push_back(b);
     }
-    while (keep.size() > want) {
-      // Drop the busiest.
-      keep.erase(std::max_element(keep.begin(), keep.end(), [&](net::NodeId a, net::NodeId b) {
-        return load[a] != load[b] ? load[a] < load[b] : a < b;
-      }));
-    }
-    while (keep.size() < want) {
-      // Ties go to the member `turn` places after the owner in id order, `turn` being the
-      // slot's rank among its owner's slots, so each owner's slots rotate over all the others.
+    busiest_first(synced);
+    if (synced.size() > want) synced.erase(synced.begin(), synced.end() - want);
+    const size_t missing = want - synced.size();
+    busiest_first(filling);
+    if (filling.size() > missing) filling.erase(filling.begin(), filling.end() - missing);
+    if (leaving.size() > missing) leaving.resize(missing);
+    while (filling.size() < missing) {
       const size_t turn = rank[s];
       auto distance = [&](net::NodeId id) {
         return (pos[id] + n - pos[st.owner] - 1 + n - turn % n) % n;
       };
       net::NodeId best = 0;
       for (net::NodeId id : active) {
-        if (id == st.owner || id == st.moving_to || Contains(keep, id)) continue;
+        if (id == st.owner || id == st.moving_to || std::count(synced.begin(), synced.end(), id) ||
+            std::count(filling.begin(), filling.end(), id)) {
+          continue;
+        }
         if (best == 0 || load[id] < load[best] ||
             (load[id] == load[best] && distance(id) < distance(best))) {
           best = id;
         }
       }
       if (best == 0) break;
-      keep.push_back(best);
+      filling.push_back(best);
     }
-    for (net::NodeId b : keep) load[b]++;
-    if (keep != st.backups) items.push_back({.slot = s, .version = st.version, .backups = keep});
+    std::vector<net::NodeId> backups = synced;
+    backups.insert(backups.end(), leaving.begin(), leaving.end());
+    for (const auto* list : {&backups, &filling}) {
+      for (net::NodeId b : *list) {
+        if (auto it = load.find(b); it != load.end()) it->second++;
+      }
+    }
+    // Keep the table's order when the sets did not change, so a balanced table plans nothing.
+    auto same = [](std::vector<net::NodeId> a, std::vector<net::NodeId> b) {
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      return a == b;
+    };
+    if (!same(backups, st.backups) || !same(filling, st.filling)) {
+      items.push_back({.slot = s, .version = st.version, .backups = backups, .filling = filling});
+    }
   }
   // A change lists its slots in ascending order.
   std::sort(items.begin(), items.end(),
@@ -92,8 +132,7 @@ std::vector<Change::SlotItem> RepairBackups(const Table& t, const std::vector<ne
 }
 
 // Owner moves: every slot of a leaving member, and the slots of members above their share, go
-// to members below theirs; a destination that already backs the slot up is preferred (no data to
-// stream) unless the owner is leaving (then its place as a backup would be lost, rule J4).
+// to members below theirs.
 std::vector<Change::SlotItem> PlanMoves(const Table& t, const std::vector<net::NodeId>& active,
                                         size_t budget) {
   std::vector<Change::SlotItem> items;
@@ -116,7 +155,9 @@ std::vector<Change::SlotItem> PlanMoves(const Table& t, const std::vector<net::N
   const size_t n = active.size();
   for (size_t i = 0; i < n; i++) share[by_owned[i]] = kSlots / n + (i < kSlots % n ? 1 : 0);
 
-  auto pick = [&](const SlotState& st, bool prefer_backup) {
+  // A destination below its share; one of the slot's in-sync backups first (it has the data,
+  // and the source takes its place as a backup), then the member owning the fewest.
+  auto pick = [&](const SlotState& st) {
     net::NodeId best = 0;
     for (net::NodeId id : active) {
       if (id == st.owner || owned[id] >= share[id]) continue;
@@ -124,9 +165,8 @@ std::vector<Change::SlotItem> PlanMoves(const Table& t, const std::vector<net::N
         best = id;
         continue;
       }
-      // Preferred: a backup of the slot for a balance move, anyone else for a leaving owner.
-      const bool a = Contains(st.backups, id) == prefer_backup;
-      const bool b = Contains(st.backups, best) == prefer_backup;
+      const bool a = Contains(st.backups, id);
+      const bool b = Contains(st.backups, best);
       if (a != b ? a : owned[id] < owned[best]) best = id;
     }
     return best;
@@ -134,9 +174,11 @@ std::vector<Change::SlotItem> PlanMoves(const Table& t, const std::vector<net::N
   for (int s = 0; s < kSlots && items.size() < budget; s++) {
     const SlotState& st = t.slot(static_cast<uint16_t>(s));
     if (st.moving_to != 0) continue;
+    const TableMember* owner = t.FindMember(st.owner);
+    if (owner == nullptr || owner->suspected) continue;  // failover's (rule O5)
     const bool leaving = owned.count(st.owner) == 0;
     if (!leaving && owned[st.owner] <= share[st.owner]) continue;
-    const net::NodeId to = pick(st, /*prefer_backup=*/!leaving);
+    const net::NodeId to = pick(st);
     if (to == 0) continue;
     owned[to]++;
     if (!leaving) owned[st.owner]--;
@@ -152,7 +194,7 @@ std::vector<Change> Plan(const Table& table, const PlanOptions& options) {
   if (table.planner_paused()) return out;
   std::vector<net::NodeId> active;
   for (const TableMember& m : table.members()) {
-    if (!m.leaving) active.push_back(m.id);
+    if (!m.leaving && !m.suspected) active.push_back(m.id);
   }
   if (active.empty()) return out;
   // Each change is planned on the table as the ones before it leave it, so all apply in order.
@@ -173,11 +215,12 @@ std::vector<Change> Plan(const Table& table, const PlanOptions& options) {
     }
   }
   for (const TableMember& m : t.members()) {
-    if (!m.leaving) continue;
+    if (!m.leaving || m.suspected) continue;
     bool holds = false;
     for (int s = 0; s < kSlots && !holds; s++) {
       const SlotState& st = t.slot(static_cast<uint16_t>(s));
-      holds = st.owner == m.id || st.moving_to == m.id || Contains(st.backups, m.id);
+      holds = st.owner == m.id || st.moving_to == m.id || Contains(st.backups, m.id) ||
+              Contains(st.filling, m.id);
     }
     if (!holds) out.push_back(Change{.kind = Change::Kind::kRemoveMember, .node = m.id});
   }

@@ -22,6 +22,8 @@ bool Contains(const std::vector<net::NodeId>& v, net::NodeId id) {
   return std::find(v.begin(), v.end(), id) != v.end();
 }
 
+void Erase(std::vector<net::NodeId>& v, net::NodeId id) { std::erase(v, id); }
+
 void PutIds(wire::Writer& w, const std::vector<net::NodeId>& ids) {
   w.PutVarint64(ids.size());
   for (net::NodeId id : ids) w.PutVarint64(id);
@@ -46,7 +48,8 @@ void PutMember(wire::Writer& w, const TableMember& m) {
   w.PutVarint64(m.port);
   w.PutVarint64(m.raft_port);
   w.PutVarint64(m.client_port);
-  w.PutU8(m.leaving ? 1 : 0);
+  w.PutVarint64(m.life);
+  w.PutU8(static_cast<uint8_t>((m.leaving ? 1 : 0) | (m.suspected ? 2 : 0)));
 }
 
 Status GetPort(wire::Reader& r, uint16_t* port) {
@@ -67,10 +70,12 @@ Status GetMember(wire::Reader& r, TableMember* m) {
   FLOE_RETURN_IF_ERROR(GetPort(r, &m->port));
   FLOE_RETURN_IF_ERROR(GetPort(r, &m->raft_port));
   FLOE_RETURN_IF_ERROR(GetPort(r, &m->client_port));
-  uint8_t leaving = 0;
-  FLOE_RETURN_IF_ERROR(r.GetU8(&leaving));
-  if (leaving > 1) return Status::Corruption("bad flag");
-  m->leaving = leaving == 1;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->life));
+  uint8_t flags = 0;
+  FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
+  if (flags > 3) return Status::Corruption("bad member flags");
+  m->leaving = (flags & 1) != 0;
+  m->suspected = (flags & 2) != 0;
   return Status::OK();
 }
 
@@ -100,7 +105,9 @@ std::string EncodeChange(const Change& c) {
     w.PutVarint64(it.slot);
     w.PutVarint64(it.version);
     w.PutVarint64(it.node);
+    w.PutVarint64(it.seq);
     PutIds(w, it.backups);
+    PutIds(w, it.filling);
   }
   return out;
 }
@@ -113,7 +120,7 @@ Result<Change> DecodeChange(std::string_view bytes) {
   Change c;
   uint8_t kind = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&kind));
-  if (kind < 1 || kind > 10) return Status::Corruption("unknown change kind");
+  if (kind < 1 || kind > Change::kLastKind) return Status::Corruption("unknown change kind");
   c.kind = static_cast<Change::Kind>(kind);
   FLOE_RETURN_IF_ERROR(GetMember(r, &c.member));
   uint32_t node = 0;
@@ -139,7 +146,9 @@ Result<Change> DecodeChange(std::string_view bytes) {
     uint32_t item_node = 0;
     FLOE_RETURN_IF_ERROR(r.GetVarint32(&item_node));
     it.node = item_node;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&it.seq));
     FLOE_RETURN_IF_ERROR(GetIds(r, &it.backups));
+    FLOE_RETURN_IF_ERROR(GetIds(r, &it.filling));
   }
   if (!r.empty()) return Status::Corruption("trailing bytes after a change");
   return c;
@@ -164,9 +173,15 @@ Table Table::Initial(const std::vector<Member>& members, uint32_t replicas) {
     FLOE_CHECK(c.kind == Change::Kind::kSetBackups);
     FLOE_CHECK(t.Apply(c).ok());
   }
-  // The initial table is where every node starts: epoch 0, every slot at version 1.
+  // The initial table is where every node starts: epoch 0, every slot at version 1, and every
+  // backup in sync (there is nothing to copy yet).
   t.epoch_ = 0;
-  for (SlotState& st : t.slots_) st.version = 1;
+  for (SlotState& st : t.slots_) {
+    st.backups.insert(st.backups.end(), st.filling.begin(), st.filling.end());
+    st.filling.clear();
+    st.version = 1;
+    st.ownership = 1;
+  }
   return t;
 }
 
@@ -176,94 +191,152 @@ const TableMember* Table::FindMember(net::NodeId id) const {
   return it != members_.end() && it->id == id ? &*it : nullptr;
 }
 
-Status Table::Apply(const Change& c) {
+TableMember* Table::MutableMember(net::NodeId id) {
+  auto it = std::lower_bound(members_.begin(), members_.end(), id,
+                             [](const TableMember& m, net::NodeId v) { return m.id < v; });
+  return it != members_.end() && it->id == id ? &*it : nullptr;
+}
+
+Status Table::ApplyToSlots(const Change& c) {
   using Kind = Change::Kind;
   auto active = [&](net::NodeId id) {
     const TableMember* m = FindMember(id);
-    return m != nullptr && !m->leaving;
+    return m != nullptr && !m->leaving && !m->suspected;
   };
-  // Slot changes: every item must name a distinct slot at the version it expects.
-  if (c.kind >= Kind::kBeginMove && c.kind <= Kind::kPromote) {
-    if (c.slots.empty()) return Refused("a slot change names no slot");
-    std::set<uint16_t> seen;
-    for (const Change::SlotItem& it : c.slots) {
-      if (it.slot >= kSlots) return Refused(SlotText(it.slot) + " out of range");
-      if (!seen.insert(it.slot).second) return Refused(SlotText(it.slot) + " named twice");
-      const SlotState& st = slots_[it.slot];
-      if (st.version != it.version) {
-        return Refused(SlotText(it.slot) + " is at version " + std::to_string(st.version) +
-                       ", the change expects " + std::to_string(it.version));
-      }
-      switch (c.kind) {
-        case Kind::kBeginMove:
-          if (st.moving_to != 0) return Refused(SlotText(it.slot) + " is already moving");
-          if (!active(it.node) || it.node == st.owner) {
-            return Refused(SlotText(it.slot) + ": bad destination " + std::to_string(it.node));
-          }
-          break;
-        case Kind::kCommitMove:
-        case Kind::kAbortMove:
-          if (st.moving_to == 0) return Refused(SlotText(it.slot) + " is not moving");
-          break;
-        case Kind::kSetBackups: {
-          if (it.backups.size() > kMaxReplicas) return Refused("too many backups");
-          std::set<net::NodeId> distinct(it.backups.begin(), it.backups.end());
-          if (distinct.size() != it.backups.size()) return Refused("a backup named twice");
-          for (net::NodeId b : it.backups) {
-            if (FindMember(b) == nullptr || b == st.owner || b == st.moving_to) {
-              return Refused(SlotText(it.slot) + ": bad backup " + std::to_string(b));
-            }
-          }
-          break;
-        }
-        case Kind::kPromote:
-          if (!Contains(st.backups, it.node)) {
-            return Refused(SlotText(it.slot) + ": " + std::to_string(it.node) + " is no backup");
-          }
-          break;
-        default:
-          break;
+  auto valid_list = [&](const std::vector<net::NodeId>& ids, const SlotState& st,
+                        const std::string& where) -> Status {
+    if (ids.size() > kMaxReplicas) return Refused(where + ": more than kMaxReplicas backups");
+    std::set<net::NodeId> distinct(ids.begin(), ids.end());
+    if (distinct.size() != ids.size()) return Refused(where + ": a backup named twice");
+    for (net::NodeId b : ids) {
+      const TableMember* m = FindMember(b);
+      if (m == nullptr || m->suspected || b == st.owner) {
+        return Refused(where + ": bad backup " + std::to_string(b));
       }
     }
-    for (const Change::SlotItem& it : c.slots) {
-      SlotState& st = slots_[it.slot];
-      switch (c.kind) {
-        case Kind::kBeginMove:
-          st.moving_to = it.node;
-          break;
-        case Kind::kCommitMove: {
-          const net::NodeId from = st.owner;
-          const net::NodeId to = st.moving_to;
-          auto b = std::find(st.backups.begin(), st.backups.end(), to);
-          // The destination was a backup: the source keeps its data as one in its place, so
-          // the move never leaves fewer copies (rule J4); the planner replaces it later if it
-          // is leaving.
-          if (b != st.backups.end()) *b = from;
-          st.owner = to;
-          st.moving_to = 0;
-          break;
-        }
-        case Kind::kAbortMove:
-          st.moving_to = 0;
-          break;
-        case Kind::kSetBackups:
-          st.backups = it.backups;
-          break;
-        case Kind::kPromote:
-          // The old owner is gone (failover): its place is not kept.
-          st.backups.erase(std::find(st.backups.begin(), st.backups.end(), it.node));
-          st.owner = it.node;
-          st.moving_to = 0;
-          break;
-        default:
-          break;
-      }
-      st.version++;
-    }
-    epoch_++;
     return Status::OK();
+  };
+  if (c.slots.empty()) return Refused("a slot change names no slot");
+  std::set<uint16_t> seen;
+  for (const Change::SlotItem& it : c.slots) {
+    if (it.slot >= kSlots) return Refused(SlotText(it.slot) + " out of range");
+    const std::string where = SlotText(it.slot);
+    if (!seen.insert(it.slot).second) return Refused(where + " named twice");
+    const SlotState& st = slots_[it.slot];
+    if (st.version != it.version) {
+      return Refused(where + " is at version " + std::to_string(st.version) +
+                     ", the change expects " + std::to_string(it.version));
+    }
+    switch (c.kind) {
+      case Kind::kBeginMove:
+        if (st.moving_to != 0) return Refused(where + " is already moving");
+        if (!active(it.node) || it.node == st.owner) {
+          return Refused(where + ": bad destination " + std::to_string(it.node));
+        }
+        break;
+      case Kind::kCommitMove:
+        if (st.moving_to == 0) return Refused(where + " is not moving");
+        if (st.backups.size() >= kMaxReplicas && !Contains(st.backups, st.moving_to)) {
+          return Refused(where + ": no room to keep the source as a backup");
+        }
+        break;
+      case Kind::kAbortMove:
+        if (st.moving_to == 0) return Refused(where + " is not moving");
+        break;
+      case Kind::kSetBackups: {
+        // Only BackupInSync declares a backup in sync: the new in-sync list keeps some of the
+        // old one, nothing more.
+        for (net::NodeId b : it.backups) {
+          if (!Contains(st.backups, b)) {
+            return Refused(where + ": " + std::to_string(b) + " is not an in-sync backup");
+          }
+        }
+        std::vector<net::NodeId> both = it.backups;
+        both.insert(both.end(), it.filling.begin(), it.filling.end());
+        if (it.backups.size() > kMaxReplicas || it.filling.size() > kMaxReplicas) {
+          return Refused(where + ": more than kMaxReplicas backups");
+        }
+        FLOE_RETURN_IF_ERROR(valid_list(both, st, where));
+        if (st.moving_to != 0 && Contains(it.filling, st.moving_to)) {
+          return Refused(where + ": the destination of its move is filled by the move");
+        }
+        break;
+      }
+      case Kind::kBackupInSync:
+        if (!Contains(st.filling, it.node)) {
+          return Refused(where + ": " + std::to_string(it.node) + " is not filling");
+        }
+        if (st.backups.size() >= kMaxReplicas) return Refused(where + ": backups are full");
+        break;
+      case Kind::kPromote: {
+        const TableMember* owner = FindMember(st.owner);
+        if (owner == nullptr || !owner->suspected) {
+          return Refused(where + ": its owner " + std::to_string(st.owner) + " is not suspected");
+        }
+        if (!Contains(st.backups, it.node) || !active(it.node)) {
+          return Refused(where + ": " + std::to_string(it.node) + " is no live in-sync backup");
+        }
+        break;
+      }
+      default:
+        return Refused("not a slot change");
+    }
   }
+  for (const Change::SlotItem& it : c.slots) {
+    SlotState& st = slots_[it.slot];
+    st.version++;
+    switch (c.kind) {
+      case Kind::kBeginMove:
+        st.moving_to = it.node;
+        Erase(st.filling, it.node);  // the move's stream fills it (rule G2)
+        break;
+      case Kind::kCommitMove: {
+        // The destination owns the slot; the source, which has every change up to the freeze,
+        // stays an in-sync backup (rule J4: never fewer copies); the planner trims extras.
+        const net::NodeId from = st.owner;
+        Erase(st.backups, st.moving_to);
+        st.owner = st.moving_to;
+        st.moving_to = 0;
+        st.backups.push_back(from);
+        st.ownership = st.version;
+        break;
+      }
+      case Kind::kAbortMove:
+        st.moving_to = 0;
+        break;
+      case Kind::kSetBackups:
+        st.backups = it.backups;
+        st.filling = it.filling;
+        break;
+      case Kind::kBackupInSync:
+        Erase(st.filling, it.node);
+        st.backups.push_back(it.node);
+        break;
+      case Kind::kPromote:
+        // The suspected owner's place is not kept: it may have lost its store.
+        Erase(st.backups, it.node);
+        st.owner = it.node;
+        st.moving_to = 0;
+        st.ownership = st.version;
+        break;
+      default:
+        break;
+    }
+  }
+  return Status::OK();
+}
+
+Status Table::Apply(const Change& c) {
+  using Kind = Change::Kind;
   switch (c.kind) {
+    case Kind::kBeginMove:
+    case Kind::kCommitMove:
+    case Kind::kAbortMove:
+    case Kind::kSetBackups:
+    case Kind::kPromote:
+    case Kind::kBackupInSync:
+      FLOE_RETURN_IF_ERROR(ApplyToSlots(c));
+      break;
     case Kind::kAddMember: {
       FLOE_RETURN_IF_ERROR(ValidMember(c.member));
       if (members_.size() >= kMaxMembers) return Refused("the cluster has kMaxMembers members");
@@ -276,6 +349,7 @@ Status Table::Apply(const Change& c) {
       TableMember m = c.member;
       m.id = next_id_++;  // never reused (rule M3)
       m.leaving = false;
+      m.suspected = false;
       members_.push_back(std::move(m));
       break;
     }
@@ -283,20 +357,65 @@ Status Table::Apply(const Change& c) {
       if (FindMember(c.node) == nullptr) return Refused("no member " + std::to_string(c.node));
       for (int s = 0; s < kSlots; s++) {
         const SlotState& st = slots_[s];
-        if (st.owner == c.node || st.moving_to == c.node || Contains(st.backups, c.node)) {
+        if (st.owner == c.node || st.moving_to == c.node || Contains(st.backups, c.node) ||
+            Contains(st.filling, c.node)) {
           return Refused("member " + std::to_string(c.node) + " still holds " +
                          SlotText(static_cast<uint16_t>(s)));
         }
       }
-      members_.erase(std::find_if(members_.begin(), members_.end(),
-                                  [&](const TableMember& m) { return m.id == c.node; }));
+      std::erase_if(members_, [&](const TableMember& m) { return m.id == c.node; });
       break;
     }
     case Kind::kSetLeaving: {
-      auto it = std::find_if(members_.begin(), members_.end(),
-                             [&](const TableMember& m) { return m.id == c.node; });
-      if (it == members_.end()) return Refused("no member " + std::to_string(c.node));
-      it->leaving = c.flag;
+      TableMember* m = MutableMember(c.node);
+      if (m == nullptr) return Refused("no member " + std::to_string(c.node));
+      m->leaving = c.flag;
+      break;
+    }
+    case Kind::kSuspect: {
+      TableMember* m = MutableMember(c.node);
+      if (m == nullptr) return Refused("no member " + std::to_string(c.node));
+      if (m->life != c.member.life) {
+        return Refused("member " + std::to_string(c.node) + " is in another life");
+      }
+      m->suspected = c.flag;
+      break;
+    }
+    case Kind::kRestarted: {
+      TableMember* m = MutableMember(c.node);
+      if (m == nullptr) return Refused("no member " + std::to_string(c.node));
+      if (c.member.life <= m->life) {
+        return Refused("member " + std::to_string(c.node) + ": life " +
+                       std::to_string(c.member.life) + " is not newer than " +
+                       std::to_string(m->life));
+      }
+      const bool first = m->life == 0;
+      m->life = c.member.life;
+      m->suspected = false;
+      if (first) break;  // its first start: it held nothing yet (no life, no ownership echoes)
+      // Rule O7: the old life's roles end with it. Its slots go to an in-sync backup that is
+      // alive (their data survived there); a slot without one stays with it, now empty.
+      for (SlotState& st : slots_) {
+        const bool touched = st.owner == c.node || st.moving_to == c.node ||
+                             Contains(st.backups, c.node) || Contains(st.filling, c.node);
+        if (!touched) continue;
+        st.version++;
+        Erase(st.backups, c.node);
+        Erase(st.filling, c.node);
+        if (st.moving_to == c.node) st.moving_to = 0;
+        if (st.owner == c.node) {
+          auto heir = std::find_if(st.backups.begin(), st.backups.end(), [&](net::NodeId b) {
+            const TableMember* x = FindMember(b);
+            return x != nullptr && !x->suspected;
+          });
+          if (heir != st.backups.end()) {
+            st.owner = *heir;
+            st.backups.erase(heir);
+            st.moving_to = 0;
+          }
+          st.ownership = st.version;
+        }
+      }
       break;
     }
     case Kind::kSetReplicas:
@@ -337,11 +456,17 @@ Status Table::Check() const {
     if (st.moving_to != 0 && (FindMember(st.moving_to) == nullptr || st.moving_to == st.owner)) {
       return Status::Corruption(SlotText(static_cast<uint16_t>(s)) + ": bad destination");
     }
-    std::set<net::NodeId> distinct(st.backups.begin(), st.backups.end());
-    if (distinct.size() != st.backups.size() || st.backups.size() > kMaxReplicas) {
-      return Status::Corruption(SlotText(static_cast<uint16_t>(s)) + ": bad backups");
+    if (st.backups.size() > kMaxReplicas || st.filling.size() > kMaxReplicas || st.ownership == 0 ||
+        st.ownership > st.version) {
+      return Status::Corruption(SlotText(static_cast<uint16_t>(s)) + ": bad backups or versions");
     }
-    for (net::NodeId b : st.backups) {
+    std::vector<net::NodeId> both = st.backups;
+    both.insert(both.end(), st.filling.begin(), st.filling.end());
+    std::set<net::NodeId> distinct(both.begin(), both.end());
+    if (distinct.size() != both.size()) {
+      return Status::Corruption(SlotText(static_cast<uint16_t>(s)) + ": a backup listed twice");
+    }
+    for (net::NodeId b : both) {
       if (FindMember(b) == nullptr || b == st.owner) {
         return Status::Corruption(SlotText(static_cast<uint16_t>(s)) + ": bad backup");
       }
@@ -364,7 +489,9 @@ std::string Table::Encode() const {
     w.PutVarint64(st.owner);
     w.PutVarint64(st.moving_to);
     w.PutVarint64(st.version);
+    w.PutVarint64(st.ownership);
     PutIds(w, st.backups);
+    PutIds(w, st.filling);
   }
   return out;
 }
@@ -397,7 +524,9 @@ Result<Table> Table::Decode(std::string_view bytes) {
     st.owner = owner;
     st.moving_to = moving_to;
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&st.version));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&st.ownership));
     FLOE_RETURN_IF_ERROR(GetIds(r, &st.backups));
+    FLOE_RETURN_IF_ERROR(GetIds(r, &st.filling));
   }
   if (!r.empty()) return Status::Corruption("trailing bytes after a table");
   FLOE_RETURN_IF_ERROR(t.Check());

@@ -73,43 +73,64 @@ std::map<net::NodeId, size_t> Owned(const Table& t) {
   return owned;
 }
 
-// Every slot's live copies: the owner, its backups and a destination receiving it.
-size_t Copies(const SlotState& st) { return 1 + st.backups.size() + (st.moving_to != 0); }
+// Every slot's in-sync copies: the owner and its in-sync backups.
+size_t Copies(const SlotState& st) { return 1 + st.backups.size(); }
 
 size_t ActiveMembers(const Table& t) {
-  return static_cast<size_t>(std::count_if(t.members().begin(), t.members().end(),
-                                           [](const TableMember& m) { return !m.leaving; }));
+  return static_cast<size_t>(
+      std::count_if(t.members().begin(), t.members().end(),
+                    [](const TableMember& m) { return !m.leaving && !m.suspected; }));
 }
 
-// Runs the planner to its end the way the leader will: apply its changes, finish every move at
-// once, re-plan. Checks after every change that no slot has fewer copies than before it (J4,
-// once the slot had its full set) and returns the number of slots that changed owner.
+// What an owner does once a filling backup has everything: asks for BackupInSync.
+void FillAll(Table& t) {
+  for (int s = 0; s < kSlots; s++) {
+    const SlotState& st = t.slot(static_cast<uint16_t>(s));
+    if (st.filling.empty()) continue;
+    Change one = Of(Kind::kBackupInSync);
+    for (net::NodeId f : st.filling) {
+      one.slots = {Item(static_cast<uint16_t>(s), t.slot(static_cast<uint16_t>(s)).version, f)};
+      ASSERT_TRUE(t.Apply(one).ok());
+    }
+  }
+}
+
+// Runs the planner to its end the way the leader will: apply its changes, finish every move and
+// fill every new backup at once, re-plan. Checks after every change that no slot has fewer
+// in-sync copies than before it, unless it has at least as many as it should (J4), and returns
+// the number of slots that changed owner.
 size_t RunPlanner(Table& t, size_t max_moves = 64) {
   size_t moved = 0;
+  auto check = [&](const Table& before, const char* what) {
+    const size_t full = std::min<size_t>(t.replicas(), ActiveMembers(t) - 1) + 1;
+    for (int s = 0; s < kSlots; s++) {
+      const uint16_t slot = static_cast<uint16_t>(s);
+      EXPECT_GE(Copies(t.slot(slot)), std::min(Copies(before.slot(slot)), full))
+          << "slot " << s << " lost an in-sync copy in " << what;
+    }
+    EXPECT_TRUE(t.Check().ok()) << t.Check().ToString();
+  };
   for (int round = 0; round < 10'000; round++) {
     std::vector<Change> plan = Plan(t, PlanOptions{.max_moves = max_moves});
     if (plan.empty()) return moved;
     for (const Change& c : plan) {
-      const Table before = t;
-      EXPECT_TRUE(t.Apply(c).ok()) << t.Apply(c).ToString();
+      Table before = t;
+      Status st = t.Apply(c);
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      check(before, "a planned change");
       if (c.kind == Change::Kind::kBeginMove) {
         Change commit = Of(Kind::kCommitMove);
-        for (const auto& it : c.slots) {
+        for (const auto& it : c.slots)
           commit.slots.push_back(Item(it.slot, t.slot(it.slot).version));
-        }
-        const Table mid = t;
+        before = t;
         EXPECT_TRUE(t.Apply(commit).ok());
+        check(before, "a commit");
         moved += commit.slots.size();
-        for (const auto& it : c.slots) {
-          // Committing ends the extra copy the move added, never one the slot had before.
-          EXPECT_GE(Copies(t.slot(it.slot)),
-                    std::min(Copies(before.slot(it.slot)), ActiveMembers(t)))
-              << "slot " << it.slot << " lost a copy in its move";
-          EXPECT_LE(Copies(t.slot(it.slot)), Copies(mid.slot(it.slot)));
-        }
       }
-      EXPECT_TRUE(t.Check().ok()) << t.Check().ToString();
     }
+    const Table before = t;
+    FillAll(t);
+    check(before, "filling");
   }
   ADD_FAILURE() << "the planner did not converge";
   return moved;
@@ -119,7 +140,7 @@ size_t RunPlanner(Table& t, size_t max_moves = 64) {
 void ExpectBalanced(const Table& t, bool backups_spread = false) {
   std::vector<net::NodeId> active;
   for (const TableMember& m : t.members()) {
-    if (!m.leaving) active.push_back(m.id);
+    if (!m.leaving && !m.suspected) active.push_back(m.id);
   }
   ASSERT_FALSE(active.empty());
   std::map<net::NodeId, size_t> owned = Owned(t);
@@ -128,6 +149,7 @@ void ExpectBalanced(const Table& t, bool backups_spread = false) {
   for (int s = 0; s < kSlots; s++) {
     const SlotState& st = t.slot(static_cast<uint16_t>(s));
     EXPECT_EQ(st.moving_to, 0u);
+    EXPECT_TRUE(st.filling.empty());
     ASSERT_EQ(st.backups.size(), want) << "slot " << s;
     for (net::NodeId b : st.backups) backed[b]++;
   }
@@ -211,7 +233,7 @@ TEST(TableTest, SlotChangesCheckVersionsAndApplyToAllOrNone) {
   EXPECT_EQ(t.slot(0).owner, 1u);
 }
 
-TEST(TableTest, CommitMoveKeepsTheCopyCount) {
+TEST(TableTest, CommitMoveKeepsTheSourceAsABackup) {
   Table t = Table::Initial(Members(3), 1);
   const SlotState s0 = t.slot(0);
   ASSERT_EQ(s0.backups.size(), 1u);
@@ -221,12 +243,86 @@ TEST(TableTest, CommitMoveKeepsTheCopyCount) {
   ASSERT_TRUE(t.Apply(ForSlots(Kind::kCommitMove, {Item(0, 2)})).ok());
   EXPECT_EQ(t.slot(0).owner, backup);
   EXPECT_EQ(t.slot(0).backups, std::vector<net::NodeId>{1});
-  // Failover: the backup becomes the owner and the dead owner's place is not kept.
-  ASSERT_TRUE(t.Apply(ForSlots(Kind::kPromote, {Item(0, 3, 1)})).ok());
-  EXPECT_EQ(t.slot(0).owner, 1u);
-  EXPECT_TRUE(t.slot(0).backups.empty());
-  // Promoting a member that is no backup is refused.
-  EXPECT_FALSE(t.Apply(ForSlots(Kind::kPromote, {Item(0, 4, 2)})).ok());
+  EXPECT_EQ(t.slot(0).ownership, 3u) << "a new owner starts a new ownership epoch";
+  // To a member that is no backup: the source is kept as an extra in-sync backup.
+  const net::NodeId other = backup == 2 ? 3 : 2;
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kBeginMove, {Item(0, 3, other)})).ok());
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kCommitMove, {Item(0, 4)})).ok());
+  EXPECT_EQ(t.slot(0).owner, other);
+  EXPECT_EQ(t.slot(0).backups, (std::vector<net::NodeId>{1, backup}));
+}
+
+TEST(TableTest, PromotionNeedsASuspectedOwnerAndAnInSyncBackup) {
+  Table t = Table::Initial(Members(3), 1);
+  const net::NodeId backup = t.slot(0).backups[0];
+  Status st = t.Apply(ForSlots(Kind::kPromote, {Item(0, 1, backup)}));
+  EXPECT_NE(st.message().find("is not suspected"), std::string::npos) << st.ToString();
+  // Suspicion names the life it is about: a stale report is refused.
+  Change suspect = ForNode(Kind::kSuspect, 1, true);
+  suspect.member.life = 5;
+  EXPECT_FALSE(t.Apply(suspect).ok());
+  suspect.member.life = 0;
+  ASSERT_TRUE(t.Apply(suspect).ok());
+  const net::NodeId other = backup == 2 ? 3 : 2;
+  EXPECT_FALSE(t.Apply(ForSlots(Kind::kPromote, {Item(0, 1, other)})).ok()) << "not a backup";
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kPromote, {Item(0, 1, backup)})).ok());
+  EXPECT_EQ(t.slot(0).owner, backup);
+  EXPECT_TRUE(t.slot(0).backups.empty()) << "the suspected owner's place is not kept";
+  EXPECT_EQ(t.slot(0).ownership, 2u);
+  // A filling backup is not eligible: it must be declared in sync first.
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kSuspect, 1, false)).ok());
+  Change fill = ForSlots(Kind::kSetBackups, {Item(1, 1)});
+  fill.slots[0].backups = t.slot(1).backups;
+  fill.slots[0].filling = {other == t.slot(1).backups[0] ? backup : other};
+  ASSERT_EQ(t.slot(1).owner, 1u);
+  ASSERT_TRUE(t.Apply(fill).ok());
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kSuspect, 1, true)).ok());
+  const net::NodeId filling = t.slot(1).filling[0];
+  EXPECT_FALSE(t.Apply(ForSlots(Kind::kPromote, {Item(1, 2, filling)})).ok());
+  ASSERT_TRUE(t.Apply(ForSlots(Kind::kBackupInSync, {Item(1, 2, filling)})).ok());
+  EXPECT_TRUE(t.Apply(ForSlots(Kind::kPromote, {Item(1, 3, filling)})).ok());
+}
+
+TEST(TableTest, SetBackupsCannotDeclareABackupInSync) {
+  Table t = Table::Initial(Members(3), 1);
+  const net::NodeId backup = t.slot(0).backups[0];
+  const net::NodeId other = backup == 2 ? 3 : 2;
+  Change c = ForSlots(Kind::kSetBackups, {Item(0, 1)});
+  c.slots[0].backups = {backup, other};
+  Status st = t.Apply(c);
+  EXPECT_NE(st.message().find("is not an in-sync backup"), std::string::npos) << st.ToString();
+}
+
+TEST(TableTest, ARestartEndsTheOldLifesRoles) {
+  Table t = Table::Initial(Members(3), 1);
+  // The first start of every member is recorded without moving anything.
+  for (net::NodeId id : {1u, 2u, 3u}) {
+    Change first = ForNode(Kind::kRestarted, id);
+    first.member.life = 100 + id;
+    ASSERT_TRUE(t.Apply(first).ok());
+  }
+  for (int s = 0; s < kSlots; s++) EXPECT_EQ(t.slot(static_cast<uint16_t>(s)).version, 1u);
+  // Member 1 restarts (a new life, an empty store): its slots go to their in-sync backups, and it
+  // backs up nothing any more.
+  Change again = ForNode(Kind::kRestarted, 1);
+  again.member.life = 101;
+  EXPECT_FALSE(t.Apply(again).ok()) << "a life that is not newer";
+  again.member.life = 500;
+  const Table before = t;
+  ASSERT_TRUE(t.Apply(again).ok());
+  for (int s = 0; s < kSlots; s++) {
+    const SlotState& was = before.slot(static_cast<uint16_t>(s));
+    const SlotState& now = t.slot(static_cast<uint16_t>(s));
+    EXPECT_NE(now.owner, 1u);
+    EXPECT_FALSE(std::count(now.backups.begin(), now.backups.end(), 1u));
+    if (was.owner == 1) {
+      EXPECT_EQ(now.owner, was.backups[0]);
+      EXPECT_EQ(now.ownership, now.version);
+    }
+  }
+  // The planner gives it roles again, as a filling backup first.
+  RunPlanner(t);
+  ExpectBalanced(t);
 }
 
 TEST(TableTest, MembersAreCheckedAndRemovedOnlyWhenEmpty) {
@@ -241,6 +337,7 @@ TEST(TableTest, MembersAreCheckedAndRemovedOnlyWhenEmpty) {
       t.Apply(AddMember(TableMember{.host = "127.0.0.9", .port = 7100, .raft_port = 0})).ok());
   Status st = t.Apply(ForNode(Kind::kRemoveMember, 2));
   EXPECT_NE(st.message().find("member 2 still holds slot"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(t.Apply(ForNode(Kind::kSuspect, 9, true)).ok()) << "no such member";
   EXPECT_FALSE(t.Apply(WithCount(Kind::kSetReplicas, kMaxReplicas + 1)).ok());
   EXPECT_EQ(t.epoch(), 0u) << "a refused change moved the epoch";
 }
@@ -276,6 +373,9 @@ TEST(TableTest, ChangesRoundTrip) {
       AddMember(Joiner(3)),
       ForNode(Kind::kSetLeaving, 3, true),
       WithBackups(16383, 1ull << 40, {1, 2, 3}),
+      ForSlots(Kind::kCommitMove, {Item(7, 3)}),
+      ForSlots(Kind::kBackupInSync, {Item(8, 4, 2)}),
+      ForNode(Kind::kRestarted, 4),
       ForSlots(Kind::kPromote, {Item(4, 2, 2)}),
       WithCount(Kind::kSetReplicas, 2),
       ForNode(Kind::kPausePlanner, 0, true),
