@@ -46,10 +46,12 @@ enum class Layout : uint8_t {
   kScaled8 = 6,  // decimals: (bias + offset) / 10^scale, 1-byte offsets
   kScaled16 = 7,
   kScaled32 = 8,
-  kDouble = 9,  // raw doubles; NaN is NA
-  kBits = 10,   // 0/1 values, one bit each, with no NA
+  kDouble = 9,       // raw doubles; NaN is NA
+  kBits = 10,        // 0/1 values, one bit each, with no NA
+  kSparseZero = 11,  // mostly +0.0: sorted row indices of the other rows + a dense chunk of them
+  kSparseNA = 12,    // mostly NA: the same, the rows not listed being NA
 };
-inline constexpr uint8_t kLayoutCount = 11;
+inline constexpr uint8_t kLayoutCount = 13;
 std::string_view LayoutName(Layout layout);
 
 inline constexpr size_t kChunkHeaderBytes = 16;      // layout, scale, 2 reserved, rows, bias
@@ -58,21 +60,21 @@ inline constexpr uint32_t kMaxChunkRows = 1u << 26;  // 64 Mi rows: a chunk is ~
 // Compresses `values` (NA as kNA). REQUIRES: values.size() <= kMaxChunkRows.
 std::string Compress(std::span<const double> values);
 
-// A read-only view of a chunk's bytes.
-class ChunkView {
- public:
-  static Result<ChunkView> Make(std::string_view bytes);
+namespace internal {
 
-  Layout layout() const { return layout_; }
-  uint32_t rows() const { return rows_; }
-  // Bytes of the encoding, header included.
-  size_t bytes() const { return size_; }
+// The rows of a dense numeric layout (every layout but the sparse ones): enough of the header to
+// decode row i from the bytes after it.
+struct Dense {
+  Layout layout = Layout::kEmpty;
+  uint8_t scale = 0;
+  int64_t bias = 0;
+  double constant = 0;
+  const char* data = nullptr;
 
-  // The value of row i (kNA for a missing one). REQUIRES: i < rows().
   double At(uint32_t i) const {
-    switch (layout_) {
+    switch (layout) {
       case Layout::kConstant:
-        return constant_;
+        return constant;
       case Layout::kInt8:
         return Int<uint8_t>(i, 0);
       case Layout::kInt16:
@@ -81,49 +83,142 @@ class ChunkView {
         return Int<uint32_t>(i, 0);
       case Layout::kInt64: {
         int64_t x;
-        std::memcpy(&x, data_ + 8 * size_t{i}, 8);
+        std::memcpy(&x, data + 8 * size_t{i}, 8);
         return x == std::numeric_limits<int64_t>::min() ? kNA : static_cast<double>(x);
       }
       case Layout::kScaled8:
-        return Int<uint8_t>(i, scale_);
+        return Int<uint8_t>(i, scale);
       case Layout::kScaled16:
-        return Int<uint16_t>(i, scale_);
+        return Int<uint16_t>(i, scale);
       case Layout::kScaled32:
-        return Int<uint32_t>(i, scale_);
+        return Int<uint32_t>(i, scale);
       case Layout::kDouble: {
         double x;
-        std::memcpy(&x, data_ + 8 * size_t{i}, 8);
+        std::memcpy(&x, data + 8 * size_t{i}, 8);
         return x;
       }
       case Layout::kBits:
-        return (static_cast<uint8_t>(data_[i / 8]) >> (i % 8)) & 1;
-      case Layout::kEmpty:
+        return (static_cast<uint8_t>(data[i / 8]) >> (i % 8)) & 1;
+      default:
         break;
     }
     return kNA;
   }
-  bool IsNA(uint32_t i) const { return frame::IsNA(At(i)); }
 
- private:
   // Offsets are unsigned; the all-ones offset is NA.
   template <typename U>
-  double Int(uint32_t i, uint8_t scale) const {
+  double Int(uint32_t i, uint8_t s) const {
     U x;
-    std::memcpy(&x, data_ + sizeof(U) * size_t{i}, sizeof(U));
+    std::memcpy(&x, data + sizeof(U) * size_t{i}, sizeof(U));
     if (x == std::numeric_limits<U>::max()) return kNA;
-    const double v = static_cast<double>(bias_ + static_cast<int64_t>(x));
-    return scale == 0 ? v : v / kPow10[scale];
+    const double v = static_cast<double>(bias + static_cast<int64_t>(x));
+    return s == 0 ? v : v / kPow10[s];
   }
   static constexpr double kPow10[10] = {1,      10,      100,      1000,      10000,
                                         100000, 1000000, 10000000, 100000000, 1000000000};
+};
+
+}  // namespace internal
+
+// A read-only view of a chunk's bytes (which must outlive it). Copyable; thread-safe.
+class ChunkView {
+ public:
+  static Result<ChunkView> Make(std::string_view bytes);
+
+  Layout layout() const { return layout_; }
+  // The dense layout of the values a sparse chunk stores; layout() for the others.
+  Layout stored_layout() const { return dense_.layout; }
+  uint32_t rows() const { return rows_; }
+  // Bytes of the encoding, header included.
+  size_t bytes() const { return size_; }
+  bool sparse() const { return index_width_ != 0; }
+  // Rows a sparse chunk lists (its non-fill rows); rows() for a dense one.
+  uint32_t stored() const { return stored_; }
+
+  // The value of row i (kNA for a missing one). REQUIRES: i < rows(). Dense layouts: a few
+  // instructions. Sparse layouts: a binary search over the listed rows, O(log stored()) with
+  // no allocation; a pass over all rows should use ForEach / ForEachNonZero instead.
+  double At(uint32_t i) const {
+    if (FLOE_PREDICT_FALSE(index_width_ != 0)) return SparseAt(i);
+    return dense_.At(i);
+  }
+  bool IsNA(uint32_t i) const { return frame::IsNA(At(i)); }
+
+  // Calls f(row, value) for every row in order, without a search per row: O(rows()).
+  template <typename F>
+  void ForEach(F&& f) const {
+    if (index_width_ == 0) {
+      for (uint32_t i = 0; i < rows_; i++) f(i, dense_.At(i));
+      return;
+    }
+    uint32_t k = 0, next = stored_ > 0 ? Index(0) : rows_;
+    for (uint32_t i = 0; i < rows_; i++) {
+      if (i == next) {
+        f(i, dense_.At(k++));
+        next = k < stored_ ? Index(k) : rows_;
+      } else {
+        f(i, fill_);
+      }
+    }
+  }
+
+  // Calls f(row, value) in row order for every row whose value is not zero (either sign); NA is
+  // not zero, so NA rows are visited. On a kSparseZero chunk this costs O(stored()), on any
+  // other O(rows()): a sum or a count over a mostly-zero chunk touches only what it stores.
+  template <typename F>
+  void ForEachNonZero(F&& f) const {
+    if (layout_ == Layout::kSparseZero) {
+      for (uint32_t k = 0; k < stored_; k++) {
+        const double v = dense_.At(k);
+        if (v != 0) f(Index(k), v);
+      }
+      return;
+    }
+    ForEach([&](uint32_t i, double v) {
+      if (v != 0) f(i, v);
+    });
+  }
+
+ private:
+  Status ParseSparse(std::string_view bytes);
+  uint32_t Index(uint32_t k) const {
+    switch (index_width_) {
+      case 1:
+        return static_cast<uint8_t>(index_[k]);
+      case 2: {
+        uint16_t x;
+        std::memcpy(&x, index_ + 2 * size_t{k}, 2);
+        return x;
+      }
+      default: {
+        uint32_t x;
+        std::memcpy(&x, index_ + 4 * size_t{k}, 4);
+        return x;
+      }
+    }
+  }
+  double SparseAt(uint32_t i) const {
+    uint32_t lo = 0, hi = stored_;  // the first listed row >= i is in [lo, hi]
+    while (lo < hi) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      if (Index(mid) < i) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo < stored_ && Index(lo) == i ? dense_.At(lo) : fill_;
+  }
 
   Layout layout_ = Layout::kEmpty;
-  uint8_t scale_ = 0;
   uint32_t rows_ = 0;
-  int64_t bias_ = 0;
-  double constant_ = 0;
-  const char* data_ = nullptr;  // the rows, after the header
   size_t size_ = 0;
+  internal::Dense dense_;  // the rows, or a sparse chunk's listed values
+  // Sparse chunks: `stored_` row indices of `index_width_` bytes each, strictly increasing.
+  uint8_t index_width_ = 0;
+  uint32_t stored_ = 0;
+  const char* index_ = nullptr;
+  double fill_ = 0;  // the value of the rows not listed
 };
 
 }  // namespace floe::frame
