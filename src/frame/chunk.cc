@@ -349,15 +349,38 @@ Result<ChunkView> ChunkView::Make(std::string_view bytes) {
     case static_cast<uint8_t>(Layout::kSparseZero):
     case static_cast<uint8_t>(Layout::kSparseNA):
       FLOE_RETURN_IF_ERROR(c.ParseSparse(bytes));
+      c.value_layout_ = c.layout_;
+      return c;
+    case static_cast<uint8_t>(Layout::kCategorical):
+      FLOE_RETURN_IF_ERROR(c.ParseCategorical(bytes));
+      return c;
+    case static_cast<uint8_t>(Layout::kString):
+      FLOE_RETURN_IF_ERROR(c.ParseString(bytes));
       return c;
     default:
       if (static_cast<uint8_t>(bytes[0]) >= kLayoutCount) {
         return Status::Corruption("unknown chunk layout");
       }
       FLOE_RETURN_IF_ERROR(ParseDense(bytes, &c.dense_, &c.rows_));
-      c.layout_ = c.dense_.layout;
+      c.layout_ = c.value_layout_ = c.dense_.layout;
       c.stored_ = c.rows_;
       return c;
   }
 }
+bool ChunkView::IntegerLayout() const {
+  switch (dense_.layout) {
+    case Layout::kConstant:
+      return frame::IsNA(dense_.constant) || (std::fabs(dense_.constant) < 9223372036854775808.0 &&
+                                              dense_.constant == std::trunc(dense_.constant));
+    case Layout::kBits:
+    case Layout::kInt8:
+    case Layout::kInt16:
+    case Layout::kInt32:
+    case Layout::kInt64:
+      return true;
+    default:
+      return layout_ == Layout::kEmpty;
+  }
+}
+
 }  // namespace floe::frame

@@ -1,6 +1,6 @@
 // frame: columns of a table cut into chunks, each chunk compressed by looking at its data
-// (docs/frame.md). This first part holds the numeric chunk layouts; frames, CSV import and
-// map/reduce build on them.
+// (docs/frame.md): numeric (dense and sparse), categorical and string chunks, and the vecs and
+// frames made of them. CSV import and map/reduce build on these.
 //
 // Contracts
 // ---------
@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,12 +47,14 @@ enum class Layout : uint8_t {
   kScaled8 = 6,  // decimals: (bias + offset) / 10^scale, 1-byte offsets
   kScaled16 = 7,
   kScaled32 = 8,
-  kDouble = 9,       // raw doubles; NaN is NA
-  kBits = 10,        // 0/1 values, one bit each, with no NA
-  kSparseZero = 11,  // mostly +0.0: sorted row indices of the other rows + a dense chunk of them
-  kSparseNA = 12,    // mostly NA: the same, the rows not listed being NA
+  kDouble = 9,        // raw doubles; NaN is NA
+  kBits = 10,         // 0/1 values, one bit each, with no NA
+  kSparseZero = 11,   // mostly +0.0: sorted row indices of the other rows + a dense chunk of them
+  kSparseNA = 12,     // mostly NA: the same, the rows not listed being NA
+  kCategorical = 13,  // codes into the column's domain: a header, then a numeric chunk of codes
+  kString = 14,       // byte strings: end offsets, NA bits, one blob
 };
-inline constexpr uint8_t kLayoutCount = 13;
+inline constexpr uint8_t kLayoutCount = 15;
 std::string_view LayoutName(Layout layout);
 
 inline constexpr size_t kChunkHeaderBytes = 16;      // layout, scale, 2 reserved, rows, bias
@@ -59,6 +62,30 @@ inline constexpr uint32_t kMaxChunkRows = 1u << 26;  // 64 Mi rows: a chunk is ~
 
 // Compresses `values` (NA as kNA). REQUIRES: values.size() <= kMaxChunkRows.
 std::string Compress(std::span<const double> values);
+
+// Categorical chunks hold codes: indices into a domain (the distinct strings) that belongs to
+// the column, not to the chunk. A chunk records the domain size it was cut with, and every code
+// in it is below that size.
+inline constexpr int32_t kNACode = -1;
+inline constexpr uint32_t kMaxDomain = std::numeric_limits<int32_t>::max();
+// REQUIRES: codes.size() <= kMaxChunkRows, domain <= kMaxDomain, and every code is kNACode or
+// in [0, domain).
+std::string CompressCodes(std::span<const int32_t> codes, uint32_t domain);
+
+// String chunks hold any bytes (UTF-8 or not) per row, or NA. The blob of one chunk (the sum of
+// its values' lengths) is at most kMaxStringBlob bytes.
+inline constexpr uint64_t kMaxStringBlob = uint64_t{1} << 30;
+// ResourceExhausted if the values' lengths add up to more than kMaxStringBlob.
+// REQUIRES: values.size() <= kMaxChunkRows.
+Result<std::string> CompressStrings(std::span<const std::optional<std::string_view>> values);
+
+// Time is not a layout: a time column is a numeric column of milliseconds since the epoch (the
+// vec's type says so), so it gets the integer layouts (bias + narrow offsets). Milliseconds are
+// exact as doubles up to 2^53 (about ±285,000 years).
+inline constexpr int64_t kNATime = std::numeric_limits<int64_t>::min();
+inline constexpr int64_t kMaxTimeMs = int64_t{1} << 53;
+// REQUIRES: ms.size() <= kMaxChunkRows; every value kNATime or within ±kMaxTimeMs.
+std::string CompressTimes(std::span<const int64_t> ms);
 
 namespace internal {
 
@@ -126,7 +153,9 @@ class ChunkView {
   static Result<ChunkView> Make(std::string_view bytes);
 
   Layout layout() const { return layout_; }
-  // The dense layout of the values a sparse chunk stores; layout() for the others.
+  // The numeric layout of a categorical chunk's codes; layout() for the others.
+  Layout value_layout() const { return value_layout_; }
+  // The dense layout of the values a sparse chunk (or sparse codes) stores; else value_layout().
   Layout stored_layout() const { return dense_.layout; }
   uint32_t rows() const { return rows_; }
   // Bytes of the encoding, header included.
@@ -142,7 +171,42 @@ class ChunkView {
     if (FLOE_PREDICT_FALSE(index_width_ != 0)) return SparseAt(i);
     return dense_.At(i);
   }
-  bool IsNA(uint32_t i) const { return frame::IsNA(At(i)); }
+  bool IsNA(uint32_t i) const {
+    if (FLOE_PREDICT_FALSE(layout_ == Layout::kString)) {
+      return (static_cast<uint8_t>(na_bits_[i / 8]) >> (i % 8)) & 1;
+    }
+    return frame::IsNA(At(i));
+  }
+
+  // Categorical chunks: the code of row i, kNACode for NA. REQUIRES: layout() is kCategorical
+  // and i < rows(). Make checked every code, so it is below domain().
+  int32_t CodeAt(uint32_t i) const {
+    const double v = At(i);
+    return frame::IsNA(v) ? kNACode : static_cast<int32_t>(v);
+  }
+  // The domain size a categorical chunk was cut with (the column's domain may have grown since).
+  uint32_t domain() const { return domain_; }
+
+  // String chunks: row i's bytes, a view into the chunk (empty for NA: tell them apart with
+  // IsNA). REQUIRES: layout() is kString and i < rows().
+  std::string_view AtString(uint32_t i) const {
+    uint32_t begin = 0, end;
+    if (i > 0) std::memcpy(&begin, ends_ + 4 * (size_t{i} - 1), 4);
+    std::memcpy(&end, ends_ + 4 * size_t{i}, 4);
+    return {blob_ + begin, end - begin};
+  }
+
+  // Time columns: row i in milliseconds since the epoch, kNATime for NA. REQUIRES: i < rows().
+  // A value beyond ±kMaxTimeMs (only a chunk not made by CompressTimes has one) reads as NA.
+  int64_t AtTime(uint32_t i) const {
+    const double v = At(i);
+    if (!(std::fabs(v) <= static_cast<double>(kMaxTimeMs))) return kNATime;
+    return static_cast<int64_t>(v);
+  }
+  // Whether every value is NA or an integer, judged from the layout alone (O(1)): constant with
+  // an integer, bits, the integer offsets, int64, or sparse over one of these. A time or integer
+  // column's chunks must be.
+  bool IntegerLayout() const;
 
   // Calls f(row, value) for every row in order, without a search per row: O(rows()).
   template <typename F>
@@ -181,6 +245,8 @@ class ChunkView {
 
  private:
   Status ParseSparse(std::string_view bytes);
+  Status ParseCategorical(std::string_view bytes);
+  Status ParseString(std::string_view bytes);
   uint32_t Index(uint32_t k) const {
     switch (index_width_) {
       case 1:
@@ -219,6 +285,12 @@ class ChunkView {
   uint32_t stored_ = 0;
   const char* index_ = nullptr;
   double fill_ = 0;  // the value of the rows not listed
+  Layout value_layout_ = Layout::kEmpty;
+  uint32_t domain_ = 0;  // categorical
+  // String chunks: `rows_` uint32 end offsets into the blob, then the NA bits, then the blob.
+  const char* ends_ = nullptr;
+  const char* na_bits_ = nullptr;
+  const char* blob_ = nullptr;
 };
 
 }  // namespace floe::frame
