@@ -350,6 +350,7 @@ Result<ChunkView> ChunkView::Make(std::string_view bytes) {
     case static_cast<uint8_t>(Layout::kSparseNA):
       FLOE_RETURN_IF_ERROR(c.ParseSparse(bytes));
       c.value_layout_ = c.layout_;
+      c.raw_bytes_ = 8 * uint64_t{c.rows_};
       return c;
     case static_cast<uint8_t>(Layout::kCategorical):
       FLOE_RETURN_IF_ERROR(c.ParseCategorical(bytes));
@@ -364,6 +365,7 @@ Result<ChunkView> ChunkView::Make(std::string_view bytes) {
       FLOE_RETURN_IF_ERROR(ParseDense(bytes, &c.dense_, &c.rows_));
       c.layout_ = c.value_layout_ = c.dense_.layout;
       c.stored_ = c.rows_;
+      c.raw_bytes_ = 8 * uint64_t{c.rows_};
       return c;
   }
 }

@@ -24,10 +24,13 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "base/base.h"
 
@@ -160,6 +163,10 @@ class ChunkView {
   uint32_t rows() const { return rows_; }
   // Bytes of the encoding, header included.
   size_t bytes() const { return size_; }
+  // The values' size before compression, what bytes() is measured against: 8 a row for
+  // numbers and times (a double or an int64), 4 for categorical codes (an int32), and for
+  // strings their bytes plus 4 a row (an offset).
+  uint64_t raw_bytes() const { return raw_bytes_; }
   bool sparse() const { return index_width_ != 0; }
   // Rows a sparse chunk lists (its non-fill rows); rows() for a dense one.
   uint32_t stored() const { return stored_; }
@@ -279,6 +286,7 @@ class ChunkView {
   Layout layout_ = Layout::kEmpty;
   uint32_t rows_ = 0;
   size_t size_ = 0;
+  uint64_t raw_bytes_ = 0;
   internal::Dense dense_;  // the rows, or a sparse chunk's listed values
   // Sparse chunks: `stored_` row indices of `index_width_` bytes each, strictly increasing.
   uint8_t index_width_ = 0;
@@ -291,6 +299,150 @@ class ChunkView {
   const char* ends_ = nullptr;
   const char* na_bits_ = nullptr;
   const char* blob_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Vecs and frames (single node; homing chunks in the DKV comes later).
+
+enum class ColumnType : uint8_t { kInteger, kReal, kCategorical, kString, kTime };
+std::string_view ColumnTypeName(ColumnType type);
+
+// A column: a type, the domain of a categorical, and its chunks in row order. Immutable once
+// made; copies share the chunks' bytes. Thread-safe.
+class Vec {
+ public:
+  // Checks every chunk (ChunkView::Make) and that it fits the type: integer and time columns
+  // take numeric chunks of IntegerLayout(), real ones any numeric chunk, categorical ones
+  // categorical chunks cut with a domain size at most domain.size(), string ones string chunks.
+  // `domain` (distinct values, at most kMaxDomain) is for categorical columns only. Corruption
+  // or InvalidArgument otherwise.
+  static Result<Vec> Make(ColumnType type, std::vector<std::string> domain,
+                          std::vector<std::shared_ptr<const std::string>> chunks);
+
+  ColumnType type() const { return type_; }
+  const std::vector<std::string>& domain() const { return domain_; }
+  uint64_t rows() const { return starts_.back(); }
+  size_t chunk_count() const { return chunks_.size(); }
+  const ChunkView& chunk(size_t k) const { return views_[k]; }
+  const std::shared_ptr<const std::string>& chunk_bytes(size_t k) const { return chunks_[k]; }
+  // The first row of chunk k; chunk_start(chunk_count()) == rows().
+  uint64_t chunk_start(size_t k) const { return starts_[k]; }
+  // Sums over the chunks: encoded bytes (headers included) and ChunkView::raw_bytes().
+  uint64_t compressed_bytes() const { return compressed_bytes_; }
+  uint64_t raw_bytes() const { return raw_bytes_; }
+
+  // The chunk holding `row` and the row's index in it: a binary search over the chunk starts,
+  // O(log chunk_count()). REQUIRES: row < rows().
+  struct Place {
+    size_t chunk;
+    uint32_t row;
+  };
+  Place ChunkFor(uint64_t row) const;
+
+  // Row access through ChunkFor (a loop over a chunk should read the ChunkView instead).
+  // REQUIRES: row < rows(). At: the number, time or code (kNA for NA). AtString: a string
+  // column's value, or a categorical's domain value ("" for NA in both).
+  double At(uint64_t row) const;
+  bool IsNA(uint64_t row) const;
+  std::string_view AtString(uint64_t row) const;
+
+ private:
+  ColumnType type_ = ColumnType::kReal;
+  std::vector<std::string> domain_;
+  std::vector<std::shared_ptr<const std::string>> chunks_;
+  std::vector<ChunkView> views_;        // into chunks_, which they share the lifetime of
+  std::vector<uint64_t> starts_ = {0};  // chunk_count() + 1 entries
+  uint64_t compressed_bytes_ = 0;
+  uint64_t raw_bytes_ = 0;
+};
+
+// Named vecs of equal length whose chunk boundaries line up: chunk k of every column covers the
+// same rows (so map/reduce reads row-aligned chunks together). Immutable; thread-safe.
+class Frame {
+ public:
+  // InvalidArgument unless the names are non-empty and distinct, one per vec, and every vec has
+  // the same chunk starts (hence the same rows).
+  static Result<Frame> Make(std::vector<std::string> names, std::vector<Vec> vecs);
+
+  size_t columns() const { return vecs_.size(); }
+  uint64_t rows() const { return vecs_.empty() ? 0 : vecs_[0].rows(); }
+  size_t chunk_count() const { return vecs_.empty() ? 0 : vecs_[0].chunk_count(); }
+  const std::string& name(size_t i) const { return names_[i]; }
+  const Vec& vec(size_t i) const { return vecs_[i]; }
+  std::optional<size_t> Find(std::string_view name) const;
+  uint64_t compressed_bytes() const;
+  uint64_t raw_bytes() const;
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<Vec> vecs_;
+};
+
+struct ColumnSpec {
+  std::string name;
+  ColumnType type = ColumnType::kReal;
+};
+
+struct FrameBuilderOptions {
+  // A chunk is cut (every column at the same row) once any column's rows since the last cut
+  // reach this many raw bytes (ChunkView::raw_bytes), or kMaxChunkRows rows. Default 4 MiB;
+  // must be in [1, kMaxTargetChunkBytes].
+  uint64_t target_chunk_bytes = uint64_t{4} << 20;
+};
+inline constexpr uint64_t kMaxTargetChunkBytes = uint64_t{256} << 20;
+// The longest string value a builder takes: with a target of at most 256 MiB, a chunk's blob
+// stays below kMaxStringBlob.
+inline constexpr uint64_t kMaxStringValue = uint64_t{512} << 20;
+
+// Builds a frame row by row: a value for every column (in any order), then EndRow; chunks are
+// cut and compressed as they fill, so memory holds one uncompressed chunk per column at most.
+// Categorical domains grow in the order values are first seen. Thread-compatible.
+class FrameBuilder {
+ public:
+  // InvalidArgument for no columns, empty or repeated names, or a target out of range.
+  static Result<FrameBuilder> Make(std::vector<ColumnSpec> columns,
+                                   FrameBuilderOptions options = {});
+
+  // Each sets column `col` of the current row. InvalidArgument for a column out of range, one
+  // already set in this row, or a value its type does not take: AddNumber takes integer columns
+  // (integers of magnitude below 2^63; -0 is 0) and real ones (any double; NaN is NA);
+  // AddTime takes time columns (±kMaxTimeMs); AddString categorical columns and string ones
+  // (at most kMaxStringValue bytes); AddNA any column. ResourceExhausted when a categorical
+  // domain would pass kMaxDomain.
+  Status AddNumber(size_t col, double v);
+  Status AddTime(size_t col, int64_t ms);
+  Status AddString(size_t col, std::string_view v);
+  Status AddNA(size_t col);
+  // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
+  Status EndRow();
+  uint64_t rows() const { return rows_; }
+
+  // The frame of every ended row. FailedPrecondition if a row was begun and not ended. Call
+  // once; the builder is empty afterwards.
+  Result<Frame> Finish();
+
+ private:
+  struct Column {
+    ColumnSpec spec;
+    std::vector<double> numbers;  // integer, real, time (milliseconds as doubles)
+    std::vector<int32_t> codes;   // categorical
+    std::string blob;             // string: the values' bytes,
+    std::vector<uint32_t> ends;   // where each ends in the blob,
+    std::vector<bool> na;         // and which are NA
+    uint64_t pending_raw = 0;     // raw bytes since the last cut
+    std::vector<std::string> domain;
+    std::unordered_map<std::string, int32_t> codes_of;
+    bool new_value = false;  // this row added the domain's last value
+    std::vector<std::shared_ptr<const std::string>> chunks;
+    size_t pending() const;
+  };
+  Status Check(size_t col, bool ok_for_type);
+  void Cut();
+
+  FrameBuilderOptions options_;
+  std::vector<Column> columns_;
+  uint32_t pending_rows_ = 0;  // rows ended since the last cut
+  uint64_t rows_ = 0;
 };
 
 }  // namespace floe::frame

@@ -107,6 +107,7 @@ Status ChunkView::ParseCategorical(std::string_view bytes) {
   rows_ = rows;
   size_ = size;
   domain_ = static_cast<uint32_t>(domain);
+  raw_bytes_ = 4 * uint64_t{rows_};
   return Status::OK();
 }
 
@@ -138,6 +139,7 @@ Status ChunkView::ParseString(std::string_view bytes) {
     begin = end;
   }
   if (begin != blob) return Status::Corruption("string chunk offsets end before its blob");
+  raw_bytes_ = blob + 4 * uint64_t{rows_};
   if (rows_ % 8 != 0 && (static_cast<uint8_t>(na_bits_[rows_ / 8]) >> (rows_ % 8)) != 0) {
     return Status::Corruption("string chunk NA bits set past its rows");
   }
