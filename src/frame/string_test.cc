@@ -25,11 +25,13 @@ std::string Header(uint8_t layout, uint8_t scale, uint32_t rows, uint64_t field)
   return h;
 }
 
+// The view reads `bytes`, which must outlive it: a temporary does not compile.
 ChunkView MakeOrDie(const std::string& bytes) {
   Result<ChunkView> c = ChunkView::Make(bytes);
   FLOE_CHECK_MSG(c.ok(), c.status().ToString());
   return *c;
 }
+ChunkView MakeOrDie(std::string&&) = delete;
 
 void ExpectCodes(const std::vector<int32_t>& codes, uint32_t domain, Layout want_codes) {
   const std::string bytes = CompressCodes(codes, domain);
@@ -71,7 +73,8 @@ TEST(CategoricalChunkTest, RandomCodesRoundTripAtAQuarterOfRawOrLess) {
       c = rng() % na_in == 0 ? kNACode : static_cast<int32_t>(rng() % domain);
     }
     SCOPED_TRACE(::testing::Message() << "domain " << domain << " rows " << codes.size());
-    ExpectCodes(codes, domain, MakeOrDie(CompressCodes(codes, domain)).value_layout());
+    const std::string bytes = CompressCodes(codes, domain);
+    ExpectCodes(codes, domain, MakeOrDie(bytes).value_layout());
     // Raw is a 4-byte code a row; fewer than 65,535 values take 2 bytes or less (and two
     // 16-byte headers).
     EXPECT_LE(CompressCodes(codes, domain).size(), 2 * kChunkHeaderBytes + codes.size() * 4 / 2);
@@ -181,17 +184,20 @@ TEST(TimeChunkTest, MillisecondsGetTheIntegerLayouts) {
   std::vector<int64_t> ms;
   for (int i = 0; i < 1000; i++) ms.push_back(t0 + (i * 7919) % day);
   ms[5] = kNATime;
-  ChunkView c = MakeOrDie(CompressTimes(ms));
+  std::string bytes = CompressTimes(ms);
+  ChunkView c = MakeOrDie(bytes);
   EXPECT_EQ(c.layout(), Layout::kInt32);  // a day of milliseconds: 4 bytes, half of raw
   EXPECT_TRUE(c.IntegerLayout());
   for (uint32_t i = 0; i < ms.size(); i++) ASSERT_EQ(c.AtTime(i), ms[i]);
   // Times across years are wider; the limits come back exactly.
   ms = {-kMaxTimeMs, kMaxTimeMs, 0, kNATime, t0};
-  c = MakeOrDie(CompressTimes(ms));
+  bytes = CompressTimes(ms);
+  c = MakeOrDie(bytes);
   EXPECT_EQ(c.layout(), Layout::kInt64);
   for (uint32_t i = 0; i < ms.size(); i++) ASSERT_EQ(c.AtTime(i), ms[i]);
   // A value no time chunk holds reads as NA, never as an overflowing cast.
-  c = MakeOrDie(Compress(std::vector<double>{1e300, 0.5}));
+  bytes = Compress(std::vector<double>{1e300, 0.5});
+  c = MakeOrDie(bytes);
   EXPECT_FALSE(c.IntegerLayout());
   EXPECT_EQ(c.AtTime(0), kNATime);
 }
