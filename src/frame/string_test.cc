@@ -95,6 +95,20 @@ TEST(CategoricalChunkTest, MalformedCategoricalChunksAreRefused) {
   EXPECT_FALSE(
       ChunkView::Make(Header(13, 0, 3, 9) + Header(2, 0, 3, minus_one) + "\x00\x01\x02").ok());
   EXPECT_FALSE(ChunkView::Make(Header(13, 0, 3, 9) + Header(6, 1, 3, 0) + "\x00\x01\x02").ok());
+  // The fill of sparse codes is a code too: 0 needs a domain of at least one value, NA none.
+  const std::string one_listed = "\x05" + Header(1, 0, 1, 0);  // row 5 is 0.0
+  EXPECT_FALSE(ChunkView::Make(Header(13, 0, 9, 0) + Header(11, 1, 9, 1) + one_listed).ok());
+  EXPECT_FALSE(ChunkView::Make(Header(13, 0, 9, 0) + Header(12, 1, 9, 1) + one_listed).ok());
+  const std::string one_na = "\x05" + Header(1, 0, 1, 0x7ff8000000000000);  // row 5 is NA
+  EXPECT_TRUE(ChunkView::Make(Header(13, 0, 9, 0) + Header(12, 1, 9, 1) + one_na).ok());
+  EXPECT_FALSE(ChunkView::Make(Header(13, 0, 9, 0) + Header(11, 1, 9, 1) + one_na).ok());
+  EXPECT_TRUE(ChunkView::Make(Header(13, 0, 9, 1) + Header(11, 1, 9, 1) + one_na).ok());
+  // A listed code outside the domain, and a constant one.
+  const std::string seven = "\x05" + Header(1, 0, 1, 0x401c000000000000);  // row 5 is 7.0
+  EXPECT_FALSE(ChunkView::Make(Header(13, 0, 9, 7) + Header(12, 1, 9, 1) + seven).ok());
+  EXPECT_TRUE(ChunkView::Make(Header(13, 0, 9, 8) + Header(12, 1, 9, 1) + seven).ok());
+  EXPECT_FALSE(ChunkView::Make(Header(13, 0, 9, 7) + Header(1, 0, 9, 0x401c000000000000)).ok());
+  EXPECT_TRUE(ChunkView::Make(Header(13, 0, 9, 8) + Header(1, 0, 9, 0x401c000000000000)).ok());
   // Codes must be a numeric chunk, not another categorical or a string chunk (checked before
   // parsing, so nesting cannot recurse).
   EXPECT_FALSE(ChunkView::Make(Header(13, 0, 3, 3) + Header(13, 0, 3, 3) + codes).ok());
