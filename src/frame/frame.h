@@ -5,17 +5,22 @@
 // Contracts
 // ---------
 // 1. Compress(values) picks the smallest layout that represents every value exactly (NA included)
-//    and returns the chunk's bytes; Decode of those bytes reads back exactly the same values, NA
-//    where NA was, bit for bit for every other double.
+//    and returns the chunk's bytes; ChunkView reads back exactly the same values, NA where NA
+//    was, bit for bit for every other double. CompressCodes and CompressStrings likewise give
+//    back the same codes and the same bytes.
 // 2. A ChunkView reads a value without allocating: At(i) is a few instructions of arithmetic on
-//    the bytes it views (which must outlive it).
+//    the bytes it views (which must outlive it), a binary search on sparse chunks; AtString
+//    returns a view into those bytes.
 // 3. ChunkView::Make takes untrusted bytes (a chunk from another node, a file): every length and
-//    field is checked before it is used; malformed input is a Corruption status, never a crash
+//    field is checked before it is used, in overflow-safe arithmetic, and the work it does is
+//    bounded by the input's length; malformed input is a Corruption status, never a crash
 //    (fuzzed by fuzz/frame_fuzz.cc).
 // 4. NA is a quiet NaN (kNA). A NaN read from input is stored as NA: a column has one missing
-//    value, as in H2O.
+//    value, as in H2O. Codes have kNACode, times kNATime, strings an NA bit.
+// 5. Chunk k of every column of a Frame covers the same rows (Frame::Make checks it).
 //
-// Thread rule: everything here is a pure function or an immutable view; thread-safe.
+// Thread rule: the functions are pure, and ChunkView, Vec and Frame immutable: thread-safe.
+// FrameBuilder is thread-compatible.
 
 #ifndef FLOE_FRAME_FRAME_H_
 #define FLOE_FRAME_FRAME_H_
