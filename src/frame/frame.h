@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -436,7 +437,12 @@ class FrameBuilder {
     std::vector<bool> na;         // and which are NA
     uint64_t pending_raw = 0;     // raw bytes since the last cut
     std::vector<std::string> domain;
-    std::unordered_map<std::string, int32_t> codes_of;
+    // Looked up by string_view (transparent), so a value already seen costs no allocation.
+    struct Hash {
+      using is_transparent = void;
+      size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+    };
+    std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> codes_of;
     bool new_value = false;  // this row added the domain's last value
     std::vector<std::shared_ptr<const std::string>> chunks;
     size_t pending() const;

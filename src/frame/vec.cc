@@ -214,7 +214,7 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kCategorical || type == ColumnType::kString));
   Column& c = columns_[col];
   if (type == ColumnType::kCategorical) {
-    auto it = c.codes_of.find(std::string(v));
+    auto it = c.codes_of.find(v);
     if (it == c.codes_of.end()) {
       if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
       it = c.codes_of.emplace(std::string(v), static_cast<int32_t>(c.domain.size())).first;
