@@ -240,11 +240,12 @@ class ChunkView {
   }
 
   // Calls f(row, value) in row order for every row whose value is not zero (either sign); NA is
-  // not zero, so NA rows are visited. On a kSparseZero chunk this costs O(stored()), on any
-  // other O(rows()): a sum or a count over a mostly-zero chunk touches only what it stores.
+  // not zero, so NA rows are visited. On a kSparseZero chunk (or sparse-zero codes) this costs
+  // O(stored()), on any other O(rows()): a sum or a count over a mostly-zero chunk touches only
+  // what it stores.
   template <typename F>
   void ForEachNonZero(F&& f) const {
-    if (layout_ == Layout::kSparseZero) {
+    if (value_layout_ == Layout::kSparseZero) {
       for (uint32_t k = 0; k < stored_; k++) {
         const double v = dense_.At(k);
         if (v != 0) f(Index(k), v);
