@@ -1,5 +1,5 @@
-// Numeric chunk layouts: choosing one by looking at the data, encoding, and checking untrusted
-// bytes (docs/frame.md).
+// Numeric chunk layouts, dense and sparse: choosing one by looking at the data, encoding, and
+// checking untrusted bytes (docs/frame.md).
 
 #include <algorithm>
 #include <cmath>
@@ -38,6 +38,8 @@ size_t PayloadBytes(Layout layout, uint64_t rows) {
       return 8 * rows;
     case Layout::kBits:
       return (rows + 7) / 8;
+    default:
+      break;
   }
   return 0;
 }
@@ -117,14 +119,16 @@ std::optional<std::string> EncodeNarrow(std::span<const double> values,
 
 std::string_view LayoutName(Layout layout) {
   static constexpr std::string_view kNames[kLayoutCount] = {
-      "empty",   "constant", "int8",     "int16",  "int32", "int64",
-      "scaled8", "scaled16", "scaled32", "double", "bits"};
+      "empty",    "constant", "int8",   "int16", "int32",       "int64",    "scaled8",
+      "scaled16", "scaled32", "double", "bits",  "sparse_zero", "sparse_na"};
   const auto i = static_cast<uint8_t>(layout);
   return i < kLayoutCount ? kNames[i] : "unknown";
 }
 
-std::string Compress(std::span<const double> values) {
-  FLOE_CHECK(values.size() <= kMaxChunkRows);
+namespace {
+
+// The smallest dense layout (every layout but the sparse ones) for `values`.
+std::string CompressDense(std::span<const double> values) {
   const auto rows = static_cast<uint32_t>(values.size());
   std::string out;
   if (rows == 0) {
@@ -193,33 +197,69 @@ std::string Compress(std::span<const double> values) {
   return out;
 }
 
-Result<ChunkView> ChunkView::Make(std::string_view bytes) {
+uint8_t IndexWidth(uint32_t rows) {
+  if (rows <= 0x100) return 1;
+  if (rows <= 0x10000) return 2;
+  return 4;
+}
+
+// `values` as a sparse chunk around the fill of `layout` (+0.0 or NA), if that is smaller than
+// `best` bytes. The listed values go in their own smallest dense layout.
+std::optional<std::string> CompressSparse(std::span<const double> values, Layout layout,
+                                          size_t best) {
+  const bool zero = layout == Layout::kSparseZero;
+  auto is_fill = [zero](double v) { return zero ? (v == 0 && !std::signbit(v)) : IsNA(v); };
+  const auto rows = static_cast<uint32_t>(values.size());
+  const auto stored =
+      static_cast<uint32_t>(rows - std::count_if(values.begin(), values.end(), is_fill));
+  const uint8_t width = IndexWidth(rows);
+  // Two headers and the indices are a lower bound: most chunks stop here, before encoding.
+  if (2 * kChunkHeaderBytes + size_t{stored} * width >= best) return std::nullopt;
+  std::string out;
+  PutHeader(&out, layout, width, rows, stored);
+  out.resize(kChunkHeaderBytes + size_t{stored} * width);
+  std::vector<double> kept;
+  kept.reserve(stored);
+  char* index = out.data() + kChunkHeaderBytes;
+  for (uint32_t i = 0; i < rows; i++) {
+    if (is_fill(values[i])) continue;
+    std::memcpy(index + size_t{width} * kept.size(), &i, width);  // little-endian: the low bytes
+    kept.push_back(values[i]);
+  }
+  out += CompressDense(kept);
+  if (out.size() >= best) return std::nullopt;
+  return out;
+}
+
+// Checks the header and length of a dense chunk (every layout but the sparse ones).
+Status ParseDense(std::string_view bytes, internal::Dense* d, uint32_t* rows) {
   if (bytes.size() < kChunkHeaderBytes) return Status::Corruption("chunk shorter than its header");
   const auto layout_byte = static_cast<uint8_t>(bytes[0]);
-  if (layout_byte >= kLayoutCount) return Status::Corruption("unknown chunk layout");
-  ChunkView c;
-  c.layout_ = static_cast<Layout>(layout_byte);
-  c.scale_ = static_cast<uint8_t>(bytes[1]);
+  if (layout_byte > static_cast<uint8_t>(Layout::kBits)) {
+    return Status::Corruption("unknown dense chunk layout");
+  }
+  d->layout = static_cast<Layout>(layout_byte);
+  d->scale = static_cast<uint8_t>(bytes[1]);
   if (bytes[2] != 0 || bytes[3] != 0) return Status::Corruption("chunk header reserved bytes set");
-  std::memcpy(&c.rows_, bytes.data() + 4, 4);
+  std::memcpy(rows, bytes.data() + 4, 4);
   uint64_t bias_bits;
   std::memcpy(&bias_bits, bytes.data() + 8, 8);
-  if (c.rows_ > kMaxChunkRows) return Status::Corruption("chunk row count above the limit");
-  const bool scaled = c.layout_ == Layout::kScaled8 || c.layout_ == Layout::kScaled16 ||
-                      c.layout_ == Layout::kScaled32;
-  if (scaled ? (c.scale_ == 0 || c.scale_ > kMaxScale) : c.scale_ != 0) {
+  if (*rows > kMaxChunkRows) return Status::Corruption("chunk row count above the limit");
+  const bool scaled = d->layout == Layout::kScaled8 || d->layout == Layout::kScaled16 ||
+                      d->layout == Layout::kScaled32;
+  if (scaled ? (d->scale == 0 || d->scale > kMaxScale) : d->scale != 0) {
     return Status::Corruption("chunk scale out of range");
   }
-  if ((c.layout_ == Layout::kEmpty) != (c.rows_ == 0)) {
+  if ((d->layout == Layout::kEmpty) != (*rows == 0)) {
     return Status::Corruption("an empty chunk must have no rows, and only an empty one");
   }
-  if (bytes.size() != kChunkHeaderBytes + PayloadBytes(c.layout_, c.rows_)) {
+  if (bytes.size() != kChunkHeaderBytes + PayloadBytes(d->layout, *rows)) {
     return Status::Corruption("chunk length does not match its layout and rows");
   }
-  c.bias_ = static_cast<int64_t>(bias_bits);
+  d->bias = static_cast<int64_t>(bias_bits);
   // Offsets add to the bias: the largest must not overflow it.
   uint64_t max_offset = 0;
-  switch (c.layout_) {
+  switch (d->layout) {
     case Layout::kInt8:
     case Layout::kScaled8:
       max_offset = 0xFF;
@@ -233,23 +273,116 @@ Result<ChunkView> ChunkView::Make(std::string_view bytes) {
       max_offset = 0xFFFFFFFFu;
       break;
     case Layout::kConstant:
-      std::memcpy(&c.constant_, &bias_bits, 8);
+      std::memcpy(&d->constant, &bias_bits, 8);
       break;
     default:
       if (bias_bits != 0) return Status::Corruption("chunk bias set for a layout without one");
       break;
   }
   if (max_offset != 0 &&
-      c.bias_ > std::numeric_limits<int64_t>::max() - static_cast<int64_t>(max_offset)) {
+      d->bias > std::numeric_limits<int64_t>::max() - static_cast<int64_t>(max_offset)) {
     return Status::Corruption("chunk bias overflows with its offsets");
   }
-  if (c.layout_ == Layout::kBits && c.rows_ % 8 != 0) {
+  if (d->layout == Layout::kBits && *rows % 8 != 0) {
     const auto last = static_cast<uint8_t>(bytes.back());
-    if ((last >> (c.rows_ % 8)) != 0) return Status::Corruption("chunk bits set past its rows");
+    if ((last >> (*rows % 8)) != 0) return Status::Corruption("chunk bits set past its rows");
   }
-  c.data_ = bytes.data() + kChunkHeaderBytes;
+  d->data = bytes.data() + kChunkHeaderBytes;
+  return Status::OK();
+}
+
+}  // namespace
+
+std::string Compress(std::span<const double> values) {
+  FLOE_CHECK(values.size() <= kMaxChunkRows);
+  std::string best = CompressDense(values);
+  for (Layout sparse : {Layout::kSparseZero, Layout::kSparseNA}) {
+    if (std::optional<std::string> s = CompressSparse(values, sparse, best.size())) {
+      best = std::move(*s);
+    }
+  }
+  return best;
+}
+
+Status ChunkView::ParseSparse(std::string_view bytes) {
+  layout_ = static_cast<Layout>(bytes[0]);
+  const auto width = static_cast<uint8_t>(bytes[1]);
+  if (bytes[2] != 0 || bytes[3] != 0) return Status::Corruption("chunk header reserved bytes set");
+  uint64_t stored;
+  std::memcpy(&rows_, bytes.data() + 4, 4);
+  std::memcpy(&stored, bytes.data() + 8, 8);
+  if (rows_ > kMaxChunkRows) return Status::Corruption("chunk row count above the limit");
+  if (width != 1 && width != 2 && width != 4) {
+    return Status::Corruption("sparse chunk index width is not 1, 2 or 4");
+  }
+  if (stored == 0 || stored > rows_) {
+    return Status::Corruption("sparse chunk lists no rows, or more rows than it has");
+  }
+  stored_ = static_cast<uint32_t>(stored);
+  index_width_ = width;
+  const size_t index_bytes = size_t{stored_} * width;  // <= 2^28: rows are bounded above
+  if (bytes.size() - kChunkHeaderBytes < index_bytes) {
+    return Status::Corruption("sparse chunk shorter than its row indices");
+  }
+  index_ = bytes.data() + kChunkHeaderBytes;
+  for (uint32_t k = 0; k < stored_; k++) {
+    const uint32_t i = Index(k);
+    if (i >= rows_ || (k > 0 && i <= Index(k - 1))) {
+      return Status::Corruption("sparse chunk row indices not increasing within its rows");
+    }
+  }
+  uint32_t inner_rows;
+  FLOE_RETURN_IF_ERROR(
+      ParseDense(bytes.substr(kChunkHeaderBytes + index_bytes), &dense_, &inner_rows));
+  if (inner_rows != stored_) {
+    return Status::Corruption("sparse chunk's values do not match its row indices");
+  }
+  fill_ = layout_ == Layout::kSparseZero ? 0.0 : kNA;
+  return Status::OK();
+}
+
+Result<ChunkView> ChunkView::Make(std::string_view bytes) {
+  if (bytes.size() < kChunkHeaderBytes) return Status::Corruption("chunk shorter than its header");
+  ChunkView c;
   c.size_ = bytes.size();
-  return c;
+  switch (static_cast<uint8_t>(bytes[0])) {
+    case static_cast<uint8_t>(Layout::kSparseZero):
+    case static_cast<uint8_t>(Layout::kSparseNA):
+      FLOE_RETURN_IF_ERROR(c.ParseSparse(bytes));
+      c.value_layout_ = c.layout_;
+      c.raw_bytes_ = 8 * uint64_t{c.rows_};
+      return c;
+    case static_cast<uint8_t>(Layout::kCategorical):
+      FLOE_RETURN_IF_ERROR(c.ParseCategorical(bytes));
+      return c;
+    case static_cast<uint8_t>(Layout::kString):
+      FLOE_RETURN_IF_ERROR(c.ParseString(bytes));
+      return c;
+    default:
+      if (static_cast<uint8_t>(bytes[0]) >= kLayoutCount) {
+        return Status::Corruption("unknown chunk layout");
+      }
+      FLOE_RETURN_IF_ERROR(ParseDense(bytes, &c.dense_, &c.rows_));
+      c.layout_ = c.value_layout_ = c.dense_.layout;
+      c.stored_ = c.rows_;
+      c.raw_bytes_ = 8 * uint64_t{c.rows_};
+      return c;
+  }
+}
+bool ChunkView::IntegerLayout() const {
+  switch (dense_.layout) {
+    case Layout::kConstant:
+      return frame::IsNA(dense_.constant) || (std::fabs(dense_.constant) < 9223372036854775808.0 &&
+                                              dense_.constant == std::trunc(dense_.constant));
+    case Layout::kBits:
+    case Layout::kInt8:
+    case Layout::kInt16:
+    case Layout::kInt32:
+    case Layout::kInt64:
+      return true;
+    default:
+      return layout_ == Layout::kEmpty;
+  }
 }
 
 }  // namespace floe::frame

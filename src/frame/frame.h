@@ -1,21 +1,26 @@
 // frame: columns of a table cut into chunks, each chunk compressed by looking at its data
-// (docs/frame.md). This first part holds the numeric chunk layouts; frames, CSV import and
-// map/reduce build on them.
+// (docs/frame.md): numeric (dense and sparse), categorical and string chunks, and the vecs and
+// frames made of them. CSV import and map/reduce build on these.
 //
 // Contracts
 // ---------
 // 1. Compress(values) picks the smallest layout that represents every value exactly (NA included)
-//    and returns the chunk's bytes; Decode of those bytes reads back exactly the same values, NA
-//    where NA was, bit for bit for every other double.
+//    and returns the chunk's bytes; ChunkView reads back exactly the same values, NA where NA
+//    was, bit for bit for every other double. CompressCodes and CompressStrings likewise give
+//    back the same codes and the same bytes.
 // 2. A ChunkView reads a value without allocating: At(i) is a few instructions of arithmetic on
-//    the bytes it views (which must outlive it).
+//    the bytes it views (which must outlive it), a binary search on sparse chunks; AtString
+//    returns a view into those bytes.
 // 3. ChunkView::Make takes untrusted bytes (a chunk from another node, a file): every length and
-//    field is checked before it is used; malformed input is a Corruption status, never a crash
+//    field is checked before it is used, in overflow-safe arithmetic, and the work it does is
+//    bounded by the input's length; malformed input is a Corruption status, never a crash
 //    (fuzzed by fuzz/frame_fuzz.cc).
 // 4. NA is a quiet NaN (kNA). A NaN read from input is stored as NA: a column has one missing
-//    value, as in H2O.
+//    value, as in H2O. Codes have kNACode, times kNATime, strings an NA bit.
+// 5. Chunk k of every column of a Frame covers the same rows (Frame::Make checks it).
 //
-// Thread rule: everything here is a pure function or an immutable view; thread-safe.
+// Thread rule: the functions are pure, and ChunkView, Vec and Frame immutable: thread-safe.
+// FrameBuilder is thread-compatible.
 
 #ifndef FLOE_FRAME_FRAME_H_
 #define FLOE_FRAME_FRAME_H_
@@ -23,10 +28,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "base/base.h"
 
@@ -46,10 +56,14 @@ enum class Layout : uint8_t {
   kScaled8 = 6,  // decimals: (bias + offset) / 10^scale, 1-byte offsets
   kScaled16 = 7,
   kScaled32 = 8,
-  kDouble = 9,  // raw doubles; NaN is NA
-  kBits = 10,   // 0/1 values, one bit each, with no NA
+  kDouble = 9,        // raw doubles; NaN is NA
+  kBits = 10,         // 0/1 values, one bit each, with no NA
+  kSparseZero = 11,   // mostly +0.0: sorted row indices of the other rows + a dense chunk of them
+  kSparseNA = 12,     // mostly NA: the same, the rows not listed being NA
+  kCategorical = 13,  // codes into the column's domain: a header, then a numeric chunk of codes
+  kString = 14,       // byte strings: end offsets, NA bits, one blob
 };
-inline constexpr uint8_t kLayoutCount = 11;
+inline constexpr uint8_t kLayoutCount = 15;
 std::string_view LayoutName(Layout layout);
 
 inline constexpr size_t kChunkHeaderBytes = 16;      // layout, scale, 2 reserved, rows, bias
@@ -58,21 +72,45 @@ inline constexpr uint32_t kMaxChunkRows = 1u << 26;  // 64 Mi rows: a chunk is ~
 // Compresses `values` (NA as kNA). REQUIRES: values.size() <= kMaxChunkRows.
 std::string Compress(std::span<const double> values);
 
-// A read-only view of a chunk's bytes.
-class ChunkView {
- public:
-  static Result<ChunkView> Make(std::string_view bytes);
+// Categorical chunks hold codes: indices into a domain (the distinct strings) that belongs to
+// the column, not to the chunk. A chunk records the domain size it was cut with, and every code
+// in it is below that size.
+inline constexpr int32_t kNACode = -1;
+inline constexpr uint32_t kMaxDomain = std::numeric_limits<int32_t>::max();
+// REQUIRES: codes.size() <= kMaxChunkRows, domain <= kMaxDomain, and every code is kNACode or
+// in [0, domain).
+std::string CompressCodes(std::span<const int32_t> codes, uint32_t domain);
 
-  Layout layout() const { return layout_; }
-  uint32_t rows() const { return rows_; }
-  // Bytes of the encoding, header included.
-  size_t bytes() const { return size_; }
+// String chunks hold any bytes (UTF-8 or not) per row, or NA. The blob of one chunk (the sum of
+// its values' lengths) is at most kMaxStringBlob bytes.
+inline constexpr uint64_t kMaxStringBlob = uint64_t{1} << 30;
+// ResourceExhausted if the values' lengths add up to more than kMaxStringBlob.
+// REQUIRES: values.size() <= kMaxChunkRows.
+Result<std::string> CompressStrings(std::span<const std::optional<std::string_view>> values);
 
-  // The value of row i (kNA for a missing one). REQUIRES: i < rows().
+// Time is not a layout: a time column is a numeric column of milliseconds since the epoch (the
+// vec's type says so), so it gets the integer layouts (bias + narrow offsets). Milliseconds are
+// exact as doubles up to 2^53 (about ±285,000 years).
+inline constexpr int64_t kNATime = std::numeric_limits<int64_t>::min();
+inline constexpr int64_t kMaxTimeMs = int64_t{1} << 53;
+// REQUIRES: ms.size() <= kMaxChunkRows; every value kNATime or within ±kMaxTimeMs.
+std::string CompressTimes(std::span<const int64_t> ms);
+
+namespace internal {
+
+// The rows of a dense numeric layout (every layout but the sparse ones): enough of the header to
+// decode row i from the bytes after it.
+struct Dense {
+  Layout layout = Layout::kEmpty;
+  uint8_t scale = 0;
+  int64_t bias = 0;
+  double constant = 0;
+  const char* data = nullptr;
+
   double At(uint32_t i) const {
-    switch (layout_) {
+    switch (layout) {
       case Layout::kConstant:
-        return constant_;
+        return constant;
       case Layout::kInt8:
         return Int<uint8_t>(i, 0);
       case Layout::kInt16:
@@ -81,49 +119,342 @@ class ChunkView {
         return Int<uint32_t>(i, 0);
       case Layout::kInt64: {
         int64_t x;
-        std::memcpy(&x, data_ + 8 * size_t{i}, 8);
+        std::memcpy(&x, data + 8 * size_t{i}, 8);
         return x == std::numeric_limits<int64_t>::min() ? kNA : static_cast<double>(x);
       }
       case Layout::kScaled8:
-        return Int<uint8_t>(i, scale_);
+        return Int<uint8_t>(i, scale);
       case Layout::kScaled16:
-        return Int<uint16_t>(i, scale_);
+        return Int<uint16_t>(i, scale);
       case Layout::kScaled32:
-        return Int<uint32_t>(i, scale_);
+        return Int<uint32_t>(i, scale);
       case Layout::kDouble: {
         double x;
-        std::memcpy(&x, data_ + 8 * size_t{i}, 8);
+        std::memcpy(&x, data + 8 * size_t{i}, 8);
         return x;
       }
       case Layout::kBits:
-        return (static_cast<uint8_t>(data_[i / 8]) >> (i % 8)) & 1;
-      case Layout::kEmpty:
+        return (static_cast<uint8_t>(data[i / 8]) >> (i % 8)) & 1;
+      default:
         break;
     }
     return kNA;
   }
-  bool IsNA(uint32_t i) const { return frame::IsNA(At(i)); }
 
- private:
   // Offsets are unsigned; the all-ones offset is NA.
   template <typename U>
-  double Int(uint32_t i, uint8_t scale) const {
+  double Int(uint32_t i, uint8_t s) const {
     U x;
-    std::memcpy(&x, data_ + sizeof(U) * size_t{i}, sizeof(U));
+    std::memcpy(&x, data + sizeof(U) * size_t{i}, sizeof(U));
     if (x == std::numeric_limits<U>::max()) return kNA;
-    const double v = static_cast<double>(bias_ + static_cast<int64_t>(x));
-    return scale == 0 ? v : v / kPow10[scale];
+    const double v = static_cast<double>(bias + static_cast<int64_t>(x));
+    return s == 0 ? v : v / kPow10[s];
   }
   static constexpr double kPow10[10] = {1,      10,      100,      1000,      10000,
                                         100000, 1000000, 10000000, 100000000, 1000000000};
+};
+
+}  // namespace internal
+
+// A read-only view of a chunk's bytes (which must outlive it). Copyable; thread-safe.
+class ChunkView {
+ public:
+  static Result<ChunkView> Make(std::string_view bytes);
+
+  Layout layout() const { return layout_; }
+  // The numeric layout of a categorical chunk's codes; layout() for the others.
+  Layout value_layout() const { return value_layout_; }
+  // The dense layout of the values a sparse chunk (or sparse codes) stores; else value_layout().
+  Layout stored_layout() const { return dense_.layout; }
+  uint32_t rows() const { return rows_; }
+  // Bytes of the encoding, header included.
+  size_t bytes() const { return size_; }
+  // The values' size before compression, what bytes() is measured against: 8 a row for
+  // numbers and times (a double or an int64), 4 for categorical codes (an int32), and for
+  // strings their bytes plus 4 a row (an offset).
+  uint64_t raw_bytes() const { return raw_bytes_; }
+  bool sparse() const { return index_width_ != 0; }
+  // Rows a sparse chunk lists (its non-fill rows); rows() for a dense one.
+  uint32_t stored() const { return stored_; }
+
+  // The value of row i (kNA for a missing one). REQUIRES: i < rows(). Dense layouts: a few
+  // instructions. Sparse layouts: a binary search over the listed rows, O(log stored()) with
+  // no allocation; a pass over all rows should use ForEach / ForEachNonZero instead.
+  double At(uint32_t i) const {
+    if (FLOE_PREDICT_FALSE(index_width_ != 0)) return SparseAt(i);
+    return dense_.At(i);
+  }
+  bool IsNA(uint32_t i) const {
+    if (FLOE_PREDICT_FALSE(layout_ == Layout::kString)) {
+      return (static_cast<uint8_t>(na_bits_[i / 8]) >> (i % 8)) & 1;
+    }
+    return frame::IsNA(At(i));
+  }
+
+  // Categorical chunks: the code of row i, kNACode for NA. REQUIRES: layout() is kCategorical
+  // and i < rows(). Make checked every code, so it is below domain().
+  int32_t CodeAt(uint32_t i) const {
+    const double v = At(i);
+    return frame::IsNA(v) ? kNACode : static_cast<int32_t>(v);
+  }
+  // The domain size a categorical chunk was cut with (the column's domain may have grown since).
+  uint32_t domain() const { return domain_; }
+
+  // String chunks: row i's bytes, a view into the chunk (empty for NA: tell them apart with
+  // IsNA). REQUIRES: layout() is kString and i < rows().
+  std::string_view AtString(uint32_t i) const {
+    uint32_t begin = 0, end;
+    if (i > 0) std::memcpy(&begin, ends_ + 4 * (size_t{i} - 1), 4);
+    std::memcpy(&end, ends_ + 4 * size_t{i}, 4);
+    return {blob_ + begin, end - begin};
+  }
+
+  // Time columns: row i in milliseconds since the epoch, kNATime for NA. REQUIRES: i < rows().
+  // A value beyond ±kMaxTimeMs (only a chunk not made by CompressTimes has one) reads as NA.
+  int64_t AtTime(uint32_t i) const {
+    const double v = At(i);
+    if (!(std::fabs(v) <= static_cast<double>(kMaxTimeMs))) return kNATime;
+    return static_cast<int64_t>(v);
+  }
+  // Whether every value is NA or an integer, judged from the layout alone (O(1)): constant with
+  // an integer, bits, the integer offsets, int64, or sparse over one of these. A time or integer
+  // column's chunks must be.
+  bool IntegerLayout() const;
+
+  // Calls f(row, value) for every row in order, without a search per row: O(rows()).
+  template <typename F>
+  void ForEach(F&& f) const {
+    if (index_width_ == 0) {
+      for (uint32_t i = 0; i < rows_; i++) f(i, dense_.At(i));
+      return;
+    }
+    uint32_t k = 0, next = stored_ > 0 ? Index(0) : rows_;
+    for (uint32_t i = 0; i < rows_; i++) {
+      if (i == next) {
+        f(i, dense_.At(k++));
+        next = k < stored_ ? Index(k) : rows_;
+      } else {
+        f(i, fill_);
+      }
+    }
+  }
+
+  // Calls f(row, value) in row order for every row whose value is not zero (either sign); NA is
+  // not zero, so NA rows are visited. On a kSparseZero chunk (or sparse-zero codes) this costs
+  // O(stored()), on any other O(rows()): a sum or a count over a mostly-zero chunk touches only
+  // what it stores.
+  template <typename F>
+  void ForEachNonZero(F&& f) const {
+    if (value_layout_ == Layout::kSparseZero) {
+      for (uint32_t k = 0; k < stored_; k++) {
+        const double v = dense_.At(k);
+        if (v != 0) f(Index(k), v);
+      }
+      return;
+    }
+    ForEach([&](uint32_t i, double v) {
+      if (v != 0) f(i, v);
+    });
+  }
+
+ private:
+  Status ParseSparse(std::string_view bytes);
+  Status ParseCategorical(std::string_view bytes);
+  Status ParseString(std::string_view bytes);
+  uint32_t Index(uint32_t k) const {
+    switch (index_width_) {
+      case 1:
+        return static_cast<uint8_t>(index_[k]);
+      case 2: {
+        uint16_t x;
+        std::memcpy(&x, index_ + 2 * size_t{k}, 2);
+        return x;
+      }
+      default: {
+        uint32_t x;
+        std::memcpy(&x, index_ + 4 * size_t{k}, 4);
+        return x;
+      }
+    }
+  }
+  double SparseAt(uint32_t i) const {
+    uint32_t lo = 0, hi = stored_;  // the first listed row >= i is in [lo, hi]
+    while (lo < hi) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      if (Index(mid) < i) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo < stored_ && Index(lo) == i ? dense_.At(lo) : fill_;
+  }
 
   Layout layout_ = Layout::kEmpty;
-  uint8_t scale_ = 0;
   uint32_t rows_ = 0;
-  int64_t bias_ = 0;
-  double constant_ = 0;
-  const char* data_ = nullptr;  // the rows, after the header
   size_t size_ = 0;
+  uint64_t raw_bytes_ = 0;
+  internal::Dense dense_;  // the rows, or a sparse chunk's listed values
+  // Sparse chunks: `stored_` row indices of `index_width_` bytes each, strictly increasing.
+  uint8_t index_width_ = 0;
+  uint32_t stored_ = 0;
+  const char* index_ = nullptr;
+  double fill_ = 0;  // the value of the rows not listed
+  Layout value_layout_ = Layout::kEmpty;
+  uint32_t domain_ = 0;  // categorical
+  // String chunks: `rows_` uint32 end offsets into the blob, then the NA bits, then the blob.
+  const char* ends_ = nullptr;
+  const char* na_bits_ = nullptr;
+  const char* blob_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Vecs and frames (single node; homing chunks in the DKV comes later).
+
+enum class ColumnType : uint8_t { kInteger, kReal, kCategorical, kString, kTime };
+std::string_view ColumnTypeName(ColumnType type);
+
+// A column: a type, the domain of a categorical, and its chunks in row order. Immutable once
+// made; copies share the chunks' bytes. Thread-safe.
+class Vec {
+ public:
+  // Checks every chunk (ChunkView::Make) and that it fits the type: integer and time columns
+  // take numeric chunks of IntegerLayout(), real ones any numeric chunk, categorical ones
+  // categorical chunks cut with a domain size at most domain.size(), string ones string chunks.
+  // `domain` (distinct values, at most kMaxDomain) is for categorical columns only. Corruption
+  // or InvalidArgument otherwise.
+  static Result<Vec> Make(ColumnType type, std::vector<std::string> domain,
+                          std::vector<std::shared_ptr<const std::string>> chunks);
+
+  ColumnType type() const { return type_; }
+  const std::vector<std::string>& domain() const { return domain_; }
+  uint64_t rows() const { return starts_.back(); }
+  size_t chunk_count() const { return chunks_.size(); }
+  const ChunkView& chunk(size_t k) const { return views_[k]; }
+  const std::shared_ptr<const std::string>& chunk_bytes(size_t k) const { return chunks_[k]; }
+  // The first row of chunk k; chunk_start(chunk_count()) == rows().
+  uint64_t chunk_start(size_t k) const { return starts_[k]; }
+  // Sums over the chunks: encoded bytes (headers included) and ChunkView::raw_bytes().
+  uint64_t compressed_bytes() const { return compressed_bytes_; }
+  uint64_t raw_bytes() const { return raw_bytes_; }
+
+  // The chunk holding `row` and the row's index in it: a binary search over the chunk starts,
+  // O(log chunk_count()). REQUIRES: row < rows().
+  struct Place {
+    size_t chunk;
+    uint32_t row;
+  };
+  Place ChunkFor(uint64_t row) const;
+
+  // Row access through ChunkFor (a loop over a chunk should read the ChunkView instead).
+  // REQUIRES: row < rows(). At: the number, time or code (kNA for NA). AtString: a string
+  // column's value, or a categorical's domain value ("" for NA in both).
+  double At(uint64_t row) const;
+  bool IsNA(uint64_t row) const;
+  std::string_view AtString(uint64_t row) const;
+
+ private:
+  ColumnType type_ = ColumnType::kReal;
+  std::vector<std::string> domain_;
+  std::vector<std::shared_ptr<const std::string>> chunks_;
+  std::vector<ChunkView> views_;        // into chunks_, which they share the lifetime of
+  std::vector<uint64_t> starts_ = {0};  // chunk_count() + 1 entries
+  uint64_t compressed_bytes_ = 0;
+  uint64_t raw_bytes_ = 0;
+};
+
+// Named vecs of equal length whose chunk boundaries line up: chunk k of every column covers the
+// same rows (so map/reduce reads row-aligned chunks together). Immutable; thread-safe.
+class Frame {
+ public:
+  // InvalidArgument unless the names are non-empty and distinct, one per vec, and every vec has
+  // the same chunk starts (hence the same rows).
+  static Result<Frame> Make(std::vector<std::string> names, std::vector<Vec> vecs);
+
+  size_t columns() const { return vecs_.size(); }
+  uint64_t rows() const { return vecs_.empty() ? 0 : vecs_[0].rows(); }
+  size_t chunk_count() const { return vecs_.empty() ? 0 : vecs_[0].chunk_count(); }
+  const std::string& name(size_t i) const { return names_[i]; }
+  const Vec& vec(size_t i) const { return vecs_[i]; }
+  std::optional<size_t> Find(std::string_view name) const;
+  uint64_t compressed_bytes() const;
+  uint64_t raw_bytes() const;
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<Vec> vecs_;
+};
+
+struct ColumnSpec {
+  std::string name;
+  ColumnType type = ColumnType::kReal;
+};
+
+struct FrameBuilderOptions {
+  // A chunk is cut (every column at the same row) once any column's rows since the last cut
+  // reach this many raw bytes (ChunkView::raw_bytes), or kMaxChunkRows rows. Default 4 MiB;
+  // must be in [1, kMaxTargetChunkBytes].
+  uint64_t target_chunk_bytes = uint64_t{4} << 20;
+};
+inline constexpr uint64_t kMaxTargetChunkBytes = uint64_t{256} << 20;
+// The longest string value a builder takes: with a target of at most 256 MiB, a chunk's blob
+// stays below kMaxStringBlob.
+inline constexpr uint64_t kMaxStringValue = uint64_t{512} << 20;
+
+// Builds a frame row by row: a value for every column (in any order), then EndRow; chunks are
+// cut and compressed as they fill, so memory holds one uncompressed chunk per column at most.
+// Categorical domains grow in the order values are first seen. Thread-compatible.
+class FrameBuilder {
+ public:
+  // InvalidArgument for no columns, empty or repeated names, or a target out of range.
+  static Result<FrameBuilder> Make(std::vector<ColumnSpec> columns,
+                                   FrameBuilderOptions options = {});
+
+  // Each sets column `col` of the current row. InvalidArgument for a column out of range, one
+  // already set in this row, or a value its type does not take: AddNumber takes integer columns
+  // (integers of magnitude below 2^63; -0 is 0) and real ones (any double; NaN is NA);
+  // AddTime takes time columns (±kMaxTimeMs); AddString categorical columns and string ones
+  // (at most kMaxStringValue bytes); AddNA any column. ResourceExhausted when a categorical
+  // domain would pass kMaxDomain.
+  Status AddNumber(size_t col, double v);
+  Status AddTime(size_t col, int64_t ms);
+  Status AddString(size_t col, std::string_view v);
+  Status AddNA(size_t col);
+  // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
+  Status EndRow();
+  uint64_t rows() const { return rows_; }
+
+  // The frame of every ended row. FailedPrecondition if a row was begun and not ended. Call
+  // once; the builder is empty afterwards.
+  Result<Frame> Finish();
+
+ private:
+  struct Column {
+    ColumnSpec spec;
+    std::vector<double> numbers;  // integer, real, time (milliseconds as doubles)
+    std::vector<int32_t> codes;   // categorical
+    std::string blob;             // string: the values' bytes,
+    std::vector<uint32_t> ends;   // where each ends in the blob,
+    std::vector<bool> na;         // and which are NA
+    uint64_t pending_raw = 0;     // raw bytes since the last cut
+    std::vector<std::string> domain;
+    // Looked up by string_view (transparent), so a value already seen costs no allocation.
+    struct Hash {
+      using is_transparent = void;
+      size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+    };
+    std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> codes_of;
+    bool new_value = false;  // this row added the domain's last value
+    std::vector<std::shared_ptr<const std::string>> chunks;
+    size_t pending() const;
+  };
+  Status Check(size_t col, bool ok_for_type);
+  void Cut();
+
+  FrameBuilderOptions options_;
+  std::vector<Column> columns_;
+  uint32_t pending_rows_ = 0;  // rows ended since the last cut
+  uint64_t rows_ = 0;
 };
 
 }  // namespace floe::frame

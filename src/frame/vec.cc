@@ -1,0 +1,349 @@
+// Vecs, frames and the frame builder (docs/frame.md): checking chunks against a column's type,
+// finding a row's chunk, lining up chunk boundaries, and cutting chunks as rows arrive.
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+#include "frame/frame.h"
+
+namespace floe::frame {
+
+std::string_view ColumnTypeName(ColumnType type) {
+  switch (type) {
+    case ColumnType::kInteger:
+      return "integer";
+    case ColumnType::kReal:
+      return "real";
+    case ColumnType::kCategorical:
+      return "categorical";
+    case ColumnType::kString:
+      return "string";
+    case ColumnType::kTime:
+      return "time";
+  }
+  return "unknown";
+}
+
+Result<Vec> Vec::Make(ColumnType type, std::vector<std::string> domain,
+                      std::vector<std::shared_ptr<const std::string>> chunks) {
+  if (type != ColumnType::kCategorical && !domain.empty()) {
+    return Status::InvalidArgument("only a categorical column has a domain");
+  }
+  if (domain.size() > kMaxDomain) return Status::InvalidArgument("domain above the limit");
+  {
+    std::vector<std::string_view> sorted(domain.begin(), domain.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return Status::InvalidArgument("domain values repeat");
+    }
+  }
+  Vec v;
+  v.type_ = type;
+  v.views_.reserve(chunks.size());
+  v.starts_.reserve(chunks.size() + 1);
+  for (const std::shared_ptr<const std::string>& bytes : chunks) {
+    if (bytes == nullptr) return Status::InvalidArgument("vec chunk missing");
+    FLOE_ASSIGN_OR_RETURN(ChunkView c, ChunkView::Make(*bytes));
+    bool fits = false;
+    switch (type) {
+      case ColumnType::kInteger:
+      case ColumnType::kTime:
+        fits = c.layout() < Layout::kCategorical && c.IntegerLayout();
+        break;
+      case ColumnType::kReal:
+        fits = c.layout() < Layout::kCategorical;
+        break;
+      case ColumnType::kCategorical:
+        fits = (c.layout() == Layout::kCategorical && c.domain() <= domain.size()) ||
+               c.layout() == Layout::kEmpty;
+        break;
+      case ColumnType::kString:
+        fits = c.layout() == Layout::kString || c.layout() == Layout::kEmpty;
+        break;
+    }
+    if (!fits) return Status::Corruption("chunk layout does not fit the column's type");
+    v.starts_.push_back(v.starts_.back() + c.rows());
+    v.compressed_bytes_ += c.bytes();
+    v.raw_bytes_ += c.raw_bytes();
+    v.views_.push_back(c);
+  }
+  v.domain_ = std::move(domain);
+  v.chunks_ = std::move(chunks);  // the views point into the strings, which do not move
+  return v;
+}
+
+Vec::Place Vec::ChunkFor(uint64_t row) const {
+  FLOE_DCHECK(row < rows());
+  // The last chunk starting at or before `row`; empty chunks share a start with the next one,
+  // which upper_bound steps past.
+  const auto it = std::upper_bound(starts_.begin(), starts_.end(), row);
+  const auto k = static_cast<size_t>(it - starts_.begin()) - 1;
+  return {.chunk = k, .row = static_cast<uint32_t>(row - starts_[k])};
+}
+
+double Vec::At(uint64_t row) const {
+  const Place p = ChunkFor(row);
+  return views_[p.chunk].At(p.row);
+}
+
+bool Vec::IsNA(uint64_t row) const {
+  const Place p = ChunkFor(row);
+  return views_[p.chunk].IsNA(p.row);
+}
+
+std::string_view Vec::AtString(uint64_t row) const {
+  const Place p = ChunkFor(row);
+  const ChunkView& c = views_[p.chunk];
+  if (type_ == ColumnType::kString) return c.AtString(p.row);
+  if (type_ != ColumnType::kCategorical) return {};
+  const int32_t code = c.CodeAt(p.row);
+  return code == kNACode ? std::string_view() : std::string_view(domain_[code]);
+}
+
+Result<Frame> Frame::Make(std::vector<std::string> names, std::vector<Vec> vecs) {
+  if (names.size() != vecs.size()) return Status::InvalidArgument("one name per column");
+  std::unordered_set<std::string_view> seen;
+  for (const std::string& n : names) {
+    if (n.empty()) return Status::InvalidArgument("empty column name");
+    if (!seen.insert(n).second) return Status::InvalidArgument("column names repeat");
+  }
+  for (const Vec& v : vecs) {
+    if (v.chunk_count() != vecs[0].chunk_count()) {
+      return Status::InvalidArgument("columns with different chunk counts");
+    }
+    for (size_t k = 0; k <= v.chunk_count(); k++) {
+      if (v.chunk_start(k) != vecs[0].chunk_start(k)) {
+        return Status::InvalidArgument("column chunks not aligned by row");
+      }
+    }
+  }
+  Frame f;
+  f.names_ = std::move(names);
+  f.vecs_ = std::move(vecs);
+  return f;
+}
+
+std::optional<size_t> Frame::Find(std::string_view name) const {
+  for (size_t i = 0; i < names_.size(); i++) {
+    if (names_[i] == name) return i;
+  }
+  return std::nullopt;
+}
+
+uint64_t Frame::compressed_bytes() const {
+  uint64_t sum = 0;
+  for (const Vec& v : vecs_) sum += v.compressed_bytes();
+  return sum;
+}
+
+uint64_t Frame::raw_bytes() const {
+  uint64_t sum = 0;
+  for (const Vec& v : vecs_) sum += v.raw_bytes();
+  return sum;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FrameBuilder
+
+size_t FrameBuilder::Column::pending() const {
+  switch (spec.type) {
+    case ColumnType::kCategorical:
+      return codes.size();
+    case ColumnType::kString:
+      return ends.size();
+    default:
+      return numbers.size();
+  }
+}
+
+Result<FrameBuilder> FrameBuilder::Make(std::vector<ColumnSpec> columns,
+                                        FrameBuilderOptions options) {
+  if (options.target_chunk_bytes == 0 || options.target_chunk_bytes > kMaxTargetChunkBytes) {
+    return Status::InvalidArgument("target chunk size out of range");
+  }
+  if (columns.empty()) return Status::InvalidArgument("a frame needs a column");
+  std::unordered_set<std::string_view> seen;
+  for (const ColumnSpec& c : columns) {
+    if (c.name.empty()) return Status::InvalidArgument("empty column name");
+    if (!seen.insert(c.name).second) return Status::InvalidArgument("column names repeat");
+  }
+  FrameBuilder b;
+  b.options_ = options;
+  for (ColumnSpec& c : columns) b.columns_.push_back(Column{.spec = std::move(c)});
+  return b;
+}
+
+Status FrameBuilder::Check(size_t col, bool ok_for_type) {
+  if (col >= columns_.size()) return Status::InvalidArgument("no such column");
+  if (columns_[col].pending() != pending_rows_) {
+    return Status::InvalidArgument("column already set in this row");
+  }
+  if (!ok_for_type) return Status::InvalidArgument("value does not fit the column's type");
+  return Status::OK();
+}
+
+Status FrameBuilder::AddNumber(size_t col, double v) {
+  const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
+  if (type == ColumnType::kInteger && !frame::IsNA(v)) {
+    // Magnitude below 2^63, and not -2^63 (int64's NA in its raw layout).
+    if (!(std::fabs(v) < 9223372036854775808.0) || v != std::trunc(v)) {
+      return Status::InvalidArgument("not an integer of at most 63 bits");
+    }
+    v += 0.0;  // -0 is 0 in an integer column
+  }
+  FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kInteger || type == ColumnType::kReal));
+  columns_[col].numbers.push_back(frame::IsNA(v) ? kNA : v);
+  columns_[col].pending_raw += 8;
+  return Status::OK();
+}
+
+Status FrameBuilder::AddTime(size_t col, int64_t ms) {
+  const bool time = col < columns_.size() && columns_[col].spec.type == ColumnType::kTime;
+  FLOE_RETURN_IF_ERROR(Check(col, time));
+  if (ms != kNATime && (ms < -kMaxTimeMs || ms > kMaxTimeMs)) {
+    return Status::InvalidArgument("time out of range");
+  }
+  columns_[col].numbers.push_back(ms == kNATime ? kNA : static_cast<double>(ms));
+  columns_[col].pending_raw += 8;
+  return Status::OK();
+}
+
+Status FrameBuilder::AddString(size_t col, std::string_view v) {
+  const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
+  FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kCategorical || type == ColumnType::kString));
+  Column& c = columns_[col];
+  if (type == ColumnType::kCategorical) {
+    auto it = c.codes_of.find(v);
+    if (it == c.codes_of.end()) {
+      if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
+      it = c.codes_of.emplace(std::string(v), static_cast<int32_t>(c.domain.size())).first;
+      c.domain.emplace_back(v);
+      c.new_value = true;
+    }
+    c.codes.push_back(it->second);
+    c.pending_raw += 4;
+    return Status::OK();
+  }
+  // The blob holds less than the target (else the last EndRow cut it) plus this value: below
+  // 256 MiB + 512 MiB, inside kMaxStringBlob.
+  if (v.size() > kMaxStringValue) return Status::InvalidArgument("string value too long");
+  c.blob.append(v);
+  c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
+  c.na.push_back(false);
+  c.pending_raw += 4 + v.size();
+  return Status::OK();
+}
+
+Status FrameBuilder::AddNA(size_t col) {
+  FLOE_RETURN_IF_ERROR(Check(col, true));
+  Column& c = columns_[col];
+  switch (c.spec.type) {
+    case ColumnType::kCategorical:
+      c.codes.push_back(kNACode);
+      c.pending_raw += 4;
+      break;
+    case ColumnType::kString:
+      c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
+      c.na.push_back(true);
+      c.pending_raw += 4;
+      break;
+    default:
+      c.numbers.push_back(kNA);
+      c.pending_raw += 8;
+  }
+  return Status::OK();
+}
+
+Status FrameBuilder::EndRow() {
+  bool complete = true;
+  for (const Column& c : columns_) complete &= c.pending() == pending_rows_ + 1;
+  if (!complete) {
+    // Drop the values this row set, so the builder stays row-aligned.
+    for (Column& c : columns_) {
+      if (c.pending() == pending_rows_) continue;
+      switch (c.spec.type) {
+        case ColumnType::kCategorical:
+          c.codes.pop_back();
+          c.pending_raw -= 4;
+          if (c.new_value) {  // a value seen only in the dropped row leaves the domain
+            c.codes_of.erase(c.domain.back());
+            c.domain.pop_back();
+          }
+          break;
+        case ColumnType::kString: {
+          const uint32_t begin = c.ends.size() > 1 ? c.ends[c.ends.size() - 2] : 0;
+          c.pending_raw -= 4 + (c.ends.back() - begin);
+          c.blob.resize(begin);
+          c.ends.pop_back();
+          c.na.pop_back();
+          break;
+        }
+        default:
+          c.numbers.pop_back();
+          c.pending_raw -= 8;
+      }
+    }
+    for (Column& c : columns_) c.new_value = false;
+    return Status::InvalidArgument("row ended with a column not set");
+  }
+  for (Column& c : columns_) c.new_value = false;
+  pending_rows_++;
+  rows_++;
+  bool full = pending_rows_ == kMaxChunkRows;
+  for (const Column& c : columns_) full |= c.pending_raw >= options_.target_chunk_bytes;
+  if (full) Cut();
+  return Status::OK();
+}
+
+void FrameBuilder::Cut() {
+  for (Column& c : columns_) {
+    std::string bytes;
+    switch (c.spec.type) {
+      case ColumnType::kCategorical:
+        bytes = CompressCodes(c.codes, static_cast<uint32_t>(c.domain.size()));
+        c.codes.clear();
+        break;
+      case ColumnType::kString: {
+        std::vector<std::optional<std::string_view>> values(c.ends.size());
+        uint32_t begin = 0;
+        for (size_t i = 0; i < values.size(); i++) {
+          if (!c.na[i]) values[i] = std::string_view(c.blob).substr(begin, c.ends[i] - begin);
+          begin = c.ends[i];
+        }
+        Result<std::string> s = CompressStrings(values);
+        FLOE_CHECK_OK(s.status());  // AddString keeps the blob under the limit
+        bytes = std::move(*s);
+        c.blob.clear();
+        c.ends.clear();
+        c.na.clear();
+        break;
+      }
+      default:
+        bytes = Compress(c.numbers);
+        c.numbers.clear();
+    }
+    c.chunks.push_back(std::make_shared<const std::string>(std::move(bytes)));
+    c.pending_raw = 0;
+  }
+  pending_rows_ = 0;
+}
+
+Result<Frame> FrameBuilder::Finish() {
+  for (const Column& c : columns_) {
+    if (c.pending() != pending_rows_) return Status::FailedPrecondition("a row is not ended");
+  }
+  if (pending_rows_ > 0) Cut();
+  std::vector<std::string> names;
+  std::vector<Vec> vecs;
+  for (Column& c : columns_) {
+    FLOE_ASSIGN_OR_RETURN(Vec v, Vec::Make(c.spec.type, std::move(c.domain), std::move(c.chunks)));
+    names.push_back(std::move(c.spec.name));
+    vecs.push_back(std::move(v));
+  }
+  columns_.clear();
+  rows_ = 0;
+  return Frame::Make(std::move(names), std::move(vecs));
+}
+
+}  // namespace floe::frame

@@ -1,0 +1,287 @@
+// Vecs, frames and the frame builder (docs/frame.md): chunks cut at the target size and aligned
+// across columns, every row read back, chunk sizes against raw, and bad input refused.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "frame/frame.h"
+#include "testing/testing.h"
+
+namespace floe::frame {
+namespace {
+
+std::shared_ptr<const std::string> Bytes(std::string s) {
+  return std::make_shared<const std::string>(std::move(s));
+}
+
+FrameBuilder MakeBuilder(std::vector<ColumnSpec> columns, uint64_t target) {
+  Result<FrameBuilder> b = FrameBuilder::Make(std::move(columns), {.target_chunk_bytes = target});
+  FLOE_CHECK_OK(b.status());
+  return std::move(*b);
+}
+
+TEST(FrameBuilderTest, ChunksAreCutAtTheTargetRawSize) {
+  // Two numeric columns, 8 raw bytes a row: 800 bytes is 100 rows a chunk.
+  FrameBuilder b = MakeBuilder({{"a", ColumnType::kInteger}, {"b", ColumnType::kReal}}, 800);
+  for (int i = 0; i < 1001; i++) {
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    ASSERT_TRUE(b.AddNumber(1, i * 0.5).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->rows(), 1001u);
+  ASSERT_EQ(f->chunk_count(), 11u);
+  for (size_t k = 0; k <= 10; k++) EXPECT_EQ(f->vec(0).chunk_start(k), 100 * k);
+  EXPECT_EQ(f->vec(0).chunk(10).rows(), 1u);
+  EXPECT_EQ(f->vec(0).chunk(3).layout(), Layout::kInt8);      // 300..399 with a bias
+  EXPECT_EQ(f->vec(1).chunk(3).layout(), Layout::kScaled16);  // halves 150.0..199.5
+  // The widest column decides: a string column of 20-byte values (24 raw bytes a row) cuts
+  // every 34 rows (34 * 24 >= 800 > 33 * 24), the numeric one beside it too.
+  b = MakeBuilder({{"n", ColumnType::kReal}, {"s", ColumnType::kString}}, 800);
+  for (int i = 0; i < 100; i++) {
+    ASSERT_TRUE(b.AddString(1, std::string(20, 'x')).ok());
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  f = b.Finish();
+  ASSERT_TRUE(f.ok());
+  ASSERT_EQ(f->chunk_count(), 3u);
+  EXPECT_EQ(f->vec(0).chunk_start(1), 34u);
+  EXPECT_EQ(f->vec(1).chunk_start(1), 34u);
+  EXPECT_EQ(f->vec(1).chunk(0).raw_bytes(), 34u * 24);
+}
+
+// A row of every column type, generated from the seed; NA-heavy in places.
+struct Row {
+  double integer, real;
+  std::optional<std::string> category, text;
+  int64_t time;
+};
+
+TEST(FrameBuilderTest, EveryRowReadsBackFromAlignedChunks) {
+  const uint64_t seed = testing::Seed(0, true);
+  std::mt19937_64 rng(seed);
+  const char* kCities[] = {"Oslo", "Lima", "", "Kyiv", "Pune"};
+  std::vector<Row> rows(5000);
+  for (size_t i = 0; i < rows.size(); i++) {
+    Row& r = rows[i];
+    const bool na_run = (i / 500) % 3 == 1;  // some chunks mostly NA
+    r.integer = na_run || rng() % 10 == 0 ? kNA : static_cast<double>(rng() % 1000) - 500;
+    if (rng() % 50 == 0) r.integer = rng() % 2 ? 9223372036854774784.0 : -9223372036854774784.0;
+    uint64_t bits = rng();
+    std::memcpy(&r.real, &bits, 8);
+    if (i % 7 == 0) r.real = std::vector<double>{0.0, -0.0, INFINITY, -INFINITY, 5e-324}[rng() % 5];
+    if (!na_run && rng() % 8 != 0) r.category = kCities[rng() % 5];
+    if (!na_run && rng() % 8 != 0) {
+      r.text.emplace(rng() % 30, '\0');
+      for (char& ch : *r.text) ch = static_cast<char>(rng());
+    }
+    r.time = rng() % 9 == 0 ? kNATime : 1'600'000'000'000 + static_cast<int64_t>(rng() % 100000);
+  }
+  FrameBuilder b = MakeBuilder({{"i", ColumnType::kInteger},
+                                {"r", ColumnType::kReal},
+                                {"c", ColumnType::kCategorical},
+                                {"s", ColumnType::kString},
+                                {"t", ColumnType::kTime}},
+                               1 + rng() % 8000);
+  for (const Row& r : rows) {
+    // Columns in a different order each row: the builder does not care.
+    ASSERT_TRUE(b.AddTime(4, r.time).ok());
+    ASSERT_TRUE((r.text ? b.AddString(3, *r.text) : b.AddNA(3)).ok());
+    ASSERT_TRUE((r.category ? b.AddString(2, *r.category) : b.AddNA(2)).ok());
+    ASSERT_TRUE(b.AddNumber(1, r.real).ok());
+    ASSERT_TRUE((IsNA(r.integer) ? b.AddNA(0) : b.AddNumber(0, r.integer)).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  EXPECT_EQ(b.rows(), rows.size());
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_EQ(f->rows(), rows.size());
+  ASSERT_EQ(f->Find("s"), 3u);
+  EXPECT_FALSE(f->Find("nope"));
+  const Vec &vi = f->vec(0), &vr = f->vec(1), &vc = f->vec(2), &vs = f->vec(3), &vt = f->vec(4);
+  // First-seen order: the domain lists each city once, as it first appeared.
+  EXPECT_EQ(vc.domain().size(), 5u);
+  for (uint64_t i = 0; i < rows.size(); i++) {
+    const Row& r = rows[i];
+    SCOPED_TRACE(::testing::Message() << "row " << i);
+    ASSERT_EQ(vi.IsNA(i), IsNA(r.integer));
+    if (!IsNA(r.integer)) {
+      ASSERT_EQ(vi.At(i), r.integer);
+    }
+    const double real = vr.At(i);
+    if (IsNA(r.real)) {
+      ASSERT_TRUE(IsNA(real));
+    } else {
+      ASSERT_EQ(std::memcmp(&real, &r.real, 8), 0);
+    }
+    ASSERT_EQ(vc.IsNA(i), !r.category);
+    ASSERT_EQ(vc.AtString(i), r.category.value_or(""));
+    ASSERT_EQ(vs.IsNA(i), !r.text);
+    ASSERT_EQ(vs.AtString(i), r.text.value_or(""));
+    const Vec::Place p = vt.ChunkFor(i);
+    ASSERT_EQ(vt.chunk(p.chunk).AtTime(p.row), r.time);
+  }
+}
+
+TEST(FrameBuilderTest, TypicalColumnsCompressToHalfOfRawAndRandomDoublesStayNearRaw) {
+  std::mt19937_64 rng(testing::Seed(0, true));
+  FrameBuilder b = MakeBuilder({{"age", ColumnType::kInteger},
+                                {"price", ColumnType::kReal},
+                                {"city", ColumnType::kCategorical},
+                                {"noise", ColumnType::kReal},
+                                {"when", ColumnType::kTime}},
+                               64 << 10);
+  for (int i = 0; i < 100000; i++) {
+    ASSERT_TRUE(b.AddNumber(0, static_cast<double>(rng() % 100)).ok());
+    ASSERT_TRUE(b.AddNumber(1, static_cast<double>(rng() % 50000) / 100).ok());
+    ASSERT_TRUE(b.AddString(2, "city" + std::to_string(rng() % 200)).ok());
+    double noise;
+    do {
+      uint64_t bits = rng();
+      std::memcpy(&noise, &bits, 8);
+    } while (std::isnan(noise));
+    ASSERT_TRUE(b.AddNumber(3, noise).ok());
+    const int64_t when = 1'700'000'000'000 + i * 1000 + static_cast<int64_t>(rng() % 1000);
+    ASSERT_TRUE(b.AddTime(4, when).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok());
+  EXPECT_GT(f->chunk_count(), 10u);
+  // Each column's share of raw, and its bytes a row beside 8 raw (4 for codes), headers aside.
+  const struct {
+    double ratio;
+    uint64_t per_row, raw_per_row;
+  } kWant[] = {
+      {.ratio = 0.5, .per_row = 1, .raw_per_row = 8},   // ages: int8
+      {.ratio = 0.5, .per_row = 2, .raw_per_row = 8},   // prices in cents below 500: scaled16
+      {.ratio = 0.5, .per_row = 1, .raw_per_row = 4},   // 200 cities: 1-byte codes
+      {.ratio = 1.05, .per_row = 8, .raw_per_row = 8},  // random doubles: raw
+      {.ratio = 0.51, .per_row = 4, .raw_per_row = 8},  // ms over 8,192 s a chunk: int32
+  };
+  for (size_t c = 0; c < f->columns(); c++) {
+    const Vec& v = f->vec(c);
+    const double ratio = static_cast<double>(v.compressed_bytes()) / v.raw_bytes();
+    SCOPED_TRACE(::testing::Message() << f->name(c) << " compressed/raw " << ratio);
+    EXPECT_LE(ratio, kWant[c].ratio);
+    EXPECT_LE(v.compressed_bytes(), v.raw_bytes() / kWant[c].raw_per_row * kWant[c].per_row +
+                                        2 * kChunkHeaderBytes * f->chunk_count());
+  }
+}
+
+TEST(FrameBuilderTest, BadValuesAndIncompleteRowsAreRefused) {
+  EXPECT_FALSE(FrameBuilder::Make({}).ok());
+  EXPECT_FALSE(FrameBuilder::Make({{"a", ColumnType::kReal}, {"a", ColumnType::kReal}}).ok());
+  EXPECT_FALSE(FrameBuilder::Make({{"", ColumnType::kReal}}).ok());
+  EXPECT_FALSE(FrameBuilder::Make({{"a", ColumnType::kReal}}, {.target_chunk_bytes = 0}).ok());
+  EXPECT_FALSE(FrameBuilder::Make({{"a", ColumnType::kReal}},
+                                  {.target_chunk_bytes = kMaxTargetChunkBytes + 1})
+                   .ok());
+  FrameBuilder b = MakeBuilder({{"i", ColumnType::kInteger},
+                                {"s", ColumnType::kString},
+                                {"c", ColumnType::kCategorical},
+                                {"t", ColumnType::kTime}},
+                               100);
+  EXPECT_FALSE(b.AddNumber(4, 1).ok());  // no such column
+  EXPECT_FALSE(b.AddNumber(1, 1).ok());  // a number in a string column
+  EXPECT_FALSE(b.AddString(0, "1").ok());
+  EXPECT_FALSE(b.AddNumber(3, 1).ok());  // times through AddTime only
+  EXPECT_FALSE(b.AddTime(0, 1).ok());
+  EXPECT_FALSE(b.AddNumber(0, 1.5).ok());
+  EXPECT_FALSE(b.AddNumber(0, INFINITY).ok());
+  EXPECT_FALSE(b.AddNumber(0, -9223372036854775808.0).ok());
+  EXPECT_FALSE(b.AddTime(3, kMaxTimeMs + 1).ok());
+  // A row with a column missing is refused and its values dropped; the builder stays aligned.
+  ASSERT_TRUE(b.AddNumber(0, -0.0).ok());
+  EXPECT_FALSE(b.AddNumber(0, 2).ok());  // set twice
+  ASSERT_TRUE(b.AddString(1, "dropped").ok());
+  ASSERT_TRUE(b.AddString(2, "dropped too").ok());
+  EXPECT_FALSE(b.EndRow().ok());
+  EXPECT_EQ(b.rows(), 0u);
+  ASSERT_TRUE(b.AddNumber(0, -0.0).ok());  // -0 is 0 in an integer column
+  ASSERT_TRUE(b.AddString(1, "kept").ok());
+  ASSERT_TRUE(b.AddString(2, "kept too").ok());
+  ASSERT_TRUE(b.AddTime(3, kNATime).ok());
+  ASSERT_TRUE(b.EndRow().ok());
+  ASSERT_TRUE(b.AddNA(0).ok());
+  EXPECT_EQ(b.Finish().status().code(), StatusCode::kFailedPrecondition);  // a row half done
+  ASSERT_TRUE(b.AddNA(1).ok());
+  ASSERT_TRUE(b.AddNA(2).ok());
+  ASSERT_TRUE(b.AddNA(3).ok());
+  ASSERT_TRUE(b.EndRow().ok());
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_EQ(f->rows(), 2u);
+  EXPECT_EQ(f->vec(1).AtString(0), "kept");
+  EXPECT_EQ(f->vec(2).domain(), std::vector<std::string>{"kept too"});  // "dropped too" stays
+  EXPECT_EQ(f->vec(0).chunk(0).layout(), Layout::kInt8);                // not double: -0 is 0
+}
+
+TEST(VecTest, ChunkForFindsEveryRowIncludingAroundEmptyChunks) {
+  std::vector<std::shared_ptr<const std::string>> chunks;
+  std::vector<double> all;
+  for (int n : {3, 0, 1, 0, 0, 7, 2}) {
+    std::vector<double> v;
+    for (int i = 0; i < n; i++) v.push_back(static_cast<double>(all.size() + v.size()));
+    all.insert(all.end(), v.begin(), v.end());
+    chunks.push_back(Bytes(Compress(v)));
+  }
+  Result<Vec> vec = Vec::Make(ColumnType::kReal, {}, chunks);
+  ASSERT_TRUE(vec.ok());
+  ASSERT_EQ(vec->rows(), all.size());
+  for (uint64_t i = 0; i < all.size(); i++) {
+    const Vec::Place p = vec->ChunkFor(i);
+    EXPECT_GT(vec->chunk(p.chunk).rows(), p.row) << i;
+    EXPECT_EQ(vec->chunk_start(p.chunk) + p.row, i);
+    EXPECT_EQ(vec->At(i), all[i]);
+  }
+}
+
+TEST(VecTest, ChunksThatDoNotFitTheColumnAreRefused) {
+  const auto reals = Bytes(Compress(std::vector<double>{0.5, 1.5}));
+  const auto ints = Bytes(Compress(std::vector<double>{1, 2}));
+  const auto codes = Bytes(CompressCodes(std::vector<int32_t>{0, 2}, 3));
+  const auto text = Bytes(*CompressStrings(std::vector<std::optional<std::string_view>>{"a", {}}));
+  EXPECT_TRUE(Vec::Make(ColumnType::kReal, {}, {reals, ints}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kInteger, {}, {ints, reals}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kTime, {}, {reals}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kReal, {}, {codes}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kString, {}, {ints}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kReal, {}, {text}).ok());
+  EXPECT_TRUE(Vec::Make(ColumnType::kCategorical, {"a", "b", "c"}, {codes}).ok());
+  EXPECT_TRUE(Vec::Make(ColumnType::kCategorical, {"a", "b", "c", "d"}, {codes}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kCategorical, {"a", "b"}, {codes}).ok());  // code 2
+  EXPECT_FALSE(Vec::Make(ColumnType::kCategorical, {"a", "b", "a"}, {codes}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kString, {"a"}, {text}).ok());  // a domain
+  EXPECT_FALSE(Vec::Make(ColumnType::kReal, {}, {nullptr}).ok());
+  EXPECT_FALSE(Vec::Make(ColumnType::kReal, {}, {Bytes("short")}).ok());
+}
+
+TEST(FrameTest, ColumnsMustAlignChunkByChunk) {
+  auto vec = [](std::vector<int> sizes) {
+    std::vector<std::shared_ptr<const std::string>> chunks;
+    for (int n : sizes) chunks.push_back(Bytes(Compress(std::vector<double>(n, 1.0))));
+    return *Vec::Make(ColumnType::kReal, {}, chunks);
+  };
+  EXPECT_TRUE(Frame::Make({"a", "b"}, {vec({3, 4}), vec({3, 4})}).ok());
+  EXPECT_FALSE(Frame::Make({"a", "b"}, {vec({3, 4}), vec({4, 3})}).ok());  // same rows
+  EXPECT_FALSE(Frame::Make({"a", "b"}, {vec({3, 4}), vec({3, 4, 1})}).ok());
+  EXPECT_FALSE(Frame::Make({"a", "b"}, {vec({7}), vec({3, 4})}).ok());
+  EXPECT_FALSE(Frame::Make({"a", "a"}, {vec({3}), vec({3})}).ok());
+  EXPECT_FALSE(Frame::Make({"a"}, {vec({3}), vec({3})}).ok());
+  Result<Frame> f = Frame::Make({"a", "b"}, {vec({3, 4}), vec({3, 4})});
+  EXPECT_EQ(f->rows(), 7u);
+  EXPECT_EQ(f->raw_bytes(), 2u * 7 * 8);
+  EXPECT_EQ(f->compressed_bytes(), 4u * kChunkHeaderBytes);  // four constant chunks
+}
+
+}  // namespace
+}  // namespace floe::frame
