@@ -181,11 +181,37 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   Stats stats;
   std::atomic<bool> stopped{false};
   std::atomic<bool> started{false};
-  // Peers' liveness for PeerUp from any thread (the loop keeps it current).
-  std::unique_ptr<std::atomic<bool>[]> up_flags;
-  // The lease from each peer (holder side): valid while the loop clock is below it.
-  std::unique_ptr<std::atomic<uint64_t>[]> lease_until;
-  std::map<NodeId, size_t> peer_index;
+  // What any thread may read of a peer without the mutex: whether it is one of ours, whether
+  // it is up (the loop keeps it current), and the lease from it (holder side: valid while the
+  // loop clock is below it). A two-level table by id; a page is allocated when a peer in its
+  // range is first added and lives as long as the endpoint, so a cell never moves or goes away
+  // (a lease update queued as a job may hold a reference to one).
+  struct PeerCell {
+    std::atomic<bool> known{false};
+    std::atomic<bool> up{false};
+    std::atomic<uint64_t> lease_until{0};
+  };
+  static constexpr int kCellPageBits = 10;
+  struct CellPage {
+    PeerCell cells[size_t{1} << kCellPageBits];
+  };
+  std::unique_ptr<std::atomic<CellPage*>[]> cell_pages {
+    new std::atomic<CellPage*>[ (size_t{kMaxPeerId} >> kCellPageBits) + 1 ]()
+  };
+  // Any thread. Null for an id no page covers; check `known`.
+  PeerCell* Cell(NodeId id) const {
+    if (id > kMaxPeerId) return nullptr;
+    CellPage* page = cell_pages[id >> kCellPageBits].load(std::memory_order_acquire);
+    return page == nullptr ? nullptr : &page->cells[id & ((1u << kCellPageBits) - 1)];
+  }
+  // Under mu (or before Start).
+  PeerCell& MakeCell(NodeId id) {
+    std::atomic<CellPage*>& slot = cell_pages[id >> kCellPageBits];
+    if (slot.load(std::memory_order_relaxed) == nullptr) {
+      slot.store(new CellPage(), std::memory_order_release);
+    }
+    return *Cell(id);
+  }
 
   // ---- protocol state (guarded by mu) ----
   enum class TimerKind : uint8_t { kResend, kDeadline, kAckResend, kAckAckFlush };
@@ -219,14 +245,54 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     codec.max_message = options.max_message;
     codec.compress_min = options.compress_min;
-    up_flags.reset(new std::atomic<bool>[options.peers.size()]);
-    lease_until.reset(new std::atomic<uint64_t>[options.peers.size()]);
-    for (size_t i = 0; i < options.peers.size(); i++) {
-      peer_index[options.peers[i]] = i;
-      up_flags[i].store(true);
-      lease_until[i].store(0);
-      peers[options.peers[i]].last_heard = loop.NowMicros();
+    for (NodeId peer : options.peers) {
+      // A list that names this node too is tolerated (a member list passed whole); that entry
+      // is no peer.
+      if (peer != transport.self()) FLOE_CHECK(AddPeerLocked(peer).ok());
     }
+  }
+
+  ~Impl() {
+    for (size_t i = 0; i <= (size_t{kMaxPeerId} >> kCellPageBits); i++) {
+      delete cell_pages[i].load(std::memory_order_relaxed);
+    }
+  }
+
+  Status AddPeerLocked(NodeId peer) {
+    if (peer == 0 || peer > kMaxPeerId || peer == transport.self()) {
+      return Status::InvalidArgument("bad peer id " + std::to_string(peer));
+    }
+    if (peers.count(peer) != 0) return Status::OK();
+    peers[peer].last_heard = loop.NowMicros();
+    PeerCell& cell = MakeCell(peer);
+    cell.lease_until.store(0, std::memory_order_relaxed);
+    cell.up.store(true, std::memory_order_relaxed);
+    cell.known.store(true, std::memory_order_release);
+    return Status::OK();
+  }
+
+  void RemovePeerLocked(NodeId peer) {
+    auto pit = peers.find(peer);
+    if (pit == peers.end()) return;
+    PeerState& p = pit->second;
+    while (!p.pending.empty()) {
+      stats.unavailable++;
+      Complete(p, p.pending.begin(),
+               Status::Unavailable("peer " + std::to_string(peer) + " was removed"));
+    }
+    peers.erase(pit);
+    // What it asked of us: its answers are not resent, and a running handler's reply finds no
+    // caller and is dropped (Answered).
+    if (auto cit = callers.find(peer); cit != callers.end()) {
+      for (const auto& entry : cit->second.entries) ForgetAck(entry.second);
+      callee_entries -= cit->second.entries.size();
+      stats.callee_entries.store(callee_entries, std::memory_order_relaxed);
+      callers.erase(cit);
+    }
+    PeerCell* cell = Cell(peer);
+    cell->known.store(false, std::memory_order_release);
+    cell->up.store(false, std::memory_order_relaxed);
+    cell->lease_until.store(0, std::memory_order_release);
   }
 
   // Runs fn with `mu` held, then the jobs and callbacks it queued without it.
@@ -292,8 +358,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (p.down == !up) return;
     p.down = !up;
     if (!up) stats.peers_down++;
-    auto it = peer_index.find(peer);
-    if (it != peer_index.end()) up_flags[it->second].store(up, std::memory_order_relaxed);
+    if (PeerCell* cell = Cell(peer)) cell->up.store(up, std::memory_order_relaxed);
   }
 
   // ---- caller ----
@@ -395,7 +460,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
 
   void Resend(NodeId peer, uint64_t task) {
     if (stopped.load()) return;
-    PeerState& p = peers[peer];
+    auto pit = peers.find(peer);
+    if (pit == peers.end()) return;  // removed, its calls failed
+    PeerState& p = pit->second;
     auto it = p.pending.find(task);
     if (it == p.pending.end()) return;
     Pending& c = it->second;
@@ -408,7 +475,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void Expire(NodeId peer, uint64_t task) {
-    PeerState& p = peers[peer];
+    auto pit = peers.find(peer);
+    if (pit == peers.end()) return;
+    PeerState& p = pit->second;
     auto it = p.pending.find(task);
     if (it == p.pending.end()) return;
     Status s;
@@ -445,7 +514,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     auto it = calls.find(call_id);
     if (it == calls.end()) return;
     const auto [peer, task] = it->second;
-    PeerState& p = peers[peer];
+    auto peer_it = peers.find(peer);
+    if (peer_it == peers.end()) return;
+    PeerState& p = peer_it->second;
     auto pit = p.pending.find(task);
     if (pit != p.pending.end()) Complete(p, pit, Status::Cancelled("call cancelled"));
   }
@@ -649,7 +720,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void FlushAckAck(NodeId peer) {
-    PeerState& p = peers[peer];
+    auto pit = peers.find(peer);
+    if (pit == peers.end()) return;
+    PeerState& p = pit->second;
     p.ackack_timer = false;
     if (p.ackack_owed == 0) return;
     const uint64_t task = p.ackack_owed;
@@ -727,8 +800,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (h.incarnation > p.lease_incarnation && p.lease_incarnation != 0) {
       // A new life of the peer: what its previous one granted is void at once, echo or not
       // (coherence rule L4); the holder purges before anything renews the lease.
-      auto idx = peer_index.find(h.sender);
-      if (idx != peer_index.end()) lease_until[idx->second].store(0, std::memory_order_release);
+      Cell(h.sender)->lease_until.store(0, std::memory_order_release);
       p.lease_incarnation = h.incarnation;
       if (options.on_lease_lapse) {
         jobs.push_back([this, peer = h.sender] { options.on_lease_lapse(peer); });
@@ -736,9 +808,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     if (h.mark == 0 || h.mark - 1 > now) return;
     if (h.incarnation < p.lease_incarnation) return;  // a late message from an earlier life
-    auto idx = peer_index.find(h.sender);
-    if (idx == peer_index.end()) return;
-    std::atomic<uint64_t>& until = lease_until[idx->second];
+    std::atomic<uint64_t>& until = Cell(h.sender)->lease_until;
     const uint64_t new_until = h.mark - 1 + options.lease_us;
     if (new_until <= now) return;  // an echo too old to renew anything (a link just healed)
     const bool lapsed =
@@ -807,10 +877,20 @@ void Endpoint::RegisterAsync(uint16_t method, int priority, AsyncHandler handler
 }
 
 uint64_t Endpoint::LeaseUntil(NodeId home) const {
-  auto it = impl_->peer_index.find(home);
-  return it == impl_->peer_index.end()
+  const Impl::PeerCell* cell = impl_->Cell(home);
+  return cell == nullptr || !cell->known.load(std::memory_order_acquire)
              ? 0
-             : impl_->lease_until[it->second].load(std::memory_order_acquire);
+             : cell->lease_until.load(std::memory_order_acquire);
+}
+
+Status Endpoint::AddPeer(NodeId peer) {
+  Status st;
+  impl_->Locked([&] { st = impl_->AddPeerLocked(peer); });
+  return st;
+}
+
+void Endpoint::RemovePeer(NodeId peer) {
+  impl_->Locked([&] { impl_->RemovePeerLocked(peer); });
 }
 
 uint64_t Endpoint::RevokeLease(NodeId holder) {
@@ -919,9 +999,9 @@ void Endpoint::Cancel(uint64_t call_id) {
 }
 
 bool Endpoint::PeerUp(NodeId peer) const {
-  auto it = impl_->peer_index.find(peer);
-  return it != impl_->peer_index.end() &&
-         impl_->up_flags[it->second].load(std::memory_order_relaxed);
+  const Impl::PeerCell* cell = impl_->Cell(peer);
+  return cell != nullptr && cell->known.load(std::memory_order_acquire) &&
+         cell->up.load(std::memory_order_relaxed);
 }
 
 uint64_t Endpoint::incarnation() const { return impl_->incarnation_; }

@@ -103,8 +103,11 @@ Result<Message> Decode(std::string_view bytes, const CodecOptions& options,
                        bool transport_checked = false);
 
 // ---------------------------------------------------------------------------------------------
+// Peer ids are at most this (a cluster never reuses an id, so ids grow with every join).
+inline constexpr NodeId kMaxPeerId = (NodeId{1} << 20) - 1;
+
 struct Options {
-  std::vector<NodeId> peers;  // messages from anyone else are dropped
+  std::vector<NodeId> peers;  // the initial peers (AddPeer adds more); anyone else is dropped
   std::string secret;         // empty: no MAC
   uint64_t resend_initial_us = 20'000;
   uint64_t resend_max_us = 1'000'000;
@@ -169,6 +172,14 @@ class Endpoint {
   void Cancel(uint64_t call_id);
 
   bool PeerUp(NodeId peer) const;
+  // Membership that changes while serving (docs/membership.md, rule V4). Thread-safe, before or
+  // after Start. AddPeer accepts messages from `peer` and allows calls to it from now on
+  // (idempotent; the transport needs its address too). InvalidArgument for 0, this node or an id
+  // above kMaxPeerId. RemovePeer fails the calls in flight to `peer` with Unavailable, forgets
+  // what it asked of us (its answers are not resent; a handler still running answers no one)
+  // and the lease from it, and drops its later messages. PeerUp and LeaseUntil stay lock-free.
+  Status AddPeer(NodeId peer);
+  void RemovePeer(NodeId peer);
 
   // Leases (docs/rpc.md, "Leases"; docs/coherence.md L1-L4). Holder side: the lease from
   // `home` is valid while loop().NowMicros() is below this (0: none yet). Lock-free.

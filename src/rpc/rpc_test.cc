@@ -313,6 +313,70 @@ TEST(RpcSimTest, PeerGoesDownAndComesBack) {
   EXPECT_GE(a->endpoint->stats().peers_down.load(), 1u);
 }
 
+// Membership that changes while serving (docs/membership.md, rule V4): a node that joins is
+// added as a peer while the others serve, one that leaves is removed; neither needs a restart.
+TEST(RpcSimTest, PeersAreAddedAndRemovedWhileServing) {
+  SimNetwork net(testing::Seed());
+  auto a = MakeNode(net, 1, {2}, 1), b = MakeNode(net, 2, {1}, 1);
+  auto c = MakeNode(net, 3, {1}, 1);  // knows node 1; node 1 does not know it yet
+  std::optional<Result<std::string>> r;
+  c->endpoint->CallAsync(1, kEcho, "early", 300'000, [&](Result<std::string> x) { r = x; });
+  ASSERT_TRUE(net.RunUntil([&] { return r.has_value(); }, 1'000'000));
+  EXPECT_EQ(r->status().code(), StatusCode::kTimeout) << "a stranger's call was answered";
+  EXPECT_GE(a->endpoint->stats().unknown_sender.load(), 1u);
+  r.reset();
+  a->endpoint->CallAsync(3, kEcho, "x", 300'000, [&](Result<std::string> x) { r = x; });
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(a->endpoint->PeerUp(3));
+  EXPECT_EQ(a->endpoint->LeaseUntil(3), 0u);
+
+  ASSERT_TRUE(a->endpoint->AddPeer(3).ok());
+  ASSERT_TRUE(a->endpoint->AddPeer(3).ok()) << "idempotent";
+  EXPECT_FALSE(a->endpoint->AddPeer(0).ok());
+  EXPECT_FALSE(a->endpoint->AddPeer(1).ok()) << "itself";
+  EXPECT_FALSE(a->endpoint->AddPeer(kMaxPeerId + 1).ok());
+  r.reset();
+  c->endpoint->CallAsync(1, kIncrement, "7", 5'000'000, [&](Result<std::string> x) { r = x; });
+  ASSERT_TRUE(net.RunUntil([&] { return r.has_value(); }, 5'000'000));
+  ASSERT_TRUE(r->ok()) << r->status().ToString();
+  EXPECT_EQ(**r, "7#1");
+  // Heartbeats flow both ways now, and with them the lease.
+  net.RunFor(1'000'000);
+  EXPECT_TRUE(a->endpoint->PeerUp(3));
+  EXPECT_GT(a->endpoint->LeaseUntil(3), net.NowMicros());
+
+  // Removal: a call in flight fails at once, the lease and liveness go, and later messages are
+  // dropped; the other peer is untouched.
+  net.Cut(1, 3, true);
+  r.reset();
+  a->endpoint->CallAsync(3, kEcho, "pending", 60'000'000, [&](Result<std::string> x) { r = x; });
+  net.RunFor(100'000);
+  EXPECT_FALSE(r.has_value());
+  a->endpoint->RemovePeer(3);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(a->endpoint->PeerUp(3));
+  EXPECT_EQ(a->endpoint->LeaseUntil(3), 0u);
+  net.Cut(1, 3, false);
+  const uint64_t strangers = a->endpoint->stats().unknown_sender.load();
+  net.RunFor(1'000'000);
+  EXPECT_GT(a->endpoint->stats().unknown_sender.load(), strangers) << "its heartbeats dropped";
+  EXPECT_EQ(a->endpoint->LeaseUntil(3), 0u);
+  r.reset();
+  a->endpoint->CallAsync(2, kIncrement, "1", 5'000'000, [&](Result<std::string> x) { r = x; });
+  ASSERT_TRUE(net.RunUntil([&] { return r.has_value(); }, 5'000'000));
+  EXPECT_TRUE(r->ok());
+  // Added again, it is a peer like any other.
+  ASSERT_TRUE(a->endpoint->AddPeer(3).ok());
+  r.reset();
+  a->endpoint->CallAsync(3, kIncrement, "9", 5'000'000, [&](Result<std::string> x) { r = x; });
+  ASSERT_TRUE(net.RunUntil([&] { return r.has_value(); }, 5'000'000));
+  ASSERT_TRUE(r->ok()) << r->status().ToString();
+  EXPECT_EQ(**r, "9#1");
+  (void)b;
+}
+
 TEST(RpcSimTest, CallsInFlightCompleteWhenAPartitionHeals) {
   SimNetwork net(testing::Seed());
   auto a = MakeNode(net, 1, {2}, 1), b = MakeNode(net, 2, {1}, 1);
