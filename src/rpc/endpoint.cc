@@ -13,6 +13,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "rpc/internal/peer_cells.h"
 #include "rpc/rpc.h"
 
 namespace floe::rpc {
@@ -181,37 +182,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   Stats stats;
   std::atomic<bool> stopped{false};
   std::atomic<bool> started{false};
-  // What any thread may read of a peer without the mutex: whether it is one of ours, whether
-  // it is up (the loop keeps it current), and the lease from it (holder side: valid while the
-  // loop clock is below it). A two-level table by id; a page is allocated when a peer in its
-  // range is first added and lives as long as the endpoint, so a cell never moves or goes away
-  // (a lease update queued as a job may hold a reference to one).
-  struct PeerCell {
-    std::atomic<bool> known{false};
-    std::atomic<bool> up{false};
-    std::atomic<uint64_t> lease_until{0};
-  };
-  static constexpr int kCellPageBits = 10;
-  struct CellPage {
-    PeerCell cells[size_t{1} << kCellPageBits];
-  };
-  std::unique_ptr<std::atomic<CellPage*>[]> cell_pages {
-    new std::atomic<CellPage*>[ (size_t{kMaxPeerId} >> kCellPageBits) + 1 ]()
-  };
-  // Any thread. Null for an id no page covers; check `known`.
-  PeerCell* Cell(NodeId id) const {
-    if (id > kMaxPeerId) return nullptr;
-    CellPage* page = cell_pages[id >> kCellPageBits].load(std::memory_order_acquire);
-    return page == nullptr ? nullptr : &page->cells[id & ((1u << kCellPageBits) - 1)];
-  }
-  // Under mu (or before Start).
-  PeerCell& MakeCell(NodeId id) {
-    std::atomic<CellPage*>& slot = cell_pages[id >> kCellPageBits];
-    if (slot.load(std::memory_order_relaxed) == nullptr) {
-      slot.store(new CellPage(), std::memory_order_release);
-    }
-    return *Cell(id);
-  }
+  // Lock-free reads of each peer: known, up, and the lease from it.
+  internal::PeerCells cells;
+  using PeerCell = internal::PeerCell;
+  PeerCell* Cell(NodeId id) const { return cells.Find(id); }
 
   // ---- protocol state (guarded by mu) ----
   enum class TimerKind : uint8_t { kResend, kDeadline, kAckResend, kAckAckFlush };
@@ -252,19 +226,13 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
-  ~Impl() {
-    for (size_t i = 0; i <= (size_t{kMaxPeerId} >> kCellPageBits); i++) {
-      delete cell_pages[i].load(std::memory_order_relaxed);
-    }
-  }
-
   Status AddPeerLocked(NodeId peer) {
     if (peer == 0 || peer > kMaxPeerId || peer == transport.self()) {
       return Status::InvalidArgument("bad peer id " + std::to_string(peer));
     }
     if (peers.count(peer) != 0) return Status::OK();
     peers[peer].last_heard = loop.NowMicros();
-    PeerCell& cell = MakeCell(peer);
+    PeerCell& cell = cells.Make(peer);
     cell.lease_until.store(0, std::memory_order_relaxed);
     cell.up.store(true, std::memory_order_relaxed);
     cell.known.store(true, std::memory_order_release);
