@@ -166,9 +166,10 @@ struct Change {
     kPausePlanner = 10,  // flag
     kBackupInSync = 11,  // slots[i].node: filling -> in sync, as of slots[i].seq
     kSuspect = 12,       // node, member.life, flag: agreed dead (or alive again)
-    kRestarted = 13      // node, member.life: a new life; the old one's roles end (rule O7)
+    kRestarted = 13,     // node, member.life: a new life; the old one's roles end (rule O7)
+    kInitialize = 14     // members, count (replicas): the first entry of a new cluster's log
   };
-  static constexpr uint8_t kLastKind = 13;
+  static constexpr uint8_t kLastKind = 14;
   struct SlotItem {
     uint16_t slot = 0;
     uint64_t version = 0;  // expected
@@ -184,6 +185,7 @@ struct Change {
   bool flag = false;
   uint32_t count = 0;
   std::vector<SlotItem> slots;
+  std::vector<TableMember> members;
   friend bool operator==(const Change&, const Change&) = default;
 };
 std::string EncodeChange(const Change& change);
@@ -201,6 +203,10 @@ class Table {
   // as SlotMap::Balanced, min(replicas, n - 1) in-sync backups per slot (the store is empty),
   // spread evenly.
   static Table Initial(const std::vector<Member>& members, uint32_t replicas);
+  // The same from members with their ports given (ids 1..n ascending, valid distinct addresses,
+  // at most kMaxMembers; replicas <= kMaxReplicas): InvalidArgument otherwise. What a new
+  // cluster's first log entry (kInitialize) builds on every node alike.
+  static Result<Table> Initial(const std::vector<TableMember>& members, uint32_t replicas);
 
   // FailedPrecondition (naming the reason) when the change does not apply to this table: a
   // slot whose version moved on, an unknown or busy member, a destination that is the owner, a

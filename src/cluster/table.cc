@@ -109,6 +109,8 @@ std::string EncodeChange(const Change& c) {
     PutIds(w, it.backups);
     PutIds(w, it.filling);
   }
+  w.PutVarint64(c.members.size());
+  for (const TableMember& m : c.members) PutMember(w, m);
   return out;
 }
 
@@ -150,6 +152,14 @@ Result<Change> DecodeChange(std::string_view bytes) {
     FLOE_RETURN_IF_ERROR(GetIds(r, &it.backups));
     FLOE_RETURN_IF_ERROR(GetIds(r, &it.filling));
   }
+  uint64_t members = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&members));
+  // A member takes at least eight bytes.
+  if (members > kMaxMembers || members > r.remaining() / 8) {
+    return Status::Corruption("bad member count");
+  }
+  c.members.resize(members);
+  for (TableMember& m : c.members) FLOE_RETURN_IF_ERROR(GetMember(r, &m));
   if (!r.empty()) return Status::Corruption("trailing bytes after a change");
   return c;
 }
@@ -157,16 +167,47 @@ Result<Change> DecodeChange(std::string_view bytes) {
 // ---- the table ----
 
 Table Table::Initial(const std::vector<Member>& members, uint32_t replicas) {
-  Table t;
-  t.replicas_ = std::min(replicas, kMaxReplicas);
+  std::vector<TableMember> with_ports;
   for (const Member& m : members) {
-    t.members_.push_back(TableMember{.id = m.id,
+    with_ports.push_back(TableMember{.id = m.id,
                                      .host = m.host,
                                      .port = m.port,
                                      .raft_port = static_cast<uint16_t>(m.port + 1)});
-    t.next_id_ = std::max<net::NodeId>(t.next_id_, m.id + 1);
   }
-  const SlotMap map = SlotMap::Balanced(members);
+  Result<Table> t = Initial(with_ports, replicas);
+  FLOE_CHECK(t.ok());
+  return std::move(*t);
+}
+
+Result<Table> Table::Initial(const std::vector<TableMember>& members, uint32_t replicas) {
+  if (members.empty() || members.size() > kMaxMembers) {
+    return Status::InvalidArgument("a new cluster has 1-" + std::to_string(kMaxMembers) +
+                                   " members");
+  }
+  if (replicas > kMaxReplicas) {
+    return Status::InvalidArgument("replicas must be 0-" + std::to_string(kMaxReplicas));
+  }
+  Table t;
+  t.replicas_ = replicas;
+  std::vector<Member> plain;
+  for (size_t i = 0; i < members.size(); i++) {
+    const TableMember& m = members[i];
+    if (m.id != i + 1) return Status::InvalidArgument("member ids must be 1..n in order");
+    if (Status st = ValidMember(m); !st.ok()) return Status::InvalidArgument(st.message());
+    TableMember copy = m;
+    copy.leaving = copy.suspected = false;
+    copy.life = 0;
+    t.members_.push_back(std::move(copy));
+    plain.push_back(Member{.id = m.id, .host = m.host, .port = m.port});
+  }
+  t.next_id_ = static_cast<net::NodeId>(members.size() + 1);
+  std::set<std::pair<std::string, uint16_t>> addresses;
+  for (const TableMember& m : members) {
+    if (!addresses.insert({m.host, m.port}).second) {
+      return Status::InvalidArgument("a member address is listed twice");
+    }
+  }
+  const SlotMap map = SlotMap::Balanced(plain);
   for (int s = 0; s < kSlots; s++) t.slots_[s].owner = map.Home(static_cast<uint16_t>(s));
   // Backups: Plan fills them, least-loaded first, so they spread over every other member.
   for (const Change& c : Plan(t, PlanOptions{.max_moves = 0})) {
@@ -417,6 +458,13 @@ Status Table::Apply(const Change& c) {
         }
       }
       break;
+    }
+    case Kind::kInitialize: {
+      if (!members_.empty()) return Refused("the table is initialized already");
+      Result<Table> t = Initial(c.members, c.count);
+      if (!t.ok()) return Refused(std::string(t.status().message()));
+      *this = std::move(*t);
+      break;  // epoch 1: the first change
     }
     case Kind::kSetReplicas:
       if (c.count > kMaxReplicas) {

@@ -193,6 +193,33 @@ TEST(TableTest, InitialMatchesTheBalancedMapWithBackupsSpread) {
   }
 }
 
+TEST(TableTest, TheFirstEntryInitializesAnEmptyTableOnce) {
+  Table empty;
+  EXPECT_TRUE(empty.members().empty());
+  Change init = WithCount(Kind::kInitialize, 1);
+  for (int i = 1; i <= 3; i++) {
+    init.members.push_back(TableMember{.id = static_cast<net::NodeId>(i),
+                                       .host = "127.0.0." + std::to_string(i),
+                                       .port = 7100,
+                                       .raft_port = 7101});
+  }
+  ASSERT_TRUE(empty.Apply(init).ok());
+  EXPECT_EQ(empty.epoch(), 1u);
+  Table expected = Table::Initial(Members(3), 1);
+  EXPECT_EQ(empty.Encode().substr(2), expected.Encode().substr(2))
+      << "the same table as Table::Initial, but for the epoch";
+  Status again = empty.Apply(init);
+  EXPECT_NE(again.message().find("initialized already"), std::string::npos) << again.ToString();
+  // Ids must be 1..n; addresses valid and distinct.
+  Table other;
+  init.members[2].id = 5;
+  EXPECT_FALSE(other.Apply(init).ok());
+  init.members[2].id = 3;
+  init.members[2].host = "127.0.0.1";
+  EXPECT_FALSE(other.Apply(init).ok());
+  EXPECT_TRUE(other.members().empty());
+}
+
 TEST(TableTest, IdsNeverReused) {
   Table t = Table::Initial(Members(3), 1);
   ASSERT_TRUE(t.Apply(AddMember(Joiner(1))).ok());
@@ -376,6 +403,11 @@ TEST(TableTest, ChangesRoundTrip) {
       ForSlots(Kind::kCommitMove, {Item(7, 3)}),
       ForSlots(Kind::kBackupInSync, {Item(8, 4, 2)}),
       ForNode(Kind::kRestarted, 4),
+      [] {
+        Change c = WithCount(Kind::kInitialize, 2);
+        c.members = {Joiner(1), Joiner(2)};
+        return c;
+      }(),
       ForSlots(Kind::kPromote, {Item(4, 2, 2)}),
       WithCount(Kind::kSetReplicas, 2),
       ForNode(Kind::kPausePlanner, 0, true),
