@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "testing/process.h"
@@ -122,8 +124,14 @@ class TestCluster {
     std::filesystem::remove_all(root_, ec);
   }
 
+  // FreePort releases the port it found, so two calls can return the same one: keep the
+  // cluster's ports distinct.
   Server NewServer(uint64_t id, Role role) {
-    return {.id = id, .address = "127.0.0.1:" + std::to_string(testing::FreePort()), .role = role};
+    uint16_t port = 0;
+    do {
+      port = testing::FreePort();
+    } while (port == 0 || !ports_.insert(port).second);
+    return {.id = id, .address = "127.0.0.1:" + std::to_string(port), .role = role};
   }
   const std::vector<Server>& founders() const { return founders_; }
 
@@ -222,6 +230,7 @@ class TestCluster {
   std::string root_;
   std::vector<Server> founders_;
   std::map<uint64_t, Node> nodes_;
+  std::set<uint16_t> ports_;
 };
 
 // Contract 6: every field is checked, and the text names it.
@@ -523,31 +532,60 @@ TEST(ConsensusTest, OversizedEntriesAndAFullQueueAreRefused) {
 }
 
 // Contract 7: Stop with proposals in flight finishes each exactly once; later calls are
-// Cancelled at once.
+// Cancelled at once. Five rounds, each stopping the leader with 300 proposals in flight and
+// restarting it from its directory: nothing acknowledged is lost,
+// and closing raft with appends in flight does not crash it (it did, about one round in 50, before
+// Stop drained).
 TEST(ConsensusTest, StopFinishesEveryPendingRequestExactlyOnce) {
   TestCluster c(3);
   c.StartAll();
+  constexpr int kProposals = 300;
+  Mutex mu;
+  std::vector<std::string> acknowledged;
+  for (int round = 0; round < 5; round++) {
+    const uint64_t leader = c.WaitLeader();
+    ASSERT_NE(leader, 0u);
+    std::vector<std::atomic<int>> calls(kProposals);
+    std::atomic<int> acknowledged_in_round{0};
+    for (int i = 0; i < kProposals; i++) {
+      const std::string entry = "r" + std::to_string(round) + "-" + std::to_string(i);
+      c.log(leader)->Propose(entry, [&, i, entry](Result<uint64_t> r) {
+        calls[i]++;
+        if (!r.ok()) return;
+        acknowledged_in_round++;
+        MutexLock lock(&mu);
+        acknowledged.push_back(entry);
+      });
+    }
+    // Odd rounds stop once the first is acknowledged (raft acknowledges in batches, often all
+    // of them); even rounds at once, with every proposal in flight.
+    if (round % 2 == 1) {
+      ASSERT_TRUE(WaitFor([&] { return acknowledged_in_round.load() > 0; }));
+    }
+    std::atomic<int> change_calls{0};
+    if (round == 0) {
+      c.log(leader)->AddServer(9, "127.0.0.1:9", Role::kVoter, [&](Status) { change_calls++; });
+    }
+    c.log(leader)->Stop();
+    for (int i = 0; i < kProposals; i++) EXPECT_EQ(calls[i].load(), 1) << "proposal " << i;
+    EXPECT_EQ(change_calls.load(), round == 0 ? 1 : 0);
+    c.log(leader)->Stop();  // idempotent
+    Result<uint64_t> late = c.ProposeOn(leader, "late");
+    EXPECT_EQ(late.status().code(), StatusCode::kCancelled);
+    EXPECT_FALSE(c.log(leader)->state().running);
+    std::printf("round %d: %d of %d acknowledged before Stop\n", round,
+                acknowledged_in_round.load(), kProposals);
+    ASSERT_NE(c.Start(c.founders()[leader - 1]), nullptr);
+  }
+  ASSERT_TRUE(c.Commit("final").ok());
   const uint64_t leader = c.WaitLeader();
   ASSERT_NE(leader, 0u);
-  constexpr int kProposals = 300;
-  std::vector<std::atomic<int>> calls(kProposals);
-  std::atomic<int> ok{0};
-  for (int i = 0; i < kProposals; i++) {
-    c.log(leader)->Propose("p" + std::to_string(i), [&, i](Result<uint64_t> r) {
-      calls[i]++;
-      if (r.ok()) ok++;
-    });
+  const std::vector<std::string> history = c.machine(leader)->Entries();
+  ASSERT_TRUE(c.WaitConverged(history));
+  MutexLock lock(&mu);
+  for (const std::string& entry : acknowledged) {
+    EXPECT_NE(std::find(history.begin(), history.end(), entry), history.end()) << entry;
   }
-  std::atomic<int> change_calls{0};
-  c.log(leader)->AddServer(9, "127.0.0.1:9", Role::kVoter, [&](Status) { change_calls++; });
-  c.log(leader)->Stop();
-  for (int i = 0; i < kProposals; i++) EXPECT_EQ(calls[i].load(), 1) << "proposal " << i;
-  EXPECT_EQ(change_calls.load(), 1);
-  c.log(leader)->Stop();  // idempotent
-  Result<uint64_t> late = c.ProposeOn(leader, "late");
-  EXPECT_EQ(late.status().code(), StatusCode::kCancelled);
-  EXPECT_FALSE(c.log(leader)->state().running);
-  std::printf("committed before Stop: %d of %d\n", ok.load(), kProposals);
 }
 
 }  // namespace
