@@ -515,6 +515,9 @@ TEST(ConsensusTest, OversizedEntriesAndAFullQueueAreRefused) {
   Result<uint64_t> big = c.ProposeOn(1, std::string(kMaxEntryBytes + 1, 'x'));
   EXPECT_EQ(big.status().code(), StatusCode::kInvalidArgument);
   ASSERT_TRUE(c.ProposeOn(1, std::string(kMaxEntryBytes, 'x')).ok());
+  ASSERT_TRUE(c.ProposeOn(1, "").ok());
+  EXPECT_EQ(c.machine(1)->Entries(),
+            (std::vector<std::string>{std::string(kMaxEntryBytes, 'x'), ""}));
 
   // The first entry's Apply holds the raft thread, so both requests stay pending.
   Recorder::Gate gate;
