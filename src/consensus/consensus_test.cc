@@ -495,6 +495,43 @@ TEST(ConsensusTest, ALearnerReplicatesWithoutVotingUntilPromoted) {
   }
 }
 
+// Contract 5's bound and the membership errors: a sixth voter is refused (added or promoted),
+// a learner is not; an id or an address already in use is AlreadyExists.
+TEST(ConsensusTest, MembershipIsBoundedAndChecked) {
+  TestCluster c(5);
+  c.StartAll();
+  const uint64_t leader = c.WaitLeader();
+  ASSERT_NE(leader, 0u);
+  const Server sixth = c.NewServer(6, Role::kVoter);
+  Status s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(sixth.id, sixth.address, Role::kVoter, std::move(d));
+  });
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(sixth.id, sixth.address, Role::kLearner, std::move(d));
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  s = c.Sync([&](Done d) { c.log(leader)->Assign(sixth.id, Role::kVoter, std::move(d)); });
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(7, c.founders()[0].address, Role::kLearner, std::move(d));
+  });
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
+  s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(2, c.NewServer(8, Role::kLearner).address, Role::kLearner,
+                             std::move(d));
+  });
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
+  s = c.Sync(
+      [&](Done d) { c.log(leader)->AddServer(9, "127.0.0.1", Role::kLearner, std::move(d)); });
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  s = c.Sync([&](Done d) { c.log(leader)->RemoveServer(42, std::move(d)); });
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+  const std::vector<Server> config = c.log(leader)->state().configuration;
+  ASSERT_EQ(config.size(), 6u);
+  EXPECT_EQ(config[5].role, Role::kLearner);
+}
+
 // Leadership moves to the voter asked for.
 TEST(ConsensusTest, LeadershipTransfersToTheNamedVoter) {
   TestCluster c(3);
