@@ -1,0 +1,186 @@
+// consensus: a replicated log agreed through Raft, for the cluster's metadata (member list,
+// slot map). Backed by canonical raft 0.15 (libraft, libuv) behind this narrow interface, so
+// another Raft implementation could replace it without the cluster noticing (docs/consensus.md).
+//
+//   Log            one Raft server: its log on disk under Options::dir, its TCP port, its loop
+//   StateMachine   what the log drives: Apply each committed entry in order; Snapshot/Restore
+//   Server, Role   a member of the Raft configuration: voter, learner (replicates, never votes)
+//                  or spare (neither)
+//
+// Contracts (numbered as in docs/consensus.md, each names its test there):
+//   1. Every server applies the same committed entries in the same order, each once per life
+//      of its StateMachine, with the same index; an entry's index is the Raft log index.
+//   2. Propose's done runs exactly once: with the index after the entry is committed and applied
+//      to the local StateMachine, or with an error. FailedPrecondition means the entry was not
+//      appended here (this server is not the leader; the message names the leader, when known,
+//      as "leader <id> at <address>"): it is safe to retry at the leader. Unavailable
+//      ("leadership lost") and Cancelled (Stop) mean the outcome is unknown: the entry may
+//      still be committed, so entries must be idempotent or carry their own request ids.
+//   3. What a majority of voters has committed survives any minority of crashes and restarts;
+//      a restarted server replays its snapshot and log from Options::dir before it serves.
+//   4. Past snapshot_threshold applied entries, the StateMachine's Snapshot is stored and the
+//      log truncated to snapshot_trailing entries; a server too far behind (or new) is brought
+//      up by installing the leader's snapshot through Restore.
+//   5. Learners (RAFT_STANDBY) receive every entry and never count for elections or commits;
+//      spares receive nothing. At most kMaxVoters voters are allowed (checked by AddServer and
+//      Assign, and in the bootstrap configuration).
+//   6. Everything from outside is bounded: an entry is at most kMaxEntryBytes, at most
+//      Options::max_pending proposals and membership requests wait at once (ResourceExhausted
+//      past that); every Options field is range-checked by Start (InvalidArgument naming it).
+//   7. Stop is graceful and idempotent; every request still pending gets its done once (the
+//      raft error, or Cancelled); later requests fail with Cancelled at once.
+//
+// Thread rules:
+//   1. Each Log runs libuv's loop, and all of libraft, on a thread of its own (the raft
+//      thread). Public methods are thread-safe: they put a closure on a mutex-guarded queue and
+//      wake the loop with uv_async_send.
+//   2. StateMachine methods and every done callback run on the raft thread, with no lock of the
+//      Log held; they must not block (a slow Apply delays heartbeats) and must not call Stop or
+//      destroy the Log. A request refused before it reaches the queue (too big, queue full,
+//      stopped) runs its done on the calling thread before the call returns.
+//   3. state() is a copy refreshed by the raft thread after each loop iteration and before each
+//      done runs: it may lag raft by one loop iteration (raft fails a leader's requests just
+//      before it steps down, so a done told "leadership lost" may still see leader == true).
+
+#ifndef FLOE_CONSENSUS_CONSENSUS_H_
+#define FLOE_CONSENSUS_CONSENSUS_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+
+namespace floe::consensus {
+
+// Largest entry Propose accepts: metadata (a 16,384-slot map with versions and backups) fits in
+// well under 1 MiB, and raft_uv writes an entry into one 8 MiB segment.
+inline constexpr size_t kMaxEntryBytes = 1 << 20;
+// Voters beyond five slow every commit and add no useful fault tolerance for metadata; the
+// other members are learners (issue 11).
+inline constexpr size_t kMaxVoters = 5;
+// A configuration larger than this is refused (every member is in every configuration entry).
+inline constexpr size_t kMaxServers = 1024;
+
+enum class Role : uint8_t {
+  kVoter,    // replicates and votes (RAFT_VOTER)
+  kLearner,  // replicates, never votes nor counts for commit (RAFT_STANDBY)
+  kSpare,    // neither (RAFT_SPARE): listed, nothing more
+};
+std::string_view RoleName(Role role);
+
+struct Server {
+  uint64_t id = 0;      // >= 1, unique in the configuration
+  std::string address;  // "a.b.c.d:port" its raft listens on
+  Role role = Role::kVoter;
+  friend bool operator==(const Server&, const Server&) = default;
+};
+
+// What the log drives. Called on the raft thread only (thread rule 2).
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+  // A committed entry, in log order. `entry` lives until Apply returns.
+  virtual void Apply(uint64_t index, std::string_view entry) = 0;
+  // The whole state as bytes, covering every entry applied so far.
+  virtual std::string Snapshot() = 0;
+  // Replaces the whole state by a Snapshot's bytes (from disk at start, or the leader's). An
+  // error leaves the server unable to proceed from that snapshot (it is logged).
+  virtual Status Restore(std::string_view snapshot) = 0;
+};
+
+struct Options {
+  uint64_t id = 0;      // >= 1
+  std::string address;  // "a.b.c.d:port" raft listens on and the others reach it at (IPv4)
+  std::string dir;      // data directory (created if missing); docs/consensus.md, "Data dir"
+  // The initial configuration, used only when `dir` holds no log yet (it must list this
+  // server, at the same address, and at least one voter; every founding member must be given
+  // the same list). Empty: a joining server, which waits until a member's AddServer adds it.
+  std::vector<Server> bootstrap;
+  // A follower that hears nothing from a leader for a random time in [1x, 2x) this starts an
+  // election; a leader that cannot reach a majority for this long steps down. 10-60000.
+  uint64_t election_timeout_ms = 500;
+  // How often an idle leader sends heartbeats. 1 .. election_timeout_ms / 2.
+  uint64_t heartbeat_timeout_ms = 100;
+  // Applied entries past the last snapshot before taking a new one. 1 .. 2^31.
+  uint64_t snapshot_threshold = 1024;
+  // Entries kept in the log behind a snapshot (so a follower slightly behind gets entries, not
+  // the whole snapshot). 0 .. 2^31.
+  uint64_t snapshot_trailing = 128;
+  // Proposals and membership requests waiting at once (queued or in raft). 1 .. 2^20.
+  uint64_t max_pending = 4096;
+};
+
+// Checks every field (the texts name the field); Start calls it.
+Status Validate(const Options& options);
+// "a.b.c.d:port" with port 1-65535; InvalidArgument otherwise.
+Status ValidateAddress(std::string_view address);
+
+struct State {
+  uint64_t id = 0;
+  bool running = false;    // false before Start's loop runs and after Stop
+  bool leader = false;     // this server is the leader now
+  uint64_t leader_id = 0;  // 0: no leader known
+  std::string leader_address;
+  uint64_t term = 0;
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  uint64_t last_index = 0;            // last entry in the local log
+  std::vector<Server> configuration;  // the latest (possibly uncommitted) configuration
+  uint64_t snapshots_taken = 0;       // by this server since Start
+  uint64_t snapshots_restored = 0;    // Restore calls since Start (from disk or the leader)
+};
+
+using IndexDone = std::function<void(Result<uint64_t>)>;
+using Done = std::function<void(Status)>;
+
+// One Raft server. Thread-safe (thread rules above).
+class Log {
+ public:
+  // Validates `options`, creates the directory, loads the log (restoring the last snapshot and
+  // replaying entries once committed), binds the address and starts the raft thread. Errors:
+  // InvalidArgument (options), Unavailable (the port or the directory cannot be used; the
+  // message has raft's text). `machine` must outlive the Log.
+  static Result<std::unique_ptr<Log>> Start(const Options& options, StateMachine* machine);
+
+  ~Log();  // Stop()
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  // Appends `entry` through the leader (this server); contract 2. InvalidArgument for an entry
+  // over kMaxEntryBytes, ResourceExhausted when max_pending requests wait.
+  void Propose(std::string entry, IndexDone done);
+
+  // Membership, on the leader only (FailedPrecondition naming the leader elsewhere). One change
+  // at a time: Aborted while another is in progress (retry). AddServer adds `id` and then, for
+  // kVoter or kLearner, assigns the role (a voter is first caught up by the leader); done runs
+  // after the last step commits. AlreadyExists for an id or address in use.
+  void AddServer(uint64_t id, std::string address, Role role, Done done);
+  void Assign(uint64_t id, Role role, Done done);
+  void RemoveServer(uint64_t id, Done done);
+  // Hands leadership to voter `id` (0: the most up-to-date voter). OK when this server is no
+  // longer the leader (and, for id != 0, `id` is) once raft's transfer ends; Timeout otherwise.
+  void TransferLeadership(uint64_t id, Done done);
+
+  State state() const;
+  uint64_t id() const { return id_; }
+
+  // Leaves the cluster's traffic (not its configuration: RemoveServer does that), finishes
+  // every pending request (contract 7), stops the raft thread. Idempotent.
+  // REQUIRES: not called on the raft thread (from a StateMachine method or a done).
+  void Stop();
+
+  class Impl;  // the raft-thread half (consensus.cc)
+
+ private:
+  explicit Log(uint64_t id);
+  const uint64_t id_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floe::consensus
+
+#endif  // FLOE_CONSENSUS_CONSENSUS_H_

@@ -1,0 +1,778 @@
+// Log: one canonical-raft server on a libuv loop of its own (docs/consensus.md).
+//
+// How it works
+//
+// Everything libraft and libuv touch lives in Log::Impl and is used by the raft thread only:
+// the loop, the raft_uv I/O and TCP transport, struct raft, the fsm adapter and the set of
+// requests raft holds. Other threads reach it through one mutex-guarded queue of Requests and
+// uv_async_send; the async callback takes the whole queue and starts each request with raft.
+// A Request is heap-allocated once, carries the raft request structs raft fills in, and is
+// finished exactly once by Finish(), which also releases its slot of max_pending: from raft's
+// callback, from a synchronous raft error, or with Cancelled when Stop closes raft before raft
+// answered. The raft thread also publishes a State copy under the mutex after every loop
+// iteration (a uv_check handle), so state() never touches raft.
+//
+// Stop sets `stopping_` under the mutex (no request is queued after that) and wakes the loop;
+// the loop cancels what is queued and calls raft_close. Raft fails its own pending requests
+// while closing; its close callback frees the raft_uv I/O and transport, cancels any request
+// raft did not answer, and closes our two handles, so uv_run returns and the thread ends.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <thread>
+#include <unordered_set>
+
+#include "consensus/consensus.h"
+
+extern "C" {
+#include <raft.h>
+#include <raft/uv.h>
+}
+#include <uv.h>
+
+namespace floe::consensus {
+
+namespace {
+
+// The first byte of every snapshot raft stores, so a later layout can be told apart.
+constexpr char kSnapshotFormat = 1;
+
+int RaftRole(Role role) {
+  switch (role) {
+    case Role::kVoter:
+      return RAFT_VOTER;
+    case Role::kLearner:
+      return RAFT_STANDBY;
+    case Role::kSpare:
+      return RAFT_SPARE;
+  }
+  return RAFT_SPARE;
+}
+
+Role FromRaftRole(int role) {
+  if (role == RAFT_VOTER) return Role::kVoter;
+  if (role == RAFT_STANDBY) return Role::kLearner;
+  return Role::kSpare;
+}
+
+// Every buffer handed to raft (entries, snapshots) is padded to a multiple of 8 bytes: raft
+// 0.15 lays out several entries in one message or segment at 8-byte boundaries, and a server
+// catching up on a batch of entries of other lengths was measured to apply them shifted
+// (docs/consensus.md, "Findings"). The last byte says how many bytes (1-8) to strip.
+size_t FramedSize(size_t n) { return n + 8 - n % 8; }
+
+void Frame(std::string_view bytes, char* out) {
+  const size_t strip = 8 - bytes.size() % 8;
+  std::memcpy(out, bytes.data(), bytes.size());
+  std::memset(out + bytes.size(), 0, strip - 1);
+  out[bytes.size() + strip - 1] = static_cast<char>(strip);
+}
+
+// The bytes Frame was given, or false when `framed` was not made by Frame.
+bool Unframe(std::string_view framed, std::string_view* bytes) {
+  if (framed.empty() || framed.size() % 8 != 0) return false;
+  const auto strip = static_cast<unsigned char>(framed.back());
+  if (strip < 1 || strip > 8) return false;
+  *bytes = framed.substr(0, framed.size() - strip);
+  return true;
+}
+
+}  // namespace
+
+struct Request {
+  enum class Kind : uint8_t { kPropose, kAdd, kAssign, kRemove, kTransfer };
+  Kind kind;
+  Log::Impl* impl = nullptr;
+  IndexDone index_done;  // kPropose
+  Done done;             // the others
+  std::string entry;     // kPropose
+  uint64_t id = 0;       // target server
+  std::string address;   // kAdd
+  Role role = Role::kVoter;
+  struct raft_apply apply {};
+  struct raft_change change {};
+  struct raft_change assign {};  // kAdd's second step
+  struct raft_transfer transfer {};
+};
+
+class Log::Impl {
+ public:
+  Impl(const Options& options, StateMachine* machine) : options_(options), machine_(machine) {}
+
+  // Runs the raft thread: sets up raft, reports the outcome through `started`, then runs the
+  // loop until Stop.
+  void Run(std::promise<Status>* started);
+
+  Status Enqueue(Request* request) FLOE_EXCLUDES(mu_);
+  void RequestStop() FLOE_EXCLUDES(mu_);
+  State Snapshot() const FLOE_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    return state_;
+  }
+  void Join() {
+    std::lock_guard<std::mutex> lock(join_mu_);
+    if (thread_.joinable()) thread_.join();
+  }
+  bool OnRaftThread() const { return std::this_thread::get_id() == thread_id_; }
+
+  std::thread thread_;
+  std::thread::id thread_id_;
+
+ private:
+  Status Init();
+  void Close(std::function<void()> then);
+  void MaybeEndDrain();
+  void BeginClose();
+  void Dispatch(Request* r);
+  void Finish(Request* r, Status status, uint64_t index = 0) FLOE_EXCLUDES(mu_);
+  Status RaftError(int rv, std::string_view what);
+  Status NotLeader();
+  size_t Voters() const;
+  void Refresh() FLOE_EXCLUDES(mu_);
+  void CancelQueued() FLOE_EXCLUDES(mu_);
+
+  static void OnWake(uv_async_t* handle);
+  static void OnCheck(uv_check_t* handle);
+  static void OnApplied(struct raft_apply* req, int status, void* result);
+  static void OnChanged(struct raft_change* req, int status);
+  static void OnAssigned(struct raft_change* req, int status);
+  static void OnTransferred(struct raft_transfer* req);
+  static int FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result);
+  static int FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n);
+  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n);
+  static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
+
+  const Options options_;
+  StateMachine* const machine_;
+  std::mutex join_mu_;
+
+  // Raft thread only.
+  uv_loop_t loop_{};
+  uv_async_t wake_{};
+  uv_check_t check_{};
+  uv_timer_t drain_deadline_{};
+  bool draining_ = false;  // Stop was asked; waiting for the log to be on disk
+  struct raft_uv_transport transport_ {};
+  struct raft_io io_ {};
+  struct raft_fsm fsm_ {};
+  struct raft raft_ {};
+  std::function<void()> after_close_;
+  bool closing_ = false;
+  std::unordered_set<Request*> in_raft_;
+  std::string snapshot_bytes_;
+  struct raft_buffer snapshot_buffer_ {};
+  uint64_t snapshots_taken_ = 0;
+  uint64_t snapshots_restored_ = 0;
+  // The configuration last published, by (index, uncommitted index, size): copied only when
+  // it changes.
+  uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
+
+  mutable Mutex mu_;
+  std::deque<Request*> queue_ FLOE_GUARDED_BY(mu_);
+  bool wake_ready_ FLOE_GUARDED_BY(mu_) = false;  // wake_ is initialized and not yet closed
+  bool stopping_ FLOE_GUARDED_BY(mu_) = false;
+  uint64_t pending_ FLOE_GUARDED_BY(mu_) = 0;  // requests accepted and not finished
+  State state_ FLOE_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Set-up and tear-down (raft thread).
+
+Status Log::Impl::Init() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.dir, ec);
+  if (ec) return Status::Unavailable("creating " + options_.dir + ": " + ec.message());
+  if (int rv = uv_loop_init(&loop_); rv != 0) {
+    return Status::Unavailable(std::string("uv_loop_init: ") + uv_strerror(rv));
+  }
+  if (int rv = raft_uv_tcp_init(&transport_, &loop_); rv != 0) {
+    uv_loop_close(&loop_);
+    return Status::Unavailable(std::string("raft_uv_tcp_init: ") + raft_strerror(rv));
+  }
+  if (int rv = raft_uv_init(&io_, &loop_, options_.dir.c_str(), &transport_); rv != 0) {
+    Status s = Status::Unavailable("raft_uv_init " + options_.dir + ": " + io_.errmsg);
+    raft_uv_tcp_close(&transport_);
+    uv_loop_close(&loop_);
+    return s;
+  }
+  // Reconnect to a peer as often as the leader would send it heartbeats, so a restarted
+  // server is reached again within a heartbeat rather than raft_uv's default second.
+  raft_uv_set_connect_retry_delay(&io_, static_cast<unsigned>(options_.heartbeat_timeout_ms));
+  fsm_.version = 2;
+  fsm_.data = this;
+  fsm_.apply = &Impl::FsmApply;
+  fsm_.snapshot = &Impl::FsmSnapshot;
+  fsm_.restore = &Impl::FsmRestore;
+  fsm_.snapshot_finalize = &Impl::FsmSnapshotFinalize;
+  fsm_.snapshot_async = nullptr;
+  if (int rv = raft_init(&raft_, &io_, &fsm_, options_.id, options_.address.c_str()); rv != 0) {
+    Status s = Status::Unavailable(std::string("raft_init: ") + raft_strerror(rv) + ": " +
+                                   raft_errmsg(&raft_));
+    raft_uv_close(&io_);
+    raft_uv_tcp_close(&transport_);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return s;
+  }
+  raft_.data = this;
+  raft_set_election_timeout(&raft_, static_cast<unsigned>(options_.election_timeout_ms));
+  raft_set_heartbeat_timeout(&raft_, static_cast<unsigned>(options_.heartbeat_timeout_ms));
+  raft_set_snapshot_threshold(&raft_, static_cast<unsigned>(options_.snapshot_threshold));
+  raft_set_snapshot_trailing(&raft_, static_cast<unsigned>(options_.snapshot_trailing));
+  // A server cut off from the others keeps raising its term; pre-vote stops it from deposing
+  // a healthy leader when it comes back (issue 11, partitions).
+  raft_set_pre_vote(&raft_, true);
+
+  Status failed;
+  if (!options_.bootstrap.empty()) {
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    int rv = 0;
+    for (const Server& server : options_.bootstrap) {
+      rv = raft_configuration_add(&conf, server.id, server.address.c_str(), RaftRole(server.role));
+      if (rv != 0) break;
+    }
+    if (rv == 0) rv = raft_bootstrap(&raft_, &conf);
+    raft_configuration_close(&conf);
+    // CANTBOOTSTRAP: the directory already holds a log, which wins over `bootstrap`.
+    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) failed = RaftError(rv, "bootstrap");
+  }
+  if (failed.ok()) {
+    if (int rv = raft_start(&raft_); rv != 0) failed = RaftError(rv, "start");
+  }
+  if (!failed.ok()) {
+    bool closed = false;
+    Close([&closed] { closed = true; });
+    while (!closed && uv_run(&loop_, UV_RUN_ONCE) != 0) {
+    }
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return failed;
+  }
+  uv_async_init(&loop_, &wake_, &Impl::OnWake);
+  wake_.data = this;
+  uv_check_init(&loop_, &check_);
+  check_.data = this;
+  uv_check_start(&check_, &Impl::OnCheck);
+  uv_timer_init(&loop_, &drain_deadline_);
+  drain_deadline_.data = this;
+  {
+    MutexLock lock(&mu_);
+    wake_ready_ = true;
+  }
+  return Status::OK();
+}
+
+void Log::Impl::Run(std::promise<Status>* started) {
+  thread_id_ = std::this_thread::get_id();
+  // raft_uv writes to peers' sockets without MSG_NOSIGNAL: a peer that closed its end would
+  // raise SIGPIPE and kill the process. Blocked on this thread only (the signal is directed at
+  // the writing thread), the write fails with EPIPE and raft reconnects; the process's own
+  // disposition is left alone.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+  Status s = Init();
+  if (!s.ok()) {
+    started->set_value(std::move(s));
+    return;
+  }
+  Refresh();
+  started->set_value(Status::OK());
+  // A Stop may have come before wake_ existed; it found nothing to wake.
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) uv_async_send(&wake_);
+  }
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  CancelQueued();
+  {
+    MutexLock lock(&mu_);
+    state_.running = false;
+    state_.leader = false;
+  }
+  uv_loop_close(&loop_);
+}
+
+// Closes raft, then the transport and I/O, then our handles; `then` runs after raft's close
+// callback.
+void Log::Impl::Close(std::function<void()> then) {
+  closing_ = true;
+  after_close_ = std::move(then);
+  raft_close(&raft_, [](struct raft* r) {
+    auto* self = static_cast<Impl*>(r->data);
+    raft_uv_close(&self->io_);
+    raft_uv_tcp_close(&self->transport_);
+    // Whatever raft did not answer while closing will never be answered now.
+    while (!self->in_raft_.empty()) {
+      self->Finish(*self->in_raft_.begin(), Status::Cancelled("stopped; outcome unknown"));
+    }
+    if (self->after_close_) self->after_close_();
+  });
+}
+
+// raft 0.15 can crash inside raft_close while entries it appended are still being written
+// (measured: StopFinishesEveryPendingRequestExactlyOnce, a null chain in its entry reference
+// table in about one run of 50), so Stop first waits until every entry in the local log is on
+// disk (no new ones come: requests are no longer started), for at most an election timeout.
+void Log::Impl::MaybeEndDrain() {
+  if (draining_ && !closing_ && raft_.last_stored >= raft_last_index(&raft_)) BeginClose();
+}
+
+void Log::Impl::BeginClose() {
+  if (closing_) return;
+  {
+    MutexLock lock(&mu_);
+    wake_ready_ = false;
+  }
+  uv_timer_stop(&drain_deadline_);
+  Close([this] {
+    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&drain_deadline_), nullptr);
+  });
+}
+
+void Log::Impl::RequestStop() {
+  MutexLock lock(&mu_);
+  if (stopping_) return;
+  stopping_ = true;
+  if (wake_ready_) uv_async_send(&wake_);
+}
+
+void Log::Impl::CancelQueued() {
+  std::deque<Request*> batch;
+  {
+    MutexLock lock(&mu_);
+    batch.swap(queue_);
+  }
+  for (Request* r : batch) Finish(r, Status::Cancelled("stopped before the request started"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests.
+
+Status Log::Impl::Enqueue(Request* r) {
+  MutexLock lock(&mu_);
+  if (stopping_) return Status::Cancelled("the log is stopped");
+  if (pending_ >= options_.max_pending) {
+    return Status::ResourceExhausted("max_pending (" + std::to_string(options_.max_pending) +
+                                     ") requests are already waiting");
+  }
+  pending_++;
+  r->impl = this;
+  queue_.push_back(r);
+  uv_async_send(&wake_);
+  return Status::OK();
+}
+
+void Log::Impl::OnWake(uv_async_t* handle) {
+  auto* self = static_cast<Impl*>(handle->data);
+  if (self->closing_) return;
+  std::deque<Request*> batch;
+  bool stop;
+  {
+    MutexLock lock(&self->mu_);
+    batch.swap(self->queue_);
+    stop = self->stopping_;
+  }
+  if (stop) {
+    for (Request* r : batch) {
+      self->Finish(r, Status::Cancelled("stopped before the request started"));
+    }
+    if (self->draining_) return;
+    self->draining_ = true;
+    uv_timer_start(
+        &self->drain_deadline_, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->BeginClose(); },
+        self->options_.election_timeout_ms, 0);
+    self->MaybeEndDrain();
+    return;
+  }
+  for (Request* r : batch) self->Dispatch(r);
+  self->Refresh();
+}
+
+void Log::Impl::Dispatch(Request* r) {
+  in_raft_.insert(r);
+  int rv = 0;
+  switch (r->kind) {
+    case Request::Kind::kPropose: {
+      struct raft_buffer buf;
+      buf.len = FramedSize(r->entry.size());
+      // raft takes the buffer on success and frees it with raft_free.
+      buf.base = raft_malloc(buf.len);
+      if (buf.base == nullptr) {
+        Finish(r, Status::ResourceExhausted("raft_malloc failed"));
+        return;
+      }
+      Frame(r->entry, static_cast<char*>(buf.base));
+      std::string().swap(r->entry);
+      r->apply.data = r;
+      rv = raft_apply(&raft_, &r->apply, &buf, 1, &Impl::OnApplied);
+      if (rv != 0) raft_free(buf.base);
+      break;
+    }
+    case Request::Kind::kAdd:
+      if (r->role == Role::kVoter && raft_state(&raft_) == RAFT_LEADER && Voters() >= kMaxVoters) {
+        Finish(r, Status::ResourceExhausted("the configuration already has 5 voters"));
+        return;
+      }
+      r->change.data = r;
+      rv = raft_add(&raft_, &r->change, r->id, r->address.c_str(), &Impl::OnChanged);
+      break;
+    case Request::Kind::kAssign:
+      if (r->role == Role::kVoter && raft_state(&raft_) == RAFT_LEADER && Voters() >= kMaxVoters) {
+        Finish(r, Status::ResourceExhausted("the configuration already has 5 voters"));
+        return;
+      }
+      r->assign.data = r;
+      rv = raft_assign(&raft_, &r->assign, r->id, RaftRole(r->role), &Impl::OnAssigned);
+      break;
+    case Request::Kind::kRemove:
+      r->change.data = r;
+      rv = raft_remove(&raft_, &r->change, r->id, &Impl::OnChanged);
+      break;
+    case Request::Kind::kTransfer:
+      r->transfer.data = r;
+      rv = raft_transfer(&raft_, &r->transfer, r->id, &Impl::OnTransferred);
+      break;
+  }
+  if (rv != 0) Finish(r, RaftError(rv, "request"));
+}
+
+void Log::Impl::OnApplied(struct raft_apply* req, int status, void* /*result*/) {
+  auto* r = static_cast<Request*>(req->data);
+  if (status != 0) {
+    r->impl->Finish(r, r->impl->RaftError(status, "apply"));
+  } else {
+    r->impl->Finish(r, Status::OK(), req->index);
+  }
+}
+
+void Log::Impl::OnChanged(struct raft_change* req, int status) {
+  auto* r = static_cast<Request*>(req->data);
+  Impl* self = r->impl;
+  if (status != 0) {
+    self->Finish(r, self->RaftError(status, "configuration change"));
+    return;
+  }
+  // raft_add makes a spare; a voter or learner needs a second, separate change.
+  if (r->kind == Request::Kind::kAdd && r->role != Role::kSpare) {
+    if (self->closing_) {
+      self->Finish(r, Status::Cancelled("stopped after adding the server as a spare"));
+      return;
+    }
+    r->assign.data = r;
+    const int rv =
+        raft_assign(&self->raft_, &r->assign, r->id, RaftRole(r->role), &Impl::OnAssigned);
+    if (rv != 0) self->Finish(r, self->RaftError(rv, "assigning the role of the added server"));
+    return;
+  }
+  self->Finish(r, Status::OK());
+}
+
+void Log::Impl::OnAssigned(struct raft_change* req, int status) {
+  auto* r = static_cast<Request*>(req->data);
+  Impl* self = r->impl;
+  self->Finish(r, status == 0 ? Status::OK() : self->RaftError(status, "configuration change"));
+}
+
+void Log::Impl::OnTransferred(struct raft_transfer* req) {
+  auto* r = static_cast<Request*>(req->data);
+  Impl* self = r->impl;
+  raft_id leader = 0;
+  const char* address = nullptr;
+  raft_leader(&self->raft_, &leader, &address);
+  const bool moved = raft_state(&self->raft_) != RAFT_LEADER && (r->id == 0 || leader == r->id);
+  self->Finish(r, moved ? Status::OK()
+                        : Status::Timeout("leadership did not move to " + std::to_string(req->id) +
+                                          " within the election timeout"));
+}
+
+void Log::Impl::Finish(Request* r, Status status, uint64_t index) {
+  in_raft_.erase(r);
+  // So that a done sees state() agree with what it is told (a lost leadership, a new member).
+  Refresh();
+  {
+    MutexLock lock(&mu_);
+    pending_--;
+  }
+  if (r->kind == Request::Kind::kPropose) {
+    IndexDone done = std::move(r->index_done);
+    delete r;
+    if (status.ok()) {
+      done(index);
+    } else {
+      done(std::move(status));
+    }
+  } else {
+    Done done = std::move(r->done);
+    delete r;
+    done(std::move(status));
+  }
+}
+
+size_t Log::Impl::Voters() const {
+  size_t n = 0;
+  for (unsigned i = 0; i < raft_.configuration.n; i++) {
+    if (raft_.configuration.servers[i].role == RAFT_VOTER) n++;
+  }
+  return n;
+}
+
+Status Log::Impl::NotLeader() {
+  raft_id leader = 0;
+  const char* address = nullptr;
+  raft_leader(&raft_, &leader, &address);
+  if (leader == 0 || address == nullptr) {
+    return Status::FailedPrecondition("not the leader; no leader known");
+  }
+  return Status::FailedPrecondition("not the leader; leader " + std::to_string(leader) + " at " +
+                                    address);
+}
+
+// The one place raft's error codes become Status codes (docs/consensus.md, "Errors").
+Status Log::Impl::RaftError(int rv, std::string_view what) {
+  std::string text = std::string(what) + ": " + raft_strerror(rv);
+  switch (rv) {
+    case RAFT_NOTLEADER:
+      return NotLeader();
+    case RAFT_LEADERSHIPLOST:
+      return Status::Unavailable(text + " (leadership lost; the outcome is unknown)");
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+      return Status::Cancelled(text + " (stopped; the outcome is unknown)");
+    case RAFT_CANTCHANGE:
+    case RAFT_BUSY:
+      return Status::Aborted(text + " (another change is in progress; retry)");
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+      return Status::AlreadyExists(text);
+    case RAFT_BADID:
+    case RAFT_NOTFOUND:
+      return Status::NotFound(text);
+    case RAFT_BADROLE:
+    case RAFT_INVALID:
+    case RAFT_NAMETOOLONG:
+      return Status::InvalidArgument(text);
+    case RAFT_NOMEM:
+    case RAFT_TOOBIG:
+    case RAFT_TOOMANY:
+    case RAFT_NOSPACE:
+      return Status::ResourceExhausted(text);
+    case RAFT_NOCONNECTION:
+      return Status::Unavailable(text);
+    case RAFT_MALFORMED:
+    case RAFT_CORRUPT:
+      return Status::Corruption(text + ": " + raft_errmsg(&raft_));
+    default:
+      return Status::Unavailable(text + ": " + raft_errmsg(&raft_));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state machine adapter (raft thread).
+
+int Log::Impl::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result) {
+  auto* self = static_cast<Impl*>(fsm->data);
+  // raft advances last_applied after each entry, commands or not, so the entry being applied
+  // is the next one.
+  const uint64_t index = raft_last_applied(&self->raft_) + 1;
+  *result = nullptr;
+  std::string_view entry;
+  if (!Unframe(std::string_view(static_cast<const char*>(buf->base), buf->len), &entry)) {
+    FLOE_LOG_ERROR("consensus {}: entry {} is not framed", self->options_.id, index);
+    return RAFT_MALFORMED;
+  }
+  self->machine_->Apply(index, entry);
+  return 0;
+}
+
+int Log::Impl::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n) {
+  auto* self = static_cast<Impl*>(fsm->data);
+  std::string state(1, kSnapshotFormat);
+  state += self->machine_->Snapshot();
+  self->snapshot_bytes_.resize(FramedSize(state.size()));
+  Frame(state, self->snapshot_bytes_.data());
+  self->snapshot_buffer_.base = self->snapshot_bytes_.data();
+  self->snapshot_buffer_.len = self->snapshot_bytes_.size();
+  *bufs = &self->snapshot_buffer_;
+  *n = 1;
+  self->snapshots_taken_++;
+  return 0;
+}
+
+// Version 2 fsm: the buffers stay ours; raft says when it no longer reads them.
+int Log::Impl::FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n) {
+  auto* self = static_cast<Impl*>(fsm->data);
+  std::string().swap(self->snapshot_bytes_);
+  self->snapshot_buffer_ = {};
+  *bufs = nullptr;
+  *n = 0;
+  return 0;
+}
+
+int Log::Impl::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
+  auto* self = static_cast<Impl*>(fsm->data);
+  std::string_view bytes;
+  Status s;
+  if (!Unframe(std::string_view(static_cast<const char*>(buf->base), buf->len), &bytes) ||
+      bytes.empty() || bytes[0] != kSnapshotFormat) {
+    s = Status::Corruption("snapshot: unknown format byte");
+  } else {
+    s = self->machine_->Restore(bytes.substr(1));
+  }
+  if (!s.ok()) {
+    FLOE_LOG_ERROR("consensus {}: restoring a snapshot: {}", self->options_.id, s.ToString());
+    return RAFT_CORRUPT;  // raft keeps (and frees) the buffer
+  }
+  // On success the buffer is ours to free (raft's fsm contract).
+  raft_free(buf->base);
+  self->snapshots_restored_++;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// State publication.
+
+void Log::Impl::OnCheck(uv_check_t* handle) {
+  auto* self = static_cast<Impl*>(handle->data);
+  self->Refresh();
+  self->MaybeEndDrain();
+}
+
+void Log::Impl::Refresh() {
+  if (closing_) return;
+  raft_id leader = 0;
+  const char* address = nullptr;
+  raft_leader(&raft_, &leader, &address);
+  const uint64_t key[3] = {raft_.configuration_index, raft_.configuration_uncommitted_index,
+                           raft_.configuration.n};
+  const bool config_changed = std::memcmp(key, published_config_, sizeof(key)) != 0;
+  std::vector<Server> config;
+  if (config_changed) {
+    std::memcpy(published_config_, key, sizeof(key));
+    config.reserve(raft_.configuration.n);
+    for (unsigned i = 0; i < raft_.configuration.n; i++) {
+      const struct raft_server& s = raft_.configuration.servers[i];
+      config.push_back({.id = s.id, .address = s.address, .role = FromRaftRole(s.role)});
+    }
+  }
+  MutexLock lock(&mu_);
+  state_.id = options_.id;
+  state_.running = true;
+  state_.leader = raft_state(&raft_) == RAFT_LEADER;
+  state_.leader_id = leader;
+  state_.leader_address = address != nullptr ? address : "";
+  state_.term = raft_.current_term;
+  state_.commit_index = raft_.commit_index;
+  state_.applied_index = raft_last_applied(&raft_);
+  state_.last_index = raft_last_index(&raft_);
+  state_.snapshots_taken = snapshots_taken_;
+  state_.snapshots_restored = snapshots_restored_;
+  if (config_changed) state_.configuration = std::move(config);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log: the thread-safe face.
+
+Log::Log(uint64_t id) : id_(id) {}
+
+Log::~Log() { Stop(); }
+
+Result<std::unique_ptr<Log>> Log::Start(const Options& options, StateMachine* machine) {
+  FLOE_RETURN_IF_ERROR(Validate(options));
+  if (machine == nullptr) return Status::InvalidArgument("no state machine");
+  std::unique_ptr<Log> log(new Log(options.id));
+  log->impl_ = std::make_unique<Impl>(options, machine);
+  std::promise<Status> started;
+  std::future<Status> result = started.get_future();
+  Impl* impl = log->impl_.get();
+  impl->thread_ = std::thread([impl, &started] { impl->Run(&started); });
+  Status s = result.get();
+  if (!s.ok()) {
+    impl->Join();
+    return s;
+  }
+  return log;
+}
+
+void Log::Propose(std::string entry, IndexDone done) {
+  if (entry.size() > kMaxEntryBytes) {
+    done(Status::InvalidArgument("entry of " + std::to_string(entry.size()) +
+                                 " bytes is over the limit of " + std::to_string(kMaxEntryBytes)));
+    return;
+  }
+  auto* r = new Request{.kind = Request::Kind::kPropose};
+  r->entry = std::move(entry);
+  r->index_done = std::move(done);
+  if (Status s = impl_->Enqueue(r); !s.ok()) {
+    IndexDone d = std::move(r->index_done);
+    delete r;
+    d(std::move(s));
+  }
+}
+
+namespace {
+
+void Submit(Log::Impl* impl, Request* r) {
+  if (Status s = impl->Enqueue(r); !s.ok()) {
+    Done d = std::move(r->done);
+    delete r;
+    d(std::move(s));
+  }
+}
+
+}  // namespace
+
+void Log::AddServer(uint64_t id, std::string address, Role role, Done done) {
+  if (id == 0) return done(Status::InvalidArgument("server id 0"));
+  if (Status s = ValidateAddress(address); !s.ok()) return done(std::move(s));
+  auto* r = new Request{.kind = Request::Kind::kAdd};
+  r->id = id;
+  r->address = std::move(address);
+  r->role = role;
+  r->done = std::move(done);
+  Submit(impl_.get(), r);
+}
+
+void Log::Assign(uint64_t id, Role role, Done done) {
+  if (id == 0) return done(Status::InvalidArgument("server id 0"));
+  auto* r = new Request{.kind = Request::Kind::kAssign};
+  r->id = id;
+  r->role = role;
+  r->done = std::move(done);
+  Submit(impl_.get(), r);
+}
+
+void Log::RemoveServer(uint64_t id, Done done) {
+  if (id == 0) return done(Status::InvalidArgument("server id 0"));
+  auto* r = new Request{.kind = Request::Kind::kRemove};
+  r->id = id;
+  r->done = std::move(done);
+  Submit(impl_.get(), r);
+}
+
+void Log::TransferLeadership(uint64_t id, Done done) {
+  auto* r = new Request{.kind = Request::Kind::kTransfer};
+  r->id = id;
+  r->done = std::move(done);
+  Submit(impl_.get(), r);
+}
+
+State Log::state() const { return impl_->Snapshot(); }
+
+void Log::Stop() {
+  if (!impl_) return;
+  FLOE_CHECK_MSG(!impl_->OnRaftThread(), "Log::Stop called on the raft thread");
+  impl_->RequestStop();
+  impl_->Join();
+}
+
+}  // namespace floe::consensus
