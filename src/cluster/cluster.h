@@ -37,14 +37,17 @@
 #ifndef FLOE_CLUSTER_CLUSTER_H_
 #define FLOE_CLUSTER_CLUSTER_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "base/base.h"
+#include "consensus/consensus.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
 
@@ -237,6 +240,61 @@ class Table {
   bool planner_paused_ = false;
   std::vector<TableMember> members_;  // by id
   std::vector<SlotState> slots_ = std::vector<SlotState>(kSlots);
+};
+
+// ---- Agreed metadata: the table driven by a Raft log (docs/membership.md, rule M1) ----
+
+struct MetaOptions {
+  consensus::Options raft;  // id (the member id), address (host:raft_port), dir, timeouts;
+                            // bootstrap: the founders' Raft configuration (empty: joining)
+  // A founder that leads a log whose table is still empty proposes kInitialize with these, so
+  // every node, joiners included, builds the same table from the log. Empty for a joiner.
+  std::vector<TableMember> founders;
+  uint32_t replicas = 0;
+  // Called on the Raft thread after each change the table accepted and after a snapshot was
+  // restored, with the table as it now is. Must not block.
+  std::function<void(const std::shared_ptr<const Table>&)> on_change;
+};
+
+// One member's view of the agreed table: it applies the log's changes in order (every member
+// the same), publishes each resulting table as an immutable snapshot, and proposes changes
+// through the Raft leader. Thread-safe.
+class Meta {
+ public:
+  // InvalidArgument for bad options (the Raft layer's checks, founders that do not form a
+  // table); Unavailable when the Raft port or directory cannot be used.
+  static Result<std::unique_ptr<Meta>> Start(MetaOptions options);
+  ~Meta();  // Stop()
+  Meta(const Meta&) = delete;
+  Meta& operator=(const Meta&) = delete;
+
+  // The table as last applied here (empty until the log's kInitialize is applied). Any thread,
+  // cheap: a shared pointer to an immutable table.
+  std::shared_ptr<const Table> table() const;
+  // Proposes `change` through the Raft leader. done(OK) once it is committed and the table
+  // accepted it here; FailedPrecondition with the table's reason when the table refused it
+  // (nothing changed anywhere), or naming the leader when this node is not the leader;
+  // Unavailable or Cancelled when the outcome is unknown. Runs once, on the Raft thread (or the
+  // caller's, for a request refused at once).
+  void Propose(const Change& change, std::function<void(Status)> done);
+  // Raft membership, on the leader: see consensus::Log.
+  void AddServer(uint64_t id, std::string address, consensus::Role role,
+                 std::function<void(Status)> done);
+  consensus::State raft() const;
+  // Stops the Raft server (its data stays in the directory). Idempotent.
+  void Stop();
+
+ private:
+  Meta() = default;
+  void InitializeLoop();
+  class Machine;
+  std::unique_ptr<Machine> machine_;
+  std::unique_ptr<consensus::Log> log_;
+  std::thread initializer_;
+  Mutex stop_mu_;
+  std::condition_variable_any stop_cv_;
+  bool stopping_ FLOE_GUARDED_BY(stop_mu_) = false;
+  bool initialize_done_ FLOE_GUARDED_BY(stop_mu_) = false;
 };
 
 struct PlanOptions {
