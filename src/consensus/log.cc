@@ -35,6 +35,17 @@ extern "C" {
 }
 #include <uv.h>
 
+// libraft 0.15 parses "host:port" addresses with strtok (when it listens and each time it
+// connects to a peer), whose hidden state glibc keeps per process: two Logs in one process (tests,
+// benchmarks) raced on it, one thread continuing to tokenize the other's stack buffer (reported by
+// tsan in SnapshotsBringUpNewAndRestartedServers). This definition in the executable takes
+// precedence over libc's for every caller, with the same contract but the state per thread, as
+// strtok_r makes it.
+extern "C" char* strtok(char* __restrict s, const char* __restrict delim) noexcept {
+  thread_local char* next = nullptr;
+  return strtok_r(s, delim, &next);
+}
+
 namespace floe::consensus {
 
 namespace {
