@@ -311,6 +311,16 @@ TEST(ConsensusTest, StartFailsWhenTheAddressIsTaken) {
   auto log = Log::Start(o, &m);
   EXPECT_FALSE(log.ok());
   EXPECT_EQ(log.status().code(), StatusCode::kUnavailable) << log.status().ToString();
+
+  // So is a directory that cannot be created (a file is in the way).
+  Options blocked = o;
+  blocked.address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  blocked.bootstrap = {{.id = 2, .address = blocked.address}};
+  blocked.dir = c.OptionsFor(c.founders()[0], true).dir + "/metadata1/sub";
+  auto no_dir = Log::Start(blocked, &m);
+  EXPECT_EQ(no_dir.status().code(), StatusCode::kUnavailable) << no_dir.status().ToString();
+  EXPECT_NE(no_dir.status().message().find("creating"), std::string_view::npos)
+      << no_dir.status().ToString();
 }
 
 // Contract 1: one leader; proposals apply in the same order, with the same index, everywhere.
