@@ -603,10 +603,11 @@ Result<std::unique_ptr<Log>> Log::Start(const Options& options, StateMachine* ma
   if (machine == nullptr) return Status::InvalidArgument("no state machine");
   std::unique_ptr<Log> log(new Log(options.id));
   log->impl_ = std::make_unique<Impl>(options, machine);
-  std::promise<Status> started;
-  std::future<Status> result = started.get_future();
+  // Shared with the thread, which may still be inside set_value when Start has returned.
+  auto started = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = started->get_future();
   Impl* impl = log->impl_.get();
-  impl->thread_ = std::thread([impl, &started] { impl->Run(&started); });
+  impl->thread_ = std::thread([impl, started] { impl->Run(started.get()); });
   Status s = result.get();
   if (!s.ok()) {
     impl->Join();
