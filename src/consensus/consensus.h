@@ -27,12 +27,13 @@
 //   6. Everything from outside is bounded: an entry is at most kMaxEntryBytes, at most
 //      Options::max_pending proposals and membership requests wait at once (ResourceExhausted
 //      past that); every Options field is range-checked by Start (InvalidArgument naming it).
-//   7. Stop is graceful and idempotent; every request still pending gets its done once (the
-//      raft error, or Cancelled); later requests fail with Cancelled at once.
+//   7. Stop is graceful and idempotent: no new request starts, and what raft appended is on disk
+//      before raft closes (waiting at most an election timeout); every request still pending
+//      gets its done once (the raft error, or Cancelled); later ones fail with Cancelled at once.
 //
 // Thread rules:
 //   1. Each Log runs libuv's loop, and all of libraft, on a thread of its own (the raft
-//      thread). Public methods are thread-safe: they put a closure on a mutex-guarded queue and
+//      thread). Public methods are thread-safe: they put a request on a mutex-guarded queue and
 //      wake the loop with uv_async_send.
 //   2. StateMachine methods and every done callback run on the raft thread, with no lock of the
 //      Log held; they must not block (a slow Apply delays heartbeats) and must not call Stop or
@@ -41,6 +42,9 @@
 //   3. state() is a copy refreshed by the raft thread after each loop iteration and before each
 //      done runs: it may lag raft by one loop iteration (raft fails a leader's requests just
 //      before it steps down, so a done told "leadership lost" may still see leader == true).
+//   4. libraft parses addresses with strtok, which is not thread-safe; the module therefore
+//      defines strtok for the whole process with per-thread state (strtok_r), so that several
+//      Logs (or any other thread) may run in one process (docs/consensus.md, "Findings").
 
 #ifndef FLOE_CONSENSUS_CONSENSUS_H_
 #define FLOE_CONSENSUS_CONSENSUS_H_

@@ -28,6 +28,7 @@
 #include <unordered_set>
 
 #include "consensus/consensus.h"
+#include "consensus/internal/fsm.h"
 
 extern "C" {
 #include <raft.h>
@@ -35,12 +36,20 @@ extern "C" {
 }
 #include <uv.h>
 
+// libraft 0.15 parses "host:port" addresses with strtok (when it listens and each time it
+// connects to a peer), whose hidden state glibc keeps per process: two Logs in one process (tests,
+// benchmarks) raced on it, one thread continuing to tokenize the other's stack buffer (reported by
+// tsan in SnapshotsBringUpNewAndRestartedServers). This definition in the executable takes
+// precedence over libc's for every caller, with the same contract but the state per thread, as
+// strtok_r makes it.
+extern "C" char* strtok(char* __restrict s, const char* __restrict delim) noexcept {
+  thread_local char* next = nullptr;
+  return strtok_r(s, delim, &next);
+}
+
 namespace floe::consensus {
 
 namespace {
-
-// The first byte of every snapshot raft stores, so a later layout can be told apart.
-constexpr char kSnapshotFormat = 1;
 
 int RaftRole(Role role) {
   switch (role) {
@@ -58,28 +67,6 @@ Role FromRaftRole(int role) {
   if (role == RAFT_VOTER) return Role::kVoter;
   if (role == RAFT_STANDBY) return Role::kLearner;
   return Role::kSpare;
-}
-
-// Every buffer handed to raft (entries, snapshots) is padded to a multiple of 8 bytes: raft
-// 0.15 lays out several entries in one message or segment at 8-byte boundaries, and a server
-// catching up on a batch of entries of other lengths was measured to apply them shifted
-// (docs/consensus.md, "Findings"). The last byte says how many bytes (1-8) to strip.
-size_t FramedSize(size_t n) { return n + 8 - n % 8; }
-
-void Frame(std::string_view bytes, char* out) {
-  const size_t strip = 8 - bytes.size() % 8;
-  std::memcpy(out, bytes.data(), bytes.size());
-  std::memset(out + bytes.size(), 0, strip - 1);
-  out[bytes.size() + strip - 1] = static_cast<char>(strip);
-}
-
-// The bytes Frame was given, or false when `framed` was not made by Frame.
-bool Unframe(std::string_view framed, std::string_view* bytes) {
-  if (framed.empty() || framed.size() % 8 != 0) return false;
-  const auto strip = static_cast<unsigned char>(framed.back());
-  if (strip < 1 || strip > 8) return false;
-  *bytes = framed.substr(0, framed.size() - strip);
-  return true;
 }
 
 }  // namespace
@@ -102,7 +89,8 @@ struct Request {
 
 class Log::Impl {
  public:
-  Impl(const Options& options, StateMachine* machine) : options_(options), machine_(machine) {}
+  Impl(const Options& options, StateMachine* machine)
+      : options_(options), fsm_(machine, options.id) {}
 
   // Runs the raft thread: sets up raft, reports the outcome through `started`, then runs the
   // loop until Stop.
@@ -142,13 +130,8 @@ class Log::Impl {
   static void OnChanged(struct raft_change* req, int status);
   static void OnAssigned(struct raft_change* req, int status);
   static void OnTransferred(struct raft_transfer* req);
-  static int FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result);
-  static int FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n);
-  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n);
-  static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
 
   const Options options_;
-  StateMachine* const machine_;
   std::mutex join_mu_;
 
   // Raft thread only.
@@ -159,15 +142,11 @@ class Log::Impl {
   bool draining_ = false;  // Stop was asked; waiting for the log to be on disk
   struct raft_uv_transport transport_ {};
   struct raft_io io_ {};
-  struct raft_fsm fsm_ {};
+  internal::FsmAdapter fsm_;
   struct raft raft_ {};
   std::function<void()> after_close_;
   bool closing_ = false;
   std::unordered_set<Request*> in_raft_;
-  std::string snapshot_bytes_;
-  struct raft_buffer snapshot_buffer_ {};
-  uint64_t snapshots_taken_ = 0;
-  uint64_t snapshots_restored_ = 0;
   // The configuration last published, by (index, uncommitted index, size): copied only when
   // it changes.
   uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
@@ -203,14 +182,9 @@ Status Log::Impl::Init() {
   // Reconnect to a peer as often as the leader would send it heartbeats, so a restarted
   // server is reached again within a heartbeat rather than raft_uv's default second.
   raft_uv_set_connect_retry_delay(&io_, static_cast<unsigned>(options_.heartbeat_timeout_ms));
-  fsm_.version = 2;
-  fsm_.data = this;
-  fsm_.apply = &Impl::FsmApply;
-  fsm_.snapshot = &Impl::FsmSnapshot;
-  fsm_.restore = &Impl::FsmRestore;
-  fsm_.snapshot_finalize = &Impl::FsmSnapshotFinalize;
-  fsm_.snapshot_async = nullptr;
-  if (int rv = raft_init(&raft_, &io_, &fsm_, options_.id, options_.address.c_str()); rv != 0) {
+  fsm_.set_raft(&raft_);
+  if (int rv = raft_init(&raft_, &io_, fsm_.fsm(), options_.id, options_.address.c_str());
+      rv != 0) {
     Status s = Status::Unavailable(std::string("raft_init: ") + raft_strerror(rv) + ": " +
                                    raft_errmsg(&raft_));
     raft_uv_close(&io_);
@@ -404,14 +378,14 @@ void Log::Impl::Dispatch(Request* r) {
   switch (r->kind) {
     case Request::Kind::kPropose: {
       struct raft_buffer buf;
-      buf.len = FramedSize(r->entry.size());
+      buf.len = internal::FramedSize(r->entry.size());
       // raft takes the buffer on success and frees it with raft_free.
       buf.base = raft_malloc(buf.len);
       if (buf.base == nullptr) {
         Finish(r, Status::ResourceExhausted("raft_malloc failed"));
         return;
       }
-      Frame(r->entry, static_cast<char*>(buf.base));
+      internal::Frame(r->entry, static_cast<char*>(buf.base));
       std::string().swap(r->entry);
       r->apply.data = r;
       rv = raft_apply(&raft_, &r->apply, &buf, 1, &Impl::OnApplied);
@@ -577,68 +551,6 @@ Status Log::Impl::RaftError(int rv, std::string_view what) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The state machine adapter (raft thread).
-
-int Log::Impl::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result) {
-  auto* self = static_cast<Impl*>(fsm->data);
-  // raft advances last_applied after each entry, commands or not, so the entry being applied
-  // is the next one.
-  const uint64_t index = raft_last_applied(&self->raft_) + 1;
-  *result = nullptr;
-  std::string_view entry;
-  if (!Unframe(std::string_view(static_cast<const char*>(buf->base), buf->len), &entry)) {
-    FLOE_LOG_ERROR("consensus {}: entry {} is not framed", self->options_.id, index);
-    return RAFT_MALFORMED;
-  }
-  self->machine_->Apply(index, entry);
-  return 0;
-}
-
-int Log::Impl::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n) {
-  auto* self = static_cast<Impl*>(fsm->data);
-  std::string state(1, kSnapshotFormat);
-  state += self->machine_->Snapshot();
-  self->snapshot_bytes_.resize(FramedSize(state.size()));
-  Frame(state, self->snapshot_bytes_.data());
-  self->snapshot_buffer_.base = self->snapshot_bytes_.data();
-  self->snapshot_buffer_.len = self->snapshot_bytes_.size();
-  *bufs = &self->snapshot_buffer_;
-  *n = 1;
-  self->snapshots_taken_++;
-  return 0;
-}
-
-// Version 2 fsm: the buffers stay ours; raft says when it no longer reads them.
-int Log::Impl::FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n) {
-  auto* self = static_cast<Impl*>(fsm->data);
-  std::string().swap(self->snapshot_bytes_);
-  self->snapshot_buffer_ = {};
-  *bufs = nullptr;
-  *n = 0;
-  return 0;
-}
-
-int Log::Impl::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
-  auto* self = static_cast<Impl*>(fsm->data);
-  std::string_view bytes;
-  Status s;
-  if (!Unframe(std::string_view(static_cast<const char*>(buf->base), buf->len), &bytes) ||
-      bytes.empty() || bytes[0] != kSnapshotFormat) {
-    s = Status::Corruption("snapshot: unknown format byte");
-  } else {
-    s = self->machine_->Restore(bytes.substr(1));
-  }
-  if (!s.ok()) {
-    FLOE_LOG_ERROR("consensus {}: restoring a snapshot: {}", self->options_.id, s.ToString());
-    return RAFT_CORRUPT;  // raft keeps (and frees) the buffer
-  }
-  // On success the buffer is ours to free (raft's fsm contract).
-  raft_free(buf->base);
-  self->snapshots_restored_++;
-  return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
 // State publication.
 
 void Log::Impl::OnCheck(uv_check_t* handle) {
@@ -674,8 +586,8 @@ void Log::Impl::Refresh() {
   state_.commit_index = raft_.commit_index;
   state_.applied_index = raft_last_applied(&raft_);
   state_.last_index = raft_last_index(&raft_);
-  state_.snapshots_taken = snapshots_taken_;
-  state_.snapshots_restored = snapshots_restored_;
+  state_.snapshots_taken = fsm_.snapshots_taken();
+  state_.snapshots_restored = fsm_.snapshots_restored();
   if (config_changed) state_.configuration = std::move(config);
 }
 
@@ -691,10 +603,11 @@ Result<std::unique_ptr<Log>> Log::Start(const Options& options, StateMachine* ma
   if (machine == nullptr) return Status::InvalidArgument("no state machine");
   std::unique_ptr<Log> log(new Log(options.id));
   log->impl_ = std::make_unique<Impl>(options, machine);
-  std::promise<Status> started;
-  std::future<Status> result = started.get_future();
+  // Shared with the thread, which may still be inside set_value when Start has returned.
+  auto started = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = started->get_future();
   Impl* impl = log->impl_.get();
-  impl->thread_ = std::thread([impl, &started] { impl->Run(&started); });
+  impl->thread_ = std::thread([impl, started] { impl->Run(started.get()); });
   Status s = result.get();
   if (!s.ok()) {
     impl->Join();
