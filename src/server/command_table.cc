@@ -309,6 +309,12 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .group = "transactions", .since = "2.0.0",
      .complexity = "O(N), when N is the number of queued commands",
      .summary = "Discards a transaction.", .handler = CmdDiscard},
+    {.name = "dump", .arity = 2, .flags = kReadOnly, .first_key = 1, .last_key = 1, .step = 1,
+     .group = "generic", .since = "2.6.0",
+     .complexity = "O(1) to access the key and additional O(N*M) to serialize it, where N is the "
+                   "number of Redis objects composing the value and M their average size.",
+     .summary = "Returns a serialized representation of the value stored at a key.",
+     .syntax = "key", .handler = CmdDump},
     {.name = "echo", .arity = 2, .flags = kFast, .group = "connection", .since = "1.0.0",
      .complexity = "O(1)", .summary = "Returns the given string.", .syntax = "message",
      .handler = CmdEcho},
@@ -514,6 +520,14 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .flags = kFast | kNoAuth | kLoading | kStale | kAllowBusy, .group = "connection",
      .since = "6.2.0", .complexity = "O(1)", .summary = "Resets the connection.",
      .handler = CmdReset},
+    {.name = "restore", .arity = -4, .flags = kWrite | kDenyOom, .first_key = 1, .last_key = 1,
+     .step = 1, .group = "generic", .since = "2.6.0",
+     .complexity = "O(1) to create the new key and additional O(N*M) to reconstruct the "
+                   "serialized value, where N is the number of Redis objects composing the value "
+                   "and M their average size.",
+     .summary = "Creates a key from the serialized representation of a value.",
+     .syntax = "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]",
+     .handler = CmdRestore},
     {.name = "scan", .arity = -2, .flags = kReadOnly, .group = "generic", .since = "2.8.0",
      .complexity = "O(1) for every call. O(N) for a complete iteration.",
      .summary = "Iterates over the key names in the database.",

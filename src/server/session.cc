@@ -404,8 +404,8 @@ namespace {
 // The error codes Redis puts first in an error reply, and so in a ClientError's text; the last
 // is the word RedisBloom's Count-Min errors open with.
 constexpr std::string_view kRedisErrorCodes[] = {
-    "ERR",      "WRONGTYPE", "OOM",     "EXECABORT", "NOAUTH", "WRONGPASS",  "NOPROTO",
-    "NOSCRIPT", "BUSY",      "LOADING", "READONLY",  "NOPERM", "INVALIDOBJ", "CMS:",
+    "ERR",  "WRONGTYPE", "OOM",      "EXECABORT", "NOAUTH",     "WRONGPASS", "NOPROTO", "NOSCRIPT",
+    "BUSY", "LOADING",   "READONLY", "NOPERM",    "INVALIDOBJ", "CMS:",      "BUSYKEY",
 };
 
 static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);

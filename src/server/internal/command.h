@@ -45,6 +45,15 @@ std::string ErrorReplyText(const Status& status);
 // The error code words Redis uses ("ERR", "WRONGTYPE", ...), for INFO errorstats.
 std::span<const std::string_view> RedisErrorCodes();
 
+// ---- DUMP payloads (cmd_dump.cc; docs/wire.md, "DUMP payload") ----
+
+// A value's bytes (a string's, or a sketch's Serialize) and type, framed with the format's
+// version and a CRC32C.
+std::string DumpPayload(std::string_view body, uint16_t type);
+// The type and body of a payload DumpPayload made; the ClientError "ERR DUMP payload version or
+// checksum are wrong" for anything else.
+Result<std::pair<uint16_t, std::string_view>> ParseDumpPayload(std::string_view payload);
+
 // ---- expiry times ----
 
 enum class ExpireUnit { kSeconds, kMilliseconds };
@@ -270,6 +279,8 @@ FLOE_HANDLER(CmdPTtl);
 FLOE_HANDLER(CmdExpireTime);
 FLOE_HANDLER(CmdPExpireTime);
 FLOE_HANDLER(CmdPersist);
+FLOE_HANDLER(CmdDump);
+FLOE_HANDLER(CmdRestore);
 FLOE_HANDLER(CmdTouch);
 FLOE_HANDLER(CmdObjectEncoding);
 FLOE_HANDLER(CmdObjectHelp);
