@@ -9,15 +9,22 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 namespace floe::testing {
 
 // A port free for both UDP and TCP on `host` (an IPv4 literal) right now, or 0 when the host
-// cannot be bound (127.0.0.2 and up are not configured everywhere).
+// cannot be bound (127.0.0.2 and up are not configured everywhere). Never one this process was
+// given before: the port is released when this returns, so the kernel could hand the same one
+// to the next call before the test binds it.
 inline uint16_t FreePort(const std::string& host = "127.0.0.1") {
-  for (int attempt = 0; attempt < 50; attempt++) {
+  static std::mutex mu;
+  static std::set<uint16_t> given;
+  std::lock_guard<std::mutex> lock(mu);
+  for (int attempt = 0; attempt < 200; attempt++) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return 0;
@@ -29,7 +36,7 @@ inline uint16_t FreePort(const std::string& host = "127.0.0.1") {
     const bool udp_ok = tcp_ok && bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
     close(u);
     close(t);
-    if (udp_ok) return ntohs(addr.sin_port);
+    if (udp_ok && given.insert(ntohs(addr.sin_port)).second) return ntohs(addr.sin_port);
   }
   return 0;
 }
