@@ -63,7 +63,14 @@ template <typename T>
 Result<ValuePtr> RestoreCell(CommandContext& ctx, std::string_view key, uint16_t type,
                              std::string_view body, int64_t expire_at_ms) {
   FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, body.size()));
-  Result<T> object = T::Parse(body);
+  Result<T> object = [&] {
+    if constexpr (std::is_same_v<T, HyperLogLog>) {
+      // RestoreValue bounded the registers (proto-max-bulk-len, maxmemory).
+      return HyperLogLog::Parse(body, static_cast<uint64_t>(ctx.engine.proto_max_bulk_len()));
+    } else {
+      return T::Parse(body);
+    }
+  }();
   if (!object.ok()) return ClientError("ERR Bad data format");
   return MakeCellValue(ctx, key, type, std::move(object).value(), expire_at_ms);
 }
@@ -102,8 +109,8 @@ Result<ValuePtr> RestoreValue(CommandContext& ctx, std::string_view key, uint16_
 
 }  // namespace
 
-std::string DumpPayload(std::string_view body, uint16_t type) {
-  std::string out(body);
+std::string DumpPayload(std::string body, uint16_t type) {
+  std::string out = std::move(body);  // framed in place: a large value is not copied again
   PutLe(&out, type, 2);
   PutLe(&out, kDumpVersion, 2);
   PutLe(&out, wire::Crc32c(out), 4);
@@ -127,9 +134,13 @@ Result<std::pair<uint16_t, std::string_view>> ParseDumpPayload(std::string_view 
 void CmdDump(CommandContext& ctx) {
   ValuePtr v = Lookup(ctx, ctx.args[1]);
   if (!v) return ctx.out.Null();
+  // The payload is a copy of the value on top of the reply's: charged to maxmemory before it is
+  // made, so concurrent DUMPs of a large value cannot take the node far past its limit.
+  const size_t held = v->decoded() != nullptr ? v->decoded()->HeldBytes() : v->payload().size();
+  if (Status room = CheckAllocation(ctx, held); !room.ok()) return ctx.Error(room);
   Result<std::string> body = Body(*v);
   if (!body.ok()) return ctx.Error(body.status());
-  ctx.out.Bulk(DumpPayload(*body, v->type()));
+  ctx.out.Bulk(DumpPayload(std::move(body).value(), v->type()));
 }
 
 void CmdRestore(CommandContext& ctx) {
@@ -169,12 +180,10 @@ void CmdRestore(CommandContext& ctx) {
     return ctx.Error("ERR invalid expire time in 'restore' command");
   }
   const bool expired = expire_at_ms != 0 && expire_at_ms <= ctx.now_ms;
-  ValuePtr made;
-  if (!expired) {
-    Result<ValuePtr> m = RestoreValue(ctx, key, parsed->first, parsed->second, expire_at_ms);
-    if (!m.ok()) return ctx.Error(m.status());
-    made = std::move(m).value();
-  }
+  // Decoded even when it is already expired, as Redis does: a bad body is refused, and changes
+  // nothing, whatever its TTL.
+  Result<ValuePtr> made = RestoreValue(ctx, key, parsed->first, parsed->second, expire_at_ms);
+  if (!made.ok()) return ctx.Error(made.status());
   // Atomic with the BUSYKEY check: a key created meanwhile by another client is refused too.
   bool busy = false;
   Result<ValuePtr> r = ctx.store().Update(key, [&](const Value* cur) -> Result<Mutation> {
@@ -182,7 +191,7 @@ void CmdRestore(CommandContext& ctx) {
     if (busy) return Mutation::Keep();
     // Already expired (an ABSTTL in the past): nothing is created, and REPLACE removes the key.
     if (expired) return cur != nullptr ? Mutation::Remove() : Mutation::Keep();
-    return Mutation::Put(made);
+    return Mutation::Put(*made);
   });
   if (!r.ok()) return ctx.Error(r.status());
   if (busy) return ctx.Error("BUSYKEY Target key name already exists.");

@@ -111,17 +111,18 @@ Result<std::vector<HyperLogLog>> SketchesAt(CommandContext& ctx,
 }
 
 // The estimated cardinality of the union of the sketches at `keys`.
+// `redis_text`: PFCOUNT's errors and its integer count (never NaN); else HLL.COUNT's.
 Result<double> CountOf(CommandContext& ctx, std::span<const std::string_view> keys,
                        bool redis_text) {
   if (keys.size() == 1) {  // no copy: estimate under the cell's lock
     ValuePtr v = Lookup(ctx, keys[0]);
     if (!v) return 0.0;
     FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(*v, redis_text));
-    return cell->Read([](const HyperLogLog& h) { return h.Cardinality(); });
+    return cell->Read([&](const HyperLogLog& h) { return h.Cardinality(redis_text); });
   }
   FLOE_ASSIGN_OR_RETURN(std::vector<HyperLogLog> parts, SketchesAt(ctx, keys, redis_text));
   FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
-  return u.Cardinality();
+  return u.Cardinality(redis_text);
 }
 
 std::string HexOf(std::string_view bytes) {
@@ -150,6 +151,13 @@ bool FromHex(std::string_view text, std::string* out) {
     out->push_back(static_cast<char>(hi * 16 + lo));
   }
   return true;
+}
+
+// A cardinality as PFCOUNT's integer: rounded, and within int64 whatever the estimate.
+int64_t RoundedCount(double cardinality) {
+  if (!(cardinality >= 0)) return 0;
+  if (cardinality >= 9.2e18) return INT64_MAX;
+  return static_cast<int64_t>(std::llround(cardinality));
 }
 
 // The registers an add may allocate later (2^log2m bytes) are bounded when the sketch is made,
@@ -280,7 +288,9 @@ void CmdHllImport(CommandContext& ctx) {
   }
   // The header's log2m (byte 1, low 5 bits) is checked before parsing allocates registers.
   if (bytes.size() >= 3 && !RegistersFit(ctx, static_cast<uint8_t>(bytes[1]) & 0x1f)) return;
-  Result<HyperLogLog> h = HyperLogLog::Parse(bytes);
+  // RegistersFit bounded the registers: a small SPARSE body of a large sketch reads back.
+  Result<HyperLogLog> h =
+      HyperLogLog::Parse(bytes, static_cast<uint64_t>(ctx.engine.proto_max_bulk_len()));
   if (!h.ok()) return ctx.Error("ERR invalid hll: " + std::string(h.status().message()));
   Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(h).value(), 0);
   if (!v.ok()) return ctx.Error(v.status());
@@ -328,7 +338,7 @@ void CmdPfCount(CommandContext& ctx) {
   std::vector<std::string_view> keys(ctx.args.begin() + 1, ctx.args.end());
   Result<double> n = CountOf(ctx, keys, true);
   if (!n.ok()) return ctx.Error(n.status());
-  ctx.out.Integer(static_cast<int64_t>(std::llround(*n)));
+  ctx.out.Integer(RoundedCount(*n));
 }
 
 // PFMERGE includes the destination's own contents, as Redis does: the union replaces the
@@ -379,12 +389,14 @@ Result<int64_t> PfCountOfExports(const std::vector<TypedExport>& keys) {
     if (k.exported->type != resp::Reply::Type::kBulk) continue;  // absent: empty
     std::string bytes;
     if (!FromHex(k.exported->str, &bytes)) return Status::Corruption(kCorrupt);
-    FLOE_ASSIGN_OR_RETURN(HyperLogLog h, HyperLogLog::Parse(bytes));
+    // From a member's HLL.EXPORT (members are trusted: the cluster secret authenticates them),
+    // whose sketch was bounded where it was made: any register count reads back.
+    FLOE_ASSIGN_OR_RETURN(HyperLogLog h, HyperLogLog::Parse(bytes, UINT64_MAX));
     parts.push_back(std::move(h));
   }
   if (parts.empty()) return 0;
   FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
-  return static_cast<int64_t>(std::llround(u.Cardinality()));
+  return RoundedCount(u.Cardinality(/*raw_when_saturated=*/true));
 }
 
 }  // namespace floe::server::internal

@@ -94,7 +94,8 @@ and `EXPIRE`, `RENAME` and `PFMERGE` carry every add that completed before them.
 - Estimates equal PostgreSQL's except where PostgreSQL's large-range bound overflows
   (regwidth 6 and above, where it returns NaN); Floe computes that bound in floating
   point. A saturated sketch (every register at its maximum, e.g. regwidth 1) returns NaN
-  in both.
+  in both from `HLL.COUNT`; `PFCOUNT`, whose reply is an integer, gives the uncorrected
+  estimate for it.
 - `HLL.ADD key INT` with nothing after `INT` adds the text `INT`; the kind word is read as
   a kind only when elements follow it. The reply counts elements that changed the sketch.
 - `CMS.*` follow RedisBloom (replies and error texts). Range counts and quantiles need a

@@ -143,5 +143,45 @@ TEST_F(DumpTest, ClaimedSizesAreCheckedFirst) {
   EXPECT_THAT(Run({"EXISTS", "x", "y"}), IsInt(0));
 }
 
+// Found by a hostile test: a lightly filled sketch with 2^21 registers serializes to a small
+// SPARSE body, which the decoder's guard against tiny bodies refused, so DUMP's own output (and
+// HLL.EXPORT's) did not read back. The registers are bounded by the command instead.
+TEST_F(DumpTest, LargeSparseHllRoundTrips) {
+  ASSERT_THAT(Run({"HLL.CREATE", "h", "LOG2M", "21", "EXPTHRESH", "0"}), IsOk());
+  ASSERT_THAT(Run({"PFADD", "h", "a"}), IsInt(1));
+  const std::string payload = Dump("h");
+  EXPECT_LT(payload.size(), 100u);
+  ASSERT_THAT(Run({"RESTORE", "h2", "0", payload}), IsOk());
+  EXPECT_EQ(Dump("h2"), payload);
+  EXPECT_THAT(Run({"PFCOUNT", "h2"}), IsInt(1));
+  Reply hex = Run({"HLL.EXPORT", "h"});
+  ASSERT_EQ(hex.type, Reply::Type::kBulk);
+  EXPECT_THAT(Run({"HLL.IMPORT", "h3", hex.str}), IsOk());
+  EXPECT_THAT(Run({"PFCOUNT", "h3"}), IsInt(1));
+}
+
+// An already-expired RESTORE still decodes its payload first (Redis's order): a bad body is
+// refused and REPLACE removes nothing. It answered OK and deleted the key.
+TEST_F(DumpTest, ExpiredRestoreStillRefusesABadBody) {
+  ASSERT_THAT(Run({"SET", "e", "keepme"}), IsOk());
+  for (const std::string& body :
+       {internal::DumpPayload("zzz", 99),
+        internal::DumpPayload(std::string(1, '\0'), static_cast<uint16_t>(ValueType::kHll))}) {
+    EXPECT_THAT(Run({"RESTORE", "e", "1", body, "ABSTTL", "REPLACE"}),
+                IsErr("ERR Bad data format"));
+    EXPECT_THAT(Run({"GET", "e"}), IsBulk("keepme"));
+  }
+}
+
+// DUMP's payload is a copy of the value on top of the reply: it is charged to maxmemory first
+// (three clients dumping a 240 MB filter at once took a node with maxmemory 300mb to 2.1 GB).
+TEST_F(DumpTest, DumpOfALargeValueIsChargedFirst) {
+  ASSERT_THAT(Run({"CMS.INITBYDIM", "c", "200000", "5"}), IsOk());  // 4 MB of counters
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", "6000000"}), IsOk());
+  EXPECT_THAT(Run({"DUMP", "c"}), ErrStartsWith("OOM"));
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", "0"}), IsOk());
+  EXPECT_EQ(Run({"DUMP", "c"}).type, Reply::Type::kBulk);
+}
+
 }  // namespace
 }  // namespace floe::server

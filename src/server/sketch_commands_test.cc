@@ -220,5 +220,28 @@ TEST_F(CommandTest, RenameAndExpireCarryTheLiveSketch) {
   EXPECT_EQ(Run({"PFCOUNT", "p3"}).integer, Run({"PFCOUNT", "p2"}).integer);
 }
 
+// Found by a hostile test: a range Count-Min's point query read level 0 under another key than
+// CMS.INCRBY wrote, so it answered 0 for a value just added.
+TEST_F(CommandTest, RangeCmsPointQueriesCountWhatWasAdded) {
+  ASSERT_THAT(Run({"CMS.INITRANGE", "rr", "100", "4", "16"}), IsOk());
+  Reply added = Run({"CMS.INCRBY", "rr", "7", "1"});
+  ASSERT_EQ(added.type, Reply::Type::kArray) << added.ToString();
+  EXPECT_THAT(added.elements[0], IsInt(1));
+  ASSERT_EQ(Run({"CMS.INCRBY", "rr", "7", "2"}).type, Reply::Type::kArray);
+  Reply q = Run({"CMS.QUERY", "rr", "7"});
+  ASSERT_EQ(q.type, Reply::Type::kArray) << q.ToString();
+  EXPECT_THAT(q.elements[0], IsInt(3));
+  EXPECT_THAT(Run({"CMS.RANGE", "rr", "7", "7"}), IsInt(3));
+}
+
+// PFCOUNT of a sketch saturated for its regwidth answered INT64_MIN (a NaN estimate rounded).
+TEST_F(CommandTest, PfcountOfASaturatedSketchIsAPositiveCount) {
+  ASSERT_THAT(Run({"HLL.CREATE", "w", "LOG2M", "4", "REGWIDTH", "1", "EXPTHRESH", "0"}), IsOk());
+  for (int i = 1; i <= 200; i++) Run({"PFADD", "w", std::to_string(i)});
+  Reply n = Run({"PFCOUNT", "w"});
+  ASSERT_EQ(n.type, Reply::Type::kInteger) << n.ToString();
+  EXPECT_GT(n.integer, 0);
+}
+
 }  // namespace
 }  // namespace floe::server

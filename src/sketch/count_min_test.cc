@@ -117,6 +117,21 @@ TEST(RangeCountMinTest, RangesAndQuantilesTrackTheTruth) {
   EXPECT_FALSE(RangeCountMin::Create(100, 3, 33).ok());
 }
 
+// A point query counts what Add put at that value (it read level 0 under another key, so it
+// answered 0 for a value added once).
+TEST(RangeCountMinTest, PointCountsWhatWasAdded) {
+  RangeCountMin r = RangeCountMin::Create(100, 4, 16).value();
+  EXPECT_EQ(r.Point(7), 0u);
+  ASSERT_TRUE(r.Add(7, 1).ok());
+  EXPECT_EQ(r.Point(7), 1u);
+  ASSERT_TRUE(r.Add(7, 2).ok());
+  ASSERT_TRUE(r.Add(65535, 5).ok());
+  EXPECT_EQ(r.Point(7), 3u);
+  EXPECT_EQ(r.Point(65535), 5u);
+  EXPECT_EQ(r.Point(7), r.RangeCount(7, 7));
+  EXPECT_EQ(r.Point(8), 0u);
+}
+
 // A new sketch's counters come from one zeroed allocation of exactly the announced size.
 TEST(CountMinTest, SizesAreKnownBeforeAllocating) {
   EXPECT_EQ(CountMin::BytesFor(UINT32_MAX, UINT32_MAX), uint64_t{UINT32_MAX} * UINT32_MAX * 4);

@@ -142,7 +142,7 @@ size_t HyperLogLog::filled() const {
       std::count_if(registers_.begin(), registers_.end(), [](uint8_t r) { return r != 0; }));
 }
 
-double HyperLogLog::Cardinality() const {
+double HyperLogLog::Cardinality(bool raw_when_saturated) const {
   if (state_ == State::kEmpty) return 0;
   if (state_ == State::kExplicit) return static_cast<double>(explicit_.size());
   const double m = std::ldexp(1.0, params_.log2m);
@@ -163,7 +163,7 @@ double HyperLogLog::Cardinality() const {
   double sum = 0;
   size_t zeros = 0;
   for (uint8_t r : registers_) {
-    sum += 1.0 / static_cast<double>(uint64_t{1} << r);
+    sum += std::ldexp(1.0, -static_cast<int>(r));  // 2^-r, for any register a decoder accepts
     if (r == 0) zeros++;
   }
   const double estimate = alpha_mm / sum;
@@ -173,6 +173,8 @@ double HyperLogLog::Cardinality() const {
     return m * std::log(m / static_cast<double>(zeros));
   }
   if (estimate <= large / 30.0) return estimate;
+  // The large-range correction is defined below `large` (PostgreSQL's gives NaN above).
+  if (estimate >= large && raw_when_saturated) return estimate;
   return -large * std::log(1.0 - estimate / large);
 }
 
@@ -289,7 +291,7 @@ std::string HyperLogLog::Serialize() const {
   return out;
 }
 
-Result<HyperLogLog> HyperLogLog::Parse(std::string_view bytes) {
+Result<HyperLogLog> HyperLogLog::Parse(std::string_view bytes, uint64_t max_register_bytes) {
   if (bytes.size() < 3) return Status::Corruption("hll shorter than its 3-byte header");
   const auto v = static_cast<uint8_t>(bytes[0]);
   if ((v >> 4) != kSchemaVersion) {
@@ -332,7 +334,12 @@ Result<HyperLogLog> HyperLogLog::Parse(std::string_view bytes) {
       const int word = params.log2m + params.regwidth;
       const uint64_t words = data.size() * 8 / static_cast<uint64_t>(word);
       // Registers are allocated in full; a few bytes must not make us allocate gigabytes.
-      if (params.log2m > 20 && m > 64 * static_cast<uint64_t>(data.size())) {
+      if (max_register_bytes != 0) {
+        if (RegisterBytes(params) > max_register_bytes) {
+          return Status::Corruption("sparse multiset for 2^" + std::to_string(params.log2m) +
+                                    " registers, more than allowed");
+        }
+      } else if (params.log2m > 20 && m > 64 * static_cast<uint64_t>(data.size())) {
         return Status::Corruption("sparse multiset too small for 2^" +
                                   std::to_string(params.log2m) + " registers");
       }

@@ -87,8 +87,11 @@ class HyperLogLog {
   bool AddHash(uint64_t hash);
 
   // PostgreSQL's hll_cardinality: exact in EXPLICIT, 0 when EMPTY, otherwise the HyperLogLog
-  // estimate with PostgreSQL's small- and large-range corrections, unrounded.
-  double Cardinality() const;
+  // estimate with PostgreSQL's small- and large-range corrections, unrounded. Like PostgreSQL's,
+  // NaN where the large-range correction is undefined (a sketch saturated for its regwidth),
+  // unless `raw_when_saturated`, which gives the uncorrected estimate there (for counts that
+  // must be integers: PFCOUNT).
+  double Cardinality(bool raw_when_saturated = false) const;
 
   // Adds everything `other` holds. Equal parameters: the PostgreSQL union (as if every input
   // had been added here). A different log2m or regwidth is an InvalidArgument; use Fold first.
@@ -104,7 +107,12 @@ class HyperLogLog {
   // The storage-specification bytes, identical to PostgreSQL's for the same inputs.
   std::string Serialize() const;
   // Parses those bytes; every malformed input is a Corruption status naming what is wrong.
-  static Result<HyperLogLog> Parse(std::string_view bytes);
+  // A SPARSE body is expanded into all 2^log2m registers. With `max_register_bytes` 0, a body
+  // must carry at least one byte per 64 registers above 2^20 registers (a few bytes must not
+  // allocate gigabytes); a caller that has bounded the allocation itself passes its bound, and
+  // then any body whose registers fit it is accepted (a lightly filled sketch with many
+  // registers serializes to a small SPARSE body, and must read back).
+  static Result<HyperLogLog> Parse(std::string_view bytes, uint64_t max_register_bytes = 0);
 
   enum class Representation : uint8_t { kEmpty = 1, kExplicit = 2, kSparse = 3, kFull = 4 };
   // What Serialize would write.
@@ -193,7 +201,8 @@ class RangeCountMin {
   uint64_t RangeCount(uint64_t lo, uint64_t hi) const;
   // The smallest v with RangeCount(0, v) >= q * total, q in [0, 1].
   uint64_t Quantile(double q) const;
-  uint64_t Point(uint64_t value) const { return levels_[0].QueryKey(value); }
+  // Level 0 counts each value under the key Add gives it there (value * 64 + level 0).
+  uint64_t Point(uint64_t value) const { return levels_[0].QueryKey(value * 64); }
   uint64_t total() const { return levels_.empty() ? 0 : levels_[0].total(); }
   int bits() const { return bits_; }
   const CountMin& level(int l) const { return levels_[static_cast<size_t>(l)]; }

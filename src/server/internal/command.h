@@ -49,7 +49,7 @@ std::span<const std::string_view> RedisErrorCodes();
 
 // A value's bytes (a string's, or a sketch's Serialize) and type, framed with the format's
 // version and a CRC32C.
-std::string DumpPayload(std::string_view body, uint16_t type);
+std::string DumpPayload(std::string body, uint16_t type);
 // The type and body of a payload DumpPayload made; the ClientError "ERR DUMP payload version or
 // checksum are wrong" for anything else.
 Result<std::pair<uint16_t, std::string_view>> ParseDumpPayload(std::string_view payload);
