@@ -161,11 +161,11 @@ std::optional<double> ReadNumber(std::string_view s) {
     b++;
     if (b == e || *b == '-' || *b == '+') return std::nullopt;
   }
-  // Fast path: a plain integer that a double holds exactly.
+  // Fast path: a plain integer that a double holds exactly (not -0, which keeps its sign).
   if (e - b <= 15) {
     int64_t x;
     const auto [ptr, ec] = std::from_chars(b, e, x);
-    if (ec == std::errc() && ptr == e) return static_cast<double>(x);
+    if (ec == std::errc() && ptr == e && (x != 0 || *b != '-')) return static_cast<double>(x);
   }
   double v;
   const auto [ptr, ec] = std::from_chars(b, e, v);

@@ -116,12 +116,20 @@ std::vector<ColumnStats> Stats(const std::vector<SampleRow>& rows, size_t first,
   for (size_t r = first; r < rows.size(); r++) {
     for (size_t c = 0; c < columns && c < rows[r].fields.size(); c++) {
       const std::string& v = rows[r].fields[c];
-      if (internal::IsNAToken(v, options.na_tokens)) continue;
+      // A quoted NA token is NA in a numeric column but text in a text one: count it as text.
+      const bool quoted = rows[r].quoted[c];
+      if (!quoted && internal::IsNAToken(v, options.na_tokens)) continue;
+      if (quoted && internal::IsNAToken(v, options.na_tokens)) {
+        stats[c].non_na++;
+        if (stats[c].distinct.size() <= options.max_categorical_domain) stats[c].distinct.insert(v);
+        continue;
+      }
       ColumnStats& s = stats[c];
       s.non_na++;
       if (const std::optional<double> x = internal::ReadNumber(v)) {
         s.numbers++;
-        if (std::fabs(*x) <= 9007199254740992.0 && *x == std::trunc(*x)) s.integers++;
+        // Below 2^53 every integer is exact; a larger one may have been rounded.
+        if (std::fabs(*x) < 9007199254740992.0 && *x == std::trunc(*x)) s.integers++;
       } else if (internal::ReadTime(v)) {
         s.times++;
       }
