@@ -202,6 +202,11 @@ TEST(ParseTest, EmptyHeaderOnlyAndBOM) {
   const ParseResult bom = Parse("\xEF\xBB\xBFid,v\n1,2\n");
   EXPECT_EQ(bom.setup.names, (std::vector<std::string>{"id", "v"}));
   EXPECT_EQ(bom.frame.rows(), 1u);
+  // A forced header on an empty input (found by parse_fuzz).
+  ParseOptions header_on_empty;
+  header_on_empty.header = true;
+  EXPECT_EQ(Parse("", header_on_empty).frame.columns(), 1u);
+  EXPECT_EQ(Parse("\n\n", header_on_empty).frame.rows(), 0u);
   const ParseResult one = Parse("id,v\n7,8.5");
   EXPECT_EQ(Column(one.frame, 1), (std::vector<std::string>{"8.5"}));
 }

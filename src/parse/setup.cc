@@ -224,7 +224,7 @@ Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
         return Status::InvalidArgument("column names must be non-empty and distinct");
       }
     } else {
-      name = setup.header && c < rows[0].fields.size() ? rows[0].fields[c] : "";
+      name = setup.header && !rows.empty() && c < rows[0].fields.size() ? rows[0].fields[c] : "";
       if (name.empty()) name = "C" + std::to_string(c + 1);
       // A repeated name gets the first free suffix.
       const std::string base = name;
