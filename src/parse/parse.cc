@@ -193,7 +193,7 @@ class RangeParser {
         s_.rows.fetch_add(kRowsPerCheck, std::memory_order_relaxed);
         reported = p;
       }
-      if (row.count == 1 && row.longest == 0 && !row.fields[0].quoted) {
+      if (row.blank()) {
         piece_.blank++;
         continue;
       }
@@ -457,18 +457,30 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     report.bytes += sources[si]->bytes.size();
     uint64_t line_base = 0;  // lines before the body
     if (setup.header && !body.empty()) {
+      // Blank lines before the header are skipped (and counted), as the guess skipped them.
       Row row;
-      const char* next = internal::ReadRow(body.data(), body.data() + body.size(), setup.separator,
-                                           setup.quote, setup.names.size() + 1, &row);
+      uint64_t blank_lines = 0, blank_newlines = 0;
+      const char* next = body.data();
+      for (;;) {
+        next = internal::ReadRow(body.data(), body.data() + body.size(), setup.separator,
+                                 setup.quote, setup.names.size() + 1, &row);
+        if (!row.blank()) break;
+        blank_lines++;
+        blank_newlines += row.newlines;
+        body.remove_prefix(static_cast<size_t>(next - body.data()));
+        if (body.empty()) break;
+      }
+      report.blank_lines += blank_lines;
+      line_base += blank_newlines;
       std::vector<std::string> fields;
       for (size_t i = 0; i < row.fields.size(); i++) fields.emplace_back(row.text(i));
       if (si == 0) header = fields;
       if (si == 0 || fields == header) {
-        line_base = row.newlines;
+        line_base += row.newlines;
         body.remove_prefix(static_cast<size_t>(next - body.data()));
-        shared.bytes_done.fetch_add(sources[si]->bytes.size() - body.size());
       }
     }
+    shared.bytes_done.fetch_add(sources[si]->bytes.size() - body.size());
     const size_t ranges =
         static_cast<size_t>(std::clamp<uint64_t>(body.size() / min_range, 1, threads));
     const Split split = SplitBody(body, setup.quote, ranges);

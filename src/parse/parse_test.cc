@@ -207,6 +207,13 @@ TEST(ParseTest, EmptyHeaderOnlyAndBOM) {
   header_on_empty.header = true;
   EXPECT_EQ(Parse("", header_on_empty).frame.columns(), 1u);
   EXPECT_EQ(Parse("\n\n", header_on_empty).frame.rows(), 0u);
+  // Blank lines before the header are skipped like any other, not taken for the header.
+  const ParseResult blank_first = Parse("\n\r\nid,v\n1,2\n3\n");
+  EXPECT_EQ(blank_first.setup.names, (std::vector<std::string>{"id", "v"}));
+  EXPECT_EQ(Column(blank_first.frame, 0), (std::vector<std::string>{"1", "3"}));
+  EXPECT_EQ(blank_first.report.blank_lines, 2u);
+  ASSERT_EQ(blank_first.report.issues.size(), 1u);
+  EXPECT_EQ(blank_first.report.issues[0].line, 5u);
   const ParseResult one = Parse("id,v\n7,8.5");
   EXPECT_EQ(Column(one.frame, 1), (std::vector<std::string>{"8.5"}));
 }
@@ -439,7 +446,7 @@ std::string RandomCsv(uint64_t seed, int rows) {
   for (int i = 0; i < rows; i++) {
     const uint64_t x = rng();
     if (x % 97 == 0) {
-      s += "\n";  // blank
+      s += x % 2 ? "\r\n" : "\n";  // blank
       continue;
     }
     s += (x % 13 == 0 ? "" : std::to_string(static_cast<int64_t>(rng() % 2000000) - 1000000)) + ",";

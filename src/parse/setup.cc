@@ -39,7 +39,7 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncate
   const char* end = p + sample.size();
   while (p < end && rows.size() < max_rows) {
     p = internal::ReadRow(p, end, sep, quote, size_t{max_columns} + 1, &row);
-    if (row.count == 1 && row.fields[0].size == 0 && !row.fields[0].quoted) continue;  // blank
+    if (row.blank()) continue;
     if (row.count > max_columns) {
       return Status::ResourceExhausted("more columns than the limit (" +
                                        std::to_string(max_columns) + ")");
@@ -92,8 +92,8 @@ char GuessSeparator(std::string_view sample, char quote) {
     const char* p = sample.data();
     const char* end = p + sample.size();
     while (p < end && counts.size() < kSeparatorRows) {
-      p = internal::ReadRow(p, end, sep, quote, 0, &row);
-      if (row.count == 1 && row.longest == 0) continue;
+      p = internal::ReadRow(p, end, sep, quote, 1, &row);
+      if (row.blank()) continue;
       counts.push_back(row.count);
     }
     const auto [mode, score] = ModeCount(counts);

@@ -28,6 +28,9 @@ struct Row {
   bool unterminated = false;  // a quoted run still open at the end of the input
   std::string scratch;
 
+  // A line with no bytes but its LF (or CRLF). REQUIRES: ReadRow was given keep >= 1.
+  bool blank() const { return count == 1 && fields[0].size == 0 && !fields[0].quoted; }
+
   std::string_view text(size_t i) const {
     const Field& f = fields[i];
     return f.data != nullptr ? std::string_view(f.data, f.size)
