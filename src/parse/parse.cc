@@ -161,7 +161,16 @@ std::string Shorten(std::string_view v) {
 
 class RangeParser {
  public:
-  RangeParser(Shared* shared, Piece* piece) : s_(*shared), setup_(*shared->setup), piece_(*piece) {}
+  RangeParser(Shared* shared, Piece* piece) : s_(*shared), setup_(*shared->setup), piece_(*piece) {
+    for (const std::string& t : s_.options->na_tokens) {
+      if (t.size() < 64) {
+        na_lengths_ |= uint64_t{1} << t.size();
+      } else {
+        na_long_ = true;
+      }
+      if (!t.empty()) na_first_[static_cast<uint8_t>(t[0])] = true;
+    }
+  }
 
   Status Run(const char* begin, const char* end) {
     const ParseOptions& o = *s_.options;
@@ -254,12 +263,18 @@ class RangeParser {
     FLOE_CHECK_OK(b->AddNA(c));
   }
 
+  // Most values are no NA token: their length or first byte says so without a comparison.
+  bool IsNA(std::string_view v) const {
+    if (v.size() < 64 ? ((na_lengths_ >> v.size()) & 1) == 0 : !na_long_) return false;
+    if (!v.empty() && !na_first_[static_cast<uint8_t>(v[0])]) return false;
+    return internal::IsNAToken(v, s_.options->na_tokens);
+  }
+
   void Add(frame::FrameBuilder* b, size_t c, std::string_view v, bool quoted, uint64_t line) {
-    const std::vector<std::string>& na = s_.options->na_tokens;
     switch (setup_.types[c]) {
       case ColumnType::kInteger:
       case ColumnType::kReal: {
-        if (internal::IsNAToken(v, na)) {
+        if (IsNA(v)) {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
@@ -270,7 +285,7 @@ class RangeParser {
         return;
       }
       case ColumnType::kTime: {
-        if (internal::IsNAToken(v, na)) {
+        if (IsNA(v)) {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
@@ -280,7 +295,7 @@ class RangeParser {
       }
       case ColumnType::kCategorical:
       case ColumnType::kString:
-        if (!quoted && internal::IsNAToken(v, na)) {
+        if (!quoted && IsNA(v)) {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
@@ -292,6 +307,9 @@ class RangeParser {
   Shared& s_;
   const Setup& setup_;
   Piece& piece_;
+  uint64_t na_lengths_ = 0;  // bit n: a token of n bytes
+  bool na_long_ = false;     // a token of 64 bytes or more
+  bool na_first_[256] = {};  // a token's first byte
 };
 
 // How ranges split

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -298,6 +299,33 @@ TEST(ParseTest, NumbersAtTheEdges) {
   EXPECT_EQ(Types(Parse("x\n1\n9007199254740993\n")), std::vector<ColumnType>{ColumnType::kReal});
   EXPECT_EQ(Types(Parse("x\n1\n-9007199254740991\n")),
             std::vector<ColumnType>{ColumnType::kInteger});
+}
+
+TEST(ParseTest, ReadNumberAgreesWithStrtodBitForBit) {
+  // The short-decimal fast path against the C library's correctly rounded conversion.
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 200000; i++) {
+    const int digits = 1 + static_cast<int>(rng() % 17);
+    std::string s = rng() % 2 ? "-" : "";
+    const int point = static_cast<int>(rng() % (digits + 2));
+    for (int d = 0; d < digits; d++) {
+      if (d == point) s += '.';
+      s += static_cast<char>('0' + rng() % 10);
+    }
+    const std::optional<double> got = internal::ReadNumber(s);
+    ASSERT_TRUE(got.has_value()) << s;
+    const double want = std::strtod(s.c_str(), nullptr);
+    ASSERT_EQ(std::memcmp(&*got, &want, 8), 0) << s << " " << *got << " " << want;
+  }
+  EXPECT_FALSE(internal::ReadNumber(".").has_value());
+  EXPECT_FALSE(internal::ReadNumber("-").has_value());
+  EXPECT_FALSE(internal::ReadNumber("1.2.3").has_value());
+  EXPECT_FALSE(internal::ReadNumber("0x10").has_value());
+  EXPECT_FALSE(internal::ReadNumber("+-1").has_value());
+  EXPECT_EQ(*internal::ReadNumber("1."), 1.0);
+  EXPECT_EQ(*internal::ReadNumber(".5"), 0.5);
 }
 
 TEST(ParseTest, TimesRefuseImpossibleDates) {
