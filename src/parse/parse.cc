@@ -81,7 +81,10 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit) {
       // Another member may follow (concatenated gzip files are one stream).
       const size_t left = zs.avail_in + (in.size() - fed);
       if (left == 0) break;
-      if (!IsGzip(in.substr(in.size() - left))) break;  // trailing garbage is ignored
+      if (!IsGzip(in.substr(in.size() - left))) {  // not dropped in silence
+        status = Status::Corruption("bytes after the gzip stream");
+        break;
+      }
       if (inflateReset(&zs) != Z_OK) {
         status = Status::Corruption("gzip member reset failed");
         break;

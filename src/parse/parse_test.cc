@@ -583,6 +583,7 @@ TEST(ParseTest, GzipRoundTripFromBytesAndFiles) {
   EXPECT_EQ(expected, Dump(*file));
   // Truncated or corrupt gzip is an error, and a bomb stops at the limit.
   EXPECT_EQ(ParseBytes(gz.substr(0, gz.size() / 2)).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(ParseBytes(gz + "1,2\n").status().code(), StatusCode::kCorruption);
   ParseOptions small;
   small.limits.max_input_bytes = 1000;
   EXPECT_EQ(ParseBytes(gz, small).status().code(), StatusCode::kResourceExhausted);
