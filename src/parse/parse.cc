@@ -459,7 +459,14 @@ std::string_view StripBOM(std::string_view s) {
 
 Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
                                  const ParseOptions& options, const ParseControl& control) {
-  std::string_view first = sources.empty() ? std::string_view() : StripBOM(sources[0]->bytes);
+  // The setup comes from the first source with any bytes (an empty first file guesses nothing).
+  std::string_view first;
+  for (const auto& s : sources) {
+    if (!s->bytes.empty()) {
+      first = StripBOM(s->bytes);
+      break;
+    }
+  }
   FLOE_ASSIGN_OR_RETURN(Setup setup, GuessSetup(first, options));
   Shared shared{.setup = &setup, .options = &options, .control = &control};
   uint64_t total = 0;
@@ -473,6 +480,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   ParseResult result;
   ParseReport& report = result.report;
   std::vector<std::string> header;  // the first source's header row, to recognize it later
+  bool have_header = false;
   for (size_t si = 0; si < sources.size(); si++) {
     std::string_view body = StripBOM(sources[si]->bytes);
     report.bytes += sources[si]->bytes.size();
@@ -495,8 +503,12 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
       line_base += blank_newlines;
       std::vector<std::string> fields;
       for (size_t i = 0; i < row.fields.size(); i++) fields.emplace_back(row.text(i));
-      if (si == 0) header = fields;
-      if (si == 0 || fields == header) {
+      const bool guessed_from_this = !have_header;  // the first source with bytes
+      if (guessed_from_this) {
+        header = fields;
+        have_header = true;
+      }
+      if (guessed_from_this || fields == header) {
         line_base += row.newlines;
         body.remove_prefix(static_cast<size_t>(next - body.data()));
       }

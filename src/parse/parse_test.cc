@@ -595,6 +595,7 @@ TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
   dir.Write("a.csv", "id,v\n1,x\n2,y\n");
   dir.Write("c.csv.gz", Gzip("5,u\n"));  // no header: its first line is data
   dir.Write(".hidden", "garbage\n");
+  dir.Write("0_empty.csv", "");  // sorts first; the setup comes from a.csv
   const Result<ParseResult> r = ParseFile(dir.path(), Threads(2));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(Column(r->frame, 0), (std::vector<std::string>{"1", "2", "3", "4", "5"}));
