@@ -384,6 +384,14 @@ TEST(ParseTest, ManyColumnsAndTheColumnLimit) {
   o.limits.max_columns = 1000;
   const Result<ParseResult> refused = ParseBytes(header + "\n" + row + "\n", o);
   EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  // One stray row that wide among narrow ones is a rejected row, not a refused import.
+  std::string narrow = "a,b\n";
+  for (int i = 0; i < 5; i++) narrow += "1,2\n";
+  narrow += row + "\n3,4\n";
+  const ParseResult stray = Parse(narrow, o);
+  EXPECT_EQ(stray.frame.rows(), 6u);
+  EXPECT_EQ(stray.report.rejected_rows, 1u);
+  EXPECT_EQ(stray.report.issues.at(0).line, 7u);
 }
 
 TEST(ParseTest, FieldLineAndRowLimits) {

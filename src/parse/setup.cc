@@ -35,14 +35,19 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncate
                                           char quote, size_t max_rows, uint32_t max_columns) {
   std::vector<SampleRow> rows;
   Row row;
+  size_t over = 0;
+  bool first_over = false;
   const char* p = sample.data();
   const char* end = p + sample.size();
   while (p < end && rows.size() < max_rows) {
     p = internal::ReadRow(p, end, sep, quote, size_t{max_columns} + 1, &row);
     if (row.blank()) continue;
     if (row.count > max_columns) {
-      return Status::ResourceExhausted("more columns than the limit (" +
-                                       std::to_string(max_columns) + ")");
+      // A stray row of too many fields is the parse's to reject; a first row (the header) or
+      // most rows that wide mean the input has more columns than allowed.
+      first_over |= rows.empty() && over == 0;
+      over++;
+      continue;
     }
     SampleRow r;
     r.count = row.count;
@@ -51,6 +56,10 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncate
       r.quoted.push_back(row.fields[i].quoted);
     }
     rows.push_back(std::move(r));
+  }
+  if (over > 0 && (first_over || over >= rows.size())) {
+    return Status::ResourceExhausted("more columns than the limit (" + std::to_string(max_columns) +
+                                     ")");
   }
   if (truncated && p == end && rows.size() > 1) rows.pop_back();
   return rows;
