@@ -34,8 +34,12 @@ constexpr uint32_t kMaxThreads = 256;
 // ---------------------------------------------------------------------------------------------
 // Sources
 
+// A file is loaded (mapped, or inflated) only when its turn comes and released after it, so a
+// directory of gzip files holds one inflated file at a time.
 struct Source {
   std::string name;
+  bool loaded = false;
+  uint64_t disk_size = 0;  // before loading: what progress counts for it
   std::string_view bytes;
   std::string owned;  // inflated gzip
   void* map = nullptr;
@@ -43,8 +47,12 @@ struct Source {
   Source() = default;
   Source(const Source&) = delete;
   Source& operator=(const Source&) = delete;
-  ~Source() {
+  ~Source() { Release(); }
+  void Release() {
     if (map != nullptr) munmap(map, map_size);
+    map = nullptr;
+    bytes = {};
+    std::string().swap(owned);
   }
 };
 
@@ -106,7 +114,7 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit) {
 }
 
 Status LoadFile(const std::string& path, uint64_t limit, Source* src) {
-  src->name = path;
+  src->loaded = true;
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::NotFound(path + ": " + std::strerror(errno));
   struct stat st {};
@@ -459,9 +467,19 @@ std::string_view StripBOM(std::string_view s) {
 
 Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
                                  const ParseOptions& options, const ParseControl& control) {
+  uint64_t total = 0;  // progress's bytes_total: loaded sources' bytes, others' sizes on disk
+  for (const auto& s : sources) total += s->loaded ? s->bytes.size() : s->disk_size;
+  auto load = [&](Source* s) {
+    if (s->loaded) return Status::OK();
+    total -= s->disk_size;
+    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits.max_input_bytes, s));
+    total += s->bytes.size();
+    return Status::OK();
+  };
   // The setup comes from the first source with any bytes (an empty first file guesses nothing).
   std::string_view first;
   for (const auto& s : sources) {
+    FLOE_RETURN_IF_ERROR(load(s.get()));
     if (!s->bytes.empty()) {
       first = StripBOM(s->bytes);
       break;
@@ -469,8 +487,6 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   }
   FLOE_ASSIGN_OR_RETURN(Setup setup, GuessSetup(first, options));
   Shared shared{.setup = &setup, .options = &options, .control = &control};
-  uint64_t total = 0;
-  for (const auto& s : sources) total += s->bytes.size();
   const uint32_t threads = std::clamp<uint32_t>(
       options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency()), 1,
       kMaxThreads);
@@ -482,6 +498,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   std::vector<std::string> header;  // the first source's header row, to recognize it later
   bool have_header = false;
   for (size_t si = 0; si < sources.size(); si++) {
+    FLOE_RETURN_IF_ERROR(load(sources[si].get()));
     std::string_view body = StripBOM(sources[si]->bytes);
     report.bytes += sources[si]->bytes.size();
     uint64_t line_base = 0;  // lines before the body
@@ -576,6 +593,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
       return Status::ResourceExhausted("more rows than the limit (" +
                                        std::to_string(options.limits.max_rows) + ")");
     }
+    sources[si]->Release();  // the pieces copied what they keep
   }
   if (pieces.empty()) {  // no sources: an empty frame of the setup's columns
     pieces.emplace_back();
@@ -600,6 +618,7 @@ Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& option
                                const ParseControl& control) {
   std::vector<std::unique_ptr<Source>> sources;
   sources.push_back(std::make_unique<Source>());
+  sources[0]->loaded = true;
   if (IsGzip(data)) {
     FLOE_ASSIGN_OR_RETURN(sources[0]->owned, Inflate(data, options.limits.max_input_bytes));
     sources[0]->bytes = sources[0]->owned;
@@ -631,7 +650,9 @@ Result<ParseResult> ParseFile(const std::string& path, const ParseOptions& optio
   std::vector<std::unique_ptr<Source>> sources;
   for (const std::string& p : paths) {
     sources.push_back(std::make_unique<Source>());
-    FLOE_RETURN_IF_ERROR(LoadFile(p, options.limits.max_input_bytes, sources.back().get()));
+    sources.back()->name = p;
+    sources.back()->disk_size = std::filesystem::file_size(p, ec);
+    if (ec) sources.back()->disk_size = 0;
   }
   return ParseSources(sources, options, control);
 }

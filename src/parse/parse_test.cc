@@ -604,8 +604,14 @@ TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
   dir.Write("c.csv.gz", Gzip("5,u\n"));  // no header: its first line is data
   dir.Write(".hidden", "garbage\n");
   dir.Write("0_empty.csv", "");  // sorts first; the setup comes from a.csv
-  const Result<ParseResult> r = ParseFile(dir.path(), Threads(2));
+  // Files are loaded one at a time; at the end progress counts every file's (inflated) bytes.
+  ParseProgress last;
+  const Result<ParseResult> r =
+      ParseFile(dir.path(), Threads(2), {.progress = [&](const ParseProgress& p) { last = p; }});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.bytes, 13u + 13u + 4u);  // a.csv, b.csv, c.csv.gz inflated
+  EXPECT_EQ(last.bytes_done, r->report.bytes);
+  EXPECT_EQ(last.bytes_total, r->report.bytes);
   EXPECT_EQ(Column(r->frame, 0), (std::vector<std::string>{"1", "2", "3", "4", "5"}));
   EXPECT_EQ(Column(r->frame, 1), (std::vector<std::string>{"x", "y", "z", "w", "u"}));
   // Issues name their file and its own line.
