@@ -193,7 +193,8 @@ class RangeParser {
     const size_t columns = specs.size();
     Row row;
     const char* p = begin;
-    const char* reported = begin;
+    const char* reported = begin;  // bytes and rows up to here are in the shared counters
+    uint64_t rows_reported = 0;
     uint64_t since_check = 0;
     while (p < end) {
       const char* next = internal::ReadRow(p, end, setup_.separator, setup_.quote, columns, &row);
@@ -207,11 +208,14 @@ class RangeParser {
         if (s_.control->cancel != nullptr && s_.control->cancel->load(std::memory_order_relaxed)) {
           return Status::Cancelled("parse cancelled");
         }
-        if (s_.failed.load(std::memory_order_relaxed))
+        if (s_.failed.load(std::memory_order_relaxed)) {
           return Status::Aborted("another range failed");
+        }
+        // Relaxed: counters for the progress callback, which needs no ordering with the rows.
         s_.bytes_done.fetch_add(static_cast<uint64_t>(p - reported), std::memory_order_relaxed);
-        s_.rows.fetch_add(kRowsPerCheck, std::memory_order_relaxed);
+        s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
         reported = p;
+        rows_reported = piece_.rows;
       }
       if (row.blank()) {
         piece_.blank++;
@@ -253,7 +257,7 @@ class RangeParser {
                                        std::to_string(o.limits.max_rows) + ")");
     }
     s_.bytes_done.fetch_add(static_cast<uint64_t>(end - reported), std::memory_order_relaxed);
-    s_.rows.fetch_add(since_check, std::memory_order_relaxed);
+    s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
     FLOE_ASSIGN_OR_RETURN(piece_.frame, b.Finish());
     return Status::OK();
   }
