@@ -15,6 +15,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "parse/internal/csv.h"
@@ -627,10 +628,17 @@ TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
 TEST(ParseTest, ProgressIsReportedAndCancelStops) {
   const std::string text = RandomCsv(11, 2000);
   std::vector<ParseProgress> seen;
-  ParseControl control{.progress = [&](const ParseProgress& p) { seen.push_back(p); }};
+  const std::thread::id caller = std::this_thread::get_id();
+  bool other_thread = false;
+  ParseControl control{.progress = [&](const ParseProgress& p) {
+    seen.push_back(p);
+    other_thread |= std::this_thread::get_id() != caller;
+  }};
   const Result<ParseResult> r = ParseBytes(text, Threads(2), control);
   ASSERT_TRUE(r.ok());
   ASSERT_FALSE(seen.empty());
+  EXPECT_FALSE(other_thread);  // always called on the calling thread
+  for (size_t i = 1; i < seen.size(); i++) EXPECT_LE(seen[i - 1].bytes_done, seen[i].bytes_done);
   EXPECT_EQ(seen.back().bytes_done, text.size());
   EXPECT_EQ(seen.back().bytes_total, text.size());
   EXPECT_EQ(seen.back().rows, r->frame.rows());
