@@ -12,8 +12,9 @@ namespace floe::parse::internal {
 namespace {
 
 // Ends the row's current field and keeps it if there is room.
-void Keep(Row* row, size_t keep, Row::Field f) {
-  row->longest = std::max(row->longest, f.size);
+// `length` is the field's real length (a copied field stores at most field_cap bytes of it).
+void Keep(Row* row, size_t keep, Row::Field f, size_t length) {
+  row->longest = std::max(row->longest, length);
   if (row->count++ < keep) row->fields.push_back(f);
 }
 
@@ -40,8 +41,8 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
     // Fast path: an unquoted field, a view into the input.
     while (p < end && *p != sep && *p != '\n' && *p != q) p++;
     if (p == end || *p != q || quote == '\0') {
-      Keep(row, keep,
-           {.data = f, .offset = 0, .size = static_cast<size_t>(p - f), .quoted = false});
+      const auto size = static_cast<size_t>(p - f);
+      Keep(row, keep, {.data = f, .offset = 0, .size = size, .quoted = false}, size);
       if (p < end && *p == sep) {
         p++;
         continue;
@@ -61,7 +62,7 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
         if (after == end || *after == sep || *after == '\n') {
           const auto size = static_cast<size_t>(close - (p + 1));
           row->newlines += static_cast<uint64_t>(std::count(p + 1, close, '\n'));
-          Keep(row, keep, {.data = p + 1, .offset = 0, .size = size, .quoted = true});
+          Keep(row, keep, {.data = p + 1, .offset = 0, .size = size, .quoted = true}, size);
           p = after;
           if (p < end && *p == sep) {
             p++;
@@ -76,13 +77,19 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
     // General path: copy the field into scratch, unescaping.
     p = f;
     const size_t offset = row->scratch.size();
+    size_t length = 0;
+    // A field past the cap is counted, not copied: its row is rejected, and its size must not
+    // size an allocation.
+    auto emit = [row, &length](char c) {
+      if (length++ < row->field_cap) row->scratch.push_back(c);
+    };
     bool in_quotes = false, quoted = false, cr_outside = false;
     while (p < end) {
       const char c = *p;
       if (in_quotes) {
         if (c == quote) {
           if (p + 1 < end && p[1] == quote) {
-            row->scratch.push_back(quote);
+            emit(quote);
             p += 2;
             cr_outside = false;
             continue;
@@ -92,7 +99,7 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
           continue;
         }
         if (c == '\n') row->newlines++;
-        row->scratch.push_back(c);
+        emit(c);
         cr_outside = false;
         p++;
         continue;
@@ -103,16 +110,15 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
         p++;
         continue;
       }
-      row->scratch.push_back(c);
+      emit(c);
       cr_outside = c == '\r';
       p++;
     }
     if (in_quotes) row->unterminated = true;
-    Keep(row, keep,
-         {.data = nullptr,
-          .offset = offset,
-          .size = row->scratch.size() - offset,
-          .quoted = quoted});
+    Keep(
+        row, keep,
+        {.data = nullptr, .offset = offset, .size = row->scratch.size() - offset, .quoted = quoted},
+        length);
     if (p < end && *p == sep) {
       p++;
       continue;

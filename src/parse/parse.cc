@@ -192,6 +192,8 @@ class RangeParser {
     FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, o.builder));
     const size_t columns = specs.size();
     Row row;
+    row.field_cap =
+        static_cast<size_t>(std::min<uint64_t>(o.limits.max_field_bytes, SIZE_MAX - 1)) + 1;
     const char* p = begin;
     const char* reported = begin;  // bytes and rows up to here are in the shared counters
     uint64_t rows_reported = 0;

@@ -403,6 +403,19 @@ TEST(ParseTest, FieldLineAndRowLimits) {
   const ParseResult r = Parse("a,b\n1,abc\n2,abcdef\n3,\"ab\ncd\"\n4,abcd\n", o);
   EXPECT_EQ(Column(r.frame, 0), (std::vector<std::string>{"1", "3", "4"}));
   EXPECT_EQ(r.report.rejected_rows, 1u);
+  // A field that needs unescaping is copied; past the cap it is counted, not copied.
+  const std::string big = "\"" + std::string(10000, 'a') + "\"\"b\"";
+  internal::Row row;
+  row.field_cap = 6;
+  const std::string line = "1," + big + ",2\n";
+  internal::ReadRow(line.data(), line.data() + line.size(), ',', '"', 3, &row);
+  EXPECT_EQ(row.count, 3u);
+  EXPECT_EQ(row.longest, 10002u);
+  EXPECT_LE(row.scratch.size(), 6u);
+  EXPECT_EQ(row.text(2), "2");
+  const ParseResult capped = Parse("a,b\n1,x\n2," + big + "\n", o);
+  EXPECT_EQ(capped.frame.rows(), 1u);
+  EXPECT_EQ(capped.report.rejected_rows, 1u);
   ParseOptions lines;
   lines.header = true;
   lines.limits.max_line_bytes = 6;

@@ -27,6 +27,9 @@ struct Row {
   size_t longest = 0;         // bytes of the longest field
   bool unterminated = false;  // a quoted run still open at the end of the input
   std::string scratch;
+  // Bytes of one field copied into scratch at most (set by the caller; the row of a longer
+  // field is rejected, so what is stored of it is never read).
+  size_t field_cap = SIZE_MAX;
 
   // A line with no bytes but its LF (or CRLF). REQUIRES: ReadRow was given keep >= 1.
   bool blank() const { return count == 1 && fields[0].size == 0 && !fields[0].quoted; }
