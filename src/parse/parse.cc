@@ -58,8 +58,9 @@ struct Source {
 
 bool IsGzip(std::string_view s) { return s.size() >= 2 && s[0] == '\x1f' && s[1] == '\x8b'; }
 
-// Inflates every gzip member of `in`, refusing to pass `limit` bytes of output.
-Result<std::string> Inflate(std::string_view in, uint64_t limit) {
+// Inflates every gzip member of `in`, refusing to pass `limit` bytes of output; checks `cancel`
+// every MiB of output.
+Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel) {
   std::string out;
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 16) != Z_OK) return Status::Internal("zlib init failed");
@@ -76,6 +77,10 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit) {
     }
     if (out.size() >= limit) {
       status = Status::ResourceExhausted("gzip input inflates past the limit");
+      break;
+    }
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      status = Status::Cancelled("parse cancelled");
       break;
     }
     const size_t room = static_cast<size_t>(std::min<uint64_t>(limit - out.size(), 1u << 20));
@@ -113,7 +118,8 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit) {
   return out;
 }
 
-Status LoadFile(const std::string& path, uint64_t limit, Source* src) {
+Status LoadFile(const std::string& path, uint64_t limit, const std::atomic<bool>* cancel,
+                Source* src) {
   src->loaded = true;
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::NotFound(path + ": " + std::strerror(errno));
@@ -136,7 +142,7 @@ Status LoadFile(const std::string& path, uint64_t limit, Source* src) {
   }
   close(fd);
   if (IsGzip(src->bytes)) {
-    FLOE_ASSIGN_OR_RETURN(src->owned, Inflate(src->bytes, limit));
+    FLOE_ASSIGN_OR_RETURN(src->owned, Inflate(src->bytes, limit, cancel));
     src->bytes = src->owned;
   } else if (src->bytes.size() > limit) {
     return Status::ResourceExhausted(path + ": larger than the input limit");
@@ -478,7 +484,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   auto load = [&](Source* s) {
     if (s->loaded) return Status::OK();
     total -= s->disk_size;
-    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits.max_input_bytes, s));
+    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits.max_input_bytes, control.cancel, s));
     total += s->bytes.size();
     return Status::OK();
   };
@@ -626,7 +632,8 @@ Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& option
   sources.push_back(std::make_unique<Source>());
   sources[0]->loaded = true;
   if (IsGzip(data)) {
-    FLOE_ASSIGN_OR_RETURN(sources[0]->owned, Inflate(data, options.limits.max_input_bytes));
+    FLOE_ASSIGN_OR_RETURN(sources[0]->owned,
+                          Inflate(data, options.limits.max_input_bytes, control.cancel));
     sources[0]->bytes = sources[0]->owned;
   } else {
     if (data.size() > options.limits.max_input_bytes) {

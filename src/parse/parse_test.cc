@@ -660,6 +660,9 @@ TEST(ParseTest, ProgressIsReportedAndCancelStops) {
   const Result<ParseResult> cancelled =
       ParseBytes(RandomCsv(12, 20000), o, ParseControl{.cancel = &cancel});
   EXPECT_EQ(cancelled.status().code(), StatusCode::kCancelled);
+  // Also while inflating gzip.
+  EXPECT_EQ(ParseBytes(Gzip(text), o, ParseControl{.cancel = &cancel}).status().code(),
+            StatusCode::kCancelled);
 }
 
 }  // namespace
