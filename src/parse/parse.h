@@ -138,9 +138,9 @@ Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& option
                                const ParseControl& control = {});
 
 // Parses a file, or every regular file of a directory in name order (names starting with '.'
-// skipped) with the setup guessed from the first that is not empty. Each gzip file (by its magic bytes) is
-// inflated into memory. With a header, each later file's first line is dropped when it equals
-// the header and parsed as data otherwise. NotFound / InvalidArgument for a path that is
+// skipped) with the setup guessed from the first that is not empty. Each gzip file (by its magic
+// bytes) is inflated into memory. With a header, each later file's first line is dropped when it
+// equals the header and parsed as data otherwise. NotFound / InvalidArgument for a path that is
 // neither, Internal for a read that fails, and the errors of ParseBytes.
 Result<ParseResult> ParseFile(const std::string& path, const ParseOptions& options = {},
                               const ParseControl& control = {});
