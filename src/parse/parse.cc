@@ -344,8 +344,9 @@ class RangeParser {
 // those counts says whether each cut lies inside quotes. Pass 2: range i starts at the first
 // LF outside quotes at or after its cut (NextRowStart, scanning from the known state) and ends
 // where range i + 1 starts, found by the same function, so the ranges tile the body with no row
-// lost or read twice, whatever the quotes. Pass 1 is a count at memory bandwidth; a quoted
-// field longer than a range just leaves that range empty.
+// lost or read twice, whatever the quotes. Pass 1 is a count at memory bandwidth. A quoted
+// field longer than a range leaves ranges with no row start of their own: their scan stops at
+// the next cut and they take the next range's start (empty), so the scans stay O(n) in all.
 struct Split {
   std::vector<const char*> starts;  // ranges + 1 row starts; range i is [starts[i], starts[i+1])
 };
@@ -382,13 +383,15 @@ Split SplitBody(std::string_view body, char quote, size_t ranges) {
     parity += quotes[i - 1];
     in_quotes[i] = (parity & 1) != 0;
   }
+  // Each scan stops at the next cut: a range with no row start of its own (inside a long quoted
+  // field) starts where the next one does, so the scans cost O(n) together, not O(T * n).
   RunAll(ranges > 1 ? ranges - 1 : 0, [&](size_t k) {
     const size_t i = k + 1;
-    split.starts[i] = internal::NextRowStart(begin, cuts[i], end, quote, in_quotes[i]);
+    split.starts[i] = internal::NextRowStart(begin, cuts[i], cuts[i + 1], quote, in_quotes[i]);
   });
-  // A long quoted field can carry a start past the next cut's; keep them ordered.
-  for (size_t i = 1; i <= ranges; i++)
-    split.starts[i] = std::max(split.starts[i], split.starts[i - 1]);
+  for (size_t i = ranges - 1; i >= 1; i--) {
+    if (split.starts[i] >= cuts[i + 1]) split.starts[i] = split.starts[i + 1];
+  }
   return split;
 }
 
