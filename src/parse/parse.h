@@ -133,6 +133,10 @@ struct ParseResult {
 // than the limit. An empty sample gives one real column "C1" and no header.
 Result<Setup> GuessSetup(std::string_view sample, const ParseOptions& options);
 
+// Fixes every field of `setup` in `options`, so a setup guessed once (and shown, or edited, as an
+// import's first step) is the one the parse uses: no field is guessed again.
+void ApplySetup(const Setup& setup, ParseOptions* options);
+
 // Parses bytes held in memory (plain CSV; gzip is detected by its magic bytes and inflated).
 Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& options = {},
                                const ParseControl& control = {});

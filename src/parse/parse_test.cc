@@ -457,6 +457,22 @@ TEST(ParseTest, OverridesWin) {
   EXPECT_EQ(Column(single.frame, 1), (std::vector<std::string>{"x,y", "z"}));
 }
 
+TEST(ParseTest, ASetupGuessedOnceIsTheOneTheParseUses) {
+  const std::string text = "a;b\n1;x\n2;y\n3;x\n4;x\n";
+  Result<parse::Setup> setup = GuessSetup(text, {});  // gtest has a Test::Setup
+  ASSERT_TRUE(setup.ok());
+  setup->types[0] = ColumnType::kReal;  // edited, as a user might
+  setup->names[1] = "label";
+  ParseOptions o;
+  ApplySetup(*setup, &o);
+  const ParseResult r = Parse(text, o);
+  EXPECT_EQ(r.setup.separator, ';');
+  EXPECT_TRUE(r.setup.header);
+  EXPECT_EQ(r.setup.names, (std::vector<std::string>{"a", "label"}));
+  EXPECT_EQ(Types(r), (std::vector<ColumnType>{ColumnType::kReal, ColumnType::kCategorical}));
+  EXPECT_EQ(Column(r.frame, 1), (std::vector<std::string>{"x", "y", "x", "x"}));
+}
+
 // The split: with 2 ranges the body (the input after its header) is cut at byte n / 2.
 TEST(ParseTest, AQuotedNewlineExactlyAtTheSplitPoint) {
   for (int pad = 8; pad < 20; pad++) {  // the first row longer than the rest

@@ -252,4 +252,12 @@ Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
   return setup;
 }
 
+void ApplySetup(const Setup& setup, ParseOptions* options) {
+  options->separator = setup.separator;
+  options->quote = setup.quote;
+  options->header = setup.header;
+  options->column_names = setup.names;
+  options->column_types.assign(setup.types.begin(), setup.types.end());
+}
+
 }  // namespace floe::parse
