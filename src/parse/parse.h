@@ -21,9 +21,9 @@
 //    inside one a doubled quote is a literal quote and a single one closes it; text around a
 //    quoted run in the same field is kept ("ab"cd is abcd). Rows end at LF outside quotes; a CR
 //    before it is dropped. A UTF-8 byte order mark at the start of a source is skipped.
-// 5. Progress is reported on the calling thread, at least every `progress_interval`; cancel is
-//    checked by every worker every few thousand rows, and a cancelled parse returns Cancelled
-//    with no frame.
+// 5. Progress is reported on the calling thread, about every `progress_interval` while workers
+//    run and once at the end; cancel is checked by every worker every 4,096 rows and while gzip
+//    inflates, and a cancelled parse returns Cancelled with no frame.
 //
 // Thread rule: the functions are thread-safe (they share nothing); each Parse call starts its
 // own worker threads and joins them before it returns.
