@@ -1,0 +1,301 @@
+// The CSV tokenizer (rows into fields, quotes per parse.h contract 4), the row-start finder the
+// range split uses, and the readers of numbers and ISO-8601 times.
+
+#include "parse/internal/csv.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+
+namespace floe::parse::internal {
+namespace {
+
+// Ends the row's current field and keeps it if there is room.
+// `length` is the field's real length (a copied field stores at most field_cap bytes of it).
+void Keep(Row* row, size_t keep, Row::Field f, size_t length) {
+  row->longest = std::max(row->longest, length);
+  if (row->count++ < keep) row->fields.push_back(f);
+}
+
+// Drops the CR of a CRLF from the row's last field, when the CR was outside quotes.
+void DropCR(Row* row, size_t keep, bool cr_outside_quotes) {
+  if (!cr_outside_quotes || row->count == 0 || row->count > keep) return;
+  Row::Field& f = row->fields.back();
+  if (f.size > 0) f.size--;
+}
+
+}  // namespace
+
+const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t keep, Row* row) {
+  row->fields.clear();
+  row->scratch.clear();
+  row->count = 0;
+  row->newlines = 0;
+  row->longest = 0;
+  row->unterminated = false;
+  // With quoting off, the quote test repeats the separator's, so the scan below needs no branch.
+  const char q = quote == '\0' ? sep : quote;
+  for (;;) {
+    const char* f = p;
+    // Fast path: an unquoted field, a view into the input.
+    while (p < end && *p != sep && *p != '\n' && *p != q) p++;
+    if (p == end || *p != q || quote == '\0') {
+      const auto size = static_cast<size_t>(p - f);
+      Keep(row, keep, {.data = f, .offset = 0, .size = size, .quoted = false}, size);
+      if (p < end && *p == sep) {
+        p++;
+        continue;
+      }
+      DropCR(row, keep, p > f && p[-1] == '\r');
+      if (p == end) return end;
+      row->newlines++;
+      return p + 1;
+    }
+    // Fast path: a field that is one quoted run with no doubled quote, a view inside the quotes.
+    if (p == f) {
+      const char* close = static_cast<const char*>(std::memchr(p + 1, quote, end - (p + 1)));
+      if (close != nullptr) {
+        const char* after = close + 1;
+        const bool crlf = after < end && *after == '\r' && (after + 1 == end || after[1] == '\n');
+        if (crlf) after++;
+        if (after == end || *after == sep || *after == '\n') {
+          const auto size = static_cast<size_t>(close - (p + 1));
+          row->newlines += static_cast<uint64_t>(std::count(p + 1, close, '\n'));
+          Keep(row, keep, {.data = p + 1, .offset = 0, .size = size, .quoted = true}, size);
+          p = after;
+          if (p < end && *p == sep) {
+            p++;
+            continue;
+          }
+          if (p == end) return end;
+          row->newlines++;
+          return p + 1;
+        }
+      }
+    }
+    // General path: copy the field into scratch, unescaping.
+    p = f;
+    const size_t offset = row->scratch.size();
+    size_t length = 0;
+    // A field past the cap is counted, not copied: its row is rejected, and its size must not
+    // size an allocation.
+    auto emit = [row, &length](char c) {
+      if (length++ < row->field_cap) row->scratch.push_back(c);
+    };
+    bool in_quotes = false, quoted = false, cr_outside = false;
+    while (p < end) {
+      const char c = *p;
+      if (in_quotes) {
+        if (c == quote) {
+          if (p + 1 < end && p[1] == quote) {
+            emit(quote);
+            p += 2;
+            cr_outside = false;
+            continue;
+          }
+          in_quotes = false;
+          p++;
+          continue;
+        }
+        if (c == '\n') row->newlines++;
+        emit(c);
+        cr_outside = false;
+        p++;
+        continue;
+      }
+      if (c == sep || c == '\n') break;
+      if (c == quote) {
+        in_quotes = quoted = true;
+        p++;
+        continue;
+      }
+      emit(c);
+      cr_outside = c == '\r';
+      p++;
+    }
+    if (in_quotes) row->unterminated = true;
+    Keep(
+        row, keep,
+        {.data = nullptr, .offset = offset, .size = row->scratch.size() - offset, .quoted = quoted},
+        length);
+    if (p < end && *p == sep) {
+      p++;
+      continue;
+    }
+    DropCR(row, keep, cr_outside);
+    if (p == end) return end;
+    row->newlines++;
+    return p + 1;
+  }
+}
+
+uint64_t CountQuotes(const char* p, const char* end, char quote) {
+  if (quote == '\0') return 0;
+  return static_cast<uint64_t>(std::count(p, end, quote));
+}
+
+const char* NextRowStart(const char* begin, const char* p, const char* end, char quote,
+                         bool in_quotes_before_p) {
+  if (p <= begin) return begin;
+  // Step back one byte, so that a row starting exactly at p is found.
+  const char* s = p - 1;
+  bool in_quotes = in_quotes_before_p;
+  if (quote != '\0' && *s == quote) in_quotes = !in_quotes;  // the state before byte p - 1
+  for (; s < end; s++) {
+    if (quote != '\0' && *s == quote) {
+      in_quotes = !in_quotes;
+    } else if (*s == '\n' && !in_quotes) {
+      return s + 1;
+    }
+  }
+  return end;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<double> ReadNumber(std::string_view s) {
+  s = Trim(s);
+  if (s.empty()) return std::nullopt;
+  const char* b = s.data();
+  const char* e = b + s.size();
+  if (*b == '+') {
+    b++;
+    if (b == e || *b == '-' || *b == '+') return std::nullopt;
+  }
+  // Fast path: up to 15 digits with an optional point and no exponent. The digits make an
+  // integer m < 10^15 < 2^53 and 10^k (k <= 15) is exact, so m / 10^k is one correctly rounded
+  // division: the same double from_chars gives.
+  if (e - b <= 17) {
+    const char* q = b;
+    const bool negative = *q == '-';
+    if (negative) q++;
+    uint64_t m = 0;
+    int digits = 0, decimals = -1;
+    for (; q < e; q++) {
+      if (*q >= '0' && *q <= '9') {
+        m = m * 10 + static_cast<uint64_t>(*q - '0');
+        digits++;
+        if (decimals >= 0) decimals++;
+      } else if (*q == '.' && decimals < 0) {
+        decimals = 0;
+      } else {
+        break;
+      }
+    }
+    if (q == e && digits > 0 && digits <= 15) {
+      static constexpr double kPow10[16] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                            1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+      double v = static_cast<double>(m);
+      if (decimals > 0) v /= kPow10[decimals];
+      return negative ? -v : v;
+    }
+  }
+  // Fast path: a plain integer that a double holds exactly (not -0, which keeps its sign).
+  if (e - b <= 15) {
+    int64_t x;
+    const auto [ptr, ec] = std::from_chars(b, e, x);
+    if (ec == std::errc() && ptr == e && (x != 0 || *b != '-')) return static_cast<double>(x);
+  }
+  double v;
+  const auto [ptr, ec] = std::from_chars(b, e, v);
+  if (ptr != e) return std::nullopt;
+  if (ec == std::errc::result_out_of_range) {
+    // Underflow is a denormal or zero, which from_chars reports too; overflow is refused.
+    const double d = std::strtod(std::string(b, e).c_str(), nullptr);
+    if (std::isinf(d)) return std::nullopt;
+    return d;
+  }
+  if (ec != std::errc()) return std::nullopt;
+  return v;
+}
+
+namespace {
+
+// Days from 1970-01-01 to the civil date (proleptic Gregorian), by counting 400-year eras of
+// 146,097 days from 0000-03-01, with March as the year's first month so leap days come last.
+int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2 ? 1 : 0;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+bool Digits(std::string_view s, size_t at, size_t n, int64_t* out) {
+  if (at + n > s.size()) return false;
+  int64_t v = 0;
+  for (size_t i = at; i < at + n; i++) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+std::optional<int64_t> ReadTime(std::string_view s) {
+  s = Trim(s);
+  int64_t y, mo, d;
+  if (s.size() < 10 || s[4] != '-' || s[7] != '-' || !Digits(s, 0, 4, &y) ||
+      !Digits(s, 5, 2, &mo) || !Digits(s, 8, 2, &d)) {
+    return std::nullopt;
+  }
+  static constexpr int kMonthDays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (mo < 1 || mo > 12 || d < 1 || d > kMonthDays[mo - 1]) return std::nullopt;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo == 2 && d == 29 && !leap) return std::nullopt;
+  int64_t ms = DaysFromCivil(y, mo, d) * 86'400'000;
+  if (s.size() == 10) return ms;
+  if (s[10] != 'T' && s[10] != ' ') return std::nullopt;
+  int64_t h, mi, sec = 0;
+  if (!Digits(s, 11, 2, &h) || s.size() < 16 || s[13] != ':' || !Digits(s, 14, 2, &mi)) {
+    return std::nullopt;
+  }
+  size_t at = 16;
+  if (at < s.size() && s[at] == ':') {
+    if (!Digits(s, at + 1, 2, &sec)) return std::nullopt;
+    at += 3;
+    if (at < s.size() && (s[at] == '.' || s[at] == ',')) {
+      at++;
+      int64_t frac = 0;
+      size_t n = 0;
+      while (at < s.size() && s[at] >= '0' && s[at] <= '9') {
+        if (n < 3) frac = frac * 10 + (s[at] - '0');
+        n++;
+        at++;
+      }
+      if (n == 0 || n > 9) return std::nullopt;
+      for (size_t k = n; k < 3; k++) frac *= 10;
+      ms += frac;  // sub-millisecond digits are truncated
+    }
+  }
+  if (h > 23 || mi > 59 || sec > 59) return std::nullopt;
+  ms += ((h * 60 + mi) * 60 + sec) * 1000;
+  if (at == s.size()) return ms;
+  if (s[at] == 'Z' && at + 1 == s.size()) return ms;
+  if (s[at] != '+' && s[at] != '-') return std::nullopt;
+  int64_t oh, om;
+  const bool colon = at + 6 == s.size() && s[at + 3] == ':';
+  if (!Digits(s, at + 1, 2, &oh) || !Digits(s, at + (colon ? 4 : 3), 2, &om) ||
+      at + (colon ? 6 : 5) != s.size() || oh > 23 || om > 59) {
+    return std::nullopt;
+  }
+  const int64_t offset = (oh * 60 + om) * 60'000;
+  return s[at] == '+' ? ms - offset : ms + offset;
+}
+
+bool IsNAToken(std::string_view s, const std::vector<std::string>& tokens) {
+  for (const std::string& t : tokens) {
+    if (t.size() == s.size() && std::memcmp(t.data(), s.data(), s.size()) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace floe::parse::internal

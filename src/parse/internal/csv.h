@@ -1,0 +1,69 @@
+// The CSV tokenizer and value readers shared by the setup guess and the range parsers.
+// Private to src/parse. Pure functions; thread-compatible Row.
+
+#ifndef FLOE_PARSE_INTERNAL_CSV_H_
+#define FLOE_PARSE_INTERNAL_CSV_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace floe::parse::internal {
+
+// One row's fields. A field is a view into the input, or (when it needed unescaping: a doubled
+// quote, or text around a quoted run) into `scratch`.
+struct Row {
+  struct Field {
+    const char* data;  // into the input, or nullptr for scratch
+    size_t offset;     // into scratch
+    size_t size;
+    bool quoted;
+  };
+  std::vector<Field> fields;  // at most the `keep` given to ReadRow
+  size_t count = 0;           // fields in the row, kept or not
+  uint64_t newlines = 0;      // LFs the row spans, its terminator included
+  size_t longest = 0;         // bytes of the longest field
+  bool unterminated = false;  // a quoted run still open at the end of the input
+  std::string scratch;
+  // Bytes of one field copied into scratch at most (set by the caller; the row of a longer
+  // field is rejected, so what is stored of it is never read).
+  size_t field_cap = SIZE_MAX;
+
+  // A line with no bytes but its LF (or CRLF). REQUIRES: ReadRow was given keep >= 1.
+  bool blank() const { return count == 1 && fields[0].size == 0 && !fields[0].quoted; }
+
+  std::string_view text(size_t i) const {
+    const Field& f = fields[i];
+    return f.data != nullptr ? std::string_view(f.data, f.size)
+                             : std::string_view(scratch).substr(f.offset, f.size);
+  }
+};
+
+// Reads the row that starts at `p` (which must be a row start, outside quotes) and returns where
+// the next one starts (past its LF), or `end`. quote '\0' means no quoting.
+const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t keep, Row* row);
+
+// The quote characters in [p, end).
+uint64_t CountQuotes(const char* p, const char* end, char quote);
+
+// The first row start at or after `p`, knowing whether `p` is inside a quoted run: the byte
+// after the first LF at or after `p - 1` that is outside quotes (so `p` itself when byte p - 1
+// is such an LF; `begin` bounds the look back). `end` if there is none.
+const char* NextRowStart(const char* begin, const char* p, const char* end, char quote,
+                         bool in_quotes_before_p);
+
+// Strips spaces and tabs on both sides.
+std::string_view Trim(std::string_view s);
+// A number: optional sign, decimal digits with an optional fraction and exponent, or inf /
+// infinity / nan in any case; surrounding spaces ignored. nullopt for anything else, and for
+// magnitudes beyond a double's range.
+std::optional<double> ReadNumber(std::string_view s);
+// An ISO-8601 date or date-time (docs/frame.md, "CSV import") as milliseconds since the epoch.
+std::optional<int64_t> ReadTime(std::string_view s);
+bool IsNAToken(std::string_view s, const std::vector<std::string>& tokens);
+
+}  // namespace floe::parse::internal
+
+#endif  // FLOE_PARSE_INTERNAL_CSV_H_

@@ -1,0 +1,676 @@
+// Parallel parsing of sources into one Frame: sources (bytes, files, directories, gzip), the
+// split into byte ranges, the range parsers, and the merge of their pieces in input order.
+
+#include "parse/parse.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "parse/internal/csv.h"
+
+namespace floe::parse {
+namespace {
+
+using frame::ColumnType;
+using internal::Row;
+
+constexpr uint64_t kRowsPerCheck = 4096;  // rows between cancel checks and progress updates
+constexpr uint32_t kMaxThreads = 256;
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+// A file is loaded (mapped, or inflated) only when its turn comes and released after it, so a
+// directory of gzip files holds one inflated file at a time.
+struct Source {
+  std::string name;
+  bool loaded = false;
+  uint64_t disk_size = 0;  // before loading: what progress counts for it
+  std::string_view bytes;
+  std::string owned;  // inflated gzip
+  void* map = nullptr;
+  size_t map_size = 0;
+  Source() = default;
+  Source(const Source&) = delete;
+  Source& operator=(const Source&) = delete;
+  ~Source() { Release(); }
+  void Release() {
+    if (map != nullptr) munmap(map, map_size);
+    map = nullptr;
+    bytes = {};
+    std::string().swap(owned);
+  }
+};
+
+bool IsGzip(std::string_view s) { return s.size() >= 2 && s[0] == '\x1f' && s[1] == '\x8b'; }
+
+// Inflates every gzip member of `in`, refusing to pass `limit` bytes of output; checks `cancel`
+// every MiB of output.
+Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel) {
+  std::string out;
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 16) != Z_OK) return Status::Internal("zlib init failed");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = 0;
+  size_t fed = 0;
+  Status status;
+  for (;;) {
+    if (zs.avail_in == 0 && fed < in.size()) {
+      const size_t n = std::min<size_t>(in.size() - fed, 1u << 30);
+      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + fed));
+      zs.avail_in = static_cast<uInt>(n);
+      fed += n;
+    }
+    if (out.size() >= limit) {
+      status = Status::ResourceExhausted("gzip input inflates past the limit");
+      break;
+    }
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      status = Status::Cancelled("parse cancelled");
+      break;
+    }
+    const size_t room = static_cast<size_t>(std::min<uint64_t>(limit - out.size(), 1u << 20));
+    const size_t before = out.size();
+    out.resize(before + room);
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + before);
+    zs.avail_out = static_cast<uInt>(room);
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    out.resize(before + (room - zs.avail_out));
+    if (rc == Z_STREAM_END) {
+      // Another member may follow (concatenated gzip files are one stream).
+      const size_t left = zs.avail_in + (in.size() - fed);
+      if (left == 0) break;
+      if (!IsGzip(in.substr(in.size() - left))) {  // not dropped in silence
+        status = Status::Corruption("bytes after the gzip stream");
+        break;
+      }
+      if (inflateReset(&zs) != Z_OK) {
+        status = Status::Corruption("gzip member reset failed");
+        break;
+      }
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && zs.avail_in == 0 && fed == in.size()) {
+      status = Status::Corruption("gzip input truncated");
+      break;
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      status = Status::Corruption(std::string("gzip: ") + (zs.msg ? zs.msg : "bad data"));
+      break;
+    }
+  }
+  inflateEnd(&zs);
+  if (!status.ok()) return status;
+  return out;
+}
+
+Status LoadFile(const std::string& path, uint64_t limit, const std::atomic<bool>* cancel,
+                Source* src) {
+  src->loaded = true;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::NotFound(path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status::InvalidArgument(path + ": not a regular file");
+  }
+  const auto size = static_cast<size_t>(st.st_size);
+  if (size > 0) {
+    void* m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      close(fd);
+      return Status::Internal(path + ": mmap failed: " + std::strerror(errno));
+    }
+    madvise(m, size, MADV_SEQUENTIAL);
+    src->map = m;
+    src->map_size = size;
+    src->bytes = std::string_view(static_cast<const char*>(m), size);
+  }
+  close(fd);
+  if (IsGzip(src->bytes)) {
+    FLOE_ASSIGN_OR_RETURN(src->owned, Inflate(src->bytes, limit, cancel));
+    src->bytes = src->owned;
+  } else if (src->bytes.size() > limit) {
+    return Status::ResourceExhausted(path + ": larger than the input limit");
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range parsing
+
+struct Shared {
+  const Setup* setup;
+  const ParseOptions* options;
+  const ParseControl* control;
+  std::atomic<uint64_t> bytes_done{0};
+  std::atomic<uint64_t> rows{0};
+  std::atomic<bool> failed{false};
+};
+
+// The rows of one range: its frame, counts, and issues with lines relative to the range.
+struct Piece {
+  frame::Frame frame;
+  uint64_t rows = 0, newlines = 0, rejected = 0, padded = 0, bad_values = 0, blank = 0;
+  std::vector<ParseIssue> issues;  // line: 1-based within the range
+  Status status;
+};
+
+std::string Shorten(std::string_view v) {
+  std::string s(v.substr(0, 32));
+  if (v.size() > 32) s += "...";
+  return s;
+}
+
+class RangeParser {
+ public:
+  RangeParser(Shared* shared, Piece* piece) : s_(*shared), setup_(*shared->setup), piece_(*piece) {
+    for (const std::string& t : s_.options->na_tokens) {
+      if (t.size() < 64) {
+        na_lengths_ |= uint64_t{1} << t.size();
+      } else {
+        na_long_ = true;
+      }
+      if (!t.empty()) na_first_[static_cast<uint8_t>(t[0])] = true;
+    }
+  }
+
+  Status Run(const char* begin, const char* end) {
+    const ParseOptions& o = *s_.options;
+    std::vector<frame::ColumnSpec> specs;
+    for (size_t c = 0; c < setup_.names.size(); c++) {
+      specs.push_back({.name = setup_.names[c], .type = setup_.types[c]});
+    }
+    FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, o.builder));
+    const size_t columns = specs.size();
+    Row row;
+    row.field_cap =
+        static_cast<size_t>(std::min<uint64_t>(o.limits.max_field_bytes, SIZE_MAX - 1)) + 1;
+    const char* p = begin;
+    const char* reported = begin;  // bytes and rows up to here are in the shared counters
+    uint64_t rows_reported = 0;
+    uint64_t since_check = 0;
+    while (p < end) {
+      const char* next = internal::ReadRow(p, end, setup_.separator, setup_.quote, columns, &row);
+      const uint64_t line = piece_.newlines + 1;
+      piece_.newlines += row.newlines;
+      const auto length = static_cast<uint64_t>(next - p);
+      p = next;
+      if (++since_check == kRowsPerCheck) {
+        since_check = 0;
+        if (o.limits.max_rows < piece_.rows) break;
+        if (s_.control->cancel != nullptr && s_.control->cancel->load(std::memory_order_relaxed)) {
+          return Status::Cancelled("parse cancelled");
+        }
+        if (s_.failed.load(std::memory_order_relaxed)) {
+          return Status::Aborted("another range failed");
+        }
+        // Relaxed: counters for the progress callback, which needs no ordering with the rows.
+        s_.bytes_done.fetch_add(static_cast<uint64_t>(p - reported), std::memory_order_relaxed);
+        s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
+        reported = p;
+        rows_reported = piece_.rows;
+      }
+      if (row.blank()) {
+        piece_.blank++;
+        continue;
+      }
+      if (length > o.limits.max_line_bytes) {
+        Reject(line, "line longer than " + std::to_string(o.limits.max_line_bytes) + " bytes");
+        continue;
+      }
+      if (row.unterminated) {
+        Reject(line, "quote not closed before the end of the input");
+        continue;
+      }
+      if (row.count > columns) {
+        Reject(line, std::to_string(row.count) + " fields, expected " + std::to_string(columns));
+        continue;
+      }
+      if (row.longest > o.limits.max_field_bytes) {
+        Reject(line, "field longer than " + std::to_string(o.limits.max_field_bytes) + " bytes");
+        continue;
+      }
+      for (size_t c = 0; c < columns; c++) {
+        if (c < row.count) {
+          Add(&b, c, row.text(c), row.fields[c].quoted, line);
+        } else {
+          FLOE_RETURN_IF_ERROR(b.AddNA(c));
+        }
+      }
+      if (row.count < columns) {
+        piece_.padded++;
+        Note(line, std::to_string(row.count) + " fields, expected " + std::to_string(columns) +
+                       ": the rest are NA");
+      }
+      FLOE_RETURN_IF_ERROR(b.EndRow());
+      piece_.rows++;
+    }
+    if (piece_.rows > o.limits.max_rows) {
+      return Status::ResourceExhausted("more rows than the limit (" +
+                                       std::to_string(o.limits.max_rows) + ")");
+    }
+    s_.bytes_done.fetch_add(static_cast<uint64_t>(end - reported), std::memory_order_relaxed);
+    s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
+    FLOE_ASSIGN_OR_RETURN(piece_.frame, b.Finish());
+    return Status::OK();
+  }
+
+ private:
+  void Note(uint64_t line, std::string reason) {
+    if (piece_.issues.size() < s_.options->limits.max_issues) {
+      piece_.issues.push_back({.source = "", .line = line, .reason = std::move(reason)});
+    }
+  }
+  void Reject(uint64_t line, std::string reason) {
+    piece_.rejected++;
+    Note(line, "row rejected: " + std::move(reason));
+  }
+  void Bad(frame::FrameBuilder* b, size_t c, std::string_view v, uint64_t line, const char* what) {
+    piece_.bad_values++;
+    Note(line, "column '" + setup_.names[c] + "': '" + Shorten(v) + "' is not " + what + ": NA");
+    FLOE_CHECK_OK(b->AddNA(c));
+  }
+
+  // Most values are no NA token: their length or first byte says so without a comparison.
+  bool IsNA(std::string_view v) const {
+    if (v.size() < 64 ? ((na_lengths_ >> v.size()) & 1) == 0 : !na_long_) return false;
+    if (!v.empty() && !na_first_[static_cast<uint8_t>(v[0])]) return false;
+    return internal::IsNAToken(v, s_.options->na_tokens);
+  }
+
+  void Add(frame::FrameBuilder* b, size_t c, std::string_view v, bool quoted, uint64_t line) {
+    switch (setup_.types[c]) {
+      case ColumnType::kInteger:
+      case ColumnType::kReal: {
+        if (IsNA(v)) {
+          FLOE_CHECK_OK(b->AddNA(c));
+          return;
+        }
+        const std::optional<double> x = internal::ReadNumber(v);
+        if (!x || !b->AddNumber(c, *x).ok()) {
+          Bad(b, c, v, line, setup_.types[c] == ColumnType::kInteger ? "an integer" : "a number");
+        }
+        return;
+      }
+      case ColumnType::kTime: {
+        if (IsNA(v)) {
+          FLOE_CHECK_OK(b->AddNA(c));
+          return;
+        }
+        const std::optional<int64_t> t = internal::ReadTime(v);
+        if (!t || !b->AddTime(c, *t).ok()) Bad(b, c, v, line, "a time");
+        return;
+      }
+      case ColumnType::kCategorical:
+      case ColumnType::kString:
+        if (!quoted && IsNA(v)) {
+          FLOE_CHECK_OK(b->AddNA(c));
+          return;
+        }
+        if (!b->AddString(c, v).ok()) Bad(b, c, v, line, "a value the column takes");
+        return;
+    }
+  }
+
+  Shared& s_;
+  const Setup& setup_;
+  Piece& piece_;
+  uint64_t na_lengths_ = 0;  // bit n: a token of n bytes
+  bool na_long_ = false;     // a token of 64 bytes or more
+  bool na_first_[256] = {};  // a token's first byte
+};
+
+// How ranges split
+// ----------------
+// A body of n bytes is cut at n * i / T for T ranges. A cut may fall inside a quoted field, so
+// no range can find its first row by looking for an LF alone. The split is exact instead of
+// speculative: pass 1 counts the quote characters of each range in parallel; under contract 4
+// every quote toggles the quoted state (a doubled quote toggles twice), so the prefix parity of
+// those counts says whether each cut lies inside quotes. Pass 2: range i starts at the first
+// LF outside quotes at or after its cut (NextRowStart, scanning from the known state) and ends
+// where range i + 1 starts, found by the same function, so the ranges tile the body with no row
+// lost or read twice, whatever the quotes. Pass 1 is a count at memory bandwidth. A quoted
+// field longer than a range leaves ranges with no row start of their own: their scan stops at
+// the next cut and they take the next range's start (empty), so the scans stay O(n) in all.
+struct Split {
+  std::vector<const char*> starts;  // ranges + 1 row starts; range i is [starts[i], starts[i+1])
+};
+
+template <typename F>
+void RunAll(size_t n, F&& f) {
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < n; i++) threads.emplace_back([&f, i] { f(i); });
+  if (n > 0) f(0);
+  for (std::thread& t : threads) t.join();
+}
+
+Split SplitBody(std::string_view body, char quote, size_t ranges) {
+  const char* begin = body.data();
+  const char* end = begin + body.size();
+  std::vector<const char*> cuts(ranges + 1);
+  for (size_t i = 0; i <= ranges; i++) {
+    // n * i / T without overflow (i <= T <= kMaxThreads).
+    const size_t n = body.size();
+    cuts[i] = begin + (n / ranges) * i + (n % ranges) * i / ranges;
+  }
+  std::vector<uint64_t> quotes(ranges, 0);
+  if (quote != '\0' && ranges > 1) {
+    RunAll(ranges,
+           [&](size_t i) { quotes[i] = internal::CountQuotes(cuts[i], cuts[i + 1], quote); });
+  }
+  Split split;
+  split.starts.resize(ranges + 1);
+  split.starts[0] = begin;
+  split.starts[ranges] = end;
+  uint64_t parity = 0;
+  std::vector<bool> in_quotes(ranges, false);
+  for (size_t i = 1; i < ranges; i++) {
+    parity += quotes[i - 1];
+    in_quotes[i] = (parity & 1) != 0;
+  }
+  // Each scan stops at the next cut: a range with no row start of its own (inside a long quoted
+  // field) starts where the next one does, so the scans cost O(n) together, not O(T * n).
+  RunAll(ranges > 1 ? ranges - 1 : 0, [&](size_t k) {
+    const size_t i = k + 1;
+    split.starts[i] = internal::NextRowStart(begin, cuts[i], cuts[i + 1], quote, in_quotes[i]);
+  });
+  for (size_t i = ranges - 1; i >= 1; i--) {
+    if (split.starts[i] >= cuts[i + 1]) split.starts[i] = split.starts[i + 1];
+  }
+  return split;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merge
+
+// Joins the pieces' columns chunk by chunk. Categorical domains are merged in piece order, which
+// is first-seen order over the whole input; a piece whose codes differ from the merged ones has
+// its chunks re-encoded. A domain past the categorical limit makes the column a string column.
+Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
+                           std::vector<Piece>& pieces, ParseReport* report) {
+  std::vector<frame::Vec> vecs;
+  for (size_t c = 0; c < setup.names.size(); c++) {
+    std::vector<std::shared_ptr<const std::string>> chunks;
+    std::vector<std::string> domain;
+    ColumnType type = setup.types[c];
+    if (type != ColumnType::kCategorical) {
+      for (Piece& p : pieces) {
+        const frame::Vec& v = p.frame.vec(c);
+        for (size_t k = 0; k < v.chunk_count(); k++) chunks.push_back(v.chunk_bytes(k));
+      }
+    } else {
+      std::unordered_map<std::string_view, int32_t> code_of;
+      std::vector<std::vector<int32_t>> maps(pieces.size());
+      for (size_t i = 0; i < pieces.size(); i++) {
+        for (const std::string& value : pieces[i].frame.vec(c).domain()) {
+          auto [it, fresh] = code_of.emplace(value, static_cast<int32_t>(domain.size()));
+          if (fresh) domain.push_back(value);
+          maps[i].push_back(it->second);
+        }
+      }
+      const bool as_strings = domain.size() > options.max_categorical_domain;
+      if (as_strings) {
+        type = ColumnType::kString;
+        report->string_columns_from_categorical++;
+      }
+      std::vector<int32_t> codes;
+      std::vector<std::optional<std::string_view>> strings;
+      for (size_t i = 0; i < pieces.size(); i++) {
+        const frame::Vec& v = pieces[i].frame.vec(c);
+        bool identity = !as_strings;
+        for (size_t k = 0; identity && k < maps[i].size(); k++) identity = maps[i][k] == int32_t(k);
+        for (size_t k = 0; k < v.chunk_count(); k++) {
+          if (identity) {
+            chunks.push_back(v.chunk_bytes(k));
+            continue;
+          }
+          const frame::ChunkView& view = v.chunk(k);
+          codes.clear();
+          strings.clear();
+          for (uint32_t r = 0; r < view.rows(); r++) {
+            const int32_t code =
+                view.layout() == frame::Layout::kEmpty ? frame::kNACode : view.CodeAt(r);
+            const int32_t global = code == frame::kNACode ? frame::kNACode : maps[i][code];
+            if (as_strings) {
+              strings.push_back(global == frame::kNACode
+                                    ? std::nullopt
+                                    : std::optional<std::string_view>(domain[global]));
+            } else {
+              codes.push_back(global);
+            }
+          }
+          if (as_strings) {
+            FLOE_ASSIGN_OR_RETURN(std::string bytes, frame::CompressStrings(strings));
+            chunks.push_back(std::make_shared<const std::string>(std::move(bytes)));
+          } else {
+            chunks.push_back(std::make_shared<const std::string>(
+                frame::CompressCodes(codes, static_cast<uint32_t>(domain.size()))));
+          }
+        }
+      }
+      if (as_strings) domain.clear();
+    }
+    FLOE_ASSIGN_OR_RETURN(frame::Vec v,
+                          frame::Vec::Make(type, std::move(domain), std::move(chunks)));
+    vecs.push_back(std::move(v));
+  }
+  return frame::Frame::Make(setup.names, std::move(vecs));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parse of a list of sources
+
+std::string_view StripBOM(std::string_view s) {
+  if (s.size() >= 3 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
+  return s;
+}
+
+Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
+                                 const ParseOptions& options, const ParseControl& control) {
+  uint64_t total = 0;  // progress's bytes_total: loaded sources' bytes, others' sizes on disk
+  for (const auto& s : sources) total += s->loaded ? s->bytes.size() : s->disk_size;
+  auto load = [&](Source* s) {
+    if (s->loaded) return Status::OK();
+    total -= s->disk_size;
+    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits.max_input_bytes, control.cancel, s));
+    total += s->bytes.size();
+    return Status::OK();
+  };
+  // The setup comes from the first source with any bytes (an empty first file guesses nothing).
+  std::string_view first;
+  for (const auto& s : sources) {
+    FLOE_RETURN_IF_ERROR(load(s.get()));
+    if (!s->bytes.empty()) {
+      first = StripBOM(s->bytes);
+      break;
+    }
+  }
+  FLOE_ASSIGN_OR_RETURN(Setup setup, GuessSetup(first, options));
+  Shared shared{.setup = &setup, .options = &options, .control = &control};
+  const uint32_t threads = std::clamp<uint32_t>(
+      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency()), 1,
+      kMaxThreads);
+  const uint64_t min_range = std::max<uint64_t>(options.min_range_bytes, 1);
+
+  std::vector<Piece> pieces;
+  ParseResult result;
+  ParseReport& report = result.report;
+  std::vector<std::string> header;  // the first source's header row, to recognize it later
+  bool have_header = false;
+  for (size_t si = 0; si < sources.size(); si++) {
+    FLOE_RETURN_IF_ERROR(load(sources[si].get()));
+    std::string_view body = StripBOM(sources[si]->bytes);
+    report.bytes += sources[si]->bytes.size();
+    uint64_t line_base = 0;  // lines before the body
+    if (setup.header && !body.empty()) {
+      // Blank lines before the header are skipped (and counted), as the guess skipped them.
+      Row row;
+      uint64_t blank_lines = 0, blank_newlines = 0;
+      const char* next = body.data();
+      for (;;) {
+        next = internal::ReadRow(body.data(), body.data() + body.size(), setup.separator,
+                                 setup.quote, setup.names.size() + 1, &row);
+        if (!row.blank()) break;
+        blank_lines++;
+        blank_newlines += row.newlines;
+        body.remove_prefix(static_cast<size_t>(next - body.data()));
+        if (body.empty()) break;
+      }
+      report.blank_lines += blank_lines;
+      line_base += blank_newlines;
+      std::vector<std::string> fields;
+      for (size_t i = 0; i < row.fields.size(); i++) fields.emplace_back(row.text(i));
+      const bool guessed_from_this = !have_header;  // the first source with bytes
+      if (guessed_from_this) {
+        header = fields;
+        have_header = true;
+      }
+      if (guessed_from_this || fields == header) {
+        line_base += row.newlines;
+        body.remove_prefix(static_cast<size_t>(next - body.data()));
+      }
+    }
+    shared.bytes_done.fetch_add(sources[si]->bytes.size() - body.size());
+    const size_t ranges =
+        static_cast<size_t>(std::clamp<uint64_t>(body.size() / min_range, 1, threads));
+    const Split split = SplitBody(body, setup.quote, ranges);
+    const size_t first_piece = pieces.size();
+    pieces.resize(first_piece + ranges);
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t running = ranges;
+    std::vector<std::thread> workers;
+    for (size_t i = 0; i < ranges; i++) {
+      workers.emplace_back([&, i] {
+        Piece& piece = pieces[first_piece + i];
+        RangeParser parser(&shared, &piece);
+        piece.status = parser.Run(split.starts[i], split.starts[i + 1]);
+        if (!piece.status.ok()) shared.failed.store(true, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> lock(mu);
+        if (--running == 0) cv.notify_all();
+      });
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      while (!cv.wait_for(lock, control.progress_interval, [&] { return running == 0; })) {
+        if (control.progress) {
+          lock.unlock();
+          control.progress({.bytes_done = shared.bytes_done.load(std::memory_order_relaxed),
+                            .bytes_total = total,
+                            .rows = shared.rows.load(std::memory_order_relaxed)});
+          lock.lock();
+        }
+      }
+    }
+    for (std::thread& t : workers) t.join();
+    // The first failure in input order wins, a cancel over the aborts it caused.
+    for (size_t i = first_piece; i < pieces.size(); i++) {
+      if (pieces[i].status.code() == StatusCode::kCancelled) return pieces[i].status;
+    }
+    for (size_t i = first_piece; i < pieces.size(); i++) {
+      if (!pieces[i].status.ok() && pieces[i].status.code() != StatusCode::kAborted) {
+        return pieces[i].status;
+      }
+    }
+    uint64_t lines = line_base;
+    for (size_t i = first_piece; i < pieces.size(); i++) {
+      Piece& p = pieces[i];
+      for (ParseIssue& issue : p.issues) {
+        if (report.issues.size() >= options.limits.max_issues) break;
+        issue.source = sources[si]->name;
+        issue.line += lines;
+        report.issues.push_back(std::move(issue));
+      }
+      p.issues.clear();
+      lines += p.newlines;
+      report.rows += p.rows;
+      report.rejected_rows += p.rejected;
+      report.padded_rows += p.padded;
+      report.bad_values += p.bad_values;
+      report.blank_lines += p.blank;
+    }
+    if (report.rows > options.limits.max_rows) {
+      return Status::ResourceExhausted("more rows than the limit (" +
+                                       std::to_string(options.limits.max_rows) + ")");
+    }
+    sources[si]->Release();  // the pieces copied what they keep
+  }
+  if (pieces.empty()) {  // no sources: an empty frame of the setup's columns
+    pieces.emplace_back();
+    std::vector<frame::ColumnSpec> specs;
+    for (size_t c = 0; c < setup.names.size(); c++) {
+      specs.push_back({.name = setup.names[c], .type = setup.types[c]});
+    }
+    FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, options.builder));
+    FLOE_ASSIGN_OR_RETURN(pieces[0].frame, b.Finish());
+  }
+  FLOE_ASSIGN_OR_RETURN(result.frame, Merge(setup, options, pieces, &report));
+  result.setup = std::move(setup);
+  if (control.progress) {
+    control.progress({.bytes_done = report.bytes, .bytes_total = total, .rows = report.rows});
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& options,
+                               const ParseControl& control) {
+  std::vector<std::unique_ptr<Source>> sources;
+  sources.push_back(std::make_unique<Source>());
+  sources[0]->loaded = true;
+  if (IsGzip(data)) {
+    FLOE_ASSIGN_OR_RETURN(sources[0]->owned,
+                          Inflate(data, options.limits.max_input_bytes, control.cancel));
+    sources[0]->bytes = sources[0]->owned;
+  } else {
+    if (data.size() > options.limits.max_input_bytes) {
+      return Status::ResourceExhausted("input larger than the limit");
+    }
+    sources[0]->bytes = data;
+  }
+  return ParseSources(sources, options, control);
+}
+
+Result<ParseResult> ParseFile(const std::string& path, const ParseOptions& options,
+                              const ParseControl& control) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec) return Status::NotFound(path + ": " + ec.message());
+  std::vector<std::string> paths;
+  if (std::filesystem::is_directory(status)) {
+    for (const auto& entry : std::filesystem::directory_iterator(path, ec)) {
+      if (!entry.is_regular_file() || entry.path().filename().string().starts_with(".")) continue;
+      paths.push_back(entry.path().string());
+    }
+    if (ec) return Status::Internal(path + ": " + ec.message());
+    std::sort(paths.begin(), paths.end());
+  } else {
+    paths.push_back(path);
+  }
+  std::vector<std::unique_ptr<Source>> sources;
+  for (const std::string& p : paths) {
+    sources.push_back(std::make_unique<Source>());
+    sources.back()->name = p;
+    sources.back()->disk_size = std::filesystem::file_size(p, ec);
+    if (ec) sources.back()->disk_size = 0;
+  }
+  return ParseSources(sources, options, control);
+}
+
+}  // namespace floe::parse

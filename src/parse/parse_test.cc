@@ -1,0 +1,685 @@
+// CSV import (parse.h): the setup guess, quoting, ragged and bad rows with their lines, limits,
+// the split into ranges (a quoted field across a split point), the same frame for 1 and N
+// threads, gzip, files and directories, progress and cancellation.
+
+#include "parse/parse.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "parse/internal/csv.h"
+
+namespace floe::parse {
+namespace {
+
+using frame::ColumnType;
+
+ParseResult Parse(std::string_view text, ParseOptions options = {}) {
+  Result<ParseResult> r = ParseBytes(text, options);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  if (!r.ok()) return {};
+  return std::move(*r);
+}
+
+// Options that split even a tiny input into `threads` ranges.
+ParseOptions Threads(uint32_t threads) {
+  ParseOptions o;
+  o.threads = threads;
+  o.min_range_bytes = 1;
+  o.builder.target_chunk_bytes = 256;  // several chunks per range too
+  return o;
+}
+
+// A cell as text: "NA", the number (%.17g), the time in ms, or the string.
+std::string Cell(const frame::Frame& f, size_t col, uint64_t row) {
+  const frame::Vec& v = f.vec(col);
+  if (v.IsNA(row)) return "NA";
+  switch (v.type()) {
+    case ColumnType::kCategorical:
+    case ColumnType::kString:
+      return std::string(v.AtString(row));
+    default: {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.17g", v.At(row));
+      return buf;
+    }
+  }
+}
+
+std::vector<std::string> Column(const frame::Frame& f, size_t col) {
+  std::vector<std::string> out;
+  for (uint64_t r = 0; r < f.rows(); r++) out.push_back(Cell(f, col, r));
+  return out;
+}
+
+// Everything a parse decides, as text, to compare runs.
+std::string Dump(const ParseResult& r) {
+  std::string s;
+  for (size_t c = 0; c < r.frame.columns(); c++) {
+    s += r.frame.name(c) + ":" + std::string(frame::ColumnTypeName(r.frame.vec(c).type())) + "[";
+    for (const std::string& d : r.frame.vec(c).domain()) s += d + "|";
+    s += "]\n";
+  }
+  for (uint64_t row = 0; row < r.frame.rows(); row++) {
+    for (size_t c = 0; c < r.frame.columns(); c++) s += Cell(r.frame, c, row) + "\x1f";
+    s += "\n";
+  }
+  const ParseReport& p = r.report;
+  s += "rows " + std::to_string(p.rows) + " rejected " + std::to_string(p.rejected_rows) +
+       " padded " + std::to_string(p.padded_rows) + " bad " + std::to_string(p.bad_values) +
+       " blank " + std::to_string(p.blank_lines) + "\n";
+  for (const ParseIssue& i : p.issues) s += std::to_string(i.line) + ": " + i.reason + "\n";
+  return s;
+}
+
+std::vector<ColumnType> Types(const ParseResult& r) { return r.setup.types; }
+
+TEST(ParseTest, GuessesHeaderAndTypesOfASmallMixedFile) {
+  const ParseResult r = Parse(
+      "id,price,city,name,when,day\n"
+      "1,9.99,Paris,Ann Lee,2024-01-02T03:04:05Z,2024-01-02\n"
+      "2,19.5,Lyon,Bob Ray,2024-01-02 03:04:06.250,2024-01-03\n"
+      "3,,Paris,Cy Ng,2024-01-02T03:04:07+01:00,2024-01-04\n"
+      "4,0.5,Lyon,Di Po,2024-01-02T03:04,NA\n"
+      "5,1e3,Paris,Ed Uh,2024-01-02T03:04:09.5-0130,2024-01-06\n"
+      "6,2,Lyon,Fa Oz,2024-01-02T03:04:10,2024-01-07\n");
+  EXPECT_EQ(r.setup.separator, ',');
+  EXPECT_TRUE(r.setup.header);
+  EXPECT_EQ(r.setup.names,
+            (std::vector<std::string>{"id", "price", "city", "name", "when", "day"}));
+  EXPECT_EQ(Types(r), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kReal,
+                                               ColumnType::kCategorical, ColumnType::kString,
+                                               ColumnType::kTime, ColumnType::kTime}));
+  ASSERT_EQ(r.frame.rows(), 6u);
+  EXPECT_EQ(Column(r.frame, 0), (std::vector<std::string>{"1", "2", "3", "4", "5", "6"}));
+  EXPECT_EQ(Column(r.frame, 1),
+            (std::vector<std::string>{"9.9900000000000002", "19.5", "NA", "0.5", "1000", "2"}));
+  EXPECT_EQ(r.frame.vec(2).domain(), (std::vector<std::string>{"Paris", "Lyon"}));
+  EXPECT_EQ(Column(r.frame, 3)[1], "Bob Ray");
+  const int64_t base = 1704164640000;  // 2024-01-02T03:04:00Z
+  EXPECT_EQ(r.frame.vec(4).At(0), static_cast<double>(base + 5000));
+  EXPECT_EQ(r.frame.vec(4).At(1), static_cast<double>(base + 6250));
+  EXPECT_EQ(r.frame.vec(4).At(2), static_cast<double>(base + 7000 - 3600000));
+  EXPECT_EQ(r.frame.vec(4).At(3), static_cast<double>(base));
+  EXPECT_EQ(r.frame.vec(4).At(4), static_cast<double>(base + 9500 + 5400000));
+  EXPECT_EQ(r.frame.vec(5).At(0), 1704153600000.0);
+  EXPECT_TRUE(r.frame.vec(5).IsNA(3));
+  EXPECT_EQ(r.report.bad_values, 0u);
+  EXPECT_TRUE(r.report.issues.empty());
+}
+
+TEST(ParseTest, GuessesEachSeparator) {
+  for (const char sep : std::string(",;\t| ")) {
+    std::string text = "a_b_c\n1_2_3\n4_5_6\n";
+    for (char& ch : text) {
+      if (ch == '_') ch = sep;
+    }
+    const ParseResult r = Parse(text);
+    EXPECT_EQ(r.setup.separator, sep) << int(sep);
+    EXPECT_EQ(r.frame.columns(), 3u) << int(sep);
+    EXPECT_EQ(r.frame.rows(), 2u) << int(sep);
+  }
+  // A comma inside quotes does not make the comma the separator.
+  const ParseResult q = Parse("\"x,y\";b\n\"1,5\";2\n\"2,5\";3\n");
+  EXPECT_EQ(q.setup.separator, ';');
+  EXPECT_EQ(Column(q.frame, 0), (std::vector<std::string>{"1,5", "2,5"}));
+}
+
+TEST(ParseTest, NoHeaderWhenTheFirstRowIsData) {
+  const ParseResult r = Parse("1,2.5,x\n3,4.5,y\n");
+  EXPECT_FALSE(r.setup.header);
+  EXPECT_EQ(r.setup.names, (std::vector<std::string>{"C1", "C2", "C3"}));
+  EXPECT_EQ(r.frame.rows(), 2u);
+}
+
+TEST(ParseTest, HeaderNamesAreMadeDistinctAndNonEmpty) {
+  ParseOptions o;
+  o.header = true;  // the guess wants distinct non-empty names
+  const ParseResult r = Parse("a,a,,b\n1,2,3,4\n", o);
+  EXPECT_EQ(r.setup.names, (std::vector<std::string>{"a", "a_2", "C3", "b"}));
+}
+
+TEST(ParseTest, QuotedFieldsHoldSeparatorsNewlinesAndEscapedQuotes) {
+  const ParseResult r = Parse(
+      "k,v\n"
+      "1,\"a,b\"\n"
+      "2,\"line1\nline2\"\n"
+      "3,\"say \"\"hi\"\"\"\n"
+      "4,\"\"\n"
+      "5,ab\"c,d\"e\n"
+      "6,\"x\"y\n");
+  ASSERT_EQ(r.frame.rows(), 6u);
+  EXPECT_EQ(Column(r.frame, 1),
+            (std::vector<std::string>{"a,b", "line1\nline2", "say \"hi\"", "", "abc,de", "xy"}));
+  EXPECT_TRUE(r.report.issues.empty());
+}
+
+TEST(ParseTest, CRLFAndAMissingFinalNewline) {
+  const ParseResult crlf = Parse("a,b\r\n1,\"x\"\r\n2,y\r\n3,\"z\r\nw\"\r\n4,v");
+  ASSERT_EQ(crlf.frame.rows(), 4u);
+  EXPECT_EQ(Column(crlf.frame, 1), (std::vector<std::string>{"x", "y", "z\r\nw", "v"}));
+  EXPECT_EQ(crlf.setup.names, (std::vector<std::string>{"a", "b"}));
+  const ParseResult lf = Parse("a,b\n1,x\n2,y");
+  EXPECT_EQ(Column(lf.frame, 1), (std::vector<std::string>{"x", "y"}));
+}
+
+TEST(ParseTest, RaggedRowsArePaddedOrRejectedWithTheirLines) {
+  ParseOptions o;
+  o.header = true;
+  const ParseResult r =
+      Parse("a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n\n13,\"x\ny\",14,15\n16,17,18\n", o);
+  ASSERT_EQ(r.frame.rows(), 4u);
+  EXPECT_EQ(Column(r.frame, 0), (std::vector<std::string>{"1", "4", "10", "16"}));
+  EXPECT_EQ(Column(r.frame, 2), (std::vector<std::string>{"3", "NA", "12", "18"}));
+  EXPECT_EQ(r.report.padded_rows, 1u);
+  EXPECT_EQ(r.report.rejected_rows, 2u);
+  EXPECT_EQ(r.report.blank_lines, 1u);
+  ASSERT_EQ(r.report.issues.size(), 3u);
+  EXPECT_EQ(r.report.issues[0].line, 3u);
+  EXPECT_EQ(r.report.issues[0].reason, "2 fields, expected 3: the rest are NA");
+  EXPECT_EQ(r.report.issues[1].line, 4u);
+  EXPECT_EQ(r.report.issues[1].reason, "row rejected: 4 fields, expected 3");
+  EXPECT_EQ(r.report.issues[2].line, 7u);  // its row spans lines 7 and 8
+}
+
+TEST(ParseTest, EmptyHeaderOnlyAndBOM) {
+  const ParseResult empty = Parse("");
+  EXPECT_EQ(empty.frame.rows(), 0u);
+  EXPECT_EQ(empty.frame.columns(), 1u);
+  const ParseResult header = Parse("x,y,z\n");
+  EXPECT_TRUE(header.setup.header);
+  EXPECT_EQ(header.frame.rows(), 0u);
+  EXPECT_EQ(header.setup.names, (std::vector<std::string>{"x", "y", "z"}));
+  const ParseResult bom = Parse("\xEF\xBB\xBFid,v\n1,2\n");
+  EXPECT_EQ(bom.setup.names, (std::vector<std::string>{"id", "v"}));
+  EXPECT_EQ(bom.frame.rows(), 1u);
+  // A forced header on an empty input (found by parse_fuzz).
+  ParseOptions header_on_empty;
+  header_on_empty.header = true;
+  EXPECT_EQ(Parse("", header_on_empty).frame.columns(), 1u);
+  EXPECT_EQ(Parse("\n\n", header_on_empty).frame.rows(), 0u);
+  // Blank lines before the header are skipped like any other, not taken for the header.
+  const ParseResult blank_first = Parse("\n\r\nid,v\n1,2\n3\n");
+  EXPECT_EQ(blank_first.setup.names, (std::vector<std::string>{"id", "v"}));
+  EXPECT_EQ(Column(blank_first.frame, 0), (std::vector<std::string>{"1", "3"}));
+  EXPECT_EQ(blank_first.report.blank_lines, 2u);
+  ASSERT_EQ(blank_first.report.issues.size(), 1u);
+  EXPECT_EQ(blank_first.report.issues[0].line, 5u);
+  const ParseResult one = Parse("id,v\n7,8.5");
+  EXPECT_EQ(Column(one.frame, 1), (std::vector<std::string>{"8.5"}));
+}
+
+TEST(ParseTest, MostlyNumbersStayNumericAndBadTokensAreCountedWithLines) {
+  std::string text = "n\n";
+  for (int i = 0; i < 40; i++)
+    text += (i == 10 ? "oops" : i == 30 ? "1.2.3" : std::to_string(i)) + "\n";
+  const ParseResult r = Parse(text);
+  EXPECT_EQ(Types(r), std::vector<ColumnType>{ColumnType::kInteger});
+  EXPECT_EQ(r.frame.rows(), 40u);
+  EXPECT_TRUE(r.frame.vec(0).IsNA(10));
+  EXPECT_TRUE(r.frame.vec(0).IsNA(30));
+  EXPECT_EQ(r.report.bad_values, 2u);
+  ASSERT_EQ(r.report.issues.size(), 2u);
+  EXPECT_EQ(r.report.issues[0].line, 12u);
+  EXPECT_EQ(r.report.issues[0].reason, "column 'n': 'oops' is not an integer: NA");
+  EXPECT_EQ(r.report.issues[1].line, 32u);
+  // A non-integer in an integer column (forced) is a bad value too, not a rounding.
+  ParseOptions o;
+  o.column_types = {ColumnType::kInteger};
+  const ParseResult forced = Parse("n\n1\n2.5\n", o);
+  EXPECT_EQ(Column(forced.frame, 0), (std::vector<std::string>{"1", "NA"}));
+  EXPECT_EQ(forced.report.bad_values, 1u);
+}
+
+TEST(ParseTest, NATokensAndNAHeavyColumns) {
+  std::string text = "a,b,c\n";
+  for (int i = 0; i < 100; i++) {
+    const char* na[] = {"", "NA", "N/A", "null", "NaN"};
+    text += std::string(i % 25 == 0 ? std::to_string(i) : na[i % 5]) + "," + na[(i + 1) % 5] + "," +
+            (i % 3 == 0 ? "\"NA\"" : "NA") + "\n";
+  }
+  const ParseResult r = Parse(text);
+  EXPECT_EQ(Types(r)[0], ColumnType::kInteger);
+  EXPECT_EQ(Types(r)[1], ColumnType::kReal);  // all NA
+  for (uint64_t i = 0; i < 100; i++) {
+    EXPECT_EQ(r.frame.vec(0).IsNA(i), i % 25 != 0) << i;
+    EXPECT_TRUE(r.frame.vec(1).IsNA(i));
+  }
+  // In a text column a quoted "NA" is the string NA; unquoted it is NA.
+  EXPECT_EQ(Types(r)[2], ColumnType::kCategorical);
+  EXPECT_EQ(Cell(r.frame, 2, 0), "NA");
+  EXPECT_FALSE(r.frame.vec(2).IsNA(0));
+  EXPECT_TRUE(r.frame.vec(2).IsNA(1));
+  EXPECT_EQ(r.report.bad_values, 0u);
+  // Other tokens on request.
+  ParseOptions o;
+  o.na_tokens = {"-"};
+  const ParseResult custom = Parse("x\n1\n-\n3\n", o);
+  EXPECT_EQ(Column(custom.frame, 0), (std::vector<std::string>{"1", "NA", "3"}));
+}
+
+TEST(ParseTest, NumbersAtTheEdges) {
+  ParseOptions o;
+  o.header = true;
+  const ParseResult r = Parse(
+      "x\n0\n-0\n+0.0\n-0.0\n9223372036854775807\n-9223372036854775808\n1e308\n-1."
+      "7976931348623157e308\n"
+      "4.9e-324\n2.2250738585072014e-308\ninf\n-Infinity\n1e400\n 42 \n",
+      o);
+  EXPECT_EQ(Types(r), std::vector<ColumnType>{ColumnType::kReal});
+  const frame::Vec& v = r.frame.vec(0);
+  ASSERT_EQ(v.rows(), 14u);
+  EXPECT_EQ(v.At(0), 0.0);
+  EXPECT_FALSE(std::signbit(v.At(0)));
+  EXPECT_TRUE(std::signbit(v.At(1)));
+  EXPECT_FALSE(std::signbit(v.At(2)));
+  EXPECT_TRUE(std::signbit(v.At(3)));
+  EXPECT_EQ(v.At(4), 9223372036854775807.0);
+  EXPECT_EQ(v.At(5), -9223372036854775808.0);
+  EXPECT_EQ(v.At(6), 1e308);
+  EXPECT_EQ(v.At(7), -std::numeric_limits<double>::max());
+  EXPECT_EQ(v.At(8), std::numeric_limits<double>::denorm_min());
+  EXPECT_EQ(v.At(9), std::numeric_limits<double>::min());
+  EXPECT_EQ(v.At(10), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(v.At(11), -std::numeric_limits<double>::infinity());
+  EXPECT_TRUE(v.IsNA(12));  // beyond a double: a bad value
+  EXPECT_EQ(v.At(13), 42.0);
+  EXPECT_EQ(r.report.bad_values, 1u);
+  // Integers beyond 2^53 are not exact as doubles: the guess makes the column real.
+  EXPECT_EQ(Types(Parse("x\n1\n9007199254740993\n")), std::vector<ColumnType>{ColumnType::kReal});
+  EXPECT_EQ(Types(Parse("x\n1\n-9007199254740991\n")),
+            std::vector<ColumnType>{ColumnType::kInteger});
+}
+
+TEST(ParseTest, ReadNumberAgreesWithStrtodBitForBit) {
+  // The short-decimal fast path against the C library's correctly rounded conversion.
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 200000; i++) {
+    const int digits = 1 + static_cast<int>(rng() % 17);
+    std::string s = rng() % 2 ? "-" : "";
+    const int point = static_cast<int>(rng() % (digits + 2));
+    for (int d = 0; d < digits; d++) {
+      if (d == point) s += '.';
+      s += static_cast<char>('0' + rng() % 10);
+    }
+    const std::optional<double> got = internal::ReadNumber(s);
+    ASSERT_TRUE(got.has_value()) << s;
+    const double want = std::strtod(s.c_str(), nullptr);
+    ASSERT_EQ(std::memcmp(&*got, &want, 8), 0) << s << " " << *got << " " << want;
+  }
+  EXPECT_FALSE(internal::ReadNumber(".").has_value());
+  EXPECT_FALSE(internal::ReadNumber("-").has_value());
+  EXPECT_FALSE(internal::ReadNumber("1.2.3").has_value());
+  EXPECT_FALSE(internal::ReadNumber("0x10").has_value());
+  EXPECT_FALSE(internal::ReadNumber("+-1").has_value());
+  EXPECT_EQ(*internal::ReadNumber("1."), 1.0);
+  EXPECT_EQ(*internal::ReadNumber(".5"), 0.5);
+}
+
+TEST(ParseTest, TimesRefuseImpossibleDates) {
+  EXPECT_TRUE(internal::ReadTime("2024-02-29").has_value());
+  EXPECT_FALSE(internal::ReadTime("2023-02-29").has_value());
+  EXPECT_FALSE(internal::ReadTime("2024-13-01").has_value());
+  EXPECT_FALSE(internal::ReadTime("2024-01-01T24:00:00").has_value());
+  EXPECT_FALSE(internal::ReadTime("2024-01-01T10:00:00+2").has_value());
+  EXPECT_EQ(*internal::ReadTime("1970-01-01"), 0);
+  EXPECT_EQ(*internal::ReadTime("1969-12-31T23:59:59.999Z"), -1);
+  EXPECT_EQ(*internal::ReadTime("0000-01-01"), -62167219200000);
+  EXPECT_EQ(*internal::ReadTime("9999-12-31T23:59:59.999"), 253402300799999);
+}
+
+TEST(ParseTest, CategoricalOrStringByDistinctCount) {
+  // Values that repeat (at most half as many distinct as values): categorical.
+  std::string text = "rep,uniq\n";
+  for (int i = 0; i < 50; i++)
+    text += "v" + std::to_string(i % 10) + ",u" + std::to_string(i) + "\n";
+  const ParseResult r = Parse(text);
+  EXPECT_EQ(Types(r), (std::vector<ColumnType>{ColumnType::kCategorical, ColumnType::kString}));
+  EXPECT_EQ(r.frame.vec(0).domain().size(), 10u);
+  // Past the domain limit: string, even though values repeat.
+  ParseOptions o;
+  o.max_categorical_domain = 5;
+  EXPECT_EQ(Types(Parse(text, o))[0], ColumnType::kString);
+}
+
+TEST(ParseTest, ACategoricalWhoseWholeDomainPassesTheLimitBecomesString) {
+  // The sample (the first 64 bytes) sees 2 values; the input has 30.
+  std::string text = "c\n";
+  for (int i = 0; i < 20; i++) text += (i % 2 ? "a\n" : "b\n");
+  for (int i = 0; i < 30; i++) text += "w" + std::to_string(i) + "\n";
+  ParseOptions o = Threads(3);
+  o.sample_bytes = 64;
+  o.max_categorical_domain = 10;
+  const ParseResult r = Parse(text, o);
+  EXPECT_EQ(r.setup.types[0], ColumnType::kCategorical);
+  EXPECT_EQ(r.frame.vec(0).type(), ColumnType::kString);
+  EXPECT_EQ(r.report.string_columns_from_categorical, 1u);
+  EXPECT_EQ(Cell(r.frame, 0, 0), "b");
+  EXPECT_EQ(Cell(r.frame, 0, 49), "w29");
+}
+
+TEST(ParseTest, ManyColumnsAndTheColumnLimit) {
+  std::string header, row;
+  for (int c = 0; c < 2000; c++) {
+    header += (c ? "," : "") + std::string("c") + std::to_string(c);
+    row += (c ? "," : "") + std::to_string(c);
+  }
+  const ParseResult r = Parse(header + "\n" + row + "\n" + row + "\n");
+  ASSERT_EQ(r.frame.columns(), 2000u);
+  EXPECT_EQ(r.frame.rows(), 2u);
+  EXPECT_EQ(Cell(r.frame, 1999, 1), "1999");
+  ParseOptions o;
+  o.limits.max_columns = 1000;
+  const Result<ParseResult> refused = ParseBytes(header + "\n" + row + "\n", o);
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  // One stray row that wide among narrow ones is a rejected row, not a refused import.
+  std::string narrow = "a,b\n";
+  for (int i = 0; i < 5; i++) narrow += "1,2\n";
+  narrow += row + "\n3,4\n";
+  const ParseResult stray = Parse(narrow, o);
+  EXPECT_EQ(stray.frame.rows(), 6u);
+  EXPECT_EQ(stray.report.rejected_rows, 1u);
+  EXPECT_EQ(stray.report.issues.at(0).line, 7u);
+}
+
+TEST(ParseTest, FieldLineAndRowLimits) {
+  ParseOptions o;
+  o.header = true;
+  o.limits.max_field_bytes = 5;
+  o.limits.max_line_bytes = 12;
+  const ParseResult r = Parse("a,b\n1,abc\n2,abcdef\n3,\"ab\ncd\"\n4,abcd\n", o);
+  EXPECT_EQ(Column(r.frame, 0), (std::vector<std::string>{"1", "3", "4"}));
+  EXPECT_EQ(r.report.rejected_rows, 1u);
+  // A field that needs unescaping is copied; past the cap it is counted, not copied.
+  const std::string big = "\"" + std::string(10000, 'a') + "\"\"b\"";
+  internal::Row row;
+  row.field_cap = 6;
+  const std::string line = "1," + big + ",2\n";
+  internal::ReadRow(line.data(), line.data() + line.size(), ',', '"', 3, &row);
+  EXPECT_EQ(row.count, 3u);
+  EXPECT_EQ(row.longest, 10002u);
+  EXPECT_LE(row.scratch.size(), 6u);
+  EXPECT_EQ(row.text(2), "2");
+  const ParseResult capped = Parse("a,b\n1,x\n2," + big + "\n", o);
+  EXPECT_EQ(capped.frame.rows(), 1u);
+  EXPECT_EQ(capped.report.rejected_rows, 1u);
+  ParseOptions lines;
+  lines.header = true;
+  lines.limits.max_line_bytes = 6;
+  const ParseResult l = Parse("a,b\n1,abc\n2,abcdef\n", lines);
+  EXPECT_EQ(l.frame.rows(), 1u);
+  EXPECT_EQ(l.report.issues.at(0).line, 3u);
+  ParseOptions rows = Threads(2);
+  rows.limits.max_rows = 3;
+  EXPECT_EQ(ParseBytes("a\n1\n2\n3\n", rows).status().code(), StatusCode::kOk);
+  EXPECT_EQ(ParseBytes("a\n1\n2\n3\n4\n", rows).status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST(ParseTest, AnUnclosedQuoteRejectsItsRow) {
+  const ParseResult r = Parse("a,b\n1,x\n2,\"never closed\n3,y\n");
+  EXPECT_EQ(r.frame.rows(), 1u);
+  EXPECT_EQ(r.report.rejected_rows, 1u);
+  EXPECT_EQ(r.report.issues.at(0).line, 3u);
+}
+
+TEST(ParseTest, OverridesWin) {
+  ParseOptions o;
+  o.separator = ';';
+  o.header = false;
+  o.quote = '\0';
+  o.column_names = {"x", "y"};
+  o.column_types = {ColumnType::kString};
+  const ParseResult r = Parse("1;\"a,b\"\n2;c\n", o);
+  EXPECT_EQ(r.setup.names, (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(Types(r)[0], ColumnType::kString);
+  EXPECT_EQ(Column(r.frame, 1), (std::vector<std::string>{"\"a,b\"", "c"}));
+  o.column_names = {"x", "x"};
+  EXPECT_EQ(ParseBytes("1;2\n", o).status().code(), StatusCode::kInvalidArgument);
+  ParseOptions same;
+  same.separator = '"';
+  EXPECT_EQ(ParseBytes("1\n", same).status().code(), StatusCode::kInvalidArgument);
+  // Single quotes are guessed when only they quote.
+  const ParseResult single = Parse("a,b\n1,'x,y'\n2,'z'\n");
+  EXPECT_EQ(single.setup.quote, '\'');
+  EXPECT_EQ(Column(single.frame, 1), (std::vector<std::string>{"x,y", "z"}));
+}
+
+TEST(ParseTest, ASetupGuessedOnceIsTheOneTheParseUses) {
+  const std::string text = "a;b\n1;x\n2;y\n3;x\n4;x\n";
+  Result<parse::Setup> setup = GuessSetup(text, {});  // gtest has a Test::Setup
+  ASSERT_TRUE(setup.ok());
+  setup->types[0] = ColumnType::kReal;  // edited, as a user might
+  setup->names[1] = "label";
+  ParseOptions o;
+  ApplySetup(*setup, &o);
+  const ParseResult r = Parse(text, o);
+  EXPECT_EQ(r.setup.separator, ';');
+  EXPECT_TRUE(r.setup.header);
+  EXPECT_EQ(r.setup.names, (std::vector<std::string>{"a", "label"}));
+  EXPECT_EQ(Types(r), (std::vector<ColumnType>{ColumnType::kReal, ColumnType::kCategorical}));
+  EXPECT_EQ(Column(r.frame, 1), (std::vector<std::string>{"x", "y", "x", "x"}));
+}
+
+// The split: with 2 ranges the body (the input after its header) is cut at byte n / 2.
+TEST(ParseTest, AQuotedNewlineExactlyAtTheSplitPoint) {
+  for (int pad = 8; pad < 20; pad++) {  // the first row longer than the rest
+    const std::string head = "1," + std::string(pad, 'p') + "\"ab";  // the LF follows
+    const std::string tail = "cd\"\n2,x\n3,";
+    std::string last;
+    while ((head.size() + 1 + tail.size() + last.size() + 1) / 2 < head.size()) last += "y";
+    const std::string text = head + "\n" + tail + last + "\n";
+    ASSERT_EQ(text.size() / 2, head.size());  // the cut falls on the quoted LF
+    ParseOptions o1 = Threads(1), o2 = Threads(2);
+    o1.header = o2.header = false;
+    const ParseResult one = Parse(text, o1);
+    const ParseResult two = Parse(text, o2);
+    ASSERT_EQ(one.frame.rows(), 3u) << text;
+    EXPECT_EQ(Cell(one.frame, 1, 0), std::string(pad, 'p') + "ab\ncd");
+    EXPECT_EQ(Dump(one), Dump(two)) << text;
+    EXPECT_TRUE(two.report.issues.empty()) << Dump(two);
+  }
+}
+
+TEST(ParseTest, AFieldSplitAcrossRangesAndEverySplitPoint) {
+  // A quoted field longer than a range (spanning several cuts), with separators, doubled
+  // quotes and newlines in it; every thread count puts the cuts somewhere else.
+  std::string text = "id,text,n\n1,\"";
+  for (int i = 0; i < 20; i++) text += "a,\"\"b\"\"\nc;";
+  text += "\",5\n2,plain,6\n3,\"q\n\",7\n";
+  const ParseResult one = Parse(text, Threads(1));
+  ASSERT_EQ(one.frame.rows(), 3u);
+  EXPECT_EQ(Column(one.frame, 2), (std::vector<std::string>{"5", "6", "7"}));
+  for (uint32_t t = 2; t <= 40; t++) EXPECT_EQ(Dump(one), Dump(Parse(text, Threads(t)))) << t;
+}
+
+// A random file with every kind of column, quotes, embedded newlines, NA, ragged and bad rows.
+std::string RandomCsv(uint64_t seed, int rows) {
+  std::mt19937_64 rng(seed);
+  std::string s = "int,real,cat,str,time\r\n";
+  for (int i = 0; i < rows; i++) {
+    const uint64_t x = rng();
+    if (x % 97 == 0) {
+      s += x % 2 ? "\r\n" : "\n";  // blank
+      continue;
+    }
+    s += (x % 13 == 0 ? "" : std::to_string(static_cast<int64_t>(rng() % 2000000) - 1000000)) + ",";
+    s += (x % 89 == 0 ? "bad" : std::to_string(static_cast<double>(rng() % 100000) / 100)) + ",";
+    s += (x % 7 == 0 ? "\"c,at" + std::to_string(rng() % 3) + "\""
+                     : "cat" + std::to_string(rng() % 40)) +
+         ",";
+    switch (x % 5) {
+      case 0:
+        s += "\"multi\nline \"\"" + std::to_string(rng() % 1000) + "\"\"\r\nend\"";
+        break;
+      case 1:
+        s += "NA";
+        break;
+      default:
+        s += "s" + std::to_string(rng());
+    }
+    s += "," + std::string(x % 11 == 0 ? "NA"
+                                       : "2024-03-0" + std::to_string(1 + rng() % 9) + "T12:00:00");
+    if (x % 101 == 0) s += ",extra";
+    if (x % 103 == 0) s.resize(s.rfind(','));  // a row one field short
+    s += (x % 2 ? "\r\n" : "\n");
+  }
+  return s;
+}
+
+TEST(ParseTest, OneThreadAndManyThreadsGiveTheSameFrame) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::string text = RandomCsv(seed, 3000);
+  ParseOptions base = Threads(1);
+  base.limits.max_issues = 1000;
+  const ParseResult one = Parse(text, base);
+  EXPECT_EQ(Types(one), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kReal,
+                                                 ColumnType::kCategorical, ColumnType::kString,
+                                                 ColumnType::kTime}));
+  EXPECT_GT(one.report.rejected_rows, 0u);
+  EXPECT_GT(one.report.padded_rows, 0u);
+  EXPECT_GT(one.report.bad_values, 0u);
+  EXPECT_GT(one.report.blank_lines, 0u);
+  EXPECT_GT(one.frame.chunk_count(), 1u);
+  const std::string expected = Dump(one);
+  for (uint32_t t : {2u, 3u, 7u, 16u}) {
+    ParseOptions o = base;
+    o.threads = t;
+    EXPECT_EQ(expected, Dump(Parse(text, o))) << t << " threads";
+  }
+  // The issues' lines point at the rows: every reported line starts a row of the file.
+  std::vector<size_t> line_start = {0};
+  for (size_t i = 0; i < text.size(); i++) {
+    if (text[i] == '\n') line_start.push_back(i + 1);
+  }
+  for (const ParseIssue& issue : one.report.issues) {
+    ASSERT_LE(issue.line, line_start.size());
+    const std::string_view at = std::string_view(text).substr(line_start[issue.line - 1]);
+    if (issue.reason.find("'bad'") != std::string::npos) {
+      EXPECT_NE(at.substr(0, at.find('\n')).find(",bad,"), std::string_view::npos) << issue.line;
+    }
+  }
+}
+
+std::string Gzip(std::string_view in) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&zs, in.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/floe_parse_XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string Write(const std::string& name, std::string_view bytes) const {
+    const std::string p = path_ + "/" + name;
+    std::ofstream(p, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return p;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(ParseTest, GzipRoundTripFromBytesAndFiles) {
+  const std::string text = RandomCsv(7, 500);
+  const std::string expected = Dump(Parse(text, Threads(2)));
+  const std::string gz = Gzip(text);
+  EXPECT_EQ(expected, Dump(Parse(gz, Threads(2))));
+  // Two members concatenated are one stream.
+  const std::string half = text.substr(0, text.find('\n', text.size() / 2) + 1);
+  EXPECT_EQ(expected, Dump(Parse(Gzip(half) + Gzip(text.substr(half.size())), Threads(2))));
+  TempDir dir;
+  const Result<ParseResult> file = ParseFile(dir.Write("t.csv.gz", gz), Threads(2));
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(expected, Dump(*file));
+  // Truncated or corrupt gzip is an error, and a bomb stops at the limit.
+  EXPECT_EQ(ParseBytes(gz.substr(0, gz.size() / 2)).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(ParseBytes(gz + "1,2\n").status().code(), StatusCode::kCorruption);
+  ParseOptions small;
+  small.limits.max_input_bytes = 1000;
+  EXPECT_EQ(ParseBytes(gz, small).status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
+  TempDir dir;
+  dir.Write("b.csv", "id,v\n3,z\n4,w\n");
+  dir.Write("a.csv", "id,v\n1,x\n2,y\n");
+  dir.Write("c.csv.gz", Gzip("5,u\n"));  // no header: its first line is data
+  dir.Write(".hidden", "garbage\n");
+  dir.Write("0_empty.csv", "");  // sorts first; the setup comes from a.csv
+  // Files are loaded one at a time; at the end progress counts every file's (inflated) bytes.
+  ParseProgress last;
+  const Result<ParseResult> r =
+      ParseFile(dir.path(), Threads(2), {.progress = [&](const ParseProgress& p) { last = p; }});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.bytes, 13u + 13u + 4u);  // a.csv, b.csv, c.csv.gz inflated
+  EXPECT_EQ(last.bytes_done, r->report.bytes);
+  EXPECT_EQ(last.bytes_total, r->report.bytes);
+  EXPECT_EQ(Column(r->frame, 0), (std::vector<std::string>{"1", "2", "3", "4", "5"}));
+  EXPECT_EQ(Column(r->frame, 1), (std::vector<std::string>{"x", "y", "z", "w", "u"}));
+  // Issues name their file and its own line.
+  dir.Write("d.csv", "id,v\n6,t,extra\n");
+  const Result<ParseResult> bad = ParseFile(dir.path(), Threads(2));
+  ASSERT_TRUE(bad.ok());
+  ASSERT_EQ(bad->report.issues.size(), 1u);
+  EXPECT_EQ(bad->report.issues[0].source, dir.path() + "/d.csv");
+  EXPECT_EQ(bad->report.issues[0].line, 2u);
+  EXPECT_EQ(ParseFile(dir.path() + "/missing.csv").status().code(), StatusCode::kNotFound);
+}
+
+TEST(ParseTest, ProgressIsReportedAndCancelStops) {
+  const std::string text = RandomCsv(11, 2000);
+  std::vector<ParseProgress> seen;
+  const std::thread::id caller = std::this_thread::get_id();
+  bool other_thread = false;
+  ParseControl control{.progress = [&](const ParseProgress& p) {
+    seen.push_back(p);
+    other_thread |= std::this_thread::get_id() != caller;
+  }};
+  const Result<ParseResult> r = ParseBytes(text, Threads(2), control);
+  ASSERT_TRUE(r.ok());
+  ASSERT_FALSE(seen.empty());
+  EXPECT_FALSE(other_thread);  // always called on the calling thread
+  for (size_t i = 1; i < seen.size(); i++) EXPECT_LE(seen[i - 1].bytes_done, seen[i].bytes_done);
+  EXPECT_EQ(seen.back().bytes_done, text.size());
+  EXPECT_EQ(seen.back().bytes_total, text.size());
+  EXPECT_EQ(seen.back().rows, r->frame.rows());
+  std::atomic<bool> cancel{true};
+  ParseOptions o = Threads(2);
+  const Result<ParseResult> cancelled =
+      ParseBytes(RandomCsv(12, 20000), o, ParseControl{.cancel = &cancel});
+  EXPECT_EQ(cancelled.status().code(), StatusCode::kCancelled);
+  // Also while inflating gzip.
+  EXPECT_EQ(ParseBytes(Gzip(text), o, ParseControl{.cancel = &cancel}).status().code(),
+            StatusCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace floe::parse
