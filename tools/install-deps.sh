@@ -10,6 +10,7 @@ packages=(
   # libraries
   libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev libasio-dev
   liblz4-dev                               # RPC payload compression
+  libhttp-parser-dev nlohmann-json3-dev    # HTTP API: request framing, JSON bodies (docs/api.md)
   libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
   libraft-dev libuv1-dev                   # agreed cluster metadata (src/consensus)
   # tests and benchmarks
