@@ -67,12 +67,13 @@ void Key(std::string* out, bool* first, std::string_view name) {
   out->push_back(':');
 }
 
-// Text as JSON: the string itself when it is UTF-8, else base64 with `encoding` saying so.
+// Text as JSON: the string itself when it is UTF-8, else base64, with <name>_encoding saying
+// which.
 void AppendBytes(std::string* out, bool* first, std::string_view name, std::string_view bytes) {
   const bool utf8 = IsUtf8(bytes);
   Key(out, first, name);
   wire::AppendJsonString(out, utf8 ? std::string(bytes) : Base64Encode(bytes));
-  Key(out, first, "encoding");
+  Key(out, first, std::string(name) + "_encoding");
   wire::AppendJsonString(out, utf8 ? "utf8" : "base64");
 }
 

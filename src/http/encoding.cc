@@ -130,6 +130,10 @@ Result<std::string> Base64Decode(std::string_view text) {
       if (d < 0 || pad > 0) return Status::InvalidArgument("bad base64");
       v = (v << 6) | static_cast<uint32_t>(d);
     }
+    // The bits the padding leaves over must be zero: one spelling per byte string.
+    if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0)) {
+      return Status::InvalidArgument("bad base64");
+    }
     out.push_back(static_cast<char>((v >> 16) & 0xff));
     if (pad < 2) out.push_back(static_cast<char>((v >> 8) & 0xff));
     if (pad < 1) out.push_back(static_cast<char>(v & 0xff));

@@ -49,7 +49,7 @@ TEST(Base64Test, RoundTripsAndRefusesMalformed) {
   }
   EXPECT_EQ(Base64Encode("foobar"), "Zm9vYmFy");
   EXPECT_EQ(Base64Encode("fo"), "Zm8=");
-  for (std::string_view bad : {"Zm8", "Zm=8", "Z===", "Zm9v!mFy", "=Zm8"}) {
+  for (std::string_view bad : {"Zm8", "Zm=8", "Z===", "Zm9v!mFy", "=Zm8", "Zm9=", "Zh=="}) {
     EXPECT_FALSE(Base64Decode(bad).ok()) << bad;
   }
 }
@@ -137,7 +137,8 @@ TEST_F(ApiTest, PutGetDeleteAString) {
   EXPECT_EQ(j["key"], "a/b");
   EXPECT_EQ(j["type"], "string");
   EXPECT_EQ(j["value"], "hi");
-  EXPECT_EQ(j["encoding"], "utf8");
+  EXPECT_EQ(j["value_encoding"], "utf8");
+  EXPECT_EQ(j["key_encoding"], "utf8");
   EXPECT_GT(j["ttl_ms"].get<int64_t>(), 0);
   EXPECT_EQ(Call("DELETE", "/api/keys/a%2Fb").status, 200);
   EXPECT_EQ(Call("GET", "/api/keys/a%2Fb").status, 404);
@@ -149,7 +150,7 @@ TEST_F(ApiTest, BinaryValuesTravelAsBase64) {
   EXPECT_EQ(session_.Run({"STRLEN", "bin"}), ":3\r\n");
   const auto j = Json(Call("GET", "/api/keys/bin"));
   EXPECT_EQ(j["value"], "AP8Q");
-  EXPECT_EQ(j["encoding"], "base64");
+  EXPECT_EQ(j["value_encoding"], "base64");
 }
 
 TEST_F(ApiTest, SketchViews) {

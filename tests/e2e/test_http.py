@@ -25,6 +25,12 @@ def node(make_floe):
     return start
 
 
+def no_duplicate_keys(pairs):
+    names = [k for k, _ in pairs]
+    assert len(names) == len(set(names)), f"duplicate JSON keys in {names}"
+    return dict(pairs)
+
+
 def call(node, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=10)
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
@@ -33,7 +39,7 @@ def call(node, method, path, body=None, headers=None):
     raw = resp.read()
     conn.close()
     ctype = resp.getheader("Content-Type", "")
-    return resp.status, (json.loads(raw) if ctype.startswith("application/json") else raw.decode()), resp
+    return resp.status, (json.loads(raw, object_pairs_hook=no_duplicate_keys) if ctype.startswith("application/json") else raw.decode()), resp
 
 
 def raw_request(port, data, read_timeout=10):
@@ -62,9 +68,11 @@ def test_keys_round_trip_and_resp_sees_the_same_data(node):
     r.set("from resp/x", "héllo")
     status, body, _ = call(s, "GET", "/api/keys/from%20resp%2Fx")
     assert status == 200
-    assert body["value"] == "héllo" and body["encoding"] == "utf8" and body["ttl_ms"] == -1
+    assert body["value"] == "héllo" and body["value_encoding"] == "utf8" and body["ttl_ms"] == -1
     r.set("bin", b"\x00\xff\x10")
-    assert call(s, "GET", "/api/keys/bin")[1]["value"] == base64.b64encode(b"\x00\xff\x10").decode()
+    got = call(s, "GET", "/api/keys/bin")[1]
+    assert got["value"] == base64.b64encode(b"\x00\xff\x10").decode()
+    assert got["value_encoding"] == "base64"
     status, body, _ = call(s, "DELETE", "/api/keys/user%3A1")
     assert (status, body) == (200, {"deleted": 1})
     assert r.exists("user:1") == 0
