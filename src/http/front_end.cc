@@ -113,6 +113,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // (a refused body) does not reset the connection before the client has read the response.
   void Linger();
   void Drain(size_t dropped);
+  // Charges the input and body buffers' capacity to the engine's used memory, as a RESP
+  // connection charges its query buffer (so maxmemory sees a client's large body).
+  void Charge();
   // The request line and headers count against max_header_bytes; non-zero stops the parser.
   int ChargeHeader(size_t n);
 
@@ -130,6 +133,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ = false;
   bool in_request_ = false;  // a request has begun and is not complete
   bool lingering_ = false;   // Linger()
+  size_t charged_ = 0;       // Charge()
   // The request being read.
   internal::Request request_;
   size_t header_bytes_ = 0;
@@ -150,6 +154,7 @@ class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
     engine_ = &engine;
     io_.assign(io.begin(), io.end());
     connections_.resize(io_.size());
+    retry_ = std::make_unique<asio::steady_timer>(*io_[0]);
     int port = options_.port;
     for (const std::string& a : options_.bind) {
       std::error_code ec;
@@ -202,6 +207,7 @@ class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
 
  private:
   void CloseAcceptors() {
+    if (retry_) retry_->cancel();
     std::error_code ec;
     for (auto& a : acceptors_) a->close(ec);
     acceptors_.clear();
@@ -224,9 +230,24 @@ class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
               asio::write(socket, asio::buffer(refusal), ignored);
               socket.close(ignored);
             } else {
-              auto conn = std::make_shared<Connection>(this, worker, std::move(socket));
-              asio::post(io(worker), [conn] { conn->Start(); });
+              // Made on its own thread: the connection's timer and session belong there.
+              asio::post(io(worker), [this, worker, s = std::move(socket)]() mutable {
+                std::make_shared<Connection>(this, worker, std::move(s))->Start();
+              });
             }
+          } else {
+            // Out of descriptors the failing accept would fail again at once: wait a little
+            // (as the RESP listener does) instead of spinning, and log once a second at most.
+            const auto now = static_cast<int64_t>(NowMicros() / 1000);
+            if (now - accept_error_logged_ms_ >= 1000) {
+              accept_error_logged_ms_ = now;
+              FLOE_LOG_WARN("HTTP accept failed: {} (retrying every 100 ms)", ec.message());
+            }
+            retry_->expires_after(std::chrono::milliseconds(100));
+            retry_->async_wait([this, acceptor](std::error_code tec) {
+              if (!tec && acceptor->is_open()) Accept(acceptor);
+            });
+            return;
           }
           Accept(acceptor);
         });
@@ -237,7 +258,9 @@ class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
   std::vector<asio::io_context*> io_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<std::unordered_map<Connection*, std::weak_ptr<Connection>>> connections_;
-  size_t next_worker_ = 0;  // the first I/O thread's: it runs every accept
+  size_t next_worker_ = 0;                     // the first I/O thread's: it runs every accept
+  std::unique_ptr<asio::steady_timer> retry_;  // on the first I/O thread, as the acceptors
+  int64_t accept_error_logged_ms_ = 0;
   std::atomic<size_t> open_{0};
   std::atomic<int> port_{0};
 };
@@ -278,6 +301,10 @@ void Connection::Close() {
   timer_.cancel();
   front_->connections(worker_).erase(this);
   front_->Released();
+  in_ = std::string();
+  request_ = {};
+  front_->engine().ChargeClientBuffers(-static_cast<int64_t>(charged_));
+  charged_ = 0;
   if (session_) {
     {
       MutexLock lock(&session_->state().mu);
@@ -285,6 +312,14 @@ void Connection::Close() {
     }
     session_.reset();  // unregisters the client
   }
+}
+
+void Connection::Charge() {
+  if (closed_) return;
+  const size_t now = in_.capacity() + request_.body.capacity();
+  if (now == charged_) return;
+  front_->engine().ChargeClientBuffers(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
+  charged_ = now;
 }
 
 void Connection::Arm(int64_t ms) {
@@ -391,9 +426,11 @@ void Connection::Read() {
   if (closed_) return;
   socket_.async_read_some(asio::buffer(buf_),
                           [self = shared_from_this()](std::error_code ec, size_t n) {
+                            if (self->lingering_) return;  // Drain reads now
                             if (ec || self->closed_) return self->Close();
                             self->in_.append(self->buf_, n);
                             self->Parse();
+                            self->Charge();
                           });
 }
 
@@ -430,8 +467,10 @@ void Connection::Answer(internal::Response response, bool close) {
                       self->writing_ = false;
                       if (ec || self->closed_) return self->Close();
                       if (close) return self->Linger();
-                      self->out_.clear();
+                      std::string().swap(self->out_);
                       self->ResetRequest();
+                      if (self->in_.empty()) std::string().swap(self->in_);
+                      self->Charge();
                       self->Arm(self->front_->limits().idle_timeout_ms);
                       if (!self->in_.empty()) return self->Parse();  // a pipelined request
                       self->Read();

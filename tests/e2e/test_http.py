@@ -264,3 +264,28 @@ def test_derived_default_port(make_floe):
     conn = http.client.HTTPConnection("127.0.0.1", s.port + 1000, timeout=10)
     conn.request("GET", "/api/cluster")
     assert conn.getresponse().status == 200
+
+
+def test_maxclients_counts_http_connections(node):
+    s = node()
+    r = s.client()
+    r.ping()
+    r.config_set("maxclients", 1)  # the RESP client is the one
+    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 503 and json.loads(body)["error"] == "ERR max number of clients reached"
+    r.config_set("maxclients", 10)
+    assert call(s, "GET", "/api/cluster")[0] == 200
+
+
+def test_http_buffers_are_given_back(node):
+    s = node()
+    r = s.client()
+    before = r.info("memory")["mem_clients_normal"]
+    for _ in range(5):
+        assert call(s, "PUT", "/api/keys/big", {"value": "x" * 100000})[0] == 200
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:  # cut short
+        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"v")
+    deadline = time.time() + 5
+    while r.info("clients")["connected_clients"] > 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert r.info("memory")["mem_clients_normal"] == before
