@@ -391,6 +391,15 @@ Response GetMetrics(server::Engine&, server::Session& session, const Request&, c
           .body = PrometheusText(*info)};
 }
 
+Response GetPage(server::Engine&, server::Session&, const Request&, const Params&, const Params&) {
+  return {.content_type = "text/html; charset=utf-8",
+          .body = std::string(WebPage()),
+          .headers = {{"Content-Security-Policy",
+                       "default-src 'self'; script-src 'unsafe-inline'; style-src "
+                       "'unsafe-inline'; img-src 'self' data:"},
+                      {"X-Content-Type-Options", "nosniff"}}};
+}
+
 using Handler = Response (*)(server::Engine&, server::Session&, const Request&, const Params&,
                              const Params&);
 struct Endpoint {
@@ -398,9 +407,13 @@ struct Endpoint {
   Handler handler;
 };
 constexpr Endpoint kEndpoints[] = {
-    {{"GET", "/api/cluster"}, GetCluster},      {{"GET", "/api/keys"}, GetKeys},
-    {{"GET", "/api/keys/{key}"}, GetKey},       {{"PUT", "/api/keys/{key}"}, PutKey},
-    {{"DELETE", "/api/keys/{key}"}, DeleteKey}, {{"POST", "/api/command"}, PostCommand},
+    {{"GET", "/"}, GetPage},
+    {{"GET", "/api/cluster"}, GetCluster},
+    {{"GET", "/api/keys"}, GetKeys},
+    {{"GET", "/api/keys/{key}"}, GetKey},
+    {{"PUT", "/api/keys/{key}"}, PutKey},
+    {{"DELETE", "/api/keys/{key}"}, DeleteKey},
+    {{"POST", "/api/command"}, PostCommand},
     {{"GET", "/metrics"}, GetMetrics},
 };
 

@@ -289,3 +289,14 @@ def test_http_buffers_are_given_back(node):
     while r.info("clients")["connected_clients"] > 1 and time.time() < deadline:
         time.sleep(0.05)
     assert r.info("memory")["mem_clients_normal"] == before
+
+
+def test_web_page_is_served(node):
+    s = node()
+    status, page, resp = call(s, "GET", "/")
+    assert status == 200 and resp.getheader("Content-Type").startswith("text/html")
+    assert "<title>Floe</title>" in page
+    # It calls only endpoints the node serves.
+    for path in set(re.findall(r'"(/api/[a-z]+)', page)):
+        assert path in ("/api/cluster", "/api/keys", "/api/command"), path
+    assert "default-src 'self'" in resp.getheader("Content-Security-Policy")

@@ -29,6 +29,9 @@ struct Response {
 // {"error":"<message>"} with the given status.
 Response Error(int status, std::string_view message);
 
+// The web page served at / (web/index.html, compiled in).
+std::string_view WebPage();
+
 // Runs one request. Owned-by-one-thread like the session: call on the session's thread.
 Response Handle(server::Engine& engine, server::Session& session, const Request& request);
 
