@@ -131,20 +131,8 @@ def test_command_endpoint_runs_resp_commands(node):
     assert "cmd=client" in clients
 
 
-def test_cluster_and_metrics_agree_with_info(node):
-    s = node()
-    r = s.client()
-    for i in range(10):
-        r.set(f"m{i}", i)
-    r.get("m1")
-    r.get("absent")
-    status, cl, _ = call(s, "GET", "/api/cluster")
-    assert status == 200
-    assert cl["keys"] == 10 and cl["mode"] == "standalone" and cl["version"]
-    info_before = r.info("everything")
-    status, text, resp = call(s, "GET", "/metrics")
-    info_after = r.info("everything")
-    assert status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+def parse_metrics(text):
+    """Checks Prometheus's text format 0.0.4 rules; returns {series: value}."""
     name_re = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
     label_re = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"$')
     types, series, values = {}, set(), {}
@@ -170,6 +158,24 @@ def test_cluster_and_metrics_agree_with_info(node):
         series.add(ident)
         values[ident] = float(value)
         assert not math.isnan(values[ident])
+    return values
+
+
+def test_cluster_and_metrics_agree_with_info(node):
+    s = node()
+    r = s.client()
+    for i in range(10):
+        r.set(f"m{i}", i)
+    r.get("m1")
+    r.get("absent")
+    status, cl, _ = call(s, "GET", "/api/cluster")
+    assert status == 200
+    assert cl["keys"] == 10 and cl["mode"] == "standalone" and cl["version"]
+    info_before = r.info("everything")
+    status, text, resp = call(s, "GET", "/metrics")
+    info_after = r.info("everything")
+    assert status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    values = parse_metrics(text)
     assert values["floe_keys"] == info_before["db0"]["keys"] == 10
     for metric, field in [("floe_keyspace_hits_total", "keyspace_hits"),
                           ("floe_keyspace_misses_total", "keyspace_misses"),
@@ -300,3 +306,39 @@ def test_web_page_is_served(node):
     for path in set(re.findall(r'"(/api/[a-z]+)', page)):
         assert path in ("/api/cluster", "/api/keys", "/api/command"), path
     assert "default-src 'self'" in resp.getheader("Content-Security-Policy")
+
+
+def test_cluster_members_and_keys_homed_elsewhere():
+    from floe_cluster import ClusterFactory
+    factory = ClusterFactory()
+    try:
+        http_ports = [free_port() for _ in range(3)]
+        cluster = factory.make(3, per_node_extra={i: ["--http-port", str(p)]
+                                                  for i, p in enumerate(http_ports)})
+        cluster.wait_formed()
+
+        class At:
+            def __init__(self, port):
+                self.http_port = port
+        first = At(http_ports[0])
+        status, body, _ = call(first, "GET", "/api/cluster")
+        assert status == 200 and body["mode"] == "cluster"
+        assert len(body["members"]) == 3 and all(m["state"] == "up" for m in body["members"])
+        assert body["cluster"]["cluster_state"] == "ok"
+        # A key homed at another node, written over HTTP at the first, read at every node.
+        key = cluster.keys_at(2, 1)[0]
+        assert call(first, "PUT", "/api/keys/" + key, {"value": "across"})[0] == 200
+        home = cluster[2].conn()
+        assert home.call("GET", key) == b"across"
+        for p in http_ports:
+            status, body, _ = call(At(p), "GET", "/api/keys/" + key)
+            assert status == 200 and body["value"] == "across", p
+        status, body, _ = call(At(http_ports[1]), "POST", "/api/command", ["GET", key])
+        assert (status, body) == (200, "across")
+        status, text, _ = call(first, "GET", "/metrics")
+        values = parse_metrics(text)
+        assert values["floe_cluster_forwarded_total"] >= 1
+        assert any(k.startswith("floe_cluster_rpc_") for k in values)
+    finally:
+        problems = factory.close()
+    assert not problems, "\n".join(problems)
