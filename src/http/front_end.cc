@@ -15,6 +15,7 @@
 
 #include <http_parser.h>
 
+#include <algorithm>
 #include <asio.hpp>
 #include <atomic>
 #include <climits>
@@ -140,6 +141,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string header_field_;
   bool header_in_value_ = false;
   bool header_is_auth_ = false;
+  bool header_is_expect_ = false;
+  std::string expect_;            // the Expect header
+  bool expect_continue_ = false;  // Expect: 100-continue
+  bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
   bool complete_ = false;
   int refused_ = 0;  // a limit refused the request: this status, then close
   std::string refusal_;
@@ -340,6 +345,10 @@ void Connection::ResetRequest() {
   header_field_.clear();
   header_in_value_ = false;
   header_is_auth_ = false;
+  header_is_expect_ = false;
+  expect_.clear();
+  expect_continue_ = false;
+  send_continue_ = false;
   complete_ = false;
   in_request_ = false;
 }
@@ -382,8 +391,13 @@ const http_parser_settings& Connection::Settings() {
       if (!c->header_in_value_) {
         c->header_in_value_ = true;
         c->header_is_auth_ = EqualsIgnoreCase(c->header_field_, "authorization");
+        c->header_is_expect_ = EqualsIgnoreCase(c->header_field_, "expect");
       }
       if (c->header_is_auth_) c->request_.authorization.append(at, n);
+      if (c->header_is_expect_) {
+        c->expect_.append(at, n);
+        c->expect_continue_ = EqualsIgnoreCase(c->expect_, "100-continue");
+      }
       return c->ChargeHeader(n);
     };
     s.on_headers_complete = [](http_parser* p) {
@@ -397,7 +411,14 @@ const http_parser_settings& Connection::Settings() {
                       std::to_string(limit) + " bytes)";
         return -1;
       }
-      if (p->content_length != ULLONG_MAX) c->request_.body.reserve(p->content_length);
+      // Reserved only up to what a client has no cheap way to make us hold without sending.
+      constexpr uint64_t kMaxReserve = uint64_t{1} << 20;
+      if (p->content_length != ULLONG_MAX) {
+        c->request_.body.reserve(std::min(p->content_length, kMaxReserve));
+      }
+      // A client waiting for "100 Continue" before its body (curl does, for large ones) gets it
+      // now that the body's size is accepted.
+      c->send_continue_ = c->expect_continue_ && p->content_length != 0;
       return 0;
     };
     s.on_body = [](http_parser* p, const char* at, size_t n) {
@@ -453,6 +474,20 @@ void Connection::Parse() {
     return Answer(
         internal::Error(400, std::string("ERR bad HTTP request: ") + http_errno_description(err)),
         true);
+  }
+  if (send_continue_) {
+    send_continue_ = false;
+    writing_ = true;
+    out_ = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(socket_, asio::buffer(out_),
+                      [self = shared_from_this()](std::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec || self->closed_) return self->Close();
+                        self->out_.clear();
+                        if (!self->in_.empty()) return self->Parse();
+                        self->Read();
+                      });
+    return;
   }
   Read();
 }

@@ -342,3 +342,21 @@ def test_cluster_members_and_keys_homed_elsewhere():
     finally:
         problems = factory.close()
     assert not problems, "\n".join(problems)
+
+
+def test_expect_100_continue(node):
+    s = node()
+    body = json.dumps({"value": "v" * 5000}).encode()
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert c.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.sendall(body)
+        assert c.recv(100).startswith(b"HTTP/1.1 200 OK")
+    assert s.client().strlen("big") == 5000
+    # A body over the limit is refused before the client sends it.
+    s.client().config_set("proto-max-bulk-len", 2048)
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert c.recv(100).startswith(b"HTTP/1.1 413")
