@@ -360,3 +360,15 @@ def test_expect_100_continue(node):
         c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body))
         assert c.recv(100).startswith(b"HTTP/1.1 413")
+
+
+def test_an_announced_body_is_not_reserved_whole(node):
+    s = node()
+    r = s.client()
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n{")
+        deadline = time.time() + 5
+        while r.info("clients")["connected_clients"] < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the bytes sent are read
+        assert r.info("memory")["mem_clients_normal"] < 4 << 20
