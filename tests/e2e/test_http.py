@@ -372,3 +372,17 @@ def test_an_announced_body_is_not_reserved_whole(node):
             time.sleep(0.02)
         time.sleep(0.2)  # the bytes sent are read
         assert r.info("memory")["mem_clients_normal"] < 4 << 20
+
+
+def test_an_explicit_http_port_that_is_taken_stops_the_node():
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-port",
+                              str(blocker.getsockname()[1])], capture_output=True, text=True,
+                             timeout=10)
+    finally:
+        blocker.close()
+    assert out.returncode == 1
+    assert "cannot listen for HTTP" in out.stderr
