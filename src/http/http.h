@@ -1,5 +1,5 @@
-// http: the node's HTTP front end — a REST/JSON API over the same engine RESP clients use, and
-// Prometheus metrics (docs/api.md).
+// http: the node's HTTP front end — a REST/JSON API over the same engine RESP clients use,
+// Prometheus metrics and a web page at / (docs/api.md).
 //
 //   Attach      adds the front end to a server::Server before it runs: HTTP connections live
 //               on the node's own I/O threads (its asio::io_contexts), parsed by Debian's
