@@ -7,6 +7,7 @@
 #include "http/internal/api.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "http/http.h"
 #include "wire/wire.h"
@@ -464,6 +465,16 @@ Response Error(int status, std::string_view message) {
   return {.status = status, .body = std::move(body)};
 }
 
+std::optional<Response> Refuse(const server::Engine& engine, std::string_view authorization) {
+  if (!engine.requires_auth()) return std::nullopt;
+  if (authorization.empty()) return Unauthorized("NOAUTH Authentication required.");
+  Result<std::string> password = PasswordFromAuthorization(authorization);
+  if (!password.ok() || !engine.CheckPassword(*password)) {
+    return Unauthorized("WRONGPASS invalid username-password pair or user is disabled.");
+  }
+  return std::nullopt;
+}
+
 Response Handle(server::Engine& engine, server::Session& session, const Request& request) {
   const std::string_view url = request.url;
   const size_t q = url.find('?');
@@ -490,11 +501,10 @@ Response Handle(server::Engine& engine, server::Session& session, const Request&
   }
   // Every request carries the password when one is set (docs/api.md, "Authentication").
   if (engine.requires_auth()) {
-    if (request.authorization.empty()) return Unauthorized("NOAUTH Authentication required.");
-    Result<std::string> password = PasswordFromAuthorization(request.authorization);
-    if (!password.ok() || !engine.CheckPassword(*password)) {
-      return Unauthorized("WRONGPASS invalid username-password pair or user is disabled.");
+    if (std::optional<Response> refused = Refuse(engine, request.authorization)) {
+      return std::move(*refused);
     }
+    Result<std::string> password = PasswordFromAuthorization(request.authorization);
     if (!session.authenticated()) {
       const resp::Reply r = Run(session, {"AUTH", *password});
       if (IsError(r)) return Unauthorized(r.str);

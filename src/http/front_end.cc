@@ -20,6 +20,7 @@
 #include <atomic>
 #include <climits>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 
 #include "http/http.h"
@@ -148,6 +149,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool complete_ = false;
   int refused_ = 0;  // a limit refused the request: this status, then close
   std::string refusal_;
+  std::optional<internal::Response> refused_response_;  // a refusal with its own headers (401)
 };
 
 class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
@@ -403,6 +405,13 @@ const http_parser_settings& Connection::Settings() {
     s.on_headers_complete = [](http_parser* p) {
       Connection* c = static_cast<Connection*>(p->data);
       c->request_.method = http_method_str(static_cast<http_method>(p->method));
+      // Without the password nothing more is read: an unauthenticated client cannot make the
+      // node buffer a body (as RESP limits requests before AUTH).
+      if (std::optional<internal::Response> refused =
+              internal::Refuse(c->front_->engine(), c->request_.authorization)) {
+        c->refused_response_ = std::move(*refused);
+        return -1;
+      }
       const auto limit = static_cast<uint64_t>(c->front_->engine().proto_max_bulk_len());
       // content_length is ULLONG_MAX when the request has none (chunked or no body).
       if (p->content_length != ULLONG_MAX && p->content_length > limit) {
@@ -460,6 +469,7 @@ void Connection::Parse() {
   const size_t used = http_parser_execute(&parser_, &Settings(), in_.data(), in_.size());
   in_.erase(0, used);
   const auto err = static_cast<http_errno>(parser_.http_errno);
+  if (refused_response_) return Answer(std::move(*refused_response_), true);
   if (refused_ != 0) return Answer(internal::Error(refused_, refusal_), true);
   if (err == HPE_HEADER_OVERFLOW) {
     return Answer(internal::Error(431, "ERR the request headers are too large"), true);

@@ -196,6 +196,10 @@ def test_auth_every_request(node):
     assert call(s, "GET", "/api/cluster", headers={"Authorization": "Bearer pw"})[0] == 200
     basic = "Basic " + base64.b64encode(b"default:pw").decode()
     assert call(s, "GET", "/metrics", headers={"Authorization": basic})[0] == 200
+    # Without the password the body is not read: the 401 comes before it is sent.
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"POST /api/command HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 401")
 
 
 def test_non_loopback_http_bind_needs_a_password():

@@ -4,6 +4,7 @@
 #ifndef FLOE_HTTP_INTERNAL_API_H_
 #define FLOE_HTTP_INTERNAL_API_H_
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,10 @@ struct Response {
 
 // {"error":"<message>"} with the given status.
 Response Error(int status, std::string_view message);
+
+// The 401 for a request whose Authorization does not carry the password (NOAUTH or
+// WRONGPASS), or nothing when it does or none is needed. Thread-safe.
+std::optional<Response> Refuse(const server::Engine& engine, std::string_view authorization);
 
 // The web page served at / (web/index.html, compiled in).
 std::string_view WebPage();
