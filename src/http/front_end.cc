@@ -14,6 +14,7 @@
 // -> 413, a request not complete within read_timeout_ms -> 408, too many connections -> 503.
 
 #include <http_parser.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <asio.hpp>
@@ -222,42 +223,60 @@ class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
 
   void Accept(tcp::acceptor* acceptor) {
     const int worker = static_cast<int>(next_worker_++ % io_.size());
-    acceptor->async_accept(
-        io(worker), [this, acceptor, worker](std::error_code ec, tcp::socket socket) {
-          if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
-          if (!ec) {
-            // relaxed: a count compared against a limit; one connection more or less is harmless.
-            const size_t open = open_.fetch_add(1, std::memory_order_relaxed);
-            if (open >= options_.limits.max_connections ||
-                static_cast<int64_t>(engine_->ClientCount()) >= engine_->maxclients()) {
-              open_.fetch_sub(1, std::memory_order_relaxed);
-              const std::string refusal = Serialize(
-                  internal::Error(503, "ERR max number of clients reached"), /*close=*/true);
-              std::error_code ignored;
-              asio::write(socket, asio::buffer(refusal), ignored);
-              socket.close(ignored);
-            } else {
-              // Made on its own thread: the connection's timer and session belong there.
-              asio::post(io(worker), [this, worker, s = std::move(socket)]() mutable {
-                std::make_shared<Connection>(this, worker, std::move(s))->Start();
-              });
-            }
+    // Accepted on the first thread's io_context, then handed over as a bare descriptor: each
+    // io_context runs without the reactor's per-socket locks (ASIO_CONCURRENCY_HINT_UNSAFE_IO,
+    // listener.cc), so a socket must be registered by the thread that runs it (accepting
+    // straight onto another thread's io_context raced in its reactor, found by TSan).
+    acceptor->async_accept([this, acceptor, worker](std::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+      if (!ec) {
+        // relaxed: a count compared against a limit; one connection more or less is harmless.
+        const size_t open = open_.fetch_add(1, std::memory_order_relaxed);
+        if (open >= options_.limits.max_connections ||
+            static_cast<int64_t>(engine_->ClientCount()) >= engine_->maxclients()) {
+          open_.fetch_sub(1, std::memory_order_relaxed);
+          const std::string refusal =
+              Serialize(internal::Error(503, "ERR max number of clients reached"), /*close=*/true);
+          std::error_code ignored;
+          asio::write(socket, asio::buffer(refusal), ignored);
+          socket.close(ignored);
+        } else {
+          std::error_code rec;
+          const tcp protocol = socket.local_endpoint(rec).protocol();
+          const int fd = rec ? -1 : socket.release(rec);
+          if (rec || fd < 0) {
+            open_.fetch_sub(1, std::memory_order_relaxed);
+            socket.close(rec);
           } else {
-            // Out of descriptors the failing accept would fail again at once: wait a little
-            // (as the RESP listener does) instead of spinning, and log once a second at most.
-            const auto now = static_cast<int64_t>(NowMicros() / 1000);
-            if (now - accept_error_logged_ms_ >= 1000) {
-              accept_error_logged_ms_ = now;
-              FLOE_LOG_WARN("HTTP accept failed: {} (retrying every 100 ms)", ec.message());
-            }
-            retry_->expires_after(std::chrono::milliseconds(100));
-            retry_->async_wait([this, acceptor](std::error_code tec) {
-              if (!tec && acceptor->is_open()) Accept(acceptor);
+            asio::post(io(worker), [this, worker, protocol, fd] {
+              tcp::socket mine(io(worker));
+              std::error_code aec;
+              mine.assign(protocol, fd, aec);
+              if (aec) {
+                ::close(fd);
+                open_.fetch_sub(1, std::memory_order_relaxed);
+                return;
+              }
+              std::make_shared<Connection>(this, worker, std::move(mine))->Start();
             });
-            return;
           }
-          Accept(acceptor);
+        }
+      } else {
+        // Out of descriptors the failing accept would fail again at once: wait a little
+        // (as the RESP listener does) instead of spinning, and log once a second at most.
+        const auto now = static_cast<int64_t>(NowMicros() / 1000);
+        if (now - accept_error_logged_ms_ >= 1000) {
+          accept_error_logged_ms_ = now;
+          FLOE_LOG_WARN("HTTP accept failed: {} (retrying every 100 ms)", ec.message());
+        }
+        retry_->expires_after(std::chrono::milliseconds(100));
+        retry_->async_wait([this, acceptor](std::error_code tec) {
+          if (!tec && acceptor->is_open()) Accept(acceptor);
         });
+        return;
+      }
+      Accept(acceptor);
+    });
   }
 
   Options options_;
