@@ -16,13 +16,22 @@ from conftest import FLOE_BIN, free_port, wait_for_port
 
 @pytest.fixture
 def node(make_floe):
+    """Starts nodes with HTTP on a free port; each must then stop cleanly on SIGTERM (under a
+    sanitizer, a report at exit fails the test: the e2e suite is how ASan and TSan see the
+    front end's sockets)."""
+    started = []
+
     def start(*args):
         port = free_port()
         s = make_floe("--http-port", str(port), *args)
         wait_for_port(port, s.proc)
         s.http_port = port
+        started.append(s)
         return s
-    return start
+    yield start
+    for s in started:
+        rc = s.stop()
+        assert rc == 0, f"floe exited with {rc}: {s.proc.stdout.read().decode(errors='replace')[-3000:]}"
 
 
 def no_duplicate_keys(pairs):
@@ -298,7 +307,9 @@ def test_http_buffers_are_given_back(node):
     deadline = time.time() + 5
     while r.info("clients")["connected_clients"] > 1 and time.time() < deadline:
         time.sleep(0.05)
-    assert r.info("memory")["mem_clients_normal"] == before
+    # The RESP client's own read buffer may have grown or shrunk meanwhile (16 KiB steps); the
+    # HTTP bodies were 5 x 100 KB.
+    assert abs(r.info("memory")["mem_clients_normal"] - before) <= 32 << 10
 
 
 def test_web_page_is_served(node):
