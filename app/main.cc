@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/base.h"
+#include "http/http.h"
 #include "selfcheck.h"
 #include "server/server.h"
 
@@ -133,6 +134,16 @@ int main(int argc, char** argv) {
   }
   floe::SetLogLevel(*level);
   floe::server::Server server(config);
+  // HTTP (docs/api.md): http-port -1 derives port + 1000, which is skipped if taken.
+  const bool derived = config.http_port == -1;
+  const int http_port =
+      derived ? (config.port != 0 && config.port + 1000 <= 65535 ? config.port + 1000 : 0)
+              : config.http_port;
+  if (http_port != 0) {
+    floe::http::Attach(server, {.bind = floe::server::BindAddresses(config.http_bind),
+                                .port = http_port,
+                                .required = !derived});
+  }
   floe::Status s = server.Run();
   if (!s.ok()) {
     std::fprintf(stderr, "floe: %s\n", std::string(s.message()).c_str());

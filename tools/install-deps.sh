@@ -11,6 +11,8 @@ packages=(
   libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev libasio-dev
   liblz4-dev                               # RPC payload compression
   zlib1g-dev                               # gzip CSV input (src/parse)
+  libhttp-parser-dev nlohmann-json3-dev    # HTTP API: request framing, JSON bodies (docs/api.md)
+  chromium nodejs npm                      # the web page's browser test (tests/browser)
   libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
   libraft-dev libuv1-dev                   # agreed cluster metadata (src/consensus)
   # tests and benchmarks

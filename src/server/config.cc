@@ -63,6 +63,15 @@ constexpr Setting kSettings[] = {
              "$FLOE_CLUSTER_SECRET); required when a member is not on loopback"},
     {.name = "databases", .kind = Kind::kChoice, .default_value = "1", .choices = kOne,
      .cli = false, .help = "Floe has one database"},
+    {.name = "http-bind", .kind = Kind::kText, .field = &Config::http_bind,
+     .default_value = "127.0.0.1",
+     .help = "Addresses the HTTP API listens on (docs/api.md), space separated. A non-loopback "
+             "address needs --requirepass, which every request must then give (Basic or "
+             "Bearer)"},
+    {.name = "http-port", .kind = Kind::kInteger, .field = &Config::http_port,
+     .default_value = "-1", .min = -1, .max = 65535,
+     .help = "TCP port of the HTTP API and /metrics (docs/api.md); -1 = port + 1000 (skipped "
+             "with a warning if taken), 0 = off"},
     // Redis takes 0..INT_MAX and clamps it into 1..500.
     {.name = "hz", .kind = Kind::kInteger, .field = &Config::hz, .default_value = "10",
      .min = 0, .max = INT_MAX, .clamp_min = 1, .clamp_max = 500, .runtime = true,
@@ -332,7 +341,11 @@ namespace {
 // Protected mode: without a password, every listener must be on a loopback address.
 Status CheckProtectedMode(const Config& c) {
   if (!c.requirepass.empty()) return Status::OK();
-  for (const std::string& a : BindAddresses(c.bind)) {
+  std::vector<std::string> addresses = BindAddresses(c.bind);
+  if (c.http_port != 0) {
+    for (std::string& a : BindAddresses(c.http_bind)) addresses.push_back(std::move(a));
+  }
+  for (const std::string& a : addresses) {
     if (!IsLoopbackAddress(a)) {
       return Status::FailedPrecondition(
           "refusing to listen on " + a +
@@ -367,6 +380,9 @@ Status ValidateConfig(const Config& c) {
   }
   if (BindAddresses(c.bind).empty()) {
     return Status::InvalidArgument("bind needs at least one address");
+  }
+  if (c.http_port != 0 && BindAddresses(c.http_bind).empty()) {
+    return Status::InvalidArgument("http-bind needs at least one address (or --http-port 0)");
   }
   // The cluster settings go together: one without the other is a mistake, not a standalone node.
   if (c.cluster.empty() && c.cluster_port != 0) {

@@ -582,6 +582,8 @@ struct Server::Impl {
   std::unique_ptr<internal::ClusterNode> cluster;
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<bool> stopping{false};
+  // Declared after the workers: destroyed first, while their io_contexts still exist.
+  std::vector<std::unique_ptr<FrontEnd>> front_ends;
 };
 
 Server::Server(Config config) : impl_(new Impl) {
@@ -610,6 +612,10 @@ Server::~Server() {
 }
 
 Engine& Server::engine() { return *impl_->engine; }
+
+void Server::AddFrontEnd(std::unique_ptr<FrontEnd> front_end) {
+  impl_->front_ends.push_back(std::move(front_end));
+}
 
 void Server::Stop() {
   impl_->stopping.store(true);
@@ -651,6 +657,9 @@ Status Server::Run() {
     m.workers.push_back(std::move(w));
   }
   bound_port_.store(port);
+  std::vector<asio::io_context*> contexts;
+  for (auto& w : m.workers) contexts.push_back(&w->io);
+  for (auto& f : m.front_ends) FLOE_RETURN_IF_ERROR(f->Open(*m.engine, contexts));
   if (!m.config.cluster.empty()) {
     FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
   }
@@ -685,6 +694,7 @@ Status Server::Run() {
     }
     for (auto& c : open) c->Close();
   }
+  for (auto& f : m.front_ends) f->Close();
   if (m.cluster) m.cluster->Stop();
   FLOE_LOG_INFO("Floe stopped");
   return Status::OK();

@@ -34,6 +34,10 @@
 #include "resp/resp.h"
 #include "store/store.h"
 
+namespace asio {
+class io_context;
+}  // namespace asio
+
 namespace floe::dkv {
 class Dkv;
 struct Fetch;
@@ -85,6 +89,9 @@ struct Config {
   int cluster_port;              // cluster-port
   int64_t cluster_node_timeout;  // cluster-node-timeout, ms
   std::string cluster_secret;    // cluster-secret
+  // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
+  int http_port;          // http-port
+  std::string http_bind;  // http-bind: addresses for HTTP; same protected-mode rule as bind
 };
 
 // One row of the settings table: everything the `floe serve` flags, the config file, CONFIG
@@ -559,9 +566,23 @@ class Engine {
   std::atomic<internal::ClusterNode*> cluster_{nullptr};
 };
 
+// Another protocol served on the node's I/O threads (HTTP, src/http). The server does not know
+// which: it hands each front end the threads' io_contexts. Open is called by Run() on Run's
+// thread once the io_contexts exist and before any runs (a failure ends Run with it); Close is
+// called on Run's thread after every I/O thread has stopped, and must drop every connection and
+// session (the Engine outlives it). Handlers then run on the I/O threads as RESP's do.
+class FrontEnd {
+ public:
+  virtual ~FrontEnd() = default;
+  virtual Status Open(Engine& engine, std::span<asio::io_context* const> io) = 0;
+  virtual void Close() = 0;
+};
+
 // The listeners and I/O threads. Run() blocks until SIGINT/SIGTERM or Stop().
 class Server {
  public:
+  // Before Run(): also serve `front_end` on the I/O threads.
+  void AddFrontEnd(std::unique_ptr<FrontEnd> front_end);
   explicit Server(Config config);
   ~Server();
   // Binds, then serves until stopped. Fails if a port cannot be bound.

@@ -1,0 +1,527 @@
+// The REST/JSON endpoints (docs/api.md). Every endpoint runs ordinary commands through the
+// connection's own Session, so an HTTP client is held to a RESP client's rules — AUTH,
+// proto-max-bulk-len, maxmemory, the cluster's routing — and its errors carry the same texts.
+// JSON goes out through wire::AppendJsonString/AppendJsonDouble and comes in through
+// nlohmann-json; nothing a client sent is pasted into JSON unescaped.
+
+#include "http/internal/api.h"
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "http/http.h"
+#include "wire/wire.h"
+
+namespace floe::http {
+
+namespace internal {
+namespace {
+
+using Params = std::map<std::string, std::string>;  // decoded {name} segments of the path
+
+// A command's reply, decoded.
+resp::Reply Run(server::Session& session, const std::vector<std::string>& args) {
+  std::vector<std::string_view> views(args.begin(), args.end());
+  std::string out;
+  session.Execute(views, &out);
+  size_t consumed = 0;
+  Result<resp::Reply> reply = resp::ParseReply(out, &consumed);
+  if (!reply.ok()) {
+    return {.type = resp::Reply::Type::kError, .str = "ERR the reply could not be decoded"};
+  }
+  return std::move(*reply);
+}
+
+bool IsError(const resp::Reply& r) { return r.type == resp::Reply::Type::kError; }
+
+// The one table from a RESP error's code word to an HTTP status.
+int StatusForError(std::string_view error) {
+  const std::string_view code = error.substr(0, error.find(' '));
+  if (code == "NOAUTH" || code == "WRONGPASS") return 401;
+  if (code == "NOPERM") return 403;
+  if (code == "OOM") return 507;
+  if (code == "CLUSTERDOWN" || code == "TRYAGAIN" || code == "LOADING" || code == "BUSY")
+    return 503;
+  if (code == "MOVED" || code == "ASK" || code == "CROSSSLOT") return 409;
+  return 400;
+}
+
+Response FromError(const resp::Reply& r) { return Error(StatusForError(r.str), r.str); }
+
+// A value from INFO: a number when it is one, else a string.
+void AppendInfoValue(std::string* out, std::string_view v) {
+  bool integer = !v.empty() && v.size() <= 18;
+  for (size_t i = 0; i < v.size() && integer; i++) {
+    integer = (v[i] >= '0' && v[i] <= '9') || (i == 0 && v[i] == '-' && v.size() > 1);
+  }
+  if (integer) {
+    out->append(v);
+    return;
+  }
+  wire::AppendJsonString(out, v);
+}
+
+void Key(std::string* out, bool* first, std::string_view name) {
+  if (!*first) out->push_back(',');
+  *first = false;
+  wire::AppendJsonString(out, name);
+  out->push_back(':');
+}
+
+// Text as JSON: the string itself when it is UTF-8, else base64, with <name>_encoding saying
+// which.
+void AppendBytes(std::string* out, bool* first, std::string_view name, std::string_view bytes) {
+  const bool utf8 = IsUtf8(bytes);
+  Key(out, first, name);
+  wire::AppendJsonString(out, utf8 ? std::string(bytes) : Base64Encode(bytes));
+  Key(out, first, std::string(name) + "_encoding");
+  wire::AppendJsonString(out, utf8 ? "utf8" : "base64");
+}
+
+// A flat [name, value, ...] reply (RESP2's way of sending a map) or a map, as an object.
+void AppendInfoReply(std::string* out, const resp::Reply& r) {
+  using Type = resp::Reply::Type;
+  const bool flat = r.type == Type::kArray && r.elements.size() % 2 == 0;
+  if (r.type != Type::kMap && !flat) return AppendReplyJson(out, r);
+  out->push_back('{');
+  bool first = true;
+  for (size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+    std::string name = r.elements[i].str;
+    for (char& c : name) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+      if (c == ' ') c = '_';
+    }
+    Key(out, &first, name);
+    AppendReplyJson(out, r.elements[i + 1]);
+  }
+  out->push_back('}');
+}
+
+// ops/s between two successive GET /api/cluster on one engine.
+struct OpsSample {
+  int64_t ms = 0;
+  uint64_t commands = 0;
+};
+Mutex ops_mu;
+std::map<const server::Engine*, OpsSample>& OpsSamples() {
+  static auto* samples = new std::map<const server::Engine*, OpsSample>();
+  return *samples;
+}
+
+double OpsPerSecond(const server::Engine& engine, uint64_t commands) {
+  const auto now = static_cast<int64_t>(NowMicros() / 1000);
+  MutexLock lock(&ops_mu);
+  OpsSample& s = OpsSamples()[&engine];
+  double rate = 0;
+  if (s.ms != 0 && now > s.ms && commands >= s.commands) {
+    rate = static_cast<double>(commands - s.commands) * 1000.0 / static_cast<double>(now - s.ms);
+  }
+  s = {.ms = now, .commands = commands};
+  return rate;
+}
+
+Result<InfoSections> Info(server::Session& session) {
+  const resp::Reply r = Run(session, {"INFO", "everything"});
+  if (IsError(r)) return Status::InvalidArgument(r.str);
+  return ParseInfo(r.str);
+}
+
+std::string_view InfoValue(const InfoSections& info, const std::string& section,
+                           std::string_view name) {
+  auto it = info.find(section);
+  if (it == info.end()) return {};
+  for (const auto& [k, v] : it->second) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+Response GetCluster(server::Engine& engine, server::Session& session, const Request&, const Params&,
+                    const Params&) {
+  Result<InfoSections> info = Info(session);
+  if (!info.ok()) return Error(StatusForError(info.status().message()), info.status().message());
+  const InfoSections& i = *info;
+  std::string out = "{";
+  bool first = true;
+  auto field = [&](std::string_view name, const std::string& section, std::string_view info_name) {
+    Key(&out, &first, name);
+    const std::string_view v = InfoValue(i, section, info_name);
+    v.empty() ? out.append("null") : (AppendInfoValue(&out, v), out);
+  };
+  field("version", "server", "floe_version");
+  field("redis_version", "server", "redis_version");
+  field("mode", "server", "redis_mode");
+  field("uptime_seconds", "server", "uptime_in_seconds");
+  field("io_threads", "server", "io_threads_active");
+  field("connected_clients", "clients", "connected_clients");
+  Key(&out, &first, "memory");
+  out += "{";
+  {
+    bool f = true;
+    for (auto [name, info_name] :
+         {std::pair{"used", "used_memory"}, {"rss", "used_memory_rss"}, {"max", "maxmemory"}}) {
+      Key(&out, &f, name);
+      AppendInfoValue(&out, InfoValue(i, "memory", info_name));
+    }
+  }
+  out += "}";
+  const std::string_view db0 = InfoValue(i, "keyspace", "db0");
+  Key(&out, &first, "keys");
+  {
+    const size_t at = db0.find("keys=");
+    const std::string_view n =
+        at == std::string_view::npos ? "0" : db0.substr(at + 5, db0.find(',', at) - at - 5);
+    AppendInfoValue(&out, n);
+  }
+  field("commands_processed", "stats", "total_commands_processed");
+  field("keyspace_hits", "stats", "keyspace_hits");
+  field("keyspace_misses", "stats", "keyspace_misses");
+  field("expired_keys", "stats", "expired_keys");
+  Key(&out, &first, "ops_per_sec");
+  const std::string commands(InfoValue(i, "stats", "total_commands_processed"));
+  wire::AppendJsonDouble(&out, OpsPerSecond(engine, std::strtoull(commands.c_str(), nullptr, 10)));
+  // INFO cluster whole (state, slots, cache, invalidations, RPC counters), and its members.
+  Key(&out, &first, "cluster");
+  out += "{";
+  std::string members = "[";
+  if (auto it = i.find("cluster"); it != i.end()) {
+    bool f = true;
+    for (const auto& [k, v] : it->second) {
+      if (k.starts_with("member_")) {
+        if (members.size() > 1) members += ",";
+        members += "{";
+        bool mf = true;
+        Key(&members, &mf, "id");
+        AppendInfoValue(&members, std::string_view(k).substr(7));
+        std::string_view rest = v;
+        while (!rest.empty()) {
+          const size_t comma = rest.find(',');
+          const std::string_view part = rest.substr(0, comma);
+          rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+          const size_t eq = part.find('=');
+          if (eq == std::string_view::npos) continue;
+          Key(&members, &mf, part.substr(0, eq));
+          AppendInfoValue(&members, part.substr(eq + 1));
+        }
+        members += "}";
+        continue;
+      }
+      Key(&out, &f, k);
+      AppendInfoValue(&out, v);
+    }
+  }
+  out += "}";
+  Key(&out, &first, "members");
+  out += members + "]}";
+  return {.body = std::move(out)};
+}
+
+constexpr int64_t kMaxScanCount = 1000;
+
+Response GetKeys(server::Engine&, server::Session& session, const Request&, const Params&,
+                 const Params& query) {
+  auto get = [&](const char* name, std::string fallback) {
+    auto it = query.find(name);
+    return it == query.end() || it->second.empty() ? fallback : it->second;
+  };
+  const std::string cursor = get("cursor", "0");
+  const std::string count_text = get("count", "100");
+  int64_t count = 0;
+  for (char c : count_text) {
+    if (c < '0' || c > '9' || count > kMaxScanCount)
+      return Error(400, "ERR count must be between 1 and 1000");
+    count = count * 10 + (c - '0');
+  }
+  if (count < 1 || count > kMaxScanCount) return Error(400, "ERR count must be between 1 and 1000");
+  std::vector<std::string> args = {"SCAN", cursor, "COUNT", std::to_string(count)};
+  if (const std::string p = get("pattern", ""); !p.empty()) {
+    args.insert(args.end(), {"MATCH", p});
+  }
+  if (const std::string t = get("type", ""); !t.empty()) args.insert(args.end(), {"TYPE", t});
+  const resp::Reply r = Run(session, args);
+  if (IsError(r)) return FromError(r);
+  if (r.elements.size() != 2) return Error(500, "ERR unexpected SCAN reply");
+  std::string out = "{\"cursor\":";
+  wire::AppendJsonString(&out, r.elements[0].str);
+  out += ",\"keys\":[";
+  bool first_key = true;
+  for (const resp::Reply& k : r.elements[1].elements) {
+    if (!first_key) out += ",";
+    first_key = false;
+    out += "{";
+    bool f = true;
+    AppendBytes(&out, &f, "key", k.str);
+    const resp::Reply type = Run(session, {"TYPE", k.str});
+    Key(&out, &f, "type");
+    wire::AppendJsonString(&out, IsError(type) ? "none" : type.str);
+    out += "}";
+  }
+  out += "]}";
+  return {.body = std::move(out)};
+}
+
+Response GetKey(server::Engine&, server::Session& session, const Request&, const Params& path,
+                const Params& query) {
+  const std::string& key = path.at("key");
+  const resp::Reply type = Run(session, {"TYPE", key});
+  if (IsError(type)) return FromError(type);
+  if (type.str == "none") return Error(404, "ERR no such key");
+  const resp::Reply pttl = Run(session, {"PTTL", key});
+  if (IsError(pttl)) return FromError(pttl);
+  std::string out = "{";
+  bool first = true;
+  AppendBytes(&out, &first, "key", key);
+  Key(&out, &first, "type");
+  wire::AppendJsonString(&out, type.str);
+  Key(&out, &first, "ttl_ms");
+  out += std::to_string(pttl.integer);
+  const auto item = query.find("item");
+  if (type.str == "string") {
+    const resp::Reply v = Run(session, {"GET", key});
+    if (IsError(v)) return FromError(v);
+    if (v.type == resp::Reply::Type::kNull) return Error(404, "ERR no such key");
+    AppendBytes(&out, &first, "value", v.str);
+  } else if (type.str == "hll") {
+    const resp::Reply info = Run(session, {"HLL.INFO", key});
+    if (IsError(info)) return FromError(info);
+    Key(&out, &first, "info");
+    AppendInfoReply(&out, info);
+    const resp::Reply count = Run(session, {"HLL.COUNT", key});
+    if (IsError(count)) return FromError(count);
+    Key(&out, &first, "estimate");
+    wire::AppendJsonDouble(&out, count.type == resp::Reply::Type::kDouble
+                                     ? count.dbl
+                                     : std::strtod(count.str.c_str(), nullptr));
+  } else if (type.str == "cms" || type.str == "bloom") {
+    const bool cms = type.str == "cms";
+    const resp::Reply info = Run(session, {cms ? "CMS.INFO" : "BF.INFO", key});
+    if (IsError(info)) return FromError(info);
+    Key(&out, &first, "info");
+    AppendInfoReply(&out, info);
+    if (item != query.end()) {
+      const resp::Reply r = Run(session, {cms ? "CMS.QUERY" : "BF.EXISTS", key, item->second});
+      if (IsError(r)) return FromError(r);
+      Key(&out, &first, cms ? "count" : "exists");
+      const resp::Reply& v = cms && !r.elements.empty() ? r.elements[0] : r;
+      out += cms ? std::to_string(v.integer) : (v.integer != 0 ? "true" : "false");
+    }
+  }
+  out += "}";
+  return {.body = std::move(out)};
+}
+
+// Request bodies nest at most this deep (the parser's own stack is bounded by it).
+constexpr int kMaxJsonDepth = 16;
+
+Result<nlohmann::json> ParseBody(std::string_view body) {
+  struct TooDeep {};
+  try {
+    return nlohmann::json::parse(body,
+                                 [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+                                   if (depth > kMaxJsonDepth) throw TooDeep{};
+                                   return true;
+                                 });
+  } catch (const TooDeep&) {
+    return Status::InvalidArgument("ERR the request body nests too deeply");
+  } catch (const nlohmann::json::exception& e) {
+    return Status::InvalidArgument(std::string("ERR the request body is not JSON: ") + e.what());
+  }
+}
+
+Response PutKey(server::Engine&, server::Session& session, const Request& request,
+                const Params& path, const Params&) {
+  Result<nlohmann::json> body = ParseBody(request.body);
+  if (!body.ok()) return Error(400, body.status().message());
+  const nlohmann::json& j = *body;
+  if (!j.is_object() || !j.contains("value") || !j["value"].is_string()) {
+    return Error(400, "ERR the body must be an object with a string \"value\"");
+  }
+  std::string value = j["value"].get<std::string>();
+  if (j.contains("encoding")) {
+    if (!j["encoding"].is_string()) return Error(400, "ERR encoding must be utf8 or base64");
+    const std::string enc = j["encoding"].get<std::string>();
+    if (enc == "base64") {
+      Result<std::string> decoded = Base64Decode(value);
+      if (!decoded.ok()) return Error(400, "ERR value is not valid base64");
+      value = std::move(*decoded);
+    } else if (enc != "utf8") {
+      return Error(400, "ERR encoding must be utf8 or base64");
+    }
+  }
+  std::vector<std::string> args = {"SET", path.at("key"), std::move(value)};
+  if (j.contains("ttl") && !j["ttl"].is_null()) {
+    if (!j["ttl"].is_number_integer()) return Error(400, "ERR ttl must be an integer (seconds)");
+    args.insert(args.end(), {"EX", j["ttl"].dump()});  // SET checks its range, with its text
+  }
+  const resp::Reply r = Run(session, args);
+  if (IsError(r)) return FromError(r);
+  return {.body = "{\"ok\":true}"};
+}
+
+Response DeleteKey(server::Engine&, server::Session& session, const Request&, const Params& path,
+                   const Params&) {
+  const resp::Reply r = Run(session, {"DEL", path.at("key")});
+  if (IsError(r)) return FromError(r);
+  if (r.integer == 0) return Error(404, "ERR no such key");
+  return {.body = "{\"deleted\":" + std::to_string(r.integer) + "}"};
+}
+
+Response PostCommand(server::Engine&, server::Session& session, const Request& request,
+                     const Params&, const Params&) {
+  Result<nlohmann::json> body = ParseBody(request.body);
+  if (!body.ok()) return Error(400, body.status().message());
+  const nlohmann::json& j = *body;
+  if (!j.is_array() || j.empty()) return Error(400, "ERR the body must be a JSON array of strings");
+  std::vector<std::string> args;
+  args.reserve(j.size());
+  for (const auto& a : j) {
+    if (!a.is_string()) return Error(400, "ERR the body must be a JSON array of strings");
+    args.push_back(a.get<std::string>());
+  }
+  const resp::Reply r = Run(session, args);
+  std::string out;
+  AppendReplyJson(&out, r);
+  return {.status = IsError(r) ? StatusForError(r.str) : 200, .body = std::move(out)};
+}
+
+Response GetMetrics(server::Engine&, server::Session& session, const Request&, const Params&,
+                    const Params&) {
+  Result<InfoSections> info = Info(session);
+  if (!info.ok()) return Error(StatusForError(info.status().message()), info.status().message());
+  return {.content_type = "text/plain; version=0.0.4; charset=utf-8",
+          .body = PrometheusText(*info)};
+}
+
+Response GetPage(server::Engine&, server::Session&, const Request&, const Params&, const Params&) {
+  return {.content_type = "text/html; charset=utf-8",
+          .body = std::string(WebPage()),
+          .headers = {{"Content-Security-Policy",
+                       "default-src 'self'; script-src 'unsafe-inline'; style-src "
+                       "'unsafe-inline'; img-src 'self' data:"},
+                      {"X-Content-Type-Options", "nosniff"}}};
+}
+
+using Handler = Response (*)(server::Engine&, server::Session&, const Request&, const Params&,
+                             const Params&);
+struct Endpoint {
+  Route route;
+  Handler handler;
+};
+constexpr Endpoint kEndpoints[] = {
+    {{"GET", "/"}, GetPage},
+    {{"GET", "/api/cluster"}, GetCluster},
+    {{"GET", "/api/keys"}, GetKeys},
+    {{"GET", "/api/keys/{key}"}, GetKey},
+    {{"PUT", "/api/keys/{key}"}, PutKey},
+    {{"DELETE", "/api/keys/{key}"}, DeleteKey},
+    {{"POST", "/api/command"}, PostCommand},
+    {{"GET", "/metrics"}, GetMetrics},
+};
+
+std::vector<std::string_view> Segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i <= path.size()) {
+    const size_t slash = path.find('/', i);
+    out.push_back(
+        path.substr(i, slash == std::string_view::npos ? std::string_view::npos : slash - i));
+    if (slash == std::string_view::npos) break;
+    i = slash + 1;
+  }
+  return out;
+}
+
+// Matches raw (escaped) segments against a template; the {name} segments are decoded.
+Result<bool> Match(std::string_view pattern, const std::vector<std::string_view>& raw,
+                   Params* params) {
+  const std::vector<std::string_view> want = Segments(pattern);
+  if (want.size() != raw.size()) return false;
+  Params found;
+  for (size_t i = 0; i < want.size(); i++) {
+    if (want[i].starts_with("{")) {
+      if (raw[i].empty()) return false;
+      FLOE_ASSIGN_OR_RETURN(std::string v, PercentDecode(raw[i]));
+      found[std::string(want[i].substr(1, want[i].size() - 2))] = std::move(v);
+    } else if (want[i] != raw[i]) {
+      return false;
+    }
+  }
+  *params = std::move(found);
+  return true;
+}
+
+Response Unauthorized(std::string_view message) {
+  Response r = Error(401, message);
+  r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"floe\", charset=\"UTF-8\"");
+  return r;
+}
+
+}  // namespace
+
+Response Error(int status, std::string_view message) {
+  std::string body = "{\"error\":";
+  wire::AppendJsonString(&body, message);
+  body += "}";
+  return {.status = status, .body = std::move(body)};
+}
+
+std::optional<Response> Refuse(const server::Engine& engine, std::string_view authorization) {
+  if (!engine.requires_auth()) return std::nullopt;
+  if (authorization.empty()) return Unauthorized("NOAUTH Authentication required.");
+  Result<std::string> password = PasswordFromAuthorization(authorization);
+  if (!password.ok() || !engine.CheckPassword(*password)) {
+    return Unauthorized("WRONGPASS invalid username-password pair or user is disabled.");
+  }
+  return std::nullopt;
+}
+
+Response Handle(server::Engine& engine, server::Session& session, const Request& request) {
+  const std::string_view url = request.url;
+  const size_t q = url.find('?');
+  const std::string_view path = url.substr(0, q);
+  Result<Params> query =
+      ParseQuery(q == std::string_view::npos ? std::string_view() : url.substr(q + 1));
+  if (!query.ok()) return Error(400, "ERR " + std::string(query.status().message()));
+  const std::vector<std::string_view> raw = Segments(path);
+  const Endpoint* found = nullptr;
+  bool path_known = false;
+  Params params;
+  for (const Endpoint& e : kEndpoints) {
+    Result<bool> m = Match(e.route.path, raw, &params);
+    if (!m.ok()) return Error(400, "ERR " + std::string(m.status().message()));
+    if (!*m) continue;
+    path_known = true;
+    if (e.route.method == request.method) {
+      found = &e;
+      break;
+    }
+  }
+  if (found == nullptr) {
+    return path_known ? Error(405, "ERR method not allowed") : Error(404, "ERR no such endpoint");
+  }
+  // Every request carries the password when one is set (docs/api.md, "Authentication").
+  if (engine.requires_auth()) {
+    if (std::optional<Response> refused = Refuse(engine, request.authorization)) {
+      return std::move(*refused);
+    }
+    Result<std::string> password = PasswordFromAuthorization(request.authorization);
+    if (!session.authenticated()) {
+      const resp::Reply r = Run(session, {"AUTH", *password});
+      if (IsError(r)) return Unauthorized(r.str);
+    }
+  }
+  return found->handler(engine, session, request, params, *query);
+}
+
+}  // namespace internal
+
+std::span<const Route> Routes() {
+  static const std::vector<Route> routes = [] {
+    std::vector<Route> out;
+    for (const internal::Endpoint& e : internal::kEndpoints) out.push_back(e.route);
+    return out;
+  }();
+  return routes;
+}
+
+}  // namespace floe::http

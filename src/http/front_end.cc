@@ -1,0 +1,573 @@
+// HTTP/1.1 connections on the node's own I/O threads (docs/api.md).
+//
+// One listening socket per bind address, on the first I/O thread's io_context (not
+// SO_REUSEPORT: a second process's listener could otherwise share the port, and an HTTP port
+// that happens to be some RESP port must fail to bind, not split its connections). Accepted
+// sockets are handed round-robin to the I/O threads; a connection then lives on its thread, with
+// its own server::Session, as a RESP connection does.
+//
+// Framing is Debian's http-parser (libhttp-parser-dev). A connection handles one request at a
+// time: on a complete message the parser is paused, the request runs, its response is written,
+// and only then are the bytes after it parsed (pipelined requests wait their turn, so a client
+// cannot queue work faster than it reads answers). Every limit answers with JSON and closes:
+// request line + headers over Limits::max_header_bytes -> 431, a body over proto-max-bulk-len
+// -> 413, a request not complete within read_timeout_ms -> 408, too many connections -> 503.
+
+#include <http_parser.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio.hpp>
+#include <atomic>
+#include <climits>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "http/http.h"
+#include "http/internal/api.h"
+
+namespace floe::http {
+
+namespace {
+
+using asio::ip::tcp;
+
+constexpr size_t kReadChunk = 16 * 1024;
+
+std::string Endpoint(const tcp::endpoint& ep) {
+  const std::string host = ep.address().to_string();
+  return (ep.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(ep.port());
+}
+
+std::string_view Reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    case 507:
+      return "Insufficient Storage";
+    default:
+      return "Error";
+  }
+}
+
+std::string Serialize(const internal::Response& r, bool close) {
+  std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + std::string(Reason(r.status)) +
+                    "\r\nContent-Type: " + r.content_type +
+                    "\r\nContent-Length: " + std::to_string(r.body.size()) +
+                    "\r\nCache-Control: no-store\r\n";
+  for (const auto& [name, value] : r.headers) out += name + ": " + value + "\r\n";
+  if (close) out += "Connection: close\r\n";
+  out += "\r\n";
+  out += r.body;
+  return out;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++) {
+    const char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] + 32) : a[i];
+    if (x != b[i]) return false;
+  }
+  return true;
+}
+
+class HttpFrontEnd;
+
+// One HTTP connection. Owned by its I/O thread.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(HttpFrontEnd* front, int worker, tcp::socket socket);
+  void Start();
+  void Close();
+
+ private:
+  static const http_parser_settings& Settings();
+  void Read();
+  // Parses what is buffered; answers a complete request or a refused one.
+  void Parse();
+  void Answer(internal::Response response, bool close);
+  void ResetRequest();
+  void Arm(int64_t ms);
+  // After a response that closes the connection: no more sending, and what the client still
+  // sends is read and dropped for a moment before closing, so that closing with unread input
+  // (a refused body) does not reset the connection before the client has read the response.
+  void Linger();
+  void Drain(size_t dropped);
+  // Charges the input and body buffers' capacity to the engine's used memory, as a RESP
+  // connection charges its query buffer (so maxmemory sees a client's large body).
+  void Charge();
+  // The request line and headers count against max_header_bytes; non-zero stops the parser.
+  int ChargeHeader(size_t n);
+
+  HttpFrontEnd* front_;
+  int worker_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  uint64_t timer_generation_ = 0;
+  std::unique_ptr<server::Session> session_;
+  http_parser parser_{};
+  std::string in_;  // bytes read and not parsed yet
+  char buf_[kReadChunk];
+  std::string out_;
+  bool closed_ = false;
+  bool writing_ = false;
+  bool in_request_ = false;  // a request has begun and is not complete
+  bool lingering_ = false;   // Linger()
+  size_t charged_ = 0;       // Charge()
+  // The request being read.
+  internal::Request request_;
+  size_t header_bytes_ = 0;
+  std::string header_field_;
+  bool header_in_value_ = false;
+  bool header_is_auth_ = false;
+  bool header_is_expect_ = false;
+  std::string expect_;            // the Expect header
+  bool expect_continue_ = false;  // Expect: 100-continue
+  bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
+  bool complete_ = false;
+  int refused_ = 0;  // a limit refused the request: this status, then close
+  std::string refusal_;
+  std::optional<internal::Response> refused_response_;  // a refusal with its own headers (401)
+};
+
+class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
+ public:
+  explicit HttpFrontEnd(Options options) : options_(std::move(options)) {}
+  ~HttpFrontEnd() override { CloseAcceptors(); }
+
+  Status Open(server::Engine& engine, std::span<asio::io_context* const> io) override {
+    engine_ = &engine;
+    io_.assign(io.begin(), io.end());
+    connections_.resize(io_.size());
+    retry_ = std::make_unique<asio::steady_timer>(*io_[0]);
+    int port = options_.port;
+    for (const std::string& a : options_.bind) {
+      std::error_code ec;
+      const auto address = asio::ip::make_address(a == "localhost" ? "127.0.0.1" : a, ec);
+      if (ec) return Status::InvalidArgument("bad http-bind address '" + a + "': " + ec.message());
+      auto acc = std::make_unique<tcp::acceptor>(*io_[0]);
+      const tcp::endpoint ep(address, static_cast<uint16_t>(port));
+      acc->open(ep.protocol(), ec);
+      if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) acc->bind(ep, ec);
+      if (!ec) acc->listen(511, ec);
+      if (ec) {
+        const std::string what =
+            "cannot listen for HTTP on " + a + ":" + std::to_string(port) + ": " + ec.message();
+        CloseAcceptors();
+        if (options_.required) return Status::Unavailable(what);
+        FLOE_LOG_WARN("{} (HTTP is off; give --http-port to choose a port)", what);
+        return Status::OK();
+      }
+      if (port == 0) port = acc->local_endpoint().port();
+      acceptors_.push_back(std::move(acc));
+    }
+    port_.store(port);
+    for (auto& a : acceptors_) Accept(a.get());
+    FLOE_LOG_INFO("HTTP API on port {} (docs/api.md)", port);
+    return Status::OK();
+  }
+
+  void Close() override {
+    CloseAcceptors();
+    for (auto& per_worker : connections_) {
+      std::vector<std::shared_ptr<Connection>> open;
+      for (auto& [ptr, weak] : per_worker) {
+        if (auto c = weak.lock()) open.push_back(c);
+      }
+      for (auto& c : open) c->Close();
+    }
+  }
+
+  int bound_port() const override { return port_.load(); }
+
+  server::Engine& engine() { return *engine_; }
+  asio::io_context& io(int worker) { return *io_[static_cast<size_t>(worker)]; }
+  const Limits& limits() const { return options_.limits; }
+  // Only the worker's own thread touches its map (and Close, once the threads stopped).
+  std::unordered_map<Connection*, std::weak_ptr<Connection>>& connections(int worker) {
+    return connections_[static_cast<size_t>(worker)];
+  }
+  void Released() { open_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  void CloseAcceptors() {
+    if (retry_) retry_->cancel();
+    std::error_code ec;
+    for (auto& a : acceptors_) a->close(ec);
+    acceptors_.clear();
+  }
+
+  void Accept(tcp::acceptor* acceptor) {
+    const int worker = static_cast<int>(next_worker_++ % io_.size());
+    // Accepted on the first thread's io_context, then handed over as a bare descriptor: each
+    // io_context runs without the reactor's per-socket locks (ASIO_CONCURRENCY_HINT_UNSAFE_IO,
+    // listener.cc), so a socket must be registered by the thread that runs it (accepting
+    // straight onto another thread's io_context raced in its reactor, found by TSan).
+    acceptor->async_accept([this, acceptor, worker](std::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+      if (!ec) {
+        // relaxed: a count compared against a limit; one connection more or less is harmless.
+        const size_t open = open_.fetch_add(1, std::memory_order_relaxed);
+        if (open >= options_.limits.max_connections ||
+            static_cast<int64_t>(engine_->ClientCount()) >= engine_->maxclients()) {
+          open_.fetch_sub(1, std::memory_order_relaxed);
+          const std::string refusal =
+              Serialize(internal::Error(503, "ERR max number of clients reached"), /*close=*/true);
+          std::error_code ignored;
+          asio::write(socket, asio::buffer(refusal), ignored);
+          socket.close(ignored);
+        } else {
+          std::error_code rec;
+          const tcp protocol = socket.local_endpoint(rec).protocol();
+          const int fd = rec ? -1 : socket.release(rec);
+          if (rec || fd < 0) {
+            open_.fetch_sub(1, std::memory_order_relaxed);
+            socket.close(rec);
+          } else {
+            asio::post(io(worker), [this, worker, protocol, fd] {
+              tcp::socket mine(io(worker));
+              std::error_code aec;
+              mine.assign(protocol, fd, aec);
+              if (aec) {
+                ::close(fd);
+                open_.fetch_sub(1, std::memory_order_relaxed);
+                return;
+              }
+              std::make_shared<Connection>(this, worker, std::move(mine))->Start();
+            });
+          }
+        }
+      } else {
+        // Out of descriptors the failing accept would fail again at once: wait a little
+        // (as the RESP listener does) instead of spinning, and log once a second at most.
+        const auto now = static_cast<int64_t>(NowMicros() / 1000);
+        if (now - accept_error_logged_ms_ >= 1000) {
+          accept_error_logged_ms_ = now;
+          FLOE_LOG_WARN("HTTP accept failed: {} (retrying every 100 ms)", ec.message());
+        }
+        retry_->expires_after(std::chrono::milliseconds(100));
+        retry_->async_wait([this, acceptor](std::error_code tec) {
+          if (!tec && acceptor->is_open()) Accept(acceptor);
+        });
+        return;
+      }
+      Accept(acceptor);
+    });
+  }
+
+  Options options_;
+  server::Engine* engine_ = nullptr;
+  std::vector<asio::io_context*> io_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::unordered_map<Connection*, std::weak_ptr<Connection>>> connections_;
+  size_t next_worker_ = 0;                     // the first I/O thread's: it runs every accept
+  std::unique_ptr<asio::steady_timer> retry_;  // on the first I/O thread, as the acceptors
+  int64_t accept_error_logged_ms_ = 0;
+  std::atomic<size_t> open_{0};
+  std::atomic<int> port_{0};
+};
+
+Connection::Connection(HttpFrontEnd* front, int worker, tcp::socket socket)
+    : front_(front), worker_(worker), socket_(std::move(socket)), timer_(front->io(worker)) {}
+
+void Connection::Start() {
+  std::error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+  session_ = std::make_unique<server::Session>(&front_->engine(), worker_,
+                                               Endpoint(socket_.remote_endpoint(ec)),
+                                               Endpoint(socket_.local_endpoint(ec)));
+  {
+    MutexLock lock(&session_->state().mu);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    asio::io_context* io = &front_->io(worker_);
+    session_->state().closer = [weak, io] {  // CLIENT KILL
+      asio::post(*io, [weak] {
+        if (auto c = weak.lock()) c->Close();
+      });
+    };
+  }
+  front_->connections(worker_).emplace(this, weak_from_this());
+  http_parser_init(&parser_, HTTP_REQUEST);
+  parser_.data = this;
+  ResetRequest();
+  Arm(front_->limits().idle_timeout_ms);
+  Read();
+}
+
+void Connection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  timer_.cancel();
+  front_->connections(worker_).erase(this);
+  front_->Released();
+  in_ = std::string();
+  request_ = {};
+  front_->engine().ChargeClientBuffers(-static_cast<int64_t>(charged_));
+  charged_ = 0;
+  if (session_) {
+    {
+      MutexLock lock(&session_->state().mu);
+      session_->state().closer = nullptr;
+    }
+    session_.reset();  // unregisters the client
+  }
+}
+
+void Connection::Charge() {
+  if (closed_) return;
+  const size_t now = in_.capacity() + request_.body.capacity();
+  if (now == charged_) return;
+  front_->engine().ChargeClientBuffers(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
+  charged_ = now;
+}
+
+void Connection::Arm(int64_t ms) {
+  const uint64_t generation = ++timer_generation_;
+  timer_.expires_after(std::chrono::milliseconds(ms));
+  timer_.async_wait([self = shared_from_this(), generation](std::error_code ec) {
+    if (ec || self->closed_ || generation != self->timer_generation_) return;
+    if (self->in_request_ && !self->writing_ && !self->lingering_) {
+      return self->Answer(internal::Error(408, "ERR the request did not arrive in time"), true);
+    }
+    self->Close();  // idle, or a client that does not read its response
+  });
+}
+
+void Connection::ResetRequest() {
+  request_ = {};
+  header_bytes_ = 0;
+  header_field_.clear();
+  header_in_value_ = false;
+  header_is_auth_ = false;
+  header_is_expect_ = false;
+  expect_.clear();
+  expect_continue_ = false;
+  send_continue_ = false;
+  complete_ = false;
+  in_request_ = false;
+}
+
+int Connection::ChargeHeader(size_t n) {
+  header_bytes_ += n;
+  if (header_bytes_ <= front_->limits().max_header_bytes) return 0;
+  refused_ = 431;
+  refusal_ = "ERR the request line and headers are larger than " +
+             std::to_string(front_->limits().max_header_bytes) + " bytes";
+  return 1;
+}
+
+const http_parser_settings& Connection::Settings() {
+  static const http_parser_settings settings = [] {
+    http_parser_settings s;
+    http_parser_settings_init(&s);
+    s.on_message_begin = [](http_parser* p) {
+      Connection* c = static_cast<Connection*>(p->data);
+      c->in_request_ = true;
+      c->Arm(c->front_->limits().read_timeout_ms);
+      return 0;
+    };
+    s.on_url = [](http_parser* p, const char* at, size_t n) {
+      Connection* c = static_cast<Connection*>(p->data);
+      c->request_.url.append(at, n);
+      return c->ChargeHeader(n);
+    };
+    s.on_header_field = [](http_parser* p, const char* at, size_t n) {
+      Connection* c = static_cast<Connection*>(p->data);
+      if (c->header_in_value_) {
+        c->header_field_.clear();
+        c->header_in_value_ = false;
+      }
+      c->header_field_.append(at, n);
+      return c->ChargeHeader(n);
+    };
+    s.on_header_value = [](http_parser* p, const char* at, size_t n) {
+      Connection* c = static_cast<Connection*>(p->data);
+      if (!c->header_in_value_) {
+        c->header_in_value_ = true;
+        c->header_is_auth_ = EqualsIgnoreCase(c->header_field_, "authorization");
+        c->header_is_expect_ = EqualsIgnoreCase(c->header_field_, "expect");
+      }
+      if (c->header_is_auth_) c->request_.authorization.append(at, n);
+      if (c->header_is_expect_) {
+        c->expect_.append(at, n);
+        c->expect_continue_ = EqualsIgnoreCase(c->expect_, "100-continue");
+      }
+      return c->ChargeHeader(n);
+    };
+    s.on_headers_complete = [](http_parser* p) {
+      Connection* c = static_cast<Connection*>(p->data);
+      c->request_.method = http_method_str(static_cast<http_method>(p->method));
+      // Without the password nothing more is read: an unauthenticated client cannot make the
+      // node buffer a body (as RESP limits requests before AUTH).
+      if (std::optional<internal::Response> refused =
+              internal::Refuse(c->front_->engine(), c->request_.authorization)) {
+        c->refused_response_ = std::move(*refused);
+        return -1;
+      }
+      const auto limit = static_cast<uint64_t>(c->front_->engine().proto_max_bulk_len());
+      // content_length is ULLONG_MAX when the request has none (chunked or no body).
+      if (p->content_length != ULLONG_MAX && p->content_length > limit) {
+        c->refused_ = 413;
+        c->refusal_ = "ERR the request body is larger than proto-max-bulk-len (" +
+                      std::to_string(limit) + " bytes)";
+        return -1;
+      }
+      // Reserved only up to what a client has no cheap way to make us hold without sending.
+      constexpr uint64_t kMaxReserve = uint64_t{1} << 20;
+      if (p->content_length != ULLONG_MAX) {
+        c->request_.body.reserve(std::min(p->content_length, kMaxReserve));
+      }
+      // A client waiting for "100 Continue" before its body (curl does, for large ones) gets it
+      // now that the body's size is accepted.
+      c->send_continue_ = c->expect_continue_ && p->content_length != 0;
+      return 0;
+    };
+    s.on_body = [](http_parser* p, const char* at, size_t n) {
+      Connection* c = static_cast<Connection*>(p->data);
+      const auto limit = static_cast<uint64_t>(c->front_->engine().proto_max_bulk_len());
+      if (c->request_.body.size() + n > limit) {  // chunked bodies are counted as they come
+        c->refused_ = 413;
+        c->refusal_ = "ERR the request body is larger than proto-max-bulk-len (" +
+                      std::to_string(limit) + " bytes)";
+        return 1;
+      }
+      c->request_.body.append(at, n);
+      return 0;
+    };
+    s.on_message_complete = [](http_parser* p) {
+      static_cast<Connection*>(p->data)->complete_ = true;
+      http_parser_pause(p, 1);  // one request at a time
+      return 0;
+    };
+    return s;
+  }();
+  return settings;
+}
+
+void Connection::Read() {
+  if (closed_) return;
+  socket_.async_read_some(asio::buffer(buf_),
+                          [self = shared_from_this()](std::error_code ec, size_t n) {
+                            if (self->lingering_) return;  // Drain reads now
+                            if (ec || self->closed_) return self->Close();
+                            self->in_.append(self->buf_, n);
+                            self->Parse();
+                            self->Charge();
+                          });
+}
+
+void Connection::Parse() {
+  if (closed_ || writing_) return;
+  const size_t used = http_parser_execute(&parser_, &Settings(), in_.data(), in_.size());
+  in_.erase(0, used);
+  const auto err = static_cast<http_errno>(parser_.http_errno);
+  if (refused_response_) return Answer(std::move(*refused_response_), true);
+  if (refused_ != 0) return Answer(internal::Error(refused_, refusal_), true);
+  if (err == HPE_HEADER_OVERFLOW) {
+    return Answer(internal::Error(431, "ERR the request headers are too large"), true);
+  }
+  if (complete_) {
+    http_parser_pause(&parser_, 0);
+    const bool keep_alive = http_should_keep_alive(&parser_) != 0;
+    internal::Response response = internal::Handle(front_->engine(), *session_, request_);
+    return Answer(std::move(response), !keep_alive || session_->close_requested());
+  }
+  if (err != HPE_OK) {
+    return Answer(
+        internal::Error(400, std::string("ERR bad HTTP request: ") + http_errno_description(err)),
+        true);
+  }
+  if (send_continue_) {
+    send_continue_ = false;
+    writing_ = true;
+    out_ = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(socket_, asio::buffer(out_),
+                      [self = shared_from_this()](std::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec || self->closed_) return self->Close();
+                        self->out_.clear();
+                        if (!self->in_.empty()) return self->Parse();
+                        self->Read();
+                      });
+    return;
+  }
+  Read();
+}
+
+void Connection::Answer(internal::Response response, bool close) {
+  if (closed_) return;
+  out_ = Serialize(response, close);
+  writing_ = true;
+  Arm(front_->limits().idle_timeout_ms);  // a client that never reads its answer is closed
+  asio::async_write(socket_, asio::buffer(out_),
+                    [self = shared_from_this(), close](std::error_code ec, size_t) {
+                      self->writing_ = false;
+                      if (ec || self->closed_) return self->Close();
+                      if (close) return self->Linger();
+                      std::string().swap(self->out_);
+                      self->ResetRequest();
+                      if (self->in_.empty()) std::string().swap(self->in_);
+                      self->Charge();
+                      self->Arm(self->front_->limits().idle_timeout_ms);
+                      if (!self->in_.empty()) return self->Parse();  // a pipelined request
+                      self->Read();
+                    });
+}
+
+void Connection::Linger() {
+  constexpr int64_t kLingerMs = 1000;
+  lingering_ = true;
+  std::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) return Close();
+  Arm(kLingerMs);
+  Drain(0);
+}
+
+void Connection::Drain(size_t dropped) {
+  constexpr size_t kMaxDropped = size_t{1} << 20;
+  if (closed_ || dropped > kMaxDropped) return Close();
+  socket_.async_read_some(asio::buffer(buf_),
+                          [self = shared_from_this(), dropped](std::error_code ec, size_t n) {
+                            if (ec || self->closed_) return self->Close();
+                            self->Drain(dropped + n);
+                          });
+}
+
+}  // namespace
+
+const FrontEndInfo* Attach(server::Server& server, Options options) {
+  auto front = std::make_unique<HttpFrontEnd>(std::move(options));
+  const FrontEndInfo* info = front.get();
+  server.AddFrontEnd(std::move(front));
+  return info;
+}
+
+}  // namespace floe::http

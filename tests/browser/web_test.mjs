@@ -1,0 +1,158 @@
+// The web page in a real browser: starts `floe serve` on free loopback ports, puts data in
+// through RESP, then drives Debian's headless Chromium (puppeteer-core) through each view and
+// checks it shows that data with no console errors. Screenshots go to build/browser-artifacts/.
+//
+//   (cd tests/browser && npm ci) && node tests/browser/web_test.mjs build/release/app/floe
+//
+// Exits non-zero on the first failed check. The page's load time is printed, not asserted.
+
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import puppeteer from "puppeteer-core";
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
+const floe = path.resolve(process.argv[2] || path.join(root, "build/release/app/floe"));
+const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
+const artifacts = path.join(root, "build/browser-artifacts");
+fs.mkdirSync(artifacts, { recursive: true });
+
+function check(condition, what) {
+  if (!condition) throw new Error("FAILED: " + what);
+  console.log("ok  " + what);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port, proc) {
+  for (let i = 0; i < 500; i++) {
+    if (proc.exitCode !== null) throw new Error("floe exited with " + proc.exitCode);
+    const ok = await new Promise((resolve) => {
+      const c = net.connect(port, "127.0.0.1", () => { c.end(); resolve(true); });
+      c.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error("floe did not listen on " + port);
+}
+
+// Sends commands over RESP and waits for as many replies (each a single line here).
+function resp(port, commands) {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(port, "127.0.0.1");
+    let data = "";
+    c.on("data", (d) => {
+      data += d;
+      if (data.split("\r\n").length > commands.length) { c.end(); resolve(data); }
+    });
+    c.on("error", reject);
+    const encode = (args) => "*" + args.length + "\r\n" +
+      args.map((a) => "$" + Buffer.byteLength(a) + "\r\n" + a + "\r\n").join("");
+    c.write(commands.map(encode).join(""));
+  });
+}
+
+const port = await freePort();
+const httpPort = await freePort();
+const node = spawn(floe, ["serve", "--port", String(port), "--http-port", String(httpPort),
+                          "--threads", "2", "--loglevel", "warning"], { stdio: "inherit" });
+let browser;
+let failed = false;
+try {
+  await waitForPort(httpPort, node);
+  const users = Array.from({ length: 500 }, (_, i) => "u" + i);
+  await resp(port, [["SET", "greeting", "hello from RESP"], ["PFADD", "visitors", ...users],
+                    ["CMS.INITBYDIM", "cms", "1000", "5"], ["CMS.INCRBY", "cms", "apple", "7"],
+                    ["BF.ADD", "bf", "present"]]);
+
+  browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.setViewport({ width: 1100, height: 800 });
+
+  const t0 = Date.now();
+  await page.goto(`http://127.0.0.1:${httpPort}/`, { waitUntil: "load" });
+  console.log(`page loaded in ${Date.now() - t0} ms`);
+
+  // Cluster view.
+  await page.waitForFunction(() => document.querySelectorAll("#cards .card").length > 0);
+  const cards = await page.$$eval("#cards .card", (cs) => cs.map((c) => c.innerText));
+  check(cards.some((c) => /keys\s+4/.test(c)), "cluster view shows the 4 keys put in through RESP");
+  check(await page.$eval("#chart polyline", (p) => p !== null), "ops/s chart is drawn");
+  await page.screenshot({ path: path.join(artifacts, "cluster.png") });
+
+  // Key browser: a string and an HLL.
+  await page.click('nav button[data-tab="keys"]');
+  await page.type("#pattern", "greet*");
+  await page.click("#keyform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#keylist")?.innerText.includes("greeting"));
+  await page.click("#keylist tr.pick");
+  await page.waitForFunction(() => document.querySelector("#keyview").innerText.includes("hello from RESP"));
+  check(true, "key browser finds and shows a string set through RESP");
+  await page.$eval("#pattern", (e) => { e.value = ""; });
+  await page.select("#ktype", "hll");
+  await page.click("#keyform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#keylist").innerText.includes("visitors"));
+  await page.click("#keylist tr.pick");
+  await page.waitForFunction(() => document.querySelector("#keyview").innerText.includes("estimate"));
+  const hll = JSON.parse(await page.$eval("#keyview", (e) => e.innerText));
+  check(Math.abs(hll.estimate - 500) < 50, `HLL view shows its estimate (${hll.estimate})`);
+  await page.screenshot({ path: path.join(artifacts, "keys.png") });
+
+  // Console, with history.
+  await page.click('nav button[data-tab="console"]');
+  await page.type("#cmd", 'SET "with space" "a b"');
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.querySelector("#out").innerText.includes('"OK"'));
+  await page.type("#cmd", "GET 'with space'");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.querySelector("#out").innerText.includes('"a b"'));
+  check(true, "console runs commands and shows their replies");
+  await page.focus("#cmd");
+  await page.keyboard.press("ArrowUp");
+  check(await page.$eval("#cmd", (e) => e.value) === "GET 'with space'", "console history recalls the last command");
+  await page.screenshot({ path: path.join(artifacts, "console.png") });
+
+  // A narrow window still works.
+  await page.setViewport({ width: 360, height: 700 });
+  await page.click('nav button[data-tab="cluster"]');
+  await page.screenshot({ path: path.join(artifacts, "narrow.png") });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  check(!overflow, "no horizontal overflow at 360 px");
+
+  // An error is shown, not a blank page: the node goes away.
+  node.kill("SIGTERM");
+  await new Promise((r) => node.once("exit", r));
+  await page.waitForFunction(() => getComputedStyle(document.querySelector("#error")).display !== "none",
+                             { timeout: 10000 });
+  check(true, "an unreachable node is reported on the page");
+  await page.screenshot({ path: path.join(artifacts, "error.png") });
+
+  // Failed fetches once the node is gone are expected; nothing else.
+  const unexpected = errors.filter((e) => !/Failed to load resource|ERR_CONNECTION_REFUSED/.test(e));
+  check(unexpected.length === 0, "no console errors: " + JSON.stringify(unexpected));
+} catch (err) {
+  failed = true;
+  console.error(err.message);
+} finally {
+  if (browser) await browser.close();
+  if (node.exitCode === null) node.kill("SIGTERM");
+}
+process.exit(failed ? 1 : 0);

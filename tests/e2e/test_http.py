@@ -1,0 +1,403 @@
+"""End to end: the HTTP API (docs/api.md) of a started `floe serve`, over plain sockets with the
+standard library, checked against what RESP sees of the same node."""
+import base64
+import http.client
+import json
+import math
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import FLOE_BIN, free_port, wait_for_port
+
+
+@pytest.fixture
+def node(make_floe):
+    """Starts nodes with HTTP on a free port; each must then stop cleanly on SIGTERM (under a
+    sanitizer, a report at exit fails the test: the e2e suite is how ASan and TSan see the
+    front end's sockets)."""
+    started = []
+
+    def start(*args):
+        port = free_port()
+        s = make_floe("--http-port", str(port), *args)
+        wait_for_port(port, s.proc)
+        s.http_port = port
+        started.append(s)
+        return s
+    yield start
+    for s in started:
+        rc = s.stop()
+        assert rc == 0, f"floe exited with {rc}: {s.proc.stdout.read().decode(errors='replace')[-3000:]}"
+
+
+def no_duplicate_keys(pairs):
+    names = [k for k, _ in pairs]
+    assert len(names) == len(set(names)), f"duplicate JSON keys in {names}"
+    return dict(pairs)
+
+
+def call(node, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=10)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    conn.request(method, path, body=data, headers=headers or {})
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    ctype = resp.getheader("Content-Type", "")
+    return resp.status, (json.loads(raw, object_pairs_hook=no_duplicate_keys) if ctype.startswith("application/json") else raw.decode()), resp
+
+
+def raw_request(port, data, read_timeout=10):
+    """Sends bytes as they are and returns the status line's code and the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_keys_round_trip_and_resp_sees_the_same_data(node):
+    s = node()
+    r = s.client(decode_responses=True)
+    assert call(s, "PUT", "/api/keys/user%3A1", {"value": "alice", "ttl": 100})[0] == 200
+    assert r.get("user:1") == "alice"
+    assert 0 < r.ttl("user:1") <= 100
+    r.set("from resp/x", "héllo")
+    status, body, _ = call(s, "GET", "/api/keys/from%20resp%2Fx")
+    assert status == 200
+    assert body["value"] == "héllo" and body["value_encoding"] == "utf8" and body["ttl_ms"] == -1
+    r.set("bin", b"\x00\xff\x10")
+    got = call(s, "GET", "/api/keys/bin")[1]
+    assert got["value"] == base64.b64encode(b"\x00\xff\x10").decode()
+    assert got["value_encoding"] == "base64"
+    status, body, _ = call(s, "DELETE", "/api/keys/user%3A1")
+    assert (status, body) == (200, {"deleted": 1})
+    assert r.exists("user:1") == 0
+    status, body, _ = call(s, "GET", "/api/keys/user%3A1")
+    assert (status, body) == (404, {"error": "ERR no such key"})
+
+
+def test_scan_pages_through_every_key(node):
+    s = node()
+    r = s.client()
+    for i in range(250):
+        r.set(f"k:{i}", i)
+    r.pfadd("k:hll", "a")
+    seen, cursor = set(), "0"
+    while True:
+        status, body, _ = call(s, "GET", f"/api/keys?pattern=k%3A*&type=string&count=50&cursor={cursor}")
+        assert status == 200
+        seen |= {k["key"] for k in body["keys"]}
+        cursor = body["cursor"]
+        if cursor == "0":
+            break
+    assert seen == {f"k:{i}" for i in range(250)}
+    assert call(s, "GET", "/api/keys?count=5000")[0] == 400
+
+
+def test_sketch_views(node):
+    s = node()
+    r = s.client()
+    r.pfadd("visitors", *[f"u{i}" for i in range(1000)])
+    r.execute_command("CMS.INITBYDIM", "cms", 1000, 5)
+    r.execute_command("CMS.INCRBY", "cms", "apple", 3)
+    r.execute_command("BF.ADD", "bf", "x")
+    hll = call(s, "GET", "/api/keys/visitors")[1]
+    assert hll["type"] == "hll" and abs(hll["estimate"] - 1000) < 100
+    assert hll["info"]
+    cms = call(s, "GET", "/api/keys/cms?item=apple")[1]
+    assert cms["type"] == "cms" and cms["count"] == 3 and cms["info"]
+    bf = call(s, "GET", "/api/keys/bf?item=x")[1]
+    assert bf["type"] == "bloom" and bf["exists"] is True
+
+
+def test_command_endpoint_runs_resp_commands(node):
+    s = node()
+    assert call(s, "POST", "/api/command", ["SET", "a", "1"])[1] == "OK"
+    assert call(s, "POST", "/api/command", ["MGET", "a", "missing"])[1] == ["1", None]
+    assert call(s, "POST", "/api/command", ["INCR", "a"])[1] == 2
+    status, body, _ = call(s, "POST", "/api/command", ["NOSUCH"])
+    # The same text a RESP client gets.
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        c.sendall(b"*1\r\n$6\r\nNOSUCH\r\n")
+        resp_error = c.recv(1000).decode()
+    assert status == 400 and "-" + body["error"] + "\r\n" == resp_error
+    assert call(s, "POST", "/api/command", {"not": "a list"})[0] == 400
+    # The HTTP connection is a client like any other.
+    clients = call(s, "POST", "/api/command", ["CLIENT", "LIST"])[1]
+    assert "cmd=client" in clients
+
+
+def parse_metrics(text):
+    """Checks Prometheus's text format 0.0.4 rules; returns {series: value}."""
+    name_re = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    label_re = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"$')
+    types, series, values = {}, set(), {}
+    for line in text.splitlines():
+        assert line
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert name_re.match(name) and kind in ("counter", "gauge")
+            assert name not in types, f"two TYPE lines for {name}"
+            types[name] = kind
+            continue
+        if line.startswith("# HELP "):
+            continue
+        ident, value = line.rsplit(" ", 1)
+        name = ident.split("{")[0]
+        assert name_re.match(name) and name.startswith("floe_")
+        assert name in types, f"no TYPE for {name}"
+        if "{" in ident:
+            assert ident.endswith("}")
+            for label in re.findall(r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"', ident[len(name) + 1:-1]):
+                assert label_re.match(label)
+        assert ident not in series, f"duplicate series {ident}"
+        series.add(ident)
+        values[ident] = float(value)
+        assert not math.isnan(values[ident])
+    return values
+
+
+def test_cluster_and_metrics_agree_with_info(node):
+    s = node()
+    r = s.client()
+    for i in range(10):
+        r.set(f"m{i}", i)
+    r.get("m1")
+    r.get("absent")
+    status, cl, _ = call(s, "GET", "/api/cluster")
+    assert status == 200
+    assert cl["keys"] == 10 and cl["mode"] == "standalone" and cl["version"]
+    info_before = r.info("everything")
+    status, text, resp = call(s, "GET", "/metrics")
+    info_after = r.info("everything")
+    assert status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    values = parse_metrics(text)
+    assert values["floe_keys"] == info_before["db0"]["keys"] == 10
+    for metric, field in [("floe_keyspace_hits_total", "keyspace_hits"),
+                          ("floe_keyspace_misses_total", "keyspace_misses"),
+                          ("floe_commands_processed_total", "total_commands_processed")]:
+        assert info_before[field] <= values[metric] <= info_after[field], metric
+    # The scraping connection is a client too, while it scrapes.
+    assert 2 <= values["floe_connected_clients"] <= info_before["connected_clients"] + 1
+    assert values['floe_command_calls_total{command="set"}'] == info_after["cmdstat_set"]["calls"]
+
+
+def test_auth_every_request(node):
+    s = node("--requirepass", "pw")
+    status, body, resp = call(s, "GET", "/api/cluster")
+    assert status == 401 and body == {"error": "NOAUTH Authentication required."}
+    assert resp.getheader("WWW-Authenticate").startswith("Basic")
+    status, body, _ = call(s, "GET", "/api/cluster", headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and body["error"].startswith("WRONGPASS")
+    assert call(s, "GET", "/api/cluster", headers={"Authorization": "Bearer pw"})[0] == 200
+    basic = "Basic " + base64.b64encode(b"default:pw").decode()
+    assert call(s, "GET", "/metrics", headers={"Authorization": basic})[0] == 200
+    # Without the password the body is not read: the 401 comes before it is sent.
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"POST /api/command HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 401")
+
+
+def test_non_loopback_http_bind_needs_a_password():
+    out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-port", str(free_port()),
+                          "--http-bind", "0.0.0.0"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2
+    assert "requirepass" in out.stderr
+
+
+def test_limits_answer_with_json_errors(node):
+    s = node()
+    r = s.client()
+    r.config_set("proto-max-bulk-len", 2048)
+    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                               b"a" * 20000 + b"\r\n\r\n")
+    assert status == 431 and b"error" in body
+    status, body = raw_request(s.http_port, b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Length: 5000\r\n\r\n" + b"x" * 5000)
+    assert status == 413 and json.loads(body)["error"].startswith("ERR")
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (3000, b"y" * 3000)
+    status, body = raw_request(s.http_port, b"POST /api/command HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert status == 413
+    status, body = raw_request(s.http_port, b"GET /api/keys/bad%zzkey HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 400 and json.loads(body)["error"].startswith("ERR bad URL escape")
+    status, body = raw_request(s.http_port, b"NONSENSE\r\n\r\n")
+    assert status == 400
+    assert call(s, "GET", "/nowhere")[0] == 404
+    assert call(s, "DELETE", "/api/cluster")[0] == 405
+    # The node still serves both protocols.
+    assert r.ping() and call(s, "GET", "/api/cluster")[0] == 200
+
+
+def test_keep_alive_and_pipelined_requests(node):
+    s = node()
+    req = b"GET /api/keys/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall(req * 3)
+        data = b""
+        deadline = time.time() + 10
+        while data.count(b"HTTP/1.1 404") < 3 and time.time() < deadline:
+            data += c.recv(65536)
+    assert data.count(b"HTTP/1.1 404") == 3
+
+
+def test_derived_default_port(make_floe):
+    # http-port -1 (the default) is RESP port + 1000; if that is taken the node serves RESP alone.
+    for _ in range(20):
+        port = free_port()
+        blocker = socket.socket()
+        try:
+            blocker.bind(("127.0.0.1", port + 1000))
+            break
+        except OSError:
+            blocker.close()
+    blocker.listen()
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"PING\r\n")
+            assert c.recv(100) == b"+PONG\r\n"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+        blocker.close()
+    assert "HTTP is off" in out
+    # Free, it is taken.
+    s = make_floe()
+    wait_for_port(s.port + 1000, s.proc)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port + 1000, timeout=10)
+    conn.request("GET", "/api/cluster")
+    assert conn.getresponse().status == 200
+
+
+def test_maxclients_counts_http_connections(node):
+    s = node()
+    r = s.client()
+    r.ping()
+    r.config_set("maxclients", 1)  # the RESP client is the one
+    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 503 and json.loads(body)["error"] == "ERR max number of clients reached"
+    r.config_set("maxclients", 10)
+    assert call(s, "GET", "/api/cluster")[0] == 200
+
+
+def test_http_buffers_are_given_back(node):
+    s = node()
+    r = s.client()
+    before = r.info("memory")["mem_clients_normal"]
+    for _ in range(5):
+        assert call(s, "PUT", "/api/keys/big", {"value": "x" * 100000})[0] == 200
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:  # cut short
+        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"v")
+    deadline = time.time() + 5
+    while r.info("clients")["connected_clients"] > 1 and time.time() < deadline:
+        time.sleep(0.05)
+    # The RESP client's own read buffer may have grown or shrunk meanwhile (16 KiB steps); the
+    # HTTP bodies were 5 x 100 KB.
+    assert abs(r.info("memory")["mem_clients_normal"] - before) <= 32 << 10
+
+
+def test_web_page_is_served(node):
+    s = node()
+    status, page, resp = call(s, "GET", "/")
+    assert status == 200 and resp.getheader("Content-Type").startswith("text/html")
+    assert "<title>Floe</title>" in page
+    # It calls only endpoints the node serves.
+    for path in set(re.findall(r'"(/api/[a-z]+)', page)):
+        assert path in ("/api/cluster", "/api/keys", "/api/command"), path
+    assert "default-src 'self'" in resp.getheader("Content-Security-Policy")
+
+
+def test_cluster_members_and_keys_homed_elsewhere():
+    from floe_cluster import ClusterFactory
+    factory = ClusterFactory()
+    try:
+        http_ports = [free_port() for _ in range(3)]
+        cluster = factory.make(3, per_node_extra={i: ["--http-port", str(p)]
+                                                  for i, p in enumerate(http_ports)})
+        cluster.wait_formed()
+
+        class At:
+            def __init__(self, port):
+                self.http_port = port
+        first = At(http_ports[0])
+        status, body, _ = call(first, "GET", "/api/cluster")
+        assert status == 200 and body["mode"] == "cluster"
+        assert len(body["members"]) == 3 and all(m["state"] == "up" for m in body["members"])
+        assert body["cluster"]["cluster_state"] == "ok"
+        # A key homed at another node, written over HTTP at the first, read at every node.
+        key = cluster.keys_at(2, 1)[0]
+        assert call(first, "PUT", "/api/keys/" + key, {"value": "across"})[0] == 200
+        home = cluster[2].conn()
+        assert home.call("GET", key) == b"across"
+        for p in http_ports:
+            status, body, _ = call(At(p), "GET", "/api/keys/" + key)
+            assert status == 200 and body["value"] == "across", p
+        status, body, _ = call(At(http_ports[1]), "POST", "/api/command", ["GET", key])
+        assert (status, body) == (200, "across")
+        status, text, _ = call(first, "GET", "/metrics")
+        values = parse_metrics(text)
+        assert values["floe_cluster_forwarded_total"] >= 1
+        assert any(k.startswith("floe_cluster_rpc_") for k in values)
+    finally:
+        problems = factory.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_expect_100_continue(node):
+    s = node()
+    body = json.dumps({"value": "v" * 5000}).encode()
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert c.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.sendall(body)
+        assert c.recv(100).startswith(b"HTTP/1.1 200 OK")
+    assert s.client().strlen("big") == 5000
+    # A body over the limit is refused before the client sends it.
+    s.client().config_set("proto-max-bulk-len", 2048)
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert c.recv(100).startswith(b"HTTP/1.1 413")
+
+
+def test_an_announced_body_is_not_reserved_whole(node):
+    s = node()
+    r = s.client()
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
+        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n{")
+        deadline = time.time() + 5
+        while r.info("clients")["connected_clients"] < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the bytes sent are read
+        assert r.info("memory")["mem_clients_normal"] < 4 << 20
+
+
+def test_an_explicit_http_port_that_is_taken_stops_the_node():
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-port",
+                              str(blocker.getsockname()[1])], capture_output=True, text=True,
+                             timeout=10)
+    finally:
+        blocker.close()
+    assert out.returncode == 1
+    assert "cannot listen for HTTP" in out.stderr
