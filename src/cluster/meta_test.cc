@@ -20,17 +20,9 @@
 namespace floe::cluster {
 namespace {
 
-using namespace std::chrono_literals;
+using floe::testing::WaitFor;
 
-template <typename Pred>
-bool WaitFor(Pred pred, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
+using namespace std::chrono_literals;
 
 TableMember Founder(int id, uint16_t raft_port) {
   return TableMember{.id = static_cast<net::NodeId>(id),

@@ -26,6 +26,8 @@ extern "C" {
 namespace floe::consensus {
 namespace {
 
+using floe::testing::WaitFor;
+
 using namespace std::chrono_literals;
 
 // Records every applied entry; its snapshot is the whole record, so a server brought up by a
@@ -98,16 +100,6 @@ class Recorder : public StateMachine {
   std::vector<std::pair<uint64_t, std::string>> applied_ FLOE_GUARDED_BY(mu_);
   int restores_ FLOE_GUARDED_BY(mu_) = 0;
 };
-
-template <typename Pred>
-bool WaitFor(Pred pred, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 struct Node {
   Options options;

@@ -17,6 +17,8 @@
 namespace floe::server {
 namespace {
 
+using floe::testing::WaitFor;
+
 using internal::ClusterNode;
 using internal::NodeName;
 using ::testing::ElementsAre;
@@ -25,17 +27,6 @@ using ::testing::Not;
 constexpr char kDisabled[] = "ERR This instance has cluster support disabled";
 
 Reply Decode(const std::string& raw) { return CommandTest::Decode(raw); }
-
-// Waits (bounded: 20 s) until `done` holds; false if it never did.
-template <typename F>
-bool WaitFor(F done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
 
 // The lines of an INFO-like text, without their "\r\n".
 std::vector<std::string> Lines(const std::string& text) {

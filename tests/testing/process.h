@@ -8,10 +8,12 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace floe::testing {
@@ -39,6 +41,19 @@ inline uint16_t FreePort(const std::string& host = "127.0.0.1") {
     if (udp_ok && given.insert(ntohs(addr.sin_port)).second) return ntohs(addr.sin_port);
   }
   return 0;
+}
+
+// Waits until `pred()` holds, polling every few milliseconds, at most `limit` of real time;
+// returns whether it held. For tests of real threads and sockets, which wait for a condition,
+// never for a time.
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return pred();
 }
 
 // Starts args[0] (a path) with `args`; returns the child's pid (it exits 127 if exec fails).
