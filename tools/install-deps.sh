@@ -12,7 +12,7 @@ packages=(
   liblz4-dev                               # RPC payload compression
   zlib1g-dev                               # gzip CSV input (src/parse)
   libhttp-parser-dev nlohmann-json3-dev    # HTTP API: request framing, JSON bodies (docs/api.md)
-  chromium nodejs npm                      # the web page's browser test (tests/browser)
+  chromium                                 # the web page's browser test (tests/browser)
   libgoogle-perftools-dev                  # tcmalloc (docs/store.md, "Allocator")
   libraft-dev libuv1-dev                   # agreed cluster metadata (src/consensus)
   # tests and benchmarks
@@ -31,6 +31,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm for the browser test: the machine's own when it has them (a NodeSource
+# nodejs bundles npm, and Debian's npm package conflicts with it), else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
   exit 0
