@@ -320,6 +320,16 @@ def run_race(c, keys, seconds, tolerate_unknown, kill=None, pause=None):
         t.start()
     if kill is not None:
         time.sleep(seconds / 3)
+        # The node dies holding copies: its own reads may all have met keys busy with a write
+        # (answered, not cacheable) on a slow host; a few more reads make sure it holds some.
+        primer = c[kill].conn(timeout=10)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            for k in keys:
+                primer.call("GET", k)
+            if int(info(c[kill], conn=primer).get("cache_keys", "0")) > 0:
+                break
+        primer.close()
         race.dead.add(kill)
         c[kill].kill9()
         race.at_kill = dict(race.acked)

@@ -495,6 +495,13 @@ def test_a_holder_killed_mid_race_leaves_no_stale_read_and_no_stuck_write(cluste
     # Writes went on after the kill (a writer whose node died stops: its last write's outcome
     # is unknown), and the homes waited out the dead holder's lease.
     assert any(race.acked[k] > race.at_kill[k] + 10 for k in keys), (race.at_kill, race.acked)
+    # The dead node held copies when it died (run_race made sure): the first write to each such
+    # key after the kill waits out its lease. A key whose writer died with it may have had no
+    # write since, so every key gets one more, through a survivor, and none may stick.
+    final = c[0].conn(timeout=15)
+    for k in keys:
+        assert final.call("SET", k, "after") == b"OK"
+    final.close()
     assert counters(c, skip=(1,))["lease_waits"] > 0
 
 
