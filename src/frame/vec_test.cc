@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -15,6 +16,8 @@
 
 namespace floe::frame {
 namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::shared_ptr<const std::string> Bytes(std::string s) {
   return std::make_shared<const std::string>(std::move(s));
@@ -77,7 +80,7 @@ TEST(FrameBuilderTest, EveryRowReadsBackFromAlignedChunks) {
     if (rng() % 50 == 0) r.integer = rng() % 2 ? 9223372036854774784.0 : -9223372036854774784.0;
     uint64_t bits = rng();
     std::memcpy(&r.real, &bits, 8);
-    if (i % 7 == 0) r.real = std::vector<double>{0.0, -0.0, INFINITY, -INFINITY, 5e-324}[rng() % 5];
+    if (i % 7 == 0) r.real = std::vector<double>{0.0, -0.0, kInf, -kInf, 5e-324}[rng() % 5];
     if (!na_run && rng() % 8 != 0) r.category = kCities[rng() % 5];
     if (!na_run && rng() % 8 != 0) {
       r.text.emplace(rng() % 30, '\0');
@@ -196,7 +199,7 @@ TEST(FrameBuilderTest, BadValuesAndIncompleteRowsAreRefused) {
   EXPECT_FALSE(b.AddNumber(3, 1).ok());  // times through AddTime only
   EXPECT_FALSE(b.AddTime(0, 1).ok());
   EXPECT_FALSE(b.AddNumber(0, 1.5).ok());
-  EXPECT_FALSE(b.AddNumber(0, INFINITY).ok());
+  EXPECT_FALSE(b.AddNumber(0, kInf).ok());
   EXPECT_FALSE(b.AddNumber(0, -9223372036854775808.0).ok());
   EXPECT_FALSE(b.AddTime(3, kMaxTimeMs + 1).ok());
   // A row with a column missing is refused and its values dropped; the builder stays aligned.
