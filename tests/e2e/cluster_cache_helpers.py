@@ -192,6 +192,9 @@ class Race:
         self.stop = threading.Event()
         self.mu = threading.Lock()
         self.dead = set()  # members killed on purpose
+        self.go = threading.Event()  # cleared: writers wait before their next write
+        self.go.set()
+        self.writing = 0  # writes sent and not yet answered
 
     def fail(self, text):
         with self.mu:
@@ -204,6 +207,9 @@ class Race:
         n = 0
         try:
             while not self.stop.is_set():
+                self.go.wait()
+                if self.stop.is_set():
+                    break
                 via = rng.choice([i for i in range(3) if i not in self.dead])
                 if via not in conns:
                     node = self.c[via]
@@ -213,10 +219,15 @@ class Race:
                 self.started[key] = n
                 kind = rng.choice(["set", "incr", "incrby", "getset", "setex", "multi", "mset",
                                    "incrbyfloat", "setxx", "psetex", "pipeline"])
+                with self.mu:
+                    self.writing += 1
                 try:
                     ok = self.write(conn, kind, key, sibling, n)
                 except (Timeout, ConnectionError, OSError) as e:
                     ok = f"{type(e).__name__}: {e}"
+                finally:
+                    with self.mu:
+                        self.writing -= 1
                 if ok is not True:
                     if via in self.dead or (self.tolerate_unknown and "CLUSTERDOWN" in str(ok)):
                         return  # an unknown outcome: stop writing this key, reads still check
@@ -320,8 +331,17 @@ def run_race(c, keys, seconds, tolerate_unknown, kill=None, pause=None):
         t.start()
     if kill is not None:
         time.sleep(seconds / 3)
-        # The node dies holding copies: its own reads may all have met keys busy with a write
-        # (answered, not cacheable) on a slow host; a few more reads make sure it holds some.
+        # The node dies holding copies. With writes going on, each copy it holds lasts until the
+        # key's next write, so the writers pause (readers go on): once the writes in flight have
+        # replied, nothing invalidates the node's copies, its reads make sure it holds some, and
+        # the first write of each such key after the kill must wait out its lease.
+        race.go.clear()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with race.mu:
+                if race.writing == 0:
+                    break
+            time.sleep(0.01)
         primer = c[kill].conn(timeout=10)
         deadline = time.time() + 5
         while time.time() < deadline:
@@ -333,6 +353,7 @@ def run_race(c, keys, seconds, tolerate_unknown, kill=None, pause=None):
         race.dead.add(kill)
         c[kill].kill9()
         race.at_kill = dict(race.acked)
+        race.go.set()
         time.sleep(seconds * 2 / 3)
     elif pause is not None:
         index, length = pause
@@ -348,6 +369,7 @@ def run_race(c, keys, seconds, tolerate_unknown, kill=None, pause=None):
     else:
         time.sleep(seconds)
     race.stop.set()
+    race.go.set()
     for t in threads:
         t.join(timeout=60)
         assert not t.is_alive(), f"a client thread hung\n{c.logs()}"
