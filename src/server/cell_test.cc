@@ -207,6 +207,31 @@ TEST_F(CellTest, MaxmemoryRefusesSketchesBeforeAllocating) {
   EXPECT_LT(Used(), (20 << 20) + (1 << 20));
 }
 
+// Two large allocations checked at once on different threads both passed against a figure
+// that held neither (8 concurrent 64 MB RESTOREs under maxmemory 200mb ended at 320 MB used):
+// a passed check now reserves its bytes until its command ends.
+TEST_F(CellTest, ConcurrentAllocationChecksCannotPassMaxmemoryTogether) {
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", "200mb"}), IsOk());
+  Session other(&engine_, 1);
+  std::string out1, out2;
+  resp::ReplyWriter w1(&out1), w2(&out2);
+  const std::vector<std::string_view> args = {"CMS.INITBYDIM", "c", "1", "1"};
+  const uint64_t mb150 = uint64_t{150} << 20;
+  {
+    // The first command checked its 150 MB and has not allocated yet.
+    internal::CommandContext first{engine_, session_, args, w1, 0, 0, nullptr};
+    ASSERT_TRUE(internal::CheckAllocation(first, mb150).ok());
+    internal::CommandContext second{engine_, other, args, w2, 1, 0, nullptr};
+    EXPECT_EQ(internal::CheckAllocation(second, mb150).code(), StatusCode::kResourceExhausted);
+    EXPECT_TRUE(internal::CheckAllocation(second, uint64_t{40} << 20).ok());
+    EXPECT_EQ(engine_.reserved_memory(), int64_t{190} << 20);
+  }
+  // Both commands ended: nothing stays reserved, and the next check sees the whole room.
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  internal::CommandContext third{engine_, other, args, w2, 1, 0, nullptr};
+  EXPECT_TRUE(internal::CheckAllocation(third, mb150).ok());
+}
+
 // Issue 9, item 6: 2^28 counters took 9.3 s and 3.1 GB. Dimensions are bounded by
 // proto-max-bulk-len, and a new sketch is one allocation held once (no serialized copy).
 TEST_F(CellTest, SketchDimensionsAreBoundedAndHeldOnce) {

@@ -71,6 +71,18 @@ int64_t Engine::UsedMemory(bool may_trim_copies) {
   return used_memory_.load(std::memory_order_relaxed);
 }
 
+bool Engine::TryReserveMemory(int64_t bytes, int64_t used, int64_t limit) {
+  // The add comes first: of two threads that check at once, the second sees the first's bytes.
+  const int64_t prior = reserved_memory_.fetch_add(bytes, std::memory_order_acq_rel);
+  // 0 <= bytes <= limit, so limit - bytes cannot overflow, nor (once prior is within it)
+  // limit - bytes - prior.
+  if (prior > limit - bytes || used > limit - bytes - prior) {
+    reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
+    return false;
+  }
+  return true;
+}
+
 std::shared_ptr<ClientState> Engine::RegisterClient(std::string addr, std::string laddr) {
   auto c = std::make_shared<ClientState>();
   c->id = next_client_id_.fetch_add(1, std::memory_order_relaxed);

@@ -501,6 +501,19 @@ class Engine {
   }
   int64_t client_buffer_bytes() const { return client_buffers_.load(std::memory_order_relaxed); }
 
+  // Memory promised to allocations that commands are about to make (CheckAllocation, in
+  // server/internal/sketch_cell.h). Every maxmemory check counts it with used memory, so large
+  // allocations checked at once on different threads cannot all pass against a figure that
+  // holds none of them yet. TryReserveMemory adds `bytes` if used + reserved + bytes stays
+  // within `limit`, and otherwise adds nothing and returns false; ReleaseMemory gives bytes back
+  // once their allocation is charged to the store, or abandoned. Overflow-safe for any
+  // 0 <= bytes <= limit.
+  bool TryReserveMemory(int64_t bytes, int64_t used, int64_t limit);
+  void ReleaseMemory(int64_t bytes) {
+    reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
+  }
+  int64_t reserved_memory() const { return reserved_memory_.load(std::memory_order_acquire); }
+
   // Exceptions that escaped a command handler and became an error reply (the safety net at
   // the command boundary, session.cc). Tests and fuzzers treat any as a failure.
   uint64_t internal_errors() const { return internal_errors_.load(std::memory_order_relaxed); }
@@ -547,6 +560,7 @@ class Engine {
   std::atomic<int64_t> output_hard_{0}, output_soft_{0}, output_soft_seconds_{0};
   std::atomic<int64_t> used_memory_{0};
   std::atomic<int64_t> client_buffers_{0};
+  std::atomic<int64_t> reserved_memory_{0};  // TryReserveMemory's promises not yet released
   std::atomic<uint64_t> internal_errors_{0};
   std::atomic<int64_t> used_memory_at_us_{0};
   std::atomic<bool> trim_copies_{false};  // copies are over the limit: the next may_trim trims

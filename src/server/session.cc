@@ -431,6 +431,10 @@ std::string ErrorReplyText(const Status& status) {
   return "ERR " + std::string(message);
 }
 
+CommandContext::~CommandContext() {
+  if (reserved_bytes != 0) engine.ReleaseMemory(reserved_bytes);
+}
+
 int& CommandContext::protocol() { return session.protocol_; }
 bool& CommandContext::authenticated() { return session.authenticated_; }
 bool& CommandContext::close() { return session.close_; }

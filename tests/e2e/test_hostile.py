@@ -166,3 +166,22 @@ def test_lowered_bulk_limit_applies_to_open_connections(make_floe):
     opened_before.send("SET", "a", b"x" * 4096)
     assert opened_before.read_reply() == b"-ERR Protocol error: invalid bulk length\r\n"
     assert c.call("EXISTS", "a") == b":0\r\n"
+
+
+def test_concurrent_large_allocations_stay_within_maxmemory(make_floe):
+    # Each check passed against a figure that held none of the others: eight 64 MB
+    # CMS.INITBYDIMs sent at once under maxmemory 200mb ended at 320 MB used. A passed check now
+    # reserves its bytes until its command ends (server/internal/sketch_cell.h, rule 8).
+    server = make_floe("--maxmemory", "200mb", "--threads", "4")
+    conns = [RawConn(server.port) for _ in range(8)]
+    for i, c in enumerate(conns):
+        c.sock.sendall(command("CMS.INITBYDIM", f"c{i}", 8388608, 2))  # 64 MB of counters
+    replies = [c.read_reply() for c in conns]
+    made = sum(r == b"+OK\r\n" for r in replies)
+    assert all(r == b"+OK\r\n" or r.startswith(b"-OOM ") for r in replies), replies
+    assert 1 <= made <= 3, replies  # 64 MB each, and the keys and buffers take a little
+    info = conns[0].call("INFO", "memory").decode()
+    used = int(next(l.split(":")[1] for l in info.split("\r\n") if l.startswith("used_memory:")))
+    assert used <= 200 * MB, f"used_memory {used / MB:.0f} MB with maxmemory 200 MB"
+    for c in conns:
+        c.close()

@@ -126,6 +126,11 @@ struct CommandContext {
   // Set when the command runs from a cached copy of its one key (routing.cc, rule C8): Lookup
   // of that key gives this value (null: absent), and the store is not read.
   const std::pair<std::string_view, store::ValuePtr>* pinned = nullptr;
+  // Bytes this command has reserved against maxmemory (CheckAllocation), given back when the
+  // command ends: by then its allocations are charged to the store, or were never made.
+  int64_t reserved_bytes = 0;
+
+  ~CommandContext();
 
   store::Store& store() { return engine.store(); }
   WorkerStats& stats() { return engine.stats(worker); }

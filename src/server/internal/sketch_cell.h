@@ -40,7 +40,8 @@
 //      charges the difference, and gives all of it back when the last value pointing to it
 //      dies. A command about to allocate for a client (a new sketch, a sub-filter, HLL
 //      registers, string growth) checks the size against proto-max-bulk-len and
-//      `used + size > maxmemory` (CheckAllocation) before allocating.
+//      `used + reserved + size > maxmemory` (CheckAllocation) before allocating, and keeps the
+//      size reserved until the command ends.
 //   9. Readers copy out under the box mutex (Read); string readers go through WithStringBytes
 //      (string_cell.h), never payload().
 
@@ -65,17 +66,21 @@ namespace floe::server::internal {
 inline constexpr char kOomError[] = "OOM command not allowed when used memory > 'maxmemory'.";
 
 // Whether the node may allocate `bytes` more for a client (rule 8): ResourceExhausted with
-// Redis's OOM text when maxmemory is set and used + bytes would pass it. Overflow-safe. From
-// 1 MiB up the store is measured afresh (a microsecond), so a burst of large allocations cannot
-// all pass against the engine's figure cached for a millisecond.
+// Redis's OOM text when maxmemory is set and used + reserved + bytes would pass it; otherwise
+// the bytes stay reserved until the command ends (CommandContext::reserved_bytes), so commands
+// running at once on other threads count them before the allocation shows in the store.
+// Overflow-safe. From 1 MiB up the store is measured afresh (a microsecond), so a burst of
+// large allocations cannot all pass against the engine's figure cached for a millisecond.
 inline Status CheckAllocation(CommandContext& ctx, uint64_t bytes) {
   const int64_t limit = ctx.engine.maxmemory();
   if (limit <= 0 || bytes == 0) return Status::OK();
+  if (bytes > static_cast<uint64_t>(limit)) return Status::ResourceExhausted(kOomError);
   const int64_t used = bytes >= (uint64_t{1} << 20) ? static_cast<int64_t>(ctx.store().MemoryUsed())
                                                     : ctx.engine.UsedMemory();
-  if (bytes > static_cast<uint64_t>(limit) || used > limit - static_cast<int64_t>(bytes)) {
+  if (!ctx.engine.TryReserveMemory(static_cast<int64_t>(bytes), used, limit)) {
     return Status::ResourceExhausted(kOomError);
   }
+  ctx.reserved_bytes += static_cast<int64_t>(bytes);
   return Status::OK();
 }
 
