@@ -73,6 +73,8 @@ void EpochDomain::ReleaseRecord(ThreadRecord* rec, std::vector<Retired>* leftove
   rec->in_use.store(false, std::memory_order_release);
 }
 
+void EpochDomain::TEST_ReclaimerBarrier() { HeavyBarrier(use_membarrier_); }
+
 uint64_t EpochDomain::TryAdvance() {
   // seq_cst, and before the barrier: step 2 of the essay in epoch.h needs this load to precede
   // B, so that every seal it reads past precedes B too.

@@ -110,6 +110,10 @@ class EpochDomain {
   // orderly shutdown; it spins while other threads stay inside critical sections.
   void Barrier();
 
+  // B of the essay, as TryAdvance runs it: what makes a reader's announcement (Enter, which has
+  // no fence of its own when membarrier is in use) visible to the reads of records after it.
+  void TEST_ReclaimerBarrier();
+
   // relaxed: a test's look at the counter orders nothing.
   uint64_t TEST_epoch() const { return epoch_.load(std::memory_order_relaxed); }
   size_t TEST_pending() const;
