@@ -68,6 +68,8 @@ std::unique_ptr<Node> StartNode(const std::string& list, uint16_t cluster_port,
   c.cluster = list;
   c.cluster_port = cluster_port;
   c.cluster_node_timeout = node_timeout_ms;
+  static testing::TempDir dir;  // every test's members', removed at exit
+  c.dir = dir.path();
   n->engine = std::make_unique<Engine>(c, 1);
   Result<std::unique_ptr<ClusterNode>> started =
       ClusterNode::Start(n->engine.get(), c, client_port);
@@ -133,7 +135,7 @@ class ClusterCommandsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     std::vector<uint16_t> ports;
-    for (int i = 0; i < 3; i++) ports.push_back(testing::FreePort("127.0.0.1"));
+    for (int i = 0; i < 3; i++) ports.push_back(testing::FreeClusterPort("127.0.0.1"));
     for (uint16_t p : ports) ASSERT_NE(p, 0);
     list_ = new std::string(List(ports));
     Result<std::vector<cluster::Member>> members = cluster::ParseMembers(*list_);
@@ -425,7 +427,7 @@ TEST_F(ClusterCommandsTest, InfoClusterSection) {
 
 TEST(ClusterAloneTest, BeforeFormationTheMapIsShownAndTheReasonsAreGiven) {
   std::vector<uint16_t> ports;
-  for (int i = 0; i < 3; i++) ports.push_back(testing::FreePort("127.0.0.1"));
+  for (int i = 0; i < 3; i++) ports.push_back(testing::FreeClusterPort("127.0.0.1"));
   for (uint16_t p : ports) ASSERT_NE(p, 0);
   const std::string list = List(ports);
   Result<std::vector<cluster::Member>> members = cluster::ParseMembers(list);

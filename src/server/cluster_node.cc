@@ -10,6 +10,7 @@
 #include <tuple>
 #include <utility>
 
+#include "consensus/consensus.h"
 #include "net/net.h"
 #include "server/internal/command.h"
 #include "server/internal/string_cell.h"
@@ -69,6 +70,62 @@ Result<net::Faults> FaultsFromEnvironment() {
   return f;
 }
 
+// The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
+// runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
+// <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
+// id) voters and the rest learners (rule M4). Null, with *off saying why, when a member's
+// address is IPv6: raft 0.15's transport takes IPv4 addresses only.
+Result<std::unique_ptr<cluster::Meta>> StartMeta(const Config& config,
+                                                 const std::vector<cluster::Member>& members,
+                                                 net::NodeId self, uint64_t node_timeout_ms,
+                                                 std::string* off) {
+  for (const cluster::Member& m : members) {
+    if (m.host.find(':') != std::string::npos) {
+      *off = "member " + m.address() +
+             " has an IPv6 address, and the Raft library takes IPv4 addresses only";
+      return std::unique_ptr<cluster::Meta>();
+    }
+    if (m.port == 65535) {
+      return Status::InvalidArgument("member " + m.address() +
+                                     ": cluster port 65535 leaves no port for Raft, which "
+                                     "listens on the cluster port + 1");
+    }
+  }
+  auto raft_address = [](const cluster::Member& m) {
+    return m.host + ":" + std::to_string(m.port + 1);
+  };
+  const cluster::Member& me = members[self - 1];
+  cluster::MetaOptions o;
+  o.raft.id = self;
+  o.raft.address = raft_address(me);
+  o.raft.dir = (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + me.host + "-" +
+               std::to_string(me.port);
+  // A leader unheard of for this long is replaced; well inside the node timeout, so the
+  // metadata has a leader again before clients give up on a command.
+  o.raft.election_timeout_ms = std::clamp<uint64_t>(node_timeout_ms / 5, 100, 1000);
+  o.raft.heartbeat_timeout_ms = o.raft.election_timeout_ms / 5;
+  for (const cluster::Member& m : members) {
+    o.raft.bootstrap.push_back({.id = m.id,
+                                .address = raft_address(m),
+                                .role = o.raft.bootstrap.size() < consensus::kMaxVoters
+                                            ? consensus::Role::kVoter
+                                            : consensus::Role::kLearner});
+    o.founders.push_back(cluster::TableMember{.id = m.id,
+                                              .host = m.host,
+                                              .port = m.port,
+                                              .raft_port = static_cast<uint16_t>(m.port + 1)});
+  }
+  o.replicas = 0;  // backups come with the replication stream (build order, step 3)
+  const std::string where = o.raft.address + ", directory " + o.raft.dir;
+  Result<std::unique_ptr<cluster::Meta>> meta = cluster::Meta::Start(std::move(o));
+  if (!meta.ok()) {
+    return Status::Unavailable("cannot start the agreed metadata (Raft on " + where +
+                               "): " + meta.status().ToString());
+  }
+  FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
+  return std::move(*meta);
+}
+
 }  // namespace
 
 int64_t ConnectedClients(const Engine& engine) {
@@ -99,6 +156,8 @@ struct ClusterNode::Impl {
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;
   std::unique_ptr<cluster::Cluster> cluster;
+  std::unique_ptr<cluster::Meta> meta;  // null when off (meta_off says why)
+  std::string meta_off;
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};
@@ -279,6 +338,7 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
+  if (impl_->meta) impl_->meta->Stop();
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
   // A callback the loop is running (a forwarded answer being handed out) finishes before Stop
@@ -322,6 +382,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   auto impl = std::make_unique<Impl>();
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
+  FLOE_ASSIGN_OR_RETURN(
+      impl->meta, StartMeta(config, members, *self,
+                            static_cast<uint64_t>(config.cluster_node_timeout), &impl->meta_off));
+  if (!impl->meta) FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
   const cluster::Member& me = members[*self - 1];
   net::TransportOptions t;
   t.self = *self;
@@ -387,6 +451,8 @@ net::NodeId ClusterNode::self() const { return impl_->cluster->self(); }
 const cluster::SlotMap& ClusterNode::map() const { return impl_->cluster->map(); }
 const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
 const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
+const cluster::Meta* ClusterNode::meta() const { return impl_->meta.get(); }
+const std::string& ClusterNode::meta_off() const { return impl_->meta_off; }
 
 net::NodeId ClusterNode::Home(uint16_t slot) const {
   return formed() ? impl_->cluster->map().Home(slot) : 0;

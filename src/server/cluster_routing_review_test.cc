@@ -225,6 +225,7 @@ TEST(ClusterServerTest, ProxySessionsDoNotCrowdOutConnections) {
   sc.port = 0;
   sc.threads = 1;
   sc.cluster_port = cluster.cluster_port(0);
+  sc.dir = cluster.data_dir();
   Server server(sc);
   std::thread run([&] { EXPECT_TRUE(server.Run().ok()); });
   ASSERT_TRUE(cluster.Start(1).ok());

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "cluster/cluster.h"
+#include "consensus/consensus.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
@@ -325,6 +326,30 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
   }
   number("cluster_slots_owned", owned);
   line("cluster_slot_ranges", owned_ranges);
+  // The agreed metadata (docs/membership.md, rule M1): its Raft state and the table's.
+  if (const cluster::Meta* meta = node->meta(); meta == nullptr) {
+    line("meta", "off");
+    line("meta_off_reason", node->meta_off());
+  } else {
+    line("meta", "on");
+    const consensus::State rs = meta->raft();
+    line("meta_role", !rs.running ? "stopped" : rs.leader ? "leader" : "follower");
+    number("meta_leader_id", rs.leader_id);
+    line("meta_leader_address", rs.leader_address);
+    number("meta_term", rs.term);
+    number("meta_commit_index", rs.commit_index);
+    number("meta_applied_index", rs.applied_index);
+    const std::shared_ptr<const cluster::Table> table = meta->table();
+    number("meta_table_epoch", table->epoch());
+    number("meta_table_members", table->members().size());
+    // Routing still reads the member list's balanced map; the agreed table starts equal to it
+    // and nothing changes it yet (build order, step 2).
+    bool matches = !table->members().empty();
+    for (uint16_t slot = 0; matches && slot < cluster::kSlots; slot++) {
+      matches = table->slot(slot).owner == view.map.Home(slot);
+    }
+    number("meta_table_matches_routing", matches ? 1 : 0);
+  }
   const ClusterNode::Stats& s = node->stats();
   number("cluster_forwarded", s.forwarded.load(std::memory_order_relaxed));
   number("cluster_forward_failures", s.forward_failures.load(std::memory_order_relaxed));

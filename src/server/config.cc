@@ -63,6 +63,10 @@ constexpr Setting kSettings[] = {
              "$FLOE_CLUSTER_SECRET); required when a member is not on loopback"},
     {.name = "databases", .kind = Kind::kChoice, .default_value = "1", .choices = kOne,
      .cli = false, .help = "Floe has one database"},
+    {.name = "dir", .kind = Kind::kText, .field = &Config::dir, .default_value = "floe-data",
+     .help = "Directory for a cluster member's agreed metadata (its Raft log and snapshots, in "
+             "<dir>/<host>-<cluster port>, created if missing); keep it across restarts "
+             "(docs/cluster.md)"},
     {.name = "http-bind", .kind = Kind::kText, .field = &Config::http_bind,
      .default_value = "127.0.0.1",
      .help = "Addresses the HTTP API listens on (docs/api.md), space separated. A non-loopback "

@@ -5,6 +5,7 @@ a test knows which node is home to a key, and a small RESP client with deadlines
 Every process is started by a ClusterFactory, which a fixture closes: each is killed by its PID
 (SIGKILL after a bounded SIGTERM), never by name. Every wait here has a deadline."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -228,6 +229,21 @@ def free_ports(hosts, count, taken=()):
     return out
 
 
+def free_cluster_ports(hosts, count, taken=()):
+    """`count` cluster ports as free_ports gives them, each with the next port free for TCP too
+    (a member's Raft listens on its cluster port + 1), none of them in `taken` or next to
+    another."""
+    out = []
+    deadline = time.time() + 10
+    while len(out) < count:
+        assert time.time() < deadline, "no free port pairs"
+        (port,) = free_ports(hosts, 1, taken=set(taken) | set(out) | {p + 1 for p in out})
+        if port < 65535 and port + 1 not in taken and port - 1 not in out and \
+                port_free_on(hosts, port + 1):
+            out.append(port)
+    return out
+
+
 def wait_listening(host, port, proc, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -259,7 +275,8 @@ class Node:
         return f"{bracketed(self.host)}:{self.cluster_port}"
 
     def args(self):
-        cluster = ["--cluster-port", str(self.cluster_port), "--cluster", self.members]
+        cluster = ["--cluster-port", str(self.cluster_port), "--cluster", self.members,
+                   "--dir", self.factory.data_dir]
         return [FLOE_BIN, "serve", "--bind", self.host, "--port", str(self.port),
                 "--threads", "2", "--loglevel", "notice",
                 *(cluster if self.cluster_flags else []), *self.extra]
@@ -377,6 +394,9 @@ class ClusterFactory:
         self.conns = []
         self.killed = set()  # pids a test killed with SIGKILL on purpose
         self.logs = {}       # pid -> log path
+        # Every member's --dir: each keeps its Raft log in <dir>/<host>-<cluster port>, and a
+        # member started again with its ports finds its log there.
+        self.data_dir = tempfile.mkdtemp(prefix="floe-cluster-")
 
     def make(self, n=3, hosts=None, start=True, node_timeout=None, faults=None, extra=(),
              per_node_extra=None, env=None, same_ports=False):
@@ -389,11 +409,13 @@ class ClusterFactory:
         distinct = sorted(set(hosts))
         if same_ports:
             assert len(distinct) == n
-            resp, cport = free_ports(distinct, 2)
+            (cport,) = free_cluster_ports(distinct, 1)
+            (resp,) = free_ports(distinct, 1, taken={cport, cport + 1})
             resp_ports, cluster_ports = [resp] * n, [cport] * n
         else:
-            ports = free_ports(distinct, 2 * n)
-            resp_ports, cluster_ports = ports[:n], sorted(ports[n:])
+            cluster_ports = sorted(free_cluster_ports(distinct, n))
+            resp_ports = free_ports(distinct, n,
+                                    taken=set(cluster_ports) | {p + 1 for p in cluster_ports})
         # Member order is (address, port): sort the plan so that index = slot order.
         # (IPv4 before IPv6, docs/cluster.md "The member list").
         plan = sorted(zip(hosts, cluster_ports, resp_ports),
@@ -454,4 +476,5 @@ class ClusterFactory:
                 except OSError:
                     pass
         self.procs = []
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         return problems

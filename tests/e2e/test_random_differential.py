@@ -893,12 +893,13 @@ def test_random_sequences_match_redis(make_floe, own_redis):
 CLUSTER_SEQUENCES = int(os.environ.get("FLOE_RANDOM_DIFF_CLUSTER_SEQUENCES", "0") or 0)
 
 
-def start_cluster(make_floe, n=3):
+def start_cluster(make_floe, tmp_path_factory, n=3):
     """n `floe serve` on 127.0.0.1 forming one cluster; returns them once every one is formed."""
-    from conftest import free_port
-    cports = [free_port() for _ in range(n)]
+    from floe_cluster import free_cluster_ports
+    cports = free_cluster_ports(["127.0.0.1"], n)
     members = ",".join(f"127.0.0.1:{p}" for p in cports)
-    nodes = [make_floe("--cluster-port", str(p), "--cluster", members,
+    data = tmp_path_factory.mktemp("cluster")  # each member's Raft log, in <dir>/<host>-<port>
+    nodes = [make_floe("--cluster-port", str(p), "--cluster", members, "--dir", str(data),
                        "--cluster-node-timeout", "3000") for p in cports]
     deadline = time.time() + 20
     for node in nodes:
@@ -910,7 +911,7 @@ def start_cluster(make_floe, n=3):
 
 @pytest.mark.parametrize("spread", [False, True], ids=["one-slot", "spread"])
 def test_random_sequences_match_redis_through_a_cluster(make_floe, own_redis, monkeypatch,
-                                                         spread):
+                                                         tmp_path_factory, spread):
     """Routing rules C1 and C2 (docs/cluster.md), against one redis-server.
 
     one-slot: every key on one slot ({t}), every command sent to a node that is not that slot's
@@ -918,7 +919,7 @@ def test_random_sequences_match_redis_through_a_cluster(make_floe, own_redis, mo
     spread: the keys on several slots and homes, so MGET, DEL, EXISTS, TOUCH, UNLINK and PFCOUNT
     split across nodes and KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL ask all three; a command
     that would answer CROSSSLOT is not sent. Replies must match redis-server's."""
-    nodes = start_cluster(make_floe)
+    nodes = start_cluster(make_floe, tmp_path_factory)
     slot = query(nodes[0].port, "CLUSTER", "KEYSLOT", "{t}")
     home_port = None
     for lo, hi, owner, *_ in query(nodes[0].port, "CLUSTER", "SLOTS"):

@@ -4,12 +4,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <string>
@@ -18,27 +20,64 @@
 
 namespace floe::testing {
 
+namespace internal {
+// The ports this process handed out (FreePort, FreeClusterPort), under their mutex.
+struct GivenPorts {
+  std::mutex mu;
+  std::set<uint16_t> ports;
+};
+inline GivenPorts& Given() {
+  static GivenPorts given;
+  return given;
+}
+// Whether `port` is free for TCP and UDP on `host` now (0: let the kernel choose, and *port
+// gets its choice).
+inline bool BindsBoth(const std::string& host, uint16_t* port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(*port);
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return false;
+  const int t = socket(AF_INET, SOCK_STREAM, 0);
+  const bool tcp_ok = bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  socklen_t len = sizeof(addr);
+  getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int u = socket(AF_INET, SOCK_DGRAM, 0);
+  const bool udp_ok = tcp_ok && bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(u);
+  close(t);
+  *port = ntohs(addr.sin_port);
+  return udp_ok;
+}
+}  // namespace internal
+
 // A port free for both UDP and TCP on `host` (an IPv4 literal) right now, or 0 when the host
 // cannot be bound (127.0.0.2 and up are not configured everywhere). Never one this process was
 // given before: the port is released when this returns, so the kernel could hand the same one
 // to the next call before the test binds it.
 inline uint16_t FreePort(const std::string& host = "127.0.0.1") {
-  static std::mutex mu;
-  static std::set<uint16_t> given;
-  std::lock_guard<std::mutex> lock(mu);
+  internal::GivenPorts& given = internal::Given();
+  std::lock_guard<std::mutex> lock(given.mu);
   for (int attempt = 0; attempt < 200; attempt++) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return 0;
-    const int t = socket(AF_INET, SOCK_STREAM, 0);
-    const bool tcp_ok = bind(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    socklen_t len = sizeof(addr);
-    getsockname(t, reinterpret_cast<sockaddr*>(&addr), &len);
-    const int u = socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_ok = tcp_ok && bind(u, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    close(u);
-    close(t);
-    if (udp_ok && given.insert(ntohs(addr.sin_port)).second) return ntohs(addr.sin_port);
+    uint16_t port = 0;
+    if (internal::BindsBoth(host, &port) && given.ports.insert(port).second) return port;
+  }
+  return 0;
+}
+
+// A cluster port: free as FreePort's are, and the next port free too, for the member's Raft,
+// which listens on the cluster port + 1 (docs/cluster.md). Both count as given.
+inline uint16_t FreeClusterPort(const std::string& host = "127.0.0.1") {
+  internal::GivenPorts& given = internal::Given();
+  std::lock_guard<std::mutex> lock(given.mu);
+  for (int attempt = 0; attempt < 200; attempt++) {
+    uint16_t port = 0;
+    if (!internal::BindsBoth(host, &port) || port == 65535) continue;
+    uint16_t next = static_cast<uint16_t>(port + 1);
+    if (given.ports.count(port) != 0 || given.ports.count(next) != 0) continue;
+    if (!internal::BindsBoth(host, &next)) continue;
+    given.ports.insert(port);
+    given.ports.insert(next);
+    return port;
   }
   return 0;
 }
@@ -68,6 +107,26 @@ inline pid_t Spawn(const std::vector<std::string>& args) {
   }
   return pid;
 }
+
+// A fresh directory under /tmp, removed with everything in it when this goes.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/floe-test-XXXXXX";
+    const char* made = mkdtemp(tmpl);
+    path_ = made != nullptr ? made : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace floe::testing
 

@@ -102,6 +102,10 @@ class ClusterNode {
   const cluster::SlotMap& map() const;
   const cluster::Cluster& cluster() const;
   const rpc::Stats& rpc_stats() const;
+  // The agreed metadata this member runs (docs/membership.md, rule M1): null when off, and
+  // then meta_off() says why (a member with an IPv6 address).
+  const cluster::Meta* meta() const;
+  const std::string& meta_off() const;
   const Stats& stats() const { return stats_; }
   // The home of a key's slot under the map; 0 before formation.
   net::NodeId Home(uint16_t slot) const;

@@ -35,7 +35,7 @@ class InProcessCluster {
   explicit InProcessCluster(Options options = {}) : options_(std::move(options)) {
     const int started = options_.started < 0 ? options_.members : options_.started;
     for (int i = 0; i < options_.members; i++) {
-      ports_.push_back(floe::testing::FreePort());
+      ports_.push_back(floe::testing::FreeClusterPort());
       list_ += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(ports_.back());
     }
     engines_.resize(static_cast<size_t>(options_.members));
@@ -71,6 +71,8 @@ class InProcessCluster {
   Engine& engine(size_t i) { return *engines_[i]; }
   ClusterNode& node(size_t i) { return *nodes_[i]; }
   uint16_t cluster_port(size_t i) const { return ports_[i]; }
+  // Every member's --dir (each keeps its Raft log in its own directory under it).
+  const std::string& data_dir() const { return dir_.path(); }
   const std::string& member_list() const { return list_; }
 
   // Which member (0-based) is home to `key`; -1 before formation.
@@ -105,6 +107,7 @@ class InProcessCluster {
     c.cluster = list_;
     c.cluster_port = ports_[i];
     c.cluster_node_timeout = options_.timeout_ms;
+    c.dir = dir_.path();
     engines_[i] = std::make_unique<Engine>(c, 1);
     Result<std::unique_ptr<ClusterNode>> n =
         ClusterNode::Start(engines_[i].get(), c, options_.first_client_port + static_cast<int>(i));
@@ -115,6 +118,7 @@ class InProcessCluster {
 
  private:
   const Options options_;
+  floe::testing::TempDir dir_;  // outlives the members (declared before them)
   std::vector<uint16_t> ports_;
   std::string list_;
   std::vector<std::unique_ptr<Engine>> engines_;

@@ -1,0 +1,100 @@
+"""End to end: the agreed metadata every member of `floe serve --cluster` runs (docs/cluster.md,
+"Agreed metadata"; docs/membership.md, rule M1 and step 1 of its build order): a Raft log of the
+cluster's table on each member's cluster port + 1, kept in --dir. Every wait is for a
+condition, bounded; nothing asserts a time."""
+import os
+import socket
+import subprocess
+import time
+
+from floe_cluster import ClusterFactory, free_cluster_ports, free_ports
+from cluster_cache_helpers import HOSTS3, clusters, info  # noqa: F401 (clusters: the fixture)
+from conftest import FLOE_BIN
+
+
+def meta(node):
+    fields = info(node)
+    return {k: v for k, v in fields.items() if k.startswith("meta")}
+
+
+def wait_agreed(nodes, timeout=20.0, not_leader=None):
+    """Waits until every node in `nodes` runs the metadata and names one leader among them
+    (not `not_leader`), with the initial table applied; returns each node's fields."""
+    deadline = time.time() + timeout
+    while True:
+        views = [meta(n) for n in nodes]
+        leaders = {v.get("meta_leader_id") for v in views}
+        led = [v for v in views if v.get("meta_role") == "leader"]
+        if (len(leaders) == 1 and len(led) == 1 and "0" not in leaders
+                and not_leader not in leaders
+                and all(int(v.get("meta_table_epoch", "0")) >= 1 for v in views)):
+            return views
+        assert time.time() < deadline, f"no agreed leader within {timeout} s: {views}"
+        time.sleep(0.05)
+
+
+def test_members_agree_on_one_leader_and_on_the_table_routing_uses(clusters):
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
+    views = wait_agreed(c.nodes)
+    for node, v in zip(c.nodes, views):
+        assert v["meta"] == "on", v
+        assert v["meta_table_members"] == "3", v
+        # The table's first entry is the member list's balanced map, which routing uses.
+        assert v["meta_table_matches_routing"] == "1", v
+        assert int(v["meta_term"]) >= 1 and v["meta_term"] == views[0]["meta_term"], views
+        leader = int(v["meta_leader_id"])
+        assert v["meta_leader_address"] == \
+            f"{c.nodes[leader - 1].host}:{c.nodes[leader - 1].cluster_port + 1}", v
+        # Its log lives in --dir, under the member's own address.
+        where = os.path.join(clusters.data_dir, f"{node.host}-{node.cluster_port}")
+        assert os.path.isdir(where) and os.listdir(where), where
+        assert f"Raft on {node.host}:{node.cluster_port + 1}, directory {where}" in node.log()
+
+
+def test_a_killed_leader_is_replaced_and_its_restart_follows_from_its_directory(clusters):
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True, node_timeout=2000).wait_formed()
+    views = wait_agreed(c.nodes)
+    old = int(views[0]["meta_leader_id"])
+    epoch = views[0]["meta_table_epoch"]
+    c[old - 1].kill9()
+    survivors = [n for i, n in enumerate(c.nodes) if i != old - 1]
+    views = wait_agreed(survivors, not_leader=str(old))
+    assert all(v["meta_table_epoch"] == epoch for v in views), views
+    # The same member, same ports and directory: it replays its log and follows.
+    c[old - 1].start()
+    views = wait_agreed(c.nodes)
+    assert meta(c[old - 1])["meta_role"] == "follower"
+    assert all(v["meta_table_epoch"] == epoch for v in views), views
+    assert all(v["meta_table_matches_routing"] == "1" for v in views), views
+
+
+def start_fails(*args, timeout=20):
+    out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-port", "0", *args],
+                         capture_output=True, timeout=timeout)
+    assert out.returncode != 0, out
+    return (out.stdout + out.stderr).decode(errors="replace")
+
+
+def test_a_raft_port_in_use_or_an_unusable_directory_stops_the_start_with_the_reason(tmp_path):
+    (cport,) = free_cluster_ports(["127.0.0.1"], 1)
+    (other,) = free_cluster_ports(["127.0.0.1"], 1, taken={cport, cport + 1})
+    members = f"127.0.0.1:{cport},127.0.0.1:{other}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", cport + 1))
+        taken.listen()
+        text = start_fails("--cluster", members, "--cluster-port", str(cport),
+                           "--dir", str(tmp_path))
+    assert f"cannot start the agreed metadata (Raft on 127.0.0.1:{cport + 1}" in text, text
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    text = start_fails("--cluster", members, "--cluster-port", str(cport),
+                       "--dir", str(blocker))
+    assert f"directory {blocker}/127.0.0.1-{cport}" in text, text
+
+
+def test_a_member_with_an_ipv6_address_runs_without_agreed_metadata_and_says_why(clusters):
+    c = clusters.make(3, hosts=["::1"] * 3).wait_formed()
+    v = meta(c[0])
+    assert v["meta"] == "off", v
+    assert "IPv6" in v["meta_off_reason"], v
+    assert "agreed metadata is off" in c[0].log()
