@@ -40,20 +40,34 @@ pids=()
 # cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio
 source "$(dirname "$0")/lib.sh"
 
-# Eight distinct ports, each free for TCP and UDP on 127.0.0.1.
+# Seven distinct ports, each free for TCP and UDP on 127.0.0.1: four RESP ports from the kernel,
+# then three cluster ports below the ephemeral range, each with the next port free for the
+# member's Raft (docs/cluster.md, "Agreed metadata").
 read -r -a ports <<<"$(/usr/bin/python3 - <<'PY'
+import random
 import socket
+
+
+def free(p, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
 out = []
-while len(out) < 8:
+while len(out) < 4:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         p = s.getsockname()[1]
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    if p not in out:
+    if p not in out and free(p):
+        out.append(p)
+while len(out) < 7:
+    p = random.randrange(20000, 32000)
+    if all(q not in out for q in (p - 1, p, p + 1)) and free(p) and free(p + 1):
         out.append(p)
 print(" ".join(map(str, out)))
 PY
@@ -77,7 +91,7 @@ pids+=($!); single_pid=$!
 node_pids=()
 for i in 0 1 2; do
   "$floe" serve --port "${resp[$i]}" --cluster-port "${cport[$i]}" --cluster "$members" \
-    --loglevel warning &
+    --dir "$tmp/data" --loglevel warning &
   pids+=($!); node_pids+=($!)
 done
 wait_up single "$single_port" "$single_pid"

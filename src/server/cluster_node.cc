@@ -4,7 +4,15 @@
 
 #include "server/internal/cluster_node.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <tuple>
@@ -70,25 +78,103 @@ Result<net::Faults> FaultsFromEnvironment() {
   return f;
 }
 
+// An exclusive lock on a member's metadata directory, held while the member runs: a second
+// `floe serve` of the same member must not touch the log the first one is writing.
+class DirectoryLock {
+ public:
+  DirectoryLock() = default;
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  ~DirectoryLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status Take(const std::string& dir) {
+    fd_ = open((dir + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      return Status::Unavailable(std::string("cannot open its LOCK: ") + strerror(errno));
+    if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      return Status::Unavailable("another floe serve of this member holds it (its LOCK)");
+    }
+    return Status::OK();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// What a member's metadata directory belongs to: written when its log is created, compared at
+// every later start, so a log of another cluster (another list, or ids that moved) is never
+// replayed as this one's.
+std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
+                              net::NodeId self) {
+  std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
+  for (size_t i = 0; i < members.size(); i++) {
+    out += (i > 0 ? "," : "") + members[i].address();
+  }
+  return out + "\nself " + std::to_string(self) + "\n";
+}
+
+// The first 64 KiB of a file; empty when it cannot be read.
+std::string ReadSmallFile(const std::string& path) {
+  std::string out;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  ssize_t n = 0;
+  while (out.size() < 65536 && (n = read(fd, buf, sizeof(buf))) > 0) {
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+// Whether `dir` holds anything besides the files this node's own checks keep there.
+bool HoldsALog(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name != "LOCK" && name != "member") return true;
+  }
+  return false;
+}
+
 // The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
 // runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
 // <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
-// id) voters and the rest learners (rule M4). Null, with *off saying why, when a member's
-// address is IPv6: raft 0.15's transport takes IPv4 addresses only.
+// id) voters and the rest learners (rule M4). Null, with *off saying why, when Raft cannot run
+// safely here: a member with an IPv6 address (raft 0.15's transport takes IPv4 only), or one
+// off loopback (Raft's transport does not carry the cluster secret yet).
 Result<std::unique_ptr<cluster::Meta>> StartMeta(const Config& config,
                                                  const std::vector<cluster::Member>& members,
                                                  net::NodeId self, uint64_t node_timeout_ms,
-                                                 std::string* off) {
+                                                 DirectoryLock* lock, std::string* off) {
   for (const cluster::Member& m : members) {
     if (m.host.find(':') != std::string::npos) {
       *off = "member " + m.address() +
              " has an IPv6 address, and the Raft library takes IPv4 addresses only";
       return std::unique_ptr<cluster::Meta>();
     }
+  }
+  for (const cluster::Member& m : members) {
+    if (!IsLoopbackAddress(m.host)) {
+      *off = "member " + m.address() +
+             " is not on loopback, and Raft's transport does not carry the cluster secret yet";
+      return std::unique_ptr<cluster::Meta>();
+    }
+  }
+  for (const cluster::Member& m : members) {
     if (m.port == 65535) {
       return Status::InvalidArgument("member " + m.address() +
                                      ": cluster port 65535 leaves no port for Raft, which "
                                      "listens on the cluster port + 1");
+    }
+    for (const cluster::Member& n : members) {
+      if (n.host == m.host && n.port == m.port + 1) {
+        return Status::InvalidArgument(
+            "members " + m.address() + " and " + n.address() + ": a member's Raft listens on " +
+            "its cluster port + 1, which is the other's cluster port; space the cluster ports " +
+            "of members on one address by 2 or more");
+      }
     }
   }
   auto raft_address = [](const cluster::Member& m) {
@@ -100,8 +186,30 @@ Result<std::unique_ptr<cluster::Meta>> StartMeta(const Config& config,
   o.raft.address = raft_address(me);
   o.raft.dir = (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + me.host + "-" +
                std::to_string(me.port);
-  // A leader unheard of for this long is replaced; well inside the node timeout, so the
-  // metadata has a leader again before clients give up on a command.
+  const std::string where = o.raft.address + ", directory " + o.raft.dir;
+  auto failed = [&where](const std::string& why) {
+    return Status::Unavailable("cannot start the agreed metadata (Raft on " + where + "): " + why);
+  };
+  std::error_code ec;
+  std::filesystem::create_directories(o.raft.dir, ec);
+  if (ec) return failed("cannot create the directory: " + ec.message());
+  if (Status st = lock->Take(o.raft.dir); !st.ok()) return failed(std::string(st.message()));
+  const std::string identity = DirectoryIdentity(config, members, self);
+  const std::string identity_path = o.raft.dir + "/member";
+  const std::string found = ReadSmallFile(identity_path);
+  if (HoldsALog(o.raft.dir) && found != identity) {
+    return failed(
+        "it holds the metadata of another cluster (another --cluster-name or member list, or "
+        "this node under another id): give this cluster its own --dir, or remove the directory");
+  }
+  if (found != identity) {
+    std::ofstream out(identity_path, std::ios::binary | std::ios::trunc);
+    out << identity;
+    out.flush();
+    if (!out) return failed("cannot write " + identity_path);
+  }
+  // A leader unheard of for this long (raft waits 1-2 times it) is replaced: well inside the
+  // node timeout, so the metadata has a leader again before clients give up on a command.
   o.raft.election_timeout_ms = std::clamp<uint64_t>(node_timeout_ms / 5, 100, 1000);
   o.raft.heartbeat_timeout_ms = o.raft.election_timeout_ms / 5;
   for (const cluster::Member& m : members) {
@@ -116,12 +224,8 @@ Result<std::unique_ptr<cluster::Meta>> StartMeta(const Config& config,
                                               .raft_port = static_cast<uint16_t>(m.port + 1)});
   }
   o.replicas = 0;  // backups come with the replication stream (build order, step 3)
-  const std::string where = o.raft.address + ", directory " + o.raft.dir;
   Result<std::unique_ptr<cluster::Meta>> meta = cluster::Meta::Start(std::move(o));
-  if (!meta.ok()) {
-    return Status::Unavailable("cannot start the agreed metadata (Raft on " + where +
-                               "): " + meta.status().ToString());
-  }
+  if (!meta.ok()) return failed(meta.status().ToString());
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
   return std::move(*meta);
 }
@@ -156,6 +260,7 @@ struct ClusterNode::Impl {
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;
   std::unique_ptr<cluster::Cluster> cluster;
+  DirectoryLock meta_lock;              // outlives meta (declared before it)
   std::unique_ptr<cluster::Meta> meta;  // null when off (meta_off says why)
   std::string meta_off;
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
@@ -382,10 +487,6 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   auto impl = std::make_unique<Impl>();
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
-  FLOE_ASSIGN_OR_RETURN(
-      impl->meta, StartMeta(config, members, *self,
-                            static_cast<uint64_t>(config.cluster_node_timeout), &impl->meta_off));
-  if (!impl->meta) FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
   const cluster::Member& me = members[*self - 1];
   net::TransportOptions t;
   t.self = *self;
@@ -399,6 +500,12 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
                                transport.status().ToString());
   }
   impl->transport = std::move(*transport);
+  // After the cluster port is ours: a second start of a running member stops there, before it
+  // could touch the member's metadata directory (which its lock guards too).
+  FLOE_ASSIGN_OR_RETURN(impl->meta, StartMeta(config, members, *self,
+                                              static_cast<uint64_t>(config.cluster_node_timeout),
+                                              &impl->meta_lock, &impl->meta_off));
+  if (!impl->meta) FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
   rpc::Options o;
   o.peers = cluster::PeerIds(members, *self);
   o.secret = config.cluster_secret;

@@ -5,6 +5,7 @@ a test knows which node is home to a key, and a small RESP client with deadlines
 Every process is started by a ClusterFactory, which a fixture closes: each is killed by its PID
 (SIGKILL after a bounded SIGTERM), never by name. Every wait here has a deadline."""
 import os
+import random
 import shutil
 import signal
 import socket
@@ -230,16 +231,20 @@ def free_ports(hosts, count, taken=()):
 
 
 def free_cluster_ports(hosts, count, taken=()):
-    """`count` cluster ports as free_ports gives them, each with the next port free for TCP too
-    (a member's Raft listens on its cluster port + 1), none of them in `taken` or next to
-    another."""
+    """`count` cluster ports, each free for TCP and UDP on every host in `hosts` with the next
+    port free too (a member's Raft listens on its cluster port + 1), none of them in `taken`,
+    and no two adjacent. Drawn below the ephemeral range (which starts at 32768 by default), so
+    an outgoing connection does not take the Raft port between this check and the member's
+    start."""
     out = []
     deadline = time.time() + 10
     while len(out) < count:
         assert time.time() < deadline, "no free port pairs"
-        (port,) = free_ports(hosts, 1, taken=set(taken) | set(out) | {p + 1 for p in out})
-        if port < 65535 and port + 1 not in taken and port - 1 not in out and \
-                port_free_on(hosts, port + 1):
+        port = random.randrange(20000, 32000)
+        near = {port - 1, port, port + 1}
+        if near & set(out) or near & set(taken) or port + 1 in taken:
+            continue
+        if port_free_on(hosts, port) and port_free_on(hosts, port + 1):
             out.append(port)
     return out
 

@@ -165,7 +165,8 @@ def test_a_shared_secret_forms_and_a_different_one_is_no_answer(clusters, tmp_pa
     # The third takes every cluster setting from its config file.
     conf = tmp_path / "node.conf"
     conf.write_text(f"cluster {c[2].members}\ncluster-port {c[2].cluster_port}\n"
-                    "cluster-secret s3cret\ncluster-name teal\ncluster-node-timeout 1234\n")
+                    "cluster-secret s3cret\ncluster-name teal\ncluster-node-timeout 1234\n"
+                    f"dir {clusters.data_dir}\n")
     for node in c.nodes:
         node.extra += ["--cluster-name", "teal"]
     c[2].env = {}

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -65,16 +66,18 @@ inline uint16_t FreePort(const std::string& host = "127.0.0.1") {
 }
 
 // A cluster port: free as FreePort's are, and the next port free too, for the member's Raft,
-// which listens on the cluster port + 1 (docs/cluster.md). Both count as given.
+// which listens on the cluster port + 1 (docs/cluster.md). Drawn below the ephemeral range
+// (32768 and up by default), so an outgoing connection does not take the Raft port before the
+// member binds it; neither port was given before, and both count as given now.
 inline uint16_t FreeClusterPort(const std::string& host = "127.0.0.1") {
   internal::GivenPorts& given = internal::Given();
   std::lock_guard<std::mutex> lock(given.mu);
-  for (int attempt = 0; attempt < 200; attempt++) {
-    uint16_t port = 0;
-    if (!internal::BindsBoth(host, &port) || port == 65535) continue;
+  static std::mt19937 rng(std::random_device{}());
+  for (int attempt = 0; attempt < 1000; attempt++) {
+    uint16_t port = static_cast<uint16_t>(20000 + rng() % 12000);
     uint16_t next = static_cast<uint16_t>(port + 1);
     if (given.ports.count(port) != 0 || given.ports.count(next) != 0) continue;
-    if (!internal::BindsBoth(host, &next)) continue;
+    if (!internal::BindsBoth(host, &port) || !internal::BindsBoth(host, &next)) continue;
     given.ports.insert(port);
     given.ports.insert(next);
     return port;
