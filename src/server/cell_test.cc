@@ -228,8 +228,20 @@ TEST_F(CellTest, ConcurrentAllocationChecksCannotPassMaxmemoryTogether) {
   }
   // Both commands ended: nothing stays reserved, and the next check sees the whole room.
   EXPECT_EQ(engine_.reserved_memory(), 0);
-  internal::CommandContext third{engine_, other, args, w2, 1, 0, nullptr};
-  EXPECT_TRUE(internal::CheckAllocation(third, mb150).ok());
+  {
+    internal::CommandContext third{engine_, other, args, w2, 1, 0, nullptr};
+    EXPECT_TRUE(internal::CheckAllocation(third, mb150).ok());
+    // An attempt the command abandons gives back what it reserved (ReleaseSince).
+    const int64_t mark = third.reserved.bytes();
+    EXPECT_TRUE(internal::CheckAllocation(third, uint64_t{40} << 20).ok());
+    third.reserved.ReleaseSince(mark);
+    EXPECT_EQ(engine_.reserved_memory(), int64_t{150} << 20);
+  }
+  // Commands that reserve (string growth, a new filter, HLL registers) leave nothing behind.
+  ASSERT_THAT(Run({"APPEND", "s", std::string(2 << 20, 'x')}), IsInt(2 << 20));
+  ASSERT_THAT(Run({"BF.ADD", "b", "x"}), IsInt(1));
+  ASSERT_THAT(Run({"PFADD", "h", "a", "b"}), IsInt(1));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
 }
 
 // Issue 9, item 6: 2^28 counters took 9.3 s and 3.1 GB. Dimensions are bounded by

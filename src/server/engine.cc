@@ -72,15 +72,23 @@ int64_t Engine::UsedMemory(bool may_trim_copies) {
 }
 
 bool Engine::TryReserveMemory(int64_t bytes, int64_t used, int64_t limit) {
-  // The add comes first: of two threads that check at once, the second sees the first's bytes.
-  const int64_t prior = reserved_memory_.fetch_add(bytes, std::memory_order_acq_rel);
-  // 0 <= bytes <= limit, so limit - bytes cannot overflow, nor (once prior is within it)
-  // limit - bytes - prior.
-  if (prior > limit - bytes || used > limit - bytes - prior) {
-    reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
-    return false;
-  }
+  // A compare-and-swap loop, so the counter never holds an attempt that fails (which could
+  // refuse another that fits) nor passes the limit. 0 <= bytes <= limit, so limit - bytes
+  // cannot overflow, nor (once cur is within it) limit - bytes - cur.
+  int64_t cur = reserved_memory_.load(std::memory_order_acquire);
+  do {
+    if (cur > limit - bytes || used > limit - bytes - cur) return false;
+  } while (!reserved_memory_.compare_exchange_weak(cur, cur + bytes, std::memory_order_acq_rel,
+                                                   std::memory_order_acquire));
   return true;
+}
+
+int64_t Engine::UsedMemoryNow() const {
+  int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes();
+  if (const internal::ClusterNode* node = cluster()) {
+    used += static_cast<int64_t>(node->dkv().CacheBytes());
+  }
+  return used;
 }
 
 std::shared_ptr<ClientState> Engine::RegisterClient(std::string addr, std::string laddr) {

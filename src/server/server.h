@@ -514,6 +514,9 @@ class Engine {
     reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
   }
   int64_t reserved_memory() const { return reserved_memory_.load(std::memory_order_acquire); }
+  // Used memory measured now (store, client buffers, cached copies), trimming nothing: what a
+  // large allocation is checked against, where UsedMemory's figure may be a millisecond old.
+  int64_t UsedMemoryNow() const;
 
   // Exceptions that escaped a command handler and became an error reply (the safety net at
   // the command boundary, session.cc). Tests and fuzzers treat any as a failure.

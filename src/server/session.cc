@@ -431,8 +431,15 @@ std::string ErrorReplyText(const Status& status) {
   return "ERR " + std::string(message);
 }
 
-CommandContext::~CommandContext() {
-  if (reserved_bytes != 0) engine.ReleaseMemory(reserved_bytes);
+MemoryReservation::~MemoryReservation() {
+  if (bytes_ != 0) engine_->ReleaseMemory(bytes_);
+}
+
+void MemoryReservation::ReleaseSince(int64_t mark) {
+  if (bytes_ > mark) {
+    engine_->ReleaseMemory(bytes_ - mark);
+    bytes_ = mark;
+  }
 }
 
 int& CommandContext::protocol() { return session.protocol_; }

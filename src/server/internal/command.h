@@ -114,6 +114,29 @@ const CommandSpec* FindCommandByFullName(std::string_view name);
 // ("config get x" is config|get, "get k" is get); nullptr if there is none.
 const CommandSpec* ResolveCommand(std::span<const std::string_view> args);
 
+// Bytes a command reserved against maxmemory (Engine::TryReserveMemory through
+// CheckAllocation). Given back when it goes, or, for an attempt the command abandons and
+// retries, by ReleaseSince. Not copyable: a copy would give the bytes back twice.
+class MemoryReservation {
+ public:
+  MemoryReservation() = default;
+  MemoryReservation(const MemoryReservation&) = delete;
+  MemoryReservation& operator=(const MemoryReservation&) = delete;
+  ~MemoryReservation();
+  // Records `bytes` the engine has just reserved.
+  void Add(Engine* engine, int64_t bytes) {
+    engine_ = engine;
+    bytes_ += bytes;
+  }
+  int64_t bytes() const { return bytes_; }
+  // Gives back what was added since bytes() was `mark`.
+  void ReleaseSince(int64_t mark);
+
+ private:
+  Engine* engine_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
 struct CommandContext {
   Engine& engine;
   Session& session;
@@ -126,11 +149,9 @@ struct CommandContext {
   // Set when the command runs from a cached copy of its one key (routing.cc, rule C8): Lookup
   // of that key gives this value (null: absent), and the store is not read.
   const std::pair<std::string_view, store::ValuePtr>* pinned = nullptr;
-  // Bytes this command has reserved against maxmemory (CheckAllocation), given back when the
+  // What this command has reserved against maxmemory (CheckAllocation), given back when the
   // command ends: by then its allocations are charged to the store, or were never made.
-  int64_t reserved_bytes = 0;
-
-  ~CommandContext();
+  MemoryReservation reserved;
 
   store::Store& store() { return engine.store(); }
   WorkerStats& stats() { return engine.stats(worker); }

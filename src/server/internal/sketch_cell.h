@@ -67,20 +67,22 @@ inline constexpr char kOomError[] = "OOM command not allowed when used memory > 
 
 // Whether the node may allocate `bytes` more for a client (rule 8): ResourceExhausted with
 // Redis's OOM text when maxmemory is set and used + reserved + bytes would pass it; otherwise
-// the bytes stay reserved until the command ends (CommandContext::reserved_bytes), so commands
-// running at once on other threads count them before the allocation shows in the store.
-// Overflow-safe. From 1 MiB up the store is measured afresh (a microsecond), so a burst of
-// large allocations cannot all pass against the engine's figure cached for a millisecond.
+// the bytes stay reserved until the command ends (CommandContext::reserved), so commands
+// running at once on other threads count them before the allocation shows in the store; a
+// command that abandons an attempt and retries gives back what the attempt reserved
+// (MemoryReservation::ReleaseSince). Overflow-safe. From 1 MiB up used memory is measured
+// afresh (UsedMemoryNow: a microsecond), so a burst of large allocations cannot all pass
+// against the engine's figure cached for a millisecond.
 inline Status CheckAllocation(CommandContext& ctx, uint64_t bytes) {
   const int64_t limit = ctx.engine.maxmemory();
   if (limit <= 0 || bytes == 0) return Status::OK();
   if (bytes > static_cast<uint64_t>(limit)) return Status::ResourceExhausted(kOomError);
-  const int64_t used = bytes >= (uint64_t{1} << 20) ? static_cast<int64_t>(ctx.store().MemoryUsed())
-                                                    : ctx.engine.UsedMemory();
+  const int64_t used =
+      bytes >= (uint64_t{1} << 20) ? ctx.engine.UsedMemoryNow() : ctx.engine.UsedMemory();
   if (!ctx.engine.TryReserveMemory(static_cast<int64_t>(bytes), used, limit)) {
     return Status::ResourceExhausted(kOomError);
   }
-  ctx.reserved_bytes += static_cast<int64_t>(bytes);
+  ctx.reserved.Add(&ctx.engine, static_cast<int64_t>(bytes));
   return Status::OK();
 }
 
@@ -256,7 +258,11 @@ template <typename T, typename R, typename CellFn, typename CreateFn, typename O
 Result<R> UpdateSketch(CommandContext& ctx, std::string_view key, uint16_t type, CellFn cell_of,
                        CreateFn create, OpFn op, bool* created = nullptr) {
   if (created != nullptr) *created = false;
+  // What an abandoned attempt reserved (a create() whose sketch was not installed) is given
+  // back before the next, so a retry cannot refuse its own command.
+  const int64_t mark = ctx.reserved.bytes();
   for (;;) {
+    ctx.reserved.ReleaseSince(mark);
     if (store::ValuePtr v = Lookup(ctx, key)) {
       FLOE_ASSIGN_OR_RETURN(const Cell<T>* cell, cell_of(*v));
       std::optional<Result<R>> in_place = cell->TryMutate(op);
@@ -267,6 +273,7 @@ Result<R> UpdateSketch(CommandContext& ctx, std::string_view key, uint16_t type,
     std::optional<R> out;
     FLOE_RETURN_IF_ERROR(
         ctx.store().Mutate(key, [&](const store::Value* cur) -> Result<store::Mutation> {
+          ctx.reserved.ReleaseSince(mark);  // the store may call this more than once
           stale = Live(cur, ctx.now_ms) != nullptr;
           if (stale) return store::Mutation::Keep();  // created meanwhile: change it instead
           FLOE_ASSIGN_OR_RETURN(T object, create());

@@ -79,7 +79,11 @@ inline Status ReserveString(CommandContext& ctx, std::string* s, uint64_t need) 
 // plain string into a cell (one copy per key, not per change). WRONGTYPE for other types.
 template <typename Fn>
 Result<int64_t> ChangeString(CommandContext& ctx, std::string_view key, Fn&& fn) {
+  // An attempt that loses to another writer is abandoned with what it reserved (sketch_cell.h,
+  // CheckAllocation): given back before the next.
+  const int64_t mark = ctx.reserved.bytes();
   for (;;) {
+    ctx.reserved.ReleaseSince(mark);
     store::ValuePtr v = Lookup(ctx, key);
     if (v && v->type() != kStringValueType) return Status::InvalidArgument(kWrongType);
     if (v && StringCellOf(*v) != nullptr) {
