@@ -11,7 +11,9 @@
 //
 // Threads: each HTTP connection belongs to the I/O thread that owns its socket, and runs its
 // commands through its own server::Session on that thread, exactly as a RESP connection does
-// (AUTH, limits, CLIENT LIST). The pure functions are thread-safe.
+// (AUTH, limits, CLIENT LIST); a command that waits for another node suspends the request,
+// not the thread (its reply comes back through the session's reply sink). The pure functions
+// are thread-safe.
 
 #ifndef FLOE_HTTP_HTTP_H_
 #define FLOE_HTTP_HTTP_H_

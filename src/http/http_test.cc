@@ -16,7 +16,7 @@
 namespace floe::http {
 namespace {
 
-using internal::Handle;
+using internal::HandleNow;
 using internal::Request;
 using internal::Response;
 
@@ -116,11 +116,11 @@ class ApiTest : public ::testing::Test {
       : engine_(std::move(config)), session_(&engine_, 0) {}
   Response Call(std::string method, std::string url, std::string body = "",
                 std::string authorization = "") {
-    return Handle(engine_, session_,
-                  Request{.method = std::move(method),
-                          .url = std::move(url),
-                          .authorization = std::move(authorization),
-                          .body = std::move(body)});
+    return HandleNow(engine_, session_,
+                     Request{.method = std::move(method),
+                             .url = std::move(url),
+                             .authorization = std::move(authorization),
+                             .body = std::move(body)});
   }
   static nlohmann::json Json(const Response& r) { return nlohmann::json::parse(r.body); }
 

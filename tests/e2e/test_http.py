@@ -4,7 +4,9 @@ import base64
 import http.client
 import json
 import math
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -354,6 +356,62 @@ def test_cluster_members_and_keys_homed_elsewhere():
         values = parse_metrics(text)
         assert values["floe_cluster_forwarded_total"] >= 1
         assert any(k.startswith("floe_cluster_rpc_") for k in values)
+    finally:
+        problems = factory.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_a_command_waiting_for_another_node_does_not_hold_the_io_thread():
+    """An HTTP request for a key homed at a stopped node waits for it; meanwhile the node's
+    only I/O thread (--threads 1) goes on answering its RESP clients. Before the HTTP path
+    was asynchronous it waited in the I/O thread, and every client of the node waited too."""
+    import threading
+    from floe_cluster import ClusterFactory, freeze
+    factory = ClusterFactory()
+    try:
+        http_port = free_port()
+        cluster = factory.make(3, node_timeout=20000, start=False,
+                               per_node_extra={0: ["--http-port", str(http_port)]})
+        usual = cluster[0].args()
+        at = usual.index("--threads") + 1
+        cluster[0].args = lambda: usual[:at] + ["1"] + usual[at + 1:]
+        for n in cluster.nodes:
+            n.start()
+        cluster.wait_formed()
+        key = cluster.keys_at(2, 1, prefix="far")[0]
+        cluster[2].conn().call("SET", key, "far away")
+        first = cluster[0]
+        resp = first.conn(timeout=5)
+        freeze(cluster[2].proc.pid)
+        result = {}
+
+        def ask():
+            conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+            conn.request("POST", "/api/command", body=json.dumps(["GET", key]).encode())
+            r = conn.getresponse()
+            result["reply"] = (r.status, json.loads(r.read()))
+            conn.close()
+        asker = threading.Thread(target=ask)
+        asker.start()
+        try:
+            # The HTTP client's GET is under way (CLIENT LIST shows it), and RESP clients of
+            # the same thread are answered meanwhile (a timeout here raises).
+            deadline = time.time() + 10
+            while True:
+                clients = resp.call("CLIENT", "LIST").decode()
+                if any(f"laddr=127.0.0.1:{http_port}" in line and "cmd=get" in line
+                       for line in clients.splitlines()):
+                    break
+                assert time.time() < deadline, clients
+                time.sleep(0.05)
+            for _ in range(5):
+                assert resp.call("PING") == b"PONG"
+                assert first.conn(timeout=5).call("PING") == b"PONG"  # and new ones
+            assert "reply" not in result  # the home is still stopped
+        finally:
+            os.kill(cluster[2].proc.pid, signal.SIGCONT)
+            asker.join(timeout=40)
+        assert result.get("reply") == (200, "far away")
     finally:
         problems = factory.close()
     assert not problems, "\n".join(problems)
