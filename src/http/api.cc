@@ -386,12 +386,13 @@ asio::awaitable<Response> PostCommand(server::Engine&, Commands& c, const Reques
   co_return Response{.status = IsError(r) ? StatusForError(r.str) : 200, .body = std::move(out)};
 }
 
-asio::awaitable<Response> GetMetrics(server::Engine&, Commands& c, const Request&, const Params&,
-                                     const Params&) {
+asio::awaitable<Response> GetMetrics(server::Engine& engine, Commands& c, const Request&,
+                                     const Params&, const Params&) {
   Result<InfoSections> info = co_await Info(c);
   if (!info.ok()) co_return Error(StatusForError(info.status().message()), info.status().message());
-  co_return Response{.content_type = "text/plain; version=0.0.4; charset=utf-8",
-                     .body = PrometheusText(*info)};
+  co_return Response{
+      .content_type = "text/plain; version=0.0.4; charset=utf-8",
+      .body = PrometheusText(*info) + PrometheusLatency(server::CommandLatencies(engine))};
 }
 
 asio::awaitable<Response> GetPage(server::Engine&, Commands&, const Request&, const Params&,

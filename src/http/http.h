@@ -98,6 +98,10 @@ using InfoSections = std::map<std::string, std::vector<std::pair<std::string, st
 InfoSections ParseInfo(std::string_view info);
 // Prometheus text exposition format 0.0.4 for INFO's numbers (docs/api.md, "/metrics").
 std::string PrometheusText(const InfoSections& info);
+// The per-command latency histograms (server::CommandLatencies) as one Prometheus histogram
+// family, floe_command_latency_seconds{command}: cumulative buckets at every power of two
+// nanoseconds from 256 ns to 2^35 ns, then +Inf, _sum and _count.
+std::string PrometheusLatency(std::span<const server::CommandLatency> latencies);
 
 }  // namespace floe::http
 

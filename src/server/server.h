@@ -397,8 +397,24 @@ class Session {
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several
 };
 
+// Per-command latency (latency.cc): a log-linear histogram of nanoseconds, four buckets per
+// power of two (each bucket within 25% of its values), like HdrHistogram with two bits of
+// mantissa. INFO latencystats gives its percentiles, /metrics its buckets.
+inline constexpr size_t kLatencyBuckets = 140;  // up to 2^36 ns (69 s); longer counts in the last
+// The bucket of a duration, and the first duration of the bucket after it (exclusive bound).
+size_t LatencyBucket(uint64_t ns);
+uint64_t LatencyBucketEndNs(size_t bucket);
+struct LatencyCounts {
+  std::atomic<uint64_t> buckets[kLatencyBuckets] = {};
+};
+
 // Per-thread statistics; an I/O thread writes only its own, INFO sums them.
 struct alignas(64) WorkerStats {
+  WorkerStats() = default;
+  ~WorkerStats();
+  WorkerStats(const WorkerStats&) = delete;
+  WorkerStats& operator=(const WorkerStats&) = delete;
+
   std::atomic<uint64_t> commands{0};
   std::atomic<uint64_t> keyspace_hits{0};
   std::atomic<uint64_t> keyspace_misses{0};
@@ -416,7 +432,32 @@ struct alignas(64) WorkerStats {
   std::unique_ptr<std::atomic<uint64_t>[]> calls;
   std::unique_ptr<std::atomic<uint64_t>[]> ticks;
   std::unique_ptr<std::atomic<uint64_t>[]> failed;
+  // Per command: its latency histogram, made by this worker at the command's first call here
+  // (most commands are never called: their histograms take no memory); readers load it with
+  // acquire. Deleted with the WorkerStats.
+  std::unique_ptr<std::atomic<LatencyCounts*>[]> latency;
 };
+
+// Counts one call of command `index` that took `ticks` CycleNow ticks. Called by the worker
+// that owns `stats`, under its worker lock (the histogram's only writer).
+void RecordLatency(WorkerStats& stats, size_t index, uint64_t ticks);
+
+// One command's latency, summed over the workers (CommandLatencies).
+struct CommandLatency {
+  std::string_view name;          // as INFO commandstats names it: "get", "config|get"
+  uint64_t count = 0;             // calls counted (the sum of `buckets`)
+  double sum_seconds = 0;         // their total time (commandstats' usec, in seconds)
+  std::vector<uint64_t> buckets;  // kLatencyBuckets counts
+};
+// Every command called since the start (or CONFIG RESETSTAT), in the command table's order.
+// Thread-safe; the counts of a command still running elsewhere may be a call behind.
+std::vector<CommandLatency> CommandLatencies(Engine& engine);
+// The `percentile` (0-100) of a command's latency in microseconds: the end of the bucket that
+// holds it (Redis's latencystats reports its histogram's highest equivalent value likewise).
+double LatencyPercentileUsec(const CommandLatency& latency, double percentile);
+// CONFIG RESETSTAT: zeroes the statistics INFO stats, commandstats, errorstats and
+// latencystats show. REQUIRES: an exclusive section (no worker counts meanwhile).
+void ResetStats(Engine& engine);
 
 // Adds to a counter that only one thread writes (a worker's, under its worker lock): a plain
 // load and store, no locked read-modify-write. Readers (INFO) may see it a moment late.

@@ -147,11 +147,12 @@ def parse_metrics(text):
     name_re = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
     label_re = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"$')
     types, series, values = {}, set(), {}
+    buckets = {}  # histogram series without le -> [(le, cumulative count)] in line order
     for line in text.splitlines():
         assert line
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert name_re.match(name) and kind in ("counter", "gauge")
+            assert name_re.match(name) and kind in ("counter", "gauge", "histogram")
             assert name not in types, f"two TYPE lines for {name}"
             types[name] = kind
             continue
@@ -160,6 +161,13 @@ def parse_metrics(text):
         ident, value = line.rsplit(" ", 1)
         name = ident.split("{")[0]
         assert name_re.match(name) and name.startswith("floe_")
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                name = name[:-len(suffix)]
+                if suffix == "_bucket":
+                    le = re.search(r',le="([^"]*)"}$', ident)
+                    assert le, f"a bucket without le: {ident}"
+                    buckets.setdefault(ident[:le.start()] + "}", []).append((le.group(1), float(value)))
         assert name in types, f"no TYPE for {name}"
         if "{" in ident:
             assert ident.endswith("}")
@@ -169,6 +177,15 @@ def parse_metrics(text):
         series.add(ident)
         values[ident] = float(value)
         assert not math.isnan(values[ident])
+    # Histograms: cumulative buckets with increasing le, the last +Inf and equal to _count.
+    for ident, rows in buckets.items():
+        assert rows[-1][0] == "+Inf", ident
+        les = [float(le) for le, _ in rows[:-1]]
+        assert les == sorted(les) and len(set(les)) == len(les), ident
+        counts = [n for _, n in rows]
+        assert counts == sorted(counts), ident
+        count = ident.replace("_bucket{", "_count{", 1)
+        assert values[count] == counts[-1], ident
     return values
 
 
@@ -195,6 +212,37 @@ def test_cluster_and_metrics_agree_with_info(node):
     # The scraping connection is a client too, while it scrapes.
     assert 2 <= values["floe_connected_clients"] <= info_before["connected_clients"] + 1
     assert values['floe_command_calls_total{command="set"}'] == info_after["cmdstat_set"]["calls"]
+    # The latency histogram counts the same calls INFO latencystats summarizes.
+    assert values['floe_command_latency_seconds_count{command="set"}'] == 10
+    assert values['floe_command_latency_seconds_bucket{command="set",le="+Inf"}'] == 10
+    assert values['floe_command_latency_seconds_sum{command="set"}'] > 0
+    assert set(info_after["latency_percentiles_usec_set"]) == {"p50", "p99", "p99.9"}
+
+
+def test_latencystats_and_config_resetstat(node):
+    s = node()
+    r = s.client()
+    for i in range(20):
+        r.set("k", i)
+        r.get("k")
+    lines = subprocess.run(["redis-cli", "-p", str(s.port), "info", "latencystats"],
+                           capture_output=True, text=True, timeout=10).stdout.splitlines()
+    assert lines[0] == "# Latencystats"
+    # Redis 7.0's line: microseconds, three decimals, the default percentiles 50, 99, 99.9.
+    number = r"\d+\.\d{3}"
+    for cmd in ("set", "get"):
+        line = next(l for l in lines if l.startswith(f"latency_percentiles_usec_{cmd}:"))
+        assert re.fullmatch(rf"latency_percentiles_usec_{cmd}:p50=({number}),p99=({number}),"
+                            rf"p99\.9=({number})", line), line
+    values = parse_metrics(call(s, "GET", "/metrics")[1])
+    assert values['floe_command_latency_seconds_count{command="get"}'] == 20
+    assert r.config_resetstat()
+    info = r.info("everything")
+    assert "latency_percentiles_usec_get" not in info and "cmdstat_get" not in info
+    assert info["keyspace_hits"] == 0
+    values = parse_metrics(call(s, "GET", "/metrics")[1])
+    assert 'floe_command_latency_seconds_count{command="get"}' not in values
+    assert 'floe_command_calls_total{command="get"}' not in values
 
 
 def test_auth_every_request(node):
