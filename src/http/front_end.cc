@@ -599,6 +599,27 @@ void Connection::Drain(size_t dropped) {
 
 }  // namespace
 
+std::optional<Options> ServeOptions(const server::Config& config) {
+  int port = config.http_port;
+  if (port == -1) {
+    if (config.port == 0 || config.port > 65535 - 1000) {
+      FLOE_LOG_WARN(
+          "HTTP is off: the default HTTP port is port + 1000, and {} has none (give "
+          "--http-port <port> to serve the HTTP API, or --http-port 0 to turn it off quietly)",
+          config.port == 0 ? std::string("a random port (--port 0)")
+                           : "port " + std::to_string(config.port));
+      return std::nullopt;
+    }
+    port = config.port + 1000;
+  }
+  if (port == 0) return std::nullopt;
+  return Options{.bind = server::BindAddresses(config.http_bind),
+                 .port = port,
+                 .required = config.http_port != -1,
+                 .limits = {.read_timeout_ms = config.http_request_timeout,
+                            .idle_timeout_ms = config.http_idle_timeout}};
+}
+
 const FrontEndInfo* Attach(server::Server& server, Options options) {
   auto front = std::make_unique<HttpFrontEnd>(std::move(options));
   const FrontEndInfo* info = front.get();

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +60,13 @@ class FrontEndInfo {
   virtual int bound_port() const = 0;
 };
 const FrontEndInfo* Attach(server::Server& server, Options options);
+
+// What `floe serve` attaches for `config` (app/main.cc): http-port, http-bind and the
+// timeouts; none when HTTP is off. http-port 0 is off; the default, -1, derives port + 1000,
+// and when that is no TCP port (port above 64535, or port 0: a random one) HTTP is off with
+// one log line saying so and how to turn it on. (An explicit http-port out of range never
+// gets here: the settings table refuses it at start.)
+std::optional<Options> ServeOptions(const server::Config& config);
 
 // ---------------------------------------------------------------------------------------------
 // The routes.

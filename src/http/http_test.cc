@@ -109,6 +109,37 @@ TEST(RoutesTest, OpenApiListsExactlyTheRoutes) {
   EXPECT_EQ(documented, served);
 }
 
+TEST(ServeOptionsTest, DerivesThePortAndCarriesTheTimeouts) {
+  server::Config c;
+  c.port = 6379;
+  std::optional<Options> o = ServeOptions(c);
+  ASSERT_TRUE(o.has_value());
+  EXPECT_EQ(o->port, 7379);
+  EXPECT_FALSE(o->required);  // a derived port that is taken does not stop the node
+  EXPECT_EQ(o->limits.read_timeout_ms, 10'000);
+  EXPECT_EQ(o->limits.idle_timeout_ms, 60'000);
+  c.http_request_timeout = 250;
+  c.http_idle_timeout = 500;
+  c.http_port = 8080;
+  o = ServeOptions(c);
+  ASSERT_TRUE(o.has_value());
+  EXPECT_EQ(o->port, 8080);
+  EXPECT_TRUE(o->required);
+  EXPECT_EQ(o->limits.read_timeout_ms, 250);
+  EXPECT_EQ(o->limits.idle_timeout_ms, 500);
+  c.http_port = 0;
+  EXPECT_FALSE(ServeOptions(c).has_value());
+  // No port to derive: off (with a log line).
+  c.http_port = -1;
+  c.port = 64536;
+  EXPECT_FALSE(ServeOptions(c).has_value());
+  c.port = 0;
+  EXPECT_FALSE(ServeOptions(c).has_value());
+  c.port = 64535;
+  ASSERT_TRUE(ServeOptions(c).has_value());
+  EXPECT_EQ(ServeOptions(c)->port, 65535);
+}
+
 // The endpoints on an in-process engine.
 class ApiTest : public ::testing::Test {
  protected:

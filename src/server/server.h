@@ -90,8 +90,10 @@ struct Config {
   int64_t cluster_node_timeout;  // cluster-node-timeout, ms
   std::string cluster_secret;    // cluster-secret
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
-  int http_port;          // http-port
-  std::string http_bind;  // http-bind: addresses for HTTP; same protected-mode rule as bind
+  int http_port;                 // http-port
+  std::string http_bind;         // http-bind: addresses for HTTP; same protected-mode rule as bind
+  int64_t http_idle_timeout;     // http-idle-timeout, ms: an idle keep-alive connection closes
+  int64_t http_request_timeout;  // http-request-timeout, ms: a started request must be in (408)
 };
 
 // One row of the settings table: everything the `floe serve` flags, the config file, CONFIG

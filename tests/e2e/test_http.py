@@ -335,6 +335,84 @@ def test_derived_default_port(make_floe):
     assert conn.getresponse().status == 200
 
 
+def test_a_request_slower_than_the_request_timeout_gets_408(node):
+    s = node("--http-request-timeout", "300")
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        out = b""
+        while True:  # the node answers and closes (a timeout here raises)
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head
+    assert json.loads(body) == {"error": "ERR the request did not arrive in time"}
+    assert s.client().ping()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(node):
+    s = node("--http-idle-timeout", "300")
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while b"\r\n\r\n" not in out:
+            out += c.recv(65536)
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        while len(body) < length:
+            body += c.recv(65536)
+        # Kept alive, then idle: the node closes it (a timeout here raises).
+        assert c.recv(65536) == b""
+
+
+def test_the_timeouts_are_settings(node):
+    s = node("--http-request-timeout", "1234", "--http-idle-timeout", "5678")
+    r = s.client(decode_responses=True)
+    assert r.config_get("http-*-timeout") == {"http-request-timeout": "1234",
+                                              "http-idle-timeout": "5678"}
+    for bad in ("0", "-1", "x"):
+        out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-request-timeout", bad],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2 and "http-request-timeout" in out.stderr, bad
+
+
+def test_an_http_port_out_of_range_is_refused_at_start():
+    for bad in ("65536", "70000", "-2"):
+        out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-port", bad],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2, bad
+        assert "--http-port: argument must be between -1 and 65535 inclusive" in out.stderr, bad
+
+
+def test_a_resp_port_with_no_derived_http_port_logs_that_http_is_off():
+    # Port + 1000 is past 65535: no HTTP port can be derived. The node serves RESP and says,
+    # in one line, that HTTP is off and how to turn it on.
+    for port in range(64536, 65536):
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"PING\r\n")
+            assert c.recv(100) == b"+PONG\r\n"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    lines = [l for l in out.splitlines() if "HTTP is off" in l]
+    assert len(lines) == 1, out
+    assert f"port {port}" in lines[0] and "--http-port" in lines[0], lines[0]
+
+
 def test_maxclients_counts_http_connections(node):
     s = node()
     r = s.client()
