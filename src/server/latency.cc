@@ -1,34 +1,21 @@
 // Per-command latency histograms (server.h, "Per-command latency"), INFO latencystats'
 // percentiles and CONFIG RESETSTAT.
 //
-// How it works: a duration in nanoseconds falls in a bucket by its leading bits. Below 4 ns
-// the bucket is the value; from there, a value with its highest set bit at position e
-// (2^e <= ns < 2^(e+1)) lands in one of four buckets splitting [2^e, 2^(e+1)) evenly, chosen
-// by the two bits after the highest: bucket = 4 * (e - 1) + those two bits. So each bucket is
-// at most a quarter of its lower bound wide, indexing is a count-leading-zeros and two shifts,
-// and 140 buckets reach 2^36 ns. The boundaries are powers of two every four buckets, which is
-// where /metrics places its `le` boundaries (src/http/metrics.cc).
+// How it works (LatencyBucket, server.h): a duration in nanoseconds falls in a bucket by its
+// leading bits. Below 4 ns the bucket is the value; from there, a value with its highest set
+// bit at position e (2^e <= ns < 2^(e+1)) lands in one of four buckets splitting
+// [2^e, 2^(e+1)) evenly, chosen by the two bits after the highest: bucket = 4 * (e - 1) +
+// those two bits. So each bucket is at most a quarter of its lower bound wide, indexing is a
+// count-leading-zeros and two shifts, and 140 buckets reach 2^36 ns. The boundaries are powers
+// of two every four buckets, which is where /metrics places its `le` boundaries
+// (src/http/metrics.cc).
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 
 #include "server/internal/command.h"
 
 namespace floe::server {
-
-size_t LatencyBucket(uint64_t ns) {
-  if (ns < 4) return static_cast<size_t>(ns);
-  const int e = 63 - std::countl_zero(ns);
-  const size_t bucket = 4 * static_cast<size_t>(e - 1) + ((ns >> (e - 2)) & 3);
-  return bucket < kLatencyBuckets ? bucket : kLatencyBuckets - 1;
-}
-
-uint64_t LatencyBucketEndNs(size_t bucket) {
-  if (bucket < 4) return bucket + 1;
-  const size_t e = bucket / 4 + 1;
-  return (5 + bucket % 4) << (e - 2);
-}
 
 WorkerStats::~WorkerStats() {
   if (!latency) return;

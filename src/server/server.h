@@ -17,6 +17,7 @@
 #define FLOE_SERVER_SERVER_H_
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -404,8 +405,19 @@ class Session {
 // mantissa. INFO latencystats gives its percentiles, /metrics its buckets.
 inline constexpr size_t kLatencyBuckets = 140;  // up to 2^36 ns (69 s); longer counts in the last
 // The bucket of a duration, and the first duration of the bucket after it (exclusive bound).
-size_t LatencyBucket(uint64_t ns);
-uint64_t LatencyBucketEndNs(size_t bucket);
+// Inline: the first runs on every command, and /metrics (src/http) uses the second without
+// the server's library.
+inline size_t LatencyBucket(uint64_t ns) {
+  if (ns < 4) return static_cast<size_t>(ns);
+  const int e = 63 - std::countl_zero(ns);
+  const size_t bucket = 4 * static_cast<size_t>(e - 1) + ((ns >> (e - 2)) & 3);
+  return bucket < kLatencyBuckets ? bucket : kLatencyBuckets - 1;
+}
+inline uint64_t LatencyBucketEndNs(size_t bucket) {
+  if (bucket < 4) return bucket + 1;
+  const size_t e = bucket / 4 + 1;
+  return (5 + bucket % 4) << (e - 2);
+}
 struct LatencyCounts {
   std::atomic<uint64_t> buckets[kLatencyBuckets] = {};
 };
