@@ -511,33 +511,50 @@ def test_a_command_waiting_for_another_node_does_not_hold_the_io_thread():
         freeze(cluster[2].proc.pid)
         result = {}
 
-        def ask():
+        def ask(name, command):
             conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
-            conn.request("POST", "/api/command", body=json.dumps(["GET", key]).encode())
-            r = conn.getresponse()
-            result["reply"] = (r.status, json.loads(r.read()))
-            conn.close()
-        asker = threading.Thread(target=ask)
+            try:
+                conn.request("POST", "/api/command", body=json.dumps(command).encode())
+                r = conn.getresponse()
+                result[name] = (r.status, json.loads(r.read()))
+            except (ConnectionError, http.client.HTTPException) as e:
+                result[name] = e
+            finally:
+                conn.close()
+        asker = threading.Thread(target=ask, args=("reply", ["GET", key]))
         asker.start()
+        # A second request waits too, and its connection is killed meanwhile (CLIENT KILL):
+        # the request ends without an answer, and the reply that comes later finds it gone.
+        killed = threading.Thread(target=ask, args=("killed", ["STRLEN", key]))
+        killed.start()
         try:
             # The HTTP client's GET is under way (CLIENT LIST shows it), and RESP clients of
             # the same thread are answered meanwhile (a timeout here raises).
             deadline = time.time() + 10
             while True:
-                clients = resp.call("CLIENT", "LIST").decode()
-                if any(f"laddr=127.0.0.1:{http_port}" in line and "cmd=get" in line
-                       for line in clients.splitlines()):
+                clients = [line for line in resp.call("CLIENT", "LIST").decode().splitlines()
+                           if f"laddr=127.0.0.1:{http_port}" in line]
+                if (any("cmd=get" in line for line in clients) and
+                        any("cmd=strlen" in line for line in clients)):
                     break
                 assert time.time() < deadline, clients
                 time.sleep(0.05)
             for _ in range(5):
                 assert resp.call("PING") == b"PONG"
                 assert first.conn(timeout=5).call("PING") == b"PONG"  # and new ones
-            assert "reply" not in result  # the home is still stopped
+            assert "reply" not in result and "killed" not in result  # the home is stopped
+            victim = next(line for line in clients if "cmd=strlen" in line)
+            victim_id = re.search(r"\bid=(\d+)", victim).group(1)
+            assert resp.call("CLIENT", "KILL", "ID", victim_id) == 1
+            killed.join(timeout=10)
+            assert isinstance(result.get("killed"), Exception), result.get("killed")
+            assert resp.call("PING") == b"PONG"
         finally:
             os.kill(cluster[2].proc.pid, signal.SIGCONT)
             asker.join(timeout=40)
+            killed.join(timeout=40)
         assert result.get("reply") == (200, "far away")
+        assert resp.call("PING") == b"PONG"
     finally:
         problems = factory.close()
     assert not problems, "\n".join(problems)
