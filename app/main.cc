@@ -135,14 +135,8 @@ int main(int argc, char** argv) {
   floe::SetLogLevel(*level);
   floe::server::Server server(config);
   // HTTP (docs/api.md): http-port -1 derives port + 1000, which is skipped if taken.
-  const bool derived = config.http_port == -1;
-  const int http_port =
-      derived ? (config.port != 0 && config.port + 1000 <= 65535 ? config.port + 1000 : 0)
-              : config.http_port;
-  if (http_port != 0) {
-    floe::http::Attach(server, {.bind = floe::server::BindAddresses(config.http_bind),
-                                .port = http_port,
-                                .required = !derived});
+  if (std::optional<floe::http::Options> http = floe::http::ServeOptions(config)) {
+    floe::http::Attach(server, std::move(*http));
   }
   floe::Status s = server.Run();
   if (!s.ok()) {

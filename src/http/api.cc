@@ -19,17 +19,17 @@ namespace {
 
 using Params = std::map<std::string, std::string>;  // decoded {name} segments of the path
 
-// A command's reply, decoded.
-resp::Reply Run(server::Session& session, const std::vector<std::string>& args) {
-  std::vector<std::string_view> views(args.begin(), args.end());
-  std::string out;
-  session.Execute(views, &out);
+resp::Reply Decode(std::string_view bytes) {
   size_t consumed = 0;
-  Result<resp::Reply> reply = resp::ParseReply(out, &consumed);
+  Result<resp::Reply> reply = resp::ParseReply(bytes, &consumed);
   if (!reply.ok()) {
     return {.type = resp::Reply::Type::kError, .str = "ERR the reply could not be decoded"};
   }
   return std::move(*reply);
+}
+
+resp::Reply Closed() {
+  return {.type = resp::Reply::Type::kError, .str = "ERR the connection closed"};
 }
 
 bool IsError(const resp::Reply& r) { return r.type == resp::Reply::Type::kError; }
@@ -120,10 +120,10 @@ double OpsPerSecond(const server::Engine& engine, uint64_t commands) {
   return rate;
 }
 
-Result<InfoSections> Info(server::Session& session) {
-  const resp::Reply r = Run(session, {"INFO", "everything"});
-  if (IsError(r)) return Status::InvalidArgument(r.str);
-  return ParseInfo(r.str);
+asio::awaitable<Result<InfoSections>> Info(Commands& c) {
+  const resp::Reply r = co_await c.Run("INFO", "everything");
+  if (IsError(r)) co_return Status::InvalidArgument(r.str);
+  co_return ParseInfo(r.str);
 }
 
 std::string_view InfoValue(const InfoSections& info, const std::string& section,
@@ -136,10 +136,10 @@ std::string_view InfoValue(const InfoSections& info, const std::string& section,
   return {};
 }
 
-Response GetCluster(server::Engine& engine, server::Session& session, const Request&, const Params&,
-                    const Params&) {
-  Result<InfoSections> info = Info(session);
-  if (!info.ok()) return Error(StatusForError(info.status().message()), info.status().message());
+asio::awaitable<Response> GetCluster(server::Engine& engine, Commands& c, const Request&,
+                                     const Params&, const Params&) {
+  Result<InfoSections> info = co_await Info(c);
+  if (!info.ok()) co_return Error(StatusForError(info.status().message()), info.status().message());
   const InfoSections& i = *info;
   std::string out = "{";
   bool first = true;
@@ -213,13 +213,13 @@ Response GetCluster(server::Engine& engine, server::Session& session, const Requ
   out += "}";
   Key(&out, &first, "members");
   out += members + "]}";
-  return {.body = std::move(out)};
+  co_return Response{.body = std::move(out)};
 }
 
 constexpr int64_t kMaxScanCount = 1000;
 
-Response GetKeys(server::Engine&, server::Session& session, const Request&, const Params&,
-                 const Params& query) {
+asio::awaitable<Response> GetKeys(server::Engine&, Commands& c, const Request&, const Params&,
+                                  const Params& query) {
   auto get = [&](const char* name, std::string fallback) {
     auto it = query.find(name);
     return it == query.end() || it->second.empty() ? fallback : it->second;
@@ -227,20 +227,21 @@ Response GetKeys(server::Engine&, server::Session& session, const Request&, cons
   const std::string cursor = get("cursor", "0");
   const std::string count_text = get("count", "100");
   int64_t count = 0;
-  for (char c : count_text) {
-    if (c < '0' || c > '9' || count > kMaxScanCount)
-      return Error(400, "ERR count must be between 1 and 1000");
-    count = count * 10 + (c - '0');
+  for (char digit : count_text) {
+    if (digit < '0' || digit > '9' || count > kMaxScanCount)
+      co_return Error(400, "ERR count must be between 1 and 1000");
+    count = count * 10 + (digit - '0');
   }
-  if (count < 1 || count > kMaxScanCount) return Error(400, "ERR count must be between 1 and 1000");
+  if (count < 1 || count > kMaxScanCount)
+    co_return Error(400, "ERR count must be between 1 and 1000");
   std::vector<std::string> args = {"SCAN", cursor, "COUNT", std::to_string(count)};
   if (const std::string p = get("pattern", ""); !p.empty()) {
     args.insert(args.end(), {"MATCH", p});
   }
   if (const std::string t = get("type", ""); !t.empty()) args.insert(args.end(), {"TYPE", t});
-  const resp::Reply r = Run(session, args);
-  if (IsError(r)) return FromError(r);
-  if (r.elements.size() != 2) return Error(500, "ERR unexpected SCAN reply");
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) co_return FromError(r);
+  if (r.elements.size() != 2) co_return Error(500, "ERR unexpected SCAN reply");
   std::string out = "{\"cursor\":";
   wire::AppendJsonString(&out, r.elements[0].str);
   out += ",\"keys\":[";
@@ -251,23 +252,23 @@ Response GetKeys(server::Engine&, server::Session& session, const Request&, cons
     out += "{";
     bool f = true;
     AppendBytes(&out, &f, "key", k.str);
-    const resp::Reply type = Run(session, {"TYPE", k.str});
+    const resp::Reply type = co_await c.Run("TYPE", k.str);
     Key(&out, &f, "type");
     wire::AppendJsonString(&out, IsError(type) ? "none" : type.str);
     out += "}";
   }
   out += "]}";
-  return {.body = std::move(out)};
+  co_return Response{.body = std::move(out)};
 }
 
-Response GetKey(server::Engine&, server::Session& session, const Request&, const Params& path,
-                const Params& query) {
+asio::awaitable<Response> GetKey(server::Engine&, Commands& c, const Request&, const Params& path,
+                                 const Params& query) {
   const std::string& key = path.at("key");
-  const resp::Reply type = Run(session, {"TYPE", key});
-  if (IsError(type)) return FromError(type);
-  if (type.str == "none") return Error(404, "ERR no such key");
-  const resp::Reply pttl = Run(session, {"PTTL", key});
-  if (IsError(pttl)) return FromError(pttl);
+  const resp::Reply type = co_await c.Run("TYPE", key);
+  if (IsError(type)) co_return FromError(type);
+  if (type.str == "none") co_return Error(404, "ERR no such key");
+  const resp::Reply pttl = co_await c.Run("PTTL", key);
+  if (IsError(pttl)) co_return FromError(pttl);
   std::string out = "{";
   bool first = true;
   AppendBytes(&out, &first, "key", key);
@@ -277,37 +278,37 @@ Response GetKey(server::Engine&, server::Session& session, const Request&, const
   out += std::to_string(pttl.integer);
   const auto item = query.find("item");
   if (type.str == "string") {
-    const resp::Reply v = Run(session, {"GET", key});
-    if (IsError(v)) return FromError(v);
-    if (v.type == resp::Reply::Type::kNull) return Error(404, "ERR no such key");
+    const resp::Reply v = co_await c.Run("GET", key);
+    if (IsError(v)) co_return FromError(v);
+    if (v.type == resp::Reply::Type::kNull) co_return Error(404, "ERR no such key");
     AppendBytes(&out, &first, "value", v.str);
   } else if (type.str == "hll") {
-    const resp::Reply info = Run(session, {"HLL.INFO", key});
-    if (IsError(info)) return FromError(info);
+    const resp::Reply info = co_await c.Run("HLL.INFO", key);
+    if (IsError(info)) co_return FromError(info);
     Key(&out, &first, "info");
     AppendInfoReply(&out, info);
-    const resp::Reply count = Run(session, {"HLL.COUNT", key});
-    if (IsError(count)) return FromError(count);
+    const resp::Reply count = co_await c.Run("HLL.COUNT", key);
+    if (IsError(count)) co_return FromError(count);
     Key(&out, &first, "estimate");
     wire::AppendJsonDouble(&out, count.type == resp::Reply::Type::kDouble
                                      ? count.dbl
                                      : std::strtod(count.str.c_str(), nullptr));
   } else if (type.str == "cms" || type.str == "bloom") {
     const bool cms = type.str == "cms";
-    const resp::Reply info = Run(session, {cms ? "CMS.INFO" : "BF.INFO", key});
-    if (IsError(info)) return FromError(info);
+    const resp::Reply info = co_await c.Run(cms ? "CMS.INFO" : "BF.INFO", key);
+    if (IsError(info)) co_return FromError(info);
     Key(&out, &first, "info");
     AppendInfoReply(&out, info);
     if (item != query.end()) {
-      const resp::Reply r = Run(session, {cms ? "CMS.QUERY" : "BF.EXISTS", key, item->second});
-      if (IsError(r)) return FromError(r);
+      const resp::Reply r = co_await c.Run(cms ? "CMS.QUERY" : "BF.EXISTS", key, item->second);
+      if (IsError(r)) co_return FromError(r);
       Key(&out, &first, cms ? "count" : "exists");
       const resp::Reply& v = cms && !r.elements.empty() ? r.elements[0] : r;
       out += cms ? std::to_string(v.integer) : (v.integer != 0 ? "true" : "false");
     }
   }
   out += "}";
-  return {.body = std::move(out)};
+  co_return Response{.body = std::move(out)};
 }
 
 // Request bodies nest at most this deep (the parser's own stack is bounded by it).
@@ -328,81 +329,84 @@ Result<nlohmann::json> ParseBody(std::string_view body) {
   }
 }
 
-Response PutKey(server::Engine&, server::Session& session, const Request& request,
-                const Params& path, const Params&) {
+asio::awaitable<Response> PutKey(server::Engine&, Commands& c, const Request& request,
+                                 const Params& path, const Params&) {
   Result<nlohmann::json> body = ParseBody(request.body);
-  if (!body.ok()) return Error(400, body.status().message());
+  if (!body.ok()) co_return Error(400, body.status().message());
   const nlohmann::json& j = *body;
   if (!j.is_object() || !j.contains("value") || !j["value"].is_string()) {
-    return Error(400, "ERR the body must be an object with a string \"value\"");
+    co_return Error(400, "ERR the body must be an object with a string \"value\"");
   }
   std::string value = j["value"].get<std::string>();
   if (j.contains("encoding")) {
-    if (!j["encoding"].is_string()) return Error(400, "ERR encoding must be utf8 or base64");
+    if (!j["encoding"].is_string()) co_return Error(400, "ERR encoding must be utf8 or base64");
     const std::string enc = j["encoding"].get<std::string>();
     if (enc == "base64") {
       Result<std::string> decoded = Base64Decode(value);
-      if (!decoded.ok()) return Error(400, "ERR value is not valid base64");
+      if (!decoded.ok()) co_return Error(400, "ERR value is not valid base64");
       value = std::move(*decoded);
     } else if (enc != "utf8") {
-      return Error(400, "ERR encoding must be utf8 or base64");
+      co_return Error(400, "ERR encoding must be utf8 or base64");
     }
   }
   std::vector<std::string> args = {"SET", path.at("key"), std::move(value)};
   if (j.contains("ttl") && !j["ttl"].is_null()) {
-    if (!j["ttl"].is_number_integer()) return Error(400, "ERR ttl must be an integer (seconds)");
+    if (!j["ttl"].is_number_integer()) co_return Error(400, "ERR ttl must be an integer (seconds)");
     args.insert(args.end(), {"EX", j["ttl"].dump()});  // SET checks its range, with its text
   }
-  const resp::Reply r = Run(session, args);
-  if (IsError(r)) return FromError(r);
-  return {.body = "{\"ok\":true}"};
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) co_return FromError(r);
+  co_return Response{.body = "{\"ok\":true}"};
 }
 
-Response DeleteKey(server::Engine&, server::Session& session, const Request&, const Params& path,
-                   const Params&) {
-  const resp::Reply r = Run(session, {"DEL", path.at("key")});
-  if (IsError(r)) return FromError(r);
-  if (r.integer == 0) return Error(404, "ERR no such key");
-  return {.body = "{\"deleted\":" + std::to_string(r.integer) + "}"};
+asio::awaitable<Response> DeleteKey(server::Engine&, Commands& c, const Request&,
+                                    const Params& path, const Params&) {
+  const resp::Reply r = co_await c.Run("DEL", path.at("key"));
+  if (IsError(r)) co_return FromError(r);
+  if (r.integer == 0) co_return Error(404, "ERR no such key");
+  co_return Response{.body = "{\"deleted\":" + std::to_string(r.integer) + "}"};
 }
 
-Response PostCommand(server::Engine&, server::Session& session, const Request& request,
-                     const Params&, const Params&) {
+asio::awaitable<Response> PostCommand(server::Engine&, Commands& c, const Request& request,
+                                      const Params&, const Params&) {
   Result<nlohmann::json> body = ParseBody(request.body);
-  if (!body.ok()) return Error(400, body.status().message());
+  if (!body.ok()) co_return Error(400, body.status().message());
   const nlohmann::json& j = *body;
-  if (!j.is_array() || j.empty()) return Error(400, "ERR the body must be a JSON array of strings");
+  if (!j.is_array() || j.empty())
+    co_return Error(400, "ERR the body must be a JSON array of strings");
   std::vector<std::string> args;
   args.reserve(j.size());
   for (const auto& a : j) {
-    if (!a.is_string()) return Error(400, "ERR the body must be a JSON array of strings");
+    if (!a.is_string()) co_return Error(400, "ERR the body must be a JSON array of strings");
     args.push_back(a.get<std::string>());
   }
-  const resp::Reply r = Run(session, args);
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
   std::string out;
   AppendReplyJson(&out, r);
-  return {.status = IsError(r) ? StatusForError(r.str) : 200, .body = std::move(out)};
+  co_return Response{.status = IsError(r) ? StatusForError(r.str) : 200, .body = std::move(out)};
 }
 
-Response GetMetrics(server::Engine&, server::Session& session, const Request&, const Params&,
-                    const Params&) {
-  Result<InfoSections> info = Info(session);
-  if (!info.ok()) return Error(StatusForError(info.status().message()), info.status().message());
-  return {.content_type = "text/plain; version=0.0.4; charset=utf-8",
-          .body = PrometheusText(*info)};
+asio::awaitable<Response> GetMetrics(server::Engine& engine, Commands& c, const Request&,
+                                     const Params&, const Params&) {
+  Result<InfoSections> info = co_await Info(c);
+  if (!info.ok()) co_return Error(StatusForError(info.status().message()), info.status().message());
+  co_return Response{
+      .content_type = "text/plain; version=0.0.4; charset=utf-8",
+      .body = PrometheusText(*info) + PrometheusLatency(server::CommandLatencies(engine))};
 }
 
-Response GetPage(server::Engine&, server::Session&, const Request&, const Params&, const Params&) {
-  return {.content_type = "text/html; charset=utf-8",
-          .body = std::string(WebPage()),
-          .headers = {{"Content-Security-Policy",
-                       "default-src 'self'; script-src 'unsafe-inline'; style-src "
-                       "'unsafe-inline'; img-src 'self' data:"},
-                      {"X-Content-Type-Options", "nosniff"}}};
+asio::awaitable<Response> GetPage(server::Engine&, Commands&, const Request&, const Params&,
+                                  const Params&) {
+  co_return Response{.content_type = "text/html; charset=utf-8",
+                     .body = std::string(WebPage()),
+                     .headers = {{"Content-Security-Policy",
+                                  "default-src 'self'; script-src 'unsafe-inline'; style-src "
+                                  "'unsafe-inline'; img-src 'self' data:"},
+                                 {"X-Content-Type-Options", "nosniff"}}};
 }
 
-using Handler = Response (*)(server::Engine&, server::Session&, const Request&, const Params&,
-                             const Params&);
+using Handler = asio::awaitable<Response> (*)(server::Engine&, Commands&, const Request&,
+                                              const Params&, const Params&);
 struct Endpoint {
   Route route;
   Handler handler;
@@ -475,20 +479,67 @@ std::optional<Response> Refuse(const server::Engine& engine, std::string_view au
   return std::nullopt;
 }
 
-Response Handle(server::Engine& engine, server::Session& session, const Request& request) {
+Commands::Commands(server::Session* session, const asio::any_io_executor& executor)
+    : session_(session), wake_(executor) {}
+
+// How it works: the request's coroutine runs the command; when Session::Execute leaves the
+// reply to come later (the key's home is another node), the coroutine parks on wake_, a timer
+// that never expires by itself, and the I/O thread goes on with its other connections. The
+// session's reply sink posts the reply to this thread, Deliver hands it through FinishDeferred
+// and cancels the timer, and the coroutine resumes. A reply of another ticket (a split
+// command's part that waited for its keys here) is finished the same way and only wakes the
+// coroutine to look again: nothing runs on the session while Session::local_part_pending.
+asio::awaitable<resp::Reply> Commands::RunArgs(std::vector<std::string> args) {
+  if (session_ == nullptr) co_return Closed();
+  std::vector<std::string_view> views(args.begin(), args.end());
+  std::string out;
+  if (!session_->Execute(views, &out)) {
+    awaited_ = session_->last_ticket();
+    reply_.reset();
+    while (session_ != nullptr && !reply_) co_await Sleep();
+    if (!reply_) co_return Closed();
+    out = std::move(*reply_);
+    reply_.reset();
+  }
+  while (session_ != nullptr && session_->local_part_pending()) co_await Sleep();
+  co_return Decode(out);
+}
+
+void Commands::Deliver(uint64_t ticket, std::string reply) {
+  if (session_ == nullptr) return;
+  std::string bytes = session_->FinishDeferred(ticket, std::move(reply));
+  if (ticket == awaited_) {
+    awaited_ = 0;
+    reply_ = std::move(bytes);
+  }
+  wake_.cancel();
+}
+
+void Commands::Detach() {
+  session_ = nullptr;
+  wake_.cancel();
+}
+
+asio::awaitable<void> Commands::Sleep() {
+  wake_.expires_at(asio::steady_timer::time_point::max());
+  std::error_code ec;  // operation_aborted: Deliver or Detach woke us
+  co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+asio::awaitable<Response> Handle(server::Engine& engine, Commands& c, const Request& request) {
   const std::string_view url = request.url;
   const size_t q = url.find('?');
   const std::string_view path = url.substr(0, q);
   Result<Params> query =
       ParseQuery(q == std::string_view::npos ? std::string_view() : url.substr(q + 1));
-  if (!query.ok()) return Error(400, "ERR " + std::string(query.status().message()));
+  if (!query.ok()) co_return Error(400, "ERR " + std::string(query.status().message()));
   const std::vector<std::string_view> raw = Segments(path);
   const Endpoint* found = nullptr;
   bool path_known = false;
   Params params;
   for (const Endpoint& e : kEndpoints) {
     Result<bool> m = Match(e.route.path, raw, &params);
-    if (!m.ok()) return Error(400, "ERR " + std::string(m.status().message()));
+    if (!m.ok()) co_return Error(400, "ERR " + std::string(m.status().message()));
     if (!*m) continue;
     path_known = true;
     if (e.route.method == request.method) {
@@ -497,20 +548,33 @@ Response Handle(server::Engine& engine, server::Session& session, const Request&
     }
   }
   if (found == nullptr) {
-    return path_known ? Error(405, "ERR method not allowed") : Error(404, "ERR no such endpoint");
+    co_return path_known ? Error(405, "ERR method not allowed")
+                         : Error(404, "ERR no such endpoint");
   }
   // Every request carries the password when one is set (docs/api.md, "Authentication").
   if (engine.requires_auth()) {
     if (std::optional<Response> refused = Refuse(engine, request.authorization)) {
-      return std::move(*refused);
+      co_return std::move(*refused);
     }
     Result<std::string> password = PasswordFromAuthorization(request.authorization);
-    if (!session.authenticated()) {
-      const resp::Reply r = Run(session, {"AUTH", *password});
-      if (IsError(r)) return Unauthorized(r.str);
+    if (c.session() != nullptr && !c.session()->authenticated()) {
+      const resp::Reply r = co_await c.Run("AUTH", *password);
+      if (IsError(r)) co_return Unauthorized(r.str);
     }
   }
-  return found->handler(engine, session, request, params, *query);
+  co_return co_await found->handler(engine, c, request, params, *query);
+}
+
+Response HandleNow(server::Engine& engine, server::Session& session, const Request& request) {
+  asio::io_context io;
+  Commands commands(&session, io.get_executor());
+  Response response = Error(500, "ERR the request did not finish");
+  asio::co_spawn(io, Handle(engine, commands, request),
+                 [&response](std::exception_ptr failed, Response r) {
+                   if (!failed) response = std::move(r);
+                 });
+  io.run();
+  return response;
 }
 
 }  // namespace internal

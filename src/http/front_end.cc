@@ -102,6 +102,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(HttpFrontEnd* front, int worker, tcp::socket socket);
   void Start();
   void Close();
+  // A reply that waited for another node (the session's reply sink posts it here).
+  void Deliver(uint64_t ticket, std::string reply);
 
  private:
   static const http_parser_settings& Settings();
@@ -128,6 +130,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer timer_;
   uint64_t timer_generation_ = 0;
   std::unique_ptr<server::Session> session_;
+  std::unique_ptr<internal::Commands> commands_;  // the session's commands, run asynchronously
+  bool running_ = false;                          // a request runs (its coroutine is alive)
   http_parser parser_{};
   std::string in_;  // bytes read and not parsed yet
   char buf_[kReadChunk];
@@ -310,6 +314,19 @@ void Connection::Start() {
       });
     };
   }
+  // In a cluster a command may wait for another node: its reply comes through the sink, and
+  // the I/O thread serves its other connections meanwhile (Commands).
+  commands_ =
+      std::make_unique<internal::Commands>(session_.get(), front_->io(worker_).get_executor());
+  {
+    std::weak_ptr<Connection> weak = weak_from_this();
+    asio::io_context* io = &front_->io(worker_);
+    session_->set_reply_sink([weak, io](uint64_t ticket, std::string reply) {
+      asio::post(*io, [weak, ticket, reply = std::move(reply)]() mutable {
+        if (auto c = weak.lock()) c->Deliver(ticket, std::move(reply));
+      });
+    });
+  }
   front_->connections(worker_).emplace(this, weak_from_this());
   http_parser_init(&parser_, HTTP_REQUEST);
   parser_.data = this;
@@ -331,6 +348,7 @@ void Connection::Close() {
   request_ = {};
   front_->engine().ChargeClientBuffers(-static_cast<int64_t>(charged_));
   charged_ = 0;
+  if (commands_) commands_->Detach();  // a request waiting for another node ends
   if (session_) {
     {
       MutexLock lock(&session_->state().mu);
@@ -338,6 +356,11 @@ void Connection::Close() {
     }
     session_.reset();  // unregisters the client
   }
+}
+
+void Connection::Deliver(uint64_t ticket, std::string reply) {
+  if (closed_) return;
+  commands_->Deliver(ticket, std::move(reply));
 }
 
 void Connection::Charge() {
@@ -352,7 +375,9 @@ void Connection::Arm(int64_t ms) {
   const uint64_t generation = ++timer_generation_;
   timer_.expires_after(std::chrono::milliseconds(ms));
   timer_.async_wait([self = shared_from_this(), generation](std::error_code ec) {
-    if (ec || self->closed_ || generation != self->timer_generation_) return;
+    // A running request is not timed: its commands' replies always come (the RPC layer
+    // answers every call by its deadline), and the timer is armed again when it is answered.
+    if (ec || self->closed_ || self->running_ || generation != self->timer_generation_) return;
     if (self->in_request_ && !self->writing_ && !self->lingering_) {
       return self->Answer(internal::Error(408, "ERR the request did not arrive in time"), true);
     }
@@ -484,7 +509,7 @@ void Connection::Read() {
 }
 
 void Connection::Parse() {
-  if (closed_ || writing_) return;
+  if (closed_ || writing_ || running_) return;
   const size_t used = http_parser_execute(&parser_, &Settings(), in_.data(), in_.size());
   in_.erase(0, used);
   const auto err = static_cast<http_errno>(parser_.http_errno);
@@ -496,8 +521,19 @@ void Connection::Parse() {
   if (complete_) {
     http_parser_pause(&parser_, 0);
     const bool keep_alive = http_should_keep_alive(&parser_) != 0;
-    internal::Response response = internal::Handle(front_->engine(), *session_, request_);
-    return Answer(std::move(response), !keep_alive || session_->close_requested());
+    running_ = true;
+    // request_ stays as it is until the answer is written (ResetRequest), and the completion
+    // holds the connection, so the coroutine's reference to it stays valid.
+    asio::co_spawn(front_->io(worker_), internal::Handle(front_->engine(), *commands_, request_),
+                   [self = shared_from_this(), keep_alive](std::exception_ptr failed,
+                                                           internal::Response response) {
+                     self->running_ = false;
+                     if (self->closed_) return;
+                     if (failed) response = internal::Error(500, "ERR the request failed");
+                     self->Answer(std::move(response),
+                                  !keep_alive || self->session_->close_requested());
+                   });
+    return;
   }
   if (err != HPE_OK) {
     return Answer(
@@ -562,6 +598,27 @@ void Connection::Drain(size_t dropped) {
 }
 
 }  // namespace
+
+std::optional<Options> ServeOptions(const server::Config& config) {
+  int port = config.http_port;
+  if (port == -1) {
+    if (config.port == 0 || config.port > 65535 - 1000) {
+      FLOE_LOG_WARN(
+          "HTTP is off: the default HTTP port is port + 1000, and {} has none (give "
+          "--http-port <port> to serve the HTTP API, or --http-port 0 to turn it off quietly)",
+          config.port == 0 ? std::string("a random port (--port 0)")
+                           : "port " + std::to_string(config.port));
+      return std::nullopt;
+    }
+    port = config.port + 1000;
+  }
+  if (port == 0) return std::nullopt;
+  return Options{.bind = server::BindAddresses(config.http_bind),
+                 .port = port,
+                 .required = config.http_port != -1,
+                 .limits = {.read_timeout_ms = config.http_request_timeout,
+                            .idle_timeout_ms = config.http_idle_timeout}};
+}
 
 const FrontEndInfo* Attach(server::Server& server, Options options) {
   auto front = std::make_unique<HttpFrontEnd>(std::move(options));

@@ -11,7 +11,9 @@
 //
 // Threads: each HTTP connection belongs to the I/O thread that owns its socket, and runs its
 // commands through its own server::Session on that thread, exactly as a RESP connection does
-// (AUTH, limits, CLIENT LIST). The pure functions are thread-safe.
+// (AUTH, limits, CLIENT LIST); a command that waits for another node suspends the request,
+// not the thread (its reply comes back through the session's reply sink). The pure functions
+// are thread-safe.
 
 #ifndef FLOE_HTTP_HTTP_H_
 #define FLOE_HTTP_HTTP_H_
@@ -19,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -58,6 +61,13 @@ class FrontEndInfo {
 };
 const FrontEndInfo* Attach(server::Server& server, Options options);
 
+// What `floe serve` attaches for `config` (app/main.cc): http-port, http-bind and the
+// timeouts; none when HTTP is off. http-port 0 is off; the default, -1, derives port + 1000,
+// and when that is no TCP port (port above 64535, or port 0: a random one) HTTP is off with
+// one log line saying so and how to turn it on. (An explicit http-port out of range never
+// gets here: the settings table refuses it at start.)
+std::optional<Options> ServeOptions(const server::Config& config);
+
 // ---------------------------------------------------------------------------------------------
 // The routes.
 
@@ -96,6 +106,10 @@ using InfoSections = std::map<std::string, std::vector<std::pair<std::string, st
 InfoSections ParseInfo(std::string_view info);
 // Prometheus text exposition format 0.0.4 for INFO's numbers (docs/api.md, "/metrics").
 std::string PrometheusText(const InfoSections& info);
+// The per-command latency histograms (server::CommandLatencies) as one Prometheus histogram
+// family, floe_command_latency_seconds{command}: cumulative buckets at every power of two
+// nanoseconds from 256 ns to 2^35 ns, then +Inf, _sum and _count.
+std::string PrometheusLatency(std::span<const server::CommandLatency> latencies);
 
 }  // namespace floe::http
 

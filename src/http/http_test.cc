@@ -16,7 +16,7 @@
 namespace floe::http {
 namespace {
 
-using internal::Handle;
+using internal::HandleNow;
 using internal::Request;
 using internal::Response;
 
@@ -109,6 +109,37 @@ TEST(RoutesTest, OpenApiListsExactlyTheRoutes) {
   EXPECT_EQ(documented, served);
 }
 
+TEST(ServeOptionsTest, DerivesThePortAndCarriesTheTimeouts) {
+  server::Config c;
+  c.port = 6379;
+  std::optional<Options> o = ServeOptions(c);
+  ASSERT_TRUE(o.has_value());
+  EXPECT_EQ(o->port, 7379);
+  EXPECT_FALSE(o->required);  // a derived port that is taken does not stop the node
+  EXPECT_EQ(o->limits.read_timeout_ms, 10'000);
+  EXPECT_EQ(o->limits.idle_timeout_ms, 60'000);
+  c.http_request_timeout = 250;
+  c.http_idle_timeout = 500;
+  c.http_port = 8080;
+  o = ServeOptions(c);
+  ASSERT_TRUE(o.has_value());
+  EXPECT_EQ(o->port, 8080);
+  EXPECT_TRUE(o->required);
+  EXPECT_EQ(o->limits.read_timeout_ms, 250);
+  EXPECT_EQ(o->limits.idle_timeout_ms, 500);
+  c.http_port = 0;
+  EXPECT_FALSE(ServeOptions(c).has_value());
+  // No port to derive: off (with a log line).
+  c.http_port = -1;
+  c.port = 64536;
+  EXPECT_FALSE(ServeOptions(c).has_value());
+  c.port = 0;
+  EXPECT_FALSE(ServeOptions(c).has_value());
+  c.port = 64535;
+  ASSERT_TRUE(ServeOptions(c).has_value());
+  EXPECT_EQ(ServeOptions(c)->port, 65535);
+}
+
 // The endpoints on an in-process engine.
 class ApiTest : public ::testing::Test {
  protected:
@@ -116,11 +147,11 @@ class ApiTest : public ::testing::Test {
       : engine_(std::move(config)), session_(&engine_, 0) {}
   Response Call(std::string method, std::string url, std::string body = "",
                 std::string authorization = "") {
-    return Handle(engine_, session_,
-                  Request{.method = std::move(method),
-                          .url = std::move(url),
-                          .authorization = std::move(authorization),
-                          .body = std::move(body)});
+    return HandleNow(engine_, session_,
+                     Request{.method = std::move(method),
+                             .url = std::move(url),
+                             .authorization = std::move(authorization),
+                             .body = std::move(body)});
   }
   static nlohmann::json Json(const Response& r) { return nlohmann::json::parse(r.body); }
 
@@ -264,8 +295,12 @@ TEST(PrometheusTest, FollowsTheTextFormat) {
   session.Run({"GET", "zz"});
   session.Run({"INCR", "a\"b"});
   const std::string info = session.Run({"INFO", "everything"});
-  const std::string text = PrometheusText(ParseInfo(info.substr(info.find("\r\n") + 2)));
-  std::set<std::string> types, series;
+  const std::string text = PrometheusText(ParseInfo(info.substr(info.find("\r\n") + 2))) +
+                           PrometheusLatency(server::CommandLatencies(engine));
+  std::map<std::string, std::string> types;  // family -> its type
+  std::set<std::string> series;
+  // Histograms: per family and labels but le, the (le, cumulative count) in order of lines.
+  std::map<std::string, std::vector<std::pair<std::string, double>>> buckets;
   std::istringstream lines(text);
   std::string line;
   std::map<std::string, double> values;
@@ -275,20 +310,48 @@ TEST(PrometheusTest, FollowsTheTextFormat) {
       std::istringstream t(line.substr(7));
       std::string name, kind;
       t >> name >> kind;
-      EXPECT_TRUE(kind == "counter" || kind == "gauge") << line;
-      EXPECT_TRUE(types.insert(name).second) << "two TYPE lines for " << name;
+      EXPECT_TRUE(kind == "counter" || kind == "gauge" || kind == "histogram") << line;
+      EXPECT_TRUE(types.emplace(name, kind).second) << "two TYPE lines for " << name;
       continue;
     }
     if (line.starts_with("# HELP ")) continue;
     const size_t space = line.rfind(' ');
     const std::string id = line.substr(0, space);
-    const std::string name = id.substr(0, id.find('{'));
+    std::string name = id.substr(0, id.find('{'));
+    for (std::string_view suffix : {"_bucket", "_sum", "_count"}) {
+      const std::string family = name.substr(0, name.size() - std::min(name.size(), suffix.size()));
+      if (name.ends_with(suffix) && types.contains(family) && types[family] == "histogram") {
+        name = family;
+      }
+    }
     EXPECT_TRUE(types.contains(name)) << "no TYPE before " << line;
     EXPECT_TRUE(series.insert(id).second) << "duplicate series " << id;
     size_t used = 0;
     values[id] = std::stod(line.substr(space + 1), &used);
     EXPECT_EQ(used, line.size() - space - 1) << line;
+    if (const size_t le = id.find(",le=\"");
+        le != std::string::npos && types[name] == "histogram") {
+      const std::string bound = id.substr(le + 5, id.find('"', le + 5) - le - 5);
+      buckets[id.substr(0, le) + "}"].emplace_back(bound, values[id]);
+    }
   }
+  // Histograms (the format's rules): buckets cumulative with increasing `le`, the last +Inf,
+  // equal to _count.
+  ASSERT_FALSE(buckets.empty());
+  for (const auto& [labels, list] : buckets) {
+    ASSERT_GE(list.size(), 2u) << labels;
+    EXPECT_EQ(list.back().first, "+Inf") << labels;
+    for (size_t i = 1; i + 1 < list.size(); i++) {
+      EXPECT_LT(std::stod(list[i - 1].first), std::stod(list[i].first)) << labels;
+      EXPECT_LE(list[i - 1].second, list[i].second) << labels;
+    }
+    const std::string count =
+        "floe_command_latency_seconds_count" + labels.substr(labels.find('{'));
+    EXPECT_EQ(list.back().second, values[count]) << labels;
+  }
+  EXPECT_EQ(values["floe_command_latency_seconds_count{command=\"get\"}"], 2);
+  EXPECT_EQ(values["floe_command_latency_seconds_count{command=\"incr\"}"], 1);
+  EXPECT_GT(values["floe_command_latency_seconds_sum{command=\"get\"}"], 0);
   EXPECT_EQ(values["floe_keys"], 2);  // a and a"b
   EXPECT_EQ(values["floe_keyspace_hits_total"], 1);
   EXPECT_EQ(values["floe_keyspace_misses_total"], 1);

@@ -2,6 +2,7 @@
 // text (taken through the scraping connection's session), so the two can never disagree about
 // what a number means; docs/api.md lists the families.
 
+#include <cstdio>
 #include <cstdlib>
 #include <set>
 
@@ -187,6 +188,41 @@ std::string PrometheusText(const InfoSections& info) {
       Header(&out, name, gauge ? Kind::kGauge : Kind::kCounter, "INFO cluster " + k);
       out.append(name).append(" ").append(v).append("\n");
     }
+  }
+  return out;
+}
+
+std::string PrometheusLatency(std::span<const server::CommandLatency> latencies) {
+  // The histogram's power-of-two boundaries (server/latency.cc): bucket 4k+3 ends at
+  // 2^(k+2) ns. Below 256 ns the first boundary takes all; the last bucket holds everything
+  // longer than its start, so it is +Inf's alone.
+  constexpr size_t kFirst = 4 * 6 + 3;  // ends at 2^8 ns
+  auto seconds = [](double s) {
+    char buf[48];
+    std::snprintf(buf, sizeof(buf), "%.9f", s);
+    std::string text = buf;
+    while (text.ends_with('0')) text.pop_back();
+    if (text.ends_with('.')) text.pop_back();
+    return text;
+  };
+  std::string out;
+  if (latencies.empty()) return out;
+  out += "# HELP floe_command_latency_seconds Time each call of a command took to run\n";
+  out += "# TYPE floe_command_latency_seconds histogram\n";
+  for (const server::CommandLatency& c : latencies) {
+    const std::string command = "command=\"" + LabelValue(c.name) + "\"";
+    uint64_t cumulative = 0;
+    size_t b = 0;
+    for (size_t end = kFirst; end + 1 < c.buckets.size(); end += 4) {
+      for (; b <= end; b++) cumulative += c.buckets[b];
+      const double le = static_cast<double>(server::LatencyBucketEndNs(end)) / 1e9;
+      out += "floe_command_latency_seconds_bucket{" + command + ",le=\"" + seconds(le) + "\"} " +
+             std::to_string(cumulative) + "\n";
+    }
+    out += "floe_command_latency_seconds_bucket{" + command + ",le=\"+Inf\"} " +
+           std::to_string(c.count) + "\n";
+    out += "floe_command_latency_seconds_sum{" + command + "} " + seconds(c.sum_seconds) + "\n";
+    out += "floe_command_latency_seconds_count{" + command + "} " + std::to_string(c.count) + "\n";
   }
   return out;
 }

@@ -159,6 +159,16 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "errorstat_" + std::string(i < codes.size() ? codes[i] : "OTHER"),
            "count=" + std::to_string(count));
     }
+  } else if (name == "latencystats") {
+    // Redis 7.0's lines, at its default latency-tracking-info-percentiles (50 99 99.9).
+    out->append("# Latencystats\r\n");
+    for (const CommandLatency& latency : CommandLatencies(e)) {
+      char buf[128];
+      std::snprintf(buf, sizeof(buf), "p50=%.3f,p99=%.3f,p99.9=%.3f",
+                    LatencyPercentileUsec(latency, 50), LatencyPercentileUsec(latency, 99),
+                    LatencyPercentileUsec(latency, 99.9));
+      Line(out, "latency_percentiles_usec_" + std::string(latency.name), buf);
+    }
   } else if (name == "cluster") {
     ClusterInfoSection(e, out);
   } else if (name == "commandstats") {
@@ -187,9 +197,9 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
 // In Redis's order.
 constexpr std::string_view kDefaultSections[] = {"server", "clients",    "memory",  "stats",
                                                  "cpu",    "errorstats", "cluster", "keyspace"};
-constexpr std::string_view kAllSections[] = {"server",     "clients", "memory",
-                                             "stats",      "cpu",     "commandstats",
-                                             "errorstats", "cluster", "keyspace"};
+constexpr std::string_view kAllSections[] = {
+    "server",       "clients",    "memory",       "stats",   "cpu",
+    "commandstats", "errorstats", "latencystats", "cluster", "keyspace"};
 
 }  // namespace
 
@@ -292,10 +302,18 @@ void CmdConfigHelp(CommandContext& ctx) {
       "    Return parameters matching the glob-like <pattern> and their values.",
       "SET <directive> <value>",
       "    Set the configuration <directive> to <value>.",
+      "RESETSTAT",
+      "    Reset statistics reported by the INFO command.",
       "HELP",
       "    Print this help.",
   };
   ReplyHelp(ctx, kLines);
+}
+
+// Flagged exclusive: no worker counts while the counters are zeroed.
+void CmdConfigResetStat(CommandContext& ctx) {
+  ResetStats(ctx.engine);
+  ctx.out.Ok();
 }
 
 void CmdDbSize(CommandContext& ctx) { ctx.out.Integer(static_cast<int64_t>(ctx.store().Size())); }

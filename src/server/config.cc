@@ -72,10 +72,18 @@ constexpr Setting kSettings[] = {
      .help = "Addresses the HTTP API listens on (docs/api.md), space separated. A non-loopback "
              "address needs --requirepass, which every request must then give (Basic or "
              "Bearer)"},
+    {.name = "http-idle-timeout", .kind = Kind::kInteger, .field = &Config::http_idle_timeout,
+     .default_value = "60000", .min = 1, .max = INT32_MAX,
+     .help = "Milliseconds after which an idle keep-alive HTTP connection is closed "
+             "(docs/api.md, Limits)"},
     {.name = "http-port", .kind = Kind::kInteger, .field = &Config::http_port,
      .default_value = "-1", .min = -1, .max = 65535,
      .help = "TCP port of the HTTP API and /metrics (docs/api.md); -1 = port + 1000 (skipped "
              "with a warning if taken), 0 = off"},
+    {.name = "http-request-timeout", .kind = Kind::kInteger,
+     .field = &Config::http_request_timeout, .default_value = "10000", .min = 1, .max = INT32_MAX,
+     .help = "Milliseconds within which a started HTTP request must have arrived whole, else "
+             "408 (docs/api.md, Limits)"},
     // Redis takes 0..INT_MAX and clamps it into 1..500.
     {.name = "hz", .kind = Kind::kInteger, .field = &Config::hz, .default_value = "10",
      .min = 0, .max = INT_MAX, .clamp_min = 1, .clamp_max = 500, .runtime = true,

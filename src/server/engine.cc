@@ -18,6 +18,7 @@ Engine::Engine(Config config, int workers) : config_(std::move(config)) {
     s->calls.reset(new std::atomic<uint64_t>[ncommands]());
     s->ticks.reset(new std::atomic<uint64_t>[ncommands]());
     s->failed.reset(new std::atomic<uint64_t>[ncommands]());
+    s->latency.reset(new std::atomic<LatencyCounts*>[ncommands]());
     stats_.push_back(std::move(s));
   }
   start_ms_ = static_cast<int64_t>(WallMicros() / 1000);

@@ -17,6 +17,7 @@
 #define FLOE_SERVER_SERVER_H_
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -91,8 +92,10 @@ struct Config {
   std::string cluster_secret;    // cluster-secret
   std::string dir;               // dir: the data directory (a member's Raft log)
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
-  int http_port;          // http-port
-  std::string http_bind;  // http-bind: addresses for HTTP; same protected-mode rule as bind
+  int http_port;                 // http-port
+  std::string http_bind;         // http-bind: addresses for HTTP; same protected-mode rule as bind
+  int64_t http_idle_timeout;     // http-idle-timeout, ms: an idle keep-alive connection closes
+  int64_t http_request_timeout;  // http-request-timeout, ms: a started request must be in (408)
 };
 
 // One row of the settings table: everything the `floe serve` flags, the config file, CONFIG
@@ -398,8 +401,35 @@ class Session {
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several
 };
 
+// Per-command latency (latency.cc): a log-linear histogram of nanoseconds, four buckets per
+// power of two (each bucket within 25% of its values), like HdrHistogram with two bits of
+// mantissa. INFO latencystats gives its percentiles, /metrics its buckets.
+inline constexpr size_t kLatencyBuckets = 140;  // up to 2^36 ns (69 s); longer counts in the last
+// The bucket of a duration, and the first duration of the bucket after it (exclusive bound).
+// Inline: the first runs on every command, and /metrics (src/http) uses the second without
+// the server's library.
+inline size_t LatencyBucket(uint64_t ns) {
+  if (ns < 4) return static_cast<size_t>(ns);
+  const int e = 63 - std::countl_zero(ns);
+  const size_t bucket = 4 * static_cast<size_t>(e - 1) + ((ns >> (e - 2)) & 3);
+  return bucket < kLatencyBuckets ? bucket : kLatencyBuckets - 1;
+}
+inline uint64_t LatencyBucketEndNs(size_t bucket) {
+  if (bucket < 4) return bucket + 1;
+  const size_t e = bucket / 4 + 1;
+  return (5 + bucket % 4) << (e - 2);
+}
+struct LatencyCounts {
+  std::atomic<uint64_t> buckets[kLatencyBuckets] = {};
+};
+
 // Per-thread statistics; an I/O thread writes only its own, INFO sums them.
 struct alignas(64) WorkerStats {
+  WorkerStats() = default;
+  ~WorkerStats();
+  WorkerStats(const WorkerStats&) = delete;
+  WorkerStats& operator=(const WorkerStats&) = delete;
+
   std::atomic<uint64_t> commands{0};
   std::atomic<uint64_t> keyspace_hits{0};
   std::atomic<uint64_t> keyspace_misses{0};
@@ -417,7 +447,32 @@ struct alignas(64) WorkerStats {
   std::unique_ptr<std::atomic<uint64_t>[]> calls;
   std::unique_ptr<std::atomic<uint64_t>[]> ticks;
   std::unique_ptr<std::atomic<uint64_t>[]> failed;
+  // Per command: its latency histogram, made by this worker at the command's first call here
+  // (most commands are never called: their histograms take no memory); readers load it with
+  // acquire. Deleted with the WorkerStats.
+  std::unique_ptr<std::atomic<LatencyCounts*>[]> latency;
 };
+
+// Counts one call of command `index` that took `ticks` CycleNow ticks. Called by the worker
+// that owns `stats`, under its worker lock (the histogram's only writer).
+void RecordLatency(WorkerStats& stats, size_t index, uint64_t ticks);
+
+// One command's latency, summed over the workers (CommandLatencies).
+struct CommandLatency {
+  std::string_view name;          // as INFO commandstats names it: "get", "config|get"
+  uint64_t count = 0;             // calls counted (the sum of `buckets`)
+  double sum_seconds = 0;         // their total time (commandstats' usec, in seconds)
+  std::vector<uint64_t> buckets;  // kLatencyBuckets counts
+};
+// Every command called since the start (or CONFIG RESETSTAT), in the command table's order.
+// Thread-safe; the counts of a command still running elsewhere may be a call behind.
+std::vector<CommandLatency> CommandLatencies(Engine& engine);
+// The `percentile` (0-100) of a command's latency in microseconds: the end of the bucket that
+// holds it (Redis's latencystats reports its histogram's highest equivalent value likewise).
+double LatencyPercentileUsec(const CommandLatency& latency, double percentile);
+// CONFIG RESETSTAT: zeroes the statistics INFO stats, commandstats, errorstats and
+// latencystats show. REQUIRES: an exclusive section (no worker counts meanwhile).
+void ResetStats(Engine& engine);
 
 // Adds to a counter that only one thread writes (a worker's, under its worker lock): a plain
 // load and store, no locked read-modify-write. Readers (INFO) may see it a moment late.

@@ -358,7 +358,9 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   const auto i = static_cast<size_t>(spec->index);
   Bump(stats.commands);
   Bump(stats.calls[i]);
-  Bump(stats.ticks[i], CycleNow() - start);
+  const uint64_t ticks = CycleNow() - start;
+  Bump(stats.ticks[i], ticks);
+  RecordLatency(stats, i, ticks);
   if (ctx.failed) {
     Bump(stats.failed[i]);
     CountErrorReply(stats, std::string_view(*out.buffer()).substr(reply_start));

@@ -5,6 +5,8 @@
 //   (cd tests/browser && npm ci) && node tests/browser/web_test.mjs build/release/app/floe
 //
 // Exits non-zero on the first failed check. The page's load time is printed, not asserted.
+// FLOE_WEB_KEYS=1000000 also fills the node with that many keys (over RESP) and prints how long
+// the page then takes to load and to show the cluster view and the key browser's first page.
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -60,6 +62,31 @@ function resp(port, commands) {
     const encode = (args) => "*" + args.length + "\r\n" +
       args.map((a) => "$" + Buffer.byteLength(a) + "\r\n" + a + "\r\n").join("");
     c.write(commands.map(encode).join(""));
+  });
+}
+
+// SETs `n` keys "fill:<i>" over one pipelined connection, 10,000 at a time.
+function fill(port, n) {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(port, "127.0.0.1");
+    const batch = 10000;
+    let sent = 0, received = 0;
+    const send = () => {
+      const upto = Math.min(n, sent + batch);
+      let out = "";
+      for (let i = sent; i < upto; i++) {
+        const key = "fill:" + i;
+        out += "*3\r\n$3\r\nSET\r\n$" + key.length + "\r\n" + key + "\r\n$1\r\nv\r\n";
+      }
+      sent = upto;
+      c.write(out);
+    };
+    c.on("data", (d) => {
+      received += d.length;  // each reply is "+OK\r\n"
+      if (received >= n * 5) { c.end(); resolve(); } else if (received >= sent * 5) send();
+    });
+    c.on("error", reject);
+    c.on("connect", send);
   });
 }
 
@@ -136,6 +163,32 @@ try {
   await page.screenshot({ path: path.join(artifacts, "narrow.png") });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
   check(!overflow, "no horizontal overflow at 360 px");
+
+  // Measured, not asserted (docs/api.md, "Web page"): the page with many keys in the node.
+  const manyKeys = Number(process.env.FLOE_WEB_KEYS || 0);
+  if (manyKeys > 0) {
+    const f0 = Date.now();
+    await fill(port, manyKeys);
+    console.log(`filled ${manyKeys} keys in ${Date.now() - f0} ms`);
+    const big = await browser.newPage();
+    await big.setViewport({ width: 1100, height: 800 });
+    const b0 = Date.now();
+    await big.goto(`http://127.0.0.1:${httpPort}/`, { waitUntil: "load" });
+    const loaded = Date.now() - b0;
+    const total = String(manyKeys + 5);
+    await big.waitForFunction((n) => [...document.querySelectorAll("#cards .card")]
+      .some((c) => new RegExp("keys\\s+" + n).test(c.innerText)), {}, total);
+    const cluster = Date.now() - b0;
+    const k0 = Date.now();
+    await big.click('nav button[data-tab="keys"]');
+    await big.click("#keyform button[type=submit]");
+    await big.waitForFunction(() => document.querySelectorAll("#keylist tr.pick").length > 0);
+    const keys = Date.now() - k0;
+    console.log(`with ${total} keys: page loaded in ${loaded} ms, cluster view showed them ` +
+                `after ${cluster} ms, the key browser's first page took ${keys} ms`);
+    await big.screenshot({ path: path.join(artifacts, "many-keys.png") });
+    await big.close();
+  }
 
   // An error is shown, not a blank page: the node goes away.
   node.kill("SIGTERM");

@@ -4,7 +4,9 @@ import base64
 import http.client
 import json
 import math
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -145,11 +147,12 @@ def parse_metrics(text):
     name_re = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
     label_re = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"$')
     types, series, values = {}, set(), {}
+    buckets = {}  # histogram series without le -> [(le, cumulative count)] in line order
     for line in text.splitlines():
         assert line
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert name_re.match(name) and kind in ("counter", "gauge")
+            assert name_re.match(name) and kind in ("counter", "gauge", "histogram")
             assert name not in types, f"two TYPE lines for {name}"
             types[name] = kind
             continue
@@ -158,6 +161,13 @@ def parse_metrics(text):
         ident, value = line.rsplit(" ", 1)
         name = ident.split("{")[0]
         assert name_re.match(name) and name.startswith("floe_")
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                name = name[:-len(suffix)]
+                if suffix == "_bucket":
+                    le = re.search(r',le="([^"]*)"}$', ident)
+                    assert le, f"a bucket without le: {ident}"
+                    buckets.setdefault(ident[:le.start()] + "}", []).append((le.group(1), float(value)))
         assert name in types, f"no TYPE for {name}"
         if "{" in ident:
             assert ident.endswith("}")
@@ -167,6 +177,15 @@ def parse_metrics(text):
         series.add(ident)
         values[ident] = float(value)
         assert not math.isnan(values[ident])
+    # Histograms: cumulative buckets with increasing le, the last +Inf and equal to _count.
+    for ident, rows in buckets.items():
+        assert rows[-1][0] == "+Inf", ident
+        les = [float(le) for le, _ in rows[:-1]]
+        assert les == sorted(les) and len(set(les)) == len(les), ident
+        counts = [n for _, n in rows]
+        assert counts == sorted(counts), ident
+        count = ident.replace("_bucket{", "_count{", 1)
+        assert values[count] == counts[-1], ident
     return values
 
 
@@ -193,6 +212,37 @@ def test_cluster_and_metrics_agree_with_info(node):
     # The scraping connection is a client too, while it scrapes.
     assert 2 <= values["floe_connected_clients"] <= info_before["connected_clients"] + 1
     assert values['floe_command_calls_total{command="set"}'] == info_after["cmdstat_set"]["calls"]
+    # The latency histogram counts the same calls INFO latencystats summarizes.
+    assert values['floe_command_latency_seconds_count{command="set"}'] == 10
+    assert values['floe_command_latency_seconds_bucket{command="set",le="+Inf"}'] == 10
+    assert values['floe_command_latency_seconds_sum{command="set"}'] > 0
+    assert set(info_after["latency_percentiles_usec_set"]) == {"p50", "p99", "p99.9"}
+
+
+def test_latencystats_and_config_resetstat(node):
+    s = node()
+    r = s.client()
+    for i in range(20):
+        r.set("k", i)
+        r.get("k")
+    lines = subprocess.run(["redis-cli", "-p", str(s.port), "info", "latencystats"],
+                           capture_output=True, text=True, timeout=10).stdout.splitlines()
+    assert lines[0] == "# Latencystats"
+    # Redis 7.0's line: microseconds, three decimals, the default percentiles 50, 99, 99.9.
+    number = r"\d+\.\d{3}"
+    for cmd in ("set", "get"):
+        line = next(l for l in lines if l.startswith(f"latency_percentiles_usec_{cmd}:"))
+        assert re.fullmatch(rf"latency_percentiles_usec_{cmd}:p50=({number}),p99=({number}),"
+                            rf"p99\.9=({number})", line), line
+    values = parse_metrics(call(s, "GET", "/metrics")[1])
+    assert values['floe_command_latency_seconds_count{command="get"}'] == 20
+    assert r.config_resetstat()
+    info = r.info("everything")
+    assert "latency_percentiles_usec_get" not in info and "cmdstat_get" not in info
+    assert info["keyspace_hits"] == 0
+    values = parse_metrics(call(s, "GET", "/metrics")[1])
+    assert 'floe_command_latency_seconds_count{command="get"}' not in values
+    assert 'floe_command_calls_total{command="get"}' not in values
 
 
 def test_auth_every_request(node):
@@ -285,6 +335,84 @@ def test_derived_default_port(make_floe):
     assert conn.getresponse().status == 200
 
 
+def test_a_request_slower_than_the_request_timeout_gets_408(node):
+    s = node("--http-request-timeout", "300")
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        out = b""
+        while True:  # the node answers and closes (a timeout here raises)
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head
+    assert json.loads(body) == {"error": "ERR the request did not arrive in time"}
+    assert s.client().ping()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(node):
+    s = node("--http-idle-timeout", "300")
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while b"\r\n\r\n" not in out:
+            out += c.recv(65536)
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        while len(body) < length:
+            body += c.recv(65536)
+        # Kept alive, then idle: the node closes it (a timeout here raises).
+        assert c.recv(65536) == b""
+
+
+def test_the_timeouts_are_settings(node):
+    s = node("--http-request-timeout", "1234", "--http-idle-timeout", "5678")
+    r = s.client(decode_responses=True)
+    assert r.config_get("http-*-timeout") == {"http-request-timeout": "1234",
+                                              "http-idle-timeout": "5678"}
+    for bad in ("0", "-1", "x"):
+        out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-request-timeout", bad],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2 and "http-request-timeout" in out.stderr, bad
+
+
+def test_an_http_port_out_of_range_is_refused_at_start():
+    for bad in ("65536", "70000", "-2"):
+        out = subprocess.run([FLOE_BIN, "serve", "--port", "0", "--http-port", bad],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2, bad
+        assert "--http-port: argument must be between -1 and 65535 inclusive" in out.stderr, bad
+
+
+def test_a_resp_port_with_no_derived_http_port_logs_that_http_is_off():
+    # Port + 1000 is past 65535: no HTTP port can be derived. The node serves RESP and says,
+    # in one line, that HTTP is off and how to turn it on.
+    for port in range(64536, 65536):
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"PING\r\n")
+            assert c.recv(100) == b"+PONG\r\n"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    lines = [l for l in out.splitlines() if "HTTP is off" in l]
+    assert len(lines) == 1, out
+    assert f"port {port}" in lines[0] and "--http-port" in lines[0], lines[0]
+
+
 def test_maxclients_counts_http_connections(node):
     s = node()
     r = s.client()
@@ -354,6 +482,79 @@ def test_cluster_members_and_keys_homed_elsewhere():
         values = parse_metrics(text)
         assert values["floe_cluster_forwarded_total"] >= 1
         assert any(k.startswith("floe_cluster_rpc_") for k in values)
+    finally:
+        problems = factory.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_a_command_waiting_for_another_node_does_not_hold_the_io_thread():
+    """An HTTP request for a key homed at a stopped node waits for it; meanwhile the node's
+    only I/O thread (--threads 1) goes on answering its RESP clients. Before the HTTP path
+    was asynchronous it waited in the I/O thread, and every client of the node waited too."""
+    import threading
+    from floe_cluster import ClusterFactory, freeze
+    factory = ClusterFactory()
+    try:
+        http_port = free_port()
+        cluster = factory.make(3, node_timeout=20000, start=False,
+                               per_node_extra={0: ["--http-port", str(http_port)]})
+        usual = cluster[0].args()
+        at = usual.index("--threads") + 1
+        cluster[0].args = lambda: usual[:at] + ["1"] + usual[at + 1:]
+        for n in cluster.nodes:
+            n.start()
+        cluster.wait_formed()
+        key = cluster.keys_at(2, 1, prefix="far")[0]
+        cluster[2].conn().call("SET", key, "far away")
+        first = cluster[0]
+        resp = first.conn(timeout=5)
+        freeze(cluster[2].proc.pid)
+        result = {}
+
+        def ask(name, command):
+            conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+            try:
+                conn.request("POST", "/api/command", body=json.dumps(command).encode())
+                r = conn.getresponse()
+                result[name] = (r.status, json.loads(r.read()))
+            except (ConnectionError, http.client.HTTPException) as e:
+                result[name] = e
+            finally:
+                conn.close()
+        asker = threading.Thread(target=ask, args=("reply", ["GET", key]))
+        asker.start()
+        # A second request waits too, and its connection is killed meanwhile (CLIENT KILL):
+        # the request ends without an answer, and the reply that comes later finds it gone.
+        killed = threading.Thread(target=ask, args=("killed", ["STRLEN", key]))
+        killed.start()
+        try:
+            # The HTTP client's GET is under way (CLIENT LIST shows it), and RESP clients of
+            # the same thread are answered meanwhile (a timeout here raises).
+            deadline = time.time() + 10
+            while True:
+                clients = [line for line in resp.call("CLIENT", "LIST").decode().splitlines()
+                           if f"laddr=127.0.0.1:{http_port}" in line]
+                if (any("cmd=get" in line for line in clients) and
+                        any("cmd=strlen" in line for line in clients)):
+                    break
+                assert time.time() < deadline, clients
+                time.sleep(0.05)
+            for _ in range(5):
+                assert resp.call("PING") == b"PONG"
+                assert first.conn(timeout=5).call("PING") == b"PONG"  # and new ones
+            assert "reply" not in result and "killed" not in result  # the home is stopped
+            victim = next(line for line in clients if "cmd=strlen" in line)
+            victim_id = re.search(r"\bid=(\d+)", victim).group(1)
+            assert resp.call("CLIENT", "KILL", "ID", victim_id) == 1
+            killed.join(timeout=10)
+            assert isinstance(result.get("killed"), Exception), result.get("killed")
+            assert resp.call("PING") == b"PONG"
+        finally:
+            os.kill(cluster[2].proc.pid, signal.SIGCONT)
+            asker.join(timeout=40)
+            killed.join(timeout=40)
+        assert result.get("reply") == (200, "far away")
+        assert resp.call("PING") == b"PONG"
     finally:
         problems = factory.close()
     assert not problems, "\n".join(problems)

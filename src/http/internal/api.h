@@ -4,6 +4,8 @@
 #ifndef FLOE_HTTP_INTERNAL_API_H_
 #define FLOE_HTTP_INTERNAL_API_H_
 
+#include <asio.hpp>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -37,8 +39,45 @@ std::optional<Response> Refuse(const server::Engine& engine, std::string_view au
 // The web page served at / (web/index.html, compiled in).
 std::string_view WebPage();
 
-// Runs one request. Owned-by-one-thread like the session: call on the session's thread.
-Response Handle(server::Engine& engine, server::Session& session, const Request& request);
+// How a request's commands reach its connection's session, without holding the I/O thread
+// while a command waits for another node (api.cc, "How it works"). Owned by the connection's
+// thread, like the session.
+class Commands {
+ public:
+  // `executor`: the session's thread. The session, when it has a reply sink, must hand each
+  // reply to Deliver on that thread.
+  Commands(server::Session* session, const asio::any_io_executor& executor);
+  // Runs one command and returns its reply, decoded. After Detach: an error reply.
+  asio::awaitable<resp::Reply> RunArgs(std::vector<std::string> args);
+  // Run("TYPE", key): the words as they are. (Not a braced list: GCC 12 cannot keep an
+  // initializer_list's array across a co_await, "array used as initializer".)
+  template <typename... Words>
+  asio::awaitable<resp::Reply> Run(const Words&... words) {
+    return RunArgs(std::vector<std::string>{std::string(words)...});
+  }
+  // A deferred reply from the session's sink.
+  void Deliver(uint64_t ticket, std::string reply);
+  // The connection closed: its session goes; a command waiting ends with an error reply.
+  void Detach();
+  server::Session* session() const { return session_; }
+
+ private:
+  asio::awaitable<void> Sleep();
+
+  server::Session* session_;
+  asio::steady_timer wake_;
+  uint64_t awaited_ = 0;  // the ticket of the reply Run waits for
+  std::optional<std::string> reply_;
+};
+
+// Runs one request on the session's thread; commands that wait for another node suspend it
+// (Commands), they never block the thread.
+// REQUIRES: `request` outlives the coroutine.
+asio::awaitable<Response> Handle(server::Engine& engine, Commands& commands,
+                                 const Request& request);
+// The same, run to its end on the caller's thread with a session that has no reply sink (its
+// commands wait for other nodes in Execute): for tests.
+Response HandleNow(server::Engine& engine, server::Session& session, const Request& request);
 
 }  // namespace floe::http::internal
 

@@ -246,6 +246,7 @@ FLOE_HANDLER(CmdInfo);
 FLOE_HANDLER(CmdConfigGet);
 FLOE_HANDLER(CmdConfigSet);
 FLOE_HANDLER(CmdConfigHelp);
+FLOE_HANDLER(CmdConfigResetStat);
 FLOE_HANDLER(CmdDbSize);
 FLOE_HANDLER(CmdFlushDb);
 FLOE_HANDLER(CmdTime);
