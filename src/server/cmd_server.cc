@@ -159,6 +159,8 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "errorstat_" + std::string(i < codes.size() ? codes[i] : "OTHER"),
            "count=" + std::to_string(count));
     }
+  } else if (name == "frames") {
+    FramesInfoSection(e, out);
   } else if (name == "cluster") {
     ClusterInfoSection(e, out);
   } else if (name == "commandstats") {
@@ -184,12 +186,12 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
   }
 }
 
-// In Redis's order.
-constexpr std::string_view kDefaultSections[] = {"server", "clients",    "memory",  "stats",
-                                                 "cpu",    "errorstats", "cluster", "keyspace"};
-constexpr std::string_view kAllSections[] = {"server",     "clients", "memory",
-                                             "stats",      "cpu",     "commandstats",
-                                             "errorstats", "cluster", "keyspace"};
+// In Redis's order; Floe's own frames section last.
+constexpr std::string_view kDefaultSections[] = {
+    "server", "clients", "memory", "stats", "cpu", "errorstats", "cluster", "keyspace", "frames"};
+constexpr std::string_view kAllSections[] = {"server",   "clients",      "memory",     "stats",
+                                             "cpu",      "commandstats", "errorstats", "cluster",
+                                             "keyspace", "frames"};
 
 }  // namespace
 
