@@ -58,6 +58,16 @@ Result<Acc> MapReduce(size_t chunk_count, MapFn&& map, ReduceFn&& reduce,
 
 // ---- built-in analytics ----
 
+// The sum of a numeric chunk's non-NA values and how many there are: raw doubles with four
+// accumulators (what a tuned loop over memory does; a chunk holding an NA is summed again,
+// skipping them), any other layout through ChunkView::ForEach. The order of the additions is fixed
+// by the chunk, so a MapReduce of ChunkSums gives the same sum on any number of threads.
+struct SumCount {
+  double sum = 0;
+  uint64_t count = 0;
+};
+SumCount ChunkSum(const frame::ChunkView& chunk);
+
 inline constexpr uint32_t kDefaultBins = 20;
 inline constexpr uint32_t kMaxBins = 10'000;
 inline constexpr size_t kMaxProbabilities = 100;

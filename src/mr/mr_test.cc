@@ -129,6 +129,66 @@ TEST(MrTest, SummaryMatchesASingleThreadedPass) {
   }
 }
 
+TEST(MrTest, ChunkSumMatchesAPlainLoopInEveryLayout) {
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> u(0, 1);
+  // Raw doubles, 1/2/4-byte integers, scaled decimals, constant, bits, sparse, with NAs; and
+  // raw doubles without (the fast path).
+  auto make = [&](int kind, size_t n) {
+    std::vector<double> v(n);
+    for (size_t i = 0; i < n; i++) {
+      switch (kind) {
+        case 0:
+          v[i] = u(rng) * 1e6 - 5e5;
+          break;
+        case 1:
+          v[i] = static_cast<double>(rng() % 200);
+          break;
+        case 2:
+          v[i] = static_cast<double>(rng() % 60000);
+          break;
+        case 3:
+          v[i] = static_cast<double>(rng() % 4000000000ull) - 2e9;
+          break;
+        case 4:
+          v[i] = static_cast<double>(rng() % 10000) / 100;
+          break;
+        case 5:
+          v[i] = 7;
+          break;
+        case 6:
+          v[i] = static_cast<double>(rng() % 2);
+          break;
+        default:
+          v[i] = u(rng) < 0.95 ? 0 : u(rng);
+          break;
+      }
+      if (kind != 5 && kind != 6 && kind != 8 && u(rng) < 0.1) v[i] = frame::kNA;
+    }
+    return v;
+  };
+  for (int kind = 0; kind < 9; kind++) {
+    for (size_t n : {size_t{0}, size_t{3}, size_t{1001}}) {
+      const std::vector<double> v = make(kind, n);
+      const std::string bytes = frame::Compress(v);
+      Result<frame::ChunkView> chunk = frame::ChunkView::Make(bytes);
+      ASSERT_TRUE(chunk.ok());
+      double want = 0;
+      uint64_t count = 0;
+      for (double x : v) {
+        if (!std::isnan(x)) {
+          want += x;
+          count++;
+        }
+      }
+      const SumCount got = ChunkSum(*chunk);
+      EXPECT_EQ(got.count, count) << kind << " " << n;
+      EXPECT_NEAR(got.sum, want, 1e-9 * std::max(1.0, std::fabs(want))) << kind << " " << n;
+      EXPECT_EQ(chunk->raw_doubles() != nullptr, chunk->layout() == frame::Layout::kDouble);
+    }
+  }
+}
+
 TEST(MrTest, SummaryOfAnAllNAColumnHasNoValues) {
   const Data d = Random(5, 1000, 3, 1.0);
   Result<Summary> s = Summarize(d.frame, 1, 5);
