@@ -47,6 +47,9 @@ class Context {
   // The flag Cancel sets; poll it, or hand it to code that polls (parse::ParseControl::cancel).
   const std::atomic<bool>* cancel_flag() const { return &cancel_; }
   bool cancelled() const { return cancel_.load(std::memory_order_relaxed); }
+  // The work stops itself through the same flag (an import out of memory stops its parser);
+  // its state is still decided by the status it returns.
+  void Cancel() { cancel_.store(true, std::memory_order_relaxed); }
   // Progress, any time (relaxed: statistics read by Status).
   void SetProgress(uint64_t rows, uint64_t bytes_done, uint64_t bytes_total) {
     rows_.store(rows, std::memory_order_relaxed);

@@ -75,13 +75,14 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
   v->CacheDecoded(
       std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
   const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
-  return engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
+  FLOE_RETURN_IF_ERROR(engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
     if (!replace && Live(cur, now_ms) != nullptr) {
       return Status(StatusCode::kAlreadyExists,
                     "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
     }
     return Mutation::Put(v);
-  });
+  }));
+  return Status::OK();
 }
 
 // ---- FRAME.IMPORT ----
@@ -267,26 +268,22 @@ Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
   Reservation reservation(engine->store().memory_account());
   FLOE_RETURN_IF_ERROR(RoomFor(*engine, r.input_bytes));
   reservation.Set(r.input_bytes);
-  std::atomic<bool> stop{false};
   bool out_of_memory = false;
   parse::ParseControl control;
-  control.cancel = &stop;
+  control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
   control.progress_interval = std::chrono::milliseconds(50);
   control.progress = [&](const parse::ParseProgress& p) {
     job.SetProgress(p.rows, p.bytes_done, p.bytes_total);
-    if (job.cancelled()) stop.store(true, std::memory_order_relaxed);
     // A gzip input inflates past its size on disk: the reservation grows with it.
     if (p.bytes_total > reservation.bytes()) {
       if (!RoomFor(*engine, p.bytes_total - reservation.bytes()).ok()) {
         out_of_memory = true;
-        stop.store(true, std::memory_order_relaxed);
+        job.Cancel();
       } else {
         reservation.Set(p.bytes_total);
       }
     }
   };
-  // Cancellation between progress calls: the parser polls `stop`, the job's own flag is copied
-  // into it at each progress call (every 50 ms).
   Result<parse::ParseResult> parsed = parse::ParseFile(r.path, r.options, control);
   if (out_of_memory) return Status::ResourceExhausted(kOomError);
   if (!parsed.ok()) {
@@ -303,6 +300,11 @@ Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
   Status stored = StoreFrame(*engine, r.name, std::move(parsed->frame), r.replace);
   store::Store::Reclaim();  // a replaced frame retired on this thread is freed here
   FLOE_RETURN_IF_ERROR(stored);
+  if (job.cancelled()) {
+    // Cancelled after the parse ended: the frame is in; say so rather than "cancelled".
+    job.SetResult(summary + " (JOB.CANCEL came after the frame was stored)");
+    return Status::OK();
+  }
   job.SetResult(summary);
   return Status::OK();
 }
@@ -311,6 +313,7 @@ Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
 
 // FRAME.IMPORT name path [SEP c] [HEADER yes|no] [TYPES t,...] [NA s,...] [REPLACE]
 void CmdFrameImport(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   ImportRequest r;
   r.name = std::string(ctx.args[1]);
   r.path = std::string(ctx.args[2]);
@@ -336,6 +339,7 @@ void CmdFrameImport(CommandContext& ctx) {
 // ---- FRAME.LIST, FRAME.DROP ----
 
 void CmdFrameList(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   std::vector<std::string> names;
   ctx.store().ForEach([&](const Value& v) {
     if (v.type() == kFrameType && !v.IsExpired(ctx.now_ms)) names.emplace_back(v.key());
@@ -346,6 +350,7 @@ void CmdFrameList(CommandContext& ctx) {
 }
 
 void CmdFrameDrop(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   bool dropped = false, wrong_type = false;
   Status s = ctx.store().Mutate(ctx.args[1], [&](const Value* cur) -> Result<Mutation> {
     if (Live(cur, ctx.now_ms) == nullptr) return Mutation::Keep();
@@ -384,6 +389,7 @@ std::string CellText(const frame::Vec& vec, uint64_t row) {
 }  // namespace
 
 void CmdFrameInfo(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
   if (!f.ok()) return ctx.Error(f.status());
   const Frame& frame = **f;
@@ -441,6 +447,7 @@ void CmdFrameInfo(CommandContext& ctx) {
 // FRAME.HEAD name [n]: the column names, then the first n rows (default 10, at most 1,000),
 // each an array of bulk strings, nil for NA.
 void CmdFrameHead(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   int64_t n = 10;
   if (ctx.args.size() > 3) return ctx.SyntaxError();
   if (ctx.args.size() == 3) {

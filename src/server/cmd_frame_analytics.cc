@@ -32,6 +32,7 @@ Status TaskError(const Status& s) {
 
 // FRAME.SUMMARY name col [BINS n]
 void CmdFrameSummary(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   int64_t bins = mr::kDefaultBins;
   if (ctx.args.size() == 5 && EqualsIgnoreCase(ctx.args[3], "BINS")) {
     if (!ParseInt64(ctx.args[4], &bins)) return ctx.NotInteger();
@@ -82,6 +83,7 @@ void CmdFrameSummary(CommandContext& ctx) {
 
 // FRAME.QUANTILE name col p [p ...]
 void CmdFrameQuantile(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   if (ctx.args.size() - 3 > mr::kMaxProbabilities) {
     return ctx.Error("ERR at most 100 probabilities");
   }
@@ -111,6 +113,7 @@ void CmdFrameQuantile(CommandContext& ctx) {
 
 // FRAME.GROUPBY src dst KEYS col [col ...] AGG fn col [fn col ...] [REPLACE]
 void CmdFrameGroupBy(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   const auto& a = ctx.args;
   if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
   if (!EqualsIgnoreCase(a[3], "KEYS")) return ctx.SyntaxError();

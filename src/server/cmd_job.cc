@@ -1,6 +1,6 @@
 // JOB.STATUS, JOB.CANCEL, JOB.LIST: the node's job registry (src/job) as commands.
 
-#include "server/internal/command.h"
+#include "server/internal/frame_value.h"
 
 namespace floe::server::internal {
 
@@ -20,6 +20,7 @@ bool ParseJobId(CommandContext& ctx, uint64_t* id) {
 
 // JOB.STATUS id: a map of the job's fields.
 void CmdJobStatus(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   uint64_t id = 0;
   if (!ParseJobId(ctx, &id)) return;
   Result<job::Info> info = ctx.engine.jobs().Get(id);
@@ -55,6 +56,7 @@ void CmdJobStatus(CommandContext& ctx) {
 }
 
 void CmdJobCancel(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   uint64_t id = 0;
   if (!ParseJobId(ctx, &id)) return;
   Status s = ctx.engine.jobs().Cancel(id);
@@ -65,6 +67,7 @@ void CmdJobCancel(CommandContext& ctx) {
 
 // JOB.LIST: one array per kept job: id, kind, state, percent, description.
 void CmdJobList(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
   const std::vector<job::Info> jobs = ctx.engine.jobs().List();
   ctx.out.ArrayHeader(jobs.size());
   for (const job::Info& j : jobs) {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "server/command_test.h"
+#include "server/internal/cluster_testing.h"
 #include "store/internal/epoch.h"
 
 namespace floe::server {
@@ -117,6 +118,17 @@ TEST_F(FrameCommandsTest, KeyspaceCommandsTreatAFrameSanely) {
   EXPECT_THAT(Run({"SET", "s", "x"}), IsOk());
   EXPECT_THAT(Run({"FRAME.DROP", "s"}), IsErr(kWrongType));
   EXPECT_THAT(Run({"FRAME.DROP", "nothing"}), IsInt(0));
+}
+
+// The import's job stores the frame outside any command: a transaction WATCHing the absent
+// name still aborts (EXEC finds a value where there was none).
+TEST_F(FrameCommandsTest, ImportTouchesAWatchedAbsentName) {
+  EXPECT_THAT(Run({"WATCH", "t"}), IsOk());
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv)}), "done");
+  EXPECT_THAT(Run({"MULTI"}), IsOk());
+  EXPECT_THAT(Run({"SET", "x", "1"}), IsSimple("QUEUED"));
+  EXPECT_EQ(Run({"EXEC"}).type, Reply::Type::kNull);
+  EXPECT_THAT(Run({"EXISTS", "x"}), IsInt(0));
 }
 
 TEST_F(FrameCommandsTest, ImportRefusesBadPathsAndExistingNames) {
@@ -256,6 +268,24 @@ TEST_F(FrameCommandsTest, HostileAnalyticsArgumentsAreRefused) {
   EXPECT_THAT(Run({"FRAME.GROUPBY", "nope", "g", "KEYS", "color", "AGG", "sum", "id"}),
               IsErr("ERR no such frame"));
   EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
+// Frames live on one node for now: a cluster member refuses every FRAME.* and JOB.* command,
+// keyed or not, whichever node routing sends it to.
+TEST(FrameClusterTest, ClusterMembersRefuseFramesAndJobs) {
+  internal::InProcessCluster cluster({.members = 2});
+  ASSERT_TRUE(cluster.WaitFormed());
+  Session s(&cluster.engine(0), 0);
+  const std::string refused = "ERR frames and jobs are single-node for now";
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"FRAME.LIST"},
+                                             {"JOB.LIST"},
+                                             {"JOB.STATUS", "1"},
+                                             {"FRAME.IMPORT", "a", "/tmp/x.csv"},
+                                             {"FRAME.IMPORT", "b", "/tmp/x.csv"},
+                                             {"FRAME.SUMMARY", "a", "x"}}) {
+    EXPECT_THAT(CommandTest::Decode(s.Run(args)), ErrStartsWith(refused)) << args[0];
+  }
 }
 
 }  // namespace

@@ -64,6 +64,14 @@ struct FrameHolder {
   }
 };
 
+// Frames and jobs live on one node for now: in a cluster every FRAME.* and JOB.* command is
+// refused (true, with the error replied) rather than run on whichever node routing picks.
+inline bool RefusedInCluster(CommandContext& ctx) {
+  if (ctx.engine.cluster() == nullptr) return false;
+  ctx.Error("ERR frames and jobs are single-node for now: not available in a cluster");
+  return true;
+}
+
 // Frame names: 1 to 512 bytes, no '{' or '}' (a hash tag would move chunks: rule 4).
 Status CheckFrameName(std::string_view name);
 // Rule 4: "F#k" hashed whole (F has no braces), so each (frame, chunk index) has its own slot.
