@@ -393,13 +393,14 @@ struct Groups {
   std::vector<Moments> moments;           // per group, one per aggregate
   std::vector<double> sums;               // likewise: plain sums, in row order
   bool too_many = false;
+  uint64_t max_groups = kMaxGroups;
 
-  // The group of `key` (made with `width` aggregates if new); nullopt past kMaxGroups.
+  // The group of `key` (made with `width` aggregates if new); nullopt past max_groups.
   std::optional<uint32_t> Find(const std::vector<uint64_t>& key, const std::vector<double>& vals,
                                size_t width) {
     auto [it, fresh] = index.try_emplace(key, static_cast<uint32_t>(keys.size()));
     if (fresh) {
-      if (keys.size() >= kMaxGroups) {
+      if (keys.size() >= max_groups) {
         index.erase(it);
         too_many = true;
         return std::nullopt;
@@ -443,11 +444,13 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
     }
   }
   const size_t width = aggs.size();
+  const uint64_t max_groups = std::min<uint64_t>(kMaxGroups, kMaxGroupCells / (width + 1));
   FLOE_ASSIGN_OR_RETURN(Groups groups,
                         MapReduce<Groups>(
                             frame.chunk_count(),
                             [&](size_t k) {
                               Groups g;
+                              g.max_groups = max_groups;
                               const uint32_t rows = frame.vec(keys[0]).chunk(k).rows();
                               std::vector<uint64_t> key(keys.size());
                               std::vector<double> vals(keys.size());
@@ -490,7 +493,10 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
                             },
                             options));
   if (groups.too_many) {
-    return Status::ResourceExhausted("more than " + std::to_string(kMaxGroups) + " groups");
+    return Status::ResourceExhausted("more than " + std::to_string(max_groups) +
+                                     " groups (at most " + std::to_string(kMaxGroups) +
+                                     ", and groups x (aggregates + 1) at most " +
+                                     std::to_string(kMaxGroupCells) + ")");
   }
   std::vector<uint32_t> order(groups.keys.size());
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;

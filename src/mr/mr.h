@@ -45,15 +45,31 @@ struct TaskOptions {
 Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(size_t)>& fn);
 
 // Contract 1. Acc must be default-constructible and movable; an empty frame gives Acc{}.
+// Accumulators are folded into the result as soon as every chunk before them has been (under a
+// mutex, in chunk order), so only those waiting for an earlier chunk are held at once -- about
+// one per worker, not one per chunk: a group-by's tables do not pile up.
 template <typename Acc, typename MapFn, typename ReduceFn>
 Result<Acc> MapReduce(size_t chunk_count, MapFn&& map, ReduceFn&& reduce,
                       const TaskOptions& options = {}) {
-  std::vector<Acc> parts(chunk_count);
-  FLOE_RETURN_IF_ERROR(ForkJoin(chunk_count, options, [&](size_t k) { parts[k] = map(k); }));
-  if (parts.empty()) return Acc{};
-  Acc out = std::move(parts[0]);
-  for (size_t k = 1; k < parts.size(); k++) reduce(out, std::move(parts[k]));
-  return out;
+  std::vector<std::optional<Acc>> parts(chunk_count);
+  Mutex mu;
+  size_t next = 0;  // guarded by mu: the first chunk not folded yet
+  std::optional<Acc> out;
+  FLOE_RETURN_IF_ERROR(ForkJoin(chunk_count, options, [&](size_t k) {
+    Acc a = map(k);
+    MutexLock lock(&mu);
+    parts[k] = std::move(a);
+    for (; next < chunk_count && parts[next].has_value(); next++) {
+      if (!out.has_value()) {
+        out = std::move(*parts[next]);
+      } else {
+        reduce(*out, std::move(*parts[next]));
+      }
+      parts[next].reset();
+    }
+  }));
+  if (!out.has_value()) return Acc{};
+  return std::move(*out);
 }
 
 // ---- built-in analytics ----
@@ -72,6 +88,8 @@ inline constexpr uint32_t kDefaultBins = 20;
 inline constexpr uint32_t kMaxBins = 10'000;
 inline constexpr size_t kMaxProbabilities = 100;
 inline constexpr uint64_t kMaxGroups = 1'000'000;
+// Groups times (aggregates + 1): what a group-by's tables hold (~60 bytes a cell).
+inline constexpr uint64_t kMaxGroupCells = uint64_t{1} << 22;
 
 // Moments of the non-NA values of a numeric column (integer, real, time; a categorical's codes).
 struct Moments {
@@ -125,7 +143,7 @@ struct Aggregate {
 // groups are in ascending order of their keys (a categorical by code, i.e. domain order; NA
 // last). An aggregate of a group with no value is NA (count is 0). InvalidArgument for a
 // string key or a string/categorical aggregated column (count excepted), no keys, a column
-// given twice as key; ResourceExhausted past kMaxGroups groups.
+// given twice as key; ResourceExhausted past kMaxGroups groups or kMaxGroupCells cells.
 // REQUIRES: every column index < frame.columns().
 Result<frame::Frame> GroupBy(const frame::Frame& frame, const std::vector<size_t>& keys,
                              const std::vector<Aggregate>& aggs, const TaskOptions& options = {});

@@ -313,6 +313,23 @@ TEST(MrTest, GroupByMatchesASingleThreadedPass) {
   }
 }
 
+// Groups times aggregates is bounded, so many aggregates cannot multiply a big table.
+TEST(MrTest, GroupByRefusesTooManyGroupCells) {
+  auto b = *frame::FrameBuilder::Make({{.name = "k", .type = ColumnType::kInteger}},
+                                      {.target_chunk_bytes = 4096});
+  for (int i = 0; i < 5000; i++) {
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  Frame f = *b.Finish();
+  std::vector<Aggregate> many(1000, {.fn = AggFn::kSum, .col = 0});
+  EXPECT_EQ(GroupBy(f, {0}, many, {.threads = 2}).status().code(), StatusCode::kResourceExhausted);
+  Result<Frame> few = GroupBy(f, {0}, {{.fn = AggFn::kSum, .col = 0}}, {.threads = 2});
+  ASSERT_TRUE(few.ok());
+  EXPECT_EQ(few->rows(), 5000u);
+  EXPECT_EQ(few->vec(1).At(4999), 4999);
+}
+
 TEST(MrTest, GroupByACategoricalKeepsItsLevels) {
   const Data d = Random(9, 5000, 4, 0.0);
   Result<Frame> g = GroupBy(d.frame, {2, 0}, {{.fn = AggFn::kCount, .col = 0}});

@@ -113,7 +113,12 @@ Result<ColumnType> ParseColumnType(std::string_view t) {
                      "' (int, real, cat, string, time, or empty to guess)");
 }
 
-std::vector<std::string_view> SplitCommas(std::string_view s) {
+// The comma-separated parts of `s`; ResourceExhausted (before anything is allocated) when there
+// would be more than `limit`.
+Result<std::vector<std::string_view>> SplitCommas(std::string_view s, size_t limit) {
+  if (static_cast<size_t>(std::count(s.begin(), s.end(), ',')) >= limit) {
+    return Status::ResourceExhausted("too many parts");
+  }
   std::vector<std::string_view> out;
   size_t start = 0;
   for (;;) {
@@ -150,12 +155,11 @@ Status ParseImportOptions(CommandContext& ctx, ImportRequest* r) {
         return ClientError("ERR HEADER takes yes or no");
       }
     } else if (EqualsIgnoreCase(opt, "TYPES") && has_value) {
-      const std::vector<std::string_view> types = SplitCommas(a[++i]);
-      if (types.size() > parse::ParseLimits{}.max_columns) {
-        return ClientError("ERR more TYPES than columns a frame may have");
-      }
+      Result<std::vector<std::string_view>> types =
+          SplitCommas(a[++i], parse::ParseLimits{}.max_columns);
+      if (!types.ok()) return ClientError("ERR more TYPES than columns a frame may have");
       r->options.column_types.clear();
-      for (std::string_view t : types) {
+      for (std::string_view t : *types) {
         if (t.empty()) {
           r->options.column_types.emplace_back();
           continue;
@@ -164,9 +168,9 @@ Status ParseImportOptions(CommandContext& ctx, ImportRequest* r) {
         r->options.column_types.emplace_back(type);
       }
     } else if (EqualsIgnoreCase(opt, "NA") && has_value) {
-      const std::vector<std::string_view> tokens = SplitCommas(a[++i]);
-      if (tokens.size() > 100) return ClientError("ERR at most 100 NA strings");
-      r->options.na_tokens.assign(tokens.begin(), tokens.end());
+      Result<std::vector<std::string_view>> tokens = SplitCommas(a[++i], 100);
+      if (!tokens.ok()) return ClientError("ERR at most 100 NA strings");
+      r->options.na_tokens.assign(tokens->begin(), tokens->end());
     } else {
       return ClientError("ERR syntax error");
     }
