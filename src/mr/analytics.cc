@@ -414,6 +414,98 @@ struct Groups {
   }
 };
 
+// Categorical keys with a domain up to this size index a table by code instead of hashing.
+constexpr size_t kDirectDomain = size_t{1} << 20;
+
+// One chunk's groups: first each row's group (a table by code for one categorical key, else a
+// hash of the key values), then each aggregate a column at a time, doing only what its function
+// needs (a sum and a count for sum and mean, the extremes for min and max, Welford for sd).
+Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
+                 const std::vector<Aggregate>& aggs, uint64_t max_groups, size_t k) {
+  Groups g;
+  g.max_groups = max_groups;
+  const size_t width = aggs.size();
+  const uint32_t rows = frame.vec(keys[0]).chunk(k).rows();
+  std::vector<uint32_t> gid(rows);
+  std::vector<uint64_t> key(keys.size());
+  std::vector<double> vals(keys.size());
+  const frame::Vec& first = frame.vec(keys[0]);
+  if (keys.size() == 1 && first.type() == ColumnType::kCategorical &&
+      first.domain().size() < kDirectDomain) {
+    const size_t na_slot = first.domain().size();
+    std::vector<int64_t> slot(na_slot + 1, -1);  // group by code; NA last
+    first.chunk(k).ForEach([&](uint32_t r, double v) {
+      if (g.too_many) return;
+      // Vec::Make checked every code against the domain; NA is its own slot.
+      const size_t code = std::isnan(v) ? na_slot : std::min(static_cast<size_t>(v), na_slot);
+      int64_t& s = slot[code];
+      if (s < 0) {
+        vals[0] = std::isnan(v) ? frame::kNA : v;
+        key[0] = Canonical(vals[0]);
+        std::optional<uint32_t> at = g.Find(key, vals, width);
+        if (!at) return;
+        s = *at;
+      }
+      gid[r] = static_cast<uint32_t>(s);
+    });
+  } else {
+    for (uint32_t r = 0; r < rows && !g.too_many; r++) {
+      for (size_t i = 0; i < keys.size(); i++) {
+        vals[i] = frame.vec(keys[i]).chunk(k).At(r);
+        if (std::isnan(vals[i])) vals[i] = frame::kNA;
+        if (vals[i] == 0) vals[i] = 0;  // -0 is 0
+        key[i] = Canonical(vals[i]);
+      }
+      std::optional<uint32_t> at = g.Find(key, vals, width);
+      if (!at) break;
+      gid[r] = *at;
+    }
+  }
+  if (g.too_many) return g;
+  for (uint32_t r = 0; r < rows; r++) g.rows[gid[r]]++;
+  for (size_t a = 0; a < width; a++) {
+    const ChunkView& chunk = frame.vec(aggs[a].col).chunk(k);
+    auto state = [&](uint32_t r) -> Moments& { return g.moments[gid[r] * width + a]; };
+    switch (aggs[a].fn) {
+      case AggFn::kCount:
+        break;
+      case AggFn::kSum:
+      case AggFn::kMean:
+        chunk.ForEach([&](uint32_t r, double v) {
+          Moments& m = state(r);
+          if (std::isnan(v)) {
+            m.na++;
+          } else {
+            m.count++;
+            g.sums[gid[r] * width + a] += v;
+          }
+        });
+        break;
+      case AggFn::kMin:
+      case AggFn::kMax:
+        chunk.ForEach([&](uint32_t r, double v) {
+          Moments& m = state(r);
+          if (std::isnan(v)) {
+            m.na++;
+          } else if (m.count++ == 0) {
+            m.min = m.max = v;
+          } else {
+            m.min = std::min(m.min, v);
+            m.max = std::max(m.max, v);
+          }
+        });
+        break;
+      case AggFn::kSd:
+        chunk.ForEach([&](uint32_t r, double v) {
+          state(r).Add(v);
+          if (!std::isnan(v)) g.sums[gid[r] * width + a] += v;
+        });
+        break;
+    }
+  }
+  return g;
+}
+
 bool KeyLess(const std::vector<double>& a, const std::vector<double>& b) {
   for (size_t i = 0; i < a.size(); i++) {
     const bool na_a = std::isnan(a[i]), na_b = std::isnan(b[i]);
@@ -448,31 +540,7 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
   FLOE_ASSIGN_OR_RETURN(Groups groups,
                         MapReduce<Groups>(
                             frame.chunk_count(),
-                            [&](size_t k) {
-                              Groups g;
-                              g.max_groups = max_groups;
-                              const uint32_t rows = frame.vec(keys[0]).chunk(k).rows();
-                              std::vector<uint64_t> key(keys.size());
-                              std::vector<double> vals(keys.size());
-                              for (uint32_t r = 0; r < rows && !g.too_many; r++) {
-                                for (size_t i = 0; i < keys.size(); i++) {
-                                  vals[i] = frame.vec(keys[i]).chunk(k).At(r);
-                                  if (std::isnan(vals[i])) vals[i] = frame::kNA;
-                                  if (vals[i] == 0) vals[i] = 0;
-                                  key[i] = Canonical(vals[i]);
-                                }
-                                std::optional<uint32_t> at = g.Find(key, vals, width);
-                                if (!at) break;
-                                g.rows[*at]++;
-                                for (size_t a = 0; a < width; a++) {
-                                  if (aggs[a].fn == AggFn::kCount) continue;
-                                  const double v = frame.vec(aggs[a].col).chunk(k).At(r);
-                                  g.moments[*at * width + a].Add(v);
-                                  if (!std::isnan(v)) g.sums[*at * width + a] += v;
-                                }
-                              }
-                              return g;
-                            },
+                            [&](size_t k) { return MapGroups(frame, keys, aggs, max_groups, k); },
                             [&](Groups& a, Groups&& b) {
                               if (a.too_many || b.too_many) {
                                 a.too_many = true;
@@ -550,7 +618,7 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
           if (m.count > 0) v = groups.sums[g * width + a];
           break;
         case AggFn::kMean:
-          if (m.count > 0) v = m.mean;
+          if (m.count > 0) v = groups.sums[g * width + a] / static_cast<double>(m.count);
           break;
         case AggFn::kMin:
           if (m.count > 0) v = m.min;
