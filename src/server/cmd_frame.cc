@@ -294,8 +294,8 @@ Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
     if (parsed.status().code() == StatusCode::kCancelled) {
       return Status::Cancelled("cancelled by JOB.CANCEL");
     }
-    return Status(parsed.status().code(), "ERR import of '" + r.path + "' failed: " +
-                                              std::string(parsed.status().message()));
+    return Status(parsed.status().code(),
+                  "import of '" + r.path + "' failed: " + std::string(parsed.status().message()));
   }
   if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
   job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);

@@ -44,7 +44,10 @@ void CmdJobStatus(CommandContext& ctx) {
   ctx.out.Bulk("percent");
   ctx.out.Double(info->percent);
   ctx.out.Bulk("error");
-  ctx.out.Bulk(info->error);
+  // The job's error is a reason, not a reply: without the RESP code word a message may carry.
+  std::string_view error = info->error;
+  if (error.starts_with("ERR ")) error.remove_prefix(4);
+  ctx.out.Bulk(error);
   ctx.out.Bulk("result");
   ctx.out.Bulk(info->result);
   ctx.out.Bulk("start_ms");
