@@ -6,10 +6,13 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <thread>
 
+#include "cluster/cluster.h"
 #include "server/command_test.h"
 #include "server/internal/cluster_testing.h"
+#include "server/internal/frame_value.h"
 #include "store/internal/epoch.h"
 
 namespace floe::server {
@@ -268,6 +271,22 @@ TEST_F(FrameCommandsTest, HostileAnalyticsArgumentsAreRefused) {
   EXPECT_THAT(Run({"FRAME.GROUPBY", "nope", "g", "KEYS", "color", "AGG", "sum", "id"}),
               IsErr("ERR no such frame"));
   EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
+// The homing rule (frame_value.h, rule 4): chunk k of a frame has one key for all its columns,
+// hashed whole (no hash tag, since names refuse braces), so the chunks spread over slots.
+TEST(FrameHomingTest, EachChunkIndexHasItsOwnKeyAndSlot) {
+  EXPECT_EQ(internal::ChunkKey("sales", 7), "sales#7");
+  EXPECT_FALSE(internal::CheckFrameName("a{b").ok());
+  EXPECT_FALSE(internal::CheckFrameName("a}b").ok());
+  EXPECT_TRUE(internal::CheckFrameName("sales").ok());
+  std::set<uint16_t> slots;
+  for (uint64_t k = 0; k < 64; k++) {
+    const std::string key = internal::ChunkKey("sales", k);
+    EXPECT_EQ(key.find_first_of("{}"), std::string::npos);
+    slots.insert(cluster::KeySlot(key));
+  }
+  EXPECT_GT(slots.size(), 50u);  // 64 chunk keys over 16,384 slots: nearly all distinct
 }
 
 // Frames live on one node for now: a cluster member refuses every FRAME.* and JOB.* command,
