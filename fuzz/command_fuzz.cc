@@ -4,10 +4,11 @@
 // How it works. The input is read by FuzzedDataProvider as a list of steps (at most kMaxSteps).
 // A step either runs one command from the command table (every command and subcommand, found
 // through internal::AllCommands(), so a command is fuzzed the day it is added), creates a key of
-// some type (string, HLL, Count-Min, range Count-Min, Bloom, expiring), wraps commands in
-// WATCH/MULTI/EXEC, sends a command made of raw bytes, switches a client's protocol, replaces a
-// client, or runs an active-expiry cycle. Each argument is drawn by a kind the input picks: what
-// the command's syntax line expects at that position, a key from a small key space (so commands
+// some type (string, HLL, Count-Min, range Count-Min, Bloom, expiring, or a frame imported by a
+// job it waits for), wraps commands in WATCH/MULTI/EXEC, sends a command made of raw bytes,
+// switches a client's protocol, replaces a client, or runs an active-expiry cycle. Each
+// argument is drawn by a kind the input picks: what the command's syntax line expects at that
+// position, a key from a small key space (so commands
 // meet each other's values, and one key is longer than 64 KiB), an option word (the command's
 // own or any, in odd case, repeated as often as the input likes), a hostile value (extreme
 // integers, inf/nan, empty, binary, NUL), an integer or double built from input bytes, raw
@@ -28,8 +29,10 @@
 // of 256 MB means something a client asked for escaped the limits.
 
 #include <fuzzer/FuzzedDataProvider.h>
+#include <unistd.h>
 
 #include <cctype>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -38,6 +41,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "base/base.h"
@@ -285,6 +289,8 @@ Slot SlotFor(std::string_view token) {
                                          "hash",
                                          "protover",
                                          "client-id",
+                                         "id",
+                                         "p",
                                          "0",
                                          "1"};
   for (const char* n : kNumbers) {
@@ -572,7 +578,9 @@ class Harness {
 
   void MakeTypedKey(FuzzedDataProvider& in) {
     const std::string key = Pick(in, Keys());
-    switch (in.ConsumeIntegralInRange<int>(0, 12)) {
+    switch (in.ConsumeIntegralInRange<int>(0, 13)) {
+      case 12:
+        return MakeFrame(in, key);
       case 0:
         return Send(current_, {"SET", key, "v"});
       case 1:
@@ -606,6 +614,48 @@ class Harness {
                         "SPARSEON", in.ConsumeBool() ? "0" : "1"});
         return Send(current_, {"HLL.ADD", key, "a", "b", "c"});
     }
+  }
+
+  // A frame at `key` (integer, real, categorical, string and time columns, NAs), or a group-by
+  // of one: an import is a job, so this waits (a bounded while) until it has finished.
+  void MakeFrame(FuzzedDataProvider& in, const std::string& key) {
+    Send(current_, {"FRAME.IMPORT", key, FrameCsv(), "REPLACE"});
+    Session probe(&engine_, 0);
+    for (int i = 0; i < 2000; i++) {
+      const std::string status = probe.Run({"JOB.LIST"});
+      if (status.find("running") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (in.ConsumeBool()) {
+      Send(current_, {"FRAME.GROUPBY", key, Pick(in, Keys()), "KEYS", "c", "AGG", "count", "i",
+                      "sum", "r", "sd", "i", "min", "t", "REPLACE"});
+    }
+  }
+  // The CSV MakeFrame imports, written once per process and removed when the process exits.
+  static const std::string& FrameCsv() {
+    struct TempFile {
+      std::string path;
+      TempFile() {
+        char name[] = "/tmp/floe_command_fuzz_XXXXXX";
+        const int fd = mkstemp(name);
+        if (fd < 0) return;
+        path = name;
+        std::string text = "i,r,c,s,t\n";
+        for (int row = 0; row < 300; row++) {
+          text += row % 7 == 0 ? "" : std::to_string(row * 13 - 1000);
+          text += "," + (row % 5 == 0 ? std::string("NA") : std::to_string(row * 0.25 - 3));
+          text += std::string(",") + "xyz"[row % 3] + ",s" + std::to_string(row * 7919 % 1000);
+          text += ",2024-01-" + std::to_string(10 + row % 20) + "\n";
+        }
+        (void)!write(fd, text.data(), text.size());
+        close(fd);
+      }
+      ~TempFile() {
+        if (!path.empty()) unlink(path.c_str());
+      }
+    };
+    static const TempFile file;
+    return file.path;
   }
 
   // The commands that change a sketch value where it is (its cell), on any key.

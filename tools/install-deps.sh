@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package Floe's build, tests, fuzzers and benchmarks need.
-# Idempotent; runs as root (or through sudo) on a fresh Debian 12. Nothing else is downloaded.
+# Idempotent; runs as root (or through sudo) on a fresh Debian 12. Nothing else is downloaded,
+# but for npm's @duckdb/node-api, pinned by tests/duckdb/package-lock.json: the frame
+# differential test's reference (tests/e2e/test_frames.py).
 set -euo pipefail
 
 packages=(
@@ -36,11 +38,22 @@ done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 fi
+# DuckDB for the frame differential test, as tests/browser gets puppeteer-core: `npm ci` from
+# the lock file, once (skipped when it is there).
+duckdb_package() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/duckdb"
+  [ -d "$dir/node_modules/@duckdb/node-api" ] && return 0
+  echo "install-deps: npm ci in tests/duckdb"
+  (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+}
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  duckdb_package
   exit 0
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+duckdb_package

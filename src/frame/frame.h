@@ -141,6 +141,33 @@ struct Dense {
     return kNA;
   }
 
+  // f(i, At(i)) for i in [0, rows), with the layout's case chosen once outside the loop, so
+  // each loop is a plain decode per row that the compiler can unroll.
+  template <typename F>
+  void ForEach(uint32_t rows, F&& f) const {
+    switch (layout) {
+      case Layout::kInt8:
+        for (uint32_t i = 0; i < rows; i++) f(i, Int<uint8_t>(i, 0));
+        return;
+      case Layout::kInt16:
+        for (uint32_t i = 0; i < rows; i++) f(i, Int<uint16_t>(i, 0));
+        return;
+      case Layout::kInt32:
+        for (uint32_t i = 0; i < rows; i++) f(i, Int<uint32_t>(i, 0));
+        return;
+      case Layout::kDouble:
+        for (uint32_t i = 0; i < rows; i++) {
+          double x;
+          std::memcpy(&x, data + 8 * size_t{i}, 8);
+          f(i, x);
+        }
+        return;
+      default:
+        for (uint32_t i = 0; i < rows; i++) f(i, At(i));
+        return;
+    }
+  }
+
   // Offsets are unsigned; the all-ones offset is NA.
   template <typename U>
   double Int(uint32_t i, uint8_t s) const {
@@ -191,6 +218,13 @@ class ChunkView {
     return frame::IsNA(At(i));
   }
 
+  // A dense kDouble chunk's values (rows() little-endian doubles, NaN for NA) for loops that
+  // want no decoding at all, read with memcpy (no alignment is promised); nullptr for any other
+  // layout.
+  const char* raw_doubles() const {
+    return index_width_ == 0 && dense_.layout == Layout::kDouble ? dense_.data : nullptr;
+  }
+
   // Categorical chunks: the code of row i, kNACode for NA. REQUIRES: layout() is kCategorical
   // and i < rows(). Make checked every code, so it is below domain().
   int32_t CodeAt(uint32_t i) const {
@@ -225,7 +259,7 @@ class ChunkView {
   template <typename F>
   void ForEach(F&& f) const {
     if (index_width_ == 0) {
-      for (uint32_t i = 0; i < rows_; i++) f(i, dense_.At(i));
+      dense_.ForEach(rows_, f);
       return;
     }
     uint32_t k = 0, next = stored_ > 0 ? Index(0) : rows_;

@@ -42,6 +42,8 @@ Result<std::string> Body(const Value& v) {
       return SerializeCell<RangeCountMin>(v);
     case ValueType::kBloom:
       return SerializeCell<BloomFilter>(v);
+    case ValueType::kFrame:  // gigabytes in one reply: frames move by FRAME.IMPORT / EXPORT
+      return ClientError("ERR DUMP does not support frames");
   }
   return Status::Corruption("a value of unknown type " + std::to_string(v.type()));
 }
@@ -106,6 +108,8 @@ Result<ValuePtr> RestoreValue(CommandContext& ctx, std::string_view key, uint16_
       return RestoreCell<RangeCountMin>(ctx, key, type, body, expire_at_ms);
     case ValueType::kBloom:
       return RestoreCell<BloomFilter>(ctx, key, type, body, expire_at_ms);
+    case ValueType::kFrame:  // never made by DUMP
+      break;
   }
   return ClientError("ERR Bad data format");
 }

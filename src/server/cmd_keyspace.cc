@@ -27,6 +27,8 @@ std::string_view TypeName(const Value* v) {
       return "cms";
     case ValueType::kBloom:
       return "bloom";
+    case ValueType::kFrame:
+      return "frame";
   }
   return "unknown";
 }

@@ -169,6 +169,8 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
                     LatencyPercentileUsec(latency, 99.9));
       Line(out, "latency_percentiles_usec_" + std::string(latency.name), buf);
     }
+  } else if (name == "frames") {
+    FramesInfoSection(e, out);
   } else if (name == "cluster") {
     ClusterInfoSection(e, out);
   } else if (name == "commandstats") {
@@ -194,12 +196,12 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
   }
 }
 
-// In Redis's order.
-constexpr std::string_view kDefaultSections[] = {"server", "clients",    "memory",  "stats",
-                                                 "cpu",    "errorstats", "cluster", "keyspace"};
+// In Redis's order; Floe's own frames section last.
+constexpr std::string_view kDefaultSections[] = {
+    "server", "clients", "memory", "stats", "cpu", "errorstats", "cluster", "keyspace", "frames"};
 constexpr std::string_view kAllSections[] = {
-    "server",       "clients",    "memory",       "stats",   "cpu",
-    "commandstats", "errorstats", "latencystats", "cluster", "keyspace"};
+    "server",     "clients",      "memory",  "stats",    "cpu",   "commandstats",
+    "errorstats", "latencystats", "cluster", "keyspace", "frames"};
 
 }  // namespace
 

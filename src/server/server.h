@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "base/base.h"
+#include "job/job.h"
 #include "resp/resp.h"
 #include "store/store.h"
 
@@ -53,6 +54,7 @@ enum class ValueType : uint16_t {
   kCountMin = 3,       // sketch::CountMin (CMS.INITBYDIM / INITBYPROB)
   kRangeCountMin = 4,  // sketch::RangeCountMin (CMS.INITRANGE)
   kBloom = 5,          // sketch::BloomFilter (BF.*)
+  kFrame = 6,          // a frame::Frame (FRAME.*, docs/frame.md "Frames in the store")
 };
 
 // The version of Floe (`floe --version`, INFO's floe_version, the start-up log line).
@@ -600,6 +602,15 @@ class Engine {
 
   AbsentWatches& absent_watches() { return absent_watches_; }
 
+  // Long-running work (FRAME.IMPORT), on threads of its own (src/job). Thread-safe.
+  job::Registry& jobs() { return *jobs_; }
+  // The frames in the store and their bytes, for INFO's frames section: a frame value's cell
+  // adds itself when made and takes itself away when it dies (relaxed atomics, statistics).
+  struct FrameTotals {
+    std::atomic<int64_t> count{0}, compressed_bytes{0}, raw_bytes{0};
+  };
+  const std::shared_ptr<FrameTotals>& frame_totals() { return frame_totals_; }
+
   int64_t start_ms() const { return start_ms_; }
   // Active expiry cursor, owned by whichever thread runs the cycle (thread 0).
   uint64_t* expire_cursor() { return &expire_cursor_; }
@@ -637,6 +648,10 @@ class Engine {
   int64_t start_ms_;
   uint64_t expire_cursor_ = 0;
   std::atomic<internal::ClusterNode*> cluster_{nullptr};
+  // Shared: frame values the store frees as it dies still count themselves out.
+  std::shared_ptr<FrameTotals> frame_totals_ = std::make_shared<FrameTotals>();
+  // Last, so destroyed first: running jobs are cancelled and joined while the store lives.
+  std::unique_ptr<job::Registry> jobs_ = std::make_unique<job::Registry>();
 };
 
 // Another protocol served on the node's I/O threads (HTTP, src/http). The server does not know

@@ -84,7 +84,7 @@ struct CommandSpec {
   // from the end (-1 = the last argument). COMMAND INFO and COMMAND GETKEYS read them.
   int first_key = 0, last_key = 0, step = 0;
   std::string_view group;  // generic, string, connection, server, cluster, transactions, hll,
-                           // cms, bf
+                           // cms, bf, frame
   std::string_view since;
   std::string_view complexity;
   std::string_view summary;
@@ -223,6 +223,8 @@ struct TypedExport {
 Result<int64_t> PfCountOfExports(const std::vector<TypedExport>& keys);
 // INFO's cluster section, its "# Cluster" title included (cmd_cluster.cc).
 void ClusterInfoSection(Engine& engine, std::string* out);
+// INFO's frames section (frames and jobs), its "# Frames" title included (cmd_frame.cc).
+void FramesInfoSection(Engine& engine, std::string* out);
 
 // Handlers, one file per group.
 #define FLOE_HANDLER(name) void name(CommandContext& ctx)
@@ -340,6 +342,18 @@ FLOE_HANDLER(CmdCmsInfo);
 FLOE_HANDLER(CmdCmsMerge);
 FLOE_HANDLER(CmdCmsRange);
 FLOE_HANDLER(CmdCmsQuantile);
+// frames and jobs
+FLOE_HANDLER(CmdFrameImport);
+FLOE_HANDLER(CmdFrameList);
+FLOE_HANDLER(CmdFrameDrop);
+FLOE_HANDLER(CmdFrameInfo);
+FLOE_HANDLER(CmdFrameHead);
+FLOE_HANDLER(CmdFrameSummary);
+FLOE_HANDLER(CmdFrameQuantile);
+FLOE_HANDLER(CmdFrameGroupBy);
+FLOE_HANDLER(CmdJobStatus);
+FLOE_HANDLER(CmdJobCancel);
+FLOE_HANDLER(CmdJobList);
 // transactions
 FLOE_HANDLER(CmdMulti);
 FLOE_HANDLER(CmdExec);

@@ -1,0 +1,39 @@
+// Fork/join on one node: a shared counter hands out indices to workers, the caller's thread
+// being one of them, so a task over a few chunks starts few threads.
+
+#include "mr/mr.h"
+
+#include <algorithm>
+#include <thread>
+
+namespace floe::mr {
+
+Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(size_t)>& fn) {
+  if (n == 0) return Status::OK();
+  size_t threads = options.threads != 0 ? options.threads : std::thread::hardware_concurrency();
+  threads = std::clamp<size_t>(threads, 1, n);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stopped{false};
+  auto work = [&] {
+    for (;;) {
+      // relaxed: the flag is a request; the indices are handed out by the counter alone.
+      if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed)) {
+        stopped.store(true, std::memory_order_relaxed);
+        return;
+      }
+      // relaxed: each index goes to one worker; the join below orders the results.
+      const size_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) return;
+      fn(i);
+    }
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(threads - 1);
+  for (size_t t = 1; t < threads; t++) workers.emplace_back(work);
+  work();
+  for (auto& w : workers) w.join();
+  if (stopped.load(std::memory_order_relaxed)) return Status::Cancelled("task cancelled");
+  return Status::OK();
+}
+
+}  // namespace floe::mr

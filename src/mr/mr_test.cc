@@ -1,0 +1,349 @@
+#include "mr/mr.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <random>
+
+namespace floe::mr {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+using frame::ColumnType;
+using frame::Frame;
+
+// A random frame: an integer key with `groups` values (some NA), a real column with NA
+// probability `na`, a categorical of 5 levels; small chunks so there are many.
+struct Data {
+  Frame frame;
+  std::vector<double> key, x;
+  std::vector<int> cat;  // -1 NA
+};
+
+Data Random(uint64_t seed, size_t rows, int groups, double na) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  auto b = frame::FrameBuilder::Make({{.name = "k", .type = ColumnType::kInteger},
+                                      {.name = "x", .type = ColumnType::kReal},
+                                      {.name = "c", .type = ColumnType::kCategorical}},
+                                     {.target_chunk_bytes = 4096});
+  EXPECT_TRUE(b.ok());
+  Data d;
+  const char* levels[] = {"a", "b", "c", "d", "e"};
+  for (size_t r = 0; r < rows; r++) {
+    const double k = u(rng) < 0.02 ? frame::kNA : static_cast<double>(rng() % groups);
+    double x = u(rng) < na ? frame::kNA : std::round((u(rng) * 2000 - 1000) * 100) / 100;
+    if (!std::isnan(x) && u(rng) < 0.01) x = 1e6 * u(rng);
+    const int c = u(rng) < 0.1 ? -1 : static_cast<int>(rng() % 5);
+    d.key.push_back(k);
+    d.x.push_back(x);
+    d.cat.push_back(c);
+    EXPECT_TRUE((std::isnan(k) ? b->AddNA(0) : b->AddNumber(0, k)).ok());
+    EXPECT_TRUE((std::isnan(x) ? b->AddNA(1) : b->AddNumber(1, x)).ok());
+    EXPECT_TRUE((c < 0 ? b->AddNA(2) : b->AddString(2, levels[c])).ok());
+    EXPECT_TRUE(b->EndRow().ok());
+  }
+  d.frame = *b->Finish();
+  return d;
+}
+
+TEST(MrTest, ReduceRunsInChunkOrderWhateverTheThreads) {
+  const Data d = Random(1, 20000, 10, 0.3);
+  ASSERT_GT(d.frame.chunk_count(), 10u);
+  auto sum_with = [&](uint32_t threads) {
+    return *MapReduce<std::vector<size_t>>(
+        d.frame.chunk_count(), [](size_t k) { return std::vector<size_t>{k}; },
+        [](std::vector<size_t>& a, std::vector<size_t>&& b) {
+          a.insert(a.end(), b.begin(), b.end());
+        },
+        {.threads = threads});
+  };
+  for (uint32_t t : {1u, 2u, 3u, 8u}) {
+    std::vector<size_t> order = sum_with(t);
+    ASSERT_EQ(order.size(), d.frame.chunk_count());
+    for (size_t k = 0; k < order.size(); k++) EXPECT_EQ(order[k], k);
+  }
+}
+
+TEST(MrTest, CancelledTaskReturnsCancelled) {
+  std::atomic<bool> cancel{true};
+  Result<int> r = MapReduce<int>(
+      5, [](size_t) { return 1; }, [](int& a, int&& b) { a += b; },
+      {.threads = 2, .cancel = &cancel});
+  EXPECT_EQ(r.status().code(), StatusCode::kCancelled);
+}
+
+TEST(MrTest, SummaryMatchesASingleThreadedPass) {
+  for (uint64_t seed : {2u, 3u, 4u}) {
+    for (double na : {0.0, 0.5, 0.97}) {
+      SCOPED_TRACE(testing::Message() << "seed " << seed << " na " << na);
+      const Data d = Random(seed, 30000, 7, na);
+      Result<Summary> s = Summarize(d.frame, 1, 10, {.threads = 3});
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      uint64_t count = 0, nas = 0;
+      double sum = 0, mn = kInf, mx = -kInf;
+      std::map<double, int> distinct;
+      for (double v : d.x) {
+        if (std::isnan(v)) {
+          nas++;
+          continue;
+        }
+        count++;
+        sum += v;
+        mn = std::min(mn, v);
+        mx = std::max(mx, v);
+        distinct[v]++;
+      }
+      const double mean = sum / static_cast<double>(count);
+      double ss = 0;
+      for (double v : d.x) {
+        if (!std::isnan(v)) ss += (v - mean) * (v - mean);
+      }
+      EXPECT_EQ(s->moments.count, count);
+      EXPECT_EQ(s->moments.na, nas);
+      EXPECT_EQ(s->moments.min, mn);
+      EXPECT_EQ(s->moments.max, mx);
+      EXPECT_NEAR(s->moments.mean, mean, 1e-9 * std::max(1.0, std::fabs(mean)));
+      EXPECT_NEAR(s->moments.sd(), std::sqrt(ss / static_cast<double>(count - 1)),
+                  1e-9 * std::sqrt(ss));
+      EXPECT_NEAR(static_cast<double>(s->cardinality), static_cast<double>(distinct.size()),
+                  0.03 * static_cast<double>(distinct.size()) + 1);
+      uint64_t in_hist = 0;
+      for (uint64_t c : s->histogram) in_hist += c;
+      EXPECT_EQ(in_hist, count);
+      ASSERT_EQ(s->histogram.size(), 10u);
+      // Each value falls in the bin its edges say (the last bin holds max).
+      std::vector<uint64_t> expect(10, 0);
+      for (double v : d.x) {
+        if (std::isnan(v)) continue;
+        size_t b = 0;
+        while (b + 1 < 10 && v >= s->bin_starts[b + 1]) b++;
+        expect[b]++;
+      }
+      for (size_t b = 0; b < 10; b++) EXPECT_NEAR(expect[b], s->histogram[b], 2) << b;
+    }
+  }
+}
+
+TEST(MrTest, ChunkSumMatchesAPlainLoopInEveryLayout) {
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> u(0, 1);
+  // Raw doubles, 1/2/4-byte integers, scaled decimals, constant, bits, sparse, with NAs; and
+  // raw doubles without (the fast path).
+  auto make = [&](int kind, size_t n) {
+    std::vector<double> v(n);
+    for (size_t i = 0; i < n; i++) {
+      switch (kind) {
+        case 0:
+          v[i] = u(rng) * 1e6 - 5e5;
+          break;
+        case 1:
+          v[i] = static_cast<double>(rng() % 200);
+          break;
+        case 2:
+          v[i] = static_cast<double>(rng() % 60000);
+          break;
+        case 3:
+          v[i] = static_cast<double>(rng() % 4000000000ull) - 2e9;
+          break;
+        case 4:
+          v[i] = static_cast<double>(rng() % 10000) / 100;
+          break;
+        case 5:
+          v[i] = 7;
+          break;
+        case 6:
+          v[i] = static_cast<double>(rng() % 2);
+          break;
+        default:
+          v[i] = u(rng) < 0.95 ? 0 : u(rng);
+          break;
+      }
+      if (kind != 5 && kind != 6 && kind != 8 && u(rng) < 0.1) v[i] = frame::kNA;
+    }
+    return v;
+  };
+  for (int kind = 0; kind < 9; kind++) {
+    for (size_t n : {size_t{0}, size_t{3}, size_t{1001}}) {
+      const std::vector<double> v = make(kind, n);
+      const std::string bytes = frame::Compress(v);
+      Result<frame::ChunkView> chunk = frame::ChunkView::Make(bytes);
+      ASSERT_TRUE(chunk.ok());
+      double want = 0;
+      uint64_t count = 0;
+      for (double x : v) {
+        if (!std::isnan(x)) {
+          want += x;
+          count++;
+        }
+      }
+      const SumCount got = ChunkSum(*chunk);
+      EXPECT_EQ(got.count, count) << kind << " " << n;
+      EXPECT_NEAR(got.sum, want, 1e-9 * std::max(1.0, std::fabs(want))) << kind << " " << n;
+      EXPECT_EQ(chunk->raw_doubles() != nullptr, chunk->layout() == frame::Layout::kDouble);
+    }
+  }
+}
+
+TEST(MrTest, SummaryOfAnAllNAColumnHasNoValues) {
+  const Data d = Random(5, 1000, 3, 1.0);
+  Result<Summary> s = Summarize(d.frame, 1, 5);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->moments.count, 0u);
+  EXPECT_EQ(s->moments.na, 1000u);
+  EXPECT_TRUE(s->histogram.empty());
+  EXPECT_EQ(Summarize(d.frame, 1, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Summarize(d.frame, 1, kMaxBins + 1).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Type 7: h = (n - 1) p between sorted[floor(h)] and sorted[floor(h) + 1].
+double Type7(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const double h = static_cast<double>(v.size() - 1) * p;
+  const auto lo = static_cast<size_t>(std::floor(h));
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  if (v[lo] == v[hi]) return v[lo];
+  return v[lo] + (v[hi] - v[lo]) * (h - static_cast<double>(lo));
+}
+
+TEST(MrTest, QuantilesAreExactAfterRefinement) {
+  // 200,000 values: more than one refinement pass is needed before gathering.
+  for (uint64_t seed : {6u, 7u}) {
+    SCOPED_TRACE(testing::Message() << "seed " << seed);
+    const Data d = Random(seed, 200000, 3, 0.2);
+    std::vector<double> vals;
+    for (double v : d.x) {
+      if (!std::isnan(v)) vals.push_back(v);
+    }
+    const std::vector<double> ps = {0, 0.001, 0.1, 0.25, 0.5, 0.75, 0.9, 0.999, 1};
+    Result<std::vector<std::optional<double>>> q = Quantiles(d.frame, 1, ps, {.threads = 2});
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    for (size_t i = 0; i < ps.size(); i++) {
+      ASSERT_TRUE((*q)[i].has_value());
+      EXPECT_EQ(*(*q)[i], Type7(vals, ps[i])) << ps[i];
+    }
+  }
+}
+
+TEST(MrTest, QuantilesAtTheEdgesOfDoubles) {
+  auto b = *frame::FrameBuilder::Make({{.name = "x", .type = ColumnType::kReal}});
+  std::vector<double> vals = {-kInf, -1.7e308, -0.0, 0.0, 4.9e-324, 1e-310, 1.7e308, kInf};
+  for (int rep = 0; rep < 20000; rep++) {
+    for (double v : vals) {
+      ASSERT_TRUE(b.AddNumber(0, v).ok());
+      ASSERT_TRUE(b.EndRow().ok());
+    }
+  }
+  Frame f = *b.Finish();
+  std::vector<double> all;
+  for (int rep = 0; rep < 20000; rep++) all.insert(all.end(), vals.begin(), vals.end());
+  for (double p : {0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.99}) {
+    Result<std::vector<std::optional<double>>> q = Quantiles(f, 0, {p});
+    ASSERT_TRUE(q.ok());
+    const double want = Type7(all, p);
+    EXPECT_TRUE(*(*q)[0] == want || (std::isnan(want) && std::isnan(*(*q)[0]))) << p;
+  }
+  EXPECT_EQ(Quantiles(f, 0, {1.5}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Quantiles(f, 0, {}).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(MrTest, GroupByMatchesASingleThreadedPass) {
+  for (double na : {0.1, 0.9}) {
+    SCOPED_TRACE(testing::Message() << "na " << na);
+    const Data d = Random(8, 40000, 100, na);
+    Result<Frame> g = GroupBy(d.frame, {0},
+                              {{.fn = AggFn::kCount, .col = 0},
+                               {.fn = AggFn::kSum, .col = 1},
+                               {.fn = AggFn::kMean, .col = 1},
+                               {.fn = AggFn::kMin, .col = 1},
+                               {.fn = AggFn::kMax, .col = 1},
+                               {.fn = AggFn::kSd, .col = 1}},
+                              {.threads = 3});
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    struct Want {
+      uint64_t rows = 0, n = 0;
+      double sum = 0, mn = kInf, mx = -kInf;
+      std::vector<double> v;
+    };
+    std::map<double, Want> want;  // NA keyed as +inf: sorts last, as groups do
+    for (size_t r = 0; r < d.key.size(); r++) {
+      Want& w = want[std::isnan(d.key[r]) ? kInf : d.key[r]];
+      w.rows++;
+      if (std::isnan(d.x[r])) continue;
+      w.n++;
+      w.sum += d.x[r];
+      w.mn = std::min(w.mn, d.x[r]);
+      w.mx = std::max(w.mx, d.x[r]);
+      w.v.push_back(d.x[r]);
+    }
+    ASSERT_EQ(g->rows(), want.size());
+    ASSERT_EQ(g->columns(), 7u);
+    EXPECT_EQ(g->name(1), "count");
+    EXPECT_EQ(g->name(2), "sum_x");
+    EXPECT_EQ(g->name(6), "sd_x");
+    uint64_t row = 0;
+    for (const auto& [key, w] : want) {
+      if (std::isinf(key)) {
+        EXPECT_TRUE(g->vec(0).IsNA(row));
+      } else {
+        EXPECT_EQ(g->vec(0).At(row), key);
+      }
+      EXPECT_EQ(g->vec(1).At(row), static_cast<double>(w.rows));
+      if (w.n == 0) {
+        EXPECT_TRUE(g->vec(2).IsNA(row));
+      } else {
+        const double mean = w.sum / static_cast<double>(w.n);
+        EXPECT_NEAR(g->vec(2).At(row), w.sum, 1e-9 * std::max(1.0, std::fabs(w.sum)));
+        EXPECT_NEAR(g->vec(3).At(row), mean, 1e-9 * std::max(1.0, std::fabs(mean)));
+        EXPECT_EQ(g->vec(4).At(row), w.mn);
+        EXPECT_EQ(g->vec(5).At(row), w.mx);
+        if (w.n >= 2) {
+          double ss = 0;
+          for (double v : w.v) ss += (v - mean) * (v - mean);
+          EXPECT_NEAR(g->vec(6).At(row), std::sqrt(ss / static_cast<double>(w.n - 1)),
+                      1e-9 * std::max(1.0, std::sqrt(ss)));
+        }
+      }
+      row++;
+    }
+  }
+}
+
+// Groups times aggregates is bounded, so many aggregates cannot multiply a big table.
+TEST(MrTest, GroupByRefusesTooManyGroupCells) {
+  auto b = *frame::FrameBuilder::Make({{.name = "k", .type = ColumnType::kInteger}},
+                                      {.target_chunk_bytes = 4096});
+  for (int i = 0; i < 5000; i++) {
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  Frame f = *b.Finish();
+  std::vector<Aggregate> many(1000, {.fn = AggFn::kSum, .col = 0});
+  EXPECT_EQ(GroupBy(f, {0}, many, {.threads = 2}).status().code(), StatusCode::kResourceExhausted);
+  Result<Frame> few = GroupBy(f, {0}, {{.fn = AggFn::kSum, .col = 0}}, {.threads = 2});
+  ASSERT_TRUE(few.ok());
+  EXPECT_EQ(few->rows(), 5000u);
+  EXPECT_EQ(few->vec(1).At(4999), 4999);
+}
+
+TEST(MrTest, GroupByACategoricalKeepsItsLevels) {
+  const Data d = Random(9, 5000, 4, 0.0);
+  Result<Frame> g = GroupBy(d.frame, {2, 0}, {{.fn = AggFn::kCount, .col = 0}});
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->vec(0).type(), ColumnType::kCategorical);
+  uint64_t total = 0;
+  for (uint64_t r = 0; r < g->rows(); r++) total += static_cast<uint64_t>(g->vec(2).At(r));
+  EXPECT_EQ(total, 5000u);
+  EXPECT_EQ(g->vec(0).AtString(0), g->vec(0).domain()[0]);
+  EXPECT_EQ(GroupBy(d.frame, {}, {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(GroupBy(d.frame, {0, 0}, {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(GroupBy(d.frame, {0}, {{.fn = AggFn::kSum, .col = 2}}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace floe::mr

@@ -1,0 +1,504 @@
+// Frame commands: FRAME.IMPORT (a job), FRAME.LIST, FRAME.DROP, FRAME.INFO, FRAME.HEAD, and INFO's
+// frames section. The analytics (SUMMARY, QUANTILE, GROUPBY) are in cmd_frame_analytics.cc, the
+// JOB.* commands in cmd_job.cc. docs/frame.md, "Commands", has the syntax and the replies.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <map>
+
+#include "parse/parse.h"
+#include "server/internal/frame_value.h"
+
+namespace floe::server::internal {
+
+using frame::ColumnType;
+using frame::Frame;
+using store::Mutation;
+using store::Value;
+using store::ValuePtr;
+
+// ---- frames as values (frame_value.h) ----
+
+Status CheckFrameName(std::string_view name) {
+  if (name.empty() || name.size() > 512) {
+    return ClientError("ERR a frame name is 1 to 512 bytes");
+  }
+  if (name.find_first_of("{}") != std::string_view::npos) {
+    return ClientError("ERR a frame name may not contain '{' or '}'");
+  }
+  return Status::OK();
+}
+
+std::string ChunkKey(std::string_view frame, uint64_t k) {
+  std::string key(frame);
+  key.push_back('#');
+  key.append(std::to_string(k));
+  return key;
+}
+
+Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_view name) {
+  ValuePtr v = Lookup(ctx, name);
+  if (!v) return Status::NotFound("ERR no such frame");
+  if (v->type() != kFrameType) return ClientError(kWrongType);
+  FLOE_ASSIGN_OR_RETURN(const Cell<FrameHolder>* cell, CellOf<FrameHolder>(*v));
+  return cell->Read([](const FrameHolder& h) { return h.frame; });
+}
+
+namespace {
+
+// Whether `bytes` more fit under maxmemory, measured afresh (the check of CheckAllocation, for
+// callers without a command context: an import's job).
+Status RoomFor(Engine& engine, uint64_t bytes) {
+  const int64_t limit = engine.maxmemory();
+  if (limit <= 0) return Status::OK();
+  const auto used = static_cast<int64_t>(engine.store().MemoryUsed());
+  if (bytes > static_cast<uint64_t>(limit) || used > limit - static_cast<int64_t>(bytes)) {
+    return Status::ResourceExhausted(kOomError);
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
+  auto shared = std::make_shared<const Frame>(std::move(f));
+  FrameHolder holder{.frame = shared,
+                     .tally = std::make_shared<FrameTally>(engine.frame_totals(), *shared)};
+  FLOE_RETURN_IF_ERROR(RoomFor(engine, holder.MemoryBytes()));
+  FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(name, kFrameType, {}, 0));
+  v->CacheDecoded(
+      std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
+  const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
+  FLOE_RETURN_IF_ERROR(engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
+    if (!replace && Live(cur, now_ms) != nullptr) {
+      return Status(StatusCode::kAlreadyExists,
+                    "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
+    }
+    return Mutation::Put(v);
+  }));
+  return Status::OK();
+}
+
+// ---- FRAME.IMPORT ----
+
+namespace {
+
+// Biggest input an import takes (the parser's own bound on inflated bytes).
+constexpr uint64_t kMaxImportBytes = parse::ParseLimits{}.max_input_bytes;
+
+struct ImportRequest {
+  std::string name;
+  std::string path;
+  parse::ParseOptions options;
+  bool replace = false;
+  uint64_t input_bytes = 0;  // the file's size, or the directory's files' sizes
+};
+
+Result<ColumnType> ParseColumnType(std::string_view t) {
+  if (EqualsIgnoreCase(t, "int") || EqualsIgnoreCase(t, "integer")) return ColumnType::kInteger;
+  if (EqualsIgnoreCase(t, "real") || EqualsIgnoreCase(t, "double")) return ColumnType::kReal;
+  if (EqualsIgnoreCase(t, "cat") || EqualsIgnoreCase(t, "enum") ||
+      EqualsIgnoreCase(t, "categorical")) {
+    return ColumnType::kCategorical;
+  }
+  if (EqualsIgnoreCase(t, "string") || EqualsIgnoreCase(t, "str")) return ColumnType::kString;
+  if (EqualsIgnoreCase(t, "time")) return ColumnType::kTime;
+  return ClientError("ERR unknown column type '" + std::string(t.substr(0, 32)) +
+                     "' (int, real, cat, string, time, or empty to guess)");
+}
+
+// The comma-separated parts of `s`; ResourceExhausted (before anything is allocated) when there
+// would be more than `limit`.
+Result<std::vector<std::string_view>> SplitCommas(std::string_view s, size_t limit) {
+  if (static_cast<size_t>(std::count(s.begin(), s.end(), ',')) >= limit) {
+    return Status::ResourceExhausted("too many parts");
+  }
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = s.find(',', start);
+    out.push_back(s.substr(start, comma == std::string_view::npos ? s.npos : comma - start));
+    if (comma == std::string_view::npos) return out;
+    start = comma + 1;
+  }
+}
+
+Status ParseImportOptions(CommandContext& ctx, ImportRequest* r) {
+  const auto& a = ctx.args;
+  for (size_t i = 3; i < a.size(); i++) {
+    const std::string_view opt = a[i];
+    const bool has_value = i + 1 < a.size();
+    if (EqualsIgnoreCase(opt, "REPLACE")) {
+      r->replace = true;
+    } else if (EqualsIgnoreCase(opt, "SEP") && has_value) {
+      const std::string_view v = a[++i];
+      if (EqualsIgnoreCase(v, "tab") || v == "\\t") {
+        r->options.separator = '\t';
+      } else if (v.size() == 1 && v[0] != '"' && v[0] != '\n' && v[0] != '\r') {
+        r->options.separator = v[0];
+      } else {
+        return ClientError("ERR SEP takes one character (or 'tab'), not a quote or newline");
+      }
+    } else if (EqualsIgnoreCase(opt, "HEADER") && has_value) {
+      const std::string_view v = a[++i];
+      if (EqualsIgnoreCase(v, "yes")) {
+        r->options.header = true;
+      } else if (EqualsIgnoreCase(v, "no")) {
+        r->options.header = false;
+      } else {
+        return ClientError("ERR HEADER takes yes or no");
+      }
+    } else if (EqualsIgnoreCase(opt, "TYPES") && has_value) {
+      Result<std::vector<std::string_view>> types =
+          SplitCommas(a[++i], parse::ParseLimits{}.max_columns);
+      if (!types.ok()) return ClientError("ERR more TYPES than columns a frame may have");
+      r->options.column_types.clear();
+      for (std::string_view t : *types) {
+        if (t.empty()) {
+          r->options.column_types.emplace_back();
+          continue;
+        }
+        FLOE_ASSIGN_OR_RETURN(ColumnType type, ParseColumnType(t));
+        r->options.column_types.emplace_back(type);
+      }
+    } else if (EqualsIgnoreCase(opt, "NA") && has_value) {
+      Result<std::vector<std::string_view>> tokens = SplitCommas(a[++i], 100);
+      if (!tokens.ok()) return ClientError("ERR at most 100 NA strings");
+      r->options.na_tokens.assign(tokens->begin(), tokens->end());
+    } else {
+      return ClientError("ERR syntax error");
+    }
+  }
+  return Status::OK();
+}
+
+// A path an import can read: a regular file, or a directory of them; not empty, not over
+// kMaxImportBytes, and not binary (a NUL in its first 4 KiB, unless gzip). The clear errors
+// come from here, before a job starts.
+Status CheckInputFile(const std::string& path, uint64_t* bytes) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return ClientError("ERR '" + path + "' is not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > kMaxImportBytes) {
+    return ClientError("ERR '" + path + "' is too big to import (over 64 GiB)");
+  }
+  *bytes += static_cast<uint64_t>(st.st_size);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  char head[4096];
+  const ssize_t n = ::read(fd, head, sizeof(head));
+  ::close(fd);
+  if (n < 0) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  const bool gzip =
+      n >= 2 && static_cast<uint8_t>(head[0]) == 0x1f && static_cast<uint8_t>(head[1]) == 0x8b;
+  if (!gzip && std::memchr(head, '\0', static_cast<size_t>(n)) != nullptr) {
+    return ClientError("ERR '" + path + "' is not a CSV file (it holds binary data)");
+  }
+  return Status::OK();
+}
+
+Status CheckInputPath(const std::string& path, uint64_t* bytes) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) return CheckInputFile(path, bytes);
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  std::vector<std::string> files;
+  while (dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    files.push_back(path + "/" + e->d_name);
+    if (files.size() > 100'000) break;
+  }
+  ::closedir(dir);
+  if (files.empty()) return ClientError("ERR directory '" + path + "' has no files to import");
+  if (files.size() > 100'000) return ClientError("ERR directory '" + path + "' has too many files");
+  for (const std::string& f : files) {
+    FLOE_RETURN_IF_ERROR(CheckInputFile(f, bytes));
+    if (*bytes > kMaxImportBytes) {
+      return ClientError("ERR '" + path + "' is too big to import (over 64 GiB)");
+    }
+  }
+  return Status::OK();
+}
+
+// Memory charged to the store while it is held (rule 3 of frame_value.h).
+class Reservation {
+ public:
+  explicit Reservation(const store::MemoryAccount& account) : account_(account) {}
+  ~Reservation() { Set(0); }
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  void Set(uint64_t bytes) {
+    account_.Charge(static_cast<int64_t>(bytes) - static_cast<int64_t>(bytes_));
+    bytes_ = bytes;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  store::MemoryAccount account_;
+  uint64_t bytes_ = 0;
+};
+
+std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
+  const parse::ParseReport& rep = p.report;
+  std::string s = "frame '" + r.name + "': " + std::to_string(rep.rows) + " rows, " +
+                  std::to_string(p.frame.columns()) + " columns, " +
+                  std::to_string(p.frame.compressed_bytes()) + " bytes (raw " +
+                  std::to_string(p.frame.raw_bytes()) + "); " + std::to_string(rep.rejected_rows) +
+                  " rejected rows, " + std::to_string(rep.padded_rows) + " padded rows, " +
+                  std::to_string(rep.bad_values) + " bad values, " +
+                  std::to_string(rep.blank_lines) + " blank lines";
+  for (const parse::ParseIssue& issue : rep.issues) {
+    s += "; ";
+    if (!issue.source.empty() && issue.source != r.path) s += issue.source + " ";
+    s += "line " + std::to_string(issue.line) + ": " + issue.reason;
+  }
+  return s;
+}
+
+// The job: parse with every core, reserving the input's size while it runs; then store the
+// frame if it fits. Nothing is stored unless everything succeeded: no partial frame.
+Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
+  Reservation reservation(engine->store().memory_account());
+  FLOE_RETURN_IF_ERROR(RoomFor(*engine, r.input_bytes));
+  reservation.Set(r.input_bytes);
+  bool out_of_memory = false;
+  parse::ParseControl control;
+  control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
+  control.progress_interval = std::chrono::milliseconds(50);
+  control.progress = [&](const parse::ParseProgress& p) {
+    job.SetProgress(p.rows, p.bytes_done, p.bytes_total);
+    // A gzip input inflates past its size on disk: the reservation grows with it.
+    if (p.bytes_total > reservation.bytes()) {
+      if (!RoomFor(*engine, p.bytes_total - reservation.bytes()).ok()) {
+        out_of_memory = true;
+        job.Cancel();
+      } else {
+        reservation.Set(p.bytes_total);
+      }
+    }
+  };
+  Result<parse::ParseResult> parsed = parse::ParseFile(r.path, r.options, control);
+  if (out_of_memory) return Status::ResourceExhausted(kOomError);
+  if (!parsed.ok()) {
+    if (parsed.status().code() == StatusCode::kCancelled) {
+      return Status::Cancelled("cancelled by JOB.CANCEL");
+    }
+    return Status(parsed.status().code(),
+                  "import of '" + r.path + "' failed: " + std::string(parsed.status().message()));
+  }
+  if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
+  job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);
+  const std::string summary = ImportSummary(r, *parsed);
+  reservation.Set(0);
+  Status stored = StoreFrame(*engine, r.name, std::move(parsed->frame), r.replace);
+  store::Store::Reclaim();  // a replaced frame retired on this thread is freed here
+  FLOE_RETURN_IF_ERROR(stored);
+  if (job.cancelled()) {
+    // Cancelled after the parse ended: the frame is in; say so rather than "cancelled".
+    job.SetResult(summary + " (JOB.CANCEL came after the frame was stored)");
+    return Status::OK();
+  }
+  job.SetResult(summary);
+  return Status::OK();
+}
+
+}  // namespace
+
+// FRAME.IMPORT name path [SEP c] [HEADER yes|no] [TYPES t,...] [NA s,...] [REPLACE]
+void CmdFrameImport(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  ImportRequest r;
+  r.name = std::string(ctx.args[1]);
+  r.path = std::string(ctx.args[2]);
+  if (Status s = CheckFrameName(r.name); !s.ok()) return ctx.Error(s);
+  if (Status s = ParseImportOptions(ctx, &r); !s.ok()) return ctx.Error(s);
+  if (r.path.empty() || r.path.size() > 4096 || r.path.find('\0') != std::string::npos) {
+    return ctx.Error("ERR bad path");
+  }
+  if (Status s = CheckInputPath(r.path, &r.input_bytes); !s.ok()) return ctx.Error(s);
+  if (!r.replace && Lookup(ctx, r.name, false)) {
+    return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
+  }
+  if (Status s = CheckAllocation(ctx, r.input_bytes); !s.ok()) return ctx.Error(s);
+  Engine* engine = &ctx.engine;
+  std::string what = r.name + " <- " + r.path;
+  Result<uint64_t> id = ctx.engine.jobs().Start(
+      "import", std::move(what),
+      [engine, r = std::move(r)](job::Context& job) { return ImportWork(engine, r, job); });
+  if (!id.ok()) return ctx.Error("ERR " + std::string(id.status().message()));
+  ctx.out.Integer(static_cast<int64_t>(*id));
+}
+
+// ---- FRAME.LIST, FRAME.DROP ----
+
+void CmdFrameList(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  std::vector<std::string> names;
+  ctx.store().ForEach([&](const Value& v) {
+    if (v.type() == kFrameType && !v.IsExpired(ctx.now_ms)) names.emplace_back(v.key());
+  });
+  std::sort(names.begin(), names.end());
+  ctx.out.ArrayHeader(names.size());
+  for (const std::string& n : names) ctx.out.Bulk(n);
+}
+
+void CmdFrameDrop(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  bool dropped = false, wrong_type = false;
+  Status s = ctx.store().Mutate(ctx.args[1], [&](const Value* cur) -> Result<Mutation> {
+    if (Live(cur, ctx.now_ms) == nullptr) return Mutation::Keep();
+    if (cur->type() != kFrameType) {
+      wrong_type = true;
+      return Mutation::Keep();
+    }
+    dropped = true;
+    return Mutation::Remove();
+  });
+  if (!s.ok()) return ctx.Error(s);
+  if (wrong_type) return ctx.WrongType();
+  ctx.out.Integer(dropped ? 1 : 0);
+}
+
+// ---- FRAME.INFO, FRAME.HEAD ----
+
+namespace {
+
+// A value as text: integers without a point, reals in their shortest exact form, a time as
+// its milliseconds since the epoch, a categorical as its level.
+std::string CellText(const frame::Vec& vec, uint64_t row) {
+  if (vec.type() == ColumnType::kString || vec.type() == ColumnType::kCategorical) {
+    return std::string(vec.AtString(row));
+  }
+  const double v = vec.At(row);
+  char buf[64];
+  if (vec.type() != ColumnType::kReal) {
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<int64_t>(v));
+    return std::string(buf, end);
+  }
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, end);
+}
+
+}  // namespace
+
+void CmdFrameInfo(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  const Frame& frame = **f;
+  ctx.out.MapHeader(7);
+  ctx.out.Bulk("name");
+  ctx.out.Bulk(ctx.args[1]);
+  ctx.out.Bulk("rows");
+  ctx.out.Integer(static_cast<int64_t>(frame.rows()));
+  ctx.out.Bulk("columns");
+  ctx.out.Integer(static_cast<int64_t>(frame.columns()));
+  ctx.out.Bulk("chunks");
+  ctx.out.Integer(static_cast<int64_t>(frame.chunk_count()));
+  ctx.out.Bulk("compressed_bytes");
+  ctx.out.Integer(static_cast<int64_t>(frame.compressed_bytes()));
+  ctx.out.Bulk("raw_bytes");
+  ctx.out.Integer(static_cast<int64_t>(frame.raw_bytes()));
+  ctx.out.Bulk("vecs");
+  ctx.out.ArrayHeader(frame.columns());
+  for (size_t c = 0; c < frame.columns(); c++) {
+    const frame::Vec& vec = frame.vec(c);
+    uint64_t na = 0;
+    std::map<std::string, uint64_t> layouts;
+    for (size_t k = 0; k < vec.chunk_count(); k++) {
+      const frame::ChunkView& chunk = vec.chunk(k);
+      std::string layout(frame::LayoutName(chunk.layout()));
+      if (chunk.layout() == frame::Layout::kCategorical) {
+        layout += "/" + std::string(frame::LayoutName(chunk.value_layout()));
+      }
+      layouts[layout]++;
+      for (uint32_t i = 0; i < chunk.rows(); i++) na += chunk.IsNA(i) ? 1 : 0;
+    }
+    std::string layout_text;
+    for (const auto& [name, count] : layouts) {
+      if (!layout_text.empty()) layout_text += " ";
+      layout_text += name + ":" + std::to_string(count);
+    }
+    ctx.out.MapHeader(7);
+    ctx.out.Bulk("name");
+    ctx.out.Bulk(frame.name(c));
+    ctx.out.Bulk("type");
+    ctx.out.Bulk(frame::ColumnTypeName(vec.type()));
+    ctx.out.Bulk("na");
+    ctx.out.Integer(static_cast<int64_t>(na));
+    ctx.out.Bulk("levels");
+    ctx.out.Integer(static_cast<int64_t>(vec.domain().size()));
+    ctx.out.Bulk("compressed_bytes");
+    ctx.out.Integer(static_cast<int64_t>(vec.compressed_bytes()));
+    ctx.out.Bulk("raw_bytes");
+    ctx.out.Integer(static_cast<int64_t>(vec.raw_bytes()));
+    ctx.out.Bulk("layouts");
+    ctx.out.Bulk(layout_text);
+  }
+}
+
+// FRAME.HEAD name [n]: the column names, then the first n rows (default 10, at most 1,000),
+// each an array of bulk strings, nil for NA.
+void CmdFrameHead(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  int64_t n = 10;
+  if (ctx.args.size() > 3) return ctx.SyntaxError();
+  if (ctx.args.size() == 3) {
+    if (!ParseInt64(ctx.args[2], &n)) return ctx.NotInteger();
+    if (n < 0 || n > 1000) return ctx.Error("ERR n must be between 0 and 1000");
+  }
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  const Frame& frame = **f;
+  const uint64_t rows = std::min<uint64_t>(frame.rows(), static_cast<uint64_t>(n));
+  ctx.out.ArrayHeader(rows + 1);
+  ctx.out.ArrayHeader(frame.columns());
+  for (size_t c = 0; c < frame.columns(); c++) ctx.out.Bulk(frame.name(c));
+  for (uint64_t r = 0; r < rows; r++) {
+    ctx.out.ArrayHeader(frame.columns());
+    for (size_t c = 0; c < frame.columns(); c++) {
+      if (frame.vec(c).IsNA(r)) {
+        ctx.out.Null();
+      } else {
+        ctx.out.Bulk(CellText(frame.vec(c), r));
+      }
+    }
+  }
+}
+
+// ---- INFO ----
+
+void FramesInfoSection(Engine& engine, std::string* out) {
+  const Engine::FrameTotals& t = *engine.frame_totals();
+  const job::Counters j = engine.jobs().counters();
+  auto line = [&](std::string_view k, uint64_t v) {
+    out->append(k).append(":").append(std::to_string(v)).append("\r\n");
+  };
+  out->append("# Frames\r\n");
+  // relaxed: statistics.
+  line("frames",
+       static_cast<uint64_t>(std::max<int64_t>(0, t.count.load(std::memory_order_relaxed))));
+  line("frames_compressed_bytes", static_cast<uint64_t>(std::max<int64_t>(
+                                      0, t.compressed_bytes.load(std::memory_order_relaxed))));
+  line("frames_raw_bytes",
+       static_cast<uint64_t>(std::max<int64_t>(0, t.raw_bytes.load(std::memory_order_relaxed))));
+  line("jobs_running", j.running);
+  line("jobs_started", j.started);
+  line("jobs_done", j.done);
+  line("jobs_failed", j.failed);
+  line("jobs_cancelled", j.cancelled);
+  line("jobs_refused", j.refused);
+}
+
+}  // namespace floe::server::internal

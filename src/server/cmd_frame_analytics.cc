@@ -1,0 +1,171 @@
+// FRAME.SUMMARY, FRAME.QUANTILE, FRAME.GROUPBY: argument checks and replies around the map/reduce
+// analytics of src/mr. They run on every core, the calling I/O thread included, and reply when
+// done (docs/frame.md, "Commands").
+
+#include "mr/mr.h"
+#include "server/internal/frame_value.h"
+
+namespace floe::server::internal {
+
+using frame::Frame;
+
+namespace {
+
+// A column by name, or else by 0-based index.
+Result<size_t> FindColumn(const Frame& f, std::string_view col) {
+  if (std::optional<size_t> at = f.Find(col)) return *at;
+  int64_t i = 0;
+  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < f.columns()) {
+    return static_cast<size_t>(i);
+  }
+  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
+}
+
+Status TaskError(const Status& s) {
+  if (s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted) {
+    return ClientError("ERR " + std::string(s.message()));
+  }
+  return s;
+}
+
+}  // namespace
+
+// FRAME.SUMMARY name col [BINS n]
+void CmdFrameSummary(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  int64_t bins = mr::kDefaultBins;
+  if (ctx.args.size() == 5 && EqualsIgnoreCase(ctx.args[3], "BINS")) {
+    if (!ParseInt64(ctx.args[4], &bins)) return ctx.NotInteger();
+    if (bins < 1 || bins > mr::kMaxBins) return ctx.Error("ERR BINS must be between 1 and 10000");
+  } else if (ctx.args.size() != 3) {
+    return ctx.SyntaxError();
+  }
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  Result<size_t> col = FindColumn(**f, ctx.args[2]);
+  if (!col.ok()) return ctx.Error(col.status());
+  Result<mr::Summary> s = mr::Summarize(**f, *col, static_cast<uint32_t>(bins));
+  if (!s.ok()) return ctx.Error(TaskError(s.status()));
+  const mr::Moments& m = s->moments;
+  ctx.out.MapHeader(11);
+  ctx.out.Bulk("column");
+  ctx.out.Bulk((*f)->name(*col));
+  ctx.out.Bulk("type");
+  ctx.out.Bulk(frame::ColumnTypeName((*f)->vec(*col).type()));
+  ctx.out.Bulk("count");
+  ctx.out.Integer(static_cast<int64_t>(m.count));
+  ctx.out.Bulk("na");
+  ctx.out.Integer(static_cast<int64_t>(m.na));
+  auto number = [&](bool present, double v) {
+    if (present) {
+      ctx.out.Double(v);
+    } else {
+      ctx.out.Null();
+    }
+  };
+  ctx.out.Bulk("min");
+  number(m.count > 0, m.min);
+  ctx.out.Bulk("max");
+  number(m.count > 0, m.max);
+  ctx.out.Bulk("mean");
+  number(m.count > 0, m.mean);
+  ctx.out.Bulk("sd");
+  number(m.count > 1, m.sd());
+  ctx.out.Bulk("cardinality");
+  ctx.out.Integer(static_cast<int64_t>(s->cardinality));
+  ctx.out.Bulk("histogram");
+  ctx.out.ArrayHeader(s->histogram.size());
+  for (uint64_t c : s->histogram) ctx.out.Integer(static_cast<int64_t>(c));
+  ctx.out.Bulk("bin_starts");
+  ctx.out.ArrayHeader(s->bin_starts.size());
+  for (double b : s->bin_starts) ctx.out.Double(b);
+}
+
+// FRAME.QUANTILE name col p [p ...]
+void CmdFrameQuantile(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  if (ctx.args.size() - 3 > mr::kMaxProbabilities) {
+    return ctx.Error("ERR at most 100 probabilities");
+  }
+  std::vector<double> ps;
+  for (size_t i = 3; i < ctx.args.size(); i++) {
+    double p = 0;
+    if (!ParseRedisDouble(ctx.args[i], &p) || !(p >= 0 && p <= 1)) {
+      return ctx.Error("ERR a probability must be a number in [0, 1]");
+    }
+    ps.push_back(p);
+  }
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  Result<size_t> col = FindColumn(**f, ctx.args[2]);
+  if (!col.ok()) return ctx.Error(col.status());
+  Result<std::vector<std::optional<double>>> q = mr::Quantiles(**f, *col, ps);
+  if (!q.ok()) return ctx.Error(TaskError(q.status()));
+  ctx.out.ArrayHeader(q->size());
+  for (const std::optional<double>& v : *q) {
+    if (v.has_value()) {
+      ctx.out.Double(*v);
+    } else {
+      ctx.out.Null();
+    }
+  }
+}
+
+// FRAME.GROUPBY src dst KEYS col [col ...] AGG fn col [fn col ...] [REPLACE]
+void CmdFrameGroupBy(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  const auto& a = ctx.args;
+  if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
+  if (!EqualsIgnoreCase(a[3], "KEYS")) return ctx.SyntaxError();
+  size_t i = 4;
+  std::vector<std::string_view> key_names;
+  while (i < a.size() && !EqualsIgnoreCase(a[i], "AGG")) key_names.push_back(a[i++]);
+  if (key_names.empty() || i == a.size()) return ctx.SyntaxError();
+  i++;  // AGG
+  bool replace = false;
+  std::vector<std::pair<mr::AggFn, std::string_view>> agg_names;
+  while (i < a.size()) {
+    if (i + 1 == a.size() && EqualsIgnoreCase(a[i], "REPLACE")) {
+      replace = true;
+      break;
+    }
+    std::optional<mr::AggFn> fn = mr::ParseAggFn(a[i]);
+    if (!fn) {
+      return ctx.Error("ERR unknown aggregate '" + std::string(a[i].substr(0, 32)) +
+                       "' (count, sum, mean, min, max, sd)");
+    }
+    if (i + 1 == a.size()) return ctx.SyntaxError();
+    agg_names.emplace_back(*fn, a[i + 1]);
+    i += 2;
+  }
+  if (agg_names.empty()) return ctx.SyntaxError();
+  if (key_names.size() > 64 || agg_names.size() > 1000) {
+    return ctx.Error("ERR at most 64 keys and 1000 aggregates");
+  }
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  std::vector<size_t> keys;
+  for (std::string_view k : key_names) {
+    Result<size_t> col = FindColumn(**f, k);
+    if (!col.ok()) return ctx.Error(col.status());
+    keys.push_back(*col);
+  }
+  std::vector<mr::Aggregate> aggs;
+  for (const auto& [fn, name] : agg_names) {
+    Result<size_t> col = FindColumn(**f, name);
+    if (!col.ok()) return ctx.Error(col.status());
+    aggs.push_back({.fn = fn, .col = *col});
+  }
+  if (!replace && Lookup(ctx, a[2], false)) {
+    return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
+  }
+  Result<Frame> g = mr::GroupBy(**f, keys, aggs);
+  if (!g.ok()) return ctx.Error(TaskError(g.status()));
+  const auto rows = static_cast<int64_t>(g->rows());
+  if (Status s = StoreFrame(ctx.engine, a[2], std::move(g).value(), replace); !s.ok()) {
+    return ctx.Error(s);
+  }
+  ctx.out.Integer(rows);
+}
+
+}  // namespace floe::server::internal

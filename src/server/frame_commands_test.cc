@@ -1,0 +1,311 @@
+// FRAME.* and JOB.* in process: imports as jobs, frames as values of the store, the analytics'
+// replies, and hostile arguments.
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "cluster/cluster.h"
+#include "server/command_test.h"
+#include "server/internal/cluster_testing.h"
+#include "server/internal/frame_value.h"
+#include "store/internal/epoch.h"
+
+namespace floe::server {
+namespace {
+
+class FrameCommandsTest : public CommandTest {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/floe_frame_cmd_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    for (const std::string& f : files_) std::remove(f.c_str());
+    rmdir(dir_.c_str());
+  }
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path, std::ios::binary) << text;
+    files_.push_back(path);
+    return path;
+  }
+  // The job's map from JOB.STATUS, once it has finished.
+  std::map<std::string, Reply> Wait(int64_t id) {
+    for (int i = 0; i < 2000; i++) {
+      Reply r = Run({"JOB.STATUS", std::to_string(id)});
+      std::map<std::string, Reply> m;
+      for (size_t k = 0; k + 1 < r.elements.size(); k += 2)
+        m[r.elements[k].str] = r.elements[k + 1];
+      if (m["state"].str != "running") return m;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "job " << id << " did not finish";
+    return {};
+  }
+  // Imports and waits; the job's final state.
+  std::string Import(std::vector<std::string> args) {
+    args.insert(args.begin(), "FRAME.IMPORT");
+    Reply r = Run(args);
+    if (r.type != Reply::Type::kInteger) return "error: " + r.str;
+    return Wait(r.integer)["state"].str;
+  }
+
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+const char kCsv[] =
+    "id,price,color,qty\n"
+    "1,1.5,red,10\n"
+    "2,2.25,blue,\n"
+    "3,,red,30\n"
+    "4,4.0,green,40\n"
+    "5,5.5,red,50\n";
+
+TEST_F(FrameCommandsTest, ImportIsAJobThatStoresAFrame) {
+  const std::string path = Write("t.csv", kCsv);
+  Reply id = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
+  std::map<std::string, Reply> st = Wait(id.integer);
+  EXPECT_EQ(st["state"].str, "done") << st["error"].str;
+  EXPECT_EQ(st["rows"].integer, 5);
+  EXPECT_EQ(st["percent"].str, "100");
+  EXPECT_THAT(st["result"].str, HasSubstr("5 rows, 4 columns"));
+  EXPECT_THAT(Run({"TYPE", "t"}), IsSimple("frame"));
+  EXPECT_THAT(Run({"GET", "t"}), IsErr(kWrongType));
+  Reply list = Run({"FRAME.LIST"});
+  ASSERT_THAT(list, IsArrayOfSize(1));
+  EXPECT_EQ(list.elements[0].str, "t");
+  Reply head = Run({"FRAME.HEAD", "t", "3"});
+  ASSERT_THAT(head, IsArrayOfSize(4));
+  EXPECT_EQ(head.elements[0].elements[2].str, "color");
+  EXPECT_EQ(head.elements[2].elements[1].str, "2.25");
+  EXPECT_EQ(head.elements[2].elements[3].type, Reply::Type::kNull);  // NA
+  EXPECT_EQ(head.elements[3].elements[2].str, "red");
+  Reply info = Run({"FRAME.INFO", "t"});
+  ASSERT_THAT(info, IsArrayOfSize(14));
+  EXPECT_EQ(info.elements[3].integer, 5);  // rows
+  EXPECT_EQ(info.elements[5].integer, 4);  // columns
+  const Reply& price = info.elements[13].elements[1];
+  EXPECT_EQ(price.elements[3].str, "real");
+  EXPECT_EQ(price.elements[5].integer, 1);  // one NA
+  std::string text = Run({"INFO", "frames"}).str;
+  EXPECT_THAT(text, HasSubstr("frames:1\r\n"));
+  EXPECT_THAT(text, HasSubstr("jobs_done:1\r\n"));
+}
+
+TEST_F(FrameCommandsTest, KeyspaceCommandsTreatAFrameSanely) {
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv)}), "done");
+  EXPECT_THAT(Run({"RENAME", "t", "u"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.HEAD", "u", "1"}), IsArrayOfSize(2));
+  EXPECT_THAT(Run({"FRAME.HEAD", "t"}), IsErr("ERR no such frame"));
+  EXPECT_THAT(Run({"EXPIRE", "u", "100"}), IsInt(1));
+  EXPECT_THAT(Run({"FRAME.INFO", "u"}), IsArrayOfSize(14));
+  EXPECT_THAT(Run({"DUMP", "u"}), IsErr("ERR DUMP does not support frames"));
+  EXPECT_THAT(Run({"DEL", "u"}), IsInt(1));
+  EXPECT_THAT(Run({"FRAME.LIST"}), IsArrayOfSize(0));
+  // A removed value counts until it is freed, as its memory does.
+  store::internal::EpochDomain::Global().Barrier();
+  EXPECT_THAT(Run({"INFO", "frames"}).str, HasSubstr("frames:0\r\n"));
+  ASSERT_EQ(Import({"t", Write("t2.csv", kCsv)}), "done");
+  EXPECT_THAT(Run({"FLUSHALL"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.LIST"}), IsArrayOfSize(0));
+  store::internal::EpochDomain::Global().Barrier();
+  EXPECT_THAT(Run({"INFO", "frames"}).str, HasSubstr("frames_compressed_bytes:0\r\n"));
+  EXPECT_THAT(Run({"SET", "s", "x"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.DROP", "s"}), IsErr(kWrongType));
+  EXPECT_THAT(Run({"FRAME.DROP", "nothing"}), IsInt(0));
+}
+
+// The import's job stores the frame outside any command: a transaction WATCHing the absent
+// name still aborts (EXEC finds a value where there was none).
+TEST_F(FrameCommandsTest, ImportTouchesAWatchedAbsentName) {
+  EXPECT_THAT(Run({"WATCH", "t"}), IsOk());
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv)}), "done");
+  EXPECT_THAT(Run({"MULTI"}), IsOk());
+  EXPECT_THAT(Run({"SET", "x", "1"}), IsSimple("QUEUED"));
+  EXPECT_EQ(Run({"EXEC"}).type, Reply::Type::kNull);
+  EXPECT_THAT(Run({"EXISTS", "x"}), IsInt(0));
+}
+
+TEST_F(FrameCommandsTest, ImportRefusesBadPathsAndExistingNames) {
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/missing.csv"}), ErrStartsWith("ERR cannot read"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", Write("bin.csv", std::string("a,b\n\0\x01\x02", 7))}),
+              ErrStartsWith("ERR '"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", "/dev/null"}), ErrStartsWith("ERR '/dev/null' is not a"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "a{b}", Write("t.csv", kCsv)}), ErrStartsWith("ERR a frame"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/t.csv", "SEP", "ab"}), ErrStartsWith("ERR SEP"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/t.csv", "TYPES", "int,bogus"}),
+              ErrStartsWith("ERR unknown column type"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/t.csv", "HEADER"}), IsErr("ERR syntax error"));
+  EXPECT_THAT(Run({"SET", "t", "x"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/t.csv"}), ErrStartsWith("ERR target key exists"));
+  EXPECT_EQ(Import({"t", dir_ + "/t.csv", "REPLACE"}), "done");
+  EXPECT_THAT(Run({"TYPE", "t"}), IsSimple("frame"));
+}
+
+TEST_F(FrameCommandsTest, ImportOptionsOverrideTheGuess) {
+  const std::string path = Write("s.csv", "1;x;7\n2;NULL;8\n");
+  ASSERT_EQ(Import({"t", path, "SEP", ";", "HEADER", "no", "TYPES", "real,string,", "NA", "NULL"}),
+            "done");
+  Reply info = Run({"FRAME.INFO", "t"});
+  ASSERT_THAT(info, IsArrayOfSize(14));
+  EXPECT_EQ(info.elements[13].elements[0].elements[3].str, "real");
+  EXPECT_EQ(info.elements[13].elements[1].elements[3].str, "string");
+  EXPECT_EQ(info.elements[13].elements[1].elements[5].integer, 1);  // NULL is NA
+  EXPECT_EQ(info.elements[13].elements[2].elements[3].str, "integer");
+}
+
+TEST_F(FrameCommandsTest, ImportOverMaxmemoryFailsCleanly) {
+  std::string big = "a,b\n";
+  for (int i = 0; i < 200000; i++) big += std::to_string(i) + "," + std::to_string(i * 7) + "\n";
+  const std::string path = Write("big.csv", big);
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", "1mb"}), IsOk());
+  // Refused before a job starts: the input alone passes the limit.
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", path}), ErrStartsWith("OOM"));
+  EXPECT_THAT(Run({"EXISTS", "t"}), IsInt(0));
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", "0"}), IsOk());
+  EXPECT_EQ(Import({"t", path}), "done");
+}
+
+TEST_F(FrameCommandsTest, BadRowsAreReportedWithTheirLines) {
+  const std::string path = Write("bad.csv", "a,b\n1,2\n3,4,5\n6,7\n");
+  Reply id = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger);
+  std::map<std::string, Reply> st = Wait(id.integer);
+  EXPECT_EQ(st["state"].str, "done");
+  EXPECT_THAT(st["result"].str, HasSubstr("1 rejected rows"));
+  EXPECT_THAT(st["result"].str, HasSubstr("line 3"));
+}
+
+TEST_F(FrameCommandsTest, FailedImportLeavesNoFrame) {
+  // A forced integer type on text is bad values, not failure; an unreadable gzip is failure.
+  const std::string path = Write("bad.gz", std::string("\x1f\x8b\x08\x00garbage", 11));
+  Reply id = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
+  std::map<std::string, Reply> st = Wait(id.integer);
+  EXPECT_EQ(st["state"].str, "failed");
+  EXPECT_THAT(st["error"].str, StartsWith("import of '"));
+  EXPECT_THAT(Run({"EXISTS", "t"}), IsInt(0));
+}
+
+TEST_F(FrameCommandsTest, JobCommandsCheckTheirArguments) {
+  EXPECT_THAT(Run({"JOB.STATUS", "0"}), IsErr("ERR a job id is a positive integer"));
+  EXPECT_THAT(Run({"JOB.STATUS", "-5"}), IsErr("ERR a job id is a positive integer"));
+  EXPECT_THAT(Run({"JOB.STATUS", "99999999999999999999"}),
+              IsErr("ERR a job id is a positive integer"));
+  EXPECT_THAT(Run({"JOB.STATUS", "7"}), IsErr("ERR no such job"));
+  EXPECT_THAT(Run({"JOB.CANCEL", "7"}), IsErr("ERR no such job"));
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv)}), "done");
+  EXPECT_THAT(Run({"JOB.CANCEL", "1"}), IsErr("ERR job 1 already finished"));
+  Reply list = Run({"JOB.LIST"});
+  ASSERT_THAT(list, IsArrayOfSize(1));
+  EXPECT_EQ(list.elements[0].elements[2].str, "done");
+}
+
+TEST_F(FrameCommandsTest, SummaryQuantileAndGroupBy) {
+  // Five rows are too few for the guess to call color categorical: TYPES says so.
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv), "TYPES", ",,cat,"}), "done");
+  Reply s = Run({"FRAME.SUMMARY", "t", "price", "BINS", "4"});
+  ASSERT_THAT(s, IsArrayOfSize(22));
+  EXPECT_EQ(s.elements[5].integer, 4);   // count
+  EXPECT_EQ(s.elements[7].integer, 1);   // na
+  EXPECT_EQ(s.elements[9].str, "1.5");   // min
+  EXPECT_EQ(s.elements[11].str, "5.5");  // max
+  EXPECT_EQ(s.elements[13].str, "3.3125");
+  EXPECT_EQ(s.elements[17].integer, 4);  // cardinality
+  EXPECT_THAT(s.elements[19], IsArrayOfSize(4));
+  Reply q = Run({"FRAME.QUANTILE", "t", "1", "0", "0.5", "1"});  // by index
+  ASSERT_THAT(q, IsArrayOfSize(3));
+  EXPECT_EQ(q.elements[0].str, "1.5");
+  EXPECT_EQ(q.elements[1].str, "3.125");
+  EXPECT_EQ(q.elements[2].str, "5.5");
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "count", "id", "sum", "qty",
+                   "mean", "price"}),
+              IsInt(3));
+  Reply head = Run({"FRAME.HEAD", "g"});
+  ASSERT_THAT(head, IsArrayOfSize(4));
+  EXPECT_EQ(head.elements[0].elements[1].str, "count");
+  EXPECT_EQ(head.elements[0].elements[2].str, "sum_qty");
+  EXPECT_EQ(head.elements[1].elements[0].str, "red");  // domain order: red, blue, green
+  EXPECT_EQ(head.elements[1].elements[1].str, "3");
+  EXPECT_EQ(head.elements[1].elements[2].str, "90");
+  EXPECT_EQ(head.elements[1].elements[3].str, "3.5");
+  EXPECT_EQ(head.elements[2].elements[2].type, Reply::Type::kNull);  // blue's qty is NA
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "count", "id"}),
+              ErrStartsWith("ERR target key exists"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "count", "id", "REPLACE"}),
+              IsInt(3));
+}
+
+TEST_F(FrameCommandsTest, HostileAnalyticsArgumentsAreRefused) {
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv), "TYPES", ",,cat,"}), "done");
+  EXPECT_THAT(Run({"FRAME.HEAD", "t", "-1"}), IsErr("ERR n must be between 0 and 1000"));
+  EXPECT_THAT(Run({"FRAME.HEAD", "t", "1001"}), IsErr("ERR n must be between 0 and 1000"));
+  EXPECT_THAT(Run({"FRAME.HEAD", "t", "x"}), IsErr(kNotInt));
+  EXPECT_THAT(Run({"FRAME.SUMMARY", "t", "price", "BINS", "0"}), ErrStartsWith("ERR BINS"));
+  EXPECT_THAT(Run({"FRAME.SUMMARY", "t", "price", "BINS", "10001"}), ErrStartsWith("ERR BINS"));
+  EXPECT_THAT(Run({"FRAME.SUMMARY", "t", "4"}), ErrStartsWith("ERR no such column"));
+  EXPECT_THAT(Run({"FRAME.SUMMARY", "t", "-1"}), ErrStartsWith("ERR no such column"));
+  EXPECT_THAT(Run({"FRAME.SUMMARY", "t", "99999999999999999999999"}),
+              ErrStartsWith("ERR no such column"));
+  EXPECT_THAT(Run({"FRAME.QUANTILE", "t", "price", "1.5"}), ErrStartsWith("ERR a probability"));
+  EXPECT_THAT(Run({"FRAME.QUANTILE", "t", "price", "nan"}), ErrStartsWith("ERR a probability"));
+  std::vector<std::string> many = {"FRAME.QUANTILE", "t", "price"};
+  for (int i = 0; i < 101; i++) many.push_back("0.5");
+  EXPECT_THAT(Run(many), IsErr("ERR at most 100 probabilities"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "AGG", "count", "id"}),
+              IsErr("ERR syntax error"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "median", "id"}),
+              ErrStartsWith("ERR unknown aggregate"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "sum"}),
+              IsErr("ERR syntax error"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "sum", "color"}),
+              ErrStartsWith("ERR only count"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "nope", "g", "KEYS", "color", "AGG", "sum", "id"}),
+              IsErr("ERR no such frame"));
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
+// The homing rule (frame_value.h, rule 4): chunk k of a frame has one key for all its columns,
+// hashed whole (no hash tag, since names refuse braces), so the chunks spread over slots.
+TEST(FrameHomingTest, EachChunkIndexHasItsOwnKeyAndSlot) {
+  EXPECT_EQ(internal::ChunkKey("sales", 7), "sales#7");
+  EXPECT_FALSE(internal::CheckFrameName("a{b").ok());
+  EXPECT_FALSE(internal::CheckFrameName("a}b").ok());
+  EXPECT_TRUE(internal::CheckFrameName("sales").ok());
+  std::set<uint16_t> slots;
+  for (uint64_t k = 0; k < 64; k++) {
+    const std::string key = internal::ChunkKey("sales", k);
+    EXPECT_EQ(key.find_first_of("{}"), std::string::npos);
+    slots.insert(cluster::KeySlot(key));
+  }
+  EXPECT_GT(slots.size(), 50u);  // 64 chunk keys over 16,384 slots: nearly all distinct
+}
+
+// Frames live on one node for now: a cluster member refuses every FRAME.* and JOB.* command,
+// keyed or not, whichever node routing sends it to.
+TEST(FrameClusterTest, ClusterMembersRefuseFramesAndJobs) {
+  internal::InProcessCluster cluster({.members = 2});
+  ASSERT_TRUE(cluster.WaitFormed());
+  Session s(&cluster.engine(0), 0);
+  const std::string refused = "ERR frames and jobs are single-node for now";
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"FRAME.LIST"},
+                                             {"JOB.LIST"},
+                                             {"JOB.STATUS", "1"},
+                                             {"FRAME.IMPORT", "a", "/tmp/x.csv"},
+                                             {"FRAME.IMPORT", "b", "/tmp/x.csv"},
+                                             {"FRAME.SUMMARY", "a", "x"}}) {
+    EXPECT_THAT(CommandTest::Decode(s.Run(args)), ErrStartsWith(refused)) << args[0];
+  }
+}
+
+}  // namespace
+}  // namespace floe::server

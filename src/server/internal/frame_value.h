@@ -1,0 +1,90 @@
+// Frames as values of the store (private to server/; docs/frame.md, "Frames in the store").
+//
+//   1. A frame is one value of type kFrame at its name. The value's cell (sketch_cell.h) holds a
+//      FrameHolder: a shared, immutable frame::Frame whose chunks are reference-counted byte
+//      strings. Nothing changes a frame in place, so readers copy the shared_ptr out under the
+//      cell's lock and work on it without any lock: a frame dropped or replaced meanwhile lives
+//      until its last reader lets go.
+//   2. RENAME, EXPIRE, PERSIST and the like rewrite the value sharing the cell (RewriteValue):
+//      no chunk is copied. DEL, UNLINK, FLUSHALL and FRAME.DROP drop the value; the chunks go with
+//      the last reference. DUMP refuses a frame.
+//   3. Memory: the cell charges the frame's compressed bytes to the store (rule 8 of
+//      sketch_cell.h), so frames count toward maxmemory; an import also reserves its input's size
+//      while it parses (cmd_frame.cc, ImportWork), so a frame counts before it is built.
+//   4. The homing rule for a cluster (docs/frame.md): chunk k of every column of frame F belongs
+//      to the key ChunkKey(F, k), one slot per (frame, chunk index), so the row-aligned chunks a
+//      map reads together live on one node. On one node the chunks stay inside F's value.
+
+#ifndef FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
+#define FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
+
+#include <memory>
+#include <string>
+
+#include "frame/frame.h"
+#include "server/internal/command.h"
+#include "server/internal/sketch_cell.h"
+
+namespace floe::server::internal {
+
+inline constexpr uint16_t kFrameType = static_cast<uint16_t>(ValueType::kFrame);
+
+// Counts a frame in the engine's FrameTotals for as long as it lives.
+class FrameTally {
+ public:
+  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const frame::Frame& f)
+      : totals_(std::move(totals)),
+        compressed_(static_cast<int64_t>(f.compressed_bytes())),
+        raw_(static_cast<int64_t>(f.raw_bytes())) {
+    Add(1);
+  }
+  ~FrameTally() { Add(-1); }
+  FrameTally(const FrameTally&) = delete;
+  FrameTally& operator=(const FrameTally&) = delete;
+
+ private:
+  void Add(int64_t sign) {
+    // relaxed: statistics for INFO.
+    totals_->count.fetch_add(sign, std::memory_order_relaxed);
+    totals_->compressed_bytes.fetch_add(sign * compressed_, std::memory_order_relaxed);
+    totals_->raw_bytes.fetch_add(sign * raw_, std::memory_order_relaxed);
+  }
+  std::shared_ptr<Engine::FrameTotals> totals_;
+  int64_t compressed_, raw_;
+};
+
+struct FrameHolder {
+  std::shared_ptr<const frame::Frame> frame;
+  std::shared_ptr<FrameTally> tally;
+  // What the cell charges: the chunks' bytes, and a little per chunk for their bookkeeping.
+  size_t MemoryBytes() const {
+    return frame == nullptr ? 0
+                            : static_cast<size_t>(frame->compressed_bytes()) +
+                                  frame->columns() * frame->chunk_count() * 96;
+  }
+};
+
+// Frames and jobs live on one node for now: in a cluster every FRAME.* and JOB.* command is
+// refused (true, with the error replied) rather than run on whichever node routing picks.
+inline bool RefusedInCluster(CommandContext& ctx) {
+  if (ctx.engine.cluster() == nullptr) return false;
+  ctx.Error("ERR frames and jobs are single-node for now: not available in a cluster");
+  return true;
+}
+
+// Frame names: 1 to 512 bytes, no '{' or '}' (a hash tag would move chunks: rule 4).
+Status CheckFrameName(std::string_view name);
+// Rule 4: "F#k" hashed whole (F has no braces), so each (frame, chunk index) has its own slot.
+std::string ChunkKey(std::string_view frame, uint64_t k);
+
+// The frame at `name`: NotFound ("ERR no such frame"), or WRONGTYPE for another type.
+Result<std::shared_ptr<const frame::Frame>> LoadFrame(CommandContext& ctx, std::string_view name);
+
+// Puts `f` at `name` from any thread (an import's job, a command). Refuses (AlreadyExists, with
+// the client's text) when a live key is there and !replace; ResourceExhausted (OOM text) when
+// maxmemory would be passed.
+Status StoreFrame(Engine& engine, std::string_view name, frame::Frame f, bool replace);
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_FRAME_VALUE_H_

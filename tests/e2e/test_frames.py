@@ -1,0 +1,284 @@
+"""End to end: frames and jobs over the wire (redis-py and redis-cli), and a differential test of
+FRAME.SUMMARY, FRAME.QUANTILE and FRAME.GROUPBY against DuckDB's answers on the same CSV (DuckDB
+through npm's @duckdb/node-api: `cd tests/duckdb && npm ci`)."""
+import gzip
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+
+from conftest import missing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DUCKDB_DIR = os.path.join(ROOT, "tests", "duckdb")
+
+
+def pairs(reply):
+    """A RESP2 map (a flat array of names and values) as a dict."""
+    return dict(zip(reply[0::2], reply[1::2]))
+
+
+def wait_job(r, job_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = pairs(r.execute_command("JOB.STATUS", job_id))
+        if status["state"] != "running":
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} still running after {timeout}s")
+
+
+def import_frame(r, name, path, *options):
+    job_id = r.execute_command("FRAME.IMPORT", name, path, *options)
+    assert isinstance(job_id, int)
+    return wait_job(r, job_id)
+
+
+def test_import_info_head_and_keyspace(r, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,score,team\n" + "".join(
+        f"{i},{'' if i % 10 == 0 else i * 0.5},{'ab'[i % 2]}\n" for i in range(1000)))
+    status = import_frame(r, "t", str(path))
+    assert status["state"] == "done", status
+    assert status["rows"] == 1000
+    assert float(status["percent"]) == 100
+    assert r.type("t") == "frame"
+    assert r.execute_command("FRAME.LIST") == ["t"]
+    info = pairs(r.execute_command("FRAME.INFO", "t"))
+    assert info["rows"] == 1000 and info["columns"] == 3
+    assert 0 < info["compressed_bytes"] < info["raw_bytes"]
+    vecs = [pairs(v) for v in info["vecs"]]
+    assert [v["type"] for v in vecs] == ["integer", "real", "categorical"]
+    assert vecs[1]["na"] == 100
+    head = r.execute_command("FRAME.HEAD", "t", 3)
+    assert head == [["id", "score", "team"], ["0", None, "a"], ["1", "0.5", "b"], ["2", "1", "a"]]
+    text = r.execute_command("INFO", "frames")
+    assert text["frames"] == 1 and text["jobs_done"] >= 1
+    assert r.rename("t", "u")
+    assert r.execute_command("FRAME.HEAD", "u", 1)[1] == ["0", None, "a"]
+    with pytest.raises(redis.ResponseError, match="DUMP does not support frames"):
+        r.dump("u")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        r.get("u")
+    assert r.delete("u") == 1
+    assert r.execute_command("FRAME.LIST") == []
+
+
+def test_import_errors_are_clear(r, tmp_path):
+    with pytest.raises(redis.ResponseError, match="cannot read"):
+        r.execute_command("FRAME.IMPORT", "t", str(tmp_path / "missing.csv"))
+    binary = tmp_path / "x.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(redis.ResponseError, match="not a CSV file"):
+        r.execute_command("FRAME.IMPORT", "t", str(binary))
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(redis.ResponseError, match="no files"):
+        r.execute_command("FRAME.IMPORT", "t", str(empty_dir))
+    good = tmp_path / "g.csv"
+    good.write_text("a\n1\n")
+    assert import_frame(r, "t", str(good))["state"] == "done"
+    with pytest.raises(redis.ResponseError, match="target key exists"):
+        r.execute_command("FRAME.IMPORT", "t", str(good))
+    assert import_frame(r, "t", str(good), "REPLACE")["state"] == "done"
+    bad_gzip = tmp_path / "bad.csv.gz"
+    bad_gzip.write_bytes(b"\x1f\x8b\x08\x00not really gzip")
+    status = import_frame(r, "z", str(bad_gzip))
+    assert status["state"] == "failed" and status["error"]
+    assert r.exists("z") == 0
+
+
+def test_directory_of_gzip_files_and_bad_rows(r, tmp_path):
+    d = tmp_path / "parts"
+    d.mkdir()
+    for part in range(3):
+        with gzip.open(d / f"p{part}.csv.gz", "wt") as f:
+            f.write("k,v\n")
+            for i in range(500):
+                f.write(f"{part},{i}\n")
+            if part == 1:
+                f.write("1,2,3\n")  # a ragged row: rejected, with its line
+    status = import_frame(r, "t", str(d))
+    assert status["state"] == "done", status
+    assert status["rows"] == 1500
+    assert "1 rejected rows" in status["result"] and "line 502" in status["result"]
+
+
+def test_cancel_leaves_no_frame(r, tmp_path):
+    path = tmp_path / "big.csv"
+    rng = random.Random(3)
+    with open(path, "w") as f:
+        f.write("a,b,c\n")
+        for i in range(600_000):
+            f.write(f"{i},{rng.random()},{rng.randrange(1000)}\n")
+    job_id = r.execute_command("FRAME.IMPORT", "t", str(path))
+    try:
+        assert r.execute_command("JOB.CANCEL", job_id) == "OK"
+    except redis.ResponseError as e:  # it finished first
+        assert "already finished" in str(e)
+    status = wait_job(r, job_id)
+    # Either way the outcome is whole: cancelled and no frame, or done and the whole frame.
+    if status["state"] == "cancelled":
+        assert r.exists("t") == 0
+    else:
+        assert status["state"] == "done"
+        assert pairs(r.execute_command("FRAME.INFO", "t"))["rows"] == 600_000
+    listed = r.execute_command("JOB.LIST")
+    assert [j[0] for j in listed].count(job_id) == 1
+
+
+def test_maxmemory_refuses_an_import_cleanly(make_floe, tmp_path):
+    server = make_floe("--maxmemory", "2mb")
+    c = server.client(decode_responses=True)
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i * 3}\n" for i in range(300_000)))
+    with pytest.raises(redis.ResponseError, match="^OOM"):
+        c.execute_command("FRAME.IMPORT", "t", str(path))
+    assert c.exists("t") == 0
+    assert c.ping()
+
+
+def test_hostile_arguments(r, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    assert import_frame(r, "t", str(path))["state"] == "done"
+    for args, pattern in [
+        (("FRAME.HEAD", "t", "1000000"), "between 0 and 1000"),
+        (("FRAME.HEAD", "t", "-9223372036854775808"), "between 0 and 1000"),
+        (("FRAME.SUMMARY", "t", "a", "BINS", "99999999999"), "BINS"),
+        (("FRAME.SUMMARY", "t", "18446744073709551616"), "no such column"),
+        (("FRAME.QUANTILE", "t", "a", "-0.1"), "probability"),
+        (("FRAME.QUANTILE", "t", "a", "inf"), "probability"),
+        (("JOB.STATUS", "18446744073709551616"), "positive integer"),
+        (("JOB.CANCEL", "abc"), "positive integer"),
+        (("FRAME.IMPORT", "x", str(path), "TYPES", "," * 20000), "TYPES"),
+        (("FRAME.IMPORT", "x", str(path), "SEP", '"'), "SEP"),
+    ]:
+        with pytest.raises(redis.ResponseError, match=pattern):
+            r.execute_command(*args)
+    assert r.ping()
+
+
+def test_redis_cli_imports_and_reads(floe_server, tmp_path):
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        missing("redis-cli is not installed")
+    path = tmp_path / "t.csv"
+    path.write_text("x\n1\n2\n3\n4\n")
+    base = [cli, "-p", str(floe_server.port)]
+    job_id = subprocess.run(base + ["FRAME.IMPORT", "cli", str(path), "REPLACE"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert job_id.isdigit()
+    wait_job(floe_server.client(decode_responses=True), int(job_id))
+    out = subprocess.run(base + ["FRAME.QUANTILE", "cli", "x", "0.5"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "2.5"
+
+
+# ---- the differential test against DuckDB ----
+
+def make_csv(path, seed, rows):
+    """Integers, decimals, doubles, a 100-level categorical, NAs (empty fields) in each."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        f.write("id,qty,price,x,grp\n")
+        for i in range(rows):
+            qty = "" if rng.random() < 0.1 else str(rng.randint(-500, 5000))
+            price = "" if rng.random() < 0.15 else f"{rng.randint(0, 100000) / 100:.2f}"
+            x = "" if rng.random() < 0.05 else repr(rng.gauss(0, 1000))
+            grp = "" if rng.random() < 0.03 else f"g{rng.randrange(100):03d}"
+            f.write(f"{i},{qty},{price},{x},{grp}\n")
+
+
+def duckdb_answers(queries, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        missing("node is not installed (tools/install-deps.sh)")
+    if not os.path.isdir(os.path.join(DUCKDB_DIR, "node_modules", "@duckdb", "node-api")):
+        missing("DuckDB's node package is not installed: cd tests/duckdb && npm ci")
+    qfile = tmp_path / "queries.json"
+    qfile.write_text(json.dumps(queries))
+    out = subprocess.run([node, os.path.join(DUCKDB_DIR, "duckdb_answers.mjs"), str(qfile)],
+                         capture_output=True, text=True, timeout=300, cwd=DUCKDB_DIR)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def close(a, b, rel):
+    """Floating results computed in different orders: equal within `rel` of their size."""
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=rel, abs_tol=rel)
+
+
+PROBS = [0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1]
+
+
+def test_frames_match_duckdb(r, tmp_path):
+    seed = int(os.environ.get("FLOE_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed}")
+    path = tmp_path / "d.csv"
+    make_csv(path, seed, 80_000)
+    status = import_frame(r, "d", str(path))
+    assert status["state"] == "done", status
+    types = [pairs(v)["type"] for v in pairs(r.execute_command("FRAME.INFO", "d"))["vecs"]]
+    assert types == ["integer", "integer", "real", "real", "categorical"]
+
+    table = (f"(SELECT * FROM read_csv('{path}', header=true, columns={{'id': 'BIGINT', "
+             "'qty': 'BIGINT', 'price': 'DOUBLE', 'x': 'DOUBLE', 'grp': 'VARCHAR'}))")
+    queries = {}
+    for col in ["qty", "price", "x"]:
+        queries[f"summary_{col}"] = (
+            f"SELECT count({col})::DOUBLE AS n, (count(*) - count({col}))::DOUBLE AS na, "
+            f"min({col})::DOUBLE AS mn, max({col})::DOUBLE AS mx, avg({col})::DOUBLE AS mean, "
+            f"stddev_samp({col})::DOUBLE AS sd, count(DISTINCT {col})::DOUBLE AS distinct_n "
+            f"FROM {table}")
+        queries[f"quantile_{col}"] = "SELECT " + ", ".join(
+            f"quantile_cont({col}, {p})::DOUBLE AS q{i}" for i, p in enumerate(PROBS)) + \
+            f" FROM {table}"
+    queries["groupby"] = (
+        "SELECT grp, count(*)::DOUBLE AS n, sum(price)::DOUBLE AS s, avg(price)::DOUBLE AS m, "
+        "min(qty)::DOUBLE AS mn, max(qty)::DOUBLE AS mx, stddev_samp(x)::DOUBLE AS sd "
+        f"FROM {table} GROUP BY grp")
+    want = duckdb_answers(queries, tmp_path)
+
+    def num(v):
+        return None if v is None else float(v)
+
+    for col in ["qty", "price", "x"]:
+        s = pairs(r.execute_command("FRAME.SUMMARY", "d", col))
+        w = want[f"summary_{col}"][0]
+        assert s["count"] == w["n"] and s["na"] == w["na"], col
+        assert num(s["min"]) == w["mn"] and num(s["max"]) == w["mx"], col
+        # Means and deviations are floating sums in another order: 1e-9 of their size.
+        assert close(num(s["mean"]), w["mean"], 1e-9), (col, s["mean"], w["mean"])
+        assert close(num(s["sd"]), w["sd"], 1e-9), (col, s["sd"], w["sd"])
+        # The distinct count is a HyperLogLog estimate (2^14 registers: ~0.8% error).
+        assert abs(s["cardinality"] - w["distinct_n"]) <= 0.03 * w["distinct_n"] + 2, col
+        assert sum(s["histogram"]) == s["count"]
+        got = [num(v) for v in r.execute_command("FRAME.QUANTILE", "d", col, *PROBS)]
+        wq = want[f"quantile_{col}"][0]
+        for i, p in enumerate(PROBS):
+            # Exact ranks; the interpolation between them may round differently: 1e-12.
+            assert close(got[i], wq[f"q{i}"], 1e-12), (col, p, got[i], wq[f"q{i}"])
+
+    groups = r.execute_command("FRAME.GROUPBY", "d", "g", "KEYS", "grp", "AGG", "count", "id",
+                               "sum", "price", "mean", "price", "min", "qty", "max", "qty",
+                               "sd", "x")
+    assert groups == len(want["groupby"]) == 101  # 100 levels and NA
+    head = r.execute_command("FRAME.HEAD", "g", 1000)
+    assert head[0] == ["grp", "count", "sum_price", "mean_price", "min_qty", "max_qty", "sd_x"]
+    got = {row[0]: row[1:] for row in head[1:]}
+    for w in want["groupby"]:
+        g = got[w["grp"]]
+        assert float(g[0]) == w["n"], w["grp"]
+        assert close(num(g[1]), w["s"], 1e-9), (w["grp"], g[1], w["s"])
+        assert close(num(g[2]), w["m"], 1e-9), (w["grp"], g[2], w["m"])
+        assert num(g[3]) == w["mn"] and num(g[4]) == w["mx"], w["grp"]
+        assert close(num(g[5]), w["sd"], 1e-9), (w["grp"], g[5], w["sd"])
