@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -50,7 +51,10 @@ class Floe:
         self.port = free_port()
         # Two I/O threads unless the test picks its own, so cross-thread paths are exercised.
         threads = [] if "--threads" in extra_args else ["--threads", "2"]
-        self.args = [FLOE_BIN, "serve", "--port", str(self.port), *threads,
+        # FRAME.IMPORT reads only under --import-dir: the tests write their files under the
+        # system's temporary directory.
+        imports = [] if "--import-dir" in extra_args else ["--import-dir", tempfile.gettempdir()]
+        self.args = [FLOE_BIN, "serve", "--port", str(self.port), *threads, *imports,
                      "--loglevel", "warning", *extra_args]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.proc)

@@ -178,10 +178,34 @@ Status ParseImportOptions(CommandContext& ctx, ImportRequest* r) {
   return Status::OK();
 }
 
+// FRAME.IMPORT reads only under import-dir: a client must not make the node read (and show
+// with FRAME.HEAD) any file its process may read. Both are resolved first (symlinks, ".."), so
+// a link under import-dir to a file elsewhere is refused too. *resolved gets the real path.
+Status CheckUnderImportDir(const std::string& root, const std::string& path,
+                           std::string* resolved) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (real == nullptr) {
+    return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  }
+  *resolved = real;
+  std::free(real);
+  const bool under =
+      *resolved == root || root == "/" ||
+      (resolved->size() > root.size() && resolved->compare(0, root.size(), root) == 0 &&
+       (*resolved)[root.size()] == '/');
+  if (!under) {
+    return ClientError("ERR '" + path + "' is outside import-dir (" + root +
+                       "): FRAME.IMPORT reads only under it (CONFIG GET import-dir)");
+  }
+  return Status::OK();
+}
+
 // A path an import can read: a regular file, or a directory of them; not empty, not over
 // kMaxImportBytes, and not binary (a NUL in its first 4 KiB, unless gzip). The clear errors
 // come from here, before a job starts.
-Status CheckInputFile(const std::string& path, uint64_t* bytes) {
+Status CheckInputFile(const std::string& root, const std::string& path, uint64_t* bytes) {
+  std::string real;
+  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, path, &real));
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
@@ -205,12 +229,14 @@ Status CheckInputFile(const std::string& path, uint64_t* bytes) {
   return Status::OK();
 }
 
-Status CheckInputPath(const std::string& path, uint64_t* bytes) {
+Status CheckInputPath(const std::string& root, const std::string& path, uint64_t* bytes) {
+  std::string real;
+  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, path, &real));
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
   }
-  if (!S_ISDIR(st.st_mode)) return CheckInputFile(path, bytes);
+  if (!S_ISDIR(st.st_mode)) return CheckInputFile(root, path, bytes);
   DIR* dir = ::opendir(path.c_str());
   if (dir == nullptr) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
   std::vector<std::string> files;
@@ -223,7 +249,7 @@ Status CheckInputPath(const std::string& path, uint64_t* bytes) {
   if (files.empty()) return ClientError("ERR directory '" + path + "' has no files to import");
   if (files.size() > 100'000) return ClientError("ERR directory '" + path + "' has too many files");
   for (const std::string& f : files) {
-    FLOE_RETURN_IF_ERROR(CheckInputFile(f, bytes));
+    FLOE_RETURN_IF_ERROR(CheckInputFile(root, f, bytes));
     if (*bytes > kMaxImportBytes) {
       return ClientError("ERR '" + path + "' is too big to import (over 64 GiB)");
     }
@@ -326,7 +352,18 @@ void CmdFrameImport(CommandContext& ctx) {
   if (r.path.empty() || r.path.size() > 4096 || r.path.find('\0') != std::string::npos) {
     return ctx.Error("ERR bad path");
   }
-  if (Status s = CheckInputPath(r.path, &r.input_bytes); !s.ok()) return ctx.Error(s);
+  {
+    const std::string dir = ctx.engine.config().import_dir;
+    char* root = ::realpath(dir.empty() ? "." : dir.c_str(), nullptr);
+    if (root == nullptr) {
+      return ctx.Error("ERR import-dir '" + dir + "' cannot be used: " + std::strerror(errno));
+    }
+    const std::string resolved_root = root;
+    std::free(root);
+    if (Status s = CheckInputPath(resolved_root, r.path, &r.input_bytes); !s.ok()) {
+      return ctx.Error(s);
+    }
+  }
   if (!r.replace && Lookup(ctx, r.name, false)) {
     return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
   }

@@ -34,7 +34,8 @@ class CommandTest : public ::testing::Test {
   }
 
  protected:
-  CommandTest() : engine_(Config(), 2), session_(&engine_, 0) {}
+  CommandTest() : CommandTest(Config()) {}
+  explicit CommandTest(Config config) : engine_(std::move(config), 2), session_(&engine_, 0) {}
 
   Reply Run(std::vector<std::string> args) { return Decode(session_.Run(args)); }
   Reply RunOn(Session& s, std::vector<std::string> args) { return Decode(s.Run(args)); }

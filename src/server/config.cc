@@ -88,6 +88,10 @@ constexpr Setting kSettings[] = {
     {.name = "hz", .kind = Kind::kInteger, .field = &Config::hz, .default_value = "10",
      .min = 0, .max = INT_MAX, .clamp_min = 1, .clamp_max = 500, .runtime = true,
      .help = "Active expiry cycles per second (clamped to 1-500)"},
+    {.name = "import-dir", .kind = Kind::kText, .field = &Config::import_dir,
+     .default_value = ".",
+     .help = "The directory FRAME.IMPORT may read, with everything under it (symlinks and .. "
+             "resolved first); default: the working directory"},
     {.name = "io-threads", .kind = Kind::kInteger, .field = &Config::threads, .default_value = "0",
      .min = 0, .max = 256, .flag = "threads",
      .help = "I/O threads; 0 = one per core but one (at least 1), leaving a core to the kernel's "

@@ -1,6 +1,7 @@
 // FRAME.* and JOB.* in process: imports as jobs, frames as values of the store, the analytics'
 // replies, and hostile arguments.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,8 +19,15 @@
 namespace floe::server {
 namespace {
 
+Config ImportsFromTmp() {
+  Config c;
+  c.import_dir = "/tmp";  // where the tests write their files (FRAME.IMPORT reads only there)
+  return c;
+}
+
 class FrameCommandsTest : public CommandTest {
  protected:
+  FrameCommandsTest() : CommandTest(ImportsFromTmp()) {}
   void SetUp() override {
     char dir[] = "/tmp/floe_frame_cmd_XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
@@ -100,6 +108,22 @@ TEST_F(FrameCommandsTest, ImportIsAJobThatStoresAFrame) {
   EXPECT_THAT(text, HasSubstr("jobs_done:1\r\n"));
 }
 
+// FRAME.IMPORT could read any file the node's process may read (and FRAME.HEAD show it): it now
+// reads only under import-dir, links resolved first.
+TEST_F(FrameCommandsTest, ImportReadsOnlyUnderImportDir) {
+  EXPECT_THAT(Run({"FRAME.IMPORT", "f", "/etc/hostname"}),
+              ErrStartsWith("ERR '/etc/hostname' is outside import-dir (/tmp)"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "f", dir_ + "/../../etc/hostname"}),
+              ErrStartsWith("ERR '" + dir_ + "/../../etc/hostname' is outside import-dir"));
+  const std::string link = dir_ + "/link.csv";
+  ASSERT_EQ(symlink("/etc/hostname", link.c_str()), 0);
+  files_.push_back(link);
+  EXPECT_THAT(Run({"FRAME.IMPORT", "f", link}), ErrStartsWith("ERR '" + link + "' is outside"));
+  // A directory under it holding such a link is refused whole.
+  EXPECT_THAT(Run({"FRAME.IMPORT", "f", dir_}), ErrStartsWith("ERR '" + link + "' is outside"));
+  EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(0));
+}
+
 TEST_F(FrameCommandsTest, KeyspaceCommandsTreatAFrameSanely) {
   ASSERT_EQ(Import({"t", Write("t.csv", kCsv)}), "done");
   EXPECT_THAT(Run({"RENAME", "t", "u"}), IsOk());
@@ -138,7 +162,10 @@ TEST_F(FrameCommandsTest, ImportRefusesBadPathsAndExistingNames) {
   EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/missing.csv"}), ErrStartsWith("ERR cannot read"));
   EXPECT_THAT(Run({"FRAME.IMPORT", "t", Write("bin.csv", std::string("a,b\n\0\x01\x02", 7))}),
               ErrStartsWith("ERR '"));
-  EXPECT_THAT(Run({"FRAME.IMPORT", "t", "/dev/null"}), ErrStartsWith("ERR '/dev/null' is not a"));
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  files_.push_back(fifo);
+  EXPECT_THAT(Run({"FRAME.IMPORT", "t", fifo}), ErrStartsWith("ERR '" + fifo + "' is not a"));
   EXPECT_THAT(Run({"FRAME.IMPORT", "a{b}", Write("t.csv", kCsv)}), ErrStartsWith("ERR a frame"));
   EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/t.csv", "SEP", "ab"}), ErrStartsWith("ERR SEP"));
   EXPECT_THAT(Run({"FRAME.IMPORT", "t", dir_ + "/t.csv", "TYPES", "int,bogus"}),

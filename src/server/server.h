@@ -93,6 +93,7 @@ struct Config {
   int64_t cluster_node_timeout;  // cluster-node-timeout, ms
   std::string cluster_secret;    // cluster-secret
   std::string dir;               // dir: the data directory (a member's Raft log)
+  std::string import_dir;        // import-dir: what FRAME.IMPORT may read (docs/frame.md)
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
   int http_port;                 // http-port
   std::string http_bind;         // http-bind: addresses for HTTP; same protected-mode rule as bind
