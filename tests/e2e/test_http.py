@@ -304,6 +304,22 @@ def test_keep_alive_and_pipelined_requests(node):
     assert data.count(b"HTTP/1.1 404") == 3
 
 
+def serve_resp_briefly(port):
+    """Starts `floe serve` on RESP `port` with the default HTTP port, checks RESP answers, stops
+    it; returns what it printed."""
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"PING\r\n")
+            assert c.recv(100) == b"+PONG\r\n"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    return out
+
+
 def test_derived_default_port(make_floe):
     # http-port -1 (the default) is RESP port + 1000; if that is taken the node serves RESP alone.
     for _ in range(20):
@@ -315,16 +331,9 @@ def test_derived_default_port(make_floe):
         except OSError:
             blocker.close()
     blocker.listen()
-    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, proc)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-            c.sendall(b"PING\r\n")
-            assert c.recv(100) == b"+PONG\r\n"
+        out = serve_resp_briefly(port)
     finally:
-        proc.terminate()
-        out = proc.communicate(timeout=10)[0].decode()
         blocker.close()
     assert "HTTP is off" in out
     # Free, it is taken.
@@ -398,16 +407,7 @@ def test_a_resp_port_with_no_derived_http_port_logs_that_http_is_off():
             continue
         finally:
             probe.close()
-    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-            c.sendall(b"PING\r\n")
-            assert c.recv(100) == b"+PONG\r\n"
-    finally:
-        proc.terminate()
-        out = proc.communicate(timeout=10)[0].decode()
+    out = serve_resp_briefly(port)
     lines = [l for l in out.splitlines() if "HTTP is off" in l]
     assert len(lines) == 1, out
     assert f"port {port}" in lines[0] and "--http-port" in lines[0], lines[0]
