@@ -29,6 +29,26 @@ FrameBuilder MakeBuilder(std::vector<ColumnSpec> columns, uint64_t target) {
   return std::move(*b);
 }
 
+// A 1 MiB CSV of 10,000 mostly missing columns held every column's values until one column
+// alone reached the target: about 40 GiB pending per parse worker before the first cut. All
+// columns together are cut at 16 times the target.
+TEST(FrameBuilderTest, ManyColumnsTogetherAreCutAtSixteenTimesTheTarget) {
+  std::vector<ColumnSpec> columns;
+  for (int c = 0; c < 1000; c++) columns.push_back({"c" + std::to_string(c), ColumnType::kReal});
+  // 8 raw bytes per column and row: 8,000 a row, so 16 x 4,000 bytes is 8 rows a chunk, where
+  // each column alone would wait for 500 rows.
+  FrameBuilder b = MakeBuilder(columns, 4000);
+  for (int row = 0; row < 100; row++) {
+    for (size_t c = 0; c < columns.size(); c++) ASSERT_TRUE(b.AddNA(c).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->rows(), 100u);
+  EXPECT_EQ(f->chunk_count(), 13u);  // 12 of 8 rows, then 4
+  EXPECT_EQ(f->vec(0).chunk_start(1), 8u);
+}
+
 TEST(FrameBuilderTest, ChunksAreCutAtTheTargetRawSize) {
   // Two numeric columns, 8 raw bytes a row: 800 bytes is 100 rows a chunk.
   FrameBuilder b = MakeBuilder({{"a", ColumnType::kInteger}, {"b", ColumnType::kReal}}, 800);

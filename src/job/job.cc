@@ -5,6 +5,8 @@
 #include "job/job.h"
 
 #include <algorithm>
+#include <exception>
+#include <new>
 
 namespace floe::job {
 
@@ -64,7 +66,15 @@ Result<uint64_t> Registry::Start(std::string kind, std::string description, Work
   // The thread holds a reference: a job forgotten by Trim is never forgotten while running
   // (Trim keeps running jobs), but the reference makes that independent of Trim's rule.
   job->thread = std::thread([this, job, work = std::move(work)]() mutable {
-    Status s = work(job->ctx);
+    // An exception (an allocation that failed) fails the job instead of ending the process.
+    Status s;
+    try {
+      s = work(job->ctx);
+    } catch (const std::bad_alloc&) {
+      s = Status::ResourceExhausted("out of memory");
+    } catch (const std::exception& e) {
+      s = Status::Internal(std::string("internal error: ") + e.what());
+    }
     Finish(job.get(), s);
   });
   return raw->id;

@@ -4,6 +4,9 @@
 #include "mr/mr.h"
 
 #include <algorithm>
+#include <exception>
+#include <mutex>
+#include <new>
 #include <thread>
 
 namespace floe::mr {
@@ -14,9 +17,12 @@ Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(s
   threads = std::clamp<size_t>(threads, 1, n);
   std::atomic<size_t> next{0};
   std::atomic<bool> stopped{false};
+  std::mutex failure_mu;
+  Status failure;
   auto work = [&] {
     for (;;) {
       // relaxed: the flag is a request; the indices are handed out by the counter alone.
+      if (stopped.load(std::memory_order_relaxed)) return;  // cancelled, or a worker failed
       if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed)) {
         stopped.store(true, std::memory_order_relaxed);
         return;
@@ -24,7 +30,20 @@ Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(s
       // relaxed: each index goes to one worker; the join below orders the results.
       const size_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= n) return;
-      fn(i);
+      // An exception (an allocation that failed) stops the task with an error instead of ending
+      // the process from a worker thread.
+      try {
+        fn(i);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(failure_mu);
+        if (failure.ok()) {
+          failure = dynamic_cast<const std::bad_alloc*>(&e) != nullptr
+                        ? Status::ResourceExhausted("out of memory")
+                        : Status::Internal(std::string("internal error: ") + e.what());
+        }
+        stopped.store(true, std::memory_order_relaxed);
+        return;
+      }
     }
   };
   std::vector<std::thread> workers;
@@ -32,6 +51,7 @@ Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(s
   for (size_t t = 1; t < threads; t++) workers.emplace_back(work);
   work();
   for (auto& w : workers) w.join();
+  if (!failure.ok()) return failure;
   if (stopped.load(std::memory_order_relaxed)) return Status::Cancelled("task cancelled");
   return Status::OK();
 }

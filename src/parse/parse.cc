@@ -14,9 +14,11 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <unordered_map>
 
@@ -118,7 +120,7 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atom
   return out;
 }
 
-Status LoadFile(const std::string& path, uint64_t limit, const std::atomic<bool>* cancel,
+Status LoadFile(const std::string& path, const ParseLimits& limits, const std::atomic<bool>* cancel,
                 Source* src) {
   src->loaded = true;
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -142,9 +144,18 @@ Status LoadFile(const std::string& path, uint64_t limit, const std::atomic<bool>
   }
   close(fd);
   if (IsGzip(src->bytes)) {
-    FLOE_ASSIGN_OR_RETURN(src->owned, Inflate(src->bytes, limit, cancel));
+    // A gzip bomb (a few MB inflating to tens of GiB) is refused at a ratio no CSV reaches
+    // (ParseLimits::max_gzip_ratio, with its floor for small files).
+    const uint64_t compressed = src->bytes.size();
+    const uint64_t ratio_cap =
+        std::max<uint64_t>(limits.gzip_ratio_floor_bytes,
+                           compressed > UINT64_MAX / std::max<uint64_t>(limits.max_gzip_ratio, 1)
+                               ? UINT64_MAX
+                               : compressed * limits.max_gzip_ratio);
+    const uint64_t limit = limits.max_input_bytes;
+    FLOE_ASSIGN_OR_RETURN(src->owned, Inflate(src->bytes, std::min(limit, ratio_cap), cancel));
     src->bytes = src->owned;
-  } else if (src->bytes.size() > limit) {
+  } else if (src->bytes.size() > limits.max_input_bytes) {
     return Status::ResourceExhausted(path + ": larger than the input limit");
   }
   return Status::OK();
@@ -487,7 +498,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   auto load = [&](Source* s) {
     if (s->loaded) return Status::OK();
     total -= s->disk_size;
-    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits.max_input_bytes, control.cancel, s));
+    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits, control.cancel, s));
     total += s->bytes.size();
     return Status::OK();
   };
@@ -558,8 +569,16 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     for (size_t i = 0; i < ranges; i++) {
       workers.emplace_back([&, i] {
         Piece& piece = pieces[first_piece + i];
-        RangeParser parser(&shared, &piece);
-        piece.status = parser.Run(split.starts[i], split.starts[i + 1]);
+        // An exception (an allocation that failed) fails the parse instead of ending the
+        // process from a worker thread.
+        try {
+          RangeParser parser(&shared, &piece);
+          piece.status = parser.Run(split.starts[i], split.starts[i + 1]);
+        } catch (const std::bad_alloc&) {
+          piece.status = Status::ResourceExhausted("out of memory while parsing");
+        } catch (const std::exception& e) {
+          piece.status = Status::Internal(std::string("parse failed: ") + e.what());
+        }
         if (!piece.status.ok()) shared.failed.store(true, std::memory_order_relaxed);
         std::lock_guard<std::mutex> lock(mu);
         if (--running == 0) cv.notify_all();

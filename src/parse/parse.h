@@ -57,6 +57,11 @@ struct ParseLimits {
   uint64_t max_line_bytes = uint64_t{64} << 20;   // the row is rejected past it
   // Bytes a gzip source may inflate to (ResourceExhausted past it): a bomb stops here.
   uint64_t max_input_bytes = uint64_t{64} << 30;
+  // A gzip source inflating past this many times its compressed size (or past the floor,
+  // whichever is more) is refused: a bomb of a few MB meant to inflate to tens of GiB stops at
+  // a ratio no CSV reaches.
+  uint64_t max_gzip_ratio = 1000;
+  uint64_t gzip_ratio_floor_bytes = uint64_t{1} << 30;
   uint32_t max_issues = 20;  // issues listed with their line (all are counted)
 };
 

@@ -627,6 +627,26 @@ TEST(ParseTest, GzipRoundTripFromBytesAndFiles) {
   EXPECT_EQ(ParseBytes(gz, small).status().code(), StatusCode::kResourceExhausted);
 }
 
+// A gzip bomb: a few MB of gzip could inflate to tens of GiB under the input limit (64 GiB)
+// before any memory check. A file inflating past max_gzip_ratio times its size (and past the
+// floor) is refused.
+TEST(ParseTest, AGzipFileInflatingPastTheRatioIsRefused) {
+  std::string text = "v\n";
+  for (int i = 0; i < (1 << 20); i++) text += "1\n";  // 2 MiB that gzip takes to a few KiB
+  const std::string gz = Gzip(text);
+  ASSERT_LT(gz.size() * 100, text.size());
+  TempDir dir;
+  const std::string path = dir.Write("bomb.csv.gz", gz);
+  ParseOptions strict = Threads(2);
+  strict.limits.max_gzip_ratio = 10;
+  strict.limits.gzip_ratio_floor_bytes = 64 << 10;
+  EXPECT_EQ(ParseFile(path, strict).status().code(), StatusCode::kResourceExhausted);
+  // Under the default ratio the same file is an ordinary CSV.
+  const Result<ParseResult> ok = ParseFile(path, Threads(2));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->frame.rows(), uint64_t{1} << 20);
+}
+
 TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
   TempDir dir;
   dir.Write("b.csv", "id,v\n3,z\n4,w\n");

@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "parse/parse.h"
@@ -181,19 +184,29 @@ Status ParseImportOptions(CommandContext& ctx, ImportRequest* r) {
 // FRAME.IMPORT reads only under import-dir: a client must not make the node read (and show
 // with FRAME.HEAD) any file its process may read. Both are resolved first (symlinks, ".."), so
 // a link under import-dir to a file elsewhere is refused too. *resolved gets the real path.
-Status CheckUnderImportDir(const std::string& root, const std::string& path,
-                           std::string* resolved) {
+Status CheckUnderImportDir(const std::string& root, const std::string& spelled_root,
+                           const std::string& path, std::string* resolved) {
+  auto within = [](const std::string& p, const std::string& dir) {
+    return p == dir || dir == "/" ||
+           (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && p[dir.size()] == '/');
+  };
+  auto under = [&](const std::string& p) { return within(p, root); };
+  // Spelled outside (before links are resolved): refused without looking, so the error does
+  // not tell a client whether a file exists elsewhere.
+  std::error_code ec;
+  const std::string lexical = std::filesystem::absolute(path, ec).lexically_normal().string();
+  // (As spelled, import-dir may itself be a link: either spelling of it counts.)
+  if (ec || !(under(lexical) || within(lexical, spelled_root))) {
+    return ClientError("ERR '" + path + "' is outside import-dir (" + root +
+                       "): FRAME.IMPORT reads only under it (CONFIG GET import-dir)");
+  }
   char* real = ::realpath(path.c_str(), nullptr);
   if (real == nullptr) {
     return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
   }
   *resolved = real;
   std::free(real);
-  const bool under =
-      *resolved == root || root == "/" ||
-      (resolved->size() > root.size() && resolved->compare(0, root.size(), root) == 0 &&
-       (*resolved)[root.size()] == '/');
-  if (!under) {
+  if (!under(*resolved)) {
     return ClientError("ERR '" + path + "' is outside import-dir (" + root +
                        "): FRAME.IMPORT reads only under it (CONFIG GET import-dir)");
   }
@@ -205,7 +218,7 @@ Status CheckUnderImportDir(const std::string& root, const std::string& path,
 // come from here, before a job starts.
 Status CheckInputFile(const std::string& root, const std::string& path, uint64_t* bytes) {
   std::string real;
-  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, path, &real));
+  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, root, path, &real));
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
@@ -231,7 +244,7 @@ Status CheckInputFile(const std::string& root, const std::string& path, uint64_t
 
 Status CheckInputPath(const std::string& root, const std::string& path, uint64_t* bytes) {
   std::string real;
-  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, path, &real));
+  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, root, path, &real));
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
@@ -360,6 +373,16 @@ void CmdFrameImport(CommandContext& ctx) {
     }
     const std::string resolved_root = root;
     std::free(root);
+    // The job reads the resolved path, not the one the client spelled.
+    std::string real;
+    std::error_code ec;
+    std::string spelled_root =
+        std::filesystem::absolute(dir.empty() ? "." : dir, ec).lexically_normal().string();
+    while (spelled_root.size() > 1 && spelled_root.back() == '/') spelled_root.pop_back();
+    if (Status s = CheckUnderImportDir(resolved_root, spelled_root, r.path, &real); !s.ok()) {
+      return ctx.Error(s);
+    }
+    r.path = real;
     if (Status s = CheckInputPath(resolved_root, r.path, &r.input_bytes); !s.ok()) {
       return ctx.Error(s);
     }
