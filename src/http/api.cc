@@ -252,9 +252,12 @@ asio::awaitable<Response> GetKeys(server::Engine&, Commands& c, const Request&, 
     out += "{";
     bool f = true;
     AppendBytes(&out, &f, "key", k.str);
+    // A failed TYPE ends the request with its error: its home is unreachable, and asking
+    // again for every other key would wait a node timeout each.
     const resp::Reply type = co_await c.Run("TYPE", k.str);
+    if (IsError(type)) co_return FromError(type);
     Key(&out, &f, "type");
-    wire::AppendJsonString(&out, IsError(type) ? "none" : type.str);
+    wire::AppendJsonString(&out, type.str);
     out += "}";
   }
   out += "]}";
@@ -526,7 +529,7 @@ asio::awaitable<void> Commands::Sleep() {
   co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
 }
 
-asio::awaitable<Response> Handle(server::Engine& engine, Commands& c, const Request& request) {
+asio::awaitable<Response> Handle(server::Engine& engine, Commands& c, Request request) {
   const std::string_view url = request.url;
   const size_t q = url.find('?');
   const std::string_view path = url.substr(0, q);

@@ -14,11 +14,13 @@
 // -> 413, a request not complete within read_timeout_ms -> 408, too many connections -> 503.
 
 #include <http_parser.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <asio.hpp>
 #include <atomic>
+#include <cerrno>
 #include <climits>
 #include <memory>
 #include <optional>
@@ -118,6 +120,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // (a refused body) does not reset the connection before the client has read the response.
   void Linger();
   void Drain(size_t dropped);
+  // The running request missed its deadline: 504, and the connection closes.
+  void Abandon();
+  // While a request runs nothing is read; this notices a client that closes or resets.
+  void WatchPeer();
   // Charges the input and body buffers' capacity to the engine's used memory, as a RESP
   // connection charges its query buffer (so maxmemory sees a client's large body).
   void Charge();
@@ -132,6 +138,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<server::Session> session_;
   std::unique_ptr<internal::Commands> commands_;  // the session's commands, run asynchronously
   bool running_ = false;                          // a request runs (its coroutine is alive)
+  bool abandoned_ = false;    // the running request was answered 504: its late result is dropped
+  size_t running_bytes_ = 0;  // the running request's buffers, still charged (Charge)
   http_parser parser_{};
   std::string in_;  // bytes read and not parsed yet
   char buf_[kReadChunk];
@@ -358,6 +366,28 @@ void Connection::Close() {
   }
 }
 
+void Connection::Abandon() {
+  abandoned_ = true;
+  commands_->Detach();  // the coroutine ends with the connection-closed reply, dropped
+  Answer(internal::Error(504, "ERR the request was not answered within http-request-timeout (" +
+                                  std::to_string(front_->limits().read_timeout_ms) + " ms)"),
+         true);
+}
+
+void Connection::WatchPeer() {
+  socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](std::error_code ec) {
+    if (ec || self->closed_ || !self->running_ || self->abandoned_) return;
+    char byte;
+    const ssize_t n =
+        ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == 0) return self->Close();  // the client left: nobody waits for the answer
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return self->Close();
+    if (n < 0) return self->WatchPeer();
+    // A pipelined request's bytes: they wait in the socket until this one is answered, and
+    // the deadline still bounds the wait.
+  });
+}
+
 void Connection::Deliver(uint64_t ticket, std::string reply) {
   if (closed_) return;
   commands_->Deliver(ticket, std::move(reply));
@@ -365,7 +395,7 @@ void Connection::Deliver(uint64_t ticket, std::string reply) {
 
 void Connection::Charge() {
   if (closed_) return;
-  const size_t now = in_.capacity() + request_.body.capacity();
+  const size_t now = in_.capacity() + request_.body.capacity() + running_bytes_;
   if (now == charged_) return;
   front_->engine().ChargeClientBuffers(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
   charged_ = now;
@@ -375,9 +405,8 @@ void Connection::Arm(int64_t ms) {
   const uint64_t generation = ++timer_generation_;
   timer_.expires_after(std::chrono::milliseconds(ms));
   timer_.async_wait([self = shared_from_this(), generation](std::error_code ec) {
-    // A running request is not timed: its commands' replies always come (the RPC layer
-    // answers every call by its deadline), and the timer is armed again when it is answered.
-    if (ec || self->closed_ || self->running_ || generation != self->timer_generation_) return;
+    if (ec || self->closed_ || generation != self->timer_generation_) return;
+    if (self->running_) return self->Abandon();
     if (self->in_request_ && !self->writing_ && !self->lingering_) {
       return self->Answer(internal::Error(408, "ERR the request did not arrive in time"), true);
     }
@@ -522,17 +551,22 @@ void Connection::Parse() {
     http_parser_pause(&parser_, 0);
     const bool keep_alive = http_should_keep_alive(&parser_) != 0;
     running_ = true;
-    // request_ stays as it is until the answer is written (ResetRequest), and the completion
-    // holds the connection, so the coroutine's reference to it stays valid.
-    asio::co_spawn(front_->io(worker_), internal::Handle(front_->engine(), *commands_, request_),
-                   [self = shared_from_this(), keep_alive](std::exception_ptr failed,
-                                                           internal::Response response) {
-                     self->running_ = false;
-                     if (self->closed_) return;
-                     if (failed) response = internal::Error(500, "ERR the request failed");
-                     self->Answer(std::move(response),
-                                  !keep_alive || self->session_->close_requested());
-                   });
+    // The coroutine owns the request; its buffers stay charged until it ends.
+    running_bytes_ = request_.body.capacity() + request_.url.capacity();
+    asio::co_spawn(
+        front_->io(worker_), internal::Handle(front_->engine(), *commands_, std::move(request_)),
+        [self = shared_from_this(), keep_alive](std::exception_ptr failed,
+                                                internal::Response response) {
+          self->running_ = false;
+          self->running_bytes_ = 0;
+          self->Charge();
+          if (self->closed_ || self->abandoned_) return;
+          if (failed) response = internal::Error(500, "ERR the request failed");
+          self->Answer(std::move(response), !keep_alive || self->session_->close_requested());
+        });
+    // A request waiting for another node is timed like one arriving, and ends with its client.
+    Arm(front_->limits().read_timeout_ms);
+    WatchPeer();
     return;
   }
   if (err != HPE_OK) {

@@ -83,7 +83,7 @@ constexpr Setting kSettings[] = {
     {.name = "http-request-timeout", .kind = Kind::kInteger,
      .field = &Config::http_request_timeout, .default_value = "10000", .min = 1, .max = INT32_MAX,
      .help = "Milliseconds within which a started HTTP request must have arrived whole, else "
-             "408 (docs/api.md, Limits)"},
+             "408, and then be answered, else 504 (docs/api.md, Limits)"},
     // Redis takes 0..INT_MAX and clamps it into 1..500.
     {.name = "hz", .kind = Kind::kInteger, .field = &Config::hz, .default_value = "10",
      .min = 0, .max = INT_MAX, .clamp_min = 1, .clamp_max = 500, .runtime = true,

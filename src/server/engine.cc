@@ -22,6 +22,9 @@ Engine::Engine(Config config, int workers) : config_(std::move(config)) {
     stats_.push_back(std::move(s));
   }
   start_ms_ = static_cast<int64_t>(WallMicros() / 1000);
+  // The cycle clock calibrates itself on first use (a 5 ms spin): here, not in the first
+  // command's latency record on an I/O thread.
+  (void)CyclesToMicros(0);
   MutexLock lock(&config_mu_);
   ApplyHotSettings(config_);
 }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 
 #include "server/internal/command.h"
 
@@ -28,7 +29,10 @@ void RecordLatency(WorkerStats& stats, size_t index, uint64_t ticks) {
   // relaxed: only this worker stores the pointer, and it reads its own store.
   LatencyCounts* counts = stats.latency[index].load(std::memory_order_relaxed);
   if (counts == nullptr) {
-    counts = new LatencyCounts();
+    // Not recorded when memory is out: the command has been applied, and its reply must not
+    // turn into an OOM error because of a statistic.
+    counts = new (std::nothrow) LatencyCounts();
+    if (counts == nullptr) return;
     // release: a reader (INFO on another thread) that sees the pointer sees zeroed counts.
     stats.latency[index].store(counts, std::memory_order_release);
   }

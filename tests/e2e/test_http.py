@@ -602,3 +602,60 @@ def test_an_explicit_http_port_that_is_taken_stops_the_node():
         blocker.close()
     assert out.returncode == 1
     assert "cannot listen for HTTP" in out.stderr
+
+
+def test_a_client_leaving_a_waiting_request_frees_its_connection_and_a_late_one_gets_504():
+    """While a request waits for a stopped home: a client that closes its connection ends the
+    request at once (before, its connection, session and slot stayed until the home answered
+    or the node timeout passed), and a request not answered within http-request-timeout gets
+    504 and the connection closes (before, it waited for the home however long that took)."""
+    from floe_cluster import ClusterFactory, freeze
+    factory = ClusterFactory()
+    try:
+        patient, hasty = free_port(), free_port()
+        cluster = factory.make(3, node_timeout=20000, per_node_extra={
+            0: ["--http-port", str(patient), "--http-request-timeout", "30000"],
+            1: ["--http-port", str(hasty), "--http-request-timeout", "1000"]})
+        cluster.wait_formed()
+        key = cluster.keys_at(2, 1, prefix="far")[0]
+        cluster[2].conn().call("SET", key, "far away")
+        resp = cluster[0].conn(timeout=5)
+        freeze(cluster[2].proc.pid)
+        try:
+            def http_clients():
+                return [line for line in resp.call("CLIENT", "LIST").decode().splitlines()
+                        if f"laddr=127.0.0.1:{patient}" in line]
+            body = json.dumps(["GET", key]).encode()
+            leaver = socket.create_connection(("127.0.0.1", patient), timeout=5)
+            leaver.sendall(b"POST /api/command HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                           str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.time() + 10
+            while not any("cmd=get" in line for line in http_clients()):
+                assert time.time() < deadline, http_clients()
+                time.sleep(0.05)
+            leaver.close()
+            deadline = time.time() + 5
+            while http_clients():
+                assert time.time() < deadline, http_clients()
+                time.sleep(0.05)
+
+            conn = http.client.HTTPConnection("127.0.0.1", hasty, timeout=15)
+            started = time.time()
+            conn.request("POST", "/api/command", body=body)
+            r = conn.getresponse()
+            answer = json.loads(r.read())
+            assert r.status == 504, (r.status, answer)
+            assert "http-request-timeout" in answer["error"]
+            assert r.getheader("Connection") == "close"
+            assert time.time() - started < 10
+            conn.close()
+            assert resp.call("PING") == b"PONG"
+        finally:
+            os.kill(cluster[2].proc.pid, signal.SIGCONT)
+        # The node serves the key again once its home is back.
+        status, value, _ = call(type("At", (), {"http_port": hasty})(), "POST", "/api/command",
+                                ["GET", key])
+        assert (status, value) == (200, "far away")
+    finally:
+        problems = factory.close()
+    assert not problems, "\n".join(problems)

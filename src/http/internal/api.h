@@ -72,9 +72,9 @@ class Commands {
 
 // Runs one request on the session's thread; commands that wait for another node suspend it
 // (Commands), they never block the thread.
-// REQUIRES: `request` outlives the coroutine.
-asio::awaitable<Response> Handle(server::Engine& engine, Commands& commands,
-                                 const Request& request);
+// The request is the coroutine's own: a connection closed meanwhile (CLIENT KILL, a client
+// that left, the deadline) cannot pull it from under a suspended handler.
+asio::awaitable<Response> Handle(server::Engine& engine, Commands& commands, Request request);
 // The same, run to its end on the caller's thread with a session that has no reply sink (its
 // commands wait for other nodes in Execute): for tests.
 Response HandleNow(server::Engine& engine, server::Session& session, const Request& request);
