@@ -2,6 +2,7 @@
 //   floe serve       a node that speaks the Redis protocol (RESP2/RESP3)
 //   floe selfcheck   load, read, update, scan and remove keys from several threads, verifying all
 //   floe commands    print the command reference (docs/commands.md is generated from it)
+//   floe import      import a CSV file into a frame on a running node, with a progress bar
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "base/base.h"
 #include "http/http.h"
+#include "import.h"
 #include "selfcheck.h"
 #include "server/server.h"
 
@@ -104,7 +106,36 @@ int main(int argc, char** argv) {
   CLI::App* commands = app.add_subcommand(
       "commands", "Print the command reference as Markdown (the source of docs/commands.md)");
 
+  // ---- import ----
+  floe::app::ImportOptions import;
+  CLI::App* import_cmd = app.add_subcommand(
+      "import",
+      "Import a CSV file, or a directory of them (gzip or not), into a frame on a running node "
+      "(FRAME.IMPORT), showing the job's progress until it ends; Ctrl-C cancels it. The path "
+      "is the node's: it must lie under the node's --import-dir.");
+  import_cmd->add_option("name", import.name, "the frame's key")->required();
+  import_cmd->add_option("path", import.path, "file or directory, as the node sees it")->required();
+  import_cmd->add_option("-H,--host", import.host, "the node's address")->capture_default_str();
+  import_cmd->add_option("-p,--port", import.port, "the node's RESP port")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  import_cmd->add_option("-a,--password", import.password, "AUTH with this password")
+      ->envname("FLOE_REQUIREPASS");
+  import_cmd->add_option("--sep", import.sep, "field separator (one character; default ,)");
+  import_cmd->add_option("--header", import.header, "the first line names the columns")
+      ->check(CLI::IsMember({"yes", "no"}));
+  import_cmd->add_option("--types", import.types,
+                         "column types, comma-separated (FRAME.IMPORT's TYPES)");
+  import_cmd->add_option("--na", import.na, "strings read as missing, comma-separated");
+  import_cmd->add_flag("--replace", import.replace, "replace an existing key of that name");
+  import_cmd->add_flag("-q,--quiet", import.quiet, "no progress, only the result");
+  import_cmd->add_option("--timeout", import.timeout_ms, "milliseconds to wait for each reply")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3'600'000));
+
   CLI11_PARSE(app, argc, argv);
+
+  if (import_cmd->parsed()) return floe::app::RunImport(import);
 
   if (commands->parsed()) {
     std::fputs(floe::server::CommandsMarkdown().c_str(), stdout);
