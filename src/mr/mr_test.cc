@@ -395,8 +395,8 @@ TEST(MrTest, MapReduceHoldsFewAccumulatorsWhileAChunkIsSlow) {
         [&](size_t k) {
           if (k == 0) {
             // Waits for the others to race ahead: 100 maps unless they are held back (then the
-            // wait ends after two seconds; the test asserts what was alive, not how long).
-            for (int i = 0; i < 2000 && mapped.load() < 100; i++) {
+            // wait ends after 0.3 s; the test asserts what was alive, not how long).
+            for (int i = 0; i < 300 && mapped.load() < 100; i++) {
               std::this_thread::sleep_for(std::chrono::milliseconds(1));
             }
           }
