@@ -119,8 +119,9 @@ std::optional<std::string> EncodeNarrow(std::span<const double> values,
 
 std::string_view LayoutName(Layout layout) {
   static constexpr std::string_view kNames[kLayoutCount] = {
-      "empty",    "constant", "int8",   "int16", "int32",       "int64",    "scaled8",
-      "scaled16", "scaled32", "double", "bits",  "sparse_zero", "sparse_na"};
+      "empty", "constant",    "int8",      "int16",       "int32",
+      "int64", "scaled8",     "scaled16",  "scaled32",    "double",
+      "bits",  "sparse_zero", "sparse_na", "categorical", "string"};
   const auto i = static_cast<uint8_t>(layout);
   return i < kLayoutCount ? kNames[i] : "unknown";
 }

@@ -371,6 +371,13 @@ class Vec {
   // Sums over the chunks: encoded bytes (headers included) and ChunkView::raw_bytes().
   uint64_t compressed_bytes() const { return compressed_bytes_; }
   uint64_t raw_bytes() const { return raw_bytes_; }
+  // Computed once by Make (a pass over the rows), so that describing a vec costs nothing per
+  // row: its NA rows, and how many chunks have each layout, by LayoutName (a categorical's as
+  // "categorical/<layout of its codes>"), sorted by name.
+  uint64_t na_count() const { return na_count_; }
+  const std::vector<std::pair<std::string, uint64_t>>& layout_counts() const {
+    return layout_counts_;
+  }
 
   // The chunk holding `row` and the row's index in it: a binary search over the chunk starts,
   // O(log chunk_count()). REQUIRES: row < rows().
@@ -395,6 +402,8 @@ class Vec {
   std::vector<uint64_t> starts_ = {0};  // chunk_count() + 1 entries
   uint64_t compressed_bytes_ = 0;
   uint64_t raw_bytes_ = 0;
+  uint64_t na_count_ = 0;
+  std::vector<std::pair<std::string, uint64_t>> layout_counts_;
 };
 
 // Named vecs of equal length whose chunk boundaries line up: chunk k of every column covers the

@@ -67,6 +67,22 @@ Result<Vec> Vec::Make(ColumnType type, std::vector<std::string> domain,
     v.compressed_bytes_ += c.bytes();
     v.raw_bytes_ += c.raw_bytes();
     v.views_.push_back(c);
+    if (c.layout() == Layout::kString) {
+      for (uint32_t i = 0; i < c.rows(); i++) v.na_count_ += c.IsNA(i) ? 1 : 0;
+    } else {
+      // NA is not zero: a sparse-zero chunk is read in O(stored()).
+      c.ForEachNonZero([&](uint32_t, double x) { v.na_count_ += frame::IsNA(x) ? 1 : 0; });
+    }
+    std::string layout(LayoutName(c.layout()));
+    if (c.layout() == Layout::kCategorical) {
+      layout += "/" + std::string(LayoutName(c.value_layout()));
+    }
+    auto it = std::lower_bound(v.layout_counts_.begin(), v.layout_counts_.end(), layout,
+                               [](const auto& e, const std::string& n) { return e.first < n; });
+    if (it == v.layout_counts_.end() || it->first != layout) {
+      it = v.layout_counts_.emplace(it, std::move(layout), 0);
+    }
+    it->second++;
   }
   v.domain_ = std::move(domain);
   v.chunks_ = std::move(chunks);  // the views point into the strings, which do not move

@@ -268,6 +268,41 @@ TEST(VecTest, ChunkForFindsEveryRowIncludingAroundEmptyChunks) {
   }
 }
 
+// What FRAME.INFO reports is counted once by Make: NAs in every layout (sparse ones included)
+// and chunks per layout name.
+TEST(VecTest, MakeCountsNasAndLayouts) {
+  std::vector<double> sparse(1000, 0.0);
+  sparse[3] = kNA;
+  sparse[500] = 7;
+  sparse[999] = kNA;
+  const std::vector<double> dense = {1.5, kNA, 2.5};
+  Result<Vec> vec = Vec::Make(ColumnType::kReal, {},
+                              {Bytes(Compress(sparse)), Bytes(Compress(dense)),
+                               Bytes(Compress(std::vector<double>{0.5, 1.5}))});
+  ASSERT_TRUE(vec.ok());
+  EXPECT_EQ(vec->na_count(), 3u);
+  uint64_t chunks = 0;
+  for (const auto& [name, count] : vec->layout_counts()) {
+    EXPECT_FALSE(name.empty());
+    chunks += count;
+  }
+  EXPECT_EQ(chunks, 3u);
+  EXPECT_TRUE(std::is_sorted(vec->layout_counts().begin(), vec->layout_counts().end()));
+  Result<Vec> text = Vec::Make(
+      ColumnType::kString, {},
+      {Bytes(*CompressStrings(std::vector<std::optional<std::string_view>>{"a", {}, {}, ""}))});
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->na_count(), 2u);
+  ASSERT_EQ(text->layout_counts().size(), 1u);
+  EXPECT_EQ(text->layout_counts()[0].first, "string");
+  Result<Vec> cat = Vec::Make(ColumnType::kCategorical, {"a", "b", "c"},
+                              {Bytes(CompressCodes(std::vector<int32_t>{0, kNACode, 2}, 3))});
+  ASSERT_TRUE(cat.ok());
+  EXPECT_EQ(cat->na_count(), 1u);
+  ASSERT_EQ(cat->layout_counts().size(), 1u);
+  EXPECT_TRUE(cat->layout_counts()[0].first.starts_with("categorical/"));
+}
+
 TEST(VecTest, ChunksThatDoNotFitTheColumnAreRefused) {
   const auto reals = Bytes(Compress(std::vector<double>{0.5, 1.5}));
   const auto ints = Bytes(Compress(std::vector<double>{1, 2}));

@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "mr/mr.h"
 #include "sketch/sketch.h"
@@ -84,8 +85,15 @@ SumCount ChunkSum(const ChunkView& chunk) {
 }
 
 double Moments::sd() const {
-  if (count < 2) return frame::kNA;
+  if (count < 2 || pos_inf + neg_inf > 0) return frame::kNA;
   return std::sqrt(m2 / static_cast<double>(count - 1));
+}
+
+double Moments::Mean() const {
+  if (pos_inf > 0 && neg_inf > 0) return std::numeric_limits<double>::quiet_NaN();
+  if (pos_inf > 0) return kInf;
+  if (neg_inf > 0) return -kInf;
+  return mean;
 }
 
 void Moments::Add(double v) {
@@ -100,8 +108,12 @@ void Moments::Add(double v) {
     max = std::max(max, v);
   }
   count++;
+  if (std::isinf(v)) {
+    (v > 0 ? pos_inf : neg_inf)++;
+    return;
+  }
   const double d = v - mean;
-  mean += d / static_cast<double>(count);
+  mean += d / static_cast<double>(finite());
   m2 += d * (v - mean);
 }
 
@@ -114,13 +126,22 @@ void Moments::Merge(const Moments& o) {
     na = keep_na;
     return;
   }
-  const double n = static_cast<double>(count + o.count);
-  const double d = o.mean - mean;
-  mean += d * static_cast<double>(o.count) / n;
-  m2 += o.m2 + d * d * static_cast<double>(count) * static_cast<double>(o.count) / n;
+  if (o.finite() > 0) {
+    if (finite() == 0) {
+      mean = o.mean;
+      m2 = o.m2;
+    } else {
+      const double n = static_cast<double>(finite() + o.finite());
+      const double d = o.mean - mean;
+      mean += d * static_cast<double>(o.finite()) / n;
+      m2 += o.m2 + d * d * static_cast<double>(finite()) * static_cast<double>(o.finite()) / n;
+    }
+  }
   min = std::min(min, o.min);
   max = std::max(max, o.max);
   count += o.count;
+  pos_inf += o.pos_inf;
+  neg_inf += o.neg_inf;
 }
 
 Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
@@ -131,6 +152,7 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
   struct Acc {
     Moments m;
     sketch::HyperLogLog hll;
+    double lo = kInf, hi = -kInf;  // of the finite values
   };
   sketch::HllParams params;
   params.log2m = 14;
@@ -145,21 +167,27 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
                                            a.hll.AddHash(sketch::HyperLogLog::HashInt64(
                                                static_cast<int64_t>(Canonical(v))));
                                          }
+                                         if (std::isfinite(v)) {
+                                           a.lo = std::min(a.lo, v);
+                                           a.hi = std::max(a.hi, v);
+                                         }
                                        });
                                        return a;
                                      },
                                      [](Acc& a, Acc&& b) {
                                        a.m.Merge(b.m);
                                        (void)a.hll.Merge(b.hll);  // same parameters: cannot fail
+                                       a.lo = std::min(a.lo, b.lo);
+                                       a.hi = std::max(a.hi, b.hi);
                                      },
                                      options));
   Summary s;
   s.moments = acc.m;
   s.cardinality = static_cast<uint64_t>(std::llround(acc.hll.Cardinality(true)));
-  if (s.moments.count == 0 || !std::isfinite(s.moments.min) || !std::isfinite(s.moments.max)) {
-    return s;
-  }
-  const Binner binner(s.moments.min, s.moments.max, bins);
+  // The bins span the finite values; -inf counts in the first bin, +inf in the last. No finite
+  // value: no histogram.
+  if (!(acc.lo <= acc.hi)) return s;
+  const Binner binner(acc.lo, acc.hi, bins);
   const bool one_bin = !binner.usable();
   using Hist = std::vector<uint64_t>;
   FLOE_ASSIGN_OR_RETURN(Hist hist, MapReduce<Hist>(
@@ -167,7 +195,12 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
                                        [&](size_t k) {
                                          Hist h(bins, 0);
                                          vec.chunk(k).ForEach([&](uint32_t, double v) {
-                                           if (!std::isnan(v)) h[one_bin ? 0 : binner.Bin(v)]++;
+                                           if (std::isnan(v)) return;
+                                           if (one_bin) {
+                                             h[v == kInf ? bins - 1 : 0]++;
+                                           } else {
+                                             h[binner.Bin(v)]++;
+                                           }
                                          });
                                          return h;
                                        },
@@ -176,100 +209,112 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
                                        },
                                        options));
   s.histogram = std::move(hist);
-  const double width = (s.moments.max - s.moments.min) / bins;
-  for (uint32_t i = 0; i < bins; i++) s.bin_starts.push_back(s.moments.min + width * i);
+  const double width = (acc.hi - acc.lo) / bins;
+  // Halved like the Binner's when the range is wider than the largest double.
+  const double half_width = (acc.hi * 0.5 - acc.lo * 0.5) / bins;
+  for (uint32_t i = 0; i < bins; i++) {
+    s.bin_starts.push_back(std::isfinite(width) ? acc.lo + width * i
+                                                : acc.lo + 2 * (half_width * i));
+  }
   return s;
 }
 
 // How exact quantiles are found
 // -----------------------------
-// As H2O does, by refining a histogram instead of sorting: to find the value of rank k (0-based,
-// among the n non-NA values), pass 1 counts the values and finds the finite minimum and maximum
-// (infinities are counted apart: rank k may be one). Each further pass bins the values of the
-// current range [lo, hi] into 1,024 equal bins, keeping per bin its count and its least and
-// greatest value; the bin holding rank k becomes the range, narrowed to exactly its least and
-// greatest value (the binning is monotone, so those bound exactly the values in the bin). A
-// range holding both its ends in different bins shrinks every pass; once it holds at most 65,536
-// values (or one value) they are gathered and sorted, and rank k read off. Each pass reads the
-// column once; a range shrinks ~1,000-fold a pass, so a billion rows take about 4 passes a rank.
+// As H2O does, by refining a histogram instead of sorting -- but over the order-preserving
+// 64-bit image of each double (Image: unsigned order of images is the order of the values,
+// -inf lowest, +inf highest), not over equal-width ranges of values, so no data (subnormal,
+// tiny or huge ranges, infinities) can make it take more passes or gather values. Pass 1 counts
+// the non-NA values. Each of the next 8 passes histograms the next 8 bits of the images whose
+// leading bits equal a wanted rank's prefix found so far (one 256-bin histogram per distinct
+// prefix, all ranks of the call refined together), and the bin holding each rank extends its
+// prefix. After 8 passes a prefix is the whole image of the rank's value. So a call costs 9
+// reads of the column whatever the data and the probabilities, and its working memory is
+// 256 counters per wanted rank per accumulator held (MapReduce holds ~3 a worker), charged to
+// options.memory before the passes start.
 namespace {
 
-constexpr uint32_t kRefineBins = 1024;
-constexpr uint64_t kGatherAtMost = 1 << 16;
+constexpr int kRadixBits = 8;
+constexpr uint32_t kRadixBins = 1u << kRadixBits;
+constexpr int kRadixPasses = 64 / kRadixBits;
 
-struct Counts {
-  uint64_t n = 0, neg_inf = 0, pos_inf = 0, finite = 0;
-  double lo = 0, hi = 0;  // finite min and max
-};
+// -0 is 0 first, so that the two zeros have one image.
+uint64_t Image(double v) {
+  if (v == 0) v = 0;
+  const auto b = std::bit_cast<uint64_t>(v);
+  return (b >> 63) != 0 ? ~b : b | (uint64_t{1} << 63);
+}
 
-Result<double> KthSmallest(const frame::Vec& vec, const Counts& c, uint64_t k,
-                           const TaskOptions& options) {
-  if (k < c.neg_inf) return -kInf;
-  if (k >= c.neg_inf + c.finite) return kInf;
-  k -= c.neg_inf;
-  double lo = c.lo, hi = c.hi;
-  uint64_t below = 0, in_range = c.finite;
-  for (;;) {
-    if (lo == hi) return lo;
-    const Binner binner(lo, hi, kRefineBins);
-    if (in_range <= kGatherAtMost || !binner.usable()) {
-      using Vals = std::vector<double>;
-      FLOE_ASSIGN_OR_RETURN(
-          Vals vals,
-          MapReduce<Vals>(
-              vec.chunk_count(),
-              [&](size_t j) {
-                Vals out;
-                vec.chunk(j).ForEach([&](uint32_t, double v) {
-                  if (v >= lo && v <= hi) out.push_back(v);
-                });
-                return out;
-              },
-              [](Vals& a, Vals&& b) { a.insert(a.end(), b.begin(), b.end()); }, options));
-      const uint64_t at = k - below;
-      if (at >= vals.size()) return Status::Internal("quantile refinement lost its rank");
-      std::nth_element(vals.begin(), vals.begin() + static_cast<ptrdiff_t>(at), vals.end());
-      return vals[at];
+double FromImage(uint64_t u) {
+  return std::bit_cast<double>((u >> 63) != 0 ? u & ~(uint64_t{1} << 63) : ~u);
+}
+
+// Linear interpolation between the values of two adjacent ranks, a <= b, 0 < frac < 1, as
+// DuckDB's quantile_cont does with infinities: -inf with anything finite is -inf, anything
+// finite with +inf is +inf, -inf with +inf is NaN (a + (b - a) * frac gives NaN for the first).
+double Interpolate(double a, double b, double frac) {
+  if (a == b) return a;
+  if (a == -kInf) return b == kInf ? std::numeric_limits<double>::quiet_NaN() : -kInf;
+  if (b == kInf) return kInf;
+  return a + (b - a) * frac;
+}
+
+// The values of the given ranks (0-based among the `n` non-NA values, each < n), by the
+// refinement above.
+Result<std::vector<double>> ValuesAtRanks(const frame::Vec& vec, const std::vector<uint64_t>& ranks,
+                                          const TaskOptions& options) {
+  std::vector<uint64_t> prefix(ranks.size(), 0);  // the leading bits found so far
+  std::vector<uint64_t> below(ranks.size(), 0);   // values whose image is below the prefix's
+  Charge charge(options.memory);
+  const uint64_t held = 3 * WorkerCount(options, vec.chunk_count()) + 1;
+  FLOE_RETURN_IF_ERROR(charge.Grow(held * ranks.size() * kRadixBins * sizeof(uint64_t)));
+  using Hist = std::vector<uint64_t>;
+  for (int pass = 0; pass < kRadixPasses; pass++) {
+    const int shift = 64 - kRadixBits * (pass + 1);  // of the bits this pass finds
+    std::vector<uint64_t> wanted = prefix;
+    std::sort(wanted.begin(), wanted.end());
+    wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+    const size_t cells = wanted.size() * kRadixBins;
+    FLOE_ASSIGN_OR_RETURN(
+        Hist hist, MapReduce<Hist>(
+                       vec.chunk_count(),
+                       [&](size_t k) {
+                         Hist h(cells, 0);
+                         vec.chunk(k).ForEach([&](uint32_t, double v) {
+                           if (std::isnan(v)) return;
+                           const uint64_t u = Image(v);
+                           const uint64_t high = pass == 0 ? 0 : u >> (shift + kRadixBits);
+                           const auto it = std::lower_bound(wanted.begin(), wanted.end(), high);
+                           if (it == wanted.end() || *it != high) return;
+                           const auto at = static_cast<size_t>(it - wanted.begin());
+                           h[at * kRadixBins + ((u >> shift) & (kRadixBins - 1))]++;
+                         });
+                         return h;
+                       },
+                       [](Hist& a, Hist&& b) {
+                         for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
+                       },
+                       options));
+    if (hist.size() != cells) return Status::Internal("quantile refinement lost its rank");
+    for (size_t r = 0; r < ranks.size(); r++) {
+      const auto at = static_cast<size_t>(
+          std::lower_bound(wanted.begin(), wanted.end(), prefix[r]) - wanted.begin());
+      uint64_t cum = below[r];
+      uint32_t bin = 0;
+      for (; bin < kRadixBins; bin++) {
+        const uint64_t c = hist[at * kRadixBins + bin];
+        if (cum + c > ranks[r]) break;
+        cum += c;
+      }
+      if (bin == kRadixBins) return Status::Internal("quantile refinement lost its rank");
+      below[r] = cum;
+      prefix[r] = (prefix[r] << kRadixBits) | bin;
     }
-    struct Bins {
-      std::vector<uint64_t> count;
-      std::vector<double> least, greatest;
-    };
-    FLOE_ASSIGN_OR_RETURN(Bins bins, MapReduce<Bins>(
-                                         vec.chunk_count(),
-                                         [&](size_t j) {
-                                           Bins b{std::vector<uint64_t>(kRefineBins, 0),
-                                                  std::vector<double>(kRefineBins, kInf),
-                                                  std::vector<double>(kRefineBins, -kInf)};
-                                           vec.chunk(j).ForEach([&](uint32_t, double v) {
-                                             if (!(v >= lo && v <= hi)) return;
-                                             const uint32_t i = binner.Bin(v);
-                                             b.count[i]++;
-                                             b.least[i] = std::min(b.least[i], v);
-                                             b.greatest[i] = std::max(b.greatest[i], v);
-                                           });
-                                           return b;
-                                         },
-                                         [](Bins& a, Bins&& b) {
-                                           for (uint32_t i = 0; i < kRefineBins; i++) {
-                                             a.count[i] += b.count[i];
-                                             a.least[i] = std::min(a.least[i], b.least[i]);
-                                             a.greatest[i] = std::max(a.greatest[i], b.greatest[i]);
-                                           }
-                                         },
-                                         options));
-    uint64_t cum = below;
-    uint32_t i = 0;
-    for (; i < kRefineBins; i++) {
-      if (cum + bins.count[i] > k) break;
-      cum += bins.count[i];
-    }
-    if (i == kRefineBins) return Status::Internal("quantile refinement lost its rank");
-    below = cum;
-    in_range = bins.count[i];
-    lo = bins.least[i];
-    hi = bins.greatest[i];
   }
+  std::vector<double> out;
+  out.reserve(ranks.size());
+  for (uint64_t p : prefix) out.push_back(FromImage(p));
+  return out;
 }
 
 }  // namespace
@@ -285,60 +330,49 @@ Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t 
   for (double p : probabilities) {
     if (!(p >= 0 && p <= 1)) return Status::InvalidArgument("a probability must be in [0, 1]");
   }
-  FLOE_ASSIGN_OR_RETURN(Counts c, MapReduce<Counts>(
-                                      vec.chunk_count(),
-                                      [&](size_t k) {
-                                        Counts a;
-                                        vec.chunk(k).ForEach([&](uint32_t, double v) {
-                                          if (std::isnan(v)) return;
-                                          a.n++;
-                                          if (v == -kInf) {
-                                            a.neg_inf++;
-                                          } else if (v == kInf) {
-                                            a.pos_inf++;
-                                          } else {
-                                            a.lo = a.finite == 0 ? v : std::min(a.lo, v);
-                                            a.hi = a.finite == 0 ? v : std::max(a.hi, v);
-                                            a.finite++;
-                                          }
-                                        });
-                                        return a;
-                                      },
-                                      [](Counts& a, Counts&& b) {
-                                        if (b.finite > 0) {
-                                          a.lo = a.finite == 0 ? b.lo : std::min(a.lo, b.lo);
-                                          a.hi = a.finite == 0 ? b.hi : std::max(a.hi, b.hi);
-                                        }
-                                        a.n += b.n;
-                                        a.neg_inf += b.neg_inf;
-                                        a.pos_inf += b.pos_inf;
-                                        a.finite += b.finite;
-                                      },
-                                      options));
+  FLOE_ASSIGN_OR_RETURN(uint64_t n, MapReduce<uint64_t>(
+                                        vec.chunk_count(),
+                                        [&](size_t k) {
+                                          uint64_t a = 0;
+                                          vec.chunk(k).ForEach([&](uint32_t, double v) {
+                                            if (!std::isnan(v)) a++;
+                                          });
+                                          return a;
+                                        },
+                                        [](uint64_t& a, uint64_t&& b) { a += b; }, options));
   std::vector<std::optional<double>> out;
-  if (c.n == 0) {
+  if (n == 0) {
     out.assign(probabilities.size(), std::nullopt);
     return out;
   }
-  std::map<uint64_t, double> by_rank;  // ranks asked for by several p are found once
-  auto value_at = [&](uint64_t rank) -> Result<double> {
-    if (auto it = by_rank.find(rank); it != by_rank.end()) return it->second;
-    FLOE_ASSIGN_OR_RETURN(double v, KthSmallest(vec, c, rank, options));
-    by_rank.emplace(rank, v);
-    return v;
+  struct Wanted {
+    uint64_t lower, upper;
+    double frac;
   };
+  std::vector<Wanted> wanted;
+  std::vector<uint64_t> ranks;  // every rank asked for, found once
   for (double p : probabilities) {
-    const double h = static_cast<double>(c.n - 1) * p;
-    const auto lower = std::min<uint64_t>(static_cast<uint64_t>(std::floor(h)), c.n - 1);
-    const uint64_t upper = std::min<uint64_t>(lower + 1, c.n - 1);
-    const double frac = h - static_cast<double>(lower);
-    FLOE_ASSIGN_OR_RETURN(double a, value_at(lower));
-    if (frac == 0 || upper == lower) {
+    const double h = static_cast<double>(n - 1) * p;
+    const auto lower = std::min<uint64_t>(static_cast<uint64_t>(std::floor(h)), n - 1);
+    const uint64_t upper = std::min<uint64_t>(lower + 1, n - 1);
+    wanted.push_back({.lower = lower, .upper = upper, .frac = h - static_cast<double>(lower)});
+    ranks.push_back(lower);
+    ranks.push_back(upper);
+  }
+  std::sort(ranks.begin(), ranks.end());
+  ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+  FLOE_ASSIGN_OR_RETURN(std::vector<double> values, ValuesAtRanks(vec, ranks, options));
+  auto value_at = [&](uint64_t rank) {
+    return values[static_cast<size_t>(std::lower_bound(ranks.begin(), ranks.end(), rank) -
+                                      ranks.begin())];
+  };
+  for (const Wanted& w : wanted) {
+    const double a = value_at(w.lower);
+    if (w.frac == 0 || w.upper == w.lower) {
       out.push_back(a);
-      continue;
+    } else {
+      out.push_back(Interpolate(a, value_at(w.upper), w.frac));
     }
-    FLOE_ASSIGN_OR_RETURN(double b, value_at(upper));
-    out.push_back(a == b ? a : a + (b - a) * frac);
   }
   return out;
 }
@@ -386,6 +420,15 @@ struct KeyHash {
   }
 };
 
+// What one group costs in a Groups table, the key columns included: its entry in the index
+// (node, bucket, key vector), its key values, its row count, and per aggregate a Moments and a
+// sum. An estimate of the allocator's real figure, used to bound and charge the table.
+uint64_t GroupBytes(size_t keys, size_t width) {
+  const uint64_t key_vector = sizeof(std::vector<uint64_t>) + 8 * uint64_t{keys};
+  return (key_vector + 32) + (key_vector) + sizeof(uint64_t) +
+         uint64_t{width} * (sizeof(Moments) + sizeof(double));
+}
+
 struct Groups {
   std::unordered_map<std::vector<uint64_t>, uint32_t, KeyHash> index;
   std::vector<std::vector<double>> keys;  // per group, the key values
@@ -394,17 +437,30 @@ struct Groups {
   std::vector<double> sums;               // likewise: plain sums, in row order
   bool too_many = false;
   uint64_t max_groups = kMaxGroups;
+  uint64_t group_bytes = 0;  // GroupBytes of the task
+  Charge charge;             // the table's bytes, charged before it grows
+  Status failure;            // the budget refused: the task fails with it
 
-  // The group of `key` (made with `width` aggregates if new); nullopt past max_groups.
+  // The group of `key` (made with `width` aggregates if new); nullopt past max_groups or when
+  // the budget refuses the growth (too_many or failure set).
   std::optional<uint32_t> Find(const std::vector<uint64_t>& key, const std::vector<double>& vals,
                                size_t width) {
-    auto [it, fresh] = index.try_emplace(key, static_cast<uint32_t>(keys.size()));
-    if (fresh) {
-      if (keys.size() >= max_groups) {
-        index.erase(it);
-        too_many = true;
+    if (keys.size() >= max_groups && index.find(key) == index.end()) {
+      too_many = true;
+      return std::nullopt;
+    }
+    const uint64_t need = (keys.size() + 1) * group_bytes;
+    if (need > charge.bytes()) {
+      // Geometric steps, so the budget is asked O(log groups) times.
+      const uint64_t step = std::min(std::max<uint64_t>(need, 2 * charge.bytes()),
+                                     std::max<uint64_t>(need, max_groups * group_bytes));
+      if (Status s = charge.Grow(std::max<uint64_t>(step, 64 << 10)); !s.ok()) {
+        failure = std::move(s);
         return std::nullopt;
       }
+    }
+    auto [it, fresh] = index.try_emplace(key, static_cast<uint32_t>(keys.size()));
+    if (fresh) {
       keys.push_back(vals);
       rows.push_back(0);
       moments.resize(moments.size() + width);
@@ -412,30 +468,41 @@ struct Groups {
     }
     return it->second;
   }
+  bool stopped() const { return too_many || !failure.ok(); }
 };
 
-// Categorical keys with a domain up to this size index a table by code instead of hashing.
+// Categorical keys with a domain below this size index a table by code instead of hashing.
 constexpr size_t kDirectDomain = size_t{1} << 20;
 
 // One chunk's groups: first each row's group (a table by code for one categorical key, else a
 // hash of the key values), then each aggregate a column at a time, doing only what its function
 // needs (a sum and a count for sum and mean, the extremes for min and max, Welford for sd).
 Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
-                 const std::vector<Aggregate>& aggs, uint64_t max_groups, size_t k) {
+                 const std::vector<Aggregate>& aggs, uint64_t max_groups,
+                 const TaskOptions& options, size_t k) {
   Groups g;
   g.max_groups = max_groups;
+  g.group_bytes = GroupBytes(keys.size(), aggs.size());
+  g.charge = Charge(options.memory);
   const size_t width = aggs.size();
   const uint32_t rows = frame.vec(keys[0]).chunk(k).rows();
+  const frame::Vec& first = frame.vec(keys[0]);
+  const bool direct = keys.size() == 1 && first.type() == ColumnType::kCategorical &&
+                      first.domain().size() < kDirectDomain;
+  // The chunk's scratch (a group per row, the table by code) is charged with the table's first
+  // step, which it stays under.
+  Charge scratch(options.memory);
+  g.failure = scratch.Grow(uint64_t{rows} * sizeof(uint32_t) +
+                           (direct ? (first.domain().size() + 1) * sizeof(int64_t) : 0));
+  if (!g.failure.ok()) return g;
   std::vector<uint32_t> gid(rows);
   std::vector<uint64_t> key(keys.size());
   std::vector<double> vals(keys.size());
-  const frame::Vec& first = frame.vec(keys[0]);
-  if (keys.size() == 1 && first.type() == ColumnType::kCategorical &&
-      first.domain().size() < kDirectDomain) {
+  if (direct) {
     const size_t na_slot = first.domain().size();
     std::vector<int64_t> slot(na_slot + 1, -1);  // group by code; NA last
     first.chunk(k).ForEach([&](uint32_t r, double v) {
-      if (g.too_many) return;
+      if (g.stopped()) return;
       // Vec::Make checked every code against the domain; NA is its own slot.
       const size_t code = std::isnan(v) ? na_slot : std::min(static_cast<size_t>(v), na_slot);
       int64_t& s = slot[code];
@@ -449,7 +516,7 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
       gid[r] = static_cast<uint32_t>(s);
     });
   } else {
-    for (uint32_t r = 0; r < rows && !g.too_many; r++) {
+    for (uint32_t r = 0; r < rows && !g.stopped(); r++) {
       for (size_t i = 0; i < keys.size(); i++) {
         vals[i] = frame.vec(keys[i]).chunk(k).At(r);
         if (std::isnan(vals[i])) vals[i] = frame::kNA;
@@ -461,7 +528,7 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
       gid[r] = *at;
     }
   }
-  if (g.too_many) return g;
+  if (g.stopped()) return g;
   for (uint32_t r = 0; r < rows; r++) g.rows[gid[r]]++;
   for (size_t a = 0; a < width; a++) {
     const ChunkView& chunk = frame.vec(aggs[a].col).chunk(k);
@@ -536,35 +603,39 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
     }
   }
   const size_t width = aggs.size();
-  const uint64_t max_groups = std::min<uint64_t>(kMaxGroups, kMaxGroupCells / (width + 1));
-  FLOE_ASSIGN_OR_RETURN(Groups groups,
-                        MapReduce<Groups>(
-                            frame.chunk_count(),
-                            [&](size_t k) { return MapGroups(frame, keys, aggs, max_groups, k); },
-                            [&](Groups& a, Groups&& b) {
-                              if (a.too_many || b.too_many) {
-                                a.too_many = true;
-                                return;
-                              }
-                              std::vector<uint64_t> key(keys.size());
-                              for (size_t j = 0; j < b.keys.size() && !a.too_many; j++) {
-                                for (size_t i = 0; i < keys.size(); i++)
-                                  key[i] = Canonical(b.keys[j][i]);
-                                std::optional<uint32_t> at = a.Find(key, b.keys[j], width);
-                                if (!at) break;
-                                a.rows[*at] += b.rows[j];
-                                for (size_t x = 0; x < width; x++) {
-                                  a.moments[*at * width + x].Merge(b.moments[j * width + x]);
-                                  a.sums[*at * width + x] += b.sums[j * width + x];
-                                }
-                              }
-                            },
-                            options));
+  const uint64_t max_groups =
+      std::min<uint64_t>(kMaxGroups, kMaxGroupBytes / GroupBytes(keys.size(), width));
+  FLOE_ASSIGN_OR_RETURN(
+      Groups groups,
+      MapReduce<Groups>(
+          frame.chunk_count(),
+          [&](size_t k) { return MapGroups(frame, keys, aggs, max_groups, options, k); },
+          [&](Groups& a, Groups&& b) {
+            if (a.stopped() || b.stopped()) {
+              a.too_many = a.too_many || b.too_many;
+              if (a.failure.ok()) a.failure = b.failure;
+              return;
+            }
+            std::vector<uint64_t> key(keys.size());
+            for (size_t j = 0; j < b.keys.size() && !a.stopped(); j++) {
+              for (size_t i = 0; i < keys.size(); i++) key[i] = Canonical(b.keys[j][i]);
+              std::optional<uint32_t> at = a.Find(key, b.keys[j], width);
+              if (!at) break;
+              a.rows[*at] += b.rows[j];
+              for (size_t x = 0; x < width; x++) {
+                a.moments[*at * width + x].Merge(b.moments[j * width + x]);
+                a.sums[*at * width + x] += b.sums[j * width + x];
+              }
+            }
+          },
+          options));
+  if (!groups.failure.ok()) return groups.failure;
   if (groups.too_many) {
-    return Status::ResourceExhausted("more than " + std::to_string(max_groups) +
-                                     " groups (at most " + std::to_string(kMaxGroups) +
-                                     ", and groups x (aggregates + 1) at most " +
-                                     std::to_string(kMaxGroupCells) + ")");
+    return Status::ResourceExhausted(
+        "more than " + std::to_string(max_groups) + " groups (at most " +
+        std::to_string(kMaxGroups) + ", and a group-by's table at most " +
+        std::to_string(kMaxGroupBytes >> 20) + " MiB: ~" +
+        std::to_string(GroupBytes(keys.size(), width)) + " bytes a group with these columns)");
   }
   std::vector<uint32_t> order(groups.keys.size());
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
@@ -572,15 +643,25 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
             [&](uint32_t a, uint32_t b) { return KeyLess(groups.keys[a], groups.keys[b]); });
 
   std::vector<frame::ColumnSpec> specs;
-  auto taken = [&](const std::string& n) {
-    return std::any_of(specs.begin(), specs.end(), [&](const auto& s) { return s.name == n; });
-  };
-  for (size_t k : keys) specs.push_back({.name = frame.name(k), .type = frame.vec(k).type()});
+  // Names taken, and per base name the next suffix to try: each name is found in O(1) expected
+  // tries (a suffix tried for a base is never tried again), not by scanning every column.
+  std::unordered_set<std::string> taken;
+  std::unordered_map<std::string, uint64_t> next_suffix;
+  for (size_t k : keys) {
+    specs.push_back({.name = frame.name(k), .type = frame.vec(k).type()});
+    taken.insert(frame.name(k));
+  }
   for (const Aggregate& a : aggs) {
     std::string base =
         a.fn == AggFn::kCount ? "count" : std::string(AggFnName(a.fn)) + "_" + frame.name(a.col);
     std::string name = base;
-    for (int s = 2; taken(name); s++) name = base + "_" + std::to_string(s);
+    if (taken.contains(name)) {
+      uint64_t& s = next_suffix.try_emplace(base, 2).first->second;
+      do {
+        name = base + "_" + std::to_string(s++);
+      } while (taken.contains(name));
+    }
+    taken.insert(name);
     const ColumnType src = frame.vec(a.col).type();
     ColumnType t = ColumnType::kReal;
     if (a.fn == AggFn::kCount) t = ColumnType::kInteger;

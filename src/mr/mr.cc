@@ -11,10 +11,15 @@
 
 namespace floe::mr {
 
+size_t WorkerCount(const TaskOptions& options, size_t n) {
+  const size_t threads =
+      options.threads != 0 ? options.threads : std::thread::hardware_concurrency();
+  return std::clamp<size_t>(threads, 1, std::max<size_t>(n, 1));
+}
+
 Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(size_t)>& fn) {
   if (n == 0) return Status::OK();
-  size_t threads = options.threads != 0 ? options.threads : std::thread::hardware_concurrency();
-  threads = std::clamp<size_t>(threads, 1, n);
+  const size_t threads = WorkerCount(options, n);
   std::atomic<size_t> next{0};
   std::atomic<bool> stopped{false};
   std::mutex failure_mu;
@@ -33,6 +38,10 @@ Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(s
       // An exception (an allocation that failed) stops the task with an error instead of ending
       // the process from a worker thread.
       try {
+        if (options.stats != nullptr) {
+          // relaxed: a statistic, read after the join.
+          options.stats->chunks_mapped.fetch_add(1, std::memory_order_relaxed);
+        }
         fn(i);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(failure_mu);

@@ -24,8 +24,10 @@
 #define FLOE_MR_MR_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,37 +37,110 @@
 
 namespace floe::mr {
 
+// Working memory a task charges before allocating it (the server charges it to maxmemory):
+// Reserve refuses with the status to return (ResourceExhausted) when `bytes` more do not fit.
+// Called from the task's workers at once: implementations are thread-safe.
+class MemoryBudget {
+ public:
+  virtual ~MemoryBudget() = default;
+  virtual Status Reserve(uint64_t bytes) = 0;
+  virtual void Release(uint64_t bytes) = 0;
+};
+
+// Bytes charged to a budget (none: nothing charged) and given back when this goes. Movable.
+class Charge {
+ public:
+  Charge() = default;
+  explicit Charge(MemoryBudget* budget) : budget_(budget) {}
+  Charge(Charge&& o) noexcept : budget_(o.budget_), bytes_(o.bytes_) { o.bytes_ = 0; }
+  Charge& operator=(Charge&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      budget_ = o.budget_;
+      bytes_ = o.bytes_;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  Charge(const Charge&) = delete;
+  Charge& operator=(const Charge&) = delete;
+  ~Charge() { Reset(); }
+  // Makes the charge at least `bytes`, reserving the difference.
+  Status Grow(uint64_t bytes) {
+    if (bytes <= bytes_ || budget_ == nullptr) return Status::OK();
+    FLOE_RETURN_IF_ERROR(budget_->Reserve(bytes - bytes_));
+    bytes_ = bytes;
+    return Status::OK();
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  void Reset() {
+    if (budget_ != nullptr && bytes_ > 0) budget_->Release(bytes_);
+    bytes_ = 0;
+  }
+  MemoryBudget* budget_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
+// What a task did, for tests and statistics: chunks mapped (a column scan maps every chunk).
+struct TaskStats {
+  std::atomic<uint64_t> chunks_mapped{0};
+};
+
 struct TaskOptions {
   uint32_t threads = 0;  // 0: every core (std::thread::hardware_concurrency())
   const std::atomic<bool>* cancel = nullptr;
+  MemoryBudget* memory = nullptr;  // optional: working memory is charged to it
+  TaskStats* stats = nullptr;      // optional
 };
 
-// Runs fn(i) for every i in [0, n) on min(threads, n) workers, the caller's thread included.
-// Cancelled if *cancel was set before every index ran.
+// Runs fn(i) for every i in [0, n) on WorkerCount(options, n) workers, the caller's thread
+// included. Cancelled if *cancel was set before every index ran. Counts options.stats.
 Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(size_t)>& fn);
+size_t WorkerCount(const TaskOptions& options, size_t n);
 
 // Contract 1. Acc must be default-constructible and movable; an empty frame gives Acc{}.
 // Accumulators are folded into the result as soon as every chunk before them has been (under a
-// mutex, in chunk order), so only those waiting for an earlier chunk are held at once -- about
-// one per worker, not one per chunk: a group-by's tables do not pile up.
+// mutex, in chunk order), and a worker handed chunk k waits before mapping it while k is
+// 2 x workers or more past the first chunk not folded yet: however slow one chunk is, at most
+// ~3 accumulators a worker are alive at once, not one per chunk (a group-by's tables do not
+// pile up). The worker holding the first unfolded chunk never waits, so the task always ends.
 template <typename Acc, typename MapFn, typename ReduceFn>
 Result<Acc> MapReduce(size_t chunk_count, MapFn&& map, ReduceFn&& reduce,
                       const TaskOptions& options = {}) {
+  const size_t window = 2 * WorkerCount(options, chunk_count);
   std::vector<std::optional<Acc>> parts(chunk_count);
   Mutex mu;
-  size_t next = 0;  // guarded by mu: the first chunk not folded yet
+  std::condition_variable_any folded;
+  size_t next = 0;      // guarded by mu: the first chunk not folded yet
+  bool failed = false;  // guarded by mu: a map or reduce threw; waiters give up
   std::optional<Acc> out;
   FLOE_RETURN_IF_ERROR(ForkJoin(chunk_count, options, [&](size_t k) {
-    Acc a = map(k);
-    MutexLock lock(&mu);
-    parts[k] = std::move(a);
-    for (; next < chunk_count && parts[next].has_value(); next++) {
-      if (!out.has_value()) {
-        out = std::move(*parts[next]);
-      } else {
-        reduce(*out, std::move(*parts[next]));
+    {
+      std::unique_lock<Mutex> lock(mu);
+      folded.wait(lock, [&] { return failed || k < next + window; });
+      if (failed) return;  // ForkJoin reports the exception that set it
+    }
+    try {
+      Acc a = map(k);
+      MutexLock lock(&mu);
+      parts[k] = std::move(a);
+      const size_t was = next;
+      for (; next < chunk_count && parts[next].has_value(); next++) {
+        if (!out.has_value()) {
+          out = std::move(*parts[next]);
+        } else {
+          reduce(*out, std::move(*parts[next]));
+        }
+        parts[next].reset();
       }
-      parts[next].reset();
+      if (next != was) folded.notify_all();
+    } catch (...) {
+      MutexLock lock(&mu);
+      failed = true;
+      folded.notify_all();
+      throw;
     }
   }));
   if (!out.has_value()) return Acc{};
@@ -88,17 +163,24 @@ inline constexpr uint32_t kDefaultBins = 20;
 inline constexpr uint32_t kMaxBins = 10'000;
 inline constexpr size_t kMaxProbabilities = 100;
 inline constexpr uint64_t kMaxGroups = 1'000'000;
-// Groups times (aggregates + 1): what a group-by's tables hold (~60 bytes a cell).
-inline constexpr uint64_t kMaxGroupCells = uint64_t{1} << 22;
+// What one group-by table may hold (groups x their bytes, key columns and aggregates counted:
+// ~100 bytes + 16 a key + 64 an aggregate).
+inline constexpr uint64_t kMaxGroupBytes = uint64_t{256} << 20;
 
 // Moments of the non-NA values of a numeric column (integer, real, time; a categorical's codes).
+// Infinities are counted (count, min, max) but kept out of mean and m2, as DuckDB's avg and
+// stddev treat them: Mean() is +inf or -inf when one kind is there, NaN with both; sd() is NaN
+// (DuckDB refuses stddev_samp as out of range).
 struct Moments {
   uint64_t count = 0;  // non-NA values
   uint64_t na = 0;
-  double min = 0, max = 0;  // of the non-NA values; 0 when count == 0
-  double mean = 0;
-  double m2 = 0;  // sum of squared deviations from the mean (Chan et al.'s merge)
-  // Sample standard deviation (n - 1), NaN below two values.
+  uint64_t pos_inf = 0, neg_inf = 0;  // of count
+  double min = 0, max = 0;            // of the non-NA values; 0 when count == 0
+  double mean = 0;                    // of the finite values
+  double m2 = 0;  // of the finite values: squared deviations from the mean (Chan et al.'s merge)
+  uint64_t finite() const { return count - pos_inf - neg_inf; }
+  double Mean() const;
+  // Sample standard deviation (n - 1), NaN below two values or with an infinity.
   double sd() const;
   void Add(double v);
   void Merge(const Moments& o);
@@ -107,8 +189,9 @@ struct Moments {
 struct Summary {
   Moments moments;
   uint64_t cardinality = 0;  // distinct non-NA values, estimated by the HyperLogLog (sketch)
-  // `bins` equal-width bins over [min, max]: counts and the lower edge of each (the last bin
-  // includes max). Empty when count == 0.
+  // `bins` equal-width bins over the finite values' [min, max]: counts and the lower edge of
+  // each (the last bin includes max; -inf counts in the first bin, +inf in the last). Empty
+  // when no value is finite.
   std::vector<uint64_t> histogram;
   std::vector<double> bin_starts;
 };
@@ -120,9 +203,12 @@ Result<Summary> Summarize(const frame::Frame& frame, size_t col, uint32_t bins,
 
 // Exact quantiles of the non-NA values of a numeric column, linearly interpolated between the
 // two nearest ranks (h = (n - 1) p, as R's type 7 and DuckDB's quantile_cont), found by
-// multi-pass histogram refinement (mr.cc, "How exact quantiles are found"). nullopt for each p
-// when the column has no value. InvalidArgument for a string column, a p outside [0, 1] or
-// more than kMaxProbabilities of them.
+// histogram refinement of the doubles' 64-bit images (analytics.cc, "How exact quantiles are
+// found"): 9 reads of the column whatever the data and the number of p, working memory 2 KiB a
+// rank per accumulator held, charged to options.memory first. Infinities interpolate as in
+// DuckDB (-inf with a finite value is -inf, a finite value with +inf is +inf, -inf with +inf
+// NaN). nullopt for each p when the column has no value. InvalidArgument for a string column,
+// a p outside [0, 1] or more than kMaxProbabilities of them; what options.memory refuses.
 Result<std::vector<std::optional<double>>> Quantiles(const frame::Frame& frame, size_t col,
                                                      const std::vector<double>& probabilities,
                                                      const TaskOptions& options = {});
@@ -143,7 +229,9 @@ struct Aggregate {
 // groups are in ascending order of their keys (a categorical by code, i.e. domain order; NA
 // last). An aggregate of a group with no value is NA (count is 0). InvalidArgument for a
 // string key or a string/categorical aggregated column (count excepted), no keys, a column
-// given twice as key; ResourceExhausted past kMaxGroups groups or kMaxGroupCells cells.
+// given twice as key; ResourceExhausted past kMaxGroups groups or a table of kMaxGroupBytes,
+// or what options.memory refuses (every table is charged to it as it grows, each chunk's
+// scratch too; MapReduce holds ~3 tables a worker).
 // REQUIRES: every column index < frame.columns().
 Result<frame::Frame> GroupBy(const frame::Frame& frame, const std::vector<size_t>& keys,
                              const std::vector<Aggregate>& aggs, const TaskOptions& options = {});

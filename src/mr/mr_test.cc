@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <thread>
 
 namespace floe::mr {
 namespace {
@@ -206,7 +207,12 @@ double Type7(std::vector<double> v, double p) {
   const double h = static_cast<double>(v.size() - 1) * p;
   const auto lo = static_cast<size_t>(std::floor(h));
   const size_t hi = std::min(lo + 1, v.size() - 1);
-  if (v[lo] == v[hi]) return v[lo];
+  if (v[lo] == v[hi] || h == static_cast<double>(lo)) return v[lo];
+  // DuckDB's quantile_cont: -inf with a finite value is -inf, a finite value with +inf is +inf.
+  if (std::isinf(v[lo]) || std::isinf(v[hi])) {
+    if (v[lo] == -kInf && v[hi] == kInf) return std::numeric_limits<double>::quiet_NaN();
+    return std::isinf(v[lo]) ? v[lo] : v[hi];
+  }
   return v[lo] + (v[hi] - v[lo]) * (h - static_cast<double>(lo));
 }
 
@@ -249,6 +255,219 @@ TEST(MrTest, QuantilesAtTheEdgesOfDoubles) {
   }
   EXPECT_EQ(Quantiles(f, 0, {1.5}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Quantiles(f, 0, {}).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A budget that records what a task reserved at most and refuses past `cap`.
+class TestBudget : public MemoryBudget {
+ public:
+  explicit TestBudget(uint64_t cap) : cap_(cap) {}
+  Status Reserve(uint64_t bytes) override {
+    MutexLock lock(&mu_);
+    if (now_ + bytes > cap_) return Status::ResourceExhausted("over the test budget");
+    now_ += bytes;
+    peak_ = std::max(peak_, now_);
+    return Status::OK();
+  }
+  void Release(uint64_t bytes) override {
+    MutexLock lock(&mu_);
+    now_ -= bytes;
+  }
+  uint64_t peak() {
+    MutexLock lock(&mu_);
+    return peak_;
+  }
+  uint64_t now() {
+    MutexLock lock(&mu_);
+    return now_;
+  }
+
+ private:
+  Mutex mu_;
+  const uint64_t cap_;
+  uint64_t now_ = 0, peak_ = 0;
+};
+
+Frame OneColumn(const std::vector<double>& vals) {
+  auto b = *frame::FrameBuilder::Make({{.name = "x", .type = ColumnType::kReal}},
+                                      {.target_chunk_bytes = 1 << 16});
+  for (double v : vals) {
+    EXPECT_TRUE((std::isnan(v) ? b.AddNA(0) : b.AddNumber(0, v)).ok());
+    EXPECT_TRUE(b.EndRow().ok());
+  }
+  return *b.Finish();
+}
+
+// Regression: the refinement over equal-width value ranges took one pass per ~10 binary
+// orders of magnitude on values spread over the doubles' exponents (hundreds of column reads),
+// and gathered a whole column into memory when its range was subnormal. Now: 9 reads of the
+// column whatever the data, and working memory charged to the budget and bounded.
+TEST(MrTest, QuantilePassesAndMemoryAreBoundedWhateverTheData) {
+  std::mt19937_64 rng(11);
+  std::vector<std::vector<double>> sets(4);
+  for (int i = 0; i < 200000; i++) {
+    // Spread over every exponent, both signs.
+    const int e = static_cast<int>(rng() % 2098) - 1074;
+    sets[0].push_back(std::ldexp(rng() % 2 == 0 ? 1.0 : -1.0, e));
+    // Subnormal: multiples of the least double.
+    sets[1].push_back(static_cast<double>(rng() % 100000) * 4.9406564584124654e-324);
+    // A tiny range: a few ulps above 1, with infinities and NA.
+    const uint64_t r = rng() % 1000;
+    sets[2].push_back(r == 0   ? kInf
+                      : r == 1 ? -kInf
+                      : r == 2 ? frame::kNA
+                               : 1.0 + static_cast<double>(r) * 1e-16);
+    // Two values far apart.
+    sets[3].push_back(r % 2 == 0 ? -1e300 : 1e-300);
+  }
+  const std::vector<double> ps = {0, 0.001, 0.25, 0.5, 0.7, 0.999, 1};
+  for (size_t d = 0; d < sets.size(); d++) {
+    SCOPED_TRACE(testing::Message() << "set " << d);
+    const Frame f = OneColumn(sets[d]);
+    ASSERT_GT(f.chunk_count(), 4u);
+    std::vector<double> vals;
+    for (double v : sets[d]) {
+      if (!std::isnan(v)) vals.push_back(v);
+    }
+    TaskStats stats;
+    TestBudget budget(64 << 20);
+    Result<std::vector<std::optional<double>>> q =
+        Quantiles(f, 0, ps, {.threads = 2, .memory = &budget, .stats = &stats});
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    for (size_t i = 0; i < ps.size(); i++) {
+      const double want = Type7(vals, ps[i]);
+      EXPECT_TRUE(*(*q)[i] == want || (std::isnan(want) && std::isnan(*(*q)[i])))
+          << ps[i] << ": " << *(*q)[i] << " != " << want;
+    }
+    EXPECT_LE(stats.chunks_mapped.load(), 9 * f.chunk_count());
+    EXPECT_GT(budget.peak(), 0u);
+    EXPECT_LE(budget.peak(), 4u << 20);
+    EXPECT_EQ(budget.now(), 0u);
+  }
+  TestBudget tight(1024);
+  EXPECT_EQ(Quantiles(OneColumn(sets[0]), 0, ps, {.threads = 2, .memory = &tight}).status().code(),
+            StatusCode::kResourceExhausted);
+}
+
+// DuckDB's answers (quantile_cont) on columns with infinities.
+TEST(MrTest, QuantilesWithInfinitiesFollowDuckDB) {
+  auto q = [](const std::vector<double>& vals, double p) {
+    return *(*Quantiles(OneColumn(vals), 0, {p}))[0];
+  };
+  EXPECT_EQ(q({-kInf, 1, 2, 3}, 0.1), -kInf);
+  EXPECT_EQ(q({-kInf, 1, 2, 3}, 0.5), 1.5);
+  EXPECT_EQ(q({-kInf, 1, 2, 3}, 0.75), 2.25);
+  EXPECT_EQ(q({1, 2, 3, kInf}, 0.5), 2.5);
+  EXPECT_EQ(q({1, 2, 3, kInf}, 0.9), kInf);
+  EXPECT_TRUE(std::isnan(q({-kInf, kInf}, 0.5)));
+}
+
+// An accumulator counting how many are alive (moved-from ones are not).
+std::atomic<int> g_live{0}, g_peak{0};
+struct Tracked {
+  bool live = false;
+  Tracked() = default;
+  explicit Tracked(int) : live(true) {
+    const int now = ++g_live;
+    int peak = g_peak.load();
+    while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+    }
+  }
+  Tracked(Tracked&& o) noexcept : live(o.live) { o.live = false; }
+  Tracked& operator=(Tracked&& o) noexcept {
+    if (live) --g_live;
+    live = o.live;
+    o.live = false;
+    return *this;
+  }
+  ~Tracked() {
+    if (live) --g_live;
+  }
+};
+
+// Regression: while the first chunk was slow, the other workers mapped every later chunk and
+// their accumulators all waited to be reduced (a group-by's tables, one per chunk). Now a
+// worker waits once it is 2 x workers chunks ahead.
+TEST(MrTest, MapReduceHoldsFewAccumulatorsWhileAChunkIsSlow) {
+  std::atomic<int> mapped{0};
+  {
+    Result<Tracked> r = MapReduce<Tracked>(
+        200,
+        [&](size_t k) {
+          if (k == 0) {
+            // Waits for the others to race ahead: 100 maps unless they are held back (then the
+            // wait ends after 0.3 s; the test asserts what was alive, not how long).
+            for (int i = 0; i < 300 && mapped.load() < 100; i++) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+          }
+          mapped++;
+          return Tracked(1);
+        },
+        [](Tracked&, Tracked&&) {}, {.threads = 2});
+    ASSERT_TRUE(r.ok());
+    EXPECT_LE(g_peak.load(), 3 * 2 + 2);
+  }
+  EXPECT_EQ(g_live.load(), 0);
+}
+
+// Regression: the bound on groups counted aggregates only, so many key columns grew a table
+// past it, and nothing charged the tables. Now each group's bytes count its keys, every table
+// is charged to the budget as it grows (and given back), and a refusal fails the task.
+TEST(MrTest, GroupByChargesItsTablesKeysIncluded) {
+  std::vector<frame::ColumnSpec> specs;
+  for (int c = 0; c < 40; c++)
+    specs.push_back({.name = "k" + std::to_string(c), .type = ColumnType::kInteger});
+  auto b = *frame::FrameBuilder::Make(specs, {.target_chunk_bytes = 1 << 16});
+  const int rows = 20000;
+  for (int r = 0; r < rows; r++) {
+    for (size_t c = 0; c < specs.size(); c++)
+      ASSERT_TRUE(b.AddNumber(c, static_cast<double>(r * 41 + static_cast<int>(c))).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  const Frame f = *b.Finish();
+  std::vector<size_t> keys(specs.size());
+  for (size_t c = 0; c < keys.size(); c++) keys[c] = c;
+  TestBudget budget(1 << 30);
+  Result<Frame> g =
+      GroupBy(f, keys, {{.fn = AggFn::kCount, .col = 0}}, {.threads = 2, .memory = &budget});
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->rows(), static_cast<uint64_t>(rows));
+  // At least the key values of every group (40 x 8 bytes, twice: the index and the keys).
+  EXPECT_GE(budget.peak(), uint64_t{rows} * 40 * 16);
+  EXPECT_EQ(budget.now(), 0u);
+  TestBudget tight(1 << 20);
+  EXPECT_EQ(GroupBy(f, keys, {{.fn = AggFn::kCount, .col = 0}}, {.threads = 2, .memory = &tight})
+                .status()
+                .code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(tight.now(), 0u);
+}
+
+// Infinities, as DuckDB treats them: counted, min and max; avg +inf, -inf or NaN with both;
+// sd NaN; the histogram's bins span the finite values, -inf in the first, +inf in the last.
+TEST(MrTest, SummaryWithInfinities) {
+  Result<Summary> s = Summarize(OneColumn({-kInf, 1, 2, 3, kInf, kInf, frame::kNA}), 0, 2);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->moments.count, 6u);
+  EXPECT_EQ(s->moments.na, 1u);
+  EXPECT_EQ(s->moments.min, -kInf);
+  EXPECT_EQ(s->moments.max, kInf);
+  EXPECT_TRUE(std::isnan(s->moments.Mean()));
+  EXPECT_TRUE(std::isnan(s->moments.sd()));
+  EXPECT_EQ(s->histogram, (std::vector<uint64_t>{2, 4}));  // -inf 1 | 2 3 inf inf
+  EXPECT_EQ(s->bin_starts, (std::vector<double>{1, 2}));
+  s = Summarize(OneColumn({1, 2, 3, kInf}), 0, 3);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->moments.Mean(), kInf);
+  EXPECT_EQ(s->histogram, (std::vector<uint64_t>{1, 1, 2}));
+  s = Summarize(OneColumn({-kInf, 5, 5}), 0, 3);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->moments.Mean(), -kInf);
+  EXPECT_EQ(s->histogram, (std::vector<uint64_t>{3, 0, 0}));
+  s = Summarize(OneColumn({1, 2, 4}), 0, 2);  // finite data as before
+  ASSERT_TRUE(s.ok());
+  EXPECT_NEAR(s->moments.Mean(), 7.0 / 3, 1e-12);
+  EXPECT_NEAR(s->moments.sd(), std::sqrt(7.0 / 3), 1e-12);
 }
 
 TEST(MrTest, GroupByMatchesASingleThreadedPass) {

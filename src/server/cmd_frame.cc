@@ -474,19 +474,9 @@ void CmdFrameInfo(CommandContext& ctx) {
   ctx.out.ArrayHeader(frame.columns());
   for (size_t c = 0; c < frame.columns(); c++) {
     const frame::Vec& vec = frame.vec(c);
-    uint64_t na = 0;
-    std::map<std::string, uint64_t> layouts;
-    for (size_t k = 0; k < vec.chunk_count(); k++) {
-      const frame::ChunkView& chunk = vec.chunk(k);
-      std::string layout(frame::LayoutName(chunk.layout()));
-      if (chunk.layout() == frame::Layout::kCategorical) {
-        layout += "/" + std::string(frame::LayoutName(chunk.value_layout()));
-      }
-      layouts[layout]++;
-      for (uint32_t i = 0; i < chunk.rows(); i++) na += chunk.IsNA(i) ? 1 : 0;
-    }
+    // Counted when the vec was made: nothing here costs a row.
     std::string layout_text;
-    for (const auto& [name, count] : layouts) {
+    for (const auto& [name, count] : vec.layout_counts()) {
       if (!layout_text.empty()) layout_text += " ";
       layout_text += name + ":" + std::to_string(count);
     }
@@ -496,7 +486,7 @@ void CmdFrameInfo(CommandContext& ctx) {
     ctx.out.Bulk("type");
     ctx.out.Bulk(frame::ColumnTypeName(vec.type()));
     ctx.out.Bulk("na");
-    ctx.out.Integer(static_cast<int64_t>(na));
+    ctx.out.Integer(static_cast<int64_t>(vec.na_count()));
     ctx.out.Bulk("levels");
     ctx.out.Integer(static_cast<int64_t>(vec.domain().size()));
     ctx.out.Bulk("compressed_bytes");
@@ -509,7 +499,9 @@ void CmdFrameInfo(CommandContext& ctx) {
 }
 
 // FRAME.HEAD name [n]: the column names, then the first n rows (default 10, at most 1,000),
-// each an array of bulk strings, nil for NA.
+// each an array of bulk strings, nil for NA. Refused when the reply would pass
+// kHeadReplyMaxBytes or proto-max-bulk-len.
+constexpr uint64_t kHeadReplyMaxBytes = uint64_t{64} << 20;
 void CmdFrameHead(CommandContext& ctx) {
   if (RefusedInCluster(ctx)) return;
   int64_t n = 10;
@@ -522,6 +514,26 @@ void CmdFrameHead(CommandContext& ctx) {
   if (!f.ok()) return ctx.Error(f.status());
   const Frame& frame = **f;
   const uint64_t rows = std::min<uint64_t>(frame.rows(), static_cast<uint64_t>(n));
+  // The reply's bytes are bounded before any is written: 1,000 rows of many wide string
+  // columns could otherwise build a reply of gigabytes. An upper bound a cell (its text and
+  // 16 bytes of framing), summed until it passes the cap.
+  const uint64_t cap = std::min<uint64_t>(
+      kHeadReplyMaxBytes,
+      static_cast<uint64_t>(std::max<int64_t>(0, ctx.engine.proto_max_bulk_len())));
+  uint64_t bytes = 16;
+  for (size_t c = 0; c < frame.columns() && bytes <= cap; c++) bytes += frame.name(c).size() + 16;
+  for (uint64_t r = 0; r < rows && bytes <= cap; r++) {
+    bytes += 16;
+    for (size_t c = 0; c < frame.columns() && bytes <= cap; c++) {
+      const frame::Vec& vec = frame.vec(c);
+      const bool text = vec.type() == ColumnType::kString || vec.type() == ColumnType::kCategorical;
+      bytes += 16 + (text ? vec.AtString(r).size() : 32);
+    }
+  }
+  if (bytes > cap) {
+    return ctx.Error("ERR FRAME.HEAD reply would exceed " + std::to_string(cap) +
+                     " bytes (the lesser of proto-max-bulk-len and 64 MiB): ask for fewer rows");
+  }
   ctx.out.ArrayHeader(rows + 1);
   ctx.out.ArrayHeader(frame.columns());
   for (size_t c = 0; c < frame.columns(); c++) ctx.out.Bulk(frame.name(c));

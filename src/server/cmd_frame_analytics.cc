@@ -2,8 +2,13 @@
 // analytics of src/mr. They run on every core, the calling I/O thread included, and reply when
 // done (docs/frame.md, "Commands").
 
+#include <atomic>
+#include <cmath>
+#include <limits>
+
 #include "mr/mr.h"
 #include "server/internal/frame_value.h"
+#include "server/internal/sketch_cell.h"
 
 namespace floe::server::internal {
 
@@ -22,10 +27,54 @@ Result<size_t> FindColumn(const Frame& f, std::string_view col) {
 }
 
 Status TaskError(const Status& s) {
+  if (s.message().starts_with("OOM ")) return s;  // the budget's refusal: Redis's text as it is
   if (s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted) {
     return ClientError("ERR " + std::string(s.message()));
   }
   return s;
+}
+
+// An analytics task's working memory charged to maxmemory as the task grows (sketch_cell.h,
+// rule 8): reserved with the engine before it is allocated, refused with Redis's OOM error when
+// used + reserved + bytes would pass maxmemory, given back as the task frees it, and whatever is
+// left when the command ends. Without a maxmemory the bytes are still reserved, so that other
+// commands' checks see them if one is set meanwhile. Thread-safe: the task's workers call it.
+class EngineBudget : public mr::MemoryBudget {
+ public:
+  explicit EngineBudget(Engine& engine) : engine_(engine) {}
+  EngineBudget(const EngineBudget&) = delete;
+  EngineBudget& operator=(const EngineBudget&) = delete;
+  ~EngineBudget() override {
+    // relaxed: the task's workers were joined before the command ends.
+    const int64_t left = held_.load(std::memory_order_relaxed);
+    if (left > 0) engine_.ReleaseMemory(left);
+  }
+  Status Reserve(uint64_t bytes) override {
+    const int64_t limit = engine_.maxmemory();
+    const int64_t cap = limit > 0 ? limit : std::numeric_limits<int64_t>::max();
+    if (bytes > static_cast<uint64_t>(cap)) return Status::ResourceExhausted(kOomError);
+    const int64_t used = limit > 0 ? engine_.UsedMemoryNow() : 0;
+    if (!engine_.TryReserveMemory(static_cast<int64_t>(bytes), used, cap)) {
+      return Status::ResourceExhausted(kOomError);
+    }
+    // relaxed: a count only this budget's callers change; the engine's counter orders.
+    held_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+    return Status::OK();
+  }
+  void Release(uint64_t bytes) override {
+    held_.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);  // as above
+    engine_.ReleaseMemory(static_cast<int64_t>(bytes));
+  }
+
+ private:
+  Engine& engine_;
+  std::atomic<int64_t> held_{0};
+};
+
+// The task's cancel flag: CLIENT KILL of the calling client stops its task at the next chunk
+// (with more than one I/O thread another client can send it while the task holds this one).
+const std::atomic<bool>* Killed(CommandContext& ctx) {
+  return &ctx.session.state().kill_requested;
 }
 
 }  // namespace
@@ -44,7 +93,8 @@ void CmdFrameSummary(CommandContext& ctx) {
   if (!f.ok()) return ctx.Error(f.status());
   Result<size_t> col = FindColumn(**f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
-  Result<mr::Summary> s = mr::Summarize(**f, *col, static_cast<uint32_t>(bins));
+  Result<mr::Summary> s =
+      mr::Summarize(**f, *col, static_cast<uint32_t>(bins), {.cancel = Killed(ctx)});
   if (!s.ok()) return ctx.Error(TaskError(s.status()));
   const mr::Moments& m = s->moments;
   ctx.out.MapHeader(11);
@@ -68,9 +118,9 @@ void CmdFrameSummary(CommandContext& ctx) {
   ctx.out.Bulk("max");
   number(m.count > 0, m.max);
   ctx.out.Bulk("mean");
-  number(m.count > 0, m.mean);
+  number(m.count > 0, m.Mean());
   ctx.out.Bulk("sd");
-  number(m.count > 1, m.sd());
+  number(m.count > 1 && !std::isnan(m.sd()), m.sd());
   ctx.out.Bulk("cardinality");
   ctx.out.Integer(static_cast<int64_t>(s->cardinality));
   ctx.out.Bulk("histogram");
@@ -99,7 +149,8 @@ void CmdFrameQuantile(CommandContext& ctx) {
   if (!f.ok()) return ctx.Error(f.status());
   Result<size_t> col = FindColumn(**f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
-  Result<std::vector<std::optional<double>>> q = mr::Quantiles(**f, *col, ps);
+  EngineBudget budget(ctx.engine);
+  Result<std::vector<std::optional<double>>> q = mr::Quantiles(**f, *col, ps, {.cancel = Killed(ctx), .memory = &budget});
   if (!q.ok()) return ctx.Error(TaskError(q.status()));
   ctx.out.ArrayHeader(q->size());
   for (const std::optional<double>& v : *q) {
@@ -159,7 +210,8 @@ void CmdFrameGroupBy(CommandContext& ctx) {
   if (!replace && Lookup(ctx, a[2], false)) {
     return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
   }
-  Result<Frame> g = mr::GroupBy(**f, keys, aggs);
+  EngineBudget budget(ctx.engine);
+  Result<Frame> g = mr::GroupBy(**f, keys, aggs, {.cancel = Killed(ctx), .memory = &budget});
   if (!g.ok()) return ctx.Error(TaskError(g.status()));
   const auto rows = static_cast<int64_t>(g->rows());
   if (Status s = StoreFrame(ctx.engine, a[2], std::move(g).value(), replace); !s.ok()) {

@@ -359,13 +359,14 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .complexity = "O(N) for N rows, on every core",
      .summary = "Groups a frame's rows by key columns and stores one row per group (the keys, "
                 "then each aggregate of count, sum, mean, min, max, sd) as a new frame. Replies "
-                "with the number of groups.",
+                "with the number of groups; OOM when its tables do not fit under maxmemory.",
      .syntax = "source destination KEYS col [col ...] AGG fn col [fn col ...] [REPLACE]",
      .handler = CmdFrameGroupBy},
     {.name = "frame.head", .arity = -2, .flags = kReadOnly, .first_key = 1, .last_key = 1,
      .step = 1, .group = "frame", .since = "floe", .complexity = "O(n) for n rows",
      .summary = "Returns the column names and the first n rows of a frame (default 10, at most "
-                "1000), NA as nil.",
+                "1000), NA as nil. Refused when the reply would pass the lesser of "
+                "proto-max-bulk-len and 64 MiB.",
      .syntax = "key [n]", .handler = CmdFrameHead},
     {.name = "frame.import", .arity = -3, .flags = kWrite | kDenyOom, .first_key = 1,
      .last_key = 1, .step = 1, .group = "frame", .since = "floe",
@@ -375,7 +376,8 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .syntax = "key path [SEP char] [HEADER yes|no] [TYPES type,...] [NA string,...] [REPLACE]",
      .handler = CmdFrameImport},
     {.name = "frame.info", .arity = 2, .flags = kReadOnly, .first_key = 1, .last_key = 1,
-     .step = 1, .group = "frame", .since = "floe", .complexity = "O(N) for N rows (NA counts)",
+     .step = 1, .group = "frame", .since = "floe",
+     .complexity = "O(C) for C columns and their layouts",
      .summary = "Returns a frame's rows, columns, chunks, compressed and raw bytes, and per column "
                 "its type, NA count, levels, bytes and chunk layouts.",
      .syntax = "key", .handler = CmdFrameInfo},

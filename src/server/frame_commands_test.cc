@@ -300,6 +300,115 @@ TEST_F(FrameCommandsTest, HostileAnalyticsArgumentsAreRefused) {
   EXPECT_EQ(engine_.internal_errors(), 0u);
 }
 
+// ---- analytics hardening (a hostile review of the frames analytics) ----
+
+// Regression: a group-by's tables were not charged to maxmemory (only its result frame was
+// checked, once built): 200,000 groups held ~30 MB of tables on a node with 8 MB to spare. Now
+// they are reserved as they grow, refused with Redis's OOM error, and given back after.
+TEST_F(FrameCommandsTest, GroupByWorkingMemoryIsChargedToMaxmemory) {
+  std::string csv = "id,x\n";
+  for (int i = 0; i < 200000; i++) csv += std::to_string(i) + "," + std::to_string(i % 7) + "\n";
+  ASSERT_EQ(Import({"t", Write("ids.csv", csv)}), "done");
+  const int64_t used = engine_.UsedMemoryNow();
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(used + (8 << 20))}), IsOk());
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "id", "AGG", "sum", "x", "mean", "x"}),
+              IsErr("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_THAT(Run({"EXISTS", "g"}), IsInt(0));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  // Few groups fit; the same with no limit.
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "x", "AGG", "count", "id"}), IsInt(7));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", "0"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g2", "KEYS", "id", "AGG", "sum", "x"}), IsInt(200000));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
+// Quantiles' working memory is charged too (bounded: 256 counters a rank a held accumulator).
+TEST_F(FrameCommandsTest, QuantileWorkingMemoryIsChargedToMaxmemory) {
+  std::string csv = "x\n";
+  for (int i = 0; i < 20000; i++) csv += std::to_string(i * 0.5) + "\n";
+  ASSERT_EQ(Import({"t", Write("q.csv", csv)}), "done");
+  std::vector<std::string> many = {"FRAME.QUANTILE", "t", "x"};
+  for (int i = 0; i < 100; i++) many.push_back(std::to_string(i / 100.0));
+  const int64_t used = engine_.UsedMemoryNow();
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(used + (64 << 10))}), IsOk());
+  EXPECT_THAT(Run(many), IsErr("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", "0"}), IsOk());
+  Reply q = Run(many);
+  ASSERT_THAT(q, IsArrayOfSize(100));
+  EXPECT_EQ(q.elements[50].str, "4999.75");  // (n - 1) x 0.5 = 9999.5: 4999.5 and 5000 halfway
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+}
+
+// Regression: FRAME.HEAD's reply had no byte budget (1,000 rows of wide string columns made a
+// reply of gigabytes). Now it is refused past the lesser of proto-max-bulk-len and 64 MiB.
+TEST_F(FrameCommandsTest, HeadReplyIsBoundedInBytes) {
+  std::string csv = "id,s\n";
+  for (int i = 0; i < 100; i++)
+    csv += std::to_string(i) + "," + std::string(30000, 'a' + i % 26) + "\n";
+  ASSERT_EQ(Import({"t", Write("wide.csv", csv)}), "done");
+  EXPECT_THAT(Run({"CONFIG", "SET", "proto-max-bulk-len", "1048576"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.HEAD", "t", "100"}), ErrStartsWith("ERR FRAME.HEAD reply would exceed"));
+  Reply head = Run({"FRAME.HEAD", "t", "20"});  // ~600 KB fits
+  ASSERT_THAT(head, IsArrayOfSize(21));
+  EXPECT_EQ(head.elements[20].elements[1].str.size(), 30000u);
+  EXPECT_THAT(Run({"CONFIG", "SET", "proto-max-bulk-len", "536870912"}), IsOk());
+  EXPECT_THAT(Run({"FRAME.HEAD", "t", "100"}), IsArrayOfSize(101));
+}
+
+// FRAME.INFO reports the NA counts and layouts the vecs computed once when made (it used to
+// scan every row of every column per call, on the I/O thread).
+TEST_F(FrameCommandsTest, InfoReportsPrecomputedNaCountsAndLayouts) {
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv), "TYPES", ",,cat,"}), "done");
+  Reply info = Run({"FRAME.INFO", "t"});
+  ASSERT_THAT(info, IsArrayOfSize(14));
+  const std::vector<int64_t> na = {0, 1, 0, 1};
+  for (size_t c = 0; c < na.size(); c++) {
+    const Reply& vec = info.elements[13].elements[c];
+    EXPECT_EQ(vec.elements[5].integer, na[c]) << c;
+    EXPECT_THAT(vec.elements[13].str, HasSubstr(":1")) << c;  // one chunk, one layout
+  }
+  EXPECT_THAT(info.elements[13].elements[2].elements[13].str, HasSubstr("categorical/"));
+}
+
+// Aggregate names stay distinct when they repeat or meet a key's name, found without a scan of
+// every column per try.
+TEST_F(FrameCommandsTest, GroupByNamesRepeatedAggregatesDistinctly) {
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv), "TYPES", ",,cat,"}), "done");
+  std::vector<std::string> args = {"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG"};
+  for (int i = 0; i < 1000; i++) {
+    args.push_back("sum");
+    args.push_back("qty");
+  }
+  EXPECT_THAT(Run(args), IsInt(3));
+  Reply head = Run({"FRAME.HEAD", "g", "0"});
+  ASSERT_THAT(head, IsArrayOfSize(1));
+  ASSERT_THAT(head.elements[0], IsArrayOfSize(1001));
+  EXPECT_EQ(head.elements[0].elements[1].str, "sum_qty");
+  EXPECT_EQ(head.elements[0].elements[2].str, "sum_qty_2");
+  EXPECT_EQ(head.elements[0].elements[1000].str, "sum_qty_1000");
+  std::set<std::string> names;
+  for (const Reply& n : head.elements[0].elements) names.insert(n.str);
+  EXPECT_EQ(names.size(), 1001u);
+}
+
+// Regression: an analytics task could not be stopped while it held its I/O thread. Now CLIENT
+// KILL of the calling client (its kill flag) cancels it at the next chunk.
+TEST_F(FrameCommandsTest, AnalyticsStopWhenTheirClientIsKilled) {
+  ASSERT_EQ(Import({"t", Write("t.csv", kCsv), "TYPES", ",,cat,"}), "done");
+  session_.state().kill_requested.store(true);
+  EXPECT_THAT(Run({"FRAME.QUANTILE", "t", "price", "0.5"}), ErrStartsWith("ERR task cancelled"));
+  EXPECT_THAT(Run({"FRAME.SUMMARY", "t", "price"}), ErrStartsWith("ERR task cancelled"));
+  EXPECT_THAT(Run({"FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "count", "id"}),
+              ErrStartsWith("ERR task cancelled"));
+  EXPECT_THAT(Run({"EXISTS", "g"}), IsInt(0));
+  session_.state().kill_requested.store(false);
+  EXPECT_THAT(Run({"FRAME.QUANTILE", "t", "price", "0.5"}), IsArrayOfSize(1));
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
 // The homing rule (frame_value.h, rule 4): chunk k of a frame has one key for all its columns,
 // hashed whole (no hash tag, since names refuse braces), so the chunks spread over slots.
 TEST(FrameHomingTest, EachChunkIndexHasItsOwnKeyAndSlot) {
