@@ -777,3 +777,34 @@ def test_frames_and_jobs_refuse_hostile_input(node, tmp_path):
     assert call(s, "GET", "/api/frames")[1]["frames"] == ["t"]
     assert [j["id"] for j in call(s, "GET", "/api/jobs")[1]["jobs"]] == [job["id"]]
     assert s.client().ping()
+
+
+def test_frame_endpoints_read_resp3_replies_too(node, tmp_path):
+    """A connection that switched to RESP3 (HELLO 3 through /api/command) gets maps and real
+    doubles from the commands: the endpoints answer the same JSON."""
+    s = node("--import-dir", str(tmp_path))
+    write_small_csv(tmp_path / "t.csv")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "t", "path": "t.csv"})
+    assert status == 202, job
+    wait_http_job(s, job["id"])
+    paths = ["/api/frames/t", "/api/frames/t/head?n=2", "/api/frames/t/columns/price/summary?bins=3",
+             "/api/frames/t/columns/price/quantiles?p=0.5,1", "/api/jobs", f"/api/jobs/{job['id']}"]
+    resp2 = {p: call(s, "GET", p)[1] for p in paths}
+    conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+    try:
+        conn.request("POST", "/api/command", body=json.dumps(["HELLO", "3"]))
+        hello = json.loads(conn.getresponse().read())
+        assert hello["proto"] == 3
+        for p in paths:
+            conn.request("GET", p)
+            got = conn.getresponse()
+            body = json.loads(got.read())
+            assert got.status == 200, (p, body)
+            if p.startswith("/api/jobs"):  # elapsed_ms moves on while nothing else does
+                for j in [body] if "id" in body else body["jobs"]:
+                    j.pop("elapsed_ms", None)
+                for j in [resp2[p]] if "id" in resp2[p] else resp2[p]["jobs"]:
+                    j.pop("elapsed_ms", None)
+            assert body == resp2[p], p
+    finally:
+        conn.close()
