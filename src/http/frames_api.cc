@@ -205,18 +205,18 @@ asio::awaitable<Response> GetColumnQuantiles(server::Engine&, Commands& c, const
   co_return Ok({{"quantiles", std::move(out)}});
 }
 
-// The body: {"name", "path", "sep", "header": bool, "types": [..], "na": [..], "replace": bool}
-// as FRAME.IMPORT's arguments; the job's status comes back with 202 and its Location.
-// A relative path is taken under --import-dir (the command takes it under the working
-// directory): a page's user knows the import dir, not where the node was started.
-asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const Request& request,
-                                    const Params&, const Params&) {
-  Result<nlohmann::json> body = ParseBody(request.body);
-  if (!body.ok()) co_return Error(400, body.status().message());
-  const nlohmann::json& j = *body;
+namespace {
+
+// FRAME.IMPORT's arguments from the body {"name", "path", "sep", "header": bool, "types": [..],
+// "na": [..], "replace": bool}; InvalidArgument with the text to send. A relative path is taken
+// under --import-dir (the command takes it under the working directory): a page's user knows
+// the import dir, not where the node was started.
+Result<std::vector<std::string>> ImportArgs(const server::Engine& engine, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
   auto text = [&](const char* name) { return j.contains(name) && j[name].is_string(); };
   if (!j.is_object() || !text("name") || !text("path")) {
-    co_return Error(400, "ERR the body must be an object with string \"name\" and \"path\"");
+    return Status::InvalidArgument(
+        "ERR the body must be an object with string \"name\" and \"path\"");
   }
   std::string path = j["path"].get<std::string>();
   if (!path.empty() && path.front() != '/') {
@@ -228,20 +228,21 @@ asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const R
   for (const auto& [field, value] : j.items()) {
     if (field == "name" || field == "path") continue;
     if (field == "sep") {
-      if (!value.is_string()) co_return Error(400, "ERR sep must be a string");
+      if (!value.is_string()) return Status::InvalidArgument("ERR sep must be a string");
       args.insert(args.end(), {"SEP", value.get<std::string>()});
     } else if (field == "header") {
-      if (!value.is_boolean()) co_return Error(400, "ERR header must be true or false");
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR header must be true or false");
       args.insert(args.end(), {"HEADER", value.get<bool>() ? "yes" : "no"});
     } else if (field == "types" || field == "na") {
-      if (!value.is_array()) co_return Error(400, "ERR " + field + " must be an array of strings");
+      const std::string not_strings = "ERR " + field + " must be an array of strings";
+      if (!value.is_array()) return Status::InvalidArgument(not_strings);
       std::string joined;
       bool first = true;
       for (const nlohmann::json& v : value) {
-        if (!v.is_string()) co_return Error(400, "ERR " + field + " must be an array of strings");
+        if (!v.is_string()) return Status::InvalidArgument(not_strings);
         const std::string s = v.get<std::string>();
         if (s.find(',') != std::string::npos) {
-          co_return Error(400, "ERR " + field + " entries cannot hold a comma");
+          return Status::InvalidArgument("ERR " + field + " entries cannot hold a comma");
         }
         if (!first) joined += ",";
         first = false;
@@ -249,13 +250,23 @@ asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const R
       }
       args.insert(args.end(), {field == "types" ? "TYPES" : "NA", joined});
     } else if (field == "replace") {
-      if (!value.is_boolean()) co_return Error(400, "ERR replace must be true or false");
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
       if (value.get<bool>()) args.emplace_back("REPLACE");
     } else {
-      co_return Error(400, "ERR unknown field '" + field.substr(0, 64) + "'");
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
     }
   }
-  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  return args;
+}
+
+}  // namespace
+
+// FRAME.IMPORT (ImportArgs); the job's status comes back with 202 and its Location.
+asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const Request& request,
+                                    const Params&, const Params&) {
+  Result<std::vector<std::string>> args = ImportArgs(engine, request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
   if (IsError(r)) co_return Failed(r);
   const std::string id = std::to_string(r.integer);
   const resp::Reply status = co_await c.Run("JOB.STATUS", id);
