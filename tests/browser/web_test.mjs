@@ -196,6 +196,10 @@ try {
         "frame view shows columns, types, NA counts and levels: " + JSON.stringify(columns));
   const bars = await page.$$eval("#columns svg.hist", (ss) => ss.map((s) => s.querySelectorAll("rect").length));
   check(bars.length === 3 && bars.every((n) => n === 20), "a 20-bin histogram per numeric column");
+  const stats = await page.$$eval("#columns tr", (rs) => rs.map((r) =>
+    [...r.querySelectorAll("td[data-stat]")].map((c) => c.innerText)));
+  check(JSON.stringify(stats[0]) === JSON.stringify(["0", "999", "499.5", "288.819"]) &&
+        stats[2].every((x) => x === ""), "summary numbers per numeric column: " + JSON.stringify(stats));
   const head = await page.$$eval("#head tbody tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.innerText)));
   check(head.length === 20 && head[0].join(",") === "0,0,north,0" && head[3][1] === "NA",
         "frame view shows the first rows, NA marked");
