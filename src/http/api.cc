@@ -17,8 +17,6 @@ namespace floe::http {
 namespace internal {
 namespace {
 
-using Params = std::map<std::string, std::string>;  // decoded {name} segments of the path
-
 resp::Reply Decode(std::string_view bytes) {
   size_t consumed = 0;
   Result<resp::Reply> reply = resp::ParseReply(bytes, &consumed);
@@ -31,22 +29,6 @@ resp::Reply Decode(std::string_view bytes) {
 resp::Reply Closed() {
   return {.type = resp::Reply::Type::kError, .str = "ERR the connection closed"};
 }
-
-bool IsError(const resp::Reply& r) { return r.type == resp::Reply::Type::kError; }
-
-// The one table from a RESP error's code word to an HTTP status.
-int StatusForError(std::string_view error) {
-  const std::string_view code = error.substr(0, error.find(' '));
-  if (code == "NOAUTH" || code == "WRONGPASS") return 401;
-  if (code == "NOPERM") return 403;
-  if (code == "OOM") return 507;
-  if (code == "CLUSTERDOWN" || code == "TRYAGAIN" || code == "LOADING" || code == "BUSY")
-    return 503;
-  if (code == "MOVED" || code == "ASK" || code == "CROSSSLOT") return 409;
-  return 400;
-}
-
-Response FromError(const resp::Reply& r) { return Error(StatusForError(r.str), r.str); }
 
 // A value from INFO: a number when it is one, else a string.
 void AppendInfoValue(std::string* out, std::string_view v) {
@@ -314,24 +296,6 @@ asio::awaitable<Response> GetKey(server::Engine&, Commands& c, const Request&, c
   co_return Response{.body = std::move(out)};
 }
 
-// Request bodies nest at most this deep (the parser's own stack is bounded by it).
-constexpr int kMaxJsonDepth = 16;
-
-Result<nlohmann::json> ParseBody(std::string_view body) {
-  struct TooDeep {};
-  try {
-    return nlohmann::json::parse(body,
-                                 [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
-                                   if (depth > kMaxJsonDepth) throw TooDeep{};
-                                   return true;
-                                 });
-  } catch (const TooDeep&) {
-    return Status::InvalidArgument("ERR the request body nests too deeply");
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(std::string("ERR the request body is not JSON: ") + e.what());
-  }
-}
-
 asio::awaitable<Response> PutKey(server::Engine&, Commands& c, const Request& request,
                                  const Params& path, const Params&) {
   Result<nlohmann::json> body = ParseBody(request.body);
@@ -408,8 +372,6 @@ asio::awaitable<Response> GetPage(server::Engine&, Commands&, const Request&, co
                                  {"X-Content-Type-Options", "nosniff"}}};
 }
 
-using Handler = asio::awaitable<Response> (*)(server::Engine&, Commands&, const Request&,
-                                              const Params&, const Params&);
 struct Endpoint {
   Route route;
   Handler handler;
@@ -421,6 +383,16 @@ constexpr Endpoint kEndpoints[] = {
     {{"GET", "/api/keys/{key}"}, GetKey},
     {{"PUT", "/api/keys/{key}"}, PutKey},
     {{"DELETE", "/api/keys/{key}"}, DeleteKey},
+    {{"GET", "/api/frames"}, GetFrames},
+    {{"POST", "/api/frames"}, PostFrame},
+    {{"GET", "/api/frames/{name}"}, GetFrame},
+    {{"DELETE", "/api/frames/{name}"}, DeleteFrame},
+    {{"GET", "/api/frames/{name}/head"}, GetFrameHead},
+    {{"GET", "/api/frames/{name}/columns/{column}/summary"}, GetColumnSummary},
+    {{"GET", "/api/frames/{name}/columns/{column}/quantiles"}, GetColumnQuantiles},
+    {{"GET", "/api/jobs"}, GetJobs},
+    {{"GET", "/api/jobs/{id}"}, GetJob},
+    {{"POST", "/api/jobs/{id}/cancel"}, CancelJob},
     {{"POST", "/api/command"}, PostCommand},
     {{"GET", "/metrics"}, GetMetrics},
 };
@@ -464,6 +436,40 @@ Response Unauthorized(std::string_view message) {
 }
 
 }  // namespace
+
+// The one table from a RESP error's code word to an HTTP status.
+int StatusForError(std::string_view error) {
+  const std::string_view code = error.substr(0, error.find(' '));
+  if (code == "NOAUTH" || code == "WRONGPASS") return 401;
+  if (code == "NOPERM") return 403;
+  if (code == "OOM") return 507;
+  if (code == "CLUSTERDOWN" || code == "TRYAGAIN" || code == "LOADING" || code == "BUSY")
+    return 503;
+  if (code == "MOVED" || code == "ASK" || code == "CROSSSLOT") return 409;
+  return 400;
+}
+
+Response FromError(const resp::Reply& r) { return Error(StatusForError(r.str), r.str); }
+
+bool IsError(const resp::Reply& r) { return r.type == resp::Reply::Type::kError; }
+
+// Request bodies nest at most this deep (the parser's own stack is bounded by it).
+constexpr int kMaxJsonDepth = 16;
+
+Result<nlohmann::json> ParseBody(std::string_view body) {
+  struct TooDeep {};
+  try {
+    return nlohmann::json::parse(body,
+                                 [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+                                   if (depth > kMaxJsonDepth) throw TooDeep{};
+                                   return true;
+                                 });
+  } catch (const TooDeep&) {
+    return Status::InvalidArgument("ERR the request body nests too deeply");
+  } catch (const nlohmann::json::exception& e) {
+    return Status::InvalidArgument(std::string("ERR the request body is not JSON: ") + e.what());
+  }
+}
 
 Response Error(int status, std::string_view message) {
   std::string body = "{\"error\":";

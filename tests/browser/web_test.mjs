@@ -7,10 +7,13 @@
 // Exits non-zero on the first failed check. The page's load time is printed, not asserted.
 // FLOE_WEB_KEYS=1000000 also fills the node with that many keys (over RESP) and prints how long
 // the page then takes to load and to show the cluster view and the key browser's first page.
+// FLOE_WEB_ROWS=10000000 also imports a frame of that many rows (4 columns, generated under the
+// node's import dir) and prints how long the page takes to load and to show that frame's view.
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import puppeteer from "puppeteer-core";
 
@@ -90,10 +93,36 @@ function fill(port, n) {
   });
 }
 
+// Writes a CSV of `rows` rows: id (int), price (real, every 7th NA), region (cat), when (time).
+function writeCsv(file, rows) {
+  const fd = fs.openSync(file, "w");
+  const regions = ["north", "south", "east", "west"];
+  let out = "id,price,region,qty\n";
+  for (let i = 0; i < rows; i++) {
+    const price = i % 7 === 3 ? "" : ((i * 7919) % 10007 / 100).toString();
+    out += i + "," + price + "," + regions[i % 4] + "," + ((i * 31) % 97) + "\n";
+    if (out.length > 1 << 20) { fs.writeSync(fd, out); out = ""; }
+  }
+  fs.writeSync(fd, out);
+  fs.closeSync(fd);
+}
+
+// Polls JOB.STATUS over HTTP until the job leaves "running".
+async function waitJob(httpPort, id) {
+  for (;;) {
+    const job = await (await fetch(`http://127.0.0.1:${httpPort}/api/jobs/${id}`)).json();
+    if (job.state !== "running") return job;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const importDir = fs.mkdtempSync(path.join(os.tmpdir(), "floe-web-"));
+writeCsv(path.join(importDir, "sales.csv"), 1000);
 const port = await freePort();
 const httpPort = await freePort();
 const node = spawn(floe, ["serve", "--port", String(port), "--http-port", String(httpPort),
-                          "--threads", "2", "--loglevel", "warning"], { stdio: "inherit" });
+                          "--threads", "2", "--loglevel", "warning", "--import-dir", importDir],
+                   { stdio: "inherit" });
 let browser;
 let failed = false;
 try {
@@ -143,6 +172,53 @@ try {
   check(Math.abs(hll.estimate - 500) < 50, `HLL view shows its estimate (${hll.estimate})`);
   await page.screenshot({ path: path.join(artifacts, "keys.png") });
 
+  // Frames and jobs: an import started from the page, its job seen finishing, the frame's view.
+  await page.click('nav button[data-tab="frames"]');
+  await page.type("#iname", "sales");
+  await page.type("#ipath", "sales.csv");
+  await page.click("#importform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#jobs").classList.contains("on"));
+  await page.waitForFunction(() => {
+    const tr = document.querySelector("#joblist tr[data-job]");
+    return tr && tr.dataset.state === "done" && tr.innerText.includes("100.0%");
+  }, { timeout: 30000 });
+  const bar = await page.$eval("#joblist tr[data-job] .bar > div", (d) => d.style.width);
+  check(bar === "100%", "the import's job shows done with a full progress bar");
+  await page.screenshot({ path: path.join(artifacts, "jobs.png") });
+  await page.click('nav button[data-tab="frames"]');
+  await page.waitForFunction(() => document.querySelector("#framelist").innerText.includes("sales"));
+  await page.click("#framelist tr.pick");
+  await page.waitForFunction(() => document.querySelectorAll("#columns td.hist[data-done]").length === 3,
+                             { timeout: 30000 });
+  const columns = await page.$$eval("#columns tr", (rs) => rs.map((r) => [...r.cells].slice(0, 4).map((c) => c.innerText)));
+  check(JSON.stringify(columns) === JSON.stringify([["id", "integer", "0", ""], ["price", "real", "143", ""],
+                                                    ["region", "categorical", "0", "4"], ["qty", "integer", "0", ""]]),
+        "frame view shows columns, types, NA counts and levels: " + JSON.stringify(columns));
+  const bars = await page.$$eval("#columns svg.hist", (ss) => ss.map((s) => s.querySelectorAll("rect").length));
+  check(bars.length === 3 && bars.every((n) => n === 20), "a 20-bin histogram per numeric column");
+  const stats = await page.$$eval("#columns tr", (rs) => rs.map((r) =>
+    [...r.querySelectorAll("td[data-stat]")].map((c) => c.innerText)));
+  check(JSON.stringify(stats[0]) === JSON.stringify(["0", "999", "499.5", "288.819"]) &&
+        stats[2].every((x) => x === ""), "summary numbers per numeric column: " + JSON.stringify(stats));
+  const head = await page.$$eval("#head tbody tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.innerText)));
+  check(head.length === 20 && head[0].join(",") === "0,0,north,0" && head[3][1] === "NA",
+        "frame view shows the first rows, NA marked");
+  await page.screenshot({ path: path.join(artifacts, "frames.png"), fullPage: true });
+
+  // A running import cancelled from the Jobs view (a larger file, so it is still running).
+  writeCsv(path.join(importDir, "big.csv"), 3_000_000);
+  const started = await (await fetch(`http://127.0.0.1:${httpPort}/api/frames`, {
+    method: "POST", body: JSON.stringify({ name: "big", path: "big.csv" }) })).json();
+  await page.click('nav button[data-tab="jobs"]');
+  await page.waitForFunction((id) => document.querySelector(`#joblist tr[data-job="${id}"]`), {}, started.id);
+  const cancel = await page.$(`#joblist tr[data-job="${started.id}"][data-state="running"] button`);
+  if (cancel) await cancel.click();
+  const ended = await waitJob(httpPort, started.id);
+  await page.waitForFunction((id, state) => document.querySelector(`#joblist tr[data-job="${id}"]`)?.dataset.state === state,
+                             {}, started.id, ended.state);
+  check(cancel ? ["cancelled", "done"].includes(ended.state) : ended.state === "done",
+        `the Jobs view cancels a running import (${cancel ? "clicked" : "it finished first"}: ${ended.state})`);
+
   // Console, with history.
   await page.click('nav button[data-tab="console"]');
   await page.type("#cmd", 'SET "with space" "a b"');
@@ -163,6 +239,12 @@ try {
   await page.screenshot({ path: path.join(artifacts, "narrow.png") });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
   check(!overflow, "no horizontal overflow at 360 px");
+  for (const tab of ["frames", "jobs"]) {
+    await page.click(`nav button[data-tab="${tab}"]`);
+    await page.screenshot({ path: path.join(artifacts, `narrow-${tab}.png`), fullPage: true });
+    check(!await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1),
+          `no horizontal overflow at 360 px in the ${tab} view`);
+  }
 
   // Measured, not asserted (docs/api.md, "Web page"): the page with many keys in the node.
   const manyKeys = Number(process.env.FLOE_WEB_KEYS || 0);
@@ -190,6 +272,40 @@ try {
     await big.close();
   }
 
+  // Measured, not asserted: the page with a large frame in the node.
+  const manyRows = Number(process.env.FLOE_WEB_ROWS || 0);
+  if (manyRows > 0) {
+    const w0 = Date.now();
+    writeCsv(path.join(importDir, "large.csv"), manyRows);
+    const size = fs.statSync(path.join(importDir, "large.csv")).size;
+    console.log(`wrote ${manyRows} rows (${size} bytes) in ${Date.now() - w0} ms`);
+    const i0 = Date.now();
+    const job = await (await fetch(`http://127.0.0.1:${httpPort}/api/frames`, {
+      method: "POST", body: JSON.stringify({ name: "large", path: "large.csv" }) })).json();
+    const done = await waitJob(httpPort, job.id);
+    console.log(`imported in ${Date.now() - i0} ms: ${done.state} ${done.error}`);
+    fs.unlinkSync(path.join(importDir, "large.csv"));
+    const big = await browser.newPage();
+    await big.setViewport({ width: 1100, height: 800 });
+    const b0 = Date.now();
+    await big.goto(`http://127.0.0.1:${httpPort}/`, { waitUntil: "load" });
+    const loaded = Date.now() - b0;
+    await big.click('nav button[data-tab="frames"]');
+    await big.waitForFunction(() => document.querySelector("#framelist").innerText.includes("large"));
+    const f0 = Date.now();
+    await big.$$eval("#framelist tr.pick", (rs) => rs.find((r) => r.innerText === "large").click());
+    await big.waitForFunction(() => document.querySelector("#frametitle").innerText === "large" &&
+                              document.querySelectorAll("#head tbody tr").length > 0, { timeout: 120000 });
+    const shown = Date.now() - f0;
+    await big.waitForFunction(() => document.querySelectorAll("#columns td.hist[data-done]").length === 3,
+                              { timeout: 600000 });
+    const hists = Date.now() - f0;
+    console.log(`with a ${manyRows}-row, 4-column frame: page loaded in ${loaded} ms, the frame's ` +
+                `columns and first rows showed after ${shown} ms, its 3 histograms after ${hists} ms`);
+    await big.screenshot({ path: path.join(artifacts, "large-frame.png"), fullPage: true });
+    await big.close();
+  }
+
   // An error is shown, not a blank page: the node goes away.
   node.kill("SIGTERM");
   await new Promise((r) => node.once("exit", r));
@@ -207,5 +323,6 @@ try {
 } finally {
   if (browser) await browser.close();
   if (node.exitCode === null) node.kill("SIGTERM");
+  fs.rmSync(importDir, { recursive: true, force: true });
 }
 process.exit(failed ? 1 : 0);

@@ -5,6 +5,7 @@ import http.client
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
@@ -447,7 +448,7 @@ def test_web_page_is_served(node):
     assert "<title>Floe</title>" in page
     # It calls only endpoints the node serves.
     for path in set(re.findall(r'"(/api/[a-z]+)', page)):
-        assert path in ("/api/cluster", "/api/keys", "/api/command"), path
+        assert path in ("/api/cluster", "/api/keys", "/api/frames", "/api/jobs", "/api/command"), path
     assert "default-src 'self'" in resp.getheader("Content-Security-Policy")
 
 
@@ -659,3 +660,208 @@ def test_a_client_leaving_a_waiting_request_frees_its_connection_and_a_late_one_
     finally:
         problems = factory.close()
     assert not problems, "\n".join(problems)
+
+
+# ---- Frames and jobs (docs/api.md, "Frames" and "Jobs") ----
+
+def wait_http_job(s, job_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, job, _ = call(s, "GET", f"/api/jobs/{job_id}")
+        assert status == 200, job
+        if job["state"] != "running":
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def write_small_csv(path):
+    # 6 rows: an int column with one NA, a real column, a categorical one.
+    path.write_text("id,price,region\n1,2.5,north\n2,,south\n3,4.25,north\n4,8,east\n"
+                    "5,1.5,south\nNA,3,north\n")
+
+
+def test_frames_import_inspect_and_drop(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    r = s.client(decode_responses=True)
+    write_small_csv(tmp_path / "sales.csv")
+    status, job, resp = call(s, "POST", "/api/frames", {"name": "sales", "path": "sales.csv",
+                                                         "types": ["int", "real", "cat"]})
+    assert status == 202 and resp.reason == "Accepted", job
+    assert resp.getheader("Location") == f"/api/jobs/{job['id']}"
+    assert job["kind"] == "import" and job["state"] in ("running", "done")
+    job = wait_http_job(s, job["id"])
+    assert job["state"] == "done" and job["error"] == ""
+    assert isinstance(job["percent"], (int, float)) and job["percent"] == 100
+    assert job["rows"] == 6
+
+    status, listed, _ = call(s, "GET", "/api/frames")
+    assert status == 200 and listed == {"frames": ["sales"], "truncated": False}
+    assert r.execute_command("FRAME.LIST") == ["sales"]
+
+    status, info, _ = call(s, "GET", "/api/frames/sales")
+    assert status == 200, info
+    assert info["name"] == "sales" and info["rows"] == 6 and info["columns"] == 3
+    assert info["compressed_bytes"] > 0 and info["raw_bytes"] > 0
+    vecs = {v["name"]: v for v in info["vecs"]}
+    assert [v["name"] for v in info["vecs"]] == ["id", "price", "region"]
+    assert (vecs["id"]["type"], vecs["id"]["na"]) == ("integer", 1)
+    assert (vecs["price"]["type"], vecs["price"]["na"]) == ("real", 1)
+    assert (vecs["region"]["type"], vecs["region"]["levels"]) == ("categorical", 3)
+    assert all(v["layouts"] for v in info["vecs"])
+
+    status, head, _ = call(s, "GET", "/api/frames/sales/head?n=3")
+    assert status == 200, head
+    assert head == {"columns": ["id", "price", "region"],
+                    "rows": [["1", "2.5", "north"], ["2", None, "south"], ["3", "4.25", "north"]]}
+    status, head, _ = call(s, "GET", "/api/frames/sales/head")
+    assert status == 200 and len(head["rows"]) == 6
+
+    status, summary, _ = call(s, "GET", "/api/frames/sales/columns/price/summary?bins=4")
+    assert status == 200, summary
+    assert (summary["column"], summary["count"], summary["na"]) == ("price", 5, 1)
+    assert (summary["min"], summary["max"]) == (1.5, 8)
+    assert summary["mean"] == pytest.approx((2.5 + 4.25 + 8 + 1.5 + 3) / 5)
+    assert isinstance(summary["sd"], float)
+    assert len(summary["histogram"]) == 4 and sum(summary["histogram"]) == 5
+    assert len(summary["bin_starts"]) == 4 and summary["bin_starts"][0] == 1.5
+    # By 0-based index too, as FRAME.SUMMARY takes it.
+    status, by_index, _ = call(s, "GET", "/api/frames/sales/columns/1/summary?bins=4")
+    assert status == 200 and by_index == summary
+
+    status, q, _ = call(s, "GET", "/api/frames/sales/columns/id/quantiles?p=0,1")
+    assert status == 200 and q == {"quantiles": [1, 5]}
+
+    status, body, _ = call(s, "DELETE", "/api/frames/sales")
+    assert status == 200 and body == {"deleted": 1}
+    assert r.exists("sales") == 0
+    status, body, _ = call(s, "DELETE", "/api/frames/sales")
+    assert status == 404 and body == {"error": "ERR no such frame"}
+
+
+def test_jobs_list_status_and_cancel(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    write_small_csv(tmp_path / "a.csv")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "a", "path": "a.csv"})
+    assert status == 202, job
+    wait_http_job(s, job["id"])
+    status, jobs, _ = call(s, "GET", "/api/jobs")
+    assert status == 200
+    assert [(j["id"], j["kind"], j["state"], j["percent"]) for j in jobs["jobs"]] == [
+        (job["id"], "import", "done", 100)]
+    assert "a.csv" in jobs["jobs"][0]["description"]
+    # A finished job cannot be cancelled: 409 with JOB.CANCEL's text.
+    status, body, _ = call(s, "POST", f"/api/jobs/{job['id']}/cancel")
+    assert status == 409 and body["error"] == f"ERR job {job['id']} already finished"
+
+    # A running import cancelled over HTTP: whole either way (cancelled and no frame, or done
+    # first and the whole frame), as over RESP.
+    rng = random.Random(5)
+    with open(tmp_path / "big.csv", "w") as f:
+        f.write("a,b\n")
+        for i in range(600_000):
+            f.write(f"{i},{rng.random()}\n")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "big", "path": "big.csv"})
+    assert status == 202, job
+    status, body, _ = call(s, "POST", f"/api/jobs/{job['id']}/cancel")
+    assert status in (200, 409), body
+    final = wait_http_job(s, job["id"])
+    if final["state"] == "cancelled":
+        assert status == 200 and call(s, "GET", "/api/frames/big")[0] == 404
+    else:
+        assert final["state"] == "done"
+        assert call(s, "GET", "/api/frames/big")[1]["rows"] == 600_000
+
+
+def test_frames_and_jobs_refuse_hostile_input(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    write_small_csv(tmp_path / "t.csv")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "t", "path": "t.csv"})
+    assert status == 202, job
+    wait_http_job(s, job["id"])
+    cases = [
+        # Rows, bins and probabilities: the commands' own ranges and texts.
+        ("GET", "/api/frames/t/head?n=1001", None, 400, "ERR n must be between 0 and 1000"),
+        ("GET", "/api/frames/t/head?n=-1", None, 400, "ERR n must be between 0 and 1000"),
+        ("GET", "/api/frames/t/head?n=99999999999999999999999", None, 400, "ERR value is not an integer or out of range"),
+        ("GET", "/api/frames/t/head?n=1%20x", None, 400, "ERR value is not an integer or out of range"),
+        ("GET", "/api/frames/t/columns/price/summary?bins=0", None, 400, "ERR BINS must be between 1 and 10000"),
+        ("GET", "/api/frames/t/columns/price/summary?bins=18446744073709551617", None, 400, "ERR value is not an integer or out of range"),
+        ("GET", "/api/frames/t/columns/nope/summary", None, 400, "ERR no such column 'nope'"),
+        ("GET", "/api/frames/t/columns/price/quantiles?p=2", None, 400, None),
+        ("GET", "/api/frames/t/columns/price/quantiles?p=" + ",".join(["0.5"] * 1000), None, 400, None),
+        ("GET", "/api/frames/t/columns/price/quantiles", None, 400, "ERR p is required: p=0.5,0.9"),
+        # Names.
+        ("GET", "/api/frames/nope", None, 404, "ERR no such frame"),
+        ("GET", "/api/frames/" + "x" * 5000, None, 404, "ERR no such frame"),
+        ("GET", "/api/frames/bad%zz", None, 400, None),
+        ("GET", "/api/frames/nope/head", None, 404, "ERR no such frame"),
+        ("POST", "/api/frames", {"name": "a{b}", "path": "t.csv"}, 400, None),
+        ("POST", "/api/frames", {"name": "x" * 600, "path": "t.csv"}, 400, None),
+        ("POST", "/api/frames", {"name": "t", "path": "t.csv"}, 400, "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)"),
+        ("POST", "/api/frames", {"name": "u", "path": "/etc/passwd"}, 400, None),
+        ("POST", "/api/frames", {"name": "u", "path": "../t.csv"}, 400, None),
+        ("POST", "/api/frames", {"name": "u", "path": "missing.csv"}, 400, None),
+        # Bad JSON and bad fields.
+        ("POST", "/api/frames", b"{not json", 400, None),
+        ("POST", "/api/frames", b"[" * 100 + b"]" * 100, 400, "ERR the request body nests too deeply"),
+        ("POST", "/api/frames", ["t", "t.csv"], 400, 'ERR the body must be an object with string "name" and "path"'),
+        ("POST", "/api/frames", {"name": 1, "path": "t.csv"}, 400, 'ERR the body must be an object with string "name" and "path"'),
+        ("POST", "/api/frames", {"name": "u", "path": "t.csv", "header": "yes"}, 400, "ERR header must be true or false"),
+        ("POST", "/api/frames", {"name": "u", "path": "t.csv", "types": "int"}, 400, "ERR types must be an array of strings"),
+        ("POST", "/api/frames", {"name": "u", "path": "t.csv", "types": ["int,real"]}, 400, "ERR types entries cannot hold a comma"),
+        ("POST", "/api/frames", {"name": "u", "path": "t.csv", "types": ["nope"]}, 400, None),
+        ("POST", "/api/frames", {"name": "u", "path": "t.csv", "sep": "ab"}, 400, None),
+        ("POST", "/api/frames", {"name": "u", "path": "t.csv", "bogus": 1}, 400, "ERR unknown field 'bogus'"),
+        # Job ids.
+        ("GET", "/api/jobs/0", None, 400, "ERR a job id is a positive integer"),
+        ("GET", "/api/jobs/-1", None, 400, "ERR a job id is a positive integer"),
+        ("GET", "/api/jobs/abc", None, 400, "ERR a job id is a positive integer"),
+        ("GET", "/api/jobs/18446744073709551616", None, 400, "ERR a job id is a positive integer"),
+        ("GET", "/api/jobs/" + "9" * 5000, None, 400, "ERR a job id is a positive integer"),
+        ("GET", "/api/jobs/999", None, 404, "ERR no such job"),
+        ("POST", "/api/jobs/999/cancel", None, 404, "ERR no such job"),
+        ("POST", "/api/jobs/x/cancel", None, 400, "ERR a job id is a positive integer"),
+        ("PUT", "/api/jobs/1", None, 405, "ERR method not allowed"),
+    ]
+    for method, path, body, want_status, want_error in cases:
+        status, got, _ = call(s, method, path, body)
+        assert status == want_status, (method, path[:80], got)
+        assert set(got) == {"error"}, (path[:80], got)
+        if want_error is not None:
+            assert got["error"] == want_error, (path[:80], got)
+    # Nothing was imported by the refused requests, and the node still serves.
+    assert call(s, "GET", "/api/frames")[1]["frames"] == ["t"]
+    assert [j["id"] for j in call(s, "GET", "/api/jobs")[1]["jobs"]] == [job["id"]]
+    assert s.client().ping()
+
+
+def test_frame_endpoints_read_resp3_replies_too(node, tmp_path):
+    """A connection that switched to RESP3 (HELLO 3 through /api/command) gets maps and real
+    doubles from the commands: the endpoints answer the same JSON."""
+    s = node("--import-dir", str(tmp_path))
+    write_small_csv(tmp_path / "t.csv")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "t", "path": "t.csv"})
+    assert status == 202, job
+    wait_http_job(s, job["id"])
+    paths = ["/api/frames/t", "/api/frames/t/head?n=2", "/api/frames/t/columns/price/summary?bins=3",
+             "/api/frames/t/columns/price/quantiles?p=0.5,1", "/api/jobs", f"/api/jobs/{job['id']}"]
+    resp2 = {p: call(s, "GET", p)[1] for p in paths}
+    conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+    try:
+        conn.request("POST", "/api/command", body=json.dumps(["HELLO", "3"]))
+        hello = json.loads(conn.getresponse().read())
+        assert hello["proto"] == 3
+        for p in paths:
+            conn.request("GET", p)
+            got = conn.getresponse()
+            body = json.loads(got.read())
+            assert got.status == 200, (p, body)
+            if p.startswith("/api/jobs"):  # elapsed_ms moves on while nothing else does
+                for j in [body] if "id" in body else body["jobs"]:
+                    j.pop("elapsed_ms", None)
+                for j in [resp2[p]] if "id" in resp2[p] else resp2[p]["jobs"]:
+                    j.pop("elapsed_ms", None)
+            assert body == resp2[p], p
+    finally:
+        conn.close()

@@ -6,6 +6,8 @@
 
 #include <asio.hpp>
 #include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -31,6 +33,13 @@ struct Response {
 
 // {"error":"<message>"} with the given status.
 Response Error(int status, std::string_view message);
+// The one table from a RESP error's code word to an HTTP status (docs/api.md, "Errors").
+int StatusForError(std::string_view error);
+// Error(StatusForError(r.str), r.str).
+Response FromError(const resp::Reply& r);
+bool IsError(const resp::Reply& r);
+// A request body as JSON, nesting bounded; InvalidArgument with the text to send otherwise.
+Result<nlohmann::json> ParseBody(std::string_view body);
 
 // The 401 for a request whose Authorization does not carry the password (NOAUTH or
 // WRONGPASS), or nothing when it does or none is needed. Thread-safe.
@@ -69,6 +78,34 @@ class Commands {
   uint64_t awaited_ = 0;  // the ticket of the reply Run waits for
   std::optional<std::string> reply_;
 };
+
+// Decoded {name} segments of the path, or the query string's names and values.
+using Params = std::map<std::string, std::string>;
+// An endpoint: the request, its path's parameters and its query.
+using Handler = asio::awaitable<Response> (*)(server::Engine&, Commands&, const Request&,
+                                              const Params& path, const Params& query);
+
+// Frames and jobs (frames_api.cc, docs/api.md "Frames" and "Jobs").
+asio::awaitable<Response> GetFrames(server::Engine&, Commands&, const Request&, const Params&,
+                                    const Params&);
+asio::awaitable<Response> PostFrame(server::Engine&, Commands&, const Request&, const Params&,
+                                    const Params&);
+asio::awaitable<Response> GetFrame(server::Engine&, Commands&, const Request&, const Params&,
+                                   const Params&);
+asio::awaitable<Response> DeleteFrame(server::Engine&, Commands&, const Request&, const Params&,
+                                      const Params&);
+asio::awaitable<Response> GetFrameHead(server::Engine&, Commands&, const Request&, const Params&,
+                                       const Params&);
+asio::awaitable<Response> GetColumnSummary(server::Engine&, Commands&, const Request&,
+                                           const Params&, const Params&);
+asio::awaitable<Response> GetColumnQuantiles(server::Engine&, Commands&, const Request&,
+                                             const Params&, const Params&);
+asio::awaitable<Response> GetJobs(server::Engine&, Commands&, const Request&, const Params&,
+                                  const Params&);
+asio::awaitable<Response> GetJob(server::Engine&, Commands&, const Request&, const Params&,
+                                 const Params&);
+asio::awaitable<Response> CancelJob(server::Engine&, Commands&, const Request&, const Params&,
+                                    const Params&);
 
 // Runs one request on the session's thread; commands that wait for another node suspend it
 // (Commands), they never block the thread.

@@ -1,0 +1,319 @@
+// The frame and job endpoints (docs/api.md, "Frames" and "Jobs"). Each runs the FRAME.* and
+// JOB.* commands through the request's session, so their checks (names, --import-dir, n,
+// BINS, p, job ids), their bounds and their error texts are the commands' own; this file only
+// shapes their replies as JSON objects. Replies come in either protocol: a RESP3 map or RESP2's
+// flat name/value array, and RESP2's doubles as bulk strings, which become JSON numbers here.
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "http/internal/api.h"
+
+namespace floe::http::internal {
+
+namespace {
+
+// Ordered: fields go out in the commands' order.
+using Json = nlohmann::ordered_json;
+using Type = resp::Reply::Type;
+
+// FRAME.LIST sends every name; the endpoint sends at most this many (and says so).
+constexpr size_t kMaxFramesListed = 10'000;
+
+Response Ok(const Json& j, int status = 200) {
+  // Frame names, column names and cells are client bytes: invalid UTF-8 becomes U+FFFD.
+  return {.status = status, .body = j.dump(-1, ' ', false, Json::error_handler_t::replace)};
+}
+
+// "no such frame" and "no such job" are the 404s; the rest follow the one table (api.cc).
+Response Failed(const resp::Reply& r) {
+  if (r.str == "ERR no such frame" || r.str == "ERR no such job") return Error(404, r.str);
+  return FromError(r);
+}
+
+// A double sent as text (RESP2) or as a double (RESP3); not finite or not a number: null.
+Json Number(const resp::Reply& r) {
+  double v = 0;
+  if (r.type == Type::kDouble) {
+    v = r.dbl;
+  } else if (r.type == Type::kInteger) {
+    return r.integer;
+  } else if (r.type == Type::kBulk || r.type == Type::kSimple) {
+    const char* begin = r.str.data();
+    const char* end = begin + r.str.size();
+    auto [at, ec] = std::from_chars(begin, end, v);
+    if (ec != std::errc() || at != end) return nullptr;
+  } else {
+    return nullptr;
+  }
+  return std::isfinite(v) ? Json(v) : Json(nullptr);
+}
+
+Json Value(const resp::Reply& r);
+
+// A map (RESP3) or a flat name/value array (RESP2) as an object.
+Json Object(const resp::Reply& r) {
+  Json out = Json::object();
+  if (r.type != Type::kMap && r.type != Type::kArray) return out;
+  for (size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+    out[r.elements[i].str] = Value(r.elements[i + 1]);
+  }
+  return out;
+}
+
+Json Value(const resp::Reply& r) {
+  switch (r.type) {
+    case Type::kInteger:
+      return r.integer;
+    case Type::kNull:
+      return nullptr;
+    case Type::kBool:
+      return r.integer != 0;
+    case Type::kDouble:
+      return Number(r);
+    case Type::kMap:
+      return Object(r);
+    case Type::kArray:
+    case Type::kSet:
+    case Type::kPush: {
+      Json a = Json::array();
+      for (const resp::Reply& e : r.elements) a.push_back(Value(e));
+      return a;
+    }
+    default:
+      return r.str;
+  }
+}
+
+// Fields that the commands send as doubles (RESP2: as text) become numbers.
+void Numbers(const resp::Reply& reply, Json* j, std::initializer_list<std::string_view> names) {
+  if (reply.type != Type::kMap && reply.type != Type::kArray) return;
+  for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+    const resp::Reply& v = reply.elements[i + 1];
+    for (std::string_view name : names) {
+      if (reply.elements[i].str != name) continue;
+      if (v.type == Type::kArray) {
+        Json a = Json::array();
+        for (const resp::Reply& e : v.elements) a.push_back(Number(e));
+        (*j)[std::string(name)] = std::move(a);
+      } else if (v.type != Type::kNull) {
+        (*j)[std::string(name)] = Number(v);
+      }
+    }
+  }
+}
+
+// FRAME.INFO's reply, its vecs as objects.
+Json FrameObject(const resp::Reply& r) {
+  Json j = Object(r);
+  for (size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+    if (r.elements[i].str != "vecs") continue;
+    Json vecs = Json::array();
+    for (const resp::Reply& v : r.elements[i + 1].elements) vecs.push_back(Object(v));
+    j["vecs"] = std::move(vecs);
+  }
+  return j;
+}
+
+Json JobObject(const resp::Reply& r) {
+  Json j = Object(r);
+  Numbers(r, &j, {"percent"});
+  return j;
+}
+
+// The job's id as the commands take it: digits only here, so a path segment is never read as
+// a command's other argument; JOB.* checks the range.
+bool JobIdSegment(const std::string& id) {
+  return !id.empty() && id.size() <= 20 && id.find_first_not_of("0123456789") == std::string::npos;
+}
+
+}  // namespace
+
+asio::awaitable<Response> GetFrames(server::Engine&, Commands& c, const Request&, const Params&,
+                                    const Params&) {
+  const resp::Reply r = co_await c.Run("FRAME.LIST");
+  if (IsError(r)) co_return Failed(r);
+  Json names = Json::array();
+  for (size_t i = 0; i < r.elements.size() && i < kMaxFramesListed; i++) {
+    names.push_back(r.elements[i].str);
+  }
+  co_return Ok({{"frames", std::move(names)}, {"truncated", r.elements.size() > kMaxFramesListed}});
+}
+
+asio::awaitable<Response> GetFrame(server::Engine&, Commands& c, const Request&, const Params& path,
+                                   const Params&) {
+  const resp::Reply r = co_await c.Run("FRAME.INFO", path.at("name"));
+  if (IsError(r)) co_return Failed(r);
+  co_return Ok(FrameObject(r));
+}
+
+asio::awaitable<Response> DeleteFrame(server::Engine&, Commands& c, const Request&,
+                                      const Params& path, const Params&) {
+  const resp::Reply r = co_await c.Run("FRAME.DROP", path.at("name"));
+  if (IsError(r)) co_return Failed(r);
+  if (r.integer == 0) co_return Error(404, "ERR no such frame");
+  co_return Ok({{"deleted", r.integer}});
+}
+
+// ?n= rows (FRAME.HEAD: default 10, 0..1000): the column names and the rows, NA as null.
+asio::awaitable<Response> GetFrameHead(server::Engine&, Commands& c, const Request&,
+                                       const Params& path, const Params& query) {
+  std::vector<std::string> args = {"FRAME.HEAD", path.at("name")};
+  if (auto n = query.find("n"); n != query.end()) args.push_back(n->second);
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) co_return Failed(r);
+  if (r.elements.empty()) co_return Error(500, "ERR unexpected FRAME.HEAD reply");
+  Json rows = Json::array();
+  for (size_t i = 1; i < r.elements.size(); i++) rows.push_back(Value(r.elements[i]));
+  co_return Ok({{"columns", Value(r.elements[0])}, {"rows", std::move(rows)}});
+}
+
+// ?bins= (FRAME.SUMMARY's BINS, 1..10000).
+asio::awaitable<Response> GetColumnSummary(server::Engine&, Commands& c, const Request&,
+                                           const Params& path, const Params& query) {
+  std::vector<std::string> args = {"FRAME.SUMMARY", path.at("name"), path.at("column")};
+  if (auto bins = query.find("bins"); bins != query.end()) {
+    args.insert(args.end(), {"BINS", bins->second});
+  }
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) co_return Failed(r);
+  Json j = Object(r);
+  Numbers(r, &j, {"min", "max", "mean", "sd", "bin_starts"});
+  co_return Ok(j);
+}
+
+// ?p=0.5,0.99 (FRAME.QUANTILE: each in [0, 1], at most 100).
+asio::awaitable<Response> GetColumnQuantiles(server::Engine&, Commands& c, const Request&,
+                                             const Params& path, const Params& query) {
+  auto p = query.find("p");
+  if (p == query.end() || p->second.empty()) co_return Error(400, "ERR p is required: p=0.5,0.9");
+  std::vector<std::string> args = {"FRAME.QUANTILE", path.at("name"), path.at("column")};
+  std::string_view list = p->second;
+  while (true) {
+    const size_t comma = list.find(',');
+    args.emplace_back(list.substr(0, comma));
+    // The command refuses more than 100; stop splitting soon after, whatever the URL holds.
+    if (comma == std::string_view::npos || args.size() > 3 + 101) break;
+    list.remove_prefix(comma + 1);
+  }
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) co_return Failed(r);
+  Json out = Json::array();
+  for (const resp::Reply& q : r.elements) out.push_back(Number(q));
+  co_return Ok({{"quantiles", std::move(out)}});
+}
+
+namespace {
+
+// FRAME.IMPORT's arguments from the body {"name", "path", "sep", "header": bool, "types": [..],
+// "na": [..], "replace": bool}; InvalidArgument with the text to send. A relative path is taken
+// under --import-dir (the command takes it under the working directory): a page's user knows
+// the import dir, not where the node was started.
+Result<std::vector<std::string>> ImportArgs(const server::Engine& engine, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  auto text = [&](const char* name) { return j.contains(name) && j[name].is_string(); };
+  if (!j.is_object() || !text("name") || !text("path")) {
+    return Status::InvalidArgument(
+        "ERR the body must be an object with string \"name\" and \"path\"");
+  }
+  std::string path = j["path"].get<std::string>();
+  if (!path.empty() && path.front() != '/') {
+    if (std::string dir = engine.config().import_dir; !dir.empty()) {
+      path = std::move(dir.append("/").append(path));  // FRAME.IMPORT resolves and checks it
+    }
+  }
+  std::vector<std::string> args = {"FRAME.IMPORT", j["name"].get<std::string>(), std::move(path)};
+  for (const auto& [field, value] : j.items()) {
+    if (field == "name" || field == "path") continue;
+    if (field == "sep") {
+      if (!value.is_string()) return Status::InvalidArgument("ERR sep must be a string");
+      args.insert(args.end(), {"SEP", value.get<std::string>()});
+    } else if (field == "header") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR header must be true or false");
+      args.insert(args.end(), {"HEADER", value.get<bool>() ? "yes" : "no"});
+    } else if (field == "types" || field == "na") {
+      const std::string not_strings = "ERR " + field + " must be an array of strings";
+      if (!value.is_array()) return Status::InvalidArgument(not_strings);
+      std::string joined;
+      bool first = true;
+      for (const nlohmann::json& v : value) {
+        if (!v.is_string()) return Status::InvalidArgument(not_strings);
+        const std::string s = v.get<std::string>();
+        if (s.find(',') != std::string::npos) {
+          return Status::InvalidArgument("ERR " + field + " entries cannot hold a comma");
+        }
+        if (!first) joined += ",";
+        first = false;
+        joined += s;
+      }
+      args.insert(args.end(), {field == "types" ? "TYPES" : "NA", joined});
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      if (value.get<bool>()) args.emplace_back("REPLACE");
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  return args;
+}
+
+}  // namespace
+
+// FRAME.IMPORT (ImportArgs); the job's status comes back with 202 and its Location.
+asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const Request& request,
+                                    const Params&, const Params&) {
+  Result<std::vector<std::string>> args = ImportArgs(engine, request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  const std::string id = std::to_string(r.integer);
+  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
+  if (IsError(status)) co_return Failed(status);
+  Response out = Ok(JobObject(status), 202);
+  out.headers.emplace_back("Location", "/api/jobs/" + id);
+  co_return out;
+}
+
+asio::awaitable<Response> GetJobs(server::Engine&, Commands& c, const Request&, const Params&,
+                                  const Params&) {
+  const resp::Reply r = co_await c.Run("JOB.LIST");  // at most 100 finished and 4 running
+  if (IsError(r)) co_return Failed(r);
+  Json jobs = Json::array();
+  for (const resp::Reply& e : r.elements) {
+    if (e.elements.size() != 5) co_return Error(500, "ERR unexpected JOB.LIST reply");
+    jobs.push_back({{"id", Value(e.elements[0])},
+                    {"kind", Value(e.elements[1])},
+                    {"state", Value(e.elements[2])},
+                    {"percent", Number(e.elements[3])},
+                    {"description", Value(e.elements[4])}});
+  }
+  co_return Ok({{"jobs", std::move(jobs)}});
+}
+
+asio::awaitable<Response> GetJob(server::Engine&, Commands& c, const Request&, const Params& path,
+                                 const Params&) {
+  const std::string& id = path.at("id");
+  if (!JobIdSegment(id)) co_return Error(400, "ERR a job id is a positive integer");
+  const resp::Reply r = co_await c.Run("JOB.STATUS", id);
+  if (IsError(r)) co_return Failed(r);
+  co_return Ok(JobObject(r));
+}
+
+// Sets the job's cancel flag (JOB.CANCEL) and returns its status; a finished job is a 409.
+asio::awaitable<Response> CancelJob(server::Engine&, Commands& c, const Request&,
+                                    const Params& path, const Params&) {
+  const std::string& id = path.at("id");
+  if (!JobIdSegment(id)) co_return Error(400, "ERR a job id is a positive integer");
+  const resp::Reply r = co_await c.Run("JOB.CANCEL", id);
+  if (IsError(r)) {
+    if (r.str.ends_with("already finished")) co_return Error(409, r.str);
+    co_return Failed(r);
+  }
+  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
+  if (IsError(status)) co_return Failed(status);
+  co_return Ok(JobObject(status));
+}
+
+}  // namespace floe::http::internal
