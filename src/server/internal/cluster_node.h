@@ -102,10 +102,11 @@ class ClusterNode {
   const cluster::SlotMap& map() const;
   const cluster::Cluster& cluster() const;
   const rpc::Stats& rpc_stats() const;
-  // The agreed metadata this member runs (docs/membership.md, rule M1): null when off, and
-  // then meta_off() says why (a member with an IPv6 address).
+  // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
+  // forms (rule M5: Raft starts then) and when off; then meta_off() says why (a member with an
+  // IPv6 address), empty while it waits for formation.
   const cluster::Meta* meta() const;
-  const std::string& meta_off() const;
+  std::string meta_off() const;
   const Stats& stats() const { return stats_; }
   // The home of a key's slot under the map; 0 before formation.
   net::NodeId Home(uint16_t slot) const;
