@@ -97,6 +97,10 @@ class SlotMap {
   SlotMap() = default;  // no members: every Home() is 0
   // REQUIRES: members as ParseMembers returns them (ids 1..n in sorted order), n <= kSlots.
   static SlotMap Balanced(std::vector<Member> members, uint64_t version = 1);
+  // Given homes (the agreed table's owners, docs/membership.md step 1). REQUIRES: kSlots homes,
+  // each the id of one of `members`. The fingerprint covers the members only, as Balanced's.
+  static SlotMap WithHomes(std::vector<Member> members, std::vector<net::NodeId> homes,
+                           uint64_t version);
   uint64_t version() const { return version_; }
   // O(1): a 16384-entry table. 0 for a slot >= kSlots or an empty map.
   net::NodeId Home(uint16_t slot) const {

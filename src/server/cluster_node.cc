@@ -314,6 +314,24 @@ struct ClusterNode::Impl {
   std::string cluster_id_path;                // <raft dir>/cluster-id
   std::atomic<bool> cluster_id_known{false};  // the directory records it already
 
+  // The slot map routing reads (RESP routing and forwarding, the DKV's homes, CLUSTER SLOTS,
+  // SHARDS, NODES, COUNTKEYSINSLOT):
+  // null until the agreed table first gives a slot another owner than the member list's
+  // balanced map (cluster->map()); then the newest map the Raft thread published. Readers on
+  // I/O threads take one acquire load and keep the reference for one reply; a published map is
+  // immutable and never freed while the node lives (`published` keeps it), so a reader never
+  // races its reclamation. A map is published only when an owner changes: none today (nothing
+  // proposes it, docs/membership.md), one per committed move once migration comes.
+  std::atomic<const cluster::SlotMap*> routes{nullptr};
+  Mutex routes_mu;  // the Raft thread's, against a second publisher
+  std::vector<std::unique_ptr<const cluster::SlotMap>> published FLOE_GUARDED_BY(routes_mu);
+  std::atomic<uint64_t> slots_given_away_with_keys{0};
+  const cluster::SlotMap& Routes() const {
+    const cluster::SlotMap* m = routes.load(std::memory_order_acquire);
+    return m != nullptr ? *m : cluster->map();
+  }
+  void PublishRoutes(const cluster::Table& table);
+
   void StartMeta();
   // On the Raft thread, after each applied change: the table's cluster id into HELLO and the
   // directory (rule M5).
@@ -378,7 +396,54 @@ void ClusterNode::Impl::StartMeta() {
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
 }
 
+void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
+  if (table.members().empty()) return;  // not initialized: the balanced map stays
+  MutexLock lock(&routes_mu);
+  const cluster::SlotMap& now = Routes();
+  std::vector<net::NodeId> homes(cluster::kSlots);
+  std::vector<bool> given_away(cluster::kSlots, false);
+  bool changed = false, gives_away = false;
+  const net::NodeId self = cluster->self();
+  for (uint16_t s = 0; s < cluster::kSlots; s++) {
+    homes[s] = table.slot(s).owner;
+    if (homes[s] == now.Home(s)) continue;
+    changed = true;
+    if (now.Home(s) == self) given_away[s] = gives_away = true;
+  }
+  if (!changed) return;
+  if (gives_away) {
+    // The guard (docs/membership.md, "Routing from the agreed table"): only migration (rule
+    // G4) may give away a slot whose keys are here, and it does not exist yet. Such keys stay
+    // in this store, served by nobody (every member routes the slot to its new owner), never
+    // by two owners once the members have applied the table; counted and logged.
+    std::vector<uint64_t> keys(cluster::kSlots, 0);
+    engine->store().ForEach([&](const store::Value& v) {
+      const uint16_t s = cluster::KeySlot(v.key());
+      if (given_away[s]) keys[s]++;
+    });
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (keys[s] == 0) continue;
+      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
+      FLOE_LOG_ERROR(
+          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
+          "migration: they are kept here and served by nobody",
+          table.epoch(), s, homes[s], keys[s]);
+    }
+  }
+  std::vector<cluster::Member> members;
+  for (const cluster::TableMember& m : table.members()) {
+    members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+  }
+  // The version stays the member list's: the DKV compares it on every message, and per-slot
+  // versions (rule V1) replace it with migration.
+  published.push_back(std::make_unique<const cluster::SlotMap>(
+      cluster::SlotMap::WithHomes(std::move(members), std::move(homes), now.version())));
+  routes.store(published.back().get(), std::memory_order_release);
+  FLOE_LOG_INFO("routing follows agreed table epoch {}", table.epoch());
+}
+
 void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& table) {
+  PublishRoutes(*table);
   const cluster::ClusterId& id = table->cluster_id();
   if (id.empty()) return;
   cluster->SetClusterId(id);
@@ -623,7 +688,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   dkv::Options d;
   d.self = *self;
   d.home = [raw](std::string_view key) -> net::NodeId {
-    return raw->cluster->formed() ? raw->cluster->map().Home(cluster::KeySlot(key)) : 0;
+    return raw->cluster->formed() ? raw->Routes().Home(cluster::KeySlot(key)) : 0;
   };
   d.timeout_us = impl->timeout_us;
   d.lease_us = o.lease_us;
@@ -661,7 +726,14 @@ void ClusterNode::TEST_DropProxySessions() {
 
 bool ClusterNode::formed() const { return impl_->cluster->formed(); }
 net::NodeId ClusterNode::self() const { return impl_->cluster->self(); }
-const cluster::SlotMap& ClusterNode::map() const { return impl_->cluster->map(); }
+const cluster::SlotMap& ClusterNode::map() const { return impl_->Routes(); }
+uint64_t ClusterNode::slots_given_away_with_keys() const {
+  return impl_->slots_given_away_with_keys.load(std::memory_order_relaxed);
+}
+cluster::Meta* ClusterNode::TEST_meta() {
+  MutexLock lock(&impl_->meta_mu);
+  return impl_->meta.get();
+}
 const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
 const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
 const cluster::Meta* ClusterNode::meta() const {
@@ -673,7 +745,7 @@ std::string ClusterNode::meta_off() const {
 }
 
 net::NodeId ClusterNode::Home(uint16_t slot) const {
-  return formed() ? impl_->cluster->map().Home(slot) : 0;
+  return formed() ? impl_->Routes().Home(slot) : 0;
 }
 
 std::string ClusterNode::NotFormedError() const {

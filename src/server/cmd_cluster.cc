@@ -345,8 +345,8 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     number("meta_table_epoch", table->epoch());
     number("meta_table_members", table->members().size());
     line("meta_cluster_id", table->cluster_id().ToString());
-    // Routing still reads the member list's balanced map; the agreed table starts equal to it
-    // and nothing changes it yet (build order, step 2).
+    // Routing reads the table's owners once it is applied (docs/membership.md, step 1).
+    number("meta_slots_given_away_with_keys", node->slots_given_away_with_keys());
     bool matches = !table->members().empty();
     for (uint16_t slot = 0; matches && slot < cluster::kSlots; slot++) {
       matches = table->slot(slot).owner == view.map.Home(slot);
