@@ -49,8 +49,10 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
   const Options options;
   const SlotMap map;
   const Status invalid;  // ValidateOptions
-  const Hello ours;      // formed = false
-  const std::string ours_bytes;
+  // formed = false. Only its cluster id changes (SetClusterId, under mu); the other fields are
+  // fixed at construction and read without the lock.
+  Hello ours;
+  std::string ours_bytes FLOE_GUARDED_BY(mu);
 
   std::atomic<bool> formed{false};
   std::atomic<bool> started{false};
@@ -88,7 +90,12 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     }
     const uint64_t start = loop.NowMicros();
     std::weak_ptr<Impl> weak = weak_from_this();
-    endpoint.CallAsync(id, kHelloMethod, ours_bytes, options.hello_timeout_us,
+    std::string bytes;
+    {
+      MutexLock lock(&mu);
+      bytes = ours_bytes;
+    }
+    endpoint.CallAsync(id, kHelloMethod, bytes, options.hello_timeout_us,
                        [weak, id, start](Result<std::string> r) {
                          if (auto self = weak.lock()) self->OnAnswer(id, start, std::move(r));
                        });
@@ -321,6 +328,14 @@ void Cluster::Start() {
 }
 
 void Cluster::Stop() { impl_->stopped.store(true); }
+
+void Cluster::SetClusterId(const ClusterId& id) {
+  MutexLock lock(&impl_->mu);
+  if (ClusterId{impl_->ours.cluster_id_hi, impl_->ours.cluster_id_lo} == id) return;
+  impl_->ours.cluster_id_hi = id.hi;
+  impl_->ours.cluster_id_lo = id.lo;
+  impl_->ours_bytes = internal::EncodeHello(impl_->ours);
+}
 
 bool Cluster::formed() const { return impl_->formed.load(std::memory_order_acquire); }
 

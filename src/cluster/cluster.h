@@ -97,6 +97,10 @@ class SlotMap {
   SlotMap() = default;  // no members: every Home() is 0
   // REQUIRES: members as ParseMembers returns them (ids 1..n in sorted order), n <= kSlots.
   static SlotMap Balanced(std::vector<Member> members, uint64_t version = 1);
+  // Given homes (the agreed table's owners, docs/membership.md step 1). REQUIRES: kSlots homes,
+  // each the id of one of `members`. The fingerprint covers the members only, as Balanced's.
+  static SlotMap WithHomes(std::vector<Member> members, std::vector<net::NodeId> homes,
+                           uint64_t version);
   uint64_t version() const { return version_; }
   // O(1): a 16384-entry table. 0 for a slot >= kSlots or an empty map.
   net::NodeId Home(uint16_t slot) const {
@@ -123,6 +127,21 @@ class SlotMap {
 };
 
 // ---- The agreed table (docs/membership.md) ----
+
+// A cluster's identity (rule M5): 128 random bits agreed in its log's first entry and carried by
+// every HELLO, so a member whose directory holds another cluster's log is refused by name.
+// Empty (zero) until the first entry is applied.
+struct ClusterId {
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+  bool empty() const { return hi == 0 && lo == 0; }
+  std::string ToString() const;  // 32 lower-case hex digits
+  // InvalidArgument unless exactly 32 hex digits.
+  static Result<ClusterId> Parse(std::string_view text);
+  // From the operating system's random source; never empty.
+  static ClusterId Random();
+  friend bool operator==(const ClusterId&, const ClusterId&) = default;
+};
 
 // At most this many backups per slot (--replicas).
 inline constexpr uint32_t kMaxReplicas = 8;
@@ -170,7 +189,7 @@ struct Change {
     kBackupInSync = 11,  // slots[i].node: filling -> in sync, as of slots[i].seq
     kSuspect = 12,       // node, member.life, flag: agreed dead (or alive again)
     kRestarted = 13,     // node, member.life: a new life; the old one's roles end (rule O7)
-    kInitialize = 14     // members, count (replicas): the first entry of a new cluster's log
+    kInitialize = 14     // members, count (replicas), cluster_id: a new cluster's first entry
   };
   static constexpr uint8_t kLastKind = 14;
   struct SlotItem {
@@ -189,6 +208,7 @@ struct Change {
   uint32_t count = 0;
   std::vector<SlotItem> slots;
   std::vector<TableMember> members;
+  ClusterId cluster_id;  // kInitialize: chosen by the founder that proposes it
   friend bool operator==(const Change&, const Change&) = default;
 };
 std::string EncodeChange(const Change& change);
@@ -217,6 +237,8 @@ class Table {
   Status Apply(const Change& change);
 
   uint64_t epoch() const { return epoch_; }  // changes applied
+  // Set by kInitialize (rule M5); empty before it.
+  const ClusterId& cluster_id() const { return cluster_id_; }
   net::NodeId next_id() const { return next_id_; }
   uint32_t replicas() const { return replicas_; }
   bool planner_paused() const { return planner_paused_; }
@@ -235,6 +257,7 @@ class Table {
   TableMember* MutableMember(net::NodeId id);
 
   uint64_t epoch_ = 0;
+  ClusterId cluster_id_;
   net::NodeId next_id_ = 1;
   uint32_t replicas_ = 0;
   bool planner_paused_ = false;
@@ -361,6 +384,10 @@ class Cluster {
   void Start();
   // Stops asking and logging; HELLOs are still answered while the endpoint runs. Idempotent.
   void Stop();
+  // The cluster id every HELLO (ours, and our answers) carries from now on (rule M5): a peer
+  // whose HELLO carries another non-empty id disagrees, "cluster id <theirs>, ours <ours> ...".
+  // Empty (the default): none yet, compared with nothing. Thread-safe.
+  void SetClusterId(const ClusterId& id);
   // Thread-safe, cheap (an atomic load, acquire: the map and OnFormed state are visible).
   bool formed() const;
   // Why the cloud has not formed, one line per member that has not agreed (in id order), then
@@ -369,6 +396,7 @@ class Cluster {
   //   "127.0.0.2:7100: cluster-name 'a', ours 'b'"
   //   "127.0.0.2:7100: protocol version 2, ours 1"
   //   "127.0.0.2:7100: 8192 slots, ours 16384"
+  //   "127.0.0.2:7100: cluster id <32 hex>, ours <32 hex> (one of us runs from another ..."
   //   "127.0.0.2:7100: its list lacks us (127.0.0.1:7100); member lists differ: ..."
   //   "127.0.0.2:7100: member lists differ: it lists 127.0.0.9:7100 that ours lacks"
   //   "127.0.0.9:7100: not in our list"

@@ -442,6 +442,31 @@ TEST(FormationSimTest, AnotherSlotCountIsNamed) {
   EXPECT_THAT(c[1].WaitingReasons(), ElementsAre("127.0.0.3:7100: 8192 slots, ours 16384"));
 }
 
+// Rule M5: a member run from another cluster's directory carries that cluster's id; both sides
+// name the two ids. A member with no id yet (a new cluster forming) agrees with any.
+TEST(FormationSimTest, AnotherClusterIdIsNamedAndNoIdAgreesWithAny) {
+  const ClusterId a{.hi = 1, .lo = 0xa}, b{.hi = 2, .lo = 0xb};
+  {
+    SimCluster c(testing::Seed());
+    c.Start(3);
+    c[1].SetClusterId(a);
+    c[2].SetClusterId(a);
+    c[3].SetClusterId(b);
+    RunAndExpectNoneFormed(c);
+    const std::string why = " (one of us runs from another cluster's data directory)";
+    EXPECT_THAT(c[1].WaitingReasons(), ElementsAre("127.0.0.3:7100: cluster id " + b.ToString() +
+                                                   ", ours " + a.ToString() + why));
+    EXPECT_EQ(c[3].WaitingReasons().size(), 2u);
+    EXPECT_EQ(c[3].WaitingReasons()[0],
+              "127.0.0.1:7100: cluster id " + a.ToString() + ", ours " + b.ToString() + why);
+  }
+  SimCluster c(testing::Seed());
+  c.Start(3);
+  c[2].SetClusterId(a);
+  c.net.RunFor(10'000'000);
+  EXPECT_TRUE(c.AllFormed());
+}
+
 // Node 5 was given a list with an extra member (127.0.0.6, which nobody runs).
 TEST(FormationSimTest, AListWithAnExtraMemberIsExplained) {
   SimCluster c(testing::Seed());

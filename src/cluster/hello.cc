@@ -101,6 +101,13 @@ std::string Disagreement(const Hello& ours, const Hello& theirs, const Member& e
   if (theirs.slots != ours.slots) {
     return std::to_string(theirs.slots) + " slots, ours " + std::to_string(ours.slots);
   }
+  const ClusterId their_id{theirs.cluster_id_hi, theirs.cluster_id_lo};
+  const ClusterId our_id{ours.cluster_id_hi, ours.cluster_id_lo};
+  if (!their_id.empty() && !our_id.empty() && their_id != our_id) {
+    // Rule M5: one of the two directories holds another cluster's log.
+    return "cluster id " + their_id.ToString() + ", ours " + our_id.ToString() +
+           " (one of us runs from another cluster's data directory)";
+  }
   std::vector<std::string> parts;
   if (theirs.self != expected.address()) {
     parts.push_back("it answers as " + theirs.self);

@@ -113,6 +113,8 @@ void Meta::InitializeLoop() {
   init.kind = Change::Kind::kInitialize;
   init.members = o.founders;
   init.count = o.replicas;
+  // Each founder picks its own; the first kInitialize committed decides for everyone (rule M5).
+  init.cluster_id = ClusterId::Random();
   bool in_flight = false;
   for (;;) {
     {

@@ -171,6 +171,10 @@ TEST(MetaTest, FoundersAgreeOnTheInitialTable) {
   EXPECT_EQ(t->replicas(), 1u);
   for (int s = 0; s < kSlots; s++) EXPECT_EQ(t->slot(static_cast<uint16_t>(s)).backups.size(), 1u);
   EXPECT_TRUE(WaitFor([&] { return c.changes(3) >= 1; })) << "on_change runs after each change";
+  // Rule M5: the proposing founder chose a cluster id, and every member has the same one.
+  EXPECT_FALSE(t->cluster_id().empty());
+  ASSERT_TRUE(WaitFor([&] { return c.Converged(1); }));
+  for (uint64_t id = 1; id <= 3; id++) EXPECT_EQ(c.at(id)->table()->cluster_id(), t->cluster_id());
 }
 
 TEST(MetaTest, ChangesGoThroughTheLeaderAndRefusalsChangeNothing) {

@@ -214,6 +214,14 @@ SlotMap SlotMap::Balanced(std::vector<Member> members, uint64_t version) {
   return map;
 }
 
+SlotMap SlotMap::WithHomes(std::vector<Member> members, std::vector<net::NodeId> homes,
+                           uint64_t version) {
+  FLOE_CHECK(homes.size() == static_cast<size_t>(kSlots));
+  SlotMap map = Balanced(std::move(members), version);
+  map.homes_ = std::move(homes);
+  return map;
+}
+
 const Member* SlotMap::Find(net::NodeId id) const {
   // Ids are 1..n in order when the map came from ParseMembers; search anyway if not.
   if (id >= 1 && id <= members_.size() && members_[id - 1].id == id) return &members_[id - 1];

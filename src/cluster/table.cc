@@ -2,6 +2,8 @@
 // strict decoders a log entry or a snapshot goes through.
 
 #include <algorithm>
+#include <cstdio>
+#include <random>
 #include <set>
 
 #include "cluster/cluster.h"
@@ -11,8 +13,8 @@ namespace floe::cluster {
 
 namespace {
 
-constexpr uint32_t kTableFormat = 1;
-constexpr uint32_t kChangeFormat = 1;
+constexpr uint32_t kTableFormat = 2;   // 2: the cluster id
+constexpr uint32_t kChangeFormat = 2;  // 2: the cluster id
 
 Status Refused(const std::string& why) { return Status::FailedPrecondition(why); }
 
@@ -89,6 +91,44 @@ Status ValidMember(const TableMember& m) {
 
 }  // namespace
 
+// ---- the cluster id ----
+
+std::string ClusterId::ToString() const {
+  char buf[33];
+  std::snprintf(buf, sizeof(buf), "%016llx%016llx", static_cast<unsigned long long>(hi),
+                static_cast<unsigned long long>(lo));
+  return std::string(buf, 32);
+}
+
+Result<ClusterId> ClusterId::Parse(std::string_view text) {
+  if (text.size() != 32) return Status::InvalidArgument("a cluster id is 32 hex digits");
+  ClusterId id;
+  for (size_t i = 0; i < 32; i++) {
+    const char c = text[i];
+    uint64_t d = 0;
+    if (c >= '0' && c <= '9') {
+      d = static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      d = static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return Status::InvalidArgument("a cluster id is 32 hex digits");
+    }
+    uint64_t& half = i < 16 ? id.hi : id.lo;
+    half = (half << 4) | d;
+  }
+  return id;
+}
+
+ClusterId ClusterId::Random() {
+  std::random_device rd;
+  ClusterId id;
+  while (id.empty()) {
+    id.hi = (uint64_t{rd()} << 32) | rd();
+    id.lo = (uint64_t{rd()} << 32) | rd();
+  }
+  return id;
+}
+
 // ---- changes ----
 
 std::string EncodeChange(const Change& c) {
@@ -100,6 +140,8 @@ std::string EncodeChange(const Change& c) {
   w.PutVarint64(c.node);
   w.PutU8(c.flag ? 1 : 0);
   w.PutVarint64(c.count);
+  w.PutFixed64(c.cluster_id.hi);
+  w.PutFixed64(c.cluster_id.lo);
   w.PutVarint64(c.slots.size());
   for (const Change::SlotItem& it : c.slots) {
     w.PutVarint64(it.slot);
@@ -133,6 +175,8 @@ Result<Change> DecodeChange(std::string_view bytes) {
   if (flag > 1) return Status::Corruption("bad flag");
   c.flag = flag == 1;
   FLOE_RETURN_IF_ERROR(r.GetVarint32(&c.count));
+  FLOE_RETURN_IF_ERROR(r.GetFixed64(&c.cluster_id.hi));
+  FLOE_RETURN_IF_ERROR(r.GetFixed64(&c.cluster_id.lo));
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   // Each item takes at least four bytes: a count beyond what remains is a lie, refused before
@@ -464,6 +508,7 @@ Status Table::Apply(const Change& c) {
       Result<Table> t = Initial(c.members, c.count);
       if (!t.ok()) return Refused(std::string(t.status().message()));
       *this = std::move(*t);
+      cluster_id_ = c.cluster_id;
       break;  // epoch 1: the first change
     }
     case Kind::kSetReplicas:
@@ -531,6 +576,8 @@ std::string Table::Encode() const {
   w.PutVarint64(next_id_);
   w.PutVarint64(replicas_);
   w.PutU8(planner_paused_ ? 1 : 0);
+  w.PutFixed64(cluster_id_.hi);
+  w.PutFixed64(cluster_id_.lo);
   w.PutVarint64(members_.size());
   for (const TableMember& m : members_) PutMember(w, m);
   for (const SlotState& st : slots_) {
@@ -559,6 +606,8 @@ Result<Table> Table::Decode(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetU8(&paused));
   if (paused > 1) return Status::Corruption("bad flag");
   t.planner_paused_ = paused == 1;
+  FLOE_RETURN_IF_ERROR(r.GetFixed64(&t.cluster_id_.hi));
+  FLOE_RETURN_IF_ERROR(r.GetFixed64(&t.cluster_id_.lo));
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   // A member takes at least eight bytes.

@@ -395,6 +395,35 @@ TEST(TableTest, EncodeDecodeRoundTripsAndRefusesDamage) {
   }
 }
 
+// Rule M5: the first entry's cluster id is the table's, kept through a snapshot; a second
+// kInitialize (another founder's, with its own id) changes nothing.
+TEST(TableTest, InitializeRecordsTheClusterId) {
+  Table t;
+  EXPECT_TRUE(t.cluster_id().empty());
+  Change init = WithCount(Kind::kInitialize, 0);
+  init.members = {Joiner(1), Joiner(2)};
+  init.members[0].id = 1;
+  init.members[1].id = 2;
+  init.cluster_id = ClusterId::Random();
+  ASSERT_TRUE(t.Apply(init).ok());
+  EXPECT_EQ(t.cluster_id(), init.cluster_id);
+  Result<Table> back = Table::Decode(t.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->cluster_id(), init.cluster_id);
+  Change other = init;
+  other.cluster_id = ClusterId::Random();
+  ASSERT_NE(other.cluster_id, init.cluster_id);
+  EXPECT_FALSE(t.Apply(other).ok());
+  EXPECT_EQ(t.cluster_id(), init.cluster_id);
+  // The text form round-trips and refuses anything but 32 hex digits.
+  Result<ClusterId> parsed = ClusterId::Parse(init.cluster_id.ToString());
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(*parsed, init.cluster_id);
+  EXPECT_FALSE(ClusterId::Parse("").ok());
+  EXPECT_FALSE(ClusterId::Parse(std::string(31, 'a')).ok());
+  EXPECT_FALSE(ClusterId::Parse(std::string(31, 'a') + "g").ok());
+}
+
 TEST(TableTest, ChangesRoundTrip) {
   const std::vector<Change> changes = {
       AddMember(Joiner(3)),
@@ -406,6 +435,7 @@ TEST(TableTest, ChangesRoundTrip) {
       [] {
         Change c = WithCount(Kind::kInitialize, 2);
         c.members = {Joiner(1), Joiner(2)};
+        c.cluster_id = {.hi = 0x0123456789abcdefull, .lo = 42};
         return c;
       }(),
       ForSlots(Kind::kPromote, {Item(4, 2, 2)}),

@@ -4,8 +4,11 @@
 
 #include "server/internal/cluster_node.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +18,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <utility>
 
@@ -102,6 +106,10 @@ class DirectoryLock {
   int fd_ = -1;
 };
 
+// The file in a member's metadata directory that records its cluster's id (rule M5), written
+// once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
+constexpr const char* kClusterIdFile = "cluster-id";
+
 // What a member's metadata directory belongs to: written when its log is created, compared at
 // every later start, so a log of another cluster (another list, or ids that moved) is never
 // replayed as this one's.
@@ -133,33 +141,58 @@ bool HoldsALog(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name != "LOCK" && name != "member") return true;
+    if (name != "LOCK" && name != "member" && name != kClusterIdFile) return true;
   }
   return false;
+}
+
+// Whether TCP `host:port` can be listened on now (as the Raft library will, with SO_REUSEADDR):
+// a port in use stops the start with the reason, although Raft itself starts only at formation.
+Status ProbeListen(const std::string& host, uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::Unavailable(std::string("socket: ") + strerror(errno));
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  Status st;
+  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    st = Status::InvalidArgument("not an IPv4 address: " + host);
+  } else if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(fd, 1) != 0) {
+    st = Status::Unavailable("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             strerror(errno));
+  }
+  close(fd);
+  return st;
 }
 
 // The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
 // runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
 // <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
-// id) voters and the rest learners (rule M4). Null, with *off saying why, when Raft cannot run
-// safely here: a member with an IPv6 address (raft 0.15's transport takes IPv4 only), or one
-// off loopback (Raft's transport does not carry the cluster secret yet).
-Result<std::unique_ptr<cluster::Meta>> StartMeta(const Config& config,
-                                                 const std::vector<cluster::Member>& members,
-                                                 net::NodeId self, uint64_t node_timeout_ms,
-                                                 DirectoryLock* lock, std::string* off) {
+// id) voters and the rest learners (rule M4). Checks the directory and the port now and returns
+// the options Raft starts with once the cloud has formed (rule M5: a member runs no Raft until
+// every member's HELLO, cluster id included, agrees with it). Nullopt, with *off saying why,
+// when Raft cannot run safely here: a member with an IPv6 address (raft 0.15's transport takes
+// IPv4 only), or one off loopback (Raft's transport does not carry the cluster secret yet).
+// *id: the cluster id the directory records (empty for a new member).
+Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
+                                                        const std::vector<cluster::Member>& members,
+                                                        net::NodeId self, uint64_t node_timeout_ms,
+                                                        DirectoryLock* lock, std::string* off,
+                                                        cluster::ClusterId* id) {
   for (const cluster::Member& m : members) {
     if (m.host.find(':') != std::string::npos) {
       *off = "member " + m.address() +
              " has an IPv6 address, and the Raft library takes IPv4 addresses only";
-      return std::unique_ptr<cluster::Meta>();
+      return std::optional<cluster::MetaOptions>();
     }
   }
   for (const cluster::Member& m : members) {
     if (!IsLoopbackAddress(m.host)) {
       *off = "member " + m.address() +
              " is not on loopback, and Raft's transport does not carry the cluster secret yet";
-      return std::unique_ptr<cluster::Meta>();
+      return std::optional<cluster::MetaOptions>();
     }
   }
   for (const cluster::Member& m : members) {
@@ -224,10 +257,17 @@ Result<std::unique_ptr<cluster::Meta>> StartMeta(const Config& config,
                                               .raft_port = static_cast<uint16_t>(m.port + 1)});
   }
   o.replicas = 0;  // backups come with the replication stream (build order, step 3)
-  Result<std::unique_ptr<cluster::Meta>> meta = cluster::Meta::Start(std::move(o));
-  if (!meta.ok()) return failed(meta.status().ToString());
-  FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
-  return std::move(*meta);
+  if (Status st = ProbeListen(me.host, static_cast<uint16_t>(me.port + 1)); !st.ok()) {
+    return failed(st.ToString());
+  }
+  const std::string id_path = o.raft.dir + "/" + kClusterIdFile;
+  if (std::string text = ReadSmallFile(id_path); !text.empty()) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
+    if (!parsed.ok()) return failed(id_path + " is damaged: " + parsed.status().ToString());
+    *id = *parsed;
+  }
+  return std::optional<cluster::MetaOptions>(std::move(o));
 }
 
 }  // namespace
@@ -260,9 +300,42 @@ struct ClusterNode::Impl {
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;
   std::unique_ptr<cluster::Cluster> cluster;
-  DirectoryLock meta_lock;              // outlives meta (declared before it)
-  std::unique_ptr<cluster::Meta> meta;  // null when off (meta_off says why)
-  std::string meta_off;
+  DirectoryLock meta_lock;  // outlives meta (declared before it)
+  // The agreed metadata: prepared at start, started on the loop when the cloud forms (rule M5),
+  // so a member whose HELLO disagrees on anything, the cluster id included, never runs Raft
+  // with the others. meta_view is what readers on any thread load (set once, never cleared:
+  // meta lives until the node is destroyed).
+  Mutex meta_mu;
+  std::optional<cluster::MetaOptions> meta_options FLOE_GUARDED_BY(meta_mu);
+  std::unique_ptr<cluster::Meta> meta FLOE_GUARDED_BY(meta_mu);
+  std::string meta_off FLOE_GUARDED_BY(meta_mu);  // why it is off; empty when on or waiting
+  bool meta_stopped FLOE_GUARDED_BY(meta_mu) = false;
+  std::atomic<const cluster::Meta*> meta_view{nullptr};
+  std::string cluster_id_path;                // <raft dir>/cluster-id
+  std::atomic<bool> cluster_id_known{false};  // the directory records it already
+
+  // The slot map routing reads (RESP routing and forwarding, the DKV's homes, CLUSTER SLOTS,
+  // SHARDS, NODES, COUNTKEYSINSLOT):
+  // null until the agreed table first gives a slot another owner than the member list's
+  // balanced map (cluster->map()); then the newest map the Raft thread published. Readers on
+  // I/O threads take one acquire load and keep the reference for one reply; a published map is
+  // immutable and never freed while the node lives (`published` keeps it), so a reader never
+  // races its reclamation. A map is published only when an owner changes: none today (nothing
+  // proposes it, docs/membership.md), one per committed move once migration comes.
+  std::atomic<const cluster::SlotMap*> routes{nullptr};
+  Mutex routes_mu;  // the Raft thread's, against a second publisher
+  std::vector<std::unique_ptr<const cluster::SlotMap>> published FLOE_GUARDED_BY(routes_mu);
+  std::atomic<uint64_t> slots_given_away_with_keys{0};
+  const cluster::SlotMap& Routes() const {
+    const cluster::SlotMap* m = routes.load(std::memory_order_acquire);
+    return m != nullptr ? *m : cluster->map();
+  }
+  void PublishRoutes(const cluster::Table& table);
+
+  void StartMeta();
+  // On the Raft thread, after each applied change: the table's cluster id into HELLO and the
+  // directory (rule M5).
+  void OnTable(const std::shared_ptr<const cluster::Table>& table);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};
@@ -302,6 +375,88 @@ struct ClusterNode::Impl {
   using ProxyMap = decltype(proxies);
   ProxyMap::iterator Drop(ProxyMap::iterator it) FLOE_REQUIRES(proxies_mu);
 };
+
+void ClusterNode::Impl::StartMeta() {
+  MutexLock lock(&meta_mu);
+  if (meta_stopped || !meta_options) return;
+  cluster::MetaOptions o = std::move(*meta_options);
+  meta_options.reset();
+  o.on_change = [this](const std::shared_ptr<const cluster::Table>& t) { OnTable(t); };
+  const std::string where = o.raft.address + ", directory " + o.raft.dir;
+  Result<std::unique_ptr<cluster::Meta>> m = cluster::Meta::Start(std::move(o));
+  if (!m.ok()) {
+    // The port was free at start; something took it since. The node serves as it did before
+    // agreed metadata (routing from the member list), and INFO says why.
+    meta_off = "cannot start the agreed metadata (Raft on " + where + "): " + m.status().ToString();
+    FLOE_LOG_ERROR("{}", meta_off);
+    return;
+  }
+  meta = std::move(*m);
+  meta_view.store(meta.get(), std::memory_order_release);
+  FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
+}
+
+void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
+  if (table.members().empty()) return;  // not initialized: the balanced map stays
+  MutexLock lock(&routes_mu);
+  const cluster::SlotMap& now = Routes();
+  std::vector<net::NodeId> homes(cluster::kSlots);
+  std::vector<bool> given_away(cluster::kSlots, false);
+  bool changed = false, gives_away = false;
+  const net::NodeId self = cluster->self();
+  for (uint16_t s = 0; s < cluster::kSlots; s++) {
+    homes[s] = table.slot(s).owner;
+    if (homes[s] == now.Home(s)) continue;
+    changed = true;
+    if (now.Home(s) == self) given_away[s] = gives_away = true;
+  }
+  if (!changed) return;
+  if (gives_away) {
+    // The guard (docs/membership.md, "Routing from the agreed table"): only migration (rule
+    // G4) may give away a slot whose keys are here, and it does not exist yet. Such keys stay
+    // in this store, served by nobody (every member routes the slot to its new owner), never
+    // by two owners once the members have applied the table; counted and logged.
+    std::vector<uint64_t> keys(cluster::kSlots, 0);
+    engine->store().ForEach([&](const store::Value& v) {
+      const uint16_t s = cluster::KeySlot(v.key());
+      if (given_away[s]) keys[s]++;
+    });
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (keys[s] == 0) continue;
+      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
+      FLOE_LOG_ERROR(
+          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
+          "migration: they are kept here and served by nobody",
+          table.epoch(), s, homes[s], keys[s]);
+    }
+  }
+  std::vector<cluster::Member> members;
+  for (const cluster::TableMember& m : table.members()) {
+    members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+  }
+  // The version stays the member list's: the DKV compares it on every message, and per-slot
+  // versions (rule V1) replace it with migration.
+  published.push_back(std::make_unique<const cluster::SlotMap>(
+      cluster::SlotMap::WithHomes(std::move(members), std::move(homes), now.version())));
+  routes.store(published.back().get(), std::memory_order_release);
+  FLOE_LOG_INFO("routing follows agreed table epoch {}", table.epoch());
+}
+
+void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& table) {
+  PublishRoutes(*table);
+  const cluster::ClusterId& id = table->cluster_id();
+  if (id.empty()) return;
+  cluster->SetClusterId(id);
+  if (cluster_id_known.exchange(true)) return;
+  // Once per life, a few bytes: the Raft thread may write them (rule M1's "never blocks" is
+  // about waiting on others). A directory that cannot keep it only loses the early check.
+  std::ofstream out(cluster_id_path, std::ios::binary | std::ios::trunc);
+  out << id.ToString() << "\n";
+  out.flush();
+  if (!out)
+    FLOE_LOG_WARN("cannot write {}: a restart will learn the cluster id from its log",
+                  cluster_id_path);
+}
 
 ClusterNode::Impl::ProxyMap::iterator ClusterNode::Impl::Drop(ProxyMap::iterator it) {
   peers[it->first.first].proxies--;
@@ -443,7 +598,11 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
-  if (impl_->meta) impl_->meta->Stop();
+  {
+    MutexLock lock(&impl_->meta_mu);
+    impl_->meta_stopped = true;
+    if (impl_->meta) impl_->meta->Stop();
+  }
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
   // A callback the loop is running (a forwarded answer being handed out) finishes before Stop
@@ -502,10 +661,20 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->transport = std::move(*transport);
   // After the cluster port is ours: a second start of a running member stops there, before it
   // could touch the member's metadata directory (which its lock guards too).
-  FLOE_ASSIGN_OR_RETURN(impl->meta, StartMeta(config, members, *self,
-                                              static_cast<uint64_t>(config.cluster_node_timeout),
-                                              &impl->meta_lock, &impl->meta_off));
-  if (!impl->meta) FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
+  cluster::ClusterId cluster_id;
+  {
+    MutexLock lock(&impl->meta_mu);
+    FLOE_ASSIGN_OR_RETURN(
+        impl->meta_options,
+        PrepareMeta(config, members, *self, static_cast<uint64_t>(config.cluster_node_timeout),
+                    &impl->meta_lock, &impl->meta_off, &cluster_id));
+    if (!impl->meta_options) {
+      FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
+    } else {
+      impl->cluster_id_path = impl->meta_options->raft.dir + "/" + kClusterIdFile;
+      impl->cluster_id_known = !cluster_id.empty();
+    }
+  }
   rpc::Options o;
   o.peers = cluster::PeerIds(members, *self);
   o.secret = config.cluster_secret;
@@ -514,11 +683,12 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   o.threads_per_class = 8;
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
+  impl->cluster->SetClusterId(cluster_id);
   Impl* raw = impl.get();
   dkv::Options d;
   d.self = *self;
   d.home = [raw](std::string_view key) -> net::NodeId {
-    return raw->cluster->formed() ? raw->cluster->map().Home(cluster::KeySlot(key)) : 0;
+    return raw->cluster->formed() ? raw->Routes().Home(cluster::KeySlot(key)) : 0;
   };
   d.timeout_us = impl->timeout_us;
   d.lease_us = o.lease_us;
@@ -544,6 +714,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   // The engine knows its node before any peer's command can reach a proxy session.
   engine->set_cluster(node.get());
   node->impl_->endpoint->Start();
+  node->impl_->cluster->OnFormed([raw] { raw->StartMeta(); });
   node->impl_->cluster->Start();
   return node;
 }
@@ -555,14 +726,26 @@ void ClusterNode::TEST_DropProxySessions() {
 
 bool ClusterNode::formed() const { return impl_->cluster->formed(); }
 net::NodeId ClusterNode::self() const { return impl_->cluster->self(); }
-const cluster::SlotMap& ClusterNode::map() const { return impl_->cluster->map(); }
+const cluster::SlotMap& ClusterNode::map() const { return impl_->Routes(); }
+uint64_t ClusterNode::slots_given_away_with_keys() const {
+  return impl_->slots_given_away_with_keys.load(std::memory_order_relaxed);
+}
+cluster::Meta* ClusterNode::TEST_meta() {
+  MutexLock lock(&impl_->meta_mu);
+  return impl_->meta.get();
+}
 const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
 const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
-const cluster::Meta* ClusterNode::meta() const { return impl_->meta.get(); }
-const std::string& ClusterNode::meta_off() const { return impl_->meta_off; }
+const cluster::Meta* ClusterNode::meta() const {
+  return impl_->meta_view.load(std::memory_order_acquire);
+}
+std::string ClusterNode::meta_off() const {
+  MutexLock lock(&impl_->meta_mu);
+  return impl_->meta_off;
+}
 
 net::NodeId ClusterNode::Home(uint16_t slot) const {
-  return formed() ? impl_->cluster->map().Home(slot) : 0;
+  return formed() ? impl_->Routes().Home(slot) : 0;
 }
 
 std::string ClusterNode::NotFormedError() const {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <set>
 #include <thread>
 
@@ -283,6 +284,96 @@ TEST(ClusterRoutingTest, ClientKillOfAProxySessionDropsIt) {
   EXPECT_EQ(s.Run({"SET", k, "v"}), "+QUEUED\r\n");
   EXPECT_EQ(s.Run({"EXEC"}), "*-1\r\n");  // the WATCH went with the session
   EXPECT_EQ(s.Run({"GET", k}), "$-1\r\n");
+}
+
+// Proposes `change` through whichever member leads the agreed metadata (retried while the
+// leadership moves); the table's verdict.
+Status ProposeOnLeader(TestCluster& c, const cluster::Change& change) {
+  Status st = Status::Unavailable("no leader");
+  for (int attempt = 0; attempt < 200; attempt++) {
+    for (size_t i = 0; i < 3; i++) {
+      cluster::Meta* meta = c.node(i).TEST_meta();
+      if (meta == nullptr || !meta->raft().leader) continue;
+      std::promise<Status> p;
+      meta->Propose(change, [&p](Status s) { p.set_value(s); });
+      st = p.get_future().get();
+      if (st.ok() || st.message().find("leader") == std::string_view::npos) return st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return st;
+}
+
+// docs/membership.md, step 1: once a member has applied the agreed table, routing, the DKV's
+// homes and CLUSTER SLOTS read its owners. A committed table that gives two slots of member 0
+// to member 1 is followed by every member; for the one whose key member 0 held, the guard
+// counts it, keeps the key there and serves it from nobody.
+TEST(ClusterRoutingTest, RoutingFollowsTheAgreedTable) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (size_t i = 0; i < 3; i++) {
+    while (c.node(i).TEST_meta() == nullptr || c.node(i).TEST_meta()->table()->epoch() < 1) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "member " << i << " has no table";
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  const std::string moved = c.KeyAt(0, "moved");
+  std::string kept = c.KeyAt(0, "kept");
+  for (int n = 0; cluster::KeySlot(kept) == cluster::KeySlot(moved); n++) {
+    kept = c.KeyAt(0, "kept" + std::to_string(n) + "-");
+  }
+  const uint16_t slot = cluster::KeySlot(moved), kept_slot = cluster::KeySlot(kept);
+  EXPECT_EQ(c.client(2).Run({"SET", kept, "here"}), "+OK\r\n");
+  ASSERT_TRUE(c.engine(0).store().Get(kept));
+  const net::NodeId to = c.node(1).self();
+
+  cluster::Change begin{.kind = cluster::Change::Kind::kBeginMove};
+  begin.slots = {{.slot = slot, .version = 1, .node = to},
+                 {.slot = kept_slot, .version = 1, .node = to}};
+  ASSERT_TRUE(ProposeOnLeader(c, begin).ok());
+  cluster::Change commit{.kind = cluster::Change::Kind::kCommitMove};
+  commit.slots = {{.slot = slot, .version = 2}, {.slot = kept_slot, .version = 2}};
+  ASSERT_TRUE(ProposeOnLeader(c, commit).ok());
+  for (size_t i = 0; i < 3; i++) {
+    while (c.node(i).Home(slot) != to || c.node(i).Home(kept_slot) != to) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "member " << i << " did not follow";
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    // The member list's balanced map still says member 0: routing reads the table.
+    EXPECT_EQ(c.node(i).cluster().map().Home(slot), c.node(0).self());
+    EXPECT_EQ(c.node(i).map().Home(slot), to);
+  }
+
+  // A write through member 2 and one through member 0 (the old owner) land at member 1.
+  EXPECT_EQ(c.client(2).Run({"SET", moved, "v"}), "+OK\r\n");
+  EXPECT_TRUE(c.engine(1).store().Get(moved));
+  EXPECT_FALSE(c.engine(0).store().Get(moved));
+  EXPECT_EQ(c.client(0).Run({"APPEND", moved, "w"}), ":2\r\n");
+  EXPECT_EQ(c.client(0).Run({"GET", moved}), Bulk("vw"));
+
+  // CLUSTER SLOTS, at every member, names member 1 (client port 20001) for the slot alone.
+  for (size_t i = 0; i < 3; i++) {
+    const resp::Reply r = Parse(c.client(i).Run({"CLUSTER", "SLOTS"}));
+    bool found = false;
+    for (const resp::Reply& range : r.elements) {
+      ASSERT_GE(range.elements.size(), 3u);
+      if (range.elements[0].integer <= slot && slot <= range.elements[1].integer) {
+        found = true;
+        EXPECT_EQ(range.elements[0].integer, slot) << r.ToString();
+        EXPECT_EQ(range.elements[1].integer, slot) << r.ToString();
+        EXPECT_EQ(range.elements[2].elements[1].integer, 20001) << r.ToString();
+      }
+    }
+    EXPECT_TRUE(found) << r.ToString();
+  }
+
+  // The guard: the key member 0 held is still there, counted, and served by nobody (its new
+  // owner has no copy; no member routes the slot to member 0 any more).
+  EXPECT_EQ(c.node(0).slots_given_away_with_keys(), 1u);
+  EXPECT_EQ(c.node(1).slots_given_away_with_keys(), 0u);
+  EXPECT_TRUE(c.engine(0).store().Get(kept));
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(c.client(i).Run({"GET", kept}), "$-1\r\n") << i;
 }
 
 TEST(ForwardCodecTest, CopiesRoundTripAndBadIndicesAreRefused) {

@@ -328,8 +328,10 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
   line("cluster_slot_ranges", owned_ranges);
   // The agreed metadata (docs/membership.md, rule M1): its Raft state and the table's.
   if (const cluster::Meta* meta = node->meta(); meta == nullptr) {
-    line("meta", "off");
-    line("meta_off_reason", node->meta_off());
+    const std::string off = node->meta_off();
+    // Raft starts when the cloud forms (rule M5): until then it waits.
+    line("meta", off.empty() ? "waiting" : "off");
+    if (!off.empty()) line("meta_off_reason", off);
   } else {
     line("meta", "on");
     const consensus::State rs = meta->raft();
@@ -342,8 +344,9 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     const std::shared_ptr<const cluster::Table> table = meta->table();
     number("meta_table_epoch", table->epoch());
     number("meta_table_members", table->members().size());
-    // Routing still reads the member list's balanced map; the agreed table starts equal to it
-    // and nothing changes it yet (build order, step 2).
+    line("meta_cluster_id", table->cluster_id().ToString());
+    // Routing reads the table's owners once it is applied (docs/membership.md, step 1).
+    number("meta_slots_given_away_with_keys", node->slots_given_away_with_keys());
     bool matches = !table->members().empty();
     for (uint16_t slot = 0; matches && slot < cluster::kSlots; slot++) {
       matches = table->slot(slot).owner == view.map.Home(slot);

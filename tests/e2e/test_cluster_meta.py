@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from floe_cluster import ClusterFactory, free_cluster_ports, free_ports
+from floe_cluster import NOT_FORMED, ClusterFactory, RespError, free_cluster_ports, free_ports
 from cluster_cache_helpers import HOSTS3, clusters, info  # noqa: F401 (clusters: the fixture)
 from conftest import FLOE_BIN
 
@@ -144,3 +144,49 @@ def test_a_member_with_an_ipv6_address_runs_without_agreed_metadata_and_says_why
     assert v["meta"] == "off", v
     assert "IPv6" in v["meta_off_reason"], v
     assert "agreed metadata is off" in c[0].log()
+
+
+def test_a_member_run_from_another_clusters_directory_is_refused_naming_the_cluster_ids(
+        clusters, tmp_path):
+    """Rule M5: two clusters of the same members (same addresses, name and list), each with its
+    own directories, agree on different cluster ids; a member restarted with the other cluster's
+    directory is refused by its peer's HELLO within 10 s, naming both ids, and runs no Raft."""
+    from test_cluster import wait_reply
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    kept = clusters.data_dir
+    try:
+        clusters.data_dir = first
+        c = clusters.make(2, hosts=HOSTS3[:2], same_ports=True).wait_formed()
+        ids = {v["meta_cluster_id"] for v in wait_agreed(c.nodes)}
+        assert len(ids) == 1, ids
+        (first_id,) = ids
+        assert len(first_id) == 32 and first_id != "0" * 32, first_id
+        for n in c.nodes:
+            n.proc.terminate()
+            n.proc.wait(timeout=20)
+        with open(os.path.join(first, f"{c[0].host}-{c[0].cluster_port}", "cluster-id")) as f:
+            assert f.read().strip() == first_id
+        # The same members again, from new directories: a new cluster, with a new id.
+        clusters.data_dir = second
+        for n in c.nodes:
+            n.start()
+        c.wait_formed()
+        ids = {v["meta_cluster_id"] for v in wait_agreed(c.nodes)}
+        assert len(ids) == 1 and first_id not in ids, (first_id, ids)
+        (second_id,) = ids
+        # The first member, restarted from the first cluster's directory.
+        c[0].proc.terminate()
+        c[0].proc.wait(timeout=20)
+        clusters.data_dir = first
+        c[0].start()
+        reason = f"{c[1].address}: cluster id {second_id}, ours {first_id}"
+        reply = wait_reply(c[0].conn(), ["GET", "k"],
+                           lambda r: isinstance(r, RespError) and reason in str(r), timeout=10)
+        assert isinstance(reply, RespError) and str(reply).startswith(NOT_FORMED), reply
+        assert reason in str(reply), reply
+        # It never formed, so it runs no Raft that could vote in the other cluster's log.
+        assert meta(c[0])["meta"] == "waiting", meta(c[0])
+        # The member that stayed keeps its table.
+        assert meta(c[1])["meta_cluster_id"] == second_id
+    finally:
+        clusters.data_dir = kept

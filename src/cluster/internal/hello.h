@@ -41,6 +41,10 @@ struct Hello {
   std::vector<std::string> members;  // addresses in id order (ids 1..n)
   bool formed = false;
   uint32_t client_port = 0;  // the sender's RESP port (what CLUSTER SLOTS tells clients)
+  // The sender's cluster id (rule M5): from its directory or its applied table; 0 when it has
+  // none yet (a new cluster forming, or no agreed metadata).
+  uint64_t cluster_id_hi = 0;
+  uint64_t cluster_id_lo = 0;
 
   static constexpr uint16_t kTypeId = 110;
   static constexpr std::string_view kTypeName = "ClusterHello";
@@ -50,7 +54,9 @@ struct Hello {
         wire::Field("map_version", &Hello::map_version),
         wire::Field("fingerprint", &Hello::fingerprint), wire::Field("self_id", &Hello::self_id),
         wire::Field("self", &Hello::self), wire::Field("members", &Hello::members),
-        wire::Field("formed", &Hello::formed), wire::Field("client_port", &Hello::client_port));
+        wire::Field("formed", &Hello::formed), wire::Field("client_port", &Hello::client_port),
+        wire::Field("cluster_id_hi", &Hello::cluster_id_hi),
+        wire::Field("cluster_id_lo", &Hello::cluster_id_lo));
   }
 };
 

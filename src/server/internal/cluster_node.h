@@ -99,15 +99,24 @@ class ClusterNode {
 
   bool formed() const;
   net::NodeId self() const;
+  // The slot map routing reads (docs/membership.md, step 1): the member list's balanced map
+  // until the agreed table is applied, then the table's owners (equal until something changes
+  // them). An immutable snapshot, valid while the node lives; a later table publishes another.
   const cluster::SlotMap& map() const;
+  // Slots the agreed table gave to another node while keys of them were here (the guard: they
+  // stay here, served by nobody; docs/membership.md).
+  uint64_t slots_given_away_with_keys() const;
+  // Tests only: the running metadata (null until formation), to propose changes directly.
+  cluster::Meta* TEST_meta();
   const cluster::Cluster& cluster() const;
   const rpc::Stats& rpc_stats() const;
-  // The agreed metadata this member runs (docs/membership.md, rule M1): null when off, and
-  // then meta_off() says why (a member with an IPv6 address).
+  // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
+  // forms (rule M5: Raft starts then) and when off; then meta_off() says why (a member with an
+  // IPv6 address), empty while it waits for formation.
   const cluster::Meta* meta() const;
-  const std::string& meta_off() const;
+  std::string meta_off() const;
   const Stats& stats() const { return stats_; }
-  // The home of a key's slot under the map; 0 before formation.
+  // The home of a key's slot under map(); 0 before formation.
   net::NodeId Home(uint16_t slot) const;
   // "-CLUSTERDOWN The cluster is not formed: <first reason>" (without the '-').
   std::string NotFormedError() const;
