@@ -457,6 +457,11 @@ class FrameBuilder {
   // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
   Status EndRow();
   uint64_t rows() const { return rows_; }
+  // Heap bytes the categorical domains hold (each value twice, in the domain and its index,
+  // plus kDomainEntryBytes of overhead): what a parser charges to maxmemory as they grow, since
+  // a domain is not bounded by the chunk size the way pending values are.
+  uint64_t domain_bytes() const { return domain_bytes_; }
+  static constexpr uint64_t kDomainEntryBytes = 96;
 
   // The frame of every ended row. FailedPrecondition if a row was begun and not ended. Call
   // once; the builder is empty afterwards.
@@ -489,6 +494,7 @@ class FrameBuilder {
   std::vector<Column> columns_;
   uint32_t pending_rows_ = 0;  // rows ended since the last cut
   uint64_t rows_ = 0;
+  uint64_t domain_bytes_ = 0;
 };
 
 }  // namespace floe::frame

@@ -220,6 +220,7 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
       it = c.codes_of.emplace(std::string(v), static_cast<int32_t>(c.domain.size())).first;
       c.domain.emplace_back(v);
       c.new_value = true;
+      domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
     }
     c.codes.push_back(it->second);
     c.pending_raw += 4;
@@ -267,6 +268,7 @@ Status FrameBuilder::EndRow() {
           c.codes.pop_back();
           c.pending_raw -= 4;
           if (c.new_value) {  // a value seen only in the dropped row leaves the domain
+            domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
             c.codes_of.erase(c.domain.back());
             c.domain.pop_back();
           }
@@ -351,6 +353,7 @@ Result<Frame> FrameBuilder::Finish() {
   }
   columns_.clear();
   rows_ = 0;
+  domain_bytes_ = 0;
   return Frame::Make(std::move(names), std::move(vecs));
 }
 
