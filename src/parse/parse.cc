@@ -408,7 +408,16 @@ void RunAll(size_t n, F&& f) {
   for (std::thread& t : threads) t.join();
 }
 
-Split SplitBody(std::string_view body, char quote, size_t ranges) {
+// Both passes go a MiB at a time and stop early once `cancel` is set (the caller then returns
+// Cancelled and ignores the split): a cancel takes effect within a MiB of work per thread.
+Split SplitBody(std::string_view body, char quote, size_t ranges, const std::atomic<bool>* cancel) {
+  auto cancelled = [cancel] {
+    return cancel != nullptr && cancel->load(std::memory_order_relaxed);
+  };
+  auto step_end = [](const char* at, const char* limit) {
+    return limit - at > static_cast<ptrdiff_t>(internal::kScanStep) ? at + internal::kScanStep
+                                                                    : limit;
+  };
   const char* begin = body.data();
   const char* end = begin + body.size();
   std::vector<const char*> cuts(ranges + 1);
@@ -419,8 +428,13 @@ Split SplitBody(std::string_view body, char quote, size_t ranges) {
   }
   std::vector<uint64_t> quotes(ranges, 0);
   if (quote != '\0' && ranges > 1) {
-    RunAll(ranges,
-           [&](size_t i) { quotes[i] = internal::CountQuotes(cuts[i], cuts[i + 1], quote); });
+    RunAll(ranges, [&](size_t i) {
+      for (const char* at = cuts[i]; at < cuts[i + 1] && !cancelled();) {
+        const char* stop = step_end(at, cuts[i + 1]);
+        quotes[i] += internal::CountQuotes(at, stop, quote);
+        at = stop;
+      }
+    });
   }
   Split split;
   split.starts.resize(ranges + 1);
@@ -436,7 +450,20 @@ Split SplitBody(std::string_view body, char quote, size_t ranges) {
   // field) starts where the next one does, so the scans cost O(n) together, not O(T * n).
   RunAll(ranges > 1 ? ranges - 1 : 0, [&](size_t k) {
     const size_t i = k + 1;
-    split.starts[i] = internal::NextRowStart(begin, cuts[i], cuts[i + 1], quote, in_quotes[i]);
+    // A step that holds no row start leaves the scan at its end, in the state its quotes give
+    // (a row start right at the step's end is found again by the next step's look back).
+    const char* at = cuts[i];
+    bool in_quotes_at = in_quotes[i];
+    for (;;) {
+      const char* stop = step_end(at, cuts[i + 1]);
+      const char* found = internal::NextRowStart(begin, at, stop, quote, in_quotes_at);
+      if (found != stop || stop == cuts[i + 1] || cancelled()) {
+        split.starts[i] = found;
+        break;
+      }
+      if ((internal::CountQuotes(at, stop, quote) & 1) != 0) in_quotes_at = !in_quotes_at;
+      at = stop;
+    }
   });
   for (size_t i = ranges - 1; i >= 1; i--) {
     if (split.starts[i] >= cuts[i + 1]) split.starts[i] = split.starts[i + 1];
@@ -612,7 +639,10 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     shared.bytes_done.fetch_add(sources[si]->bytes.size() - body.size());
     const size_t ranges =
         static_cast<size_t>(std::clamp<uint64_t>(body.size() / min_range, 1, threads));
-    const Split split = SplitBody(body, setup.quote, ranges);
+    const Split split = SplitBody(body, setup.quote, ranges, control.cancel);
+    if (control.cancel != nullptr && control.cancel->load(std::memory_order_relaxed)) {
+      return Status::Cancelled("parse cancelled");
+    }
     const size_t first_piece = pieces.size();
     pieces.resize(first_piece + ranges);
     std::mutex mu;

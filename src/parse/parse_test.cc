@@ -824,5 +824,26 @@ TEST(ParseTest, ADirectoryNeverFollowsALinkNorWaitsOnAFifo) {
   close(fd);
 }
 
+// The split's scans go a MiB at a time (so a cancel stops them): a quoted field of several MiB,
+// holding LFs and doubled quotes, across cuts and steps, splits as one thread reads it.
+TEST(ParseTest, SplitScansInStepsAcrossALongQuotedField) {
+  std::string big = "\"";
+  for (int i = 0; i < 80000; i++)
+    big += i % 7 == 0 ? "a\"\"b\n" : "xyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyz\n";
+  big += "\"";
+  std::string text = "id,s\n";
+  for (int i = 0; i < 1000; i++) text += std::to_string(i) + ",v" + std::to_string(i % 5) + "\n";
+  text += "1000," + big + "\n";
+  for (int i = 1001; i < 2000; i++) text += std::to_string(i) + ",w\n";
+  ASSERT_GT(text.size(), size_t{3} << 20);
+  ParseOptions one;
+  one.threads = 1;
+  const std::string expected = Dump(Parse(text, one));
+  for (uint32_t t : {2u, 3u, 5u}) EXPECT_EQ(Dump(Parse(text, Threads(t))), expected) << t;
+  std::atomic<bool> cancel{true};
+  EXPECT_EQ(ParseBytes(text, Threads(3), ParseControl{.cancel = &cancel}).status().code(),
+            StatusCode::kCancelled);
+}
+
 }  // namespace
 }  // namespace floe::parse
