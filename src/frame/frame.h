@@ -413,10 +413,16 @@ class Frame {
   std::optional<size_t> Find(std::string_view name) const;
   uint64_t compressed_bytes() const;
   uint64_t raw_bytes() const;
+  // Heap bytes of the header outside the chunks: column names and categorical domains (each
+  // string's bytes plus kHeaderEntryBytes). A domain of millions of long values, or names of
+  // kilobytes, weigh on memory as chunks do, so whoever charges a frame charges these too.
+  uint64_t header_bytes() const { return header_bytes_; }
+  static constexpr uint64_t kHeaderEntryBytes = 32;
 
  private:
   std::vector<std::string> names_;
   std::vector<Vec> vecs_;
+  uint64_t header_bytes_ = 0;
 };
 
 struct ColumnSpec {

@@ -119,6 +119,10 @@ Result<Frame> Frame::Make(std::vector<std::string> names, std::vector<Vec> vecs)
     }
   }
   Frame f;
+  for (const std::string& n : names) f.header_bytes_ += n.size() + kHeaderEntryBytes;
+  for (const Vec& v : vecs) {
+    for (const std::string& d : v.domain()) f.header_bytes_ += d.size() + kHeaderEntryBytes;
+  }
   f.names_ = std::move(names);
   f.vecs_ = std::move(vecs);
   return f;
