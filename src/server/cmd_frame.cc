@@ -408,6 +408,12 @@ std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
 // the domains); then store the frame if it fits. Nothing is stored unless everything
 // succeeded: no partial frame.
 Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, job::Context& job) {
+  // Given back on every path before the job's end is recorded, so whoever sees the job finished
+  // sees its charge gone (the function object that owns it may outlive the job by a moment).
+  struct ReleaseAtEnd {
+    ImportCharge& charge;
+    ~ReleaseAtEnd() { charge.Release(); }
+  } release_at_end{.charge = charge};
   bool out_of_memory = false;
   parse::ParseControl control;
   control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
