@@ -62,7 +62,9 @@ struct ParseLimits {
   uint32_t max_name_bytes = 1024;
   // Bytes the categorical domains of all ranges may hold together (FrameBuilder::domain_bytes:
   // values and their index); ResourceExhausted past it. Reported as ParseProgress::held_bytes,
-  // which an import charges to maxmemory, so under a maxmemory this is only a backstop.
+  // which an import charges to maxmemory, so under a maxmemory this is only a backstop. (Each
+  // range holds its own domains, so near this bound the outcome may depend on the thread count:
+  // the one exception to contract 3.)
   uint64_t max_domain_bytes = uint64_t{4} << 30;
   // Bytes a gzip source may inflate to (ResourceExhausted past it): a bomb stops here.
   uint64_t max_input_bytes = uint64_t{64} << 30;
