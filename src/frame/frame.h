@@ -462,6 +462,16 @@ class FrameBuilder {
   Status AddNA(size_t col);
   // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
   Status EndRow();
+  // Distinct values of categorical column `col` so far (0 for other columns or out of range).
+  size_t domain_size(size_t col) const {
+    return col < columns_.size() ? columns_[col].domain.size() : 0;
+  }
+  // Turns categorical column `col` into a string column between rows: its chunks and pending
+  // codes are re-encoded as strings and its domain freed (domain_bytes falls). A parser does so
+  // once a domain passes its categorical limit, so a column of millions of distinct values
+  // holds at most the limit in memory. InvalidArgument for a column that is not categorical or
+  // a row begun and not ended; ResourceExhausted if the pending strings pass the blob limit.
+  Status DemoteToString(size_t col);
   uint64_t rows() const { return rows_; }
   // Heap bytes the categorical domains hold (each value twice, in the domain and its index,
   // plus kDomainEntryBytes of overhead): what a parser charges to maxmemory as they grow, since

@@ -284,6 +284,9 @@ class RangeParser {
       }
       FLOE_RETURN_IF_ERROR(b.EndRow());
       piece_.rows++;
+      // A domain past the categorical limit is freed at once: its column is a string column now.
+      for (const size_t c : demote_) FLOE_RETURN_IF_ERROR(b.DemoteToString(c));
+      demote_.clear();
       if (b.domain_bytes() != domain_reported_) FLOE_RETURN_IF_ERROR(ChargeDomains(b));
     }
     if (piece_.rows > o.limits.max_rows) {
@@ -370,7 +373,12 @@ class RangeParser {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
-        if (!b->AddString(c, v).ok()) Bad(b, c, v, line, "a value the column takes");
+        if (!b->AddString(c, v).ok()) {
+          Bad(b, c, v, line, "a value the column takes");
+        } else if (b->domain_size(c) > s_.options->max_categorical_domain &&
+                   (demote_.empty() || demote_.back() != c)) {
+          demote_.push_back(c);  // the merge would make it a string column anyway
+        }
         return;
     }
   }
@@ -379,6 +387,7 @@ class RangeParser {
   const Setup& setup_;
   Piece& piece_;
   uint64_t domain_reported_ = 0;  // of this range's builder, in s_.domain_bytes
+  std::vector<size_t> demote_;    // categorical columns this row took past the limit
   uint64_t na_lengths_ = 0;       // bit n: a token of n bytes
   bool na_long_ = false;          // a token of 64 bytes or more
   bool na_first_[256] = {};       // a token's first byte
@@ -492,6 +501,9 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
     } else {
       std::unordered_map<std::string_view, int32_t> code_of;
       std::vector<std::vector<int32_t>> maps(pieces.size());
+      // A range whose domain passed the limit made its column a string column already.
+      bool any_string = false;
+      for (const Piece& p : pieces) any_string |= p.frame.vec(c).type() == ColumnType::kString;
       for (size_t i = 0; i < pieces.size(); i++) {
         for (const std::string& value : pieces[i].frame.vec(c).domain()) {
           auto [it, fresh] = code_of.emplace(value, static_cast<int32_t>(domain.size()));
@@ -499,7 +511,7 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
           maps[i].push_back(it->second);
         }
       }
-      const bool as_strings = domain.size() > options.max_categorical_domain;
+      const bool as_strings = any_string || domain.size() > options.max_categorical_domain;
       if (as_strings) {
         type = ColumnType::kString;
         report->string_columns_from_categorical++;
@@ -508,6 +520,10 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
       std::vector<std::optional<std::string_view>> strings;
       for (size_t i = 0; i < pieces.size(); i++) {
         const frame::Vec& v = pieces[i].frame.vec(c);
+        if (v.type() == ColumnType::kString) {
+          for (size_t k = 0; k < v.chunk_count(); k++) chunks.push_back(v.chunk_bytes(k));
+          continue;
+        }
         bool identity = !as_strings;
         for (size_t k = 0; identity && k < maps[i].size(); k++) identity = maps[i][k] == int32_t(k);
         for (size_t k = 0; k < v.chunk_count(); k++) {

@@ -845,5 +845,41 @@ TEST(ParseTest, SplitScansInStepsAcrossALongQuotedField) {
             StatusCode::kCancelled);
 }
 
+// A categorical column of many distinct values is turned into a string column by each range as
+// soon as its domain passes the limit, so its domain never holds more than the limit: 50,000
+// distinct values pass a domain bound of 64 KB, with the frame a one-thread parse gives.
+TEST(ParseTest, ARangeTurnsACategoricalPastTheLimitIntoStringsAtOnce) {
+  std::string text = "id,c\n";
+  for (int i = 0; i < 50000; i++) text += std::to_string(i) + ",value_" + std::to_string(i) + "\n";
+  text += "50000,\n50001,value_7\n";
+  ParseOptions one;
+  one.threads = 1;
+  one.column_types = {ColumnType::kInteger, ColumnType::kCategorical};
+  one.max_categorical_domain = 100;
+  one.limits.max_domain_bytes = 64 << 10;
+  ParseProgress last;
+  const Result<ParseResult> r =
+      ParseBytes(text, one, {.progress = [&](const ParseProgress& p) { last = p; }});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->frame.vec(1).type(), ColumnType::kString);
+  EXPECT_EQ(r->report.string_columns_from_categorical, 1u);
+  EXPECT_EQ(Cell(r->frame, 1, 49999), "value_49999");
+  EXPECT_EQ(Cell(r->frame, 1, 50000), "NA");
+  EXPECT_EQ(last.held_bytes, 0u);
+  ParseOptions many = Threads(3);
+  many.builder.target_chunk_bytes = 4096;
+  many.column_types = one.column_types;
+  many.max_categorical_domain = 100;
+  many.limits.max_domain_bytes = 64 << 10;
+  const Result<ParseResult> m = ParseBytes(text, many);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Dump(*m), Dump(*r));
+  // Few distinct values stay categorical.
+  std::string few = "c\n";
+  for (int i = 0; i < 5000; i++) few += "v" + std::to_string(i % 50) + "\n";
+  many.column_types = {ColumnType::kCategorical};
+  EXPECT_EQ(Parse(few, many).frame.vec(0).type(), ColumnType::kCategorical);
+}
+
 }  // namespace
 }  // namespace floe::parse
