@@ -422,10 +422,16 @@ class Frame {
   std::optional<size_t> Find(std::string_view name) const;
   uint64_t compressed_bytes() const;
   uint64_t raw_bytes() const;
+  // Heap bytes of the header outside the chunks: column names and categorical domains (each
+  // string's bytes plus kHeaderEntryBytes). A domain of millions of long values, or names of
+  // kilobytes, weigh on memory as chunks do, so whoever charges a frame charges these too.
+  uint64_t header_bytes() const { return header_bytes_; }
+  static constexpr uint64_t kHeaderEntryBytes = 32;
 
  private:
   std::vector<std::string> names_;
   std::vector<Vec> vecs_;
+  uint64_t header_bytes_ = 0;
 };
 
 struct ColumnSpec {
@@ -465,7 +471,22 @@ class FrameBuilder {
   Status AddNA(size_t col);
   // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
   Status EndRow();
+  // Distinct values of categorical column `col` so far (0 for other columns or out of range).
+  size_t domain_size(size_t col) const {
+    return col < columns_.size() ? columns_[col].domain.size() : 0;
+  }
+  // Turns categorical column `col` into a string column between rows: its chunks and pending
+  // codes are re-encoded as strings and its domain freed (domain_bytes falls). A parser does so
+  // once a domain passes its categorical limit, so a column of millions of distinct values
+  // holds at most the limit in memory. InvalidArgument for a column that is not categorical or
+  // a row begun and not ended; ResourceExhausted if the pending strings pass the blob limit.
+  Status DemoteToString(size_t col);
   uint64_t rows() const { return rows_; }
+  // Heap bytes the categorical domains hold (each value twice, in the domain and its index,
+  // plus kDomainEntryBytes of overhead): what a parser charges to maxmemory as they grow, since
+  // a domain is not bounded by the chunk size the way pending values are.
+  uint64_t domain_bytes() const { return domain_bytes_; }
+  static constexpr uint64_t kDomainEntryBytes = 96;
 
   // The frame of every ended row. FailedPrecondition if a row was begun and not ended. Call
   // once; the builder is empty afterwards.
@@ -498,6 +519,7 @@ class FrameBuilder {
   std::vector<Column> columns_;
   uint32_t pending_rows_ = 0;  // rows ended since the last cut
   uint64_t rows_ = 0;
+  uint64_t domain_bytes_ = 0;
 };
 
 }  // namespace floe::frame

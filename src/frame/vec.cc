@@ -135,6 +135,10 @@ Result<Frame> Frame::Make(std::vector<std::string> names, std::vector<Vec> vecs)
     }
   }
   Frame f;
+  for (const std::string& n : names) f.header_bytes_ += n.size() + kHeaderEntryBytes;
+  for (const Vec& v : vecs) {
+    for (const std::string& d : v.domain()) f.header_bytes_ += d.size() + kHeaderEntryBytes;
+  }
   f.names_ = std::move(names);
   f.vecs_ = std::move(vecs);
   return f;
@@ -236,6 +240,7 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
       it = c.codes_of.emplace(std::string(v), static_cast<int32_t>(c.domain.size())).first;
       c.domain.emplace_back(v);
       c.new_value = true;
+      domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
     }
     c.codes.push_back(it->second);
     c.pending_raw += 4;
@@ -283,6 +288,7 @@ Status FrameBuilder::EndRow() {
           c.codes.pop_back();
           c.pending_raw -= 4;
           if (c.new_value) {  // a value seen only in the dropped row leaves the domain
+            domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
             c.codes_of.erase(c.domain.back());
             c.domain.pop_back();
           }
@@ -317,6 +323,61 @@ Status FrameBuilder::EndRow() {
   }
   full |= pending >= uint64_t{16} * options_.target_chunk_bytes;
   if (full) Cut();
+  return Status::OK();
+}
+
+Status FrameBuilder::DemoteToString(size_t col) {
+  if (col >= columns_.size() || columns_[col].spec.type != ColumnType::kCategorical) {
+    return Status::InvalidArgument("not a categorical column");
+  }
+  for (const Column& c : columns_) {
+    if (c.pending() != pending_rows_) return Status::InvalidArgument("a row is not ended");
+  }
+  Column& c = columns_[col];
+  std::vector<std::optional<std::string_view>> values;
+  auto value_of = [&c](int32_t code) {
+    return code == kNACode ? std::nullopt : std::optional<std::string_view>(c.domain[code]);
+  };
+  std::vector<std::shared_ptr<const std::string>> chunks;
+  for (const auto& chunk : c.chunks) {
+    FLOE_ASSIGN_OR_RETURN(ChunkView view, ChunkView::Make(*chunk));
+    values.clear();
+    for (uint32_t r = 0; r < view.rows(); r++) {
+      values.push_back(value_of(view.layout() == Layout::kEmpty ? kNACode : view.CodeAt(r)));
+    }
+    FLOE_ASSIGN_OR_RETURN(std::string bytes, CompressStrings(values));
+    chunks.push_back(std::make_shared<const std::string>(std::move(bytes)));
+  }
+  // The pending codes as the string column's pending values: the blob stays within what
+  // AddString allows (the target plus one value), else the caller gets an error, never a blob
+  // past the chunk format's limit.
+  std::string blob;
+  std::vector<uint32_t> ends;
+  std::vector<bool> na;
+  uint64_t raw = 0;
+  for (const int32_t code : c.codes) {
+    if (code != kNACode) {
+      const std::string& v = c.domain[code];
+      if (blob.size() + v.size() > kMaxTargetChunkBytes + kMaxStringValue) {
+        return Status::ResourceExhausted("pending strings too long");
+      }
+      blob.append(v);
+    }
+    ends.push_back(static_cast<uint32_t>(blob.size()));
+    na.push_back(code == kNACode);
+    raw += 4 + (code == kNACode ? 0 : c.domain[code].size());
+  }
+  for (const std::string& v : c.domain) domain_bytes_ -= 2 * v.size() + kDomainEntryBytes;
+  c.chunks = std::move(chunks);
+  c.blob = std::move(blob);
+  c.ends = std::move(ends);
+  c.na = std::move(na);
+  c.pending_raw = raw;
+  c.codes.clear();
+  std::vector<std::string>().swap(c.domain);
+  decltype(c.codes_of)().swap(c.codes_of);
+  c.new_value = false;
+  c.spec.type = ColumnType::kString;
   return Status::OK();
 }
 
@@ -367,6 +428,7 @@ Result<Frame> FrameBuilder::Finish() {
   }
   columns_.clear();
   rows_ = 0;
+  domain_bytes_ = 0;
   return Frame::Make(std::move(names), std::move(vecs));
 }
 

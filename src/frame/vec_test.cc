@@ -341,5 +341,51 @@ TEST(FrameTest, ColumnsMustAlignChunkByChunk) {
   EXPECT_EQ(f->compressed_bytes(), 4u * kChunkHeaderBytes);  // four constant chunks
 }
 
+// A categorical column turned into strings between rows keeps every value, cut chunks and
+// pending ones alike, frees its domain, and refuses a row half set.
+TEST(FrameBuilderTest, DemoteToStringKeepsEveryValueAndFreesTheDomain) {
+  FrameBuilder b = MakeBuilder({{"n", ColumnType::kReal}, {"c", ColumnType::kCategorical}}, 64);
+  std::vector<std::optional<std::string>> expected;
+  for (int i = 0; i < 100; i++) {
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    if (i % 9 == 0) {
+      ASSERT_TRUE(b.AddNA(1).ok());
+      expected.emplace_back();
+    } else {
+      const std::string v = "v" + std::to_string(i % 13);
+      ASSERT_TRUE(b.AddString(1, v).ok());
+      expected.emplace_back(v);
+    }
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  EXPECT_GT(b.domain_bytes(), 0u);
+  EXPECT_EQ(b.domain_size(1), 13u);
+  ASSERT_TRUE(b.AddNumber(0, 1).ok());
+  EXPECT_EQ(b.DemoteToString(1).code(), StatusCode::kInvalidArgument);  // a row half set
+  ASSERT_TRUE(b.AddString(1, "last").ok());
+  ASSERT_TRUE(b.EndRow().ok());
+  expected.emplace_back("last");
+  EXPECT_EQ(b.DemoteToString(0).code(), StatusCode::kInvalidArgument);  // not categorical
+  ASSERT_TRUE(b.DemoteToString(1).ok());
+  EXPECT_EQ(b.domain_bytes(), 0u);
+  EXPECT_EQ(b.domain_size(1), 0u);
+  ASSERT_TRUE(b.AddNumber(0, 2).ok());
+  ASSERT_TRUE(b.AddString(1, "after").ok());
+  ASSERT_TRUE(b.EndRow().ok());
+  expected.emplace_back("after");
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  const Vec& v = f->vec(1);
+  EXPECT_EQ(v.type(), ColumnType::kString);
+  EXPECT_TRUE(v.domain().empty());
+  ASSERT_EQ(v.rows(), expected.size());
+  for (uint64_t r = 0; r < v.rows(); r++) {
+    EXPECT_EQ(v.IsNA(r), !expected[r].has_value()) << r;
+    if (expected[r]) {
+      EXPECT_EQ(v.AtString(r), *expected[r]) << r;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace floe::frame

@@ -34,12 +34,30 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
   row->newlines = 0;
   row->longest = 0;
   row->unterminated = false;
+  row->over_line_cap = false;
+  row->cancelled = false;
+  // Cancel is polled whenever the scan passes `next_poll`, so one huge line (or field) costs
+  // at most kScanStep bytes of work after a cancel.
+  const char* next_poll = end - p > static_cast<ptrdiff_t>(kScanStep) ? p + kScanStep : end;
+  auto poll = [row, end, &next_poll](const char* at) {
+    if (at < next_poll || at == end) return false;
+    next_poll = end - at > static_cast<ptrdiff_t>(kScanStep) ? at + kScanStep : end;
+    if (row->cancel == nullptr || !row->cancel->load(std::memory_order_relaxed)) return false;
+    row->cancelled = true;
+    return true;
+  };
   // With quoting off, the quote test repeats the separator's, so the scan below needs no branch.
   const char q = quote == '\0' ? sep : quote;
   for (;;) {
+    if (poll(p)) return end;
     const char* f = p;
-    // Fast path: an unquoted field, a view into the input.
-    while (p < end && *p != sep && *p != '\n' && *p != q) p++;
+    // Fast path: an unquoted field, a view into the input (scanned a step at a time).
+    for (;;) {
+      const char* stop = next_poll;
+      while (p < stop && *p != sep && *p != '\n' && *p != q) p++;
+      if (p < stop || stop == end) break;
+      if (poll(p)) return end;
+    }
     if (p == end || *p != q || quote == '\0') {
       const auto size = static_cast<size_t>(p - f);
       Keep(row, keep, {.data = f, .offset = 0, .size = size, .quoted = false}, size);
@@ -54,14 +72,24 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
     }
     // Fast path: a field that is one quoted run with no doubled quote, a view inside the quotes.
     if (p == f) {
-      const char* close = static_cast<const char*>(std::memchr(p + 1, quote, end - (p + 1)));
+      // The closing quote, a step at a time; the LFs before it counted on the way.
+      const char* close = nullptr;
+      uint64_t lfs = 0;
+      for (const char* at = p + 1; at < end;) {
+        const char* stop = end - at > static_cast<ptrdiff_t>(kScanStep) ? at + kScanStep : end;
+        close = static_cast<const char*>(std::memchr(at, quote, stop - at));
+        lfs += static_cast<uint64_t>(std::count(at, close != nullptr ? close : stop, '\n'));
+        if (close != nullptr) break;
+        at = stop;
+        if (poll(at)) return end;
+      }
       if (close != nullptr) {
         const char* after = close + 1;
         const bool crlf = after < end && *after == '\r' && (after + 1 == end || after[1] == '\n');
         if (crlf) after++;
         if (after == end || *after == sep || *after == '\n') {
           const auto size = static_cast<size_t>(close - (p + 1));
-          row->newlines += static_cast<uint64_t>(std::count(p + 1, close, '\n'));
+          row->newlines += lfs;
           Keep(row, keep, {.data = p + 1, .offset = 0, .size = size, .quoted = true}, size);
           p = after;
           if (p < end && *p == sep) {
@@ -74,17 +102,25 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
         }
       }
     }
-    // General path: copy the field into scratch, unescaping.
+    // General path: copy the field into scratch, unescaping. The fast path may have scanned
+    // ahead: the polls restart from here.
     p = f;
+    next_poll = end - p > static_cast<ptrdiff_t>(kScanStep) ? p + kScanStep : end;
     const size_t offset = row->scratch.size();
     size_t length = 0;
     // A field past the cap is counted, not copied: its row is rejected, and its size must not
     // size an allocation.
     auto emit = [row, &length](char c) {
-      if (length++ < row->field_cap) row->scratch.push_back(c);
+      if (length++ >= row->field_cap) return;
+      if (row->scratch.size() >= row->line_cap) {
+        row->over_line_cap = true;
+        return;
+      }
+      row->scratch.push_back(c);
     };
     bool in_quotes = false, quoted = false, cr_outside = false;
     while (p < end) {
+      if (p >= next_poll && poll(p)) return end;
       const char c = *p;
       if (in_quotes) {
         if (c == quote) {

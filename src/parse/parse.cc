@@ -3,6 +3,7 @@
 
 #include "parse/parse.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -40,6 +41,8 @@ constexpr uint32_t kMaxThreads = 256;
 // directory of gzip files holds one inflated file at a time.
 struct Source {
   std::string name;
+  int dir_fd = -1;  // opened as openat(dir_fd, open_name) when its turn comes
+  std::string open_name;
   bool loaded = false;
   uint64_t disk_size = 0;  // before loading: what progress counts for it
   std::string_view bytes;
@@ -120,11 +123,16 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atom
   return out;
 }
 
-Status LoadFile(const std::string& path, const ParseLimits& limits, const std::atomic<bool>* cancel,
-                Source* src) {
+Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel, Source* src) {
   src->loaded = true;
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::NotFound(path + ": " + std::strerror(errno));
+  const std::string& path = src->name;
+  // No link followed, no wait on a FIFO: the descriptor is checked (fstat) before it is read.
+  const int fd =
+      openat(src->dir_fd, src->open_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP) return Status::InvalidArgument(path + ": a symbolic link, not read");
+    return Status::NotFound(path + ": " + std::strerror(errno));
+  }
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
@@ -170,6 +178,7 @@ struct Shared {
   const ParseControl* control;
   std::atomic<uint64_t> bytes_done{0};
   std::atomic<uint64_t> rows{0};
+  std::atomic<uint64_t> domain_bytes{0};  // FrameBuilder::domain_bytes of every range, summed
   std::atomic<bool> failed{false};
 };
 
@@ -209,20 +218,25 @@ class RangeParser {
     FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, o.builder));
     const size_t columns = specs.size();
     Row row;
-    row.field_cap =
-        static_cast<size_t>(std::min<uint64_t>(o.limits.max_field_bytes, SIZE_MAX - 1)) + 1;
+    internal::CapRow(&row, o.limits.max_field_bytes, o.limits.max_line_bytes);
+    row.cancel = s_.control->cancel;
     const char* p = begin;
+    const char* checked = begin;   // where the last cancel check was
     const char* reported = begin;  // bytes and rows up to here are in the shared counters
     uint64_t rows_reported = 0;
     uint64_t since_check = 0;
     while (p < end) {
       const char* next = internal::ReadRow(p, end, setup_.separator, setup_.quote, columns, &row);
+      if (row.cancelled) return Status::Cancelled("parse cancelled");
       const uint64_t line = piece_.newlines + 1;
       piece_.newlines += row.newlines;
       const auto length = static_cast<uint64_t>(next - p);
       p = next;
-      if (++since_check == kRowsPerCheck) {
+      // Every 4,096 rows, or every MiB of long rows: cancel takes effect after bounded work.
+      if (++since_check == kRowsPerCheck ||
+          static_cast<size_t>(p - checked) >= internal::kScanStep) {
         since_check = 0;
+        checked = p;
         if (o.limits.max_rows < piece_.rows) break;
         if (s_.control->cancel != nullptr && s_.control->cancel->load(std::memory_order_relaxed)) {
           return Status::Cancelled("parse cancelled");
@@ -240,7 +254,7 @@ class RangeParser {
         piece_.blank++;
         continue;
       }
-      if (length > o.limits.max_line_bytes) {
+      if (length > o.limits.max_line_bytes || row.over_line_cap) {
         Reject(line, "line longer than " + std::to_string(o.limits.max_line_bytes) + " bytes");
         continue;
       }
@@ -270,6 +284,10 @@ class RangeParser {
       }
       FLOE_RETURN_IF_ERROR(b.EndRow());
       piece_.rows++;
+      // A domain past the categorical limit is freed at once: its column is a string column now.
+      for (const size_t c : demote_) FLOE_RETURN_IF_ERROR(b.DemoteToString(c));
+      demote_.clear();
+      if (b.domain_bytes() != domain_reported_) FLOE_RETURN_IF_ERROR(ChargeDomains(b));
     }
     if (piece_.rows > o.limits.max_rows) {
       return Status::ResourceExhausted("more rows than the limit (" +
@@ -282,6 +300,23 @@ class RangeParser {
   }
 
  private:
+  // Categorical domains grow with the distinct values, not with the chunk: their bytes are
+  // summed over the ranges (the import charges them to maxmemory through progress) and bounded.
+  Status ChargeDomains(const frame::FrameBuilder& b) {
+    const uint64_t now = b.domain_bytes();
+    // Relaxed: a statistic and a bound, ordered with nothing else.
+    const uint64_t total =
+        s_.domain_bytes.fetch_add(now - domain_reported_, std::memory_order_relaxed) + now -
+        domain_reported_;
+    domain_reported_ = now;
+    if (total > s_.options->limits.max_domain_bytes) {
+      return Status::ResourceExhausted("categorical values take more than " +
+                                       std::to_string(s_.options->limits.max_domain_bytes) +
+                                       " bytes (import the columns as string)");
+    }
+    return Status::OK();
+  }
+
   void Note(uint64_t line, std::string reason) {
     if (piece_.issues.size() < s_.options->limits.max_issues) {
       piece_.issues.push_back({.source = "", .line = line, .reason = std::move(reason)});
@@ -313,8 +348,13 @@ class RangeParser {
           return;
         }
         const std::optional<double> x = internal::ReadNumber(v);
-        if (!x || !b->AddNumber(c, *x).ok()) {
-          Bad(b, c, v, line, setup_.types[c] == ColumnType::kInteger ? "an integer" : "a number");
+        const bool integer = setup_.types[c] == ColumnType::kInteger;
+        // An integer column holds integers a double keeps exactly: past 2^53 the value read may
+        // already be rounded, so it is a bad value, not a silently different number.
+        if (x && integer && !(std::fabs(*x) < 9007199254740992.0)) {
+          Bad(b, c, v, line, "an integer of magnitude below 2^53 (exact in a double)");
+        } else if (!x || !b->AddNumber(c, *x).ok()) {
+          Bad(b, c, v, line, integer ? "an integer" : "a number");
         }
         return;
       }
@@ -333,7 +373,12 @@ class RangeParser {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
-        if (!b->AddString(c, v).ok()) Bad(b, c, v, line, "a value the column takes");
+        if (!b->AddString(c, v).ok()) {
+          Bad(b, c, v, line, "a value the column takes");
+        } else if (b->domain_size(c) > s_.options->max_categorical_domain &&
+                   (demote_.empty() || demote_.back() != c)) {
+          demote_.push_back(c);  // the merge would make it a string column anyway
+        }
         return;
     }
   }
@@ -341,9 +386,11 @@ class RangeParser {
   Shared& s_;
   const Setup& setup_;
   Piece& piece_;
-  uint64_t na_lengths_ = 0;  // bit n: a token of n bytes
-  bool na_long_ = false;     // a token of 64 bytes or more
-  bool na_first_[256] = {};  // a token's first byte
+  uint64_t domain_reported_ = 0;  // of this range's builder, in s_.domain_bytes
+  std::vector<size_t> demote_;    // categorical columns this row took past the limit
+  uint64_t na_lengths_ = 0;       // bit n: a token of n bytes
+  bool na_long_ = false;          // a token of 64 bytes or more
+  bool na_first_[256] = {};       // a token's first byte
 };
 
 // How ranges split
@@ -370,7 +417,16 @@ void RunAll(size_t n, F&& f) {
   for (std::thread& t : threads) t.join();
 }
 
-Split SplitBody(std::string_view body, char quote, size_t ranges) {
+// Both passes go a MiB at a time and stop early once `cancel` is set (the caller then returns
+// Cancelled and ignores the split): a cancel takes effect within a MiB of work per thread.
+Split SplitBody(std::string_view body, char quote, size_t ranges, const std::atomic<bool>* cancel) {
+  auto cancelled = [cancel] {
+    return cancel != nullptr && cancel->load(std::memory_order_relaxed);
+  };
+  auto step_end = [](const char* at, const char* limit) {
+    return limit - at > static_cast<ptrdiff_t>(internal::kScanStep) ? at + internal::kScanStep
+                                                                    : limit;
+  };
   const char* begin = body.data();
   const char* end = begin + body.size();
   std::vector<const char*> cuts(ranges + 1);
@@ -381,8 +437,13 @@ Split SplitBody(std::string_view body, char quote, size_t ranges) {
   }
   std::vector<uint64_t> quotes(ranges, 0);
   if (quote != '\0' && ranges > 1) {
-    RunAll(ranges,
-           [&](size_t i) { quotes[i] = internal::CountQuotes(cuts[i], cuts[i + 1], quote); });
+    RunAll(ranges, [&](size_t i) {
+      for (const char* at = cuts[i]; at < cuts[i + 1] && !cancelled();) {
+        const char* stop = step_end(at, cuts[i + 1]);
+        quotes[i] += internal::CountQuotes(at, stop, quote);
+        at = stop;
+      }
+    });
   }
   Split split;
   split.starts.resize(ranges + 1);
@@ -398,7 +459,20 @@ Split SplitBody(std::string_view body, char quote, size_t ranges) {
   // field) starts where the next one does, so the scans cost O(n) together, not O(T * n).
   RunAll(ranges > 1 ? ranges - 1 : 0, [&](size_t k) {
     const size_t i = k + 1;
-    split.starts[i] = internal::NextRowStart(begin, cuts[i], cuts[i + 1], quote, in_quotes[i]);
+    // A step that holds no row start leaves the scan at its end, in the state its quotes give
+    // (a row start right at the step's end is found again by the next step's look back).
+    const char* at = cuts[i];
+    bool in_quotes_at = in_quotes[i];
+    for (;;) {
+      const char* stop = step_end(at, cuts[i + 1]);
+      const char* found = internal::NextRowStart(begin, at, stop, quote, in_quotes_at);
+      if (found != stop || stop == cuts[i + 1] || cancelled()) {
+        split.starts[i] = found;
+        break;
+      }
+      if ((internal::CountQuotes(at, stop, quote) & 1) != 0) in_quotes_at = !in_quotes_at;
+      at = stop;
+    }
   });
   for (size_t i = ranges - 1; i >= 1; i--) {
     if (split.starts[i] >= cuts[i + 1]) split.starts[i] = split.starts[i + 1];
@@ -427,6 +501,9 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
     } else {
       std::unordered_map<std::string_view, int32_t> code_of;
       std::vector<std::vector<int32_t>> maps(pieces.size());
+      // A range whose domain passed the limit made its column a string column already.
+      bool any_string = false;
+      for (const Piece& p : pieces) any_string |= p.frame.vec(c).type() == ColumnType::kString;
       for (size_t i = 0; i < pieces.size(); i++) {
         for (const std::string& value : pieces[i].frame.vec(c).domain()) {
           auto [it, fresh] = code_of.emplace(value, static_cast<int32_t>(domain.size()));
@@ -434,7 +511,7 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
           maps[i].push_back(it->second);
         }
       }
-      const bool as_strings = domain.size() > options.max_categorical_domain;
+      const bool as_strings = any_string || domain.size() > options.max_categorical_domain;
       if (as_strings) {
         type = ColumnType::kString;
         report->string_columns_from_categorical++;
@@ -443,6 +520,10 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
       std::vector<std::optional<std::string_view>> strings;
       for (size_t i = 0; i < pieces.size(); i++) {
         const frame::Vec& v = pieces[i].frame.vec(c);
+        if (v.type() == ColumnType::kString) {
+          for (size_t k = 0; k < v.chunk_count(); k++) chunks.push_back(v.chunk_bytes(k));
+          continue;
+        }
         bool identity = !as_strings;
         for (size_t k = 0; identity && k < maps[i].size(); k++) identity = maps[i][k] == int32_t(k);
         for (size_t k = 0; k < v.chunk_count(); k++) {
@@ -498,7 +579,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   auto load = [&](Source* s) {
     if (s->loaded) return Status::OK();
     total -= s->disk_size;
-    FLOE_RETURN_IF_ERROR(LoadFile(s->name, options.limits, control.cancel, s));
+    FLOE_RETURN_IF_ERROR(LoadFile(options.limits, control.cancel, s));
     total += s->bytes.size();
     return Status::OK();
   };
@@ -531,11 +612,14 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     if (setup.header && !body.empty()) {
       // Blank lines before the header are skipped (and counted), as the guess skipped them.
       Row row;
+      internal::CapRow(&row, options.limits.max_field_bytes, options.limits.max_line_bytes);
+      row.cancel = control.cancel;
       uint64_t blank_lines = 0, blank_newlines = 0;
       const char* next = body.data();
       for (;;) {
         next = internal::ReadRow(body.data(), body.data() + body.size(), setup.separator,
                                  setup.quote, setup.names.size() + 1, &row);
+        if (row.cancelled) return Status::Cancelled("parse cancelled");
         if (!row.blank()) break;
         blank_lines++;
         blank_newlines += row.newlines;
@@ -544,14 +628,26 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
       }
       report.blank_lines += blank_lines;
       line_base += blank_newlines;
-      std::vector<std::string> fields;
-      for (size_t i = 0; i < row.fields.size(); i++) fields.emplace_back(row.text(i));
       const bool guessed_from_this = !have_header;  // the first source with bytes
+      // An overlong first line is not copied: the header is refused; a later file's first line
+      // that long is no header (the first was within the limits) and its row is rejected.
+      const bool over = static_cast<uint64_t>(next - body.data()) > options.limits.max_line_bytes ||
+                        row.over_line_cap || row.longest > options.limits.max_field_bytes;
+      if (over && guessed_from_this) {
+        return Status::InvalidArgument("the header line is longer than " +
+                                       std::to_string(options.limits.max_line_bytes) +
+                                       " bytes, or a name in it longer than " +
+                                       std::to_string(options.limits.max_field_bytes));
+      }
+      std::vector<std::string> fields;
+      if (!over) {
+        for (size_t i = 0; i < row.fields.size(); i++) fields.emplace_back(row.text(i));
+      }
       if (guessed_from_this) {
         header = fields;
         have_header = true;
       }
-      if (guessed_from_this || fields == header) {
+      if (guessed_from_this || (!over && fields == header)) {
         line_base += row.newlines;
         body.remove_prefix(static_cast<size_t>(next - body.data()));
       }
@@ -559,7 +655,10 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     shared.bytes_done.fetch_add(sources[si]->bytes.size() - body.size());
     const size_t ranges =
         static_cast<size_t>(std::clamp<uint64_t>(body.size() / min_range, 1, threads));
-    const Split split = SplitBody(body, setup.quote, ranges);
+    const Split split = SplitBody(body, setup.quote, ranges, control.cancel);
+    if (control.cancel != nullptr && control.cancel->load(std::memory_order_relaxed)) {
+      return Status::Cancelled("parse cancelled");
+    }
     const size_t first_piece = pieces.size();
     pieces.resize(first_piece + ranges);
     std::mutex mu;
@@ -591,7 +690,8 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
           lock.unlock();
           control.progress({.bytes_done = shared.bytes_done.load(std::memory_order_relaxed),
                             .bytes_total = total,
-                            .rows = shared.rows.load(std::memory_order_relaxed)});
+                            .rows = shared.rows.load(std::memory_order_relaxed),
+                            .held_bytes = shared.domain_bytes.load(std::memory_order_relaxed)});
           lock.lock();
         }
       }
@@ -641,7 +741,10 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   FLOE_ASSIGN_OR_RETURN(result.frame, Merge(setup, options, pieces, &report));
   result.setup = std::move(setup);
   if (control.progress) {
-    control.progress({.bytes_done = report.bytes, .bytes_total = total, .rows = report.rows});
+    control.progress({.bytes_done = report.bytes,
+                      .bytes_total = total,
+                      .rows = report.rows,
+                      .held_bytes = shared.domain_bytes.load(std::memory_order_relaxed)});
   }
   return result;
 }
@@ -666,30 +769,84 @@ Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& option
   return ParseSources(sources, options, control);
 }
 
-Result<ParseResult> ParseFile(const std::string& path, const ParseOptions& options,
-                              const ParseControl& control) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (ec) return Status::NotFound(path + ": " + ec.message());
-  std::vector<std::string> paths;
-  if (std::filesystem::is_directory(status)) {
-    for (const auto& entry : std::filesystem::directory_iterator(path, ec)) {
-      if (!entry.is_regular_file() || entry.path().filename().string().starts_with(".")) continue;
-      paths.push_back(entry.path().string());
-    }
-    if (ec) return Status::Internal(path + ": " + ec.message());
-    std::sort(paths.begin(), paths.end());
-  } else {
-    paths.push_back(path);
-  }
+namespace {
+
+// The files (display name, name in dir_fd) opened as ParseDirectoryFiles says.
+Result<ParseResult> ParseAt(int dir_fd,
+                            const std::vector<std::pair<std::string, std::string>>& files,
+                            const ParseOptions& options, const ParseControl& control) {
   std::vector<std::unique_ptr<Source>> sources;
-  for (const std::string& p : paths) {
+  for (const auto& [display, n] : files) {
+    if (n.empty() || n.find('/') != std::string::npos || n == "." || n == "..") {
+      return Status::InvalidArgument("'" + n + "' is not a plain file name");
+    }
     sources.push_back(std::make_unique<Source>());
-    sources.back()->name = p;
-    sources.back()->disk_size = std::filesystem::file_size(p, ec);
-    if (ec) sources.back()->disk_size = 0;
+    Source& src = *sources.back();
+    src.name = display;
+    src.dir_fd = dir_fd;
+    src.open_name = n;
+    struct stat st {};
+    if (fstatat(dir_fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+      src.disk_size = static_cast<uint64_t>(st.st_size);
+    }
   }
   return ParseSources(sources, options, control);
+}
+
+}  // namespace
+
+Result<ParseResult> ParseDirectoryFiles(int dir_fd, const std::string& dir_name,
+                                        const std::vector<std::string>& names,
+                                        const ParseOptions& options, const ParseControl& control) {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const std::string& n : names) {
+    files.emplace_back(dir_name == "/" ? "/" + n : dir_name + "/" + n, n);
+  }
+  return ParseAt(dir_fd, files, options, control);
+}
+
+Result<ParseResult> ParseFile(const std::string& path, const ParseOptions& options,
+                              const ParseControl& control) {
+  // The directory is opened once; a file is named within its directory, so what is listed (or
+  // named) is what is read.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return Status::NotFound(path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return Status::Internal(path + ": " + std::strerror(errno));
+  }
+  std::vector<std::pair<std::string, std::string>> files;
+  int dir_fd = fd;
+  if (S_ISDIR(st.st_mode)) {
+    DIR* dir = fdopendir(dup(fd));
+    if (dir == nullptr) {
+      close(fd);
+      return Status::Internal(path + ": " + std::strerror(errno));
+    }
+    std::vector<std::string> names;
+    while (const dirent* e = readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      struct stat fst {};
+      if (fstatat(fd, e->d_name, &fst, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(fst.st_mode)) continue;
+      names.emplace_back(e->d_name);
+    }
+    closedir(dir);
+    std::sort(names.begin(), names.end());
+    const std::string dir_name = path.ends_with("/") ? path : path + "/";
+    for (const std::string& n : names) files.emplace_back(dir_name + n, n);
+  } else {
+    close(fd);
+    if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
+    const std::filesystem::path p(path);
+    const std::string dir_name = p.has_parent_path() ? p.parent_path().string() : ".";
+    dir_fd = open(dir_name.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECTORY);
+    if (dir_fd < 0) return Status::NotFound(dir_name + ": " + std::strerror(errno));
+    files.emplace_back(path, p.filename().string());
+  }
+  Result<ParseResult> r = ParseAt(dir_fd, files, options, control);
+  close(dir_fd);
+  return r;
 }
 
 }  // namespace floe::parse

@@ -51,10 +51,21 @@ inline constexpr std::string_view kGuessedSeparators = ",\t;| ";
 inline const std::vector<std::string> kDefaultNATokens = {"", "NA", "N/A", "null", "NaN"};
 
 struct ParseLimits {
-  uint64_t max_rows = uint64_t{1} << 40;          // ResourceExhausted past it
-  uint32_t max_columns = 10'000;                  // ResourceExhausted past it
-  uint64_t max_field_bytes = uint64_t{16} << 20;  // the row is rejected past it
-  uint64_t max_line_bytes = uint64_t{64} << 20;   // the row is rejected past it
+  uint64_t max_rows = uint64_t{1} << 40;  // ResourceExhausted past it
+  uint32_t max_columns = 10'000;          // ResourceExhausted past it
+  // A field or line past these is rejected with its row, and never copied whole: the reader
+  // copies at most this much of it (a header line past them is InvalidArgument).
+  uint64_t max_field_bytes = uint64_t{16} << 20;
+  uint64_t max_line_bytes = uint64_t{64} << 20;
+  // A column name (header or option) past it is InvalidArgument: names live as long as the
+  // frame, in every reply that lists them.
+  uint32_t max_name_bytes = 1024;
+  // Bytes the categorical domains of all ranges may hold together (FrameBuilder::domain_bytes:
+  // values and their index); ResourceExhausted past it. Reported as ParseProgress::held_bytes,
+  // which an import charges to maxmemory, so under a maxmemory this is only a backstop. (Each
+  // range holds its own domains, so near this bound the outcome may depend on the thread count:
+  // the one exception to contract 3.)
+  uint64_t max_domain_bytes = uint64_t{4} << 30;
   // Bytes a gzip source may inflate to (ResourceExhausted past it): a bomb stops here.
   uint64_t max_input_bytes = uint64_t{64} << 30;
   // A gzip source inflating past this many times its compressed size (or past the floor,
@@ -117,6 +128,8 @@ struct ParseProgress {
   uint64_t bytes_done = 0;
   uint64_t bytes_total = 0;  // of the sources known so far (decompressed)
   uint64_t rows = 0;
+  // Memory the parse holds beyond its input and the chunks it has cut: categorical domains.
+  uint64_t held_bytes = 0;
 };
 
 struct ParseControl {
@@ -147,12 +160,25 @@ Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& option
                                const ParseControl& control = {});
 
 // Parses a file, or every regular file of a directory in name order (names starting with '.'
-// skipped) with the setup guessed from the first that is not empty. Each gzip file (by its magic
-// bytes) is inflated into memory. With a header, each later file's first line is dropped when it
-// equals the header and parsed as data otherwise. NotFound / InvalidArgument for a path that is
-// neither, Internal for a read that fails, and the errors of ParseBytes.
+// skipped; the directory is opened once and listed once, then its files are read as
+// ParseDirectoryFiles reads them) with the setup guessed from the first that is not empty. Each
+// gzip file (by its magic bytes) is inflated into memory. With a header, each later file's first
+// line is dropped when it equals the header and parsed as data otherwise. NotFound /
+// InvalidArgument for a path that is neither, Internal for a read that fails, and the errors of
+// ParseBytes.
 Result<ParseResult> ParseFile(const std::string& path, const ParseOptions& options = {},
                               const ParseControl& control = {});
+
+// Parses the files `names` (plain names, no '/') of an open directory, in the order given, as
+// ParseFile parses a directory's files. Each is opened only when its turn comes, with
+// openat(dir_fd, name, O_NOFOLLOW | O_NONBLOCK), and read only if that descriptor is a regular
+// file (InvalidArgument otherwise): a name swapped after the caller checked it for a link, a
+// FIFO or a device is refused, never followed or waited on, and nothing outside the directory
+// is reachable. Issues name a file as `dir_name` + "/" + name. dir_fd stays the caller's.
+Result<ParseResult> ParseDirectoryFiles(int dir_fd, const std::string& dir_name,
+                                        const std::vector<std::string>& names,
+                                        const ParseOptions& options = {},
+                                        const ParseControl& control = {});
 
 }  // namespace floe::parse
 

@@ -4,7 +4,10 @@
 
 #include "parse/parse.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -699,6 +702,183 @@ TEST(ParseTest, ProgressIsReportedAndCancelStops) {
   // Also while inflating gzip.
   EXPECT_EQ(ParseBytes(Gzip(text), o, ParseControl{.cancel = &cancel}).status().code(),
             StatusCode::kCancelled);
+}
+
+// Regression (review, issue 9): the header row was read with no copy cap, so a file whose first
+// line is one multi-GB escaped field was copied whole (twice) before anything was refused; and
+// a data line of many escaped fields, each under the field cap, was copied whole into scratch.
+TEST(ParseTest, AnOverlongLineIsRefusedAndNeverCopiedWhole) {
+  ParseOptions o;
+  o.header = true;
+  o.limits.max_line_bytes = 100;
+  const std::string huge = "\"a\"\"" + std::string(10000, 'x') + "\"";
+  const Result<ParseResult> header = ParseBytes(huge + ",b\n1,2\n", o);
+  EXPECT_EQ(header.status().code(), StatusCode::kInvalidArgument) << header.status().ToString();
+  // A data line: 200 fields of 50 escaped bytes, each under the field cap.
+  std::string line;
+  for (int i = 0; i < 200; i++) line += (i ? ",\"a\"\"" : "\"a\"\"") + std::string(46, 'y') + "\"";
+  line += "\n";
+  internal::Row row;
+  internal::CapRow(&row, 1000, 300);
+  internal::ReadRow(line.data(), line.data() + line.size(), ',', '"', 200, &row);
+  EXPECT_EQ(row.count, 200u);
+  EXPECT_TRUE(row.over_line_cap);
+  EXPECT_LE(row.scratch.size(), 301u);
+  ParseOptions wide;
+  wide.header = false;
+  wide.column_types.assign(200, ColumnType::kString);
+  wide.limits.max_line_bytes = 300;
+  const ParseResult r = Parse(line + "short\n", wide);
+  EXPECT_EQ(r.report.rejected_rows, 1u);
+  EXPECT_EQ(r.frame.rows(), 1u);
+}
+
+// Regression (review, issue 9): a header of huge names made columns named by megabytes.
+TEST(ParseTest, ALongColumnNameIsRefused) {
+  ParseOptions o;
+  o.header = true;
+  EXPECT_EQ(ParseBytes(std::string(2000, 'n') + ",b\n1,2\n", o).status().code(),
+            StatusCode::kInvalidArgument);
+  o.column_names = {std::string(1025, 'm')};
+  EXPECT_EQ(ParseBytes("a,b\n1,2\n", o).status().code(), StatusCode::kInvalidArgument);
+  o.column_names = {std::string(1024, 'm')};
+  EXPECT_TRUE(ParseBytes("a,b\n1,2\n", o).ok());
+}
+
+// Regression (review, issue 9): 9007199254740993 in an integer column became ...992 in silence.
+TEST(ParseTest, IntegersPast2To53AreBadValuesNotRounded) {
+  ParseOptions o;
+  o.column_types = {ColumnType::kInteger};
+  const ParseResult r = Parse("n\n9007199254740993\n9007199254740991\n-9007199254740992\n12\n", o);
+  EXPECT_EQ(Column(r.frame, 0), (std::vector<std::string>{"NA", "9007199254740991", "NA", "12"}));
+  EXPECT_EQ(r.report.bad_values, 2u);
+  ASSERT_FALSE(r.report.issues.empty());
+  EXPECT_NE(r.report.issues[0].reason.find("2^53"), std::string::npos);
+  // Guessed, such a column is real: doubles, as documented.
+  EXPECT_EQ(Types(Parse("n\n9007199254740993\n1\n")), std::vector<ColumnType>{ColumnType::kReal});
+}
+
+// Regression (review, issue 9): cancel was checked every 4,096 rows only, so one huge line (a
+// file that is a single 8 MiB row here; GBs in the review) was read to its end after a cancel.
+TEST(ParseTest, CancelStopsInsideOneHugeLine) {
+  std::atomic<bool> cancel{true};
+  ParseOptions o;
+  o.header = false;
+  o.threads = 1;
+  o.column_types = {ColumnType::kString};
+  for (const std::string& text :
+       {std::string(8 << 20, 'x') + "\n", "\"" + std::string(8 << 20, 'x') + "\"\n",
+        "\"a\"\"" + std::string(8 << 20, 'x') + "\"\n"}) {
+    EXPECT_EQ(ParseBytes(text, o, ParseControl{.cancel = &cancel}).status().code(),
+              StatusCode::kCancelled);
+  }
+  // ReadRow itself stops within a step of the start.
+  const std::string line = std::string(8 << 20, 'x') + "\n";
+  internal::Row row;
+  row.cancel = &cancel;
+  EXPECT_EQ(internal::ReadRow(line.data(), line.data() + line.size(), ',', '"', 1, &row),
+            line.data() + line.size());
+  EXPECT_TRUE(row.cancelled);
+}
+
+// Categorical domains are summed over the ranges, reported as held bytes, and bounded.
+TEST(ParseTest, CategoricalDomainsAreCountedAndBounded) {
+  std::string text = "c\n";
+  for (int i = 0; i < 2000; i++) text += "value_" + std::to_string(i % 1000) + "\n";
+  ParseOptions o = Threads(2);
+  o.column_types = {ColumnType::kCategorical};
+  ParseProgress last;
+  const Result<ParseResult> r =
+      ParseBytes(text, o, {.progress = [&](const ParseProgress& p) { last = p; }});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GE(last.held_bytes, 1000 * (2 * 9 + frame::FrameBuilder::kDomainEntryBytes));
+  o.limits.max_domain_bytes = 10'000;
+  EXPECT_EQ(ParseBytes(text, o).status().code(), StatusCode::kResourceExhausted);
+}
+
+// Regression (review, issue 9): a directory's listing followed links (is_regular_file), so a
+// link under the directory to a file elsewhere was read; and a FIFO named in a list is refused
+// at once, never waited on.
+TEST(ParseTest, ADirectoryNeverFollowsALinkNorWaitsOnAFifo) {
+  TempDir outside;
+  const std::string secret = outside.Write("secret.csv", "id,v\n99,secret\n");
+  TempDir dir;
+  dir.Write("a.csv", "id,v\n1,x\n");
+  ASSERT_EQ(symlink(secret.c_str(), (dir.path() + "/b.csv").c_str()), 0);
+  const Result<ParseResult> r = ParseFile(dir.path(), Threads(1));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Column(r->frame, 1), (std::vector<std::string>{"x"}));
+  // Named explicitly (a name swapped for a link, or a FIFO, after the caller listed it).
+  ASSERT_EQ(mkfifo((dir.path() + "/c.csv").c_str(), 0600), 0);
+  const int fd = open(dir.path().c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(ParseDirectoryFiles(fd, dir.path(), {"a.csv", "b.csv"}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseDirectoryFiles(fd, dir.path(), {"a.csv", "c.csv"}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseDirectoryFiles(fd, dir.path(), {"../x"}).status().code(),
+            StatusCode::kInvalidArgument);
+  const Result<ParseResult> ok = ParseDirectoryFiles(fd, dir.path(), {"a.csv"});
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->frame.rows(), 1u);
+  close(fd);
+}
+
+// The split's scans go a MiB at a time (so a cancel stops them): a quoted field of several MiB,
+// holding LFs and doubled quotes, across cuts and steps, splits as one thread reads it.
+TEST(ParseTest, SplitScansInStepsAcrossALongQuotedField) {
+  std::string big = "\"";
+  for (int i = 0; i < 80000; i++)
+    big += i % 7 == 0 ? "a\"\"b\n" : "xyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyzxyz\n";
+  big += "\"";
+  std::string text = "id,s\n";
+  for (int i = 0; i < 1000; i++) text += std::to_string(i) + ",v" + std::to_string(i % 5) + "\n";
+  text += "1000," + big + "\n";
+  for (int i = 1001; i < 2000; i++) text += std::to_string(i) + ",w\n";
+  ASSERT_GT(text.size(), size_t{3} << 20);
+  ParseOptions one;
+  one.threads = 1;
+  const std::string expected = Dump(Parse(text, one));
+  for (uint32_t t : {2u, 3u, 5u}) EXPECT_EQ(Dump(Parse(text, Threads(t))), expected) << t;
+  std::atomic<bool> cancel{true};
+  EXPECT_EQ(ParseBytes(text, Threads(3), ParseControl{.cancel = &cancel}).status().code(),
+            StatusCode::kCancelled);
+}
+
+// A categorical column of many distinct values is turned into a string column by each range as
+// soon as its domain passes the limit, so its domain never holds more than the limit: 50,000
+// distinct values pass a domain bound of 64 KB, with the frame a one-thread parse gives.
+TEST(ParseTest, ARangeTurnsACategoricalPastTheLimitIntoStringsAtOnce) {
+  std::string text = "id,c\n";
+  for (int i = 0; i < 50000; i++) text += std::to_string(i) + ",value_" + std::to_string(i) + "\n";
+  text += "50000,\n50001,value_7\n";
+  ParseOptions one;
+  one.threads = 1;
+  one.column_types = {ColumnType::kInteger, ColumnType::kCategorical};
+  one.max_categorical_domain = 100;
+  one.limits.max_domain_bytes = 64 << 10;
+  ParseProgress last;
+  const Result<ParseResult> r =
+      ParseBytes(text, one, {.progress = [&](const ParseProgress& p) { last = p; }});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->frame.vec(1).type(), ColumnType::kString);
+  EXPECT_EQ(r->report.string_columns_from_categorical, 1u);
+  EXPECT_EQ(Cell(r->frame, 1, 49999), "value_49999");
+  EXPECT_EQ(Cell(r->frame, 1, 50000), "NA");
+  EXPECT_EQ(last.held_bytes, 0u);
+  ParseOptions many = Threads(3);
+  many.builder.target_chunk_bytes = 4096;
+  many.column_types = one.column_types;
+  many.max_categorical_domain = 100;
+  many.limits.max_domain_bytes = 64 << 10;
+  const Result<ParseResult> m = ParseBytes(text, many);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Dump(*m), Dump(*r));
+  // Few distinct values stay categorical.
+  std::string few = "c\n";
+  for (int i = 0; i < 5000; i++) few += "v" + std::to_string(i % 50) + "\n";
+  many.column_types = {ColumnType::kCategorical};
+  EXPECT_EQ(Parse(few, many).frame.vec(0).type(), ColumnType::kCategorical);
 }
 
 }  // namespace

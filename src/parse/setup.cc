@@ -32,9 +32,11 @@ struct SampleRow {
 };
 
 Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncated, char sep,
-                                          char quote, size_t max_rows, uint32_t max_columns) {
+                                          char quote, size_t max_rows, const ParseLimits& limits) {
+  const uint32_t max_columns = limits.max_columns;
   std::vector<SampleRow> rows;
   Row row;
+  internal::CapRow(&row, limits.max_field_bytes, limits.max_line_bytes);
   size_t over = 0;
   bool first_over = false;
   const char* p = sample.data();
@@ -211,9 +213,9 @@ Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
       setup.quote == '\r') {
     return Status::InvalidArgument("a line break cannot separate or quote");
   }
-  FLOE_ASSIGN_OR_RETURN(const std::vector<SampleRow> rows,
-                        ReadSample(sample, truncated, setup.separator, setup.quote, SIZE_MAX,
-                                   options.limits.max_columns));
+  FLOE_ASSIGN_OR_RETURN(
+      const std::vector<SampleRow> rows,
+      ReadSample(sample, truncated, setup.separator, setup.quote, SIZE_MAX, options.limits));
   std::vector<size_t> counts;
   for (const SampleRow& r : rows) counts.push_back(r.count);
   size_t columns = std::max<size_t>(ModeCount(counts).first, 1);
@@ -243,6 +245,10 @@ Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
         name = base + "_" + std::to_string(k);
       }
       used.insert(name);
+    }
+    if (name.size() > options.limits.max_name_bytes) {
+      return Status::InvalidArgument("column " + std::to_string(c + 1) + "'s name is longer than " +
+                                     std::to_string(options.limits.max_name_bytes) + " bytes");
     }
     setup.names.push_back(std::move(name));
     setup.types.push_back(c < options.column_types.size() && options.column_types[c]

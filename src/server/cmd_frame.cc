@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,15 +56,21 @@ Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_
 
 namespace {
 
-// Whether `bytes` more fit under maxmemory, measured afresh (the check of CheckAllocation, for
-// callers without a command context: an import's job).
-Status RoomFor(Engine& engine, uint64_t bytes) {
+// Charges `bytes` to the store's account if they fit under maxmemory with used memory measured
+// afresh and every reservation of other commands and imports (the check of CheckAllocation,
+// for callers without a command context: an import's job). The bytes are reserved first
+// (Engine::TryReserveMemory, one compare-and-swap), then charged, then the reservation given
+// back: two callers at once cannot both pass against a figure that holds neither.
+Status ChargeIfRoom(Engine& engine, const store::MemoryAccount& account, uint64_t bytes) {
   const int64_t limit = engine.maxmemory();
-  if (limit <= 0) return Status::OK();
-  const auto used = static_cast<int64_t>(engine.store().MemoryUsed());
-  if (bytes > static_cast<uint64_t>(limit) || used > limit - static_cast<int64_t>(bytes)) {
-    return Status::ResourceExhausted(kOomError);
+  if (limit > 0) {
+    if (bytes > static_cast<uint64_t>(limit)) return Status::ResourceExhausted(kOomError);
+    if (!engine.TryReserveMemory(static_cast<int64_t>(bytes), engine.UsedMemoryNow(), limit)) {
+      return Status::ResourceExhausted(kOomError);
+    }
   }
+  account.Charge(static_cast<int64_t>(bytes));
+  if (limit > 0) engine.ReleaseMemory(static_cast<int64_t>(bytes));
   return Status::OK();
 }
 
@@ -73,7 +80,21 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
   auto shared = std::make_shared<const Frame>(std::move(f));
   FrameHolder holder{.frame = shared,
                      .tally = std::make_shared<FrameTally>(engine.frame_totals(), *shared)};
-  FLOE_RETURN_IF_ERROR(RoomFor(engine, holder.MemoryBytes()));
+  // Reserved (against used memory and every other reservation) until the store charges it.
+  const int64_t limit = engine.maxmemory();
+  const uint64_t bytes = holder.MemoryBytes();
+  if (limit > 0 &&
+      (bytes > static_cast<uint64_t>(limit) ||
+       !engine.TryReserveMemory(static_cast<int64_t>(bytes), engine.UsedMemoryNow(), limit))) {
+    return Status::ResourceExhausted(kOomError);
+  }
+  struct Unreserve {
+    Engine& engine;
+    int64_t bytes;
+    ~Unreserve() {
+      if (bytes > 0) engine.ReleaseMemory(bytes);
+    }
+  } unreserve{.engine = engine, .bytes = limit > 0 ? static_cast<int64_t>(bytes) : 0};
   FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(name, kFrameType, {}, 0));
   v->CacheDecoded(
       std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
@@ -101,6 +122,11 @@ struct ImportRequest {
   parse::ParseOptions options;
   bool replace = false;
   uint64_t input_bytes = 0;  // the file's size, or the directory's files' sizes
+  // What the job reads (OpenInput): the directory opened and checked by the command, its real
+  // path, and the files in it, fixed.
+  std::shared_ptr<const int> dir;
+  std::string dir_name;
+  std::vector<std::string> names;
 };
 
 Result<ColumnType> ParseColumnType(std::string_view t) {
@@ -213,77 +239,150 @@ Status CheckUnderImportDir(const std::string& root, const std::string& spelled_r
   return Status::OK();
 }
 
-// A path an import can read: a regular file, or a directory of them; not empty, not over
-// kMaxImportBytes, and not binary (a NUL in its first 4 KiB, unless gzip). The clear errors
-// come from here, before a job starts.
-Status CheckInputFile(const std::string& root, const std::string& path, uint64_t* bytes) {
-  std::string real;
-  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, root, path, &real));
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+// The path the descriptor `fd` names now (what was opened, whatever the path said then).
+Result<std::string> PathOf(int fd) {
+  char buf[PATH_MAX + 1];
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), buf, PATH_MAX);
+  if (n <= 0) return Status::Internal(std::string("readlink: ") + std::strerror(errno));
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// Opens `name` in the directory `dir_fd` as the parser will (no link followed, no wait on a
+// FIFO) and checks it: a regular file, and not binary (a NUL in its first 4 KiB, unless gzip).
+// Adds its size to *bytes. `shown` is how errors name it.
+Status CheckInputFile(const std::string& root, int dir_fd, const std::string& name,
+                      const std::string& shown, uint64_t* bytes) {
+  const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP) {
+      std::string target;
+      if (!CheckUnderImportDir(root, root, shown, &target).ok()) {
+        return ClientError("ERR '" + shown + "' is outside import-dir (" + root +
+                           "): FRAME.IMPORT reads only under it (CONFIG GET import-dir)");
+      }
+      return ClientError("ERR '" + shown + "' is a symbolic link (not followed in a directory)");
+    }
+    return ClientError("ERR cannot read '" + shown + "': " + std::strerror(errno));
   }
-  if (!S_ISREG(st.st_mode)) return ClientError("ERR '" + path + "' is not a regular file");
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return ClientError("ERR '" + shown + "' is not a regular file");
+  }
   if (static_cast<uint64_t>(st.st_size) > kMaxImportBytes) {
-    return ClientError("ERR '" + path + "' is too big to import (over 64 GiB)");
+    ::close(fd);
+    return ClientError("ERR '" + shown + "' is too big to import (over 64 GiB)");
   }
   *bytes += static_cast<uint64_t>(st.st_size);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
   char head[4096];
-  const ssize_t n = ::read(fd, head, sizeof(head));
+  const ssize_t n = ::pread(fd, head, sizeof(head), 0);
   ::close(fd);
-  if (n < 0) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  if (n < 0) return ClientError("ERR cannot read '" + shown + "': " + std::strerror(errno));
   const bool gzip =
       n >= 2 && static_cast<uint8_t>(head[0]) == 0x1f && static_cast<uint8_t>(head[1]) == 0x8b;
   if (!gzip && std::memchr(head, '\0', static_cast<size_t>(n)) != nullptr) {
-    return ClientError("ERR '" + path + "' is not a CSV file (it holds binary data)");
+    return ClientError("ERR '" + shown + "' is not a CSV file (it holds binary data)");
   }
   return Status::OK();
 }
 
-Status CheckInputPath(const std::string& root, const std::string& path, uint64_t* bytes) {
-  std::string real;
-  FLOE_RETURN_IF_ERROR(CheckUnderImportDir(root, root, path, &real));
+// Check and read the same thing: the import's directory is opened once here (the path's own
+// directory, or the directory holding the file), its real path checked under import-dir through
+// the descriptor, and its files fixed in a list; the job opens each with openat relative to that
+// descriptor and O_NOFOLLOW | O_NONBLOCK, and the parser fstats each before reading. A file or a
+// link swapped in after the checks cannot lead outside import-dir, and a FIFO cannot block a job
+// thread.
+Status OpenInput(const std::string& root, const std::string& real, ImportRequest* r) {
+  int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return ClientError("ERR cannot read '" + real + "': " + std::strerror(errno));
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return ClientError("ERR cannot read '" + real + "': " + std::strerror(errno));
   }
-  if (!S_ISDIR(st.st_mode)) return CheckInputFile(root, path, bytes);
-  DIR* dir = ::opendir(path.c_str());
-  if (dir == nullptr) return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
-  std::vector<std::string> files;
-  while (dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    files.push_back(path + "/" + e->d_name);
-    if (files.size() > 100'000) break;
+  if (!S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    if (!S_ISREG(st.st_mode)) return ClientError("ERR '" + real + "' is not a regular file");
+    const std::filesystem::path p(real);
+    r->names = {p.filename().string()};
+    fd = ::open(p.parent_path().c_str(), O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
+    if (fd < 0) return ClientError("ERR cannot read '" + real + "': " + std::strerror(errno));
   }
-  ::closedir(dir);
-  if (files.empty()) return ClientError("ERR directory '" + path + "' has no files to import");
-  if (files.size() > 100'000) return ClientError("ERR directory '" + path + "' has too many files");
-  for (const std::string& f : files) {
-    FLOE_RETURN_IF_ERROR(CheckInputFile(root, f, bytes));
-    if (*bytes > kMaxImportBytes) {
-      return ClientError("ERR '" + path + "' is too big to import (over 64 GiB)");
+  r->dir = std::shared_ptr<const int>(new int(fd), [](const int* d) {
+    ::close(*d);
+    delete d;
+  });
+  Result<std::string> dir_path = PathOf(fd);
+  if (!dir_path.ok()) return ClientError("ERR cannot read '" + real + "'");
+  r->dir_name = *dir_path;
+  const bool under =
+      r->dir_name == root || root == "/" ||
+      (r->dir_name.size() > root.size() && r->dir_name.compare(0, root.size(), root) == 0 &&
+       r->dir_name[root.size()] == '/');
+  if (!under) {
+    return ClientError("ERR '" + real + "' is outside import-dir (" + root +
+                       "): FRAME.IMPORT reads only under it (CONFIG GET import-dir)");
+  }
+  if (S_ISDIR(st.st_mode)) {
+    const int list_fd = ::dup(fd);
+    DIR* dir = list_fd < 0 ? nullptr : ::fdopendir(list_fd);
+    if (dir == nullptr) {
+      if (list_fd >= 0) ::close(list_fd);
+      return ClientError("ERR cannot read '" + real + "': " + std::strerror(errno));
+    }
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      r->names.emplace_back(e->d_name);
+      if (r->names.size() > 100'000) break;
+    }
+    ::closedir(dir);
+    if (r->names.empty()) {
+      return ClientError("ERR directory '" + real + "' has no files to import");
+    }
+    if (r->names.size() > 100'000) {
+      return ClientError("ERR directory '" + real + "' has too many files");
+    }
+    std::sort(r->names.begin(), r->names.end());
+  }
+  for (const std::string& n : r->names) {
+    const std::string shown = r->dir_name + (r->dir_name == "/" ? "" : "/") + n;
+    FLOE_RETURN_IF_ERROR(CheckInputFile(root, *r->dir, n, shown, &r->input_bytes));
+    if (r->input_bytes > kMaxImportBytes) {
+      return ClientError("ERR '" + real + "' is too big to import (over 64 GiB)");
     }
   }
   return Status::OK();
 }
 
-// Memory charged to the store while it is held (rule 3 of frame_value.h).
-class Reservation {
+// The import's estimate of its memory (the input's bytes, growing as gzip inflates and as
+// categorical domains fill), charged to the store's account from the command until the job's
+// parse ends: reserved first against used memory and every other reservation (ChargeIfRoom),
+// so concurrent imports and large commands cannot pass maxmemory together. Shared by the
+// command and its job (the job's function must be copyable); the last owner gives it back.
+// Thread rule: used by one thread at a time (the command's, then the job's).
+class ImportCharge {
  public:
-  explicit Reservation(const store::MemoryAccount& account) : account_(account) {}
-  ~Reservation() { Set(0); }
-  Reservation(const Reservation&) = delete;
-  Reservation& operator=(const Reservation&) = delete;
-  void Set(uint64_t bytes) {
-    account_.Charge(static_cast<int64_t>(bytes) - static_cast<int64_t>(bytes_));
+  explicit ImportCharge(Engine* engine)
+      : engine_(engine), account_(engine->store().memory_account()) {}
+  ~ImportCharge() { Release(); }
+  ImportCharge(const ImportCharge&) = delete;
+  ImportCharge& operator=(const ImportCharge&) = delete;
+  // OK, or ResourceExhausted (Redis's OOM text) with the charge unchanged.
+  Status GrowTo(uint64_t bytes) {
+    if (bytes <= bytes_) return Status::OK();
+    FLOE_RETURN_IF_ERROR(ChargeIfRoom(*engine_, account_, bytes - bytes_));
     bytes_ = bytes;
+    return Status::OK();
+  }
+  void Release() {
+    account_.Charge(-static_cast<int64_t>(bytes_));
+    bytes_ = 0;
   }
   uint64_t bytes() const { return bytes_; }
 
  private:
+  Engine* engine_;
   store::MemoryAccount account_;
   uint64_t bytes_ = 0;
 };
@@ -305,29 +404,31 @@ std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
   return s;
 }
 
-// The job: parse with every core, reserving the input's size while it runs; then store the
-// frame if it fits. Nothing is stored unless everything succeeded: no partial frame.
-Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
-  Reservation reservation(engine->store().memory_account());
-  FLOE_RETURN_IF_ERROR(RoomFor(*engine, r.input_bytes));
-  reservation.Set(r.input_bytes);
+// The job: parse with every core under the import's charge (grown with the inflated bytes and
+// the domains); then store the frame if it fits. Nothing is stored unless everything
+// succeeded: no partial frame.
+Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, job::Context& job) {
+  // Given back on every path before the job's end is recorded, so whoever sees the job finished
+  // sees its charge gone (the function object that owns it may outlive the job by a moment).
+  struct ReleaseAtEnd {
+    ImportCharge& charge;
+    ~ReleaseAtEnd() { charge.Release(); }
+  } release_at_end{.charge = charge};
   bool out_of_memory = false;
   parse::ParseControl control;
   control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
   control.progress_interval = std::chrono::milliseconds(50);
   control.progress = [&](const parse::ParseProgress& p) {
     job.SetProgress(p.rows, p.bytes_done, p.bytes_total);
-    // A gzip input inflates past its size on disk: the reservation grows with it.
-    if (p.bytes_total > reservation.bytes()) {
-      if (!RoomFor(*engine, p.bytes_total - reservation.bytes()).ok()) {
-        out_of_memory = true;
-        job.Cancel();
-      } else {
-        reservation.Set(p.bytes_total);
-      }
+    // A gzip input inflates past its size on disk, and domains grow: the charge grows too.
+    const uint64_t need = std::max(r.input_bytes, p.bytes_total) + p.held_bytes;
+    if (!out_of_memory && !charge.GrowTo(need).ok()) {
+      out_of_memory = true;
+      job.Cancel();
     }
   };
-  Result<parse::ParseResult> parsed = parse::ParseFile(r.path, r.options, control);
+  Result<parse::ParseResult> parsed =
+      parse::ParseDirectoryFiles(*r.dir, r.dir_name, r.names, r.options, control);
   if (out_of_memory) return Status::ResourceExhausted(kOomError);
   if (!parsed.ok()) {
     if (parsed.status().code() == StatusCode::kCancelled) {
@@ -339,8 +440,14 @@ Status ImportWork(Engine* engine, const ImportRequest& r, job::Context& job) {
   if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
   job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);
   const std::string summary = ImportSummary(r, *parsed);
-  reservation.Set(0);
-  Status stored = StoreFrame(*engine, r.name, std::move(parsed->frame), r.replace);
+  charge.Release();
+  Status stored;
+  {
+    // The frame appears as EXEC's writes do: with every I/O thread stopped between commands, so
+    // a transaction never sees it appear in its middle.
+    Engine::ExclusiveSection exclusive(engine);
+    stored = StoreFrame(*engine, r.name, std::move(parsed->frame), r.replace);
+  }
   store::Store::Reclaim();  // a replaced frame retired on this thread is freed here
   FLOE_RETURN_IF_ERROR(stored);
   if (job.cancelled()) {
@@ -373,7 +480,6 @@ void CmdFrameImport(CommandContext& ctx) {
     }
     const std::string resolved_root = root;
     std::free(root);
-    // The job reads the resolved path, not the one the client spelled.
     std::string real;
     std::error_code ec;
     std::string spelled_root =
@@ -383,19 +489,22 @@ void CmdFrameImport(CommandContext& ctx) {
       return ctx.Error(s);
     }
     r.path = real;
-    if (Status s = CheckInputPath(resolved_root, r.path, &r.input_bytes); !s.ok()) {
-      return ctx.Error(s);
-    }
+    // The job reads what is opened and checked here (OpenInput), not a path looked up again.
+    if (Status s = OpenInput(resolved_root, real, &r); !s.ok()) return ctx.Error(s);
   }
   if (!r.replace && Lookup(ctx, r.name, false)) {
     return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
   }
-  if (Status s = CheckAllocation(ctx, r.input_bytes); !s.ok()) return ctx.Error(s);
+  // Charged from here until the job's parse ends: no gap between the command's check and the
+  // job in which another command or import could take the same room.
+  auto charge = std::make_shared<ImportCharge>(&ctx.engine);
+  if (Status s = charge->GrowTo(r.input_bytes); !s.ok()) return ctx.Error(s);
   Engine* engine = &ctx.engine;
   std::string what = r.name + " <- " + r.path;
   Result<uint64_t> id = ctx.engine.jobs().Start(
-      "import", std::move(what),
-      [engine, r = std::move(r)](job::Context& job) { return ImportWork(engine, r, job); });
+      "import", std::move(what), [engine, charge, r = std::move(r)](job::Context& job) {
+        return ImportWork(engine, r, *charge, job);
+      });
   if (!id.ok()) return ctx.Error("ERR " + std::string(id.status().message()));
   ctx.out.Integer(static_cast<int64_t>(*id));
 }

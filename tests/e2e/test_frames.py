@@ -110,6 +110,37 @@ def test_directory_of_gzip_files_and_bad_rows(r, tmp_path):
     assert "1 rejected rows" in status["result"] and "line 502" in status["result"]
 
 
+def test_hostile_import_files(r, tmp_path):
+    """Issue 9's review of the import path: an overlong header, a huge name, a FIFO or a link in
+    a directory, integers past 2^53: each a clear error or a counted bad value, never a copy of
+    the whole line, a read outside import-dir, or a blocked job; the node keeps serving."""
+    long_header = tmp_path / "long_header.csv"
+    long_header.write_text('"a""' + "x" * (70 << 20) + '",b\n1,2\n')
+    status = import_frame(r, "h", str(long_header), "HEADER", "yes")
+    assert status["state"] == "failed" and "longer than" in status["error"], status
+    long_name = tmp_path / "long_name.csv"
+    long_name.write_text("n" * 5000 + ",b\n1,2\n")
+    status = import_frame(r, "h", str(long_name), "HEADER", "yes")
+    assert status["state"] == "failed" and "name is longer" in status["error"], status
+    d = tmp_path / "parts"
+    d.mkdir()
+    (d / "a.csv").write_text("k,v\n1,2\n")
+    os.mkfifo(d / "b.csv")
+    with pytest.raises(redis.ResponseError, match="not a regular file"):
+        r.execute_command("FRAME.IMPORT", "t", str(d))
+    os.unlink(d / "b.csv")
+    os.symlink(d / "a.csv", d / "c.csv")
+    with pytest.raises(redis.ResponseError, match="symbolic link"):
+        r.execute_command("FRAME.IMPORT", "t", str(d))
+    os.unlink(d / "c.csv")
+    big = tmp_path / "big_ints.csv"
+    big.write_text("n\n9007199254740993\n42\n")
+    status = import_frame(r, "b", str(big), "TYPES", "int")
+    assert status["state"] == "done", status
+    assert "1 bad values" in status["result"] and "2^53" in status["result"], status
+    assert r.ping()
+
+
 def test_cancel_leaves_no_frame(r, tmp_path):
     path = tmp_path / "big.csv"
     rng = random.Random(3)

@@ -4,6 +4,8 @@
 #ifndef FLOE_PARSE_INTERNAL_CSV_H_
 #define FLOE_PARSE_INTERNAL_CSV_H_
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,9 +29,17 @@ struct Row {
   size_t longest = 0;         // bytes of the longest field
   bool unterminated = false;  // a quoted run still open at the end of the input
   std::string scratch;
-  // Bytes of one field copied into scratch at most (set by the caller; the row of a longer
-  // field is rejected, so what is stored of it is never read).
+  // Bytes of one field, and of all the row's fields together, copied into scratch at most
+  // (set by the caller from ParseLimits; the row of a longer field or line is rejected, so what
+  // is stored of it is never read). A multi-GB line costs a scan, never a copy of itself.
   size_t field_cap = SIZE_MAX;
+  size_t line_cap = SIZE_MAX;
+  // Set by ReadRow when a copy stopped at line_cap: the row's fields are not whole.
+  bool over_line_cap = false;
+  // Polled every kScanStep bytes of one row, so a cancel stops even a multi-GB line; when it is
+  // seen, ReadRow sets `cancelled` and returns `end` with the row unfinished.
+  const std::atomic<bool>* cancel = nullptr;
+  bool cancelled = false;
 
   // A line with no bytes but its LF (or CRLF). REQUIRES: ReadRow was given keep >= 1.
   bool blank() const { return count == 1 && fields[0].size == 0 && !fields[0].quoted; }
@@ -40,6 +50,16 @@ struct Row {
                              : std::string_view(scratch).substr(f.offset, f.size);
   }
 };
+
+// Sets a row's copy caps one byte past the limits, so a field or line over them is seen as
+// over (and rejected) while no more than the caps is ever copied.
+inline void CapRow(Row* row, uint64_t max_field_bytes, uint64_t max_line_bytes) {
+  row->field_cap = static_cast<size_t>(std::min<uint64_t>(max_field_bytes, SIZE_MAX - 1)) + 1;
+  row->line_cap = static_cast<size_t>(std::min<uint64_t>(max_line_bytes, SIZE_MAX - 1)) + 1;
+}
+
+// Bytes of one row scanned between polls of Row::cancel.
+inline constexpr size_t kScanStep = size_t{1} << 20;
 
 // Reads the row that starts at `p` (which must be a row start, outside quotes) and returns where
 // the next one starts (past its LF), or `end`. quote '\0' means no quoting.

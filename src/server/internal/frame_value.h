@@ -56,11 +56,13 @@ class FrameTally {
 struct FrameHolder {
   std::shared_ptr<const frame::Frame> frame;
   std::shared_ptr<FrameTally> tally;
-  // What the cell charges: the chunks' bytes, and a little per chunk for their bookkeeping.
+  // What the cell charges: the chunks' bytes, a little per chunk for their bookkeeping, and the
+  // header (names and categorical domains).
   size_t MemoryBytes() const {
     return frame == nullptr ? 0
                             : static_cast<size_t>(frame->compressed_bytes()) +
-                                  frame->columns() * frame->chunk_count() * 96;
+                                  frame->columns() * frame->chunk_count() * 96 +
+                                  static_cast<size_t>(frame->header_bytes());
   }
 };
 
