@@ -244,6 +244,21 @@ TEST_F(CellTest, ConcurrentAllocationChecksCannotPassMaxmemoryTogether) {
   EXPECT_EQ(engine_.reserved_memory(), 0);
 }
 
+// The check before every denyoom command counted used memory only: while another command held
+// a large reservation (an import, a big sketch about to be allocated), writes went on past
+// maxmemory. The reservations count there too.
+TEST_F(CellTest, WritesAreRefusedWhileReservationsFillMaxmemory) {
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", "50mb"}), IsOk());
+  ASSERT_THAT(Run({"SET", "before", "x"}), IsOk());
+  // Another command's promise of more than the room left (as an import reserves its estimate).
+  const int64_t promised = int64_t{50} << 20;
+  ASSERT_TRUE(engine_.TryReserveMemory(promised, engine_.UsedMemoryNow(), int64_t{1} << 30));
+  EXPECT_THAT(Run({"SET", "during", "x"}), IsErr(kOom));
+  EXPECT_THAT(Run({"GET", "before"}), IsBulk("x"));  // reads go on
+  engine_.ReleaseMemory(promised);
+  EXPECT_THAT(Run({"SET", "after", "x"}), IsOk());
+}
+
 // Issue 9, item 6: 2^28 counters took 9.3 s and 3.1 GB. Dimensions are bounded by
 // proto-max-bulk-len, and a new sketch is one allocation held once (no serialized copy).
 TEST_F(CellTest, SketchDimensionsAreBoundedAndHeldOnce) {

@@ -36,7 +36,10 @@ Result<store::ValuePtr> MakeString(std::string_view key, std::string_view payloa
 bool OverMemoryLimit(Engine& engine) {
   const int64_t limit = engine.maxmemory();
   // Dispatch, before the command runs: no DKV lock is held, so copies may be trimmed here.
-  return limit > 0 && engine.UsedMemory(/*may_trim_copies=*/true) > limit;
+  // Other commands' reservations count: their bytes are promised (an import under way, a large
+  // sketch about to be allocated), and writes must not take them meanwhile.
+  return limit > 0 &&
+         engine.UsedMemory(/*may_trim_copies=*/true) + engine.reserved_memory() > limit;
 }
 
 }  // namespace floe::server::internal
