@@ -388,6 +388,7 @@ constexpr Endpoint kEndpoints[] = {
     {{"GET", "/api/frames/{name}"}, GetFrame},
     {{"DELETE", "/api/frames/{name}"}, DeleteFrame},
     {{"GET", "/api/frames/{name}/head"}, GetFrameHead},
+    {{"POST", "/api/frames/{name}/groupby"}, PostFrameGroupBy},
     {{"GET", "/api/frames/{name}/columns/{column}/summary"}, GetColumnSummary},
     {{"GET", "/api/frames/{name}/columns/{column}/quantiles"}, GetColumnQuantiles},
     {{"GET", "/api/jobs"}, GetJobs},

@@ -4,6 +4,7 @@
 // shapes their replies as JSON objects. Replies come in either protocol: a RESP3 map or RESP2's
 // flat name/value array, and RESP2's doubles as bulk strings, which become JSON numbers here.
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -273,6 +274,106 @@ asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const R
   if (IsError(status)) co_return Failed(status);
   Response out = Ok(JobObject(status), 202);
   out.headers.emplace_back("Location", "/api/jobs/" + id);
+  co_return out;
+}
+
+namespace {
+
+// FRAME.GROUPBY's limits (cmd_frame_analytics.cc), checked here before any list is built.
+constexpr size_t kMaxGroupKeys = 64;
+constexpr size_t kMaxAggregates = 1000;
+
+// A path segment as it goes into a Location header: unreserved bytes as they are, the rest %XX.
+std::string PathSegment(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char ch : s) {
+    if (std::isalnum(ch) != 0 || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
+// FRAME.GROUPBY's arguments from the body {"into", "keys": [..], "aggs": [{"fn", "column"}],
+// "replace": bool}; InvalidArgument with the text to send.
+Result<std::vector<std::string>> GroupByArgs(const std::string& source, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("into") || !j["into"].is_string()) {
+    return Status::InvalidArgument("ERR the body must be an object with a string \"into\"");
+  }
+  std::vector<std::string> args = {"FRAME.GROUPBY", source, j["into"].get<std::string>(), "KEYS"};
+  bool replace = false;
+  bool have_keys = false;
+  bool have_aggs = false;
+  std::vector<std::string> aggs;
+  for (const auto& [field, value] : j.items()) {
+    if (field == "into") continue;
+    if (field == "keys") {
+      const char* not_strings = "ERR keys must be a non-empty array of column names";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
+      if (value.size() > kMaxGroupKeys) {
+        return Status::InvalidArgument("ERR at most 64 keys and 1000 aggregates");
+      }
+      for (const nlohmann::json& k : value) {
+        if (!k.is_string()) return Status::InvalidArgument(not_strings);
+        std::string name = k.get<std::string>();
+        // The command ends its key list at the word AGG: a column so named is taken by index.
+        if (name.size() == 3 && std::toupper(static_cast<unsigned char>(name[0])) == 'A' &&
+            std::toupper(static_cast<unsigned char>(name[1])) == 'G' &&
+            std::toupper(static_cast<unsigned char>(name[2])) == 'G') {
+          return Status::InvalidArgument("ERR a key column named AGG: give its 0-based index");
+        }
+        args.push_back(std::move(name));
+      }
+      have_keys = true;
+    } else if (field == "aggs") {
+      const char* bad = "ERR aggs must be a non-empty array of {\"fn\", \"column\"} objects";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(bad);
+      if (value.size() > kMaxAggregates) {
+        return Status::InvalidArgument("ERR at most 64 keys and 1000 aggregates");
+      }
+      for (const nlohmann::json& a : value) {
+        if (!a.is_object() || a.size() != 2 || !a.contains("fn") || !a["fn"].is_string() ||
+            !a.contains("column") || !a["column"].is_string()) {
+          return Status::InvalidArgument(bad);
+        }
+        aggs.push_back(a["fn"].get<std::string>());
+        aggs.push_back(a["column"].get<std::string>());
+      }
+      have_aggs = true;
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      replace = value.get<bool>();
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  if (!have_keys || !have_aggs) {
+    return Status::InvalidArgument("ERR the body needs \"keys\" and \"aggs\"");
+  }
+  args.emplace_back("AGG");
+  for (std::string& a : aggs) args.push_back(std::move(a));
+  if (replace) args.emplace_back("REPLACE");
+  return args;
+}
+
+}  // namespace
+
+// FRAME.GROUPBY (GroupByArgs): 201 with the new frame's name and group count, and its Location.
+asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands& c, const Request& request,
+                                           const Params& path, const Params&) {
+  Result<std::vector<std::string>> args = GroupByArgs(path.at("name"), request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const std::string into = (*args)[2];
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  Response out = Ok({{"name", into}, {"groups", r.integer}}, 201);
+  out.headers.emplace_back("Location", "/api/frames/" + PathSegment(into));
   co_return out;
 }
 

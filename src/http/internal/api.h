@@ -90,6 +90,8 @@ asio::awaitable<Response> GetFrames(server::Engine&, Commands&, const Request&, 
                                     const Params&);
 asio::awaitable<Response> PostFrame(server::Engine&, Commands&, const Request&, const Params&,
                                     const Params&);
+asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands&, const Request&,
+                                           const Params&, const Params&);
 asio::awaitable<Response> GetFrame(server::Engine&, Commands&, const Request&, const Params&,
                                    const Params&);
 asio::awaitable<Response> DeleteFrame(server::Engine&, Commands&, const Request&, const Params&,
