@@ -4,13 +4,23 @@
 // shapes their replies as JSON objects. Replies come in either protocol: a RESP3 map or RESP2's
 // flat name/value array, and RESP2's doubles as bulk strings, which become JSON numbers here.
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "http/internal/api.h"
+#include "job/job.h"
 
 namespace floe::http::internal {
 
@@ -374,6 +384,155 @@ asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands& c, const R
   if (IsError(r)) co_return Failed(r);
   Response out = Ok({{"name", into}, {"groups", r.integer}}, 201);
   out.headers.emplace_back("Location", "/api/frames/" + PathSegment(into));
+  co_return out;
+}
+
+namespace {
+
+// The upload's file goes once its job has ended, however it ended (done, failed, cancelled),
+// or the node stops: the guard removes it when the coroutine ends, also when its io_context
+// is destroyed with the coroutine still waiting. A node killed outright leaves it for the
+// next start (CleanUploads).
+struct RemoveOnExit {
+  std::string path;
+  ~RemoveOnExit() { ::unlink(path.c_str()); }
+};
+
+asio::awaitable<void> RemoveWhenJobEnds(server::Engine* engine, uint64_t id, std::string path) {
+  const RemoveOnExit guard{.path = std::move(path)};
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    // Not kept any more (a hundred later jobs ended) counts as ended.
+    const Result<job::Info> info = engine->jobs().Get(id);
+    if (!info.ok() || info->state != job::State::kRunning) co_return;
+    timer.expires_after(std::chrono::milliseconds(100));
+    std::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+  }
+}
+
+// A new file under the upload directory: O_EXCL, mode 0600, a random name; the body written
+// whole. The path, or the error to answer with.
+Result<std::string> WriteUpload(const std::string& dir, std::string_view body) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FailedPrecondition("ERR cannot create '" + dir + "' for uploads: " +
+                                      std::strerror(errno) + " (is import-dir writable?)");
+  }
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::FailedPrecondition("ERR '" + dir + "' is not a directory");
+  }
+  static thread_local std::mt19937_64 random(std::random_device{}());
+  for (int attempt = 0; attempt < 8; attempt++) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/upload-%016llx.csv",
+                  static_cast<unsigned long long>(random()));
+    std::string path = dir + name;
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == EEXIST) continue;
+    if (fd < 0) {
+      return Status::FailedPrecondition("ERR cannot write an upload under '" + dir + "': " +
+                                        std::strerror(errno) + " (is import-dir writable?)");
+    }
+    size_t done = 0;
+    while (done < body.size()) {
+      const ssize_t n = ::write(fd, body.data() + done, body.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        ::close(fd);
+        ::unlink(path.c_str());
+        return Status::ResourceExhausted("ERR cannot write the upload: " +
+                                         std::string(std::strerror(err)));
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0) {
+      ::unlink(path.c_str());
+      return Status::ResourceExhausted("ERR cannot write the upload: " +
+                                       std::string(std::strerror(errno)));
+    }
+    return path;
+  }
+  return Status::FailedPrecondition("ERR no free upload name under '" + dir + "'");
+}
+
+// FRAME.IMPORT's options from the query: sep, header (yes|no), types, na (comma lists), and
+// replace (true|false).
+Result<std::vector<std::string>> UploadOptions(const Params& query) {
+  std::vector<std::string> args;
+  for (const auto& [field, value] : query) {
+    if (field == "sep") {
+      args.insert(args.end(), {"SEP", value});
+    } else if (field == "header") {
+      args.insert(args.end(), {"HEADER", value});
+    } else if (field == "types") {
+      args.insert(args.end(), {"TYPES", value});
+    } else if (field == "na") {
+      args.insert(args.end(), {"NA", value});
+    } else if (field == "replace") {
+      if (value != "true" && value != "false") {
+        return Status::InvalidArgument("ERR replace must be true or false");
+      }
+      if (value == "true") args.emplace_back("REPLACE");
+    } else {
+      return Status::InvalidArgument("ERR unknown parameter '" + field.substr(0, 64) + "'");
+    }
+  }
+  return args;
+}
+
+}  // namespace
+
+std::string UploadDir(const server::Config& config) {
+  if (config.import_dir.empty()) return "";
+  return config.import_dir + "/.http-uploads-" + std::to_string(config.port);
+}
+
+void CleanUploads(const server::Config& config) {
+  const std::string dir = UploadDir(config);
+  if (dir.empty()) return;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(d)) {
+    if (std::string_view(e->d_name).starts_with("upload-")) stale.push_back(dir + "/" + e->d_name);
+  }
+  ::closedir(d);
+  for (const std::string& path : stale) ::unlink(path.c_str());
+}
+
+// The body written to a file under UploadDir, then FRAME.IMPORT of it as a job: 202 with the
+// job's status and Location; the file goes when the job ends (RemoveWhenJobEnds).
+asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const Request& request,
+                                      const Params& path, const Params& query) {
+  Result<std::vector<std::string>> options = UploadOptions(query);
+  if (!options.ok()) co_return Error(400, options.status().message());
+  if (request.body.empty()) co_return Error(400, "ERR the body is empty: send the CSV file");
+  const std::string dir = UploadDir(engine.config());
+  if (dir.empty()) {
+    co_return Error(409, "ERR uploads need an import-dir (the node writes them under it)");
+  }
+  Result<std::string> file = WriteUpload(dir, request.body);
+  if (!file.ok()) {
+    const bool full = file.status().code() == StatusCode::kResourceExhausted;
+    co_return Error(full ? 507 : 409, file.status().message());
+  }
+  std::vector<std::string> args = {"FRAME.IMPORT", path.at("name"), *file};
+  args.insert(args.end(), options->begin(), options->end());
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) {
+    ::unlink(file->c_str());
+    co_return Failed(r);
+  }
+  asio::co_spawn(c.executor(), RemoveWhenJobEnds(&engine, static_cast<uint64_t>(r.integer), *file),
+                 asio::detached);
+  const std::string id = std::to_string(r.integer);
+  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
+  if (IsError(status)) co_return Failed(status);
+  Response out = Ok(JobObject(status), 202);
+  out.headers.emplace_back("Location", "/api/jobs/" + id);
   co_return out;
 }
 

@@ -1,6 +1,7 @@
 """End to end: the HTTP API (docs/api.md) of a started `floe serve`, over plain sockets with the
 standard library, checked against what RESP sees of the same node."""
 import base64
+import gzip
 import http.client
 import json
 import math
@@ -943,3 +944,131 @@ def test_frame_groupby_refuses_hostile_input(node, tmp_path):
     assert call(s, "GET", "/api/frames")[1]["frames"] == ["t"]
     assert s.client().ping()
 
+
+def uploads(tmp_path, s):
+    d = tmp_path / f".http-uploads-{s.port}"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def wait_no_uploads(tmp_path, s, timeout=10):
+    deadline = time.monotonic() + timeout
+    while uploads(tmp_path, s) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return uploads(tmp_path, s)
+
+
+def test_frame_upload_imports_the_body_and_removes_its_file(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    csv = b"id,price,region\n1,2.5,north\n2,,south\n3,4.25,north\n"
+    status, job, resp = call(s, "PUT", "/api/frames/up/csv?types=int,real,cat", csv,
+                             {"Content-Type": "text/csv"})
+    assert status == 202 and resp.reason == "Accepted", job
+    assert resp.getheader("Location") == f"/api/jobs/{job['id']}"
+    assert job["kind"] == "import"
+    job = wait_http_job(s, job["id"])
+    assert job["state"] == "done" and job["rows"] == 3, job
+    status, info, _ = call(s, "GET", "/api/frames/up")
+    assert status == 200 and info["rows"] == 3
+    assert [v["type"] for v in info["vecs"]] == ["integer", "real", "categorical"]
+    assert wait_no_uploads(tmp_path, s) == []
+    mode = (tmp_path / f".http-uploads-{s.port}").stat().st_mode & 0o777
+    assert mode == 0o700
+
+    # gzip, found by its magic bytes; options from the query; replace.
+    status, job, _ = call(s, "PUT", "/api/frames/up/csv?header=no&sep=%3B&replace=true",
+                          gzip.compress(b"7;x\n8;y\n"), {"Content-Encoding": "gzip"})
+    assert status == 202, job
+    job = wait_http_job(s, job["id"])
+    assert job["state"] == "done" and job["rows"] == 2, job
+    status, head, _ = call(s, "GET", "/api/frames/up/head")
+    assert head["rows"] == [["7", "x"], ["8", "y"]]
+    assert wait_no_uploads(tmp_path, s) == []
+
+
+def test_frame_upload_removes_its_file_when_refused_failed_or_cancelled(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    # Refused by FRAME.IMPORT before a job starts: the file goes at once.
+    for url, body in [("/api/frames/a%7Bb%7D/csv", b"a\n1\n"),
+                      ("/api/frames/bin/csv", b"a,b\n\x00\x01\x02\n"),
+                      ("/api/frames/t/csv?types=nope", b"a\n1\n"),
+                      ("/api/frames/t/csv?sep=ab", b"a\n1\n"),
+                      ("/api/frames/t/csv?header=maybe", b"a\n1\n")]:
+        status, got, _ = call(s, "PUT", url, body)
+        assert status == 400 and set(got) == {"error"}, (url, got)
+        assert uploads(tmp_path, s) == [], url
+    # A cancelled import: whichever way it ends, its file goes.
+    rng = random.Random(7)
+    big = "a,b\n" + "".join(f"{i},{rng.random()}\n" for i in range(600_000))
+    status, job, _ = call(s, "PUT", "/api/frames/big/csv", big.encode())
+    assert status == 202, job
+    call(s, "POST", f"/api/jobs/{job['id']}/cancel")
+    final = wait_http_job(s, job["id"])
+    assert final["state"] in ("cancelled", "done"), final
+    assert wait_no_uploads(tmp_path, s) == []
+    # A job that fails (gzip's magic, then no gzip stream): its file goes too.
+    status, job, _ = call(s, "PUT", "/api/frames/broken/csv", b"\x1f\x8b" + b"not gzip" * 100)
+    assert status == 202, job
+    final = wait_http_job(s, job["id"])
+    assert final["state"] == "failed", final
+    assert wait_no_uploads(tmp_path, s) == []
+
+
+def test_frame_upload_refuses_hostile_input(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    cases = [
+        ("/api/frames/t/csv", b"", 400, "ERR the body is empty: send the CSV file"),
+        ("/api/frames/t/csv?replace=yes", b"a\n1\n", 400, "ERR replace must be true or false"),
+        ("/api/frames/t/csv?bogus=1", b"a\n1\n", 400, "ERR unknown parameter 'bogus'"),
+        ("/api/frames/t/csv?x=%zz", b"a\n1\n", 400, None),
+        ("/api/frames/" + "x" * 600 + "/csv", b"a\n1\n", 400, None),
+    ]
+    for url, body, want_status, want_error in cases:
+        status, got, _ = call(s, "PUT", url, body)
+        assert status == want_status, (url[:80], got)
+        assert set(got) == {"error"}, (url[:80], got)
+        if want_error is not None:
+            assert got["error"] == want_error, (url[:80], got)
+    # Above proto-max-bulk-len: 413 before the body is read; nothing written.
+    s.client().config_set("proto-max-bulk-len", str(1024 * 1024))
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n" + b"1\n" * (600 * 1024))
+    assert status == 413, got
+    assert uploads(tmp_path, s) == []
+    status, got, _ = call(s, "POST", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 405, got
+    assert call(s, "GET", "/api/frames")[1]["frames"] == []
+    assert s.client().ping()
+
+
+def test_frame_upload_needs_a_writable_import_dir(node, tmp_path):
+    # import-dir is a file: the upload directory cannot be made there.
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    s = node("--import-dir", str(not_a_dir))
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 409, got
+    assert got["error"].startswith("ERR cannot create") and "import-dir writable" in got["error"]
+
+
+def test_a_restarted_node_removes_uploads_left_behind(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    port = s.port
+    assert s.stop() == 0
+    left = tmp_path / f".http-uploads-{port}"
+    left.mkdir(exist_ok=True)
+    (left / "upload-0123456789abcdef.csv").write_text("a\n1\n")
+    other = tmp_path / ".http-uploads-1"
+    other.mkdir()
+    (other / "upload-0123456789abcdef.csv").write_text("a\n1\n")
+    # The same node again: same port, same import-dir.
+    http_port = free_port()
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--http-port", str(http_port),
+                             "--import-dir", str(tmp_path), "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(http_port, proc)
+        assert list(left.iterdir()) == []
+        # Another node's directory is not touched.
+        assert (other / "upload-0123456789abcdef.csv").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
