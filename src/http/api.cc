@@ -389,6 +389,7 @@ constexpr Endpoint kEndpoints[] = {
     {{"DELETE", "/api/frames/{name}"}, DeleteFrame},
     {{"GET", "/api/frames/{name}/head"}, GetFrameHead},
     {{"POST", "/api/frames/{name}/groupby"}, PostFrameGroupBy},
+    {{"GET", "/api/frames/{name}/csv"}, GetFrameCsv},
     {{"PUT", "/api/frames/{name}/csv"}, PutFrameCsv},
     {{"GET", "/api/frames/{name}/columns/{column}/summary"}, GetColumnSummary},
     {{"GET", "/api/frames/{name}/columns/{column}/quantiles"}, GetColumnQuantiles},

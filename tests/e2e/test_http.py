@@ -1072,3 +1072,59 @@ def test_a_restarted_node_removes_uploads_left_behind(node, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_frame_export_as_csv(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    import_small(s, tmp_path)
+    status, text, resp = call(s, "GET", "/api/frames/t/csv")
+    assert status == 200, text
+    assert resp.getheader("Content-Type") == "text/csv; charset=utf-8"
+    assert text == ("id,price,region\r\n1,2.5,north\r\n2,,south\r\n3,4.25,north\r\n4,8,east\r\n"
+                    "5,1.5,south\r\n,3,north\r\n")
+    # Fields that need quoting; an empty string stays "" while NA is an empty field; and what
+    # is exported imports back to the same rows.
+    csv = b'name,note\n"a,b","say ""hi"""\n"line\nbreak",x\n' + b'c,"" \n'
+    status, job, _ = call(s, "PUT", "/api/frames/q/csv?types=string,string", csv)
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+    status, text, _ = call(s, "GET", "/api/frames/q/csv")
+    assert status == 200, text
+    head = call(s, "GET", "/api/frames/q/head")[1]
+    status, job, _ = call(s, "PUT", "/api/frames/q2/csv?types=string,string", text.encode())
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+    assert call(s, "GET", "/api/frames/q2/head")[1] == head
+    assert '"a,b","say ""hi"""' in text and '"line\nbreak"' in text
+
+    # A group-by's result exports too.
+    call(s, "POST", "/api/frames/t/groupby", {"into": "g", "keys": ["region"],
+                                              "aggs": [{"fn": "count", "column": "id"}]})
+    status, text, _ = call(s, "GET", "/api/frames/g/csv")
+    assert status == 200 and text.startswith("region,count\r\n") and text.count("\r\n") == 4
+
+
+def test_frame_export_refuses_what_it_cannot_answer(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    (tmp_path / "big.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(1001)))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "big", "path": "big.csv"})
+    assert status == 202 and wait_http_job(s, job["id"])["state"] == "done"
+    status, got, _ = call(s, "GET", "/api/frames/big/csv")
+    assert status == 413 and got == {"error": "ERR the frame has 1001 rows: CSV export takes at most 1000 for now"}
+    (tmp_path / "k.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(1000)))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "k", "path": "k.csv"})
+    assert status == 202 and wait_http_job(s, job["id"])["state"] == "done"
+    status, text, _ = call(s, "GET", "/api/frames/k/csv")
+    assert status == 200 and text.count("\r\n") == 1001
+    # FRAME.HEAD's reply cap (the lesser of proto-max-bulk-len and 64 MiB) is a 413 too.
+    s.client().config_set("proto-max-bulk-len", str(1024 * 1024))
+    (tmp_path / "wide.csv").write_text("a\n" + "".join("x" * 5000 + f"{i}\n" for i in range(300)))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "wide", "path": "wide.csv"})
+    assert status == 202 and wait_http_job(s, job["id"])["state"] == "done"
+    status, got, _ = call(s, "GET", "/api/frames/wide/csv")
+    assert status == 413 and got["error"].startswith("ERR FRAME.HEAD reply would exceed"), got
+    status, got, _ = call(s, "GET", "/api/frames/nope/csv")
+    assert status == 404 and got == {"error": "ERR no such frame"}
+    s.client().set("str", "v")
+    status, got, _ = call(s, "GET", "/api/frames/str/csv")
+    assert status == 400 and got["error"].startswith("WRONGTYPE"), got

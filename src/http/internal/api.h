@@ -102,6 +102,8 @@ asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands&, const Req
                                            const Params&, const Params&);
 asio::awaitable<Response> PutFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
                                       const Params&);
+asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
+                                      const Params&);
 asio::awaitable<Response> GetFrame(server::Engine&, Commands&, const Request&, const Params&,
                                    const Params&);
 asio::awaitable<Response> DeleteFrame(server::Engine&, Commands&, const Request&, const Params&,
