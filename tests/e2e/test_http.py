@@ -1128,3 +1128,14 @@ def test_frame_export_refuses_what_it_cannot_answer(node, tmp_path):
     s.client().set("str", "v")
     status, got, _ = call(s, "GET", "/api/frames/str/csv")
     assert status == 400 and got["error"].startswith("WRONGTYPE"), got
+
+
+def test_a_node_stopping_during_an_upload_import_removes_its_file(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    rng = random.Random(3)
+    big = "a,b\n" + "".join(f"{i},{rng.random()}\n" for i in range(2_000_000))
+    status, job, _ = call(s, "PUT", "/api/frames/big/csv", big.encode())
+    assert status == 202, job
+    assert s.stop() == 0
+    # Whether the job had ended or was still running when SIGTERM came, the file is gone.
+    assert uploads(tmp_path, s) == []
