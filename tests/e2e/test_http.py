@@ -1139,3 +1139,10 @@ def test_a_node_stopping_during_an_upload_import_removes_its_file(node, tmp_path
     assert s.stop() == 0
     # Whether the job had ended or was still running when SIGTERM came, the file is gone.
     assert uploads(tmp_path, s) == []
+
+
+def test_frame_upload_without_an_import_dir_is_refused(node):
+    s = node("--import-dir", "")
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 409 and got == {"error": "ERR uploads need an import-dir (the node writes them under it)"}
+    assert call(s, "GET", "/api/frames")[1]["frames"] == []
