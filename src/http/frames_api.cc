@@ -4,12 +4,23 @@
 // shapes their replies as JSON objects. Replies come in either protocol: a RESP3 map or RESP2's
 // flat name/value array, and RESP2's doubles as bulk strings, which become JSON numbers here.
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "http/internal/api.h"
+#include "job/job.h"
 
 namespace floe::http::internal {
 
@@ -274,6 +285,317 @@ asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const R
   Response out = Ok(JobObject(status), 202);
   out.headers.emplace_back("Location", "/api/jobs/" + id);
   co_return out;
+}
+
+namespace {
+
+// FRAME.GROUPBY's limits (cmd_frame_analytics.cc), checked here before any list is built.
+constexpr size_t kMaxGroupKeys = 64;
+constexpr size_t kMaxAggregates = 1000;
+
+// A path segment as it goes into a Location header: unreserved bytes as they are, the rest %XX.
+std::string PathSegment(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char ch : s) {
+    if (std::isalnum(ch) != 0 || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
+// FRAME.GROUPBY's arguments from the body {"into", "keys": [..], "aggs": [{"fn", "column"}],
+// "replace": bool}; InvalidArgument with the text to send.
+Result<std::vector<std::string>> GroupByArgs(const std::string& source, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("into") || !j["into"].is_string()) {
+    return Status::InvalidArgument("ERR the body must be an object with a string \"into\"");
+  }
+  std::vector<std::string> args = {"FRAME.GROUPBY", source, j["into"].get<std::string>(), "KEYS"};
+  bool replace = false;
+  bool have_keys = false;
+  bool have_aggs = false;
+  std::vector<std::string> aggs;
+  for (const auto& [field, value] : j.items()) {
+    if (field == "into") continue;
+    if (field == "keys") {
+      const char* not_strings = "ERR keys must be a non-empty array of column names";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
+      if (value.size() > kMaxGroupKeys) {
+        return Status::InvalidArgument("ERR at most 64 keys and 1000 aggregates");
+      }
+      for (const nlohmann::json& k : value) {
+        if (!k.is_string()) return Status::InvalidArgument(not_strings);
+        std::string name = k.get<std::string>();
+        // The command ends its key list at the word AGG: a column so named is taken by index.
+        if (name.size() == 3 && std::toupper(static_cast<unsigned char>(name[0])) == 'A' &&
+            std::toupper(static_cast<unsigned char>(name[1])) == 'G' &&
+            std::toupper(static_cast<unsigned char>(name[2])) == 'G') {
+          return Status::InvalidArgument("ERR a key column named AGG: give its 0-based index");
+        }
+        args.push_back(std::move(name));
+      }
+      have_keys = true;
+    } else if (field == "aggs") {
+      const char* bad = "ERR aggs must be a non-empty array of {\"fn\", \"column\"} objects";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(bad);
+      if (value.size() > kMaxAggregates) {
+        return Status::InvalidArgument("ERR at most 64 keys and 1000 aggregates");
+      }
+      for (const nlohmann::json& a : value) {
+        if (!a.is_object() || a.size() != 2 || !a.contains("fn") || !a["fn"].is_string() ||
+            !a.contains("column") || !a["column"].is_string()) {
+          return Status::InvalidArgument(bad);
+        }
+        aggs.push_back(a["fn"].get<std::string>());
+        aggs.push_back(a["column"].get<std::string>());
+      }
+      have_aggs = true;
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      replace = value.get<bool>();
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  if (!have_keys || !have_aggs) {
+    return Status::InvalidArgument("ERR the body needs \"keys\" and \"aggs\"");
+  }
+  args.emplace_back("AGG");
+  for (std::string& a : aggs) args.push_back(std::move(a));
+  if (replace) args.emplace_back("REPLACE");
+  return args;
+}
+
+}  // namespace
+
+// FRAME.GROUPBY (GroupByArgs): 201 with the new frame's name and group count, and its Location.
+asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands& c, const Request& request,
+                                           const Params& path, const Params&) {
+  Result<std::vector<std::string>> args = GroupByArgs(path.at("name"), request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const std::string into = (*args)[2];
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  Response out = Ok({{"name", into}, {"groups", r.integer}}, 201);
+  out.headers.emplace_back("Location", "/api/frames/" + PathSegment(into));
+  co_return out;
+}
+
+namespace {
+
+// The upload's file goes once its job has ended, however it ended (done, failed, cancelled),
+// or the node stops: the guard removes it when the coroutine ends, also when its io_context
+// is destroyed with the coroutine still waiting. A node killed outright leaves it for the
+// next start (CleanUploads).
+struct RemoveOnExit {
+  std::string path;
+  ~RemoveOnExit() { ::unlink(path.c_str()); }
+};
+
+asio::awaitable<void> RemoveWhenJobEnds(server::Engine* engine, uint64_t id, std::string path) {
+  const RemoveOnExit guard{.path = std::move(path)};
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    // Not kept any more (a hundred later jobs ended) counts as ended.
+    const Result<job::Info> info = engine->jobs().Get(id);
+    if (!info.ok() || info->state != job::State::kRunning) co_return;
+    timer.expires_after(std::chrono::milliseconds(100));
+    std::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+  }
+}
+
+// A new file under the upload directory: O_EXCL, mode 0600, a random name; the body written
+// whole. The path, or the error to answer with.
+Result<std::string> WriteUpload(const std::string& dir, std::string_view body) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FailedPrecondition("ERR cannot create '" + dir + "' for uploads: " +
+                                      std::strerror(errno) + " (is import-dir writable?)");
+  }
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::FailedPrecondition("ERR '" + dir + "' is not a directory");
+  }
+  static thread_local std::mt19937_64 random(std::random_device{}());
+  for (int attempt = 0; attempt < 8; attempt++) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/upload-%016llx.csv",
+                  static_cast<unsigned long long>(random()));
+    std::string path = dir + name;
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == EEXIST) continue;
+    if (fd < 0) {
+      return Status::FailedPrecondition("ERR cannot write an upload under '" + dir + "': " +
+                                        std::strerror(errno) + " (is import-dir writable?)");
+    }
+    size_t done = 0;
+    while (done < body.size()) {
+      const ssize_t n = ::write(fd, body.data() + done, body.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        ::close(fd);
+        ::unlink(path.c_str());
+        return Status::ResourceExhausted("ERR cannot write the upload: " +
+                                         std::string(std::strerror(err)));
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0) {
+      ::unlink(path.c_str());
+      return Status::ResourceExhausted("ERR cannot write the upload: " +
+                                       std::string(std::strerror(errno)));
+    }
+    return path;
+  }
+  return Status::FailedPrecondition("ERR no free upload name under '" + dir + "'");
+}
+
+// FRAME.IMPORT's options from the query: sep, header (yes|no), types, na (comma lists), and
+// replace (true|false).
+Result<std::vector<std::string>> UploadOptions(const Params& query) {
+  std::vector<std::string> args;
+  for (const auto& [field, value] : query) {
+    if (field == "sep") {
+      args.insert(args.end(), {"SEP", value});
+    } else if (field == "header") {
+      args.insert(args.end(), {"HEADER", value});
+    } else if (field == "types") {
+      args.insert(args.end(), {"TYPES", value});
+    } else if (field == "na") {
+      args.insert(args.end(), {"NA", value});
+    } else if (field == "replace") {
+      if (value != "true" && value != "false") {
+        return Status::InvalidArgument("ERR replace must be true or false");
+      }
+      if (value == "true") args.emplace_back("REPLACE");
+    } else {
+      return Status::InvalidArgument("ERR unknown parameter '" + field.substr(0, 64) + "'");
+    }
+  }
+  return args;
+}
+
+}  // namespace
+
+std::string UploadDir(const server::Config& config) {
+  if (config.import_dir.empty()) return "";
+  return config.import_dir + "/.http-uploads-" + std::to_string(config.port);
+}
+
+void CleanUploads(const server::Config& config) {
+  const std::string dir = UploadDir(config);
+  if (dir.empty()) return;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(d)) {
+    if (std::string_view(e->d_name).starts_with("upload-")) stale.push_back(dir + "/" + e->d_name);
+  }
+  ::closedir(d);
+  for (const std::string& path : stale) ::unlink(path.c_str());
+}
+
+// The body written to a file under UploadDir, then FRAME.IMPORT of it as a job: 202 with the
+// job's status and Location; the file goes when the job ends (RemoveWhenJobEnds).
+asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const Request& request,
+                                      const Params& path, const Params& query) {
+  Result<std::vector<std::string>> options = UploadOptions(query);
+  if (!options.ok()) co_return Error(400, options.status().message());
+  if (request.body.empty()) co_return Error(400, "ERR the body is empty: send the CSV file");
+  const std::string dir = UploadDir(engine.config());
+  if (dir.empty()) {
+    co_return Error(409, "ERR uploads need an import-dir (the node writes them under it)");
+  }
+  Result<std::string> file = WriteUpload(dir, request.body);
+  if (!file.ok()) {
+    const bool full = file.status().code() == StatusCode::kResourceExhausted;
+    co_return Error(full ? 507 : 409, file.status().message());
+  }
+  std::vector<std::string> args = {"FRAME.IMPORT", path.at("name"), *file};
+  args.insert(args.end(), options->begin(), options->end());
+  const resp::Reply r = co_await c.RunArgs(std::move(args));
+  if (IsError(r)) {
+    ::unlink(file->c_str());
+    co_return Failed(r);
+  }
+  asio::co_spawn(c.executor(), RemoveWhenJobEnds(&engine, static_cast<uint64_t>(r.integer), *file),
+                 asio::detached);
+  const std::string id = std::to_string(r.integer);
+  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
+  if (IsError(status)) co_return Failed(status);
+  Response out = Ok(JobObject(status), 202);
+  out.headers.emplace_back("Location", "/api/jobs/" + id);
+  co_return out;
+}
+
+namespace {
+
+// GET /api/frames/{name}/csv reads the frame with FRAME.HEAD, so it takes frames of at most
+// FRAME.HEAD's 1,000 rows (and its reply cap); a larger one is a 413 rather than a CSV built
+// whole in the node's memory (docs/api.md, "Limits").
+constexpr int64_t kMaxCsvRows = 1000;
+
+// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break, or is empty
+// (so that "" stays an empty string while NA is an empty field).
+void AppendCsvField(std::string* out, std::string_view field) {
+  if (!field.empty() && field.find_first_of(",\"\r\n") == std::string_view::npos) {
+    out->append(field);
+    return;
+  }
+  out->push_back('"');
+  for (const char ch : field) {
+    if (ch == '"') out->push_back('"');
+    out->push_back(ch);
+  }
+  out->push_back('"');
+}
+
+void AppendCsvRow(std::string* out, const resp::Reply& row) {
+  for (size_t i = 0; i < row.elements.size(); i++) {
+    if (i > 0) out->push_back(',');
+    if (row.elements[i].type != Type::kNull) AppendCsvField(out, row.elements[i].str);
+  }
+  out->append("\r\n");
+}
+
+}  // namespace
+
+// The frame as CSV with a header; NA as an empty field (FRAME.HEAD's cells: reals in their
+// shortest exact form, times in milliseconds).
+asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands& c, const Request&,
+                                      const Params& path, const Params&) {
+  const std::string& name = path.at("name");
+  const resp::Reply info = co_await c.Run("FRAME.INFO", name);
+  if (IsError(info)) co_return Failed(info);
+  int64_t rows = -1;
+  for (size_t i = 0; i + 1 < info.elements.size(); i += 2) {
+    if (info.elements[i].str == "rows") rows = info.elements[i + 1].integer;
+  }
+  if (rows < 0) co_return Error(500, "ERR unexpected FRAME.INFO reply");
+  if (rows > kMaxCsvRows) {
+    co_return Error(413, "ERR the frame has " + std::to_string(rows) +
+                             " rows: CSV export takes at most 1000 for now");
+  }
+  const resp::Reply head = co_await c.Run("FRAME.HEAD", name, std::to_string(rows));
+  if (IsError(head)) {
+    if (head.str.starts_with("ERR FRAME.HEAD reply would exceed")) co_return Error(413, head.str);
+    co_return Failed(head);
+  }
+  if (head.elements.empty() || static_cast<int64_t>(head.elements.size()) - 1 != rows) {
+    co_return Error(409, "ERR the frame changed while it was read: try again");
+  }
+  std::string csv;
+  for (const resp::Reply& row : head.elements) AppendCsvRow(&csv, row);
+  co_return Response{
+      .status = 200, .content_type = "text/csv; charset=utf-8", .body = std::move(csv)};
 }
 
 asio::awaitable<Response> GetJobs(server::Engine&, Commands& c, const Request&, const Params&,

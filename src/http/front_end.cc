@@ -46,6 +46,8 @@ std::string_view Reason(int status) {
   switch (status) {
     case 200:
       return "OK";
+    case 201:
+      return "Created";
     case 202:
       return "Accepted";
     case 400:
@@ -175,6 +177,7 @@ class HttpFrontEnd : public server::FrontEnd, public FrontEndInfo {
   Status Open(server::Engine& engine, std::span<asio::io_context* const> io) override {
     engine_ = &engine;
     io_.assign(io.begin(), io.end());
+    internal::CleanUploads(engine.config());
     connections_.resize(io_.size());
     retry_ = std::make_unique<asio::steady_timer>(*io_[0]);
     int port = options_.port;

@@ -205,6 +205,40 @@ try {
         "frame view shows the first rows, NA marked");
   await page.screenshot({ path: path.join(artifacts, "frames.png"), fullPage: true });
 
+  // Group-by from the frame's view: the new frame is listed and shown.
+  await page.type("#ginto", "by_region");
+  await page.type("#gkeys", "region");
+  await page.type("#gaggs", "count:id, sum:qty");
+  await page.click("#groupform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#frametitle").innerText === "by_region" &&
+                             document.querySelectorAll("#head tbody tr").length > 0, { timeout: 30000 });
+  const grouped = await page.$$eval("#head thead th", (ths) => ths.map((t) => t.innerText));
+  const groupRows = await page.$$eval("#head tbody tr", (rs) => rs.length);
+  check(JSON.stringify(grouped) === JSON.stringify(["region", "count", "sum_qty"]) && groupRows === 4,
+        "group-by from the page makes and shows a frame of 4 groups: " + JSON.stringify(grouped));
+  check(await page.$eval("#framelist", (e) => e.innerText.includes("by_region")), "the group-by's frame is listed");
+  // A bad aggregate is shown to the user.
+  await page.$eval("#gaggs", (e) => { e.value = "median:qty"; });
+  await page.$eval("#ginto", (e) => { e.value = "other"; });
+  await page.click("#groupform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#error").innerText.includes("unknown aggregate"));
+  check(true, "a refused group-by shows the node's error");
+  await page.screenshot({ path: path.join(artifacts, "groupby.png"), fullPage: true });
+
+  // Upload from the page: a file from disk imported as a job, then listed.
+  const uploadFile = path.join(os.tmpdir(), `floe-web-upload-${process.pid}.csv`);
+  writeCsv(uploadFile, 50);
+  await page.type("#uname", "uploaded");
+  const picker = await page.$("#ufile");
+  await picker.uploadFile(uploadFile);
+  await page.click("#uploadform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#jobs").classList.contains("on"));
+  await page.waitForFunction(() => [...document.querySelectorAll("#joblist tr[data-job]")].some(
+    (tr) => tr.innerText.includes("uploaded <-") && tr.dataset.state === "done"), { timeout: 30000 });
+  fs.unlinkSync(uploadFile);
+  const uploaded = await (await fetch(`http://127.0.0.1:${httpPort}/api/frames/uploaded`)).json();
+  check(uploaded.rows === 50, `an upload from the page imports the file (${uploaded.rows} rows)`);
+
   // A running import cancelled from the Jobs view (a larger file, so it is still running).
   writeCsv(path.join(importDir, "big.csv"), 3_000_000);
   const started = await (await fetch(`http://127.0.0.1:${httpPort}/api/frames`, {

@@ -1,6 +1,7 @@
 """End to end: the HTTP API (docs/api.md) of a started `floe serve`, over plain sockets with the
 standard library, checked against what RESP sees of the same node."""
 import base64
+import gzip
 import http.client
 import json
 import math
@@ -865,3 +866,283 @@ def test_frame_endpoints_read_resp3_replies_too(node, tmp_path):
             assert body == resp2[p], p
     finally:
         conn.close()
+
+
+# ---- Group-by, upload and CSV export over HTTP (docs/api.md, "Frames") ----
+
+def import_small(s, tmp_path, name="t"):
+    write_small_csv(tmp_path / f"{name}.csv")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": name, "path": f"{name}.csv",
+                                                     "types": ["int", "real", "cat"]})
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+
+
+def test_frame_groupby_makes_a_new_frame(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    import_small(s, tmp_path)
+    body = {"into": "by region", "keys": ["region"],
+            "aggs": [{"fn": "count", "column": "id"}, {"fn": "sum", "column": "price"}]}
+    status, got, resp = call(s, "POST", "/api/frames/t/groupby", body)
+    assert status == 201 and resp.reason == "Created", got
+    assert got == {"name": "by region", "groups": 3}
+    assert resp.getheader("Location") == "/api/frames/by%20region"
+    status, head, _ = call(s, "GET", resp.getheader("Location") + "/head")
+    assert status == 200, head
+    assert head["columns"] == ["region", "count", "sum_price"]
+    sums = {row[0]: float(row[2]) for row in head["rows"]}
+    assert sums == {"north": 9.75, "south": 1.5, "east": 8.0}
+    # Once more: the target exists; with replace it is written again. Keys by index work too.
+    status, got, _ = call(s, "POST", "/api/frames/t/groupby", body)
+    assert status == 400 and got["error"].startswith("ERR target key exists"), got
+    status, got, _ = call(s, "POST", "/api/frames/t/groupby", {**body, "keys": ["2"], "replace": True})
+    assert status == 201 and got["groups"] == 3, got
+
+
+def test_frame_groupby_refuses_hostile_input(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    import_small(s, tmp_path)
+    agg = [{"fn": "sum", "column": "price"}]
+    cases = [
+        ({"into": "g", "keys": ["region"]}, 400, 'ERR the body needs "keys" and "aggs"'),
+        ({"keys": ["region"], "aggs": agg}, 400, 'ERR the body must be an object with a string "into"'),
+        ({"into": 5, "keys": ["region"], "aggs": agg}, 400, 'ERR the body must be an object with a string "into"'),
+        (["g"], 400, 'ERR the body must be an object with a string "into"'),
+        (b"{nope", 400, None),
+        (b"[" * 100 + b"]" * 100, 400, "ERR the request body nests too deeply"),
+        ({"into": "g", "keys": [], "aggs": agg}, 400, "ERR keys must be a non-empty array of column names"),
+        ({"into": "g", "keys": "region", "aggs": agg}, 400, "ERR keys must be a non-empty array of column names"),
+        ({"into": "g", "keys": [1], "aggs": agg}, 400, "ERR keys must be a non-empty array of column names"),
+        ({"into": "g", "keys": ["region"] * 65, "aggs": agg}, 400, "ERR at most 64 keys and 1000 aggregates"),
+        ({"into": "g", "keys": ["region"], "aggs": agg * 1001}, 400, "ERR at most 64 keys and 1000 aggregates"),
+        ({"into": "g", "keys": ["agg"], "aggs": agg}, 400, "ERR a key column named AGG: give its 0-based index"),
+        ({"into": "g", "keys": ["region"], "aggs": []}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": [{"fn": "sum"}]}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": [{"fn": "sum", "column": "price", "x": 1}]}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": ["sum", "price"]}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": [{"fn": "median", "column": "price"}]}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": [{"fn": "sum", "column": "region"}]}, 400, None),
+        ({"into": "g", "keys": ["nope"], "aggs": agg}, 400, "ERR no such column 'nope'"),
+        ({"into": "g", "keys": ["99999999999999999999999"], "aggs": agg}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": [{"fn": "REPLACE", "column": "price"}]}, 400, None),
+        ({"into": "a{b}", "keys": ["region"], "aggs": agg}, 400, None),
+        ({"into": "x" * 600, "keys": ["region"], "aggs": agg}, 400, None),
+        ({"into": "g", "keys": ["region"], "aggs": agg, "replace": "yes"}, 400, "ERR replace must be true or false"),
+        ({"into": "g", "keys": ["region"], "aggs": agg, "bogus": 1}, 400, "ERR unknown field 'bogus'"),
+    ]
+    for body, want_status, want_error in cases:
+        status, got, _ = call(s, "POST", "/api/frames/t/groupby", body)
+        assert status == want_status, (str(body)[:80], got)
+        assert set(got) == {"error"}, (str(body)[:80], got)
+        if want_error is not None:
+            assert got["error"] == want_error, (str(body)[:80], got)
+    status, got, _ = call(s, "POST", "/api/frames/nope/groupby", {"into": "g", "keys": ["region"], "aggs": agg})
+    assert status == 404 and got == {"error": "ERR no such frame"}
+    status, got, _ = call(s, "GET", "/api/frames/t/groupby")
+    assert status == 405, got
+    # Nothing was written by the refused requests, and the node still serves.
+    assert call(s, "GET", "/api/frames")[1]["frames"] == ["t"]
+    assert s.client().ping()
+
+
+def uploads(tmp_path, s):
+    d = tmp_path / f".http-uploads-{s.port}"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def wait_no_uploads(tmp_path, s, timeout=10):
+    deadline = time.monotonic() + timeout
+    while uploads(tmp_path, s) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return uploads(tmp_path, s)
+
+
+def test_frame_upload_imports_the_body_and_removes_its_file(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    csv = b"id,price,region\n1,2.5,north\n2,,south\n3,4.25,north\n"
+    status, job, resp = call(s, "PUT", "/api/frames/up/csv?types=int,real,cat", csv,
+                             {"Content-Type": "text/csv"})
+    assert status == 202 and resp.reason == "Accepted", job
+    assert resp.getheader("Location") == f"/api/jobs/{job['id']}"
+    assert job["kind"] == "import"
+    job = wait_http_job(s, job["id"])
+    assert job["state"] == "done" and job["rows"] == 3, job
+    status, info, _ = call(s, "GET", "/api/frames/up")
+    assert status == 200 and info["rows"] == 3
+    assert [v["type"] for v in info["vecs"]] == ["integer", "real", "categorical"]
+    assert wait_no_uploads(tmp_path, s) == []
+    mode = (tmp_path / f".http-uploads-{s.port}").stat().st_mode & 0o777
+    assert mode == 0o700
+
+    # gzip, found by its magic bytes; options from the query; replace.
+    status, job, _ = call(s, "PUT", "/api/frames/up/csv?header=no&sep=%3B&replace=true",
+                          gzip.compress(b"7;x\n8;y\n"), {"Content-Encoding": "gzip"})
+    assert status == 202, job
+    job = wait_http_job(s, job["id"])
+    assert job["state"] == "done" and job["rows"] == 2, job
+    status, head, _ = call(s, "GET", "/api/frames/up/head")
+    assert head["rows"] == [["7", "x"], ["8", "y"]]
+    assert wait_no_uploads(tmp_path, s) == []
+
+
+def test_frame_upload_removes_its_file_when_refused_failed_or_cancelled(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    # Refused by FRAME.IMPORT before a job starts: the file goes at once.
+    for url, body in [("/api/frames/a%7Bb%7D/csv", b"a\n1\n"),
+                      ("/api/frames/bin/csv", b"a,b\n\x00\x01\x02\n"),
+                      ("/api/frames/t/csv?types=nope", b"a\n1\n"),
+                      ("/api/frames/t/csv?sep=ab", b"a\n1\n"),
+                      ("/api/frames/t/csv?header=maybe", b"a\n1\n")]:
+        status, got, _ = call(s, "PUT", url, body)
+        assert status == 400 and set(got) == {"error"}, (url, got)
+        assert uploads(tmp_path, s) == [], url
+    # A cancelled import: whichever way it ends, its file goes.
+    rng = random.Random(7)
+    big = "a,b\n" + "".join(f"{i},{rng.random()}\n" for i in range(600_000))
+    status, job, _ = call(s, "PUT", "/api/frames/big/csv", big.encode())
+    assert status == 202, job
+    call(s, "POST", f"/api/jobs/{job['id']}/cancel")
+    final = wait_http_job(s, job["id"])
+    assert final["state"] in ("cancelled", "done"), final
+    assert wait_no_uploads(tmp_path, s) == []
+    # A job that fails (gzip's magic, then no gzip stream): its file goes too.
+    status, job, _ = call(s, "PUT", "/api/frames/broken/csv", b"\x1f\x8b" + b"not gzip" * 100)
+    assert status == 202, job
+    final = wait_http_job(s, job["id"])
+    assert final["state"] == "failed", final
+    assert wait_no_uploads(tmp_path, s) == []
+
+
+def test_frame_upload_refuses_hostile_input(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    cases = [
+        ("/api/frames/t/csv", b"", 400, "ERR the body is empty: send the CSV file"),
+        ("/api/frames/t/csv?replace=yes", b"a\n1\n", 400, "ERR replace must be true or false"),
+        ("/api/frames/t/csv?bogus=1", b"a\n1\n", 400, "ERR unknown parameter 'bogus'"),
+        ("/api/frames/t/csv?x=%zz", b"a\n1\n", 400, None),
+        ("/api/frames/" + "x" * 600 + "/csv", b"a\n1\n", 400, None),
+    ]
+    for url, body, want_status, want_error in cases:
+        status, got, _ = call(s, "PUT", url, body)
+        assert status == want_status, (url[:80], got)
+        assert set(got) == {"error"}, (url[:80], got)
+        if want_error is not None:
+            assert got["error"] == want_error, (url[:80], got)
+    # Above proto-max-bulk-len: 413 before the body is read; nothing written.
+    s.client().config_set("proto-max-bulk-len", str(1024 * 1024))
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n" + b"1\n" * (600 * 1024))
+    assert status == 413, got
+    assert uploads(tmp_path, s) == []
+    status, got, _ = call(s, "POST", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 405, got
+    assert call(s, "GET", "/api/frames")[1]["frames"] == []
+    assert s.client().ping()
+
+
+def test_frame_upload_needs_a_writable_import_dir(node, tmp_path):
+    # import-dir is a file: the upload directory cannot be made there.
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    s = node("--import-dir", str(not_a_dir))
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 409, got
+    assert got["error"].startswith("ERR cannot create") and "import-dir writable" in got["error"]
+
+
+def test_a_restarted_node_removes_uploads_left_behind(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    port = s.port
+    assert s.stop() == 0
+    left = tmp_path / f".http-uploads-{port}"
+    left.mkdir(exist_ok=True)
+    (left / "upload-0123456789abcdef.csv").write_text("a\n1\n")
+    other = tmp_path / ".http-uploads-1"
+    other.mkdir()
+    (other / "upload-0123456789abcdef.csv").write_text("a\n1\n")
+    # The same node again: same port, same import-dir.
+    http_port = free_port()
+    proc = subprocess.Popen([FLOE_BIN, "serve", "--port", str(port), "--http-port", str(http_port),
+                             "--import-dir", str(tmp_path), "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(http_port, proc)
+        assert list(left.iterdir()) == []
+        # Another node's directory is not touched.
+        assert (other / "upload-0123456789abcdef.csv").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def test_frame_export_as_csv(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    import_small(s, tmp_path)
+    status, text, resp = call(s, "GET", "/api/frames/t/csv")
+    assert status == 200, text
+    assert resp.getheader("Content-Type") == "text/csv; charset=utf-8"
+    assert text == ("id,price,region\r\n1,2.5,north\r\n2,,south\r\n3,4.25,north\r\n4,8,east\r\n"
+                    "5,1.5,south\r\n,3,north\r\n")
+    # Fields that need quoting; an empty string stays "" while NA is an empty field; and what
+    # is exported imports back to the same rows.
+    csv = b'name,note\n"a,b","say ""hi"""\n"line\nbreak",x\n' + b'c,"" \n'
+    status, job, _ = call(s, "PUT", "/api/frames/q/csv?types=string,string", csv)
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+    status, text, _ = call(s, "GET", "/api/frames/q/csv")
+    assert status == 200, text
+    head = call(s, "GET", "/api/frames/q/head")[1]
+    status, job, _ = call(s, "PUT", "/api/frames/q2/csv?types=string,string", text.encode())
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+    assert call(s, "GET", "/api/frames/q2/head")[1] == head
+    assert '"a,b","say ""hi"""' in text and '"line\nbreak"' in text
+
+    # A group-by's result exports too.
+    call(s, "POST", "/api/frames/t/groupby", {"into": "g", "keys": ["region"],
+                                              "aggs": [{"fn": "count", "column": "id"}]})
+    status, text, _ = call(s, "GET", "/api/frames/g/csv")
+    assert status == 200 and text.startswith("region,count\r\n") and text.count("\r\n") == 4
+
+
+def test_frame_export_refuses_what_it_cannot_answer(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    (tmp_path / "big.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(1001)))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "big", "path": "big.csv"})
+    assert status == 202 and wait_http_job(s, job["id"])["state"] == "done"
+    status, got, _ = call(s, "GET", "/api/frames/big/csv")
+    assert status == 413 and got == {"error": "ERR the frame has 1001 rows: CSV export takes at most 1000 for now"}
+    (tmp_path / "k.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(1000)))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "k", "path": "k.csv"})
+    assert status == 202 and wait_http_job(s, job["id"])["state"] == "done"
+    status, text, _ = call(s, "GET", "/api/frames/k/csv")
+    assert status == 200 and text.count("\r\n") == 1001
+    # FRAME.HEAD's reply cap (the lesser of proto-max-bulk-len and 64 MiB) is a 413 too.
+    s.client().config_set("proto-max-bulk-len", str(1024 * 1024))
+    (tmp_path / "wide.csv").write_text("a\n" + "".join("x" * 5000 + f"{i}\n" for i in range(300)))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "wide", "path": "wide.csv"})
+    assert status == 202 and wait_http_job(s, job["id"])["state"] == "done"
+    status, got, _ = call(s, "GET", "/api/frames/wide/csv")
+    assert status == 413 and got["error"].startswith("ERR FRAME.HEAD reply would exceed"), got
+    status, got, _ = call(s, "GET", "/api/frames/nope/csv")
+    assert status == 404 and got == {"error": "ERR no such frame"}
+    s.client().set("str", "v")
+    status, got, _ = call(s, "GET", "/api/frames/str/csv")
+    assert status == 400 and got["error"].startswith("WRONGTYPE"), got
+
+
+def test_a_node_stopping_during_an_upload_import_removes_its_file(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    rng = random.Random(3)
+    big = "a,b\n" + "".join(f"{i},{rng.random()}\n" for i in range(2_000_000))
+    status, job, _ = call(s, "PUT", "/api/frames/big/csv", big.encode())
+    assert status == 202, job
+    assert s.stop() == 0
+    # Whether the job had ended or was still running when SIGTERM came, the file is gone.
+    assert uploads(tmp_path, s) == []
+
+
+def test_frame_upload_without_an_import_dir_is_refused(node):
+    s = node("--import-dir", "")
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 409 and got == {"error": "ERR uploads need an import-dir (the node writes them under it)"}
+    assert call(s, "GET", "/api/frames")[1]["frames"] == []

@@ -45,6 +45,12 @@ Result<nlohmann::json> ParseBody(std::string_view body);
 // WRONGPASS), or nothing when it does or none is needed. Thread-safe.
 std::optional<Response> Refuse(const server::Engine& engine, std::string_view authorization);
 
+// Uploads (PUT /api/frames/{name}/csv) are written under <import-dir>/.http-uploads-<port>;
+// "" when import-dir is not set. One directory per node, so that CleanUploads, run as the
+// front end opens, removes only this node's leftovers (a node killed before its import ended).
+std::string UploadDir(const server::Config& config);
+void CleanUploads(const server::Config& config);
+
 // The web page served at / (web/index.html, compiled in).
 std::string_view WebPage();
 
@@ -69,6 +75,8 @@ class Commands {
   // The connection closed: its session goes; a command waiting ends with an error reply.
   void Detach();
   server::Session* session() const { return session_; }
+  // The session's thread (work that outlives the request runs there).
+  asio::any_io_executor executor() { return wake_.get_executor(); }
 
  private:
   asio::awaitable<void> Sleep();
@@ -90,6 +98,12 @@ asio::awaitable<Response> GetFrames(server::Engine&, Commands&, const Request&, 
                                     const Params&);
 asio::awaitable<Response> PostFrame(server::Engine&, Commands&, const Request&, const Params&,
                                     const Params&);
+asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands&, const Request&,
+                                           const Params&, const Params&);
+asio::awaitable<Response> PutFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
+                                      const Params&);
+asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
+                                      const Params&);
 asio::awaitable<Response> GetFrame(server::Engine&, Commands&, const Request&, const Params&,
                                    const Params&);
 asio::awaitable<Response> DeleteFrame(server::Engine&, Commands&, const Request&, const Params&,
