@@ -290,8 +290,8 @@ asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const R
 namespace {
 
 // FRAME.GROUPBY's limits (cmd_frame_analytics.cc), checked here before any list is built.
-constexpr size_t kMaxGroupKeys = 64;
-constexpr size_t kMaxAggregates = 1000;
+constexpr size_t kMaxGroupKeys = server::kMaxGroupByKeys;
+constexpr size_t kMaxAggregates = server::kMaxGroupByAggregates;
 
 // A path segment as it goes into a Location header: unreserved bytes as they are, the rest %XX.
 std::string PathSegment(std::string_view s) {
@@ -327,7 +327,7 @@ Result<std::vector<std::string>> GroupByArgs(const std::string& source, std::str
       const char* not_strings = "ERR keys must be a non-empty array of column names";
       if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
       if (value.size() > kMaxGroupKeys) {
-        return Status::InvalidArgument("ERR at most 64 keys and 1000 aggregates");
+        return Status::InvalidArgument(server::kGroupByLimitsError);
       }
       for (const nlohmann::json& k : value) {
         if (!k.is_string()) return Status::InvalidArgument(not_strings);
@@ -345,7 +345,7 @@ Result<std::vector<std::string>> GroupByArgs(const std::string& source, std::str
       const char* bad = "ERR aggs must be a non-empty array of {\"fn\", \"column\"} objects";
       if (!value.is_array() || value.empty()) return Status::InvalidArgument(bad);
       if (value.size() > kMaxAggregates) {
-        return Status::InvalidArgument("ERR at most 64 keys and 1000 aggregates");
+        return Status::InvalidArgument(server::kGroupByLimitsError);
       }
       for (const nlohmann::json& a : value) {
         if (!a.is_object() || a.size() != 2 || !a.contains("fn") || !a["fn"].is_string() ||

@@ -64,8 +64,9 @@ struct Source {
 bool IsGzip(std::string_view s) { return s.size() >= 2 && s[0] == '\x1f' && s[1] == '\x8b'; }
 
 // Inflates every gzip member of `in`, refusing to pass `limit` bytes of output; checks `cancel`
-// every MiB of output.
-Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel) {
+// every MiB of output, and asks `may_hold` (when set) before each MiB it adds.
+Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel,
+                            const std::function<bool(uint64_t)>& may_hold = nullptr) {
   std::string out;
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 16) != Z_OK) return Status::Internal("zlib init failed");
@@ -89,6 +90,10 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atom
       break;
     }
     const size_t room = static_cast<size_t>(std::min<uint64_t>(limit - out.size(), 1u << 20));
+    if (may_hold && !may_hold(out.size() + room)) {
+      status = Status::ResourceExhausted("the inflated input does not fit in memory");
+      break;
+    }
     const size_t before = out.size();
     out.resize(before + room);
     zs.next_out = reinterpret_cast<Bytef*>(out.data() + before);
@@ -123,7 +128,8 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atom
   return out;
 }
 
-Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel, Source* src) {
+Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel,
+                const std::function<bool(uint64_t)>& may_hold, Source* src) {
   src->loaded = true;
   const std::string& path = src->name;
   // No link followed, no wait on a FIFO: the descriptor is checked (fstat) before it is read.
@@ -161,7 +167,8 @@ Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel, Sour
                                ? UINT64_MAX
                                : compressed * limits.max_gzip_ratio);
     const uint64_t limit = limits.max_input_bytes;
-    FLOE_ASSIGN_OR_RETURN(src->owned, Inflate(src->bytes, std::min(limit, ratio_cap), cancel));
+    FLOE_ASSIGN_OR_RETURN(src->owned,
+                          Inflate(src->bytes, std::min(limit, ratio_cap), cancel, may_hold));
     src->bytes = src->owned;
   } else if (src->bytes.size() > limits.max_input_bytes) {
     return Status::ResourceExhausted(path + ": larger than the input limit");
@@ -576,11 +583,17 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
                                  const ParseOptions& options, const ParseControl& control) {
   uint64_t total = 0;  // progress's bytes_total: loaded sources' bytes, others' sizes on disk
   for (const auto& s : sources) total += s->loaded ? s->bytes.size() : s->disk_size;
+  uint64_t inflated = 0;  // held by the gzip sources loaded so far
+  std::function<bool(uint64_t)> may_hold;
+  if (control.may_hold) {
+    may_hold = [&](uint64_t bytes) { return control.may_hold(inflated + bytes); };
+  }
   auto load = [&](Source* s) {
     if (s->loaded) return Status::OK();
     total -= s->disk_size;
-    FLOE_RETURN_IF_ERROR(LoadFile(options.limits, control.cancel, s));
+    FLOE_RETURN_IF_ERROR(LoadFile(options.limits, control.cancel, may_hold, s));
     total += s->bytes.size();
+    inflated += s->owned.size();
     return Status::OK();
   };
   // The setup comes from the first source with any bytes (an empty first file guesses nothing).
@@ -593,6 +606,13 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     }
   }
   FLOE_ASSIGN_OR_RETURN(Setup setup, GuessSetup(first, options));
+  if (setup.names.size() > 0 &&
+      sources.size() > options.limits.max_column_chunks / setup.names.size()) {
+    return Status::ResourceExhausted(
+        std::to_string(sources.size()) + " files of " + std::to_string(setup.names.size()) +
+        " columns make more than " + std::to_string(options.limits.max_column_chunks) +
+        " column chunks: join the files first");
+  }
   Shared shared{.setup = &setup, .options = &options, .control = &control};
   const uint32_t threads = std::clamp<uint32_t>(
       options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency()), 1,
@@ -757,8 +777,8 @@ Result<ParseResult> ParseBytes(std::string_view data, const ParseOptions& option
   sources.push_back(std::make_unique<Source>());
   sources[0]->loaded = true;
   if (IsGzip(data)) {
-    FLOE_ASSIGN_OR_RETURN(sources[0]->owned,
-                          Inflate(data, options.limits.max_input_bytes, control.cancel));
+    FLOE_ASSIGN_OR_RETURN(sources[0]->owned, Inflate(data, options.limits.max_input_bytes,
+                                                     control.cancel, control.may_hold));
     sources[0]->bytes = sources[0]->owned;
   } else {
     if (data.size() > options.limits.max_input_bytes) {

@@ -74,6 +74,10 @@ struct ParseLimits {
   uint64_t max_gzip_ratio = 1000;
   uint64_t gzip_ratio_floor_bytes = uint64_t{1} << 30;
   uint32_t max_issues = 20;  // issues listed with their line (all are counted)
+  // Files x columns past it is ResourceExhausted before any file is parsed: every file ends a
+  // chunk of every column, and each chunk costs its own bookkeeping (300 one-row files of
+  // 10,000 columns held 2 GB).
+  uint64_t max_column_chunks = uint64_t{1} << 18;
 };
 
 struct ParseOptions {
@@ -137,6 +141,10 @@ struct ParseControl {
   std::function<void(const ParseProgress&)> progress;
   std::chrono::milliseconds progress_interval{100};
   const std::atomic<bool>* cancel = nullptr;  // set it to stop the parse (Cancelled)
+  // Called on the calling thread before inflated (gzip) input grows by another MiB, with the
+  // inflated bytes the parse would then hold; false stops the parse (ResourceExhausted). An
+  // import charges them to maxmemory here, before they are allocated.
+  std::function<bool(uint64_t inflated_bytes)> may_hold;
 };
 
 struct ParseResult {

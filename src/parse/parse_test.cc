@@ -650,6 +650,45 @@ TEST(ParseTest, AGzipFileInflatingPastTheRatioIsRefused) {
   EXPECT_EQ(ok->frame.rows(), uint64_t{1} << 20);
 }
 
+// A gzip input was inflated whole before anything charged it (a 1 MB file inflating to 1 GiB
+// reached 1.6 GB RSS under maxmemory 200mb): the parse now asks before each MiB it inflates.
+TEST(ParseTest, InflatedInputIsAskedForBeforeItGrows) {
+  std::string text = "v\n";
+  for (int i = 0; i < (4 << 20); i++) text += "1\n";  // 8 MiB
+  TempDir dir;
+  dir.Write("a.csv.gz", Gzip(text));
+  dir.Write("b.csv.gz", Gzip(text));
+  constexpr uint64_t kBudget = 12 << 20;  // the first file fits, the second does not
+  uint64_t most = 0;
+  ParseControl control;
+  control.may_hold = [&](uint64_t bytes) {
+    most = std::max(most, bytes);
+    return bytes <= kBudget;
+  };
+  const Result<ParseResult> r = ParseFile(dir.path(), Threads(2), control);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_GT(most, uint64_t{8} << 20);  // both files' bytes counted together
+  EXPECT_LE(most, kBudget + (1 << 20));
+  // Asked, and allowed: the same files parse.
+  control.may_hold = [](uint64_t) { return true; };
+  const Result<ParseResult> ok = ParseFile(dir.path(), Threads(2), control);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->frame.rows(), uint64_t{8} << 20);
+}
+
+// Every file ends a chunk of every column: 300 one-row files of 10,000 columns held 2 GB.
+TEST(ParseTest, FilesTimesColumnsIsBounded) {
+  TempDir dir;
+  for (int i = 0; i < 5; i++) dir.Write("f" + std::to_string(i) + ".csv", "a,b,c\n1,2,3\n");
+  ParseOptions options = Threads(2);
+  options.limits.max_column_chunks = 14;  // 5 files x 3 columns = 15
+  const Result<ParseResult> r = ParseFile(dir.path(), options);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("5 files of 3 columns"), std::string_view::npos);
+  options.limits.max_column_chunks = 15;
+  EXPECT_TRUE(ParseFile(dir.path(), options).ok());
+}
+
 TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
   TempDir dir;
   dir.Write("b.csv", "id,v\n3,z\n4,w\n");

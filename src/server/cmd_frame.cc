@@ -427,6 +427,12 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
       job.Cancel();
     }
   };
+  // Inflated gzip input is charged before each MiB of it is allocated (a 1 MB bomb inflating
+  // to 1 GiB reached 1.6 GB RSS under maxmemory 200mb when it was charged afterwards).
+  control.may_hold = [&](uint64_t inflated) {
+    if (!out_of_memory && !charge.GrowTo(r.input_bytes + inflated).ok()) out_of_memory = true;
+    return !out_of_memory;
+  };
   Result<parse::ParseResult> parsed =
       parse::ParseDirectoryFiles(*r.dir, r.dir_name, r.names, r.options, control);
   if (out_of_memory) return Status::ResourceExhausted(kOomError);

@@ -73,9 +73,7 @@ class EngineBudget : public mr::MemoryBudget {
 
 // The task's cancel flag: CLIENT KILL of the calling client stops its task at the next chunk
 // (with more than one I/O thread another client can send it while the task holds this one).
-const std::atomic<bool>* Killed(CommandContext& ctx) {
-  return &ctx.session.state().kill_requested;
-}
+const std::atomic<bool>* Killed(CommandContext& ctx) { return &ctx.session.state().kill_requested; }
 
 }  // namespace
 
@@ -150,7 +148,8 @@ void CmdFrameQuantile(CommandContext& ctx) {
   Result<size_t> col = FindColumn(**f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
   EngineBudget budget(ctx.engine);
-  Result<std::vector<std::optional<double>>> q = mr::Quantiles(**f, *col, ps, {.cancel = Killed(ctx), .memory = &budget});
+  Result<std::vector<std::optional<double>>> q =
+      mr::Quantiles(**f, *col, ps, {.cancel = Killed(ctx), .memory = &budget});
   if (!q.ok()) return ctx.Error(TaskError(q.status()));
   ctx.out.ArrayHeader(q->size());
   for (const std::optional<double>& v : *q) {
@@ -190,8 +189,8 @@ void CmdFrameGroupBy(CommandContext& ctx) {
     i += 2;
   }
   if (agg_names.empty()) return ctx.SyntaxError();
-  if (key_names.size() > 64 || agg_names.size() > 1000) {
-    return ctx.Error("ERR at most 64 keys and 1000 aggregates");
+  if (key_names.size() > kMaxGroupByKeys || agg_names.size() > kMaxGroupByAggregates) {
+    return ctx.Error(kGroupByLimitsError);
   }
   Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
   if (!f.ok()) return ctx.Error(f.status());

@@ -9,6 +9,7 @@ import random
 import shutil
 import subprocess
 import time
+import zlib
 
 import pytest
 import redis
@@ -313,3 +314,29 @@ def test_frames_match_duckdb(r, tmp_path):
         assert close(num(g[2]), w["m"], 1e-9), (w["grp"], g[2], w["m"])
         assert num(g[3]) == w["mn"] and num(g[4]) == w["mx"], w["grp"]
         assert close(num(g[5]), w["sd"], 1e-9), (w["grp"], g[5], w["sd"])
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_a_gzip_bomb_is_charged_before_it_inflates(make_floe, tmp_path):
+    """A 1 MB gzip file inflating to 1 GiB reached 1.6 GB RSS under maxmemory 200mb: it was
+    inflated whole before the import charged it. Now each MiB is charged before it is
+    inflated, and the import fails with OOM near the limit."""
+    node = make_floe("--maxmemory", "64mb")
+    path = tmp_path / "bomb.csv.gz"
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"1,2\n" * (1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(64):  # 256 MiB inflated
+            f.write(z.compress(block))
+        f.write(z.flush())
+    r = node.client(decode_responses=True)
+    before = peak_rss_kb(node.proc.pid)
+    status = import_frame(r, "bomb", str(path))
+    assert status["state"] == "failed" and "OOM" in status["error"], status
+    grown = peak_rss_kb(node.proc.pid) - before
+    assert grown < 160 * 1024, f"peak RSS grew by {grown} kB"
+    assert r.ping() and r.exists("bomb") == 0
