@@ -199,6 +199,8 @@ asio::awaitable<Response> GetCluster(server::Engine& engine, Commands& c, const 
 }
 
 constexpr int64_t kMaxScanCount = 1000;
+// A string value past it is refused, not shown: as JSON it may take 6x its size (max_answer_bytes).
+constexpr size_t kMaxJsonValueBytes = size_t{10} << 20;
 
 asio::awaitable<Response> GetKeys(server::Engine&, Commands& c, const Request&, const Params&,
                                   const Params& query) {
@@ -266,6 +268,10 @@ asio::awaitable<Response> GetKey(server::Engine&, Commands& c, const Request&, c
     const resp::Reply v = co_await c.Run("GET", key);
     if (IsError(v)) co_return FromError(v);
     if (v.type == resp::Reply::Type::kNull) co_return Error(404, "ERR no such key");
+    if (v.str.size() > kMaxJsonValueBytes) {  // not encoded only to be refused (front_end.cc)
+      co_return Error(507, "ERR the value is " + std::to_string(v.str.size()) +
+                               " bytes, more than the HTTP API shows: read it over RESP");
+    }
     AppendBytes(&out, &first, "value", v.str);
   } else if (type.str == "hll") {
     const resp::Reply info = co_await c.Run("HLL.INFO", key);

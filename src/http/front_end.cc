@@ -400,7 +400,7 @@ void Connection::Deliver(uint64_t ticket, std::string reply) {
 
 void Connection::Charge() {
   if (closed_) return;
-  const size_t now = in_.capacity() + request_.body.capacity() + running_bytes_;
+  const size_t now = in_.capacity() + request_.body.capacity() + running_bytes_ + out_.capacity();
   if (now == charged_) return;
   front_->engine().ChargeClientBuffers(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
   charged_ = now;
@@ -598,7 +598,14 @@ void Connection::Parse() {
 
 void Connection::Answer(internal::Response response, bool close) {
   if (closed_) return;
+  if (response.body.size() > front_->limits().max_answer_bytes) {
+    response = internal::Error(
+        507, "ERR the answer would be " + std::to_string(response.body.size()) +
+                 " bytes, more than HTTP answers may be (" +
+                 std::to_string(front_->limits().max_answer_bytes) + "): read it over RESP");
+  }
   out_ = Serialize(response, close);
+  Charge();  // the answer counts as the client's buffer until it is written
   writing_ = true;
   Arm(front_->limits().idle_timeout_ms);  // a client that never reads its answer is closed
   asio::async_write(socket_, asio::buffer(out_),

@@ -36,9 +36,12 @@ namespace floe::http {
 // What a client controls is bounded (docs/api.md, "Limits").
 struct Limits {
   size_t max_header_bytes = 16 * 1024;  // request line + headers; more: 431
-  size_t max_connections = 1024;        // HTTP connections at once; more: 503 (and maxclients)
-  int64_t read_timeout_ms = 10'000;     // a started request must be complete by then: 408
-  int64_t idle_timeout_ms = 60'000;     // a keep-alive connection idle this long is closed
+  // An answer's body past it is replaced by a 507 (JSON may be 6x its value: control bytes
+  // become \u00XX), so one request cannot make the node hold gigabytes for a slow reader.
+  size_t max_answer_bytes = size_t{64} << 20;
+  size_t max_connections = 1024;     // HTTP connections at once; more: 503 (and maxclients)
+  int64_t read_timeout_ms = 10'000;  // a started request must be complete by then: 408
+  int64_t idle_timeout_ms = 60'000;  // a keep-alive connection idle this long is closed
   // The body's limit is the engine's proto-max-bulk-len (413 above it), read per request.
 };
 

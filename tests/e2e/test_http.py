@@ -1146,3 +1146,20 @@ def test_frame_upload_without_an_import_dir_is_refused(node):
     status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
     assert status == 409 and got == {"error": "ERR uploads need an import-dir (the node writes them under it)"}
     assert call(s, "GET", "/api/frames")[1]["frames"] == []
+
+
+def test_answers_are_bounded_and_charged(node):
+    """A 100 MB value of control bytes became 600 MB of JSON per request, uncharged, and held
+    for a client that did not read it: values past 10 MiB are refused by the key view, and an
+    answer past 64 MiB is replaced by a 507."""
+    s = node()
+    r = s.client()
+    r.set("big", b"\x01" * (11 << 20))
+    status, body, _ = call(s, "GET", "/api/keys/big")
+    assert status == 507 and "read it over RESP" in body["error"], body
+    status, body, _ = call(s, "POST", "/api/command", ["GET", "big"])  # 66 MiB as JSON
+    assert status == 507 and "more than HTTP answers may be" in body["error"], body
+    r.set("fine", b"\x01" * (1 << 20))
+    status, body, _ = call(s, "GET", "/api/keys/fine")
+    assert status == 200 and len(body["value"]) == 1 << 20
+    assert r.ping()
