@@ -134,6 +134,16 @@ Json JobObject(const resp::Reply& r) {
   return j;
 }
 
+// A started job's answer: 202, its status, and its Location.
+asio::awaitable<Response> JobAccepted(Commands& c, int64_t job) {
+  const std::string id = std::to_string(job);
+  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
+  if (IsError(status)) co_return Failed(status);
+  Response out = Ok(JobObject(status), 202);
+  out.headers.emplace_back("Location", "/api/jobs/" + id);
+  co_return out;
+}
+
 // The job's id as the commands take it: digits only here, so a path segment is never read as
 // a command's other argument; JOB.* checks the range.
 bool JobIdSegment(const std::string& id) {
@@ -279,12 +289,7 @@ asio::awaitable<Response> PostFrame(server::Engine& engine, Commands& c, const R
   if (!args.ok()) co_return Error(400, args.status().message());
   const resp::Reply r = co_await c.RunArgs(std::move(*args));
   if (IsError(r)) co_return Failed(r);
-  const std::string id = std::to_string(r.integer);
-  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
-  if (IsError(status)) co_return Failed(status);
-  Response out = Ok(JobObject(status), 202);
-  out.headers.emplace_back("Location", "/api/jobs/" + id);
-  co_return out;
+  co_return co_await JobAccepted(c, r.integer);
 }
 
 namespace {
@@ -528,12 +533,7 @@ asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const
   }
   asio::co_spawn(c.executor(), RemoveWhenJobEnds(&engine, static_cast<uint64_t>(r.integer), *file),
                  asio::detached);
-  const std::string id = std::to_string(r.integer);
-  const resp::Reply status = co_await c.Run("JOB.STATUS", id);
-  if (IsError(status)) co_return Failed(status);
-  Response out = Ok(JobObject(status), 202);
-  out.headers.emplace_back("Location", "/api/jobs/" + id);
-  co_return out;
+  co_return co_await JobAccepted(c, r.integer);
 }
 
 namespace {
