@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <map>
 #include <optional>
@@ -136,11 +135,41 @@ std::string ReadSmallFile(const std::string& path) {
   return out;
 }
 
-// Whether `dir` holds anything besides the files this node's own checks keep there.
+// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a torn
+// or empty one: a temporary file (`path`.tmp), fsync, rename, fsync of the directory.
+bool WriteFileDurably(const std::string& path, std::string_view bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = done == bytes.size() && fsync(fd) == 0;
+  close(fd);
+  if (!synced || rename(tmp.c_str(), path.c_str()) != 0) {
+    unlink(tmp.c_str());
+    return false;
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return true;
+}
+
+// Whether `dir` holds anything besides the files this node's own checks keep there (and their
+// temporary copies, left by a crash in WriteFileDurably).
 bool HoldsALog(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
+    std::string name = entry.path().filename().string();
+    if (name.ends_with(".tmp")) name.resize(name.size() - 4);
     if (name != "LOCK" && name != "member" && name != kClusterIdFile) return true;
   }
   return false;
@@ -235,11 +264,8 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
         "it holds the metadata of another cluster (another --cluster-name or member list, or "
         "this node under another id): give this cluster its own --dir, or remove the directory");
   }
-  if (found != identity) {
-    std::ofstream out(identity_path, std::ios::binary | std::ios::trunc);
-    out << identity;
-    out.flush();
-    if (!out) return failed("cannot write " + identity_path);
+  if (found != identity && !WriteFileDurably(identity_path, identity)) {
+    return failed("cannot write " + identity_path + ": " + std::strerror(errno));
   }
   // A leader unheard of for this long (raft waits 1-2 times it) is replaced: well inside the
   // node timeout, so the metadata has a leader again before clients give up on a command.
@@ -450,12 +476,12 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   if (cluster_id_known.exchange(true)) return;
   // Once per life, a few bytes: the Raft thread may write them (rule M1's "never blocks" is
   // about waiting on others). A directory that cannot keep it only loses the early check.
-  std::ofstream out(cluster_id_path, std::ios::binary | std::ios::trunc);
-  out << id.ToString() << "\n";
-  out.flush();
-  if (!out)
-    FLOE_LOG_WARN("cannot write {}: a restart will learn the cluster id from its log",
-                  cluster_id_path);
+  if (!WriteFileDurably(cluster_id_path, id.ToString() + "\n")) {
+    FLOE_LOG_WARN(
+        "cannot write {}: {}; until it is written, a restart of this member checks no cluster id "
+        "in HELLO before its log is read",
+        cluster_id_path, std::strerror(errno));
+  }
 }
 
 ClusterNode::Impl::ProxyMap::iterator ClusterNode::Impl::Drop(ProxyMap::iterator it) {

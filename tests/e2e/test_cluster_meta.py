@@ -128,6 +128,33 @@ def test_a_directory_held_by_another_start_or_another_cluster_is_refused(cluster
     assert "it holds the metadata of another cluster" in text, text
 
 
+def test_temporary_copies_left_by_a_crash_do_not_count_as_a_log(clusters):
+    """The member and cluster-id files are written to a temporary copy, synced and renamed (a
+    crash mid-write left a torn file, refused at every start after). A copy left behind by such
+    a crash is not a log: the member starts, and its files are whole."""
+    c = clusters.make(2, hosts=HOSTS3[:2], same_ports=True, start=False)
+    for node in c.nodes:
+        where = os.path.join(clusters.data_dir, f"{node.host}-{node.cluster_port}")
+        os.makedirs(where)
+        for name in ("member.tmp", "cluster-id.tmp"):
+            with open(os.path.join(where, name), "w") as f:
+                f.write("torn")
+    for node in c.nodes:
+        node.start()
+    c.wait_formed()
+    wait_agreed(c.nodes)
+    for node in c.nodes:
+        where = os.path.join(clusters.data_dir, f"{node.host}-{node.cluster_port}")
+        deadline = time.time() + 10
+        while not os.path.exists(os.path.join(where, "cluster-id")):
+            assert time.time() < deadline, os.listdir(where)
+            time.sleep(0.05)
+        with open(os.path.join(where, "member")) as f:
+            assert f.read().endswith("\n")
+        with open(os.path.join(where, "cluster-id")) as f:
+            assert len(f.read().strip()) >= 32
+
+
 def test_a_member_off_loopback_runs_without_agreed_metadata_and_says_why(clusters):
     c = clusters.make(1, start=False, env={"FLOE_CLUSTER_SECRET": "s3cret"})
     node = c[0]
