@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -232,20 +233,16 @@ namespace {
 // "na": [..], "replace": bool}; InvalidArgument with the text to send. A relative path is taken
 // under --import-dir (the command takes it under the working directory): a page's user knows
 // the import dir, not where the node was started.
-Result<std::vector<std::string>> ImportArgs(const server::Engine& engine, std::string_view body) {
+Result<std::vector<std::string>> ImportArgs(const server::Engine&, std::string_view body) {
   FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
   auto text = [&](const char* name) { return j.contains(name) && j[name].is_string(); };
   if (!j.is_object() || !text("name") || !text("path")) {
     return Status::InvalidArgument(
         "ERR the body must be an object with string \"name\" and \"path\"");
   }
-  std::string path = j["path"].get<std::string>();
-  if (!path.empty() && path.front() != '/') {
-    if (std::string dir = engine.config().import_dir; !dir.empty()) {
-      path = std::move(dir.append("/").append(path));  // FRAME.IMPORT resolves and checks it
-    }
-  }
-  std::vector<std::string> args = {"FRAME.IMPORT", j["name"].get<std::string>(), std::move(path)};
+  // A relative path is taken under import-dir by FRAME.IMPORT itself.
+  std::vector<std::string> args = {"FRAME.IMPORT", j["name"].get<std::string>(),
+                                   j["path"].get<std::string>()};
   for (const auto& [field, value] : j.items()) {
     if (field == "name" || field == "path") continue;
     if (field == "sep") {
@@ -492,7 +489,12 @@ Result<std::vector<std::string>> UploadOptions(const Params& query) {
 
 std::string UploadDir(const server::Config& config) {
   if (config.import_dir.empty()) return "";
-  return config.import_dir + "/.http-uploads-" + std::to_string(config.port);
+  // Absolute: FRAME.IMPORT would take a relative path under import-dir a second time.
+  std::error_code ec;
+  std::string root = std::filesystem::absolute(config.import_dir, ec).lexically_normal().string();
+  if (ec) return "";
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  return root + "/.http-uploads-" + std::to_string(config.port);
 }
 
 void CleanUploads(const server::Config& config) {

@@ -491,6 +491,8 @@ void CmdFrameImport(CommandContext& ctx) {
     std::string spelled_root =
         std::filesystem::absolute(dir.empty() ? "." : dir, ec).lexically_normal().string();
     while (spelled_root.size() > 1 && spelled_root.back() == '/') spelled_root.pop_back();
+    // A relative path names a file under import-dir, wherever the node was started.
+    if (r.path.front() != '/') r.path = spelled_root + "/" + r.path;
     if (Status s = CheckUnderImportDir(resolved_root, spelled_root, r.path, &real); !s.ok()) {
       return ctx.Error(s);
     }

@@ -122,6 +122,13 @@ TEST_F(FrameCommandsTest, ImportReadsOnlyUnderImportDir) {
   // A directory under it holding such a link is refused whole.
   EXPECT_THAT(Run({"FRAME.IMPORT", "f", dir_}), ErrStartsWith("ERR '" + link + "' is outside"));
   EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(0));
+  // A relative path is under import-dir, wherever the node runs (it was the working
+  // directory's, so a node started elsewhere refused every relative path as outside).
+  const std::string name = dir_.substr(std::string("/tmp/").size()) + "/rel.csv";
+  Write("rel.csv", kCsv);
+  EXPECT_EQ(Import({"r", name}), "done");
+  EXPECT_THAT(Run({"FRAME.IMPORT", "x", "../etc/hostname"}),
+              ErrStartsWith("ERR '/tmp/../etc/hostname' is outside import-dir"));
 }
 
 TEST_F(FrameCommandsTest, KeyspaceCommandsTreatAFrameSanely) {
