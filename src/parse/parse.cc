@@ -5,7 +5,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -37,8 +36,9 @@ constexpr uint32_t kMaxThreads = 256;
 // ---------------------------------------------------------------------------------------------
 // Sources
 
-// A file is loaded (mapped, or inflated) only when its turn comes and released after it, so a
-// directory of gzip files holds one inflated file at a time.
+// A file is loaded (read, or inflated) only when its turn comes and released after it, so a
+// directory holds one loaded file at a time. Files are read, not mapped: a mapped file that
+// another process truncates raises SIGBUS at the next page read, which would end the node.
 struct Source {
   std::string name;
   int dir_fd = -1;  // opened as openat(dir_fd, open_name) when its turn comes
@@ -46,16 +46,14 @@ struct Source {
   bool loaded = false;
   uint64_t disk_size = 0;  // before loading: what progress counts for it
   std::string_view bytes;
-  std::string owned;  // inflated gzip
-  void* map = nullptr;
-  size_t map_size = 0;
+  std::string owned;             // inflated gzip
+  std::unique_ptr<char[]> read;  // the file's bytes as read (not zero-filled first)
   Source() = default;
   Source(const Source&) = delete;
   Source& operator=(const Source&) = delete;
   ~Source() { Release(); }
   void Release() {
-    if (map != nullptr) munmap(map, map_size);
-    map = nullptr;
+    read.reset();
     bytes = {};
     std::string().swap(owned);
   }
@@ -68,6 +66,18 @@ bool IsGzip(std::string_view s) { return s.size() >= 2 && s[0] == '\x1f' && s[1]
 Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel,
                             const std::function<bool(uint64_t)>& may_hold = nullptr) {
   std::string out;
+  // The last member's trailer gives its size (mod 2^32): reserved at once, with a MiB to spare
+  // for the call that meets the end, so a file of one member never grows geometrically.
+  if (in.size() >= 18) {
+    const auto* t = reinterpret_cast<const unsigned char*>(in.data() + in.size() - 4);
+    const uint64_t isize =
+        uint64_t{t[0]} | uint64_t{t[1]} << 8 | uint64_t{t[2]} << 16 | uint64_t{t[3]} << 24;
+    const uint64_t hint = std::min<uint64_t>(limit, isize + (1u << 20));
+    if (may_hold && !may_hold(hint)) {
+      return Status::ResourceExhausted("the inflated input does not fit in memory");
+    }
+    out.reserve(static_cast<size_t>(hint));
+  }
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 16) != Z_OK) return Status::Internal("zlib init failed");
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
@@ -90,9 +100,16 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atom
       break;
     }
     const size_t room = static_cast<size_t>(std::min<uint64_t>(limit - out.size(), 1u << 20));
-    if (may_hold && !may_hold(out.size() + room)) {
-      status = Status::ResourceExhausted("the inflated input does not fit in memory");
-      break;
+    if (out.size() + room > out.capacity()) {
+      // Grown geometrically, and asked for first as what the growth holds at its peak: the old
+      // buffer and the new one together.
+      const auto next = static_cast<size_t>(std::min<uint64_t>(
+          limit, std::max<uint64_t>(uint64_t{out.capacity()} * 2, out.size() + room)));
+      if (may_hold && !may_hold(uint64_t{out.capacity()} + next)) {
+        status = Status::ResourceExhausted("the inflated input does not fit in memory");
+        break;
+      }
+      out.reserve(next);
     }
     const size_t before = out.size();
     out.resize(before + room);
@@ -145,16 +162,34 @@ Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel,
     return Status::InvalidArgument(path + ": not a regular file");
   }
   const auto size = static_cast<size_t>(st.st_size);
+  if (size > limits.max_input_bytes) {
+    close(fd);
+    return Status::ResourceExhausted(path + ": larger than the input limit");
+  }
   if (size > 0) {
-    void* m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
+    src->read.reset(new (std::nothrow) char[size]);
+    if (src->read == nullptr) {
       close(fd);
-      return Status::Internal(path + ": mmap failed: " + std::strerror(errno));
+      return Status::ResourceExhausted(path + ": not enough memory to read it");
     }
-    madvise(m, size, MADV_SEQUENTIAL);
-    src->map = m;
-    src->map_size = size;
-    src->bytes = std::string_view(static_cast<const char*>(m), size);
+    size_t got = 0;
+    while (got < size) {
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+        close(fd);
+        return Status::Cancelled("parse cancelled");
+      }
+      const ssize_t n = pread(fd, src->read.get() + got, std::min<size_t>(size - got, 8u << 20),
+                              static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        close(fd);
+        return Status::Internal(path + ": read failed: " + std::strerror(err));
+      }
+      if (n == 0) break;  // it shrank since fstat: what it still held is what is parsed
+      got += static_cast<size_t>(n);
+    }
+    src->bytes = std::string_view(src->read.get(), got);
   }
   close(fd);
   if (IsGzip(src->bytes)) {
@@ -170,6 +205,7 @@ Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel,
     FLOE_ASSIGN_OR_RETURN(src->owned,
                           Inflate(src->bytes, std::min(limit, ratio_cap), cancel, may_hold));
     src->bytes = src->owned;
+    src->read.reset();  // the compressed bytes
   } else if (src->bytes.size() > limits.max_input_bytes) {
     return Status::ResourceExhausted(path + ": larger than the input limit");
   }
