@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "parse/internal/csv.h"
+#include "testing/gzip.h"
 
 namespace floe::parse {
 namespace {
@@ -578,19 +579,7 @@ TEST(ParseTest, OneThreadAndManyThreadsGiveTheSameFrame) {
   }
 }
 
-std::string Gzip(std::string_view in) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, in.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using testing::Gzip;
 
 class TempDir {
  public:

@@ -682,6 +682,17 @@ def write_small_csv(path):
                     "5,1.5,south\nNA,3,north\n")
 
 
+def node_with_small_frame(node, tmp_path, name):
+    """A node whose import dir holds the small CSV, imported over HTTP as frame `name`; the node
+    and the import's job."""
+    s = node("--import-dir", str(tmp_path))
+    write_small_csv(tmp_path / f"{name}.csv")
+    status, job, _ = call(s, "POST", "/api/frames", {"name": name, "path": f"{name}.csv"})
+    assert status == 202, job
+    wait_http_job(s, job["id"])
+    return s, job
+
+
 def test_frames_import_inspect_and_drop(node, tmp_path):
     s = node("--import-dir", str(tmp_path))
     r = s.client(decode_responses=True)
@@ -741,11 +752,7 @@ def test_frames_import_inspect_and_drop(node, tmp_path):
 
 
 def test_jobs_list_status_and_cancel(node, tmp_path):
-    s = node("--import-dir", str(tmp_path))
-    write_small_csv(tmp_path / "a.csv")
-    status, job, _ = call(s, "POST", "/api/frames", {"name": "a", "path": "a.csv"})
-    assert status == 202, job
-    wait_http_job(s, job["id"])
+    s, job = node_with_small_frame(node, tmp_path, "a")
     status, jobs, _ = call(s, "GET", "/api/jobs")
     assert status == 200
     assert [(j["id"], j["kind"], j["state"], j["percent"]) for j in jobs["jobs"]] == [
@@ -775,11 +782,7 @@ def test_jobs_list_status_and_cancel(node, tmp_path):
 
 
 def test_frames_and_jobs_refuse_hostile_input(node, tmp_path):
-    s = node("--import-dir", str(tmp_path))
-    write_small_csv(tmp_path / "t.csv")
-    status, job, _ = call(s, "POST", "/api/frames", {"name": "t", "path": "t.csv"})
-    assert status == 202, job
-    wait_http_job(s, job["id"])
+    s, job = node_with_small_frame(node, tmp_path, "t")
     cases = [
         # Rows, bins and probabilities: the commands' own ranges and texts.
         ("GET", "/api/frames/t/head?n=1001", None, 400, "ERR n must be between 0 and 1000"),
@@ -840,11 +843,7 @@ def test_frames_and_jobs_refuse_hostile_input(node, tmp_path):
 def test_frame_endpoints_read_resp3_replies_too(node, tmp_path):
     """A connection that switched to RESP3 (HELLO 3 through /api/command) gets maps and real
     doubles from the commands: the endpoints answer the same JSON."""
-    s = node("--import-dir", str(tmp_path))
-    write_small_csv(tmp_path / "t.csv")
-    status, job, _ = call(s, "POST", "/api/frames", {"name": "t", "path": "t.csv"})
-    assert status == 202, job
-    wait_http_job(s, job["id"])
+    s, job = node_with_small_frame(node, tmp_path, "t")
     paths = ["/api/frames/t", "/api/frames/t/head?n=2", "/api/frames/t/columns/price/summary?bins=3",
              "/api/frames/t/columns/price/quantiles?p=0.5,1", "/api/jobs", f"/api/jobs/{job['id']}"]
     resp2 = {p: call(s, "GET", p)[1] for p in paths}
