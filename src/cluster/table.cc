@@ -54,6 +54,10 @@ void PutMember(wire::Writer& w, const TableMember& m) {
   w.PutU8(static_cast<uint8_t>((m.leaving ? 1 : 0) | (m.suspected ? 2 : 0)));
 }
 
+// The fewest bytes PutMember writes: seven fields of at least one byte (an empty host is its
+// length alone). A member count beyond remaining() / kMinMemberBytes is a lie.
+constexpr size_t kMinMemberBytes = 7;
+
 Status GetPort(wire::Reader& r, uint16_t* port) {
   uint32_t v = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint32(&v));
@@ -198,8 +202,7 @@ Result<Change> DecodeChange(std::string_view bytes) {
   }
   uint64_t members = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&members));
-  // A member takes at least eight bytes.
-  if (members > kMaxMembers || members > r.remaining() / 8) {
+  if (members > kMaxMembers || members > r.remaining() / kMinMemberBytes) {
     return Status::Corruption("bad member count");
   }
   c.members.resize(members);
@@ -610,8 +613,9 @@ Result<Table> Table::Decode(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetFixed64(&t.cluster_id_.lo));
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
-  // A member takes at least eight bytes.
-  if (n > kMaxMembers || n > r.remaining() / 8) return Status::Corruption("bad member count");
+  if (n > kMaxMembers || n > r.remaining() / kMinMemberBytes) {
+    return Status::Corruption("bad member count");
+  }
   t.members_.resize(n);
   for (TableMember& m : t.members_) FLOE_RETURN_IF_ERROR(GetMember(r, &m));
   for (SlotState& st : t.slots_) {
