@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 // ---------------------------------------------------------------------------------------------
@@ -324,6 +325,32 @@ uint64_t WallMicros();  // since the Unix epoch, for expiry times users give
 uint64_t CycleNow();
 // Converts a number of CycleNow ticks to microseconds (calibrated once, at first use).
 double CyclesToMicros(uint64_t ticks);
+
+// ---------------------------------------------------------------------------------------------
+// Threads.
+// Starts a thread running `fn`, or returns ResourceExhausted when the system has none to give
+// (std::thread throws std::system_error, which would end the process from wherever a worker is
+// started). Callers degrade: run the work on the calling thread, or fail their job.
+template <typename F>
+Result<std::thread> StartThread(F&& fn);
+
+namespace internal {
+// Tests: the next `n` StartThread calls fail as if the system were out of threads.
+void FailNextThreadStarts(int n);
+bool ConsumeThreadStartFailure();
+}  // namespace internal
+
+template <typename F>
+Result<std::thread> StartThread(F&& fn) {
+  if (internal::ConsumeThreadStartFailure()) {
+    return Status::ResourceExhausted("cannot start a thread (injected)");
+  }
+  try {
+    return std::thread(std::forward<F>(fn));
+  } catch (const std::system_error& e) {
+    return Status::ResourceExhausted(std::string("cannot start a thread: ") + e.what());
+  }
+}
 
 }  // namespace floe
 

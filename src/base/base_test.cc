@@ -125,6 +125,21 @@ TEST(ClockTest, CycleClockMeasuresDurations) {
   EXPECT_LT(us, 2'000'000.0);
 }
 
+TEST(ThreadTest, StartThreadRunsOrSaysWhy) {
+  std::atomic<int> ran{0};
+  Result<std::thread> t = StartThread([&ran] { ran.store(1); });
+  ASSERT_TRUE(t.ok());
+  t->join();
+  EXPECT_EQ(ran.load(), 1);
+  internal::FailNextThreadStarts(1);
+  Result<std::thread> refused = StartThread([&ran] { ran.store(2); });
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  Result<std::thread> again = StartThread([] {});
+  ASSERT_TRUE(again.ok());
+  again->join();
+  EXPECT_EQ(ran.load(), 1);
+}
+
 TEST(MutexTest, GuardsACounter) {
   Mutex mu;
   int counter = 0;

@@ -102,3 +102,24 @@ double CyclesToMicros(uint64_t ticks) {
 }
 
 }  // namespace floe
+
+namespace floe::internal {
+
+namespace {
+// relaxed: a test sets it before the code under test starts its threads.
+std::atomic<int> thread_start_failures{0};
+}  // namespace
+
+void FailNextThreadStarts(int n) { thread_start_failures.store(n, std::memory_order_relaxed); }
+
+bool ConsumeThreadStartFailure() {
+  int left = thread_start_failures.load(std::memory_order_relaxed);
+  while (left > 0) {
+    if (thread_start_failures.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace floe::internal

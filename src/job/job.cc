@@ -65,7 +65,7 @@ Result<uint64_t> Registry::Start(std::string kind, std::string description, Work
   counters_.running++;
   // The thread holds a reference: a job forgotten by Trim is never forgotten while running
   // (Trim keeps running jobs), but the reference makes that independent of Trim's rule.
-  job->thread = std::thread([this, job, work = std::move(work)]() mutable {
+  Result<std::thread> thread = StartThread([this, job, work = std::move(work)]() mutable {
     // An exception (an allocation that failed) fails the job instead of ending the process.
     Status s;
     try {
@@ -77,6 +77,16 @@ Result<uint64_t> Registry::Start(std::string kind, std::string description, Work
     }
     Finish(job.get(), s);
   });
+  if (!thread.ok()) {
+    // Never started: forgotten, so no job stays "running" with nothing to run it.
+    jobs_.pop_back();
+    counters_.started--;
+    counters_.running--;
+    counters_.refused++;
+    return Status::ResourceExhausted("cannot start the job: " +
+                                     std::string(thread.status().message()));
+  }
+  job->thread = std::move(*thread);
   return raw->id;
 }
 

@@ -67,6 +67,21 @@ TEST(JobTest, CancelStopsARunningJobAndRefusesAFinishedOne) {
   EXPECT_EQ(r.counters().cancelled, 1u);
 }
 
+TEST(JobTest, AJobWithoutAThreadIsRefusedAndForgotten) {
+  Registry r;
+  floe::internal::FailNextThreadStarts(1);
+  Result<uint64_t> refused = r.Start("import", "", [](Context&) { return Status::OK(); });
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(r.counters().running, 0u);
+  EXPECT_EQ(r.counters().refused, 1u);
+  EXPECT_TRUE(r.List().empty());
+  // The next one starts as usual.
+  Result<uint64_t> id = r.Start("import", "", [](Context&) { return Status::OK(); });
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(r.TEST_Wait(*id).ok());
+  EXPECT_EQ(r.counters().done, 1u);
+}
+
 TEST(JobTest, RunningJobsAreBounded) {
   Registry r({.max_running = 2, .max_kept = 10});
   uint64_t a = *r.Start("a", "", UntilCancelled);

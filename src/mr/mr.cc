@@ -57,7 +57,13 @@ Status ForkJoin(size_t n, const TaskOptions& options, const std::function<void(s
   };
   std::vector<std::thread> workers;
   workers.reserve(threads - 1);
-  for (size_t t = 1; t < threads; t++) workers.emplace_back(work);
+  for (size_t t = 1; t < threads; t++) {
+    // Workers take chunks from a shared counter: a thread the system refuses leaves the work to
+    // the others, the calling thread at the least.
+    Result<std::thread> worker = StartThread(work);
+    if (!worker.ok()) break;
+    workers.push_back(std::move(*worker));
+  }
   work();
   for (auto& w : workers) w.join();
   if (!failure.ok()) return failure;

@@ -70,6 +70,17 @@ TEST(MrTest, ReduceRunsInChunkOrderWhateverTheThreads) {
   }
 }
 
+TEST(MrTest, ThreadsTheSystemRefusesLeaveTheWorkToTheOthers) {
+  for (int refused : {1, 7}) {
+    floe::internal::FailNextThreadStarts(refused);
+    Result<size_t> sum = MapReduce<size_t>(
+        100, [](size_t k) { return k; }, [](size_t& a, size_t&& b) { a += b; }, {.threads = 8});
+    floe::internal::FailNextThreadStarts(0);
+    ASSERT_TRUE(sum.ok()) << refused;
+    EXPECT_EQ(*sum, 99u * 100u / 2) << refused;
+  }
+}
+
 TEST(MrTest, CancelledTaskReturnsCancelled) {
   std::atomic<bool> cancel{true};
   Result<int> r = MapReduce<int>(

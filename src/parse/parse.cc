@@ -452,11 +452,21 @@ struct Split {
   std::vector<const char*> starts;  // ranges + 1 row starts; range i is [starts[i], starts[i+1])
 };
 
+// Runs f(0..n-1), f(0) and any whose thread the system refused on the calling thread.
 template <typename F>
 void RunAll(size_t n, F&& f) {
   std::vector<std::thread> threads;
-  for (size_t i = 1; i < n; i++) threads.emplace_back([&f, i] { f(i); });
+  std::vector<size_t> inline_runs;
+  for (size_t i = 1; i < n; i++) {
+    Result<std::thread> t = StartThread([&f, i] { f(i); });
+    if (t.ok()) {
+      threads.push_back(std::move(*t));
+    } else {
+      inline_runs.push_back(i);
+    }
+  }
   if (n > 0) f(0);
+  for (size_t i : inline_runs) f(i);
   for (std::thread& t : threads) t.join();
 }
 
@@ -721,24 +731,32 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     std::condition_variable cv;
     size_t running = ranges;
     std::vector<std::thread> workers;
+    std::vector<size_t> inline_ranges;
+    auto parse_range = [&](size_t i) {
+      Piece& piece = pieces[first_piece + i];
+      // An exception (an allocation that failed) fails the parse instead of ending the
+      // process from a worker thread.
+      try {
+        RangeParser parser(&shared, &piece);
+        piece.status = parser.Run(split.starts[i], split.starts[i + 1]);
+      } catch (const std::bad_alloc&) {
+        piece.status = Status::ResourceExhausted("out of memory while parsing");
+      } catch (const std::exception& e) {
+        piece.status = Status::Internal(std::string("parse failed: ") + e.what());
+      }
+      if (!piece.status.ok()) shared.failed.store(true, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(mu);
+      if (--running == 0) cv.notify_all();
+    };
     for (size_t i = 0; i < ranges; i++) {
-      workers.emplace_back([&, i] {
-        Piece& piece = pieces[first_piece + i];
-        // An exception (an allocation that failed) fails the parse instead of ending the
-        // process from a worker thread.
-        try {
-          RangeParser parser(&shared, &piece);
-          piece.status = parser.Run(split.starts[i], split.starts[i + 1]);
-        } catch (const std::bad_alloc&) {
-          piece.status = Status::ResourceExhausted("out of memory while parsing");
-        } catch (const std::exception& e) {
-          piece.status = Status::Internal(std::string("parse failed: ") + e.what());
-        }
-        if (!piece.status.ok()) shared.failed.store(true, std::memory_order_relaxed);
-        std::lock_guard<std::mutex> lock(mu);
-        if (--running == 0) cv.notify_all();
-      });
+      Result<std::thread> t = StartThread([&parse_range, i] { parse_range(i); });
+      if (t.ok()) {
+        workers.push_back(std::move(*t));
+      } else {
+        inline_ranges.push_back(i);  // no thread to be had: parsed here, without progress reports
+      }
     }
+    for (size_t i : inline_ranges) parse_range(i);
     {
       std::unique_lock<std::mutex> lock(mu);
       while (!cv.wait_for(lock, control.progress_interval, [&] { return running == 0; })) {

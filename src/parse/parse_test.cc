@@ -565,6 +565,15 @@ TEST(ParseTest, OneThreadAndManyThreadsGiveTheSameFrame) {
     o.threads = t;
     EXPECT_EQ(expected, Dump(Parse(text, o))) << t << " threads";
   }
+  // Threads the system refuses: their ranges are parsed on the calling thread, same frame.
+  for (int refused : {1, 100}) {
+    ParseOptions o = base;
+    o.threads = 7;
+    floe::internal::FailNextThreadStarts(refused);
+    const std::string with_refusals = Dump(Parse(text, o));
+    floe::internal::FailNextThreadStarts(0);
+    EXPECT_EQ(expected, with_refusals) << refused << " threads refused";
+  }
   // The issues' lines point at the rows: every reported line starts a row of the file.
   std::vector<size_t> line_start = {0};
   for (size_t i = 0; i < text.size(); i++) {
