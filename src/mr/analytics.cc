@@ -256,7 +256,12 @@ double Interpolate(double a, double b, double frac) {
   if (a == b) return a;
   if (a == -kInf) return b == kInf ? std::numeric_limits<double>::quiet_NaN() : -kInf;
   if (b == kInf) return kInf;
-  return a + (b - a) * frac;
+  if (frac == 0) return a;
+  const double gap = b - a;
+  // Finite ends of opposite signs past half the range: their gap overflows to inf, so weigh
+  // each end instead (a result between them, not inf).
+  if (std::isinf(gap)) return a * (1 - frac) + b * frac;
+  return a + gap * frac;
 }
 
 // The values of the given ranks (0-based among the `n` non-NA values, each < n), by the

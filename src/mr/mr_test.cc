@@ -308,6 +308,17 @@ Frame OneColumn(const std::vector<double>& vals) {
   return *b.Finish();
 }
 
+TEST(MrTest, QuantilesBetweenTheLargestDoublesOfBothSigns) {
+  // Between the largest finite doubles of both signs: the gap overflows, the quantile does not.
+  Frame ends = OneColumn({-1.7e308, 1.7e308});
+  Result<std::vector<std::optional<double>>> q = Quantiles(ends, 0, {0.0, 0.25, 0.5, 1.0});
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(*(*q)[0], -1.7e308);
+  EXPECT_DOUBLE_EQ(*(*q)[1], -0.85e308);
+  EXPECT_EQ(*(*q)[2], 0.0);
+  EXPECT_EQ(*(*q)[3], 1.7e308);
+}
+
 // Regression: the refinement over equal-width value ranges took one pass per ~10 binary
 // orders of magnitude on values spread over the doubles' exponents (hundreds of column reads),
 // and gathered a whole column into memory when its range was subnormal. Now: 9 reads of the
