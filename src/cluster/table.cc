@@ -508,6 +508,8 @@ Status Table::Apply(const Change& c) {
     }
     case Kind::kInitialize: {
       if (!members_.empty()) return Refused("the table is initialized already");
+      // Rule M5: the id is what tells this cluster's members from another's; none tells nothing.
+      if (c.cluster_id.empty()) return Refused("a new cluster needs a cluster id");
       Result<Table> t = Initial(c.members, c.count);
       if (!t.ok()) return Refused(std::string(t.status().message()));
       *this = std::move(*t);

@@ -203,11 +203,14 @@ TEST(TableTest, TheFirstEntryInitializesAnEmptyTableOnce) {
                                        .port = 7100,
                                        .raft_port = 7101});
   }
+  init.cluster_id = ClusterId::Random();
   ASSERT_TRUE(empty.Apply(init).ok());
   EXPECT_EQ(empty.epoch(), 1u);
   Table expected = Table::Initial(Members(3), 1);
-  EXPECT_EQ(empty.Encode().substr(2), expected.Encode().substr(2))
-      << "the same table as Table::Initial, but for the epoch";
+  // The same table as Table::Initial, but for the epoch and the cluster id.
+  EXPECT_EQ(empty.members(), expected.members());
+  for (uint16_t s = 0; s < kSlots; s++) ASSERT_EQ(empty.slot(s), expected.slot(s)) << s;
+  EXPECT_EQ(empty.cluster_id(), init.cluster_id);
   Status again = empty.Apply(init);
   EXPECT_NE(again.message().find("initialized already"), std::string::npos) << again.ToString();
   // Ids must be 1..n; addresses valid and distinct.
@@ -404,6 +407,9 @@ TEST(TableTest, InitializeRecordsTheClusterId) {
   init.members = {Joiner(1), Joiner(2)};
   init.members[0].id = 1;
   init.members[1].id = 2;
+  // An all-zero id tells no cluster from another: refused, the table stays empty.
+  EXPECT_FALSE(t.Apply(init).ok());
+  EXPECT_TRUE(t.members().empty());
   init.cluster_id = ClusterId::Random();
   ASSERT_TRUE(t.Apply(init).ok());
   EXPECT_EQ(t.cluster_id(), init.cluster_id);
