@@ -482,4 +482,9 @@ Config Engine::config() const {
   return config_;
 }
 
+void Engine::SetBoundPort(int port) {
+  MutexLock lock(&config_mu_);
+  config_.port = port;
+}
+
 }  // namespace floe::server

@@ -657,6 +657,7 @@ Status Server::Run() {
     m.workers.push_back(std::move(w));
   }
   bound_port_.store(port);
+  m.engine->SetBoundPort(port);
   std::vector<asio::io_context*> contexts;
   for (auto& w : m.workers) contexts.push_back(&w->io);
   for (auto& f : m.front_ends) FLOE_RETURN_IF_ERROR(f->Open(*m.engine, contexts));

@@ -530,6 +530,9 @@ class Engine {
 
   // A copy of the current configuration (CONFIG SET may change it).
   Config config() const;
+  // The port the listener bound (`--port 0` picks one): what INFO's tcp_port and everything
+  // named by the node's port (the HTTP upload directory) show from then on.
+  void SetBoundPort(int port);
   // The hot settings, readable without the config mutex.
   int64_t maxmemory() const { return maxmemory_.load(std::memory_order_relaxed); }
   int64_t maxclients() const { return maxclients_.load(std::memory_order_relaxed); }

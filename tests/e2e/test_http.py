@@ -1162,3 +1162,36 @@ def test_answers_are_bounded_and_charged(node):
     status, body, _ = call(s, "GET", "/api/keys/fine")
     assert status == 200 and len(body["value"]) == 1 << 20
     assert r.ping()
+
+
+def test_nodes_started_with_port_0_keep_their_uploads_apart(tmp_path):
+    # Regression: with --port 0 every node named its upload directory ".http-uploads-0", so a
+    # second node on the same import-dir removed the first one's uploads when it started.
+    class Node:
+        pass
+
+    procs, nodes = [], []
+    try:
+        for _ in range(2):
+            n = Node()
+            n.http_port = free_port()
+            p = subprocess.Popen([FLOE_BIN, "serve", "--port", "0", "--http-port", str(n.http_port),
+                                  "--import-dir", str(tmp_path), "--loglevel", "warning"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(p)
+            wait_for_port(n.http_port, p)
+            info = call(n, "POST", "/api/command", ["INFO", "server"])[1]
+            n.port = int(re.search(r"tcp_port:(\d+)", info).group(1))
+            assert n.port != 0, info
+            nodes.append(n)
+        assert nodes[0].port != nodes[1].port
+        for n in nodes:
+            status, job, _ = call(n, "PUT", "/api/frames/up/csv", b"a\n1\n2\n")
+            assert status == 202, job
+            assert f"/.http-uploads-{n.port}/upload-" in job["description"], job
+            assert wait_http_job(n, job["id"])["state"] == "done"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            assert p.wait(timeout=10) == 0
