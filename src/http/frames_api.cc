@@ -45,7 +45,9 @@ Response Failed(const resp::Reply& r) {
   return FromError(r);
 }
 
-// A double sent as text (RESP2) or as a double (RESP3); not finite or not a number: null.
+// A double sent as text (RESP2) or as a double (RESP3); not a number at all: null. JSON has no
+// infinity nor NaN: they are the strings "Infinity", "-Infinity" and "NaN" (JavaScript's
+// Number() and Python's float() read them), so an infinite minimum is not taken for "no value".
 Json Number(const resp::Reply& r) {
   double v = 0;
   if (r.type == Type::kDouble) {
@@ -60,7 +62,9 @@ Json Number(const resp::Reply& r) {
   } else {
     return nullptr;
   }
-  return std::isfinite(v) ? Json(v) : Json(nullptr);
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return v;
 }
 
 Json Value(const resp::Reply& r);

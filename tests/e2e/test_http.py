@@ -1195,3 +1195,20 @@ def test_nodes_started_with_port_0_keep_their_uploads_apart(tmp_path):
             p.terminate()
         for p in procs:
             assert p.wait(timeout=10) == 0
+
+
+def test_infinite_values_are_not_taken_for_no_value(node, tmp_path):
+    # Regression: an infinite minimum or quantile was JSON null, as if the column had no value.
+    (tmp_path / "inf.csv").write_text("x\n-inf\n1\n2\ninf\n")
+    s = node("--import-dir", str(tmp_path))
+    status, job, _ = call(s, "POST", "/api/frames", {"name": "t", "path": "inf.csv",
+                                                     "types": ["real"]})
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+    status, summary, _ = call(s, "GET", "/api/frames/t/columns/x/summary?bins=2")
+    assert status == 200, summary
+    assert summary["min"] == "-Infinity" and summary["max"] == "Infinity", summary
+    assert float(summary["min"]) == -math.inf
+    status, q, _ = call(s, "GET", "/api/frames/t/columns/x/quantiles?p=0,0.5,1")
+    assert status == 200, q
+    assert q["quantiles"] == ["-Infinity", 1.5, "Infinity"], q
