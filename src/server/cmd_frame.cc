@@ -207,6 +207,23 @@ Status ParseImportOptions(CommandContext& ctx, ImportRequest* r) {
   return Status::OK();
 }
 
+// Whether a component of `path` (absolute, normalized) below `base` is a symbolic link. Stops at
+// the first component that does not exist.
+bool HasLinkBelow(const std::string& base, const std::string& path) {
+  if (path.size() <= base.size()) return false;
+  std::string at = base == "/" ? "" : base;
+  std::string_view rest = std::string_view(path).substr(base == "/" ? 1 : base.size() + 1);
+  while (!rest.empty()) {
+    const size_t slash = rest.find('/');
+    at.append("/").append(rest.substr(0, slash));
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    struct stat st;
+    if (::lstat(at.c_str(), &st) != 0) return false;
+    if (S_ISLNK(st.st_mode)) return true;
+  }
+  return false;
+}
+
 // FRAME.IMPORT reads only under import-dir: a client must not make the node read (and show
 // with FRAME.HEAD) any file its process may read. Both are resolved first (symlinks, ".."), so
 // a link under import-dir to a file elsewhere is refused too. *resolved gets the real path.
@@ -228,7 +245,14 @@ Status CheckUnderImportDir(const std::string& root, const std::string& spelled_r
   }
   char* real = ::realpath(path.c_str(), nullptr);
   if (real == nullptr) {
-    return ClientError("ERR cannot read '" + path + "': " + std::strerror(errno));
+    const int err = errno;
+    // A link on the way that cannot be resolved (its target missing) is refused as outside, as
+    // a link to a file outside is: another answer would tell whether a file exists out there.
+    if (HasLinkBelow(under(lexical) ? root : spelled_root, lexical)) {
+      return ClientError("ERR '" + path + "' is outside import-dir (" + root +
+                         "): FRAME.IMPORT reads only under it (CONFIG GET import-dir)");
+    }
+    return ClientError("ERR cannot read '" + path + "': " + std::strerror(err));
   }
   *resolved = real;
   std::free(real);

@@ -119,6 +119,16 @@ TEST_F(FrameCommandsTest, ImportReadsOnlyUnderImportDir) {
   ASSERT_EQ(symlink("/etc/hostname", link.c_str()), 0);
   files_.push_back(link);
   EXPECT_THAT(Run({"FRAME.IMPORT", "f", link}), ErrStartsWith("ERR '" + link + "' is outside"));
+  // A link to a file outside that does not exist gets the same answer: another one told a
+  // client which files exist outside import-dir.
+  const std::string dangling = dir_ + "/dangling.csv";
+  ASSERT_EQ(symlink("/etc/no-such-file-floe.csv", dangling.c_str()), 0);
+  files_.push_back(dangling);
+  EXPECT_THAT(Run({"FRAME.IMPORT", "f", dangling}),
+              ErrStartsWith("ERR '" + dangling + "' is outside"));
+  EXPECT_THAT(Run({"FRAME.IMPORT", "f", dir_ + "/missing.csv"}), ErrStartsWith("ERR cannot read"));
+  ASSERT_EQ(unlink(dangling.c_str()), 0);
+  files_.pop_back();
   // A directory under it holding such a link is refused whole.
   EXPECT_THAT(Run({"FRAME.IMPORT", "f", dir_}), ErrStartsWith("ERR '" + link + "' is outside"));
   EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(0));
