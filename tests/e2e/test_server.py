@@ -214,9 +214,14 @@ def test_requirepass(make_floe):
 def test_maxclients(make_floe):
     s = make_floe("--maxclients", "2")
     a = RawConn(s.port)
-    # The start-up probe's connection may still be closing: wait until `a` is alone.
-    deadline = time.time() + 5
-    while b"connected_clients:1\r\n" not in a.call("INFO", "clients") and time.time() < deadline:
+    # The start-up probe's connection (wait_for_port's one) may not even be accepted yet (the
+    # other I/O thread's backlog): accepted late, it took a place or was rejected itself. Wait
+    # until it came and went: two connections received, `a` alone.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        info = a.call("INFO", "clients") + a.call("INFO", "stats")
+        if b"connected_clients:1\r\n" in info and b"total_connections_received:2\r\n" in info:
+            break
         time.sleep(0.02)
     b = RawConn(s.port)
     assert b.call("PING") == b"+PONG\r\n"
