@@ -425,12 +425,16 @@ struct KeyHash {
   }
 };
 
-// What one group costs in a Groups table, the key columns included: its entry in the index
-// (node, bucket, key vector), its key values, its row count, and per aggregate a Moments and a
-// sum. An estimate of the allocator's real figure, used to bound and charge the table.
+// What one group costs in a Groups table, the key columns included, with the table's vectors
+// and index reserved to the groups charged (Groups::Find): its index node (next pointer, key
+// vector, id, cached hash) and bucket, the key's heap block twice (the index's and the keys'),
+// the keys' vector, its row count, and per aggregate a Moments and a sum. Heap blocks are
+// rounded up to 16 bytes, as the allocator's small size classes are.
 uint64_t GroupBytes(size_t keys, size_t width) {
-  const uint64_t key_vector = sizeof(std::vector<uint64_t>) + 8 * uint64_t{keys};
-  return (key_vector + 32) + (key_vector) + sizeof(uint64_t) +
+  auto block = [](uint64_t n) { return (std::max<uint64_t>(n, 1) + 15) / 16 * 16; };
+  const uint64_t node = block(sizeof(void*) + sizeof(std::vector<uint64_t>) + 8 + 8);
+  const uint64_t key_heap = block(8 * uint64_t{keys});
+  return node + sizeof(void*) + 2 * key_heap + sizeof(std::vector<double>) + sizeof(uint64_t) +
          uint64_t{width} * (sizeof(Moments) + sizeof(double));
 }
 
@@ -443,6 +447,7 @@ struct Groups {
   bool too_many = false;
   uint64_t max_groups = kMaxGroups;
   uint64_t group_bytes = 0;  // GroupBytes of the task
+  uint64_t capacity = 0;     // groups the table is reserved (and charged) for
   Charge charge;             // the table's bytes, charged before it grows
   Status failure;            // the budget refused: the task fails with it
 
@@ -454,15 +459,26 @@ struct Groups {
       too_many = true;
       return std::nullopt;
     }
-    const uint64_t need = (keys.size() + 1) * group_bytes;
-    if (need > charge.bytes()) {
-      // Geometric steps, so the budget is asked O(log groups) times.
-      const uint64_t step = std::min(std::max<uint64_t>(need, 2 * charge.bytes()),
-                                     std::max<uint64_t>(need, max_groups * group_bytes));
-      if (Status s = charge.Grow(std::max<uint64_t>(step, 64 << 10)); !s.ok()) {
+    const uint64_t need = keys.size() + 1;
+    if (need > capacity && index.find(key) == index.end()) {
+      // Geometric steps, so the budget is asked O(log groups) times. The vectors and the index
+      // are reserved to the step, so they hold no spare capacity beyond what is charged; while
+      // they move, the old buffers still exist, so the charge covers both for that moment.
+      const uint64_t want =
+          std::min(std::max({need, 2 * capacity, uint64_t{64 << 10} / group_bytes}),
+                   std::max(need, max_groups));
+      const uint64_t held = capacity * group_bytes;
+      if (Status s = charge.Grow(held + want * group_bytes); !s.ok()) {
         failure = std::move(s);
         return std::nullopt;
       }
+      keys.reserve(want);
+      rows.reserve(want);
+      moments.reserve(want * width);
+      sums.reserve(want * width);
+      index.reserve(want);
+      charge.ShrinkTo(want * group_bytes);
+      capacity = want;
     }
     auto [it, fresh] = index.try_emplace(key, static_cast<uint32_t>(keys.size()));
     if (fresh) {
@@ -675,6 +691,12 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
     }
     specs.push_back({.name = std::move(name), .type = t});
   }
+  // The result is built while the tables live, so it is charged too: 8 bytes a value at most
+  // (pending values are raw doubles or codes; a finished chunk is no larger than its raw
+  // values), and the key columns' domains, which it copies.
+  Charge result(options.memory);
+  FLOE_RETURN_IF_ERROR(
+      result.Grow(uint64_t{order.size()} * (keys.size() + width) * 8 + frame.header_bytes()));
   FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder builder, frame::FrameBuilder::Make(specs));
   for (uint32_t g : order) {
     for (size_t i = 0; i < keys.size(); i++) {

@@ -72,6 +72,12 @@ class Charge {
     bytes_ = bytes;
     return Status::OK();
   }
+  // Makes the charge at most `bytes`, giving back the difference.
+  void ShrinkTo(uint64_t bytes) {
+    if (bytes >= bytes_) return;
+    if (budget_ != nullptr) budget_->Release(bytes_ - bytes);
+    bytes_ = bytes;
+  }
   uint64_t bytes() const { return bytes_; }
 
  private:
