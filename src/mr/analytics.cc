@@ -398,13 +398,15 @@ std::string_view AggFnName(AggFn fn) {
       return "max";
     case AggFn::kSd:
       return "sd";
+    case AggFn::kDistinct:
+      return "distinct";
   }
   return "?";
 }
 
 std::optional<AggFn> ParseAggFn(std::string_view name) {
-  for (AggFn fn :
-       {AggFn::kCount, AggFn::kSum, AggFn::kMean, AggFn::kMin, AggFn::kMax, AggFn::kSd}) {
+  for (AggFn fn : {AggFn::kCount, AggFn::kSum, AggFn::kMean, AggFn::kMin, AggFn::kMax, AggFn::kSd,
+                   AggFn::kDistinct}) {
     const std::string_view n = AggFnName(fn);
     if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
           return a == (b >= 'A' && b <= 'Z' ? static_cast<char>(b - 'A' + 'a') : b);
@@ -430,25 +432,46 @@ struct KeyHash {
 // vector, id, cached hash) and bucket, the key's heap block twice (the index's and the keys'),
 // the keys' vector, its row count, and per aggregate a Moments and a sum. Heap blocks are
 // rounded up to 16 bytes, as the allocator's small size classes are.
-uint64_t GroupBytes(size_t keys, size_t width) {
+// A distinct aggregate adds an empty HyperLogLog; what its sketch allocates as values come is
+// charged as it grows (Groups::sketch_bytes).
+uint64_t GroupBytes(size_t keys, size_t width, size_t distinct) {
   auto block = [](uint64_t n) { return (std::max<uint64_t>(n, 1) + 15) / 16 * 16; };
   const uint64_t node = block(sizeof(void*) + sizeof(std::vector<uint64_t>) + 8 + 8);
   const uint64_t key_heap = block(8 * uint64_t{keys});
   return node + sizeof(void*) + 2 * key_heap + sizeof(std::vector<double>) + sizeof(uint64_t) +
-         uint64_t{width} * (sizeof(Moments) + sizeof(double));
+         uint64_t{width} * (sizeof(Moments) + sizeof(double)) +
+         uint64_t{distinct} * sizeof(sketch::HyperLogLog);
 }
 
+// Per aggregate, its index among the distinct ones (or -1), and how many there are.
+struct DistinctSlots {
+  std::vector<int> slot;
+  size_t count = 0;
+  explicit DistinctSlots(const std::vector<Aggregate>& aggs) {
+    for (const Aggregate& a : aggs) {
+      slot.push_back(a.fn == AggFn::kDistinct ? static_cast<int>(count++) : -1);
+    }
+  }
+};
+
 struct Groups {
+  // First, so that they are given back after the tables they cover are freed (members go in
+  // reverse order).
+  Charge charge;         // the table's bytes, charged before it grows
+  Charge sketch_charge;  // covers sketch_bytes, grown in geometric steps
   std::unordered_map<std::vector<uint64_t>, uint32_t, KeyHash> index;
   std::vector<std::vector<double>> keys;  // per group, the key values
   std::vector<uint64_t> rows;             // per group
   std::vector<Moments> moments;           // per group, one per aggregate
   std::vector<double> sums;               // likewise: plain sums, in row order
+  // Per group, one per distinct aggregate (`distinct` of them), and the heap they hold.
+  std::vector<sketch::HyperLogLog> sketches;
+  size_t distinct = 0;
+  uint64_t sketch_bytes = 0;
   bool too_many = false;
   uint64_t max_groups = kMaxGroups;
   uint64_t group_bytes = 0;  // GroupBytes of the task
   uint64_t capacity = 0;     // groups the table is reserved (and charged) for
-  Charge charge;             // the table's bytes, charged before it grows
   Status failure;            // the budget refused: the task fails with it
 
   // The group of `key` (made with `width` aggregates if new); nullopt past max_groups or when
@@ -476,6 +499,7 @@ struct Groups {
       rows.reserve(want);
       moments.reserve(want * width);
       sums.reserve(want * width);
+      sketches.reserve(want * distinct);
       index.reserve(want);
       charge.ShrinkTo(want * group_bytes);
       capacity = want;
@@ -486,8 +510,27 @@ struct Groups {
       rows.push_back(0);
       moments.resize(moments.size() + width);
       sums.resize(sums.size() + width, 0.0);
+      sketches.resize(sketches.size() + distinct);
     }
     return it->second;
+  }
+  // Counts `grew` more heap bytes held by the sketches (just allocated: one sketch's growth at
+  // most goes uncharged for a moment) and charges them; false when the budget refuses.
+  bool SketchGrew(uint64_t grew) {
+    sketch_bytes += grew;
+    if (sketch_bytes <= sketch_charge.bytes()) return true;
+    const uint64_t step = std::max<uint64_t>(sketch_bytes, 2 * sketch_charge.bytes());
+    if (Status s = sketch_charge.Grow(std::max<uint64_t>(step, 64 << 10)); !s.ok()) {
+      failure = std::move(s);
+      return false;
+    }
+    return true;
+  }
+  // Adds `hash` to group g's distinct slot d.
+  void AddDistinct(uint32_t g, size_t d, uint64_t hash) {
+    sketch::HyperLogLog& h = sketches[g * distinct + d];
+    const size_t before = h.MemoryBytes();
+    if (h.AddHash(hash) && h.MemoryBytes() > before) SketchGrew(h.MemoryBytes() - before);
   }
   bool stopped() const { return too_many || !failure.ok(); }
 };
@@ -503,8 +546,11 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
                  const TaskOptions& options, size_t k) {
   Groups g;
   g.max_groups = max_groups;
-  g.group_bytes = GroupBytes(keys.size(), aggs.size());
+  const DistinctSlots ds(aggs);
+  g.distinct = ds.count;
+  g.group_bytes = GroupBytes(keys.size(), aggs.size(), ds.count);
   g.charge = Charge(options.memory);
+  g.sketch_charge = Charge(options.memory);
   const size_t width = aggs.size();
   const uint32_t rows = frame.vec(keys[0]).chunk(k).rows();
   const frame::Vec& first = frame.vec(keys[0]);
@@ -589,6 +635,36 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
           if (!std::isnan(v)) g.sums[gid[r] * width + a] += v;
         });
         break;
+      case AggFn::kDistinct: {
+        const size_t d = static_cast<size_t>(ds.slot[a]);
+        if (frame.vec(aggs[a].col).type() == ColumnType::kString) {
+          // A string column's chunk is all NA unless it has the string layout.
+          const bool has_strings = chunk.layout() == frame::Layout::kString;
+          for (uint32_t r = 0; r < rows && !g.stopped(); r++) {
+            if (!has_strings || chunk.IsNA(r)) {
+              state(r).na++;
+              continue;
+            }
+            state(r).count++;
+            g.AddDistinct(gid[r], d, sketch::HyperLogLog::HashBytes(chunk.AtString(r)));
+          }
+        } else {
+          // Numbers by their canonical bits (as FRAME.SUMMARY's distinct count), categoricals
+          // by code: one frame's codes name one level each.
+          chunk.ForEach([&](uint32_t r, double v) {
+            if (g.stopped()) return;
+            Moments& m = state(r);
+            if (std::isnan(v)) {
+              m.na++;
+              return;
+            }
+            m.count++;
+            g.AddDistinct(gid[r], d,
+                          sketch::HyperLogLog::HashInt64(static_cast<int64_t>(Canonical(v))));
+          });
+        }
+        break;
+      }
     }
   }
   return g;
@@ -619,13 +695,16 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
   }
   for (const Aggregate& a : aggs) {
     const ColumnType t = frame.vec(a.col).type();
-    if (a.fn != AggFn::kCount && (t == ColumnType::kString || t == ColumnType::kCategorical)) {
-      return Status::InvalidArgument("only count applies to a string or categorical column");
+    if (a.fn != AggFn::kCount && a.fn != AggFn::kDistinct &&
+        (t == ColumnType::kString || t == ColumnType::kCategorical)) {
+      return Status::InvalidArgument(
+          "only count and distinct apply to a string or categorical column");
     }
   }
   const size_t width = aggs.size();
-  const uint64_t max_groups =
-      std::min<uint64_t>(kMaxGroups, kMaxGroupBytes / GroupBytes(keys.size(), width));
+  const DistinctSlots ds(aggs);
+  const uint64_t group_bytes = GroupBytes(keys.size(), width, ds.count);
+  const uint64_t max_groups = std::min<uint64_t>(kMaxGroups, kMaxGroupBytes / group_bytes);
   FLOE_ASSIGN_OR_RETURN(
       Groups groups,
       MapReduce<Groups>(
@@ -647,6 +726,19 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
                 a.moments[*at * width + x].Merge(b.moments[j * width + x]);
                 a.sums[*at * width + x] += b.sums[j * width + x];
               }
+              for (size_t d = 0; d < ds.count && !a.stopped(); d++) {
+                sketch::HyperLogLog& into = a.sketches[*at * ds.count + d];
+                sketch::HyperLogLog& from = b.sketches[j * ds.count + d];
+                const size_t before = into.MemoryBytes();
+                if (before == 0) {
+                  // Taken whole (its bytes stay charged by b until b goes: counted twice a
+                  // moment rather than not at all).
+                  into = std::move(from);
+                } else {
+                  (void)into.Merge(from);  // same parameters: cannot fail
+                }
+                if (into.MemoryBytes() > before) a.SketchGrew(into.MemoryBytes() - before);
+              }
             }
           },
           options));
@@ -655,8 +747,8 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
     return Status::ResourceExhausted(
         "more than " + std::to_string(max_groups) + " groups (at most " +
         std::to_string(kMaxGroups) + ", and a group-by's table at most " +
-        std::to_string(kMaxGroupBytes >> 20) + " MiB: ~" +
-        std::to_string(GroupBytes(keys.size(), width)) + " bytes a group with these columns)");
+        std::to_string(kMaxGroupBytes >> 20) + " MiB: ~" + std::to_string(group_bytes) +
+        " bytes a group with these columns)");
   }
   std::vector<uint32_t> order(groups.keys.size());
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
@@ -685,7 +777,7 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
     taken.insert(name);
     const ColumnType src = frame.vec(a.col).type();
     ColumnType t = ColumnType::kReal;
-    if (a.fn == AggFn::kCount) t = ColumnType::kInteger;
+    if (a.fn == AggFn::kCount || a.fn == AggFn::kDistinct) t = ColumnType::kInteger;
     if ((a.fn == AggFn::kMin || a.fn == AggFn::kMax) && src == ColumnType::kInteger) {
       t = ColumnType::kInteger;
     }
@@ -736,6 +828,11 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
           break;
         case AggFn::kSd:
           v = m.sd();
+          break;
+        case AggFn::kDistinct:
+          // Exact in the sketch's explicit form; the raw estimate past saturation; an integer.
+          v = std::round(
+              groups.sketches[g * ds.count + static_cast<size_t>(ds.slot[a])].Cardinality(true));
           break;
       }
       FLOE_RETURN_IF_ERROR(std::isnan(v) ? builder.AddNA(col) : builder.AddNumber(col, v));

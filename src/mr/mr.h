@@ -219,7 +219,10 @@ Result<std::vector<std::optional<double>>> Quantiles(const frame::Frame& frame, 
                                                      const std::vector<double>& probabilities,
                                                      const TaskOptions& options = {});
 
-enum class AggFn : uint8_t { kCount, kSum, kMean, kMin, kMax, kSd };
+// kDistinct: the distinct non-NA values of the column, estimated by a HyperLogLog per group
+// (PostgreSQL hll's defaults: log2m 11, regwidth 5; exact up to its explicit threshold, about
+// 2.3% error past it); any column type.
+enum class AggFn : uint8_t { kCount, kSum, kMean, kMin, kMax, kSd, kDistinct };
 std::string_view AggFnName(AggFn fn);
 std::optional<AggFn> ParseAggFn(std::string_view name);  // case-insensitive
 
@@ -235,7 +238,8 @@ struct Aggregate {
 // groups are in ascending order of their keys (a categorical by code, i.e. domain order; NA
 // last). An aggregate of a group with no value is NA (count is 0). InvalidArgument for a
 // string key or a string/categorical aggregated column (count excepted), no keys, a column
-// given twice as key; ResourceExhausted past kMaxGroups groups or a table of kMaxGroupBytes,
+// given twice as key (a string or categorical column takes count and distinct only);
+// ResourceExhausted past kMaxGroups groups or a table of kMaxGroupBytes,
 // or what options.memory refuses (every table is charged to it as it grows, each chunk's
 // scratch too; MapReduce holds ~3 tables a worker).
 // REQUIRES: every column index < frame.columns().

@@ -182,7 +182,7 @@ void CmdFrameGroupBy(CommandContext& ctx) {
     std::optional<mr::AggFn> fn = mr::ParseAggFn(a[i]);
     if (!fn) {
       return ctx.Error("ERR unknown aggregate '" + std::string(a[i].substr(0, 32)) +
-                       "' (count, sum, mean, min, max, sd)");
+                       "' (count, sum, mean, min, max, sd, distinct)");
     }
     if (i + 1 == a.size()) return ctx.SyntaxError();
     agg_names.emplace_back(*fn, a[i + 1]);
