@@ -117,6 +117,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Parses what is buffered; answers a complete request or a refused one.
   void Parse();
   void Answer(internal::Response response, bool close);
+  // Whether `more` body bytes fit under maxmemory with what is used and reserved; if not, the
+  // request is refused (507, Redis's OOM text).
+  bool BodyFits(uint64_t more);
   void ResetRequest();
   void Arm(int64_t ms);
   // After a response that closes the connection: no more sending, and what the client still
@@ -398,6 +401,19 @@ void Connection::Deliver(uint64_t ticket, std::string reply) {
   commands_->Deliver(ticket, std::move(reply));
 }
 
+bool Connection::BodyFits(uint64_t more) {
+  server::Engine& engine = front_->engine();
+  const int64_t limit = engine.maxmemory();
+  if (limit <= 0) return true;
+  const int64_t used = engine.UsedMemoryNow() + engine.reserved_memory();
+  if (more <= static_cast<uint64_t>(limit) && used <= limit - static_cast<int64_t>(more)) {
+    return true;
+  }
+  refused_ = 507;
+  refusal_ = "OOM command not allowed when used memory > 'maxmemory'.";
+  return false;
+}
+
 void Connection::Charge() {
   if (closed_) return;
   const size_t now = in_.capacity() + request_.body.capacity() + running_bytes_ + out_.capacity();
@@ -498,6 +514,7 @@ const http_parser_settings& Connection::Settings() {
                       std::to_string(limit) + " bytes)";
         return -1;
       }
+      if (p->content_length != ULLONG_MAX && !c->BodyFits(p->content_length)) return -1;
       // Reserved only up to what a client has no cheap way to make us hold without sending.
       constexpr uint64_t kMaxReserve = uint64_t{1} << 20;
       if (p->content_length != ULLONG_MAX) {
@@ -517,7 +534,23 @@ const http_parser_settings& Connection::Settings() {
                       std::to_string(limit) + " bytes)";
         return 1;
       }
+      // Bodies count as client buffers (Charge); one that would pass maxmemory is refused as
+      // it arrives, so concurrent uploads cannot hold more than maxmemory between them.
+      if (!c->BodyFits(n)) return 1;
       c->request_.body.append(at, n);
+      return 0;
+    };
+    s.on_chunk_header = [](http_parser* p) {
+      Connection* c = static_cast<Connection*>(p->data);
+      const auto limit = static_cast<uint64_t>(c->front_->engine().proto_max_bulk_len());
+      // A chunk's announced size (content_length here) past the limit is refused at once,
+      // rather than waited for.
+      if (p->content_length > limit || c->request_.body.size() + p->content_length > limit) {
+        c->refused_ = 413;
+        c->refusal_ = "ERR the request body is larger than proto-max-bulk-len (" +
+                      std::to_string(limit) + " bytes)";
+        return -1;
+      }
       return 0;
     };
     s.on_message_complete = [](http_parser* p) {
@@ -626,6 +659,10 @@ void Connection::Answer(internal::Response response, bool close) {
 void Connection::Linger() {
   constexpr int64_t kLingerMs = 1000;
   lingering_ = true;
+  // A refused body goes now, not when the connection closes: it is charged until then.
+  std::string().swap(request_.body);
+  std::string().swap(in_);
+  Charge();
   std::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_send, ec);
   if (ec) return Close();
