@@ -112,8 +112,16 @@ void Moments::Add(double v) {
     (v > 0 ? pos_inf : neg_inf)++;
     return;
   }
+  const double n = static_cast<double>(finite());
   const double d = v - mean;
-  mean += d / static_cast<double>(finite());
+  if (std::isinf(d)) {
+    // Finite values of opposite signs past half the range: their difference overflows, so the
+    // mean is updated by parts, and the squared deviations are past any double (sd inf).
+    mean += v / n - mean / n;
+    m2 = kInf;
+    return;
+  }
+  mean += d / n;
   m2 += d * (v - mean);
 }
 
@@ -133,8 +141,14 @@ void Moments::Merge(const Moments& o) {
     } else {
       const double n = static_cast<double>(finite() + o.finite());
       const double d = o.mean - mean;
-      mean += d * static_cast<double>(o.finite()) / n;
-      m2 += o.m2 + d * d * static_cast<double>(finite()) * static_cast<double>(o.finite()) / n;
+      if (std::isinf(d)) {  // as in Add: by parts, and sd past any double
+        mean = mean * (static_cast<double>(finite()) / n) +
+               o.mean * (static_cast<double>(o.finite()) / n);
+        m2 = kInf;
+      } else {
+        mean += d * static_cast<double>(o.finite()) / n;
+        m2 += o.m2 + d * d * static_cast<double>(finite()) * static_cast<double>(o.finite()) / n;
+      }
     }
   }
   min = std::min(min, o.min);
@@ -213,8 +227,9 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
   // Halved like the Binner's when the range is wider than the largest double.
   const double half_width = (acc.hi * 0.5 - acc.lo * 0.5) / bins;
   for (uint32_t i = 0; i < bins; i++) {
+    // (Added half by half: 2 * half_width * i itself may pass the largest double.)
     s.bin_starts.push_back(std::isfinite(width) ? acc.lo + width * i
-                                                : acc.lo + 2 * (half_width * i));
+                                                : (acc.lo + half_width * i) + half_width * i);
   }
   return s;
 }

@@ -337,6 +337,27 @@ Frame OneColumn(const std::vector<double>& vals) {
   return *b.Finish();
 }
 
+// Regression: the mean of finite values of opposite signs past half the range was -inf (their
+// difference overflowed in the running update), and the last bin starts were inf.
+TEST(MrTest, SummaryOfTheLargestDoublesOfBothSigns) {
+  Result<Summary> two = Summarize(OneColumn({1e308, -1e308}), 0, 2);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->moments.Mean(), 0.0);
+  EXPECT_EQ(two->moments.sd(), kInf);  // 1.41e308, but its squares pass any double
+  Result<Summary> four = Summarize(OneColumn({1e308, 1e308, 1e308, -1e308}), 0, 20);
+  ASSERT_TRUE(four.ok());
+  EXPECT_DOUBLE_EQ(four->moments.Mean(), 5e307);
+  ASSERT_EQ(four->bin_starts.size(), 20u);
+  for (double b : four->bin_starts) EXPECT_TRUE(std::isfinite(b)) << b;
+  EXPECT_EQ(four->bin_starts[0], -1e308);
+  // Merged from chunks: the same.
+  Moments a, b;
+  a.Add(1e308);
+  b.Add(-1e308);
+  a.Merge(b);
+  EXPECT_EQ(a.Mean(), 0.0);
+}
+
 TEST(MrTest, QuantilesBetweenTheLargestDoublesOfBothSigns) {
   // Between the largest finite doubles of both signs: the gap overflows, the quantile does not.
   Frame ends = OneColumn({-1.7e308, 1.7e308});
