@@ -358,7 +358,7 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .last_key = 2, .step = 1, .group = "frame", .since = "floe",
      .complexity = "O(N) for N rows, on every core",
      .summary = "Groups a frame's rows by key columns and stores one row per group (the keys, "
-                "then each aggregate of count, sum, mean, min, max, sd, distinct) as a new frame. Replies "
+                "then each aggregate of count, sum, mean, min, max, sd, distinct (estimated by a HyperLogLog per group)) as a new frame. Replies "
                 "with the number of groups; OOM when its tables do not fit under maxmemory.",
      .syntax = "source destination KEYS col [col ...] AGG fn col [fn col ...] [REPLACE]",
      .handler = CmdFrameGroupBy},
