@@ -221,6 +221,23 @@ TEST_F(FrameDeriveTest, FilterOverManyChunksKeepsTheOrderAndTheLayouts) {
   }
 }
 
+TEST_F(FrameDeriveTest, AFrameWithoutRowsFiltersSelectsAndExports) {
+  ASSERT_EQ(Job({"FRAME.IMPORT", "e", Write("e.csv", "a,b\n"), "TYPES", "int,string"}), "done");
+  EXPECT_THAT(Run({"FRAME.FILTER", "e", "f", "WHERE", "a", ">", "0"}), IsInt(0));
+  EXPECT_THAT(Run({"FRAME.SELECT", "e", "s", "COLS", "b"}), IsInt(1));
+  ASSERT_EQ(Job({"FRAME.EXPORT", "f", dir_ + "/e2.csv"}), "done");
+  EXPECT_EQ(Read(dir_ + "/e2.csv"), "a,b\r\n");
+  // Every row filtered out of a frame with rows: no chunk, the columns kept.
+  ASSERT_EQ(Job({"FRAME.IMPORT", "t", Write("t.csv", kCsv), "TYPES", kTypes}), "done");
+  EXPECT_THAT(Run({"FRAME.FILTER", "t", "none", "WHERE", "id", "<", "0"}), IsInt(0));
+  std::shared_ptr<const frame::Frame> none = FrameAt("none");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->columns(), 6u);
+  EXPECT_EQ(none->chunk_count(), 0u);
+  ASSERT_EQ(Job({"FRAME.EXPORT", "none", dir_ + "/none.csv"}), "done");
+  EXPECT_EQ(Read(dir_ + "/none.csv"), "id,price,color,qty,note,at\r\n");
+}
+
 TEST_F(FrameDeriveTest, FilterRefusesHostileArguments) {
   ASSERT_EQ(Job({"FRAME.IMPORT", "t", Write("t.csv", kCsv), "TYPES", kTypes}), "done");
   EXPECT_THAT(Run({"FRAME.FILTER", "t", "f", "WHERE", "id", "~", "1"}),
