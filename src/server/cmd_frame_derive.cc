@@ -387,11 +387,9 @@ Status WriteCsv(const Frame& f, int fd, job::Context& job) {
         AppendCell(f.vec(c), k, i, &buf);
       }
       buf.append("\r\n");
-      if (buf.size() >= kExportBuffer) {
-        FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
-        if ((i & 0xffff) == 0 && job.cancelled()) {
-          return Status::Cancelled("cancelled by JOB.CANCEL");
-        }
+      if (buf.size() >= kExportBuffer) FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
+      if ((i & 0xffff) == 0xffff && job.cancelled()) {
+        return Status::Cancelled("cancelled by JOB.CANCEL");
       }
     }
     rows_done += rows;
