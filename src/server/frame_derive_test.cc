@@ -14,6 +14,7 @@
 
 #include "mr/mr.h"
 #include "server/command_test.h"
+#include "server/internal/cluster_testing.h"
 #include "server/internal/frame_value.h"
 
 namespace floe::server {
@@ -268,6 +269,35 @@ TEST_F(FrameDeriveTest, FilterRefusesHostileArguments) {
   EXPECT_THAT(Run({"FRAME.FILTER", "t", "f", "WHERE", "id", "ISNA"}),
               IsErr("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)"));
   EXPECT_EQ(engine_.reserved_memory(), 0);
+}
+
+// CLIENT KILL of its client stops a filter at the next chunk: nothing is stored.
+TEST_F(FrameDeriveTest, FilterStopsWhenItsClientIsKilled) {
+  ASSERT_EQ(Job({"FRAME.IMPORT", "t", Write("t.csv", kCsv), "TYPES", kTypes}), "done");
+  session_.state().kill_requested.store(true);
+  EXPECT_THAT(Run({"FRAME.FILTER", "t", "f", "WHERE", "id", "NOTNA"}),
+              ErrStartsWith("ERR task cancelled"));
+  EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(0));
+  session_.state().kill_requested.store(false);
+  EXPECT_THAT(Run({"FRAME.FILTER", "t", "f", "WHERE", "id", "NOTNA"}), IsInt(5));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
+// Frames are single-node for now: a cluster member refuses the derived-frame commands too (a
+// source and destination in different slots are refused earlier, CROSSSLOT, as FRAME.GROUPBY).
+TEST(FrameDeriveClusterTest, ClusterMembersRefuseThem) {
+  internal::InProcessCluster cluster({.members = 2});
+  ASSERT_TRUE(cluster.WaitFormed());
+  Session s(&cluster.engine(0), 0);
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"FRAME.SELECT", "a", "a", "COLS", "x", "REPLACE"},
+           {"FRAME.FILTER", "a", "a", "WHERE", "x", "ISNA", "REPLACE"},
+           {"FRAME.EXPORT", "a", "/tmp/x.csv"}}) {
+    EXPECT_THAT(CommandTest::Decode(s.Run(args)),
+                ErrStartsWith("ERR frames and jobs are single-node for now"))
+        << args[0];
+  }
 }
 
 // The filter's chunks are charged as it builds them: past maxmemory it refuses with Redis's OOM
