@@ -298,7 +298,7 @@ void CivilFromDays(int64_t z, int64_t* y, int64_t* m, int64_t* d) {
 }
 
 // A time as the import reads it: "YYYY-MM-DD HH:MM:SS.mmm" (UTC). A year outside 0000-9999
-// has no such spelling: it is written as its milliseconds.
+// has no such spelling: it is written as its milliseconds. REQUIRES: |ms| <= kMaxTimeMs.
 void AppendTime(int64_t ms, std::string* out) {
   const int64_t day_ms = 86'400'000;
   const int64_t days = ms >= 0 ? ms / day_ms : -((-ms + day_ms - 1) / day_ms);
@@ -332,9 +332,12 @@ void AppendCell(const frame::Vec& vec, size_t k, uint32_t i, std::string* out) {
     case ColumnType::kCategorical:
       AppendQuoted(vec.domain()[static_cast<size_t>(chunk.CodeAt(i))], out);
       return;
-    case ColumnType::kTime:
-      AppendTime(chunk.AtTime(i), out);
+    case ColumnType::kTime: {
+      // AtTime reads a value past ±kMaxTimeMs (a chunk CompressTimes did not make) as NA.
+      const int64_t ms = chunk.AtTime(i);
+      if (ms != frame::kNATime) AppendTime(ms, out);
       return;
+    }
     case ColumnType::kInteger: {
       auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<int64_t>(chunk.At(i)));
       out->append(buf, end);

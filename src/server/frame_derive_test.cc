@@ -388,6 +388,24 @@ TEST_F(FrameDeriveTest, ExportedDoublesReadBackBitForBit) {
   }
 }
 
+// Times: as the import reads them within years 0000-9999, milliseconds beyond, and a value past
+// ±kMaxTimeMs (which only a chunk CompressTimes did not make holds) as NA, not garbage.
+TEST_F(FrameDeriveTest, ExportWritesEveryTimeItCanHold) {
+  const double past = static_cast<double>(frame::kMaxTimeMs) * 4;
+  Result<frame::Vec> vec =
+      frame::Vec::Make(frame::ColumnType::kTime, {},
+                       {std::make_shared<const std::string>(frame::Compress(std::vector<double>{
+                           0, -1, 253402300800000.0, -62167219200001.0, past, frame::kNA}))});
+  ASSERT_TRUE(vec.ok()) << vec.status().ToString();
+  Result<frame::Frame> f = frame::Frame::Make({"t"}, {std::move(vec).value()});
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(internal::StoreFrame(engine_, "times", std::move(f).value(), false).ok());
+  ASSERT_EQ(Job({"FRAME.EXPORT", "times", dir_ + "/times.csv"}), "done");
+  EXPECT_EQ(Read(dir_ + "/times.csv"),
+            "t\r\n1970-01-01 00:00:00.000\r\n1969-12-31 23:59:59.999\r\n"
+            "253402300800000\r\n-62167219200001\r\n\r\n\r\n");
+}
+
 TEST_F(FrameDeriveTest, ExportRefusesPathsOutsideImportDirAndLinks) {
   ASSERT_EQ(Job({"FRAME.IMPORT", "t", Write("t.csv", kCsv), "TYPES", kTypes}), "done");
   EXPECT_THAT(Run({"FRAME.EXPORT", "t", "/etc/floe.csv"}),
