@@ -5,10 +5,10 @@
 // A step either runs one command from the command table (every command and subcommand, found
 // through internal::AllCommands(), so a command is fuzzed the day it is added), creates a key of
 // some type (string, HLL, Count-Min, range Count-Min, Bloom, expiring, or a frame imported by a
-// job it waits for), wraps commands in WATCH/MULTI/EXEC, sends a command made of raw bytes,
-// switches a client's protocol, replaces a client, or runs an active-expiry cycle. Each
-// argument is drawn by a kind the input picks: what the command's syntax line expects at that
-// position, a key from a small key space (so commands
+// job it waits for, then grouped, selected, filtered or exported), wraps commands in
+// WATCH/MULTI/EXEC, sends a command made of raw bytes, switches a client's protocol, replaces a
+// client, or runs an active-expiry cycle. Each argument is drawn by a kind the input picks: what
+// the command's syntax line expects at that position, a key from a small key space (so commands
 // meet each other's values, and one key is longer than 64 KiB), an option word (the command's
 // own or any, in odd case, repeated as often as the input likes), a hostile value (extreme
 // integers, inf/nan, empty, binary, NUL), an integer or double built from input bytes, raw
@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
@@ -227,7 +228,8 @@ const std::vector<std::string>& AnyOption() {
       "EXPTHRESH",  "SPARSEON", "PERSIST",   "ID",         "ADDR",    "LADDR",   "SKIPME",
       "USER",       "FILTERBY", "MODULE",    "ACLCAT",     "PATTERN", "SETNAME", "AUTH",
       "ASYNC",      "SYNC",     "INT",       "TEXT",       "SIZE",    "FILTERS", "NOCREATE",
-      "WITHSCORES", "LIMIT",    "HELP"};
+      "WITHSCORES", "LIMIT",    "HELP",      "COLS",       "WHERE",   "AND",     "ISNA",
+      "NOTNA",      "REPLACE"};
   return v;
 }
 
@@ -430,10 +432,55 @@ bool OnlyResp2(std::string_view s, size_t* pos) {
   }
 }
 
+// The harness's own directory, import-dir of every engine: FRAME.IMPORT reads the frame CSV
+// from it, and FRAME.EXPORT (whatever path the input spells) can write only into it. Made once
+// per process; what the inputs wrote is removed after each (ClearSandbox), the directory at exit.
+class Sandbox {
+ public:
+  static const Sandbox& Get() {
+    static const Sandbox sandbox;
+    return sandbox;
+  }
+  const std::string& dir() const { return dir_; }
+  const std::string& frame_csv() const { return frame_csv_; }
+  // Removes every file but the frame CSV (what exports left), so that files do not pile up.
+  void Clear() const {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+      if (e.path() != frame_csv_) std::filesystem::remove_all(e.path(), ec);
+    }
+  }
+  ~Sandbox() {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+
+ private:
+  Sandbox() {
+    char name[] = "/tmp/floe_command_fuzz_XXXXXX";
+    if (mkdtemp(name) == nullptr) return;
+    dir_ = name;
+    frame_csv_ = dir_ + "/frame.csv";
+    std::string text = "i,r,c,s,t\n";
+    for (int row = 0; row < 300; row++) {
+      text += row % 7 == 0 ? "" : std::to_string(row * 13 - 1000);
+      text += "," + (row % 5 == 0 ? std::string("NA") : std::to_string(row * 0.25 - 3));
+      text += std::string(",") + "xyz"[row % 3] + ",s" + std::to_string(row * 7919 % 1000);
+      text += ",2024-01-" + std::to_string(10 + row % 20) + "\n";
+    }
+    FILE* f = std::fopen(frame_csv_.c_str(), "wb");
+    if (f == nullptr) return;
+    (void)!std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+  }
+  std::string dir_, frame_csv_;
+};
+
 Config HarnessConfig() {
   Config c;
   c.maxmemory = kMaxMemory;
   c.proto_max_bulk_len = kMaxBulk;
+  c.import_dir = Sandbox::Get().dir().empty() ? "." : Sandbox::Get().dir();
   return c;
 }
 
@@ -626,37 +673,26 @@ class Harness {
       if (status.find("running") == std::string::npos) break;
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    if (in.ConsumeBool()) {
-      Send(current_, {"FRAME.GROUPBY", key, Pick(in, Keys()), "KEYS", "c", "AGG", "count", "i",
-                      "sum", "r", "sd", "i", "min", "t", "REPLACE"});
+    switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+      case 0:
+        Send(current_, {"FRAME.GROUPBY", key, Pick(in, Keys()), "KEYS", "c", "AGG", "count", "i",
+                        "sum", "r", "sd", "i", "min", "t", "REPLACE"});
+        break;
+      case 1:
+        Send(current_, {"FRAME.SELECT", key, Pick(in, Keys()), "COLS", "s", "0", "t", "REPLACE"});
+        break;
+      case 2:
+        Send(current_, {"FRAME.FILTER", key, Pick(in, Keys()), "WHERE", "c", "!=", "x", "AND", "r",
+                        in.ConsumeBool() ? ">=" : "<", Number(in), "AND", "t", "NOTNA", "REPLACE"});
+        break;
+      case 3:
+        Send(current_, {"FRAME.EXPORT", key, "out.csv", "REPLACE"});
+        break;
+      default:
+        break;
     }
   }
-  // The CSV MakeFrame imports, written once per process and removed when the process exits.
-  static const std::string& FrameCsv() {
-    struct TempFile {
-      std::string path;
-      TempFile() {
-        char name[] = "/tmp/floe_command_fuzz_XXXXXX";
-        const int fd = mkstemp(name);
-        if (fd < 0) return;
-        path = name;
-        std::string text = "i,r,c,s,t\n";
-        for (int row = 0; row < 300; row++) {
-          text += row % 7 == 0 ? "" : std::to_string(row * 13 - 1000);
-          text += "," + (row % 5 == 0 ? std::string("NA") : std::to_string(row * 0.25 - 3));
-          text += std::string(",") + "xyz"[row % 3] + ",s" + std::to_string(row * 7919 % 1000);
-          text += ",2024-01-" + std::to_string(10 + row % 20) + "\n";
-        }
-        (void)!write(fd, text.data(), text.size());
-        close(fd);
-      }
-      ~TempFile() {
-        if (!path.empty()) unlink(path.c_str());
-      }
-    };
-    static const TempFile file;
-    return file.path;
-  }
+  static const std::string& FrameCsv() { return Sandbox::Get().frame_csv(); }
 
   // The commands that change a sketch value where it is (its cell), on any key.
   void UpdateInPlace(FuzzedDataProvider& in) {
@@ -791,5 +827,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Everything the input allocated is freed before the next one: libFuzzer then sees as many
   // frees as mallocs and skips its per-input leak scan, and a real leak still shows.
   floe::store::internal::EpochDomain::Global().Barrier();
+  floe::server::Sandbox::Get().Clear();  // the engine's jobs were joined with it
   return 0;
 }

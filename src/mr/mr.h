@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/base.h"
@@ -245,6 +246,35 @@ struct Aggregate {
 // REQUIRES: every column index < frame.columns().
 Result<frame::Frame> GroupBy(const frame::Frame& frame, const std::vector<size_t>& keys,
                              const std::vector<Aggregate>& aggs, const TaskOptions& options = {});
+
+// ---- derived frames (derive.cc) ----
+
+// FRAME.FILTER's comparisons. Numeric and time columns take all six comparisons against a
+// number (a time as milliseconds since the epoch); categorical and string columns take = and !=
+// against a level or a string; any column takes kIsNA / kNotNA. NA never matches a comparison
+// (as SQL's NULL), so a row with NA in a compared column is never kept by one.
+enum class FilterOp : uint8_t { kEq, kNe, kLt, kLe, kGt, kGe, kIsNA, kNotNA };
+// "=", "!=", "<", "<=", ">", ">=", "ISNA", "NOTNA" (the last two case-insensitive).
+std::optional<FilterOp> ParseFilterOp(std::string_view op);
+inline constexpr size_t kMaxFilterConditions = 16;
+
+struct Condition {
+  size_t col = 0;
+  FilterOp op = FilterOp::kEq;
+  double number = 0;  // numeric and time columns: the value compared with (not NaN)
+  std::string text;   // categorical columns (a level name) and string columns
+};
+
+// The rows of `frame` where every condition holds, in their order, as a new frame with every
+// column (same names, types and domains). A map/reduce over the chunks: each source chunk gives
+// the output's chunk of the same index (none when it keeps no row), compressed as Compress,
+// CompressTimes, CompressCodes and CompressStrings choose. Working memory (a chunk's scratch)
+// and the output's chunks are charged to options.memory before they are held, and given back
+// when this returns (the caller charges the frame it stores). InvalidArgument for an op a
+// column's type does not take or more than kMaxFilterConditions conditions; Cancelled; what
+// options.memory refuses. REQUIRES: every condition's col < frame.columns().
+Result<frame::Frame> Filter(const frame::Frame& frame, const std::vector<Condition>& conditions,
+                            const TaskOptions& options = {});
 
 }  // namespace floe::mr
 

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "mr/mr.h"
+#include "server/internal/engine_budget.h"
 #include "server/internal/frame_value.h"
 #include "server/internal/sketch_cell.h"
 
@@ -33,43 +34,6 @@ Status TaskError(const Status& s) {
   }
   return s;
 }
-
-// An analytics task's working memory charged to maxmemory as the task grows (sketch_cell.h,
-// rule 8): reserved with the engine before it is allocated, refused with Redis's OOM error when
-// used + reserved + bytes would pass maxmemory, given back as the task frees it, and whatever is
-// left when the command ends. Without a maxmemory the bytes are still reserved, so that other
-// commands' checks see them if one is set meanwhile. Thread-safe: the task's workers call it.
-class EngineBudget : public mr::MemoryBudget {
- public:
-  explicit EngineBudget(Engine& engine) : engine_(engine) {}
-  EngineBudget(const EngineBudget&) = delete;
-  EngineBudget& operator=(const EngineBudget&) = delete;
-  ~EngineBudget() override {
-    // relaxed: the task's workers were joined before the command ends.
-    const int64_t left = held_.load(std::memory_order_relaxed);
-    if (left > 0) engine_.ReleaseMemory(left);
-  }
-  Status Reserve(uint64_t bytes) override {
-    const int64_t limit = engine_.maxmemory();
-    const int64_t cap = limit > 0 ? limit : std::numeric_limits<int64_t>::max();
-    if (bytes > static_cast<uint64_t>(cap)) return Status::ResourceExhausted(kOomError);
-    const int64_t used = limit > 0 ? engine_.UsedMemoryNow() : 0;
-    if (!engine_.TryReserveMemory(static_cast<int64_t>(bytes), used, cap)) {
-      return Status::ResourceExhausted(kOomError);
-    }
-    // relaxed: a count only this budget's callers change; the engine's counter orders.
-    held_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
-    return Status::OK();
-  }
-  void Release(uint64_t bytes) override {
-    held_.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);  // as above
-    engine_.ReleaseMemory(static_cast<int64_t>(bytes));
-  }
-
- private:
-  Engine& engine_;
-  std::atomic<int64_t> held_{0};
-};
 
 // The task's cancel flag: CLIENT KILL of the calling client stops its task at the next chunk
 // (with more than one I/O thread another client can send it while the task holds this one).

@@ -354,6 +354,21 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .step = 1, .group = "frame", .since = "floe", .complexity = "O(1)",
      .summary = "Removes a frame. Replies 1 if it was removed, 0 if there was none.",
      .syntax = "key", .handler = CmdFrameDrop},
+    {.name = "frame.export", .arity = -3, .flags = kReadOnly, .first_key = 1, .last_key = 1,
+     .step = 1, .group = "frame", .since = "floe",
+     .complexity = "O(1) to start; the job is O(N) for N cells",
+     .summary = "Starts a job that writes a frame as CSV to a file under import-dir (a new file, "
+                "or replacing one with REPLACE). Replies with the job id at once; JOB.STATUS "
+                "follows it.",
+     .syntax = "key path [REPLACE]", .handler = CmdFrameExport},
+    {.name = "frame.filter", .arity = -6, .flags = kWrite | kDenyOom, .first_key = 1,
+     .last_key = 2, .step = 1, .group = "frame", .since = "floe",
+     .complexity = "O(N) for N rows, on every core",
+     .summary = "Stores the rows of a frame where every condition holds (=, !=, <, <=, >, >=, "
+                "ISNA, NOTNA) as a new frame with all its columns. Replies with the number of "
+                "rows kept; OOM when they do not fit under maxmemory.",
+     .syntax = "source destination WHERE col op [value] [AND col op [value] ...] [REPLACE]",
+     .handler = CmdFrameFilter},
     {.name = "frame.groupby", .arity = -7, .flags = kWrite | kDenyOom, .first_key = 1,
      .last_key = 2, .step = 1, .group = "frame", .since = "floe",
      .complexity = "O(N) for N rows, on every core",
@@ -390,6 +405,12 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .summary = "Returns exact quantiles of a numeric column (linear interpolation between the "
                 "nearest ranks), nil when the column has no value.",
      .syntax = "key col p [p ...]", .handler = CmdFrameQuantile},
+    {.name = "frame.select", .arity = -5, .flags = kWrite | kDenyOom, .first_key = 1,
+     .last_key = 2, .step = 1, .group = "frame", .since = "floe",
+     .complexity = "O(C) for C columns (the chunks are shared, not copied)",
+     .summary = "Stores some columns of a frame (by name or 0-based index, each once) as a new "
+                "frame sharing the source's chunks. Replies with the number of columns.",
+     .syntax = "source destination COLS col [col ...] [REPLACE]", .handler = CmdFrameSelect},
     {.name = "frame.summary", .arity = -3, .flags = kReadOnly, .first_key = 1, .last_key = 1,
      .step = 1, .group = "frame", .since = "floe", .complexity = "O(N) for N rows, on every core",
      .summary = "Returns a numeric column's count, NA count, min, max, mean, sd, estimated "

@@ -344,3 +344,109 @@ def test_a_gzip_bomb_is_charged_before_it_inflates(make_floe, tmp_path):
     grown = peak_rss_kb(node.proc.pid) - before
     assert grown < 160 * 1024, f"peak RSS grew by {grown} kB"
     assert r.ping() and r.exists("bomb") == 0
+
+
+# ---- derived frames: FRAME.SELECT, FRAME.FILTER, FRAME.EXPORT ----
+
+def read_rows(path):
+    """The rows of a CSV as dicts of text ('' for an empty field)."""
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_select_filter_export_match_python(r, tmp_path):
+    seed = int(os.environ.get("FLOE_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed}")
+    path = tmp_path / "d.csv"
+    make_csv(path, seed, 30_000)
+    assert import_frame(r, "d", str(path))["state"] == "done"
+    src = read_rows(path)
+
+    # FILTER against the same conditions over the same CSV in Python (NA never matches).
+    def keeps(row):
+        return (row["qty"] != "" and int(row["qty"]) > 100 and row["grp"] != ""
+                and row["grp"] != "g050")
+    want = [row for row in src if keeps(row)]
+    n = r.execute_command("FRAME.FILTER", "d", "f", "WHERE", "qty", ">", "100", "AND", "grp",
+                          "!=", "g050")
+    assert n == len(want)
+    assert r.execute_command("FRAME.FILTER", "d", "na", "WHERE", "price", "ISNA") == \
+        sum(1 for row in src if row["price"] == "")
+    assert r.execute_command("FRAME.FILTER", "d", "le", "WHERE", "x", "<=", "-250.5", "AND",
+                             "price", "NOTNA") == \
+        sum(1 for row in src if row["x"] != "" and float(row["x"]) <= -250.5 and row["price"])
+
+    # EXPORT the filtered frame; every value reads back as the source had it.
+    out = tmp_path / "f.csv"
+    status = wait_job(r, r.execute_command("FRAME.EXPORT", "f", str(out)))
+    assert status["state"] == "done", status
+    assert status["rows"] == len(want) and status["percent"] == "100"
+    got = read_rows(out)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g["id"] == w["id"] and g["qty"] == w["qty"] and g["grp"] == w["grp"]
+        for col in ["price", "x"]:
+            assert (g[col] == "") == (w[col] == ""), (col, g, w)
+            if w[col]:
+                assert float(g[col]) == float(w[col]), (col, g[col], w[col])
+
+    # Imported back: the same frame (FRAME.INFO, HEAD and SUMMARY agree).
+    assert import_frame(r, "back", str(out))["state"] == "done"
+    a, b = pairs(r.execute_command("FRAME.INFO", "f")), pairs(r.execute_command("FRAME.INFO",
+                                                                                 "back"))
+    for key in ["rows", "columns", "chunks", "raw_bytes"]:
+        assert a[key] == b[key], key
+    va, vb = [pairs(v) for v in a["vecs"]], [pairs(v) for v in b["vecs"]]
+    # FILTER keeps the source's domain (g050 with no row left); the import sees 99 levels.
+    assert va[4].pop("levels") == 100 and vb[4].pop("levels") == 99
+    assert va == vb
+    assert r.execute_command("FRAME.HEAD", "f", 1000) == r.execute_command("FRAME.HEAD", "back",
+                                                                            1000)
+    for col in ["qty", "price", "x"]:
+        assert r.execute_command("FRAME.SUMMARY", "f", col) == \
+            r.execute_command("FRAME.SUMMARY", "back", col)
+
+    # SELECT: those columns, in that order, the rows unchanged.
+    assert r.execute_command("FRAME.SELECT", "d", "s", "COLS", "grp", "0") == 2
+    head = r.execute_command("FRAME.HEAD", "s", 50)
+    assert head[0] == ["grp", "id"]
+    for row, w in zip(head[1:], src):
+        assert row == [w["grp"] or None, w["id"]]
+    r.execute_command("FRAME.DROP", "d")
+    assert r.execute_command("FRAME.HEAD", "s", 50) == head  # shared chunks outlive the source
+
+
+def test_derived_frames_refuse_hostile_arguments(r, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,c\n1,2,x\n3,,y\n")
+    assert import_frame(r, "t", str(path))["state"] == "done"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    os.symlink(victim, tmp_path / "link.csv")
+    os.symlink("/etc", tmp_path / "etc")
+    for args, pattern in [
+        (("FRAME.SELECT", "t", "s", "COLS", "a", "a"), "given twice"),
+        (("FRAME.SELECT", "t", "s", "COLS", *(["a"] * 100_000)), "more columns"),
+        (("FRAME.SELECT", "t", "s", "COLS", "18446744073709551616"), "no such column"),
+        (("FRAME.SELECT", "t", "s", "COLS", "-1"), "no such column"),
+        (("FRAME.FILTER", "t", "f", "WHERE", "a", "LIKE", "1"), "unknown operator"),
+        (("FRAME.FILTER", "t", "f", "WHERE", "c", ">", "x"), "takes =, !=, ISNA and NOTNA"),
+        (("FRAME.FILTER", "t", "f", "WHERE", "a", "=", "1e999"), "compared with a number"),
+        (("FRAME.FILTER", "t", "f", "WHERE", *(["a", "ISNA", "AND"] * 100_000), "a", "ISNA"),
+         "at most 16 conditions"),
+        (("FRAME.EXPORT", "t", "/etc/passwd", "REPLACE"), "outside import-dir"),
+        (("FRAME.EXPORT", "t", str(tmp_path / ".." / ".." / ".." / ".." / "etc" / "x")),
+         "outside import-dir"),
+        (("FRAME.EXPORT", "t", str(tmp_path / "etc" / "x.csv")), "outside import-dir"),
+        (("FRAME.EXPORT", "t", str(tmp_path / "link.csv"), "REPLACE"), "symbolic link"),
+        (("FRAME.EXPORT", "t", str(path)), "exists"),
+        (("FRAME.EXPORT", "t", str(tmp_path)), "not a regular file"),
+        (("FRAME.EXPORT", "t", "a\0b"), "bad path"),
+    ]:
+        with pytest.raises(redis.ResponseError, match=pattern):
+            r.execute_command(*args)
+    assert victim.read_text() == "keep"
+    assert not os.path.exists("/etc/x")
+    assert sorted(os.listdir(tmp_path)) == ["etc", "link.csv", "t.csv", "victim.txt"]
+    assert r.ping()

@@ -1,0 +1,480 @@
+// Frames made from frames, and frames written out: FRAME.SELECT (columns, sharing the chunks),
+// FRAME.FILTER (rows, a map/reduce of src/mr) and FRAME.EXPORT (a job writing CSV under
+// import-dir). docs/frame.md, "Commands", has the syntax and the replies.
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "mr/mr.h"
+#include "server/internal/engine_budget.h"
+#include "server/internal/frame_value.h"
+
+namespace floe::server::internal {
+
+using frame::ColumnType;
+using frame::Frame;
+
+namespace {
+
+constexpr char kTargetExists[] =
+    "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)";
+
+// A column by name, or else by 0-based index (as the analytics take them).
+Result<size_t> FindColumn(const Frame& f, std::string_view col) {
+  if (std::optional<size_t> at = f.Find(col)) return *at;
+  int64_t i = 0;
+  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < f.columns()) {
+    return static_cast<size_t>(i);
+  }
+  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
+}
+
+Status TaskError(const Status& s) {
+  if (s.message().starts_with("OOM ")) return s;  // the budget's refusal: Redis's text as it is
+  if (s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted) {
+    return ClientError("ERR " + std::string(s.message()));
+  }
+  return s;
+}
+
+// CLIENT KILL of the calling client stops its task at the next chunk.
+const std::atomic<bool>* Killed(CommandContext& ctx) { return &ctx.session.state().kill_requested; }
+
+}  // namespace
+
+// FRAME.SELECT src dst COLS col [col ...] [REPLACE]
+//
+// The new frame's vecs are copies of the source's, which share its chunks' bytes (Vec holds
+// them by shared_ptr): nothing is copied but the names and domains. The store still charges the
+// new frame's whole MemoryBytes: chunks shared now are the new frame's alone once the source is
+// dropped, and a charge made only for the overhead would then count them nowhere.
+void CmdFrameSelect(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  const auto& a = ctx.args;
+  if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
+  if (!EqualsIgnoreCase(a[3], "COLS")) return ctx.SyntaxError();
+  size_t end = a.size();
+  bool replace = false;
+  // A trailing REPLACE is the option (a column named REPLACE can be given by its index).
+  if (end > 5 && EqualsIgnoreCase(a[end - 1], "REPLACE")) {
+    replace = true;
+    end--;
+  }
+  if (end <= 4) return ctx.SyntaxError();
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  const Frame& src = **f;
+  // Each column at most once, so the count is bounded by the source's columns.
+  if (end - 4 > src.columns()) {
+    return ctx.Error("ERR more columns than the frame has (" + std::to_string(src.columns()) + ")");
+  }
+  std::vector<bool> seen(src.columns(), false);
+  std::vector<std::string> names;
+  std::vector<frame::Vec> vecs;
+  for (size_t i = 4; i < end; i++) {
+    Result<size_t> col = FindColumn(src, a[i]);
+    if (!col.ok()) return ctx.Error(col.status());
+    if (seen[*col]) {
+      return ctx.Error("ERR column '" + src.name(*col).substr(0, 64) + "' given twice");
+    }
+    seen[*col] = true;
+    names.push_back(src.name(*col));
+    vecs.push_back(src.vec(*col));
+  }
+  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kTargetExists);
+  Result<Frame> g = Frame::Make(std::move(names), std::move(vecs));
+  if (!g.ok()) return ctx.Error(TaskError(g.status()));
+  const auto columns = static_cast<int64_t>(g->columns());
+  if (Status s = StoreFrame(ctx.engine, a[2], std::move(g).value(), replace); !s.ok()) {
+    return ctx.Error(s);
+  }
+  ctx.out.Integer(columns);
+}
+
+namespace {
+
+// FRAME.FILTER's task, apart from its arguments so that it can move to another thread: the
+// conditions resolved against the frame, run with a cancel flag and a memory budget.
+Result<Frame> RunFilter(const Frame& f, const std::vector<mr::Condition>& conditions,
+                        const std::atomic<bool>* cancel, mr::MemoryBudget* budget) {
+  return mr::Filter(f, conditions, {.cancel = cancel, .memory = budget});
+}
+
+}  // namespace
+
+// FRAME.FILTER src dst WHERE col op [value] [AND col op [value] ...] [REPLACE]
+void CmdFrameFilter(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  const auto& a = ctx.args;
+  if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
+  if (!EqualsIgnoreCase(a[3], "WHERE")) return ctx.SyntaxError();
+  struct Spelled {
+    std::string_view col;
+    mr::FilterOp op;
+    std::string_view value;
+  };
+  std::vector<Spelled> spelled;
+  bool replace = false;
+  size_t i = 4;
+  for (;;) {
+    if (i + 1 >= a.size()) return ctx.SyntaxError();
+    if (spelled.size() == mr::kMaxFilterConditions) {
+      return ctx.Error("ERR at most 16 conditions");
+    }
+    std::optional<mr::FilterOp> op = mr::ParseFilterOp(a[i + 1]);
+    if (!op) {
+      return ctx.Error("ERR unknown operator '" + std::string(a[i + 1].substr(0, 32)) +
+                       "' (=, !=, <, <=, >, >=, ISNA, NOTNA)");
+    }
+    Spelled s{.col = a[i], .op = *op, .value = {}};
+    if (*op == mr::FilterOp::kIsNA || *op == mr::FilterOp::kNotNA) {
+      i += 2;
+    } else {
+      if (i + 2 >= a.size()) return ctx.SyntaxError();
+      s.value = a[i + 2];
+      i += 3;
+    }
+    spelled.push_back(s);
+    if (i == a.size()) break;
+    if (i + 1 == a.size() && EqualsIgnoreCase(a[i], "REPLACE")) {
+      replace = true;
+      break;
+    }
+    if (!EqualsIgnoreCase(a[i], "AND")) return ctx.SyntaxError();
+    i++;
+  }
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  std::vector<mr::Condition> conditions;
+  for (const Spelled& s : spelled) {
+    Result<size_t> col = FindColumn(**f, s.col);
+    if (!col.ok()) return ctx.Error(col.status());
+    mr::Condition c{.col = *col, .op = s.op, .number = 0, .text = std::string(s.value)};
+    const ColumnType type = (*f)->vec(*col).type();
+    const bool text = type == ColumnType::kCategorical || type == ColumnType::kString;
+    const bool na_test = s.op == mr::FilterOp::kIsNA || s.op == mr::FilterOp::kNotNA;
+    if (!text && !na_test && !ParseRedisDouble(s.value, &c.number)) {
+      return ctx.Error("ERR column '" + (*f)->name(*col).substr(0, 64) +
+                       "' is compared with a number, not '" + std::string(s.value.substr(0, 32)) +
+                       "'");
+    }
+    conditions.push_back(std::move(c));
+  }
+  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kTargetExists);
+  EngineBudget budget(ctx.engine);
+  Result<Frame> g = RunFilter(**f, conditions, Killed(ctx), &budget);
+  if (!g.ok()) return ctx.Error(TaskError(g.status()));
+  const auto rows = static_cast<int64_t>(g->rows());
+  if (Status s = StoreFrame(ctx.engine, a[2], std::move(g).value(), replace); !s.ok()) {
+    return ctx.Error(s);
+  }
+  ctx.out.Integer(rows);
+}
+
+// ---- FRAME.EXPORT ----
+
+namespace {
+
+// Where an export writes: the directory opened and checked by the command, and the file's name
+// in it. The job creates, writes and renames relative to that descriptor, so a directory
+// swapped for a link after the checks cannot lead outside import-dir.
+struct ExportTarget {
+  std::shared_ptr<const int> dir;
+  std::string name;   // one path component, not "." or ".."
+  std::string shown;  // the path as errors and JOB.STATUS name it
+  bool replace = false;
+};
+
+bool Within(const std::string& p, const std::string& dir) {
+  return p == dir || dir == "/" ||
+         (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && p[dir.size()] == '/');
+}
+
+Status OutsideImportDir(const std::string& path, const std::string& root) {
+  return ClientError("ERR '" + path + "' is outside import-dir (" + root +
+                     "): FRAME.EXPORT writes only under it (CONFIG GET import-dir)");
+}
+
+// The checks FRAME.IMPORT makes of what it reads, made of what FRAME.EXPORT writes: the path as
+// spelled is under import-dir, and so is the real path of its directory (links resolved); the
+// file itself, if there, is a regular file and not a link, and is replaced only with REPLACE.
+Status ResolveExportTarget(const std::string& import_dir, std::string path, ExportTarget* t) {
+  if (path.empty() || path.size() > 4096 || path.find('\0') != std::string::npos) {
+    return ClientError("ERR bad path");
+  }
+  char* real_root = ::realpath(import_dir.empty() ? "." : import_dir.c_str(), nullptr);
+  if (real_root == nullptr) {
+    return ClientError("ERR import-dir '" + import_dir +
+                       "' cannot be used: " + std::strerror(errno));
+  }
+  const std::string root = real_root;
+  std::free(real_root);
+  std::error_code ec;
+  std::string spelled_root = std::filesystem::absolute(import_dir.empty() ? "." : import_dir, ec)
+                                 .lexically_normal()
+                                 .string();
+  while (spelled_root.size() > 1 && spelled_root.back() == '/') spelled_root.pop_back();
+  if (path.front() != '/') path = spelled_root + "/" + path;
+  const std::filesystem::path lexical = std::filesystem::absolute(path, ec).lexically_normal();
+  if (ec || !(Within(lexical.string(), root) || Within(lexical.string(), spelled_root))) {
+    return OutsideImportDir(path, root);
+  }
+  t->name = lexical.filename().string();
+  if (t->name.empty() || t->name == "." || t->name == "..") {
+    return ClientError("ERR '" + path + "' does not name a file");
+  }
+  const std::string parent = lexical.parent_path().string();
+  const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ClientError("ERR cannot write in '" + parent + "': " + std::strerror(errno));
+  t->dir = std::shared_ptr<const int>(new int(fd), [](const int* d) {
+    ::close(*d);
+    delete d;
+  });
+  // The directory opened, wherever its spelling led: under import-dir, or refused.
+  char buf[PATH_MAX + 1];
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), buf, PATH_MAX);
+  if (n <= 0) return ClientError("ERR cannot write in '" + parent + "'");
+  const std::string dir_name(buf, static_cast<size_t>(n));
+  if (!Within(dir_name, root)) return OutsideImportDir(path, root);
+  t->shown = dir_name + (dir_name == "/" ? "" : "/") + t->name;
+  struct stat st;
+  if (::fstatat(fd, t->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      return ClientError("ERR '" + t->shown + "' is a symbolic link (FRAME.EXPORT follows none)");
+    }
+    if (!S_ISREG(st.st_mode)) return ClientError("ERR '" + t->shown + "' is not a regular file");
+    if (!t->replace) {
+      return ClientError("ERR '" + t->shown + "' exists (FRAME.EXPORT takes REPLACE)");
+    }
+  } else if (errno != ENOENT) {
+    return ClientError("ERR cannot write '" + t->shown + "': " + std::strerror(errno));
+  }
+  return Status::OK();
+}
+
+// RFC 4180: a field in double quotes, its quotes doubled.
+void AppendQuoted(std::string_view v, std::string* out) {
+  out->push_back('"');
+  for (char c : v) {
+    if (c == '"') out->push_back('"');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+// A header name quoted when it must be (a comma, a quote, a line break, edge blanks, or empty).
+void AppendName(std::string_view v, std::string* out) {
+  const bool quote = v.empty() || v.find_first_of(",\"\r\n") != std::string_view::npos ||
+                     v.front() == ' ' || v.back() == ' ' || v.front() == '\t' || v.back() == '\t';
+  if (quote) {
+    AppendQuoted(v, out);
+  } else {
+    out->append(v);
+  }
+}
+
+// Days since 1970-01-01 to the civil date (proleptic Gregorian), the inverse of the import's
+// count of 400-year eras from 0000-03-01.
+void CivilFromDays(int64_t z, int64_t* y, int64_t* m, int64_t* d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const int64_t doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const int64_t mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = yoe + era * 400 + (*m <= 2 ? 1 : 0);
+}
+
+// A time as the import reads it: "YYYY-MM-DD HH:MM:SS.mmm" (UTC). A year outside 0000-9999
+// has no such spelling: it is written as its milliseconds. REQUIRES: |ms| <= kMaxTimeMs.
+void AppendTime(int64_t ms, std::string* out) {
+  const int64_t day_ms = 86'400'000;
+  const int64_t days = ms >= 0 ? ms / day_ms : -((-ms + day_ms - 1) / day_ms);
+  const int64_t in_day = ms - days * day_ms;
+  int64_t y, mo, d;
+  CivilFromDays(days, &y, &mo, &d);
+  char buf[64];
+  if (y < 0 || y > 9999) {
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), ms);
+    out->append(buf, end);
+    return;
+  }
+  const int n =
+      std::snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d.%03d", static_cast<int>(y),
+                    static_cast<int>(mo), static_cast<int>(d), static_cast<int>(in_day / 3'600'000),
+                    static_cast<int>(in_day / 60'000 % 60), static_cast<int>(in_day / 1000 % 60),
+                    static_cast<int>(in_day % 1000));
+  out->append(buf, static_cast<size_t>(n));
+}
+
+// One cell of chunk k's row i. NA is an empty field; text is always quoted, so an empty string
+// or the text "NA" reads back as itself and not as NA.
+void AppendCell(const frame::Vec& vec, size_t k, uint32_t i, std::string* out) {
+  const frame::ChunkView& chunk = vec.chunk(k);
+  if (chunk.IsNA(i)) return;
+  char buf[64];
+  switch (vec.type()) {
+    case ColumnType::kString:
+      AppendQuoted(chunk.AtString(i), out);
+      return;
+    case ColumnType::kCategorical:
+      AppendQuoted(vec.domain()[static_cast<size_t>(chunk.CodeAt(i))], out);
+      return;
+    case ColumnType::kTime: {
+      // AtTime reads a value past ±kMaxTimeMs (a chunk CompressTimes did not make) as NA.
+      const int64_t ms = chunk.AtTime(i);
+      if (ms != frame::kNATime) AppendTime(ms, out);
+      return;
+    }
+    case ColumnType::kInteger: {
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<int64_t>(chunk.At(i)));
+      out->append(buf, end);
+      return;
+    }
+    case ColumnType::kReal: {
+      // Shortest form that reads back to the same double (inf and -inf as the import reads).
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), chunk.At(i));
+      out->append(buf, end);
+      return;
+    }
+  }
+}
+
+Status WriteAll(int fd, std::string* buf, uint64_t* written) {
+  size_t off = 0;
+  while (off < buf->size()) {
+    const ssize_t n = ::write(fd, buf->data() + off, buf->size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Internal(std::string("write: ") + std::strerror(errno));
+    }
+    off += static_cast<size_t>(n);
+  }
+  *written += buf->size();
+  buf->clear();
+  return Status::OK();
+}
+
+constexpr size_t kExportBuffer = size_t{1} << 20;
+
+// The CSV of `f` into `fd`, a chunk at a time, polling the job's flag per chunk and per
+// 64 Ki rows. Progress: rows written, and bytes against the bytes the written rows predict.
+Status WriteCsv(const Frame& f, int fd, job::Context& job) {
+  std::string buf;
+  buf.reserve(kExportBuffer + 4096);
+  uint64_t written = 0, rows_done = 0;
+  for (size_t c = 0; c < f.columns(); c++) {
+    if (c > 0) buf.push_back(',');
+    AppendName(f.name(c), &buf);
+  }
+  buf.append("\r\n");
+  const uint64_t total_rows = f.rows();
+  for (size_t k = 0; k < f.chunk_count(); k++) {
+    if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
+    const uint32_t rows = f.vec(0).chunk(k).rows();
+    for (uint32_t i = 0; i < rows; i++) {
+      for (size_t c = 0; c < f.columns(); c++) {
+        if (c > 0) buf.push_back(',');
+        AppendCell(f.vec(c), k, i, &buf);
+      }
+      buf.append("\r\n");
+      if (buf.size() >= kExportBuffer) FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
+      if ((i & 0xffff) == 0xffff && job.cancelled()) {
+        return Status::Cancelled("cancelled by JOB.CANCEL");
+      }
+    }
+    rows_done += rows;
+    const uint64_t done = written + buf.size();
+    const uint64_t expected =
+        rows_done == 0
+            ? done
+            : static_cast<uint64_t>(static_cast<double>(done) * static_cast<double>(total_rows) /
+                                    static_cast<double>(rows_done));
+    job.SetProgress(rows_done, done, std::max(expected, done));
+  }
+  FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
+  job.SetProgress(rows_done, written, written);
+  return Status::OK();
+}
+
+std::atomic<uint64_t> export_sequence{0};
+
+// The job: write a temporary file beside the target (created new, no link followed), then
+// rename it over the target (without REPLACE, only if no file came there meanwhile). The
+// temporary file is removed on every failure and on cancel.
+Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t, job::Context& job) {
+  const int dir = *t.dir;
+  // relaxed: a counter that only has to differ between exports of this process.
+  const std::string tmp = "." + t.name.substr(0, 200) + ".export-" + std::to_string(::getpid()) +
+                          "-" +
+                          std::to_string(export_sequence.fetch_add(1, std::memory_order_relaxed));
+  const int fd =
+      ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return Status::Internal("cannot create a file beside '" + t.shown +
+                            "': " + std::strerror(errno));
+  }
+  Status s = WriteCsv(*f, fd, job);
+  if (s.ok() && ::fsync(fd) != 0)
+    s = Status::Internal(std::string("fsync: ") + std::strerror(errno));
+  if (::close(fd) != 0 && s.ok())
+    s = Status::Internal(std::string("close: ") + std::strerror(errno));
+  if (s.ok() && job.cancelled()) s = Status::Cancelled("cancelled by JOB.CANCEL");
+  if (s.ok() &&
+      ::renameat2(dir, tmp.c_str(), dir, t.name.c_str(), t.replace ? 0 : RENAME_NOREPLACE) != 0) {
+    s = errno == EEXIST
+            ? Status::AlreadyExists("'" + t.shown +
+                                    "' was created meanwhile (FRAME.EXPORT takes REPLACE)")
+            : Status::Internal("cannot rename onto '" + t.shown + "': " + std::strerror(errno));
+  }
+  if (!s.ok()) {
+    ::unlinkat(dir, tmp.c_str(), 0);
+    return s;
+  }
+  job.SetResult("frame exported to '" + t.shown + "': " + std::to_string(f->rows()) + " rows, " +
+                std::to_string(f->columns()) + " columns");
+  return Status::OK();
+}
+
+}  // namespace
+
+// FRAME.EXPORT key path [REPLACE]
+void CmdFrameExport(CommandContext& ctx) {
+  if (RefusedInCluster(ctx)) return;
+  const auto& a = ctx.args;
+  ExportTarget t;
+  if (a.size() == 4 && EqualsIgnoreCase(a[3], "REPLACE")) {
+    t.replace = true;
+  } else if (a.size() != 3) {
+    return ctx.SyntaxError();
+  }
+  // The frame as it is now: a FRAME.DROP or a replace meanwhile does not change what is written.
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  if (Status s = ResolveExportTarget(ctx.engine.config().import_dir, std::string(a[2]), &t);
+      !s.ok()) {
+    return ctx.Error(s);
+  }
+  std::string what = std::string(a[1]) + " -> " + t.shown;
+  Result<uint64_t> id =
+      ctx.engine.jobs().Start("export", std::move(what),
+                              [frame = std::move(f).value(), t = std::move(t)](job::Context& job) {
+                                return ExportWork(frame, t, job);
+                              });
+  if (!id.ok()) return ctx.Error("ERR " + std::string(id.status().message()));
+  ctx.out.Integer(static_cast<int64_t>(*id));
+}
+
+}  // namespace floe::server::internal
