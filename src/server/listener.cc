@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
@@ -169,7 +170,8 @@ void Connection::Start() {
     };
   }
   worker_->connections.emplace(this, weak_from_this());
-  if (worker_->engine->cluster() != nullptr) {
+  {
+    // Replies come later from other nodes (cluster) and from the analytics pool (frames).
     std::weak_ptr<Connection> weak = weak_from_this();
     asio::io_context* io = &worker_->io;
     session_->set_reply_sink([weak, io](uint64_t ticket, std::string reply) {
@@ -695,6 +697,8 @@ Status Server::Run() {
     for (auto& c : open) c->Close();
   }
   for (auto& f : m.front_ends) f->Close();
+  // Before the I/O threads' io_contexts go: a task ending posts its reply to one (A8).
+  m.engine->analytics().Shutdown();
   if (m.cluster) m.cluster->Stop();
   FLOE_LOG_INFO("Floe stopped");
   return Status::OK();
