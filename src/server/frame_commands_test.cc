@@ -680,6 +680,7 @@ class AnalyticsServerTest : public ::testing::Test {
     c.port = 0;
     c.threads = 1;
     c.import_dir = "/tmp";
+    c.timeout = timeout_s_;
     server_ = std::make_unique<Server>(c);
     run_ = std::thread([this] { EXPECT_TRUE(server_->Run().ok()); });
     Session admin(&server_->engine(), 0);
@@ -742,6 +743,7 @@ class AnalyticsServerTest : public ::testing::Test {
     return replies;
   }
 
+  int64_t timeout_s_ = 0;  // the node's `timeout`
   std::string dir_, csv_;
   Gate gate_;
   std::unique_ptr<Server> server_;
@@ -798,6 +800,26 @@ TEST_F(AnalyticsServerTest, ClientKillCancelsTheTask) {
   ASSERT_EQ(exists.size(), 1u);
   EXPECT_THAT(exists[0], IsInt(0));
   EXPECT_EQ(server_->engine().internal_errors(), 0u);
+}
+
+// Regression: the idle `timeout` closed a client that waited for its analytics reply (it had
+// sent nothing since the command), cancelling the task. A client awaiting a reply is not idle.
+class AnalyticsServerTimeoutTest : public AnalyticsServerTest {
+ protected:
+  AnalyticsServerTimeoutTest() { timeout_s_ = 1; }
+};
+
+TEST_F(AnalyticsServerTimeoutTest, AClientAwaitingItsReplyIsNotIdle) {
+  const int a = Connect();
+  Send(a, kGroupBy);
+  ASSERT_TRUE(gate_.AwaitWaiting(1));
+  // Past the timeout, and past the once-a-second idle check after it (the behaviour checked is
+  // that the connection survives, whatever the exact moment of the check).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  gate_.Open();
+  std::vector<Reply> got = Read(a, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_THAT(got[0], IsInt(3));
 }
 
 // The homing rule (frame_value.h, rule 4): chunk k of a frame has one key for all its columns,

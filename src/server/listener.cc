@@ -55,6 +55,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   int64_t last_interaction_ms() const {
     return session_ ? session_->state().last_interaction_ms.load(std::memory_order_relaxed) : 0;
   }
+  // A reply is to come (another node's, an analytics task's): the client waits, it is not idle.
+  bool awaiting_reply() const { return slots_waiting_ > 0; }
 
  private:
   void DoRead();
@@ -567,7 +569,10 @@ void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
         std::vector<std::shared_ptr<Connection>> idle;
         for (auto& [ptr, weak] : w->connections) {
           auto conn = weak.lock();
-          if (conn && now - conn->last_interaction_ms() > cfg.timeout * 1000) idle.push_back(conn);
+          if (conn && !conn->awaiting_reply() &&
+              now - conn->last_interaction_ms() > cfg.timeout * 1000) {
+            idle.push_back(conn);
+          }
         }
         for (auto& conn : idle) conn->Close();
       }
