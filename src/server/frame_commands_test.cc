@@ -802,6 +802,24 @@ TEST_F(AnalyticsServerTest, ClientKillCancelsTheTask) {
   EXPECT_EQ(server_->engine().internal_errors(), 0u);
 }
 
+// A5: a client that closes its connection while its task runs is noticed at once (though the
+// connection reads nothing meanwhile): the task's cancel flag is set.
+TEST_F(AnalyticsServerTest, AClientThatClosesCancelsItsTask) {
+  const int a = Connect();
+  Send(a, kGroupBy);
+  ASSERT_TRUE(gate_.AwaitWaiting(1));
+  std::vector<std::shared_ptr<ClientState>> clients = server_->engine().Clients();
+  ASSERT_EQ(clients.size(), 1u);
+  EXPECT_FALSE(clients[0]->kill_requested.load());
+  close(a);
+  fds_.clear();
+  for (int i = 0; i < 2000 && !clients[0]->kill_requested.load(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(clients[0]->kill_requested.load());
+  EXPECT_TRUE(server_->engine().Clients().empty());
+}
+
 // Regression: the idle `timeout` closed a client that waited for its analytics reply (it had
 // sent nothing since the command), cancelling the task. A client awaiting a reply is not idle.
 class AnalyticsServerTimeoutTest : public AnalyticsServerTest {

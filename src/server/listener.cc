@@ -9,7 +9,10 @@
 // on while they are outstanding, up to the slots' bounds, and runs nothing while a write is in
 // flight.
 
+#include <sys/socket.h>
+
 #include <asio.hpp>
+#include <cerrno>
 #include <csignal>
 #include <deque>
 #include <thread>
@@ -60,6 +63,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void DoRead();
+  // While a reply is to come nothing is read (the client's next commands wait in the socket),
+  // but a client that closes is noticed: its session goes, and with it the work of an
+  // analytics task (docs/frame.md, A5).
+  void WatchForClose();
   void Process();
   // The reply of a command that waited for another node (any thread posts it here).
   void Resume(uint64_t ticket, std::string reply);
@@ -98,8 +105,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closing_ = false;
   bool closed_ = false;
   bool write_scheduled_ = false;
-  bool writing_ = false;  // an asynchronous write of out_ is in flight
-  bool reading_ = false;  // an asynchronous read into in_ is in flight: in_ is not ours
+  bool writing_ = false;   // an asynchronous write of out_ is in flight
+  bool reading_ = false;   // an asynchronous read into in_ is in flight: in_ is not ours
+  bool watching_ = false;  // WatchForClose's wait is in flight
   // Replies in command order once a command waits for another node (rule C3): a reply goes to
   // out_ only when every reply before it has. `ticket` is the session's for a reply to come.
   struct Slot {
@@ -217,6 +225,21 @@ void Connection::Close() {
     }
     session_.reset();  // unregisters the client
   }
+}
+
+void Connection::WatchForClose() {
+  if (watching_ || closed_) return;
+  watching_ = true;
+  auto self = shared_from_this();
+  socket_.async_wait(tcp::socket::wait_read, [this, self](std::error_code ec) {
+    watching_ = false;
+    if (ec || closed_) return;
+    // Readable: the end of the stream, or more commands (left in the socket: once they are
+    // there, a close after them is noticed by the next read).
+    char byte = 0;
+    const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) Close();
+  });
 }
 
 void Connection::DoRead() {
@@ -409,7 +432,10 @@ void Connection::Process() {
     if (slots_.empty()) Close();  // else after the replies still to come
     return;
   }
-  if (Blocked()) return;  // Resume goes on
+  if (Blocked()) {  // Resume goes on
+    if (slots_waiting_ > 0) WatchForClose();
+    return;
+  }
   DoRead();
 }
 
