@@ -145,7 +145,12 @@ void RunAnalytics(CommandContext& ctx, AnalyticsWork work) {
         // A4: the work's frame and its working memory (its budget, released when the work
         // returned) go before the reply is delivered.
         work = nullptr;
-        done(std::string());
+        try {
+          done(std::string());
+        } catch (const std::exception& e) {  // out of memory posting it: nothing to deliver
+          engine.CountInternalError();
+          FLOE_LOG_ERROR("handing back the reply of '{}' failed: {}", name, e.what());
+        }
       },
       cancel);
   if (!posted) {
