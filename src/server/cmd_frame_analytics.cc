@@ -39,7 +39,7 @@ Status TaskError(const Status& s) {
 // An analytics task's working memory charged to maxmemory as the task grows (sketch_cell.h,
 // rule 8): reserved with the engine before it is allocated, refused with Redis's OOM error when
 // used + reserved + bytes would pass maxmemory, given back as the task frees it, and whatever is
-// left when the task ends (before its reply is delivered: A4). Without a maxmemory the bytes are
+// left when the command ends. Without a maxmemory the bytes are
 // still reserved, so that other commands' checks see them if one is set meanwhile. Thread-safe: the
 // task's workers call it.
 class EngineBudget : public mr::MemoryBudget {
@@ -48,7 +48,7 @@ class EngineBudget : public mr::MemoryBudget {
   EngineBudget(const EngineBudget&) = delete;
   EngineBudget& operator=(const EngineBudget&) = delete;
   ~EngineBudget() override {
-    // relaxed: the task's workers were joined before the task ends.
+    // relaxed: the task's workers were joined before the command ends.
     const int64_t left = held_.load(std::memory_order_relaxed);
     if (left > 0) engine_.ReleaseMemory(left);
   }
