@@ -373,4 +373,3 @@ def test_a_gzip_bomb_is_charged_before_it_inflates(make_floe, tmp_path):
     grown = peak_rss_kb(node.proc.pid) - before
     assert grown < 160 * 1024, f"peak RSS grew by {grown} kB"
     assert r.ping() and r.exists("bomb") == 0
-
