@@ -238,7 +238,10 @@ void Connection::WatchForClose() {
     // there, a close after them is noticed by the next read).
     char byte = 0;
     const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) Close();
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      return Close();
+    }
+    if (n < 0 && slots_waiting_ > 0) WatchForClose();  // woken for nothing: watch on
   });
 }
 
