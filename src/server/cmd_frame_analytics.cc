@@ -1,12 +1,14 @@
 // FRAME.SUMMARY, FRAME.QUANTILE, FRAME.GROUPBY: argument checks and replies around the map/reduce
-// analytics of src/mr. They run on every core, the calling I/O thread included, and reply when
-// done (docs/frame.md, "Commands").
+// analytics of src/mr. The I/O thread checks the arguments and loads the frame; the analytics
+// run on the analytics pool, on every core, and the reply is deferred until they are done
+// (internal/analytics_pool.h; docs/frame.md, "Analytics off the I/O thread").
 
 #include <atomic>
 #include <cmath>
 #include <limits>
 
 #include "mr/mr.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/engine_budget.h"
 #include "server/internal/frame_value.h"
 #include "server/internal/sketch_cell.h"
@@ -35,35 +37,14 @@ Status TaskError(const Status& s) {
   return s;
 }
 
-// The task's cancel flag: CLIENT KILL of the calling client stops its task at the next chunk
-// (with more than one I/O thread another client can send it while the task holds this one).
-const std::atomic<bool>* Killed(CommandContext& ctx) { return &ctx.session.state().kill_requested; }
-
-}  // namespace
-
-// FRAME.SUMMARY name col [BINS n]
-void CmdFrameSummary(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
-  int64_t bins = mr::kDefaultBins;
-  if (ctx.args.size() == 5 && EqualsIgnoreCase(ctx.args[3], "BINS")) {
-    if (!ParseInt64(ctx.args[4], &bins)) return ctx.NotInteger();
-    if (bins < 1 || bins > mr::kMaxBins) return ctx.Error("ERR BINS must be between 1 and 10000");
-  } else if (ctx.args.size() != 3) {
-    return ctx.SyntaxError();
-  }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  Result<size_t> col = FindColumn(**f, ctx.args[2]);
-  if (!col.ok()) return ctx.Error(col.status());
-  Result<mr::Summary> s =
-      mr::Summarize(**f, *col, static_cast<uint32_t>(bins), {.cancel = Killed(ctx)});
-  if (!s.ok()) return ctx.Error(TaskError(s.status()));
-  const mr::Moments& m = s->moments;
+void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view type,
+                  const mr::Summary& s) {
+  const mr::Moments& m = s.moments;
   ctx.out.MapHeader(11);
   ctx.out.Bulk("column");
-  ctx.out.Bulk((*f)->name(*col));
+  ctx.out.Bulk(name);
   ctx.out.Bulk("type");
-  ctx.out.Bulk(frame::ColumnTypeName((*f)->vec(*col).type()));
+  ctx.out.Bulk(type);
   ctx.out.Bulk("count");
   ctx.out.Integer(static_cast<int64_t>(m.count));
   ctx.out.Bulk("na");
@@ -84,18 +65,45 @@ void CmdFrameSummary(CommandContext& ctx) {
   ctx.out.Bulk("sd");
   number(m.count > 1 && !std::isnan(m.sd()), m.sd());
   ctx.out.Bulk("cardinality");
-  ctx.out.Integer(static_cast<int64_t>(s->cardinality));
+  ctx.out.Integer(static_cast<int64_t>(s.cardinality));
   ctx.out.Bulk("histogram");
-  ctx.out.ArrayHeader(s->histogram.size());
-  for (uint64_t c : s->histogram) ctx.out.Integer(static_cast<int64_t>(c));
+  ctx.out.ArrayHeader(s.histogram.size());
+  for (uint64_t c : s.histogram) ctx.out.Integer(static_cast<int64_t>(c));
   ctx.out.Bulk("bin_starts");
-  ctx.out.ArrayHeader(s->bin_starts.size());
-  for (double b : s->bin_starts) ctx.out.Double(b);
+  ctx.out.ArrayHeader(s.bin_starts.size());
+  for (double b : s.bin_starts) ctx.out.Double(b);
+}
+
+}  // namespace
+
+// FRAME.SUMMARY name col [BINS n]
+void CmdFrameSummary(CommandContext& ctx) {
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
+  int64_t bins = mr::kDefaultBins;
+  if (ctx.args.size() == 5 && EqualsIgnoreCase(ctx.args[3], "BINS")) {
+    if (!ParseInt64(ctx.args[4], &bins)) return ctx.NotInteger();
+    if (bins < 1 || bins > mr::kMaxBins) return ctx.Error("ERR BINS must be between 1 and 10000");
+  } else if (ctx.args.size() != 3) {
+    return ctx.SyntaxError();
+  }
+  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  Result<size_t> col = FindColumn(**f, ctx.args[2]);
+  if (!col.ok()) return ctx.Error(col.status());
+  RunAnalytics(ctx, [f = *std::move(f), col = *col, bins](const std::atomic<bool>* cancel) {
+    Result<mr::Summary> s = mr::Summarize(*f, col, static_cast<uint32_t>(bins), {.cancel = cancel});
+    return AnalyticsReply([name = std::string(f->name(col)),
+                           type = frame::ColumnTypeName(f->vec(col).type()),
+                           s = std::move(s)](CommandContext& c) {
+      if (!s.ok()) return c.Error(TaskError(s.status()));
+      WriteSummary(c, name, type, *s);
+    });
+  });
 }
 
 // FRAME.QUANTILE name col p [p ...]
 void CmdFrameQuantile(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
   if (ctx.args.size() - 3 > mr::kMaxProbabilities) {
     return ctx.Error("ERR at most 100 probabilities");
   }
@@ -111,23 +119,28 @@ void CmdFrameQuantile(CommandContext& ctx) {
   if (!f.ok()) return ctx.Error(f.status());
   Result<size_t> col = FindColumn(**f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
-  EngineBudget budget(ctx.engine);
-  Result<std::vector<std::optional<double>>> q =
-      mr::Quantiles(**f, *col, ps, {.cancel = Killed(ctx), .memory = &budget});
-  if (!q.ok()) return ctx.Error(TaskError(q.status()));
-  ctx.out.ArrayHeader(q->size());
-  for (const std::optional<double>& v : *q) {
-    if (v.has_value()) {
-      ctx.out.Double(*v);
-    } else {
-      ctx.out.Null();
-    }
-  }
+  RunAnalytics(ctx, [f = *std::move(f), col = *col, ps = std::move(ps),
+                     &engine = ctx.engine](const std::atomic<bool>* cancel) {
+    EngineBudget budget(engine);
+    Result<std::vector<std::optional<double>>> q =
+        mr::Quantiles(*f, col, ps, {.cancel = cancel, .memory = &budget});
+    return AnalyticsReply([q = std::move(q)](CommandContext& c) {
+      if (!q.ok()) return c.Error(TaskError(q.status()));
+      c.out.ArrayHeader(q->size());
+      for (const std::optional<double>& v : *q) {
+        if (v.has_value()) {
+          c.out.Double(*v);
+        } else {
+          c.out.Null();
+        }
+      }
+    });
+  });
 }
 
 // FRAME.GROUPBY src dst KEYS col [col ...] AGG fn col [fn col ...] [REPLACE]
 void CmdFrameGroupBy(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
   const auto& a = ctx.args;
   if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
   if (!EqualsIgnoreCase(a[3], "KEYS")) return ctx.SyntaxError();
@@ -173,14 +186,23 @@ void CmdFrameGroupBy(CommandContext& ctx) {
   if (!replace && Lookup(ctx, a[2], false)) {
     return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
   }
-  EngineBudget budget(ctx.engine);
-  Result<Frame> g = mr::GroupBy(**f, keys, aggs, {.cancel = Killed(ctx), .memory = &budget});
-  if (!g.ok()) return ctx.Error(TaskError(g.status()));
-  const auto rows = static_cast<int64_t>(g->rows());
-  if (Status s = StoreFrame(ctx.engine, a[2], std::move(g).value(), replace); !s.ok()) {
-    return ctx.Error(s);
-  }
-  ctx.out.Integer(rows);
+  RunAnalytics(ctx, [f = *std::move(f), keys = std::move(keys), aggs = std::move(aggs), replace,
+                     &engine = ctx.engine](const std::atomic<bool>* cancel) {
+    EngineBudget budget(engine);
+    auto g = std::make_shared<Result<Frame>>(
+        mr::GroupBy(*f, keys, aggs, {.cancel = cancel, .memory = &budget}));
+    return AnalyticsReply([g, replace](CommandContext& c) {
+      if (!g->ok()) return c.Error(TaskError(g->status()));
+      // Stored here, on the client's thread under its worker lock, as if the command had run
+      // inline: a transaction elsewhere never sees it half done, and the client's next
+      // command sees it (A2). The target is checked again: it may have been made meanwhile.
+      const auto rows = static_cast<int64_t>((*g)->rows());
+      if (Status s = StoreFrame(c.engine, c.args[2], std::move(*g).value(), replace); !s.ok()) {
+        return c.Error(s);
+      }
+      c.out.Integer(rows);
+    });
+  });
 }
 
 }  // namespace floe::server::internal

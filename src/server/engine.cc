@@ -3,13 +3,15 @@
 
 #include <algorithm>
 
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
 namespace floe::server {
 
 // ---------------------------------------------------------------------------------------------
-Engine::Engine(Config config, int workers) : config_(std::move(config)) {
+Engine::Engine(Config config, int workers)
+    : config_(std::move(config)), analytics_(std::make_unique<internal::AnalyticsPool>()) {
   workers = std::max(workers, 1) + 1;  // the last one runs proxy sessions
   const size_t ncommands = internal::AllCommands().size();
   for (int i = 0; i < workers; i++) {

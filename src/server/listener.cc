@@ -9,12 +9,16 @@
 // on while they are outstanding, up to the slots' bounds, and runs nothing while a write is in
 // flight.
 
+#include <sys/socket.h>
+
 #include <asio.hpp>
+#include <cerrno>
 #include <csignal>
 #include <deque>
 #include <thread>
 #include <unordered_map>
 
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
@@ -54,9 +58,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   int64_t last_interaction_ms() const {
     return session_ ? session_->state().last_interaction_ms.load(std::memory_order_relaxed) : 0;
   }
+  // A reply is to come (another node's, an analytics task's): the client waits, it is not idle.
+  bool awaiting_reply() const { return slots_waiting_ > 0; }
 
  private:
   void DoRead();
+  // While a reply is to come nothing is read (the client's next commands wait in the socket),
+  // but a client that closes is noticed: its session goes, and with it the work of an
+  // analytics task (docs/frame.md, A5).
+  void WatchForClose();
   void Process();
   // The reply of a command that waited for another node (any thread posts it here).
   void Resume(uint64_t ticket, std::string reply);
@@ -95,8 +105,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closing_ = false;
   bool closed_ = false;
   bool write_scheduled_ = false;
-  bool writing_ = false;  // an asynchronous write of out_ is in flight
-  bool reading_ = false;  // an asynchronous read into in_ is in flight: in_ is not ours
+  bool writing_ = false;   // an asynchronous write of out_ is in flight
+  bool reading_ = false;   // an asynchronous read into in_ is in flight: in_ is not ours
+  bool watching_ = false;  // WatchForClose's wait is in flight
   // Replies in command order once a command waits for another node (rule C3): a reply goes to
   // out_ only when every reply before it has. `ticket` is the session's for a reply to come.
   struct Slot {
@@ -169,7 +180,8 @@ void Connection::Start() {
     };
   }
   worker_->connections.emplace(this, weak_from_this());
-  if (worker_->engine->cluster() != nullptr) {
+  {
+    // Replies come later from other nodes (cluster) and from the analytics pool (frames).
     std::weak_ptr<Connection> weak = weak_from_this();
     asio::io_context* io = &worker_->io;
     session_->set_reply_sink([weak, io](uint64_t ticket, std::string reply) {
@@ -213,6 +225,24 @@ void Connection::Close() {
     }
     session_.reset();  // unregisters the client
   }
+}
+
+void Connection::WatchForClose() {
+  if (watching_ || closed_) return;
+  watching_ = true;
+  auto self = shared_from_this();
+  socket_.async_wait(tcp::socket::wait_read, [this, self](std::error_code ec) {
+    watching_ = false;
+    if (ec || closed_) return;
+    // Readable: the end of the stream, or more commands (left in the socket: once they are
+    // there, a close after them is noticed by the next read).
+    char byte = 0;
+    const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      return Close();
+    }
+    if (n < 0 && slots_waiting_ > 0) WatchForClose();  // woken for nothing: watch on
+  });
 }
 
 void Connection::DoRead() {
@@ -405,7 +435,10 @@ void Connection::Process() {
     if (slots_.empty()) Close();  // else after the replies still to come
     return;
   }
-  if (Blocked()) return;  // Resume goes on
+  if (Blocked()) {  // Resume goes on
+    if (slots_waiting_ > 0) WatchForClose();
+    return;
+  }
   DoRead();
 }
 
@@ -565,7 +598,10 @@ void Housekeeping(Worker* w, int64_t tick_ms, int64_t last_idle_check_ms) {
         std::vector<std::shared_ptr<Connection>> idle;
         for (auto& [ptr, weak] : w->connections) {
           auto conn = weak.lock();
-          if (conn && now - conn->last_interaction_ms() > cfg.timeout * 1000) idle.push_back(conn);
+          if (conn && !conn->awaiting_reply() &&
+              now - conn->last_interaction_ms() > cfg.timeout * 1000) {
+            idle.push_back(conn);
+          }
         }
         for (auto& conn : idle) conn->Close();
       }
@@ -696,6 +732,8 @@ Status Server::Run() {
     for (auto& c : open) c->Close();
   }
   for (auto& f : m.front_ends) f->Close();
+  // Before the I/O threads' io_contexts go: a task ending posts its reply to one (A8).
+  m.engine->analytics().Shutdown();
   if (m.cluster) m.cluster->Stop();
   FLOE_LOG_INFO("Floe stopped");
   return Status::OK();

@@ -22,6 +22,7 @@
 #include <random>
 
 #include "cluster/cluster.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
@@ -525,6 +526,20 @@ void Session::ForgetRemoteWatches() {
 }
 
 std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
+  if (auto at = analytics_.find(ticket); at != analytics_.end()) {
+    // A frames analytics task is done (analytics_pool.h): the command runs once more, under
+    // the worker lock, and its handler writes the task's reply (FinishAnalytics).
+    std::shared_ptr<internal::AnalyticsTask> task = std::move(at->second);
+    analytics_.erase(at);
+    std::vector<std::string_view> args(task->args.begin(), task->args.end());
+    std::string out;
+    MutexLock lock(&engine_->worker_lock(worker_));
+    resp::ReplyWriter w(&out, protocol_);
+    finishing_ = task.get();
+    Call(task->spec, args, w, /*exclusive_held=*/false, NowMs());
+    finishing_ = nullptr;
+    return out;
+  }
   if (auto pc = part_changes_.find(ticket); pc != part_changes_.end()) {
     // A split command's part homed here, its keys now reserved (rule C7): it runs, and its
     // reply joins the others'.

@@ -195,11 +195,16 @@ class ClusterNode;
 struct ForwardQueues;
 struct CommandContext;
 struct CommandSpec;
+struct AnalyticsTask;
+class AnalyticsPool;
 void CmdMulti(CommandContext&);
 void CmdExec(CommandContext&);
 void CmdDiscard(CommandContext&);
 void CmdWatch(CommandContext&);
 void CmdUnwatch(CommandContext&);
+void RunAnalytics(CommandContext&,
+                  std::function<std::function<void(CommandContext&)>(const std::atomic<bool>*)>);
+bool FinishAnalytics(CommandContext&);
 }  // namespace internal
 
 // One client's connection state. Owned by one thread.
@@ -236,8 +241,10 @@ class Session {
   // SETNAME or HELLO in it applies to the commands after EXEC).
   // So does a change at this home waiting for the cached copies of its keys to be invalidated
   // (rule C7): what the client sends next must see it.
+  // So does a frames analytics command running on the analytics pool (docs/frame.md, A2).
   bool local_part_pending() const {
-    return !local_parts_.empty() || !home_changes_.empty() || !part_changes_.empty();
+    return !local_parts_.empty() || !home_changes_.empty() || !part_changes_.empty() ||
+           !analytics_.empty();
   }
   // The caller hands every deferred reply through this, on the session's thread, before it
   // delivers it: a transaction's commands that run here are merged into its EXEC reply.
@@ -288,6 +295,11 @@ class Session {
   friend void internal::CmdDiscard(internal::CommandContext&);
   friend void internal::CmdWatch(internal::CommandContext&);
   friend void internal::CmdUnwatch(internal::CommandContext&);
+  // Frames analytics defer their replies to the analytics pool (analytics_pool.cc).
+  friend void internal::RunAnalytics(
+      internal::CommandContext&,
+      std::function<std::function<void(internal::CommandContext&)>(const std::atomic<bool>*)>);
+  friend bool internal::FinishAnalytics(internal::CommandContext&);
   void ExecuteLocked(const std::vector<std::string_view>& args, std::string* out);
   void Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out, int64_t now_ms);
   // Runs a resolved command; takes the exclusive section if it needs one and none is held.
@@ -405,6 +417,12 @@ class Session {
   bool home_cleared_ = false;   // the running command's keys are reserved: run it as it is
   // A client's own command with a key homed elsewhere, run here from a cached copy (C8).
   const std::pair<std::string_view, store::ValuePtr>* pinned_ = nullptr;
+  // Frames analytics on the analytics pool, by ticket (at most one: A7), and the one whose
+  // reply FinishDeferred is writing (the handler's FinishAnalytics takes it).
+  std::map<uint64_t, std::shared_ptr<internal::AnalyticsTask>> analytics_;
+  internal::AnalyticsTask* finishing_ = nullptr;
+  bool analytics_posted_ = false;  // the handler posted its task: Call counts it when finished
+  bool running_queued_ = false;    // EXEC runs its queued commands: nothing defers (A3)
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
   std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several
@@ -614,6 +632,8 @@ class Engine {
 
   // Long-running work (FRAME.IMPORT), on threads of its own (src/job). Thread-safe.
   job::Registry& jobs() { return *jobs_; }
+  // Frames analytics, off the I/O threads (internal/analytics_pool.h). Thread-safe.
+  internal::AnalyticsPool& analytics() { return *analytics_; }
   // The frames in the store and their bytes, for INFO's frames section: a frame value's cell
   // adds itself when made and takes itself away when it dies (relaxed atomics, statistics).
   struct FrameTotals {
@@ -662,6 +682,9 @@ class Engine {
   std::shared_ptr<FrameTotals> frame_totals_ = std::make_shared<FrameTotals>();
   // Last, so destroyed first: running jobs are cancelled and joined while the store lives.
   std::unique_ptr<job::Registry> jobs_ = std::make_unique<job::Registry>();
+  // After the jobs, so destroyed before them: analytics tasks are cancelled and joined while
+  // the store and the engine live (docs/frame.md, A8).
+  std::unique_ptr<internal::AnalyticsPool> analytics_;
 };
 
 // Another protocol served on the node's I/O threads (HTTP, src/http). The server does not know

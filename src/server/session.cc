@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "cluster/cluster.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 #include "server/internal/sketch_cell.h"
@@ -76,6 +77,9 @@ Session::Session(Engine* engine, int worker, std::string addr, std::string laddr
       authenticated_(!engine->requires_auth()) {}
 
 Session::~Session() {
+  // A5: the client left; its analytics task stops at its next chunk, and its reply is dropped
+  // (the sink finds no connection). The task holds the client's state, so the flag lives.
+  if (!analytics_.empty()) state_->kill_requested.store(true, std::memory_order_relaxed);
   AbandonHomeChanges();
   CloseRemoteSessions();
   ClearWatches();
@@ -344,6 +348,8 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
     ran = RunAtHome(ctx);
   }
   if (!ran) return;  // deferred (rule C7): FinishDeferred calls again, and counts it then
+  // Posted to the analytics pool: FinishDeferred calls again, and counts it then (A1).
+  if (std::exchange(analytics_posted_, false)) return;
   // A write that made the key exist, removed it, or stored a value already past its expiry
   // (SET k v PXAT 1) touched it, as Redis's signalModifiedKey does. Removing a value that had
   // already expired is no change (Redis: a key expired when watched stays clean when deleted).
@@ -463,7 +469,10 @@ void CommandContext::RunQueued(const std::vector<std::string>& queued_args) {
   if (!cmd->subcommands.empty() && (cmd->handler == nullptr || views.size() > 1)) {
     cmd = FindSubcommand(*cmd, views[1]);
   }
+  // Nothing a transaction runs defers its reply (frames analytics run inline: A3).
+  const bool was = std::exchange(session.running_queued_, true);
   session.Call(cmd, views, out, /*exclusive_held=*/true, now_ms);
+  session.running_queued_ = was;
 }
 
 void CmdMulti(CommandContext& ctx) {

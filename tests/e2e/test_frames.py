@@ -213,6 +213,39 @@ def test_redis_cli_imports_and_reads(floe_server, tmp_path):
     assert out == "2.5"
 
 
+def test_analytics_replies_keep_the_connections_order(make_floe, tmp_path):
+    """docs/frame.md A1-A2: the analytics run off the I/O thread, their replies deferred. With
+    one I/O thread, commands pipelined after a FRAME.GROUPBY run only once it is done (the HEAD
+    sees its frame) and every reply comes in command order; a second client is served too."""
+    from conftest import RawConn
+    node = make_floe("--threads", "1")
+    r = node.client(decode_responses=True)
+    path = tmp_path / "t.csv"
+    path.write_text("id,price,color\n" + "".join(
+        f"{i},{i * 0.25},{'rgb'[i % 3]}\n" for i in range(20000)))
+    assert import_frame(r, "t", str(path), "TYPES", ",,cat")["state"] == "done"
+    a = RawConn(node.port)
+    b = RawConn(node.port)
+    try:
+        for _ in range(3):
+            a.send("FRAME.GROUPBY", "t", "g", "KEYS", "color", "AGG", "count", "id", "REPLACE")
+            a.send("FRAME.HEAD", "g", 5)
+            a.send("FRAME.SUMMARY", "t", "price")
+            a.send("PING")
+        assert b.call("PING") == b"+PONG\r\n"
+        for _ in range(3):
+            assert a.read_reply() == b":3\r\n"
+            assert a.read_reply().startswith(b"*4\r\n")  # a header and the 3 groups
+            assert a.read_reply().startswith(b"*22\r\n")
+            assert a.read_reply() == b"+PONG\r\n"
+    finally:
+        a.close()
+        b.close()
+    info = r.info("errorstats")
+    assert not any(k.startswith("errorstat_") for k in info), info
+    assert r.info("stats")["errors_internal"] == 0
+
+
 # ---- the differential test against DuckDB ----
 
 def make_csv(path, seed, rows):

@@ -1,0 +1,177 @@
+// The analytics pool and the deferral of an analytics command's reply (internal/analytics_pool.h;
+// docs/frame.md, "Analytics off the I/O thread").
+
+#include "server/internal/analytics_pool.h"
+
+#include <algorithm>
+#include <exception>
+#include <new>
+
+#include "server/internal/command.h"
+
+namespace floe::server::internal {
+
+AnalyticsPool::AnalyticsPool(size_t threads, size_t max_queued)
+    : threads_(threads != 0 ? threads : std::max(1u, std::thread::hardware_concurrency())),
+      max_queued_(max_queued) {}
+
+AnalyticsPool::~AnalyticsPool() { Shutdown(); }
+
+bool AnalyticsPool::Post(std::function<void()> run, std::shared_ptr<std::atomic<bool>> cancel) {
+  MutexLock lock(&mu_);
+  if (stopping_ || queue_.size() >= max_queued_) return false;
+  if (workers_.empty()) {
+    running_.resize(threads_);
+    workers_.reserve(threads_);
+    for (size_t i = 0; i < threads_; i++) workers_.emplace_back([this] { Work(); });
+  }
+  queue_.push_back({.run = std::move(run), .cancel = std::move(cancel)});
+  wake_.notify_one();
+  return true;
+}
+
+size_t AnalyticsPool::busy() const {
+  MutexLock lock(&mu_);
+  return queue_.size() + running_count_;
+}
+
+void AnalyticsPool::TEST_SetBeforeTask(std::function<void()> hook) {
+  MutexLock lock(&mu_);
+  before_task_ = std::move(hook);
+}
+
+void AnalyticsPool::RunBeforeTask() const {
+  std::function<void()> hook;
+  {
+    MutexLock lock(&mu_);
+    hook = before_task_;
+  }
+  if (hook) hook();
+}
+
+void AnalyticsPool::Work() {
+  std::unique_lock<Mutex> lock(mu_);
+  for (;;) {
+    wake_.wait(lock,
+               [this]() FLOE_NO_THREAD_SAFETY_ANALYSIS { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    Item item = std::move(queue_.front());
+    queue_.pop_front();
+    // This thread's slot in running_ while it runs: the first free one.
+    const auto slot = static_cast<size_t>(std::find(running_.begin(), running_.end(), nullptr) -
+                                          running_.begin());
+    running_[slot] = item.cancel;
+    running_count_++;
+    lock.unlock();
+    item.run();  // never throws: RunAnalytics's closure catches what the work throws
+    item = {};   // the task's frame and memory go before the next one starts
+    lock.lock();
+    running_[slot] = nullptr;
+    running_count_--;
+  }
+}
+
+void AnalyticsPool::Shutdown() {
+  std::deque<Item> dropped;
+  std::vector<std::thread> workers;
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+    for (const auto& c : running_) {
+      if (c) c->store(true, std::memory_order_relaxed);
+    }
+    dropped.swap(queue_);
+    workers.swap(workers_);
+    wake_.notify_all();
+  }
+  for (const Item& item : dropped) {
+    if (item.cancel) item.cancel->store(true, std::memory_order_relaxed);
+  }
+  dropped.clear();  // outside the lock: a task's closure frees a frame
+  for (std::thread& t : workers) t.join();
+}
+
+namespace {
+
+// The work inside the command boundary's net (Session::RunHandler): an exception is a bug in
+// Floe, logged with the command's name and counted in errors_internal, and the client gets the
+// same error reply as there (A6).
+AnalyticsReply Guarded(Engine& engine, std::string_view name, const AnalyticsWork& work,
+                       const std::atomic<bool>* cancel) {
+  std::string error;
+  try {
+    engine.analytics().RunBeforeTask();
+    return work(cancel);
+  } catch (const std::bad_alloc&) {
+    FLOE_LOG_ERROR("command '{}' ran out of memory", name);
+    error = "OOM command not allowed when used memory > 'maxmemory'.";
+  } catch (const std::exception& e) {
+    FLOE_LOG_ERROR("command '{}' failed with an internal error: {}", name, e.what());
+    error = std::string("ERR internal error: ") + e.what();
+  } catch (...) {
+    FLOE_LOG_ERROR("command '{}' failed with an unknown internal error", name);
+    error = "ERR internal error";
+  }
+  engine.CountInternalError();
+  return [error = std::move(error)](CommandContext& ctx) { ctx.Error(error); };
+}
+
+}  // namespace
+
+void RunAnalytics(CommandContext& ctx, AnalyticsWork work) {
+  Session& s = ctx.session;
+  // A3: inline where the reply cannot wait: no sink (tests, tools), inside EXEC (the
+  // exclusive section is held), or a command that is not a client's own.
+  if (!s.sink_ || !s.may_defer_ || s.running_queued_) {
+    Guarded(ctx.engine, ctx.spec->name, work, &s.state_->kill_requested)(ctx);
+    return;
+  }
+  // A7: one a connection. The connection runs nothing while one is pending (A2), so this
+  // cannot happen; refused rather than run here if it ever did.
+  if (!s.analytics_.empty()) return ctx.Error(kAnalyticsBusyError);
+  auto task = std::make_shared<AnalyticsTask>(AnalyticsTask{
+      .spec = ctx.spec, .args = std::vector<std::string>(ctx.args.begin(), ctx.args.end())});
+  // The cancel flag is the client's kill flag: CLIENT KILL sets it, and so does the session's
+  // end (~Session) and the pool's shutdown (A5, A8). The task holds the client's state.
+  std::shared_ptr<ClientState> client = s.state_;
+  std::shared_ptr<std::atomic<bool>> cancel(client, &client->kill_requested);
+  std::function<void(std::string)> done = s.BeginDeferred();
+  const uint64_t ticket = s.tickets_;
+  s.analytics_.emplace(ticket, task);
+  const bool posted = ctx.engine.analytics().Post(
+      [task, work = std::move(work), cancel, &engine = ctx.engine, name = ctx.spec->name,
+       done = std::move(done)]() mutable {
+        task->reply = Guarded(engine, name, work, cancel.get());
+        // A4: the work's frame and its working memory (its budget, released when the work
+        // returned) go before the reply is delivered.
+        work = nullptr;
+        try {
+          done(std::string());
+        } catch (const std::exception& e) {  // out of memory posting it: nothing to deliver
+          engine.CountInternalError();
+          FLOE_LOG_ERROR("handing back the reply of '{}' failed: {}", name, e.what());
+        }
+      },
+      cancel);
+  if (!posted) {
+    // The ticket was never handed out: the command answers now, as if it had not deferred.
+    s.analytics_.erase(ticket);
+    s.deferred_ = false;
+    s.tickets_--;
+    return ctx.Error(kAnalyticsBusyError);
+  }
+  s.analytics_posted_ = true;
+}
+
+bool FinishAnalytics(CommandContext& ctx) {
+  AnalyticsTask* task = std::exchange(ctx.session.finishing_, nullptr);
+  if (task == nullptr) return false;
+  if (task->reply) {
+    task->reply(ctx);
+  } else {
+    ctx.Error("ERR internal error: an analytics task ended without a reply");
+  }
+  return true;
+}
+
+}  // namespace floe::server::internal
