@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "mr/mr.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/engine_budget.h"
 #include "server/internal/frame_value.h"
 
@@ -45,9 +46,6 @@ Status TaskError(const Status& s) {
   }
   return s;
 }
-
-// CLIENT KILL of the calling client stops its task at the next chunk.
-const std::atomic<bool>* Killed(CommandContext& ctx) { return &ctx.session.state().kill_requested; }
 
 }  // namespace
 
@@ -113,7 +111,7 @@ Result<Frame> RunFilter(const Frame& f, const std::vector<mr::Condition>& condit
 
 // FRAME.FILTER src dst WHERE col op [value] [AND col op [value] ...] [REPLACE]
 void CmdFrameFilter(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
   const auto& a = ctx.args;
   if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
   if (!EqualsIgnoreCase(a[3], "WHERE")) return ctx.SyntaxError();
@@ -170,14 +168,21 @@ void CmdFrameFilter(CommandContext& ctx) {
     conditions.push_back(std::move(c));
   }
   if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kTargetExists);
-  EngineBudget budget(ctx.engine);
-  Result<Frame> g = RunFilter(**f, conditions, Killed(ctx), &budget);
-  if (!g.ok()) return ctx.Error(TaskError(g.status()));
-  const auto rows = static_cast<int64_t>(g->rows());
-  if (Status s = StoreFrame(ctx.engine, a[2], std::move(g).value(), replace); !s.ok()) {
-    return ctx.Error(s);
-  }
-  ctx.out.Integer(rows);
+  // On the analytics pool, as FRAME.GROUPBY (docs/frame.md, rules A1-A8): the result is stored
+  // when the reply is written, on this client's thread under its worker lock.
+  RunAnalytics(ctx, [f = *std::move(f), conditions = std::move(conditions), replace,
+                     &engine = ctx.engine](const std::atomic<bool>* cancel) {
+    EngineBudget budget(engine);
+    auto g = std::make_shared<Result<Frame>>(RunFilter(*f, conditions, cancel, &budget));
+    return AnalyticsReply([g, replace](CommandContext& c) {
+      if (!g->ok()) return c.Error(TaskError(g->status()));
+      const auto rows = static_cast<int64_t>((*g)->rows());
+      if (Status s = StoreFrame(c.engine, c.args[2], std::move(*g).value(), replace); !s.ok()) {
+        return c.Error(s);
+      }
+      c.out.Integer(rows);
+    });
+  });
 }
 
 // ---- FRAME.EXPORT ----

@@ -544,6 +544,17 @@ TEST_F(FrameCommandsTest, AnalyticsRunOnThePoolAndDeferTheirReply) {
     const Reply done = Decode(s.FinishDeferred(t, std::move(r)));
     EXPECT_EQ(done.type, c[0] == "FRAME.SUMMARY" ? Reply::Type::kMap : Reply::Type::kArray);
   }
+  // FRAME.FILTER too: deferred, and its frame stored when its reply is written.
+  const std::vector<std::string> filter = {"FRAME.FILTER", "t", "f", "WHERE", "id", ">", "1"};
+  std::vector<std::string_view> fargs(filter.begin(), filter.end());
+  out.clear();
+  EXPECT_FALSE(s.Execute(fargs, &out));
+  EXPECT_EQ(out, "");
+  EXPECT_TRUE(s.local_part_pending());
+  auto [ft, fr] = sink.Next();
+  EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(0));
+  EXPECT_THAT(Decode(s.FinishDeferred(ft, std::move(fr))), IsInt(4));
+  EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(1));
   EXPECT_EQ(engine_.internal_errors(), 0u);
 }
 
