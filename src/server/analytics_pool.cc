@@ -23,7 +23,14 @@ bool AnalyticsPool::Post(std::function<void()> run, std::shared_ptr<std::atomic<
   if (workers_.empty()) {
     running_.resize(threads_);
     workers_.reserve(threads_);
-    for (size_t i = 0; i < threads_; i++) workers_.emplace_back([this] { Work(); });
+    // As many as the system gives (StartThread: a refused thread is not an exception that
+    // ends the node); none, and the task is refused like a full queue.
+    for (size_t i = 0; i < threads_; i++) {
+      Result<std::thread> t = StartThread([this] { Work(); });
+      if (!t.ok()) break;
+      workers_.push_back(std::move(*t));
+    }
+    if (workers_.empty()) return false;
   }
   queue_.push_back({.run = std::move(run), .cancel = std::move(cancel)});
   wake_.notify_one();
@@ -50,22 +57,24 @@ void AnalyticsPool::RunBeforeTask() const {
 }
 
 void AnalyticsPool::Work() {
-  std::unique_lock<Mutex> lock(mu_);
   for (;;) {
-    wake_.wait(lock,
-               [this]() FLOE_NO_THREAD_SAFETY_ANALYSIS { return stopping_ || !queue_.empty(); });
-    if (stopping_) return;
-    Item item = std::move(queue_.front());
-    queue_.pop_front();
-    // This thread's slot in running_ while it runs: the first free one.
-    const auto slot = static_cast<size_t>(std::find(running_.begin(), running_.end(), nullptr) -
-                                          running_.begin());
-    running_[slot] = item.cancel;
-    running_count_++;
-    lock.unlock();
+    Item item;
+    size_t slot = 0;
+    {
+      MutexLock lock(&mu_);
+      while (!stopping_ && queue_.empty()) wake_.wait(mu_);
+      if (stopping_) return;
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      // This thread's slot in running_ while it runs: the first free one.
+      slot = static_cast<size_t>(std::find(running_.begin(), running_.end(), nullptr) -
+                                 running_.begin());
+      running_[slot] = item.cancel;
+      running_count_++;
+    }
     item.run();  // never throws: RunAnalytics's closure catches what the work throws
     item = {};   // the task's frame and memory go before the next one starts
-    lock.lock();
+    MutexLock lock(&mu_);
     running_[slot] = nullptr;
     running_count_--;
   }
