@@ -17,9 +17,8 @@ namespace floe::server::internal {
 
 using frame::Frame;
 
-namespace {
+// ---- shared by the frame commands (internal/frame_value.h) ----
 
-// A column by name, or else by 0-based index.
 Result<size_t> FindColumn(const Frame& f, std::string_view col) {
   if (std::optional<size_t> at = f.Find(col)) return *at;
   int64_t i = 0;
@@ -36,6 +35,20 @@ Status TaskError(const Status& s) {
   }
   return s;
 }
+
+std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<Result<Frame>> made,
+                                                    bool replace) {
+  return [made = std::move(made), replace](CommandContext& c) {
+    if (!made->ok()) return c.Error(TaskError(made->status()));
+    const auto rows = static_cast<int64_t>((*made)->rows());
+    if (Status s = StoreFrame(c.engine, c.args[2], std::move(*made).value(), replace); !s.ok()) {
+      return c.Error(s);
+    }
+    c.out.Integer(rows);
+  };
+}
+
+namespace {
 
 void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view type,
                   const mr::Summary& s) {
@@ -184,24 +197,14 @@ void CmdFrameGroupBy(CommandContext& ctx) {
     aggs.push_back({.fn = fn, .col = *col});
   }
   if (!replace && Lookup(ctx, a[2], false)) {
-    return ctx.Error("ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
+    return ctx.Error(kFrameTargetExists);
   }
   RunAnalytics(ctx, [f = *std::move(f), keys = std::move(keys), aggs = std::move(aggs), replace,
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
     EngineBudget budget(engine);
     auto g = std::make_shared<Result<Frame>>(
         mr::GroupBy(*f, keys, aggs, {.cancel = cancel, .memory = &budget}));
-    return AnalyticsReply([g, replace](CommandContext& c) {
-      if (!g->ok()) return c.Error(TaskError(g->status()));
-      // Stored here, on the client's thread under its worker lock, as if the command had run
-      // inline: a transaction elsewhere never sees it half done, and the client's next
-      // command sees it (A2). The target is checked again: it may have been made meanwhile.
-      const auto rows = static_cast<int64_t>((*g)->rows());
-      if (Status s = StoreFrame(c.engine, c.args[2], std::move(*g).value(), replace); !s.ok()) {
-        return c.Error(s);
-      }
-      c.out.Integer(rows);
-    });
+    return AnalyticsReply(StoreMadeFrame(std::move(g), replace));
   });
 }
 

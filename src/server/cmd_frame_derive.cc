@@ -24,31 +24,6 @@ namespace floe::server::internal {
 using frame::ColumnType;
 using frame::Frame;
 
-namespace {
-
-constexpr char kTargetExists[] =
-    "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)";
-
-// A column by name, or else by 0-based index (as the analytics take them).
-Result<size_t> FindColumn(const Frame& f, std::string_view col) {
-  if (std::optional<size_t> at = f.Find(col)) return *at;
-  int64_t i = 0;
-  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < f.columns()) {
-    return static_cast<size_t>(i);
-  }
-  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
-}
-
-Status TaskError(const Status& s) {
-  if (s.message().starts_with("OOM ")) return s;  // the budget's refusal: Redis's text as it is
-  if (s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted) {
-    return ClientError("ERR " + std::string(s.message()));
-  }
-  return s;
-}
-
-}  // namespace
-
 // FRAME.SELECT src dst COLS col [col ...] [REPLACE]
 //
 // The new frame's vecs are copies of the source's, which share its chunks' bytes (Vec holds
@@ -88,7 +63,7 @@ void CmdFrameSelect(CommandContext& ctx) {
     names.push_back(src.name(*col));
     vecs.push_back(src.vec(*col));
   }
-  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kTargetExists);
+  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kFrameTargetExists);
   Result<Frame> g = Frame::Make(std::move(names), std::move(vecs));
   if (!g.ok()) return ctx.Error(TaskError(g.status()));
   const auto columns = static_cast<int64_t>(g->columns());
@@ -167,21 +142,14 @@ void CmdFrameFilter(CommandContext& ctx) {
     }
     conditions.push_back(std::move(c));
   }
-  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kTargetExists);
+  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kFrameTargetExists);
   // On the analytics pool, as FRAME.GROUPBY (docs/frame.md, rules A1-A8): the result is stored
   // when the reply is written, on this client's thread under its worker lock.
   RunAnalytics(ctx, [f = *std::move(f), conditions = std::move(conditions), replace,
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
     EngineBudget budget(engine);
     auto g = std::make_shared<Result<Frame>>(RunFilter(*f, conditions, cancel, &budget));
-    return AnalyticsReply([g, replace](CommandContext& c) {
-      if (!g->ok()) return c.Error(TaskError(g->status()));
-      const auto rows = static_cast<int64_t>((*g)->rows());
-      if (Status s = StoreFrame(c.engine, c.args[2], std::move(*g).value(), replace); !s.ok()) {
-        return c.Error(s);
-      }
-      c.out.Integer(rows);
-    });
+    return AnalyticsReply(StoreMadeFrame(std::move(g), replace));
   });
 }
 

@@ -18,6 +18,7 @@
 #ifndef FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
 #define FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -86,6 +87,22 @@ Result<std::shared_ptr<const frame::Frame>> LoadFrame(CommandContext& ctx, std::
 // the client's text) when a live key is there and !replace; ResourceExhausted (OOM text) when
 // maxmemory would be passed.
 Status StoreFrame(Engine& engine, std::string_view name, frame::Frame f, bool replace);
+
+// The frame commands' shared pieces (cmd_frame_analytics.cc).
+inline constexpr char kFrameTargetExists[] =
+    "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)";
+// A column by name, or else by 0-based index; "ERR no such column" otherwise.
+Result<size_t> FindColumn(const frame::Frame& f, std::string_view col);
+// A map/reduce task's failure as the client's error: the budget's OOM as it is, argument and
+// limit errors with "ERR ".
+Status TaskError(const Status& s);
+// The reply of a task that made the frame `made` for the command's destination (args[2]): stored
+// when the reply is written, on the client's thread under its worker lock, as if the command had
+// run inline (a transaction elsewhere never sees it half done, and the client's next command
+// sees it: rule A2), the target checked again (it may have been made meanwhile); the reply is
+// the result's rows.
+std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<Result<frame::Frame>> made,
+                                                    bool replace);
 
 }  // namespace floe::server::internal
 
