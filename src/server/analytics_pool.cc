@@ -72,8 +72,12 @@ void AnalyticsPool::Work() {
       running_[slot] = item.cancel;
       running_count_++;
     }
-    item.run();  // never throws: RunAnalytics's closure catches what the work throws
-    item = {};   // the task's frame and memory go before the next one starts
+    // A task whose client left while it waited is not run; dropping it frees its frame now
+    // (its reply would be dropped anyway).
+    if (!item.cancel || !item.cancel->load(std::memory_order_relaxed)) {
+      item.run();  // never throws: RunAnalytics's closure catches what the work throws
+    }
+    item = {};  // the task's frame and memory go before the next one starts
     MutexLock lock(&mu_);
     running_[slot] = nullptr;
     running_count_--;

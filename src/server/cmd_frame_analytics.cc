@@ -36,12 +36,20 @@ Status TaskError(const Status& s) {
   return s;
 }
 
-std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<Result<Frame>> made,
-                                                    bool replace) {
-  return [made = std::move(made), replace](CommandContext& c) {
-    if (!made->ok()) return c.Error(TaskError(made->status()));
-    const auto rows = static_cast<int64_t>((*made)->rows());
-    if (Status s = StoreFrame(c.engine, c.args[2], std::move(*made).value(), replace); !s.ok()) {
+std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<EngineBudget> budget,
+                                                    Result<Frame> made, bool replace) {
+  if (made.ok()) {
+    const uint64_t need = FrameHolder::ChargeOf(*made);
+    if (need > budget->held()) {
+      if (Status s = budget->Reserve(need - budget->held()); !s.ok()) made = s;
+    }
+  }
+  auto result = std::make_shared<Result<Frame>>(std::move(made));
+  return [result, budget = std::move(budget), replace](CommandContext& c) mutable {
+    budget.reset();  // StoreFrame charges it now
+    if (!result->ok()) return c.Error(TaskError(result->status()));
+    const auto rows = static_cast<int64_t>((*result)->rows());
+    if (Status s = StoreFrame(c.engine, c.args[2], std::move(*result).value(), replace); !s.ok()) {
       return c.Error(s);
     }
     c.out.Integer(rows);
@@ -201,10 +209,9 @@ void CmdFrameGroupBy(CommandContext& ctx) {
   }
   RunAnalytics(ctx, [f = *std::move(f), keys = std::move(keys), aggs = std::move(aggs), replace,
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
-    EngineBudget budget(engine);
-    auto g = std::make_shared<Result<Frame>>(
-        mr::GroupBy(*f, keys, aggs, {.cancel = cancel, .memory = &budget}));
-    return AnalyticsReply(StoreMadeFrame(std::move(g), replace));
+    auto budget = std::make_shared<EngineBudget>(engine);
+    Result<Frame> g = mr::GroupBy(*f, keys, aggs, {.cancel = cancel, .memory = budget.get()});
+    return AnalyticsReply(StoreMadeFrame(std::move(budget), std::move(g), replace));
   });
 }
 

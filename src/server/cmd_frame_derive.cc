@@ -147,9 +147,9 @@ void CmdFrameFilter(CommandContext& ctx) {
   // when the reply is written, on this client's thread under its worker lock.
   RunAnalytics(ctx, [f = *std::move(f), conditions = std::move(conditions), replace,
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
-    EngineBudget budget(engine);
-    auto g = std::make_shared<Result<Frame>>(RunFilter(*f, conditions, cancel, &budget));
-    return AnalyticsReply(StoreMadeFrame(std::move(g), replace));
+    auto budget = std::make_shared<EngineBudget>(engine);
+    Result<Frame> g = RunFilter(*f, conditions, cancel, budget.get());
+    return AnalyticsReply(StoreMadeFrame(std::move(budget), std::move(g), replace));
   });
 }
 

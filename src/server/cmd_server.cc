@@ -350,6 +350,7 @@ void FlagSet(resp::ReplyWriter& out, uint32_t flags) {
   if (flags & kStale) names.push_back("stale");
   if (flags & kFast) names.push_back("fast");
   if (flags & kAllowBusy) names.push_back("allow_busy");
+  if (flags & kNoMulti) names.push_back("no_multi");
   out.SetHeader(names.size());
   for (auto n : names) out.SimpleString(n);
 }

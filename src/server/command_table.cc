@@ -361,7 +361,7 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
                 "or replacing one with REPLACE). Replies with the job id at once; JOB.STATUS "
                 "follows it.",
      .syntax = "key path [REPLACE]", .handler = CmdFrameExport},
-    {.name = "frame.filter", .arity = -6, .flags = kWrite | kDenyOom, .first_key = 1,
+    {.name = "frame.filter", .arity = -6, .flags = kWrite | kDenyOom | kNoMulti, .first_key = 1,
      .last_key = 2, .step = 1, .group = "frame", .since = "floe",
      .complexity = "O(N) for N rows, on every core",
      .summary = "Stores the rows of a frame where every condition holds (=, !=, <, <=, >, >=, "
@@ -369,7 +369,7 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
                 "rows kept; OOM when they do not fit under maxmemory.",
      .syntax = "source destination WHERE col op [value] [AND col op [value] ...] [REPLACE]",
      .handler = CmdFrameFilter},
-    {.name = "frame.groupby", .arity = -7, .flags = kWrite | kDenyOom, .first_key = 1,
+    {.name = "frame.groupby", .arity = -7, .flags = kWrite | kDenyOom | kNoMulti, .first_key = 1,
      .last_key = 2, .step = 1, .group = "frame", .since = "floe",
      .complexity = "O(N) for N rows, on every core",
      .summary = "Groups a frame's rows by key columns and stores one row per group (the keys, "
@@ -399,7 +399,7 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
     {.name = "frame.list", .arity = 1, .flags = kReadOnly, .group = "frame", .since = "floe",
      .complexity = "O(N) with N being the number of keys",
      .summary = "Returns the names of the frames, sorted.", .handler = CmdFrameList},
-    {.name = "frame.quantile", .arity = -4, .flags = kReadOnly, .first_key = 1, .last_key = 1,
+    {.name = "frame.quantile", .arity = -4, .flags = kReadOnly | kNoMulti, .first_key = 1, .last_key = 1,
      .step = 1, .group = "frame", .since = "floe",
      .complexity = "O(N) per pass for N rows, a few passes per probability, on every core",
      .summary = "Returns exact quantiles of a numeric column (linear interpolation between the "
@@ -411,7 +411,7 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
      .summary = "Stores some columns of a frame (by name or 0-based index, each once) as a new "
                 "frame sharing the source's chunks. Replies with the number of columns.",
      .syntax = "source destination COLS col [col ...] [REPLACE]", .handler = CmdFrameSelect},
-    {.name = "frame.summary", .arity = -3, .flags = kReadOnly, .first_key = 1, .last_key = 1,
+    {.name = "frame.summary", .arity = -3, .flags = kReadOnly | kNoMulti, .first_key = 1, .last_key = 1,
      .step = 1, .group = "frame", .since = "floe", .complexity = "O(N) for N rows, on every core",
      .summary = "Returns a numeric column's count, NA count, min, max, mean, sd, estimated "
                 "distinct count and histogram.",

@@ -27,6 +27,7 @@ std::string MarkdownForTable() {
     add(kFast, "fast");
     add(kNoAuth, "no_auth");
     add(kExclusive, "exclusive");
+    add(kNoMulti, "no_multi");
     return s;
   };
   for (const CommandSpec* c : AllCommands()) {

@@ -233,7 +233,9 @@ void Connection::WatchForClose() {
   auto self = shared_from_this();
   socket_.async_wait(tcp::socket::wait_read, [this, self](std::error_code ec) {
     watching_ = false;
-    if (ec || closed_) return;
+    // A read in flight (the reply came and reading resumed) sees the end of the stream itself,
+    // after the commands before it: closing here would drop their replies.
+    if (ec || closed_ || reading_) return;
     // Readable: the end of the stream, or more commands (left in the socket: once they are
     // there, a close after them is noticed by the next read).
     char byte = 0;

@@ -535,9 +535,16 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
     std::string out;
     MutexLock lock(&engine_->worker_lock(worker_));
     resp::ReplyWriter w(&out, protocol_);
+    const int64_t now_ms = NowMs();
+    // The reply is an interaction (as Redis counts a reply written): a client that waited
+    // longer than the idle timeout for it is not closed as idle the moment it comes.
+    state_->last_interaction_ms.store(now_ms, std::memory_order_relaxed);
     finishing_ = task.get();
-    Call(task->spec, args, w, /*exclusive_held=*/false, NowMs());
-    finishing_ = nullptr;
+    struct Unset {
+      internal::AnalyticsTask*& finishing;
+      ~Unset() { finishing = nullptr; }
+    } unset{finishing_};
+    Call(task->spec, args, w, /*exclusive_held=*/false, now_ms);
     return out;
   }
   if (auto pc = part_changes_.find(ticket); pc != part_changes_.end()) {

@@ -259,6 +259,12 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
   // over the limit, as Redis does (queueing 2,000 SETs of 1 MB took 2 GB under maxmemory 100mb),
   // and what is queued is charged to used memory.
   const bool queues = in_multi_ && !RunsInsideMulti(*spec);
+  // Frames analytics run on the pool; inside EXEC they would run with every I/O thread stopped,
+  // past the pool's bounds and out of CLIENT KILL's reach, and they gain nothing from a
+  // transaction (they read an immutable frame).
+  if (queues && (spec->flags & internal::kNoMulti) != 0) {
+    return reject("ERR " + std::string(spec->name) + " is not allowed in a transaction");
+  }
   if (((spec->flags & internal::kDenyOom) != 0 || queues) && internal::OverMemoryLimit(*engine_)) {
     return reject("OOM command not allowed when used memory > 'maxmemory'.");
   }

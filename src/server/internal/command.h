@@ -27,6 +27,7 @@ enum CommandFlag : uint32_t {
   kLoading = 1 << 7,    // "loading"
   kStale = 1 << 8,      // "stale"
   kAllowBusy = 1 << 9,  // "allow_busy"
+  kNoMulti = 1 << 10,   // "no_multi": refused inside MULTI (frames analytics: run on the pool)
 };
 
 // Redis's reply for a command applied to a key of another type.

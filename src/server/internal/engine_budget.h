@@ -46,6 +46,11 @@ class EngineBudget : public mr::MemoryBudget {
     held_.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);  // as above
     engine_.ReleaseMemory(static_cast<int64_t>(bytes));
   }
+  // What is reserved now (the task's workers joined, or on their thread).
+  uint64_t held() const {
+    const int64_t h = held_.load(std::memory_order_relaxed);  // as above
+    return h > 0 ? static_cast<uint64_t>(h) : 0;
+  }
 
  private:
   Engine& engine_;

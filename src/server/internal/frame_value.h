@@ -24,6 +24,7 @@
 
 #include "frame/frame.h"
 #include "server/internal/command.h"
+#include "server/internal/engine_budget.h"
 #include "server/internal/sketch_cell.h"
 
 namespace floe::server::internal {
@@ -59,11 +60,10 @@ struct FrameHolder {
   std::shared_ptr<FrameTally> tally;
   // What the cell charges: the chunks' bytes, a little per chunk for their bookkeeping, and the
   // header (names and categorical domains).
-  size_t MemoryBytes() const {
-    return frame == nullptr ? 0
-                            : static_cast<size_t>(frame->compressed_bytes()) +
-                                  frame->columns() * frame->chunk_count() * 96 +
-                                  static_cast<size_t>(frame->header_bytes());
+  size_t MemoryBytes() const { return frame == nullptr ? 0 : ChargeOf(*frame); }
+  static size_t ChargeOf(const frame::Frame& f) {
+    return static_cast<size_t>(f.compressed_bytes()) + f.columns() * f.chunk_count() * 96 +
+           static_cast<size_t>(f.header_bytes());
   }
 };
 
@@ -96,13 +96,16 @@ Result<size_t> FindColumn(const frame::Frame& f, std::string_view col);
 // A map/reduce task's failure as the client's error: the budget's OOM as it is, argument and
 // limit errors with "ERR ".
 Status TaskError(const Status& s);
-// The reply of a task that made the frame `made` for the command's destination (args[2]): stored
-// when the reply is written, on the client's thread under its worker lock, as if the command had
-// run inline (a transaction elsewhere never sees it half done, and the client's next command
-// sees it: rule A2), the target checked again (it may have been made meanwhile); the reply is
-// the result's rows.
-std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<Result<frame::Frame>> made,
-                                                    bool replace);
+// The reply of a task that made the frame `made` for the command's destination (args[2]). Its
+// store charge is held from the task's end (in `budget`, the task's own, topped up to what the
+// store will charge; OOM if that does not fit) until the reply is written, so results waiting
+// for their client's thread count against maxmemory. Then it is stored on the client's thread
+// under its worker lock, as if the command had run inline (a transaction elsewhere never sees it
+// half done, and the client's next command sees it: rule A2), the target checked again (it may
+// have been made meanwhile); the reply is the result's rows. A reply never written (its client
+// left) gives the charge back with the frame.
+std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<EngineBudget> budget,
+                                                    Result<frame::Frame> made, bool replace);
 
 }  // namespace floe::server::internal
 
