@@ -534,6 +534,9 @@ void Commands::Deliver(uint64_t ticket, std::string reply) {
 }
 
 void Commands::Detach() {
+  // A task the abandoned request waits for (frames analytics) stops at its next chunk now,
+  // not when the connection finally closes.
+  if (session_ != nullptr) session_->state().kill_requested.store(true, std::memory_order_relaxed);
   session_ = nullptr;
   wake_.cancel();
 }

@@ -75,7 +75,13 @@ void AnalyticsPool::Work() {
     // A task whose client left while it waited is not run; dropping it frees its frame now
     // (its reply would be dropped anyway).
     if (!item.cancel || !item.cancel->load(std::memory_order_relaxed)) {
-      item.run();  // never throws: RunAnalytics's closure catches what the work throws
+      // RunAnalytics's closure catches what the work throws; what its own error path might
+      // throw (an allocation) must not end the process from a pool thread.
+      try {
+        item.run();
+      } catch (...) {
+        FLOE_LOG_ERROR("an analytics task failed while reporting its error");
+      }
     }
     item = {};  // the task's frame and memory go before the next one starts
     MutexLock lock(&mu_);
