@@ -481,6 +481,7 @@ Config HarnessConfig() {
   c.maxmemory = kMaxMemory;
   c.proto_max_bulk_len = kMaxBulk;
   c.import_dir = Sandbox::Get().dir().empty() ? "." : Sandbox::Get().dir();
+  c.export_dir = Sandbox::Get().dir();  // empty (no sandbox): exports are off
   return c;
 }
 

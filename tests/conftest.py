@@ -54,6 +54,9 @@ class Floe:
         # FRAME.IMPORT reads only under --import-dir: the tests write their files under the
         # system's temporary directory.
         imports = [] if "--import-dir" in extra_args else ["--import-dir", tempfile.gettempdir()]
+        # FRAME.EXPORT is off without --export-dir; the tests export there too.
+        if "--export-dir" not in extra_args:
+            imports += ["--export-dir", tempfile.gettempdir()]
         self.args = [FLOE_BIN, "serve", "--port", str(self.port), *threads, *imports,
                      "--loglevel", "warning", *extra_args]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -1,6 +1,6 @@
 // Frames made from frames, and frames written out: FRAME.SELECT (columns, sharing the chunks),
 // FRAME.FILTER (rows, a map/reduce of src/mr) and FRAME.EXPORT (a job writing CSV under
-// import-dir). docs/frame.md, "Commands", has the syntax and the replies.
+// export-dir). docs/frame.md, "Commands", has the syntax and the replies.
 
 #include <fcntl.h>
 #include <limits.h>
@@ -159,7 +159,7 @@ namespace {
 
 // Where an export writes: the directory opened and checked by the command, and the file's name
 // in it. The job creates, writes and renames relative to that descriptor, so a directory
-// swapped for a link after the checks cannot lead outside import-dir.
+// swapped for a link after the checks cannot lead outside export-dir.
 struct ExportTarget {
   std::shared_ptr<const int> dir;
   std::string name;   // one path component, not "." or ".."
@@ -173,28 +173,33 @@ bool Within(const std::string& p, const std::string& dir) {
 }
 
 Status OutsideImportDir(const std::string& path, const std::string& root) {
-  return ClientError("ERR '" + path + "' is outside import-dir (" + root +
-                     "): FRAME.EXPORT writes only under it (CONFIG GET import-dir)");
+  return ClientError("ERR '" + path + "' is outside export-dir (" + root +
+                     "): FRAME.EXPORT writes only under it (CONFIG GET export-dir)");
 }
 
 // The checks FRAME.IMPORT makes of what it reads, made of what FRAME.EXPORT writes: the path as
-// spelled is under import-dir, and so is the real path of its directory (links resolved); the
+// spelled is under export-dir, and so is the real path of its directory (links resolved); the
 // file itself, if there, is a regular file and not a link, and is replaced only with REPLACE.
-Status ResolveExportTarget(const std::string& import_dir, std::string path, ExportTarget* t) {
+Status ResolveExportTarget(const std::string& export_dir, std::string path, ExportTarget* t) {
+  // Off unless the node was given a directory for it: a client that may write files anywhere
+  // under the working directory (the default import-dir), with REPLACE, could overwrite the
+  // files of whoever runs the node.
+  if (export_dir.empty()) {
+    return ClientError(
+        "ERR FRAME.EXPORT is off: start the node with --export-dir DIR (it writes only under it)");
+  }
   if (path.empty() || path.size() > 4096 || path.find('\0') != std::string::npos) {
     return ClientError("ERR bad path");
   }
-  char* real_root = ::realpath(import_dir.empty() ? "." : import_dir.c_str(), nullptr);
+  char* real_root = ::realpath(export_dir.c_str(), nullptr);
   if (real_root == nullptr) {
-    return ClientError("ERR import-dir '" + import_dir +
+    return ClientError("ERR export-dir '" + export_dir +
                        "' cannot be used: " + std::strerror(errno));
   }
   const std::string root = real_root;
   std::free(real_root);
   std::error_code ec;
-  std::string spelled_root = std::filesystem::absolute(import_dir.empty() ? "." : import_dir, ec)
-                                 .lexically_normal()
-                                 .string();
+  std::string spelled_root = std::filesystem::absolute(export_dir, ec).lexically_normal().string();
   while (spelled_root.size() > 1 && spelled_root.back() == '/') spelled_root.pop_back();
   if (path.front() != '/') path = spelled_root + "/" + path;
   const std::filesystem::path lexical = std::filesystem::absolute(path, ec).lexically_normal();
@@ -212,7 +217,7 @@ Status ResolveExportTarget(const std::string& import_dir, std::string path, Expo
     ::close(*d);
     delete d;
   });
-  // The directory opened, wherever its spelling led: under import-dir, or refused.
+  // The directory opened, wherever its spelling led: under export-dir, or refused.
   char buf[PATH_MAX + 1];
   const std::string link = "/proc/self/fd/" + std::to_string(fd);
   const ssize_t n = ::readlink(link.c_str(), buf, PATH_MAX);
@@ -436,7 +441,7 @@ void CmdFrameExport(CommandContext& ctx) {
   // The frame as it is now: a FRAME.DROP or a replace meanwhile does not change what is written.
   Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
   if (!f.ok()) return ctx.Error(f.status());
-  if (Status s = ResolveExportTarget(ctx.engine.config().import_dir, std::string(a[2]), &t);
+  if (Status s = ResolveExportTarget(ctx.engine.config().export_dir, std::string(a[2]), &t);
       !s.ok()) {
     return ctx.Error(s);
   }

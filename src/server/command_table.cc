@@ -357,7 +357,7 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
     {.name = "frame.export", .arity = -3, .flags = kReadOnly, .first_key = 1, .last_key = 1,
      .step = 1, .group = "frame", .since = "floe",
      .complexity = "O(1) to start; the job is O(N) for N cells",
-     .summary = "Starts a job that writes a frame as CSV to a file under import-dir (a new file, "
+     .summary = "Starts a job that writes a frame as CSV to a file under export-dir (a new file, "
                 "or replacing one with REPLACE). Replies with the job id at once; JOB.STATUS "
                 "follows it.",
      .syntax = "key path [REPLACE]", .handler = CmdFrameExport},

@@ -67,6 +67,9 @@ constexpr Setting kSettings[] = {
      .help = "Directory for a cluster member's agreed metadata (its Raft log and snapshots, in "
              "<dir>/<host>-<cluster port>, created if missing); keep it across restarts "
              "(docs/cluster.md)"},
+    {.name = "export-dir", .kind = Kind::kText, .field = &Config::export_dir,
+     .help = "The directory FRAME.EXPORT may write under (symlinks and .. resolved first); "
+             "empty (the default): FRAME.EXPORT is off"},
     {.name = "http-bind", .kind = Kind::kText, .field = &Config::http_bind,
      .default_value = "127.0.0.1",
      .help = "Addresses the HTTP API listens on (docs/api.md), space separated. A non-loopback "

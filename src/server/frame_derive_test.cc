@@ -22,7 +22,8 @@ namespace {
 
 Config ImportsFromTmp() {
   Config c;
-  c.import_dir = "/tmp";  // FRAME.IMPORT reads and FRAME.EXPORT writes only there
+  c.import_dir = "/tmp";  // FRAME.IMPORT reads only there
+  c.export_dir = "/tmp";  // and FRAME.EXPORT writes only there
   return c;
 }
 
@@ -345,7 +346,7 @@ TEST_F(FrameDeriveTest, ExportWritesCsvThatImportsBackTheSame) {
       EXPECT_EQ(sa.elements[i].str, sb.elements[i].str) << col << " " << i;
     }
   }
-  // A relative path is under import-dir; an existing file is kept without REPLACE.
+  // A relative path is under export-dir; an existing file is kept without REPLACE.
   const std::string rel = dir_.substr(5) + "/out.csv";  // "/tmp/" stripped
   EXPECT_EQ(Job({"FRAME.EXPORT", "t", rel}),
             "error: ERR '" + out + "' exists (FRAME.EXPORT takes REPLACE)");
@@ -406,12 +407,46 @@ TEST_F(FrameDeriveTest, ExportWritesEveryTimeItCanHold) {
             "253402300800000\r\n-62167219200001\r\n\r\n\r\n");
 }
 
-TEST_F(FrameDeriveTest, ExportRefusesPathsOutsideImportDirAndLinks) {
+// Without --export-dir, FRAME.EXPORT is off: with the default import-dir (the working
+// directory) as its root, a client could overwrite, with REPLACE, any file of whoever runs the
+// node under the directory it was started in.
+TEST(FrameExportOffTest, ExportIsOffWithoutAnExportDir) {
+  Config c;
+  c.import_dir = "/tmp";
+  Engine engine(c, 1);
+  Session s(&engine, 0);
+  std::string out;
+  const std::vector<std::string> cmd = {"FRAME.EXPORT", "t", "/tmp/x.csv", "REPLACE"};
+  std::vector<std::string_view> args(cmd.begin(), cmd.end());
+  ASSERT_TRUE(s.Execute(args, &out));
+  EXPECT_EQ(out.rfind("-ERR", 0), 0u) << out;
+  // No such frame is said first; with a frame, the export is refused as off.
+  Session s2(&engine, 0);
+  std::string unused;
+  const std::string csv = "/tmp/floe_export_off_test.csv";
+  FILE* f = std::fopen(csv.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("a\n1\n", f);
+  std::fclose(f);
+  const std::vector<std::string> import = {"FRAME.IMPORT", "t", csv};
+  std::vector<std::string_view> iargs(import.begin(), import.end());
+  ASSERT_TRUE(s2.Execute(iargs, &unused));
+  for (int i = 0; i < 200 && !engine.store().Contains("t"); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  out.clear();
+  ASSERT_TRUE(s.Execute(args, &out));
+  EXPECT_NE(out.find("FRAME.EXPORT is off: start the node with --export-dir"), std::string::npos)
+      << out;
+  std::remove(csv.c_str());
+}
+
+TEST_F(FrameDeriveTest, ExportRefusesPathsOutsideExportDirAndLinks) {
   ASSERT_EQ(Job({"FRAME.IMPORT", "t", Write("t.csv", kCsv), "TYPES", kTypes}), "done");
   EXPECT_THAT(Run({"FRAME.EXPORT", "t", "/etc/floe.csv"}),
-              ErrStartsWith("ERR '/etc/floe.csv' is outside import-dir"));
+              ErrStartsWith("ERR '/etc/floe.csv' is outside export-dir"));
   EXPECT_THAT(Run({"FRAME.EXPORT", "t", dir_ + "/../../etc/x.csv"}),
-              ErrStartsWith("ERR '" + dir_ + "/../../etc/x.csv' is outside import-dir"));
+              ErrStartsWith("ERR '" + dir_ + "/../../etc/x.csv' is outside export-dir"));
   // A link to a file elsewhere is refused, even with REPLACE, and the file it names untouched.
   const std::string victim = dir_ + "/victim";
   Write("victim", "keep me");
@@ -422,7 +457,7 @@ TEST_F(FrameDeriveTest, ExportRefusesPathsOutsideImportDirAndLinks) {
   // A directory link leading out of import-dir is refused by where it leads.
   ASSERT_EQ(::symlink("/etc", (dir_ + "/etc").c_str()), 0);
   EXPECT_THAT(Run({"FRAME.EXPORT", "t", dir_ + "/etc/x.csv"}),
-              ErrStartsWith("ERR '" + dir_ + "/etc/x.csv' is outside import-dir"));
+              ErrStartsWith("ERR '" + dir_ + "/etc/x.csv' is outside export-dir"));
   EXPECT_THAT(Run({"FRAME.EXPORT", "t", dir_}),
               ErrStartsWith("ERR '" + dir_ + "' is not a regular file"));
   EXPECT_THAT(Run({"FRAME.EXPORT", "t", dir_ + "/"}), ErrStartsWith("ERR '"));

@@ -100,6 +100,7 @@ struct Config {
   std::string cluster_secret;    // cluster-secret
   std::string dir;               // dir: the data directory (a member's Raft log)
   std::string import_dir;        // import-dir: what FRAME.IMPORT may read (docs/frame.md)
+  std::string export_dir;        // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
   int http_port;                 // http-port
   std::string http_bind;         // http-bind: addresses for HTTP; same protected-mode rule as bind
