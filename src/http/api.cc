@@ -487,6 +487,47 @@ Response Error(int status, std::string_view message) {
   return {.status = status, .body = std::move(body)};
 }
 
+namespace {
+
+// The host part of a Host header value ("name:port", "[v6]:port", "name").
+std::string_view HostName(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    const size_t end = host.find(']');
+    return end == std::string_view::npos ? host : host.substr(1, end - 1);
+  }
+  const size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+// An address literal, or a single-label name (localhost, a host's own short name): a site
+// that rebinds its name to the node's address has a name with dots.
+bool AddressLiteralOrLocalName(std::string_view name) {
+  if (name.find('.') == std::string_view::npos) return true;
+  std::error_code ec;
+  (void)asio::ip::make_address(std::string(name), ec);
+  return !ec;
+}
+
+}  // namespace
+
+std::optional<Response> RefuseCrossSite(const server::Engine& engine, const Request& request) {
+  // X1: browsers send Origin with every cross-site POST, PUT and DELETE (and fetches); the
+  // node's own page sends its own, "http://" + the Host it was loaded from.
+  if (!request.origin.empty() && request.origin != "http://" + request.host) {
+    return Error(403, "ERR cross-origin request refused (Origin " + request.origin.substr(0, 128) +
+                          " is not this node's)");
+  }
+  // X2: DNS rebinding gives another site's page the node's address under that site's name;
+  // without a password the name must be one only this machine answers to.
+  if (!engine.requires_auth() && !request.host.empty() &&
+      !AddressLiteralOrLocalName(HostName(request.host))) {
+    return Error(403, "ERR Host '" + request.host.substr(0, 128) +
+                          "' refused: without requirepass the node answers only to an address "
+                          "or a name without dots (localhost)");
+  }
+  return std::nullopt;
+}
+
 std::optional<Response> Refuse(const server::Engine& engine, std::string_view authorization) {
   if (!engine.requires_auth()) return std::nullopt;
   if (authorization.empty()) return Unauthorized("NOAUTH Authentication required.");
@@ -571,6 +612,9 @@ asio::awaitable<Response> Handle(server::Engine& engine, Commands& c, Request re
   if (found == nullptr) {
     co_return path_known ? Error(405, "ERR method not allowed")
                          : Error(404, "ERR no such endpoint");
+  }
+  if (std::optional<Response> refused = RefuseCrossSite(engine, request)) {
+    co_return std::move(*refused);
   }
   // Every request carries the password when one is set (docs/api.md, "Authentication").
   if (engine.requires_auth()) {

@@ -163,6 +163,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool header_in_value_ = false;
   bool header_is_auth_ = false;
   bool header_is_expect_ = false;
+  bool header_is_host_ = false;
+  bool header_is_origin_ = false;
   std::string expect_;            // the Expect header
   bool expect_continue_ = false;  // Expect: 100-continue
   bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
@@ -442,6 +444,8 @@ void Connection::ResetRequest() {
   header_in_value_ = false;
   header_is_auth_ = false;
   header_is_expect_ = false;
+  header_is_host_ = false;
+  header_is_origin_ = false;
   expect_.clear();
   expect_continue_ = false;
   send_continue_ = false;
@@ -488,8 +492,12 @@ const http_parser_settings& Connection::Settings() {
         c->header_in_value_ = true;
         c->header_is_auth_ = EqualsIgnoreCase(c->header_field_, "authorization");
         c->header_is_expect_ = EqualsIgnoreCase(c->header_field_, "expect");
+        c->header_is_host_ = EqualsIgnoreCase(c->header_field_, "host");
+        c->header_is_origin_ = EqualsIgnoreCase(c->header_field_, "origin");
       }
       if (c->header_is_auth_) c->request_.authorization.append(at, n);
+      if (c->header_is_host_) c->request_.host.append(at, n);
+      if (c->header_is_origin_) c->request_.origin.append(at, n);
       if (c->header_is_expect_) {
         c->expect_.append(at, n);
         c->expect_continue_ = EqualsIgnoreCase(c->expect_, "100-continue");

@@ -1262,3 +1262,40 @@ def test_request_bodies_that_pass_maxmemory_are_refused_as_they_arrive(node, tmp
     assert status == 202, job
     assert wait_http_job(s, job["id"])["state"] == "done"
     assert s.client().ping()
+
+
+def test_cross_site_requests_are_refused(node):
+    # Regression: any web page the user opened could POST ["FLUSHALL"] to the node's
+    # /api/command (a "simple" cross-site request runs without a preflight), and a name that
+    # rebinds to 127.0.0.1 made the node that page's own site.
+    s = node()
+    assert call(s, "POST", "/api/command", ["SET", "k", "v"])[1] == "OK"
+    # X1: a foreign Origin is refused, before the command runs.
+    status, got, _ = call(s, "POST", "/api/command", ["FLUSHALL"],
+                          {"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    assert status == 403 and "cross-origin" in got["error"], got
+    assert s.client().get("k") == b"v"
+    # The node's own page (same origin) and clients that send no Origin are served.
+    host = f"127.0.0.1:{s.http_port}"
+    status, got, _ = call(s, "POST", "/api/command", ["GET", "k"],
+                          {"Origin": f"http://{host}"})
+    assert status == 200 and got == "v", got
+    # X2: without a password, a Host that is a name other than localhost is refused (DNS
+    # rebinding); an address or localhost is served.
+    for bad in ["evil.example", f"evil.example:{s.http_port}", "127.0.0.1.nip.io"]:
+        code, answer = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: %s\r\n"
+                                   b"Connection: close\r\n\r\n" % bad.encode())
+        assert code == 403 and b"Host" in answer, (bad, answer)
+    for good in [f"localhost:{s.http_port}", f"127.0.0.1:{s.http_port}", f"[::1]:{s.http_port}"]:
+        code, answer = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: %s\r\n"
+                                   b"Connection: close\r\n\r\n" % good.encode())
+        assert code == 200, (good, answer)
+
+
+def test_with_a_password_any_host_name_is_served(node):
+    # A node with requirepass may be reached by name (the password is what keeps it).
+    s = node("--requirepass", "pw")
+    auth = "Basic " + base64.b64encode(b"default:pw").decode()
+    code, answer = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: db.internal\r\n"
+                               b"Authorization: %s\r\nConnection: close\r\n\r\n" % auth.encode())
+    assert code == 200, answer

@@ -21,6 +21,8 @@ struct Request {
   std::string method;         // "GET", ...
   std::string url;            // the request target: path and query, still escaped
   std::string authorization;  // the Authorization header, if any
+  std::string host;           // the Host header, if any
+  std::string origin;         // the Origin header, if any (browsers send it cross-site)
   std::string body;
 };
 
@@ -30,6 +32,13 @@ struct Response {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // beyond the usual ones
 };
+
+// Rules X1-X2 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
+// the node run commands (X1: an Origin that is not the node's own is refused), and a name that
+// resolves to the node's address must not make it another site's (X2: without a password, the
+// Host must be an address literal or a name without dots, as localhost). 403 with the reason,
+// or nothing.
+std::optional<Response> RefuseCrossSite(const server::Engine& engine, const Request& request);
 
 // {"error":"<message>"} with the given status.
 Response Error(int status, std::string_view message);
