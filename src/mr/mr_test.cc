@@ -12,6 +12,8 @@
 #include <set>
 #include <thread>
 
+#include "testing/budget.h"
+
 // Every heap byte the test binary holds through operator new (requested sizes rounded up to 16,
 // as the allocator's small size classes are), for tests that compare what a task charged with
 // what it really allocated. Each block carries its size in a 16-byte header.
@@ -121,7 +123,7 @@ TEST(MrTest, CancelledTaskReturnsCancelled) {
 TEST(MrTest, SummaryMatchesASingleThreadedPass) {
   for (uint64_t seed : {2u, 3u, 4u}) {
     for (double na : {0.0, 0.5, 0.97}) {
-      SCOPED_TRACE(testing::Message() << "seed " << seed << " na " << na);
+      SCOPED_TRACE(::testing::Message() << "seed " << seed << " na " << na);
       const Data d = Random(seed, 30000, 7, na);
       Result<Summary> s = Summarize(d.frame, 1, 10, {.threads = 3});
       ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -259,7 +261,7 @@ double Type7(std::vector<double> v, double p) {
 TEST(MrTest, QuantilesAreExactAfterRefinement) {
   // 200,000 values: more than one refinement pass is needed before gathering.
   for (uint64_t seed : {6u, 7u}) {
-    SCOPED_TRACE(testing::Message() << "seed " << seed);
+    SCOPED_TRACE(::testing::Message() << "seed " << seed);
     const Data d = Random(seed, 200000, 3, 0.2);
     std::vector<double> vals;
     for (double v : d.x) {
@@ -297,35 +299,7 @@ TEST(MrTest, QuantilesAtTheEdgesOfDoubles) {
   EXPECT_EQ(Quantiles(f, 0, {}).status().code(), StatusCode::kInvalidArgument);
 }
 
-// A budget that records what a task reserved at most and refuses past `cap`.
-class TestBudget : public MemoryBudget {
- public:
-  explicit TestBudget(uint64_t cap) : cap_(cap) {}
-  Status Reserve(uint64_t bytes) override {
-    MutexLock lock(&mu_);
-    if (now_ + bytes > cap_) return Status::ResourceExhausted("over the test budget");
-    now_ += bytes;
-    peak_ = std::max(peak_, now_);
-    return Status::OK();
-  }
-  void Release(uint64_t bytes) override {
-    MutexLock lock(&mu_);
-    now_ -= bytes;
-  }
-  uint64_t peak() {
-    MutexLock lock(&mu_);
-    return peak_;
-  }
-  uint64_t now() {
-    MutexLock lock(&mu_);
-    return now_;
-  }
-
- private:
-  Mutex mu_;
-  const uint64_t cap_;
-  uint64_t now_ = 0, peak_ = 0;
-};
+using testing::TestBudget;
 
 Frame OneColumn(const std::vector<double>& vals) {
   auto b = *frame::FrameBuilder::Make({{.name = "x", .type = ColumnType::kReal}},
@@ -393,7 +367,7 @@ TEST(MrTest, QuantilePassesAndMemoryAreBoundedWhateverTheData) {
   }
   const std::vector<double> ps = {0, 0.001, 0.25, 0.5, 0.7, 0.999, 1};
   for (size_t d = 0; d < sets.size(); d++) {
-    SCOPED_TRACE(testing::Message() << "set " << d);
+    SCOPED_TRACE(::testing::Message() << "set " << d);
     const Frame f = OneColumn(sets[d]);
     ASSERT_GT(f.chunk_count(), 4u);
     std::vector<double> vals;
@@ -665,7 +639,7 @@ TEST(MrTest, GroupByDistinctCountsEachGroupsValues) {
 
 TEST(MrTest, GroupByMatchesASingleThreadedPass) {
   for (double na : {0.1, 0.9}) {
-    SCOPED_TRACE(testing::Message() << "na " << na);
+    SCOPED_TRACE(::testing::Message() << "na " << na);
     const Data d = Random(8, 40000, 100, na);
     Result<Frame> g = GroupBy(d.frame, {0},
                               {{.fn = AggFn::kCount, .col = 0},

@@ -7,7 +7,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "resp/resp.h"
@@ -39,6 +42,19 @@ class CommandTest : public ::testing::Test {
 
   Reply Run(std::vector<std::string> args) { return Decode(session_.Run(args)); }
   Reply RunOn(Session& s, std::vector<std::string> args) { return Decode(s.Run(args)); }
+  // A job's map from JOB.STATUS, once it has finished (frame imports and exports).
+  std::map<std::string, Reply> Wait(int64_t id) {
+    for (int i = 0; i < 2000; i++) {
+      Reply r = Run({"JOB.STATUS", std::to_string(id)});
+      std::map<std::string, Reply> m;
+      for (size_t k = 0; k + 1 < r.elements.size(); k += 2)
+        m[r.elements[k].str] = r.elements[k + 1];
+      if (m["state"].str != "running") return m;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "job " << id << " did not finish";
+    return {};
+  }
 
   Engine engine_;
   Session session_;

@@ -50,19 +50,6 @@ class FrameCommandsTest : public CommandTest {
     files_.push_back(path);
     return path;
   }
-  // The job's map from JOB.STATUS, once it has finished.
-  std::map<std::string, Reply> Wait(int64_t id) {
-    for (int i = 0; i < 2000; i++) {
-      Reply r = Run({"JOB.STATUS", std::to_string(id)});
-      std::map<std::string, Reply> m;
-      for (size_t k = 0; k + 1 < r.elements.size(); k += 2)
-        m[r.elements[k].str] = r.elements[k + 1];
-      if (m["state"].str != "running") return m;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    ADD_FAILURE() << "job " << id << " did not finish";
-    return {};
-  }
   // Imports and waits; the job's final state.
   std::string Import(std::vector<std::string> args) {
     std::vector<std::string> command = {"FRAME.IMPORT"};

@@ -16,6 +16,7 @@
 #include "server/command_test.h"
 #include "server/internal/cluster_testing.h"
 #include "server/internal/frame_value.h"
+#include "testing/budget.h"
 
 namespace floe::server {
 namespace {
@@ -49,18 +50,6 @@ class FrameDeriveTest : public CommandTest {
     std::stringstream s;
     s << in.rdbuf();
     return s.str();
-  }
-  std::map<std::string, Reply> Wait(int64_t id) {
-    for (int i = 0; i < 2000; i++) {
-      Reply r = Run({"JOB.STATUS", std::to_string(id)});
-      std::map<std::string, Reply> m;
-      for (size_t k = 0; k + 1 < r.elements.size(); k += 2)
-        m[r.elements[k].str] = r.elements[k + 1];
-      if (m["state"].str != "running") return m;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    ADD_FAILURE() << "job " << id << " did not finish";
-    return {};
   }
   // Runs a job-starting command and waits; "<state>" or "<state>: <error>", or the refusal.
   std::string Job(std::vector<std::string> args) {
@@ -502,35 +491,7 @@ TEST_F(FrameDeriveTest, ExportOfADroppedFrameWritesTheSnapshotAndCancelRemovesTh
 namespace floe::server {
 namespace {
 
-// Counts what a task reserves, refusing past `limit`.
-class CountingBudget : public mr::MemoryBudget {
- public:
-  explicit CountingBudget(uint64_t limit) : limit_(limit) {}
-  Status Reserve(uint64_t bytes) override {
-    MutexLock lock(&mu_);
-    if (held_ + bytes > limit_) return Status::ResourceExhausted("over budget");
-    held_ += bytes;
-    peak_ = std::max(peak_, held_);
-    return Status::OK();
-  }
-  void Release(uint64_t bytes) override {
-    MutexLock lock(&mu_);
-    held_ -= bytes;
-  }
-  uint64_t held() {
-    MutexLock lock(&mu_);
-    return held_;
-  }
-  uint64_t peak() {
-    MutexLock lock(&mu_);
-    return peak_;
-  }
-
- private:
-  Mutex mu_;
-  uint64_t limit_;
-  uint64_t held_ = 0, peak_ = 0;
-};
+using testing::TestBudget;
 
 // The filter's output chunks and scratch go through the budget before they are held (the
 // server's EngineBudget turns a refusal into the OOM error), and all of it is given back.
@@ -549,22 +510,22 @@ TEST(FilterTaskTest, ChargesItsChunksToTheBudgetAndGivesThemBack) {
   ASSERT_TRUE(f.ok());
   ASSERT_GT(f->chunk_count(), 4u);
   const std::vector<mr::Condition> all = {{.col = 0, .op = mr::FilterOp::kNotNA}};
-  CountingBudget roomy(uint64_t{1} << 40);
+  TestBudget roomy(uint64_t{1} << 40);
   Result<frame::Frame> g = mr::Filter(*f, all, {.memory = &roomy});
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_EQ(g->rows(), 100000u);
   EXPECT_GE(roomy.peak(), g->compressed_bytes());
-  EXPECT_EQ(roomy.held(), 0u);
-  CountingBudget tight(f->compressed_bytes() / 2);
+  EXPECT_EQ(roomy.now(), 0u);
+  TestBudget tight(f->compressed_bytes() / 2);
   Result<frame::Frame> refused = mr::Filter(*f, all, {.memory = &tight});
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_EQ(tight.held(), 0u);
+  EXPECT_EQ(tight.now(), 0u);
   // Cancelled before it starts: Cancelled, nothing held.
   std::atomic<bool> cancel{true};
   Result<frame::Frame> cancelled = mr::Filter(*f, all, {.cancel = &cancel, .memory = &roomy});
   EXPECT_EQ(cancelled.status().code(), StatusCode::kCancelled);
-  EXPECT_EQ(roomy.held(), 0u);
+  EXPECT_EQ(roomy.now(), 0u);
 }
 
 }  // namespace
