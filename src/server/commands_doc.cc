@@ -105,7 +105,10 @@ and `EXPIRE`, `RENAME` and `PFMERGE` carry every add that completed before them.
   are integers in [0, 2^bits), and answers `CMS.RANGE key lo hi` (the count of values in
   [lo, hi], never below the truth) and `CMS.QUANTILE key q...` (the smallest value whose
   range count from 0 reaches q of the total, found by binary search). `CMS.QUERY` on such a
-  sketch gives the count of one value; `CMS.MERGE` takes plain sketches only.
+  sketch gives the count of one value; `CMS.MERGE` takes plain sketches only. An increment
+  that would pass a counter's 2^32 - 1 answers `CMS: INCRBY overflow` for that item and changes
+  nothing (no counter, not the total, no level of a range sketch), as RedisBloom's `CMS_IncrBy`
+  undoes its rows; the other items of the command still count.
 - `BF.*` follow RedisBloom 8 (replies, RESP3 booleans, error texts, argument order):
   filters are scalable unless `NONSCALING` (or `EXPANSION 0`); each new sub-filter has
   `EXPANSION` times the capacity and half the error rate of the last, so the whole chain

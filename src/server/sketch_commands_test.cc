@@ -234,6 +234,24 @@ TEST_F(CommandTest, RangeCmsPointQueriesCountWhatWasAdded) {
   EXPECT_THAT(Run({"CMS.RANGE", "rr", "7", "7"}), IsInt(3));
 }
 
+// An increment that would overflow answered "CMS: INCRBY overflow" yet saturated the item's
+// counters and moved the total; it changes nothing now, and the other items still count.
+TEST_F(CommandTest, CmsIncrbyThatWouldOverflowChangesNothing) {
+  ASSERT_THAT(Run({"CMS.INITBYDIM", "c", "1000", "4"}), IsOk());
+  ASSERT_EQ(Run({"CMS.INCRBY", "c", "x", "4000000000"}).type, Reply::Type::kArray);
+  Reply r = Run({"CMS.INCRBY", "c", "x", "400000000", "y", "5"});
+  ASSERT_EQ(r.type, Reply::Type::kArray) << r.ToString();
+  ASSERT_EQ(r.elements.size(), 2u);
+  EXPECT_THAT(r.elements[0], IsErr("CMS: INCRBY overflow"));
+  EXPECT_THAT(r.elements[1], IsInt(5));
+  Reply q = Run({"CMS.QUERY", "c", "x"});
+  ASSERT_EQ(q.type, Reply::Type::kArray);
+  EXPECT_THAT(q.elements[0], IsInt(4000000000));
+  Reply info = Run({"CMS.INFO", "c"});
+  ASSERT_EQ(info.type, Reply::Type::kArray);
+  EXPECT_THAT(info.elements[5], IsInt(4000000005));
+}
+
 // PFCOUNT of a sketch saturated for its regwidth answered INT64_MIN (a NaN estimate rounded).
 TEST_F(CommandTest, PfcountOfASaturatedSketchIsAPositiveCount) {
   ASSERT_THAT(Run({"HLL.CREATE", "w", "LOG2M", "4", "REGWIDTH", "1", "EXPTHRESH", "0"}), IsOk());

@@ -53,22 +53,26 @@ size_t CountMin::Cell(uint32_t row, uint64_t h1, uint64_t h2) const {
   return static_cast<size_t>(row) * width_ + static_cast<size_t>((h1 + row * h2) % width_);
 }
 
+bool CountMin::WouldOverflow(uint64_t key, uint32_t incr) const {
+  // The total is replied as a RESP integer: it stays within int64.
+  if (incr > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - total_) return true;
+  const auto [h1, h2] = KeyHashes(key);
+  for (uint32_t r = 0; r < depth_; r++) {
+    if (counters_[Cell(r, h1, h2)] > std::numeric_limits<uint32_t>::max() - incr) return true;
+  }
+  return false;
+}
+
 Result<uint32_t> CountMin::AddKey(uint64_t key, uint32_t incr) {
+  if (WouldOverflow(key, incr)) return Status::OutOfRange("INCRBY overflow");
   const auto [h1, h2] = KeyHashes(key);
   uint32_t estimate = std::numeric_limits<uint32_t>::max();
-  bool overflow = false;
   for (uint32_t r = 0; r < depth_; r++) {
     uint32_t& c = counters_[Cell(r, h1, h2)];
-    if (c > std::numeric_limits<uint32_t>::max() - incr) {
-      c = std::numeric_limits<uint32_t>::max();
-      overflow = true;
-    } else {
-      c += incr;
-    }
+    c += incr;
     estimate = std::min(estimate, c);
   }
   total_ += incr;
-  if (overflow) return Status::OutOfRange("INCRBY overflow");
   return estimate;
 }
 
@@ -159,14 +163,18 @@ Status RangeCountMin::Add(uint64_t value, uint32_t incr) {
     return Status::InvalidArgument("value " + std::to_string(value) + " is outside [0, 2^" +
                                    std::to_string(bits_) + ")");
   }
-  Status overflow;
+  // Level l counts the prefix value >> l; the level number is mixed in so levels differ. All
+  // levels or none: a level that would overflow leaves every level as it was.
+  auto key = [value](int l) { return (value >> l) * 64 + static_cast<uint64_t>(l); };
   for (int l = 0; l <= bits_; l++) {
-    // Level l counts the prefix value >> l; the level number is mixed in so levels differ.
-    Result<uint32_t> r =
-        levels_[static_cast<size_t>(l)].AddKey((value >> l) * 64 + static_cast<uint64_t>(l), incr);
-    if (!r.ok()) overflow = r.status();
+    if (levels_[static_cast<size_t>(l)].WouldOverflow(key(l), incr)) {
+      return Status::OutOfRange("INCRBY overflow");
+    }
   }
-  return overflow;
+  for (int l = 0; l <= bits_; l++) {
+    FLOE_RETURN_IF_ERROR(levels_[static_cast<size_t>(l)].AddKey(key(l), incr).status());
+  }
+  return Status::OK();
 }
 
 uint64_t RangeCountMin::RangeCount(uint64_t lo, uint64_t hi) const {

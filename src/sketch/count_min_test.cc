@@ -43,11 +43,28 @@ TEST(CountMinTest, NeverUnderestimatesAndStaysWithinTheBound) {
   EXPECT_LE(over_bound, static_cast<int>(truth.size() / 50));  // allowed failure rate 1%, slack x2
 }
 
-TEST(CountMinTest, OverflowSaturatesAndIsReported) {
+// An increment that would overflow a counter changes nothing: it used to saturate the counter
+// and move the total while answering "overflow" (RedisBloom now undoes its rows).
+TEST(CountMinTest, AnOverflowingIncrementChangesNothing) {
   CountMin c = CountMin::Create(10, 2).value();
   ASSERT_TRUE(c.Add("x", 4000000000u).ok());
+  const CountMin before = c;
   EXPECT_EQ(c.Add("x", 400000000u).status().code(), StatusCode::kOutOfRange);
-  EXPECT_EQ(c.Query("x"), 4294967295u);
+  EXPECT_EQ(c.Query("x"), 4000000000u);
+  EXPECT_EQ(c.total(), 4000000000u);
+  EXPECT_TRUE(c == before);
+  EXPECT_EQ(*c.Add("x", 294967295u), 4294967295u);  // up to the largest counter is fine
+}
+
+TEST(CountMinTest, AnOverflowingRangeIncrementChangesNoLevel) {
+  RangeCountMin r = RangeCountMin::Create(64, 2, 4).value();
+  ASSERT_TRUE(r.Add(1, 4000000000u).ok());
+  // Level 4 counts every value of [0, 16) in one cell: adding to another value overflows there
+  // alone, and levels 0-3 must not move either.
+  EXPECT_EQ(r.Add(9, 400000000u).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(r.Point(9), 0u);
+  EXPECT_EQ(r.total(), 4000000000u);
+  for (int l = 0; l <= 3; l++) EXPECT_EQ(r.level(l).total(), 4000000000u) << l;
 }
 
 TEST(CountMinTest, WeightedMergeAndErrors) {

@@ -155,12 +155,15 @@ class CountMin {
   // RedisBloom's CMS.INITBYPROB sizing: width = ceil(2 / error), depth = ceil(log2(1 / prob)).
   static Result<CountMin> CreateForError(double error, double probability);
 
-  // Adds `incr` to `item` and returns its new estimate. Counters saturate at 2^32 - 1; OutOfRange
-  // when any would pass it (the other counters still moved, as RedisBloom's do).
+  // Adds `incr` to `item` and returns its new estimate. OutOfRange, with nothing changed (no
+  // counter, not the total), when a counter would pass 2^32 - 1 or the total int64's largest,
+  // as RedisBloom's CMS_IncrBy undoes its rows.
   Result<uint32_t> Add(std::string_view item, uint32_t incr);
   uint32_t Query(std::string_view item) const;
   // Adds by a precomputed 64-bit key (the range sketch's levels use it).
   Result<uint32_t> AddKey(uint64_t key, uint32_t incr);
+  // Whether AddKey(key, incr) would overflow (and so change nothing).
+  bool WouldOverflow(uint64_t key, uint32_t incr) const;
   uint32_t QueryKey(uint64_t key) const;
 
   // Replaces the counters with sum(weight_k * source_k). Every source must have this sketch's
@@ -195,7 +198,8 @@ class RangeCountMin {
   // bits in 1..32; width/depth as CountMin, per level.
   static Result<RangeCountMin> Create(uint32_t width, uint32_t depth, int bits);
 
-  // REQUIRES value < 2^bits (InvalidArgument otherwise).
+  // REQUIRES value < 2^bits (InvalidArgument otherwise). OutOfRange, with no level changed,
+  // when a counter of any level would overflow.
   Status Add(uint64_t value, uint32_t incr);
   // Estimated number of values in [lo, hi] (clamped to the domain), never below the truth.
   uint64_t RangeCount(uint64_t lo, uint64_t hi) const;
