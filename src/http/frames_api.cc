@@ -421,6 +421,9 @@ asio::awaitable<void> RemoveWhenJobEnds(server::Engine* engine, uint64_t id, std
 // A new file under the upload directory: O_EXCL, mode 0600, a random name; the body written
 // whole. The path, or the error to answer with.
 Result<std::string> WriteUpload(const std::string& dir, std::string_view body) {
+  // The default import-dir (<dir>/import) is made on the first upload, private to this user.
+  std::error_code made;
+  std::filesystem::create_directories(std::filesystem::path(dir).parent_path(), made);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::FailedPrecondition("ERR cannot create '" + dir + "' for uploads: " +
                                       std::strerror(errno) + " (is import-dir writable?)");
@@ -428,6 +431,16 @@ Result<std::string> WriteUpload(const std::string& dir, std::string_view body) {
   struct stat st;
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Status::FailedPrecondition("ERR '" + dir + "' is not a directory");
+  }
+  // Another local user could have made it first (import-dir /tmp) and swap the files in it
+  // before FRAME.IMPORT reads them: it must be ours and closed to others.
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%03o", static_cast<unsigned>(st.st_mode & 0777));
+    return Status::FailedPrecondition("ERR the upload directory '" + dir +
+                                      "' is not this user's own (owner uid " +
+                                      std::to_string(st.st_uid) + ", mode " + mode +
+                                      "): remove it, or make it this user's with mode 0700");
   }
   static thread_local std::mt19937_64 random(std::random_device{}());
   for (int attempt = 0; attempt < 8; attempt++) {
@@ -492,10 +505,10 @@ Result<std::vector<std::string>> UploadOptions(const Params& query) {
 }  // namespace
 
 std::string UploadDir(const server::Config& config) {
-  if (config.import_dir.empty()) return "";
   // Absolute: FRAME.IMPORT would take a relative path under import-dir a second time.
   std::error_code ec;
-  std::string root = std::filesystem::absolute(config.import_dir, ec).lexically_normal().string();
+  std::string root =
+      std::filesystem::absolute(server::ImportDir(config), ec).lexically_normal().string();
   if (ec) return "";
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   return root + "/.http-uploads-" + std::to_string(config.port);
@@ -523,7 +536,8 @@ asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const
   if (request.body.empty()) co_return Error(400, "ERR the body is empty: send the CSV file");
   const std::string dir = UploadDir(engine.config());
   if (dir.empty()) {
-    co_return Error(409, "ERR uploads need an import-dir (the node writes them under it)");
+    co_return Error(409,
+                    "ERR import-dir has no absolute path (was the working directory removed?)");
   }
   Result<std::string> file = WriteUpload(dir, request.body);
   if (!file.ok()) {

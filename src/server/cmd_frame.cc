@@ -503,17 +503,17 @@ void CmdFrameImport(CommandContext& ctx) {
     return ctx.Error("ERR bad path");
   }
   {
-    const std::string dir = ctx.engine.config().import_dir;
-    char* root = ::realpath(dir.empty() ? "." : dir.c_str(), nullptr);
+    const std::string dir = ImportDir(ctx.engine.config());
+    char* root = ::realpath(dir.c_str(), nullptr);
     if (root == nullptr) {
-      return ctx.Error("ERR import-dir '" + dir + "' cannot be used: " + std::strerror(errno));
+      return ctx.Error("ERR import-dir '" + dir + "' cannot be used: " + std::strerror(errno) +
+                       " (put the files under it, or start the node with --import-dir DIR)");
     }
     const std::string resolved_root = root;
     std::free(root);
     std::string real;
     std::error_code ec;
-    std::string spelled_root =
-        std::filesystem::absolute(dir.empty() ? "." : dir, ec).lexically_normal().string();
+    std::string spelled_root = std::filesystem::absolute(dir, ec).lexically_normal().string();
     while (spelled_root.size() > 1 && spelled_root.back() == '/') spelled_root.pop_back();
     // A relative path names a file under import-dir, wherever the node was started.
     if (r.path.front() != '/') r.path = spelled_root + "/" + r.path;

@@ -92,9 +92,9 @@ constexpr Setting kSettings[] = {
      .min = 0, .max = INT_MAX, .clamp_min = 1, .clamp_max = 500, .runtime = true,
      .help = "Active expiry cycles per second (clamped to 1-500)"},
     {.name = "import-dir", .kind = Kind::kText, .field = &Config::import_dir,
-     .default_value = ".",
      .help = "The directory FRAME.IMPORT may read, with everything under it (symlinks and .. "
-             "resolved first); default: the working directory"},
+             "resolved first), and where HTTP uploads land; default: <dir>/import, a directory "
+             "of its own"},
     {.name = "io-threads", .kind = Kind::kInteger, .field = &Config::threads, .default_value = "0",
      .min = 0, .max = 256, .flag = "threads",
      .help = "I/O threads; 0 = one per core but one (at least 1), leaving a core to the kernel's "
@@ -353,6 +353,11 @@ Result<LogLevel> RedisLogLevel(std::string_view name) {
   if (l == "warning") return LogLevel::kWarn;
   if (l == "nothing") return LogLevel::kOff;
   return Status::InvalidArgument("unknown log level '" + l + "'");
+}
+
+std::string ImportDir(const Config& config) {
+  if (!config.import_dir.empty()) return config.import_dir;
+  return (config.dir.empty() ? std::string("floe-data") : config.dir) + "/import";
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -134,6 +135,36 @@ TEST_F(FrameCommandsTest, ImportReadsOnlyUnderImportDir) {
   EXPECT_EQ(Import({"r", name}), "done");
   EXPECT_THAT(Run({"FRAME.IMPORT", "x", "../etc/hostname"}),
               ErrStartsWith("ERR '/tmp/../etc/hostname' is outside import-dir"));
+}
+
+// The default import-dir was the working directory: a client of a node started in a home read
+// .ssh/id_rsa back through FRAME.HEAD. It is <dir>/import now, a directory of its own.
+TEST(FrameImportDirTest, TheDefaultImportDirIsADirectoryOfItsOwn) {
+  EXPECT_EQ(Config().import_dir, "");
+  EXPECT_EQ(ImportDir(Config()), "floe-data/import");
+  char tmp[] = "/tmp/floe_import_default_XXXXXX";
+  ASSERT_NE(mkdtemp(tmp), nullptr);
+  const std::string dir = tmp;
+  Config c;
+  c.dir = dir;
+  Engine engine(c);
+  Session s(&engine, 0);
+  auto run = [&](std::vector<std::string> a) { return CommandTest::Decode(s.Run(a)); };
+  std::ofstream(dir + "/secret.csv") << "a\n1\n";
+  // Before the directory exists: a clear error saying what to do.
+  EXPECT_THAT(run({"FRAME.IMPORT", "f", "x.csv"}),
+              ErrStartsWith("ERR import-dir '" + dir + "/import' cannot be used"));
+  ASSERT_EQ(mkdir((dir + "/import").c_str(), 0700), 0);
+  std::ofstream(dir + "/import/x.csv") << "a\n1\n";
+  EXPECT_THAT(run({"FRAME.IMPORT", "f", dir + "/secret.csv"}),
+              ErrStartsWith("ERR '" + dir + "/secret.csv' is outside import-dir"));
+  EXPECT_THAT(run({"FRAME.IMPORT", "f", "../secret.csv"}), ErrStartsWith("ERR '"));
+  const Reply job = run({"FRAME.IMPORT", "f", "x.csv"});
+  ASSERT_EQ(job.type, Reply::Type::kInteger) << job.str;
+  Result<job::Info> info = engine.jobs().TEST_Wait(static_cast<uint64_t>(job.integer));
+  ASSERT_TRUE(info.ok());
+  EXPECT_THAT(run({"FRAME.HEAD", "f", "1"}), IsArrayOfSize(2));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(FrameCommandsTest, KeyspaceCommandsTreatAFrameSanely) {

@@ -99,7 +99,7 @@ struct Config {
   int64_t cluster_node_timeout;  // cluster-node-timeout, ms
   std::string cluster_secret;    // cluster-secret
   std::string dir;               // dir: the data directory (a member's Raft log)
-  std::string import_dir;        // import-dir: what FRAME.IMPORT may read (docs/frame.md)
+  std::string import_dir;        // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
   std::string export_dir;        // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
   int http_port;                 // http-port
@@ -107,6 +107,13 @@ struct Config {
   int64_t http_idle_timeout;     // http-idle-timeout, ms: an idle keep-alive connection closes
   int64_t http_request_timeout;  // http-request-timeout, ms: a started request must be in (408)
 };
+
+// The directory FRAME.IMPORT reads and HTTP uploads land under: import-dir, or by default
+// <dir>/import, a directory of its own (docs/frame.md, FRAME.IMPORT): any local program may
+// connect to a passwordless loopback node, so the default must not be a directory that holds
+// other files of whoever runs it (the working directory did: a home's .ssh/id_rsa read back
+// through FRAME.HEAD).
+std::string ImportDir(const Config& config);
 
 // One row of the settings table: everything the `floe serve` flags, the config file, CONFIG
 // GET/SET and `floe serve --help` know about a setting. Adding a setting is adding a row
