@@ -6,6 +6,8 @@
 
 #include "http/internal/api.h"
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -374,7 +376,9 @@ asio::awaitable<Response> GetPage(server::Engine&, Commands&, const Request&, co
                      .body = std::string(WebPage()),
                      .headers = {{"Content-Security-Policy",
                                   "default-src 'self'; script-src 'unsafe-inline'; style-src "
-                                  "'unsafe-inline'; img-src 'self' data:"},
+                                  "'unsafe-inline'; img-src 'self' data:; frame-ancestors "
+                                  "'none'"},
+                                 {"X-Frame-Options", "DENY"},
                                  {"X-Content-Type-Options", "nosniff"}}};
 }
 
@@ -499,13 +503,27 @@ std::string_view HostName(std::string_view host) {
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
-// An address literal, or a single-label name (localhost, a host's own short name): a site
-// that rebinds its name to the node's address has a name with dots.
+// A name only this machine answers to: an address literal, localhost (and names under it,
+// which browsers resolve to loopback themselves), or the machine's own host name. A site that
+// rebinds its name to the node's address has another name; so may a single-label name a LAN's
+// name service answers (LLMNR, a DNS search domain), which is why those are not all let in.
 bool AddressLiteralOrLocalName(std::string_view name) {
-  if (name.find('.') == std::string_view::npos) return true;
+  while (!name.empty() && name.back() == '.') name.remove_suffix(1);  // "localhost."
+  if (name.empty()) return false;
+  if (EqualsIgnoreCase(name, "localhost")) return true;
+  constexpr std::string_view kLocalhost = ".localhost";
+  if (name.size() > kLocalhost.size() &&
+      EqualsIgnoreCase(name.substr(name.size() - kLocalhost.size()), kLocalhost)) {
+    return true;
+  }
   std::error_code ec;
   (void)asio::ip::make_address(std::string(name), ec);
-  return !ec;
+  if (!ec) return true;
+  static const std::string own = [] {
+    char buf[256] = {};
+    return gethostname(buf, sizeof(buf) - 1) == 0 ? std::string(buf) : std::string();
+  }();
+  return !own.empty() && EqualsIgnoreCase(name, own);
 }
 
 }  // namespace
@@ -517,13 +535,22 @@ std::optional<Response> RefuseCrossSite(const server::Engine& engine, const Requ
     return Error(403, "ERR cross-origin request refused (Origin " + request.origin.substr(0, 128) +
                           " is not this node's)");
   }
+  // X3: browsers mark what another page asked for (an <img>, a script, a no-cors fetch, a form
+  // POST, a frame); same-site counts too, as another port of localhost is another program. Only
+  // following a link (a GET navigation) is served: it shows the page or a reply, and runs
+  // nothing that changes data.
+  if ((request.fetch_site == "cross-site" || request.fetch_site == "same-site") &&
+      !(request.method == "GET" && request.fetch_mode == "navigate")) {
+    return Error(403, "ERR cross-site request refused (Sec-Fetch-Site " +
+                          request.fetch_site.substr(0, 32) + ")");
+  }
   // X2: DNS rebinding gives another site's page the node's address under that site's name;
   // without a password the name must be one only this machine answers to.
   if (!engine.requires_auth() && !request.host.empty() &&
       !AddressLiteralOrLocalName(HostName(request.host))) {
     return Error(403, "ERR Host '" + request.host.substr(0, 128) +
-                          "' refused: without requirepass the node answers only to an address "
-                          "or a name without dots (localhost)");
+                          "' refused: without requirepass the node answers only to an address, "
+                          "localhost or this machine's name");
   }
   return std::nullopt;
 }

@@ -34,6 +34,7 @@ namespace floe::http {
 namespace {
 
 using asio::ip::tcp;
+using internal::EqualsIgnoreCase;
 
 constexpr size_t kReadChunk = 16 * 1024;
 
@@ -89,15 +90,6 @@ std::string Serialize(const internal::Response& r, bool close) {
   out += "\r\n";
   out += r.body;
   return out;
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); i++) {
-    const char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] + 32) : a[i];
-    if (x != b[i]) return false;
-  }
-  return true;
 }
 
 class HttpFrontEnd;
@@ -165,6 +157,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool header_is_expect_ = false;
   bool header_is_host_ = false;
   bool header_is_origin_ = false;
+  bool header_is_fetch_site_ = false;
+  bool header_is_fetch_mode_ = false;
   std::string expect_;            // the Expect header
   bool expect_continue_ = false;  // Expect: 100-continue
   bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
@@ -446,6 +440,8 @@ void Connection::ResetRequest() {
   header_is_expect_ = false;
   header_is_host_ = false;
   header_is_origin_ = false;
+  header_is_fetch_site_ = false;
+  header_is_fetch_mode_ = false;
   expect_.clear();
   expect_continue_ = false;
   send_continue_ = false;
@@ -494,10 +490,14 @@ const http_parser_settings& Connection::Settings() {
         c->header_is_expect_ = EqualsIgnoreCase(c->header_field_, "expect");
         c->header_is_host_ = EqualsIgnoreCase(c->header_field_, "host");
         c->header_is_origin_ = EqualsIgnoreCase(c->header_field_, "origin");
+        c->header_is_fetch_site_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-site");
+        c->header_is_fetch_mode_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-mode");
       }
       if (c->header_is_auth_) c->request_.authorization.append(at, n);
       if (c->header_is_host_) c->request_.host.append(at, n);
       if (c->header_is_origin_) c->request_.origin.append(at, n);
+      if (c->header_is_fetch_site_) c->request_.fetch_site.append(at, n);
+      if (c->header_is_fetch_mode_) c->request_.fetch_mode.append(at, n);
       if (c->header_is_expect_) {
         c->expect_.append(at, n);
         c->expect_continue_ = EqualsIgnoreCase(c->expect_, "100-continue");
@@ -507,6 +507,13 @@ const http_parser_settings& Connection::Settings() {
     s.on_headers_complete = [](http_parser* p) {
       Connection* c = static_cast<Connection*>(p->data);
       c->request_.method = http_method_str(static_cast<http_method>(p->method));
+      // X1-X3 before the password and before any body is read: another site's page cannot
+      // make the node hold a body only to refuse it.
+      if (std::optional<internal::Response> refused =
+              internal::RefuseCrossSite(c->front_->engine(), c->request_)) {
+        c->refused_response_ = std::move(*refused);
+        return -1;
+      }
       // Without the password nothing more is read: an unauthenticated client cannot make the
       // node buffer a body (as RESP limits requests before AUTH).
       if (std::optional<internal::Response> refused =

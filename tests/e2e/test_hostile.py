@@ -185,3 +185,29 @@ def test_concurrent_large_allocations_stay_within_maxmemory(make_floe):
     assert used <= 200 * MB, f"used_memory {used / MB:.0f} MB with maxmemory 200 MB"
     for c in conns:
         c.close()
+
+
+@pytest.mark.parametrize("browser_headers", [False, True])
+def test_a_browsers_post_to_the_resp_port_runs_nothing(make_floe, browser_headers):
+    # A web page can make the browser POST a text/plain body to 127.0.0.1:<RESP port>. Read as
+    # inline commands, the request's lines are errors, but its body ran: FLUSHALL emptied the node.
+    # The request line closes the connection now, before anything after it is read.
+    server = make_floe()
+    c = RawConn(server.port)
+    assert c.call("SET", "k", "v") == b"+OK\r\n"
+    body = b"\r\nFLUSHALL\r\nSET k changed\r\n"
+    extra = b"Accept: */*\r\n" if not browser_headers else b'sec-ch-ua: "Chromium";v="120"\r\n'
+    request = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/plain\r\n%s"
+               b"Content-Length: %d\r\n\r\n%s" % (server.port, extra, len(body), body))
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.sendall(request)
+    got = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    assert got == b""  # closed at the request line, with no reply
+    assert c.call("GET", "k") == b"$1\r\nv\r\n"
+    assert c.call("DBSIZE") == b":1\r\n"

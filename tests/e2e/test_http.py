@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -260,7 +261,7 @@ def test_auth_every_request(node):
     assert call(s, "GET", "/metrics", headers={"Authorization": basic})[0] == 200
     # Without the password the body is not read: the 401 comes before it is sent.
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
-        c.sendall(b"POST /api/command HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        c.sendall(b"POST /api/command HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\n")
         assert c.recv(100).startswith(b"HTTP/1.1 401")
 
 
@@ -275,17 +276,17 @@ def test_limits_answer_with_json_errors(node):
     s = node()
     r = s.client()
     r.config_set("proto-max-bulk-len", 2048)
-    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: x\r\nX-Big: " +
+    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: localhost\r\nX-Big: " +
                                b"a" * 20000 + b"\r\n\r\n")
     assert status == 431 and b"error" in body
-    status, body = raw_request(s.http_port, b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\n"
+    status, body = raw_request(s.http_port, b"PUT /api/keys/k HTTP/1.1\r\nHost: localhost\r\n"
                                b"Content-Length: 5000\r\n\r\n" + b"x" * 5000)
     assert status == 413 and json.loads(body)["error"].startswith("ERR")
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (3000, b"y" * 3000)
-    status, body = raw_request(s.http_port, b"POST /api/command HTTP/1.1\r\nHost: x\r\n"
+    status, body = raw_request(s.http_port, b"POST /api/command HTTP/1.1\r\nHost: localhost\r\n"
                                b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
     assert status == 413
-    status, body = raw_request(s.http_port, b"GET /api/keys/bad%zzkey HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, body = raw_request(s.http_port, b"GET /api/keys/bad%zzkey HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert status == 400 and json.loads(body)["error"].startswith("ERR bad URL escape")
     status, body = raw_request(s.http_port, b"NONSENSE\r\n\r\n")
     assert status == 400
@@ -297,7 +298,7 @@ def test_limits_answer_with_json_errors(node):
 
 def test_keep_alive_and_pipelined_requests(node):
     s = node()
-    req = b"GET /api/keys/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    req = b"GET /api/keys/nope HTTP/1.1\r\nHost: localhost\r\n\r\n"
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
         c.sendall(req * 3)
         data = b""
@@ -350,7 +351,7 @@ def test_derived_default_port(make_floe):
 def test_a_request_slower_than_the_request_timeout_gets_408(node):
     s = node("--http-request-timeout", "300")
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
-        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: localhost\r\n")  # the headers never end
         out = b""
         while True:  # the node answers and closes (a timeout here raises)
             chunk = c.recv(65536)
@@ -366,7 +367,7 @@ def test_a_request_slower_than_the_request_timeout_gets_408(node):
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(node):
     s = node("--http-idle-timeout", "300")
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
-        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(b"GET /api/cluster HTTP/1.1\r\nHost: localhost\r\n\r\n")
         out = b""
         while b"\r\n\r\n" not in out:
             out += c.recv(65536)
@@ -421,7 +422,7 @@ def test_maxclients_counts_http_connections(node):
     r = s.client()
     r.ping()
     r.config_set("maxclients", 1)  # the RESP client is the one
-    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, body = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert status == 503 and json.loads(body)["error"] == "ERR max number of clients reached"
     r.config_set("maxclients", 10)
     assert call(s, "GET", "/api/cluster")[0] == 200
@@ -434,7 +435,7 @@ def test_http_buffers_are_given_back(node):
     for _ in range(5):
         assert call(s, "PUT", "/api/keys/big", {"value": "x" * 100000})[0] == 200
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:  # cut short
-        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"v")
+        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"v")
     deadline = time.time() + 5
     while r.info("clients")["connected_clients"] > 1 and time.time() < deadline:
         time.sleep(0.05)
@@ -567,7 +568,7 @@ def test_expect_100_continue(node):
     s = node()
     body = json.dumps({"value": "v" * 5000}).encode()
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
-        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body))
         assert c.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         c.sendall(body)
@@ -576,7 +577,7 @@ def test_expect_100_continue(node):
     # A body over the limit is refused before the client sends it.
     s.client().config_set("proto-max-bulk-len", 2048)
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
-        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        c.sendall(b"PUT /api/keys/big HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body))
         assert c.recv(100).startswith(b"HTTP/1.1 413")
 
@@ -585,7 +586,7 @@ def test_an_announced_body_is_not_reserved_whole(node):
     s = node()
     r = s.client()
     with socket.create_connection(("127.0.0.1", s.http_port), timeout=5) as c:
-        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n{")
+        c.sendall(b"PUT /api/keys/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\n{")
         deadline = time.time() + 5
         while r.info("clients")["connected_clients"] < 2 and time.time() < deadline:
             time.sleep(0.02)
@@ -630,7 +631,7 @@ def test_a_client_leaving_a_waiting_request_frees_its_connection_and_a_late_one_
                         if f"laddr=127.0.0.1:{patient}" in line]
             body = json.dumps(["GET", key]).encode()
             leaver = socket.create_connection(("127.0.0.1", patient), timeout=5)
-            leaver.sendall(b"POST /api/command HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+            leaver.sendall(b"POST /api/command HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
                            str(len(body)).encode() + b"\r\n\r\n" + body)
             deadline = time.time() + 10
             while not any("cmd=get" in line for line in http_clients()):
@@ -1049,6 +1050,34 @@ def test_frame_upload_needs_a_writable_import_dir(node, tmp_path):
     assert got["error"].startswith("ERR cannot create") and "import-dir writable" in got["error"]
 
 
+def test_frame_upload_refuses_an_upload_directory_it_does_not_own_alone(node, tmp_path):
+    # With a shared import-dir (/tmp), another local user could make the upload directory first
+    # and swap the files in it before FRAME.IMPORT reads them.
+    s = node("--import-dir", str(tmp_path))
+    d = tmp_path / f".http-uploads-{s.port}"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
+    assert status == 409 and "not this user's own" in got["error"] and "755" in got["error"], got
+    assert list(d.iterdir()) == []
+
+
+def test_uploads_land_under_the_default_import_dir(node, tmp_path):
+    # The default import-dir is <dir>/import (it was the working directory), made on the first
+    # upload, private to the user.
+    data = tmp_path / "data"
+    s = node("--dir", str(data), "--import-dir", "")
+    status, job, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n2\n")
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["rows"] == 2
+    assert (data / "import").is_dir()
+    assert (data / "import" / f".http-uploads-{s.port}").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "outside.csv").write_text("a\n1\n")
+    status, got, _ = call(s, "POST", "/api/command",
+                          ["FRAME.IMPORT", "o", str(tmp_path / "outside.csv")])
+    assert status == 400 and "outside import-dir" in got["error"], got
+
+
 def test_a_restarted_node_removes_uploads_left_behind(node, tmp_path):
     s = node("--import-dir", str(tmp_path))
     port = s.port
@@ -1141,13 +1170,6 @@ def test_a_node_stopping_during_an_upload_import_removes_its_file(node, tmp_path
     assert uploads(tmp_path, s) == []
 
 
-def test_frame_upload_without_an_import_dir_is_refused(node):
-    s = node("--import-dir", "")
-    status, got, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n")
-    assert status == 409 and got == {"error": "ERR uploads need an import-dir (the node writes them under it)"}
-    assert call(s, "GET", "/api/frames")[1]["frames"] == []
-
-
 def test_answers_are_bounded_and_charged(node):
     """A 100 MB value of control bytes became 600 MB of JSON per request, uncharged, and held
     for a client that did not read it: values past 10 MiB are refused by the key view, and an
@@ -1220,11 +1242,11 @@ def test_request_bodies_that_pass_maxmemory_are_refused_as_they_arrive(node, tmp
     # concurrent 315 MB uploads took a node with maxmemory 100mb to 1.3 GB of RSS.
     s = node("--maxmemory", "20mb", "--import-dir", str(tmp_path))
     # Announced: refused from the headers, before a byte of the body.
-    code, answer = raw_request(s.http_port, b"PUT /api/frames/big/csv HTTP/1.1\r\nHost: x\r\n"
+    code, answer = raw_request(s.http_port, b"PUT /api/frames/big/csv HTTP/1.1\r\nHost: localhost\r\n"
                                b"Content-Length: 33554432\r\n\r\n")
     assert code == 507 and b"OOM" in answer, answer
     # Chunked: refused as the chunks pass the limit.
-    head = (b"PUT /api/frames/big/csv HTTP/1.1\r\nHost: x\r\n"
+    head = (b"PUT /api/frames/big/csv HTTP/1.1\r\nHost: localhost\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
     piece = b"1,hello\n" * 8192
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(600))  # 39 MB
@@ -1290,6 +1312,74 @@ def test_cross_site_requests_are_refused(node):
         code, answer = raw_request(s.http_port, b"GET /api/cluster HTTP/1.1\r\nHost: %s\r\n"
                                    b"Connection: close\r\n\r\n" % good.encode())
         assert code == 200, (good, answer)
+
+
+def test_cross_site_fetch_metadata_and_names_are_refused(node):
+    # X3: what another page makes the browser send without an Origin (an <img> or <script>
+    # pointing at a GET, a no-cors fetch, a form) carries Sec-Fetch-Site; only following a link
+    # (a GET navigation) is served. X2: only names this machine alone answers to.
+    s = node()
+    assert call(s, "POST", "/api/command", ["SET", "k", "v"])[1] == "OK"
+    port = s.http_port
+    for site, mode, method in [("cross-site", "no-cors", "GET"), ("same-site", "cors", "GET"),
+                               ("cross-site", "navigate", "POST")]:
+        body = b'["FLUSHALL"]'
+        code, answer = raw_request(port, b"%s /api/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                   b"Sec-Fetch-Site: %s\r\nSec-Fetch-Mode: %s\r\n"
+                                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                                       method.encode(),
+                                       b"keys/k" if method == "GET" else b"command", port,
+                                       site.encode(), mode.encode(),
+                                       len(body) if method == "POST" else 0,
+                                       body if method == "POST" else b""))
+        assert code == 403 and b"cross-site" in answer, (site, mode, method, answer)
+    assert s.client().get("k") == b"v"
+    for site, mode in [("cross-site", "navigate"), ("same-origin", "cors"), ("none", "navigate")]:
+        code, answer = raw_request(port, b"GET /api/keys/k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                   b"Sec-Fetch-Site: %s\r\nSec-Fetch-Mode: %s\r\n"
+                                   b"Connection: close\r\n\r\n" % (port, site.encode(),
+                                                                     mode.encode()))
+        assert code == 200, (site, mode, answer)
+    # A single-label name is not enough: a LAN's name service may answer it for an attacker.
+    for bad in ["intranet", f"printer:{port}", "localhost.evil.example"]:
+        code, answer = raw_request(port, b"GET /api/cluster HTTP/1.1\r\nHost: %s\r\n"
+                                   b"Connection: close\r\n\r\n" % bad.encode())
+        assert code == 403 and b"Host" in answer, (bad, answer)
+    for good in [f"localhost.:{port}", f"app.localhost:{port}", f"{socket.gethostname()}:{port}"]:
+        code, answer = raw_request(port, b"GET /api/cluster HTTP/1.1\r\nHost: %s\r\n"
+                                   b"Connection: close\r\n\r\n" % good.encode())
+        assert code == 200, (good, answer)
+    # Origin null (a sandboxed frame, a redirect) and another port of the same host are foreign.
+    for origin in ["null", "http://127.0.0.1:1"]:
+        status, got, _ = call(s, "POST", "/api/command", ["FLUSHALL"], {"Origin": origin})
+        assert status == 403, (origin, got)
+    assert s.client().get("k") == b"v"
+
+
+def test_cross_site_refusals_come_before_the_body(node):
+    # A foreign page's POST used to be read whole before X1 refused it: with maxmemory 0 (the
+    # default) six 500 MiB no-cors POSTs held 3 GiB. It is refused at its headers now.
+    s = node()
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall(b"POST /api/command HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                  b"Origin: http://evil.example\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (s.http_port, 500 << 20))
+        c.sendall(b"x" * 65536)  # the rest never comes: the answer must not wait for it
+        out = b""
+        while b"\r\n\r\n" not in out:
+            chunk = c.recv(65536)
+            assert chunk, out
+            out += chunk
+        assert out.split(b" ")[1] == b"403", out
+
+
+def test_the_page_cannot_be_framed(node):
+    # Clickjacking: another site could show the page in a frame under a decoy and have the user
+    # click its buttons (same-origin requests from inside the frame pass X1).
+    s = node()
+    with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/", timeout=10) as r:
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
 
 
 def test_with_a_password_any_host_name_is_served(node):

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,8 @@ struct Request {
   std::string authorization;  // the Authorization header, if any
   std::string host;           // the Host header, if any
   std::string origin;         // the Origin header, if any (browsers send it cross-site)
+  std::string fetch_site;     // Sec-Fetch-Site, if any ("cross-site", "same-origin", ...)
+  std::string fetch_mode;     // Sec-Fetch-Mode, if any ("navigate", "no-cors", ...)
   std::string body;
 };
 
@@ -33,12 +36,24 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;  // beyond the usual ones
 };
 
-// Rules X1-X2 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
-// the node run commands (X1: an Origin that is not the node's own is refused), and a name that
-// resolves to the node's address must not make it another site's (X2: without a password, the
-// Host must be an address literal or a name without dots, as localhost). 403 with the reason,
-// or nothing.
+// Rules X1-X3 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
+// the node run or answer anything (X1: an Origin that is not the node's own is refused; X3: a
+// request a browser marks cross-site or same-site is refused unless it is a GET navigation), and
+// a name that resolves to the node's address must not make it another site's (X2: without a
+// password, the Host must be an address literal, localhost or this machine's own name). 403 with
+// the reason, or nothing.
 std::optional<Response> RefuseCrossSite(const server::Engine& engine, const Request& request);
+
+// ASCII letters compared case-insensitively (header names, host names).
+inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++) {
+    const char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] + 32) : a[i];
+    const char y = b[i] >= 'A' && b[i] <= 'Z' ? static_cast<char>(b[i] + 32) : b[i];
+    if (x != y) return false;
+  }
+  return true;
+}
 
 // {"error":"<message>"} with the given status.
 Response Error(int status, std::string_view message);
