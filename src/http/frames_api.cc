@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "frame/frame.h"
 #include "http/internal/api.h"
 #include "job/job.h"
 
@@ -542,66 +543,23 @@ asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const
   co_return co_await JobAccepted(c, r.integer);
 }
 
-namespace {
-
-// GET /api/frames/{name}/csv reads the frame with FRAME.HEAD, so it takes frames of at most
-// FRAME.HEAD's 1,000 rows (and its reply cap); a larger one is a 413 rather than a CSV built
-// whole in the node's memory (docs/api.md, "Limits").
-constexpr int64_t kMaxCsvRows = 1000;
-
-// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break, or is empty
-// (so that "" stays an empty string while NA is an empty field).
-void AppendCsvField(std::string* out, std::string_view field) {
-  if (!field.empty() && field.find_first_of(",\"\r\n") == std::string_view::npos) {
-    out->append(field);
-    return;
+// The frame as CSV (frame::CsvWriter, docs/frame.md "CSV out": FRAME.EXPORT's bytes), streamed:
+// the frame pinned as it is now, written kStreamPiece bytes at a time as the client reads.
+asio::awaitable<Response> GetFrameCsv(server::Engine& engine, Commands&, const Request&,
+                                      const Params& path, const Params& query) {
+  if (!query.empty()) {
+    co_return Error(400, "ERR unknown parameter '" + query.begin()->first.substr(0, 64) + "'");
   }
-  out->push_back('"');
-  for (const char ch : field) {
-    if (ch == '"') out->push_back('"');
-    out->push_back(ch);
+  Result<std::shared_ptr<const frame::Frame>> f = server::PinFrame(engine, path.at("name"));
+  if (!f.ok()) {
+    const std::string text(f.status().message());
+    co_return f.status().code() == StatusCode::kNotFound ? Error(404, text)
+                                                         : Error(StatusForError(text), text);
   }
-  out->push_back('"');
-}
-
-void AppendCsvRow(std::string* out, const resp::Reply& row) {
-  for (size_t i = 0; i < row.elements.size(); i++) {
-    if (i > 0) out->push_back(',');
-    if (row.elements[i].type != Type::kNull) AppendCsvField(out, row.elements[i].str);
-  }
-  out->append("\r\n");
-}
-
-}  // namespace
-
-// The frame as CSV with a header; NA as an empty field (FRAME.HEAD's cells: reals in their
-// shortest exact form, times in milliseconds).
-asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands& c, const Request&,
-                                      const Params& path, const Params&) {
-  const std::string& name = path.at("name");
-  const resp::Reply info = co_await c.Run("FRAME.INFO", name);
-  if (IsError(info)) co_return Failed(info);
-  int64_t rows = -1;
-  for (size_t i = 0; i + 1 < info.elements.size(); i += 2) {
-    if (info.elements[i].str == "rows") rows = info.elements[i + 1].integer;
-  }
-  if (rows < 0) co_return Error(500, "ERR unexpected FRAME.INFO reply");
-  if (rows > kMaxCsvRows) {
-    co_return Error(413, "ERR the frame has " + std::to_string(rows) +
-                             " rows: CSV export takes at most 1000 for now");
-  }
-  const resp::Reply head = co_await c.Run("FRAME.HEAD", name, std::to_string(rows));
-  if (IsError(head)) {
-    if (head.str.starts_with("ERR FRAME.HEAD reply would exceed")) co_return Error(413, head.str);
-    co_return Failed(head);
-  }
-  if (head.elements.empty() || static_cast<int64_t>(head.elements.size()) - 1 != rows) {
-    co_return Error(409, "ERR the frame changed while it was read: try again");
-  }
-  std::string csv;
-  for (const resp::Reply& row : head.elements) AppendCsvRow(&csv, row);
-  co_return Response{
-      .status = 200, .content_type = "text/csv; charset=utf-8", .body = std::move(csv)};
+  auto writer = std::make_shared<frame::CsvWriter>(std::move(f).value());
+  Response out{.status = 200, .content_type = "text/csv; charset=utf-8"};
+  out.stream = [writer](std::string* piece) { return writer->Next(piece, kStreamPiece); };
+  co_return out;
 }
 
 asio::awaitable<Response> GetJobs(server::Engine&, Commands& c, const Request&, const Params&,

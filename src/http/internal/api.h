@@ -6,6 +6,7 @@
 
 #include <asio.hpp>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -31,7 +32,15 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // beyond the usual ones
+  // A body too large to build whole (a frame as CSV), made a piece at a time while it is sent
+  // with chunked transfer encoding (front_end.cc); `body` is unused then. Each call appends the
+  // next piece (about kStreamPiece bytes) to *out and returns whether more follows. It holds
+  // what it reads (a pinned frame) until the response is sent or its client gone.
+  std::function<bool(std::string* out)> stream;
 };
+// The size a streamed response's pieces are made to: what a response holds at once, beyond one
+// line of its content.
+inline constexpr size_t kStreamPiece = size_t{64} << 10;
 
 // Rules X1-X2 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
 // the node run commands (X1: an Origin that is not the node's own is refused), and a name that
