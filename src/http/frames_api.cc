@@ -396,6 +396,152 @@ asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands& c, const R
 
 namespace {
 
+// FRAME.FILTER's limit on conditions (mr::kMaxFilterConditions), checked before any list is built.
+constexpr size_t kMaxFilterConditions = 16;
+
+bool IsWord(std::string_view s, std::string_view word) {
+  if (s.size() != word.size()) return false;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (std::toupper(static_cast<unsigned char>(s[i])) != word[i]) return false;
+  }
+  return true;
+}
+
+// FRAME.SELECT's arguments from the body {"into", "columns": [..], "replace": bool};
+// InvalidArgument with the text to send.
+Result<std::vector<std::string>> SelectArgs(const std::string& source, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("into") || !j["into"].is_string()) {
+    return Status::InvalidArgument("ERR the body must be an object with a string \"into\"");
+  }
+  std::vector<std::string> args = {"FRAME.SELECT", source, j["into"].get<std::string>(), "COLS"};
+  bool replace = false;
+  bool have_columns = false;
+  for (const auto& [field, value] : j.items()) {
+    if (field == "into") continue;
+    if (field == "columns") {
+      const char* not_strings = "ERR columns must be a non-empty array of column names";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
+      for (const nlohmann::json& col : value) {
+        if (!col.is_string()) return Status::InvalidArgument(not_strings);
+        std::string name = col.get<std::string>();
+        // The command takes a trailing REPLACE as its option.
+        if (IsWord(name, "REPLACE")) {
+          return Status::InvalidArgument("ERR a column named REPLACE: give its 0-based index");
+        }
+        args.push_back(std::move(name));
+      }
+      have_columns = true;
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      replace = value.get<bool>();
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  if (!have_columns) return Status::InvalidArgument("ERR the body needs \"columns\"");
+  if (replace) args.emplace_back("REPLACE");
+  return args;
+}
+
+// FRAME.FILTER's arguments from the body {"into", "where": [{"column", "op", "value"}],
+// "replace": bool}; InvalidArgument with the text to send. A number value goes as the shortest
+// text that reads back to it; the command checks operators and values.
+Result<std::vector<std::string>> FilterArgs(const std::string& source, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("into") || !j["into"].is_string()) {
+    return Status::InvalidArgument("ERR the body must be an object with a string \"into\"");
+  }
+  std::vector<std::string> args = {"FRAME.FILTER", source, j["into"].get<std::string>(), "WHERE"};
+  bool replace = false;
+  bool have_where = false;
+  for (const auto& [field, value] : j.items()) {
+    if (field == "into") continue;
+    if (field == "where") {
+      const char* bad =
+          "ERR where must be a non-empty array of {\"column\", \"op\", \"value\"} objects";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(bad);
+      if (value.size() > kMaxFilterConditions) {
+        return Status::InvalidArgument("ERR at most 16 conditions");
+      }
+      for (const nlohmann::json& c : value) {
+        if (!c.is_object() || !c.contains("column") || !c["column"].is_string() ||
+            !c.contains("op") || !c["op"].is_string()) {
+          return Status::InvalidArgument(bad);
+        }
+        const std::string op = c["op"].get<std::string>();
+        const bool na_test = IsWord(op, "ISNA") || IsWord(op, "NOTNA");
+        if (c.size() != (na_test ? 2u : 3u) || (!na_test && !c.contains("value"))) {
+          return Status::InvalidArgument(
+              na_test ? "ERR isna and notna take no value"
+                      : "ERR a condition is {\"column\", \"op\", \"value\"} (value: a string "
+                        "or a number)");
+        }
+        if (args.size() > 4) args.emplace_back("AND");
+        args.push_back(c["column"].get<std::string>());
+        args.push_back(op);
+        if (na_test) continue;
+        const nlohmann::json& v = c["value"];
+        if (v.is_string()) {
+          args.push_back(v.get<std::string>());
+        } else if (v.is_number_integer()) {
+          args.push_back(v.dump());
+        } else if (v.is_number_float()) {
+          char buf[64];
+          auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.get<double>());
+          args.emplace_back(buf, end);
+        } else {
+          return Status::InvalidArgument("ERR a condition's value is a string or a number");
+        }
+      }
+      have_where = true;
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      replace = value.get<bool>();
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  if (!have_where) return Status::InvalidArgument("ERR the body needs \"where\"");
+  if (replace) args.emplace_back("REPLACE");
+  return args;
+}
+
+// A command that made the frame `into`: 201 with its name, `what` (the reply's integer), and its
+// Location.
+Response Made(const std::string& into, const char* what, int64_t n) {
+  Response out = Ok({{"name", into}, {what, n}}, 201);
+  out.headers.emplace_back("Location", "/api/frames/" + PathSegment(into));
+  return out;
+}
+
+}  // namespace
+
+// FRAME.SELECT (SelectArgs): 201 with the new frame's name and column count.
+asio::awaitable<Response> PostFrameSelect(server::Engine&, Commands& c, const Request& request,
+                                          const Params& path, const Params&) {
+  Result<std::vector<std::string>> args = SelectArgs(path.at("name"), request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const std::string into = (*args)[2];
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  co_return Made(into, "columns", r.integer);
+}
+
+// FRAME.FILTER (FilterArgs), on the analytics pool as the command runs: 201 with the new
+// frame's name and row count.
+asio::awaitable<Response> PostFrameFilter(server::Engine&, Commands& c, const Request& request,
+                                          const Params& path, const Params&) {
+  Result<std::vector<std::string>> args = FilterArgs(path.at("name"), request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const std::string into = (*args)[2];
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  co_return Made(into, "rows", r.integer);
+}
+
+namespace {
+
 // The upload's file goes once its job has ended, however it ended (done, failed, cancelled),
 // or the node stops: the guard removes it when the coroutine ends, also when its io_context
 // is destroyed with the coroutine still waiting. A node killed outright leaves it for the

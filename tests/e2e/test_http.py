@@ -899,6 +899,96 @@ def test_frame_groupby_makes_a_new_frame(node, tmp_path):
     assert status == 201 and got["groups"] == 3, got
 
 
+def test_frame_select_and_filter_make_new_frames(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    import_small(s, tmp_path)
+    status, got, resp = call(s, "POST", "/api/frames/t/select",
+                             {"into": "price list", "columns": ["price", "0"]})
+    assert status == 201 and resp.reason == "Created", got
+    assert got == {"name": "price list", "columns": 2}
+    assert resp.getheader("Location") == "/api/frames/price%20list"
+    status, head, _ = call(s, "GET", resp.getheader("Location") + "/head")
+    assert head["columns"] == ["price", "id"] and head["rows"][1] == [None, "2"], head
+    status, got, _ = call(s, "POST", "/api/frames/t/select", {"into": "price list", "columns": ["id"]})
+    assert status == 400 and got["error"].startswith("ERR target key exists"), got
+    status, got, _ = call(s, "POST", "/api/frames/t/select",
+                          {"into": "price list", "columns": ["id"], "replace": True})
+    assert status == 201 and got["columns"] == 1, got
+
+    where = [{"column": "price", "op": "<", "value": 3}, {"column": "region", "op": "=", "value": "north"}]
+    status, got, resp = call(s, "POST", "/api/frames/t/filter", {"into": "cheap", "where": where})
+    assert status == 201 and got == {"name": "cheap", "rows": 1}, got
+    assert resp.getheader("Location") == "/api/frames/cheap"
+    status, head, _ = call(s, "GET", "/api/frames/cheap/head")
+    assert head["rows"] == [["1", "2.5", "north"]], head
+    # A number as text, a real value, NA tests, and the same through RESP.
+    for body, rows in [
+        ({"where": [{"column": "price", "op": ">=", "value": "4.25"}]}, 2),
+        ({"where": [{"column": "price", "op": ">", "value": 4.2}]}, 2),
+        ({"where": [{"column": "price", "op": "isna"}]}, 1),
+        ({"where": [{"column": "id", "op": "=", "value": 99}]}, 0),
+        ({"where": [{"column": "id", "op": "notna"}, {"column": "region", "op": "!=", "value": "north"}]}, 3),
+    ]:
+        status, got, _ = call(s, "POST", "/api/frames/t/filter", {"into": "f", "replace": True, **body})
+        assert status == 201 and got["rows"] == rows, (body, got)
+    r = s.client()
+    assert r.execute_command("FRAME.FILTER", "t", "g", "WHERE", "id", "NOTNA", "AND", "region",
+                             "!=", "north") == 3
+    assert call(s, "GET", "/api/frames/g/csv")[1] == call(s, "GET", "/api/frames/f/csv")[1] == \
+        'id,price,region\r\n2,,"south"\r\n4,8,"east"\r\n5,1.5,"south"\r\n'
+    status, got, _ = call(s, "POST", "/api/frames/nope/filter", {"into": "x", "where": where})
+    assert status == 404 and got == {"error": "ERR no such frame"}
+    status, got, _ = call(s, "POST", "/api/frames/nope/select", {"into": "x", "columns": ["a"]})
+    assert status == 404 and got == {"error": "ERR no such frame"}
+
+
+def test_frame_select_and_filter_refuse_bad_bodies(node, tmp_path):
+    s = node("--import-dir", str(tmp_path))
+    import_small(s, tmp_path)
+    into = 'ERR the body must be an object with a string "into"'
+    cond = {"column": "price", "op": "<", "value": 3}
+    cases = [
+        ("select", {"columns": ["id"]}, into),
+        ("select", ["x"], into),
+        ("select", {"into": "x"}, 'ERR the body needs "columns"'),
+        ("select", {"into": "x", "columns": []}, "ERR columns must be a non-empty array of column names"),
+        ("select", {"into": "x", "columns": [0]}, "ERR columns must be a non-empty array of column names"),
+        ("select", {"into": "x", "columns": ["id", "replace"]}, "ERR a column named REPLACE: give its 0-based index"),
+        ("select", {"into": "x", "columns": ["id", "id"]}, "ERR column 'id' given twice"),
+        ("select", {"into": "x", "columns": ["id"] * 4}, "ERR more columns than the frame has (3)"),
+        ("select", {"into": "x", "columns": ["nope"]}, "ERR no such column 'nope'"),
+        ("select", {"into": "a{b}", "columns": ["id"]}, None),
+        ("select", {"into": "x", "columns": ["id"], "replace": 1}, "ERR replace must be true or false"),
+        ("select", {"into": "x", "columns": ["id"], "bogus": 1}, "ERR unknown field 'bogus'"),
+        ("filter", {"where": [cond]}, into),
+        ("filter", {"into": "x"}, 'ERR the body needs "where"'),
+        ("filter", {"into": "x", "where": []}, None),
+        ("filter", {"into": "x", "where": [["price", "<", 3]]}, None),
+        ("filter", {"into": "x", "where": [cond] * 17}, "ERR at most 16 conditions"),
+        ("filter", {"into": "x", "where": [{"column": "price", "op": "<"}]}, None),
+        ("filter", {"into": "x", "where": [{"column": "price", "op": "isna", "value": 1}]},
+         "ERR isna and notna take no value"),
+        ("filter", {"into": "x", "where": [{**cond, "value": None}]},
+         "ERR a condition's value is a string or a number"),
+        ("filter", {"into": "x", "where": [{**cond, "value": [1]}]},
+         "ERR a condition's value is a string or a number"),
+        ("filter", {"into": "x", "where": [{**cond, "extra": 1}]}, None),
+        ("filter", {"into": "x", "where": [{**cond, "op": "~"}]},
+         "ERR unknown operator '~' (=, !=, <, <=, >, >=, ISNA, NOTNA)"),
+        ("filter", {"into": "x", "where": [{**cond, "value": "cheap"}]},
+         "ERR column 'price' is compared with a number, not 'cheap'"),
+        ("filter", {"into": "x", "where": [{**cond, "column": "nope"}]}, "ERR no such column 'nope'"),
+        ("filter", {"into": "t", "where": [cond]}, None),
+        ("filter", {"into": "x", "where": [cond], "bogus": 1}, "ERR unknown field 'bogus'"),
+        ("filter", b"[" * 100 + b"]" * 100, "ERR the request body nests too deeply"),
+    ]
+    for route, body, want in cases:
+        status, got, _ = call(s, "POST", f"/api/frames/t/{route}", body)
+        assert status == 400, (route, str(body)[:80], got)
+        assert want is None or got == {"error": want}, (route, str(body)[:80], got)
+    assert sorted(call(s, "GET", "/api/frames")[1]["frames"]) == ["t"]
+
+
 def test_frame_groupby_refuses_hostile_input(node, tmp_path):
     s = node("--import-dir", str(tmp_path))
     import_small(s, tmp_path)

@@ -118,6 +118,10 @@ asio::awaitable<Response> PostFrame(server::Engine&, Commands&, const Request&, 
                                     const Params&);
 asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands&, const Request&,
                                            const Params&, const Params&);
+asio::awaitable<Response> PostFrameSelect(server::Engine&, Commands&, const Request&, const Params&,
+                                          const Params&);
+asio::awaitable<Response> PostFrameFilter(server::Engine&, Commands&, const Request&, const Params&,
+                                          const Params&);
 asio::awaitable<Response> PutFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
                                       const Params&);
 asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
