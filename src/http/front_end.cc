@@ -669,6 +669,7 @@ void Connection::Answer(internal::Response response, bool close) {
     stream_ = std::move(response.stream);
     Charge();
     writing_ = true;
+    Arm(front_->limits().read_timeout_ms);  // as each piece's (SendPiece)
     asio::async_write(socket_, asio::buffer(out_),
                       [self = shared_from_this(), close](std::error_code ec, size_t) {
                         if (ec || self->closed_) return self->Close();
