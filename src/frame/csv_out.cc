@@ -2,6 +2,8 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 
 #include "frame/frame.h"
 
@@ -99,15 +101,62 @@ void AppendCell(const Vec& vec, size_t k, uint32_t i, std::string* out) {
   }
 }
 
+// At least the width of a quoted field of `v` (AppendQuoted's), and of a header name.
+size_t QuotedWidth(std::string_view v) {
+  size_t quotes = 0;
+  for (const char* p = v.data();
+       (p = static_cast<const char*>(std::memchr(p, '"', v.data() + v.size() - p))) != nullptr;
+       p++) {
+    quotes++;
+  }
+  return v.size() + quotes + 2;
+}
+
+// Wider than any number or time AppendCell writes (at most 24 characters).
+constexpr size_t kNumberWidth = 32;
+
+// At least the width of chunk k's row i as AppendCell writes it, line end included.
+size_t RowWidth(const Frame& f, size_t k, uint32_t i) {
+  size_t width = f.columns() + 1;  // the commas and CRLF
+  for (size_t c = 0; c < f.columns(); c++) {
+    const Vec& vec = f.vec(c);
+    const ChunkView& chunk = vec.chunk(k);
+    if (chunk.IsNA(i)) continue;
+    switch (vec.type()) {
+      case ColumnType::kString:
+        width += QuotedWidth(chunk.AtString(i));
+        break;
+      case ColumnType::kCategorical:
+        width += QuotedWidth(vec.domain()[static_cast<size_t>(chunk.CodeAt(i))]);
+        break;
+      default:
+        width += kNumberWidth;
+    }
+  }
+  return width;
+}
+
+Status TooWide(size_t width, size_t max_line, uint64_t row) {
+  return Status::ResourceExhausted(
+      (row == 0 ? std::string("the header") : "row " + std::to_string(row)) + " is up to " +
+      std::to_string(width) + " bytes as CSV, more than " + std::to_string(max_line));
+}
+
 }  // namespace
 
 CsvWriter::CsvWriter(std::shared_ptr<const Frame> frame) : frame_(std::move(frame)) {}
 
 bool CsvWriter::done() const { return header_written_ && chunk_ >= frame_->chunk_count(); }
 
-bool CsvWriter::Next(std::string* out, size_t target) {
+Result<bool> CsvWriter::Next(std::string* out, size_t target, size_t max_line) {
   const Frame& f = *frame_;
+  const bool bounded = max_line != std::numeric_limits<size_t>::max();
   if (!header_written_) {
+    if (bounded) {
+      size_t width = f.columns() + 1;
+      for (size_t c = 0; c < f.columns(); c++) width += QuotedWidth(f.name(c));
+      if (width > max_line) return TooWide(width, max_line, 0);
+    }
     for (size_t c = 0; c < f.columns(); c++) {
       if (c > 0) out->push_back(',');
       AppendName(f.name(c), out);
@@ -118,6 +167,10 @@ bool CsvWriter::Next(std::string* out, size_t target) {
   while (chunk_ < f.chunk_count() && out->size() < target) {
     const uint32_t rows = f.vec(0).chunk(chunk_).rows();
     while (row_ < rows && out->size() < target) {
+      if (bounded) {
+        const size_t width = RowWidth(f, chunk_, row_);
+        if (width > max_line) return TooWide(width, max_line, rows_written_ + 1);
+      }
       for (size_t c = 0; c < f.columns(); c++) {
         if (c > 0) out->push_back(',');
         AppendCell(f.vec(c), chunk_, row_, out);

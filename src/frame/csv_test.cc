@@ -42,7 +42,8 @@ std::shared_ptr<const Frame> Mixed(uint64_t target_chunk_bytes) {
 std::string All(std::shared_ptr<const Frame> f) {
   CsvWriter w(std::move(f));
   std::string out;
-  EXPECT_FALSE(w.Next(&out, std::numeric_limits<size_t>::max()));
+  Result<bool> more = w.Next(&out, std::numeric_limits<size_t>::max());
+  EXPECT_TRUE(more.ok() && !*more);
   EXPECT_TRUE(w.done());
   return out;
 }
@@ -78,7 +79,9 @@ TEST(CsvWriterTest, PiecesStayNearTheTargetAndJoinToTheSameText) {
     int pieces = 0;
     while (more) {
       piece.clear();
-      more = w.Next(&piece, target);
+      Result<bool> next = w.Next(&piece, target);
+      ASSERT_TRUE(next.ok());
+      more = *next;
       EXPECT_LT(piece.size(), target + widest) << target;
       EXPECT_TRUE(!more || !piece.empty());
       joined += piece;
@@ -90,6 +93,42 @@ TEST(CsvWriterTest, PiecesStayNearTheTargetAndJoinToTheSameText) {
       EXPECT_EQ(pieces, 1001);  // the header, then a row each
     }
   }
+}
+
+// A line that may pass max_line is not written: the lines before it are, and the writer stays
+// there; the bound counts a text's doubled quotes.
+TEST(CsvWriterTest, ALineWiderThanMaxLineIsRefusedBeforeItIsWritten) {
+  Result<FrameBuilder> made = FrameBuilder::Make({{"s", ColumnType::kString}});
+  FLOE_CHECK_OK(made.status());
+  FrameBuilder b = std::move(*made);
+  for (const std::string& v : {std::string("a"), std::string(1000, '"'), std::string("b")}) {
+    FLOE_CHECK_OK(b.AddString(0, v));
+    FLOE_CHECK_OK(b.EndRow());
+  }
+  Result<Frame> f = b.Finish();
+  FLOE_CHECK_OK(f.status());
+  auto frame = std::make_shared<const Frame>(std::move(*f));
+  CsvWriter w(frame);
+  std::string out;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    Result<bool> next = w.Next(&out, std::numeric_limits<size_t>::max(), 2000);
+    ASSERT_FALSE(next.ok());
+    EXPECT_EQ(next.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_EQ(next.status().message(), "row 2 is up to 2004 bytes as CSV, more than 2000");
+    EXPECT_EQ(out, "s\r\n\"a\"\r\n");
+    EXPECT_EQ(w.rows_written(), 1u);
+  }
+  const std::string whole = All(frame);
+  EXPECT_EQ(whole.size(), 3u + 5 + 2004 + 5);
+  CsvWriter wide(frame);
+  std::string again;
+  Result<bool> next = wide.Next(&again, std::numeric_limits<size_t>::max(), 2004);
+  ASSERT_TRUE(next.ok() && !*next);
+  EXPECT_EQ(again, whole);
+  CsvWriter header(frame);
+  std::string none;
+  EXPECT_FALSE(header.Next(&none, 1, 3).ok());
+  EXPECT_TRUE(none.empty());
 }
 
 TEST(CsvWriterTest, RealsReadBackBitForBit) {

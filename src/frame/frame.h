@@ -448,8 +448,12 @@ class CsvWriter {
   explicit CsvWriter(std::shared_ptr<const Frame> frame);
   // Appends whole lines (the header first) to *out until out->size() reaches `target` or the
   // frame ends; returns whether lines remain. A line is never split, so *out passes `target` by
-  // at most one line (a frame's widest row is the bound beyond it).
-  bool Next(std::string* out, size_t target);
+  // at most one line (a frame's widest row is the bound beyond it). With a `max_line`, each
+  // line's width is bounded before it is written (text: its bytes, its doubled quotes and two
+  // more; a number or a time: 32) and a line that may pass `max_line` bytes is not written:
+  // ResourceExhausted, the lines before it left in *out, and the writer stays at that line.
+  Result<bool> Next(std::string* out, size_t target,
+                    size_t max_line = std::numeric_limits<size_t>::max());
   bool done() const;
   uint64_t rows_written() const { return rows_written_; }
   const Frame& frame() const { return *frame_; }

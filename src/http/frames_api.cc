@@ -704,7 +704,9 @@ asio::awaitable<Response> GetFrameCsv(server::Engine& engine, Commands&, const R
   }
   auto writer = std::make_shared<frame::CsvWriter>(std::move(f).value());
   Response out{.status = 200, .content_type = "text/csv; charset=utf-8"};
-  out.stream = [writer](std::string* piece) { return writer->Next(piece, kStreamPiece); };
+  out.stream = [writer](std::string* piece) {
+    return writer->Next(piece, kStreamPiece, kMaxStreamPiece - kStreamPiece);
+  };
   co_return out;
 }
 

@@ -164,7 +164,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   char buf_[kReadChunk];
   std::string out_;
   size_t out_start_ = 0;  // where out_'s bytes to send begin (a chunk's size is put before it)
-  std::function<bool(std::string*)> stream_;  // a streamed response being sent
+  std::function<Result<bool>(std::string*)> stream_;  // a streamed response being sent
   bool chunked_ = true;  // the request was HTTP/1.1: a streamed response goes in chunks
   bool closed_ = false;
   bool writing_ = false;
@@ -695,7 +695,14 @@ void Connection::SendPiece(bool close) {
   out_.assign(kRoom, ' ');
   bool more = false;
   if (stream_) {
-    more = stream_(&out_);
+    Result<bool> next = stream_(&out_);
+    if (!next.ok()) {
+      // Nothing can tell the client after the 200 but an incomplete body: the connection
+      // closes without the last chunk.
+      FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", next.status().message());
+      return Close();
+    }
+    more = *next;
     if (!more) stream_ = nullptr;  // the frame is let go as soon as its last piece is made
   }
   const size_t n = out_.size() - kRoom;

@@ -271,7 +271,9 @@ Status WriteCsv(const std::shared_ptr<const Frame>& f, int fd, job::Context& job
   bool more = true;
   while (more) {
     if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
-    more = writer.Next(&buf, kExportBuffer);
+    Result<bool> next = writer.Next(&buf, kExportBuffer);
+    if (!next.ok()) return next.status();
+    more = *next;
     // A line past the buffer (a wide row) grew it: charged as it is, or the export stops.
     if (buf.capacity() > budget.held()) {
       FLOE_RETURN_IF_ERROR(budget.Reserve(buf.capacity() - budget.held()));
