@@ -434,6 +434,38 @@ class Frame {
   uint64_t header_bytes_ = 0;
 };
 
+// A frame as CSV (RFC 4180), written a piece at a time so that whoever writes it (FRAME.EXPORT's
+// file, an HTTP download) holds a bounded buffer, never the whole text (docs/frame.md, "CSV
+// out"). A header of the column names (quoted when they must be: a comma, a quote, a line break,
+// edge blanks, or empty), then one line per row, CRLF line ends. Cells: NA an empty field; text
+// (string and categorical) always quoted, its quotes doubled, so "" and the text NA read back as
+// themselves; integers in decimal; reals in the shortest form that reads back to the same double,
+// bit for bit (inf and -inf as the import reads them); times "YYYY-MM-DD HH:MM:SS.mmm" (UTC), or
+// their milliseconds outside the years 0000-9999. Holds the frame (shared) while it lives.
+// Thread-compatible.
+class CsvWriter {
+ public:
+  explicit CsvWriter(std::shared_ptr<const Frame> frame);
+  // Appends whole lines (the header first) to *out until out->size() reaches `target` or the
+  // frame ends; returns whether lines remain. A line is never split, so *out passes `target` by
+  // at most one line (a frame's widest row is the bound beyond it). With a `max_line`, each
+  // line's width is bounded before it is written (text: its bytes, its doubled quotes and two
+  // more; a number or a time: 32) and a line that may pass `max_line` bytes is not written:
+  // ResourceExhausted, the lines before it left in *out, and the writer stays at that line.
+  Result<bool> Next(std::string* out, size_t target,
+                    size_t max_line = std::numeric_limits<size_t>::max());
+  bool done() const;
+  uint64_t rows_written() const { return rows_written_; }
+  const Frame& frame() const { return *frame_; }
+
+ private:
+  std::shared_ptr<const Frame> frame_;
+  bool header_written_ = false;
+  size_t chunk_ = 0;  // the next row to write: chunk_, row_
+  uint32_t row_ = 0;
+  uint64_t rows_written_ = 0;
+};
+
 struct ColumnSpec {
   std::string name;
   ColumnType type = ColumnType::kReal;

@@ -399,6 +399,8 @@ constexpr Endpoint kEndpoints[] = {
     {{"DELETE", "/api/frames/{name}"}, DeleteFrame},
     {{"GET", "/api/frames/{name}/head"}, GetFrameHead},
     {{"POST", "/api/frames/{name}/groupby"}, PostFrameGroupBy},
+    {{"POST", "/api/frames/{name}/select"}, PostFrameSelect},
+    {{"POST", "/api/frames/{name}/filter"}, PostFrameFilter},
     {{"GET", "/api/frames/{name}/csv"}, GetFrameCsv},
     {{"PUT", "/api/frames/{name}/csv"}, PutFrameCsv},
     {{"GET", "/api/frames/{name}/columns/{column}/summary"}, GetColumnSummary},

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "frame/frame.h"
 #include "http/internal/api.h"
 #include "job/job.h"
 
@@ -395,6 +396,152 @@ asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands& c, const R
 
 namespace {
 
+// FRAME.FILTER's limit on conditions (mr::kMaxFilterConditions), checked before any list is built.
+constexpr size_t kMaxFilterConditions = 16;
+
+bool IsWord(std::string_view s, std::string_view word) {
+  if (s.size() != word.size()) return false;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (std::toupper(static_cast<unsigned char>(s[i])) != word[i]) return false;
+  }
+  return true;
+}
+
+// FRAME.SELECT's arguments from the body {"into", "columns": [..], "replace": bool};
+// InvalidArgument with the text to send.
+Result<std::vector<std::string>> SelectArgs(const std::string& source, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("into") || !j["into"].is_string()) {
+    return Status::InvalidArgument("ERR the body must be an object with a string \"into\"");
+  }
+  std::vector<std::string> args = {"FRAME.SELECT", source, j["into"].get<std::string>(), "COLS"};
+  bool replace = false;
+  bool have_columns = false;
+  for (const auto& [field, value] : j.items()) {
+    if (field == "into") continue;
+    if (field == "columns") {
+      const char* not_strings = "ERR columns must be a non-empty array of column names";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
+      for (const nlohmann::json& col : value) {
+        if (!col.is_string()) return Status::InvalidArgument(not_strings);
+        std::string name = col.get<std::string>();
+        // The command takes a trailing REPLACE as its option.
+        if (IsWord(name, "REPLACE")) {
+          return Status::InvalidArgument("ERR a column named REPLACE: give its 0-based index");
+        }
+        args.push_back(std::move(name));
+      }
+      have_columns = true;
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      replace = value.get<bool>();
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  if (!have_columns) return Status::InvalidArgument("ERR the body needs \"columns\"");
+  if (replace) args.emplace_back("REPLACE");
+  return args;
+}
+
+// FRAME.FILTER's arguments from the body {"into", "where": [{"column", "op", "value"}],
+// "replace": bool}; InvalidArgument with the text to send. A number value goes as the shortest
+// text that reads back to it; the command checks operators and values.
+Result<std::vector<std::string>> FilterArgs(const std::string& source, std::string_view body) {
+  FLOE_ASSIGN_OR_RETURN(nlohmann::json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("into") || !j["into"].is_string()) {
+    return Status::InvalidArgument("ERR the body must be an object with a string \"into\"");
+  }
+  std::vector<std::string> args = {"FRAME.FILTER", source, j["into"].get<std::string>(), "WHERE"};
+  bool replace = false;
+  bool have_where = false;
+  for (const auto& [field, value] : j.items()) {
+    if (field == "into") continue;
+    if (field == "where") {
+      const char* bad =
+          "ERR where must be a non-empty array of {\"column\", \"op\", \"value\"} objects";
+      if (!value.is_array() || value.empty()) return Status::InvalidArgument(bad);
+      if (value.size() > kMaxFilterConditions) {
+        return Status::InvalidArgument("ERR at most 16 conditions");
+      }
+      for (const nlohmann::json& c : value) {
+        if (!c.is_object() || !c.contains("column") || !c["column"].is_string() ||
+            !c.contains("op") || !c["op"].is_string()) {
+          return Status::InvalidArgument(bad);
+        }
+        const std::string op = c["op"].get<std::string>();
+        const bool na_test = IsWord(op, "ISNA") || IsWord(op, "NOTNA");
+        if (c.size() != (na_test ? 2u : 3u) || (!na_test && !c.contains("value"))) {
+          return Status::InvalidArgument(
+              na_test ? "ERR isna and notna take no value"
+                      : "ERR a condition is {\"column\", \"op\", \"value\"} (value: a string "
+                        "or a number)");
+        }
+        if (args.size() > 4) args.emplace_back("AND");
+        args.push_back(c["column"].get<std::string>());
+        args.push_back(op);
+        if (na_test) continue;
+        const nlohmann::json& v = c["value"];
+        if (v.is_string()) {
+          args.push_back(v.get<std::string>());
+        } else if (v.is_number_integer()) {
+          args.push_back(v.dump());
+        } else if (v.is_number_float()) {
+          char buf[64];
+          auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.get<double>());
+          args.emplace_back(buf, end);
+        } else {
+          return Status::InvalidArgument("ERR a condition's value is a string or a number");
+        }
+      }
+      have_where = true;
+    } else if (field == "replace") {
+      if (!value.is_boolean()) return Status::InvalidArgument("ERR replace must be true or false");
+      replace = value.get<bool>();
+    } else {
+      return Status::InvalidArgument("ERR unknown field '" + field.substr(0, 64) + "'");
+    }
+  }
+  if (!have_where) return Status::InvalidArgument("ERR the body needs \"where\"");
+  if (replace) args.emplace_back("REPLACE");
+  return args;
+}
+
+// A command that made the frame `into`: 201 with its name, `what` (the reply's integer), and its
+// Location.
+Response Made(const std::string& into, const char* what, int64_t n) {
+  Response out = Ok({{"name", into}, {what, n}}, 201);
+  out.headers.emplace_back("Location", "/api/frames/" + PathSegment(into));
+  return out;
+}
+
+}  // namespace
+
+// FRAME.SELECT (SelectArgs): 201 with the new frame's name and column count.
+asio::awaitable<Response> PostFrameSelect(server::Engine&, Commands& c, const Request& request,
+                                          const Params& path, const Params&) {
+  Result<std::vector<std::string>> args = SelectArgs(path.at("name"), request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const std::string into = (*args)[2];
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  co_return Made(into, "columns", r.integer);
+}
+
+// FRAME.FILTER (FilterArgs), on the analytics pool as the command runs: 201 with the new
+// frame's name and row count.
+asio::awaitable<Response> PostFrameFilter(server::Engine&, Commands& c, const Request& request,
+                                          const Params& path, const Params&) {
+  Result<std::vector<std::string>> args = FilterArgs(path.at("name"), request.body);
+  if (!args.ok()) co_return Error(400, args.status().message());
+  const std::string into = (*args)[2];
+  const resp::Reply r = co_await c.RunArgs(std::move(*args));
+  if (IsError(r)) co_return Failed(r);
+  co_return Made(into, "rows", r.integer);
+}
+
+namespace {
+
 // The upload's file goes once its job has ended, however it ended (done, failed, cancelled),
 // or the node stops: the guard removes it when the coroutine ends, also when its io_context
 // is destroyed with the coroutine still waiting. A node killed outright leaves it for the
@@ -556,66 +703,25 @@ asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const
   co_return co_await JobAccepted(c, r.integer);
 }
 
-namespace {
-
-// GET /api/frames/{name}/csv reads the frame with FRAME.HEAD, so it takes frames of at most
-// FRAME.HEAD's 1,000 rows (and its reply cap); a larger one is a 413 rather than a CSV built
-// whole in the node's memory (docs/api.md, "Limits").
-constexpr int64_t kMaxCsvRows = 1000;
-
-// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break, or is empty
-// (so that "" stays an empty string while NA is an empty field).
-void AppendCsvField(std::string* out, std::string_view field) {
-  if (!field.empty() && field.find_first_of(",\"\r\n") == std::string_view::npos) {
-    out->append(field);
-    return;
+// The frame as CSV (frame::CsvWriter, docs/frame.md "CSV out": FRAME.EXPORT's bytes), streamed:
+// the frame pinned as it is now, written kStreamPiece bytes at a time as the client reads.
+asio::awaitable<Response> GetFrameCsv(server::Engine& engine, Commands&, const Request&,
+                                      const Params& path, const Params& query) {
+  if (!query.empty()) {
+    co_return Error(400, "ERR unknown parameter '" + query.begin()->first.substr(0, 64) + "'");
   }
-  out->push_back('"');
-  for (const char ch : field) {
-    if (ch == '"') out->push_back('"');
-    out->push_back(ch);
+  Result<std::shared_ptr<const frame::Frame>> f = server::PinFrame(engine, path.at("name"));
+  if (!f.ok()) {
+    const std::string text(f.status().message());
+    co_return f.status().code() == StatusCode::kNotFound ? Error(404, text)
+                                                         : Error(StatusForError(text), text);
   }
-  out->push_back('"');
-}
-
-void AppendCsvRow(std::string* out, const resp::Reply& row) {
-  for (size_t i = 0; i < row.elements.size(); i++) {
-    if (i > 0) out->push_back(',');
-    if (row.elements[i].type != Type::kNull) AppendCsvField(out, row.elements[i].str);
-  }
-  out->append("\r\n");
-}
-
-}  // namespace
-
-// The frame as CSV with a header; NA as an empty field (FRAME.HEAD's cells: reals in their
-// shortest exact form, times in milliseconds).
-asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands& c, const Request&,
-                                      const Params& path, const Params&) {
-  const std::string& name = path.at("name");
-  const resp::Reply info = co_await c.Run("FRAME.INFO", name);
-  if (IsError(info)) co_return Failed(info);
-  int64_t rows = -1;
-  for (size_t i = 0; i + 1 < info.elements.size(); i += 2) {
-    if (info.elements[i].str == "rows") rows = info.elements[i + 1].integer;
-  }
-  if (rows < 0) co_return Error(500, "ERR unexpected FRAME.INFO reply");
-  if (rows > kMaxCsvRows) {
-    co_return Error(413, "ERR the frame has " + std::to_string(rows) +
-                             " rows: CSV export takes at most 1000 for now");
-  }
-  const resp::Reply head = co_await c.Run("FRAME.HEAD", name, std::to_string(rows));
-  if (IsError(head)) {
-    if (head.str.starts_with("ERR FRAME.HEAD reply would exceed")) co_return Error(413, head.str);
-    co_return Failed(head);
-  }
-  if (head.elements.empty() || static_cast<int64_t>(head.elements.size()) - 1 != rows) {
-    co_return Error(409, "ERR the frame changed while it was read: try again");
-  }
-  std::string csv;
-  for (const resp::Reply& row : head.elements) AppendCsvRow(&csv, row);
-  co_return Response{
-      .status = 200, .content_type = "text/csv; charset=utf-8", .body = std::move(csv)};
+  auto writer = std::make_shared<frame::CsvWriter>(std::move(f).value());
+  Response out{.status = 200, .content_type = "text/csv; charset=utf-8"};
+  out.stream = [writer](std::string* piece) {
+    return writer->Next(piece, kStreamPiece, kMaxStreamPiece - kStreamPiece);
+  };
+  co_return out;
 }
 
 asio::awaitable<Response> GetJobs(server::Engine&, Commands& c, const Request&, const Params&,

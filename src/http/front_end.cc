@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <unordered_map>
@@ -80,11 +81,17 @@ std::string_view Reason(int status) {
   }
 }
 
-std::string Serialize(const internal::Response& r, bool close) {
+// A streamed response (r.stream) has no Content-Length: its body follows in chunks, or, to an
+// HTTP/1.0 client (`chunked` false), as it is until the connection closes.
+std::string Serialize(const internal::Response& r, bool close, bool chunked = false) {
   std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + std::string(Reason(r.status)) +
-                    "\r\nContent-Type: " + r.content_type +
-                    "\r\nContent-Length: " + std::to_string(r.body.size()) +
-                    "\r\nCache-Control: no-store\r\n";
+                    "\r\nContent-Type: " + r.content_type + "\r\n";
+  if (!r.stream) {
+    out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+  } else if (chunked) {
+    out += "Transfer-Encoding: chunked\r\n";
+  }
+  out += "Cache-Control: no-store\r\n";
   for (const auto& [name, value] : r.headers) out += name + ": " + value + "\r\n";
   if (close) out += "Connection: close\r\n";
   out += "\r\n";
@@ -109,6 +116,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Parses what is buffered; answers a complete request or a refused one.
   void Parse();
   void Answer(internal::Response response, bool close);
+  // A streamed response's next piece (as a chunk unless the client speaks HTTP/1.0), written;
+  // after the last, the response ends as Answer's do.
+  void SendPiece(bool close);
+  // The response is written whole: the connection closes, or reads the next request.
+  void Sent(bool close);
   // Whether `more` body bytes fit under maxmemory with what is used and reserved; if not, the
   // request is refused (507, Redis's OOM text).
   bool BodyFits(uint64_t more);
@@ -143,6 +155,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string in_;  // bytes read and not parsed yet
   char buf_[kReadChunk];
   std::string out_;
+  size_t out_start_ = 0;  // where out_'s bytes to send begin (a chunk's size is put before it)
+  std::function<Result<bool>(std::string*)> stream_;  // a streamed response being sent
+  bool chunked_ = true;  // the request was HTTP/1.1: a streamed response goes in chunks
   bool closed_ = false;
   bool writing_ = false;
   bool in_request_ = false;  // a request has begun and is not complete
@@ -358,6 +373,7 @@ void Connection::Close() {
   front_->Released();
   in_ = std::string();
   request_ = {};
+  stream_ = nullptr;  // a streamed response's frame is let go with the client
   front_->engine().ChargeClientBuffers(-static_cast<int64_t>(charged_));
   charged_ = 0;
   if (commands_) commands_->Detach();  // a request waiting for another node ends
@@ -603,6 +619,7 @@ void Connection::Parse() {
   if (complete_) {
     http_parser_pause(&parser_, 0);
     const bool keep_alive = http_should_keep_alive(&parser_) != 0;
+    chunked_ = parser_.http_major > 1 || (parser_.http_major == 1 && parser_.http_minor >= 1);
     running_ = true;
     // The coroutine owns the request; its buffers stay charged until it ends.
     running_bytes_ = request_.body.capacity() + request_.url.capacity();
@@ -652,23 +669,88 @@ void Connection::Answer(internal::Response response, bool close) {
                  " bytes, more than HTTP answers may be (" +
                  std::to_string(front_->limits().max_answer_bytes) + "): read it over RESP");
   }
+  if (response.stream) {
+    // An HTTP/1.0 client cannot read chunks: the body goes as it is and the connection closes.
+    if (!chunked_) close = true;
+    out_ = Serialize(response, close, chunked_);
+    stream_ = std::move(response.stream);
+    Charge();
+    writing_ = true;
+    Arm(front_->limits().read_timeout_ms);  // as each piece's (SendPiece)
+    asio::async_write(socket_, asio::buffer(out_),
+                      [self = shared_from_this(), close](std::error_code ec, size_t) {
+                        if (ec || self->closed_) return self->Close();
+                        self->SendPiece(close);
+                      });
+    return;
+  }
   out_ = Serialize(response, close);
   Charge();  // the answer counts as the client's buffer until it is written
   writing_ = true;
   Arm(front_->limits().idle_timeout_ms);  // a client that never reads its answer is closed
   asio::async_write(socket_, asio::buffer(out_),
                     [self = shared_from_this(), close](std::error_code ec, size_t) {
-                      self->writing_ = false;
                       if (ec || self->closed_) return self->Close();
-                      if (close) return self->Linger();
-                      std::string().swap(self->out_);
-                      self->ResetRequest();
-                      if (self->in_.empty()) std::string().swap(self->in_);
-                      self->Charge();
-                      self->Arm(self->front_->limits().idle_timeout_ms);
-                      if (!self->in_.empty()) return self->Parse();  // a pipelined request
-                      self->Read();
+                      self->Sent(close);
                     });
+}
+
+void Connection::SendPiece(bool close) {
+  if (closed_) return;
+  // Room before the piece for its chunk size (16 hex digits at most) and CRLF.
+  constexpr size_t kRoom = 18;
+  out_.assign(kRoom, ' ');
+  bool more = false;
+  if (stream_) {
+    Result<bool> next = stream_(&out_);
+    if (!next.ok()) {
+      // Nothing can tell the client after the 200 but an incomplete body: the connection
+      // closes without the last chunk.
+      FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", next.status().message());
+      return Close();
+    }
+    more = *next;
+    if (!more) stream_ = nullptr;  // the frame is let go as soon as its last piece is made
+  }
+  const size_t n = out_.size() - kRoom;
+  out_start_ = kRoom;
+  if (chunked_) {
+    if (n > 0) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out_[--out_start_] = '\n';
+      out_[--out_start_] = '\r';
+      size_t v = n;
+      do {
+        out_[--out_start_] = kHex[v & 15];
+        v >>= 4;
+      } while (v != 0);
+      out_.append("\r\n");
+    }
+    if (!more) out_.append("0\r\n\r\n");  // the last chunk, and no trailers
+  }
+  Charge();  // the piece counts as the client's buffer until it is written
+  // Each piece must be taken within http-request-timeout: a client that stops reading is
+  // closed, and the frame it pinned let go.
+  Arm(front_->limits().read_timeout_ms);
+  asio::async_write(socket_, asio::buffer(out_.data() + out_start_, out_.size() - out_start_),
+                    [self = shared_from_this(), close, more](std::error_code ec, size_t) {
+                      if (ec || self->closed_) return self->Close();
+                      if (more) return self->SendPiece(close);
+                      self->out_start_ = 0;
+                      self->Sent(close);
+                    });
+}
+
+void Connection::Sent(bool close) {
+  writing_ = false;
+  if (close) return Linger();
+  std::string().swap(out_);
+  ResetRequest();
+  if (in_.empty()) std::string().swap(in_);
+  Charge();
+  Arm(front_->limits().idle_timeout_ms);
+  if (!in_.empty()) return Parse();  // a pipelined request
+  Read();
 }
 
 void Connection::Linger() {

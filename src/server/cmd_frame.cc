@@ -54,6 +54,31 @@ Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_
   return cell->Read([](const FrameHolder& h) { return h.frame; });
 }
 
+}  // namespace floe::server::internal
+
+namespace floe::server {
+
+using frame::Frame;
+
+Result<std::shared_ptr<const Frame>> PinFrame(Engine& engine, std::string_view name) {
+  if (engine.cluster() != nullptr) {
+    return internal::ClientError(
+        "ERR frames and jobs are single-node for now: not available in a cluster");
+  }
+  store::ValuePtr v = engine.store().Get(name);
+  if (!v || v->IsExpired(static_cast<int64_t>(WallMicros() / 1000))) {
+    return Status::NotFound("ERR no such frame");
+  }
+  if (v->type() != internal::kFrameType) return internal::ClientError(internal::kWrongType);
+  FLOE_ASSIGN_OR_RETURN(const internal::Cell<internal::FrameHolder>* cell,
+                        internal::CellOf<internal::FrameHolder>(*v));
+  return cell->Read([](const internal::FrameHolder& h) { return h.frame; });
+}
+
+}  // namespace floe::server
+
+namespace floe::server::internal {
+
 namespace {
 
 // Charges `bytes` to the store's account if they fit under maxmemory with used memory measured

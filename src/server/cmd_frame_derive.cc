@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -240,96 +239,6 @@ Status ResolveExportTarget(const std::string& export_dir, std::string path, Expo
   return Status::OK();
 }
 
-// RFC 4180: a field in double quotes, its quotes doubled.
-void AppendQuoted(std::string_view v, std::string* out) {
-  out->push_back('"');
-  for (char c : v) {
-    if (c == '"') out->push_back('"');
-    out->push_back(c);
-  }
-  out->push_back('"');
-}
-
-// A header name quoted when it must be (a comma, a quote, a line break, edge blanks, or empty).
-void AppendName(std::string_view v, std::string* out) {
-  const bool quote = v.empty() || v.find_first_of(",\"\r\n") != std::string_view::npos ||
-                     v.front() == ' ' || v.back() == ' ' || v.front() == '\t' || v.back() == '\t';
-  if (quote) {
-    AppendQuoted(v, out);
-  } else {
-    out->append(v);
-  }
-}
-
-// Days since 1970-01-01 to the civil date (proleptic Gregorian), the inverse of the import's
-// count of 400-year eras from 0000-03-01.
-void CivilFromDays(int64_t z, int64_t* y, int64_t* m, int64_t* d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = yoe + era * 400 + (*m <= 2 ? 1 : 0);
-}
-
-// A time as the import reads it: "YYYY-MM-DD HH:MM:SS.mmm" (UTC). A year outside 0000-9999
-// has no such spelling: it is written as its milliseconds. REQUIRES: |ms| <= kMaxTimeMs.
-void AppendTime(int64_t ms, std::string* out) {
-  const int64_t day_ms = 86'400'000;
-  const int64_t days = ms >= 0 ? ms / day_ms : -((-ms + day_ms - 1) / day_ms);
-  const int64_t in_day = ms - days * day_ms;
-  int64_t y, mo, d;
-  CivilFromDays(days, &y, &mo, &d);
-  char buf[64];
-  if (y < 0 || y > 9999) {
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), ms);
-    out->append(buf, end);
-    return;
-  }
-  const int n =
-      std::snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d.%03d", static_cast<int>(y),
-                    static_cast<int>(mo), static_cast<int>(d), static_cast<int>(in_day / 3'600'000),
-                    static_cast<int>(in_day / 60'000 % 60), static_cast<int>(in_day / 1000 % 60),
-                    static_cast<int>(in_day % 1000));
-  out->append(buf, static_cast<size_t>(n));
-}
-
-// One cell of chunk k's row i. NA is an empty field; text is always quoted, so an empty string
-// or the text "NA" reads back as itself and not as NA.
-void AppendCell(const frame::Vec& vec, size_t k, uint32_t i, std::string* out) {
-  const frame::ChunkView& chunk = vec.chunk(k);
-  if (chunk.IsNA(i)) return;
-  char buf[64];
-  switch (vec.type()) {
-    case ColumnType::kString:
-      AppendQuoted(chunk.AtString(i), out);
-      return;
-    case ColumnType::kCategorical:
-      AppendQuoted(vec.domain()[static_cast<size_t>(chunk.CodeAt(i))], out);
-      return;
-    case ColumnType::kTime: {
-      // AtTime reads a value past ±kMaxTimeMs (a chunk CompressTimes did not make) as NA.
-      const int64_t ms = chunk.AtTime(i);
-      if (ms != frame::kNATime) AppendTime(ms, out);
-      return;
-    }
-    case ColumnType::kInteger: {
-      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<int64_t>(chunk.At(i)));
-      out->append(buf, end);
-      return;
-    }
-    case ColumnType::kReal: {
-      // Shortest form that reads back to the same double (inf and -inf as the import reads).
-      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), chunk.At(i));
-      out->append(buf, end);
-      return;
-    }
-  }
-}
-
 Status WriteAll(int fd, std::string* buf, uint64_t* written) {
   size_t off = 0;
   while (off < buf->size()) {
@@ -345,45 +254,39 @@ Status WriteAll(int fd, std::string* buf, uint64_t* written) {
   return Status::OK();
 }
 
+// The write buffer: filled to this by frame::CsvWriter (a line more at most), then written.
 constexpr size_t kExportBuffer = size_t{1} << 20;
 
-// The CSV of `f` into `fd`, a chunk at a time, polling the job's flag per chunk and per
-// 64 Ki rows. Progress: rows written, and bytes against the bytes the written rows predict.
-Status WriteCsv(const Frame& f, int fd, job::Context& job) {
+// The CSV of `f` into `fd` (frame::CsvWriter, docs/frame.md "CSV out"), a buffer at a time,
+// polling the job's flag between buffers. The buffer's capacity is charged to `budget`
+// (maxmemory) before it grows: ResourceExhausted with the OOM text if it does not fit. Progress:
+// rows written, and bytes against the bytes the written rows predict.
+Status WriteCsv(const std::shared_ptr<const Frame>& f, int fd, job::Context& job,
+                EngineBudget& budget) {
+  frame::CsvWriter writer(f);
   std::string buf;
-  buf.reserve(kExportBuffer + 4096);
-  uint64_t written = 0, rows_done = 0;
-  for (size_t c = 0; c < f.columns(); c++) {
-    if (c > 0) buf.push_back(',');
-    AppendName(f.name(c), &buf);
-  }
-  buf.append("\r\n");
-  const uint64_t total_rows = f.rows();
-  for (size_t k = 0; k < f.chunk_count(); k++) {
+  buf.reserve(kExportBuffer);
+  uint64_t written = 0;
+  const uint64_t total_rows = f->rows();
+  bool more = true;
+  while (more) {
     if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
-    const uint32_t rows = f.vec(0).chunk(k).rows();
-    for (uint32_t i = 0; i < rows; i++) {
-      for (size_t c = 0; c < f.columns(); c++) {
-        if (c > 0) buf.push_back(',');
-        AppendCell(f.vec(c), k, i, &buf);
-      }
-      buf.append("\r\n");
-      if (buf.size() >= kExportBuffer) FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
-      if ((i & 0xffff) == 0xffff && job.cancelled()) {
-        return Status::Cancelled("cancelled by JOB.CANCEL");
-      }
+    Result<bool> next = writer.Next(&buf, kExportBuffer);
+    if (!next.ok()) return next.status();
+    more = *next;
+    // A line past the buffer (a wide row) grew it: charged as it is, or the export stops.
+    if (buf.capacity() > budget.held()) {
+      FLOE_RETURN_IF_ERROR(budget.Reserve(buf.capacity() - budget.held()));
     }
-    rows_done += rows;
-    const uint64_t done = written + buf.size();
+    FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
+    const uint64_t rows_done = writer.rows_written();
     const uint64_t expected =
         rows_done == 0
-            ? done
-            : static_cast<uint64_t>(static_cast<double>(done) * static_cast<double>(total_rows) /
+            ? written
+            : static_cast<uint64_t>(static_cast<double>(written) * static_cast<double>(total_rows) /
                                     static_cast<double>(rows_done));
-    job.SetProgress(rows_done, done, std::max(expected, done));
+    job.SetProgress(rows_done, written, more ? std::max(expected, written) : written);
   }
-  FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
-  job.SetProgress(rows_done, written, written);
   return Status::OK();
 }
 
@@ -392,7 +295,8 @@ std::atomic<uint64_t> export_sequence{0};
 // The job: write a temporary file beside the target (created new, no link followed), then
 // rename it over the target (without REPLACE, only if no file came there meanwhile). The
 // temporary file is removed on every failure and on cancel.
-Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t, job::Context& job) {
+Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t,
+                  const std::shared_ptr<EngineBudget>& budget, job::Context& job) {
   const int dir = *t.dir;
   // relaxed: a counter that only has to differ between exports of this process.
   const std::string tmp = "." + t.name.substr(0, 200) + ".export-" + std::to_string(::getpid()) +
@@ -404,7 +308,7 @@ Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t, 
     return Status::Internal("cannot create a file beside '" + t.shown +
                             "': " + std::strerror(errno));
   }
-  Status s = WriteCsv(*f, fd, job);
+  Status s = WriteCsv(f, fd, job, *budget);
   if (s.ok() && ::fsync(fd) != 0)
     s = Status::Internal(std::string("fsync: ") + std::strerror(errno));
   if (::close(fd) != 0 && s.ok())
@@ -445,12 +349,18 @@ void CmdFrameExport(CommandContext& ctx) {
       !s.ok()) {
     return ctx.Error(s);
   }
+  // The job's write buffer counts against maxmemory from now until the job ends: an export that
+  // would pass it is refused here, before the job starts.
+  auto budget = std::make_shared<EngineBudget>(ctx.engine);
+  if (Status s = budget->Reserve(kExportBuffer); !s.ok()) return ctx.Error(s);
   std::string what = std::string(a[1]) + " -> " + t.shown;
-  Result<uint64_t> id =
-      ctx.engine.jobs().Start("export", std::move(what),
-                              [frame = std::move(f).value(), t = std::move(t)](job::Context& job) {
-                                return ExportWork(frame, t, job);
-                              });
+  Result<uint64_t> id = ctx.engine.jobs().Start(
+      "export", std::move(what),
+      [frame = std::move(f).value(), t = std::move(t), budget](job::Context& job) {
+        Status s = ExportWork(frame, t, budget, job);
+        budget->Release(budget->held());  // the buffer is gone with the job's end
+        return s;
+      });
   if (!id.ok()) return ctx.Error("ERR " + std::string(id.status().message()));
   ctx.out.Integer(static_cast<int64_t>(*id));
 }

@@ -396,6 +396,32 @@ TEST_F(FrameDeriveTest, ExportWritesEveryTimeItCanHold) {
             "253402300800000\r\n-62167219200001\r\n\r\n\r\n");
 }
 
+// FRAME.EXPORT's write buffer (1 MiB, and more for a line wider than that) is charged to
+// maxmemory: an export it does not fit is refused before its job starts, one whose wide row
+// would pass it fails with the OOM text, and nothing stays reserved after either.
+TEST_F(FrameDeriveTest, ExportBufferIsChargedToMaxmemory) {
+  ASSERT_EQ(Job({"FRAME.IMPORT", "t", Write("t.csv", kCsv), "TYPES", kTypes}), "done");
+  std::string wide = "s\n" + std::string(3 << 20, 'w') + "\nx\n";
+  ASSERT_EQ(Job({"FRAME.IMPORT", "w", Write("w.csv", wide), "TYPES", "string"}), "done");
+  const int64_t used = engine_.UsedMemoryNow();
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(used + (512 << 10))}), IsOk());
+  EXPECT_THAT(Run({"FRAME.EXPORT", "t", dir_ + "/a.csv"}),
+              IsErr("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/a.csv"));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(used + (3 << 19))}), IsOk());
+  EXPECT_EQ(Job({"FRAME.EXPORT", "w", dir_ + "/w_out.csv"}),
+            "failed: OOM command not allowed when used memory > 'maxmemory'.");
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/w_out.csv"));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  ASSERT_EQ(Job({"FRAME.EXPORT", "t", dir_ + "/a.csv"}), "done");
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  ASSERT_THAT(Run({"CONFIG", "SET", "maxmemory", "0"}), IsOk());
+  ASSERT_EQ(Job({"FRAME.EXPORT", "w", dir_ + "/w_out.csv"}), "done");
+  EXPECT_EQ(Read(dir_ + "/w_out.csv").size(), 3u + (3 << 20) + 4 + 5);
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+}
+
 // Without --export-dir, FRAME.EXPORT is off: with the default import-dir (the working
 // directory) as its root, a client could overwrite, with REPLACE, any file of whoever runs the
 // node under the directory it was started in.

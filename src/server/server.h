@@ -40,6 +40,10 @@ namespace asio {
 class io_context;
 }  // namespace asio
 
+namespace floe::frame {
+class Frame;
+}  // namespace floe::frame
+
 namespace floe::dkv {
 class Dkv;
 struct Fetch;
@@ -730,6 +734,12 @@ class Server {
 
 // docs/commands.md, generated from the command table.
 std::string CommandsMarkdown();
+
+// The frame stored at `name`, pinned for as long as the caller holds it (a FRAME.DROP or a
+// replace meanwhile changes nothing it reads): what the HTTP front end streams as CSV. The
+// FRAME.* commands' errors: "ERR no such frame", WRONGTYPE, and the refusal in a cluster.
+// Thread-safe.
+Result<std::shared_ptr<const frame::Frame>> PinFrame(Engine& engine, std::string_view name);
 
 }  // namespace floe::server
 

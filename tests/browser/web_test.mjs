@@ -225,6 +225,40 @@ try {
   check(true, "a refused group-by shows the node's error");
   await page.screenshot({ path: path.join(artifacts, "groupby.png"), fullPage: true });
 
+  // Download and filter from a frame's view: the link fetches the whole frame as CSV, and a
+  // filter makes and shows a new frame of the rows it keeps (a refused one shows the error).
+  await page.$$eval("#framelist tr.pick", (rs) => rs.find((r) => r.innerText === "sales").click());
+  await page.waitForFunction(() => document.querySelector("#frametitle").innerText === "sales");
+  const link = await page.$eval("#fdownload", (a) => ({ href: a.getAttribute("href"), name: a.getAttribute("download") }));
+  check(link.href === "/api/frames/sales/csv" && link.name === "sales.csv",
+        "the frame's view links its CSV download: " + JSON.stringify(link));
+  const csv = await page.evaluate(async (href) => {
+    const r = await fetch(href);
+    return { status: r.status, type: r.headers.get("content-type"), text: await r.text() };
+  }, link.href);
+  const lines = csv.text.split("\r\n");
+  check(csv.status === 200 && csv.type.startsWith("text/csv") && lines.length === 1002 &&
+        lines[0] === "id,price,region,qty" && lines[1] === '0,0,"north",0' && lines[4] === '3,,"west",93',
+        `the download link gives the whole frame as CSV (${lines.length - 2} rows)`);
+  await page.type("#finto", "north_only");
+  await page.type("#fcol", "region");
+  await page.select("#fop", "=");
+  await page.type("#fval", "north");
+  await page.click("#filterform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#frametitle").innerText === "north_only" &&
+                             document.querySelectorAll("#head tbody tr").length > 0, { timeout: 30000 });
+  const kept = await page.$$eval("#head tbody tr", (rs) => rs.map((r) => r.cells[2].innerText));
+  const filtered = await (await fetch(`http://127.0.0.1:${httpPort}/api/frames/north_only`)).json();
+  check(filtered.rows === 250 && kept.length === 20 && kept.every((x) => x === "north"),
+        `a filter from the page makes and shows the frame of the rows it keeps (${filtered.rows} rows)`);
+  check(await page.$eval("#framelist", (e) => e.innerText.includes("north_only")), "the filter's frame is listed");
+  await page.$eval("#fcol", (e) => { e.value = "nope"; });
+  await page.$eval("#finto", (e) => { e.value = "other"; });
+  await page.click("#filterform button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#error").innerText.includes("no such column"));
+  check(true, "a refused filter shows the node's error");
+  await page.screenshot({ path: path.join(artifacts, "filter.png"), fullPage: true });
+
   // Upload from the page: a file from disk imported as a job, then listed.
   const uploadFile = path.join(os.tmpdir(), `floe-web-upload-${process.pid}.csv`);
   writeCsv(uploadFile, 50);

@@ -6,6 +6,7 @@
 
 #include <asio.hpp>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -34,7 +35,20 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // beyond the usual ones
+  // A body too large to build whole (a frame as CSV), made a piece at a time while it is sent
+  // with chunked transfer encoding (front_end.cc); `body` is unused then. Each call appends the
+  // next piece (about kStreamPiece bytes, at most kMaxStreamPiece) to *out and returns whether
+  // more follows, or an error: the body cannot go on (the connection is then closed without the
+  // last chunk, which clients see as an incomplete body). It holds what it reads (a pinned
+  // frame) until the response is sent or its client gone.
+  std::function<Result<bool>(std::string* out)> stream;
 };
+// The size a streamed response's pieces are made to: what a response holds at once, beyond one
+// line of its content.
+inline constexpr size_t kStreamPiece = size_t{64} << 10;
+// A piece is never larger: a CSV line wider than this ends the download (an answer's bound,
+// Limits::max_answer_bytes).
+inline constexpr size_t kMaxStreamPiece = size_t{64} << 20;
 
 // Rules X1-X3 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
 // the node run or answer anything (X1: an Origin that is not the node's own is refused; X3: a
@@ -124,6 +138,10 @@ asio::awaitable<Response> PostFrame(server::Engine&, Commands&, const Request&, 
                                     const Params&);
 asio::awaitable<Response> PostFrameGroupBy(server::Engine&, Commands&, const Request&,
                                            const Params&, const Params&);
+asio::awaitable<Response> PostFrameSelect(server::Engine&, Commands&, const Request&, const Params&,
+                                          const Params&);
+asio::awaitable<Response> PostFrameFilter(server::Engine&, Commands&, const Request&, const Params&,
+                                          const Params&);
 asio::awaitable<Response> PutFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
                                       const Params&);
 asio::awaitable<Response> GetFrameCsv(server::Engine&, Commands&, const Request&, const Params&,
