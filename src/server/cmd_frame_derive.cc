@@ -303,7 +303,7 @@ Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t,
                           "-" +
                           std::to_string(export_sequence.fetch_add(1, std::memory_order_relaxed));
   const int fd =
-      ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+      ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     return Status::Internal("cannot create a file beside '" + t.shown +
                             "': " + std::strerror(errno));

@@ -415,6 +415,8 @@ def test_select_filter_export_match_python(r, tmp_path):
     status = wait_job(r, r.execute_command("FRAME.EXPORT", "f", str(out)))
     assert status["state"] == "done", status
     assert status["rows"] == len(want) and status["percent"] == "100"
+    # Private to the node's user, as uploads are (it was 0644: readable by every local user).
+    assert out.stat().st_mode & 0o777 == 0o600
     got = read_rows(out)
     assert len(got) == len(want)
     for g, w in zip(got, want):
