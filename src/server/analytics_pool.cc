@@ -148,8 +148,10 @@ void RunAnalytics(CommandContext& ctx, AnalyticsWork work) {
   // A7: one a connection. The connection runs nothing while one is pending (A2), so this
   // cannot happen; refused rather than run here if it ever did.
   if (!s.analytics_.empty()) return ctx.Error(kAnalyticsBusyError);
-  auto task = std::make_shared<AnalyticsTask>(AnalyticsTask{
-      .spec = ctx.spec, .args = std::vector<std::string>(ctx.args.begin(), ctx.args.end())});
+  auto task = std::make_shared<AnalyticsTask>(
+      AnalyticsTask{.spec = ctx.spec,
+                    .args = std::vector<std::string>(ctx.args.begin(), ctx.args.end()),
+                    .started_cycles = CycleNow()});
   // The cancel flag is the client's kill flag: CLIENT KILL sets it, and so does the session's
   // end (~Session) and the pool's shutdown (A5, A8). The task holds the client's state.
   std::shared_ptr<ClientState> client = s.state_;

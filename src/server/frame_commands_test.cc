@@ -10,6 +10,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -820,6 +822,27 @@ TEST_F(AnalyticsServerTest, OtherClientsOfTheThreadAreServedWhileATaskRuns) {
   EXPECT_THAT(got[0], IsInt(3));
   EXPECT_THAT(got[1], IsArrayOfSize(4));  // the frame the group-by stored: a header, 3 groups
   EXPECT_EQ(server_->engine().internal_errors(), 0u);
+}
+
+// commandstats time the whole analytics command, its time on the pool included; they timed
+// only the step that wrote the reply (microseconds for a group-by that ran for seconds).
+TEST_F(AnalyticsServerTest, CommandstatsTimeTheWholeCommand) {
+  const int a = Connect();
+  const int b = Connect();
+  Send(a, kGroupBy);
+  ASSERT_TRUE(gate_.AwaitWaiting(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // held on the pool this long
+  gate_.Open();
+  ASSERT_EQ(Read(a, 1).size(), 1u);
+  Send(b, {"INFO", "commandstats"});
+  std::vector<Reply> info = Read(b, 1);
+  ASSERT_EQ(info.size(), 1u);
+  const std::string& text = info[0].str;
+  const size_t at = text.find("cmdstat_frame.groupby:calls=1,usec=");
+  ASSERT_NE(at, std::string::npos) << text;
+  const long long usec =
+      std::atoll(text.c_str() + at + std::strlen("cmdstat_frame.groupby:calls=1,usec="));
+  EXPECT_GE(usec, 300000) << text;
 }
 
 // A5: CLIENT KILL of a client whose task runs cancels the task: its connection closes with no

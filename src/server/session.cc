@@ -327,7 +327,10 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
                    resp::ReplyWriter& out, bool exclusive_held,
                    int64_t now_ms) FLOE_NO_THREAD_SAFETY_ANALYSIS {
   WorkerStats& stats = engine_->stats(worker_);
-  const uint64_t start = CycleNow();
+  // An analytics command's finishing step counts from when the command began (A1).
+  const uint64_t start = finishing_ != nullptr && finishing_->started_cycles != 0
+                             ? finishing_->started_cycles
+                             : CycleNow();
   CommandContext ctx{*engine_, *this, args, out, worker_, now_ms, spec};
   ctx.pinned = pinned_;
   const size_t reply_start = out.buffer()->size();

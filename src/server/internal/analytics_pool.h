@@ -91,6 +91,9 @@ using AnalyticsReply = std::function<void(CommandContext&)>;
 struct AnalyticsTask {
   const CommandSpec* spec = nullptr;
   std::vector<std::string> args;  // run again through Session::Call to write the reply
+  // When the command began (CycleNow): commandstats and the latency histogram time the whole
+  // command, the pool's queue and work included, not only the step that writes its reply.
+  uint64_t started_cycles = 0;
   // Set on the pool thread before the reply sink is called, read on the session's thread
   // after the sink's hand-off (which orders the two).
   AnalyticsReply reply;
