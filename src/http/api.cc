@@ -541,8 +541,11 @@ std::optional<Response> RefuseCrossSite(const server::Engine& engine, const Requ
   // POST, a frame); same-site counts too, as another port of localhost is another program. Only
   // following a link (a GET navigation) is served: it shows the page or a reply, and runs
   // nothing that changes data.
-  if ((request.fetch_site == "cross-site" || request.fetch_site == "same-site") &&
-      !(request.method == "GET" && request.fetch_mode == "navigate")) {
+  // An iframe or a window another page opens is a navigation too, but not of a top-level
+  // document the user chose: refused, or another site could start any number of downloads.
+  const bool followed_link = request.method == "GET" && request.fetch_mode == "navigate" &&
+                             (request.fetch_dest.empty() || request.fetch_dest == "document");
+  if ((request.fetch_site == "cross-site" || request.fetch_site == "same-site") && !followed_link) {
     return Error(403, "ERR cross-site request refused (Sec-Fetch-Site " +
                           request.fetch_site.substr(0, 32) + ")");
   }

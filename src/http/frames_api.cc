@@ -567,10 +567,19 @@ asio::awaitable<void> RemoveWhenJobEnds(server::Engine* engine, uint64_t id, std
 
 // A new file under the upload directory: O_EXCL, mode 0600, a random name; the body written
 // whole. The path, or the error to answer with.
-Result<std::string> WriteUpload(const std::string& dir, std::string_view body) {
-  // The default import-dir (<dir>/import) is made on the first upload, private to this user.
-  std::error_code made;
-  std::filesystem::create_directories(std::filesystem::path(dir).parent_path(), made);
+Result<std::string> WriteUpload(const server::Config& config, const std::string& dir,
+                                std::string_view body) {
+  // The default import-dir (<dir>/import) is made on the first upload, private to this user
+  // (mode 0700 whatever the umask); a configured one must exist (a typo is not created).
+  if (config.import_dir.empty()) {
+    const std::filesystem::path import = std::filesystem::path(dir).parent_path();
+    std::error_code made;
+    std::filesystem::create_directories(import.parent_path(), made);
+    if (::mkdir(import.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Status::FailedPrecondition("ERR cannot create the import-dir '" + import.string() +
+                                        "': " + std::strerror(errno));
+    }
+  }
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::FailedPrecondition("ERR cannot create '" + dir + "' for uploads: " +
                                       std::strerror(errno) + " (is import-dir writable?)");
@@ -686,7 +695,7 @@ asio::awaitable<Response> PutFrameCsv(server::Engine& engine, Commands& c, const
     co_return Error(409,
                     "ERR import-dir has no absolute path (was the working directory removed?)");
   }
-  Result<std::string> file = WriteUpload(dir, request.body);
+  Result<std::string> file = WriteUpload(engine.config(), dir, request.body);
   if (!file.ok()) {
     const bool full = file.status().code() == StatusCode::kResourceExhausted;
     co_return Error(full ? 507 : 409, file.status().message());

@@ -158,6 +158,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t out_start_ = 0;  // where out_'s bytes to send begin (a chunk's size is put before it)
   std::function<Result<bool>(std::string*)> stream_;  // a streamed response being sent
   bool chunked_ = true;  // the request was HTTP/1.1: a streamed response goes in chunks
+  bool reset_ = false;   // Close resets the connection (a streamed answer that failed)
   bool closed_ = false;
   bool writing_ = false;
   bool in_request_ = false;  // a request has begun and is not complete
@@ -174,6 +175,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool header_is_origin_ = false;
   bool header_is_fetch_site_ = false;
   bool header_is_fetch_mode_ = false;
+  bool header_is_fetch_dest_ = false;
   std::string expect_;            // the Expect header
   bool expect_continue_ = false;  // Expect: 100-continue
   bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
@@ -366,7 +368,11 @@ void Connection::Close() {
   if (closed_) return;
   closed_ = true;
   std::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  if (reset_) {
+    socket_.set_option(asio::socket_base::linger(true, 0), ec);  // close() sends RST
+  } else {
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+  }
   socket_.close(ec);
   timer_.cancel();
   front_->connections(worker_).erase(this);
@@ -458,6 +464,7 @@ void Connection::ResetRequest() {
   header_is_origin_ = false;
   header_is_fetch_site_ = false;
   header_is_fetch_mode_ = false;
+  header_is_fetch_dest_ = false;
   expect_.clear();
   expect_continue_ = false;
   send_continue_ = false;
@@ -508,12 +515,14 @@ const http_parser_settings& Connection::Settings() {
         c->header_is_origin_ = EqualsIgnoreCase(c->header_field_, "origin");
         c->header_is_fetch_site_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-site");
         c->header_is_fetch_mode_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-mode");
+        c->header_is_fetch_dest_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-dest");
       }
       if (c->header_is_auth_) c->request_.authorization.append(at, n);
       if (c->header_is_host_) c->request_.host.append(at, n);
       if (c->header_is_origin_) c->request_.origin.append(at, n);
       if (c->header_is_fetch_site_) c->request_.fetch_site.append(at, n);
       if (c->header_is_fetch_mode_) c->request_.fetch_mode.append(at, n);
+      if (c->header_is_fetch_dest_) c->request_.fetch_dest.append(at, n);
       if (c->header_is_expect_) {
         c->expect_.append(at, n);
         c->expect_continue_ = EqualsIgnoreCase(c->expect_, "100-continue");
@@ -706,7 +715,10 @@ void Connection::SendPiece(bool close) {
     if (!next.ok()) {
       // Nothing can tell the client after the 200 but an incomplete body: the connection
       // closes without the last chunk.
+      // Without chunks (HTTP/1.0) the body ends where the connection does, so a plain close
+      // would pass the truncated body for a whole one: it is reset instead (no FIN first).
       FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", next.status().message());
+      reset_ = true;
       return Close();
     }
     more = *next;

@@ -394,6 +394,19 @@ void Connection::Process() {
         parser_.Restart();  // what follows is parsed again from `pos`
         break;
       }
+      // Cross-protocol requests: a web page can make a browser POST to this port, and the
+      // inline parser reads each line of that HTTP request as a command, so a body of
+      // "FLUSHALL" would run. An HTTP request line ("POST ...") or header ("Host: ...") closes
+      // the connection at once, with no reply, whatever else the client sent unread and before
+      // AUTH, as Redis does. Only here: over HTTP, /api/command ["post"] is an unknown command.
+      if (!batch_[i].empty() && (internal::EqualsIgnoreCase(batch_[i][0], "post") ||
+                                 internal::EqualsIgnoreCase(batch_[i][0], "host:"))) {
+        FLOE_LOG_WARN(
+            "possible cross-protocol attack from {}: an HTTP request reached the RESP port "
+            "(command '{}'); connection closed",
+            session_->state().addr, batch_[i][0]);
+        return Close();
+      }
       // Once a reply is outstanding, the replies after it wait in slots (rule C3).
       std::string* target = slots_.empty() ? &out_ : &scratch_;
       if (!session_->Execute(batch_[i], target)) {

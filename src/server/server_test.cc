@@ -60,23 +60,6 @@ TEST_F(CommandTest, QuitClosesAfterReplying) {
   EXPECT_TRUE(session_.close_requested());
 }
 
-// An HTTP request sent to the RESP port (a web page's cross-protocol POST) closes the
-// connection at its first line, before AUTH, with no reply.
-TEST(CrossProtocolTest, AnHttpRequestLineOrHeaderClosesTheConnection) {
-  Config c;
-  c.requirepass = "s3cret";
-  Engine engine(c);
-  for (std::string_view first : {"POST", "post", "Host:", "HOST:"}) {
-    Session s(&engine, 0);
-    EXPECT_EQ(s.Run({first, "/", "HTTP/1.1"}), "") << first;
-    EXPECT_TRUE(s.close_requested()) << first;
-  }
-  Session s(&engine, 0);
-  EXPECT_THAT(CommandTest::Decode(s.Run({"GET", "/", "HTTP/1.1"})),
-              ErrStartsWith("ERR wrong number"));
-  EXPECT_FALSE(s.close_requested());
-}
-
 TEST(AuthTest, RequirePassGatesCommands) {
   Config c;
   c.requirepass = "s3cret";

@@ -223,19 +223,6 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
     CountErrorReply(engine_->stats(worker_), std::string_view(*out.buffer()).substr(mark));
   };
 
-  // Cross-protocol requests: a web page can make a browser POST to this port, and the inline
-  // parser reads each line of that HTTP request as a command, so a body of "FLUSHALL" would
-  // run. An HTTP request line ("POST ...") or header ("Host: ...") closes the connection at
-  // once, with no reply and whatever else the client sent unread, before AUTH (as Redis does).
-  if (internal::EqualsIgnoreCase(args[0], "post") || internal::EqualsIgnoreCase(args[0], "host:")) {
-    FLOE_LOG_WARN(
-        "possible cross-protocol attack from {}: an HTTP request reached the RESP port "
-        "(command '{}'); connection closed",
-        state_->addr, args[0].substr(0, 16));
-    Bump(engine_->stats(worker_).rejected_calls);
-    close_ = true;
-    return;
-  }
   const CommandSpec* spec = internal::FindCommand(args[0]);
   if (spec == nullptr) return reject(UnknownCommand(args));
   if (!ArityOk(*spec, args.size())) {

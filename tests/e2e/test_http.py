@@ -1160,7 +1160,7 @@ def test_uploads_land_under_the_default_import_dir(node, tmp_path):
     status, job, _ = call(s, "PUT", "/api/frames/t/csv", b"a\n1\n2\n")
     assert status == 202, job
     assert wait_http_job(s, job["id"])["rows"] == 2
-    assert (data / "import").is_dir()
+    assert (data / "import").stat().st_mode & 0o777 == 0o700
     assert (data / "import" / f".http-uploads-{s.port}").stat().st_mode & 0o777 == 0o700
     (tmp_path / "outside.csv").write_text("a\n1\n")
     status, got, _ = call(s, "POST", "/api/command",
@@ -1554,18 +1554,21 @@ def test_cross_site_fetch_metadata_and_names_are_refused(node):
     s = node()
     assert call(s, "POST", "/api/command", ["SET", "k", "v"])[1] == "OK"
     port = s.http_port
-    for site, mode, method in [("cross-site", "no-cors", "GET"), ("same-site", "cors", "GET"),
-                               ("cross-site", "navigate", "POST")]:
+    for site, mode, method, dest in [("cross-site", "no-cors", "GET", "image"),
+                                     ("same-site", "cors", "GET", "empty"),
+                                     ("cross-site", "navigate", "POST", "document"),
+                                     ("cross-site", "navigate", "GET", "iframe")]:
         body = b'["FLUSHALL"]'
         code, answer = raw_request(port, b"%s /api/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
                                    b"Sec-Fetch-Site: %s\r\nSec-Fetch-Mode: %s\r\n"
+                                   b"Sec-Fetch-Dest: %s\r\n"
                                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
                                        method.encode(),
                                        b"keys/k" if method == "GET" else b"command", port,
-                                       site.encode(), mode.encode(),
+                                       site.encode(), mode.encode(), dest.encode(),
                                        len(body) if method == "POST" else 0,
                                        body if method == "POST" else b""))
-        assert code == 403 and b"cross-site" in answer, (site, mode, method, answer)
+        assert code == 403 and b"cross-site" in answer, (site, mode, method, dest, answer)
     assert s.client().get("k") == b"v"
     for site, mode in [("cross-site", "navigate"), ("same-origin", "cors"), ("none", "navigate")]:
         code, answer = raw_request(port, b"GET /api/keys/k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
@@ -1587,6 +1590,16 @@ def test_cross_site_fetch_metadata_and_names_are_refused(node):
         status, got, _ = call(s, "POST", "/api/command", ["FLUSHALL"], {"Origin": origin})
         assert status == 403, (origin, got)
     assert s.client().get("k") == b"v"
+
+
+def test_post_is_an_unknown_command_over_http(node):
+    # The RESP port closes a connection whose command is an HTTP request line; over HTTP the
+    # same word is an ordinary unknown command (the guard once answered nothing there, a 400
+    # "reply could not be decoded", and closed the keep-alive connection).
+    s = node()
+    for word in ["post", "Host:"]:
+        status, got, _ = call(s, "POST", "/api/command", [word, "x"])
+        assert status == 400 and got["error"].startswith("ERR unknown command"), (word, got)
 
 
 def test_cross_site_refusals_come_before_the_body(node):

@@ -27,6 +27,7 @@ struct Request {
   std::string origin;         // the Origin header, if any (browsers send it cross-site)
   std::string fetch_site;     // Sec-Fetch-Site, if any ("cross-site", "same-origin", ...)
   std::string fetch_mode;     // Sec-Fetch-Mode, if any ("navigate", "no-cors", ...)
+  std::string fetch_dest;     // Sec-Fetch-Dest, if any ("document", "iframe", "image", ...)
   std::string body;
 };
 
@@ -52,7 +53,8 @@ inline constexpr size_t kMaxStreamPiece = size_t{64} << 20;
 
 // Rules X1-X3 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
 // the node run or answer anything (X1: an Origin that is not the node's own is refused; X3: a
-// request a browser marks cross-site or same-site is refused unless it is a GET navigation), and
+// request a browser marks cross-site or same-site is refused unless it is a GET navigation of a
+// top-level document), and
 // a name that resolves to the node's address must not make it another site's (X2: without a
 // password, the Host must be an address literal, localhost or this machine's own name). 403 with
 // the reason, or nothing.
