@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "mr/mr.h"
 #include "server/internal/analytics_pool.h"
@@ -264,19 +265,32 @@ constexpr size_t kExportBuffer = size_t{1} << 20;
 Status WriteCsv(const std::shared_ptr<const Frame>& f, int fd, job::Context& job,
                 EngineBudget& budget) {
   frame::CsvWriter writer(f);
+  // The buffer holds lines up to `target`, then one line of at most `max_line` (the writer
+  // bounds a line's width before building it): target + max_line, charged, never grown past.
+  const size_t target = kExportBuffer / 2;
+  size_t max_line = kExportBuffer - target;
   std::string buf;
-  buf.reserve(kExportBuffer);
+  buf.reserve(target + max_line);
   uint64_t written = 0;
   const uint64_t total_rows = f->rows();
   bool more = true;
   while (more) {
     if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
-    Result<bool> next = writer.Next(&buf, kExportBuffer);
-    if (!next.ok()) return next.status();
-    more = *next;
-    // A line past the buffer (a wide row) grew it: charged as it is, or the export stops.
-    if (buf.capacity() > budget.held()) {
-      FLOE_RETURN_IF_ERROR(budget.Reserve(buf.capacity() - budget.held()));
+    Result<bool> next = writer.Next(&buf, target, max_line);
+    if (!next.ok()) {
+      if (next.status().code() != StatusCode::kResourceExhausted) return next.status();
+      if (buf.empty()) {
+        // A line wider than max_line: its room is charged first (OOM stops the export), then
+        // the writer, still at that line, takes it.
+        if (max_line > (std::numeric_limits<size_t>::max() >> 2)) return next.status();
+        FLOE_RETURN_IF_ERROR(budget.Reserve(max_line));
+        max_line *= 2;
+        buf.reserve(target + max_line);
+        continue;
+      }
+      more = true;  // the lines before it go out first
+    } else {
+      more = *next;
     }
     FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
     const uint64_t rows_done = writer.rows_written();
