@@ -77,9 +77,11 @@ Status ChargeIfRoom(Engine& engine, const store::MemoryAccount& account, uint64_
 }  // namespace
 
 Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
-  auto shared = std::make_shared<const Frame>(std::move(f));
-  FrameHolder holder{.frame = shared,
-                     .tally = std::make_shared<FrameTally>(engine.frame_totals(), *shared)};
+  // The tally (stored_charge) before the shared frame (live_charge), so the check below never
+  // counts this frame as detached as well as reserved (rule 3).
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f);
+  FrameHolder holder{.frame = ShareCounted(engine.frame_totals(), std::move(f)),
+                     .tally = std::move(tally)};
   // Reserved (against used memory and every other reservation) until the store charges it.
   const int64_t limit = engine.maxmemory();
   const uint64_t bytes = holder.MemoryBytes();
@@ -706,6 +708,7 @@ void FramesInfoSection(Engine& engine, std::string* out) {
                                       0, t.compressed_bytes.load(std::memory_order_relaxed))));
   line("frames_raw_bytes",
        static_cast<uint64_t>(std::max<int64_t>(0, t.raw_bytes.load(std::memory_order_relaxed))));
+  line("frames_detached_bytes", static_cast<uint64_t>(engine.DetachedFrameBytes()));
   line("jobs_running", j.running);
   line("jobs_started", j.started);
   line("jobs_done", j.done);

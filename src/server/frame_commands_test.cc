@@ -360,6 +360,47 @@ TEST_F(FrameCommandsTest, QuantileWorkingMemoryIsChargedToMaxmemory) {
   EXPECT_EQ(engine_.reserved_memory(), 0);
 }
 
+// Regression: a frame dropped while a reader held it (an analytics task, an export job, an HTTP
+// reader) stopped counting toward maxmemory though its bytes lived on, so (cores + 64 queued)
+// old versions of a frame could each pass the limit. Now its bytes count until the last
+// reference goes (docs/frame.md, "Frames in the store").
+TEST_F(FrameCommandsTest, ADroppedFrameStillHeldCountsTowardMaxmemory) {
+  std::string csv = "id,x\n";
+  for (int i = 0; i < 300000; i++) {
+    csv += std::to_string(i) + "," + std::to_string((int64_t{i} * 7919) % 1000003) + "\n";
+  }
+  ASSERT_EQ(Import({"f", Write("pinned.csv", csv)}), "done");
+  std::shared_ptr<const frame::Frame> held;  // what a task holds once it loaded the frame
+  {
+    store::ValuePtr v = engine_.store().Get("f");
+    ASSERT_NE(v, nullptr);
+    auto cell = internal::CellOf<internal::FrameHolder>(*v);
+    ASSERT_TRUE(cell.ok());
+    held = (*cell)->Read([](const internal::FrameHolder& h) { return h.frame; });
+  }
+  const auto charge = static_cast<int64_t>(internal::FrameHolder::ChargeOf(*held));
+  ASSERT_GT(charge, int64_t{2} << 20);
+  EXPECT_EQ(engine_.DetachedFrameBytes(), 0);
+  const int64_t with_frame = engine_.UsedMemoryNow();
+  EXPECT_THAT(Run({"FRAME.DROP", "f"}), IsInt(1));
+  store::internal::EpochDomain::Global().Barrier();  // the dropped value and its cell are freed
+  EXPECT_EQ(engine_.DetachedFrameBytes(), charge);
+  EXPECT_THAT(Run({"INFO", "frames"}).str,
+              HasSubstr("frames_detached_bytes:" + std::to_string(charge) + "\r\n"));
+  // The limit where used memory stood with the frame stored: half its bytes fit only if they
+  // were free.
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(with_frame + (64 << 10))}), IsOk());
+  const std::string offset = std::to_string(charge / 2);
+  EXPECT_THAT(Run({"SETRANGE", "s", offset, "x"}),
+              IsErr("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  held.reset();  // the reader lets go: the bytes are freed
+  EXPECT_EQ(engine_.DetachedFrameBytes(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past UsedMemory's cached figure
+  EXPECT_THAT(Run({"SETRANGE", "s", offset, "x"}), IsInt(charge / 2 + 1));
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
 // Regression: FRAME.HEAD's reply had no byte budget (1,000 rows of wide string columns made a
 // reply of gigabytes). Now it is refused past the lesser of proto-max-bulk-len and 64 MiB.
 TEST_F(FrameCommandsTest, HeadReplyIsBoundedInBytes) {
