@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -876,6 +877,30 @@ TEST_F(AnalyticsServerTest, AClientThatClosesCancelsItsTask) {
   }
   EXPECT_TRUE(clients[0]->kill_requested.load());
   EXPECT_TRUE(server_->engine().Clients().empty());
+}
+
+// Regression: when handing a task's reply back to the client's thread failed (out of memory),
+// the connection waited for it until its client left. Now the client is closed, as CLIENT KILL
+// closes it, and the failure is counted (A6).
+TEST_F(AnalyticsServerTest, AFailedHandBackClosesTheConnection) {
+  const int a = Connect();
+  server_->engine().analytics().TEST_FailNextHandBacks(1);
+  Send(a, kGroupBy);
+  ASSERT_TRUE(gate_.AwaitWaiting(1));
+  gate_.Open();
+  char byte = 0;
+  errno = 0;
+  EXPECT_EQ(read(a, &byte, 1), 0) << "not closed (errno " << errno << ")";  // 0: the peer closed
+  for (int i = 0; i < 2000 && server_->engine().analytics().busy() > 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the task counts, then ends
+  }
+  EXPECT_EQ(server_->engine().internal_errors(), 1u);
+  // The node serves on.
+  const int b = Connect();
+  Send(b, {"PING"});
+  std::vector<Reply> pong = Read(b, 1);
+  ASSERT_EQ(pong.size(), 1u);
+  EXPECT_THAT(pong[0], IsSimple("PONG"));
 }
 
 // Regression: the idle `timeout` closed a client that waited for its analytics reply (it had

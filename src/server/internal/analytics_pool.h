@@ -63,6 +63,10 @@ class AnalyticsPool {
   // net, so a test can hold a task or make it throw.
   void TEST_SetBeforeTask(std::function<void()> hook);
   void RunBeforeTask() const;
+  // For tests: the next `n` hand-backs of a task's reply to its session fail as if out of
+  // memory (std::bad_alloc), as base's internal::FailNextThreadStarts fails thread starts.
+  void TEST_FailNextHandBacks(int n) { hand_back_failures_.store(n, std::memory_order_relaxed); }
+  bool ConsumeHandBackFailure();
 
  private:
   struct Item {
@@ -82,6 +86,7 @@ class AnalyticsPool {
   std::vector<std::thread> workers_ FLOE_GUARDED_BY(mu_);
   bool stopping_ FLOE_GUARDED_BY(mu_) = false;
   std::function<void()> before_task_ FLOE_GUARDED_BY(mu_);
+  std::atomic<int> hand_back_failures_{0};
 };
 
 // Writes a task's reply; made on the pool thread, run on the session's thread.
