@@ -241,6 +241,12 @@ std::string Shorten(std::string_view v) {
 
 class RangeParser {
  public:
+  ~RangeParser() {
+    // After Run's builder is gone: its pending values are freed.
+    if (granted_ > 0) s_.control->may_pend(-static_cast<int64_t>(granted_));
+  }
+  RangeParser(const RangeParser&) = delete;
+  RangeParser& operator=(const RangeParser&) = delete;
   RangeParser(Shared* shared, Piece* piece) : s_(*shared), setup_(*shared->setup), piece_(*piece) {
     for (const std::string& t : s_.options->na_tokens) {
       if (t.size() < 64) {
@@ -313,6 +319,7 @@ class RangeParser {
         Reject(line, "field longer than " + std::to_string(o.limits.max_field_bytes) + " bytes");
         continue;
       }
+      FLOE_RETURN_IF_ERROR(MayPend(b, columns, length));
       for (size_t c = 0; c < columns; c++) {
         if (c < row.count) {
           Add(&b, c, row.text(c), row.fields[c].quoted, line);
@@ -357,6 +364,21 @@ class RangeParser {
                                        std::to_string(s_.options->limits.max_domain_bytes) +
                                        " bytes (import the columns as string)");
     }
+    return Status::OK();
+  }
+
+  // Pending values are granted before the row that may grow them (ParseControl::may_pend): a
+  // row adds at most 8 bytes a column plus its text, and the vectors' capacity is at most twice
+  // the most they held. Asked a MiB at a time at least; kept until the range ends.
+  Status MayPend(const frame::FrameBuilder& b, size_t columns, uint64_t length) {
+    if (!s_.control->may_pend) return Status::OK();
+    const uint64_t need = 2 * (b.pending_bytes() + 8 * uint64_t{columns} + length);
+    if (need <= granted_) return Status::OK();
+    const uint64_t more = std::max<uint64_t>(need - granted_, uint64_t{1} << 20);
+    if (!s_.control->may_pend(static_cast<int64_t>(more))) {
+      return Status::ResourceExhausted("no memory for the values pending before a chunk is cut");
+    }
+    granted_ += more;
     return Status::OK();
   }
 
@@ -430,6 +452,7 @@ class RangeParser {
   const Setup& setup_;
   Piece& piece_;
   uint64_t domain_reported_ = 0;  // of this range's builder, in s_.domain_bytes
+  uint64_t granted_ = 0;          // pending bytes may_pend granted this range
   std::vector<size_t> demote_;    // categorical columns this row took past the limit
   uint64_t na_lengths_ = 0;       // bit n: a token of n bytes
   bool na_long_ = false;          // a token of 64 bytes or more

@@ -145,6 +145,14 @@ struct ParseControl {
   // inflated bytes the parse would then hold; false stops the parse (ResourceExhausted). An
   // import charges them to maxmemory here, before they are allocated.
   std::function<bool(uint64_t inflated_bytes)> may_hold;
+  // Called from the parse's worker threads, at once (so it must be thread-safe): before a
+  // range's builder may hold more values pending (uncompressed, up to 16 times the chunk target
+  // plus a row: 64 MiB a range by default), with the bytes to add (> 0), and when the range
+  // ends, with what it was given back (< 0). False refuses the growth: the parse stops
+  // (ResourceExhausted). A range asks for twice its pending values plus the next row's bound
+  // (the vectors' capacity), at least a MiB at a time. An import charges them to maxmemory here,
+  // before they are allocated.
+  std::function<bool(int64_t change)> may_pend;
 };
 
 struct ParseResult {
