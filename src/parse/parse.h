@@ -123,7 +123,10 @@ struct ParseReport {
   uint64_t rejected_rows = 0;  // too many fields, or a field or line over its limit
   uint64_t padded_rows = 0;    // too few fields: the rest NA
   uint64_t bad_values = 0;     // values that did not fit their column's type: NA
-  uint64_t blank_lines = 0;    // lines with no bytes (or a lone CR): skipped
+  // Integers (digits and an optional sign) in a real column that a double does not hold
+  // exactly (past 2^53): kept rounded to the nearest double, counted and listed as issues.
+  uint64_t rounded_values = 0;
+  uint64_t blank_lines = 0;                      // lines with no bytes (or a lone CR): skipped
   uint64_t string_columns_from_categorical = 0;  // domains that passed the limit
   std::vector<ParseIssue> issues;                // the first limits.max_issues, in input order
 };

@@ -437,6 +437,7 @@ std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
                   " rejected rows, " + std::to_string(rep.padded_rows) + " padded rows, " +
                   std::to_string(rep.bad_values) + " bad values, " +
                   std::to_string(rep.blank_lines) + " blank lines";
+  if (rep.rounded_values > 0) s += ", " + std::to_string(rep.rounded_values) + " rounded values";
   for (const parse::ParseIssue& issue : rep.issues) {
     s += "; ";
     if (!issue.source.empty() && issue.source != r.path) s += issue.source + " ";

@@ -114,6 +114,26 @@ TEST_F(FrameImportTest, PendingValuesOfTheParseAreCharged) {
   EXPECT_THAT(Run({"EXISTS", "t"}), IsInt(1));
 }
 
+// Regression: integers past 2^53 in a guessed (real) column were rounded in silence. The
+// import's result now says how many were, and the issue shows the first with its line.
+TEST_F(FrameImportTest, AnImportReportsIntegersRoundedInARealColumn) {
+  const std::string path = Write("big_ids.csv", "id\n9007199254740993\n18014398509481985\n7\n");
+  Reply id = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
+  const job::Info info = WaitJob(static_cast<uint64_t>(id.integer));
+  EXPECT_EQ(job::StateName(info.state), "done") << info.error;
+  EXPECT_THAT(info.result, HasSubstr("0 blank lines, 2 rounded values"));
+  EXPECT_THAT(info.result, HasSubstr("line 2: column 'id': '9007199254740993' is an integer past "
+                                     "2^53: rounded to 9007199254740992"));
+  // Small integers round nothing, and the result says nothing of it.
+  const std::string small = Write("small_ids.csv", "id\n9007199254740991\n7\n");
+  Reply again = Run({"FRAME.IMPORT", "u", small});
+  ASSERT_EQ(again.type, Reply::Type::kInteger) << again.str;
+  const job::Info plain = WaitJob(static_cast<uint64_t>(again.integer));
+  EXPECT_EQ(job::StateName(plain.state), "done") << plain.error;
+  EXPECT_THAT(plain.result, ::testing::Not(HasSubstr("rounded")));
+}
+
 // The import's estimate is charged from the command on, so a second import (or any large
 // command) sees it while the first runs, and it is given back when the job ends.
 TEST_F(FrameImportTest, TheChargeIsGivenBackWhenTheJobEnds) {
