@@ -9,6 +9,9 @@
 
 #include "server/internal/command.h"
 
+// tcmalloc's C interface, when the binary is linked with it (weak: null with another allocator).
+extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
+
 namespace floe::server::internal {
 
 AnalyticsPool::AnalyticsPool(size_t threads, size_t max_queued)
@@ -95,6 +98,14 @@ void AnalyticsPool::Work() {
       }
     }
     item = {};  // the task's frame and memory go before the next one starts
+    // A large task's freed pages go back to the system now, not kept by the allocator (A4).
+    // relaxed: a hint; a note that comes a moment late is released after the next task, or by
+    // the node's once-a-second release.
+    if (large_tasks_.load(std::memory_order_relaxed) > 0 &&
+        large_tasks_.exchange(0, std::memory_order_relaxed) > 0) {
+      if (MallocExtension_ReleaseFreeMemory != nullptr) MallocExtension_ReleaseFreeMemory();
+      allocator_releases_.fetch_add(1, std::memory_order_relaxed);
+    }
     MutexLock lock(&mu_);
     running_[slot] = nullptr;
     running_count_--;
