@@ -519,6 +519,11 @@ class FrameBuilder {
   // a domain is not bounded by the chunk size the way pending values are.
   uint64_t domain_bytes() const { return domain_bytes_; }
   static constexpr uint64_t kDomainEntryBytes = 96;
+  // Raw bytes of the values pending since the last cut (ChunkView::raw_bytes of the chunks
+  // they will make), as of the last EndRow: at most 16 times the target plus one row. The
+  // pending vectors' heap is at most twice the most this ever was (they grow by doubling and
+  // keep their capacity across cuts); a parser charges that before it adds a row.
+  uint64_t pending_bytes() const { return pending_bytes_; }
 
   // The frame of every ended row. FailedPrecondition if a row was begun and not ended. Call
   // once; the builder is empty afterwards.
@@ -552,6 +557,7 @@ class FrameBuilder {
   uint32_t pending_rows_ = 0;  // rows ended since the last cut
   uint64_t rows_ = 0;
   uint64_t domain_bytes_ = 0;
+  uint64_t pending_bytes_ = 0;
 };
 
 }  // namespace floe::frame

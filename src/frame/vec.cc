@@ -322,6 +322,7 @@ Status FrameBuilder::EndRow() {
     pending += c.pending_raw;
   }
   full |= pending >= uint64_t{16} * options_.target_chunk_bytes;
+  pending_bytes_ = pending;
   if (full) Cut();
   return Status::OK();
 }
@@ -412,6 +413,7 @@ void FrameBuilder::Cut() {
     c.pending_raw = 0;
   }
   pending_rows_ = 0;
+  pending_bytes_ = 0;
 }
 
 Result<Frame> FrameBuilder::Finish() {

@@ -732,7 +732,16 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
               return;
             }
             std::vector<uint64_t> key(keys.size());
-            for (size_t j = 0; j < b.keys.size() && !a.stopped(); j++) {
+            uint64_t merged = 0;
+            for (size_t j = 0; j < b.keys.size() && !a.stopped(); j++, merged++) {
+              // Contract 3: a merge of many groups, each with its sketches, is as long as a
+              // chunk's map, so it polls the cancel flag as the map phase does.
+              // relaxed: the flag is a request.
+              if (j % 1024 == 0 && options.cancel != nullptr &&
+                  options.cancel->load(std::memory_order_relaxed)) {
+                a.failure = Status::Cancelled("task cancelled");
+                break;
+              }
               for (size_t i = 0; i < keys.size(); i++) key[i] = Canonical(b.keys[j][i]);
               std::optional<uint32_t> at = a.Find(key, b.keys[j], width);
               if (!at) break;
@@ -754,6 +763,10 @@ Result<Frame> GroupBy(const Frame& frame, const std::vector<size_t>& keys,
                 }
                 if (into.MemoryBytes() > before) a.SketchGrew(into.MemoryBytes() - before);
               }
+            }
+            if (options.stats != nullptr) {
+              // relaxed: a statistic, read after the task.
+              options.stats->groups_merged.fetch_add(merged, std::memory_order_relaxed);
             }
           },
           options));

@@ -11,7 +11,8 @@
 //    equals a single-threaded loop Map(0), Reduce(Map(1)), ... bit for bit (floating sums
 //    included, since their order is fixed).
 // 2. Reduce must be associative; it need not be commutative.
-// 3. `cancel` (optional) is polled before each chunk: a cancelled task returns Cancelled.
+// 3. `cancel` (optional) is polled before each chunk: a cancelled task returns Cancelled. A
+//    reduce as long as a chunk's map (a group-by's merge) polls it too, every 1,024 groups.
 // 4. Map and Reduce may not throw. Map runs concurrently for different chunks: it may read the
 //    frame (immutable) and write only its own accumulator.
 // 5. The analytics are total: NA values are counted, never summed; every client-given size
@@ -90,9 +91,11 @@ class Charge {
   uint64_t bytes_ = 0;
 };
 
-// What a task did, for tests and statistics: chunks mapped (a column scan maps every chunk).
+// What a task did, for tests and statistics: chunks mapped (a column scan maps every chunk), and
+// a group-by's groups merged from one chunk's table into the result's.
 struct TaskStats {
   std::atomic<uint64_t> chunks_mapped{0};
+  std::atomic<uint64_t> groups_merged{0};
 };
 
 struct TaskOptions {

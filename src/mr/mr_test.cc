@@ -489,6 +489,56 @@ TEST(MrTest, GroupByChargesItsTablesKeysIncluded) {
   EXPECT_EQ(tight.now(), 0u);
 }
 
+// Regression: a group-by's merge did not poll the cancel flag, so a task cancelled after its
+// last chunk's map still merged every group of that chunk (with their distinct sketches). The
+// flag is set here while the last chunk is mapped, on the task's only thread (the budget's
+// hook), so the next poll is the merge's: it merges none of that chunk's groups.
+TEST(MrTest, GroupByCancelledDuringItsMergeStopsThere) {
+  auto b = *frame::FrameBuilder::Make({{.name = "k", .type = ColumnType::kInteger}},
+                                      {.target_chunk_bytes = 1 << 16});
+  for (int r = 0; r < 60000; r++) {
+    ASSERT_TRUE(b.AddNumber(0, static_cast<double>(r)).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  const Frame f = *b.Finish();
+  ASSERT_GE(f.chunk_count(), 2u);
+  std::atomic<bool> cancel{false};
+  TaskStats stats;
+  // Sets the flag at the first charge of the last chunk's map, after the map phase's last poll.
+  class CancellingBudget : public TestBudget {
+   public:
+    CancellingBudget(std::atomic<bool>* cancel, TaskStats* stats, uint64_t chunks)
+        : TestBudget(uint64_t{1} << 32), cancel_(cancel), stats_(stats), chunks_(chunks) {}
+    Status Reserve(uint64_t bytes) override {
+      if (stats_->chunks_mapped.load() == chunks_) cancel_->store(true);
+      return TestBudget::Reserve(bytes);
+    }
+
+   private:
+    std::atomic<bool>* cancel_;
+    TaskStats* stats_;
+    const uint64_t chunks_;
+  } budget(&cancel, &stats, f.chunk_count());
+  const std::vector<Aggregate> aggs = {{.fn = AggFn::kCount, .col = 0},
+                                       {.fn = AggFn::kDistinct, .col = 0}};
+  Result<Frame> g =
+      GroupBy(f, {0}, aggs, {.threads = 1, .cancel = &cancel, .memory = &budget, .stats = &stats});
+  EXPECT_TRUE(cancel.load());
+  EXPECT_EQ(stats.chunks_mapped.load(), f.chunk_count());  // every map ran: the merge stopped it
+  EXPECT_EQ(g.status().code(), StatusCode::kCancelled) << g.status().ToString();
+  EXPECT_EQ(budget.now(), 0u);
+  // Not cancelled, the same task completes, and merges every group of chunks 1 to n - 1; the
+  // cancelled one merged none of the last chunk's (a key a row: each chunk has its own groups).
+  TestBudget plain(uint64_t{1} << 32);
+  TaskStats all_stats;
+  Result<Frame> all = GroupBy(f, {0}, aggs, {.threads = 1, .memory = &plain, .stats = &all_stats});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(all->rows(), 60000u);
+  const uint64_t last_rows = f.vec(0).chunk(f.chunk_count() - 1).rows();
+  EXPECT_EQ(all_stats.groups_merged.load(), 60000u - f.vec(0).chunk(0).rows());
+  EXPECT_EQ(stats.groups_merged.load(), all_stats.groups_merged.load() - last_rows);
+}
+
 // A budget that checks, at every change of the charge, that the heap held beyond `base` stays
 // under what is charged: the charge comes before the bytes it covers.
 class HeapCheckingBudget : public MemoryBudget {

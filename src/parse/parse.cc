@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -228,10 +229,33 @@ struct Shared {
 // The rows of one range: its frame, counts, and issues with lines relative to the range.
 struct Piece {
   frame::Frame frame;
-  uint64_t rows = 0, newlines = 0, rejected = 0, padded = 0, bad_values = 0, blank = 0;
+  uint64_t rows = 0, newlines = 0, rejected = 0, padded = 0, bad_values = 0, blank = 0, rounded = 0;
   std::vector<ParseIssue> issues;  // line: 1-based within the range
   Status status;
 };
+
+// Whether `text`, read as `x` (|x| >= 2^53), is an integer literal (an optional sign and digits,
+// spaces around) whose value `x` does not hold exactly. A double that large is an integer, and
+// below 2^127 converts to an unsigned __int128 exactly; a literal of more than 38 digits
+// (10^38 < 2^127) is compared by its magnitude alone.
+__extension__ typedef unsigned __int128 Exact;
+
+bool RoundedInteger(std::string_view text, double x) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  if (!text.empty() && (text.front() == '+' || text.front() == '-')) text.remove_prefix(1);
+  while (text.size() > 1 && text.front() == '0') text.remove_prefix(1);
+  if (text.empty()) return false;
+  for (const char ch : text) {
+    if (ch < '0' || ch > '9') return false;  // a fraction or an exponent: a real as written
+  }
+  if (text.size() > 38) return true;
+  Exact exact = 0;
+  for (const char ch : text) exact = exact * 10 + static_cast<unsigned>(ch - '0');
+  const double m = std::fabs(x);
+  if (!(m < 1.7014118346046923e38)) return true;  // 2^127
+  return static_cast<Exact>(m) != exact;
+}
 
 std::string Shorten(std::string_view v) {
   std::string s(v.substr(0, 32));
@@ -241,6 +265,12 @@ std::string Shorten(std::string_view v) {
 
 class RangeParser {
  public:
+  ~RangeParser() {
+    // After Run's builder is gone: its pending values are freed.
+    if (granted_ > 0) s_.control->may_pend(-static_cast<int64_t>(granted_));
+  }
+  RangeParser(const RangeParser&) = delete;
+  RangeParser& operator=(const RangeParser&) = delete;
   RangeParser(Shared* shared, Piece* piece) : s_(*shared), setup_(*shared->setup), piece_(*piece) {
     for (const std::string& t : s_.options->na_tokens) {
       if (t.size() < 64) {
@@ -313,6 +343,7 @@ class RangeParser {
         Reject(line, "field longer than " + std::to_string(o.limits.max_field_bytes) + " bytes");
         continue;
       }
+      FLOE_RETURN_IF_ERROR(MayPend(b, columns, length));
       for (size_t c = 0; c < columns; c++) {
         if (c < row.count) {
           Add(&b, c, row.text(c), row.fields[c].quoted, line);
@@ -360,6 +391,21 @@ class RangeParser {
     return Status::OK();
   }
 
+  // Pending values are granted before the row that may grow them (ParseControl::may_pend): a
+  // row adds at most 8 bytes a column plus its text, and the vectors' capacity is at most twice
+  // the most they held. Asked a MiB at a time at least; kept until the range ends.
+  Status MayPend(const frame::FrameBuilder& b, size_t columns, uint64_t length) {
+    if (!s_.control->may_pend) return Status::OK();
+    const uint64_t need = 2 * (b.pending_bytes() + 8 * uint64_t{columns} + length);
+    if (need <= granted_) return Status::OK();
+    const uint64_t more = std::max<uint64_t>(need - granted_, uint64_t{1} << 20);
+    if (!s_.control->may_pend(static_cast<int64_t>(more))) {
+      return Status::ResourceExhausted("no memory for the values pending before a chunk is cut");
+    }
+    granted_ += more;
+    return Status::OK();
+  }
+
   void Note(uint64_t line, std::string reason) {
     if (piece_.issues.size() < s_.options->limits.max_issues) {
       piece_.issues.push_back({.source = "", .line = line, .reason = std::move(reason)});
@@ -398,6 +444,14 @@ class RangeParser {
           Bad(b, c, v, line, "an integer of magnitude below 2^53 (exact in a double)");
         } else if (!x || !b->AddNumber(c, *x).ok()) {
           Bad(b, c, v, line, integer ? "an integer" : "a number");
+        } else if (!integer && !(std::fabs(*x) < 9007199254740992.0) && RoundedInteger(v, *x)) {
+          piece_.rounded++;
+          char shown[400];  // a double in fixed notation: at most 309 digits
+          const auto [end, ec] =
+              std::to_chars(shown, shown + sizeof(shown), *x, std::chars_format::fixed);
+          Note(line, "column '" + setup_.names[c] + "': '" + Shorten(v) +
+                         "' is an integer past 2^53: rounded to " +
+                         (ec == std::errc() ? std::string(shown, end) : std::string("a double")));
         }
         return;
       }
@@ -430,6 +484,7 @@ class RangeParser {
   const Setup& setup_;
   Piece& piece_;
   uint64_t domain_reported_ = 0;  // of this range's builder, in s_.domain_bytes
+  uint64_t granted_ = 0;          // pending bytes may_pend granted this range
   std::vector<size_t> demote_;    // categorical columns this row took past the limit
   uint64_t na_lengths_ = 0;       // bit n: a token of n bytes
   bool na_long_ = false;          // a token of 64 bytes or more
@@ -795,6 +850,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
       report.rejected_rows += p.rejected;
       report.padded_rows += p.padded;
       report.bad_values += p.bad_values;
+      report.rounded_values += p.rounded;
       report.blank_lines += p.blank;
     }
     if (report.rows > options.limits.max_rows) {

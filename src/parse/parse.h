@@ -123,7 +123,10 @@ struct ParseReport {
   uint64_t rejected_rows = 0;  // too many fields, or a field or line over its limit
   uint64_t padded_rows = 0;    // too few fields: the rest NA
   uint64_t bad_values = 0;     // values that did not fit their column's type: NA
-  uint64_t blank_lines = 0;    // lines with no bytes (or a lone CR): skipped
+  // Integers (digits and an optional sign) in a real column that a double does not hold
+  // exactly (past 2^53): kept rounded to the nearest double, counted and listed as issues.
+  uint64_t rounded_values = 0;
+  uint64_t blank_lines = 0;                      // lines with no bytes (or a lone CR): skipped
   uint64_t string_columns_from_categorical = 0;  // domains that passed the limit
   std::vector<ParseIssue> issues;                // the first limits.max_issues, in input order
 };
@@ -145,6 +148,14 @@ struct ParseControl {
   // inflated bytes the parse would then hold; false stops the parse (ResourceExhausted). An
   // import charges them to maxmemory here, before they are allocated.
   std::function<bool(uint64_t inflated_bytes)> may_hold;
+  // Called from the parse's worker threads, at once (so it must be thread-safe): before a
+  // range's builder may hold more values pending (uncompressed, up to 16 times the chunk target
+  // plus a row: 64 MiB a range by default), with the bytes to add (> 0), and when the range
+  // ends, with what it was given back (< 0). False refuses the growth: the parse stops
+  // (ResourceExhausted). A range asks for twice its pending values plus the next row's bound
+  // (the vectors' capacity), at least a MiB at a time. An import charges them to maxmemory here,
+  // before they are allocated.
+  std::function<bool(int64_t change)> may_pend;
 };
 
 struct ParseResult {

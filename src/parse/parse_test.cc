@@ -840,6 +840,33 @@ TEST(ParseTest, IntegersPast2To53AreBadValuesNotRounded) {
   EXPECT_EQ(Types(Parse("n\n9007199254740993\n1\n")), std::vector<ColumnType>{ColumnType::kReal});
 }
 
+// Regression: without TYPES a column of integers past 2^53 is guessed real (an integer column
+// could only make them bad values), and its values were rounded in silence. They still are
+// rounded (a double holds them), but each integer a double does not hold exactly is counted and
+// listed; exact ones (2^53 itself, 2^60), reals as written and small integers are not.
+TEST(ParseTest, IntegersPast2To53InARealColumnAreCountedRounded) {
+  const ParseResult r = Parse(
+      "n\n9007199254740993\n1\n-9007199254740995\n9007199254740992\n1152921504606846976\n"
+      "9007199254740993.0\n1e17\n123456789012345678901234567890123456789012\n");
+  EXPECT_EQ(Types(r), std::vector<ColumnType>{ColumnType::kReal});
+  EXPECT_EQ(r.report.rounded_values, 3u);
+  EXPECT_EQ(r.report.bad_values, 0u);
+  ASSERT_EQ(r.report.issues.size(), 3u);
+  EXPECT_EQ(r.report.issues[0].line, 2u);
+  EXPECT_EQ(r.report.issues[0].reason,
+            "column 'n': '9007199254740993' is an integer past 2^53: rounded to 9007199254740992");
+  EXPECT_EQ(r.report.issues[1].line, 4u);
+  EXPECT_EQ(r.report.issues[2].line, 9u);
+  // A real column forced: the same count.
+  ParseOptions o;
+  o.column_types = {ColumnType::kReal};
+  EXPECT_EQ(Parse("n\n9007199254740993\n2\n", o).report.rounded_values, 1u);
+  // Integers a double holds: none.
+  EXPECT_EQ(Parse("n\n9007199254740991\n-12\n").report.rounded_values, 0u);
+  EXPECT_EQ(Types(Parse("n\n9007199254740991\n-12\n")),
+            std::vector<ColumnType>{ColumnType::kInteger});
+}
+
 // Regression (review, issue 9): cancel was checked every 4,096 rows only, so one huge line (a
 // file that is a single 8 MiB row here; GBs in the review) was read to its end after a cancel.
 TEST(ParseTest, CancelStopsInsideOneHugeLine) {

@@ -9,6 +9,9 @@
 
 #include "server/internal/command.h"
 
+// tcmalloc's C interface, when the binary is linked with it (weak: null with another allocator).
+extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
+
 namespace floe::server::internal {
 
 AnalyticsPool::AnalyticsPool(size_t threads, size_t max_queued)
@@ -56,6 +59,17 @@ void AnalyticsPool::RunBeforeTask() const {
   if (hook) hook();
 }
 
+bool AnalyticsPool::ConsumeHandBackFailure() {
+  // relaxed: a test's counter.
+  int left = hand_back_failures_.load(std::memory_order_relaxed);
+  while (left > 0) {
+    if (hand_back_failures_.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void AnalyticsPool::Work() {
   for (;;) {
     Item item;
@@ -84,6 +98,14 @@ void AnalyticsPool::Work() {
       }
     }
     item = {};  // the task's frame and memory go before the next one starts
+    // A large task's freed pages go back to the system now, not kept by the allocator (A4).
+    // relaxed: a hint; a note that comes a moment late is released after the next task, or by
+    // the node's once-a-second release.
+    if (large_tasks_.load(std::memory_order_relaxed) > 0 &&
+        large_tasks_.exchange(0, std::memory_order_relaxed) > 0) {
+      if (MallocExtension_ReleaseFreeMemory != nullptr) MallocExtension_ReleaseFreeMemory();
+      allocator_releases_.fetch_add(1, std::memory_order_relaxed);
+    }
     MutexLock lock(&mu_);
     running_[slot] = nullptr;
     running_count_--;
@@ -135,6 +157,23 @@ AnalyticsReply Guarded(Engine& engine, std::string_view name, const AnalyticsWor
   return [error = std::move(error)](CommandContext& ctx) { ctx.Error(error); };
 }
 
+// Kills the client as CLIENT KILL does: its kill flag set (what its session checks) and its
+// connection's closer run. The closer posts to the client's thread; should that fail too, the
+// flag stays set and the failure is logged.
+void KillClient(ClientState& c) {
+  c.kill_requested.store(true, std::memory_order_relaxed);
+  try {
+    std::function<void()> closer;
+    {
+      MutexLock lock(&c.mu);
+      closer = c.closer;
+    }
+    if (closer) closer();
+  } catch (const std::exception& e) {
+    FLOE_LOG_ERROR("closing client id={} failed: {}", c.id, e.what());
+  }
+}
+
 }  // namespace
 
 void RunAnalytics(CommandContext& ctx, AnalyticsWork work) {
@@ -160,17 +199,23 @@ void RunAnalytics(CommandContext& ctx, AnalyticsWork work) {
   const uint64_t ticket = s.tickets_;
   s.analytics_.emplace(ticket, task);
   const bool posted = ctx.engine.analytics().Post(
-      [task, work = std::move(work), cancel, &engine = ctx.engine, name = ctx.spec->name,
+      [task, work = std::move(work), cancel, client, &engine = ctx.engine, name = ctx.spec->name,
        done = std::move(done)]() mutable {
         task->reply = Guarded(engine, name, work, cancel.get());
         // A4: the work's frame and its working memory (its budget, released when the work
         // returned) go before the reply is delivered.
         work = nullptr;
         try {
+          if (engine.analytics().ConsumeHandBackFailure()) throw std::bad_alloc();
           done(std::string());
-        } catch (const std::exception& e) {  // out of memory posting it: nothing to deliver
+        } catch (const std::exception& e) {
+          // Out of memory posting it: the connection would wait for this reply until its client
+          // left. It is closed instead, as CLIENT KILL closes it (A6), before anything else
+          // that may allocate.
+          KillClient(*client);
           engine.CountInternalError();
-          FLOE_LOG_ERROR("handing back the reply of '{}' failed: {}", name, e.what());
+          FLOE_LOG_ERROR("handing back the reply of '{}' failed, closing its client: {}", name,
+                         e.what());
         }
       },
       cancel);

@@ -102,9 +102,11 @@ Status ChargeIfRoom(Engine& engine, const store::MemoryAccount& account, uint64_
 }  // namespace
 
 Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
-  auto shared = std::make_shared<const Frame>(std::move(f));
-  FrameHolder holder{.frame = shared,
-                     .tally = std::make_shared<FrameTally>(engine.frame_totals(), *shared)};
+  // The tally (stored_charge) before the shared frame (live_charge), so the check below never
+  // counts this frame as detached as well as reserved (rule 3).
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f);
+  FrameHolder holder{.frame = ShareCounted(engine.frame_totals(), std::move(f)),
+                     .tally = std::move(tally)};
   // Reserved (against used memory and every other reservation) until the store charges it.
   const int64_t limit = engine.maxmemory();
   const uint64_t bytes = holder.MemoryBytes();
@@ -409,7 +411,10 @@ Status OpenInput(const std::string& root, const std::string& real, ImportRequest
 // parse ends: reserved first against used memory and every other reservation (ChargeIfRoom),
 // so concurrent imports and large commands cannot pass maxmemory together. Shared by the
 // command and its job (the job's function must be copyable); the last owner gives it back.
-// Thread rule: used by one thread at a time (the command's, then the job's).
+// Beside it, the values the parse's ranges hold pending before a chunk is cut, granted as they
+// grow (ChangePending, parse::ParseControl::may_pend).
+// Thread rule: GrowTo and Release are used by one thread at a time (the command's, then the
+// job's); ChangePending by the parse's workers at once, between the job's calls.
 class ImportCharge {
  public:
   explicit ImportCharge(Engine* engine)
@@ -424,9 +429,20 @@ class ImportCharge {
     bytes_ = bytes;
     return Status::OK();
   }
+  // Grows the pending charge (change > 0) if it fits, like GrowTo; gives back (change < 0).
+  bool ChangePending(int64_t change) {
+    if (change > 0 && !ChargeIfRoom(*engine_, account_, static_cast<uint64_t>(change)).ok()) {
+      return false;
+    }
+    if (change < 0) account_.Charge(change);
+    // relaxed: the account orders nothing; Release runs after the workers are joined.
+    pending_.fetch_add(change, std::memory_order_relaxed);
+    return true;
+  }
   void Release() {
     account_.Charge(-static_cast<int64_t>(bytes_));
     bytes_ = 0;
+    account_.Charge(-pending_.exchange(0, std::memory_order_relaxed));  // as above
   }
   uint64_t bytes() const { return bytes_; }
 
@@ -434,6 +450,7 @@ class ImportCharge {
   Engine* engine_;
   store::MemoryAccount account_;
   uint64_t bytes_ = 0;
+  std::atomic<int64_t> pending_{0};
 };
 
 std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
@@ -445,6 +462,7 @@ std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
                   " rejected rows, " + std::to_string(rep.padded_rows) + " padded rows, " +
                   std::to_string(rep.bad_values) + " bad values, " +
                   std::to_string(rep.blank_lines) + " blank lines";
+  if (rep.rounded_values > 0) s += ", " + std::to_string(rep.rounded_values) + " rounded values";
   for (const parse::ParseIssue& issue : rep.issues) {
     s += "; ";
     if (!issue.source.empty() && issue.source != r.path) s += issue.source + " ";
@@ -463,7 +481,8 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
     ImportCharge& charge;
     ~ReleaseAtEnd() { charge.Release(); }
   } release_at_end{.charge = charge};
-  bool out_of_memory = false;
+  // Set on the job's thread and by the parse's workers (may_pend).
+  std::atomic<bool> out_of_memory{false};
   parse::ParseControl control;
   control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
   control.progress_interval = std::chrono::milliseconds(50);
@@ -481,6 +500,16 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
   control.may_hold = [&](uint64_t inflated) {
     if (!out_of_memory && !charge.GrowTo(r.input_bytes + inflated).ok()) out_of_memory = true;
     return !out_of_memory;
+  };
+  // The values each range holds pending before its chunks are cut (up to 64 MiB a range),
+  // charged before they are allocated.
+  control.may_pend = [&](int64_t change) {
+    if (change > 0 && out_of_memory) return false;
+    if (!charge.ChangePending(change)) {
+      out_of_memory = true;
+      return false;
+    }
+    return true;
   };
   Result<parse::ParseResult> parsed =
       parse::ParseDirectoryFiles(*r.dir, r.dir_name, r.names, r.options, control);
@@ -731,6 +760,7 @@ void FramesInfoSection(Engine& engine, std::string* out) {
                                       0, t.compressed_bytes.load(std::memory_order_relaxed))));
   line("frames_raw_bytes",
        static_cast<uint64_t>(std::max<int64_t>(0, t.raw_bytes.load(std::memory_order_relaxed))));
+  line("frames_detached_bytes", static_cast<uint64_t>(engine.DetachedFrameBytes()));
   line("jobs_running", j.running);
   line("jobs_started", j.started);
   line("jobs_done", j.done);

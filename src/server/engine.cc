@@ -52,7 +52,8 @@ int64_t Engine::UsedMemory(bool may_trim_copies) {
   const auto now = static_cast<int64_t>(NowMicros());
   const bool trim_due = may_trim_copies && trim_copies_.load(std::memory_order_relaxed);
   if (trim_due || now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
-    int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes();
+    int64_t used =
+        static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() + DetachedFrameBytes();
     // Cached copies of other nodes' keys count too, and go first when memory is short.
     if (internal::ClusterNode* node = cluster()) {
       dkv::Dkv& d = node->dkv();
@@ -90,7 +91,8 @@ bool Engine::TryReserveMemory(int64_t bytes, int64_t used, int64_t limit) {
 }
 
 int64_t Engine::UsedMemoryNow() const {
-  int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes();
+  int64_t used =
+      static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() + DetachedFrameBytes();
   if (const internal::ClusterNode* node = cluster()) {
     used += static_cast<int64_t>(node->dkv().CacheBytes());
   }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "server/command_test.h"
 #include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_testing.h"
+#include "server/internal/engine_budget.h"
 #include "server/internal/frame_value.h"
 #include "store/internal/epoch.h"
 
@@ -390,6 +392,76 @@ TEST_F(FrameCommandsTest, QuantileWorkingMemoryIsChargedToMaxmemory) {
   Reply q = Run(many);
   ASSERT_THAT(q, IsArrayOfSize(100));
   EXPECT_EQ(q.elements[50].str, "4999.75");  // (n - 1) x 0.5 = 9999.5: 4999.5 and 5000 halfway
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+}
+
+// Regression: a frame dropped while a reader held it (an analytics task, an export job, an HTTP
+// reader) stopped counting toward maxmemory though its bytes lived on, so (cores + 64 queued)
+// old versions of a frame could each pass the limit. Now its bytes count until the last
+// reference goes (docs/frame.md, "Frames in the store").
+TEST_F(FrameCommandsTest, ADroppedFrameStillHeldCountsTowardMaxmemory) {
+  std::string csv = "id,x\n";
+  for (int i = 0; i < 300000; i++) {
+    csv += std::to_string(i) + "," + std::to_string((int64_t{i} * 7919) % 1000003) + "\n";
+  }
+  ASSERT_EQ(Import({"f", Write("pinned.csv", csv)}), "done");
+  std::shared_ptr<const frame::Frame> held;  // what a task holds once it loaded the frame
+  {
+    store::ValuePtr v = engine_.store().Get("f");
+    ASSERT_NE(v, nullptr);
+    auto cell = internal::CellOf<internal::FrameHolder>(*v);
+    ASSERT_TRUE(cell.ok());
+    held = (*cell)->Read([](const internal::FrameHolder& h) { return h.frame; });
+  }
+  const auto charge = static_cast<int64_t>(internal::FrameHolder::ChargeOf(*held));
+  ASSERT_GT(charge, int64_t{2} << 20);
+  EXPECT_EQ(engine_.DetachedFrameBytes(), 0);
+  const int64_t with_frame = engine_.UsedMemoryNow();
+  EXPECT_THAT(Run({"FRAME.DROP", "f"}), IsInt(1));
+  store::internal::EpochDomain::Global().Barrier();  // the dropped value and its cell are freed
+  EXPECT_EQ(engine_.DetachedFrameBytes(), charge);
+  EXPECT_THAT(Run({"INFO", "frames"}).str,
+              HasSubstr("frames_detached_bytes:" + std::to_string(charge) + "\r\n"));
+  // The limit where used memory stood with the frame stored: half its bytes fit only if they
+  // were free.
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(with_frame + (64 << 10))}), IsOk());
+  const std::string offset = std::to_string(charge / 2);
+  EXPECT_THAT(Run({"SETRANGE", "s", offset, "x"}),
+              IsErr("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  held.reset();  // the reader lets go: the bytes are freed
+  EXPECT_EQ(engine_.DetachedFrameBytes(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past UsedMemory's cached figure
+  EXPECT_THAT(Run({"SETRANGE", "s", offset, "x"}), IsInt(charge / 2 + 1));
+  EXPECT_EQ(engine_.internal_errors(), 0u);
+}
+
+// After a task whose working memory reached 64 MiB the pool thread returns the allocator's free
+// pages (tcmalloc kept them: RSS stayed tens of MB above used memory); after a small one it
+// does not.
+TEST_F(FrameCommandsTest, ALargeTaskReturnsFreedMemoryToTheSystem) {
+  internal::AnalyticsPool& pool = engine_.analytics();
+  auto run = [&](uint64_t bytes) {
+    ASSERT_TRUE(pool.Post(
+        [this, bytes] {
+          internal::EngineBudget budget(engine_);
+          ASSERT_TRUE(budget.Reserve(bytes / 2).ok());
+          ASSERT_TRUE(budget.Reserve(bytes - bytes / 2).ok());
+          budget.Release(bytes);
+        },
+        nullptr));
+    for (int i = 0; i < 2000 && pool.busy() > 0; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(pool.busy(), 0u);
+  };
+  const uint64_t before = pool.allocator_releases();
+  run(uint64_t{1} << 20);
+  EXPECT_EQ(pool.allocator_releases(), before);
+  run(internal::AnalyticsPool::kLargeTaskBytes);
+  EXPECT_EQ(pool.allocator_releases(), before + 1);
+  run(uint64_t{1} << 20);
+  EXPECT_EQ(pool.allocator_releases(), before + 1);
   EXPECT_EQ(engine_.reserved_memory(), 0);
 }
 
@@ -889,6 +961,30 @@ TEST_F(AnalyticsServerTest, AClientThatClosesCancelsItsTask) {
   }
   EXPECT_TRUE(clients[0]->kill_requested.load());
   EXPECT_TRUE(server_->engine().Clients().empty());
+}
+
+// Regression: when handing a task's reply back to the client's thread failed (out of memory),
+// the connection waited for it until its client left. Now the client is closed, as CLIENT KILL
+// closes it, and the failure is counted (A6).
+TEST_F(AnalyticsServerTest, AFailedHandBackClosesTheConnection) {
+  const int a = Connect();
+  server_->engine().analytics().TEST_FailNextHandBacks(1);
+  Send(a, kGroupBy);
+  ASSERT_TRUE(gate_.AwaitWaiting(1));
+  gate_.Open();
+  char byte = 0;
+  errno = 0;
+  EXPECT_EQ(read(a, &byte, 1), 0) << "not closed (errno " << errno << ")";  // 0: the peer closed
+  for (int i = 0; i < 2000 && server_->engine().analytics().busy() > 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the task counts, then ends
+  }
+  EXPECT_EQ(server_->engine().internal_errors(), 1u);
+  // The node serves on.
+  const int b = Connect();
+  Send(b, {"PING"});
+  std::vector<Reply> pong = Read(b, 1);
+  ASSERT_EQ(pong.size(), 1u);
+  EXPECT_THAT(pong[0], IsSimple("PONG"));
 }
 
 // Regression: the idle `timeout` closed a client that waited for its analytics reply (it had

@@ -57,17 +57,17 @@ class FrameImportTest : public CommandTest {
 
 // Regression: the job checked room for its input (and for a gzip input's growth) against the
 // store alone, ignoring Engine::reserved_memory(): a large command in flight and an import could
-// pass maxmemory together. Here a reservation of 6 MB is held while a 100 KB gzip file that
-// inflates to ~10 MB is imported under a limit with 12 MB of room: the command's check passes
-// (100 KB + 6 MB fit), but the inflated bytes and the reservation do not. Before the fix the job
-// ended "done".
+// pass maxmemory together. Here a reservation is held that leaves 6 MB of room while a 100 KB
+// gzip file that inflates to ~10 MB is imported: the command's check passes (100 KB fit), but
+// the inflated bytes and the reservation do not. Before the fix the job ended "done". (The room
+// without the reservation, 256 MB, holds the parse's pending values on any number of cores.)
 TEST_F(FrameImportTest, AnImportCountsOtherCommandsReservations) {
   std::string text = "a,b\n";
   while (text.size() < (size_t{10} << 20)) text += "1,2\n3,4\n5,6\n7,8\n";
   const std::string path = Write("big.csv.gz", Gzip(text));
-  const int64_t limit = engine_.UsedMemoryNow() + (int64_t{12} << 20);
+  const int64_t limit = engine_.UsedMemoryNow() + (int64_t{256} << 20);
   EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(limit)}), IsOk());
-  const int64_t held = int64_t{6} << 20;
+  const int64_t held = (int64_t{256} << 20) - (int64_t{6} << 20);
   ASSERT_TRUE(engine_.TryReserveMemory(held, engine_.UsedMemoryNow(), limit));
   Reply id = Run({"FRAME.IMPORT", "t", path});
   ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
@@ -83,6 +83,55 @@ TEST_F(FrameImportTest, AnImportCountsOtherCommandsReservations) {
   ASSERT_EQ(again.type, Reply::Type::kInteger) << again.str;
   EXPECT_EQ(job::StateName(WaitJob(static_cast<uint64_t>(again.integer)).state), "done");
   EXPECT_THAT(Run({"EXISTS", "t"}), IsInt(1));
+}
+
+// Regression: the values each parse range holds before a chunk is cut (up to 64 MiB a range,
+// uncompressed) were not charged: an input of 6 MB whose rows are all missing values (8 bytes a
+// value pending from 1 byte of input) held tens of MB under a limit with 12 MB of room, and the
+// import ended "done". Now they are granted before each row that may grow them.
+TEST_F(FrameImportTest, PendingValuesOfTheParseAreCharged) {
+  std::string text;
+  for (int c = 0; c < 1000; c++) text += (c == 0 ? "c" : ",c") + std::to_string(c);
+  text += "\n";
+  const std::string empty_row = std::string(999, ',') + "\n";
+  while (text.size() < (size_t{6} << 20)) text += empty_row;
+  const std::string path = Write("sparse.csv", text);
+  const int64_t limit = engine_.UsedMemoryNow() + (int64_t{12} << 20);
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", std::to_string(limit)}), IsOk());
+  Reply id = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
+  const job::Info info = WaitJob(static_cast<uint64_t>(id.integer));
+  EXPECT_EQ(job::StateName(info.state), "failed");
+  EXPECT_THAT(info.error, StartsWith("OOM"));
+  EXPECT_THAT(Run({"EXISTS", "t"}), IsInt(0));
+  EXPECT_LE(engine_.UsedMemoryNow(), limit - (int64_t{11} << 20));  // the charge is given back
+  EXPECT_EQ(engine_.reserved_memory(), 0);
+  // Without the limit it imports: 6,000-odd rows of 1,000 NA columns.
+  EXPECT_THAT(Run({"CONFIG", "SET", "maxmemory", "0"}), IsOk());
+  Reply again = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(again.type, Reply::Type::kInteger) << again.str;
+  EXPECT_EQ(job::StateName(WaitJob(static_cast<uint64_t>(again.integer)).state), "done");
+  EXPECT_THAT(Run({"EXISTS", "t"}), IsInt(1));
+}
+
+// Regression: integers past 2^53 in a guessed (real) column were rounded in silence. The
+// import's result now says how many were, and the issue shows the first with its line.
+TEST_F(FrameImportTest, AnImportReportsIntegersRoundedInARealColumn) {
+  const std::string path = Write("big_ids.csv", "id\n9007199254740993\n18014398509481985\n7\n");
+  Reply id = Run({"FRAME.IMPORT", "t", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
+  const job::Info info = WaitJob(static_cast<uint64_t>(id.integer));
+  EXPECT_EQ(job::StateName(info.state), "done") << info.error;
+  EXPECT_THAT(info.result, HasSubstr("0 blank lines, 2 rounded values"));
+  EXPECT_THAT(info.result, HasSubstr("line 2: column 'id': '9007199254740993' is an integer past "
+                                     "2^53: rounded to 9007199254740992"));
+  // Small integers round nothing, and the result says nothing of it.
+  const std::string small = Write("small_ids.csv", "id\n9007199254740991\n7\n");
+  Reply again = Run({"FRAME.IMPORT", "u", small});
+  ASSERT_EQ(again.type, Reply::Type::kInteger) << again.str;
+  const job::Info plain = WaitJob(static_cast<uint64_t>(again.integer));
+  EXPECT_EQ(job::StateName(plain.state), "done") << plain.error;
+  EXPECT_THAT(plain.result, ::testing::Not(HasSubstr("rounded")));
 }
 
 // The import's estimate is charged from the command on, so a second import (or any large

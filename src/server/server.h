@@ -582,7 +582,8 @@ class Engine {
   Status SetConfig(const std::vector<std::pair<std::string_view, std::string_view>>& changes,
                    std::string* failed);
 
-  // Memory used by the store and by client input buffers, refreshed at most once a millisecond.
+  // Memory used by the store, by client input buffers and by detached frames (frames dropped
+  // while a reader holds them), refreshed at most once a millisecond.
   // In a cluster, cached copies count too and are trimmed first when over maxmemory; the trim
   // takes the DKV's locks, so only a caller holding none of them (nor a value's cell) passes
   // `may_trim_copies` (Dispatch's check). Any other (a handler inside a change at the home,
@@ -611,7 +612,8 @@ class Engine {
     reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
   }
   int64_t reserved_memory() const { return reserved_memory_.load(std::memory_order_acquire); }
-  // Used memory measured now (store, client buffers, cached copies), trimming nothing: what a
+  // Used memory measured now (store, client buffers, cached copies, detached frames), trimming
+  // nothing: what a
   // large allocation is checked against, where UsedMemory's figure may be a millisecond old.
   int64_t UsedMemoryNow() const;
 
@@ -648,10 +650,22 @@ class Engine {
   internal::AnalyticsPool& analytics() { return *analytics_; }
   // The frames in the store and their bytes, for INFO's frames section: a frame value's cell
   // adds itself when made and takes itself away when it dies (relaxed atomics, statistics).
+  // stored_charge is what those cells charge the store; live_charge is the charge of every
+  // frame the store made that is still alive, held by a cell or only by a reader that outlived
+  // it (internal/frame_value.h, rule 3).
   struct FrameTotals {
     std::atomic<int64_t> count{0}, compressed_bytes{0}, raw_bytes{0};
+    std::atomic<int64_t> stored_charge{0}, live_charge{0};
   };
   const std::shared_ptr<FrameTotals>& frame_totals() { return frame_totals_; }
+  // Bytes of frames dropped or replaced while a reader still holds them (live - stored): part
+  // of used memory until the last reader lets go.
+  int64_t DetachedFrameBytes() const {
+    // relaxed: a figure read as the store's is, a moment late at worst.
+    const int64_t d = frame_totals_->live_charge.load(std::memory_order_relaxed) -
+                      frame_totals_->stored_charge.load(std::memory_order_relaxed);
+    return d > 0 ? d : 0;
+  }
 
   int64_t start_ms() const { return start_ms_; }
   // Active expiry cursor, owned by whichever thread runs the cycle (thread 0).

@@ -63,6 +63,18 @@ class AnalyticsPool {
   // net, so a test can hold a task or make it throw.
   void TEST_SetBeforeTask(std::function<void()> hook);
   void RunBeforeTask() const;
+  // A4: a task whose working memory reached kLargeTaskBytes notes it (EngineBudget), and the
+  // pool thread returns the allocator's free pages to the system when a task ends after that
+  // (tcmalloc keeps them otherwise). allocator_releases() counts the returns.
+  static constexpr uint64_t kLargeTaskBytes = uint64_t{16} << 20;
+  void NoteLargeTask() { large_tasks_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t allocator_releases() const {
+    return allocator_releases_.load(std::memory_order_relaxed);
+  }
+  // For tests: the next `n` hand-backs of a task's reply to its session fail as if out of
+  // memory (std::bad_alloc), as base's internal::FailNextThreadStarts fails thread starts.
+  void TEST_FailNextHandBacks(int n) { hand_back_failures_.store(n, std::memory_order_relaxed); }
+  bool ConsumeHandBackFailure();
 
  private:
   struct Item {
@@ -82,6 +94,9 @@ class AnalyticsPool {
   std::vector<std::thread> workers_ FLOE_GUARDED_BY(mu_);
   bool stopping_ FLOE_GUARDED_BY(mu_) = false;
   std::function<void()> before_task_ FLOE_GUARDED_BY(mu_);
+  std::atomic<int> hand_back_failures_{0};
+  std::atomic<uint64_t> large_tasks_{0};  // noted since the last release; relaxed: a hint
+  std::atomic<uint64_t> allocator_releases_{0};
 };
 
 // Writes a task's reply; made on the pool thread, run on the session's thread.

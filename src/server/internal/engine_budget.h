@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "mr/mr.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/command.h"
 #include "server/internal/sketch_cell.h"
 
@@ -39,7 +40,13 @@ class EngineBudget : public mr::MemoryBudget {
       return Status::ResourceExhausted(kOomError);
     }
     // relaxed: a count only this budget's callers change; the engine's counter orders.
-    held_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+    const int64_t now = held_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed) +
+                        static_cast<int64_t>(bytes);
+    // A large task: the pool returns the allocator's free pages when it ends (once a budget).
+    if (now >= static_cast<int64_t>(AnalyticsPool::kLargeTaskBytes) &&
+        !large_.exchange(true, std::memory_order_relaxed)) {
+      engine_.analytics().NoteLargeTask();
+    }
     return Status::OK();
   }
   void Release(uint64_t bytes) override {
@@ -55,6 +62,7 @@ class EngineBudget : public mr::MemoryBudget {
  private:
   Engine& engine_;
   std::atomic<int64_t> held_{0};
+  std::atomic<bool> large_{false};  // reached AnalyticsPool::kLargeTaskBytes (noted once)
 };
 
 }  // namespace floe::server::internal

@@ -10,7 +10,13 @@
 //      the last reference. DUMP refuses a frame.
 //   3. Memory: the cell charges the frame's compressed bytes to the store (rule 8 of
 //      sketch_cell.h), so frames count toward maxmemory; an import also reserves its input's size
-//      while it parses (cmd_frame.cc, ImportWork), so a frame counts before it is built.
+//      while it parses (cmd_frame.cc, ImportWork), so a frame counts before it is built. A frame
+//      dropped or replaced while a reader still holds it (an analytics task, an export job, an
+//      HTTP reader) counts too, until the last reference goes: the store's frames are made by
+//      ShareCounted, which adds their charge to FrameTotals::live_charge for as long as the frame
+//      lives, and each cell's FrameTally adds it to FrameTotals::stored_charge for as long as
+//      the cell lives; live - stored, the detached bytes, is part of used memory
+//      (Engine::UsedMemoryNow, Engine::DetachedFrameBytes).
 //   4. The homing rule for a cluster (docs/frame.md): chunk k of every column of frame F belongs
 //      to the key ChunkKey(F, k), one slot per (frame, chunk index), so the row-aligned chunks a
 //      map reads together live on one node. On one node the chunks stay inside F's value.
@@ -31,13 +37,22 @@ namespace floe::server::internal {
 
 inline constexpr uint16_t kFrameType = static_cast<uint16_t>(ValueType::kFrame);
 
-// Counts a frame in the engine's FrameTotals for as long as it lives.
+// What a frame value's cell charges: the chunks' bytes, a little per chunk for their
+// bookkeeping, and the header (names and categorical domains).
+inline size_t FrameCharge(const frame::Frame& f) {
+  return static_cast<size_t>(f.compressed_bytes()) + f.columns() * f.chunk_count() * 96 +
+         static_cast<size_t>(f.header_bytes());
+}
+
+// Counts a frame in the engine's FrameTotals for as long as its cell lives (the frames in the
+// store: INFO's counts, and the charge the cells hold, rule 3).
 class FrameTally {
  public:
   FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const frame::Frame& f)
       : totals_(std::move(totals)),
         compressed_(static_cast<int64_t>(f.compressed_bytes())),
-        raw_(static_cast<int64_t>(f.raw_bytes())) {
+        raw_(static_cast<int64_t>(f.raw_bytes())),
+        charge_(static_cast<int64_t>(FrameCharge(f))) {
     Add(1);
   }
   ~FrameTally() { Add(-1); }
@@ -46,25 +61,37 @@ class FrameTally {
 
  private:
   void Add(int64_t sign) {
-    // relaxed: statistics for INFO.
+    // relaxed: statistics for INFO, and a figure the maxmemory checks read as they read the
+    // store's (a moment late at worst).
     totals_->count.fetch_add(sign, std::memory_order_relaxed);
     totals_->compressed_bytes.fetch_add(sign * compressed_, std::memory_order_relaxed);
     totals_->raw_bytes.fetch_add(sign * raw_, std::memory_order_relaxed);
+    totals_->stored_charge.fetch_add(sign * charge_, std::memory_order_relaxed);
   }
   std::shared_ptr<Engine::FrameTotals> totals_;
-  int64_t compressed_, raw_;
+  int64_t compressed_, raw_, charge_;
 };
+
+// The store's shared frame (rule 3): its charge counts in totals->live_charge from here until
+// the last reference to it goes, wherever that reference is by then.
+inline std::shared_ptr<const frame::Frame> ShareCounted(std::shared_ptr<Engine::FrameTotals> totals,
+                                                        frame::Frame f) {
+  const auto charge = static_cast<int64_t>(FrameCharge(f));
+  auto release = [totals, charge](const frame::Frame* p) {
+    delete p;
+    totals->live_charge.fetch_sub(charge, std::memory_order_relaxed);  // relaxed: as FrameTally's
+  };
+  std::unique_ptr<frame::Frame, decltype(release)> owned(new frame::Frame(std::move(f)), release);
+  totals->live_charge.fetch_add(charge, std::memory_order_relaxed);
+  // Should the control block not be allocated, the deleter runs (and takes the charge back).
+  return std::shared_ptr<const frame::Frame>(std::move(owned));
+}
 
 struct FrameHolder {
   std::shared_ptr<const frame::Frame> frame;
   std::shared_ptr<FrameTally> tally;
-  // What the cell charges: the chunks' bytes, a little per chunk for their bookkeeping, and the
-  // header (names and categorical domains).
   size_t MemoryBytes() const { return frame == nullptr ? 0 : ChargeOf(*frame); }
-  static size_t ChargeOf(const frame::Frame& f) {
-    return static_cast<size_t>(f.compressed_bytes()) + f.columns() * f.chunk_count() * 96 +
-           static_cast<size_t>(f.header_bytes());
-  }
+  static size_t ChargeOf(const frame::Frame& f) { return FrameCharge(f); }
 };
 
 // Frames and jobs live on one node for now: in a cluster every FRAME.* and JOB.* command is
