@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -727,8 +728,19 @@ asio::awaitable<Response> GetFrameCsv(server::Engine& engine, Commands&, const R
   }
   auto writer = std::make_shared<frame::CsvWriter>(std::move(f).value());
   Response out{.status = 200, .content_type = "text/csv; charset=utf-8"};
-  out.stream = [writer](std::string* piece) {
-    return writer->Next(piece, kStreamPiece, kMaxStreamPiece - kStreamPiece);
+  // Each piece counts as the client's buffer. Under maxmemory a line may take what is left
+  // below it (at least kMinStreamLine): a row wider than that ends the download, as an export's
+  // or an upload's past maxmemory would end them; 14 clients of a frame with 60 MB rows held
+  // 900 MB under maxmemory 200mb.
+  out.stream = [writer, &engine](std::string* piece) {
+    size_t max_line = kMaxStreamPiece - kStreamPiece;
+    if (const int64_t limit = engine.maxmemory(); limit > 0) {
+      const int64_t room = limit - engine.UsedMemoryNow() - engine.reserved_memory() -
+                           static_cast<int64_t>(kStreamPiece);
+      max_line =
+          std::clamp(static_cast<size_t>(std::max<int64_t>(room, 0)), kMinStreamLine, max_line);
+    }
+    return writer->Next(piece, kStreamPiece, max_line);
   };
   co_return out;
 }

@@ -683,6 +683,12 @@ void Connection::Answer(internal::Response response, bool close) {
     if (!chunked_) close = true;
     out_ = Serialize(response, close, chunked_);
     stream_ = std::move(response.stream);
+    // A small kernel send buffer: the socket turns writable again once about half of what the
+    // kernel holds has gone, so with the default (autotuned to megabytes) a reader taking
+    // 100 KB/s waited past http-request-timeout for a 64 KiB piece to be taken. It also bounds
+    // what each download holds outside every charge.
+    std::error_code ignored;
+    socket_.set_option(asio::socket_base::send_buffer_size(internal::kStreamSendBuffer), ignored);
     Charge();
     writing_ = true;
     Arm(front_->limits().read_timeout_ms);  // as each piece's (SendPiece)

@@ -1278,6 +1278,61 @@ def download(port, path, headers=None):
     return resp, body
 
 
+def download(port, name, rate=None, timeout=30):
+    """GETs a frame's CSV over a raw socket: (the head, the de-chunked body, whether it ended
+    whole). With `rate`, reads about that many bytes a second."""
+    c = socket.socket()
+    c.settimeout(timeout)
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"GET /api/frames/%s/csv HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % name.encode())
+    raw = b""
+    start = time.monotonic()
+    try:
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
+            chunk = c.recv(8192 if rate else 1 << 20)
+            if not chunk:
+                break
+            raw += chunk
+            if rate:
+                ahead = len(raw) / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+    except (ConnectionResetError, socket.timeout):
+        pass
+    c.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    whole = raw.endswith(b"\r\n0\r\n\r\n")
+    out = b""
+    while body:  # de-chunk what came
+        size, sep, rest = body.partition(b"\r\n")
+        if not sep:
+            break
+        n = int(size, 16)
+        out += rest[:n]
+        body = rest[n + 2:]
+    return head, out, whole
+
+
+def test_a_download_past_maxmemory_ends_instead_of_building_the_row(node, tmp_path):
+    # 14 clients downloading a frame with 60 MB rows held 900 MB under maxmemory 200mb: each
+    # piece was built whole whatever the limit. A row wider than what is left below maxmemory
+    # (at least 1 MiB) now ends the download, unfinished; small rows still stream.
+    s = node("--import-dir", str(tmp_path))
+    wide = b"k,s\n1," + b"w" * (3 << 20) + b"\n2,x\n"
+    status, job, _ = call(s, "PUT", "/api/frames/w/csv?types=int,string", wide)
+    assert status == 202, job
+    assert wait_http_job(s, job["id"])["state"] == "done"
+    r = s.client()
+    used = r.info("memory")["used_memory"]
+    r.config_set("maxmemory", used + (2 << 20))
+    head, body, whole = download(s.http_port, "w")
+    assert head.startswith(b"HTTP/1.1 200") and not whole and len(body) < (1 << 20), (head, len(body))
+    r.config_set("maxmemory", 0)
+    head, body, whole = download(s.http_port, "w")
+    assert whole and body.count(b"\r\n") == 3 and len(body) > (3 << 20), len(body)
+    assert r.ping()
+
+
 def test_frame_download_is_the_exported_file(node, tmp_path):
     import csv as pycsv
     import io

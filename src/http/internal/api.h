@@ -50,6 +50,11 @@ inline constexpr size_t kStreamPiece = size_t{64} << 10;
 // A piece is never larger: a CSV line wider than this ends the download (an answer's bound,
 // Limits::max_answer_bytes).
 inline constexpr size_t kMaxStreamPiece = size_t{64} << 20;
+// SO_SNDBUF of a connection that streams an answer (the kernel doubles it for its bookkeeping).
+inline constexpr int kStreamSendBuffer = 128 << 10;
+// Under maxmemory, a piece's last line may take what is left below it, but at least this much,
+// so small rows stream at the limit (a reply's worth, as RESP answers GET there).
+inline constexpr size_t kMinStreamLine = size_t{1} << 20;
 
 // Rules X1-X3 (docs/api.md, "Cross-site requests"): a browser page of another site must not make
 // the node run or answer anything (X1: an Origin that is not the node's own is refused; X3: a
