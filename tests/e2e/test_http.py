@@ -1278,7 +1278,7 @@ def download(port, path, headers=None):
     return resp, body
 
 
-def download(port, name, rate=None, timeout=30):
+def download_raw(port, name, rate=None, timeout=30):
     """GETs a frame's CSV over a raw socket: (the head, the de-chunked body, whether it ended
     whole). With `rate`, reads about that many bytes a second."""
     c = socket.socket()
@@ -1325,10 +1325,10 @@ def test_a_download_past_maxmemory_ends_instead_of_building_the_row(node, tmp_pa
     r = s.client()
     used = r.info("memory")["used_memory"]
     r.config_set("maxmemory", used + (2 << 20))
-    head, body, whole = download(s.http_port, "w")
+    head, body, whole = download_raw(s.http_port, "w")
     assert head.startswith(b"HTTP/1.1 200") and not whole and len(body) < (1 << 20), (head, len(body))
     r.config_set("maxmemory", 0)
-    head, body, whole = download(s.http_port, "w")
+    head, body, whole = download_raw(s.http_port, "w")
     assert whole and body.count(b"\r\n") == 3 and len(body) > (3 << 20), len(body)
     assert r.ping()
 
