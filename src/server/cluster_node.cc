@@ -339,6 +339,14 @@ struct ClusterNode::Impl {
   std::atomic<const cluster::Meta*> meta_view{nullptr};
   std::string cluster_id_path;                // <raft dir>/cluster-id
   std::atomic<bool> cluster_id_known{false};  // the directory records it already
+  // Whether the metadata has caught up with the leader's commit index (docs/membership.md,
+  // "Routing from the agreed table"): key commands are refused until then. Set once, never
+  // cleared; true from the start when the metadata is off by configuration.
+  std::atomic<bool> meta_caught_up{false};
+  // Asks the leader its commit index until this member's log has applied it; on the loop.
+  void PollCaughtUp();
+  // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
+  Result<std::string> OnMetaCommit();
 
   // The slot map routing reads (RESP routing and forwarding, the DKV's homes, CLUSTER SLOTS,
   // SHARDS, NODES, COUNTKEYSINSLOT):
@@ -420,6 +428,52 @@ void ClusterNode::Impl::StartMeta() {
   meta = std::move(*m);
   meta_view.store(meta.get(), std::memory_order_release);
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
+  loop.Post([this] { PollCaughtUp(); });
+}
+
+void ClusterNode::Impl::PollCaughtUp() {
+  if (stopped.load() || meta_caught_up.load()) return;
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  auto again = [this] { loop.PostAt(loop.NowMicros() + 20'000, [this] { PollCaughtUp(); }); };
+  const consensus::State st = m->raft();
+  if (!st.running || st.leader_id == 0 || m->table()->members().empty()) return again();
+  auto reached = [this, m](uint64_t commit) {
+    const consensus::State now = m->raft();
+    if (now.applied_index < commit || m->table()->members().empty()) return false;
+    if (!meta_caught_up.exchange(true)) {
+      FLOE_LOG_INFO("agreed metadata caught up with the leader's commit index {}: serving keys",
+                    commit);
+    }
+    return true;
+  };
+  if (st.leader) {
+    if (!reached(st.commit_index)) again();
+    return;
+  }
+  // The follower's own commit index is at most what it has stored: only the leader knows.
+  endpoint->CallAsync(st.leader_id, kMetaCommitMethod, std::string(), timeout_us,
+                      [this, reached, again](Result<std::string> r) {
+                        if (stopped.load()) return;
+                        uint64_t commit = 0;
+                        if (r.ok()) {
+                          wire::Reader reader(*r);
+                          if (!reader.GetVarint64(&commit).ok() || reader.remaining() != 0) {
+                            r = Status::Corruption("bad commit index");
+                          }
+                        }
+                        if (r.ok() && reached(commit)) return;
+                        loop.Post(again);
+                      });
+}
+
+Result<std::string> ClusterNode::Impl::OnMetaCommit() {
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return Status::Unavailable("no agreed metadata here");
+  const consensus::State st = m->raft();
+  if (!st.running || !st.leader) return Status::FailedPrecondition("not the leader");
+  std::string out;
+  wire::Writer(&out).PutVarint64(st.commit_index);
+  return out;
 }
 
 void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
@@ -696,6 +750,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
                     &impl->meta_lock, &impl->meta_off, &cluster_id));
     if (!impl->meta_options) {
       FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
+      // No member runs Raft (the reason holds for every member): routing is the member list's.
+      impl->meta_caught_up = true;
     } else {
       impl->cluster_id_path = impl->meta_options->raft.dir + "/" + kClusterIdFile;
       impl->cluster_id_known = !cluster_id.empty();
@@ -729,6 +785,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
     return raw->OnCommand(from, req);
   });
+  impl->endpoint->Register(
+      kMetaCommitMethod, rpc::kPriorityClasses - 1,
+      [raw](net::NodeId, std::string_view) { return raw->OnMetaCommit(); },
+      /*runs_inline=*/true);
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
@@ -772,6 +832,14 @@ std::string ClusterNode::meta_off() const {
 
 net::NodeId ClusterNode::Home(uint16_t slot) const {
   return formed() ? impl_->Routes().Home(slot) : 0;
+}
+
+bool ClusterNode::meta_caught_up() const { return impl_->meta_caught_up.load(); }
+
+bool ClusterNode::serving() const { return impl_->meta_caught_up.load() && formed(); }
+
+std::string ClusterNode::DownError() const {
+  return formed() ? std::string("CLUSTERDOWN The cluster is down") : NotFormedError();
 }
 
 std::string ClusterNode::NotFormedError() const {

@@ -2,10 +2,16 @@
 // driven through Sessions (a Session without a reply sink waits for forwarded replies itself).
 // One test per rule of routing.cc (docs/cluster.md, "Commands through any node").
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <set>
 #include <thread>
@@ -182,6 +188,62 @@ TEST(ClusterRoutingTest, C5_KeysWaitForFormation) {
   EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
   EXPECT_EQ(s.Run({"SET", "a", "1"}), "+QUEUED\r\n");
   EXPECT_THAT(s.Run({"EXEC"}), StartsWith("-CLUSTERDOWN The cluster is not formed"));
+}
+
+// docs/membership.md, "Routing from the agreed table" (rule M5, finding (2)): a restarted
+// member whose log cannot catch up with a leader (here: nobody leads, the others' Raft is
+// stopped while they still answer HELLO) has formed, yet serves no key, neither to its own
+// clients nor to a peer's proxy session: it does not route by the balanced map meanwhile.
+TEST(ClusterRoutingTest, AMemberServesNoKeyUntilItCaughtUpWithTheLeader) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string mine = c.KeyAt(2, "mine");
+  EXPECT_EQ(c.client(2).Run({"SET", mine, "1"}), "+OK\r\n");
+  c.Kill(2);
+  c.node(0).TEST_meta()->Stop();
+  c.node(1).TEST_meta()->Stop();
+  ASSERT_TRUE(c.Start(2).ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!c.node(2).formed() || c.node(2).meta() == nullptr) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "member 2 did not form";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_FALSE(c.node(2).meta_caught_up());
+  EXPECT_FALSE(c.node(2).serving());
+  Session& s = c.client(2);
+  EXPECT_EQ(s.Run({"SET", mine, "2"}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(s.Run({"GET", c.KeyAt(0, "theirs")}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(s.Run({"DBSIZE"}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(s.Run({"PING"}), "+PONG\r\n");
+  // A peer's proxy session at member 2 refuses its key too.
+  EXPECT_EQ(c.client(0).Run({"SET", mine, "3"}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(c.engine(2).store().Get(mine), nullptr);
+}
+
+// The same for a member whose Raft failed to start at formation (its port taken after the
+// start's check): it refuses keys for good and says why, rather than routing by the balanced
+// map while the others follow the agreed table.
+TEST(ClusterRoutingTest, AMemberWhoseRaftFailedToStartServesNoKey) {
+  TestCluster c(2, /*started=*/1);
+  // Member 0's Raft port (its cluster port + 1), taken before the cloud forms.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(c.cluster_port(0) + 1));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_TRUE(c.Start(1).ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!c.node(0).formed() || c.node(0).meta_off().empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "member 0 did not form";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_THAT(c.node(0).meta_off(), HasSubstr("cannot start the agreed metadata"));
+  EXPECT_FALSE(c.node(0).serving());
+  EXPECT_EQ(c.client(0).Run({"SET", c.KeyAt(0), "1"}), "-CLUSTERDOWN The cluster is down\r\n");
+  close(fd);
 }
 
 // Rule C6: WATCH holds at the home of its slot; a transaction must stay on that slot.

@@ -94,6 +94,29 @@ def test_a_raft_port_in_use_or_an_unusable_directory_stops_the_start_with_the_re
     assert f"directory {blocker}/127.0.0.1-{cport}" in text, text
 
 
+def test_a_member_whose_raft_fails_at_formation_serves_no_key_and_says_why(clusters):
+    """docs/membership.md, "Routing from the agreed table": a member whose Raft port was
+    taken after its start's check cannot start Raft when the cloud forms; it must not route by
+    the balanced map meanwhile, so every key command answers CLUSTERDOWN The cluster is down."""
+    from test_cluster import wait_reply
+    c = clusters.make(2, hosts=HOSTS3[:2], same_ports=True, start=False)
+    c[0].start()
+    with socket.socket() as taken:
+        taken.bind((c[0].host, c[0].cluster_port + 1))
+        taken.listen()
+        c[1].start()
+        conn = c[0].conn()
+        reply = wait_reply(conn, ["SET", "k", "v"],
+                           lambda r: isinstance(r, RespError) and not str(r).startswith(NOT_FORMED))
+        assert isinstance(reply, RespError) and str(reply) == "CLUSTERDOWN The cluster is down", \
+            reply
+        v = meta(c[0])
+        assert v["meta"] == "off" and v["meta_caught_up"] == "0", v
+        assert "cannot start the agreed metadata" in v["meta_off_reason"], v
+        assert "cluster_state:fail" in conn.call("CLUSTER", "INFO").decode()
+        assert conn.call("PING") == b"PONG"
+
+
 def test_adjacent_cluster_ports_on_one_address_are_refused(tmp_path):
     (cport,) = free_cluster_ports(["127.0.0.1"], 1)
     members = f"127.0.0.1:{cport},127.0.0.1:{cport + 1}"
