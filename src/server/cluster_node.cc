@@ -343,6 +343,12 @@ struct ClusterNode::Impl {
   // "Routing from the agreed table"): key commands are refused until then. Set once, never
   // cleared; true from the start when the metadata is off by configuration.
   std::atomic<bool> meta_caught_up{false};
+  // The cluster id the directory's file held at start (empty: none), and whether an applied
+  // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.
+  cluster::ClusterId recorded_id;
+  std::atomic<bool> meta_refused{false};
+  // On the Raft thread: the log applies `id`, which is not recorded_id.
+  void RefuseClusterId(const cluster::ClusterId& id);
   // Asks the leader its commit index until this member's log has applied it; on the loop.
   void PollCaughtUp();
   // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
@@ -439,7 +445,11 @@ void ClusterNode::Impl::PollCaughtUp() {
   if (!st.running || st.leader_id == 0 || m->table()->members().empty()) return again();
   auto reached = [this, m](uint64_t commit) {
     const consensus::State now = m->raft();
-    if (now.applied_index < commit || m->table()->members().empty()) return false;
+    const std::shared_ptr<const cluster::Table> table = m->table();
+    if (now.applied_index < commit || table->members().empty()) return false;
+    // A table of another cluster than the directory's file says is refused (OnTable), never
+    // served from, even in the instant before OnTable runs.
+    if (!recorded_id.empty() && table->cluster_id() != recorded_id) return false;
     if (!meta_caught_up.exchange(true)) {
       FLOE_LOG_INFO("agreed metadata caught up with the leader's commit index {}: serving keys",
                     commit);
@@ -523,8 +533,10 @@ void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
 }
 
 void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& table) {
-  PublishRoutes(*table);
   const cluster::ClusterId& id = table->cluster_id();
+  if (meta_refused.load()) return;
+  if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
+  PublishRoutes(*table);
   if (id.empty()) return;
   cluster->SetClusterId(id);
   if (cluster_id_known.exchange(true)) return;
@@ -536,6 +548,21 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
         "in HELLO before its log is read",
         cluster_id_path, std::strerror(errno));
   }
+}
+
+void ClusterNode::Impl::RefuseClusterId(const cluster::ClusterId& id) {
+  if (meta_refused.exchange(true)) return;
+  std::string why = "the cluster id in " + cluster_id_path + " is " + recorded_id.ToString() +
+                    ", but the log applies " + id.ToString() +
+                    ": the directory holds files of two clusters; this member stopped its Raft "
+                    "and serves no key (give it its own --dir, or restore the directory whole)";
+  FLOE_LOG_ERROR("{}", why);
+  // Meta::Stop joins the Raft thread: not from it.
+  loop.Post([this, why = std::move(why)] {
+    MutexLock lock(&meta_mu);
+    meta_off = why;
+    if (meta) meta->Stop();
+  });
 }
 
 ClusterNode::Impl::ProxyMap::iterator ClusterNode::Impl::Drop(ProxyMap::iterator it) {
@@ -755,6 +782,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     } else {
       impl->cluster_id_path = impl->meta_options->raft.dir + "/" + kClusterIdFile;
       impl->cluster_id_known = !cluster_id.empty();
+      impl->recorded_id = cluster_id;
     }
   }
   rpc::Options o;
@@ -836,7 +864,9 @@ net::NodeId ClusterNode::Home(uint16_t slot) const {
 
 bool ClusterNode::meta_caught_up() const { return impl_->meta_caught_up.load(); }
 
-bool ClusterNode::serving() const { return impl_->meta_caught_up.load() && formed(); }
+bool ClusterNode::serving() const {
+  return impl_->meta_caught_up.load() && !impl_->meta_refused.load() && formed();
+}
 
 std::string ClusterNode::DownError() const {
   return formed() ? std::string("CLUSTERDOWN The cluster is down") : NotFormedError();

@@ -11,7 +11,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <set>
 #include <thread>
@@ -244,6 +246,54 @@ TEST(ClusterRoutingTest, AMemberWhoseRaftFailedToStartServesNoKey) {
   EXPECT_FALSE(c.node(0).serving());
   EXPECT_EQ(c.client(0).Run({"SET", c.KeyAt(0), "1"}), "-CLUSTERDOWN The cluster is down\r\n");
   close(fd);
+}
+
+// Rule M5, finding (4): the cluster id a member's directory file records is compared with the
+// one its log applies. Here every member's file was replaced by another id while they were
+// down, so HELLO agrees (every file says the same) and only the logs know better: a member
+// refuses at its first applied table, naming both ids, stops its Raft, serves no key and keeps
+// the file as it was. (Once the leader has refused, the others may never apply a table: no
+// leader is left. They serve no key either: a table of another id never counts as caught up.)
+TEST(ClusterRoutingTest, AClusterIdFileThatDisagreesWithTheLogIsRefusedNamingBoth) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string logged = c.node(0).TEST_meta()->table()->cluster_id().ToString();
+  std::vector<std::string> files;
+  for (size_t i = 0; i < 3; i++) {
+    const std::string file =
+        c.data_dir() + "/127.0.0.1-" + std::to_string(c.cluster_port(i)) + "/cluster-id";
+    ASSERT_TRUE(floe::testing::WaitFor([&] { return std::filesystem::exists(file); })) << file;
+    files.push_back(file);
+  }
+  for (size_t i = 0; i < 3; i++) c.Kill(i);
+  const std::string other = cluster::ClusterId::Random().ToString();
+  for (const std::string& file : files) {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs((other + "\n").c_str(), f);
+    std::fclose(f);
+  }
+  for (size_t i = 0; i < 3; i++) ASSERT_TRUE(c.Start(i).ok());
+  ASSERT_TRUE(floe::testing::WaitFor([&] {
+    int refused = 0;
+    for (size_t i = 0; i < 3; i++) refused += c.node(i).meta_off().empty() ? 0 : 1;
+    return refused >= 1;
+  })) << "nobody refused";
+  for (size_t i = 0; i < 3; i++) {
+    if (!c.node(i).meta_off().empty()) {
+      EXPECT_THAT(c.node(i).meta_off(), HasSubstr("the cluster id in " + files[i] + " is " + other +
+                                                  ", but the log applies " + logged));
+      EXPECT_FALSE(c.node(i).meta()->raft().running);
+    }
+    EXPECT_FALSE(c.node(i).serving());
+    EXPECT_EQ(c.client(i).Run({"SET", c.KeyAt(i), "v"}), "-CLUSTERDOWN The cluster is down\r\n");
+    std::FILE* f = std::fopen(files[i].c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    char buf[64] = {};
+    ASSERT_NE(std::fgets(buf, sizeof(buf), f), nullptr);
+    std::fclose(f);
+    EXPECT_EQ(std::string(buf), other + "\n");
+  }
 }
 
 // Rule C6: WATCH holds at the home of its slot; a transaction must stay on that slot.

@@ -337,7 +337,10 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     if (!off.empty()) line("meta_off_reason", off);
     number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
   } else {
-    line("meta", "on");
+    // A member that refused its log's cluster id (rule M5) stopped its Raft and says why.
+    const std::string refused = node->meta_off();
+    line("meta", refused.empty() ? "on" : "refused");
+    if (!refused.empty()) line("meta_off_reason", refused);
     number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
     const consensus::State rs = meta->raft();
     line("meta_role", !rs.running ? "stopped" : rs.leader ? "leader" : "follower");

@@ -115,7 +115,8 @@ class ClusterNode {
   const rpc::Stats& rpc_stats() const;
   // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
   // forms (rule M5: Raft starts then) and when off; then meta_off() says why (a member with an
-  // IPv6 address), empty while it waits for formation.
+  // IPv6 address), empty while it waits for formation; and, with meta() set, why the running
+  // metadata was stopped (its log applies another cluster id than the directory's file).
   const cluster::Meta* meta() const;
   std::string meta_off() const;
   const Stats& stats() const { return stats_; }
