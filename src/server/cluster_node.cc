@@ -204,12 +204,14 @@ Status ProbeListen(const std::string& host, uint16_t port) {
 // every member's HELLO, cluster id included, agrees with it). Nullopt, with *off saying why,
 // when Raft cannot run safely here: a member with an IPv6 address (raft 0.15's transport takes
 // IPv4 only), or one off loopback (Raft's transport does not carry the cluster secret yet).
-// *id: the cluster id the directory records (empty for a new member).
+// *id: the cluster id the directory's log carries (empty for a new member: rule M5 reads it
+// from the log itself, the cluster-id file being only a cache checked against it); *holds_log:
+// whether the directory holds a log.
 Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
                                                         const std::vector<cluster::Member>& members,
                                                         net::NodeId self, uint64_t node_timeout_ms,
                                                         DirectoryLock* lock, std::string* off,
-                                                        cluster::ClusterId* id) {
+                                                        cluster::ClusterId* id, bool* holds_log) {
   for (const cluster::Member& m : members) {
     if (m.host.find(':') != std::string::npos) {
       *off = "member " + m.address() +
@@ -287,11 +289,34 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
     return failed(st.ToString());
   }
   const std::string id_path = o.raft.dir + "/" + kClusterIdFile;
+  cluster::ClusterId in_file;
   if (std::string text = ReadSmallFile(id_path); !text.empty()) {
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
     Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
     if (!parsed.ok()) return failed(id_path + " is damaged: " + parsed.status().ToString());
-    *id = *parsed;
+    in_file = *parsed;
+  }
+  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
+  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(o.raft);
+  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
+    return failed("cannot read its log: " + stored.status().ToString());
+  }
+  *holds_log = stored.ok();
+  if (stored.ok()) {
+    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
+    if (!in_log.ok()) return failed("cannot read its log: " + in_log.status().ToString());
+    *id = *in_log;
+  }
+  if (!in_file.empty() && !id->empty() && in_file != *id) {
+    return failed("the cluster id in " + id_path + " is " + in_file.ToString() +
+                  ", but its log holds " + id->ToString() +
+                  ": the directory holds files of two clusters (give this member its own --dir, "
+                  "or restore the directory whole)");
+  }
+  if (!in_file.empty() && id->empty()) {
+    // A file with no log behind it (the log was removed): the member is new, and must join.
+    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
+                  in_file.ToString());
   }
   return std::optional<cluster::MetaOptions>(std::move(o));
 }
@@ -433,6 +458,7 @@ void ClusterNode::Impl::StartMeta() {
   }
   meta = std::move(*m);
   meta_view.store(meta.get(), std::memory_order_release);
+  cluster->SetHoldsLog(true);  // Raft has written its log (rule M5)
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
   loop.Post([this] { PollCaughtUp(); });
 }
@@ -769,19 +795,22 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   // After the cluster port is ours: a second start of a running member stops there, before it
   // could touch the member's metadata directory (which its lock guards too).
   cluster::ClusterId cluster_id;
+  bool holds_log = false;
   {
     MutexLock lock(&impl->meta_mu);
     FLOE_ASSIGN_OR_RETURN(
         impl->meta_options,
         PrepareMeta(config, members, *self, static_cast<uint64_t>(config.cluster_node_timeout),
-                    &impl->meta_lock, &impl->meta_off, &cluster_id));
+                    &impl->meta_lock, &impl->meta_off, &cluster_id, &holds_log));
     if (!impl->meta_options) {
       FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
       // No member runs Raft (the reason holds for every member): routing is the member list's.
       impl->meta_caught_up = true;
     } else {
       impl->cluster_id_path = impl->meta_options->raft.dir + "/" + kClusterIdFile;
-      impl->cluster_id_known = !cluster_id.empty();
+      // The file is rewritten from the log when it is missing (a crash before it was written).
+      impl->cluster_id_known = !cluster_id.empty() &&
+                               ReadSmallFile(impl->cluster_id_path) == cluster_id.ToString() + "\n";
       impl->recorded_id = cluster_id;
     }
   }
@@ -794,6 +823,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   impl->cluster->SetClusterId(cluster_id);
+  impl->cluster->SetHoldsLog(holds_log);
   Impl* raw = impl.get();
   dkv::Options d;
   d.self = *self;
