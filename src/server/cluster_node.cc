@@ -12,12 +12,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <map>
 #include <optional>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -391,6 +394,22 @@ struct ClusterNode::Impl {
   Mutex routes_mu;  // the Raft thread's, against a second publisher
   std::vector<std::unique_ptr<const cluster::SlotMap>> published FLOE_GUARDED_BY(routes_mu);
   std::atomic<uint64_t> slots_given_away_with_keys{0};
+  // The guard's count of the keys a published table gave away runs here, not on the Raft thread
+  // (rule M5, finding (5)): a store of millions of keys must not delay Raft. One thread, started
+  // with the node, and a queue of the published tables that gave slots away.
+  struct GuardJob {
+    uint64_t epoch = 0;
+    std::vector<bool> given_away;    // by slot
+    std::vector<net::NodeId> homes;  // by slot: the new owner
+  };
+  Mutex guard_mu;
+  std::condition_variable_any guard_wake;
+  std::deque<GuardJob> guard_jobs FLOE_GUARDED_BY(guard_mu);
+  bool guard_stopping FLOE_GUARDED_BY(guard_mu) = false;
+  std::thread guard_thread;
+  std::function<void()> guard_hook FLOE_GUARDED_BY(guard_mu);  // tests: before each count
+  void GuardLoop();
+  void StopGuard();
   const cluster::SlotMap& Routes() const {
     const cluster::SlotMap* m = routes.load(std::memory_order_acquire);
     return m != nullptr ? *m : cluster->map();
@@ -527,24 +546,14 @@ void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
     if (now.Home(s) == self) given_away[s] = gives_away = true;
   }
   if (!changed) return;
+  std::optional<GuardJob> job;
   if (gives_away) {
     // The guard (docs/membership.md, "Routing from the agreed table"): only migration (rule
     // G4) may give away a slot whose keys are here, and it does not exist yet. Such keys stay
     // in this store, served by nobody (every member routes the slot to its new owner), never
-    // by two owners once the members have applied the table; counted and logged.
-    std::vector<uint64_t> keys(cluster::kSlots, 0);
-    engine->store().ForEach([&](const store::Value& v) {
-      const uint16_t s = cluster::KeySlot(v.key());
-      if (given_away[s]) keys[s]++;
-    });
-    for (uint16_t s = 0; s < cluster::kSlots; s++) {
-      if (keys[s] == 0) continue;
-      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
-      FLOE_LOG_ERROR(
-          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
-          "migration: they are kept here and served by nobody",
-          table.epoch(), s, homes[s], keys[s]);
-    }
+    // by two owners once the members have applied the table; counted and logged, on the guard
+    // thread (the count walks the whole store), queued once the map is published below.
+    job.emplace(GuardJob{.epoch = table.epoch(), .given_away = given_away, .homes = homes});
   }
   std::vector<cluster::Member> members;
   for (const cluster::TableMember& m : table.members()) {
@@ -556,6 +565,54 @@ void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
       cluster::SlotMap::WithHomes(std::move(members), std::move(homes), now.version())));
   routes.store(published.back().get(), std::memory_order_release);
   FLOE_LOG_INFO("routing follows agreed table epoch {}", table.epoch());
+  if (job) {
+    MutexLock guard(&guard_mu);
+    if (!guard_stopping) {
+      guard_jobs.push_back(std::move(*job));
+      guard_wake.notify_one();
+    }
+  }
+}
+
+void ClusterNode::Impl::GuardLoop() {
+  for (;;) {
+    GuardJob job;
+    {
+      MutexLock lock(&guard_mu);
+      while (!guard_stopping && guard_jobs.empty()) guard_wake.wait(guard_mu);
+      if (guard_stopping) return;
+      job = std::move(guard_jobs.front());
+      guard_jobs.pop_front();
+    }
+    std::function<void()> hook;
+    {
+      MutexLock lock(&guard_mu);
+      hook = guard_hook;
+    }
+    if (hook) hook();
+    std::vector<uint64_t> keys(cluster::kSlots, 0);
+    engine->store().ForEach([&](const store::Value& v) {
+      const uint16_t s = cluster::KeySlot(v.key());
+      if (job.given_away[s]) keys[s]++;
+    });
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (keys[s] == 0) continue;
+      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
+      FLOE_LOG_ERROR(
+          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
+          "migration: they are kept here and served by nobody",
+          job.epoch, s, job.homes[s], keys[s]);
+    }
+  }
+}
+
+void ClusterNode::Impl::StopGuard() {
+  {
+    MutexLock lock(&guard_mu);
+    guard_stopping = true;
+    guard_wake.notify_all();
+  }
+  if (guard_thread.joinable()) guard_thread.join();
 }
 
 void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& table) {
@@ -736,6 +793,8 @@ void ClusterNode::Stop() {
     impl_->meta_stopped = true;
     if (impl_->meta) impl_->meta->Stop();
   }
+  // After Raft: no table is published any more, so no count is queued.
+  impl_->StopGuard();
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
   // A callback the loop is running (a forwarded answer being handed out) finishes before Stop
@@ -852,6 +911,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
                              raw->OnClose(from, req);
                              return std::string();
                            });
+  {
+    Result<std::thread> guard = StartThread([raw] { raw->GuardLoop(); });
+    if (!guard.ok()) return guard.status();
+    impl->guard_thread = std::move(*guard);
+  }
   std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
   FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
                 config.cluster_name, me.address(), *self, members.size());
@@ -874,6 +938,11 @@ const cluster::SlotMap& ClusterNode::map() const { return impl_->Routes(); }
 uint64_t ClusterNode::slots_given_away_with_keys() const {
   return impl_->slots_given_away_with_keys.load(std::memory_order_relaxed);
 }
+void ClusterNode::TEST_SetGuardHook(std::function<void()> hook) {
+  MutexLock lock(&impl_->guard_mu);
+  impl_->guard_hook = std::move(hook);
+}
+
 cluster::Meta* ClusterNode::TEST_meta() {
   MutexLock lock(&impl_->meta_mu);
   return impl_->meta.get();

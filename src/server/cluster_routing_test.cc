@@ -480,10 +480,82 @@ TEST(ClusterRoutingTest, RoutingFollowsTheAgreedTable) {
 
   // The guard: the key member 0 held is still there, counted, and served by nobody (its new
   // owner has no copy; no member routes the slot to member 0 any more).
-  EXPECT_EQ(c.node(0).slots_given_away_with_keys(), 1u);
+  EXPECT_TRUE(floe::testing::WaitFor([&] { return c.node(0).slots_given_away_with_keys() == 1; }))
+      << c.node(0).slots_given_away_with_keys();
   EXPECT_EQ(c.node(1).slots_given_away_with_keys(), 0u);
   EXPECT_TRUE(c.engine(0).store().Get(kept));
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(c.client(i).Run({"GET", kept}), "$-1\r\n") << i;
+}
+
+// ProposeOnLeader that waits at most 20 s for the verdict (a Raft thread held up never gives
+// it): Timeout then.
+Status ProposeOnLeaderWithin(TestCluster& c, const cluster::Change& change) {
+  Status st = Status::Unavailable("no leader");
+  for (int attempt = 0; attempt < 200; attempt++) {
+    for (size_t i = 0; i < 3; i++) {
+      cluster::Meta* meta = c.node(i).TEST_meta();
+      if (meta == nullptr || !meta->raft().leader) continue;
+      auto p = std::make_shared<std::promise<Status>>();
+      std::future<Status> verdict = p->get_future();
+      meta->Propose(change, [p](Status s) { p->set_value(s); });
+      if (verdict.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+        return Status::Timeout("no verdict within 20 s");
+      }
+      st = verdict.get();
+      if (st.ok() || st.message().find("leader") == std::string_view::npos) return st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return st;
+}
+
+// Rule M5, finding (5): the guard's count of the keys a published table gave away walks the
+// whole store, so it runs on the node's guard thread: while a count is held up there, member 0's
+// Raft thread still applies the log's next entries.
+TEST(ClusterRoutingTest, TheGuardCountsKeysOffTheRaftThread) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  // Released on every way out, so the guard thread can be joined.
+  struct Releaser {
+    std::promise<void>* p;
+    bool done = false;
+    void Release() {
+      if (!done) p->set_value();
+      done = true;
+    }
+    ~Releaser() { Release(); }
+  } releaser{&release};
+  std::atomic<int> counts{0};
+  c.node(0).TEST_SetGuardHook([&counts, released] {
+    counts++;
+    released.wait();
+  });
+  const std::string kept = c.KeyAt(0, "kept");
+  const uint16_t slot = cluster::KeySlot(kept);
+  EXPECT_EQ(c.client(0).Run({"SET", kept, "here"}), "+OK\r\n");
+  const net::NodeId to = c.node(1).self();
+  cluster::Change begin{.kind = cluster::Change::Kind::kBeginMove};
+  begin.slots = {{.slot = slot, .version = 1, .node = to}};
+  ASSERT_TRUE(ProposeOnLeader(c, begin).ok());
+  cluster::Change commit{.kind = cluster::Change::Kind::kCommitMove};
+  commit.slots = {{.slot = slot, .version = 2}};
+  ASSERT_TRUE(ProposeOnLeaderWithin(c, commit).ok());
+  // Member 0 published the map that gives the slot away; its count is held up.
+  ASSERT_TRUE(floe::testing::WaitFor([&] { return counts.load() == 1; }));
+  EXPECT_EQ(c.node(0).Home(slot), to);
+  // The next entry still applies at member 0.
+  const uint64_t epoch = c.node(0).TEST_meta()->table()->epoch();
+  cluster::Change pause{.kind = cluster::Change::Kind::kPausePlanner, .flag = true};
+  ASSERT_TRUE(ProposeOnLeaderWithin(c, pause).ok());
+  EXPECT_TRUE(floe::testing::WaitFor([&] {
+    return c.node(0).TEST_meta()->table()->epoch() > epoch &&
+           c.node(0).TEST_meta()->table()->planner_paused();
+  })) << "member 0's Raft thread is held up by the count";
+  EXPECT_EQ(c.node(0).slots_given_away_with_keys(), 0u);
+  releaser.Release();
+  EXPECT_TRUE(floe::testing::WaitFor([&] { return c.node(0).slots_given_away_with_keys() == 1; }));
 }
 
 TEST(ForwardCodecTest, CopiesRoundTripAndBadIndicesAreRefused) {

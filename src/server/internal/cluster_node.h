@@ -111,6 +111,9 @@ class ClusterNode {
   uint64_t slots_given_away_with_keys() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests only, before any table gives a slot away: runs on the guard thread before each count
+  // of the keys a published table gave away.
+  void TEST_SetGuardHook(std::function<void()> hook);
   const cluster::Cluster& cluster() const;
   const rpc::Stats& rpc_stats() const;
   // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
