@@ -483,7 +483,7 @@ void ClusterNode::Impl::StartMeta() {
 }
 
 void ClusterNode::Impl::PollCaughtUp() {
-  if (stopped.load() || meta_caught_up.load()) return;
+  if (stopped.load() || meta_caught_up.load() || meta_refused.load()) return;
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
   auto again = [this] { loop.PostAt(loop.NowMicros() + 20'000, [this] { PollCaughtUp(); }); };
   const consensus::State st = m->raft();
