@@ -62,6 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FLOE_CHECK(back->cluster_name == h->cluster_name && back->members == h->members &&
              back->self == h->self && back->self_id == h->self_id &&
              back->fingerprint == h->fingerprint && back->slots == h->slots &&
-             back->map_version == h->map_version && back->formed == h->formed);
+             back->map_version == h->map_version && back->formed == h->formed &&
+             back->cluster_id_hi == h->cluster_id_hi && back->cluster_id_lo == h->cluster_id_lo &&
+             back->holds_log == h->holds_log);
   return 0;
 }

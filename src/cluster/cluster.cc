@@ -49,8 +49,8 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
   const Options options;
   const SlotMap map;
   const Status invalid;  // ValidateOptions
-  // formed = false. Only its cluster id changes (SetClusterId, under mu); the other fields are
-  // fixed at construction and read without the lock.
+  // formed = false. Only its cluster id and holds_log change (SetClusterId, SetHoldsLog, under
+  // mu); the other fields are fixed at construction and read without the lock.
   Hello ours;
   std::string ours_bytes FLOE_GUARDED_BY(mu);
 
@@ -334,6 +334,13 @@ void Cluster::SetClusterId(const ClusterId& id) {
   if (ClusterId{impl_->ours.cluster_id_hi, impl_->ours.cluster_id_lo} == id) return;
   impl_->ours.cluster_id_hi = id.hi;
   impl_->ours.cluster_id_lo = id.lo;
+  impl_->ours_bytes = internal::EncodeHello(impl_->ours);
+}
+
+void Cluster::SetHoldsLog(bool holds) {
+  MutexLock lock(&impl_->mu);
+  if (impl_->ours.holds_log == holds) return;
+  impl_->ours.holds_log = holds;
   impl_->ours_bytes = internal::EncodeHello(impl_->ours);
 }
 

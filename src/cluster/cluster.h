@@ -320,6 +320,11 @@ class Meta {
   bool initialize_done_ FLOE_GUARDED_BY(stop_mu_) = false;
 };
 
+// The cluster id a member's stored log carries (rule M5, read before its first HELLO): its
+// snapshot's table with every stored entry after it applied, as Meta would apply them; empty
+// when no kInitialize is stored. Corruption when the snapshot is not a table.
+Result<ClusterId> ClusterIdOfLog(const consensus::StoredLog& log);
+
 struct PlanOptions {
   size_t max_moves = 4;  // moves in progress at once (--migrate-parallel)
 };
@@ -388,6 +393,11 @@ class Cluster {
   // whose HELLO carries another non-empty id disagrees, "cluster id <theirs>, ours <ours> ...".
   // Empty (the default): none yet, compared with nothing. Thread-safe.
   void SetClusterId(const ClusterId& id);
+  // Whether this member's directory holds a Raft log, which every HELLO says from now on (rule
+  // M5): a member with a cluster id disagrees with a peer that has neither an id nor a log
+  // ("it holds no log ...: it must --join"), and a member with neither disagrees with a peer
+  // that has an id. False (the default) until set. Thread-safe.
+  void SetHoldsLog(bool holds);
   // Thread-safe, cheap (an atomic load, acquire: the map and OnFormed state are visible).
   bool formed() const;
   // Why the cloud has not formed, one line per member that has not agreed (in id order), then
@@ -397,6 +407,8 @@ class Cluster {
   //   "127.0.0.2:7100: protocol version 2, ours 1"
   //   "127.0.0.2:7100: 8192 slots, ours 16384"
   //   "127.0.0.2:7100: cluster id <32 hex>, ours <32 hex> (one of us runs from another ..."
+  //   "127.0.0.2:7100: it holds no log (a new or wiped data directory) and ours is cluster ..."
+  //   "127.0.0.2:7100: cluster id <32 hex>, and we hold no log (a new or wiped data ..."
   //   "127.0.0.2:7100: its list lacks us (127.0.0.1:7100); member lists differ: ..."
   //   "127.0.0.2:7100: member lists differ: it lists 127.0.0.9:7100 that ours lacks"
   //   "127.0.0.9:7100: not in our list"

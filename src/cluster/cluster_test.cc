@@ -205,6 +205,70 @@ TEST(ClusterOptionsTest, ValidateSecurityAndFindSelf) {
   EXPECT_EQ(PeerAddresses(local, 1)[0].host, "127.0.0.2");
 }
 
+// The HELLO layout before holds_log (rule M5, finding (1)): the same type, one field fewer.
+struct HelloBeforeHoldsLog {
+  std::string cluster_name;
+  uint32_t slots = 0;
+  uint64_t map_version = 0;
+  uint64_t fingerprint = 0;
+  uint32_t self_id = 0;
+  std::string self;
+  std::vector<std::string> members;
+  bool formed = false;
+  uint32_t client_port = 0;
+  uint64_t cluster_id_hi = 0;
+  uint64_t cluster_id_lo = 0;
+  static constexpr uint16_t kTypeId = 110;
+  static constexpr std::string_view kTypeName = "ClusterHello";
+  static constexpr auto FloeIcedFields() {
+    using H = HelloBeforeHoldsLog;
+    return std::make_tuple(
+        wire::Field("cluster_name", &H::cluster_name), wire::Field("slots", &H::slots),
+        wire::Field("map_version", &H::map_version), wire::Field("fingerprint", &H::fingerprint),
+        wire::Field("self_id", &H::self_id), wire::Field("self", &H::self),
+        wire::Field("members", &H::members), wire::Field("formed", &H::formed),
+        wire::Field("client_port", &H::client_port),
+        wire::Field("cluster_id_hi", &H::cluster_id_hi),
+        wire::Field("cluster_id_lo", &H::cluster_id_lo));
+  }
+};
+
+// docs/wire.md, "Cluster HELLO": holds_log was added without raising the protocol version, so a
+// HELLO of either layout is refused by the other's strict decoder (a malformed HELLO, never
+// read as "no log"), and the new field round-trips.
+TEST(HelloTest, HoldsLogRoundTripsAndTheLayoutBeforeItIsRefusedBothWays) {
+  const std::vector<Member> members = LocalMembers(3);
+  internal::Hello h =
+      internal::MakeHello(MakeOptions(members, 1), SlotMap::Balanced(members), false);
+  h.holds_log = true;
+  h.cluster_id_hi = 7;
+  const std::string bytes = internal::EncodeHello(h);
+  Result<internal::Hello> back = internal::DecodeHello(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->holds_log);
+  HelloBeforeHoldsLog old{.cluster_name = h.cluster_name,
+                          .slots = h.slots,
+                          .map_version = h.map_version,
+                          .fingerprint = h.fingerprint,
+                          .self_id = h.self_id,
+                          .self = h.self,
+                          .members = h.members,
+                          .formed = h.formed,
+                          .client_port = h.client_port,
+                          .cluster_id_hi = h.cluster_id_hi,
+                          .cluster_id_lo = h.cluster_id_lo};
+  std::string old_bytes;
+  wire::Writer(&old_bytes).PutVarint64(kProtocolVersion);
+  wire::Encode(old, &old_bytes);
+  EXPECT_EQ(internal::DecodeHello(old_bytes).status().code(), StatusCode::kCorruption);
+  wire::Reader r(bytes);
+  uint32_t version = 0;
+  ASSERT_TRUE(r.GetVarint32(&version).ok());
+  std::string_view rest;
+  ASSERT_TRUE(r.GetRaw(r.remaining(), &rest).ok());
+  EXPECT_FALSE(wire::Decode<HelloBeforeHoldsLog>(rest).ok());
+}
+
 // ---------------------------------------------------------------------------------------------
 TEST(HelloTest, RoundTripsAndRejectsMalformedBytes) {
   const std::vector<Member> members = LocalMembers(4);
@@ -444,7 +508,7 @@ TEST(FormationSimTest, AnotherSlotCountIsNamed) {
 
 // Rule M5: a member run from another cluster's directory carries that cluster's id; both sides
 // name the two ids. A member with no id yet (a new cluster forming) agrees with any.
-TEST(FormationSimTest, AnotherClusterIdIsNamedAndNoIdAgreesWithAny) {
+TEST(FormationSimTest, AnotherClusterIdIsNamedAndALogWithoutAnIdAgreesWithAny) {
   const ClusterId a{.hi = 1, .lo = 0xa}, b{.hi = 2, .lo = 0xb};
   {
     SimCluster c(testing::Seed());
@@ -460,9 +524,47 @@ TEST(FormationSimTest, AnotherClusterIdIsNamedAndNoIdAgreesWithAny) {
     EXPECT_EQ(c[3].WaitingReasons()[0],
               "127.0.0.1:7100: cluster id " + a.ToString() + ", ours " + b.ToString() + why);
   }
+  // Members whose logs hold no id yet (the first entry not applied) agree with any id.
   SimCluster c(testing::Seed());
   c.Start(3);
   c[2].SetClusterId(a);
+  for (NodeId id : {1, 2, 3}) c[id].SetHoldsLog(true);
+  c.net.RunFor(10'000'000);
+  EXPECT_TRUE(c.AllFormed());
+}
+
+// Rule M5, finding (1): a member with a cluster id refuses one with neither an id nor a log (a
+// new or wiped directory: it must join, not form), and that one refuses it; a member that
+// holds a log whose id is not applied yet forms with it.
+TEST(FormationSimTest, AMemberWithAnIdRefusesOneWithNeitherAnIdNorALog) {
+  const ClusterId a{.hi = 1, .lo = 0xa};
+  {
+    SimCluster c(testing::Seed());
+    c.Start(3);
+    for (NodeId id : {1, 2}) {
+      c[id].SetClusterId(a);
+      c[id].SetHoldsLog(true);
+    }
+    RunAndExpectNoneFormed(c);
+    EXPECT_THAT(c[1].WaitingReasons(),
+                ElementsAre("127.0.0.3:7100: it holds no log (a new or wiped data directory) and "
+                            "ours is cluster " +
+                            a.ToString() + ": it must --join"));
+    EXPECT_THAT(c[3].WaitingReasons(),
+                ElementsAre("127.0.0.1:7100: cluster id " + a.ToString() +
+                                ", and we hold no log (a new or wiped data directory): this "
+                                "member must --join",
+                            "127.0.0.2:7100: cluster id " + a.ToString() +
+                                ", and we hold no log (a new or wiped data directory): this "
+                                "member must --join"));
+  }
+  SimCluster c(testing::Seed());
+  c.Start(3);
+  for (NodeId id : {1, 2}) {
+    c[id].SetClusterId(a);
+    c[id].SetHoldsLog(true);
+  }
+  c[3].SetHoldsLog(true);
   c.net.RunFor(10'000'000);
   EXPECT_TRUE(c.AllFormed());
 }

@@ -108,6 +108,16 @@ std::string Disagreement(const Hello& ours, const Hello& theirs, const Member& e
     return "cluster id " + their_id.ToString() + ", ours " + our_id.ToString() +
            " (one of us runs from another cluster's data directory)";
   }
+  // Rule M5: a member with neither an id nor a log is new or wiped. Forming with it could
+  // bootstrap a second log (and let a wiped voter vote twice in a term): it must join instead.
+  if (!our_id.empty() && their_id.empty() && !theirs.holds_log) {
+    return "it holds no log (a new or wiped data directory) and ours is cluster " +
+           our_id.ToString() + ": it must --join";
+  }
+  if (our_id.empty() && !ours.holds_log && !their_id.empty()) {
+    return "cluster id " + their_id.ToString() +
+           ", and we hold no log (a new or wiped data directory): this member must --join";
+  }
   std::vector<std::string> parts;
   if (theirs.self != expected.address()) {
     parts.push_back("it answers as " + theirs.self);

@@ -88,6 +88,21 @@ class Meta::Machine : public consensus::StateMachine {
   std::map<uint64_t, Status> results_ FLOE_GUARDED_BY(mu_);
 };
 
+Result<ClusterId> ClusterIdOfLog(const consensus::StoredLog& log) {
+  Table table;
+  if (!log.snapshot.empty()) {
+    Result<Table> t = Table::Decode(log.snapshot);
+    if (!t.ok()) return Status::Corruption("the log's snapshot: " + t.status().ToString());
+    table = std::move(*t);
+  }
+  for (const auto& [index, entry] : log.entries) {
+    if (!table.cluster_id().empty()) break;
+    Result<Change> change = DecodeChange(entry);
+    if (change.ok()) (void)table.Apply(*change);  // a refused change changes nothing (Apply)
+  }
+  return table.cluster_id();
+}
+
 Result<std::unique_ptr<Meta>> Meta::Start(MetaOptions options) {
   if (!options.founders.empty()) {
     // Fail now, not when the log's first entry is refused.

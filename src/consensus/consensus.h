@@ -138,6 +138,21 @@ struct State {
   uint64_t snapshots_restored = 0;    // Restore calls since Start (from disk or the leader)
 };
 
+// What a server's directory holds, read without running a server (docs/consensus.md, "Reading
+// a directory"): the last snapshot's state as StateMachine::Snapshot gave it (empty: none) and
+// the proposals stored after it, in log order, committed or not (a later leader may still
+// replace an uncommitted tail).
+struct StoredLog {
+  uint64_t snapshot_index = 0;  // 0: no snapshot
+  std::string snapshot;
+  std::vector<std::pair<uint64_t, std::string>> entries;  // (index, what Propose was given)
+};
+// Reads `options.dir` through raft's own loader (options.id and address as Start would take
+// them). NotFound when the directory holds no log; Corruption for a snapshot or an entry this
+// module did not write; Unavailable when raft cannot read it. REQUIRES: no Log runs on the
+// directory (the caller holds it).
+Result<StoredLog> ReadStoredLog(const Options& options);
+
 using IndexDone = std::function<void(Result<uint64_t>)>;
 using Done = std::function<void(Status)>;
 

@@ -149,7 +149,8 @@ class ClusterCommandsTest : public ::testing::Test {
       ASSERT_NE(nodes_->back(), nullptr);
     }
     for (const auto& n : *nodes_) {
-      ASSERT_TRUE(WaitFor([&] { return n->cluster->formed(); }));
+      // Formed, and its agreed metadata caught up: it serves keys (docs/membership.md).
+      ASSERT_TRUE(WaitFor([&] { return n->cluster->serving(); }));
     }
     // Every member's client port is known once formed (each answered HELLO); liveness too.
     for (const auto& n : *nodes_) {

@@ -12,12 +12,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <map>
 #include <optional>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -204,12 +207,14 @@ Status ProbeListen(const std::string& host, uint16_t port) {
 // every member's HELLO, cluster id included, agrees with it). Nullopt, with *off saying why,
 // when Raft cannot run safely here: a member with an IPv6 address (raft 0.15's transport takes
 // IPv4 only), or one off loopback (Raft's transport does not carry the cluster secret yet).
-// *id: the cluster id the directory records (empty for a new member).
+// *id: the cluster id the directory's log carries (empty for a new member: rule M5 reads it
+// from the log itself, the cluster-id file being only a cache checked against it); *holds_log:
+// whether the directory holds a log.
 Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
                                                         const std::vector<cluster::Member>& members,
                                                         net::NodeId self, uint64_t node_timeout_ms,
                                                         DirectoryLock* lock, std::string* off,
-                                                        cluster::ClusterId* id) {
+                                                        cluster::ClusterId* id, bool* holds_log) {
   for (const cluster::Member& m : members) {
     if (m.host.find(':') != std::string::npos) {
       *off = "member " + m.address() +
@@ -287,11 +292,34 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
     return failed(st.ToString());
   }
   const std::string id_path = o.raft.dir + "/" + kClusterIdFile;
+  cluster::ClusterId in_file;
   if (std::string text = ReadSmallFile(id_path); !text.empty()) {
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
     Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
     if (!parsed.ok()) return failed(id_path + " is damaged: " + parsed.status().ToString());
-    *id = *parsed;
+    in_file = *parsed;
+  }
+  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
+  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(o.raft);
+  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
+    return failed("cannot read its log: " + stored.status().ToString());
+  }
+  *holds_log = stored.ok();
+  if (stored.ok()) {
+    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
+    if (!in_log.ok()) return failed("cannot read its log: " + in_log.status().ToString());
+    *id = *in_log;
+  }
+  if (!in_file.empty() && !id->empty() && in_file != *id) {
+    return failed("the cluster id in " + id_path + " is " + in_file.ToString() +
+                  ", but its log holds " + id->ToString() +
+                  ": the directory holds files of two clusters (give this member its own --dir, "
+                  "or restore the directory whole)");
+  }
+  if (!in_file.empty() && id->empty()) {
+    // A file with no log behind it (the log was removed): the member is new, and must join.
+    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
+                  in_file.ToString());
   }
   return std::optional<cluster::MetaOptions>(std::move(o));
 }
@@ -339,6 +367,20 @@ struct ClusterNode::Impl {
   std::atomic<const cluster::Meta*> meta_view{nullptr};
   std::string cluster_id_path;                // <raft dir>/cluster-id
   std::atomic<bool> cluster_id_known{false};  // the directory records it already
+  // Whether the metadata has caught up with the leader's commit index (docs/membership.md,
+  // "Routing from the agreed table"): key commands are refused until then. Set once, never
+  // cleared; true from the start when the metadata is off by configuration.
+  std::atomic<bool> meta_caught_up{false};
+  // The cluster id the directory's file held at start (empty: none), and whether an applied
+  // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.
+  cluster::ClusterId recorded_id;
+  std::atomic<bool> meta_refused{false};
+  // On the Raft thread: the log applies `id`, which is not recorded_id.
+  void RefuseClusterId(const cluster::ClusterId& id);
+  // Asks the leader its commit index until this member's log has applied it; on the loop.
+  void PollCaughtUp();
+  // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
+  Result<std::string> OnMetaCommit();
 
   // The slot map routing reads (RESP routing and forwarding, the DKV's homes, CLUSTER SLOTS,
   // SHARDS, NODES, COUNTKEYSINSLOT):
@@ -352,6 +394,22 @@ struct ClusterNode::Impl {
   Mutex routes_mu;  // the Raft thread's, against a second publisher
   std::vector<std::unique_ptr<const cluster::SlotMap>> published FLOE_GUARDED_BY(routes_mu);
   std::atomic<uint64_t> slots_given_away_with_keys{0};
+  // The guard's count of the keys a published table gave away runs here, not on the Raft thread
+  // (rule M5, finding (5)): a store of millions of keys must not delay Raft. One thread, started
+  // with the node, and a queue of the published tables that gave slots away.
+  struct GuardJob {
+    uint64_t epoch = 0;
+    std::vector<bool> given_away;    // by slot
+    std::vector<net::NodeId> homes;  // by slot: the new owner
+  };
+  Mutex guard_mu;
+  std::condition_variable_any guard_wake;
+  std::deque<GuardJob> guard_jobs FLOE_GUARDED_BY(guard_mu);
+  bool guard_stopping FLOE_GUARDED_BY(guard_mu) = false;
+  std::thread guard_thread;
+  std::function<void()> guard_hook FLOE_GUARDED_BY(guard_mu);  // tests: before each count
+  void GuardLoop();
+  void StopGuard();
   const cluster::SlotMap& Routes() const {
     const cluster::SlotMap* m = routes.load(std::memory_order_acquire);
     return m != nullptr ? *m : cluster->map();
@@ -419,7 +477,58 @@ void ClusterNode::Impl::StartMeta() {
   }
   meta = std::move(*m);
   meta_view.store(meta.get(), std::memory_order_release);
+  cluster->SetHoldsLog(true);  // Raft has written its log (rule M5)
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
+  loop.Post([this] { PollCaughtUp(); });
+}
+
+void ClusterNode::Impl::PollCaughtUp() {
+  if (stopped.load() || meta_caught_up.load() || meta_refused.load()) return;
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  auto again = [this] { loop.PostAt(loop.NowMicros() + 20'000, [this] { PollCaughtUp(); }); };
+  const consensus::State st = m->raft();
+  if (!st.running || st.leader_id == 0 || m->table()->members().empty()) return again();
+  auto reached = [this, m](uint64_t commit) {
+    const consensus::State now = m->raft();
+    const std::shared_ptr<const cluster::Table> table = m->table();
+    if (now.applied_index < commit || table->members().empty()) return false;
+    // A table of another cluster than the directory's file says is refused (OnTable), never
+    // served from, even in the instant before OnTable runs.
+    if (!recorded_id.empty() && table->cluster_id() != recorded_id) return false;
+    if (!meta_caught_up.exchange(true)) {
+      FLOE_LOG_INFO("agreed metadata caught up with the leader's commit index {}: serving keys",
+                    commit);
+    }
+    return true;
+  };
+  if (st.leader) {
+    if (!reached(st.commit_index)) again();
+    return;
+  }
+  // The follower's own commit index is at most what it has stored: only the leader knows.
+  endpoint->CallAsync(st.leader_id, kMetaCommitMethod, std::string(), timeout_us,
+                      [this, reached, again](Result<std::string> r) {
+                        if (stopped.load()) return;
+                        uint64_t commit = 0;
+                        if (r.ok()) {
+                          wire::Reader reader(*r);
+                          if (!reader.GetVarint64(&commit).ok() || reader.remaining() != 0) {
+                            r = Status::Corruption("bad commit index");
+                          }
+                        }
+                        if (r.ok() && reached(commit)) return;
+                        loop.Post(again);
+                      });
+}
+
+Result<std::string> ClusterNode::Impl::OnMetaCommit() {
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return Status::Unavailable("no agreed metadata here");
+  const consensus::State st = m->raft();
+  if (!st.running || !st.leader) return Status::FailedPrecondition("not the leader");
+  std::string out;
+  wire::Writer(&out).PutVarint64(st.commit_index);
+  return out;
 }
 
 void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
@@ -437,24 +546,14 @@ void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
     if (now.Home(s) == self) given_away[s] = gives_away = true;
   }
   if (!changed) return;
+  std::optional<GuardJob> job;
   if (gives_away) {
     // The guard (docs/membership.md, "Routing from the agreed table"): only migration (rule
     // G4) may give away a slot whose keys are here, and it does not exist yet. Such keys stay
     // in this store, served by nobody (every member routes the slot to its new owner), never
-    // by two owners once the members have applied the table; counted and logged.
-    std::vector<uint64_t> keys(cluster::kSlots, 0);
-    engine->store().ForEach([&](const store::Value& v) {
-      const uint16_t s = cluster::KeySlot(v.key());
-      if (given_away[s]) keys[s]++;
-    });
-    for (uint16_t s = 0; s < cluster::kSlots; s++) {
-      if (keys[s] == 0) continue;
-      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
-      FLOE_LOG_ERROR(
-          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
-          "migration: they are kept here and served by nobody",
-          table.epoch(), s, homes[s], keys[s]);
-    }
+    // by two owners once the members have applied the table; counted and logged, on the guard
+    // thread (the count walks the whole store), queued once the map is published below.
+    job.emplace(GuardJob{.epoch = table.epoch(), .given_away = given_away, .homes = homes});
   }
   std::vector<cluster::Member> members;
   for (const cluster::TableMember& m : table.members()) {
@@ -466,11 +565,61 @@ void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
       cluster::SlotMap::WithHomes(std::move(members), std::move(homes), now.version())));
   routes.store(published.back().get(), std::memory_order_release);
   FLOE_LOG_INFO("routing follows agreed table epoch {}", table.epoch());
+  if (job) {
+    MutexLock guard(&guard_mu);
+    if (!guard_stopping) {
+      guard_jobs.push_back(std::move(*job));
+      guard_wake.notify_one();
+    }
+  }
+}
+
+void ClusterNode::Impl::GuardLoop() {
+  for (;;) {
+    GuardJob job;
+    {
+      MutexLock lock(&guard_mu);
+      while (!guard_stopping && guard_jobs.empty()) guard_wake.wait(guard_mu);
+      if (guard_stopping) return;
+      job = std::move(guard_jobs.front());
+      guard_jobs.pop_front();
+    }
+    std::function<void()> hook;
+    {
+      MutexLock lock(&guard_mu);
+      hook = guard_hook;
+    }
+    if (hook) hook();
+    std::vector<uint64_t> keys(cluster::kSlots, 0);
+    engine->store().ForEach([&](const store::Value& v) {
+      const uint16_t s = cluster::KeySlot(v.key());
+      if (job.given_away[s]) keys[s]++;
+    });
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (keys[s] == 0) continue;
+      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
+      FLOE_LOG_ERROR(
+          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
+          "migration: they are kept here and served by nobody",
+          job.epoch, s, job.homes[s], keys[s]);
+    }
+  }
+}
+
+void ClusterNode::Impl::StopGuard() {
+  {
+    MutexLock lock(&guard_mu);
+    guard_stopping = true;
+    guard_wake.notify_all();
+  }
+  if (guard_thread.joinable()) guard_thread.join();
 }
 
 void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& table) {
-  PublishRoutes(*table);
   const cluster::ClusterId& id = table->cluster_id();
+  if (meta_refused.load()) return;
+  if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
+  PublishRoutes(*table);
   if (id.empty()) return;
   cluster->SetClusterId(id);
   if (cluster_id_known.exchange(true)) return;
@@ -482,6 +631,21 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
         "in HELLO before its log is read",
         cluster_id_path, std::strerror(errno));
   }
+}
+
+void ClusterNode::Impl::RefuseClusterId(const cluster::ClusterId& id) {
+  if (meta_refused.exchange(true)) return;
+  std::string why = "the cluster id in " + cluster_id_path + " is " + recorded_id.ToString() +
+                    ", but the log applies " + id.ToString() +
+                    ": the directory holds files of two clusters; this member stopped its Raft "
+                    "and serves no key (give it its own --dir, or restore the directory whole)";
+  FLOE_LOG_ERROR("{}", why);
+  // Meta::Stop joins the Raft thread: not from it.
+  loop.Post([this, why = std::move(why)] {
+    MutexLock lock(&meta_mu);
+    meta_off = why;
+    if (meta) meta->Stop();
+  });
 }
 
 ClusterNode::Impl::ProxyMap::iterator ClusterNode::Impl::Drop(ProxyMap::iterator it) {
@@ -629,6 +793,8 @@ void ClusterNode::Stop() {
     impl_->meta_stopped = true;
     if (impl_->meta) impl_->meta->Stop();
   }
+  // After Raft: no table is published any more, so no count is queued.
+  impl_->StopGuard();
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
   // A callback the loop is running (a forwarded answer being handed out) finishes before Stop
@@ -688,17 +854,23 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   // After the cluster port is ours: a second start of a running member stops there, before it
   // could touch the member's metadata directory (which its lock guards too).
   cluster::ClusterId cluster_id;
+  bool holds_log = false;
   {
     MutexLock lock(&impl->meta_mu);
     FLOE_ASSIGN_OR_RETURN(
         impl->meta_options,
         PrepareMeta(config, members, *self, static_cast<uint64_t>(config.cluster_node_timeout),
-                    &impl->meta_lock, &impl->meta_off, &cluster_id));
+                    &impl->meta_lock, &impl->meta_off, &cluster_id, &holds_log));
     if (!impl->meta_options) {
       FLOE_LOG_WARN("agreed metadata is off: {}", impl->meta_off);
+      // No member runs Raft (the reason holds for every member): routing is the member list's.
+      impl->meta_caught_up = true;
     } else {
       impl->cluster_id_path = impl->meta_options->raft.dir + "/" + kClusterIdFile;
-      impl->cluster_id_known = !cluster_id.empty();
+      // The file is rewritten from the log when it is missing (a crash before it was written).
+      impl->cluster_id_known = !cluster_id.empty() &&
+                               ReadSmallFile(impl->cluster_id_path) == cluster_id.ToString() + "\n";
+      impl->recorded_id = cluster_id;
     }
   }
   rpc::Options o;
@@ -710,6 +882,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   impl->cluster->SetClusterId(cluster_id);
+  impl->cluster->SetHoldsLog(holds_log);
   Impl* raw = impl.get();
   dkv::Options d;
   d.self = *self;
@@ -729,11 +902,20 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
     return raw->OnCommand(from, req);
   });
+  impl->endpoint->Register(
+      kMetaCommitMethod, rpc::kPriorityClasses - 1,
+      [raw](net::NodeId, std::string_view) { return raw->OnMetaCommit(); },
+      /*runs_inline=*/true);
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
                              return std::string();
                            });
+  {
+    Result<std::thread> guard = StartThread([raw] { raw->GuardLoop(); });
+    if (!guard.ok()) return guard.status();
+    impl->guard_thread = std::move(*guard);
+  }
   std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
   FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
                 config.cluster_name, me.address(), *self, members.size());
@@ -756,6 +938,11 @@ const cluster::SlotMap& ClusterNode::map() const { return impl_->Routes(); }
 uint64_t ClusterNode::slots_given_away_with_keys() const {
   return impl_->slots_given_away_with_keys.load(std::memory_order_relaxed);
 }
+void ClusterNode::TEST_SetGuardHook(std::function<void()> hook) {
+  MutexLock lock(&impl_->guard_mu);
+  impl_->guard_hook = std::move(hook);
+}
+
 cluster::Meta* ClusterNode::TEST_meta() {
   MutexLock lock(&impl_->meta_mu);
   return impl_->meta.get();
@@ -772,6 +959,16 @@ std::string ClusterNode::meta_off() const {
 
 net::NodeId ClusterNode::Home(uint16_t slot) const {
   return formed() ? impl_->Routes().Home(slot) : 0;
+}
+
+bool ClusterNode::meta_caught_up() const { return impl_->meta_caught_up.load(); }
+
+bool ClusterNode::serving() const {
+  return impl_->meta_caught_up.load() && !impl_->meta_refused.load() && formed();
+}
+
+std::string ClusterNode::DownError() const {
+  return formed() ? std::string("CLUSTERDOWN The cluster is down") : NotFormedError();
 }
 
 std::string ClusterNode::NotFormedError() const {

@@ -2,10 +2,18 @@
 // driven through Sessions (a Session without a reply sink waits for forwarded replies itself).
 // One test per rule of routing.cc (docs/cluster.md, "Commands through any node").
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <future>
 #include <set>
 #include <thread>
@@ -182,6 +190,108 @@ TEST(ClusterRoutingTest, C5_KeysWaitForFormation) {
   EXPECT_EQ(s.Run({"MULTI"}), "+OK\r\n");
   EXPECT_EQ(s.Run({"SET", "a", "1"}), "+QUEUED\r\n");
   EXPECT_THAT(s.Run({"EXEC"}), StartsWith("-CLUSTERDOWN The cluster is not formed"));
+}
+
+// docs/membership.md, "Routing from the agreed table" (rule M5, finding (2)): a restarted
+// member whose log cannot catch up with a leader (here: nobody leads, the others' Raft is
+// stopped while they still answer HELLO) has formed, yet serves no key, neither to its own
+// clients nor to a peer's proxy session: it does not route by the balanced map meanwhile.
+TEST(ClusterRoutingTest, AMemberServesNoKeyUntilItCaughtUpWithTheLeader) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string mine = c.KeyAt(2, "mine");
+  EXPECT_EQ(c.client(2).Run({"SET", mine, "1"}), "+OK\r\n");
+  c.Kill(2);
+  c.node(0).TEST_meta()->Stop();
+  c.node(1).TEST_meta()->Stop();
+  ASSERT_TRUE(c.Start(2).ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!c.node(2).formed() || c.node(2).meta() == nullptr) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "member 2 did not form";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_FALSE(c.node(2).meta_caught_up());
+  EXPECT_FALSE(c.node(2).serving());
+  Session& s = c.client(2);
+  EXPECT_EQ(s.Run({"SET", mine, "2"}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(s.Run({"GET", c.KeyAt(0, "theirs")}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(s.Run({"DBSIZE"}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(s.Run({"PING"}), "+PONG\r\n");
+  // A peer's proxy session at member 2 refuses its key too.
+  EXPECT_EQ(c.client(0).Run({"SET", mine, "3"}), "-CLUSTERDOWN The cluster is down\r\n");
+  EXPECT_EQ(c.engine(2).store().Get(mine), nullptr);
+}
+
+// The same for a member whose Raft failed to start at formation (its port taken after the
+// start's check): it refuses keys for good and says why, rather than routing by the balanced
+// map while the others follow the agreed table.
+TEST(ClusterRoutingTest, AMemberWhoseRaftFailedToStartServesNoKey) {
+  TestCluster c(2, /*started=*/1);
+  // Member 0's Raft port (its cluster port + 1), taken before the cloud forms.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(c.cluster_port(0) + 1));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_TRUE(c.Start(1).ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!c.node(0).formed() || c.node(0).meta_off().empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "member 0 did not form";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_THAT(c.node(0).meta_off(), HasSubstr("cannot start the agreed metadata"));
+  EXPECT_FALSE(c.node(0).serving());
+  EXPECT_EQ(c.client(0).Run({"SET", c.KeyAt(0), "1"}), "-CLUSTERDOWN The cluster is down\r\n");
+  close(fd);
+}
+
+// Rule M5, findings (1) and (4): the cluster id a member's directory file records is compared
+// with the one its log holds, read from the log itself before the first HELLO. Here every
+// member's file was replaced by another id while they were down, so HELLO would agree (every
+// file says the same) and only the logs know better: each member refuses to start, naming both
+// ids, and leaves the file as it was. A member whose file is missing takes the log's id.
+TEST(ClusterRoutingTest, AClusterIdFileThatDisagreesWithTheLogIsRefusedNamingBoth) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string logged = c.node(0).TEST_meta()->table()->cluster_id().ToString();
+  std::vector<std::string> files;
+  for (size_t i = 0; i < 3; i++) {
+    const std::string file =
+        c.data_dir() + "/127.0.0.1-" + std::to_string(c.cluster_port(i)) + "/cluster-id";
+    ASSERT_TRUE(floe::testing::WaitFor([&] { return std::filesystem::exists(file); })) << file;
+    files.push_back(file);
+  }
+  for (size_t i = 0; i < 3; i++) c.Kill(i);
+  const std::string other = cluster::ClusterId::Random().ToString();
+  for (const std::string& file : files) {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs((other + "\n").c_str(), f);
+    std::fclose(f);
+  }
+  for (size_t i = 0; i < 3; i++) {
+    const Status st = c.Start(i);
+    EXPECT_THAT(st.ToString(), HasSubstr("the cluster id in " + files[i] + " is " + other +
+                                         ", but its log holds " + logged));
+    std::FILE* f = std::fopen(files[i].c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    char buf[64] = {};
+    ASSERT_NE(std::fgets(buf, sizeof(buf), f), nullptr);
+    std::fclose(f);
+    EXPECT_EQ(std::string(buf), other + "\n");
+  }
+  // Without the file, the id is the log's: the members form again under it, and the file is
+  // written anew from the log.
+  for (const std::string& file : files) std::filesystem::remove(file);
+  for (size_t i = 0; i < 3; i++) ASSERT_TRUE(c.Start(i).ok());
+  ASSERT_TRUE(c.WaitFormed());
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_EQ(c.node(i).TEST_meta()->table()->cluster_id().ToString(), logged);
+    EXPECT_TRUE(c.node(i).meta_off().empty());
+  }
 }
 
 // Rule C6: WATCH holds at the home of its slot; a transaction must stay on that slot.
@@ -370,10 +480,82 @@ TEST(ClusterRoutingTest, RoutingFollowsTheAgreedTable) {
 
   // The guard: the key member 0 held is still there, counted, and served by nobody (its new
   // owner has no copy; no member routes the slot to member 0 any more).
-  EXPECT_EQ(c.node(0).slots_given_away_with_keys(), 1u);
+  EXPECT_TRUE(floe::testing::WaitFor([&] { return c.node(0).slots_given_away_with_keys() == 1; }))
+      << c.node(0).slots_given_away_with_keys();
   EXPECT_EQ(c.node(1).slots_given_away_with_keys(), 0u);
   EXPECT_TRUE(c.engine(0).store().Get(kept));
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(c.client(i).Run({"GET", kept}), "$-1\r\n") << i;
+}
+
+// ProposeOnLeader that waits at most 20 s for the verdict (a Raft thread held up never gives
+// it): Timeout then.
+Status ProposeOnLeaderWithin(TestCluster& c, const cluster::Change& change) {
+  Status st = Status::Unavailable("no leader");
+  for (int attempt = 0; attempt < 200; attempt++) {
+    for (size_t i = 0; i < 3; i++) {
+      cluster::Meta* meta = c.node(i).TEST_meta();
+      if (meta == nullptr || !meta->raft().leader) continue;
+      auto p = std::make_shared<std::promise<Status>>();
+      std::future<Status> verdict = p->get_future();
+      meta->Propose(change, [p](Status s) { p->set_value(s); });
+      if (verdict.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+        return Status::Timeout("no verdict within 20 s");
+      }
+      st = verdict.get();
+      if (st.ok() || st.message().find("leader") == std::string_view::npos) return st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return st;
+}
+
+// Rule M5, finding (5): the guard's count of the keys a published table gave away walks the
+// whole store, so it runs on the node's guard thread: while a count is held up there, member 0's
+// Raft thread still applies the log's next entries.
+TEST(ClusterRoutingTest, TheGuardCountsKeysOffTheRaftThread) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  // Released on every way out, so the guard thread can be joined.
+  struct Releaser {
+    std::promise<void>* p;
+    bool done = false;
+    void Release() {
+      if (!done) p->set_value();
+      done = true;
+    }
+    ~Releaser() { Release(); }
+  } releaser{&release};
+  std::atomic<int> counts{0};
+  c.node(0).TEST_SetGuardHook([&counts, released] {
+    counts++;
+    released.wait();
+  });
+  const std::string kept = c.KeyAt(0, "kept");
+  const uint16_t slot = cluster::KeySlot(kept);
+  EXPECT_EQ(c.client(0).Run({"SET", kept, "here"}), "+OK\r\n");
+  const net::NodeId to = c.node(1).self();
+  cluster::Change begin{.kind = cluster::Change::Kind::kBeginMove};
+  begin.slots = {{.slot = slot, .version = 1, .node = to}};
+  ASSERT_TRUE(ProposeOnLeader(c, begin).ok());
+  cluster::Change commit{.kind = cluster::Change::Kind::kCommitMove};
+  commit.slots = {{.slot = slot, .version = 2}};
+  ASSERT_TRUE(ProposeOnLeaderWithin(c, commit).ok());
+  // Member 0 published the map that gives the slot away; its count is held up.
+  ASSERT_TRUE(floe::testing::WaitFor([&] { return counts.load() == 1; }));
+  EXPECT_EQ(c.node(0).Home(slot), to);
+  // The next entry still applies at member 0.
+  const uint64_t epoch = c.node(0).TEST_meta()->table()->epoch();
+  cluster::Change pause{.kind = cluster::Change::Kind::kPausePlanner, .flag = true};
+  ASSERT_TRUE(ProposeOnLeaderWithin(c, pause).ok());
+  EXPECT_TRUE(floe::testing::WaitFor([&] {
+    return c.node(0).TEST_meta()->table()->epoch() > epoch &&
+           c.node(0).TEST_meta()->table()->planner_paused();
+  })) << "member 0's Raft thread is held up by the count";
+  EXPECT_EQ(c.node(0).slots_given_away_with_keys(), 0u);
+  releaser.Release();
+  EXPECT_TRUE(floe::testing::WaitFor([&] { return c.node(0).slots_given_away_with_keys() == 1; }));
 }
 
 TEST(ForwardCodecTest, CopiesRoundTripAndBadIndicesAreRefused) {

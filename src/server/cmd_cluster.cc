@@ -34,15 +34,18 @@ struct View {
   std::vector<cluster::Cluster::MemberState> members;
   net::NodeId self;
   bool formed;
+  bool serving;
 
   explicit View(const ClusterNode& node)
       : map(node.map()),
         members(node.cluster().Members()),
         self(node.self()),
-        formed(node.formed()) {}
-  // Redis's cluster_state: ok only when every member is formed with us and reachable.
+        formed(node.formed()),
+        serving(node.serving()) {}
+  // Redis's cluster_state: ok only when every member is formed with us and reachable, and this
+  // member serves keys (its agreed metadata caught up, docs/membership.md).
   bool ok() const {
-    if (!formed) return false;
+    if (!formed || !serving) return false;
     for (const auto& m : members) {
       if (!m.up) return false;
     }
@@ -332,8 +335,13 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     // Raft starts when the cloud forms (rule M5): until then it waits.
     line("meta", off.empty() ? "waiting" : "off");
     if (!off.empty()) line("meta_off_reason", off);
+    number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
   } else {
-    line("meta", "on");
+    // A member that refused its log's cluster id (rule M5) stopped its Raft and says why.
+    const std::string refused = node->meta_off();
+    line("meta", refused.empty() ? "on" : "refused");
+    if (!refused.empty()) line("meta_off_reason", refused);
+    number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
     const consensus::State rs = meta->raft();
     line("meta_role", !rs.running ? "stopped" : rs.leader ? "leader" : "follower");
     number("meta_leader_id", rs.leader_id);

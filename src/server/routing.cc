@@ -727,8 +727,8 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   std::vector<std::string_view> keys;
   internal::CommandKeys(*spec, args, &keys);
   if (!fan_out && keys.empty()) return false;
-  if (!node.formed()) {
-    reject(node.NotFormedError());
+  if (!node.serving()) {
+    reject(node.DownError());
     return true;
   }
   auto whole = [&] {
@@ -868,10 +868,10 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
       cross = cross || s != slot;
     }
   }
-  if (slot >= 0 && !cross && !node.formed()) {
+  if (slot >= 0 && !cross && !node.serving()) {
     DiscardTransaction();
     ForgetRemoteWatches();
-    reject(node.NotFormedError());
+    reject(node.DownError());
     return true;
   }
   if (cross) {

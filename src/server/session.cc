@@ -281,10 +281,10 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
         if (queues && slot != cluster::KeySlot(keys[0])) {
           return reject("CROSSSLOT Keys in request don't hash to the same slot");
         }
-        if (proxy_ && node.Home(slot) != node.self()) {
-          // A home still forming (its peers formed first) says why, as it would to its own
-          // clients (rule C5).
-          if (!node.formed()) return reject(node.NotFormedError());
+        if (proxy_ && (!node.serving() || node.Home(slot) != node.self())) {
+          // A home still forming (its peers formed first) or catching up with the agreed
+          // metadata says why, as it would to its own clients (rule C5, membership.md).
+          if (!node.serving()) return reject(node.DownError());
           return reject("CLUSTERDOWN Hash slot " + std::to_string(slot) +
                         " is not served by this node");
         }

@@ -94,6 +94,34 @@ def test_a_raft_port_in_use_or_an_unusable_directory_stops_the_start_with_the_re
     assert f"directory {blocker}/127.0.0.1-{cport}" in text, text
 
 
+def test_a_member_whose_raft_fails_at_formation_serves_no_key_and_says_why(clusters):
+    """docs/membership.md, "Routing from the agreed table": a member whose Raft port was
+    taken after its start's check cannot start Raft when the cloud forms; it must not route by
+    the balanced map meanwhile, so every key command answers CLUSTERDOWN The cluster is down."""
+    from test_cluster import wait_reply
+    c = clusters.make(2, hosts=HOSTS3[:2], same_ports=True, start=False)
+    c[0].start()
+    # Past its start's check of the Raft port (logged after it).
+    deadline = time.time() + 20
+    while "waiting for the others" not in c[0].log():
+        assert time.time() < deadline, c[0].log()
+        time.sleep(0.02)
+    with socket.socket() as taken:
+        taken.bind((c[0].host, c[0].cluster_port + 1))
+        taken.listen()
+        c[1].start()
+        conn = c[0].conn()
+        reply = wait_reply(conn, ["SET", "k", "v"],
+                           lambda r: isinstance(r, RespError) and not str(r).startswith(NOT_FORMED))
+        assert isinstance(reply, RespError) and str(reply) == "CLUSTERDOWN The cluster is down", \
+            reply
+        v = meta(c[0])
+        assert v["meta"] == "off" and v["meta_caught_up"] == "0", v
+        assert "cannot start the agreed metadata" in v["meta_off_reason"], v
+        assert "cluster_state:fail" in conn.call("CLUSTER", "INFO").decode()
+        assert conn.call("PING") == b"PONG"
+
+
 def test_adjacent_cluster_ports_on_one_address_are_refused(tmp_path):
     (cport,) = free_cluster_ports(["127.0.0.1"], 1)
     members = f"127.0.0.1:{cport},127.0.0.1:{cport + 1}"
@@ -217,3 +245,34 @@ def test_a_member_run_from_another_clusters_directory_is_refused_naming_the_clus
         assert meta(c[1])["meta_cluster_id"] == second_id
     finally:
         clusters.data_dir = kept
+
+
+def test_a_wiped_member_is_refused_by_one_with_a_log_and_must_join(clusters):
+    """Rule M5, finding (1): the id is read from the log itself before the first HELLO, and HELLO
+    says whether its sender holds a log. A member whose directory was wiped (no log, no id) is
+    refused by a member that has an id, and refuses it: they never form, so no second log is
+    bootstrapped; the member with the log keeps it. A member whose cluster-id file alone was
+    lost reads the id from its log and forms again."""
+    import shutil
+    from test_cluster import wait_reply
+    c = clusters.make(2, hosts=HOSTS3[:2], same_ports=True).wait_formed()
+    (cid,) = {v["meta_cluster_id"] for v in wait_agreed(c.nodes)}
+    for n in c.nodes:
+        n.proc.terminate()
+        n.proc.wait(timeout=20)
+    kept = os.path.join(clusters.data_dir, f"{c[0].host}-{c[0].cluster_port}")
+    os.remove(os.path.join(kept, "cluster-id"))  # only the cache: the log still says
+    shutil.rmtree(os.path.join(clusters.data_dir, f"{c[1].host}-{c[1].cluster_port}"))
+    for n in c.nodes:
+        n.start()
+    theirs = f"{c[1].address}: it holds no log (a new or wiped data directory) and ours is " \
+             f"cluster {cid}: it must --join"
+    reply = wait_reply(c[0].conn(), ["GET", "k"],
+                       lambda r: isinstance(r, RespError) and theirs in str(r), timeout=10)
+    assert isinstance(reply, RespError) and theirs in str(reply), reply
+    ours = f"{c[0].address}: cluster id {cid}, and we hold no log (a new or wiped data " \
+           f"directory): this member must --join"
+    reply = wait_reply(c[1].conn(), ["GET", "k"],
+                       lambda r: isinstance(r, RespError) and ours in str(r), timeout=10)
+    assert isinstance(reply, RespError) and ours in str(reply), reply
+    assert meta(c[0])["meta"] == "waiting" and meta(c[1])["meta"] == "waiting"

@@ -45,6 +45,9 @@ struct Hello {
   // none yet (a new cluster forming, or no agreed metadata).
   uint64_t cluster_id_hi = 0;
   uint64_t cluster_id_lo = 0;
+  // Whether the sender's directory holds a Raft log (rule M5): a member with no id and no log is
+  // new or wiped, and must join a cluster that has an id rather than form with it.
+  bool holds_log = false;
 
   static constexpr uint16_t kTypeId = 110;
   static constexpr std::string_view kTypeName = "ClusterHello";
@@ -56,7 +59,8 @@ struct Hello {
         wire::Field("self", &Hello::self), wire::Field("members", &Hello::members),
         wire::Field("formed", &Hello::formed), wire::Field("client_port", &Hello::client_port),
         wire::Field("cluster_id_hi", &Hello::cluster_id_hi),
-        wire::Field("cluster_id_lo", &Hello::cluster_id_lo));
+        wire::Field("cluster_id_lo", &Hello::cluster_id_lo),
+        wire::Field("holds_log", &Hello::holds_log));
   }
 };
 

@@ -27,6 +27,9 @@ namespace floe::server::internal {
 // RPC method ids 300-319 are the server's (docs/wire.md, "Forwarded commands").
 inline constexpr uint16_t kCommandMethod = 300;       // run commands in a proxy session
 inline constexpr uint16_t kCloseSessionMethod = 301;  // the client left: drop its proxy session
+// The leader's commit index of the agreed metadata (docs/membership.md, "Routing from the agreed
+// table"): an empty request; the answer is a varint, from a member that leads its log only.
+inline constexpr uint16_t kMetaCommitMethod = 302;
 // Strings up to this size are handed out as cached copies (rule C7); larger ones are read at
 // their home every time (a copy would double what a miss moves).
 inline constexpr size_t kCacheValueMax = 64 * 1024;
@@ -108,11 +111,15 @@ class ClusterNode {
   uint64_t slots_given_away_with_keys() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests only, before any table gives a slot away: runs on the guard thread before each count
+  // of the keys a published table gave away.
+  void TEST_SetGuardHook(std::function<void()> hook);
   const cluster::Cluster& cluster() const;
   const rpc::Stats& rpc_stats() const;
   // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
   // forms (rule M5: Raft starts then) and when off; then meta_off() says why (a member with an
-  // IPv6 address), empty while it waits for formation.
+  // IPv6 address), empty while it waits for formation; and, with meta() set, why the running
+  // metadata was stopped (its log applies another cluster id than the directory's file).
   const cluster::Meta* meta() const;
   std::string meta_off() const;
   const Stats& stats() const { return stats_; }
@@ -120,6 +127,15 @@ class ClusterNode {
   net::NodeId Home(uint16_t slot) const;
   // "-CLUSTERDOWN The cluster is not formed: <first reason>" (without the '-').
   std::string NotFormedError() const;
+  // Whether key commands are served: formed, and the agreed metadata caught up with the leader's
+  // commit index (or off by configuration everywhere); docs/membership.md, "Routing from the
+  // agreed table". Cheap once true (an atomic load).
+  bool serving() const;
+  // Whether the agreed metadata has caught up (true when it is off by configuration).
+  bool meta_caught_up() const;
+  // Why a key command is refused when !serving(): NotFormedError() before formation, then
+  // "CLUSTERDOWN The cluster is down" (Redis's text).
+  std::string DownError() const;
   // Sends the commands to `home`'s proxy session for the client; `done` gets the reply bytes,
   // or an error status when the home does not answer within cluster-node-timeout (plus, when
   // `changes`, the longest a change may wait for a cut-off holder's lease: rule C7).

@@ -55,12 +55,13 @@ class InProcessCluster {
   InProcessCluster(const InProcessCluster&) = delete;
   InProcessCluster& operator=(const InProcessCluster&) = delete;
 
-  // Whether every running member formed, and is ready to change its keys (its start-up grace
-  // is over, docs/coherence.md L4), within `limit`.
+  // Whether every running member formed, serves keys (its agreed metadata caught up,
+  // docs/membership.md) and is ready to change them (its start-up grace is over,
+  // docs/coherence.md L4), within `limit`.
   bool WaitFormed(std::chrono::seconds limit = std::chrono::seconds(20)) {
     const auto until = std::chrono::steady_clock::now() + limit;
     for (auto& n : nodes_) {
-      while (n && (!n->formed() || !n->dkv().Serving())) {
+      while (n && (!n->serving() || !n->dkv().Serving())) {
         if (std::chrono::steady_clock::now() > until) return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
