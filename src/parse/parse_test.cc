@@ -396,6 +396,16 @@ TEST(ParseTest, TheGuessSeesWholeRowsWhenTheFirstRowIsWiderThanTheSample) {
   EXPECT_EQ(cut.report.bad_values, 2u);
 }
 
+// Regression (fuzz): an empty field read through the unescaping path (a quote opened at the end
+// of the input) pointed into a copy the guess had not kept.
+TEST(ParseTest, TheGuessReadsAnEmptyUnescapedField) {
+  const ParseResult r = Parse("NA\n'");
+  EXPECT_EQ(r.setup.quote, '\'');
+  EXPECT_EQ(r.report.rejected_rows, 1u);  // quote not closed
+  const ParseResult q = Parse("a,b\n1,\"\"\"\"\n2,\"\"\n");
+  EXPECT_EQ(Column(q.frame, 1), (std::vector<std::string>{"\"", ""}));
+}
+
 TEST(ParseTest, ACategoricalWhoseWholeDomainPassesTheLimitBecomesString) {
   // The sample (the first 64 bytes) sees 2 values; the input has 30.
   std::string text = "c\n";

@@ -79,9 +79,14 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view input, bool cut, size
     }
     for (size_t i = 0; i < row.fields.size(); i++) {
       const Row::Field& f = row.fields[i];
-      r.fields.push_back(f.data != nullptr
-                             ? std::string_view(f.data, f.size)
-                             : std::string_view(*r.unescaped).substr(f.offset, f.size));
+      // An empty field may point into an empty scratch, which was not kept.
+      if (f.data != nullptr) {
+        r.fields.emplace_back(f.data, f.size);
+      } else if (r.unescaped != nullptr) {
+        r.fields.push_back(std::string_view(*r.unescaped).substr(f.offset, f.size));
+      } else {
+        r.fields.emplace_back();
+      }
       r.quoted.push_back(f.quoted);
     }
     rows.push_back(std::move(r));
