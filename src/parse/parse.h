@@ -93,6 +93,8 @@ struct ParseOptions {
   // at most half as many distinct values as non-NA values; else string. A categorical column
   // whose whole-input domain passes it becomes a string column.
   uint32_t max_categorical_domain = 10'000;
+  // The guess reads the rows that start in these first bytes (and at least the first 10), each
+  // to its end but no further than limits.max_line_bytes past them (docs/frame.md).
   uint64_t sample_bytes = uint64_t{1} << 20;
   uint32_t threads = 0;                          // 0: std::thread::hardware_concurrency()
   uint64_t min_range_bytes = uint64_t{1} << 20;  // no range is cut smaller (tests use 1)

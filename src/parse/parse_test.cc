@@ -360,6 +360,52 @@ TEST(ParseTest, CategoricalOrStringByDistinctCount) {
   EXPECT_EQ(Types(Parse(text, o))[0], ColumnType::kString);
 }
 
+// Regression: a first data row wider than the sample (1 MiB) was cut by it and left out, so
+// the types were guessed from the header alone (real, real) and every value came out NA.
+TEST(ParseTest, TheGuessSeesWholeRowsWhenTheFirstRowIsWiderThanTheSample) {
+  const std::string wide(1'100'000, 'a');
+  const std::string text = "k,s\n1," + wide + "\n2,hello\n";
+  for (uint32_t threads : {1u, 3u}) {
+    const ParseResult r = Parse(text, Threads(threads));
+    EXPECT_TRUE(r.setup.header);
+    EXPECT_EQ(Types(r), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kString}));
+    EXPECT_EQ(Column(r.frame, 0), (std::vector<std::string>{"1", "2"}));
+    EXPECT_TRUE(Cell(r.frame, 1, 0) == wide);  // not EXPECT_EQ: a failure would print 1 MB
+    EXPECT_EQ(Cell(r.frame, 1, 1), "hello");
+    EXPECT_EQ(r.report.bad_values, 0u);
+  }
+  // Without a header, and quoted, the row is still read to its end.
+  const ParseResult q = Parse("1,\"" + wide + "\n" + wide + "\"\n2,hello\n");
+  EXPECT_FALSE(q.setup.header);
+  EXPECT_EQ(Types(q), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kString}));
+  EXPECT_EQ(Column(q.frame, 0), (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(Cell(q.frame, 1, 1), "hello");
+  // The first 10 rows are read even past the sample's bytes.
+  ParseOptions o;
+  o.sample_bytes = 8;
+  const ParseResult few = Parse("k,s\n1,x\n2,x\n3,x\n4,y\n", o);
+  EXPECT_EQ(Types(few), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kCategorical}));
+  // A row past the line limit is scanned no further than the limit and never read for the
+  // guess: the parse rejects it, and the values the guess could not see are counted as bad,
+  // never dropped in silence.
+  o.sample_bytes = 64;
+  o.limits.max_line_bytes = 1000;
+  const ParseResult cut = Parse("k,s\n1," + std::string(5000, 'b') + "\n2,x\n3,y\n", o);
+  EXPECT_EQ(Column(cut.frame, 0), (std::vector<std::string>{"2", "3"}));
+  EXPECT_EQ(cut.report.rejected_rows, 1u);
+  EXPECT_EQ(cut.report.bad_values, 2u);
+}
+
+// Regression (fuzz): an empty field read through the unescaping path (a quote opened at the end
+// of the input) pointed into a copy the guess had not kept.
+TEST(ParseTest, TheGuessReadsAnEmptyUnescapedField) {
+  const ParseResult r = Parse("NA\n'");
+  EXPECT_EQ(r.setup.quote, '\'');
+  EXPECT_EQ(r.report.rejected_rows, 1u);  // quote not closed
+  const ParseResult q = Parse("a,b\n1,\"\"\"\"\n2,\"\"\n");
+  EXPECT_EQ(Column(q.frame, 1), (std::vector<std::string>{"\"", ""}));
+}
+
 TEST(ParseTest, ACategoricalWhoseWholeDomainPassesTheLimitBecomesString) {
   // The sample (the first 64 bytes) sees 2 values; the input has 30.
   std::string text = "c\n";

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <unordered_set>
 
 #include "parse/internal/csv.h"
@@ -16,6 +17,7 @@ using frame::ColumnType;
 using internal::Row;
 
 constexpr size_t kSeparatorRows = 200;  // rows each candidate separator is tried on
+constexpr size_t kMinSampleRows = 10;   // rows the guess reads even past the sample's bytes
 constexpr double kMostly = 0.9;         // "mostly numbers": this share of non-NA values
 
 std::string_view StripBOM(std::string_view s) {
@@ -23,25 +25,38 @@ std::string_view StripBOM(std::string_view s) {
   return s;
 }
 
-// The sample's rows (their fields as strings), at most `max_rows`; the last row is dropped
-// when the sample was cut from a longer input (it may be partial) unless it is the only one.
+// The sample's rows: every row that starts in the first `sample_bytes`, and at least the first
+// kMinSampleRows, each read to its end (so a row wider than the sample is whole), at most
+// `max_rows`. `input` ends at most a line limit
+// past the sample, so no row is scanned further; a row cut by that end (`input` is shorter than
+// the whole source) is dropped unless it is the only one. A row over the field or line limit
+// counts for the column count only (the parse rejects it; its fields were not copied whole). Fields
+// are views into `input`, or into the row's own copy when they needed unescaping: a wide row is not
+// copied.
 struct SampleRow {
-  std::vector<std::string> fields;
+  std::vector<std::string_view> fields;
   std::vector<bool> quoted;
   size_t count = 0;
+  bool whole = true;
+  bool over_limit = false;                 // counts its fields, but its values are not read
+  std::unique_ptr<std::string> unescaped;  // heap-held, so views into it survive moves
 };
 
-Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncated, char sep,
-                                          char quote, size_t max_rows, const ParseLimits& limits) {
+Result<std::vector<SampleRow>> ReadSample(std::string_view input, bool cut, size_t sample_bytes,
+                                          char sep, char quote, size_t max_rows,
+                                          const ParseLimits& limits) {
   const uint32_t max_columns = limits.max_columns;
   std::vector<SampleRow> rows;
   Row row;
   internal::CapRow(&row, limits.max_field_bytes, limits.max_line_bytes);
   size_t over = 0;
   bool first_over = false;
-  const char* p = sample.data();
-  const char* end = p + sample.size();
-  while (p < end && rows.size() < max_rows) {
+  const char* p = input.data();
+  const char* end = p + input.size();
+  const char* sample_end = p + std::min(sample_bytes, input.size());
+  while (p < end && (p < sample_end || rows.size() + over < kMinSampleRows) &&
+         rows.size() < max_rows) {
+    const char* start = p;
     p = internal::ReadRow(p, end, sep, quote, size_t{max_columns} + 1, &row);
     if (row.blank()) continue;
     if (row.count > max_columns) {
@@ -53,9 +68,26 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncate
     }
     SampleRow r;
     r.count = row.count;
+    // Cut by the end of `input` (the source goes on), or over a limit: not whole.
+    const bool row_cut = cut && p == end && (row.unterminated || end[-1] != '\n');
+    r.whole = !row_cut;
+    r.over_limit = static_cast<uint64_t>(p - start) > limits.max_line_bytes || row.over_line_cap ||
+                   row.longest > limits.max_field_bytes;
+    if (!row.scratch.empty()) {
+      r.unescaped = std::make_unique<std::string>(std::move(row.scratch));
+      row.scratch.clear();
+    }
     for (size_t i = 0; i < row.fields.size(); i++) {
-      r.fields.emplace_back(row.text(i));
-      r.quoted.push_back(row.fields[i].quoted);
+      const Row::Field& f = row.fields[i];
+      // An empty field may point into an empty scratch, which was not kept.
+      if (f.data != nullptr) {
+        r.fields.emplace_back(f.data, f.size);
+      } else if (r.unescaped != nullptr) {
+        r.fields.push_back(std::string_view(*r.unescaped).substr(f.offset, f.size));
+      } else {
+        r.fields.emplace_back();
+      }
+      r.quoted.push_back(f.quoted);
     }
     rows.push_back(std::move(r));
   }
@@ -63,7 +95,10 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view sample, bool truncate
     return Status::ResourceExhausted("more columns than the limit (" + std::to_string(max_columns) +
                                      ")");
   }
-  if (truncated && p == end && rows.size() > 1) rows.pop_back();
+  // Rows that are not whole are left out, unless no row is.
+  if (std::any_of(rows.begin(), rows.end(), [](const SampleRow& r) { return r.whole; })) {
+    std::erase_if(rows, [](const SampleRow& r) { return !r.whole; });
+  }
   return rows;
 }
 
@@ -118,15 +153,16 @@ char GuessSeparator(std::string_view sample, char quote) {
 
 struct ColumnStats {
   size_t non_na = 0, numbers = 0, integers = 0, times = 0;
-  std::unordered_set<std::string> distinct;  // capped at the categorical limit + 1
+  std::unordered_set<std::string_view> distinct;  // capped at the categorical limit + 1
 };
 
 std::vector<ColumnStats> Stats(const std::vector<SampleRow>& rows, size_t first, size_t columns,
                                const ParseOptions& options) {
   std::vector<ColumnStats> stats(columns);
   for (size_t r = first; r < rows.size(); r++) {
+    if (rows[r].over_limit) continue;  // the parse rejects the row
     for (size_t c = 0; c < columns && c < rows[r].fields.size(); c++) {
-      const std::string& v = rows[r].fields[c];
+      const std::string_view v = rows[r].fields[c];
       // A quoted NA token is NA in a numeric column but text in a text one: count it as text.
       const bool quoted = rows[r].quoted[c];
       if (!quoted && internal::IsNAToken(v, options.na_tokens)) continue;
@@ -164,7 +200,7 @@ ColumnType TypeOf(const ColumnStats& s, const ParseOptions& options) {
   return ColumnType::kString;
 }
 
-bool IsText(const std::string& v, const ParseOptions& options) {
+bool IsText(std::string_view v, const ParseOptions& options) {
   return !internal::IsNAToken(v, options.na_tokens) && !internal::ReadNumber(v) &&
          !internal::ReadTime(v);
 }
@@ -173,7 +209,7 @@ bool GuessHeader(const std::vector<SampleRow>& rows, size_t columns, const Parse
   if (rows.empty()) return false;
   const SampleRow& first = rows[0];
   std::unordered_set<std::string_view> names;
-  for (const std::string& v : first.fields) {
+  for (const std::string_view v : first.fields) {
     if (!IsText(v, options) || !names.insert(v).second) return false;
   }
   if (rows.size() == 1) return true;  // one line of distinct names: a header-only input
@@ -197,8 +233,13 @@ bool GuessHeader(const std::vector<SampleRow>& rows, size_t columns, const Parse
 
 Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
   input = StripBOM(input);
-  const bool truncated = input.size() > options.sample_bytes;
   const std::string_view sample = input.substr(0, options.sample_bytes);
+  // The rows read for the guess may run past the sample by at most a line limit.
+  const uint64_t line = std::min<uint64_t>(options.limits.max_line_bytes, UINT64_MAX / 2);
+  const uint64_t reach =
+      options.sample_bytes > UINT64_MAX / 2 ? UINT64_MAX : options.sample_bytes + line + 1;
+  const std::string_view rows_input =
+      input.substr(0, static_cast<size_t>(std::min<uint64_t>(reach, input.size())));
   Setup setup;
   setup.quote = options.quote.has_value() ? *options.quote : GuessQuote(sample);
   if (options.separator.has_value()) {
@@ -213,9 +254,9 @@ Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
       setup.quote == '\r') {
     return Status::InvalidArgument("a line break cannot separate or quote");
   }
-  FLOE_ASSIGN_OR_RETURN(
-      const std::vector<SampleRow> rows,
-      ReadSample(sample, truncated, setup.separator, setup.quote, SIZE_MAX, options.limits));
+  FLOE_ASSIGN_OR_RETURN(const std::vector<SampleRow> rows,
+                        ReadSample(rows_input, rows_input.size() < input.size(), sample.size(),
+                                   setup.separator, setup.quote, SIZE_MAX, options.limits));
   std::vector<size_t> counts;
   for (const SampleRow& r : rows) counts.push_back(r.count);
   size_t columns = std::max<size_t>(ModeCount(counts).first, 1);
@@ -235,7 +276,9 @@ Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
         return Status::InvalidArgument("column names must be non-empty and distinct");
       }
     } else {
-      name = setup.header && !rows.empty() && c < rows[0].fields.size() ? rows[0].fields[c] : "";
+      name = setup.header && !rows.empty() && c < rows[0].fields.size()
+                 ? std::string(rows[0].fields[c])
+                 : "";
       if (name.empty()) name = "C" + std::to_string(c + 1);
       // A repeated name gets the first free suffix.
       const std::string base = name;

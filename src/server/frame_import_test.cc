@@ -134,6 +134,35 @@ TEST_F(FrameImportTest, AnImportReportsIntegersRoundedInARealColumn) {
   EXPECT_THAT(plain.result, ::testing::Not(HasSubstr("rounded")));
 }
 
+// Regression: a first data row wider than the setup guess's sample (1 MiB) was cut by it and
+// left out, so both columns were guessed real from the header alone and every value of `s`
+// ("hello" included) became NA while the job ended "done". The guess now reads whole rows.
+TEST_F(FrameImportTest, AFirstRowWiderThanTheSampleIsGuessedFromWholeRows) {
+  const std::string wide(1'100'000, 'a');
+  const std::string path = Write("wide.csv", "k,s\n1," + wide + "\n2,hello\n");
+  Reply id = Run({"FRAME.IMPORT", "g", path});
+  ASSERT_EQ(id.type, Reply::Type::kInteger) << id.str;
+  const job::Info info = WaitJob(static_cast<uint64_t>(id.integer));
+  EXPECT_EQ(job::StateName(info.state), "done") << info.error;
+  EXPECT_THAT(info.result, HasSubstr("2 rows, 2 columns"));
+  EXPECT_THAT(info.result, HasSubstr("0 rejected rows, 0 padded rows, 0 bad values"));
+  Reply frame_info = Run({"FRAME.INFO", "g"});
+  ASSERT_THAT(frame_info, IsArrayOfSize(14));
+  ASSERT_THAT(frame_info.elements[13], IsArrayOfSize(2));
+  const Reply& k = frame_info.elements[13].elements[0];
+  const Reply& s = frame_info.elements[13].elements[1];
+  EXPECT_EQ(k.elements[3].str, "integer");
+  EXPECT_EQ(k.elements[5].integer, 0);  // no NA
+  EXPECT_EQ(s.elements[3].str, "string");
+  EXPECT_EQ(s.elements[5].integer, 0);
+  Reply head = Run({"FRAME.HEAD", "g", "2"});
+  ASSERT_THAT(head, IsArrayOfSize(3));
+  EXPECT_EQ(head.elements[1].elements[0].str, "1");
+  EXPECT_TRUE(head.elements[1].elements[1].str == wide);  // not EXPECT_EQ: it would print 1 MB
+  EXPECT_EQ(head.elements[2].elements[0].str, "2");
+  EXPECT_EQ(head.elements[2].elements[1].str, "hello");
+}
+
 // The import's estimate is charged from the command on, so a second import (or any large
 // command) sees it while the first runs, and it is given back when the job ends.
 TEST_F(FrameImportTest, TheChargeIsGivenBackWhenTheJobEnds) {
