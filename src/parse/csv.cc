@@ -329,7 +329,7 @@ std::optional<int64_t> ReadTime(std::string_view s) {
 
 bool IsNAToken(std::string_view s, const std::vector<std::string>& tokens) {
   for (const std::string& t : tokens) {
-    if (t.size() == s.size() && std::memcmp(t.data(), s.data(), s.size()) == 0) return true;
+    if (t == s) return true;  // s may be empty with no data: no memcmp of a null pointer
   }
   return false;
 }
