@@ -1,0 +1,50 @@
+// What the frames commands' tests share: a small CSV, and a gate the analytics pool's tasks
+// wait at until the test opens it (the pool's test hook).
+
+#ifndef FLOE_SERVER_ANALYTICS_TEST_SUPPORT_H_
+#define FLOE_SERVER_ANALYTICS_TEST_SUPPORT_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+namespace floe::server {
+
+inline const char kCsv[] =
+    "id,price,color,qty\n"
+    "1,1.5,red,10\n"
+    "2,2.25,blue,\n"
+    "3,,red,30\n"
+    "4,4.0,green,40\n"
+    "5,5.5,red,50\n";
+
+class Gate {
+ public:
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    waiting_++;
+    cv_.notify_all();
+    // Bounded: a task run inline by mistake holds the test's own thread here.
+    cv_.wait_for(lock, std::chrono::seconds(15), [&] { return open_; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // Until `n` tasks wait at the gate.
+  bool AwaitWaiting(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(15), [&] { return waiting_ >= n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int waiting_ = 0;
+  bool open_ = false;
+};
+
+}  // namespace floe::server
+
+#endif  // FLOE_SERVER_ANALYTICS_TEST_SUPPORT_H_
