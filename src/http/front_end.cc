@@ -140,6 +140,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Charge();
   // The request line and headers count against max_header_bytes; non-zero stops the parser.
   int ChargeHeader(size_t n);
+  // Records that the header whose value begins is one the rules read, and whether it came twice.
+  void NoteHeader();
 
   HttpFrontEnd* front_;
   int worker_;
@@ -176,6 +178,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool header_is_fetch_site_ = false;
   bool header_is_fetch_mode_ = false;
   bool header_is_fetch_dest_ = false;
+  // Which of the headers above this request has given (bits), and the first one given twice.
+  unsigned headers_seen_ = 0;
+  std::string repeated_header_;
   std::string expect_;            // the Expect header
   bool expect_continue_ = false;  // Expect: 100-continue
   bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
@@ -465,11 +470,25 @@ void Connection::ResetRequest() {
   header_is_fetch_site_ = false;
   header_is_fetch_mode_ = false;
   header_is_fetch_dest_ = false;
+  headers_seen_ = 0;
+  repeated_header_.clear();
   expect_.clear();
   expect_continue_ = false;
   send_continue_ = false;
   complete_ = false;
   in_request_ = false;
+}
+
+void Connection::NoteHeader() {
+  const bool is[] = {header_is_auth_,       header_is_host_,       header_is_origin_,
+                     header_is_fetch_site_, header_is_fetch_mode_, header_is_fetch_dest_};
+  static constexpr const char* kNames[] = {"authorization",  "host",           "origin",
+                                           "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest"};
+  for (unsigned i = 0; i < std::size(is); i++) {
+    if (!is[i]) continue;
+    if (((headers_seen_ >> i) & 1u) && repeated_header_.empty()) repeated_header_ = kNames[i];
+    headers_seen_ |= 1u << i;
+  }
 }
 
 int Connection::ChargeHeader(size_t n) {
@@ -516,6 +535,7 @@ const http_parser_settings& Connection::Settings() {
         c->header_is_fetch_site_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-site");
         c->header_is_fetch_mode_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-mode");
         c->header_is_fetch_dest_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-dest");
+        c->NoteHeader();
       }
       if (c->header_is_auth_) c->request_.authorization.append(at, n);
       if (c->header_is_host_) c->request_.host.append(at, n);
@@ -532,6 +552,12 @@ const http_parser_settings& Connection::Settings() {
     s.on_headers_complete = [](http_parser* p) {
       Connection* c = static_cast<Connection*>(p->data);
       c->request_.method = http_method_str(static_cast<http_method>(p->method));
+      // Two copies of a header the rules below read would be judged as one joined value.
+      if (!c->repeated_header_.empty()) {
+        c->refused_ = 400;
+        c->refusal_ = "ERR repeated '" + c->repeated_header_ + "' header";
+        return -1;
+      }
       // X1-X3 before the password and before any body is read: another site's page cannot
       // make the node hold a body only to refuse it.
       if (std::optional<internal::Response> refused =

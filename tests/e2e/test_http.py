@@ -1595,6 +1595,32 @@ def test_cross_site_requests_are_refused(node):
         assert code == 200, (good, answer)
 
 
+def test_repeated_headers_the_rules_read_are_refused(node):
+    # Two copies of a header X1-X3 or the password read were joined into one value, so
+    # "cross-site" twice read as "cross-sitecross-site" and passed X3 (docs/api.md).
+    s = node()
+    assert call(s, "POST", "/api/command", ["SET", "k", "v"])[1] == "OK"
+    port = s.http_port
+    body = b'["FLUSHALL"]'
+    for name, value in [("Sec-Fetch-Site", "cross-site"), ("Host", "127.0.0.1:%d" % port),
+                        ("Origin", "http://127.0.0.1:%d" % port), ("Sec-Fetch-Mode", "cors"),
+                        ("Sec-Fetch-Dest", "empty"), ("Authorization", "Basic eDp5")]:
+        extra = ("%s: %s\r\n%s: %s\r\n" % (name, value, name.lower(), value)).encode()
+        if name != "Host":
+            extra += b"Host: 127.0.0.1:%d\r\n" % port
+        code, answer = raw_request(port, b"POST /api/command HTTP/1.1\r\n%s"
+                                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                                       extra, len(body), body))
+        assert code == 400 and b"repeated '%s' header" % name.lower().encode() in answer, (
+            name, answer)
+    assert s.client().get("k") == b"v"
+    # One copy of each is a normal request.
+    code, answer = raw_request(port, b"GET /api/keys/k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                               b"Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors\r\n"
+                               b"Sec-Fetch-Dest: empty\r\nConnection: close\r\n\r\n" % port)
+    assert code == 200, answer
+
+
 def test_cross_site_fetch_metadata_and_names_are_refused(node):
     # X3: what another page makes the browser send without an Origin (an <img> or <script>
     # pointing at a GET, a no-cors fetch, a form) carries Sec-Fetch-Site; only following a link
