@@ -332,7 +332,7 @@ Result<std::vector<std::string>> GroupByArgs(const std::string& source, std::str
   for (const auto& [field, value] : j.items()) {
     if (field == "into") continue;
     if (field == "keys") {
-      const char* not_strings = "ERR keys must be a non-empty array of column names";
+      const char* not_strings = "ERR keys must be a non-empty array of strings: column names, or indexes as \"0\"";
       if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
       if (value.size() > kMaxGroupKeys) {
         return Status::InvalidArgument(server::kGroupByLimitsError);
@@ -421,7 +421,7 @@ Result<std::vector<std::string>> SelectArgs(const std::string& source, std::stri
   for (const auto& [field, value] : j.items()) {
     if (field == "into") continue;
     if (field == "columns") {
-      const char* not_strings = "ERR columns must be a non-empty array of column names";
+      const char* not_strings = "ERR columns must be a non-empty array of strings: column names, or indexes as \"0\"";
       if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
       for (const nlohmann::json& col : value) {
         if (!col.is_string()) return Status::InvalidArgument(not_strings);
