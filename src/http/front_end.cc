@@ -119,6 +119,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // A streamed response's next piece (as a chunk unless the client speaks HTTP/1.0), written;
   // after the last, the response ends as Answer's do.
   void SendPiece(bool close);
+  // Room before a piece for its chunk size (16 hex digits at most) and CRLF.
+  static constexpr size_t kPieceRoom = 18;
+  // A piece being made off the I/O thread: the stream and the buffer travel with it.
+  struct PieceTask {
+    std::function<Result<bool>(std::string*)> stream;
+    std::string piece;
+    Result<bool> next = false;
+  };
+  // Back on the I/O thread with the piece (or the stream's failure).
+  void PieceMade(PieceTask* task, bool close);
+  // Writes out_ (a piece after kPieceRoom bytes) as a chunk, the last one unless `more`.
+  void WritePiece(bool close, bool more);
   // The response is written whole: the connection closes, or reads the next request.
   void Sent(bool close);
   // Whether `more` body bytes fit under maxmemory with what is used and reserved; if not, the
@@ -738,24 +750,51 @@ void Connection::Answer(internal::Response response, bool close) {
 
 void Connection::SendPiece(bool close) {
   if (closed_) return;
-  // Room before the piece for its chunk size (16 hex digits at most) and CRLF.
-  constexpr size_t kRoom = 18;
-  out_.assign(kRoom, ' ');
-  bool more = false;
-  if (stream_) {
-    Result<bool> next = stream_(&out_);
-    if (!next.ok()) {
-      // Nothing can tell the client after the 200 but an incomplete body: the connection
-      // closes without the last chunk.
-      // Without chunks (HTTP/1.0) the body ends where the connection does, so a plain close
-      // would pass the truncated body for a whole one: it is reset instead (no FIN first).
-      FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", next.status().message());
-      reset_ = true;
-      return Close();
-    }
-    more = *next;
-    if (!more) stream_ = nullptr;  // the frame is let go as soon as its last piece is made
+  out_.assign(kPieceRoom, ' ');
+  if (!stream_) return WritePiece(close, false);
+  // Made on the engine's piece thread (docs/api.md, "Made off the I/O thread"): a row of many
+  // megabytes must not hold this thread's other clients. The stream and the buffer go with the
+  // task and come back with the piece; meanwhile the timeout is paused (making it is not the
+  // client's delay) and nothing else runs on this connection (writing_ stays set).
+  auto task = std::make_shared<PieceTask>();
+  task->stream = std::move(stream_);
+  task->piece = std::move(out_);
+  out_.clear();
+  Charge();
+  ++timer_generation_;
+  timer_.cancel();
+  asio::io_context& io = front_->io(worker_);
+  const bool posted = front_->engine().PostPiece([self = shared_from_this(), task, close, &io] {
+    task->next = task->stream(&task->piece);
+    asio::post(io, [self, task, close] { self->PieceMade(task.get(), close); });
+  });
+  if (posted) return;
+  // 64 pieces wait, or the node stops: made here, as before.
+  task->next = task->stream(&task->piece);
+  PieceMade(task.get(), close);
+}
+
+void Connection::PieceMade(PieceTask* task, bool close) {
+  if (closed_) return;  // the client went meanwhile: the piece and the frame are let go
+  if (!task->next.ok()) {
+    // Nothing can tell the client after the 200 but an incomplete body: the connection
+    // closes without the last chunk.
+    // Without chunks (HTTP/1.0) the body ends where the connection does, so a plain close
+    // would pass the truncated body for a whole one: it is reset instead (no FIN first).
+    FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", task->next.status().message());
+    reset_ = true;
+    return Close();
   }
+  const bool more = *task->next;
+  // The frame is let go as soon as its last piece is made.
+  if (more) stream_ = std::move(task->stream);
+  task->stream = nullptr;
+  out_ = std::move(task->piece);
+  WritePiece(close, more);
+}
+
+void Connection::WritePiece(bool close, bool more) {
+  constexpr size_t kRoom = kPieceRoom;
   const size_t n = out_.size() - kRoom;
   out_start_ = kRoom;
   if (chunked_) {

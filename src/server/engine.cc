@@ -11,7 +11,9 @@ namespace floe::server {
 
 // ---------------------------------------------------------------------------------------------
 Engine::Engine(Config config, int workers)
-    : config_(std::move(config)), analytics_(std::make_unique<internal::AnalyticsPool>()) {
+    : config_(std::move(config)),
+      analytics_(std::make_unique<internal::AnalyticsPool>()),
+      pieces_(std::make_unique<internal::AnalyticsPool>(1, kMaxQueuedPieces)) {
   workers = std::max(workers, 1) + 1;  // the last one runs proxy sessions
   const size_t ncommands = internal::AllCommands().size();
   for (int i = 0; i < workers; i++) {
@@ -89,6 +91,12 @@ bool Engine::TryReserveMemory(int64_t bytes, int64_t used, int64_t limit) {
                                                    std::memory_order_acquire));
   return true;
 }
+
+bool Engine::PostPiece(std::function<void()> make) {
+  return pieces_->Post(std::move(make), nullptr);
+}
+
+void Engine::StopPieces() { pieces_->Shutdown(); }
 
 int64_t Engine::UsedMemoryNow() const {
   int64_t used =

@@ -749,6 +749,7 @@ Status Server::Run() {
   for (auto& f : m.front_ends) f->Close();
   // Before the I/O threads' io_contexts go: a task ending posts its reply to one (A8).
   m.engine->analytics().Shutdown();
+  m.engine->StopPieces();  // as the analytics: a piece made posts itself to an io_context
   if (m.cluster) m.cluster->Stop();
   FLOE_LOG_INFO("Floe stopped");
   return Status::OK();

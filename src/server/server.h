@@ -648,6 +648,15 @@ class Engine {
   job::Registry& jobs() { return *jobs_; }
   // Frames analytics, off the I/O threads (internal/analytics_pool.h). Thread-safe.
   internal::AnalyticsPool& analytics() { return *analytics_; }
+  // Pieces of streamed HTTP answers (a frame's CSV) are made on a thread of their own, off the
+  // I/O threads (docs/api.md, "Made off the I/O thread"): runs `make` there. False, and `make`
+  // is dropped, when kMaxQueuedPieces already wait or the pieces are stopped: the caller makes
+  // the piece itself. Thread-safe.
+  static constexpr size_t kMaxQueuedPieces = 64;
+  bool PostPiece(std::function<void()> make);
+  // Drops the pieces waiting and joins the thread; PostPiece fails afterwards. Server::Run calls
+  // it after the front ends' Close, before the I/O threads' io_contexts go.
+  void StopPieces();
   // The frames in the store and their bytes, for INFO's frames section: a frame value's cell
   // adds itself when made and takes itself away when it dies (relaxed atomics, statistics).
   // stored_charge is what those cells charge the store; live_charge is the charge of every
@@ -711,6 +720,8 @@ class Engine {
   // After the jobs, so destroyed before them: analytics tasks are cancelled and joined while
   // the store and the engine live (docs/frame.md, A8).
   std::unique_ptr<internal::AnalyticsPool> analytics_;
+  // After the analytics: a piece's closure reads the engine (PostPiece).
+  std::unique_ptr<internal::AnalyticsPool> pieces_;
 };
 
 // Another protocol served on the node's I/O threads (HTTP, src/http). The server does not know
