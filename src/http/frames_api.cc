@@ -332,7 +332,8 @@ Result<std::vector<std::string>> GroupByArgs(const std::string& source, std::str
   for (const auto& [field, value] : j.items()) {
     if (field == "into") continue;
     if (field == "keys") {
-      const char* not_strings = "ERR keys must be a non-empty array of strings: column names, or indexes as \"0\"";
+      const char* not_strings =
+          "ERR keys must be a non-empty array of strings: column names, or indexes as \"0\"";
       if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
       if (value.size() > kMaxGroupKeys) {
         return Status::InvalidArgument(server::kGroupByLimitsError);
@@ -421,7 +422,8 @@ Result<std::vector<std::string>> SelectArgs(const std::string& source, std::stri
   for (const auto& [field, value] : j.items()) {
     if (field == "into") continue;
     if (field == "columns") {
-      const char* not_strings = "ERR columns must be a non-empty array of strings: column names, or indexes as \"0\"";
+      const char* not_strings =
+          "ERR columns must be a non-empty array of strings: column names, or indexes as \"0\"";
       if (!value.is_array() || value.empty()) return Status::InvalidArgument(not_strings);
       for (const nlohmann::json& col : value) {
         if (!col.is_string()) return Status::InvalidArgument(not_strings);
@@ -732,7 +734,7 @@ asio::awaitable<Response> GetFrameCsv(server::Engine& engine, Commands&, const R
   // below it (at least kMinStreamLine): a row wider than that ends the download, as an export's
   // or an upload's past maxmemory would end them; 14 clients of a frame with 60 MB rows held
   // 900 MB under maxmemory 200mb.
-  out.stream = [writer, &engine](std::string* piece) {
+  out.stream = [writer, &engine](std::string* piece, bool on_io_thread) -> Result<Response::Piece> {
     size_t max_line = kMaxStreamPiece - kStreamPiece;
     if (const int64_t limit = engine.maxmemory(); limit > 0) {
       const int64_t room = limit - engine.UsedMemoryNow() - engine.reserved_memory() -
@@ -740,7 +742,16 @@ asio::awaitable<Response> GetFrameCsv(server::Engine& engine, Commands&, const R
       max_line =
           std::clamp(static_cast<size_t>(std::max<int64_t>(room, 0)), kMinStreamLine, max_line);
     }
-    return writer->Next(piece, kStreamPiece, max_line);
+    // On the I/O thread only narrow lines: a wider one is made off it (kWide).
+    const bool capped = on_io_thread && max_line > kInlineLine;
+    Result<bool> more = writer->Next(piece, kStreamPiece, capped ? kInlineLine : max_line);
+    if (!more.ok()) {
+      if (capped && more.status().code() == StatusCode::kResourceExhausted) {
+        return Response::Piece::kWide;
+      }
+      return more.status();
+    }
+    return *more ? Response::Piece::kMore : Response::Piece::kLast;
   };
   co_return out;
 }

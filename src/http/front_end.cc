@@ -121,14 +121,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void SendPiece(bool close);
   // Room before a piece for its chunk size (16 hex digits at most) and CRLF.
   static constexpr size_t kPieceRoom = 18;
-  // A piece being made off the I/O thread: the stream and the buffer travel with it.
+  // A piece being finished off the I/O thread: the stream and the buffer travel with it.
   struct PieceTask {
-    std::function<Result<bool>(std::string*)> stream;
+    decltype(internal::Response::stream) stream;
     std::string piece;
-    Result<bool> next = false;
+    Result<internal::Response::Piece> made = internal::Response::Piece::kLast;
+    void Make();  // on the piece thread (or, the queue full, the I/O thread)
   };
   // Back on the I/O thread with the piece (or the stream's failure).
   void PieceMade(PieceTask* task, bool close);
+  // A piece made (out_), or the stream failed: written, or the connection closed.
+  void PieceDone(bool close, Result<internal::Response::Piece> made);
   // Writes out_ (a piece after kPieceRoom bytes) as a chunk, the last one unless `more`.
   void WritePiece(bool close, bool more);
   // The response is written whole: the connection closes, or reads the next request.
@@ -165,12 +168,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool running_ = false;                          // a request runs (its coroutine is alive)
   bool abandoned_ = false;    // the running request was answered 504: its late result is dropped
   size_t running_bytes_ = 0;  // the running request's buffers, still charged (Charge)
+  size_t making_bytes_ = 0;   // a piece's buffer, away on the piece thread (Charge)
   http_parser parser_{};
   std::string in_;  // bytes read and not parsed yet
   char buf_[kReadChunk];
   std::string out_;
   size_t out_start_ = 0;  // where out_'s bytes to send begin (a chunk's size is put before it)
-  std::function<Result<bool>(std::string*)> stream_;  // a streamed response being sent
+  decltype(internal::Response::stream) stream_;  // a streamed response being sent
   bool chunked_ = true;  // the request was HTTP/1.1: a streamed response goes in chunks
   bool reset_ = false;   // Close resets the connection (a streamed answer that failed)
   bool closed_ = false;
@@ -451,7 +455,8 @@ bool Connection::BodyFits(uint64_t more) {
 
 void Connection::Charge() {
   if (closed_) return;
-  const size_t now = in_.capacity() + request_.body.capacity() + running_bytes_ + out_.capacity();
+  const size_t now =
+      in_.capacity() + request_.body.capacity() + running_bytes_ + out_.capacity() + making_bytes_;
   if (now == charged_) return;
   front_->engine().ChargeClientBuffers(static_cast<int64_t>(now) - static_cast<int64_t>(charged_));
   charged_ = now;
@@ -752,51 +757,75 @@ void Connection::SendPiece(bool close) {
   if (closed_) return;
   out_.assign(kPieceRoom, ' ');
   if (!stream_) return WritePiece(close, false);
-  // Made on the engine's piece thread (docs/api.md, "Made off the I/O thread"): a row of many
-  // megabytes must not hold this thread's other clients. The stream and the buffer go with the
-  // task and come back with the piece; meanwhile the timeout is paused (making it is not the
-  // client's delay) and nothing else runs on this connection (writing_ stays set).
+  Result<internal::Response::Piece> made = stream_(&out_, /*on_io_thread=*/true);
+  if (!made.ok() || *made != internal::Response::Piece::kWide) {
+    return PieceDone(close, std::move(made));
+  }
+  // A line that may be wider than kInlineLine: the piece is finished on the engine's piece
+  // thread (docs/api.md, "Made off the I/O thread"), so a row of many megabytes does not hold
+  // this thread's other clients. The stream and the buffer go with the task and come back with
+  // the piece; meanwhile the timeout is paused (making it is not the client's delay) and
+  // nothing else runs on this connection (writing_ stays set).
   auto task = std::make_shared<PieceTask>();
   task->stream = std::move(stream_);
+  stream_ = nullptr;
   task->piece = std::move(out_);
   out_.clear();
-  Charge();
+  making_bytes_ = task->piece.capacity();  // still the client's buffer while it is away
   ++timer_generation_;
   timer_.cancel();
   asio::io_context& io = front_->io(worker_);
-  const bool posted = front_->engine().PostPiece([self = shared_from_this(), task, close, &io] {
-    task->next = task->stream(&task->piece);
-    asio::post(io, [self, task, close] { self->PieceMade(task.get(), close); });
-  });
+  const bool posted =
+      front_->engine().PostPiece([self = shared_from_this(), task, close, &io]() mutable {
+        task->Make();
+        // The handler takes the only references: the connection is let go on its own thread.
+        asio::post(io, [self = std::move(self), task = std::move(task), close] {
+          self->PieceMade(task.get(), close);
+        });
+      });
   if (posted) return;
-  // 64 pieces wait, or the node stops: made here, as before.
-  task->next = task->stream(&task->piece);
+  // 64 pieces wait: made here, as before.
+  task->Make();
   PieceMade(task.get(), close);
 }
 
+void Connection::PieceTask::Make() {
+  // Whatever the stream throws (an allocation for a wide row) comes back as its failure, so the
+  // connection is closed (and reset) on its own thread, not dropped with the task.
+  try {
+    made = stream(&piece, /*on_io_thread=*/false);
+  } catch (const std::exception& e) {
+    made = Status::ResourceExhausted(std::string("making a piece failed: ") + e.what());
+  }
+}
+
 void Connection::PieceMade(PieceTask* task, bool close) {
+  making_bytes_ = 0;
   if (closed_) return;  // the client went meanwhile: the piece and the frame are let go
-  if (!task->next.ok()) {
+  stream_ = std::move(task->stream);
+  task->stream = nullptr;
+  out_ = std::move(task->piece);
+  PieceDone(close, std::move(task->made));
+}
+
+void Connection::PieceDone(bool close, Result<internal::Response::Piece> made) {
+  if (!made.ok()) {
     // Nothing can tell the client after the 200 but an incomplete body: the connection
     // closes without the last chunk.
     // Without chunks (HTTP/1.0) the body ends where the connection does, so a plain close
     // would pass the truncated body for a whole one: it is reset instead (no FIN first).
-    FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", task->next.status().message());
+    FLOE_LOG_WARN("HTTP: a streamed answer ended early: {}", made.status().message());
     reset_ = true;
     return Close();
   }
-  const bool more = *task->next;
-  // The frame is let go as soon as its last piece is made.
-  if (more) stream_ = std::move(task->stream);
-  task->stream = nullptr;
-  out_ = std::move(task->piece);
+  const bool more = *made == internal::Response::Piece::kMore;
+  if (!more) stream_ = nullptr;  // the frame is let go as soon as its last piece is made
   WritePiece(close, more);
 }
 
 void Connection::WritePiece(bool close, bool more) {
-  constexpr size_t kRoom = kPieceRoom;
-  const size_t n = out_.size() - kRoom;
-  out_start_ = kRoom;
+  const size_t n = out_.size() - kPieceRoom;
+  out_start_ = kPieceRoom;
   if (chunked_) {
     if (n > 0) {
       static constexpr char kHex[] = "0123456789abcdef";

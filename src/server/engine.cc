@@ -13,7 +13,7 @@ namespace floe::server {
 Engine::Engine(Config config, int workers)
     : config_(std::move(config)),
       analytics_(std::make_unique<internal::AnalyticsPool>()),
-      pieces_(std::make_unique<internal::AnalyticsPool>(1, kMaxQueuedPieces)) {
+      pieces_(std::make_unique<internal::AnalyticsPool>(0, kMaxQueuedPieces)) {
   workers = std::max(workers, 1) + 1;  // the last one runs proxy sessions
   const size_t ncommands = internal::AllCommands().size();
   for (int i = 0; i < workers; i++) {

@@ -655,6 +655,10 @@ Server::~Server() {
   for (auto& w : impl_->workers) {
     if (w->thread.joinable()) w->thread.join();
   }
+  // Run does this as it ends; if it ended by an exception, before the io_contexts go all the
+  // same (a task ending posts to one). A second call does nothing.
+  impl_->engine->analytics().Shutdown();
+  impl_->engine->StopPieces();
   // Before the engine: proxy sessions belong to it. The endpoint stops first, so no handler
   // thread still reads the engine's pointer to the node.
   if (impl_->cluster) impl_->cluster->Stop();

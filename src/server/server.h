@@ -648,10 +648,11 @@ class Engine {
   job::Registry& jobs() { return *jobs_; }
   // Frames analytics, off the I/O threads (internal/analytics_pool.h). Thread-safe.
   internal::AnalyticsPool& analytics() { return *analytics_; }
-  // Pieces of streamed HTTP answers (a frame's CSV) are made on a thread of their own, off the
-  // I/O threads (docs/api.md, "Made off the I/O thread"): runs `make` there. False, and `make`
-  // is dropped, when kMaxQueuedPieces already wait or the pieces are stopped: the caller makes
-  // the piece itself. Thread-safe.
+  // Pieces of streamed HTTP answers (a frame's CSV) whose rows are wide are made on threads of
+  // their own (one a core, started with the first), off the I/O threads (docs/api.md, "Made
+  // off the I/O thread"): runs `make` there. False, and `make` is dropped, when
+  // kMaxQueuedPieces already wait or the pieces are stopped: the caller makes the piece itself.
+  // Thread-safe.
   static constexpr size_t kMaxQueuedPieces = 64;
   bool PostPiece(std::function<void()> make);
   // Drops the pieces waiting and joins the thread; PostPiece fails afterwards. Server::Run calls

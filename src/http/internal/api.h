@@ -38,12 +38,18 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;  // beyond the usual ones
   // A body too large to build whole (a frame as CSV), made a piece at a time while it is sent
   // with chunked transfer encoding (front_end.cc); `body` is unused then. Each call appends the
-  // next piece (about kStreamPiece bytes, at most kMaxStreamPiece) to *out and returns whether
-  // more follows, or an error: the body cannot go on (the connection is then closed without the
-  // last chunk, which clients see as an incomplete body). It holds what it reads (a pinned
-  // frame) until the response is sent or its client gone.
-  std::function<Result<bool>(std::string* out)> stream;
+  // next piece (about kStreamPiece bytes, at most kMaxStreamPiece) to *out and says whether
+  // more follows, or returns an error: the body cannot go on (the connection is then closed
+  // without the last chunk, which clients see as an incomplete body). Called by the I/O thread
+  // (`on_io_thread`), it writes only lines of at most kInlineLine bytes: before a line that may
+  // be wider it stops with kWide, and the piece is finished by a call off the I/O thread
+  // (docs/api.md, "Made off the I/O thread"). It holds what it reads (a pinned frame) until the
+  // response is sent or its client gone.
+  enum class Piece : uint8_t { kMore, kLast, kWide };
+  std::function<Result<Piece>(std::string* out, bool on_io_thread)> stream;
 };
+// The widest line the I/O thread makes itself (a line's bound, CsvWriter::Next's max_line).
+inline constexpr size_t kInlineLine = size_t{256} << 10;
 // The size a streamed response's pieces are made to: what a response holds at once, beyond one
 // line of its content.
 inline constexpr size_t kStreamPiece = size_t{64} << 10;
