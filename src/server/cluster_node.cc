@@ -187,9 +187,12 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     s.Execute(args, &reply);
     AppendFramedReply(reply, &out);
   }
-  // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET.
+  // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET; none
+  // from a member that serves no key (docs/membership.md, "Routing from the agreed table": its
+  // store may be stale or empty until it has caught up with the agreed metadata).
   for (uint32_t i : req.copies) {
-    Result<std::string> copy = req.commands[i].size() >= 2
+    Result<std::string> copy = !Serving() ? Result<std::string>(Status::Unavailable("not serving"))
+                               : req.commands[i].size() >= 2
                                    ? dkv->HandOut(from, req.commands[i][1], req.sent_us)
                                    : Result<std::string>(Status::InvalidArgument("no key"));
     AppendFramedReply(copy.ok() ? *copy : std::string(), &out);
@@ -390,9 +393,7 @@ net::NodeId ClusterNode::Home(uint16_t slot) const {
 
 bool ClusterNode::meta_caught_up() const { return impl_->meta_caught_up.load(); }
 
-bool ClusterNode::serving() const {
-  return impl_->meta_caught_up.load() && !impl_->meta_refused.load() && formed();
-}
+bool ClusterNode::serving() const { return impl_->Serving(); }
 
 std::string ClusterNode::DownError() const {
   return formed() ? std::string("CLUSTERDOWN The cluster is down") : NotFormedError();

@@ -74,6 +74,10 @@ struct ClusterNode::Impl {
   // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.
   cluster::ClusterId recorded_id;
   std::atomic<bool> meta_refused{false};
+  // ClusterNode::serving(): formed, caught up, and not refused.
+  bool Serving() const {
+    return meta_caught_up.load() && !meta_refused.load() && cluster->formed();
+  }
   // On the Raft thread: the log applies `id`, which is not recorded_id.
   void RefuseClusterId(const cluster::ClusterId& id);
   // Asks the leader its commit index until this member's log has applied it; on the loop.
