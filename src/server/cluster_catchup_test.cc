@@ -87,5 +87,16 @@ TEST(CatchUpTest, AMemberNotCaughtUpHandsOutNoCachedCopy) {
   EXPECT_EQ(s.Run({"GET", mine}), kDown);
 }
 
+// The DKV's home function: a member that has not caught up is home to no key, so a peer's DKV
+// GET of a key the table homes there is refused, never answered from its store.
+TEST(CatchUpTest, AMemberNotCaughtUpIsHomeToNoDkvKey) {
+  TestCluster c;
+  const std::string mine = RestartBehind(c, "stale");
+  Result<store::ValuePtr> got = c.node(0).dkv().GetBlocking(mine);
+  ASSERT_FALSE(got.ok()) << "read from a member that is not caught up: "
+                         << (got.ok() && *got ? std::string((*got)->payload()) : "(none)");
+  EXPECT_EQ(got.status().code(), StatusCode::kWrongHome) << got.status().ToString();
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -316,8 +316,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   Impl* raw = impl.get();
   dkv::Options d;
   d.self = *self;
+  // No home (0) until the member serves: formed and caught up with the agreed metadata
+  // (docs/membership.md, "Routing from the agreed table"), so its DKV answers no GET or WRITE.
   d.home = [raw](std::string_view key) -> net::NodeId {
-    return raw->cluster->formed() ? raw->Routes().Home(cluster::KeySlot(key)) : 0;
+    return raw->Serving() ? raw->Routes().Home(cluster::KeySlot(key)) : 0;
   };
   d.timeout_us = impl->timeout_us;
   d.lease_us = o.lease_us;
