@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cluster/cluster.h"
+#include "resp/resp.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/cluster_testing.h"
 #include "server/internal/command.h"
@@ -23,6 +24,13 @@ namespace floe::server {
 namespace {
 
 constexpr const char* kDown = "-CLUSTERDOWN The cluster is down\r\n";
+
+resp::Reply Parse(const std::string& bytes) {
+  size_t used = 0;
+  Result<resp::Reply> r = resp::ParseReply(bytes, &used);
+  EXPECT_TRUE(r.ok()) << bytes;
+  return r.ok() ? *r : resp::Reply{};
+}
 
 class TestCluster : public internal::InProcessCluster {
  public:
@@ -96,6 +104,37 @@ TEST(CatchUpTest, AMemberNotCaughtUpIsHomeToNoDkvKey) {
   ASSERT_FALSE(got.ok()) << "read from a member that is not caught up: "
                          << (got.ok() && *got ? std::string((*got)->payload()) : "(none)");
   EXPECT_EQ(got.status().code(), StatusCode::kWrongHome) << got.status().ToString();
+}
+
+// Rule C2's keyspace-wide commands ask every member for its piece: a member that has not caught
+// up refuses its piece, so the command fails whole (it answered from, or flushed, its own store).
+TEST(CatchUpTest, KeyspaceWideCommandsFailWholeWhenAMemberIsNotCaughtUp) {
+  TestCluster c;
+  const std::string mine = RestartBehind(c, "stale");
+  Session& s = c.client(0);
+  EXPECT_EQ(s.Run({"DBSIZE"}), kDown);
+  EXPECT_EQ(s.Run({"KEYS", "*"}), kDown);
+  EXPECT_EQ(s.Run({"RANDOMKEY"}), kDown);
+  // SCAN visits the members in turn: the walk fails when it reaches member 2, never ends as if
+  // whole.
+  std::string cursor = "0", reply;
+  for (int page = 0; page < 1000; page++) {
+    reply = s.Run({"SCAN", cursor, "COUNT", "1000"});
+    if (reply.starts_with("-")) break;
+    const resp::Reply r = Parse(reply);
+    ASSERT_EQ(r.elements.size(), 2u) << reply;
+    cursor = r.elements[0].str;
+    ASSERT_NE(cursor, "0") << "the scan ended without member 2's keys";
+  }
+  EXPECT_EQ(reply, kDown);
+  EXPECT_EQ(s.Run({"FLUSHDB"}), kDown);
+  EXPECT_NE(c.engine(2).store().Get(mine), nullptr) << "FLUSHDB flushed member 2";
+  // A transaction at member 2 itself, with no key: FLUSHDB there would flush its store.
+  Session& t = c.client(2);
+  EXPECT_EQ(t.Run({"MULTI"}), "+OK\r\n");
+  EXPECT_EQ(t.Run({"FLUSHDB"}), "+QUEUED\r\n");
+  EXPECT_EQ(t.Run({"EXEC"}), kDown);
+  EXPECT_NE(c.engine(2).store().Get(mine), nullptr) << "a transaction flushed member 2";
 }
 
 }  // namespace
