@@ -321,7 +321,9 @@ void ClusterNode::Impl::PollCaughtUp() {
     return true;
   };
   if (st.leader) {
-    if (!reached(st.commit_index)) again();
+    // Its commit index covers what earlier leaders committed only once it has committed an
+    // entry of its own term (docs/membership.md; consensus C10).
+    if (!st.leader_ready || !reached(st.commit_index)) again();
     return;
   }
   // The follower's own commit index is at most what it has stored: only the leader knows.
@@ -345,6 +347,12 @@ Result<std::string> ClusterNode::Impl::OnMetaCommit() {
   if (m == nullptr) return Status::Unavailable("no agreed metadata here");
   const consensus::State st = m->raft();
   if (!st.running || !st.leader) return Status::FailedPrecondition("not the leader");
+  // A new leader's commit index can lag what an earlier leader committed until it has committed
+  // an entry of its own term (Raft §5.4.2, §8): a member caught up to it could route by an old
+  // table. The asker asks again.
+  if (!st.leader_ready) {
+    return Status::Unavailable("the leader has not committed an entry of its term yet");
+  }
   std::string out;
   wire::Writer(&out).PutVarint64(st.commit_index);
   return out;
