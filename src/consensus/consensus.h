@@ -129,6 +129,10 @@ struct State {
   bool leader = false;     // this server is the leader now
   uint64_t leader_id = 0;  // 0: no leader known
   std::string leader_address;
+  // The leader, and the barrier it appended when elected (an entry of its current term) is
+  // committed and applied here: only from then does its commit_index cover everything an
+  // earlier leader committed (Raft §5.4.2, §8; docs/consensus.md, C10).
+  bool leader_ready = false;
   uint64_t term = 0;
   uint64_t commit_index = 0;
   uint64_t applied_index = 0;

@@ -411,6 +411,48 @@ TEST(ConsensusTest, ANewLeaderTakesOverAndARestartedServerCatchesUp) {
   EXPECT_EQ(next, acknowledged.size());
 }
 
+// Contract 10: a leader is ready only once the barrier it appended when elected, an entry of
+// its own term, is committed and applied: its commit index then covers every entry an earlier
+// leader acknowledged. Checked for the first leader and for the one elected after it stops.
+TEST(ConsensusTest, ALeaderIsReadyOnlyOnceItCommittedAnEntryOfItsTerm) {
+  TestCluster c(3);
+  c.StartAll();
+  uint64_t last = 0;
+  std::vector<std::string> acknowledged;
+  for (int i = 0; i < 5; i++) {
+    const std::string e = "e-" + std::to_string(i);
+    Result<uint64_t> index = c.Commit(e);
+    ASSERT_TRUE(index.ok()) << index.status().ToString();
+    last = *index;
+    acknowledged.push_back(e);
+  }
+  for (int round = 0; round < 2; round++) {
+    const uint64_t leader = c.WaitLeader();
+    ASSERT_NE(leader, 0u);
+    State st;
+    ASSERT_TRUE(WaitFor([&] {
+      st = c.log(leader)->state();
+      return st.leader_ready || !st.leader;
+    }));
+    ASSERT_TRUE(st.leader_ready) << "leader " << leader << " lost its leadership";
+    if (round == 1) {
+      // Elected after the entries: its barrier follows them, committed and applied.
+      EXPECT_GT(st.commit_index, last);
+      EXPECT_GT(st.applied_index, last);
+    }
+    std::vector<std::string> seen = c.machine(leader)->Entries();
+    for (const std::string& e : acknowledged) {
+      EXPECT_NE(std::find(seen.begin(), seen.end(), e), seen.end()) << e;
+    }
+    for (uint64_t id = 1; id <= 3; id++) {
+      if (id != leader && c.log(id) != nullptr) {
+        EXPECT_FALSE(c.log(id)->state().leader_ready) << id;
+      }
+    }
+    if (round == 0) c.Stop(leader);
+  }
+}
+
 // Contract 4: past the threshold a snapshot is taken; a new server is brought up by installing
 // it, and a restarted server restores its own from disk.
 TEST(ConsensusTest, SnapshotsBringUpNewAndRestartedServers) {

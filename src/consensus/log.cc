@@ -130,6 +130,9 @@ class Log::Impl {
   static void OnChanged(struct raft_change* req, int status);
   static void OnAssigned(struct raft_change* req, int status);
   static void OnTransferred(struct raft_transfer* req);
+  static void OnBarrier(struct raft_barrier* req, int status);
+  // Contract C10: a leader appends a barrier once per term it leads.
+  void MaybeAppendBarrier();
 
   const Options options_;
   std::mutex join_mu_;
@@ -147,6 +150,12 @@ class Log::Impl {
   std::function<void()> after_close_;
   bool closing_ = false;
   std::unordered_set<Request*> in_raft_;
+  // Contract C10: the barrier a leader appends when elected, the term it was appended in, and
+  // the last term whose barrier was committed and applied here.
+  struct raft_barrier barrier_ {};
+  bool barrier_pending_ = false;
+  uint64_t barrier_term_ = 0;
+  uint64_t ready_term_ = 0;
   // The configuration last published, by (index, uncommitted index, size): copied only when
   // it changes.
   uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
@@ -270,6 +279,7 @@ void Log::Impl::Run(std::promise<Status>* started) {
     MutexLock lock(&mu_);
     state_.running = false;
     state_.leader = false;
+    state_.leader_ready = false;
   }
   uv_loop_close(&loop_);
 }
@@ -559,8 +569,35 @@ void Log::Impl::OnCheck(uv_check_t* handle) {
   self->MaybeEndDrain();
 }
 
+void Log::Impl::MaybeAppendBarrier() {
+  // Not while Stop drains: every appended entry must be on disk before raft closes.
+  if (closing_ || draining_ || barrier_pending_ || raft_state(&raft_) != RAFT_LEADER ||
+      barrier_term_ == raft_.current_term) {
+    return;
+  }
+  barrier_.data = this;
+  if (raft_barrier(&raft_, &barrier_, OnBarrier) == 0) {
+    barrier_pending_ = true;
+    barrier_term_ = raft_.current_term;
+  }
+}
+
+void Log::Impl::OnBarrier(struct raft_barrier* req, int status) {
+  auto* self = static_cast<Impl*>(req->data);
+  self->barrier_pending_ = false;
+  if (self->closing_) return;
+  const bool leads = raft_state(&self->raft_) == RAFT_LEADER;
+  if (status == 0 && leads && self->raft_.current_term == self->barrier_term_) {
+    self->ready_term_ = self->barrier_term_;
+  } else if (leads && self->raft_.current_term == self->barrier_term_) {
+    self->barrier_term_ = 0;  // failed while still leading this term: appended again
+  }
+  self->Refresh();
+}
+
 void Log::Impl::Refresh() {
   if (closing_) return;
+  MaybeAppendBarrier();
   raft_id leader = 0;
   const char* address = nullptr;
   raft_leader(&raft_, &leader, &address);
@@ -580,6 +617,7 @@ void Log::Impl::Refresh() {
   state_.id = options_.id;
   state_.running = true;
   state_.leader = raft_state(&raft_) == RAFT_LEADER;
+  state_.leader_ready = state_.leader && ready_term_ == raft_.current_term;
   state_.leader_id = leader;
   state_.leader_address = address != nullptr ? address : "";
   state_.term = raft_.current_term;

@@ -61,13 +61,6 @@ void DecodeScanCursor(uint64_t cursor, uint64_t* local, uint64_t* index) {
   *local = (shard << kStoreShardShift) | position;
 }
 
-// Commands without keys that act on the whole keyspace: they ask every node (rule C2), or,
-// inside a transaction sent to a home, act on that node.
-bool KeyspaceWide(internal::Handler h) {
-  return h == internal::CmdKeys || h == internal::CmdDbSize || h == internal::CmdRandomKey ||
-         h == internal::CmdFlushDb || h == internal::CmdScan;
-}
-
 int64_t NowMs() { return static_cast<int64_t>(WallMicros() / 1000); }
 
 enum class Combine : uint8_t {
@@ -266,6 +259,10 @@ void PartDone(const std::shared_ptr<Gather>& g, size_t i, std::string reply) {
 }  // namespace
 
 namespace internal {
+
+bool KeyspaceWide(Handler h) {
+  return h == CmdKeys || h == CmdDbSize || h == CmdRandomKey || h == CmdFlushDb || h == CmdScan;
+}
 
 void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
                  std::vector<std::string_view>* keys) {
@@ -723,7 +720,7 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   }
   // Inside MULTI only MULTI, WATCH (refused), QUIT and RESET get here: they run here.
   if (in_multi_) return false;
-  const bool fan_out = KeyspaceWide(h);
+  const bool fan_out = internal::KeyspaceWide(h);
   std::vector<std::string_view> keys;
   internal::CommandKeys(*spec, args, &keys);
   if (!fan_out && keys.empty()) return false;
@@ -855,20 +852,22 @@ bool Session::RouteExec(resp::ReplyWriter& out, const Reject& reject) {
   // Which queued commands run here, after the home's EXEC: those that name no key and are not
   // keyspace-wide (PING, CLIENT, CONFIG, HELLO, ...: the connection and the node are here).
   std::vector<bool> here(queued_.size(), false);
+  bool wide = false;  // a keyspace-wide command: it acts on this node's store
   std::vector<std::string_view> views, keys;
   for (size_t i = 0; i < queued_.size(); i++) {
     views.assign(queued_[i].begin(), queued_[i].end());
     const CommandSpec* spec = internal::ResolveCommand(views);
     if (spec == nullptr) continue;
     internal::CommandKeys(*spec, views, &keys);
-    here[i] = keys.empty() && !KeyspaceWide(spec->handler);
+    here[i] = keys.empty() && !internal::KeyspaceWide(spec->handler);
+    wide = wide || internal::KeyspaceWide(spec->handler);
     for (std::string_view k : keys) {
       const int s = cluster::KeySlot(k);
       if (slot == -1) slot = s;
       cross = cross || s != slot;
     }
   }
-  if (slot >= 0 && !cross && !node.serving()) {
+  if ((slot >= 0 || wide) && !cross && !node.serving()) {
     DiscardTransaction();
     ForgetRemoteWatches();
     reject(node.DownError());

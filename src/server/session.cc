@@ -276,6 +276,12 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
       std::vector<std::string_view> keys;
       internal::CommandKeys(*spec, args, &keys);
       const internal::ClusterNode& node = *engine_->cluster();
+      // A keyspace-wide command's piece (rule C2) reads or flushes this node's store: a node
+      // that serves no key refuses it, so the whole command fails rather than answer in part
+      // (docs/membership.md, "Routing from the agreed table").
+      if (proxy_ && internal::KeyspaceWide(spec->handler) && !node.serving()) {
+        return reject(node.DownError());
+      }
       for (std::string_view k : keys) {
         const uint16_t slot = cluster::KeySlot(k);
         if (queues && slot != cluster::KeySlot(keys[0])) {

@@ -212,6 +212,9 @@ bool ParseCursor(std::string_view s, uint64_t* out);
 
 // ---- the cluster (routing.cc) ----
 
+// Commands without keys that act on the whole keyspace: they ask every node (rule C2), or,
+// inside a transaction sent to a home, act on that node.
+bool KeyspaceWide(Handler h);
 // Every key a command names: the table's key positions, and CMS.MERGE's sources.
 void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
                  std::vector<std::string_view>* keys);

@@ -1,0 +1,478 @@
+// The node's agreed metadata (docs/membership.md): its directory and cluster id (rule M5), Raft
+// started at formation, the catch-up with the leader's commit index (RPC 302), routing from the
+// applied table and the guard of slots it gives away.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "consensus/consensus.h"
+#include "server/internal/cluster_node_impl.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) close(fd_);
+}
+
+Status DirectoryLock::Take(const std::string& dir) {
+  fd_ = open((dir + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) return Status::Unavailable(std::string("cannot open its LOCK: ") + strerror(errno));
+  if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Unavailable("another floe serve of this member holds it (its LOCK)");
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// The file in a member's metadata directory that records its cluster's id (rule M5), written
+// once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
+constexpr const char* kClusterIdFile = "cluster-id";
+
+// What a member's metadata directory belongs to: written when its log is created, compared at
+// every later start, so a log of another cluster (another list, or ids that moved) is never
+// replayed as this one's.
+std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
+                              net::NodeId self) {
+  std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
+  for (size_t i = 0; i < members.size(); i++) {
+    out += (i > 0 ? "," : "") + members[i].address();
+  }
+  return out + "\nself " + std::to_string(self) + "\n";
+}
+
+// The first 64 KiB of a file; empty when it cannot be read.
+std::string ReadSmallFile(const std::string& path) {
+  std::string out;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  ssize_t n = 0;
+  while (out.size() < 65536 && (n = read(fd, buf, sizeof(buf))) > 0) {
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a torn
+// or empty one: a temporary file (`path`.tmp), fsync, rename, fsync of the directory.
+bool WriteFileDurably(const std::string& path, std::string_view bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = done == bytes.size() && fsync(fd) == 0;
+  close(fd);
+  if (!synced || rename(tmp.c_str(), path.c_str()) != 0) {
+    unlink(tmp.c_str());
+    return false;
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return true;
+}
+
+// Whether `dir` holds anything besides the files this node's own checks keep there (and their
+// temporary copies, left by a crash in WriteFileDurably).
+bool HoldsALog(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.ends_with(".tmp")) name.resize(name.size() - 4);
+    if (name != "LOCK" && name != "member" && name != kClusterIdFile) return true;
+  }
+  return false;
+}
+
+// Whether TCP `host:port` can be listened on now (as the Raft library will, with SO_REUSEADDR):
+// a port in use stops the start with the reason, although Raft itself starts only at formation.
+Status ProbeListen(const std::string& host, uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::Unavailable(std::string("socket: ") + strerror(errno));
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  Status st;
+  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    st = Status::InvalidArgument("not an IPv4 address: " + host);
+  } else if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(fd, 1) != 0) {
+    st = Status::Unavailable("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             strerror(errno));
+  }
+  close(fd);
+  return st;
+}
+
+// The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
+// runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
+// <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
+// id) voters and the rest learners (rule M4). Checks the directory and the port now and returns
+// the options Raft starts with once the cloud has formed (rule M5: a member runs no Raft until
+// every member's HELLO, cluster id included, agrees with it). Nullopt, with *off saying why,
+// when Raft cannot run safely here: a member with an IPv6 address (raft 0.15's transport takes
+// IPv4 only), or one off loopback (Raft's transport does not carry the cluster secret yet).
+// *id: the cluster id the directory's log carries (empty for a new member: rule M5 reads it
+// from the log itself, the cluster-id file being only a cache checked against it); *holds_log:
+// whether the directory holds a log.
+Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
+                                                        const std::vector<cluster::Member>& members,
+                                                        net::NodeId self, uint64_t node_timeout_ms,
+                                                        DirectoryLock* lock, std::string* off,
+                                                        cluster::ClusterId* id, bool* holds_log) {
+  for (const cluster::Member& m : members) {
+    if (m.host.find(':') != std::string::npos) {
+      *off = "member " + m.address() +
+             " has an IPv6 address, and the Raft library takes IPv4 addresses only";
+      return std::optional<cluster::MetaOptions>();
+    }
+  }
+  for (const cluster::Member& m : members) {
+    if (!IsLoopbackAddress(m.host)) {
+      *off = "member " + m.address() +
+             " is not on loopback, and Raft's transport does not carry the cluster secret yet";
+      return std::optional<cluster::MetaOptions>();
+    }
+  }
+  for (const cluster::Member& m : members) {
+    if (m.port == 65535) {
+      return Status::InvalidArgument("member " + m.address() +
+                                     ": cluster port 65535 leaves no port for Raft, which "
+                                     "listens on the cluster port + 1");
+    }
+    for (const cluster::Member& n : members) {
+      if (n.host == m.host && n.port == m.port + 1) {
+        return Status::InvalidArgument(
+            "members " + m.address() + " and " + n.address() + ": a member's Raft listens on " +
+            "its cluster port + 1, which is the other's cluster port; space the cluster ports " +
+            "of members on one address by 2 or more");
+      }
+    }
+  }
+  auto raft_address = [](const cluster::Member& m) {
+    return m.host + ":" + std::to_string(m.port + 1);
+  };
+  const cluster::Member& me = members[self - 1];
+  cluster::MetaOptions o;
+  o.raft.id = self;
+  o.raft.address = raft_address(me);
+  o.raft.dir = (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + me.host + "-" +
+               std::to_string(me.port);
+  const std::string where = o.raft.address + ", directory " + o.raft.dir;
+  auto failed = [&where](const std::string& why) {
+    return Status::Unavailable("cannot start the agreed metadata (Raft on " + where + "): " + why);
+  };
+  std::error_code ec;
+  std::filesystem::create_directories(o.raft.dir, ec);
+  if (ec) return failed("cannot create the directory: " + ec.message());
+  if (Status st = lock->Take(o.raft.dir); !st.ok()) return failed(std::string(st.message()));
+  const std::string identity = DirectoryIdentity(config, members, self);
+  const std::string identity_path = o.raft.dir + "/member";
+  const std::string found = ReadSmallFile(identity_path);
+  if (HoldsALog(o.raft.dir) && found != identity) {
+    return failed(
+        "it holds the metadata of another cluster (another --cluster-name or member list, or "
+        "this node under another id): give this cluster its own --dir, or remove the directory");
+  }
+  if (found != identity && !WriteFileDurably(identity_path, identity)) {
+    return failed("cannot write " + identity_path + ": " + std::strerror(errno));
+  }
+  // A leader unheard of for this long (raft waits 1-2 times it) is replaced: well inside the
+  // node timeout, so the metadata has a leader again before clients give up on a command.
+  o.raft.election_timeout_ms = std::clamp<uint64_t>(node_timeout_ms / 5, 100, 1000);
+  o.raft.heartbeat_timeout_ms = o.raft.election_timeout_ms / 5;
+  for (const cluster::Member& m : members) {
+    o.raft.bootstrap.push_back({.id = m.id,
+                                .address = raft_address(m),
+                                .role = o.raft.bootstrap.size() < consensus::kMaxVoters
+                                            ? consensus::Role::kVoter
+                                            : consensus::Role::kLearner});
+    o.founders.push_back(cluster::TableMember{.id = m.id,
+                                              .host = m.host,
+                                              .port = m.port,
+                                              .raft_port = static_cast<uint16_t>(m.port + 1)});
+  }
+  o.replicas = 0;  // backups come with the replication stream (build order, step 3)
+  if (Status st = ProbeListen(me.host, static_cast<uint16_t>(me.port + 1)); !st.ok()) {
+    return failed(st.ToString());
+  }
+  const std::string id_path = o.raft.dir + "/" + kClusterIdFile;
+  cluster::ClusterId in_file;
+  if (std::string text = ReadSmallFile(id_path); !text.empty()) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
+    if (!parsed.ok()) return failed(id_path + " is damaged: " + parsed.status().ToString());
+    in_file = *parsed;
+  }
+  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
+  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(o.raft);
+  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
+    return failed("cannot read its log: " + stored.status().ToString());
+  }
+  *holds_log = stored.ok();
+  if (stored.ok()) {
+    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
+    if (!in_log.ok()) return failed("cannot read its log: " + in_log.status().ToString());
+    *id = *in_log;
+  }
+  if (!in_file.empty() && !id->empty() && in_file != *id) {
+    return failed("the cluster id in " + id_path + " is " + in_file.ToString() +
+                  ", but its log holds " + id->ToString() +
+                  ": the directory holds files of two clusters (give this member its own --dir, "
+                  "or restore the directory whole)");
+  }
+  if (!in_file.empty() && id->empty()) {
+    // A file with no log behind it (the log was removed): the member is new, and must join.
+    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
+                  in_file.ToString());
+  }
+  return std::optional<cluster::MetaOptions>(std::move(o));
+}
+
+}  // namespace
+
+Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
+                                             const std::vector<cluster::Member>& members,
+                                             net::NodeId self, cluster::ClusterId* cluster_id,
+                                             bool* holds_log) {
+  MutexLock lock(&meta_mu);
+  FLOE_ASSIGN_OR_RETURN(
+      meta_options,
+      PrepareMeta(config, members, self, static_cast<uint64_t>(config.cluster_node_timeout),
+                  &meta_lock, &meta_off, cluster_id, holds_log));
+  if (!meta_options) {
+    FLOE_LOG_WARN("agreed metadata is off: {}", meta_off);
+    // No member runs Raft (the reason holds for every member): routing is the member list's.
+    meta_caught_up = true;
+  } else {
+    cluster_id_path = meta_options->raft.dir + "/" + kClusterIdFile;
+    // The file is rewritten from the log when it is missing (a crash before it was written).
+    cluster_id_known =
+        !cluster_id->empty() && ReadSmallFile(cluster_id_path) == cluster_id->ToString() + "\n";
+    recorded_id = *cluster_id;
+  }
+  return Status::OK();
+}
+
+void ClusterNode::Impl::StartMeta() {
+  MutexLock lock(&meta_mu);
+  if (meta_stopped || !meta_options) return;
+  cluster::MetaOptions o = std::move(*meta_options);
+  meta_options.reset();
+  o.on_change = [this](const std::shared_ptr<const cluster::Table>& t) { OnTable(t); };
+  const std::string where = o.raft.address + ", directory " + o.raft.dir;
+  Result<std::unique_ptr<cluster::Meta>> m = cluster::Meta::Start(std::move(o));
+  if (!m.ok()) {
+    // The port was free at start; something took it since. The node serves as it did before
+    // agreed metadata (routing from the member list), and INFO says why.
+    meta_off = "cannot start the agreed metadata (Raft on " + where + "): " + m.status().ToString();
+    FLOE_LOG_ERROR("{}", meta_off);
+    return;
+  }
+  meta = std::move(*m);
+  meta_view.store(meta.get(), std::memory_order_release);
+  cluster->SetHoldsLog(true);  // Raft has written its log (rule M5)
+  FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
+  loop.Post([this] { PollCaughtUp(); });
+}
+
+void ClusterNode::Impl::PollCaughtUp() {
+  if (stopped.load() || meta_caught_up.load() || meta_refused.load()) return;
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  auto again = [this] { loop.PostAt(loop.NowMicros() + 20'000, [this] { PollCaughtUp(); }); };
+  const consensus::State st = m->raft();
+  if (!st.running || st.leader_id == 0 || m->table()->members().empty()) return again();
+  auto reached = [this, m](uint64_t commit) {
+    const consensus::State now = m->raft();
+    const std::shared_ptr<const cluster::Table> table = m->table();
+    if (now.applied_index < commit || table->members().empty()) return false;
+    // A table of another cluster than the directory's file says is refused (OnTable), never
+    // served from, even in the instant before OnTable runs.
+    if (!recorded_id.empty() && table->cluster_id() != recorded_id) return false;
+    if (!meta_caught_up.exchange(true)) {
+      FLOE_LOG_INFO("agreed metadata caught up with the leader's commit index {}: serving keys",
+                    commit);
+    }
+    return true;
+  };
+  if (st.leader) {
+    // Its commit index covers what earlier leaders committed only once it has committed an
+    // entry of its own term (docs/membership.md; consensus C10).
+    if (!st.leader_ready || !reached(st.commit_index)) again();
+    return;
+  }
+  // The follower's own commit index is at most what it has stored: only the leader knows.
+  endpoint->CallAsync(st.leader_id, kMetaCommitMethod, std::string(), timeout_us,
+                      [this, reached, again](Result<std::string> r) {
+                        if (stopped.load()) return;
+                        uint64_t commit = 0;
+                        if (r.ok()) {
+                          wire::Reader reader(*r);
+                          if (!reader.GetVarint64(&commit).ok() || reader.remaining() != 0) {
+                            r = Status::Corruption("bad commit index");
+                          }
+                        }
+                        if (r.ok() && reached(commit)) return;
+                        loop.Post(again);
+                      });
+}
+
+Result<std::string> ClusterNode::Impl::OnMetaCommit() {
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return Status::Unavailable("no agreed metadata here");
+  const consensus::State st = m->raft();
+  if (!st.running || !st.leader) return Status::FailedPrecondition("not the leader");
+  // A new leader's commit index can lag what an earlier leader committed until it has committed
+  // an entry of its own term (Raft §5.4.2, §8): a member caught up to it could route by an old
+  // table. The asker asks again.
+  if (!st.leader_ready) {
+    return Status::Unavailable("the leader has not committed an entry of its term yet");
+  }
+  std::string out;
+  wire::Writer(&out).PutVarint64(st.commit_index);
+  return out;
+}
+
+void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {
+  if (table.members().empty()) return;  // not initialized: the balanced map stays
+  MutexLock lock(&routes_mu);
+  const cluster::SlotMap& now = Routes();
+  std::vector<net::NodeId> homes(cluster::kSlots);
+  std::vector<bool> given_away(cluster::kSlots, false);
+  bool changed = false, gives_away = false;
+  const net::NodeId self = cluster->self();
+  for (uint16_t s = 0; s < cluster::kSlots; s++) {
+    homes[s] = table.slot(s).owner;
+    if (homes[s] == now.Home(s)) continue;
+    changed = true;
+    if (now.Home(s) == self) given_away[s] = gives_away = true;
+  }
+  if (!changed) return;
+  std::optional<GuardJob> job;
+  if (gives_away) {
+    // The guard (docs/membership.md, "Routing from the agreed table"): only migration (rule
+    // G4) may give away a slot whose keys are here, and it does not exist yet. Such keys stay
+    // in this store, served by nobody (every member routes the slot to its new owner), never
+    // by two owners once the members have applied the table; counted and logged, on the guard
+    // thread (the count walks the whole store), queued once the map is published below.
+    job.emplace(GuardJob{.epoch = table.epoch(), .given_away = given_away, .homes = homes});
+  }
+  std::vector<cluster::Member> members;
+  for (const cluster::TableMember& m : table.members()) {
+    members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+  }
+  // The version stays the member list's: the DKV compares it on every message, and per-slot
+  // versions (rule V1) replace it with migration.
+  published.push_back(std::make_unique<const cluster::SlotMap>(
+      cluster::SlotMap::WithHomes(std::move(members), std::move(homes), now.version())));
+  routes.store(published.back().get(), std::memory_order_release);
+  FLOE_LOG_INFO("routing follows agreed table epoch {}", table.epoch());
+  if (job) {
+    MutexLock guard(&guard_mu);
+    if (!guard_stopping) {
+      guard_jobs.push_back(std::move(*job));
+      guard_wake.notify_one();
+    }
+  }
+}
+
+void ClusterNode::Impl::GuardLoop() {
+  for (;;) {
+    GuardJob job;
+    {
+      MutexLock lock(&guard_mu);
+      while (!guard_stopping && guard_jobs.empty()) guard_wake.wait(guard_mu);
+      if (guard_stopping) return;
+      job = std::move(guard_jobs.front());
+      guard_jobs.pop_front();
+    }
+    std::function<void()> hook;
+    {
+      MutexLock lock(&guard_mu);
+      hook = guard_hook;
+    }
+    if (hook) hook();
+    std::vector<uint64_t> keys(cluster::kSlots, 0);
+    engine->store().ForEach([&](const store::Value& v) {
+      const uint16_t s = cluster::KeySlot(v.key());
+      if (job.given_away[s]) keys[s]++;
+    });
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (keys[s] == 0) continue;
+      slots_given_away_with_keys.fetch_add(1, std::memory_order_relaxed);
+      FLOE_LOG_ERROR(
+          "agreed table epoch {} gives slot {} to node {} while {} of its keys are here, with no "
+          "migration: they are kept here and served by nobody",
+          job.epoch, s, job.homes[s], keys[s]);
+    }
+  }
+}
+
+void ClusterNode::Impl::StopGuard() {
+  {
+    MutexLock lock(&guard_mu);
+    guard_stopping = true;
+    guard_wake.notify_all();
+  }
+  if (guard_thread.joinable()) guard_thread.join();
+}
+
+void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& table) {
+  const cluster::ClusterId& id = table->cluster_id();
+  if (meta_refused.load()) return;
+  if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
+  PublishRoutes(*table);
+  if (id.empty()) return;
+  cluster->SetClusterId(id);
+  if (cluster_id_known.exchange(true)) return;
+  // Once per life, a few bytes: the Raft thread may write them (rule M1's "never blocks" is
+  // about waiting on others). A directory that cannot keep it only loses the early check.
+  if (!WriteFileDurably(cluster_id_path, id.ToString() + "\n")) {
+    FLOE_LOG_WARN(
+        "cannot write {}: {}; until it is written, a restart of this member checks no cluster id "
+        "in HELLO before its log is read",
+        cluster_id_path, std::strerror(errno));
+  }
+}
+
+void ClusterNode::Impl::RefuseClusterId(const cluster::ClusterId& id) {
+  if (meta_refused.exchange(true)) return;
+  std::string why = "the cluster id in " + cluster_id_path + " is " + recorded_id.ToString() +
+                    ", but the log applies " + id.ToString() +
+                    ": the directory holds files of two clusters; this member stopped its Raft "
+                    "and serves no key (give it its own --dir, or restore the directory whole)";
+  FLOE_LOG_ERROR("{}", why);
+  // Meta::Stop joins the Raft thread: not from it.
+  loop.Post([this, why = std::move(why)] {
+    MutexLock lock(&meta_mu);
+    meta_off = why;
+    if (meta) meta->Stop();
+  });
+}
+
+}  // namespace floe::server::internal

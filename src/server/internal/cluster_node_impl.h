@@ -1,0 +1,172 @@
+// The inside of ClusterNode, shared by the files that implement it: cluster_node.cc (transport,
+// endpoint, formation, proxy sessions) and cluster_meta.cc (the agreed metadata: its directory,
+// Raft's start, the catch-up with the leader's commit index, routing from the applied table and
+// the guard). Private to those two files.
+
+#ifndef FLOE_SERVER_INTERNAL_CLUSTER_NODE_IMPL_H_
+#define FLOE_SERVER_INTERNAL_CLUSTER_NODE_IMPL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "base/base.h"
+#include "cluster/cluster.h"
+#include "dkv/dkv.h"
+#include "net/net.h"
+#include "rpc/rpc.h"
+#include "server/internal/cluster_node.h"
+#include "server/server.h"
+
+namespace floe::server::internal {
+
+// An exclusive lock on a member's metadata directory, held while the member runs: a second
+// `floe serve` of the same member must not touch the log the first one is writing.
+class DirectoryLock {
+ public:
+  DirectoryLock() = default;
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  ~DirectoryLock();
+  Status Take(const std::string& dir);
+
+ private:
+  int fd_ = -1;
+};
+
+struct ClusterNode::Impl {
+  Engine* engine = nullptr;
+  Stats* stats = nullptr;
+  uint64_t timeout_us = 0;
+  uint64_t holder_wait_us = 0;  // the longest a change waits for a holder (L2's bound)
+  net::AsioLoop loop;
+  std::unique_ptr<net::UdpTcpTransport> transport;
+  std::unique_ptr<rpc::Endpoint> endpoint;
+  std::unique_ptr<cluster::Cluster> cluster;
+  DirectoryLock meta_lock;  // outlives meta (declared before it)
+  // The agreed metadata: prepared at start, started on the loop when the cloud forms (rule M5),
+  // so a member whose HELLO disagrees on anything, the cluster id included, never runs Raft
+  // with the others. meta_view is what readers on any thread load (set once, never cleared:
+  // meta lives until the node is destroyed).
+  Mutex meta_mu;
+  std::optional<cluster::MetaOptions> meta_options FLOE_GUARDED_BY(meta_mu);
+  std::unique_ptr<cluster::Meta> meta FLOE_GUARDED_BY(meta_mu);
+  std::string meta_off FLOE_GUARDED_BY(meta_mu);  // why it is off; empty when on or waiting
+  bool meta_stopped FLOE_GUARDED_BY(meta_mu) = false;
+  std::atomic<const cluster::Meta*> meta_view{nullptr};
+  std::string cluster_id_path;                // <raft dir>/cluster-id
+  std::atomic<bool> cluster_id_known{false};  // the directory records it already
+  // Whether the metadata has caught up with the leader's commit index (docs/membership.md,
+  // "Routing from the agreed table"): key commands are refused until then. Set once, never
+  // cleared; true from the start when the metadata is off by configuration.
+  std::atomic<bool> meta_caught_up{false};
+  // The cluster id the directory's file held at start (empty: none), and whether an applied
+  // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.
+  cluster::ClusterId recorded_id;
+  std::atomic<bool> meta_refused{false};
+  // ClusterNode::serving(): formed, caught up, and not refused.
+  bool Serving() const {
+    return meta_caught_up.load() && !meta_refused.load() && cluster->formed();
+  }
+  // On the Raft thread: the log applies `id`, which is not recorded_id.
+  void RefuseClusterId(const cluster::ClusterId& id);
+  // Asks the leader its commit index until this member's log has applied it; on the loop.
+  void PollCaughtUp();
+  // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
+  Result<std::string> OnMetaCommit();
+
+  // The slot map routing reads (RESP routing and forwarding, the DKV's homes, CLUSTER SLOTS,
+  // SHARDS, NODES, COUNTKEYSINSLOT):
+  // null until the agreed table first gives a slot another owner than the member list's
+  // balanced map (cluster->map()); then the newest map the Raft thread published. Readers on
+  // I/O threads take one acquire load and keep the reference for one reply; a published map is
+  // immutable and never freed while the node lives (`published` keeps it), so a reader never
+  // races its reclamation. A map is published only when an owner changes: none today (nothing
+  // proposes it, docs/membership.md), one per committed move once migration comes.
+  std::atomic<const cluster::SlotMap*> routes{nullptr};
+  Mutex routes_mu;  // the Raft thread's, against a second publisher
+  std::vector<std::unique_ptr<const cluster::SlotMap>> published FLOE_GUARDED_BY(routes_mu);
+  std::atomic<uint64_t> slots_given_away_with_keys{0};
+  // The guard's count of the keys a published table gave away runs here, not on the Raft thread
+  // (rule M5, finding (5)): a store of millions of keys must not delay Raft. One thread, started
+  // with the node, and a queue of the published tables that gave slots away.
+  struct GuardJob {
+    uint64_t epoch = 0;
+    std::vector<bool> given_away;    // by slot
+    std::vector<net::NodeId> homes;  // by slot: the new owner
+  };
+  Mutex guard_mu;
+  std::condition_variable_any guard_wake;
+  std::deque<GuardJob> guard_jobs FLOE_GUARDED_BY(guard_mu);
+  bool guard_stopping FLOE_GUARDED_BY(guard_mu) = false;
+  std::thread guard_thread;
+  std::function<void()> guard_hook FLOE_GUARDED_BY(guard_mu);  // tests: before each count
+  void GuardLoop();
+  void StopGuard();
+  const cluster::SlotMap& Routes() const {
+    const cluster::SlotMap* m = routes.load(std::memory_order_acquire);
+    return m != nullptr ? *m : cluster->map();
+  }
+  void PublishRoutes(const cluster::Table& table);
+
+  // At start, before formation: checks the metadata directory and the Raft port, and keeps the
+  // options Raft starts with (or why it is off); *cluster_id and *holds_log as PrepareMeta's.
+  Status PrepareMetaAtStart(const Config& config, const std::vector<cluster::Member>& members,
+                            net::NodeId self, cluster::ClusterId* cluster_id, bool* holds_log);
+  void StartMeta();
+  // On the Raft thread, after each applied change: the table's cluster id into HELLO and the
+  // directory (rule M5).
+  void OnTable(const std::shared_ptr<const cluster::Table>& table);
+  dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
+  std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
+  std::atomic<bool> stopped{false};
+
+  struct Proxy {
+    // Held while a request runs in the session: a client's requests run one after the other,
+    // even when its node stopped waiting for one (CLUSTERDOWN at the deadline) and sent the
+    // next while the first still ran here (a command then joined an unfinished MULTI).
+    Mutex mu;
+    std::unique_ptr<Session> session;
+    uint64_t last_seq FLOE_GUARDED_BY(mu) = 0;  // the newest request that ran
+    int64_t last_used_ms = 0;
+  };
+  // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
+  // the engine's proxy worker lock (Session::Execute takes it).
+  Mutex proxies_mu;
+  using ProxyKey = std::pair<net::NodeId, uint64_t>;  // node, client
+  std::map<ProxyKey, std::shared_ptr<Proxy>> proxies FLOE_GUARDED_BY(proxies_mu);
+  struct Peer {
+    // Its newest incarnation seen; every proxy of it in `proxies` belongs to that one. A node
+    // that restarted numbers its clients from 1 again: the sessions of its previous life are
+    // dropped (their clients are gone), never handed to its new clients.
+    uint64_t origin = 0;
+    // Its proxy sessions here: at most maxclients, as it has at most that many clients (a
+    // limit on all proxies together refused clients of a node that had few, once the others'
+    // filled it).
+    int64_t proxies = 0;
+  };
+  std::map<net::NodeId, Peer> peers FLOE_GUARDED_BY(proxies_mu);
+  int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
+
+  Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
+  // Drops the proxy session `key` if it is still `session` (not a later one with its key).
+  void DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session);
+  void OnClose(net::NodeId from, std::string_view bytes);
+  void SweepIdle(int64_t now_ms) FLOE_REQUIRES(proxies_mu);
+  using ProxyMap = decltype(proxies);
+  ProxyMap::iterator Drop(ProxyMap::iterator it) FLOE_REQUIRES(proxies_mu);
+};
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_CLUSTER_NODE_IMPL_H_
