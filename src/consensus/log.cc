@@ -379,6 +379,7 @@ void Log::Impl::OnWake(uv_async_t* handle) {
     return;
   }
   for (Request* r : batch) self->Dispatch(r);
+  self->MaybeAppendBarrier();
   self->Refresh();
 }
 
@@ -565,10 +566,15 @@ Status Log::Impl::RaftError(int rv, std::string_view what) {
 
 void Log::Impl::OnCheck(uv_check_t* handle) {
   auto* self = static_cast<Impl*>(handle->data);
+  self->MaybeAppendBarrier();
   self->Refresh();
   self->MaybeEndDrain();
 }
 
+// Called only from the loop's own callbacks (OnCheck, OnWake), never from inside one of raft's:
+// a leader that steps down fails its pending requests while raft_state still says leader and
+// its replication state is already freed, so a barrier appended from such a callback (a failed
+// proposal's Finish, a failed barrier's OnBarrier) crashed in raft_barrier (SIGSEGV).
 void Log::Impl::MaybeAppendBarrier() {
   // Not while Stop drains: every appended entry must be on disk before raft closes.
   if (closing_ || draining_ || barrier_pending_ || raft_state(&raft_) != RAFT_LEADER ||
@@ -597,7 +603,6 @@ void Log::Impl::OnBarrier(struct raft_barrier* req, int status) {
 
 void Log::Impl::Refresh() {
   if (closing_) return;
-  MaybeAppendBarrier();
   raft_id leader = 0;
   const char* address = nullptr;
   raft_leader(&raft_, &leader, &address);

@@ -106,6 +106,17 @@ TEST(CatchUpTest, AMemberNotCaughtUpIsHomeToNoDkvKey) {
   EXPECT_EQ(got.status().code(), StatusCode::kWrongHome) << got.status().ToString();
 }
 
+// CLUSTER COUNTKEYSINSLOT and GETKEYSINSLOT name no key but read the store: a member that has
+// not caught up refuses them (it counted and listed its stale key).
+TEST(CatchUpTest, SlotScansAreRefusedUntilTheMemberServes) {
+  TestCluster c;
+  const std::string mine = RestartBehind(c, "stale");
+  Session& s = c.client(2);
+  const std::string slot = std::to_string(cluster::KeySlot(mine));
+  EXPECT_EQ(s.Run({"CLUSTER", "COUNTKEYSINSLOT", slot}), kDown);
+  EXPECT_EQ(s.Run({"CLUSTER", "GETKEYSINSLOT", slot, "10"}), kDown);
+}
+
 // Rule C2's keyspace-wide commands ask every member for its piece: a member that has not caught
 // up refuses its piece, so the command fails whole (it answered from, or flushed, its own store).
 TEST(CatchUpTest, KeyspaceWideCommandsFailWholeWhenAMemberIsNotCaughtUp) {

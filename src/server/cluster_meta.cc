@@ -348,7 +348,7 @@ Result<std::string> ClusterNode::Impl::OnMetaCommit() {
   const consensus::State st = m->raft();
   if (!st.running || !st.leader) return Status::FailedPrecondition("not the leader");
   // A new leader's commit index can lag what an earlier leader committed until it has committed
-  // an entry of its own term (Raft §5.4.2, §8): a member caught up to it could route by an old
+  // an entry of its own term (Raft §5.4.2): a member caught up to it could route by an old
   // table. The asker asks again.
   if (!st.leader_ready) {
     return Status::Unavailable("the leader has not committed an entry of its term yet");

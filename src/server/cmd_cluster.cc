@@ -227,6 +227,8 @@ void CmdClusterCountKeysInSlot(CommandContext& ctx) {
   int64_t slot = 0;
   if (!ParseInt64(ctx.args[2], &slot)) return ctx.NotInteger();
   if (!InRange(slot)) return ctx.Error("ERR Invalid slot");
+  // Not caught up, the store may be stale or empty (docs/membership.md, "Slot scans").
+  if (!node->serving()) return ctx.Error(node->DownError());
   if (!HomedHere(*node, slot)) return ctx.out.Integer(0);
   int64_t count = 0;
   ctx.store().ForEach([&](const store::Value& v) {
@@ -245,6 +247,7 @@ void CmdClusterGetKeysInSlot(CommandContext& ctx) {
     return ctx.NotInteger();
   }
   if (!InRange(slot) || count < 0) return ctx.Error("ERR Invalid slot or number of keys");
+  if (!node->serving()) return ctx.Error(node->DownError());
   std::vector<std::string> keys;
   if (count > 0 && HomedHere(*node, slot)) {
     const auto want = static_cast<uint64_t>(count);
