@@ -1,5 +1,6 @@
 // CsvWriter: a frame as CSV a piece at a time (frame.h, docs/frame.md "CSV out").
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -11,12 +12,18 @@ namespace floe::frame {
 
 namespace {
 
-// RFC 4180: a field in double quotes, its quotes doubled.
+// RFC 4180: a field in double quotes, its quotes doubled. A run without quotes is one append.
 void AppendQuoted(std::string_view v, std::string* out) {
   out->push_back('"');
-  for (char c : v) {
-    if (c == '"') out->push_back('"');
-    out->push_back(c);
+  for (size_t start = 0;;) {
+    const size_t quote = v.find('"', start);
+    if (quote == std::string_view::npos) {
+      out->append(v.substr(start));
+      break;
+    }
+    out->append(v.substr(start, quote + 1 - start));
+    out->push_back('"');
+    start = quote + 1;
   }
   out->push_back('"');
 }
@@ -101,33 +108,32 @@ void AppendCell(const Vec& vec, size_t k, uint32_t i, std::string* out) {
   }
 }
 
-// At least the width of a quoted field of `v` (AppendQuoted's), and of a header name.
-size_t QuotedWidth(std::string_view v) {
-  size_t quotes = 0;
-  for (const char* p = v.data();
-       (p = static_cast<const char*>(std::memchr(p, '"', v.data() + v.size() - p))) != nullptr;
-       p++) {
-    quotes++;
-  }
-  return v.size() + quotes + 2;
+// The width of a quoted field of `v` (AppendQuoted's), and of a header name. Past `limit` the
+// quotes are not counted: the field's bytes alone may already pass it (a row of many megabytes
+// is then judged in O(1), not read byte by byte where the caller must not take long).
+size_t QuotedWidth(std::string_view v, size_t limit = std::numeric_limits<size_t>::max()) {
+  if (v.size() + 2 > limit) return v.size() + 2;
+  return v.size() + static_cast<size_t>(std::count(v.begin(), v.end(), '"')) + 2;
 }
 
 // Wider than any number or time AppendCell writes (at most 24 characters).
 constexpr size_t kNumberWidth = 32;
 
-// At least the width of chunk k's row i as AppendCell writes it, line end included.
-size_t RowWidth(const Frame& f, size_t k, uint32_t i) {
+// At least the width of chunk k's row i as AppendCell writes it, line end included; once past
+// `limit`, some width past it (the rest is not measured).
+size_t RowWidth(const Frame& f, size_t k, uint32_t i, size_t limit) {
   size_t width = f.columns() + 1;  // the commas and CRLF
-  for (size_t c = 0; c < f.columns(); c++) {
+  for (size_t c = 0; c < f.columns() && width <= limit; c++) {
     const Vec& vec = f.vec(c);
     const ChunkView& chunk = vec.chunk(k);
     if (chunk.IsNA(i)) continue;
+    const size_t left = limit - width;
     switch (vec.type()) {
       case ColumnType::kString:
-        width += QuotedWidth(chunk.AtString(i));
+        width += QuotedWidth(chunk.AtString(i), left);
         break;
       case ColumnType::kCategorical:
-        width += QuotedWidth(vec.domain()[static_cast<size_t>(chunk.CodeAt(i))]);
+        width += QuotedWidth(vec.domain()[static_cast<size_t>(chunk.CodeAt(i))], left);
         break;
       default:
         width += kNumberWidth;
@@ -168,8 +174,11 @@ Result<bool> CsvWriter::Next(std::string* out, size_t target, size_t max_line) {
     const uint32_t rows = f.vec(0).chunk(chunk_).rows();
     while (row_ < rows && out->size() < target) {
       if (bounded) {
-        const size_t width = RowWidth(f, chunk_, row_);
+        const size_t width = RowWidth(f, chunk_, row_, max_line);
         if (width > max_line) return TooWide(width, max_line, rows_written_ + 1);
+        // Room for the whole line at once: grown by doubling, a wide line's buffer held up to
+        // twice the line, all of it charged as the client's (mem_clients_normal).
+        if (out->capacity() - out->size() < width) out->reserve(out->size() + width);
       }
       for (size_t c = 0; c < f.columns(); c++) {
         if (c > 0) out->push_back(',');

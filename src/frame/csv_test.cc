@@ -97,6 +97,36 @@ TEST(CsvWriterTest, PiecesStayNearTheTargetAndJoinToTheSameText) {
 
 // A line that may pass max_line is not written: the lines before it are, and the writer stays
 // there; the bound counts a text's doubled quotes.
+// A bounded line's room is reserved whole before it is written: grown by doubling, a piece that
+// took a 3 MB line held up to twice that, all of it charged to its client. A line of many
+// quotes is judged by its bytes alone once they pass the bound (not read quote by quote).
+TEST(CsvWriterTest, AWideLineIsReservedWholeNotDoubled) {
+  Result<FrameBuilder> made = FrameBuilder::Make({{"s", ColumnType::kString}});
+  FLOE_CHECK_OK(made.status());
+  FrameBuilder b = std::move(*made);
+  for (const std::string& v :
+       {std::string("a"), std::string(3 << 20, 'y'), std::string("b"), std::string(1 << 20, '"')}) {
+    FLOE_CHECK_OK(b.AddString(0, v));
+    FLOE_CHECK_OK(b.EndRow());
+  }
+  Result<Frame> f = b.Finish();
+  FLOE_CHECK_OK(f.status());
+  auto frame = std::make_shared<const Frame>(std::move(*f));
+  CsvWriter w(frame);
+  std::string out;
+  Result<bool> next = w.Next(&out, 64 << 10, 4 << 20);  // the header, "a", then the wide row
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_TRUE(*next);
+  EXPECT_EQ(w.rows_written(), 2u);
+  EXPECT_GT(out.size(), size_t{3} << 20);
+  EXPECT_LT(out.capacity(), out.size() + (size_t{64} << 10)) << "the buffer grew by doubling";
+  out.clear();
+  next = w.Next(&out, 64 << 10, 1 << 20);  // "b", then a row of 2 MiB + 2 as CSV
+  ASSERT_FALSE(next.ok());
+  EXPECT_EQ(next.status().message(), "row 4 is up to 1048580 bytes as CSV, more than 1048576");
+  EXPECT_EQ(out, "\"b\"\r\n");
+}
+
 TEST(CsvWriterTest, ALineWiderThanMaxLineIsRefusedBeforeItIsWritten) {
   Result<FrameBuilder> made = FrameBuilder::Make({{"s", ColumnType::kString}});
   FLOE_CHECK_OK(made.status());

@@ -196,7 +196,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool header_is_fetch_dest_ = false;
   // Which of the headers above this request has given (bits), and the first one given twice.
   unsigned headers_seen_ = 0;
+  static constexpr unsigned kHostSeen = 1u << 1;  // NoteHeader's bit for Host
   std::string repeated_header_;
+  bool bad_header_name_ = false;  // a header's name ended in blanks ("Host : ...")
   std::string expect_;            // the Expect header
   bool expect_continue_ = false;  // Expect: 100-continue
   bool send_continue_ = false;    // ... and the body is accepted: send 100 Continue
@@ -489,6 +491,7 @@ void Connection::ResetRequest() {
   header_is_fetch_dest_ = false;
   headers_seen_ = 0;
   repeated_header_.clear();
+  bad_header_name_ = false;
   expect_.clear();
   expect_continue_ = false;
   send_continue_ = false;
@@ -553,6 +556,13 @@ const http_parser_settings& Connection::Settings() {
         c->header_is_fetch_mode_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-mode");
         c->header_is_fetch_dest_ = EqualsIgnoreCase(c->header_field_, "sec-fetch-dest");
         c->NoteHeader();
+        // "Host : evil" is not a Host header to the rules, but may be one to a proxy that
+        // trims it: a name that ends in blanks is refused (RFC 9112 §5.1).
+        if (!c->header_field_.empty() &&
+            (c->header_field_.back() == ' ' || c->header_field_.back() == '\t') &&
+            c->repeated_header_.empty()) {
+          c->bad_header_name_ = true;
+        }
       }
       if (c->header_is_auth_) c->request_.authorization.append(at, n);
       if (c->header_is_host_) c->request_.host.append(at, n);
@@ -573,6 +583,17 @@ const http_parser_settings& Connection::Settings() {
       if (!c->repeated_header_.empty()) {
         c->refused_ = 400;
         c->refusal_ = "ERR repeated '" + c->repeated_header_ + "' header";
+        return -1;
+      }
+      if (c->bad_header_name_) {
+        c->refused_ = 400;
+        c->refusal_ = "ERR whitespace between a header's name and its colon";
+        return -1;
+      }
+      // X2 judges the Host: an HTTP/1.1 request must give one (RFC 9112 §3.2).
+      if (p->http_major == 1 && p->http_minor >= 1 && (c->headers_seen_ & kHostSeen) == 0) {
+        c->refused_ = 400;
+        c->refusal_ = "ERR an HTTP/1.1 request needs a Host header";
         return -1;
       }
       // X1-X3 before the password and before any body is read: another site's page cannot
@@ -755,6 +776,8 @@ void Connection::Answer(internal::Response response, bool close) {
 
 void Connection::SendPiece(bool close) {
   if (closed_) return;
+  // A wide line's buffer is not kept (and charged) for the rest of the download.
+  if (out_.capacity() > 4 * internal::kStreamPiece) std::string().swap(out_);
   out_.assign(kPieceRoom, ' ');
   if (!stream_) return WritePiece(close, false);
   Result<internal::Response::Piece> made = stream_(&out_, /*on_io_thread=*/true);

@@ -1621,6 +1621,27 @@ def test_repeated_headers_the_rules_read_are_refused(node):
     assert code == 200, answer
 
 
+def test_blank_header_names_and_a_missing_host_are_refused(node):
+    # "Host : evil" was no Host to X2 (its name is "Host "), but is one to a proxy that trims
+    # it; an HTTP/1.1 request without Host skipped X2 altogether. Both ran the command.
+    s = node()
+    port = s.http_port
+    body = b'["SET","x","1"]'
+    for headers, text in [
+            (b"Host: 127.0.0.1\r\nHost : evil.example\r\n", b"whitespace between"),
+            (b"Host: 127.0.0.1\r\nOrigin\t: http://evil.example\r\n", b""),  # the parser's
+            (b"Host : evil.example\r\n", b"whitespace between"),
+            (b"", b"needs a Host header")]:
+        code, answer = raw_request(port, b"POST /api/command HTTP/1.1\r\n%s"
+                                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                                       headers, len(body), body))
+        assert code == 400 and text in answer, (headers, answer)
+    assert s.client().get("x") is None
+    # HTTP/1.0 has no Host to require.
+    code, answer = raw_request(port, b"GET /api/cluster HTTP/1.0\r\n\r\n")
+    assert code == 200, answer
+
+
 def test_cross_site_fetch_metadata_and_names_are_refused(node):
     # X3: what another page makes the browser send without an Origin (an <img> or <script>
     # pointing at a GET, a no-cors fetch, a form) carries Sec-Fetch-Site; only following a link
