@@ -612,7 +612,37 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
   }
   if (g.stopped()) return g;
   for (uint32_t r = 0; r < rows; r++) g.rows[gid[r]]++;
+  // Aggregates that keep the same state of the same column (sum and mean; min and max) share
+  // one pass: a later one copies the earlier one's per-group state.
+  auto pass_kind = [](AggFn fn) {
+    switch (fn) {
+      case AggFn::kSum:
+      case AggFn::kMean:
+        return 1;
+      case AggFn::kMin:
+      case AggFn::kMax:
+        return 2;
+      case AggFn::kSd:
+        return 3;
+      default:
+        return 0;  // count (no pass), distinct (its own sketches)
+    }
+  };
   for (size_t a = 0; a < width; a++) {
+    size_t same = a;
+    for (size_t b = 0; b < a && same == a; b++) {
+      if (pass_kind(aggs[a].fn) != 0 && pass_kind(aggs[b].fn) == pass_kind(aggs[a].fn) &&
+          aggs[b].col == aggs[a].col) {
+        same = b;
+      }
+    }
+    if (same != a) {
+      for (size_t i = 0; i < g.keys.size(); i++) {
+        g.moments[i * width + a] = g.moments[i * width + same];
+        g.sums[i * width + a] = g.sums[i * width + same];
+      }
+      continue;
+    }
     const ChunkView& chunk = frame.vec(aggs[a].col).chunk(k);
     auto state = [&](uint32_t r) -> Moments& { return g.moments[gid[r] * width + a]; };
     switch (aggs[a].fn) {
