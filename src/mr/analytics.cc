@@ -612,9 +612,11 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
   }
   if (g.stopped()) return g;
   for (uint32_t r = 0; r < rows; r++) g.rows[gid[r]]++;
-  // Aggregates that keep the same state of the same column (sum and mean; min and max) share
-  // one pass: a later one copies the earlier one's per-group state.
-  auto pass_kind = [](AggFn fn) {
+  // Aggregates of one column whose state another's pass also gives share that pass: sum and
+  // mean keep a count and a sum, min and max a count and the extremes, and sd's pass keeps all
+  // of these (Moments::Add, and the plain sum in row order). Each takes its state from `source`:
+  // the column's first sd, else its first aggregate of the same kind, else itself.
+  auto kind = [](AggFn fn) {
     switch (fn) {
       case AggFn::kSum:
       case AggFn::kMean:
@@ -628,21 +630,26 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
         return 0;  // count (no pass), distinct (its own sketches)
     }
   };
+  std::vector<size_t> source(width);
   for (size_t a = 0; a < width; a++) {
-    size_t same = a;
-    for (size_t b = 0; b < a && same == a; b++) {
-      if (pass_kind(aggs[a].fn) != 0 && pass_kind(aggs[b].fn) == pass_kind(aggs[a].fn) &&
-          aggs[b].col == aggs[a].col) {
-        same = b;
+    source[a] = a;
+    if (kind(aggs[a].fn) == 0) continue;
+    for (size_t b = 0; b < width; b++) {
+      if (aggs[b].col == aggs[a].col && aggs[b].fn == AggFn::kSd) {
+        source[a] = b;
+        break;
       }
     }
-    if (same != a) {
-      for (size_t i = 0; i < g.keys.size(); i++) {
-        g.moments[i * width + a] = g.moments[i * width + same];
-        g.sums[i * width + a] = g.sums[i * width + same];
+    if (source[a] != a && aggs[source[a]].fn == AggFn::kSd) continue;
+    for (size_t b = 0; b < a; b++) {
+      if (aggs[b].col == aggs[a].col && kind(aggs[b].fn) == kind(aggs[a].fn)) {
+        source[a] = b;
+        break;
       }
-      continue;
     }
+  }
+  for (size_t a = 0; a < width; a++) {
+    if (source[a] != a) continue;
     const ChunkView& chunk = frame.vec(aggs[a].col).chunk(k);
     auto state = [&](uint32_t r) -> Moments& { return g.moments[gid[r] * width + a]; };
     switch (aggs[a].fn) {
@@ -710,6 +717,13 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
         }
         break;
       }
+    }
+  }
+  for (size_t a = 0; a < width; a++) {
+    if (source[a] == a) continue;
+    for (size_t i = 0; i < g.keys.size(); i++) {
+      g.moments[i * width + a] = g.moments[i * width + source[a]];
+      g.sums[i * width + a] = g.sums[i * width + source[a]];
     }
   }
   return g;
