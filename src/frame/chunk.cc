@@ -66,7 +66,12 @@ bool AsScaledIntegers(std::span<const double> values, int scale, std::vector<int
     if (std::signbit(v) && v == 0) return false;  // -0.0 would come back as +0.0
     const double scaled = v * kPow10[scale];
     if (!(std::fabs(scaled) < kExactIntLimit)) return false;
-    const auto k = static_cast<int64_t>(std::llround(scaled));
+    // llround's value (halves away from zero) without its call: below 2^53 the truncation and
+    // the fraction left are exact.
+    auto k = static_cast<int64_t>(scaled);
+    const double fraction = scaled - static_cast<double>(k);
+    if (fraction >= 0.5) k++;
+    if (fraction <= -0.5) k--;
     const double back =
         scale == 0 ? static_cast<double>(k) : static_cast<double>(k) / kPow10[scale];
     if (back != v) return false;
