@@ -33,6 +33,7 @@ using internal::Row;
 
 constexpr uint64_t kRowsPerCheck = 4096;  // rows between cancel checks and progress updates
 constexpr uint32_t kMaxThreads = 256;
+constexpr size_t kMergeWorkers = 4;  // threads re-encoding categorical chunks in the merge
 
 // ---------------------------------------------------------------------------------------------
 // Sources
@@ -673,7 +674,9 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options, uint
               frame::CompressCodes(codes, static_cast<uint32_t>(domain.size())));
         }
       };
-      const size_t workers = std::min<size_t>(tasks.size(), threads);
+      // At most kMergeWorkers: each holds one chunk's values while it re-encodes them (a few MB,
+      // uncharged, as the one-thread merge held), so the peak does not grow with the cores.
+      const size_t workers = std::min<size_t>({tasks.size(), threads, kMergeWorkers});
       RunAll(workers, [&](size_t w) {
         for (size_t t = w; t < tasks.size(); t += workers) {
           // An allocation that fails fails the parse, as in the range parsers.
