@@ -218,6 +218,9 @@ std::optional<std::string> CompressSparse(std::span<const double> values, Layout
   auto is_fill = [zero](double v) { return zero ? (v == 0 && !std::signbit(v)) : IsNA(v); };
   const auto rows = static_cast<uint32_t>(values.size());
   const uint32_t stored = rows - fills;
+  // No fill: the sparse chunk would be the dense one of every value plus an index, never
+  // smaller than `best` (which is at most that dense one): skip building it.
+  if (stored == rows) return std::nullopt;
   const uint8_t width = IndexWidth(rows);
   // Two headers and the indices are a lower bound: most chunks stop here, before encoding.
   if (2 * kChunkHeaderBytes + size_t{stored} * width >= best) return std::nullopt;
