@@ -66,7 +66,12 @@ bool AsScaledIntegers(std::span<const double> values, int scale, std::vector<int
     if (std::signbit(v) && v == 0) return false;  // -0.0 would come back as +0.0
     const double scaled = v * kPow10[scale];
     if (!(std::fabs(scaled) < kExactIntLimit)) return false;
-    const auto k = static_cast<int64_t>(std::llround(scaled));
+    // llround's value (halves away from zero) without its call: below 2^53 the truncation and
+    // the fraction left are exact.
+    auto k = static_cast<int64_t>(scaled);
+    const double fraction = scaled - static_cast<double>(k);
+    if (fraction >= 0.5) k++;
+    if (fraction <= -0.5) k--;
     const double back =
         scale == 0 ? static_cast<double>(k) : static_cast<double>(k) / kPow10[scale];
     if (back != v) return false;
@@ -206,13 +211,16 @@ uint8_t IndexWidth(uint32_t rows) {
 
 // `values` as a sparse chunk around the fill of `layout` (+0.0 or NA), if that is smaller than
 // `best` bytes. The listed values go in their own smallest dense layout.
+// `fills`: how many values are that fill (counted once for both layouts by the caller).
 std::optional<std::string> CompressSparse(std::span<const double> values, Layout layout,
-                                          size_t best) {
+                                          uint32_t fills, size_t best) {
   const bool zero = layout == Layout::kSparseZero;
   auto is_fill = [zero](double v) { return zero ? (v == 0 && !std::signbit(v)) : IsNA(v); };
   const auto rows = static_cast<uint32_t>(values.size());
-  const auto stored =
-      static_cast<uint32_t>(rows - std::count_if(values.begin(), values.end(), is_fill));
+  const uint32_t stored = rows - fills;
+  // No fill: the sparse chunk would be the dense one of every value plus an index, never
+  // smaller than `best` (which is at most that dense one): skip building it.
+  if (stored == rows) return std::nullopt;
   const uint8_t width = IndexWidth(rows);
   // Two headers and the indices are a lower bound: most chunks stop here, before encoding.
   if (2 * kChunkHeaderBytes + size_t{stored} * width >= best) return std::nullopt;
@@ -297,8 +305,15 @@ Status ParseDense(std::string_view bytes, internal::Dense* d, uint32_t* rows) {
 std::string Compress(std::span<const double> values) {
   FLOE_CHECK(values.size() <= kMaxChunkRows);
   std::string best = CompressDense(values);
+  // +0.0 and NA counted in one pass for both sparse layouts.
+  uint32_t zeros = 0, nas = 0;
+  for (const double v : values) {
+    zeros += v == 0 && !std::signbit(v) ? 1 : 0;
+    nas += IsNA(v) ? 1 : 0;
+  }
   for (Layout sparse : {Layout::kSparseZero, Layout::kSparseNA}) {
-    if (std::optional<std::string> s = CompressSparse(values, sparse, best.size())) {
+    const uint32_t fills = sparse == Layout::kSparseZero ? zeros : nas;
+    if (std::optional<std::string> s = CompressSparse(values, sparse, fills, best.size())) {
       best = std::move(*s);
     }
   }

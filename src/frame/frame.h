@@ -545,6 +545,13 @@ class FrameBuilder {
       size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
     };
     std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> codes_of;
+    // A direct-mapped cache in front of codes_of: slot (a cheap hash of the value's ends) ->
+    // a code, or -1. A hit is confirmed against the domain, so a stale or colliding slot only
+    // costs the map lookup. Grown with the domain (to 16, 64, 256, 1024 slots as it passes half
+    // of each): 4 KiB at most, and never more than 64 bytes per domain value, within what
+    // domain_bytes charges for one (kDomainEntryBytes).
+    std::vector<int32_t> code_cache;
+    int32_t Code(std::string_view v);
     bool new_value = false;  // this row added the domain's last value
     std::vector<std::shared_ptr<const std::string>> chunks;
     size_t pending() const;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <unordered_set>
 
 #include "frame/frame.h"
@@ -229,20 +230,96 @@ Status FrameBuilder::AddTime(size_t col, int64_t ms) {
   return Status::OK();
 }
 
+namespace {
+
+constexpr size_t kCodeCacheSlots = 1024;
+
+// A hash of the value's length and its first and last (up to) 8 bytes: enough to tell apart the
+// values of a categorical column, which are mostly short; a miss only costs a map lookup.
+size_t CacheHash(std::string_view v) {
+  const size_t n = v.size();
+  const char* p = v.data();
+  uint64_t a = 0, b = 0;
+  if (n >= 8) {
+    std::memcpy(&a, p, 8);
+    std::memcpy(&b, p + n - 8, 8);
+  } else if (n >= 4) {
+    uint32_t x, y;
+    std::memcpy(&x, p, 4);
+    std::memcpy(&y, p + n - 4, 4);
+    a = x | uint64_t{y} << 32;
+  } else if (n > 0) {
+    a = uint64_t{static_cast<uint8_t>(p[0])} | uint64_t{static_cast<uint8_t>(p[n / 2])} << 8 |
+        uint64_t{static_cast<uint8_t>(p[n - 1])} << 16;
+  }
+  const uint64_t h =
+      (a * 0x9e3779b97f4a7c15ull ^ b * 0xc2b2ae3d27d4eb4full ^ n) * 0xff51afd7ed558ccdull;
+  return static_cast<size_t>(h >> 32);
+}
+
+// Whether n bytes at a and b are equal; short values (the usual categorical) compared in a few
+// word loads instead of a call to memcmp.
+bool SameBytes(const char* a, const char* b, size_t n) {
+  auto load8 = [](const char* p) {
+    uint64_t x;
+    std::memcpy(&x, p, 8);
+    return x;
+  };
+  auto load4 = [](const char* p) {
+    uint32_t x;
+    std::memcpy(&x, p, 4);
+    return x;
+  };
+  if (n >= 8 && n <= 16) {
+    return load8(a) == load8(b) && load8(a + n - 8) == load8(b + n - 8);
+  }
+  if (n >= 4 && n < 8) return load4(a) == load4(b) && load4(a + n - 4) == load4(b + n - 4);
+  if (n < 4) {
+    for (size_t i = 0; i < n; i++) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
+  }
+  return std::memcmp(a, b, n) == 0;
+}
+
+}  // namespace
+
+int32_t FrameBuilder::Column::Code(std::string_view v) {
+  const size_t slot = code_cache.empty() ? 0 : CacheHash(v) & (code_cache.size() - 1);
+  if (!code_cache.empty()) {
+    const int32_t code = code_cache[slot];
+    if (code >= 0 && static_cast<size_t>(code) < domain.size() && domain[code].size() == v.size() &&
+        SameBytes(domain[code].data(), v.data(), v.size())) {
+      return code;
+    }
+  }
+  const auto it = codes_of.find(v);
+  if (it == codes_of.end()) return -1;
+  if (!code_cache.empty()) code_cache[slot] = it->second;
+  return it->second;
+}
+
 Status FrameBuilder::AddString(size_t col, std::string_view v) {
   const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kCategorical || type == ColumnType::kString));
   Column& c = columns_[col];
   if (type == ColumnType::kCategorical) {
-    auto it = c.codes_of.find(v);
-    if (it == c.codes_of.end()) {
+    int32_t code = c.Code(v);
+    if (code < 0) {
       if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
-      it = c.codes_of.emplace(std::string(v), static_cast<int32_t>(c.domain.size())).first;
+      code = static_cast<int32_t>(c.domain.size());
+      c.codes_of.emplace(std::string(v), code);
       c.domain.emplace_back(v);
       c.new_value = true;
       domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
+      // The cache grows with the domain (emptied: it refills as values come).
+      if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
+        c.code_cache.assign(
+            std::min(kCodeCacheSlots, std::max<size_t>(16, 4 * c.code_cache.size())), -1);
+      }
     }
-    c.codes.push_back(it->second);
+    c.codes.push_back(code);
     c.pending_raw += 4;
     return Status::OK();
   }
@@ -377,6 +454,7 @@ Status FrameBuilder::DemoteToString(size_t col) {
   c.codes.clear();
   std::vector<std::string>().swap(c.domain);
   decltype(c.codes_of)().swap(c.codes_of);
+  std::vector<int32_t>().swap(c.code_cache);
   c.new_value = false;
   c.spec.type = ColumnType::kString;
   return Status::OK();

@@ -8,6 +8,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -343,6 +344,38 @@ TEST(FrameTest, ColumnsMustAlignChunkByChunk) {
 
 // A categorical column turned into strings between rows keeps every value, cut chunks and
 // pending ones alike, frees its domain, and refuses a row half set.
+TEST(FrameBuilderTest, CategoricalCodesSurviveDroppedRowsAndLookalikeValues) {
+  // Values that share their length and their first and last bytes (the code cache's hash), a
+  // value first seen in a dropped row (its code is then given to another value), and a domain
+  // growing past every cache size: each row reads back the value it was given.
+  FrameBuilder b = MakeBuilder({{"n", ColumnType::kReal}, {"c", ColumnType::kCategorical}}, 1024);
+  std::vector<std::string> expected;
+  auto add = [&](const std::string& v) {
+    ASSERT_TRUE(b.AddNumber(0, 0).ok());
+    ASSERT_TRUE(b.AddString(1, v).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+    expected.push_back(v);
+  };
+  add("first");
+  ASSERT_TRUE(b.AddString(1, "gone").ok());  // a row without column 0: dropped with its value
+  EXPECT_FALSE(b.EndRow().ok());
+  add("other");  // takes the code "gone" had
+  add("gone");
+  add("other");
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 20000; i++) {
+    const uint64_t r = rng() % 3000;
+    add("a" + std::string(10, ' ') + std::to_string(r) + std::string(10, ' ') + "z");
+  }
+  EXPECT_EQ(b.domain_size(1), std::set<std::string>(expected.begin(), expected.end()).size());
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_EQ(f->rows(), expected.size());
+  for (size_t r = 0; r < expected.size(); r++) {
+    ASSERT_EQ(f->vec(1).AtString(r), expected[r]) << "row " << r;
+  }
+}
+
 TEST(FrameBuilderTest, DemoteToStringKeepsEveryValueAndFreesTheDomain) {
   FrameBuilder b = MakeBuilder({{"n", ColumnType::kReal}, {"c", ColumnType::kCategorical}}, 64);
   std::vector<std::optional<std::string>> expected;

@@ -612,7 +612,44 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
   }
   if (g.stopped()) return g;
   for (uint32_t r = 0; r < rows; r++) g.rows[gid[r]]++;
+  // Aggregates of one column whose state another's pass also gives share that pass: sum and
+  // mean keep a count and a sum, min and max a count and the extremes, and sd's pass keeps all
+  // of these (Moments::Add, and the plain sum in row order). Each takes its state from `source`:
+  // the column's first sd, else its first aggregate of the same kind, else itself.
+  auto kind = [](AggFn fn) {
+    switch (fn) {
+      case AggFn::kSum:
+      case AggFn::kMean:
+        return 1;
+      case AggFn::kMin:
+      case AggFn::kMax:
+        return 2;
+      case AggFn::kSd:
+        return 3;
+      default:
+        return 0;  // count (no pass), distinct (its own sketches)
+    }
+  };
+  std::vector<size_t> source(width);
   for (size_t a = 0; a < width; a++) {
+    source[a] = a;
+    if (kind(aggs[a].fn) == 0) continue;
+    for (size_t b = 0; b < width; b++) {
+      if (aggs[b].col == aggs[a].col && aggs[b].fn == AggFn::kSd) {
+        source[a] = b;
+        break;
+      }
+    }
+    if (source[a] != a && aggs[source[a]].fn == AggFn::kSd) continue;
+    for (size_t b = 0; b < a; b++) {
+      if (aggs[b].col == aggs[a].col && kind(aggs[b].fn) == kind(aggs[a].fn)) {
+        source[a] = b;
+        break;
+      }
+    }
+  }
+  for (size_t a = 0; a < width; a++) {
+    if (source[a] != a) continue;
     const ChunkView& chunk = frame.vec(aggs[a].col).chunk(k);
     auto state = [&](uint32_t r) -> Moments& { return g.moments[gid[r] * width + a]; };
     switch (aggs[a].fn) {
@@ -680,6 +717,13 @@ Groups MapGroups(const Frame& frame, const std::vector<size_t>& keys,
         }
         break;
       }
+    }
+  }
+  for (size_t a = 0; a < width; a++) {
+    if (source[a] == a) continue;
+    for (size_t i = 0; i < g.keys.size(); i++) {
+      g.moments[i * width + a] = g.moments[i * width + source[a]];
+      g.sums[i * width + a] = g.sums[i * width + source[a]];
     }
   }
   return g;

@@ -687,6 +687,30 @@ TEST(MrTest, GroupByDistinctCountsEachGroupsValues) {
   }
 }
 
+// Aggregates that share a pass (sum and mean, min and max of one column) share it only for the
+// same column: each result equals the aggregate computed alone.
+TEST(MrTest, GroupByAggregatesOfOtherColumnsDoNotShareAPass) {
+  const Data d = Random(9, 30000, 50, 0.2);
+  const std::vector<Aggregate> aggs = {
+      {.fn = AggFn::kSum, .col = 1}, {.fn = AggFn::kMean, .col = 0}, {.fn = AggFn::kMean, .col = 1},
+      {.fn = AggFn::kMin, .col = 0}, {.fn = AggFn::kMax, .col = 1},  {.fn = AggFn::kMin, .col = 1},
+      {.fn = AggFn::kSd, .col = 0},  {.fn = AggFn::kSd, .col = 1},   {.fn = AggFn::kSum, .col = 0}};
+  Result<Frame> all = GroupBy(d.frame, {2}, aggs, {.threads = 2});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  for (size_t a = 0; a < aggs.size(); a++) {
+    SCOPED_TRACE(::testing::Message() << "aggregate " << a);
+    Result<Frame> one = GroupBy(d.frame, {2}, {aggs[a]}, {.threads = 2});
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    ASSERT_EQ(one->rows(), all->rows());
+    for (uint64_t r = 0; r < all->rows(); r++) {
+      EXPECT_EQ(one->vec(1).IsNA(r), all->vec(1 + a).IsNA(r)) << "row " << r;
+      if (!one->vec(1).IsNA(r)) {
+        EXPECT_EQ(one->vec(1).At(r), all->vec(1 + a).At(r)) << "row " << r;
+      }
+    }
+  }
+}
+
 TEST(MrTest, GroupByMatchesASingleThreadedPass) {
   for (double na : {0.1, 0.9}) {
     SCOPED_TRACE(::testing::Message() << "na " << na);

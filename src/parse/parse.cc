@@ -33,6 +33,7 @@ using internal::Row;
 
 constexpr uint64_t kRowsPerCheck = 4096;  // rows between cancel checks and progress updates
 constexpr uint32_t kMaxThreads = 256;
+constexpr size_t kMergeWorkers = 4;  // threads re-encoding categorical chunks in the merge
 
 // ---------------------------------------------------------------------------------------------
 // Sources
@@ -594,7 +595,7 @@ Split SplitBody(std::string_view body, char quote, size_t ranges, const std::ato
 // Joins the pieces' columns chunk by chunk. Categorical domains are merged in piece order, which
 // is first-seen order over the whole input; a piece whose codes differ from the merged ones has
 // its chunks re-encoded. A domain past the categorical limit makes the column a string column.
-Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
+Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options, uint32_t threads,
                            std::vector<Piece>& pieces, ParseReport* report) {
   std::vector<frame::Vec> vecs;
   for (size_t c = 0; c < setup.names.size(); c++) {
@@ -624,43 +625,79 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options,
         type = ColumnType::kString;
         report->string_columns_from_categorical++;
       }
-      std::vector<int32_t> codes;
-      std::vector<std::optional<std::string_view>> strings;
+      // The chunks of pieces whose codes differ from the merged ones (every piece but the first,
+      // as a rule: each range numbers values as it meets them) are re-encoded on the parse's
+      // threads, each a share of them; the chunks then go in input order.
+      struct Task {
+        size_t piece, chunk;
+        std::shared_ptr<const std::string> bytes;
+        Status status;
+      };
+      std::vector<Task> tasks;
+      std::vector<bool> identity(pieces.size(), false);
       for (size_t i = 0; i < pieces.size(); i++) {
         const frame::Vec& v = pieces[i].frame.vec(c);
-        if (v.type() == ColumnType::kString) {
+        if (v.type() == ColumnType::kString) continue;
+        identity[i] = !as_strings;
+        for (size_t k = 0; identity[i] && k < maps[i].size(); k++) {
+          identity[i] = maps[i][k] == int32_t(k);
+        }
+        if (identity[i]) continue;
+        for (size_t k = 0; k < v.chunk_count(); k++) tasks.push_back({.piece = i, .chunk = k});
+      }
+      auto reencode = [&](Task& t) {
+        const frame::Vec& v = pieces[t.piece].frame.vec(c);
+        const frame::ChunkView& view = v.chunk(t.chunk);
+        std::vector<int32_t> codes;
+        std::vector<std::optional<std::string_view>> strings;
+        for (uint32_t r = 0; r < view.rows(); r++) {
+          const int32_t code =
+              view.layout() == frame::Layout::kEmpty ? frame::kNACode : view.CodeAt(r);
+          const int32_t global = code == frame::kNACode ? frame::kNACode : maps[t.piece][code];
+          if (as_strings) {
+            strings.push_back(global == frame::kNACode
+                                  ? std::nullopt
+                                  : std::optional<std::string_view>(domain[global]));
+          } else {
+            codes.push_back(global);
+          }
+        }
+        if (as_strings) {
+          Result<std::string> bytes = frame::CompressStrings(strings);
+          if (!bytes.ok()) {
+            t.status = bytes.status();
+            return;
+          }
+          t.bytes = std::make_shared<const std::string>(std::move(*bytes));
+        } else {
+          t.bytes = std::make_shared<const std::string>(
+              frame::CompressCodes(codes, static_cast<uint32_t>(domain.size())));
+        }
+      };
+      // At most kMergeWorkers: each holds one chunk's values while it re-encodes them (a few MB,
+      // uncharged, as the one-thread merge held), so the peak does not grow with the cores.
+      const size_t workers = std::min<size_t>({tasks.size(), threads, kMergeWorkers});
+      RunAll(workers, [&](size_t w) {
+        for (size_t t = w; t < tasks.size(); t += workers) {
+          // An allocation that fails fails the parse, as in the range parsers.
+          try {
+            reencode(tasks[t]);
+          } catch (const std::bad_alloc&) {
+            tasks[t].status = Status::ResourceExhausted("out of memory while merging");
+          }
+        }
+      });
+      size_t next_task = 0;
+      for (size_t i = 0; i < pieces.size(); i++) {
+        const frame::Vec& v = pieces[i].frame.vec(c);
+        if (v.type() == ColumnType::kString || identity[i]) {
           for (size_t k = 0; k < v.chunk_count(); k++) chunks.push_back(v.chunk_bytes(k));
           continue;
         }
-        bool identity = !as_strings;
-        for (size_t k = 0; identity && k < maps[i].size(); k++) identity = maps[i][k] == int32_t(k);
         for (size_t k = 0; k < v.chunk_count(); k++) {
-          if (identity) {
-            chunks.push_back(v.chunk_bytes(k));
-            continue;
-          }
-          const frame::ChunkView& view = v.chunk(k);
-          codes.clear();
-          strings.clear();
-          for (uint32_t r = 0; r < view.rows(); r++) {
-            const int32_t code =
-                view.layout() == frame::Layout::kEmpty ? frame::kNACode : view.CodeAt(r);
-            const int32_t global = code == frame::kNACode ? frame::kNACode : maps[i][code];
-            if (as_strings) {
-              strings.push_back(global == frame::kNACode
-                                    ? std::nullopt
-                                    : std::optional<std::string_view>(domain[global]));
-            } else {
-              codes.push_back(global);
-            }
-          }
-          if (as_strings) {
-            FLOE_ASSIGN_OR_RETURN(std::string bytes, frame::CompressStrings(strings));
-            chunks.push_back(std::make_shared<const std::string>(std::move(bytes)));
-          } else {
-            chunks.push_back(std::make_shared<const std::string>(
-                frame::CompressCodes(codes, static_cast<uint32_t>(domain.size()))));
-          }
+          Task& t = tasks[next_task++];
+          FLOE_RETURN_IF_ERROR(t.status);
+          chunks.push_back(std::move(t.bytes));
         }
       }
       if (as_strings) domain.clear();
@@ -868,7 +905,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, options.builder));
     FLOE_ASSIGN_OR_RETURN(pieces[0].frame, b.Finish());
   }
-  FLOE_ASSIGN_OR_RETURN(result.frame, Merge(setup, options, pieces, &report));
+  FLOE_ASSIGN_OR_RETURN(result.frame, Merge(setup, options, threads, pieces, &report));
   result.setup = std::move(setup);
   if (control.progress) {
     control.progress({.bytes_done = report.bytes,
