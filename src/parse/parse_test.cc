@@ -23,72 +23,14 @@
 #include <vector>
 
 #include "parse/internal/csv.h"
+#include "parse/parse_test_support.h"
 #include "testing/gzip.h"
 
 namespace floe::parse {
 namespace {
 
-using frame::ColumnType;
-
-ParseResult Parse(std::string_view text, ParseOptions options = {}) {
-  Result<ParseResult> r = ParseBytes(text, options);
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  if (!r.ok()) return {};
-  return std::move(*r);
-}
-
-// Options that split even a tiny input into `threads` ranges.
-ParseOptions Threads(uint32_t threads) {
-  ParseOptions o;
-  o.threads = threads;
-  o.min_range_bytes = 1;
-  o.builder.target_chunk_bytes = 256;  // several chunks per range too
-  return o;
-}
-
-// A cell as text: "NA", the number (%.17g), the time in ms, or the string.
-std::string Cell(const frame::Frame& f, size_t col, uint64_t row) {
-  const frame::Vec& v = f.vec(col);
-  if (v.IsNA(row)) return "NA";
-  switch (v.type()) {
-    case ColumnType::kCategorical:
-    case ColumnType::kString:
-      return std::string(v.AtString(row));
-    default: {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.17g", v.At(row));
-      return buf;
-    }
-  }
-}
-
-std::vector<std::string> Column(const frame::Frame& f, size_t col) {
-  std::vector<std::string> out;
-  for (uint64_t r = 0; r < f.rows(); r++) out.push_back(Cell(f, col, r));
-  return out;
-}
-
-// Everything a parse decides, as text, to compare runs.
-std::string Dump(const ParseResult& r) {
-  std::string s;
-  for (size_t c = 0; c < r.frame.columns(); c++) {
-    s += r.frame.name(c) + ":" + std::string(frame::ColumnTypeName(r.frame.vec(c).type())) + "[";
-    for (const std::string& d : r.frame.vec(c).domain()) s += d + "|";
-    s += "]\n";
-  }
-  for (uint64_t row = 0; row < r.frame.rows(); row++) {
-    for (size_t c = 0; c < r.frame.columns(); c++) s += Cell(r.frame, c, row) + "\x1f";
-    s += "\n";
-  }
-  const ParseReport& p = r.report;
-  s += "rows " + std::to_string(p.rows) + " rejected " + std::to_string(p.rejected_rows) +
-       " padded " + std::to_string(p.padded_rows) + " bad " + std::to_string(p.bad_values) +
-       " blank " + std::to_string(p.blank_lines) + "\n";
-  for (const ParseIssue& i : p.issues) s += std::to_string(i.line) + ": " + i.reason + "\n";
-  return s;
-}
-
-std::vector<ColumnType> Types(const ParseResult& r) { return r.setup.types; }
+using namespace test_support;  // NOLINT: the tests' shared helpers
+using testing::Gzip;
 
 TEST(ParseTest, GuessesHeaderAndTypesOfASmallMixedFile) {
   const ParseResult r = Parse(
@@ -556,40 +498,6 @@ TEST(ParseTest, AFieldSplitAcrossRangesAndEverySplitPoint) {
   for (uint32_t t = 2; t <= 40; t++) EXPECT_EQ(Dump(one), Dump(Parse(text, Threads(t)))) << t;
 }
 
-// A random file with every kind of column, quotes, embedded newlines, NA, ragged and bad rows.
-std::string RandomCsv(uint64_t seed, int rows) {
-  std::mt19937_64 rng(seed);
-  std::string s = "int,real,cat,str,time\r\n";
-  for (int i = 0; i < rows; i++) {
-    const uint64_t x = rng();
-    if (x % 97 == 0) {
-      s += x % 2 ? "\r\n" : "\n";  // blank
-      continue;
-    }
-    s += (x % 13 == 0 ? "" : std::to_string(static_cast<int64_t>(rng() % 2000000) - 1000000)) + ",";
-    s += (x % 89 == 0 ? "bad" : std::to_string(static_cast<double>(rng() % 100000) / 100)) + ",";
-    s += (x % 7 == 0 ? "\"c,at" + std::to_string(rng() % 3) + "\""
-                     : "cat" + std::to_string(rng() % 40)) +
-         ",";
-    switch (x % 5) {
-      case 0:
-        s += "\"multi\nline \"\"" + std::to_string(rng() % 1000) + "\"\"\r\nend\"";
-        break;
-      case 1:
-        s += "NA";
-        break;
-      default:
-        s += "s" + std::to_string(rng());
-    }
-    s += "," + std::string(x % 11 == 0 ? "NA"
-                                       : "2024-03-0" + std::to_string(1 + rng() % 9) + "T12:00:00");
-    if (x % 101 == 0) s += ",extra";
-    if (x % 103 == 0) s.resize(s.rfind(','));  // a row one field short
-    s += (x % 2 ? "\r\n" : "\n");
-  }
-  return s;
-}
-
 TEST(ParseTest, OneThreadAndManyThreadsGiveTheSameFrame) {
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -632,177 +540,6 @@ TEST(ParseTest, OneThreadAndManyThreadsGiveTheSameFrame) {
       EXPECT_NE(at.substr(0, at.find('\n')).find(",bad,"), std::string_view::npos) << issue.line;
     }
   }
-}
-
-using testing::Gzip;
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/floe_parse_XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, std::string_view bytes) const {
-    const std::string p = path_ + "/" + name;
-    std::ofstream(p, std::ios::binary)
-        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    return p;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-TEST(ParseTest, GzipRoundTripFromBytesAndFiles) {
-  const std::string text = RandomCsv(7, 500);
-  const std::string expected = Dump(Parse(text, Threads(2)));
-  const std::string gz = Gzip(text);
-  EXPECT_EQ(expected, Dump(Parse(gz, Threads(2))));
-  // Two members concatenated are one stream.
-  const std::string half = text.substr(0, text.find('\n', text.size() / 2) + 1);
-  EXPECT_EQ(expected, Dump(Parse(Gzip(half) + Gzip(text.substr(half.size())), Threads(2))));
-  TempDir dir;
-  const Result<ParseResult> file = ParseFile(dir.Write("t.csv.gz", gz), Threads(2));
-  ASSERT_TRUE(file.ok()) << file.status().ToString();
-  EXPECT_EQ(expected, Dump(*file));
-  // Truncated or corrupt gzip is an error, and a bomb stops at the limit.
-  EXPECT_EQ(ParseBytes(gz.substr(0, gz.size() / 2)).status().code(), StatusCode::kCorruption);
-  EXPECT_EQ(ParseBytes(gz + "1,2\n").status().code(), StatusCode::kCorruption);
-  ParseOptions small;
-  small.limits.max_input_bytes = 1000;
-  EXPECT_EQ(ParseBytes(gz, small).status().code(), StatusCode::kResourceExhausted);
-}
-
-// A gzip bomb: a few MB of gzip could inflate to tens of GiB under the input limit (64 GiB)
-// before any memory check. A file inflating past max_gzip_ratio times its size (and past the
-// floor) is refused.
-TEST(ParseTest, AGzipFileInflatingPastTheRatioIsRefused) {
-  std::string text = "v\n";
-  for (int i = 0; i < (1 << 20); i++) text += "1\n";  // 2 MiB that gzip takes to a few KiB
-  const std::string gz = Gzip(text);
-  ASSERT_LT(gz.size() * 100, text.size());
-  TempDir dir;
-  const std::string path = dir.Write("bomb.csv.gz", gz);
-  ParseOptions strict = Threads(2);
-  strict.limits.max_gzip_ratio = 10;
-  strict.limits.gzip_ratio_floor_bytes = 64 << 10;
-  EXPECT_EQ(ParseFile(path, strict).status().code(), StatusCode::kResourceExhausted);
-  // Under the default ratio the same file is an ordinary CSV.
-  const Result<ParseResult> ok = ParseFile(path, Threads(2));
-  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
-  EXPECT_EQ(ok->frame.rows(), uint64_t{1} << 20);
-}
-
-// A gzip input was inflated whole before anything charged it (a 1 MB file inflating to 1 GiB
-// reached 1.6 GB RSS under maxmemory 200mb): the parse now asks before each MiB it inflates.
-TEST(ParseTest, InflatedInputIsAskedForBeforeItGrows) {
-  std::string text = "v\n";
-  for (int i = 0; i < (4 << 20); i++) text += "1\n";  // 8 MiB
-  TempDir dir;
-  dir.Write("a.csv.gz", Gzip(text));
-  dir.Write("b.csv.gz", Gzip(text));
-  // Each file asks for its trailer's size and a MiB (about 9 MiB) before it inflates: the
-  // first fits in 12 MiB, the second (counted with the first, about 17 MiB) does not.
-  constexpr uint64_t kBudget = 12 << 20;
-  uint64_t refused_at = 0;
-  ParseControl control;
-  control.may_hold = [&](uint64_t bytes) {
-    if (bytes <= kBudget) return true;
-    if (refused_at == 0) refused_at = bytes;
-    return false;
-  };
-  const Result<ParseResult> r = ParseFile(dir.path(), Threads(2), control);
-  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
-  EXPECT_GE(refused_at, uint64_t{16} << 20);  // both files counted
-  // A trailer that understates the size (a bomb's, or a second member's) is no way around it:
-  // past its reservation the buffer grows geometrically, each growth asked for first at its
-  // peak (the old buffer and the new one together).
-  std::string lying = Gzip(text);
-  std::memset(lying.data() + lying.size() - 4, 0, 4);  // ISIZE 0
-  TempDir other;
-  other.Write("c.csv.gz", lying);
-  std::vector<uint64_t> asked;
-  ParseControl counting;
-  counting.may_hold = [&](uint64_t bytes) {
-    asked.push_back(bytes);
-    return true;
-  };
-  ParseOptions lone = Threads(2);
-  EXPECT_FALSE(
-      ParseFile(other.path() + "/c.csv.gz", lone, counting).ok());  // its length check fails
-  ASSERT_GE(asked.size(), 4u);
-  EXPECT_EQ(asked[0], uint64_t{1} << 20);
-  for (size_t i = 1; i < asked.size(); i++) EXPECT_GT(asked[i], asked[i - 1]);
-  EXPECT_GE(asked.back(), (uint64_t{8} << 20) + (uint64_t{16} << 20));
-  // Asked, and allowed: the same files parse.
-  control.may_hold = [](uint64_t) { return true; };
-  const Result<ParseResult> ok = ParseFile(dir.path(), Threads(2), control);
-  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
-  EXPECT_EQ(ok->frame.rows(), uint64_t{8} << 20);
-}
-
-// A file was mapped: truncated by another process while parsed, the next page read raised
-// SIGBUS and ended the node. It is read now, so the parse sees the bytes it read.
-TEST(ParseTest, AFileTruncatedWhileParsedDoesNotEndTheProcess) {
-  std::string text = "a,b\n";
-  for (int i = 0; i < 2'000'000; i++)
-    text += std::to_string(i) + "," + std::to_string(i * 7) + "\n";
-  TempDir dir;
-  const std::string path = dir.Write("t.csv", text);
-  ParseControl control;
-  control.progress_interval = std::chrono::milliseconds(0);
-  bool truncated = false;
-  control.progress = [&](const ParseProgress&) {
-    if (!truncated) truncated = truncate(path.c_str(), 0) == 0;
-  };
-  ParseOptions options = Threads(2);
-  options.min_range_bytes = 1 << 16;
-  const Result<ParseResult> r = ParseFile(path, options, control);
-  ASSERT_TRUE(truncated);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->frame.rows(), 2'000'000u);
-}
-
-// Every file ends a chunk of every column: 300 one-row files of 10,000 columns held 2 GB.
-TEST(ParseTest, FilesTimesColumnsIsBounded) {
-  TempDir dir;
-  for (int i = 0; i < 5; i++) dir.Write("f" + std::to_string(i) + ".csv", "a,b,c\n1,2,3\n");
-  ParseOptions options = Threads(2);
-  options.limits.max_column_chunks = 14;  // 5 files x 3 columns = 15
-  const Result<ParseResult> r = ParseFile(dir.path(), options);
-  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_NE(r.status().message().find("5 files of 3 columns"), std::string_view::npos);
-  options.limits.max_column_chunks = 15;
-  EXPECT_TRUE(ParseFile(dir.path(), options).ok());
-}
-
-TEST(ParseTest, ADirectoryIsItsFilesInNameOrder) {
-  TempDir dir;
-  dir.Write("b.csv", "id,v\n3,z\n4,w\n");
-  dir.Write("a.csv", "id,v\n1,x\n2,y\n");
-  dir.Write("c.csv.gz", Gzip("5,u\n"));  // no header: its first line is data
-  dir.Write(".hidden", "garbage\n");
-  dir.Write("0_empty.csv", "");  // sorts first; the setup comes from a.csv
-  // Files are loaded one at a time; at the end progress counts every file's (inflated) bytes.
-  ParseProgress last;
-  const Result<ParseResult> r =
-      ParseFile(dir.path(), Threads(2), {.progress = [&](const ParseProgress& p) { last = p; }});
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->report.bytes, 13u + 13u + 4u);  // a.csv, b.csv, c.csv.gz inflated
-  EXPECT_EQ(last.bytes_done, r->report.bytes);
-  EXPECT_EQ(last.bytes_total, r->report.bytes);
-  EXPECT_EQ(Column(r->frame, 0), (std::vector<std::string>{"1", "2", "3", "4", "5"}));
-  EXPECT_EQ(Column(r->frame, 1), (std::vector<std::string>{"x", "y", "z", "w", "u"}));
-  // Issues name their file and its own line.
-  dir.Write("d.csv", "id,v\n6,t,extra\n");
-  const Result<ParseResult> bad = ParseFile(dir.path(), Threads(2));
-  ASSERT_TRUE(bad.ok());
-  ASSERT_EQ(bad->report.issues.size(), 1u);
-  EXPECT_EQ(bad->report.issues[0].source, dir.path() + "/d.csv");
-  EXPECT_EQ(bad->report.issues[0].line, 2u);
-  EXPECT_EQ(ParseFile(dir.path() + "/missing.csv").status().code(), StatusCode::kNotFound);
 }
 
 TEST(ParseTest, ProgressIsReportedAndCancelStops) {
@@ -949,34 +686,6 @@ TEST(ParseTest, CategoricalDomainsAreCountedAndBounded) {
   EXPECT_GE(last.held_bytes, 1000 * (2 * 9 + frame::FrameBuilder::kDomainEntryBytes));
   o.limits.max_domain_bytes = 10'000;
   EXPECT_EQ(ParseBytes(text, o).status().code(), StatusCode::kResourceExhausted);
-}
-
-// Regression (review, issue 9): a directory's listing followed links (is_regular_file), so a
-// link under the directory to a file elsewhere was read; and a FIFO named in a list is refused
-// at once, never waited on.
-TEST(ParseTest, ADirectoryNeverFollowsALinkNorWaitsOnAFifo) {
-  TempDir outside;
-  const std::string secret = outside.Write("secret.csv", "id,v\n99,secret\n");
-  TempDir dir;
-  dir.Write("a.csv", "id,v\n1,x\n");
-  ASSERT_EQ(symlink(secret.c_str(), (dir.path() + "/b.csv").c_str()), 0);
-  const Result<ParseResult> r = ParseFile(dir.path(), Threads(1));
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(Column(r->frame, 1), (std::vector<std::string>{"x"}));
-  // Named explicitly (a name swapped for a link, or a FIFO, after the caller listed it).
-  ASSERT_EQ(mkfifo((dir.path() + "/c.csv").c_str(), 0600), 0);
-  const int fd = open(dir.path().c_str(), O_RDONLY | O_DIRECTORY);
-  ASSERT_GE(fd, 0);
-  EXPECT_EQ(ParseDirectoryFiles(fd, dir.path(), {"a.csv", "b.csv"}).status().code(),
-            StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseDirectoryFiles(fd, dir.path(), {"a.csv", "c.csv"}).status().code(),
-            StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseDirectoryFiles(fd, dir.path(), {"../x"}).status().code(),
-            StatusCode::kInvalidArgument);
-  const Result<ParseResult> ok = ParseDirectoryFiles(fd, dir.path(), {"a.csv"});
-  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
-  EXPECT_EQ(ok->frame.rows(), 1u);
-  close(fd);
 }
 
 // The split's scans go a MiB at a time (so a cancel stops them): a quoted field of several MiB,
