@@ -447,6 +447,16 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   if (meta_refused.load()) return;
   if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
   PublishRoutes(*table);
+  if (!table->members().empty()) {
+    std::vector<cluster::Member> members;
+    for (const cluster::TableMember& m : table->members()) {
+      members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+    }
+    // The transport's SetPeer runs on the loop (it waits for it): never from the Raft thread,
+    // which the loop may be joining (Meta::Stop).
+    loop.Post(
+        [this, members = std::move(members)]() mutable { FollowMembers(std::move(members)); });
+  }
   if (id.empty()) return;
   cluster->SetClusterId(id);
   if (cluster_id_known.exchange(true)) return;
@@ -458,6 +468,119 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
         "in HELLO before its log is read",
         cluster_id_path, std::strerror(errno));
   }
+}
+
+void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
+  if (stopped.load()) return;
+  const net::NodeId self = cluster->self();
+  std::map<net::NodeId, cluster::Member> now;
+  for (cluster::Member& m : members) {
+    if (m.id != self) now.emplace(m.id, std::move(m));
+  }
+  for (const auto& [id, m] : now) {
+    auto it = table_peers.find(id);
+    if (it != table_peers.end() && it->second == m) continue;
+    transport->SetPeer(net::PeerAddress{.id = id, .host = m.host, .port = m.port});
+    if (Status st = endpoint->AddPeer(id); !st.ok()) {
+      FLOE_LOG_ERROR("member {} of the agreed table: {}", id, st.ToString());
+      continue;
+    }
+    if (it == table_peers.end() && !table_peers.empty()) {
+      FLOE_LOG_INFO("member {} at {} joined", id, m.address());
+    }
+  }
+  for (const auto& [id, m] : table_peers) {
+    if (now.count(id) == 0) {
+      FLOE_LOG_INFO("member {} at {} left the agreed table", id, m.address());
+      endpoint->RemovePeer(id);
+    }
+  }
+  table_peers = std::move(now);
+}
+
+void ClusterNode::Impl::OnJoin(std::string_view bytes, rpc::Reply reply) {
+  Result<cluster::JoinRequest> request = cluster::DecodeJoinRequest(bytes);
+  if (!request.ok()) return reply(request.status());
+  if (!request->complete) {
+    return reply(Status::FailedPrecondition("protocol version " +
+                                            std::to_string(request->protocol_version) + ", ours " +
+                                            std::to_string(join_policy.protocol_version)));
+  }
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load()) {
+    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
+  }
+  const consensus::State st = m->raft();
+  if (!st.leader) {
+    // Forwarded once: a request forwarded to a member that no longer leads is retried by the
+    // joiner, which asks again (docs/membership.md, J1).
+    if (request->forwarded || st.leader_id == 0) {
+      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
+    }
+    request->forwarded = true;
+    endpoint->CallAsync(st.leader_id, cluster::kJoinMethod, cluster::EncodeJoinRequest(*request),
+                        timeout_us, [reply](Result<std::string> r) {
+                          if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) {
+                            return reply(Status::Unavailable("the leader did not answer: " +
+                                                             r.status().ToString()));
+                          }
+                          reply(std::move(r));
+                        });
+    return;
+  }
+  Result<cluster::JoinDecision> decision = cluster::DecideJoin(*m->table(), *request, join_policy);
+  if (!decision.ok()) {
+    FLOE_LOG_WARN("refused the join of {}: {}",
+                  cluster::Member{.host = request->host, .port = request->port}.address(),
+                  decision.status().message());
+    return reply(decision.status());
+  }
+  if (decision->joined != 0) return FinishJoin(decision->joined, *request, reply, 40);
+  m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
+    // Committed, refused (a concurrent commit of the same join), or unknown: the applied table
+    // says which (a retry of an unknown outcome finds the member by its token).
+    if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
+      return reply(Status::Unavailable("the join's outcome is unknown (" + proposed.ToString() +
+                                       "); retry"));
+    }
+    Result<cluster::JoinDecision> now = cluster::DecideJoin(*m->table(), request, join_policy);
+    if (!now.ok()) return reply(now.status());
+    if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
+    FinishJoin(now->joined, request, reply, 40);
+  });
+}
+
+void ClusterNode::Impl::FinishJoin(net::NodeId id, const cluster::JoinRequest& request,
+                                   rpc::Reply reply, int attempts) {
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || stopped.load()) return reply(Status::Unavailable("stopping"));
+  const std::string raft_address = request.host + ":" + std::to_string(request.raft_port);
+  m->AddServer(
+      id, raft_address, consensus::Role::kLearner,
+      [this, m, id, request, reply, attempts](Status added) {
+        if (added.ok() || added.code() == StatusCode::kAlreadyExists) {
+          FLOE_LOG_INFO("member {} at {} joined the agreed metadata as a learner", id,
+                        cluster::Member{.host = request.host, .port = request.port}.address());
+          return reply(cluster::EncodeJoinAnswer(cluster::MakeJoinAnswer(*m->table(), id)));
+        }
+        if (added.code() == StatusCode::kAborted && attempts > 1) {
+          // Another configuration change is in progress: again shortly, within the call.
+          loop.PostAt(loop.NowMicros() + 25'000, [this, id, request, reply, attempts] {
+            FinishJoin(id, request, reply, attempts - 1);
+          });
+          return;
+        }
+        reply(Status::Unavailable("adding member " + std::to_string(id) +
+                                  " to Raft: " + added.ToString() + "; retry"));
+      });
 }
 
 void ClusterNode::Impl::RefuseClusterId(const cluster::ClusterId& id) {

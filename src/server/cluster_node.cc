@@ -338,6 +338,12 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
       kMetaCommitMethod, rpc::kPriorityClasses - 1,
       [raw](net::NodeId, std::string_view) { return raw->OnMetaCommit(); },
       /*runs_inline=*/true);
+  impl->join_policy =
+      cluster::JoinPolicy{.cluster_name = config.cluster_name, .secret = config.cluster_secret};
+  impl->endpoint->RegisterAsync(cluster::kJoinMethod, rpc::kPriorityClasses - 1,
+                                [raw](net::NodeId, std::string_view req, rpc::Reply reply) {
+                                  raw->OnJoin(req, std::move(reply));
+                                });
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
@@ -373,6 +379,10 @@ uint64_t ClusterNode::slots_given_away_with_keys() const {
 void ClusterNode::TEST_SetGuardHook(std::function<void()> hook) {
   MutexLock lock(&impl_->guard_mu);
   impl_->guard_hook = std::move(hook);
+}
+
+void ClusterNode::TEST_Join(std::string request, std::function<void(Result<std::string>)> done) {
+  impl_->OnJoin(request, std::move(done));
 }
 
 cluster::Meta* ClusterNode::TEST_meta() {

@@ -111,6 +111,8 @@ class ClusterNode {
   uint64_t slots_given_away_with_keys() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.
+  void TEST_Join(std::string request, std::function<void(Result<std::string>)> done);
   // Tests only, before any table gives a slot away: runs on the guard thread before each count
   // of the keys a published table gave away.
   void TEST_SetGuardHook(std::function<void()> hook);

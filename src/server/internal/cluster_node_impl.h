@@ -127,6 +127,19 @@ struct ClusterNode::Impl {
   // On the Raft thread, after each applied change: the table's cluster id into HELLO and the
   // directory (rule M5).
   void OnTable(const std::shared_ptr<const cluster::Table>& table);
+  // Rule J1: what the leader compares a JOIN with (the node's cluster name and secret).
+  cluster::JoinPolicy join_policy;
+  // The answer to kJoinMethod (RPC 101): a member that does not lead forwards the request to the
+  // leader once; the leader checks it, commits AddMember and adds the node to Raft as a learner.
+  void OnJoin(std::string_view request, rpc::Reply reply);
+  // On the leader: adds member `id` (of `request`) to Raft as a learner, then answers; a
+  // configuration change in progress is retried (`attempts` left).
+  void FinishJoin(net::NodeId id, const cluster::JoinRequest& request, rpc::Reply reply,
+                  int attempts);
+  // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
+  // loop thread touches it (OnTable posts there: the transport's SetPeer runs on the loop).
+  std::map<net::NodeId, cluster::Member> table_peers;
+  void FollowMembers(std::vector<cluster::Member> members);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};

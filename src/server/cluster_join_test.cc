@@ -1,0 +1,158 @@
+// Joining a running cluster, the members' side (docs/membership.md, rule J1 and V4): a member
+// forwards a JOIN to the Raft leader, which checks it, commits AddMember and adds the node to
+// Raft as a learner; a retry is answered with the same member; every member then accepts RPC
+// from the new id.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cluster/cluster.h"
+#include "net/net.h"
+#include "rpc/rpc.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/cluster_testing.h"
+#include "testing/process.h"
+
+namespace floe::server {
+namespace {
+
+using internal::ClusterNode;
+using ::testing::HasSubstr;
+
+Result<std::string> Join(ClusterNode& at, const cluster::JoinRequest& request) {
+  std::promise<Result<std::string>> p;
+  at.TEST_Join(cluster::EncodeJoinRequest(request),
+               [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+  return p.get_future().get();
+}
+
+// Index of a member that does not lead the agreed metadata (so the JOIN is forwarded).
+size_t NotTheLeader(internal::InProcessCluster& c) {
+  for (size_t i = 0; i < 3; i++) {
+    if (!c.node(i).meta()->raft().leader) return i;
+  }
+  return 0;
+}
+
+cluster::JoinRequest Request(uint16_t port) {
+  cluster::JoinRequest r;
+  r.complete = true;
+  r.cluster_name = "floe";
+  r.host = "127.0.0.1";
+  r.port = port;
+  r.raft_port = static_cast<uint16_t>(port + 1);
+  r.client_port = 6399;
+  r.token = 77;
+  return r;
+}
+
+TEST(ClusterJoinTest, TheLeaderAddsTheNodeOnceAndEveryMemberAcceptsIt) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  const uint16_t port = floe::testing::FreeClusterPort();
+  const cluster::JoinRequest request = Request(port);
+
+  // A node with the id the join will give (4), on the joiner's port: before the join, no member
+  // answers it (an unknown sender's messages are dropped).
+  net::AsioLoop loop;
+  Result<std::unique_ptr<net::UdpTcpTransport>> transport = net::UdpTcpTransport::Start(
+      loop, net::TransportOptions{.self = 4, .bind_host = "127.0.0.1", .port = port});
+  ASSERT_TRUE(transport.ok()) << transport.status().ToString();
+  rpc::Options o;
+  o.peers = {1, 2, 3};
+  for (size_t i = 0; i < 3; i++) {
+    (*transport)
+        ->SetPeer(net::PeerAddress{
+            .id = c.node(i).self(), .host = "127.0.0.1", .port = c.cluster_port(i)});
+  }
+  rpc::Endpoint joiner(**transport, o);
+  joiner.Start();
+  // Method 302 answers at every member: the commit index from the leader, "not the leader"
+  // from the others. Either means the member heard us; anything else (a timeout, the peer down
+  // at our end) that it did not.
+  auto heard_by = [&](net::NodeId id) {
+    Result<std::string> r = joiner.Call(id, internal::kMetaCommitMethod, "", 300'000);
+    return r.ok() || (r.status().code() == StatusCode::kFailedPrecondition &&
+                      r.status().message() == "not the leader");
+  };
+  for (net::NodeId id = 1; id <= 3; id++) EXPECT_FALSE(heard_by(id)) << id;
+
+  const size_t asked = NotTheLeader(c);
+  Result<std::string> answer = Join(c.node(asked), request);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  Result<cluster::JoinAnswer> joined = cluster::DecodeJoinAnswer(*answer);
+  ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+  EXPECT_EQ(joined->id, 4u);
+  ASSERT_EQ(joined->members.size(), 4u);
+  EXPECT_EQ(joined->members[3].port, port);
+  EXPECT_EQ(joined->members[3].client_port, 6399);
+  EXPECT_EQ(joined->cluster_id, c.node(0).meta()->table()->cluster_id());
+
+  // A retry (the answer was lost, or the leader changed) is the same member, added once.
+  answer = Join(c.node((asked + 1) % 3), request);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(cluster::DecodeJoinAnswer(*answer)->id, 4u);
+  // A learner in the leader's Raft configuration, once.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (size_t i = 0; i < 3; i++) {
+    for (;;) {
+      const consensus::State st = c.node(i).meta()->raft();
+      const std::shared_ptr<const cluster::Table> t = c.node(i).meta()->table();
+      int learners = 0;
+      for (const consensus::Server& s : st.configuration) {
+        if (s.id == 4 && s.role == consensus::Role::kLearner &&
+            s.address == "127.0.0.1:" + std::to_string(port + 1)) {
+          learners++;
+        }
+      }
+      if (learners == 1 && t->members().size() == 4) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "member " << i;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  // Rule V4: every member accepts RPC from the new member now.
+  for (net::NodeId id = 1; id <= 3; id++) {
+    bool heard = false;
+    for (int attempt = 0; attempt < 20 && !heard; attempt++) heard = heard_by(id);
+    EXPECT_TRUE(heard) << "member " << id << " does not hear the new member";
+  }
+  joiner.Stop();
+}
+
+TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  const size_t asked = NotTheLeader(c);
+  cluster::JoinRequest r = Request(floe::testing::FreeClusterPort());
+  r.cluster_name = "other";
+  Result<std::string> a = Join(c.node(asked), r);
+  EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("cluster-name 'other', ours 'floe'"));
+  r = Request(r.port);
+  r.slots = 8192;
+  a = Join(c.node(asked), r);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("8192 slots, ours 16384"));
+  r = Request(r.port);
+  cluster::SignJoinRequest(&r, "a secret the cluster has not");
+  a = Join(c.node(asked), r);
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr("cluster secret differs (--cluster-secret)"));
+  r = Request(r.port);
+  r.protocol_version = 2;
+  a = Join(c.node(asked), r);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("protocol version 2, ours 1"));
+  // A member's own address.
+  r = Request(c.cluster_port(0));
+  a = Join(c.node(asked), r);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("is already member "));
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a refused join added a member";
+}
+
+}  // namespace
+}  // namespace floe::server
