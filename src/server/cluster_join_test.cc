@@ -17,6 +17,7 @@
 #include "rpc/rpc.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/cluster_testing.h"
+#include "server/server.h"
 #include "testing/process.h"
 
 namespace floe::server {
@@ -115,6 +116,13 @@ TEST(ClusterJoinTest, TheLeaderAddsTheNodeOnceAndEveryMemberAcceptsIt) {
       ASSERT_LT(std::chrono::steady_clock::now(), until) << "member " << i;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+  }
+  // CLUSTER NODES and INFO at every member list the new member (it owns no slot).
+  for (size_t i = 0; i < 3; i++) {
+    Session s(&c.engine(i), 0);
+    const std::string nodes = s.Run({"CLUSTER", "NODES"});
+    EXPECT_THAT(nodes, HasSubstr("127.0.0.1:6399@" + std::to_string(port) + " ")) << nodes;
+    EXPECT_THAT(s.Run({"CLUSTER", "INFO"}), HasSubstr("cluster_known_nodes:4\r\n"));
   }
   // Rule V4: every member accepts RPC from the new member now.
   for (net::NodeId id = 1; id <= 3; id++) {

@@ -539,7 +539,7 @@ void ClusterNode::Impl::OnJoin(std::string_view bytes, rpc::Reply reply) {
                   decision.status().message());
     return reply(decision.status());
   }
-  if (decision->joined != 0) return FinishJoin(decision->joined, *request, reply, 40);
+  if (decision->joined != 0) return FinishJoin(m, decision->joined, *request, reply, 40);
   m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
     // Committed, refused (a concurrent commit of the same join), or unknown: the applied table
     // says which (a retry of an unknown outcome finds the member by its token).
@@ -550,18 +550,14 @@ void ClusterNode::Impl::OnJoin(std::string_view bytes, rpc::Reply reply) {
     Result<cluster::JoinDecision> now = cluster::DecideJoin(*m->table(), request, join_policy);
     if (!now.ok()) return reply(now.status());
     if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
-    FinishJoin(now->joined, request, reply, 40);
+    FinishJoin(m, now->joined, request, reply, 40);
   });
 }
 
-void ClusterNode::Impl::FinishJoin(net::NodeId id, const cluster::JoinRequest& request,
-                                   rpc::Reply reply, int attempts) {
-  cluster::Meta* m = nullptr;
-  {
-    MutexLock lock(&meta_mu);
-    m = meta.get();
-  }
-  if (m == nullptr || stopped.load()) return reply(Status::Unavailable("stopping"));
+void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,
+                                   const cluster::JoinRequest& request, rpc::Reply reply,
+                                   int attempts) {
+  if (stopped.load()) return reply(Status::Unavailable("stopping"));
   const std::string raft_address = request.host + ":" + std::to_string(request.raft_port);
   m->AddServer(
       id, raft_address, consensus::Role::kLearner,
@@ -573,8 +569,8 @@ void ClusterNode::Impl::FinishJoin(net::NodeId id, const cluster::JoinRequest& r
         }
         if (added.code() == StatusCode::kAborted && attempts > 1) {
           // Another configuration change is in progress: again shortly, within the call.
-          loop.PostAt(loop.NowMicros() + 25'000, [this, id, request, reply, attempts] {
-            FinishJoin(id, request, reply, attempts - 1);
+          loop.PostAt(loop.NowMicros() + 25'000, [this, m, id, request, reply, attempts] {
+            FinishJoin(m, id, request, reply, attempts - 1);
           });
           return;
         }

@@ -390,6 +390,23 @@ cluster::Meta* ClusterNode::TEST_meta() {
   return impl_->meta.get();
 }
 const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
+std::vector<cluster::Cluster::MemberState> ClusterNode::Members() const {
+  std::vector<cluster::Cluster::MemberState> out = impl_->cluster->Members();
+  const cluster::Meta* m = impl_->meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return out;
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  const net::NodeId last = out.empty() ? 0 : out.back().member.id;
+  for (const cluster::TableMember& t : table->members()) {
+    if (t.id <= last) continue;  // a founder (ids are never reused: a joiner's is higher)
+    out.push_back(cluster::Cluster::MemberState{
+        .member = cluster::Member{.id = t.id, .host = t.host, .port = t.port},
+        .self = t.id == impl_->cluster->self(),
+        .agreed = true,
+        .up = t.id == impl_->cluster->self() || impl_->endpoint->PeerUp(t.id),
+        .client_port = t.client_port});
+  }
+  return out;
+}
 const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
 const cluster::Meta* ClusterNode::meta() const {
   return impl_->meta_view.load(std::memory_order_acquire);

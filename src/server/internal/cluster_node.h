@@ -117,6 +117,9 @@ class ClusterNode {
   // of the keys a published table gave away.
   void TEST_SetGuardHook(std::function<void()> hook);
   const cluster::Cluster& cluster() const;
+  // Every member, in id order: the founders (cluster().Members()) and then the members the
+  // agreed table added since (rule J1), which count as agreed, up as the RPC heartbeats say.
+  std::vector<cluster::Cluster::MemberState> Members() const;
   const rpc::Stats& rpc_stats() const;
   // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
   // forms (rule M5: Raft starts then) and when off; then meta_off() says why (a member with an

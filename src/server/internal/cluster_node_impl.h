@@ -133,9 +133,11 @@ struct ClusterNode::Impl {
   // leader once; the leader checks it, commits AddMember and adds the node to Raft as a learner.
   void OnJoin(std::string_view request, rpc::Reply reply);
   // On the leader: adds member `id` (of `request`) to Raft as a learner, then answers; a
-  // configuration change in progress is retried (`attempts` left).
-  void FinishJoin(net::NodeId id, const cluster::JoinRequest& request, rpc::Reply reply,
-                  int attempts);
+  // configuration change in progress is retried (`attempts` left). Runs on the Raft thread or
+  // the loop, so it takes `m` (which lives as long as the node) and never meta_mu: the loop
+  // holds meta_mu while it stops Raft (RefuseClusterId), which joins the Raft thread.
+  void FinishJoin(cluster::Meta* m, net::NodeId id, const cluster::JoinRequest& request,
+                  rpc::Reply reply, int attempts);
   // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
   // loop thread touches it (OnTable posts there: the transport's SetPeer runs on the loop).
   std::map<net::NodeId, cluster::Member> table_peers;
