@@ -329,9 +329,11 @@ Result<ClusterId> ClusterIdOfLog(const consensus::StoredLog& log);
 // ---- Joining a running cluster (docs/membership.md, rule J1; docs/wire.md, "Joining") ----
 
 inline constexpr uint16_t kJoinMethod = 101;
-// The RPC id a node without a member id yet sends its JOIN from; never assigned to a member
-// (Table::Apply refuses an AddMember that would take it).
-inline constexpr net::NodeId kJoinerId = rpc::kMaxPeerId;
+// The RPC id a node without a member id yet sends its JOIN from (rpc's stranger), to the member
+// it asks as rpc::kAnyNodeId; ids from kAnyNodeId up are never assigned to a member
+// (Table::Apply refuses an AddMember that would take one).
+inline constexpr net::NodeId kJoinerId = rpc::kStrangerId;
+inline constexpr net::NodeId kFirstReservedId = rpc::kAnyNodeId;
 
 // What a joiner sends (RPC kJoinMethod). A value.
 struct JoinRequest {
@@ -363,7 +365,7 @@ struct JoinAnswer {
   std::vector<TableMember> members;  // id, host and ports only (life and flags are not sent)
 };
 std::string EncodeJoinAnswer(const JoinAnswer& answer);
-// Corruption for bytes that are not an answer (an id of 0 or kJoinerId and above, members
+// Corruption for bytes that are not an answer (an id of 0 or kFirstReservedId and above, members
 // out of id order or not canonical, the joiner's id not among them...).
 Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes);
 

@@ -185,7 +185,7 @@ Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes) {
   std::string_view rest;
   FLOE_RETURN_IF_ERROR(r.GetRaw(r.remaining(), &rest));
   FLOE_ASSIGN_OR_RETURN(JoinedWire w, wire::Decode<JoinedWire>(rest));
-  if (w.id == 0 || w.id >= kJoinerId) return Status::Corruption("JOIN answer: bad id");
+  if (w.id == 0 || w.id >= kFirstReservedId) return Status::Corruption("JOIN answer: bad id");
   if (w.members.empty() || w.members.size() > kMaxMembers) {
     return Status::Corruption("JOIN answer: member count out of range");
   }
@@ -194,7 +194,8 @@ Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes) {
   std::set<std::pair<std::string, uint32_t>> addresses;
   bool self_listed = false;
   for (const JoinedMemberWire& m : w.members) {
-    if (m.id == 0 || m.id >= kJoinerId || (!out.members.empty() && m.id <= out.members.back().id)) {
+    if (m.id == 0 || m.id >= kFirstReservedId ||
+        (!out.members.empty() && m.id <= out.members.back().id)) {
       return Status::Corruption("JOIN answer: member ids out of order");
     }
     if (!CanonicalHost(m.host, m.port) || m.raft_port == 0 || m.raft_port > 65535 ||
@@ -261,7 +262,7 @@ Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
   if (table.members().size() >= kMaxMembers) {
     return refused("the cluster has " + std::to_string(kMaxMembers) + " members");
   }
-  if (table.next_id() >= kJoinerId) return refused("no member id is left to assign");
+  if (table.next_id() >= kFirstReservedId) return refused("no member id is left to assign");
   Change c;
   c.kind = Change::Kind::kAddMember;
   c.member = TableMember{.host = request.host,

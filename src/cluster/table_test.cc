@@ -672,8 +672,9 @@ TEST(JoinTest, ARetriedJoinIsAnsweredWithTheSameId) {
 }
 
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
-  // A table whose next id is the last below kJoinerId (ids grow with every join): its snapshot
-  // with `next id` rewritten (docs/wire.md: format | epoch | next id | ...).
+  // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
+  // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id
+  // | ...).
   const std::string bytes = Running().Encode();
   wire::Reader r(bytes);
   uint64_t format = 0, epoch = 0, next = 0;
@@ -685,12 +686,12 @@ TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   wire::Writer w(&patched);
   w.PutVarint64(format);
   w.PutVarint64(epoch);
-  w.PutVarint64(kJoinerId - 1);
+  w.PutVarint64(kFirstReservedId - 1);
   patched.append(rest);
   Result<Table> t = Table::Decode(patched);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   ASSERT_TRUE(t->Apply(AddMember(Joiner(1))).ok());
-  EXPECT_EQ(t->members().back().id, kJoinerId - 1);
+  EXPECT_EQ(t->members().back().id, kFirstReservedId - 1);
   Status st = t->Apply(AddMember(Joiner(2)));
   EXPECT_NE(st.message().find("no member id is left"), std::string::npos) << st.ToString();
   EXPECT_EQ(Refusal(*t, Request()), "no member id is left to assign");
@@ -763,9 +764,9 @@ TEST(JoinTest, RequestAndAnswerRoundTripAndRefuseDamage) {
   a.cluster_id = ClusterId{};
   EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "no cluster id";
   a = MakeJoinAnswer(t, 2);
-  a.id = kJoinerId;
-  a.members[1].id = kJoinerId;
-  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "the joiner's id";
+  a.id = kFirstReservedId;
+  a.members[1].id = kFirstReservedId;
+  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "a reserved id";
 }
 
 }  // namespace
