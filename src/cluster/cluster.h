@@ -419,6 +419,9 @@ struct Options {
   // Tests only: pretend to speak another protocol or slot count (to check the reasons).
   uint32_t protocol_version = kProtocolVersion;
   uint32_t slots = kSlots;
+  // A member that joined a running cluster (docs/membership.md J1): the leader made
+  // formation's checks, so it is formed at Start, every member agreed, and it sends no HELLO.
+  bool joined = false;
 };
 
 // InvalidArgument when the options cannot form a cloud: no members, self not among them, ids

@@ -162,5 +162,82 @@ TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a refused join added a member";
 }
 
+// Rule J1 end to end in one process: a node started with Config::join (what `--join` sets)
+// asks a member that does not lead, as rpc's stranger; it becomes member 4, catches up with
+// the agreed metadata, owns no slot and serves every key by forwarding it to its owner; the
+// others forward to it and list it. A restart with the same directory is the same member.
+TEST(ClusterJoinTest, ANodeStartedWithJoinServesEveryKeyByForwarding) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  std::string key_of_other;
+  {
+    Session s(&c.engine(0), 0);
+    key_of_other = c.KeyAt(0, "before");
+    EXPECT_EQ(s.Run({"SET", key_of_other, "v0"}), "+OK\r\n");
+  }
+  for (int life = 0; life < 2; life++) {
+    auto engine = std::make_unique<Engine>(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(engine.get(), config, 20099);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    EXPECT_EQ((*node)->self(), 4u) << "life " << life;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    {
+      Session s(engine.get(), 0);
+      EXPECT_EQ(s.Run({"GET", key_of_other}), "$2\r\nv0\r\n");
+      for (size_t i = 0; i < 3; i++) {
+        const std::string k = c.KeyAt(i, "via-joiner-" + std::to_string(life));
+        EXPECT_EQ(s.Run({"SET", k, "x"}), "+OK\r\n") << k;
+        EXPECT_EQ(c.engine(i).store().Get(k) != nullptr, true) << "not at its owner " << i;
+      }
+      EXPECT_EQ(engine->store().Size(), 0u) << "the joined member owns no slot";
+      EXPECT_THAT(s.Run({"CLUSTER", "INFO"}), HasSubstr("cluster_known_nodes:4\r\n"));
+      const std::string nodes = s.Run({"CLUSTER", "NODES"});
+      EXPECT_THAT(nodes, HasSubstr("myself,master"));
+      EXPECT_THAT(nodes, HasSubstr(":20000@")) << "founders' client ports: " << nodes;
+    }
+    EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
+    (*node)->Stop();
+    node->reset();
+    engine.reset();
+  }
+}
+
+TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(0));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  config.cluster_name = "other";
+  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099);
+  EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("cluster-name 'other', ours 'floe'"));
+  config.cluster_name = "floe";
+  config.cluster_secret = "not the cluster's";
+  a = internal::AskToJoin(config, "127.0.0.1", 20099);
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr("cluster secret differs (--cluster-secret)"));
+  // Nobody at the address: it gives up at its limit, naming whom it asked.
+  config.cluster_secret.clear();
+  config.join = "127.0.0.1:" + std::to_string(floe::testing::FreeClusterPort());
+  a = internal::AskToJoin(config, "127.0.0.1", 20099, 1'000'000);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("asked " + config.join));
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
+}
+
 }  // namespace
 }  // namespace floe::server

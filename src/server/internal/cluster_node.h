@@ -80,6 +80,15 @@ Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, si
 // other nodes' clients (they have a limit of their own, and are not connections here).
 int64_t ConnectedClients(const Engine& engine);
 
+// Rule J1, the joiner's side: asks the member at config.join (as rpc's stranger, from this
+// node's cluster port on `host`) to add this node, again every 500 ms while the answer is
+// "retry" or none, for at most `limit_us` (10 s). FailedPrecondition naming what the leader
+// refused ("cluster-name 'a', ours 'b'", "cluster secret differs (--cluster-secret)", ...);
+// Unavailable when no member answered in time. The join token is kept in the member's
+// directory (<dir>/<host>-<port>/join-token), so a restart is answered as its own join.
+Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& host,
+                                      uint16_t client_port, uint64_t limit_us = 10'000'000);
+
 class ClusterNode {
  public:
   struct Stats {
