@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -68,6 +69,15 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   request.raft_port = static_cast<uint16_t>(port + 1);
   request.client_port = client_port;
   request.token = token;
+  // Tests only (docs/cluster.md, "Flags"): claim another slot count, to see the refusal.
+  if (const char* slots = std::getenv("FLOE_TEST_JOIN_SLOTS"); slots != nullptr && *slots) {
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(slots, &end, 10);
+    if (*end != '\0' || v == 0 || v > 65536) {
+      return Status::InvalidArgument("FLOE_TEST_JOIN_SLOTS must be 1-65536");
+    }
+    request.slots = static_cast<uint32_t>(v);
+  }
   cluster::SignJoinRequest(&request, config.cluster_secret);
   const std::string bytes = cluster::EncodeJoinRequest(request);
 
