@@ -97,6 +97,7 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   o.peers = {rpc::kAnyNodeId};
   o.down_after_us = limit_us + 1'000'000;  // it sends us no heartbeat: never "down" meanwhile
   o.lease_us = 0;
+  o.ackack_delay_us = 0;  // acknowledge the answer at once: the member stops resending it
   rpc::Endpoint endpoint(**transport, o);
   endpoint.Start();
   FLOE_LOG_INFO("joining the cluster through {} as {}:{}", contact->address(), host, port);

@@ -206,6 +206,9 @@ TEST(ClusterJoinTest, ANodeStartedWithJoinServesEveryKeyByForwarding) {
       EXPECT_THAT(nodes, HasSubstr(":20000@")) << "founders' client ports: " << nodes;
     }
     EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
+    // The member that answered the join as a stranger stopped resending its answer (the joiner
+    // acknowledged it at once), so the new member drops nothing addressed to the stranger.
+    EXPECT_EQ((*node)->rpc_stats().unknown_sender.load(), 0u);
     (*node)->Stop();
     node->reset();
     engine.reset();
