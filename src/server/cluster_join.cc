@@ -98,8 +98,6 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   o.down_after_us = limit_us + 1'000'000;  // it sends us no heartbeat: never "down" meanwhile
   o.lease_us = 0;
   o.ackack_delay_us = 0;  // acknowledge the answer at once: the member stops resending it
-  rpc::Endpoint endpoint(**transport, o);
-  endpoint.Start();
   FLOE_LOG_INFO("joining the cluster through {} as {}:{}", contact->address(), host, port);
   const auto start = std::chrono::steady_clock::now();
   auto elapsed_us = [&start] {
@@ -111,8 +109,17 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   for (;;) {
     const uint64_t left = limit_us > elapsed_us() ? limit_us - elapsed_us() : 0;
     if (left == 0) break;
-    Result<std::string> r = endpoint.Call(rpc::kAnyNodeId, cluster::kJoinMethod, bytes,
-                                          std::min<uint64_t>(left, 2'000'000));
+    // A new endpoint, so a new incarnation, for every attempt: a member hears one stranger at a
+    // time and ignores every lower incarnation for good, so one that another joiner displaced
+    // (docs/rpc.md, "A stranger") would never be heard again under its old one.
+    Result<std::string> r = [&] {
+      rpc::Endpoint endpoint(**transport, o);
+      endpoint.Start();
+      Result<std::string> answer = endpoint.Call(rpc::kAnyNodeId, cluster::kJoinMethod, bytes,
+                                                 std::min<uint64_t>(left, 2'000'000));
+      endpoint.Stop();
+      return answer;
+    }();
     if (r.ok()) {
       Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(*r);
       if (!answer.ok()) {
@@ -124,14 +131,12 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
                               })) {
         last = Status::Corruption("the answer does not list this node under its id");
       } else {
-        endpoint.Stop();
         FLOE_LOG_INFO("joined cluster {} as member {} ({} members)", answer->cluster_id.ToString(),
                       answer->id, answer->members.size());
         return answer;
       }
     } else if (r.status().code() == StatusCode::kFailedPrecondition ||
                r.status().code() == StatusCode::kInvalidArgument) {
-      endpoint.Stop();
       return Status::FailedPrecondition("the cluster refused this node (asked " +
                                         contact->address() +
                                         "): " + std::string(r.status().message()));
@@ -141,7 +146,6 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
     const uint64_t pause = std::min<uint64_t>(500'000, limit_us - std::min(limit_us, elapsed_us()));
     std::this_thread::sleep_for(std::chrono::microseconds(pause));
   }
-  endpoint.Stop();
   return Status::Unavailable("no member let this node join within " +
                              std::to_string(limit_us / 1'000'000) + " s (asked " +
                              contact->address() + "): " + last.ToString());

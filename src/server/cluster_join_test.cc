@@ -242,5 +242,34 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
 }
 
+// Two nodes join at once through one member, which hears one stranger at a time: each retries
+// under a new incarnation until it is heard, and both become members, once each.
+TEST(ClusterJoinTest, TwoNodesJoiningAtOnceThroughOneMemberBothJoin) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.dir = dir.path();
+  Config a = config, b = config;
+  a.cluster_port = floe::testing::FreeClusterPort();
+  b.cluster_port = floe::testing::FreeClusterPort();
+  for (int round = 0; round < 3; round++) {
+    std::promise<Result<cluster::JoinAnswer>> pa, pb;
+    std::thread ta([&] { pa.set_value(internal::AskToJoin(a, "127.0.0.1", 20098)); });
+    std::thread tb([&] { pb.set_value(internal::AskToJoin(b, "127.0.0.1", 20097)); });
+    Result<cluster::JoinAnswer> ra = pa.get_future().get(), rb = pb.get_future().get();
+    ta.join();
+    tb.join();
+    ASSERT_TRUE(ra.ok()) << ra.status().ToString();
+    ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+    EXPECT_NE(ra->id, rb->id);
+    EXPECT_GE(std::min(ra->id, rb->id), 4u);
+    EXPECT_LE(std::max(ra->id, rb->id), 5u) << "a retried join added a node twice";
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 5u);
+}
+
 }  // namespace
 }  // namespace floe::server
