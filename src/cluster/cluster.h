@@ -357,6 +357,8 @@ Result<JoinRequest> DecodeJoinRequest(std::string_view bytes);
 // Sets the secret proof: SipHash-2-4-128 keyed by rpc::DeriveMacKey(secret) of "floe-join" and
 // the request encoded with forwarded and the proof cleared; both 0 for an empty secret.
 void SignJoinRequest(JoinRequest* request, std::string_view secret);
+// Whether the request's proof is the one `secret` gives (constant time); DecideJoin checks it.
+bool JoinProofMatches(const JoinRequest& request, std::string_view secret);
 
 // The leader's answer: the joiner's id, the cluster id and the applied table's members.
 struct JoinAnswer {

@@ -161,6 +161,12 @@ void SignJoinRequest(JoinRequest* request, std::string_view secret) {
   std::tie(request->proof_hi, request->proof_lo) = Proof(*request, secret);
 }
 
+bool JoinProofMatches(const JoinRequest& request, std::string_view secret) {
+  const auto [hi, lo] = Proof(request, secret);
+  // Constant time: the comparison does not stop at the first difference.
+  return ((hi ^ request.proof_hi) | (lo ^ request.proof_lo)) == 0;
+}
+
 std::string EncodeJoinAnswer(const JoinAnswer& a) {
   JoinedWire w{.id = a.id, .cluster_id_hi = a.cluster_id.hi, .cluster_id_lo = a.cluster_id.lo};
   for (const TableMember& m : a.members) {
@@ -235,9 +241,7 @@ Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
                    " (the joiner's data directory holds another cluster's log)");
   }
   if (request.token == 0) return refused("a join token of 0");
-  const auto [hi, lo] = Proof(request, ours.secret);
-  // Constant time: the comparison does not stop at the first difference.
-  if (((hi ^ request.proof_hi) | (lo ^ request.proof_lo)) != 0) {
+  if (!JoinProofMatches(request, ours.secret)) {
     return refused("cluster secret differs (--cluster-secret)");
   }
   const std::string address = Member{.host = request.host, .port = request.port}.address();

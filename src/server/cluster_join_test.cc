@@ -271,5 +271,28 @@ TEST(ClusterJoinTest, TwoNodesJoiningAtOnceThroughOneMemberBothJoin) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 5u);
 }
 
+// A stranger without the secret's proof is refused by the member it asks, which forwards
+// nothing: even a member with no leader to forward to names the secret.
+TEST(ClusterJoinTest, TheMemberAskedChecksTheSecretBeforeItForwards) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  // Two members' Raft stops: the third has no leader to forward to.
+  const size_t asked = NotTheLeader(c);
+  for (size_t i = 0; i < 3; i++) {
+    if (i != asked) c.node(i).TEST_meta()->Stop();
+  }
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(asked));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  config.cluster_secret = "not the cluster's";
+  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099, 3'000'000);
+  EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition) << a.status().ToString();
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr("cluster secret differs (--cluster-secret)"));
+}
+
 }  // namespace
 }  // namespace floe::server

@@ -523,6 +523,11 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
     if (request->complete) {
       transport->SetPeer(
           net::PeerAddress{.id = cluster::kJoinerId, .host = request->host, .port = request->port});
+      // Unauthenticated: a request without the secret's proof goes no further than here (it
+      // would be refused by the leader the same way), so a stranger makes no member call another.
+      if (!cluster::JoinProofMatches(*request, join_policy.secret)) {
+        return reply(Status::FailedPrecondition("cluster secret differs (--cluster-secret)"));
+      }
     }
   }
   if (!request->complete) {
