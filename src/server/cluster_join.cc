@@ -60,7 +60,8 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
     return Status::InvalidArgument("--cluster-port must be 1-65534 (Raft listens on it + 1)");
   }
   const uint16_t port = static_cast<uint16_t>(config.cluster_port);
-  FLOE_ASSIGN_OR_RETURN(uint64_t token, JoinToken(MemberDirectory(config, host, port)));
+  const std::string dir = MemberDirectory(config, host, port);
+  FLOE_ASSIGN_OR_RETURN(uint64_t token, JoinToken(dir));
   cluster::JoinRequest request;
   request.complete = true;
   request.cluster_name = config.cluster_name;
@@ -69,6 +70,15 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   request.raft_port = static_cast<uint16_t>(port + 1);
   request.client_port = client_port;
   request.token = token;
+  // The cluster its directory already belongs to (rule M5), from the file that caches the
+  // log's id, so the leader refuses another cluster's directory before it adds anything (the
+  // start checks the log itself too).
+  if (std::string text = ReadSmallFile(dir + "/cluster-id"); !text.empty()) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    if (Result<cluster::ClusterId> id = cluster::ClusterId::Parse(text); id.ok()) {
+      request.cluster_id = *id;
+    }
+  }
   // Tests only (docs/cluster.md, "Flags"): claim another slot count, to see the refusal.
   if (const char* slots = std::getenv("FLOE_TEST_JOIN_SLOTS"); slots != nullptr && *slots) {
     char* end = nullptr;

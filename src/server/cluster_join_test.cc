@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <memory>
 #include <string>
@@ -16,6 +17,7 @@
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "server/internal/cluster_node.h"
+#include "server/internal/cluster_node_impl.h"
 #include "server/internal/cluster_testing.h"
 #include "server/server.h"
 #include "testing/process.h"
@@ -233,6 +235,18 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   a = internal::AskToJoin(config, "127.0.0.1", 20099);
   EXPECT_THAT(std::string(a.status().message()),
               HasSubstr("cluster secret differs (--cluster-secret)"));
+  // A directory that belongs to another cluster (its cluster-id file) is refused by name.
+  config.cluster_secret.clear();
+  {
+    const std::string member_dir =
+        internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+    const cluster::ClusterId other = cluster::ClusterId::Random();
+    ASSERT_TRUE(internal::WriteFileDurably(member_dir + "/cluster-id", other.ToString() + "\n"));
+    a = internal::AskToJoin(config, "127.0.0.1", 20099);
+    EXPECT_THAT(std::string(a.status().message()),
+                HasSubstr("cluster id " + other.ToString() + ", ours "));
+    std::filesystem::remove(member_dir + "/cluster-id");
+  }
   // Nobody at the address: it gives up at its limit, naming whom it asked.
   config.cluster_secret.clear();
   config.join = "127.0.0.1:" + std::to_string(floe::testing::FreeClusterPort());
