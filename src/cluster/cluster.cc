@@ -312,10 +312,7 @@ void Cluster::Start() {
   {
     MutexLock lock(&im.mu);
     im.started_at = im.loop.NowMicros();
-    if (im.options.joined) {
-      for (Impl::Peer& p : im.peers) p.agreed = true;
-    }
-    now_formed = im.CheckFormed();  // a cluster of one, or a joined member
+    now_formed = im.CheckFormed();  // a cluster of one
   }
   if (now_formed) {
     im.RunFormed();

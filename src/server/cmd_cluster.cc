@@ -38,7 +38,7 @@ struct View {
 
   explicit View(const ClusterNode& node)
       : map(node.map()),
-        members(node.Members()),
+        members(node.cluster().Members()),
         self(node.self()),
         formed(node.formed()),
         serving(node.serving()) {}
