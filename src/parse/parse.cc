@@ -1,5 +1,6 @@
-// Parallel parsing of sources into one Frame: sources (bytes, files, directories, gzip), the
-// split into byte ranges, the range parsers, and the merge of their pieces in input order.
+// Parallel parsing of sources into one Frame: sources (bytes, files, directories, gzip; loaded
+// by source.cc), the split into byte ranges, the range parsers, and the merge of their pieces in
+// input order.
 
 #include "parse/parse.h"
 
@@ -24,195 +25,21 @@
 #include <unordered_map>
 
 #include "parse/internal/csv.h"
+#include "parse/internal/source.h"
 
 namespace floe::parse {
 namespace {
 
 using frame::ColumnType;
+using internal::Inflate;
+using internal::IsGzip;
+using internal::LoadFile;
 using internal::Row;
+using internal::Source;
 
 constexpr uint64_t kRowsPerCheck = 4096;  // rows between cancel checks and progress updates
 constexpr uint32_t kMaxThreads = 256;
 constexpr size_t kMergeWorkers = 4;  // threads re-encoding categorical chunks in the merge
-
-// ---------------------------------------------------------------------------------------------
-// Sources
-
-// A file is loaded (read, or inflated) only when its turn comes and released after it, so a
-// directory holds one loaded file at a time. Files are read, not mapped: a mapped file that
-// another process truncates raises SIGBUS at the next page read, which would end the node.
-struct Source {
-  std::string name;
-  int dir_fd = -1;  // opened as openat(dir_fd, open_name) when its turn comes
-  std::string open_name;
-  bool loaded = false;
-  uint64_t disk_size = 0;  // before loading: what progress counts for it
-  std::string_view bytes;
-  std::string owned;             // inflated gzip
-  std::unique_ptr<char[]> read;  // the file's bytes as read (not zero-filled first)
-  Source() = default;
-  Source(const Source&) = delete;
-  Source& operator=(const Source&) = delete;
-  ~Source() { Release(); }
-  void Release() {
-    read.reset();
-    bytes = {};
-    std::string().swap(owned);
-  }
-};
-
-bool IsGzip(std::string_view s) { return s.size() >= 2 && s[0] == '\x1f' && s[1] == '\x8b'; }
-
-// Inflates every gzip member of `in`, refusing to pass `limit` bytes of output; checks `cancel`
-// every MiB of output, and asks `may_hold` (when set) before each MiB it adds.
-Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel,
-                            const std::function<bool(uint64_t)>& may_hold = nullptr) {
-  std::string out;
-  // The last member's trailer gives its size (mod 2^32): reserved at once, with a MiB to spare
-  // for the call that meets the end, so a file of one member never grows geometrically.
-  if (in.size() >= 18) {
-    const auto* t = reinterpret_cast<const unsigned char*>(in.data() + in.size() - 4);
-    const uint64_t isize =
-        uint64_t{t[0]} | uint64_t{t[1]} << 8 | uint64_t{t[2]} << 16 | uint64_t{t[3]} << 24;
-    const uint64_t hint = std::min<uint64_t>(limit, isize + (1u << 20));
-    if (may_hold && !may_hold(hint)) {
-      return Status::ResourceExhausted("the inflated input does not fit in memory");
-    }
-    out.reserve(static_cast<size_t>(hint));
-  }
-  z_stream zs{};
-  if (inflateInit2(&zs, 15 + 16) != Z_OK) return Status::Internal("zlib init failed");
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = 0;
-  size_t fed = 0;
-  Status status;
-  for (;;) {
-    if (zs.avail_in == 0 && fed < in.size()) {
-      const size_t n = std::min<size_t>(in.size() - fed, 1u << 30);
-      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + fed));
-      zs.avail_in = static_cast<uInt>(n);
-      fed += n;
-    }
-    if (out.size() >= limit) {
-      status = Status::ResourceExhausted("gzip input inflates past the limit");
-      break;
-    }
-    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
-      status = Status::Cancelled("parse cancelled");
-      break;
-    }
-    const size_t room = static_cast<size_t>(std::min<uint64_t>(limit - out.size(), 1u << 20));
-    if (out.size() + room > out.capacity()) {
-      // Grown geometrically, and asked for first as what the growth holds at its peak: the old
-      // buffer and the new one together.
-      const auto next = static_cast<size_t>(std::min<uint64_t>(
-          limit, std::max<uint64_t>(uint64_t{out.capacity()} * 2, out.size() + room)));
-      if (may_hold && !may_hold(uint64_t{out.capacity()} + next)) {
-        status = Status::ResourceExhausted("the inflated input does not fit in memory");
-        break;
-      }
-      out.reserve(next);
-    }
-    const size_t before = out.size();
-    out.resize(before + room);
-    zs.next_out = reinterpret_cast<Bytef*>(out.data() + before);
-    zs.avail_out = static_cast<uInt>(room);
-    const int rc = inflate(&zs, Z_NO_FLUSH);
-    out.resize(before + (room - zs.avail_out));
-    if (rc == Z_STREAM_END) {
-      // Another member may follow (concatenated gzip files are one stream).
-      const size_t left = zs.avail_in + (in.size() - fed);
-      if (left == 0) break;
-      if (!IsGzip(in.substr(in.size() - left))) {  // not dropped in silence
-        status = Status::Corruption("bytes after the gzip stream");
-        break;
-      }
-      if (inflateReset(&zs) != Z_OK) {
-        status = Status::Corruption("gzip member reset failed");
-        break;
-      }
-      continue;
-    }
-    if (rc == Z_BUF_ERROR && zs.avail_in == 0 && fed == in.size()) {
-      status = Status::Corruption("gzip input truncated");
-      break;
-    }
-    if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      status = Status::Corruption(std::string("gzip: ") + (zs.msg ? zs.msg : "bad data"));
-      break;
-    }
-  }
-  inflateEnd(&zs);
-  if (!status.ok()) return status;
-  return out;
-}
-
-Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel,
-                const std::function<bool(uint64_t)>& may_hold, Source* src) {
-  src->loaded = true;
-  const std::string& path = src->name;
-  // No link followed, no wait on a FIFO: the descriptor is checked (fstat) before it is read.
-  const int fd =
-      openat(src->dir_fd, src->open_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ELOOP) return Status::InvalidArgument(path + ": a symbolic link, not read");
-    return Status::NotFound(path + ": " + std::strerror(errno));
-  }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return Status::InvalidArgument(path + ": not a regular file");
-  }
-  const auto size = static_cast<size_t>(st.st_size);
-  if (size > limits.max_input_bytes) {
-    close(fd);
-    return Status::ResourceExhausted(path + ": larger than the input limit");
-  }
-  if (size > 0) {
-    src->read.reset(new (std::nothrow) char[size]);
-    if (src->read == nullptr) {
-      close(fd);
-      return Status::ResourceExhausted(path + ": not enough memory to read it");
-    }
-    size_t got = 0;
-    while (got < size) {
-      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
-        close(fd);
-        return Status::Cancelled("parse cancelled");
-      }
-      const ssize_t n = pread(fd, src->read.get() + got, std::min<size_t>(size - got, 8u << 20),
-                              static_cast<off_t>(got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        const int err = errno;
-        close(fd);
-        return Status::Internal(path + ": read failed: " + std::strerror(err));
-      }
-      if (n == 0) break;  // it shrank since fstat: what it still held is what is parsed
-      got += static_cast<size_t>(n);
-    }
-    src->bytes = std::string_view(src->read.get(), got);
-  }
-  close(fd);
-  if (IsGzip(src->bytes)) {
-    // A gzip bomb (a few MB inflating to tens of GiB) is refused at a ratio no CSV reaches
-    // (ParseLimits::max_gzip_ratio, with its floor for small files).
-    const uint64_t compressed = src->bytes.size();
-    const uint64_t ratio_cap =
-        std::max<uint64_t>(limits.gzip_ratio_floor_bytes,
-                           compressed > UINT64_MAX / std::max<uint64_t>(limits.max_gzip_ratio, 1)
-                               ? UINT64_MAX
-                               : compressed * limits.max_gzip_ratio);
-    const uint64_t limit = limits.max_input_bytes;
-    FLOE_ASSIGN_OR_RETURN(src->owned,
-                          Inflate(src->bytes, std::min(limit, ratio_cap), cancel, may_hold));
-    src->bytes = src->owned;
-    src->read.reset();  // the compressed bytes
-  } else if (src->bytes.size() > limits.max_input_bytes) {
-    return Status::ResourceExhausted(path + ": larger than the input limit");
-  }
-  return Status::OK();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Range parsing

@@ -1,0 +1,55 @@
+// Loading a parse's sources: a file read (never mapped) or a gzip inflated, within the input
+// limits and the caller's memory check. Private to src/parse (parse.cc).
+
+#ifndef FLOE_PARSE_INTERNAL_SOURCE_H_
+#define FLOE_PARSE_INTERNAL_SOURCE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/base.h"
+#include "parse/parse.h"
+
+namespace floe::parse::internal {
+
+// A file is loaded (read, or inflated) only when its turn comes and released after it, so a
+// directory holds one loaded file at a time. Files are read, not mapped: a mapped file that
+// another process truncates raises SIGBUS at the next page read, which would end the node.
+struct Source {
+  std::string name;
+  int dir_fd = -1;  // opened as openat(dir_fd, open_name) when its turn comes
+  std::string open_name;
+  bool loaded = false;
+  uint64_t disk_size = 0;  // before loading: what progress counts for it
+  std::string_view bytes;
+  std::string owned;             // inflated gzip
+  std::unique_ptr<char[]> read;  // the file's bytes as read (not zero-filled first)
+  Source() = default;
+  Source(const Source&) = delete;
+  Source& operator=(const Source&) = delete;
+  ~Source() { Release(); }
+  void Release() {
+    read.reset();
+    bytes = {};
+    std::string().swap(owned);
+  }
+};
+
+bool IsGzip(std::string_view s);
+
+// Inflates every gzip member of `in`, refusing to pass `limit` bytes of output; checks `cancel`
+// and asks `may_hold` before the output grows (see source.cc).
+Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel,
+                            const std::function<bool(uint64_t)>& may_hold = nullptr);
+
+// Reads src's file (openat(dir_fd, open_name)), inflating it when it is gzip, within `limits`.
+Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel,
+                const std::function<bool(uint64_t)>& may_hold, Source* src);
+
+}  // namespace floe::parse::internal
+
+#endif  // FLOE_PARSE_INTERNAL_SOURCE_H_
