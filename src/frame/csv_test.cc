@@ -97,21 +97,26 @@ TEST(CsvWriterTest, PiecesStayNearTheTargetAndJoinToTheSameText) {
 
 // A line that may pass max_line is not written: the lines before it are, and the writer stays
 // there; the bound counts a text's doubled quotes.
-// A bounded line's room is reserved whole before it is written: grown by doubling, a piece that
-// took a 3 MB line held up to twice that, all of it charged to its client. A line of many
-// quotes is judged by its bytes alone once they pass the bound (not read quote by quote).
-TEST(CsvWriterTest, AWideLineIsReservedWholeNotDoubled) {
+// A frame of one string column "s" holding `values`.
+std::shared_ptr<const Frame> StringColumn(const std::vector<std::string>& values) {
   Result<FrameBuilder> made = FrameBuilder::Make({{"s", ColumnType::kString}});
   FLOE_CHECK_OK(made.status());
   FrameBuilder b = std::move(*made);
-  for (const std::string& v :
-       {std::string("a"), std::string(3 << 20, 'y'), std::string("b"), std::string(1 << 20, '"')}) {
+  for (const std::string& v : values) {
     FLOE_CHECK_OK(b.AddString(0, v));
     FLOE_CHECK_OK(b.EndRow());
   }
   Result<Frame> f = b.Finish();
   FLOE_CHECK_OK(f.status());
-  auto frame = std::make_shared<const Frame>(std::move(*f));
+  return std::make_shared<const Frame>(std::move(*f));
+}
+
+// A bounded line's room is reserved whole before it is written: grown by doubling, a piece that
+// took a 3 MB line held up to twice that, all of it charged to its client. A line of many
+// quotes is judged by its bytes alone once they pass the bound (not read quote by quote).
+TEST(CsvWriterTest, AWideLineIsReservedWholeNotDoubled) {
+  auto frame = StringColumn(
+      {std::string("a"), std::string(3 << 20, 'y'), std::string("b"), std::string(1 << 20, '"')});
   CsvWriter w(frame);
   std::string out;
   Result<bool> next = w.Next(&out, 64 << 10, 4 << 20);  // the header, "a", then the wide row
@@ -128,16 +133,7 @@ TEST(CsvWriterTest, AWideLineIsReservedWholeNotDoubled) {
 }
 
 TEST(CsvWriterTest, ALineWiderThanMaxLineIsRefusedBeforeItIsWritten) {
-  Result<FrameBuilder> made = FrameBuilder::Make({{"s", ColumnType::kString}});
-  FLOE_CHECK_OK(made.status());
-  FrameBuilder b = std::move(*made);
-  for (const std::string& v : {std::string("a"), std::string(1000, '"'), std::string("b")}) {
-    FLOE_CHECK_OK(b.AddString(0, v));
-    FLOE_CHECK_OK(b.EndRow());
-  }
-  Result<Frame> f = b.Finish();
-  FLOE_CHECK_OK(f.status());
-  auto frame = std::make_shared<const Frame>(std::move(*f));
+  auto frame = StringColumn({std::string("a"), std::string(1000, '"'), std::string("b")});
   CsvWriter w(frame);
   std::string out;
   for (int attempt = 0; attempt < 2; attempt++) {

@@ -60,15 +60,7 @@ class AnalyticsServerTest : public ::testing::Test {
     rmdir(dir_.c_str());
   }
   int Connect() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(server_->bound_port()));
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    // A reply that never comes (the I/O thread held) fails the test rather than hanging it.
-    timeval limit{.tv_sec = 10, .tv_usec = 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    const int fd = ConnectLoopback(server_->bound_port());
     fds_.push_back(fd);
     return fd;
   }

@@ -1,8 +1,13 @@
-// What the frames commands' tests share: a small CSV, and a gate the analytics pool's tasks
-// wait at until the test opens it (the pool's test hook).
+// What the frames commands' tests share: a small CSV, a gate the analytics pool's tasks
+// wait at until the test opens it (the pool's test hook), and a loopback connection.
 
 #ifndef FLOE_SERVER_ANALYTICS_TEST_SUPPORT_H_
 #define FLOE_SERVER_ANALYTICS_TEST_SUPPORT_H_
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -44,6 +49,20 @@ class Gate {
   int waiting_ = 0;
   bool open_ = false;
 };
+
+// A TCP connection to 127.0.0.1:port whose reads give up after 10 s, so a reply that never
+// comes (the I/O thread held) fails a test rather than hanging it. The caller closes it.
+inline int ConnectLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  timeval limit{.tv_sec = 10, .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+  return fd;
+}
 
 }  // namespace floe::server
 

@@ -32,18 +32,7 @@ resp::Reply Parse(const std::string& bytes) {
   return r.ok() ? *r : resp::Reply{};
 }
 
-class TestCluster : public internal::InProcessCluster {
- public:
-  TestCluster() : InProcessCluster({.members = 3, .timeout_ms = 1000}) {}
-  ~TestCluster() { sessions_.clear(); }  // before the engines they belong to
-  Session& client(size_t i) {
-    sessions_.push_back(std::make_unique<Session>(&engine(i), 0));
-    return *sessions_.back();
-  }
-
- private:
-  std::vector<std::unique_ptr<Session>> sessions_;
-};
+using TestCluster = internal::ClientCluster;
 
 // Member 2 killed and started again after members 0 and 1 stopped their Raft: it forms and its
 // DKV's start-up grace ends (rule L4), but it never catches up. Returns a key homed at member 2,

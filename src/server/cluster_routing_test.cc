@@ -31,21 +31,7 @@ using internal::ClusterNode;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// A cluster of the shared test harness, with clients that live as long as it.
-class TestCluster : public internal::InProcessCluster {
- public:
-  explicit TestCluster(int n = 3, int started = -1, int64_t timeout_ms = 1000)
-      : InProcessCluster({.members = n, .started = started, .timeout_ms = timeout_ms}) {}
-  ~TestCluster() { sessions_.clear(); }  // before the engines they belong to
-  // A client connected to member i.
-  Session& client(size_t i) {
-    sessions_.push_back(std::make_unique<Session>(&engine(i), 0));
-    return *sessions_.back();
-  }
-
- private:
-  std::vector<std::unique_ptr<Session>> sessions_;
-};
+using TestCluster = internal::ClientCluster;
 
 std::string Bulk(std::string_view s) {
   return "$" + std::to_string(s.size()) + "\r\n" + std::string(s) + "\r\n";

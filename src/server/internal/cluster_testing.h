@@ -126,6 +126,22 @@ class InProcessCluster {
   std::vector<std::unique_ptr<ClusterNode>> nodes_;
 };
 
+// The harness with clients (Sessions of its members' engines) that live as long as it.
+class ClientCluster : public InProcessCluster {
+ public:
+  explicit ClientCluster(int n = 3, int started = -1, int64_t timeout_ms = 1000)
+      : InProcessCluster({.members = n, .started = started, .timeout_ms = timeout_ms}) {}
+  ~ClientCluster() { sessions_.clear(); }  // before the engines they belong to
+  // A client connected to member i.
+  Session& client(size_t i) {
+    sessions_.push_back(std::make_unique<Session>(&engine(i), 0));
+    return *sessions_.back();
+  }
+
+ private:
+  std::vector<std::unique_ptr<Session>> sessions_;
+};
+
 }  // namespace floe::server::internal
 
 #endif  // FLOE_SERVER_INTERNAL_CLUSTER_TESTING_H_
