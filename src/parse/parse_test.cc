@@ -250,22 +250,35 @@ TEST(ParseTest, NumbersAtTheEdges) {
 }
 
 TEST(ParseTest, ReadNumberAgreesWithStrtodBitForBit) {
-  // The short-decimal fast path against the C library's correctly rounded conversion.
+  // The short-decimal fast path (up to 15 digits) and from_chars behind it, against the C
+  // library's correctly rounded conversion: digits up to 24, often with leading zeros, so both
+  // sides of each bound are taken.
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  for (int i = 0; i < 200000; i++) {
-    const int digits = 1 + static_cast<int>(rng() % 17);
-    std::string s = rng() % 2 ? "-" : "";
-    const int point = static_cast<int>(rng() % (digits + 2));
-    for (int d = 0; d < digits; d++) {
-      if (d == point) s += '.';
-      s += static_cast<char>('0' + rng() % 10);
-    }
+  auto check = [](const std::string& s) {
     const std::optional<double> got = internal::ReadNumber(s);
     ASSERT_TRUE(got.has_value()) << s;
     const double want = std::strtod(s.c_str(), nullptr);
     ASSERT_EQ(std::memcmp(&*got, &want, 8), 0) << s << " " << *got << " " << want;
+  };
+  for (int i = 0; i < 400000; i++) {
+    const int digits = 1 + static_cast<int>(rng() % 24);
+    const int zeros = rng() % 3 == 0 ? static_cast<int>(rng() % digits) : 0;
+    std::string s = rng() % 2 ? "-" : "";
+    const int point = static_cast<int>(rng() % (digits + 2));
+    for (int d = 0; d < digits; d++) {
+      if (d == point) s += '.';
+      s += static_cast<char>(d < zeros ? '0' : '0' + rng() % 10);
+    }
+    ASSERT_NO_FATAL_FAILURE(check(s));
+  }
+  for (const char* s :
+       {"9007199254740992", "9007199254740993", "0.9007199254740992", "0.9007199254740993",
+        "9007199254740993.0", "0.0000000000000000000001", "0.00000000000000000000001",
+        "0.00000000640865532228086", "1.0000000000000000000000", "-0", "-0.0",
+        "18446744073709551615", "9999999999999999999.5"}) {
+    ASSERT_NO_FATAL_FAILURE(check(s));
   }
   EXPECT_FALSE(internal::ReadNumber(".").has_value());
   EXPECT_FALSE(internal::ReadNumber("-").has_value());
