@@ -289,6 +289,32 @@ TEST(ParseTest, ReadNumberAgreesWithStrtodBitForBit) {
   EXPECT_EQ(*internal::ReadNumber(".5"), 0.5);
 }
 
+// The split's quote count (16 bytes a step, at most 255 steps a block) against std::count:
+// every alignment and length around the step and the block, and buffers all of quotes, where a
+// lane's byte counter would wrap at 256.
+TEST(ParseTest, CountQuotesAgreesWithACountOfEveryByte) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::string buf(20000, 'a');
+  for (char& ch : buf) ch = "\"a,\n"[rng() % 4];
+  for (size_t offset = 0; offset < 17; offset++) {
+    for (const size_t length :
+         {0u, 1u, 15u, 16u, 17u, 31u, 4079u, 4080u, 4081u, 8160u, 8161u, 19983u}) {
+      const char* p = buf.data() + offset;
+      ASSERT_EQ(internal::CountQuotes(p, p + length, '"'),
+                static_cast<uint64_t>(std::count(p, p + length, '"')))
+          << offset << " " << length;
+    }
+  }
+  const std::string quotes(16 * 255 * 3 + 5, '\'');
+  for (const size_t length :
+       {size_t{16 * 255 - 1}, size_t{16 * 255}, size_t{16 * 256}, quotes.size()}) {
+    EXPECT_EQ(internal::CountQuotes(quotes.data(), quotes.data() + length, '\''), length);
+  }
+  EXPECT_EQ(internal::CountQuotes(quotes.data(), quotes.data() + quotes.size(), '\0'), 0u);
+}
+
 TEST(ParseTest, TimesRefuseImpossibleDates) {
   EXPECT_TRUE(internal::ReadTime("2024-02-29").has_value());
   EXPECT_FALSE(internal::ReadTime("2023-02-29").has_value());
