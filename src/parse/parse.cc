@@ -546,6 +546,9 @@ std::string_view StripBOM(std::string_view s) {
 
 Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
                                  const ParseOptions& options, const ParseControl& control) {
+  const uint32_t threads = std::clamp<uint32_t>(
+      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency()), 1,
+      kMaxThreads);
   uint64_t total = 0;  // progress's bytes_total: loaded sources' bytes, others' sizes on disk
   for (const auto& s : sources) total += s->loaded ? s->bytes.size() : s->disk_size;
   uint64_t inflated = 0;  // held by the gzip sources loaded so far
@@ -556,7 +559,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   auto load = [&](Source* s) {
     if (s->loaded) return Status::OK();
     total -= s->disk_size;
-    FLOE_RETURN_IF_ERROR(LoadFile(options.limits, control.cancel, may_hold, s));
+    FLOE_RETURN_IF_ERROR(LoadFile(options.limits, threads, control.cancel, may_hold, s));
     total += s->bytes.size();
     inflated += s->owned.size();
     return Status::OK();
@@ -579,9 +582,6 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
         " column chunks: join the files first");
   }
   Shared shared{.setup = &setup, .options = &options, .control = &control};
-  const uint32_t threads = std::clamp<uint32_t>(
-      options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency()), 1,
-      kMaxThreads);
   const uint64_t min_range = std::max<uint64_t>(options.min_range_bytes, 1);
 
   std::vector<Piece> pieces;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "parse/internal/csv.h"
+#include "parse/internal/source.h"
 #include "parse/parse.h"
 #include "parse/parse_test_support.h"
 #include "testing/gzip.h"
@@ -142,6 +144,44 @@ TEST(ParseTest, AFileTruncatedWhileParsedDoesNotEndTheProcess) {
 }
 
 // Every file ends a chunk of every column: 300 one-row files of 10,000 columns held 2 GB.
+// A file is read in slices on the parse's threads: every slice count gives the file's bytes, and
+// a file shorter than the size asked (it shrank since fstat) gives its bytes up to the first
+// slice that came short, never a hole.
+TEST(ParseTest, AFileReadInSlicesIsTheWholeFile) {
+  const std::string path = ::testing::TempDir() + "/floe_slices.bin";
+  std::string data(1 << 20, '\0');
+  std::mt19937_64 rng(7);
+  for (char& ch : data) ch = static_cast<char>(rng());
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (const uint32_t threads : {1u, 2u, 3u, 7u}) {
+    for (const size_t min_slice : {size_t{1} << 12, size_t{100000}, size_t{1} << 30}) {
+      std::string got(data.size(), 'x');
+      Result<size_t> n =
+          internal::ReadSlices(fd, got.data(), got.size(), threads, nullptr, min_slice);
+      ASSERT_TRUE(n.ok()) << n.status().ToString();
+      EXPECT_EQ(*n, data.size()) << threads << " " << min_slice;
+      EXPECT_TRUE(got == data) << threads << " " << min_slice;
+    }
+    // Asked for 1.5x the file: the slices past its end come back empty.
+    std::string got(data.size() * 3 / 2, 'x');
+    Result<size_t> n = internal::ReadSlices(fd, got.data(), got.size(), threads, nullptr, 4096);
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(*n, data.size()) << threads;
+    EXPECT_EQ(got.substr(0, data.size()), data);
+  }
+  std::atomic<bool> cancel{true};
+  std::string got(data.size(), 'x');
+  EXPECT_EQ(internal::ReadSlices(fd, got.data(), got.size(), 2, &cancel, 4096).status().code(),
+            StatusCode::kCancelled);
+  close(fd);
+  std::remove(path.c_str());
+}
+
 TEST(ParseTest, FilesTimesColumnsIsBounded) {
   TempDir dir;
   for (int i = 0; i < 5; i++) dir.Write("f" + std::to_string(i) + ".csv", "a,b,c\n1,2,3\n");

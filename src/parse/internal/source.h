@@ -46,8 +46,16 @@ bool IsGzip(std::string_view s);
 Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atomic<bool>* cancel,
                             const std::function<bool(uint64_t)>& may_hold = nullptr);
 
-// Reads src's file (openat(dir_fd, open_name)), inflating it when it is gzip, within `limits`.
-Status LoadFile(const ParseLimits& limits, const std::atomic<bool>* cancel,
+// Reads `size` bytes of fd from offset 0 into `out`, in slices of at least `min_slice` bytes
+// read on up to `threads` threads at once. A file that shrank since its size was taken yields
+// the bytes up to the first slice that came short: what it still held. Cancelled when `cancel`
+// is set (checked every 8 MiB of each slice).
+Result<size_t> ReadSlices(int fd, char* out, size_t size, uint32_t threads,
+                          const std::atomic<bool>* cancel, size_t min_slice = size_t{16} << 20);
+
+// Reads src's file (openat(dir_fd, open_name)) on up to `threads` threads, inflating it when it
+// is gzip, within `limits`.
+Status LoadFile(const ParseLimits& limits, uint32_t threads, const std::atomic<bool>* cancel,
                 const std::function<bool(uint64_t)>& may_hold, Source* src);
 
 }  // namespace floe::parse::internal
