@@ -356,9 +356,11 @@ class Vec {
   // take numeric chunks of IntegerLayout(), real ones any numeric chunk, categorical ones
   // categorical chunks cut with a domain size at most domain.size(), string ones string chunks.
   // `domain` (distinct values, at most kMaxDomain) is for categorical columns only. Corruption
-  // or InvalidArgument otherwise.
+  // or InvalidArgument otherwise. `na_count`, when given, is the chunks' NA rows as their maker
+  // knows them (the parse's merge sums its pieces'), and they are not counted again.
   static Result<Vec> Make(ColumnType type, std::vector<std::string> domain,
-                          std::vector<std::shared_ptr<const std::string>> chunks);
+                          std::vector<std::shared_ptr<const std::string>> chunks,
+                          std::optional<uint64_t> na_count = std::nullopt);
 
   ColumnType type() const { return type_; }
   const std::vector<std::string>& domain() const { return domain_; }

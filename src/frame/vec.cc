@@ -27,7 +27,8 @@ std::string_view ColumnTypeName(ColumnType type) {
 }
 
 Result<Vec> Vec::Make(ColumnType type, std::vector<std::string> domain,
-                      std::vector<std::shared_ptr<const std::string>> chunks) {
+                      std::vector<std::shared_ptr<const std::string>> chunks,
+                      std::optional<uint64_t> na_count) {
   if (type != ColumnType::kCategorical && !domain.empty()) {
     return Status::InvalidArgument("only a categorical column has a domain");
   }
@@ -68,7 +69,9 @@ Result<Vec> Vec::Make(ColumnType type, std::vector<std::string> domain,
     v.compressed_bytes_ += c.bytes();
     v.raw_bytes_ += c.raw_bytes();
     v.views_.push_back(c);
-    if (c.layout() == Layout::kString) {
+    if (na_count) {
+      // Known: not counted again.
+    } else if (c.layout() == Layout::kString) {
       for (uint32_t i = 0; i < c.rows(); i++) v.na_count_ += c.IsNA(i) ? 1 : 0;
     } else {
       // NA is not zero: a sparse-zero chunk is read in O(stored()).
@@ -85,6 +88,7 @@ Result<Vec> Vec::Make(ColumnType type, std::vector<std::string> domain,
     }
     it->second++;
   }
+  if (na_count) v.na_count_ = *na_count;
   v.domain_ = std::move(domain);
   v.chunks_ = std::move(chunks);  // the views point into the strings, which do not move
   return v;

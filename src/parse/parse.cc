@@ -429,6 +429,10 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options, uint
     std::vector<std::shared_ptr<const std::string>> chunks;
     std::vector<std::string> domain;
     ColumnType type = setup.types[c];
+    // A re-encoded chunk keeps its NA rows: the column's are its pieces', counted as each was
+    // made (on the parse's threads), not again here.
+    uint64_t na_count = 0;
+    for (const Piece& p : pieces) na_count += p.frame.vec(c).na_count();
     if (type != ColumnType::kCategorical) {
       for (Piece& p : pieces) {
         const frame::Vec& v = p.frame.vec(c);
@@ -530,7 +534,7 @@ Result<frame::Frame> Merge(const Setup& setup, const ParseOptions& options, uint
       if (as_strings) domain.clear();
     }
     FLOE_ASSIGN_OR_RETURN(frame::Vec v,
-                          frame::Vec::Make(type, std::move(domain), std::move(chunks)));
+                          frame::Vec::Make(type, std::move(domain), std::move(chunks), na_count));
     vecs.push_back(std::move(v));
   }
   return frame::Frame::Make(setup.names, std::move(vecs));
