@@ -39,7 +39,9 @@ using internal::Source;
 
 constexpr uint64_t kRowsPerCheck = 4096;  // rows between cancel checks and progress updates
 constexpr uint32_t kMaxThreads = 256;
-constexpr size_t kMergeWorkers = 4;  // threads re-encoding categorical chunks in the merge
+constexpr size_t kMergeWorkers = 4;
+constexpr uint32_t kRangesPerThread = 4;  // a body is cut in up to this many ranges a thread  //
+                                          // threads re-encoding categorical chunks in the merge
 
 // ---------------------------------------------------------------------------------------------
 // Range parsing
@@ -321,7 +323,8 @@ class RangeParser {
 
 // How ranges split
 // ----------------
-// A body of n bytes is cut at n * i / T for T ranges. A cut may fall inside a quoted field, so
+// A body of n bytes is cut at n * i / T for T ranges (up to kRangesPerThread a thread, taken in
+// turn by the threads). A cut may fall inside a quoted field, so
 // no range can find its first row by looking for an LF alone. The split is exact instead of
 // speculative: pass 1 counts the quote characters of each range in parallel; under contract 4
 // every quote toggles the quoted state (a doubled quote toggles twice), so the prefix parity of
@@ -355,7 +358,8 @@ void RunAll(size_t n, F&& f) {
 
 // Both passes go a MiB at a time and stop early once `cancel` is set (the caller then returns
 // Cancelled and ignores the split): a cancel takes effect within a MiB of work per thread.
-Split SplitBody(std::string_view body, char quote, size_t ranges, const std::atomic<bool>* cancel) {
+Split SplitBody(std::string_view body, char quote, size_t ranges, size_t workers,
+                const std::atomic<bool>* cancel) {
   auto cancelled = [cancel] {
     return cancel != nullptr && cancel->load(std::memory_order_relaxed);
   };
@@ -373,11 +377,13 @@ Split SplitBody(std::string_view body, char quote, size_t ranges, const std::ato
   }
   std::vector<uint64_t> quotes(ranges, 0);
   if (quote != '\0' && ranges > 1) {
-    RunAll(ranges, [&](size_t i) {
-      for (const char* at = cuts[i]; at < cuts[i + 1] && !cancelled();) {
-        const char* stop = step_end(at, cuts[i + 1]);
-        quotes[i] += internal::CountQuotes(at, stop, quote);
-        at = stop;
+    RunAll(std::min(workers, ranges), [&](size_t w) {
+      for (size_t i = w; i < ranges; i += std::min(workers, ranges)) {
+        for (const char* at = cuts[i]; at < cuts[i + 1] && !cancelled();) {
+          const char* stop = step_end(at, cuts[i + 1]);
+          quotes[i] += internal::CountQuotes(at, stop, quote);
+          at = stop;
+        }
       }
     });
   }
@@ -393,21 +399,24 @@ Split SplitBody(std::string_view body, char quote, size_t ranges, const std::ato
   }
   // Each scan stops at the next cut: a range with no row start of its own (inside a long quoted
   // field) starts where the next one does, so the scans cost O(n) together, not O(T * n).
-  RunAll(ranges > 1 ? ranges - 1 : 0, [&](size_t k) {
-    const size_t i = k + 1;
-    // A step that holds no row start leaves the scan at its end, in the state its quotes give
-    // (a row start right at the step's end is found again by the next step's look back).
-    const char* at = cuts[i];
-    bool in_quotes_at = in_quotes[i];
-    for (;;) {
-      const char* stop = step_end(at, cuts[i + 1]);
-      const char* found = internal::NextRowStart(begin, at, stop, quote, in_quotes_at);
-      if (found != stop || stop == cuts[i + 1] || cancelled()) {
-        split.starts[i] = found;
-        break;
+  const size_t scans = ranges - 1;
+  RunAll(std::min(workers, scans), [&](size_t w) {
+    for (size_t k = w; k < scans; k += std::min(workers, scans)) {
+      const size_t i = k + 1;
+      // A step that holds no row start leaves the scan at its end, in the state its quotes give
+      // (a row start right at the step's end is found again by the next step's look back).
+      const char* at = cuts[i];
+      bool in_quotes_at = in_quotes[i];
+      for (;;) {
+        const char* stop = step_end(at, cuts[i + 1]);
+        const char* found = internal::NextRowStart(begin, at, stop, quote, in_quotes_at);
+        if (found != stop || stop == cuts[i + 1] || cancelled()) {
+          split.starts[i] = found;
+          break;
+        }
+        if ((internal::CountQuotes(at, stop, quote) & 1) != 0) in_quotes_at = !in_quotes_at;
+        at = stop;
       }
-      if ((internal::CountQuotes(at, stop, quote) & 1) != 0) in_quotes_at = !in_quotes_at;
-      at = stop;
     }
   });
   for (size_t i = ranges - 1; i >= 1; i--) {
@@ -642,9 +651,12 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
       }
     }
     shared.bytes_done.fetch_add(sources[si]->bytes.size() - body.size());
-    const size_t ranges =
-        static_cast<size_t>(std::clamp<uint64_t>(body.size() / min_range, 1, threads));
-    const Split split = SplitBody(body, setup.quote, ranges, control.cancel);
+    // kRangesPerThread ranges a thread, taken in turn by the threads as each finishes one, so a
+    // thread slowed by others on its core does not leave the rest waiting at the end.
+    const size_t ranges = static_cast<size_t>(
+        std::clamp<uint64_t>(body.size() / min_range, 1, uint64_t{threads} * kRangesPerThread));
+    const size_t working = std::min<size_t>(threads, ranges);
+    const Split split = SplitBody(body, setup.quote, ranges, working, control.cancel);
     if (control.cancel != nullptr && control.cancel->load(std::memory_order_relaxed)) {
       return Status::Cancelled("parse cancelled");
     }
@@ -652,11 +664,16 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     pieces.resize(first_piece + ranges);
     std::mutex mu;
     std::condition_variable cv;
-    size_t running = ranges;
+    size_t running = working;
+    std::atomic<size_t> next_range{0};
     std::vector<std::thread> workers;
-    std::vector<size_t> inline_ranges;
+    size_t inline_workers = 0;
     auto parse_range = [&](size_t i) {
       Piece& piece = pieces[first_piece + i];
+      if (shared.failed.load(std::memory_order_relaxed)) {
+        piece.status = Status::Aborted("another range failed");
+        return;
+      }
       // An exception (an allocation that failed) fails the parse instead of ending the
       // process from a worker thread.
       try {
@@ -668,18 +685,25 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
         piece.status = Status::Internal(std::string("parse failed: ") + e.what());
       }
       if (!piece.status.ok()) shared.failed.store(true, std::memory_order_relaxed);
+    };
+    // Every range is taken by some worker: after a failure the rest are taken too, and end at
+    // once (Aborted), so each piece has a status.
+    auto work = [&] {
+      for (size_t i; (i = next_range.fetch_add(1, std::memory_order_relaxed)) < ranges;) {
+        parse_range(i);
+      }
       std::lock_guard<std::mutex> lock(mu);
       if (--running == 0) cv.notify_all();
     };
-    for (size_t i = 0; i < ranges; i++) {
-      Result<std::thread> t = StartThread([&parse_range, i] { parse_range(i); });
+    for (size_t w = 0; w < working; w++) {
+      Result<std::thread> t = StartThread(work);
       if (t.ok()) {
         workers.push_back(std::move(*t));
       } else {
-        inline_ranges.push_back(i);  // no thread to be had: parsed here, without progress reports
+        inline_workers++;  // no thread to be had: it works here, without progress reports
       }
     }
-    for (size_t i : inline_ranges) parse_range(i);
+    for (size_t w = 0; w < inline_workers; w++) work();
     {
       std::unique_lock<std::mutex> lock(mu);
       while (!cv.wait_for(lock, control.progress_interval, [&] { return running == 0; })) {
