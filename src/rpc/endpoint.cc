@@ -51,13 +51,22 @@ Status StatusFromCode(uint16_t code, std::string message) {
 // calls per hand-off when the loop and the woken thread met on it.
 class Pool {
  public:
-  Pool(int priority, int threads) {
+  Pool(int priority, int threads, std::function<void()> on_idle) : on_idle_(std::move(on_idle)) {
     for (int i = 0; i < threads; i++) {
       threads_.emplace_back([this, priority] {
         tl_class = priority;
+        bool worked = false;  // since on_idle_ last ran
         for (;;) {
           mu_.Lock();
           while (jobs_.empty() && !stop_) {
+            if (worked && on_idle_) {
+              // Out of work, before sleeping: once, outside the lock, then look again.
+              worked = false;
+              mu_.Unlock();
+              on_idle_();
+              mu_.Lock();
+              continue;
+            }
             sleepers_++;
             const uint32_t seen = wakes_.load(std::memory_order_acquire);
             mu_.Unlock();
@@ -73,6 +82,7 @@ class Pool {
           jobs_.pop_front();
           mu_.Unlock();
           job();
+          worked = true;
         }
       });
     }
@@ -104,6 +114,7 @@ class Pool {
   }
 
  private:
+  const std::function<void()> on_idle_;
   Mutex mu_;
   // Bumped to wake sleepers; a sleeper reads it under mu_ before it releases mu_, so a job
   // added after that changes it and the wait returns at once (no lost wake-up).
@@ -889,8 +900,8 @@ void Endpoint::Start() {
   if (impl_->started.exchange(true)) return;
   if (!impl_->options.inline_handlers) {
     for (int c = 0; c < kPriorityClasses; c++) {
-      impl_->pools.push_back(
-          std::make_unique<Pool>(c, std::max(1, impl_->options.threads_per_class)));
+      impl_->pools.push_back(std::make_unique<Pool>(
+          c, std::max(1, impl_->options.threads_per_class), impl_->options.on_idle));
     }
   }
   std::weak_ptr<Impl> weak = impl_;

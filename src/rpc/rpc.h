@@ -128,6 +128,9 @@ struct Options {
   // Called (no lock held) when a lease from `peer` that had lapsed, or was granted by an
   // earlier incarnation of `peer`, is about to be renewed; the renewal waits for it to return.
   std::function<void(NodeId peer)> on_lease_lapse;
+  // Called (no lock held) by a handler thread each time it finds no more work and is about to
+  // sleep: a server frees there what the handlers retired (store::Store::HandOff).
+  std::function<void()> on_idle;
   uint64_t seed = 0;  // resend jitter; 0: from the clock
 };
 

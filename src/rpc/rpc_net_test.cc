@@ -238,6 +238,24 @@ TEST(RpcNetTest, ABlockingCallTakesItsAnswerWithoutItsLoop) {
   EXPECT_EQ(*r, "while the loop is busy");
 }
 
+// Options::on_idle runs on a handler thread that ran work and found no more, before it sleeps
+// (a server frees what its handlers retired there): never on threads that did nothing.
+TEST(RpcNetTest, AHandlerThreadCallsOnIdleAfterItsWork) {
+  auto idles = std::make_shared<std::atomic<int>>(0);
+  Options o;
+  o.on_idle = [idles] { idles->fetch_add(1); };
+  Pair p = StartPair(o);
+  ASSERT_TRUE(p.a && p.b);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(idles->load(), 0);  // no handler has run yet
+  Result<std::string> r = p.a->endpoint->Call(2, kEcho, "x", 10'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (int i = 0; i < 500 && idles->load() == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(idles->load(), 1);
+}
+
 TEST(RpcNetTest, ExactlyOnceOverUdpAndTcpWithInjectedFaults) {
   Pair p = StartPair();
   const net::Faults faults{.drop = 0.3, .duplicate = 0.1, .min_delay_us = 0, .max_delay_us = 3000};

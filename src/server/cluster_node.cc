@@ -309,6 +309,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   o.down_after_us = std::min<uint64_t>(impl->timeout_us, 3'000'000);
   o.on_lease_lapse = dkv::Dkv::MakeLeaseHook(impl->dkv_slot);
   o.threads_per_class = 8;
+  // What a handler retired (a forwarded DEL's value, an invalidated copy) is freed by the I/O
+  // threads' periodic Reclaim once the handler goes idle; kept on its own list, it waited for
+  // that handler's next 1,024 retirements or 1 MiB, which an idle member may never reach.
+  o.on_idle = [] { store::Store::HandOff(); };
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   impl->cluster->SetClusterId(cluster_id);
