@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -325,6 +326,73 @@ class Meta {
 // when no kInitialize is stored. Corruption when the snapshot is not a table.
 Result<ClusterId> ClusterIdOfLog(const consensus::StoredLog& log);
 
+// ---- Joining a running cluster (docs/membership.md, rule J1; docs/wire.md, "Joining") ----
+
+inline constexpr uint16_t kJoinMethod = 101;
+// The RPC id a node without a member id yet sends its JOIN from (rpc's stranger), to the member
+// it asks as rpc::kAnyNodeId; ids from kAnyNodeId up are never assigned to a member
+// (Table::Apply refuses an AddMember that would take one).
+inline constexpr net::NodeId kJoinerId = rpc::kStrangerId;
+inline constexpr net::NodeId kFirstReservedId = rpc::kAnyNodeId;
+
+// What a joiner sends (RPC kJoinMethod). A value.
+struct JoinRequest {
+  uint32_t protocol_version = kProtocolVersion;  // the leading varint
+  bool complete = false;  // decoded: the version is ours and the fields were read
+  std::string cluster_name;
+  uint32_t slots = kSlots;
+  ClusterId cluster_id;  // the id its directory's log holds (rule M5); empty: none
+  std::string host;      // canonical, as ParseMember writes it
+  uint16_t port = 0;     // cluster (RPC) port
+  uint16_t raft_port = 0;
+  uint16_t client_port = 0;
+  uint64_t token = 0;      // not 0; the same in every retry of one run (a retry is found by it)
+  bool forwarded = false;  // set by the member that forwards it to the leader
+  uint64_t proof_hi = 0, proof_lo = 0;  // SignJoinRequest's; 0 without a secret
+};
+std::string EncodeJoinRequest(const JoinRequest& request);
+// Corruption for bytes that are not a JOIN (docs/wire.md lists the checks). Another protocol
+// version decodes to complete == false with only protocol_version set.
+Result<JoinRequest> DecodeJoinRequest(std::string_view bytes);
+// Sets the secret proof: SipHash-2-4-128 keyed by rpc::DeriveMacKey(secret) of "floe-join" and
+// the request encoded with forwarded and the proof cleared; both 0 for an empty secret.
+void SignJoinRequest(JoinRequest* request, std::string_view secret);
+// Whether the request's proof is the one `secret` gives (constant time); DecideJoin checks it.
+bool JoinProofMatches(const JoinRequest& request, std::string_view secret);
+
+// The leader's answer: the joiner's id, the cluster id and the applied table's members.
+struct JoinAnswer {
+  net::NodeId id = 0;
+  ClusterId cluster_id;
+  std::vector<TableMember> members;  // id, host and ports only (life and flags are not sent)
+};
+std::string EncodeJoinAnswer(const JoinAnswer& answer);
+// Corruption for bytes that are not an answer (an id of 0 or kFirstReservedId and above, members
+// out of id order or not canonical, the joiner's id not among them...).
+Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes);
+
+// What the leader compares a JOIN with: its own settings.
+struct JoinPolicy {
+  std::string cluster_name;
+  std::string secret;
+  uint32_t protocol_version = kProtocolVersion;  // tests: pretend another
+  uint32_t slots = kSlots;                       // tests: pretend another
+};
+// The leader's decision on a JOIN (rule J1), from its applied table. FailedPrecondition naming
+// what differs ("cluster-name 'a', ours 'b'", "protocol version 2, ours 1", "8192 slots, ours
+// 16384", "cluster id X, ours Y", "cluster secret differs (--cluster-secret)", "127.0.0.2:7100
+// is already member 2", ...), Unavailable while the table is not initialized. Otherwise either
+// `joined` (the member this join already added: a retry with the same token) or `propose`, the
+// AddMember to commit.
+struct JoinDecision {
+  net::NodeId joined = 0;
+  std::optional<Change> propose;
+};
+Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
+                                const JoinPolicy& ours);
+// The answer for member `id` of `table`. REQUIRES: id is a member of table.
+JoinAnswer MakeJoinAnswer(const Table& table, net::NodeId id);
+
 struct PlanOptions {
   size_t max_moves = 4;  // moves in progress at once (--migrate-parallel)
 };
@@ -353,6 +421,9 @@ struct Options {
   // Tests only: pretend to speak another protocol or slot count (to check the reasons).
   uint32_t protocol_version = kProtocolVersion;
   uint32_t slots = kSlots;
+  // A member that joined a running cluster (docs/membership.md J1): the leader made
+  // formation's checks, so it is formed at Start, every member agreed, and it sends no HELLO.
+  bool joined = false;
 };
 
 // InvalidArgument when the options cannot form a cloud: no members, self not among them, ids

@@ -428,6 +428,8 @@ Status Table::Apply(const Change& c) {
     case Kind::kAddMember: {
       FLOE_RETURN_IF_ERROR(ValidMember(c.member));
       if (members_.size() >= kMaxMembers) return Refused("the cluster has kMaxMembers members");
+      // The joiner's RPC id is never a member's (rule J1).
+      if (next_id_ >= kFirstReservedId) return Refused("no member id is left to assign");
       for (const TableMember& m : members_) {
         if (m.host == c.member.host && m.port == c.member.port) {
           return Refused(Member{.host = m.host, .port = m.port}.address() + " is already member " +

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "cluster/cluster.h"
+#include "wire/wire.h"
 
 namespace floe::cluster {
 namespace {
@@ -530,6 +531,242 @@ TEST(PlannerTest, PausedPlansNothing) {
   ASSERT_TRUE(t.Apply(AddMember(Joiner(1))).ok());
   ASSERT_TRUE(t.Apply(ForNode(Kind::kPausePlanner, 0, true)).ok());
   EXPECT_TRUE(Plan(t, {}).empty());
+}
+
+// ---- Joining (docs/membership.md, rule J1) ----
+
+// A running three-member cluster's table, as its log's first entry builds it.
+Table Running() {
+  Table t;
+  Change init = WithCount(Kind::kInitialize, 0);
+  for (int i = 1; i <= 3; i++) {
+    init.members.push_back(TableMember{.id = static_cast<net::NodeId>(i),
+                                       .host = "127.0.0." + std::to_string(i),
+                                       .port = 7100,
+                                       .raft_port = 7101});
+  }
+  init.cluster_id = ClusterId::Random();
+  EXPECT_TRUE(t.Apply(init).ok());
+  return t;
+}
+
+JoinRequest Request(std::string_view secret = "s3cret") {
+  JoinRequest r;
+  r.complete = true;
+  r.cluster_name = "floe";
+  r.host = "127.0.0.4";
+  r.port = 7100;
+  r.raft_port = 7101;
+  r.client_port = 6379;
+  r.token = 0x1234567890abcdefULL;
+  SignJoinRequest(&r, secret);
+  return r;
+}
+
+JoinPolicy Ours() { return JoinPolicy{.cluster_name = "floe", .secret = "s3cret"}; }
+
+std::string Refusal(const Table& t, const JoinRequest& r, const JoinPolicy& p = Ours()) {
+  Result<JoinDecision> d = DecideJoin(t, r, p);
+  if (d.ok()) return "accepted";
+  EXPECT_EQ(d.status().code(), StatusCode::kFailedPrecondition) << d.status().ToString();
+  return std::string(d.status().message());
+}
+
+TEST(JoinTest, TheLeaderNamesEachMismatch) {
+  const Table t = Running();
+  Result<JoinDecision> ok = DecideJoin(t, Request(), Ours());
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ASSERT_TRUE(ok->propose.has_value());
+  EXPECT_EQ(ok->joined, 0u);
+  EXPECT_EQ(ok->propose->kind, Kind::kAddMember);
+  EXPECT_EQ(ok->propose->member.host, "127.0.0.4");
+  EXPECT_EQ(ok->propose->member.client_port, 6379);
+
+  JoinRequest r = Request();
+  r.cluster_name = "other";
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_EQ(Refusal(t, r), "cluster-name 'other', ours 'floe'");
+  r = Request();
+  r.slots = 8192;
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_EQ(Refusal(t, r), "8192 slots, ours 16384");
+  r = Request();
+  r.protocol_version = 2;
+  EXPECT_EQ(Refusal(t, r), "protocol version 2, ours 1");
+  r = Request();
+  r.cluster_id = ClusterId::Random();
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_NE(Refusal(t, r).find("cluster id " + r.cluster_id.ToString() + ", ours " +
+                               t.cluster_id().ToString()),
+            std::string::npos);
+  // Its own cluster's id is no mismatch.
+  r.cluster_id = t.cluster_id();
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_EQ(Refusal(t, r), "accepted");
+  // The secret: another one, none at all, and a proof of another request.
+  EXPECT_EQ(Refusal(t, Request("wrong")), "cluster secret differs (--cluster-secret)");
+  EXPECT_EQ(Refusal(t, Request("")), "cluster secret differs (--cluster-secret)");
+  EXPECT_EQ(Refusal(t, Request(), JoinPolicy{.cluster_name = "floe"}),
+            "cluster secret differs (--cluster-secret)");
+  EXPECT_EQ(Refusal(t, Request(""), JoinPolicy{.cluster_name = "floe"}), "accepted");
+  r = Request();
+  r.client_port = 6380;  // changed after signing
+  EXPECT_EQ(Refusal(t, r), "cluster secret differs (--cluster-secret)");
+  // The member that forwards it sets `forwarded`, which the proof does not cover.
+  r = Request();
+  r.forwarded = true;
+  EXPECT_EQ(Refusal(t, r), "accepted");
+  // An address a member holds, and ports that overlap a member's on its host.
+  r = Request();
+  r.host = "127.0.0.2";
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_EQ(Refusal(t, r), "127.0.0.2:7100 is already member 2");
+  r.port = 7099;
+  r.raft_port = 7100;
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_NE(Refusal(t, r).find("overlap member 2"), std::string::npos);
+  r.port = 7102;
+  r.raft_port = 7103;
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_EQ(Refusal(t, r), "accepted");
+  // A table not initialized yet: try again later, not a refusal.
+  Result<JoinDecision> early = DecideJoin(Table(), Request(), Ours());
+  EXPECT_EQ(early.status().code(), StatusCode::kUnavailable);
+}
+
+TEST(JoinTest, ARetriedJoinIsAnsweredWithTheSameId) {
+  Table t = Running();
+  const JoinRequest r = Request();
+  Result<JoinDecision> first = DecideJoin(t, r, Ours());
+  ASSERT_TRUE(first.ok() && first->propose);
+  // The proposal committed twice (an outcome the leader could not know, then the retry's): the
+  // second is refused by the table and changes nothing.
+  ASSERT_TRUE(t.Apply(*first->propose).ok());
+  const Table once = t;
+  EXPECT_FALSE(t.Apply(*first->propose).ok());
+  EXPECT_EQ(t, once);
+  ASSERT_EQ(t.members().size(), 4u);
+  const net::NodeId id = t.members().back().id;
+  EXPECT_EQ(id, 4u);
+  // The retry (same token, even through another member or a new leader) is answered as joined.
+  JoinRequest retry = r;
+  retry.forwarded = true;
+  Result<JoinDecision> again = DecideJoin(t, retry, Ours());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->joined, id);
+  EXPECT_FALSE(again->propose.has_value());
+  // Another run at that address (another token) is not this join.
+  JoinRequest other = r;
+  other.token++;
+  SignJoinRequest(&other, "s3cret");
+  EXPECT_EQ(Refusal(t, other), "127.0.0.4:7100 is already member 4");
+  // The answer lists every member, the joiner included, and round-trips.
+  const JoinAnswer a = MakeJoinAnswer(t, id);
+  Result<JoinAnswer> back = DecodeJoinAnswer(EncodeJoinAnswer(a));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->id, id);
+  EXPECT_EQ(back->cluster_id, t.cluster_id());
+  ASSERT_EQ(back->members.size(), 4u);
+  EXPECT_EQ(back->members[3].host, "127.0.0.4");
+  EXPECT_EQ(back->members[3].client_port, 6379);
+}
+
+TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
+  // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
+  // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id
+  // | ...).
+  const std::string bytes = Running().Encode();
+  wire::Reader r(bytes);
+  uint64_t format = 0, epoch = 0, next = 0;
+  ASSERT_TRUE(r.GetVarint64(&format).ok() && r.GetVarint64(&epoch).ok() &&
+              r.GetVarint64(&next).ok());
+  std::string_view rest;
+  ASSERT_TRUE(r.GetRaw(r.remaining(), &rest).ok());
+  std::string patched;
+  wire::Writer w(&patched);
+  w.PutVarint64(format);
+  w.PutVarint64(epoch);
+  w.PutVarint64(kFirstReservedId - 1);
+  patched.append(rest);
+  Result<Table> t = Table::Decode(patched);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE(t->Apply(AddMember(Joiner(1))).ok());
+  EXPECT_EQ(t->members().back().id, kFirstReservedId - 1);
+  Status st = t->Apply(AddMember(Joiner(2)));
+  EXPECT_NE(st.message().find("no member id is left"), std::string::npos) << st.ToString();
+  EXPECT_EQ(Refusal(*t, Request()), "no member id is left to assign");
+}
+
+TEST(JoinTest, RequestAndAnswerRoundTripAndRefuseDamage) {
+  JoinRequest r = Request();
+  r.cluster_id = ClusterId::Random();
+  r.forwarded = true;
+  Result<JoinRequest> back = DecodeJoinRequest(EncodeJoinRequest(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->complete);
+  EXPECT_EQ(back->cluster_id, r.cluster_id);
+  EXPECT_EQ(back->token, r.token);
+  EXPECT_TRUE(back->forwarded);
+  EXPECT_EQ(back->proof_hi, r.proof_hi);
+  EXPECT_EQ(back->proof_lo, r.proof_lo);
+  EXPECT_EQ(EncodeJoinRequest(*back), EncodeJoinRequest(r));
+  // Another version: only the version is read, so the leader can name it.
+  JoinRequest v2 = r;
+  v2.protocol_version = 2;
+  Result<JoinRequest> other = DecodeJoinRequest(EncodeJoinRequest(v2));
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->complete);
+  EXPECT_EQ(other->protocol_version, 2u);
+  // Damage: every truncation, a trailing byte, and fields out of range.
+  const std::string bytes = EncodeJoinRequest(r);
+  for (size_t n = 0; n < bytes.size(); n++) {
+    EXPECT_FALSE(DecodeJoinRequest(bytes.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(DecodeJoinRequest(bytes + "x").ok());
+  auto refused = [](JoinRequest bad) { return !DecodeJoinRequest(EncodeJoinRequest(bad)).ok(); };
+  JoinRequest bad = r;
+  bad.token = 0;
+  EXPECT_TRUE(refused(bad));
+  bad = r;
+  bad.raft_port = 7105;
+  EXPECT_TRUE(refused(bad));
+  bad = r;
+  bad.host = "127.000.0.4";
+  EXPECT_TRUE(refused(bad));
+  bad = r;
+  bad.host = "localhost";
+  EXPECT_TRUE(refused(bad));
+  bad = r;
+  bad.cluster_name = "bad name";
+  EXPECT_TRUE(refused(bad));
+  bad = r;
+  bad.port = 0;
+  bad.raft_port = 1;
+  EXPECT_TRUE(refused(bad));
+  EXPECT_FALSE(DecodeJoinRequest(std::string(200 * 1024, '\x01')).ok());
+
+  // The answer: ids in order, the joiner among them, a cluster id.
+  const Table t = Running();
+  const std::string answer = EncodeJoinAnswer(MakeJoinAnswer(t, 2));
+  ASSERT_TRUE(DecodeJoinAnswer(answer).ok());
+  for (size_t n = 0; n < answer.size(); n++) {
+    EXPECT_FALSE(DecodeJoinAnswer(answer.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(DecodeJoinAnswer(answer + "x").ok());
+  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(MakeJoinAnswer(t, 9))).ok()) << "not listed";
+  JoinAnswer a = MakeJoinAnswer(t, 2);
+  std::swap(a.members[0], a.members[1]);
+  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "out of order";
+  a = MakeJoinAnswer(t, 2);
+  a.members[1].host = a.members[0].host;
+  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "an address twice";
+  a = MakeJoinAnswer(t, 2);
+  a.cluster_id = ClusterId{};
+  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "no cluster id";
+  a = MakeJoinAnswer(t, 2);
+  a.id = kFirstReservedId;
+  a.members[1].id = kFirstReservedId;
+  EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "a reserved id";
 }
 
 }  // namespace

@@ -4,7 +4,10 @@
 // handlers after releasing it. A call is thus encoded and sent on the caller's thread and an
 // answer on the handler's: no hand-off to the loop thread on the way out.
 
+#include <endian.h>
+
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -209,6 +212,20 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   uint64_t next_call_id = 1;
   size_t callee_entries = 0;
 
+  // A stranger's calls remembered at once, and how far ahead of our clock its incarnation
+  // (its start time) may be.
+  static constexpr size_t kMaxStrangerCalls = 64;
+  static constexpr uint64_t kStrangerClockSlackUs = 3'600'000'000;
+  // A stranger's messages (Options::stranger_method) travel without a MAC.
+  CodecOptions stranger_codec;
+
+  // Whether `h` is a message a stranger may send us (Options::stranger_method).
+  bool FromStranger(const Header& h) const {
+    return options.stranger_method != 0 && h.sender == kStrangerId && h.receiver == kAnyNodeId &&
+           ((h.kind == Kind::kCall && h.code == options.stranger_method) ||
+            h.kind == Kind::kAckAck);
+  }
+
   Impl(net::Transport& t, Options o) : transport(t), loop(t.loop()), options(std::move(o)) {
     uint64_t seed = options.seed != 0 ? options.seed : WallMicros() ^ CycleNow();
     rng.seed(seed ^ (uint64_t{t.self()} << 32));
@@ -219,6 +236,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     codec.max_message = options.max_message;
     codec.compress_min = options.compress_min;
+    stranger_codec.max_message = options.max_message;
+    stranger_codec.compress_min = options.compress_min;
     for (NodeId peer : options.peers) {
       // A list that names this node too is tolerated (a member list passed whole); that entry
       // is no peer.
@@ -309,13 +328,16 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     Header h;
     h.kind = kind;
     h.priority = priority;
-    h.sender = transport.self();
+    // To a stranger: as the node it called, without a MAC (Options::stranger_method).
+    const bool stranger = to == kStrangerId && options.stranger_method != 0;
+    h.sender = stranger ? kAnyNodeId : transport.self();
     h.receiver = to;
     h.incarnation = incarnation_;
     h.task = task;
     h.mark = mark;
     h.code = code;
-    return std::make_shared<const net::OutMessage>(EncodeParts(h, std::move(payload), codec));
+    return std::make_shared<const net::OutMessage>(
+        EncodeParts(h, std::move(payload), stranger ? stranger_codec : codec));
   }
 
   uint64_t LowWater(const PeerState& p) const {
@@ -720,7 +742,21 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (stopped.load()) return;
     stats.messages_received++;
     stats.bytes_received += bytes.size();
+    // A copy of a stranger's message only (its sender at bytes 8-11), which is small: it is
+    // decoded again without the key when the MAC check refuses it.
+    std::string copy;
+    if (options.stranger_method != 0 && codec.key != nullptr && bytes.size() >= 12 &&
+        bytes.size() <= 4096) {
+      uint32_t sender = 0;
+      std::memcpy(&sender, bytes.data() + 8, 4);
+      if (le32toh(sender) == kStrangerId) copy = bytes;
+    }
     Result<Message> m = Decode(std::move(bytes), codec, checked);
+    if (!m.ok() && m.status().code() == StatusCode::kPermissionDenied && !copy.empty()) {
+      // Maybe a stranger's message, which carries no MAC (Options::stranger_method).
+      Result<Message> open = Decode(std::move(copy), stranger_codec, checked);
+      if (open.ok() && FromStranger(open->header)) m = std::move(open);
+    }
     if (!m.ok()) {
       if (m.status().code() == StatusCode::kPermissionDenied) {
         stats.auth_failures++;
@@ -731,6 +767,24 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     const Header& h = m->header;
+    if (h.sender == kStrangerId) {
+      // Never a peer: its messages keep no peer state, and only these are taken.
+      if (!FromStranger(h)) {
+        stats.unknown_sender++;
+        return;
+      }
+      if (h.kind == Kind::kAckAck) return OnAckAck(*m);
+      // Unauthenticated: bounded. An incarnation far ahead of our clock would shut out every
+      // later stranger (a lower one is never heard again), and its calls are at most a few.
+      auto cit = callers.find(kStrangerId);
+      if (h.incarnation > WallMicros() + kStrangerClockSlackUs ||
+          (cit != callers.end() && cit->second.incarnation == h.incarnation &&
+           cit->second.entries.size() >= kMaxStrangerCalls)) {
+        stats.unknown_sender++;
+        return;
+      }
+      return OnCall(*m);
+    }
     auto pit = peers.find(h.sender);
     if (pit == peers.end() || h.receiver != transport.self()) {
       stats.unknown_sender++;

@@ -105,6 +105,11 @@ Result<Message> Decode(std::string_view bytes, const CodecOptions& options,
 // ---------------------------------------------------------------------------------------------
 // Peer ids are at most this (a cluster never reuses an id, so ids grow with every join).
 inline constexpr NodeId kMaxPeerId = (NodeId{1} << 20) - 1;
+// A node without an id yet (one joining a cluster, docs/membership.md J1) sends as kStrangerId
+// to kAnyNodeId, "whoever listens at this address"; the node that answers it answers as
+// kAnyNodeId. Neither is ever a member's id (the cluster assigns ids below kAnyNodeId).
+inline constexpr NodeId kStrangerId = kMaxPeerId;
+inline constexpr NodeId kAnyNodeId = kMaxPeerId - 1;
 
 struct Options {
   std::vector<NodeId> peers;  // the initial peers (AddPeer adds more); anyone else is dropped
@@ -129,6 +134,13 @@ struct Options {
   // earlier incarnation of `peer`, is about to be renewed; the renewal waits for it to return.
   std::function<void(NodeId peer)> on_lease_lapse;
   uint64_t seed = 0;  // resend jitter; 0: from the clock
+  // A method a stranger may call (0: none): CALLs of it from kStrangerId to kAnyNodeId, and
+  // their ACKACKs, are accepted without a MAC even when this node has a secret (the handler
+  // checks whatever proof the request carries); every other message from kStrangerId is
+  // dropped. The answer goes to kStrangerId, without a MAC and from kAnyNodeId: the handler
+  // gives the transport kStrangerId's address before it answers. One stranger at a time: a
+  // stranger's later life (a higher incarnation) replaces the earlier one's calls.
+  uint16_t stranger_method = 0;
 };
 
 struct Stats {

@@ -361,6 +361,61 @@ TEST(RpcNetTest, ACallToADeadPeerFailsAtItsDeadline) {
   EXPECT_LT(took, 2'000'000u);
 }
 
+// Options::stranger_method (docs/membership.md J1): a node without an id calls one method of a
+// node that has a secret, without a MAC, addressing it as kAnyNodeId, and gets its answer;
+// every other method, and a message that carries a MAC of another secret, is dropped.
+TEST(RpcNetTest, AStrangerCallsOnlyItsMethodWithoutAMac) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  o.stranger_method = kEcho;
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  ASSERT_NE(member, nullptr);
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  auto stranger_with = [&](std::string secret) {
+    Options so;
+    so.secret = std::move(secret);
+    so.stranger_method = 0;
+    so.down_after_us = 60'000'000;
+    return StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", member_port}, so);
+  };
+  {
+    auto stranger = stranger_with("");
+    ASSERT_NE(stranger, nullptr);
+    Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 2'000'000);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, "hello");
+    // Its other methods are not open to it.
+    r = stranger->endpoint->Call(kAnyNodeId, kIncrement, "x", 300'000);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+    EXPECT_EQ(member->EffectCount(), 0u);
+  }
+  {
+    // A MAC under another secret is not a stranger's message: dropped.
+    auto stranger = stranger_with("another");
+    ASSERT_NE(stranger, nullptr);
+    Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 300'000);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+  }
+  EXPECT_GT(member->endpoint->stats().auth_failures.load(), 0u);
+  // Without stranger_method nothing of it is taken.
+  Options closed;
+  closed.secret = "the cluster's";
+  const uint16_t closed_port = floe::testing::FreePort("127.0.0.1");
+  auto shut =
+      StartNode(1, closed_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, closed);
+  ASSERT_NE(shut, nullptr);
+  shut->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  Options so;
+  so.down_after_us = 60'000'000;
+  auto stranger = StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", closed_port}, so);
+  ASSERT_NE(stranger, nullptr);
+  Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 300'000);
+  EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+}
+
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {
   // One thread per class: 20 concurrent class-0 handlers on each node each wait for a class-1
   // call to the other node. With a single pool they would all block each other.

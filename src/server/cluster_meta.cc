@@ -36,24 +36,6 @@ Status DirectoryLock::Take(const std::string& dir) {
   return Status::OK();
 }
 
-namespace {
-
-// The file in a member's metadata directory that records its cluster's id (rule M5), written
-// once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
-constexpr const char* kClusterIdFile = "cluster-id";
-
-// What a member's metadata directory belongs to: written when its log is created, compared at
-// every later start, so a log of another cluster (another list, or ids that moved) is never
-// replayed as this one's.
-std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
-                              net::NodeId self) {
-  std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
-  for (size_t i = 0; i < members.size(); i++) {
-    out += (i > 0 ? "," : "") + members[i].address();
-  }
-  return out + "\nself " + std::to_string(self) + "\n";
-}
-
 // The first 64 KiB of a file; empty when it cannot be read.
 std::string ReadSmallFile(const std::string& path) {
   std::string out;
@@ -96,6 +78,34 @@ bool WriteFileDurably(const std::string& path, std::string_view bytes) {
   return true;
 }
 
+std::string MemberDirectory(const Config& config, const std::string& host, uint16_t port) {
+  return (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + host + "-" +
+         std::to_string(port);
+}
+
+namespace {
+
+// The file in a member's metadata directory that records its cluster's id (rule M5), written
+// once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
+constexpr const char* kClusterIdFile = "cluster-id";
+
+// What a member's metadata directory belongs to: written when its log is created, compared at
+// every later start, so a log of another cluster (another list, or ids that moved) is never
+// replayed as this one's.
+std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
+                              net::NodeId self, bool joined) {
+  if (joined) {
+    // Its member list grows with the cluster: the directory is this member's, by its address.
+    return "floe agreed metadata\ncluster-name " + config.cluster_name + "\njoined as " +
+           members[self - 1].address() + "\nself " + std::to_string(self) + "\n";
+  }
+  std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
+  for (size_t i = 0; i < members.size(); i++) {
+    out += (i > 0 ? "," : "") + members[i].address();
+  }
+  return out + "\nself " + std::to_string(self) + "\n";
+}
+
 // Whether `dir` holds anything besides the files this node's own checks keep there (and their
 // temporary copies, left by a crash in WriteFileDurably).
 bool HoldsALog(const std::string& dir) {
@@ -103,7 +113,9 @@ bool HoldsALog(const std::string& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     std::string name = entry.path().filename().string();
     if (name.ends_with(".tmp")) name.resize(name.size() - 4);
-    if (name != "LOCK" && name != "member" && name != kClusterIdFile) return true;
+    if (name != "LOCK" && name != "member" && name != kClusterIdFile && name != "join-token") {
+      return true;
+    }
   }
   return false;
 }
@@ -142,7 +154,8 @@ Status ProbeListen(const std::string& host, uint16_t port) {
 // whether the directory holds a log.
 Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
                                                         const std::vector<cluster::Member>& members,
-                                                        net::NodeId self, uint64_t node_timeout_ms,
+                                                        net::NodeId self, bool joined,
+                                                        uint64_t node_timeout_ms,
                                                         DirectoryLock* lock, std::string* off,
                                                         cluster::ClusterId* id, bool* holds_log) {
   for (const cluster::Member& m : members) {
@@ -181,8 +194,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   cluster::MetaOptions o;
   o.raft.id = self;
   o.raft.address = raft_address(me);
-  o.raft.dir = (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + me.host + "-" +
-               std::to_string(me.port);
+  o.raft.dir = MemberDirectory(config, me.host, me.port);
   const std::string where = o.raft.address + ", directory " + o.raft.dir;
   auto failed = [&where](const std::string& why) {
     return Status::Unavailable("cannot start the agreed metadata (Raft on " + where + "): " + why);
@@ -191,7 +203,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   std::filesystem::create_directories(o.raft.dir, ec);
   if (ec) return failed("cannot create the directory: " + ec.message());
   if (Status st = lock->Take(o.raft.dir); !st.ok()) return failed(std::string(st.message()));
-  const std::string identity = DirectoryIdentity(config, members, self);
+  const std::string identity = DirectoryIdentity(config, members, self, joined);
   const std::string identity_path = o.raft.dir + "/member";
   const std::string found = ReadSmallFile(identity_path);
   if (HoldsALog(o.raft.dir) && found != identity) {
@@ -207,6 +219,8 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   o.raft.election_timeout_ms = std::clamp<uint64_t>(node_timeout_ms / 5, 100, 1000);
   o.raft.heartbeat_timeout_ms = o.raft.election_timeout_ms / 5;
   for (const cluster::Member& m : members) {
+    // A joined member's Raft starts with no configuration: the leader's log brings it.
+    if (joined) break;
     o.raft.bootstrap.push_back({.id = m.id,
                                 .address = raft_address(m),
                                 .role = o.raft.bootstrap.size() < consensus::kMaxVoters
@@ -258,12 +272,12 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
 
 Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
                                              const std::vector<cluster::Member>& members,
-                                             net::NodeId self, cluster::ClusterId* cluster_id,
-                                             bool* holds_log) {
+                                             net::NodeId self, bool joined,
+                                             cluster::ClusterId* cluster_id, bool* holds_log) {
   MutexLock lock(&meta_mu);
   FLOE_ASSIGN_OR_RETURN(
       meta_options,
-      PrepareMeta(config, members, self, static_cast<uint64_t>(config.cluster_node_timeout),
+      PrepareMeta(config, members, self, joined, static_cast<uint64_t>(config.cluster_node_timeout),
                   &meta_lock, &meta_off, cluster_id, holds_log));
   if (!meta_options) {
     FLOE_LOG_WARN("agreed metadata is off: {}", meta_off);
@@ -447,6 +461,16 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   if (meta_refused.load()) return;
   if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
   PublishRoutes(*table);
+  if (!table->members().empty()) {
+    std::vector<cluster::Member> members;
+    for (const cluster::TableMember& m : table->members()) {
+      members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+    }
+    // The transport's SetPeer runs on the loop (it waits for it): never from the Raft thread,
+    // which the loop may be joining (Meta::Stop).
+    loop.Post(
+        [this, members = std::move(members)]() mutable { FollowMembers(std::move(members)); });
+  }
   if (id.empty()) return;
   cluster->SetClusterId(id);
   if (cluster_id_known.exchange(true)) return;
@@ -458,6 +482,137 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
         "in HELLO before its log is read",
         cluster_id_path, std::strerror(errno));
   }
+}
+
+void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
+  if (stopped.load()) return;
+  const net::NodeId self = cluster->self();
+  std::map<net::NodeId, cluster::Member> now;
+  for (cluster::Member& m : members) {
+    if (m.id != self) now.emplace(m.id, std::move(m));
+  }
+  for (const auto& [id, m] : now) {
+    auto it = table_peers.find(id);
+    if (it != table_peers.end() && it->second == m) continue;
+    transport->SetPeer(net::PeerAddress{.id = id, .host = m.host, .port = m.port});
+    if (Status st = endpoint->AddPeer(id); !st.ok()) {
+      FLOE_LOG_ERROR("member {} of the agreed table: {}", id, st.ToString());
+      continue;
+    }
+    if (it == table_peers.end() && !table_peers.empty()) {
+      FLOE_LOG_INFO("member {} at {} joined", id, m.address());
+    }
+  }
+  for (const auto& [id, m] : table_peers) {
+    if (now.count(id) == 0) {
+      FLOE_LOG_INFO("member {} at {} left the agreed table", id, m.address());
+      endpoint->RemovePeer(id);
+    }
+  }
+  table_peers = std::move(now);
+}
+
+void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Reply reply) {
+  Result<cluster::JoinRequest> request = cluster::DecodeJoinRequest(bytes);
+  if (!request.ok()) return reply(request.status());
+  if (from == cluster::kJoinerId) {
+    // The stranger is answered at the address it names (rpc::Options::stranger_method), and
+    // only a joiner's own request comes from it, never a forwarded one.
+    if (request->forwarded)
+      return reply(Status::InvalidArgument("a joiner's request is not forwarded"));
+    if (request->complete) {
+      transport->SetPeer(
+          net::PeerAddress{.id = cluster::kJoinerId, .host = request->host, .port = request->port});
+      // Unauthenticated: a request without the secret's proof goes no further than here (it
+      // would be refused by the leader the same way), so a stranger makes no member call another.
+      if (!cluster::JoinProofMatches(*request, join_policy.secret)) {
+        return reply(Status::FailedPrecondition("cluster secret differs (--cluster-secret)"));
+      }
+    }
+  }
+  if (!request->complete) {
+    return reply(Status::FailedPrecondition("protocol version " +
+                                            std::to_string(request->protocol_version) + ", ours " +
+                                            std::to_string(join_policy.protocol_version)));
+  }
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load()) {
+    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
+  }
+  const consensus::State st = m->raft();
+  if (!st.leader) {
+    // Forwarded once: a request forwarded to a member that no longer leads is retried by the
+    // joiner, which asks again (docs/membership.md, J1).
+    if (request->forwarded || st.leader_id == 0) {
+      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
+    }
+    request->forwarded = true;
+    endpoint->CallAsync(st.leader_id, cluster::kJoinMethod, cluster::EncodeJoinRequest(*request),
+                        timeout_us, [reply](Result<std::string> r) {
+                          if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) {
+                            return reply(Status::Unavailable("the leader did not answer: " +
+                                                             r.status().ToString()));
+                          }
+                          reply(std::move(r));
+                        });
+    return;
+  }
+  Result<cluster::JoinDecision> decision = cluster::DecideJoin(*m->table(), *request, join_policy);
+  if (!decision.ok()) {
+    FLOE_LOG_WARN("refused the join of {}: {}",
+                  cluster::Member{.host = request->host, .port = request->port}.address(),
+                  decision.status().message());
+    return reply(decision.status());
+  }
+  if (decision->joined != 0) return FinishJoin(m, decision->joined, *request, reply, 40);
+  m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
+    // Committed, refused (a concurrent commit of the same join), or unknown: the applied table
+    // says which (a retry of an unknown outcome finds the member by its token).
+    if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
+      return reply(Status::Unavailable("the join's outcome is unknown (" + proposed.ToString() +
+                                       "); retry"));
+    }
+    Result<cluster::JoinDecision> now = cluster::DecideJoin(*m->table(), request, join_policy);
+    if (!now.ok()) return reply(now.status());
+    if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
+    FinishJoin(m, now->joined, request, reply, 40);
+  });
+}
+
+void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,
+                                   const cluster::JoinRequest& request, rpc::Reply reply,
+                                   int attempts) {
+  if (stopped.load()) return reply(Status::Unavailable("stopping"));
+  const std::string raft_address = request.host + ":" + std::to_string(request.raft_port);
+  m->AddServer(id, raft_address, consensus::Role::kLearner,
+               [this, m, id, request, reply, attempts](Status added) {
+                 if (added.ok() || added.code() == StatusCode::kAlreadyExists) {
+                   FLOE_LOG_INFO(
+                       "member {} at {} joined the agreed metadata as a learner", id,
+                       cluster::Member{.host = request.host, .port = request.port}.address());
+                   cluster::JoinAnswer answer = cluster::MakeJoinAnswer(*m->table(), id);
+                   // The founders' client ports are in their HELLOs, not the table.
+                   for (const cluster::Cluster::MemberState& s : cluster->Members()) {
+                     for (cluster::TableMember& a : answer.members) {
+                       if (a.id == s.member.id && a.client_port == 0) a.client_port = s.client_port;
+                     }
+                   }
+                   return reply(cluster::EncodeJoinAnswer(answer));
+                 }
+                 if (added.code() == StatusCode::kAborted && attempts > 1) {
+                   // Another configuration change is in progress: again shortly, within the call.
+                   loop.PostAt(loop.NowMicros() + 25'000, [this, m, id, request, reply, attempts] {
+                     FinishJoin(m, id, request, reply, attempts - 1);
+                   });
+                   return;
+                 }
+                 reply(Status::Unavailable("adding member " + std::to_string(id) +
+                                           " to Raft: " + added.ToString() + "; retry"));
+               });
 }
 
 void ClusterNode::Impl::RefuseClusterId(const cluster::ClusterId& id) {
