@@ -6,6 +6,7 @@
 
 #include <endian.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -516,7 +517,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   CallerState* CallerFor(NodeId sender, uint64_t inc) {
     CallerState& c = callers[sender];
     if (c.incarnation == inc) return &c;
-    if (inc < c.incarnation) {
+    // The stranger is not one process but anyone without an id (Options::stranger_method): a
+    // lower incarnation is another joiner, heard once no call of the current one is running,
+    // so one message with an incarnation far ahead shuts nobody out.
+    if (inc < c.incarnation && (sender != kStrangerId || Running(c))) {
       stats.stale++;  // a late message from a previous life: never displaces the newer one
       return nullptr;
     }
@@ -528,6 +532,12 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     c.incarnation = inc;
     c.low_water = 0;
     return &c;
+  }
+
+  static bool Running(const CallerState& c) {
+    return std::any_of(c.entries.begin(), c.entries.end(), [](const auto& entry) {
+      return entry.second.state == Entry::State::kRunning;
+    });
   }
 
   // Drops the ACK resend of an entry about to be forgotten or finished.

@@ -416,6 +416,55 @@ TEST(RpcNetTest, AStrangerCallsOnlyItsMethodWithoutAMac) {
   EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
 }
 
+// One message of a stranger with an incarnation 59 minutes ahead of the clock (the bound is an
+// hour) does not shut out the joiners after it: once its call is answered, a stranger with a
+// lower incarnation is heard (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangerFarAheadShutsOutNoLaterStranger) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.stranger_method = kEcho;
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  ASSERT_NE(member, nullptr);
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  {
+    // A bare transport sends one CALL by hand, its incarnation far ahead.
+    net::AsioLoop loop;
+    net::TransportOptions t;
+    t.self = kStrangerId;
+    t.port = stranger_port;
+    t.peers = {{kAnyNodeId, "127.0.0.1", member_port}};
+    auto raw = net::UdpTcpTransport::Start(loop, t);
+    ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+    Header h;
+    h.kind = Kind::kCall;
+    h.priority = 1;
+    h.sender = kStrangerId;
+    h.receiver = kAnyNodeId;
+    h.incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                              std::chrono::system_clock::now().time_since_epoch())
+                                              .count()) +
+                    59ull * 60 * 1'000'000;
+    h.task = 1;
+    h.code = kEcho;
+    auto out = std::make_shared<net::OutMessage>();
+    out->body = Encode(h, "from the future", CodecOptions{});
+    ASSERT_TRUE((*raw)->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+    for (int i = 0; i < 500 && member->endpoint->stats().handled.load() == 0; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(member->endpoint->stats().handled.load(), 1u);
+  }
+  Options so;
+  so.down_after_us = 60'000'000;
+  auto stranger = StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", member_port}, so);
+  ASSERT_NE(stranger, nullptr);
+  Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 2'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "hello");
+}
+
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {
   // One thread per class: 20 concurrent class-0 handlers on each node each wait for a class-1
   // call to the other node. With a single pool they would all block each other.
