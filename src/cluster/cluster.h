@@ -359,6 +359,10 @@ Result<JoinRequest> DecodeJoinRequest(std::string_view bytes);
 void SignJoinRequest(JoinRequest* request, std::string_view secret);
 // Whether the request's proof is the one `secret` gives (constant time); DecideJoin checks it.
 bool JoinProofMatches(const JoinRequest& request, std::string_view secret);
+// Whether `bytes`, sent by a stranger, are a joiner's own JOIN (decoded, of our protocol
+// version, not forwarded) whose proof matches `secret`: rpc::Options::stranger_check, so the
+// member drops anything else unanswered.
+bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret);
 
 // The leader's answer: the joiner's id, the cluster id and the applied table's members.
 struct JoinAnswer {

@@ -167,6 +167,12 @@ bool JoinProofMatches(const JoinRequest& request, std::string_view secret) {
   return ((hi ^ request.proof_hi) | (lo ^ request.proof_lo)) == 0;
 }
 
+bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret) {
+  Result<JoinRequest> request = DecodeJoinRequest(bytes);
+  return request.ok() && request->complete && !request->forwarded &&
+         JoinProofMatches(*request, secret);
+}
+
 std::string EncodeJoinAnswer(const JoinAnswer& a) {
   JoinedWire w{.id = a.id, .cluster_id_hi = a.cluster_id.hi, .cluster_id_lo = a.cluster_id.lo};
   for (const TableMember& m : a.members) {

@@ -217,6 +217,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   // (its start time) may be.
   static constexpr size_t kMaxStrangerCalls = 64;
   static constexpr uint64_t kStrangerClockSlackUs = 3'600'000'000;
+  // How long an answer to a stranger is resent without its ACKACK.
+  static constexpr uint64_t kStrangerGiveUpUs = 2'000'000;
   // A stranger's messages (Options::stranger_method) travel without a MAC.
   CodecOptions stranger_codec;
 
@@ -629,7 +631,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     e.state = Entry::State::kDone;
     e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, std::move(payload));
     e.backoff = InitialBackoff(e.ack->size());
-    e.give_up_at = loop.NowMicros() + options.ack_give_up_us;
+    // An answer to a stranger is resent only briefly: the joiner acknowledges it at once.
+    e.give_up_at = loop.NowMicros() + (caller == kStrangerId
+                                           ? std::min(options.ack_give_up_us, kStrangerGiveUpUs)
+                                           : options.ack_give_up_us);
     SendRaw(caller, e.ack);
     e.ack_timer = ScheduleAckResend(caller, inc, task, e.backoff);
   }
@@ -791,6 +796,12 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
           (cit != callers.end() && cit->second.incarnation == h.incarnation &&
            cit->second.entries.size() >= kMaxStrangerCalls)) {
         stats.unknown_sender++;
+        return;
+      }
+      // A call without its proof is dropped before it keeps any state or is answered, so
+      // nothing is sent back for it (an answer would go wherever the request says).
+      if (!options.stranger_check || !options.stranger_check(m->payload())) {
+        stats.auth_failures++;
         return;
       }
       return OnCall(*m);

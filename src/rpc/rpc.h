@@ -135,12 +135,18 @@ struct Options {
   std::function<void(NodeId peer)> on_lease_lapse;
   uint64_t seed = 0;  // resend jitter; 0: from the clock
   // A method a stranger may call (0: none): CALLs of it from kStrangerId to kAnyNodeId, and
-  // their ACKACKs, are accepted without a MAC even when this node has a secret (the handler
-  // checks whatever proof the request carries); every other message from kStrangerId is
-  // dropped. The answer goes to kStrangerId, without a MAC and from kAnyNodeId: the handler
-  // gives the transport kStrangerId's address before it answers. One stranger at a time: a
-  // stranger's later life (a higher incarnation) replaces the earlier one's calls.
+  // their ACKACKs, are accepted without a MAC even when this node has a secret, if
+  // stranger_check says the payload proves it; every other message from kStrangerId is
+  // dropped, and so is a call without its proof (counted in auth_failures, never answered).
+  // The answer goes to kStrangerId, without a MAC and from kAnyNodeId, resent for 2 s at most:
+  // the handler gives the transport kStrangerId's address before it answers. One stranger at a
+  // time: a higher incarnation replaces the current one's calls, a lower one is heard once
+  // none of the current one's calls is running.
   uint16_t stranger_method = 0;
+  // Whether a stranger's CALL payload carries its proof (docs/membership.md J1's secret proof).
+  // Runs on the endpoint's lock, on at most 4 KiB: cheap, and it calls nothing of the endpoint.
+  // Unset: no stranger's call is taken.
+  std::function<bool(std::string_view payload)> stranger_check;
 };
 
 struct Stats {

@@ -361,6 +361,41 @@ TEST(RpcNetTest, ACallToADeadPeerFailsAtItsDeadline) {
   EXPECT_LT(took, 2'000'000u);
 }
 
+uint64_t NowMicros() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+// A stranger without an endpoint: CALLs written by hand, never acknowledged.
+struct RawStranger {
+  net::AsioLoop loop;
+  std::unique_ptr<net::UdpTcpTransport> transport;
+  RawStranger(uint16_t port, uint16_t member_port) {
+    net::TransportOptions t;
+    t.self = kStrangerId;
+    t.port = port;
+    t.peers = {{kAnyNodeId, "127.0.0.1", member_port}};
+    auto started = net::UdpTcpTransport::Start(loop, t);
+    EXPECT_TRUE(started.ok()) << started.status().ToString();
+    if (started.ok()) transport = std::move(started).value();
+  }
+  bool ok() const { return transport != nullptr; }
+  void Call(uint16_t method, std::string_view payload, uint64_t incarnation) {
+    Header h;
+    h.kind = Kind::kCall;
+    h.priority = 1;
+    h.sender = kStrangerId;
+    h.receiver = kAnyNodeId;
+    h.incarnation = incarnation;
+    h.task = 1;
+    h.code = method;
+    auto out = std::make_shared<net::OutMessage>();
+    out->body = Encode(h, payload, CodecOptions{});
+    EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+  }
+};
+
 // Options::stranger_method (docs/membership.md J1): a node without an id calls one method of a
 // node that has a secret, without a MAC, addressing it as kAnyNodeId, and gets its answer;
 // every other method, and a message that carries a MAC of another secret, is dropped.
@@ -370,6 +405,7 @@ TEST(RpcNetTest, AStrangerCallsOnlyItsMethodWithoutAMac) {
   Options o;
   o.secret = "the cluster's";
   o.stranger_method = kEcho;
+  o.stranger_check = [](std::string_view) { return true; };
   auto member =
       StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
   ASSERT_NE(member, nullptr);
@@ -424,33 +460,16 @@ TEST(RpcNetTest, AStrangerFarAheadShutsOutNoLaterStranger) {
   const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
   Options o;
   o.stranger_method = kEcho;
+  o.stranger_check = [](std::string_view) { return true; };
   auto member =
       StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
   ASSERT_NE(member, nullptr);
   member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
   {
     // A bare transport sends one CALL by hand, its incarnation far ahead.
-    net::AsioLoop loop;
-    net::TransportOptions t;
-    t.self = kStrangerId;
-    t.port = stranger_port;
-    t.peers = {{kAnyNodeId, "127.0.0.1", member_port}};
-    auto raw = net::UdpTcpTransport::Start(loop, t);
-    ASSERT_TRUE(raw.ok()) << raw.status().ToString();
-    Header h;
-    h.kind = Kind::kCall;
-    h.priority = 1;
-    h.sender = kStrangerId;
-    h.receiver = kAnyNodeId;
-    h.incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                              std::chrono::system_clock::now().time_since_epoch())
-                                              .count()) +
-                    59ull * 60 * 1'000'000;
-    h.task = 1;
-    h.code = kEcho;
-    auto out = std::make_shared<net::OutMessage>();
-    out->body = Encode(h, "from the future", CodecOptions{});
-    ASSERT_TRUE((*raw)->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+    RawStranger raw(stranger_port, member_port);
+    ASSERT_TRUE(raw.ok());
+    raw.Call(kEcho, "from the future", NowMicros() + 59ull * 60 * 1'000'000);
     for (int i = 0; i < 500 && member->endpoint->stats().handled.load() == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -463,6 +482,53 @@ TEST(RpcNetTest, AStrangerFarAheadShutsOutNoLaterStranger) {
   Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 2'000'000);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, "hello");
+}
+
+// A stranger's call without its proof (Options::stranger_check) is dropped unanswered: nothing
+// is sent back for it, so it cannot aim answers at anyone; a proven one is answered, and that
+// answer, never acknowledged, is resent for 2 s at most (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangersUnprovenCallIsNotAnsweredAndAnswersGiveUpSoon) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  o.stranger_method = kEcho;
+  o.stranger_check = [](std::string_view payload) { return payload.substr(0, 6) == "proven"; };
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  ASSERT_NE(member, nullptr);
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  {
+    Options so;
+    so.down_after_us = 60'000'000;
+    auto stranger =
+        StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", member_port}, so);
+    ASSERT_NE(stranger, nullptr);
+    Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "unproven", 500'000);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+    EXPECT_EQ(stranger->endpoint->stats().messages_received.load(), 0u);
+    EXPECT_EQ(member->endpoint->stats().handled.load(), 0u);
+    EXPECT_GT(member->endpoint->stats().auth_failures.load(), 0u);
+    r = stranger->endpoint->Call(kAnyNodeId, kEcho, "proven hello", 2'000'000);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, "proven hello");
+  }
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  raw.Call(kEcho, "proven, never acknowledged", NowMicros());
+  // The answer is resent (no ACKACK comes) until it is given up, well before the 60 s of a
+  // peer's answer.
+  uint64_t resends = 0;
+  for (int i = 0; i < 100; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    resends = member->endpoint->stats().ack_resends.load();
+    if (resends > 0) break;
+  }
+  ASSERT_GT(resends, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  resends = member->endpoint->stats().ack_resends.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(member->endpoint->stats().ack_resends.load(), resends) << "still resent after 3 s";
 }
 
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {

@@ -156,9 +156,15 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
     const uint64_t pause = std::min<uint64_t>(500'000, limit_us - std::min(limit_us, elapsed_us()));
     std::this_thread::sleep_for(std::chrono::microseconds(pause));
   }
+  // A member drops a request without the secret's proof unanswered (it would otherwise answer
+  // whatever address the request names): silence is all a wrong secret gets.
+  std::string hint;
+  if (last.code() == StatusCode::kTimeout || last.code() == StatusCode::kUnavailable) {
+    hint = " (a member leaves a request unanswered when --cluster-secret differs)";
+  }
   return Status::Unavailable("no member let this node join within " +
                              std::to_string(limit_us / 1'000'000) + " s (asked " +
-                             contact->address() + "): " + last.ToString());
+                             contact->address() + "): " + last.ToString() + hint);
 }
 
 }  // namespace floe::server::internal

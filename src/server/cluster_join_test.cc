@@ -3,8 +3,12 @@
 // Raft as a learner; a retry is answered with the same member; every member then accepts RPC
 // from the new id.
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -231,10 +235,12 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("cluster-name 'other', ours 'floe'"));
   config.cluster_name = "floe";
+  // Another secret is not answered at all (it proves nothing): the joiner gives up at its
+  // limit and says what silence may mean.
   config.cluster_secret = "not the cluster's";
-  a = internal::AskToJoin(config, "127.0.0.1", 20099);
-  EXPECT_THAT(std::string(a.status().message()),
-              HasSubstr("cluster secret differs (--cluster-secret)"));
+  a = internal::AskToJoin(config, "127.0.0.1", 20099, 1'000'000);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("--cluster-secret differs"));
   // A directory that belongs to another cluster (its cluster-id file) is refused by name.
   config.cluster_secret.clear();
   {
@@ -285,27 +291,52 @@ TEST(ClusterJoinTest, TwoNodesJoiningAtOnceThroughOneMemberBothJoin) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 5u);
 }
 
-// A stranger without the secret's proof is refused by the member it asks, which forwards
-// nothing: even a member with no leader to forward to names the secret.
-TEST(ClusterJoinTest, TheMemberAskedChecksTheSecretBeforeItForwards) {
+// A stranger without the secret's proof is dropped by the member it asks, which forwards
+// nothing and answers nothing: not even to the address the request names, so an unproven
+// request cannot aim the member's answers at anyone (docs/membership.md J1).
+TEST(ClusterJoinTest, AnUnprovenJoinIsNeitherForwardedNorAnswered) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
-  // Two members' Raft stops: the third has no leader to forward to.
   const size_t asked = NotTheLeader(c);
-  for (size_t i = 0; i < 3; i++) {
-    if (i != asked) c.node(i).TEST_meta()->Stop();
+  // Where the request says the answer should go: a bare UDP socket that counts datagrams.
+  const int victim = socket(AF_INET, SOCK_DGRAM, 0);
+  ASSERT_GE(victim, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(victim, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+  socklen_t len = sizeof(at);
+  ASSERT_EQ(getsockname(victim, reinterpret_cast<sockaddr*>(&at), &len), 0);
+  const uint16_t victim_port = ntohs(at.sin_port);
+  {
+    net::AsioLoop loop;
+    net::TransportOptions t;
+    t.self = cluster::kJoinerId;
+    t.bind_host = "127.0.0.1";
+    t.port = floe::testing::FreeClusterPort();
+    t.peers = {net::PeerAddress{
+        .id = rpc::kAnyNodeId, .host = "127.0.0.1", .port = c.cluster_port(asked)}};
+    auto transport = net::UdpTcpTransport::Start(loop, t);
+    ASSERT_TRUE(transport.ok()) << transport.status().ToString();
+    rpc::Options o;
+    o.peers = {rpc::kAnyNodeId};
+    o.down_after_us = 60'000'000;
+    rpc::Endpoint endpoint(**transport, o);
+    endpoint.Start();
+    cluster::JoinRequest r = Request(victim_port);
+    cluster::SignJoinRequest(&r, "a secret the cluster has not");
+    Result<std::string> answer = endpoint.Call(rpc::kAnyNodeId, cluster::kJoinMethod,
+                                               cluster::EncodeJoinRequest(r), 1'500'000);
+    EXPECT_EQ(answer.status().code(), StatusCode::kTimeout) << answer.status().ToString();
+    EXPECT_EQ(endpoint.stats().messages_received.load(), 0u);
+    endpoint.Stop();
   }
-  floe::testing::TempDir dir;
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(asked));
-  config.cluster_port = floe::testing::FreeClusterPort();
-  config.dir = dir.path();
-  config.cluster_secret = "not the cluster's";
-  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099, 3'000'000);
-  EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition) << a.status().ToString();
-  EXPECT_THAT(std::string(a.status().message()),
-              HasSubstr("cluster secret differs (--cluster-secret)"));
+  char buf[2048];
+  EXPECT_LT(recv(victim, buf, sizeof(buf), MSG_DONTWAIT), 0)
+      << "an answer went to the address named";
+  close(victim);
+  EXPECT_GT(c.node(asked).rpc_stats().auth_failures.load(), 0u);
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
 }
 
 }  // namespace

@@ -516,19 +516,16 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
   Result<cluster::JoinRequest> request = cluster::DecodeJoinRequest(bytes);
   if (!request.ok()) return reply(request.status());
   if (from == cluster::kJoinerId) {
-    // The stranger is answered at the address it names (rpc::Options::stranger_method), and
-    // only a joiner's own request comes from it, never a forwarded one.
-    if (request->forwarded)
-      return reply(Status::InvalidArgument("a joiner's request is not forwarded"));
-    if (request->complete) {
-      transport->SetPeer(
-          net::PeerAddress{.id = cluster::kJoinerId, .host = request->host, .port = request->port});
-      // Unauthenticated: a request without the secret's proof goes no further than here (it
-      // would be refused by the leader the same way), so a stranger makes no member call another.
-      if (!cluster::JoinProofMatches(*request, join_policy.secret)) {
-        return reply(Status::FailedPrecondition("cluster secret differs (--cluster-secret)"));
-      }
+    // The endpoint took only a joiner's own request with the secret's proof
+    // (rpc::Options::stranger_check), so a stranger makes no member call another; checked
+    // again here, before the answer's address is set: nothing unproven is answered anywhere.
+    if (!request->complete || request->forwarded ||
+        !cluster::JoinProofMatches(*request, join_policy.secret)) {
+      return reply(Status::PermissionDenied("a joiner's request without its proof"));
     }
+    // The stranger is answered at the address it names (rpc::Options::stranger_method).
+    transport->SetPeer(
+        net::PeerAddress{.id = cluster::kJoinerId, .host = request->host, .port = request->port});
   }
   if (!request->complete) {
     return reply(Status::FailedPrecondition("protocol version " +

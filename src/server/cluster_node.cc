@@ -351,6 +351,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   o.on_lease_lapse = dkv::Dkv::MakeLeaseHook(impl->dkv_slot);
   o.threads_per_class = 8;
   o.stranger_method = cluster::kJoinMethod;  // a joiner asks as rpc's stranger (rule J1)
+  // Only a joiner's request that proves the secret is taken (answered); the rest is dropped.
+  o.stranger_check = [secret = config.cluster_secret](std::string_view request) {
+    return cluster::StrangersJoinIsProven(request, secret);
+  };
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   impl->cluster->SetClusterId(cluster_id);

@@ -1,7 +1,8 @@
 """End to end: a node joins a running cluster while it serves (docs/membership.md, rule J1;
 docs/cluster.md, "Adding a node"): `floe serve --join HOST:PORT` asks any member, the Raft
 leader adds it, and it serves every key by forwarding to the owners (no data moves yet). A join
-that differs in cluster name, secret or slot count is refused, naming what differs, within 10 s.
+that differs in cluster name or slot count is refused, naming what differs, within 10 s; one
+with another secret is left unanswered and gives up at 10 s, saying so.
 Every wait is for a condition, bounded; nothing asserts a time."""
 import os
 import subprocess
@@ -111,9 +112,10 @@ def test_each_mismatch_is_refused_naming_it(clusters):
                         env={"FLOE_CLUSTER_SECRET": "the-secret"})
     assert "cluster-name 'other', ours 'floe'" in out, out
     assert took < 10, took  # the rule's bound (J1), not a timing measurement
+    # Another secret proves nothing: the members leave it unanswered, and the joiner gives up
+    # at its limit saying what the silence may mean (docs/membership.md J1).
     out, took = refused(clusters, c, env={"FLOE_CLUSTER_SECRET": "another"})
-    assert "cluster secret differs (--cluster-secret)" in out, out
-    assert took < 10, took
+    assert "--cluster-secret differs" in out, out
     out, took = refused(clusters, c, env={"FLOE_CLUSTER_SECRET": "the-secret",
                                           "FLOE_TEST_JOIN_SLOTS": "8192"})
     assert "8192 slots, ours 16384" in out, out
