@@ -217,6 +217,8 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   // (its start time) may be.
   static constexpr size_t kMaxStrangerCalls = 64;
   static constexpr uint64_t kStrangerClockSlackUs = 3'600'000'000;
+  // The largest payload a stranger may send (docs/rpc.md, "A stranger").
+  static constexpr size_t kStrangerMaxMessage = 4096;
   // How long an answer to a stranger is resent without its ACKACK.
   static constexpr uint64_t kStrangerGiveUpUs = 2'000'000;
   // A stranger's messages (Options::stranger_method) travel without a MAC.
@@ -239,8 +241,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     codec.max_message = options.max_message;
     codec.compress_min = options.compress_min;
-    stranger_codec.max_message = options.max_message;
-    stranger_codec.compress_min = options.compress_min;
+    stranger_codec.max_message = std::min<size_t>(options.max_message, kStrangerMaxMessage);
+    stranger_codec.compress_min = 0;  // answers to a stranger go uncompressed
+    stranger_codec.accept_lz4 = false;
     for (NodeId peer : options.peers) {
       // A list that names this node too is tolerated (a member list passed whole); that entry
       // is no peer.
@@ -757,21 +760,20 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (stopped.load()) return;
     stats.messages_received++;
     stats.bytes_received += bytes.size();
-    // A copy of a stranger's message only (its sender at bytes 8-11), which is small: it is
-    // decoded again without the key when the MAC check refuses it.
-    std::string copy;
-    if (options.stranger_method != 0 && codec.key != nullptr && bytes.size() >= 12 &&
-        bytes.size() <= 4096) {
+    // A stranger's message (its sender at bytes 8-11; no member has that id) is decoded on a
+    // stranger's terms (Options::stranger_method): no MAC, at most 4 KiB, never compressed, so
+    // nothing large is allocated or inflated for an unauthenticated sender.
+    bool from_stranger = false;
+    if (bytes.size() >= 12) {
       uint32_t sender = 0;
       std::memcpy(&sender, bytes.data() + 8, 4);
-      if (le32toh(sender) == kStrangerId) copy = bytes;
+      from_stranger = le32toh(sender) == kStrangerId;
     }
-    Result<Message> m = Decode(std::move(bytes), codec, checked);
-    if (!m.ok() && m.status().code() == StatusCode::kPermissionDenied && !copy.empty()) {
-      // Maybe a stranger's message, which carries no MAC (Options::stranger_method).
-      Result<Message> open = Decode(std::move(copy), stranger_codec, checked);
-      if (open.ok() && FromStranger(open->header)) m = std::move(open);
+    if (from_stranger && options.stranger_method == 0) {
+      stats.unknown_sender++;
+      return;
     }
+    Result<Message> m = Decode(std::move(bytes), from_stranger ? stranger_codec : codec, checked);
     if (!m.ok()) {
       if (m.status().code() == StatusCode::kPermissionDenied) {
         stats.auth_failures++;

@@ -76,6 +76,7 @@ struct CodecOptions {
   const MacKey* key = nullptr;           // sign and require a MAC when set
   size_t max_message = size_t{1} << 30;  // payload bound, compressed or not
   size_t compress_min = 4096;            // LZ4 payloads at least this large (0: never)
+  bool accept_lz4 = true;  // false: an LZ4 payload is Corruption, refused before inflating
 };
 
 // The message in three pieces (header, payload, MAC), the payload moved in, not copied.

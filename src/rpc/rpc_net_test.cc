@@ -381,7 +381,8 @@ struct RawStranger {
     if (started.ok()) transport = std::move(started).value();
   }
   bool ok() const { return transport != nullptr; }
-  void Call(uint16_t method, std::string_view payload, uint64_t incarnation) {
+  void Call(uint16_t method, std::string_view payload, uint64_t incarnation,
+            const CodecOptions& codec = {}) {
     Header h;
     h.kind = Kind::kCall;
     h.priority = 1;
@@ -391,7 +392,7 @@ struct RawStranger {
     h.task = 1;
     h.code = method;
     auto out = std::make_shared<net::OutMessage>();
-    out->body = Encode(h, payload, CodecOptions{});
+    out->body = Encode(h, payload, codec);
     EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
   }
 };
@@ -529,6 +530,45 @@ TEST(RpcNetTest, AStrangersUnprovenCallIsNotAnsweredAndAnswersGiveUpSoon) {
   resends = member->endpoint->stats().ack_resends.load();
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   EXPECT_EQ(member->endpoint->stats().ack_resends.load(), resends) << "still resent after 3 s";
+}
+
+// A stranger's message is decoded on its terms: at most 4 KiB and never compressed, so an
+// unauthenticated sender makes the member allocate or inflate nothing large; the same call
+// plain and small is taken (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangersMessagesAreSmallAndPlain) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  o.stranger_method = kEcho;
+  o.stranger_check = [](std::string_view) { return true; };
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  ASSERT_NE(member, nullptr);
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  auto wait_for = [](const std::atomic<uint64_t>& counter, uint64_t n) {
+    for (int i = 0; i < 500 && counter.load() < n; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return counter.load() >= n;
+  };
+  uint64_t inc = NowMicros();
+  // 4,000 bytes that LZ4 makes about 30: refused before inflating.
+  CodecOptions squeeze;
+  squeeze.compress_min = 1;
+  raw.Call(kEcho, std::string(4000, 'z'), inc++, squeeze);
+  EXPECT_TRUE(wait_for(stats.bad_messages, 1));
+  // 5,000 plain bytes: above a stranger's 4 KiB.
+  raw.Call(kEcho, std::string(5000, 'z'), inc++);
+  EXPECT_TRUE(wait_for(stats.bad_messages, 2));
+  EXPECT_EQ(stats.handled.load(), 0u);
+  // 4,000 plain bytes are a stranger's call.
+  raw.Call(kEcho, std::string(4000, 'z'), inc++);
+  EXPECT_TRUE(wait_for(stats.handled, 1));
+  EXPECT_EQ(stats.bad_messages.load(), 2u);
 }
 
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {

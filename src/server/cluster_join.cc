@@ -108,6 +108,8 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   o.down_after_us = limit_us + 1'000'000;  // it sends us no heartbeat: never "down" meanwhile
   o.lease_us = 0;
   o.ackack_delay_us = 0;  // acknowledge the answer at once: the member stops resending it
+  // The answer comes unauthenticated (it proves itself inside): nothing larger is decoded.
+  o.max_message = 256 * 1024;
   FLOE_LOG_INFO("joining the cluster through {} as {}:{}", contact->address(), host, port);
   const auto start = std::chrono::steady_clock::now();
   auto elapsed_us = [&start] {
