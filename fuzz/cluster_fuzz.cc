@@ -74,6 +74,18 @@ static void CheckJoinDecoders(std::string_view in) {
     floe::Result<floe::cluster::JoinAnswer> back = floe::cluster::DecodeJoinAnswer(bytes);
     FLOE_CHECK(back.ok() && back->id == a->id && back->members == a->members &&
                floe::cluster::EncodeJoinAnswer(*back) == bytes);
+    // The answer's MAC: what the secret signs for a request verifies, and only for it.
+    floe::cluster::JoinRequest asked;
+    asked.token = 7;
+    floe::cluster::JoinAnswer signed_answer = *a;
+    floe::cluster::SignJoinAnswer(&signed_answer, asked, "s");
+    FLOE_CHECK(floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
+    asked.token = 8;
+    FLOE_CHECK(!floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
+  }
+  // What a member's endpoint asks of a stranger's bytes (rpc::Options::stranger_check).
+  if (floe::cluster::StrangersJoinIsProven(in, "s")) {
+    FLOE_CHECK(r.ok() && r->complete && !r->forwarded);
   }
 }
 

@@ -369,11 +369,22 @@ struct JoinAnswer {
   net::NodeId id = 0;
   ClusterId cluster_id;
   std::vector<TableMember> members;  // id, host and ports only (life and flags are not sent)
+  uint64_t mac_hi = 0, mac_lo = 0;   // SignJoinAnswer's; 0 without a secret
 };
 std::string EncodeJoinAnswer(const JoinAnswer& answer);
 // Corruption for bytes that are not an answer (an id of 0 or kFirstReservedId and above, members
 // out of id order or not canonical, the joiner's id not among them...).
 Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes);
+
+// Sets the answer's MAC, which the leader gives it (rule J1): SipHash-2-4-128 keyed by
+// rpc::DeriveMacKey(secret) of "floe-joined", the request's token, proof_hi and proof_lo (8 bytes
+// each, little-endian) and the answer encoded with its MAC cleared; both 0 for an empty secret.
+// So an answer holds only for the request it answers, and only the cluster's secret makes one.
+void SignJoinAnswer(JoinAnswer* answer, const JoinRequest& request, std::string_view secret);
+// Whether `answer` carries the MAC `secret` gives it for `request` (constant time); the joiner
+// takes no answer that does not.
+bool JoinAnswerMatches(const JoinAnswer& answer, const JoinRequest& request,
+                       std::string_view secret);
 
 // What the leader compares a JOIN with: its own settings.
 struct JoinPolicy {

@@ -62,6 +62,7 @@ struct JoinedWire {
   uint32_t id = 0;
   uint64_t cluster_id_hi = 0, cluster_id_lo = 0;
   std::vector<JoinedMemberWire> members;
+  uint64_t mac_hi = 0, mac_lo = 0;
 
   static constexpr uint16_t kTypeId = 112;
   static constexpr std::string_view kTypeName = "ClusterJoined";
@@ -69,7 +70,9 @@ struct JoinedWire {
     return std::make_tuple(wire::Field("id", &JoinedWire::id),
                            wire::Field("cluster_id_hi", &JoinedWire::cluster_id_hi),
                            wire::Field("cluster_id_lo", &JoinedWire::cluster_id_lo),
-                           wire::Field("members", &JoinedWire::members));
+                           wire::Field("members", &JoinedWire::members),
+                           wire::Field("mac_hi", &JoinedWire::mac_hi),
+                           wire::Field("mac_lo", &JoinedWire::mac_lo));
   }
 };
 
@@ -140,19 +143,38 @@ Result<JoinRequest> DecodeJoinRequest(std::string_view bytes) {
 
 namespace {
 
+// SipHash-2-4-128 of `bytes` keyed as the RPC MAC is (rpc::DeriveMacKey(secret)).
+std::pair<uint64_t, uint64_t> Mac(std::string_view secret, std::string_view bytes) {
+  const rpc::MacKey key = rpc::DeriveMacKey(secret);
+  uint8_t mac[16];
+  rpc::SipHash128(key, bytes, mac);
+  uint64_t hi = 0, lo = 0;
+  std::memcpy(&hi, mac, 8);
+  std::memcpy(&lo, mac + 8, 8);
+  return {hi, lo};
+}
+
 // The proof over `request` (forwarded and proof cleared) under `secret`; {0, 0} without one.
 std::pair<uint64_t, uint64_t> Proof(const JoinRequest& request, std::string_view secret) {
   if (secret.empty()) return {0, 0};
   JoinRequest plain = request;
   plain.forwarded = false;
   plain.proof_hi = plain.proof_lo = 0;
-  const rpc::MacKey key = rpc::DeriveMacKey(secret);
-  uint8_t mac[16];
-  rpc::SipHash128(key, "floe-join", EncodeJoinRequest(plain), mac);
-  uint64_t hi = 0, lo = 0;
-  std::memcpy(&hi, mac, 8);
-  std::memcpy(&lo, mac + 8, 8);
-  return {hi, lo};
+  return Mac(secret, "floe-join" + EncodeJoinRequest(plain));
+}
+
+// The answer's MAC: over "floe-joined", the request's token and proof (8 bytes each, little-
+// endian) and the answer encoded with its MAC cleared; {0, 0} without a secret.
+std::pair<uint64_t, uint64_t> AnswerMac(const JoinAnswer& answer, const JoinRequest& request,
+                                        std::string_view secret) {
+  if (secret.empty()) return {0, 0};
+  JoinAnswer plain = answer;
+  plain.mac_hi = plain.mac_lo = 0;
+  std::string bytes = "floe-joined";
+  for (uint64_t v : {request.token, request.proof_hi, request.proof_lo}) {
+    for (int i = 0; i < 8; i++) bytes.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  return Mac(secret, bytes + EncodeJoinAnswer(plain));
 }
 
 }  // namespace
@@ -167,6 +189,17 @@ bool JoinProofMatches(const JoinRequest& request, std::string_view secret) {
   return ((hi ^ request.proof_hi) | (lo ^ request.proof_lo)) == 0;
 }
 
+void SignJoinAnswer(JoinAnswer* answer, const JoinRequest& request, std::string_view secret) {
+  std::tie(answer->mac_hi, answer->mac_lo) = AnswerMac(*answer, request, secret);
+}
+
+bool JoinAnswerMatches(const JoinAnswer& answer, const JoinRequest& request,
+                       std::string_view secret) {
+  const auto [hi, lo] = AnswerMac(answer, request, secret);
+  // Constant time: the comparison does not stop at the first difference.
+  return ((hi ^ answer.mac_hi) | (lo ^ answer.mac_lo)) == 0;
+}
+
 bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret) {
   Result<JoinRequest> request = DecodeJoinRequest(bytes);
   return request.ok() && request->complete && !request->forwarded &&
@@ -174,7 +207,11 @@ bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret) {
 }
 
 std::string EncodeJoinAnswer(const JoinAnswer& a) {
-  JoinedWire w{.id = a.id, .cluster_id_hi = a.cluster_id.hi, .cluster_id_lo = a.cluster_id.lo};
+  JoinedWire w{.id = a.id,
+               .cluster_id_hi = a.cluster_id.hi,
+               .cluster_id_lo = a.cluster_id.lo,
+               .mac_hi = a.mac_hi,
+               .mac_lo = a.mac_lo};
   for (const TableMember& m : a.members) {
     w.members.push_back(JoinedMemberWire{.id = m.id,
                                          .host = m.host,
@@ -201,7 +238,10 @@ Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes) {
   if (w.members.empty() || w.members.size() > kMaxMembers) {
     return Status::Corruption("JOIN answer: member count out of range");
   }
-  JoinAnswer out{.id = w.id, .cluster_id = ClusterId{w.cluster_id_hi, w.cluster_id_lo}};
+  JoinAnswer out{.id = w.id,
+                 .cluster_id = ClusterId{w.cluster_id_hi, w.cluster_id_lo},
+                 .mac_hi = w.mac_hi,
+                 .mac_lo = w.mac_lo};
   if (out.cluster_id.empty()) return Status::Corruption("JOIN answer: no cluster id");
   std::set<std::pair<std::string, uint32_t>> addresses;
   bool self_listed = false;

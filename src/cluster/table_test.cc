@@ -769,5 +769,43 @@ TEST(JoinTest, RequestAndAnswerRoundTripAndRefuseDamage) {
   EXPECT_FALSE(DecodeJoinAnswer(EncodeJoinAnswer(a)).ok()) << "a reserved id";
 }
 
+// The leader's answer carries a MAC under the secret, bound to the request's token and proof
+// (rule J1): it survives the wire, and any other id, member, cluster id, request or secret
+// fails it, so only the cluster's secret makes an answer a joiner takes.
+TEST(JoinTest, TheAnswerProvesTheSecretForItsRequest) {
+  const Table t = Running();
+  const JoinRequest r = Request("s3cret");
+  JoinAnswer a = MakeJoinAnswer(t, 2);
+  EXPECT_FALSE(JoinAnswerMatches(a, r, "s3cret")) << "unsigned";
+  SignJoinAnswer(&a, r, "s3cret");
+  Result<JoinAnswer> back = DecodeJoinAnswer(EncodeJoinAnswer(a));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(JoinAnswerMatches(*back, r, "s3cret"));
+  EXPECT_FALSE(JoinAnswerMatches(*back, r, "another"));
+  JoinRequest other = r;
+  other.token++;
+  EXPECT_FALSE(JoinAnswerMatches(*back, other, "s3cret")) << "another token";
+  other = r;
+  other.proof_lo ^= 1;
+  EXPECT_FALSE(JoinAnswerMatches(*back, other, "s3cret")) << "another proof";
+  JoinAnswer changed = *back;
+  changed.id = 1;
+  EXPECT_FALSE(JoinAnswerMatches(changed, r, "s3cret")) << "another id";
+  changed = *back;
+  changed.members[0].port++;
+  EXPECT_FALSE(JoinAnswerMatches(changed, r, "s3cret")) << "another member";
+  changed = *back;
+  changed.cluster_id = ClusterId::Random();
+  EXPECT_FALSE(JoinAnswerMatches(changed, r, "s3cret")) << "another cluster";
+  changed = *back;
+  changed.mac_hi ^= 1;
+  EXPECT_FALSE(JoinAnswerMatches(changed, r, "s3cret"));
+  // Without a secret there is nothing to prove: the MAC is 0.
+  JoinAnswer open = MakeJoinAnswer(t, 2);
+  SignJoinAnswer(&open, r, "");
+  EXPECT_EQ(open.mac_hi | open.mac_lo, 0u);
+  EXPECT_TRUE(JoinAnswerMatches(open, r, ""));
+}
+
 }  // namespace
 }  // namespace floe::cluster

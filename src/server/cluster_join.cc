@@ -136,6 +136,10 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
       Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(*r);
       if (!answer.ok()) {
         last = answer.status();
+      } else if (!cluster::JoinAnswerMatches(*answer, request, config.cluster_secret)) {
+        // Not the leader's (anyone may send to this port): asked again.
+        FLOE_LOG_WARN("dropped an answer to the join that does not prove the cluster secret");
+        last = Status::PermissionDenied("an answer that does not prove the cluster secret");
       } else if (answer->members.empty() ||
                  std::none_of(answer->members.begin(), answer->members.end(),
                               [&](const cluster::TableMember& m) {

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -337,6 +338,57 @@ TEST(ClusterJoinTest, AnUnprovenJoinIsNeitherForwardedNorAnswered) {
   close(victim);
   EXPECT_GT(c.node(asked).rpc_stats().auth_failures.load(), 0u);
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
+}
+
+// Anyone may answer a joiner (its port takes the stranger's answers unauthenticated): an answer
+// that does not carry the leader's MAC under the secret, for this request, is not taken, so a
+// forger cannot hand the joiner an id and a member list (docs/membership.md J1).
+TEST(ClusterJoinTest, AJoinerTakesNoAnswerWithoutTheSecretsMac) {
+  const uint16_t forger_port = floe::testing::FreeClusterPort();
+  net::AsioLoop loop;
+  net::TransportOptions t;
+  t.self = 1;
+  t.bind_host = "127.0.0.1";
+  t.port = forger_port;
+  auto transport = net::UdpTcpTransport::Start(loop, t);
+  ASSERT_TRUE(transport.ok()) << transport.status().ToString();
+  rpc::Options o;
+  o.stranger_method = cluster::kJoinMethod;
+  o.stranger_check = [](std::string_view) { return true; };
+  rpc::Endpoint forger(**transport, o);
+  std::atomic<int> asked{0};
+  forger.Register(
+      cluster::kJoinMethod, rpc::kPriorityClasses - 1,
+      [&](net::NodeId, std::string_view bytes) -> Result<std::string> {
+        Result<cluster::JoinRequest> r = cluster::DecodeJoinRequest(bytes);
+        if (!r.ok()) return r.status();
+        asked++;
+        (*transport)
+            ->SetPeer(net::PeerAddress{.id = cluster::kJoinerId, .host = r->host, .port = r->port});
+        cluster::JoinAnswer a;
+        a.id = 4;
+        a.cluster_id = cluster::ClusterId::Random();
+        a.members = {
+            cluster::TableMember{.id = 1, .host = "127.0.0.1", .port = forger_port, .raft_port = 1},
+            cluster::TableMember{
+                .id = 4, .host = r->host, .port = r->port, .raft_port = r->raft_port}};
+        // Signed, but with another secret than the joiner's.
+        cluster::SignJoinAnswer(&a, *r, "the forger's guess");
+        return cluster::EncodeJoinAnswer(a);
+      });
+  forger.Start();
+  floe::testing::TempDir dir;
+  Config config;
+  config.cluster_name = "floe";
+  config.cluster_secret = "the cluster's";
+  config.join = "127.0.0.1:" + std::to_string(forger_port);
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099, 1'500'000);
+  EXPECT_GT(asked.load(), 0);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("does not prove the cluster secret"));
+  forger.Stop();
 }
 
 }  // namespace

@@ -598,6 +598,8 @@ void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,
                        if (a.id == s.member.id && a.client_port == 0) a.client_port = s.client_port;
                      }
                    }
+                   // Only the secret makes an answer to this request (the joiner checks).
+                   cluster::SignJoinAnswer(&answer, request, join_policy.secret);
                    return reply(cluster::EncodeJoinAnswer(answer));
                  }
                  if (added.code() == StatusCode::kAborted && attempts > 1) {
