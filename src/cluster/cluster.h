@@ -156,6 +156,9 @@ struct TableMember {
   // The member's life: its RPC incarnation (rule O7). 0 until its first start is committed;
   // roles belong to this life, and a new one is a restart.
   uint64_t life = 0;
+  // The join token of a member added by a join (rule J1): the same in every retry of that join,
+  // so a retry is answered as joined; 0 for a founder.
+  uint64_t join_token = 0;
   bool leaving = false;    // its slots move away, then it is removed (rule J2)
   bool suspected = false;  // agreed dead (rule O4): its slots may be promoted away
   friend bool operator==(const TableMember&, const TableMember&) = default;

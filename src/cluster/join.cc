@@ -297,7 +297,7 @@ Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
   for (const TableMember& m : table.members()) {
     if (m.host != request.host || m.port != request.port) continue;
     // This join's own earlier attempt (rule J1): answered, never added twice.
-    if (m.life == request.token) return JoinDecision{.joined = m.id};
+    if (m.join_token == request.token) return JoinDecision{.joined = m.id};
     return refused(address + " is already member " + std::to_string(m.id));
   }
   for (const TableMember& m : table.members()) {
@@ -319,7 +319,7 @@ Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
                          .port = request.port,
                          .raft_port = request.raft_port,
                          .client_port = request.client_port,
-                         .life = request.token};
+                         .join_token = request.token};
   return JoinDecision{.propose = std::move(c)};
 }
 

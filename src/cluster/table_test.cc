@@ -671,6 +671,41 @@ TEST(JoinTest, ARetriedJoinIsAnsweredWithTheSameId) {
   EXPECT_EQ(back->members[3].client_port, 6379);
 }
 
+// The join token has its own field (rule J1), not the member's life (rule O7): the joined
+// member starts with no life, its first start records one whatever the token, a retry is still
+// found by the token after that, and the token survives the table's and the change's encoding
+// (a member without one is written as before the field existed).
+TEST(JoinTest, TheJoinTokenIsNotTheMembersLife) {
+  Table t = Running();
+  JoinRequest r = Request();
+  r.token = ~uint64_t{0} - 5;  // above any incarnation (a start time in microseconds)
+  SignJoinRequest(&r, "s3cret");
+  Result<JoinDecision> first = DecideJoin(t, r, Ours());
+  ASSERT_TRUE(first.ok() && first->propose);
+  Result<Change> change = DecodeChange(EncodeChange(*first->propose));
+  ASSERT_TRUE(change.ok()) << change.status().ToString();
+  EXPECT_EQ(change->member.join_token, r.token);
+  ASSERT_TRUE(t.Apply(*change).ok());
+  const TableMember joined = t.members().back();
+  EXPECT_EQ(joined.join_token, r.token);
+  EXPECT_EQ(joined.life, 0u);
+  Change started = ForNode(Kind::kRestarted, joined.id);
+  started.member.life = 1'700'000'000'000'000;
+  ASSERT_TRUE(t.Apply(started).ok()) << "the member's first start";
+  EXPECT_EQ(t.members().back().life, started.member.life);
+  Result<JoinDecision> again = DecideJoin(t, r, Ours());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->joined, joined.id);
+  Result<Table> back = Table::Decode(t.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, t);
+  // The founders carry no token: their bytes are the format-2 member, flags at most 3.
+  const Table founders = Running();
+  Result<Table> plain = Table::Decode(founders.Encode());
+  ASSERT_TRUE(plain.ok());
+  for (const TableMember& m : plain->members()) EXPECT_EQ(m.join_token, 0u);
+}
+
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
   // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id
