@@ -445,6 +445,15 @@ Status Table::Apply(const Change& c) {
                          std::to_string(m.id));
         }
       }
+      for (const TableMember& m : members_) {
+        // Two members on one host share no port, cluster or Raft (rule M6), whoever proposes.
+        if (m.host == c.member.host &&
+            (m.raft_port == c.member.raft_port || m.raft_port == c.member.port ||
+             m.port == c.member.raft_port)) {
+          return Refused(Member{.host = c.member.host, .port = c.member.port}.address() +
+                         ": its ports overlap member " + std::to_string(m.id) + "'s");
+        }
+      }
       TableMember m = c.member;
       m.id = next_id_++;  // never reused (rule M3)
       m.life = 0;         // its first start records one (rule O7)

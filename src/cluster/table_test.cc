@@ -706,6 +706,27 @@ TEST(JoinTest, TheJoinTokenIsNotTheMembersLife) {
   for (const TableMember& m : plain->members()) EXPECT_EQ(m.join_token, 0u);
 }
 
+// Rule M6 holds in the table itself, not only in the leader's decision: an AddMember whose
+// cluster or Raft port is another member's on the same host is refused by Table::Apply.
+TEST(JoinTest, TheTableRefusesAMemberWhosePortsOverlap) {
+  Table t = Running();  // 127.0.0.1-3, each on 7100 (Raft 7101)
+  auto add = [](uint16_t port, uint16_t raft_port) {
+    Change c;
+    c.kind = Kind::kAddMember;
+    c.member = TableMember{.host = "127.0.0.1", .port = port, .raft_port = raft_port};
+    return c;
+  };
+  const Table before = t;
+  EXPECT_FALSE(t.Apply(add(7101, 7102)).ok()) << "its cluster port is member 1's Raft port";
+  EXPECT_FALSE(t.Apply(add(7099, 7100)).ok()) << "its Raft port is member 1's cluster port";
+  EXPECT_FALSE(t.Apply(add(7102, 7101)).ok()) << "the same Raft port";
+  EXPECT_EQ(t, before);
+  EXPECT_TRUE(t.Apply(add(7102, 7103)).ok());
+  Change other_host = add(7101, 7102);
+  other_host.member.host = "127.0.0.9";
+  EXPECT_TRUE(t.Apply(other_host).ok());
+}
+
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
   // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id
