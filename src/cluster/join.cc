@@ -294,6 +294,14 @@ Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
   if (request.host.find(':') != std::string::npos) {
     return refused(address + ": the agreed metadata needs an IPv4 address");
   }
+  {
+    // Off loopback only with a secret, as for the founders (CheckSecurity).
+    Options joiner;
+    joiner.members = {Member{.id = 1, .host = request.host, .port = request.port}};
+    if (Status st = CheckSecurity(joiner, ours.secret); !st.ok()) {
+      return refused(std::string(st.message()));
+    }
+  }
   for (const TableMember& m : table.members()) {
     if (m.host != request.host || m.port != request.port) continue;
     // This join's own earlier attempt (rule J1): answered, never added twice.

@@ -727,6 +727,21 @@ TEST(JoinTest, TheTableRefusesAMemberWhosePortsOverlap) {
   EXPECT_TRUE(t.Apply(other_host).ok());
 }
 
+// A cluster without a secret takes no joiner off loopback (its messages could not be
+// authenticated), as it takes no founder there; with a secret it may.
+TEST(JoinTest, AClusterWithoutASecretRefusesAJoinerOffLoopback) {
+  const Table t = Running();
+  const JoinPolicy open{.cluster_name = "floe", .secret = ""};
+  JoinRequest r = Request("");
+  EXPECT_EQ(Refusal(t, r, open), "accepted");
+  r.host = "10.0.0.4";
+  EXPECT_NE(Refusal(t, r, open).find("10.0.0.4:7100 is not on a loopback"), std::string::npos);
+  r = Request("s3cret");
+  r.host = "10.0.0.4";
+  SignJoinRequest(&r, "s3cret");
+  EXPECT_EQ(Refusal(t, r), "accepted");
+}
+
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
   // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id

@@ -391,5 +391,63 @@ TEST(ClusterJoinTest, AJoinerTakesNoAnswerWithoutTheSecretsMac) {
   forger.Stop();
 }
 
+// A joiner makes every check of its own before it asks (rule J1), so the cluster never commits
+// a member that then cannot start: off loopback without a secret, off the agreed metadata's
+// loopback, its Raft port taken, its directory locked by another run. Each is refused naming
+// it, and the cluster keeps 3 members.
+TEST(ClusterJoinTest, AJoinerChecksItselfBeforeItAsks) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  auto start = [&](const Config& with) -> Status {
+    Engine engine(with, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, with, 20099);
+    if (node.ok()) {
+      (*node)->Stop();
+      engine.set_cluster(nullptr);
+      return Status::OK();
+    }
+    return node.status();
+  };
+  Config off = config;
+  off.bind = "10.9.9.9";
+  Status st = start(off);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("set --cluster-secret")) << st.ToString();
+  off.cluster_secret = "a secret";
+  st = start(off);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("join from a 127.0.0.x address"))
+      << st.ToString();
+  {
+    // Its Raft port (cluster port + 1) is taken.
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    at.sin_port = htons(static_cast<uint16_t>(config.cluster_port + 1));
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+    ASSERT_EQ(listen(fd, 1), 0);
+    st = start(config);
+    close(fd);
+    EXPECT_THAT(std::string(st.message()), HasSubstr("Raft on 127.0.0.1:")) << st.ToString();
+  }
+  {
+    // Another run of this member holds its directory.
+    internal::DirectoryLock held;
+    const std::string member_dir =
+        internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+    std::filesystem::create_directories(member_dir);
+    ASSERT_TRUE(held.Take(member_dir).ok());
+    st = start(config);
+    EXPECT_THAT(std::string(st.message()), HasSubstr("its LOCK")) << st.ToString();
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
+}
+
 }  // namespace
 }  // namespace floe::server

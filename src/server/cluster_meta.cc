@@ -28,6 +28,9 @@ DirectoryLock::~DirectoryLock() {
 }
 
 Status DirectoryLock::Take(const std::string& dir) {
+  if (fd_ >= 0 && dir == dir_) return Status::OK();  // taken already (a joiner, before it asks)
+  if (fd_ >= 0) close(fd_);
+  dir_ = dir;
   fd_ = open((dir + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) return Status::Unavailable(std::string("cannot open its LOCK: ") + strerror(errno));
   if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -269,6 +272,44 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
 }
 
 }  // namespace
+
+Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock) {
+  FLOE_ASSIGN_OR_RETURN(cluster::Member contact, cluster::ParseMember(config.join));
+  if (config.cluster_port <= 0 || config.cluster_port >= 65535) {
+    return Status::InvalidArgument("--cluster-port must be 1-65534 (Raft listens on it + 1)");
+  }
+  const auto port = static_cast<uint16_t>(config.cluster_port);
+  cluster::Options o;
+  o.cluster_name = config.cluster_name;
+  o.members = {cluster::Member{.id = 1, .host = host, .port = port},
+               cluster::Member{.id = 2, .host = contact.host, .port = contact.port}};
+  o.self = 1;
+  if (o.members[0] == o.members[1]) {
+    return Status::InvalidArgument("--join names this node itself: give a running member");
+  }
+  FLOE_RETURN_IF_ERROR(cluster::ValidateOptions(o));
+  // Off loopback, only with a secret (the cluster's own rule): the leader refuses it too.
+  FLOE_RETURN_IF_ERROR(cluster::CheckSecurity(o, config.cluster_secret));
+  if (!IsLoopbackAddress(host)) {
+    return Status::FailedPrecondition(
+        "a joined member serves from the agreed metadata, whose Raft runs on loopback members "
+        "only (its transport does not carry the cluster secret yet): join from a 127.0.0.x "
+        "address");
+  }
+  if (Status st = ProbeListen(host, static_cast<uint16_t>(port + 1)); !st.ok()) {
+    return Status::Unavailable("cannot start the agreed metadata (Raft on " + host + ":" +
+                               std::to_string(port + 1) + "): " + std::string(st.message()));
+  }
+  const std::string dir = MemberDirectory(config, host, port);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  if (Status st = lock->Take(dir); !st.ok()) {
+    return Status::Unavailable("cannot start the agreed metadata (directory " + dir +
+                               "): " + std::string(st.message()));
+  }
+  return Status::OK();
+}
 
 Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
                                              const std::vector<cluster::Member>& members,

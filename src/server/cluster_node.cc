@@ -265,6 +265,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     return Status::InvalidArgument(std::string(config.join.empty() ? "--cluster" : "--join") +
                                    " needs --cluster-port: which member is this node");
   }
+  // Made first: a joiner takes its directory's lock (impl->meta_lock) before it asks.
+  auto impl = std::make_unique<Impl>();
   std::vector<cluster::Member> members;
   std::optional<cluster::JoinAnswer> joined;
   if (!config.join.empty()) {
@@ -276,6 +278,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
       return Status::InvalidArgument(
           "--join needs --bind with this node's IPv4 address (the members reach it there)");
     }
+    // Every local check first: nothing is committed for a node that then cannot start.
+    FLOE_RETURN_IF_ERROR(CheckJoinerLocally(config, host, &impl->meta_lock));
     FLOE_ASSIGN_OR_RETURN(joined, AskToJoin(config, host, static_cast<uint16_t>(client_port)));
     for (const cluster::TableMember& m : joined->members) {
       members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
@@ -301,7 +305,6 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   FLOE_RETURN_IF_ERROR(cluster::CheckSecurity(co, config.cluster_secret));
   FLOE_ASSIGN_OR_RETURN(net::Faults faults, FaultsFromEnvironment());
 
-  auto impl = std::make_unique<Impl>();
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
   const cluster::Member& me = members[*self - 1];

@@ -38,10 +38,12 @@ class DirectoryLock {
   DirectoryLock(const DirectoryLock&) = delete;
   DirectoryLock& operator=(const DirectoryLock&) = delete;
   ~DirectoryLock();
+  // Takes `dir`'s LOCK; OK at once when this object holds that directory's already.
   Status Take(const std::string& dir);
 
  private:
   int fd_ = -1;
+  std::string dir_;
 };
 
 // The first 64 KiB of a file; empty when it cannot be read.
@@ -51,6 +53,10 @@ std::string ReadSmallFile(const std::string& path);
 bool WriteFileDurably(const std::string& path, std::string_view bytes);
 // A member's metadata directory: <--dir, default floe-data>/<host>-<cluster port>.
 std::string MemberDirectory(const Config& config, const std::string& host, uint16_t port);
+// A joiner's own checks (rule J1), all before it asks, so the cluster commits no member that
+// then cannot start: the options and --join, a secret off loopback (CheckSecurity), an address
+// the agreed metadata runs on, a free Raft port, and its directory's LOCK, taken into `lock`.
+Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
