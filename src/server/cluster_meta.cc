@@ -628,7 +628,10 @@ void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,
   const std::string raft_address = request.host + ":" + std::to_string(request.raft_port);
   m->AddServer(id, raft_address, consensus::Role::kLearner,
                [this, m, id, request, reply, attempts](Status added) {
-                 if (added.ok() || added.code() == StatusCode::kAlreadyExists) {
+                 // OK also when it was there already: a retry, or an add a leader change cut
+                 // off, whose spare is made a learner now (consensus::Log::AddServer).
+                 // AlreadyExists is another server at its id or address: not this join's.
+                 if (added.ok()) {
                    FLOE_LOG_INFO(
                        "member {} at {} joined the agreed metadata as a learner", id,
                        cluster::Member{.host = request.host, .port = request.port}.address());
