@@ -222,6 +222,46 @@ TEST(ClusterJoinTest, ANodeStartedWithJoinServesEveryKeyByForwarding) {
   }
 }
 
+// A joined member restarts from its directory (its identity, the answer it joined with, its
+// log) without asking anyone: restarted with --join naming an address where nobody listens, it
+// is member 4 again and serves.
+TEST(ClusterJoinTest, AJoinedMemberRestartsFromItsDirectoryWithoutAsking) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  const std::string key = c.KeyAt(1, "restart");
+  {
+    Session s(&c.engine(1), 0);
+    ASSERT_EQ(s.Run({"SET", key, "v"}), "+OK\r\n");
+  }
+  for (int life = 0; life < 2; life++) {
+    if (life == 1) config.join = "127.0.0.1:" + std::to_string(floe::testing::FreeClusterPort());
+    auto engine = std::make_unique<Engine>(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(engine.get(), config, 20099);
+    ASSERT_TRUE(node.ok()) << "life " << life << ": " << node.status().ToString();
+    EXPECT_EQ((*node)->self(), 4u) << "life " << life;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "never serves, life " << life;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    {
+      Session s(engine.get(), 0);
+      EXPECT_EQ(s.Run({"GET", key}), "$1\r\nv\r\n") << "life " << life;
+    }
+    (*node)->Stop();
+    engine->set_cluster(nullptr);
+    node->reset();
+    engine.reset();
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
+}
+
 TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());

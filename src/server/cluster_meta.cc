@@ -91,6 +91,8 @@ namespace {
 // The file in a member's metadata directory that records its cluster's id (rule M5), written
 // once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
 constexpr const char* kClusterIdFile = "cluster-id";
+// The answer a joined member joined with (rule J1): its restarts start from it and the log.
+constexpr const char* kJoinAnswerFile = "join-answer";
 
 // What a member's metadata directory belongs to: written when its log is created, compared at
 // every later start, so a log of another cluster (another list, or ids that moved) is never
@@ -116,7 +118,8 @@ bool HoldsALog(const std::string& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     std::string name = entry.path().filename().string();
     if (name.ends_with(".tmp")) name.resize(name.size() - 4);
-    if (name != "LOCK" && name != "member" && name != kClusterIdFile && name != "join-token") {
+    if (name != "LOCK" && name != "member" && name != kClusterIdFile && name != "join-token" &&
+        name != kJoinAnswerFile) {
       return true;
     }
   }
@@ -272,6 +275,51 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
 }
 
 }  // namespace
+
+Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
+                                                        const std::string& host) {
+  const auto port = static_cast<uint16_t>(config.cluster_port);
+  const std::string dir = MemberDirectory(config, host, port);
+  const std::string identity = ReadSmallFile(dir + "/member");
+  const std::string prefix = "floe agreed metadata\ncluster-name " + config.cluster_name +
+                             "\njoined as " +
+                             cluster::Member{.host = host, .port = port}.address() + "\nself ";
+  // Not a joined member's directory, or one whose Raft wrote nothing yet: it asks (the leader
+  // answers a retry of its token as its own join).
+  if (!identity.starts_with(prefix) || !HoldsALog(dir)) return std::optional<cluster::JoinAnswer>();
+  const std::string path = dir + "/" + kJoinAnswerFile;
+  const std::string bytes = ReadSmallFile(path);
+  if (bytes.empty()) return std::optional<cluster::JoinAnswer>();
+  Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(bytes);
+  if (!answer.ok()) {
+    return Status::Unavailable(path + " is damaged (" + answer.status().ToString() +
+                               "): remove it, and the member asks to join again");
+  }
+  if (identity != DirectoryIdentity(config, MembersOf(*answer), answer->id, true)) {
+    return Status::Unavailable(path + " is not the answer of member " + dir +
+                               ": remove it, and the member asks to join again");
+  }
+  return std::optional<cluster::JoinAnswer>(std::move(*answer));
+}
+
+void KeepJoinAnswer(const Config& config, const std::string& host,
+                    const cluster::JoinAnswer& answer) {
+  const std::string path =
+      MemberDirectory(config, host, static_cast<uint16_t>(config.cluster_port)) + "/" +
+      kJoinAnswerFile;
+  if (!WriteFileDurably(path, cluster::EncodeJoinAnswer(answer))) {
+    FLOE_LOG_WARN("cannot write {}: {}; a restart of this member asks to join again", path,
+                  std::strerror(errno));
+  }
+}
+
+std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer) {
+  std::vector<cluster::Member> members;
+  for (const cluster::TableMember& m : answer.members) {
+    members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+  }
+  return members;
+}
 
 Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock) {
   FLOE_ASSIGN_OR_RETURN(cluster::Member contact, cluster::ParseMember(config.join));

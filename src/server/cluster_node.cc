@@ -280,10 +280,16 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     }
     // Every local check first: nothing is committed for a node that then cannot start.
     FLOE_RETURN_IF_ERROR(CheckJoinerLocally(config, host, &impl->meta_lock));
-    FLOE_ASSIGN_OR_RETURN(joined, AskToJoin(config, host, static_cast<uint16_t>(client_port)));
-    for (const cluster::TableMember& m : joined->members) {
-      members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+    // A restart of a joined member starts from its directory: no leader need be up.
+    FLOE_ASSIGN_OR_RETURN(joined, JoinedBefore(config, host));
+    if (joined) {
+      FLOE_LOG_INFO("member {} of cluster {}, as its directory records (joined before)", joined->id,
+                    joined->cluster_id.ToString());
+    } else {
+      FLOE_ASSIGN_OR_RETURN(joined, AskToJoin(config, host, static_cast<uint16_t>(client_port)));
+      KeepJoinAnswer(config, host, *joined);
     }
+    members = MembersOf(*joined);
   } else {
     FLOE_ASSIGN_OR_RETURN(members, cluster::ParseMembers(config.cluster));
   }

@@ -57,6 +57,17 @@ std::string MemberDirectory(const Config& config, const std::string& host, uint1
 // then cannot start: the options and --join, a secret off loopback (CheckSecurity), an address
 // the agreed metadata runs on, a free Raft port, and its directory's LOCK, taken into `lock`.
 Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock);
+// A joined member's restart (rule J1): when its directory says it joined this cluster at this
+// address, holds a log, and keeps the answer it joined with, that answer (the member starts
+// from it and its log, asking nobody); nullopt when it must ask. Unavailable for a kept answer
+// that is damaged or not this directory's.
+Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
+                                                        const std::string& host);
+// Keeps `answer` in the member's directory for JoinedBefore (a warning when it cannot).
+void KeepJoinAnswer(const Config& config, const std::string& host,
+                    const cluster::JoinAnswer& answer);
+// The members of `answer`, as a member list (ids, addresses).
+std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
