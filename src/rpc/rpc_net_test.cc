@@ -382,14 +382,14 @@ struct RawStranger {
   }
   bool ok() const { return transport != nullptr; }
   void Call(uint16_t method, std::string_view payload, uint64_t incarnation,
-            const CodecOptions& codec = {}) {
+            const CodecOptions& codec = {}, uint64_t task = 1) {
     Header h;
     h.kind = Kind::kCall;
     h.priority = 1;
     h.sender = kStrangerId;
     h.receiver = kAnyNodeId;
     h.incarnation = incarnation;
-    h.task = 1;
+    h.task = task;
     h.code = method;
     auto out = std::make_shared<net::OutMessage>();
     out->body = Encode(h, payload, codec);
@@ -569,6 +569,42 @@ TEST(RpcNetTest, AStrangersMessagesAreSmallAndPlain) {
   raw.Call(kEcho, std::string(4000, 'z'), inc++);
   EXPECT_TRUE(wait_for(stats.handled, 1));
   EXPECT_EQ(stats.bad_messages.load(), 2u);
+}
+
+// The stranger's bounds (docs/rpc.md, "A stranger"): an incarnation more than an hour ahead of
+// the member's clock is dropped, and at most 64 calls of one stranger are remembered (the
+// rest dropped until some are collected), so an unauthenticated sender holds little state.
+TEST(RpcNetTest, AStrangerIsBounded) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.stranger_method = kEcho;
+  o.stranger_check = [](std::string_view) { return true; };
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  ASSERT_NE(member, nullptr);
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  auto settle = [&](const std::atomic<uint64_t>& counter, uint64_t n) {
+    for (int i = 0; i < 500 && counter.load() < n; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return counter.load();
+  };
+  raw.Call(kEcho, "from two hours ahead", NowMicros() + 2ull * 3600 * 1'000'000);
+  EXPECT_EQ(settle(stats.unknown_sender, 1), 1u);
+  EXPECT_EQ(stats.handled.load(), 0u);
+  const uint64_t inc = NowMicros();
+  for (uint64_t task = 1; task <= 70; task++) {
+    raw.Call(kEcho, "call " + std::to_string(task), inc, CodecOptions{}, task);
+    // One at a time, so none is lost to a full socket buffer rather than to the bound.
+    settle(stats.messages_received, task + 1);
+  }
+  EXPECT_EQ(settle(stats.handled, 64), 64u);
+  EXPECT_EQ(settle(stats.unknown_sender, 7), 7u);
+  EXPECT_EQ(stats.handled.load(), 64u);
 }
 
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {

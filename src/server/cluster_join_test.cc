@@ -489,5 +489,48 @@ TEST(ClusterJoinTest, AJoinerChecksItselfBeforeItAsks) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
 }
 
+// A cluster with a secret, joined through a member that does not lead: the member checks the
+// proof (rpc::Options::stranger_check), forwards the request MACed to the leader, which checks
+// it again, commits and MACs its answer, which the joiner checks. The same joiner with another
+// secret is dropped unanswered where it asked.
+TEST(ClusterJoinTest, AClusterWithASecretIsJoinedThroughAMemberThatDoesNotLead) {
+  Config base;
+  base.cluster_secret = "the cluster's";
+  internal::InProcessCluster c({.members = 3, .base = base});
+  ASSERT_TRUE(c.WaitFormed());
+  const size_t asked = NotTheLeader(c);
+  floe::testing::TempDir dir;
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(asked));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  Config wrong = config;
+  wrong.cluster_secret = "not the cluster's";
+  const uint64_t failures = c.node(asked).rpc_stats().auth_failures.load();
+  Result<cluster::JoinAnswer> refused = internal::AskToJoin(wrong, "127.0.0.1", 20099, 1'000'000);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
+  EXPECT_GT(c.node(asked).rpc_stats().auth_failures.load(), failures);
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
+  auto engine = std::make_unique<Engine>(config, 1);
+  Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(engine.get(), config, 20099);
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  EXPECT_EQ((*node)->self(), 4u);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!(*node)->serving()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  {
+    Session s(engine.get(), 0);
+    const std::string k = c.KeyAt(asked, "secret");
+    EXPECT_EQ(s.Run({"SET", k, "x"}), "+OK\r\n");
+    EXPECT_TRUE(c.engine(asked).store().Get(k) != nullptr);
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
+  (*node)->Stop();
+  engine->set_cluster(nullptr);
+}
+
 }  // namespace
 }  // namespace floe::server
