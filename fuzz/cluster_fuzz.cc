@@ -84,8 +84,10 @@ static void CheckJoinDecoders(std::string_view in) {
     FLOE_CHECK(!floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
   }
   // What a member's endpoint asks of a stranger's bytes (rpc::Options::stranger_check).
-  if (floe::cluster::StrangersJoinIsProven(in, "s")) {
-    FLOE_CHECK(r.ok() && r->complete && !r->forwarded);
+  if (r.ok() && floe::cluster::StrangersJoinIsProven(in, "s", r->time)) {
+    FLOE_CHECK(r->complete && !r->forwarded);
+    FLOE_CHECK(!floe::cluster::StrangersJoinIsProven(
+        in, "s", r->time + floe::cluster::kJoinFreshSeconds + 1));
   }
 }
 

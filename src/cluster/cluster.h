@@ -352,7 +352,10 @@ struct JoinRequest {
   uint64_t token = 0;      // not 0; the same in every retry of one run (a retry is found by it)
   bool forwarded = false;  // set by the member that forwards it to the leader
   uint64_t proof_hi = 0, proof_lo = 0;  // SignJoinRequest's; 0 without a secret
+  uint64_t time = 0;  // when the joiner sent it: seconds since the Unix epoch, under the proof
 };
+// How far a stranger's JOIN's time may be from the member's clock (either way).
+inline constexpr uint64_t kJoinFreshSeconds = 600;
 std::string EncodeJoinRequest(const JoinRequest& request);
 // Corruption for bytes that are not a JOIN (docs/wire.md lists the checks). Another protocol
 // version decodes to complete == false with only protocol_version set.
@@ -363,9 +366,10 @@ void SignJoinRequest(JoinRequest* request, std::string_view secret);
 // Whether the request's proof is the one `secret` gives (constant time); DecideJoin checks it.
 bool JoinProofMatches(const JoinRequest& request, std::string_view secret);
 // Whether `bytes`, sent by a stranger, are a joiner's own JOIN (decoded, of our protocol
-// version, not forwarded) whose proof matches `secret`: rpc::Options::stranger_check, so the
-// member drops anything else unanswered.
-bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret);
+// version, not forwarded), sent within kJoinFreshSeconds of `now` (seconds since the Unix
+// epoch), whose proof matches `secret`: rpc::Options::stranger_check, so the member drops
+// anything else unanswered, and a captured request replays for minutes at most.
+bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret, uint64_t now);
 
 // The leader's answer: the joiner's id, the cluster id and the applied table's members.
 struct JoinAnswer {

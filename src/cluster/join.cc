@@ -26,6 +26,7 @@ struct JoinWire {
   uint64_t token = 0;
   bool forwarded = false;
   uint64_t proof_hi = 0, proof_lo = 0;
+  uint64_t time = 0;
 
   static constexpr uint16_t kTypeId = 111;
   static constexpr std::string_view kTypeName = "ClusterJoin";
@@ -39,7 +40,8 @@ struct JoinWire {
         wire::Field("raft_port", &JoinWire::raft_port),
         wire::Field("client_port", &JoinWire::client_port), wire::Field("token", &JoinWire::token),
         wire::Field("forwarded", &JoinWire::forwarded),
-        wire::Field("proof_hi", &JoinWire::proof_hi), wire::Field("proof_lo", &JoinWire::proof_lo));
+        wire::Field("proof_hi", &JoinWire::proof_hi), wire::Field("proof_lo", &JoinWire::proof_lo),
+        wire::Field("time", &JoinWire::time));
   }
 };
 
@@ -104,7 +106,8 @@ std::string EncodeJoinRequest(const JoinRequest& r) {
              .token = r.token,
              .forwarded = r.forwarded,
              .proof_hi = r.proof_hi,
-             .proof_lo = r.proof_lo};
+             .proof_lo = r.proof_lo,
+             .time = r.time};
   return Versioned(r.protocol_version, wire::Encode(w));
 }
 
@@ -138,6 +141,7 @@ Result<JoinRequest> DecodeJoinRequest(std::string_view bytes) {
   out.forwarded = w.forwarded;
   out.proof_hi = w.proof_hi;
   out.proof_lo = w.proof_lo;
+  out.time = w.time;
   return out;
 }
 
@@ -200,10 +204,12 @@ bool JoinAnswerMatches(const JoinAnswer& answer, const JoinRequest& request,
   return ((hi ^ answer.mac_hi) | (lo ^ answer.mac_lo)) == 0;
 }
 
-bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret) {
+bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret, uint64_t now) {
   Result<JoinRequest> request = DecodeJoinRequest(bytes);
-  return request.ok() && request->complete && !request->forwarded &&
-         JoinProofMatches(*request, secret);
+  if (!request.ok() || !request->complete || request->forwarded) return false;
+  // Fresh: a captured request replays for minutes, not for ever.
+  const uint64_t apart = request->time > now ? request->time - now : now - request->time;
+  return apart <= kJoinFreshSeconds && JoinProofMatches(*request, secret);
 }
 
 std::string EncodeJoinAnswer(const JoinAnswer& a) {

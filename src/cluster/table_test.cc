@@ -742,6 +742,30 @@ TEST(JoinTest, AClusterWithoutASecretRefusesAJoinerOffLoopback) {
   EXPECT_EQ(Refusal(t, r), "accepted");
 }
 
+// What a member takes from a stranger (rpc::Options::stranger_check): a joiner's own JOIN,
+// proven, sent within 10 minutes of the member's clock; the time is under the proof, so a
+// captured request cannot be made fresh again, and replays for minutes at most.
+TEST(JoinTest, AStrangersJoinIsProvenAndFresh) {
+  const uint64_t now = 1'800'000'000;
+  JoinRequest r = Request();
+  r.time = now;
+  SignJoinRequest(&r, "s3cret");
+  const std::string bytes = EncodeJoinRequest(r);
+  EXPECT_TRUE(StrangersJoinIsProven(bytes, "s3cret", now));
+  EXPECT_TRUE(StrangersJoinIsProven(bytes, "s3cret", now + kJoinFreshSeconds));
+  EXPECT_TRUE(StrangersJoinIsProven(bytes, "s3cret", now - kJoinFreshSeconds));
+  EXPECT_FALSE(StrangersJoinIsProven(bytes, "s3cret", now + kJoinFreshSeconds + 1)) << "replayed";
+  EXPECT_FALSE(StrangersJoinIsProven(bytes, "s3cret", now - kJoinFreshSeconds - 1));
+  EXPECT_FALSE(StrangersJoinIsProven(bytes, "another", now));
+  JoinRequest refreshed = r;
+  refreshed.time = now + 3600;  // the captured request with a new time, its proof kept
+  EXPECT_FALSE(StrangersJoinIsProven(EncodeJoinRequest(refreshed), "s3cret", now + 3600));
+  JoinRequest forwarded = r;
+  forwarded.forwarded = true;
+  EXPECT_FALSE(StrangersJoinIsProven(EncodeJoinRequest(forwarded), "s3cret", now));
+  EXPECT_FALSE(StrangersJoinIsProven("not a join", "s3cret", now));
+}
+
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
   // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id

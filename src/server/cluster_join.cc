@@ -88,8 +88,6 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
     }
     request.slots = static_cast<uint32_t>(v);
   }
-  cluster::SignJoinRequest(&request, config.cluster_secret);
-  const std::string bytes = cluster::EncodeJoinRequest(request);
 
   // This node's cluster port, as the stranger, until the answer (then the member starts on it).
   net::AsioLoop loop;
@@ -124,6 +122,12 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
     // A new endpoint, so a new incarnation, for every attempt: a member hears one stranger at a
     // time and ignores every lower incarnation for good, so one that another joiner displaced
     // (docs/rpc.md, "A stranger") would never be heard again under its old one.
+    // Signed at each attempt, with the time under the proof (members drop a stale one).
+    request.time = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+    cluster::SignJoinRequest(&request, config.cluster_secret);
+    const std::string bytes = cluster::EncodeJoinRequest(request);
     Result<std::string> r = [&] {
       rpc::Endpoint endpoint(**transport, o);
       endpoint.Start();
@@ -166,7 +170,9 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   // whatever address the request names): silence is all a wrong secret gets.
   std::string hint;
   if (last.code() == StatusCode::kTimeout || last.code() == StatusCode::kUnavailable) {
-    hint = " (a member leaves a request unanswered when --cluster-secret differs)";
+    hint =
+        " (a member leaves a request unanswered when --cluster-secret differs, or when this "
+        "host's clock is more than 10 minutes off the member's)";
   }
   return Status::Unavailable("no member let this node join within " +
                              std::to_string(limit_us / 1'000'000) + " s (asked " +

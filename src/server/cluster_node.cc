@@ -362,7 +362,9 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   o.stranger_method = cluster::kJoinMethod;  // a joiner asks as rpc's stranger (rule J1)
   // Only a joiner's request that proves the secret is taken (answered); the rest is dropped.
   o.stranger_check = [secret = config.cluster_secret](std::string_view request) {
-    return cluster::StrangersJoinIsProven(request, secret);
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    return cluster::StrangersJoinIsProven(request, secret, static_cast<uint64_t>(now.count()));
   };
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
