@@ -213,6 +213,45 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
   EXPECT_EQ(got[2], "via loop");
 }
 
+// A peer set again at the address it has keeps its connection (the members' peers follow the
+// agreed table, which names every member again at each change: docs/membership.md V4); one
+// set at another address gets a new one.
+TEST(RpcNetTest, APeerSetAgainAtItsAddressKeepsItsConnection) {
+  const uint16_t port_a = floe::testing::FreePort("127.0.0.1"),
+                 port_b = floe::testing::FreePort("127.0.0.1");
+  net::AsioLoop loop_a, loop_b;
+  net::TransportOptions ta, tb;
+  ta.self = 1;
+  ta.port = port_a;
+  ta.peers = {{2, "127.0.0.1", port_b}};
+  tb.self = 2;
+  tb.port = port_b;
+  tb.peers = {{1, "127.0.0.1", port_a}};
+  auto a = net::UdpTcpTransport::Start(loop_a, ta);
+  auto b = net::UdpTcpTransport::Start(loop_b, tb);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::atomic<int> got{0};
+  (*b)->SetReceiver([&](std::string, bool) { got++; });
+  auto send_large = [&](int n) {
+    auto m = std::make_shared<net::OutMessage>();
+    m->body = std::string(5000, 'L');  // over a datagram: TCP
+    EXPECT_TRUE((*a)->Send(2, net::Transport::Bytes(std::move(m))).ok());
+    for (int i = 0; i < 500 && got.load() < n; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return got.load() >= n;
+  };
+  ASSERT_TRUE(send_large(1));
+  EXPECT_EQ((*a)->stats().connects.load(), 1u);
+  (*a)->SetPeer({2, "127.0.0.1", port_b});
+  ASSERT_TRUE(send_large(2));
+  EXPECT_EQ((*a)->stats().connects.load(), 1u) << "reconnected to an unchanged address";
+  (*a)->SetPeer({2, "127.0.0.2", port_b});  // moved (nobody listens there)
+  (*a)->SetPeer({2, "127.0.0.1", port_b});  // and back
+  ASSERT_TRUE(send_large(3));
+  EXPECT_EQ((*a)->stats().connects.load(), 2u);
+}
+
 // A blocking Call reads its answer from the socket itself while it waits, so the answer does
 // not need the caller's loop thread: the call completes while that loop is held busy. Before,
 // every answer went through the loop, whose wake-up stood between the answer and the caller.
