@@ -120,8 +120,8 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
     const uint64_t left = limit_us > elapsed_us() ? limit_us - elapsed_us() : 0;
     if (left == 0) break;
     // A new endpoint, so a new incarnation, for every attempt: a member hears one stranger at a
-    // time and ignores every lower incarnation for good, so one that another joiner displaced
-    // (docs/rpc.md, "A stranger") would never be heard again under its old one.
+    // time, and a higher incarnation displaces the one it hears at once, where a lower one
+    // waits until none of its calls runs (docs/rpc.md, "A stranger").
     // Signed at each attempt, with the time under the proof (members drop a stale one).
     request.time = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
                                              std::chrono::system_clock::now().time_since_epoch())

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -288,14 +289,21 @@ Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
   // answers a retry of its token as its own join).
   if (!identity.starts_with(prefix) || !HoldsALog(dir)) return std::optional<cluster::JoinAnswer>();
   const std::string path = dir + "/" + kJoinAnswerFile;
-  const std::string bytes = ReadSmallFile(path);
+  // Read whole (an answer may reach 128 KiB, above ReadSmallFile's 64), bounded.
+  std::string bytes;
+  if (std::ifstream in(path, std::ios::binary); in) {
+    char buf[4096];
+    while (bytes.size() <= 256 * 1024 && in.read(buf, sizeof(buf)).gcount() > 0) {
+      bytes.append(buf, static_cast<size_t>(in.gcount()));
+    }
+  }
   if (bytes.empty()) return std::optional<cluster::JoinAnswer>();
   Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(bytes);
   if (!answer.ok()) {
     return Status::Unavailable(path + " is damaged (" + answer.status().ToString() +
                                "): remove it, and the member asks to join again");
   }
-  if (identity != DirectoryIdentity(config, MembersOf(*answer), answer->id, true)) {
+  if (identity != prefix + std::to_string(answer->id) + "\n") {
     return Status::Unavailable(path + " is not the answer of member " + dir +
                                ": remove it, and the member asks to join again");
   }
