@@ -485,6 +485,10 @@ TEST(ClusterJoinTest, AJoinerChecksItselfBeforeItAsks) {
     ASSERT_TRUE(held.Take(member_dir).ok());
     st = start(config);
     EXPECT_THAT(std::string(st.message()), HasSubstr("its LOCK")) << st.ToString();
+    // A lock that failed is not held: taking it again fails again.
+    internal::DirectoryLock second;
+    EXPECT_FALSE(second.Take(member_dir).ok());
+    EXPECT_FALSE(second.Take(member_dir).ok()) << "a failed Take counted as taken";
   }
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
 }

@@ -35,6 +35,9 @@ Status DirectoryLock::Take(const std::string& dir) {
   fd_ = open((dir + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) return Status::Unavailable(std::string("cannot open its LOCK: ") + strerror(errno));
   if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    // Not held: a later Take of this directory must try again, not count it as taken.
+    close(fd_);
+    fd_ = -1;
     return Status::Unavailable("another floe serve of this member holds it (its LOCK)");
   }
   return Status::OK();
