@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -82,6 +83,15 @@ static void CheckJoinDecoders(std::string_view in) {
     FLOE_CHECK(floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
     asked.token = 8;
     FLOE_CHECK(!floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
+  }
+  // A refusal opens only under its MAC: any input as a refusal, and signed.
+  {
+    floe::cluster::JoinRequest asked;
+    asked.token = 7;
+    (void)floe::cluster::OpenJoinRefusal(in, asked, "s");
+    const std::string refusal = floe::cluster::SignJoinRefusal(in, asked, "s");
+    const std::optional<std::string> reason = floe::cluster::OpenJoinRefusal(refusal, asked, "s");
+    FLOE_CHECK(reason.has_value() && *reason == in);
   }
   // What a member's endpoint asks of a stranger's bytes (rpc::Options::stranger_check).
   if (r.ok() && floe::cluster::StrangersJoinIsProven(in, "s", r->time)) {

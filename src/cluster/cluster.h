@@ -393,6 +393,17 @@ void SignJoinAnswer(JoinAnswer* answer, const JoinRequest& request, std::string_
 bool JoinAnswerMatches(const JoinAnswer& answer, const JoinRequest& request,
                        std::string_view secret);
 
+// A refusal travels as the RPC status (FailedPrecondition), which anyone could send the joiner:
+// the leader appends "\n#" and the hex of a MAC under the secret over "floe-join-refused", the
+// request's token, proof_hi and proof_lo (8 bytes each, little-endian) and `reason`; nothing
+// without a secret. OpenJoinRefusal gives the reason back when the MAC is the one `request` and
+// `secret` give (always, without a secret), nullopt otherwise (the joiner then asks again
+// rather than exit on a forged refusal).
+std::string SignJoinRefusal(std::string_view reason, const JoinRequest& request,
+                            std::string_view secret);
+std::optional<std::string> OpenJoinRefusal(std::string_view message, const JoinRequest& request,
+                                           std::string_view secret);
+
 // What the leader compares a JOIN with: its own settings.
 struct JoinPolicy {
   std::string cluster_name;

@@ -1,7 +1,9 @@
 // Joining a running cluster (docs/membership.md, rule J1): the JOIN request and answer on the
 // wire (docs/wire.md, "Joining"), the secret proof, and the leader's checks and decision.
 
+#include <cstdio>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -181,7 +183,47 @@ std::pair<uint64_t, uint64_t> AnswerMac(const JoinAnswer& answer, const JoinRequ
   return Mac(secret, bytes + EncodeJoinAnswer(plain));
 }
 
+// The MAC of a refusal's reason (SignJoinRefusal).
+std::pair<uint64_t, uint64_t> RefusalMac(std::string_view reason, const JoinRequest& request,
+                                         std::string_view secret) {
+  std::string bytes = "floe-join-refused";
+  for (uint64_t v : {request.token, request.proof_hi, request.proof_lo}) {
+    for (int i = 0; i < 8; i++) bytes.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  bytes.append(reason);
+  return Mac(secret, bytes);
+}
+
+std::string Hex(std::pair<uint64_t, uint64_t> mac) {
+  char buf[33];
+  std::snprintf(buf, sizeof(buf), "%016llx%016llx", static_cast<unsigned long long>(mac.first),
+                static_cast<unsigned long long>(mac.second));
+  return buf;
+}
+
 }  // namespace
+
+std::string SignJoinRefusal(std::string_view reason, const JoinRequest& request,
+                            std::string_view secret) {
+  if (secret.empty()) return std::string(reason);
+  return std::string(reason) + "\n#" + Hex(RefusalMac(reason, request, secret));
+}
+
+std::optional<std::string> OpenJoinRefusal(std::string_view message, const JoinRequest& request,
+                                           std::string_view secret) {
+  if (secret.empty()) return std::string(message);
+  const size_t cut = message.rfind("\n#");
+  if (cut == std::string_view::npos || message.size() - cut != 2 + 32) return std::nullopt;
+  const std::string_view reason = message.substr(0, cut);
+  const std::string want = Hex(RefusalMac(reason, request, secret));
+  // Constant time: the comparison does not stop at the first difference.
+  unsigned diff = 0;
+  for (size_t i = 0; i < want.size(); i++) {
+    diff |= static_cast<unsigned char>(want[i]) ^ static_cast<unsigned char>(message[cut + 2 + i]);
+  }
+  if (diff != 0) return std::nullopt;
+  return std::string(reason);
+}
 
 void SignJoinRequest(JoinRequest* request, std::string_view secret) {
   std::tie(request->proof_hi, request->proof_lo) = Proof(*request, secret);

@@ -766,6 +766,28 @@ TEST(JoinTest, AStrangersJoinIsProvenAndFresh) {
   EXPECT_FALSE(StrangersJoinIsProven("not a join", "s3cret", now));
 }
 
+// A refusal carries the leader's MAC of its reason under the secret, bound to the request, so
+// the joiner exits only on the leader's refusals (rule J1); without a secret it is the reason.
+TEST(JoinTest, ARefusalProvesTheSecretForItsRequest) {
+  const JoinRequest r = Request("s3cret");
+  const std::string signed_refusal = SignJoinRefusal("cluster-name 'a', ours 'b'", r, "s3cret");
+  EXPECT_NE(signed_refusal, "cluster-name 'a', ours 'b'");
+  std::optional<std::string> reason = OpenJoinRefusal(signed_refusal, r, "s3cret");
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_EQ(*reason, "cluster-name 'a', ours 'b'");
+  EXPECT_FALSE(OpenJoinRefusal(signed_refusal, r, "another"));
+  JoinRequest other = r;
+  other.token++;
+  EXPECT_FALSE(OpenJoinRefusal(signed_refusal, other, "s3cret")) << "another request";
+  std::string altered = signed_refusal;
+  altered[0] = 'C';
+  EXPECT_FALSE(OpenJoinRefusal(altered, r, "s3cret")) << "another reason";
+  EXPECT_FALSE(OpenJoinRefusal("cluster-name 'a', ours 'b'", r, "s3cret")) << "unsigned";
+  EXPECT_FALSE(OpenJoinRefusal("", r, "s3cret"));
+  EXPECT_EQ(SignJoinRefusal("why", r, ""), "why");
+  EXPECT_EQ(OpenJoinRefusal("why", r, ""), "why");
+}
+
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
   // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id

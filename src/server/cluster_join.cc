@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -155,11 +156,17 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
                       answer->id, answer->members.size());
         return answer;
       }
-    } else if (r.status().code() == StatusCode::kFailedPrecondition ||
-               r.status().code() == StatusCode::kInvalidArgument) {
-      return Status::FailedPrecondition("the cluster refused this node (asked " +
-                                        contact->address() +
-                                        "): " + std::string(r.status().message()));
+    } else if (r.status().code() == StatusCode::kFailedPrecondition) {
+      std::optional<std::string> reason =
+          cluster::OpenJoinRefusal(r.status().message(), request, config.cluster_secret);
+      if (!reason) {
+        // Not the leader's (anyone may send to this port): asked again rather than exit.
+        FLOE_LOG_WARN("dropped a refusal of the join that does not prove the cluster secret");
+        last = Status::PermissionDenied("a refusal that does not prove the cluster secret");
+      } else {
+        return Status::FailedPrecondition("the cluster refused this node (asked " +
+                                          contact->address() + "): " + *reason);
+      }
     } else {
       last = r.status();
     }

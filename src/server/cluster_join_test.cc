@@ -381,9 +381,10 @@ TEST(ClusterJoinTest, AnUnprovenJoinIsNeitherForwardedNorAnswered) {
 }
 
 // Anyone may answer a joiner (its port takes the stranger's answers unauthenticated): an answer
-// that does not carry the leader's MAC under the secret, for this request, is not taken, so a
-// forger cannot hand the joiner an id and a member list (docs/membership.md J1).
-TEST(ClusterJoinTest, AJoinerTakesNoAnswerWithoutTheSecretsMac) {
+// or a refusal that does not carry the leader's MAC under the secret, for this request, is not
+// taken, so a forger can neither hand the joiner an id and a member list nor make it exit
+// (docs/membership.md J1).
+TEST(ClusterJoinTest, AJoinerTakesNoAnswerOrRefusalWithoutTheSecretsMac) {
   const uint16_t forger_port = floe::testing::FreeClusterPort();
   net::AsioLoop loop;
   net::TransportOptions t;
@@ -402,9 +403,13 @@ TEST(ClusterJoinTest, AJoinerTakesNoAnswerWithoutTheSecretsMac) {
       [&](net::NodeId, std::string_view bytes) -> Result<std::string> {
         Result<cluster::JoinRequest> r = cluster::DecodeJoinRequest(bytes);
         if (!r.ok()) return r.status();
-        asked++;
         (*transport)
             ->SetPeer(net::PeerAddress{.id = cluster::kJoinerId, .host = r->host, .port = r->port});
+        if (asked++ == 0) {
+          // First a refusal, MACed under another secret: not one to exit on.
+          return Status::FailedPrecondition(cluster::SignJoinRefusal(
+              "cluster-name 'floe', ours 'forged'", *r, "the forger's guess"));
+        }
         cluster::JoinAnswer a;
         a.id = 4;
         a.cluster_id = cluster::ClusterId::Random();
@@ -425,7 +430,7 @@ TEST(ClusterJoinTest, AJoinerTakesNoAnswerWithoutTheSecretsMac) {
   config.cluster_port = floe::testing::FreeClusterPort();
   config.dir = dir.path();
   Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099, 1'500'000);
-  EXPECT_GT(asked.load(), 0);
+  EXPECT_GE(asked.load(), 2) << "the forged refusal ended the join";
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("does not prove the cluster secret"));
   forger.Stop();
@@ -515,6 +520,14 @@ TEST(ClusterJoinTest, AClusterWithASecretIsJoinedThroughAMemberThatDoesNotLead) 
   Result<cluster::JoinAnswer> refused = internal::AskToJoin(wrong, "127.0.0.1", 20099, 1'000'000);
   EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
   EXPECT_GT(c.node(asked).rpc_stats().auth_failures.load(), failures);
+  // The right secret and another name: the leader's refusal, MACed, is taken and named.
+  Config named = config;
+  named.cluster_name = "other";
+  Result<cluster::JoinAnswer> other = internal::AskToJoin(named, "127.0.0.1", 20099, 5'000'000);
+  EXPECT_EQ(other.status().code(), StatusCode::kFailedPrecondition) << other.status().ToString();
+  EXPECT_THAT(std::string(other.status().message()),
+              HasSubstr("cluster-name 'other', ours 'floe'"));
+  EXPECT_EQ(std::string(other.status().message()).find("\n#"), std::string::npos);
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
   auto engine = std::make_unique<Engine>(config, 1);
   Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(engine.get(), config, 20099);

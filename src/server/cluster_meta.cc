@@ -612,6 +612,14 @@ void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
   table_peers = std::move(now);
 }
 
+Status ClusterNode::Impl::SignedRefusal(const Status& refusal,
+                                        const cluster::JoinRequest& request) const {
+  if (refusal.code() != StatusCode::kFailedPrecondition) return refusal;
+  // Only the secret makes a refusal the joiner exits on (it asks again after a forged one).
+  return Status::FailedPrecondition(
+      cluster::SignJoinRefusal(refusal.message(), request, join_policy.secret));
+}
+
 void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Reply reply) {
   Result<cluster::JoinRequest> request = cluster::DecodeJoinRequest(bytes);
   if (!request.ok()) return reply(request.status());
@@ -663,7 +671,7 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
     FLOE_LOG_WARN("refused the join of {}: {}",
                   cluster::Member{.host = request->host, .port = request->port}.address(),
                   decision.status().message());
-    return reply(decision.status());
+    return reply(SignedRefusal(decision.status(), *request));
   }
   if (decision->joined != 0) return FinishJoin(m, decision->joined, *request, reply, 40);
   m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
@@ -674,7 +682,7 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
                                        "); retry"));
     }
     Result<cluster::JoinDecision> now = cluster::DecideJoin(*m->table(), request, join_policy);
-    if (!now.ok()) return reply(now.status());
+    if (!now.ok()) return reply(SignedRefusal(now.status(), request));
     if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
     FinishJoin(m, now->joined, request, reply, 40);
   });

@@ -167,6 +167,8 @@ struct ClusterNode::Impl {
   // configuration change in progress is retried (`attempts` left). Runs on the Raft thread or
   // the loop, so it takes `m` (which lives as long as the node) and never meta_mu: the loop
   // holds meta_mu while it stops Raft (RefuseClusterId), which joins the Raft thread.
+  // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
+  Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
   void FinishJoin(cluster::Meta* m, net::NodeId id, const cluster::JoinRequest& request,
                   rpc::Reply reply, int attempts);
   // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
