@@ -631,6 +631,42 @@ TEST(ConsensusTest, AnAddCutOffByALeaderChangeIsFinishedByTheNextLeader) {
   EXPECT_EQ(role_of_fourth(), Role::kLearner);
 }
 
+// A retried AddServer answers only from a committed configuration: with the role's change
+// appended but not committed (both followers stopped), a leader change may yet drop it, so the
+// retry is Aborted, not OK (the joiner would be told it joined while it stays a spare).
+TEST(ConsensusTest, ARetriedAddIsNotOkWhileItsChangeIsUncommitted) {
+  TestCluster c(3);
+  c.StartAll();
+  const uint64_t leader = c.WaitLeader();
+  ASSERT_NE(leader, 0u);
+  const Server fourth = c.NewServer(4, Role::kLearner);
+  Status s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(fourth.id, fourth.address, Role::kSpare, std::move(d));
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (const Server& f : c.founders()) {
+    if (f.id != leader) c.Stop(f.id);
+  }
+  std::promise<Status> assigned;
+  c.log(leader)->Assign(fourth.id, Role::kLearner,
+                        [&assigned](Status st) { assigned.set_value(std::move(st)); });
+  auto role_of_fourth = [&] {
+    for (const Server& server : c.log(leader)->state().configuration) {
+      if (server.id == fourth.id) return server.role;
+    }
+    return Role::kVoter;
+  };
+  // The assign is appended (the latest configuration names the role), never committed.
+  ASSERT_TRUE(WaitFor([&] { return role_of_fourth() == Role::kLearner; }));
+  s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(fourth.id, fourth.address, Role::kLearner, std::move(d));
+  });
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kAborted) << s.ToString();
+  c.Stop(leader);
+  EXPECT_FALSE(assigned.get_future().get().ok());
+}
+
 // Contract 5's bound and the membership errors: a sixth voter is refused (added or promoted),
 // a learner is not; an id or an address already in use is AlreadyExists.
 TEST(ConsensusTest, MembershipIsBoundedAndChecked) {

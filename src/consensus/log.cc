@@ -416,6 +416,13 @@ void Log::Impl::Dispatch(Request* r) {
         if (s.address != nullptr && r->address == s.address) same_address = &s;
       }
       if (same_id != nullptr || same_address != nullptr) {
+        // raft_.configuration holds an uncommitted change too: one a leader change may yet
+        // drop. Nothing is answered from it until it is committed (Aborted is retried).
+        if (raft_.configuration_uncommitted_index != 0) {
+          Finish(r, Status::Aborted("server " + std::to_string(r->id) +
+                                    ": a configuration change is not yet committed; retry"));
+          return;
+        }
         if (same_id != same_address) {
           Finish(r, Status::AlreadyExists(same_id != nullptr
                                               ? "server " + std::to_string(r->id) + " is at " +
