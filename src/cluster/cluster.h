@@ -55,7 +55,9 @@
 namespace floe::cluster {
 
 inline constexpr int kSlots = 16384;
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: the agreed table's member flag 4 (a joined member's token), which a version-1 build cannot
+// read, so the two must not form one cluster (docs/cluster.md, "Versions").
+inline constexpr uint32_t kProtocolVersion = 2;
 // A member list longer than this is refused (every member needs at least one slot, and a
 // HELLO carries the whole list).
 inline constexpr size_t kMaxMembers = 1024;
@@ -412,7 +414,7 @@ struct JoinPolicy {
   uint32_t slots = kSlots;                       // tests: pretend another
 };
 // The leader's decision on a JOIN (rule J1), from its applied table. FailedPrecondition naming
-// what differs ("cluster-name 'a', ours 'b'", "protocol version 2, ours 1", "8192 slots, ours
+// what differs ("cluster-name 'a', ours 'b'", "protocol version 1, ours 2", "8192 slots, ours
 // 16384", "cluster id X, ours Y", "cluster secret differs (--cluster-secret)", "127.0.0.2:7100
 // is already member 2", ...), Unavailable while the table is not initialized. Otherwise either
 // `joined` (the member this join already added: a retry with the same token) or `propose`, the

@@ -591,8 +591,8 @@ TEST(JoinTest, TheLeaderNamesEachMismatch) {
   SignJoinRequest(&r, "s3cret");
   EXPECT_EQ(Refusal(t, r), "8192 slots, ours 16384");
   r = Request();
-  r.protocol_version = 2;
-  EXPECT_EQ(Refusal(t, r), "protocol version 2, ours 1");
+  r.protocol_version = 1;
+  EXPECT_EQ(Refusal(t, r), "protocol version 1, ours 2");
   r = Request();
   r.cluster_id = ClusterId::Random();
   SignJoinRequest(&r, "s3cret");
@@ -828,12 +828,12 @@ TEST(JoinTest, RequestAndAnswerRoundTripAndRefuseDamage) {
   EXPECT_EQ(back->proof_lo, r.proof_lo);
   EXPECT_EQ(EncodeJoinRequest(*back), EncodeJoinRequest(r));
   // Another version: only the version is read, so the leader can name it.
-  JoinRequest v2 = r;
-  v2.protocol_version = 2;
-  Result<JoinRequest> other = DecodeJoinRequest(EncodeJoinRequest(v2));
+  JoinRequest v3 = r;
+  v3.protocol_version = 3;
+  Result<JoinRequest> other = DecodeJoinRequest(EncodeJoinRequest(v3));
   ASSERT_TRUE(other.ok());
   EXPECT_FALSE(other->complete);
-  EXPECT_EQ(other->protocol_version, 2u);
+  EXPECT_EQ(other->protocol_version, 3u);
   // Damage: every truncation, a trailing byte, and fields out of range.
   const std::string bytes = EncodeJoinRequest(r);
   for (size_t n = 0; n < bytes.size(); n++) {

@@ -159,9 +159,9 @@ TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
   EXPECT_THAT(std::string(a.status().message()),
               HasSubstr("cluster secret differs (--cluster-secret)"));
   r = Request(r.port);
-  r.protocol_version = 2;
+  r.protocol_version = 1;
   a = Join(c.node(asked), r);
-  EXPECT_THAT(std::string(a.status().message()), HasSubstr("protocol version 2, ours 1"));
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("protocol version 1, ours 2"));
   // A member's own address.
   r = Request(c.cluster_port(0));
   a = Join(c.node(asked), r);
