@@ -681,6 +681,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       it->second.state = Entry::State::kFinished;
       it->second.ack.reset();
     }
+    // A stranger's ACKACK carries no proof: its mark collects nothing (it would erase running
+    // calls of that incarnation, leaving them unanswered and their resends stale). Only the
+    // stranger's proven CALLs move its low-water mark.
+    if (h.sender == kStrangerId) return;
     Collect(c, h.mark);
   }
 

@@ -12,10 +12,13 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <map>
+#include <memory>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "net/net.h"
 #include "rpc/rpc.h"
@@ -31,6 +34,7 @@ constexpr uint16_t kEcho = 2;
 constexpr uint16_t kNested = 3;  // class 0: calls the other node's kEcho (class 1)
 constexpr uint16_t kSameClass = 4;
 constexpr uint16_t kInlineWaits = 5;  // inline, and (wrongly) tries to wait for a call
+constexpr uint16_t kHeld = 6;         // echoes once StartNode's `hold` is ready
 
 // One node: loop, transport, endpoint, and the side effects of its handlers.
 // Members are destroyed bottom up: the endpoint (joining its handler threads) before the
@@ -55,7 +59,7 @@ struct RealNode {
 };
 
 std::unique_ptr<RealNode> StartNode(NodeId id, uint16_t port, const net::PeerAddress& peer,
-                                    Options o = {}) {
+                                    Options o = {}, std::shared_future<void> hold = {}) {
   auto n = std::make_unique<RealNode>();
   n->other = peer.id;
   net::TransportOptions t;
@@ -90,6 +94,10 @@ std::unique_ptr<RealNode> StartNode(NodeId id, uint16_t port, const net::PeerAdd
         return raw->endpoint->Call(raw->other, kEcho, std::string(req), 10'000'000);
       },
       /*runs_inline=*/true);
+  n->endpoint->Register(kHeld, 1, [hold](NodeId, std::string_view req) {
+    if (hold.valid()) hold.wait();
+    return Result<std::string>(std::string(req));
+  });
   n->endpoint->Start();
   return n;
 }
@@ -434,6 +442,19 @@ struct RawStranger {
     out->body = Encode(h, payload, codec);
     EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
   }
+  void AckAck(uint64_t incarnation, uint64_t task, uint64_t mark) {
+    Header h;
+    h.kind = Kind::kAckAck;
+    h.priority = 1;
+    h.sender = kStrangerId;
+    h.receiver = kAnyNodeId;
+    h.incarnation = incarnation;
+    h.task = task;
+    h.mark = mark;
+    auto out = std::make_shared<net::OutMessage>();
+    out->body = Encode(h, {}, {});
+    EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+  }
 };
 
 // Options::stranger_method (docs/membership.md J1): a node without an id calls one method of a
@@ -522,6 +543,51 @@ TEST(RpcNetTest, AStrangerFarAheadShutsOutNoLaterStranger) {
   Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 2'000'000);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, "hello");
+}
+
+// A stranger's ACKACK is unproven: its mark never collects a running call of that incarnation
+// (the call would go unanswered and its resends count as stale); it only finishes the task it
+// acknowledges (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangersAckAckCollectsNoRunningCall) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.stranger_method = kHeld;
+  o.stranger_check = [](std::string_view) { return true; };
+  std::promise<void> release;
+  bool let_go = false;
+  auto let_go_at_exit = [&] {
+    if (!std::exchange(let_go, true)) release.set_value();
+  };
+  auto member = StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o,
+                          release.get_future().share());
+  ASSERT_NE(member, nullptr);
+  // Runs before `member` is destroyed (which joins the held handler's thread).
+  std::unique_ptr<void, std::function<void(void*)>> guard(&let_go,
+                                                          [&](void*) { let_go_at_exit(); });
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  auto wait_for = [](auto done) {
+    for (int i = 0; i < 500 && !done(); i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  };
+  const uint64_t inc = NowMicros();
+  raw.Call(kHeld, "held", inc, {}, /*task=*/1);
+  ASSERT_TRUE(wait_for([&] { return stats.handled.load() == 1; }));
+  // A forged ACKACK marking task 1 done, then the call's resend: still running, so NACKed as a
+  // duplicate, not dropped as stale.
+  raw.AckAck(inc, /*task=*/1, /*mark=*/2);
+  raw.Call(kHeld, "held", inc, {}, /*task=*/1);
+  ASSERT_TRUE(wait_for([&] { return stats.duplicates.load() + stats.stale.load() >= 1; }));
+  EXPECT_EQ(stats.stale.load(), 0u);
+  EXPECT_EQ(stats.duplicates.load(), 1u);
+  let_go_at_exit();
+  // Its answer is kept and (never acknowledged) resent.
+  EXPECT_TRUE(wait_for([&] { return stats.ack_resends.load() > 0; }));
 }
 
 // A stranger's call without its proof (Options::stranger_check) is dropped unanswered: nothing
