@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -438,8 +439,9 @@ TEST(ClusterJoinTest, AJoinerTakesNoAnswerOrRefusalWithoutTheSecretsMac) {
 
 // A joiner makes every check of its own before it asks (rule J1), so the cluster never commits
 // a member that then cannot start: off loopback without a secret, off the agreed metadata's
-// loopback, its Raft port taken, its directory locked by another run. Each is refused naming
-// it, and the cluster keeps 3 members.
+// loopback, its Raft port taken, its directory locked by another run, test faults that do not
+// parse, its directory holding another cluster's log. Each is refused naming it, and the
+// cluster keeps 3 members.
 TEST(ClusterJoinTest, AJoinerChecksItselfBeforeItAsks) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
@@ -494,6 +496,28 @@ TEST(ClusterJoinTest, AJoinerChecksItselfBeforeItAsks) {
     internal::DirectoryLock second;
     EXPECT_FALSE(second.Take(member_dir).ok());
     EXPECT_FALSE(second.Take(member_dir).ok()) << "a failed Take counted as taken";
+  }
+  {
+    // The test faults it would start its transport with do not parse.
+    setenv("FLOE_TEST_CLUSTER_FAULTS", "drop=2", 1);
+    st = start(config);
+    unsetenv("FLOE_TEST_CLUSTER_FAULTS");
+    EXPECT_THAT(std::string(st.message()), HasSubstr("FLOE_TEST_CLUSTER_FAULTS")) << st.ToString();
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
+  {
+    // Its directory holds another cluster's log (a founder's identity), and no cluster-id file
+    // that the leader could refuse.
+    const std::string member_dir =
+        internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+    std::filesystem::create_directories(member_dir);
+    ASSERT_TRUE(internal::WriteFileDurably(
+        member_dir + "/member",
+        "floe agreed metadata\ncluster-name floe\nmembers 127.0.0.1:9100\nself 1\n"));
+    ASSERT_TRUE(internal::WriteFileDurably(member_dir + "/metadata1", "a log of its own"));
+    st = start(config);
+    EXPECT_THAT(std::string(st.message()), HasSubstr("holds the metadata of another cluster"))
+        << st.ToString();
   }
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
 }

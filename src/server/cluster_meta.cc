@@ -101,12 +101,18 @@ constexpr const char* kJoinAnswerFile = "join-answer";
 // What a member's metadata directory belongs to: written when its log is created, compared at
 // every later start, so a log of another cluster (another list, or ids that moved) is never
 // replayed as this one's.
+// A joined member's identity up to its id: its member list grows with the cluster, so the
+// directory is this member's by its address.
+std::string JoinedIdentityPrefix(const Config& config, const std::string& host, uint16_t port) {
+  return "floe agreed metadata\ncluster-name " + config.cluster_name + "\njoined as " +
+         cluster::Member{.host = host, .port = port}.address() + "\nself ";
+}
+
 std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
                               net::NodeId self, bool joined) {
   if (joined) {
-    // Its member list grows with the cluster: the directory is this member's, by its address.
-    return "floe agreed metadata\ncluster-name " + config.cluster_name + "\njoined as " +
-           members[self - 1].address() + "\nself " + std::to_string(self) + "\n";
+    const cluster::Member& me = members[self - 1];
+    return JoinedIdentityPrefix(config, me.host, me.port) + std::to_string(self) + "\n";
   }
   std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
   for (size_t i = 0; i < members.size(); i++) {
@@ -285,9 +291,7 @@ Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
   const auto port = static_cast<uint16_t>(config.cluster_port);
   const std::string dir = MemberDirectory(config, host, port);
   const std::string identity = ReadSmallFile(dir + "/member");
-  const std::string prefix = "floe agreed metadata\ncluster-name " + config.cluster_name +
-                             "\njoined as " +
-                             cluster::Member{.host = host, .port = port}.address() + "\nself ";
+  const std::string prefix = JoinedIdentityPrefix(config, host, port);
   // Not a joined member's directory, or one whose Raft wrote nothing yet: it asks (the leader
   // answers a retry of its token as its own join).
   if (!identity.starts_with(prefix) || !HoldsALog(dir)) return std::optional<cluster::JoinAnswer>();
@@ -359,6 +363,7 @@ Status CheckJoinerLocally(const Config& config, const std::string& host, Directo
     return Status::Unavailable("cannot start the agreed metadata (Raft on " + host + ":" +
                                std::to_string(port + 1) + "): " + std::string(st.message()));
   }
+  FLOE_RETURN_IF_ERROR(FaultsFromEnvironment().status());
   const std::string dir = MemberDirectory(config, host, port);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -366,6 +371,16 @@ Status CheckJoinerLocally(const Config& config, const std::string& host, Directo
   if (Status st = lock->Take(dir); !st.ok()) {
     return Status::Unavailable("cannot start the agreed metadata (directory " + dir +
                                "): " + std::string(st.message()));
+  }
+  // PrepareMeta's identity check, before the join rather than after: a log here must be this
+  // member's (joined at this address, in this cluster-name); any other (a founder's, another
+  // cluster's, one without its identity file) would stop the start once the join is committed.
+  if (HoldsALog(dir) &&
+      !ReadSmallFile(dir + "/member").starts_with(JoinedIdentityPrefix(config, host, port))) {
+    return Status::Unavailable(
+        "cannot start the agreed metadata (directory " + dir +
+        "): it holds the metadata of another cluster (another --cluster-name or member list, or "
+        "this node under another id): give this member its own --dir, or remove the directory");
   }
   return Status::OK();
 }

@@ -37,8 +37,8 @@ std::optional<dkv::Entry> ExportForCache(const store::Value& v) {
 // it could say the client left).
 constexpr int64_t kProxyIdleMs = 3600 * 1000;
 
-// Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
-// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Flags").
+}  // namespace
+
 Result<net::Faults> FaultsFromEnvironment() {
   net::Faults f;
   const char* env = std::getenv("FLOE_TEST_CLUSTER_FAULTS");
@@ -70,8 +70,6 @@ Result<net::Faults> FaultsFromEnvironment() {
   }
   return f;
 }
-
-}  // namespace
 
 int64_t ConnectedClients(const Engine& engine) {
   const ClusterNode* node = engine.cluster();

@@ -53,9 +53,14 @@ std::string ReadSmallFile(const std::string& path);
 bool WriteFileDurably(const std::string& path, std::string_view bytes);
 // A member's metadata directory: <--dir, default floe-data>/<host>-<cluster port>.
 std::string MemberDirectory(const Config& config, const std::string& host, uint16_t port);
+// Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
+// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Flags").
+Result<net::Faults> FaultsFromEnvironment();
 // A joiner's own checks (rule J1), all before it asks, so the cluster commits no member that
 // then cannot start: the options and --join, a secret off loopback (CheckSecurity), an address
-// the agreed metadata runs on, a free Raft port, and its directory's LOCK, taken into `lock`.
+// the agreed metadata runs on, a free Raft port, $FLOE_TEST_CLUSTER_FAULTS, its directory's
+// LOCK, taken into `lock`, and the directory's identity (a log there is this member's: one of
+// another cluster, or of a founder, would stop the start after the join was committed).
 Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock);
 // A joined member's restart (rule J1): when its directory says it joined this cluster at this
 // address, holds a log, and keeps the answer it joined with, that answer (the member starts
