@@ -177,9 +177,12 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   // whatever address the request names): silence is all a wrong secret gets.
   std::string hint;
   if (last.code() == StatusCode::kTimeout || last.code() == StatusCode::kUnavailable) {
+    // A member of another protocol version cannot read the request: it answers nothing.
     hint =
-        " (a member leaves a request unanswered when --cluster-secret differs, or when this "
-        "host's clock is more than 10 minutes off the member's)";
+        " (a member leaves a request unanswered when --cluster-secret differs, when this "
+        "host's clock is more than 10 minutes off the member's, or when it runs another "
+        "protocol version than this node's " +
+        std::to_string(cluster::kProtocolVersion) + ")";
   }
   return Status::Unavailable("no member let this node join within " +
                              std::to_string(limit_us / 1'000'000) + " s (asked " +

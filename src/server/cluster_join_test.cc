@@ -437,6 +437,21 @@ TEST(ClusterJoinTest, AJoinerTakesNoAnswerOrRefusalWithoutTheSecretsMac) {
   forger.Stop();
 }
 
+// A joiner nobody answers is told what silence can mean, its protocol version among them (a
+// member of another version cannot read the request and answers nothing).
+TEST(ClusterJoinTest, AJoinerNobodyAnswersIsToldItsProtocolVersion) {
+  floe::testing::TempDir dir;
+  Config config;
+  config.join = "127.0.0.1:" + std::to_string(floe::testing::FreeClusterPort());
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir.path();
+  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099, 600'000);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr("another protocol version than this node's " +
+                        std::to_string(cluster::kProtocolVersion)));
+}
+
 // A joiner makes every check of its own before it asks (rule J1), so the cluster never commits
 // a member that then cannot start: off loopback without a secret, off the agreed metadata's
 // loopback, its Raft port taken, its directory locked by another run, test faults that do not
