@@ -362,9 +362,15 @@ std::string EncodeJoinRequest(const JoinRequest& request);
 // Corruption for bytes that are not a JOIN (docs/wire.md lists the checks). Another protocol
 // version decodes to complete == false with only protocol_version set.
 Result<JoinRequest> DecodeJoinRequest(std::string_view bytes);
-// Sets the secret proof: SipHash-2-4-128 keyed by rpc::DeriveMacKey(secret) of "floe-join" and
+// Sets the secret proof: SipHash-2-4-128 keyed by rpc::DeriveMacKey(secret) of kJoinProofDomain and
 // the request encoded with forwarded and the proof cleared; both 0 for an empty secret.
 void SignJoinRequest(JoinRequest* request, std::string_view secret);
+// What each MAC of a join begins with (docs/wire.md, "Joining"): the request's proof, the
+// answer's MAC, a refusal's MAC. Each ends in a NUL, so none is a prefix of another: a MAC of
+// one kind is never one of another, whatever follows the domain.
+inline constexpr std::string_view kJoinProofDomain{"floe join proof\0", 16};
+inline constexpr std::string_view kJoinAnswerDomain{"floe join answer\0", 17};
+inline constexpr std::string_view kJoinRefusalDomain{"floe join refusal\0", 18};
 // Whether the request's proof is the one `secret` gives (constant time); DecideJoin checks it.
 bool JoinProofMatches(const JoinRequest& request, std::string_view secret);
 // Whether `bytes`, sent by a stranger, are a joiner's own JOIN (decoded, of our protocol
@@ -386,9 +392,10 @@ std::string EncodeJoinAnswer(const JoinAnswer& answer);
 Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes);
 
 // Sets the answer's MAC, which the leader gives it (rule J1): SipHash-2-4-128 keyed by
-// rpc::DeriveMacKey(secret) of "floe-joined", the request's token, proof_hi and proof_lo (8 bytes
-// each, little-endian) and the answer encoded with its MAC cleared; both 0 for an empty secret.
-// So an answer holds only for the request it answers, and only the cluster's secret makes one.
+// rpc::DeriveMacKey(secret) of kJoinAnswerDomain, the request's token, proof_hi and proof_lo (8
+// bytes each, little-endian) and the answer encoded with its MAC cleared; both 0 for an empty
+// secret. So an answer holds only for the request it answers, and only the cluster's secret makes
+// one.
 void SignJoinAnswer(JoinAnswer* answer, const JoinRequest& request, std::string_view secret);
 // Whether `answer` carries the MAC `secret` gives it for `request` (constant time); the joiner
 // takes no answer that does not.
@@ -396,7 +403,7 @@ bool JoinAnswerMatches(const JoinAnswer& answer, const JoinRequest& request,
                        std::string_view secret);
 
 // A refusal travels as the RPC status (FailedPrecondition), which anyone could send the joiner:
-// the leader appends "\n#" and the hex of a MAC under the secret over "floe-join-refused", the
+// the leader appends "\n#" and the hex of a MAC under the secret over kJoinRefusalDomain, the
 // request's token, proof_hi and proof_lo (8 bytes each, little-endian) and `reason`; nothing
 // without a secret. OpenJoinRefusal gives the reason back when the MAC is the one `request` and
 // `secret` give (always, without a secret), nullopt otherwise (the joiner then asks again

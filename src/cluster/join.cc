@@ -166,17 +166,17 @@ std::pair<uint64_t, uint64_t> Proof(const JoinRequest& request, std::string_view
   JoinRequest plain = request;
   plain.forwarded = false;
   plain.proof_hi = plain.proof_lo = 0;
-  return Mac(secret, "floe-join" + EncodeJoinRequest(plain));
+  return Mac(secret, std::string(kJoinProofDomain) + EncodeJoinRequest(plain));
 }
 
-// The answer's MAC: over "floe-joined", the request's token and proof (8 bytes each, little-
+// The answer's MAC: over kJoinAnswerDomain, the request's token and proof (8 bytes each, little-
 // endian) and the answer encoded with its MAC cleared; {0, 0} without a secret.
 std::pair<uint64_t, uint64_t> AnswerMac(const JoinAnswer& answer, const JoinRequest& request,
                                         std::string_view secret) {
   if (secret.empty()) return {0, 0};
   JoinAnswer plain = answer;
   plain.mac_hi = plain.mac_lo = 0;
-  std::string bytes = "floe-joined";
+  std::string bytes(kJoinAnswerDomain);
   for (uint64_t v : {request.token, request.proof_hi, request.proof_lo}) {
     for (int i = 0; i < 8; i++) bytes.push_back(static_cast<char>(v >> (8 * i)));
   }
@@ -186,7 +186,7 @@ std::pair<uint64_t, uint64_t> AnswerMac(const JoinAnswer& answer, const JoinRequ
 // The MAC of a refusal's reason (SignJoinRefusal).
 std::pair<uint64_t, uint64_t> RefusalMac(std::string_view reason, const JoinRequest& request,
                                          std::string_view secret) {
-  std::string bytes = "floe-join-refused";
+  std::string bytes(kJoinRefusalDomain);
   for (uint64_t v : {request.token, request.proof_hi, request.proof_lo}) {
     for (int i = 0; i < 8; i++) bytes.push_back(static_cast<char>(v >> (8 * i)));
   }

@@ -788,6 +788,23 @@ TEST(JoinTest, ARefusalProvesTheSecretForItsRequest) {
   EXPECT_EQ(OpenJoinRefusal("why", r, ""), "why");
 }
 
+// The proof, the answer's MAC and a refusal's MAC each begin with their own domain, none a
+// prefix of another (docs/wire.md, "Joining"): no MAC of one kind is one of another, whatever
+// the bytes after the domain are (not only because a version varint differs from a letter).
+TEST(JoinTest, TheMacDomainsAreDistinctAndNoneIsAPrefixOfAnother) {
+  const std::vector<std::string_view> domains = {kJoinProofDomain, kJoinAnswerDomain,
+                                                 kJoinRefusalDomain};
+  for (size_t i = 0; i < domains.size(); i++) {
+    EXPECT_FALSE(domains[i].empty());
+    for (size_t j = 0; j < domains.size(); j++) {
+      if (i != j) {
+        EXPECT_FALSE(domains[j].starts_with(domains[i]))
+            << "'" << domains[i] << "' begins '" << domains[j] << "'";
+      }
+    }
+  }
+}
+
 TEST(JoinTest, TheJoinersIdIsNeverAssigned) {
   // A table whose next id is the last below the reserved ones (kAnyNodeId, kJoinerId) (ids grow
   // with every join): its snapshot with `next id` rewritten (docs/wire.md: format | epoch | next id
