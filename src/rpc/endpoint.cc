@@ -4,7 +4,11 @@
 // handlers after releasing it. A call is thus encoded and sent on the caller's thread and an
 // answer on the handler's: no hand-off to the loop thread on the way out.
 
+#include <endian.h>
+
+#include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -220,6 +224,24 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   uint64_t next_call_id = 1;
   size_t callee_entries = 0;
 
+  // A stranger's calls remembered at once, and how far ahead of our clock its incarnation
+  // (its start time) may be.
+  static constexpr size_t kMaxStrangerCalls = 64;
+  static constexpr uint64_t kStrangerClockSlackUs = 3'600'000'000;
+  // The largest payload a stranger may send (docs/rpc.md, "A stranger").
+  static constexpr size_t kStrangerMaxMessage = 4096;
+  // How long an answer to a stranger is resent without its ACKACK.
+  static constexpr uint64_t kStrangerGiveUpUs = 2'000'000;
+  // A stranger's messages (Options::stranger_method) travel without a MAC.
+  CodecOptions stranger_codec;
+
+  // Whether `h` is a message a stranger may send us (Options::stranger_method).
+  bool FromStranger(const Header& h) const {
+    return options.stranger_method != 0 && h.sender == kStrangerId && h.receiver == kAnyNodeId &&
+           ((h.kind == Kind::kCall && h.code == options.stranger_method) ||
+            h.kind == Kind::kAckAck);
+  }
+
   Impl(net::Transport& t, Options o) : transport(t), loop(t.loop()), options(std::move(o)) {
     uint64_t seed = options.seed != 0 ? options.seed : WallMicros() ^ CycleNow();
     rng.seed(seed ^ (uint64_t{t.self()} << 32));
@@ -230,6 +252,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     codec.max_message = options.max_message;
     codec.compress_min = options.compress_min;
+    stranger_codec.max_message = std::min<size_t>(options.max_message, kStrangerMaxMessage);
+    stranger_codec.compress_min = 0;  // answers to a stranger go uncompressed
+    stranger_codec.accept_lz4 = false;
     for (NodeId peer : options.peers) {
       // A list that names this node too is tolerated (a member list passed whole); that entry
       // is no peer.
@@ -320,13 +345,16 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     Header h;
     h.kind = kind;
     h.priority = priority;
-    h.sender = transport.self();
+    // To a stranger: as the node it called, without a MAC (Options::stranger_method).
+    const bool stranger = to == kStrangerId && options.stranger_method != 0;
+    h.sender = stranger ? kAnyNodeId : transport.self();
     h.receiver = to;
     h.incarnation = incarnation_;
     h.task = task;
     h.mark = mark;
     h.code = code;
-    return std::make_shared<const net::OutMessage>(EncodeParts(h, std::move(payload), codec));
+    return std::make_shared<const net::OutMessage>(
+        EncodeParts(h, std::move(payload), stranger ? stranger_codec : codec));
   }
 
   uint64_t LowWater(const PeerState& p) const {
@@ -505,7 +533,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   CallerState* CallerFor(NodeId sender, uint64_t inc) {
     CallerState& c = callers[sender];
     if (c.incarnation == inc) return &c;
-    if (inc < c.incarnation) {
+    // The stranger is not one process but anyone without an id (Options::stranger_method): a
+    // lower incarnation is another joiner, heard once no call of the current one is running,
+    // so one message with an incarnation far ahead shuts nobody out.
+    if (inc < c.incarnation && (sender != kStrangerId || Running(c))) {
       stats.stale++;  // a late message from a previous life: never displaces the newer one
       return nullptr;
     }
@@ -517,6 +548,12 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     c.incarnation = inc;
     c.low_water = 0;
     return &c;
+  }
+
+  static bool Running(const CallerState& c) {
+    return std::any_of(c.entries.begin(), c.entries.end(), [](const auto& entry) {
+      return entry.second.state == Entry::State::kRunning;
+    });
   }
 
   // Drops the ACK resend of an entry about to be forgotten or finished.
@@ -608,7 +645,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     e.state = Entry::State::kDone;
     e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, std::move(payload));
     e.backoff = InitialBackoff(e.ack->size());
-    e.give_up_at = loop.NowMicros() + options.ack_give_up_us;
+    // An answer to a stranger is resent only briefly: the joiner acknowledges it at once.
+    e.give_up_at = loop.NowMicros() + (caller == kStrangerId
+                                           ? std::min(options.ack_give_up_us, kStrangerGiveUpUs)
+                                           : options.ack_give_up_us);
     SendRaw(caller, e.ack);
     e.ack_timer = ScheduleAckResend(caller, inc, task, e.backoff);
   }
@@ -652,6 +692,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       it->second.state = Entry::State::kFinished;
       it->second.ack.reset();
     }
+    // A stranger's ACKACK carries no proof: its mark collects nothing (it would erase running
+    // calls of that incarnation, leaving them unanswered and their resends stale). Only the
+    // stranger's proven CALLs move its low-water mark.
+    if (h.sender == kStrangerId) return;
     Collect(c, h.mark);
   }
 
@@ -731,7 +775,20 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (stopped.load()) return;
     stats.messages_received++;
     stats.bytes_received += bytes.size();
-    Result<Message> m = Decode(std::move(bytes), codec, checked);
+    // A stranger's message (its sender at bytes 8-11; no member has that id) is decoded on a
+    // stranger's terms (Options::stranger_method): no MAC, at most 4 KiB, never compressed, so
+    // nothing large is allocated or inflated for an unauthenticated sender.
+    bool from_stranger = false;
+    if (bytes.size() >= 12) {
+      uint32_t sender = 0;
+      std::memcpy(&sender, bytes.data() + 8, 4);
+      from_stranger = le32toh(sender) == kStrangerId;
+    }
+    if (from_stranger && options.stranger_method == 0) {
+      stats.unknown_sender++;
+      return;
+    }
+    Result<Message> m = Decode(std::move(bytes), from_stranger ? stranger_codec : codec, checked);
     if (!m.ok()) {
       if (m.status().code() == StatusCode::kPermissionDenied) {
         stats.auth_failures++;
@@ -742,6 +799,30 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     const Header& h = m->header;
+    if (h.sender == kStrangerId) {
+      // Never a peer: its messages keep no peer state, and only these are taken.
+      if (!FromStranger(h)) {
+        stats.unknown_sender++;
+        return;
+      }
+      if (h.kind == Kind::kAckAck) return OnAckAck(*m);
+      // Unauthenticated: bounded. An incarnation far ahead of our clock would shut out every
+      // later stranger (a lower one is never heard again), and its calls are at most a few.
+      auto cit = callers.find(kStrangerId);
+      if (h.incarnation > WallMicros() + kStrangerClockSlackUs ||
+          (cit != callers.end() && cit->second.incarnation == h.incarnation &&
+           cit->second.entries.size() >= kMaxStrangerCalls)) {
+        stats.unknown_sender++;
+        return;
+      }
+      // A call without its proof is dropped before it keeps any state or is answered, so
+      // nothing is sent back for it (an answer would go wherever the request says).
+      if (!options.stranger_check || !options.stranger_check(m->payload())) {
+        stats.auth_failures++;
+        return;
+      }
+      return OnCall(*m);
+    }
     auto pit = peers.find(h.sender);
     if (pit == peers.end() || h.receiver != transport.self()) {
       stats.unknown_sender++;
