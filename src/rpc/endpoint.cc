@@ -17,14 +17,15 @@
 #include <thread>
 #include <unordered_map>
 
+#include "rpc/internal/handler_pool.h"
 #include "rpc/internal/peer_cells.h"
 #include "rpc/rpc.h"
 
 namespace floe::rpc {
 
 namespace {
-// The priority class of the handler running on this thread; -1 elsewhere.
-thread_local int tl_class = -1;
+using internal::HandlerPool;
+using internal::tl_class;
 // Set while an inline handler runs (it must not block).
 thread_local bool tl_inline = false;
 
@@ -50,84 +51,6 @@ Status StatusFromCode(uint16_t code, std::string message) {
   return Status(static_cast<StatusCode>(code), message);
 }
 
-// A pool of threads for one priority class. An idle thread sleeps on a futex word (C++20
-// atomic wait) rather than a condition_variable_any, whose internal mutex cost two more system
-// calls per hand-off when the loop and the woken thread met on it.
-class Pool {
- public:
-  Pool(int priority, int threads, std::function<void()> on_idle) : on_idle_(std::move(on_idle)) {
-    for (int i = 0; i < threads; i++) {
-      threads_.emplace_back([this, priority] {
-        tl_class = priority;
-        bool worked = false;  // since on_idle_ last ran
-        for (;;) {
-          mu_.Lock();
-          while (jobs_.empty() && !stop_) {
-            if (worked && on_idle_) {
-              // Out of work, before sleeping: once, outside the lock, then look again.
-              worked = false;
-              mu_.Unlock();
-              on_idle_();
-              mu_.Lock();
-              continue;
-            }
-            sleepers_++;
-            const uint32_t seen = wakes_.load(std::memory_order_acquire);
-            mu_.Unlock();
-            wakes_.wait(seen, std::memory_order_acquire);
-            mu_.Lock();
-            sleepers_--;
-          }
-          if (jobs_.empty()) {
-            mu_.Unlock();
-            return;
-          }
-          std::function<void()> job = std::move(jobs_.front());
-          jobs_.pop_front();
-          mu_.Unlock();
-          job();
-          worked = true;
-        }
-      });
-    }
-  }
-  ~Pool() { Stop(); }
-  void Add(std::function<void()> job) {
-    bool wake;
-    {
-      MutexLock lock(&mu_);
-      jobs_.push_back(std::move(job));
-      wake = sleepers_ > 0;
-    }
-    // Outside the lock, so the woken thread does not block on it at once.
-    if (wake) {
-      wakes_.fetch_add(1, std::memory_order_release);
-      wakes_.notify_one();
-    }
-  }
-  void Stop() {
-    {
-      MutexLock lock(&mu_);
-      stop_ = true;
-    }
-    wakes_.fetch_add(1, std::memory_order_release);
-    wakes_.notify_all();
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-  }
-
- private:
-  const std::function<void()> on_idle_;
-  Mutex mu_;
-  // Bumped to wake sleepers; a sleeper reads it under mu_ before it releases mu_, so a job
-  // added after that changes it and the wait returns at once (no lost wake-up).
-  std::atomic<uint32_t> wakes_{0};
-  std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
-  int sleepers_ FLOE_GUARDED_BY(mu_) = 0;
-  bool stop_ FLOE_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_;
-};
 }  // namespace
 
 struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
@@ -193,7 +116,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   CodecOptions codec;
   uint64_t incarnation_ = 0;
   std::map<uint16_t, Method> methods;  // fixed after Start
-  std::vector<std::unique_ptr<Pool>> pools;
+  std::vector<std::unique_ptr<HandlerPool>> pools;
   Stats stats;
   std::atomic<bool> stopped{false};
   std::atomic<bool> started{false};
@@ -981,7 +904,7 @@ void Endpoint::Start() {
   if (impl_->started.exchange(true)) return;
   if (!impl_->options.inline_handlers) {
     for (int c = 0; c < kPriorityClasses; c++) {
-      impl_->pools.push_back(std::make_unique<Pool>(
+      impl_->pools.push_back(std::make_unique<HandlerPool>(
           c, std::max(1, impl_->options.threads_per_class), impl_->options.on_idle));
     }
   }
