@@ -155,28 +155,39 @@ std::string Incompressible(std::string prefix, size_t bytes, uint64_t seed) {
   return prefix;
 }
 
+// Transports of nodes 1 and 2 on 127.0.0.1, peers of each other, each on its own loop (the
+// transports go first: they use their loops).
+struct TransportPair {
+  uint16_t port_a = floe::testing::FreePort("127.0.0.1");
+  uint16_t port_b = floe::testing::FreePort("127.0.0.1");
+  net::AsioLoop loop_a, loop_b;
+  std::unique_ptr<net::UdpTcpTransport> a, b;
+  TransportPair() {
+    net::TransportOptions ta, tb;
+    ta.self = 1;
+    ta.port = port_a;
+    ta.peers = {{2, "127.0.0.1", port_b}};
+    tb.self = 2;
+    tb.port = port_b;
+    tb.peers = {{1, "127.0.0.1", port_a}};
+    auto started_a = net::UdpTcpTransport::Start(loop_a, ta);
+    auto started_b = net::UdpTcpTransport::Start(loop_b, tb);
+    if (started_a.ok()) a = std::move(started_a).value();
+    if (started_b.ok()) b = std::move(started_b).value();
+  }
+};
+
 // A datagram sent from a thread other than the loop's is written by that thread: it arrives
 // while the sender's loop is busy. Regression: Send once posted every message to the loop,
 // whose wake-up cost a quarter of a small call's round trip. Larger messages, and every
 // message while faults are injected, still go through the loop.
 TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
-  const uint16_t port_a = floe::testing::FreePort("127.0.0.1"),
-                 port_b = floe::testing::FreePort("127.0.0.1");
-  net::AsioLoop loop_a, loop_b;
-  net::TransportOptions ta, tb;
-  ta.self = 1;
-  ta.port = port_a;
-  ta.peers = {{2, "127.0.0.1", port_b}};
-  tb.self = 2;
-  tb.port = port_b;
-  tb.peers = {{1, "127.0.0.1", port_a}};
-  auto a = net::UdpTcpTransport::Start(loop_a, ta);
-  auto b = net::UdpTcpTransport::Start(loop_b, tb);
-  ASSERT_TRUE(a.ok() && b.ok());
+  TransportPair p;
+  ASSERT_TRUE(p.a && p.b);
   Mutex mu;
   std::condition_variable_any cv;
   std::vector<std::string> got;
-  (*b)->SetReceiver([&](std::string m, bool) {
+  p.b->SetReceiver([&](std::string m, bool) {
     MutexLock lock(&mu);
     got.push_back(std::move(m));
     cv.notify_all();
@@ -193,24 +204,24 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
     return net::Transport::Bytes(std::move(m));
   };
   // Keeps a's loop busy until the returned promise is set.
-  auto hold_loop = [&loop_a] {
+  auto hold_loop = [&p] {
     auto release = std::make_shared<std::promise<void>>();
-    loop_a.Post([held = release->get_future().share()] { held.wait(); });
+    p.loop_a.Post([held = release->get_future().share()] { held.wait(); });
     return release;
   };
   auto release = hold_loop();
-  EXPECT_TRUE((*a)->Send(2, message("small")).ok());
+  EXPECT_TRUE(p.a->Send(2, message("small")).ok());
   EXPECT_TRUE(arrived(1, 5000));
-  EXPECT_TRUE((*a)->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
+  EXPECT_TRUE(p.a->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
   EXPECT_FALSE(arrived(2, 300));
   release->set_value();
   EXPECT_TRUE(arrived(2, 5000));
   // With faults injected, datagrams take the loop's path too.
   net::Faults f;
   f.duplicate = 1e-9;
-  (*a)->SetFaults(f);
+  p.a->SetFaults(f);
   release = hold_loop();
-  EXPECT_TRUE((*a)->Send(2, message("via loop")).ok());
+  EXPECT_TRUE(p.a->Send(2, message("via loop")).ok());
   EXPECT_FALSE(arrived(3, 300));
   release->set_value();
   EXPECT_TRUE(arrived(3, 5000));
@@ -225,39 +236,28 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
 // agreed table, which names every member again at each change: docs/membership.md V4); one
 // set at another address gets a new one.
 TEST(RpcNetTest, APeerSetAgainAtItsAddressKeepsItsConnection) {
-  const uint16_t port_a = floe::testing::FreePort("127.0.0.1"),
-                 port_b = floe::testing::FreePort("127.0.0.1");
-  net::AsioLoop loop_a, loop_b;
-  net::TransportOptions ta, tb;
-  ta.self = 1;
-  ta.port = port_a;
-  ta.peers = {{2, "127.0.0.1", port_b}};
-  tb.self = 2;
-  tb.port = port_b;
-  tb.peers = {{1, "127.0.0.1", port_a}};
-  auto a = net::UdpTcpTransport::Start(loop_a, ta);
-  auto b = net::UdpTcpTransport::Start(loop_b, tb);
-  ASSERT_TRUE(a.ok() && b.ok());
+  TransportPair p;
+  ASSERT_TRUE(p.a && p.b);
   std::atomic<int> got{0};
-  (*b)->SetReceiver([&](std::string, bool) { got++; });
+  p.b->SetReceiver([&](std::string, bool) { got++; });
   auto send_large = [&](int n) {
     auto m = std::make_shared<net::OutMessage>();
     m->body = std::string(5000, 'L');  // over a datagram: TCP
-    EXPECT_TRUE((*a)->Send(2, net::Transport::Bytes(std::move(m))).ok());
+    EXPECT_TRUE(p.a->Send(2, net::Transport::Bytes(std::move(m))).ok());
     for (int i = 0; i < 500 && got.load() < n; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return got.load() >= n;
   };
   ASSERT_TRUE(send_large(1));
-  EXPECT_EQ((*a)->stats().connects.load(), 1u);
-  (*a)->SetPeer({2, "127.0.0.1", port_b});
+  EXPECT_EQ(p.a->stats().connects.load(), 1u);
+  p.a->SetPeer({2, "127.0.0.1", p.port_b});
   ASSERT_TRUE(send_large(2));
-  EXPECT_EQ((*a)->stats().connects.load(), 1u) << "reconnected to an unchanged address";
-  (*a)->SetPeer({2, "127.0.0.2", port_b});  // moved (nobody listens there)
-  (*a)->SetPeer({2, "127.0.0.1", port_b});  // and back
+  EXPECT_EQ(p.a->stats().connects.load(), 1u) << "reconnected to an unchanged address";
+  p.a->SetPeer({2, "127.0.0.2", p.port_b});  // moved (nobody listens there)
+  p.a->SetPeer({2, "127.0.0.1", p.port_b});  // and back
   ASSERT_TRUE(send_large(3));
-  EXPECT_EQ((*a)->stats().connects.load(), 2u);
+  EXPECT_EQ(p.a->stats().connects.load(), 2u);
 }
 
 // A blocking Call reads its answer from the socket itself while it waits, so the answer does

@@ -49,6 +49,17 @@ size_t NotTheLeader(internal::InProcessCluster& c) {
   return 0;
 }
 
+// The config of a node that joins `c` through a member that does not lead (what `--join` sets),
+// its data in `dir`, on a free cluster port.
+Config JoinerConfig(internal::InProcessCluster& c, const std::string& dir) {
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = floe::testing::FreeClusterPort();
+  config.dir = dir;
+  return config;
+}
+
 cluster::JoinRequest Request(uint16_t port) {
   cluster::JoinRequest r;
   r.complete = true;
@@ -178,11 +189,7 @@ TEST(ClusterJoinTest, ANodeStartedWithJoinServesEveryKeyByForwarding) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
-  config.cluster_port = floe::testing::FreeClusterPort();
-  config.dir = dir.path();
+  Config config = JoinerConfig(c, dir.path());
   std::string key_of_other;
   {
     Session s(&c.engine(0), 0);
@@ -230,11 +237,7 @@ TEST(ClusterJoinTest, AJoinedMemberRestartsFromItsDirectoryWithoutAsking) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
-  config.cluster_port = floe::testing::FreeClusterPort();
-  config.dir = dir.path();
+  Config config = JoinerConfig(c, dir.path());
   const std::string key = c.KeyAt(1, "restart");
   {
     Session s(&c.engine(1), 0);
@@ -310,10 +313,7 @@ TEST(ClusterJoinTest, TwoNodesJoiningAtOnceThroughOneMemberBothJoin) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
-  config.dir = dir.path();
+  Config config = JoinerConfig(c, dir.path());
   Config a = config, b = config;
   a.cluster_port = floe::testing::FreeClusterPort();
   b.cluster_port = floe::testing::FreeClusterPort();
@@ -461,11 +461,7 @@ TEST(ClusterJoinTest, AJoinerChecksItselfBeforeItAsks) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
-  config.cluster_port = floe::testing::FreeClusterPort();
-  config.dir = dir.path();
+  Config config = JoinerConfig(c, dir.path());
   auto start = [&](const Config& with) -> Status {
     Engine engine(with, 1);
     Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, with, 20099);
