@@ -41,11 +41,7 @@ try:
             r = server.client(decode_responses=True)
             c0, t0 = cpu_ms(server.proc.pid), time.time()
             job = r.execute_command("FRAME.IMPORT", "t", PATH, "REPLACE")
-            while True:
-                status = dict(zip(*[iter(r.execute_command("JOB.STATUS", job))] * 2))
-                if status["state"] != "running":
-                    break
-                time.sleep(0.005)
+            status = conftest.wait_job(r, job, timeout=600, poll=0.005)
             assert status["state"] == "done", status
             results[name]["wall_ms"].append(round((time.time() - t0) * 1000))
             results[name]["cpu_ms"].append(cpu_ms(server.proc.pid) - c0)

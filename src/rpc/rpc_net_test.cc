@@ -475,6 +475,26 @@ struct RawStranger {
   }
 };
 
+// Member 1, which hears a stranger sending from `stranger_port`: the stranger's method is kEcho
+// and every request counts as proven, unless `o` sets them.
+std::unique_ptr<RealNode> StartStrangersMember(uint16_t member_port, uint16_t stranger_port,
+                                               Options o = {}) {
+  if (o.stranger_method == 0) o.stranger_method = kEcho;
+  if (!o.stranger_check) o.stranger_check = [](std::string_view) { return true; };
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  if (member != nullptr) member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  return member;
+}
+
+// Whether `counter` reaches n within 5 s (polled every 10 ms).
+bool ReachesWithin5s(const std::atomic<uint64_t>& counter, uint64_t n) {
+  for (int i = 0; i < 500 && counter.load() < n; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return counter.load() >= n;
+}
+
 // Options::stranger_method (docs/membership.md J1): a node without an id calls one method of a
 // node that has a secret, without a MAC, addressing it as kAnyNodeId, and gets its answer;
 // every other method, and a message that carries a MAC of another secret, is dropped.
@@ -483,12 +503,8 @@ TEST(RpcNetTest, AStrangerCallsOnlyItsMethodWithoutAMac) {
   const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
   Options o;
   o.secret = "the cluster's";
-  o.stranger_method = kEcho;
-  o.stranger_check = [](std::string_view) { return true; };
-  auto member =
-      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  auto member = StartStrangersMember(member_port, stranger_port, o);
   ASSERT_NE(member, nullptr);
-  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
   auto stranger_with = [&](std::string secret) {
     Options so;
     so.secret = std::move(secret);
@@ -537,13 +553,8 @@ TEST(RpcNetTest, AStrangerCallsOnlyItsMethodWithoutAMac) {
 TEST(RpcNetTest, AStrangerFarAheadShutsOutNoLaterStranger) {
   const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
   const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
-  Options o;
-  o.stranger_method = kEcho;
-  o.stranger_check = [](std::string_view) { return true; };
-  auto member =
-      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  auto member = StartStrangersMember(member_port, stranger_port);
   ASSERT_NE(member, nullptr);
-  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
   {
     // A bare transport sends one CALL by hand, its incarnation far ahead.
     RawStranger raw(stranger_port, member_port);
@@ -616,12 +627,9 @@ TEST(RpcNetTest, AStrangersUnprovenCallIsNotAnsweredAndAnswersGiveUpSoon) {
   const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
   Options o;
   o.secret = "the cluster's";
-  o.stranger_method = kEcho;
   o.stranger_check = [](std::string_view payload) { return payload.substr(0, 6) == "proven"; };
-  auto member =
-      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  auto member = StartStrangersMember(member_port, stranger_port, o);
   ASSERT_NE(member, nullptr);
-  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
   {
     Options so;
     so.down_after_us = 60'000'000;
@@ -663,34 +671,24 @@ TEST(RpcNetTest, AStrangersMessagesAreSmallAndPlain) {
   const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
   Options o;
   o.secret = "the cluster's";
-  o.stranger_method = kEcho;
-  o.stranger_check = [](std::string_view) { return true; };
-  auto member =
-      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  auto member = StartStrangersMember(member_port, stranger_port, o);
   ASSERT_NE(member, nullptr);
-  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
   RawStranger raw(stranger_port, member_port);
   ASSERT_TRUE(raw.ok());
   const Stats& stats = member->endpoint->stats();
-  auto wait_for = [](const std::atomic<uint64_t>& counter, uint64_t n) {
-    for (int i = 0; i < 500 && counter.load() < n; i++) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return counter.load() >= n;
-  };
   uint64_t inc = NowMicros();
   // 4,000 bytes that LZ4 makes about 30: refused before inflating.
   CodecOptions squeeze;
   squeeze.compress_min = 1;
   raw.Call(kEcho, std::string(4000, 'z'), inc++, squeeze);
-  EXPECT_TRUE(wait_for(stats.bad_messages, 1));
+  EXPECT_TRUE(ReachesWithin5s(stats.bad_messages, 1));
   // 5,000 plain bytes: above a stranger's 4 KiB.
   raw.Call(kEcho, std::string(5000, 'z'), inc++);
-  EXPECT_TRUE(wait_for(stats.bad_messages, 2));
+  EXPECT_TRUE(ReachesWithin5s(stats.bad_messages, 2));
   EXPECT_EQ(stats.handled.load(), 0u);
   // 4,000 plain bytes are a stranger's call.
   raw.Call(kEcho, std::string(4000, 'z'), inc++);
-  EXPECT_TRUE(wait_for(stats.handled, 1));
+  EXPECT_TRUE(ReachesWithin5s(stats.handled, 1));
   EXPECT_EQ(stats.bad_messages.load(), 2u);
 }
 
@@ -700,13 +698,8 @@ TEST(RpcNetTest, AStrangersMessagesAreSmallAndPlain) {
 TEST(RpcNetTest, AStrangerIsBounded) {
   const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
   const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
-  Options o;
-  o.stranger_method = kEcho;
-  o.stranger_check = [](std::string_view) { return true; };
-  auto member =
-      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  auto member = StartStrangersMember(member_port, stranger_port);
   ASSERT_NE(member, nullptr);
-  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
   RawStranger raw(stranger_port, member_port);
   ASSERT_TRUE(raw.ok());
   const Stats& stats = member->endpoint->stats();
