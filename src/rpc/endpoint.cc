@@ -746,6 +746,13 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       }
       return OnCall(*m);
     }
+    // A peer's incarnation is its start time: one far ahead of our clock is forged (without a
+    // secret anyone may send it), and kept it would make every real message of that peer
+    // stale for good. The strangers' bound, an hour, applies to peers too.
+    if (h.incarnation > WallMicros() + kStrangerClockSlackUs) {
+      stats.stale++;
+      return;
+    }
     auto pit = peers.find(h.sender);
     if (pit == peers.end() || h.receiver != transport.self()) {
       stats.unknown_sender++;

@@ -495,6 +495,37 @@ bool ReachesWithin5s(const std::atomic<uint64_t>& counter, uint64_t n) {
   return counter.load() >= n;
 }
 
+// Without a secret anyone can send as a peer: one datagram claiming peer 2 with an incarnation
+// far ahead of the clock must not make node 2's real messages stale at node 1 for good (a
+// hostile test cut a member off so). Such a message is dropped, and 2 and 1 keep talking.
+TEST(RpcNetTest, APeersIncarnationFarAheadIsDropped) {
+  Pair p = StartPair();
+  ASSERT_TRUE(p.a && p.b);
+  ASSERT_TRUE(p.b->endpoint->Call(1, kEcho, "before", 10'000'000).ok());
+  net::AsioLoop loop;
+  net::TransportOptions t;
+  t.self = 2;  // forged: node 2's id from another port
+  t.port = floe::testing::FreePort("127.0.0.1");
+  t.peers = {{1, "127.0.0.1", p.port_a}};
+  auto forger = net::UdpTcpTransport::Start(loop, t);
+  ASSERT_TRUE(forger.ok());
+  Header h;
+  h.kind = Kind::kCall;
+  h.priority = 1;
+  h.sender = 2;
+  h.receiver = 1;
+  h.incarnation = NowMicros() + 1'000'000'000'000ull;
+  h.task = 1;
+  h.code = kEcho;
+  auto out = std::make_shared<net::OutMessage>();
+  out->body = Encode(h, "forged", {});
+  ASSERT_TRUE((*forger)->Send(1, net::Transport::Bytes(std::move(out))).ok());
+  ASSERT_TRUE(ReachesWithin5s(p.a->endpoint->stats().stale, 1));
+  Result<std::string> r = p.b->endpoint->Call(1, kEcho, "after", 3'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "after");
+}
+
 // Options::stranger_method (docs/membership.md J1): a node without an id calls one method of a
 // node that has a secret, without a MAC, addressing it as kAnyNodeId, and gets its answer;
 // every other method, and a message that carries a MAC of another secret, is dropped.
