@@ -309,6 +309,9 @@ class Meta {
   // Raft membership, on the leader: see consensus::Log.
   void AddServer(uint64_t id, std::string address, consensus::Role role,
                  std::function<void(Status)> done);
+  // The commit index, once a majority confirmed this node still leads (consensus::Log,
+  // contract C11).
+  void ConfirmLeadership(consensus::IndexDone done) const;
   consensus::State raft() const;
   // Stops the Raft server (its data stays in the directory). Idempotent.
   void Stop();

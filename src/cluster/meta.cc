@@ -175,6 +175,10 @@ void Meta::AddServer(uint64_t id, std::string address, consensus::Role role,
   log_->AddServer(id, std::move(address), role, std::move(done));
 }
 
+void Meta::ConfirmLeadership(consensus::IndexDone done) const {
+  log_->ConfirmLeadership(std::move(done));
+}
+
 consensus::State Meta::raft() const { return log_->state(); }
 
 void Meta::Stop() {

@@ -191,6 +191,14 @@ class Log {
   // Hands leadership to voter `id` (0: the most up-to-date voter). OK when this server is no
   // longer the leader (and, for id != 0, `id` is) once raft's transfer ends; Timeout otherwise.
   void TransferLeadership(uint64_t id, Done done);
+  // Contract C11 (Raft §8's read index): confirms that this server still leads by committing a
+  // barrier entry through a majority, then answers the commit index it had when the request
+  // reached the raft thread, which covers every entry any leader committed before the call.
+  // FailedPrecondition (naming the leader) when it does not lead or leadership moved meanwhile;
+  // Unavailable while a new leader has not committed an entry of its term (C10) and when it
+  // lost leadership; a leader cut off from the majority never answers OK (its barrier fails
+  // when it steps down, within an election timeout).
+  void ConfirmLeadership(IndexDone done);
 
   State state() const;
   uint64_t id() const { return id_; }

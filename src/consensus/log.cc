@@ -72,19 +72,21 @@ Role FromRaftRole(int role) {
 }  // namespace
 
 struct Request {
-  enum class Kind : uint8_t { kPropose, kAdd, kAssign, kRemove, kTransfer };
+  enum class Kind : uint8_t { kPropose, kAdd, kAssign, kRemove, kTransfer, kConfirm };
   Kind kind;
   Log::Impl* impl = nullptr;
-  IndexDone index_done;  // kPropose
+  IndexDone index_done;  // kPropose, kConfirm
   Done done;             // the others
   std::string entry;     // kPropose
-  uint64_t id = 0;       // target server
+  uint64_t id = 0;       // target server; kConfirm: the commit index when dispatched
   std::string address;   // kAdd
   Role role = Role::kVoter;
   struct raft_apply apply {};
   struct raft_change change {};
   struct raft_change assign {};  // kAdd's second step
   struct raft_transfer transfer {};
+  struct raft_barrier barrier {};  // kConfirm
+  uint64_t term = 0;               // kConfirm: the term it was appended in
 };
 
 class Log::Impl {
@@ -131,6 +133,7 @@ class Log::Impl {
   static void OnAssigned(struct raft_change* req, int status);
   static void OnTransferred(struct raft_transfer* req);
   static void OnBarrier(struct raft_barrier* req, int status);
+  static void OnConfirmed(struct raft_barrier* req, int status);
   // Contract C10: a leader appends a barrier once per term it leads.
   void MaybeAppendBarrier();
 
@@ -462,6 +465,26 @@ void Log::Impl::Dispatch(Request* r) {
       r->transfer.data = r;
       rv = raft_transfer(&raft_, &r->transfer, r->id, &Impl::OnTransferred);
       break;
+    case Request::Kind::kConfirm:
+      // Contract C11. Dispatch runs from the loop's own callbacks only (OnWake), as C10's
+      // barrier must.
+      if (raft_state(&raft_) != RAFT_LEADER) {
+        Finish(r, RaftError(RAFT_NOTLEADER, "confirming leadership"));
+        return;
+      }
+      // Until its C10 barrier is applied a new leader's commit index can lag an earlier
+      // leader's (Raft §5.4.2).
+      if (ready_term_ != raft_.current_term) {
+        Finish(r, Status::Unavailable("the leader has not committed an entry of its term yet"));
+        return;
+      }
+      // The answer is the commit index now, not once the barrier is in: an asker waiting to
+      // apply it must not also wait for its own barrier.
+      r->term = raft_.current_term;
+      r->id = raft_.commit_index;
+      r->barrier.data = r;
+      rv = raft_barrier(&raft_, &r->barrier, &Impl::OnConfirmed);
+      break;
   }
   if (rv != 0) Finish(r, RaftError(rv, "request"));
 }
@@ -503,6 +526,24 @@ void Log::Impl::OnAssigned(struct raft_change* req, int status) {
   self->Finish(r, status == 0 ? Status::OK() : self->RaftError(status, "configuration change"));
 }
 
+void Log::Impl::OnConfirmed(struct raft_barrier* req, int status) {
+  auto* r = static_cast<Request*>(req->data);
+  Impl* self = r->impl;
+  if (status != 0) {
+    self->Finish(r, self->RaftError(status, "confirming leadership"));
+    return;
+  }
+  // Committed by a majority in the term it was appended in, and this server still leads that
+  // term: no other leader committed anything before the call that its commit index then (r->id)
+  // does not cover.
+  if (raft_state(&self->raft_) != RAFT_LEADER || self->raft_.current_term != r->term) {
+    self->Finish(r, Status::FailedPrecondition("not the leader: leadership moved while "
+                                               "confirming it"));
+    return;
+  }
+  self->Finish(r, Status::OK(), r->id);
+}
+
 void Log::Impl::OnTransferred(struct raft_transfer* req) {
   auto* r = static_cast<Request*>(req->data);
   Impl* self = r->impl;
@@ -523,7 +564,7 @@ void Log::Impl::Finish(Request* r, Status status, uint64_t index) {
     MutexLock lock(&mu_);
     pending_--;
   }
-  if (r->kind == Request::Kind::kPropose) {
+  if (r->kind == Request::Kind::kPropose || r->kind == Request::Kind::kConfirm) {
     IndexDone done = std::move(r->index_done);
     delete r;
     if (status.ok()) {
@@ -755,6 +796,16 @@ void Log::TransferLeadership(uint64_t id, Done done) {
   r->id = id;
   r->done = std::move(done);
   Submit(impl_.get(), r);
+}
+
+void Log::ConfirmLeadership(IndexDone done) {
+  auto* r = new Request{.kind = Request::Kind::kConfirm};
+  r->index_done = std::move(done);
+  if (Status s = impl_->Enqueue(r); !s.ok()) {
+    IndexDone d = std::move(r->index_done);
+    delete r;
+    d(std::move(s));
+  }
 }
 
 State Log::state() const { return impl_->Snapshot(); }

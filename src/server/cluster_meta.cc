@@ -471,20 +471,26 @@ void ClusterNode::Impl::PollCaughtUp() {
                       });
 }
 
-Result<std::string> ClusterNode::Impl::OnMetaCommit() {
+void ClusterNode::Impl::OnMetaCommit(rpc::Reply reply) {
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
-  if (m == nullptr) return Status::Unavailable("no agreed metadata here");
+  if (m == nullptr) return reply(Status::Unavailable("no agreed metadata here"));
   const consensus::State st = m->raft();
-  if (!st.running || !st.leader) return Status::FailedPrecondition("not the leader");
+  if (!st.running || !st.leader) return reply(Status::FailedPrecondition("not the leader"));
   // A new leader's commit index can lag what an earlier leader committed until it has committed
   // an entry of its own term (Raft §5.4.2): a member caught up to it could route by an old
   // table. The asker asks again.
   if (!st.leader_ready) {
-    return Status::Unavailable("the leader has not committed an entry of its term yet");
+    return reply(Status::Unavailable("the leader has not committed an entry of its term yet"));
   }
-  std::string out;
-  wire::Writer(&out).PutVarint64(st.commit_index);
-  return out;
+  // A leader cut off from the majority still counts itself ready until its quorum check steps
+  // it down; a member caught up to it could serve by a table the majority has replaced. So the
+  // answer waits for a majority to confirm the leadership (consensus C11, Raft §8).
+  m->ConfirmLeadership([reply = std::move(reply)](Result<uint64_t> commit) {
+    if (!commit.ok()) return reply(commit.status());
+    std::string out;
+    wire::Writer(&out).PutVarint64(*commit);
+    reply(std::move(out));
+  });
 }
 
 void ClusterNode::Impl::PublishRoutes(const cluster::Table& table) {

@@ -393,9 +393,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
     return raw->OnCommand(from, req);
   });
-  impl->endpoint->Register(
+  impl->endpoint->RegisterAsync(
       kMetaCommitMethod, rpc::kPriorityClasses - 1,
-      [raw](net::NodeId, std::string_view) { return raw->OnMetaCommit(); },
+      [raw](net::NodeId, std::string_view, rpc::Reply reply) {
+        raw->OnMetaCommit(std::move(reply));
+      },
       /*runs_inline=*/true);
   impl->join_policy =
       cluster::JoinPolicy{.cluster_name = config.cluster_name, .secret = config.cluster_secret};

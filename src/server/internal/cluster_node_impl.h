@@ -113,7 +113,7 @@ struct ClusterNode::Impl {
   // Asks the leader its commit index until this member's log has applied it; on the loop.
   void PollCaughtUp();
   // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
-  Result<std::string> OnMetaCommit();
+  void OnMetaCommit(rpc::Reply reply);
 
   // The slot map routing reads (RESP routing and forwarding, the DKV's homes, CLUSTER SLOTS,
   // SHARDS, NODES, COUNTKEYSINSLOT):
