@@ -162,7 +162,10 @@ class RangeParser {
         continue;
       }
       if (row.unterminated) {
-        Reject(line, "quote not closed before the end of the input");
+        // Everything after the stray quote is this one row: say how much of the input it took.
+        Reject(line, "quote not closed before the end of the input (the row takes the " +
+                         std::to_string(row.newlines + (next[-1] == '\n' ? 0 : 1)) +
+                         " lines from here to the end)");
         continue;
       }
       if (row.count > columns) {

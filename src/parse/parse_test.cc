@@ -474,6 +474,13 @@ TEST(ParseTest, AnUnclosedQuoteRejectsItsRow) {
   EXPECT_EQ(r.frame.rows(), 1u);
   EXPECT_EQ(r.report.rejected_rows, 1u);
   EXPECT_EQ(r.report.issues.at(0).line, 3u);
+  // The message says how much of the input the stray quote took.
+  EXPECT_NE(r.report.issues.at(0).reason.find("takes the 2 lines from here to the end"),
+            std::string::npos)
+      << r.report.issues.at(0).reason;
+  const ParseResult unended = Parse("a,b\n1,x\n2,\"never closed\n3,y\n4,z");
+  EXPECT_NE(unended.report.issues.at(0).reason.find("takes the 3 lines"), std::string::npos)
+      << unended.report.issues.at(0).reason;
 }
 
 TEST(ParseTest, OverridesWin) {
