@@ -182,6 +182,37 @@ TEST(ParseTest, AFileReadInSlicesIsTheWholeFile) {
   std::remove(path.c_str());
 }
 
+// A file written while it was read is refused, never imported cut: its size or modification
+// time after the read differ from the open's, or the read came short.
+TEST(ParseTest, AFileThatChangedWhileReadIsRefusedNamingBothSizes) {
+  TempDir dir;
+  const std::string path = dir.Write("g.csv", "a,b\n1,2\n");
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  struct stat st {};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  const int64_t mtime =
+      static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  EXPECT_TRUE(internal::CheckUnchanged(fd, path, 8, mtime, 8).ok());
+  const Status short_read = internal::CheckUnchanged(fd, path, 8, mtime, 5);
+  EXPECT_EQ(short_read.code(), StatusCode::kAborted);
+  EXPECT_EQ(internal::CheckUnchanged(fd, path, 8, mtime - 1, 8).code(), StatusCode::kAborted);
+  {
+    std::ofstream out(path, std::ios::app);
+    out << "3,4\n";
+  }
+  const Status grew = internal::CheckUnchanged(fd, path, 8, mtime, 8);
+  EXPECT_EQ(grew.code(), StatusCode::kAborted);
+  EXPECT_NE(grew.message().find("changed while it was read (8 bytes when opened, 12 now)"),
+            std::string::npos)
+      << grew.ToString();
+  close(fd);
+  // Unchanged since: the grown file imports whole.
+  const Result<ParseResult> r = ParseFile(path, Threads(2));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->frame.rows(), 2u);
+}
+
 TEST(ParseTest, FilesTimesColumnsIsBounded) {
   TempDir dir;
   for (int i = 0; i < 5; i++) dir.Write("f" + std::to_string(i) + ".csv", "a,b,c\n1,2,3\n");

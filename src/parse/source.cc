@@ -162,6 +162,25 @@ Result<size_t> ReadSlices(int fd, char* out, size_t size, uint32_t threads,
   return got;
 }
 
+namespace {
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+}  // namespace
+
+Status CheckUnchanged(int fd, const std::string& path, uint64_t size_then, int64_t mtime_ns_then,
+                      size_t got) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return Status::Internal(path + ": " + std::strerror(errno));
+  const auto size_now = static_cast<uint64_t>(st.st_size);
+  if (got == size_then && size_now == size_then && MtimeNs(st) == mtime_ns_then) {
+    return Status::OK();
+  }
+  return Status::Aborted(path + ": changed while it was read (" + std::to_string(size_then) +
+                         " bytes when opened, " + std::to_string(size_now) +
+                         " now): not imported; import it again once it is complete");
+}
+
 Status LoadFile(const ParseLimits& limits, uint32_t threads, const std::atomic<bool>* cancel,
                 const std::function<bool(uint64_t)>& may_hold, Source* src) {
   src->loaded = true;
@@ -196,6 +215,10 @@ Status LoadFile(const ParseLimits& limits, uint32_t threads, const std::atomic<b
       return Status::Internal(path + ": " + std::string(got.status().message()));
     }
     src->bytes = std::string_view(src->read.get(), *got);
+  }
+  if (Status same = CheckUnchanged(fd, path, size, MtimeNs(st), src->bytes.size()); !same.ok()) {
+    close(fd);
+    return same;
   }
   close(fd);
   if (IsGzip(src->bytes)) {

@@ -48,10 +48,17 @@ Result<std::string> Inflate(std::string_view in, uint64_t limit, const std::atom
 
 // Reads `size` bytes of fd from offset 0 into `out`, in slices of at least `min_slice` bytes
 // read on up to `threads` threads at once. A file that shrank since its size was taken yields
-// the bytes up to the first slice that came short: what it still held. Cancelled when `cancel`
+// the bytes up to the first slice that came short: what it still held (LoadFile then refuses it:
+// CheckUnchanged). Cancelled when `cancel`
 // is set (checked every 8 MiB of each slice).
 Result<size_t> ReadSlices(int fd, char* out, size_t size, uint32_t threads,
                           const std::atomic<bool>* cancel, size_t min_slice = size_t{16} << 20);
+
+// After a file was read: Aborted, naming `path` and both sizes, when it is not what it was when
+// opened (`got` bytes read of `size_then`, or fd's size or modification time now differ from
+// `size_then` and `mtime_ns_then`), so a file written while it was read is never imported cut.
+Status CheckUnchanged(int fd, const std::string& path, uint64_t size_then, int64_t mtime_ns_then,
+                      size_t got);
 
 // Reads src's file (openat(dir_fd, open_name)) on up to `threads` threads, inflating it when it
 // is gzip, within `limits`.
