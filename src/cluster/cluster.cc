@@ -12,8 +12,9 @@
 //     a sender that is not in our list, or that our list numbers differently, becomes a
 //     "stranger" reason (kept for two log intervals after its last HELLO); a listed member whose
 //     HELLO disagrees loses its agreement until it answers agreeing again.
-//   - When the last member agrees, formed_ is set (release) and the OnFormed callbacks are
-//     posted to the loop. Nothing here sends a heartbeat: liveness is rpc's (contract 4).
+//   - When the last member agrees (or more than half, at a node restarted with a log that holds
+//     the cluster id), formed_ is set (release) and the OnFormed callbacks are posted to the
+//     loop. Nothing here sends a heartbeat: liveness is rpc's (contract 4).
 // Locking: all state is under mu; no endpoint call is made with mu held, since CallAsync may
 // finish at once on the calling thread and the callback takes mu.
 
@@ -155,17 +156,27 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     if (now_formed) RunFormed();
   }
 
-  // Sets formed when every member agrees; true exactly once.
+  // Sets formed when every member agrees, or more than half of them do at a node restarted
+  // with a log that holds the cluster id (contract 2; docs/membership.md, M5 (3)); true exactly
+  // once.
   bool CheckFormed() FLOE_REQUIRES(mu) {
     if (formed.load() || !invalid.ok() || !started.load()) return false;
-    for (const Peer& p : peers) {
-      if (p.member.id != options.self && !p.agreed) return false;
-    }
+    size_t agreed = 1;  // self
+    for (const Peer& p : peers) agreed += p.member.id != options.self && p.agreed ? 1 : 0;
+    const bool restarted = ours.holds_log && (ours.cluster_id_hi != 0 || ours.cluster_id_lo != 0);
+    if (agreed < peers.size() && !(restarted && 2 * agreed > peers.size())) return false;
     formation_us = std::max<uint64_t>(1, loop.NowMicros() - started_at);
     // release: whoever sees formed() true sees the state set before it.
     formed.store(true, std::memory_order_release);
-    FLOE_LOG_INFO("cluster '{}': formed with {} members in {:.1f} ms; slot map version {}",
-                  options.cluster_name, peers.size(), formation_us / 1000.0, map.version());
+    if (agreed == peers.size()) {
+      FLOE_LOG_INFO("cluster '{}': formed with {} members in {:.1f} ms; slot map version {}",
+                    options.cluster_name, peers.size(), formation_us / 1000.0, map.version());
+    } else {
+      FLOE_LOG_INFO(
+          "cluster '{}': formed with {} of {} members in {:.1f} ms (a majority: this member's "
+          "log holds the cluster id); slot map version {}",
+          options.cluster_name, agreed, peers.size(), formation_us / 1000.0, map.version());
+    }
     return true;
   }
 
@@ -216,7 +227,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
                                     internal::Disagreement(ours, theirs, *map.Find(our_id)));
       return;
     }
-    NoteHeard(from, internal::Disagreement(ours, theirs, *by_id));
+    NoteHeard(from, internal::Disagreement(ours, theirs, *by_id), theirs.client_port);
   }
 
   // Remembers a node outside our list for the waiting reasons; old entries expire, and the
@@ -232,10 +243,22 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     return now - s.heard_at > 2 * options.log_interval_us;
   }
 
-  void NoteHeard(net::NodeId from, std::string disagreement) FLOE_REQUIRES(mu) {
+  void NoteHeard(net::NodeId from, std::string disagreement, uint32_t client_port = 0)
+      FLOE_REQUIRES(mu) {
     Peer& p = peers[from - 1];
     p.heard = disagreement.empty() ? Heard::kAgreeing : Heard::kDisagreeing;
     p.heard_reason = std::move(disagreement);
+    if (!p.agreed && formed.load()) {
+      // Formed by a majority without it (M5 (3)), and nobody asks it any more: its own HELLO
+      // makes it agreed, or says why not (INFO's member list).
+      if (p.heard == Heard::kAgreeing) {
+        p.agreed = true;
+        p.reason.clear();
+        p.client_port = static_cast<uint16_t>(client_port);
+      } else {
+        p.reason = p.heard_reason;
+      }
+    }
     if (p.heard == Heard::kDisagreeing && p.agreed && !formed.load()) {
       // It agreed before and now says otherwise (restarted with another configuration): ask
       // again before counting it.

@@ -15,8 +15,10 @@
 //      however the list was written (order, "localhost", IPv6 spelling).
 //   2. The cloud is formed at a node when every listed member has answered its HELLO and every
 //      answer agrees with it on cluster name, protocol version, slot count and member list
-//      (the map's fingerprint). Formation is per node and final: formed() never goes back to
-//      false (membership that changes while serving is the next issue).
+//      (the map's fingerprint). A node that holds a log with a cluster id (SetHoldsLog,
+//      SetClusterId: a restart) needs only more than half of the listed members, itself
+//      included (docs/membership.md, M5 (3)). Formation is per node and final: formed() never
+//      goes back to false.
 //   3. A node answers HELLO whether or not it has formed, always with its own view, so the
 //      asker can say exactly why it is waiting (WaitingReasons; docs/cluster.md lists them).
 //   4. Liveness is rpc's: the endpoint's heartbeats (rpc::Options::heartbeat_interval_us and

@@ -344,7 +344,8 @@ struct SimNode {
   int formed_callbacks = 0;
 };
 
-std::unique_ptr<SimNode> StartSimNode(SimNetwork& net, NodeId id, Options o, uint64_t seed) {
+std::unique_ptr<SimNode> StartSimNode(SimNetwork& net, NodeId id, Options o, uint64_t seed,
+                                      const std::function<void(Cluster&)>& before_start = {}) {
   auto node = std::make_unique<SimNode>();
   rpc::Options ro;
   ro.peers = PeerIds(o.members, o.self);
@@ -354,6 +355,7 @@ std::unique_ptr<SimNode> StartSimNode(SimNetwork& net, NodeId id, Options o, uin
   node->cluster = std::make_unique<Cluster>(*node->endpoint, net, std::move(o));
   SimNode* raw = node.get();
   node->cluster->OnFormed([raw] { raw->formed_callbacks++; });
+  if (before_start) before_start(*node->cluster);
   node->endpoint->Start();
   node->cluster->Start();
   return node;
@@ -365,11 +367,12 @@ struct SimCluster {
   void Start(int n, const std::function<void(NodeId, Options&)>& tweak = {}) {
     for (int i = 1; i <= n; i++) StartOne(static_cast<NodeId>(i), n, tweak);
   }
-  void StartOne(NodeId id, int n, const std::function<void(NodeId, Options&)>& tweak = {}) {
+  void StartOne(NodeId id, int n, const std::function<void(NodeId, Options&)>& tweak = {},
+                const std::function<void(Cluster&)>& before_start = {}) {
     Options o = MakeOptions(LocalMembers(n), id);
     if (tweak) tweak(id, o);
     nodes.erase(id);  // a restart: the old process dies before the new one binds its id
-    nodes[id] = StartSimNode(net, id, std::move(o), seed);
+    nodes[id] = StartSimNode(net, id, std::move(o), seed, before_start);
   }
   bool AllFormed() const {
     return std::all_of(nodes.begin(), nodes.end(),
@@ -559,11 +562,16 @@ TEST(FormationSimTest, AMemberWithAnIdRefusesOneWithNeitherAnIdNorALog) {
       c[id].SetClusterId(a);
       c[id].SetHoldsLog(true);
     }
-    RunAndExpectNoneFormed(c);
-    EXPECT_THAT(c[1].WaitingReasons(),
-                ElementsAre("127.0.0.3:7100: it holds no log (a new or wiped data directory) and "
-                            "ours is cluster " +
-                            a.ToString() + ": it must --join"));
+    // Nodes 1 and 2 are a majority restarted with their logs (M5 (3)): they form without the
+    // wiped node 3, which they name; node 3 forms with nobody.
+    c.net.RunFor(5'000'000);
+    EXPECT_TRUE(c[1].formed());
+    EXPECT_TRUE(c[2].formed());
+    EXPECT_FALSE(c[3].formed());
+    EXPECT_FALSE(c[1].Members()[2].agreed);
+    EXPECT_EQ(c[1].Members()[2].reason,
+              "it holds no log (a new or wiped data directory) and ours is cluster " +
+                  a.ToString() + ": it must --join");
     EXPECT_THAT(c[3].WaitingReasons(),
                 ElementsAre("127.0.0.1:7100: cluster id " + a.ToString() +
                                 ", and we hold no log (a new or wiped data directory): this "
@@ -581,6 +589,59 @@ TEST(FormationSimTest, AMemberWithAnIdRefusesOneWithNeitherAnIdNorALog) {
   c[3].SetHoldsLog(true);
   c.net.RunFor(10'000'000);
   EXPECT_TRUE(c.AllFormed());
+}
+
+// Rule M5, finding (3): a member restarted with a log that holds the cluster id forms once more
+// than half of the members agree with it (one member dead does not keep the others out of the
+// metadata); a new cluster (no log, or a log with no id yet) still needs every member, and a
+// log of another cluster never forms this way.
+TEST(FormationSimTest, ARestartedMemberWithALogFormsWithAMajority) {
+  const ClusterId a{.hi = 1, .lo = 0xa}, b{.hi = 2, .lo = 0xb};
+  // As the server does: the id read from the log before the first HELLO.
+  auto start = [](SimCluster& c, NodeId id, const ClusterId& cid, bool log) {
+    c.StartOne(id, 3, {}, [&](Cluster& cluster) {
+      cluster.SetClusterId(cid);
+      cluster.SetHoldsLog(log);
+    });
+  };
+  {
+    SimCluster c(testing::Seed());
+    start(c, 1, a, true);
+    start(c, 2, a, true);  // node 3 is dead
+    ASSERT_TRUE(c.net.RunUntil([&] { return c.AllFormed(); }, 10'000'000));
+    c.net.RunFor(1000);
+    for (NodeId id : {1, 2}) {
+      EXPECT_EQ(c.nodes[id]->formed_callbacks, 1) << id;
+      EXPECT_TRUE(c[id].WaitingReasons().empty()) << id;
+      EXPECT_FALSE(c[id].Members()[2].agreed) << id;
+    }
+    // Node 3 comes back with its log: it forms too, and its HELLO makes it agreed at the others.
+    start(c, 3, a, true);
+    ASSERT_TRUE(c.net.RunUntil([&] { return c.AllFormed(); }, 10'000'000));
+    ASSERT_TRUE(c.net.RunUntil([&] { return c[1].Members()[2].agreed; }, 10'000'000));
+    EXPECT_TRUE(c[2].Members()[2].agreed);
+  }
+  // A new cluster (no log), or logs whose id is not applied yet: every member is needed.
+  for (const bool log : {false, true}) {
+    SimCluster c(testing::Seed());
+    start(c, 1, ClusterId{}, log);
+    start(c, 2, ClusterId{}, log);
+    RunAndExpectNoneFormed(c);
+    EXPECT_THAT(c[1].WaitingReasons(), ElementsAre("127.0.0.3:7100: no answer")) << log;
+  }
+  // One of three is not a majority.
+  {
+    SimCluster c(testing::Seed());
+    start(c, 1, a, true);
+    RunAndExpectNoneFormed(c);
+  }
+  // Two logs of different clusters: neither forms.
+  {
+    SimCluster c(testing::Seed());
+    start(c, 1, a, true);
+    start(c, 2, b, true);
+    RunAndExpectNoneFormed(c);
+  }
 }
 
 // Node 5 was given a list with an extra member (127.0.0.6, which nobody runs).

@@ -68,6 +68,64 @@ def test_a_killed_leader_is_replaced_and_its_restart_follows_from_its_directory(
     assert all(v["meta_table_matches_routing"] == "1" for v in views), views
 
 
+def test_a_member_restarted_while_another_is_dead_serves_again(clusters):
+    """Rule M5 (3): with one member dead, a member restarted from its directory forms with the
+    live majority, catches up with the leader and serves keys again (it waited for every member
+    before); the dead one, back later, is counted as agreed."""
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True, node_timeout=2000).wait_formed()
+    wait_agreed(c.nodes)
+    keys = {i: c.keys_at(i, 1, prefix=f"r{i}-")[0] for i in range(3)}
+    for k in keys.values():
+        assert c[0].conn().call("SET", k, "v-" + k) == b"OK"
+    c[2].kill9()
+    c[1].kill9()
+    c[1].start()
+    assert "formed with 2 of 3 members" in c[1].log() or wait_log(c[1], "formed with 2 of 3")
+    views = wait_agreed(c.nodes[:2])
+    assert all(v["meta_caught_up"] == "1" for v in views) or wait_caught_up(c[1])
+    # The live member's keys are served through it, and its own (lost with its process: no
+    # backups yet) are written and read again; the dead member's keys are CLUSTERDOWN.
+    assert wait_value(c[1], keys[0]) == ("v-" + keys[0]).encode()
+    assert c[1].conn().call("SET", keys[1], "again") == b"OK"
+    assert c[1].conn().call("GET", keys[1]) == b"again"
+    down = c[1].conn().call("GET", keys[2])
+    assert isinstance(down, RespError) and str(down).startswith("CLUSTERDOWN"), down
+    # The dead member comes back: everyone agrees, and every key is served.
+    c[2].start()
+    wait_agreed(c.nodes)
+    wait_value(c[1], keys[2])
+    assert c[1].conn().call("SET", keys[2], "back") == b"OK"
+    assert c[2].conn().call("GET", keys[2]) == b"back"
+    assert wait_value(c[2], keys[0]) == ("v-" + keys[0]).encode()
+
+
+def wait_log(node, text, timeout=20.0):
+    deadline = time.time() + timeout
+    while text not in node.log():
+        assert time.time() < deadline, f"{text!r} not in the log of {node.address}"
+        time.sleep(0.05)
+    return True
+
+
+def wait_caught_up(node, timeout=20.0):
+    deadline = time.time() + timeout
+    while meta(node).get("meta_caught_up") != "1":
+        assert time.time() < deadline, f"{node.address} did not catch up: {meta(node)}"
+        time.sleep(0.05)
+    return True
+
+
+def wait_value(node, key, timeout=20.0):
+    """GET through `node` until it answers without CLUSTERDOWN (a member catching up refuses)."""
+    deadline = time.time() + timeout
+    while True:
+        got = node.conn().call("GET", key)
+        if not isinstance(got, RespError):
+            return got
+        assert str(got).startswith("CLUSTERDOWN") and time.time() < deadline, got
+        time.sleep(0.05)
+
+
 def start_fails(*args, timeout=20, argv=None):
     """Runs `floe serve` with `args` (or exactly `argv`); it must exit with an error. Returns
     its output."""
