@@ -66,6 +66,9 @@ inline constexpr size_t kMaxEntryBytes = 1 << 20;
 // Voters beyond five slow every commit and add no useful fault tolerance for metadata; the
 // other members are learners (issue 11).
 inline constexpr size_t kMaxVoters = 5;
+// Leadership confirmations waiting at once (C11): they share one barrier per round, outside
+// Options::max_pending, so a flood of them never delays a proposal.
+inline constexpr size_t kMaxConfirms = 256;
 // A configuration larger than this is refused (every member is in every configuration entry).
 inline constexpr size_t kMaxServers = 1024;
 
@@ -194,10 +197,12 @@ class Log {
   // Contract C11 (Raft §8's read index): confirms that this server still leads by committing a
   // barrier entry through a majority, then answers the commit index it had when the request
   // reached the raft thread, which covers every entry any leader committed before the call.
-  // FailedPrecondition (naming the leader) when it does not lead or leadership moved meanwhile;
-  // Unavailable while a new leader has not committed an entry of its term (C10) and when it
-  // lost leadership; a leader cut off from the majority never answers OK (its barrier fails
-  // when it steps down, within an election timeout).
+  // Confirmations dispatched while a barrier is in flight share the next one (at most one
+  // barrier per commit round trip). FailedPrecondition (naming the leader) when it does not
+  // lead or leadership moved meanwhile; Unavailable while a new leader has not committed an
+  // entry of its term (C10) and when the barrier failed; ResourceExhausted past kMaxConfirms
+  // waiting. A leader cut off from the majority never answers OK (its barrier fails when it
+  // steps down, within an election timeout).
   void ConfirmLeadership(IndexDone done);
 
   State state() const;

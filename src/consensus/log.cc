@@ -78,15 +78,15 @@ struct Request {
   IndexDone index_done;  // kPropose, kConfirm
   Done done;             // the others
   std::string entry;     // kPropose
-  uint64_t id = 0;       // target server; kConfirm: the commit index when dispatched
+  uint64_t id = 0;       // target server
   std::string address;   // kAdd
   Role role = Role::kVoter;
   struct raft_apply apply {};
   struct raft_change change {};
   struct raft_change assign {};  // kAdd's second step
   struct raft_transfer transfer {};
-  struct raft_barrier barrier {};  // kConfirm
-  uint64_t term = 0;               // kConfirm: the term it was appended in
+  uint64_t read_index = 0;  // kConfirm: the commit index when dispatched
+  uint64_t term = 0;        // kConfirm: the term it was dispatched in
 };
 
 class Log::Impl {
@@ -136,6 +136,8 @@ class Log::Impl {
   static void OnConfirmed(struct raft_barrier* req, int status);
   // Contract C10: a leader appends a barrier once per term it leads.
   void MaybeAppendBarrier();
+  // Contract C11: one barrier for every confirmation dispatched since the last was appended.
+  void MaybeAppendConfirmBarrier();
 
   const Options options_;
   std::mutex join_mu_;
@@ -159,6 +161,14 @@ class Log::Impl {
   bool barrier_pending_ = false;
   uint64_t barrier_term_ = 0;
   uint64_t ready_term_ = 0;
+  // Contract C11: confirmations waiting for the next barrier, and those the barrier in flight
+  // (appended in confirm_term_) answers. Their requests are in in_raft_ too, so Close finishes
+  // them.
+  std::vector<Request*> confirm_next_;
+  std::vector<Request*> confirm_inflight_;
+  struct raft_barrier confirm_barrier_ {};
+  bool confirm_pending_ = false;
+  uint64_t confirm_term_ = 0;
   // The configuration last published, by (index, uncommitted index, size): copied only when
   // it changes.
   uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
@@ -167,7 +177,8 @@ class Log::Impl {
   std::deque<Request*> queue_ FLOE_GUARDED_BY(mu_);
   bool wake_ready_ FLOE_GUARDED_BY(mu_) = false;  // wake_ is initialized and not yet closed
   bool stopping_ FLOE_GUARDED_BY(mu_) = false;
-  uint64_t pending_ FLOE_GUARDED_BY(mu_) = 0;  // requests accepted and not finished
+  uint64_t pending_ FLOE_GUARDED_BY(mu_) = 0;   // requests accepted and not finished
+  uint64_t confirms_ FLOE_GUARDED_BY(mu_) = 0;  // ... of them, kConfirm (not in pending_)
   State state_ FLOE_GUARDED_BY(mu_);
 };
 
@@ -296,7 +307,10 @@ void Log::Impl::Close(std::function<void()> then) {
     auto* self = static_cast<Impl*>(r->data);
     raft_uv_close(&self->io_);
     raft_uv_tcp_close(&self->transport_);
-    // Whatever raft did not answer while closing will never be answered now.
+    // Whatever raft did not answer while closing will never be answered now (confirmations
+    // included: their lists only point into in_raft_).
+    self->confirm_next_.clear();
+    self->confirm_inflight_.clear();
     while (!self->in_raft_.empty()) {
       self->Finish(*self->in_raft_.begin(), Status::Cancelled("stopped; outcome unknown"));
     }
@@ -348,11 +362,20 @@ void Log::Impl::CancelQueued() {
 Status Log::Impl::Enqueue(Request* r) {
   MutexLock lock(&mu_);
   if (stopping_) return Status::Cancelled("the log is stopped");
-  if (pending_ >= options_.max_pending) {
+  if (r->kind == Request::Kind::kConfirm) {
+    // Confirmations share one barrier each round, and have a bound of their own, so a flood of
+    // them never takes the places of proposals and membership changes (C11).
+    if (confirms_ >= kMaxConfirms) {
+      return Status::ResourceExhausted(std::to_string(kMaxConfirms) +
+                                       " leadership confirmations are already waiting");
+    }
+    confirms_++;
+  } else if (pending_ >= options_.max_pending) {
     return Status::ResourceExhausted("max_pending (" + std::to_string(options_.max_pending) +
                                      ") requests are already waiting");
+  } else {
+    pending_++;
   }
-  pending_++;
   r->impl = this;
   queue_.push_back(r);
   uv_async_send(&wake_);
@@ -383,6 +406,7 @@ void Log::Impl::OnWake(uv_async_t* handle) {
   }
   for (Request* r : batch) self->Dispatch(r);
   self->MaybeAppendBarrier();
+  self->MaybeAppendConfirmBarrier();
   self->Refresh();
 }
 
@@ -466,10 +490,9 @@ void Log::Impl::Dispatch(Request* r) {
       rv = raft_transfer(&raft_, &r->transfer, r->id, &Impl::OnTransferred);
       break;
     case Request::Kind::kConfirm:
-      // Contract C11. Dispatch runs from the loop's own callbacks only (OnWake), as C10's
-      // barrier must.
+      // Contract C11.
       if (raft_state(&raft_) != RAFT_LEADER) {
-        Finish(r, RaftError(RAFT_NOTLEADER, "confirming leadership"));
+        Finish(r, NotLeader());
         return;
       }
       // Until its C10 barrier is applied a new leader's commit index can lag an earlier
@@ -479,12 +502,11 @@ void Log::Impl::Dispatch(Request* r) {
         return;
       }
       // The answer is the commit index now, not once the barrier is in: an asker waiting to
-      // apply it must not also wait for its own barrier.
+      // apply it must not also wait for the barrier.
       r->term = raft_.current_term;
-      r->id = raft_.commit_index;
-      r->barrier.data = r;
-      rv = raft_barrier(&raft_, &r->barrier, &Impl::OnConfirmed);
-      break;
+      r->read_index = raft_.commit_index;
+      confirm_next_.push_back(r);
+      return;
   }
   if (rv != 0) Finish(r, RaftError(rv, "request"));
 }
@@ -527,21 +549,26 @@ void Log::Impl::OnAssigned(struct raft_change* req, int status) {
 }
 
 void Log::Impl::OnConfirmed(struct raft_barrier* req, int status) {
-  auto* r = static_cast<Request*>(req->data);
-  Impl* self = r->impl;
-  if (status != 0) {
-    self->Finish(r, self->RaftError(status, "confirming leadership"));
-    return;
-  }
+  auto* self = static_cast<Impl*>(req->data);
+  self->confirm_pending_ = false;
+  std::vector<Request*> batch;
+  batch.swap(self->confirm_inflight_);
   // Committed by a majority in the term it was appended in, and this server still leads that
-  // term: no other leader committed anything before the call that its commit index then (r->id)
-  // does not cover.
-  if (raft_state(&self->raft_) != RAFT_LEADER || self->raft_.current_term != r->term) {
-    self->Finish(r, Status::FailedPrecondition("not the leader: leadership moved while "
-                                               "confirming it"));
-    return;
+  // term: no other leader committed anything before a request came that its read index (the
+  // commit index then, in the same term) does not cover.
+  const bool leads =
+      raft_state(&self->raft_) == RAFT_LEADER && self->raft_.current_term == self->confirm_term_;
+  for (Request* r : batch) {
+    if (status != 0) {
+      self->Finish(r, Status::Unavailable(std::string("leadership not confirmed: ") +
+                                          raft_strerror(status)));
+    } else if (!leads || r->term != self->confirm_term_) {
+      self->Finish(r, Status::FailedPrecondition("not the leader: leadership moved while "
+                                                 "confirming it"));
+    } else {
+      self->Finish(r, Status::OK(), r->read_index);
+    }
   }
-  self->Finish(r, Status::OK(), r->id);
 }
 
 void Log::Impl::OnTransferred(struct raft_transfer* req) {
@@ -562,7 +589,11 @@ void Log::Impl::Finish(Request* r, Status status, uint64_t index) {
   Refresh();
   {
     MutexLock lock(&mu_);
-    pending_--;
+    if (r->kind == Request::Kind::kConfirm) {
+      confirms_--;
+    } else {
+      pending_--;
+    }
   }
   if (r->kind == Request::Kind::kPropose || r->kind == Request::Kind::kConfirm) {
     IndexDone done = std::move(r->index_done);
@@ -643,6 +674,7 @@ Status Log::Impl::RaftError(int rv, std::string_view what) {
 void Log::Impl::OnCheck(uv_check_t* handle) {
   auto* self = static_cast<Impl*>(handle->data);
   self->MaybeAppendBarrier();
+  self->MaybeAppendConfirmBarrier();
   self->Refresh();
   self->MaybeEndDrain();
 }
@@ -675,6 +707,39 @@ void Log::Impl::OnBarrier(struct raft_barrier* req, int status) {
     self->barrier_term_ = 0;  // failed while still leading this term: appended again
   }
   self->Refresh();
+}
+
+// From the loop's own callbacks only, as MaybeAppendBarrier. While Stop drains nothing is
+// appended: the waiting confirmations are finished by Close (they are in in_raft_).
+void Log::Impl::MaybeAppendConfirmBarrier() {
+  if (closing_ || draining_ || confirm_pending_ || confirm_next_.empty()) return;
+  std::vector<Request*> batch;
+  if (raft_state(&raft_) != RAFT_LEADER) {
+    batch.swap(confirm_next_);
+    for (Request* r : batch) Finish(r, NotLeader());
+    return;
+  }
+  // Dispatched in an earlier term: that term's leadership can no longer be confirmed.
+  std::erase_if(confirm_next_, [&](Request* r) {
+    if (r->term == raft_.current_term) return false;
+    batch.push_back(r);
+    return true;
+  });
+  for (Request* r : batch) {
+    Finish(r, Status::FailedPrecondition("not the leader: leadership moved while confirming it"));
+  }
+  if (confirm_next_.empty()) return;
+  confirm_barrier_.data = this;
+  const int rv = raft_barrier(&raft_, &confirm_barrier_, OnConfirmed);
+  if (rv != 0) {
+    batch.clear();
+    batch.swap(confirm_next_);
+    for (Request* r : batch) Finish(r, RaftError(rv, "confirming leadership"));
+    return;
+  }
+  confirm_pending_ = true;
+  confirm_term_ = raft_.current_term;
+  confirm_inflight_.swap(confirm_next_);
 }
 
 void Log::Impl::Refresh() {

@@ -455,9 +455,16 @@ void ClusterNode::Impl::PollCaughtUp() {
     if (!st.leader_ready || !reached(st.commit_index)) again();
     return;
   }
+  // A target the same leader gave: wait for this log to apply it, without asking again.
+  if (catch_up_target != 0 && catch_up_leader == st.leader_id &&
+      loop.NowMicros() - catch_up_asked_at < kCatchUpAskAgainUs) {
+    if (!reached(catch_up_target)) again();
+    return;
+  }
   // The follower's own commit index is at most what it has stored: only the leader knows.
-  endpoint->CallAsync(st.leader_id, kMetaCommitMethod, std::string(), timeout_us,
-                      [this, reached, again](Result<std::string> r) {
+  const uint64_t leader = st.leader_id;
+  endpoint->CallAsync(leader, kMetaCommitMethod, std::string(), timeout_us,
+                      [this, reached, again, leader](Result<std::string> r) {
                         if (stopped.load()) return;
                         uint64_t commit = 0;
                         if (r.ok()) {
@@ -467,7 +474,15 @@ void ClusterNode::Impl::PollCaughtUp() {
                           }
                         }
                         if (r.ok() && reached(commit)) return;
-                        loop.Post(again);
+                        const bool answered = r.ok() && commit != 0;
+                        loop.Post([this, again, answered, commit, leader] {
+                          if (answered) {
+                            catch_up_target = commit;
+                            catch_up_leader = leader;
+                            catch_up_asked_at = loop.NowMicros();
+                          }
+                          again();
+                        });
                       });
 }
 
@@ -485,11 +500,15 @@ void ClusterNode::Impl::OnMetaCommit(rpc::Reply reply) {
   // A leader cut off from the majority still counts itself ready until its quorum check steps
   // it down; a member caught up to it could serve by a table the majority has replaced. So the
   // answer waits for a majority to confirm the leadership (consensus C11, Raft §8).
-  m->ConfirmLeadership([reply = std::move(reply)](Result<uint64_t> commit) {
-    if (!commit.ok()) return reply(commit.status());
-    std::string out;
-    wire::Writer(&out).PutVarint64(*commit);
-    reply(std::move(out));
+  // Answered from the node's loop, not the Raft thread that confirms: the reply runs the
+  // endpoint's queued work, which must not delay Raft's heartbeats.
+  m->ConfirmLeadership([this, reply = std::move(reply)](Result<uint64_t> commit) mutable {
+    loop.Post([reply = std::move(reply), commit = std::move(commit)] {
+      if (!commit.ok()) return reply(commit.status());
+      std::string out;
+      wire::Writer(&out).PutVarint64(*commit);
+      reply(std::move(out));
+    });
   });
 }
 

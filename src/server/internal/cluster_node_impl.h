@@ -110,8 +110,15 @@ struct ClusterNode::Impl {
   }
   // On the Raft thread: the log applies `id`, which is not recorded_id.
   void RefuseClusterId(const cluster::ClusterId& id);
-  // Asks the leader its commit index until this member's log has applied it; on the loop.
+  // Asks the leader its commit index, then waits until this member's log has applied it; on
+  // the loop. The leader's answer is kept as the target (each answer costs the leader a
+  // confirmation round, consensus C11): asked again only when the leader changes or after
+  // kCatchUpAskAgainUs.
   void PollCaughtUp();
+  static constexpr uint64_t kCatchUpAskAgainUs = 5'000'000;
+  uint64_t catch_up_target = 0;    // loop thread only; 0: none
+  uint64_t catch_up_leader = 0;    // who answered it
+  uint64_t catch_up_asked_at = 0;  // loop time of the answer
   // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
   void OnMetaCommit(rpc::Reply reply);
 
