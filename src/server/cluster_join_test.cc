@@ -286,18 +286,6 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   a = internal::AskToJoin(config, "127.0.0.1", 20099, 1'000'000);
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("--cluster-secret differs"));
-  // A directory that belongs to another cluster (its cluster-id file) is refused by name.
-  config.cluster_secret.clear();
-  {
-    const std::string member_dir =
-        internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
-    const cluster::ClusterId other = cluster::ClusterId::Random();
-    ASSERT_TRUE(internal::WriteFileDurably(member_dir + "/cluster-id", other.ToString() + "\n"));
-    a = internal::AskToJoin(config, "127.0.0.1", 20099);
-    EXPECT_THAT(std::string(a.status().message()),
-                HasSubstr("cluster id " + other.ToString() + ", ours "));
-    std::filesystem::remove(member_dir + "/cluster-id");
-  }
   // Nobody at the address: it gives up at its limit, naming whom it asked.
   config.cluster_secret.clear();
   config.join = "127.0.0.1:" + std::to_string(floe::testing::FreeClusterPort());
@@ -305,6 +293,64 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("asked " + config.join));
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
+}
+
+// The request carries the cluster id of the joiner's log, read from the log itself as the
+// start reads it: a directory holding an earlier cluster's log of this name and address, its
+// cluster-id file gone, is refused by the leader naming both ids, and nothing is committed (it
+// was committed, then the start refused the directory). A cluster-id file that disagrees with
+// the log is refused before anything is sent.
+TEST(ClusterJoinTest, AJoinerSendsTheClusterIdOfItsLog) {
+  floe::testing::TempDir dir;
+  Config config;
+  cluster::ClusterId earlier;
+  {
+    internal::InProcessCluster first({.members = 3});
+    ASSERT_TRUE(first.WaitFormed());
+    config = JoinerConfig(first, dir.path());
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    earlier = first.node(0).meta()->table()->cluster_id();
+    ASSERT_FALSE(earlier.empty());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    (*node)->Stop();
+    engine.set_cluster(nullptr);
+  }
+  const std::string member_dir =
+      internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  // The files that name the earlier cluster are gone; its log is not.
+  ASSERT_TRUE(std::filesystem::remove(member_dir + "/cluster-id"));
+  ASSERT_TRUE(std::filesystem::remove(member_dir + "/join-answer"));
+
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  const cluster::ClusterId ours = c.node(0).meta()->table()->cluster_id();
+  ASSERT_NE(ours, earlier);
+  config.join = JoinerConfig(c, dir.path()).join;
+  Result<cluster::ClusterId> sent =
+      internal::JoinersClusterId(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  ASSERT_TRUE(sent.ok()) << sent.status().ToString();
+  EXPECT_EQ(*sent, earlier);
+  {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    ASSERT_FALSE(node.ok()) << "joined with another cluster's log";
+    EXPECT_EQ(node.status().code(), StatusCode::kFailedPrecondition) << node.status().ToString();
+    EXPECT_THAT(std::string(node.status().message()),
+                HasSubstr("cluster id " + earlier.ToString() + ", ours " + ours.ToString()));
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
+  // A cache that disagrees with the log: refused before asking, as the start refuses it.
+  ASSERT_TRUE(internal::WriteFileDurably(member_dir + "/cluster-id", ours.ToString() + "\n"));
+  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("files of two clusters"));
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
 }
 
 // Two nodes join at once through one member, which hears one stranger at a time: each retries

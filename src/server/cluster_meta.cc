@@ -157,6 +157,77 @@ Status ProbeListen(const std::string& host, uint16_t port) {
   return st;
 }
 
+}  // namespace
+
+Result<cluster::ClusterId> ClusterIdOfDirectory(const consensus::Options& raft, bool* holds_log) {
+  const std::string id_path = raft.dir + "/" + kClusterIdFile;
+  cluster::ClusterId in_file;
+  if (std::string text = ReadSmallFile(id_path); !text.empty()) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
+    if (!parsed.ok()) {
+      return Status::Unavailable(id_path + " is damaged: " + parsed.status().ToString());
+    }
+    in_file = *parsed;
+  }
+  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
+  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(raft);
+  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
+    return Status::Unavailable("cannot read its log: " + stored.status().ToString());
+  }
+  *holds_log = stored.ok();
+  cluster::ClusterId id;
+  if (stored.ok()) {
+    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
+    if (!in_log.ok())
+      return Status::Unavailable("cannot read its log: " + in_log.status().ToString());
+    id = *in_log;
+  }
+  if (!in_file.empty() && !id.empty() && in_file != id) {
+    return Status::Unavailable(
+        "the cluster id in " + id_path + " is " + in_file.ToString() + ", but its log holds " +
+        id.ToString() +
+        ": the directory holds files of two clusters (give this member its own --dir, or restore "
+        "the directory whole)");
+  }
+  if (!in_file.empty() && id.empty()) {
+    // A file with no log behind it (the log was removed): the member is new, and must join.
+    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
+                  in_file.ToString());
+  }
+  return id;
+}
+
+Result<cluster::ClusterId> JoinersClusterId(const Config& config, const std::string& host,
+                                            uint16_t port) {
+  consensus::Options raft;
+  raft.dir = MemberDirectory(config, host, port);
+  raft.address = host + ":" + std::to_string(port + 1);
+  // Its id, when its directory says it joined here ("joined as <address>", then "self <id>");
+  // the log reads alike under any id.
+  raft.id = 1;
+  const std::string identity = ReadSmallFile(raft.dir + "/member");
+  if (const std::string prefix = JoinedIdentityPrefix(config, host, port);
+      identity.starts_with(prefix)) {
+    int64_t self = 0;
+    std::string_view rest(identity);
+    rest.remove_prefix(prefix.size());
+    while (!rest.empty() && rest.back() == '\n') rest.remove_suffix(1);
+    if (ParseDecimalInt64(rest, &self) && self >= 1 && self < cluster::kFirstReservedId) {
+      raft.id = static_cast<uint64_t>(self);
+    }
+  }
+  bool holds_log = false;
+  Result<cluster::ClusterId> id = ClusterIdOfDirectory(raft, &holds_log);
+  if (!id.ok()) {
+    return Status::Unavailable("cannot join from directory " + raft.dir + ": " +
+                               std::string(id.status().message()));
+  }
+  return id;
+}
+
+namespace {
+
 // The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
 // runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
 // <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
@@ -251,36 +322,9 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   if (Status st = ProbeListen(me.host, static_cast<uint16_t>(me.port + 1)); !st.ok()) {
     return failed(st.ToString());
   }
-  const std::string id_path = o.raft.dir + "/" + kClusterIdFile;
-  cluster::ClusterId in_file;
-  if (std::string text = ReadSmallFile(id_path); !text.empty()) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
-    if (!parsed.ok()) return failed(id_path + " is damaged: " + parsed.status().ToString());
-    in_file = *parsed;
-  }
-  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
-  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(o.raft);
-  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
-    return failed("cannot read its log: " + stored.status().ToString());
-  }
-  *holds_log = stored.ok();
-  if (stored.ok()) {
-    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
-    if (!in_log.ok()) return failed("cannot read its log: " + in_log.status().ToString());
-    *id = *in_log;
-  }
-  if (!in_file.empty() && !id->empty() && in_file != *id) {
-    return failed("the cluster id in " + id_path + " is " + in_file.ToString() +
-                  ", but its log holds " + id->ToString() +
-                  ": the directory holds files of two clusters (give this member its own --dir, "
-                  "or restore the directory whole)");
-  }
-  if (!in_file.empty() && id->empty()) {
-    // A file with no log behind it (the log was removed): the member is new, and must join.
-    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
-                  in_file.ToString());
-  }
+  Result<cluster::ClusterId> in_log = ClusterIdOfDirectory(o.raft, holds_log);
+  if (!in_log.ok()) return failed(std::string(in_log.status().message()));
+  *id = *in_log;
   return std::optional<cluster::MetaOptions>(std::move(o));
 }
 

@@ -22,6 +22,7 @@
 
 #include "base/base.h"
 #include "cluster/cluster.h"
+#include "consensus/consensus.h"
 #include "dkv/dkv.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
@@ -62,6 +63,17 @@ Result<net::Faults> FaultsFromEnvironment();
 // LOCK, taken into `lock`, and the directory's identity (a log there is this member's: one of
 // another cluster, or of a founder, would stop the start after the join was committed).
 Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock);
+// The cluster id the log in `raft.dir` holds (rule M5), read from the log itself
+// (consensus::ReadStoredLog, cluster::ClusterIdOfLog); empty when it holds no log (*holds_log
+// says which). The cluster-id file is a cache of it: Unavailable when the file is damaged or
+// names another cluster than the log, or when the log does not read. The start (PrepareMeta)
+// and a joiner's request (AskToJoin, through JoinersClusterId) take the id from here alike.
+// REQUIRES: no Raft runs on the directory.
+Result<cluster::ClusterId> ClusterIdOfDirectory(const consensus::Options& raft, bool* holds_log);
+// ClusterIdOfDirectory of the directory of the joiner at host:port (rule J1), the id its JOIN
+// carries, so the leader refuses a directory of another cluster before it commits anything.
+Result<cluster::ClusterId> JoinersClusterId(const Config& config, const std::string& host,
+                                            uint16_t port);
 // A joined member's restart (rule J1): when its directory says it joined this cluster at this
 // address, holds a log, and keeps the answer it joined with, that answer (the member starts
 // from it and its log, asking nobody); nullopt when it must ask. Unavailable for a kept answer
