@@ -152,6 +152,49 @@ TEST(ClusterJoinTest, TheLeaderAddsTheNodeOnceAndEveryMemberAcceptsIt) {
   joiner.Stop();
 }
 
+// A replayed JOIN (the same request, within its 10 minutes) never runs beside its original:
+// a member runs one join at a time and answers a second "retry" before the leader's lookup, at
+// the leader and at a member that forwards, so two identical requests at once make one
+// AddMember proposal (docs/membership.md J1, "One join at a time per member").
+TEST(ClusterJoinTest, TwoIdenticalJoinsAtOnceProposeOneMember) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  size_t leader = 0;
+  for (size_t i = 0; i < 3; i++) {
+    if (c.node(i).meta()->raft().leader) leader = i;
+  }
+  const size_t forwarder = NotTheLeader(c);
+  ASSERT_NE(leader, forwarder);
+  uint64_t token = 500;
+  for (const size_t at : {leader, forwarder}) {
+    cluster::JoinRequest request = Request(floe::testing::FreeClusterPort());
+    request.token = ++token;
+    const uint64_t before = c.node(leader).joins_proposed();
+    std::promise<Result<std::string>> p1, p2;
+    const std::string bytes = cluster::EncodeJoinRequest(request);
+    c.node(at).TEST_Join(bytes, [&p1](Result<std::string> r) { p1.set_value(std::move(r)); });
+    c.node(at).TEST_Join(bytes, [&p2](Result<std::string> r) { p2.set_value(std::move(r)); });
+    Result<std::string> first = p1.get_future().get(), second = p2.get_future().get();
+    ASSERT_TRUE(first.ok()) << "at " << at << ": " << first.status().ToString();
+    Result<cluster::JoinAnswer> joined = cluster::DecodeJoinAnswer(*first);
+    ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+    if (second.ok()) {
+      EXPECT_EQ(cluster::DecodeJoinAnswer(*second)->id, joined->id);
+    } else {
+      EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status().ToString();
+      EXPECT_THAT(std::string(second.status().message()),
+                  HasSubstr("the join of this token is in progress here; retry"));
+    }
+    EXPECT_EQ(c.node(leader).joins_proposed() - before, 1u) << "asked at member " << at;
+    // Its retry, once the first is answered, is answered as its join, proposing nothing.
+    Result<std::string> again = Join(c.node(at), request);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(cluster::DecodeJoinAnswer(*again)->id, joined->id);
+    EXPECT_EQ(c.node(leader).joins_proposed() - before, 1u) << "asked at member " << at;
+  }
+  EXPECT_EQ(c.node(leader).meta()->table()->members().size(), 5u);
+}
+
 TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());

@@ -699,6 +699,14 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
                                             std::to_string(request->protocol_version) + ", ours " +
                                             std::to_string(join_policy.protocol_version)));
   }
+  // One join at a time here (docs/membership.md, J1): a replay of a running request, or
+  // another joiner's, is answered "retry" before anything is looked up or proposed for it.
+  Result<uint64_t> ticket = TakeJoinPlace(request->token);
+  if (!ticket.ok()) return reply(ticket.status());
+  reply = [this, ticket = *ticket, reply = std::move(reply)](Result<std::string> r) {
+    FreeJoinPlace(ticket);
+    reply(std::move(r));
+  };
   cluster::Meta* m = nullptr;
   {
     MutexLock lock(&meta_mu);
@@ -733,6 +741,7 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
     return reply(SignedRefusal(decision.status(), *request));
   }
   if (decision->joined != 0) return FinishJoin(m, decision->joined, *request, reply, 40);
+  joins_proposed.fetch_add(1, std::memory_order_relaxed);
   m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
     // Committed, refused (a concurrent commit of the same join), or unknown: the applied table
     // says which (a retry of an unknown outcome finds the member by its token).
@@ -745,6 +754,27 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
     if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
     FinishJoin(m, now->joined, request, reply, 40);
   });
+}
+
+Result<uint64_t> ClusterNode::Impl::TakeJoinPlace(uint64_t token) {
+  const auto now = std::chrono::steady_clock::now();
+  MutexLock lock(&join_mu);
+  // Freed by the join's answer; a join whose answer never comes (a callback lost at a stop)
+  // frees it after twice the node timeout and 5 s more.
+  const auto limit = std::chrono::microseconds(2 * timeout_us + 5'000'000);
+  if (join_token != 0 && now - join_since < limit) {
+    return Status::Unavailable(token == join_token
+                                   ? "the join of this token is in progress here; retry"
+                                   : "another join is in progress here; retry");
+  }
+  join_token = token == 0 ? 1 : token;
+  join_since = now;
+  return ++join_ticket;
+}
+
+void ClusterNode::Impl::FreeJoinPlace(uint64_t ticket) {
+  MutexLock lock(&join_mu);
+  if (ticket == join_ticket) join_token = 0;
 }
 
 void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,

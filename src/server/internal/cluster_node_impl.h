@@ -7,6 +7,7 @@
 #define FLOE_SERVER_INTERNAL_CLUSTER_NODE_IMPL_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -180,12 +181,23 @@ struct ClusterNode::Impl {
   // The answer to kJoinMethod (RPC 101): a member that does not lead forwards the request to the
   // leader once; the leader checks it, commits AddMember and adds the node to Raft as a learner.
   void OnJoin(net::NodeId from, std::string_view request, rpc::Reply reply);
+  // Rule J1, one join at a time per member: the join in flight here (its token, 0: none), when
+  // it was taken and its ticket, so a late answer of one whose place expired frees nothing.
+  Mutex join_mu;
+  uint64_t join_token FLOE_GUARDED_BY(join_mu) = 0;
+  std::chrono::steady_clock::time_point join_since FLOE_GUARDED_BY(join_mu);
+  uint64_t join_ticket FLOE_GUARDED_BY(join_mu) = 0;
+  std::atomic<uint64_t> joins_proposed{0};  // AddMember proposals of this member as leader
+  // Takes the member's one place for the join of `token` and returns its ticket; or the
+  // Unavailable ("retry") a second join is answered with while one runs.
+  Result<uint64_t> TakeJoinPlace(uint64_t token);
+  void FreeJoinPlace(uint64_t ticket);
+  // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
+  Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
   // On the leader: adds member `id` (of `request`) to Raft as a learner, then answers; a
   // configuration change in progress is retried (`attempts` left). Runs on the Raft thread or
   // the loop, so it takes `m` (which lives as long as the node) and never meta_mu: the loop
   // holds meta_mu while it stops Raft (RefuseClusterId), which joins the Raft thread.
-  // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
-  Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
   void FinishJoin(cluster::Meta* m, net::NodeId id, const cluster::JoinRequest& request,
                   rpc::Reply reply, int attempts);
   // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
