@@ -309,6 +309,49 @@ TEST(ClusterJoinTest, AJoinedMemberRestartsFromItsDirectoryWithoutAsking) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
 }
 
+// A joined member's restart checks the protocol version it joined under (its kept answer's)
+// before it decodes the answer: another version stops the start with its own error, not as a
+// damaged answer.
+TEST(ClusterJoinTest, AJoinedMembersRestartChecksTheVersionItJoinedUnder) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = JoinerConfig(c, dir.path());
+  auto start = [&]() -> Status {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    if (!node.ok()) return node.status();
+    EXPECT_EQ((*node)->self(), 4u);
+    // Serving: its log is written, so its directory is a joined member's.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE((*node)->serving());
+    (*node)->Stop();
+    engine.set_cluster(nullptr);
+    return Status::OK();
+  };
+  ASSERT_TRUE(start().ok());
+  const std::string path =
+      internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port)) +
+      "/join-answer";
+  std::string kept = internal::ReadSmallFile(path);
+  ASSERT_FALSE(kept.empty());
+  ASSERT_EQ(kept[0], static_cast<char>(cluster::kProtocolVersion));
+  kept[0] = static_cast<char>(cluster::kProtocolVersion + 1);
+  ASSERT_TRUE(internal::WriteFileDurably(path, kept));
+  const Status st = start();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_THAT(
+      std::string(st.message()),
+      HasSubstr("joined under protocol version " + std::to_string(cluster::kProtocolVersion + 1) +
+                " (its answer in " + path + "), and this build runs protocol version " +
+                std::to_string(cluster::kProtocolVersion)));
+  EXPECT_THAT(std::string(st.message()), ::testing::Not(HasSubstr("damaged")));
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
+}
+
 TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());

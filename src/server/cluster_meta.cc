@@ -349,6 +349,17 @@ Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
     }
   }
   if (bytes.empty()) return std::optional<cluster::JoinAnswer>();
+  // The version it joined under, before the answer is decoded: a directory of another
+  // protocol version is neither damaged nor this build's to read (docs/cluster.md, "Versions").
+  if (uint32_t version = 0;
+      wire::Reader(bytes).GetVarint32(&version).ok() && version != cluster::kProtocolVersion) {
+    return Status::FailedPrecondition(
+        "this member joined under protocol version " + std::to_string(version) +
+        " (its answer in " + path + "), and this build runs protocol version " +
+        std::to_string(cluster::kProtocolVersion) +
+        ": a joined member restarts only under the version it joined with; run that release "
+        "on this directory, or remove the directory to join anew");
+  }
   Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(bytes);
   if (!answer.ok()) {
     return Status::Unavailable(path + " is damaged (" + answer.status().ToString() +
