@@ -72,8 +72,11 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   request.client_port = client_port;
   request.token = token;
   // The cluster its directory's log belongs to (rule M5), read from the log as the start reads
-  // it, so the leader refuses another cluster's directory before it adds anything.
-  FLOE_ASSIGN_OR_RETURN(request.cluster_id, JoinersClusterId(config, host, port));
+  // it, so the leader refuses another cluster's directory before it adds anything; and the
+  // member id it records, so it is never given another (its start would refuse it).
+  FLOE_ASSIGN_OR_RETURN(JoinersDirectory recorded, ReadJoinersDirectory(config, host, port));
+  request.cluster_id = recorded.cluster_id;
+  request.member = recorded.member;
   // Tests only (docs/cluster.md, "Flags"): claim another slot count, to see the refusal.
   if (const char* slots = std::getenv("FLOE_TEST_JOIN_SLOTS"); slots != nullptr && *slots) {
     char* end = nullptr;

@@ -352,6 +352,60 @@ TEST(ClusterJoinTest, AJoinedMembersRestartChecksTheVersionItJoinedUnder) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
 }
 
+// A joined member removed from the table (RemoveMember) that asks again with its directory
+// (its kept answer gone) sends the member id its directory records, and is refused, signed,
+// rather than given a new id its start would then refuse against the recorded one.
+TEST(ClusterJoinTest, ARemovedMemberAskingAgainIsRefusedNotGivenANewId) {
+  Config base;
+  base.cluster_secret = "the cluster's";  // the refusal is signed, and the joiner exits on it
+  internal::InProcessCluster c({.members = 3, .base = base});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = JoinerConfig(c, dir.path());
+  ASSERT_EQ(config.cluster_secret, base.cluster_secret);
+  auto start = [&]() -> Status {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    if (!node.ok()) return node.status();
+    EXPECT_EQ((*node)->self(), 4u);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE((*node)->serving());
+    (*node)->Stop();
+    engine.set_cluster(nullptr);
+    return Status::OK();
+  };
+  ASSERT_TRUE(start().ok());
+  const std::string member_dir =
+      internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  Result<internal::JoinersDirectory> recorded = internal::ReadJoinersDirectory(
+      config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  ASSERT_TRUE(recorded.ok()) << recorded.status().ToString();
+  EXPECT_EQ(recorded->member, 4u);
+  ASSERT_TRUE(std::filesystem::remove(member_dir + "/join-answer"));
+  size_t leader = 0;
+  for (size_t i = 0; i < 3; i++) {
+    if (c.node(i).meta()->raft().leader) leader = i;
+  }
+  cluster::Change remove;
+  remove.kind = cluster::Change::Kind::kRemoveMember;
+  remove.node = 4;
+  std::promise<Status> removed;
+  c.node(leader).TEST_meta()->Propose(remove, [&removed](Status st) { removed.set_value(st); });
+  ASSERT_TRUE(removed.get_future().get().ok());
+  ASSERT_EQ(c.node(leader).meta()->table()->members().size(), 3u);
+  const uint64_t proposed = c.node(leader).joins_proposed();
+  const Status st = start();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_THAT(std::string(st.message()),
+              HasSubstr("this node's directory records member 4, which the cluster does not list "
+                        "with its join token"));
+  EXPECT_EQ(c.node(leader).meta()->table()->members().size(), 3u) << "given a new id";
+  EXPECT_EQ(c.node(leader).joins_proposed(), proposed);
+}
+
 TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
@@ -418,10 +472,10 @@ TEST(ClusterJoinTest, AJoinerSendsTheClusterIdOfItsLog) {
   const cluster::ClusterId ours = c.node(0).meta()->table()->cluster_id();
   ASSERT_NE(ours, earlier);
   config.join = JoinerConfig(c, dir.path()).join;
-  Result<cluster::ClusterId> sent =
-      internal::JoinersClusterId(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  Result<internal::JoinersDirectory> sent = internal::ReadJoinersDirectory(
+      config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
   ASSERT_TRUE(sent.ok()) << sent.status().ToString();
-  EXPECT_EQ(*sent, earlier);
+  EXPECT_EQ(sent->cluster_id, earlier);
   {
     Engine engine(config, 1);
     Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);

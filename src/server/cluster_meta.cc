@@ -198,14 +198,15 @@ Result<cluster::ClusterId> ClusterIdOfDirectory(const consensus::Options& raft, 
   return id;
 }
 
-Result<cluster::ClusterId> JoinersClusterId(const Config& config, const std::string& host,
-                                            uint16_t port) {
+Result<JoinersDirectory> ReadJoinersDirectory(const Config& config, const std::string& host,
+                                              uint16_t port) {
   consensus::Options raft;
   raft.dir = MemberDirectory(config, host, port);
   raft.address = host + ":" + std::to_string(port + 1);
   // Its id, when its directory says it joined here ("joined as <address>", then "self <id>");
   // the log reads alike under any id.
   raft.id = 1;
+  net::NodeId recorded = 0;
   const std::string identity = ReadSmallFile(raft.dir + "/member");
   if (const std::string prefix = JoinedIdentityPrefix(config, host, port);
       identity.starts_with(prefix)) {
@@ -214,7 +215,7 @@ Result<cluster::ClusterId> JoinersClusterId(const Config& config, const std::str
     rest.remove_prefix(prefix.size());
     while (!rest.empty() && rest.back() == '\n') rest.remove_suffix(1);
     if (ParseDecimalInt64(rest, &self) && self >= 1 && self < cluster::kFirstReservedId) {
-      raft.id = static_cast<uint64_t>(self);
+      raft.id = recorded = static_cast<net::NodeId>(self);
     }
   }
   bool holds_log = false;
@@ -223,7 +224,8 @@ Result<cluster::ClusterId> JoinersClusterId(const Config& config, const std::str
     return Status::Unavailable("cannot join from directory " + raft.dir + ": " +
                                std::string(id.status().message()));
   }
-  return id;
+  // Without a log the start rewrites the identity file: no id is recorded yet.
+  return JoinersDirectory{.cluster_id = *id, .member = holds_log ? recorded : 0};
 }
 
 namespace {

@@ -68,13 +68,19 @@ Status CheckJoinerLocally(const Config& config, const std::string& host, Directo
 // (consensus::ReadStoredLog, cluster::ClusterIdOfLog); empty when it holds no log (*holds_log
 // says which). The cluster-id file is a cache of it: Unavailable when the file is damaged or
 // names another cluster than the log, or when the log does not read. The start (PrepareMeta)
-// and a joiner's request (AskToJoin, through JoinersClusterId) take the id from here alike.
+// and a joiner's request (AskToJoin, through ReadJoinersDirectory) take the id from here alike.
 // REQUIRES: no Raft runs on the directory.
 Result<cluster::ClusterId> ClusterIdOfDirectory(const consensus::Options& raft, bool* holds_log);
-// ClusterIdOfDirectory of the directory of the joiner at host:port (rule J1), the id its JOIN
-// carries, so the leader refuses a directory of another cluster before it commits anything.
-Result<cluster::ClusterId> JoinersClusterId(const Config& config, const std::string& host,
-                                            uint16_t port);
+// What the directory of the joiner at host:port records (rule J1), sent in its JOIN: the
+// cluster id of its log (ClusterIdOfDirectory), so the leader refuses a directory of another
+// cluster before it commits anything, and the member id it joined as (its identity file, when
+// a log is there; 0: none), so the leader answers it only as that member.
+struct JoinersDirectory {
+  cluster::ClusterId cluster_id;
+  net::NodeId member = 0;
+};
+Result<JoinersDirectory> ReadJoinersDirectory(const Config& config, const std::string& host,
+                                              uint16_t port);
 // A joined member's restart (rule J1): when its directory says it joined this cluster at this
 // address, holds a log, and keeps the answer it joined with, that answer (the member starts
 // from it and its log, asking nobody); nullopt when it must ask. Unavailable for a kept answer
