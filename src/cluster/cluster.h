@@ -360,6 +360,9 @@ struct JoinRequest {
   bool forwarded = false;  // set by the member that forwards it to the leader
   uint64_t proof_hi = 0, proof_lo = 0;  // SignJoinRequest's; 0 without a secret
   uint64_t time = 0;  // when the joiner sent it: seconds since the Unix epoch, under the proof
+  // The member id its directory records (it joined before, at this address, and holds a log);
+  // 0: none. The leader answers it only as that member's own join (DecideJoin).
+  net::NodeId member = 0;
 };
 // How far a stranger's JOIN's time may be from the member's clock (either way).
 inline constexpr uint64_t kJoinFreshSeconds = 600;
@@ -430,7 +433,8 @@ struct JoinPolicy {
 // 16384", "cluster id X, ours Y", "cluster secret differs (--cluster-secret)", "127.0.0.2:7100
 // is already member 2", ...), Unavailable while the table is not initialized. Otherwise either
 // `joined` (the member this join already added: a retry with the same token) or `propose`, the
-// AddMember to commit.
+// AddMember to commit. A request with a recorded member id is only ever `joined` as that id
+// (its token's member at its address), else refused: it never gets a new one.
 struct JoinDecision {
   net::NodeId joined = 0;
   std::optional<Change> propose;

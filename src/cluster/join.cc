@@ -29,6 +29,7 @@ struct JoinWire {
   bool forwarded = false;
   uint64_t proof_hi = 0, proof_lo = 0;
   uint64_t time = 0;
+  uint32_t member = 0;
 
   static constexpr uint16_t kTypeId = 111;
   static constexpr std::string_view kTypeName = "ClusterJoin";
@@ -43,7 +44,7 @@ struct JoinWire {
         wire::Field("client_port", &JoinWire::client_port), wire::Field("token", &JoinWire::token),
         wire::Field("forwarded", &JoinWire::forwarded),
         wire::Field("proof_hi", &JoinWire::proof_hi), wire::Field("proof_lo", &JoinWire::proof_lo),
-        wire::Field("time", &JoinWire::time));
+        wire::Field("time", &JoinWire::time), wire::Field("member", &JoinWire::member));
   }
 };
 
@@ -109,7 +110,8 @@ std::string EncodeJoinRequest(const JoinRequest& r) {
              .forwarded = r.forwarded,
              .proof_hi = r.proof_hi,
              .proof_lo = r.proof_lo,
-             .time = r.time};
+             .time = r.time,
+             .member = r.member};
   return Versioned(r.protocol_version, wire::Encode(w));
 }
 
@@ -131,6 +133,7 @@ Result<JoinRequest> DecodeJoinRequest(std::string_view bytes) {
   }
   if (w.client_port > 65535) return Status::Corruption("JOIN: client port out of range");
   if (w.token == 0) return Status::Corruption("JOIN: a token of 0");
+  if (w.member >= kFirstReservedId) return Status::Corruption("JOIN: bad recorded member id");
   out.complete = true;
   out.cluster_name = std::move(w.cluster_name);
   out.slots = w.slots;
@@ -144,6 +147,7 @@ Result<JoinRequest> DecodeJoinRequest(std::string_view bytes) {
   out.proof_hi = w.proof_hi;
   out.proof_lo = w.proof_lo;
   out.time = w.time;
+  out.member = w.member;
   return out;
 }
 
@@ -350,12 +354,23 @@ Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
       return refused(std::string(st.message()));
     }
   }
+  // A directory that records a member id is answered only as that member (rule J1): its start
+  // requires that id, so a new one would be committed and then refused.
+  auto not_listed = [&] {
+    return refused("this node's directory records member " + std::to_string(request.member) +
+                   ", which the cluster does not list with its join token (removed, or its "
+                   "directory copied): remove the directory to join anew");
+  };
   for (const TableMember& m : table.members()) {
     if (m.host != request.host || m.port != request.port) continue;
     // This join's own earlier attempt (rule J1): answered, never added twice.
-    if (m.join_token == request.token) return JoinDecision{.joined = m.id};
+    if (m.join_token == request.token) {
+      if (request.member != 0 && request.member != m.id) return not_listed();
+      return JoinDecision{.joined = m.id};
+    }
     return refused(address + " is already member " + std::to_string(m.id));
   }
+  if (request.member != 0) return not_listed();
   for (const TableMember& m : table.members()) {
     // Two members on one host must not share a port, cluster or Raft (rule M6).
     if (m.host == request.host && (m.raft_port == request.raft_port ||

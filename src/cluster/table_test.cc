@@ -671,6 +671,46 @@ TEST(JoinTest, ARetriedJoinIsAnsweredWithTheSameId) {
   EXPECT_EQ(back->members[3].client_port, 6379);
 }
 
+// A request whose directory records a member id (it joined before) is answered only as that
+// member's own join: its token's member at its address must be that id. A member removed since,
+// or a recorded id its token does not map to, is refused, never given a new id (its start would
+// refuse that id against its directory once committed).
+TEST(JoinTest, ARecordedMemberIdIsAnsweredOnlyAsItself) {
+  Table t = Running();
+  JoinRequest r = Request();
+  Result<JoinDecision> first = DecideJoin(t, r, Ours());
+  ASSERT_TRUE(first.ok() && first->propose);
+  ASSERT_TRUE(t.Apply(*first->propose).ok());
+  ASSERT_EQ(t.members().back().id, 4u);
+  // Its restart, its directory recording member 4: answered as joined.
+  r.member = 4;
+  SignJoinRequest(&r, "s3cret");
+  Result<JoinDecision> again = DecideJoin(t, r, Ours());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->joined, 4u);
+  EXPECT_FALSE(again->propose.has_value());
+  // A recorded id its token does not map to.
+  JoinRequest other = r;
+  other.member = 5;
+  SignJoinRequest(&other, "s3cret");
+  EXPECT_EQ(Refusal(t, other),
+            "this node's directory records member 5, which the cluster does not list with its "
+            "join token (removed, or its directory copied): remove the directory to join anew");
+  // Removed: the same request is refused rather than added under id 5.
+  Change remove;
+  remove.kind = Change::Kind::kRemoveMember;
+  remove.node = 4;
+  ASSERT_TRUE(t.Apply(remove).ok());
+  EXPECT_EQ(Refusal(t, r),
+            "this node's directory records member 4, which the cluster does not list with its "
+            "join token (removed, or its directory copied): remove the directory to join anew");
+  // A new directory (no recorded id) at that address joins anew.
+  r.member = 0;
+  SignJoinRequest(&r, "s3cret");
+  Result<JoinDecision> anew = DecideJoin(t, r, Ours());
+  ASSERT_TRUE(anew.ok() && anew->propose) << anew.status().ToString();
+}
+
 // The join token has its own field (rule J1), not the member's life (rule O7): the joined
 // member starts with no life, its first start records one whatever the token, a retry is still
 // found by the token after that, and the token survives the table's and the change's encoding
@@ -835,10 +875,12 @@ TEST(JoinTest, RequestAndAnswerRoundTripAndRefuseDamage) {
   JoinRequest r = Request();
   r.cluster_id = ClusterId::Random();
   r.forwarded = true;
+  r.member = 7;
   Result<JoinRequest> back = DecodeJoinRequest(EncodeJoinRequest(r));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(back->complete);
   EXPECT_EQ(back->cluster_id, r.cluster_id);
+  EXPECT_EQ(back->member, 7u);
   EXPECT_EQ(back->token, r.token);
   EXPECT_TRUE(back->forwarded);
   EXPECT_EQ(back->proof_hi, r.proof_hi);
@@ -876,6 +918,9 @@ TEST(JoinTest, RequestAndAnswerRoundTripAndRefuseDamage) {
   bad = r;
   bad.port = 0;
   bad.raft_port = 1;
+  EXPECT_TRUE(refused(bad));
+  bad = r;
+  bad.member = kFirstReservedId;
   EXPECT_TRUE(refused(bad));
   EXPECT_FALSE(DecodeJoinRequest(std::string(200 * 1024, '\x01')).ok());
 

@@ -702,10 +702,21 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     // stranger's terms (Options::stranger_method): no MAC, at most 4 KiB, never compressed, so
     // nothing large is allocated or inflated for an unauthenticated sender.
     bool from_stranger = false;
-    if (bytes.size() >= 12) {
-      uint32_t sender = 0;
+    if (bytes.size() >= kHeaderBytes) {
+      uint32_t sender = 0, receiver = 0;
       std::memcpy(&sender, bytes.data() + 8, 4);
-      from_stranger = le32toh(sender) == kStrangerId;
+      std::memcpy(&receiver, bytes.data() + 12, 4);
+      sender = le32toh(sender);
+      receiver = le32toh(receiver);
+      from_stranger = sender == kStrangerId;
+      // Neither a peer's to us nor a stranger's: dropped on these two fields, before its
+      // payload is checksummed, authenticated or inflated under our lock (docs/rpc.md).
+      if (!from_stranger && (peers.count(sender) == 0 || receiver != transport.self())) {
+        stats.unknown_sender++;
+        WarnDropped("a message from node " + std::to_string(sender) + " to node " +
+                    std::to_string(receiver) + ", not one of ours (different member lists?)");
+        return;
+      }
     }
     if (from_stranger && options.stranger_method == 0) {
       stats.unknown_sender++;

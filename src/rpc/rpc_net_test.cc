@@ -460,6 +460,12 @@ struct RawStranger {
     out->body = Encode(h, payload, codec);
     EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
   }
+  // Any message, as `h` says it is (its sender field included), flattened.
+  void Send(std::string bytes) {
+    auto out = std::make_shared<net::OutMessage>();
+    out->body = std::move(bytes);
+    EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+  }
   void AckAck(uint64_t incarnation, uint64_t task, uint64_t mark) {
     Header h;
     h.kind = Kind::kAckAck;
@@ -721,6 +727,53 @@ TEST(RpcNetTest, AStrangersMessagesAreSmallAndPlain) {
   raw.Call(kEcho, std::string(4000, 'z'), inc++);
   EXPECT_TRUE(ReachesWithin5s(stats.handled, 1));
   EXPECT_EQ(stats.bad_messages.load(), 2u);
+}
+
+// A message from a node that is not a peer (or a peer's to another node) is dropped on its
+// header's sender and receiver fields, before its payload is checksummed or authenticated
+// (docs/rpc.md, "Peers and liveness"): one with a wrong MAC or a damaged payload counts as an
+// unknown sender, not as an authentication failure or a bad message, which only decoding finds.
+TEST(RpcNetTest, AnUnknownSendersMessageIsDroppedBeforeItsPayloadIsDecoded) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t sender_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  auto member = StartStrangersMember(member_port, sender_port, o);
+  ASSERT_NE(member, nullptr);
+  RawStranger raw(sender_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  const MacKey other = DeriveMacKey("not the cluster's");
+  CodecOptions wrong_key;
+  wrong_key.key = &other;
+  auto message = [](NodeId sender, NodeId receiver, const CodecOptions& codec) {
+    Header h;
+    h.kind = Kind::kCall;
+    h.priority = 1;
+    h.sender = sender;
+    h.receiver = receiver;
+    h.incarnation = NowMicros();
+    h.task = 1;
+    h.code = kEcho;
+    return Encode(h, std::string(1000, 'p'), codec);
+  };
+  const uint64_t received = stats.messages_received.load();
+  // Node 9 is no peer: a wrong MAC, then a damaged payload (its CRC no longer matches).
+  raw.Send(message(9, 1, wrong_key));
+  std::string damaged = message(9, 1, {});
+  damaged[kHeaderBytes + 10] ^= 1;
+  raw.Send(std::move(damaged));
+  // Peer 2's message to node 7, not to us, with a wrong MAC.
+  raw.Send(message(2, 7, wrong_key));
+  ASSERT_TRUE(ReachesWithin5s(stats.messages_received, received + 3));
+  EXPECT_TRUE(ReachesWithin5s(stats.unknown_sender, 3));
+  EXPECT_EQ(stats.auth_failures.load(), 0u) << "an unknown sender's MAC was checked";
+  EXPECT_EQ(stats.bad_messages.load(), 0u) << "an unknown sender's payload was checksummed";
+  // Peer 2's own message to us is decoded: its wrong MAC is found.
+  raw.Send(message(2, 1, wrong_key));
+  EXPECT_TRUE(ReachesWithin5s(stats.auth_failures, 1));
+  EXPECT_EQ(stats.unknown_sender.load(), 3u);
+  EXPECT_EQ(stats.handled.load(), 0u);
 }
 
 // The stranger's bounds (docs/rpc.md, "A stranger"): an incarnation more than an hour ahead of

@@ -71,15 +71,12 @@ Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& h
   request.raft_port = static_cast<uint16_t>(port + 1);
   request.client_port = client_port;
   request.token = token;
-  // The cluster its directory already belongs to (rule M5), from the file that caches the
-  // log's id, so the leader refuses another cluster's directory before it adds anything (the
-  // start checks the log itself too).
-  if (std::string text = ReadSmallFile(dir + "/cluster-id"); !text.empty()) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    if (Result<cluster::ClusterId> id = cluster::ClusterId::Parse(text); id.ok()) {
-      request.cluster_id = *id;
-    }
-  }
+  // The cluster its directory's log belongs to (rule M5), read from the log as the start reads
+  // it, so the leader refuses another cluster's directory before it adds anything; and the
+  // member id it records, so it is never given another (its start would refuse it).
+  FLOE_ASSIGN_OR_RETURN(JoinersDirectory recorded, ReadJoinersDirectory(config, host, port));
+  request.cluster_id = recorded.cluster_id;
+  request.member = recorded.member;
   // Tests only (docs/cluster.md, "Flags"): claim another slot count, to see the refusal.
   if (const char* slots = std::getenv("FLOE_TEST_JOIN_SLOTS"); slots != nullptr && *slots) {
     char* end = nullptr;

@@ -152,6 +152,49 @@ TEST(ClusterJoinTest, TheLeaderAddsTheNodeOnceAndEveryMemberAcceptsIt) {
   joiner.Stop();
 }
 
+// A replayed JOIN (the same request, within its 10 minutes) never runs beside its original:
+// a member runs one join at a time and answers a second "retry" before the leader's lookup, at
+// the leader and at a member that forwards, so two identical requests at once make one
+// AddMember proposal (docs/membership.md J1, "One join at a time per member").
+TEST(ClusterJoinTest, TwoIdenticalJoinsAtOnceProposeOneMember) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  size_t leader = 0;
+  for (size_t i = 0; i < 3; i++) {
+    if (c.node(i).meta()->raft().leader) leader = i;
+  }
+  const size_t forwarder = NotTheLeader(c);
+  ASSERT_NE(leader, forwarder);
+  uint64_t token = 500;
+  for (const size_t at : {leader, forwarder}) {
+    cluster::JoinRequest request = Request(floe::testing::FreeClusterPort());
+    request.token = ++token;
+    const uint64_t before = c.node(leader).joins_proposed();
+    std::promise<Result<std::string>> p1, p2;
+    const std::string bytes = cluster::EncodeJoinRequest(request);
+    c.node(at).TEST_Join(bytes, [&p1](Result<std::string> r) { p1.set_value(std::move(r)); });
+    c.node(at).TEST_Join(bytes, [&p2](Result<std::string> r) { p2.set_value(std::move(r)); });
+    Result<std::string> first = p1.get_future().get(), second = p2.get_future().get();
+    ASSERT_TRUE(first.ok()) << "at " << at << ": " << first.status().ToString();
+    Result<cluster::JoinAnswer> joined = cluster::DecodeJoinAnswer(*first);
+    ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+    if (second.ok()) {
+      EXPECT_EQ(cluster::DecodeJoinAnswer(*second)->id, joined->id);
+    } else {
+      EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status().ToString();
+      EXPECT_THAT(std::string(second.status().message()),
+                  HasSubstr("the join of this token is in progress here; retry"));
+    }
+    EXPECT_EQ(c.node(leader).joins_proposed() - before, 1u) << "asked at member " << at;
+    // Its retry, once the first is answered, is answered as its join, proposing nothing.
+    Result<std::string> again = Join(c.node(at), request);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(cluster::DecodeJoinAnswer(*again)->id, joined->id);
+    EXPECT_EQ(c.node(leader).joins_proposed() - before, 1u) << "asked at member " << at;
+  }
+  EXPECT_EQ(c.node(leader).meta()->table()->members().size(), 5u);
+}
+
 TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
@@ -266,6 +309,103 @@ TEST(ClusterJoinTest, AJoinedMemberRestartsFromItsDirectoryWithoutAsking) {
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
 }
 
+// A joined member's restart checks the protocol version it joined under (its kept answer's)
+// before it decodes the answer: another version stops the start with its own error, not as a
+// damaged answer.
+TEST(ClusterJoinTest, AJoinedMembersRestartChecksTheVersionItJoinedUnder) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = JoinerConfig(c, dir.path());
+  auto start = [&]() -> Status {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    if (!node.ok()) return node.status();
+    EXPECT_EQ((*node)->self(), 4u);
+    // Serving: its log is written, so its directory is a joined member's.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE((*node)->serving());
+    (*node)->Stop();
+    engine.set_cluster(nullptr);
+    return Status::OK();
+  };
+  ASSERT_TRUE(start().ok());
+  const std::string path =
+      internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port)) +
+      "/join-answer";
+  std::string kept = internal::ReadSmallFile(path);
+  ASSERT_FALSE(kept.empty());
+  ASSERT_EQ(kept[0], static_cast<char>(cluster::kProtocolVersion));
+  kept[0] = static_cast<char>(cluster::kProtocolVersion + 1);
+  ASSERT_TRUE(internal::WriteFileDurably(path, kept));
+  const Status st = start();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_THAT(
+      std::string(st.message()),
+      HasSubstr("joined under protocol version " + std::to_string(cluster::kProtocolVersion + 1) +
+                " (its answer in " + path + "), and this build runs protocol version " +
+                std::to_string(cluster::kProtocolVersion)));
+  EXPECT_THAT(std::string(st.message()), ::testing::Not(HasSubstr("damaged")));
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 4u);
+}
+
+// A joined member removed from the table (RemoveMember) that asks again with its directory
+// (its kept answer gone) sends the member id its directory records, and is refused, signed,
+// rather than given a new id its start would then refuse against the recorded one.
+TEST(ClusterJoinTest, ARemovedMemberAskingAgainIsRefusedNotGivenANewId) {
+  Config base;
+  base.cluster_secret = "the cluster's";  // the refusal is signed, and the joiner exits on it
+  internal::InProcessCluster c({.members = 3, .base = base});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Config config = JoinerConfig(c, dir.path());
+  ASSERT_EQ(config.cluster_secret, base.cluster_secret);
+  auto start = [&]() -> Status {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    if (!node.ok()) return node.status();
+    EXPECT_EQ((*node)->self(), 4u);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE((*node)->serving());
+    (*node)->Stop();
+    engine.set_cluster(nullptr);
+    return Status::OK();
+  };
+  ASSERT_TRUE(start().ok());
+  const std::string member_dir =
+      internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  Result<internal::JoinersDirectory> recorded = internal::ReadJoinersDirectory(
+      config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  ASSERT_TRUE(recorded.ok()) << recorded.status().ToString();
+  EXPECT_EQ(recorded->member, 4u);
+  ASSERT_TRUE(std::filesystem::remove(member_dir + "/join-answer"));
+  size_t leader = 0;
+  for (size_t i = 0; i < 3; i++) {
+    if (c.node(i).meta()->raft().leader) leader = i;
+  }
+  cluster::Change remove;
+  remove.kind = cluster::Change::Kind::kRemoveMember;
+  remove.node = 4;
+  std::promise<Status> removed;
+  c.node(leader).TEST_meta()->Propose(remove, [&removed](Status st) { removed.set_value(st); });
+  ASSERT_TRUE(removed.get_future().get().ok());
+  ASSERT_EQ(c.node(leader).meta()->table()->members().size(), 3u);
+  const uint64_t proposed = c.node(leader).joins_proposed();
+  const Status st = start();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_THAT(std::string(st.message()),
+              HasSubstr("this node's directory records member 4, which the cluster does not list "
+                        "with its join token"));
+  EXPECT_EQ(c.node(leader).meta()->table()->members().size(), 3u) << "given a new id";
+  EXPECT_EQ(c.node(leader).joins_proposed(), proposed);
+}
+
 TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
@@ -286,18 +426,6 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   a = internal::AskToJoin(config, "127.0.0.1", 20099, 1'000'000);
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("--cluster-secret differs"));
-  // A directory that belongs to another cluster (its cluster-id file) is refused by name.
-  config.cluster_secret.clear();
-  {
-    const std::string member_dir =
-        internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
-    const cluster::ClusterId other = cluster::ClusterId::Random();
-    ASSERT_TRUE(internal::WriteFileDurably(member_dir + "/cluster-id", other.ToString() + "\n"));
-    a = internal::AskToJoin(config, "127.0.0.1", 20099);
-    EXPECT_THAT(std::string(a.status().message()),
-                HasSubstr("cluster id " + other.ToString() + ", ours "));
-    std::filesystem::remove(member_dir + "/cluster-id");
-  }
   // Nobody at the address: it gives up at its limit, naming whom it asked.
   config.cluster_secret.clear();
   config.join = "127.0.0.1:" + std::to_string(floe::testing::FreeClusterPort());
@@ -305,6 +433,64 @@ TEST(ClusterJoinTest, AJoinerIsToldWhatDiffers) {
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("asked " + config.join));
   EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u);
+}
+
+// The request carries the cluster id of the joiner's log, read from the log itself as the
+// start reads it: a directory holding an earlier cluster's log of this name and address, its
+// cluster-id file gone, is refused by the leader naming both ids, and nothing is committed (it
+// was committed, then the start refused the directory). A cluster-id file that disagrees with
+// the log is refused before anything is sent.
+TEST(ClusterJoinTest, AJoinerSendsTheClusterIdOfItsLog) {
+  floe::testing::TempDir dir;
+  Config config;
+  cluster::ClusterId earlier;
+  {
+    internal::InProcessCluster first({.members = 3});
+    ASSERT_TRUE(first.WaitFormed());
+    config = JoinerConfig(first, dir.path());
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    earlier = first.node(0).meta()->table()->cluster_id();
+    ASSERT_FALSE(earlier.empty());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(*node)->serving()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    (*node)->Stop();
+    engine.set_cluster(nullptr);
+  }
+  const std::string member_dir =
+      internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  // The files that name the earlier cluster are gone; its log is not.
+  ASSERT_TRUE(std::filesystem::remove(member_dir + "/cluster-id"));
+  ASSERT_TRUE(std::filesystem::remove(member_dir + "/join-answer"));
+
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  const cluster::ClusterId ours = c.node(0).meta()->table()->cluster_id();
+  ASSERT_NE(ours, earlier);
+  config.join = JoinerConfig(c, dir.path()).join;
+  Result<internal::JoinersDirectory> sent = internal::ReadJoinersDirectory(
+      config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
+  ASSERT_TRUE(sent.ok()) << sent.status().ToString();
+  EXPECT_EQ(sent->cluster_id, earlier);
+  {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+    ASSERT_FALSE(node.ok()) << "joined with another cluster's log";
+    EXPECT_EQ(node.status().code(), StatusCode::kFailedPrecondition) << node.status().ToString();
+    EXPECT_THAT(std::string(node.status().message()),
+                HasSubstr("cluster id " + earlier.ToString() + ", ours " + ours.ToString()));
+  }
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
+  // A cache that disagrees with the log: refused before asking, as the start refuses it.
+  ASSERT_TRUE(internal::WriteFileDurably(member_dir + "/cluster-id", ours.ToString() + "\n"));
+  Result<cluster::JoinAnswer> a = internal::AskToJoin(config, "127.0.0.1", 20099);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("files of two clusters"));
+  EXPECT_EQ(c.node(0).meta()->table()->members().size(), 3u) << "a member was committed";
 }
 
 // Two nodes join at once through one member, which hears one stranger at a time: each retries

@@ -157,6 +157,79 @@ Status ProbeListen(const std::string& host, uint16_t port) {
   return st;
 }
 
+}  // namespace
+
+Result<cluster::ClusterId> ClusterIdOfDirectory(const consensus::Options& raft, bool* holds_log) {
+  const std::string id_path = raft.dir + "/" + kClusterIdFile;
+  cluster::ClusterId in_file;
+  if (std::string text = ReadSmallFile(id_path); !text.empty()) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
+    if (!parsed.ok()) {
+      return Status::Unavailable(id_path + " is damaged: " + parsed.status().ToString());
+    }
+    in_file = *parsed;
+  }
+  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
+  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(raft);
+  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
+    return Status::Unavailable("cannot read its log: " + stored.status().ToString());
+  }
+  *holds_log = stored.ok();
+  cluster::ClusterId id;
+  if (stored.ok()) {
+    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
+    if (!in_log.ok())
+      return Status::Unavailable("cannot read its log: " + in_log.status().ToString());
+    id = *in_log;
+  }
+  if (!in_file.empty() && !id.empty() && in_file != id) {
+    return Status::Unavailable(
+        "the cluster id in " + id_path + " is " + in_file.ToString() + ", but its log holds " +
+        id.ToString() +
+        ": the directory holds files of two clusters (give this member its own --dir, or restore "
+        "the directory whole)");
+  }
+  if (!in_file.empty() && id.empty()) {
+    // A file with no log behind it (the log was removed): the member is new, and must join.
+    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
+                  in_file.ToString());
+  }
+  return id;
+}
+
+Result<JoinersDirectory> ReadJoinersDirectory(const Config& config, const std::string& host,
+                                              uint16_t port) {
+  consensus::Options raft;
+  raft.dir = MemberDirectory(config, host, port);
+  raft.address = host + ":" + std::to_string(port + 1);
+  // Its id, when its directory says it joined here ("joined as <address>", then "self <id>");
+  // the log reads alike under any id.
+  raft.id = 1;
+  net::NodeId recorded = 0;
+  const std::string identity = ReadSmallFile(raft.dir + "/member");
+  if (const std::string prefix = JoinedIdentityPrefix(config, host, port);
+      identity.starts_with(prefix)) {
+    int64_t self = 0;
+    std::string_view rest(identity);
+    rest.remove_prefix(prefix.size());
+    while (!rest.empty() && rest.back() == '\n') rest.remove_suffix(1);
+    if (ParseDecimalInt64(rest, &self) && self >= 1 && self < cluster::kFirstReservedId) {
+      raft.id = recorded = static_cast<net::NodeId>(self);
+    }
+  }
+  bool holds_log = false;
+  Result<cluster::ClusterId> id = ClusterIdOfDirectory(raft, &holds_log);
+  if (!id.ok()) {
+    return Status::Unavailable("cannot join from directory " + raft.dir + ": " +
+                               std::string(id.status().message()));
+  }
+  // Without a log the start rewrites the identity file: no id is recorded yet.
+  return JoinersDirectory{.cluster_id = *id, .member = holds_log ? recorded : 0};
+}
+
+namespace {
+
 // The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
 // runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
 // <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
@@ -251,36 +324,9 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   if (Status st = ProbeListen(me.host, static_cast<uint16_t>(me.port + 1)); !st.ok()) {
     return failed(st.ToString());
   }
-  const std::string id_path = o.raft.dir + "/" + kClusterIdFile;
-  cluster::ClusterId in_file;
-  if (std::string text = ReadSmallFile(id_path); !text.empty()) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    Result<cluster::ClusterId> parsed = cluster::ClusterId::Parse(text);
-    if (!parsed.ok()) return failed(id_path + " is damaged: " + parsed.status().ToString());
-    in_file = *parsed;
-  }
-  // Rule M5: the id is the log's, read before the first HELLO; the file is a cache of it.
-  Result<consensus::StoredLog> stored = consensus::ReadStoredLog(o.raft);
-  if (!stored.ok() && stored.status().code() != StatusCode::kNotFound) {
-    return failed("cannot read its log: " + stored.status().ToString());
-  }
-  *holds_log = stored.ok();
-  if (stored.ok()) {
-    Result<cluster::ClusterId> in_log = cluster::ClusterIdOfLog(*stored);
-    if (!in_log.ok()) return failed("cannot read its log: " + in_log.status().ToString());
-    *id = *in_log;
-  }
-  if (!in_file.empty() && !id->empty() && in_file != *id) {
-    return failed("the cluster id in " + id_path + " is " + in_file.ToString() +
-                  ", but its log holds " + id->ToString() +
-                  ": the directory holds files of two clusters (give this member its own --dir, "
-                  "or restore the directory whole)");
-  }
-  if (!in_file.empty() && id->empty()) {
-    // A file with no log behind it (the log was removed): the member is new, and must join.
-    FLOE_LOG_WARN("{} records cluster {} but the directory holds no log of it: ignored", id_path,
-                  in_file.ToString());
-  }
+  Result<cluster::ClusterId> in_log = ClusterIdOfDirectory(o.raft, holds_log);
+  if (!in_log.ok()) return failed(std::string(in_log.status().message()));
+  *id = *in_log;
   return std::optional<cluster::MetaOptions>(std::move(o));
 }
 
@@ -305,6 +351,17 @@ Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
     }
   }
   if (bytes.empty()) return std::optional<cluster::JoinAnswer>();
+  // The version it joined under, before the answer is decoded: a directory of another
+  // protocol version is neither damaged nor this build's to read (docs/cluster.md, "Versions").
+  if (uint32_t version = 0;
+      wire::Reader(bytes).GetVarint32(&version).ok() && version != cluster::kProtocolVersion) {
+    return Status::FailedPrecondition(
+        "this member joined under protocol version " + std::to_string(version) +
+        " (its answer in " + path + "), and this build runs protocol version " +
+        std::to_string(cluster::kProtocolVersion) +
+        ": a joined member restarts only under the version it joined with; run that release "
+        "on this directory, or remove the directory to join anew");
+  }
   Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(bytes);
   if (!answer.ok()) {
     return Status::Unavailable(path + " is damaged (" + answer.status().ToString() +
@@ -680,6 +737,14 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
                                             std::to_string(request->protocol_version) + ", ours " +
                                             std::to_string(join_policy.protocol_version)));
   }
+  // One join at a time here (docs/membership.md, J1): a replay of a running request, or
+  // another joiner's, is answered "retry" before anything is looked up or proposed for it.
+  Result<uint64_t> ticket = TakeJoinPlace(request->token);
+  if (!ticket.ok()) return reply(ticket.status());
+  reply = [this, ticket = *ticket, reply = std::move(reply)](Result<std::string> r) {
+    FreeJoinPlace(ticket);
+    reply(std::move(r));
+  };
   cluster::Meta* m = nullptr;
   {
     MutexLock lock(&meta_mu);
@@ -714,6 +779,7 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
     return reply(SignedRefusal(decision.status(), *request));
   }
   if (decision->joined != 0) return FinishJoin(m, decision->joined, *request, reply, 40);
+  joins_proposed.fetch_add(1, std::memory_order_relaxed);
   m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
     // Committed, refused (a concurrent commit of the same join), or unknown: the applied table
     // says which (a retry of an unknown outcome finds the member by its token).
@@ -726,6 +792,27 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
     if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
     FinishJoin(m, now->joined, request, reply, 40);
   });
+}
+
+Result<uint64_t> ClusterNode::Impl::TakeJoinPlace(uint64_t token) {
+  const auto now = std::chrono::steady_clock::now();
+  MutexLock lock(&join_mu);
+  // Freed by the join's answer; a join whose answer never comes (a callback lost at a stop)
+  // frees it after twice the node timeout and 5 s more.
+  const auto limit = std::chrono::microseconds(2 * timeout_us + 5'000'000);
+  if (join_token != 0 && now - join_since < limit) {
+    return Status::Unavailable(token == join_token
+                                   ? "the join of this token is in progress here; retry"
+                                   : "another join is in progress here; retry");
+  }
+  join_token = token == 0 ? 1 : token;
+  join_since = now;
+  return ++join_ticket;
+}
+
+void ClusterNode::Impl::FreeJoinPlace(uint64_t ticket) {
+  MutexLock lock(&join_mu);
+  if (ticket == join_ticket) join_token = 0;
 }
 
 void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,

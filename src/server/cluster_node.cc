@@ -434,6 +434,9 @@ void ClusterNode::TEST_DropProxySessions() {
 bool ClusterNode::formed() const { return impl_->cluster->formed(); }
 net::NodeId ClusterNode::self() const { return impl_->cluster->self(); }
 const cluster::SlotMap& ClusterNode::map() const { return impl_->Routes(); }
+uint64_t ClusterNode::joins_proposed() const {
+  return impl_->joins_proposed.load(std::memory_order_relaxed);
+}
 uint64_t ClusterNode::slots_given_away_with_keys() const {
   return impl_->slots_given_away_with_keys.load(std::memory_order_relaxed);
 }

@@ -118,6 +118,9 @@ class ClusterNode {
   // Slots the agreed table gave to another node while keys of them were here (the guard: they
   // stay here, served by nobody; docs/membership.md).
   uint64_t slots_given_away_with_keys() const;
+  // AddMember proposals this member made as the leader, one per join it committed or tried
+  // to (docs/membership.md J1: a replayed JOIN proposes nothing beside its original).
+  uint64_t joins_proposed() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
   // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.

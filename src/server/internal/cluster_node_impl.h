@@ -7,6 +7,7 @@
 #define FLOE_SERVER_INTERNAL_CLUSTER_NODE_IMPL_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -22,6 +23,7 @@
 
 #include "base/base.h"
 #include "cluster/cluster.h"
+#include "consensus/consensus.h"
 #include "dkv/dkv.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
@@ -62,6 +64,23 @@ Result<net::Faults> FaultsFromEnvironment();
 // LOCK, taken into `lock`, and the directory's identity (a log there is this member's: one of
 // another cluster, or of a founder, would stop the start after the join was committed).
 Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock);
+// The cluster id the log in `raft.dir` holds (rule M5), read from the log itself
+// (consensus::ReadStoredLog, cluster::ClusterIdOfLog); empty when it holds no log (*holds_log
+// says which). The cluster-id file is a cache of it: Unavailable when the file is damaged or
+// names another cluster than the log, or when the log does not read. The start (PrepareMeta)
+// and a joiner's request (AskToJoin, through ReadJoinersDirectory) take the id from here alike.
+// REQUIRES: no Raft runs on the directory.
+Result<cluster::ClusterId> ClusterIdOfDirectory(const consensus::Options& raft, bool* holds_log);
+// What the directory of the joiner at host:port records (rule J1), sent in its JOIN: the
+// cluster id of its log (ClusterIdOfDirectory), so the leader refuses a directory of another
+// cluster before it commits anything, and the member id it joined as (its identity file, when
+// a log is there; 0: none), so the leader answers it only as that member.
+struct JoinersDirectory {
+  cluster::ClusterId cluster_id;
+  net::NodeId member = 0;
+};
+Result<JoinersDirectory> ReadJoinersDirectory(const Config& config, const std::string& host,
+                                              uint16_t port);
 // A joined member's restart (rule J1): when its directory says it joined this cluster at this
 // address, holds a log, and keeps the answer it joined with, that answer (the member starts
 // from it and its log, asking nobody); nullopt when it must ask. Unavailable for a kept answer
@@ -175,12 +194,23 @@ struct ClusterNode::Impl {
   // The answer to kJoinMethod (RPC 101): a member that does not lead forwards the request to the
   // leader once; the leader checks it, commits AddMember and adds the node to Raft as a learner.
   void OnJoin(net::NodeId from, std::string_view request, rpc::Reply reply);
+  // Rule J1, one join at a time per member: the join in flight here (its token, 0: none), when
+  // it was taken and its ticket, so a late answer of one whose place expired frees nothing.
+  Mutex join_mu;
+  uint64_t join_token FLOE_GUARDED_BY(join_mu) = 0;
+  std::chrono::steady_clock::time_point join_since FLOE_GUARDED_BY(join_mu);
+  uint64_t join_ticket FLOE_GUARDED_BY(join_mu) = 0;
+  std::atomic<uint64_t> joins_proposed{0};  // AddMember proposals of this member as leader
+  // Takes the member's one place for the join of `token` and returns its ticket; or the
+  // Unavailable ("retry") a second join is answered with while one runs.
+  Result<uint64_t> TakeJoinPlace(uint64_t token);
+  void FreeJoinPlace(uint64_t ticket);
+  // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
+  Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
   // On the leader: adds member `id` (of `request`) to Raft as a learner, then answers; a
   // configuration change in progress is retried (`attempts` left). Runs on the Raft thread or
   // the loop, so it takes `m` (which lives as long as the node) and never meta_mu: the loop
   // holds meta_mu while it stops Raft (RefuseClusterId), which joins the Raft thread.
-  // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
-  Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
   void FinishJoin(cluster::Meta* m, net::NodeId id, const cluster::JoinRequest& request,
                   rpc::Reply reply, int attempts);
   // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
