@@ -325,7 +325,8 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // Reads one frame: the length, checked before anything is allocated, then the message in
-  // chunks (each CRC-ed as it arrives, while the sender keeps writing), then the CRC.
+  // chunks (each CRC-ed as it arrives, while the sender keeps writing; the buffer grows with
+  // them), then the CRC.
   void ReadFrame(std::shared_ptr<tcp::socket> socket, std::shared_ptr<std::string> buf) {
     auto self = shared_from_this();
     auto len = std::make_shared<std::array<char, 4>>();
@@ -338,8 +339,9 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                          self->stats.oversized++;
                          return self->DropIncoming(socket);
                        }
+                       // Not reserved up front: the buffer grows with the bytes that came, so
+                       // a length announced and never sent holds no memory.
                        buf->clear();
-                       buf->reserve(n);
                        self->ReadChunk(socket, buf, n, 0);
                      });
   }
