@@ -741,8 +741,9 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
   // another joiner's, is answered "retry" before anything is looked up or proposed for it.
   Result<uint64_t> ticket = TakeJoinPlace(request->token);
   if (!ticket.ok()) return reply(ticket.status());
-  reply = [this, ticket = *ticket, reply = std::move(reply)](Result<std::string> r) {
-    FreeJoinPlace(ticket);
+  reply = [this, token = request->token, ticket = *ticket,
+           reply = std::move(reply)](Result<std::string> r) {
+    FreeJoinPlace(token, ticket);
     reply(std::move(r));
   };
   cluster::Meta* m = nullptr;
@@ -761,8 +762,10 @@ void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Re
       return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
     }
     request->forwarded = true;
+    // Within the joiner's own attempt (2 s): a leader that died mid-join holds this member's
+    // place for the token no longer than the joiner waits before it asks again.
     endpoint->CallAsync(st.leader_id, cluster::kJoinMethod, cluster::EncodeJoinRequest(*request),
-                        timeout_us, [reply](Result<std::string> r) {
+                        std::min<uint64_t>(timeout_us, 2'000'000), [reply](Result<std::string> r) {
                           if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) {
                             return reply(Status::Unavailable("the leader did not answer: " +
                                                              r.status().ToString()));
@@ -798,21 +801,25 @@ Result<uint64_t> ClusterNode::Impl::TakeJoinPlace(uint64_t token) {
   const auto now = std::chrono::steady_clock::now();
   MutexLock lock(&join_mu);
   // Freed by the join's answer; a join whose answer never comes (a callback lost at a stop)
-  // frees it after twice the node timeout and 5 s more.
-  const auto limit = std::chrono::microseconds(2 * timeout_us + 5'000'000);
-  if (join_token != 0 && now - join_since < limit) {
-    return Status::Unavailable(token == join_token
-                                   ? "the join of this token is in progress here; retry"
-                                   : "another join is in progress here; retry");
+  // frees its place after twice the node timeout and 5 s more, at most 30 s.
+  const auto limit =
+      std::chrono::microseconds(std::min<uint64_t>(2 * timeout_us + 5'000'000, 30'000'000));
+  std::erase_if(joins_in_flight, [&](const auto& kv) { return now - kv.second.since >= limit; });
+  if (joins_in_flight.count(token) != 0) {
+    return Status::Unavailable("the join of this token is in progress here; retry");
   }
-  join_token = token == 0 ? 1 : token;
-  join_since = now;
-  return ++join_ticket;
+  if (joins_in_flight.size() >= kMaxJoinsInFlight) {
+    return Status::Unavailable(std::to_string(kMaxJoinsInFlight) +
+                               " joins are in progress here; retry");
+  }
+  joins_in_flight[token] = JoinInFlight{.ticket = ++join_ticket, .since = now};
+  return join_ticket;
 }
 
-void ClusterNode::Impl::FreeJoinPlace(uint64_t ticket) {
+void ClusterNode::Impl::FreeJoinPlace(uint64_t token, uint64_t ticket) {
   MutexLock lock(&join_mu);
-  if (ticket == join_ticket) join_token = 0;
+  auto it = joins_in_flight.find(token);
+  if (it != joins_in_flight.end() && it->second.ticket == ticket) joins_in_flight.erase(it);
 }
 
 void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,

@@ -194,17 +194,22 @@ struct ClusterNode::Impl {
   // The answer to kJoinMethod (RPC 101): a member that does not lead forwards the request to the
   // leader once; the leader checks it, commits AddMember and adds the node to Raft as a learner.
   void OnJoin(net::NodeId from, std::string_view request, rpc::Reply reply);
-  // Rule J1, one join at a time per member: the join in flight here (its token, 0: none), when
-  // it was taken and its ticket, so a late answer of one whose place expired frees nothing.
+  // Rule J1, one join of a token at a time per member, at most kMaxJoinsInFlight joins at once:
+  // each join in flight here by its token, with its ticket (so a late answer of one whose place
+  // expired frees nothing) and when it was taken.
+  static constexpr size_t kMaxJoinsInFlight = 16;
+  struct JoinInFlight {
+    uint64_t ticket = 0;
+    std::chrono::steady_clock::time_point since;
+  };
   Mutex join_mu;
-  uint64_t join_token FLOE_GUARDED_BY(join_mu) = 0;
-  std::chrono::steady_clock::time_point join_since FLOE_GUARDED_BY(join_mu);
+  std::map<uint64_t, JoinInFlight> joins_in_flight FLOE_GUARDED_BY(join_mu);
   uint64_t join_ticket FLOE_GUARDED_BY(join_mu) = 0;
   std::atomic<uint64_t> joins_proposed{0};  // AddMember proposals of this member as leader
-  // Takes the member's one place for the join of `token` and returns its ticket; or the
-  // Unavailable ("retry") a second join is answered with while one runs.
+  // Takes a place for the join of `token` and returns its ticket; or the Unavailable ("retry")
+  // a join is answered with while one of the same token runs, or kMaxJoinsInFlight do.
   Result<uint64_t> TakeJoinPlace(uint64_t token);
-  void FreeJoinPlace(uint64_t ticket);
+  void FreeJoinPlace(uint64_t token, uint64_t ticket);
   // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
   Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
   // On the leader: adds member `id` (of `request`) to Raft as a learner, then answers; a
