@@ -65,9 +65,21 @@ static void CheckJoinDecoders(std::string_view in) {
           .id = 1, .host = "127.0.0.1", .port = 7100, .raft_port = 7101}};
       floe::cluster::Table t;
       FLOE_CHECK(t.Apply(init).ok());
+      // A member added by a join, so a request naming its address, token or id reaches the
+      // branches that answer a retry or refuse another's.
+      floe::cluster::Change joined;
+      joined.kind = floe::cluster::Change::Kind::kAddMember;
+      joined.member = floe::cluster::TableMember{
+          .host = "127.0.0.2", .port = 7100, .raft_port = 7101, .join_token = 77};
+      FLOE_CHECK(t.Apply(joined).ok());
       return t;
     }();
-    (void)floe::cluster::DecideJoin(table, *r, {.cluster_name = "floe", .secret = "s"});
+    const floe::cluster::JoinPolicy policy{.cluster_name = "floe", .secret = "s"};
+    (void)floe::cluster::DecideJoin(table, *r, policy);
+    // Signed with the secret, so the checks past the proof run too.
+    floe::cluster::JoinRequest signed_request = *r;
+    floe::cluster::SignJoinRequest(&signed_request, policy.secret);
+    (void)floe::cluster::DecideJoin(table, signed_request, policy);
   }
   floe::Result<floe::cluster::JoinAnswer> a = floe::cluster::DecodeJoinAnswer(in);
   if (a.ok()) {
