@@ -761,6 +761,9 @@ void FramesInfoSection(Engine& engine, std::string* out) {
   line("frames_raw_bytes",
        static_cast<uint64_t>(std::max<int64_t>(0, t.raw_bytes.load(std::memory_order_relaxed))));
   line("frames_detached_bytes", static_cast<uint64_t>(engine.DetachedFrameBytes()));
+  line("frame_chunks",
+       static_cast<uint64_t>(std::max<int64_t>(0, t.chunks.load(std::memory_order_relaxed))));
+  line("frame_chunk_bytes", static_cast<uint64_t>(engine.ChunkStoreBytes()));
   line("jobs_running", j.running);
   line("jobs_started", j.started);
   line("jobs_done", j.done);

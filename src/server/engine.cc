@@ -54,8 +54,8 @@ int64_t Engine::UsedMemory(bool may_trim_copies) {
   const auto now = static_cast<int64_t>(NowMicros());
   const bool trim_due = may_trim_copies && trim_copies_.load(std::memory_order_relaxed);
   if (trim_due || now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
-    int64_t used =
-        static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() + DetachedFrameBytes();
+    int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
+                   DetachedFrameBytes() + ChunkStoreBytes();
     // Cached copies of other nodes' keys count too, and go first when memory is short.
     if (internal::ClusterNode* node = cluster()) {
       dkv::Dkv& d = node->dkv();
@@ -99,8 +99,8 @@ bool Engine::PostPiece(std::function<void()> make) {
 void Engine::StopPieces() { pieces_->Shutdown(); }
 
 int64_t Engine::UsedMemoryNow() const {
-  int64_t used =
-      static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() + DetachedFrameBytes();
+  int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
+                 DetachedFrameBytes() + ChunkStoreBytes();
   if (const internal::ClusterNode* node = cluster()) {
     used += static_cast<int64_t>(node->dkv().CacheBytes());
   }

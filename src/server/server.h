@@ -612,7 +612,8 @@ class Engine {
     reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
   }
   int64_t reserved_memory() const { return reserved_memory_.load(std::memory_order_acquire); }
-  // Used memory measured now (store, client buffers, cached copies, detached frames), trimming
+  // Used memory measured now (store, client buffers, cached copies, detached frames, the chunk
+  // store), trimming
   // nothing: what a
   // large allocation is checked against, where UsedMemory's figure may be a millisecond old.
   int64_t UsedMemoryNow() const;
@@ -662,14 +663,22 @@ class Engine {
   // adds itself when made and takes itself away when it dies (relaxed atomics, statistics).
   // stored_charge is what those cells charge the store; live_charge is the charge of every
   // frame the store made that is still alive, held by a cell or only by a reader that outlived
-  // it (internal/frame_value.h, rule 3).
+  // it (internal/frame_value.h, rule 3). chunks and chunk_charge are the cluster chunk store's
+  // entries and their charge, part of used memory (internal/chunk_store.h, rule 3).
   struct FrameTotals {
     std::atomic<int64_t> count{0}, compressed_bytes{0}, raw_bytes{0};
     std::atomic<int64_t> stored_charge{0}, live_charge{0};
+    std::atomic<int64_t> chunks{0}, chunk_charge{0};
   };
   const std::shared_ptr<FrameTotals>& frame_totals() { return frame_totals_; }
   // Bytes of frames dropped or replaced while a reader still holds them (live - stored): part
   // of used memory until the last reader lets go.
+  // The chunk store's charge (internal/chunk_store.h, rule 3): part of used memory.
+  int64_t ChunkStoreBytes() const {
+    // relaxed: as DetachedFrameBytes.
+    const int64_t c = frame_totals_->chunk_charge.load(std::memory_order_relaxed);
+    return c > 0 ? c : 0;
+  }
   int64_t DetachedFrameBytes() const {
     // relaxed: a figure read as the store's is, a moment late at worst.
     const int64_t d = frame_totals_->live_charge.load(std::memory_order_relaxed) -

@@ -1,0 +1,294 @@
+// Frames in a cluster (docs/frames_cluster.md): where a chunk lives (D1), the chunk store (D3,
+// D4's put rules) and the frame RPC codecs (D12).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster/cluster.h"
+#include "frame/frame.h"
+#include "server/internal/chunk_store.h"
+#include "server/internal/frame_rpc.h"
+#include "server/server.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+namespace {
+
+cluster::SlotMap MapOf(int n) {
+  std::string list;
+  for (int i = 0; i < n; i++) {
+    list += (i > 0 ? "," : "") + std::string("127.0.0.1:") + std::to_string(7000 + i);
+  }
+  Result<std::vector<cluster::Member>> members = cluster::ParseMembers(list);
+  EXPECT_TRUE(members.ok());
+  return cluster::SlotMap::Balanced(*members);
+}
+
+// D1: the first G chunks of a frame split among the members in proportion to their slots, each
+// member's count within log2 G + 1 of its share, for 1 to 64 members and every G up to 4,096.
+TEST(ChunkSlotTest, SpreadsEveryPrefixInProportionToSlots) {
+  for (int n = 1; n <= 64; n++) {
+    const cluster::SlotMap map = MapOf(n);
+    std::vector<double> share(static_cast<size_t>(n) + 1, 0);
+    for (int s = 0; s < cluster::kSlots; s++) {
+      share[map.Home(static_cast<uint16_t>(s))] += 1.0 / cluster::kSlots;
+    }
+    std::vector<int> count(static_cast<size_t>(n) + 1, 0);
+    for (uint64_t g = 1; g <= 4096; g++) {
+      const net::NodeId home = map.Home(ChunkSlot(g - 1));
+      ASSERT_GE(home, 1u);
+      count[home]++;
+      const double bound = std::log2(static_cast<double>(g)) + 1;
+      for (int m = 1; m <= n; m++) {
+        ASSERT_LE(std::fabs(count[static_cast<size_t>(m)] -
+                            static_cast<double>(g) * share[static_cast<size_t>(m)]),
+                  bound)
+            << n << " members, " << g << " chunks, member " << m;
+      }
+    }
+  }
+  // The doc's example: a 20-chunk frame on 3 members is split 8/6/6.
+  const cluster::SlotMap three = MapOf(3);
+  std::vector<int> c(4, 0);
+  for (uint64_t k = 0; k < 20; k++) c[three.Home(ChunkSlot(k))]++;
+  std::vector<int> sorted = {c[1], c[2], c[3]};
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::vector<int>{6, 6, 8}));
+}
+
+TEST(ChunkSlotTest, IsABijectionOnSlots) {
+  std::set<uint16_t> seen;
+  for (uint64_t k = 0; k < static_cast<uint64_t>(cluster::kSlots); k++) {
+    const uint16_t s = ChunkSlot(k);
+    ASSERT_LT(s, cluster::kSlots);
+    seen.insert(s);
+    // mod 16,384, whatever the high bits.
+    ASSERT_EQ(ChunkSlot(k + cluster::kSlots), s);
+    ASSERT_EQ(ChunkSlot(k + (uint64_t{1} << 63)), s);
+    // An involution: reversing twice gives k back.
+    ASSERT_EQ(ChunkSlot(s), k);
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(cluster::kSlots));
+  EXPECT_EQ(ChunkSlot(1), 8192);
+  EXPECT_EQ(ChunkSlot(2), 4096);
+  EXPECT_EQ(ChunkSlot(3), 12288);
+}
+
+std::string Numbers(std::vector<double> v) { return frame::Compress(v); }
+
+PutChunksRequest TwoChunks(const std::vector<std::string>& bytes) {
+  PutChunksRequest r;
+  r.map_version = 7;
+  r.frame_id = (uint64_t{3} << 44) | 5;
+  r.header_slot = 1234;
+  r.columns = 2;
+  r.chunks.push_back({.index = 0, .columns = {bytes[0], bytes[1]}});
+  r.chunks.push_back({.index = 9, .columns = {bytes[2], bytes[3]}});
+  return r;
+}
+
+std::vector<std::string> SomeColumns() {
+  return {Numbers({1, 2, 3}), Numbers({0.5, 1.5, 2.5}), Numbers({10, 11}), Numbers({-1, 7})};
+}
+
+TEST(FrameRpcTest, PutChunksRoundTripsAndRefusesEveryTruncation) {
+  const std::vector<std::string> cols = SomeColumns();
+  const PutChunksRequest r = TwoChunks(cols);
+  const std::string enc = EncodePutChunks(r);
+  Result<PutChunksRequest> d = DecodePutChunks(enc);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->map_version, 7u);
+  EXPECT_EQ(d->frame_id, r.frame_id);
+  EXPECT_EQ(d->header_slot, 1234);
+  ASSERT_EQ(d->chunks.size(), 2u);
+  EXPECT_EQ(d->chunks[1].index, 9u);
+  EXPECT_EQ(d->chunks[1].columns[1], cols[3]);
+  for (size_t n = 0; n < enc.size(); n++) {
+    EXPECT_FALSE(DecodePutChunks(enc.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(DecodePutChunks(enc + "x").ok());
+}
+
+TEST(FrameRpcTest, PutChunksRefusesCountsBeyondItsBytes) {
+  const std::vector<std::string> cols = SomeColumns();
+  PutChunksRequest r = TwoChunks(cols);
+  // A header slot outside 0-16383.
+  r.header_slot = 16384;
+  EXPECT_EQ(DecodePutChunks(EncodePutChunks(r)).status().code(), StatusCode::kCorruption);
+  r.header_slot = 1;
+  // No column, a chunk count of 2^60, a column count of 2^31, a column under a chunk header.
+  auto with = [&](uint64_t columns, uint64_t chunks) {
+    std::string out;
+    wire::Writer w(&out);
+    w.PutVarint64(1);
+    w.PutVarint64(2);
+    w.PutFixed16(3);
+    w.PutVarint64(columns);
+    w.PutVarint64(chunks);
+    w.PutVarint64(0);
+    w.PutLengthPrefixed(cols[0]);
+    return out;
+  };
+  EXPECT_TRUE(DecodePutChunks(with(1, 1)).ok());
+  EXPECT_FALSE(DecodePutChunks(with(0, 1)).ok());
+  EXPECT_FALSE(DecodePutChunks(with(1, 0)).ok());
+  EXPECT_FALSE(DecodePutChunks(with(1, uint64_t{1} << 60)).ok());
+  EXPECT_FALSE(DecodePutChunks(with(uint64_t{1} << 31, 1)).ok());
+  EXPECT_FALSE(DecodePutChunks(with(2, 1)).ok());
+  r.chunks[0].columns[0] = std::string_view(cols[0]).substr(0, frame::kChunkHeaderBytes - 1);
+  EXPECT_FALSE(DecodePutChunks(EncodePutChunks(r)).ok());
+}
+
+TEST(FrameRpcTest, TheOtherMessagesRoundTripAndRefuseTruncations) {
+  const GetChunkRequest g{.map_version = 2, .frame_id = 99, .index = 1u << 20};
+  const std::string ge = EncodeGetChunk(g);
+  Result<GetChunkRequest> gd = DecodeGetChunk(ge);
+  ASSERT_TRUE(gd.ok());
+  EXPECT_EQ(gd->index, g.index);
+  for (size_t n = 0; n < ge.size(); n++) EXPECT_FALSE(DecodeGetChunk(ge.substr(0, n)).ok());
+  EXPECT_FALSE(DecodeGetChunk(ge + "x").ok());
+
+  const std::vector<std::string> cols = SomeColumns();
+  const std::string ce = EncodeChunkColumns({cols[0], cols[1]});
+  Result<std::vector<std::string_view>> cd = DecodeChunkColumns(ce);
+  ASSERT_TRUE(cd.ok());
+  EXPECT_EQ((*cd)[1], cols[1]);
+  for (size_t n = 0; n < ce.size(); n++) EXPECT_FALSE(DecodeChunkColumns(ce.substr(0, n)).ok());
+  EXPECT_FALSE(DecodeChunkColumns(EncodeChunkColumns({})).ok());
+
+  const FrameIdsRequest f{.map_version = 4, .ids = {1, uint64_t{1} << 63, 5}};
+  const std::string fe = EncodeFrameIds(f);
+  Result<FrameIdsRequest> fd = DecodeFrameIds(fe);
+  ASSERT_TRUE(fd.ok());
+  EXPECT_EQ(fd->ids, f.ids);
+  for (size_t n = 0; n < fe.size(); n++) EXPECT_FALSE(DecodeFrameIds(fe.substr(0, n)).ok());
+  std::string huge;
+  wire::Writer w(&huge);
+  w.PutVarint64(1);
+  w.PutVarint64(uint64_t{1} << 40);  // ids the bytes cannot hold: refused before sizing
+  w.PutVarint64(1);
+  EXPECT_FALSE(DecodeFrameIds(huge).ok());
+
+  const std::vector<FrameIdState> st = {FrameIdState::kGone, FrameIdState::kLive,
+                                        FrameIdState::kImporting};
+  Result<std::vector<FrameIdState>> sd = DecodeFrameIdStates(EncodeFrameIdStates(st), 3);
+  ASSERT_TRUE(sd.ok());
+  EXPECT_EQ(*sd, st);
+  EXPECT_FALSE(DecodeFrameIdStates(EncodeFrameIdStates(st), 2).ok());
+  EXPECT_FALSE(DecodeFrameIdStates("\x03", 1).ok());
+}
+
+void SetMaxMemory(Engine& engine, int64_t bytes) {
+  const std::string v = std::to_string(bytes);
+  std::string failed;
+  ASSERT_TRUE(engine.SetConfig({{"maxmemory", v}}, &failed).ok()) << failed;
+}
+
+const auto kOwnsAll = [](uint16_t) { return true; };
+
+// D3/D4: an entry is kept once (the first put wins), charged to the engine's used memory and
+// counted outside the keyspace; dropping it gives the charge back.
+TEST(ChunkStoreTest, KeepsTheFirstPutAndChargesUsedMemory) {
+  Engine engine(Config(), 1);
+  const int64_t before = engine.UsedMemoryNow();
+  const std::vector<std::string> cols = SomeColumns();
+  {
+    ChunkStore store(&engine);
+    const PutChunksRequest r = TwoChunks(cols);
+    ASSERT_TRUE(store.Put(r, kOwnsAll).ok());
+    const int64_t charge =
+        static_cast<int64_t>(cols[0].size() + cols[1].size() + cols[2].size() + cols[3].size()) +
+        4 * ChunkStore::kChunkOverhead;
+    EXPECT_EQ(store.chunks(), 2);
+    EXPECT_EQ(store.charge(), charge);
+    EXPECT_EQ(engine.ChunkStoreBytes(), charge);
+    EXPECT_EQ(engine.UsedMemoryNow(), before + charge);
+    EXPECT_EQ(engine.frame_totals()->chunks.load(), 2);
+    EXPECT_EQ(engine.store().Size(), 0u);
+
+    // The same id and index again, with other bytes: the first stays.
+    PutChunksRequest again = r;
+    again.chunks.resize(1);
+    again.chunks[0].columns = {cols[2], cols[3]};
+    ASSERT_TRUE(store.Put(again, kOwnsAll).ok());
+    Result<std::shared_ptr<const ChunkStore::Chunk>> c = store.Get(r.frame_id, 0);
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(*(*c)->columns[0], cols[0]);
+    EXPECT_EQ((*c)->rows, 3u);
+    EXPECT_EQ(store.charge(), charge);
+    EXPECT_EQ(store.Get(r.frame_id, 1).status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(store.Get(r.frame_id + 1, 0).status().code(), StatusCode::kNotFound);
+    ASSERT_EQ(store.Sets().size(), 1u);
+    EXPECT_EQ(store.Sets()[0].second, 1234);
+
+    EXPECT_EQ(store.Drop({r.frame_id, 12345}), 1u);
+    EXPECT_EQ(store.chunks(), 0);
+    EXPECT_EQ(engine.ChunkStoreBytes(), 0);
+    EXPECT_EQ(engine.UsedMemoryNow(), before);
+    // A reader's chunk outlives the drop.
+    EXPECT_EQ(*(*c)->columns[1], cols[1]);
+    ASSERT_TRUE(store.Put(r, kOwnsAll).ok());
+  }
+  // The store's end gives its charge back.
+  EXPECT_EQ(engine.ChunkStoreBytes(), 0);
+  EXPECT_EQ(engine.frame_totals()->chunks.load(), 0);
+}
+
+// D4: a chunk homed elsewhere, bytes ChunkView refuses, columns of different rows: the whole
+// put is refused and nothing is kept.
+TEST(ChunkStoreTest, RefusesAWrongHomeAndBadBytesKeepingNothing) {
+  Engine engine(Config(), 1);
+  ChunkStore store(&engine);
+  const std::vector<std::string> cols = SomeColumns();
+  const PutChunksRequest r = TwoChunks(cols);
+  Status s = store.Put(r, [](uint16_t slot) { return slot != ChunkSlot(9); });
+  EXPECT_EQ(s.code(), StatusCode::kWrongHome) << s.ToString();
+  EXPECT_NE(s.message().find("chunk 9"), std::string::npos) << s.ToString();
+
+  std::string bad = cols[2];
+  bad[0] = static_cast<char>(0xff);  // no such layout
+  PutChunksRequest b = r;
+  b.chunks[1].columns[0] = bad;
+  s = store.Put(b, kOwnsAll);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+
+  PutChunksRequest ragged = r;
+  ragged.chunks[1].columns[1] = cols[0];  // 3 rows beside 2
+  s = store.Put(ragged, kOwnsAll);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+
+  EXPECT_EQ(store.chunks(), 0);
+  EXPECT_TRUE(store.Sets().empty());
+  EXPECT_EQ(engine.ChunkStoreBytes(), 0);
+}
+
+// D3: a put that does not fit under maxmemory is refused with the OOM text, keeping nothing and
+// reserving nothing.
+TEST(ChunkStoreTest, APutBeyondMaxmemoryIsRefusedWithTheOomText) {
+  Engine engine(Config(), 1);
+  ChunkStore store(&engine);
+  std::vector<double> many(200000);
+  for (size_t i = 0; i < many.size(); i++) many[i] = static_cast<double>(i) * 0.37;
+  const std::string big = Numbers(many);
+  PutChunksRequest r;
+  r.frame_id = 1;
+  r.columns = 1;
+  r.chunks.push_back({.index = 0, .columns = {big}});
+  SetMaxMemory(engine, engine.UsedMemoryNow() + static_cast<int64_t>(big.size()) / 2);
+  const Status s = store.Put(r, kOwnsAll);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("OOM"), std::string::npos) << s.ToString();
+  EXPECT_EQ(store.chunks(), 0);
+  EXPECT_EQ(engine.reserved_memory(), 0);
+  SetMaxMemory(engine, 0);
+  EXPECT_TRUE(store.Put(r, kOwnsAll).ok());
+  EXPECT_EQ(engine.reserved_memory(), 0);
+}
+
+}  // namespace
+}  // namespace floe::server::internal

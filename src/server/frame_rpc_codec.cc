@@ -1,0 +1,172 @@
+// The frame RPC messages (internal/frame_rpc.h; docs/frames_cluster.md, "RPC methods").
+
+#include "frame/frame.h"
+#include "server/internal/frame_rpc.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+
+namespace {
+
+constexpr uint16_t kSlotCount = uint16_t{1} << kChunkSlotBits;
+
+Status CheckSize(std::string_view bytes) {
+  if (bytes.size() > kMaxFrameRpcBytes) return Status::Corruption("frame message over 1 GiB");
+  return Status::OK();
+}
+
+Status Leftover(const wire::Reader& r) {
+  return r.empty() ? Status::OK() : Status::Corruption("frame message has trailing bytes");
+}
+
+void PutColumns(wire::Writer& w, const std::vector<std::string_view>& columns) {
+  for (std::string_view c : columns) w.PutLengthPrefixed(c);
+}
+
+// `n` columns, each at least a chunk header and at most kMaxChunkColumnBytes.
+Status GetColumns(wire::Reader& r, uint64_t n, std::vector<std::string_view>* out) {
+  // Each column takes at least a chunk header's bytes and its length: checked against the
+  // bytes present before the vector is sized.
+  if (n > r.remaining() / (frame::kChunkHeaderBytes + 1)) {
+    return Status::Corruption("frame message: more columns than its bytes hold");
+  }
+  out->reserve(static_cast<size_t>(n));
+  for (uint64_t i = 0; i < n; i++) {
+    std::string_view c;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&c, kMaxChunkColumnBytes));
+    if (c.size() < frame::kChunkHeaderBytes) {
+      return Status::Corruption("frame message: a column shorter than a chunk header");
+    }
+    out->push_back(c);
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+std::string EncodePutChunks(const PutChunksRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutVarint64(r.frame_id);
+  w.PutFixed16(r.header_slot);
+  w.PutVarint64(r.columns);
+  w.PutVarint64(r.chunks.size());
+  for (const ChunkPut& c : r.chunks) {
+    w.PutVarint64(c.index);
+    PutColumns(w, c.columns);
+  }
+  return out;
+}
+
+Result<PutChunksRequest> DecodePutChunks(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  PutChunksRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.frame_id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.header_slot));
+  if (q.header_slot >= kSlotCount) return Status::Corruption("PUT_CHUNKS: header slot >= 16384");
+  FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.columns));
+  if (q.columns == 0) return Status::Corruption("PUT_CHUNKS: no column");
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A chunk takes at least its index and its columns' bytes.
+  const uint64_t min_chunk = 1 + uint64_t{q.columns} * (frame::kChunkHeaderBytes + 1);
+  if (n == 0 || n > r.remaining() / min_chunk) {
+    return Status::Corruption("PUT_CHUNKS: chunk count does not match its bytes");
+  }
+  q.chunks.resize(static_cast<size_t>(n));
+  for (ChunkPut& c : q.chunks) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.index));
+    FLOE_RETURN_IF_ERROR(GetColumns(r, q.columns, &c.columns));
+  }
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return q;
+}
+
+std::string EncodeGetChunk(const GetChunkRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutVarint64(r.frame_id);
+  w.PutVarint64(r.index);
+  return out;
+}
+
+Result<GetChunkRequest> DecodeGetChunk(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  GetChunkRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.frame_id));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.index));
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return q;
+}
+
+std::string EncodeChunkColumns(const std::vector<std::string_view>& columns) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(columns.size());
+  PutColumns(w, columns);
+  return out;
+}
+
+Result<std::vector<std::string_view>> DecodeChunkColumns(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (n == 0) return Status::Corruption("GET_CHUNK answer: no column");
+  std::vector<std::string_view> columns;
+  FLOE_RETURN_IF_ERROR(GetColumns(r, n, &columns));
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return columns;
+}
+
+std::string EncodeFrameIds(const FrameIdsRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutVarint64(r.ids.size());
+  for (uint64_t id : r.ids) w.PutVarint64(id);
+  return out;
+}
+
+Result<FrameIdsRequest> DecodeFrameIds(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  FrameIdsRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (n > r.remaining()) return Status::Corruption("frame ids: count does not match its bytes");
+  q.ids.resize(static_cast<size_t>(n));
+  for (uint64_t& id : q.ids) FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return q;
+}
+
+std::string EncodeFrameIdStates(const std::vector<FrameIdState>& states) {
+  std::string out;
+  out.reserve(states.size());
+  for (FrameIdState s : states) out.push_back(static_cast<char>(s));
+  return out;
+}
+
+Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, size_t n) {
+  if (bytes.size() != n) return Status::Corruption("FRAME_IDS_LIVE answer: wrong count");
+  std::vector<FrameIdState> out;
+  out.reserve(n);
+  for (char c : bytes) {
+    const auto b = static_cast<uint8_t>(c);
+    if (b > static_cast<uint8_t>(FrameIdState::kGone)) {
+      return Status::Corruption("FRAME_IDS_LIVE answer: unknown state");
+    }
+    out.push_back(static_cast<FrameIdState>(b));
+  }
+  return out;
+}
+
+}  // namespace floe::server::internal

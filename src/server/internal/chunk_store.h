@@ -1,0 +1,79 @@
+// A member's chunk store (docs/frames_cluster.md, rule D3): the chunks of frames in a cluster
+// that this member homes, keyed by (frame id, chunk index), outside the keyspace. Private to
+// server/.
+//
+//   1. An entry is every column's chunk k of one frame, as reference-counted bytes checked by
+//      frame::ChunkView::Make (a peer's bytes are untrusted: Corruption), every column with the
+//      same rows. A chunk put twice under the same id and index keeps the first (rule D4).
+//   2. Put is all or nothing: every chunk of the request is checked (home, bytes, memory) before
+//      any is kept. A chunk whose ChunkSlot this member does not own is refused (WrongHome).
+//   3. Memory: an entry charges its columns' bytes and kChunkOverhead a column to the engine's
+//      FrameTotals (chunks, chunk_charge), part of used memory (Engine::UsedMemoryNow). A put
+//      that does not fit under maxmemory, with used memory measured afresh and every other
+//      reservation counted, is refused with the OOM text and keeps nothing. The charge goes
+//      when the entry leaves the store; a reader holding its bytes keeps them alive unseen.
+//   4. A set (a frame id's entries) records its header's slot, for the orphan sweep (rule D10).
+//
+// Thread rules: thread-safe; every method takes the store's lock for a map operation only
+// (checking bytes and reserving memory happen outside it).
+
+#ifndef FLOE_SERVER_INTERNAL_CHUNK_STORE_H_
+#define FLOE_SERVER_INTERNAL_CHUNK_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/base.h"
+#include "server/internal/frame_rpc.h"
+#include "server/server.h"
+
+namespace floe::server::internal {
+
+class ChunkStore {
+ public:
+  // Bookkeeping charged per column of an entry (as FrameCharge charges a frame's chunks).
+  static constexpr int64_t kChunkOverhead = 96;
+
+  struct Chunk {
+    std::vector<std::shared_ptr<const std::string>> columns;
+    uint32_t rows = 0;
+  };
+
+  explicit ChunkStore(Engine* engine) : engine_(engine) {}
+  ~ChunkStore();
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // Rules 1-3. `owns(slot)`: whether this member homes that slot.
+  Status Put(const PutChunksRequest& request, const std::function<bool(uint16_t)>& owns);
+  // NotFound when the entry is not here.
+  Result<std::shared_ptr<const Chunk>> Get(uint64_t frame_id, uint64_t index) const;
+  // Drops each id's set; returns how many sets were here.
+  uint64_t Drop(const std::vector<uint64_t>& frame_ids);
+  // Every set here: its frame id and header slot (rule 4).
+  std::vector<std::pair<uint64_t, uint16_t>> Sets() const;
+  // The entries and the charge they hold (INFO's frame_chunks and frame_chunk_bytes).
+  int64_t chunks() const;
+  int64_t charge() const;
+
+ private:
+  struct Set {
+    uint16_t header_slot = 0;
+    std::map<uint64_t, std::shared_ptr<const Chunk>> chunks;
+    int64_t charge = 0;
+  };
+  void Account(int64_t chunks, int64_t charge);
+
+  Engine* const engine_;
+  mutable Mutex mu_;
+  std::unordered_map<uint64_t, Set> sets_ FLOE_GUARDED_BY(mu_);
+};
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_CHUNK_STORE_H_

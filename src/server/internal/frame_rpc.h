@@ -1,0 +1,99 @@
+// Frames in a cluster: where a chunk lives and the RPC messages that move chunks between
+// members (docs/frames_cluster.md, rules D1, D3, D4, D10, D12). Private to server/.
+//
+//   1. ChunkSlot(k) is chunk k's slot: the 14-bit bit reversal of k mod 16,384 (rule D1). A
+//      chunk's home is the owner of that slot; a frame's name plays no part.
+//   2. Every request carries the sender's slot map version; a member whose version differs
+//      refuses it (WrongHome, naming both), as the DKV does (rule D12).
+//   3. The decoders are strict and bounded (rule D12, fuzz/frame_rpc_fuzz.cc): a message of at
+//      most kMaxFrameRpcBytes, every count checked against the bytes present before anything is
+//      sized, every column's bytes at least a chunk header (frame::kChunkHeaderBytes) and at
+//      most kMaxChunkColumnBytes, nothing left over. Corruption otherwise, never a crash. The
+//      decoded requests hold views into the bytes they were decoded from.
+//
+// Thread rules: pure functions and values.
+
+#ifndef FLOE_SERVER_INTERNAL_FRAME_RPC_H_
+#define FLOE_SERVER_INTERNAL_FRAME_RPC_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+
+namespace floe::server::internal {
+
+// RPC method ids 310-315 (docs/frames_cluster.md, "RPC methods"; docs/cluster.md, "Reserved RPC
+// method ids").
+inline constexpr uint16_t kPutChunksMethod = 310;
+inline constexpr uint16_t kGetChunkMethod = 311;
+inline constexpr uint16_t kMapTaskMethod = 312;
+inline constexpr uint16_t kDropChunksMethod = 313;
+inline constexpr uint16_t kPutHeaderMethod = 314;
+inline constexpr uint16_t kFrameIdsLiveMethod = 315;
+
+// Rule 3's bounds.
+inline constexpr uint64_t kMaxFrameRpcBytes = uint64_t{1} << 30;
+inline constexpr uint64_t kMaxChunkColumnBytes = uint64_t{1} << 30;
+// The slot count ChunkSlot maps onto (cluster::kSlots).
+inline constexpr uint32_t kChunkSlotBits = 14;
+
+// Rule 1.
+constexpr uint16_t ChunkSlot(uint64_t k) {
+  uint32_t v = static_cast<uint32_t>(k & ((uint64_t{1} << kChunkSlotBits) - 1));
+  uint32_t r = 0;
+  for (uint32_t i = 0; i < kChunkSlotBits; i++) {
+    r = (r << 1) | (v & 1);
+    v >>= 1;
+  }
+  return static_cast<uint16_t>(r);
+}
+
+// One chunk of a PUT_CHUNKS request: every column's chunk `index`, in column order.
+struct ChunkPut {
+  uint64_t index = 0;
+  std::vector<std::string_view> columns;
+};
+// 310: varint map version, varint frame id, u16 header slot, varint column count (>= 1),
+// varint chunk count, then per chunk: varint index, and each column's bytes length-prefixed.
+// Every chunk has the column count's columns.
+struct PutChunksRequest {
+  uint64_t map_version = 0;
+  uint64_t frame_id = 0;
+  uint16_t header_slot = 0;
+  uint32_t columns = 0;
+  std::vector<ChunkPut> chunks;
+};
+std::string EncodePutChunks(const PutChunksRequest& r);
+Result<PutChunksRequest> DecodePutChunks(std::string_view bytes);
+
+// 311: varint map version, varint frame id, varint index. The answer: varint column count, each
+// column's bytes length-prefixed (EncodeChunkColumns).
+struct GetChunkRequest {
+  uint64_t map_version = 0;
+  uint64_t frame_id = 0;
+  uint64_t index = 0;
+};
+std::string EncodeGetChunk(const GetChunkRequest& r);
+Result<GetChunkRequest> DecodeGetChunk(std::string_view bytes);
+std::string EncodeChunkColumns(const std::vector<std::string_view>& columns);
+Result<std::vector<std::string_view>> DecodeChunkColumns(std::string_view bytes);
+
+// 313 (DROP_CHUNKS) and 315 (FRAME_IDS_LIVE): varint map version, varint id count, each id a
+// varint. 313 answers a varint, the chunk sets dropped; 315 one byte per id (FrameIdState).
+struct FrameIdsRequest {
+  uint64_t map_version = 0;
+  std::vector<uint64_t> ids;
+};
+std::string EncodeFrameIds(const FrameIdsRequest& r);
+Result<FrameIdsRequest> DecodeFrameIds(std::string_view bytes);
+enum class FrameIdState : uint8_t { kLive = 0, kImporting = 1, kGone = 2 };
+std::string EncodeFrameIdStates(const std::vector<FrameIdState>& states);
+// Corruption unless exactly `n` states, each one of the three.
+Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, size_t n);
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_FRAME_RPC_H_
