@@ -331,6 +331,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   d.export_value = ExportForCache;
   impl->dkv = std::make_unique<dkv::Dkv>(*impl->endpoint, d);
   impl->dkv_slot->store(impl->dkv.get(), std::memory_order_release);
+  impl->chunks = std::make_unique<ChunkStore>(engine);
+  impl->RegisterFrameMethods();
   impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
     return raw->OnCommand(from, req);
   });

@@ -104,7 +104,7 @@ Status ChargeIfRoom(Engine& engine, const store::MemoryAccount& account, uint64_
 Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
   // The tally (stored_charge) before the shared frame (live_charge), so the check below never
   // counts this frame as detached as well as reserved (rule 3).
-  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f);
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f, engine.NewFrameId());
   FrameHolder holder{.frame = ShareCounted(engine.frame_totals(), std::move(f)),
                      .tally = std::move(tally)};
   // Reserved (against used memory and every other reservation) until the store charges it.

@@ -98,6 +98,15 @@ bool Engine::PostPiece(std::function<void()> make) {
 
 void Engine::StopPieces() { pieces_->Shutdown(); }
 
+uint64_t Engine::NewFrameId() {
+  constexpr uint64_t kLowBits = 44;
+  const internal::ClusterNode* node = cluster();
+  const uint64_t member = node != nullptr ? node->self() : 0;
+  // relaxed: only uniqueness matters, which the read-modify-write gives.
+  const uint64_t n = frame_totals_->next_id.fetch_add(1, std::memory_order_relaxed);
+  return (member << kLowBits) | (n & ((uint64_t{1} << kLowBits) - 1));
+}
+
 int64_t Engine::UsedMemoryNow() const {
   int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
                  DetachedFrameBytes() + ChunkStoreBytes();

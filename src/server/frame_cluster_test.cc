@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <future>
 #include <set>
 #include <string>
 #include <vector>
@@ -12,8 +13,12 @@
 #include "cluster/cluster.h"
 #include "frame/frame.h"
 #include "server/internal/chunk_store.h"
+#include "server/internal/cluster_testing.h"
+#include "server/internal/command.h"
 #include "server/internal/frame_rpc.h"
+#include "server/internal/frame_value.h"
 #include "server/server.h"
+#include "store/internal/epoch.h"
 #include "wire/wire.h"
 
 namespace floe::server::internal {
@@ -288,6 +293,202 @@ TEST(ChunkStoreTest, APutBeyondMaxmemoryIsRefusedWithTheOomText) {
   SetMaxMemory(engine, 0);
   EXPECT_TRUE(store.Put(r, kOwnsAll).ok());
   EXPECT_EQ(engine.reserved_memory(), 0);
+}
+
+// ---- On three members (in-process, loopback) ----
+
+Result<std::string> CallFrame(ClusterNode& from, net::NodeId to, uint16_t method,
+                              std::string request) {
+  std::promise<Result<std::string>> p;
+  from.CallFrame(to, method, std::move(request),
+                 [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+  return p.get_future().get();
+}
+
+size_t IndexOf(InProcessCluster& c, net::NodeId id) {
+  for (size_t i = 0; i < 3; i++) {
+    if (c.node(i).self() == id) return i;
+  }
+  ADD_FAILURE() << "no member " << id;
+  return 0;
+}
+
+uint64_t InfoFigure(Engine& engine, const std::string& name) {
+  std::string info;
+  FramesInfoSection(engine, &info);
+  const size_t at = info.find("\n" + name + ":");
+  EXPECT_NE(at, std::string::npos) << info;
+  return at == std::string::npos ? 0 : std::stoull(info.substr(at + name.size() + 2));
+}
+
+class FrameClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(cluster_.WaitFormed()); }
+  // A one-chunk PUT_CHUNKS of frame `id`, chunk `k`, under member 0's map version.
+  std::string PutOne(uint64_t id, uint64_t k, std::string_view bytes) {
+    PutChunksRequest r;
+    r.map_version = cluster_.node(0).map().version();
+    r.frame_id = id;
+    r.header_slot = 77;
+    r.columns = 1;
+    r.chunks.push_back({.index = k, .columns = {bytes}});
+    return EncodePutChunks(r);
+  }
+  net::NodeId HomeOfChunk(uint64_t k) { return cluster_.node(0).map().Home(ChunkSlot(k)); }
+  uint64_t version() { return cluster_.node(0).map().version(); }
+  ClientCluster cluster_;
+};
+
+// D3: chunks put at their homes live in each home's chunk store, charged to its used memory and
+// shown by INFO, while KEYS, SCAN, DBSIZE and RANDOMKEY see none of them; DROP_CHUNKS gives the
+// charge back.
+TEST_F(FrameClusterTest, ChunksAreChargedAndInvisibleToTheKeyspace) {
+  const std::string bytes = Numbers({1, 2, 3, 4.5});
+  const uint64_t id = 0xabc;
+  std::vector<int64_t> per(3, 0);
+  for (uint64_t k = 0; k < 12; k++) {
+    const net::NodeId home = HomeOfChunk(k);
+    Result<std::string> r =
+        CallFrame(cluster_.node(0), home, kPutChunksMethod, PutOne(id, k, bytes));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    per[IndexOf(cluster_, home)]++;
+  }
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_GT(per[i], 0) << "12 chunks reach every member of 3 (D1)";
+    Engine& e = cluster_.engine(i);
+    const int64_t charge =
+        per[i] * (static_cast<int64_t>(bytes.size()) + ChunkStore::kChunkOverhead);
+    EXPECT_EQ(cluster_.node(i).chunks().chunks(), per[i]);
+    EXPECT_EQ(e.ChunkStoreBytes(), charge);
+    EXPECT_GE(e.UsedMemoryNow(), charge);
+    EXPECT_EQ(InfoFigure(e, "frame_chunks"), static_cast<uint64_t>(per[i]));
+    EXPECT_EQ(InfoFigure(e, "frame_chunk_bytes"), static_cast<uint64_t>(charge));
+    Session& s = cluster_.client(i);
+    EXPECT_EQ(s.Run({"DBSIZE"}), ":0\r\n");
+    EXPECT_EQ(e.store().Size(), 0u);
+  }
+  // Through any member the keyspace is empty: KEYS and SCAN ask every member.
+  Session& c = cluster_.client(1);
+  EXPECT_EQ(c.Run({"KEYS", "*"}), "*0\r\n");
+  EXPECT_EQ(c.Run({"RANDOMKEY"}), "$-1\r\n");
+  // A chunk read back from its home.
+  GetChunkRequest g{.map_version = version(), .frame_id = id, .index = 5};
+  Result<std::string> got =
+      CallFrame(cluster_.node(2), HomeOfChunk(5), kGetChunkMethod, EncodeGetChunk(g));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  Result<std::vector<std::string_view>> cols = DecodeChunkColumns(*got);
+  ASSERT_TRUE(cols.ok());
+  ASSERT_EQ(cols->size(), 1u);
+  EXPECT_EQ((*cols)[0], bytes);
+  g.index = 12;  // never put
+  EXPECT_EQ(CallFrame(cluster_.node(2), HomeOfChunk(12), kGetChunkMethod, EncodeGetChunk(g))
+                .status()
+                .code(),
+            StatusCode::kNotFound);
+  // DROP_CHUNKS at every member.
+  for (size_t i = 0; i < 3; i++) {
+    Result<std::string> d = CallFrame(cluster_.node(0), cluster_.node(i).self(), kDropChunksMethod,
+                                      EncodeFrameIds({.map_version = version(), .ids = {id, 1}}));
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_EQ(*d, std::string(1, '\x01'));
+    EXPECT_EQ(cluster_.engine(i).ChunkStoreBytes(), 0);
+    EXPECT_EQ(InfoFigure(cluster_.engine(i), "frame_chunks"), 0u);
+  }
+}
+
+// D3: a put that does not fit under the home's maxmemory is refused with the OOM text.
+TEST_F(FrameClusterTest, APutPastMaxmemoryIsRefusedWithTheOomText) {
+  std::vector<double> many(100000);
+  for (size_t i = 0; i < many.size(); i++) many[i] = static_cast<double>(i) * 0.37;
+  const std::string big = Numbers(many);
+  const net::NodeId home = HomeOfChunk(3);
+  Engine& e = cluster_.engine(IndexOf(cluster_, home));
+  SetMaxMemory(e, e.UsedMemoryNow() + static_cast<int64_t>(big.size()) / 2);
+  Result<std::string> r = CallFrame(cluster_.node(0), home, kPutChunksMethod, PutOne(9, 3, big));
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("OOM"), std::string::npos) << r.status().ToString();
+  EXPECT_EQ(e.ChunkStoreBytes(), 0);
+}
+
+// D4, D12: a member refuses a chunk it does not home (WrongHome), bytes ChunkView refuses
+// (Corruption), a request of another slot map version (WrongHome, naming both) and bytes that
+// do not decode; none leaves a chunk behind.
+TEST_F(FrameClusterTest, PutChunksRefusesAWrongHomeAndBadBytes) {
+  const std::string bytes = Numbers({1, 2, 3});
+  const net::NodeId home = HomeOfChunk(0);
+  const net::NodeId other =
+      home == cluster_.node(0).self() ? cluster_.node(1).self() : cluster_.node(0).self();
+  Result<std::string> r = CallFrame(cluster_.node(0), other, kPutChunksMethod, PutOne(5, 0, bytes));
+  EXPECT_EQ(r.status().code(), StatusCode::kWrongHome) << r.status().ToString();
+
+  std::string bad = bytes;
+  bad[0] = static_cast<char>(0xfe);
+  r = CallFrame(cluster_.node(0), home, kPutChunksMethod, PutOne(5, 0, bad));
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption) << r.status().ToString();
+
+  PutChunksRequest v;
+  v.map_version = version() + 1;
+  v.frame_id = 5;
+  v.columns = 1;
+  v.chunks.push_back({.index = 0, .columns = {bytes}});
+  r = CallFrame(cluster_.node(0), home, kPutChunksMethod, EncodePutChunks(v));
+  EXPECT_EQ(r.status().code(), StatusCode::kWrongHome) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("ours: " + std::to_string(version())), std::string::npos)
+      << r.status().ToString();
+
+  r = CallFrame(cluster_.node(0), home, kPutChunksMethod, "\x01\x02");
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption) << r.status().ToString();
+
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(cluster_.node(i).chunks().chunks(), 0);
+  // The right home takes it.
+  EXPECT_TRUE(CallFrame(cluster_.node(2), home, kPutChunksMethod, PutOne(5, 0, bytes)).ok());
+}
+
+// D2, D10: FRAME_IDS_LIVE answers live for the id of a frame stored at the member, importing
+// for an import registered there, gone for any other id.
+TEST_F(FrameClusterTest, FrameIdsLiveAnswersFromTheFramesAndImportsThere) {
+  Engine& e = cluster_.engine(0);
+  Result<frame::Vec> vec = frame::Vec::Make(frame::ColumnType::kReal, {},
+                                            {std::make_shared<const std::string>(Numbers({1, 2}))});
+  ASSERT_TRUE(vec.ok());
+  Result<frame::Frame> f = frame::Frame::Make({"x"}, {std::move(*vec)});
+  ASSERT_TRUE(f.ok());
+  const std::string name = cluster_.KeyAt(0, "f");  // homed at member 0
+  ASSERT_TRUE(StoreFrame(e, name, std::move(*f), false).ok());
+  uint64_t live = 0;
+  {
+    MutexLock lock(&e.frame_totals()->ids_mu);
+    ASSERT_EQ(e.frame_totals()->live_ids.size(), 1u);
+    live = e.frame_totals()->live_ids.begin()->first;
+    e.frame_totals()->importing_ids[live + 1] = 1;
+  }
+  // The creating member's id in the top 20 bits.
+  EXPECT_EQ(live >> 44, cluster_.node(0).self());
+  const FrameIdsRequest q{.map_version = version(), .ids = {live + 2, live, live + 1}};
+  Result<std::string> r =
+      CallFrame(cluster_.node(1), cluster_.node(0).self(), kFrameIdsLiveMethod, EncodeFrameIds(q));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Result<std::vector<FrameIdState>> st = DecodeFrameIdStates(*r, 3);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(*st, (std::vector<FrameIdState>{FrameIdState::kGone, FrameIdState::kLive,
+                                            FrameIdState::kImporting}));
+  // Dropped: gone.
+  ASSERT_TRUE(e.store()
+                  .Update(name,
+                          [](const store::Value*) -> Result<store::Mutation> {
+                            return store::Mutation::Remove();
+                          })
+                  .ok());
+  // A removed value's cell is freed by the store's epoch reclamation: its id goes with it.
+  store::internal::EpochDomain::Global().Barrier();
+  {
+    MutexLock lock(&e.frame_totals()->ids_mu);
+    EXPECT_TRUE(e.frame_totals()->live_ids.empty());
+  }
+  r = CallFrame(cluster_.node(1), cluster_.node(0).self(), kFrameIdsLiveMethod,
+                EncodeFrameIds({.map_version = version(), .ids = {live}}));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, std::string(1, static_cast<char>(FrameIdState::kGone)));
 }
 
 }  // namespace

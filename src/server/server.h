@@ -28,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -669,7 +670,18 @@ class Engine {
     std::atomic<int64_t> count{0}, compressed_bytes{0}, raw_bytes{0};
     std::atomic<int64_t> stored_charge{0}, live_charge{0};
     std::atomic<int64_t> chunks{0}, chunk_charge{0};
+    // Frame ids (docs/frames_cluster.md, D2): the next one's low 44 bits, counted up from the
+    // engine's start in wall microseconds (a later life starts above every id of an earlier
+    // one unless it made more than a frame a microsecond); the member id goes above them.
+    std::atomic<uint64_t> next_id{WallMicros()};
+    // The ids of the frames whose cells live here (a cell counts once however many values
+    // share it), and of the imports under way here: what FRAME_IDS_LIVE answers (D10).
+    Mutex ids_mu;
+    std::unordered_map<uint64_t, int> live_ids FLOE_GUARDED_BY(ids_mu);
+    std::unordered_map<uint64_t, int> importing_ids FLOE_GUARDED_BY(ids_mu);
   };
+  // A new frame id: this member's id (0 on one node) in the top 20 bits (D2).
+  uint64_t NewFrameId();
   const std::shared_ptr<FrameTotals>& frame_totals() { return frame_totals_; }
   // Bytes of frames dropped or replaced while a reader still holds them (live - stored): part
   // of used memory until the last reader lets go.

@@ -24,6 +24,8 @@
 
 namespace floe::server::internal {
 
+class ChunkStore;
+
 // RPC method ids 300-319 are the server's (docs/wire.md, "Forwarded commands").
 inline constexpr uint16_t kCommandMethod = 300;       // run commands in a proxy session
 inline constexpr uint16_t kCloseSessionMethod = 301;  // the client left: drop its proxy session
@@ -148,6 +150,13 @@ class ClusterNode {
   // (docs/cluster.md, "Reads from cached copies"): the DKV over the engine's store.
   dkv::Dkv& dkv();
   const dkv::Dkv& dkv() const;
+  // Frames in a cluster (docs/frames_cluster.md): this member's chunk store (D3), and a call of
+  // one of the frame methods (310-315, internal/frame_rpc.h) to `peer` with cluster-node-timeout
+  // as its deadline; `done` runs once, on an RPC thread (or at once when the call cannot start).
+  // A call to this member itself runs its handler on the calling thread.
+  ChunkStore& chunks();
+  void CallFrame(net::NodeId peer, uint16_t method, std::string request,
+                 std::function<void(Result<std::string>)> done);
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.

@@ -45,17 +45,27 @@ inline size_t FrameCharge(const frame::Frame& f) {
 }
 
 // Counts a frame in the engine's FrameTotals for as long as its cell lives (the frames in the
-// store: INFO's counts, and the charge the cells hold, rule 3).
+// store: INFO's counts, and the charge the cells hold, rule 3), and its id among the live ones
+// (docs/frames_cluster.md, D2 and D10).
 class FrameTally {
  public:
-  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const frame::Frame& f)
+  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const frame::Frame& f, uint64_t id)
       : totals_(std::move(totals)),
         compressed_(static_cast<int64_t>(f.compressed_bytes())),
         raw_(static_cast<int64_t>(f.raw_bytes())),
-        charge_(static_cast<int64_t>(FrameCharge(f))) {
+        charge_(static_cast<int64_t>(FrameCharge(f))),
+        id_(id) {
     Add(1);
+    MutexLock lock(&totals_->ids_mu);
+    totals_->live_ids[id_]++;
   }
-  ~FrameTally() { Add(-1); }
+  ~FrameTally() {
+    Add(-1);
+    MutexLock lock(&totals_->ids_mu);
+    auto it = totals_->live_ids.find(id_);
+    if (it != totals_->live_ids.end() && --it->second <= 0) totals_->live_ids.erase(it);
+  }
+  uint64_t id() const { return id_; }
   FrameTally(const FrameTally&) = delete;
   FrameTally& operator=(const FrameTally&) = delete;
 
@@ -70,6 +80,7 @@ class FrameTally {
   }
   std::shared_ptr<Engine::FrameTotals> totals_;
   int64_t compressed_, raw_, charge_;
+  uint64_t id_;
 };
 
 // The store's shared frame (rule 3): its charge counts in totals->live_charge from here until
@@ -89,7 +100,8 @@ inline std::shared_ptr<const frame::Frame> ShareCounted(std::shared_ptr<Engine::
 
 struct FrameHolder {
   std::shared_ptr<const frame::Frame> frame;
-  std::shared_ptr<FrameTally> tally;
+  std::shared_ptr<FrameTally> tally;  // and the frame's id (docs/frames_cluster.md, D2)
+  uint64_t id() const { return tally == nullptr ? 0 : tally->id(); }
   size_t MemoryBytes() const { return frame == nullptr ? 0 : ChargeOf(*frame); }
   static size_t ChargeOf(const frame::Frame& f) { return FrameCharge(f); }
 };

@@ -1,0 +1,110 @@
+// The frame methods a member answers (docs/frames_cluster.md, "RPC methods"): chunks put,
+// fetched and dropped in its chunk store, and whether frame ids are still live here.
+
+#include <string>
+#include <utility>
+
+#include "server/internal/chunk_store.h"
+#include "server/internal/cluster_node_impl.h"
+#include "server/internal/frame_rpc.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+
+void ClusterNode::Impl::RegisterFrameMethods() {
+  endpoint->Register(kPutChunksMethod, 1,
+                     [this](net::NodeId, std::string_view req) { return OnPutChunks(req); });
+  endpoint->Register(kGetChunkMethod, 1,
+                     [this](net::NodeId, std::string_view req) { return OnGetChunk(req); });
+  endpoint->Register(kDropChunksMethod, 1,
+                     [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
+  endpoint->Register(kFrameIdsLiveMethod, 1,
+                     [this](net::NodeId, std::string_view req) { return OnFrameIdsLive(req); });
+}
+
+Status ClusterNode::Impl::CheckFrameMapVersion(uint64_t version) const {
+  if (!Serving()) return Status::Unavailable("this member does not serve yet");
+  const uint64_t ours = Routes().version();
+  if (version != ours) {
+    return Status::WrongHome("slot map version " + std::to_string(version) +
+                             " (ours: " + std::to_string(ours) + ")");
+  }
+  return Status::OK();
+}
+
+Result<std::string> ClusterNode::Impl::OnPutChunks(std::string_view request) {
+  FLOE_ASSIGN_OR_RETURN(PutChunksRequest req, DecodePutChunks(request));
+  FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
+  const cluster::SlotMap& map = Routes();
+  const net::NodeId self = cluster->self();
+  FLOE_RETURN_IF_ERROR(
+      chunks->Put(req, [&map, self](uint16_t slot) { return map.Home(slot) == self; }));
+  return std::string();
+}
+
+Result<std::string> ClusterNode::Impl::OnGetChunk(std::string_view request) {
+  FLOE_ASSIGN_OR_RETURN(GetChunkRequest req, DecodeGetChunk(request));
+  FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
+  if (Routes().Home(ChunkSlot(req.index)) != cluster->self()) {
+    return Status::WrongHome("chunk " + std::to_string(req.index) + " is not homed here");
+  }
+  FLOE_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkStore::Chunk> chunk,
+                        chunks->Get(req.frame_id, req.index));
+  std::vector<std::string_view> columns;
+  columns.reserve(chunk->columns.size());
+  for (const auto& c : chunk->columns) columns.push_back(*c);
+  return EncodeChunkColumns(columns);
+}
+
+Result<std::string> ClusterNode::Impl::OnDropChunks(std::string_view request) {
+  FLOE_ASSIGN_OR_RETURN(FrameIdsRequest req, DecodeFrameIds(request));
+  FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
+  std::string out;
+  wire::Writer(&out).PutVarint64(chunks->Drop(req.ids));
+  return out;
+}
+
+Result<std::string> ClusterNode::Impl::OnFrameIdsLive(std::string_view request) {
+  FLOE_ASSIGN_OR_RETURN(FrameIdsRequest req, DecodeFrameIds(request));
+  FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
+  std::vector<FrameIdState> states;
+  states.reserve(req.ids.size());
+  Engine::FrameTotals& t = *engine->frame_totals();
+  {
+    MutexLock lock(&t.ids_mu);
+    for (uint64_t id : req.ids) {
+      if (t.live_ids.contains(id)) {
+        states.push_back(FrameIdState::kLive);
+      } else if (t.importing_ids.contains(id)) {
+        states.push_back(FrameIdState::kImporting);
+      } else {
+        states.push_back(FrameIdState::kGone);
+      }
+    }
+  }
+  return EncodeFrameIdStates(states);
+}
+
+ChunkStore& ClusterNode::chunks() { return *impl_->chunks; }
+
+void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string request,
+                            std::function<void(Result<std::string>)> done) {
+  if (peer == self()) {
+    // The endpoint knows no peer by its own id: this member's handler runs here.
+    switch (method) {
+      case kPutChunksMethod:
+        return done(impl_->OnPutChunks(request));
+      case kGetChunkMethod:
+        return done(impl_->OnGetChunk(request));
+      case kDropChunksMethod:
+        return done(impl_->OnDropChunks(request));
+      case kFrameIdsLiveMethod:
+        return done(impl_->OnFrameIdsLive(request));
+      default:
+        return done(Status::Unimplemented("no frame method " + std::to_string(method)));
+    }
+  }
+  impl_->endpoint->CallAsync(peer, method, std::move(request), impl_->timeout_us, std::move(done));
+}
+
+}  // namespace floe::server::internal
