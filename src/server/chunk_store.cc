@@ -138,6 +138,20 @@ std::vector<std::pair<uint64_t, uint16_t>> ChunkStore::Sets() const {
   return out;
 }
 
+bool ChunkStore::NoteSweepAnswer(uint64_t frame_id, FrameIdState state) {
+  {
+    MutexLock lock(&mu_);
+    auto s = sets_.find(frame_id);
+    if (s == sets_.end()) return false;
+    if (state != FrameIdState::kGone) {
+      s->second.gone_answers = 0;
+      return false;
+    }
+    if (++s->second.gone_answers < 2) return false;
+  }
+  return Drop({frame_id}) > 0;
+}
+
 int64_t ChunkStore::chunks() const {
   MutexLock lock(&mu_);
   int64_t n = 0;

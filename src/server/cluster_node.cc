@@ -356,7 +356,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   // The engine knows its node before any peer's command can reach a proxy session.
   engine->set_cluster(node.get());
   node->impl_->endpoint->Start();
-  node->impl_->cluster->OnFormed([raw] { raw->StartMeta(); });
+  node->impl_->cluster->OnFormed([raw, n = node.get()] {
+    raw->StartMeta();
+    // The orphan sweep of the chunk store (docs/frames_cluster.md, D10), on the loop.
+    raw->loop.PostAt(raw->loop.NowMicros() + kChunkSweepUs, [raw, n] { raw->SweepTick(n); });
+  });
   node->impl_->cluster->Start();
   return node;
 }

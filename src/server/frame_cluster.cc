@@ -1,6 +1,9 @@
 // The frame methods a member answers (docs/frames_cluster.md, "RPC methods"): chunks put,
 // fetched and dropped in its chunk store, and whether frame ids are still live here.
 
+#include <atomic>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -83,6 +86,54 @@ Result<std::string> ClusterNode::Impl::OnFrameIdsLive(std::string_view request) 
     }
   }
   return EncodeFrameIdStates(states);
+}
+
+void ClusterNode::Impl::SweepTick(ClusterNode* node) {
+  if (stopped.load()) return;
+  node->SweepChunks([](uint64_t) {});
+  loop.PostAt(loop.NowMicros() + kChunkSweepUs, [this, node] { SweepTick(node); });
+}
+
+void ClusterNode::SweepChunks(std::function<void(uint64_t dropped)> done) {
+  const cluster::SlotMap& map = impl_->Routes();
+  // The sets here by the home of their header slot.
+  std::map<net::NodeId, std::vector<uint64_t>> by_home;
+  for (const auto& [id, slot] : impl_->chunks->Sets()) {
+    const net::NodeId home = map.Home(slot);
+    if (home != 0) by_home[home].push_back(id);
+  }
+  if (by_home.empty()) return done(0);
+  struct Sweep {
+    std::atomic<size_t> pending;
+    std::atomic<uint64_t> dropped{0};
+    std::function<void(uint64_t)> done;
+  };
+  auto sweep = std::make_shared<Sweep>();
+  sweep->pending.store(by_home.size());
+  sweep->done = std::move(done);
+  ChunkStore* store = impl_->chunks.get();
+  for (auto& [home, ids] : by_home) {
+    FrameIdsRequest q{.map_version = map.version(), .ids = std::move(ids)};
+    std::string request = EncodeFrameIds(q);
+    CallFrame(home, kFrameIdsLiveMethod, std::move(request),
+              [sweep, store, asked = std::move(q.ids)](Result<std::string> r) {
+                // A home that does not answer changes no count: its sets wait for the next.
+                if (r.ok()) {
+                  Result<std::vector<FrameIdState>> states = DecodeFrameIdStates(*r, asked.size());
+                  if (states.ok()) {
+                    for (size_t i = 0; i < asked.size(); i++) {
+                      // relaxed: the count is read after the last decrement (acq_rel) below.
+                      if (store->NoteSweepAnswer(asked[i], (*states)[i])) {
+                        sweep->dropped.fetch_add(1, std::memory_order_relaxed);
+                      }
+                    }
+                  }
+                }
+                if (sweep->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                  sweep->done(sweep->dropped.load(std::memory_order_relaxed));
+                }
+              });
+  }
 }
 
 ChunkStore& ClusterNode::chunks() { return *impl_->chunks; }

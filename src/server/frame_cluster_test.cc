@@ -491,5 +491,76 @@ TEST_F(FrameClusterTest, FrameIdsLiveAnswersFromTheFramesAndImportsThere) {
   EXPECT_EQ(*r, std::string(1, static_cast<char>(FrameIdState::kGone)));
 }
 
+uint64_t Sweep(ClusterNode& node) {
+  std::promise<uint64_t> p;
+  node.SweepChunks([&p](uint64_t dropped) { p.set_value(dropped); });
+  return p.get_future().get();
+}
+
+// D10: the orphan sweep drops a chunk set whose id the home of its header slot answers gone
+// twice in a row, and never the chunks of a live frame or of an import under way there (it
+// registered its id before its first chunk); once the import ends without a header, they go.
+TEST_F(FrameClusterTest, ASweepNeverDropsAnImportUnderWay) {
+  const std::string name = cluster_.KeyAt(1, "f");  // the headers' home: member 1
+  const auto header_slot = cluster::KeySlot(name);
+  Engine& e = cluster_.engine(1);
+  Result<frame::Vec> vec = frame::Vec::Make(frame::ColumnType::kReal, {},
+                                            {std::make_shared<const std::string>(Numbers({1, 2}))});
+  ASSERT_TRUE(vec.ok());
+  Result<frame::Frame> f = frame::Frame::Make({"x"}, {std::move(*vec)});
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(StoreFrame(e, name, std::move(*f), false).ok());
+  uint64_t live = 0;
+  {
+    MutexLock lock(&e.frame_totals()->ids_mu);
+    live = e.frame_totals()->live_ids.begin()->first;
+  }
+  auto importing = std::make_unique<ImportingId>(e.frame_totals(), e.NewFrameId());
+  const uint64_t import_id = importing->id();
+  const uint64_t orphan = e.NewFrameId();
+  const std::string bytes = Numbers({4, 5, 6});
+  for (uint64_t id : {live, import_id, orphan}) {
+    for (uint64_t k = 0; k < 6; k++) {
+      PutChunksRequest r;
+      r.map_version = version();
+      r.frame_id = id;
+      r.header_slot = header_slot;
+      r.columns = 1;
+      r.chunks.push_back({.index = k, .columns = {bytes}});
+      ASSERT_TRUE(
+          CallFrame(cluster_.node(2), HomeOfChunk(k), kPutChunksMethod, EncodePutChunks(r)).ok());
+    }
+  }
+  auto ids_at = [&](size_t i) {
+    std::set<uint64_t> ids;
+    for (const auto& [id, slot] : cluster_.node(i).chunks().Sets()) {
+      EXPECT_EQ(slot, header_slot);
+      ids.insert(id);
+    }
+    return ids;
+  };
+  auto sweep_all = [&] {
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < 3; i++) dropped += Sweep(cluster_.node(i));
+    return dropped;
+  };
+  // Six chunks on three members: every member holds a chunk of each (D1: 2/2/2).
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_EQ(ids_at(i), (std::set<uint64_t>{live, import_id, orphan})) << i;
+  }
+  EXPECT_EQ(sweep_all(), 0u);  // the orphan's first "gone"
+  EXPECT_EQ(sweep_all(), 3u);  // its second: dropped at every member
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_EQ(ids_at(i), (std::set<uint64_t>{live, import_id})) << i;
+  }
+  EXPECT_EQ(sweep_all(), 0u);
+  EXPECT_EQ(sweep_all(), 0u);
+  // The import ends without storing a header: its chunks are orphans now.
+  importing.reset();
+  EXPECT_EQ(sweep_all(), 0u);
+  EXPECT_EQ(sweep_all(), 3u);
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(ids_at(i), (std::set<uint64_t>{live})) << i;
+}
+
 }  // namespace
 }  // namespace floe::server::internal

@@ -13,6 +13,10 @@
 //      reservation counted, is refused with the OOM text and keeps nothing. The charge goes
 //      when the entry leaves the store; a reader holding its bytes keeps them alive unseen.
 //   4. A set (a frame id's entries) records its header's slot, for the orphan sweep (rule D10).
+//   5. The sweep (ClusterNode::SweepChunks, every kChunkSweepUs) asks the home of each set's
+//      header slot whether its id is live, importing or gone (FRAME_IDS_LIVE); a set answered
+//      gone twice in a row is dropped. An import registers its id at the header's home before it
+//      puts a chunk (ImportingId), so a sweep never drops the chunks of an import under way.
 //
 // Thread rules: thread-safe; every method takes the store's lock for a map operation only
 // (checking bytes and reserving memory happen outside it).
@@ -33,6 +37,9 @@
 #include "server/server.h"
 
 namespace floe::server::internal {
+
+// How often a member sweeps its chunk store for orphans (rule 5).
+inline constexpr uint64_t kChunkSweepUs = 30'000'000;
 
 class ChunkStore {
  public:
@@ -57,6 +64,9 @@ class ChunkStore {
   uint64_t Drop(const std::vector<uint64_t>& frame_ids);
   // Every set here: its frame id and header slot (rule 4).
   std::vector<std::pair<uint64_t, uint16_t>> Sets() const;
+  // The orphan sweep (rule 5): the state the home of a set's header slot gave for its id. The
+  // second kGone in a row drops the set (true); kLive or kImporting starts the count again.
+  bool NoteSweepAnswer(uint64_t frame_id, FrameIdState state);
   // The entries and the charge they hold (INFO's frame_chunks and frame_chunk_bytes).
   int64_t chunks() const;
   int64_t charge() const;
@@ -66,6 +76,7 @@ class ChunkStore {
     uint16_t header_slot = 0;
     std::map<uint64_t, std::shared_ptr<const Chunk>> chunks;
     int64_t charge = 0;
+    int gone_answers = 0;  // rule 5
   };
   void Account(int64_t chunks, int64_t charge);
 

@@ -157,6 +157,11 @@ class ClusterNode {
   ChunkStore& chunks();
   void CallFrame(net::NodeId peer, uint16_t method, std::string request,
                  std::function<void(Result<std::string>)> done);
+  // One orphan sweep of the chunk store (internal/chunk_store.h, rule 5; D10): asks the home of
+  // each set's header slot about its id and drops the sets answered gone twice in a row. The
+  // node runs one every kChunkSweepUs; `done` (on an RPC thread, or here when nothing is asked)
+  // gets the sets dropped once every home answered or timed out.
+  void SweepChunks(std::function<void(uint64_t dropped)> done);
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.

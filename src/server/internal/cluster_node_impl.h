@@ -132,6 +132,8 @@ struct ClusterNode::Impl {
   Result<std::string> OnGetChunk(std::string_view request);
   Result<std::string> OnDropChunks(std::string_view request);
   Result<std::string> OnFrameIdsLive(std::string_view request);
+  // The periodic orphan sweep, on the loop: one SweepChunks, then again in kChunkSweepUs.
+  void SweepTick(ClusterNode* node);
 
   // At start, before formation: checks the metadata directory and the Raft port, and keeps the
   // options Raft starts with (or why it is off); *cluster_id and *holds_log as PrepareMeta's.

@@ -98,6 +98,30 @@ inline std::shared_ptr<const frame::Frame> ShareCounted(std::shared_ptr<Engine::
   return std::shared_ptr<const frame::Frame>(std::move(owned));
 }
 
+// An import under way registers its frame's id at the member that will store its header (the
+// import runs there, rule D5) for as long as it runs, so the orphan sweep never drops the chunks
+// it has put (docs/frames_cluster.md, D10; FRAME_IDS_LIVE answers "importing").
+class ImportingId {
+ public:
+  ImportingId(std::shared_ptr<Engine::FrameTotals> totals, uint64_t id)
+      : totals_(std::move(totals)), id_(id) {
+    MutexLock lock(&totals_->ids_mu);
+    totals_->importing_ids[id_]++;
+  }
+  ~ImportingId() {
+    MutexLock lock(&totals_->ids_mu);
+    auto it = totals_->importing_ids.find(id_);
+    if (it != totals_->importing_ids.end() && --it->second <= 0) totals_->importing_ids.erase(it);
+  }
+  ImportingId(const ImportingId&) = delete;
+  ImportingId& operator=(const ImportingId&) = delete;
+  uint64_t id() const { return id_; }
+
+ private:
+  std::shared_ptr<Engine::FrameTotals> totals_;
+  uint64_t id_;
+};
+
 struct FrameHolder {
   std::shared_ptr<const frame::Frame> frame;
   std::shared_ptr<FrameTally> tally;  // and the frame's id (docs/frames_cluster.md, D2)
