@@ -353,6 +353,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
   FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
                 config.cluster_name, me.address(), *self, members.size());
+  // Job ids name this member (docs/frames_cluster.md, D11).
+  engine->jobs().SetMember(static_cast<uint32_t>(*self));
   // The engine knows its node before any peer's command can reach a proxy session.
   engine->set_cluster(node.get());
   node->impl_->endpoint->Start();

@@ -562,5 +562,17 @@ TEST_F(FrameClusterTest, ASweepNeverDropsAnImportUnderWay) {
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(ids_at(i), (std::set<uint64_t>{live})) << i;
 }
 
+// D11: a member's job ids carry its member id above 32 bits.
+TEST_F(FrameClusterTest, JobIdsNameTheirMember) {
+  for (size_t i = 0; i < 3; i++) {
+    Result<uint64_t> id =
+        cluster_.engine(i).jobs().Start("test", "", [](job::Context&) { return Status::OK(); });
+    ASSERT_TRUE(id.ok());
+    EXPECT_EQ(job::Registry::MemberOf(*id), cluster_.node(i).self());
+    EXPECT_EQ(*id & 0xffffffffu, 1u);
+    ASSERT_TRUE(cluster_.engine(i).jobs().TEST_Wait(*id).ok());
+  }
+}
+
 }  // namespace
 }  // namespace floe::server::internal
