@@ -1,9 +1,12 @@
 // The frame methods a member answers (docs/frames_cluster.md, "RPC methods"): chunks put,
 // fetched and dropped in its chunk store, and whether frame ids are still live here.
 
+#include "server/internal/frame_cluster.h"
+
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -134,6 +137,120 @@ void ClusterNode::SweepChunks(std::function<void(uint64_t dropped)> done) {
                 }
               });
   }
+}
+
+std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id,
+                                        uint16_t header_slot, const cluster::SlotMap& map,
+                                        uint64_t batch_bytes) {
+  std::vector<ChunkPutPlan> plan;
+  // The request being filled for each home (an index into plan) and its bytes so far.
+  std::map<net::NodeId, std::pair<size_t, uint64_t>> open;
+  for (size_t k = 0; k < f.chunk_count(); k++) {
+    const net::NodeId home = map.Home(ChunkSlot(k));
+    ChunkPut put{.index = k, .columns = {}};
+    uint64_t bytes = 0;
+    put.columns.reserve(f.columns());
+    for (size_t c = 0; c < f.columns(); c++) {
+      const std::string& b = *f.vec(c).chunk_bytes(k);
+      put.columns.push_back(b);
+      bytes += b.size();
+    }
+    auto it = open.find(home);
+    if (it == open.end() || it->second.second + bytes > batch_bytes) {
+      ChunkPutPlan p{.home = home, .request = {}};
+      p.request.map_version = map.version();
+      p.request.frame_id = frame_id;
+      p.request.header_slot = header_slot;
+      p.request.columns = static_cast<uint32_t>(f.columns());
+      plan.push_back(std::move(p));
+      it = open.insert_or_assign(home, std::make_pair(plan.size() - 1, uint64_t{0})).first;
+    }
+    plan[it->second.first].request.chunks.push_back(std::move(put));
+    it->second.second += bytes;
+  }
+  return plan;
+}
+
+namespace {
+
+// One PutFrameChunks under way (rule 2 of frame_cluster.h).
+struct PutRun {
+  std::shared_ptr<const frame::Frame> frame;  // the plan's views point into it
+  std::vector<ChunkPutPlan> plan;
+  ClusterNode* node = nullptr;
+  uint64_t frame_id = 0;
+  uint64_t map_version = 0;
+  std::vector<net::NodeId> members;
+  std::function<void(Status)> done;
+  Mutex mu;
+  size_t next FLOE_GUARDED_BY(mu) = 0;
+  size_t in_flight FLOE_GUARDED_BY(mu) = 0;
+  Status failed FLOE_GUARDED_BY(mu);
+  bool finished FLOE_GUARDED_BY(mu) = false;
+};
+
+void FinishPut(const std::shared_ptr<PutRun>& run, Status status) {
+  if (!status.ok()) {
+    // D9: the chunks already put are dropped wherever they went (best effort: a member that
+    // misses it finds them by its sweep, D10).
+    for (net::NodeId m : run->members) {
+      run->node->CallFrame(
+          m, kDropChunksMethod,
+          EncodeFrameIds({.map_version = run->map_version, .ids = {run->frame_id}}),
+          [](Result<std::string>) {});
+    }
+  }
+  run->done(std::move(status));
+}
+
+void Pump(const std::shared_ptr<PutRun>& run) {
+  std::vector<size_t> send;
+  std::optional<Status> finish;
+  {
+    MutexLock lock(&run->mu);
+    while (run->failed.ok() && run->in_flight < kMaxPutsInFlight && run->next < run->plan.size()) {
+      send.push_back(run->next++);
+      run->in_flight++;
+    }
+    if (send.empty() && run->in_flight == 0 && !run->finished &&
+        (!run->failed.ok() || run->next == run->plan.size())) {
+      run->finished = true;
+      finish = run->failed;
+    }
+  }
+  if (finish.has_value()) return FinishPut(run, std::move(*finish));
+  for (size_t i : send) {
+    const ChunkPutPlan& p = run->plan[i];
+    run->node->CallFrame(p.home, kPutChunksMethod, EncodePutChunks(p.request),
+                         [run, home = p.home](Result<std::string> r) {
+                           {
+                             MutexLock lock(&run->mu);
+                             run->in_flight--;
+                             if (!r.ok() && run->failed.ok()) {
+                               run->failed = Status(r.status().code(),
+                                                    "member " + std::to_string(home) + ": " +
+                                                        std::string(r.status().message()));
+                             }
+                           }
+                           Pump(run);
+                         });
+  }
+}
+
+}  // namespace
+
+void ClusterNode::PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id,
+                                 uint16_t header_slot, std::function<void(Status)> done) {
+  auto run = std::make_shared<PutRun>();
+  const cluster::SlotMap& map = impl_->Routes();
+  run->plan = PlanChunkPuts(*f, frame_id, header_slot, map);
+  run->frame = std::move(f);
+  run->node = this;
+  run->frame_id = frame_id;
+  run->map_version = map.version();
+  for (const cluster::Member& m : map.members()) run->members.push_back(m.id);
+  run->done = std::move(done);
+  Pump(run);
 }
 
 ChunkStore& ClusterNode::chunks() { return *impl_->chunks; }

@@ -1,13 +1,17 @@
 // Frames in a cluster (docs/frames_cluster.md): where a chunk lives (D1), the chunk store (D3,
 // D4's put rules) and the frame RPC codecs (D12).
 
+#include "server/internal/frame_cluster.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <future>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/cluster.h"
@@ -571,6 +575,78 @@ TEST_F(FrameClusterTest, JobIdsNameTheirMember) {
     EXPECT_EQ(job::Registry::MemberOf(*id), cluster_.node(i).self());
     EXPECT_EQ(*id & 0xffffffffu, 1u);
     ASSERT_TRUE(cluster_.engine(i).jobs().TEST_Wait(*id).ok());
+  }
+}
+
+// A frame of `chunks` chunks and two columns (a real and an integer one), row-aligned.
+frame::Frame ChunkedFrame(size_t chunks) {
+  std::vector<std::shared_ptr<const std::string>> a, b;
+  for (size_t k = 0; k < chunks; k++) {
+    std::vector<double> x, y;
+    for (size_t r = 0; r < 10 + k; r++) {
+      x.push_back(static_cast<double>(k) + 0.25 * static_cast<double>(r));
+      y.push_back(static_cast<double>(k * 1000 + r));
+    }
+    a.push_back(std::make_shared<const std::string>(frame::Compress(x)));
+    b.push_back(std::make_shared<const std::string>(frame::Compress(y)));
+  }
+  Result<frame::Vec> va = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(a));
+  Result<frame::Vec> vb = frame::Vec::Make(frame::ColumnType::kInteger, {}, std::move(b));
+  EXPECT_TRUE(va.ok() && vb.ok());
+  Result<frame::Frame> f = frame::Frame::Make({"a", "b"}, {std::move(*va), std::move(*vb)});
+  EXPECT_TRUE(f.ok());
+  return std::move(*f);
+}
+
+Status PutChunksOf(ClusterNode& node, std::shared_ptr<const frame::Frame> f, uint64_t id) {
+  std::promise<Status> p;
+  node.PutFrameChunks(std::move(f), id, 5, [&p](Status s) { p.set_value(std::move(s)); });
+  return p.get_future().get();
+}
+
+// D1, D4, D5: a frame's chunks go to their homes in batches per home (at most 8 MiB each) and
+// read back at their homes byte for byte; a 20-chunk frame on 3 members is split 8/6/6.
+TEST_F(FrameClusterTest, AFramesChunksArePutAtTheirHomes) {
+  auto f = std::make_shared<const frame::Frame>(ChunkedFrame(20));
+  const cluster::SlotMap& map = cluster_.node(0).map();
+  EXPECT_EQ(PlanChunkPuts(*f, 1, 5, map).size(), 3u);      // one request a home
+  EXPECT_EQ(PlanChunkPuts(*f, 1, 5, map, 1).size(), 20u);  // one a chunk, over the batch bound
+  const uint64_t id = cluster_.engine(1).NewFrameId();
+  ASSERT_TRUE(PutChunksOf(cluster_.node(1), f, id).ok());
+  std::vector<int64_t> counts;
+  for (size_t i = 0; i < 3; i++) counts.push_back(cluster_.node(i).chunks().chunks());
+  std::sort(counts.begin(), counts.end());
+  EXPECT_EQ(counts, (std::vector<int64_t>{6, 6, 8}));
+  for (uint64_t k = 0; k < 20; k++) {
+    GetChunkRequest g{.map_version = version(), .frame_id = id, .index = k};
+    Result<std::string> got =
+        CallFrame(cluster_.node(2), HomeOfChunk(k), kGetChunkMethod, EncodeGetChunk(g));
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    Result<std::vector<std::string_view>> cols = DecodeChunkColumns(*got);
+    ASSERT_TRUE(cols.ok());
+    ASSERT_EQ(cols->size(), 2u);
+    EXPECT_EQ((*cols)[0], *f->vec(0).chunk_bytes(k)) << k;
+    EXPECT_EQ((*cols)[1], *f->vec(1).chunk_bytes(k)) << k;
+  }
+}
+
+// D9: a put whose member is down fails, and the chunks the others took are dropped again.
+TEST_F(FrameClusterTest, APutToADeadMemberFailsAndDropsWhatWasPut) {
+  cluster_.Kill(2);
+  auto f = std::make_shared<const frame::Frame>(ChunkedFrame(20));
+  const uint64_t id = cluster_.engine(0).NewFrameId();
+  const Status s = PutChunksOf(cluster_.node(0), f, id);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kTimeout)
+      << s.ToString();
+  // DROP_CHUNKS is sent as the put fails; it reaches member 1 a moment later.
+  for (size_t i = 0; i < 2; i++) {
+    bool empty = false;
+    for (int t = 0; t < 5000 && !empty; t++) {
+      empty = cluster_.node(i).chunks().Sets().empty();
+      if (!empty) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(empty) << i;
   }
 }
 
