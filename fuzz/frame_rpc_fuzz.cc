@@ -41,7 +41,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: {
       floe::Result<PutChunksRequest> r = DecodePutChunks(bytes);
       if (!r.ok()) return 0;
-      if (r->columns == 0 || r->chunks.empty() || r->header_slot >= 16384) std::abort();
+      if (r->columns == 0 || r->chunks.empty() || r->header_slot >= 16384 || r->group >= 16384) {
+        std::abort();
+      }
       for (const ChunkPut& c : r->chunks) {
         if (c.columns.size() != r->columns) std::abort();
         CheckColumns(c.columns);
@@ -49,8 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const std::string enc = EncodePutChunks(*r);
       floe::Result<PutChunksRequest> again = DecodePutChunks(enc);
       if (!again.ok() || again->map_version != r->map_version || again->frame_id != r->frame_id ||
-          again->header_slot != r->header_slot || again->columns != r->columns ||
-          !SameChunks(*r, *again)) {
+          again->header_slot != r->header_slot || again->group != r->group ||
+          again->columns != r->columns || !SameChunks(*r, *again)) {
         std::abort();
       }
       break;
@@ -60,7 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!r.ok()) return 0;
       floe::Result<GetChunkRequest> again = DecodeGetChunk(EncodeGetChunk(*r));
       if (!again.ok() || again->map_version != r->map_version || again->frame_id != r->frame_id ||
-          again->index != r->index) {
+          again->group != r->group || again->index != r->index) {
         std::abort();
       }
       break;

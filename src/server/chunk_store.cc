@@ -63,9 +63,10 @@ Status ChunkStore::Put(const PutChunksRequest& request, const std::function<bool
   charges.reserve(request.chunks.size());
   int64_t total = 0;
   for (const ChunkPut& put : request.chunks) {
-    if (!owns(ChunkSlot(put.index))) {
+    const uint16_t slot = ChunkSlot(request.group, put.index);
+    if (!owns(slot)) {
       return Status::WrongHome("chunk " + std::to_string(put.index) + " (slot " +
-                               std::to_string(ChunkSlot(put.index)) + ") is not homed here");
+                               std::to_string(slot) + ") is not homed here");
     }
     int64_t charge = 0;
     FLOE_ASSIGN_OR_RETURN(std::shared_ptr<const Chunk> chunk, MakeChunk(put, &charge));

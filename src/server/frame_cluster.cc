@@ -51,7 +51,7 @@ Result<std::string> ClusterNode::Impl::OnPutChunks(std::string_view request) {
 Result<std::string> ClusterNode::Impl::OnGetChunk(std::string_view request) {
   FLOE_ASSIGN_OR_RETURN(GetChunkRequest req, DecodeGetChunk(request));
   FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
-  if (Routes().Home(ChunkSlot(req.index)) != cluster->self()) {
+  if (Routes().Home(ChunkSlot(req.group, req.index)) != cluster->self()) {
     return Status::WrongHome("chunk " + std::to_string(req.index) + " is not homed here");
   }
   FLOE_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkStore::Chunk> chunk,
@@ -139,14 +139,14 @@ void ClusterNode::SweepChunks(std::function<void(uint64_t dropped)> done) {
   }
 }
 
-std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id,
+std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id, uint16_t group,
                                         uint16_t header_slot, const cluster::SlotMap& map,
                                         uint64_t batch_bytes) {
   std::vector<ChunkPutPlan> plan;
   // The request being filled for each home (an index into plan) and its bytes so far.
   std::map<net::NodeId, std::pair<size_t, uint64_t>> open;
   for (size_t k = 0; k < f.chunk_count(); k++) {
-    const net::NodeId home = map.Home(ChunkSlot(k));
+    const net::NodeId home = map.Home(ChunkSlot(group, k));
     ChunkPut put{.index = k, .columns = {}};
     uint64_t bytes = 0;
     put.columns.reserve(f.columns());
@@ -160,6 +160,7 @@ std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id
       ChunkPutPlan p{.home = home, .request = {}};
       p.request.map_version = map.version();
       p.request.frame_id = frame_id;
+      p.request.group = group;
       p.request.header_slot = header_slot;
       p.request.columns = static_cast<uint32_t>(f.columns());
       plan.push_back(std::move(p));
@@ -240,10 +241,11 @@ void Pump(const std::shared_ptr<PutRun>& run) {
 }  // namespace
 
 void ClusterNode::PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id,
-                                 uint16_t header_slot, std::function<void(Status)> done) {
+                                 uint16_t group, uint16_t header_slot,
+                                 std::function<void(Status)> done) {
   auto run = std::make_shared<PutRun>();
   const cluster::SlotMap& map = impl_->Routes();
-  run->plan = PlanChunkPuts(*f, frame_id, header_slot, map);
+  run->plan = PlanChunkPuts(*f, frame_id, group, header_slot, map);
   run->frame = std::move(f);
   run->node = this;
   run->frame_id = frame_id;

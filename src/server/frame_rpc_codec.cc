@@ -1,5 +1,7 @@
 // The frame RPC messages (internal/frame_rpc.h; docs/frames_cluster.md, "RPC methods").
 
+#include <random>
+
 #include "frame/frame.h"
 #include "server/internal/frame_rpc.h"
 #include "wire/wire.h"
@@ -44,11 +46,17 @@ Status GetColumns(wire::Reader& r, uint64_t n, std::vector<std::string_view>* ou
 
 }  // namespace
 
+uint16_t RandomChunkGroup() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return static_cast<uint16_t>(rng() % kSlotCount);
+}
+
 std::string EncodePutChunks(const PutChunksRequest& r) {
   std::string out;
   wire::Writer w(&out);
   w.PutVarint64(r.map_version);
   w.PutVarint64(r.frame_id);
+  w.PutFixed16(r.group);
   w.PutFixed16(r.header_slot);
   w.PutVarint64(r.columns);
   w.PutVarint64(r.chunks.size());
@@ -65,6 +73,8 @@ Result<PutChunksRequest> DecodePutChunks(std::string_view bytes) {
   PutChunksRequest q;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.frame_id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.group));
+  if (q.group >= kSlotCount) return Status::Corruption("PUT_CHUNKS: group >= 16384");
   FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.header_slot));
   if (q.header_slot >= kSlotCount) return Status::Corruption("PUT_CHUNKS: header slot >= 16384");
   FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.columns));
@@ -90,6 +100,7 @@ std::string EncodeGetChunk(const GetChunkRequest& r) {
   wire::Writer w(&out);
   w.PutVarint64(r.map_version);
   w.PutVarint64(r.frame_id);
+  w.PutFixed16(r.group);
   w.PutVarint64(r.index);
   return out;
 }
@@ -100,6 +111,8 @@ Result<GetChunkRequest> DecodeGetChunk(std::string_view bytes) {
   GetChunkRequest q;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.frame_id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.group));
+  if (q.group >= kSlotCount) return Status::Corruption("GET_CHUNK: group >= 16384");
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.index));
   FLOE_RETURN_IF_ERROR(Leftover(r));
   return q;

@@ -6,7 +6,8 @@
 //      frame::ChunkView::Make (a peer's bytes are untrusted: Corruption), every column with the
 //      same rows. A chunk put twice under the same id and index keeps the first (rule D4).
 //   2. Put is all or nothing: every chunk of the request is checked (home, bytes, memory) before
-//      any is kept. A chunk whose ChunkSlot this member does not own is refused (WrongHome).
+//      any is kept. A chunk whose ChunkSlot(group, index) this member does not own is refused
+//      (WrongHome).
 //   3. Memory: an entry charges its columns' bytes and kChunkOverhead a column to the engine's
 //      FrameTotals (chunks, chunk_charge), part of used memory (Engine::UsedMemoryNow). A put
 //      that does not fit under maxmemory, with used memory measured afresh and every other

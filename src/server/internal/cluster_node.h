@@ -158,11 +158,11 @@ class ClusterNode {
   ChunkStore& chunks();
   void CallFrame(net::NodeId peer, uint16_t method, std::string request,
                  std::function<void(Result<std::string>)> done);
-  // Puts f's chunks at their homes under id `frame_id` (internal/frame_cluster.h, rule 2;
-  // D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is put, or
-  // the first failure once the chunks sent are dropped again. Runs on RPC threads (the calls to
-  // this member itself on the caller's).
-  void PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id,
+  // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
+  // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
+  // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the
+  // calls to this member itself on the caller's).
+  void PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id, uint16_t group,
                       uint16_t header_slot, std::function<void(Status)> done);
   // One orphan sweep of the chunk store (internal/chunk_store.h, rule 5; D10): asks the home of
   // each set's header slot about its id and drops the sets answered gone twice in a row. The

@@ -1,10 +1,10 @@
 // Putting a frame's chunks at their homes (docs/frames_cluster.md, D4 and D5). Private to
 // server/.
 //
-//   1. PlanChunkPuts groups a frame's chunks by their home under a slot map (D1: chunk k at the
-//      owner of ChunkSlot(k)), in index order, into PUT_CHUNKS requests of at most
-//      kPutBatchBytes of column bytes each (a larger chunk goes alone). The requests' column
-//      views point into the frame's chunks: the frame must outlive them.
+//   1. PlanChunkPuts groups a frame's chunks by their home under a slot map (D1: chunk k of a
+//      frame of group g at the owner of ChunkSlot(g, k)), in index order, into PUT_CHUNKS requests
+//      of at most kPutBatchBytes of column bytes each (a larger chunk goes alone). The requests'
+//      column views point into the frame's chunks: the frame must outlive them.
 //   2. ClusterNode::PutFrameChunks sends them with at most kMaxPutsInFlight in flight (64 MiB),
 //      and on the first failure sends no more, waits for those in flight, then asks every member
 //      to drop the id's chunks (DROP_CHUNKS, D9) and fails with that failure.
@@ -29,7 +29,7 @@ struct ChunkPutPlan {
   PutChunksRequest request;
 };
 // Rule 1. REQUIRES: f has at least one column.
-std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id,
+std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id, uint16_t group,
                                         uint16_t header_slot, const cluster::SlotMap& map,
                                         uint64_t batch_bytes = kPutBatchBytes);
 

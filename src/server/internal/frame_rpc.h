@@ -1,8 +1,9 @@
 // Frames in a cluster: where a chunk lives and the RPC messages that move chunks between
 // members (docs/frames_cluster.md, rules D1, D3, D4, D10, D12). Private to server/.
 //
-//   1. ChunkSlot(k) is chunk k's slot: the 14-bit bit reversal of k mod 16,384 (rule D1). A
-//      chunk's home is the owner of that slot; a frame's name plays no part.
+//   1. ChunkSlot(g, k) is chunk k's slot in a frame of group g: the 14-bit bit reversal of
+//      (g + k) mod 16,384 (rule D1). A chunk's home is the owner of that slot; a frame's name
+//      plays no part. A frame made from nothing draws its group at random (RandomChunkGroup).
 //   2. Every request carries the sender's slot map version; a member whose version differs
 //      refuses it (WrongHome, naming both), as the DKV does (rule D12).
 //   3. The decoders are strict and bounded (rule D12, fuzz/frame_rpc_fuzz.cc): a message of at
@@ -40,9 +41,10 @@ inline constexpr uint64_t kMaxChunkColumnBytes = uint64_t{1} << 30;
 // The slot count ChunkSlot maps onto (cluster::kSlots).
 inline constexpr uint32_t kChunkSlotBits = 14;
 
+inline constexpr uint16_t kChunkGroups = uint16_t{1} << kChunkSlotBits;
 // Rule 1.
-constexpr uint16_t ChunkSlot(uint64_t k) {
-  uint32_t v = static_cast<uint32_t>(k & ((uint64_t{1} << kChunkSlotBits) - 1));
+constexpr uint16_t ChunkSlot(uint16_t group, uint64_t k) {
+  uint32_t v = static_cast<uint32_t>((group + k) & ((uint64_t{1} << kChunkSlotBits) - 1));
   uint32_t r = 0;
   for (uint32_t i = 0; i < kChunkSlotBits; i++) {
     r = (r << 1) | (v & 1);
@@ -51,17 +53,21 @@ constexpr uint16_t ChunkSlot(uint64_t k) {
   return static_cast<uint16_t>(r);
 }
 
+// A group drawn at random (rule 1), below kChunkGroups.
+uint16_t RandomChunkGroup();
+
 // One chunk of a PUT_CHUNKS request: every column's chunk `index`, in column order.
 struct ChunkPut {
   uint64_t index = 0;
   std::vector<std::string_view> columns;
 };
-// 310: varint map version, varint frame id, u16 header slot, varint column count (>= 1),
+// 310: varint map version, varint frame id, u16 group, u16 header slot, varint column count (>= 1),
 // varint chunk count, then per chunk: varint index, and each column's bytes length-prefixed.
 // Every chunk has the column count's columns.
 struct PutChunksRequest {
   uint64_t map_version = 0;
   uint64_t frame_id = 0;
+  uint16_t group = 0;
   uint16_t header_slot = 0;
   uint32_t columns = 0;
   std::vector<ChunkPut> chunks;
@@ -69,11 +75,12 @@ struct PutChunksRequest {
 std::string EncodePutChunks(const PutChunksRequest& r);
 Result<PutChunksRequest> DecodePutChunks(std::string_view bytes);
 
-// 311: varint map version, varint frame id, varint index. The answer: varint column count, each
-// column's bytes length-prefixed (EncodeChunkColumns).
+// 311: varint map version, varint frame id, u16 group, varint index. The answer: varint column
+// count, each column's bytes length-prefixed (EncodeChunkColumns).
 struct GetChunkRequest {
   uint64_t map_version = 0;
   uint64_t frame_id = 0;
+  uint16_t group = 0;
   uint64_t index = 0;
 };
 std::string EncodeGetChunk(const GetChunkRequest& r);
