@@ -1,5 +1,6 @@
 // libFuzzer target for the frame RPC decoders (docs/frames_cluster.md, rule D12): PUT_CHUNKS,
-// GET_CHUNK and its answer, DROP_CHUNKS / FRAME_IDS_LIVE and the latter's answer. The first byte
+// GET_CHUNK and its answer, DROP_CHUNKS / FRAME_IDS_LIVE and the latter's answer, a frame's
+// header and PUT_HEADER. The first byte
 // picks the decoder; any input either fails with a Status or decodes within the bounds to a
 // message that encodes and decodes back to the same meaning. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -37,7 +38,7 @@ bool SameChunks(const PutChunksRequest& a, const PutChunksRequest& b) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 7) {
     case 0: {
       floe::Result<PutChunksRequest> r = DecodePutChunks(bytes);
       if (!r.ok()) return 0;
@@ -83,6 +84,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (r->ids.size() > bytes.size()) std::abort();
       floe::Result<FrameIdsRequest> again = DecodeFrameIds(EncodeFrameIds(*r));
       if (!again.ok() || again->map_version != r->map_version || again->ids != r->ids) {
+        std::abort();
+      }
+      break;
+    }
+    case 5: {
+      floe::Result<FrameHeader> r = DecodeFrameHeader(bytes);
+      if (!r.ok()) return 0;
+      if (r->columns.empty() || r->group >= 16384) std::abort();
+      for (const FrameHeader::Column& c : r->columns) {
+        if (c.name.empty() || c.na_count > r->rows()) std::abort();
+      }
+      const std::string enc = EncodeFrameHeader(*r);
+      floe::Result<FrameHeader> again = DecodeFrameHeader(enc);
+      if (!again.ok() || EncodeFrameHeader(*again) != enc) std::abort();
+      break;
+    }
+    case 6: {
+      floe::Result<PutHeaderRequest> r = DecodePutHeader(bytes);
+      if (!r.ok()) return 0;
+      if (r->key.empty()) std::abort();
+      const std::string enc = EncodePutHeader(*r);  // `again` views it
+      floe::Result<PutHeaderRequest> again = DecodePutHeader(enc);
+      if (!again.ok() || again->key != r->key || again->replace != r->replace ||
+          again->header != r->header || again->map_version != r->map_version) {
         std::abort();
       }
       break;

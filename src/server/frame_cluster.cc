@@ -172,6 +172,31 @@ std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id
   return plan;
 }
 
+FrameHeader HeaderOf(const frame::Frame& f, uint64_t frame_id, uint16_t group) {
+  FrameHeader h;
+  h.id = frame_id;
+  h.group = group;
+  h.columns.reserve(f.columns());
+  for (size_t c = 0; c < f.columns(); c++) {
+    const frame::Vec& v = f.vec(c);
+    h.columns.push_back({.name = f.name(c),
+                         .type = static_cast<uint8_t>(v.type()),
+                         .domain = v.domain(),
+                         .na_count = v.na_count()});
+  }
+  h.chunks.resize(f.chunk_count());
+  for (size_t k = 0; k < f.chunk_count(); k++) {
+    FrameHeader::Chunk& ch = h.chunks[k];
+    for (size_t c = 0; c < f.columns(); c++) {
+      const frame::ChunkView& view = f.vec(c).chunk(k);
+      ch.rows = view.rows();
+      ch.compressed_bytes += view.bytes();
+      ch.raw_bytes += view.raw_bytes();
+    }
+  }
+  return h;
+}
+
 namespace {
 
 // One PutFrameChunks under way (rule 2 of frame_cluster.h).

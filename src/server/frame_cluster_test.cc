@@ -686,5 +686,79 @@ TEST_F(FrameClusterTest, APutToADeadMemberFailsAndDropsWhatWasPut) {
   }
 }
 
+// D2, D12: a frame's header round-trips through its encoding, with every figure FRAME.INFO
+// needs; every truncation and every inconsistent header is refused.
+TEST(FrameHeaderTest, RoundTripsAndRefusesBadHeaders) {
+  const frame::Frame f = ChunkedFrame(5);
+  const FrameHeader h = HeaderOf(f, 42, 7);
+  ASSERT_EQ(h.columns.size(), 2u);
+  ASSERT_EQ(h.chunks.size(), 5u);
+  EXPECT_EQ(h.rows(), f.rows());
+  uint64_t compressed = 0, raw = 0;
+  for (const FrameHeader::Chunk& c : h.chunks) {
+    compressed += c.compressed_bytes;
+    raw += c.raw_bytes;
+  }
+  EXPECT_EQ(compressed, f.compressed_bytes());
+  EXPECT_EQ(raw, f.raw_bytes());
+  const std::string enc = EncodeFrameHeader(h);
+  Result<FrameHeader> d = DecodeFrameHeader(enc);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->id, 42u);
+  EXPECT_EQ(d->group, 7);
+  EXPECT_EQ(d->columns[1].name, "b");
+  EXPECT_EQ(d->columns[1].type, static_cast<uint8_t>(frame::ColumnType::kInteger));
+  EXPECT_EQ(d->chunks[4].rows, 14u);
+  EXPECT_EQ(EncodeFrameHeader(*d), enc);
+  for (size_t n = 0; n < enc.size(); n++) EXPECT_FALSE(DecodeFrameHeader(enc.substr(0, n)).ok());
+  EXPECT_FALSE(DecodeFrameHeader(enc + "x").ok());
+
+  auto refused = [](FrameHeader bad) {
+    return DecodeFrameHeader(EncodeFrameHeader(bad)).status().code() == StatusCode::kCorruption;
+  };
+  FrameHeader bad = h;
+  bad.columns[1].name = "a";  // repeated
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.columns[0].name = "";
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.columns[0].domain = {"x"};  // a domain on a real column
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.columns[0].type = 5;
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.columns[0].na_count = h.rows() + 1;
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.group = 16384;
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.chunks[0].rows = frame::kMaxChunkRows + 1;
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.columns.clear();
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.columns[0].type = static_cast<uint8_t>(frame::ColumnType::kCategorical);
+  bad.columns[0].domain = {"x", "y"};
+  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader(bad)).ok());
+
+  const std::string p =
+      EncodePutHeader({.map_version = 3, .key = "frame", .replace = true, .header = enc});
+  Result<PutHeaderRequest> q = DecodePutHeader(p);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->key, "frame");
+  EXPECT_TRUE(q->replace);
+  EXPECT_EQ(q->header, enc);
+  const size_t fixed = p.size() - enc.size();  // the part before the header's bytes
+  for (size_t n = 0; n < fixed; n++) EXPECT_FALSE(DecodePutHeader(p.substr(0, n)).ok());
+  EXPECT_FALSE(DecodePutHeader(EncodePutHeader({.key = ""})).ok());
+  std::string two = p;
+  two[fixed - 1] = 2;  // replace is 0 or 1
+  EXPECT_FALSE(DecodePutHeader(two).ok());
+}
+
 }  // namespace
 }  // namespace floe::server::internal

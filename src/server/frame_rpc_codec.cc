@@ -1,6 +1,7 @@
 // The frame RPC messages (internal/frame_rpc.h; docs/frames_cluster.md, "RPC methods").
 
 #include <random>
+#include <set>
 
 #include "frame/frame.h"
 #include "server/internal/frame_rpc.h"
@@ -180,6 +181,118 @@ Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, si
     out.push_back(static_cast<FrameIdState>(b));
   }
   return out;
+}
+
+uint64_t FrameHeader::rows() const {
+  uint64_t n = 0;
+  for (const Chunk& c : chunks) n += c.rows;
+  return n;
+}
+
+std::string EncodeFrameHeader(const FrameHeader& h) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(h.id);
+  w.PutFixed16(h.group);
+  w.PutVarint64(h.columns.size());
+  for (const FrameHeader::Column& c : h.columns) {
+    w.PutLengthPrefixed(c.name);
+    w.PutU8(c.type);
+    w.PutVarint64(c.domain.size());
+    for (const std::string& d : c.domain) w.PutLengthPrefixed(d);
+    w.PutVarint64(c.na_count);
+  }
+  w.PutVarint64(h.chunks.size());
+  for (const FrameHeader::Chunk& c : h.chunks) {
+    w.PutVarint64(c.rows);
+    w.PutVarint64(c.compressed_bytes);
+    w.PutVarint64(c.raw_bytes);
+  }
+  return out;
+}
+
+Result<FrameHeader> DecodeFrameHeader(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  FrameHeader h;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&h.id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&h.group));
+  if (h.group >= kSlotCount) return Status::Corruption("frame header: group >= 16384");
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A column takes at least 4 bytes (name length and byte, type, domain size, NA count).
+  if (n == 0 || n > r.remaining() / 4) {
+    return Status::Corruption("frame header: column count does not match its bytes");
+  }
+  h.columns.resize(static_cast<size_t>(n));
+  std::set<std::string_view> names;
+  for (FrameHeader::Column& c : h.columns) {
+    std::string_view name;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&name));
+    if (name.empty() || !names.insert(name).second) {
+      return Status::Corruption("frame header: a column name empty or repeated");
+    }
+    c.name = std::string(name);
+    FLOE_RETURN_IF_ERROR(r.GetU8(&c.type));
+    if (c.type > static_cast<uint8_t>(frame::ColumnType::kTime)) {
+      return Status::Corruption("frame header: unknown column type");
+    }
+    uint64_t d = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&d));
+    if (d > r.remaining() || d > frame::kMaxDomain ||
+        (d > 0 && c.type != static_cast<uint8_t>(frame::ColumnType::kCategorical))) {
+      return Status::Corruption("frame header: a domain that does not fit its column or bytes");
+    }
+    c.domain.resize(static_cast<size_t>(d));
+    for (std::string& v : c.domain) {
+      std::string_view s;
+      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&s));
+      v = std::string(s);
+    }
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.na_count));
+  }
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (n > r.remaining() / 3) {
+    return Status::Corruption("frame header: chunk count does not match its bytes");
+  }
+  h.chunks.resize(static_cast<size_t>(n));
+  for (FrameHeader::Chunk& c : h.chunks) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint32(&c.rows));
+    if (c.rows > frame::kMaxChunkRows) return Status::Corruption("frame header: chunk too long");
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.compressed_bytes));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.raw_bytes));
+  }
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  const uint64_t rows = h.rows();  // at most 2^26 a chunk, so no overflow below 2^38 chunks
+  for (const FrameHeader::Column& c : h.columns) {
+    if (c.na_count > rows) return Status::Corruption("frame header: more NAs than rows");
+  }
+  return h;
+}
+
+std::string EncodePutHeader(const PutHeaderRequest& q) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(q.map_version);
+  w.PutLengthPrefixed(q.key);
+  w.PutU8(q.replace ? 1 : 0);
+  w.PutRaw(q.header);
+  return out;
+}
+
+Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  PutHeaderRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&q.key));
+  if (q.key.empty()) return Status::Corruption("PUT_HEADER: empty key");
+  uint8_t replace = 0;
+  FLOE_RETURN_IF_ERROR(r.GetU8(&replace));
+  if (replace > 1) return Status::Corruption("PUT_HEADER: replace is 0 or 1");
+  q.replace = replace == 1;
+  FLOE_RETURN_IF_ERROR(r.GetRaw(r.remaining(), &q.header));
+  return q;
 }
 
 }  // namespace floe::server::internal

@@ -33,6 +33,9 @@ std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id
                                         uint16_t header_slot, const cluster::SlotMap& map,
                                         uint64_t batch_bytes = kPutBatchBytes);
 
+// The header of `f` (D2) under its id and group.
+FrameHeader HeaderOf(const frame::Frame& f, uint64_t frame_id, uint16_t group);
+
 }  // namespace floe::server::internal
 
 #endif  // FLOE_SERVER_INTERNAL_FRAME_CLUSTER_H_

@@ -101,6 +101,43 @@ std::string EncodeFrameIdStates(const std::vector<FrameIdState>& states);
 // Corruption unless exactly `n` states, each one of the three.
 Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, size_t n);
 
+// A frame's header (D2): what the value at its name holds in a cluster, every figure FRAME.INFO
+// shows without reading a chunk. Encoded: varint id, u16 group, varint column count, per column
+// (lp name, u8 type, varint domain size, each domain value lp, varint NA count), varint chunk
+// count, per chunk (varint rows, varint compressed bytes, varint raw bytes). Decoding checks
+// every count against the bytes left, names non-empty and distinct, types known, a domain for
+// categorical columns only, chunk rows at most frame::kMaxChunkRows, NA counts at most the rows.
+struct FrameHeader {
+  uint64_t id = 0;
+  uint16_t group = 0;
+  struct Column {
+    std::string name;
+    uint8_t type = 0;  // frame::ColumnType
+    std::vector<std::string> domain;
+    uint64_t na_count = 0;
+  };
+  std::vector<Column> columns;
+  struct Chunk {
+    uint32_t rows = 0;
+    uint64_t compressed_bytes = 0;  // every column's
+    uint64_t raw_bytes = 0;
+  };
+  std::vector<Chunk> chunks;
+  uint64_t rows() const;
+};
+std::string EncodeFrameHeader(const FrameHeader& h);
+Result<FrameHeader> DecodeFrameHeader(std::string_view bytes);
+
+// 314: varint map version, lp key, u8 replace (0 or 1), then the header's encoding.
+struct PutHeaderRequest {
+  uint64_t map_version = 0;
+  std::string_view key;
+  bool replace = false;
+  std::string_view header;  // EncodeFrameHeader's bytes, decoded by the handler
+};
+std::string EncodePutHeader(const PutHeaderRequest& r);
+Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes);
+
 }  // namespace floe::server::internal
 
 #endif  // FLOE_SERVER_INTERNAL_FRAME_RPC_H_
