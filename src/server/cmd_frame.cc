@@ -51,7 +51,10 @@ Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_
   if (!v) return Status::NotFound("ERR no such frame");
   if (v->type() != kFrameType) return ClientError(kWrongType);
   FLOE_ASSIGN_OR_RETURN(const Cell<FrameHolder>* cell, CellOf<FrameHolder>(*v));
-  return cell->Read([](const FrameHolder& h) { return h.frame; });
+  std::shared_ptr<const Frame> f = cell->Read([](const FrameHolder& h) { return h.frame; });
+  // A cluster frame's header (D2): its commands are not served here yet.
+  if (f == nullptr) return ClientError("ERR frame " + std::string(name) + " lives in a cluster");
+  return f;
 }
 
 }  // namespace floe::server::internal
@@ -72,7 +75,10 @@ Result<std::shared_ptr<const Frame>> PinFrame(Engine& engine, std::string_view n
   if (v->type() != internal::kFrameType) return internal::ClientError(internal::kWrongType);
   FLOE_ASSIGN_OR_RETURN(const internal::Cell<internal::FrameHolder>* cell,
                         internal::CellOf<internal::FrameHolder>(*v));
-  return cell->Read([](const internal::FrameHolder& h) { return h.frame; });
+  std::shared_ptr<const Frame> f =
+      cell->Read([](const internal::FrameHolder& h) { return h.frame; });
+  if (f == nullptr) return internal::ClientError("ERR frame lives in a cluster");
+  return f;
 }
 
 }  // namespace floe::server
@@ -130,6 +136,38 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
     if (!replace && Live(cur, now_ms) != nullptr) {
       return Status(StatusCode::kAlreadyExists,
                     "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
+    }
+    return Mutation::Put(v);
+  }));
+  return Status::OK();
+}
+
+Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace) {
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header);
+  FrameHolder holder{.frame = nullptr,
+                     .header = std::make_shared<const FrameHeader>(std::move(header)),
+                     .tally = std::move(tally)};
+  const int64_t limit = engine.maxmemory();
+  const uint64_t bytes = holder.MemoryBytes();
+  if (limit > 0 &&
+      (bytes > static_cast<uint64_t>(limit) ||
+       !engine.TryReserveMemory(static_cast<int64_t>(bytes), engine.UsedMemoryNow(), limit))) {
+    return Status::ResourceExhausted(kOomError);
+  }
+  struct Unreserve {
+    Engine& engine;
+    int64_t bytes;
+    ~Unreserve() {
+      if (bytes > 0) engine.ReleaseMemory(bytes);
+    }
+  } unreserve{.engine = engine, .bytes = limit > 0 ? static_cast<int64_t>(bytes) : 0};
+  FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(name, kFrameType, {}, 0));
+  v->CacheDecoded(
+      std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
+  const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
+  FLOE_RETURN_IF_ERROR(engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
+    if (!replace && Live(cur, now_ms) != nullptr) {
+      return Status(StatusCode::kAlreadyExists, kFrameTargetExists);
     }
     return Mutation::Put(v);
   }));

@@ -13,6 +13,7 @@
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_node_impl.h"
 #include "server/internal/frame_rpc.h"
+#include "server/internal/frame_value.h"
 #include "wire/wire.h"
 
 namespace floe::server::internal {
@@ -24,6 +25,8 @@ void ClusterNode::Impl::RegisterFrameMethods() {
                      [this](net::NodeId, std::string_view req) { return OnGetChunk(req); });
   endpoint->Register(kDropChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
+  endpoint->Register(kPutHeaderMethod, 1,
+                     [this](net::NodeId, std::string_view req) { return OnPutHeader(req); });
   endpoint->Register(kFrameIdsLiveMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnFrameIdsLive(req); });
 }
@@ -60,6 +63,17 @@ Result<std::string> ClusterNode::Impl::OnGetChunk(std::string_view request) {
   columns.reserve(chunk->columns.size());
   for (const auto& c : chunk->columns) columns.push_back(*c);
   return EncodeChunkColumns(columns);
+}
+
+Result<std::string> ClusterNode::Impl::OnPutHeader(std::string_view request) {
+  FLOE_ASSIGN_OR_RETURN(PutHeaderRequest req, DecodePutHeader(request));
+  FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
+  if (Routes().Home(cluster::KeySlot(req.key)) != cluster->self()) {
+    return Status::WrongHome("not the home of this key");
+  }
+  FLOE_ASSIGN_OR_RETURN(FrameHeader header, DecodeFrameHeader(req.header));
+  FLOE_RETURN_IF_ERROR(StoreFrameHeader(*engine, req.key, std::move(header), req.replace));
+  return std::string();
 }
 
 Result<std::string> ClusterNode::Impl::OnDropChunks(std::string_view request) {
@@ -293,6 +307,8 @@ void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string reque
         return done(impl_->OnGetChunk(request));
       case kDropChunksMethod:
         return done(impl_->OnDropChunks(request));
+      case kPutHeaderMethod:
+        return done(impl_->OnPutHeader(request));
       case kFrameIdsLiveMethod:
         return done(impl_->OnFrameIdsLive(request));
       default:

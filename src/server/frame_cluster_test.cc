@@ -630,9 +630,10 @@ frame::Frame ChunkedFrame(size_t chunks) {
 }
 
 Status PutChunksOf(ClusterNode& node, std::shared_ptr<const frame::Frame> f, uint64_t id,
-                   uint16_t group) {
+                   uint16_t group, uint16_t header_slot = 5) {
   std::promise<Status> p;
-  node.PutFrameChunks(std::move(f), id, group, 5, [&p](Status s) { p.set_value(std::move(s)); });
+  node.PutFrameChunks(std::move(f), id, group, header_slot,
+                      [&p](Status s) { p.set_value(std::move(s)); });
   return p.get_future().get();
 }
 
@@ -758,6 +759,56 @@ TEST(FrameHeaderTest, RoundTripsAndRefusesBadHeaders) {
   std::string two = p;
   two[fixed - 1] = 2;  // replace is 0 or 1
   EXPECT_FALSE(DecodePutHeader(two).ok());
+}
+
+// D2, D4, D10: a frame made in a cluster (its chunks put, then its header at the name's home by
+// PUT_HEADER) is a frame value there, and the sweep keeps its chunks while the header lives;
+// once the header is gone (DROP_CHUNKS lost), two sweeps drop every chunk.
+TEST_F(FrameClusterTest, DroppedFramesLeaveNoChunks) {
+  auto f = std::make_shared<const frame::Frame>(ChunkedFrame(20));
+  const std::string name = cluster_.KeyAt(1, "hf");
+  const uint16_t group = RandomChunkGroup();
+  const uint64_t id = cluster_.engine(0).NewFrameId();
+  ASSERT_TRUE(PutChunksOf(cluster_.node(0), f, id, group, cluster::KeySlot(name)).ok());
+  const std::string header = EncodeFrameHeader(HeaderOf(*f, id, group));
+  auto put_header = [&](size_t at, bool replace) {
+    return CallFrame(
+        cluster_.node(0), cluster_.node(at).self(), kPutHeaderMethod,
+        EncodePutHeader(
+            {.map_version = version(), .key = name, .replace = replace, .header = header}));
+  };
+  EXPECT_EQ(put_header(2, false).status().code(), StatusCode::kWrongHome);
+  ASSERT_TRUE(put_header(1, false).ok());
+  const Result<std::string> again = put_header(1, false);
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(again.status().message(), kFrameTargetExists);
+  Session& c = cluster_.client(0);
+  EXPECT_EQ(c.Run({"TYPE", name}), "+frame\r\n");
+  EXPECT_EQ(c.Run({"EXISTS", name}), ":1\r\n");
+  EXPECT_EQ(InfoFigure(cluster_.engine(1), "frames"), 1u);
+  EXPECT_EQ(InfoFigure(cluster_.engine(1), "frames_compressed_bytes"), f->compressed_bytes());
+  uint64_t dropped = 0;
+  for (int round = 0; round < 2; round++) {
+    for (size_t i = 0; i < 3; i++) dropped += Sweep(cluster_.node(i));
+  }
+  EXPECT_EQ(dropped, 0u);
+  // The header goes (as DEL at its home does) and no DROP_CHUNKS follows.
+  ASSERT_TRUE(cluster_.engine(1)
+                  .store()
+                  .Update(name,
+                          [](const store::Value*) -> Result<store::Mutation> {
+                            return store::Mutation::Remove();
+                          })
+                  .ok());
+  store::internal::EpochDomain::Global().Barrier();
+  for (int round = 0; round < 2; round++) {
+    for (size_t i = 0; i < 3; i++) dropped += Sweep(cluster_.node(i));
+  }
+  EXPECT_EQ(dropped, 3u);
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_TRUE(cluster_.node(i).chunks().Sets().empty()) << i;
+    EXPECT_EQ(cluster_.engine(i).ChunkStoreBytes(), 0) << i;
+  }
 }
 
 }  // namespace

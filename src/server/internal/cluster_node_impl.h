@@ -131,6 +131,7 @@ struct ClusterNode::Impl {
   Result<std::string> OnPutChunks(std::string_view request);
   Result<std::string> OnGetChunk(std::string_view request);
   Result<std::string> OnDropChunks(std::string_view request);
+  Result<std::string> OnPutHeader(std::string_view request);
   Result<std::string> OnFrameIdsLive(std::string_view request);
   // The periodic orphan sweep, on the loop: one SweepChunks, then again in kChunkSweepUs.
   void SweepTick(ClusterNode* node);

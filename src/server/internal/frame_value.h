@@ -31,6 +31,7 @@
 #include "frame/frame.h"
 #include "server/internal/command.h"
 #include "server/internal/engine_budget.h"
+#include "server/internal/frame_rpc.h"
 #include "server/internal/sketch_cell.h"
 
 namespace floe::server::internal {
@@ -50,15 +51,14 @@ inline size_t FrameCharge(const frame::Frame& f) {
 class FrameTally {
  public:
   FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const frame::Frame& f, uint64_t id)
-      : totals_(std::move(totals)),
-        compressed_(static_cast<int64_t>(f.compressed_bytes())),
-        raw_(static_cast<int64_t>(f.raw_bytes())),
-        charge_(static_cast<int64_t>(FrameCharge(f))),
-        id_(id) {
-    Add(1);
-    MutexLock lock(&totals_->ids_mu);
-    totals_->live_ids[id_]++;
-  }
+      : FrameTally(std::move(totals), static_cast<int64_t>(f.compressed_bytes()),
+                   static_cast<int64_t>(f.raw_bytes()), static_cast<int64_t>(FrameCharge(f)), id) {}
+  // A cluster frame's header (docs/frames_cluster.md, D2): counted with its chunks' figures, but
+  // charging nothing here (its cell charges the header's bytes to the store as any value's, and
+  // the chunks are charged where they live, D3).
+  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const FrameHeader& h)
+      : FrameTally(std::move(totals), Sum(h, &FrameHeader::Chunk::compressed_bytes),
+                   Sum(h, &FrameHeader::Chunk::raw_bytes), 0, h.id) {}
   ~FrameTally() {
     Add(-1);
     MutexLock lock(&totals_->ids_mu);
@@ -70,6 +70,18 @@ class FrameTally {
   FrameTally& operator=(const FrameTally&) = delete;
 
  private:
+  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, int64_t compressed, int64_t raw,
+             int64_t charge, uint64_t id)
+      : totals_(std::move(totals)), compressed_(compressed), raw_(raw), charge_(charge), id_(id) {
+    Add(1);
+    MutexLock lock(&totals_->ids_mu);
+    totals_->live_ids[id_]++;
+  }
+  static int64_t Sum(const FrameHeader& h, uint64_t FrameHeader::Chunk::*field) {
+    uint64_t n = 0;
+    for (const FrameHeader::Chunk& c : h.chunks) n += c.*field;
+    return static_cast<int64_t>(n);
+  }
   void Add(int64_t sign) {
     // relaxed: statistics for INFO, and a figure the maxmemory checks read as they read the
     // store's (a moment late at worst).
@@ -122,11 +134,21 @@ class ImportingId {
   uint64_t id_;
 };
 
+// What a cluster frame's header value charges: its encoding and a little per column and chunk.
+inline size_t HeaderCharge(const FrameHeader& h) {
+  return EncodeFrameHeader(h).size() + h.columns.size() * 64 + h.chunks.size() * 24;
+}
+
 struct FrameHolder {
+  // One node: the frame. A cluster: its header only (docs/frames_cluster.md, D2), the chunks
+  // in the members' chunk stores; frame is then null.
   std::shared_ptr<const frame::Frame> frame;
+  std::shared_ptr<const FrameHeader> header;
   std::shared_ptr<FrameTally> tally;  // and the frame's id (docs/frames_cluster.md, D2)
   uint64_t id() const { return tally == nullptr ? 0 : tally->id(); }
-  size_t MemoryBytes() const { return frame == nullptr ? 0 : ChargeOf(*frame); }
+  size_t MemoryBytes() const {
+    return frame != nullptr ? ChargeOf(*frame) : header != nullptr ? HeaderCharge(*header) : 0;
+  }
   static size_t ChargeOf(const frame::Frame& f) { return FrameCharge(f); }
 };
 
@@ -150,6 +172,9 @@ Result<std::shared_ptr<const frame::Frame>> LoadFrame(CommandContext& ctx, std::
 // the client's text) when a live key is there and !replace; ResourceExhausted (OOM text) when
 // maxmemory would be passed.
 Status StoreFrame(Engine& engine, std::string_view name, frame::Frame f, bool replace);
+// Puts a cluster frame's header at `name` (D2, D4: PUT_HEADER's handler, after every chunk was
+// put), refusing as StoreFrame does.
+Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace);
 
 // The frame commands' shared pieces (cmd_frame_analytics.cc).
 inline constexpr char kFrameTargetExists[] =
