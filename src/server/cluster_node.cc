@@ -14,6 +14,7 @@
 #include "net/net.h"
 #include "server/internal/cluster_node_impl.h"
 #include "server/internal/command.h"
+#include "server/internal/frame_value.h"
 #include "server/internal/string_cell.h"
 #include "wire/wire.h"
 
@@ -235,6 +236,8 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
+  // Headers that die from now on (the engine's store outlives the node) send nothing.
+  if (impl_->dropper) impl_->dropper->Stop();
   {
     MutexLock lock(&impl_->meta_mu);
     impl_->meta_stopped = true;
@@ -351,6 +354,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     impl->guard_thread = std::move(*guard);
   }
   std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
+  node->impl_->StartDropper(node.get());
   FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
                 config.cluster_name, me.address(), *self, members.size());
   // Job ids name this member (docs/frames_cluster.md, D11).

@@ -142,8 +142,9 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
   return Status::OK();
 }
 
-Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace) {
-  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header);
+Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
+                        std::shared_ptr<ChunkDropper> dropper) {
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header, std::move(dropper));
   FrameHolder holder{.frame = nullptr,
                      .header = std::make_shared<const FrameHeader>(std::move(header)),
                      .tally = std::move(tally)};

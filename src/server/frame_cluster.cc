@@ -72,7 +72,7 @@ Result<std::string> ClusterNode::Impl::OnPutHeader(std::string_view request) {
     return Status::WrongHome("not the home of this key");
   }
   FLOE_ASSIGN_OR_RETURN(FrameHeader header, DecodeFrameHeader(req.header));
-  FLOE_RETURN_IF_ERROR(StoreFrameHeader(*engine, req.key, std::move(header), req.replace));
+  FLOE_RETURN_IF_ERROR(StoreFrameHeader(*engine, req.key, std::move(header), req.replace, dropper));
   return std::string();
 }
 
@@ -295,6 +295,19 @@ void ClusterNode::PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t
 }
 
 ChunkStore& ClusterNode::chunks() { return *impl_->chunks; }
+ChunkDropper& ClusterNode::TEST_dropper() { return *impl_->dropper; }
+
+void ClusterNode::Impl::StartDropper(ClusterNode* node) {
+  // D10: to every member, this one too; a member that misses it finds the set by its sweep.
+  dropper = std::make_shared<ChunkDropper>([this, node](uint64_t frame_id) {
+    const cluster::SlotMap& map = Routes();
+    for (const cluster::Member& m : map.members()) {
+      node->CallFrame(m.id, kDropChunksMethod,
+                      EncodeFrameIds({.map_version = map.version(), .ids = {frame_id}}),
+                      [](Result<std::string>) {});
+    }
+  });
+}
 
 void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string request,
                             std::function<void(Result<std::string>)> done) {

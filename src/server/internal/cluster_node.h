@@ -25,6 +25,7 @@
 
 namespace floe::server::internal {
 
+class ChunkDropper;
 class ChunkStore;
 
 // RPC method ids 300-319 are the server's (docs/wire.md, "Forwarded commands").
@@ -156,6 +157,8 @@ class ClusterNode {
   // as its deadline; `done` runs once, on an RPC thread (or at once when the call cannot start).
   // A call to this member itself runs its handler on the calling thread.
   ChunkStore& chunks();
+  // Tests only: what sends DROP_CHUNKS when a header stored here dies.
+  ChunkDropper& TEST_dropper();
   void CallFrame(net::NodeId peer, uint16_t method, std::string request,
                  std::function<void(Result<std::string>)> done);
   // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,

@@ -50,6 +50,9 @@ struct ClusterNode::Impl {
   // The chunks of frames this member homes (docs/frames_cluster.md, D3); outlives the endpoint
   // whose handlers reach it.
   std::unique_ptr<ChunkStore> chunks;
+  // Sends DROP_CHUNKS when a header stored here dies (D10); set at start, stopped by Stop.
+  std::shared_ptr<ChunkDropper> dropper;
+  void StartDropper(ClusterNode* node);
   Stats* stats = nullptr;
   uint64_t timeout_us = 0;
   uint64_t holder_wait_us = 0;  // the longest a change waits for a holder (L2's bound)

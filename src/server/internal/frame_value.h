@@ -45,6 +45,34 @@ inline size_t FrameCharge(const frame::Frame& f) {
          static_cast<size_t>(f.header_bytes());
 }
 
+// Sends DROP_CHUNKS for a cluster frame's id to every member when its header's cell dies (DEL,
+// UNLINK, FLUSHALL, an expiry, a REPLACE: docs/frames_cluster.md, D10). Owned jointly by the
+// node and the headers' tallies; the node clears it when it stops, and a header that dies later
+// leaves its chunks to the sweep. Thread-safe.
+class ChunkDropper {
+ public:
+  using Send = std::function<void(uint64_t frame_id)>;
+  explicit ChunkDropper(Send send) : send_(std::move(send)) {}
+  void Drop(uint64_t frame_id) {
+    MutexLock lock(&mu_);
+    if (send_ && !lose_) send_(frame_id);  // asynchronous calls: nothing waits here
+  }
+  void Stop() {
+    MutexLock lock(&mu_);
+    send_ = nullptr;
+  }
+  // Tests: loses every DROP_CHUNKS from now on, as a lost message would.
+  void TEST_Lose(bool lose) {
+    MutexLock lock(&mu_);
+    lose_ = lose;
+  }
+
+ private:
+  Mutex mu_;
+  Send send_ FLOE_GUARDED_BY(mu_);
+  bool lose_ FLOE_GUARDED_BY(mu_) = false;
+};
+
 // Counts a frame in the engine's FrameTotals for as long as its cell lives (the frames in the
 // store: INFO's counts, and the charge the cells hold, rule 3), and its id among the live ones
 // (docs/frames_cluster.md, D2 and D10).
@@ -56,14 +84,20 @@ class FrameTally {
   // A cluster frame's header (docs/frames_cluster.md, D2): counted with its chunks' figures, but
   // charging nothing here (its cell charges the header's bytes to the store as any value's, and
   // the chunks are charged where they live, D3).
-  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const FrameHeader& h)
+  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const FrameHeader& h,
+             std::shared_ptr<ChunkDropper> dropper)
       : FrameTally(std::move(totals), Sum(h, &FrameHeader::Chunk::compressed_bytes),
-                   Sum(h, &FrameHeader::Chunk::raw_bytes), 0, h.id) {}
+                   Sum(h, &FrameHeader::Chunk::raw_bytes), 0, h.id) {
+    dropper_ = std::move(dropper);
+  }
   ~FrameTally() {
     Add(-1);
-    MutexLock lock(&totals_->ids_mu);
-    auto it = totals_->live_ids.find(id_);
-    if (it != totals_->live_ids.end() && --it->second <= 0) totals_->live_ids.erase(it);
+    {
+      MutexLock lock(&totals_->ids_mu);
+      auto it = totals_->live_ids.find(id_);
+      if (it != totals_->live_ids.end() && --it->second <= 0) totals_->live_ids.erase(it);
+    }
+    if (dropper_ != nullptr) dropper_->Drop(id_);
   }
   uint64_t id() const { return id_; }
   FrameTally(const FrameTally&) = delete;
@@ -93,6 +127,7 @@ class FrameTally {
   std::shared_ptr<Engine::FrameTotals> totals_;
   int64_t compressed_, raw_, charge_;
   uint64_t id_;
+  std::shared_ptr<ChunkDropper> dropper_;  // a cluster frame's header only
 };
 
 // The store's shared frame (rule 3): its charge counts in totals->live_charge from here until
@@ -174,7 +209,9 @@ Result<std::shared_ptr<const frame::Frame>> LoadFrame(CommandContext& ctx, std::
 Status StoreFrame(Engine& engine, std::string_view name, frame::Frame f, bool replace);
 // Puts a cluster frame's header at `name` (D2, D4: PUT_HEADER's handler, after every chunk was
 // put), refusing as StoreFrame does.
-Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace);
+// `dropper` sends DROP_CHUNKS when the header's cell dies.
+Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
+                        std::shared_ptr<ChunkDropper> dropper);
 
 // The frame commands' shared pieces (cmd_frame_analytics.cc).
 inline constexpr char kFrameTargetExists[] =
