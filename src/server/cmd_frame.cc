@@ -145,8 +145,10 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
 Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
                         std::shared_ptr<ChunkDropper> dropper) {
   auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header, std::move(dropper));
+  const size_t charge = HeaderCharge(header);
   FrameHolder holder{.frame = nullptr,
                      .header = std::make_shared<const FrameHeader>(std::move(header)),
+                     .header_charge = charge,
                      .tally = std::move(tally)};
   const int64_t limit = engine.maxmemory();
   const uint64_t bytes = holder.MemoryBytes();

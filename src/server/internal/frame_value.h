@@ -179,10 +179,11 @@ struct FrameHolder {
   // in the members' chunk stores; frame is then null.
   std::shared_ptr<const frame::Frame> frame;
   std::shared_ptr<const FrameHeader> header;
+  size_t header_charge = 0;           // HeaderCharge(*header), computed once
   std::shared_ptr<FrameTally> tally;  // and the frame's id (docs/frames_cluster.md, D2)
   uint64_t id() const { return tally == nullptr ? 0 : tally->id(); }
   size_t MemoryBytes() const {
-    return frame != nullptr ? ChargeOf(*frame) : header != nullptr ? HeaderCharge(*header) : 0;
+    return frame != nullptr ? ChargeOf(*frame) : header != nullptr ? header_charge : 0;
   }
   static size_t ChargeOf(const frame::Frame& f) { return FrameCharge(f); }
 };
