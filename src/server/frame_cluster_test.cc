@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "cluster/cluster.h"
@@ -759,6 +760,72 @@ TEST(FrameHeaderTest, RoundTripsAndRefusesBadHeaders) {
   std::string two = p;
   two[fixed - 1] = 2;  // replace is 0 or 1
   EXPECT_FALSE(DecodePutHeader(two).ok());
+}
+
+// D4: a frame's chunks put at their homes are no frame yet: through every member its name does
+// not exist (EXISTS, TYPE, KEYS, DBSIZE) and its id is gone at the name's home; the header
+// stored there by PUT_HEADER makes it a frame everywhere at once, with the header's figures.
+TEST_F(FrameClusterTest, AFrameAppearsOnlyWithItsHeader) {
+  auto f = std::make_shared<const frame::Frame>(ChunkedFrame(20));
+  const std::string name = cluster_.KeyAt(2, "af");
+  const uint16_t group = RandomChunkGroup();
+  const uint64_t id = cluster_.engine(1).NewFrameId();
+  ASSERT_TRUE(PutChunksOf(cluster_.node(1), f, id, group, cluster::KeySlot(name)).ok());
+  int64_t chunks = 0;
+  for (size_t i = 0; i < 3; i++) chunks += cluster_.node(i).chunks().chunks();
+  EXPECT_EQ(chunks, 20);
+  auto live_at_home = [&] {
+    Result<std::string> r =
+        CallFrame(cluster_.node(0), cluster_.node(2).self(), kFrameIdsLiveMethod,
+                  EncodeFrameIds({.map_version = version(), .ids = {id}}));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    Result<std::vector<FrameIdState>> st = DecodeFrameIdStates(r.ok() ? *r : "", 1);
+    return st.ok() ? (*st)[0] : FrameIdState::kGone;
+  };
+  for (size_t i = 0; i < 3; i++) {
+    Session& c = cluster_.client(i);
+    EXPECT_EQ(c.Run({"EXISTS", name}), ":0\r\n") << i;
+    EXPECT_EQ(c.Run({"TYPE", name}), "+none\r\n") << i;
+    EXPECT_EQ(c.Run({"KEYS", "*"}), "*0\r\n") << i;
+    EXPECT_EQ(c.Run({"DBSIZE"}), ":0\r\n") << i;
+    EXPECT_EQ(InfoFigure(cluster_.engine(i), "frames"), 0u) << i;
+  }
+  EXPECT_EQ(live_at_home(), FrameIdState::kGone);
+
+  const FrameHeader header = HeaderOf(*f, id, group);
+  Result<std::string> put = CallFrame(cluster_.node(0), cluster_.node(2).self(), kPutHeaderMethod,
+                                      EncodePutHeader({.map_version = version(),
+                                                       .key = name,
+                                                       .replace = false,
+                                                       .header = EncodeFrameHeader(header)}));
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  for (size_t i = 0; i < 3; i++) {
+    Session& c = cluster_.client(i);
+    EXPECT_EQ(c.Run({"EXISTS", name}), ":1\r\n") << i;
+    EXPECT_EQ(c.Run({"TYPE", name}), "+frame\r\n") << i;
+    EXPECT_EQ(c.Run({"KEYS", "*"}),
+              "*1\r\n$" + std::to_string(name.size()) + "\r\n" + name + "\r\n")
+        << i;
+  }
+  EXPECT_EQ(live_at_home(), FrameIdState::kLive);
+  EXPECT_EQ(InfoFigure(cluster_.engine(2), "frames"), 1u);
+  EXPECT_EQ(InfoFigure(cluster_.engine(2), "frames_compressed_bytes"), f->compressed_bytes());
+  EXPECT_EQ(InfoFigure(cluster_.engine(2), "frames_raw_bytes"), f->raw_bytes());
+  // The value at the name is the header, every figure of it, and no frame.
+  store::ValuePtr v = cluster_.engine(2).store().Get(name);
+  ASSERT_TRUE(v);
+  Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*v);
+  ASSERT_TRUE(cell.ok());
+  const auto [made, stored, stored_id] = (*cell)->Read(
+      [](const FrameHolder& h) { return std::make_tuple(h.frame, h.header, h.id()); });
+  EXPECT_EQ(made, nullptr);
+  ASSERT_NE(stored, nullptr);
+  EXPECT_EQ(EncodeFrameHeader(*stored), EncodeFrameHeader(header));
+  EXPECT_EQ(stored_id, id);
+  // The chunks are where they were put: storing the header moved none.
+  chunks = 0;
+  for (size_t i = 0; i < 3; i++) chunks += cluster_.node(i).chunks().chunks();
+  EXPECT_EQ(chunks, 20);
 }
 
 // D2, D4, D10: a frame made in a cluster (its chunks put, then its header at the name's home by
