@@ -14,9 +14,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 
 #include "parse/parse.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/frame_cluster.h"
 #include "server/internal/frame_value.h"
 
 namespace floe::server::internal {
@@ -46,15 +49,21 @@ std::string ChunkKey(std::string_view frame, uint64_t k) {
   return key;
 }
 
-Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_view name) {
+Result<LoadedFrame> LoadFrameOrHeader(CommandContext& ctx, std::string_view name) {
   ValuePtr v = Lookup(ctx, name);
   if (!v) return Status::NotFound("ERR no such frame");
   if (v->type() != kFrameType) return ClientError(kWrongType);
   FLOE_ASSIGN_OR_RETURN(const Cell<FrameHolder>* cell, CellOf<FrameHolder>(*v));
-  std::shared_ptr<const Frame> f = cell->Read([](const FrameHolder& h) { return h.frame; });
+  return cell->Read([](const FrameHolder& h) { return LoadedFrame{h.frame, h.header}; });
+}
+
+Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_view name) {
+  FLOE_ASSIGN_OR_RETURN(LoadedFrame loaded, LoadFrameOrHeader(ctx, name));
   // A cluster frame's header (D2): its commands are not served here yet.
-  if (f == nullptr) return ClientError("ERR frame " + std::string(name) + " lives in a cluster");
-  return f;
+  if (loaded.frame == nullptr) {
+    return ClientError("ERR frame " + std::string(name) + " lives in a cluster");
+  }
+  return std::move(loaded.frame);
 }
 
 }  // namespace floe::server::internal
@@ -512,6 +521,67 @@ std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
   return s;
 }
 
+// An import's frame in a cluster (docs/frames_cluster.md, D5), on the job's thread at the name's
+// home: its id registered as importing here (D10: no sweep drops its chunks), its chunks put at
+// their homes (D4), then its header stored at the name's home by PUT_HEADER. A failure or a
+// cancel drops the chunks put (D9) and fails the job; nothing appears without every chunk.
+Status PutImportedFrame(Engine* engine, const ImportRequest& r, Frame made,
+                        const parse::ParseReport& report, const std::string& summary,
+                        job::Context& job) {
+  ClusterNode* node = engine->cluster();
+  if (node == nullptr) return Status::Unavailable("this member left the cluster");
+  const uint64_t id = engine->NewFrameId();
+  const uint16_t group = RandomChunkGroup();
+  const uint16_t header_slot = cluster::KeySlot(r.name);
+  ImportingId importing(engine->frame_totals(), id);
+  const std::string header = EncodeFrameHeader(HeaderOf(made, id, group));
+  const uint64_t input = report.bytes, bytes = made.compressed_bytes(), rows = report.rows;
+  job.SetProgress(rows, input, input + bytes);
+  std::promise<Status> put;
+  node->PutFrameChunks(
+      std::make_shared<const Frame>(std::move(made)), id, group, header_slot,
+      [&put](Status s) { put.set_value(std::move(s)); },
+      {.sent = [&job, rows, input,
+                bytes](uint64_t sent) { job.SetProgress(rows, input + sent, input + bytes); },
+       .cancel = job.cancel_flag()});
+  Status s = put.get_future().get();
+  if (s.code() == StatusCode::kCancelled && job.cancelled()) {
+    return Status::Cancelled("cancelled by JOB.CANCEL");
+  }
+  if (!s.ok())
+    return Status(s.code(), "import of '" + r.path + "' failed: " + std::string(s.message()));
+  if (job.cancelled()) {
+    node->DropFrameChunks(id);
+    return Status::Cancelled("cancelled by JOB.CANCEL");
+  }
+  const net::NodeId home = node->Home(header_slot);
+  std::promise<Result<std::string>> stored;
+  auto put_header = [&] {
+    node->CallFrame(home, kPutHeaderMethod,
+                    EncodePutHeader({.map_version = node->map().version(),
+                                     .key = r.name,
+                                     .replace = r.replace,
+                                     .header = header}),
+                    [&stored](Result<std::string> a) { stored.set_value(std::move(a)); });
+  };
+  if (home == node->self()) {
+    // Stored here as a one-node import stores its frame: between any two commands.
+    Engine::ExclusiveSection exclusive(engine);
+    put_header();
+  } else {
+    put_header();
+  }
+  Result<std::string> answer = stored.get_future().get();
+  store::Store::Reclaim();  // a replaced frame retired on this thread is freed here
+  if (!answer.ok()) {
+    node->DropFrameChunks(id);
+    return answer.status();
+  }
+  job.SetProgress(rows, input + bytes, input + bytes);
+  job.SetResult(summary);
+  return Status::OK();
+}
+
 // The job: parse with every core under the import's charge (grown with the inflated bytes and
 // the domains); then store the frame if it fits. Nothing is stored unless everything
 // succeeded: no partial frame.
@@ -527,8 +597,11 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
   parse::ParseControl control;
   control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
   control.progress_interval = std::chrono::milliseconds(50);
+  // In a cluster the chunks are put after the parse (D5): until then the total counts the input
+  // twice, the second time standing for the put.
+  const bool in_cluster = engine->cluster() != nullptr;
   control.progress = [&](const parse::ParseProgress& p) {
-    job.SetProgress(p.rows, p.bytes_done, p.bytes_total);
+    job.SetProgress(p.rows, p.bytes_done, in_cluster ? 2 * p.bytes_total : p.bytes_total);
     // A gzip input inflates past its size on disk, and domains grow: the charge grows too.
     const uint64_t need = std::max(r.input_bytes, p.bytes_total) + p.held_bytes;
     if (!out_of_memory && !charge.GrowTo(need).ok()) {
@@ -563,9 +636,12 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
                   "import of '" + r.path + "' failed: " + std::string(parsed.status().message()));
   }
   if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
-  job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);
   const std::string summary = ImportSummary(r, *parsed);
   charge.Release();
+  if (in_cluster) {
+    return PutImportedFrame(engine, r, std::move(parsed->frame), parsed->report, summary, job);
+  }
+  job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);
   Status stored;
   {
     // The frame appears as EXEC's writes do: with every I/O thread stopped between commands, so
@@ -652,6 +728,7 @@ void CmdFrameList(CommandContext& ctx) {
 void CmdFrameDrop(CommandContext& ctx) {
   if (RefusedInCluster(ctx)) return;
   bool dropped = false, wrong_type = false;
+  uint64_t header_id = 0;  // a cluster frame's header's id (D2)
   Status s = ctx.store().Mutate(ctx.args[1], [&](const Value* cur) -> Result<Mutation> {
     if (Live(cur, ctx.now_ms) == nullptr) return Mutation::Keep();
     if (cur->type() != kFrameType) {
@@ -659,10 +736,19 @@ void CmdFrameDrop(CommandContext& ctx) {
       return Mutation::Keep();
     }
     dropped = true;
+    if (Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*cur); cell.ok()) {
+      header_id = (*cell)->Read(
+          [](const FrameHolder& h) { return h.header != nullptr ? h.id() : uint64_t{0}; });
+    }
     return Mutation::Remove();
   });
   if (!s.ok()) return ctx.Error(s);
   if (wrong_type) return ctx.WrongType();
+  // D10: the chunks go at once, not when the header's cell is freed (after every reader of the
+  // store has moved on); the cell's own DROP_CHUNKS then finds nothing.
+  if (header_id != 0 && ctx.engine.cluster() != nullptr) {
+    ctx.engine.cluster()->DropFrameChunks(header_id);
+  }
   ctx.out.Integer(dropped ? 1 : 0);
 }
 
@@ -688,11 +774,59 @@ std::string CellText(const frame::Vec& vec, uint64_t row) {
 
 }  // namespace
 
+namespace {
+
+// FRAME.INFO of a cluster frame, from its header alone (docs/frames_cluster.md, D7): a vec's
+// bytes and layouts are not in the header (D2), so they are nil and "".
+void WriteHeaderInfo(CommandContext& ctx, const FrameHeader& h) {
+  uint64_t compressed = 0, raw = 0;
+  for (const FrameHeader::Chunk& c : h.chunks) {
+    compressed += c.compressed_bytes;
+    raw += c.raw_bytes;
+  }
+  ctx.out.MapHeader(7);
+  ctx.out.Bulk("name");
+  ctx.out.Bulk(ctx.args[1]);
+  ctx.out.Bulk("rows");
+  ctx.out.Integer(static_cast<int64_t>(h.rows()));
+  ctx.out.Bulk("columns");
+  ctx.out.Integer(static_cast<int64_t>(h.columns.size()));
+  ctx.out.Bulk("chunks");
+  ctx.out.Integer(static_cast<int64_t>(h.chunks.size()));
+  ctx.out.Bulk("compressed_bytes");
+  ctx.out.Integer(static_cast<int64_t>(compressed));
+  ctx.out.Bulk("raw_bytes");
+  ctx.out.Integer(static_cast<int64_t>(raw));
+  ctx.out.Bulk("vecs");
+  ctx.out.ArrayHeader(h.columns.size());
+  for (const FrameHeader::Column& c : h.columns) {
+    ctx.out.MapHeader(7);
+    ctx.out.Bulk("name");
+    ctx.out.Bulk(c.name);
+    ctx.out.Bulk("type");
+    // DecodeFrameHeader checked the type.
+    ctx.out.Bulk(frame::ColumnTypeName(static_cast<ColumnType>(c.type)));
+    ctx.out.Bulk("na");
+    ctx.out.Integer(static_cast<int64_t>(c.na_count));
+    ctx.out.Bulk("levels");
+    ctx.out.Integer(static_cast<int64_t>(c.domain.size()));
+    ctx.out.Bulk("compressed_bytes");
+    ctx.out.Null();
+    ctx.out.Bulk("raw_bytes");
+    ctx.out.Null();
+    ctx.out.Bulk("layouts");
+    ctx.out.Bulk("");
+  }
+}
+
+}  // namespace
+
 void CmdFrameInfo(CommandContext& ctx) {
   if (RefusedInCluster(ctx)) return;
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  Result<LoadedFrame> f = LoadFrameOrHeader(ctx, ctx.args[1]);
   if (!f.ok()) return ctx.Error(f.status());
-  const Frame& frame = **f;
+  if (f->frame == nullptr) return WriteHeaderInfo(ctx, *f->header);
+  const Frame& frame = *f->frame;
   ctx.out.MapHeader(7);
   ctx.out.Bulk("name");
   ctx.out.Bulk(ctx.args[1]);

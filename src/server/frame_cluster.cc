@@ -222,7 +222,9 @@ struct PutRun {
   uint64_t map_version = 0;
   std::vector<net::NodeId> members;
   std::function<void(Status)> done;
+  FramePutOptions options;
   Mutex mu;
+  uint64_t bytes_put FLOE_GUARDED_BY(mu) = 0;
   size_t next FLOE_GUARDED_BY(mu) = 0;
   size_t in_flight FLOE_GUARDED_BY(mu) = 0;
   Status failed FLOE_GUARDED_BY(mu);
@@ -248,6 +250,11 @@ void Pump(const std::shared_ptr<PutRun>& run) {
   std::optional<Status> finish;
   {
     MutexLock lock(&run->mu);
+    // relaxed: a job's cancel flag, read again before each batch.
+    if (run->options.cancel != nullptr && run->options.cancel->load(std::memory_order_relaxed) &&
+        run->failed.ok()) {
+      run->failed = Status::Cancelled("cancelled by JOB.CANCEL");
+    }
     while (run->failed.ok() && run->in_flight < kMaxPutsInFlight && run->next < run->plan.size()) {
       send.push_back(run->next++);
       run->in_flight++;
@@ -261,8 +268,12 @@ void Pump(const std::shared_ptr<PutRun>& run) {
   if (finish.has_value()) return FinishPut(run, std::move(*finish));
   for (size_t i : send) {
     const ChunkPutPlan& p = run->plan[i];
+    uint64_t bytes = 0;
+    for (const ChunkPut& c : p.request.chunks) {
+      for (std::string_view col : c.columns) bytes += col.size();
+    }
     run->node->CallFrame(p.home, kPutChunksMethod, EncodePutChunks(p.request),
-                         [run, home = p.home](Result<std::string> r) {
+                         [run, home = p.home, bytes](Result<std::string> r) {
                            {
                              MutexLock lock(&run->mu);
                              run->in_flight--;
@@ -270,6 +281,12 @@ void Pump(const std::shared_ptr<PutRun>& run) {
                                run->failed = Status(r.status().code(),
                                                     "member " + std::to_string(home) + ": " +
                                                         std::string(r.status().message()));
+                             }
+                             // Under the lock: the put is not done (nor its caller gone) while
+                             // this runs.
+                             if (r.ok()) {
+                               run->bytes_put += bytes;
+                               if (run->options.sent) run->options.sent(run->bytes_put);
                              }
                            }
                            Pump(run);
@@ -281,8 +298,9 @@ void Pump(const std::shared_ptr<PutRun>& run) {
 
 void ClusterNode::PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id,
                                  uint16_t group, uint16_t header_slot,
-                                 std::function<void(Status)> done) {
+                                 std::function<void(Status)> done, FramePutOptions options) {
   auto run = std::make_shared<PutRun>();
+  run->options = std::move(options);
   const cluster::SlotMap& map = impl_->Routes();
   run->plan = PlanChunkPuts(*f, frame_id, group, header_slot, map);
   run->frame = std::move(f);
@@ -297,16 +315,19 @@ void ClusterNode::PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t
 ChunkStore& ClusterNode::chunks() { return *impl_->chunks; }
 ChunkDropper& ClusterNode::TEST_dropper() { return *impl_->dropper; }
 
+void ClusterNode::DropFrameChunks(uint64_t frame_id) {
+  const cluster::SlotMap& map = impl_->Routes();
+  for (const cluster::Member& m : map.members()) {
+    CallFrame(m.id, kDropChunksMethod,
+              EncodeFrameIds({.map_version = map.version(), .ids = {frame_id}}),
+              [](Result<std::string>) {});
+  }
+}
+
 void ClusterNode::Impl::StartDropper(ClusterNode* node) {
   // D10: to every member, this one too; a member that misses it finds the set by its sweep.
-  dropper = std::make_shared<ChunkDropper>([this, node](uint64_t frame_id) {
-    const cluster::SlotMap& map = Routes();
-    for (const cluster::Member& m : map.members()) {
-      node->CallFrame(m.id, kDropChunksMethod,
-                      EncodeFrameIds({.map_version = map.version(), .ids = {frame_id}}),
-                      [](Result<std::string>) {});
-    }
-  });
+  dropper = std::make_shared<ChunkDropper>(
+      [node](uint64_t frame_id) { node->DropFrameChunks(frame_id); });
 }
 
 void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string request,

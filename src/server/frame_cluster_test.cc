@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <set>
 #include <string>
@@ -900,6 +902,185 @@ TEST_F(FrameClusterTest, DroppedFramesLeaveNoChunks) {
   EXPECT_EQ(sweep_all(), 3u);
   EXPECT_TRUE(no_chunks_anywhere());
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(cluster_.engine(i).ChunkStoreBytes(), 0) << i;
+}
+
+// ---- The frame commands in a cluster, the refusal lifted for the test ----
+
+// Three members importing from one directory (as every member of a real cluster should see it,
+// D5), with FRAME.* and JOB.* let through (TEST_FramesInCluster).
+class FrameCommandsInClusterTest : public ::testing::Test {
+ protected:
+  static InProcessClusterOptions Options() {
+    InProcessClusterOptions o;
+    o.base.import_dir = "/tmp";
+    return o;
+  }
+  FrameCommandsInClusterTest() : cluster_(Options()) {}
+  void SetUp() override {
+    TEST_FramesInCluster().store(true);
+    ASSERT_TRUE(cluster_.WaitFormed());
+    char dir[] = "/tmp/floe_frames_cluster_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    TEST_FramesInCluster().store(false);
+    std::filesystem::remove_all(dir_);
+  }
+  // A directory of `files` CSV files of 40 rows each (x: the row's number, c: a level): each
+  // file is at least one chunk.
+  std::string WriteCsvDir(const std::string& name, int files) {
+    const std::string path = dir_ + "/" + name;
+    std::filesystem::create_directory(path);
+    int row = 0;
+    for (int f = 0; f < files; f++) {
+      std::ofstream out(path + "/part" + std::to_string(10 + f) + ".csv");
+      out << "x,c\n";
+      for (int r = 0; r < 40; r++, row++) out << row << "," << (row % 3 == 0 ? "a" : "b") << "\n";
+    }
+    return path;
+  }
+  // The job's final state through client `via`: JOB.STATUS until it no longer runs.
+  std::string WaitJob(size_t via, const std::string& reply) {
+    EXPECT_TRUE(reply.starts_with(":")) << reply;
+    const std::string id = reply.substr(1, reply.find('\r') - 1);
+    Session& c = cluster_.client(via);
+    std::string status;
+    for (int i = 0; i < 4000; i++) {
+      status = c.Run({"JOB.STATUS", id});
+      if (status.find("\r\nrunning\r\n") == std::string::npos) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "job " << id << " did not finish: " << status;
+    return status;
+  }
+  int64_t ChunksEverywhere() {
+    int64_t n = 0;
+    for (size_t i = 0; i < 3; i++) n += cluster_.node(i).chunks().chunks();
+    return n;
+  }
+  bool NoChunksEventually() {
+    store::internal::EpochDomain::Global().Barrier();  // a removed header's cell is freed
+    for (int t = 0; t < 5000; t++) {
+      if (ChunksEverywhere() == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  }
+  ClientCluster cluster_;
+  std::string dir_;
+};
+
+std::string Bulk(const std::string& s) {
+  return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
+}
+
+// D5, D7, D10, D11: FRAME.IMPORT through any member runs at the name's home, whose job (its id
+// naming that member) puts the chunks at their homes and then the header; JOB.STATUS follows it
+// through any member; FRAME.INFO answers from the header, FRAME.LIST through any member finds it,
+// FRAME.DROP drops the header and every chunk.
+TEST_F(FrameCommandsInClusterTest, AnImportPutsItsChunksThenItsHeaderAtTheNamesHome) {
+  const std::string name = cluster_.KeyAt(1, "imp");
+  const std::string path = WriteCsvDir("six", 6);
+  Session& c0 = cluster_.client(0);
+  const std::string started = c0.Run({"FRAME.IMPORT", name, path});
+  ASSERT_TRUE(started.starts_with(":")) << started;
+  const uint64_t job_id = std::stoull(started.substr(1));
+  EXPECT_EQ(job::Registry::MemberOf(job_id), cluster_.node(1).self());
+  const std::string status = WaitJob(2, started);
+  EXPECT_NE(status.find("\r\ndone\r\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("240 rows"), std::string::npos) << status;
+
+  // The chunks are spread over the members, none in a keyspace; the header is at the name.
+  const int64_t chunks = ChunksEverywhere();
+  EXPECT_GE(chunks, 6);
+  for (size_t i = 0; i < 3; i++) EXPECT_GT(cluster_.node(i).chunks().chunks(), 0) << i;
+  EXPECT_EQ(cluster_.client(2).Run({"KEYS", "*"}), "*1\r\n" + Bulk(name));
+  for (size_t i = 0; i < 3; i++) {
+    const std::string info = cluster_.client(i).Run({"FRAME.INFO", name});
+    EXPECT_TRUE(info.starts_with(
+        "*14\r\n$4\r\nname\r\n" + Bulk(name) + "$4\r\nrows\r\n:240\r\n" +
+        "$7\r\ncolumns\r\n:2\r\n$6\r\nchunks\r\n:" + std::to_string(chunks) + "\r\n"))
+        << i << ": " << info;
+    EXPECT_NE(info.find("$4\r\ntype\r\n$11\r\ncategorical\r\n$2\r\nna\r\n:0\r\n$6\r\nlevels\r\n:2"),
+              std::string::npos)
+        << info;
+    EXPECT_EQ(cluster_.client(i).Run({"FRAME.LIST"}), "*1\r\n" + Bulk(name)) << i;
+  }
+  // JOB.LIST through any member shows the job, which ran at member 1 only.
+  for (size_t i = 0; i < 3; i++) {
+    const std::string list = cluster_.client(i).Run({"JOB.LIST"});
+    EXPECT_TRUE(list.starts_with("*1\r\n*5\r\n:" + std::to_string(job_id) + "\r\n")) << list;
+  }
+
+  // Again without REPLACE: refused at the home; with it, the old chunks go.
+  EXPECT_EQ(c0.Run({"FRAME.IMPORT", name, path}), std::string("-") + kFrameTargetExists + "\r\n");
+  const std::string again = WaitJob(0, c0.Run({"FRAME.IMPORT", name, path, "REPLACE"}));
+  EXPECT_NE(again.find("\r\ndone\r\n"), std::string::npos) << again;
+  store::internal::EpochDomain::Global().Barrier();  // the replaced header's cell is freed
+  bool replaced = false;
+  for (int t = 0; t < 5000 && !replaced; t++) {
+    replaced = ChunksEverywhere() == chunks;
+    if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(replaced) << ChunksEverywhere();
+  EXPECT_EQ(InfoFigure(cluster_.engine(1), "frames"), 1u);
+
+  EXPECT_EQ(cluster_.client(2).Run({"FRAME.DROP", name}), ":1\r\n");
+  EXPECT_EQ(cluster_.client(2).Run({"FRAME.LIST"}), "*0\r\n");
+  EXPECT_EQ(cluster_.client(0).Run({"FRAME.INFO", name}), "-ERR no such frame\r\n");
+  EXPECT_TRUE(NoChunksEventually());
+}
+
+// D9, D5: an import whose put meets a dead member fails the job with the reason, stores no
+// header, and drops the chunks it put; the id's registration ends with it.
+TEST_F(FrameCommandsInClusterTest, AnImportThatCannotPutFailsAndLeavesNothing) {
+  const std::string name = cluster_.KeyAt(0, "imp");
+  const std::string path = WriteCsvDir("twelve", 12);
+  cluster_.Kill(2);
+  Session& c1 = cluster_.client(1);
+  const std::string status = WaitJob(1, c1.Run({"FRAME.IMPORT", name, path}));
+  EXPECT_NE(status.find("\r\nfailed\r\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("import of '"), std::string::npos) << status;
+  EXPECT_EQ(c1.Run({"EXISTS", name}), ":0\r\n");
+  bool empty = false;
+  for (int t = 0; t < 5000 && !empty; t++) {
+    empty = cluster_.node(0).chunks().chunks() == 0 && cluster_.node(1).chunks().chunks() == 0;
+    if (!empty) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(empty);
+  MutexLock lock(&cluster_.engine(0).frame_totals()->ids_mu);
+  EXPECT_TRUE(cluster_.engine(0).frame_totals()->importing_ids.empty());
+}
+
+// D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id
+// naming no member is looked up here.
+TEST_F(FrameCommandsInClusterTest, JobsAreFollowedThroughAnyMember) {
+  std::atomic<bool> release{false};
+  Result<uint64_t> id =
+      cluster_.engine(2).jobs().Start("test", "waits", [&release](job::Context& j) {
+        while (!release.load() && !j.cancelled())
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return j.cancelled() ? Status::Cancelled("cancelled by JOB.CANCEL") : Status::OK();
+      });
+  ASSERT_TRUE(id.ok());
+  const std::string sid = std::to_string(*id);
+  for (size_t i = 0; i < 3; i++) {
+    const std::string st = cluster_.client(i).Run({"JOB.STATUS", sid});
+    EXPECT_TRUE(st.starts_with("*26\r\n$2\r\nid\r\n:" + sid + "\r\n")) << i << ": " << st;
+    EXPECT_NE(st.find("\r\nrunning\r\n"), std::string::npos) << st;
+  }
+  EXPECT_EQ(cluster_.client(0).Run({"JOB.CANCEL", sid}), "+OK\r\n");
+  const std::string st = WaitJob(1, ":" + sid + "\r\n");
+  EXPECT_NE(st.find("\r\ncancelled\r\n"), std::string::npos) << st;
+  EXPECT_EQ(cluster_.client(1).Run({"JOB.CANCEL", sid}),
+            "-ERR job " + sid + " already finished\r\n");
+  // Another id of member 2's, and an id naming no member: no such job.
+  EXPECT_EQ(cluster_.client(0).Run({"JOB.STATUS", std::to_string(*id + 1)}),
+            "-ERR no such job\r\n");
+  EXPECT_EQ(cluster_.client(0).Run({"JOB.STATUS", std::to_string((uint64_t{999} << 32) + 1)}),
+            "-ERR no such job\r\n");
+  EXPECT_EQ(cluster_.client(0).Run({"JOB.STATUS", "x"}), "-ERR a job id is a positive integer\r\n");
 }
 
 }  // namespace

@@ -345,8 +345,8 @@ class Session {
   // `fetch`: the one remote part is a read that asks its home for a copy (rule C8).
   void SendParts(std::shared_ptr<void> gather, Parts parts, resp::ReplyWriter& out, int64_t now_ms,
                  std::shared_ptr<dkv::Fetch> fetch = nullptr);
-  // Runs one command here, in RESP2, as a part of a split or fanned-out command.
-  std::string RunPart(const std::vector<std::string>& part, int64_t now_ms);
+  // Runs one command here, in RESP2 (or `protocol`), as a part of a split or fanned-out command.
+  std::string RunPart(const std::vector<std::string>& part, int64_t now_ms, int protocol = 2);
   // Marks the current command's reply as coming later; returns where it must be delivered.
   std::function<void(std::string)> BeginDeferred();
   // A transaction sent to a home holds commands that run here once the home's EXEC has run.

@@ -84,6 +84,12 @@ Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, si
 // other nodes' clients (they have a limit of their own, and are not connections here).
 int64_t ConnectedClients(const Engine& engine);
 
+// How ClusterNode::PutFrameChunks reports and stops.
+struct FramePutOptions {
+  std::function<void(uint64_t bytes_put)> sent;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
 class ClusterNode {
  public:
   struct Stats {
@@ -165,8 +171,14 @@ class ClusterNode {
   // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
   // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the
   // calls to this member itself on the caller's).
+  // `options.sent` is told the column bytes put so far after each batch put (on an RPC thread);
+  // `options.cancel`, once set, stops the put as a failure does (Cancelled).
   void PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id, uint16_t group,
-                      uint16_t header_slot, std::function<void(Status)> done);
+                      uint16_t header_slot, std::function<void(Status)> done,
+                      FramePutOptions options = {});
+  // DROP_CHUNKS for `frame_id` to every member, this one too, without waiting for the answers
+  // (D9, D10: a member that misses it finds the chunks by its sweep).
+  void DropFrameChunks(uint64_t frame_id);
   // One orphan sweep of the chunk store (internal/chunk_store.h, rule 5; D10): asks the home of
   // each set's header slot about its id and drops the sets answered gone twice in a row. The
   // node runs one every kChunkSweepUs; `done` (on an RPC thread, or here when nothing is asked)

@@ -24,6 +24,7 @@
 #ifndef FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
 #define FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -188,10 +189,20 @@ struct FrameHolder {
   static size_t ChargeOf(const frame::Frame& f) { return FrameCharge(f); }
 };
 
+// Tests only: lifts the refusal below in this process (in-process clusters), so the commands
+// made to work in a cluster can be tested before the refusal goes (docs/frames_cluster.md).
+inline std::atomic<bool>& TEST_FramesInCluster() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+
 // Frames and jobs live on one node for now: in a cluster every FRAME.* and JOB.* command is
 // refused (true, with the error replied) rather than run on whichever node routing picks.
 inline bool RefusedInCluster(CommandContext& ctx) {
-  if (ctx.engine.cluster() == nullptr) return false;
+  // relaxed: a test sets it before its cluster serves any command.
+  if (ctx.engine.cluster() == nullptr || TEST_FramesInCluster().load(std::memory_order_relaxed)) {
+    return false;
+  }
   ctx.Error("ERR frames and jobs are single-node for now: not available in a cluster");
   return true;
 }
@@ -203,6 +214,13 @@ std::string ChunkKey(std::string_view frame, uint64_t k);
 
 // The frame at `name`: NotFound ("ERR no such frame"), or WRONGTYPE for another type.
 Result<std::shared_ptr<const frame::Frame>> LoadFrame(CommandContext& ctx, std::string_view name);
+// The value at `name` as LoadFrame finds it: the frame on one node, or a cluster frame's header
+// (docs/frames_cluster.md, D2); exactly one of the two is set.
+struct LoadedFrame {
+  std::shared_ptr<const frame::Frame> frame;
+  std::shared_ptr<const FrameHeader> header;
+};
+Result<LoadedFrame> LoadFrameOrHeader(CommandContext& ctx, std::string_view name);
 
 // Puts `f` at `name` from any thread (an import's job, a command). Refuses (AlreadyExists, with
 // the client's text) when a live key is there and !replace; ResourceExhausted (OOM text) when
