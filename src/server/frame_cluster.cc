@@ -211,6 +211,67 @@ FrameHeader HeaderOf(const frame::Frame& f, uint64_t frame_id, uint16_t group) {
   return h;
 }
 
+Result<frame::Frame> ChunkFrameOf(const FrameHeader& h, uint64_t k, std::string_view answer) {
+  FLOE_ASSIGN_OR_RETURN(std::vector<std::string_view> columns, DecodeChunkColumns(answer));
+  if (columns.size() != h.columns.size()) {
+    return Status::Corruption("chunk " + std::to_string(k) + " has " +
+                              std::to_string(columns.size()) + " columns, the header " +
+                              std::to_string(h.columns.size()));
+  }
+  std::vector<std::string> names;
+  std::vector<frame::Vec> vecs;
+  names.reserve(columns.size());
+  vecs.reserve(columns.size());
+  for (size_t c = 0; c < columns.size(); c++) {
+    const FrameHeader::Column& col = h.columns[c];
+    Result<frame::Vec> v = frame::Vec::Make(static_cast<frame::ColumnType>(col.type), col.domain,
+                                            {std::make_shared<const std::string>(columns[c])});
+    if (!v.ok()) {
+      return Status::Corruption("chunk " + std::to_string(k) + ", column " + col.name + ": " +
+                                std::string(v.status().message()));
+    }
+    if (v->rows() != h.chunks[k].rows) {
+      return Status::Corruption("chunk " + std::to_string(k) + " has " + std::to_string(v->rows()) +
+                                " rows, the header " + std::to_string(h.chunks[k].rows));
+    }
+    names.push_back(col.name);
+    vecs.push_back(std::move(*v));
+  }
+  Result<frame::Frame> f = frame::Frame::Make(std::move(names), std::move(vecs));
+  if (!f.ok()) return Status::Corruption(std::string(f.status().message()));
+  return f;
+}
+
+void FetchChunk(ClusterNode& node, const FrameHeader& h, std::string_view name, uint64_t k,
+                std::function<void(Result<std::string>)> done) {
+  const cluster::SlotMap& map = node.map();
+  const net::NodeId home = map.Home(ChunkSlot(h.group, k));
+  std::string address = "member " + std::to_string(home);
+  for (const cluster::Member& m : map.members()) {
+    if (m.id == home) address = m.address();
+  }
+  node.CallFrame(
+      home, kGetChunkMethod,
+      EncodeGetChunk(
+          {.map_version = map.version(), .frame_id = h.id, .group = h.group, .index = k}),
+      [done = std::move(done), address = std::move(address), name = std::string(name), k,
+       home](Result<std::string> r) {
+        if (r.ok()) return done(std::move(r));
+        const StatusCode code = r.status().code();
+        if (code == StatusCode::kNotFound) {
+          return done(Status::NotFound("ERR frame " + name + " is missing chunk " +
+                                       std::to_string(k) + " at member " + std::to_string(home)));
+        }
+        if (code == StatusCode::kTimeout || code == StatusCode::kUnavailable ||
+            code == StatusCode::kCancelled) {
+          return done(Status::Unavailable("CLUSTERDOWN The node " + address + " is unreachable (" +
+                                          std::string(r.status().message()) + ")"));
+        }
+        done(Status(code, "ERR the node " + address + " refused GET_CHUNK (" +
+                              r.status().ToString() + ")"));
+      });
+}
+
 namespace {
 
 // One PutFrameChunks under way (rule 2 of frame_cluster.h).

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -830,6 +831,33 @@ TEST_F(FrameClusterTest, AFrameAppearsOnlyWithItsHeader) {
   EXPECT_EQ(chunks, 20);
 }
 
+// D7, D12: a chunk fetched from a peer becomes a one-chunk frame of the header's columns only
+// when its bytes hold one column each of the header's rows, in a layout ChunkView takes.
+TEST(FrameHeaderTest, AFetchedChunkIsCheckedAgainstItsHeader) {
+  const frame::Frame f = ChunkedFrame(3);
+  const FrameHeader h = HeaderOf(f, 42, 7);
+  auto answer = [&](uint64_t k) {
+    return EncodeChunkColumns({*f.vec(0).chunk_bytes(k), *f.vec(1).chunk_bytes(k)});
+  };
+  Result<frame::Frame> one = ChunkFrameOf(h, 2, answer(2));
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->rows(), 12u);
+  EXPECT_EQ(one->name(1), "b");
+  EXPECT_EQ(one->vec(1).type(), frame::ColumnType::kInteger);
+  EXPECT_EQ(one->vec(0).At(3), f.vec(0).At(10 + 11 + 3));
+  // Chunk 1's bytes as chunk 2: its rows are not the header's.
+  EXPECT_EQ(ChunkFrameOf(h, 2, answer(1)).status().code(), StatusCode::kCorruption);
+  // One column short.
+  EXPECT_EQ(ChunkFrameOf(h, 0, EncodeChunkColumns({*f.vec(0).chunk_bytes(0)})).status().code(),
+            StatusCode::kCorruption);
+  // Bytes of no layout.
+  std::string bad = *f.vec(1).chunk_bytes(0);
+  bad[0] = static_cast<char>(0xfe);
+  EXPECT_EQ(ChunkFrameOf(h, 0, EncodeChunkColumns({*f.vec(0).chunk_bytes(0), bad})).status().code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(ChunkFrameOf(h, 0, "\x05").status().code(), StatusCode::kCorruption);
+}
+
 // D2, D4, D10: a frame made in a cluster (its chunks put, then its header at the name's home by
 // PUT_HEADER) is a frame value there, and the sweep keeps its chunks while the header lives.
 // When the header goes, DROP_CHUNKS drops every chunk at once; when that message is lost, two
@@ -913,6 +941,7 @@ class FrameCommandsInClusterTest : public ::testing::Test {
   static InProcessClusterOptions Options() {
     InProcessClusterOptions o;
     o.base.import_dir = "/tmp";
+    o.base.export_dir = "/tmp";
     return o;
   }
   FrameCommandsInClusterTest() : cluster_(Options()) {}
@@ -1051,6 +1080,45 @@ TEST_F(FrameCommandsInClusterTest, AnImportThatCannotPutFailsAndLeavesNothing) {
   EXPECT_TRUE(empty);
   MutexLock lock(&cluster_.engine(0).frame_totals()->ids_mu);
   EXPECT_TRUE(cluster_.engine(0).frame_totals()->importing_ids.empty());
+}
+
+// D7, D9: FRAME.EXPORT of a cluster frame through another member writes every chunk's rows in
+// order, fetched from their homes; with a member holding chunks dead, the job fails with the
+// unreachable member's error and leaves no file.
+TEST_F(FrameCommandsInClusterTest, ExportFetchesTheChunksInOrder) {
+  const std::string name = cluster_.KeyAt(1, "exp");
+  const std::string path = WriteCsvDir("seven", 7);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  ASSERT_GT(cluster_.node(2).chunks().chunks(), 0);
+  std::string expected = "x,c\r\n";  // text quoted, as CsvWriter writes it
+  for (int row = 0; row < 7 * 40; row++) {
+    expected += std::to_string(row) + "," + (row % 3 == 0 ? "\"a\"" : "\"b\"") + "\r\n";
+  }
+  const std::string out = dir_ + "/out.csv";
+  // (Through members 0 and 1: a client of member 2 would outlive its engine, killed below.)
+  const std::string exported = WaitJob(1, cluster_.client(0).Run({"FRAME.EXPORT", name, out}));
+  EXPECT_NE(exported.find("\r\ndone\r\n"), std::string::npos) << exported;
+  EXPECT_NE(exported.find("280 rows, 2 columns"), std::string::npos) << exported;
+  std::string written;
+  if (FILE* in = std::fopen(out.c_str(), "rb"); in != nullptr) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof(buf), in)) > 0;) written.append(buf, n);
+    std::fclose(in);
+  }
+  EXPECT_EQ(written, expected);
+
+  cluster_.Kill(2);
+  const std::string failed =
+      WaitJob(0, cluster_.client(0).Run({"FRAME.EXPORT", name, dir_ + "/lost.csv"}));
+  EXPECT_NE(failed.find("\r\nfailed\r\n"), std::string::npos) << failed;
+  EXPECT_NE(failed.find("CLUSTERDOWN The node 127.0.0.1:" +
+                        std::to_string(cluster_.cluster_port(2)) + " is unreachable"),
+            std::string::npos)
+      << failed;
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1u);  // out.csv alone: no lost.csv, no temporary file
 }
 
 // D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id

@@ -17,6 +17,7 @@
 
 #include "cluster/cluster.h"
 #include "frame/frame.h"
+#include "server/internal/cluster_node.h"
 #include "server/internal/frame_rpc.h"
 
 namespace floe::server::internal {
@@ -35,6 +36,18 @@ std::vector<ChunkPutPlan> PlanChunkPuts(const frame::Frame& f, uint64_t frame_id
 
 // The header of `f` (D2) under its id and group.
 FrameHeader HeaderOf(const frame::Frame& f, uint64_t frame_id, uint16_t group);
+
+// Chunk k of a cluster frame from GET_CHUNK's answer (D7) as a one-chunk frame of the header's
+// names, types and domains. The bytes are a peer's: Corruption unless they decode (DecodeChunk-
+// Columns), one per column, each as frame::Vec::Make takes it, with the header's rows for k.
+// REQUIRES: k < h.chunks.size().
+Result<frame::Frame> ChunkFrameOf(const FrameHeader& h, uint64_t k, std::string_view answer);
+
+// GET_CHUNK of chunk k of a cluster frame (D7) at its home: `done` gets the answer, or the
+// client's error for a home that does not answer (D9: "CLUSTERDOWN The node <addr> is
+// unreachable (...)") or lacks it ("ERR frame F is missing chunk k at member N").
+void FetchChunk(ClusterNode& node, const FrameHeader& h, std::string_view name, uint64_t k,
+                std::function<void(Result<std::string>)> done);
 
 }  // namespace floe::server::internal
 
