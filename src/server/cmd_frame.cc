@@ -18,6 +18,7 @@
 #include <map>
 
 #include "parse/parse.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/frame_cluster.h"
 #include "server/internal/frame_value.h"
@@ -872,17 +873,11 @@ void CmdFrameInfo(CommandContext& ctx) {
 // each an array of bulk strings, nil for NA. Refused when the reply would pass
 // kHeadReplyMaxBytes or proto-max-bulk-len.
 constexpr uint64_t kHeadReplyMaxBytes = uint64_t{64} << 20;
-void CmdFrameHead(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
-  int64_t n = 10;
-  if (ctx.args.size() > 3) return ctx.SyntaxError();
-  if (ctx.args.size() == 3) {
-    if (!ParseInt64(ctx.args[2], &n)) return ctx.NotInteger();
-    if (n < 0 || n > 1000) return ctx.Error("ERR n must be between 0 and 1000");
-  }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  const Frame& frame = **f;
+
+namespace {
+
+// FRAME.HEAD's reply: the names, then the first `n` rows of `frame`.
+void WriteHead(CommandContext& ctx, const Frame& frame, int64_t n) {
   const uint64_t rows = std::min<uint64_t>(frame.rows(), static_cast<uint64_t>(n));
   // The reply's bytes are bounded before any is written: 1,000 rows of many wide string
   // columns could otherwise build a reply of gigabytes. An upper bound a cell (its text and
@@ -917,6 +912,73 @@ void CmdFrameHead(CommandContext& ctx) {
       }
     }
   }
+}
+
+// The first chunks of a cluster frame holding `n` rows (all of them if it has fewer), fetched
+// from their homes in order, at most 4 asked at once (docs/frames_cluster.md, D7), each checked
+// against the header (ChunkFrameOf), as one frame. Blocks its thread: the analytics pool's.
+Result<Frame> FetchHead(ClusterNode& node, const FrameHeader& h, const std::string& name,
+                        uint64_t n) {
+  size_t chunks = 0;
+  for (uint64_t rows = 0; chunks < h.chunks.size() && (rows < n || chunks == 0); chunks++) {
+    rows += h.chunks[chunks].rows;
+  }
+  std::vector<std::vector<std::shared_ptr<const std::string>>> columns(h.columns.size());
+  for (size_t first = 0; first < chunks; first += 4) {
+    const size_t last = std::min(chunks, first + 4);
+    std::vector<std::shared_ptr<std::promise<Result<std::string>>>> asked;
+    for (size_t k = first; k < last; k++) {
+      auto answer = std::make_shared<std::promise<Result<std::string>>>();
+      asked.push_back(answer);
+      FetchChunk(node, h, name, k,
+                 [answer](Result<std::string> r) { answer->set_value(std::move(r)); });
+    }
+    for (size_t k = first; k < last; k++) {
+      FLOE_ASSIGN_OR_RETURN(std::string bytes, asked[k - first]->get_future().get());
+      FLOE_ASSIGN_OR_RETURN(Frame one, ChunkFrameOf(h, k, bytes));
+      for (size_t c = 0; c < columns.size(); c++) columns[c].push_back(one.vec(c).chunk_bytes(0));
+    }
+  }
+  std::vector<std::string> names;
+  std::vector<frame::Vec> vecs;
+  for (size_t c = 0; c < columns.size(); c++) {
+    const FrameHeader::Column& col = h.columns[c];
+    FLOE_ASSIGN_OR_RETURN(frame::Vec v, frame::Vec::Make(static_cast<ColumnType>(col.type),
+                                                         col.domain, std::move(columns[c])));
+    names.push_back(col.name);
+    vecs.push_back(std::move(v));
+  }
+  return Frame::Make(std::move(names), std::move(vecs));
+}
+
+}  // namespace
+
+void CmdFrameHead(CommandContext& ctx) {
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
+  int64_t n = 10;
+  if (ctx.args.size() > 3) return ctx.SyntaxError();
+  if (ctx.args.size() == 3) {
+    if (!ParseInt64(ctx.args[2], &n)) return ctx.NotInteger();
+    if (n < 0 || n > 1000) return ctx.Error("ERR n must be between 0 and 1000");
+  }
+  Result<LoadedFrame> f = LoadFrameOrHeader(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  if (f->frame != nullptr) return WriteHead(ctx, *f->frame, n);
+  // A cluster frame: its first chunks are fetched off the I/O thread, on the analytics pool
+  // (docs/frames_cluster.md, D7).
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr)
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  RunAnalytics(ctx,
+               [node, header = f->header, name = std::string(ctx.args[1]),
+                n](const std::atomic<bool>*) -> AnalyticsReply {
+                 auto head = std::make_shared<Result<Frame>>(
+                     FetchHead(*node, *header, name, static_cast<uint64_t>(n)));
+                 return [head, n](CommandContext& c) {
+                   if (!head->ok()) return c.Error(head->status());
+                   WriteHead(c, **head, n);
+                 };
+               });
 }
 
 // ---- INFO ----

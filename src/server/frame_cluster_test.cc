@@ -1121,6 +1121,29 @@ TEST_F(FrameCommandsInClusterTest, ExportFetchesTheChunksInOrder) {
   EXPECT_EQ(files, 1u);  // out.csv alone: no lost.csv, no temporary file
 }
 
+// D7: FRAME.HEAD of a cluster frame through any member (at the home: on the analytics pool, or
+// in the proxy session of another member's client) fetches the first chunks from their homes.
+TEST_F(FrameCommandsInClusterTest, HeadFetchesTheFirstChunks) {
+  const std::string name = cluster_.KeyAt(1, "head");
+  const std::string path = WriteCsvDir("three", 3);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  auto head = [](int rows) {
+    std::string out = "*" + std::to_string(rows + 1) + "\r\n*2\r\n" + Bulk("x") + Bulk("c");
+    for (int row = 0; row < rows; row++) {
+      out += "*2\r\n" + Bulk(std::to_string(row)) + Bulk(row % 3 == 0 ? "a" : "b");
+    }
+    return out;
+  };
+  for (size_t i = 0; i < 3; i++) {
+    Session& c = cluster_.client(i);
+    EXPECT_EQ(c.Run({"FRAME.HEAD", name, "50"}), head(50)) << i;  // two chunks of 40 rows
+    EXPECT_EQ(c.Run({"FRAME.HEAD", name, "0"}), head(0)) << i;
+    EXPECT_EQ(c.Run({"FRAME.HEAD", name, "1000"}), head(120)) << i;
+    EXPECT_EQ(c.Run({"FRAME.HEAD", name, "1001"}), "-ERR n must be between 0 and 1000\r\n");
+  }
+}
+
 // D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id
 // naming no member is looked up here.
 TEST_F(FrameCommandsInClusterTest, JobsAreFollowedThroughAnyMember) {
