@@ -1172,6 +1172,27 @@ TEST_F(FrameCommandsInClusterTest, JobsAreFollowedThroughAnyMember) {
   EXPECT_EQ(cluster_.client(0).Run({"JOB.STATUS", std::to_string((uint64_t{999} << 32) + 1)}),
             "-ERR no such job\r\n");
   EXPECT_EQ(cluster_.client(0).Run({"JOB.STATUS", "x"}), "-ERR a job id is a positive integer\r\n");
+
+  // JOB.LIST joins every member's jobs in the client's protocol: RESP3's doubles stay doubles.
+  Result<uint64_t> other =
+      cluster_.engine(0).jobs().Start("test", "", [](job::Context&) { return Status::OK(); });
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(cluster_.engine(0).jobs().TEST_Wait(*other).ok());
+  Session& c = cluster_.client(1);
+  c.Run({"HELLO", "3"});
+  const std::string list = c.Run({"JOB.LIST"});
+  size_t used = 0;
+  Result<resp::Reply> r = resp::ParseReply(list, &used);
+  ASSERT_TRUE(r.ok()) << list;
+  EXPECT_EQ(used, list.size());
+  ASSERT_EQ(r->elements.size(), 2u) << list;
+  std::set<int64_t> ids;
+  for (const resp::Reply& j : r->elements) {
+    ASSERT_EQ(j.elements.size(), 5u) << list;
+    ids.insert(j.elements[0].integer);
+    EXPECT_EQ(j.elements[3].type, resp::Reply::Type::kDouble) << list;
+  }
+  EXPECT_EQ(ids, (std::set<int64_t>{static_cast<int64_t>(*id), static_cast<int64_t>(*other)}));
 }
 
 }  // namespace
