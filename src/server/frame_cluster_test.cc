@@ -1004,6 +1004,14 @@ std::string Bulk(const std::string& s) {
   return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
 }
 
+// An integer field of a RESP2 map reply (JOB.STATUS, FRAME.INFO): the one after `$n\r\nname\r\n`.
+int64_t IntField(const std::string& reply, const std::string& name) {
+  const std::string key = Bulk(name) + ":";
+  const size_t at = reply.find(key);
+  EXPECT_NE(at, std::string::npos) << name << " in " << reply;
+  return at == std::string::npos ? -1 : std::stoll(reply.substr(at + key.size()));
+}
+
 // D5, D7, D10, D11: FRAME.IMPORT through any member runs at the name's home, whose job (its id
 // naming that member) puts the chunks at their homes and then the header; JOB.STATUS follows it
 // through any member; FRAME.INFO answers from the header, FRAME.LIST through any member finds it,
@@ -1019,6 +1027,14 @@ TEST_F(FrameCommandsInClusterTest, AnImportPutsItsChunksThenItsHeaderAtTheNamesH
   const std::string status = WaitJob(2, started);
   EXPECT_NE(status.find("\r\ndone\r\n"), std::string::npos) << status;
   EXPECT_NE(status.find("240 rows"), std::string::npos) << status;
+  // Progress: the parse (the input's bytes), then the chunks put (the frame's compressed bytes).
+  const std::string first_info = cluster_.client(1).Run({"FRAME.INFO", name});
+  EXPECT_EQ(IntField(status, "bytes_total"), IntField(status, "bytes_done"));
+  int64_t input = 0;
+  for (const auto& e : std::filesystem::directory_iterator(path)) {
+    input += static_cast<int64_t>(e.file_size());
+  }
+  EXPECT_EQ(IntField(status, "bytes_total"), input + IntField(first_info, "compressed_bytes"));
 
   // The chunks are spread over the members, none in a keyspace; the header is at the name.
   const int64_t chunks = ChunksEverywhere();
