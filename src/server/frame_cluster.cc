@@ -21,7 +21,10 @@ namespace floe::server::internal {
 void ClusterNode::Impl::RegisterFrameMethods() {
   endpoint->Register(kPutChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnPutChunks(req); });
-  endpoint->Register(kGetChunkMethod, 1,
+  // Class 2, above the forwarded commands' (1), as the DKV's GET: a command forwarded to a
+  // frame's home (FRAME.HEAD in its proxy session) waits for chunks, which a class of its own
+  // serves (rpc.h, thread rule 3).
+  endpoint->Register(kGetChunkMethod, 2,
                      [this](net::NodeId, std::string_view req) { return OnGetChunk(req); });
   endpoint->Register(kDropChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
