@@ -549,8 +549,9 @@ Status PutImportedFrame(Engine* engine, const ImportRequest& r, Frame made,
   if (s.code() == StatusCode::kCancelled && job.cancelled()) {
     return Status::Cancelled("cancelled by JOB.CANCEL");
   }
-  if (!s.ok())
+  if (!s.ok()) {
     return Status(s.code(), "import of '" + r.path + "' failed: " + std::string(s.message()));
+  }
   if (job.cancelled()) {
     node->DropFrameChunks(id);
     return Status::Cancelled("cancelled by JOB.CANCEL");

@@ -1,7 +1,8 @@
 // Commands in a cluster (docs/cluster.md, "Commands through any node"): which node runs a
 // command, the forwarding of a command to the home of its keys, the commands split by home
 // (MGET, DEL, EXISTS, UNLINK, TOUCH, PFCOUNT) and those that ask every node (KEYS, SCAN,
-// DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB).
+// DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB, FRAME.LIST, JOB.LIST); JOB.STATUS and JOB.CANCEL run at
+// the member their job id names (docs/frames_cluster.md, D11).
 //
 // Rules (each with its test in tests/e2e/test_cluster.py and cluster_routing_test.cc):
 //   C1 Keys on one slot run at the slot's home, whole: a command, or a MULTI ... EXEC batch.
