@@ -858,6 +858,29 @@ TEST(FrameHeaderTest, AFetchedChunkIsCheckedAgainstItsHeader) {
   EXPECT_EQ(ChunkFrameOf(h, 0, "\x05").status().code(), StatusCode::kCorruption);
 }
 
+// D5: a put whose cancel flag is set (JOB.CANCEL of its import) sends nothing more, fails
+// Cancelled and leaves no chunk; a put reports the column bytes put as its batches land.
+TEST_F(FrameClusterTest, ACancelledPutFailsAndLeavesNoChunk) {
+  auto f = std::make_shared<const frame::Frame>(ChunkedFrame(20));
+  std::atomic<bool> cancel{true};
+  std::promise<Status> p;
+  cluster_.node(0).PutFrameChunks(f, cluster_.engine(0).NewFrameId(), RandomChunkGroup(), 5,
+                                  [&p](Status s) { p.set_value(std::move(s)); },
+                                  {.sent = nullptr, .cancel = &cancel});
+  EXPECT_EQ(p.get_future().get().code(), StatusCode::kCancelled);
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(cluster_.node(i).chunks().chunks(), 0) << i;
+
+  cancel = false;
+  std::promise<Status> q;
+  std::atomic<uint64_t> last{0};
+  cluster_.node(0).PutFrameChunks(
+      f, cluster_.engine(0).NewFrameId(), RandomChunkGroup(), 5,
+      [&q](Status s) { q.set_value(std::move(s)); },
+      {.sent = [&last](uint64_t bytes) { last = bytes; }, .cancel = &cancel});
+  EXPECT_TRUE(q.get_future().get().ok());
+  EXPECT_EQ(last.load(), f->compressed_bytes());
+}
+
 // D2, D4, D10: a frame made in a cluster (its chunks put, then its header at the name's home by
 // PUT_HEADER) is a frame value there, and the sweep keeps its chunks while the header lives.
 // When the header goes, DROP_CHUNKS drops every chunk at once; when that message is lost, two
