@@ -34,11 +34,7 @@ ROUNDS = 3  # alternated, Floe then DuckDB; medians reported
 def floe_round(r):
     t0 = time.time()
     job = r.execute_command("FRAME.IMPORT", "t", path, "REPLACE")
-    while True:
-        status = dict(zip(*[iter(r.execute_command("JOB.STATUS", job))] * 2))
-        if status["state"] != "running":
-            break
-        time.sleep(0.005)
+    status = conftest.wait_job(r, job, timeout=600, poll=0.005)
     assert status["state"] == "done", status
     out = {"import_ms": round((time.time() - t0) * 1000), "groupby_ms": []}
     for _ in range(3):

@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "base/base.h"
@@ -47,9 +49,62 @@ static void CheckTableDecoders(std::string_view in) {
   }
 }
 
+// The JOIN request and answer (docs/wire.md, "Joining"): either a Status or bytes that encode
+// back the same; the leader's decision on any request that decodes never crashes.
+static void CheckJoinDecoders(std::string_view in) {
+  floe::Result<floe::cluster::JoinRequest> r = floe::cluster::DecodeJoinRequest(in);
+  if (r.ok() && r->complete) {
+    const std::string bytes = floe::cluster::EncodeJoinRequest(*r);
+    floe::Result<floe::cluster::JoinRequest> back = floe::cluster::DecodeJoinRequest(bytes);
+    FLOE_CHECK(back.ok() && floe::cluster::EncodeJoinRequest(*back) == bytes);
+    static const floe::cluster::Table table = [] {
+      floe::cluster::Change init;
+      init.kind = floe::cluster::Change::Kind::kInitialize;
+      init.cluster_id = {1, 2};
+      init.members = {floe::cluster::TableMember{
+          .id = 1, .host = "127.0.0.1", .port = 7100, .raft_port = 7101}};
+      floe::cluster::Table t;
+      FLOE_CHECK(t.Apply(init).ok());
+      return t;
+    }();
+    (void)floe::cluster::DecideJoin(table, *r, {.cluster_name = "floe", .secret = "s"});
+  }
+  floe::Result<floe::cluster::JoinAnswer> a = floe::cluster::DecodeJoinAnswer(in);
+  if (a.ok()) {
+    const std::string bytes = floe::cluster::EncodeJoinAnswer(*a);
+    floe::Result<floe::cluster::JoinAnswer> back = floe::cluster::DecodeJoinAnswer(bytes);
+    FLOE_CHECK(back.ok() && back->id == a->id && back->members == a->members &&
+               floe::cluster::EncodeJoinAnswer(*back) == bytes);
+    // The answer's MAC: what the secret signs for a request verifies, and only for it.
+    floe::cluster::JoinRequest asked;
+    asked.token = 7;
+    floe::cluster::JoinAnswer signed_answer = *a;
+    floe::cluster::SignJoinAnswer(&signed_answer, asked, "s");
+    FLOE_CHECK(floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
+    asked.token = 8;
+    FLOE_CHECK(!floe::cluster::JoinAnswerMatches(signed_answer, asked, "s"));
+  }
+  // A refusal opens only under its MAC: any input as a refusal, and signed.
+  {
+    floe::cluster::JoinRequest asked;
+    asked.token = 7;
+    (void)floe::cluster::OpenJoinRefusal(in, asked, "s");
+    const std::string refusal = floe::cluster::SignJoinRefusal(in, asked, "s");
+    const std::optional<std::string> reason = floe::cluster::OpenJoinRefusal(refusal, asked, "s");
+    FLOE_CHECK(reason.has_value() && *reason == in);
+  }
+  // What a member's endpoint asks of a stranger's bytes (rpc::Options::stranger_check).
+  if (r.ok() && floe::cluster::StrangersJoinIsProven(in, "s", r->time)) {
+    FLOE_CHECK(r->complete && !r->forwarded);
+    FLOE_CHECK(!floe::cluster::StrangersJoinIsProven(
+        in, "s", r->time + floe::cluster::kJoinFreshSeconds + 1));
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view in(reinterpret_cast<const char*>(data), size);
   CheckTableDecoders(in);
+  CheckJoinDecoders(in);
   floe::Result<Hello> h = floe::cluster::internal::DecodeHello(in);
   if (!h.ok()) return 0;
   const Hello& ours = Ours();

@@ -33,6 +33,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_job(r, job_id, timeout=120, poll=0.02):
+    """Polls JOB.STATUS until the job is no longer running; returns its status as a dict of
+    strings (a client without decode_responses gets the same). Fails after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        reply = [x.decode() if isinstance(x, bytes) else x
+                 for x in r.execute_command("JOB.STATUS", job_id)]
+        status = dict(zip(reply[0::2], reply[1::2]))
+        if status["state"] != "running":
+            return status
+        time.sleep(poll)
+    raise AssertionError(f"job {job_id} still running after {timeout}s")
+
+
 def wait_for_port(port, proc, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -312,7 +312,10 @@ void Cluster::Start() {
   {
     MutexLock lock(&im.mu);
     im.started_at = im.loop.NowMicros();
-    now_formed = im.CheckFormed();  // a cluster of one
+    if (im.options.joined) {
+      for (Impl::Peer& p : im.peers) p.agreed = true;
+    }
+    now_formed = im.CheckFormed();  // a cluster of one, or a joined member
   }
   if (now_formed) {
     im.RunFormed();

@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -54,7 +55,9 @@
 namespace floe::cluster {
 
 inline constexpr int kSlots = 16384;
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: the agreed table's member flag 4 (a joined member's token), which a version-1 build cannot
+// read, so the two must not form one cluster (docs/cluster.md, "Versions").
+inline constexpr uint32_t kProtocolVersion = 2;
 // A member list longer than this is refused (every member needs at least one slot, and a
 // HELLO carries the whole list).
 inline constexpr size_t kMaxMembers = 1024;
@@ -155,6 +158,9 @@ struct TableMember {
   // The member's life: its RPC incarnation (rule O7). 0 until its first start is committed;
   // roles belong to this life, and a new one is a restart.
   uint64_t life = 0;
+  // The join token of a member added by a join (rule J1): the same in every retry of that join,
+  // so a retry is answered as joined; 0 for a founder.
+  uint64_t join_token = 0;
   bool leaving = false;    // its slots move away, then it is removed (rule J2)
   bool suspected = false;  // agreed dead (rule O4): its slots may be promoted away
   friend bool operator==(const TableMember&, const TableMember&) = default;
@@ -325,6 +331,110 @@ class Meta {
 // when no kInitialize is stored. Corruption when the snapshot is not a table.
 Result<ClusterId> ClusterIdOfLog(const consensus::StoredLog& log);
 
+// ---- Joining a running cluster (docs/membership.md, rule J1; docs/wire.md, "Joining") ----
+
+inline constexpr uint16_t kJoinMethod = 101;
+// The RPC id a node without a member id yet sends its JOIN from (rpc's stranger), to the member
+// it asks as rpc::kAnyNodeId; ids from kAnyNodeId up are never assigned to a member
+// (Table::Apply refuses an AddMember that would take one).
+inline constexpr net::NodeId kJoinerId = rpc::kStrangerId;
+inline constexpr net::NodeId kFirstReservedId = rpc::kAnyNodeId;
+
+// What a joiner sends (RPC kJoinMethod). A value.
+struct JoinRequest {
+  uint32_t protocol_version = kProtocolVersion;  // the leading varint
+  bool complete = false;  // decoded: the version is ours and the fields were read
+  std::string cluster_name;
+  uint32_t slots = kSlots;
+  ClusterId cluster_id;  // the id its directory's log holds (rule M5); empty: none
+  std::string host;      // canonical, as ParseMember writes it
+  uint16_t port = 0;     // cluster (RPC) port
+  uint16_t raft_port = 0;
+  uint16_t client_port = 0;
+  uint64_t token = 0;      // not 0; the same in every retry of one run (a retry is found by it)
+  bool forwarded = false;  // set by the member that forwards it to the leader
+  uint64_t proof_hi = 0, proof_lo = 0;  // SignJoinRequest's; 0 without a secret
+  uint64_t time = 0;  // when the joiner sent it: seconds since the Unix epoch, under the proof
+};
+// How far a stranger's JOIN's time may be from the member's clock (either way).
+inline constexpr uint64_t kJoinFreshSeconds = 600;
+std::string EncodeJoinRequest(const JoinRequest& request);
+// Corruption for bytes that are not a JOIN (docs/wire.md lists the checks). Another protocol
+// version decodes to complete == false with only protocol_version set.
+Result<JoinRequest> DecodeJoinRequest(std::string_view bytes);
+// Sets the secret proof: SipHash-2-4-128 keyed by rpc::DeriveMacKey(secret) of kJoinProofDomain and
+// the request encoded with forwarded and the proof cleared; both 0 for an empty secret.
+void SignJoinRequest(JoinRequest* request, std::string_view secret);
+// What each MAC of a join begins with (docs/wire.md, "Joining"): the request's proof, the
+// answer's MAC, a refusal's MAC. Each ends in a NUL, so none is a prefix of another: a MAC of
+// one kind is never one of another, whatever follows the domain.
+inline constexpr std::string_view kJoinProofDomain{"floe join proof\0", 16};
+inline constexpr std::string_view kJoinAnswerDomain{"floe join answer\0", 17};
+inline constexpr std::string_view kJoinRefusalDomain{"floe join refusal\0", 18};
+// Whether the request's proof is the one `secret` gives (constant time); DecideJoin checks it.
+bool JoinProofMatches(const JoinRequest& request, std::string_view secret);
+// Whether `bytes`, sent by a stranger, are a joiner's own JOIN (decoded, of our protocol
+// version, not forwarded), sent within kJoinFreshSeconds of `now` (seconds since the Unix
+// epoch), whose proof matches `secret`: rpc::Options::stranger_check, so the member drops
+// anything else unanswered, and a captured request replays for minutes at most.
+bool StrangersJoinIsProven(std::string_view bytes, std::string_view secret, uint64_t now);
+
+// The leader's answer: the joiner's id, the cluster id and the applied table's members.
+struct JoinAnswer {
+  net::NodeId id = 0;
+  ClusterId cluster_id;
+  std::vector<TableMember> members;  // id, host and ports only (life and flags are not sent)
+  uint64_t mac_hi = 0, mac_lo = 0;   // SignJoinAnswer's; 0 without a secret
+};
+std::string EncodeJoinAnswer(const JoinAnswer& answer);
+// Corruption for bytes that are not an answer (an id of 0 or kFirstReservedId and above, members
+// out of id order or not canonical, the joiner's id not among them...).
+Result<JoinAnswer> DecodeJoinAnswer(std::string_view bytes);
+
+// Sets the answer's MAC, which the leader gives it (rule J1): SipHash-2-4-128 keyed by
+// rpc::DeriveMacKey(secret) of kJoinAnswerDomain, the request's token, proof_hi and proof_lo (8
+// bytes each, little-endian) and the answer encoded with its MAC cleared; both 0 for an empty
+// secret. So an answer holds only for the request it answers, and only the cluster's secret makes
+// one.
+void SignJoinAnswer(JoinAnswer* answer, const JoinRequest& request, std::string_view secret);
+// Whether `answer` carries the MAC `secret` gives it for `request` (constant time); the joiner
+// takes no answer that does not.
+bool JoinAnswerMatches(const JoinAnswer& answer, const JoinRequest& request,
+                       std::string_view secret);
+
+// A refusal travels as the RPC status (FailedPrecondition), which anyone could send the joiner:
+// the leader appends "\n#" and the hex of a MAC under the secret over kJoinRefusalDomain, the
+// request's token, proof_hi and proof_lo (8 bytes each, little-endian) and `reason`; nothing
+// without a secret. OpenJoinRefusal gives the reason back when the MAC is the one `request` and
+// `secret` give (always, without a secret), nullopt otherwise (the joiner then asks again
+// rather than exit on a forged refusal).
+std::string SignJoinRefusal(std::string_view reason, const JoinRequest& request,
+                            std::string_view secret);
+std::optional<std::string> OpenJoinRefusal(std::string_view message, const JoinRequest& request,
+                                           std::string_view secret);
+
+// What the leader compares a JOIN with: its own settings.
+struct JoinPolicy {
+  std::string cluster_name;
+  std::string secret;
+  uint32_t protocol_version = kProtocolVersion;  // tests: pretend another
+  uint32_t slots = kSlots;                       // tests: pretend another
+};
+// The leader's decision on a JOIN (rule J1), from its applied table. FailedPrecondition naming
+// what differs ("cluster-name 'a', ours 'b'", "protocol version 1, ours 2", "8192 slots, ours
+// 16384", "cluster id X, ours Y", "cluster secret differs (--cluster-secret)", "127.0.0.2:7100
+// is already member 2", ...), Unavailable while the table is not initialized. Otherwise either
+// `joined` (the member this join already added: a retry with the same token) or `propose`, the
+// AddMember to commit.
+struct JoinDecision {
+  net::NodeId joined = 0;
+  std::optional<Change> propose;
+};
+Result<JoinDecision> DecideJoin(const Table& table, const JoinRequest& request,
+                                const JoinPolicy& ours);
+// The answer for member `id` of `table`. REQUIRES: id is a member of table.
+JoinAnswer MakeJoinAnswer(const Table& table, net::NodeId id);
+
 struct PlanOptions {
   size_t max_moves = 4;  // moves in progress at once (--migrate-parallel)
 };
@@ -353,6 +463,9 @@ struct Options {
   // Tests only: pretend to speak another protocol or slot count (to check the reasons).
   uint32_t protocol_version = kProtocolVersion;
   uint32_t slots = kSlots;
+  // A member that joined a running cluster (docs/membership.md J1): the leader made
+  // formation's checks, so it is formed at Start, every member agreed, and it sends no HELLO.
+  bool joined = false;
 };
 
 // InvalidArgument when the options cannot form a cloud: no members, self not among them, ids

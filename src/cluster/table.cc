@@ -51,7 +51,10 @@ void PutMember(wire::Writer& w, const TableMember& m) {
   w.PutVarint64(m.raft_port);
   w.PutVarint64(m.client_port);
   w.PutVarint64(m.life);
-  w.PutU8(static_cast<uint8_t>((m.leaving ? 1 : 0) | (m.suspected ? 2 : 0)));
+  // Flag 4: a join token follows. A member without one is written as before the token existed.
+  w.PutU8(static_cast<uint8_t>((m.leaving ? 1 : 0) | (m.suspected ? 2 : 0) |
+                               (m.join_token != 0 ? 4 : 0)));
+  if (m.join_token != 0) w.PutVarint64(m.join_token);
 }
 
 // The fewest bytes PutMember writes: seven fields of at least one byte (an empty host is its
@@ -79,9 +82,14 @@ Status GetMember(wire::Reader& r, TableMember* m) {
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->life));
   uint8_t flags = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
-  if (flags > 3) return Status::Corruption("bad member flags");
+  if (flags > 7) return Status::Corruption("bad member flags");
   m->leaving = (flags & 1) != 0;
   m->suspected = (flags & 2) != 0;
+  m->join_token = 0;
+  if ((flags & 4) != 0) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->join_token));
+    if (m->join_token == 0) return Status::Corruption("a join token of 0");
+  }
   return Status::OK();
 }
 
@@ -244,6 +252,7 @@ Result<Table> Table::Initial(const std::vector<TableMember>& members, uint32_t r
     TableMember copy = m;
     copy.leaving = copy.suspected = false;
     copy.life = 0;
+    copy.join_token = 0;
     t.members_.push_back(std::move(copy));
     plain.push_back(Member{.id = m.id, .host = m.host, .port = m.port});
   }
@@ -428,14 +437,26 @@ Status Table::Apply(const Change& c) {
     case Kind::kAddMember: {
       FLOE_RETURN_IF_ERROR(ValidMember(c.member));
       if (members_.size() >= kMaxMembers) return Refused("the cluster has kMaxMembers members");
+      // The joiner's RPC id is never a member's (rule J1).
+      if (next_id_ >= kFirstReservedId) return Refused("no member id is left to assign");
       for (const TableMember& m : members_) {
         if (m.host == c.member.host && m.port == c.member.port) {
           return Refused(Member{.host = m.host, .port = m.port}.address() + " is already member " +
                          std::to_string(m.id));
         }
       }
+      for (const TableMember& m : members_) {
+        // Two members on one host share no port, cluster or Raft (rule M6), whoever proposes.
+        if (m.host == c.member.host &&
+            (m.raft_port == c.member.raft_port || m.raft_port == c.member.port ||
+             m.port == c.member.raft_port)) {
+          return Refused(Member{.host = c.member.host, .port = c.member.port}.address() +
+                         ": its ports overlap member " + std::to_string(m.id) + "'s");
+        }
+      }
       TableMember m = c.member;
       m.id = next_id_++;  // never reused (rule M3)
+      m.life = 0;         // its first start records one (rule O7)
       m.leaving = false;
       m.suspected = false;
       members_.push_back(std::move(m));

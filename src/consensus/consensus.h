@@ -180,7 +180,11 @@ class Log {
   // Membership, on the leader only (FailedPrecondition naming the leader elsewhere). One change
   // at a time: Aborted while another is in progress (retry). AddServer adds `id` and then, for
   // kVoter or kLearner, assigns the role (a voter is first caught up by the leader); done runs
-  // after the last step commits. AlreadyExists for an id or address in use.
+  // after the last step commits. The same server again (id and address) is not an error, so a
+  // retry is safe: a spare (an add whose assign a leader change cut off) is assigned `role`,
+  // one with a role keeps it, and both are OK; Aborted instead while the configuration holds an
+  // uncommitted change. AlreadyExists when the id is at another address or the address is
+  // another id's.
   void AddServer(uint64_t id, std::string address, Role role, Done done);
   void Assign(uint64_t id, Role role, Done done);
   void RemoveServer(uint64_t id, Done done);

@@ -581,6 +581,92 @@ TEST(ConsensusTest, ALearnerReplicatesWithoutVotingUntilPromoted) {
   }
 }
 
+// AddServer is raft_add (a spare) then raft_assign: a leader change between the two leaves a
+// spare. The next leader's AddServer of the same server assigns its role, and a retry of a
+// finished add is OK; only an id at another address (or an address of another id) is refused.
+TEST(ConsensusTest, AnAddCutOffByALeaderChangeIsFinishedByTheNextLeader) {
+  TestCluster c(3);
+  c.StartAll();
+  const uint64_t leader = c.WaitLeader();
+  ASSERT_NE(leader, 0u);
+  const Server fourth = c.NewServer(4, Role::kLearner);
+  // The first step only, as if the leader stopped before it assigned the role (the server
+  // starts later: a spare hears nothing, not even who leads).
+  Status s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(fourth.id, fourth.address, Role::kSpare, std::move(d));
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(c.Commit("after-the-spare").ok());
+  c.Stop(leader);
+  const uint64_t next = c.WaitLeader();
+  ASSERT_NE(next, 0u);
+  ASSERT_NE(next, leader);
+  auto role_of_fourth = [&] {
+    for (const Server& server : c.log(next)->state().configuration) {
+      if (server.id == fourth.id) return server.role;
+    }
+    return Role::kVoter;
+  };
+  ASSERT_EQ(role_of_fourth(), Role::kSpare);
+  ASSERT_NE(c.Start(fourth, /*founder=*/false), nullptr);
+  s = c.Sync([&](Done d) {
+    c.log(next)->AddServer(fourth.id, fourth.address, Role::kLearner, std::move(d));
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(role_of_fourth(), Role::kLearner);
+  ASSERT_TRUE(c.Commit("seen-by-the-learner").ok());
+  ASSERT_TRUE(WaitFor(
+      [&] { return c.log(4)->state().applied_index >= c.log(next)->state().commit_index; }));
+  // Again: nothing to do, OK.
+  s = c.Sync([&](Done d) {
+    c.log(next)->AddServer(fourth.id, fourth.address, Role::kLearner, std::move(d));
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  // The id at another address is not this server.
+  s = c.Sync([&](Done d) {
+    c.log(next)->AddServer(fourth.id, c.NewServer(5, Role::kLearner).address, Role::kLearner,
+                           std::move(d));
+  });
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
+  EXPECT_EQ(role_of_fourth(), Role::kLearner);
+}
+
+// A retried AddServer answers only from a committed configuration: with the role's change
+// appended but not committed (both followers stopped), a leader change may yet drop it, so the
+// retry is Aborted, not OK (the joiner would be told it joined while it stays a spare).
+TEST(ConsensusTest, ARetriedAddIsNotOkWhileItsChangeIsUncommitted) {
+  TestCluster c(3);
+  c.StartAll();
+  const uint64_t leader = c.WaitLeader();
+  ASSERT_NE(leader, 0u);
+  const Server fourth = c.NewServer(4, Role::kLearner);
+  Status s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(fourth.id, fourth.address, Role::kSpare, std::move(d));
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (const Server& f : c.founders()) {
+    if (f.id != leader) c.Stop(f.id);
+  }
+  std::promise<Status> assigned;
+  c.log(leader)->Assign(fourth.id, Role::kLearner,
+                        [&assigned](Status st) { assigned.set_value(std::move(st)); });
+  auto role_of_fourth = [&] {
+    for (const Server& server : c.log(leader)->state().configuration) {
+      if (server.id == fourth.id) return server.role;
+    }
+    return Role::kVoter;
+  };
+  // The assign is appended (the latest configuration names the role), never committed.
+  ASSERT_TRUE(WaitFor([&] { return role_of_fourth() == Role::kLearner; }));
+  s = c.Sync([&](Done d) {
+    c.log(leader)->AddServer(fourth.id, fourth.address, Role::kLearner, std::move(d));
+  });
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kAborted) << s.ToString();
+  c.Stop(leader);
+  EXPECT_FALSE(assigned.get_future().get().ok());
+}
+
 // Contract 5's bound and the membership errors: a sixth voter is refused (added or promoted),
 // a learner is not; an id or an address already in use is AlreadyExists.
 TEST(ConsensusTest, MembershipIsBoundedAndChecked) {

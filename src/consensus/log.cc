@@ -403,14 +403,49 @@ void Log::Impl::Dispatch(Request* r) {
       if (rv != 0) raft_free(buf.base);
       break;
     }
-    case Request::Kind::kAdd:
+    case Request::Kind::kAdd: {
       if (r->role == Role::kVoter && raft_state(&raft_) == RAFT_LEADER && Voters() >= kMaxVoters) {
         Finish(r, Status::ResourceExhausted("the configuration already has 5 voters"));
         return;
       }
+      const struct raft_server* same_id = nullptr;
+      const struct raft_server* same_address = nullptr;
+      for (unsigned i = 0; i < raft_.configuration.n; i++) {
+        const struct raft_server& s = raft_.configuration.servers[i];
+        if (s.id == r->id) same_id = &s;
+        if (s.address != nullptr && r->address == s.address) same_address = &s;
+      }
+      if (same_id != nullptr || same_address != nullptr) {
+        // raft_.configuration holds an uncommitted change too: one a leader change may yet
+        // drop. Nothing is answered from it until it is committed (Aborted is retried).
+        if (raft_.configuration_uncommitted_index != 0) {
+          Finish(r, Status::Aborted("server " + std::to_string(r->id) +
+                                    ": a configuration change is not yet committed; retry"));
+          return;
+        }
+        if (same_id != same_address) {
+          Finish(r, Status::AlreadyExists(same_id != nullptr
+                                              ? "server " + std::to_string(r->id) + " is at " +
+                                                    same_id->address + ", not " + r->address
+                                              : r->address + " is server " +
+                                                    std::to_string(same_address->id)));
+          return;
+        }
+        // This very server, added before: a retry, or an add whose role a leader change cut
+        // off (raft_add then raft_assign are two changes). A spare gets its role now; one
+        // with a role keeps it.
+        if (same_id->role != RAFT_SPARE || r->role == Role::kSpare) {
+          Finish(r, Status::OK());
+          return;
+        }
+        r->assign.data = r;
+        rv = raft_assign(&raft_, &r->assign, r->id, RaftRole(r->role), &Impl::OnAssigned);
+        break;
+      }
       r->change.data = r;
       rv = raft_add(&raft_, &r->change, r->id, r->address.c_str(), &Impl::OnChanged);
       break;
+    }
     case Request::Kind::kAssign:
       if (r->role == Role::kVoter && raft_state(&raft_) == RAFT_LEADER && Voters() >= kMaxVoters) {
         Finish(r, Status::ResourceExhausted("the configuration already has 5 voters"));

@@ -191,6 +191,10 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     std::error_code ec;
     const asio::ip::address addr = asio::ip::make_address(p.host, ec);
     if (ec) return;
+    if (auto it = peers.find(p.id); it != peers.end() && it->second.address.host == p.host &&
+                                    it->second.address.port == p.port) {
+      return;  // where it was: its connections stay
+    }
     Peer& peer = peers[p.id];
     peer.address = p;
     peer.udp_endpoint = udp::endpoint(addr, p.port);

@@ -147,7 +147,8 @@ class UdpTcpTransport final : public Transport {
   bool Poll() override;
 
   uint16_t port() const;
-  // Adds or moves a peer (a restarted process may listen elsewhere).
+  // Adds or moves a peer (a restarted process may listen elsewhere); a moved peer's
+  // connections are closed, and a peer set again at its address keeps them.
   void SetPeer(const PeerAddress& peer);
   // Replaces the fault settings (tests).
   void SetFaults(const Faults& faults);

@@ -366,15 +366,24 @@ TEST(ParseTest, TheGuessSeesWholeRowsWhenTheFirstRowIsWiderThanTheSample) {
   o.sample_bytes = 8;
   const ParseResult few = Parse("k,s\n1,x\n2,x\n3,x\n4,y\n", o);
   EXPECT_EQ(Types(few), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kCategorical}));
-  // A row past the line limit is scanned no further than the limit and never read for the
-  // guess: the parse rejects it, and the values the guess could not see are counted as bad,
-  // never dropped in silence.
+  // A first row past the line limit is never read for the guess (the parse rejects it), but
+  // the guess reads on past it to rows it can read: the columns are guessed from them, not
+  // from the header alone.
   o.sample_bytes = 64;
   o.limits.max_line_bytes = 1000;
   const ParseResult cut = Parse("k,s\n1," + std::string(5000, 'b') + "\n2,x\n3,y\n", o);
+  EXPECT_EQ(Types(cut), (std::vector<ColumnType>{ColumnType::kInteger, ColumnType::kString}));
   EXPECT_EQ(Column(cut.frame, 0), (std::vector<std::string>{"2", "3"}));
   EXPECT_EQ(cut.report.rejected_rows, 1u);
-  EXPECT_EQ(cut.report.bad_values, 2u);
+  EXPECT_EQ(cut.report.bad_values, 0u);
+  // Rows past the limit for longer than the guess reads on (11 line limits past the sample):
+  // the values it could not see are counted as bad, never dropped in silence.
+  std::string many = "k,s\n";
+  for (int i = 0; i < 12; i++) many += "1," + std::string(1500, 'b') + "\n";
+  const ParseResult far = Parse(many + "2,x\n3,y\n", o);
+  EXPECT_EQ(Column(far.frame, 0), (std::vector<std::string>{"2", "3"}));
+  EXPECT_EQ(far.report.rejected_rows, 12u);
+  EXPECT_EQ(far.report.bad_values, 2u);
 }
 
 // Regression (fuzz): an empty field read through the unescaping path (a quote opened at the end

@@ -25,9 +25,9 @@ std::string_view StripBOM(std::string_view s) {
   return s;
 }
 
-// The sample's rows: every row that starts in the first `sample_bytes`, and at least the first
-// kMinSampleRows, each read to its end (so a row wider than the sample is whole), at most
-// `max_rows`. `input` ends at most a line limit
+// The sample's rows: every row that starts in the first `sample_bytes`, and rows after them
+// until kMinSampleRows of them are within the limits, each read to its end (so a row wider than
+// the sample is whole), at most `max_rows`. `input` ends at most kMinSampleRows + 1 line limits
 // past the sample, so no row is scanned further; a row cut by that end (`input` is shorter than
 // the whole source) is dropped unless it is the only one. A row over the field or line limit
 // counts for the column count only (the parse rejects it; its fields were not copied whole). Fields
@@ -51,11 +51,11 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view input, bool cut, size
   internal::CapRow(&row, limits.max_field_bytes, limits.max_line_bytes);
   size_t over = 0;
   bool first_over = false;
+  size_t readable = 0;  // rows whose values the guess reads: within the limits
   const char* p = input.data();
   const char* end = p + input.size();
   const char* sample_end = p + std::min(sample_bytes, input.size());
-  while (p < end && (p < sample_end || rows.size() + over < kMinSampleRows) &&
-         rows.size() < max_rows) {
+  while (p < end && (p < sample_end || readable < kMinSampleRows) && rows.size() < max_rows) {
     const char* start = p;
     p = internal::ReadRow(p, end, sep, quote, size_t{max_columns} + 1, &row);
     if (row.blank()) continue;
@@ -73,6 +73,7 @@ Result<std::vector<SampleRow>> ReadSample(std::string_view input, bool cut, size
     r.whole = !row_cut;
     r.over_limit = static_cast<uint64_t>(p - start) > limits.max_line_bytes || row.over_line_cap ||
                    row.longest > limits.max_field_bytes;
+    if (!r.over_limit && r.whole) readable++;
     if (!row.scratch.empty()) {
       r.unescaped = std::make_unique<std::string>(std::move(row.scratch));
       row.scratch.clear();
@@ -234,10 +235,12 @@ bool GuessHeader(const std::vector<SampleRow>& rows, size_t columns, const Parse
 Result<Setup> GuessSetup(std::string_view input, const ParseOptions& options) {
   input = StripBOM(input);
   const std::string_view sample = input.substr(0, options.sample_bytes);
-  // The rows read for the guess may run past the sample by at most a line limit.
-  const uint64_t line = std::min<uint64_t>(options.limits.max_line_bytes, UINT64_MAX / 2);
+  // The rows read for the guess may run past the sample by at most kMinSampleRows + 1 line
+  // limits: enough to read past rows over the limit to the first rows whose values it can read.
+  const uint64_t line = std::min<uint64_t>(options.limits.max_line_bytes, UINT64_MAX / 64);
+  const uint64_t past = (kMinSampleRows + 1) * (line + 1);
   const uint64_t reach =
-      options.sample_bytes > UINT64_MAX / 2 ? UINT64_MAX : options.sample_bytes + line + 1;
+      options.sample_bytes > UINT64_MAX - past ? UINT64_MAX : options.sample_bytes + past;
   const std::string_view rows_input =
       input.substr(0, static_cast<size_t>(std::min<uint64_t>(reach, input.size())));
   Setup setup;

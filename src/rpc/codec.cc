@@ -175,6 +175,9 @@ Result<Message> DecodeHeader(std::string_view in, const CodecOptions& options,
   if ((flags & ~(kFlagLz4 | kFlagMac | kFlagFrameCrc)) != 0) {
     return Status::Corruption("unknown flags");
   }
+  if ((flags & kFlagLz4) != 0 && !options.accept_lz4) {
+    return Status::Corruption("compressed payload from a sender that may not compress");
+  }
   const uint32_t body_len = Get<uint32_t>(in, 44);
   const uint32_t plain_len = Get<uint32_t>(in, 48);
   if (body_len > options.max_message || plain_len > options.max_message) {

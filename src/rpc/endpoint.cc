@@ -4,7 +4,11 @@
 // handlers after releasing it. A call is thus encoded and sent on the caller's thread and an
 // answer on the handler's: no hand-off to the loop thread on the way out.
 
+#include <endian.h>
+
+#include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -13,14 +17,15 @@
 #include <thread>
 #include <unordered_map>
 
+#include "rpc/internal/handler_pool.h"
 #include "rpc/internal/peer_cells.h"
 #include "rpc/rpc.h"
 
 namespace floe::rpc {
 
 namespace {
-// The priority class of the handler running on this thread; -1 elsewhere.
-thread_local int tl_class = -1;
+using internal::HandlerPool;
+using internal::tl_class;
 // Set while an inline handler runs (it must not block).
 thread_local bool tl_inline = false;
 
@@ -46,73 +51,6 @@ Status StatusFromCode(uint16_t code, std::string message) {
   return Status(static_cast<StatusCode>(code), message);
 }
 
-// A pool of threads for one priority class. An idle thread sleeps on a futex word (C++20
-// atomic wait) rather than a condition_variable_any, whose internal mutex cost two more system
-// calls per hand-off when the loop and the woken thread met on it.
-class Pool {
- public:
-  Pool(int priority, int threads) {
-    for (int i = 0; i < threads; i++) {
-      threads_.emplace_back([this, priority] {
-        tl_class = priority;
-        for (;;) {
-          mu_.Lock();
-          while (jobs_.empty() && !stop_) {
-            sleepers_++;
-            const uint32_t seen = wakes_.load(std::memory_order_acquire);
-            mu_.Unlock();
-            wakes_.wait(seen, std::memory_order_acquire);
-            mu_.Lock();
-            sleepers_--;
-          }
-          if (jobs_.empty()) {
-            mu_.Unlock();
-            return;
-          }
-          std::function<void()> job = std::move(jobs_.front());
-          jobs_.pop_front();
-          mu_.Unlock();
-          job();
-        }
-      });
-    }
-  }
-  ~Pool() { Stop(); }
-  void Add(std::function<void()> job) {
-    bool wake;
-    {
-      MutexLock lock(&mu_);
-      jobs_.push_back(std::move(job));
-      wake = sleepers_ > 0;
-    }
-    // Outside the lock, so the woken thread does not block on it at once.
-    if (wake) {
-      wakes_.fetch_add(1, std::memory_order_release);
-      wakes_.notify_one();
-    }
-  }
-  void Stop() {
-    {
-      MutexLock lock(&mu_);
-      stop_ = true;
-    }
-    wakes_.fetch_add(1, std::memory_order_release);
-    wakes_.notify_all();
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-  }
-
- private:
-  Mutex mu_;
-  // Bumped to wake sleepers; a sleeper reads it under mu_ before it releases mu_, so a job
-  // added after that changes it and the wait returns at once (no lost wake-up).
-  std::atomic<uint32_t> wakes_{0};
-  std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
-  int sleepers_ FLOE_GUARDED_BY(mu_) = 0;
-  bool stop_ FLOE_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_;
-};
 }  // namespace
 
 struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
@@ -178,7 +116,7 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   CodecOptions codec;
   uint64_t incarnation_ = 0;
   std::map<uint16_t, Method> methods;  // fixed after Start
-  std::vector<std::unique_ptr<Pool>> pools;
+  std::vector<std::unique_ptr<HandlerPool>> pools;
   Stats stats;
   std::atomic<bool> stopped{false};
   std::atomic<bool> started{false};
@@ -209,6 +147,24 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   uint64_t next_call_id = 1;
   size_t callee_entries = 0;
 
+  // A stranger's calls remembered at once, and how far ahead of our clock its incarnation
+  // (its start time) may be.
+  static constexpr size_t kMaxStrangerCalls = 64;
+  static constexpr uint64_t kStrangerClockSlackUs = 3'600'000'000;
+  // The largest payload a stranger may send (docs/rpc.md, "A stranger").
+  static constexpr size_t kStrangerMaxMessage = 4096;
+  // How long an answer to a stranger is resent without its ACKACK.
+  static constexpr uint64_t kStrangerGiveUpUs = 2'000'000;
+  // A stranger's messages (Options::stranger_method) travel without a MAC.
+  CodecOptions stranger_codec;
+
+  // Whether `h` is a message a stranger may send us (Options::stranger_method).
+  bool FromStranger(const Header& h) const {
+    return options.stranger_method != 0 && h.sender == kStrangerId && h.receiver == kAnyNodeId &&
+           ((h.kind == Kind::kCall && h.code == options.stranger_method) ||
+            h.kind == Kind::kAckAck);
+  }
+
   Impl(net::Transport& t, Options o) : transport(t), loop(t.loop()), options(std::move(o)) {
     uint64_t seed = options.seed != 0 ? options.seed : WallMicros() ^ CycleNow();
     rng.seed(seed ^ (uint64_t{t.self()} << 32));
@@ -219,6 +175,9 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     }
     codec.max_message = options.max_message;
     codec.compress_min = options.compress_min;
+    stranger_codec.max_message = std::min<size_t>(options.max_message, kStrangerMaxMessage);
+    stranger_codec.compress_min = 0;  // answers to a stranger go uncompressed
+    stranger_codec.accept_lz4 = false;
     for (NodeId peer : options.peers) {
       // A list that names this node too is tolerated (a member list passed whole); that entry
       // is no peer.
@@ -309,13 +268,16 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     Header h;
     h.kind = kind;
     h.priority = priority;
-    h.sender = transport.self();
+    // To a stranger: as the node it called, without a MAC (Options::stranger_method).
+    const bool stranger = to == kStrangerId && options.stranger_method != 0;
+    h.sender = stranger ? kAnyNodeId : transport.self();
     h.receiver = to;
     h.incarnation = incarnation_;
     h.task = task;
     h.mark = mark;
     h.code = code;
-    return std::make_shared<const net::OutMessage>(EncodeParts(h, std::move(payload), codec));
+    return std::make_shared<const net::OutMessage>(
+        EncodeParts(h, std::move(payload), stranger ? stranger_codec : codec));
   }
 
   uint64_t LowWater(const PeerState& p) const {
@@ -494,7 +456,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   CallerState* CallerFor(NodeId sender, uint64_t inc) {
     CallerState& c = callers[sender];
     if (c.incarnation == inc) return &c;
-    if (inc < c.incarnation) {
+    // The stranger is not one process but anyone without an id (Options::stranger_method): a
+    // lower incarnation is another joiner, heard once no call of the current one is running,
+    // so one message with an incarnation far ahead shuts nobody out.
+    if (inc < c.incarnation && (sender != kStrangerId || Running(c))) {
       stats.stale++;  // a late message from a previous life: never displaces the newer one
       return nullptr;
     }
@@ -506,6 +471,12 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     c.incarnation = inc;
     c.low_water = 0;
     return &c;
+  }
+
+  static bool Running(const CallerState& c) {
+    return std::any_of(c.entries.begin(), c.entries.end(), [](const auto& entry) {
+      return entry.second.state == Entry::State::kRunning;
+    });
   }
 
   // Drops the ACK resend of an entry about to be forgotten or finished.
@@ -597,7 +568,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     e.state = Entry::State::kDone;
     e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, std::move(payload));
     e.backoff = InitialBackoff(e.ack->size());
-    e.give_up_at = loop.NowMicros() + options.ack_give_up_us;
+    // An answer to a stranger is resent only briefly: the joiner acknowledges it at once.
+    e.give_up_at = loop.NowMicros() + (caller == kStrangerId
+                                           ? std::min(options.ack_give_up_us, kStrangerGiveUpUs)
+                                           : options.ack_give_up_us);
     SendRaw(caller, e.ack);
     e.ack_timer = ScheduleAckResend(caller, inc, task, e.backoff);
   }
@@ -641,6 +615,10 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       it->second.state = Entry::State::kFinished;
       it->second.ack.reset();
     }
+    // A stranger's ACKACK carries no proof: its mark collects nothing (it would erase running
+    // calls of that incarnation, leaving them unanswered and their resends stale). Only the
+    // stranger's proven CALLs move its low-water mark.
+    if (h.sender == kStrangerId) return;
     Collect(c, h.mark);
   }
 
@@ -720,7 +698,20 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
     if (stopped.load()) return;
     stats.messages_received++;
     stats.bytes_received += bytes.size();
-    Result<Message> m = Decode(std::move(bytes), codec, checked);
+    // A stranger's message (its sender at bytes 8-11; no member has that id) is decoded on a
+    // stranger's terms (Options::stranger_method): no MAC, at most 4 KiB, never compressed, so
+    // nothing large is allocated or inflated for an unauthenticated sender.
+    bool from_stranger = false;
+    if (bytes.size() >= 12) {
+      uint32_t sender = 0;
+      std::memcpy(&sender, bytes.data() + 8, 4);
+      from_stranger = le32toh(sender) == kStrangerId;
+    }
+    if (from_stranger && options.stranger_method == 0) {
+      stats.unknown_sender++;
+      return;
+    }
+    Result<Message> m = Decode(std::move(bytes), from_stranger ? stranger_codec : codec, checked);
     if (!m.ok()) {
       if (m.status().code() == StatusCode::kPermissionDenied) {
         stats.auth_failures++;
@@ -731,6 +722,37 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     const Header& h = m->header;
+    if (h.sender == kStrangerId) {
+      // Never a peer: its messages keep no peer state, and only these are taken.
+      if (!FromStranger(h)) {
+        stats.unknown_sender++;
+        return;
+      }
+      if (h.kind == Kind::kAckAck) return OnAckAck(*m);
+      // Unauthenticated: bounded. An incarnation far ahead of our clock would shut out every
+      // later stranger (a lower one is never heard again), and its calls are at most a few.
+      auto cit = callers.find(kStrangerId);
+      if (h.incarnation > WallMicros() + kStrangerClockSlackUs ||
+          (cit != callers.end() && cit->second.incarnation == h.incarnation &&
+           cit->second.entries.size() >= kMaxStrangerCalls)) {
+        stats.unknown_sender++;
+        return;
+      }
+      // A call without its proof is dropped before it keeps any state or is answered, so
+      // nothing is sent back for it (an answer would go wherever the request says).
+      if (!options.stranger_check || !options.stranger_check(m->payload())) {
+        stats.auth_failures++;
+        return;
+      }
+      return OnCall(*m);
+    }
+    // A peer's incarnation is its start time: one far ahead of our clock is forged (without a
+    // secret anyone may send it), and kept it would make every real message of that peer
+    // stale for good. The strangers' bound, an hour, applies to peers too.
+    if (h.incarnation > WallMicros() + kStrangerClockSlackUs) {
+      stats.stale++;
+      return;
+    }
     auto pit = peers.find(h.sender);
     if (pit == peers.end() || h.receiver != transport.self()) {
       stats.unknown_sender++;
@@ -889,8 +911,8 @@ void Endpoint::Start() {
   if (impl_->started.exchange(true)) return;
   if (!impl_->options.inline_handlers) {
     for (int c = 0; c < kPriorityClasses; c++) {
-      impl_->pools.push_back(
-          std::make_unique<Pool>(c, std::max(1, impl_->options.threads_per_class)));
+      impl_->pools.push_back(std::make_unique<HandlerPool>(
+          c, std::max(1, impl_->options.threads_per_class), impl_->options.on_idle));
     }
   }
   std::weak_ptr<Impl> weak = impl_;

@@ -76,6 +76,7 @@ struct CodecOptions {
   const MacKey* key = nullptr;           // sign and require a MAC when set
   size_t max_message = size_t{1} << 30;  // payload bound, compressed or not
   size_t compress_min = 4096;            // LZ4 payloads at least this large (0: never)
+  bool accept_lz4 = true;  // false: an LZ4 payload is Corruption, refused before inflating
 };
 
 // The message in three pieces (header, payload, MAC), the payload moved in, not copied.
@@ -105,6 +106,11 @@ Result<Message> Decode(std::string_view bytes, const CodecOptions& options,
 // ---------------------------------------------------------------------------------------------
 // Peer ids are at most this (a cluster never reuses an id, so ids grow with every join).
 inline constexpr NodeId kMaxPeerId = (NodeId{1} << 20) - 1;
+// A node without an id yet (one joining a cluster, docs/membership.md J1) sends as kStrangerId
+// to kAnyNodeId, "whoever listens at this address"; the node that answers it answers as
+// kAnyNodeId. Neither is ever a member's id (the cluster assigns ids below kAnyNodeId).
+inline constexpr NodeId kStrangerId = kMaxPeerId;
+inline constexpr NodeId kAnyNodeId = kMaxPeerId - 1;
 
 struct Options {
   std::vector<NodeId> peers;  // the initial peers (AddPeer adds more); anyone else is dropped
@@ -128,7 +134,23 @@ struct Options {
   // Called (no lock held) when a lease from `peer` that had lapsed, or was granted by an
   // earlier incarnation of `peer`, is about to be renewed; the renewal waits for it to return.
   std::function<void(NodeId peer)> on_lease_lapse;
+  // Called (no lock held) by a handler thread each time it finds no more work and is about to
+  // sleep: a server frees there what the handlers retired (store::Store::HandOff).
+  std::function<void()> on_idle;
   uint64_t seed = 0;  // resend jitter; 0: from the clock
+  // A method a stranger may call (0: none): CALLs of it from kStrangerId to kAnyNodeId, and
+  // their ACKACKs, are accepted without a MAC even when this node has a secret, if
+  // stranger_check says the payload proves it; every other message from kStrangerId is
+  // dropped, and so is a call without its proof (counted in auth_failures, never answered).
+  // The answer goes to kStrangerId, without a MAC and from kAnyNodeId, resent for 2 s at most:
+  // the handler gives the transport kStrangerId's address before it answers. One stranger at a
+  // time: a higher incarnation replaces the current one's calls, a lower one is heard once
+  // none of the current one's calls is running.
+  uint16_t stranger_method = 0;
+  // Whether a stranger's CALL payload carries its proof (docs/membership.md J1's secret proof).
+  // Runs on the endpoint's lock, on at most 4 KiB: cheap, and it calls nothing of the endpoint.
+  // Unset: no stranger's call is taken.
+  std::function<bool(std::string_view payload)> stranger_check;
 };
 
 struct Stats {

@@ -12,10 +12,13 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <map>
+#include <memory>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "net/net.h"
 #include "rpc/rpc.h"
@@ -31,6 +34,7 @@ constexpr uint16_t kEcho = 2;
 constexpr uint16_t kNested = 3;  // class 0: calls the other node's kEcho (class 1)
 constexpr uint16_t kSameClass = 4;
 constexpr uint16_t kInlineWaits = 5;  // inline, and (wrongly) tries to wait for a call
+constexpr uint16_t kHeld = 6;         // echoes once StartNode's `hold` is ready
 
 // One node: loop, transport, endpoint, and the side effects of its handlers.
 // Members are destroyed bottom up: the endpoint (joining its handler threads) before the
@@ -55,7 +59,7 @@ struct RealNode {
 };
 
 std::unique_ptr<RealNode> StartNode(NodeId id, uint16_t port, const net::PeerAddress& peer,
-                                    Options o = {}) {
+                                    Options o = {}, std::shared_future<void> hold = {}) {
   auto n = std::make_unique<RealNode>();
   n->other = peer.id;
   net::TransportOptions t;
@@ -90,6 +94,10 @@ std::unique_ptr<RealNode> StartNode(NodeId id, uint16_t port, const net::PeerAdd
         return raw->endpoint->Call(raw->other, kEcho, std::string(req), 10'000'000);
       },
       /*runs_inline=*/true);
+  n->endpoint->Register(kHeld, 1, [hold](NodeId, std::string_view req) {
+    if (hold.valid()) hold.wait();
+    return Result<std::string>(std::string(req));
+  });
   n->endpoint->Start();
   return n;
 }
@@ -147,28 +155,39 @@ std::string Incompressible(std::string prefix, size_t bytes, uint64_t seed) {
   return prefix;
 }
 
+// Transports of nodes 1 and 2 on 127.0.0.1, peers of each other, each on its own loop (the
+// transports go first: they use their loops).
+struct TransportPair {
+  uint16_t port_a = floe::testing::FreePort("127.0.0.1");
+  uint16_t port_b = floe::testing::FreePort("127.0.0.1");
+  net::AsioLoop loop_a, loop_b;
+  std::unique_ptr<net::UdpTcpTransport> a, b;
+  TransportPair() {
+    net::TransportOptions ta, tb;
+    ta.self = 1;
+    ta.port = port_a;
+    ta.peers = {{2, "127.0.0.1", port_b}};
+    tb.self = 2;
+    tb.port = port_b;
+    tb.peers = {{1, "127.0.0.1", port_a}};
+    auto started_a = net::UdpTcpTransport::Start(loop_a, ta);
+    auto started_b = net::UdpTcpTransport::Start(loop_b, tb);
+    if (started_a.ok()) a = std::move(started_a).value();
+    if (started_b.ok()) b = std::move(started_b).value();
+  }
+};
+
 // A datagram sent from a thread other than the loop's is written by that thread: it arrives
 // while the sender's loop is busy. Regression: Send once posted every message to the loop,
 // whose wake-up cost a quarter of a small call's round trip. Larger messages, and every
 // message while faults are injected, still go through the loop.
 TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
-  const uint16_t port_a = floe::testing::FreePort("127.0.0.1"),
-                 port_b = floe::testing::FreePort("127.0.0.1");
-  net::AsioLoop loop_a, loop_b;
-  net::TransportOptions ta, tb;
-  ta.self = 1;
-  ta.port = port_a;
-  ta.peers = {{2, "127.0.0.1", port_b}};
-  tb.self = 2;
-  tb.port = port_b;
-  tb.peers = {{1, "127.0.0.1", port_a}};
-  auto a = net::UdpTcpTransport::Start(loop_a, ta);
-  auto b = net::UdpTcpTransport::Start(loop_b, tb);
-  ASSERT_TRUE(a.ok() && b.ok());
+  TransportPair p;
+  ASSERT_TRUE(p.a && p.b);
   Mutex mu;
   std::condition_variable_any cv;
   std::vector<std::string> got;
-  (*b)->SetReceiver([&](std::string m, bool) {
+  p.b->SetReceiver([&](std::string m, bool) {
     MutexLock lock(&mu);
     got.push_back(std::move(m));
     cv.notify_all();
@@ -185,24 +204,24 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
     return net::Transport::Bytes(std::move(m));
   };
   // Keeps a's loop busy until the returned promise is set.
-  auto hold_loop = [&loop_a] {
+  auto hold_loop = [&p] {
     auto release = std::make_shared<std::promise<void>>();
-    loop_a.Post([held = release->get_future().share()] { held.wait(); });
+    p.loop_a.Post([held = release->get_future().share()] { held.wait(); });
     return release;
   };
   auto release = hold_loop();
-  EXPECT_TRUE((*a)->Send(2, message("small")).ok());
+  EXPECT_TRUE(p.a->Send(2, message("small")).ok());
   EXPECT_TRUE(arrived(1, 5000));
-  EXPECT_TRUE((*a)->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
+  EXPECT_TRUE(p.a->Send(2, message(std::string(5000, 'L'))).ok());  // TCP: needs the loop
   EXPECT_FALSE(arrived(2, 300));
   release->set_value();
   EXPECT_TRUE(arrived(2, 5000));
   // With faults injected, datagrams take the loop's path too.
   net::Faults f;
   f.duplicate = 1e-9;
-  (*a)->SetFaults(f);
+  p.a->SetFaults(f);
   release = hold_loop();
-  EXPECT_TRUE((*a)->Send(2, message("via loop")).ok());
+  EXPECT_TRUE(p.a->Send(2, message("via loop")).ok());
   EXPECT_FALSE(arrived(3, 300));
   release->set_value();
   EXPECT_TRUE(arrived(3, 5000));
@@ -211,6 +230,34 @@ TEST(RpcNetTest, DatagramsLeaveFromTheSendingThread) {
   EXPECT_EQ(got[0], "small");
   EXPECT_EQ(got[1].size(), 5000u);
   EXPECT_EQ(got[2], "via loop");
+}
+
+// A peer set again at the address it has keeps its connection (the members' peers follow the
+// agreed table, which names every member again at each change: docs/membership.md V4); one
+// set at another address gets a new one.
+TEST(RpcNetTest, APeerSetAgainAtItsAddressKeepsItsConnection) {
+  TransportPair p;
+  ASSERT_TRUE(p.a && p.b);
+  std::atomic<int> got{0};
+  p.b->SetReceiver([&](std::string, bool) { got++; });
+  auto send_large = [&](int n) {
+    auto m = std::make_shared<net::OutMessage>();
+    m->body = std::string(5000, 'L');  // over a datagram: TCP
+    EXPECT_TRUE(p.a->Send(2, net::Transport::Bytes(std::move(m))).ok());
+    for (int i = 0; i < 500 && got.load() < n; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return got.load() >= n;
+  };
+  ASSERT_TRUE(send_large(1));
+  EXPECT_EQ(p.a->stats().connects.load(), 1u);
+  p.a->SetPeer({2, "127.0.0.1", p.port_b});
+  ASSERT_TRUE(send_large(2));
+  EXPECT_EQ(p.a->stats().connects.load(), 1u) << "reconnected to an unchanged address";
+  p.a->SetPeer({2, "127.0.0.2", p.port_b});  // moved (nobody listens there)
+  p.a->SetPeer({2, "127.0.0.1", p.port_b});  // and back
+  ASSERT_TRUE(send_large(3));
+  EXPECT_EQ(p.a->stats().connects.load(), 2u);
 }
 
 // A blocking Call reads its answer from the socket itself while it waits, so the answer does
@@ -236,6 +283,24 @@ TEST(RpcNetTest, ABlockingCallTakesItsAnswerWithoutItsLoop) {
   release->set_value();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, "while the loop is busy");
+}
+
+// Options::on_idle runs on a handler thread that ran work and found no more, before it sleeps
+// (a server frees what its handlers retired there): never on threads that did nothing.
+TEST(RpcNetTest, AHandlerThreadCallsOnIdleAfterItsWork) {
+  auto idles = std::make_shared<std::atomic<int>>(0);
+  Options o;
+  o.on_idle = [idles] { idles->fetch_add(1); };
+  Pair p = StartPair(o);
+  ASSERT_TRUE(p.a && p.b);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(idles->load(), 0);  // no handler has run yet
+  Result<std::string> r = p.a->endpoint->Call(2, kEcho, "x", 10'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (int i = 0; i < 500 && idles->load() == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(idles->load(), 1);
 }
 
 TEST(RpcNetTest, ExactlyOnceOverUdpAndTcpWithInjectedFaults) {
@@ -359,6 +424,334 @@ TEST(RpcNetTest, ACallToADeadPeerFailsAtItsDeadline) {
   EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
   EXPECT_GE(took, 290'000u);
   EXPECT_LT(took, 2'000'000u);
+}
+
+uint64_t NowMicros() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+// A stranger without an endpoint: CALLs written by hand, never acknowledged.
+struct RawStranger {
+  net::AsioLoop loop;
+  std::unique_ptr<net::UdpTcpTransport> transport;
+  RawStranger(uint16_t port, uint16_t member_port) {
+    net::TransportOptions t;
+    t.self = kStrangerId;
+    t.port = port;
+    t.peers = {{kAnyNodeId, "127.0.0.1", member_port}};
+    auto started = net::UdpTcpTransport::Start(loop, t);
+    EXPECT_TRUE(started.ok()) << started.status().ToString();
+    if (started.ok()) transport = std::move(started).value();
+  }
+  bool ok() const { return transport != nullptr; }
+  void Call(uint16_t method, std::string_view payload, uint64_t incarnation,
+            const CodecOptions& codec = {}, uint64_t task = 1) {
+    Header h;
+    h.kind = Kind::kCall;
+    h.priority = 1;
+    h.sender = kStrangerId;
+    h.receiver = kAnyNodeId;
+    h.incarnation = incarnation;
+    h.task = task;
+    h.code = method;
+    auto out = std::make_shared<net::OutMessage>();
+    out->body = Encode(h, payload, codec);
+    EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+  }
+  void AckAck(uint64_t incarnation, uint64_t task, uint64_t mark) {
+    Header h;
+    h.kind = Kind::kAckAck;
+    h.priority = 1;
+    h.sender = kStrangerId;
+    h.receiver = kAnyNodeId;
+    h.incarnation = incarnation;
+    h.task = task;
+    h.mark = mark;
+    auto out = std::make_shared<net::OutMessage>();
+    out->body = Encode(h, {}, {});
+    EXPECT_TRUE(transport->Send(kAnyNodeId, net::Transport::Bytes(std::move(out))).ok());
+  }
+};
+
+// Member 1, which hears a stranger sending from `stranger_port`: the stranger's method is kEcho
+// and every request counts as proven, unless `o` sets them.
+std::unique_ptr<RealNode> StartStrangersMember(uint16_t member_port, uint16_t stranger_port,
+                                               Options o = {}) {
+  if (o.stranger_method == 0) o.stranger_method = kEcho;
+  if (!o.stranger_check) o.stranger_check = [](std::string_view) { return true; };
+  auto member =
+      StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o);
+  if (member != nullptr) member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  return member;
+}
+
+// Whether `counter` reaches n within 5 s (polled every 10 ms).
+bool ReachesWithin5s(const std::atomic<uint64_t>& counter, uint64_t n) {
+  for (int i = 0; i < 500 && counter.load() < n; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return counter.load() >= n;
+}
+
+// Without a secret anyone can send as a peer: one datagram claiming peer 2 with an incarnation
+// far ahead of the clock must not make node 2's real messages stale at node 1 for good (a
+// hostile test cut a member off so). Such a message is dropped, and 2 and 1 keep talking.
+TEST(RpcNetTest, APeersIncarnationFarAheadIsDropped) {
+  Pair p = StartPair();
+  ASSERT_TRUE(p.a && p.b);
+  ASSERT_TRUE(p.b->endpoint->Call(1, kEcho, "before", 10'000'000).ok());
+  net::AsioLoop loop;
+  net::TransportOptions t;
+  t.self = 2;  // forged: node 2's id from another port
+  t.port = floe::testing::FreePort("127.0.0.1");
+  t.peers = {{1, "127.0.0.1", p.port_a}};
+  auto forger = net::UdpTcpTransport::Start(loop, t);
+  ASSERT_TRUE(forger.ok());
+  Header h;
+  h.kind = Kind::kCall;
+  h.priority = 1;
+  h.sender = 2;
+  h.receiver = 1;
+  h.incarnation = NowMicros() + 1'000'000'000'000ull;
+  h.task = 1;
+  h.code = kEcho;
+  auto out = std::make_shared<net::OutMessage>();
+  out->body = Encode(h, "forged", {});
+  ASSERT_TRUE((*forger)->Send(1, net::Transport::Bytes(std::move(out))).ok());
+  ASSERT_TRUE(ReachesWithin5s(p.a->endpoint->stats().stale, 1));
+  Result<std::string> r = p.b->endpoint->Call(1, kEcho, "after", 3'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "after");
+}
+
+// Options::stranger_method (docs/membership.md J1): a node without an id calls one method of a
+// node that has a secret, without a MAC, addressing it as kAnyNodeId, and gets its answer;
+// every other method, and a message that carries a MAC of another secret, is dropped.
+TEST(RpcNetTest, AStrangerCallsOnlyItsMethodWithoutAMac) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  auto member = StartStrangersMember(member_port, stranger_port, o);
+  ASSERT_NE(member, nullptr);
+  auto stranger_with = [&](std::string secret) {
+    Options so;
+    so.secret = std::move(secret);
+    so.stranger_method = 0;
+    so.down_after_us = 60'000'000;
+    return StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", member_port}, so);
+  };
+  {
+    auto stranger = stranger_with("");
+    ASSERT_NE(stranger, nullptr);
+    Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 2'000'000);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, "hello");
+    // Its other methods are not open to it.
+    r = stranger->endpoint->Call(kAnyNodeId, kIncrement, "x", 300'000);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+    EXPECT_EQ(member->EffectCount(), 0u);
+  }
+  {
+    // A MAC under another secret is not a stranger's message: dropped.
+    auto stranger = stranger_with("another");
+    ASSERT_NE(stranger, nullptr);
+    Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 300'000);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+  }
+  EXPECT_GT(member->endpoint->stats().auth_failures.load(), 0u);
+  // Without stranger_method nothing of it is taken.
+  Options closed;
+  closed.secret = "the cluster's";
+  const uint16_t closed_port = floe::testing::FreePort("127.0.0.1");
+  auto shut =
+      StartNode(1, closed_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, closed);
+  ASSERT_NE(shut, nullptr);
+  shut->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  Options so;
+  so.down_after_us = 60'000'000;
+  auto stranger = StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", closed_port}, so);
+  ASSERT_NE(stranger, nullptr);
+  Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 300'000);
+  EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+}
+
+// One message of a stranger with an incarnation 59 minutes ahead of the clock (the bound is an
+// hour) does not shut out the joiners after it: once its call is answered, a stranger with a
+// lower incarnation is heard (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangerFarAheadShutsOutNoLaterStranger) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  auto member = StartStrangersMember(member_port, stranger_port);
+  ASSERT_NE(member, nullptr);
+  {
+    // A bare transport sends one CALL by hand, its incarnation far ahead.
+    RawStranger raw(stranger_port, member_port);
+    ASSERT_TRUE(raw.ok());
+    raw.Call(kEcho, "from the future", NowMicros() + 59ull * 60 * 1'000'000);
+    for (int i = 0; i < 500 && member->endpoint->stats().handled.load() == 0; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(member->endpoint->stats().handled.load(), 1u);
+  }
+  Options so;
+  so.down_after_us = 60'000'000;
+  auto stranger = StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", member_port}, so);
+  ASSERT_NE(stranger, nullptr);
+  Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "hello", 2'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "hello");
+}
+
+// A stranger's ACKACK is unproven: its mark never collects a running call of that incarnation
+// (the call would go unanswered and its resends count as stale); it only finishes the task it
+// acknowledges (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangersAckAckCollectsNoRunningCall) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.stranger_method = kHeld;
+  o.stranger_check = [](std::string_view) { return true; };
+  std::promise<void> release;
+  bool let_go = false;
+  auto let_go_at_exit = [&] {
+    if (!std::exchange(let_go, true)) release.set_value();
+  };
+  auto member = StartNode(1, member_port, {2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}, o,
+                          release.get_future().share());
+  ASSERT_NE(member, nullptr);
+  // Runs before `member` is destroyed (which joins the held handler's thread).
+  std::unique_ptr<void, std::function<void(void*)>> guard(&let_go,
+                                                          [&](void*) { let_go_at_exit(); });
+  member->transport->SetPeer({kStrangerId, "127.0.0.1", stranger_port});
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  auto wait_for = [](auto done) {
+    for (int i = 0; i < 500 && !done(); i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  };
+  const uint64_t inc = NowMicros();
+  raw.Call(kHeld, "held", inc, {}, /*task=*/1);
+  ASSERT_TRUE(wait_for([&] { return stats.handled.load() == 1; }));
+  // A forged ACKACK marking task 1 done, then the call's resend: still running, so NACKed as a
+  // duplicate, not dropped as stale.
+  raw.AckAck(inc, /*task=*/1, /*mark=*/2);
+  raw.Call(kHeld, "held", inc, {}, /*task=*/1);
+  ASSERT_TRUE(wait_for([&] { return stats.duplicates.load() + stats.stale.load() >= 1; }));
+  EXPECT_EQ(stats.stale.load(), 0u);
+  EXPECT_EQ(stats.duplicates.load(), 1u);
+  let_go_at_exit();
+  // Its answer is kept and (never acknowledged) resent.
+  EXPECT_TRUE(wait_for([&] { return stats.ack_resends.load() > 0; }));
+}
+
+// A stranger's call without its proof (Options::stranger_check) is dropped unanswered: nothing
+// is sent back for it, so it cannot aim answers at anyone; a proven one is answered, and that
+// answer, never acknowledged, is resent for 2 s at most (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangersUnprovenCallIsNotAnsweredAndAnswersGiveUpSoon) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  o.stranger_check = [](std::string_view payload) { return payload.substr(0, 6) == "proven"; };
+  auto member = StartStrangersMember(member_port, stranger_port, o);
+  ASSERT_NE(member, nullptr);
+  {
+    Options so;
+    so.down_after_us = 60'000'000;
+    auto stranger =
+        StartNode(kStrangerId, stranger_port, {kAnyNodeId, "127.0.0.1", member_port}, so);
+    ASSERT_NE(stranger, nullptr);
+    Result<std::string> r = stranger->endpoint->Call(kAnyNodeId, kEcho, "unproven", 500'000);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout);
+    EXPECT_EQ(stranger->endpoint->stats().messages_received.load(), 0u);
+    EXPECT_EQ(member->endpoint->stats().handled.load(), 0u);
+    EXPECT_GT(member->endpoint->stats().auth_failures.load(), 0u);
+    r = stranger->endpoint->Call(kAnyNodeId, kEcho, "proven hello", 2'000'000);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, "proven hello");
+  }
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  raw.Call(kEcho, "proven, never acknowledged", NowMicros());
+  // The answer is resent (no ACKACK comes) until it is given up, well before the 60 s of a
+  // peer's answer.
+  uint64_t resends = 0;
+  for (int i = 0; i < 100; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    resends = member->endpoint->stats().ack_resends.load();
+    if (resends > 0) break;
+  }
+  ASSERT_GT(resends, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  resends = member->endpoint->stats().ack_resends.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(member->endpoint->stats().ack_resends.load(), resends) << "still resent after 3 s";
+}
+
+// A stranger's message is decoded on its terms: at most 4 KiB and never compressed, so an
+// unauthenticated sender makes the member allocate or inflate nothing large; the same call
+// plain and small is taken (docs/rpc.md, "A stranger").
+TEST(RpcNetTest, AStrangersMessagesAreSmallAndPlain) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  Options o;
+  o.secret = "the cluster's";
+  auto member = StartStrangersMember(member_port, stranger_port, o);
+  ASSERT_NE(member, nullptr);
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  uint64_t inc = NowMicros();
+  // 4,000 bytes that LZ4 makes about 30: refused before inflating.
+  CodecOptions squeeze;
+  squeeze.compress_min = 1;
+  raw.Call(kEcho, std::string(4000, 'z'), inc++, squeeze);
+  EXPECT_TRUE(ReachesWithin5s(stats.bad_messages, 1));
+  // 5,000 plain bytes: above a stranger's 4 KiB.
+  raw.Call(kEcho, std::string(5000, 'z'), inc++);
+  EXPECT_TRUE(ReachesWithin5s(stats.bad_messages, 2));
+  EXPECT_EQ(stats.handled.load(), 0u);
+  // 4,000 plain bytes are a stranger's call.
+  raw.Call(kEcho, std::string(4000, 'z'), inc++);
+  EXPECT_TRUE(ReachesWithin5s(stats.handled, 1));
+  EXPECT_EQ(stats.bad_messages.load(), 2u);
+}
+
+// The stranger's bounds (docs/rpc.md, "A stranger"): an incarnation more than an hour ahead of
+// the member's clock is dropped, and at most 64 calls of one stranger are remembered (the
+// rest dropped until some are collected), so an unauthenticated sender holds little state.
+TEST(RpcNetTest, AStrangerIsBounded) {
+  const uint16_t member_port = floe::testing::FreePort("127.0.0.1");
+  const uint16_t stranger_port = floe::testing::FreePort("127.0.0.1");
+  auto member = StartStrangersMember(member_port, stranger_port);
+  ASSERT_NE(member, nullptr);
+  RawStranger raw(stranger_port, member_port);
+  ASSERT_TRUE(raw.ok());
+  const Stats& stats = member->endpoint->stats();
+  auto settle = [&](const std::atomic<uint64_t>& counter, uint64_t n) {
+    for (int i = 0; i < 500 && counter.load() < n; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return counter.load();
+  };
+  raw.Call(kEcho, "from two hours ahead", NowMicros() + 2ull * 3600 * 1'000'000);
+  EXPECT_EQ(settle(stats.unknown_sender, 1), 1u);
+  EXPECT_EQ(stats.handled.load(), 0u);
+  const uint64_t inc = NowMicros();
+  for (uint64_t task = 1; task <= 70; task++) {
+    raw.Call(kEcho, "call " + std::to_string(task), inc, CodecOptions{}, task);
+    // One at a time, so none is lost to a full socket buffer rather than to the bound.
+    settle(stats.messages_received, task + 1);
+  }
+  EXPECT_EQ(settle(stats.handled, 64), 64u);
+  EXPECT_EQ(settle(stats.unknown_sender, 7), 7u);
+  EXPECT_EQ(stats.handled.load(), 64u);
 }
 
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {

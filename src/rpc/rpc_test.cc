@@ -152,6 +152,17 @@ TEST(RpcCodecTest, RoundTripsAndRejectsEveryAlteration) {
   small.compress_min = 0;
   EXPECT_EQ(Decode(Encode(h, std::string(2000, 'a'), plain), small).status().code(),
             StatusCode::kResourceExhausted);
+  // A codec that takes no LZ4 (a stranger's, docs/rpc.md) refuses a compressed payload before
+  // inflating it, and takes the same payload sent plain.
+  CodecOptions no_lz4;
+  no_lz4.accept_lz4 = false;
+  CodecOptions squeeze;
+  squeeze.compress_min = 1;
+  const std::string squeezed = Encode(h, std::string(4000, 'z'), squeeze);
+  ASSERT_LT(squeezed.size(), 1000u);
+  EXPECT_TRUE(Decode(squeezed, plain).ok());
+  EXPECT_EQ(Decode(squeezed, no_lz4).status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Decode(Encode(h, std::string(4000, 'z'), plain), no_lz4).ok());
 }
 
 // The bar from DESIGN.md §5: half of all messages lost, some duplicated, all reordered, and

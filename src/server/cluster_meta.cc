@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,30 +29,18 @@ DirectoryLock::~DirectoryLock() {
 }
 
 Status DirectoryLock::Take(const std::string& dir) {
+  if (fd_ >= 0 && dir == dir_) return Status::OK();  // taken already (a joiner, before it asks)
+  if (fd_ >= 0) close(fd_);
+  dir_ = dir;
   fd_ = open((dir + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) return Status::Unavailable(std::string("cannot open its LOCK: ") + strerror(errno));
   if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    // Not held: a later Take of this directory must try again, not count it as taken.
+    close(fd_);
+    fd_ = -1;
     return Status::Unavailable("another floe serve of this member holds it (its LOCK)");
   }
   return Status::OK();
-}
-
-namespace {
-
-// The file in a member's metadata directory that records its cluster's id (rule M5), written
-// once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
-constexpr const char* kClusterIdFile = "cluster-id";
-
-// What a member's metadata directory belongs to: written when its log is created, compared at
-// every later start, so a log of another cluster (another list, or ids that moved) is never
-// replayed as this one's.
-std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
-                              net::NodeId self) {
-  std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
-  for (size_t i = 0; i < members.size(); i++) {
-    out += (i > 0 ? "," : "") + members[i].address();
-  }
-  return out + "\nself " + std::to_string(self) + "\n";
 }
 
 // The first 64 KiB of a file; empty when it cannot be read.
@@ -96,6 +85,42 @@ bool WriteFileDurably(const std::string& path, std::string_view bytes) {
   return true;
 }
 
+std::string MemberDirectory(const Config& config, const std::string& host, uint16_t port) {
+  return (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + host + "-" +
+         std::to_string(port);
+}
+
+namespace {
+
+// The file in a member's metadata directory that records its cluster's id (rule M5), written
+// once the log's first entry is applied, read at every start: HELLO carries it before Raft runs.
+constexpr const char* kClusterIdFile = "cluster-id";
+// The answer a joined member joined with (rule J1): its restarts start from it and the log.
+constexpr const char* kJoinAnswerFile = "join-answer";
+
+// What a member's metadata directory belongs to: written when its log is created, compared at
+// every later start, so a log of another cluster (another list, or ids that moved) is never
+// replayed as this one's.
+// A joined member's identity up to its id: its member list grows with the cluster, so the
+// directory is this member's by its address.
+std::string JoinedIdentityPrefix(const Config& config, const std::string& host, uint16_t port) {
+  return "floe agreed metadata\ncluster-name " + config.cluster_name + "\njoined as " +
+         cluster::Member{.host = host, .port = port}.address() + "\nself ";
+}
+
+std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
+                              net::NodeId self, bool joined) {
+  if (joined) {
+    const cluster::Member& me = members[self - 1];
+    return JoinedIdentityPrefix(config, me.host, me.port) + std::to_string(self) + "\n";
+  }
+  std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
+  for (size_t i = 0; i < members.size(); i++) {
+    out += (i > 0 ? "," : "") + members[i].address();
+  }
+  return out + "\nself " + std::to_string(self) + "\n";
+}
+
 // Whether `dir` holds anything besides the files this node's own checks keep there (and their
 // temporary copies, left by a crash in WriteFileDurably).
 bool HoldsALog(const std::string& dir) {
@@ -103,7 +128,10 @@ bool HoldsALog(const std::string& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     std::string name = entry.path().filename().string();
     if (name.ends_with(".tmp")) name.resize(name.size() - 4);
-    if (name != "LOCK" && name != "member" && name != kClusterIdFile) return true;
+    if (name != "LOCK" && name != "member" && name != kClusterIdFile && name != "join-token" &&
+        name != kJoinAnswerFile) {
+      return true;
+    }
   }
   return false;
 }
@@ -142,7 +170,8 @@ Status ProbeListen(const std::string& host, uint16_t port) {
 // whether the directory holds a log.
 Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
                                                         const std::vector<cluster::Member>& members,
-                                                        net::NodeId self, uint64_t node_timeout_ms,
+                                                        net::NodeId self, bool joined,
+                                                        uint64_t node_timeout_ms,
                                                         DirectoryLock* lock, std::string* off,
                                                         cluster::ClusterId* id, bool* holds_log) {
   for (const cluster::Member& m : members) {
@@ -181,8 +210,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   cluster::MetaOptions o;
   o.raft.id = self;
   o.raft.address = raft_address(me);
-  o.raft.dir = (config.dir.empty() ? std::string("floe-data") : config.dir) + "/" + me.host + "-" +
-               std::to_string(me.port);
+  o.raft.dir = MemberDirectory(config, me.host, me.port);
   const std::string where = o.raft.address + ", directory " + o.raft.dir;
   auto failed = [&where](const std::string& why) {
     return Status::Unavailable("cannot start the agreed metadata (Raft on " + where + "): " + why);
@@ -191,7 +219,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   std::filesystem::create_directories(o.raft.dir, ec);
   if (ec) return failed("cannot create the directory: " + ec.message());
   if (Status st = lock->Take(o.raft.dir); !st.ok()) return failed(std::string(st.message()));
-  const std::string identity = DirectoryIdentity(config, members, self);
+  const std::string identity = DirectoryIdentity(config, members, self, joined);
   const std::string identity_path = o.raft.dir + "/member";
   const std::string found = ReadSmallFile(identity_path);
   if (HoldsALog(o.raft.dir) && found != identity) {
@@ -207,6 +235,8 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   o.raft.election_timeout_ms = std::clamp<uint64_t>(node_timeout_ms / 5, 100, 1000);
   o.raft.heartbeat_timeout_ms = o.raft.election_timeout_ms / 5;
   for (const cluster::Member& m : members) {
+    // A joined member's Raft starts with no configuration: the leader's log brings it.
+    if (joined) break;
     o.raft.bootstrap.push_back({.id = m.id,
                                 .address = raft_address(m),
                                 .role = o.raft.bootstrap.size() < consensus::kMaxVoters
@@ -256,14 +286,113 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
 
 }  // namespace
 
+Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
+                                                        const std::string& host) {
+  const auto port = static_cast<uint16_t>(config.cluster_port);
+  const std::string dir = MemberDirectory(config, host, port);
+  const std::string identity = ReadSmallFile(dir + "/member");
+  const std::string prefix = JoinedIdentityPrefix(config, host, port);
+  // Not a joined member's directory, or one whose Raft wrote nothing yet: it asks (the leader
+  // answers a retry of its token as its own join).
+  if (!identity.starts_with(prefix) || !HoldsALog(dir)) return std::optional<cluster::JoinAnswer>();
+  const std::string path = dir + "/" + kJoinAnswerFile;
+  // Read whole (an answer may reach 128 KiB, above ReadSmallFile's 64), bounded.
+  std::string bytes;
+  if (std::ifstream in(path, std::ios::binary); in) {
+    char buf[4096];
+    while (bytes.size() <= 256 * 1024 && in.read(buf, sizeof(buf)).gcount() > 0) {
+      bytes.append(buf, static_cast<size_t>(in.gcount()));
+    }
+  }
+  if (bytes.empty()) return std::optional<cluster::JoinAnswer>();
+  Result<cluster::JoinAnswer> answer = cluster::DecodeJoinAnswer(bytes);
+  if (!answer.ok()) {
+    return Status::Unavailable(path + " is damaged (" + answer.status().ToString() +
+                               "): remove it, and the member asks to join again");
+  }
+  if (identity != prefix + std::to_string(answer->id) + "\n") {
+    return Status::Unavailable(path + " is not the answer of member " + dir +
+                               ": remove it, and the member asks to join again");
+  }
+  return std::optional<cluster::JoinAnswer>(std::move(*answer));
+}
+
+void KeepJoinAnswer(const Config& config, const std::string& host,
+                    const cluster::JoinAnswer& answer) {
+  const std::string path =
+      MemberDirectory(config, host, static_cast<uint16_t>(config.cluster_port)) + "/" +
+      kJoinAnswerFile;
+  if (!WriteFileDurably(path, cluster::EncodeJoinAnswer(answer))) {
+    FLOE_LOG_WARN("cannot write {}: {}; a restart of this member asks to join again", path,
+                  std::strerror(errno));
+  }
+}
+
+std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer) {
+  std::vector<cluster::Member> members;
+  for (const cluster::TableMember& m : answer.members) {
+    members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+  }
+  return members;
+}
+
+Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock) {
+  FLOE_ASSIGN_OR_RETURN(cluster::Member contact, cluster::ParseMember(config.join));
+  if (config.cluster_port <= 0 || config.cluster_port >= 65535) {
+    return Status::InvalidArgument("--cluster-port must be 1-65534 (Raft listens on it + 1)");
+  }
+  const auto port = static_cast<uint16_t>(config.cluster_port);
+  cluster::Options o;
+  o.cluster_name = config.cluster_name;
+  o.members = {cluster::Member{.id = 1, .host = host, .port = port},
+               cluster::Member{.id = 2, .host = contact.host, .port = contact.port}};
+  o.self = 1;
+  if (o.members[0] == o.members[1]) {
+    return Status::InvalidArgument("--join names this node itself: give a running member");
+  }
+  FLOE_RETURN_IF_ERROR(cluster::ValidateOptions(o));
+  // Off loopback, only with a secret (the cluster's own rule): the leader refuses it too.
+  FLOE_RETURN_IF_ERROR(cluster::CheckSecurity(o, config.cluster_secret));
+  if (!IsLoopbackAddress(host)) {
+    return Status::FailedPrecondition(
+        "a joined member serves from the agreed metadata, whose Raft runs on loopback members "
+        "only (its transport does not carry the cluster secret yet): join from a 127.0.0.x "
+        "address");
+  }
+  if (Status st = ProbeListen(host, static_cast<uint16_t>(port + 1)); !st.ok()) {
+    return Status::Unavailable("cannot start the agreed metadata (Raft on " + host + ":" +
+                               std::to_string(port + 1) + "): " + std::string(st.message()));
+  }
+  FLOE_RETURN_IF_ERROR(FaultsFromEnvironment().status());
+  const std::string dir = MemberDirectory(config, host, port);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  if (Status st = lock->Take(dir); !st.ok()) {
+    return Status::Unavailable("cannot start the agreed metadata (directory " + dir +
+                               "): " + std::string(st.message()));
+  }
+  // PrepareMeta's identity check, before the join rather than after: a log here must be this
+  // member's (joined at this address, in this cluster-name); any other (a founder's, another
+  // cluster's, one without its identity file) would stop the start once the join is committed.
+  if (HoldsALog(dir) &&
+      !ReadSmallFile(dir + "/member").starts_with(JoinedIdentityPrefix(config, host, port))) {
+    return Status::Unavailable(
+        "cannot start the agreed metadata (directory " + dir +
+        "): it holds the metadata of another cluster (another --cluster-name or member list, or "
+        "this node under another id): give this member its own --dir, or remove the directory");
+  }
+  return Status::OK();
+}
+
 Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
                                              const std::vector<cluster::Member>& members,
-                                             net::NodeId self, cluster::ClusterId* cluster_id,
-                                             bool* holds_log) {
+                                             net::NodeId self, bool joined,
+                                             cluster::ClusterId* cluster_id, bool* holds_log) {
   MutexLock lock(&meta_mu);
   FLOE_ASSIGN_OR_RETURN(
       meta_options,
-      PrepareMeta(config, members, self, static_cast<uint64_t>(config.cluster_node_timeout),
+      PrepareMeta(config, members, self, joined, static_cast<uint64_t>(config.cluster_node_timeout),
                   &meta_lock, &meta_off, cluster_id, holds_log));
   if (!meta_options) {
     FLOE_LOG_WARN("agreed metadata is off: {}", meta_off);
@@ -447,6 +576,16 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   if (meta_refused.load()) return;
   if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
   PublishRoutes(*table);
+  if (!table->members().empty()) {
+    std::vector<cluster::Member> members;
+    for (const cluster::TableMember& m : table->members()) {
+      members.push_back(cluster::Member{.id = m.id, .host = m.host, .port = m.port});
+    }
+    // The transport's SetPeer runs on the loop (it waits for it): never from the Raft thread,
+    // which the loop may be joining (Meta::Stop).
+    loop.Post(
+        [this, members = std::move(members)]() mutable { FollowMembers(std::move(members)); });
+  }
   if (id.empty()) return;
   cluster->SetClusterId(id);
   if (cluster_id_known.exchange(true)) return;
@@ -458,6 +597,147 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
         "in HELLO before its log is read",
         cluster_id_path, std::strerror(errno));
   }
+}
+
+void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
+  if (stopped.load()) return;
+  const net::NodeId self = cluster->self();
+  std::map<net::NodeId, cluster::Member> now;
+  for (cluster::Member& m : members) {
+    if (m.id != self) now.emplace(m.id, std::move(m));
+  }
+  for (const auto& [id, m] : now) {
+    auto it = table_peers.find(id);
+    if (it != table_peers.end() && it->second == m) continue;
+    transport->SetPeer(net::PeerAddress{.id = id, .host = m.host, .port = m.port});
+    if (Status st = endpoint->AddPeer(id); !st.ok()) {
+      FLOE_LOG_ERROR("member {} of the agreed table: {}", id, st.ToString());
+      continue;
+    }
+    if (it == table_peers.end() && !table_peers.empty()) {
+      FLOE_LOG_INFO("member {} at {} joined", id, m.address());
+    }
+  }
+  for (const auto& [id, m] : table_peers) {
+    if (now.count(id) == 0) {
+      FLOE_LOG_INFO("member {} at {} left the agreed table", id, m.address());
+      endpoint->RemovePeer(id);
+    }
+  }
+  table_peers = std::move(now);
+}
+
+Status ClusterNode::Impl::SignedRefusal(const Status& refusal,
+                                        const cluster::JoinRequest& request) const {
+  if (refusal.code() != StatusCode::kFailedPrecondition) return refusal;
+  // Only the secret makes a refusal the joiner exits on (it asks again after a forged one).
+  return Status::FailedPrecondition(
+      cluster::SignJoinRefusal(refusal.message(), request, join_policy.secret));
+}
+
+void ClusterNode::Impl::OnJoin(net::NodeId from, std::string_view bytes, rpc::Reply reply) {
+  Result<cluster::JoinRequest> request = cluster::DecodeJoinRequest(bytes);
+  if (!request.ok()) return reply(request.status());
+  if (from == cluster::kJoinerId) {
+    // The endpoint took only a joiner's own request with the secret's proof
+    // (rpc::Options::stranger_check), so a stranger makes no member call another; checked
+    // again here, before the answer's address is set: nothing unproven is answered anywhere.
+    if (!request->complete || request->forwarded ||
+        !cluster::JoinProofMatches(*request, join_policy.secret)) {
+      return reply(Status::PermissionDenied("a joiner's request without its proof"));
+    }
+    // The stranger is answered at the address it names (rpc::Options::stranger_method).
+    transport->SetPeer(
+        net::PeerAddress{.id = cluster::kJoinerId, .host = request->host, .port = request->port});
+  }
+  if (!request->complete) {
+    return reply(Status::FailedPrecondition("protocol version " +
+                                            std::to_string(request->protocol_version) + ", ours " +
+                                            std::to_string(join_policy.protocol_version)));
+  }
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load()) {
+    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
+  }
+  const consensus::State st = m->raft();
+  if (!st.leader) {
+    // Forwarded once: a request forwarded to a member that no longer leads is retried by the
+    // joiner, which asks again (docs/membership.md, J1).
+    if (request->forwarded || st.leader_id == 0) {
+      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
+    }
+    request->forwarded = true;
+    endpoint->CallAsync(st.leader_id, cluster::kJoinMethod, cluster::EncodeJoinRequest(*request),
+                        timeout_us, [reply](Result<std::string> r) {
+                          if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) {
+                            return reply(Status::Unavailable("the leader did not answer: " +
+                                                             r.status().ToString()));
+                          }
+                          reply(std::move(r));
+                        });
+    return;
+  }
+  Result<cluster::JoinDecision> decision = cluster::DecideJoin(*m->table(), *request, join_policy);
+  if (!decision.ok()) {
+    FLOE_LOG_WARN("refused the join of {}: {}",
+                  cluster::Member{.host = request->host, .port = request->port}.address(),
+                  decision.status().message());
+    return reply(SignedRefusal(decision.status(), *request));
+  }
+  if (decision->joined != 0) return FinishJoin(m, decision->joined, *request, reply, 40);
+  m->Propose(*decision->propose, [this, m, request = *request, reply](Status proposed) {
+    // Committed, refused (a concurrent commit of the same join), or unknown: the applied table
+    // says which (a retry of an unknown outcome finds the member by its token).
+    if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
+      return reply(Status::Unavailable("the join's outcome is unknown (" + proposed.ToString() +
+                                       "); retry"));
+    }
+    Result<cluster::JoinDecision> now = cluster::DecideJoin(*m->table(), request, join_policy);
+    if (!now.ok()) return reply(SignedRefusal(now.status(), request));
+    if (now->joined == 0) return reply(Status::Unavailable("the join was not committed; retry"));
+    FinishJoin(m, now->joined, request, reply, 40);
+  });
+}
+
+void ClusterNode::Impl::FinishJoin(cluster::Meta* m, net::NodeId id,
+                                   const cluster::JoinRequest& request, rpc::Reply reply,
+                                   int attempts) {
+  if (stopped.load()) return reply(Status::Unavailable("stopping"));
+  const std::string raft_address = request.host + ":" + std::to_string(request.raft_port);
+  m->AddServer(id, raft_address, consensus::Role::kLearner,
+               [this, m, id, request, reply, attempts](Status added) {
+                 // OK also when it was there already: a retry, or an add a leader change cut
+                 // off, whose spare is made a learner now (consensus::Log::AddServer).
+                 // AlreadyExists is another server at its id or address: not this join's.
+                 if (added.ok()) {
+                   FLOE_LOG_INFO(
+                       "member {} at {} joined the agreed metadata as a learner", id,
+                       cluster::Member{.host = request.host, .port = request.port}.address());
+                   cluster::JoinAnswer answer = cluster::MakeJoinAnswer(*m->table(), id);
+                   // The founders' client ports are in their HELLOs, not the table.
+                   for (const cluster::Cluster::MemberState& s : cluster->Members()) {
+                     for (cluster::TableMember& a : answer.members) {
+                       if (a.id == s.member.id && a.client_port == 0) a.client_port = s.client_port;
+                     }
+                   }
+                   // Only the secret makes an answer to this request (the joiner checks).
+                   cluster::SignJoinAnswer(&answer, request, join_policy.secret);
+                   return reply(cluster::EncodeJoinAnswer(answer));
+                 }
+                 if (added.code() == StatusCode::kAborted && attempts > 1) {
+                   // Another configuration change is in progress: again shortly, within the call.
+                   loop.PostAt(loop.NowMicros() + 25'000, [this, m, id, request, reply, attempts] {
+                     FinishJoin(m, id, request, reply, attempts - 1);
+                   });
+                   return;
+                 }
+                 reply(Status::Unavailable("adding member " + std::to_string(id) +
+                                           " to Raft: " + added.ToString() + "; retry"));
+               });
 }
 
 void ClusterNode::Impl::RefuseClusterId(const cluster::ClusterId& id) {

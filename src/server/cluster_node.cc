@@ -38,8 +38,8 @@ std::optional<dkv::Entry> ExportForCache(const store::Value& v) {
 // it could say the client left).
 constexpr int64_t kProxyIdleMs = 3600 * 1000;
 
-// Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
-// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Flags").
+}  // namespace
+
 Result<net::Faults> FaultsFromEnvironment() {
   net::Faults f;
   const char* env = std::getenv("FLOE_TEST_CLUSTER_FAULTS");
@@ -71,8 +71,6 @@ Result<net::Faults> FaultsFromEnvironment() {
   }
   return f;
 }
-
-}  // namespace
 
 int64_t ConnectedClients(const Engine& engine) {
   const ClusterNode* node = engine.cluster();
@@ -260,17 +258,45 @@ const dkv::Dkv& ClusterNode::dkv() const { return *impl_->dkv; }
 
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Config& config,
                                                         int client_port) {
-  FLOE_ASSIGN_OR_RETURN(std::vector<cluster::Member> members,
-                        cluster::ParseMembers(config.cluster));
   const std::vector<std::string> binds = BindAddresses(config.bind);
   std::string host = binds.empty() ? std::string() : binds[0];
   if (host == "localhost") host = "127.0.0.1";
   if (host == "0.0.0.0" || host == "::") host.clear();
   if (config.cluster_port == 0) {
-    return Status::InvalidArgument("--cluster needs --cluster-port: which member is this node");
+    return Status::InvalidArgument(std::string(config.join.empty() ? "--cluster" : "--join") +
+                                   " needs --cluster-port: which member is this node");
+  }
+  // Made first: a joiner takes its directory's lock (impl->meta_lock) before it asks.
+  auto impl = std::make_unique<Impl>();
+  std::vector<cluster::Member> members;
+  std::optional<cluster::JoinAnswer> joined;
+  if (!config.join.empty()) {
+    // Rule J1: the cluster gives this node its id and the member list.
+    if (!config.cluster.empty()) {
+      return Status::InvalidArgument("give --cluster (a new cluster) or --join (a running one)");
+    }
+    if (host.empty() || host.find(':') != std::string::npos) {
+      return Status::InvalidArgument(
+          "--join needs --bind with this node's IPv4 address (the members reach it there)");
+    }
+    // Every local check first: nothing is committed for a node that then cannot start.
+    FLOE_RETURN_IF_ERROR(CheckJoinerLocally(config, host, &impl->meta_lock));
+    // A restart of a joined member starts from its directory: no leader need be up.
+    FLOE_ASSIGN_OR_RETURN(joined, JoinedBefore(config, host));
+    if (joined) {
+      FLOE_LOG_INFO("member {} of cluster {}, as its directory records (joined before)", joined->id,
+                    joined->cluster_id.ToString());
+    } else {
+      FLOE_ASSIGN_OR_RETURN(joined, AskToJoin(config, host, static_cast<uint16_t>(client_port)));
+      KeepJoinAnswer(config, host, *joined);
+    }
+    members = MembersOf(*joined);
+  } else {
+    FLOE_ASSIGN_OR_RETURN(members, cluster::ParseMembers(config.cluster));
   }
   Result<net::NodeId> self =
-      cluster::FindSelf(members, host, static_cast<uint16_t>(config.cluster_port));
+      joined ? Result<net::NodeId>(joined->id)
+             : cluster::FindSelf(members, host, static_cast<uint16_t>(config.cluster_port));
   if (!self.ok()) {
     return Status::InvalidArgument("this node (" + (host.empty() ? "*" : host) + ":" +
                                    std::to_string(config.cluster_port) +
@@ -281,11 +307,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   co.members = members;
   co.self = *self;
   co.client_port = static_cast<uint16_t>(client_port);
+  co.joined = joined.has_value();
   FLOE_RETURN_IF_ERROR(cluster::ValidateOptions(co));
   FLOE_RETURN_IF_ERROR(cluster::CheckSecurity(co, config.cluster_secret));
   FLOE_ASSIGN_OR_RETURN(net::Faults faults, FaultsFromEnvironment());
 
-  auto impl = std::make_unique<Impl>();
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
   const cluster::Member& me = members[*self - 1];
@@ -305,13 +331,46 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   // could touch the member's metadata directory (which its lock guards too).
   cluster::ClusterId cluster_id;
   bool holds_log = false;
-  FLOE_RETURN_IF_ERROR(impl->PrepareMetaAtStart(config, members, *self, &cluster_id, &holds_log));
+  FLOE_RETURN_IF_ERROR(impl->PrepareMetaAtStart(config, members, *self, joined.has_value(),
+                                                &cluster_id, &holds_log));
+  if (joined) {
+    // Rule J1: it serves only from the agreed table (its balanced map is not the cluster's).
+    {
+      MutexLock lock(&impl->meta_mu);
+      if (!impl->meta_options) {
+        return Status::FailedPrecondition(
+            "a joined member needs the agreed metadata, which is off: " + impl->meta_off);
+      }
+    }
+    if (!cluster_id.empty() && cluster_id != joined->cluster_id) {
+      return Status::FailedPrecondition("this member's directory holds the log of cluster " +
+                                        cluster_id.ToString() + ", but it joined cluster " +
+                                        joined->cluster_id.ToString() +
+                                        " (give it its own --dir, or remove the directory)");
+    }
+    cluster_id = joined->cluster_id;
+    impl->recorded_id = cluster_id;
+    for (const cluster::TableMember& m : joined->members) {
+      impl->joined_client_ports[m.id] = m.client_port;
+    }
+  }
   rpc::Options o;
   o.peers = cluster::PeerIds(members, *self);
   o.secret = config.cluster_secret;
   o.down_after_us = std::min<uint64_t>(impl->timeout_us, 3'000'000);
   o.on_lease_lapse = dkv::Dkv::MakeLeaseHook(impl->dkv_slot);
   o.threads_per_class = 8;
+  // What a handler retired (a forwarded DEL's value, an invalidated copy) is freed by the I/O
+  // threads' periodic Reclaim once the handler goes idle; kept on its own list, it waited for
+  // that handler's next 1,024 retirements or 1 MiB, which an idle member may never reach.
+  o.on_idle = [] { store::Store::HandOff(); };
+  o.stranger_method = cluster::kJoinMethod;  // a joiner asks as rpc's stranger (rule J1)
+  // Only a joiner's request that proves the secret is taken (answered); the rest is dropped.
+  o.stranger_check = [secret = config.cluster_secret](std::string_view request) {
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    return cluster::StrangersJoinIsProven(request, secret, static_cast<uint64_t>(now.count()));
+  };
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   impl->cluster->SetClusterId(cluster_id);
@@ -343,6 +402,12 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
       kMetaCommitMethod, rpc::kPriorityClasses - 1,
       [raw](net::NodeId, std::string_view) { return raw->OnMetaCommit(); },
       /*runs_inline=*/true);
+  impl->join_policy =
+      cluster::JoinPolicy{.cluster_name = config.cluster_name, .secret = config.cluster_secret};
+  impl->endpoint->RegisterAsync(cluster::kJoinMethod, rpc::kPriorityClasses - 1,
+                                [raw](net::NodeId from, std::string_view req, rpc::Reply reply) {
+                                  raw->OnJoin(from, req, std::move(reply));
+                                });
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
@@ -387,11 +452,36 @@ void ClusterNode::TEST_SetGuardHook(std::function<void()> hook) {
   impl_->guard_hook = std::move(hook);
 }
 
+void ClusterNode::TEST_Join(std::string request, std::function<void(Result<std::string>)> done) {
+  impl_->OnJoin(1, request, std::move(done));
+}
+
 cluster::Meta* ClusterNode::TEST_meta() {
   MutexLock lock(&impl_->meta_mu);
   return impl_->meta.get();
 }
 const cluster::Cluster& ClusterNode::cluster() const { return *impl_->cluster; }
+std::vector<cluster::Cluster::MemberState> ClusterNode::Members() const {
+  std::vector<cluster::Cluster::MemberState> out = impl_->cluster->Members();
+  for (cluster::Cluster::MemberState& s : out) {
+    auto it = impl_->joined_client_ports.find(s.member.id);
+    if (s.client_port == 0 && it != impl_->joined_client_ports.end()) s.client_port = it->second;
+  }
+  const cluster::Meta* m = impl_->meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return out;
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  const net::NodeId last = out.empty() ? 0 : out.back().member.id;
+  for (const cluster::TableMember& t : table->members()) {
+    if (t.id <= last) continue;  // a founder (ids are never reused: a joiner's is higher)
+    out.push_back(cluster::Cluster::MemberState{
+        .member = cluster::Member{.id = t.id, .host = t.host, .port = t.port},
+        .self = t.id == impl_->cluster->self(),
+        .agreed = true,
+        .up = t.id == impl_->cluster->self() || impl_->endpoint->PeerUp(t.id),
+        .client_port = t.client_port});
+  }
+  return out;
+}
 const rpc::Stats& ClusterNode::rpc_stats() const { return impl_->endpoint->stats(); }
 const cluster::Meta* ClusterNode::meta() const {
   return impl_->meta_view.load(std::memory_order_acquire);

@@ -38,7 +38,7 @@ struct View {
 
   explicit View(const ClusterNode& node)
       : map(node.map()),
-        members(node.cluster().Members()),
+        members(node.Members()),
         self(node.self()),
         formed(node.formed()),
         serving(node.serving()) {}

@@ -99,6 +99,10 @@ constexpr Setting kSettings[] = {
      .min = 0, .max = 256, .flag = "threads",
      .help = "I/O threads; 0 = one per core but one (at least 1), leaving a core to the kernel's "
              "network stack and to clients on the same host"},
+    {.name = "join", .kind = Kind::kText, .field = &Config::join,
+     .help = "Join a running cluster through any member's cluster address, host:port (instead "
+             "of --cluster; with --cluster-port and --bind this node's IPv4 address): it owns no "
+             "slot yet and serves every key by forwarding it (docs/cluster.md, \"Adding a node\")"},
     {.name = "loglevel", .kind = Kind::kChoice, .field = &Config::loglevel,
      .default_value = "notice", .choices = kLogLevels, .runtime = true,
      .help = "debug, verbose, notice, warning or nothing"},
@@ -409,10 +413,15 @@ Status ValidateConfig(const Config& c) {
     return Status::InvalidArgument("http-bind needs at least one address (or --http-port 0)");
   }
   // The cluster settings go together: one without the other is a mistake, not a standalone node.
-  if (c.cluster.empty() && c.cluster_port != 0) {
+  if (!c.cluster.empty() && !c.join.empty()) {
+    return Status::InvalidArgument(
+        "give cluster (the members of a new cluster) or join (a member of a running one), not "
+        "both");
+  }
+  if (c.cluster.empty() && c.join.empty() && c.cluster_port != 0) {
     return Status::InvalidArgument(
         "cluster-port is set but cluster is not: give --cluster, the list of every member "
-        "(docs/cluster.md), or drop --cluster-port for a standalone node");
+        "(docs/cluster.md), or --join, or drop --cluster-port for a standalone node");
   }
   return CheckProtectedMode(c);
 }

@@ -253,6 +253,13 @@ TEST(SettingsTest, AClusterPortWithoutAClusterIsRefused) {
   EXPECT_NE(std::string(s.message()).find("--cluster"), std::string::npos) << s.ToString();
   c.cluster = "127.0.0.1:7100";
   EXPECT_TRUE(ValidateConfig(c).ok());
+  // --join instead of --cluster (docs/cluster.md, "Adding a node"), never both.
+  c.join = "127.0.0.1:7100";
+  const Status both = ValidateConfig(c);
+  EXPECT_EQ(both.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(both.message()).find("not both"), std::string::npos) << both.ToString();
+  c.cluster.clear();
+  EXPECT_TRUE(ValidateConfig(c).ok());
 }
 
 TEST(SettingsTest, LoopbackAddressesAreParsedNotMatched) {

@@ -716,7 +716,7 @@ Status Server::Run() {
   std::vector<asio::io_context*> contexts;
   for (auto& w : m.workers) contexts.push_back(&w->io);
   for (auto& f : m.front_ends) FLOE_RETURN_IF_ERROR(f->Open(*m.engine, contexts));
-  if (!m.config.cluster.empty()) {
+  if (!m.config.cluster.empty() || !m.config.join.empty()) {
     FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
   }
 

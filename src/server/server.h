@@ -104,6 +104,7 @@ struct Config {
   int64_t cluster_node_timeout;  // cluster-node-timeout, ms
   std::string cluster_secret;    // cluster-secret
   std::string dir;               // dir: the data directory (a member's Raft log)
+  std::string join;              // join: a member's host:port to join a running cluster through
   std::string import_dir;        // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
   std::string export_dir;        // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.

@@ -201,6 +201,23 @@ void EpochDomain::Poll() {
   ReclaimLocal(&local, 1);
 }
 
+void EpochDomain::HandOff() {
+  Local& local = LocalEpochState();
+  FLOE_CHECK_MSG(local.nesting == 0, "HandOff() inside a critical section");
+  if (local.limbo.empty() || local.reclaiming) return;
+  ReclaimLocal(&local, 1);  // seals the list, and frees what is already safe
+  if (local.limbo.empty()) return;
+  {
+    MutexLock lock(&orphans_mu_);
+    orphans_.insert(orphans_.end(), local.limbo.begin(), local.limbo.end());
+  }
+  local.limbo.clear();
+  local.unsealed = 0;
+  local.pending_bytes = 0;
+  local.since_reclaim = 0;
+  local.reclaim_at_bytes = kRetireBytes;
+}
+
 void EpochDomain::Barrier() {
   Local& local = LocalEpochState();
   FLOE_CHECK_MSG(local.nesting == 0, "Barrier() inside a critical section would deadlock");

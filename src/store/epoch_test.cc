@@ -72,6 +72,39 @@ TEST(EpochTest, ExitedThreadsHandOverTheirRetirements) {
   EXPECT_EQ(EpochDomain::Global().TEST_pending(), 0u);
 }
 
+// A thread that stays alive but goes idle (an RPC handler between requests) hands its
+// retirements over: another thread's Barrier frees them, and so does its Poll. Without HandOff
+// they waited in the idle thread's own list for its next batch.
+TEST(EpochTest, AnIdleThreadHandsOverItsRetirements) {
+  EpochDomain::Global().Barrier();
+  freed = 0;
+  for (const bool poll : {false, true}) {
+    const int before = freed.load();
+    std::atomic<bool> handed{false}, done{false};
+    std::thread idle([&] {
+      for (int i = 0; i < 5; i++) EpochDomain::Global().Retire(new int(i), CountFree, sizeof(int));
+      EpochDomain::Global().HandOff();
+      handed = true;
+      while (!done) std::this_thread::yield();  // alive, idle: never retires again
+    });
+    while (!handed) std::this_thread::yield();
+    if (poll) {
+      // Each Poll advances the epoch once at most: a few free them (bounded, so a miss fails).
+      for (int i = 0; i < 10000 && freed.load() < before + 5; i++) {
+        EpochDomain::Global().Poll();
+        std::this_thread::yield();
+      }
+    } else {
+      EpochDomain::Global().Barrier();
+    }
+    EXPECT_EQ(freed.load(), before + 5) << (poll ? "Poll" : "Barrier");
+    done = true;
+    idle.join();
+  }
+  // Nothing retired: nothing to do, and no lock taken.
+  EpochDomain::Global().HandOff();
+}
+
 // Issue item 4: a large retirement made inside a critical section cannot be freed there (our
 // own announcement holds the epoch back), so it is freed as soon as the outermost Guard ends
 // instead of waiting for the next batch of 1,024.

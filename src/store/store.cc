@@ -633,6 +633,7 @@ size_t Store::MemoryUsed() const {
 }
 
 void Store::Reclaim() { EpochDomain::Global().Poll(); }
+void Store::HandOff() { EpochDomain::Global().HandOff(); }
 
 void Store::Clear() {
   for (size_t i = 0; i < kShards; i++) {

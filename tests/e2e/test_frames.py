@@ -8,13 +8,12 @@ import os
 import random
 import shutil
 import subprocess
-import time
 import zlib
 
 import pytest
 import redis
 
-from conftest import missing
+from conftest import missing, wait_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DUCKDB_DIR = os.path.join(ROOT, "tests", "duckdb")
@@ -23,16 +22,6 @@ DUCKDB_DIR = os.path.join(ROOT, "tests", "duckdb")
 def pairs(reply):
     """A RESP2 map (a flat array of names and values) as a dict."""
     return dict(zip(reply[0::2], reply[1::2]))
-
-
-def wait_job(r, job_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = pairs(r.execute_command("JOB.STATUS", job_id))
-        if status["state"] != "running":
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} still running after {timeout}s")
 
 
 def import_frame(r, name, path, *options):

@@ -25,7 +25,7 @@ inline constexpr size_t kMaxHelloBytes = 128 * 1024;
 inline constexpr size_t kMaxStrangers = 16;
 
 // A node's view of the cluster, sent as a HELLO request and as its answer.
-// Payload: varint protocol_version | (version 1:) the Iced value of the fields below. Every
+// Payload: varint protocol_version | (version 2:) the Iced value of the fields below. Every
 // version of the protocol begins with the varint, so a node can always say which version a
 // peer speaks even when it cannot read the rest.
 struct Hello {

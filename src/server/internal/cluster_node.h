@@ -90,6 +90,15 @@ struct FramePutOptions {
   const std::atomic<bool>* cancel = nullptr;
 };
 
+// Rule J1, the joiner's side: asks the member at config.join (as rpc's stranger, from this
+// node's cluster port on `host`) to add this node, again every 500 ms while the answer is
+// "retry" or none, for at most `limit_us` (10 s). FailedPrecondition naming what the leader
+// refused ("cluster-name 'a', ours 'b'", "cluster secret differs (--cluster-secret)", ...);
+// Unavailable when no member answered in time. The join token is kept in the member's
+// directory (<dir>/<host>-<port>/join-token), so a restart is answered as its own join.
+Result<cluster::JoinAnswer> AskToJoin(const Config& config, const std::string& host,
+                                      uint16_t client_port, uint64_t limit_us = 10'000'000);
+
 class ClusterNode {
  public:
   struct Stats {
@@ -121,10 +130,15 @@ class ClusterNode {
   uint64_t slots_given_away_with_keys() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.
+  void TEST_Join(std::string request, std::function<void(Result<std::string>)> done);
   // Tests only, before any table gives a slot away: runs on the guard thread before each count
   // of the keys a published table gave away.
   void TEST_SetGuardHook(std::function<void()> hook);
   const cluster::Cluster& cluster() const;
+  // Every member, in id order: the founders (cluster().Members()) and then the members the
+  // agreed table added since (rule J1), which count as agreed, up as the RPC heartbeats say.
+  std::vector<cluster::Cluster::MemberState> Members() const;
   const rpc::Stats& rpc_stats() const;
   // The agreed metadata this member runs (docs/membership.md, rule M1): null until the cloud
   // forms (rule M5: Raft starts then) and when off; then meta_off() says why (a member with an

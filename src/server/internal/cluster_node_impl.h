@@ -39,11 +39,41 @@ class DirectoryLock {
   DirectoryLock(const DirectoryLock&) = delete;
   DirectoryLock& operator=(const DirectoryLock&) = delete;
   ~DirectoryLock();
+  // Takes `dir`'s LOCK; OK at once when this object holds that directory's already.
   Status Take(const std::string& dir);
 
  private:
   int fd_ = -1;
+  std::string dir_;
 };
+
+// The first 64 KiB of a file; empty when it cannot be read.
+std::string ReadSmallFile(const std::string& path);
+// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a torn
+// or empty one: a temporary file (`path`.tmp), fsync, rename, fsync of the directory.
+bool WriteFileDurably(const std::string& path, std::string_view bytes);
+// A member's metadata directory: <--dir, default floe-data>/<host>-<cluster port>.
+std::string MemberDirectory(const Config& config, const std::string& host, uint16_t port);
+// Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
+// "drop=0.05,duplicate=0.02,max_delay_us=2000" (docs/cluster.md, "Flags").
+Result<net::Faults> FaultsFromEnvironment();
+// A joiner's own checks (rule J1), all before it asks, so the cluster commits no member that
+// then cannot start: the options and --join, a secret off loopback (CheckSecurity), an address
+// the agreed metadata runs on, a free Raft port, $FLOE_TEST_CLUSTER_FAULTS, its directory's
+// LOCK, taken into `lock`, and the directory's identity (a log there is this member's: one of
+// another cluster, or of a founder, would stop the start after the join was committed).
+Status CheckJoinerLocally(const Config& config, const std::string& host, DirectoryLock* lock);
+// A joined member's restart (rule J1): when its directory says it joined this cluster at this
+// address, holds a log, and keeps the answer it joined with, that answer (the member starts
+// from it and its log, asking nobody); nullopt when it must ask. Unavailable for a kept answer
+// that is damaged or not this directory's.
+Result<std::optional<cluster::JoinAnswer>> JoinedBefore(const Config& config,
+                                                        const std::string& host);
+// Keeps `answer` in the member's directory for JoinedBefore (a warning when it cannot).
+void KeepJoinAnswer(const Config& config, const std::string& host,
+                    const cluster::JoinAnswer& answer);
+// The members of `answer`, as a member list (ids, addresses).
+std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
@@ -141,12 +171,35 @@ struct ClusterNode::Impl {
 
   // At start, before formation: checks the metadata directory and the Raft port, and keeps the
   // options Raft starts with (or why it is off); *cluster_id and *holds_log as PrepareMeta's.
+  // `joined`: the member joined a running cluster (rule J1): no bootstrap configuration, no
+  // founders, and its directory is its own ("joined as <address>", not the member list).
   Status PrepareMetaAtStart(const Config& config, const std::vector<cluster::Member>& members,
-                            net::NodeId self, cluster::ClusterId* cluster_id, bool* holds_log);
+                            net::NodeId self, bool joined, cluster::ClusterId* cluster_id,
+                            bool* holds_log);
+  // A joined member's view of the others' client ports, from the leader's answer (founders'
+  // come from their HELLOs, which it never exchanges); fixed after Start.
+  std::map<net::NodeId, uint16_t> joined_client_ports;
   void StartMeta();
   // On the Raft thread, after each applied change: the table's cluster id into HELLO and the
   // directory (rule M5).
   void OnTable(const std::shared_ptr<const cluster::Table>& table);
+  // Rule J1: what the leader compares a JOIN with (the node's cluster name and secret).
+  cluster::JoinPolicy join_policy;
+  // The answer to kJoinMethod (RPC 101): a member that does not lead forwards the request to the
+  // leader once; the leader checks it, commits AddMember and adds the node to Raft as a learner.
+  void OnJoin(net::NodeId from, std::string_view request, rpc::Reply reply);
+  // On the leader: adds member `id` (of `request`) to Raft as a learner, then answers; a
+  // configuration change in progress is retried (`attempts` left). Runs on the Raft thread or
+  // the loop, so it takes `m` (which lives as long as the node) and never meta_mu: the loop
+  // holds meta_mu while it stops Raft (RefuseClusterId), which joins the Raft thread.
+  // A leader's FailedPrecondition to `request`, with the refusal's MAC (SignJoinRefusal).
+  Status SignedRefusal(const Status& refusal, const cluster::JoinRequest& request) const;
+  void FinishJoin(cluster::Meta* m, net::NodeId id, const cluster::JoinRequest& request,
+                  rpc::Reply reply, int attempts);
+  // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
+  // loop thread touches it (OnTable posts there: the transport's SetPeer runs on the loop).
+  std::map<net::NodeId, cluster::Member> table_peers;
+  void FollowMembers(std::vector<cluster::Member> members);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};

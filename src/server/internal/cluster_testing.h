@@ -101,14 +101,19 @@ class InProcessCluster {
     nodes_[i].reset();
     engines_[i].reset();
   }
-  // Starts member i (again, after Kill: a new life with the same ports).
-  Status Start(size_t i) {
+  // Member i's settings.
+  Config MemberConfig(size_t i) const {
     Config c = options_.base;
     c.bind = "127.0.0.1";
     c.cluster = list_;
     c.cluster_port = ports_[i];
     c.cluster_node_timeout = options_.timeout_ms;
     c.dir = dir_.path();
+    return c;
+  }
+  // Starts member i (again, after Kill: a new life with the same ports).
+  Status Start(size_t i) {
+    Config c = MemberConfig(i);
     engines_[i] = std::make_unique<Engine>(c, 1);
     Result<std::unique_ptr<ClusterNode>> n =
         ClusterNode::Start(engines_[i].get(), c, options_.first_client_port + static_cast<int>(i));

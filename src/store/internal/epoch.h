@@ -106,8 +106,17 @@ class EpochDomain {
   // for the next batch. Must not be called inside a critical section.
   void Poll();
 
-  // Waits until everything retired before the call by any thread has been freed. For tests and
-  // orderly shutdown; it spins while other threads stay inside critical sections.
+  // Frees what of this thread's retirements is safe, and hands the rest, sealed, to the shared
+  // list that every thread's Poll frees from (as a thread that exits does). For threads that go
+  // idle without polling (the RPC handler pools): what they retired would otherwise wait for
+  // their next batch. Cheap when nothing is waiting. Must not be called inside a critical
+  // section.
+  void HandOff();
+
+  // Waits until everything retired before the call by this thread, and everything handed over
+  // to the shared list (by threads that exited or went idle: HandOff), has been freed. Another
+  // thread's own list is not its to free. For tests and orderly shutdown; it spins while other
+  // threads stay inside critical sections.
   void Barrier();
 
   // B of the essay, as TryAdvance runs it: what makes a reader's announcement (Enter, which has

@@ -1,0 +1,102 @@
+// The handler threads of one RPC priority class (private to src/rpc: endpoint.cc). Thread-safe.
+
+#ifndef FLOE_RPC_INTERNAL_HANDLER_POOL_H_
+#define FLOE_RPC_INTERNAL_HANDLER_POOL_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "base/base.h"
+
+namespace floe::rpc::internal {
+
+// The priority class of the handler running on this thread; -1 elsewhere.
+inline thread_local int tl_class = -1;
+
+// A pool of threads for one priority class. An idle thread sleeps on a futex word (C++20
+// atomic wait) rather than a condition_variable_any, whose internal mutex cost two more system
+// calls per hand-off when the loop and the woken thread met on it.
+class HandlerPool {
+ public:
+  HandlerPool(int priority, int threads, std::function<void()> on_idle)
+      : on_idle_(std::move(on_idle)) {
+    for (int i = 0; i < threads; i++) {
+      threads_.emplace_back([this, priority] {
+        tl_class = priority;
+        bool worked = false;  // since on_idle_ last ran
+        for (;;) {
+          mu_.Lock();
+          while (jobs_.empty() && !stop_) {
+            if (worked && on_idle_) {
+              // Out of work, before sleeping: once, outside the lock, then look again.
+              worked = false;
+              mu_.Unlock();
+              on_idle_();
+              mu_.Lock();
+              continue;
+            }
+            sleepers_++;
+            const uint32_t seen = wakes_.load(std::memory_order_acquire);
+            mu_.Unlock();
+            wakes_.wait(seen, std::memory_order_acquire);
+            mu_.Lock();
+            sleepers_--;
+          }
+          if (jobs_.empty()) {
+            mu_.Unlock();
+            return;
+          }
+          std::function<void()> job = std::move(jobs_.front());
+          jobs_.pop_front();
+          mu_.Unlock();
+          job();
+          worked = true;
+        }
+      });
+    }
+  }
+  ~HandlerPool() { Stop(); }
+  void Add(std::function<void()> job) {
+    bool wake;
+    {
+      MutexLock lock(&mu_);
+      jobs_.push_back(std::move(job));
+      wake = sleepers_ > 0;
+    }
+    // Outside the lock, so the woken thread does not block on it at once.
+    if (wake) {
+      wakes_.fetch_add(1, std::memory_order_release);
+      wakes_.notify_one();
+    }
+  }
+  void Stop() {
+    {
+      MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    wakes_.fetch_add(1, std::memory_order_release);
+    wakes_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  const std::function<void()> on_idle_;
+  Mutex mu_;
+  // Bumped to wake sleepers; a sleeper reads it under mu_ before it releases mu_, so a job
+  // added after that changes it and the wait returns at once (no lost wake-up).
+  std::atomic<uint32_t> wakes_{0};
+  std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
+  int sleepers_ FLOE_GUARDED_BY(mu_) = 0;
+  bool stop_ FLOE_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace floe::rpc::internal
+
+#endif  // FLOE_RPC_INTERNAL_HANDLER_POOL_H_
