@@ -42,7 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: {
       floe::Result<PutChunksRequest> r = DecodePutChunks(bytes);
       if (!r.ok()) return 0;
-      if (r->columns == 0 || r->chunks.empty() || r->header_slot >= 16384 || r->group >= 16384) {
+      if (r->columns == 0 || r->columns > kMaxFrameColumns || r->chunks.empty() ||
+          r->chunks.size() > kMaxFrameChunks || r->header_slot >= 16384 || r->group >= 16384) {
         std::abort();
       }
       for (const ChunkPut& c : r->chunks) {
@@ -71,7 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 2: {
       floe::Result<std::vector<std::string_view>> r = DecodeChunkColumns(bytes);
       if (!r.ok()) return 0;
-      if (r->empty()) std::abort();
+      if (r->empty() || r->size() > kMaxFrameColumns) std::abort();
       CheckColumns(*r);
       const std::string enc = EncodeChunkColumns(*r);
       floe::Result<std::vector<std::string_view>> again = DecodeChunkColumns(enc);
@@ -81,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3: {
       floe::Result<FrameIdsRequest> r = DecodeFrameIds(bytes);
       if (!r.ok()) return 0;
-      if (r->ids.size() > bytes.size()) std::abort();
+      if (r->ids.size() > bytes.size() || r->ids.size() > kMaxFrameIds) std::abort();
       floe::Result<FrameIdsRequest> again = DecodeFrameIds(EncodeFrameIds(*r));
       if (!again.ok() || again->map_version != r->map_version || again->ids != r->ids) {
         std::abort();
@@ -91,10 +92,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 5: {
       floe::Result<FrameHeader> r = DecodeFrameHeader(bytes);
       if (!r.ok()) return 0;
-      if (r->columns.empty() || r->group >= 16384) std::abort();
+      if (r->columns.empty() || r->columns.size() > kMaxFrameColumns ||
+          r->chunks.size() > kMaxFrameChunks || r->group >= 16384) {
+        std::abort();
+      }
+      uint64_t domain_values = 0;
       for (const FrameHeader::Column& c : r->columns) {
         if (c.name.empty() || c.na_count > r->rows()) std::abort();
+        domain_values += c.domain.size();
       }
+      if (domain_values > kMaxHeaderDomainValues) std::abort();
       const std::string enc = EncodeFrameHeader(*r);
       floe::Result<FrameHeader> again = DecodeFrameHeader(enc);
       if (!again.ok() || EncodeFrameHeader(*again) != enc) std::abort();

@@ -114,18 +114,20 @@ Result<std::shared_ptr<const ChunkStore::Chunk>> ChunkStore::Get(uint64_t frame_
 uint64_t ChunkStore::Drop(const std::vector<uint64_t>& frame_ids) {
   uint64_t dropped = 0;
   int64_t chunks = 0, charge = 0;
-  std::vector<Set> gone;  // freed outside the lock
-  {
-    MutexLock lock(&mu_);
-    for (uint64_t id : frame_ids) {
+  // The lock is taken for one id at a time (a peer's list holds up to kMaxFrameIds), and each
+  // set is freed outside it.
+  for (uint64_t id : frame_ids) {
+    Set gone;
+    {
+      MutexLock lock(&mu_);
       auto s = sets_.find(id);
       if (s == sets_.end()) continue;
-      dropped++;
-      chunks += static_cast<int64_t>(s->second.chunks.size());
-      charge += s->second.charge;
-      gone.push_back(std::move(s->second));
+      gone = std::move(s->second);
       sets_.erase(s);
     }
+    dropped++;
+    chunks += static_cast<int64_t>(gone.chunks.size());
+    charge += gone.charge;
   }
   Account(-chunks, -charge);
   return dropped;

@@ -3,6 +3,7 @@
 
 #include "server/internal/frame_cluster.h"
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -93,9 +94,14 @@ Result<std::string> ClusterNode::Impl::OnFrameIdsLive(std::string_view request) 
   std::vector<FrameIdState> states;
   states.reserve(req.ids.size());
   Engine::FrameTotals& t = *engine->frame_totals();
-  {
+  // At most kMaxFrameIds ids (the decoder's cap), looked up 1,024 at a time so that a long list
+  // holds ids_mu (which every frame value's birth and death takes) for short spells only.
+  constexpr size_t kIdsPerLock = 1024;
+  for (size_t at = 0; at < req.ids.size(); at += kIdsPerLock) {
     MutexLock lock(&t.ids_mu);
-    for (uint64_t id : req.ids) {
+    const size_t end = std::min(req.ids.size(), at + kIdsPerLock);
+    for (size_t i = at; i < end; i++) {
+      const uint64_t id = req.ids[i];
       if (t.live_ids.contains(id)) {
         states.push_back(FrameIdState::kLive);
       } else if (t.importing_ids.contains(id)) {
@@ -116,11 +122,21 @@ void ClusterNode::Impl::SweepTick(ClusterNode* node) {
 
 void ClusterNode::SweepChunks(std::function<void(uint64_t dropped)> done) {
   const cluster::SlotMap& map = impl_->Routes();
-  // The sets here by the home of their header slot.
-  std::map<net::NodeId, std::vector<uint64_t>> by_home;
-  for (const auto& [id, slot] : impl_->chunks->Sets()) {
-    const net::NodeId home = map.Home(slot);
-    if (home != 0) by_home[home].push_back(id);
+  // The sets here by the home of their header slot, in requests of at most kMaxFrameIds ids
+  // (rule 3 of frame_rpc.h).
+  std::vector<std::pair<net::NodeId, std::vector<uint64_t>>> by_home;
+  {
+    std::map<net::NodeId, size_t> open;  // each home's request being filled
+    for (const auto& [id, slot] : impl_->chunks->Sets()) {
+      const net::NodeId home = map.Home(slot);
+      if (home == 0) continue;
+      auto it = open.find(home);
+      if (it == open.end() || by_home[it->second].second.size() >= kMaxFrameIds) {
+        by_home.emplace_back(home, std::vector<uint64_t>());
+        it = open.insert_or_assign(home, by_home.size() - 1).first;
+      }
+      by_home[it->second].second.push_back(id);
+    }
   }
   if (by_home.empty()) return done(0);
   struct Sweep {

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -29,8 +30,58 @@
 #include "store/internal/epoch.h"
 #include "wire/wire.h"
 
+// tcmalloc's hooks, present when the test links it (not under a sanitizer): the bytes this
+// thread allocates, at the allocator's own sizes.
+extern "C" {
+typedef void (*MallocHook_NewHook)(const void* ptr, size_t size);
+typedef void (*MallocHook_DeleteHook)(const void* ptr);
+int MallocHook_AddNewHook(MallocHook_NewHook hook) __attribute__((weak));
+int MallocHook_RemoveNewHook(MallocHook_NewHook hook) __attribute__((weak));
+int MallocHook_AddDeleteHook(MallocHook_DeleteHook hook) __attribute__((weak));
+int MallocHook_RemoveDeleteHook(MallocHook_DeleteHook hook) __attribute__((weak));
+size_t MallocExtension_GetAllocatedSize(const void* p) __attribute__((weak));
+}
+
 namespace floe::server::internal {
 namespace {
+
+// Counts what this thread allocates while it lives: every allocation's bytes (allocated()), and
+// those less the bytes it frees (held()). Tests call Available() first and skip without it.
+class ThreadAllocations {
+ public:
+  static bool Available() {
+    return MallocHook_AddNewHook != nullptr && MallocExtension_GetAllocatedSize != nullptr;
+  }
+  ThreadAllocations() {
+    MallocHook_AddNewHook(&OnNew);
+    MallocHook_AddDeleteHook(&OnDelete);
+    current_ = this;
+  }
+  ~ThreadAllocations() {
+    current_ = nullptr;
+    MallocHook_RemoveNewHook(&OnNew);
+    MallocHook_RemoveDeleteHook(&OnDelete);
+  }
+  ThreadAllocations(const ThreadAllocations&) = delete;
+  ThreadAllocations& operator=(const ThreadAllocations&) = delete;
+  int64_t allocated() const { return allocated_; }
+  int64_t held() const { return held_; }
+
+ private:
+  static void OnNew(const void* p, size_t) {
+    if (current_ == nullptr || p == nullptr) return;
+    const auto n = static_cast<int64_t>(MallocExtension_GetAllocatedSize(p));
+    current_->allocated_ += n;
+    current_->held_ += n;
+  }
+  static void OnDelete(const void* p) {
+    if (current_ == nullptr || p == nullptr) return;
+    current_->held_ -= static_cast<int64_t>(MallocExtension_GetAllocatedSize(p));
+  }
+  static thread_local ThreadAllocations* current_;
+  int64_t allocated_ = 0, held_ = 0;
+};
+thread_local ThreadAllocations* ThreadAllocations::current_ = nullptr;
 
 cluster::SlotMap MapOf(int n) {
   std::string list;
@@ -222,6 +273,111 @@ TEST(FrameRpcTest, TheOtherMessagesRoundTripAndRefuseTruncations) {
   EXPECT_EQ(*sd, st);
   EXPECT_FALSE(DecodeFrameIdStates(EncodeFrameIdStates(st), 2).ok());
   EXPECT_FALSE(DecodeFrameIdStates("\x03", 1).ok());
+}
+
+// D12: every count a peer gives is checked against an absolute cap (kMaxFrameIds,
+// kMaxFrameColumns, kMaxFrameChunks, kMaxHeaderDomainValues) as well as against its bytes, and
+// nothing is sized from a count: a small message claiming a huge count is Corruption having
+// allocated next to nothing, and a message holding one more than a cap is refused.
+TEST(FrameRpcTest, HugeCountsAreRefusedWithoutAllocating) {
+  const std::string zeros(1 << 20, '\0');
+  // Decodes `msg` with `decode`, expecting Corruption with at most `most` bytes allocated.
+  auto refused = [](auto decode, const std::string& msg, int64_t most) {
+    int64_t allocated = 0;
+    StatusCode code = StatusCode::kOk;
+    {
+      std::optional<ThreadAllocations> count;
+      if (ThreadAllocations::Available()) count.emplace();
+      code = decode(msg).status().code();
+      if (count) allocated = count->allocated();
+    }
+    EXPECT_LE(allocated, most) << "bytes allocated decoding a message of " << msg.size();
+    return code == StatusCode::kCorruption;
+  };
+  auto message = [](const std::vector<uint64_t>& varints, std::string_view tail) {
+    std::string out;
+    wire::Writer w(&out);
+    for (uint64_t v : varints) w.PutVarint64(v);
+    out += tail;
+    return out;
+  };
+
+  // DROP_CHUNKS / FRAME_IDS_LIVE: 2^31 ids in 16 bytes; 2^20 ids present (a byte each); one id
+  // more than the cap; the cap itself is taken.
+  EXPECT_TRUE(refused(DecodeFrameIds, message({1, uint64_t{1} << 31}, zeros.substr(0, 16)), 4096));
+  EXPECT_TRUE(refused(DecodeFrameIds, message({1, uint64_t{1} << 20}, zeros), 4096));
+  EXPECT_TRUE(refused(DecodeFrameIds,
+                      message({1, kMaxFrameIds + 1}, zeros.substr(0, kMaxFrameIds + 1)), 4096));
+  Result<FrameIdsRequest> ids =
+      DecodeFrameIds(message({1, kMaxFrameIds}, zeros.substr(0, kMaxFrameIds)));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ(ids->ids.size(), kMaxFrameIds);
+  EXPECT_FALSE(DecodeFrameIdStates(std::string(kMaxFrameIds + 1, '\0'), kMaxFrameIds + 1).ok());
+
+  // PUT_CHUNKS: one column more than the cap, each column a chunk header's bytes; 2^15 chunks
+  // claimed in their smallest bytes, the second one bad (nothing sized from the count).
+  const std::string column(frame::kChunkHeaderBytes, '\0');
+  std::string wide = message({1, 2}, "");
+  wide += std::string("\0\0\0\0", 4);  // group, header slot
+  {
+    wire::Writer w(&wide);
+    w.PutVarint64(kMaxFrameColumns + 1);
+    w.PutVarint64(1);
+    w.PutVarint64(0);
+    for (uint64_t c = 0; c <= kMaxFrameColumns; c++) w.PutLengthPrefixed(column);
+  }
+  EXPECT_TRUE(refused(DecodePutChunks, wide, 4096));
+  std::string cut = message({1, 2}, std::string("\0\0\0\0", 4));
+  {
+    wire::Writer w(&cut);
+    w.PutVarint64(1);
+    w.PutVarint64(uint64_t{1} << 15);
+    w.PutVarint64(0);
+    w.PutVarint64(1000);  // a column longer than the message
+  }
+  cut += zeros.substr(0, (uint64_t{1} << 15) * 18);
+  EXPECT_TRUE(refused(DecodePutChunks, cut, 4096));
+
+  // GET_CHUNK's answer: one column more than the cap.
+  std::string answer;
+  {
+    wire::Writer w(&answer);
+    w.PutVarint64(kMaxFrameColumns + 1);
+    for (uint64_t c = 0; c <= kMaxFrameColumns; c++) w.PutLengthPrefixed(column);
+  }
+  EXPECT_TRUE(refused(DecodeChunkColumns, answer, 4096));
+
+  // A header: the cap's columns claimed in 1 MiB, the first of an unknown type; one column more
+  // than the cap, all good; a domain of 2^20 values claimed, the second cut short; 2^18 chunks
+  // claimed, the first too long.
+  const std::string head = message({42}, std::string("\x07\0", 2));
+  auto col = [](const std::string& name, uint8_t type, uint64_t domain) {
+    std::string out;
+    wire::Writer w(&out);
+    w.PutLengthPrefixed(name);
+    w.PutU8(type);
+    w.PutVarint64(domain);
+    return out;
+  };
+  const auto real = static_cast<uint8_t>(frame::ColumnType::kReal);
+  const auto cat = static_cast<uint8_t>(frame::ColumnType::kCategorical);
+  EXPECT_TRUE(refused(DecodeFrameHeader,
+                      head + message({kMaxFrameColumns}, col("a", 99, 0)) + zeros, 4096));
+  std::string wide_header = head + message({kMaxFrameColumns + 1}, "");
+  for (uint64_t c = 0; c <= kMaxFrameColumns; c++) {
+    wide_header += col("c" + std::to_string(c), real, 0) + std::string(1, '\0');
+  }
+  wide_header += std::string(1, '\0');  // no chunk
+  EXPECT_TRUE(refused(DecodeFrameHeader, wide_header, 4096));
+  EXPECT_TRUE(refused(DecodeFrameHeader,
+                      head + message({1}, col("a", cat, uint64_t{1} << 20)) +
+                          message({1, 'x', 0x7fffffff}, "") + zeros,
+                      4096));
+  EXPECT_TRUE(refused(DecodeFrameHeader,
+                      head + message({1}, col("a", real, 0) + std::string(1, '\0')) +
+                          message({uint64_t{1} << 18, uint64_t{frame::kMaxChunkRows} + 1}, "") +
+                          zeros,
+                      4096));
 }
 
 void SetMaxMemory(Engine& engine, int64_t bytes) {
@@ -953,6 +1109,35 @@ TEST_F(FrameClusterTest, DroppedFramesLeaveNoChunks) {
   EXPECT_EQ(sweep_all(), 3u);
   EXPECT_TRUE(no_chunks_anywhere());
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(cluster_.engine(i).ChunkStoreBytes(), 0) << i;
+}
+
+// D10, D12: a member holding more chunk sets than one FRAME_IDS_LIVE may name asks in batches
+// of kMaxFrameIds, and the sweep still drops every orphan; a request naming more is refused.
+TEST_F(FrameClusterTest, ASweepAsksInBatchesOfTheCap) {
+  const std::string bytes = Numbers({1});
+  const uint16_t header_slot = cluster::KeySlot(cluster_.KeyAt(1, "f"));
+  ChunkStore& store = cluster_.node(0).chunks();
+  const uint64_t sets = kMaxFrameIds + 10;
+  for (uint64_t id = 1; id <= sets; id++) {
+    PutChunksRequest r;
+    r.frame_id = id;
+    r.header_slot = header_slot;
+    r.columns = 1;
+    r.chunks.push_back({.index = 0, .columns = {bytes}});
+    ASSERT_TRUE(store.Put(r, [](uint16_t) { return true; }).ok());
+  }
+  EXPECT_EQ(Sweep(cluster_.node(0)), 0u);
+  EXPECT_EQ(Sweep(cluster_.node(0)), sets);
+  EXPECT_TRUE(store.Sets().empty());
+
+  FrameIdsRequest q{.map_version = version(), .ids = {}};
+  for (uint64_t id = 1; id <= kMaxFrameIds + 1; id++) q.ids.push_back(id);
+  for (uint16_t method : {kFrameIdsLiveMethod, kDropChunksMethod}) {
+    EXPECT_EQ(CallFrame(cluster_.node(0), cluster_.node(1).self(), method, EncodeFrameIds(q))
+                  .status()
+                  .code(),
+              StatusCode::kCorruption);
+  }
 }
 
 // ---- The frame commands in a cluster, the refusal lifted for the test ----

@@ -28,12 +28,12 @@ void PutColumns(wire::Writer& w, const std::vector<std::string_view>& columns) {
 
 // `n` columns, each at least a chunk header and at most kMaxChunkColumnBytes.
 Status GetColumns(wire::Reader& r, uint64_t n, std::vector<std::string_view>* out) {
-  // Each column takes at least a chunk header's bytes and its length: checked against the
-  // bytes present before the vector is sized.
-  if (n > r.remaining() / (frame::kChunkHeaderBytes + 1)) {
+  // Each column takes at least a chunk header's bytes and its length: checked against the cap
+  // and the bytes present before the vector is sized.
+  if (n > kMaxFrameColumns || n > r.remaining() / (frame::kChunkHeaderBytes + 1)) {
     return Status::Corruption("frame message: more columns than its bytes hold");
   }
-  out->reserve(static_cast<size_t>(n));
+  out->reserve(static_cast<size_t>(n));  // at most 2^14, and 16 bytes for a column's 17
   for (uint64_t i = 0; i < n; i++) {
     std::string_view c;
     FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&c, kMaxChunkColumnBytes));
@@ -79,16 +79,20 @@ Result<PutChunksRequest> DecodePutChunks(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.header_slot));
   if (q.header_slot >= kSlotCount) return Status::Corruption("PUT_CHUNKS: header slot >= 16384");
   FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.columns));
-  if (q.columns == 0) return Status::Corruption("PUT_CHUNKS: no column");
+  if (q.columns == 0 || q.columns > kMaxFrameColumns) {
+    return Status::Corruption("PUT_CHUNKS: no column, or more than 16384");
+  }
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   // A chunk takes at least its index and its columns' bytes.
   const uint64_t min_chunk = 1 + uint64_t{q.columns} * (frame::kChunkHeaderBytes + 1);
-  if (n == 0 || n > r.remaining() / min_chunk) {
+  if (n == 0 || n > kMaxFrameChunks || n > r.remaining() / min_chunk) {
     return Status::Corruption("PUT_CHUNKS: chunk count does not match its bytes");
   }
-  q.chunks.resize(static_cast<size_t>(n));
-  for (ChunkPut& c : q.chunks) {
+  // Grown as parsed: a chunk in memory (56 bytes and its columns' views) is under 4 times its
+  // smallest encoding (18 bytes).
+  for (uint64_t i = 0; i < n; i++) {
+    ChunkPut& c = q.chunks.emplace_back();
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.index));
     FLOE_RETURN_IF_ERROR(GetColumns(r, q.columns, &c.columns));
   }
@@ -155,14 +159,22 @@ Result<FrameIdsRequest> DecodeFrameIds(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
-  if (n > r.remaining()) return Status::Corruption("frame ids: count does not match its bytes");
-  q.ids.resize(static_cast<size_t>(n));
-  for (uint64_t& id : q.ids) FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
+  // At most kMaxFrameIds (512 KiB in memory), each at least a byte of the message.
+  if (n > kMaxFrameIds || n > r.remaining()) {
+    return Status::Corruption("frame ids: more than 65536, or more than its bytes hold");
+  }
+  q.ids.reserve(static_cast<size_t>(n));
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t id = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
+    q.ids.push_back(id);
+  }
   FLOE_RETURN_IF_ERROR(Leftover(r));
   return q;
 }
 
 std::string EncodeFrameIdStates(const std::vector<FrameIdState>& states) {
+  // An answer to at most kMaxFrameIds ids: at most 64 KiB.
   std::string out;
   out.reserve(states.size());
   for (FrameIdState s : states) out.push_back(static_cast<char>(s));
@@ -170,7 +182,9 @@ std::string EncodeFrameIdStates(const std::vector<FrameIdState>& states) {
 }
 
 Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, size_t n) {
-  if (bytes.size() != n) return Status::Corruption("FRAME_IDS_LIVE answer: wrong count");
+  if (bytes.size() != n || n > kMaxFrameIds) {
+    return Status::Corruption("FRAME_IDS_LIVE answer: wrong count");
+  }
   std::vector<FrameIdState> out;
   out.reserve(n);
   for (char c : bytes) {
@@ -220,13 +234,16 @@ Result<FrameHeader> DecodeFrameHeader(std::string_view bytes) {
   if (h.group >= kSlotCount) return Status::Corruption("frame header: group >= 16384");
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
-  // A column takes at least 4 bytes (name length and byte, type, domain size, NA count).
-  if (n == 0 || n > r.remaining() / 4) {
+  // A column takes at least 5 bytes (name length and byte, type, domain size, NA count).
+  if (n == 0 || n > kMaxFrameColumns || n > r.remaining() / 5) {
     return Status::Corruption("frame header: column count does not match its bytes");
   }
-  h.columns.resize(static_cast<size_t>(n));
   std::set<std::string_view> names;
-  for (FrameHeader::Column& c : h.columns) {
+  uint64_t domain_values = 0;  // every column's, at most kMaxHeaderDomainValues
+  // Columns, domains and chunks are grown as parsed, never sized from a count: what they hold
+  // in memory follows the bytes present.
+  for (uint64_t i = 0; i < n; i++) {
+    FrameHeader::Column& c = h.columns.emplace_back();
     std::string_view name;
     FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&name));
     if (name.empty() || !names.insert(name).second) {
@@ -239,24 +256,24 @@ Result<FrameHeader> DecodeFrameHeader(std::string_view bytes) {
     }
     uint64_t d = 0;
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&d));
-    if (d > r.remaining() || d > frame::kMaxDomain ||
+    if (d > r.remaining() || d > kMaxHeaderDomainValues - domain_values ||
         (d > 0 && c.type != static_cast<uint8_t>(frame::ColumnType::kCategorical))) {
       return Status::Corruption("frame header: a domain that does not fit its column or bytes");
     }
-    c.domain.resize(static_cast<size_t>(d));
-    for (std::string& v : c.domain) {
+    domain_values += d;
+    for (uint64_t j = 0; j < d; j++) {
       std::string_view s;
       FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&s));
-      v = std::string(s);
+      c.domain.emplace_back(s);
     }
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.na_count));
   }
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
-  if (n > r.remaining() / 3) {
+  if (n > kMaxFrameChunks || n > r.remaining() / 3) {
     return Status::Corruption("frame header: chunk count does not match its bytes");
   }
-  h.chunks.resize(static_cast<size_t>(n));
-  for (FrameHeader::Chunk& c : h.chunks) {
+  for (uint64_t i = 0; i < n; i++) {
+    FrameHeader::Chunk& c = h.chunks.emplace_back();
     FLOE_RETURN_IF_ERROR(r.GetVarint32(&c.rows));
     if (c.rows > frame::kMaxChunkRows) return Status::Corruption("frame header: chunk too long");
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.compressed_bytes));

@@ -7,10 +7,13 @@
 //   2. Every request carries the sender's slot map version; a member whose version differs
 //      refuses it (WrongHome, naming both), as the DKV does (rule D12).
 //   3. The decoders are strict and bounded (rule D12, fuzz/frame_rpc_fuzz.cc): a message of at
-//      most kMaxFrameRpcBytes, every count checked against the bytes present before anything is
-//      sized, every column's bytes at least a chunk header (frame::kChunkHeaderBytes) and at
-//      most kMaxChunkColumnBytes, nothing left over. Corruption otherwise, never a crash. The
-//      decoded requests hold views into the bytes they were decoded from.
+//      most kMaxFrameRpcBytes, every count checked against an absolute cap (kMaxFrameIds,
+//      kMaxFrameColumns, kMaxFrameChunks, kMaxHeaderDomainValues) and against the bytes
+//      present at each element's smallest encoding before anything is sized, vectors grown as
+//      elements are parsed (never sized from a peer's count), every column's bytes at least a
+//      chunk header (frame::kChunkHeaderBytes) and at most kMaxChunkColumnBytes, nothing left
+//      over. Corruption otherwise, never a crash. The decoded requests hold views into the
+//      bytes they were decoded from.
 //
 // Thread rules: pure functions and values.
 
@@ -38,6 +41,16 @@ inline constexpr uint16_t kFrameIdsLiveMethod = 315;
 // Rule 3's bounds.
 inline constexpr uint64_t kMaxFrameRpcBytes = uint64_t{1} << 30;
 inline constexpr uint64_t kMaxChunkColumnBytes = uint64_t{1} << 30;
+// Per message: ids of one DROP_CHUNKS or FRAME_IDS_LIVE (the sweep asks in batches of at most
+// this many), columns of a header, a PUT_CHUNKS or a GET_CHUNK answer (an import makes at most
+// parse::ParseLimits::max_columns, 10,000), chunks of a header or a PUT_CHUNKS (an import makes
+// at most 2^18 files' chunks plus a chunk per range and per 4 MiB cut: far fewer), and domain
+// values of a header, every column's together (an import holds at most max_domain_bytes, 4 GiB,
+// of domains at FrameBuilder::kDomainEntryBytes, 96, a value at least: under 2^26).
+inline constexpr uint64_t kMaxFrameIds = uint64_t{1} << 16;
+inline constexpr uint64_t kMaxFrameColumns = uint64_t{1} << 14;
+inline constexpr uint64_t kMaxFrameChunks = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxHeaderDomainValues = uint64_t{1} << 26;
 // The slot count ChunkSlot maps onto (cluster::kSlots).
 inline constexpr uint32_t kChunkSlotBits = 14;
 
