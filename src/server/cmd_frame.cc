@@ -154,12 +154,15 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
 
 Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
                         std::shared_ptr<ChunkDropper> dropper) {
-  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header, std::move(dropper));
+  // Held here until the put is decided: armed only once stored, so a refused header (the key
+  // exists, OOM, a bad key) never drops the chunks of the frame whose id it carries.
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header);
+  const uint64_t id = header.id;
   const size_t charge = HeaderCharge(header);
   FrameHolder holder{.frame = nullptr,
                      .header = std::make_shared<const FrameHeader>(std::move(header)),
                      .header_charge = charge,
-                     .tally = std::move(tally)};
+                     .tally = tally};
   const int64_t limit = engine.maxmemory();
   const uint64_t bytes = holder.MemoryBytes();
   if (limit > 0 &&
@@ -182,8 +185,27 @@ Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader heade
     if (!replace && Live(cur, now_ms) != nullptr) {
       return Status(StatusCode::kAlreadyExists, kFrameTargetExists);
     }
+    // An id is live under one key at most (D2): the values holding it now, less this header's
+    // own tally and the value it replaces if that holds the same id, must be none.
+    uint64_t cur_id = 0;
+    if (cur != nullptr && cur->type() == kFrameType) {
+      if (Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*cur); cell.ok()) {
+        cur_id = (*cell)->Read([](const FrameHolder& h) { return h.id(); });
+      }
+    }
+    int holders = 0;
+    {
+      MutexLock lock(&engine.frame_totals()->ids_mu);
+      auto it = engine.frame_totals()->live_ids.find(id);
+      if (it != engine.frame_totals()->live_ids.end()) holders = it->second;
+    }
+    if (holders - 1 - (cur_id == id ? 1 : 0) > 0) {
+      return Status(StatusCode::kAlreadyExists,
+                    "ERR frame id " + std::to_string(id) + " is live under another key");
+    }
     return Mutation::Put(v);
   }));
+  tally->Arm(std::move(dropper));
   return Status::OK();
 }
 

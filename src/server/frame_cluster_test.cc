@@ -1111,6 +1111,82 @@ TEST_F(FrameClusterTest, DroppedFramesLeaveNoChunks) {
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(cluster_.engine(i).ChunkStoreBytes(), 0) << i;
 }
 
+// D2, D10: a header refused at the home (the key exists without REPLACE, OOM, a key too long, the
+// id live under another key) drops nothing, nor does a REPLACE by a header of the same id: the
+// chunks stay while a header of their id lives, and go when the last one does.
+TEST_F(FrameClusterTest, ARefusedOrSameIdHeaderKeepsTheChunks) {
+  auto f = std::make_shared<const frame::Frame>(ChunkedFrame(20));
+  const std::string name = cluster_.KeyAt(1, "kf");
+  const uint16_t group = RandomChunkGroup();
+  const uint64_t id = cluster_.engine(0).NewFrameId();
+  ASSERT_TRUE(PutChunksOf(cluster_.node(0), f, id, group, cluster::KeySlot(name)).ok());
+  const std::string header = EncodeFrameHeader(HeaderOf(*f, id, group));
+  ChunkDropper& dropper = cluster_.node(1).TEST_dropper();
+  // As PUT_HEADER's handler stores it, on this thread: a value it replaces is retired here, and
+  // freed by the barrier.
+  auto put_header = [&](const std::string& key, bool replace) {
+    Result<FrameHeader> h = DecodeFrameHeader(header);
+    EXPECT_TRUE(h.ok());
+    Status r = StoreFrameHeader(cluster_.engine(1), key, std::move(*h), replace,
+                                std::shared_ptr<ChunkDropper>(&dropper, [](ChunkDropper*) {}));
+    store::internal::EpochDomain::Global().Barrier();
+    return r;
+  };
+  auto chunks = [&] {
+    int64_t n = 0;
+    for (size_t i = 0; i < 3; i++) n += cluster_.node(i).chunks().chunks();
+    return n;
+  };
+  ASSERT_TRUE(
+      CallFrame(cluster_.node(0), cluster_.node(1).self(), kPutHeaderMethod,
+                EncodePutHeader(
+                    {.map_version = version(), .key = name, .replace = false, .header = header}))
+          .ok());
+  const uint64_t drops = dropper.TEST_drops();
+
+  // The key exists.
+  EXPECT_EQ(put_header(name, false).code(), StatusCode::kAlreadyExists);
+  // Past maxmemory.
+  Engine& home = cluster_.engine(1);
+  SetMaxMemory(home, home.UsedMemoryNow() + 16);
+  const Status oom = put_header(cluster_.KeyAt(1, "other"), true);
+  EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted) << oom.ToString();
+  SetMaxMemory(home, 0);
+  // A key too long for the store.
+  const std::string long_key = cluster_.KeyAt(1, std::string(store::kMaxKeyBytes, 'k'));
+  EXPECT_FALSE(put_header(long_key, true).ok());
+  // The same id under another key.
+  const Status twice = put_header(cluster_.KeyAt(1, "again"), false);
+  EXPECT_EQ(twice.code(), StatusCode::kAlreadyExists) << twice.ToString();
+  EXPECT_NE(twice.message().find("live under another key"), std::string::npos);
+  EXPECT_EQ(cluster_.client(0).Run({"EXISTS", cluster_.KeyAt(1, "again")}), ":0\r\n");
+  // A REPLACE by the same id.
+  ASSERT_TRUE(put_header(name, true).ok());
+
+  EXPECT_EQ(dropper.TEST_drops(), drops) << "no DROP_CHUNKS while a header of the id lives";
+  EXPECT_EQ(chunks(), 20);
+  EXPECT_EQ(Sweep(cluster_.node(0)) + Sweep(cluster_.node(2)), 0u);
+  EXPECT_EQ(Sweep(cluster_.node(0)) + Sweep(cluster_.node(2)), 0u);
+  EXPECT_EQ(chunks(), 20);
+  EXPECT_EQ(cluster_.client(2).Run({"TYPE", name}), "+frame\r\n");
+
+  // The last header goes: its chunks go.
+  ASSERT_TRUE(home.store()
+                  .Update(name,
+                          [](const store::Value*) -> Result<store::Mutation> {
+                            return store::Mutation::Remove();
+                          })
+                  .ok());
+  store::internal::EpochDomain::Global().Barrier();
+  EXPECT_EQ(dropper.TEST_drops(), drops + 1);
+  bool gone = false;
+  for (int t = 0; t < 5000 && !gone; t++) {
+    gone = chunks() == 0;
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(gone);
+}
+
 // D10, D12: a member holding more chunk sets than one FRAME_IDS_LIVE may name asks in batches
 // of kMaxFrameIds, and the sweep still drops every orphan; a request naming more is refused.
 TEST_F(FrameClusterTest, ASweepAsksInBatchesOfTheCap) {

@@ -46,16 +46,17 @@ inline size_t FrameCharge(const frame::Frame& f) {
          static_cast<size_t>(f.header_bytes());
 }
 
-// Sends DROP_CHUNKS for a cluster frame's id to every member when its header's cell dies (DEL,
-// UNLINK, FLUSHALL, an expiry, a REPLACE: docs/frames_cluster.md, D10). Owned jointly by the
-// node and the headers' tallies; the node clears it when it stops, and a header that dies later
-// leaves its chunks to the sweep. Thread-safe.
+// Sends DROP_CHUNKS for a cluster frame's id to every member when the last stored header of that
+// id dies (DEL, UNLINK, FLUSHALL, an expiry, a REPLACE by another id: docs/frames_cluster.md,
+// D10). Owned jointly by the node and the headers' tallies; the node clears it when it stops, and
+// a header that dies later leaves its chunks to the sweep. Thread-safe.
 class ChunkDropper {
  public:
   using Send = std::function<void(uint64_t frame_id)>;
   explicit ChunkDropper(Send send) : send_(std::move(send)) {}
   void Drop(uint64_t frame_id) {
     MutexLock lock(&mu_);
+    sent_++;
     if (send_ && !lose_) send_(frame_id);  // asynchronous calls: nothing waits here
   }
   void Stop() {
@@ -67,16 +68,24 @@ class ChunkDropper {
     MutexLock lock(&mu_);
     lose_ = lose;
   }
+  // Tests: how many drops were asked for (sent or lost).
+  uint64_t TEST_drops() {
+    MutexLock lock(&mu_);
+    return sent_;
+  }
 
  private:
   Mutex mu_;
   Send send_ FLOE_GUARDED_BY(mu_);
   bool lose_ FLOE_GUARDED_BY(mu_) = false;
+  uint64_t sent_ FLOE_GUARDED_BY(mu_) = 0;
 };
 
 // Counts a frame in the engine's FrameTotals for as long as its cell lives (the frames in the
 // store: INFO's counts, and the charge the cells hold, rule 3), and its id among the live ones
-// (docs/frames_cluster.md, D2 and D10).
+// (docs/frames_cluster.md, D2 and D10). A cluster frame's header armed with a dropper (once it is
+// stored: Arm) sends DROP_CHUNKS when it dies as the last live value of its id; a header never
+// stored (refused: the key exists, OOM, a bad key) drops nothing, its coordinator does.
 class FrameTally {
  public:
   FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const frame::Frame& f, uint64_t id)
@@ -85,21 +94,25 @@ class FrameTally {
   // A cluster frame's header (docs/frames_cluster.md, D2): counted with its chunks' figures, but
   // charging nothing here (its cell charges the header's bytes to the store as any value's, and
   // the chunks are charged where they live, D3).
-  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const FrameHeader& h,
-             std::shared_ptr<ChunkDropper> dropper)
+  FrameTally(std::shared_ptr<Engine::FrameTotals> totals, const FrameHeader& h)
       : FrameTally(std::move(totals), Sum(h, &FrameHeader::Chunk::compressed_bytes),
-                   Sum(h, &FrameHeader::Chunk::raw_bytes), 0, h.id) {
-    dropper_ = std::move(dropper);
-  }
+                   Sum(h, &FrameHeader::Chunk::raw_bytes), 0, h.id) {}
   ~FrameTally() {
     Add(-1);
+    bool last = false;
     {
       MutexLock lock(&totals_->ids_mu);
       auto it = totals_->live_ids.find(id_);
-      if (it != totals_->live_ids.end() && --it->second <= 0) totals_->live_ids.erase(it);
+      if (it != totals_->live_ids.end() && --it->second <= 0) {
+        totals_->live_ids.erase(it);
+        last = true;
+      }
     }
-    if (dropper_ != nullptr) dropper_->Drop(id_);
+    if (dropper_ != nullptr && last) dropper_->Drop(id_);
   }
+  // A header's tally once its value is stored. REQUIRES: the caller holds a reference to the
+  // tally (so no other thread runs its destructor meanwhile), and calls this once.
+  void Arm(std::shared_ptr<ChunkDropper> dropper) { dropper_ = std::move(dropper); }
   uint64_t id() const { return id_; }
   FrameTally(const FrameTally&) = delete;
   FrameTally& operator=(const FrameTally&) = delete;
@@ -227,8 +240,9 @@ Result<LoadedFrame> LoadFrameOrHeader(CommandContext& ctx, std::string_view name
 // maxmemory would be passed.
 Status StoreFrame(Engine& engine, std::string_view name, frame::Frame f, bool replace);
 // Puts a cluster frame's header at `name` (D2, D4: PUT_HEADER's handler, after every chunk was
-// put), refusing as StoreFrame does.
-// `dropper` sends DROP_CHUNKS when the header's cell dies.
+// put), refusing as StoreFrame does, and refusing (AlreadyExists) a header whose id is live
+// under another key. Once stored, `dropper` sends DROP_CHUNKS when the last header of its id
+// dies; a refused header drops nothing (its chunks are its coordinator's to drop).
 Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
                         std::shared_ptr<ChunkDropper> dropper);
 
