@@ -12,10 +12,9 @@ namespace floe::server::internal {
 
 namespace {
 
-// Rule 1: every column checked, all with the same rows.
-Result<std::shared_ptr<const ChunkStore::Chunk>> MakeChunk(const ChunkPut& put, int64_t* charge) {
-  auto chunk = std::make_shared<ChunkStore::Chunk>();
-  chunk->columns.reserve(put.columns.size());
+// Rule 1: every column checked, all with the same rows; nothing copied.
+Result<uint32_t> CheckChunk(const ChunkPut& put) {
+  uint32_t rows = 0;
   for (size_t c = 0; c < put.columns.size(); c++) {
     Result<frame::ChunkView> view = frame::ChunkView::Make(put.columns[c]);
     if (!view.ok()) {
@@ -23,18 +22,50 @@ Result<std::shared_ptr<const ChunkStore::Chunk>> MakeChunk(const ChunkPut& put, 
                                 std::to_string(c) + ": " + std::string(view.status().message()));
     }
     if (c == 0) {
-      chunk->rows = view->rows();
-    } else if (view->rows() != chunk->rows) {
+      rows = view->rows();
+    } else if (view->rows() != rows) {
       return Status::Corruption("chunk " + std::to_string(put.index) +
                                 ": its columns have different row counts");
     }
-    chunk->columns.push_back(std::make_shared<const std::string>(put.columns[c]));
-    *charge += static_cast<int64_t>(put.columns[c].size()) + ChunkStore::kChunkOverhead;
   }
-  return std::shared_ptr<const ChunkStore::Chunk>(std::move(chunk));
+  return rows;
 }
 
+// The entry, its columns copied into one block (after its charge was reserved).
+std::shared_ptr<const ChunkStore::Chunk> MakeChunk(const ChunkPut& put, uint32_t rows) {
+  auto chunk = std::make_shared<ChunkStore::Chunk>();
+  size_t total = 0;
+  for (std::string_view c : put.columns) total += c.size();
+  chunk->bytes.reserve(total);
+  for (std::string_view c : put.columns) chunk->bytes.append(c);
+  chunk->columns.reserve(put.columns.size());
+  size_t at = 0;
+  for (std::string_view c : put.columns) {
+    chunk->columns.push_back(std::string_view(chunk->bytes).substr(at, c.size()));
+    at += c.size();
+  }
+  chunk->rows = rows;
+  return chunk;
+}
+
+// A std::map node: three links and a colour beside its value.
+constexpr uint64_t kMapNodeLinks = 32;
+
 }  // namespace
+
+int64_t ChunkStore::EntryCharge(const std::vector<std::string_view>& columns) {
+  uint64_t bytes = 0;
+  for (std::string_view c : columns) bytes += c.size();
+  using Node = std::pair<const uint64_t, std::shared_ptr<const Chunk>>;
+  // The shared Chunk with its count (make_shared: one block), its bytes, its views, its node.
+  return static_cast<int64_t>(AllocatedBytes(sizeof(Chunk) + 16) + AllocatedBytes(bytes + 1) +
+                              AllocatedBytes(columns.size() * sizeof(std::string_view)) +
+                              AllocatedBytes(kMapNodeLinks + sizeof(Node)));
+}
+
+// The unordered map's node (a link, the hash, the id and the set) and its bucket.
+const int64_t ChunkStore::kSetCharge =
+    static_cast<int64_t>(AllocatedBytes(24 + sizeof(ChunkStore::Set)) + 8);
 
 ChunkStore::~ChunkStore() {
   int64_t chunks = 0, charge = 0;
@@ -57,39 +88,49 @@ void ChunkStore::Account(int64_t chunks, int64_t charge) {
 }
 
 Status ChunkStore::Put(const PutChunksRequest& request, const std::function<bool(uint16_t)>& owns) {
-  std::vector<std::pair<uint64_t, std::shared_ptr<const Chunk>>> made;
-  made.reserve(request.chunks.size());
-  std::vector<int64_t> charges;
-  charges.reserve(request.chunks.size());
-  int64_t total = 0;
+  // Every chunk checked and charged on the request's bytes; the entries made only once the
+  // charge is reserved (rules 2 and 3).
+  std::vector<uint32_t> rows;
+  rows.reserve(request.chunks.size());
+  int64_t total = kSetCharge;  // should the set be new
   for (const ChunkPut& put : request.chunks) {
     const uint16_t slot = ChunkSlot(request.group, put.index);
     if (!owns(slot)) {
       return Status::WrongHome("chunk " + std::to_string(put.index) + " (slot " +
                                std::to_string(slot) + ") is not homed here");
     }
-    int64_t charge = 0;
-    FLOE_ASSIGN_OR_RETURN(std::shared_ptr<const Chunk> chunk, MakeChunk(put, &charge));
-    made.emplace_back(put.index, std::move(chunk));
-    charges.push_back(charge);
-    total += charge;
+    FLOE_ASSIGN_OR_RETURN(uint32_t r, CheckChunk(put));
+    rows.push_back(r);
+    total += EntryCharge(put.columns);
   }
-  if (made.empty()) return Status::OK();
+  if (request.chunks.empty()) return Status::OK();
   // Rule 3: reserved against used memory and every other reservation until charged.
   const int64_t limit = engine_->maxmemory();
   if (limit > 0 &&
       (total > limit || !engine_->TryReserveMemory(total, engine_->UsedMemoryNow(), limit))) {
     return Status::ResourceExhausted(kOomError);
   }
+  std::vector<std::shared_ptr<const Chunk>> made;
+  made.reserve(request.chunks.size());
+  for (size_t i = 0; i < request.chunks.size(); i++) {
+    made.push_back(MakeChunk(request.chunks[i], rows[i]));
+  }
   int64_t added_chunks = 0, added = 0;
   {
     MutexLock lock(&mu_);
-    Set& set = sets_[request.frame_id];
-    if (set.chunks.empty()) set.header_slot = request.header_slot;
+    auto [it, fresh] = sets_.try_emplace(request.frame_id);
+    Set& set = it->second;
+    if (fresh) {
+      set.header_slot = request.header_slot;
+      set.charge = kSetCharge;
+      added = kSetCharge;
+    }
     for (size_t i = 0; i < made.size(); i++) {
-      if (set.chunks.emplace(made[i].first, std::move(made[i].second)).second) {
-        set.charge += charges[i];
-        added += charges[i];
+      const ChunkPut& put = request.chunks[i];
+      if (set.chunks.emplace(put.index, std::move(made[i])).second) {
+        const int64_t charge = EntryCharge(put.columns);
+        set.charge += charge;
+        added += charge;
         added_chunks++;
       }
     }

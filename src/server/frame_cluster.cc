@@ -63,10 +63,7 @@ Result<std::string> ClusterNode::Impl::OnGetChunk(std::string_view request) {
   }
   FLOE_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkStore::Chunk> chunk,
                         chunks->Get(req.frame_id, req.index));
-  std::vector<std::string_view> columns;
-  columns.reserve(chunk->columns.size());
-  for (const auto& c : chunk->columns) columns.push_back(*c);
-  return EncodeChunkColumns(columns);
+  return EncodeChunkColumns(chunk->columns);
 }
 
 Result<std::string> ClusterNode::Impl::OnPutHeader(std::string_view request) {

@@ -398,9 +398,8 @@ TEST(ChunkStoreTest, KeepsTheFirstPutAndChargesUsedMemory) {
     ChunkStore store(&engine);
     const PutChunksRequest r = TwoChunks(cols);
     ASSERT_TRUE(store.Put(r, kOwnsAll).ok());
-    const int64_t charge =
-        static_cast<int64_t>(cols[0].size() + cols[1].size() + cols[2].size() + cols[3].size()) +
-        4 * ChunkStore::kChunkOverhead;
+    const int64_t charge = ChunkStore::EntryCharge({cols[0], cols[1]}) +
+                           ChunkStore::EntryCharge({cols[2], cols[3]}) + ChunkStore::kSetCharge;
     EXPECT_EQ(store.chunks(), 2);
     EXPECT_EQ(store.charge(), charge);
     EXPECT_EQ(engine.ChunkStoreBytes(), charge);
@@ -415,7 +414,7 @@ TEST(ChunkStoreTest, KeepsTheFirstPutAndChargesUsedMemory) {
     ASSERT_TRUE(store.Put(again, kOwnsAll).ok());
     Result<std::shared_ptr<const ChunkStore::Chunk>> c = store.Get(r.frame_id, 0);
     ASSERT_TRUE(c.ok());
-    EXPECT_EQ(*(*c)->columns[0], cols[0]);
+    EXPECT_EQ((*c)->columns[0], cols[0]);
     EXPECT_EQ((*c)->rows, 3u);
     EXPECT_EQ(store.charge(), charge);
     EXPECT_EQ(store.Get(r.frame_id, 1).status().code(), StatusCode::kNotFound);
@@ -428,7 +427,7 @@ TEST(ChunkStoreTest, KeepsTheFirstPutAndChargesUsedMemory) {
     EXPECT_EQ(engine.ChunkStoreBytes(), 0);
     EXPECT_EQ(engine.UsedMemoryNow(), before);
     // A reader's chunk outlives the drop.
-    EXPECT_EQ(*(*c)->columns[1], cols[1]);
+    EXPECT_EQ((*c)->columns[1], cols[1]);
     ASSERT_TRUE(store.Put(r, kOwnsAll).ok());
   }
   // The store's end gives its charge back.
@@ -484,6 +483,54 @@ TEST(ChunkStoreTest, APutBeyondMaxmemoryIsRefusedWithTheOomText) {
   EXPECT_EQ(engine.reserved_memory(), 0);
   SetMaxMemory(engine, 0);
   EXPECT_TRUE(store.Put(r, kOwnsAll).ok());
+  EXPECT_EQ(engine.reserved_memory(), 0);
+}
+
+// D3: what the chunk store charges is what its entries hold (measured at the allocator: at
+// least that, and not half as much again), and it is the engine's used memory; a put that does
+// not fit is refused before it copies a byte.
+TEST(ChunkStoreTest, ChargesWhatItsEntriesHoldAndReservesBeforeCopying) {
+  if (!ThreadAllocations::Available()) GTEST_SKIP() << "needs tcmalloc's hooks";
+  Engine engine(Config(), 1);
+  const int64_t before = engine.UsedMemoryNow();
+  ChunkStore store(&engine);
+  const std::vector<std::string> cols = SomeColumns();
+  std::vector<PutChunksRequest> puts;
+  for (uint64_t id = 1; id <= 50; id++) {
+    PutChunksRequest r;
+    r.frame_id = id;
+    r.columns = 1;  // the smallest entries: a chunk of two rows
+    for (uint64_t k = 0; k < 40; k++) r.chunks.push_back({.index = k, .columns = {cols[2]}});
+    puts.push_back(std::move(r));
+  }
+  int64_t held = 0;
+  {
+    ThreadAllocations count;
+    for (const PutChunksRequest& r : puts) ASSERT_TRUE(store.Put(r, kOwnsAll).ok());
+    held = count.held();
+  }
+  EXPECT_EQ(store.chunks(), 2000);
+  EXPECT_GE(store.charge(), held);
+  EXPECT_LE(store.charge(), held + held / 2);
+  EXPECT_EQ(engine.UsedMemoryNow() - before, store.charge());
+
+  // 1 MiB that does not fit: refused having copied none of it.
+  std::vector<double> many(200000);
+  for (size_t i = 0; i < many.size(); i++) many[i] = static_cast<double>(i) * 0.37;
+  const std::string big = Numbers(many);
+  ASSERT_GT(big.size(), 1u << 20);
+  PutChunksRequest r;
+  r.frame_id = 99;
+  r.columns = 1;
+  r.chunks.push_back({.index = 0, .columns = {big}});
+  SetMaxMemory(engine, engine.UsedMemoryNow() + static_cast<int64_t>(big.size()) / 2);
+  int64_t allocated = 0;
+  {
+    ThreadAllocations count;
+    EXPECT_EQ(store.Put(r, kOwnsAll).code(), StatusCode::kResourceExhausted);
+    allocated = count.allocated();
+  }
+  EXPECT_LT(allocated, 64 << 10);
   EXPECT_EQ(engine.reserved_memory(), 0);
 }
 
@@ -551,8 +598,7 @@ TEST_F(FrameClusterTest, ChunksAreChargedAndInvisibleToTheKeyspace) {
   for (size_t i = 0; i < 3; i++) {
     EXPECT_GT(per[i], 0) << "12 chunks reach every member of 3 (D1)";
     Engine& e = cluster_.engine(i);
-    const int64_t charge =
-        per[i] * (static_cast<int64_t>(bytes.size()) + ChunkStore::kChunkOverhead);
+    const int64_t charge = per[i] * ChunkStore::EntryCharge({bytes}) + ChunkStore::kSetCharge;
     EXPECT_EQ(cluster_.node(i).chunks().chunks(), per[i]);
     EXPECT_EQ(e.ChunkStoreBytes(), charge);
     EXPECT_GE(e.UsedMemoryNow(), charge);
@@ -919,6 +965,41 @@ TEST(FrameHeaderTest, RoundTripsAndRefusesBadHeaders) {
   std::string two = p;
   two[fixed - 1] = 2;  // replace is 0 or 1
   EXPECT_FALSE(DecodePutHeader(two).ok());
+}
+
+// D2, D3: a header's charge is what it holds in memory (measured at the allocator as decoded and
+// shared: at least that, and not half as much again), domains at their in-memory size, and the
+// store's used memory grows by at least that when it is stored.
+TEST(FrameHeaderTest, ChargesWhatItHolds) {
+  if (!ThreadAllocations::Available()) GTEST_SKIP() << "needs tcmalloc's hooks";
+  FrameHeader h = HeaderOf(ChunkedFrame(2000), 42, 7);
+  h.columns.push_back({.name = "c", .type = static_cast<uint8_t>(frame::ColumnType::kCategorical)});
+  for (int i = 0; i < 20000; i++) h.columns.back().domain.push_back("v" + std::to_string(i));
+  for (int i = 0; i < 200; i++) {
+    h.columns.back().domain.push_back(std::string(40, 'x') + std::to_string(i));
+  }
+  const std::string enc = EncodeFrameHeader(h);
+  int64_t held = 0;
+  size_t charge = 0;
+  std::shared_ptr<const FrameHeader> shared;
+  {
+    ThreadAllocations count;
+    Result<FrameHeader> d = DecodeFrameHeader(enc);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    charge = HeaderCharge(*d);
+    shared = std::make_shared<const FrameHeader>(std::move(*d));
+    held = count.held();
+  }
+  EXPECT_GE(static_cast<int64_t>(charge), held);
+  EXPECT_LE(static_cast<int64_t>(charge), held + held / 2);
+  EXPECT_GT(charge, 20000 * sizeof(std::string)) << "every domain value at its in-memory size";
+
+  Engine engine(Config(), 1);
+  const size_t used = engine.store().MemoryUsed();
+  Result<FrameHeader> d = DecodeFrameHeader(enc);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(StoreFrameHeader(engine, "f", std::move(*d), false, nullptr).ok());
+  EXPECT_GE(engine.store().MemoryUsed() - used, static_cast<size_t>(held));
 }
 
 // D4: a frame's chunks put at their homes are no frame yet: through every member its name does

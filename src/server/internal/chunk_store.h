@@ -8,11 +8,14 @@
 //   2. Put is all or nothing: every chunk of the request is checked (home, bytes, memory) before
 //      any is kept. A chunk whose ChunkSlot(group, index) this member does not own is refused
 //      (WrongHome).
-//   3. Memory: an entry charges its columns' bytes and kChunkOverhead a column to the engine's
-//      FrameTotals (chunks, chunk_charge), part of used memory (Engine::UsedMemoryNow). A put
-//      that does not fit under maxmemory, with used memory measured afresh and every other
-//      reservation counted, is refused with the OOM text and keeps nothing. The charge goes
-//      when the entry leaves the store; a reader holding its bytes keeps them alive unseen.
+//   3. Memory: an entry charges what it holds (EntryCharge: its columns' bytes in one block,
+//      its views, its node in the set and its shared count, each block at the allocator's
+//      size, AllocatedBytes) and a set what it holds (kSetCharge) to the engine's FrameTotals
+//      (chunks, chunk_charge), part of used memory (Engine::UsedMemoryNow). A put reserves its
+//      whole charge, with used memory measured afresh and every other reservation counted,
+//      before it copies a byte; one that does not fit under maxmemory is refused with the OOM
+//      text and keeps nothing. The charge goes when the entry leaves the store; a reader
+//      holding its bytes keeps them alive unseen.
 //   4. A set (a frame id's entries) records its header's slot, for the orphan sweep (rule D10).
 //   5. The sweep (ClusterNode::SweepChunks, every kChunkSweepUs) asks the home of each set's
 //      header slot whether its id is live, importing or gone (FRAME_IDS_LIVE); a set answered
@@ -44,13 +47,16 @@ inline constexpr uint64_t kChunkSweepUs = 30'000'000;
 
 class ChunkStore {
  public:
-  // Bookkeeping charged per column of an entry (as FrameCharge charges a frame's chunks).
-  static constexpr int64_t kChunkOverhead = 96;
-
+  // Every column's chunk k in one block: `columns` view `bytes`. Immutable once made.
   struct Chunk {
-    std::vector<std::shared_ptr<const std::string>> columns;
+    std::string bytes;
+    std::vector<std::string_view> columns;
     uint32_t rows = 0;
   };
+  // Rule 3: what an entry of these columns' sizes holds, and a set (its node in the map of sets,
+  // its slot there and its map of entries) beside its entries.
+  static int64_t EntryCharge(const std::vector<std::string_view>& columns);
+  static const int64_t kSetCharge;
 
   explicit ChunkStore(Engine* engine) : engine_(engine) {}
   ~ChunkStore();
@@ -61,7 +67,7 @@ class ChunkStore {
   Status Put(const PutChunksRequest& request, const std::function<bool(uint16_t)>& owns);
   // NotFound when the entry is not here.
   Result<std::shared_ptr<const Chunk>> Get(uint64_t frame_id, uint64_t index) const;
-  // Drops each id's set; returns how many sets were here.
+  // Drops each id's set, taking the lock for one id at a time; returns how many sets were here.
   uint64_t Drop(const std::vector<uint64_t>& frame_ids);
   // Every set here: its frame id and header slot (rule 4).
   std::vector<std::pair<uint64_t, uint16_t>> Sets() const;

@@ -66,6 +66,11 @@ constexpr uint16_t ChunkSlot(uint16_t group, uint64_t k) {
   return static_cast<uint16_t>(r);
 }
 
+// What the allocator holds for a block of `n` bytes: its size class (at most an eighth more)
+// and its bookkeeping. The charges of chunks (chunk_store.h) and headers (HeaderCharge) add it
+// per block they hold, so that what they charge is what they use.
+constexpr uint64_t AllocatedBytes(uint64_t n) { return n == 0 ? 0 : n + n / 8 + 16; }
+
 // A group drawn at random (rule 1), below kChunkGroups.
 uint16_t RandomChunkGroup();
 

@@ -183,9 +183,22 @@ class ImportingId {
   uint64_t id_;
 };
 
-// What a cluster frame's header value charges: its encoding and a little per column and chunk.
+// What a cluster frame's header value charges: what it holds in memory, every block at the
+// allocator's size (AllocatedBytes): the header with its shared count, its columns and chunks
+// as their vectors hold them, and each name and domain value (a string's own bytes, plus its
+// heap block when longer than the string keeps inline).
 inline size_t HeaderCharge(const FrameHeader& h) {
-  return EncodeFrameHeader(h).size() + h.columns.size() * 64 + h.chunks.size() * 24;
+  auto string_bytes = [](const std::string& s) {
+    return s.capacity() > 15 ? AllocatedBytes(s.capacity() + 1) : 0;
+  };
+  uint64_t n = AllocatedBytes(sizeof(FrameHeader) + 16) +
+               AllocatedBytes(h.columns.capacity() * sizeof(FrameHeader::Column)) +
+               AllocatedBytes(h.chunks.capacity() * sizeof(FrameHeader::Chunk));
+  for (const FrameHeader::Column& c : h.columns) {
+    n += string_bytes(c.name) + AllocatedBytes(c.domain.capacity() * sizeof(std::string));
+    for (const std::string& d : c.domain) n += string_bytes(d);
+  }
+  return static_cast<size_t>(n);
 }
 
 struct FrameHolder {
