@@ -951,6 +951,22 @@ TEST(FrameHeaderTest, RoundTripsAndRefusesBadHeaders) {
   bad.columns[0].type = static_cast<uint8_t>(frame::ColumnType::kCategorical);
   bad.columns[0].domain = {"x", "y"};
   EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader(bad)).ok());
+  bad.columns[0].domain = {"", "y"};  // "" is a level when the NA tokens leave it out
+  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader(bad)).ok());
+  bad.columns[0].domain = {"x", "y", "x"};  // repeated
+  EXPECT_TRUE(refused(bad));
+  // Byte sums that would wrap, or pass kMaxFrameBytes.
+  bad = h;
+  bad.chunks[0].compressed_bytes = uint64_t{1} << 63;
+  bad.chunks[1].compressed_bytes = uint64_t{1} << 63;
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.chunks[2].raw_bytes = ~uint64_t{0};
+  bad.chunks[3].raw_bytes = 2;
+  EXPECT_TRUE(refused(bad));
+  bad = h;
+  bad.chunks[4].raw_bytes = kMaxFrameBytes;
+  EXPECT_TRUE(refused(bad));
 
   const std::string p =
       EncodePutHeader({.map_version = 3, .key = "frame", .replace = true, .header = enc});

@@ -1,15 +1,22 @@
 // The frame RPC messages (internal/frame_rpc.h; docs/frames_cluster.md, "RPC methods").
 
+#include <algorithm>
 #include <random>
 #include <set>
 
 #include "frame/frame.h"
+#include "parse/parse.h"
 #include "server/internal/frame_rpc.h"
 #include "wire/wire.h"
 
 namespace floe::server::internal {
 
 namespace {
+
+// Rule 3's caps cover what one node's import makes (docs/frames_cluster.md, D12).
+static_assert(kMaxFrameColumns >= parse::ParseLimits{}.max_columns);
+static_assert(kMaxHeaderDomainValues >=
+              parse::ParseLimits{}.max_domain_bytes / frame::FrameBuilder::kDomainEntryBytes);
 
 constexpr uint16_t kSlotCount = uint16_t{1} << kChunkSlotBits;
 
@@ -266,18 +273,32 @@ Result<FrameHeader> DecodeFrameHeader(std::string_view bytes) {
       FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&s));
       c.domain.emplace_back(s);
     }
+    // Distinct, as frame::Vec::Make takes a domain (an empty value is a level when the
+    // import's NA tokens leave "" out).
+    std::vector<std::string_view> sorted(c.domain.begin(), c.domain.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return Status::Corruption("frame header: a domain value repeated");
+    }
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.na_count));
   }
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   if (n > kMaxFrameChunks || n > r.remaining() / 3) {
     return Status::Corruption("frame header: chunk count does not match its bytes");
   }
+  uint64_t compressed = 0, raw = 0;  // every chunk's, at most kMaxFrameBytes each
   for (uint64_t i = 0; i < n; i++) {
     FrameHeader::Chunk& c = h.chunks.emplace_back();
     FLOE_RETURN_IF_ERROR(r.GetVarint32(&c.rows));
     if (c.rows > frame::kMaxChunkRows) return Status::Corruption("frame header: chunk too long");
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.compressed_bytes));
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.raw_bytes));
+    // Checked before adding, so the sums never wrap.
+    if (c.compressed_bytes > kMaxFrameBytes - compressed || c.raw_bytes > kMaxFrameBytes - raw) {
+      return Status::Corruption("frame header: more bytes than a frame holds");
+    }
+    compressed += c.compressed_bytes;
+    raw += c.raw_bytes;
   }
   FLOE_RETURN_IF_ERROR(Leftover(r));
   const uint64_t rows = h.rows();  // at most 2^26 a chunk, so no overflow below 2^38 chunks

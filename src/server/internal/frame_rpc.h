@@ -51,6 +51,9 @@ inline constexpr uint64_t kMaxFrameIds = uint64_t{1} << 16;
 inline constexpr uint64_t kMaxFrameColumns = uint64_t{1} << 14;
 inline constexpr uint64_t kMaxFrameChunks = uint64_t{1} << 20;
 inline constexpr uint64_t kMaxHeaderDomainValues = uint64_t{1} << 26;
+// A header's compressed bytes, and its raw bytes, every chunk's together (2^53: 8 PiB, far above
+// any frame, and exact as a double and as an int64 sum).
+inline constexpr uint64_t kMaxFrameBytes = uint64_t{1} << 53;
 // The slot count ChunkSlot maps onto (cluster::kSlots).
 inline constexpr uint32_t kChunkSlotBits = 14;
 
@@ -124,7 +127,8 @@ Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, si
 // (lp name, u8 type, varint domain size, each domain value lp, varint NA count), varint chunk
 // count, per chunk (varint rows, varint compressed bytes, varint raw bytes). Decoding checks
 // every count against the bytes left, names non-empty and distinct, types known, a domain for
-// categorical columns only, chunk rows at most frame::kMaxChunkRows, NA counts at most the rows.
+// categorical columns only and its values distinct, chunk rows at most frame::kMaxChunkRows, NA
+// counts at most the rows, compressed and raw bytes each at most kMaxFrameBytes in all.
 struct FrameHeader {
   uint64_t id = 0;
   uint16_t group = 0;
