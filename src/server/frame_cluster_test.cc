@@ -803,6 +803,22 @@ TEST_F(FrameClusterTest, ASweepNeverDropsAnImportUnderWay) {
   for (size_t i = 0; i < 3; i++) EXPECT_EQ(ids_at(i), (std::set<uint64_t>{live})) << i;
 }
 
+// D2: a frame id's low 44 bits count up from the member's start in 256 µs ticks of the wall
+// clock since 1970 (they wrap in 2112), so a later life starts above an earlier one's ids.
+TEST(FrameIdTest, CountsUpFromTheStartInTicksThatDoNotWrap) {
+  constexpr uint64_t kLow = (uint64_t{1} << 44) - 1;
+  const uint64_t before = WallMicros() / Engine::FrameTotals::kFrameIdTickUs;
+  Engine first(Config(), 1);
+  const uint64_t a = first.NewFrameId();
+  EXPECT_EQ(first.NewFrameId(), a + 1);
+  EXPECT_EQ(a >> 44, 0u);  // member 0 on one node
+  EXPECT_GE(a & kLow, before);
+  EXPECT_LE(a & kLow, WallMicros() / Engine::FrameTotals::kFrameIdTickUs);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Engine later(Config(), 1);
+  EXPECT_GT(later.NewFrameId(), first.NewFrameId());
+}
+
 // D11: a member's job ids carry its member id above 32 bits.
 TEST_F(FrameClusterTest, JobIdsNameTheirMember) {
   for (size_t i = 0; i < 3; i++) {

@@ -672,9 +672,12 @@ class Engine {
     std::atomic<int64_t> stored_charge{0}, live_charge{0};
     std::atomic<int64_t> chunks{0}, chunk_charge{0};
     // Frame ids (docs/frames_cluster.md, D2): the next one's low 44 bits, counted up from the
-    // engine's start in wall microseconds (a later life starts above every id of an earlier
-    // one unless it made more than a frame a microsecond); the member id goes above them.
-    std::atomic<uint64_t> next_id{WallMicros()};
+    // engine's start in ticks of kFrameIdTickUs wall microseconds since 1970 (2^44 ticks reach
+    // the year 2112, so the low bits do not wrap; a later life starts above every id of an
+    // earlier one unless that life made more than a frame a tick on average); the member id
+    // goes above them.
+    static constexpr uint64_t kFrameIdTickUs = 256;
+    std::atomic<uint64_t> next_id{WallMicros() / kFrameIdTickUs};
     // The ids of the frames whose cells live here (a cell counts once however many values
     // share it), and of the imports under way here: what FRAME_IDS_LIVE answers (D10).
     Mutex ids_mu;
