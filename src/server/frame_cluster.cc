@@ -393,18 +393,27 @@ ChunkStore& ClusterNode::chunks() { return *impl_->chunks; }
 ChunkDropper& ClusterNode::TEST_dropper() { return *impl_->dropper; }
 
 void ClusterNode::DropFrameChunks(uint64_t frame_id) {
+  DropFrameChunks(std::vector<uint64_t>{frame_id});
+}
+
+void ClusterNode::DropFrameChunks(const std::vector<uint64_t>& frame_ids) {
   const cluster::SlotMap& map = impl_->Routes();
-  for (const cluster::Member& m : map.members()) {
-    CallFrame(m.id, kDropChunksMethod,
-              EncodeFrameIds({.map_version = map.version(), .ids = {frame_id}}),
-              [](Result<std::string>) {});
+  for (size_t at = 0; at < frame_ids.size(); at += kMaxFrameIds) {
+    const size_t end = std::min<size_t>(frame_ids.size(), at + kMaxFrameIds);
+    const std::string request = EncodeFrameIds(
+        {.map_version = map.version(),
+         .ids = std::vector<uint64_t>(frame_ids.begin() + static_cast<ptrdiff_t>(at),
+                                      frame_ids.begin() + static_cast<ptrdiff_t>(end))});
+    for (const cluster::Member& m : map.members()) {
+      CallFrame(m.id, kDropChunksMethod, request, [](Result<std::string>) {});
+    }
   }
 }
 
 void ClusterNode::Impl::StartDropper(ClusterNode* node) {
   // D10: to every member, this one too; a member that misses it finds the set by its sweep.
   dropper = std::make_shared<ChunkDropper>(
-      [node](uint64_t frame_id) { node->DropFrameChunks(frame_id); });
+      [node](const std::vector<uint64_t>& frame_ids) { node->DropFrameChunks(frame_ids); });
 }
 
 void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string request,

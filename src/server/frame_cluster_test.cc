@@ -534,6 +534,47 @@ TEST(ChunkStoreTest, ChargesWhatItsEntriesHoldAndReservesBeforeCopying) {
   EXPECT_EQ(engine.reserved_memory(), 0);
 }
 
+// D10: the dropper sends outside its lock: a drop asked while another caller's send is under
+// way returns at once, its id queued and sent by that caller in one batch with every id queued
+// meanwhile; after Stop nothing is sent.
+TEST(ChunkDropperTest, SendsOutsideItsLockInBatches) {
+  Mutex mu;
+  std::vector<std::vector<uint64_t>> batches;
+  std::promise<void> sending, release;
+  std::shared_future<void> go = release.get_future().share();
+  ChunkDropper dropper([&](const std::vector<uint64_t>& ids) {
+    {
+      MutexLock lock(&mu);
+      batches.push_back(ids);
+    }
+    if (ids == std::vector<uint64_t>{1}) {
+      sending.set_value();
+      go.wait();
+    }
+  });
+  std::thread first([&] { dropper.Drop(1); });
+  sending.get_future().wait();
+  auto others = std::async(std::launch::async, [&] {
+    dropper.Drop(2);
+    dropper.Drop(3);
+  });
+  // A drop that waited for the send under way would still be waiting (the send waits for us).
+  const bool returned = others.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  EXPECT_TRUE(returned) << "a drop waited for another caller's send";
+  release.set_value();
+  first.join();
+  others.wait();
+  {
+    MutexLock lock(&mu);
+    EXPECT_EQ(batches, (std::vector<std::vector<uint64_t>>{{1}, {2, 3}}));
+  }
+  EXPECT_EQ(dropper.TEST_drops(), 3u);
+  dropper.Stop();
+  dropper.Drop(4);
+  MutexLock lock(&mu);
+  EXPECT_EQ(batches.size(), 2u);
+}
+
 // ---- On three members (in-process, loopback) ----
 
 Result<std::string> CallFrame(ClusterNode& from, net::NodeId to, uint16_t method,

@@ -193,6 +193,8 @@ class ClusterNode {
   // DROP_CHUNKS for `frame_id` to every member, this one too, without waiting for the answers
   // (D9, D10: a member that misses it finds the chunks by its sweep).
   void DropFrameChunks(uint64_t frame_id);
+  // The same for several ids, in one DROP_CHUNKS a member (at most kMaxFrameIds ids each).
+  void DropFrameChunks(const std::vector<uint64_t>& frame_ids);
   // One orphan sweep of the chunk store (internal/chunk_store.h, rule 5; D10): asks the home of
   // each set's header slot about its id and drops the sets answered gone twice in a row. The
   // node runs one every kChunkSweepUs; `done` (on an RPC thread, or here when nothing is asked)

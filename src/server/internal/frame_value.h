@@ -25,9 +25,11 @@
 #define FLOE_SERVER_INTERNAL_FRAME_VALUE_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "frame/frame.h"
 #include "server/internal/command.h"
@@ -49,19 +51,44 @@ inline size_t FrameCharge(const frame::Frame& f) {
 // Sends DROP_CHUNKS for a cluster frame's id to every member when the last stored header of that
 // id dies (DEL, UNLINK, FLUSHALL, an expiry, a REPLACE by another id: docs/frames_cluster.md,
 // D10). Owned jointly by the node and the headers' tallies; the node clears it when it stops, and
-// a header that dies later leaves its chunks to the sweep. Thread-safe.
+// a header that dies later leaves its chunks to the sweep. Thread-safe: the ids are queued under
+// the lock and sent outside it, by the one caller that found nobody sending, in batches of
+// every id queued meanwhile (a FLUSHALL's thousands of headers make a few messages a member,
+// not one each, and no caller waits on another's sends). Stop waits for a send under way.
 class ChunkDropper {
  public:
-  using Send = std::function<void(uint64_t frame_id)>;
+  using Send = std::function<void(const std::vector<uint64_t>& frame_ids)>;
   explicit ChunkDropper(Send send) : send_(std::move(send)) {}
   void Drop(uint64_t frame_id) {
-    MutexLock lock(&mu_);
-    sent_++;
-    if (send_ && !lose_) send_(frame_id);  // asynchronous calls: nothing waits here
+    {
+      MutexLock lock(&mu_);
+      drops_++;
+      if (!send_ || lose_) return;
+      pending_.push_back(frame_id);
+      if (sending_) return;  // the sending caller takes it with its next batch
+      sending_ = true;
+    }
+    for (;;) {
+      std::vector<uint64_t> batch;
+      Send send;
+      {
+        MutexLock lock(&mu_);
+        if (pending_.empty() || !send_) {
+          pending_.clear();
+          sending_ = false;
+          idle_.notify_all();
+          return;
+        }
+        batch.swap(pending_);
+        send = send_;
+      }
+      send(batch);  // asynchronous calls: nothing waits here
+    }
   }
   void Stop() {
     MutexLock lock(&mu_);
     send_ = nullptr;
+    while (sending_) idle_.wait(mu_);
   }
   // Tests: loses every DROP_CHUNKS from now on, as a lost message would.
   void TEST_Lose(bool lose) {
@@ -71,14 +98,17 @@ class ChunkDropper {
   // Tests: how many drops were asked for (sent or lost).
   uint64_t TEST_drops() {
     MutexLock lock(&mu_);
-    return sent_;
+    return drops_;
   }
 
  private:
   Mutex mu_;
+  std::condition_variable_any idle_;  // sending_ went false
   Send send_ FLOE_GUARDED_BY(mu_);
   bool lose_ FLOE_GUARDED_BY(mu_) = false;
-  uint64_t sent_ FLOE_GUARDED_BY(mu_) = 0;
+  uint64_t drops_ FLOE_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> pending_ FLOE_GUARDED_BY(mu_);
+  bool sending_ FLOE_GUARDED_BY(mu_) = false;
 };
 
 // Counts a frame in the engine's FrameTotals for as long as its cell lives (the frames in the
