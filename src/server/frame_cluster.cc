@@ -306,6 +306,10 @@ struct PutRun {
   size_t in_flight FLOE_GUARDED_BY(mu) = 0;
   Status failed FLOE_GUARDED_BY(mu);
   bool finished FLOE_GUARDED_BY(mu) = false;
+  // A Pump runs: another (a put answered meanwhile, at once when it was this member's own) only
+  // asks it to go round again, so puts answered synchronously never nest.
+  bool pumping FLOE_GUARDED_BY(mu) = false;
+  bool again FLOE_GUARDED_BY(mu) = false;
 };
 
 void FinishPut(const std::shared_ptr<PutRun>& run, Status status) {
@@ -323,51 +327,68 @@ void FinishPut(const std::shared_ptr<PutRun>& run, Status status) {
 }
 
 void Pump(const std::shared_ptr<PutRun>& run) {
-  std::vector<size_t> send;
-  std::optional<Status> finish;
   {
     MutexLock lock(&run->mu);
-    // relaxed: a job's cancel flag, read again before each batch.
-    if (run->options.cancel != nullptr && run->options.cancel->load(std::memory_order_relaxed) &&
-        run->failed.ok()) {
-      run->failed = Status::Cancelled("cancelled by JOB.CANCEL");
+    if (run->pumping) {
+      run->again = true;
+      return;
     }
-    while (run->failed.ok() && run->in_flight < kMaxPutsInFlight && run->next < run->plan.size()) {
-      send.push_back(run->next++);
-      run->in_flight++;
-    }
-    if (send.empty() && run->in_flight == 0 && !run->finished &&
-        (!run->failed.ok() || run->next == run->plan.size())) {
-      run->finished = true;
-      finish = run->failed;
-    }
+    run->pumping = true;
   }
-  if (finish.has_value()) return FinishPut(run, std::move(*finish));
-  for (size_t i : send) {
-    const ChunkPutPlan& p = run->plan[i];
-    uint64_t bytes = 0;
-    for (const ChunkPut& c : p.request.chunks) {
-      for (std::string_view col : c.columns) bytes += col.size();
+  for (;;) {
+    std::vector<size_t> send;
+    std::optional<Status> finish;
+    {
+      MutexLock lock(&run->mu);
+      run->again = false;
+      // relaxed: a job's cancel flag, read again before each batch.
+      if (run->options.cancel != nullptr && run->options.cancel->load(std::memory_order_relaxed) &&
+          run->failed.ok()) {
+        run->failed = Status::Cancelled("cancelled by JOB.CANCEL");
+      }
+      while (run->failed.ok() && run->in_flight < kMaxPutsInFlight &&
+             run->next < run->plan.size()) {
+        send.push_back(run->next++);
+        run->in_flight++;
+      }
+      if (send.empty() && run->in_flight == 0 && !run->finished &&
+          (!run->failed.ok() || run->next == run->plan.size())) {
+        run->finished = true;
+        finish = run->failed;
+      }
     }
-    run->node->CallFrame(p.home, kPutChunksMethod, EncodePutChunks(p.request),
-                         [run, home = p.home, bytes](Result<std::string> r) {
-                           {
-                             MutexLock lock(&run->mu);
-                             run->in_flight--;
-                             if (!r.ok() && run->failed.ok()) {
-                               run->failed = Status(r.status().code(),
-                                                    "member " + std::to_string(home) + ": " +
-                                                        std::string(r.status().message()));
+    if (finish.has_value()) return FinishPut(run, std::move(*finish));
+    for (size_t i : send) {
+      const ChunkPutPlan& p = run->plan[i];
+      uint64_t bytes = 0;
+      for (const ChunkPut& c : p.request.chunks) {
+        for (std::string_view col : c.columns) bytes += col.size();
+      }
+      run->node->CallFrame(p.home, kPutChunksMethod, EncodePutChunks(p.request),
+                           [run, home = p.home, bytes](Result<std::string> r) {
+                             {
+                               MutexLock lock(&run->mu);
+                               run->in_flight--;
+                               if (!r.ok() && run->failed.ok()) {
+                                 run->failed = Status(r.status().code(),
+                                                      "member " + std::to_string(home) + ": " +
+                                                          std::string(r.status().message()));
+                               }
+                               // Under the lock: the put is not done (nor its caller gone) while
+                               // this runs.
+                               if (r.ok()) {
+                                 run->bytes_put += bytes;
+                                 if (run->options.sent) run->options.sent(run->bytes_put);
+                               }
                              }
-                             // Under the lock: the put is not done (nor its caller gone) while
-                             // this runs.
-                             if (r.ok()) {
-                               run->bytes_put += bytes;
-                               if (run->options.sent) run->options.sent(run->bytes_put);
-                             }
-                           }
-                           Pump(run);
-                         });
+                             Pump(run);
+                           });
+    }
+    MutexLock lock(&run->mu);
+    if (!run->again) {
+      run->pumping = false;
+      return;
+    }
   }
 }
 
@@ -379,7 +400,9 @@ void ClusterNode::PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t
   auto run = std::make_shared<PutRun>();
   run->options = std::move(options);
   const cluster::SlotMap& map = impl_->Routes();
-  run->plan = PlanChunkPuts(*f, frame_id, group, header_slot, map);
+  run->plan =
+      PlanChunkPuts(*f, frame_id, group, header_slot, map,
+                    run->options.batch_bytes > 0 ? run->options.batch_bytes : kPutBatchBytes);
   run->frame = std::move(f);
   run->node = this;
   run->frame_id = frame_id;

@@ -930,6 +930,31 @@ TEST_F(FrameClusterTest, AFramesChunksArePutAtTheirHomes) {
   }
 }
 
+// D5: puts answered at once (this member's own chunks, its handler run on the caller's thread)
+// do not nest: a frame of 60,000 one-row chunks put one a request on a member of one (every put
+// its own) neither recurses 60,000 calls deep nor loses a chunk.
+TEST(FramePutTest, PutsAnsweredAtOnceDoNotNest) {
+  InProcessCluster one({.members = 1});
+  ASSERT_TRUE(one.WaitFormed());
+  constexpr size_t kChunks = 60000;
+  std::vector<std::shared_ptr<const std::string>> chunks;
+  for (size_t k = 0; k < kChunks; k++) {
+    chunks.push_back(std::make_shared<const std::string>(Numbers({static_cast<double>(k)})));
+  }
+  Result<frame::Vec> v = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(chunks));
+  ASSERT_TRUE(v.ok());
+  Result<frame::Frame> f = frame::Frame::Make({"x"}, {std::move(*v)});
+  ASSERT_TRUE(f.ok());
+  std::promise<Status> p;
+  one.node(0).PutFrameChunks(std::make_shared<const frame::Frame>(std::move(*f)),
+                             one.engine(0).NewFrameId(), 0, 5,
+                             [&p](Status s) { p.set_value(std::move(s)); },
+                             {.sent = nullptr, .cancel = nullptr, .batch_bytes = 1});
+  const Status s = p.get_future().get();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(one.node(0).chunks().chunks(), static_cast<int64_t>(kChunks));
+}
+
 // D9: a put whose member is down fails, and the chunks the others took are dropped again.
 TEST_F(FrameClusterTest, APutToADeadMemberFailsAndDropsWhatWasPut) {
   cluster_.Kill(2);

@@ -88,6 +88,7 @@ int64_t ConnectedClients(const Engine& engine);
 struct FramePutOptions {
   std::function<void(uint64_t bytes_put)> sent;
   const std::atomic<bool>* cancel = nullptr;
+  uint64_t batch_bytes = 0;  // a request's column bytes at most; 0: kPutBatchBytes (8 MiB)
 };
 
 // Rule J1, the joiner's side: asks the member at config.join (as rpc's stranger, from this
