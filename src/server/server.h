@@ -687,14 +687,14 @@ class Engine {
   // A new frame id: this member's id (0 on one node) in the top 20 bits (D2).
   uint64_t NewFrameId();
   const std::shared_ptr<FrameTotals>& frame_totals() { return frame_totals_; }
-  // Bytes of frames dropped or replaced while a reader still holds them (live - stored): part
-  // of used memory until the last reader lets go.
   // The chunk store's charge (internal/chunk_store.h, rule 3): part of used memory.
   int64_t ChunkStoreBytes() const {
     // relaxed: as DetachedFrameBytes.
     const int64_t c = frame_totals_->chunk_charge.load(std::memory_order_relaxed);
     return c > 0 ? c : 0;
   }
+  // Bytes of frames dropped or replaced while a reader still holds them (live - stored): part
+  // of used memory until the last reader lets go.
   int64_t DetachedFrameBytes() const {
     // relaxed: a figure read as the store's is, a moment late at worst.
     const int64_t d = frame_totals_->live_charge.load(std::memory_order_relaxed) -
