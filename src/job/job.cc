@@ -46,6 +46,11 @@ Registry::~Registry() {
   for (auto& t : threads) t.join();
 }
 
+void Registry::SetMember(uint32_t member) {
+  MutexLock lock(&mu_);
+  id_base_ = uint64_t{member} << kMemberShift;
+}
+
 Result<uint64_t> Registry::Start(std::string kind, std::string description, Work work) {
   MutexLock lock(&mu_);
   Trim();
@@ -54,8 +59,12 @@ Result<uint64_t> Registry::Start(std::string kind, std::string description, Work
     return Status::ResourceExhausted("too many jobs running (at most " +
                                      std::to_string(options_.max_running) + ")");
   }
+  if (id_base_ != 0 && next_id_ >= (uint64_t{1} << kMemberShift)) {
+    counters_.refused++;
+    return Status::ResourceExhausted("this member has run 2^32 - 1 jobs: its job ids are spent");
+  }
   auto job = std::make_shared<Job>();
-  job->id = next_id_++;
+  job->id = id_base_ + next_id_++;
   job->kind = std::move(kind);
   job->description = std::move(description);
   job->start_ms = static_cast<int64_t>(WallMicros() / 1000);

@@ -5,8 +5,9 @@
 // Contracts
 // ---------
 // 1. Start returns at once with the job's id (ids increase from 1, never reused in a
-//    registry's life); the work runs on a thread the registry starts for it. At most
-//    max_running jobs run at once: one more is refused (ResourceExhausted), never queued
+//    registry's life; in a cluster each is its member's base plus that count, SetMember, so an
+//    id names the member that runs it); the work runs on a thread the registry starts for it. At
+//    most max_running jobs run at once: one more is refused (ResourceExhausted), never queued
 //    without bound.
 // 2. A job's state goes running -> done | failed | cancelled, once. Work that returns OK is done;
 //    Cancelled after Cancel() (or any Cancelled status) is cancelled; any other status is failed
@@ -104,6 +105,13 @@ class Registry {
   // Starts `work` on a thread of its own; returns the job's id. ResourceExhausted when
   // max_running jobs run already.
   Result<uint64_t> Start(std::string kind, std::string description, Work work);
+  // Ids from now on are member x 2^32 + n (n counting on from 1: docs/frames_cluster.md, D11);
+  // member 0, the default, gives the one-node ids 1, 2, 3, ... REQUIRES: member < 2^20 (a
+  // node id). Once n passes 2^32 - 1 under a member, Start refuses (ResourceExhausted).
+  void SetMember(uint32_t member);
+  // The member a job id names (0 for one node's ids).
+  static uint32_t MemberOf(uint64_t id) { return static_cast<uint32_t>(id >> kMemberShift); }
+  static constexpr int kMemberShift = 32;
   // NotFound for an id not (or no longer) kept.
   Result<Info> Get(uint64_t id) const;
   // Contract 3.
@@ -136,6 +144,7 @@ class Registry {
   // Threads of forgotten jobs whose work has returned but that may not have exited yet.
   std::vector<std::thread> finished_threads_ FLOE_GUARDED_BY(mu_);
   uint64_t next_id_ FLOE_GUARDED_BY(mu_) = 1;
+  uint64_t id_base_ FLOE_GUARDED_BY(mu_) = 0;  // SetMember
   Counters counters_ FLOE_GUARDED_BY(mu_);
   std::condition_variable_any finished_;
 };

@@ -40,6 +40,24 @@ TEST(JobTest, DoneJobKeepsItsResultAndTimes) {
   EXPECT_EQ(r.counters().running, 0u);
 }
 
+// docs/frames_cluster.md, D11: in a cluster a job id is member x 2^32 + n, naming its member.
+TEST(JobTest, AMembersJobIdsNameIt) {
+  Registry r;
+  auto quick = [](Context&) { return Status::OK(); };
+  Result<uint64_t> one = r.Start("import", "a", quick);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(*one, 1u);
+  EXPECT_EQ(Registry::MemberOf(*one), 0u);
+  r.SetMember((1u << 20) - 1);
+  Result<uint64_t> two = r.Start("import", "b", quick);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(*two, (uint64_t{(1u << 20) - 1} << 32) + 2);
+  EXPECT_EQ(Registry::MemberOf(*two), (1u << 20) - 1);
+  ASSERT_TRUE(r.TEST_Wait(*two).ok());
+  EXPECT_TRUE(r.Get(*two).ok());
+  EXPECT_EQ(r.Get(2).status().code(), StatusCode::kNotFound);
+}
+
 TEST(JobTest, FailedJobShowsItsError) {
   Registry r;
   uint64_t id = *r.Start("import", "", [](Context&) { return Status::NotFound("no file x"); });

@@ -14,6 +14,7 @@
 #include "net/net.h"
 #include "server/internal/cluster_node_impl.h"
 #include "server/internal/command.h"
+#include "server/internal/frame_value.h"
 #include "server/internal/string_cell.h"
 #include "wire/wire.h"
 
@@ -233,6 +234,8 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
+  // Headers that die from now on (the engine's store outlives the node) send nothing.
+  if (impl_->dropper) impl_->dropper->Stop();
   {
     MutexLock lock(&impl_->meta_mu);
     impl_->meta_stopped = true;
@@ -390,6 +393,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   d.export_value = ExportForCache;
   impl->dkv = std::make_unique<dkv::Dkv>(*impl->endpoint, d);
   impl->dkv_slot->store(impl->dkv.get(), std::memory_order_release);
+  impl->chunks = std::make_unique<ChunkStore>(engine);
+  impl->RegisterFrameMethods();
   impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
     return raw->OnCommand(from, req);
   });
@@ -416,12 +421,19 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     impl->guard_thread = std::move(*guard);
   }
   std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(impl)));
+  node->impl_->StartDropper(node.get());
   FLOE_LOG_INFO("cluster '{}': this node is {} (node {} of {}), waiting for the others",
                 config.cluster_name, me.address(), *self, members.size());
+  // Job ids name this member (docs/frames_cluster.md, D11).
+  engine->jobs().SetMember(static_cast<uint32_t>(*self));
   // The engine knows its node before any peer's command can reach a proxy session.
   engine->set_cluster(node.get());
   node->impl_->endpoint->Start();
-  node->impl_->cluster->OnFormed([raw] { raw->StartMeta(); });
+  node->impl_->cluster->OnFormed([raw, n = node.get()] {
+    raw->StartMeta();
+    // The orphan sweep of the chunk store (docs/frames_cluster.md, D10), on the loop.
+    raw->loop.PostAt(raw->loop.NowMicros() + kChunkSweepUs, [raw, n] { raw->SweepTick(n); });
+  });
   node->impl_->cluster->Start();
   return node;
 }

@@ -14,9 +14,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 
 #include "parse/parse.h"
+#include "server/internal/analytics_pool.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/frame_cluster.h"
 #include "server/internal/frame_value.h"
 
 namespace floe::server::internal {
@@ -46,12 +50,21 @@ std::string ChunkKey(std::string_view frame, uint64_t k) {
   return key;
 }
 
-Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_view name) {
+Result<LoadedFrame> LoadFrameOrHeader(CommandContext& ctx, std::string_view name) {
   ValuePtr v = Lookup(ctx, name);
   if (!v) return Status::NotFound("ERR no such frame");
   if (v->type() != kFrameType) return ClientError(kWrongType);
   FLOE_ASSIGN_OR_RETURN(const Cell<FrameHolder>* cell, CellOf<FrameHolder>(*v));
-  return cell->Read([](const FrameHolder& h) { return h.frame; });
+  return cell->Read([](const FrameHolder& h) { return LoadedFrame{h.frame, h.header}; });
+}
+
+Result<std::shared_ptr<const Frame>> LoadFrame(CommandContext& ctx, std::string_view name) {
+  FLOE_ASSIGN_OR_RETURN(LoadedFrame loaded, LoadFrameOrHeader(ctx, name));
+  // A cluster frame's header (D2): its commands are not served here yet.
+  if (loaded.frame == nullptr) {
+    return ClientError("ERR frame " + std::string(name) + " lives in a cluster");
+  }
+  return std::move(loaded.frame);
 }
 
 }  // namespace floe::server::internal
@@ -72,7 +85,10 @@ Result<std::shared_ptr<const Frame>> PinFrame(Engine& engine, std::string_view n
   if (v->type() != internal::kFrameType) return internal::ClientError(internal::kWrongType);
   FLOE_ASSIGN_OR_RETURN(const internal::Cell<internal::FrameHolder>* cell,
                         internal::CellOf<internal::FrameHolder>(*v));
-  return cell->Read([](const internal::FrameHolder& h) { return h.frame; });
+  std::shared_ptr<const Frame> f =
+      cell->Read([](const internal::FrameHolder& h) { return h.frame; });
+  if (f == nullptr) return internal::ClientError("ERR frame lives in a cluster");
+  return f;
 }
 
 }  // namespace floe::server
@@ -104,7 +120,7 @@ Status ChargeIfRoom(Engine& engine, const store::MemoryAccount& account, uint64_
 Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
   // The tally (stored_charge) before the shared frame (live_charge), so the check below never
   // counts this frame as detached as well as reserved (rule 3).
-  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f);
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f, engine.NewFrameId());
   FrameHolder holder{.frame = ShareCounted(engine.frame_totals(), std::move(f)),
                      .tally = std::move(tally)};
   // Reserved (against used memory and every other reservation) until the store charges it.
@@ -133,6 +149,63 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
     }
     return Mutation::Put(v);
   }));
+  return Status::OK();
+}
+
+Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
+                        std::shared_ptr<ChunkDropper> dropper) {
+  // Held here until the put is decided: armed only once stored, so a refused header (the key
+  // exists, OOM, a bad key) never drops the chunks of the frame whose id it carries.
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), header);
+  const uint64_t id = header.id;
+  const size_t charge = HeaderCharge(header);
+  FrameHolder holder{.frame = nullptr,
+                     .header = std::make_shared<const FrameHeader>(std::move(header)),
+                     .header_charge = charge,
+                     .tally = tally};
+  const int64_t limit = engine.maxmemory();
+  const uint64_t bytes = holder.MemoryBytes();
+  if (limit > 0 &&
+      (bytes > static_cast<uint64_t>(limit) ||
+       !engine.TryReserveMemory(static_cast<int64_t>(bytes), engine.UsedMemoryNow(), limit))) {
+    return Status::ResourceExhausted(kOomError);
+  }
+  struct Unreserve {
+    Engine& engine;
+    int64_t bytes;
+    ~Unreserve() {
+      if (bytes > 0) engine.ReleaseMemory(bytes);
+    }
+  } unreserve{.engine = engine, .bytes = limit > 0 ? static_cast<int64_t>(bytes) : 0};
+  FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(name, kFrameType, {}, 0));
+  v->CacheDecoded(
+      std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
+  const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
+  FLOE_RETURN_IF_ERROR(engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
+    if (!replace && Live(cur, now_ms) != nullptr) {
+      return Status(StatusCode::kAlreadyExists, kFrameTargetExists);
+    }
+    // An id is live under one key at most (D2): the values holding it now, less this header's
+    // own tally and the value it replaces if that holds the same id, must be none.
+    uint64_t cur_id = 0;
+    if (cur != nullptr && cur->type() == kFrameType) {
+      if (Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*cur); cell.ok()) {
+        cur_id = (*cell)->Read([](const FrameHolder& h) { return h.id(); });
+      }
+    }
+    int holders = 0;
+    {
+      MutexLock lock(&engine.frame_totals()->ids_mu);
+      auto it = engine.frame_totals()->live_ids.find(id);
+      if (it != engine.frame_totals()->live_ids.end()) holders = it->second;
+    }
+    if (holders - 1 - (cur_id == id ? 1 : 0) > 0) {
+      return Status(StatusCode::kAlreadyExists,
+                    "ERR frame id " + std::to_string(id) + " is live under another key");
+    }
+    return Mutation::Put(v);
+  }));
+  tally->Arm(std::move(dropper));
   return Status::OK();
 }
 
@@ -471,6 +544,68 @@ std::string ImportSummary(const ImportRequest& r, const parse::ParseResult& p) {
   return s;
 }
 
+// An import's frame in a cluster (docs/frames_cluster.md, D5), on the job's thread at the name's
+// home: its id registered as importing here (D10: no sweep drops its chunks), its chunks put at
+// their homes (D4), then its header stored at the name's home by PUT_HEADER. A failure or a
+// cancel drops the chunks put (D9) and fails the job; nothing appears without every chunk.
+Status PutImportedFrame(Engine* engine, const ImportRequest& r, Frame made,
+                        const parse::ParseReport& report, const std::string& summary,
+                        job::Context& job) {
+  ClusterNode* node = engine->cluster();
+  if (node == nullptr) return Status::Unavailable("this member left the cluster");
+  const uint64_t id = engine->NewFrameId();
+  const uint16_t group = RandomChunkGroup();
+  const uint16_t header_slot = cluster::KeySlot(r.name);
+  ImportingId importing(engine->frame_totals(), id);
+  const std::string header = EncodeFrameHeader(HeaderOf(made, id, group));
+  const uint64_t input = report.bytes, bytes = made.compressed_bytes(), rows = report.rows;
+  job.SetProgress(rows, input, input + bytes);
+  std::promise<Status> put;
+  node->PutFrameChunks(
+      std::make_shared<const Frame>(std::move(made)), id, group, header_slot,
+      [&put](Status s) { put.set_value(std::move(s)); },
+      {.sent = [&job, rows, input,
+                bytes](uint64_t sent) { job.SetProgress(rows, input + sent, input + bytes); },
+       .cancel = job.cancel_flag()});
+  Status s = put.get_future().get();
+  if (s.code() == StatusCode::kCancelled && job.cancelled()) {
+    return Status::Cancelled("cancelled by JOB.CANCEL");
+  }
+  if (!s.ok()) {
+    return Status(s.code(), "import of '" + r.path + "' failed: " + std::string(s.message()));
+  }
+  if (job.cancelled()) {
+    node->DropFrameChunks(id);
+    return Status::Cancelled("cancelled by JOB.CANCEL");
+  }
+  const net::NodeId home = node->Home(header_slot);
+  std::promise<Result<std::string>> stored;
+  auto put_header = [&] {
+    node->CallFrame(home, kPutHeaderMethod,
+                    EncodePutHeader({.map_version = node->map().version(),
+                                     .key = r.name,
+                                     .replace = r.replace,
+                                     .header = header}),
+                    [&stored](Result<std::string> a) { stored.set_value(std::move(a)); });
+  };
+  if (home == node->self()) {
+    // Stored here as a one-node import stores its frame: between any two commands.
+    Engine::ExclusiveSection exclusive(engine);
+    put_header();
+  } else {
+    put_header();
+  }
+  Result<std::string> answer = stored.get_future().get();
+  store::Store::Reclaim();  // a replaced frame retired on this thread is freed here
+  if (!answer.ok()) {
+    node->DropFrameChunks(id);
+    return answer.status();
+  }
+  job.SetProgress(rows, input + bytes, input + bytes);
+  job.SetResult(summary);
+  return Status::OK();
+}
+
 // The job: parse with every core under the import's charge (grown with the inflated bytes and
 // the domains); then store the frame if it fits. Nothing is stored unless everything
 // succeeded: no partial frame.
@@ -486,8 +621,11 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
   parse::ParseControl control;
   control.cancel = job.cancel_flag();  // JOB.CANCEL reaches the parser's workers directly
   control.progress_interval = std::chrono::milliseconds(50);
+  // In a cluster the chunks are put after the parse (D5): until then the total counts the input
+  // twice, the second time standing for the put.
+  const bool in_cluster = engine->cluster() != nullptr;
   control.progress = [&](const parse::ParseProgress& p) {
-    job.SetProgress(p.rows, p.bytes_done, p.bytes_total);
+    job.SetProgress(p.rows, p.bytes_done, in_cluster ? 2 * p.bytes_total : p.bytes_total);
     // A gzip input inflates past its size on disk, and domains grow: the charge grows too.
     const uint64_t need = std::max(r.input_bytes, p.bytes_total) + p.held_bytes;
     if (!out_of_memory && !charge.GrowTo(need).ok()) {
@@ -522,9 +660,12 @@ Status ImportWork(Engine* engine, const ImportRequest& r, ImportCharge& charge, 
                   "import of '" + r.path + "' failed: " + std::string(parsed.status().message()));
   }
   if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
-  job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);
   const std::string summary = ImportSummary(r, *parsed);
   charge.Release();
+  if (in_cluster) {
+    return PutImportedFrame(engine, r, std::move(parsed->frame), parsed->report, summary, job);
+  }
+  job.SetProgress(parsed->report.rows, parsed->report.bytes, parsed->report.bytes);
   Status stored;
   {
     // The frame appears as EXEC's writes do: with every I/O thread stopped between commands, so
@@ -611,6 +752,7 @@ void CmdFrameList(CommandContext& ctx) {
 void CmdFrameDrop(CommandContext& ctx) {
   if (RefusedInCluster(ctx)) return;
   bool dropped = false, wrong_type = false;
+  uint64_t header_id = 0;  // a cluster frame's header's id (D2)
   Status s = ctx.store().Mutate(ctx.args[1], [&](const Value* cur) -> Result<Mutation> {
     if (Live(cur, ctx.now_ms) == nullptr) return Mutation::Keep();
     if (cur->type() != kFrameType) {
@@ -618,10 +760,19 @@ void CmdFrameDrop(CommandContext& ctx) {
       return Mutation::Keep();
     }
     dropped = true;
+    if (Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*cur); cell.ok()) {
+      header_id = (*cell)->Read(
+          [](const FrameHolder& h) { return h.header != nullptr ? h.id() : uint64_t{0}; });
+    }
     return Mutation::Remove();
   });
   if (!s.ok()) return ctx.Error(s);
   if (wrong_type) return ctx.WrongType();
+  // D10: the chunks go at once, not when the header's cell is freed (after every reader of the
+  // store has moved on); the cell's own DROP_CHUNKS then finds nothing.
+  if (header_id != 0 && ctx.engine.cluster() != nullptr) {
+    ctx.engine.cluster()->DropFrameChunks(header_id);
+  }
   ctx.out.Integer(dropped ? 1 : 0);
 }
 
@@ -647,11 +798,59 @@ std::string CellText(const frame::Vec& vec, uint64_t row) {
 
 }  // namespace
 
+namespace {
+
+// FRAME.INFO of a cluster frame, from its header alone (docs/frames_cluster.md, D7): a vec's
+// bytes and layouts are not in the header (D2), so they are nil and "".
+void WriteHeaderInfo(CommandContext& ctx, const FrameHeader& h) {
+  uint64_t compressed = 0, raw = 0;
+  for (const FrameHeader::Chunk& c : h.chunks) {
+    compressed += c.compressed_bytes;
+    raw += c.raw_bytes;
+  }
+  ctx.out.MapHeader(7);
+  ctx.out.Bulk("name");
+  ctx.out.Bulk(ctx.args[1]);
+  ctx.out.Bulk("rows");
+  ctx.out.Integer(static_cast<int64_t>(h.rows()));
+  ctx.out.Bulk("columns");
+  ctx.out.Integer(static_cast<int64_t>(h.columns.size()));
+  ctx.out.Bulk("chunks");
+  ctx.out.Integer(static_cast<int64_t>(h.chunks.size()));
+  ctx.out.Bulk("compressed_bytes");
+  ctx.out.Integer(static_cast<int64_t>(compressed));
+  ctx.out.Bulk("raw_bytes");
+  ctx.out.Integer(static_cast<int64_t>(raw));
+  ctx.out.Bulk("vecs");
+  ctx.out.ArrayHeader(h.columns.size());
+  for (const FrameHeader::Column& c : h.columns) {
+    ctx.out.MapHeader(7);
+    ctx.out.Bulk("name");
+    ctx.out.Bulk(c.name);
+    ctx.out.Bulk("type");
+    // DecodeFrameHeader checked the type.
+    ctx.out.Bulk(frame::ColumnTypeName(static_cast<ColumnType>(c.type)));
+    ctx.out.Bulk("na");
+    ctx.out.Integer(static_cast<int64_t>(c.na_count));
+    ctx.out.Bulk("levels");
+    ctx.out.Integer(static_cast<int64_t>(c.domain.size()));
+    ctx.out.Bulk("compressed_bytes");
+    ctx.out.Null();
+    ctx.out.Bulk("raw_bytes");
+    ctx.out.Null();
+    ctx.out.Bulk("layouts");
+    ctx.out.Bulk("");
+  }
+}
+
+}  // namespace
+
 void CmdFrameInfo(CommandContext& ctx) {
   if (RefusedInCluster(ctx)) return;
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
+  Result<LoadedFrame> f = LoadFrameOrHeader(ctx, ctx.args[1]);
   if (!f.ok()) return ctx.Error(f.status());
-  const Frame& frame = **f;
+  if (f->frame == nullptr) return WriteHeaderInfo(ctx, *f->header);
+  const Frame& frame = *f->frame;
   ctx.out.MapHeader(7);
   ctx.out.Bulk("name");
   ctx.out.Bulk(ctx.args[1]);
@@ -697,17 +896,11 @@ void CmdFrameInfo(CommandContext& ctx) {
 // each an array of bulk strings, nil for NA. Refused when the reply would pass
 // kHeadReplyMaxBytes or proto-max-bulk-len.
 constexpr uint64_t kHeadReplyMaxBytes = uint64_t{64} << 20;
-void CmdFrameHead(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
-  int64_t n = 10;
-  if (ctx.args.size() > 3) return ctx.SyntaxError();
-  if (ctx.args.size() == 3) {
-    if (!ParseInt64(ctx.args[2], &n)) return ctx.NotInteger();
-    if (n < 0 || n > 1000) return ctx.Error("ERR n must be between 0 and 1000");
-  }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  const Frame& frame = **f;
+
+namespace {
+
+// FRAME.HEAD's reply: the names, then the first `n` rows of `frame`.
+void WriteHead(CommandContext& ctx, const Frame& frame, int64_t n) {
   const uint64_t rows = std::min<uint64_t>(frame.rows(), static_cast<uint64_t>(n));
   // The reply's bytes are bounded before any is written: 1,000 rows of many wide string
   // columns could otherwise build a reply of gigabytes. An upper bound a cell (its text and
@@ -744,6 +937,73 @@ void CmdFrameHead(CommandContext& ctx) {
   }
 }
 
+// The first chunks of a cluster frame holding `n` rows (all of them if it has fewer), fetched
+// from their homes in order, at most 4 asked at once (docs/frames_cluster.md, D7), each checked
+// against the header (ChunkFrameOf), as one frame. Blocks its thread: the analytics pool's.
+Result<Frame> FetchHead(ClusterNode& node, const FrameHeader& h, const std::string& name,
+                        uint64_t n) {
+  size_t chunks = 0;
+  for (uint64_t rows = 0; chunks < h.chunks.size() && (rows < n || chunks == 0); chunks++) {
+    rows += h.chunks[chunks].rows;
+  }
+  std::vector<std::vector<std::shared_ptr<const std::string>>> columns(h.columns.size());
+  for (size_t first = 0; first < chunks; first += 4) {
+    const size_t last = std::min(chunks, first + 4);
+    std::vector<std::shared_ptr<std::promise<Result<std::string>>>> asked;
+    for (size_t k = first; k < last; k++) {
+      auto answer = std::make_shared<std::promise<Result<std::string>>>();
+      asked.push_back(answer);
+      FetchChunk(node, h, name, k,
+                 [answer](Result<std::string> r) { answer->set_value(std::move(r)); });
+    }
+    for (size_t k = first; k < last; k++) {
+      FLOE_ASSIGN_OR_RETURN(std::string bytes, asked[k - first]->get_future().get());
+      FLOE_ASSIGN_OR_RETURN(Frame one, ChunkFrameOf(h, k, bytes));
+      for (size_t c = 0; c < columns.size(); c++) columns[c].push_back(one.vec(c).chunk_bytes(0));
+    }
+  }
+  std::vector<std::string> names;
+  std::vector<frame::Vec> vecs;
+  for (size_t c = 0; c < columns.size(); c++) {
+    const FrameHeader::Column& col = h.columns[c];
+    FLOE_ASSIGN_OR_RETURN(frame::Vec v, frame::Vec::Make(static_cast<ColumnType>(col.type),
+                                                         col.domain, std::move(columns[c])));
+    names.push_back(col.name);
+    vecs.push_back(std::move(v));
+  }
+  return Frame::Make(std::move(names), std::move(vecs));
+}
+
+}  // namespace
+
+void CmdFrameHead(CommandContext& ctx) {
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
+  int64_t n = 10;
+  if (ctx.args.size() > 3) return ctx.SyntaxError();
+  if (ctx.args.size() == 3) {
+    if (!ParseInt64(ctx.args[2], &n)) return ctx.NotInteger();
+    if (n < 0 || n > 1000) return ctx.Error("ERR n must be between 0 and 1000");
+  }
+  Result<LoadedFrame> f = LoadFrameOrHeader(ctx, ctx.args[1]);
+  if (!f.ok()) return ctx.Error(f.status());
+  if (f->frame != nullptr) return WriteHead(ctx, *f->frame, n);
+  // A cluster frame: its first chunks are fetched off the I/O thread, on the analytics pool
+  // (docs/frames_cluster.md, D7).
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr)
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  RunAnalytics(ctx,
+               [node, header = f->header, name = std::string(ctx.args[1]),
+                n](const std::atomic<bool>*) -> AnalyticsReply {
+                 auto head = std::make_shared<Result<Frame>>(
+                     FetchHead(*node, *header, name, static_cast<uint64_t>(n)));
+                 return [head, n](CommandContext& c) {
+                   if (!head->ok()) return c.Error(head->status());
+                   WriteHead(c, **head, n);
+                 };
+               });
+}
+
 // ---- INFO ----
 
 void FramesInfoSection(Engine& engine, std::string* out) {
@@ -761,6 +1021,9 @@ void FramesInfoSection(Engine& engine, std::string* out) {
   line("frames_raw_bytes",
        static_cast<uint64_t>(std::max<int64_t>(0, t.raw_bytes.load(std::memory_order_relaxed))));
   line("frames_detached_bytes", static_cast<uint64_t>(engine.DetachedFrameBytes()));
+  line("frame_chunks",
+       static_cast<uint64_t>(std::max<int64_t>(0, t.chunks.load(std::memory_order_relaxed))));
+  line("frame_chunk_bytes", static_cast<uint64_t>(engine.ChunkStoreBytes()));
   line("jobs_running", j.running);
   line("jobs_started", j.started);
   line("jobs_done", j.done);

@@ -11,12 +11,16 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <future>
 #include <limits>
 
 #include "mr/mr.h"
 #include "server/internal/analytics_pool.h"
+#include "server/internal/cluster_node.h"
 #include "server/internal/engine_budget.h"
+#include "server/internal/frame_cluster.h"
 #include "server/internal/frame_value.h"
 
 namespace floe::server::internal {
@@ -262,17 +266,26 @@ constexpr size_t kExportBuffer = size_t{1} << 20;
 // polling the job's flag between buffers. The buffer's capacity is charged to `budget`
 // (maxmemory) before it grows: ResourceExhausted with the OOM text if it does not fit. Progress:
 // rows written, and bytes against the bytes the written rows predict.
-Status WriteCsv(const std::shared_ptr<const Frame>& f, int fd, job::Context& job,
-                EngineBudget& budget) {
-  frame::CsvWriter writer(f);
+struct CsvOut {
+  explicit CsvOut(uint64_t rows) : total_rows(rows) { buf.reserve(target + max_line); }
   // The buffer holds lines up to `target`, then one line of at most `max_line` (the writer
   // bounds a line's width before building it): target + max_line, charged, never grown past.
   const size_t target = kExportBuffer / 2;
   size_t max_line = kExportBuffer - target;
   std::string buf;
-  buf.reserve(target + max_line);
   uint64_t written = 0;
-  const uint64_t total_rows = f->rows();
+  uint64_t rows_before = 0;  // written by the writers before this one (a cluster frame's chunks)
+  const uint64_t total_rows;
+};
+
+// Writes what `writer` has left (`last`: the export's last writer).
+Status DrainCsv(frame::CsvWriter& writer, int fd, job::Context& job, EngineBudget& budget,
+                CsvOut& o, bool last) {
+  const size_t target = o.target;
+  size_t& max_line = o.max_line;
+  std::string& buf = o.buf;
+  uint64_t& written = o.written;
+  const uint64_t total_rows = o.total_rows;
   bool more = true;
   while (more) {
     if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
@@ -293,14 +306,76 @@ Status WriteCsv(const std::shared_ptr<const Frame>& f, int fd, job::Context& job
       more = *next;
     }
     FLOE_RETURN_IF_ERROR(WriteAll(fd, &buf, &written));
-    const uint64_t rows_done = writer.rows_written();
+    const uint64_t rows_done = o.rows_before + writer.rows_written();
     const uint64_t expected =
         rows_done == 0
             ? written
             : static_cast<uint64_t>(static_cast<double>(written) * static_cast<double>(total_rows) /
                                     static_cast<double>(rows_done));
-    job.SetProgress(rows_done, written, more ? std::max(expected, written) : written);
+    job.SetProgress(rows_done, written, more || !last ? std::max(expected, written) : written);
   }
+  o.rows_before += writer.rows_written();
+  return Status::OK();
+}
+
+Status WriteCsv(const std::shared_ptr<const Frame>& f, int fd, job::Context& job,
+                EngineBudget& budget) {
+  frame::CsvWriter writer(f);
+  CsvOut out(f->rows());
+  return DrainCsv(writer, fd, job, budget, out, true);
+}
+
+// A cluster frame's CSV (docs/frames_cluster.md, D7): its chunks fetched from their homes in
+// order, at most kChunksAhead asked ahead of the one written, each written as a one-chunk frame
+// (the header line once). A chunk's bytes are charged to `budget` while it is written; a chunk
+// missing or a home that does not answer fails the export (D9).
+constexpr size_t kChunksAhead = 4;
+Status WriteClusterCsv(ClusterNode& node, const FrameHeader& h, const std::string& name, int fd,
+                       job::Context& job, EngineBudget& budget) {
+  CsvOut out(h.rows());
+  if (h.chunks.empty()) {
+    // No chunk: the header line alone, from a frame of the header's columns and no row.
+    std::vector<std::string> names;
+    std::vector<frame::Vec> vecs;
+    for (const FrameHeader::Column& c : h.columns) {
+      FLOE_ASSIGN_OR_RETURN(frame::Vec v,
+                            frame::Vec::Make(static_cast<frame::ColumnType>(c.type), c.domain, {}));
+      names.push_back(c.name);
+      vecs.push_back(std::move(v));
+    }
+    FLOE_ASSIGN_OR_RETURN(Frame empty, Frame::Make(std::move(names), std::move(vecs)));
+    frame::CsvWriter writer(std::make_shared<const Frame>(std::move(empty)));
+    return DrainCsv(writer, fd, job, budget, out, true);
+  }
+  using Answer = std::promise<Result<std::string>>;
+  std::deque<std::pair<std::shared_ptr<Answer>, std::future<Result<std::string>>>> ahead;
+  uint64_t next = 0;
+  for (uint64_t k = 0; k < h.chunks.size(); k++) {
+    while (ahead.size() < kChunksAhead && next < h.chunks.size()) {
+      auto answer = std::make_shared<Answer>();
+      std::future<Result<std::string>> got = answer->get_future();
+      FetchChunk(node, h, name, next++,
+                 [answer](Result<std::string> r) { answer->set_value(std::move(r)); });
+      ahead.emplace_back(std::move(answer), std::move(got));
+    }
+    Result<std::string> bytes = ahead.front().second.get();
+    ahead.pop_front();
+    if (!bytes.ok()) return bytes.status();
+    if (job.cancelled()) return Status::Cancelled("cancelled by JOB.CANCEL");
+    FLOE_RETURN_IF_ERROR(budget.Reserve(bytes->size()));
+    Status s = [&]() -> Status {
+      FLOE_ASSIGN_OR_RETURN(Frame chunk, ChunkFrameOf(h, k, *bytes));
+      frame::CsvWriter writer(std::make_shared<const Frame>(std::move(chunk)));
+      if (k > 0) {
+        std::string header_line;
+        FLOE_RETURN_IF_ERROR(writer.Next(&header_line, 0).status());  // written once, above
+      }
+      return DrainCsv(writer, fd, job, budget, out, k + 1 == h.chunks.size());
+    }();
+    budget.Release(bytes->size());
+    FLOE_RETURN_IF_ERROR(s);
+  }
+  // The fetches still asked (after a failure) answer into their promises, which they hold.
   return Status::OK();
 }
 
@@ -309,8 +384,9 @@ std::atomic<uint64_t> export_sequence{0};
 // The job: write a temporary file beside the target (created new, no link followed), then
 // rename it over the target (without REPLACE, only if no file came there meanwhile). The
 // temporary file is removed on every failure and on cancel.
-Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t,
-                  const std::shared_ptr<EngineBudget>& budget, job::Context& job) {
+Status ExportWork(const LoadedFrame& f, const std::string& name, Engine* engine,
+                  const ExportTarget& t, const std::shared_ptr<EngineBudget>& budget,
+                  job::Context& job) {
   const int dir = *t.dir;
   // relaxed: a counter that only has to differ between exports of this process.
   const std::string tmp = "." + t.name.substr(0, 200) + ".export-" + std::to_string(::getpid()) +
@@ -322,7 +398,14 @@ Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t,
     return Status::Internal("cannot create a file beside '" + t.shown +
                             "': " + std::strerror(errno));
   }
-  Status s = WriteCsv(f, fd, job, *budget);
+  Status s;
+  if (f.frame != nullptr) {
+    s = WriteCsv(f.frame, fd, job, *budget);
+  } else if (ClusterNode* node = engine->cluster(); node != nullptr) {
+    s = WriteClusterCsv(*node, *f.header, name, fd, job, *budget);
+  } else {
+    s = Status::Unavailable("this member left the cluster");
+  }
   if (s.ok() && ::fsync(fd) != 0)
     s = Status::Internal(std::string("fsync: ") + std::strerror(errno));
   if (::close(fd) != 0 && s.ok())
@@ -339,8 +422,10 @@ Status ExportWork(const std::shared_ptr<const Frame>& f, const ExportTarget& t,
     ::unlinkat(dir, tmp.c_str(), 0);
     return s;
   }
-  job.SetResult("frame exported to '" + t.shown + "': " + std::to_string(f->rows()) + " rows, " +
-                std::to_string(f->columns()) + " columns");
+  const uint64_t rows = f.frame != nullptr ? f.frame->rows() : f.header->rows();
+  const size_t columns = f.frame != nullptr ? f.frame->columns() : f.header->columns.size();
+  job.SetResult("frame exported to '" + t.shown + "': " + std::to_string(rows) + " rows, " +
+                std::to_string(columns) + " columns");
   return Status::OK();
 }
 
@@ -357,7 +442,8 @@ void CmdFrameExport(CommandContext& ctx) {
     return ctx.SyntaxError();
   }
   // The frame as it is now: a FRAME.DROP or a replace meanwhile does not change what is written.
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
+  // In a cluster, its header (D7: the chunks are fetched by the job).
+  Result<LoadedFrame> f = LoadFrameOrHeader(ctx, a[1]);
   if (!f.ok()) return ctx.Error(f.status());
   if (Status s = ResolveExportTarget(ctx.engine.config().export_dir, std::string(a[2]), &t);
       !s.ok()) {
@@ -370,8 +456,9 @@ void CmdFrameExport(CommandContext& ctx) {
   std::string what = std::string(a[1]) + " -> " + t.shown;
   Result<uint64_t> id = ctx.engine.jobs().Start(
       "export", std::move(what),
-      [frame = std::move(f).value(), t = std::move(t), budget](job::Context& job) {
-        Status s = ExportWork(frame, t, budget, job);
+      [frame = std::move(f).value(), name = std::string(a[1]), engine = &ctx.engine,
+       t = std::move(t), budget](job::Context& job) {
+        Status s = ExportWork(frame, name, engine, t, budget, job);
         budget->Release(budget->held());  // the buffer is gone with the job's end
         return s;
       });

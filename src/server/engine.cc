@@ -54,8 +54,8 @@ int64_t Engine::UsedMemory(bool may_trim_copies) {
   const auto now = static_cast<int64_t>(NowMicros());
   const bool trim_due = may_trim_copies && trim_copies_.load(std::memory_order_relaxed);
   if (trim_due || now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
-    int64_t used =
-        static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() + DetachedFrameBytes();
+    int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
+                   DetachedFrameBytes() + ChunkStoreBytes();
     // Cached copies of other nodes' keys count too, and go first when memory is short.
     if (internal::ClusterNode* node = cluster()) {
       dkv::Dkv& d = node->dkv();
@@ -98,9 +98,18 @@ bool Engine::PostPiece(std::function<void()> make) {
 
 void Engine::StopPieces() { pieces_->Shutdown(); }
 
+uint64_t Engine::NewFrameId() {
+  constexpr uint64_t kLowBits = 44;
+  const internal::ClusterNode* node = cluster();
+  const uint64_t member = node != nullptr ? node->self() : 0;
+  // relaxed: only uniqueness matters, which the read-modify-write gives.
+  const uint64_t n = frame_totals_->next_id.fetch_add(1, std::memory_order_relaxed);
+  return (member << kLowBits) | (n & ((uint64_t{1} << kLowBits) - 1));
+}
+
 int64_t Engine::UsedMemoryNow() const {
-  int64_t used =
-      static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() + DetachedFrameBytes();
+  int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
+                 DetachedFrameBytes() + ChunkStoreBytes();
   if (const internal::ClusterNode* node = cluster()) {
     used += static_cast<int64_t>(node->dkv().CacheBytes());
   }

@@ -1,7 +1,8 @@
 // Commands in a cluster (docs/cluster.md, "Commands through any node"): which node runs a
 // command, the forwarding of a command to the home of its keys, the commands split by home
 // (MGET, DEL, EXISTS, UNLINK, TOUCH, PFCOUNT) and those that ask every node (KEYS, SCAN,
-// DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB).
+// DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB, FRAME.LIST, JOB.LIST); JOB.STATUS and JOB.CANCEL run at
+// the member their job id names (docs/frames_cluster.md, D11).
 //
 // Rules (each with its test in tests/e2e/test_cluster.py and cluster_routing_test.cc):
 //   C1 Keys on one slot run at the slot's home, whole: a command, or a MULTI ... EXEC batch.
@@ -16,6 +17,7 @@
 //      transaction must touch only that slot (else CROSSSLOT). UNWATCH, DISCARD, RESET and a
 //      failed EXEC make the next request to that home forget its watches first.
 
+#include <algorithm>
 #include <deque>
 #include <future>
 #include <map>
@@ -67,6 +69,8 @@ enum class Combine : uint8_t {
   kAsIs,     // one part: its reply is the reply
   kSum,      // integers added (DEL, UNLINK, EXISTS, TOUCH, DBSIZE)
   kConcat,   // arrays joined (KEYS)
+  kSorted,   // arrays of names joined and sorted (FRAME.LIST)
+  kJoined,   // arrays of anything joined as they came, in the client's protocol (JOB.LIST)
   kMGet,     // values put back in the order of the keys
   kAllOk,    // +OK when every part said OK (FLUSHALL, FLUSHDB)
   kRandom,   // one of the non-null answers (RANDOMKEY)
@@ -162,6 +166,34 @@ std::string Finish(Gather& g) {
           for (const resp::Reply& e : r.elements) w.Bulk(e.str);
         }
       }
+      break;
+    }
+    case Combine::kSorted: {
+      std::vector<std::string_view> names;
+      for (const auto& p : parts) {
+        for (const resp::Reply& r : p) {
+          for (const resp::Reply& e : r.elements) names.push_back(e.str);
+        }
+      }
+      std::sort(names.begin(), names.end());
+      w.ArrayHeader(names.size());
+      for (std::string_view n : names) w.Bulk(n);
+      break;
+    }
+    case Combine::kJoined: {
+      // Each part is one array reply: its header line, then its elements' bytes as they are.
+      size_t n = 0;
+      std::string elements;
+      for (size_t i = 0; i < parts.size(); i++) {
+        if (parts[i].size() != 1 || parts[i][0].type != resp::Reply::Type::kArray) {
+          return ErrorBytes("ERR a node sent a reply of the wrong shape");
+        }
+        n += parts[i][0].elements.size();
+        const std::string& bytes = g.replies[i];
+        elements.append(bytes, bytes.find('\n') + 1);
+      }
+      w.ArrayHeader(n);
+      out += elements;
       break;
     }
     case Combine::kMGet: {
@@ -261,7 +293,8 @@ void PartDone(const std::shared_ptr<Gather>& g, size_t i, std::string reply) {
 namespace internal {
 
 bool KeyspaceWide(Handler h) {
-  return h == CmdKeys || h == CmdDbSize || h == CmdRandomKey || h == CmdFlushDb || h == CmdScan;
+  return h == CmdKeys || h == CmdDbSize || h == CmdRandomKey || h == CmdFlushDb || h == CmdScan ||
+         h == CmdFrameList || h == CmdJobList;
 }
 
 void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
@@ -618,11 +651,11 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
   return out;
 }
 
-std::string Session::RunPart(const std::vector<std::string>& part, int64_t now_ms) {
+std::string Session::RunPart(const std::vector<std::string>& part, int64_t now_ms, int protocol) {
   std::vector<std::string_view> views(part.begin(), part.end());
   const CommandSpec* spec = internal::ResolveCommand(views);
   std::string bytes;
-  resp::ReplyWriter w(&bytes, 2);
+  resp::ReplyWriter w(&bytes, protocol);
   Call(spec, views, w, /*exclusive_held=*/false, now_ms);
   return bytes;
 }
@@ -650,7 +683,7 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     std::string bytes;
     for (const auto& command : parts[i].second) {
       running_parts_ = true;
-      bytes += RunPart(command, now_ms);
+      bytes += RunPart(command, now_ms, g->how == Combine::kJoined ? protocol_ : 2);
       running_parts_ = false;
       if (part_reservation_) {
         // Only changes wait, and a part that changes keys is one command (DEL, UNLINK,
@@ -681,7 +714,8 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     if (home == node.self()) continue;
     deferred_bytes_ += internal::CommandBytes(parts[i].second);
     Queues().Enqueue(home,
-                     {.protocol = static_cast<uint8_t>(g->how == Combine::kAsIs ? protocol_ : 2),
+                     {.protocol = static_cast<uint8_t>(
+                          g->how == Combine::kAsIs || g->how == Combine::kJoined ? protocol_ : 2),
                       .watching = WatchingAt(home),
                       .commands = std::move(parts[i].second),
                       .done =
@@ -721,6 +755,25 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
   // Inside MULTI only MULTI, WATCH (refused), QUIT and RESET get here: they run here.
   if (in_multi_) return false;
   const bool fan_out = internal::KeyspaceWide(h);
+  if (h == internal::CmdJobStatus || h == internal::CmdJobCancel) {
+    // docs/frames_cluster.md, D11: at the member the job id names. An id that names no member
+    // (or this one, or is no id) runs here, for its answer or its error.
+    int64_t id = 0;
+    if (!internal::ParseInt64(args[1], &id) || id < 1) return false;
+    const net::NodeId member = job::Registry::MemberOf(static_cast<uint64_t>(id));
+    bool known = false;
+    for (const cluster::Member& m : node.map().members()) known = known || m.id == member;
+    if (!known || member == node.self()) return false;
+    if (!node.serving()) {
+      reject(node.DownError());
+      return true;
+    }
+    auto g = std::make_shared<Gather>();
+    g->protocol = protocol_;
+    std::vector<std::string> c(args.begin(), args.end());
+    SendParts(g, {{member, {std::move(c)}}}, out, now_ms);
+    return true;
+  }
   std::vector<std::string_view> keys;
   internal::CommandKeys(*spec, args, &keys);
   if (!fan_out && keys.empty()) return false;
@@ -766,10 +819,12 @@ bool Session::RouteCluster(const CommandSpec* spec, const std::vector<std::strin
       c[1] = std::to_string(local);
       parts.push_back({node.map().members()[index].id, {std::move(c)}});
     } else {
-      g->how = h == internal::CmdKeys      ? Combine::kConcat
-               : h == internal::CmdDbSize  ? Combine::kSum
-               : h == internal::CmdFlushDb ? Combine::kAllOk
-                                           : Combine::kRandom;
+      g->how = h == internal::CmdKeys        ? Combine::kConcat
+               : h == internal::CmdFrameList ? Combine::kSorted
+               : h == internal::CmdJobList   ? Combine::kJoined
+               : h == internal::CmdDbSize    ? Combine::kSum
+               : h == internal::CmdFlushDb   ? Combine::kAllOk
+                                             : Combine::kRandom;
       for (const cluster::Member& m : node.map().members()) parts.push_back({m.id, whole()});
     }
     SendParts(g, std::move(parts), out, now_ms);

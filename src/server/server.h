@@ -28,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -345,8 +346,8 @@ class Session {
   // `fetch`: the one remote part is a read that asks its home for a copy (rule C8).
   void SendParts(std::shared_ptr<void> gather, Parts parts, resp::ReplyWriter& out, int64_t now_ms,
                  std::shared_ptr<dkv::Fetch> fetch = nullptr);
-  // Runs one command here, in RESP2, as a part of a split or fanned-out command.
-  std::string RunPart(const std::vector<std::string>& part, int64_t now_ms);
+  // Runs one command here, in RESP2 (or `protocol`), as a part of a split or fanned-out command.
+  std::string RunPart(const std::vector<std::string>& part, int64_t now_ms, int protocol = 2);
   // Marks the current command's reply as coming later; returns where it must be delivered.
   std::function<void(std::string)> BeginDeferred();
   // A transaction sent to a home holds commands that run here once the home's EXEC has run.
@@ -613,7 +614,8 @@ class Engine {
     reserved_memory_.fetch_sub(bytes, std::memory_order_acq_rel);
   }
   int64_t reserved_memory() const { return reserved_memory_.load(std::memory_order_acquire); }
-  // Used memory measured now (store, client buffers, cached copies, detached frames), trimming
+  // Used memory measured now (store, client buffers, cached copies, detached frames, the chunk
+  // store), trimming
   // nothing: what a
   // large allocation is checked against, where UsedMemory's figure may be a millisecond old.
   int64_t UsedMemoryNow() const;
@@ -663,12 +665,34 @@ class Engine {
   // adds itself when made and takes itself away when it dies (relaxed atomics, statistics).
   // stored_charge is what those cells charge the store; live_charge is the charge of every
   // frame the store made that is still alive, held by a cell or only by a reader that outlived
-  // it (internal/frame_value.h, rule 3).
+  // it (internal/frame_value.h, rule 3). chunks and chunk_charge are the cluster chunk store's
+  // entries and their charge, part of used memory (internal/chunk_store.h, rule 3).
   struct FrameTotals {
     std::atomic<int64_t> count{0}, compressed_bytes{0}, raw_bytes{0};
     std::atomic<int64_t> stored_charge{0}, live_charge{0};
+    std::atomic<int64_t> chunks{0}, chunk_charge{0};
+    // Frame ids (docs/frames_cluster.md, D2): the next one's low 44 bits, counted up from the
+    // engine's start in ticks of kFrameIdTickUs wall microseconds since 1970 (2^44 ticks reach
+    // the year 2112, so the low bits do not wrap; a later life starts above every id of an
+    // earlier one unless that life made more than a frame a tick on average); the member id
+    // goes above them.
+    static constexpr uint64_t kFrameIdTickUs = 256;
+    std::atomic<uint64_t> next_id{WallMicros() / kFrameIdTickUs};
+    // The ids of the frames whose cells live here (a cell counts once however many values
+    // share it), and of the imports under way here: what FRAME_IDS_LIVE answers (D10).
+    Mutex ids_mu;
+    std::unordered_map<uint64_t, int> live_ids FLOE_GUARDED_BY(ids_mu);
+    std::unordered_map<uint64_t, int> importing_ids FLOE_GUARDED_BY(ids_mu);
   };
+  // A new frame id: this member's id (0 on one node) in the top 20 bits (D2).
+  uint64_t NewFrameId();
   const std::shared_ptr<FrameTotals>& frame_totals() { return frame_totals_; }
+  // The chunk store's charge (internal/chunk_store.h, rule 3): part of used memory.
+  int64_t ChunkStoreBytes() const {
+    // relaxed: as DetachedFrameBytes.
+    const int64_t c = frame_totals_->chunk_charge.load(std::memory_order_relaxed);
+    return c > 0 ? c : 0;
+  }
   // Bytes of frames dropped or replaced while a reader still holds them (live - stored): part
   // of used memory until the last reader lets go.
   int64_t DetachedFrameBytes() const {

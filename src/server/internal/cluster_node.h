@@ -19,10 +19,14 @@
 #include "base/base.h"
 #include "cluster/cluster.h"
 #include "dkv/dkv.h"
+#include "frame/frame.h"
 #include "rpc/rpc.h"
 #include "server/server.h"
 
 namespace floe::server::internal {
+
+class ChunkDropper;
+class ChunkStore;
 
 // RPC method ids 300-319 are the server's (docs/wire.md, "Forwarded commands").
 inline constexpr uint16_t kCommandMethod = 300;       // run commands in a proxy session
@@ -79,6 +83,13 @@ Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, si
 // The clients connected to this node: the engine's sessions but the proxy sessions it runs for
 // other nodes' clients (they have a limit of their own, and are not connections here).
 int64_t ConnectedClients(const Engine& engine);
+
+// How ClusterNode::PutFrameChunks reports and stops.
+struct FramePutOptions {
+  std::function<void(uint64_t bytes_put)> sent;
+  const std::atomic<bool>* cancel = nullptr;
+  uint64_t batch_bytes = 0;  // a request's column bytes at most; 0: kPutBatchBytes (8 MiB)
+};
 
 // Rule J1, the joiner's side: asks the member at config.join (as rpc's stranger, from this
 // node's cluster port on `host`) to add this node, again every 500 ms while the answer is
@@ -165,6 +176,34 @@ class ClusterNode {
   // (docs/cluster.md, "Reads from cached copies"): the DKV over the engine's store.
   dkv::Dkv& dkv();
   const dkv::Dkv& dkv() const;
+  // Frames in a cluster (docs/frames_cluster.md): this member's chunk store (D3), and a call of
+  // one of the frame methods (310-315, internal/frame_rpc.h) to `peer` with cluster-node-timeout
+  // as its deadline; `done` runs once, on an RPC thread (or at once when the call cannot start).
+  // A call to this member itself runs its handler on the calling thread.
+  ChunkStore& chunks();
+  // Tests only: what sends DROP_CHUNKS when a header stored here dies.
+  ChunkDropper& TEST_dropper();
+  void CallFrame(net::NodeId peer, uint16_t method, std::string request,
+                 std::function<void(Result<std::string>)> done);
+  // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
+  // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
+  // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the
+  // calls to this member itself on the caller's).
+  // `options.sent` is told the column bytes put so far after each batch put (on an RPC thread);
+  // `options.cancel`, once set, stops the put as a failure does (Cancelled).
+  void PutFrameChunks(std::shared_ptr<const frame::Frame> f, uint64_t frame_id, uint16_t group,
+                      uint16_t header_slot, std::function<void(Status)> done,
+                      FramePutOptions options = {});
+  // DROP_CHUNKS for `frame_id` to every member, this one too, without waiting for the answers
+  // (D9, D10: a member that misses it finds the chunks by its sweep).
+  void DropFrameChunks(uint64_t frame_id);
+  // The same for several ids, in one DROP_CHUNKS a member (at most kMaxFrameIds ids each).
+  void DropFrameChunks(const std::vector<uint64_t>& frame_ids);
+  // One orphan sweep of the chunk store (internal/chunk_store.h, rule 5; D10): asks the home of
+  // each set's header slot about its id and drops the sets answered gone twice in a row. The
+  // node runs one every kChunkSweepUs; `done` (on an RPC thread, or here when nothing is asked)
+  // gets the sets dropped once every home answered or timed out.
+  void SweepChunks(std::function<void(uint64_t dropped)> done);
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
   // Stops the endpoint (no more proxy commands run); idempotent.

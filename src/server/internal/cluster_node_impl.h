@@ -27,6 +27,7 @@
 #include "dkv/dkv.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
+#include "server/internal/chunk_store.h"
 #include "server/internal/cluster_node.h"
 #include "server/server.h"
 
@@ -95,6 +96,12 @@ std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
+  // The chunks of frames this member homes (docs/frames_cluster.md, D3); outlives the endpoint
+  // whose handlers reach it.
+  std::unique_ptr<ChunkStore> chunks;
+  // Sends DROP_CHUNKS when a header stored here dies (D10); set at start, stopped by Stop.
+  std::shared_ptr<ChunkDropper> dropper;
+  void StartDropper(ClusterNode* node);
   Stats* stats = nullptr;
   uint64_t timeout_us = 0;
   uint64_t holder_wait_us = 0;  // the longest a change waits for a holder (L2's bound)
@@ -174,6 +181,19 @@ struct ClusterNode::Impl {
     return m != nullptr ? *m : cluster->map();
   }
   void PublishRoutes(const cluster::Table& table);
+
+  // The frame methods (frame_cluster.cc; docs/frames_cluster.md, "RPC methods"), on handler
+  // threads. Each refuses a request of another slot map version (WrongHome, naming both) or
+  // while this member does not serve (Unavailable).
+  void RegisterFrameMethods();
+  Status CheckFrameMapVersion(uint64_t version) const;
+  Result<std::string> OnPutChunks(std::string_view request);
+  Result<std::string> OnGetChunk(std::string_view request);
+  Result<std::string> OnDropChunks(std::string_view request);
+  Result<std::string> OnPutHeader(std::string_view request);
+  Result<std::string> OnFrameIdsLive(std::string_view request);
+  // The periodic orphan sweep, on the loop: one SweepChunks, then again in kChunkSweepUs.
+  void SweepTick(ClusterNode* node);
 
   // At start, before formation: checks the metadata directory and the Raft port, and keeps the
   // options Raft starts with (or why it is off); *cluster_id and *holds_log as PrepareMeta's.

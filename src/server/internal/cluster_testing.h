@@ -136,6 +136,7 @@ class ClientCluster : public InProcessCluster {
  public:
   explicit ClientCluster(int n = 3, int started = -1, int64_t timeout_ms = 1000)
       : InProcessCluster({.members = n, .started = started, .timeout_ms = timeout_ms}) {}
+  explicit ClientCluster(InProcessClusterOptions options) : InProcessCluster(std::move(options)) {}
   ~ClientCluster() { sessions_.clear(); }  // before the engines they belong to
   // A client connected to member i.
   Session& client(size_t i) {

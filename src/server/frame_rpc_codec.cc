@@ -1,0 +1,336 @@
+// The frame RPC messages (internal/frame_rpc.h; docs/frames_cluster.md, "RPC methods").
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include "frame/frame.h"
+#include "parse/parse.h"
+#include "server/internal/frame_rpc.h"
+#include "wire/wire.h"
+
+namespace floe::server::internal {
+
+namespace {
+
+// Rule 3's caps cover what one node's import makes (docs/frames_cluster.md, D12).
+static_assert(kMaxFrameColumns >= parse::ParseLimits{}.max_columns);
+static_assert(kMaxHeaderDomainValues >=
+              parse::ParseLimits{}.max_domain_bytes / frame::FrameBuilder::kDomainEntryBytes);
+
+constexpr uint16_t kSlotCount = uint16_t{1} << kChunkSlotBits;
+
+Status CheckSize(std::string_view bytes) {
+  if (bytes.size() > kMaxFrameRpcBytes) return Status::Corruption("frame message over 1 GiB");
+  return Status::OK();
+}
+
+Status Leftover(const wire::Reader& r) {
+  return r.empty() ? Status::OK() : Status::Corruption("frame message has trailing bytes");
+}
+
+void PutColumns(wire::Writer& w, const std::vector<std::string_view>& columns) {
+  for (std::string_view c : columns) w.PutLengthPrefixed(c);
+}
+
+// `n` columns, each at least a chunk header and at most kMaxChunkColumnBytes.
+Status GetColumns(wire::Reader& r, uint64_t n, std::vector<std::string_view>* out) {
+  // Each column takes at least a chunk header's bytes and its length: checked against the cap
+  // and the bytes present before the vector is sized.
+  if (n > kMaxFrameColumns || n > r.remaining() / (frame::kChunkHeaderBytes + 1)) {
+    return Status::Corruption("frame message: more columns than its bytes hold");
+  }
+  out->reserve(static_cast<size_t>(n));  // at most 2^14, and 16 bytes for a column's 17
+  for (uint64_t i = 0; i < n; i++) {
+    std::string_view c;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&c, kMaxChunkColumnBytes));
+    if (c.size() < frame::kChunkHeaderBytes) {
+      return Status::Corruption("frame message: a column shorter than a chunk header");
+    }
+    out->push_back(c);
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+uint16_t RandomChunkGroup() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return static_cast<uint16_t>(rng() % kSlotCount);
+}
+
+std::string EncodePutChunks(const PutChunksRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutVarint64(r.frame_id);
+  w.PutFixed16(r.group);
+  w.PutFixed16(r.header_slot);
+  w.PutVarint64(r.columns);
+  w.PutVarint64(r.chunks.size());
+  for (const ChunkPut& c : r.chunks) {
+    w.PutVarint64(c.index);
+    PutColumns(w, c.columns);
+  }
+  return out;
+}
+
+Result<PutChunksRequest> DecodePutChunks(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  PutChunksRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.frame_id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.group));
+  if (q.group >= kSlotCount) return Status::Corruption("PUT_CHUNKS: group >= 16384");
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.header_slot));
+  if (q.header_slot >= kSlotCount) return Status::Corruption("PUT_CHUNKS: header slot >= 16384");
+  FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.columns));
+  if (q.columns == 0 || q.columns > kMaxFrameColumns) {
+    return Status::Corruption("PUT_CHUNKS: no column, or more than 16384");
+  }
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A chunk takes at least its index and its columns' bytes.
+  const uint64_t min_chunk = 1 + uint64_t{q.columns} * (frame::kChunkHeaderBytes + 1);
+  if (n == 0 || n > kMaxFrameChunks || n > r.remaining() / min_chunk) {
+    return Status::Corruption("PUT_CHUNKS: chunk count does not match its bytes");
+  }
+  // Grown as parsed: a chunk in memory (56 bytes and its columns' views) is under 4 times its
+  // smallest encoding (18 bytes).
+  for (uint64_t i = 0; i < n; i++) {
+    ChunkPut& c = q.chunks.emplace_back();
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.index));
+    FLOE_RETURN_IF_ERROR(GetColumns(r, q.columns, &c.columns));
+  }
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return q;
+}
+
+std::string EncodeGetChunk(const GetChunkRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutVarint64(r.frame_id);
+  w.PutFixed16(r.group);
+  w.PutVarint64(r.index);
+  return out;
+}
+
+Result<GetChunkRequest> DecodeGetChunk(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  GetChunkRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.frame_id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.group));
+  if (q.group >= kSlotCount) return Status::Corruption("GET_CHUNK: group >= 16384");
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.index));
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return q;
+}
+
+std::string EncodeChunkColumns(const std::vector<std::string_view>& columns) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(columns.size());
+  PutColumns(w, columns);
+  return out;
+}
+
+Result<std::vector<std::string_view>> DecodeChunkColumns(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (n == 0) return Status::Corruption("GET_CHUNK answer: no column");
+  std::vector<std::string_view> columns;
+  FLOE_RETURN_IF_ERROR(GetColumns(r, n, &columns));
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return columns;
+}
+
+std::string EncodeFrameIds(const FrameIdsRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutVarint64(r.ids.size());
+  for (uint64_t id : r.ids) w.PutVarint64(id);
+  return out;
+}
+
+Result<FrameIdsRequest> DecodeFrameIds(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  FrameIdsRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // At most kMaxFrameIds (512 KiB in memory), each at least a byte of the message.
+  if (n > kMaxFrameIds || n > r.remaining()) {
+    return Status::Corruption("frame ids: more than 65536, or more than its bytes hold");
+  }
+  q.ids.reserve(static_cast<size_t>(n));
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t id = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&id));
+    q.ids.push_back(id);
+  }
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return q;
+}
+
+std::string EncodeFrameIdStates(const std::vector<FrameIdState>& states) {
+  // An answer to at most kMaxFrameIds ids: at most 64 KiB.
+  std::string out;
+  out.reserve(states.size());
+  for (FrameIdState s : states) out.push_back(static_cast<char>(s));
+  return out;
+}
+
+Result<std::vector<FrameIdState>> DecodeFrameIdStates(std::string_view bytes, size_t n) {
+  if (bytes.size() != n || n > kMaxFrameIds) {
+    return Status::Corruption("FRAME_IDS_LIVE answer: wrong count");
+  }
+  std::vector<FrameIdState> out;
+  out.reserve(n);
+  for (char c : bytes) {
+    const auto b = static_cast<uint8_t>(c);
+    if (b > static_cast<uint8_t>(FrameIdState::kGone)) {
+      return Status::Corruption("FRAME_IDS_LIVE answer: unknown state");
+    }
+    out.push_back(static_cast<FrameIdState>(b));
+  }
+  return out;
+}
+
+uint64_t FrameHeader::rows() const {
+  uint64_t n = 0;
+  for (const Chunk& c : chunks) n += c.rows;
+  return n;
+}
+
+std::string EncodeFrameHeader(const FrameHeader& h) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(h.id);
+  w.PutFixed16(h.group);
+  w.PutVarint64(h.columns.size());
+  for (const FrameHeader::Column& c : h.columns) {
+    w.PutLengthPrefixed(c.name);
+    w.PutU8(c.type);
+    w.PutVarint64(c.domain.size());
+    for (const std::string& d : c.domain) w.PutLengthPrefixed(d);
+    w.PutVarint64(c.na_count);
+  }
+  w.PutVarint64(h.chunks.size());
+  for (const FrameHeader::Chunk& c : h.chunks) {
+    w.PutVarint64(c.rows);
+    w.PutVarint64(c.compressed_bytes);
+    w.PutVarint64(c.raw_bytes);
+  }
+  return out;
+}
+
+Result<FrameHeader> DecodeFrameHeader(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  FrameHeader h;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&h.id));
+  FLOE_RETURN_IF_ERROR(r.GetFixed16(&h.group));
+  if (h.group >= kSlotCount) return Status::Corruption("frame header: group >= 16384");
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A column takes at least 5 bytes (name length and byte, type, domain size, NA count).
+  if (n == 0 || n > kMaxFrameColumns || n > r.remaining() / 5) {
+    return Status::Corruption("frame header: column count does not match its bytes");
+  }
+  std::set<std::string_view> names;
+  uint64_t domain_values = 0;  // every column's, at most kMaxHeaderDomainValues
+  // Columns, domains and chunks are grown as parsed, never sized from a count: what they hold
+  // in memory follows the bytes present.
+  for (uint64_t i = 0; i < n; i++) {
+    FrameHeader::Column& c = h.columns.emplace_back();
+    std::string_view name;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&name));
+    if (name.empty() || !names.insert(name).second) {
+      return Status::Corruption("frame header: a column name empty or repeated");
+    }
+    c.name = std::string(name);
+    FLOE_RETURN_IF_ERROR(r.GetU8(&c.type));
+    if (c.type > static_cast<uint8_t>(frame::ColumnType::kTime)) {
+      return Status::Corruption("frame header: unknown column type");
+    }
+    uint64_t d = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&d));
+    if (d > r.remaining() || d > kMaxHeaderDomainValues - domain_values ||
+        (d > 0 && c.type != static_cast<uint8_t>(frame::ColumnType::kCategorical))) {
+      return Status::Corruption("frame header: a domain that does not fit its column or bytes");
+    }
+    domain_values += d;
+    for (uint64_t j = 0; j < d; j++) {
+      std::string_view s;
+      FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&s));
+      c.domain.emplace_back(s);
+    }
+    // Distinct, as frame::Vec::Make takes a domain (an empty value is a level when the
+    // import's NA tokens leave "" out).
+    std::vector<std::string_view> sorted(c.domain.begin(), c.domain.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return Status::Corruption("frame header: a domain value repeated");
+    }
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.na_count));
+  }
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  if (n > kMaxFrameChunks || n > r.remaining() / 3) {
+    return Status::Corruption("frame header: chunk count does not match its bytes");
+  }
+  uint64_t compressed = 0, raw = 0;  // every chunk's, at most kMaxFrameBytes each
+  for (uint64_t i = 0; i < n; i++) {
+    FrameHeader::Chunk& c = h.chunks.emplace_back();
+    FLOE_RETURN_IF_ERROR(r.GetVarint32(&c.rows));
+    if (c.rows > frame::kMaxChunkRows) return Status::Corruption("frame header: chunk too long");
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.compressed_bytes));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.raw_bytes));
+    // Checked before adding, so the sums never wrap.
+    if (c.compressed_bytes > kMaxFrameBytes - compressed || c.raw_bytes > kMaxFrameBytes - raw) {
+      return Status::Corruption("frame header: more bytes than a frame holds");
+    }
+    compressed += c.compressed_bytes;
+    raw += c.raw_bytes;
+  }
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  const uint64_t rows = h.rows();  // at most 2^26 a chunk, so no overflow below 2^38 chunks
+  for (const FrameHeader::Column& c : h.columns) {
+    if (c.na_count > rows) return Status::Corruption("frame header: more NAs than rows");
+  }
+  return h;
+}
+
+std::string EncodePutHeader(const PutHeaderRequest& q) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(q.map_version);
+  w.PutLengthPrefixed(q.key);
+  w.PutU8(q.replace ? 1 : 0);
+  w.PutRaw(q.header);
+  return out;
+}
+
+Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  PutHeaderRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&q.key));
+  if (q.key.empty()) return Status::Corruption("PUT_HEADER: empty key");
+  uint8_t replace = 0;
+  FLOE_RETURN_IF_ERROR(r.GetU8(&replace));
+  if (replace > 1) return Status::Corruption("PUT_HEADER: replace is 0 or 1");
+  q.replace = replace == 1;
+  FLOE_RETURN_IF_ERROR(r.GetRaw(r.remaining(), &q.header));
+  return q;
+}
+
+}  // namespace floe::server::internal
