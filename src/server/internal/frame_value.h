@@ -10,12 +10,12 @@
 //      the last reference. DUMP refuses a frame.
 //   3. Memory: the cell charges the frame's compressed bytes to the store (rule 8 of
 //      sketch_cell.h), so frames count toward maxmemory; an import also reserves its input's size
-//      while it parses (cmd_frame.cc, ImportWork), so a frame counts before it is built. A frame
-//      dropped or replaced while a reader still holds it (an analytics task, an export job, an
-//      HTTP reader) counts too, until the last reference goes: the store's frames are made by
+//      while it parses (cmd_frame_import.cc, ImportWork), so a frame counts before it is built. A
+//      frame dropped or replaced while a reader still holds it (an analytics task, an export job,
+//      an HTTP reader) counts too, until the last reference goes: the store's frames are made by
 //      ShareCounted, which adds their charge to FrameTotals::live_charge for as long as the frame
-//      lives, and each cell's FrameTally adds it to FrameTotals::stored_charge for as long as
-//      the cell lives; live - stored, the detached bytes, is part of used memory
+//      lives, and each cell's FrameTally adds it to FrameTotals::stored_charge for as long as the
+//      cell lives; live - stored, the detached bytes, is part of used memory
 //      (Engine::UsedMemoryNow, Engine::DetachedFrameBytes).
 //   4. The homing rule for a cluster (docs/frame.md): chunk k of every column of frame F belongs
 //      to the key ChunkKey(F, k), one slot per (frame, chunk index), so the row-aligned chunks a

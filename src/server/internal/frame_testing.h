@@ -1,0 +1,128 @@
+// Helpers the frame tests share (docs/frames_cluster.md): frames and chunk bytes to put, calls
+// into a member's frame RPCs, INFO's frame figures and a count of what a thread allocates.
+// Tests only.
+
+#ifndef FLOE_SERVER_INTERNAL_FRAME_TESTING_H_
+#define FLOE_SERVER_INTERNAL_FRAME_TESTING_H_
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "frame/frame.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/command.h"
+#include "server/server.h"
+
+// tcmalloc's hooks, present when the test links it (not under a sanitizer): the bytes this
+// thread allocates, at the allocator's own sizes.
+extern "C" {
+typedef void (*MallocHook_NewHook)(const void* ptr, size_t size);
+typedef void (*MallocHook_DeleteHook)(const void* ptr);
+int MallocHook_AddNewHook(MallocHook_NewHook hook) __attribute__((weak));
+int MallocHook_RemoveNewHook(MallocHook_NewHook hook) __attribute__((weak));
+int MallocHook_AddDeleteHook(MallocHook_DeleteHook hook) __attribute__((weak));
+int MallocHook_RemoveDeleteHook(MallocHook_DeleteHook hook) __attribute__((weak));
+size_t MallocExtension_GetAllocatedSize(const void* p) __attribute__((weak));
+}
+
+namespace floe::server::internal {
+
+// Counts what this thread allocates while it lives: every allocation's bytes (allocated()), and
+// those less the bytes it frees (held()). Tests call Available() first and skip without it.
+class ThreadAllocations {
+ public:
+  static bool Available() {
+    return MallocHook_AddNewHook != nullptr && MallocExtension_GetAllocatedSize != nullptr;
+  }
+  ThreadAllocations() {
+    MallocHook_AddNewHook(&OnNew);
+    MallocHook_AddDeleteHook(&OnDelete);
+    current_ = this;
+  }
+  ~ThreadAllocations() {
+    current_ = nullptr;
+    MallocHook_RemoveNewHook(&OnNew);
+    MallocHook_RemoveDeleteHook(&OnDelete);
+  }
+  ThreadAllocations(const ThreadAllocations&) = delete;
+  ThreadAllocations& operator=(const ThreadAllocations&) = delete;
+  int64_t allocated() const { return allocated_; }
+  int64_t held() const { return held_; }
+
+ private:
+  static void OnNew(const void* p, size_t) {
+    if (current_ == nullptr || p == nullptr) return;
+    const auto n = static_cast<int64_t>(MallocExtension_GetAllocatedSize(p));
+    current_->allocated_ += n;
+    current_->held_ += n;
+  }
+  static void OnDelete(const void* p) {
+    if (current_ == nullptr || p == nullptr) return;
+    current_->held_ -= static_cast<int64_t>(MallocExtension_GetAllocatedSize(p));
+  }
+  static inline thread_local ThreadAllocations* current_ = nullptr;
+  int64_t allocated_ = 0, held_ = 0;
+};
+
+inline std::string Numbers(std::vector<double> v) { return frame::Compress(v); }
+
+inline void SetMaxMemory(Engine& engine, int64_t bytes) {
+  const std::string v = std::to_string(bytes);
+  std::string failed;
+  ASSERT_TRUE(engine.SetConfig({{"maxmemory", v}}, &failed).ok()) << failed;
+}
+
+inline Result<std::string> CallFrame(ClusterNode& from, net::NodeId to, uint16_t method,
+                                     std::string request) {
+  std::promise<Result<std::string>> p;
+  from.CallFrame(to, method, std::move(request),
+                 [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+  return p.get_future().get();
+}
+
+inline uint64_t InfoFigure(Engine& engine, const std::string& name) {
+  std::string info;
+  FramesInfoSection(engine, &info);
+  const size_t at = info.find("\n" + name + ":");
+  EXPECT_NE(at, std::string::npos) << info;
+  return at == std::string::npos ? 0 : std::stoull(info.substr(at + name.size() + 2));
+}
+
+// A frame of `chunks` chunks and two columns (a real and an integer one), row-aligned.
+inline frame::Frame ChunkedFrame(size_t chunks) {
+  std::vector<std::shared_ptr<const std::string>> a, b;
+  for (size_t k = 0; k < chunks; k++) {
+    std::vector<double> x, y;
+    for (size_t r = 0; r < 10 + k; r++) {
+      x.push_back(static_cast<double>(k) + 0.25 * static_cast<double>(r));
+      y.push_back(static_cast<double>(k * 1000 + r));
+    }
+    a.push_back(std::make_shared<const std::string>(frame::Compress(x)));
+    b.push_back(std::make_shared<const std::string>(frame::Compress(y)));
+  }
+  Result<frame::Vec> va = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(a));
+  Result<frame::Vec> vb = frame::Vec::Make(frame::ColumnType::kInteger, {}, std::move(b));
+  EXPECT_TRUE(va.ok() && vb.ok());
+  Result<frame::Frame> f = frame::Frame::Make({"a", "b"}, {std::move(*va), std::move(*vb)});
+  EXPECT_TRUE(f.ok());
+  return std::move(*f);
+}
+
+inline Status PutChunksOf(ClusterNode& node, std::shared_ptr<const frame::Frame> f, uint64_t id,
+                          uint16_t group, uint16_t header_slot = 5) {
+  std::promise<Status> p;
+  node.PutFrameChunks(std::move(f), id, group, header_slot,
+                      [&p](Status s) { p.set_value(std::move(s)); });
+  return p.get_future().get();
+}
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_FRAME_TESTING_H_
