@@ -4,10 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -254,10 +256,12 @@ TEST_F(FrameCommandsInClusterTest, HeadFetchesTheFirstChunks) {
 // D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id
 // naming no member is looked up here.
 TEST_F(FrameCommandsInClusterTest, JobsAreFollowedThroughAnyMember) {
-  std::atomic<bool> release{false};
+  // On the heap, held by the job: its thread may still be reading it when this test returns
+  // (ThreadSanitizer saw the read race the stack's reuse).
+  auto release = std::make_shared<std::atomic<bool>>(false);
   Result<uint64_t> id =
-      cluster_.engine(2).jobs().Start("test", "waits", [&release](job::Context& j) {
-        while (!release.load() && !j.cancelled())
+      cluster_.engine(2).jobs().Start("test", "waits", [release](job::Context& j) {
+        while (!release->load() && !j.cancelled())
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
         return j.cancelled() ? Status::Cancelled("cancelled by JOB.CANCEL") : Status::OK();
       });
