@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <functional>
 #include <future>
 #include <map>
 
@@ -86,13 +87,13 @@ Result<std::shared_ptr<const Frame>> PinFrame(Engine& engine, std::string_view n
 
 namespace floe::server::internal {
 
-Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
-  // The tally (stored_charge) before the shared frame (live_charge), so the check below never
-  // counts this frame as detached as well as reserved (rule 3).
-  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f, engine.NewFrameId());
-  FrameHolder holder{.frame = ShareCounted(engine.frame_totals(), std::move(f)),
-                     .tally = std::move(tally)};
-  // Reserved (against used memory and every other reservation) until the store charges it.
+namespace {
+
+// Stores `holder` at `name`: reserved against maxmemory until the store charges it, refused
+// with kFrameTargetExists when a live key is there and !replace, and then by `check` (given
+// what the key holds now; OK to store).
+Status PutFrameHolder(Engine& engine, std::string_view name, FrameHolder holder, bool replace,
+                      const std::function<Status(const Value* cur)>& check = nullptr) {
   const int64_t limit = engine.maxmemory();
   const uint64_t bytes = holder.MemoryBytes();
   if (limit > 0 &&
@@ -111,14 +112,24 @@ Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) 
   v->CacheDecoded(
       std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
   const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
-  FLOE_RETURN_IF_ERROR(engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
+  return engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
     if (!replace && Live(cur, now_ms) != nullptr) {
-      return Status(StatusCode::kAlreadyExists,
-                    "ERR target key exists (FRAME.IMPORT and FRAME.GROUPBY take REPLACE)");
+      return Status(StatusCode::kAlreadyExists, kFrameTargetExists);
     }
+    if (check) FLOE_RETURN_IF_ERROR(check(cur));
     return Mutation::Put(v);
-  }));
-  return Status::OK();
+  });
+}
+
+}  // namespace
+
+Status StoreFrame(Engine& engine, std::string_view name, Frame f, bool replace) {
+  // The tally (stored_charge) before the shared frame (live_charge), so the check below never
+  // counts this frame as detached as well as reserved (rule 3).
+  auto tally = std::make_shared<FrameTally>(engine.frame_totals(), f, engine.NewFrameId());
+  FrameHolder holder{.frame = ShareCounted(engine.frame_totals(), std::move(f)),
+                     .tally = std::move(tally)};
+  return PutFrameHolder(engine, name, std::move(holder), replace);
 }
 
 Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader header, bool replace,
@@ -132,48 +143,28 @@ Status StoreFrameHeader(Engine& engine, std::string_view name, FrameHeader heade
                      .header = std::make_shared<const FrameHeader>(std::move(header)),
                      .header_charge = charge,
                      .tally = tally};
-  const int64_t limit = engine.maxmemory();
-  const uint64_t bytes = holder.MemoryBytes();
-  if (limit > 0 &&
-      (bytes > static_cast<uint64_t>(limit) ||
-       !engine.TryReserveMemory(static_cast<int64_t>(bytes), engine.UsedMemoryNow(), limit))) {
-    return Status::ResourceExhausted(kOomError);
-  }
-  struct Unreserve {
-    Engine& engine;
-    int64_t bytes;
-    ~Unreserve() {
-      if (bytes > 0) engine.ReleaseMemory(bytes);
-    }
-  } unreserve{.engine = engine, .bytes = limit > 0 ? static_cast<int64_t>(bytes) : 0};
-  FLOE_ASSIGN_OR_RETURN(ValuePtr v, Value::Make(name, kFrameType, {}, 0));
-  v->CacheDecoded(
-      std::make_unique<Cell<FrameHolder>>(std::move(holder), engine.store().memory_account()));
-  const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
-  FLOE_RETURN_IF_ERROR(engine.store().Mutate(name, [&](const Value* cur) -> Result<Mutation> {
-    if (!replace && Live(cur, now_ms) != nullptr) {
-      return Status(StatusCode::kAlreadyExists, kFrameTargetExists);
-    }
-    // An id is live under one key at most (D2): the values holding it now, less this header's
-    // own tally and the value it replaces if that holds the same id, must be none.
-    uint64_t cur_id = 0;
-    if (cur != nullptr && cur->type() == kFrameType) {
-      if (Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*cur); cell.ok()) {
-        cur_id = (*cell)->Read([](const FrameHolder& h) { return h.id(); });
-      }
-    }
-    int holders = 0;
-    {
-      MutexLock lock(&engine.frame_totals()->ids_mu);
-      auto it = engine.frame_totals()->live_ids.find(id);
-      if (it != engine.frame_totals()->live_ids.end()) holders = it->second;
-    }
-    if (holders - 1 - (cur_id == id ? 1 : 0) > 0) {
-      return Status(StatusCode::kAlreadyExists,
-                    "ERR frame id " + std::to_string(id) + " is live under another key");
-    }
-    return Mutation::Put(v);
-  }));
+  FLOE_RETURN_IF_ERROR(
+      PutFrameHolder(engine, name, std::move(holder), replace, [&](const Value* cur) {
+        // An id is live under one key at most (D2): the values holding it now, less this
+        // header's own tally and the value it replaces if that holds the same id, must be none.
+        uint64_t cur_id = 0;
+        if (cur != nullptr && cur->type() == kFrameType) {
+          if (Result<const Cell<FrameHolder>*> cell = CellOf<FrameHolder>(*cur); cell.ok()) {
+            cur_id = (*cell)->Read([](const FrameHolder& h) { return h.id(); });
+          }
+        }
+        int holders = 0;
+        {
+          MutexLock lock(&engine.frame_totals()->ids_mu);
+          auto it = engine.frame_totals()->live_ids.find(id);
+          if (it != engine.frame_totals()->live_ids.end()) holders = it->second;
+        }
+        if (holders - 1 - (cur_id == id ? 1 : 0) > 0) {
+          return Status(StatusCode::kAlreadyExists,
+                        "ERR frame id " + std::to_string(id) + " is live under another key");
+        }
+        return Status::OK();
+      }));
   tally->Arm(std::move(dropper));
   return Status::OK();
 }
