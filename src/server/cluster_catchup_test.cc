@@ -137,5 +137,38 @@ TEST(CatchUpTest, KeyspaceWideCommandsFailWholeWhenAMemberIsNotCaughtUp) {
   EXPECT_NE(c.engine(2).store().Get(mine), nullptr) << "a transaction flushed member 2";
 }
 
+// RPC 302 is answered only once a majority confirms the leadership (docs/membership.md,
+// "Routing from the agreed table"; consensus C11): with both followers' Raft stopped, the leader
+// still counts itself ready until its quorum check deposes it, yet a follower asking it (its
+// endpoint still runs) gets no commit index.
+TEST(CatchUpTest, ALeaderCutOffFromTheMajorityAnswersNoCommitIndex) {
+  TestCluster c;
+  ASSERT_TRUE(c.WaitFormed());
+  auto ask = [&](size_t from, net::NodeId leader) {
+    std::promise<Result<std::string>> p;
+    c.node(from).CallFrame(leader, internal::kMetaCommitMethod, "",
+                           [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  size_t leader = 3;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (leader == 3 && std::chrono::steady_clock::now() < until) {
+    for (size_t i = 0; i < 3; i++) {
+      const cluster::Meta* m = c.node(i).meta();
+      if (m != nullptr && m->raft().leader_ready) leader = i;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_NE(leader, 3u) << "no ready leader";
+  const size_t asker = (leader + 1) % 3, other = (leader + 2) % 3;
+  const net::NodeId leader_id = c.node(leader).self();
+  Result<std::string> healthy = ask(asker, leader_id);
+  ASSERT_TRUE(healthy.ok()) << healthy.status().ToString();
+  c.node(asker).TEST_meta()->Stop();
+  c.node(other).TEST_meta()->Stop();
+  Result<std::string> cut_off = ask(asker, leader_id);
+  EXPECT_FALSE(cut_off.ok()) << "a cut-off leader answered its commit index";
+}
+
 }  // namespace
 }  // namespace floe::server
