@@ -132,6 +132,8 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   std::map<NodeId, Peer> peers;
   std::set<NodeId> blocked;
   Receiver receiver;
+  size_t admit_head = 0;  // loop thread only, as admission
+  Admission admission;
   std::mt19937_64 rng;
   TransportStats stats;
   bool closed = false;
@@ -308,7 +310,11 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     auto socket = std::make_shared<tcp::socket>(io);
     acceptor.async_accept(*socket, [self, socket](std::error_code ec) {
       if (self->closed) return;
-      if (!ec) {
+      if (!ec && self->incoming.size() >= self->options.max_incoming) {
+        self->stats.refused_connections++;
+        std::error_code ignored;
+        socket->close(ignored);
+      } else if (!ec) {
         std::error_code ignored;
         socket->set_option(tcp::no_delay(true), ignored);
         self->incoming.insert(socket);
@@ -342,7 +348,28 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                        // Not reserved up front: the buffer grows with the bytes that came, so
                        // a length announced and never sent holds no memory.
                        buf->clear();
-                       self->ReadChunk(socket, buf, n, 0);
+                       if (!self->admission || n < self->admit_head) {
+                         return self->ReadChunk(socket, buf, n, 0);
+                       }
+                       self->ReadHead(socket, buf, n);
+                     });
+  }
+
+  // The frame's first admit_head bytes, then what the admission allows a frame that starts so:
+  // one announcing more is dropped with its connection before the rest is read.
+  void ReadHead(std::shared_ptr<tcp::socket> socket, std::shared_ptr<std::string> buf,
+                uint32_t total) {
+    auto self = shared_from_this();
+    buf->resize(admit_head);
+    asio::async_read(*socket, asio::buffer(buf->data(), buf->size()),
+                     [self, socket, buf, total](std::error_code ec, size_t) {
+                       if (self->closed) return;
+                       if (ec) return self->DropIncoming(socket);
+                       if (self->admission && total > self->admission(*buf)) {
+                         self->stats.refused_frames++;
+                         return self->DropIncoming(socket);
+                       }
+                       self->ReadChunk(socket, buf, total, wire::Crc32c(*buf));
                      });
   }
 
@@ -614,6 +641,13 @@ void UdpTcpTransport::SetReceiver(Receiver receiver) {
     std::unique_lock lock(impl_->fast_mu);
     impl_->poll_receiver = std::make_shared<const Receiver>(receiver);
     impl_->receiver = std::move(receiver);
+  });
+}
+
+void UdpTcpTransport::SetAdmission(size_t head_bytes, Admission admission) {
+  RunOnLoop(*impl_->loop, [&] {
+    impl_->admit_head = head_bytes;
+    impl_->admission = std::move(admission);
   });
 }
 

@@ -28,6 +28,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/base.h"
@@ -59,6 +60,10 @@ class Transport {
   // `checked`: the transport itself verified a CRC32C over the whole message (its TCP frames
   // carry one, computed while the bytes stream); false for datagrams.
   using Receiver = std::function<void(std::string message, bool checked)>;
+  // How large a message that starts with `head` may be (its first head_bytes bytes, given to
+  // SetAdmission): a TCP frame announcing more is not read further and its connection is
+  // closed, so a sender the receiver would drop anyway makes it buffer nothing large.
+  using Admission = std::function<size_t(std::string_view head)>;
   // Messages are shared, not copied: a resend or a duplicate is the same bytes.
   using Bytes = std::shared_ptr<const OutMessage>;
   virtual ~Transport() = default;
@@ -71,6 +76,9 @@ class Transport {
   // Set before the first message can arrive; called on the loop thread (and on threads that
   // Poll).
   virtual void SetReceiver(Receiver receiver) = 0;
+  // Set before the first message can arrive (optional: without one a frame may be up to the
+  // transport's limit); called on the loop thread. Frames shorter than head_bytes are admitted.
+  virtual void SetAdmission(size_t /*head_bytes*/, Admission /*admission*/) {}
   // Receives the datagrams already waiting, on the calling thread, and hands each to the
   // receiver before returning; returns whether there was any. A thread waiting for an answer
   // polls so that the answer reaches it without a hop through the loop thread. Never blocks.
@@ -118,6 +126,9 @@ struct TransportOptions {
   uint16_t port = 0;  // UDP and TCP; 0 picks a free port (see UdpTcpTransport::port())
   std::vector<PeerAddress> peers;
   size_t max_message = size_t{1} << 30;
+  // TCP connections accepted and open at once; one more is closed as it is accepted (counted
+  // in refused_connections). Each peer opens 1 + bulk_connections.
+  size_t max_incoming = 4096;
   size_t udp_max = 1400;        // larger messages go over TCP
   size_t bulk_min = 64 * 1024;  // messages this large use the bulk connections
   int bulk_connections = 2;     // per peer
@@ -132,6 +143,8 @@ struct TransportStats {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0};
   std::atomic<uint64_t> dropped_by_faults{0}, duplicated_by_faults{0}, corrupted_by_faults{0};
   std::atomic<uint64_t> send_failures{0}, connects{0}, oversized{0}, bad_frames{0};
+  std::atomic<uint64_t> refused_frames{0};       // over what SetAdmission allowed their head
+  std::atomic<uint64_t> refused_connections{0};  // past max_incoming
 };
 
 class UdpTcpTransport final : public Transport {
@@ -144,6 +157,7 @@ class UdpTcpTransport final : public Transport {
   Loop& loop() override;
   Status Send(NodeId to, Bytes message) override;
   void SetReceiver(Receiver receiver) override;
+  void SetAdmission(size_t head_bytes, Admission admission) override;
   bool Poll() override;
 
   uint16_t port() const;

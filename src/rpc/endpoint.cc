@@ -409,6 +409,24 @@ void Endpoint::Start() {
       self->Locked([&] { self->OnMessage(std::move(bytes), checked); });
     }
   });
+  // A TCP frame is read past its header's sender and receiver (bytes 8-15) only from a peer to
+  // us (up to max_message) or from the stranger (up to its 4 KiB): anyone else's is dropped
+  // with its connection before it is buffered (docs/rpc.md).
+  impl_->transport.SetAdmission(16, [weak](std::string_view head) -> size_t {
+    auto self = weak.lock();
+    if (!self) return 0;
+    uint32_t sender = 0, receiver = 0;
+    std::memcpy(&sender, head.data() + 8, 4);
+    std::memcpy(&receiver, head.data() + 12, 4);
+    sender = le32toh(sender);
+    receiver = le32toh(receiver);
+    if (sender == kStrangerId) {
+      return self->options.stranger_method != 0 ? self->stranger_codec.max_message : 0;
+    }
+    MutexLock lock(&self->mu);
+    if (self->peers.count(sender) == 0 || receiver != self->transport.self()) return 0;
+    return self->codec.max_message;
+  });
   impl_->loop.Post([weak] {
     if (auto self = weak.lock()) self->Locked([&] { self->Heartbeat(); });
   });

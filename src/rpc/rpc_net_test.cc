@@ -808,62 +808,6 @@ TEST(RpcNetTest, AStrangerIsBounded) {
   EXPECT_EQ(stats.handled.load(), 64u);
 }
 
-// The process's virtual size in bytes (/proc/self/status VmSize).
-uint64_t VirtualBytes() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  uint64_t kib = 0;
-  while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::sscanf(line, "VmSize: %lu kB", &kib) == 1) break;
-  }
-  std::fclose(f);
-  return kib * 1024;
-}
-
-// Anyone who reaches the cluster port may announce a TCP frame of up to max_message (1 GiB):
-// the transport reserved that much at once from the 4-byte length, before a byte of it came,
-// so eight connections that announce and send nothing held 8 GiB of address space. The buffer
-// now grows with the bytes that came.
-TEST(RpcNetTest, AnAnnouncedTcpFrameHoldsNoMemoryUntilItsBytesCome) {
-  TransportPair p;
-  ASSERT_NE(p.a, nullptr);
-  const uint64_t before = VirtualBytes();
-  auto connect_to_a = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(p.port_a);
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
-    return fd;
-  };
-  auto put_le32 = [](std::string* out, uint32_t v) {
-    for (int i = 0; i < 4; i++) out->push_back(static_cast<char>(v >> (8 * i)));
-  };
-  std::vector<int> announcers;
-  for (int i = 0; i < 8; i++) {
-    announcers.push_back(connect_to_a());
-    std::string length;
-    put_le32(&length, (1u << 30) - 1);
-    ASSERT_EQ(send(announcers.back(), length.data(), length.size(), 0), 4);
-  }
-  // A whole small frame after them: once it is in, the transport has read every announcement.
-  const int whole = connect_to_a();
-  const std::string payload = "a small frame";
-  std::string frame;
-  put_le32(&frame, static_cast<uint32_t>(payload.size()));
-  frame += payload;
-  put_le32(&frame, wire::Crc32c(payload));
-  ASSERT_EQ(send(whole, frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()));
-  ASSERT_TRUE(floe::testing::WaitFor([&] { return p.a->stats().tcp_received.load() >= 1; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the others' reads, if later
-  EXPECT_LT(VirtualBytes() - before, uint64_t{1} << 30)
-      << "eight announced frames held " << (VirtualBytes() - before) << " bytes";
-  for (int fd : announcers) close(fd);
-  close(whole);
-}
-
 TEST(RpcNetTest, NestedCallsClimbPriorityClassesAndNeverDeadlock) {
   // One thread per class: 20 concurrent class-0 handlers on each node each wait for a class-1
   // call to the other node. With a single pool they would all block each other.
