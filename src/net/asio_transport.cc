@@ -3,6 +3,7 @@
 // writes a datagram directly from its caller's thread, and Poll reads datagrams on its
 // caller's, when no faults are injected; the rest of Send and the controls post to the loop.
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -67,6 +68,10 @@ using asio::ip::udp;
 // chunk's CRC is computed just before it is written, so checksumming overlaps the receiver's
 // reading instead of delaying the first byte; the receiver checks chunk by chunk as they come.
 constexpr size_t kChunk = 1 << 20;
+// A frame whose length word has this bit is a greeting (Transport::Trust); lengths are at most
+// 2^31 - 1 otherwise (max_message is checked below that).
+constexpr uint32_t kGreetingBit = uint32_t{1} << 31;
+constexpr size_t kMaxGreeting = 1024;
 
 struct Frame {
   std::array<char, 4> length{};
@@ -132,7 +137,7 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   std::map<NodeId, Peer> peers;
   std::set<NodeId> blocked;
   Receiver receiver;
-  size_t admit_head = 0;  // loop thread only, as admission
+  size_t admit_head = 0;  // loop thread only, as admission and trust
   Admission admission;
   std::mt19937_64 rng;
   TransportStats stats;
@@ -149,7 +154,10 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   std::shared_ptr<const Receiver> poll_receiver;
   std::vector<char> udp_buffer = std::vector<char>(64 * 1024);
   udp::endpoint udp_from;
-  std::set<std::shared_ptr<tcp::socket>> incoming;
+  // Incoming connections, each with the peer its greeting proved (0: none yet).
+  std::map<std::shared_ptr<tcp::socket>, NodeId> incoming;
+  Trust trust;              // loop thread only
+  size_t max_incoming = 0;  // options.max_incoming, at most a quarter of the descriptor limit
 
   Impl(AsioLoop* l, TransportOptions o)
       : loop(l),
@@ -309,18 +317,27 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     auto self = shared_from_this();
     auto socket = std::make_shared<tcp::socket>(io);
     acceptor.async_accept(*socket, [self, socket](std::error_code ec) {
-      if (self->closed) return;
-      if (!ec && self->incoming.size() >= self->options.max_incoming) {
+      if (self->closed || ec == asio::error::operation_aborted) return;
+      if (ec) {
+        // Out of descriptors (EMFILE) or another failure: accepting again at once spun a core
+        // while the condition lasted. Try again in 100 ms.
+        self->stats.accept_failures++;
+        self->loop->PostAt(self->loop->NowMicros() + 100'000, [self] {
+          if (!self->closed) self->StartAccepting();
+        });
+        return;
+      }
+      if (self->incoming.size() >= self->max_incoming) {
         self->stats.refused_connections++;
         std::error_code ignored;
         socket->close(ignored);
-      } else if (!ec) {
+      } else {
         std::error_code ignored;
         socket->set_option(tcp::no_delay(true), ignored);
-        self->incoming.insert(socket);
+        self->incoming[socket] = 0;
         self->ReadFrame(socket, std::make_shared<std::string>());
       }
-      if (ec != asio::error::operation_aborted) self->StartAccepting();
+      self->StartAccepting();
     });
   }
 
@@ -340,7 +357,11 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                      [self, socket, buf, len](std::error_code ec, size_t) {
                        if (self->closed) return;
                        if (ec) return self->DropIncoming(socket);
-                       const uint32_t n = GetLe32(len->data());
+                       const uint32_t word = GetLe32(len->data());
+                       if ((word & kGreetingBit) != 0) {
+                         return self->ReadGreeting(socket, word & ~kGreetingBit);
+                       }
+                       const uint32_t n = word;
                        if (n > self->options.max_message) {
                          self->stats.oversized++;
                          return self->DropIncoming(socket);
@@ -348,15 +369,48 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                        // Not reserved up front: the buffer grows with the bytes that came, so
                        // a length announced and never sent holds no memory.
                        buf->clear();
-                       if (!self->admission || n < self->admit_head) {
+                       const bool asks = self->admission || self->trust.verify;
+                       if (!asks || n < self->admit_head) {
                          return self->ReadChunk(socket, buf, n, 0);
                        }
                        self->ReadHead(socket, buf, n);
                      });
   }
 
-  // The frame's first admit_head bytes, then what the admission allows a frame that starts so:
-  // one announcing more is dropped with its connection before the rest is read.
+  // A greeting (the first frame of a connection a peer opened, marked by kGreetingBit): read
+  // whole (it is small), its CRC checked, then verified; a good one makes the connection its
+  // peer's, whose frames are then admitted past Trust::untrusted_max.
+  void ReadGreeting(std::shared_ptr<tcp::socket> socket, uint32_t n) {
+    if (n > kMaxGreeting) {
+      stats.oversized++;
+      return DropIncoming(socket);
+    }
+    auto self = shared_from_this();
+    auto g = std::make_shared<std::string>(n + 4, '\0');
+    asio::async_read(*socket, asio::buffer(g->data(), g->size()),
+                     [self, socket, g, n](std::error_code ec, size_t) {
+                       if (self->closed) return;
+                       if (ec) return self->DropIncoming(socket);
+                       const std::string_view greeting(g->data(), n);
+                       if (GetLe32(g->data() + n) != wire::Crc32c(greeting)) {
+                         self->stats.bad_frames++;
+                         return self->DropIncoming(socket);
+                       }
+                       const NodeId from = self->trust.verify ? self->trust.verify(greeting) : 0;
+                       auto it = self->incoming.find(socket);
+                       if (it == self->incoming.end()) return;
+                       if (from != 0) {
+                         it->second = from;
+                       } else {
+                         self->stats.refused_greetings++;
+                       }
+                       self->ReadFrame(socket, std::make_shared<std::string>());
+                     });
+  }
+
+  // The frame's first admit_head bytes, then what the admission allows a frame that starts so
+  // (at most Trust::untrusted_max on a connection no greeting proved): one announcing more is
+  // dropped with its connection before the rest is read.
   void ReadHead(std::shared_ptr<tcp::socket> socket, std::shared_ptr<std::string> buf,
                 uint32_t total) {
     auto self = shared_from_this();
@@ -365,7 +419,14 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                      [self, socket, buf, total](std::error_code ec, size_t) {
                        if (self->closed) return;
                        if (ec) return self->DropIncoming(socket);
-                       if (self->admission && total > self->admission(*buf)) {
+                       auto it = self->incoming.find(socket);
+                       const NodeId trusted = it == self->incoming.end() ? 0 : it->second;
+                       size_t allowed = self->admission ? self->admission(*buf, trusted)
+                                                        : self->options.max_message;
+                       if (self->trust.verify && trusted == 0) {
+                         allowed = std::min(allowed, self->trust.untrusted_max);
+                       }
+                       if (total > allowed) {
                          self->stats.refused_frames++;
                          return self->DropIncoming(socket);
                        }
@@ -493,14 +554,29 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     stats.connects++;
     auto self = shared_from_this();
     std::shared_ptr<tcp::socket> socket = out.socket;
-    socket->async_connect(peer.tcp_endpoint, [self, &out, socket](std::error_code ec) {
+    const NodeId id = peer.address.id;
+    socket->async_connect(peer.tcp_endpoint, [self, &out, socket, id](std::error_code ec) {
       if (self->closed || out.socket != socket) return;
       if (ec) return self->Failed(out);
       std::error_code ignored;
       socket->set_option(tcp::no_delay(true), ignored);
       out.state = Out::State::kConnected;
+      self->Greet(id, out);
       self->WriteNext(out);
     });
+  }
+
+  // Puts the greeting for `to` (Trust::greet) before everything queued on a connection just
+  // opened, so the peer trusts it before the first large frame.
+  void Greet(NodeId to, Out& out) {
+    if (!trust.greet) return;
+    Bytes g = trust.greet(to);
+    if (g == nullptr || g->size() > kMaxGreeting) return;
+    Frame f;
+    PutLe32(&f.length, static_cast<uint32_t>(g->size()) | kGreetingBit);
+    out.queued_bytes += g->size();
+    f.message = std::move(g);
+    out.queue.push_front(std::move(f));
   }
 
   void Failed(Out& out) {
@@ -579,7 +655,7 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
       CloseOut(peer.message);
       for (Out& o : peer.bulk) CloseOut(o);
     }
-    for (const auto& s : incoming) s->close(ec);
+    for (const auto& [s, from] : incoming) s->close(ec);
     incoming.clear();
   }
 };
@@ -604,6 +680,14 @@ Result<std::unique_ptr<UdpTcpTransport>> UdpTcpTransport::Start(AsioLoop& loop,
     s = impl->Bind();
     if (!s.ok()) return;
     for (const PeerAddress& p : impl->options.peers) impl->AddPeer(p);
+    // Each connection takes a descriptor: past a quarter of the limit, connections are refused
+    // before the process runs out (then it could accept no client either).
+    rlimit fds{};
+    impl->max_incoming = impl->options.max_incoming;
+    if (getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY) {
+      impl->max_incoming =
+          std::min<size_t>(impl->max_incoming, std::max<size_t>(16, fds.rlim_cur / 4));
+    }
     impl->StartReceiving();
     impl->StartAccepting();
   });
@@ -649,6 +733,10 @@ void UdpTcpTransport::SetAdmission(size_t head_bytes, Admission admission) {
     impl_->admit_head = head_bytes;
     impl_->admission = std::move(admission);
   });
+}
+
+void UdpTcpTransport::SetTrust(Trust trust) {
+  RunOnLoop(*impl_->loop, [&] { impl_->trust = std::move(trust); });
 }
 
 bool UdpTcpTransport::Poll() { return impl_->PollDatagrams(); }

@@ -60,12 +60,23 @@ class Transport {
   // `checked`: the transport itself verified a CRC32C over the whole message (its TCP frames
   // carry one, computed while the bytes stream); false for datagrams.
   using Receiver = std::function<void(std::string message, bool checked)>;
+  // Messages are shared, not copied: a resend or a duplicate is the same bytes.
+  using Bytes = std::shared_ptr<const OutMessage>;
   // How large a message that starts with `head` may be (its first head_bytes bytes, given to
   // SetAdmission): a TCP frame announcing more is not read further and its connection is
   // closed, so a sender the receiver would drop anyway makes it buffer nothing large.
-  using Admission = std::function<size_t(std::string_view head)>;
-  // Messages are shared, not copied: a resend or a duplicate is the same bytes.
-  using Bytes = std::shared_ptr<const OutMessage>;
+  // `trusted`: the peer whose greeting opened the connection (0: none; see Trust).
+  using Admission = std::function<size_t(std::string_view head, NodeId trusted)>;
+  // Connection trust: `greet(to)` (nullptr: none) is sent first on every TCP connection this
+  // transport opens to `to`, marked as a greeting; `verify(greeting)` says which peer a
+  // greeting received proves (0: none). Frames on a connection no greeting proved are admitted
+  // up to untrusted_max at most, so a sender without the key (the greeting carries its MAC)
+  // makes a member buffer little, however many bytes it announces.
+  struct Trust {
+    std::function<Bytes(NodeId to)> greet;
+    std::function<NodeId(std::string_view greeting)> verify;
+    size_t untrusted_max = 16 << 10;
+  };
   virtual ~Transport() = default;
   virtual NodeId self() const = 0;
   virtual Loop& loop() = 0;
@@ -79,6 +90,8 @@ class Transport {
   // Set before the first message can arrive (optional: without one a frame may be up to the
   // transport's limit); called on the loop thread. Frames shorter than head_bytes are admitted.
   virtual void SetAdmission(size_t /*head_bytes*/, Admission /*admission*/) {}
+  // Set before the first message (optional: without it every connection is trusted).
+  virtual void SetTrust(Trust /*trust*/) {}
   // Receives the datagrams already waiting, on the calling thread, and hands each to the
   // receiver before returning; returns whether there was any. A thread waiting for an answer
   // polls so that the answer reaches it without a hop through the loop thread. Never blocks.
@@ -126,8 +139,9 @@ struct TransportOptions {
   uint16_t port = 0;  // UDP and TCP; 0 picks a free port (see UdpTcpTransport::port())
   std::vector<PeerAddress> peers;
   size_t max_message = size_t{1} << 30;
-  // TCP connections accepted and open at once; one more is closed as it is accepted (counted
-  // in refused_connections). Each peer opens 1 + bulk_connections.
+  // TCP connections accepted and open at once, and at most a quarter of the descriptor limit;
+  // one more is closed as it is accepted (counted in refused_connections). Each peer opens
+  // 1 + bulk_connections.
   size_t max_incoming = 4096;
   size_t udp_max = 1400;        // larger messages go over TCP
   size_t bulk_min = 64 * 1024;  // messages this large use the bulk connections
@@ -145,6 +159,8 @@ struct TransportStats {
   std::atomic<uint64_t> send_failures{0}, connects{0}, oversized{0}, bad_frames{0};
   std::atomic<uint64_t> refused_frames{0};       // over what SetAdmission allowed their head
   std::atomic<uint64_t> refused_connections{0};  // past max_incoming
+  std::atomic<uint64_t> accept_failures{0};      // accept errors (EMFILE...), retried in 100 ms
+  std::atomic<uint64_t> refused_greetings{0};    // greetings verify did not prove
 };
 
 class UdpTcpTransport final : public Transport {
@@ -158,6 +174,7 @@ class UdpTcpTransport final : public Transport {
   Status Send(NodeId to, Bytes message) override;
   void SetReceiver(Receiver receiver) override;
   void SetAdmission(size_t head_bytes, Admission admission) override;
+  void SetTrust(Trust trust) override;
   bool Poll() override;
 
   uint16_t port() const;

@@ -410,9 +410,10 @@ void Endpoint::Start() {
     }
   });
   // A TCP frame is read past its header's sender and receiver (bytes 8-15) only from a peer to
-  // us (up to max_message) or from the stranger (up to its 4 KiB): anyone else's is dropped
-  // with its connection before it is buffered (docs/rpc.md).
-  impl_->transport.SetAdmission(16, [weak](std::string_view head) -> size_t {
+  // us, on a connection whose greeting that peer signed (up to max_message; up to the
+  // transport's untrusted_max before any greeting), or from the stranger (up to its 4 KiB):
+  // anyone else's is dropped with its connection before it is buffered (docs/rpc.md, "Limits").
+  impl_->transport.SetAdmission(16, [weak](std::string_view head, NodeId trusted) -> size_t {
     auto self = weak.lock();
     if (!self) return 0;
     uint32_t sender = 0, receiver = 0;
@@ -423,10 +424,33 @@ void Endpoint::Start() {
     if (sender == kStrangerId) {
       return self->options.stranger_method != 0 ? self->stranger_codec.max_message : 0;
     }
+    if (trusted != 0 && sender != trusted) return 0;
     MutexLock lock(&self->mu);
     if (self->peers.count(sender) == 0 || receiver != self->transport.self()) return 0;
     return self->codec.max_message;
   });
+  // A connection's greeting: a HEARTBEAT to the peer, with the MAC every message carries, read
+  // by the transport alone (it never reaches OnMessage, so it changes no lease or peer state).
+  net::Transport::Trust trust;
+  trust.greet = [weak](NodeId to) -> net::Transport::Bytes {
+    auto self = weak.lock();
+    if (!self || to == kStrangerId || to == kAnyNodeId || self->transport.self() == kStrangerId) {
+      return nullptr;
+    }
+    return self->EncodeMsg(Kind::kHeartbeat, to, 0, 0, 0, std::string());
+  };
+  trust.verify = [weak](std::string_view greeting) -> NodeId {
+    auto self = weak.lock();
+    if (!self) return 0;
+    Result<Message> m = Decode(greeting, self->codec, /*checked=*/true);
+    if (!m.ok() || m->header.kind != Kind::kHeartbeat ||
+        m->header.receiver != self->transport.self()) {
+      return 0;
+    }
+    MutexLock lock(&self->mu);
+    return self->peers.count(m->header.sender) != 0 ? m->header.sender : 0;
+  };
+  impl_->transport.SetTrust(std::move(trust));
   impl_->loop.Post([weak] {
     if (auto self = weak.lock()) self->Locked([&] { self->Heartbeat(); });
   });

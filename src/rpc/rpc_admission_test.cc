@@ -6,12 +6,15 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,11 +31,12 @@ using floe::testing::WaitFor;
 
 // One transport on 127.0.0.1 (node 1, peer 2 at a port nobody listens on).
 struct OneTransport {
-  explicit OneTransport(size_t max_incoming = 4096) {
+  explicit OneTransport(size_t max_incoming = 4096,
+                        uint16_t peer_port = floe::testing::FreePort("127.0.0.1")) {
     net::TransportOptions o;
     o.self = 1;
     o.port = port;
-    o.peers = {{2, "127.0.0.1", floe::testing::FreePort("127.0.0.1")}};
+    o.peers = {{2, "127.0.0.1", peer_port}};
     o.max_incoming = max_incoming;
     auto started = net::UdpTcpTransport::Start(loop, o);
     if (started.ok()) t = std::move(started).value();
@@ -63,6 +67,24 @@ std::string Frame(const std::string& message) {
   frame += message;
   PutLe32(&frame, wire::Crc32c(message));
   return frame;
+}
+
+// The 16 bytes of an RPC header the admission reads: 8 of anything, then sender and receiver.
+std::string Head(uint32_t sender, uint32_t receiver) {
+  std::string h(8, '\0');
+  PutLe32(&h, sender);
+  PutLe32(&h, receiver);
+  return h;
+}
+
+// A connection that announces a frame of `length` and sends its first 16 bytes only.
+int Announce(uint16_t port, const std::string& head, uint32_t length) {
+  const int fd = ConnectTo(port);
+  std::string bytes;
+  PutLe32(&bytes, length);
+  bytes += head;
+  EXPECT_EQ(send(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  return fd;
 }
 
 // Whether the peer closed `fd` (a read returns 0 or an error within the wait).
@@ -119,8 +141,9 @@ TEST(RpcAdmissionTest, AnAnnouncedTcpFrameHoldsNoMemoryUntilItsBytesCome) {
 TEST(RpcAdmissionTest, AFrameIsReadPastItsHeadOnlyIfAdmitted) {
   OneTransport one;
   ASSERT_NE(one.t, nullptr);
-  one.t->SetAdmission(
-      16, [](std::string_view head) -> size_t { return head[0] == 'p' ? size_t{1} << 20 : 64; });
+  one.t->SetAdmission(16, [](std::string_view head, net::NodeId) -> size_t {
+    return head[0] == 'p' ? size_t{1} << 20 : 64;
+  });
   const int refused = ConnectTo(one.port);
   std::string big;
   PutLe32(&big, 100'000);
@@ -156,60 +179,126 @@ TEST(RpcAdmissionTest, IncomingConnectionsAreBounded) {
   EXPECT_TRUE(ClosedByPeer(c));
   EXPECT_EQ(one.t->stats().refused_connections.load(), 1u);
   close(c);
-  // One closed, a place again.
+  // One closed, a place again (once the transport has seen it close).
   close(a);
-  const int d = ConnectTo(one.port);
   const std::string frame = Frame("again");
   bool in = false;
   for (int attempt = 0; attempt < 50 && !in; attempt++) {
+    const int d = ConnectTo(one.port);
     (void)send(d, frame.data(), frame.size(), MSG_NOSIGNAL);
     in = WaitFor([&] { return one.t->stats().tcp_received.load() == 3; },
                  std::chrono::milliseconds(100));
+    close(d);
   }
   EXPECT_TRUE(in);
   close(b);
-  close(d);
 }
 
-// The endpoint admits a peer's frame to it up to max_message, the stranger's up to 4 KiB (when
-// it takes a stranger's calls), and nobody else's: an unknown sender's announced megabyte is
-// refused on its header before its body is read.
+// Connections take descriptors: the bound is at most a quarter of the descriptor limit, so
+// connections alone never exhaust it (at the limit, accepting failed at once, again and again,
+// spinning a core, and no client could connect).
+TEST(RpcAdmissionTest, TheConnectionBoundIsAQuarterOfTheDescriptorLimit) {
+  rlimit before{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &before), 0);
+  rlimit low = before;
+  low.rlim_cur = std::min<rlim_t>(before.rlim_cur, 256);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  OneTransport one;  // max_incoming 4096 asked: 64 taken
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &before), 0);
+  ASSERT_NE(one.t, nullptr);
+  std::vector<int> fds;
+  for (int i = 0; i < 65; i++) fds.push_back(ConnectTo(one.port));
+  EXPECT_TRUE(WaitFor([&] { return one.t->stats().refused_connections.load() == 1; }));
+  for (int fd : fds) close(fd);
+}
+
+// The endpoint admits nobody's frame but a peer's to it and the stranger's: an unknown sender's
+// announced megabyte, or one addressed to another node, is refused on its header before its
+// body is read; so is a stranger's past 4 KiB when the endpoint takes no stranger calls.
 TEST(RpcAdmissionTest, TheEndpointAdmitsOnlyItsPeersAndTheStranger) {
   OneTransport one;
   ASSERT_NE(one.t, nullptr);
   Options o;
   o.peers = {2};
+  o.secret = "s3cret";
   Endpoint endpoint(*one.t, o);
   endpoint.Start();
-  auto head = [](uint32_t sender, uint32_t receiver) {
-    std::string h(8, '\0');
-    PutLe32(&h, sender);
-    PutLe32(&h, receiver);
-    return h;
-  };
-  auto announce = [&](const std::string& h, uint32_t length) {
-    const int fd = ConnectTo(one.port);
-    std::string bytes;
-    PutLe32(&bytes, length);
-    bytes += h;
-    EXPECT_EQ(send(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
-    return fd;
-  };
-  const int unknown = announce(head(9, 1), 1 << 20);
+  const int unknown = Announce(one.port, Head(9, 1), 1 << 20);
   EXPECT_TRUE(ClosedByPeer(unknown));
   EXPECT_EQ(one.t->stats().refused_frames.load(), 1u);
-  const int to_another = announce(head(2, 7), 1 << 20);
+  const int to_another = Announce(one.port, Head(2, 7), 1 << 20);
   EXPECT_TRUE(ClosedByPeer(to_another));
   EXPECT_EQ(one.t->stats().refused_frames.load(), 2u);
-  const int stranger = announce(head(kStrangerId, kAnyNodeId), 5000);  // no stranger_method
+  const int stranger = Announce(one.port, Head(kStrangerId, kAnyNodeId), 5000);
   EXPECT_TRUE(ClosedByPeer(stranger));
   EXPECT_EQ(one.t->stats().refused_frames.load(), 3u);
-  // A peer's announced megabyte is read on (the connection stays open while it waits).
-  const int peer = announce(head(2, 1), 1 << 20);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(one.t->stats().refused_frames.load(), 3u);
-  for (int fd : {unknown, to_another, stranger, peer}) close(fd);
+  for (int fd : {unknown, to_another, stranger}) close(fd);
   endpoint.Stop();
+}
+
+// A frame that claims to come from a peer is read past 16 KiB only on a connection that peer's
+// greeting proved (signed with the secret): a forged header claiming peer 2, with or without a
+// forged greeting, is refused before its body (anyone who reached the port could make a member
+// buffer 1 GiB a connection so); the real peer's large calls arrive.
+TEST(RpcAdmissionTest, AClaimedPeersLargeFrameNeedsItsGreeting) {
+  const uint16_t port2 = floe::testing::FreePort("127.0.0.1");
+  OneTransport one(4096, port2);
+  ASSERT_NE(one.t, nullptr);
+  Options o;
+  o.peers = {2};
+  o.secret = "s3cret";
+  constexpr uint16_t kEcho = 7;
+  Endpoint member(*one.t, o);
+  member.Register(kEcho, 0, [](NodeId, std::string_view req) -> Result<std::string> {
+    return std::string(req.size() > 16 ? req.substr(0, 16) : req);
+  });
+  member.Start();
+  // No greeting: a forged peer-2 header announcing a megabyte.
+  const int forged = Announce(one.port, Head(2, 1), 1 << 20);
+  EXPECT_TRUE(ClosedByPeer(forged));
+  EXPECT_EQ(one.t->stats().refused_frames.load(), 1u);
+  close(forged);
+  // A forged greeting (no MAC under the secret) proves nothing.
+  const int greeted = ConnectTo(one.port);
+  std::string greeting = Head(2, 1) + std::string(60, 'g');
+  std::string frame;
+  PutLe32(&frame, static_cast<uint32_t>(greeting.size()) | 0x80000000u);
+  frame += greeting;
+  PutLe32(&frame, wire::Crc32c(greeting));
+  PutLe32(&frame, 1 << 20);
+  frame += Head(2, 1);
+  ASSERT_EQ(send(greeted, frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()));
+  EXPECT_TRUE(ClosedByPeer(greeted));
+  EXPECT_EQ(one.t->stats().refused_greetings.load(), 1u);
+  EXPECT_EQ(one.t->stats().refused_frames.load(), 2u);
+  close(greeted);
+
+  // The real peer 2, with the secret: its 1 MiB call rides a bulk connection it greeted.
+  net::AsioLoop loop2;
+  net::TransportOptions t2;
+  t2.self = 2;
+  t2.port = port2;
+  t2.peers = {{1, "127.0.0.1", one.port}};
+  auto started = net::UdpTcpTransport::Start(loop2, t2);
+  ASSERT_TRUE(started.ok());
+  std::unique_ptr<net::UdpTcpTransport> transport2 = std::move(started).value();
+  Options o2;
+  o2.peers = {1};
+  o2.secret = "s3cret";
+  Endpoint peer(*transport2, o2);
+  peer.Start();
+  // Bytes that do not compress: the call is a 1 MiB frame on a bulk connection.
+  std::string big(1 << 20, '\0');
+  std::mt19937_64 rng(11);
+  for (char& c : big) c = static_cast<char>(rng());
+  Result<std::string> r = peer.Call(1, kEcho, big, 20'000'000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, big.substr(0, 16));
+  EXPECT_GE(one.t->stats().tcp_received.load(), 1u);
+  EXPECT_EQ(one.t->stats().refused_frames.load(), 2u);
+  EXPECT_EQ(one.t->stats().refused_greetings.load(), 1u);
+  peer.Stop();
+  member.Stop();
 }
 
 }  // namespace
