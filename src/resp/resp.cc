@@ -344,8 +344,13 @@ void ReplyWriter::Error(std::string_view text) {
   // argument quoted in an error must not end the line early).
   while (!text.empty() && (text.front() == '\r' || text.front() == '\n')) text.remove_prefix(1);
   while (!text.empty() && (text.back() == '\r' || text.back() == '\n')) text.remove_suffix(1);
+  // An error that quotes a client's argument is no longer than kMaxErrorBytes: a 50 MB option
+  // echoed whole was held as a 50 MB reply.
+  const bool cut = text.size() > kMaxErrorBytes;
+  if (cut) text = text.substr(0, kMaxErrorBytes - 3);
   out_->push_back('-');
   for (char c : text) out_->push_back(c == '\r' || c == '\n' ? ' ' : c);
+  if (cut) out_->append("...");
   out_->append("\r\n");
 }
 

@@ -23,6 +23,9 @@
 
 namespace floe::resp {
 
+// The longest error text a reply carries (ReplyWriter::Error).
+inline constexpr size_t kMaxErrorBytes = 4096;
+
 struct Limits {
   // Longest bulk string a client may send (Redis's proto-max-bulk-len). Default 512 MiB.
   uint64_t max_bulk_len = 512ull << 20;
@@ -148,6 +151,8 @@ class ReplyWriter {
   void SimpleString(std::string_view s);  // +s
   // -<text>; `text` starts with the error code ("ERR ...", "WRONGTYPE ..."). Newlines in it are
   // replaced by spaces so the reply stays one line.
+  // "-text\r\n": CR and LF inside become spaces; at most kMaxErrorBytes of text (cut with
+  // "...").
   void Error(std::string_view text);
   void Integer(int64_t v);
   void Bulk(std::string_view s);

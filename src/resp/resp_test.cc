@@ -161,6 +161,15 @@ TEST(ReplyWriterTest, ScalarsAndErrors) {
             "$4\r\n-inf\r\n");
 }
 
+// An error quoting a huge argument is cut: a 50 MB option echoed whole was a 50 MB reply.
+TEST(ReplyWriterTest, ALongErrorIsCut) {
+  std::string out;
+  ReplyWriter w(&out);
+  w.Error("ERR Unsupported option " + std::string(1 << 20, 'x'));
+  EXPECT_EQ(out.size(), 1 + kMaxErrorBytes + 2);
+  EXPECT_TRUE(out.ends_with("x...\r\n"));
+}
+
 TEST(ParseReplyTest, RoundTripsWhatTheWriterWrites) {
   std::string out;
   ReplyWriter w(&out, 3);

@@ -94,7 +94,8 @@ void CmdHello(CommandContext& ctx) {
       name = ctx.args[j + 1];
       j += 1;
     } else {
-      return ctx.Error("ERR Syntax error in HELLO option '" + std::string(ctx.args[j]) + "'");
+      return ctx.Error("ERR Syntax error in HELLO option '" +
+                       std::string(ctx.args[j].substr(0, 128)) + "'");
     }
   }
   if (auth) {

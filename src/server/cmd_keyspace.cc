@@ -64,7 +64,7 @@ void ExpireGeneric(CommandContext& ctx, int64_t base_ms, ExpireUnit unit) {
     } else if (EqualsIgnoreCase(opt, "LT")) {
       lt = true;
     } else {
-      return ctx.Error("ERR Unsupported option " + std::string(opt));
+      return ctx.Error("ERR Unsupported option " + std::string(opt.substr(0, 128)));
     }
   }
   if (nx && (xx || gt || lt)) {

@@ -444,6 +444,9 @@ TEST_F(CommandTest, ExpireFamily) {
   EXPECT_THAT(Run({"TTL", "none"}), IsInt(-2));
   EXPECT_THAT(Run({"PTTL", "none"}), IsInt(-2));
   EXPECT_THAT(Run({"EXPIRETIME", "k"}), IsInt(-1));
+  // An unknown option is named, cut to 128 bytes (it was echoed whole, however long).
+  EXPECT_THAT(Run({"EXPIRE", "k", "100", std::string(100'000, 'Q')}),
+              IsErr("ERR Unsupported option " + std::string(128, 'Q')));
   EXPECT_THAT(Run({"EXPIRE", "k", "100", "XX"}), IsInt(0));  // no TTL yet
   EXPECT_THAT(Run({"EXPIRE", "k", "100", "NX"}), IsInt(1));
   EXPECT_THAT(Run({"EXPIRE", "k", "200", "NX"}), IsInt(0));
