@@ -9,6 +9,7 @@
 
 #include <array>
 #include <asio.hpp>
+#include <cerrno>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -72,6 +73,8 @@ constexpr size_t kChunk = 1 << 20;
 // 2^31 - 1 otherwise (max_message is checked below that).
 constexpr uint32_t kGreetingBit = uint32_t{1} << 31;
 constexpr size_t kMaxGreeting = 1024;
+// A connection no greeting proved is closed this long after it was accepted.
+constexpr uint64_t kGreetingDeadlineUs = 5'000'000;
 
 struct Frame {
   std::array<char, 4> length{};
@@ -155,7 +158,12 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
   std::vector<char> udp_buffer = std::vector<char>(64 * 1024);
   udp::endpoint udp_from;
   // Incoming connections, each with the peer its greeting proved (0: none yet).
-  std::map<std::shared_ptr<tcp::socket>, NodeId> incoming;
+  struct Incoming {
+    NodeId trusted = 0;   // the peer its greeting proved (0: none yet)
+    bool framed = false;  // a frame has come: a greeting now is refused
+    uint64_t accepted_at = 0;
+  };
+  std::map<std::shared_ptr<tcp::socket>, Incoming> incoming;
   Trust trust;              // loop thread only
   size_t max_incoming = 0;  // options.max_incoming, at most a quarter of the descriptor limit
 
@@ -319,26 +327,63 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     acceptor.async_accept(*socket, [self, socket](std::error_code ec) {
       if (self->closed || ec == asio::error::operation_aborted) return;
       if (ec) {
-        // Out of descriptors (EMFILE) or another failure: accepting again at once spun a core
-        // while the condition lasted. Try again in 100 ms.
         self->stats.accept_failures++;
+        // Out of descriptors or memory: accepting again at once spun a core while it lasted.
+        const bool short_of = ec.value() == EMFILE || ec.value() == ENFILE ||
+                              ec.value() == ENOBUFS || ec.value() == ENOMEM;
+        if (!short_of) return self->StartAccepting();
         self->loop->PostAt(self->loop->NowMicros() + 100'000, [self] {
           if (!self->closed) self->StartAccepting();
         });
         return;
       }
-      if (self->incoming.size() >= self->max_incoming) {
+      if (self->incoming.size() >= self->max_incoming && !self->EvictUntrusted()) {
         self->stats.refused_connections++;
         std::error_code ignored;
         socket->close(ignored);
       } else {
         std::error_code ignored;
         socket->set_option(tcp::no_delay(true), ignored);
-        self->incoming[socket] = 0;
+        socket->set_option(asio::socket_base::keep_alive(true), ignored);
+        const uint64_t now = self->loop->NowMicros();
+        self->incoming[socket] = Incoming{.accepted_at = now};
+        if (self->trust.verify) {
+          // A connection no greeting proved within the deadline is closed: idle ones held
+          // every place and locked the peers out.
+          std::weak_ptr<tcp::socket> weak = socket;
+          self->loop->PostAt(now + kGreetingDeadlineUs, [self, weak] {
+            auto s = weak.lock();
+            if (self->closed || s == nullptr) return;
+            auto it = self->incoming.find(s);
+            if (it != self->incoming.end() && it->second.trusted == 0 &&
+                !self->trust.untrusted_stays) {
+              self->stats.ungreeted_closed++;
+              self->DropIncoming(s);
+            }
+          });
+        }
         self->ReadFrame(socket, std::make_shared<std::string>());
       }
       self->StartAccepting();
     });
+  }
+
+  // At max_incoming: closes the oldest connection no greeting proved, to make room for a new
+  // one; false when every connection is a peer's.
+  bool EvictUntrusted() {
+    if (!trust.verify) return false;  // no greetings: every connection counts
+    auto oldest = incoming.end();
+    for (auto it = incoming.begin(); it != incoming.end(); ++it) {
+      if (it->second.trusted != 0) continue;
+      if (oldest == incoming.end() || it->second.accepted_at < oldest->second.accepted_at) {
+        oldest = it;
+      }
+    }
+    if (oldest == incoming.end()) return false;
+    stats.evicted_connections++;
+    std::shared_ptr<tcp::socket> victim = oldest->first;
+    DropIncoming(victim);
+    return true;
   }
 
   void DropIncoming(const std::shared_ptr<tcp::socket>& socket) {
@@ -358,7 +403,16 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                        if (self->closed) return;
                        if (ec) return self->DropIncoming(socket);
                        const uint32_t word = GetLe32(len->data());
+                       auto it = self->incoming.find(socket);
+                       if (it == self->incoming.end()) return;
+                       const bool first = !it->second.framed;
+                       it->second.framed = true;
                        if ((word & kGreetingBit) != 0) {
+                         // Only as a connection's first frame.
+                         if (!first) {
+                           self->stats.refused_greetings++;
+                           return self->DropIncoming(socket);
+                         }
                          return self->ReadGreeting(socket, word & ~kGreetingBit);
                        }
                        const uint32_t n = word;
@@ -399,11 +453,13 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                        const NodeId from = self->trust.verify ? self->trust.verify(greeting) : 0;
                        auto it = self->incoming.find(socket);
                        if (it == self->incoming.end()) return;
-                       if (from != 0) {
-                         it->second = from;
-                       } else {
+                       if (from == 0) {
+                         // Not (yet) a peer's: closed, so the sender greets again on its
+                         // next connection (a member that joined since is known by then).
                          self->stats.refused_greetings++;
+                         return self->DropIncoming(socket);
                        }
+                       it->second.trusted = from;
                        self->ReadFrame(socket, std::make_shared<std::string>());
                      });
   }
@@ -420,7 +476,7 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                        if (self->closed) return;
                        if (ec) return self->DropIncoming(socket);
                        auto it = self->incoming.find(socket);
-                       const NodeId trusted = it == self->incoming.end() ? 0 : it->second;
+                       const NodeId trusted = it == self->incoming.end() ? 0 : it->second.trusted;
                        size_t allowed = self->admission ? self->admission(*buf, trusted)
                                                         : self->options.max_message;
                        if (self->trust.verify && trusted == 0) {
@@ -430,6 +486,9 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                          self->stats.refused_frames++;
                          return self->DropIncoming(socket);
                        }
+                       // A peer's (the greeting proved it): the whole frame at once, rather
+                       // than growing by doubling and copying.
+                       if (trusted != 0) buf->reserve(total);
                        self->ReadChunk(socket, buf, total, wire::Crc32c(*buf));
                      });
   }
@@ -655,7 +714,7 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
       CloseOut(peer.message);
       for (Out& o : peer.bulk) CloseOut(o);
     }
-    for (const auto& [s, from] : incoming) s->close(ec);
+    for (const auto& [s, state] : incoming) s->close(ec);
     incoming.clear();
   }
 };
@@ -684,6 +743,8 @@ Result<std::unique_ptr<UdpTcpTransport>> UdpTcpTransport::Start(AsioLoop& loop,
     // before the process runs out (then it could accept no client either).
     rlimit fds{};
     impl->max_incoming = impl->options.max_incoming;
+    // A length word's bit 31 marks a greeting.
+    impl->options.max_message = std::min<size_t>(impl->options.max_message, kGreetingBit - 1);
     if (getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY) {
       impl->max_incoming =
           std::min<size_t>(impl->max_incoming, std::max<size_t>(16, fds.rlim_cur / 4));

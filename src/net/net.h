@@ -72,10 +72,14 @@ class Transport {
   // greeting received proves (0: none). Frames on a connection no greeting proved are admitted
   // up to untrusted_max at most, so a sender without the key (the greeting carries its MAC)
   // makes a member buffer little, however many bytes it announces.
+  // A connection no greeting proves within 5 s is closed (unless untrusted_stays: a node that
+  // is not a member yet, which no one greets), and at max_incoming the oldest such connection
+  // makes room for a new one.
   struct Trust {
     std::function<Bytes(NodeId to)> greet;
     std::function<NodeId(std::string_view greeting)> verify;
     size_t untrusted_max = 16 << 10;
+    bool untrusted_stays = false;
   };
   virtual ~Transport() = default;
   virtual NodeId self() const = 0;
@@ -161,6 +165,8 @@ struct TransportStats {
   std::atomic<uint64_t> refused_connections{0};  // past max_incoming
   std::atomic<uint64_t> accept_failures{0};      // accept errors (EMFILE...), retried in 100 ms
   std::atomic<uint64_t> refused_greetings{0};    // greetings verify did not prove
+  std::atomic<uint64_t> ungreeted_closed{0};     // no greeting within the deadline
+  std::atomic<uint64_t> evicted_connections{0};  // untrusted, closed to make room
 };
 
 class UdpTcpTransport final : public Transport {

@@ -422,34 +422,46 @@ void Endpoint::Start() {
     sender = le32toh(sender);
     receiver = le32toh(receiver);
     if (sender == kStrangerId) {
-      return self->options.stranger_method != 0 ? self->stranger_codec.max_message : 0;
+      return self->options.stranger_method != 0
+                 ? self->stranger_codec.max_message + kHeaderBytes + kMacBytes
+                 : 0;
     }
     if (trusted != 0 && sender != trusted) return 0;
     MutexLock lock(&self->mu);
     if (self->peers.count(sender) == 0 || receiver != self->transport.self()) return 0;
     return self->codec.max_message;
   });
-  // A connection's greeting: a HEARTBEAT to the peer, with the MAC every message carries, read
-  // by the transport alone (it never reaches OnMessage, so it changes no lease or peer state).
+  // A connection's greeting: a HEARTBEAT to the peer with code kGreetingCode and the wall
+  // clock as its task, under the MAC every message carries (so no periodic heartbeat, whose
+  // code is 0, passes for one, and a captured greeting ages out in a minute), read by the
+  // transport alone: it never reaches OnMessage, so it changes no lease or peer state.
   net::Transport::Trust trust;
   trust.greet = [weak](NodeId to) -> net::Transport::Bytes {
     auto self = weak.lock();
     if (!self || to == kStrangerId || to == kAnyNodeId || self->transport.self() == kStrangerId) {
       return nullptr;
     }
-    return self->EncodeMsg(Kind::kHeartbeat, to, 0, 0, 0, std::string());
+    return self->EncodeMsg(Kind::kHeartbeat, to, WallMicros(), 0, kGreetingCode, std::string());
   };
   trust.verify = [weak](std::string_view greeting) -> NodeId {
     auto self = weak.lock();
     if (!self) return 0;
     Result<Message> m = Decode(greeting, self->codec, /*checked=*/true);
-    if (!m.ok() || m->header.kind != Kind::kHeartbeat ||
+    if (!m.ok() || m->header.kind != Kind::kHeartbeat || m->header.code != kGreetingCode ||
         m->header.receiver != self->transport.self()) {
       return 0;
     }
+    const uint64_t now = WallMicros(), at = m->header.task;
+    if ((at > now ? at - now : now - at) > kGreetingFreshUs) return 0;
     MutexLock lock(&self->mu);
     return self->peers.count(m->header.sender) != 0 ? m->header.sender : 0;
   };
+  // A node that is not a member yet (a joiner) is greeted by nobody: the answers it awaits
+  // (up to its message limit) come on connections no greeting proves, and stay open.
+  if (impl_->transport.self() == kStrangerId) {
+    trust.untrusted_max = impl_->codec.max_message + kHeaderBytes + kMacBytes;
+    trust.untrusted_stays = true;
+  }
   impl_->transport.SetTrust(std::move(trust));
   impl_->loop.Post([weak] {
     if (auto self = weak.lock()) self->Locked([&] { self->Heartbeat(); });

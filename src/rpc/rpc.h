@@ -48,6 +48,11 @@ inline constexpr uint8_t kFlagMac = 2;
 inline constexpr uint8_t kFlagFrameCrc = 4;
 inline constexpr size_t kFrameCrcMin = 64 * 1024;
 inline constexpr int kPriorityClasses = 4;
+// A TCP connection's greeting (docs/wire.md, "Greetings and admission"): a HEARTBEAT with this
+// code and the sender's wall clock (µs) as its task, taken within kGreetingFreshUs of the
+// receiver's.
+inline constexpr uint16_t kGreetingCode = 0x4752;
+inline constexpr uint64_t kGreetingFreshUs = 60'000'000;
 
 struct Header {
   Kind kind = Kind::kCall;
