@@ -718,6 +718,11 @@ Status Server::Run() {
   for (auto& f : m.front_ends) FLOE_RETURN_IF_ERROR(f->Open(*m.engine, contexts));
   if (!m.config.cluster.empty() || !m.config.join.empty()) {
     FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
+    // CLUSTER LEAVE (docs/membership.md, J2): once removed, the node stops and exits 0.
+    m.cluster->SetOnLeft([this] {
+      FLOE_LOG_INFO("this member left the cluster: stopping");
+      Stop();
+    });
   }
 
   asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);

@@ -34,6 +34,10 @@ inline constexpr uint16_t kCloseSessionMethod = 301;  // the client left: drop i
 // The leader's commit index of the agreed metadata (docs/membership.md, "Routing from the agreed
 // table"): an empty request; the answer is a varint, from a member that leads its log only.
 inline constexpr uint16_t kMetaCommitMethod = 302;
+// Removes a member (docs/membership.md, rule J2): the request is the member's id (a varint), the
+// answer empty; the leader of the agreed metadata commits RemoveMember then RemoveServer, a
+// member that does not lead forwards it there once.
+inline constexpr uint16_t kRemoveMemberMethod = 303;
 // Strings up to this size are handed out as cached copies (rule C7); larger ones are read at
 // their home every time (a copy would double what a miss moves).
 inline constexpr size_t kCacheValueMax = 64 * 1024;
@@ -206,6 +210,18 @@ class ClusterNode {
   void SweepChunks(std::function<void(uint64_t dropped)> done);
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
+  // Rule J2 (docs/membership.md): removes member `id` through the Raft leader (RemoveMember, then
+  // RemoveServer), waiting at most about 15 s. FailedPrecondition when the member owns, backs
+  // up or receives a slot (naming how many: moving them needs migration), or is not in the
+  // table; Unavailable when the outcome is unknown (retry: a retry finishes a cut-off removal).
+  // Blocks the caller: never on the loop, the Raft or an RPC thread.
+  Status RemoveMember(net::NodeId id);
+  // Whether this member has applied its own removal: it serves no key, and meta_off() says why.
+  bool removed() const;
+  // What the node runs once CLUSTER LEAVE's removal is answered (the server's Stop); called at
+  // most once, on the node's loop, after `delay_us`.
+  void SetOnLeft(std::function<void()> on_left);
+  void Leave(uint64_t delay_us);
   // Stops the endpoint (no more proxy commands run); idempotent.
   void Stop();
   // Tests only: drops every proxy session, as a restart of this node would.
