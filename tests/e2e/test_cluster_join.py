@@ -122,3 +122,36 @@ def test_each_mismatch_is_refused_naming_it(clusters):
     assert took < 10, took
     for n in c.nodes:
         assert info(n)["meta_table_members"] == "3", n.address
+
+
+def test_a_joined_member_leaves_and_exits_0(clusters):
+    """Rule J2 (docs/membership.md; docs/cluster.md, "Removing a node"): a joined member that
+    owns nothing leaves with CLUSTER LEAVE, exits 0, and the others keep serving every key."""
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
+    keys = {i: c.keys_at(i, 20, prefix="leave") for i in range(3)}
+    for i in range(3):
+        for key in keys[i]:
+            assert c[0].conn().call("SET", key, key) == b"OK"
+    node = joiner(clusters, c).start()
+    conn = wait_serving(node)
+    assert conn.call("GET", keys[1][0]) == keys[1][0].encode()
+    assert conn.call("CLUSTER", "LEAVE") == b"OK"
+    assert node.proc.wait(timeout=30) == 0, node.log()
+    assert "was removed from cluster" in node.log(), node.log()
+    for n in c.nodes:
+        deadline = time.time() + 20
+        while info(n)["meta_table_members"] != "3":
+            assert time.time() < deadline, (n.address, info(n))
+            time.sleep(0.05)
+        assert "member_4" not in info(n), n.address
+        conn = n.conn()
+        for i in range(3):
+            for key in keys[i]:
+                assert conn.call("GET", key) == key.encode(), (n.address, key)
+        assert conn.call("SET", keys[2][0], "after") == b"OK"
+        assert conn.call("GET", keys[2][0]) == b"after"
+        assert conn.call("SET", keys[2][0], keys[2][0]) == b"OK"
+    # Its directory refuses a start, naming why.
+    proc = subprocess.run(node.args(), capture_output=True, timeout=30)
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert proc.returncode != 0 and "was removed from cluster" in out, out
