@@ -20,10 +20,8 @@ namespace {
 
 // Attempts of RemoveServer while another configuration change is in progress, 25 ms apart.
 constexpr int kRemoveAttempts = 40;
-// How long a member that does not lead waits for the leader's answer, and the caller of
-// RemoveMember for the whole removal.
+// How long a member that does not lead waits for the leader's answer.
 constexpr uint64_t kForwardTimeoutUs = 10'000'000;
-constexpr auto kRemoveWait = std::chrono::seconds(15);
 
 std::string EncodeRemove(net::NodeId id, bool forwarded) {
   std::string out;
@@ -181,7 +179,19 @@ void ClusterNode::Impl::MarkRemoved(const std::string& when) {
   });
 }
 
-Status ClusterNode::RemoveMember(net::NodeId id) {
+bool ClusterNode::CanLeave() const {
+  const cluster::Meta* m = impl_->meta_view.load(std::memory_order_acquire);
+  if (m == nullptr || impl_->meta_refused.load() || impl_->removed.load() ||
+      impl_->stopped.load()) {
+    return false;
+  }
+  const consensus::State st = m->raft();
+  if (!st.running || st.leader) return false;
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  return table->FindMember(self()) != nullptr && SlotsHeld(*table, self()) == 0;
+}
+
+Status ClusterNode::RemoveMember(net::NodeId id, std::chrono::milliseconds wait) {
   auto done = std::make_shared<std::promise<Status>>();
   std::future<Status> result = done->get_future();
   impl_->OnRemoveMember(EncodeRemove(id, false), [done](Result<std::string> r) {
@@ -189,8 +199,8 @@ Status ClusterNode::RemoveMember(net::NodeId id) {
   });
   // A member removing itself stops hearing its peers once they applied the removal, so the
   // leader's answer may not reach it: its own log applying the removal answers too.
-  const auto until = std::chrono::steady_clock::now() + kRemoveWait;
-  while (std::chrono::steady_clock::now() < until) {
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < until && !impl_->stopped.load()) {
     if (result.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
       Status s = result.get();
       // The leader answered: removed from the table and from Raft. Its own log may not have
@@ -200,8 +210,11 @@ Status ClusterNode::RemoveMember(net::NodeId id) {
     }
     if (id == self() && impl_->removed.load()) return Status::OK();
   }
-  return Status::Unavailable("the removal of member " + std::to_string(id) +
-                             " did not finish within 15 s; retry");
+  return Status::Unavailable("the removal of member " + std::to_string(id) + " did not finish " +
+                             (impl_->stopped.load()
+                                  ? std::string("before the node stopped")
+                                  : "within " + std::to_string(wait.count()) + " ms") +
+                             "; retry");
 }
 
 bool ClusterNode::removed() const { return impl_->removed.load(); }

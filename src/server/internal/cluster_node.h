@@ -9,6 +9,7 @@
 #define FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -211,11 +212,15 @@ class ClusterNode {
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
   // Rule J2 (docs/membership.md): removes member `id` through the Raft leader (RemoveMember, then
-  // RemoveServer), waiting at most about 15 s. FailedPrecondition when the member owns, backs
-  // up or receives a slot (naming how many: moving them needs migration), or is not in the
-  // table; Unavailable when the outcome is unknown (retry: a retry finishes a cut-off removal).
-  // Blocks the caller: never on the loop, the Raft or an RPC thread.
-  Status RemoveMember(net::NodeId id);
+  // RemoveServer), waiting at most `wait` (Unavailable after it, or once the node stops).
+  // FailedPrecondition when the member owns, backs up or receives a slot (naming how many: moving
+  // them needs migration), or is not in the table; Unavailable when the outcome is unknown (retry:
+  // a retry finishes a cut-off removal). Blocks the caller: never on the loop, the Raft or an RPC
+  // thread.
+  Status RemoveMember(net::NodeId id, std::chrono::milliseconds wait = std::chrono::seconds(15));
+  // Whether this member may leave now without migration (rule J2): its agreed metadata runs,
+  // it is listed, holds no slot in the applied table, and does not lead. Any thread.
+  bool CanLeave() const;
   // Whether this member has applied its own removal: it serves no key, and meta_off() says why.
   bool removed() const;
   // What the node runs once CLUSTER LEAVE's removal is answered (the server's Stop); called at
