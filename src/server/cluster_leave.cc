@@ -12,7 +12,6 @@
 
 #include "consensus/consensus.h"
 #include "server/internal/cluster_node_impl.h"
-#include "wire/wire.h"
 
 namespace floe::server::internal {
 
@@ -24,11 +23,7 @@ constexpr int kRemoveAttempts = 40;
 constexpr uint64_t kForwardTimeoutUs = 10'000'000;
 
 std::string EncodeRemove(net::NodeId id, bool forwarded) {
-  std::string out;
-  wire::Writer w(&out);
-  w.PutVarint64(id);
-  w.PutVarint64(forwarded ? 1 : 0);
-  return out;
+  return EncodeRemoveRequest(RemoveRequest{.id = id, .forwarded = forwarded});
 }
 
 // The slots `id` owns, backs up (in sync or filling) or receives in `table`.
@@ -57,12 +52,10 @@ Status RefuseRemovedDirectory(const std::string& dir) {
 }
 
 void ClusterNode::Impl::OnRemoveMember(std::string_view bytes, rpc::Reply reply) {
-  wire::Reader in(bytes);
-  uint64_t id = 0, forwarded = 0;
-  if (!in.GetVarint64(&id).ok() || !in.GetVarint64(&forwarded).ok() || !in.empty() ||
-      forwarded > 1) {
-    return reply(Status::Corruption("not a member removal"));
-  }
+  Result<RemoveRequest> request = DecodeRemoveRequest(bytes);
+  if (!request.ok()) return reply(request.status());
+  const uint64_t id = request->id;
+  const bool forwarded = request->forwarded;
   if (id == 0 || id >= cluster::kFirstReservedId) {
     return reply(Status::FailedPrecondition("no member " + std::to_string(id)));
   }
@@ -76,7 +69,7 @@ void ClusterNode::Impl::OnRemoveMember(std::string_view bytes, rpc::Reply reply)
   }
   const consensus::State st = m->raft();
   if (!st.leader) {
-    if (forwarded != 0 || st.leader_id == 0) {
+    if (forwarded || st.leader_id == 0) {
       return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
     }
     endpoint->CallAsync(st.leader_id, kRemoveMemberMethod, EncodeRemove(id, true),

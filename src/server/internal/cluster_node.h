@@ -79,6 +79,15 @@ std::string EncodeForward(const ForwardRequest& request);
 // Strict: Corruption for truncated or trailing bytes, a protocol other than 2 or 3, no command,
 // an empty command, or counts beyond the limits of docs/wire.md.
 Result<ForwardRequest> DecodeForward(std::string_view bytes);
+// RPC 303's request (docs/wire.md, "Removing a member"): the member to remove, and whether a
+// member forwarded it to the leader. Decode: Corruption for anything but two varints, the
+// second 0 or 1 (the id is checked by the leader).
+struct RemoveRequest {
+  uint64_t id = 0;
+  bool forwarded = false;
+};
+std::string EncodeRemoveRequest(const RemoveRequest& request);
+Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes);
 // The answer: each command's reply, length-prefixed, in order; then one frame per entry of
 // `copies` (empty: no copy).
 void AppendFramedReply(std::string_view reply, std::string* answer);
