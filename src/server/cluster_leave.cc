@@ -149,7 +149,7 @@ void ClusterNode::Impl::OnRemoved(const cluster::Table& table) {
 }
 
 void ClusterNode::Impl::MarkRemoved(const std::string& when) {
-  if (removed.exchange(true)) return;
+  if (removing.exchange(true)) return;
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
   const std::string cluster_id =
       m != nullptr ? m->table()->cluster_id().ToString() : recorded_id.ToString();
@@ -164,6 +164,12 @@ void ClusterNode::Impl::MarkRemoved(const std::string& when) {
   why +=
       " (CLUSTER LEAVE or FORGET): it serves no key; start it again with --join and a fresh "
       "--dir";
+  {
+    MutexLock lock(&left_mu);
+    removed_why = why;
+  }
+  // Last: what reads `removed` finds the reason and the file.
+  removed.store(true);
   // Meta::Stop joins the Raft thread: not from it.
   loop.Post([this, why = std::move(why)] {
     MutexLock lock(&meta_mu);

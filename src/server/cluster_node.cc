@@ -498,6 +498,10 @@ const cluster::Meta* ClusterNode::meta() const {
   return impl_->meta_view.load(std::memory_order_acquire);
 }
 std::string ClusterNode::meta_off() const {
+  if (impl_->removed.load()) {
+    MutexLock lock(&impl_->left_mu);
+    return impl_->removed_why;  // before the loop has stopped Raft and set meta_off too
+  }
   MutexLock lock(&impl_->meta_mu);
   return impl_->meta_off;
 }

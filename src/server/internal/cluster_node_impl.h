@@ -157,6 +157,8 @@ struct ClusterNode::Impl {
                     int attempts);
   Mutex left_mu;
   std::function<void()> on_left FLOE_GUARDED_BY(left_mu);
+  std::atomic<bool> removing{false};                 // MarkRemoved runs once
+  std::string removed_why FLOE_GUARDED_BY(left_mu);  // set before `removed`
   // On the Raft thread: the log applies `id`, which is not recorded_id.
   void RefuseClusterId(const cluster::ClusterId& id);
   // Asks the leader its commit index, then waits until this member's log has applied it; on
