@@ -1,6 +1,7 @@
 // libFuzzer target for the forwarded-command decoder (docs/wire.md, "Forwarded commands"), the
-// bytes a peer sends to run commands here: any input either fails with a Status or decodes to a
-// request within the bounds that encodes back to the same bytes. The codec's source is compiled
+// bytes a peer sends to run commands here, and RPC 303's member removal ("Removing a member"):
+// any input either fails with a Status or decodes to a request within the bounds that encodes
+// back to the same bytes. The codec's source is compiled
 // in, so it carries coverage and ASan.
 
 #include <cstddef>
@@ -12,6 +13,15 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  // RPC 303's request (member removal, rule J2): decoded or refused, and round trips.
+  if (floe::Result<floe::server::internal::RemoveRequest> rm =
+          floe::server::internal::DecodeRemoveRequest(bytes);
+      rm.ok()) {
+    floe::Result<floe::server::internal::RemoveRequest> back =
+        floe::server::internal::DecodeRemoveRequest(
+            floe::server::internal::EncodeRemoveRequest(*rm));
+    if (!back.ok() || back->id != rm->id || back->forwarded != rm->forwarded) std::abort();
+  }
   floe::Result<floe::server::internal::ForwardRequest> r =
       floe::server::internal::DecodeForward(bytes);
   if (!r.ok()) return 0;

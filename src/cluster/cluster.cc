@@ -78,16 +78,24 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     for (const Member& m : map.members()) peers.push_back({.member = m});
   }
 
-  bool IsPeer(net::NodeId id) const {
-    return id != options.self && id >= 1 && id <= map.members().size();
+  bool IsPeer(net::NodeId id) const { return id != options.self && map.Find(id) != nullptr; }
+  // Peers are in id order; a joined member's ids may have gaps (members removed, rule J2).
+  Peer& PeerOf(net::NodeId id) FLOE_REQUIRES(mu) {
+    if (id >= 1 && id <= peers.size() && peers[id - 1].member.id == id) return peers[id - 1];
+    for (Peer& p : peers) {
+      if (p.member.id == id) return p;
+    }
+    FLOE_CHECK_MSG(false, "not a peer");
+    return peers.front();
   }
 
   // ---- asking ----
   void Ask(net::NodeId id) {
     {
       MutexLock lock(&mu);
-      if (stopped.load() || formed.load() || peers[id - 1].asking || peers[id - 1].agreed) return;
-      peers[id - 1].asking = true;
+      Peer& p = PeerOf(id);
+      if (stopped.load() || formed.load() || p.asking || p.agreed) return;
+      p.asking = true;
     }
     const uint64_t start = loop.NowMicros();
     std::weak_ptr<Impl> weak = weak_from_this();
@@ -107,7 +115,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     uint64_t retry_at = 0;
     {
       MutexLock lock(&mu);
-      Peer& p = peers[id - 1];
+      Peer& p = PeerOf(id);
       p.asking = false;
       if (stopped.load() || formed.load()) return;
       if (r.ok()) {
@@ -245,7 +253,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
 
   void NoteHeard(net::NodeId from, std::string disagreement, uint32_t client_port = 0)
       FLOE_REQUIRES(mu) {
-    Peer& p = peers[from - 1];
+    Peer& p = PeerOf(from);
     p.heard = disagreement.empty() ? Heard::kAgreeing : Heard::kDisagreeing;
     p.heard_reason = std::move(disagreement);
     if (!p.agreed && formed.load()) {

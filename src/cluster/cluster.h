@@ -311,6 +311,8 @@ class Meta {
   // Raft membership, on the leader: see consensus::Log.
   void AddServer(uint64_t id, std::string address, consensus::Role role,
                  std::function<void(Status)> done);
+  // NotFound when `id` is not in the configuration (docs/membership.md, J2: a retry's "done").
+  void RemoveServer(uint64_t id, std::function<void(Status)> done);
   // The commit index, once a majority confirmed this node still leads (consensus::Log,
   // contract C11).
   void ConfirmLeadership(consensus::IndexDone done) const;

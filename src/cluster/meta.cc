@@ -175,6 +175,10 @@ void Meta::AddServer(uint64_t id, std::string address, consensus::Role role,
   log_->AddServer(id, std::move(address), role, std::move(done));
 }
 
+void Meta::RemoveServer(uint64_t id, std::function<void(Status)> done) {
+  log_->RemoveServer(id, std::move(done));
+}
+
 void Meta::ConfirmLeadership(consensus::IndexDone done) const {
   log_->ConfirmLeadership(std::move(done));
 }

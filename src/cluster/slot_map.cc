@@ -253,12 +253,21 @@ Status ValidateOptions(const Options& o) {
   if (o.members.size() > kMaxMembers) {
     return Status::InvalidArgument("more than " + std::to_string(kMaxMembers) + " members");
   }
+  // A joined member's list is the agreed table's: ids ascending, with the gaps of members
+  // removed (rule J2; ids are never reused, M3). A founder's is --cluster's, 1..n.
+  bool self_listed = false;
   for (size_t i = 0; i < o.members.size(); i++) {
-    if (o.members[i].id != i + 1) {
-      return Status::InvalidArgument("members must be numbered 1..n in order (ParseMembers)");
+    const bool in_order = o.joined ? o.members[i].id >= 1 && o.members[i].id < kFirstReservedId &&
+                                         (i == 0 || o.members[i].id > o.members[i - 1].id)
+                                   : o.members[i].id == i + 1;
+    if (!in_order) {
+      return Status::InvalidArgument(o.joined
+                                         ? "members must have ascending ids"
+                                         : "members must be numbered 1..n in order (ParseMembers)");
     }
+    self_listed = self_listed || o.members[i].id == o.self;
   }
-  if (o.self < 1 || o.self > o.members.size()) {
+  if (!self_listed) {
     return Status::InvalidArgument("this node (id " + std::to_string(o.self) +
                                    ") is not in the member list");
   }

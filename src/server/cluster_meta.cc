@@ -111,7 +111,8 @@ std::string JoinedIdentityPrefix(const Config& config, const std::string& host, 
 std::string DirectoryIdentity(const Config& config, const std::vector<cluster::Member>& members,
                               net::NodeId self, bool joined) {
   if (joined) {
-    const cluster::Member& me = members[self - 1];
+    const cluster::Member& me = *std::find_if(
+        members.begin(), members.end(), [self](const cluster::Member& x) { return x.id == self; });
     return JoinedIdentityPrefix(config, me.host, me.port) + std::to_string(self) + "\n";
   }
   std::string out = "floe agreed metadata\ncluster-name " + config.cluster_name + "\nmembers ";
@@ -279,7 +280,8 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   auto raft_address = [](const cluster::Member& m) {
     return m.host + ":" + std::to_string(m.port + 1);
   };
-  const cluster::Member& me = members[self - 1];
+  const cluster::Member& me = *std::find_if(
+      members.begin(), members.end(), [self](const cluster::Member& x) { return x.id == self; });
   cluster::MetaOptions o;
   o.raft.id = self;
   o.raft.address = raft_address(me);
@@ -292,6 +294,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   std::filesystem::create_directories(o.raft.dir, ec);
   if (ec) return failed("cannot create the directory: " + ec.message());
   if (Status st = lock->Take(o.raft.dir); !st.ok()) return failed(std::string(st.message()));
+  FLOE_RETURN_IF_ERROR(RefuseRemovedDirectory(o.raft.dir));
   const std::string identity = DirectoryIdentity(config, members, self, joined);
   const std::string identity_path = o.raft.dir + "/member";
   const std::string found = ReadSmallFile(identity_path);
@@ -429,6 +432,7 @@ Status CheckJoinerLocally(const Config& config, const std::string& host, Directo
     return Status::Unavailable("cannot start the agreed metadata (directory " + dir +
                                "): " + std::string(st.message()));
   }
+  FLOE_RETURN_IF_ERROR(RefuseRemovedDirectory(dir));
   // PrepareMeta's identity check, before the join rather than after: a log here must be this
   // member's (joined at this address, in this cluster-name); any other (a founder's, another
   // cluster's, one without its identity file) would stop the start once the join is committed.
@@ -657,6 +661,13 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   const cluster::ClusterId& id = table->cluster_id();
   if (meta_refused.load()) return;
   if (!id.empty() && !recorded_id.empty() && id != recorded_id) return RefuseClusterId(id);
+  if (removed.load()) return;
+  // Rule J2: a table that assigned this member's id and no longer lists it removed it (a
+  // joiner's log replays tables from before its AddMember: those have not assigned its id).
+  const net::NodeId self = cluster->self();
+  if (!table->members().empty() && self < table->next_id() && table->FindMember(self) == nullptr) {
+    return OnRemoved(*table);
+  }
   PublishRoutes(*table);
   if (!table->members().empty()) {
     std::vector<cluster::Member> members;
@@ -703,7 +714,10 @@ void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
   for (const auto& [id, m] : table_peers) {
     if (now.count(id) == 0) {
       FLOE_LOG_INFO("member {} at {} left the agreed table", id, m.address());
-      endpoint->RemovePeer(id);
+      // Dropped a while later, unless it is back (ids are never reused, so it cannot be).
+      loop.PostAt(loop.NowMicros() + kRemovedPeerGraceUs, [this, id = id] {
+        if (!stopped.load() && table_peers.count(id) == 0) endpoint->RemovePeer(id);
+      });
     }
   }
   table_peers = std::move(now);

@@ -2,6 +2,7 @@
 // a home runs the commands other nodes forward to it (docs/cluster.md, "Commands through any
 // node"). The agreed metadata is cluster_meta.cc's.
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -314,7 +315,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
 
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
-  const cluster::Member& me = members[*self - 1];
+  const cluster::Member& me = *std::find_if(
+      members.begin(), members.end(), [&self](const cluster::Member& x) { return x.id == *self; });
   net::TransportOptions t;
   t.self = *self;
   t.bind_host = me.host;
@@ -410,6 +412,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
                                 [raw](net::NodeId from, std::string_view req, rpc::Reply reply) {
                                   raw->OnJoin(from, req, std::move(reply));
                                 });
+  impl->endpoint->RegisterAsync(kRemoveMemberMethod, rpc::kPriorityClasses - 1,
+                                [raw](net::NodeId, std::string_view req, rpc::Reply reply) {
+                                  raw->OnRemoveMember(req, std::move(reply));
+                                });
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
@@ -492,6 +498,10 @@ const cluster::Meta* ClusterNode::meta() const {
   return impl_->meta_view.load(std::memory_order_acquire);
 }
 std::string ClusterNode::meta_off() const {
+  if (impl_->removed.load()) {
+    MutexLock lock(&impl_->left_mu);
+    return impl_->removed_why;  // before the loop has stopped Raft and set meta_off too
+  }
   MutexLock lock(&impl_->meta_mu);
   return impl_->meta_off;
 }

@@ -6,6 +6,7 @@
 // node answers any key (keyed commands are routed to their home), so the topology a
 // cluster-aware client reads here only lets it go to the home directly and save a hop.
 
+#include <charconv>
 #include <cstdio>
 #include <set>
 
@@ -260,18 +261,57 @@ void CmdClusterGetKeysInSlot(CommandContext& ctx) {
   for (const std::string& k : keys) ctx.out.Bulk(k);
 }
 
+// Rule J2 (docs/membership.md): the removal's refusal in Redis's style.
+void ReplyRemoval(CommandContext& ctx, const Status& s) {
+  if (s.ok()) return ctx.out.Ok();
+  ctx.Error("ERR " + std::string(s.message()));
+}
+
+void CmdClusterLeave(CommandContext& ctx) {
+  ClusterNode* node = NodeOrError(ctx);
+  if (node == nullptr) return;
+  const Status s = node->RemoveMember(node->self());
+  ReplyRemoval(ctx, s);
+  // The reply leaves before the node stops (the server's Stop, once the loop runs this).
+  if (s.ok()) node->Leave(200'000);
+}
+
+void CmdClusterForget(CommandContext& ctx) {
+  ClusterNode* node = NodeOrError(ctx);
+  if (node == nullptr) return;
+  const std::string_view arg = ctx.args[2];
+  net::NodeId id = 0;
+  for (const auto& m : node->Members()) {
+    if (NodeName(m.member) == arg) id = m.member.id;
+  }
+  if (id == 0) {
+    uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), n);
+    if (ec != std::errc() || end != arg.data() + arg.size() || n == 0 ||
+        n >= cluster::kFirstReservedId) {
+      return ctx.Error("ERR Unknown node " + std::string(arg.substr(0, 64)));
+    }
+    id = static_cast<net::NodeId>(n);
+  }
+  ReplyRemoval(ctx, node->RemoveMember(id));
+}
+
 // The one CLUSTER subcommand a standalone node answers, so a user can learn what it offers.
 void CmdClusterHelp(CommandContext& ctx) {
   static const char* kLines[] = {
       "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
       "COUNTKEYSINSLOT <slot>",
       "    Return the number of keys in <slot> held by this node.",
+      "FORGET <node-id>",
+      "    Remove a member that owns and backs up no slot (its id or node name).",
       "GETKEYSINSLOT <slot> <count>",
       "    Return up to <count> key names in <slot> held by this node.",
       "INFO",
       "    Return information about the cluster.",
       "KEYSLOT <key>",
       "    Return the hash slot for <key>.",
+      "LEAVE",
+      "    Remove this member (it must own and back up no slot); the node then exits.",
       "MYID",
       "    Return the node id.",
       "NODES",
@@ -342,7 +382,7 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
   } else {
     // A member that refused its log's cluster id (rule M5) stopped its Raft and says why.
     const std::string refused = node->meta_off();
-    line("meta", refused.empty() ? "on" : "refused");
+    line("meta", refused.empty() ? "on" : node->removed() ? "removed" : "refused");
     if (!refused.empty()) line("meta_off_reason", refused);
     number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
     const consensus::State rs = meta->raft();

@@ -88,6 +88,11 @@ constexpr auto kClusterSubs = Numbered(After(kClientSubs), std::to_array<Command
      .since = "3.0.0", .complexity = "O(N) where N is the number of keys held by the node",
      .summary = "Returns the number of keys in a hash slot (0 for a slot homed on another node).",
      .syntax = "slot", .handler = CmdClusterCountKeysInSlot},
+    {.name = "cluster|forget", .arity = 3, .flags = kStale | kNoMulti, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(1)",
+     .summary = "Removes a member that owns and backs up no slot from the cluster (its id, as "
+                "INFO's member_<id>, or its node name).",
+     .syntax = "node-id", .handler = CmdClusterForget},
     {.name = "cluster|getkeysinslot", .arity = 4, .flags = kStale, .group = "cluster",
      .since = "3.0.0", .complexity = "O(N) where N is the number of keys held by the node",
      .summary = "Returns up to count key names in a hash slot held by this node.",
@@ -103,6 +108,11 @@ constexpr auto kClusterSubs = Numbered(After(kClientSubs), std::to_array<Command
      .since = "3.0.0", .complexity = "O(N) where N is the number of bytes in the key",
      .summary = "Returns the hash slot for a key.", .syntax = "key",
      .handler = CmdClusterKeySlot},
+    {.name = "cluster|leave", .arity = 2, .flags = kStale | kNoMulti, .group = "cluster",
+     .since = "3.0.0", .complexity = "O(1)",
+     .summary = "Removes this member, which must own and back up no slot, from the cluster; the "
+                "node then exits.",
+     .handler = CmdClusterLeave},
     {.name = "cluster|myid", .arity = 2, .flags = kStale, .group = "cluster", .since = "3.0.0",
      .complexity = "O(1)", .summary = "Returns the ID of a node.", .handler = CmdClusterMyId},
     {.name = "cluster|nodes", .arity = 2, .flags = kStale, .group = "cluster",

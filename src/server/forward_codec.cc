@@ -116,4 +116,22 @@ Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, si
   return out;
 }
 
+std::string EncodeRemoveRequest(const RemoveRequest& request) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(request.id);
+  w.PutVarint64(request.forwarded ? 1 : 0);
+  return out;
+}
+
+Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes) {
+  wire::Reader in(bytes);
+  uint64_t id = 0, forwarded = 0;
+  if (!in.GetVarint64(&id).ok() || !in.GetVarint64(&forwarded).ok() || !in.empty() ||
+      forwarded > 1) {
+    return Status::Corruption("not a member removal");
+  }
+  return RemoveRequest{.id = id, .forwarded = forwarded == 1};
+}
+
 }  // namespace floe::server::internal

@@ -13,8 +13,10 @@
 
 #include <asio.hpp>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <deque>
+#include <functional>
 #include <thread>
 #include <unordered_map>
 
@@ -23,6 +25,11 @@
 #include "server/internal/command.h"
 
 namespace floe::server {
+
+namespace {
+// How long SIGTERM waits for a member's leave before it stops anyway (rule J2).
+constexpr int kLeaveOnTermSeconds = 10;
+}  // namespace
 
 namespace {
 
@@ -718,14 +725,44 @@ Status Server::Run() {
   for (auto& f : m.front_ends) FLOE_RETURN_IF_ERROR(f->Open(*m.engine, contexts));
   if (!m.config.cluster.empty() || !m.config.join.empty()) {
     FLOE_ASSIGN_OR_RETURN(m.cluster, internal::ClusterNode::Start(m.engine.get(), m.config, port));
+    // CLUSTER LEAVE (docs/membership.md, J2): once removed, the node stops and exits 0.
+    m.cluster->SetOnLeft([this] {
+      FLOE_LOG_INFO("this member left the cluster: stopping");
+      Stop();
+    });
   }
 
+  // SIGTERM of a member that holds no slot leaves the cluster first, as CLUSTER LEAVE does,
+  // for at most 10 s, then stops anyway; a second SIGTERM (or SIGINT) stops at once
+  // (docs/membership.md, J2).
+  std::thread leaving;
   asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);
-  signals.async_wait([this](std::error_code ec, int sig) {
+  std::function<void(std::error_code, int)> on_signal;
+  on_signal = [this, &m, &leaving, &signals, &on_signal](std::error_code ec, int sig) {
     if (ec) return;
+    if (sig == SIGTERM && m.cluster && !leaving.joinable() && m.cluster->CanLeave()) {
+      FLOE_LOG_INFO(
+          "received SIGTERM: leaving the cluster first (at most {} s; a second SIGTERM stops at "
+          "once)",
+          kLeaveOnTermSeconds);
+      internal::ClusterNode* node = m.cluster.get();
+      leaving = std::thread([this, node] {
+        const Status left =
+            node->RemoveMember(node->self(), std::chrono::seconds(kLeaveOnTermSeconds));
+        if (left.ok()) {
+          FLOE_LOG_INFO("left the cluster: stopping");
+        } else {
+          FLOE_LOG_WARN("did not leave the cluster ({}): stopping anyway", left.ToString());
+        }
+        Stop();
+      });
+      signals.async_wait(on_signal);
+      return;
+    }
     FLOE_LOG_INFO("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     Stop();
-  });
+  };
+  signals.async_wait(on_signal);
   for (auto& w : m.workers) {
     for (size_t i = 0; i < w->acceptors.size(); i++) {
       w->accept_retry.push_back(std::make_unique<asio::steady_timer>(w->io));
@@ -755,6 +792,7 @@ Status Server::Run() {
   m.engine->analytics().Shutdown();
   m.engine->StopPieces();  // as the analytics: a piece made posts itself to an io_context
   if (m.cluster) m.cluster->Stop();
+  if (leaving.joinable()) leaving.join();  // the node's Stop ends its wait
   FLOE_LOG_INFO("Floe stopped");
   return Status::OK();
 }

@@ -5,6 +5,7 @@ that differs in cluster name or slot count is refused, naming what differs, with
 with another secret is left unanswered and gives up at 10 s, saying so.
 Every wait is for a condition, bounded; nothing asserts a time."""
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -122,3 +123,69 @@ def test_each_mismatch_is_refused_naming_it(clusters):
     assert took < 10, took
     for n in c.nodes:
         assert info(n)["meta_table_members"] == "3", n.address
+
+
+def test_a_joined_member_leaves_and_exits_0(clusters):
+    """Rule J2 (docs/membership.md; docs/cluster.md, "Removing a node"): a joined member that
+    owns nothing leaves with CLUSTER LEAVE, exits 0, and the others keep serving every key."""
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
+    keys = {i: c.keys_at(i, 20, prefix="leave") for i in range(3)}
+    for i in range(3):
+        for key in keys[i]:
+            assert c[0].conn().call("SET", key, key) == b"OK"
+    node = joiner(clusters, c).start()
+    conn = wait_serving(node)
+    assert conn.call("GET", keys[1][0]) == keys[1][0].encode()
+    assert conn.call("CLUSTER", "LEAVE") == b"OK"
+    assert node.proc.wait(timeout=30) == 0, node.log()
+    assert "was removed from cluster" in node.log(), node.log()
+    for n in c.nodes:
+        deadline = time.time() + 20
+        while info(n)["meta_table_members"] != "3":
+            assert time.time() < deadline, (n.address, info(n))
+            time.sleep(0.05)
+        assert "member_4" not in info(n), n.address
+        conn = n.conn()
+        for i in range(3):
+            for key in keys[i]:
+                assert conn.call("GET", key) == key.encode(), (n.address, key)
+        assert conn.call("SET", keys[2][0], "after") == b"OK"
+        assert conn.call("GET", keys[2][0]) == b"after"
+        assert conn.call("SET", keys[2][0], keys[2][0]) == b"OK"
+    # Its directory refuses a start, naming why.
+    proc = subprocess.run(node.args(), capture_output=True, timeout=30)
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert proc.returncode != 0 and "was removed from cluster" in out, out
+
+
+def test_sigterm_makes_a_joined_member_leave_then_exit_0(clusters):
+    """Rule J2: SIGTERM of a member that holds no slot leaves as CLUSTER LEAVE does (bounded),
+    then exits 0; a founder (it owns slots) stops without leaving."""
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
+    node = joiner(clusters, c).start()
+    wait_serving(node)
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=30) == 0, node.log()
+    assert "leaving the cluster first" in node.log(), node.log()
+    assert "left the cluster: stopping" in node.log(), node.log()
+    for n in c.nodes:
+        deadline = time.time() + 20
+        while info(n)["meta_table_members"] != "3":
+            assert time.time() < deadline, (n.address, info(n))
+            time.sleep(0.05)
+    key = c.keys_at(0, 1, prefix="term")[0]
+    assert c[1].conn().call("SET", key, "v") == b"OK"
+    assert c[2].conn().call("GET", key) == b"v"
+
+
+def test_sigterm_of_a_joined_member_that_cannot_leave_still_exits_0(clusters):
+    """Rule J2: with no member left to commit the removal, SIGTERM stops the member anyway,
+    saying it did not leave."""
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True).wait_formed()
+    node = joiner(clusters, c).start()
+    wait_serving(node)
+    for n in c.nodes:
+        n.kill9()
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=30) == 0, node.log()
+    assert "did not leave the cluster" in node.log(), node.log()

@@ -9,6 +9,7 @@
 #define FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -34,6 +35,10 @@ inline constexpr uint16_t kCloseSessionMethod = 301;  // the client left: drop i
 // The leader's commit index of the agreed metadata (docs/membership.md, "Routing from the agreed
 // table"): an empty request; the answer is a varint, from a member that leads its log only.
 inline constexpr uint16_t kMetaCommitMethod = 302;
+// Removes a member (docs/membership.md, rule J2): the request is the member's id (a varint), the
+// answer empty; the leader of the agreed metadata commits RemoveMember then RemoveServer, a
+// member that does not lead forwards it there once.
+inline constexpr uint16_t kRemoveMemberMethod = 303;
 // Strings up to this size are handed out as cached copies (rule C7); larger ones are read at
 // their home every time (a copy would double what a miss moves).
 inline constexpr size_t kCacheValueMax = 64 * 1024;
@@ -74,6 +79,15 @@ std::string EncodeForward(const ForwardRequest& request);
 // Strict: Corruption for truncated or trailing bytes, a protocol other than 2 or 3, no command,
 // an empty command, or counts beyond the limits of docs/wire.md.
 Result<ForwardRequest> DecodeForward(std::string_view bytes);
+// RPC 303's request (docs/wire.md, "Removing a member"): the member to remove, and whether a
+// member forwarded it to the leader. Decode: Corruption for anything but two varints, the
+// second 0 or 1 (the id is checked by the leader).
+struct RemoveRequest {
+  uint64_t id = 0;
+  bool forwarded = false;
+};
+std::string EncodeRemoveRequest(const RemoveRequest& request);
+Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes);
 // The answer: each command's reply, length-prefixed, in order; then one frame per entry of
 // `copies` (empty: no copy).
 void AppendFramedReply(std::string_view reply, std::string* answer);
@@ -206,6 +220,22 @@ class ClusterNode {
   void SweepChunks(std::function<void(uint64_t dropped)> done);
   // This node's ForwardRequest::origin: its RPC endpoint's incarnation.
   uint64_t origin() const { return origin_; }
+  // Rule J2 (docs/membership.md): removes member `id` through the Raft leader (RemoveMember, then
+  // RemoveServer), waiting at most `wait` (Unavailable after it, or once the node stops).
+  // FailedPrecondition when the member owns, backs up or receives a slot (naming how many: moving
+  // them needs migration), or is not in the table; Unavailable when the outcome is unknown (retry:
+  // a retry finishes a cut-off removal). Blocks the caller: never on the loop, the Raft or an RPC
+  // thread.
+  Status RemoveMember(net::NodeId id, std::chrono::milliseconds wait = std::chrono::seconds(15));
+  // Whether this member may leave now without migration (rule J2): its agreed metadata runs,
+  // it is listed, holds no slot in the applied table, and does not lead. Any thread.
+  bool CanLeave() const;
+  // Whether this member has applied its own removal: it serves no key, and meta_off() says why.
+  bool removed() const;
+  // What the node runs once CLUSTER LEAVE's removal is answered (the server's Stop); called at
+  // most once, on the node's loop, after `delay_us`.
+  void SetOnLeft(std::function<void()> on_left);
+  void Leave(uint64_t delay_us);
   // Stops the endpoint (no more proxy commands run); idempotent.
   void Stop();
   // Tests only: drops every proxy session, as a restart of this node would.

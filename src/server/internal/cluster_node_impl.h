@@ -54,6 +54,11 @@ std::string ReadSmallFile(const std::string& path);
 // Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a torn
 // or empty one: a temporary file (`path`.tmp), fsync, rename, fsync of the directory.
 bool WriteFileDurably(const std::string& path, std::string_view bytes);
+// The file a member writes into its metadata directory when it applies its own removal (rule
+// J2): one line saying so; a start from a directory holding it is refused
+// (RefuseRemovedDirectory), for founders, joined restarts and --join alike.
+inline constexpr char kRemovedFile[] = "removed";
+Status RefuseRemovedDirectory(const std::string& dir);
 // A member's metadata directory: <--dir, default floe-data>/<host>-<cluster port>.
 std::string MemberDirectory(const Config& config, const std::string& host, uint16_t port);
 // Test-only faults for the cluster transport, from $FLOE_TEST_CLUSTER_FAULTS:
@@ -132,8 +137,28 @@ struct ClusterNode::Impl {
   std::atomic<bool> meta_refused{false};
   // ClusterNode::serving(): formed, caught up, and not refused.
   bool Serving() const {
-    return meta_caught_up.load() && !meta_refused.load() && cluster->formed();
+    return meta_caught_up.load() && !meta_refused.load() && !removed.load() && cluster->formed();
   }
+  // Rule J2: set once this member's log applies its own RemoveMember (never cleared): it serves
+  // no key, its Raft stops, and its directory records the removal (kRemovedFile).
+  std::atomic<bool> removed{false};
+  // On the Raft thread: the applied table no longer lists this member, which it did.
+  void OnRemoved(const cluster::Table& table);
+  // Sets `removed` once (any thread but the loop's): logs why, writes kRemovedFile, stops Raft.
+  void MarkRemoved(const std::string& when);
+  // The answer to kRemoveMemberMethod: a member that does not lead forwards it once; the leader
+  // runs LeaderRemove.
+  void OnRemoveMember(std::string_view request, rpc::Reply reply);
+  // On the leader: RemoveMember (unless the table no longer lists `id`), then FinishRemove.
+  void LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Reply reply);
+  // On the leader: RemoveServer(id); NotFound counts as done when the member was removed from
+  // the table; a configuration change in progress is retried (`attempts` left).
+  void FinishRemove(cluster::Meta* m, net::NodeId id, bool was_member, rpc::Reply reply,
+                    int attempts);
+  Mutex left_mu;
+  std::function<void()> on_left FLOE_GUARDED_BY(left_mu);
+  std::atomic<bool> removing{false};                 // MarkRemoved runs once
+  std::string removed_why FLOE_GUARDED_BY(left_mu);  // set before `removed`
   // On the Raft thread: the log applies `id`, which is not recorded_id.
   void RefuseClusterId(const cluster::ClusterId& id);
   // Asks the leader its commit index, then waits until this member's log has applied it; on
@@ -241,6 +266,9 @@ struct ClusterNode::Impl {
   // Rule V4: the RPC peers and transport addresses follow the applied table's members. Only the
   // loop thread touches it (OnTable posts there: the transport's SetPeer runs on the loop).
   std::map<net::NodeId, cluster::Member> table_peers;
+  // A member that left the table stays an RPC peer this long (rule J2): the leader's answer to
+  // its CLUSTER LEAVE, sent once Raft has removed it too, still reaches it.
+  static constexpr uint64_t kRemovedPeerGraceUs = 15'000'000;
   void FollowMembers(std::vector<cluster::Member> members);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint

@@ -265,6 +265,8 @@ FLOE_HANDLER(CmdCommandList);
 FLOE_HANDLER(CmdCommandHelp);
 // cluster
 FLOE_HANDLER(CmdClusterInfo);
+FLOE_HANDLER(CmdClusterLeave);
+FLOE_HANDLER(CmdClusterForget);
 FLOE_HANDLER(CmdClusterMyId);
 FLOE_HANDLER(CmdClusterNodes);
 FLOE_HANDLER(CmdClusterSlots);

@@ -1,0 +1,205 @@
+// Removing a member that owns nothing (docs/membership.md, rule J2): CLUSTER LEAVE at the
+// member, CLUSTER FORGET at any member, both through the Raft leader (RemoveMember, then
+// RemoveServer); a member that owns or backs up slots, or an id never assigned, is refused.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cluster/cluster.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/cluster_node_impl.h"
+#include "server/internal/cluster_testing.h"
+#include "server/server.h"
+#include "testing/process.h"
+
+namespace floe::server {
+namespace {
+
+using internal::ClusterNode;
+using ::testing::HasSubstr;
+
+size_t NotTheLeader(internal::InProcessCluster& c) {
+  for (size_t i = 0; i < 3; i++) {
+    if (!c.node(i).meta()->raft().leader) return i;
+  }
+  return 0;
+}
+
+Config JoinerConfig(internal::InProcessCluster& c, const std::string& dir, int cluster_port) {
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = cluster_port;
+  config.dir = dir;
+  return config;
+}
+
+// A node started with `config` (a joiner), serving; its engine outlives it.
+struct Joined {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<ClusterNode> node;
+  ~Joined() { Stop(); }
+  void Stop() {
+    if (node) {
+      node->Stop();
+      engine->set_cluster(nullptr);
+      node.reset();
+    }
+  }
+};
+
+void StartJoined(const Config& config, Joined* j) {
+  j->engine = std::make_unique<Engine>(config, 1);
+  Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(j->engine.get(), config, 20099);
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  j->node = std::move(*node);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!j->node->serving()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+// Whether member `id` is in founder i's applied table, and in its Raft configuration.
+bool InTable(internal::InProcessCluster& c, size_t i, net::NodeId id) {
+  return c.node(i).meta()->table()->FindMember(id) != nullptr;
+}
+bool InRaft(internal::InProcessCluster& c, size_t i, net::NodeId id) {
+  for (const consensus::Server& s : c.node(i).meta()->raft().configuration) {
+    if (s.id == id) return true;
+  }
+  return false;
+}
+
+// Waits (bounded) until no founder lists `id` in its table or its Raft configuration.
+void WaitRemovedEverywhere(internal::InProcessCluster& c, net::NodeId id) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (size_t i = 0; i < 3; i++) {
+    while (InTable(c, i, id) || InRaft(c, i, id)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until)
+          << "member " << id << " still at founder " << i << ": table " << InTable(c, i, id)
+          << ", raft " << InRaft(c, i, id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+}
+
+// CLUSTER LEAVE at a joined member removes it from the table and from Raft's configuration at
+// every member; it stops serving, its directory refuses a restart, and the same address joins
+// again (with a fresh directory) under a new id.
+TEST(ClusterLeaveTest, ALeaverIsRemovedEverywhereAndItsAddressJoinsAgainUnderANewId) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir, fresh;
+  const int port = floe::testing::FreeClusterPort();
+  const Config config = JoinerConfig(c, dir.path(), port);
+  const std::string key = c.KeyAt(1, "leave");
+  {
+    Session s(&c.engine(1), 0);
+    ASSERT_EQ(s.Run({"SET", key, "v"}), "+OK\r\n");
+  }
+  Joined j;
+  ASSERT_NO_FATAL_FAILURE(StartJoined(config, &j));
+  ASSERT_EQ(j.node->self(), 4u);
+  for (size_t i = 0; i < 3; i++) ASSERT_TRUE(InTable(c, i, 4));
+  {
+    Session s(j.engine.get(), 0);
+    EXPECT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
+    EXPECT_TRUE(j.node->removed());
+    EXPECT_FALSE(j.node->serving());
+    EXPECT_EQ(s.Run({"GET", key}), "-CLUSTERDOWN The cluster is down\r\n");
+    const std::string info = s.Run({"INFO", "cluster"});
+    EXPECT_THAT(info, HasSubstr("meta:removed\r\n"));
+    EXPECT_THAT(info, HasSubstr("was removed from cluster"));
+  }
+  ASSERT_NO_FATAL_FAILURE(WaitRemovedEverywhere(c, 4));
+  for (size_t i = 0; i < 3; i++) {
+    Session s(&c.engine(i), 0);
+    EXPECT_EQ(s.Run({"GET", key}), "$1\r\nv\r\n") << "founder " << i;
+  }
+  j.Stop();
+  // Its directory records the removal: a start from it is refused, naming why.
+  {
+    Engine engine(config, 1);
+    Result<std::unique_ptr<ClusterNode>> again = ClusterNode::Start(&engine, config, 20099);
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_THAT(again.status().message(), HasSubstr("was removed from cluster"));
+    EXPECT_THAT(again.status().message(), HasSubstr("fresh --dir"));
+  }
+  // The same address with a fresh directory joins under a new id (ids are never reused).
+  Config rejoin = config;
+  rejoin.dir = fresh.path();
+  Joined k;
+  ASSERT_NO_FATAL_FAILURE(StartJoined(rejoin, &k));
+  EXPECT_EQ(k.node->self(), 5u);
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_TRUE(InTable(c, i, 5));
+    EXPECT_FALSE(InTable(c, i, 4));
+  }
+  Session s(k.engine.get(), 0);
+  EXPECT_EQ(s.Run({"GET", key}), "$1\r\nv\r\n");
+  EXPECT_EQ(s.Run({"SET", c.KeyAt(2, "after"), "w"}), "+OK\r\n");
+}
+
+// CLUSTER FORGET of a joined member that is dead, asked at a member that does not lead: removed
+// everywhere; asked again, it is done already (OK).
+TEST(ClusterLeaveTest, AForgottenDeadMemberIsRemovedEverywhere) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  Joined j;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoined(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), &j));
+  ASSERT_EQ(j.node->self(), 4u);
+  j.Stop();
+  const size_t asked = NotTheLeader(c);
+  Session s(&c.engine(asked), 0);
+  EXPECT_EQ(s.Run({"CLUSTER", "FORGET", "4"}), "+OK\r\n");
+  ASSERT_NO_FATAL_FAILURE(WaitRemovedEverywhere(c, 4));
+  EXPECT_EQ(s.Run({"CLUSTER", "FORGET", "4"}), "+OK\r\n");
+  EXPECT_THAT(s.Run({"CLUSTER", "INFO"}), HasSubstr("cluster_known_nodes:3\r\n"));
+}
+
+// A founder owns slots: LEAVE and FORGET of it are refused naming the count, and nothing is
+// removed; an id never assigned, or not an id, is refused too.
+TEST(ClusterLeaveTest, MembersThatOwnSlotsAndUnknownIdsAreRefused) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
+  auto owned = [&](net::NodeId id) {
+    int n = 0;
+    for (uint16_t slot = 0; slot < cluster::kSlots; slot++) n += table->slot(slot).owner == id;
+    return n;
+  };
+  Session s0(&c.engine(0), 0);
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "2"}),
+            "-ERR member 2 owns or backs up " + std::to_string(owned(2)) +
+                " slots: moving them away needs migration, which is not built yet; nothing "
+                "was removed\r\n");
+  Session s1(&c.engine(1), 0);
+  const net::NodeId one = c.node(1).self();
+  EXPECT_THAT(s1.Run({"CLUSTER", "LEAVE"}),
+              HasSubstr("-ERR member " + std::to_string(one) + " owns or backs up " +
+                        std::to_string(owned(one)) + " slots"));
+  EXPECT_THAT(s1.Run({"CLUSTER", "FORGET", "1"}),
+              HasSubstr("-ERR member 1 owns or backs up " + std::to_string(owned(1)) + " slots"));
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "99"}), "-ERR no member 99 in the agreed table\r\n");
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "0"}), "-ERR Unknown node 0\r\n");
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "x1"}), "-ERR Unknown node x1\r\n");
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "99999999999999999999"}),
+            "-ERR Unknown node 99999999999999999999\r\n");
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_EQ(c.node(i).meta()->table()->members().size(), 3u);
+    EXPECT_TRUE(c.node(i).serving());
+  }
+}
+
+}  // namespace
+}  // namespace floe::server
