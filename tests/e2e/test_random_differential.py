@@ -50,6 +50,9 @@ EXCLUDED = {
                    "connection on one server only",
     "cluster|help": "Floe answers CLUSTER HELP on a standalone node too; Redis refuses every "
                     "CLUSTER subcommand there (docs/cluster.md)",
+    "cluster|forget": "Floe's removes a member from the agreed table through the Raft leader "
+                      "and is refused inside MULTI (it waits for the leader; docs/membership.md, "
+                      "J2); Redis's makes one node ignore another for 60 s",
     "command": "each server describes its own command set",
     "command|count": "each server counts its own command set",
     "command|list": "each server lists its own command set",
