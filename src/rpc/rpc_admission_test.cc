@@ -87,6 +87,36 @@ int Announce(uint16_t port, const std::string& head, uint32_t length) {
   return fd;
 }
 
+// Node 2 on `port`, with the secret, peer of node 1 at `member_port`.
+struct RealPeer {
+  RealPeer(uint16_t port, uint16_t member_port) {
+    net::TransportOptions t;
+    t.self = 2;
+    t.port = port;
+    t.peers = {{1, "127.0.0.1", member_port}};
+    auto started = net::UdpTcpTransport::Start(loop, t);
+    if (!started.ok()) return;
+    transport = std::move(started).value();
+    Options o;
+    o.peers = {1};
+    o.secret = "s3cret";
+    endpoint = std::make_unique<Endpoint>(*transport, o);
+    endpoint->Start();
+  }
+  bool started() const { return endpoint != nullptr; }
+  net::AsioLoop loop;
+  std::unique_ptr<net::UdpTcpTransport> transport;
+  std::unique_ptr<Endpoint> endpoint;
+};
+
+// Bytes that do not compress: a call this large is a frame on a bulk connection.
+std::string Incompressible(size_t n) {
+  std::string out(n, '\0');
+  std::mt19937_64 rng(n);
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
 // Whether the peer closed `fd` (a read returns 0 or an error within the wait).
 bool ClosedByPeer(int fd) {
   timeval tv{.tv_sec = 10, .tv_usec = 0};
@@ -275,30 +305,16 @@ TEST(RpcAdmissionTest, AClaimedPeersLargeFrameNeedsItsGreeting) {
   close(greeted);
 
   // The real peer 2, with the secret: its 1 MiB call rides a bulk connection it greeted.
-  net::AsioLoop loop2;
-  net::TransportOptions t2;
-  t2.self = 2;
-  t2.port = port2;
-  t2.peers = {{1, "127.0.0.1", one.port}};
-  auto started = net::UdpTcpTransport::Start(loop2, t2);
-  ASSERT_TRUE(started.ok());
-  std::unique_ptr<net::UdpTcpTransport> transport2 = std::move(started).value();
-  Options o2;
-  o2.peers = {1};
-  o2.secret = "s3cret";
-  Endpoint peer(*transport2, o2);
-  peer.Start();
-  // Bytes that do not compress: the call is a 1 MiB frame on a bulk connection.
-  std::string big(1 << 20, '\0');
-  std::mt19937_64 rng(11);
-  for (char& c : big) c = static_cast<char>(rng());
-  Result<std::string> r = peer.Call(1, kEcho, big, 20'000'000);
+  RealPeer peer(port2, one.port);
+  ASSERT_TRUE(peer.started());
+  const std::string big = Incompressible(1 << 20);
+  Result<std::string> r = peer.endpoint->Call(1, kEcho, big, 20'000'000);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, big.substr(0, 16));
   EXPECT_GE(one.t->stats().tcp_received.load(), 1u);
   EXPECT_EQ(one.t->stats().refused_frames.load(), 1u);
   EXPECT_EQ(one.t->stats().refused_greetings.load(), 1u);
-  peer.Stop();
+  peer.endpoint->Stop();
   member.Stop();
 }
 
@@ -380,30 +396,16 @@ TEST(RpcAdmissionTest, UngreetedConnectionsLeaveRoomForThePeers) {
   member.Start();
   const int idle_a = ConnectTo(one.port), idle_b = ConnectTo(one.port);
   // The real peer's large call needs a connection: the oldest idle one makes room.
-  net::AsioLoop loop2;
-  net::TransportOptions t2;
-  t2.self = 2;
-  t2.port = port2;
-  t2.peers = {{1, "127.0.0.1", one.port}};
-  auto started = net::UdpTcpTransport::Start(loop2, t2);
-  ASSERT_TRUE(started.ok());
-  std::unique_ptr<net::UdpTcpTransport> transport2 = std::move(started).value();
-  Options o2;
-  o2.peers = {1};
-  o2.secret = "s3cret";
-  Endpoint peer(*transport2, o2);
-  peer.Start();
-  std::string big(1 << 20, '\0');
-  std::mt19937_64 rng(13);
-  for (char& c : big) c = static_cast<char>(rng());
-  Result<std::string> r = peer.Call(1, kEcho, big, 20'000'000);
+  RealPeer peer(port2, one.port);
+  ASSERT_TRUE(peer.started());
+  Result<std::string> r = peer.endpoint->Call(1, kEcho, Incompressible(1 << 20), 20'000'000);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_GE(one.t->stats().evicted_connections.load(), 1u);
   // The idle one left is closed once its deadline passes.
   EXPECT_TRUE(WaitFor([&] { return one.t->stats().ungreeted_closed.load() >= 1; }));
   close(idle_a);
   close(idle_b);
-  peer.Stop();
+  peer.endpoint->Stop();
   member.Stop();
 }
 
