@@ -87,6 +87,14 @@ int Announce(uint16_t port, const std::string& head, uint32_t length) {
   return fd;
 }
 
+// Node 1's endpoint options: peer 2, the secret every test's peer shares.
+Options MemberOptions() {
+  Options o;
+  o.peers = {2};
+  o.secret = "s3cret";
+  return o;
+}
+
 // Node 2 on `port`, with the secret, peer of node 1 at `member_port`.
 struct RealPeer {
   RealPeer(uint16_t port, uint16_t member_port) {
@@ -249,10 +257,7 @@ TEST(RpcAdmissionTest, TheConnectionBoundIsAQuarterOfTheDescriptorLimit) {
 TEST(RpcAdmissionTest, TheEndpointAdmitsOnlyItsPeersAndTheStranger) {
   OneTransport one;
   ASSERT_NE(one.t, nullptr);
-  Options o;
-  o.peers = {2};
-  o.secret = "s3cret";
-  Endpoint endpoint(*one.t, o);
+  Endpoint endpoint(*one.t, MemberOptions());
   endpoint.Start();
   const int unknown = Announce(one.port, Head(9, 1), 1 << 20);
   EXPECT_TRUE(ClosedByPeer(unknown));
@@ -275,11 +280,8 @@ TEST(RpcAdmissionTest, AClaimedPeersLargeFrameNeedsItsGreeting) {
   const uint16_t port2 = floe::testing::FreePort("127.0.0.1");
   OneTransport one(4096, port2);
   ASSERT_NE(one.t, nullptr);
-  Options o;
-  o.peers = {2};
-  o.secret = "s3cret";
   constexpr uint16_t kEcho = 7;
-  Endpoint member(*one.t, o);
+  Endpoint member(*one.t, MemberOptions());
   member.Register(kEcho, 0, [](NodeId, std::string_view req) -> Result<std::string> {
     return std::string(req.size() > 16 ? req.substr(0, 16) : req);
   });
@@ -345,10 +347,7 @@ std::string GreetingFrame(const std::string& secret, uint32_t sender, uint32_t r
 TEST(RpcAdmissionTest, OnlyAFreshGreetingUnderTheSecretProvesAConnection) {
   OneTransport one;
   ASSERT_NE(one.t, nullptr);
-  Options o;
-  o.peers = {2};
-  o.secret = "s3cret";
-  Endpoint endpoint(*one.t, o);
+  Endpoint endpoint(*one.t, MemberOptions());
   endpoint.Start();
   const uint64_t now = WallMicros();
   auto try_greeting = [&](const std::string& greeting) {
@@ -385,11 +384,8 @@ TEST(RpcAdmissionTest, UngreetedConnectionsLeaveRoomForThePeers) {
   const uint16_t port2 = floe::testing::FreePort("127.0.0.1");
   OneTransport one(/*max_incoming=*/2, port2);
   ASSERT_NE(one.t, nullptr);
-  Options o;
-  o.peers = {2};
-  o.secret = "s3cret";
   constexpr uint16_t kEcho = 7;
-  Endpoint member(*one.t, o);
+  Endpoint member(*one.t, MemberOptions());
   member.Register(kEcho, 0, [](NodeId, std::string_view req) -> Result<std::string> {
     return std::string(req.substr(0, 16));
   });

@@ -49,6 +49,23 @@ size_t NotTheLeader(internal::InProcessCluster& c) {
   return 0;
 }
 
+// Starts `config`'s node (which joins as member 4), waits until it serves (its log is then
+// written, so its directory is a joined member's), and stops it.
+Status StartAsMemberFour(const Config& config) {
+  Engine engine(config, 1);
+  Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
+  if (!node.ok()) return node.status();
+  EXPECT_EQ((*node)->self(), 4u);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE((*node)->serving());
+  (*node)->Stop();
+  engine.set_cluster(nullptr);
+  return Status::OK();
+}
+
 // The config of a node that joins `c` through a member that does not lead (what `--join` sets),
 // its data in `dir`, on a free cluster port.
 Config JoinerConfig(internal::InProcessCluster& c, const std::string& dir) {
@@ -325,21 +342,7 @@ TEST(ClusterJoinTest, AJoinedMembersRestartChecksTheVersionItJoinedUnder) {
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
   Config config = JoinerConfig(c, dir.path());
-  auto start = [&]() -> Status {
-    Engine engine(config, 1);
-    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
-    if (!node.ok()) return node.status();
-    EXPECT_EQ((*node)->self(), 4u);
-    // Serving: its log is written, so its directory is a joined member's.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    EXPECT_TRUE((*node)->serving());
-    (*node)->Stop();
-    engine.set_cluster(nullptr);
-    return Status::OK();
-  };
+  auto start = [&] { return StartAsMemberFour(config); };
   ASSERT_TRUE(start().ok());
   const std::string path =
       internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port)) +
@@ -371,20 +374,7 @@ TEST(ClusterJoinTest, ARemovedMemberAskingAgainIsRefusedNotGivenANewId) {
   floe::testing::TempDir dir;
   Config config = JoinerConfig(c, dir.path());
   ASSERT_EQ(config.cluster_secret, base.cluster_secret);
-  auto start = [&]() -> Status {
-    Engine engine(config, 1);
-    Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(&engine, config, 20099);
-    if (!node.ok()) return node.status();
-    EXPECT_EQ((*node)->self(), 4u);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!(*node)->serving() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    EXPECT_TRUE((*node)->serving());
-    (*node)->Stop();
-    engine.set_cluster(nullptr);
-    return Status::OK();
-  };
+  auto start = [&] { return StartAsMemberFour(config); };
   ASSERT_TRUE(start().ok());
   const std::string member_dir =
       internal::MemberDirectory(config, "127.0.0.1", static_cast<uint16_t>(config.cluster_port));
