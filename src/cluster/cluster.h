@@ -313,6 +313,10 @@ class Meta {
                  std::function<void(Status)> done);
   // NotFound when `id` is not in the configuration (docs/membership.md, J2: a retry's "done").
   void RemoveServer(uint64_t id, std::function<void(Status)> done);
+  // Gives server `id` another role (docs/membership.md, M4: a learner promoted to voter).
+  void Assign(uint64_t id, consensus::Role role, std::function<void(Status)> done);
+  // Hands leadership to voter `id` (0: the most up-to-date one); see consensus::Log.
+  void TransferLeadership(uint64_t id, std::function<void(Status)> done);
   // The commit index, once a majority confirmed this node still leads (consensus::Log,
   // contract C11).
   void ConfirmLeadership(consensus::IndexDone done) const;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -64,6 +65,9 @@ void ClusterNode::Impl::OnRemoveMember(std::string_view bytes, rpc::Reply reply)
     MutexLock lock(&meta_mu);
     m = meta.get();
   }
+  // A LEAVE asked again after this member applied its own removal is done (its first answer
+  // may not have reached it).
+  if (removed.load() && id == cluster->self()) return reply(std::string());
   if (m == nullptr || meta_refused.load() || removed.load()) {
     return reply(Status::Unavailable("the agreed metadata does not run at this member"));
   }
@@ -101,11 +105,9 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
         "member " + std::to_string(id) + " owns or backs up " + std::to_string(held) +
         " slots: moving them away needs migration, which is not built yet; nothing was removed"));
   }
-  if (id == cluster->self()) {
-    return reply(Status::FailedPrecondition(
-        "member " + std::to_string(id) +
-        " leads the agreed metadata: removing the leader is not built yet"));
-  }
+  // A leader removing itself could not finish: it hands leadership over, and the asker asks
+  // the new leader (rule M4: a promoted member may lead).
+  if (id == cluster->self()) return HandOverLeadership(m, std::move(reply));
   m->Propose(cluster::Change{.kind = cluster::Change::Kind::kRemoveMember, .node = id},
              [this, m, id, reply](Status proposed) {
                if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
@@ -184,36 +186,54 @@ bool ClusterNode::CanLeave() const {
       impl_->stopped.load()) {
     return false;
   }
-  const consensus::State st = m->raft();
-  if (!st.running || st.leader) return false;
+  // A leader may leave too: it hands leadership over first (rule M4).
+  if (!m->raft().running) return false;
   const std::shared_ptr<const cluster::Table> table = m->table();
   return table->FindMember(self()) != nullptr && SlotsHeld(*table, self()) == 0;
 }
 
-Status ClusterNode::RemoveMember(net::NodeId id, std::chrono::milliseconds wait) {
-  auto done = std::make_shared<std::promise<Status>>();
-  std::future<Status> result = done->get_future();
-  impl_->OnRemoveMember(EncodeRemove(id, false), [done](Result<std::string> r) {
-    done->set_value(r.ok() ? Status::OK() : r.status());
-  });
-  // A member removing itself stops hearing its peers once they applied the removal, so the
-  // leader's answer may not reach it: its own log applying the removal answers too.
+Status ClusterNode::RemoveMember(net::NodeId id, std::chrono::milliseconds wait,
+                                 const std::atomic<bool>* cancel) {
   const auto until = std::chrono::steady_clock::now() + wait;
-  while (std::chrono::steady_clock::now() < until && !impl_->stopped.load()) {
-    if (result.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
-      Status s = result.get();
+  auto going_on = [&] {
+    return std::chrono::steady_clock::now() < until && !impl_->stopped.load() &&
+           (cancel == nullptr || !cancel->load(std::memory_order_relaxed));
+  };
+  std::string last;  // the last "retry" answer's reason
+  while (going_on()) {
+    auto done = std::make_shared<std::promise<Status>>();
+    std::future<Status> result = done->get_future();
+    impl_->OnRemoveMember(EncodeRemove(id, false), [done](Result<std::string> r) {
+      done->set_value(r.ok() ? Status::OK() : r.status());
+    });
+    // A member removing itself stops hearing its peers once they applied the removal, so the
+    // leader's answer may not reach it: its own log applying the removal answers too.
+    std::optional<Status> answer;
+    while (!answer && going_on()) {
+      if (result.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
+        answer = result.get();
+      } else if (id == self() && impl_->removed.load()) {
+        return Status::OK();
+      }
+    }
+    if (!answer) break;
+    if (answer->ok()) {
       // The leader answered: removed from the table and from Raft. Its own log may not have
       // applied the removal (the leader stops sending to it once it is out of Raft).
-      if (s.ok() && id == self()) impl_->MarkRemoved("by CLUSTER LEAVE");
-      return s;
+      if (id == self()) impl_->MarkRemoved("by CLUSTER LEAVE");
+      return *answer;
     }
-    if (id == self() && impl_->removed.load()) return Status::OK();
+    // "Retry" (no leader, a leader change, a leader that handed leadership over: rule M4) is
+    // asked again within the wait; every other answer is final.
+    if (answer->code() != StatusCode::kUnavailable) return *answer;
+    last = std::string(answer->message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return Status::Unavailable("the removal of member " + std::to_string(id) + " did not finish " +
-                             (impl_->stopped.load()
+                             (impl_->stopped.load() || (cancel != nullptr && cancel->load())
                                   ? std::string("before the node stopped")
                                   : "within " + std::to_string(wait.count()) + " ms") +
-                             "; retry");
+                             (last.empty() ? std::string() : " (" + last + ")") + "; retry");
 }
 
 bool ClusterNode::removed() const { return impl_->removed.load(); }

@@ -489,6 +489,7 @@ void ClusterNode::Impl::StartMeta() {
   cluster->SetHoldsLog(true);  // Raft has written its log (rule M5)
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
   loop.Post([this] { PollCaughtUp(); });
+  loop.Post([this] { KeepVoters(); });
 }
 
 void ClusterNode::Impl::PollCaughtUp() {

@@ -223,12 +223,15 @@ class ClusterNode {
   // Rule J2 (docs/membership.md): removes member `id` through the Raft leader (RemoveMember, then
   // RemoveServer), waiting at most `wait` (Unavailable after it, or once the node stops).
   // FailedPrecondition when the member owns, backs up or receives a slot (naming how many: moving
-  // them needs migration), or is not in the table; Unavailable when the outcome is unknown (retry:
-  // a retry finishes a cut-off removal). Blocks the caller: never on the loop, the Raft or an RPC
-  // thread.
-  Status RemoveMember(net::NodeId id, std::chrono::milliseconds wait = std::chrono::seconds(15));
+  // them needs migration), or is not in the table; Unavailable when the outcome stays unknown
+  // (an Unavailable answer, "retry", is asked again every 200 ms within `wait`: a retry finishes
+  // a cut-off removal). Blocks the caller: never on the loop, the Raft or an RPC thread.
+  // A set `cancel` (a pool task's, at shutdown) ends the wait at once, as Unavailable.
+  Status RemoveMember(net::NodeId id, std::chrono::milliseconds wait = std::chrono::seconds(15),
+                      const std::atomic<bool>* cancel = nullptr);
   // Whether this member may leave now without migration (rule J2): its agreed metadata runs,
-  // it is listed, holds no slot in the applied table, and does not lead. Any thread.
+  // it is listed and holds no slot in the applied table (a leader hands leadership over
+  // first, rule M4). Any thread.
   bool CanLeave() const;
   // Whether this member has applied its own removal: it serves no key, and meta_off() says why.
   bool removed() const;

@@ -99,6 +99,10 @@ void KeepJoinAnswer(const Config& config, const std::string& host,
 // The members of `answer`, as a member list (ids, addresses).
 std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 
+// Rule M4: how many voters a Raft configuration of `servers` voters and eligible learners
+// wants: min(5, servers), one fewer when that is even.
+size_t VotersWanted(size_t servers);
+
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
   // The chunks of frames this member homes (docs/frames_cluster.md, D3); outlives the endpoint
@@ -170,6 +174,16 @@ struct ClusterNode::Impl {
   uint64_t catch_up_target = 0;    // loop thread only; 0: none
   uint64_t catch_up_leader = 0;    // who answered it
   uint64_t catch_up_asked_at = 0;  // loop time of the answer
+  // Rules M4 and J2, at the leader, on the loop every kKeepVotersEveryUs: removes from Raft a
+  // server the table no longer lists (a removal cut off before RemoveServer), else promotes the
+  // lowest listed, up learner while there are fewer voters than VotersWanted; one configuration
+  // change at a time.
+  void KeepVoters();
+  static constexpr uint64_t kKeepVotersEveryUs = 500'000;
+  bool reconfiguring = false;  // loop thread only
+  // The leader asked to remove itself (J2): hands leadership to another voter, then answers
+  // Unavailable ("retry"), so the asker asks the new leader.
+  void HandOverLeadership(cluster::Meta* m, rpc::Reply reply);
   // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
   void OnMetaCommit(rpc::Reply reply);
 

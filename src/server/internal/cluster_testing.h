@@ -148,6 +148,52 @@ class ClientCluster : public InProcessCluster {
   std::vector<std::unique_ptr<Session>> sessions_;
 };
 
+// A founder of `c` (of its first `founders`) that does not lead the agreed metadata.
+inline size_t NotTheLeader(InProcessCluster& c, size_t founders = 3) {
+  for (size_t i = 0; i < founders; i++) {
+    if (!c.node(i).meta()->raft().leader) return i;
+  }
+  return 0;
+}
+
+// The settings of a node that joins `c` (--join at a founder that does not lead) on
+// `cluster_port`, with its own data directory.
+inline Config JoinerConfig(InProcessCluster& c, const std::string& dir, int cluster_port) {
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = cluster_port;
+  config.dir = dir;
+  return config;
+}
+
+// A node started with a joiner's config, serving; its engine outlives its node.
+struct JoinedNode {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<ClusterNode> node;
+  ~JoinedNode() { Stop(); }
+  void Stop() {
+    if (node) {
+      node->Stop();
+      engine->set_cluster(nullptr);
+      node.reset();
+    }
+  }
+};
+
+// Starts `j` with `config` and waits (bounded) until it serves.
+inline void StartJoinedNode(const Config& config, JoinedNode* j) {
+  j->engine = std::make_unique<Engine>(config, 1);
+  Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(j->engine.get(), config, 20099);
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  j->node = std::move(*node);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!j->node->serving()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 }  // namespace floe::server::internal
 
 #endif  // FLOE_SERVER_INTERNAL_CLUSTER_TESTING_H_

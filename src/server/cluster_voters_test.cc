@@ -1,0 +1,190 @@
+// Rule M4 (docs/membership.md): the Raft leader promotes joined learners until the
+// configuration has min(5, members) voters, an odd number, so a grown cluster survives the loss
+// of two founders; a promoted member that leads hands leadership over before it leaves.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/cluster.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/cluster_node_impl.h"
+#include "server/internal/cluster_testing.h"
+#include "server/server.h"
+#include "testing/process.h"
+
+namespace floe::server {
+namespace {
+
+using internal::ClusterNode;
+using internal::JoinedNode;
+using internal::JoinerConfig;
+using internal::StartJoinedNode;
+using ::testing::HasSubstr;
+
+size_t Voters(const ClusterNode& n) {
+  size_t voters = 0;
+  for (const consensus::Server& s : n.meta()->raft().configuration) {
+    voters += s.role == consensus::Role::kVoter ? 1 : 0;
+  }
+  return voters;
+}
+
+// Waits (bounded) until `done` holds.
+void WaitFor(const std::function<bool()>& done, const std::string& what) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << what;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+TEST(ClusterVotersTest, VotersWantedIsOddAndAtMostFive) {
+  const size_t wanted[] = {0, 1, 1, 3, 3, 5, 5, 5, 5};
+  for (size_t n = 0; n < std::size(wanted); n++) {
+    EXPECT_EQ(internal::VotersWanted(n), wanted[n]) << n << " servers";
+  }
+}
+
+// Three founders: one joined member stays a learner (four voters would be even); a second
+// makes both voters, at every member.
+TEST(ClusterVotersTest, TwoJoinedMembersMakeFiveVotersAndOneKeepsThree) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir d4, d5;
+  JoinedNode j4, j5;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  // Several of the leader's checks pass: still three voters and a learner.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(Voters(c.node(i)), 3u) << "founder " << i;
+  {
+    Session s(j4.engine.get(), 0);
+    const std::string info = s.Run({"INFO", "cluster"});
+    EXPECT_THAT(info, HasSubstr("meta_raft_role:learner\r\n"));
+    EXPECT_THAT(info, HasSubstr("meta_voters:3\r\n"));
+    EXPECT_THAT(info, HasSubstr("meta_learners:1\r\n"));
+  }
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
+  std::vector<ClusterNode*> all = {&c.node(0), &c.node(1), &c.node(2), j4.node.get(),
+                                   j5.node.get()};
+  for (ClusterNode* n : all) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; },
+                                    "member " + std::to_string(n->self()) + " has " +
+                                        std::to_string(Voters(*n)) + " voters, not 5"));
+  }
+  Session s(j5.engine.get(), 0);
+  const std::string info = s.Run({"INFO", "cluster"});
+  EXPECT_THAT(info, HasSubstr("meta_raft_role:voter\r\n"));
+  EXPECT_THAT(info, HasSubstr("meta_voters:5\r\n"));
+  EXPECT_THAT(info, HasSubstr("meta_learners:0\r\n"));
+}
+
+// Grown to five voters, the cluster still commits with two founders' Raft stopped: a sixth node
+// joins (with three voters, two of them down, that join could not commit).
+TEST(ClusterVotersTest, FiveVotersCommitWithTwoFoundersDown) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir d4, d5, d6;
+  JoinedNode j4, j5, j6;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
+  for (size_t i = 0; i < 3; i++) {
+    ASSERT_NO_FATAL_FAILURE(
+        WaitFor([&c, i] { return Voters(c.node(i)) == 5; }, "five voters at every founder"));
+  }
+  ASSERT_NO_FATAL_FAILURE(WaitFor([&j4] { return Voters(*j4.node) == 5; }, "five voters at 4"));
+  ASSERT_NO_FATAL_FAILURE(WaitFor([&j5] { return Voters(*j5.node) == 5; }, "five voters at 5"));
+  c.node(0).TEST_meta()->Stop();
+  c.node(1).TEST_meta()->Stop();
+  Config config = JoinerConfig(c, d6.path(), floe::testing::FreeClusterPort());
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(2));
+  ASSERT_NO_FATAL_FAILURE(StartJoinedNode(config, &j6));
+  EXPECT_EQ(j6.node->self(), 6u);
+  EXPECT_NE(c.node(2).meta()->table()->FindMember(6), nullptr);
+}
+
+// A promoted member that leads the agreed metadata leaves: CLUSTER LEAVE hands leadership to
+// another voter, then the new leader removes it from the table and from Raft.
+TEST(ClusterVotersTest, APromotedLeaderLeaves) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir d4, d5;
+  JoinedNode j4, j5;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
+  ASSERT_NO_FATAL_FAILURE(WaitFor([&j5] { return Voters(*j5.node) == 5; }, "five voters at 5"));
+  // Member 5 takes the lead.
+  std::vector<ClusterNode*> all = {&c.node(0), &c.node(1), &c.node(2), j4.node.get(),
+                                   j5.node.get()};
+  ASSERT_NO_FATAL_FAILURE(WaitFor(
+      [&] {
+        if (j5.node->meta()->raft().leader) return true;
+        for (ClusterNode* n : all) {
+          if (n->meta()->raft().leader) n->TEST_meta()->TransferLeadership(5, [](Status) {});
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        return false;
+      },
+      "member 5 never leads"));
+  Session s(j5.engine.get(), 0);
+  EXPECT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
+  EXPECT_TRUE(j5.node->removed());
+  for (size_t i = 0; i < 3; i++) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor(
+        [&c, i] {
+          if (c.node(i).meta()->table()->FindMember(5) != nullptr) return false;
+          for (const consensus::Server& server : c.node(i).meta()->raft().configuration) {
+            if (server.id == 5) return false;
+          }
+          return true;
+        },
+        "member 5 still listed at founder " + std::to_string(i)));
+  }
+  EXPECT_NE(j5.node->meta()->raft().leader_id, 5u);
+}
+
+// A removal cut off between its two steps (RemoveMember committed, the leader lost before
+// RemoveServer: rule J2) is finished by the leader: the server leaves Raft's configuration.
+TEST(ClusterVotersTest, ARemovalCutOffBeforeRaftIsFinishedByTheLeader) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir d4;
+  JoinedNode j4;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  j4.Stop();
+  // Only the first step, as a leader that died after committing it would leave it.
+  size_t leader = 0;
+  for (size_t i = 0; i < 3; i++) leader = c.node(i).meta()->raft().leader ? i : leader;
+  std::promise<Status> proposed;
+  c.node(leader).TEST_meta()->Propose(
+      cluster::Change{.kind = cluster::Change::Kind::kRemoveMember, .node = 4},
+      [&proposed](Status s) { proposed.set_value(s); });
+  ASSERT_TRUE(proposed.get_future().get().ok());
+  for (size_t i = 0; i < 3; i++) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor(
+        [&c, i] {
+          for (const consensus::Server& server : c.node(i).meta()->raft().configuration) {
+            if (server.id == 4) return false;
+          }
+          return true;
+        },
+        "member 4 still in Raft's configuration at founder " + std::to_string(i)));
+  }
+}
+
+}  // namespace
+}  // namespace floe::server
