@@ -22,34 +22,12 @@ namespace floe::server {
 namespace {
 
 using internal::ClusterNode;
+using internal::InTable;
 using internal::JoinedNode;
 using internal::JoinerConfig;
 using internal::NotTheLeader;
+using internal::WaitRemovedEverywhere;
 using ::testing::HasSubstr;
-
-// Whether member `id` is in founder i's applied table, and in its Raft configuration.
-bool InTable(internal::InProcessCluster& c, size_t i, net::NodeId id) {
-  return c.node(i).meta()->table()->FindMember(id) != nullptr;
-}
-bool InRaft(internal::InProcessCluster& c, size_t i, net::NodeId id) {
-  for (const consensus::Server& s : c.node(i).meta()->raft().configuration) {
-    if (s.id == id) return true;
-  }
-  return false;
-}
-
-// Waits (bounded) until no founder lists `id` in its table or its Raft configuration.
-void WaitRemovedEverywhere(internal::InProcessCluster& c, net::NodeId id) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  for (size_t i = 0; i < 3; i++) {
-    while (InTable(c, i, id) || InRaft(c, i, id)) {
-      ASSERT_LT(std::chrono::steady_clock::now(), until)
-          << "member " << id << " still at founder " << i << ": table " << InTable(c, i, id)
-          << ", raft " << InRaft(c, i, id);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-}
 
 // CLUSTER LEAVE at a joined member removes it from the table and from Raft's configuration at
 // every member; it stops serving, its directory refuses a restart, and the same address joins

@@ -46,6 +46,24 @@ void WaitFor(const std::function<bool()>& done, const std::string& what) {
   }
 }
 
+// Three founders and two nodes joined through them, each serving.
+struct GrownToFive {
+  internal::InProcessCluster c{{.members = 3}};
+  floe::testing::TempDir d4, d5;
+  JoinedNode j4, j5;
+  void Start() {
+    ASSERT_TRUE(c.WaitFormed());
+    ASSERT_NO_FATAL_FAILURE(Join(d4, &j4));
+    ASSERT_NO_FATAL_FAILURE(Join(d5, &j5));
+  }
+  void Join(const floe::testing::TempDir& dir, JoinedNode* j) {
+    StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), j);
+  }
+  std::vector<ClusterNode*> all() {
+    return {&c.node(0), &c.node(1), &c.node(2), j4.node.get(), j5.node.get()};
+  }
+};
+
 TEST(ClusterVotersTest, VotersWantedIsOddAndAtMostFive) {
   const size_t wanted[] = {0, 1, 1, 3, 3, 5, 5, 5, 5};
   for (size_t n = 0; n < std::size(wanted); n++) {
@@ -56,32 +74,26 @@ TEST(ClusterVotersTest, VotersWantedIsOddAndAtMostFive) {
 // Three founders: one joined member stays a learner (four voters would be even); a second
 // makes both voters, at every member.
 TEST(ClusterVotersTest, TwoJoinedMembersMakeFiveVotersAndOneKeepsThree) {
-  internal::InProcessCluster c({.members = 3});
-  ASSERT_TRUE(c.WaitFormed());
-  floe::testing::TempDir d4, d5;
-  JoinedNode j4, j5;
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  GrownToFive g;
+  ASSERT_TRUE(g.c.WaitFormed());
+  ASSERT_NO_FATAL_FAILURE(g.Join(g.d4, &g.j4));
   // Several of the leader's checks pass: still three voters and a learner.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  for (size_t i = 0; i < 3; i++) EXPECT_EQ(Voters(c.node(i)), 3u) << "founder " << i;
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(Voters(g.c.node(i)), 3u) << "founder " << i;
   {
-    Session s(j4.engine.get(), 0);
+    Session s(g.j4.engine.get(), 0);
     const std::string info = s.Run({"INFO", "cluster"});
     EXPECT_THAT(info, HasSubstr("meta_raft_role:learner\r\n"));
     EXPECT_THAT(info, HasSubstr("meta_voters:3\r\n"));
     EXPECT_THAT(info, HasSubstr("meta_learners:1\r\n"));
   }
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
-  std::vector<ClusterNode*> all = {&c.node(0), &c.node(1), &c.node(2), j4.node.get(),
-                                   j5.node.get()};
-  for (ClusterNode* n : all) {
+  ASSERT_NO_FATAL_FAILURE(g.Join(g.d5, &g.j5));
+  for (ClusterNode* n : g.all()) {
     ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; },
                                     "member " + std::to_string(n->self()) + " has " +
                                         std::to_string(Voters(*n)) + " voters, not 5"));
   }
-  Session s(j5.engine.get(), 0);
+  Session s(g.j5.engine.get(), 0);
   const std::string info = s.Run({"INFO", "cluster"});
   EXPECT_THAT(info, HasSubstr("meta_raft_role:voter\r\n"));
   EXPECT_THAT(info, HasSubstr("meta_voters:5\r\n"));
@@ -91,69 +103,44 @@ TEST(ClusterVotersTest, TwoJoinedMembersMakeFiveVotersAndOneKeepsThree) {
 // Grown to five voters, the cluster still commits with two founders' Raft stopped: a sixth node
 // joins (with three voters, two of them down, that join could not commit).
 TEST(ClusterVotersTest, FiveVotersCommitWithTwoFoundersDown) {
-  internal::InProcessCluster c({.members = 3});
-  ASSERT_TRUE(c.WaitFormed());
-  floe::testing::TempDir d4, d5, d6;
-  JoinedNode j4, j5, j6;
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
-  for (size_t i = 0; i < 3; i++) {
-    ASSERT_NO_FATAL_FAILURE(
-        WaitFor([&c, i] { return Voters(c.node(i)) == 5; }, "five voters at every founder"));
+  GrownToFive g;
+  ASSERT_NO_FATAL_FAILURE(g.Start());
+  for (ClusterNode* n : g.all()) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; }, "five voters everywhere"));
   }
-  ASSERT_NO_FATAL_FAILURE(WaitFor([&j4] { return Voters(*j4.node) == 5; }, "five voters at 4"));
-  ASSERT_NO_FATAL_FAILURE(WaitFor([&j5] { return Voters(*j5.node) == 5; }, "five voters at 5"));
-  c.node(0).TEST_meta()->Stop();
-  c.node(1).TEST_meta()->Stop();
-  Config config = JoinerConfig(c, d6.path(), floe::testing::FreeClusterPort());
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(2));
+  g.c.node(0).TEST_meta()->Stop();
+  g.c.node(1).TEST_meta()->Stop();
+  floe::testing::TempDir d6;
+  JoinedNode j6;
+  Config config = JoinerConfig(g.c, d6.path(), floe::testing::FreeClusterPort());
+  config.join = "127.0.0.1:" + std::to_string(g.c.cluster_port(2));
   ASSERT_NO_FATAL_FAILURE(StartJoinedNode(config, &j6));
   EXPECT_EQ(j6.node->self(), 6u);
-  EXPECT_NE(c.node(2).meta()->table()->FindMember(6), nullptr);
+  EXPECT_NE(g.c.node(2).meta()->table()->FindMember(6), nullptr);
 }
 
 // A promoted member that leads the agreed metadata leaves: CLUSTER LEAVE hands leadership to
 // another voter, then the new leader removes it from the table and from Raft.
 TEST(ClusterVotersTest, APromotedLeaderLeaves) {
-  internal::InProcessCluster c({.members = 3});
-  ASSERT_TRUE(c.WaitFormed());
-  floe::testing::TempDir d4, d5;
-  JoinedNode j4, j5;
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
-  ASSERT_NO_FATAL_FAILURE(WaitFor([&j5] { return Voters(*j5.node) == 5; }, "five voters at 5"));
+  GrownToFive g;
+  ASSERT_NO_FATAL_FAILURE(g.Start());
+  ASSERT_NO_FATAL_FAILURE(WaitFor([&g] { return Voters(*g.j5.node) == 5; }, "five voters at 5"));
   // Member 5 takes the lead.
-  std::vector<ClusterNode*> all = {&c.node(0), &c.node(1), &c.node(2), j4.node.get(),
-                                   j5.node.get()};
   ASSERT_NO_FATAL_FAILURE(WaitFor(
       [&] {
-        if (j5.node->meta()->raft().leader) return true;
-        for (ClusterNode* n : all) {
+        if (g.j5.node->meta()->raft().leader) return true;
+        for (ClusterNode* n : g.all()) {
           if (n->meta()->raft().leader) n->TEST_meta()->TransferLeadership(5, [](Status) {});
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         return false;
       },
       "member 5 never leads"));
-  Session s(j5.engine.get(), 0);
+  Session s(g.j5.engine.get(), 0);
   EXPECT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
-  EXPECT_TRUE(j5.node->removed());
-  for (size_t i = 0; i < 3; i++) {
-    ASSERT_NO_FATAL_FAILURE(WaitFor(
-        [&c, i] {
-          if (c.node(i).meta()->table()->FindMember(5) != nullptr) return false;
-          for (const consensus::Server& server : c.node(i).meta()->raft().configuration) {
-            if (server.id == 5) return false;
-          }
-          return true;
-        },
-        "member 5 still listed at founder " + std::to_string(i)));
-  }
-  EXPECT_NE(j5.node->meta()->raft().leader_id, 5u);
+  EXPECT_TRUE(g.j5.node->removed());
+  ASSERT_NO_FATAL_FAILURE(internal::WaitRemovedEverywhere(g.c, 5));
+  EXPECT_NE(g.j5.node->meta()->raft().leader_id, 5u);
 }
 
 // A removal cut off between its two steps (RemoveMember committed, the leader lost before
@@ -174,16 +161,7 @@ TEST(ClusterVotersTest, ARemovalCutOffBeforeRaftIsFinishedByTheLeader) {
       cluster::Change{.kind = cluster::Change::Kind::kRemoveMember, .node = 4},
       [&proposed](Status s) { proposed.set_value(s); });
   ASSERT_TRUE(proposed.get_future().get().ok());
-  for (size_t i = 0; i < 3; i++) {
-    ASSERT_NO_FATAL_FAILURE(WaitFor(
-        [&c, i] {
-          for (const consensus::Server& server : c.node(i).meta()->raft().configuration) {
-            if (server.id == 4) return false;
-          }
-          return true;
-        },
-        "member 4 still in Raft's configuration at founder " + std::to_string(i)));
-  }
+  ASSERT_NO_FATAL_FAILURE(internal::WaitRemovedEverywhere(c, 4));
 }
 
 }  // namespace

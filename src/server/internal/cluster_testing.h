@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cluster/cluster.h"
+#include "consensus/consensus.h"
 #include "server/internal/cluster_node.h"
 #include "server/server.h"
 #include "testing/process.h"
@@ -191,6 +192,31 @@ inline void StartJoinedNode(const Config& config, JoinedNode* j) {
   while (!j->node->serving()) {
     ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+// Whether member `id` is in founder i's applied table, and in its Raft configuration.
+inline bool InTable(InProcessCluster& c, size_t i, net::NodeId id) {
+  return c.node(i).meta()->table()->FindMember(id) != nullptr;
+}
+inline bool InRaft(InProcessCluster& c, size_t i, net::NodeId id) {
+  for (const consensus::Server& s : c.node(i).meta()->raft().configuration) {
+    if (s.id == id) return true;
+  }
+  return false;
+}
+
+// Waits (bounded) until none of the first `founders` lists `id` in its table or its Raft
+// configuration.
+inline void WaitRemovedEverywhere(InProcessCluster& c, net::NodeId id, size_t founders = 3) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (size_t i = 0; i < founders; i++) {
+    while (InTable(c, i, id) || InRaft(c, i, id)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until)
+          << "member " << id << " still at founder " << i << ": table " << InTable(c, i, id)
+          << ", raft " << InRaft(c, i, id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
 }
 
