@@ -42,7 +42,9 @@ constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write f
 // While a write is in flight, requests run once this much input waits unrun (W2).
 constexpr size_t kRunWhileWritingInput = size_t{1} << 20;
 // With no hard output limit set: the most the replies behind a write in flight may hold (W3).
-constexpr size_t kReplyBacklogLimit = size_t{1} << 30;
+// Only a client that writes a pipeline of large requests before it reads needs a backlog, and
+// one that never reads parks this much (its buffer's capacity up to twice it).
+constexpr size_t kReplyBacklogLimit = size_t{64} << 20;
 constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
 constexpr size_t kBatch = 32;
 // Replies of one connection outstanding at once (commands waiting for other nodes and the
@@ -84,7 +86,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Whether commands may run now, with `unrun` bytes of input waiting: with no write in flight
   // until a write's worth of replies is ready (W1); with one, once requests pile up (W2).
   bool MayRun(size_t unrun) const {
-    return writing_ ? unrun >= kRunWhileWritingInput : out_.size() < kFlushThreshold;
+    // A client that closed its side sends nothing more: what it sent runs behind the write.
+    if (writing_) return peer_eof_ || unrun >= kRunWhileWritingInput;
+    return out_.size() < kFlushThreshold;
   }
   // While a reply is to come nothing is read (the client's next commands wait in the socket),
   // but a client that closes is noticed: its session goes, and with it the work of an
@@ -137,6 +141,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;     // an asynchronous read into in_ is in flight: in_ is not ours
   bool watching_ = false;    // WatchForClose's wait is in flight
   bool input_wait_ = false;  // ReadWhileWriting's wait is in flight
+  // ReadWhileWriting met the end of the client's stream (it shut down its side and reads on):
+  // nothing more is read, every request it sent runs, and the connection closes once the
+  // replies are written, as when DoRead meets the end with nothing left to run or write.
+  bool peer_eof_ = false;
   // Replies in command order once a command waits for another node (rule C3): a reply goes to
   // out_ only when every reply before it has. `ticket` is the session's for a reply to come.
   struct Slot {
@@ -317,7 +325,11 @@ void Connection::ReadWhileWriting() {
     if (rec == asio::error::would_block || rec == asio::error::try_again) {
       return ReadWhileWriting();  // woken for nothing
     }
-    if (rec) return Close();  // as DoRead: the end of the stream or an error
+    if (rec == asio::error::eof) {
+      peer_eof_ = true;
+      return Process();
+    }
+    if (rec) return Close();  // a reset or another error: nobody reads the replies
     in_.Commit(n);
     worker_->engine->stats(worker_->index).net_input_bytes.fetch_add(n, std::memory_order_relaxed);
     Process();
@@ -516,7 +528,7 @@ void Connection::Process() {
   }
   if (writing_) {  // its completion writes out_ and runs Process again
     ChargeOutput();
-    if (!closing_ && !Blocked()) ReadWhileWriting();
+    if (!closing_ && !Blocked() && !peer_eof_) ReadWhileWriting();
     return;
   }
   if (!out_.empty()) return ScheduleWrite();
@@ -525,9 +537,11 @@ void Connection::Process() {
     return;
   }
   if (Blocked()) {  // Resume goes on
-    if (slots_waiting_ > 0) WatchForClose();
+    if (slots_waiting_ > 0 && !peer_eof_) WatchForClose();
     return;
   }
+  // Everything the client sent before closing its side has run and been written.
+  if (peer_eof_) return Close();
   DoRead();
 }
 

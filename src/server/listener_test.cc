@@ -72,6 +72,7 @@ class ListenerTest : public ::testing::Test {
     const int fd = ConnectLoopback(server_->bound_port());
     timeval limit{.tv_sec = 10, .tv_usec = 0};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
     fds_.push_back(fd);
     return fd;
   }
@@ -129,6 +130,31 @@ TEST_F(ListenerTest, AClientThatNeverReadsIsClosedAtItsOutputLimit) {
       << " bytes still charged, " << idle << " before";
   ASSERT_TRUE(WriteAll(other, Command({"STRLEN", "big"})));
   EXPECT_EQ(ReadExactly(other, 10), ":1048576\r\n");
+}
+
+// W2: a client that sends a pipeline, shuts down its side (as `nc -N` does) and then reads gets
+// every reply, and every request it sent runs: the end of its stream, met while a write was in
+// flight, closed the connection at once (4 MB of 40 arrived, none of 2,000 SETs ran).
+TEST_F(ListenerTest, AClientThatClosesItsSideGetsEveryReply) {
+  const std::string v(200000, 'v');
+  ASSERT_EQ(Run({"SET", "v", v}), "+OK\r\n");
+  const int fd = Connect();
+  std::string pipeline, want;
+  for (int i = 0; i < 200; i++) {
+    pipeline += Command({"GET", "v"});
+    want += Bulk(v);
+  }
+  for (int i = 0; i < 2000; i++) {
+    pipeline += Command({"SET", "m" + std::to_string(i), "x"});
+    want += "+OK\r\n";
+  }
+  ASSERT_TRUE(WriteAll(fd, pipeline));
+  ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the node meets the end first
+  const std::string got = ReadExactly(fd, want.size() + 1);
+  EXPECT_EQ(got.size(), want.size()) << "replies lost (or more than asked)";
+  EXPECT_TRUE(got == want) << "replies out of order or wrong";
+  EXPECT_EQ(Run({"GET", "m1999"}), "$1\r\nx\r\n");
 }
 
 }  // namespace
