@@ -22,9 +22,9 @@ namespace floe::server::internal {
 void ClusterNode::Impl::RegisterFrameMethods() {
   endpoint->Register(kPutChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnPutChunks(req); });
-  // Class 2, above the forwarded commands' (1), as the DKV's GET: a command forwarded to a
-  // frame's home (FRAME.HEAD in its proxy session) waits for chunks, which a class of its own
-  // serves (rpc.h, thread rule 3).
+  // Class 2, above the forwarded commands' (1), as the DKV's GET: a fetch never waits for the
+  // threads forwarded commands hold (a proxy session's analytics command defers its reply and
+  // fetches on the analytics pool; a blocking Call needs a class above its caller's, rpc.h).
   endpoint->Register(kGetChunkMethod, 2,
                      [this](net::NodeId, std::string_view req) { return OnGetChunk(req); });
   endpoint->Register(kDropChunksMethod, 1,

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "server/analytics_test_support.h"
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_testing.h"
 #include "server/internal/command.h"
@@ -251,6 +252,36 @@ TEST_F(FrameCommandsInClusterTest, HeadFetchesTheFirstChunks) {
     EXPECT_EQ(c.Run({"FRAME.HEAD", name, "1000"}), head(120)) << i;
     EXPECT_EQ(c.Run({"FRAME.HEAD", name, "1001"}), "-ERR n must be between 0 and 1000\r\n");
   }
+}
+
+// Proxy sessions defer their replies (cluster.md, proxy sessions; D7): while a FRAME.HEAD
+// forwarded to its frame's home waits there (its analytics task held at the pool's gate),
+// neither the RPC handler thread that received it nor the proxy worker lock is held, so another
+// client's command forwarded to that member is answered (it waited for the worker lock, and
+// its node gave up at cluster-node-timeout, CLUSTERDOWN); the FRAME.HEAD is answered after.
+TEST_F(FrameCommandsInClusterTest, AWaitingProxySessionHoldsNoOtherSession) {
+  const std::string name = cluster_.KeyAt(1, "held");
+  const std::string path = WriteCsvDir("two", 2);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  const std::string key = cluster_.KeyAt(1, "plain");
+  Gate gate;
+  cluster_.engine(1).analytics().TEST_SetBeforeTask([&gate] { gate.Wait(); });
+  Session& heads = cluster_.client(0);
+  Session& sets = cluster_.client(2);
+  std::string head;
+  std::thread waiting([&] { head = heads.Run({"FRAME.HEAD", name, "1"}); });
+  const bool held = gate.AwaitWaiting(1);
+  const std::string set = held ? sets.Run({"SET", key, "v"}) : std::string();
+  gate.Open();
+  waiting.join();
+  cluster_.engine(1).analytics().TEST_SetBeforeTask(nullptr);
+  ASSERT_TRUE(held);
+  EXPECT_EQ(set, "+OK\r\n");
+  EXPECT_EQ(head, "*2\r\n*2\r\n" + Bulk("x") + Bulk("c") + "*2\r\n" + Bulk("0") + Bulk("a"));
+  EXPECT_EQ(cluster_.client(1).Run({"GET", key}), Bulk("v"));
+  // The proxy session's later requests run as before.
+  EXPECT_EQ(heads.Run({"FRAME.HEAD", name, "0"}), "*1\r\n*2\r\n" + Bulk("x") + Bulk("c"));
 }
 
 // D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id

@@ -3,7 +3,8 @@
 // keys, where it runs in a proxy session for that client. Private to server/.
 //
 // Thread rules: every public member is thread-safe. Forward's `done` runs on an RPC thread; the
-// proxy sessions run on the endpoint's handler threads under the engine's proxy worker lock.
+// proxy sessions run on the endpoint's handler threads under the engine's proxy worker lock, and
+// a command there that defers its reply holds neither while it waits (cluster_node_impl.h).
 
 #ifndef FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
 #define FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
