@@ -158,50 +158,56 @@ void Moments::Merge(const Moments& o) {
   neg_inf += o.neg_inf;
 }
 
-Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
-                          const TaskOptions& options) {
+void SummaryMoments::Merge(const SummaryMoments& o) {
+  m.Merge(o.m);
+  (void)hll.Merge(o.hll);  // same parameters (SummaryHllParams): cannot fail
+  lo = std::min(lo, o.lo);
+  hi = std::max(hi, o.hi);
+}
+
+sketch::HllParams SummaryHllParams() {
+  sketch::HllParams params;
+  params.log2m = 14;
+  return params;
+}
+
+Result<SummaryMoments> MomentsPass(const Frame& frame, size_t col, const TaskOptions& options) {
+  const frame::Vec& vec = frame.vec(col);
+  if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no summary");
+  FLOE_ASSIGN_OR_RETURN(sketch::HyperLogLog empty, sketch::HyperLogLog::Create(SummaryHllParams()));
+  FLOE_ASSIGN_OR_RETURN(
+      SummaryMoments acc,
+      MapReduce<SummaryMoments>(
+          vec.chunk_count(),
+          [&](size_t k) {
+            SummaryMoments a{.m = {}, .hll = empty};
+            vec.chunk(k).ForEach([&](uint32_t, double v) {
+              a.m.Add(v);
+              if (!std::isnan(v)) {
+                a.hll.AddHash(sketch::HyperLogLog::HashInt64(static_cast<int64_t>(Canonical(v))));
+              }
+              if (std::isfinite(v)) {
+                a.lo = std::min(a.lo, v);
+                a.hi = std::max(a.hi, v);
+              }
+            });
+            return a;
+          },
+          [](SummaryMoments& a, SummaryMoments&& b) { a.Merge(b); }, options));
+  // An empty frame gives a default accumulator, whose sketch has no parameters yet.
+  if (vec.chunk_count() == 0) acc.hll = std::move(empty);
+  return acc;
+}
+
+Result<std::vector<uint64_t>> HistogramPass(const Frame& frame, size_t col, double lo, double hi,
+                                            uint32_t bins, const TaskOptions& options) {
   const frame::Vec& vec = frame.vec(col);
   if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no summary");
   if (bins < 1 || bins > kMaxBins) return Status::InvalidArgument("bins out of range");
-  struct Acc {
-    Moments m;
-    sketch::HyperLogLog hll;
-    double lo = kInf, hi = -kInf;  // of the finite values
-  };
-  sketch::HllParams params;
-  params.log2m = 14;
-  FLOE_ASSIGN_OR_RETURN(sketch::HyperLogLog empty, sketch::HyperLogLog::Create(params));
-  FLOE_ASSIGN_OR_RETURN(Acc acc, MapReduce<Acc>(
-                                     vec.chunk_count(),
-                                     [&](size_t k) {
-                                       Acc a{.m = {}, .hll = empty};
-                                       vec.chunk(k).ForEach([&](uint32_t, double v) {
-                                         a.m.Add(v);
-                                         if (!std::isnan(v)) {
-                                           a.hll.AddHash(sketch::HyperLogLog::HashInt64(
-                                               static_cast<int64_t>(Canonical(v))));
-                                         }
-                                         if (std::isfinite(v)) {
-                                           a.lo = std::min(a.lo, v);
-                                           a.hi = std::max(a.hi, v);
-                                         }
-                                       });
-                                       return a;
-                                     },
-                                     [](Acc& a, Acc&& b) {
-                                       a.m.Merge(b.m);
-                                       (void)a.hll.Merge(b.hll);  // same parameters: cannot fail
-                                       a.lo = std::min(a.lo, b.lo);
-                                       a.hi = std::max(a.hi, b.hi);
-                                     },
-                                     options));
-  Summary s;
-  s.moments = acc.m;
-  s.cardinality = static_cast<uint64_t>(std::llround(acc.hll.Cardinality(true)));
-  // The bins span the finite values; -inf counts in the first bin, +inf in the last. No finite
-  // value: no histogram.
-  if (!(acc.lo <= acc.hi)) return s;
-  const Binner binner(acc.lo, acc.hi, bins);
+  if (!(lo <= hi) || !std::isfinite(lo) || !std::isfinite(hi)) {
+    return Status::InvalidArgument("a histogram's range must be finite");
+  }
+  const Binner binner(lo, hi, bins);
   const bool one_bin = !binner.usable();
   using Hist = std::vector<uint64_t>;
   FLOE_ASSIGN_OR_RETURN(Hist hist, MapReduce<Hist>(
@@ -222,16 +228,40 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
                                          for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
                                        },
                                        options));
+  if (hist.empty()) hist.assign(bins, 0);  // no chunk
+  return hist;
+}
+
+Summary FinishSummary(const SummaryMoments& first, std::vector<uint64_t> hist, uint32_t bins) {
+  Summary s;
+  s.moments = first.m;
+  s.cardinality = static_cast<uint64_t>(std::llround(first.hll.Cardinality(true)));
+  // The bins span the finite values; -inf counts in the first bin, +inf in the last. No finite
+  // value: no histogram.
+  if (!(first.lo <= first.hi)) return s;
   s.histogram = std::move(hist);
-  const double width = (acc.hi - acc.lo) / bins;
+  const double width = (first.hi - first.lo) / bins;
   // Halved like the Binner's when the range is wider than the largest double.
-  const double half_width = (acc.hi * 0.5 - acc.lo * 0.5) / bins;
+  const double half_width = (first.hi * 0.5 - first.lo * 0.5) / bins;
   for (uint32_t i = 0; i < bins; i++) {
     // (Added half by half: 2 * half_width * i itself may pass the largest double.)
-    s.bin_starts.push_back(std::isfinite(width) ? acc.lo + width * i
-                                                : (acc.lo + half_width * i) + half_width * i);
+    s.bin_starts.push_back(std::isfinite(width) ? first.lo + width * i
+                                                : (first.lo + half_width * i) + half_width * i);
   }
   return s;
+}
+
+Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
+                          const TaskOptions& options) {
+  const frame::Vec& vec = frame.vec(col);
+  if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no summary");
+  if (bins < 1 || bins > kMaxBins) return Status::InvalidArgument("bins out of range");
+  FLOE_ASSIGN_OR_RETURN(SummaryMoments first, MomentsPass(frame, col, options));
+  std::vector<uint64_t> hist;
+  if (first.lo <= first.hi) {
+    FLOE_ASSIGN_OR_RETURN(hist, HistogramPass(frame, col, first.lo, first.hi, bins, options));
+  }
+  return FinishSummary(first, std::move(hist), bins);
 }
 
 // How exact quantiles are found

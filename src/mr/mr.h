@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -36,6 +37,7 @@
 
 #include "base/base.h"
 #include "frame/frame.h"
+#include "sketch/sketch.h"
 
 namespace floe::mr {
 
@@ -210,6 +212,31 @@ struct Summary {
 // [1, kMaxBins]. REQUIRES: col < frame.columns().
 Result<Summary> Summarize(const frame::Frame& frame, size_t col, uint32_t bins,
                           const TaskOptions& options = {});
+
+// Summarize's two passes, for a frame whose chunks are spread over members (each maps its own
+// chunks and the results are merged, docs/frames_cluster.md D8); Summarize is these over one
+// frame. The first: moments, the distinct values' HyperLogLog (kSummaryHll), and the finite
+// values' range; Merge folds `o` in after this (associative). The second: the histogram over
+// [lo, hi] (HistogramPass; bins added). FinishSummary makes the summary from the merged two.
+struct SummaryMoments {
+  Moments m;
+  sketch::HyperLogLog hll;
+  double lo = std::numeric_limits<double>::infinity();  // of the finite values
+  double hi = -std::numeric_limits<double>::infinity();
+  void Merge(const SummaryMoments& o);
+};
+sketch::HllParams SummaryHllParams();
+// InvalidArgument for a string column. REQUIRES: col < frame.columns().
+Result<SummaryMoments> MomentsPass(const frame::Frame& frame, size_t col,
+                                   const TaskOptions& options = {});
+// Counts per bin of the non-NA values over [lo, hi] (the finite values' range, lo <= hi): as
+// Summarize's histogram. InvalidArgument for a string column, bins outside [1, kMaxBins] or
+// lo > hi or either not finite.
+Result<std::vector<uint64_t>> HistogramPass(const frame::Frame& frame, size_t col, double lo,
+                                            double hi, uint32_t bins,
+                                            const TaskOptions& options = {});
+// REQUIRES: hist has `bins` counts when first.lo <= first.hi, else it is empty.
+Summary FinishSummary(const SummaryMoments& first, std::vector<uint64_t> hist, uint32_t bins);
 
 // Exact quantiles of the non-NA values of a numeric column, linearly interpolated between the
 // two nearest ranks (h = (n - 1) p, as R's type 7 and DuckDB's quantile_cont), found by
