@@ -27,6 +27,12 @@ void ClusterNode::Impl::RegisterFrameMethods() {
   // fetches on the analytics pool; a blocking Call needs a class above its caller's, rpc.h).
   endpoint->Register(kGetChunkMethod, 2,
                      [this](net::NodeId, std::string_view req) { return OnGetChunk(req); });
+  // Answered later: a member sends its halves of the tree, maps its own chunks on this thread,
+  // and answers once the halves have (frame_map.cc; D8).
+  endpoint->RegisterAsync(kMapTaskMethod, 1,
+                          [this](net::NodeId, std::string_view req, rpc::Reply reply) {
+                            OnMapTask(req, std::move(reply));
+                          });
   endpoint->Register(kDropChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
   endpoint->Register(kPutHeaderMethod, 1,

@@ -23,6 +23,7 @@
 #include "dkv/dkv.h"
 #include "frame/frame.h"
 #include "rpc/rpc.h"
+#include "server/internal/frame_rpc.h"
 #include "server/server.h"
 
 namespace floe::server::internal {
@@ -200,6 +201,16 @@ class ClusterNode {
   ChunkDropper& TEST_dropper();
   void CallFrame(net::NodeId peer, uint16_t method, std::string request,
                  std::function<void(Result<std::string>)> done);
+  // A map/reduce over a cluster frame's chunks (D8, frame_map.cc): MAP_TASK `op` down the tree
+  // of the members (this one the root), its answers merged in member order, then checked to
+  // have mapped exactly the header's chunks, once each, with their rows ("ERR frame <name> is
+  // missing chunk k at member N" otherwise). A member that does not answer within
+  // cluster-node-timeout fails it with D9's CLUSTERDOWN text. Blocks its thread (the analytics
+  // pool's). REQUIRES: column < h.columns.size().
+  Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapOp op,
+                                 uint32_t column, uint32_t bins, double lo = 0, double hi = 0);
+  // MAP_TASKs run at this member (tests: the tree reaches every member once).
+  uint64_t TEST_map_tasks() const;
   // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
   // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
   // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the

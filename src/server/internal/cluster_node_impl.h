@@ -29,6 +29,7 @@
 #include "rpc/rpc.h"
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_node.h"
+#include "server/internal/frame_rpc.h"
 #include "server/server.h"
 
 namespace floe::server::internal {
@@ -217,6 +218,13 @@ struct ClusterNode::Impl {
   Result<std::string> OnDropChunks(std::string_view request);
   Result<std::string> OnPutHeader(std::string_view request);
   Result<std::string> OnFrameIdsLive(std::string_view request);
+  // 312 MAP_TASK (frame_map.cc; D8): this member maps its own chunks and its subtree's answers
+  // are merged in: its own, the left subtree's, the right's. `done` runs once, on an RPC thread
+  // or this one. `header` holds the request's header bytes (req.header views it).
+  void OnMapTask(std::string_view request, rpc::Reply reply);
+  void RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
+                  std::function<void(Result<MapTaskAnswer>)> done);
+  std::atomic<uint64_t> map_tasks{0};  // MAP_TASKs run here (tests)
   // The periodic orphan sweep, on the loop: one SweepChunks, then again in kChunkSweepUs.
   void SweepTick(ClusterNode* node);
 
