@@ -310,41 +310,17 @@ double Interpolate(double a, double b, double frac) {
 }
 
 // The values of the given ranks (0-based among the `n` non-NA values, each < n), by the
-// refinement above.
-Result<std::vector<double>> ValuesAtRanks(const frame::Vec& vec, const std::vector<uint64_t>& ranks,
-                                          const TaskOptions& options) {
+// refinement above, each pass's histograms from `radix`.
+Result<std::vector<double>> ValuesAtRanks(const RadixPassFn& radix,
+                                          const std::vector<uint64_t>& ranks) {
   std::vector<uint64_t> prefix(ranks.size(), 0);  // the leading bits found so far
   std::vector<uint64_t> below(ranks.size(), 0);   // values whose image is below the prefix's
-  Charge charge(options.memory);
-  const uint64_t held = 3 * WorkerCount(options, vec.chunk_count()) + 1;
-  FLOE_RETURN_IF_ERROR(charge.Grow(held * ranks.size() * kRadixBins * sizeof(uint64_t)));
-  using Hist = std::vector<uint64_t>;
   for (int pass = 0; pass < kRadixPasses; pass++) {
-    const int shift = 64 - kRadixBits * (pass + 1);  // of the bits this pass finds
     std::vector<uint64_t> wanted = prefix;
     std::sort(wanted.begin(), wanted.end());
     wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
     const size_t cells = wanted.size() * kRadixBins;
-    FLOE_ASSIGN_OR_RETURN(
-        Hist hist, MapReduce<Hist>(
-                       vec.chunk_count(),
-                       [&](size_t k) {
-                         Hist h(cells, 0);
-                         vec.chunk(k).ForEach([&](uint32_t, double v) {
-                           if (std::isnan(v)) return;
-                           const uint64_t u = Image(v);
-                           const uint64_t high = pass == 0 ? 0 : u >> (shift + kRadixBits);
-                           const auto it = std::lower_bound(wanted.begin(), wanted.end(), high);
-                           if (it == wanted.end() || *it != high) return;
-                           const auto at = static_cast<size_t>(it - wanted.begin());
-                           h[at * kRadixBins + ((u >> shift) & (kRadixBins - 1))]++;
-                         });
-                         return h;
-                       },
-                       [](Hist& a, Hist&& b) {
-                         for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
-                       },
-                       options));
+    FLOE_ASSIGN_OR_RETURN(std::vector<uint64_t> hist, radix(pass, wanted));
     if (hist.size() != cells) return Status::Internal("quantile refinement lost its rank");
     for (size_t r = 0; r < ranks.size(); r++) {
       const auto at = static_cast<size_t>(
@@ -369,6 +345,42 @@ Result<std::vector<double>> ValuesAtRanks(const frame::Vec& vec, const std::vect
 
 }  // namespace
 
+Result<std::vector<uint64_t>> RadixPass(const Frame& frame, size_t col, int pass,
+                                        const std::vector<uint64_t>& wanted,
+                                        const TaskOptions& options) {
+  const frame::Vec& vec = frame.vec(col);
+  if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no quantiles");
+  if (pass < 0 || pass >= kRadixPasses || wanted.empty() || wanted.size() > kMaxRadixPrefixes ||
+      !std::is_sorted(wanted.begin(), wanted.end())) {
+    return Status::InvalidArgument("a quantile pass out of range");
+  }
+  const int shift = 64 - kRadixBits * (pass + 1);  // of the bits this pass finds
+  const size_t cells = wanted.size() * kRadixBins;
+  using Hist = std::vector<uint64_t>;
+  FLOE_ASSIGN_OR_RETURN(
+      Hist hist, MapReduce<Hist>(
+                     vec.chunk_count(),
+                     [&](size_t k) {
+                       Hist h(cells, 0);
+                       vec.chunk(k).ForEach([&](uint32_t, double v) {
+                         if (std::isnan(v)) return;
+                         const uint64_t u = Image(v);
+                         const uint64_t high = pass == 0 ? 0 : u >> (shift + kRadixBits);
+                         const auto it = std::lower_bound(wanted.begin(), wanted.end(), high);
+                         if (it == wanted.end() || *it != high) return;
+                         const auto at = static_cast<size_t>(it - wanted.begin());
+                         h[at * kRadixBins + ((u >> shift) & (kRadixBins - 1))]++;
+                       });
+                       return h;
+                     },
+                     [](Hist& a, Hist&& b) {
+                       for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
+                     },
+                     options));
+  if (hist.empty()) hist.assign(cells, 0);  // no chunk
+  return hist;
+}
+
 Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t col,
                                                      const std::vector<double>& probabilities,
                                                      const TaskOptions& options) {
@@ -390,6 +402,19 @@ Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t 
                                           return a;
                                         },
                                         [](uint64_t& a, uint64_t&& b) { a += b; }, options));
+  Charge charge(options.memory);
+  const uint64_t held = 3 * WorkerCount(options, vec.chunk_count()) + 1;
+  return QuantilesByPasses(
+      n, probabilities,
+      [&](int pass, const std::vector<uint64_t>& wanted) {
+        return RadixPass(frame, col, pass, wanted, options);
+      },
+      [&](size_t ranks) { return charge.Grow(held * ranks * kRadixBins * sizeof(uint64_t)); });
+}
+
+Result<std::vector<std::optional<double>>> QuantilesByPasses(
+    uint64_t n, const std::vector<double>& probabilities, const RadixPassFn& radix,
+    const std::function<Status(size_t ranks)>& reserve) {
   std::vector<std::optional<double>> out;
   if (n == 0) {
     out.assign(probabilities.size(), std::nullopt);
@@ -411,7 +436,8 @@ Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t 
   }
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  FLOE_ASSIGN_OR_RETURN(std::vector<double> values, ValuesAtRanks(vec, ranks, options));
+  if (reserve) FLOE_RETURN_IF_ERROR(reserve(ranks.size()));
+  FLOE_ASSIGN_OR_RETURN(std::vector<double> values, ValuesAtRanks(radix, ranks));
   auto value_at = [&](uint64_t rank) {
     return values[static_cast<size_t>(std::lower_bound(ranks.begin(), ranks.end(), rank) -
                                       ranks.begin())];

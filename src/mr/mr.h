@@ -250,6 +250,25 @@ Result<std::vector<std::optional<double>>> Quantiles(const frame::Frame& frame, 
                                                      const std::vector<double>& probabilities,
                                                      const TaskOptions& options = {});
 
+// Quantiles' passes, for a frame whose chunks are spread over members (D8): RadixPass is one
+// refinement pass over `frame`'s column (pass 0 to 7: the 256-bin histograms of the next 8 bits
+// of the images of the non-NA values whose leading 8 x pass bits are one of `wanted`, sorted,
+// distinct, at most kMaxRadixPrefixes; pass 0 takes {0}), wanted.size() x 256 counts.
+// QuantilesByPasses finds the quantiles of `n` non-NA values with the passes `radix` gives (the
+// members' merged). InvalidArgument for a string column or a pass out of range.
+inline constexpr size_t kMaxRadixPrefixes = 2 * kMaxProbabilities;
+inline constexpr uint32_t kRadixCells = 256;
+using RadixPassFn =
+    std::function<Result<std::vector<uint64_t>>(int pass, const std::vector<uint64_t>& wanted)>;
+Result<std::vector<uint64_t>> RadixPass(const frame::Frame& frame, size_t col, int pass,
+                                        const std::vector<uint64_t>& wanted,
+                                        const TaskOptions& options = {});
+// `reserve` (optional) is told the distinct ranks wanted before the passes start.
+// REQUIRES: probabilities as Quantiles checks them.
+Result<std::vector<std::optional<double>>> QuantilesByPasses(
+    uint64_t n, const std::vector<double>& probabilities, const RadixPassFn& radix,
+    const std::function<Status(size_t ranks)>& reserve = nullptr);
+
 // kDistinct: the distinct non-NA values of the column, estimated by a HyperLogLog per group
 // (PostgreSQL hll's defaults: log2m 11, regwidth 5; exact up to its explicit threshold, about
 // 2.3% error past it); any column type.
