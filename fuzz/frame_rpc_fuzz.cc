@@ -1,7 +1,7 @@
 // libFuzzer target for the frame RPC decoders (docs/frames_cluster.md, rule D12): PUT_CHUNKS,
 // GET_CHUNK and its answer, DROP_CHUNKS / FRAME_IDS_LIVE and the latter's answer, a frame's
 // header, PUT_HEADER, and MAP_TASK and its answer (the second byte picks the answer's operation
-// and its bins). The first byte
+// and its counts). The first byte
 // picks the decoder; any input either fails with a Status or decodes within the bounds to a
 // message that encodes and decodes back to the same meaning. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -131,19 +131,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       floe::Result<MapTaskRequest> again = DecodeMapTask(enc);
       if (!again.ok() || again->members != r->members || again->header != r->header ||
           again->op != r->op || again->column != r->column || again->bins != r->bins ||
-          again->budget_us != r->budget_us || again->map_version != r->map_version) {
+          again->budget_us != r->budget_us || again->map_version != r->map_version ||
+          again->pass != r->pass || again->prefixes != r->prefixes ||
+          r->prefixes.size() > floe::mr::kMaxRadixPrefixes) {
         std::abort();
       }
       break;
     }
     case 8: {
       if (bytes.empty()) return 0;
-      const MapOp op = (bytes[0] & 1) != 0 ? MapOp::kSummaryHistogram : MapOp::kSummaryMoments;
-      const uint32_t bins = 1 + static_cast<uint8_t>(bytes[0]) / 2;
+      const auto op = static_cast<MapOp>(1 + static_cast<uint8_t>(bytes[0]) % 3);
+      const uint32_t bins = 1 + static_cast<uint8_t>(bytes[0]) / 3;
       floe::Result<MapTaskAnswer> r = DecodeMapTaskAnswer(op, bins, bytes.substr(1));
       if (!r.ok()) return 0;
       if (r->mapped.size() > kMaxFrameChunks ||
-          (op == MapOp::kSummaryHistogram && r->histogram.size() != bins)) {
+          (op != MapOp::kSummaryMoments && r->histogram.size() != bins)) {
         std::abort();
       }
       const std::string enc = EncodeMapTaskAnswer(op, *r);

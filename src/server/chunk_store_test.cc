@@ -274,6 +274,29 @@ TEST(FrameRpcTest, MapTaskRoundTripsAndRefusesBadMessages) {
   bad.op = MapOp::kSummaryMoments;
   bad.lo = 10;  // no range for the first pass
   EXPECT_TRUE(DecodeMapTask(EncodeMapTask(bad)).ok());
+  // A quantile pass: its pass and increasing prefixes, at most 200 of them.
+  MapTaskRequest radix = q;
+  radix.op = MapOp::kQuantileRadix;
+  radix.pass = 7;
+  radix.prefixes = {0, 5, 1ull << 55};
+  Result<MapTaskRequest> rr = DecodeMapTask(EncodeMapTask(radix));
+  ASSERT_TRUE(rr.ok()) << rr.status().ToString();
+  EXPECT_EQ(rr->pass, 7u);
+  EXPECT_EQ(rr->prefixes, radix.prefixes);
+  EXPECT_EQ(rr->Counts(), 3u * 256);
+  bad = radix;
+  bad.pass = 8;
+  EXPECT_TRUE(refused(bad));
+  bad = radix;
+  bad.prefixes = {5, 5};
+  EXPECT_TRUE(refused(bad));
+  bad.prefixes = {};
+  EXPECT_TRUE(refused(bad));
+  bad.prefixes.clear();
+  for (uint64_t p = 0; p <= mr::kMaxRadixPrefixes; p++) bad.prefixes.push_back(p);
+  EXPECT_TRUE(refused(bad));
+  bad.prefixes.pop_back();
+  EXPECT_TRUE(DecodeMapTask(EncodeMapTask(bad)).ok());
 
   // The answers.
   MapTaskAnswer a;

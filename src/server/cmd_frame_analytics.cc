@@ -96,6 +96,14 @@ void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view
   for (double b : s.bin_starts) ctx.out.Double(b);
 }
 
+// A map task's failure as the client sees it: D9's text as it is (CLUSTERDOWN is no code
+// ErrorReplyText knows), anything else as Error(Status) writes it.
+void TaskFailure(CommandContext& c, const Status& s) {
+  const std::string_view why = s.message();
+  if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
+  c.Error(s);
+}
+
 // A column of a cluster frame's header by name, or by index as FindColumn takes one.
 Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col) {
   for (size_t i = 0; i < h.columns.size(); i++) {
@@ -127,14 +135,18 @@ void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
       ctx,
       [node, header = std::move(header), name = std::string(ctx.args[1]),
        col = static_cast<uint32_t>(*col), bins, type](const std::atomic<bool>*) -> AnalyticsReply {
-        Result<MapTaskAnswer> first =
-            node->MapFrame(*header, name, MapOp::kSummaryMoments, col, bins);
+        Result<MapTaskAnswer> first = node->MapFrame(
+            *header, name, {.op = MapOp::kSummaryMoments, .column = col, .bins = bins});
         Result<mr::Summary> s = first.status();
         if (first.ok()) {
           const mr::SummaryMoments& m = first->moments;
           if (m.lo <= m.hi) {
-            Result<MapTaskAnswer> second =
-                node->MapFrame(*header, name, MapOp::kSummaryHistogram, col, bins, m.lo, m.hi);
+            Result<MapTaskAnswer> second = node->MapFrame(*header, name,
+                                                          {.op = MapOp::kSummaryHistogram,
+                                                           .column = col,
+                                                           .bins = bins,
+                                                           .lo = m.lo,
+                                                           .hi = m.hi});
             s = second.ok()
                     ? Result<mr::Summary>(mr::FinishSummary(m, std::move(second->histogram), bins))
                     : Result<mr::Summary>(second.status());
@@ -143,12 +155,59 @@ void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
           }
         }
         return [column = header->columns[col].name, type, s = std::move(s)](CommandContext& c) {
-          if (!s.ok()) {
-            // D9's text as it is (CLUSTERDOWN is no code ErrorReplyText knows).
-            const std::string_view why = s.status().message();
-            return why.starts_with("CLUSTERDOWN ") ? c.Error(why) : c.Error(s.status());
-          }
+          if (!s.ok()) return TaskFailure(c, s.status());
           WriteSummary(c, column, frame::ColumnTypeName(type), *s);
+        };
+      });
+}
+
+// FRAME.QUANTILE of a cluster frame (docs/frames_cluster.md, D8): the non-NA count (the
+// summary's first pass), then each refinement pass of mr::QuantilesByPasses as a map task over
+// the members, on the analytics pool.
+void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
+                       std::vector<double> ps) {
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr) {
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  }
+  Result<size_t> col = FindHeaderColumn(*header, ctx.args[2]);
+  if (!col.ok()) return ctx.Error(col.status());
+  if (static_cast<frame::ColumnType>(header->columns[*col].type) == frame::ColumnType::kString) {
+    return ctx.Error("ERR a string column has no quantiles");
+  }
+  RunAnalytics(
+      ctx,
+      [node, header = std::move(header), name = std::string(ctx.args[1]),
+       col = static_cast<uint32_t>(*col),
+       ps = std::move(ps)](const std::atomic<bool>*) -> AnalyticsReply {
+        Result<std::vector<std::optional<double>>> q = Status::Internal("not run");
+        Result<MapTaskAnswer> count =
+            node->MapFrame(*header, name, {.op = MapOp::kSummaryMoments, .column = col});
+        if (!count.ok()) {
+          q = count.status();
+        } else {
+          q = mr::QuantilesByPasses(
+              count->moments.m.count, ps,
+              [&](int pass, const std::vector<uint64_t>& wanted) -> Result<std::vector<uint64_t>> {
+                FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a,
+                                      node->MapFrame(*header, name,
+                                                     {.op = MapOp::kQuantileRadix,
+                                                      .column = col,
+                                                      .pass = static_cast<uint32_t>(pass),
+                                                      .prefixes = wanted}));
+                return std::move(a.histogram);
+              });
+        }
+        return [q = std::move(q)](CommandContext& c) {
+          if (!q.ok()) return TaskFailure(c, q.status());
+          c.out.ArrayHeader(q->size());
+          for (const std::optional<double>& v : *q) {
+            if (v.has_value()) {
+              c.out.Double(*v);
+            } else {
+              c.out.Null();
+            }
+          }
         };
       });
 }
@@ -198,11 +257,13 @@ void CmdFrameQuantile(CommandContext& ctx) {
     }
     ps.push_back(p);
   }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  Result<size_t> col = FindColumn(**f, ctx.args[2]);
+  Result<LoadedFrame> loaded = LoadFrameOrHeader(ctx, ctx.args[1]);
+  if (!loaded.ok()) return ctx.Error(loaded.status());
+  if (loaded->frame == nullptr) return QuantileInCluster(ctx, loaded->header, std::move(ps));
+  std::shared_ptr<const Frame> f = std::move(loaded->frame);
+  Result<size_t> col = FindColumn(*f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
-  RunAnalytics(ctx, [f = *std::move(f), col = *col, ps = std::move(ps),
+  RunAnalytics(ctx, [f = std::move(f), col = *col, ps = std::move(ps),
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
     EngineBudget budget(engine);
     Result<std::vector<std::optional<double>>> q =

@@ -753,6 +753,19 @@ TEST_F(FrameClusterTest, AnalyticsEqualOneNodesOnTheSameData) {
   }
   EXPECT_EQ(cluster_.client(0).Run({"FRAME.SUMMARY", name, "nope"}),
             local.Run({"FRAME.SUMMARY", name, "nope"}));
+  // Quantiles are exact: the same bytes as one node's.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"FRAME.QUANTILE", name, "r", "0", "0.25", "0.5", "0.999", "1"},
+           {"FRAME.QUANTILE", name, "i", "0.1", "0.5", "0.5"},
+           {"FRAME.QUANTILE", name, "w", "0", "0.01", "0.5", "0.99", "1"}}) {
+    const std::string expected = local.Run(args);
+    ASSERT_TRUE(expected.starts_with("*")) << expected;
+    for (size_t via = 0; via < 3; via++) {
+      EXPECT_EQ(cluster_.client(via).Run(args), expected) << args[2] << " through " << via;
+    }
+  }
+  EXPECT_EQ(cluster_.client(2).Run({"FRAME.QUANTILE", name, "nope", "0.5"}),
+            local.Run({"FRAME.QUANTILE", name, "nope", "0.5"}));
 }
 
 // D8: the task reaches every member once a pass (two passes: moments, then the histogram), on
@@ -778,6 +791,14 @@ TEST_F(FrameClusterTest, TheTreeReachesEveryMemberOnce) {
                 2u)
           << "member " << i;
     }
+    // A quantile: the count, then 8 refinement passes.
+    EXPECT_EQ(c.client(0).Run({"FRAME.QUANTILE", name, "r", "0.3", "0.7"}),
+              Session(&one, 0).Run({"FRAME.QUANTILE", name, "r", "0.3", "0.7"}));
+    for (int i = 0; i < n; i++) {
+      EXPECT_EQ(c.node(static_cast<size_t>(i)).TEST_map_tasks() - before[static_cast<size_t>(i)],
+                11u)
+          << "member " << i;
+    }
   }
 }
 
@@ -801,11 +822,15 @@ TEST_F(FrameClusterTest, AMissingChunkOrASilentMemberFailsTheTask) {
   EXPECT_NE(missing.find(" at member " + std::to_string(cluster_.node(2).self())),
             std::string::npos)
       << missing;
+  EXPECT_EQ(cluster_.client(1).Run({"FRAME.QUANTILE", name, "r", "0.5"}), missing);
   cluster_.Kill(2);
-  const std::string down = cluster_.client(0).Run({"FRAME.SUMMARY", name, "r"});
-  EXPECT_TRUE(down.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
-                               std::to_string(cluster_.cluster_port(2)) + " is unreachable"))
-      << down;
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"FRAME.SUMMARY", name, "r"}, {"FRAME.QUANTILE", name, "r", "0.5"}}) {
+    const std::string down = cluster_.client(0).Run(args);
+    EXPECT_TRUE(down.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                                 std::to_string(cluster_.cluster_port(2)) + " is unreachable"))
+        << down;
+  }
 }
 
 }  // namespace

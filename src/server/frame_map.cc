@@ -72,10 +72,13 @@ Result<MapTaskAnswer> MapOwn(const MapTaskRequest& req, const OwnChunks& own) {
     } else {
       FLOE_ASSIGN_OR_RETURN(a.moments.hll, sketch::HyperLogLog::Create(mr::SummaryHllParams()));
     }
-  } else if (own.frame.has_value()) {
+  } else if (!own.frame.has_value()) {
+    a.histogram.assign(req.Counts(), 0);
+  } else if (req.op == MapOp::kSummaryHistogram) {
     FLOE_ASSIGN_OR_RETURN(a.histogram, mr::HistogramPass(*own.frame, 0, req.lo, req.hi, req.bins));
   } else {
-    a.histogram.assign(req.bins, 0);
+    FLOE_ASSIGN_OR_RETURN(a.histogram,
+                          mr::RadixPass(*own.frame, 0, static_cast<int>(req.pass), req.prefixes));
   }
   return a;
 }
@@ -168,7 +171,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
         if (!hll.ok()) return join->Arrive(part, hll.status());
         empty.moments.hll = *std::move(hll);
       } else {
-        empty.histogram.assign(req.bins, 0);
+        empty.histogram.assign(req.Counts(), 0);
       }
       return join->Arrive(part, std::move(empty));
     }
@@ -180,7 +183,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
     endpoint->CallAsync(
         to, kMapTaskMethod, EncodeMapTask(sub), req.budget_us,
         [join, part, address = AddressOf(map, to), op = req.op,
-         bins = req.bins](Result<std::string> r) {
+         counts = req.Counts()](Result<std::string> r) {
           if (!r.ok()) {
             const std::string_view why = r.status().message();
             // A member below answered why the task failed (its own error, or the CLUSTERDOWN of
@@ -199,7 +202,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
                                 Status(code, "ERR the node " + address + " refused MAP_TASK (" +
                                                  r.status().ToString() + ")"));
           }
-          Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, bins, *r);
+          Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, counts, *r);
           if (!a.ok()) {
             return join->Arrive(part, Status::Corruption("ERR the node " + address +
                                                          " sent a malformed MAP_TASK answer (" +
@@ -236,16 +239,12 @@ void ClusterNode::Impl::OnMapTask(std::string_view request, rpc::Reply reply) {
              });
 }
 
-Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_view name, MapOp op,
-                                            uint32_t column, uint32_t bins, double lo, double hi) {
+Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_view name,
+                                            MapTaskRequest req) {
   const cluster::SlotMap& map = impl_->Routes();
-  MapTaskRequest req{.map_version = map.version(),
-                     .op = op,
-                     .column = column,
-                     .bins = bins,
-                     .lo = lo,
-                     .hi = hi,
-                     .budget_us = impl_->timeout_us};
+  req.map_version = map.version();
+  req.budget_us = impl_->timeout_us;
+  req.members.clear();
   req.members.push_back(self());
   for (const cluster::Member& m : map.members()) {
     if (m.id != self()) req.members.push_back(m.id);

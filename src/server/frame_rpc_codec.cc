@@ -344,6 +344,11 @@ std::string EncodeMapTask(const MapTaskRequest& r) {
   w.PutDouble(r.lo);
   w.PutDouble(r.hi);
   w.PutVarint64(r.budget_us);
+  if (r.op == MapOp::kQuantileRadix) {
+    w.PutVarint64(r.pass);
+    w.PutVarint64(r.prefixes.size());
+    for (uint64_t p : r.prefixes) w.PutVarint64(p);
+  }
   w.PutVarint64(r.members.size());
   for (uint32_t m : r.members) w.PutVarint64(m);
   out.append(r.header);
@@ -357,8 +362,8 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
   uint8_t op = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&op));
-  if (op != static_cast<uint8_t>(MapOp::kSummaryMoments) &&
-      op != static_cast<uint8_t>(MapOp::kSummaryHistogram)) {
+  if (op < static_cast<uint8_t>(MapOp::kSummaryMoments) ||
+      op > static_cast<uint8_t>(MapOp::kQuantileRadix)) {
     return Status::Corruption("MAP_TASK: unknown operation");
   }
   q.op = static_cast<MapOp>(op);
@@ -373,6 +378,22 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
     return Status::Corruption("MAP_TASK: a histogram's range must be finite and ordered");
   }
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.budget_us));
+  if (q.op == MapOp::kQuantileRadix) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.pass));
+    if (q.pass >= 8) return Status::Corruption("MAP_TASK: a quantile pass past 7");
+    uint64_t prefixes = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&prefixes));
+    // A prefix takes a byte at least.
+    if (prefixes == 0 || prefixes > mr::kMaxRadixPrefixes || prefixes > r.remaining()) {
+      return Status::Corruption("MAP_TASK: prefix count does not match its bytes");
+    }
+    for (uint64_t i = 0; i < prefixes; i++) {
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.prefixes.emplace_back()));
+      if (i > 0 && q.prefixes[i] <= q.prefixes[i - 1]) {
+        return Status::Corruption("MAP_TASK: prefixes not increasing");
+      }
+    }
+  }
   uint64_t n = 0;
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   // A member id takes a byte at least.
@@ -418,7 +439,11 @@ std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a) {
   return out;
 }
 
-Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, uint32_t bins, std::string_view bytes) {
+size_t MapTaskRequest::Counts() const {
+  return op == MapOp::kQuantileRadix ? prefixes.size() * mr::kRadixCells : bins;
+}
+
+Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(CheckSize(bytes));
   wire::Reader r(bytes);
   MapTaskAnswer a;
@@ -454,11 +479,11 @@ Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, uint32_t bins, std::string_v
     }
     a.moments.hll = *std::move(parsed);
   } else {
-    if (bins < 1 || bins > mr::kMaxBins || bins > r.remaining()) {
+    if (counts < 1 || counts > mr::kMaxRadixPrefixes * mr::kRadixCells || counts > r.remaining()) {
       return Status::Corruption("MAP_TASK answer: bin count does not match its bytes");
     }
-    a.histogram.reserve(bins);  // at most 10,000, a byte each at least
-    for (uint32_t i = 0; i < bins; i++) {
+    a.histogram.reserve(counts);  // at most 51,200, a byte each at least
+    for (size_t i = 0; i < counts; i++) {
       FLOE_RETURN_IF_ERROR(r.GetVarint64(&a.histogram.emplace_back()));
     }
   }

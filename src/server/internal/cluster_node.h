@@ -206,9 +206,8 @@ class ClusterNode {
   // have mapped exactly the header's chunks, once each, with their rows ("ERR frame <name> is
   // missing chunk k at member N" otherwise). A member that does not answer within
   // cluster-node-timeout fails it with D9's CLUSTERDOWN text. Blocks its thread (the analytics
-  // pool's). REQUIRES: column < h.columns.size().
-  Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapOp op,
-                                 uint32_t column, uint32_t bins, double lo = 0, double hi = 0);
+  // pool's). `task`: the operation and its arguments (the rest is filled in here).
+  Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task);
   // MAP_TASKs run at this member (tests: the tree reaches every member once).
   uint64_t TEST_map_tasks() const;
   // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
