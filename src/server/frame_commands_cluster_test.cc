@@ -254,6 +254,23 @@ TEST_F(FrameCommandsInClusterTest, HeadFetchesTheFirstChunks) {
   }
 }
 
+// D9: FRAME.HEAD of a cluster frame with a chunk on a member that does not answer fails with
+// D9's text as it is (it was prefixed "ERR ": CLUSTERDOWN is no code the reply writer knew).
+// Through the home itself: a client of another member would see its own forward's deadline,
+// which is the fetch's, naming the home.
+TEST_F(FrameCommandsInClusterTest, HeadOfAFrameWithAChunkOnADeadMemberIsClusterdown) {
+  const std::string name = cluster_.KeyAt(1, "dead");
+  const std::string path = WriteCsvDir("nine", 9);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  ASSERT_GT(cluster_.node(2).chunks().chunks(), 0);
+  cluster_.Kill(2);
+  const std::string head = cluster_.client(1).Run({"FRAME.HEAD", name, "1000"});
+  EXPECT_TRUE(head.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                               std::to_string(cluster_.cluster_port(2)) + " is unreachable ("))
+      << head;
+}
+
 // Proxy sessions defer their replies (cluster.md, proxy sessions; D7): while a FRAME.HEAD
 // forwarded to its frame's home waits there (its analytics task held at the pool's gate),
 // neither the RPC handler thread that received it nor the proxy worker lock is held, so another
