@@ -297,6 +297,10 @@ struct ClusterNode::Impl {
     // A command that defers its reply (Session::Execute false: rule C7, frames analytics)
     // parks the request; the session's reply sink resumes it on an RPC handler thread
     // (RunProxy), so no thread and no worker lock is held while it waits.
+    // Dropped (CLIENT KILL, a CLOSE, idle, its node's restart) while a request is parked or
+    // waits behind one: each is answered with an error (the replies of the commands that ran,
+    // then an error for each that did not) rather than left to its node's deadline.
+    ~Proxy();
     Mutex mu;
     std::unique_ptr<Session> session;
     int64_t last_used_ms = 0;  // under proxies_mu
