@@ -1,6 +1,7 @@
 // libFuzzer target for the frame RPC decoders (docs/frames_cluster.md, rule D12): PUT_CHUNKS,
 // GET_CHUNK and its answer, DROP_CHUNKS / FRAME_IDS_LIVE and the latter's answer, a frame's
-// header and PUT_HEADER. The first byte
+// header, PUT_HEADER, and MAP_TASK and its answer (the second byte picks the answer's operation
+// and its counts). The first byte
 // picks the decoder; any input either fails with a Status or decodes within the bounds to a
 // message that encodes and decodes back to the same meaning. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -38,7 +39,7 @@ bool SameChunks(const PutChunksRequest& a, const PutChunksRequest& b) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 7) {
+  switch (data[0] % 9) {
     case 0: {
       floe::Result<PutChunksRequest> r = DecodePutChunks(bytes);
       if (!r.ok()) return 0;
@@ -115,6 +116,42 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       floe::Result<PutHeaderRequest> again = DecodePutHeader(enc);
       if (!again.ok() || again->key != r->key || again->replace != r->replace ||
           again->header != r->header || again->map_version != r->map_version) {
+        std::abort();
+      }
+      break;
+    }
+    case 7: {
+      floe::Result<MapTaskRequest> r = DecodeMapTask(bytes);
+      if (!r.ok()) return 0;
+      if (r->members.empty() || r->members.size() > kMaxMapMembers || r->bins < 1 ||
+          r->bins > floe::mr::kMaxBins || r->column >= kMaxFrameColumns) {
+        std::abort();
+      }
+      const std::string enc = EncodeMapTask(*r);  // `again` views it
+      floe::Result<MapTaskRequest> again = DecodeMapTask(enc);
+      if (!again.ok() || again->members != r->members || again->header != r->header ||
+          again->op != r->op || again->column != r->column || again->bins != r->bins ||
+          again->budget_us != r->budget_us || again->map_version != r->map_version ||
+          again->pass != r->pass || again->prefixes != r->prefixes ||
+          r->prefixes.size() > floe::mr::kMaxRadixPrefixes) {
+        std::abort();
+      }
+      break;
+    }
+    case 8: {
+      if (bytes.empty()) return 0;
+      const auto op = static_cast<MapOp>(1 + static_cast<uint8_t>(bytes[0]) % 3);
+      const uint32_t bins = 1 + static_cast<uint8_t>(bytes[0]) / 3;
+      floe::Result<MapTaskAnswer> r = DecodeMapTaskAnswer(op, bins, bytes.substr(1));
+      if (!r.ok()) return 0;
+      if (r->mapped.size() > kMaxFrameChunks ||
+          (op != MapOp::kSummaryMoments && r->histogram.size() != bins)) {
+        std::abort();
+      }
+      const std::string enc = EncodeMapTaskAnswer(op, *r);
+      floe::Result<MapTaskAnswer> again = DecodeMapTaskAnswer(op, bins, enc);
+      if (!again.ok() || again->mapped != r->mapped || again->histogram != r->histogram ||
+          EncodeMapTaskAnswer(op, *again) != enc) {
         std::abort();
       }
       break;

@@ -158,50 +158,56 @@ void Moments::Merge(const Moments& o) {
   neg_inf += o.neg_inf;
 }
 
-Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
-                          const TaskOptions& options) {
+void SummaryMoments::Merge(const SummaryMoments& o) {
+  m.Merge(o.m);
+  (void)hll.Merge(o.hll);  // same parameters (SummaryHllParams): cannot fail
+  lo = std::min(lo, o.lo);
+  hi = std::max(hi, o.hi);
+}
+
+sketch::HllParams SummaryHllParams() {
+  sketch::HllParams params;
+  params.log2m = 14;
+  return params;
+}
+
+Result<SummaryMoments> MomentsPass(const Frame& frame, size_t col, const TaskOptions& options) {
+  const frame::Vec& vec = frame.vec(col);
+  if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no summary");
+  FLOE_ASSIGN_OR_RETURN(sketch::HyperLogLog empty, sketch::HyperLogLog::Create(SummaryHllParams()));
+  FLOE_ASSIGN_OR_RETURN(
+      SummaryMoments acc,
+      MapReduce<SummaryMoments>(
+          vec.chunk_count(),
+          [&](size_t k) {
+            SummaryMoments a{.m = {}, .hll = empty};
+            vec.chunk(k).ForEach([&](uint32_t, double v) {
+              a.m.Add(v);
+              if (!std::isnan(v)) {
+                a.hll.AddHash(sketch::HyperLogLog::HashInt64(static_cast<int64_t>(Canonical(v))));
+              }
+              if (std::isfinite(v)) {
+                a.lo = std::min(a.lo, v);
+                a.hi = std::max(a.hi, v);
+              }
+            });
+            return a;
+          },
+          [](SummaryMoments& a, SummaryMoments&& b) { a.Merge(b); }, options));
+  // An empty frame gives a default accumulator, whose sketch has no parameters yet.
+  if (vec.chunk_count() == 0) acc.hll = std::move(empty);
+  return acc;
+}
+
+Result<std::vector<uint64_t>> HistogramPass(const Frame& frame, size_t col, double lo, double hi,
+                                            uint32_t bins, const TaskOptions& options) {
   const frame::Vec& vec = frame.vec(col);
   if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no summary");
   if (bins < 1 || bins > kMaxBins) return Status::InvalidArgument("bins out of range");
-  struct Acc {
-    Moments m;
-    sketch::HyperLogLog hll;
-    double lo = kInf, hi = -kInf;  // of the finite values
-  };
-  sketch::HllParams params;
-  params.log2m = 14;
-  FLOE_ASSIGN_OR_RETURN(sketch::HyperLogLog empty, sketch::HyperLogLog::Create(params));
-  FLOE_ASSIGN_OR_RETURN(Acc acc, MapReduce<Acc>(
-                                     vec.chunk_count(),
-                                     [&](size_t k) {
-                                       Acc a{.m = {}, .hll = empty};
-                                       vec.chunk(k).ForEach([&](uint32_t, double v) {
-                                         a.m.Add(v);
-                                         if (!std::isnan(v)) {
-                                           a.hll.AddHash(sketch::HyperLogLog::HashInt64(
-                                               static_cast<int64_t>(Canonical(v))));
-                                         }
-                                         if (std::isfinite(v)) {
-                                           a.lo = std::min(a.lo, v);
-                                           a.hi = std::max(a.hi, v);
-                                         }
-                                       });
-                                       return a;
-                                     },
-                                     [](Acc& a, Acc&& b) {
-                                       a.m.Merge(b.m);
-                                       (void)a.hll.Merge(b.hll);  // same parameters: cannot fail
-                                       a.lo = std::min(a.lo, b.lo);
-                                       a.hi = std::max(a.hi, b.hi);
-                                     },
-                                     options));
-  Summary s;
-  s.moments = acc.m;
-  s.cardinality = static_cast<uint64_t>(std::llround(acc.hll.Cardinality(true)));
-  // The bins span the finite values; -inf counts in the first bin, +inf in the last. No finite
-  // value: no histogram.
-  if (!(acc.lo <= acc.hi)) return s;
-  const Binner binner(acc.lo, acc.hi, bins);
+  if (!(lo <= hi) || !std::isfinite(lo) || !std::isfinite(hi)) {
+    return Status::InvalidArgument("a histogram's range must be finite");
+  }
+  const Binner binner(lo, hi, bins);
   const bool one_bin = !binner.usable();
   using Hist = std::vector<uint64_t>;
   FLOE_ASSIGN_OR_RETURN(Hist hist, MapReduce<Hist>(
@@ -222,16 +228,40 @@ Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
                                          for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
                                        },
                                        options));
+  if (hist.empty()) hist.assign(bins, 0);  // no chunk
+  return hist;
+}
+
+Summary FinishSummary(const SummaryMoments& first, std::vector<uint64_t> hist, uint32_t bins) {
+  Summary s;
+  s.moments = first.m;
+  s.cardinality = static_cast<uint64_t>(std::llround(first.hll.Cardinality(true)));
+  // The bins span the finite values; -inf counts in the first bin, +inf in the last. No finite
+  // value: no histogram.
+  if (!(first.lo <= first.hi)) return s;
   s.histogram = std::move(hist);
-  const double width = (acc.hi - acc.lo) / bins;
+  const double width = (first.hi - first.lo) / bins;
   // Halved like the Binner's when the range is wider than the largest double.
-  const double half_width = (acc.hi * 0.5 - acc.lo * 0.5) / bins;
+  const double half_width = (first.hi * 0.5 - first.lo * 0.5) / bins;
   for (uint32_t i = 0; i < bins; i++) {
     // (Added half by half: 2 * half_width * i itself may pass the largest double.)
-    s.bin_starts.push_back(std::isfinite(width) ? acc.lo + width * i
-                                                : (acc.lo + half_width * i) + half_width * i);
+    s.bin_starts.push_back(std::isfinite(width) ? first.lo + width * i
+                                                : (first.lo + half_width * i) + half_width * i);
   }
   return s;
+}
+
+Result<Summary> Summarize(const Frame& frame, size_t col, uint32_t bins,
+                          const TaskOptions& options) {
+  const frame::Vec& vec = frame.vec(col);
+  if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no summary");
+  if (bins < 1 || bins > kMaxBins) return Status::InvalidArgument("bins out of range");
+  FLOE_ASSIGN_OR_RETURN(SummaryMoments first, MomentsPass(frame, col, options));
+  std::vector<uint64_t> hist;
+  if (first.lo <= first.hi) {
+    FLOE_ASSIGN_OR_RETURN(hist, HistogramPass(frame, col, first.lo, first.hi, bins, options));
+  }
+  return FinishSummary(first, std::move(hist), bins);
 }
 
 // How exact quantiles are found
@@ -280,41 +310,17 @@ double Interpolate(double a, double b, double frac) {
 }
 
 // The values of the given ranks (0-based among the `n` non-NA values, each < n), by the
-// refinement above.
-Result<std::vector<double>> ValuesAtRanks(const frame::Vec& vec, const std::vector<uint64_t>& ranks,
-                                          const TaskOptions& options) {
+// refinement above, each pass's histograms from `radix`.
+Result<std::vector<double>> ValuesAtRanks(const RadixPassFn& radix,
+                                          const std::vector<uint64_t>& ranks) {
   std::vector<uint64_t> prefix(ranks.size(), 0);  // the leading bits found so far
   std::vector<uint64_t> below(ranks.size(), 0);   // values whose image is below the prefix's
-  Charge charge(options.memory);
-  const uint64_t held = 3 * WorkerCount(options, vec.chunk_count()) + 1;
-  FLOE_RETURN_IF_ERROR(charge.Grow(held * ranks.size() * kRadixBins * sizeof(uint64_t)));
-  using Hist = std::vector<uint64_t>;
   for (int pass = 0; pass < kRadixPasses; pass++) {
-    const int shift = 64 - kRadixBits * (pass + 1);  // of the bits this pass finds
     std::vector<uint64_t> wanted = prefix;
     std::sort(wanted.begin(), wanted.end());
     wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
     const size_t cells = wanted.size() * kRadixBins;
-    FLOE_ASSIGN_OR_RETURN(
-        Hist hist, MapReduce<Hist>(
-                       vec.chunk_count(),
-                       [&](size_t k) {
-                         Hist h(cells, 0);
-                         vec.chunk(k).ForEach([&](uint32_t, double v) {
-                           if (std::isnan(v)) return;
-                           const uint64_t u = Image(v);
-                           const uint64_t high = pass == 0 ? 0 : u >> (shift + kRadixBits);
-                           const auto it = std::lower_bound(wanted.begin(), wanted.end(), high);
-                           if (it == wanted.end() || *it != high) return;
-                           const auto at = static_cast<size_t>(it - wanted.begin());
-                           h[at * kRadixBins + ((u >> shift) & (kRadixBins - 1))]++;
-                         });
-                         return h;
-                       },
-                       [](Hist& a, Hist&& b) {
-                         for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
-                       },
-                       options));
+    FLOE_ASSIGN_OR_RETURN(std::vector<uint64_t> hist, radix(pass, wanted));
     if (hist.size() != cells) return Status::Internal("quantile refinement lost its rank");
     for (size_t r = 0; r < ranks.size(); r++) {
       const auto at = static_cast<size_t>(
@@ -339,6 +345,42 @@ Result<std::vector<double>> ValuesAtRanks(const frame::Vec& vec, const std::vect
 
 }  // namespace
 
+Result<std::vector<uint64_t>> RadixPass(const Frame& frame, size_t col, int pass,
+                                        const std::vector<uint64_t>& wanted,
+                                        const TaskOptions& options) {
+  const frame::Vec& vec = frame.vec(col);
+  if (!Numeric(vec.type())) return Status::InvalidArgument("a string column has no quantiles");
+  if (pass < 0 || pass >= kRadixPasses || wanted.empty() || wanted.size() > kMaxRadixPrefixes ||
+      !std::is_sorted(wanted.begin(), wanted.end())) {
+    return Status::InvalidArgument("a quantile pass out of range");
+  }
+  const int shift = 64 - kRadixBits * (pass + 1);  // of the bits this pass finds
+  const size_t cells = wanted.size() * kRadixBins;
+  using Hist = std::vector<uint64_t>;
+  FLOE_ASSIGN_OR_RETURN(
+      Hist hist, MapReduce<Hist>(
+                     vec.chunk_count(),
+                     [&](size_t k) {
+                       Hist h(cells, 0);
+                       vec.chunk(k).ForEach([&](uint32_t, double v) {
+                         if (std::isnan(v)) return;
+                         const uint64_t u = Image(v);
+                         const uint64_t high = pass == 0 ? 0 : u >> (shift + kRadixBits);
+                         const auto it = std::lower_bound(wanted.begin(), wanted.end(), high);
+                         if (it == wanted.end() || *it != high) return;
+                         const auto at = static_cast<size_t>(it - wanted.begin());
+                         h[at * kRadixBins + ((u >> shift) & (kRadixBins - 1))]++;
+                       });
+                       return h;
+                     },
+                     [](Hist& a, Hist&& b) {
+                       for (size_t i = 0; i < a.size(); i++) a[i] += b[i];
+                     },
+                     options));
+  if (hist.empty()) hist.assign(cells, 0);  // no chunk
+  return hist;
+}
+
 Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t col,
                                                      const std::vector<double>& probabilities,
                                                      const TaskOptions& options) {
@@ -360,6 +402,19 @@ Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t 
                                           return a;
                                         },
                                         [](uint64_t& a, uint64_t&& b) { a += b; }, options));
+  Charge charge(options.memory);
+  const uint64_t held = 3 * WorkerCount(options, vec.chunk_count()) + 1;
+  return QuantilesByPasses(
+      n, probabilities,
+      [&](int pass, const std::vector<uint64_t>& wanted) {
+        return RadixPass(frame, col, pass, wanted, options);
+      },
+      [&](size_t ranks) { return charge.Grow(held * ranks * kRadixBins * sizeof(uint64_t)); });
+}
+
+Result<std::vector<std::optional<double>>> QuantilesByPasses(
+    uint64_t n, const std::vector<double>& probabilities, const RadixPassFn& radix,
+    const std::function<Status(size_t ranks)>& reserve) {
   std::vector<std::optional<double>> out;
   if (n == 0) {
     out.assign(probabilities.size(), std::nullopt);
@@ -381,7 +436,8 @@ Result<std::vector<std::optional<double>>> Quantiles(const Frame& frame, size_t 
   }
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  FLOE_ASSIGN_OR_RETURN(std::vector<double> values, ValuesAtRanks(vec, ranks, options));
+  if (reserve) FLOE_RETURN_IF_ERROR(reserve(ranks.size()));
+  FLOE_ASSIGN_OR_RETURN(std::vector<double> values, ValuesAtRanks(radix, ranks));
   auto value_at = [&](uint64_t rank) {
     return values[static_cast<size_t>(std::lower_bound(ranks.begin(), ranks.end(), rank) -
                                       ranks.begin())];

@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -36,6 +37,7 @@
 
 #include "base/base.h"
 #include "frame/frame.h"
+#include "sketch/sketch.h"
 
 namespace floe::mr {
 
@@ -211,6 +213,31 @@ struct Summary {
 Result<Summary> Summarize(const frame::Frame& frame, size_t col, uint32_t bins,
                           const TaskOptions& options = {});
 
+// Summarize's two passes, for a frame whose chunks are spread over members (each maps its own
+// chunks and the results are merged, docs/frames_cluster.md D8); Summarize is these over one
+// frame. The first: moments, the distinct values' HyperLogLog (kSummaryHll), and the finite
+// values' range; Merge folds `o` in after this (associative). The second: the histogram over
+// [lo, hi] (HistogramPass; bins added). FinishSummary makes the summary from the merged two.
+struct SummaryMoments {
+  Moments m;
+  sketch::HyperLogLog hll;
+  double lo = std::numeric_limits<double>::infinity();  // of the finite values
+  double hi = -std::numeric_limits<double>::infinity();
+  void Merge(const SummaryMoments& o);
+};
+sketch::HllParams SummaryHllParams();
+// InvalidArgument for a string column. REQUIRES: col < frame.columns().
+Result<SummaryMoments> MomentsPass(const frame::Frame& frame, size_t col,
+                                   const TaskOptions& options = {});
+// Counts per bin of the non-NA values over [lo, hi] (the finite values' range, lo <= hi): as
+// Summarize's histogram. InvalidArgument for a string column, bins outside [1, kMaxBins] or
+// lo > hi or either not finite.
+Result<std::vector<uint64_t>> HistogramPass(const frame::Frame& frame, size_t col, double lo,
+                                            double hi, uint32_t bins,
+                                            const TaskOptions& options = {});
+// REQUIRES: hist has `bins` counts when first.lo <= first.hi, else it is empty.
+Summary FinishSummary(const SummaryMoments& first, std::vector<uint64_t> hist, uint32_t bins);
+
 // Exact quantiles of the non-NA values of a numeric column, linearly interpolated between the
 // two nearest ranks (h = (n - 1) p, as R's type 7 and DuckDB's quantile_cont), found by
 // histogram refinement of the doubles' 64-bit images (analytics.cc, "How exact quantiles are
@@ -222,6 +249,25 @@ Result<Summary> Summarize(const frame::Frame& frame, size_t col, uint32_t bins,
 Result<std::vector<std::optional<double>>> Quantiles(const frame::Frame& frame, size_t col,
                                                      const std::vector<double>& probabilities,
                                                      const TaskOptions& options = {});
+
+// Quantiles' passes, for a frame whose chunks are spread over members (D8): RadixPass is one
+// refinement pass over `frame`'s column (pass 0 to 7: the 256-bin histograms of the next 8 bits
+// of the images of the non-NA values whose leading 8 x pass bits are one of `wanted`, sorted,
+// distinct, at most kMaxRadixPrefixes; pass 0 takes {0}), wanted.size() x 256 counts.
+// QuantilesByPasses finds the quantiles of `n` non-NA values with the passes `radix` gives (the
+// members' merged). InvalidArgument for a string column or a pass out of range.
+inline constexpr size_t kMaxRadixPrefixes = 2 * kMaxProbabilities;
+inline constexpr uint32_t kRadixCells = 256;
+using RadixPassFn =
+    std::function<Result<std::vector<uint64_t>>(int pass, const std::vector<uint64_t>& wanted)>;
+Result<std::vector<uint64_t>> RadixPass(const frame::Frame& frame, size_t col, int pass,
+                                        const std::vector<uint64_t>& wanted,
+                                        const TaskOptions& options = {});
+// `reserve` (optional) is told the distinct ranks wanted before the passes start.
+// REQUIRES: probabilities as Quantiles checks them.
+Result<std::vector<std::optional<double>>> QuantilesByPasses(
+    uint64_t n, const std::vector<double>& probabilities, const RadixPassFn& radix,
+    const std::function<Status(size_t ranks)>& reserve = nullptr);
 
 // kDistinct: the distinct non-NA values of the column, estimated by a HyperLogLog per group
 // (PostgreSQL hll's defaults: log2m 11, regwidth 5; exact up to its explicit threshold, about

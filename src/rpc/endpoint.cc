@@ -395,6 +395,16 @@ void Endpoint::RestoreLease(NodeId holder) {
 
 net::Loop& Endpoint::loop() const { return impl_->loop; }
 
+bool Endpoint::Post(int priority, std::function<void()> job) {
+  FLOE_CHECK(priority >= 0 && priority < kPriorityClasses);
+  if (!impl_->started.load() || impl_->stopped.load()) return false;
+  if (impl_->options.inline_handlers) {  // no pools
+    job();
+    return true;
+  }
+  return impl_->pools[static_cast<size_t>(priority)]->Add(std::move(job));
+}
+
 void Endpoint::Start() {
   if (impl_->started.exchange(true)) return;
   if (!impl_->options.inline_handlers) {

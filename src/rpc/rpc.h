@@ -188,6 +188,12 @@ class Endpoint {
   // either: they start work (calls of their own, timers) and return.
   void RegisterAsync(uint16_t method, int priority, AsyncHandler handler, bool runs_inline = false);
   void Start();
+  // Runs `job` on a handler thread of class `priority` (as a handler of that class runs), for
+  // work a handler left to be finished later from a thread that must not do it (a callback's).
+  // After Start.
+  // False, and `job` dropped on this thread, once the endpoint stopped; with inline_handlers
+  // (no pools) it runs on this thread.
+  bool Post(int priority, std::function<void()> job);
   // Fails calls in flight with Cancelled, stops heartbeats and the pools. Idempotent.
   void Stop();
 

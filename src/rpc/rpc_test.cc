@@ -5,10 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
 #include <map>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "net/net.h"
 #include "testing/testing.h"
@@ -614,6 +616,23 @@ TEST(RpcAsyncTest, AsyncHandlerAnswersLaterAndExactlyOnce) {
   net.RunUntil([&] { return answers.size() == 20; }, 60'000'000);
   EXPECT_EQ(answers.size(), 20u);
   EXPECT_EQ(runs, 20);
+}
+
+// Post runs a job on a handler thread (not the caller's), and none once the endpoint stopped:
+// what a handler that answers later uses to finish its work off a callback's thread.
+TEST(RpcPostTest, RunsOnAHandlerThreadUntilStopped) {
+  SimNetwork net(testing::Seed());
+  Options o = SimOptions({2}, 1);
+  o.inline_handlers = false;
+  Endpoint a(net.AddNode(1), o);
+  a.Start();
+  std::promise<std::thread::id> ran;
+  ASSERT_TRUE(a.Post(1, [&ran] { ran.set_value(std::this_thread::get_id()); }));
+  EXPECT_NE(ran.get_future().get(), std::this_thread::get_id());
+  a.Stop();
+  auto after = std::make_shared<bool>(false);
+  EXPECT_FALSE(a.Post(1, [after] { *after = true; }));
+  EXPECT_FALSE(*after);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <future>
+#include <limits>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -221,6 +222,131 @@ TEST(FrameRpcTest, TheOtherMessagesRoundTripAndRefuseTruncations) {
 // kMaxFrameColumns, kMaxFrameChunks, kMaxHeaderDomainValues) as well as against its bytes, and
 // nothing is sized from a count: a small message claiming a huge count is Corruption having
 // allocated next to nothing, and a message holding one more than a cap is refused.
+// D8: MAP_TASK and its answer round-trip, and refuse every truncation, an unknown operation,
+// bins out of range, an unordered or infinite histogram range, a member given twice, a sketch
+// of other parameters, and more infinities than values.
+TEST(FrameRpcTest, MapTaskRoundTripsAndRefusesBadMessages) {
+  MapTaskRequest q{.map_version = 3,
+                   .op = MapOp::kSummaryHistogram,
+                   .column = 2,
+                   .bins = 7,
+                   .lo = -1.5,
+                   .hi = 9,
+                   .budget_us = 750'000,
+                   .members = {4, 1, 9},
+                   .header = "header bytes"};
+  const std::string enc = EncodeMapTask(q);
+  Result<MapTaskRequest> r = DecodeMapTask(enc);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->op, q.op);
+  EXPECT_EQ(r->column, 2u);
+  EXPECT_EQ(r->bins, 7u);
+  EXPECT_EQ(r->lo, -1.5);
+  EXPECT_EQ(r->hi, 9);
+  EXPECT_EQ(r->budget_us, 750'000u);
+  EXPECT_EQ(r->members, q.members);
+  EXPECT_EQ(r->header, "header bytes");
+  for (size_t n = 0; n < enc.size() - q.header.size(); n++) {
+    EXPECT_FALSE(DecodeMapTask(enc.substr(0, n)).ok()) << n;
+  }
+  auto refused = [](MapTaskRequest bad) {
+    return DecodeMapTask(EncodeMapTask(bad)).status().code() == StatusCode::kCorruption;
+  };
+  MapTaskRequest bad = q;
+  bad.op = static_cast<MapOp>(3);
+  EXPECT_TRUE(refused(bad));
+  bad = q;
+  bad.bins = 0;
+  EXPECT_TRUE(refused(bad));
+  bad.bins = mr::kMaxBins + 1;
+  EXPECT_TRUE(refused(bad));
+  bad = q;
+  bad.lo = 10;
+  EXPECT_TRUE(refused(bad));
+  bad.lo = -std::numeric_limits<double>::infinity();
+  EXPECT_TRUE(refused(bad));
+  bad = q;
+  bad.members = {4, 1, 4};
+  EXPECT_TRUE(refused(bad));
+  bad.members = {};
+  EXPECT_TRUE(refused(bad));
+  bad = q;
+  bad.op = MapOp::kSummaryMoments;
+  bad.lo = 10;  // no range for the first pass
+  EXPECT_TRUE(DecodeMapTask(EncodeMapTask(bad)).ok());
+  // A quantile pass: its pass and increasing prefixes, at most 200 of them.
+  MapTaskRequest radix = q;
+  radix.op = MapOp::kQuantileRadix;
+  radix.pass = 7;
+  radix.prefixes = {0, 5, 1ull << 55};
+  Result<MapTaskRequest> rr = DecodeMapTask(EncodeMapTask(radix));
+  ASSERT_TRUE(rr.ok()) << rr.status().ToString();
+  EXPECT_EQ(rr->pass, 7u);
+  EXPECT_EQ(rr->prefixes, radix.prefixes);
+  EXPECT_EQ(rr->Counts(), 3u * 256);
+  bad = radix;
+  bad.pass = 8;
+  EXPECT_TRUE(refused(bad));
+  bad = radix;
+  bad.prefixes = {5, 5};
+  EXPECT_TRUE(refused(bad));
+  bad.prefixes = {};
+  EXPECT_TRUE(refused(bad));
+  bad.prefixes.clear();
+  for (uint64_t p = 0; p <= mr::kMaxRadixPrefixes; p++) bad.prefixes.push_back(p);
+  EXPECT_TRUE(refused(bad));
+  bad.prefixes.pop_back();
+  EXPECT_TRUE(DecodeMapTask(EncodeMapTask(bad)).ok());
+
+  // The answers.
+  MapTaskAnswer a;
+  a.mapped = {{.index = 0, .rows = 10}, {.index = 5, .rows = 3}};
+  Result<sketch::HyperLogLog> hll = sketch::HyperLogLog::Create(mr::SummaryHllParams());
+  ASSERT_TRUE(hll.ok());
+  a.moments.hll = *std::move(hll);
+  for (double v : {1.0, 2.5, std::numeric_limits<double>::infinity()}) {
+    a.moments.m.Add(v);
+    a.moments.hll.AddHash(sketch::HyperLogLog::HashInt64(static_cast<int64_t>(v * 10)));
+  }
+  a.moments.lo = 1;
+  a.moments.hi = 2.5;
+  const std::string moments = EncodeMapTaskAnswer(MapOp::kSummaryMoments, a);
+  Result<MapTaskAnswer> back = DecodeMapTaskAnswer(MapOp::kSummaryMoments, 7, moments);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->mapped, a.mapped);
+  EXPECT_EQ(back->moments.m.count, 3u);
+  EXPECT_EQ(back->moments.m.pos_inf, 1u);
+  EXPECT_EQ(back->moments.m.mean, a.moments.m.mean);
+  EXPECT_EQ(back->moments.hll.Cardinality(true), a.moments.hll.Cardinality(true));
+  EXPECT_EQ(EncodeMapTaskAnswer(MapOp::kSummaryMoments, *back), moments);
+  for (size_t n = 0; n < moments.size(); n++) {
+    EXPECT_FALSE(DecodeMapTaskAnswer(MapOp::kSummaryMoments, 7, moments.substr(0, n)).ok()) << n;
+  }
+  MapTaskAnswer inf = a;
+  inf.moments.m.neg_inf = 3;  // with one +inf, of 3 values
+  EXPECT_EQ(DecodeMapTaskAnswer(MapOp::kSummaryMoments, 7,
+                                EncodeMapTaskAnswer(MapOp::kSummaryMoments, inf))
+                .status()
+                .code(),
+            StatusCode::kCorruption);
+  sketch::HllParams other = mr::SummaryHllParams();
+  other.log2m = 11;
+  MapTaskAnswer small = a;
+  small.moments.hll = *sketch::HyperLogLog::Create(other);
+  EXPECT_EQ(DecodeMapTaskAnswer(MapOp::kSummaryMoments, 7,
+                                EncodeMapTaskAnswer(MapOp::kSummaryMoments, small))
+                .status()
+                .code(),
+            StatusCode::kCorruption);
+  a.histogram = {1, 0, 300, 7, 0, 0, 2};
+  const std::string hist = EncodeMapTaskAnswer(MapOp::kSummaryHistogram, a);
+  back = DecodeMapTaskAnswer(MapOp::kSummaryHistogram, 7, hist);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->histogram, a.histogram);
+  EXPECT_FALSE(DecodeMapTaskAnswer(MapOp::kSummaryHistogram, 6, hist).ok());  // a count left over
+  EXPECT_FALSE(DecodeMapTaskAnswer(MapOp::kSummaryHistogram, 8, hist).ok());
+}
+
 TEST(FrameRpcTest, HugeCountsAreRefusedWithoutAllocating) {
   const std::string zeros(1 << 20, '\0');
   // Decodes `msg` with `decode`, expecting Corruption with at most `most` bytes allocated.
@@ -279,6 +405,27 @@ TEST(FrameRpcTest, HugeCountsAreRefusedWithoutAllocating) {
   }
   cut += zeros.substr(0, (uint64_t{1} << 15) * 18);
   EXPECT_TRUE(refused(DecodePutChunks, cut, 4096));
+
+  // MAP_TASK: 2^31 members claimed in 16 bytes; one member more than the cap, all present.
+  // Its answer: 2^31 chunks mapped claimed in 16 bytes; 2^20 claimed with 2^20 bytes present;
+  // a histogram of 10,000 bins claimed in 16 bytes.
+  const std::string task_head = message({1, 1, 0, 20}, zeros.substr(0, 16)) + message({1000}, "");
+  EXPECT_TRUE(
+      refused(DecodeMapTask, task_head + message({uint64_t{1} << 31}, zeros.substr(0, 16)), 4096));
+  {
+    std::string over = task_head + message({kMaxMapMembers + 1}, "");
+    for (uint64_t m = 0; m <= kMaxMapMembers; m++) over += message({m + 1}, "");
+    EXPECT_TRUE(refused(DecodeMapTask, over, 4096));
+  }
+  auto moments_answer = [](std::string_view msg) {
+    return DecodeMapTaskAnswer(MapOp::kSummaryMoments, 1, msg);
+  };
+  auto histogram_answer = [](std::string_view msg) {
+    return DecodeMapTaskAnswer(MapOp::kSummaryHistogram, mr::kMaxBins, msg);
+  };
+  EXPECT_TRUE(refused(moments_answer, message({uint64_t{1} << 31}, zeros.substr(0, 16)), 4096));
+  EXPECT_TRUE(refused(moments_answer, message({uint64_t{1} << 20}, zeros), 4096));
+  EXPECT_TRUE(refused(histogram_answer, message({0}, zeros.substr(0, 16)), 4096));
 
   // GET_CHUNK's answer: one column more than the cap.
   std::string answer;

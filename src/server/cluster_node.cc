@@ -110,10 +110,20 @@ void ClusterNode::Impl::SweepIdle(int64_t now_ms) {
   }
 }
 
-Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_view bytes) {
-  FLOE_ASSIGN_OR_RETURN(ForwardRequest req, DecodeForward(bytes));
+void ClusterNode::Impl::OnCommand(net::NodeId from, std::string_view bytes, rpc::Reply reply) {
+  Result<ForwardRequest> decoded = DecodeForward(bytes);
+  if (!decoded.ok()) return reply(decoded.status());
+  ForwardRequest& req = *decoded;
   stats->proxied.fetch_add(1, std::memory_order_relaxed);
   const auto now_ms = static_cast<int64_t>(WallMicros() / 1000);
+  // The same error for every command of the request (and no copies).
+  auto refuse = [&](std::string_view error) {
+    std::string one, out;
+    resp::ReplyWriter(&one, req.protocol).Error(error);
+    for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(one, &out);
+    for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);
+    reply(std::move(out));
+  };
   std::shared_ptr<Proxy> proxy;
   {
     MutexLock lock(&proxies_mu);
@@ -121,11 +131,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     Peer& peer = peers[from];
     if (req.origin < peer.origin) {
       // A request of the node's previous life, late: its client is gone.
-      std::string reply, out;
-      resp::ReplyWriter(&reply, req.protocol).Error("ERR the client's node has restarted");
-      for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
-      for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);  // no copies
-      return out;
+      return refuse("ERR the client's node has restarted");
     }
     if (req.origin > peer.origin) {
       peer.origin = req.origin;
@@ -139,11 +145,7 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
     if (slot == nullptr) {
       if (peer.proxies >= engine->maxclients()) {
         proxies.erase(key);
-        std::string reply, out;
-        resp::ReplyWriter(&reply, req.protocol).Error("ERR max number of clients reached");
-        for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
-        for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);
-        return out;
+        return refuse("ERR max number of clients reached");
       }
       slot = std::make_shared<Proxy>();
       slot->session = std::make_unique<Session>(
@@ -156,48 +158,141 @@ Result<std::string> ClusterNode::Impl::OnCommand(net::NodeId from, std::string_v
         MutexLock state_lock(&slot->session->state().mu);
         slot->session->state().closer = [this, key, s = slot->session.get()] { DropProxy(key, s); };
       }
+      // A deferred reply resumes the parked request: here when the thread that ran the command
+      // has not parked it yet (it then goes on at once), else on a handler thread, never on
+      // the sink's (the analytics pool's, or a DKV callback's that must not block).
+      slot->session->set_reply_sink([weak = std::weak_ptr<Proxy>(slot), resumer = resumer, this](
+                                        uint64_t ticket, std::string deferred) {
+        std::shared_ptr<Proxy> p = weak.lock();
+        if (p == nullptr) return;  // dropped (CLIENT KILL, idle, the node stopping)
+        {
+          MutexLock parked_lock(&p->mu);
+          if (!p->parked) {
+            p->arrived.emplace(ticket, std::move(deferred));
+            return;
+          }
+          p->parked = false;
+        }
+        MutexLock resumer_lock(&resumer->mu);
+        // Once the node stopped nothing runs it: the request is never answered, as none is
+        // after Stop, and its client's node gives up at its deadline.
+        if (resumer->endpoint == nullptr) return;
+        resumer->endpoint->Post(1, [this, p, d = Deferred(ticket, std::move(deferred))]() mutable {
+          RunProxy(p, std::move(d));
+        });
+      });
       peer.proxies++;
       stats->proxy_sessions.fetch_add(1, std::memory_order_relaxed);
     }
     slot->last_used_ms = now_ms;
     proxy = slot;
   }
-  // One request of a client at a time runs in its proxy session, and the engine's proxy worker
-  // lock serializes the sessions' commands.
-  MutexLock run(&proxy->mu);
-  if (req.seq <= proxy->last_seq) {
-    // Late: a later request of the client already ran. Its node answered this one CLUSTERDOWN
-    // (may or may not have happened); it does not happen, rather than out of order.
-    std::string reply, out;
-    resp::ReplyWriter(&reply, req.protocol).Error("ERR the request arrived after a later one");
-    for (size_t i = 0; i < req.commands.size(); i++) AppendFramedReply(reply, &out);
-    for (size_t i = 0; i < req.copies.size(); i++) AppendFramedReply({}, &out);
-    return out;
+  {
+    MutexLock lock(&proxy->mu);
+    proxy->waiting.push_back({.from = from, .req = std::move(req), .reply = std::move(reply)});
+    if (proxy->running) return;  // runs after the one running (or parked) now
+    proxy->running = true;
   }
-  proxy->last_seq = req.seq;
-  Session& s = *proxy->session;
-  s.set_protocol(req.protocol);
-  s.set_request_origin(from, req.sent_us);
-  if (req.watching && !s.watching()) s.BreakWatches();
-  std::string out, reply;
+  RunProxy(proxy, std::nullopt);
+}
+
+void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<Deferred> resumed) {
+  Session& s = *p->session;
+  std::string reply;
   std::vector<std::string_view> args;
-  for (const auto& command : req.commands) {
-    args.assign(command.begin(), command.end());
-    reply.clear();
-    s.Execute(args, &reply);
-    AppendFramedReply(reply, &out);
+  for (;;) {
+    if (!p->current) {
+      {
+        MutexLock lock(&p->mu);
+        if (p->waiting.empty()) {
+          p->running = false;
+          return;
+        }
+        p->current.emplace(std::move(p->waiting.front()));
+        p->waiting.pop_front();
+      }
+      Pending& c = *p->current;
+      if (c.req.seq <= p->last_seq) {
+        // Late: a later request of the client already ran. Its node answered this one
+        // CLUSTERDOWN (may or may not have happened); it does not happen, rather than out of
+        // order.
+        std::string one, out;
+        resp::ReplyWriter(&one, c.req.protocol).Error("ERR the request arrived after a later one");
+        for (size_t i = 0; i < c.req.commands.size(); i++) AppendFramedReply(one, &out);
+        for (size_t i = 0; i < c.req.copies.size(); i++) AppendFramedReply({}, &out);
+        c.reply(std::move(out));
+        p->current.reset();
+        continue;
+      }
+      p->last_seq = c.req.seq;
+      p->next = 0;
+      p->out.clear();
+      s.set_protocol(c.req.protocol);
+      s.set_request_origin(c.from, c.req.sent_us);
+      if (c.req.watching && !s.watching()) s.BreakWatches();
+    }
+    Pending& c = *p->current;
+    if (resumed) {
+      // The parked command's reply (a C7 change, an analytics command: it finishes here).
+      AppendFramedReply(s.FinishDeferred(resumed->first, std::move(resumed->second)), &p->out);
+      p->next++;
+      resumed.reset();
+    }
+    bool parked = false;
+    while (p->next < c.req.commands.size()) {
+      const auto& command = c.req.commands[p->next];
+      args.assign(command.begin(), command.end());
+      reply.clear();
+      if (!s.Execute(args, &reply)) {
+        // Deferred: its reply comes through the sink, perhaps already.
+        MutexLock lock(&p->mu);
+        if (p->arrived) {
+          resumed = std::move(p->arrived);
+          p->arrived.reset();
+        } else {
+          p->parked = parked = true;
+        }
+        break;
+      }
+      AppendFramedReply(reply, &p->out);
+      p->next++;
+    }
+    if (parked) return;  // the sink resumes it
+    if (resumed) continue;
+    // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET;
+    // none from a member that serves no key (docs/membership.md, "Routing from the agreed
+    // table": its store may be stale or empty until it has caught up with the agreed metadata).
+    for (uint32_t i : c.req.copies) {
+      Result<std::string> copy = !Serving()
+                                     ? Result<std::string>(Status::Unavailable("not serving"))
+                                 : c.req.commands[i].size() >= 2
+                                     ? dkv->HandOut(c.from, c.req.commands[i][1], c.req.sent_us)
+                                     : Result<std::string>(Status::InvalidArgument("no key"));
+      AppendFramedReply(copy.ok() ? *copy : std::string(), &p->out);
+    }
+    c.reply(std::exchange(p->out, std::string()));
+    p->current.reset();
   }
-  // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET; none
-  // from a member that serves no key (docs/membership.md, "Routing from the agreed table": its
-  // store may be stale or empty until it has caught up with the agreed metadata).
-  for (uint32_t i : req.copies) {
-    Result<std::string> copy = !Serving() ? Result<std::string>(Status::Unavailable("not serving"))
-                               : req.commands[i].size() >= 2
-                                   ? dkv->HandOut(from, req.commands[i][1], req.sent_us)
-                                   : Result<std::string>(Status::InvalidArgument("no key"));
-    AppendFramedReply(copy.ok() ? *copy : std::string(), &out);
+}
+
+ClusterNode::Impl::Proxy::~Proxy() {
+  // No thread runs it (one that did would hold a reference), so `current` and the fields the
+  // running thread owns are quiet.
+  std::deque<Pending> queued;
+  {
+    MutexLock lock(&mu);
+    queued.swap(waiting);
   }
-  return out;
+  auto answer = [](Pending& c, size_t ran, std::string framed) {
+    std::string one;
+    resp::ReplyWriter(&one, c.req.protocol)
+        .Error("ERR the client's session at the key's home was closed before the command ran");
+    for (size_t i = ran; i < c.req.commands.size(); i++) AppendFramedReply(one, &framed);
+    for (size_t i = 0; i < c.req.copies.size(); i++) AppendFramedReply({}, &framed);
+    c.reply(std::move(framed));
+  };
+  if (current) answer(*current, next, std::move(out));
+  for (Pending& c : queued) answer(c, 0, std::string());
 }
 
 void ClusterNode::Impl::DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session) {
@@ -246,6 +341,11 @@ void ClusterNode::Stop() {
   impl_->StopGuard();
   impl_->cluster->Stop();
   impl_->endpoint->Stop();
+  {
+    // A proxy session's deferred reply that comes from now on resumes nothing.
+    MutexLock lock(&impl_->resumer->mu);
+    impl_->resumer->endpoint = nullptr;
+  }
   // A callback the loop is running (a forwarded answer being handed out) finishes before Stop
   // returns, and none starts after it (the endpoint has stopped): what the node owns may go.
   std::promise<void> drained;
@@ -374,6 +474,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     return cluster::StrangersJoinIsProven(request, secret, static_cast<uint64_t>(now.count()));
   };
   impl->endpoint = std::make_unique<rpc::Endpoint>(*impl->transport, o);
+  {
+    MutexLock lock(&impl->resumer->mu);
+    impl->resumer->endpoint = impl->endpoint.get();
+  }
   impl->cluster = std::make_unique<cluster::Cluster>(*impl->endpoint, impl->loop, co);
   impl->cluster->SetClusterId(cluster_id);
   impl->cluster->SetHoldsLog(holds_log);
@@ -397,9 +501,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->dkv_slot->store(impl->dkv.get(), std::memory_order_release);
   impl->chunks = std::make_unique<ChunkStore>(engine);
   impl->RegisterFrameMethods();
-  impl->endpoint->Register(kCommandMethod, 1, [raw](net::NodeId from, std::string_view req) {
-    return raw->OnCommand(from, req);
-  });
+  impl->endpoint->RegisterAsync(kCommandMethod, 1,
+                                [raw](net::NodeId from, std::string_view req, rpc::Reply reply) {
+                                  raw->OnCommand(from, req, std::move(reply));
+                                });
   impl->endpoint->RegisterAsync(
       kMetaCommitMethod, rpc::kPriorityClasses - 1,
       [raw](net::NodeId, std::string_view, rpc::Reply reply) {

@@ -431,7 +431,12 @@ void CmdFrameHead(CommandContext& ctx) {
                  auto head = std::make_shared<Result<Frame>>(
                      FetchHead(*node, *header, name, static_cast<uint64_t>(n)));
                  return [head, n](CommandContext& c) {
-                   if (!head->ok()) return c.Error(head->status());
+                   if (!head->ok()) {
+                     // D9's text as it is: CLUSTERDOWN is no code ErrorReplyText knows.
+                     const std::string_view why = head->status().message();
+                     if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
+                     return c.Error(head->status());
+                   }
                    WriteHead(c, **head, n);
                  };
                });

@@ -9,6 +9,7 @@
 
 #include "mr/mr.h"
 #include "server/internal/analytics_pool.h"
+#include "server/internal/cluster_node.h"
 #include "server/internal/engine_budget.h"
 #include "server/internal/frame_value.h"
 #include "server/internal/sketch_cell.h"
@@ -95,6 +96,122 @@ void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view
   for (double b : s.bin_starts) ctx.out.Double(b);
 }
 
+// A map task's failure as the client sees it: D9's text as it is (CLUSTERDOWN is no code
+// ErrorReplyText knows), anything else as Error(Status) writes it.
+void TaskFailure(CommandContext& c, const Status& s) {
+  const std::string_view why = s.message();
+  if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
+  c.Error(s);
+}
+
+// A column of a cluster frame's header by name, or by index as FindColumn takes one.
+Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col) {
+  for (size_t i = 0; i < h.columns.size(); i++) {
+    if (h.columns[i].name == col) return i;
+  }
+  int64_t i = 0;
+  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < h.columns.size()) {
+    return static_cast<size_t>(i);
+  }
+  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
+}
+
+// FRAME.SUMMARY of a cluster frame (docs/frames_cluster.md, D8): its two passes as map tasks
+// over the members (ClusterNode::MapFrame), the histogram's over the first's range, on the
+// analytics pool.
+void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
+                      uint32_t bins) {
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr) {
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  }
+  Result<size_t> col = FindHeaderColumn(*header, ctx.args[2]);
+  if (!col.ok()) return ctx.Error(col.status());
+  const auto type = static_cast<frame::ColumnType>(header->columns[*col].type);
+  if (type == frame::ColumnType::kString) {
+    return ctx.Error("ERR a string column has no summary");
+  }
+  RunAnalytics(
+      ctx,
+      [node, header = std::move(header), name = std::string(ctx.args[1]),
+       col = static_cast<uint32_t>(*col), bins, type](const std::atomic<bool>*) -> AnalyticsReply {
+        Result<MapTaskAnswer> first = node->MapFrame(
+            *header, name, {.op = MapOp::kSummaryMoments, .column = col, .bins = bins});
+        Result<mr::Summary> s = first.status();
+        if (first.ok()) {
+          const mr::SummaryMoments& m = first->moments;
+          if (m.lo <= m.hi) {
+            Result<MapTaskAnswer> second = node->MapFrame(*header, name,
+                                                          {.op = MapOp::kSummaryHistogram,
+                                                           .column = col,
+                                                           .bins = bins,
+                                                           .lo = m.lo,
+                                                           .hi = m.hi});
+            s = second.ok()
+                    ? Result<mr::Summary>(mr::FinishSummary(m, std::move(second->histogram), bins))
+                    : Result<mr::Summary>(second.status());
+          } else {
+            s = mr::FinishSummary(m, {}, bins);
+          }
+        }
+        return [column = header->columns[col].name, type, s = std::move(s)](CommandContext& c) {
+          if (!s.ok()) return TaskFailure(c, s.status());
+          WriteSummary(c, column, frame::ColumnTypeName(type), *s);
+        };
+      });
+}
+
+// FRAME.QUANTILE of a cluster frame (docs/frames_cluster.md, D8): the non-NA count (the
+// summary's first pass), then each refinement pass of mr::QuantilesByPasses as a map task over
+// the members, on the analytics pool.
+void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
+                       std::vector<double> ps) {
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr) {
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  }
+  Result<size_t> col = FindHeaderColumn(*header, ctx.args[2]);
+  if (!col.ok()) return ctx.Error(col.status());
+  if (static_cast<frame::ColumnType>(header->columns[*col].type) == frame::ColumnType::kString) {
+    return ctx.Error("ERR a string column has no quantiles");
+  }
+  RunAnalytics(
+      ctx,
+      [node, header = std::move(header), name = std::string(ctx.args[1]),
+       col = static_cast<uint32_t>(*col),
+       ps = std::move(ps)](const std::atomic<bool>*) -> AnalyticsReply {
+        Result<std::vector<std::optional<double>>> q = Status::Internal("not run");
+        Result<MapTaskAnswer> count =
+            node->MapFrame(*header, name, {.op = MapOp::kSummaryMoments, .column = col});
+        if (!count.ok()) {
+          q = count.status();
+        } else {
+          q = mr::QuantilesByPasses(
+              count->moments.m.count, ps,
+              [&](int pass, const std::vector<uint64_t>& wanted) -> Result<std::vector<uint64_t>> {
+                FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a,
+                                      node->MapFrame(*header, name,
+                                                     {.op = MapOp::kQuantileRadix,
+                                                      .column = col,
+                                                      .pass = static_cast<uint32_t>(pass),
+                                                      .prefixes = wanted}));
+                return std::move(a.histogram);
+              });
+        }
+        return [q = std::move(q)](CommandContext& c) {
+          if (!q.ok()) return TaskFailure(c, q.status());
+          c.out.ArrayHeader(q->size());
+          for (const std::optional<double>& v : *q) {
+            if (v.has_value()) {
+              c.out.Double(*v);
+            } else {
+              c.out.Null();
+            }
+          }
+        };
+      });
+}
+
 }  // namespace
 
 // FRAME.SUMMARY name col [BINS n]
@@ -107,11 +224,15 @@ void CmdFrameSummary(CommandContext& ctx) {
   } else if (ctx.args.size() != 3) {
     return ctx.SyntaxError();
   }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  Result<size_t> col = FindColumn(**f, ctx.args[2]);
+  Result<LoadedFrame> loaded = LoadFrameOrHeader(ctx, ctx.args[1]);
+  if (!loaded.ok()) return ctx.Error(loaded.status());
+  if (loaded->frame == nullptr) {
+    return SummaryInCluster(ctx, loaded->header, static_cast<uint32_t>(bins));
+  }
+  std::shared_ptr<const Frame> f = std::move(loaded->frame);
+  Result<size_t> col = FindColumn(*f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
-  RunAnalytics(ctx, [f = *std::move(f), col = *col, bins](const std::atomic<bool>* cancel) {
+  RunAnalytics(ctx, [f = std::move(f), col = *col, bins](const std::atomic<bool>* cancel) {
     Result<mr::Summary> s = mr::Summarize(*f, col, static_cast<uint32_t>(bins), {.cancel = cancel});
     return AnalyticsReply([name = std::string(f->name(col)),
                            type = frame::ColumnTypeName(f->vec(col).type()),
@@ -136,11 +257,13 @@ void CmdFrameQuantile(CommandContext& ctx) {
     }
     ps.push_back(p);
   }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, ctx.args[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  Result<size_t> col = FindColumn(**f, ctx.args[2]);
+  Result<LoadedFrame> loaded = LoadFrameOrHeader(ctx, ctx.args[1]);
+  if (!loaded.ok()) return ctx.Error(loaded.status());
+  if (loaded->frame == nullptr) return QuantileInCluster(ctx, loaded->header, std::move(ps));
+  std::shared_ptr<const Frame> f = std::move(loaded->frame);
+  Result<size_t> col = FindColumn(*f, ctx.args[2]);
   if (!col.ok()) return ctx.Error(col.status());
-  RunAnalytics(ctx, [f = *std::move(f), col = *col, ps = std::move(ps),
+  RunAnalytics(ctx, [f = std::move(f), col = *col, ps = std::move(ps),
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
     EngineBudget budget(engine);
     Result<std::vector<std::optional<double>>> q =

@@ -22,11 +22,17 @@ namespace floe::server::internal {
 void ClusterNode::Impl::RegisterFrameMethods() {
   endpoint->Register(kPutChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnPutChunks(req); });
-  // Class 2, above the forwarded commands' (1), as the DKV's GET: a command forwarded to a
-  // frame's home (FRAME.HEAD in its proxy session) waits for chunks, which a class of its own
-  // serves (rpc.h, thread rule 3).
+  // Class 2, above the forwarded commands' (1), as the DKV's GET: a fetch never waits for the
+  // threads forwarded commands hold (a proxy session's analytics command defers its reply and
+  // fetches on the analytics pool; a blocking Call needs a class above its caller's, rpc.h).
   endpoint->Register(kGetChunkMethod, 2,
                      [this](net::NodeId, std::string_view req) { return OnGetChunk(req); });
+  // Answered later: a member sends its halves of the tree, maps its own chunks on this thread,
+  // and answers once the halves have (frame_map.cc; D8).
+  endpoint->RegisterAsync(kMapTaskMethod, 1,
+                          [this](net::NodeId, std::string_view req, rpc::Reply reply) {
+                            OnMapTask(req, std::move(reply));
+                          });
   endpoint->Register(kDropChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
   endpoint->Register(kPutHeaderMethod, 1,

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <future>
+#include <limits>
 #include <optional>
 #include <set>
 #include <string>
@@ -634,6 +635,205 @@ TEST_F(FrameClusterTest, ASweepAsksInBatchesOfTheCap) {
                   .status()
                   .code(),
               StatusCode::kCorruption);
+  }
+}
+
+// ---- Map/reduce as a tree (D8) ----
+
+// `chunks` chunks of varied sizes: "r" real (fractions and NA), "i" integer, "w" real with NA,
+// an +inf and a -inf.
+frame::Frame AnalyticsFrame(size_t chunks) {
+  std::vector<std::shared_ptr<const std::string>> a, b, c;
+  for (size_t k = 0; k < chunks; k++) {
+    std::vector<double> r, i;
+    for (size_t j = 0; j < 37 + (k * 13) % 50; j++) {
+      const double v = static_cast<double>((k * 7919 + j * 104729) % 1000) / 7.0 - 60.0;
+      r.push_back(j % 11 == 3 ? frame::kNA : v);
+      i.push_back(static_cast<double>((k * 31 + j * 17) % 257));
+    }
+    std::vector<double> w = r;
+    if (k == 1) w[0] = std::numeric_limits<double>::infinity();
+    if (k + 1 == chunks) w[1] = -std::numeric_limits<double>::infinity();
+    a.push_back(std::make_shared<const std::string>(frame::Compress(r)));
+    b.push_back(std::make_shared<const std::string>(frame::Compress(i)));
+    c.push_back(std::make_shared<const std::string>(frame::Compress(w)));
+  }
+  Result<frame::Vec> va = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(a));
+  Result<frame::Vec> vb = frame::Vec::Make(frame::ColumnType::kInteger, {}, std::move(b));
+  Result<frame::Vec> vc = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(c));
+  EXPECT_TRUE(va.ok() && vb.ok() && vc.ok());
+  Result<frame::Frame> f =
+      frame::Frame::Make({"r", "i", "w"}, {std::move(*va), std::move(*vb), std::move(*vc)});
+  EXPECT_TRUE(f.ok());
+  return std::move(*f);
+}
+
+// f as cluster frame `name`, made through member `via` as D4 says: its chunks at their homes,
+// then its header at the name's home (PUT_HEADER).
+void PutClusterFrame(InProcessCluster& c, size_t via, const std::string& name,
+                     std::shared_ptr<const frame::Frame> f, uint64_t* made = nullptr) {
+  const uint16_t group = RandomChunkGroup();
+  const uint64_t id = c.engine(via).NewFrameId();
+  if (made != nullptr) *made = id;
+  ASSERT_TRUE(PutChunksOf(c.node(via), f, id, group, cluster::KeySlot(name)).ok());
+  const std::string header = EncodeFrameHeader(HeaderOf(*f, id, group));
+  const PutHeaderRequest r{
+      .map_version = c.node(via).map().version(), .key = name, .header = header};
+  Result<std::string> put = CallFrame(c.node(via), c.node(via).Home(cluster::KeySlot(name)),
+                                      kPutHeaderMethod, EncodePutHeader(r));
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+}
+
+// The lines of a RESP2 reply that carry values (bulk headers and array headers left out).
+std::vector<std::string> ReplyValues(const std::string& reply) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < reply.size()) {
+    const size_t end = reply.find("\r\n", at);
+    if (end == std::string::npos) break;
+    std::string line = reply.substr(at, end - at);
+    at = end + 2;
+    if (line.starts_with("*")) {
+      out.push_back(line);  // an array's length: compared exactly
+      continue;
+    }
+    if (line.starts_with("$")) {
+      if (line == "$-1") out.push_back(line);
+      continue;
+    }
+    out.push_back(line);
+  }
+  return out;
+}
+
+// A summary reply as one node's: every value exact but mean and sd, within 1e-12 relative (D8:
+// the members' sums are added in another order).
+void ExpectSameSummary(const std::string& cluster, const std::string& one) {
+  const std::vector<std::string> a = ReplyValues(cluster), b = ReplyValues(one);
+  ASSERT_EQ(a.size(), b.size()) << cluster << "\n" << one;
+  ASSERT_FALSE(one.starts_with("-")) << one;
+  for (size_t i = 0; i < a.size(); i++) {
+    if (i > 0 && (b[i - 1] == "mean" || b[i - 1] == "sd") && b[i] != "$-1" && a[i] != b[i]) {
+      const double x = std::stod(a[i]), y = std::stod(b[i]);
+      EXPECT_NEAR(x, y, 1e-12 * std::abs(y)) << b[i - 1];
+    } else {
+      EXPECT_EQ(a[i], b[i]) << "value " << i << " after " << (i > 0 ? b[i - 1] : "");
+    }
+  }
+}
+
+// Lifts the refusal of FRAME.* in a cluster for one test (the production refusal stays).
+struct FramesInCluster {
+  FramesInCluster() { TEST_FramesInCluster().store(true); }
+  ~FramesInCluster() { TEST_FramesInCluster().store(false); }
+};
+
+// D8: FRAME.SUMMARY of a frame spread over 3 members, through each of them (at the name's home
+// on the analytics pool, elsewhere forwarded to it), equals one node's on the same frame: counts,
+// min, max, cardinality, histogram and bins exactly, mean and sd within 1e-12 relative.
+TEST_F(FrameClusterTest, AnalyticsEqualOneNodesOnTheSameData) {
+  FramesInCluster lifted;
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(23));
+  const std::string name = cluster_.KeyAt(1, "an");
+  PutClusterFrame(cluster_, 0, name, f);
+  Engine one(Config(), 1);
+  ASSERT_TRUE(StoreFrame(one, name, *f, false).ok());
+  Session local(&one, 0);
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"FRAME.SUMMARY", name, "r"},
+                                             {"FRAME.SUMMARY", name, "i"},
+                                             {"FRAME.SUMMARY", name, "0", "BINS", "7"},
+                                             {"FRAME.SUMMARY", name, "i", "BINS", "1"},
+                                             {"FRAME.SUMMARY", name, "w", "BINS", "3"}}) {
+    const std::string expected = local.Run(args);
+    for (size_t via = 0; via < 3; via++) {
+      SCOPED_TRACE(args[2] + " through member " + std::to_string(via));
+      ExpectSameSummary(cluster_.client(via).Run(args), expected);
+    }
+  }
+  EXPECT_EQ(cluster_.client(0).Run({"FRAME.SUMMARY", name, "nope"}),
+            local.Run({"FRAME.SUMMARY", name, "nope"}));
+  // Quantiles are exact: the same bytes as one node's.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"FRAME.QUANTILE", name, "r", "0", "0.25", "0.5", "0.999", "1"},
+           {"FRAME.QUANTILE", name, "i", "0.1", "0.5", "0.5"},
+           {"FRAME.QUANTILE", name, "w", "0", "0.01", "0.5", "0.99", "1"}}) {
+    const std::string expected = local.Run(args);
+    ASSERT_TRUE(expected.starts_with("*")) << expected;
+    for (size_t via = 0; via < 3; via++) {
+      EXPECT_EQ(cluster_.client(via).Run(args), expected) << args[2] << " through " << via;
+    }
+  }
+  EXPECT_EQ(cluster_.client(2).Run({"FRAME.QUANTILE", name, "nope", "0.5"}),
+            local.Run({"FRAME.QUANTILE", name, "nope", "0.5"}));
+}
+
+// D8: the task reaches every member once a pass (two passes: moments, then the histogram), on
+// 1 to 9 members, and the result is one node's. (Each size on a cluster of its own; the
+// fixture's three members stay idle.)
+TEST_F(FrameClusterTest, TheTreeReachesEveryMemberOnce) {
+  FramesInCluster lifted;
+  for (int n = 1; n <= 9; n++) {
+    SCOPED_TRACE(std::to_string(n) + " members");
+    ClientCluster c(n);
+    ASSERT_TRUE(c.WaitFormed());
+    auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(static_cast<size_t>(3 * n + 2)));
+    const std::string name = c.KeyAt(static_cast<size_t>(n - 1), "tree");
+    PutClusterFrame(c, 0, name, f);
+    Engine one(Config(), 1);
+    ASSERT_TRUE(StoreFrame(one, name, *f, false).ok());
+    std::vector<uint64_t> before;
+    for (int i = 0; i < n; i++) before.push_back(c.node(static_cast<size_t>(i)).TEST_map_tasks());
+    ExpectSameSummary(c.client(0).Run({"FRAME.SUMMARY", name, "r"}),
+                      Session(&one, 0).Run({"FRAME.SUMMARY", name, "r"}));
+    for (int i = 0; i < n; i++) {
+      EXPECT_EQ(c.node(static_cast<size_t>(i)).TEST_map_tasks() - before[static_cast<size_t>(i)],
+                2u)
+          << "member " << i;
+    }
+    // A quantile: the count, then 8 refinement passes.
+    EXPECT_EQ(c.client(0).Run({"FRAME.QUANTILE", name, "r", "0.3", "0.7"}),
+              Session(&one, 0).Run({"FRAME.QUANTILE", name, "r", "0.3", "0.7"}));
+    for (int i = 0; i < n; i++) {
+      EXPECT_EQ(c.node(static_cast<size_t>(i)).TEST_map_tasks() - before[static_cast<size_t>(i)],
+                11u)
+          << "member " << i;
+    }
+  }
+}
+
+// D8: a chunk missing at its home fails the task, naming it, never a partial answer; D9: a
+// member that does not answer fails it with the CLUSTERDOWN text.
+TEST_F(FrameClusterTest, AMissingChunkOrASilentMemberFailsTheTask) {
+  FramesInCluster lifted;
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
+  const std::string name = cluster_.KeyAt(0, "gone");
+  uint64_t id = 0;
+  PutClusterFrame(cluster_, 0, name, f, &id);
+  // Drop every chunk at member 2 (as a lost store would): the first missing one is named.
+  ASSERT_GT(cluster_.node(2).chunks().chunks(), 0);
+  FrameIdsRequest drop{.map_version = version()};
+  drop.ids = {id};
+  ASSERT_TRUE(
+      CallFrame(cluster_.node(0), cluster_.node(2).self(), kDropChunksMethod, EncodeFrameIds(drop))
+          .ok());
+  const std::string missing = cluster_.client(1).Run({"FRAME.SUMMARY", name, "r"});
+  EXPECT_TRUE(missing.starts_with("-ERR frame " + name + " is missing chunk ")) << missing;
+  EXPECT_NE(missing.find(" at member " + std::to_string(cluster_.node(2).self())),
+            std::string::npos)
+      << missing;
+  EXPECT_EQ(cluster_.client(1).Run({"FRAME.QUANTILE", name, "r", "0.5"}), missing);
+  cluster_.Kill(2);
+  // At the coordinator, and through another member (whose node waits for the coordinator
+  // cluster-node-timeout: the coordinator gives up on the silent member before that).
+  for (size_t via : {0, 1}) {
+    for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+             {"FRAME.SUMMARY", name, "r"}, {"FRAME.QUANTILE", name, "r", "0.5"}}) {
+      const std::string down = cluster_.client(via).Run(args);
+      EXPECT_TRUE(down.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                                   std::to_string(cluster_.cluster_port(2)) + " is unreachable"))
+          << via << ": " << down;
+    }
   }
 }
 

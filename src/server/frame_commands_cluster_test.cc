@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "server/analytics_test_support.h"
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_testing.h"
 #include "server/internal/command.h"
@@ -251,6 +252,76 @@ TEST_F(FrameCommandsInClusterTest, HeadFetchesTheFirstChunks) {
     EXPECT_EQ(c.Run({"FRAME.HEAD", name, "1000"}), head(120)) << i;
     EXPECT_EQ(c.Run({"FRAME.HEAD", name, "1001"}), "-ERR n must be between 0 and 1000\r\n");
   }
+}
+
+// D9: FRAME.HEAD of a cluster frame with a chunk on a member that does not answer fails with
+// D9's text as it is (it was prefixed "ERR ": CLUSTERDOWN is no code the reply writer knew).
+// Through the home itself: a client of another member would see its own forward's deadline,
+// which is the fetch's, naming the home.
+TEST_F(FrameCommandsInClusterTest, HeadOfAFrameWithAChunkOnADeadMemberIsClusterdown) {
+  const std::string name = cluster_.KeyAt(1, "dead");
+  const std::string path = WriteCsvDir("nine", 9);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  ASSERT_GT(cluster_.node(2).chunks().chunks(), 0);
+  cluster_.Kill(2);
+  const std::string head = cluster_.client(1).Run({"FRAME.HEAD", name, "1000"});
+  EXPECT_TRUE(head.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                               std::to_string(cluster_.cluster_port(2)) + " is unreachable ("))
+      << head;
+}
+
+// Proxy sessions defer their replies (cluster.md, proxy sessions; D7): while a FRAME.HEAD
+// forwarded to its frame's home waits there (its analytics task held at the pool's gate),
+// neither the RPC handler thread that received it nor the proxy worker lock is held, so another
+// client's command forwarded to that member is answered (it waited for the worker lock, and
+// its node gave up at cluster-node-timeout, CLUSTERDOWN); the FRAME.HEAD is answered after.
+TEST_F(FrameCommandsInClusterTest, AWaitingProxySessionHoldsNoOtherSession) {
+  const std::string name = cluster_.KeyAt(1, "held");
+  const std::string path = WriteCsvDir("two", 2);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  const std::string key = cluster_.KeyAt(1, "plain");
+  Gate gate;
+  cluster_.engine(1).analytics().TEST_SetBeforeTask([&gate] { gate.Wait(); });
+  Session& heads = cluster_.client(0);
+  Session& sets = cluster_.client(2);
+  std::string head;
+  std::thread waiting([&] { head = heads.Run({"FRAME.HEAD", name, "1"}); });
+  const bool held = gate.AwaitWaiting(1);
+  const std::string set = held ? sets.Run({"SET", key, "v"}) : std::string();
+  gate.Open();
+  waiting.join();
+  cluster_.engine(1).analytics().TEST_SetBeforeTask(nullptr);
+  ASSERT_TRUE(held);
+  EXPECT_EQ(set, "+OK\r\n");
+  EXPECT_EQ(head, "*2\r\n*2\r\n" + Bulk("x") + Bulk("c") + "*2\r\n" + Bulk("0") + Bulk("a"));
+  EXPECT_EQ(cluster_.client(1).Run({"GET", key}), Bulk("v"));
+  // The proxy session's later requests run as before.
+  EXPECT_EQ(heads.Run({"FRAME.HEAD", name, "0"}), "*1\r\n*2\r\n" + Bulk("x") + Bulk("c"));
+}
+
+// A proxy session dropped (CLIENT KILL, a CLOSE, a restart's purge) while its request is
+// parked answers that request with an error at once: it was left unanswered, and its client
+// got CLUSTERDOWN only at cluster-node-timeout.
+TEST_F(FrameCommandsInClusterTest, ADroppedParkedProxyAnswersItsRequest) {
+  const std::string name = cluster_.KeyAt(1, "held");
+  const std::string path = WriteCsvDir("two", 2);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  Gate gate;
+  cluster_.engine(1).analytics().TEST_SetBeforeTask([&gate] { gate.Wait(); });
+  Session& heads = cluster_.client(0);
+  std::string head;
+  std::thread waiting([&] { head = heads.Run({"FRAME.HEAD", name, "1"}); });
+  const bool held = gate.AwaitWaiting(1);
+  cluster_.node(1).TEST_DropProxySessions();
+  gate.Open();
+  waiting.join();
+  cluster_.engine(1).analytics().TEST_SetBeforeTask(nullptr);
+  ASSERT_TRUE(held);
+  EXPECT_EQ(head,
+            "-ERR the client's session at the key's home was closed before the command ran\r\n");
 }
 
 // D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id

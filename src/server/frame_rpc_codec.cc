@@ -1,6 +1,7 @@
 // The frame RPC messages (internal/frame_rpc.h; docs/frames_cluster.md, "RPC methods").
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <set>
 
@@ -331,6 +332,163 @@ Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes) {
   q.replace = replace == 1;
   FLOE_RETURN_IF_ERROR(r.GetRaw(r.remaining(), &q.header));
   return q;
+}
+
+std::string EncodeMapTask(const MapTaskRequest& r) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(r.map_version);
+  w.PutU8(static_cast<uint8_t>(r.op));
+  w.PutVarint64(r.column);
+  w.PutVarint64(r.bins);
+  w.PutDouble(r.lo);
+  w.PutDouble(r.hi);
+  w.PutVarint64(r.budget_us);
+  if (r.op == MapOp::kQuantileRadix) {
+    w.PutVarint64(r.pass);
+    w.PutVarint64(r.prefixes.size());
+    for (uint64_t p : r.prefixes) w.PutVarint64(p);
+  }
+  w.PutVarint64(r.members.size());
+  for (uint32_t m : r.members) w.PutVarint64(m);
+  out.append(r.header);
+  return out;
+}
+
+Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  MapTaskRequest q;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.map_version));
+  uint8_t op = 0;
+  FLOE_RETURN_IF_ERROR(r.GetU8(&op));
+  if (op < static_cast<uint8_t>(MapOp::kSummaryMoments) ||
+      op > static_cast<uint8_t>(MapOp::kQuantileRadix)) {
+    return Status::Corruption("MAP_TASK: unknown operation");
+  }
+  q.op = static_cast<MapOp>(op);
+  FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.column));
+  if (q.column >= kMaxFrameColumns) return Status::Corruption("MAP_TASK: column >= 16384");
+  FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.bins));
+  if (q.bins < 1 || q.bins > mr::kMaxBins) return Status::Corruption("MAP_TASK: bins out of range");
+  FLOE_RETURN_IF_ERROR(r.GetDouble(&q.lo));
+  FLOE_RETURN_IF_ERROR(r.GetDouble(&q.hi));
+  if (q.op == MapOp::kSummaryHistogram &&
+      (!(q.lo <= q.hi) || !std::isfinite(q.lo) || !std::isfinite(q.hi))) {
+    return Status::Corruption("MAP_TASK: a histogram's range must be finite and ordered");
+  }
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.budget_us));
+  if (q.op == MapOp::kQuantileRadix) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.pass));
+    if (q.pass >= 8) return Status::Corruption("MAP_TASK: a quantile pass past 7");
+    uint64_t prefixes = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&prefixes));
+    // A prefix takes a byte at least.
+    if (prefixes == 0 || prefixes > mr::kMaxRadixPrefixes || prefixes > r.remaining()) {
+      return Status::Corruption("MAP_TASK: prefix count does not match its bytes");
+    }
+    for (uint64_t i = 0; i < prefixes; i++) {
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.prefixes.emplace_back()));
+      if (i > 0 && q.prefixes[i] <= q.prefixes[i - 1]) {
+        return Status::Corruption("MAP_TASK: prefixes not increasing");
+      }
+    }
+  }
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A member id takes a byte at least.
+  if (n == 0 || n > kMaxMapMembers || n > r.remaining()) {
+    return Status::Corruption("MAP_TASK: member count does not match its bytes");
+  }
+  std::set<uint32_t> seen;
+  for (uint64_t i = 0; i < n; i++) {
+    uint32_t m = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint32(&m));
+    if (!seen.insert(m).second) return Status::Corruption("MAP_TASK: a member given twice");
+    q.members.push_back(m);
+  }
+  q.header = bytes.substr(bytes.size() - r.remaining());
+  return q;
+}
+
+namespace {
+// Bounds the sketch an answer may hold: mr::SummaryHllParams' 2^14 registers of 5 bits serialize
+// to about 10 KiB.
+constexpr uint64_t kMaxAnswerHllBytes = 64 * 1024;
+}  // namespace
+
+std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(a.mapped.size());
+  for (const MappedChunk& c : a.mapped) {
+    w.PutVarint64(c.index);
+    w.PutVarint64(c.rows);
+  }
+  if (op == MapOp::kSummaryMoments) {
+    const mr::Moments& m = a.moments.m;
+    w.PutVarint64(m.count);
+    w.PutVarint64(m.na);
+    w.PutVarint64(m.pos_inf);
+    w.PutVarint64(m.neg_inf);
+    for (double d : {m.min, m.max, m.mean, m.m2, a.moments.lo, a.moments.hi}) w.PutDouble(d);
+    w.PutLengthPrefixed(a.moments.hll.Serialize());
+  } else {
+    for (uint64_t c : a.histogram) w.PutVarint64(c);
+  }
+  return out;
+}
+
+size_t MapTaskRequest::Counts() const {
+  return op == MapOp::kQuantileRadix ? prefixes.size() * mr::kRadixCells : bins;
+}
+
+Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes) {
+  FLOE_RETURN_IF_ERROR(CheckSize(bytes));
+  wire::Reader r(bytes);
+  MapTaskAnswer a;
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A chunk mapped takes two bytes at least; grown as parsed.
+  if (n > kMaxFrameChunks || n > r.remaining() / 2) {
+    return Status::Corruption("MAP_TASK answer: chunk count does not match its bytes");
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    MappedChunk& c = a.mapped.emplace_back();
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.index));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.rows));
+  }
+  if (op == MapOp::kSummaryMoments) {
+    mr::Moments& m = a.moments.m;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m.count));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m.na));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m.pos_inf));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m.neg_inf));
+    if (m.pos_inf > m.count || m.neg_inf > m.count - m.pos_inf) {
+      return Status::Corruption("MAP_TASK answer: more infinities than values");
+    }
+    for (double* d : {&m.min, &m.max, &m.mean, &m.m2, &a.moments.lo, &a.moments.hi}) {
+      FLOE_RETURN_IF_ERROR(r.GetDouble(d));
+    }
+    std::string_view hll;
+    FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&hll, kMaxAnswerHllBytes));
+    Result<sketch::HyperLogLog> parsed = sketch::HyperLogLog::Parse(hll, kMaxAnswerHllBytes);
+    if (!parsed.ok()) return Status::Corruption("MAP_TASK answer: " + parsed.status().ToString());
+    if (!(parsed->params() == mr::SummaryHllParams())) {
+      return Status::Corruption("MAP_TASK answer: a sketch of other parameters");
+    }
+    a.moments.hll = *std::move(parsed);
+  } else {
+    if (counts < 1 || counts > mr::kMaxRadixPrefixes * mr::kRadixCells || counts > r.remaining()) {
+      return Status::Corruption("MAP_TASK answer: bin count does not match its bytes");
+    }
+    a.histogram.reserve(counts);  // at most 51,200, a byte each at least
+    for (size_t i = 0; i < counts; i++) {
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&a.histogram.emplace_back()));
+    }
+  }
+  FLOE_RETURN_IF_ERROR(Leftover(r));
+  return a;
 }
 
 }  // namespace floe::server::internal

@@ -60,10 +60,12 @@ class HandlerPool {
     }
   }
   ~HandlerPool() { Stop(); }
-  void Add(std::function<void()> job) {
+  // False once stopped: the job is not queued (a job queued before Stop runs before it returns).
+  bool Add(std::function<void()> job) {
     bool wake;
     {
       MutexLock lock(&mu_);
+      if (stop_) return false;
       jobs_.push_back(std::move(job));
       wake = sleepers_ > 0;
     }
@@ -72,6 +74,7 @@ class HandlerPool {
       wakes_.fetch_add(1, std::memory_order_release);
       wakes_.notify_one();
     }
+    return true;
   }
   void Stop() {
     {

@@ -3,7 +3,8 @@
 // keys, where it runs in a proxy session for that client. Private to server/.
 //
 // Thread rules: every public member is thread-safe. Forward's `done` runs on an RPC thread; the
-// proxy sessions run on the endpoint's handler threads under the engine's proxy worker lock.
+// proxy sessions run on the endpoint's handler threads under the engine's proxy worker lock, and
+// a command there that defers its reply holds neither while it waits (cluster_node_impl.h).
 
 #ifndef FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
 #define FLOE_SERVER_INTERNAL_CLUSTER_NODE_H_
@@ -22,6 +23,7 @@
 #include "dkv/dkv.h"
 #include "frame/frame.h"
 #include "rpc/rpc.h"
+#include "server/internal/frame_rpc.h"
 #include "server/server.h"
 
 namespace floe::server::internal {
@@ -199,6 +201,15 @@ class ClusterNode {
   ChunkDropper& TEST_dropper();
   void CallFrame(net::NodeId peer, uint16_t method, std::string request,
                  std::function<void(Result<std::string>)> done);
+  // A map/reduce over a cluster frame's chunks (D8, frame_map.cc): MAP_TASK `op` down the tree
+  // of the members (this one the root), its answers merged in member order, then checked to
+  // have mapped exactly the header's chunks, once each, with their rows ("ERR frame <name> is
+  // missing chunk k at member N" otherwise). A member that does not answer within
+  // cluster-node-timeout fails it with D9's CLUSTERDOWN text. Blocks its thread (the analytics
+  // pool's). `task`: the operation and its arguments (the rest is filled in here).
+  Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task);
+  // MAP_TASKs run at this member (tests: the tree reaches every member once).
+  uint64_t TEST_map_tasks() const;
   // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
   // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
   // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the

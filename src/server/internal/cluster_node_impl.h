@@ -29,6 +29,7 @@
 #include "rpc/rpc.h"
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_node.h"
+#include "server/internal/frame_rpc.h"
 #include "server/server.h"
 
 namespace floe::server::internal {
@@ -231,6 +232,13 @@ struct ClusterNode::Impl {
   Result<std::string> OnDropChunks(std::string_view request);
   Result<std::string> OnPutHeader(std::string_view request);
   Result<std::string> OnFrameIdsLive(std::string_view request);
+  // 312 MAP_TASK (frame_map.cc; D8): this member maps its own chunks and its subtree's answers
+  // are merged in: its own, the left subtree's, the right's. `done` runs once, on an RPC thread
+  // or this one. `header` holds the request's header bytes (req.header views it).
+  void OnMapTask(std::string_view request, rpc::Reply reply);
+  void RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
+                  std::function<void(Result<MapTaskAnswer>)> done);
+  std::atomic<uint64_t> map_tasks{0};  // MAP_TASKs run here (tests)
   // The periodic orphan sweep, on the loop: one SweepChunks, then again in kChunkSweepUs.
   void SweepTick(ClusterNode* node);
 
@@ -288,15 +296,46 @@ struct ClusterNode::Impl {
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};
 
+  // A forwarded request and where its answer goes (the RPC layer's, answered once).
+  struct Pending {
+    net::NodeId from = 0;
+    ForwardRequest req;
+    rpc::Reply reply;
+  };
+  // A deferred command's reply (ticket, bytes), as the session's reply sink hands it.
+  using Deferred = std::pair<uint64_t, std::string>;
   struct Proxy {
-    // Held while a request runs in the session: a client's requests run one after the other,
-    // even when its node stopped waiting for one (CLUSTERDOWN at the deadline) and sent the
-    // next while the first still ran here (a command then joined an unfinished MULTI).
+    // A client's requests run one after the other, even when its node stopped waiting for one
+    // (CLUSTERDOWN at the deadline) and sent the next while the first still ran here (a command
+    // then joined an unfinished MULTI): one that comes while another runs waits in `waiting`.
+    // A command that defers its reply (Session::Execute false: rule C7, frames analytics)
+    // parks the request; the session's reply sink resumes it on an RPC handler thread
+    // (RunProxy), so no thread and no worker lock is held while it waits.
+    // Dropped (CLIENT KILL, a CLOSE, idle, its node's restart) while a request is parked or
+    // waits behind one: each is answered with an error (the replies of the commands that ran,
+    // then an error for each that did not) rather than left to its node's deadline.
+    ~Proxy();
     Mutex mu;
     std::unique_ptr<Session> session;
-    uint64_t last_seq FLOE_GUARDED_BY(mu) = 0;  // the newest request that ran
-    int64_t last_used_ms = 0;
+    int64_t last_used_ms = 0;  // under proxies_mu
+    std::deque<Pending> waiting FLOE_GUARDED_BY(mu);
+    bool running FLOE_GUARDED_BY(mu) = false;  // a thread runs the requests, or one is parked
+    bool parked FLOE_GUARDED_BY(mu) = false;   // the running request waits for the sink
+    // A deferred reply that came before the thread that ran its command had parked.
+    std::optional<Deferred> arrived FLOE_GUARDED_BY(mu);
+    // The running request; touched only by the thread running it (`running` hands it over).
+    uint64_t last_seq = 0;  // the newest request that ran
+    std::optional<Pending> current;
+    size_t next = 0;  // its first command not run yet
+    std::string out;  // its framed replies so far
   };
+  // Where a parked request resumes: an RPC handler thread of the forwarded commands' class.
+  // Shared with the sessions' reply sinks, which may run after the node stopped.
+  struct ProxyResumer {
+    Mutex mu;
+    rpc::Endpoint* endpoint FLOE_GUARDED_BY(mu) = nullptr;  // null once the node stopped
+  };
+  std::shared_ptr<ProxyResumer> resumer = std::make_shared<ProxyResumer>();
   // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
   // the engine's proxy worker lock (Session::Execute takes it).
   Mutex proxies_mu;
@@ -315,7 +354,10 @@ struct ClusterNode::Impl {
   std::map<net::NodeId, Peer> peers FLOE_GUARDED_BY(proxies_mu);
   int64_t last_sweep_ms FLOE_GUARDED_BY(proxies_mu) = 0;
 
-  Result<std::string> OnCommand(net::NodeId from, std::string_view bytes);
+  void OnCommand(net::NodeId from, std::string_view bytes, rpc::Reply reply);
+  // Runs `p`'s requests until none waits or one parks; `resumed`: the reply that ends a park.
+  // Called by the thread that set `running`, or by a job the reply sink posted.
+  void RunProxy(const std::shared_ptr<Proxy>& p, std::optional<Deferred> resumed);
   // Drops the proxy session `key` if it is still `session` (not a later one with its key).
   void DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session);
   void OnClose(net::NodeId from, std::string_view bytes);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "base/base.h"
+#include "mr/mr.h"
 
 namespace floe::server::internal {
 
@@ -159,6 +160,50 @@ struct PutHeaderRequest {
 };
 std::string EncodePutHeader(const PutHeaderRequest& r);
 Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes);
+
+// 312 MAP_TASK (D8): varint map version, u8 op (MapOp), varint column, varint bins (1 to
+// mr::kMaxBins), f64 lo, f64 hi (the histogram's range: finite, lo <= hi, for kSummaryHistogram),
+// varint budget (µs: how long the receiver waits for its subtree), for kQuantileRadix varint
+// pass (0 to 7) and varint prefix count (1 to mr::kMaxRadixPrefixes) and each prefix (varint,
+// increasing), then varint member count (1 to kMaxMapMembers) and each member's id (varint,
+// distinct, the receiver first), then the frame's header (EncodeFrameHeader's bytes, the rest
+// of the message, decoded by the handler).
+enum class MapOp : uint8_t { kSummaryMoments = 1, kSummaryHistogram = 2, kQuantileRadix = 3 };
+inline constexpr uint64_t kMaxMapMembers = 1024;
+struct MapTaskRequest {
+  uint64_t map_version = 0;
+  MapOp op = MapOp::kSummaryMoments;
+  uint32_t column = 0;
+  uint32_t bins = 1;
+  double lo = 0, hi = 0;
+  uint64_t budget_us = 0;
+  uint32_t pass = 0;               // kQuantileRadix
+  std::vector<uint64_t> prefixes;  // kQuantileRadix
+  std::vector<uint32_t> members;
+  std::string_view header;
+  // The counts a histogram answer holds: bins, or 256 a prefix.
+  size_t Counts() const;
+};
+std::string EncodeMapTask(const MapTaskRequest& r);
+Result<MapTaskRequest> DecodeMapTask(std::string_view bytes);
+// Its answer: varint count of the chunks mapped (at most kMaxFrameChunks), each (varint index,
+// varint rows), then the accumulator: for kSummaryMoments varint count, na, pos_inf, neg_inf
+// (pos_inf + neg_inf <= count), f64 min, max, mean, m2, lo, hi, and the HyperLogLog's
+// serialization length-prefixed (at most 64 KiB, with mr::SummaryHllParams); for
+// kSummaryHistogram and kQuantileRadix the request's Counts() counts, each a varint.
+struct MappedChunk {
+  uint64_t index = 0;
+  uint64_t rows = 0;
+  bool operator==(const MappedChunk&) const = default;
+};
+struct MapTaskAnswer {
+  std::vector<MappedChunk> mapped;
+  mr::SummaryMoments moments;       // kSummaryMoments
+  std::vector<uint64_t> histogram;  // kSummaryHistogram, kQuantileRadix
+};
+std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a);
+// `counts`: the request's Counts() (at most mr::kMaxRadixPrefixes x 256).
+Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes);
 
 }  // namespace floe::server::internal
 

@@ -1,0 +1,282 @@
+// Map/reduce over a cluster frame's chunks as a tree of members (docs/frames_cluster.md, D8):
+// RPC 312 MAP_TASK at each member, and the coordinator's MapFrame.
+//
+// How it works: the coordinator is the root of the member list [self, the others in member
+// order]. A member given a list keeps its first (itself), sends the rest's two halves, [1, mid)
+// and [mid, n), to their first members, then maps its own chunks (every core, mr::MapReduce in
+// chunk order) and, once both halves answered, reduces: its own result, then the left's, then
+// the right's. The order is the member list's, so the result does not depend on threads or
+// timing. Each answer lists the chunks mapped and their rows; the coordinator checks them
+// against the header. A member waits for its halves at most its budget, and gives each half
+// three quarters of it, so the member nearest a silent one reports it (D9) before its parent
+// gives up on it.
+
+#include <algorithm>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "frame/frame.h"
+#include "mr/mr.h"
+#include "server/internal/chunk_store.h"
+#include "server/internal/cluster_node_impl.h"
+#include "server/internal/command.h"
+#include "server/internal/frame_cluster.h"
+#include "server/internal/frame_rpc.h"
+
+namespace floe::server::internal {
+
+namespace {
+
+// The member's own chunks of the column, each checked against the header as a fetched chunk is
+// (ChunkFrameOf: every column decodes as frame::Vec::Make takes it, with the header's rows), as
+// one frame of that column, in chunk order, and the chunks it holds.
+struct OwnChunks {
+  std::optional<frame::Frame> frame;  // none when no chunk is here
+  std::vector<MappedChunk> mapped;
+};
+
+Result<OwnChunks> CollectOwn(const FrameHeader& h, uint32_t column, ChunkStore& store,
+                             const cluster::SlotMap& map, net::NodeId self) {
+  OwnChunks own;
+  std::vector<std::shared_ptr<const std::string>> bytes;
+  for (uint64_t k = 0; k < h.chunks.size(); k++) {
+    if (map.Home(ChunkSlot(h.group, k)) != self) continue;
+    Result<std::shared_ptr<const ChunkStore::Chunk>> chunk = store.Get(h.id, k);
+    if (!chunk.ok()) continue;  // missing: the coordinator names it
+    FLOE_ASSIGN_OR_RETURN(frame::Frame one,
+                          ChunkFrameOf(h, k, EncodeChunkColumns((*chunk)->columns)));
+    bytes.push_back(one.vec(column).chunk_bytes(0));
+    own.mapped.push_back({.index = k, .rows = h.chunks[k].rows});
+  }
+  if (bytes.empty()) return own;
+  const FrameHeader::Column& col = h.columns[column];
+  FLOE_ASSIGN_OR_RETURN(frame::Vec v, frame::Vec::Make(static_cast<frame::ColumnType>(col.type),
+                                                       col.domain, std::move(bytes)));
+  std::vector<frame::Vec> vecs;
+  vecs.push_back(std::move(v));
+  FLOE_ASSIGN_OR_RETURN(frame::Frame f, frame::Frame::Make({col.name}, std::move(vecs)));
+  own.frame = std::move(f);
+  return own;
+}
+
+Result<MapTaskAnswer> MapOwn(const MapTaskRequest& req, const OwnChunks& own) {
+  MapTaskAnswer a;
+  a.mapped = own.mapped;
+  if (req.op == MapOp::kSummaryMoments) {
+    if (own.frame.has_value()) {
+      FLOE_ASSIGN_OR_RETURN(a.moments, mr::MomentsPass(*own.frame, 0));
+    } else {
+      FLOE_ASSIGN_OR_RETURN(a.moments.hll, sketch::HyperLogLog::Create(mr::SummaryHllParams()));
+    }
+  } else if (!own.frame.has_value()) {
+    a.histogram.assign(req.Counts(), 0);
+  } else if (req.op == MapOp::kSummaryHistogram) {
+    FLOE_ASSIGN_OR_RETURN(a.histogram, mr::HistogramPass(*own.frame, 0, req.lo, req.hi, req.bins));
+  } else {
+    FLOE_ASSIGN_OR_RETURN(a.histogram,
+                          mr::RadixPass(*own.frame, 0, static_cast<int>(req.pass), req.prefixes));
+  }
+  return a;
+}
+
+// Folds b into a (b after a).
+Status Merge(MapOp op, MapTaskAnswer& a, MapTaskAnswer&& b) {
+  a.mapped.insert(a.mapped.end(), b.mapped.begin(), b.mapped.end());
+  if (op == MapOp::kSummaryMoments) {
+    if (!(a.moments.hll.params() == b.moments.hll.params())) {
+      return Status::Corruption("a sketch of other parameters");
+    }
+    a.moments.Merge(b.moments);
+  } else {
+    if (a.histogram.size() != b.histogram.size()) return Status::Corruption("bins differ");
+    for (size_t i = 0; i < a.histogram.size(); i++) a.histogram[i] += b.histogram[i];
+  }
+  return Status::OK();
+}
+
+std::string AddressOf(const cluster::SlotMap& map, net::NodeId id) {
+  for (const cluster::Member& m : map.members()) {
+    if (m.id == id) return m.address();
+  }
+  return "member " + std::to_string(id);
+}
+
+// One member's task: its own result and its two halves', reduced once all three are in.
+struct TaskJoin {
+  Mutex mu;
+  int left_to_come FLOE_GUARDED_BY(mu) = 3;
+  Result<MapTaskAnswer> parts[3] FLOE_GUARDED_BY(mu) = {Status::Internal("not arrived"),
+                                                        Status::Internal("not arrived"),
+                                                        Status::Internal("not arrived")};
+  MapOp op = MapOp::kSummaryMoments;
+  std::function<void(Result<MapTaskAnswer>)> done;
+
+  void Arrive(int i, Result<MapTaskAnswer> r) {
+    std::vector<Result<MapTaskAnswer>> all;
+    {
+      MutexLock lock(&mu);
+      parts[i] = std::move(r);
+      if (--left_to_come > 0) return;
+      for (auto& p : parts) all.push_back(std::move(p));  // the last to arrive reduces
+    }
+    // Own, left, right: the first failure in that order is the task's.
+    for (auto& p : all) {
+      if (!p.ok()) return done(p.status());
+    }
+    MapTaskAnswer out = *std::move(all[0]);
+    for (size_t j = 1; j < all.size(); j++) {
+      if (Status s = Merge(op, out, *std::move(all[j])); !s.ok()) return done(s);
+    }
+    done(std::move(out));
+  }
+};
+
+}  // namespace
+
+void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
+                                   std::function<void(Result<MapTaskAnswer>)> done) {
+  map_tasks.fetch_add(1, std::memory_order_relaxed);
+  req.header = *header;  // the halves' requests carry it on
+  if (Status s = CheckFrameMapVersion(req.map_version); !s.ok()) return done(s);
+  const net::NodeId self = cluster->self();
+  if (req.members.empty() || req.members[0] != self) {
+    return done(Status::InvalidArgument("MAP_TASK: this member is not the list's first"));
+  }
+  Result<FrameHeader> h = DecodeFrameHeader(*header);
+  if (!h.ok()) return done(h.status());
+  if (req.column >= h->columns.size()) return done(Status::Corruption("MAP_TASK: no such column"));
+  if (static_cast<frame::ColumnType>(h->columns[req.column].type) == frame::ColumnType::kString) {
+    return done(Status::InvalidArgument("a string column has no summary"));
+  }
+  const cluster::SlotMap& map = Routes();
+  auto join = std::make_shared<TaskJoin>();
+  join->op = req.op;
+  join->done = std::move(done);
+  // The halves, sent before this member maps its own chunks.
+  const size_t n = req.members.size();
+  const size_t mid = 1 + (n - 1 + 1) / 2;
+  // A peer's budget is taken within [1 ms, cluster-node-timeout]: it bounds this member's wait.
+  req.budget_us = std::clamp<uint64_t>(req.budget_us, 1000, std::max<uint64_t>(timeout_us, 1000));
+  const uint64_t child_budget = req.budget_us - req.budget_us / 4;
+  auto send = [&](int part, size_t lo, size_t hi) {
+    if (lo >= hi) {
+      // An empty half: nothing mapped, the operation's empty accumulator.
+      MapTaskAnswer empty;
+      if (req.op == MapOp::kSummaryMoments) {
+        Result<sketch::HyperLogLog> hll = sketch::HyperLogLog::Create(mr::SummaryHllParams());
+        if (!hll.ok()) return join->Arrive(part, hll.status());
+        empty.moments.hll = *std::move(hll);
+      } else {
+        empty.histogram.assign(req.Counts(), 0);
+      }
+      return join->Arrive(part, std::move(empty));
+    }
+    MapTaskRequest sub = req;
+    sub.members.assign(req.members.begin() + static_cast<std::ptrdiff_t>(lo),
+                       req.members.begin() + static_cast<std::ptrdiff_t>(hi));
+    sub.budget_us = child_budget;
+    const net::NodeId to = sub.members[0];
+    endpoint->CallAsync(
+        to, kMapTaskMethod, EncodeMapTask(sub), req.budget_us,
+        [join, part, address = AddressOf(map, to), op = req.op,
+         counts = req.Counts()](Result<std::string> r) {
+          if (!r.ok()) {
+            const std::string_view why = r.status().message();
+            // A member below answered why the task failed (its own error, or the CLUSTERDOWN of
+            // a member below it): passed up as it is.
+            if (why.starts_with("CLUSTERDOWN ") || why.starts_with("ERR ")) {
+              return join->Arrive(part, r.status());
+            }
+            const StatusCode code = r.status().code();
+            if (code == StatusCode::kTimeout || code == StatusCode::kUnavailable ||
+                code == StatusCode::kCancelled) {
+              return join->Arrive(
+                  part, Status::Unavailable("CLUSTERDOWN The node " + address +
+                                            " is unreachable (" + std::string(why) + ")"));
+            }
+            return join->Arrive(part,
+                                Status(code, "ERR the node " + address + " refused MAP_TASK (" +
+                                                 r.status().ToString() + ")"));
+          }
+          Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, counts, *r);
+          if (!a.ok()) {
+            return join->Arrive(part, Status::Corruption("ERR the node " + address +
+                                                         " sent a malformed MAP_TASK answer (" +
+                                                         a.status().ToString() + ")"));
+          }
+          join->Arrive(part, std::move(a));
+        });
+  };
+  send(1, 1, mid);
+  send(2, mid, n);
+  Result<OwnChunks> own = CollectOwn(*h, req.column, *chunks, map, self);
+  if (!own.ok()) {
+    return join->Arrive(
+        0, Status(own.status().code(), "ERR member " + std::to_string(self) +
+                                           " holds a bad chunk (" + own.status().ToString() + ")"));
+  }
+  Result<MapTaskAnswer> mine = MapOwn(req, *own);
+  if (!mine.ok() && !mine.status().message().starts_with("ERR ")) {
+    mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+  }
+  join->Arrive(0, std::move(mine));
+}
+
+void ClusterNode::Impl::OnMapTask(std::string_view request, rpc::Reply reply) {
+  auto bytes = std::make_shared<std::string>(request);
+  Result<MapTaskRequest> req = DecodeMapTask(*bytes);
+  if (!req.ok()) return reply(req.status());
+  const MapOp op = req->op;
+  auto header = std::make_shared<const std::string>(req->header);
+  RunMapTask(*std::move(req), std::move(header),
+             [reply = std::move(reply), op](Result<MapTaskAnswer> a) {
+               if (!a.ok()) return reply(a.status());
+               reply(EncodeMapTaskAnswer(op, *a));
+             });
+}
+
+Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_view name,
+                                            MapTaskRequest req) {
+  const cluster::SlotMap& map = impl_->Routes();
+  req.map_version = map.version();
+  // Three quarters of cluster-node-timeout: a client of another member, whose node waits for
+  // this one that long, gets the silent member's name, not this one's.
+  req.budget_us = impl_->timeout_us - impl_->timeout_us / 4;
+  req.members.clear();
+  req.members.push_back(self());
+  for (const cluster::Member& m : map.members()) {
+    if (m.id != self()) req.members.push_back(m.id);
+  }
+  auto answer = std::make_shared<std::promise<Result<MapTaskAnswer>>>();
+  impl_->RunMapTask(std::move(req), std::make_shared<const std::string>(EncodeFrameHeader(h)),
+                    [answer](Result<MapTaskAnswer> a) { answer->set_value(std::move(a)); });
+  FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a, answer->get_future().get());
+  // Exactly the header's chunks, once each, with their rows (D8).
+  std::vector<bool> seen(h.chunks.size(), false);
+  auto missing = [&](uint64_t k) {
+    return ClientError("ERR frame " + std::string(name) + " is missing chunk " + std::to_string(k) +
+                       " at member " + std::to_string(map.Home(ChunkSlot(h.group, k))));
+  };
+  for (const MappedChunk& c : a.mapped) {
+    if (c.index >= h.chunks.size()) {
+      return ClientError("ERR a member mapped chunk " + std::to_string(c.index) + " of frame " +
+                         std::string(name) + ", which has " + std::to_string(h.chunks.size()));
+    }
+    if (seen[c.index] || c.rows != h.chunks[c.index].rows) return missing(c.index);
+    seen[c.index] = true;
+  }
+  for (uint64_t k = 0; k < seen.size(); k++) {
+    if (!seen[k]) return missing(k);
+  }
+  return a;
+}
+
+uint64_t ClusterNode::TEST_map_tasks() const {
+  return impl_->map_tasks.load(std::memory_order_relaxed);
+}
+
+}  // namespace floe::server::internal
