@@ -333,7 +333,12 @@ void Endpoint::Impl::StopOnLoop() {
 }
 
 Endpoint::Endpoint(net::Transport& transport, Options options)
-    : impl_(std::make_shared<Impl>(transport, std::move(options))) {}
+    : impl_(std::make_shared<Impl>(transport, std::move(options))) {
+  // The log's registry is built on its first use. Built here, before this endpoint's threads
+  // run, two of them logging for the first time at once never race on its construction
+  // (ThreadSanitizer cannot see the guard inside the uninstrumented library).
+  spdlog::default_logger_raw();
+}
 
 Endpoint::~Endpoint() { Stop(); }
 
