@@ -456,12 +456,15 @@ void Endpoint::Start() {
     if (!self || to == kStrangerId || to == kAnyNodeId || self->transport.self() == kStrangerId) {
       return nullptr;
     }
-    // Later than every greeting sent before (two connections opened in one microsecond).
-    uint64_t at = WallMicros();
+    // Distinct from the greeting sent just before (two connections opened in one microsecond):
+    // nudged up within a second of it at most, so a clock stepped back is followed at once
+    // rather than greetings staying ahead of it (and refused as too far off) for the step.
+    const uint64_t now = WallMicros();
     uint64_t last = self->last_greeting_sent.load();
-    while (!self->last_greeting_sent.compare_exchange_weak(last, std::max(at, last + 1))) {
-    }
-    at = std::max(at, last + 1);
+    uint64_t at = now;
+    do {
+      at = (now <= last && last - now < 1'000'000) ? last + 1 : now;
+    } while (!self->last_greeting_sent.compare_exchange_weak(last, at));
     return self->EncodeMsg(Kind::kHeartbeat, to, at, 0, kGreetingCode, std::string());
   };
   trust.verify = [weak](std::string_view greeting) -> NodeId {

@@ -41,9 +41,9 @@ constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write first (W1)
 // While a write is in flight, requests run once this much input waits unrun (W2).
 constexpr size_t kRunWhileWritingInput = size_t{1} << 20;
-// With no hard output limit set: the most the replies behind a write in flight may hold (W3).
-// Only a client that writes a pipeline of large requests before it reads needs a backlog, and
-// one that never reads parks this much (its buffer's capacity up to twice it).
+// The most the replies behind a write in flight may hold before the connection stops running
+// and reading (W3): back-pressure, not a close, so a client that reads slowly is not cut off,
+// and one that never reads parks this much (its buffer's capacity up to twice it).
 constexpr size_t kReplyBacklogLimit = size_t{64} << 20;
 constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
 constexpr size_t kBatch = 32;
@@ -86,8 +86,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Whether commands may run now, with `unrun` bytes of input waiting: with no write in flight
   // until a write's worth of replies is ready (W1); with one, once requests pile up (W2).
   bool MayRun(size_t unrun) const {
-    // A client that closed its side sends nothing more: what it sent runs behind the write.
-    if (writing_) return peer_eof_ || unrun >= kRunWhileWritingInput;
+    if (writing_) {
+      // Past the backlog bound nothing more runs (nor is read) until the write moves on.
+      if (out_.size() + slot_bytes_ >= kReplyBacklogLimit) return false;
+      // A client that closed its side sends nothing more: what it sent runs behind the write.
+      return peer_eof_ || unrun >= kRunWhileWritingInput;
+    }
     return out_.size() < kFlushThreshold;
   }
   // While a reply is to come nothing is read (the client's next commands wait in the socket),
@@ -362,8 +366,6 @@ bool Connection::OverOutputLimits() {
   const auto pending =
       static_cast<int64_t>(held > kStaticReplyBuffer ? held - kStaticReplyBuffer : 0);
   if (c.hard > 0 && pending > c.hard) return true;
-  // W3: with no hard limit, the replies behind a write in flight are bounded all the same.
-  if (c.hard == 0 && writing_ && out_.size() + slot_bytes_ > kReplyBacklogLimit) return true;
   if (c.soft > 0 && pending > c.soft) {
     const auto now = static_cast<int64_t>(WallMicros() / 1000);
     if (soft_limit_since_ms_ == 0) soft_limit_since_ms_ = now;
@@ -528,7 +530,9 @@ void Connection::Process() {
   }
   if (writing_) {  // its completion writes out_ and runs Process again
     ChargeOutput();
-    if (!closing_ && !Blocked() && !peer_eof_) ReadWhileWriting();
+    if (!closing_ && !Blocked() && !peer_eof_ && out_.size() + slot_bytes_ < kReplyBacklogLimit) {
+      ReadWhileWriting();
+    }
     return;
   }
   if (!out_.empty()) return ScheduleWrite();
