@@ -416,6 +416,38 @@ TEST(ConsensusTest, ANewLeaderTakesOverAndARestartedServerCatchesUp) {
   EXPECT_EQ(next, acknowledged.size());
 }
 
+// The leader's state tells how long each other server has been silent (docs/consensus.md,
+// State): a stopped follower's silence grows past the election timeout while the other's stays
+// under it; followers report only at the leader.
+TEST(ConsensusTest, TheLeaderTellsHowLongEachFollowerHasBeenSilent) {
+  TestCluster c(3);
+  c.StartAll();
+  ASSERT_TRUE(c.Commit("x").ok());
+  const uint64_t leader = c.WaitLeader();
+  ASSERT_NE(leader, 0u);
+  const uint64_t stopped = leader == 1 ? 2 : 1;
+  const uint64_t other = 6 - leader - stopped;
+  EXPECT_TRUE(c.log(other)->state().followers.empty());
+  c.Stop(stopped);
+  auto silent = [&](uint64_t id) {
+    for (const State::Follower& f : c.log(leader)->state().followers) {
+      if (f.id == id) return f.silent_ms;
+    }
+    return uint64_t{0};
+  };
+  ASSERT_TRUE(WaitFor([&] { return silent(stopped) > 3 * 150; }));
+  const State st = c.log(leader)->state();
+  EXPECT_TRUE(st.leader);
+  EXPECT_GT(st.led_ms, 0u);
+  ASSERT_EQ(st.followers.size(), 2u);
+  EXPECT_LT(silent(other), 3 * 150u);
+  for (const State::Follower& f : st.followers) {
+    if (f.id == other) {
+      EXPECT_GE(f.match_index, 1u);
+    }
+  }
+}
+
 // Contract 10: a leader is ready only once the barrier it appended when elected, an entry of
 // its own term, is committed and applied: its commit index then covers every entry an earlier
 // leader acknowledged. Checked for the first leader and for the one elected after it stops.

@@ -24,6 +24,7 @@
 #include <deque>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <thread>
 #include <unordered_set>
 
@@ -172,6 +173,10 @@ class Log::Impl {
   // The configuration last published, by (index, uncommitted index, size): copied only when
   // it changes.
   uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
+  // At the leader: when (uv_now) each other server last answered it; cleared when it stops
+  // leading.
+  std::map<uint64_t, uint64_t> heard_at_;
+  uint64_t led_since_ = 0;  // uv_now when it last became the leader; 0 while it does not lead
 
   mutable Mutex mu_;
   std::deque<Request*> queue_ FLOE_GUARDED_BY(mu_);
@@ -759,7 +764,34 @@ void Log::Impl::Refresh() {
       config.push_back({.id = s.id, .address = s.address, .role = FromRaftRole(s.role)});
     }
   }
+  std::vector<State::Follower> followers;
+  uint64_t led_ms = 0;
+  if (raft_state(&raft_) == RAFT_LEADER && raft_.leader_state.progress != nullptr) {
+    // raft keeps one progress entry per server of its configuration, in the same order.
+    const uint64_t now = uv_now(&loop_);
+    if (led_since_ == 0) led_since_ = now;
+    led_ms = now - led_since_;
+    std::map<uint64_t, uint64_t> heard;
+    followers.reserve(raft_.configuration.n);
+    for (unsigned i = 0; i < raft_.configuration.n; i++) {
+      const uint64_t id = raft_.configuration.servers[i].id;
+      if (id == options_.id) continue;
+      const struct raft_progress& p = raft_.leader_state.progress[i];
+      auto it = heard_at_.find(id);
+      uint64_t at = p.recent_recv ? now : (it != heard_at_.end() ? it->second : 0);
+      if (at != 0) heard[id] = at;
+      followers.push_back({.id = id,
+                           .match_index = p.match_index,
+                           .silent_ms = at != 0 ? now - at : State::kNeverHeard});
+    }
+    heard_at_.swap(heard);
+  } else {
+    heard_at_.clear();
+    led_since_ = 0;
+  }
   MutexLock lock(&mu_);
+  state_.followers = std::move(followers);
+  state_.led_ms = led_ms;
   state_.id = options_.id;
   state_.running = true;
   state_.leader = raft_state(&raft_) == RAFT_LEADER;

@@ -105,9 +105,19 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
         "member " + std::to_string(id) + " owns or backs up " + std::to_string(held) +
         " slots: moving them away needs migration, which is not built yet; nothing was removed"));
   }
+  // Rule M4: a voter's removal must leave enough voters that answer to commit it (and every
+  // later change); otherwise the metadata would stall until the silent voters came back.
+  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_silent_ms.load()); !keeps.ok()) {
+    if (keeps.code() != StatusCode::kFailedPrecondition) return reply(keeps);
+    return reply(Status::FailedPrecondition(
+        std::string(keeps.message()) +
+        ": nothing was removed; start the silent voters again first, or FORGET one that is "
+        "gone for good (docs/membership.md, M4)"));
+  }
   // A leader removing itself could not finish: it hands leadership over, and the asker asks
   // the new leader (rule M4: a promoted member may lead).
   if (id == cluster->self()) return HandOverLeadership(m, std::move(reply));
+  NoteRemoving(id);  // KeepVoters must not promote it meanwhile
   m->Propose(cluster::Change{.kind = cluster::Change::Kind::kRemoveMember, .node = id},
              [this, m, id, reply](Status proposed) {
                if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
@@ -129,6 +139,12 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
 void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_member,
                                      rpc::Reply reply, int attempts) {
   if (stopped.load()) return reply(Status::Unavailable("stopping"));
+  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_silent_ms.load()); !keeps.ok()) {
+    return reply(Status::Unavailable("member " + std::to_string(id) +
+                                     " left the agreed table, and leaves Raft once enough "
+                                     "voters answer (" +
+                                     std::string(keeps.message()) + "); retry"));
+  }
   m->RemoveServer(id, [this, m, id, was_member, reply, attempts](Status s) {
     // NotFound: not in the configuration (removed before, or never added to Raft).
     if (s.ok() || (s.code() == StatusCode::kNotFound && was_member)) {

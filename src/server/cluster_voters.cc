@@ -1,8 +1,11 @@
 // Rule M4 (docs/membership.md): the Raft leader keeps min(5, members) voters, an odd number,
-// by reconfiguring learners that are listed and up; a leader asked to remove itself first hands
-// leadership over.
+// by reconfiguring learners that are listed and up (and four voters to three); it never
+// removes or demotes a voter when the voters left that answer it would not commit; a leader
+// asked to remove itself first hands leadership over.
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,64 @@ size_t VotersWanted(size_t servers) {
   size_t n = std::min(servers, consensus::kMaxVoters);
   if (n % 2 == 0 && n > 0) n--;
   return n;
+}
+
+namespace {
+
+// How long `id` has been silent to the leader whose state is `st` (0 for the leader itself).
+uint64_t SilentMs(const consensus::State& st, uint64_t id) {
+  if (id == st.id) return 0;
+  for (const consensus::State::Follower& f : st.followers) {
+    if (f.id == id) return f.silent_ms;
+  }
+  return consensus::State::kNeverHeard;
+}
+
+}  // namespace
+
+Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t silent_ms) {
+  bool is_voter = false;
+  size_t voters = 0, up = 0, unheard = 0;
+  std::string down;
+  for (const consensus::Server& s : st.configuration) {
+    if (s.role != consensus::Role::kVoter) continue;
+    if (s.id == id) {
+      is_voter = true;
+      continue;
+    }
+    voters++;
+    const uint64_t silent = SilentMs(st, s.id);
+    if (silent < silent_ms) {
+      up++;
+      continue;
+    }
+    unheard += silent == consensus::State::kNeverHeard ? 1 : 0;
+    down += (down.empty() ? "" : ", ") + std::to_string(s.id);
+  }
+  const size_t majority = voters / 2 + 1;
+  if (!is_voter || up >= majority) return Status::OK();
+  std::string why = "member " + std::to_string(id) +
+                    " is a voter of the agreed metadata: " + std::to_string(voters) +
+                    " voters would remain, of which " + std::to_string(up) +
+                    " answer the leader (not " + down + "), fewer than the " +
+                    std::to_string(majority) + " that commit a change";
+  // A leader not long in office may not have heard yet from voters that are up.
+  if (up + unheard >= majority && st.led_ms < silent_ms) {
+    return Status::Unavailable(why + "; this leader has not heard from every voter yet: retry");
+  }
+  return Status::FailedPrecondition(std::move(why));
+}
+
+void ClusterNode::Impl::NoteRemoving(uint64_t id) {
+  MutexLock lock(&removing_mu);
+  removing_ids[id] = std::chrono::steady_clock::now() + kRemovingFor;
+}
+
+bool ClusterNode::Impl::BeingRemoved(uint64_t id) {
+  MutexLock lock(&removing_mu);
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(removing_ids, [now](const auto& kv) { return kv.second <= now; });
+  return removing_ids.contains(id);
 }
 
 void ClusterNode::Impl::KeepVoters() {
@@ -34,9 +95,11 @@ void ClusterNode::Impl::KeepVoters() {
   if (table->members().empty()) return again();
   // A removal cut off between its two steps (RemoveMember committed, then the leader lost
   // before RemoveServer: rule J2) is finished here: a server the table no longer lists, its id
-  // assigned, leaves Raft's configuration (a later join at its address needs it gone).
+  // assigned, leaves Raft's configuration (a later join at its address needs it gone). Not
+  // while that would leave too few voters up to commit: the change would stall the metadata.
   for (const consensus::Server& s : st.configuration) {
     if (s.id == st.id || s.id >= table->next_id() || table->FindMember(s.id) != nullptr) continue;
+    if (!KeepsMajorityWithout(st, s.id, raft_silent_ms.load()).ok()) continue;
     reconfiguring = true;
     FLOE_LOG_INFO("member {} is no longer in the agreed table: removing it from Raft", s.id);
     const uint64_t id = s.id;
@@ -51,33 +114,85 @@ void ClusterNode::Impl::KeepVoters() {
     });
     return;
   }
+  const uint64_t now = loop.NowMicros();
+  std::erase_if(promote_backoff, [&st](const auto& kv) {
+    return std::none_of(st.configuration.begin(), st.configuration.end(),
+                        [&kv](const consensus::Server& s) { return s.id == kv.first; });
+  });
+  // A learner is eligible when the table lists it, RPC's heartbeats and Raft's replication both
+  // hear it, it is not being removed, and its last failed promotion is far enough behind.
   size_t voters = 0;
-  std::vector<uint64_t> eligible;
+  std::vector<uint64_t> eligible, down_voters, other_voters;
   for (const consensus::Server& s : st.configuration) {
+    const bool heard = SilentMs(st, s.id) < raft_silent_ms.load();
     if (s.role == consensus::Role::kVoter) {
       voters++;
-    } else if (s.role == consensus::Role::kLearner && table->FindMember(s.id) != nullptr &&
-               endpoint->PeerUp(s.id)) {
-      eligible.push_back(s.id);
+      if (s.id != st.id) (heard ? other_voters : down_voters).push_back(s.id);
+      continue;
     }
+    if (s.role != consensus::Role::kLearner || !heard || table->FindMember(s.id) == nullptr ||
+        !endpoint->PeerUp(s.id) || BeingRemoved(s.id)) {
+      continue;
+    }
+    if (auto it = promote_backoff.find(s.id);
+        it != promote_backoff.end() && now < it->second.not_before) {
+      continue;
+    }
+    eligible.push_back(s.id);
   }
-  if (eligible.empty() || voters >= VotersWanted(voters + eligible.size())) return again();
-  const uint64_t id = *std::min_element(eligible.begin(), eligible.end());
-  reconfiguring = true;
-  FLOE_LOG_INFO("reconfiguring member {} to a voter of the agreed metadata ({} voters, {} wanted)",
-                id, voters, VotersWanted(voters + eligible.size()));
-  // Meta lives as long as the node: the pointer outlives the callback.
-  view->Assign(id, consensus::Role::kVoter, [this, id](Status s) {
-    loop.Post([this, id, s] {
-      reconfiguring = false;
-      if (s.ok()) {
-        FLOE_LOG_INFO("member {} is a voter of the agreed metadata", id);
-      } else {
-        FLOE_LOG_WARN("reconfiguring member {} to a voter failed: {}", id, s.ToString());
-      }
-      loop.PostAt(loop.NowMicros() + kKeepVotersEveryUs, [this] { KeepVoters(); });
+  const size_t wanted = VotersWanted(voters + eligible.size());
+  if (voters < wanted && !eligible.empty()) {
+    const uint64_t id = *std::min_element(eligible.begin(), eligible.end());
+    reconfiguring = true;
+    FLOE_LOG_INFO(
+        "reconfiguring member {} to a voter of the agreed metadata ({} voters, {} wanted)", id,
+        voters, wanted);
+    // Meta lives as long as the node: the pointer outlives the callback.
+    view->Assign(id, consensus::Role::kVoter, [this, id](Status s) {
+      loop.Post([this, id, s] {
+        reconfiguring = false;
+        if (s.ok()) {
+          promote_backoff.erase(id);
+          FLOE_LOG_INFO("member {} is a voter of the agreed metadata", id);
+        } else {
+          PromoteBackoff& b = promote_backoff[id];
+          b.failures = std::min(b.failures + 1, 16);
+          const uint64_t wait =
+              std::min(kPromoteBackoffUs << std::min(b.failures - 1, 8), kPromoteBackoffMaxUs);
+          b.not_before = loop.NowMicros() + wait;
+          FLOE_LOG_WARN("reconfiguring member {} to a voter failed: {}; not tried again for {} s",
+                        id, s.ToString(), wait / 1'000'000);
+        }
+        loop.PostAt(loop.NowMicros() + kKeepVotersEveryUs, [this] { KeepVoters(); });
+      });
     });
-  });
+    return;
+  }
+  // Four voters commit with three, as five do, and tolerate one failure, as three do: one is
+  // made a learner, a silent one first (that also lets the other three lose one), else the
+  // highest id. Never below three: each voter of two holds every committed entry.
+  if (voters == 4 && wanted < voters) {
+    std::vector<uint64_t>& pool = down_voters.empty() ? other_voters : down_voters;
+    if (pool.empty()) return again();
+    const uint64_t id = *std::max_element(pool.begin(), pool.end());
+    if (!KeepsMajorityWithout(st, id, raft_silent_ms.load()).ok()) return again();
+    reconfiguring = true;
+    FLOE_LOG_INFO(
+        "reconfiguring member {} to a learner of the agreed metadata (4 voters, {} "
+        "wanted)",
+        id, wanted);
+    view->Assign(id, consensus::Role::kLearner, [this, id](Status s) {
+      loop.Post([this, id, s] {
+        reconfiguring = false;
+        if (!s.ok()) {
+          FLOE_LOG_WARN("reconfiguring member {} to a learner failed: {}", id, s.ToString());
+        }
+        loop.PostAt(loop.NowMicros() + kKeepVotersEveryUs, [this] { KeepVoters(); });
+      });
+    });
+    return;
+  }
+  again();
 }
 
 void ClusterNode::Impl::HandOverLeadership(cluster::Meta* m, rpc::Reply reply) {

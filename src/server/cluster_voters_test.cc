@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -162,6 +163,93 @@ TEST(ClusterVotersTest, ARemovalCutOffBeforeRaftIsFinishedByTheLeader) {
       [&proposed](Status s) { proposed.set_value(s); });
   ASSERT_TRUE(proposed.get_future().get().ok());
   ASSERT_NO_FATAL_FAILURE(internal::WaitRemovedEverywhere(c, 4));
+}
+
+// Rule M4: of five voters two are silent, so removing a third would leave four voters of which
+// two answer the leader, which commit nothing (the removal itself included): the leader refuses
+// it, and the table keeps the member.
+TEST(ClusterVotersTest, AVoterIsNotRemovedWhenTooFewOfTheOthersAnswer) {
+  GrownToFive g;
+  ASSERT_NO_FATAL_FAILURE(g.Start());
+  for (ClusterNode* n : g.all()) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; }, "five voters everywhere"));
+  }
+  g.c.node(0).TEST_meta()->Stop();
+  g.c.node(1).TEST_meta()->Stop();
+  // Until the leader has missed both for a while, it cannot tell them from voters that answer.
+  ASSERT_NO_FATAL_FAILURE(WaitFor(
+      [&g] {
+        for (ClusterNode* n : {&g.c.node(2), g.j4.node.get(), g.j5.node.get()}) {
+          const consensus::State st = n->meta()->raft();
+          if (!st.leader) continue;
+          size_t silent = 0;
+          for (const consensus::State::Follower& f : st.followers) {
+            const bool stopped = f.id == g.c.node(0).self() || f.id == g.c.node(1).self();
+            silent += stopped && f.silent_ms > 3000 ? 1 : 0;
+          }
+          return silent == 2;
+        }
+        return false;
+      },
+      "no leader that has missed members 1 and 2"));
+  Session s(&g.c.engine(2), 0);
+  const std::string answer = s.Run({"CLUSTER", "FORGET", "4"});
+  const uint64_t a = std::min(g.c.node(0).self(), g.c.node(1).self());
+  const uint64_t b = std::max(g.c.node(0).self(), g.c.node(1).self());
+  EXPECT_THAT(answer, HasSubstr("is a voter of the agreed metadata: 4 voters would remain, of "
+                                "which 2 answer the leader (not " +
+                                std::to_string(a) + ", " + std::to_string(b) + ")"));
+  EXPECT_THAT(answer, HasSubstr("nothing was removed"));
+  for (ClusterNode* n : {&g.c.node(2), g.j4.node.get(), g.j5.node.get()}) {
+    EXPECT_NE(n->meta()->table()->FindMember(4), nullptr) << "at member " << n->self();
+    EXPECT_EQ(Voters(*n), 5u) << "at member " << n->self();
+  }
+}
+
+// Rule M4: five voters, one leaves and no learner is left: four voters would commit with three
+// and tolerate one failure, as three do, so one of them becomes a learner.
+TEST(ClusterVotersTest, FourVotersBecomeThree) {
+  GrownToFive g;
+  ASSERT_NO_FATAL_FAILURE(g.Start());
+  for (ClusterNode* n : g.all()) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; }, "five voters everywhere"));
+  }
+  Session s(g.j5.engine.get(), 0);
+  ASSERT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
+  ASSERT_NO_FATAL_FAILURE(internal::WaitRemovedEverywhere(g.c, 5));
+  for (ClusterNode* n : {&g.c.node(0), &g.c.node(1), &g.c.node(2), g.j4.node.get()}) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 3; },
+                                    "member " + std::to_string(n->self()) + " has " +
+                                        std::to_string(Voters(*n)) + " voters, not 3"));
+    EXPECT_EQ(n->meta()->raft().configuration.size(), 4u);
+  }
+}
+
+// Rule M4: a learner that RPC hears but whose Raft does not answer (its Raft stopped) is not
+// promoted, so it does not hold every later promotion back: two more members join and both
+// become voters, while it stays a learner.
+TEST(ClusterVotersTest, ALearnerWhoseRaftIsSilentIsPassedOver) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir d4, d5, d6;
+  JoinedNode j4, j5, j6;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  j4.node->TEST_meta()->Stop();
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedNode(JoinerConfig(c, d6.path(), floe::testing::FreeClusterPort()), &j6));
+  for (ClusterNode* n : {&c.node(0), &c.node(1), &c.node(2), j5.node.get(), j6.node.get()}) {
+    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; },
+                                    "member " + std::to_string(n->self()) + " has " +
+                                        std::to_string(Voters(*n)) + " voters, not 5"));
+    for (const consensus::Server& s : n->meta()->raft().configuration) {
+      if (s.id == 4) {
+        EXPECT_EQ(s.role, consensus::Role::kLearner) << "at member " << n->self();
+      }
+    }
+  }
 }
 
 }  // namespace

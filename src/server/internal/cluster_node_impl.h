@@ -103,6 +103,11 @@ std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 // Rule M4: how many voters a Raft configuration of `servers` voters and eligible learners
 // wants: min(5, servers), one fewer when that is even.
 size_t VotersWanted(size_t servers);
+// Rule M4: whether the leader's configuration `st` still commits once server `id` is removed
+// from it or demoted to a learner: a majority of the voters left must have answered the leader
+// within `silent_ms` (the leader counts itself). FailedPrecondition names the shortfall;
+// Unavailable when a voter was not heard from yet in this leader's term (a retry may pass).
+Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t silent_ms);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
@@ -182,6 +187,26 @@ struct ClusterNode::Impl {
   void KeepVoters();
   static constexpr uint64_t kKeepVotersEveryUs = 500'000;
   bool reconfiguring = false;  // loop thread only
+  // A follower silent for longer counts as down (M4): three of raft's election timeouts, set
+  // when the metadata starts.
+  std::atomic<uint64_t> raft_silent_ms{3000};
+  // A learner whose promotion failed is not picked again before not_before (loop time),
+  // 5 s after the first failure, doubling up to kPromoteBackoffMaxUs (M4).
+  struct PromoteBackoff {
+    int failures = 0;
+    uint64_t not_before = 0;
+  };
+  std::map<uint64_t, PromoteBackoff> promote_backoff;  // loop thread only
+  static constexpr uint64_t kPromoteBackoffUs = 5'000'000;
+  static constexpr uint64_t kPromoteBackoffMaxUs = 120'000'000;
+  // Members the leader is removing (J2), by id, until the steady-clock time: never promoted
+  // meanwhile (LeaderRemove runs on RPC and pool threads, KeepVoters on the loop).
+  Mutex removing_mu;
+  std::map<uint64_t, std::chrono::steady_clock::time_point> removing_ids
+      FLOE_GUARDED_BY(removing_mu);
+  static constexpr std::chrono::seconds kRemovingFor{30};
+  void NoteRemoving(uint64_t id);
+  bool BeingRemoved(uint64_t id);
   // The leader asked to remove itself (J2): hands leadership to another voter, then answers
   // Unavailable ("retry"), so the asker asks the new leader.
   void HandOverLeadership(cluster::Meta* m, rpc::Reply reply);
