@@ -162,12 +162,54 @@ void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_
   });
 }
 
+void ClusterNode::Impl::TellRemoved(RemovedNotice notice, uint64_t until) {
+  if (stopped.load() || loop.NowMicros() >= until) return;
+  const net::NodeId id = notice.id;
+  endpoint->CallAsync(id, kRemovedNoticeMethod, EncodeRemovedNotice(notice), kTellRemovedEveryUs,
+                      [this, notice, until](Result<std::string> r) {
+                        // Told (or it knew), or it refused the notice: nothing more to say.
+                        if (r.ok() || r.status().code() == StatusCode::kFailedPrecondition) return;
+                        if (r.status().code() == StatusCode::kCancelled) return;  // stopping
+                        loop.PostAt(loop.NowMicros() + kTellRemovedEveryUs,
+                                    [this, notice, until] { TellRemoved(notice, until); });
+                      });
+}
+
+Result<std::string> ClusterNode::Impl::OnRemovedNotice(net::NodeId from, std::string_view request) {
+  Result<RemovedNotice> notice = DecodeRemovedNotice(request);
+  if (!notice.ok()) return notice.status();
+  const net::NodeId self = cluster->self();
+  if (notice->id != self) {
+    return Status::FailedPrecondition("this is member " + std::to_string(self) + ", not " +
+                                      std::to_string(notice->id));
+  }
+  if (removed.load()) return std::string();
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  const std::shared_ptr<const cluster::Table> table = m != nullptr ? m->table() : nullptr;
+  const cluster::ClusterId ours =
+      table != nullptr && !table->cluster_id().empty() ? table->cluster_id() : recorded_id;
+  if (ours.empty() || ours.hi != notice->cluster_id.hi || ours.lo != notice->cluster_id.lo) {
+    return Status::FailedPrecondition("this member is not of cluster " +
+                                      notice->cluster_id.ToString());
+  }
+  // Tables only move forward: one at least as new as the notice's that lists this member
+  // contradicts it.
+  if (table != nullptr && table->epoch() >= notice->epoch && table->FindMember(self) != nullptr) {
+    return Status::FailedPrecondition("this member's table of epoch " +
+                                      std::to_string(table->epoch()) + " lists it");
+  }
+  MarkRemoved("at table epoch " + std::to_string(notice->epoch) + " (member " +
+              std::to_string(from) + " told it so: its own log had not applied the removal)");
+  return std::string();
+}
+
 void ClusterNode::Impl::OnRemoved(const cluster::Table& table) {
   MarkRemoved("at table epoch " + std::to_string(table.epoch()));
 }
 
 void ClusterNode::Impl::MarkRemoved(const std::string& when) {
-  if (removing.exchange(true)) return;
+  MutexLock once(&mark_removed_mu);
+  if (removed.load()) return;
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
   const std::string cluster_id =
       m != nullptr ? m->table()->cluster_id().ToString() : recorded_id.ToString();

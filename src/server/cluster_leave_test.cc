@@ -108,6 +108,57 @@ TEST(ClusterLeaveTest, AForgottenDeadMemberIsRemovedEverywhere) {
   EXPECT_THAT(s.Run({"CLUSTER", "INFO"}), HasSubstr("cluster_known_nodes:3\r\n"));
 }
 
+// J2 (F5): a member forgotten while its Raft is stopped never applies its removal (the leader
+// drops it from Raft's configuration at once): the members tell it (RPC 304), and it stops
+// serving and says why instead of answering CLUSTERDOWN with no reason.
+TEST(ClusterLeaveTest, AMemberWhoseLogMissedItsRemovalIsToldSo) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  JoinedNode j;
+  ASSERT_NO_FATAL_FAILURE(
+      internal::StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), &j));
+  ASSERT_EQ(j.node->self(), 4u);
+  j.node->TEST_meta()->Stop();
+  Session s(&c.engine(0), 0);
+  EXPECT_EQ(s.Run({"CLUSTER", "FORGET", "4"}), "+OK\r\n");
+  ASSERT_NO_FATAL_FAILURE(WaitRemovedEverywhere(c, 4));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!j.node->removed()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "member 4 was never told";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Session mine(j.engine.get(), 0);
+  const std::string info = mine.Run({"INFO", "cluster"});
+  EXPECT_THAT(info, HasSubstr("meta:removed\r\n"));
+  EXPECT_THAT(info, HasSubstr("told it so"));
+}
+
+// A removal notice (RPC 304) for another member, another cluster, or contradicted by a newer
+// table that lists this member is refused, and nothing changes.
+TEST(ClusterLeaveTest, AWrongRemovalNoticeIsRefused) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  ClusterNode& n = c.node(0);
+  const std::shared_ptr<const cluster::Table> table = n.meta()->table();
+  auto notice = [&](uint64_t id, uint64_t epoch, cluster::ClusterId cid) {
+    return n.TEST_RemovedNotice(c.node(1).self(),
+                                internal::EncodeRemovedNotice(internal::RemovedNotice{
+                                    .id = id, .epoch = epoch, .cluster_id = cid}));
+  };
+  EXPECT_EQ(notice(n.self() + 1, table->epoch() + 1, table->cluster_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      notice(n.self(), table->epoch() + 1, cluster::ClusterId{.hi = 1, .lo = 2}).status().code(),
+      StatusCode::kFailedPrecondition);
+  EXPECT_EQ(notice(n.self(), table->epoch(), table->cluster_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(n.TEST_RemovedNotice(c.node(1).self(), "\x01").status().code(),
+            StatusCode::kCorruption);
+  EXPECT_FALSE(n.removed());
+  EXPECT_TRUE(n.serving());
+}
+
 // A founder owns slots: LEAVE and FORGET of it are refused naming the count, and nothing is
 // removed; an id never assigned, or not an id, is refused too.
 TEST(ClusterLeaveTest, MembersThatOwnSlotsAndUnknownIdsAreRefused) {

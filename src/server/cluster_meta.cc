@@ -680,7 +680,8 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
     // The transport's SetPeer runs on the loop (it waits for it): never from the Raft thread,
     // which the loop may be joining (Meta::Stop).
     loop.Post(
-        [this, members = std::move(members)]() mutable { FollowMembers(std::move(members)); });
+        [this, members = std::move(members), epoch = table->epoch(),
+         cid = table->cluster_id()]() mutable { FollowMembers(std::move(members), epoch, cid); });
   }
   if (id.empty()) return;
   cluster->SetClusterId(id);
@@ -695,7 +696,8 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   }
 }
 
-void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
+void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members, uint64_t epoch,
+                                      cluster::ClusterId cluster_id) {
   if (stopped.load()) return;
   const net::NodeId self = cluster->self();
   std::map<net::NodeId, cluster::Member> now;
@@ -718,9 +720,14 @@ void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
     if (now.count(id) == 0) {
       FLOE_LOG_INFO("member {} at {} left the agreed table", id, m.address());
       // Dropped a while later, unless it is back (ids are never reused, so it cannot be).
-      loop.PostAt(loop.NowMicros() + kRemovedPeerGraceUs, [this, id = id] {
+      const uint64_t drop_at = loop.NowMicros() + kRemovedPeerGraceUs;
+      loop.PostAt(drop_at, [this, id = id] {
         if (!stopped.load() && table_peers.count(id) == 0) endpoint->RemovePeer(id);
       });
+      if (!cluster_id.empty()) {
+        TellRemoved(RemovedNotice{.id = id, .epoch = epoch, .cluster_id = cluster_id},
+                    drop_at - kTellRemovedEveryUs);
+      }
     }
   }
   table_peers = std::move(now);

@@ -521,6 +521,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
                                 [raw](net::NodeId, std::string_view req, rpc::Reply reply) {
                                   raw->OnRemoveMember(req, std::move(reply));
                                 });
+  impl->endpoint->Register(kRemovedNoticeMethod, rpc::kPriorityClasses - 1,
+                           [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
+                             return raw->OnRemovedNotice(from, req);
+                           });
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
@@ -570,6 +574,10 @@ void ClusterNode::TEST_SetGuardHook(std::function<void()> hook) {
 
 void ClusterNode::TEST_Join(std::string request, std::function<void(Result<std::string>)> done) {
   impl_->OnJoin(1, request, std::move(done));
+}
+
+Result<std::string> ClusterNode::TEST_RemovedNotice(net::NodeId from, std::string_view request) {
+  return impl_->OnRemovedNotice(from, request);
 }
 
 cluster::Meta* ClusterNode::TEST_meta() {

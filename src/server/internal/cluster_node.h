@@ -90,6 +90,17 @@ struct RemoveRequest {
 };
 std::string EncodeRemoveRequest(const RemoveRequest& request);
 Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes);
+// RPC 304's request (docs/wire.md, "Telling a member it was removed"): the member whose applied
+// table no longer lists `id` tells it so, with that table's epoch and cluster id. Decode:
+// Corruption for anything but two varints and 16 bytes.
+inline constexpr uint16_t kRemovedNoticeMethod = 304;
+struct RemovedNotice {
+  uint64_t id = 0;
+  uint64_t epoch = 0;
+  cluster::ClusterId cluster_id;
+};
+std::string EncodeRemovedNotice(const RemovedNotice& notice);
+Result<RemovedNotice> DecodeRemovedNotice(std::string_view bytes);
 // The answer: each command's reply, length-prefixed, in order; then one frame per entry of
 // `copies` (empty: no copy).
 void AppendFramedReply(std::string_view reply, std::string* answer);
@@ -150,6 +161,8 @@ class ClusterNode {
   uint64_t joins_proposed() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests: answers a removal notice (RPC 304, J2) as if member `from` had sent it here.
+  Result<std::string> TEST_RemovedNotice(net::NodeId from, std::string_view request);
   // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.
   void TEST_Join(std::string request, std::function<void(Result<std::string>)> done);
   // Tests only, before any table gives a slot away: runs on the guard thread before each count

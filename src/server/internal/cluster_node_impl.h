@@ -167,7 +167,9 @@ struct ClusterNode::Impl {
                     int attempts);
   Mutex left_mu;
   std::function<void()> on_left FLOE_GUARDED_BY(left_mu);
-  std::atomic<bool> removing{false};                 // MarkRemoved runs once
+  // MarkRemoved runs once, and a second caller returns only once the first has set `removed`
+  // (LEAVE's own answer and a removal notice may race).
+  Mutex mark_removed_mu;
   std::string removed_why FLOE_GUARDED_BY(left_mu);  // set before `removed`
   // On the Raft thread: the log applies `id`, which is not recorded_id.
   void RefuseClusterId(const cluster::ClusterId& id);
@@ -316,7 +318,18 @@ struct ClusterNode::Impl {
   // A member that left the table stays an RPC peer this long (rule J2): the leader's answer to
   // its CLUSTER LEAVE, sent once Raft has removed it too, still reaches it.
   static constexpr uint64_t kRemovedPeerGraceUs = 15'000'000;
-  void FollowMembers(std::vector<cluster::Member> members);
+  // `epoch` and `cluster_id` are the applied table's that lists `members`; a member it no
+  // longer lists is told so (TellRemoved).
+  void FollowMembers(std::vector<cluster::Member> members, uint64_t epoch,
+                     cluster::ClusterId cluster_id);
+  // Rule J2: tells member `notice.id`, which the applied table no longer lists, that it was
+  // removed (RPC 304), every second until it answers or `until` (loop time): its own log may
+  // never apply the removal (cut off, or its Raft left the configuration first).
+  void TellRemoved(RemovedNotice notice, uint64_t until);
+  static constexpr uint64_t kTellRemovedEveryUs = 1'000'000;
+  // The answer to RPC 304 (on a handler thread): checks the notice names this member, its
+  // cluster, and an epoch past this member's own table that lists it; then MarkRemoved.
+  Result<std::string> OnRemovedNotice(net::NodeId from, std::string_view request);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};
