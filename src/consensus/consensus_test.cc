@@ -433,7 +433,7 @@ TEST(ConsensusTest, TheLeaderTellsHowLongEachFollowerHasBeenSilent) {
     for (const State::Follower& f : c.log(leader)->state().followers) {
       if (f.id == id) return f.silent_ms;
     }
-    return uint64_t{0};
+    return State::kNeverHeard;
   };
   ASSERT_TRUE(WaitFor([&] { return silent(stopped) > 3 * 150; }));
   const State st = c.log(leader)->state();

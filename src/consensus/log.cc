@@ -20,13 +20,15 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <future>
-#include <map>
 #include <thread>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "consensus/consensus.h"
 #include "consensus/internal/fsm.h"
@@ -175,7 +177,7 @@ class Log::Impl {
   uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
   // At the leader: when (uv_now) each other server last answered it; cleared when it stops
   // leading.
-  std::map<uint64_t, uint64_t> heard_at_;
+  std::vector<std::pair<uint64_t, uint64_t>> heard_at_;
   uint64_t led_since_ = 0;  // uv_now when it last became the leader; 0 while it does not lead
 
   mutable Mutex mu_;
@@ -771,20 +773,27 @@ void Log::Impl::Refresh() {
     const uint64_t now = uv_now(&loop_);
     if (led_since_ == 0) led_since_ = now;
     led_ms = now - led_since_;
-    std::map<uint64_t, uint64_t> heard;
     followers.reserve(raft_.configuration.n);
     for (unsigned i = 0; i < raft_.configuration.n; i++) {
       const uint64_t id = raft_.configuration.servers[i].id;
       if (id == options_.id) continue;
       const struct raft_progress& p = raft_.leader_state.progress[i];
-      auto it = heard_at_.find(id);
-      uint64_t at = p.recent_recv ? now : (it != heard_at_.end() ? it->second : 0);
-      if (at != 0) heard[id] = at;
-      followers.push_back({.id = id,
-                           .match_index = p.match_index,
-                           .silent_ms = at != 0 ? now - at : State::kNeverHeard});
+      auto it = std::find_if(heard_at_.begin(), heard_at_.end(),
+                             [id](const auto& h) { return h.first == id; });
+      if (p.recent_recv) {
+        if (it == heard_at_.end()) it = heard_at_.insert(heard_at_.end(), {id, now});
+        it->second = now;
+      }
+      followers.push_back(
+          {.id = id,
+           .match_index = p.match_index,
+           .silent_ms = it != heard_at_.end() ? now - it->second : State::kNeverHeard});
     }
-    heard_at_.swap(heard);
+    // Servers that left the configuration.
+    std::erase_if(heard_at_, [&followers](const auto& h) {
+      return std::none_of(followers.begin(), followers.end(),
+                          [&h](const State::Follower& f) { return f.id == h.first; });
+    });
   } else {
     heard_at_.clear();
     led_since_ = 0;

@@ -107,7 +107,7 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
   }
   // Rule M4: a voter's removal must leave enough voters that answer to commit it (and every
   // later change); otherwise the metadata would stall until the silent voters came back.
-  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_silent_ms.load()); !keeps.ok()) {
+  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_election_ms.load()); !keeps.ok()) {
     if (keeps.code() != StatusCode::kFailedPrecondition) return reply(keeps);
     return reply(Status::FailedPrecondition(
         std::string(keeps.message()) +
@@ -121,12 +121,14 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
   m->Propose(cluster::Change{.kind = cluster::Change::Kind::kRemoveMember, .node = id},
              [this, m, id, reply](Status proposed) {
                if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
+                 DoneRemoving(id);
                  return reply(Status::Unavailable("the removal's outcome is unknown (" +
                                                   proposed.ToString() + "); retry"));
                }
                // Refused as absent (removed meanwhile) counts as done; refused while still
                // listed (it got a slot meanwhile) is the table's reason.
                if (m->table()->FindMember(id) != nullptr) {
+                 DoneRemoving(id);
                  return reply(proposed.ok() ? Status::Unavailable("the removal is not applied "
                                                                   "here yet; retry")
                                             : proposed);
@@ -139,7 +141,7 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
 void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_member,
                                      rpc::Reply reply, int attempts) {
   if (stopped.load()) return reply(Status::Unavailable("stopping"));
-  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_silent_ms.load()); !keeps.ok()) {
+  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_election_ms.load()); !keeps.ok()) {
     return reply(Status::Unavailable("member " + std::to_string(id) +
                                      " left the agreed table, and leaves Raft once enough "
                                      "voters answer (" +
@@ -149,6 +151,7 @@ void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_
     // NotFound: not in the configuration (removed before, or never added to Raft).
     if (s.ok() || (s.code() == StatusCode::kNotFound && was_member)) {
       FLOE_LOG_INFO("member {} removed from the agreed metadata's configuration", id);
+      DoneRemoving(id);
       return reply(std::string());
     }
     if (s.code() == StatusCode::kAborted && attempts > 1) {
@@ -157,6 +160,7 @@ void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_
       });
       return;
     }
+    DoneRemoving(id);
     reply(Status::Unavailable("removing member " + std::to_string(id) +
                               " from Raft: " + s.ToString() + "; retry"));
   });

@@ -474,8 +474,7 @@ void ClusterNode::Impl::StartMeta() {
   if (meta_stopped || !meta_options) return;
   cluster::MetaOptions o = std::move(*meta_options);
   meta_options.reset();
-  // raft clears its "heard from" mark once per election timeout.
-  raft_silent_ms.store(3 * o.raft.election_timeout_ms);
+  raft_election_ms.store(o.raft.election_timeout_ms);
   o.on_change = [this](const std::shared_ptr<const cluster::Table>& t) { OnTable(t); };
   const std::string where = o.raft.address + ", directory " + o.raft.dir;
   Result<std::unique_ptr<cluster::Meta>> m = cluster::Meta::Start(std::move(o));

@@ -576,6 +576,10 @@ void ClusterNode::TEST_Join(std::string request, std::function<void(Result<std::
   impl_->OnJoin(1, request, std::move(done));
 }
 
+void ClusterNode::TEST_SetDemoteAfter(std::chrono::microseconds after) {
+  impl_->demote_after_us.store(static_cast<uint64_t>(after.count()));
+}
+
 Result<std::string> ClusterNode::TEST_RemovedNotice(net::NodeId from, std::string_view request) {
   return impl_->OnRemovedNotice(from, request);
 }

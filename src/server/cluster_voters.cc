@@ -33,7 +33,7 @@ uint64_t SilentMs(const consensus::State& st, uint64_t id) {
 
 }  // namespace
 
-Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t silent_ms) {
+Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t answer_ms) {
   bool is_voter = false;
   size_t voters = 0, up = 0, unheard = 0;
   std::string down;
@@ -45,7 +45,7 @@ Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t si
     }
     voters++;
     const uint64_t silent = SilentMs(st, s.id);
-    if (silent < silent_ms) {
+    if (silent <= answer_ms) {
       up++;
       continue;
     }
@@ -60,7 +60,7 @@ Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t si
                     " answer the leader (not " + down + "), fewer than the " +
                     std::to_string(majority) + " that commit a change";
   // A leader not long in office may not have heard yet from voters that are up.
-  if (up + unheard >= majority && st.led_ms < silent_ms) {
+  if (up + unheard >= majority && st.led_ms < 2 * answer_ms) {
     return Status::Unavailable(why + "; this leader has not heard from every voter yet: retry");
   }
   return Status::FailedPrecondition(std::move(why));
@@ -71,11 +71,23 @@ void ClusterNode::Impl::NoteRemoving(uint64_t id) {
   removing_ids[id] = std::chrono::steady_clock::now() + kRemovingFor;
 }
 
+void ClusterNode::Impl::DoneRemoving(uint64_t id) {
+  MutexLock lock(&removing_mu);
+  removing_ids.erase(id);
+}
+
 bool ClusterNode::Impl::BeingRemoved(uint64_t id) {
   MutexLock lock(&removing_mu);
   const auto now = std::chrono::steady_clock::now();
   std::erase_if(removing_ids, [now](const auto& kv) { return kv.second <= now; });
   return removing_ids.contains(id);
+}
+
+bool ClusterNode::Impl::AnyBeingRemoved() {
+  MutexLock lock(&removing_mu);
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(removing_ids, [now](const auto& kv) { return kv.second <= now; });
+  return !removing_ids.empty();
 }
 
 void ClusterNode::Impl::KeepVoters() {
@@ -93,13 +105,22 @@ void ClusterNode::Impl::KeepVoters() {
   if (!st.running || !st.leader || !st.leader_ready) return again();
   const std::shared_ptr<const cluster::Table> table = view->table();
   if (table->members().empty()) return again();
+  const uint64_t answer_ms = raft_election_ms.load();
   // A removal cut off between its two steps (RemoveMember committed, then the leader lost
   // before RemoveServer: rule J2) is finished here: a server the table no longer lists, its id
   // assigned, leaves Raft's configuration (a later join at its address needs it gone). Not
-  // while that would leave too few voters up to commit: the change would stall the metadata.
+  // while that would leave too few voters answering to commit: the change would stall the
+  // metadata.
   for (const consensus::Server& s : st.configuration) {
     if (s.id == st.id || s.id >= table->next_id() || table->FindMember(s.id) != nullptr) continue;
-    if (!KeepsMajorityWithout(st, s.id, raft_silent_ms.load()).ok()) continue;
+    if (Status keeps = KeepsMajorityWithout(st, s.id, answer_ms); !keeps.ok()) {
+      if (cut_off_warned_at + 30'000'000 <= loop.NowMicros()) {
+        cut_off_warned_at = loop.NowMicros();
+        FLOE_LOG_WARN("member {} is no longer in the agreed table but stays in Raft: {}", s.id,
+                      keeps.ToString());
+      }
+      continue;
+    }
     reconfiguring = true;
     FLOE_LOG_INFO("member {} is no longer in the agreed table: removing it from Raft", s.id);
     const uint64_t id = s.id;
@@ -114,6 +135,10 @@ void ClusterNode::Impl::KeepVoters() {
     });
     return;
   }
+  // Until this leader has led for a while, a follower it has not heard from yet may be up: it
+  // neither promotes nor demotes on that.
+  const uint64_t silent_ms = 3 * answer_ms;
+  if (st.led_ms < silent_ms) return again();
   const uint64_t now = loop.NowMicros();
   std::erase_if(promote_backoff, [&st](const auto& kv) {
     return std::none_of(st.configuration.begin(), st.configuration.end(),
@@ -122,9 +147,10 @@ void ClusterNode::Impl::KeepVoters() {
   // A learner is eligible when the table lists it, RPC's heartbeats and Raft's replication both
   // hear it, it is not being removed, and its last failed promotion is far enough behind.
   size_t voters = 0;
+  bool backing_off = false;  // a listed learner whose promotion failed lately
   std::vector<uint64_t> eligible, down_voters, other_voters;
   for (const consensus::Server& s : st.configuration) {
-    const bool heard = SilentMs(st, s.id) < raft_silent_ms.load();
+    const bool heard = SilentMs(st, s.id) < silent_ms;
     if (s.role == consensus::Role::kVoter) {
       voters++;
       if (s.id != st.id) (heard ? other_voters : down_voters).push_back(s.id);
@@ -136,12 +162,14 @@ void ClusterNode::Impl::KeepVoters() {
     }
     if (auto it = promote_backoff.find(s.id);
         it != promote_backoff.end() && now < it->second.not_before) {
+      backing_off = true;
       continue;
     }
     eligible.push_back(s.id);
   }
   const size_t wanted = VotersWanted(voters + eligible.size());
   if (voters < wanted && !eligible.empty()) {
+    four_voters_since = 0;
     const uint64_t id = *std::min_element(eligible.begin(), eligible.end());
     reconfiguring = true;
     FLOE_LOG_INFO(
@@ -154,6 +182,9 @@ void ClusterNode::Impl::KeepVoters() {
         if (s.ok()) {
           promote_backoff.erase(id);
           FLOE_LOG_INFO("member {} is a voter of the agreed metadata", id);
+        } else if (s.code() == StatusCode::kAborted) {
+          // Another configuration change was in progress: not the learner's failure.
+          FLOE_LOG_INFO("reconfiguring member {} to a voter waits: {}", id, s.ToString());
         } else {
           PromoteBackoff& b = promote_backoff[id];
           b.failures = std::min(b.failures + 1, 16);
@@ -170,29 +201,32 @@ void ClusterNode::Impl::KeepVoters() {
   }
   // Four voters commit with three, as five do, and tolerate one failure, as three do: one is
   // made a learner, a silent one first (that also lets the other three lose one), else the
-  // highest id. Never below three: each voter of two holds every committed entry.
-  if (voters == 4 && wanted < voters) {
-    std::vector<uint64_t>& pool = down_voters.empty() ? other_voters : down_voters;
-    if (pool.empty()) return again();
-    const uint64_t id = *std::max_element(pool.begin(), pool.end());
-    if (!KeepsMajorityWithout(st, id, raft_silent_ms.load()).ok()) return again();
-    reconfiguring = true;
-    FLOE_LOG_INFO(
-        "reconfiguring member {} to a learner of the agreed metadata (4 voters, {} "
-        "wanted)",
-        id, wanted);
-    view->Assign(id, consensus::Role::kLearner, [this, id](Status s) {
-      loop.Post([this, id, s] {
-        reconfiguring = false;
-        if (!s.ok()) {
-          FLOE_LOG_WARN("reconfiguring member {} to a learner failed: {}", id, s.ToString());
-        }
-        loop.PostAt(loop.NowMicros() + kKeepVotersEveryUs, [this] { KeepVoters(); });
-      });
-    });
-    return;
+  // highest id that does not lead. Only once four voters have had no eligible learner for
+  // demote_after_us, no learner backs off and no removal runs (which could leave two): never
+  // below three, since each voter of two holds every committed entry.
+  if (voters != 4 || wanted >= voters || backing_off || AnyBeingRemoved()) {
+    four_voters_since = 0;
+    return again();
   }
-  again();
+  if (four_voters_since == 0) four_voters_since = now;
+  if (now - four_voters_since < demote_after_us.load()) return again();
+  std::vector<uint64_t>& pool = down_voters.empty() ? other_voters : down_voters;
+  if (pool.empty()) return again();
+  const uint64_t id = *std::max_element(pool.begin(), pool.end());
+  if (!KeepsMajorityWithout(st, id, answer_ms).ok()) return again();
+  four_voters_since = 0;
+  reconfiguring = true;
+  FLOE_LOG_INFO("reconfiguring member {} to a learner of the agreed metadata (4 voters, {} wanted)",
+                id, wanted);
+  view->Assign(id, consensus::Role::kLearner, [this, id](Status s) {
+    loop.Post([this, id, s] {
+      reconfiguring = false;
+      if (!s.ok()) {
+        FLOE_LOG_WARN("reconfiguring member {} to a learner failed: {}", id, s.ToString());
+      }
+      loop.PostAt(loop.NowMicros() + kKeepVotersEveryUs, [this] { KeepVoters(); });
+    });
+  });
 }
 
 void ClusterNode::Impl::HandOverLeadership(cluster::Meta* m, rpc::Reply reply) {

@@ -161,6 +161,9 @@ class ClusterNode {
   uint64_t joins_proposed() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests: how long four voters without an eligible learner wait before one becomes a learner
+  // (M4; 30 s by default).
+  void TEST_SetDemoteAfter(std::chrono::microseconds after);
   // Tests: answers a removal notice (RPC 304, J2) as if member `from` had sent it here.
   Result<std::string> TEST_RemovedNotice(net::NodeId from, std::string_view request);
   // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.

@@ -105,9 +105,10 @@ std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 size_t VotersWanted(size_t servers);
 // Rule M4: whether the leader's configuration `st` still commits once server `id` is removed
 // from it or demoted to a learner: a majority of the voters left must have answered the leader
-// within `silent_ms` (the leader counts itself). FailedPrecondition names the shortfall;
-// Unavailable when a voter was not heard from yet in this leader's term (a retry may pass).
-Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t silent_ms);
+// within `answer_ms` (the leader counts itself). FailedPrecondition names the shortfall;
+// Unavailable when a voter was not heard from yet and the leader is too new to tell (a retry
+// may pass).
+Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t answer_ms);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
@@ -189,9 +190,16 @@ struct ClusterNode::Impl {
   void KeepVoters();
   static constexpr uint64_t kKeepVotersEveryUs = 500'000;
   bool reconfiguring = false;  // loop thread only
-  // A follower silent for longer counts as down (M4): three of raft's election timeouts, set
-  // when the metadata starts.
-  std::atomic<uint64_t> raft_silent_ms{3000};
+  // Raft's election timeout, set when the metadata starts. raft marks a follower's answer
+  // once per election timeout, so a follower's silence is known to within one: a voter counts
+  // as answering for a removal or demotion (KeepsMajorityWithout) when silent at most one; a
+  // learner is eligible for promotion when silent under three.
+  std::atomic<uint64_t> raft_election_ms{1000};
+  // Four voters become three only after this long with no eligible learner (M4: a learner that
+  // flaps must not make a healthy voter go back and forth).
+  std::atomic<uint64_t> demote_after_us{30'000'000};
+  uint64_t four_voters_since = 0;  // loop thread only; 0: not four voters without a learner
+  uint64_t cut_off_warned_at = 0;  // loop thread only: a stalled cut-off removal's warning
   // A learner whose promotion failed is not picked again before not_before (loop time),
   // 5 s after the first failure, doubling up to kPromoteBackoffMaxUs (M4).
   struct PromoteBackoff {
@@ -208,7 +216,9 @@ struct ClusterNode::Impl {
       FLOE_GUARDED_BY(removing_mu);
   static constexpr std::chrono::seconds kRemovingFor{30};
   void NoteRemoving(uint64_t id);
+  void DoneRemoving(uint64_t id);
   bool BeingRemoved(uint64_t id);
+  bool AnyBeingRemoved();
   // The leader asked to remove itself (J2): hands leadership to another voter, then answers
   // Unavailable ("retry"), so the asker asks the new leader.
   void HandOverLeadership(cluster::Meta* m, rpc::Reply reply);
