@@ -140,8 +140,12 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
 
 void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_member,
                                      rpc::Reply reply, int attempts) {
-  if (stopped.load()) return reply(Status::Unavailable("stopping"));
+  if (stopped.load()) {
+    DoneRemoving(id);
+    return reply(Status::Unavailable("stopping"));
+  }
   if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_election_ms.load()); !keeps.ok()) {
+    DoneRemoving(id);
     return reply(Status::Unavailable("member " + std::to_string(id) +
                                      " left the agreed table, and leaves Raft once enough "
                                      "voters answer (" +
@@ -215,8 +219,9 @@ void ClusterNode::Impl::MarkRemoved(const std::string& when) {
   MutexLock once(&mark_removed_mu);
   if (removed.load()) return;
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
-  const std::string cluster_id =
-      m != nullptr ? m->table()->cluster_id().ToString() : recorded_id.ToString();
+  const std::string cluster_id = m != nullptr && !m->table()->cluster_id().empty()
+                                     ? m->table()->cluster_id().ToString()
+                                     : recorded_id.ToString();
   std::string why = "this member (" + std::to_string(cluster->self()) +
                     ") was removed from cluster " + cluster_id + " " + when;
   FLOE_LOG_WARN("{}: it serves no key and stops its Raft", why);

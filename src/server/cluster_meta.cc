@@ -472,6 +472,12 @@ Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
 void ClusterNode::Impl::StartMeta() {
   MutexLock lock(&meta_mu);
   if (meta_stopped || !meta_options) return;
+  // Told it was removed (RPC 304) before its metadata started: its Raft never starts.
+  if (removed.load()) {
+    MutexLock left(&left_mu);
+    meta_off = removed_why;
+    return;
+  }
   cluster::MetaOptions o = std::move(*meta_options);
   meta_options.reset();
   raft_election_ms.store(o.raft.election_timeout_ms);
@@ -723,7 +729,8 @@ void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members, uint
       loop.PostAt(drop_at, [this, id = id] {
         if (!stopped.load() && table_peers.count(id) == 0) endpoint->RemovePeer(id);
       });
-      if (!cluster_id.empty()) {
+      // Not for the removals a restarted member's log replays (it was not there to see them).
+      if (!cluster_id.empty() && meta_caught_up.load()) {
         TellRemoved(RemovedNotice{.id = id, .epoch = epoch, .cluster_id = cluster_id},
                     drop_at - kTellRemovedEveryUs);
       }

@@ -35,7 +35,7 @@ uint64_t SilentMs(const consensus::State& st, uint64_t id) {
 
 Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t answer_ms) {
   bool is_voter = false;
-  size_t voters = 0, up = 0, unheard = 0;
+  size_t voters = 0, up = 0, unsure = 0;
   std::string down;
   for (const consensus::Server& s : st.configuration) {
     if (s.role != consensus::Role::kVoter) continue;
@@ -49,7 +49,12 @@ Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t an
       up++;
       continue;
     }
-    unheard += silent == consensus::State::kNeverHeard ? 1 : 0;
+    // Silent for a moment (a stall, a slow disk) is not yet down; never heard by a new leader
+    // may be up.
+    unsure += silent < 3 * answer_ms ||
+                      (silent == consensus::State::kNeverHeard && st.led_ms < 2 * answer_ms)
+                  ? 1
+                  : 0;
     down += (down.empty() ? "" : ", ") + std::to_string(s.id);
   }
   const size_t majority = voters / 2 + 1;
@@ -59,9 +64,10 @@ Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t an
                     " voters would remain, of which " + std::to_string(up) +
                     " answer the leader (not " + down + "), fewer than the " +
                     std::to_string(majority) + " that commit a change";
-  // A leader not long in office may not have heard yet from voters that are up.
-  if (up + unheard >= majority && st.led_ms < 2 * answer_ms) {
-    return Status::Unavailable(why + "; this leader has not heard from every voter yet: retry");
+  if (up + unsure >= majority) {
+    return Status::Unavailable(why +
+                               "; some were silent only a moment, or this leader is new: "
+                               "retry");
   }
   return Status::FailedPrecondition(std::move(why));
 }
@@ -102,7 +108,15 @@ void ClusterNode::Impl::KeepVoters() {
   }
   if (view == nullptr || meta_refused.load() || reconfiguring) return again();
   const consensus::State st = view->raft();
-  if (!st.running || !st.leader || !st.leader_ready) return again();
+  if (!st.running || !st.leader || !st.leader_ready) {
+    four_voters_since = 0;
+    return again();
+  }
+  // A wait begun in another term (this member led before) does not count.
+  if (four_voters_term != st.term) {
+    four_voters_since = 0;
+    four_voters_term = st.term;
+  }
   const std::shared_ptr<const cluster::Table> table = view->table();
   if (table->members().empty()) return again();
   const uint64_t answer_ms = raft_election_ms.load();

@@ -199,6 +199,7 @@ struct ClusterNode::Impl {
   // flaps must not make a healthy voter go back and forth).
   std::atomic<uint64_t> demote_after_us{30'000'000};
   uint64_t four_voters_since = 0;  // loop thread only; 0: not four voters without a learner
+  uint64_t four_voters_term = 0;   // loop thread only: the Raft term four_voters_since is of
   uint64_t cut_off_warned_at = 0;  // loop thread only: a stalled cut-off removal's warning
   // A learner whose promotion failed is not picked again before not_before (loop time),
   // 5 s after the first failure, doubling up to kPromoteBackoffMaxUs (M4).
