@@ -214,7 +214,16 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
       MutexLock lock(&mu);
       run.swap(on_formed);
     }
-    for (auto& fn : run) loop.Post(std::move(fn));
+    for (auto& fn : run) PostFormed(std::move(fn));
+  }
+
+  // Posts an OnFormed callback that runs only while the cluster lives and has not stopped: what
+  // it captures (the owner of the cluster) may be gone by the time the loop gets to it.
+  void PostFormed(std::function<void()> fn) {
+    std::weak_ptr<Impl> weak = weak_from_this();
+    loop.Post([weak, fn = std::move(fn)] {
+      if (auto self = weak.lock(); self != nullptr && !self->stopped.load()) fn();
+    });
   }
 
   // ---- answering ----
@@ -419,7 +428,7 @@ void Cluster::OnFormed(std::function<void()> fn) {
       return;
     }
   }
-  impl_->loop.Post(std::move(fn));
+  impl_->PostFormed(std::move(fn));
 }
 
 std::vector<Cluster::MemberState> Cluster::Members() const {

@@ -546,7 +546,8 @@ class Cluster {
   // Liveness from rpc's heartbeats (contract 4): true for self; for a peer, whether the
   // endpoint has heard from it within down_after_us. False for an id not in the map.
   bool PeerUp(net::NodeId id) const;
-  // Runs fn once on the loop thread when the cloud forms (at once, posted, if it has).
+  // Runs fn once on the loop thread when the cloud forms (at once, posted, if it has); never
+  // once the cluster has stopped or been destroyed, even if it was posted before.
   void OnFormed(std::function<void()> fn);
 
   // For INFO: every member with its state, in id order.

@@ -648,6 +648,25 @@ TEST(FormationSimTest, ARestartedMemberWithALogFormsWithAMajority) {
 // restart with every member up formed at the first answer and dropped the second, leaving that
 // member's client port 0 for the member's life); and a member that answers as another build
 // keeps a majority from forming (two builds must not share one Raft log).
+// A node restarted (its cluster destroyed) while its OnFormed callbacks were posted and not yet
+// run: they never run (they captured the old node, freed: ASan saw it in
+// AMajorityRecordsLateAnswersAndNeverFormsBesideAnotherBuild).
+TEST(FormationSimTest, OnFormedCallbacksOfADestroyedClusterNeverRun) {
+  SimCluster c(testing::Seed());
+  c.Start(3);
+  auto ran = std::make_shared<int>(0);
+  c[1].OnFormed([ran] { (*ran)++; });
+  ASSERT_TRUE(c.net.RunUntil([&] { return c[1].formed(); }, 10'000'000));
+  ASSERT_EQ(*ran, 0) << "posted callbacks already ran: the test shows nothing";
+  c.nodes.erase(1);
+  c.net.RunFor(1'000'000);
+  EXPECT_EQ(*ran, 0);
+  // A live cluster's run.
+  c[2].OnFormed([ran] { (*ran)++; });
+  c.net.RunFor(1'000'000);
+  EXPECT_EQ(*ran, 1);
+}
+
 TEST(FormationSimTest, AMajorityRecordsLateAnswersAndNeverFormsBesideAnotherBuild) {
   static constexpr ClusterId a{.hi = 1, .lo = 0xa};
   auto start = [](SimCluster& c, NodeId id, int version) {
