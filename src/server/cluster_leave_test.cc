@@ -96,8 +96,7 @@ TEST(ClusterLeaveTest, AForgottenDeadMemberIsRemovedEverywhere) {
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
   JoinedNode j;
-  ASSERT_NO_FATAL_FAILURE(
-      internal::StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), &j));
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, dir, &j));
   ASSERT_EQ(j.node->self(), 4u);
   j.Stop();
   const size_t asked = NotTheLeader(c);
@@ -116,8 +115,7 @@ TEST(ClusterLeaveTest, AMemberWhoseLogMissedItsRemovalIsToldSo) {
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
   JoinedNode j;
-  ASSERT_NO_FATAL_FAILURE(
-      internal::StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), &j));
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, dir, &j));
   ASSERT_EQ(j.node->self(), 4u);
   j.node->TEST_meta()->Stop();
   Session s(&c.engine(0), 0);

@@ -57,8 +57,14 @@ struct GrownToFive {
     ASSERT_NO_FATAL_FAILURE(Join(d4, &j4));
     ASSERT_NO_FATAL_FAILURE(Join(d5, &j5));
   }
-  void Join(const floe::testing::TempDir& dir, JoinedNode* j) {
-    StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), j);
+  void Join(const floe::testing::TempDir& dir, JoinedNode* j) { internal::JoinNode(c, dir, j); }
+  // Waits (bounded) until every member's Raft configuration has five voters.
+  void WaitFiveVoters() {
+    for (ClusterNode* n : all()) {
+      ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; },
+                                      "member " + std::to_string(n->self()) + " has " +
+                                          std::to_string(Voters(*n)) + " voters, not 5"));
+    }
   }
   std::vector<ClusterNode*> all() {
     return {&c.node(0), &c.node(1), &c.node(2), j4.node.get(), j5.node.get()};
@@ -89,11 +95,7 @@ TEST(ClusterVotersTest, TwoJoinedMembersMakeFiveVotersAndOneKeepsThree) {
     EXPECT_THAT(info, HasSubstr("meta_learners:1\r\n"));
   }
   ASSERT_NO_FATAL_FAILURE(g.Join(g.d5, &g.j5));
-  for (ClusterNode* n : g.all()) {
-    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; },
-                                    "member " + std::to_string(n->self()) + " has " +
-                                        std::to_string(Voters(*n)) + " voters, not 5"));
-  }
+  ASSERT_NO_FATAL_FAILURE(g.WaitFiveVoters());
   Session s(g.j5.engine.get(), 0);
   const std::string info = s.Run({"INFO", "cluster"});
   EXPECT_THAT(info, HasSubstr("meta_raft_role:voter\r\n"));
@@ -106,9 +108,7 @@ TEST(ClusterVotersTest, TwoJoinedMembersMakeFiveVotersAndOneKeepsThree) {
 TEST(ClusterVotersTest, FiveVotersCommitWithTwoFoundersDown) {
   GrownToFive g;
   ASSERT_NO_FATAL_FAILURE(g.Start());
-  for (ClusterNode* n : g.all()) {
-    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; }, "five voters everywhere"));
-  }
+  ASSERT_NO_FATAL_FAILURE(g.WaitFiveVoters());
   g.c.node(0).TEST_meta()->Stop();
   g.c.node(1).TEST_meta()->Stop();
   floe::testing::TempDir d6;
@@ -151,8 +151,7 @@ TEST(ClusterVotersTest, ARemovalCutOffBeforeRaftIsFinishedByTheLeader) {
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir d4;
   JoinedNode j4;
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, d4, &j4));
   j4.Stop();
   // Only the first step, as a leader that died after committing it would leave it.
   size_t leader = 0;
@@ -171,9 +170,7 @@ TEST(ClusterVotersTest, ARemovalCutOffBeforeRaftIsFinishedByTheLeader) {
 TEST(ClusterVotersTest, AVoterIsNotRemovedWhenTooFewOfTheOthersAnswer) {
   GrownToFive g;
   ASSERT_NO_FATAL_FAILURE(g.Start());
-  for (ClusterNode* n : g.all()) {
-    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; }, "five voters everywhere"));
-  }
+  ASSERT_NO_FATAL_FAILURE(g.WaitFiveVoters());
   g.c.node(0).TEST_meta()->Stop();
   g.c.node(1).TEST_meta()->Stop();
   // Until the leader has missed both for a while, it cannot tell them from voters that answer.
@@ -213,9 +210,7 @@ TEST(ClusterVotersTest, FourVotersBecomeThree) {
   GrownToFive g;
   ASSERT_NO_FATAL_FAILURE(g.Start());
   for (ClusterNode* n : g.all()) n->TEST_SetDemoteAfter(std::chrono::seconds(1));
-  for (ClusterNode* n : g.all()) {
-    ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; }, "five voters everywhere"));
-  }
+  ASSERT_NO_FATAL_FAILURE(g.WaitFiveVoters());
   Session s(g.j5.engine.get(), 0);
   ASSERT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
   ASSERT_NO_FATAL_FAILURE(internal::WaitRemovedEverywhere(g.c, 5));
@@ -235,13 +230,10 @@ TEST(ClusterVotersTest, ALearnerWhoseRaftIsSilentIsPassedOver) {
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir d4, d5, d6;
   JoinedNode j4, j5, j6;
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d4.path(), floe::testing::FreeClusterPort()), &j4));
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, d4, &j4));
   j4.node->TEST_meta()->Stop();
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d5.path(), floe::testing::FreeClusterPort()), &j5));
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoinedNode(JoinerConfig(c, d6.path(), floe::testing::FreeClusterPort()), &j6));
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, d5, &j5));
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, d6, &j6));
   for (ClusterNode* n : {&c.node(0), &c.node(1), &c.node(2), j5.node.get(), j6.node.get()}) {
     ASSERT_NO_FATAL_FAILURE(WaitFor([n] { return Voters(*n) == 5; },
                                     "member " + std::to_string(n->self()) + " has " +

@@ -195,6 +195,12 @@ inline void StartJoinedNode(const Config& config, JoinedNode* j) {
   }
 }
 
+// Starts `j`, a node that joins `c` through a member that does not lead, with its directory
+// `dir` and a free cluster port, and waits (bounded) until it serves.
+inline void JoinNode(InProcessCluster& c, const floe::testing::TempDir& dir, JoinedNode* j) {
+  StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), j);
+}
+
 // Whether member `id` is in founder i's applied table, and in its Raft configuration.
 inline bool InTable(InProcessCluster& c, size_t i, net::NodeId id) {
   return c.node(i).meta()->table()->FindMember(id) != nullptr;
