@@ -196,7 +196,7 @@ Result<std::string> ClusterNode::Impl::OnRemovedNotice(net::NodeId from, std::st
   const std::shared_ptr<const cluster::Table> table = m != nullptr ? m->table() : nullptr;
   const cluster::ClusterId ours =
       table != nullptr && !table->cluster_id().empty() ? table->cluster_id() : recorded_id;
-  if (ours.empty() || ours.hi != notice->cluster_id.hi || ours.lo != notice->cluster_id.lo) {
+  if (ours.empty() || ours != notice->cluster_id) {
     return Status::FailedPrecondition("this member is not of cluster " +
                                       notice->cluster_id.ToString());
   }
