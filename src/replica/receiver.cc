@@ -1,0 +1,264 @@
+// The backup's side of the replication stream (docs/replication.md, S7): changes received in
+// `n` order per slot, kept pending, installed up to the owner's committed `n`.
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
+
+#include "replica/replica.h"
+
+namespace floe::replica {
+namespace {
+
+// One change (or the parts of one come so far), owning copies of its keys and bytes. The
+// entries' views point into `storage`, which never moves once built.
+struct OwnedPart {
+  std::unique_ptr<char[]> storage;
+  std::vector<Entry> entries;
+};
+
+struct OwnedChange {
+  uint64_t n = 0;
+  uint64_t next_part = 0;  // the part expected next while `more`
+  bool more = false;
+  uint64_t charge = 0;
+  std::vector<OwnedPart> parts;
+};
+
+OwnedPart CopyPart(const Change& c) {
+  size_t bytes = 0;
+  for (const Entry& e : c.entries) bytes += e.key.size() + e.bytes.size();
+  OwnedPart part;
+  part.storage = std::make_unique<char[]>(std::max<size_t>(bytes, 1));
+  part.entries = c.entries;
+  char* p = part.storage.get();
+  auto copy = [&p](std::string_view* v) {
+    if (!v->empty()) std::memcpy(p, v->data(), v->size());
+    *v = std::string_view(p, v->size());
+    p += v->size();
+  };
+  for (Entry& e : part.entries) {
+    copy(&e.key);
+    copy(&e.bytes);
+  }
+  return part;
+}
+
+struct SlotStream {
+  uint64_t ownership = 0;
+  uint64_t applied = 0;
+  uint64_t received = 0;
+  uint64_t committed = 0;
+  std::deque<OwnedChange> pending;        // applied < n <= received, complete, in n order
+  std::optional<OwnedChange> partial;     // n == received + 1, parts still coming
+  std::map<uint64_t, OwnedChange> early;  // n > received + 1, complete
+  std::vector<std::string> need_state;
+};
+
+}  // namespace
+
+struct Receiver::Impl {
+  const TableView* const table;
+  Sink* const sink;
+  mutable Mutex mu;
+  std::vector<std::unique_ptr<SlotStream>> slots FLOE_GUARDED_BY(mu);
+  uint64_t charged FLOE_GUARDED_BY(mu) = 0;
+  uint64_t early_bytes FLOE_GUARDED_BY(mu) = 0;
+
+  Impl(const TableView* t, Sink* s) : table(t), sink(s), slots(kSlots) {}
+
+  bool Reserve(uint64_t bytes) FLOE_REQUIRES(mu) {
+    if (!sink->Reserve(bytes)) return false;
+    charged += bytes;
+    return true;
+  }
+  void Release(uint64_t bytes) FLOE_REQUIRES(mu) {
+    sink->Release(bytes);
+    charged -= bytes;
+  }
+  void DropEarly(SlotStream& st, std::map<uint64_t, OwnedChange>::iterator it) FLOE_REQUIRES(mu) {
+    early_bytes -= it->second.charge;
+    Release(it->second.charge);
+    st.early.erase(it);
+  }
+  // Drops every change not installed (rule R7, and the destructor).
+  void DropUninstalled(SlotStream& st) FLOE_REQUIRES(mu) {
+    for (const OwnedChange& c : st.pending) Release(c.charge);
+    st.pending.clear();
+    if (st.partial) Release(st.partial->charge);
+    st.partial.reset();
+    while (!st.early.empty()) DropEarly(st, st.early.begin());
+    st.received = st.applied;
+  }
+
+  // A complete change n == received + 1 joins the pending ones, followed by any early ones the
+  // gap held back.
+  void Append(SlotStream& st, OwnedChange c) FLOE_REQUIRES(mu) {
+    st.received = c.n;
+    st.pending.push_back(std::move(c));
+    for (auto it = st.early.find(st.received + 1); it != st.early.end();
+         it = st.early.find(st.received + 1)) {
+      early_bytes -= it->second.charge;
+      st.received = it->first;
+      st.pending.push_back(std::move(it->second));
+      st.early.erase(it);
+    }
+    // Early changes the gap's filling overtook (a resend covered them) are duplicates now.
+    while (!st.early.empty() && st.early.begin()->first <= st.received) {
+      DropEarly(st, st.early.begin());
+    }
+  }
+
+  // Takes the group's changes; false when one could not be charged (the rest is not taken).
+  bool Take(SlotStream& st, const Group& g) FLOE_REQUIRES(mu) {
+    for (const Change& c : g.changes) {
+      if (c.n <= st.received) continue;  // received before: acknowledged again
+      if (c.n == st.received + 1) {
+        if (st.partial) {
+          OwnedChange& p = *st.partial;
+          if (c.part < p.next_part) continue;  // a part received before
+          if (c.part > p.next_part) break;     // a part missing before it: sent again
+          const uint64_t charge = ChargeOf(c);
+          if (!Reserve(charge)) return false;
+          p.charge += charge;
+          p.parts.push_back(CopyPart(c));
+          p.next_part++;
+          p.more = c.more;
+          if (!p.more) {
+            OwnedChange whole = std::move(p);
+            st.partial.reset();
+            Append(st, std::move(whole));
+          }
+          continue;
+        }
+        if (c.part != 0) break;  // a later part without the first: sent again
+        const uint64_t charge = ChargeOf(c);
+        if (!Reserve(charge)) return false;
+        OwnedChange owned{.n = c.n, .next_part = 1, .more = c.more, .charge = charge};
+        owned.parts.push_back(CopyPart(c));
+        if (c.more) {
+          st.partial = std::move(owned);
+        } else {
+          Append(st, std::move(owned));
+        }
+        continue;
+      }
+      // Early: a gap before it. Kept whole and within the bound, else the owner sends it again
+      // once the gap is filled.
+      if (c.part != 0 || c.more || st.early.contains(c.n)) continue;
+      const uint64_t charge = ChargeOf(c);
+      if (early_bytes + charge > kMaxEarlyBytes) continue;
+      if (!Reserve(charge)) return false;
+      early_bytes += charge;
+      OwnedChange owned{.n = c.n, .next_part = 1, .more = false, .charge = charge};
+      owned.parts.push_back(CopyPart(c));
+      st.early.emplace(c.n, std::move(owned));
+    }
+    return true;
+  }
+
+  void Install(uint16_t slot, SlotStream& st) FLOE_REQUIRES(mu) {
+    std::vector<Entry> entries;
+    while (!st.pending.empty() && st.pending.front().n <= st.committed) {
+      OwnedChange& c = st.pending.front();
+      std::span<const Entry> all;
+      if (c.parts.size() == 1) {
+        all = c.parts[0].entries;
+      } else {
+        entries.clear();
+        for (const OwnedPart& p : c.parts) {
+          entries.insert(entries.end(), p.entries.begin(), p.entries.end());
+        }
+        all = entries;
+      }
+      std::vector<std::string> need;
+      sink->Install(slot, c.n, all, &need);
+      for (std::string& key : need) {
+        if (st.need_state.size() < kMaxNeedState) st.need_state.push_back(std::move(key));
+      }
+      st.applied = c.n;
+      Release(c.charge);
+      st.pending.pop_front();
+    }
+  }
+};
+
+Receiver::Receiver(const TableView* table, Sink* sink)
+    : impl_(std::make_unique<Impl>(table, sink)) {}
+
+Receiver::~Receiver() {
+  MutexLock lock(&impl_->mu);
+  for (auto& st : impl_->slots) {
+    if (st) impl_->DropUninstalled(*st);
+  }
+}
+
+Answer Receiver::Receive(const Request& request) {
+  Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  Answer answer;
+  const TableView& table = *im.table;
+  if (request.target != table.self() || request.life != table.life() ||
+      !table.ListsLife(request.life)) {
+    answer.not_my_life = true;
+    answer.headroom = im.sink->Headroom();
+    return answer;
+  }
+  answer.slots.reserve(request.groups.size());
+  for (const Group& g : request.groups) {
+    SlotAnswer& out = answer.slots.emplace_back();
+    out.slot = g.slot;
+    const uint64_t agreed = table.Ownership(g.slot);
+    std::unique_ptr<SlotStream>& slot = im.slots[g.slot];
+    if (g.ownership < agreed || g.ownership > agreed || !table.Backs(g.slot)) {
+      out.status = g.ownership < agreed ? SlotStatus::kFenced : SlotStatus::kBehind;
+      out.ownership = agreed;
+      if (slot) {
+        out.applied = slot->applied;
+        out.received = slot->received;
+      }
+      continue;
+    }
+    if (!slot) slot = std::make_unique<SlotStream>();
+    SlotStream& st = *slot;
+    if (g.ownership != st.ownership) {
+      // A new owner: what the old one had not committed here is not kept (O6).
+      im.DropUninstalled(st);
+      st.ownership = g.ownership;
+      st.committed = st.applied;
+    }
+    const bool took = im.Take(st, g);
+    st.committed = std::max(st.committed, g.committed);
+    im.Install(g.slot, st);
+    out.status = took ? SlotStatus::kTaken : SlotStatus::kFull;
+    out.ownership = st.ownership;
+    out.applied = st.applied;
+    out.received = st.received;
+    out.need_state = std::move(st.need_state);
+    st.need_state.clear();
+  }
+  answer.headroom = im.sink->Headroom();
+  return answer;
+}
+
+Receiver::SlotStats Receiver::Stats(uint16_t slot) const {
+  MutexLock lock(&impl_->mu);
+  SlotStats s;
+  if (slot >= kSlots || !impl_->slots[slot]) return s;
+  const SlotStream& st = *impl_->slots[slot];
+  s.ownership = st.ownership;
+  s.applied = st.applied;
+  s.received = st.received;
+  s.pending = st.pending.size() + (st.partial ? 1 : 0);
+  s.early = st.early.size();
+  return s;
+}
+
+uint64_t Receiver::charged() const {
+  MutexLock lock(&impl_->mu);
+  return impl_->charged;
+}
+
+}  // namespace floe::replica

@@ -1,0 +1,205 @@
+// replica — the per-slot replication stream (docs/replication.md, rules S1-S16).
+//
+// An owner sends each of its slots' changes, numbered in order, to the slot's backups in
+// REPLICATE messages (RPC 320; byte layout in docs/wire.md, "The replication stream"). This
+// module holds what both ends share and need no server for:
+//
+//   Request / Answer, Encode* / Decode*   the message codec (S5). Decoders take untrusted bytes:
+//                                         every count is checked against the bytes left before
+//                                         it sizes anything; entries are views into the bytes.
+//   Receiver                              the backup's side (S7): a slot's changes received in
+//                                         `n` order, kept pending, installed up to the owner's
+//                                         committed `n`; fenced by ownership, refused for
+//                                         another life, bounded and charged to memory.
+//
+// Thread rules: the codec is thread-compatible. Receiver is thread-safe: Receive may be called
+// from any thread; it calls its Sink under its own lock, so a Sink must not call back into it.
+//
+// Contracts (each with its test in replica_test.cc):
+//   R1. Decode(Encode(x)) == x for every request and answer within the limits, and a decoder
+//       refuses anything else with Corruption, allocating no more than the input's size plus
+//       kMaxChanges changes and kMaxEntries entries (HugeCountsAreRefusedWithoutAllocating,
+//       RequestsAndAnswersRoundTrip; fuzz/replica_fuzz).
+//   R2. A slot's changes are installed once each, in `n` order, and only up to the committed `n`
+//       the owner named (OutOfOrderChangesWaitAndCommittedIsInstalled).
+//   R3. Nothing is taken for a target id or life that is not the receiver's, or that its table
+//       does not list (AnotherLifeIsNotAcknowledged).
+//   R4. A slot whose ownership is older than the table's is fenced; newer, or not backed up
+//       here, is "behind"; neither takes anything (StaleOwnershipIsRefused).
+//   R5. A change sent in parts is installed whole, once its last part came
+//       (APartedChangeIsInstalledWhole).
+//   R6. Early changes are kept up to a bound and dropped past it (EarlyChangesAreBounded); every
+//       change kept is charged before it is copied, and one that cannot be is not received
+//       (AChangeThatCannotBeChargedIsNotReceived).
+//   R7. A slot whose ownership rises drops its pending and early changes and keeps what it
+//       installed (ANewOwnerDropsWhatWasPending).
+
+#ifndef FLOE_REPLICA_REPLICA_H_
+#define FLOE_REPLICA_REPLICA_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+
+namespace floe::replica {
+
+inline constexpr uint16_t kReplicateMethod = 320;
+inline constexpr uint32_t kSlots = 16384;
+// The store's largest key (store::kMaxKeyBytes).
+inline constexpr uint64_t kMaxKeyBytes = 64 * 1024;
+// Early changes (a gap before them) a Receiver keeps, over all slots (S7).
+inline constexpr uint64_t kMaxEarlyBytes = 16ull << 20;
+// Cells named as needing their state, per slot, in one answer.
+inline constexpr uint32_t kMaxNeedState = 1024;
+// Changes (parts included) and entries in one message, over all its slots: a decoded Change or
+// Entry is ~50 times its smallest encoding, so these, not the message's bytes, bound what a
+// decode allocates (~30 MB). An owner sends larger batches as several messages.
+inline constexpr uint64_t kMaxChanges = 1u << 18;
+inline constexpr uint64_t kMaxEntries = 1u << 18;
+
+enum class EntryKind : uint8_t {
+  kPut = 1,     // key, type, expire_ms, bytes = payload
+  kRemove = 2,  // key
+  kFlush = 3,   // the slot's keys all go; key empty
+  kDelta = 4,   // key, type, cell_version, bytes = the delta
+  kRecord = 5,  // key, origin, client, seq, age_ms, bytes = the reply (rule S14)
+};
+inline constexpr uint8_t kLastEntryKind = 5;
+
+// One key's state after a change. Views: into the decoded message, or into a Receiver's copy.
+struct Entry {
+  EntryKind kind = EntryKind::kPut;
+  std::string_view key;
+  uint16_t type = 0;          // kPut, kDelta
+  uint64_t expire_ms = 0;     // kPut: absolute Unix ms; 0: none
+  uint64_t cell_version = 0;  // kDelta
+  uint32_t origin = 0;        // kRecord
+  uint64_t client = 0;        // kRecord
+  uint64_t seq = 0;           // kRecord
+  uint64_t age_ms = 0;        // kRecord
+  std::string_view bytes;
+  friend bool operator==(const Entry&, const Entry&) = default;
+};
+
+// A change, or one part of it (`more`: parts follow, with the same n and the next `part`).
+struct Change {
+  uint64_t n = 0;  // 1, 2, ...: the slot's sequence, continued across owners (S15)
+  uint64_t part = 0;
+  bool more = false;
+  std::vector<Entry> entries;
+  friend bool operator==(const Change&, const Change&) = default;
+};
+
+struct Group {
+  uint16_t slot = 0;
+  uint64_t ownership = 0;  // o(s) at the owner
+  uint64_t committed = 0;  // every change up to it reached every in-sync backup (S8)
+  std::vector<Change> changes;
+  friend bool operator==(const Group&, const Group&) = default;
+};
+
+struct Request {
+  uint32_t target = 0;  // the backup's member id
+  uint64_t life = 0;    // the backup's life as the owner's table lists it
+  std::vector<Group> groups;
+  friend bool operator==(const Request&, const Request&) = default;
+};
+
+enum class SlotStatus : uint8_t {
+  kTaken = 0,   // received what it could; see applied / received
+  kFenced = 1,  // the owner's o(s) is older than this backup's table (V3)
+  kBehind = 2,  // newer o(s), or not a backup here as its table says: send again (V2)
+  kFull = 3,    // no memory for the changes: send again later
+};
+inline constexpr uint8_t kLastSlotStatus = 3;
+
+struct SlotAnswer {
+  uint16_t slot = 0;
+  SlotStatus status = SlotStatus::kTaken;
+  uint64_t ownership = 0;               // the backup's o(s)
+  uint64_t applied = 0;                 // installed up to
+  uint64_t received = 0;                // received without a gap up to
+  std::vector<std::string> need_state;  // cells whose delta did not apply (S1)
+  friend bool operator==(const SlotAnswer&, const SlotAnswer&) = default;
+};
+
+struct Answer {
+  bool not_my_life = false;
+  uint64_t headroom = 0;  // bytes the backup can still take (S6)
+  std::vector<SlotAnswer> slots;
+  friend bool operator==(const Answer&, const Answer&) = default;
+};
+
+std::string EncodeRequest(const Request& request);
+// Views into `bytes`, which must outlive the result. `max_bytes` bounds a payload, delta or
+// reply (the node's proto-max-bulk-len). Corruption for anything docs/wire.md refuses.
+Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes);
+std::string EncodeAnswer(const Answer& answer);
+Result<Answer> DecodeAnswer(std::string_view bytes);
+
+// The bytes a change kept by a Receiver is charged: its keys and bytes and a fixed overhead
+// per entry and per change.
+uint64_t ChargeOf(const Change& change);
+
+// What the backup's applied table says, asked under the Receiver's lock.
+class TableView {
+ public:
+  virtual ~TableView() = default;
+  virtual uint32_t self() const = 0;
+  virtual uint64_t life() const = 0;  // this process's life
+  // The applied table lists this member with `life`.
+  virtual bool ListsLife(uint64_t life) const = 0;
+  virtual uint64_t Ownership(uint16_t slot) const = 0;  // o(s)
+  // This member is one of the slot's backups, in sync or filling.
+  virtual bool Backs(uint16_t slot) const = 0;
+};
+
+// Where a backup's changes go (the replica store, rule S6), and its memory.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // One whole change of `slot`, atomically; called once per change, in `n` order. A delta that
+  // does not apply (another cell version) names its key in `need_state`.
+  virtual void Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
+                       std::vector<std::string>* need_state) = 0;
+  // Reserves `bytes` against the node's memory; false (nothing reserved) when over.
+  virtual bool Reserve(uint64_t bytes) = 0;
+  virtual void Release(uint64_t bytes) = 0;
+  virtual uint64_t Headroom() const = 0;
+};
+
+class Receiver {
+ public:
+  // Both must outlive the Receiver.
+  Receiver(const TableView* table, Sink* sink);
+  ~Receiver();  // releases what pending and early changes held
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
+
+  // Takes what it can of one decoded REPLICATE and installs what became committed.
+  Answer Receive(const Request& request);
+
+  struct SlotStats {
+    uint64_t ownership = 0;
+    uint64_t applied = 0;
+    uint64_t received = 0;
+    size_t pending = 0;  // changes received, not yet installed
+    size_t early = 0;    // changes after a gap
+  };
+  SlotStats Stats(uint16_t slot) const;
+  uint64_t charged() const;  // bytes held by pending and early changes
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace floe::replica
+
+#endif  // FLOE_REPLICA_REPLICA_H_
