@@ -3,8 +3,9 @@
 // decodes within the limits and encodes back to an equal message; a decoded request is then
 // fed, twice, to a backup's Receiver (its table lists every slot as backed up here, under an
 // ownership the input picks), which must install each change at most once, in order, and
-// release every byte it charged. The codec's and receiver's sources are compiled in, so they
-// carry coverage and ASan.
+// release every byte it charged; a decoded answer is given to an owner's Sender, which must
+// commit nothing a backup was not sent. The codec's, receiver's and sender's sources are compiled
+// in, so they carry coverage and ASan.
 
 #include <cstddef>
 #include <cstdint>
@@ -67,6 +68,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     floe::Result<floe::replica::Answer> back =
         floe::replica::DecodeAnswer(floe::replica::EncodeAnswer(*a));
     if (!back.ok() || !(*back == *a)) std::abort();
+    // An owner given this answer to a message in flight never commits what it did not send,
+    // nor what a second backup has not received.
+    floe::replica::Sender sender;
+    for (uint16_t slot = 0; slot < 4; slot++) {
+      sender.Configure(slot, 1, {{2, 7}, {3, 7}}, {});
+      for (int i = 0; i < 3; i++) {
+        floe::Result<uint64_t> n = sender.Open(slot);
+        if (!n.ok()) std::abort();
+        sender.Close(slot, *n, {});
+      }
+    }
+    if (!sender.NextMessage(2)) std::abort();
+    sender.OnAnswer(2, *a);
+    for (uint16_t slot = 0; slot < 4; slot++) {
+      if (sender.committed(slot) != 0) std::abort();
+    }
+    if (!sender.NextMessage(3)) std::abort();
+    sender.OnAnswer(3, *a);
+    for (uint16_t slot = 0; slot < 4; slot++) {
+      if (sender.committed(slot) > sender.started(slot)) std::abort();
+    }
   }
   floe::Result<floe::replica::Request> r = floe::replica::DecodeRequest(bytes, 1 << 20);
   if (!r.ok()) return 0;

@@ -7,13 +7,18 @@
 //   Request / Answer, Encode* / Decode*   the message codec (S5). Decoders take untrusted bytes:
 //                                         every count is checked against the bytes left before
 //                                         it sizes anything; entries are views into the bytes.
+//   Sender                                the owner's side (S4, S5, S8): numbers each change before
+//                                         its handler writes, queues it for every backup, builds
+//                                         batched messages (one in flight per backup), and
+//                                         commits a change once every in-sync backup received it.
 //   Receiver                              the backup's side (S7): a slot's changes received in
 //                                         `n` order, kept pending, installed up to the owner's
 //                                         committed `n`; fenced by ownership, refused for
 //                                         another life, bounded and charged to memory.
 //
-// Thread rules: the codec is thread-compatible. Receiver is thread-safe: Receive may be called
-// from any thread; it calls its Sink under its own lock, so a Sink must not call back into it.
+// Thread rules: the codec is thread-compatible. Sender and Receiver are thread-safe: any method
+// from any thread. Receiver calls its Sink under its own lock, so a Sink must not call back into
+// it; Sender runs commit callbacks with no lock held.
 //
 // Contracts (each with its test in replica_test.cc):
 //   R1. Decode(Encode(x)) == x for every request and answer within the limits, and a decoder
@@ -33,13 +38,25 @@
 //       (AChangeThatCannotBeChargedIsNotReceived).
 //   R7. A slot whose ownership rises drops its pending and early changes and keeps what it
 //       installed (ANewOwnerDropsWhatWasPending).
+//   R8. Every opened change reaches every backup in n order, whatever order changes close in
+//       (ChangesOfOneSlotLeaveInNumberOrder).
+//   R9. A change commits, and its callbacks run, only once every in-sync backup received it and
+//       every earlier change committed; a filling backup is sent it but holds nothing back
+//       (RepliesWaitForEveryBackup, AFillingBackupHoldsNothingBack).
+//   R10. A backup has at most one message in flight, of at most kBatchBytes unless one change is
+//       larger; a change larger than kPartBytes goes in parts (OneMessageInFlightPerBackup,
+//       ALargeChangeTravelsInParts).
+//   R11. A fenced slot stops: its waiting callbacks get Aborted, and it numbers no more changes
+//       until configured again (AFencedSlotFailsItsWaiters).
 
 #ifndef FLOE_REPLICA_REPLICA_H_
 #define FLOE_REPLICA_REPLICA_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -172,6 +189,64 @@ class Sink {
   virtual bool Reserve(uint64_t bytes) = 0;
   virtual void Release(uint64_t bytes) = 0;
   virtual uint64_t Headroom() const = 0;
+};
+
+// The owner's side. Changes are numbered and queued per slot; a backup's message holds the
+// changes of its slots it has not yet received, in n order.
+inline constexpr uint64_t kBatchBytes = 8ull << 20;
+inline constexpr uint64_t kPartBytes = 8ull << 20;
+
+struct Target {
+  uint32_t id = 0;
+  uint64_t life = 0;
+  friend bool operator==(const Target&, const Target&) = default;
+};
+
+class Sender {
+ public:
+  Sender();
+  ~Sender();  // fails every waiting callback (Aborted)
+  Sender(const Sender&) = delete;
+  Sender& operator=(const Sender&) = delete;
+
+  // The slot as the applied table has it at this owner: o(s), in-sync and filling backups. A
+  // backup not listed before starts at the slot's committed n (it holds the state up to it: an
+  // empty store, or a fill, S12); one no longer listed stops holding commits back. A new o(s)
+  // continues the numbering (S15).
+  void Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
+                 std::vector<Target> filling);
+  // This member no longer owns the slot: queued changes are dropped, waiters get Aborted.
+  void Drop(uint16_t slot);
+
+  // S4: numbers a change of `slot` before its handler writes; every opened change is closed,
+  // even when it wrote nothing. FailedPrecondition when the slot is not configured or fenced.
+  Result<uint64_t> Open(uint16_t slot);
+  // The change's entries (copied; their views need not outlive the call).
+  void Close(uint16_t slot, uint64_t n, std::span<const Entry> entries);
+
+  // The last n opened and the last committed (S9's reads load these without a lock).
+  uint64_t started(uint16_t slot) const;
+  uint64_t committed(uint16_t slot) const;
+  // Runs `done` (OK) once the slot's committed reaches n, at once if it has; Aborted if the slot
+  // is fenced or dropped first. Runs on the thread that commits, with no lock held.
+  void WhenCommitted(uint16_t slot, uint64_t n, std::function<void(Status)> done);
+
+  // The next REPLICATE for backup `id`, encoded, if none is in flight to it and it has changes
+  // (or a committed n) it has not been sent; the message is then in flight until OnAnswer or
+  // OnFailed.
+  std::optional<std::string> NextMessage(uint32_t id);
+  // Applies a backup's answer to its message in flight. A fenced slot fails (R11); "behind" and
+  // "full" leave the changes to be sent again.
+  void OnAnswer(uint32_t id, const Answer& answer);
+  // The message in flight to `id` got no answer: its changes are sent again.
+  void OnFailed(uint32_t id);
+  // The backups with something to send and nothing in flight.
+  std::vector<uint32_t> Ready() const;
+  uint64_t queued_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 class Receiver {

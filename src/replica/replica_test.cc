@@ -9,82 +9,11 @@
 #include <set>
 #include <thread>
 
+#include "replica/replica_testing.h"
 #include "wire/wire.h"
 
 namespace floe::replica {
 namespace {
-
-class FakeTable : public TableView {
- public:
-  uint32_t self() const override { return self_; }
-  uint64_t life() const override { return life_; }
-  bool ListsLife(uint64_t life) const override { return listed_life_ == life; }
-  uint64_t Ownership(uint16_t slot) const override {
-    auto it = ownership_.find(slot);
-    return it == ownership_.end() ? 1 : it->second;
-  }
-  bool Backs(uint16_t slot) const override { return !not_backed_.contains(slot); }
-
-  uint32_t self_ = 2;
-  uint64_t life_ = 7;
-  uint64_t listed_life_ = 7;
-  std::map<uint16_t, uint64_t> ownership_;
-  std::set<uint16_t> not_backed_;
-};
-
-// Records every installed change as text, and keeps a memory budget.
-class FakeSink : public Sink {
- public:
-  void Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
-               std::vector<std::string>* need_state) override {
-    std::string text = std::to_string(slot) + "#" + std::to_string(n) + ":";
-    for (const Entry& e : entries) {
-      text += std::to_string(static_cast<int>(e.kind)) + "/" + std::string(e.key) + "=" +
-              std::string(e.bytes) + ";";
-      if (e.kind == EntryKind::kDelta && e.cell_version != cell_version) {
-        need_state->emplace_back(e.key);
-      }
-    }
-    std::lock_guard lock(mu);
-    installed.push_back(text);
-  }
-  bool Reserve(uint64_t bytes) override {
-    std::lock_guard lock(mu);
-    if (reserved + bytes > budget) return false;
-    reserved += bytes;
-    return true;
-  }
-  void Release(uint64_t bytes) override {
-    std::lock_guard lock(mu);
-    reserved -= bytes;
-  }
-  uint64_t Headroom() const override {
-    std::lock_guard lock(mu);
-    return budget - reserved;
-  }
-
-  mutable std::mutex mu;
-  std::vector<std::string> installed;
-  uint64_t reserved = 0;
-  uint64_t budget = 1ull << 34;
-  uint64_t cell_version = 1;
-};
-
-Entry Put(std::string_view key, std::string_view value) {
-  return {.kind = EntryKind::kPut, .key = key, .type = 1, .bytes = value};
-}
-
-Change One(uint64_t n, std::string_view key, std::string_view value) {
-  return {.n = n, .entries = {Put(key, value)}};
-}
-
-Request Message(uint16_t slot, uint64_t ownership, uint64_t committed,
-                std::vector<Change> changes) {
-  Request r{.target = 2, .life = 7};
-  r.groups.push_back(
-      {.slot = slot, .ownership = ownership, .committed = committed, .changes = changes});
-  return r;
-}
 
 struct Fixture {
   FakeTable table;
