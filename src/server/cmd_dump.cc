@@ -30,7 +30,9 @@ Result<std::string> SerializeCell(const Value& v) {
   return cell->Read([](const T& object) { return object.Serialize(); });
 }
 
-Result<std::string> Body(const Value& v) {
+}  // namespace
+
+Result<std::string> DumpBody(const Value& v) {
   switch (static_cast<ValueType>(v.type())) {
     case ValueType::kString:
       return StringBytes(v);
@@ -48,6 +50,8 @@ Result<std::string> Body(const Value& v) {
   return Status::Corruption("a value of unknown type " + std::to_string(v.type()));
 }
 
+namespace {
+
 void PutLe(std::string* out, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; i++) out->push_back(static_cast<char>(v >> (8 * i)));
 }
@@ -62,32 +66,34 @@ uint64_t GetLe(std::string_view in, size_t at, int bytes) {
 // size for the sketches whose bytes hold every counter (Parse refuses a size that does not
 // match), the registers for a HyperLogLog (a sparse one is small on the wire).
 template <typename T>
-Result<ValuePtr> RestoreCell(CommandContext& ctx, std::string_view key, uint16_t type,
+Result<ValuePtr> RestoreCell(const ValueBuild& b, std::string_view key, uint16_t type,
                              std::string_view body, int64_t expire_at_ms) {
   // A HyperLogLog's registers were reserved by RestoreValue; its payload may be far smaller.
   if constexpr (!std::is_same_v<T, HyperLogLog>) {
-    FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, body.size()));
+    FLOE_RETURN_IF_ERROR(CheckAllocation(b.engine, b.reserved, body.size()));
   }
   Result<T> object = [&] {
     if constexpr (std::is_same_v<T, HyperLogLog>) {
       // RestoreValue bounded the registers (proto-max-bulk-len, maxmemory).
-      return HyperLogLog::Parse(body, static_cast<uint64_t>(ctx.engine.proto_max_bulk_len()));
+      return HyperLogLog::Parse(body, static_cast<uint64_t>(b.engine.proto_max_bulk_len()));
     } else {
       return T::Parse(body);
     }
   }();
   if (!object.ok()) return ClientError("ERR Bad data format");
-  return MakeCellValue(ctx, key, type, std::move(object).value(), expire_at_ms);
+  return MakeCellValue(b.account, key, type, std::move(object).value(), expire_at_ms);
 }
 
-Result<ValuePtr> RestoreValue(CommandContext& ctx, std::string_view key, uint16_t type,
-                              std::string_view body, int64_t expire_at_ms) {
+}  // namespace
+
+Result<ValuePtr> BuildValue(const ValueBuild& b, std::string_view key, uint16_t type,
+                            std::string_view body, int64_t expire_at_ms) {
   switch (static_cast<ValueType>(type)) {
     case ValueType::kString:
-      if (body.size() > static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
+      if (body.size() > static_cast<uint64_t>(b.engine.proto_max_bulk_len())) {
         return ClientError("ERR string exceeds maximum allowed size");
       }
-      FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, body.size()));
+      FLOE_RETURN_IF_ERROR(CheckAllocation(b.engine, b.reserved, body.size()));
       return MakeString(key, body, expire_at_ms);
     case ValueType::kHll: {
       if (body.size() < 3) return ClientError("ERR Bad data format");
@@ -95,26 +101,24 @@ Result<ValuePtr> RestoreValue(CommandContext& ctx, std::string_view key, uint16_
       sketch::HllParams p;
       p.log2m = static_cast<uint8_t>(body[1]) & 0x1f;
       const uint64_t registers = HyperLogLog::RegisterBytes(p);
-      if (registers > static_cast<uint64_t>(ctx.engine.proto_max_bulk_len())) {
+      if (registers > static_cast<uint64_t>(b.engine.proto_max_bulk_len())) {
         return ClientError("ERR log2m " + std::to_string(p.log2m) +
                            " needs more register bytes than proto-max-bulk-len");
       }
-      FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, registers));
-      return RestoreCell<HyperLogLog>(ctx, key, type, body, expire_at_ms);
+      FLOE_RETURN_IF_ERROR(CheckAllocation(b.engine, b.reserved, registers));
+      return RestoreCell<HyperLogLog>(b, key, type, body, expire_at_ms);
     }
     case ValueType::kCountMin:
-      return RestoreCell<CountMin>(ctx, key, type, body, expire_at_ms);
+      return RestoreCell<CountMin>(b, key, type, body, expire_at_ms);
     case ValueType::kRangeCountMin:
-      return RestoreCell<RangeCountMin>(ctx, key, type, body, expire_at_ms);
+      return RestoreCell<RangeCountMin>(b, key, type, body, expire_at_ms);
     case ValueType::kBloom:
-      return RestoreCell<BloomFilter>(ctx, key, type, body, expire_at_ms);
+      return RestoreCell<BloomFilter>(b, key, type, body, expire_at_ms);
     case ValueType::kFrame:  // never made by DUMP
       break;
   }
   return ClientError("ERR Bad data format");
 }
-
-}  // namespace
 
 std::string DumpPayload(std::string body, uint16_t type) {
   std::string out = std::move(body);  // framed in place: a large value is not copied again
@@ -145,7 +149,7 @@ void CmdDump(CommandContext& ctx) {
   // made, so concurrent DUMPs of a large value cannot take the node far past its limit.
   const size_t held = v->decoded() != nullptr ? v->decoded()->HeldBytes() : v->payload().size();
   if (Status room = CheckAllocation(ctx, held); !room.ok()) return ctx.Error(room);
-  Result<std::string> body = Body(*v);
+  Result<std::string> body = DumpBody(*v);
   if (!body.ok()) return ctx.Error(body.status());
   ctx.out.Bulk(DumpPayload(std::move(body).value(), v->type()));
 }
@@ -189,7 +193,8 @@ void CmdRestore(CommandContext& ctx) {
   const bool expired = expire_at_ms != 0 && expire_at_ms <= ctx.now_ms;
   // Decoded even when it is already expired, as Redis does: a bad body is refused, and changes
   // nothing, whatever its TTL.
-  Result<ValuePtr> made = RestoreValue(ctx, key, parsed->first, parsed->second, expire_at_ms);
+  Result<ValuePtr> made = BuildValue({ctx.engine, ctx.store().memory_account(), ctx.reserved}, key,
+                                     parsed->first, parsed->second, expire_at_ms);
   if (!made.ok()) return ctx.Error(made.status());
   // Atomic with the BUSYKEY check: a key created meanwhile by another client is refused too.
   bool busy = false;

@@ -141,6 +141,23 @@ class MemoryReservation {
   int64_t bytes_ = 0;
 };
 
+// Where a value built from a DUMP body goes: the engine's limits (proto-max-bulk-len,
+// maxmemory), the memory account of the store it goes into, and the reservation its bytes are
+// held in until they are charged.
+struct ValueBuild {
+  Engine& engine;
+  const store::MemoryAccount& account;
+  MemoryReservation& reserved;
+};
+// The body DUMP writes for `v` (a string's bytes, a sketch's Serialize, read under its cell's
+// mutex); the ClientError "ERR DUMP does not support frames" for a frame.
+Result<std::string> DumpBody(const store::Value& v);
+// The value a DUMP body of `type` makes, with RESTORE's checks ("ERR Bad data format", sizes
+// against proto-max-bulk-len, memory reserved before it is allocated). Also the replica store's
+// install path (docs/replication.md, S6).
+Result<store::ValuePtr> BuildValue(const ValueBuild& build, std::string_view key, uint16_t type,
+                                   std::string_view body, int64_t expire_at_ms);
+
 struct CommandContext {
   Engine& engine;
   Session& session;

@@ -73,17 +73,21 @@ inline constexpr char kOomError[] = "OOM command not allowed when used memory > 
 // (MemoryReservation::ReleaseSince). Overflow-safe. From 1 MiB up used memory is measured
 // afresh (UsedMemoryNow: a microsecond), so a burst of large allocations cannot all pass
 // against the engine's figure cached for a millisecond.
-inline Status CheckAllocation(CommandContext& ctx, uint64_t bytes) {
-  const int64_t limit = ctx.engine.maxmemory();
+// The same for work that is not a client's command (the replica store's installs): the bytes
+// stay reserved in `reserved` until it goes.
+inline Status CheckAllocation(Engine& engine, MemoryReservation& reserved, uint64_t bytes) {
+  const int64_t limit = engine.maxmemory();
   if (limit <= 0 || bytes == 0) return Status::OK();
   if (bytes > static_cast<uint64_t>(limit)) return Status::ResourceExhausted(kOomError);
-  const int64_t used =
-      bytes >= (uint64_t{1} << 20) ? ctx.engine.UsedMemoryNow() : ctx.engine.UsedMemory();
-  if (!ctx.engine.TryReserveMemory(static_cast<int64_t>(bytes), used, limit)) {
+  const int64_t used = bytes >= (uint64_t{1} << 20) ? engine.UsedMemoryNow() : engine.UsedMemory();
+  if (!engine.TryReserveMemory(static_cast<int64_t>(bytes), used, limit)) {
     return Status::ResourceExhausted(kOomError);
   }
-  ctx.reserved.Add(&ctx.engine, static_cast<int64_t>(bytes));
+  reserved.Add(&engine, static_cast<int64_t>(bytes));
   return Status::OK();
+}
+inline Status CheckAllocation(CommandContext& ctx, uint64_t bytes) {
+  return CheckAllocation(ctx.engine, ctx.reserved, bytes);
 }
 
 // The heap bytes a cell's object holds (rule 8).
@@ -207,12 +211,18 @@ Result<const Cell<T>*> CellOf(const store::Value& v) {
 }
 
 // A new value of `type` holding `object` in a cell charged to the store (rules 1 and 8).
+// `account`: the memory account of the store the value goes into.
+template <typename T>
+Result<store::ValuePtr> MakeCellValue(const store::MemoryAccount& account, std::string_view key,
+                                      uint16_t type, T object, int64_t expire_at_ms) {
+  FLOE_ASSIGN_OR_RETURN(store::ValuePtr v, store::Value::Make(key, type, {}, expire_at_ms));
+  v->CacheDecoded(std::make_unique<Cell<T>>(std::move(object), account));
+  return v;
+}
 template <typename T>
 Result<store::ValuePtr> MakeCellValue(CommandContext& ctx, std::string_view key, uint16_t type,
                                       T object, int64_t expire_at_ms) {
-  FLOE_ASSIGN_OR_RETURN(store::ValuePtr v, store::Value::Make(key, type, {}, expire_at_ms));
-  v->CacheDecoded(std::make_unique<Cell<T>>(std::move(object), ctx.store().memory_account()));
-  return v;
+  return MakeCellValue(ctx.store().memory_account(), key, type, std::move(object), expire_at_ms);
 }
 
 // Plain strings at least this long move into a cell when first rewritten, so that later

@@ -1,0 +1,65 @@
+// The server's ends of the replication stream (docs/replication.md, S1 and S6): a key's state
+// captured after a change, and the replica store a backup installs changes into.
+//
+// Thread rules: CaptureState is called with the key's change scope held (its DKV stripe lock,
+// S2), so no other change of the key runs meanwhile. ReplicaStore is thread-safe: its store is
+// the lock-free store::Store; Install runs under the replica::Receiver's lock, one change at a
+// time.
+
+#ifndef FLOE_SERVER_INTERNAL_REPLICA_STORE_H_
+#define FLOE_SERVER_INTERNAL_REPLICA_STORE_H_
+
+#include <atomic>
+#include <string>
+
+#include "replica/replica.h"
+#include "server/server.h"
+#include "store/store.h"
+
+namespace floe::server::internal {
+
+// A key's state after a change (S1): its value's type, DUMP body and absolute expiry, or its
+// absence (an expired value is absent). Owns its bytes; entry() views them.
+struct CapturedState {
+  replica::EntryKind kind = replica::EntryKind::kRemove;
+  std::string key;
+  uint16_t type = 0;
+  uint64_t expire_ms = 0;
+  std::string body;
+  replica::Entry entry() const {
+    return {.kind = kind, .key = key, .type = type, .expire_ms = expire_ms, .bytes = body};
+  }
+};
+// The state of `key` in `store` at `now_ms`; a cell is serialized under its mutex. Errors: a
+// frame header (its own rule, S2.3, not built), a value of an unknown type.
+Result<CapturedState> CaptureState(const store::Store& store, std::string_view key, int64_t now_ms);
+
+// The store a backup's replicas live in (S6): not the store its commands read, so keyspace
+// commands see owned slots only. Values are built by RESTORE's checked path (BuildValue) and
+// charged to this store's own account; pending changes are reserved against maxmemory.
+class ReplicaStore final : public replica::Sink {
+ public:
+  explicit ReplicaStore(Engine* engine) : engine_(engine) {}
+
+  store::Store& store() { return store_; }
+  // Puts that could not be installed (memory, or a body that does not build): each is named in
+  // the next answer as a key that needs its state again.
+  uint64_t install_failures() const { return install_failures_.load(std::memory_order_relaxed); }
+
+  void Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
+               std::vector<std::string>* need_state) override;
+  bool Reserve(uint64_t bytes) override;
+  void Release(uint64_t bytes) override;
+  uint64_t Headroom() const override;
+
+ private:
+  void FlushSlot(uint16_t slot);
+
+  Engine* const engine_;
+  store::Store store_;
+  std::atomic<uint64_t> install_failures_{0};
+};
+
+}  // namespace floe::server::internal
+
+#endif  // FLOE_SERVER_INTERNAL_REPLICA_STORE_H_
