@@ -9,10 +9,10 @@ namespace {
 
 // The fewest bytes each element takes on the wire: a count claiming more elements than the
 // bytes left could hold is refused before anything is sized by it.
-constexpr uint64_t kMinGroupBytes = 5;   // slot, o(s), committed, changes
+constexpr uint64_t kMinGroupBytes = 6;   // slot, o(s), start, committed, changes
 constexpr uint64_t kMinChangeBytes = 4;  // n, part, flags, entries
 constexpr uint64_t kMinEntryBytes = 2;   // kind, key length
-constexpr uint64_t kMinSlotAnswerBytes = 7;
+constexpr uint64_t kMinSlotAnswerBytes = 8;
 
 void PutEntry(wire::Writer& w, const Entry& e) {
   w.PutU8(static_cast<uint8_t>(e.kind));
@@ -101,12 +101,14 @@ class SlotSet {
 std::string EncodeRequest(const Request& request) {
   std::string out;
   wire::Writer w(&out);
+  w.PutVarint64(request.id);
   w.PutFixed32(request.target);
   w.PutVarint64(request.life);
   w.PutVarint64(request.groups.size());
   for (const Group& g : request.groups) {
     w.PutFixed16(g.slot);
     w.PutVarint64(g.ownership);
+    w.PutVarint64(g.start);
     w.PutVarint64(g.committed);
     w.PutVarint64(g.changes.size());
     for (const Change& c : g.changes) {
@@ -123,6 +125,7 @@ std::string EncodeRequest(const Request& request) {
 Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
   wire::Reader r(bytes);
   Request req;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.id));
   FLOE_RETURN_IF_ERROR(r.GetFixed32(&req.target));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&req.life));
   uint64_t groups = 0;
@@ -136,6 +139,7 @@ Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
     if (g.slot >= kSlots) return Status::Corruption("replicate: slot out of range");
     if (!seen.Insert(g.slot)) return Status::Corruption("replicate: a slot named twice");
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&g.ownership));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&g.start));
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&g.committed));
     uint64_t changes = 0;
     FLOE_RETURN_IF_ERROR(
@@ -173,6 +177,7 @@ Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
 std::string EncodeAnswer(const Answer& answer) {
   std::string out;
   wire::Writer w(&out);
+  w.PutVarint64(answer.id);
   w.PutU8(answer.not_my_life ? 1 : 0);
   w.PutVarint64(answer.headroom);
   w.PutVarint64(answer.slots.size());
@@ -182,6 +187,7 @@ std::string EncodeAnswer(const Answer& answer) {
     w.PutVarint64(s.ownership);
     w.PutVarint64(s.applied);
     w.PutVarint64(s.received);
+    w.PutVarint64(s.next_part);
     w.PutVarint64(s.need_state.size());
     for (const std::string& key : s.need_state) w.PutLengthPrefixed(key);
   }
@@ -192,6 +198,7 @@ Result<Answer> DecodeAnswer(std::string_view bytes) {
   wire::Reader r(bytes);
   Answer a;
   uint8_t status = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&a.id));
   FLOE_RETURN_IF_ERROR(r.GetU8(&status));
   if (status > 1) return Status::Corruption("replicate answer: unknown status");
   a.not_my_life = status == 1;
@@ -200,6 +207,7 @@ Result<Answer> DecodeAnswer(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(GetCount(r, kMinSlotAnswerBytes, kSlots, "slot", &slots));
   a.slots.resize(slots);
   SlotSet seen;
+  uint64_t total_keys = 0;
   for (SlotAnswer& s : a.slots) {
     uint8_t st = 0;
     FLOE_RETURN_IF_ERROR(r.GetFixed16(&s.slot));
@@ -211,9 +219,11 @@ Result<Answer> DecodeAnswer(std::string_view bytes) {
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&s.ownership));
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&s.applied));
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&s.received));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&s.next_part));
     uint64_t keys = 0;
-    // Each key takes at least its length's byte.
-    FLOE_RETURN_IF_ERROR(GetCount(r, 1, kMaxNeedState, "key", &keys));
+    // Each key takes at least its length's byte; at most kMaxNeedState in the whole answer.
+    FLOE_RETURN_IF_ERROR(GetCount(r, 1, kMaxNeedState - total_keys, "key", &keys));
+    total_keys += keys;
     s.need_state.reserve(keys);
     for (uint64_t i = 0; i < keys; i++) {
       std::string_view key;

@@ -48,6 +48,9 @@ OwnedPart CopyPart(const Change& c) {
 
 struct SlotStream {
   uint64_t ownership = 0;
+  // What was installed when `ownership` began: the new owner's changes must be numbered above
+  // it (R12).
+  uint64_t owned_from = 0;
   uint64_t applied = 0;
   uint64_t received = 0;
   uint64_t committed = 0;
@@ -111,9 +114,11 @@ struct Receiver::Impl {
     }
   }
 
-  // Takes the group's changes; false when one could not be charged (the rest is not taken).
-  bool Take(SlotStream& st, const Group& g) FLOE_REQUIRES(mu) {
+  // Takes the group's changes; kFull when one could not be charged (the rest is not taken),
+  // kConflict when one is numbered at or below what was installed before this ownership.
+  SlotStatus Take(SlotStream& st, const Group& g) FLOE_REQUIRES(mu) {
     for (const Change& c : g.changes) {
+      if (c.n <= st.owned_from) return SlotStatus::kConflict;
       if (c.n <= st.received) continue;  // received before: acknowledged again
       if (c.n == st.received + 1) {
         if (st.partial) {
@@ -121,7 +126,7 @@ struct Receiver::Impl {
           if (c.part < p.next_part) continue;  // a part received before
           if (c.part > p.next_part) break;     // a part missing before it: sent again
           const uint64_t charge = ChargeOf(c);
-          if (!Reserve(charge)) return false;
+          if (!Reserve(charge)) return SlotStatus::kFull;
           p.charge += charge;
           p.parts.push_back(CopyPart(c));
           p.next_part++;
@@ -135,7 +140,7 @@ struct Receiver::Impl {
         }
         if (c.part != 0) break;  // a later part without the first: sent again
         const uint64_t charge = ChargeOf(c);
-        if (!Reserve(charge)) return false;
+        if (!Reserve(charge)) return SlotStatus::kFull;
         OwnedChange owned{.n = c.n, .next_part = 1, .more = c.more, .charge = charge};
         owned.parts.push_back(CopyPart(c));
         if (c.more) {
@@ -150,13 +155,13 @@ struct Receiver::Impl {
       if (c.part != 0 || c.more || st.early.contains(c.n)) continue;
       const uint64_t charge = ChargeOf(c);
       if (early_bytes + charge > kMaxEarlyBytes) continue;
-      if (!Reserve(charge)) return false;
+      if (!Reserve(charge)) return SlotStatus::kFull;
       early_bytes += charge;
       OwnedChange owned{.n = c.n, .next_part = 1, .more = false, .charge = charge};
       owned.parts.push_back(CopyPart(c));
       st.early.emplace(c.n, std::move(owned));
     }
-    return true;
+    return SlotStatus::kTaken;
   }
 
   void Install(uint16_t slot, SlotStream& st) FLOE_REQUIRES(mu) {
@@ -199,6 +204,7 @@ Answer Receiver::Receive(const Request& request) {
   Impl& im = *impl_;
   MutexLock lock(&im.mu);
   Answer answer;
+  answer.id = request.id;
   const TableView& table = *im.table;
   if (request.target != table.self() || request.life != table.life() ||
       !table.ListsLife(request.life)) {
@@ -207,6 +213,7 @@ Answer Receiver::Receive(const Request& request) {
     return answer;
   }
   answer.slots.reserve(request.groups.size());
+  uint32_t need_total = 0;
   for (const Group& g : request.groups) {
     SlotAnswer& out = answer.slots.emplace_back();
     out.slot = g.slot;
@@ -224,20 +231,29 @@ Answer Receiver::Receive(const Request& request) {
     if (!slot) slot = std::make_unique<SlotStream>();
     SlotStream& st = *slot;
     if (g.ownership != st.ownership) {
-      // A new owner: what the old one had not committed here is not kept (O6).
+      // A new owner: what the old one had not committed here is not kept (O6); the new one
+      // numbers above what is installed (R12).
       im.DropUninstalled(st);
       st.ownership = g.ownership;
+      st.owned_from = st.applied;
       st.committed = st.applied;
     }
-    const bool took = im.Take(st, g);
-    st.committed = std::max(st.committed, g.committed);
-    im.Install(g.slot, st);
-    out.status = took ? SlotStatus::kTaken : SlotStatus::kFull;
+    // R12: a new owner begins above what was installed here when its ownership began.
+    out.status = g.start < st.owned_from ? SlotStatus::kConflict : im.Take(st, g);
+    if (out.status != SlotStatus::kConflict) {
+      st.committed = std::max(st.committed, g.committed);
+      im.Install(g.slot, st);
+    }
     out.ownership = st.ownership;
     out.applied = st.applied;
     out.received = st.received;
-    out.need_state = std::move(st.need_state);
-    st.need_state.clear();
+    out.next_part = st.partial ? st.partial->next_part : 0;
+    // At most kMaxNeedState keys in one answer; the rest wait for the next.
+    while (!st.need_state.empty() && need_total < kMaxNeedState) {
+      out.need_state.push_back(std::move(st.need_state.back()));
+      st.need_state.pop_back();
+      need_total++;
+    }
   }
   answer.headroom = im.sink->Headroom();
   return answer;
@@ -254,6 +270,15 @@ Receiver::SlotStats Receiver::Stats(uint16_t slot) const {
   s.pending = st.pending.size() + (st.partial ? 1 : 0);
   s.early = st.early.size();
   return s;
+}
+
+void Receiver::Forget(uint16_t slot) {
+  if (slot >= kSlots) return;
+  MutexLock lock(&impl_->mu);
+  if (impl_->slots[slot]) {
+    impl_->DropUninstalled(*impl_->slots[slot]);
+    impl_->slots[slot].reset();
+  }
 }
 
 uint64_t Receiver::charged() const {

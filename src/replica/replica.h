@@ -44,10 +44,18 @@
 //       every earlier change committed; a filling backup is sent it but holds nothing back
 //       (RepliesWaitForEveryBackup, AFillingBackupHoldsNothingBack).
 //   R10. A backup has at most one message in flight, of at most kBatchBytes unless one change is
-//       larger; a change larger than kPartBytes goes in parts (OneMessageInFlightPerBackup,
-//       ALargeChangeTravelsInParts).
+//       larger, kMaxChanges changes and kMaxEntries entries, slots taken round robin; a change
+//       larger than kPartBytes goes in parts (OneMessageInFlightPerBackup,
+//       ALargeChangeTravelsInParts, ManySmallChangesStayWithinTheCounts).
 //   R11. A fenced slot stops: its waiting callbacks get Aborted, and it numbers no more changes
-//       until configured again (AFencedSlotFailsItsWaiters).
+//       until owned again (AFencedSlotFailsItsWaiters).
+//   R12. A new owner's numbering goes on from the n it was given; a backup refuses a new
+//       owner's change at or below what it had installed (ANewOwnerGoesOnFromItsStart).
+//   R13. A backup's true position is asked before anything is sent to it, and is believed only
+//       within what was sent; one the queue no longer covers is reported, not sent to
+//       (ABackupIsAskedWhereItIs, AnAnswerCommitsNothingUnsent).
+//   R14. A full answer keeps what was received; behind, full and not my life pause the backup
+//       (AFullBackupKeepsWhatItReceived).
 
 #ifndef FLOE_REPLICA_REPLICA_H_
 #define FLOE_REPLICA_REPLICA_H_
@@ -72,7 +80,7 @@ inline constexpr uint32_t kSlots = 16384;
 inline constexpr uint64_t kMaxKeyBytes = 64 * 1024;
 // Early changes (a gap before them) a Receiver keeps, over all slots (S7).
 inline constexpr uint64_t kMaxEarlyBytes = 16ull << 20;
-// Cells named as needing their state, per slot, in one answer.
+// Keys named as needing their state in one answer, over all its slots.
 inline constexpr uint32_t kMaxNeedState = 1024;
 // Changes (parts included) and entries in one message, over all its slots: a decoded Change or
 // Entry is ~50 times its smallest encoding, so these, not the message's bytes, bound what a
@@ -116,12 +124,14 @@ struct Change {
 struct Group {
   uint16_t slot = 0;
   uint64_t ownership = 0;  // o(s) at the owner
+  uint64_t start = 0;      // the n this owner began after (Sender::Own)
   uint64_t committed = 0;  // every change up to it reached every in-sync backup (S8)
   std::vector<Change> changes;
   friend bool operator==(const Group&, const Group&) = default;
 };
 
 struct Request {
+  uint64_t id = 0;      // the sender's message number, echoed in the answer
   uint32_t target = 0;  // the backup's member id
   uint64_t life = 0;    // the backup's life as the owner's table lists it
   std::vector<Group> groups;
@@ -129,12 +139,13 @@ struct Request {
 };
 
 enum class SlotStatus : uint8_t {
-  kTaken = 0,   // received what it could; see applied / received
-  kFenced = 1,  // the owner's o(s) is older than this backup's table (V3)
-  kBehind = 2,  // newer o(s), or not a backup here as its table says: send again (V2)
-  kFull = 3,    // no memory for the changes: send again later
+  kTaken = 0,     // received what it could; see applied / received
+  kFenced = 1,    // the owner's o(s) is older than this backup's table (V3)
+  kBehind = 2,    // newer o(s), or not a backup here as its table says: send again (V2)
+  kFull = 3,      // no memory for more changes: what was received counts; send the rest later
+  kConflict = 4,  // a new owner's change numbered at or below what this backup installed
 };
-inline constexpr uint8_t kLastSlotStatus = 3;
+inline constexpr uint8_t kLastSlotStatus = 4;
 
 struct SlotAnswer {
   uint16_t slot = 0;
@@ -142,11 +153,13 @@ struct SlotAnswer {
   uint64_t ownership = 0;               // the backup's o(s)
   uint64_t applied = 0;                 // installed up to
   uint64_t received = 0;                // received without a gap up to
+  uint64_t next_part = 0;               // of change received + 1, when some of its parts came
   std::vector<std::string> need_state;  // cells whose delta did not apply (S1)
   friend bool operator==(const SlotAnswer&, const SlotAnswer&) = default;
 };
 
 struct Answer {
+  uint64_t id = 0;  // the request's
   bool not_my_life = false;
   uint64_t headroom = 0;  // bytes the backup can still take (S6)
   std::vector<SlotAnswer> slots;
@@ -209,17 +222,24 @@ class Sender {
   Sender(const Sender&) = delete;
   Sender& operator=(const Sender&) = delete;
 
-  // The slot as the applied table has it at this owner: o(s), in-sync and filling backups. A
-  // backup not listed before starts at the slot's committed n (it holds the state up to it: an
-  // empty store, or a fill, S12); one no longer listed stops holding commits back. A new o(s)
-  // continues the numbering (S15).
-  void Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
-                 std::vector<Target> filling);
-  // This member no longer owns the slot: queued changes are dropped, waiters get Aborted.
+  // This member begins to own `slot` under `ownership`, every change up to `n` applied here and
+  // committed: 0 for a new cluster's slot, the highest n every in-sync backup confirmed for a
+  // promotion (S15), the n a move froze at (G). Numbering goes on from n + 1; anything queued
+  // under an earlier ownership is dropped and its waiters fail (Aborted). No backups until
+  // Configure.
+  void Own(uint16_t slot, uint64_t ownership, uint64_t n);
+  // The slot's backups as the applied table has them: in sync and filling. A backup not listed
+  // before is first asked how far it is (a message with no changes); it then gets what it
+  // lacks, or, if that was already dropped here, is reported by NeedsFill (S12). One no longer
+  // listed stops holding commits back. FailedPrecondition unless the slot is owned here under
+  // `ownership`.
+  Status Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
+                   std::vector<Target> filling);
+  // This member no longer owns the slot: queued changes are dropped, waiters get Aborted; Own
+  // starts it again.
   void Drop(uint16_t slot);
-
   // S4: numbers a change of `slot` before its handler writes; every opened change is closed,
-  // even when it wrote nothing. FailedPrecondition when the slot is not configured or fenced.
+  // even when it wrote nothing. FailedPrecondition when the slot is not owned here (or fenced).
   Result<uint64_t> Open(uint16_t slot);
   // The change's entries (copied; their views need not outlive the call).
   void Close(uint16_t slot, uint64_t n, std::span<const Entry> entries);
@@ -231,17 +251,24 @@ class Sender {
   // is fenced or dropped first. Runs on the thread that commits, with no lock held.
   void WhenCommitted(uint16_t slot, uint64_t n, std::function<void(Status)> done);
 
-  // The next REPLICATE for backup `id`, encoded, if none is in flight to it and it has changes
-  // (or a committed n) it has not been sent; the message is then in flight until OnAnswer or
-  // OnFailed.
+  // The next REPLICATE for backup `id`, encoded, if none is in flight to it, it is not paused
+  // and it has changes (or a committed n) it has not been sent; the message is then in flight
+  // until OnAnswer or OnFailed. At most kBatchBytes of entries, kMaxChanges changes and
+  // kMaxEntries entries; slots are visited round robin.
   std::optional<std::string> NextMessage(uint32_t id);
-  // Applies a backup's answer to its message in flight. A fenced slot fails (R11); "behind" and
-  // "full" leave the changes to be sent again.
-  void OnAnswer(uint32_t id, const Answer& answer);
+  // Applies a backup's answer to its message in flight (an answer to another message is
+  // ignored). Received changes count whatever the slot's status. A fence (R11) or a conflict
+  // stops the slot; "behind", "full" and "not my life" pause the backup until Resume, so the
+  // caller waits before sending again. Returns whether the backup is paused.
+  bool OnAnswer(uint32_t id, const Answer& answer);
   // The message in flight to `id` got no answer: its changes are sent again.
   void OnFailed(uint32_t id);
-  // The backups with something to send and nothing in flight.
+  void Resume(uint32_t id);
+  // The backups with something to send, nothing in flight and not paused.
   std::vector<uint32_t> Ready() const;
+  // Backups that lack changes already dropped here, or answered below what they had
+  // acknowledged: a fill (S12) or their removal (B7) is the caller's.
+  std::vector<std::pair<uint16_t, uint32_t>> NeedsFill() const;
   uint64_t queued_bytes() const;
 
  private:
@@ -269,6 +296,9 @@ class Receiver {
   };
   SlotStats Stats(uint16_t slot) const;
   uint64_t charged() const;  // bytes held by pending and early changes
+  // This member no longer backs `slot` (B7, a move): what was pending is released and the
+  // slot's stream forgotten (a later backup role starts from a fill).
+  void Forget(uint16_t slot);
 
  private:
   struct Impl;

@@ -369,7 +369,13 @@ TEST(ReplicaTest, ANewOwnerDropsWhatWasPending) {
   EXPECT_EQ(f.receiver.Stats(7).pending, 1u);
   EXPECT_EQ(f.receiver.Stats(7).early, 1u);
   f.table.ownership_[7] = 3;
-  Answer a = f.receiver.Receive(Message(7, 3, 2, {One(2, "a", "2 new")}));
+  Request wrong_start = Message(7, 3, 2, {One(2, "a", "2 new")});
+  Answer a = f.receiver.Receive(wrong_start);  // begins at 0, below what was installed
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kConflict);
+  Request next = Message(7, 3, 2, {One(2, "a", "2 new")});
+  next.groups[0].start = 1;  // after the one change installed
+  a = f.receiver.Receive(next);
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kTaken);
   EXPECT_EQ(a.slots[0].ownership, 3u);
   EXPECT_EQ(f.sink.installed, (std::vector<std::string>{"7#1:1/a=1;", "7#2:1/a=2 new;"}));
   EXPECT_EQ(f.receiver.Stats(7).early, 0u);

@@ -2,8 +2,10 @@
 // before their handlers write, queued per slot until every backup received them, sent in
 // batches with one message in flight per backup, committed once every in-sync backup has them.
 //
-// One lock guards the queues (the hot path takes it twice per change: Open and Close);
-// `started` and `committed` are also kept in atomics so that reads (S9) load them without it.
+// One lock guards the queues (the hot path takes it twice per change: Open and Close; Close
+// copies the change's bytes before taking it); `started` and `committed` are also kept in
+// atomics so that reads (S9) load them without it. Each backup keeps a set of the slots that
+// may have something for it, so finding work costs what there is to send, not the slot count.
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +20,9 @@ namespace floe::replica {
 namespace {
 
 constexpr uint64_t kEntryWireOverhead = 32;  // an entry's bytes besides its key and bytes
+constexpr uint64_t kChangeWireOverhead = 16;
+// A part's entries, so that any part fits a message's count limits.
+constexpr size_t kPartEntries = 65536;
 
 uint64_t WireBytes(const Entry& e) { return kEntryWireOverhead + e.key.size() + e.bytes.size(); }
 
@@ -28,38 +33,45 @@ struct QueuedChange {
   std::unique_ptr<char[]> storage;  // the entries' keys and bytes
   std::vector<Entry> entries;
   // Entry index where each part begins (parts[0] == 0); one part unless the change is larger
-  // than kPartBytes.
-  std::vector<size_t> parts;
+  // than kPartBytes or kPartEntries.
+  std::vector<size_t> parts = {0};
 };
 
 struct Progress {
   uint64_t life = 0;
   bool in_sync = false;
-  uint64_t received = 0;        // every change up to it received (from answers)
+  bool known = false;           // its position was learned from an answer (R13)
+  bool needs_fill = false;      // lacks changes dropped here: nothing is sent to it
+  uint64_t received = 0;        // every change up to it received
   uint64_t next_part = 0;       // of change received + 1, when it travels in parts
   uint64_t told_committed = 0;  // the committed n last sent
-  // In flight: the last n (and its last part) the message carries, 0 if none.
-  uint64_t sent_n = 0;
+  // What the message in flight carries for this slot.
+  bool in_message = false;
+  uint64_t sent_n = 0;  // the last change (or part's change) sent; 0: none
   uint64_t sent_part = 0;
-  bool sent_whole = false;
+  bool sent_whole = true;
 };
 
 struct SlotOut {
-  bool configured = false;
-  bool fenced = false;
+  bool owned = false;
   uint64_t ownership = 0;
+  uint64_t start = 0;  // the n given to Own
   uint64_t started = 0;
-  uint64_t closed = 0;  // every change up to it closed (or dropped)
+  uint64_t closed = 0;  // every change up to it closed
   uint64_t committed = 0;
-  std::deque<QueuedChange> queue;  // the changes not yet received by every backup, in n order
+  std::deque<QueuedChange> queue;  // consecutive n, committed < n <= started, or kept for a lagger
   std::map<uint32_t, Progress> backups;
   std::multimap<uint64_t, std::function<void(Status)>> waiters;
 };
 
 struct TargetState {
   bool in_flight = false;
-  std::set<uint16_t> slots;       // the slots it backs
-  std::set<uint16_t> in_message;  // the slots of the message in flight
+  bool paused = false;
+  uint64_t message_id = 0;
+  std::set<uint16_t> slots;    // the slots it backs
+  std::set<uint16_t> dirty;    // the slots that may have something for it
+  std::vector<uint16_t> sent;  // the slots of the message in flight
+  uint16_t cursor = 0;         // round robin over dirty slots
 };
 
 }  // namespace
@@ -69,33 +81,41 @@ struct Sender::Impl {
   std::vector<SlotOut> slots FLOE_GUARDED_BY(mu) = std::vector<SlotOut>(kSlots);
   std::map<uint32_t, TargetState> targets FLOE_GUARDED_BY(mu);
   uint64_t queued_bytes FLOE_GUARDED_BY(mu) = 0;
+  uint64_t next_message_id FLOE_GUARDED_BY(mu) = 0;
   std::unique_ptr<std::atomic<uint64_t>[]> started_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<uint64_t>[]> committed_n { new std::atomic<uint64_t>[ kSlots ]() };
 
   using Callbacks = std::vector<std::pair<std::function<void(Status)>, Status>>;
 
-  // The highest n with it and every earlier change closed.
-  static uint64_t ClosedPrefix(const SlotOut& st) { return st.closed; }
-
-  // The queued change numbered n, if still queued (the queue holds consecutive numbers).
   static QueuedChange* Find(SlotOut& st, uint64_t n) {
     if (st.queue.empty() || n < st.queue.front().n || n > st.queue.back().n) return nullptr;
     return &st.queue[n - st.queue.front().n];
+  }
+  // The first n still queued (or the next to be numbered).
+  static uint64_t FrontN(const SlotOut& st) {
+    return st.queue.empty() ? st.closed + 1 : st.queue.front().n;
+  }
+
+  void MarkDirty(uint16_t slot) FLOE_REQUIRES(mu) {
+    for (const auto& [id, p] : slots[slot].backups) targets[id].dirty.insert(slot);
   }
 
   // R9: committed is the closed prefix bounded by every in-sync backup's received n; the queue
   // keeps what some backup still lacks.
   void Advance(uint16_t slot, Callbacks* run) FLOE_REQUIRES(mu) {
     SlotOut& st = slots[slot];
-    uint64_t c = ClosedPrefix(st);
-    uint64_t keep_from = c;
+    uint64_t c = st.closed;
+    uint64_t keep_from = st.closed;
     for (const auto& [id, p] : st.backups) {
+      // One that needs a fill holds commits back until it is filled or dropped (B3, B7), but
+      // nothing is kept for it: what it lacks is gone already.
       if (p.in_sync) c = std::min(c, p.received);
-      keep_from = std::min(keep_from, p.received);
+      if (!p.needs_fill) keep_from = std::min(keep_from, p.received);
     }
     if (c > st.committed) {
       st.committed = c;
       committed_n[slot].store(c, std::memory_order_release);
+      MarkDirty(slot);  // the backups install up to it once told
     }
     while (!st.queue.empty() && st.queue.front().n <= std::min(keep_from, st.committed)) {
       queued_bytes -= st.queue.front().bytes;
@@ -107,37 +127,43 @@ struct Sender::Impl {
     }
   }
 
-  void FailWaiters(SlotOut& st, std::string_view why, Callbacks* run) FLOE_REQUIRES(mu) {
-    for (auto& [n, done] : st.waiters) run->emplace_back(std::move(done), Status::Aborted(why));
-    st.waiters.clear();
-  }
-
-  // Changes opened and not yet closed are closed empty when they close: nothing waits for them.
-  void ClearQueue(SlotOut& st) FLOE_REQUIRES(mu) {
-    for (const QueuedChange& c : st.queue) queued_bytes -= c.bytes;
-    st.queue.clear();
-    st.closed = st.started;
-  }
-
   void Untarget(uint16_t slot, uint32_t id) FLOE_REQUIRES(mu) {
     auto it = targets.find(id);
     if (it == targets.end()) return;
     it->second.slots.erase(slot);
-    if (it->second.slots.empty() && !it->second.in_flight) targets.erase(it);
+    it->second.dirty.erase(slot);
+  }
+  // Targets that back nothing and wait for nothing go (Untarget leaves them: a caller may hold
+  // a reference).
+  void Prune() FLOE_REQUIRES(mu) {
+    std::erase_if(targets,
+                  [](const auto& kv) { return kv.second.slots.empty() && !kv.second.in_flight; });
+  }
+
+  // The slot is no longer served here: waiters fail, nothing is queued or sent for it.
+  void Stop(uint16_t slot, std::string_view why, Callbacks* run) FLOE_REQUIRES(mu) {
+    SlotOut& st = slots[slot];
+    for (auto& [n, done] : st.waiters) run->emplace_back(std::move(done), Status::Aborted(why));
+    st.waiters.clear();
+    for (const QueuedChange& c : st.queue) queued_bytes -= c.bytes;
+    st.queue.clear();
+    for (const auto& [id, p] : st.backups) Untarget(slot, id);
+    st.backups.clear();
+    st.owned = false;
   }
 
   static void RunAll(Callbacks& run) {
     for (auto& [done, status] : run) done(status);
   }
 
-  bool HasWork(uint32_t id, const TargetState& t) const FLOE_REQUIRES(mu) {
-    if (t.in_flight) return false;
-    for (uint16_t slot : t.slots) {
-      const SlotOut& st = slots[slot];
-      const Progress& p = st.backups.at(id);
-      if (ClosedPrefix(st) > p.received || st.committed > p.told_committed) return true;
-    }
-    return false;
+  static bool HasWork(const SlotOut& st, const Progress& p) {
+    if (!st.owned || p.needs_fill || p.in_message) return false;
+    if (!p.known) return true;  // asked where it is
+    return st.closed > p.received || st.committed > p.told_committed;
+  }
+
+  bool Ready(const TargetState& t) const FLOE_REQUIRES(mu) {
+    return !t.in_flight && !t.paused && !t.dirty.empty();
   }
 };
 
@@ -147,68 +173,93 @@ Sender::~Sender() {
   Impl::Callbacks run;
   {
     MutexLock lock(&impl_->mu);
-    for (SlotOut& st : impl_->slots) impl_->FailWaiters(st, "replication stopped", &run);
+    for (uint32_t s = 0; s < kSlots; s++) {
+      if (impl_->slots[s].owned) {
+        impl_->Stop(static_cast<uint16_t>(s), "replication stopped", &run);
+      }
+    }
   }
   Impl::RunAll(run);
 }
 
-void Sender::Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
-                       std::vector<Target> filling) {
+void Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n) {
+  if (slot >= kSlots) return;
+  Impl& im = *impl_;
+  Impl::Callbacks run;
+  {
+    MutexLock lock(&im.mu);
+    im.Stop(slot, "the slot changed owner before the change committed", &run);
+    im.Prune();
+    SlotOut& st = im.slots[slot];
+    st.owned = true;
+    st.ownership = ownership;
+    st.start = st.started = st.closed = st.committed = n;
+    im.started_n[slot].store(n, std::memory_order_release);
+    im.committed_n[slot].store(n, std::memory_order_release);
+  }
+  Impl::RunAll(run);
+}
+
+Status Sender::Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
+                         std::vector<Target> filling) {
+  if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
   Impl& im = *impl_;
   Impl::Callbacks run;
   {
     MutexLock lock(&im.mu);
     SlotOut& st = im.slots[slot];
-    st.configured = true;
-    st.fenced = false;
-    st.ownership = ownership;
-    std::map<uint32_t, Progress> next;
+    if (!st.owned || st.ownership != ownership) {
+      return Status::FailedPrecondition("replication: slot not owned here under that ownership");
+    }
     std::vector<std::pair<Target, bool>> listed;
     for (const Target& t : in_sync) listed.emplace_back(t, true);
     for (const Target& t : filling) listed.emplace_back(t, false);
+    std::map<uint32_t, Progress> next;
     for (const auto& [t, sync] : listed) {
       auto old = st.backups.find(t.id);
       Progress p;
       if (old != st.backups.end() && old->second.life == t.life) {
         p = old->second;
       } else {
-        p.received = st.committed;  // holds the state up to it (an empty store, or a fill)
+        // Asked where it is before anything is sent (R13); meanwhile it holds nothing back.
+        p.received = st.committed;
       }
       p.life = t.life;
       p.in_sync = sync;
       next[t.id] = p;
-      im.targets[t.id].slots.insert(slot);
+      TargetState& target = im.targets[t.id];
+      target.slots.insert(slot);
+      target.dirty.insert(slot);
     }
     for (const auto& [id, p] : st.backups) {
       if (!next.contains(id)) im.Untarget(slot, id);
     }
     st.backups = std::move(next);
+    im.Prune();
     im.Advance(slot, &run);
   }
   Impl::RunAll(run);
+  return Status::OK();
 }
 
 void Sender::Drop(uint16_t slot) {
+  if (slot >= kSlots) return;
   Impl& im = *impl_;
   Impl::Callbacks run;
   {
     MutexLock lock(&im.mu);
-    SlotOut& st = im.slots[slot];
-    im.FailWaiters(st, "the slot moved away before the change committed", &run);
-    im.ClearQueue(st);
-    for (const auto& [id, p] : st.backups) im.Untarget(slot, id);
-    st.backups.clear();
-    st.configured = false;
+    im.Stop(slot, "the slot moved away before the change committed", &run);
+    im.Prune();
   }
   Impl::RunAll(run);
 }
 
 Result<uint64_t> Sender::Open(uint16_t slot) {
+  if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
   Impl& im = *impl_;
   MutexLock lock(&im.mu);
   SlotOut& st = im.slots[slot];
-  if (!st.configured) return Status::FailedPrecondition("replication: slot not owned here");
-  if (st.fenced) return Status::FailedPrecondition("replication: slot fenced by a newer owner");
+  if (!st.owned) return Status::FailedPrecondition("replication: slot not owned here");
   const uint64_t n = ++st.started;
   im.started_n[slot].store(n, std::memory_order_release);
   st.queue.push_back(QueuedChange{.n = n});
@@ -216,6 +267,37 @@ Result<uint64_t> Sender::Open(uint16_t slot) {
 }
 
 void Sender::Close(uint16_t slot, uint64_t n, std::span<const Entry> entries) {
+  if (slot >= kSlots) return;
+  // The copy is made before the lock is taken.
+  QueuedChange made{.n = n};
+  size_t storage = 0;
+  for (const Entry& e : entries) storage += e.key.size() + e.bytes.size();
+  made.storage = std::make_unique<char[]>(std::max<size_t>(storage, 1));
+  made.entries.assign(entries.begin(), entries.end());
+  char* p = made.storage.get();
+  for (Entry& e : made.entries) {
+    for (std::string_view* v : {&e.key, &e.bytes}) {
+      if (!v->empty()) std::memcpy(p, v->data(), v->size());
+      *v = std::string_view(p, v->size());
+      p += v->size();
+    }
+  }
+  uint64_t part_bytes = 0;
+  size_t part_entries = 0;
+  for (size_t i = 0; i < made.entries.size(); i++) {
+    const uint64_t b = WireBytes(made.entries[i]);
+    if (part_entries > 0 && (part_bytes + b > kPartBytes || part_entries == kPartEntries)) {
+      made.parts.push_back(i);
+      part_bytes = 0;
+      part_entries = 0;
+    }
+    part_bytes += b;
+    part_entries++;
+    made.bytes += b;
+  }
+  made.bytes += 64;
+  made.closed = true;
+
   Impl& im = *impl_;
   Impl::Callbacks run;
   {
@@ -223,60 +305,41 @@ void Sender::Close(uint16_t slot, uint64_t n, std::span<const Entry> entries) {
     SlotOut& st = im.slots[slot];
     // The change may have been dropped (the slot moved away or was fenced meanwhile).
     QueuedChange* found = Impl::Find(st, n);
-    if (found == nullptr || found->closed) return;
-    QueuedChange& c = *found;
-    size_t storage = 0;
-    for (const Entry& e : entries) storage += e.key.size() + e.bytes.size();
-    c.storage = std::make_unique<char[]>(std::max<size_t>(storage, 1));
-    c.entries.assign(entries.begin(), entries.end());
-    char* p = c.storage.get();
-    for (Entry& e : c.entries) {
-      for (std::string_view* v : {&e.key, &e.bytes}) {
-        if (!v->empty()) std::memcpy(p, v->data(), v->size());
-        *v = std::string_view(p, v->size());
-        p += v->size();
-      }
-    }
-    uint64_t part_bytes = 0;
-    c.parts = {0};
-    for (size_t i = 0; i < c.entries.size(); i++) {
-      const uint64_t b = WireBytes(c.entries[i]);
-      if (part_bytes > 0 && part_bytes + b > kPartBytes) {
-        c.parts.push_back(i);
-        part_bytes = 0;
-      }
-      part_bytes += b;
-      c.bytes += b;
-    }
-    c.bytes += 64;
-    c.closed = true;
-    im.queued_bytes += c.bytes;
+    if (!st.owned || found == nullptr || found->closed) return;
+    *found = std::move(made);
+    im.queued_bytes += found->bytes;
+    const uint64_t before = st.closed;
     while (st.closed < st.started) {
       const QueuedChange* next = Impl::Find(st, st.closed + 1);
       if (next == nullptr || !next->closed) break;
       st.closed++;
     }
-    im.Advance(slot, &run);
+    if (st.closed != before) {
+      im.MarkDirty(slot);
+      im.Advance(slot, &run);
+    }
   }
   Impl::RunAll(run);
 }
 
 uint64_t Sender::started(uint16_t slot) const {
-  return impl_->started_n[slot].load(std::memory_order_acquire);
+  return slot < kSlots ? impl_->started_n[slot].load(std::memory_order_acquire) : 0;
 }
 
 uint64_t Sender::committed(uint16_t slot) const {
-  return impl_->committed_n[slot].load(std::memory_order_acquire);
+  return slot < kSlots ? impl_->committed_n[slot].load(std::memory_order_acquire) : 0;
 }
 
 void Sender::WhenCommitted(uint16_t slot, uint64_t n, std::function<void(Status)> done) {
   Impl& im = *impl_;
   Status now;
-  {
+  if (slot >= kSlots) {
+    now = Status::InvalidArgument("replication: slot out of range");
+  } else {
     MutexLock lock(&im.mu);
     SlotOut& st = im.slots[slot];
     if (st.committed < n) {
-      if (st.configured && !st.fenced) {
+      if (st.owned) {
         st.waiters.emplace(n, std::move(done));
         return;
       }
@@ -290,107 +353,176 @@ std::optional<std::string> Sender::NextMessage(uint32_t id) {
   Impl& im = *impl_;
   MutexLock lock(&im.mu);
   auto t = im.targets.find(id);
-  if (t == im.targets.end() || !im.HasWork(id, t->second)) return std::nullopt;
+  if (t == im.targets.end() || !im.Ready(t->second)) return std::nullopt;
+  TargetState& target = t->second;
   Request req{.target = id};
-  uint64_t bytes = 0;
-  for (uint16_t slot : t->second.slots) {
-    if (bytes >= kBatchBytes) break;
+  uint64_t bytes = 0, changes = 0, entries = 0;
+  // Round robin: from the cursor to the end, then from the start.
+  std::vector<uint16_t> order;
+  order.reserve(target.dirty.size());
+  for (auto it = target.dirty.lower_bound(target.cursor); it != target.dirty.end(); ++it) {
+    order.push_back(*it);
+  }
+  for (auto it = target.dirty.begin(); it != target.dirty.end() && *it < target.cursor; ++it) {
+    order.push_back(*it);
+  }
+  for (uint16_t slot : order) {
+    if (bytes >= kBatchBytes || changes >= kMaxChanges || entries >= kMaxEntries) break;
+    target.cursor = static_cast<uint16_t>((slot + 1) % kSlots);
     SlotOut& st = im.slots[slot];
-    Progress& p = st.backups.at(id);
-    const uint64_t closed = Impl::ClosedPrefix(st);
-    if (closed <= p.received && st.committed <= p.told_committed) continue;
+    auto pit = st.backups.find(id);
+    if (pit == st.backups.end() || !Impl::HasWork(st, pit->second)) {
+      target.dirty.erase(slot);
+      continue;
+    }
+    Progress& p = pit->second;
     req.life = p.life;
-    Group g{.slot = slot, .ownership = st.ownership, .committed = st.committed};
+    Group g{.slot = slot, .ownership = st.ownership, .start = st.start, .committed = st.committed};
     p.sent_n = 0;
+    p.sent_part = 0;
     p.sent_whole = true;
-    for (const QueuedChange& c : st.queue) {
-      if (c.n <= p.received) continue;
-      if (c.n > closed || bytes >= kBatchBytes) break;
-      const size_t first = c.n == p.received + 1 ? p.next_part : 0;
-      for (size_t part = first; part < c.parts.size() && bytes < kBatchBytes; part++) {
-        const size_t end = part + 1 < c.parts.size() ? c.parts[part + 1] : c.entries.size();
-        Change out{.n = c.n, .part = part, .more = part + 1 < c.parts.size()};
-        out.entries.assign(c.entries.begin() + static_cast<ptrdiff_t>(c.parts[part]),
-                           c.entries.begin() + static_cast<ptrdiff_t>(end));
-        for (const Entry& e : out.entries) bytes += WireBytes(e);
-        bytes += 16;
-        g.changes.push_back(std::move(out));
-        p.sent_n = c.n;
-        p.sent_part = part;
-        p.sent_whole = part + 1 == c.parts.size();
+    bool all_sent = true;
+    if (p.known) {
+      for (uint64_t n = p.received + 1; n <= st.closed; n++) {
+        const QueuedChange* c = Impl::Find(st, n);
+        if (c == nullptr) break;  // dropped: cannot happen while p.received >= front - 1
+        const size_t first = n == p.received + 1 ? p.next_part : 0;
+        for (size_t part = first; part < c->parts.size(); part++) {
+          const size_t begin = c->parts[part];
+          const size_t end = part + 1 < c->parts.size() ? c->parts[part + 1] : c->entries.size();
+          const bool room = bytes < kBatchBytes && changes + 1 <= kMaxChanges &&
+                            entries + (end - begin) <= kMaxEntries;
+          // At least one part goes in every message (a part always fits the counts).
+          if (!room && (!req.groups.empty() || !g.changes.empty())) {
+            all_sent = false;
+            break;
+          }
+          Change out{.n = n, .part = part, .more = part + 1 < c->parts.size()};
+          out.entries.assign(c->entries.begin() + static_cast<ptrdiff_t>(begin),
+                             c->entries.begin() + static_cast<ptrdiff_t>(end));
+          for (const Entry& e : out.entries) bytes += WireBytes(e);
+          bytes += kChangeWireOverhead;
+          changes++;
+          entries += end - begin;
+          g.changes.push_back(std::move(out));
+          p.sent_n = n;
+          p.sent_part = part;
+          p.sent_whole = part + 1 == c->parts.size();
+        }
+        if (!all_sent || !p.sent_whole) {
+          all_sent = false;
+          break;
+        }
       }
-      if (!p.sent_whole) break;  // the rest of a parted change goes in the next message
     }
     p.told_committed = st.committed;
-    t->second.in_message.insert(slot);
+    p.in_message = true;
+    if (all_sent) target.dirty.erase(slot);
+    target.sent.push_back(slot);
     req.groups.push_back(std::move(g));
   }
   if (req.groups.empty()) return std::nullopt;
-  t->second.in_flight = true;
+  target.in_flight = true;
+  target.message_id = ++im.next_message_id;
+  req.id = target.message_id;
   return EncodeRequest(req);
 }
 
-void Sender::OnAnswer(uint32_t id, const Answer& answer) {
+bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
   Impl& im = *impl_;
   Impl::Callbacks run;
+  bool paused = false;
   {
     MutexLock lock(&im.mu);
     auto t = im.targets.find(id);
-    if (t == im.targets.end() || !t->second.in_flight) return;
-    t->second.in_flight = false;
-    std::set<uint16_t> sent = std::move(t->second.in_message);
-    t->second.in_message.clear();
-    if (answer.not_my_life) {
-      // The backup restarted: nothing it acknowledged as this life counts; the leader is told
-      // by the caller (O7), whose new configuration drops or refills it.
-      for (uint16_t slot : sent) im.slots[slot].backups.at(id).told_committed = 0;
+    if (t == im.targets.end()) return false;
+    TargetState& target = t->second;
+    if (!target.in_flight || answer.id != target.message_id) return target.paused;
+    target.in_flight = false;
+    std::vector<uint16_t> sent = std::move(target.sent);
+    target.sent.clear();
+    std::map<uint16_t, const SlotAnswer*> by_slot;
+    if (!answer.not_my_life) {
+      for (const SlotAnswer& a : answer.slots) by_slot[a.slot] = &a;
+    } else {
+      // The backup restarted (O7): nothing it says counts; the caller reports it.
+      target.paused = true;
     }
-    for (const SlotAnswer& a : answer.slots) {
-      if (!sent.contains(a.slot)) continue;  // not in the message: ignored
-      SlotOut& st = im.slots[a.slot];
+    for (uint16_t slot : sent) {
+      SlotOut& st = im.slots[slot];
       auto pit = st.backups.find(id);
       if (pit == st.backups.end()) continue;
       Progress& p = pit->second;
-      switch (a.status) {
-        case SlotStatus::kTaken: {
-          // Never past what was sent: an answer cannot commit what the backup was not given.
-          const uint64_t upto = p.sent_n == 0 ? p.received : p.sent_whole ? p.sent_n : p.sent_n - 1;
-          const uint64_t received = std::min(a.received, std::max(upto, p.received));
-          if (received > p.received) {
-            p.received = received;
-            p.next_part = 0;
-          }
-          if (!p.sent_whole && p.sent_n == p.received + 1 && a.received == p.received) {
-            p.next_part = p.sent_part + 1;
-          }
-          break;
+      p.in_message = false;
+      target.dirty.insert(slot);
+      auto found = by_slot.find(slot);
+      if (found == by_slot.end()) {
+        p.told_committed = 0;  // sent again
+        continue;
+      }
+      const SlotAnswer& a = *found->second;
+      if (a.status == SlotStatus::kFenced && a.ownership > st.ownership) {
+        // R11 (rule S13): a newer owner exists; nothing more is served or numbered here.
+        im.Stop(slot, "the change may or may not have been applied: a newer owner fenced it", &run);
+        continue;
+      }
+      if (a.status == SlotStatus::kConflict && a.ownership == st.ownership) {
+        im.Stop(slot,
+                "the change may or may not have been applied: its number conflicts with what a "
+                "backup installed",
+                &run);
+        continue;
+      }
+      if (a.status == SlotStatus::kFenced || a.status == SlotStatus::kConflict ||
+          a.status == SlotStatus::kBehind || a.ownership != st.ownership) {
+        // Stale, or the backup's table has not caught up: asked again after a pause.
+        p.told_committed = 0;
+        target.paused = true;
+        continue;
+      }
+      // kTaken or kFull: what was received counts (R14).
+      if (!p.known) {
+        // R13: where it is, believed only within what is here to send it. Past anything this
+        // owner numbered: this owner's start is wrong (R12), as a conflict.
+        if (a.received > st.closed) {
+          im.Stop(slot,
+                  "the change may or may not have been applied: a backup holds changes this "
+                  "owner never numbered",
+                  &run);
+          continue;
         }
-        case SlotStatus::kFenced:
-          // R11 (rule S13): a newer owner exists; nothing more is served or numbered here.
-          st.fenced = true;
-          im.FailWaiters(st, "the change may or may not have been applied: a newer owner fenced it",
-                         &run);
-          im.ClearQueue(st);
-          break;
-        case SlotStatus::kBehind:
-        case SlotStatus::kFull:
-          p.told_committed = 0;  // sent again
-          break;
+        if (a.received + 1 < Impl::FrontN(st)) {
+          p.needs_fill = true;
+        } else {
+          p.known = true;
+          p.received = a.received;
+          p.next_part = a.next_part;
+        }
+      } else if (a.received < p.received) {
+        p.needs_fill = true;  // it lost what it acknowledged
+      } else {
+        // Never past what was sent: an answer cannot commit what the backup was not given.
+        const uint64_t upto = p.sent_n == 0 ? p.received : p.sent_whole ? p.sent_n : p.sent_n - 1;
+        const uint64_t received = std::min(a.received, std::max(upto, p.received));
+        if (received > p.received) {
+          p.received = received;
+          p.next_part = 0;
+        }
+        if (!p.sent_whole && p.sent_n == p.received + 1 && a.received == p.received) {
+          p.next_part = std::min(a.next_part, p.sent_part + 1);
+        }
       }
-      p.sent_n = 0;
-      if (!st.fenced) im.Advance(a.slot, &run);
-    }
-    for (uint16_t slot : sent) {
-      // Slots the answer did not name are sent again.
-      auto pit = im.slots[slot].backups.find(id);
-      if (pit != im.slots[slot].backups.end() && pit->second.sent_n != 0) {
-        pit->second.sent_n = 0;
-        pit->second.told_committed = 0;
+      if (a.status == SlotStatus::kFull) {
+        p.told_committed = 0;
+        target.paused = true;
       }
+      im.Advance(slot, &run);
     }
-    if (t->second.slots.empty()) im.targets.erase(t);
+    paused = target.paused;
+    im.Prune();
   }
   Impl::RunAll(run);
+  return paused;
 }
 
 void Sender::OnFailed(uint32_t id) {
@@ -399,14 +531,21 @@ void Sender::OnFailed(uint32_t id) {
   auto t = im.targets.find(id);
   if (t == im.targets.end() || !t->second.in_flight) return;
   t->second.in_flight = false;
-  for (uint16_t slot : t->second.in_message) {
+  for (uint16_t slot : t->second.sent) {
     auto pit = im.slots[slot].backups.find(id);
     if (pit == im.slots[slot].backups.end()) continue;
-    pit->second.sent_n = 0;
+    pit->second.in_message = false;
     pit->second.told_committed = 0;
+    t->second.dirty.insert(slot);
   }
-  t->second.in_message.clear();
-  if (t->second.slots.empty()) im.targets.erase(t);
+  t->second.sent.clear();
+  im.Prune();
+}
+
+void Sender::Resume(uint32_t id) {
+  MutexLock lock(&impl_->mu);
+  auto t = impl_->targets.find(id);
+  if (t != impl_->targets.end()) t->second.paused = false;
 }
 
 std::vector<uint32_t> Sender::Ready() const {
@@ -414,7 +553,20 @@ std::vector<uint32_t> Sender::Ready() const {
   MutexLock lock(&im.mu);
   std::vector<uint32_t> out;
   for (const auto& [id, t] : im.targets) {
-    if (im.HasWork(id, t)) out.push_back(id);
+    if (im.Ready(t)) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<std::pair<uint16_t, uint32_t>> Sender::NeedsFill() const {
+  const Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  std::vector<std::pair<uint16_t, uint32_t>> out;
+  for (const auto& [id, t] : im.targets) {
+    for (uint16_t slot : t.slots) {
+      auto pit = im.slots[slot].backups.find(id);
+      if (pit != im.slots[slot].backups.end() && pit->second.needs_fill) out.emplace_back(slot, id);
+    }
   }
   return out;
 }

@@ -43,7 +43,8 @@ int Pump(Sender& sender, std::map<uint32_t, Backup*>& backups, std::mt19937_64* 
     }
     Result<Answer> decoded = DecodeAnswer(EncodeAnswer(answer));
     EXPECT_TRUE(decoded.ok());
-    sender.OnAnswer(id, *decoded);
+    // A paused backup is sent to again after the caller's wait: here at once.
+    if (sender.OnAnswer(id, *decoded)) sender.Resume(id);
   }
   return sent;
 }
@@ -63,7 +64,9 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
   std::map<uint32_t, Backup*> backups = {{2, &a}, {3, &b}};
   {
     // A change leaves only once it and every earlier one closed.
-    sender.Configure(41, 1, {{2, 7}}, {});
+    sender.Own(41, 1, 0);
+    ASSERT_TRUE(sender.Configure(41, 1, {{2, 7}}, {}).ok());
+    Pump(sender, backups);  // asked where it is
     Result<uint64_t> first = sender.Open(41);
     Result<uint64_t> second = sender.Open(41);
     ASSERT_TRUE(first.ok() && second.ok());
@@ -87,7 +90,8 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
     a.sink.installed.clear();
     sender.Drop(41);
   }
-  sender.Configure(40, 1, {{2, 7}, {3, 7}}, {});
+  sender.Own(40, 1, 0);
+  ASSERT_TRUE(sender.Configure(40, 1, {{2, 7}, {3, 7}}, {}).ok());
   constexpr int kThreads = 3;
   constexpr int kPerThread = 300;
   std::atomic<int> writers{kThreads};
@@ -140,7 +144,10 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
 TEST(SenderTest, RepliesWaitForEveryBackup) {
   Sender sender;
   Backup a(2), b(3);
-  sender.Configure(5, 1, {{2, 7}, {3, 7}}, {});
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {3, &b}};
+  sender.Own(5, 1, 0);
+  ASSERT_TRUE(sender.Configure(5, 1, {{2, 7}, {3, 7}}, {}).ok());
+  Pump(sender, backups);
   Write(sender, 5, "x", "1");
   EXPECT_EQ(sender.started(5), 1u);
   EXPECT_EQ(sender.committed(5), 0u);
@@ -161,7 +168,6 @@ TEST(SenderTest, RepliesWaitForEveryBackup) {
   EXPECT_EQ(sender.committed(5), 1u);
   // Neither backup installed it yet: they learn the committed n from the next message.
   EXPECT_TRUE(a.sink.installed.empty());
-  std::map<uint32_t, Backup*> backups = {{2, &a}, {3, &b}};
   Pump(sender, backups);
   EXPECT_EQ(a.sink.installed.size(), 1u);
   EXPECT_EQ(b.sink.installed.size(), 1u);
@@ -169,7 +175,8 @@ TEST(SenderTest, RepliesWaitForEveryBackup) {
   sender.WhenCommitted(5, 1, [&done](Status) { done++; });
   EXPECT_EQ(done, 2);
   // No backups: a change commits as it closes.
-  sender.Configure(6, 1, {}, {});
+  sender.Own(6, 1, 0);
+  ASSERT_TRUE(sender.Configure(6, 1, {}, {}).ok());
   Write(sender, 6, "y", "1");
   EXPECT_EQ(sender.committed(6), 1u);
 }
@@ -178,9 +185,11 @@ TEST(SenderTest, RepliesWaitForEveryBackup) {
 TEST(SenderTest, AFillingBackupHoldsNothingBack) {
   Sender sender;
   Backup a(2), f(4);
-  sender.Configure(9, 1, {{2, 7}}, {{4, 7}});
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {4, &f}};
+  sender.Own(9, 1, 0);
+  ASSERT_TRUE(sender.Configure(9, 1, {{2, 7}}, {{4, 7}}).ok());
+  Pump(sender, backups);
   Write(sender, 9, "x", "1");
-  std::map<uint32_t, Backup*> only_a = {{2, &a}};
   std::optional<std::string> to_a = sender.NextMessage(2);
   ASSERT_TRUE(to_a);
   sender.OnAnswer(2, a.receiver.Receive(*DecodeRequest(*to_a, 1 << 20)));
@@ -201,8 +210,12 @@ TEST(SenderTest, AFillingBackupHoldsNothingBack) {
 TEST(SenderTest, OneMessageInFlightPerBackup) {
   Sender sender;
   Backup a(2);
-  sender.Configure(1, 1, {{2, 7}}, {});
-  sender.Configure(2, 1, {{2, 7}}, {});
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  sender.Own(1, 1, 0);
+  ASSERT_TRUE(sender.Configure(1, 1, {{2, 7}}, {}).ok());
+  sender.Own(2, 1, 0);
+  ASSERT_TRUE(sender.Configure(2, 1, {{2, 7}}, {}).ok());
+  Pump(sender, backups);
   Write(sender, 1, "a", "1");
   std::optional<std::string> first = sender.NextMessage(2);
   ASSERT_TRUE(first);
@@ -222,7 +235,6 @@ TEST(SenderTest, OneMessageInFlightPerBackup) {
   EXPECT_GT(changes, 1u);   // batched
   EXPECT_LT(changes, 12u);  // bounded
   sender.OnAnswer(2, a.receiver.Receive(*req));
-  std::map<uint32_t, Backup*> backups = {{2, &a}};
   for (int round = 0; round < 20 && Pump(sender, backups) > 0; round++) {
   }
   EXPECT_EQ(sender.committed(1), 7u);
@@ -234,7 +246,8 @@ TEST(SenderTest, OneMessageInFlightPerBackup) {
 TEST(SenderTest, ALargeChangeTravelsInParts) {
   Sender sender;
   Backup a(2);
-  sender.Configure(3, 1, {{2, 7}}, {});
+  sender.Own(3, 1, 0);
+  ASSERT_TRUE(sender.Configure(3, 1, {{2, 7}}, {}).ok());
   const std::string five(5 << 20, 'p');
   Result<uint64_t> n = sender.Open(3);
   ASSERT_TRUE(n.ok());
@@ -263,8 +276,10 @@ TEST(SenderTest, ALargeChangeTravelsInParts) {
 TEST(SenderTest, AFencedSlotFailsItsWaiters) {
   Sender sender;
   Backup a(2);
-  a.table.ownership_[7] = 2;  // a newer owner was agreed
-  sender.Configure(7, 1, {{2, 7}}, {});
+  Backup b(3);
+  a.table.ownership_[7] = 2;  // a newer owner was agreed (b has not heard yet)
+  sender.Own(7, 1, 0);
+  ASSERT_TRUE(sender.Configure(7, 1, {{2, 7}, {3, 7}}, {}).ok());
   Write(sender, 7, "x", "1");
   Status result;
   bool ran = false;
@@ -280,8 +295,12 @@ TEST(SenderTest, AFencedSlotFailsItsWaiters) {
   EXPECT_FALSE(sender.Open(7).ok());
   EXPECT_EQ(sender.committed(7), 0u);
   EXPECT_TRUE(a.sink.installed.empty());
+  // Nothing more is sent for the fenced slot, to any backup.
+  EXPECT_TRUE(sender.Ready().empty());
+  EXPECT_FALSE(sender.NextMessage(3));
   // Dropping a slot fails its waiters the same way.
-  sender.Configure(8, 1, {{2, 7}}, {});
+  sender.Own(8, 1, 0);
+  ASSERT_TRUE(sender.Configure(8, 1, {{2, 7}}, {}).ok());
   Write(sender, 8, "y", "1");
   ran = false;
   sender.WhenCommitted(8, 1, [&](Status s) {
@@ -292,6 +311,158 @@ TEST(SenderTest, AFencedSlotFailsItsWaiters) {
   EXPECT_TRUE(ran);
   EXPECT_EQ(result.code(), StatusCode::kAborted);
   EXPECT_FALSE(sender.Open(8).ok());
+}
+
+// R12: a new owner numbers on from the n it was given; a wrong start is refused as a conflict
+// and its waiters fail.
+TEST(SenderTest, ANewOwnerGoesOnFromItsStart) {
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  {
+    Sender old_owner;
+    old_owner.Own(11, 1, 0);
+    ASSERT_TRUE(old_owner.Configure(11, 1, {{2, 7}}, {}).ok());
+    for (int i = 1; i <= 3; i++) Write(old_owner, 11, "k", std::to_string(i));
+    for (int round = 0; round < 6; round++) Pump(old_owner, backups);
+    ASSERT_EQ(a.receiver.Stats(11).applied, 3u);
+  }
+  a.table.ownership_[11] = 2;
+  {
+    // Started below what the backup installed, with fewer changes than it holds, and with
+    // more (whose numbers would pass for the old owner's).
+    for (int writes : {1, 5}) {
+      Sender wrong;
+      wrong.Own(11, 2, 1);
+      ASSERT_TRUE(wrong.Configure(11, 2, {{2, 7}}, {}).ok());
+      for (int i = 0; i < writes; i++) Write(wrong, 11, "k", "lost");
+      Status result;
+      wrong.WhenCommitted(11, 2, [&result](Status s) { result = s; });
+      for (int round = 0; round < 6; round++) Pump(wrong, backups);
+      EXPECT_EQ(result.code(), StatusCode::kAborted) << writes;
+      EXPECT_EQ(wrong.committed(11), 1u) << writes;
+    }
+    EXPECT_EQ(a.sink.installed.back(), "11#3:1/k=3;");
+  }
+  Sender next;
+  next.Own(11, 2, 3);
+  ASSERT_TRUE(next.Configure(11, 2, {{2, 7}}, {}).ok());
+  Write(next, 11, "k", "4");
+  for (int round = 0; round < 6; round++) Pump(next, backups);
+  EXPECT_EQ(next.committed(11), 4u);
+  EXPECT_EQ(a.sink.installed.back(), "11#4:1/k=4;");
+}
+
+// R13: a backup added later is asked where it is; it gets what it lacks while that is queued,
+// and is reported (not sent to) once it is not.
+TEST(SenderTest, ABackupIsAskedWhereItIs) {
+  Sender sender;
+  Backup a(2), late(5), later(6);
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {5, &late}, {6, &later}};
+  sender.Own(12, 1, 0);
+  ASSERT_TRUE(sender.Configure(12, 1, {{2, 7}}, {}).ok());
+  Write(sender, 12, "k", "1");
+  // Added while change 1 is still queued (a has not received it): it gets it.
+  ASSERT_TRUE(sender.Configure(12, 1, {{2, 7}}, {{5, 7}}).ok());
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(late.sink.installed, std::vector<std::string>{"12#1:1/k=1;"});
+  EXPECT_TRUE(sender.NeedsFill().empty());
+  // Added after every backup had change 1 and it left the queue: reported, not sent to.
+  ASSERT_TRUE(sender.Configure(12, 1, {{2, 7}}, {{5, 7}, {6, 7}}).ok());
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{12, 6}}));
+  Write(sender, 12, "k", "2");
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_TRUE(later.sink.installed.empty());
+  EXPECT_EQ(later.receiver.Stats(12).early, 0u);
+  EXPECT_EQ(sender.committed(12), 2u);  // a filling backup holds nothing back
+}
+
+// R13: an answer claiming more than was sent commits nothing unsent; an answer to another
+// message is ignored.
+TEST(SenderTest, AnAnswerCommitsNothingUnsent) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  sender.Own(13, 1, 0);
+  ASSERT_TRUE(sender.Configure(13, 1, {{2, 7}}, {}).ok());
+  Pump(sender, backups);
+  Write(sender, 13, "k", "1");
+  std::optional<std::string> m = sender.NextMessage(2);
+  ASSERT_TRUE(m);
+  Write(sender, 13, "k", "2");  // closed, not in the message
+  Result<Request> req = DecodeRequest(*m, 1 << 20);
+  ASSERT_TRUE(req.ok());
+  Answer lie = a.receiver.Receive(*req);
+  Answer stale = lie;
+  stale.id = req->id + 7;
+  stale.slots[0].received = 2;
+  sender.OnAnswer(2, stale);  // not the message in flight: ignored
+  EXPECT_EQ(sender.committed(13), 0u);
+  lie.slots[0].received = 1000;
+  sender.OnAnswer(2, lie);
+  EXPECT_EQ(sender.committed(13), 1u);  // change 2 was never sent
+}
+
+// R14: a full backup's answer keeps what it received, and pauses it until Resume.
+TEST(SenderTest, AFullBackupKeepsWhatItReceived) {
+  Sender sender;
+  Backup a(2);
+  sender.Own(14, 1, 0);
+  ASSERT_TRUE(sender.Configure(14, 1, {{2, 7}}, {}).ok());
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  Pump(sender, backups);
+  a.sink.budget = 3 * ChargeOf(One(1, "k", std::string(1000, 'v')));
+  for (int i = 0; i < 5; i++) Write(sender, 14, "k", std::string(1000, 'v'));
+  std::optional<std::string> m = sender.NextMessage(2);
+  ASSERT_TRUE(m);
+  Answer answer = a.receiver.Receive(*DecodeRequest(*m, 1 << 20));
+  ASSERT_EQ(answer.slots[0].status, SlotStatus::kFull);
+  EXPECT_TRUE(sender.OnAnswer(2, answer));  // paused
+  EXPECT_EQ(sender.committed(14), 3u);      // what it received counts
+  EXPECT_TRUE(sender.Ready().empty());
+  for (int round = 0; round < 10; round++) {
+    sender.Resume(2);
+    Pump(sender, backups);
+  }
+  EXPECT_EQ(sender.committed(14), 5u);
+  EXPECT_EQ(a.sink.installed.size(), 5u);
+}
+
+// R10: many small changes go in messages the backup's decoder takes (kMaxChanges).
+TEST(SenderTest, ManySmallChangesStayWithinTheCounts) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  sender.Own(15, 1, 0);
+  ASSERT_TRUE(sender.Configure(15, 1, {{2, 7}}, {}).ok());
+  Pump(sender, backups);
+  const uint64_t total = kMaxChanges + 1000;
+  for (uint64_t i = 0; i < total; i++) {
+    Result<uint64_t> n = sender.Open(15);
+    ASSERT_TRUE(n.ok());
+    sender.Close(15, *n, {});
+  }
+  for (int round = 0; round < 10 && sender.committed(15) < total; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.committed(15), total);
+}
+
+// R10: slots are taken round robin, so a busy slot does not starve another.
+TEST(SenderTest, ABusySlotDoesNotStarveAnother) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  for (uint16_t slot : {uint16_t{1}, uint16_t{9000}}) {
+    sender.Own(slot, 1, 0);
+    ASSERT_TRUE(sender.Configure(slot, 1, {{2, 7}}, {}).ok());
+  }
+  Pump(sender, backups);
+  const std::string mib(1 << 20, 'v');
+  for (int i = 0; i < 40; i++) Write(sender, 1, "k", mib);
+  Write(sender, 9000, "k", "x");
+  Pump(sender, backups);
+  Pump(sender, backups);
+  EXPECT_GE(sender.committed(9000), 1u);
+  EXPECT_LT(sender.committed(1), 40u);
 }
 
 }  // namespace

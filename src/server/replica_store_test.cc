@@ -23,7 +23,8 @@ class ReplicaStoreTest : public CommandTest {
   // One change of `slot` carrying the current state of each key, sent until it committed.
   void Replicate(uint16_t slot, const std::vector<std::string>& keys) {
     if (!configured_.contains(slot)) {
-      sender_.Configure(slot, 1, {{2, 7}}, {});
+      sender_.Own(slot, 1, 0);
+      ASSERT_TRUE(sender_.Configure(slot, 1, {{2, 7}}, {}).ok());
       configured_.insert(slot);
     }
     std::vector<CapturedState> states;
@@ -37,13 +38,13 @@ class ReplicaStoreTest : public CommandTest {
     Result<uint64_t> n = sender_.Open(slot);
     ASSERT_TRUE(n.ok());
     sender_.Close(slot, *n, entries);
-    for (int round = 0; round < 4; round++) {  // the change, then the committed n
+    for (int round = 0; round < 6; round++) {  // where it is, the change, the committed n
       std::optional<std::string> m = sender_.NextMessage(2);
       if (!m) break;
       Result<replica::Request> req = replica::DecodeRequest(*m, 1 << 30);
       ASSERT_TRUE(req.ok());
       last_ = receiver_.Receive(*req);
-      sender_.OnAnswer(2, last_);
+      if (sender_.OnAnswer(2, last_)) sender_.Resume(2);  // the caller's wait: none here
     }
   }
   // The value as DUMP shows it, "(absent)" if there is none.
@@ -144,7 +145,7 @@ TEST_F(ReplicaStoreTest, APutThatDoesNotFitIsNamedAgain) {
     std::optional<std::string> m = sender_.NextMessage(2);
     if (!m) break;
     last_ = receiver_.Receive(*replica::DecodeRequest(*m, 1 << 30));
-    sender_.OnAnswer(2, last_);
+    if (sender_.OnAnswer(2, last_)) sender_.Resume(2);
     if (!last_.slots.empty() && !last_.slots[0].need_state.empty()) break;
   }
   EXPECT_EQ(State(replicas_.store(), "big"), "(absent)");
