@@ -57,6 +57,18 @@ std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<EngineBudget
   };
 }
 
+// A column of a cluster frame's header by name, or by index as FindColumn takes one.
+Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col) {
+  for (size_t i = 0; i < h.columns.size(); i++) {
+    if (h.columns[i].name == col) return i;
+  }
+  int64_t i = 0;
+  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < h.columns.size()) {
+    return static_cast<size_t>(i);
+  }
+  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
+}
+
 namespace {
 
 void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view type,
@@ -102,18 +114,6 @@ void TaskFailure(CommandContext& c, const Status& s) {
   const std::string_view why = s.message();
   if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
   c.Error(s);
-}
-
-// A column of a cluster frame's header by name, or by index as FindColumn takes one.
-Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col) {
-  for (size_t i = 0; i < h.columns.size(); i++) {
-    if (h.columns[i].name == col) return i;
-  }
-  int64_t i = 0;
-  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < h.columns.size()) {
-    return static_cast<size_t>(i);
-  }
-  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
 }
 
 // FRAME.SUMMARY of a cluster frame (docs/frames_cluster.md, D8): its two passes as map tasks

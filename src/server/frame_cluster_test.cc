@@ -766,6 +766,109 @@ TEST_F(FrameClusterTest, AnalyticsEqualOneNodesOnTheSameData) {
   }
   EXPECT_EQ(cluster_.client(2).Run({"FRAME.QUANTILE", name, "nope", "0.5"}),
             local.Run({"FRAME.QUANTILE", name, "nope", "0.5"}));
+  // D6: FRAME.FILTER and FRAME.SELECT through each member make a frame (its chunks where the
+  // source's are, its header at the destination's home) that reads back as one node's: the
+  // reply, the rows, every column's summary and quantiles. One filter keeps no row, one keeps
+  // rows of a few chunks only (the others' output chunks empty).
+  // The destination homed at another member than the source (its header put there), or at the
+  // source's.
+  const std::string src = cluster_.KeyAt(1, "dsrc");
+  PutClusterFrame(cluster_, 2, src, f);
+  ASSERT_TRUE(StoreFrame(one, src, *f, false).ok());
+  for (const std::string& dst : {cluster_.KeyAt(2, "ddst"), cluster_.KeyAt(1, "ddst")}) {
+    const std::vector<std::vector<std::string>> derive = {
+        {"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0", "AND", "i", "<", "200", "REPLACE"},
+        {"FRAME.FILTER", src, dst, "WHERE", "r", "ISNA", "REPLACE"},
+        {"FRAME.FILTER", src, dst, "WHERE", "i", "=", "5", "REPLACE"},
+        {"FRAME.FILTER", src, dst, "WHERE", "r", ">", "1e9", "REPLACE"},
+        {"FRAME.SELECT", src, dst, "COLS", "w", "0", "REPLACE"},
+        {"FRAME.SELECT", src, dst, "COLS", "i", "REPLACE"}};
+    for (const std::vector<std::string>& args : derive) {
+      const std::string expected = local.Run(args);
+      ASSERT_TRUE(expected.starts_with(":")) << expected;
+      for (size_t via = 0; via < 3; via++) {
+        SCOPED_TRACE(args[0] + " " + args[4] + " " + args[5] + " through member " +
+                     std::to_string(via));
+        ASSERT_EQ(cluster_.client(via).Run(args), expected);
+        EXPECT_EQ(cluster_.client(via).Run({"FRAME.HEAD", dst, "1000"}),
+                  local.Run({"FRAME.HEAD", dst, "1000"}));
+        const std::string info = local.Run({"FRAME.INFO", dst});
+        const std::vector<std::string> cols = {"r", "i", "w"};
+        for (const std::string& col : cols) {
+          const std::string one_summary = local.Run({"FRAME.SUMMARY", dst, col});
+          if (one_summary.starts_with("-")) {
+            EXPECT_EQ(cluster_.client(via).Run({"FRAME.SUMMARY", dst, col}), one_summary);
+            continue;
+          }
+          ExpectSameSummary(cluster_.client(via).Run({"FRAME.SUMMARY", dst, col}), one_summary);
+          EXPECT_EQ(cluster_.client(via).Run({"FRAME.QUANTILE", dst, col, "0", "0.3", "0.5", "1"}),
+                    local.Run({"FRAME.QUANTILE", dst, col, "0", "0.3", "0.5", "1"}));
+        }
+      }
+    }
+    // Refused as one node refuses: the destination exists, a column unknown or given twice.
+    for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+             {"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
+             {"FRAME.SELECT", src, dst, "COLS", "r"},
+             {"FRAME.SELECT", src, dst + "2", "COLS", "r", "0"},
+             {"FRAME.FILTER", src, dst + "2", "WHERE", "nope", ">", "0"},
+             {"FRAME.FILTER", src, dst + "2", "WHERE", "r", ">", "x"}}) {
+      const std::string expected = local.Run(args);
+      ASSERT_TRUE(expected.starts_with("-")) << expected;
+      EXPECT_EQ(cluster_.client(0).Run(args), expected);
+    }
+  }
+}
+
+// D6, D10: a derived frame whose source has chunks on a member that does not answer fails with
+// D9's CLUSTERDOWN, stores no header, and leaves no chunk of the output on the other members.
+TEST_F(FrameClusterTest, ADerivedFrameOfASilentMemberStoresNothing) {
+  FramesInCluster lifted;
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
+  const std::string src = cluster_.KeyAt(0, "s"), dst = cluster_.KeyAt(1, "t");
+  PutClusterFrame(cluster_, 0, src, f);
+  // Made once while every member answers: the output's chunks are put, then dropped with it.
+  const int64_t before0 = cluster_.node(0).chunks().chunks();
+  const int64_t before1 = cluster_.node(1).chunks().chunks();
+  const int64_t before2 = cluster_.node(2).chunks().chunks();
+  ASSERT_EQ(cluster_.client(1).Run({"FRAME.SELECT", src, dst, "COLS", "r"}), ":1\r\n");
+  EXPECT_GT(cluster_.node(0).chunks().chunks(), before0);
+  ASSERT_EQ(cluster_.client(0).Run({"FRAME.DROP", dst}), ":1\r\n");
+  auto settled = [&] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+      if (cluster_.node(0).chunks().chunks() == before0 &&
+          cluster_.node(1).chunks().chunks() == before1) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  ASSERT_TRUE(settled());
+  while (cluster_.node(2).chunks().chunks() != before2) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  cluster_.Kill(2);
+  // The member's death seen by a summary first (CLUSTERDOWN), then the derived frames.
+  ASSERT_TRUE(cluster_.client(0)
+                  .Run({"FRAME.SUMMARY", src, "r"})
+                  .starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                               std::to_string(cluster_.cluster_port(2))));
+  for (size_t via : {0, 1}) {
+    for (const std::vector<std::string>& args :
+         std::vector<std::vector<std::string>>{{"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
+                                               {"FRAME.SELECT", src, dst, "COLS", "i", "w"}}) {
+      const std::string down = cluster_.client(via).Run(args);
+      EXPECT_TRUE(down.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                                   std::to_string(cluster_.cluster_port(2)) + " is unreachable"))
+          << via << ": " << down;
+      EXPECT_EQ(cluster_.client(via).Run({"EXISTS", dst}), ":0\r\n");
+      // The chunks members 0 and 1 made are dropped (D10).
+      EXPECT_TRUE(settled()) << cluster_.node(0).chunks().chunks() << " " << before0 << ", "
+                             << cluster_.node(1).chunks().chunks() << " " << before1;
+    }
+  }
 }
 
 // D8: the task reaches every member once a pass (two passes: moments, then the histogram), on
