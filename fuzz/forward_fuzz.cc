@@ -1,5 +1,6 @@
 // libFuzzer target for the forwarded-command decoder (docs/wire.md, "Forwarded commands"), the
-// bytes a peer sends to run commands here, and RPC 303's member removal ("Removing a member"):
+// bytes a peer sends to run commands here, RPC 303's member removal ("Removing a member") and
+// RPC 304's removal notice ("Telling a member it was removed"):
 // any input either fails with a Status or decodes to a request within the bounds that encodes
 // back to the same bytes. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -21,6 +22,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         floe::server::internal::DecodeRemoveRequest(
             floe::server::internal::EncodeRemoveRequest(*rm));
     if (!back.ok() || back->id != rm->id || back->forwarded != rm->forwarded) std::abort();
+  }
+  // RPC 304's request (a removal notice, rule J2): decoded or refused, and round trips.
+  if (floe::Result<floe::server::internal::RemovedNotice> n =
+          floe::server::internal::DecodeRemovedNotice(bytes);
+      n.ok()) {
+    floe::Result<floe::server::internal::RemovedNotice> back =
+        floe::server::internal::DecodeRemovedNotice(
+            floe::server::internal::EncodeRemovedNotice(*n));
+    if (!back.ok() || back->id != n->id || back->epoch != n->epoch ||
+        back->cluster_id.hi != n->cluster_id.hi || back->cluster_id.lo != n->cluster_id.lo) {
+      std::abort();
+    }
   }
   floe::Result<floe::server::internal::ForwardRequest> r =
       floe::server::internal::DecodeForward(bytes);

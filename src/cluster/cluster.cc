@@ -35,6 +35,10 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     Member member;
     bool agreed = false;
     bool asking = false;
+    // Its last answer disagreed on more than a wiped directory (internal::DisagreesOnlyAsWiped):
+    // it keeps a restarted member from forming with a majority (M5 (3)).
+    bool blocks_majority = false;
+    bool settled = false;  // an answer to our HELLO, or its deadline, came once at least
     uint16_t client_port = 0;
     std::string reason = "no answer";  // from our last ask
     Heard heard = Heard::kNothing;     // from its last HELLO to us
@@ -94,7 +98,9 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     {
       MutexLock lock(&mu);
       Peer& p = PeerOf(id);
-      if (stopped.load() || formed.load() || p.asking || p.agreed) return;
+      // Also once formed: a member formed with a majority goes on asking those that did not
+      // agree yet, so each is recorded (its client port) when it answers (M5 (3)).
+      if (stopped.load() || p.asking || p.agreed) return;
       p.asking = true;
     }
     const uint64_t start = loop.NowMicros();
@@ -117,14 +123,17 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
       MutexLock lock(&mu);
       Peer& p = PeerOf(id);
       p.asking = false;
-      if (stopped.load() || formed.load()) return;
+      if (stopped.load()) return;
+      if (r.status().code() != StatusCode::kCancelled) p.settled = true;
       if (r.ok()) {
         Result<Hello> theirs = internal::DecodeHello(*r);
         if (!theirs.ok()) {
           p.reason = "sent a malformed HELLO answer (" + theirs.status().ToString() + ")";
+          p.blocks_majority = true;
         } else {
           p.reason = internal::Disagreement(ours, *theirs, p.member);
           p.agreed = p.reason.empty();
+          p.blocks_majority = !p.agreed && !internal::DisagreesOnlyAsWiped(ours, *theirs);
           if (p.agreed) p.client_port = static_cast<uint16_t>(theirs->client_port);
         }
         retry_at = start + options.hello_interval_us;
@@ -173,6 +182,17 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     for (const Peer& p : peers) agreed += p.member.id != options.self && p.agreed ? 1 : 0;
     const bool restarted = ours.holds_log && (ours.cluster_id_hi != 0 || ours.cluster_id_lo != 0);
     if (agreed < peers.size() && !(restarted && 2 * agreed > peers.size())) return false;
+    if (agreed < peers.size()) {
+      // A majority forms without silent members and wiped ones (they must --join), never
+      // beside a member that answered as another build, cluster or list: two builds must not
+      // share one Raft log (docs/cluster.md, "Versions"). So each member's first answer (or
+      // its deadline) is waited for.
+      for (const Peer& p : peers) {
+        if (p.member.id != options.self && !p.agreed && (!p.settled || p.blocks_majority)) {
+          return false;
+        }
+      }
+    }
     formation_us = std::max<uint64_t>(1, loop.NowMicros() - started_at);
     // release: whoever sees formed() true sees the state set before it.
     formed.store(true, std::memory_order_release);
@@ -194,7 +214,16 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
       MutexLock lock(&mu);
       run.swap(on_formed);
     }
-    for (auto& fn : run) loop.Post(std::move(fn));
+    for (auto& fn : run) PostFormed(std::move(fn));
+  }
+
+  // Posts an OnFormed callback that runs only while the cluster lives and has not stopped: what
+  // it captures (the owner of the cluster) may be gone by the time the loop gets to it.
+  void PostFormed(std::function<void()> fn) {
+    std::weak_ptr<Impl> weak = weak_from_this();
+    loop.Post([weak, fn = std::move(fn)] {
+      if (auto self = weak.lock(); self != nullptr && !self->stopped.load()) fn();
+    });
   }
 
   // ---- answering ----
@@ -399,7 +428,7 @@ void Cluster::OnFormed(std::function<void()> fn) {
       return;
     }
   }
-  impl_->loop.Post(std::move(fn));
+  impl_->PostFormed(std::move(fn));
 }
 
 std::vector<Cluster::MemberState> Cluster::Members() const {

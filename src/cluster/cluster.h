@@ -313,6 +313,10 @@ class Meta {
                  std::function<void(Status)> done);
   // NotFound when `id` is not in the configuration (docs/membership.md, J2: a retry's "done").
   void RemoveServer(uint64_t id, std::function<void(Status)> done);
+  // Gives server `id` another role (docs/membership.md, M4: a learner promoted to voter).
+  void Assign(uint64_t id, consensus::Role role, std::function<void(Status)> done);
+  // Hands leadership to voter `id` (0: the most up-to-date one); see consensus::Log.
+  void TransferLeadership(uint64_t id, std::function<void(Status)> done);
   // The commit index, once a majority confirmed this node still leads (consensus::Log,
   // contract C11).
   void ConfirmLeadership(consensus::IndexDone done) const;
@@ -542,7 +546,8 @@ class Cluster {
   // Liveness from rpc's heartbeats (contract 4): true for self; for a peer, whether the
   // endpoint has heard from it within down_after_us. False for an id not in the map.
   bool PeerUp(net::NodeId id) const;
-  // Runs fn once on the loop thread when the cloud forms (at once, posted, if it has).
+  // Runs fn once on the loop thread when the cloud forms (at once, posted, if it has); never
+  // once the cluster has stopped or been destroyed, even if it was posted before.
   void OnFormed(std::function<void()> fn);
 
   // For INFO: every member with its state, in id order.

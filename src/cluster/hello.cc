@@ -90,6 +90,14 @@ std::string ListSome(const std::vector<std::string>& addresses) {
 
 }  // namespace
 
+bool DisagreesOnlyAsWiped(const Hello& ours, const Hello& theirs) {
+  const ClusterId their_id{theirs.cluster_id_hi, theirs.cluster_id_lo};
+  const ClusterId our_id{ours.cluster_id_hi, ours.cluster_id_lo};
+  return theirs.protocol_version == ours.protocol_version && theirs.complete &&
+         theirs.cluster_name == ours.cluster_name && theirs.slots == ours.slots &&
+         !our_id.empty() && their_id.empty() && !theirs.holds_log;
+}
+
 std::string Disagreement(const Hello& ours, const Hello& theirs, const Member& expected) {
   if (theirs.protocol_version != ours.protocol_version || !theirs.complete) {
     return "protocol version " + std::to_string(theirs.protocol_version) + ", ours " +

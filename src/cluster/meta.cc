@@ -179,6 +179,14 @@ void Meta::RemoveServer(uint64_t id, std::function<void(Status)> done) {
   log_->RemoveServer(id, std::move(done));
 }
 
+void Meta::Assign(uint64_t id, consensus::Role role, std::function<void(Status)> done) {
+  log_->Assign(id, role, std::move(done));
+}
+
+void Meta::TransferLeadership(uint64_t id, std::function<void(Status)> done) {
+  log_->TransferLeadership(id, std::move(done));
+}
+
 void Meta::ConfirmLeadership(consensus::IndexDone done) const {
   log_->ConfirmLeadership(std::move(done));
 }

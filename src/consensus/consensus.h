@@ -143,6 +143,19 @@ struct State {
   std::vector<Server> configuration;  // the latest (possibly uncommitted) configuration
   uint64_t snapshots_taken = 0;       // by this server since Start
   uint64_t snapshots_restored = 0;    // Restore calls since Start (from disk or the leader)
+  // At the leader only (empty elsewhere): raft's replication state of every other server in
+  // `configuration`, in its order.
+  struct Follower {
+    uint64_t id = 0;
+    uint64_t match_index = 0;  // the highest entry it reported as stored
+    // Since it last answered the leader, as of the last refresh (raft's loop runs at least
+    // every heartbeat): kNeverHeard if it never did in this leader's term.
+    uint64_t silent_ms = 0;
+    friend bool operator==(const Follower&, const Follower&) = default;
+  };
+  static constexpr uint64_t kNeverHeard = ~uint64_t{0};
+  std::vector<Follower> followers;
+  uint64_t led_ms = 0;  // at the leader: how long it has led, as of the last refresh
 };
 
 // What a server's directory holds, read without running a server (docs/consensus.md, "Reading

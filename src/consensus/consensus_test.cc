@@ -19,11 +19,8 @@
 #include <thread>
 
 #include "consensus/internal/fsm.h"
+#include "consensus/internal/recorder_testing.h"
 #include "testing/process.h"
-
-extern "C" {
-#include <raft/fixture.h>
-}
 
 namespace floe::consensus {
 namespace {
@@ -32,76 +29,7 @@ using floe::testing::WaitFor;
 
 using namespace std::chrono_literals;
 
-// Records every applied entry; its snapshot is the whole record, so a server brought up by a
-// snapshot must end with exactly the leader's history.
-class Recorder : public StateMachine {
- public:
-  void Apply(uint64_t index, std::string_view entry) override {
-    {
-      MutexLock lock(&mu_);
-      applied_.push_back({index, std::string(entry)});
-    }
-    if (gate_) gate_->Pass();
-  }
-  std::string Snapshot() override {
-    MutexLock lock(&mu_);
-    std::string out;
-    for (const auto& [index, entry] : applied_) {
-      out += std::to_string(index) + " " + std::to_string(entry.size()) + " " + entry;
-    }
-    return out;
-  }
-  Status Restore(std::string_view bytes) override {
-    std::vector<std::pair<uint64_t, std::string>> parsed;
-    while (!bytes.empty()) {
-      const size_t a = bytes.find(' ');
-      const size_t b = bytes.find(' ', a + 1);
-      if (a == bytes.npos || b == bytes.npos) return Status::Corruption("bad record snapshot");
-      const uint64_t index = std::stoull(std::string(bytes.substr(0, a)));
-      const size_t len = std::stoull(std::string(bytes.substr(a + 1, b - a - 1)));
-      if (bytes.size() - b - 1 < len) return Status::Corruption("short record snapshot");
-      parsed.push_back({index, std::string(bytes.substr(b + 1, len))});
-      bytes.remove_prefix(b + 1 + len);
-    }
-    MutexLock lock(&mu_);
-    applied_ = std::move(parsed);
-    restores_++;
-    return Status::OK();
-  }
-  std::vector<std::string> Entries() {
-    MutexLock lock(&mu_);
-    std::vector<std::string> out;
-    for (const auto& e : applied_) out.push_back(e.second);
-    return out;
-  }
-  std::vector<std::pair<uint64_t, std::string>> Applied() {
-    MutexLock lock(&mu_);
-    return applied_;
-  }
-  int restores() {
-    MutexLock lock(&mu_);
-    return restores_;
-  }
-
-  // Blocks Apply (the raft thread) until Open(), to hold requests pending deterministically.
-  struct Gate {
-    std::promise<void> entered, open;
-    std::shared_future<void> opened = open.get_future().share();
-    std::atomic<bool> first{true};
-    void Pass() {
-      if (first.exchange(false)) {
-        entered.set_value();
-        opened.wait();
-      }
-    }
-  };
-  Gate* gate_ = nullptr;
-
- private:
-  Mutex mu_;
-  std::vector<std::pair<uint64_t, std::string>> applied_ FLOE_GUARDED_BY(mu_);
-  int restores_ FLOE_GUARDED_BY(mu_) = 0;
-};
+using internal::Recorder;
 
 struct Node {
   Options options;
@@ -414,6 +342,38 @@ TEST(ConsensusTest, ANewLeaderTakesOverAndARestartedServerCatchesUp) {
     if (next < acknowledged.size() && e == acknowledged[next]) next++;
   }
   EXPECT_EQ(next, acknowledged.size());
+}
+
+// The leader's state tells how long each other server has been silent (docs/consensus.md,
+// State): a stopped follower's silence grows past the election timeout while the other's stays
+// under it; followers report only at the leader.
+TEST(ConsensusTest, TheLeaderTellsHowLongEachFollowerHasBeenSilent) {
+  TestCluster c(3);
+  c.StartAll();
+  ASSERT_TRUE(c.Commit("x").ok());
+  const uint64_t leader = c.WaitLeader();
+  ASSERT_NE(leader, 0u);
+  const uint64_t stopped = leader == 1 ? 2 : 1;
+  const uint64_t other = 6 - leader - stopped;
+  EXPECT_TRUE(c.log(other)->state().followers.empty());
+  c.Stop(stopped);
+  auto silent = [&](uint64_t id) {
+    for (const State::Follower& f : c.log(leader)->state().followers) {
+      if (f.id == id) return f.silent_ms;
+    }
+    return State::kNeverHeard;
+  };
+  ASSERT_TRUE(WaitFor([&] { return silent(stopped) > 3 * 150; }));
+  const State st = c.log(leader)->state();
+  EXPECT_TRUE(st.leader);
+  EXPECT_GT(st.led_ms, 0u);
+  ASSERT_EQ(st.followers.size(), 2u);
+  EXPECT_LT(silent(other), 3 * 150u);
+  for (const State::Follower& f : st.followers) {
+    if (f.id == other) {
+      EXPECT_GE(f.match_index, 1u);
+    }
+  }
 }
 
 // Contract 10: a leader is ready only once the barrier it appended when elected, an entry of
@@ -896,96 +856,6 @@ TEST(ConsensusTest, StopFinishesEveryPendingRequestExactlyOnce) {
   for (const std::string& entry : acknowledged) {
     EXPECT_NE(std::find(history.begin(), history.end(), entry), history.end()) << entry;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The same fsm adapter on raft's in-memory fixture: a virtual clock and a network that only the
-// test drives, so a partition is exact and the run is the same every time.
-
-struct FixtureApply {
-  struct raft_apply req {};
-  bool done = false;
-  int status = -1;
-};
-
-// Proposes `entry` on the fixture's server `i`, framed as Log frames it; raft's return code.
-int FixturePropose(struct raft_fixture* f, unsigned i, std::string_view entry, FixtureApply* a) {
-  struct raft_buffer buf;
-  buf.len = internal::FramedSize(entry.size());
-  buf.base = raft_malloc(buf.len);
-  internal::Frame(entry, static_cast<char*>(buf.base));
-  a->req.data = a;
-  const int rv = raft_apply(raft_fixture_get(f, i), &a->req, &buf, 1,
-                            [](struct raft_apply* req, int status, void*) {
-                              auto* self = static_cast<FixtureApply*>(req->data);
-                              self->done = true;
-                              self->status = status;
-                            });
-  if (rv != 0) raft_free(buf.base);
-  return rv;
-}
-
-// A leader cut off from the majority commits nothing and steps down; the majority elects
-// another and goes on; healed, the old leader ends with exactly the majority's history.
-TEST(ConsensusFixtureTest, AnIsolatedLeaderCommitsNothingAndRejoinsTheMajority) {
-  auto f = std::make_unique<struct raft_fixture>();
-  ASSERT_EQ(raft_fixture_initialize(f.get()), 0);
-  Recorder machines[3];
-  std::vector<std::unique_ptr<internal::FsmAdapter>> adapters;
-  for (unsigned i = 0; i < 3; i++) {
-    adapters.push_back(std::make_unique<internal::FsmAdapter>(&machines[i], i + 1));
-    ASSERT_EQ(raft_fixture_grow(f.get(), adapters[i]->fsm()), 0);
-    adapters[i]->set_raft(raft_fixture_get(f.get(), i));
-  }
-  struct raft_configuration conf;
-  ASSERT_EQ(raft_fixture_configuration(f.get(), 3, &conf), 0);
-  ASSERT_EQ(raft_fixture_bootstrap(f.get(), &conf), 0);
-  raft_configuration_close(&conf);
-  ASSERT_EQ(raft_fixture_start(f.get()), 0);
-  ASSERT_TRUE(raft_fixture_step_until_has_leader(f.get(), 10'000));
-  const unsigned old_leader = raft_fixture_leader_index(f.get());
-
-  FixtureApply a;
-  ASSERT_EQ(FixturePropose(f.get(), old_leader, "a", &a), 0);
-  ASSERT_TRUE(raft_fixture_step_until_applied(f.get(), 3, a.req.index, 10'000));
-  EXPECT_TRUE(a.done && a.status == 0);
-  for (Recorder& m : machines) {
-    EXPECT_EQ(m.Applied(), (std::vector<std::pair<uint64_t, std::string>>{{a.req.index, "a"}}));
-  }
-
-  for (unsigned j = 0; j < 3; j++) {
-    if (j == old_leader) continue;
-    raft_fixture_saturate(f.get(), old_leader, j);
-    raft_fixture_saturate(f.get(), j, old_leader);
-  }
-  FixtureApply lost;
-  ASSERT_EQ(FixturePropose(f.get(), old_leader, "lost", &lost), 0);
-  raft_fixture_step_until_elapsed(f.get(), 5'000);
-  EXPECT_TRUE(lost.done);
-  EXPECT_NE(lost.status, 0);
-  EXPECT_NE(raft_state(raft_fixture_get(f.get(), old_leader)), RAFT_LEADER);
-  unsigned new_leader = 3;
-  for (unsigned j = 0; j < 3; j++) {
-    if (j != old_leader && raft_state(raft_fixture_get(f.get(), j)) == RAFT_LEADER) new_leader = j;
-  }
-  ASSERT_NE(new_leader, 3u);
-
-  FixtureApply b;
-  ASSERT_EQ(FixturePropose(f.get(), new_leader, "b", &b), 0);
-  for (unsigned j = 0; j < 3; j++) {
-    if (j == old_leader) continue;
-    ASSERT_TRUE(raft_fixture_step_until_applied(f.get(), j, b.req.index, 10'000));
-  }
-  EXPECT_EQ(machines[old_leader].Entries(), std::vector<std::string>{"a"});
-
-  for (unsigned j = 0; j < 3; j++) {
-    if (j == old_leader) continue;
-    raft_fixture_desaturate(f.get(), old_leader, j);
-    raft_fixture_desaturate(f.get(), j, old_leader);
-  }
-  ASSERT_TRUE(raft_fixture_step_until_applied(f.get(), old_leader, b.req.index, 10'000));
-  for (Recorder& m : machines) EXPECT_EQ(m.Entries(), (std::vector<std::string>{"a", "b"}));
-  raft_fixture_close(f.get());
 }
 
 }  // namespace

@@ -20,12 +20,15 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <future>
 #include <thread>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "consensus/consensus.h"
 #include "consensus/internal/fsm.h"
@@ -172,6 +175,10 @@ class Log::Impl {
   // The configuration last published, by (index, uncommitted index, size): copied only when
   // it changes.
   uint64_t published_config_[3] = {~uint64_t{0}, 0, 0};
+  // At the leader: when (uv_now) each other server last answered it; cleared when it stops
+  // leading.
+  std::vector<std::pair<uint64_t, uint64_t>> heard_at_;
+  uint64_t led_since_ = 0;  // uv_now when it last became the leader; 0 while it does not lead
 
   mutable Mutex mu_;
   std::deque<Request*> queue_ FLOE_GUARDED_BY(mu_);
@@ -759,7 +766,41 @@ void Log::Impl::Refresh() {
       config.push_back({.id = s.id, .address = s.address, .role = FromRaftRole(s.role)});
     }
   }
+  std::vector<State::Follower> followers;
+  uint64_t led_ms = 0;
+  if (raft_state(&raft_) == RAFT_LEADER && raft_.leader_state.progress != nullptr) {
+    // raft keeps one progress entry per server of its configuration, in the same order.
+    const uint64_t now = uv_now(&loop_);
+    if (led_since_ == 0) led_since_ = now;
+    led_ms = now - led_since_;
+    followers.reserve(raft_.configuration.n);
+    for (unsigned i = 0; i < raft_.configuration.n; i++) {
+      const uint64_t id = raft_.configuration.servers[i].id;
+      if (id == options_.id) continue;
+      const struct raft_progress& p = raft_.leader_state.progress[i];
+      auto it = std::find_if(heard_at_.begin(), heard_at_.end(),
+                             [id](const auto& h) { return h.first == id; });
+      if (p.recent_recv) {
+        if (it == heard_at_.end()) it = heard_at_.insert(heard_at_.end(), {id, now});
+        it->second = now;
+      }
+      followers.push_back(
+          {.id = id,
+           .match_index = p.match_index,
+           .silent_ms = it != heard_at_.end() ? now - it->second : State::kNeverHeard});
+    }
+    // Servers that left the configuration.
+    std::erase_if(heard_at_, [&followers](const auto& h) {
+      return std::none_of(followers.begin(), followers.end(),
+                          [&h](const State::Follower& f) { return f.id == h.first; });
+    });
+  } else {
+    heard_at_.clear();
+    led_since_ = 0;
+  }
   MutexLock lock(&mu_);
+  state_.followers = std::move(followers);
+  state_.led_ms = led_ms;
   state_.id = options_.id;
   state_.running = true;
   state_.leader = raft_state(&raft_) == RAFT_LEADER;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <array>
 #include <asio.hpp>
 #include <cerrno>
@@ -75,6 +76,9 @@ constexpr uint32_t kGreetingBit = uint32_t{1} << 31;
 constexpr size_t kMaxGreeting = 1024;
 // A connection no greeting proved is closed this long after it was accepted.
 constexpr uint64_t kGreetingDeadlineUs = 5'000'000;
+// The most a frame's buffer is reserved at once on a proved connection; beyond, it grows with
+// the bytes that came (a proved peer can still be a replayed greeting's holder).
+constexpr size_t kMaxReserve = size_t{64} << 20;
 
 struct Frame {
   std::array<char, 4> length{};
@@ -386,6 +390,21 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     return true;
   }
 
+  void BoundPeersConnections(NodeId peer) {
+    const size_t most = static_cast<size_t>(std::max(1, options.bulk_connections)) + 2;
+    std::vector<std::pair<uint64_t, std::shared_ptr<tcp::socket>>> its;
+    for (const auto& [socket, in] : incoming) {
+      if (in.trusted == peer) its.emplace_back(in.accepted_at, socket);
+    }
+    if (its.size() <= most) return;
+    std::sort(its.begin(), its.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t i = 0; i + most < its.size(); i++) {
+      stats.evicted_connections++;
+      DropIncoming(its[i].second);
+    }
+  }
+
   void DropIncoming(const std::shared_ptr<tcp::socket>& socket) {
     std::error_code ec;
     socket->close(ec);
@@ -460,6 +479,11 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                          return self->DropIncoming(socket);
                        }
                        it->second.trusted = from;
+                       self->stats.greeted++;
+                       // A peer opens one message and options.bulk_connections bulk connections
+                       // to us; more proved by it (a crashed host's half-open ones, or
+                       // greetings replayed) close from the oldest.
+                       self->BoundPeersConnections(from);
                        self->ReadFrame(socket, std::make_shared<std::string>());
                      });
   }
@@ -488,7 +512,7 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
                        }
                        // A peer's (the greeting proved it): the whole frame at once, rather
                        // than growing by doubling and copying.
-                       if (trusted != 0) buf->reserve(total);
+                       if (trusted != 0) buf->reserve(std::min<size_t>(total, kMaxReserve));
                        self->ReadChunk(socket, buf, total, wire::Crc32c(*buf));
                      });
   }
@@ -516,7 +540,13 @@ struct UdpTcpTransport::Impl : std::enable_shared_from_this<Impl> {
     }
     const size_t at = buf->size();
     const size_t n = std::min<size_t>(kChunk, total - at);
-    buf->resize(at + n);
+    try {
+      buf->resize(at + n);
+    } catch (const std::bad_alloc&) {
+      // Out of memory for a frame: the connection goes, the node stays.
+      stats.oversized++;
+      return DropIncoming(socket);
+    }
     asio::async_read(*socket, asio::buffer(buf->data() + at, n),
                      [self, socket, buf, total, crc, at, n](std::error_code ec, size_t) {
                        if (self->closed) return;

@@ -166,7 +166,9 @@ struct TransportStats {
   std::atomic<uint64_t> accept_failures{0};      // accept errors (EMFILE...), retried in 100 ms
   std::atomic<uint64_t> refused_greetings{0};    // greetings verify did not prove
   std::atomic<uint64_t> ungreeted_closed{0};     // no greeting within the deadline
-  std::atomic<uint64_t> evicted_connections{0};  // untrusted, closed to make room
+  std::atomic<uint64_t> evicted_connections{0};  // untrusted, closed to make room; or a peer's
+                                                 // past its few (its oldest first)
+  std::atomic<uint64_t> greeted{0};              // connections a greeting proved
 };
 
 class UdpTcpTransport final : public Transport {

@@ -333,7 +333,12 @@ void Endpoint::Impl::StopOnLoop() {
 }
 
 Endpoint::Endpoint(net::Transport& transport, Options options)
-    : impl_(std::make_shared<Impl>(transport, std::move(options))) {}
+    : impl_(std::make_shared<Impl>(transport, std::move(options))) {
+  // The log's registry is built on its first use. Built here, before this endpoint's threads
+  // run, two of them logging for the first time at once never race on its construction
+  // (ThreadSanitizer cannot see the guard inside the uninstrumented library).
+  spdlog::default_logger_raw();
+}
 
 Endpoint::~Endpoint() { Stop(); }
 
@@ -451,20 +456,53 @@ void Endpoint::Start() {
     if (!self || to == kStrangerId || to == kAnyNodeId || self->transport.self() == kStrangerId) {
       return nullptr;
     }
-    return self->EncodeMsg(Kind::kHeartbeat, to, WallMicros(), 0, kGreetingCode, std::string());
+    // Distinct from the greeting sent just before (two connections opened in one microsecond):
+    // nudged up within a second of it at most, so a clock stepped back is followed at once
+    // rather than greetings staying ahead of it (and refused as too far off) for the step.
+    const uint64_t now = WallMicros();
+    uint64_t last = self->last_greeting_sent.load();
+    uint64_t at = now;
+    do {
+      at = (now <= last && last - now < 1'000'000) ? last + 1 : now;
+    } while (!self->last_greeting_sent.compare_exchange_weak(last, at));
+    return self->EncodeMsg(Kind::kHeartbeat, to, at, 0, kGreetingCode, std::string());
   };
   trust.verify = [weak](std::string_view greeting) -> NodeId {
     auto self = weak.lock();
-    if (!self) return 0;
+    // A joiner has no key to check a greeting with, and needs none (untrusted_stays below).
+    if (!self || self->transport.self() == kStrangerId) return 0;
     Result<Message> m = Decode(greeting, self->codec, /*checked=*/true);
     if (!m.ok() || m->header.kind != Kind::kHeartbeat || m->header.code != kGreetingCode ||
         m->header.receiver != self->transport.self()) {
       return 0;
     }
     const uint64_t now = WallMicros(), at = m->header.task;
-    if ((at > now ? at - now : now - at) > kGreetingFreshUs) return 0;
+    const NodeId sender = m->header.sender;
     MutexLock lock(&self->mu);
-    return self->peers.count(m->header.sender) != 0 ? m->header.sender : 0;
+    if (self->peers.count(sender) == 0) return 0;
+    if ((at > now ? at - now : now - at) > kGreetingFreshUs) {
+      // Said, not only counted: its small messages still pass over UDP, so the peer looks up
+      // while every large one fails.
+      const uint64_t mono = self->loop.NowMicros();
+      if (self->last_greeting_warning_us == 0 ||
+          mono - self->last_greeting_warning_us > 10'000'000) {
+        self->last_greeting_warning_us = mono;
+        FLOE_LOG_WARN(
+            "rpc: node {} refused a connection from node {}: its greeting's clock is {:.0f} s "
+            "{} this node's (at most {} s apart): check the clocks (NTP); messages over a "
+            "datagram fail until then",
+            self->transport.self(), sender,
+            static_cast<double>(at > now ? at - now : now - at) / 1e6,
+            at > now ? "ahead of" : "behind", kGreetingFreshUs / 1'000'000);
+      }
+      return 0;
+    }
+    // A greeting proves one connection: a replay of one taken is refused.
+    std::set<uint64_t>& taken = self->greetings_taken[sender];
+    while (!taken.empty() && *taken.begin() + kGreetingFreshUs < now) taken.erase(taken.begin());
+    if (!taken.insert(at).second) return 0;
+    if (taken.size() > Impl::kMaxGreetingsKept) taken.erase(taken.begin());
+    return sender;
   };
   // A node that is not a member yet (a joiner) is greeted by nobody: the answers it awaits
   // (up to its message limit) come on connections no greeting proves, and stay open.

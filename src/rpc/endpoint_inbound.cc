@@ -346,6 +346,12 @@ void Endpoint::Impl::OnMessage(std::string bytes, bool checked) {
     stats.stale++;
     return;
   }
+  // A greeting is the transport's alone: one replayed as a message (a datagram) would count as
+  // hearing the peer and set its lease reading to a wall clock far above its own readings.
+  if (h.kind == Kind::kHeartbeat && h.code != 0) {
+    stats.bad_messages++;
+    return;
+  }
   auto pit = peers.find(h.sender);
   if (pit == peers.end() || h.receiver != transport.self()) {
     stats.unknown_sender++;

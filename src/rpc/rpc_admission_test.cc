@@ -370,8 +370,13 @@ TEST(RpcAdmissionTest, OnlyAFreshGreetingUnderTheSecretProvesAConnection) {
     EXPECT_EQ(one.t->stats().refused_greetings.load(), i + 1) << i;
     close(fd);
   }
-  const int good = try_greeting(GreetingFrame("s3cret", 2, 1, kGreetingCode, now));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The right one proves the connection: the announced megabyte is read whole (its frame then
+  // arrives, whatever the endpoint makes of it).
+  const int good = ConnectTo(one.port);
+  std::string bytes = GreetingFrame("s3cret", 2, 1, kGreetingCode, now) +
+                      Frame(Head(2, 1) + std::string((1 << 20) - 16, 'x'));
+  ASSERT_EQ(send(good, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  EXPECT_TRUE(WaitFor([&] { return one.t->stats().tcp_received.load() >= 1; }));
   EXPECT_EQ(one.t->stats().refused_greetings.load(), refused.size());
   EXPECT_EQ(one.t->stats().refused_frames.load(), 0u);
   close(good);
@@ -421,10 +426,84 @@ TEST(RpcAdmissionTest, AJoinerTakesAnswersPastTheUngreetedBound) {
   o.max_message = 256 * 1024;
   Endpoint endpoint(*joiner, o);
   endpoint.Start();
-  const int fd = Announce(t.port, Head(kAnyNodeId, kStrangerId), 100'000);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const int fd = ConnectTo(t.port);
+  const std::string frame = Frame(Head(kAnyNodeId, kStrangerId) + std::string(100'000 - 16, 'a'));
+  ASSERT_EQ(send(fd, frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()));
+  EXPECT_TRUE(WaitFor([&] { return joiner->stats().tcp_received.load() >= 1; }));
   EXPECT_EQ(joiner->stats().refused_frames.load(), 0u);
   close(fd);
+  endpoint.Stop();
+}
+
+// A greeting proves one connection (a captured one replayed on others held every place and
+// let each announce a gigabyte); a peer's proved connections are few (its oldest close first);
+// a proved connection announcing a gigabyte and sending 16 bytes reserves at most 64 MiB; and
+// a greeting sent as a message (a datagram) is dropped, not taken as a heartbeat.
+TEST(RpcAdmissionTest, AGreetingProvesOneConnectionAndAPeersConnectionsAreFew) {
+  OneTransport one;
+  ASSERT_NE(one.t, nullptr);
+  Endpoint endpoint(*one.t, MemberOptions());
+  endpoint.Start();
+  const uint64_t now = WallMicros();
+  const std::string greeting = GreetingFrame("s3cret", 2, 1, kGreetingCode, now);
+  const int first = ConnectTo(one.port);
+  ASSERT_EQ(send(first, greeting.data(), greeting.size(), 0),
+            static_cast<ssize_t>(greeting.size()));
+  ASSERT_TRUE(WaitFor([&] { return one.t->stats().greeted.load() == 1; }));
+  const int replay = ConnectTo(one.port);
+  ASSERT_EQ(send(replay, greeting.data(), greeting.size(), 0),
+            static_cast<ssize_t>(greeting.size()));
+  EXPECT_TRUE(ClosedByPeer(replay));
+  EXPECT_EQ(one.t->stats().refused_greetings.load(), 1u);
+  EXPECT_EQ(one.t->stats().greeted.load(), 1u);
+  close(replay);
+
+  // More proved connections than a peer opens (1 + 2 bulk + 1 spare): the oldest close.
+  std::vector<int> fds = {first};
+  for (uint64_t i = 1; i <= 5; i++) {
+    const int fd = ConnectTo(one.port);
+    const std::string g = GreetingFrame("s3cret", 2, 1, kGreetingCode, now + i);
+    ASSERT_EQ(send(fd, g.data(), g.size(), 0), static_cast<ssize_t>(g.size()));
+    ASSERT_TRUE(WaitFor([&] { return one.t->stats().greeted.load() == 1 + i; }));
+    fds.push_back(fd);
+  }
+  EXPECT_EQ(one.t->stats().evicted_connections.load(), 2u);
+  EXPECT_TRUE(ClosedByPeer(fds[0]));
+  EXPECT_TRUE(ClosedByPeer(fds[1]));
+
+  // A proved connection announcing a gigabyte reserves at most 64 MiB until the bytes come.
+  const uint64_t before = VirtualBytes();
+  std::string big;
+  PutLe32(&big, 1u << 30);
+  big += Head(2, 1);
+  ASSERT_EQ(send(fds.back(), big.data(), big.size(), 0), static_cast<ssize_t>(big.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LT(VirtualBytes(), before + (uint64_t{256} << 20));
+  for (int fd : fds) close(fd);
+
+  // The greeting as a datagram: dropped as a bad message, never a heartbeat.
+  const uint64_t bad_before = endpoint.stats().bad_messages.load();
+  const MacKey key = DeriveMacKey("s3cret");
+  CodecOptions codec;
+  codec.key = &key;
+  Header h;
+  h.kind = Kind::kHeartbeat;
+  h.sender = 2;
+  h.receiver = 1;
+  h.incarnation = 1;
+  h.task = now + 100;
+  h.code = kGreetingCode;
+  const std::string message = Encode(h, "", codec);
+  const int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(one.port);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  ASSERT_EQ(
+      sendto(udp, message.data(), message.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)),
+      static_cast<ssize_t>(message.size()));
+  EXPECT_TRUE(WaitFor([&] { return endpoint.stats().bad_messages.load() > bad_before; }));
+  close(udp);
   endpoint.Stop();
 }
 

@@ -41,14 +41,6 @@ Result<std::string> Join(ClusterNode& at, const cluster::JoinRequest& request) {
   return p.get_future().get();
 }
 
-// Index of a member that does not lead the agreed metadata (so the JOIN is forwarded).
-size_t NotTheLeader(internal::InProcessCluster& c) {
-  for (size_t i = 0; i < 3; i++) {
-    if (!c.node(i).meta()->raft().leader) return i;
-  }
-  return 0;
-}
-
 // Starts `config`'s node (which joins as member 4), waits until it serves (its log is then
 // written, so its directory is a joined member's), and stops it.
 Status StartAsMemberFour(const Config& config) {
@@ -69,12 +61,7 @@ Status StartAsMemberFour(const Config& config) {
 // The config of a node that joins `c` through a member that does not lead (what `--join` sets),
 // its data in `dir`, on a free cluster port.
 Config JoinerConfig(internal::InProcessCluster& c, const std::string& dir) {
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
-  config.cluster_port = floe::testing::FreeClusterPort();
-  config.dir = dir;
-  return config;
+  return internal::JoinerConfig(c, dir, floe::testing::FreeClusterPort());
 }
 
 cluster::JoinRequest Request(uint16_t port) {
@@ -120,7 +107,7 @@ TEST(ClusterJoinTest, TheLeaderAddsTheNodeOnceAndEveryMemberAcceptsIt) {
   };
   for (net::NodeId id = 1; id <= 3; id++) EXPECT_FALSE(heard_by(id)) << id;
 
-  const size_t asked = NotTheLeader(c);
+  const size_t asked = internal::NotTheLeader(c);
   Result<std::string> answer = Join(c.node(asked), request);
   ASSERT_TRUE(answer.ok()) << answer.status().ToString();
   Result<cluster::JoinAnswer> joined = cluster::DecodeJoinAnswer(*answer);
@@ -180,7 +167,7 @@ TEST(ClusterJoinTest, TwoIdenticalJoinsAtOnceProposeOneMember) {
   for (size_t i = 0; i < 3; i++) {
     if (c.node(i).meta()->raft().leader) leader = i;
   }
-  const size_t forwarder = NotTheLeader(c);
+  const size_t forwarder = internal::NotTheLeader(c);
   ASSERT_NE(leader, forwarder);
   // Summed over the members: a leader change between the two asks moves the proposals.
   auto proposed = [&] {
@@ -223,7 +210,7 @@ TEST(ClusterJoinTest, TwoIdenticalJoinsAtOnceProposeOneMember) {
 TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
-  const size_t asked = NotTheLeader(c);
+  const size_t asked = internal::NotTheLeader(c);
   cluster::JoinRequest r = Request(floe::testing::FreeClusterPort());
   r.cluster_name = "other";
   Result<std::string> a = Join(c.node(asked), r);
@@ -523,7 +510,7 @@ TEST(ClusterJoinTest, TwoNodesJoiningAtOnceThroughOneMemberBothJoin) {
 TEST(ClusterJoinTest, AnUnprovenJoinIsNeitherForwardedNorAnswered) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
-  const size_t asked = NotTheLeader(c);
+  const size_t asked = internal::NotTheLeader(c);
   // Where the request says the answer should go: a bare UDP socket that counts datagrams.
   const int victim = socket(AF_INET, SOCK_DGRAM, 0);
   ASSERT_GE(victim, 0);
@@ -726,7 +713,7 @@ TEST(ClusterJoinTest, AClusterWithASecretIsJoinedThroughAMemberThatDoesNotLead) 
   base.cluster_secret = "the cluster's";
   internal::InProcessCluster c({.members = 3, .base = base});
   ASSERT_TRUE(c.WaitFormed());
-  const size_t asked = NotTheLeader(c);
+  const size_t asked = internal::NotTheLeader(c);
   floe::testing::TempDir dir;
   Config config = c.MemberConfig(0);
   config.cluster.clear();

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -64,6 +65,9 @@ void ClusterNode::Impl::OnRemoveMember(std::string_view bytes, rpc::Reply reply)
     MutexLock lock(&meta_mu);
     m = meta.get();
   }
+  // A LEAVE asked again after this member applied its own removal is done (its first answer
+  // may not have reached it).
+  if (removed.load() && id == cluster->self()) return reply(std::string());
   if (m == nullptr || meta_refused.load() || removed.load()) {
     return reply(Status::Unavailable("the agreed metadata does not run at this member"));
   }
@@ -101,20 +105,30 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
         "member " + std::to_string(id) + " owns or backs up " + std::to_string(held) +
         " slots: moving them away needs migration, which is not built yet; nothing was removed"));
   }
-  if (id == cluster->self()) {
+  // Rule M4: a voter's removal must leave enough voters that answer to commit it (and every
+  // later change); otherwise the metadata would stall until the silent voters came back.
+  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_election_ms.load()); !keeps.ok()) {
+    if (keeps.code() != StatusCode::kFailedPrecondition) return reply(keeps);
     return reply(Status::FailedPrecondition(
-        "member " + std::to_string(id) +
-        " leads the agreed metadata: removing the leader is not built yet"));
+        std::string(keeps.message()) +
+        ": nothing was removed; start the silent voters again first, or FORGET one that is "
+        "gone for good (docs/membership.md, M4)"));
   }
+  // A leader removing itself could not finish: it hands leadership over, and the asker asks
+  // the new leader (rule M4: a promoted member may lead).
+  if (id == cluster->self()) return HandOverLeadership(m, std::move(reply));
+  NoteRemoving(id);  // KeepVoters must not promote it meanwhile
   m->Propose(cluster::Change{.kind = cluster::Change::Kind::kRemoveMember, .node = id},
              [this, m, id, reply](Status proposed) {
                if (!proposed.ok() && proposed.code() != StatusCode::kFailedPrecondition) {
+                 DoneRemoving(id);
                  return reply(Status::Unavailable("the removal's outcome is unknown (" +
                                                   proposed.ToString() + "); retry"));
                }
                // Refused as absent (removed meanwhile) counts as done; refused while still
                // listed (it got a slot meanwhile) is the table's reason.
                if (m->table()->FindMember(id) != nullptr) {
+                 DoneRemoving(id);
                  return reply(proposed.ok() ? Status::Unavailable("the removal is not applied "
                                                                   "here yet; retry")
                                             : proposed);
@@ -126,11 +140,22 @@ void ClusterNode::Impl::LeaderRemove(cluster::Meta* m, net::NodeId id, rpc::Repl
 
 void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_member,
                                      rpc::Reply reply, int attempts) {
-  if (stopped.load()) return reply(Status::Unavailable("stopping"));
+  if (stopped.load()) {
+    DoneRemoving(id);
+    return reply(Status::Unavailable("stopping"));
+  }
+  if (Status keeps = KeepsMajorityWithout(m->raft(), id, raft_election_ms.load()); !keeps.ok()) {
+    DoneRemoving(id);
+    return reply(Status::Unavailable("member " + std::to_string(id) +
+                                     " left the agreed table, and leaves Raft once enough "
+                                     "voters answer (" +
+                                     std::string(keeps.message()) + "); retry"));
+  }
   m->RemoveServer(id, [this, m, id, was_member, reply, attempts](Status s) {
     // NotFound: not in the configuration (removed before, or never added to Raft).
     if (s.ok() || (s.code() == StatusCode::kNotFound && was_member)) {
       FLOE_LOG_INFO("member {} removed from the agreed metadata's configuration", id);
+      DoneRemoving(id);
       return reply(std::string());
     }
     if (s.code() == StatusCode::kAborted && attempts > 1) {
@@ -139,9 +164,51 @@ void ClusterNode::Impl::FinishRemove(cluster::Meta* m, net::NodeId id, bool was_
       });
       return;
     }
+    DoneRemoving(id);
     reply(Status::Unavailable("removing member " + std::to_string(id) +
                               " from Raft: " + s.ToString() + "; retry"));
   });
+}
+
+void ClusterNode::Impl::TellRemoved(RemovedNotice notice, uint64_t until) {
+  if (stopped.load() || loop.NowMicros() >= until) return;
+  const net::NodeId id = notice.id;
+  endpoint->CallAsync(id, kRemovedNoticeMethod, EncodeRemovedNotice(notice), kTellRemovedEveryUs,
+                      [this, notice, until](Result<std::string> r) {
+                        // Told (or it knew), or it refused the notice: nothing more to say.
+                        if (r.ok() || r.status().code() == StatusCode::kFailedPrecondition) return;
+                        if (r.status().code() == StatusCode::kCancelled) return;  // stopping
+                        loop.PostAt(loop.NowMicros() + kTellRemovedEveryUs,
+                                    [this, notice, until] { TellRemoved(notice, until); });
+                      });
+}
+
+Result<std::string> ClusterNode::Impl::OnRemovedNotice(net::NodeId from, std::string_view request) {
+  Result<RemovedNotice> notice = DecodeRemovedNotice(request);
+  if (!notice.ok()) return notice.status();
+  const net::NodeId self = cluster->self();
+  if (notice->id != self) {
+    return Status::FailedPrecondition("this is member " + std::to_string(self) + ", not " +
+                                      std::to_string(notice->id));
+  }
+  if (removed.load()) return std::string();
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  const std::shared_ptr<const cluster::Table> table = m != nullptr ? m->table() : nullptr;
+  const cluster::ClusterId ours =
+      table != nullptr && !table->cluster_id().empty() ? table->cluster_id() : recorded_id;
+  if (ours.empty() || ours != notice->cluster_id) {
+    return Status::FailedPrecondition("this member is not of cluster " +
+                                      notice->cluster_id.ToString());
+  }
+  // Tables only move forward: one at least as new as the notice's that lists this member
+  // contradicts it.
+  if (table != nullptr && table->epoch() >= notice->epoch && table->FindMember(self) != nullptr) {
+    return Status::FailedPrecondition("this member's table of epoch " +
+                                      std::to_string(table->epoch()) + " lists it");
+  }
+  MarkRemoved("at table epoch " + std::to_string(notice->epoch) + " (member " +
+              std::to_string(from) + " told it so: its own log had not applied the removal)");
+  return std::string();
 }
 
 void ClusterNode::Impl::OnRemoved(const cluster::Table& table) {
@@ -149,10 +216,12 @@ void ClusterNode::Impl::OnRemoved(const cluster::Table& table) {
 }
 
 void ClusterNode::Impl::MarkRemoved(const std::string& when) {
-  if (removing.exchange(true)) return;
+  MutexLock once(&mark_removed_mu);
+  if (removed.load()) return;
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
-  const std::string cluster_id =
-      m != nullptr ? m->table()->cluster_id().ToString() : recorded_id.ToString();
+  const std::string cluster_id = m != nullptr && !m->table()->cluster_id().empty()
+                                     ? m->table()->cluster_id().ToString()
+                                     : recorded_id.ToString();
   std::string why = "this member (" + std::to_string(cluster->self()) +
                     ") was removed from cluster " + cluster_id + " " + when;
   FLOE_LOG_WARN("{}: it serves no key and stops its Raft", why);
@@ -184,36 +253,54 @@ bool ClusterNode::CanLeave() const {
       impl_->stopped.load()) {
     return false;
   }
-  const consensus::State st = m->raft();
-  if (!st.running || st.leader) return false;
+  // A leader may leave too: it hands leadership over first (rule M4).
+  if (!m->raft().running) return false;
   const std::shared_ptr<const cluster::Table> table = m->table();
   return table->FindMember(self()) != nullptr && SlotsHeld(*table, self()) == 0;
 }
 
-Status ClusterNode::RemoveMember(net::NodeId id, std::chrono::milliseconds wait) {
-  auto done = std::make_shared<std::promise<Status>>();
-  std::future<Status> result = done->get_future();
-  impl_->OnRemoveMember(EncodeRemove(id, false), [done](Result<std::string> r) {
-    done->set_value(r.ok() ? Status::OK() : r.status());
-  });
-  // A member removing itself stops hearing its peers once they applied the removal, so the
-  // leader's answer may not reach it: its own log applying the removal answers too.
+Status ClusterNode::RemoveMember(net::NodeId id, std::chrono::milliseconds wait,
+                                 const std::atomic<bool>* cancel) {
   const auto until = std::chrono::steady_clock::now() + wait;
-  while (std::chrono::steady_clock::now() < until && !impl_->stopped.load()) {
-    if (result.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
-      Status s = result.get();
+  auto going_on = [&] {
+    return std::chrono::steady_clock::now() < until && !impl_->stopped.load() &&
+           (cancel == nullptr || !cancel->load(std::memory_order_relaxed));
+  };
+  std::string last;  // the last "retry" answer's reason
+  while (going_on()) {
+    auto done = std::make_shared<std::promise<Status>>();
+    std::future<Status> result = done->get_future();
+    impl_->OnRemoveMember(EncodeRemove(id, false), [done](Result<std::string> r) {
+      done->set_value(r.ok() ? Status::OK() : r.status());
+    });
+    // A member removing itself stops hearing its peers once they applied the removal, so the
+    // leader's answer may not reach it: its own log applying the removal answers too.
+    std::optional<Status> answer;
+    while (!answer && going_on()) {
+      if (result.wait_for(std::chrono::milliseconds(50)) == std::future_status::ready) {
+        answer = result.get();
+      } else if (id == self() && impl_->removed.load()) {
+        return Status::OK();
+      }
+    }
+    if (!answer) break;
+    if (answer->ok()) {
       // The leader answered: removed from the table and from Raft. Its own log may not have
       // applied the removal (the leader stops sending to it once it is out of Raft).
-      if (s.ok() && id == self()) impl_->MarkRemoved("by CLUSTER LEAVE");
-      return s;
+      if (id == self()) impl_->MarkRemoved("by CLUSTER LEAVE");
+      return *answer;
     }
-    if (id == self() && impl_->removed.load()) return Status::OK();
+    // "Retry" (no leader, a leader change, a leader that handed leadership over: rule M4) is
+    // asked again within the wait; every other answer is final.
+    if (answer->code() != StatusCode::kUnavailable) return *answer;
+    last = std::string(answer->message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return Status::Unavailable("the removal of member " + std::to_string(id) + " did not finish " +
-                             (impl_->stopped.load()
+                             (impl_->stopped.load() || (cancel != nullptr && cancel->load())
                                   ? std::string("before the node stopped")
                                   : "within " + std::to_string(wait.count()) + " ms") +
-                             "; retry");
+                             (last.empty() ? std::string() : " (" + last + ")") + "; retry");
 }
 
 bool ClusterNode::removed() const { return impl_->removed.load(); }

@@ -22,73 +22,12 @@ namespace floe::server {
 namespace {
 
 using internal::ClusterNode;
+using internal::InTable;
+using internal::JoinedNode;
+using internal::JoinerConfig;
+using internal::NotTheLeader;
+using internal::WaitRemovedEverywhere;
 using ::testing::HasSubstr;
-
-size_t NotTheLeader(internal::InProcessCluster& c) {
-  for (size_t i = 0; i < 3; i++) {
-    if (!c.node(i).meta()->raft().leader) return i;
-  }
-  return 0;
-}
-
-Config JoinerConfig(internal::InProcessCluster& c, const std::string& dir, int cluster_port) {
-  Config config = c.MemberConfig(0);
-  config.cluster.clear();
-  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
-  config.cluster_port = cluster_port;
-  config.dir = dir;
-  return config;
-}
-
-// A node started with `config` (a joiner), serving; its engine outlives it.
-struct Joined {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<ClusterNode> node;
-  ~Joined() { Stop(); }
-  void Stop() {
-    if (node) {
-      node->Stop();
-      engine->set_cluster(nullptr);
-      node.reset();
-    }
-  }
-};
-
-void StartJoined(const Config& config, Joined* j) {
-  j->engine = std::make_unique<Engine>(config, 1);
-  Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(j->engine.get(), config, 20099);
-  ASSERT_TRUE(node.ok()) << node.status().ToString();
-  j->node = std::move(*node);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!j->node->serving()) {
-    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-// Whether member `id` is in founder i's applied table, and in its Raft configuration.
-bool InTable(internal::InProcessCluster& c, size_t i, net::NodeId id) {
-  return c.node(i).meta()->table()->FindMember(id) != nullptr;
-}
-bool InRaft(internal::InProcessCluster& c, size_t i, net::NodeId id) {
-  for (const consensus::Server& s : c.node(i).meta()->raft().configuration) {
-    if (s.id == id) return true;
-  }
-  return false;
-}
-
-// Waits (bounded) until no founder lists `id` in its table or its Raft configuration.
-void WaitRemovedEverywhere(internal::InProcessCluster& c, net::NodeId id) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  for (size_t i = 0; i < 3; i++) {
-    while (InTable(c, i, id) || InRaft(c, i, id)) {
-      ASSERT_LT(std::chrono::steady_clock::now(), until)
-          << "member " << id << " still at founder " << i << ": table " << InTable(c, i, id)
-          << ", raft " << InRaft(c, i, id);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-}
 
 // CLUSTER LEAVE at a joined member removes it from the table and from Raft's configuration at
 // every member; it stops serving, its directory refuses a restart, and the same address joins
@@ -104,14 +43,16 @@ TEST(ClusterLeaveTest, ALeaverIsRemovedEverywhereAndItsAddressJoinsAgainUnderANe
     Session s(&c.engine(1), 0);
     ASSERT_EQ(s.Run({"SET", key, "v"}), "+OK\r\n");
   }
-  Joined j;
-  ASSERT_NO_FATAL_FAILURE(StartJoined(config, &j));
+  JoinedNode j;
+  ASSERT_NO_FATAL_FAILURE(internal::StartJoinedNode(config, &j));
   ASSERT_EQ(j.node->self(), 4u);
   for (size_t i = 0; i < 3; i++) ASSERT_TRUE(InTable(c, i, 4));
   {
     Session s(j.engine.get(), 0);
     EXPECT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
     EXPECT_TRUE(j.node->removed());
+    // Asked again (its first answer lost), it is done.
+    EXPECT_EQ(s.Run({"CLUSTER", "LEAVE"}), "+OK\r\n");
     EXPECT_FALSE(j.node->serving());
     EXPECT_EQ(s.Run({"GET", key}), "-CLUSTERDOWN The cluster is down\r\n");
     const std::string info = s.Run({"INFO", "cluster"});
@@ -136,8 +77,8 @@ TEST(ClusterLeaveTest, ALeaverIsRemovedEverywhereAndItsAddressJoinsAgainUnderANe
   // The same address with a fresh directory joins under a new id (ids are never reused).
   Config rejoin = config;
   rejoin.dir = fresh.path();
-  Joined k;
-  ASSERT_NO_FATAL_FAILURE(StartJoined(rejoin, &k));
+  JoinedNode k;
+  ASSERT_NO_FATAL_FAILURE(internal::StartJoinedNode(rejoin, &k));
   EXPECT_EQ(k.node->self(), 5u);
   for (size_t i = 0; i < 3; i++) {
     EXPECT_TRUE(InTable(c, i, 5));
@@ -154,9 +95,8 @@ TEST(ClusterLeaveTest, AForgottenDeadMemberIsRemovedEverywhere) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
   floe::testing::TempDir dir;
-  Joined j;
-  ASSERT_NO_FATAL_FAILURE(
-      StartJoined(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), &j));
+  JoinedNode j;
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, dir, &j));
   ASSERT_EQ(j.node->self(), 4u);
   j.Stop();
   const size_t asked = NotTheLeader(c);
@@ -165,6 +105,56 @@ TEST(ClusterLeaveTest, AForgottenDeadMemberIsRemovedEverywhere) {
   ASSERT_NO_FATAL_FAILURE(WaitRemovedEverywhere(c, 4));
   EXPECT_EQ(s.Run({"CLUSTER", "FORGET", "4"}), "+OK\r\n");
   EXPECT_THAT(s.Run({"CLUSTER", "INFO"}), HasSubstr("cluster_known_nodes:3\r\n"));
+}
+
+// J2 (F5): a member forgotten while its Raft is stopped never applies its removal (the leader
+// drops it from Raft's configuration at once): the members tell it (RPC 304), and it stops
+// serving and says why instead of answering CLUSTERDOWN with no reason.
+TEST(ClusterLeaveTest, AMemberWhoseLogMissedItsRemovalIsToldSo) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  floe::testing::TempDir dir;
+  JoinedNode j;
+  ASSERT_NO_FATAL_FAILURE(internal::JoinNode(c, dir, &j));
+  ASSERT_EQ(j.node->self(), 4u);
+  j.node->TEST_meta()->Stop();
+  Session s(&c.engine(0), 0);
+  EXPECT_EQ(s.Run({"CLUSTER", "FORGET", "4"}), "+OK\r\n");
+  ASSERT_NO_FATAL_FAILURE(WaitRemovedEverywhere(c, 4));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!j.node->removed()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "member 4 was never told";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Session mine(j.engine.get(), 0);
+  const std::string info = mine.Run({"INFO", "cluster"});
+  EXPECT_THAT(info, HasSubstr("meta:removed\r\n"));
+  EXPECT_THAT(info, HasSubstr("told it so"));
+}
+
+// A removal notice (RPC 304) for another member, another cluster, or contradicted by a newer
+// table that lists this member is refused, and nothing changes.
+TEST(ClusterLeaveTest, AWrongRemovalNoticeIsRefused) {
+  internal::InProcessCluster c({.members = 3});
+  ASSERT_TRUE(c.WaitFormed());
+  ClusterNode& n = c.node(0);
+  const std::shared_ptr<const cluster::Table> table = n.meta()->table();
+  auto notice = [&](uint64_t id, uint64_t epoch, cluster::ClusterId cid) {
+    return n.TEST_RemovedNotice(c.node(1).self(),
+                                internal::EncodeRemovedNotice(internal::RemovedNotice{
+                                    .id = id, .epoch = epoch, .cluster_id = cid}));
+  };
+  EXPECT_EQ(notice(n.self() + 1, table->epoch() + 1, table->cluster_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      notice(n.self(), table->epoch() + 1, cluster::ClusterId{.hi = 1, .lo = 2}).status().code(),
+      StatusCode::kFailedPrecondition);
+  EXPECT_EQ(notice(n.self(), table->epoch(), table->cluster_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(n.TEST_RemovedNotice(c.node(1).self(), "\x01").status().code(),
+            StatusCode::kCorruption);
+  EXPECT_FALSE(n.removed());
+  EXPECT_TRUE(n.serving());
 }
 
 // A founder owns slots: LEAVE and FORGET of it are refused naming the count, and nothing is
@@ -179,8 +169,9 @@ TEST(ClusterLeaveTest, MembersThatOwnSlotsAndUnknownIdsAreRefused) {
     return n;
   };
   Session s0(&c.engine(0), 0);
-  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "2"}),
-            "-ERR member 2 owns or backs up " + std::to_string(owned(2)) +
+  const std::string two = std::to_string(c.node(2).self());
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", two}),
+            "-ERR member " + two + " owns or backs up " + std::to_string(owned(c.node(2).self())) +
                 " slots: moving them away needs migration, which is not built yet; nothing "
                 "was removed\r\n");
   Session s1(&c.engine(1), 0);
@@ -188,9 +179,13 @@ TEST(ClusterLeaveTest, MembersThatOwnSlotsAndUnknownIdsAreRefused) {
   EXPECT_THAT(s1.Run({"CLUSTER", "LEAVE"}),
               HasSubstr("-ERR member " + std::to_string(one) + " owns or backs up " +
                         std::to_string(owned(one)) + " slots"));
-  EXPECT_THAT(s1.Run({"CLUSTER", "FORGET", "1"}),
-              HasSubstr("-ERR member 1 owns or backs up " + std::to_string(owned(1)) + " slots"));
+  const net::NodeId zero = c.node(0).self();
+  EXPECT_THAT(s1.Run({"CLUSTER", "FORGET", std::to_string(zero)}),
+              HasSubstr("-ERR member " + std::to_string(zero) + " owns or backs up " +
+                        std::to_string(owned(zero)) + " slots"));
   EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "99"}), "-ERR no member 99 in the agreed table\r\n");
+  EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", std::to_string(c.node(0).self())}),
+            "-ERR I tried hard but I can't forget myself...\r\n");
   EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "0"}), "-ERR Unknown node 0\r\n");
   EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "x1"}), "-ERR Unknown node x1\r\n");
   EXPECT_EQ(s0.Run({"CLUSTER", "FORGET", "99999999999999999999"}),

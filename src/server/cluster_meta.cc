@@ -472,8 +472,15 @@ Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
 void ClusterNode::Impl::StartMeta() {
   MutexLock lock(&meta_mu);
   if (meta_stopped || !meta_options) return;
+  // Told it was removed (RPC 304) before its metadata started: its Raft never starts.
+  if (removed.load()) {
+    MutexLock left(&left_mu);
+    meta_off = removed_why;
+    return;
+  }
   cluster::MetaOptions o = std::move(*meta_options);
   meta_options.reset();
+  raft_election_ms.store(o.raft.election_timeout_ms);
   o.on_change = [this](const std::shared_ptr<const cluster::Table>& t) { OnTable(t); };
   const std::string where = o.raft.address + ", directory " + o.raft.dir;
   Result<std::unique_ptr<cluster::Meta>> m = cluster::Meta::Start(std::move(o));
@@ -489,6 +496,7 @@ void ClusterNode::Impl::StartMeta() {
   cluster->SetHoldsLog(true);  // Raft has written its log (rule M5)
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
   loop.Post([this] { PollCaughtUp(); });
+  loop.Post([this] { KeepVoters(); });
 }
 
 void ClusterNode::Impl::PollCaughtUp() {
@@ -677,7 +685,8 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
     // The transport's SetPeer runs on the loop (it waits for it): never from the Raft thread,
     // which the loop may be joining (Meta::Stop).
     loop.Post(
-        [this, members = std::move(members)]() mutable { FollowMembers(std::move(members)); });
+        [this, members = std::move(members), epoch = table->epoch(),
+         cid = table->cluster_id()]() mutable { FollowMembers(std::move(members), epoch, cid); });
   }
   if (id.empty()) return;
   cluster->SetClusterId(id);
@@ -692,7 +701,8 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   }
 }
 
-void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
+void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members, uint64_t epoch,
+                                      cluster::ClusterId cluster_id) {
   if (stopped.load()) return;
   const net::NodeId self = cluster->self();
   std::map<net::NodeId, cluster::Member> now;
@@ -715,9 +725,15 @@ void ClusterNode::Impl::FollowMembers(std::vector<cluster::Member> members) {
     if (now.count(id) == 0) {
       FLOE_LOG_INFO("member {} at {} left the agreed table", id, m.address());
       // Dropped a while later, unless it is back (ids are never reused, so it cannot be).
-      loop.PostAt(loop.NowMicros() + kRemovedPeerGraceUs, [this, id = id] {
+      const uint64_t drop_at = loop.NowMicros() + kRemovedPeerGraceUs;
+      loop.PostAt(drop_at, [this, id = id] {
         if (!stopped.load() && table_peers.count(id) == 0) endpoint->RemovePeer(id);
       });
+      // Not for the removals a restarted member's log replays (it was not there to see them).
+      if (!cluster_id.empty() && meta_caught_up.load()) {
+        TellRemoved(RemovedNotice{.id = id, .epoch = epoch, .cluster_id = cluster_id},
+                    drop_at - kTellRemovedEveryUs);
+      }
     }
   }
   table_peers = std::move(now);

@@ -275,6 +275,26 @@ void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<
   }
 }
 
+ClusterNode::Impl::Proxy::~Proxy() {
+  // No thread runs it (one that did would hold a reference), so `current` and the fields the
+  // running thread owns are quiet.
+  std::deque<Pending> queued;
+  {
+    MutexLock lock(&mu);
+    queued.swap(waiting);
+  }
+  auto answer = [](Pending& c, size_t ran, std::string framed) {
+    std::string one;
+    resp::ReplyWriter(&one, c.req.protocol)
+        .Error("ERR the client's session at the key's home was closed before the command ran");
+    for (size_t i = ran; i < c.req.commands.size(); i++) AppendFramedReply(one, &framed);
+    for (size_t i = 0; i < c.req.copies.size(); i++) AppendFramedReply({}, &framed);
+    c.reply(std::move(framed));
+  };
+  if (current) answer(*current, next, std::move(out));
+  for (Pending& c : queued) answer(c, 0, std::string());
+}
+
 void ClusterNode::Impl::DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session) {
   std::shared_ptr<Proxy> gone;  // destroyed after the lock: a session's end may take others
   MutexLock lock(&proxies_mu);
@@ -501,6 +521,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
                                 [raw](net::NodeId, std::string_view req, rpc::Reply reply) {
                                   raw->OnRemoveMember(req, std::move(reply));
                                 });
+  impl->endpoint->Register(kRemovedNoticeMethod, rpc::kPriorityClasses - 1,
+                           [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
+                             return raw->OnRemovedNotice(from, req);
+                           });
   impl->endpoint->Register(kCloseSessionMethod, 1,
                            [raw](net::NodeId from, std::string_view req) -> Result<std::string> {
                              raw->OnClose(from, req);
@@ -550,6 +574,14 @@ void ClusterNode::TEST_SetGuardHook(std::function<void()> hook) {
 
 void ClusterNode::TEST_Join(std::string request, std::function<void(Result<std::string>)> done) {
   impl_->OnJoin(1, request, std::move(done));
+}
+
+void ClusterNode::TEST_SetDemoteAfter(std::chrono::microseconds after) {
+  impl_->demote_after_us.store(static_cast<uint64_t>(after.count()));
+}
+
+Result<std::string> ClusterNode::TEST_RemovedNotice(net::NodeId from, std::string_view request) {
+  return impl_->OnRemovedNotice(from, request);
 }
 
 cluster::Meta* ClusterNode::TEST_meta() {

@@ -12,6 +12,7 @@
 
 #include "cluster/cluster.h"
 #include "consensus/consensus.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 
@@ -267,16 +268,29 @@ void ReplyRemoval(CommandContext& ctx, const Status& s) {
   ctx.Error("ERR " + std::string(s.message()));
 }
 
+// LEAVE and FORGET wait for the Raft leader (up to 15 s) on an analytics pool thread, not on
+// the I/O thread, whose other clients (and, through its worker lock, exclusive commands on every
+// thread) would wait meanwhile; the reply is deferred as an analytics command's is.
+void RunRemoval(CommandContext& ctx, ClusterNode* node, net::NodeId id, bool leave) {
+  RunAnalytics(ctx, [node, id, leave](const std::atomic<bool>* cancel) -> AnalyticsReply {
+    const Status s = node->RemoveMember(id, std::chrono::seconds(15), cancel);
+    return [node, s, leave](CommandContext& c) {
+      ReplyRemoval(c, s);
+      // The reply leaves before the node stops (the server's Stop, once the loop runs this).
+      if (leave && s.ok()) node->Leave(200'000);
+    };
+  });
+}
+
 void CmdClusterLeave(CommandContext& ctx) {
+  if (FinishAnalytics(ctx)) return;
   ClusterNode* node = NodeOrError(ctx);
   if (node == nullptr) return;
-  const Status s = node->RemoveMember(node->self());
-  ReplyRemoval(ctx, s);
-  // The reply leaves before the node stops (the server's Stop, once the loop runs this).
-  if (s.ok()) node->Leave(200'000);
+  RunRemoval(ctx, node, node->self(), true);
 }
 
 void CmdClusterForget(CommandContext& ctx) {
+  if (FinishAnalytics(ctx)) return;
   ClusterNode* node = NodeOrError(ctx);
   if (node == nullptr) return;
   const std::string_view arg = ctx.args[2];
@@ -293,7 +307,9 @@ void CmdClusterForget(CommandContext& ctx) {
     }
     id = static_cast<net::NodeId>(n);
   }
-  ReplyRemoval(ctx, node->RemoveMember(id));
+  // Redis's text: a member leaves with CLUSTER LEAVE, which also stops it.
+  if (id == node->self()) return ctx.Error("ERR I tried hard but I can't forget myself...");
+  RunRemoval(ctx, node, id, false);
 }
 
 // The one CLUSTER subcommand a standalone node answers, so a user can learn what it offers.
@@ -389,6 +405,18 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     line("meta_role", !rs.running ? "stopped" : rs.leader ? "leader" : "follower");
     number("meta_leader_id", rs.leader_id);
     line("meta_leader_address", rs.leader_address);
+    // Rule M4: this member's role in Raft's configuration, and the configuration's counts.
+    std::string_view raft_role = "none";
+    uint64_t voters = 0;
+    uint64_t learners = 0;
+    for (const consensus::Server& server : rs.configuration) {
+      if (server.id == rs.id) raft_role = consensus::RoleName(server.role);
+      voters += server.role == consensus::Role::kVoter ? 1 : 0;
+      learners += server.role == consensus::Role::kLearner ? 1 : 0;
+    }
+    line("meta_raft_role", raft_role);
+    number("meta_voters", voters);
+    number("meta_learners", learners);
     number("meta_term", rs.term);
     number("meta_commit_index", rs.commit_index);
     number("meta_applied_index", rs.applied_index);

@@ -108,6 +108,18 @@ void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view
   for (double b : s.bin_starts) ctx.out.Double(b);
 }
 
+// FRAME.QUANTILE's reply: one value per probability, nil where the column has no value.
+void WriteQuantiles(CommandContext& c, const std::vector<std::optional<double>>& q) {
+  c.out.ArrayHeader(q.size());
+  for (const std::optional<double>& v : q) {
+    if (v.has_value()) {
+      c.out.Double(*v);
+    } else {
+      c.out.Null();
+    }
+  }
+}
+
 // A map task's failure as the client sees it: D9's text as it is (CLUSTERDOWN is no code
 // ErrorReplyText knows), anything else as Error(Status) writes it.
 void TaskFailure(CommandContext& c, const Status& s) {
@@ -200,14 +212,7 @@ void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> h
         }
         return [q = std::move(q)](CommandContext& c) {
           if (!q.ok()) return TaskFailure(c, q.status());
-          c.out.ArrayHeader(q->size());
-          for (const std::optional<double>& v : *q) {
-            if (v.has_value()) {
-              c.out.Double(*v);
-            } else {
-              c.out.Null();
-            }
-          }
+          WriteQuantiles(c, *q);
         };
       });
 }
@@ -270,14 +275,7 @@ void CmdFrameQuantile(CommandContext& ctx) {
         mr::Quantiles(*f, col, ps, {.cancel = cancel, .memory = &budget});
     return AnalyticsReply([q = std::move(q)](CommandContext& c) {
       if (!q.ok()) return c.Error(TaskError(q.status()));
-      c.out.ArrayHeader(q->size());
-      for (const std::optional<double>& v : *q) {
-        if (v.has_value()) {
-          c.out.Double(*v);
-        } else {
-          c.out.Null();
-        }
-      }
+      WriteQuantiles(c, *q);
     });
   });
 }

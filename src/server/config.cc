@@ -41,7 +41,9 @@ constexpr Setting kSettings[] = {
     {.name = "client-output-buffer-limit", .kind = Kind::kOutputLimit,
      .default_value = "normal 0 0 0", .runtime = true,
      .help = "Close a client whose unsent replies pass <hard> bytes, or stay above <soft> for "
-             "<seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit"},
+             "<seconds>: \"normal <hard> <soft> <seconds>\"; 0 = no limit (with no hard limit, "
+             "the replies waiting behind a pending write still close the client past 1 GiB: "
+             "docs/architecture.md, W3)"},
     {.name = "cluster", .kind = Kind::kText, .field = &Config::cluster,
      .help = "Every member of the cluster, this node included, as host:port of their cluster "
              "ports, comma separated (\"127.0.0.1:7101,127.0.0.2:7101\"); empty = a standalone "

@@ -134,4 +134,25 @@ Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes) {
   return RemoveRequest{.id = id, .forwarded = forwarded == 1};
 }
 
+std::string EncodeRemovedNotice(const RemovedNotice& notice) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(notice.id);
+  w.PutVarint64(notice.epoch);
+  w.PutFixed64(notice.cluster_id.hi);
+  w.PutFixed64(notice.cluster_id.lo);
+  return out;
+}
+
+Result<RemovedNotice> DecodeRemovedNotice(std::string_view bytes) {
+  wire::Reader in(bytes);
+  RemovedNotice n;
+  if (!in.GetVarint64(&n.id).ok() || !in.GetVarint64(&n.epoch).ok() ||
+      !in.GetFixed64(&n.cluster_id.hi).ok() || !in.GetFixed64(&n.cluster_id.lo).ok() ||
+      !in.empty()) {
+    return Status::Corruption("not a removal notice");
+  }
+  return n;
+}
+
 }  // namespace floe::server::internal

@@ -301,6 +301,29 @@ TEST_F(FrameCommandsInClusterTest, AWaitingProxySessionHoldsNoOtherSession) {
   EXPECT_EQ(heads.Run({"FRAME.HEAD", name, "0"}), "*1\r\n*2\r\n" + Bulk("x") + Bulk("c"));
 }
 
+// A proxy session dropped (CLIENT KILL, a CLOSE, a restart's purge) while its request is
+// parked answers that request with an error at once: it was left unanswered, and its client
+// got CLUSTERDOWN only at cluster-node-timeout.
+TEST_F(FrameCommandsInClusterTest, ADroppedParkedProxyAnswersItsRequest) {
+  const std::string name = cluster_.KeyAt(1, "held");
+  const std::string path = WriteCsvDir("two", 2);
+  const std::string imported = WaitJob(0, cluster_.client(0).Run({"FRAME.IMPORT", name, path}));
+  ASSERT_NE(imported.find("\r\ndone\r\n"), std::string::npos) << imported;
+  Gate gate;
+  cluster_.engine(1).analytics().TEST_SetBeforeTask([&gate] { gate.Wait(); });
+  Session& heads = cluster_.client(0);
+  std::string head;
+  std::thread waiting([&] { head = heads.Run({"FRAME.HEAD", name, "1"}); });
+  const bool held = gate.AwaitWaiting(1);
+  cluster_.node(1).TEST_DropProxySessions();
+  gate.Open();
+  waiting.join();
+  cluster_.engine(1).analytics().TEST_SetBeforeTask(nullptr);
+  ASSERT_TRUE(held);
+  EXPECT_EQ(head,
+            "-ERR the client's session at the key's home was closed before the command ran\r\n");
+}
+
 // D11: JOB.STATUS and JOB.CANCEL run at the member the id names, through any member; an id
 // naming no member is looked up here.
 TEST_F(FrameCommandsInClusterTest, JobsAreFollowedThroughAnyMember) {

@@ -2,12 +2,14 @@
 //
 // Each I/O thread owns an io_context, its own listening sockets (SO_REUSEPORT, so the kernel
 // spreads connections across threads) and the connections it accepted. A connection reads,
-// runs every complete command in what it read, and answers them with one write; it reads again
-// only when the write is done, so a client that does not read its replies stops being read
-// (back-pressure) instead of growing our buffers. In a cluster, commands that wait for other
-// nodes leave their replies to come in slots (docs/cluster.md, rule C3): the connection may read
-// on while they are outstanding, up to the slots' bounds, and runs nothing while a write is in
-// flight.
+// runs every complete command in what it read, and answers them with one write; once 64 KiB of
+// replies are ready it writes them before running more (docs/architecture.md, rule W1). A write
+// the socket cannot take at once stays in flight, and meanwhile the connection reads on and,
+// once requests pile up, runs them, their replies waiting behind the write (W2), up to the
+// client's output limits (W3): a client that writes its whole pipeline before reading never
+// finds the node blocked in a write while it is blocked in one. In a cluster, commands that
+// wait for other nodes leave their replies to come in slots (docs/cluster.md, rule C3): the
+// connection may read on while they are outstanding, up to the slots' bounds.
 
 #include <sys/socket.h>
 
@@ -36,7 +38,13 @@ namespace {
 using asio::ip::tcp;
 
 constexpr size_t kReadChunk = 16 * 1024;
-constexpr size_t kFlushThreshold = 64 * 1024;     // stop running commands; write first
+constexpr size_t kFlushThreshold = 64 * 1024;  // stop running commands; write first (W1)
+// While a write is in flight, requests run once this much input waits unrun (W2).
+constexpr size_t kRunWhileWritingInput = size_t{1} << 20;
+// The most the replies behind a write in flight may hold before the connection stops running
+// and reading (W3): back-pressure, not a close, so a client that reads slowly is not cut off,
+// and one that never reads parks this much (its buffer's capacity up to twice it).
+constexpr size_t kReplyBacklogLimit = size_t{64} << 20;
 constexpr size_t kStaticReplyBuffer = 16 * 1024;  // Redis's PROTO_REPLY_CHUNK_BYTES
 constexpr size_t kBatch = 32;
 // Replies of one connection outstanding at once (commands waiting for other nodes and the
@@ -70,6 +78,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void DoRead();
+  // While a write is in flight: waits until the client sends more and reads it without handing
+  // in_ to an asynchronous read, so the commands in in_ can run as soon as the write is done
+  // (W2).
+  void ReadWhileWriting();
+  void CloseAtQueryBufferLimit();
+  // Whether commands may run now, with `unrun` bytes of input waiting: with no write in flight
+  // until a write's worth of replies is ready (W1); with one, once requests pile up (W2).
+  bool MayRun(size_t unrun) const {
+    if (writing_) {
+      // Past the backlog bound nothing more runs (nor is read) until the write moves on.
+      if (out_.size() + slot_bytes_ >= kReplyBacklogLimit) return false;
+      // A client that closed its side sends nothing more: what it sent runs behind the write.
+      return peer_eof_ || unrun >= kRunWhileWritingInput;
+    }
+    return out_.size() < kFlushThreshold;
+  }
   // While a reply is to come nothing is read (the client's next commands wait in the socket),
   // but a client that closes is noticed: its session goes, and with it the work of an
   // analytics task (docs/frame.md, A5).
@@ -90,9 +114,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void DoWrite();
   void ScheduleWrite();
   bool OverOutputLimits();
-  // Empties out_ once written; a buffer grown by a large reply is freed, so an idle connection
-  // does not keep the memory of the largest reply it ever got.
-  void ReleaseOutput();
+  // Empties an output buffer once written; a buffer grown by a large reply is freed, so an idle
+  // connection does not keep the memory of the largest reply it ever got.
+  static void ReleaseOutput(std::string* buffer);
+  // Charges the output held while a write is in flight (sending_ and the replies behind it) to
+  // the engine's used memory and shows it in CLIENT LIST (omem).
+  void ChargeOutput();
   // Charges in_'s current capacity to the engine's used memory (Redis counts query buffers).
   void ChargeInput();
   // Before AUTH the parser applies Redis's unauthenticated request limits.
@@ -104,17 +131,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<Session> session_;
   resp::RequestParser parser_;
   resp::InputBuffer in_{kReadChunk, kQueryBufferLimit};
-  size_t charged_ = 0;  // in_'s capacity as counted in the engine's client-buffer bytes
-  std::string out_;
+  size_t charged_ = 0;   // in_'s capacity as counted in the engine's client-buffer bytes
+  std::string out_;      // replies to write next
+  std::string sending_;  // what the asynchronous write in flight sends (out_ is free meanwhile)
+  size_t charged_output_ = 0;  // as ChargeOutput last counted it
   std::vector<std::vector<std::string_view>> batch_;
   std::vector<size_t> ends_;  // where each command of batch_ ends in the input
   std::vector<store::KeyView> keys_;
   bool closing_ = false;
   bool closed_ = false;
   bool write_scheduled_ = false;
-  bool writing_ = false;   // an asynchronous write of out_ is in flight
-  bool reading_ = false;   // an asynchronous read into in_ is in flight: in_ is not ours
-  bool watching_ = false;  // WatchForClose's wait is in flight
+  bool writing_ = false;     // an asynchronous write of sending_ is in flight
+  bool reading_ = false;     // an asynchronous read into in_ is in flight: in_ is not ours
+  bool watching_ = false;    // WatchForClose's wait is in flight
+  bool input_wait_ = false;  // ReadWhileWriting's wait is in flight
+  // ReadWhileWriting met the end of the client's stream (it shut down its side and reads on):
+  // nothing more is read, every request it sent runs, and the connection closes once the
+  // replies are written, as when DoRead meets the end with nothing left to run or write.
+  bool peer_eof_ = false;
   // Replies in command order once a command waits for another node (rule C3): a reply goes to
   // out_ only when every reply before it has. `ticket` is the session's for a reply to come.
   struct Slot {
@@ -225,6 +259,7 @@ void Connection::Close() {
   worker_->connections.erase(this);
   in_ = resp::InputBuffer(kReadChunk, kQueryBufferLimit);
   ChargeInput();
+  ChargeOutput();  // sending_ stays until the write's completion: the write may still read it
   if (session_) {
     {
       MutexLock lock(&session_->state().mu);
@@ -254,15 +289,17 @@ void Connection::WatchForClose() {
   });
 }
 
+void Connection::CloseAtQueryBufferLimit() {
+  FLOE_LOG_WARN("closing client id={} addr={}: it reached the query buffer limit ({} bytes)",
+                session_->id(), session_->state().addr, kQueryBufferLimit);
+  Close();
+}
+
 void Connection::DoRead() {
   if (closed_) return;
   const std::span<char> room = in_.PrepareRead(parser_.wanted());
   ChargeInput();
-  if (room.empty()) {
-    FLOE_LOG_WARN("closing client id={} addr={}: it reached the query buffer limit ({} bytes)",
-                  session_->id(), session_->state().addr, kQueryBufferLimit);
-    return Close();
-  }
+  if (room.empty()) return CloseAtQueryBufferLimit();
   auto self = shared_from_this();
   reading_ = true;
   socket_.async_read_some(asio::buffer(room.data(), room.size()), [this, self](std::error_code ec,
@@ -275,12 +312,49 @@ void Connection::DoRead() {
   });
 }
 
-void Connection::ReleaseOutput() {
-  if (out_.capacity() > 4 * kFlushThreshold) {
-    std::string().swap(out_);
+void Connection::ReadWhileWriting() {
+  if (input_wait_ || closed_) return;
+  input_wait_ = true;
+  auto self = shared_from_this();
+  socket_.async_wait(tcp::socket::wait_read, [this, self](std::error_code ec) {
+    input_wait_ = false;
+    // Once the write is done its completion runs Process, which reads as usual; a read in
+    // flight owns in_.
+    if (ec || closed_ || reading_ || !writing_) return;
+    const std::span<char> room = in_.PrepareRead(parser_.wanted());
+    ChargeInput();
+    if (room.empty()) return CloseAtQueryBufferLimit();
+    std::error_code rec;
+    const size_t n = socket_.read_some(asio::buffer(room.data(), room.size()), rec);
+    if (rec == asio::error::would_block || rec == asio::error::try_again) {
+      return ReadWhileWriting();  // woken for nothing
+    }
+    if (rec == asio::error::eof) {
+      peer_eof_ = true;
+      return Process();
+    }
+    if (rec) return Close();  // a reset or another error: nobody reads the replies
+    in_.Commit(n);
+    worker_->engine->stats(worker_->index).net_input_bytes.fetch_add(n, std::memory_order_relaxed);
+    Process();
+  });
+}
+
+void Connection::ReleaseOutput(std::string* buffer) {
+  if (buffer->capacity() > 4 * kFlushThreshold) {
+    std::string().swap(*buffer);
   } else {
-    out_.clear();
+    buffer->clear();
   }
+}
+
+void Connection::ChargeOutput() {
+  const size_t now = writing_ && !closed_ ? sending_.size() + out_.size() : 0;
+  if (now == charged_output_) return;
+  worker_->engine->ChargeClientBuffers(static_cast<int64_t>(now) -
+                                       static_cast<int64_t>(charged_output_));
+  charged_output_ = now;
+  if (session_) session_->state().output_pending.store(now, std::memory_order_relaxed);
 }
 
 bool Connection::OverOutputLimits() {
@@ -288,7 +362,7 @@ bool Connection::OverOutputLimits() {
   // As in Redis, replies that fit the client's fixed 16 KB reply buffer are not counted: a
   // limit of a few bytes then closes clients with large replies, not every client including
   // the one that would set the limit back.
-  const size_t held = out_.size() + slot_bytes_;
+  const size_t held = sending_.size() + out_.size() + slot_bytes_;
   const auto pending =
       static_cast<int64_t>(held > kStaticReplyBuffer ? held - kStaticReplyBuffer : 0);
   if (c.hard > 0 && pending > c.hard) return true;
@@ -341,9 +415,10 @@ void Connection::DrainSlots() {
 }
 
 void Connection::Process() {
-  // An asynchronous write sends from out_: out_ is left alone until it is done, and its
-  // completion runs Process (a read that completed meanwhile, or a reply that came, waits).
-  if (closed_ || writing_) return;
+  // An asynchronous write sends from sending_, so out_ may take replies meanwhile; they are
+  // written when it is done (its completion runs Process). Before AUTH nothing more is read or
+  // run while a write is in flight (W2).
+  if (closed_ || (writing_ && !session_->authenticated())) return;
   DrainSlots();
   if (OverOutputLimits()) {
     FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
@@ -352,13 +427,13 @@ void Connection::Process() {
   }
   // A read in flight owns in_'s free space: nothing is parsed (all that was complete has run).
   if (reading_) {
-    if (!out_.empty()) ScheduleWrite();
+    if (!out_.empty() && !writing_) ScheduleWrite();
     return;
   }
   // CONFIG SET proto-max-bulk-len applies to connections already open, as in Redis; they kept
   // the limit they started with.
   UpdateParserLimits();
-  while (!closing_ && out_.size() < kFlushThreshold && !Blocked()) {
+  while (!closing_ && MayRun(in_.size()) && !Blocked()) {
     size_t n = 0;
     size_t pos = 0;
     const std::string_view input = in_.data();
@@ -393,8 +468,9 @@ void Connection::Process() {
     const bool was_unauthenticated = parser_.limits().unauthenticated;
     for (size_t i = 0; i < n && !closing_; i++) {
       // Enough output for one write: the rest of the batch waits until it is written, so a
-      // pipeline of large replies (32 GETs of a 20 MB value) holds one reply, not the batch's.
-      if (i > 0 && (out_.size() >= kFlushThreshold || Blocked())) {
+      // pipeline of large replies (32 GETs of a 20 MB value) holds one reply, not the batch's
+      // (W1). Behind a write in flight, the rest waits once few requests are left unrun (W2).
+      if (i > 0 && (!MayRun(input.size() - ends_[i - 1]) || Blocked())) {
         pos = ends_[i - 1];
         error.clear();
         need_more = false;
@@ -452,15 +528,24 @@ void Connection::Process() {
     in_.ShrinkIfIdle();  // a large request is over: its memory goes back
     ChargeInput();
   }
+  if (writing_) {  // its completion writes out_ and runs Process again
+    ChargeOutput();
+    if (!closing_ && !Blocked() && !peer_eof_ && out_.size() + slot_bytes_ < kReplyBacklogLimit) {
+      ReadWhileWriting();
+    }
+    return;
+  }
   if (!out_.empty()) return ScheduleWrite();
   if (closing_) {
     if (slots_.empty()) Close();  // else after the replies still to come
     return;
   }
   if (Blocked()) {  // Resume goes on
-    if (slots_waiting_ > 0) WatchForClose();
+    if (slots_waiting_ > 0 && !peer_eof_) WatchForClose();
     return;
   }
+  // Everything the client sent before closing its side has run and been written.
+  if (peer_eof_) return Close();
   DoRead();
 }
 
@@ -481,6 +566,7 @@ void Connection::ScheduleWrite() {
 // Writes at once when the socket takes everything (the usual case), which saves a trip through
 // the event loop per reply; falls back to an asynchronous write for what is left.
 void Connection::DoWrite() {
+  if (writing_) return;  // its completion writes what came meanwhile
   std::error_code ec;
   size_t written = 0;
   while (written < out_.size()) {
@@ -493,24 +579,27 @@ void Connection::DoWrite() {
   worker_->engine->stats(worker_->index)
       .net_output_bytes.fetch_add(written, std::memory_order_relaxed);
   if (written == out_.size()) {
-    ReleaseOutput();
+    ReleaseOutput(&out_);
     if (closing_ && slots_.empty()) return Close();
     return Process();
   }
   out_.erase(0, written);
+  sending_.swap(out_);  // out_ takes sending_'s emptied buffer
   auto self = shared_from_this();
-  session_->state().output_pending.store(out_.size(), std::memory_order_relaxed);
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(out_), [this, self](std::error_code wec, size_t n) {
+  ChargeOutput();
+  asio::async_write(socket_, asio::buffer(sending_), [this, self](std::error_code wec, size_t n) {
     writing_ = false;
     if (wec) return Close();
     worker_->engine->stats(worker_->index).net_output_bytes.fetch_add(n, std::memory_order_relaxed);
-    ReleaseOutput();
+    ReleaseOutput(&sending_);
     if (closed_) return;
-    session_->state().output_pending.store(0, std::memory_order_relaxed);
-    if (closing_ && slots_.empty()) return Close();
+    ChargeOutput();
+    // Replies that came meanwhile are written next; a closing connection closes once written.
+    if (closing_ && slots_.empty() && out_.empty()) return Close();
     Process();
   });
+  Process();  // reads on while the write is in flight (W2)
 }
 
 // Runs a worker's io_context. Before sleeping in epoll_wait the thread polls for up to

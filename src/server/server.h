@@ -482,7 +482,7 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> rejected_calls{0};  // refused before running: unknown, arity, NOAUTH...
   // Error replies by their code word (index in internal::RedisErrorCodes(); the last counts
   // any other code), for INFO errorstats.
-  static constexpr size_t kErrorCodes = 16;
+  static constexpr size_t kErrorCodes = 24;
   std::atomic<uint64_t> error_replies[kErrorCodes] = {};
   // Per command (index in the command table): calls, CycleNow ticks, failed calls.
   std::unique_ptr<std::atomic<uint64_t>[]> calls;

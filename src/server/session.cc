@@ -49,17 +49,6 @@ void ForEachKey(const CommandSpec& spec, const std::vector<std::string_view>& ar
   }
 }
 
-// Counts an error reply by its code word (the text after '-' up to a space).
-void CountErrorReply(WorkerStats& stats, std::string_view reply) {
-  if (reply.empty() || reply[0] != '-') return;
-  reply.remove_prefix(1);
-  const std::string_view code = reply.substr(0, reply.find_first_of(" \r"));
-  const auto codes = internal::RedisErrorCodes();
-  size_t i = 0;
-  while (i < codes.size() && codes[i] != code) i++;
-  Bump(stats.error_replies[i]);  // i == codes.size(): another code
-}
-
 std::string UnknownCommand(const std::vector<std::string_view>& args) {
   std::string msg = "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
                     "', with args beginning with: ";
@@ -220,7 +209,8 @@ void Session::Dispatch(const std::vector<std::string_view>& args, resp::ReplyWri
     Bump(engine_->stats(worker_).rejected_calls);
     const size_t mark = out.buffer()->size();
     out.Error(error);
-    CountErrorReply(engine_->stats(worker_), std::string_view(*out.buffer()).substr(mark));
+    internal::CountErrorReply(engine_->stats(worker_),
+                              std::string_view(*out.buffer()).substr(mark));
   };
 
   const CommandSpec* spec = internal::FindCommand(args[0]);
@@ -384,7 +374,7 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   RecordLatency(stats, i, ticks);
   if (ctx.failed) {
     Bump(stats.failed[i]);
-    CountErrorReply(stats, std::string_view(*out.buffer()).substr(reply_start));
+    internal::CountErrorReply(stats, std::string_view(*out.buffer()).substr(reply_start));
   }
   out.set_protocol(protocol_);  // HELLO may have switched it for the replies that follow
 }
@@ -424,11 +414,13 @@ void Session::RunHandler(CommandContext& ctx) {
 namespace internal {
 
 namespace {
-// The error codes Redis puts first in an error reply, and so in a ClientError's text; the last
-// is the word RedisBloom's Count-Min errors open with.
+// The error codes Redis puts first in an error reply, and so in a ClientError's text (and in a
+// Status's: a cluster error travels as one); "CMS:" is the word RedisBloom's Count-Min errors
+// open with; the last five are Redis Cluster's.
 constexpr std::string_view kRedisErrorCodes[] = {
-    "ERR",  "WRONGTYPE", "OOM",      "EXECABORT", "NOAUTH",     "WRONGPASS", "NOPROTO", "NOSCRIPT",
-    "BUSY", "LOADING",   "READONLY", "NOPERM",    "INVALIDOBJ", "CMS:",      "BUSYKEY",
+    "ERR",      "WRONGTYPE",   "OOM",       "EXECABORT", "NOAUTH", "WRONGPASS",  "NOPROTO",
+    "NOSCRIPT", "BUSY",        "LOADING",   "READONLY",  "NOPERM", "INVALIDOBJ", "CMS:",
+    "BUSYKEY",  "CLUSTERDOWN", "CROSSSLOT", "MOVED",     "ASK",    "TRYAGAIN",
 };
 
 static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);
@@ -445,6 +437,16 @@ bool StartsWithRedisCode(std::string_view text) {
 }  // namespace
 
 std::span<const std::string_view> RedisErrorCodes() { return kRedisErrorCodes; }
+
+void CountErrorReply(WorkerStats& stats, std::string_view reply) {
+  if (reply.empty() || reply[0] != '-') return;
+  reply.remove_prefix(1);
+  const std::string_view code = reply.substr(0, reply.find_first_of(" \r"));
+  const auto codes = RedisErrorCodes();
+  size_t i = 0;
+  while (i < codes.size() && codes[i] != code) i++;
+  Bump(stats.error_replies[i]);  // i == codes.size(): another code
+}
 
 std::string ErrorReplyText(const Status& status) {
   const std::string_view message = status.message();

@@ -1,12 +1,14 @@
 // Hardening tests for the connection, the protocol, transactions and the command boundary:
 // each names the hostile input or the Redis behaviour it pins down.
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
 
 #include "server/command_test.h"
+#include "server/internal/command.h"
 
 namespace floe::server {
 namespace {
@@ -250,6 +252,26 @@ TEST_F(CommandTest, ErrorStatsCountErrorRepliesByCode) {
   EXPECT_THAT(text, HasSubstr("errorstat_EXECABORT:count=1\r\n"));
   EXPECT_THAT(text, HasSubstr("errorstat_NOPROTO:count=1\r\n"));
   EXPECT_THAT(Run({"INFO", "stats"}).str, HasSubstr("total_error_replies:4\r\n"));
+}
+
+// A cluster error that travels as a Status (a member unreachable during a map task) keeps its
+// code word: no "ERR " in front of it, and errorstats count it under its own name.
+TEST_F(CommandTest, ClusterErrorCodesAreKeptAndCounted) {
+  EXPECT_EQ(internal::ErrorReplyText(Status::Unavailable("CLUSTERDOWN The node x is unreachable")),
+            "CLUSTERDOWN The node x is unreachable");
+  EXPECT_EQ(internal::ErrorReplyText(Status::InvalidArgument("CROSSSLOT Keys in request")),
+            "CROSSSLOT Keys in request");
+  EXPECT_EQ(internal::ErrorReplyText(Status::Unavailable("CLUSTERDOWNx")), "ERR CLUSTERDOWNx");
+  WorkerStats stats;
+  internal::CountErrorReply(stats, "-CLUSTERDOWN The cluster is down\r\n");
+  internal::CountErrorReply(stats, "-MOVED 3999 127.0.0.1:6381\r\n");
+  const auto codes = internal::RedisErrorCodes();
+  const auto at = [&](std::string_view code) {
+    return static_cast<size_t>(std::find(codes.begin(), codes.end(), code) - codes.begin());
+  };
+  EXPECT_EQ(stats.error_replies[at("CLUSTERDOWN")].load(), 1u);
+  EXPECT_EQ(stats.error_replies[at("MOVED")].load(), 1u);
+  EXPECT_EQ(stats.error_replies[codes.size()].load(), 0u);  // none counted as another code
 }
 
 TEST_F(CommandTest, OutOfMemoryInAHandlerBecomesTheOomReply) {

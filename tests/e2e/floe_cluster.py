@@ -283,8 +283,10 @@ class Node:
     def args(self):
         cluster = ["--cluster-port", str(self.cluster_port), "--cluster", self.members,
                    "--dir", self.factory.data_dir]
+        # Two I/O threads unless the test names its own count.
+        threads = [] if "--threads" in self.extra else ["--threads", "2"]
         return [FLOE_BIN, "serve", "--bind", self.host, "--port", str(self.port),
-                "--threads", "2", "--loglevel", "notice",
+                *threads, "--loglevel", "notice",
                 *(cluster if self.cluster_flags else []), *self.extra]
 
     def start(self):

@@ -189,3 +189,37 @@ def test_sigterm_of_a_joined_member_that_cannot_leave_still_exits_0(clusters):
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(timeout=30) == 0, node.log()
     assert "did not leave the cluster" in node.log(), node.log()
+
+
+def test_a_removal_waiting_for_the_leader_holds_no_other_client(clusters):
+    """Rule J2: CLUSTER FORGET waits for the Raft leader (up to 15 s) off the I/O thread, so a
+    member with one I/O thread answers its other clients meanwhile (it held that thread, and
+    its worker lock, for the whole wait)."""
+    c = clusters.make(3, hosts=HOSTS3, same_ports=True, extra=["--threads", "1"]).wait_formed()
+    node = joiner(clusters, c).start()
+    wait_serving(node)
+    # No majority left: no leader can commit the removal, so FORGET waits its whole bound.
+    c[1].kill9()
+    c[2].kill9()
+    forget = {}
+
+    def run_forget():
+        forget["reply"] = c[0].conn(timeout=60).call("CLUSTER", "FORGET", "4")
+        forget["at"] = time.monotonic()
+
+    t = threading.Thread(target=run_forget)
+    t.start()
+    other = c[0].conn(timeout=60)
+    # Until FORGET has begun (CLIENT LIST names it as the other connection's command). Were it
+    # holding the I/O thread, CLIENT LIST would answer only after it, and FORGET be done.
+    deadline = time.time() + 30
+    while b"cmd=cluster|forget" not in other.call("CLIENT", "LIST"):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert other.call("PING") == b"PONG"
+    ping_at = time.monotonic()
+    t.join(timeout=60)
+    assert not t.is_alive()
+    # Order, not time: the PING was answered while FORGET still waited.
+    assert ping_at < forget["at"], f"FORGET answered before the other client's PING: {forget}"
+    assert isinstance(forget["reply"], RespError) and "retry" in str(forget["reply"]), forget

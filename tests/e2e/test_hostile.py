@@ -1,12 +1,14 @@
 """End to end: what a hostile or careless client does over the wire (pipelines it never reads,
 connections it leaves idle) must not grow the node's memory beyond a bounded overhead. Each test
 is bounded in time and in the memory it can make the server take, even on a build that fails."""
+import os
 import resource
 import socket
 import subprocess
 import time
 
 import pytest
+import redis
 
 from conftest import FLOE_BIN, RawConn, free_port, wait_for_port
 
@@ -54,6 +56,105 @@ def test_unread_pipeline_of_large_replies_holds_one_reply(make_floe):
     assert got == 32 * want
     s.close()
     assert c.call("PING") == b"+PONG\r\n"
+
+
+def test_pipeline_of_large_requests_and_replies_completes(make_floe):
+    # Rule W2 (docs/architecture.md). redis-py's pipeline(transaction=False) writes the whole
+    # pipeline before it reads a reply. The node stopped reading while a write of its replies was
+    # pending, so with large requests and large replies both sides blocked in a write: 100
+    # pipelined SET k <200 KB> / GET k hung until the client's timeout.
+    server = make_floe()
+    r = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=20)
+    values = [os.urandom(200_000) for _ in range(100)]
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(values):
+        p.set(f"k{i}", v)
+        p.get(f"k{i}")
+    p.set("k0", b"new", get=True)  # the old value, once every reply before it has been sent
+    try:
+        replies = p.execute()
+    except redis.exceptions.TimeoutError:
+        pytest.fail("the pipeline did not complete: the node stopped reading while writing")
+    assert len(replies) == 201
+    for i, v in enumerate(values):
+        assert replies[2 * i] is True, i
+        assert replies[2 * i + 1] == v, i
+    assert replies[200] == values[0]
+    assert r.get("k0") == b"new"
+
+
+def test_replies_behind_a_pending_write_count_as_client_memory(make_floe):
+    # Rules W2 and W3: a client that sends 40 MB of `SET big <1 MB> GET` before reading gets
+    # them all run, and the replies waiting for it show in CLIENT LIST (omem) and in used_memory
+    # (mem_clients_normal) until it reads them, in order.
+    server = make_floe()
+    c = RawConn(server.port)
+    values = [bytes([65 + i % 26]) * MB for i in range(41)]
+    assert c.call("SET", "big", values[0]) == b"+OK\r\n"
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    s.sendall(b"".join(command("SET", "big", v, "GET") for v in values[1:]))
+
+    def held():
+        clients = c.call("CLIENT", "LIST").decode()
+        omem = max(int(f.split("=")[1]) for line in clients.splitlines()
+                   for f in line.split() if f.startswith("omem="))
+        info = c.call("INFO", "memory").decode()
+        return omem, int(info.split("mem_clients_normal:")[1].split()[0])
+
+    deadline = time.time() + 20
+    omem, clients = held()
+    while omem < 20 * MB and time.time() < deadline:
+        time.sleep(0.05)
+        omem, clients = held()
+    assert omem >= 20 * MB, f"omem {omem}"
+    assert clients >= omem, f"mem_clients_normal {clients}, omem {omem}"
+    for v in values[:-1]:
+        want = b"$%d\r\n%s\r\n" % (len(v), v)
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(len(want) - len(got))
+            assert chunk
+            got += chunk
+        assert got == want
+    s.close()
+    assert c.call("GET", "big") == b"$%d\r\n%s\r\n" % (MB, values[-1])
+    deadline = time.time() + 20
+    while held()[0] != 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert held()[0] == 0
+
+
+def test_client_that_never_reads_is_closed_at_its_output_limit(make_floe):
+    # Rule W3: a node that reads and runs requests behind a pending write holds their replies
+    # only up to the client's output limit; then it closes that client (and logs it), and serves
+    # the others. Before W2 the node stopped reading instead, and this client's sendall blocked.
+    server = make_floe()
+    c = RawConn(server.port)
+    assert c.call("SET", "big", b"v" * MB) == b"+OK\r\n"
+    assert c.call("CONFIG", "SET", "client-output-buffer-limit", "normal 8mb 0 0") == b"+OK\r\n"
+    base = rss_mb(server)
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    batch = command("GET", "big") * 10000  # 10,000 replies of 1 MB each, never read
+    peak = base
+    closed = False
+    for _ in range(200):  # 44 MB of requests at most
+        try:
+            s.sendall(batch)
+        except socket.timeout:
+            pytest.fail("the node stopped reading a client that does not read its replies")
+        except OSError:  # reset or broken pipe: the node closed the connection
+            closed = True
+            break
+        peak = max(peak, rss_mb(server))
+    s.close()
+    assert closed, "a client holding far more than its output limit was not closed"
+    assert peak - base < 8 + 48, f"RSS grew from {base} MB to {peak} MB"
+    assert c.call("PING") == b"+PONG\r\n"
+    other = RawConn(server.port)
+    assert len(other.call("GET", "big")) > MB
+    server.stop()
+    log = server.proc.stdout.read().decode(errors="replace")
+    assert "closed for overcoming of output buffer limits" in log, log
 
 
 @pytest.mark.release_only

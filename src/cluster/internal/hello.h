@@ -80,6 +80,11 @@ Hello MakeHello(const Options& options, const SlotMap& map, bool formed);
 // Why `theirs` (the answer of the member we know as `expected`) disagrees with `ours`; empty
 // when it agrees. The texts of docs/cluster.md, without the address prefix.
 std::string Disagreement(const Hello& ours, const Hello& theirs, const Member& expected);
+// Rule M5 (3): whether the only disagreement is that `theirs` holds neither a log nor an id while
+// ours holds the cluster's id (a new or wiped directory: it must --join). Such a member, as a
+// silent one, does not keep a restarted member from forming with a majority; every other
+// disagreement (another build, name, slot count, cluster id, member list) does.
+bool DisagreesOnlyAsWiped(const Hello& ours, const Hello& theirs);
 
 }  // namespace floe::cluster::internal
 

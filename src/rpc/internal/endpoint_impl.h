@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -120,10 +121,19 @@ struct Endpoint::Impl : std::enable_shared_from_this<Impl> {
   std::mt19937_64 rng;
   std::map<NodeId, PeerState> peers;
   std::map<NodeId, CallerState> callers;
+  // The greetings each peer's connections were proved by (their clock readings), while fresh:
+  // a greeting proves one connection only, so a captured one cannot be replayed on others
+  // (docs/rpc.md, "Limits"). At most kMaxGreetingsKept a peer.
+  std::map<NodeId, std::set<uint64_t>> greetings_taken;
+  static constexpr size_t kMaxGreetingsKept = 64;
+  uint64_t last_greeting_warning_us = 0;
   std::unordered_map<uint64_t, std::pair<NodeId, uint64_t>> calls;  // call id -> (peer, task)
   uint64_t next_call_id = 1;
   size_t callee_entries = 0;
 
+  // The clock reading the last greeting this node sent carried: each is later than the one
+  // before, so no two of its connections are proved by the same greeting.
+  std::atomic<uint64_t> last_greeting_sent{0};
   // A stranger's calls remembered at once, and how far ahead of our clock its incarnation
   // (its start time) may be.
   static constexpr size_t kMaxStrangerCalls = 64;

@@ -90,6 +90,17 @@ struct RemoveRequest {
 };
 std::string EncodeRemoveRequest(const RemoveRequest& request);
 Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes);
+// RPC 304's request (docs/wire.md, "Telling a member it was removed"): the member whose applied
+// table no longer lists `id` tells it so, with that table's epoch and cluster id. Decode:
+// Corruption for anything but two varints and 16 bytes.
+inline constexpr uint16_t kRemovedNoticeMethod = 304;
+struct RemovedNotice {
+  uint64_t id = 0;
+  uint64_t epoch = 0;
+  cluster::ClusterId cluster_id;
+};
+std::string EncodeRemovedNotice(const RemovedNotice& notice);
+Result<RemovedNotice> DecodeRemovedNotice(std::string_view bytes);
 // The answer: each command's reply, length-prefixed, in order; then one frame per entry of
 // `copies` (empty: no copy).
 void AppendFramedReply(std::string_view reply, std::string* answer);
@@ -150,6 +161,11 @@ class ClusterNode {
   uint64_t joins_proposed() const;
   // Tests only: the running metadata (null until formation), to propose changes directly.
   cluster::Meta* TEST_meta();
+  // Tests: how long four voters without an eligible learner wait before one becomes a learner
+  // (M4; 30 s by default).
+  void TEST_SetDemoteAfter(std::chrono::microseconds after);
+  // Tests: answers a removal notice (RPC 304, J2) as if member `from` had sent it here.
+  Result<std::string> TEST_RemovedNotice(net::NodeId from, std::string_view request);
   // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.
   void TEST_Join(std::string request, std::function<void(Result<std::string>)> done);
   // Tests only, before any table gives a slot away: runs on the guard thread before each count
@@ -242,12 +258,15 @@ class ClusterNode {
   // Rule J2 (docs/membership.md): removes member `id` through the Raft leader (RemoveMember, then
   // RemoveServer), waiting at most `wait` (Unavailable after it, or once the node stops).
   // FailedPrecondition when the member owns, backs up or receives a slot (naming how many: moving
-  // them needs migration), or is not in the table; Unavailable when the outcome is unknown (retry:
-  // a retry finishes a cut-off removal). Blocks the caller: never on the loop, the Raft or an RPC
-  // thread.
-  Status RemoveMember(net::NodeId id, std::chrono::milliseconds wait = std::chrono::seconds(15));
+  // them needs migration), or is not in the table; Unavailable when the outcome stays unknown
+  // (an Unavailable answer, "retry", is asked again every 200 ms within `wait`: a retry finishes
+  // a cut-off removal). Blocks the caller: never on the loop, the Raft or an RPC thread.
+  // A set `cancel` (a pool task's, at shutdown) ends the wait at once, as Unavailable.
+  Status RemoveMember(net::NodeId id, std::chrono::milliseconds wait = std::chrono::seconds(15),
+                      const std::atomic<bool>* cancel = nullptr);
   // Whether this member may leave now without migration (rule J2): its agreed metadata runs,
-  // it is listed, holds no slot in the applied table, and does not lead. Any thread.
+  // it is listed and holds no slot in the applied table (a leader hands leadership over
+  // first, rule M4). Any thread.
   bool CanLeave() const;
   // Whether this member has applied its own removal: it serves no key, and meta_off() says why.
   bool removed() const;

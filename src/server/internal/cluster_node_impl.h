@@ -100,6 +100,16 @@ void KeepJoinAnswer(const Config& config, const std::string& host,
 // The members of `answer`, as a member list (ids, addresses).
 std::vector<cluster::Member> MembersOf(const cluster::JoinAnswer& answer);
 
+// Rule M4: how many voters a Raft configuration of `servers` voters and eligible learners
+// wants: min(5, servers), one fewer when that is even.
+size_t VotersWanted(size_t servers);
+// Rule M4: whether the leader's configuration `st` still commits once server `id` is removed
+// from it or demoted to a learner: a majority of the voters left must have answered the leader
+// within `answer_ms` (the leader counts itself). FailedPrecondition names the shortfall;
+// Unavailable when a voter was not heard from yet and the leader is too new to tell (a retry
+// may pass).
+Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t answer_ms);
+
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
   // The chunks of frames this member homes (docs/frames_cluster.md, D3); outlives the endpoint
@@ -158,7 +168,9 @@ struct ClusterNode::Impl {
                     int attempts);
   Mutex left_mu;
   std::function<void()> on_left FLOE_GUARDED_BY(left_mu);
-  std::atomic<bool> removing{false};                 // MarkRemoved runs once
+  // MarkRemoved runs once, and a second caller returns only once the first has set `removed`
+  // (LEAVE's own answer and a removal notice may race).
+  Mutex mark_removed_mu;
   std::string removed_why FLOE_GUARDED_BY(left_mu);  // set before `removed`
   // On the Raft thread: the log applies `id`, which is not recorded_id.
   void RefuseClusterId(const cluster::ClusterId& id);
@@ -171,6 +183,46 @@ struct ClusterNode::Impl {
   uint64_t catch_up_target = 0;    // loop thread only; 0: none
   uint64_t catch_up_leader = 0;    // who answered it
   uint64_t catch_up_asked_at = 0;  // loop time of the answer
+  // Rules M4 and J2, at the leader, on the loop every kKeepVotersEveryUs: removes from Raft a
+  // server the table no longer lists (a removal cut off before RemoveServer), else promotes the
+  // lowest listed, up learner while there are fewer voters than VotersWanted; one configuration
+  // change at a time.
+  void KeepVoters();
+  static constexpr uint64_t kKeepVotersEveryUs = 500'000;
+  bool reconfiguring = false;  // loop thread only
+  // Raft's election timeout, set when the metadata starts. raft marks a follower's answer
+  // once per election timeout, so a follower's silence is known to within one: a voter counts
+  // as answering for a removal or demotion (KeepsMajorityWithout) when silent at most one; a
+  // learner is eligible for promotion when silent under three.
+  std::atomic<uint64_t> raft_election_ms{1000};
+  // Four voters become three only after this long with no eligible learner (M4: a learner that
+  // flaps must not make a healthy voter go back and forth).
+  std::atomic<uint64_t> demote_after_us{30'000'000};
+  uint64_t four_voters_since = 0;  // loop thread only; 0: not four voters without a learner
+  uint64_t four_voters_term = 0;   // loop thread only: the Raft term four_voters_since is of
+  uint64_t cut_off_warned_at = 0;  // loop thread only: a stalled cut-off removal's warning
+  // A learner whose promotion failed is not picked again before not_before (loop time),
+  // 5 s after the first failure, doubling up to kPromoteBackoffMaxUs (M4).
+  struct PromoteBackoff {
+    int failures = 0;
+    uint64_t not_before = 0;
+  };
+  std::map<uint64_t, PromoteBackoff> promote_backoff;  // loop thread only
+  static constexpr uint64_t kPromoteBackoffUs = 5'000'000;
+  static constexpr uint64_t kPromoteBackoffMaxUs = 120'000'000;
+  // Members the leader is removing (J2), by id, until the steady-clock time: never promoted
+  // meanwhile (LeaderRemove runs on RPC and pool threads, KeepVoters on the loop).
+  Mutex removing_mu;
+  std::map<uint64_t, std::chrono::steady_clock::time_point> removing_ids
+      FLOE_GUARDED_BY(removing_mu);
+  static constexpr std::chrono::seconds kRemovingFor{30};
+  void NoteRemoving(uint64_t id);
+  void DoneRemoving(uint64_t id);
+  bool BeingRemoved(uint64_t id);
+  bool AnyBeingRemoved();
+  // The leader asked to remove itself (J2): hands leadership to another voter, then answers
+  // Unavailable ("retry"), so the asker asks the new leader.
+  void HandOverLeadership(cluster::Meta* m, rpc::Reply reply);
   // The answer to kMetaCommitMethod: this member's commit index when it leads its log.
   void OnMetaCommit(rpc::Reply reply);
 
@@ -277,7 +329,18 @@ struct ClusterNode::Impl {
   // A member that left the table stays an RPC peer this long (rule J2): the leader's answer to
   // its CLUSTER LEAVE, sent once Raft has removed it too, still reaches it.
   static constexpr uint64_t kRemovedPeerGraceUs = 15'000'000;
-  void FollowMembers(std::vector<cluster::Member> members);
+  // `epoch` and `cluster_id` are the applied table's that lists `members`; a member it no
+  // longer lists is told so (TellRemoved).
+  void FollowMembers(std::vector<cluster::Member> members, uint64_t epoch,
+                     cluster::ClusterId cluster_id);
+  // Rule J2: tells member `notice.id`, which the applied table no longer lists, that it was
+  // removed (RPC 304), every second until it answers or `until` (loop time): its own log may
+  // never apply the removal (cut off, or its Raft left the configuration first).
+  void TellRemoved(RemovedNotice notice, uint64_t until);
+  static constexpr uint64_t kTellRemovedEveryUs = 1'000'000;
+  // The answer to RPC 304 (on a handler thread): checks the notice names this member, its
+  // cluster, and an epoch past this member's own table that lists it; then MarkRemoved.
+  Result<std::string> OnRemovedNotice(net::NodeId from, std::string_view request);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
   std::atomic<bool> stopped{false};
@@ -297,6 +360,10 @@ struct ClusterNode::Impl {
     // A command that defers its reply (Session::Execute false: rule C7, frames analytics)
     // parks the request; the session's reply sink resumes it on an RPC handler thread
     // (RunProxy), so no thread and no worker lock is held while it waits.
+    // Dropped (CLIENT KILL, a CLOSE, idle, its node's restart) while a request is parked or
+    // waits behind one: each is answered with an error (the replies of the commands that ran,
+    // then an error for each that did not) rather than left to its node's deadline.
+    ~Proxy();
     Mutex mu;
     std::unique_ptr<Session> session;
     int64_t last_used_ms = 0;  // under proxies_mu

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cluster/cluster.h"
+#include "consensus/consensus.h"
 #include "server/internal/cluster_node.h"
 #include "server/server.h"
 #include "testing/process.h"
@@ -147,6 +148,83 @@ class ClientCluster : public InProcessCluster {
  private:
   std::vector<std::unique_ptr<Session>> sessions_;
 };
+
+// A founder of `c` (of its first `founders`) that does not lead the agreed metadata.
+inline size_t NotTheLeader(InProcessCluster& c, size_t founders = 3) {
+  for (size_t i = 0; i < founders; i++) {
+    if (!c.node(i).meta()->raft().leader) return i;
+  }
+  return 0;
+}
+
+// The settings of a node that joins `c` (--join at a founder that does not lead) on
+// `cluster_port`, with its own data directory.
+inline Config JoinerConfig(InProcessCluster& c, const std::string& dir, int cluster_port) {
+  Config config = c.MemberConfig(0);
+  config.cluster.clear();
+  config.join = "127.0.0.1:" + std::to_string(c.cluster_port(NotTheLeader(c)));
+  config.cluster_port = cluster_port;
+  config.dir = dir;
+  return config;
+}
+
+// A node started with a joiner's config, serving; its engine outlives its node.
+struct JoinedNode {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<ClusterNode> node;
+  ~JoinedNode() { Stop(); }
+  void Stop() {
+    if (node) {
+      node->Stop();
+      engine->set_cluster(nullptr);
+      node.reset();
+    }
+  }
+};
+
+// Starts `j` with `config` and waits (bounded) until it serves.
+inline void StartJoinedNode(const Config& config, JoinedNode* j) {
+  j->engine = std::make_unique<Engine>(config, 1);
+  Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(j->engine.get(), config, 20099);
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  j->node = std::move(*node);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!j->node->serving()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+// Starts `j`, a node that joins `c` through a member that does not lead, with its directory
+// `dir` and a free cluster port, and waits (bounded) until it serves.
+inline void JoinNode(InProcessCluster& c, const floe::testing::TempDir& dir, JoinedNode* j) {
+  StartJoinedNode(JoinerConfig(c, dir.path(), floe::testing::FreeClusterPort()), j);
+}
+
+// Whether member `id` is in founder i's applied table, and in its Raft configuration.
+inline bool InTable(InProcessCluster& c, size_t i, net::NodeId id) {
+  return c.node(i).meta()->table()->FindMember(id) != nullptr;
+}
+inline bool InRaft(InProcessCluster& c, size_t i, net::NodeId id) {
+  for (const consensus::Server& s : c.node(i).meta()->raft().configuration) {
+    if (s.id == id) return true;
+  }
+  return false;
+}
+
+// Waits (bounded) until none of the first `founders` lists `id` in its table or its Raft
+// configuration.
+inline void WaitRemovedEverywhere(InProcessCluster& c, net::NodeId id, size_t founders = 3) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (size_t i = 0; i < founders; i++) {
+    while (InTable(c, i, id) || InRaft(c, i, id)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until)
+          << "member " << id << " still at founder " << i << ": table " << InTable(c, i, id)
+          << ", raft " << InRaft(c, i, id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+}
 
 }  // namespace floe::server::internal
 

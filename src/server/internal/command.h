@@ -45,6 +45,9 @@ inline Status ClientError(std::string_view text) { return Status::InvalidArgumen
 std::string ErrorReplyText(const Status& status);
 // The error code words Redis uses ("ERR", "WRONGTYPE", ...), for INFO errorstats.
 std::span<const std::string_view> RedisErrorCodes();
+// Counts an error reply ("-CODE text\r\n") in `stats` by its code word: the RedisErrorCodes()
+// index, or one past them for another code.
+void CountErrorReply(WorkerStats& stats, std::string_view reply);
 
 // ---- DUMP payloads (cmd_dump.cc; docs/wire.md, "DUMP payload") ----
 
