@@ -170,7 +170,8 @@ void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
           if (!s.ok()) return TaskFailure(c, s.status());
           WriteSummary(c, column, frame::ColumnTypeName(type), *s);
         };
-      });
+      },
+      AnalyticsWaits::kForMembers);
 }
 
 // FRAME.QUANTILE of a cluster frame (docs/frames_cluster.md, D8): the non-NA count (the
@@ -214,7 +215,8 @@ void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> h
           if (!q.ok()) return TaskFailure(c, q.status());
           WriteQuantiles(c, *q);
         };
-      });
+      },
+      AnalyticsWaits::kForMembers);
 }
 
 }  // namespace

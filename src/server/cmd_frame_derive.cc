@@ -109,7 +109,8 @@ void DeriveInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> hea
           }
           c.out.Integer(static_cast<int64_t>(rows ? h.rows() : h.columns.size()));
         };
-      });
+      },
+      AnalyticsWaits::kForMembers);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "dkv/dkv.h"
 #include "frame/frame.h"
 #include "mr/mr.h"
 #include "server/internal/chunk_store.h"
@@ -328,6 +329,12 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
   };
   send(1, 1, mid);
   send(2, mid, n);
+  std::function<void()> hook;
+  {
+    MutexLock lock(&map_hook_mu);
+    hook = map_hook;
+  }
+  if (hook) hook();
   if (IsDeriveOp(req.op)) {
     Result<MapTaskAnswer> mine = DeriveOwn(req, *h, *chunks, map, self);
     if (!mine.ok() && !mine.status().message().starts_with("ERR ") &&
@@ -364,6 +371,11 @@ void ClusterNode::Impl::OnMapTask(std::string_view request, rpc::Reply reply) {
 
 Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_view name,
                                             MapTaskRequest req) {
+  // D13: the answers come through the loop thread, which takes the DKV's stripe locks.
+  if (dkv::Dkv::InApply()) {
+    return Status::Internal("ERR a map task of frame " + std::string(name) +
+                            " would wait for other members under the DKV's locks");
+  }
   const cluster::SlotMap& map = impl_->Routes();
   req.map_version = map.version();
   const MapOp req_op = req.op;
@@ -440,6 +452,11 @@ Result<FrameHeader> ClusterNode::DeriveFrame(const FrameHeader& h, std::string_v
     }
   }
   return out;
+}
+
+void ClusterNode::TEST_SetMapHook(std::function<void()> hook) {
+  MutexLock lock(&impl_->map_hook_mu);
+  impl_->map_hook = std::move(hook);
 }
 
 uint64_t ClusterNode::TEST_map_tasks() const {

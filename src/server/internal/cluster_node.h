@@ -234,6 +234,9 @@ class ClusterNode {
   Result<FrameHeader> DeriveFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task);
   // MAP_TASKs run at this member (tests: the tree reaches every member once).
   uint64_t TEST_map_tasks() const;
+  // Runs `hook` in each MAP_TASK at this member once its halves are sent, before it maps its own
+  // chunks (tests: a map held while the coordinator waits). Empty: none.
+  void TEST_SetMapHook(std::function<void()> hook);
   // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
   // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
   // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the
