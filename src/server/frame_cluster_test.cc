@@ -959,6 +959,24 @@ TEST(FrameClusterWaitTest, TheLoopSweepsWhileAMapTaskWaits) {
   c.node(1).TEST_SetMapHook(nullptr);
 }
 
+// D13's last guard: a map task started on a thread inside Dkv::ApplyIfFree (its stripe locks
+// held, which the loop's sweep takes) fails at once instead of waiting for the members.
+TEST_F(FrameClusterTest, AMapTaskRefusesToStartInsideApplyIfFree) {
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(6));
+  const std::string name = cluster_.KeyAt(0, "g");
+  const FrameHeader h = HeaderOf(*f, 1, 0);
+  Result<MapTaskAnswer> a = Status::Internal("not run");
+  EXPECT_FALSE(dkv::Dkv::InApply());
+  ASSERT_TRUE(cluster_.node(0).dkv().ApplyIfFree({name}, [&] {
+    EXPECT_TRUE(dkv::Dkv::InApply());
+    a = cluster_.node(0).MapFrame(h, name, {.op = MapOp::kSummaryMoments, .column = 0});
+  }));
+  EXPECT_FALSE(dkv::Dkv::InApply());
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().message(), "ERR a map task of frame " + name +
+                                      " would wait for other members under the DKV's locks");
+}
+
 // D13: inside MULTI/EXEC a command on a cluster frame that waits for other members is refused
 // (EXEC runs it under its writes' stripe locks and the exclusive section); the transaction's
 // other commands run.
