@@ -133,25 +133,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           again->op != r->op || again->column != r->column || again->bins != r->bins ||
           again->budget_us != r->budget_us || again->map_version != r->map_version ||
           again->pass != r->pass || again->prefixes != r->prefixes ||
-          r->prefixes.size() > floe::mr::kMaxRadixPrefixes) {
+          r->prefixes.size() > floe::mr::kMaxRadixPrefixes || again->out_id != r->out_id ||
+          again->out_header_slot != r->out_header_slot || again->select != r->select ||
+          again->conditions.size() != r->conditions.size() || r->select.size() > kMaxFrameColumns ||
+          r->conditions.size() > floe::mr::kMaxFilterConditions) {
         std::abort();
+      }
+      for (size_t i = 0; i < r->conditions.size(); i++) {
+        if (again->conditions[i].text != r->conditions[i].text ||
+            again->conditions[i].col != r->conditions[i].col ||
+            r->conditions[i].col >= kMaxFrameColumns) {
+          std::abort();
+        }
       }
       break;
     }
     case 8: {
       if (bytes.empty()) return 0;
-      const auto op = static_cast<MapOp>(1 + static_cast<uint8_t>(bytes[0]) % 3);
-      const uint32_t bins = 1 + static_cast<uint8_t>(bytes[0]) / 3;
+      // The first byte: the operation (1 to 5) and the counts the answer holds.
+      const auto op = static_cast<MapOp>(1 + static_cast<uint8_t>(bytes[0]) % 5);
+      const uint32_t bins = 1 + static_cast<uint8_t>(bytes[0]) / 5;
       floe::Result<MapTaskAnswer> r = DecodeMapTaskAnswer(op, bins, bytes.substr(1));
       if (!r.ok()) return 0;
       if (r->mapped.size() > kMaxFrameChunks ||
-          (op != MapOp::kSummaryMoments && r->histogram.size() != bins)) {
+          (op != MapOp::kSummaryMoments && r->histogram.size() != bins) ||
+          r->made.size() != (IsDeriveOp(op) ? r->mapped.size() : 0)) {
         std::abort();
+      }
+      for (size_t i = 0; i < r->made.size(); i++) {
+        if (r->made[i].rows > r->mapped[i].rows) std::abort();
       }
       const std::string enc = EncodeMapTaskAnswer(op, *r);
       floe::Result<MapTaskAnswer> again = DecodeMapTaskAnswer(op, bins, enc);
       if (!again.ok() || again->mapped != r->mapped || again->histogram != r->histogram ||
-          EncodeMapTaskAnswer(op, *again) != enc) {
+          again->made.size() != r->made.size() || EncodeMapTaskAnswer(op, *again) != enc) {
         std::abort();
       }
       break;

@@ -480,6 +480,7 @@ bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys, const std::func
                       NodeId writer, uint64_t sent_us) {
   return impl_->ApplyIfFree(keys, apply, writer, sent_us);
 }
+bool Dkv::InApply() { return internal::applying_here > 0; }
 void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready, NodeId writer,
                   uint64_t sent_us) {
   std::sort(keys.begin(), keys.end());

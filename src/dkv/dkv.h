@@ -130,6 +130,7 @@ struct Stats {
   std::atomic<uint64_t> invalidations_sent{0}, invalidations_received{0}, lease_waits{0};
   std::atomic<uint64_t> writes_committed{0}, not_cached_late{0}, purges{0}, wrong_home{0};
   std::atomic<uint64_t> cache_full{0}, writes_refused{0};
+  std::atomic<uint64_t> home_sweeps{0};  // SweepHomeState's runs (on the loop thread)
 };
 
 // A GET carried by another message (Dkv::StartFetch).
@@ -206,6 +207,9 @@ class Dkv {
   // need no invalidation.
   bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply,
                    NodeId writer = 0, uint64_t sent_us = 0);
+  // True on a thread running an ApplyIfFree's `apply` (of any Dkv): its stripe locks are held,
+  // and the loop thread takes them, so what runs there must not wait for another node.
+  static bool InApply();
   // Reserves `keys` (in sorted order, each once) one after the other, each behind its key's earlier
   // writes (W2): every holder of the key is invalidated (or its lease waited out, L2), and the
   // key stays reserved -- its GETs are answered uncacheable, its other writes wait -- until

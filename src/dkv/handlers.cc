@@ -131,6 +131,7 @@ void Dkv::Impl::SweepHomeState() {
       ++it;
     }
   }
+  stats.home_sweeps.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Dkv::Impl::SweepDeadCopies(int64_t now_ms) {

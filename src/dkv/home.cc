@@ -240,12 +240,15 @@ bool Dkv::Impl::ApplyIfFree(const std::vector<std::string_view>& keys,
       it->second.holders.clear();
       if (it->second.queue.empty() && !it->second.busy) s.home.erase(it);
     }
+    internal::applying_here++;
     try {
       apply();
     } catch (...) {
+      internal::applying_here--;
       for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
       throw;
     }
+    internal::applying_here--;
   }
   for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
   return free;

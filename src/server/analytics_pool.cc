@@ -4,9 +4,11 @@
 #include "server/internal/analytics_pool.h"
 
 #include <algorithm>
+#include <cctype>
 #include <exception>
 #include <new>
 
+#include "dkv/dkv.h"
 #include "server/internal/command.h"
 
 // tcmalloc's C interface, when the binary is linked with it (weak: null with another allocator).
@@ -176,11 +178,32 @@ void KillClient(ClientState& c) {
 
 }  // namespace
 
-void RunAnalytics(CommandContext& ctx, AnalyticsWork work) {
+void RunAnalytics(CommandContext& ctx, AnalyticsWork work, AnalyticsWaits waits) {
   Session& s = ctx.session;
-  // A3: inline where the reply cannot wait: no sink (tests, tools), inside EXEC (the
-  // exclusive section is held), or a command that is not a client's own.
-  if (!s.sink_ || !s.may_defer_ || s.running_queued_) {
+  const bool for_members = waits == AnalyticsWaits::kForMembers;
+  if (for_members && s.running_queued_) {
+    // D13: EXEC runs its commands at once, under its writes' stripe locks and the exclusive
+    // section, so a wait for other members cannot be deferred out of them.
+    std::string name(ctx.spec->name);
+    for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return ctx.Error("ERR " + name +
+                     " of a cluster frame is not allowed in a transaction (it waits for other "
+                     "members)");
+  }
+  // A3: inline where the reply cannot wait: no sink (tests, tools; work that waits for other
+  // members is deferred there too, D13), inside EXEC (the exclusive section is held), or a
+  // command that is not a client's own (a change run once its keys' copies were invalidated,
+  // rule C7: its keys are reserved, no stripe lock is held).
+  if ((!s.sink_ && !for_members) || !s.may_defer_ || s.running_queued_) {
+    if (for_members && dkv::Dkv::InApply()) {
+      // Unreachable by the paths above (a client's own command defers); a wait here could
+      // deadlock the node's loop (D13), so the command fails instead.
+      ctx.engine.CountInternalError();
+      FLOE_LOG_ERROR("command '{}' would wait for other members under the DKV's locks",
+                     ctx.spec->name);
+      return ctx.Error("ERR internal error: " + std::string(ctx.spec->name) +
+                       " would wait for other members under the DKV's locks");
+    }
     Guarded(ctx.engine, ctx.spec->name, work, &s.state_->kill_requested)(ctx);
     return;
   }

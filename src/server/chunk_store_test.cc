@@ -297,6 +297,66 @@ TEST(FrameRpcTest, MapTaskRoundTripsAndRefusesBadMessages) {
   EXPECT_TRUE(refused(bad));
   bad.prefixes.pop_back();
   EXPECT_TRUE(DecodeMapTask(EncodeMapTask(bad)).ok());
+  // D6's operations: the output's id and header slot, the columns or the conditions.
+  MapTaskRequest select = q;
+  select.op = MapOp::kSelect;
+  select.out_id = 1ull << 50;
+  select.out_header_slot = 16383;
+  select.select = {2, 0};
+  Result<MapTaskRequest> rs = DecodeMapTask(EncodeMapTask(select));
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_EQ(rs->out_id, select.out_id);
+  EXPECT_EQ(rs->out_header_slot, 16383);
+  EXPECT_EQ(rs->select, select.select);
+  EXPECT_EQ(rs->Counts(5), 2u);
+  bad = select;
+  bad.select = {};
+  EXPECT_TRUE(refused(bad));
+  bad.select = {kMaxFrameColumns};
+  EXPECT_TRUE(refused(bad));
+  bad = select;
+  bad.out_header_slot = 16384;
+  EXPECT_TRUE(refused(bad));
+  MapTaskRequest filter = q;
+  filter.op = MapOp::kFilter;
+  filter.out_id = 5;
+  filter.conditions = {{.col = 1, .op = mr::FilterOp::kLe, .number = -2.5, .text = ""},
+                       {.col = 0, .op = mr::FilterOp::kEq, .number = 0, .text = "red"}};
+  Result<MapTaskRequest> rf = DecodeMapTask(EncodeMapTask(filter));
+  ASSERT_TRUE(rf.ok()) << rf.status().ToString();
+  ASSERT_EQ(rf->conditions.size(), 2u);
+  EXPECT_EQ(rf->conditions[0].op, mr::FilterOp::kLe);
+  EXPECT_EQ(rf->conditions[0].number, -2.5);
+  EXPECT_EQ(rf->conditions[1].text, "red");
+  EXPECT_EQ(rf->Counts(5), 5u);
+  bad = filter;
+  bad.conditions.assign(mr::kMaxFilterConditions + 1, filter.conditions[0]);
+  EXPECT_TRUE(refused(bad));
+  bad.conditions = {};
+  EXPECT_TRUE(refused(bad));
+  bad = filter;
+  bad.conditions[0].number = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_TRUE(refused(bad));
+  // Its answer: each output chunk's figures (its rows at most the source chunk's) and the
+  // output columns' NA counts.
+  MapTaskAnswer made{.mapped = {{.index = 4, .rows = 10}, {.index = 7, .rows = 3}},
+                     .moments = {},
+                     .histogram = {2, 0},
+                     .made = {{.rows = 10, .compressed_bytes = 90, .raw_bytes = 160},
+                              {.rows = 0, .compressed_bytes = 8, .raw_bytes = 0}}};
+  Result<MapTaskAnswer> ra =
+      DecodeMapTaskAnswer(MapOp::kSelect, 2, EncodeMapTaskAnswer(MapOp::kSelect, made));
+  ASSERT_TRUE(ra.ok()) << ra.status().ToString();
+  EXPECT_EQ(ra->mapped, made.mapped);
+  EXPECT_EQ(ra->histogram, made.histogram);
+  ASSERT_EQ(ra->made.size(), 2u);
+  EXPECT_EQ(ra->made[0].compressed_bytes, 90u);
+  EXPECT_EQ(ra->made[1].rows, 0u);
+  made.made[1].rows = 4;  // longer than its source chunk
+  EXPECT_EQ(DecodeMapTaskAnswer(MapOp::kFilter, 2, EncodeMapTaskAnswer(MapOp::kFilter, made))
+                .status()
+                .code(),
+            StatusCode::kCorruption);
 
   // The answers.
   MapTaskAnswer a;
@@ -426,6 +486,30 @@ TEST(FrameRpcTest, HugeCountsAreRefusedWithoutAllocating) {
   EXPECT_TRUE(refused(moments_answer, message({uint64_t{1} << 31}, zeros.substr(0, 16)), 4096));
   EXPECT_TRUE(refused(moments_answer, message({uint64_t{1} << 20}, zeros), 4096));
   EXPECT_TRUE(refused(histogram_answer, message({0}, zeros.substr(0, 16)), 4096));
+  // D6's operations: 2^31 columns or conditions claimed in 16 bytes; a condition's text of 2^31
+  // bytes claimed; an answer's 2^16 output chunks claimed with 2^16 mapped in their bytes and
+  // no figure after them.
+  for (uint64_t op : {4, 5}) {
+    const std::string head =
+        message({1, op, 0, 20}, zeros.substr(0, 16)) + message({1000, 9}, std::string(2, '\0'));
+    EXPECT_TRUE(
+        refused(DecodeMapTask, head + message({uint64_t{1} << 31}, zeros.substr(0, 16)), 4096))
+        << op;
+  }
+  EXPECT_TRUE(refused(DecodeMapTask,
+                      message({1, 5, 0, 20}, zeros.substr(0, 16)) +
+                          message({1000, 9}, std::string(2, '\0')) + message({1, 0}, "\x02") +
+                          zeros.substr(0, 8) + message({uint64_t{1} << 31}, zeros.substr(0, 16)),
+                      4096));
+  auto select_answer = [](std::string_view msg) {
+    return DecodeMapTaskAnswer(MapOp::kSelect, 3, msg);
+  };
+  {
+    std::string mapped = message({uint64_t{1} << 16}, "");
+    for (uint64_t k = 0; k < (uint64_t{1} << 16); k++) mapped += message({k, 1}, "");
+    // Enough bytes for the mapped chunks, not for their figures: refused before growing more.
+    EXPECT_TRUE(refused(select_answer, mapped + zeros.substr(0, 16), 4 << 20));
+  }
 
   // GET_CHUNK's answer: one column more than the cap.
   std::string answer;

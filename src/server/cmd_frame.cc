@@ -425,21 +425,23 @@ void CmdFrameHead(CommandContext& ctx) {
   ClusterNode* node = ctx.engine.cluster();
   if (node == nullptr)
     return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
-  RunAnalytics(ctx,
-               [node, header = f->header, name = std::string(ctx.args[1]),
-                n](const std::atomic<bool>*) -> AnalyticsReply {
-                 auto head = std::make_shared<Result<Frame>>(
-                     FetchHead(*node, *header, name, static_cast<uint64_t>(n)));
-                 return [head, n](CommandContext& c) {
-                   if (!head->ok()) {
-                     // D9's text as it is: CLUSTERDOWN is no code ErrorReplyText knows.
-                     const std::string_view why = head->status().message();
-                     if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
-                     return c.Error(head->status());
-                   }
-                   WriteHead(c, **head, n);
-                 };
-               });
+  RunAnalytics(
+      ctx,
+      [node, header = f->header, name = std::string(ctx.args[1]),
+       n](const std::atomic<bool>*) -> AnalyticsReply {
+        auto head = std::make_shared<Result<Frame>>(
+            FetchHead(*node, *header, name, static_cast<uint64_t>(n)));
+        return [head, n](CommandContext& c) {
+          if (!head->ok()) {
+            // D9's text as it is: CLUSTERDOWN is no code ErrorReplyText knows.
+            const std::string_view why = head->status().message();
+            if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
+            return c.Error(head->status());
+          }
+          WriteHead(c, **head, n);
+        };
+      },
+      AnalyticsWaits::kForMembers);
 }
 
 // ---- INFO ----

@@ -57,6 +57,18 @@ std::function<void(CommandContext&)> StoreMadeFrame(std::shared_ptr<EngineBudget
   };
 }
 
+// A column of a cluster frame's header by name, or by index as FindColumn takes one.
+Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col) {
+  for (size_t i = 0; i < h.columns.size(); i++) {
+    if (h.columns[i].name == col) return i;
+  }
+  int64_t i = 0;
+  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < h.columns.size()) {
+    return static_cast<size_t>(i);
+  }
+  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
+}
+
 namespace {
 
 void WriteSummary(CommandContext& ctx, const std::string& name, std::string_view type,
@@ -116,18 +128,6 @@ void TaskFailure(CommandContext& c, const Status& s) {
   c.Error(s);
 }
 
-// A column of a cluster frame's header by name, or by index as FindColumn takes one.
-Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col) {
-  for (size_t i = 0; i < h.columns.size(); i++) {
-    if (h.columns[i].name == col) return i;
-  }
-  int64_t i = 0;
-  if (ParseInt64(col, &i) && i >= 0 && static_cast<uint64_t>(i) < h.columns.size()) {
-    return static_cast<size_t>(i);
-  }
-  return ClientError("ERR no such column '" + std::string(col.substr(0, 64)) + "'");
-}
-
 // FRAME.SUMMARY of a cluster frame (docs/frames_cluster.md, D8): its two passes as map tasks
 // over the members (ClusterNode::MapFrame), the histogram's over the first's range, on the
 // analytics pool.
@@ -170,7 +170,8 @@ void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
           if (!s.ok()) return TaskFailure(c, s.status());
           WriteSummary(c, column, frame::ColumnTypeName(type), *s);
         };
-      });
+      },
+      AnalyticsWaits::kForMembers);
 }
 
 // FRAME.QUANTILE of a cluster frame (docs/frames_cluster.md, D8): the non-NA count (the
@@ -214,7 +215,8 @@ void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> h
           if (!q.ok()) return TaskFailure(c, q.status());
           WriteQuantiles(c, *q);
         };
-      });
+      },
+      AnalyticsWaits::kForMembers);
 }
 
 }  // namespace

@@ -28,6 +28,93 @@ namespace floe::server::internal {
 using frame::ColumnType;
 using frame::Frame;
 
+namespace {
+
+// Whether the destination (args[2]) is homed here: always on one node; in a cluster FRAME.FILTER
+// and FRAME.SELECT are routed by their source alone (D6).
+bool DestinationHere(CommandContext& ctx) {
+  ClusterNode* node = ctx.engine.cluster();
+  return node == nullptr || node->Home(cluster::KeySlot(ctx.args[2])) == node->self();
+}
+
+constexpr char kOneNodeSourceElsewhere[] =
+    "ERR the source is a one-node frame and the destination is homed at another member";
+
+// D6: a derived frame of a cluster frame (docs/frames_cluster.md), at the source's home, on the
+// analytics pool: the map task makes output chunk k where source chunk k lives
+// (ClusterNode::DeriveFrame), then the header is stored at the destination's home by PUT_HEADER:
+// from the pool's thread when that is another member, else by the reply, on this client's
+// thread between commands (as a one-node derived frame is stored). A header refused there (the
+// destination exists without REPLACE, OOM) drops the chunks made (D10). Replies the rows
+// (FRAME.FILTER) or the columns (FRAME.SELECT) of the new frame.
+void DeriveInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
+                     MapTaskRequest task, bool replace) {
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr) {
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  }
+  task.out_id = ctx.engine.NewFrameId();
+  task.out_header_slot = cluster::KeySlot(ctx.args[2]);
+  const bool rows = task.op == MapOp::kFilter;
+  RunAnalytics(
+      ctx,
+      [node, header = std::move(header), name = std::string(ctx.args[1]),
+       dst = std::string(ctx.args[2]), task = std::move(task), replace,
+       rows](const std::atomic<bool>*) mutable -> AnalyticsReply {
+        const uint16_t slot = task.out_header_slot;
+        auto out = std::make_shared<Result<FrameHeader>>(
+            node->DeriveFrame(*header, name, std::move(task)));
+        // A destination homed elsewhere: its header put there from here (this thread may wait).
+        bool stored_there = false;
+        if (out->ok() && node->Home(slot) != node->self()) {
+          std::promise<Result<std::string>> stored;
+          node->CallFrame(node->Home(slot), kPutHeaderMethod,
+                          EncodePutHeader({.map_version = node->map().version(),
+                                           .key = dst,
+                                           .replace = replace,
+                                           .header = EncodeFrameHeader(**out)}),
+                          [&stored](Result<std::string> r) { stored.set_value(std::move(r)); });
+          Result<std::string> answer = stored.get_future().get();
+          if (!answer.ok()) {
+            node->DropFrameChunks((*out)->id);
+            *out = answer.status();
+          }
+          stored_there = true;
+        }
+        return [node, out, replace, rows, stored_there](CommandContext& c) {
+          if (!out->ok()) {
+            // D9's text as it is (CLUSTERDOWN is no code ErrorReplyText knows).
+            const std::string_view why = out->status().message();
+            if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
+            return c.Error(TaskError(out->status()));
+          }
+          const FrameHeader& h = **out;
+          Result<std::string> stored =
+              Status::Unavailable("TRYAGAIN the slot of '" + std::string(c.args[2]).substr(0, 64) +
+                                  "' moved meanwhile");
+          if (stored_there) {
+            stored = std::string();
+          } else if (node->Home(cluster::KeySlot(c.args[2])) == node->self()) {
+            // A call to this member runs its handler here, at once.
+            node->CallFrame(node->self(), kPutHeaderMethod,
+                            EncodePutHeader({.map_version = node->map().version(),
+                                             .key = c.args[2],
+                                             .replace = replace,
+                                             .header = EncodeFrameHeader(h)}),
+                            [&stored](Result<std::string> r) { stored = std::move(r); });
+          }
+          if (!stored.ok()) {
+            node->DropFrameChunks(h.id);
+            return c.Error(stored.status());
+          }
+          c.out.Integer(static_cast<int64_t>(rows ? h.rows() : h.columns.size()));
+        };
+      },
+      AnalyticsWaits::kForMembers);
+}
+
+}  // namespace
+
 // FRAME.SELECT src dst COLS col [col ...] [REPLACE]
 //
 // The new frame's vecs are copies of the source's, which share its chunks' bytes (Vec holds
@@ -35,7 +122,7 @@ using frame::Frame;
 // new frame's whole MemoryBytes: chunks shared now are the new frame's alone once the source is
 // dropped, and a charge made only for the overhead would then count them nowhere.
 void CmdFrameSelect(CommandContext& ctx) {
-  if (RefusedInCluster(ctx)) return;
+  if (FinishAnalytics(ctx) || RefusedInCluster(ctx)) return;
   const auto& a = ctx.args;
   if (Status s = CheckFrameName(a[2]); !s.ok()) return ctx.Error(s);
   if (!EqualsIgnoreCase(a[3], "COLS")) return ctx.SyntaxError();
@@ -47,9 +134,32 @@ void CmdFrameSelect(CommandContext& ctx) {
     end--;
   }
   if (end <= 4) return ctx.SyntaxError();
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
-  if (!f.ok()) return ctx.Error(f.status());
-  const Frame& src = **f;
+  Result<LoadedFrame> loaded = LoadFrameOrHeader(ctx, a[1]);
+  if (!loaded.ok()) return ctx.Error(loaded.status());
+  if (loaded->frame == nullptr) {
+    const FrameHeader& h = *loaded->header;
+    if (end - 4 > h.columns.size()) {
+      return ctx.Error("ERR more columns than the frame has (" + std::to_string(h.columns.size()) +
+                       ")");
+    }
+    MapTaskRequest task{.op = MapOp::kSelect};
+    std::vector<bool> seen(h.columns.size(), false);
+    for (size_t i = 4; i < end; i++) {
+      Result<size_t> col = FindHeaderColumn(h, a[i]);
+      if (!col.ok()) return ctx.Error(col.status());
+      if (seen[*col]) {
+        return ctx.Error("ERR column '" + h.columns[*col].name.substr(0, 64) + "' given twice");
+      }
+      seen[*col] = true;
+      task.select.push_back(static_cast<uint32_t>(*col));
+    }
+    if (!replace && DestinationHere(ctx) && Lookup(ctx, a[2], false)) {
+      return ctx.Error(kFrameTargetExists);
+    }
+    return DeriveInCluster(ctx, std::move(loaded->header), std::move(task), replace);
+  }
+  if (!DestinationHere(ctx)) return ctx.Error(kOneNodeSourceElsewhere);
+  const Frame& src = *loaded->frame;
   // Each column at most once, so the count is bounded by the source's columns.
   if (end - 4 > src.columns()) {
     return ctx.Error("ERR more columns than the frame has (" + std::to_string(src.columns()) + ")");
@@ -129,27 +239,39 @@ void CmdFrameFilter(CommandContext& ctx) {
     if (!EqualsIgnoreCase(a[i], "AND")) return ctx.SyntaxError();
     i++;
   }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
-  if (!f.ok()) return ctx.Error(f.status());
+  Result<LoadedFrame> loaded = LoadFrameOrHeader(ctx, a[1]);
+  if (!loaded.ok()) return ctx.Error(loaded.status());
+  const std::shared_ptr<const Frame>& f = loaded->frame;
+  const std::shared_ptr<const FrameHeader>& h = loaded->header;  // a cluster frame's (D6)
   std::vector<mr::Condition> conditions;
   for (const Spelled& s : spelled) {
-    Result<size_t> col = FindColumn(**f, s.col);
+    Result<size_t> col = f != nullptr ? FindColumn(*f, s.col) : FindHeaderColumn(*h, s.col);
     if (!col.ok()) return ctx.Error(col.status());
     mr::Condition c{.col = *col, .op = s.op, .number = 0, .text = std::string(s.value)};
-    const ColumnType type = (*f)->vec(*col).type();
+    const ColumnType type =
+        f != nullptr ? f->vec(*col).type() : static_cast<ColumnType>(h->columns[*col].type);
+    const std::string& col_name = f != nullptr ? f->name(*col) : h->columns[*col].name;
     const bool text = type == ColumnType::kCategorical || type == ColumnType::kString;
     const bool na_test = s.op == mr::FilterOp::kIsNA || s.op == mr::FilterOp::kNotNA;
     if (!text && !na_test && !ParseRedisDouble(s.value, &c.number)) {
-      return ctx.Error("ERR column '" + (*f)->name(*col).substr(0, 64) +
+      return ctx.Error("ERR column '" + col_name.substr(0, 64) +
                        "' is compared with a number, not '" + std::string(s.value.substr(0, 32)) +
                        "'");
     }
     conditions.push_back(std::move(c));
   }
-  if (!replace && Lookup(ctx, a[2], false)) return ctx.Error(kFrameTargetExists);
+  if (f != nullptr && !DestinationHere(ctx)) return ctx.Error(kOneNodeSourceElsewhere);
+  if (!replace && DestinationHere(ctx) && Lookup(ctx, a[2], false)) {
+    return ctx.Error(kFrameTargetExists);
+  }
+  if (f == nullptr) {
+    MapTaskRequest task{.op = MapOp::kFilter};
+    task.conditions = std::move(conditions);
+    return DeriveInCluster(ctx, h, std::move(task), replace);
+  }
   // On the analytics pool, as FRAME.GROUPBY (docs/frame.md, rules A1-A8): the result is stored
   // when the reply is written, on this client's thread under its worker lock.
-  RunAnalytics(ctx, [f = *std::move(f), conditions = std::move(conditions), replace,
+  RunAnalytics(ctx, [f, conditions = std::move(conditions), replace,
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
     auto budget = std::make_shared<EngineBudget>(engine);
     Result<Frame> g = RunFilter(*f, conditions, cancel, budget.get());

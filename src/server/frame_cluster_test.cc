@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <future>
 #include <limits>
 #include <optional>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "cluster/cluster.h"
+#include "dkv/dkv.h"
 #include "frame/frame.h"
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_testing.h"
@@ -766,6 +770,242 @@ TEST_F(FrameClusterTest, AnalyticsEqualOneNodesOnTheSameData) {
   }
   EXPECT_EQ(cluster_.client(2).Run({"FRAME.QUANTILE", name, "nope", "0.5"}),
             local.Run({"FRAME.QUANTILE", name, "nope", "0.5"}));
+  // D6: FRAME.FILTER and FRAME.SELECT through each member make a frame (its chunks where the
+  // source's are, its header at the destination's home) that reads back as one node's: the
+  // reply, the rows, every column's summary and quantiles. One filter keeps no row, one keeps
+  // rows of a few chunks only (the others' output chunks empty).
+  // The destination homed at another member than the source (its header put there), or at the
+  // source's.
+  const std::string src = cluster_.KeyAt(1, "dsrc");
+  PutClusterFrame(cluster_, 2, src, f);
+  ASSERT_TRUE(StoreFrame(one, src, *f, false).ok());
+  for (const std::string& dst : {cluster_.KeyAt(2, "ddst"), cluster_.KeyAt(1, "ddst")}) {
+    const std::vector<std::vector<std::string>> derive = {
+        {"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0", "AND", "i", "<", "200", "REPLACE"},
+        {"FRAME.FILTER", src, dst, "WHERE", "r", "ISNA", "REPLACE"},
+        {"FRAME.FILTER", src, dst, "WHERE", "i", "=", "5", "REPLACE"},
+        {"FRAME.FILTER", src, dst, "WHERE", "r", ">", "1e9", "REPLACE"},
+        {"FRAME.SELECT", src, dst, "COLS", "w", "0", "REPLACE"},
+        {"FRAME.SELECT", src, dst, "COLS", "i", "REPLACE"}};
+    for (const std::vector<std::string>& args : derive) {
+      const std::string expected = local.Run(args);
+      ASSERT_TRUE(expected.starts_with(":")) << expected;
+      for (size_t via = 0; via < 3; via++) {
+        SCOPED_TRACE(args[0] + " " + args[4] + " " + args[5] + " through member " +
+                     std::to_string(via));
+        ASSERT_EQ(cluster_.client(via).Run(args), expected);
+        EXPECT_EQ(cluster_.client(via).Run({"FRAME.HEAD", dst, "1000"}),
+                  local.Run({"FRAME.HEAD", dst, "1000"}));
+        const std::string info = local.Run({"FRAME.INFO", dst});
+        const std::vector<std::string> cols = {"r", "i", "w"};
+        for (const std::string& col : cols) {
+          const std::string one_summary = local.Run({"FRAME.SUMMARY", dst, col});
+          if (one_summary.starts_with("-")) {
+            EXPECT_EQ(cluster_.client(via).Run({"FRAME.SUMMARY", dst, col}), one_summary);
+            continue;
+          }
+          ExpectSameSummary(cluster_.client(via).Run({"FRAME.SUMMARY", dst, col}), one_summary);
+          EXPECT_EQ(cluster_.client(via).Run({"FRAME.QUANTILE", dst, col, "0", "0.3", "0.5", "1"}),
+                    local.Run({"FRAME.QUANTILE", dst, col, "0", "0.3", "0.5", "1"}));
+        }
+      }
+    }
+    // Refused as one node refuses: the destination exists, a column unknown or given twice.
+    for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+             {"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
+             {"FRAME.SELECT", src, dst, "COLS", "r"},
+             {"FRAME.SELECT", src, dst + "2", "COLS", "r", "0"},
+             {"FRAME.FILTER", src, dst + "2", "WHERE", "nope", ">", "0"},
+             {"FRAME.FILTER", src, dst + "2", "WHERE", "r", ">", "x"}}) {
+      const std::string expected = local.Run(args);
+      ASSERT_TRUE(expected.starts_with("-")) << expected;
+      EXPECT_EQ(cluster_.client(0).Run(args), expected);
+    }
+  }
+}
+
+// D6, D10: a derived frame whose source has chunks on a member that does not answer fails with
+// D9's CLUSTERDOWN, stores no header, and leaves no chunk of the output on the other members.
+TEST_F(FrameClusterTest, ADerivedFrameOfASilentMemberStoresNothing) {
+  FramesInCluster lifted;
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
+  const std::string src = cluster_.KeyAt(0, "s"), dst = cluster_.KeyAt(1, "t");
+  PutClusterFrame(cluster_, 0, src, f);
+  // Made once while every member answers: the output's chunks are put, then dropped with it.
+  const int64_t before0 = cluster_.node(0).chunks().chunks();
+  const int64_t before1 = cluster_.node(1).chunks().chunks();
+  const int64_t before2 = cluster_.node(2).chunks().chunks();
+  ASSERT_EQ(cluster_.client(1).Run({"FRAME.SELECT", src, dst, "COLS", "r"}), ":1\r\n");
+  EXPECT_GT(cluster_.node(0).chunks().chunks(), before0);
+  ASSERT_EQ(cluster_.client(0).Run({"FRAME.DROP", dst}), ":1\r\n");
+  auto settled = [&] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+      if (cluster_.node(0).chunks().chunks() == before0 &&
+          cluster_.node(1).chunks().chunks() == before1) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  ASSERT_TRUE(settled());
+  while (cluster_.node(2).chunks().chunks() != before2) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  cluster_.Kill(2);
+  // The member's death seen by a summary first (CLUSTERDOWN), then the derived frames.
+  ASSERT_TRUE(cluster_.client(0)
+                  .Run({"FRAME.SUMMARY", src, "r"})
+                  .starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                               std::to_string(cluster_.cluster_port(2))));
+  for (size_t via : {0, 1}) {
+    for (const std::vector<std::string>& args :
+         std::vector<std::vector<std::string>>{{"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
+                                               {"FRAME.SELECT", src, dst, "COLS", "i", "w"}}) {
+      const std::string down = cluster_.client(via).Run(args);
+      EXPECT_TRUE(down.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                                   std::to_string(cluster_.cluster_port(2)) + " is unreachable"))
+          << via << ": " << down;
+      EXPECT_EQ(cluster_.client(via).Run({"EXISTS", dst}), ":0\r\n");
+      // The chunks members 0 and 1 made are dropped (D10).
+      EXPECT_TRUE(settled()) << cluster_.node(0).chunks().chunks() << " " << before0 << ", "
+                             << cluster_.node(1).chunks().chunks() << " " << before1;
+    }
+  }
+}
+
+// Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the test
+// binary then exits at once, as the stuck thread holds locks the cluster's teardown needs).
+bool ReturnsWithin(std::chrono::seconds limit, std::function<void()> fn) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> returned = done->get_future();
+  std::thread([fn = std::move(fn), done] {
+    fn();
+    done->set_value();
+  }).detach();
+  if (returned.wait_for(limit) == std::future_status::ready) return true;
+  std::fprintf(stderr, "hung: the command did not return within %llds\n",
+               static_cast<long long>(limit.count()));
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
+// D13 (and D9): FRAME.FILTER and FRAME.SELECT run at once after a member is killed, before any
+// heartbeat marks it down, through the source's home's own session (no reply sink: the path
+// that ran the work inline). They fail with the silent member's CLUSTERDOWN once the budget
+// passes, and store nothing. They waited under ApplyIfFree's stripe locks, which the loop's DKV
+// sweep (every second, within the 3 s budget here) then waited for, and the loop delivers the
+// deadline: a hang.
+TEST(FrameClusterWaitTest, ADerivedFrameRightAfterAKillFailsWithinItsBudget) {
+  FramesInCluster lifted;
+  ClientCluster c(3, -1, /*timeout_ms=*/4000);
+  ASSERT_TRUE(c.WaitFormed());
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
+  const std::string src = c.KeyAt(0, "s");
+  PutClusterFrame(c, 0, src, f);
+  c.Kill(2);
+  const std::string down =
+      "-CLUSTERDOWN The node 127.0.0.1:" + std::to_string(c.cluster_port(2)) + " is unreachable";
+  for (const std::string& dst : {c.KeyAt(0, "here"), c.KeyAt(1, "there")}) {
+    for (const std::vector<std::string>& args :
+         std::vector<std::vector<std::string>>{{"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
+                                               {"FRAME.SELECT", src, dst, "COLS", "i", "w"}}) {
+      std::string reply;
+      ASSERT_TRUE(ReturnsWithin(std::chrono::seconds(60), [&] { reply = c.client(0).Run(args); }));
+      EXPECT_TRUE(reply.starts_with(down)) << args[0] << " " << dst << ": " << reply;
+      EXPECT_EQ(c.client(0).Run({"EXISTS", dst}), ":0\r\n");
+    }
+  }
+}
+
+// D13: while a map task waits for a member's answer, the coordinator's loop thread runs the
+// DKV's sweep (it takes the stripe locks a write command's handler runs under). Member 1 holds
+// its map until member 0 has swept, or 4 s (the sweep comes every second; member 1's budget is
+// 4.5 s), through the home's own session (no reply sink).
+TEST(FrameClusterWaitTest, TheLoopSweepsWhileAMapTaskWaits) {
+  FramesInCluster lifted;
+  ClientCluster c(3, -1, /*timeout_ms=*/8000);
+  ASSERT_TRUE(c.WaitFormed());
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
+  const std::string src = c.KeyAt(0, "s"), dst = c.KeyAt(0, "t");
+  PutClusterFrame(c, 0, src, f);
+  const dkv::Stats& stats = c.node(0).dkv().stats();
+  std::atomic<int> held{0}, swept{0};
+  c.node(1).TEST_SetMapHook([&] {
+    held++;
+    const uint64_t before = stats.home_sweeps.load();
+    // The sweep comes every second; 4 s without one is a sweep blocked.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+    while (std::chrono::steady_clock::now() < until) {
+      if (stats.home_sweeps.load() > before) {
+        swept++;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
+                                             {"FRAME.SELECT", src, dst, "COLS", "i", "REPLACE"},
+                                             {"FRAME.SUMMARY", src, "r"}}) {
+    const int before = held.load();
+    std::string reply;
+    ASSERT_TRUE(ReturnsWithin(std::chrono::seconds(60), [&] { reply = c.client(0).Run(args); }));
+    EXPECT_FALSE(reply.starts_with("-")) << args[0] << ": " << reply;
+    EXPECT_GT(held.load(), before) << args[0];
+    EXPECT_EQ(swept.load(), held.load()) << args[0] << ": the sweep waited for the command";
+  }
+  c.node(1).TEST_SetMapHook(nullptr);
+}
+
+// D13's last guard: a map task started on a thread inside Dkv::ApplyIfFree (its stripe locks
+// held, which the loop's sweep takes) fails at once instead of waiting for the members.
+TEST_F(FrameClusterTest, AMapTaskRefusesToStartInsideApplyIfFree) {
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(6));
+  const std::string name = cluster_.KeyAt(0, "g");
+  const FrameHeader h = HeaderOf(*f, 1, 0);
+  Result<MapTaskAnswer> a = Status::Internal("not run");
+  EXPECT_FALSE(dkv::Dkv::InApply());
+  ASSERT_TRUE(cluster_.node(0).dkv().ApplyIfFree({name}, [&] {
+    EXPECT_TRUE(dkv::Dkv::InApply());
+    a = cluster_.node(0).MapFrame(h, name, {.op = MapOp::kSummaryMoments, .column = 0});
+  }));
+  EXPECT_FALSE(dkv::Dkv::InApply());
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().message(), "ERR a map task of frame " + name +
+                                      " would wait for other members under the DKV's locks");
+}
+
+// D13: inside MULTI/EXEC a command on a cluster frame that waits for other members is refused
+// (EXEC runs it under its writes' stripe locks and the exclusive section); the transaction's
+// other commands run.
+TEST_F(FrameClusterTest, ClusterFrameCommandsThatWaitAreRefusedInATransaction) {
+  FramesInCluster lifted;
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(6));
+  // One slot for the transaction's keys (a frame's name takes no hash tag).
+  const std::string src = cluster_.KeyAt(0, "s"), other = "{" + src + "}x";
+  std::string dst;
+  for (int n = 0; dst.empty(); n++) {
+    if (cluster::KeySlot("d" + std::to_string(n)) == cluster::KeySlot(src)) {
+      dst = "d" + std::to_string(n);
+    }
+  }
+  PutClusterFrame(cluster_, 0, src, f);
+  Session& s = cluster_.client(0);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"FRAME.SELECT", src, dst, "COLS", "i"}, {"FRAME.HEAD", src, "3"}}) {
+    ASSERT_EQ(s.Run({"MULTI"}), "+OK\r\n");
+    ASSERT_EQ(s.Run({"SET", other, "1"}), "+QUEUED\r\n");
+    ASSERT_EQ(s.Run(args), "+QUEUED\r\n");
+    ASSERT_EQ(s.Run({"INCR", other}), "+QUEUED\r\n");
+    EXPECT_EQ(s.Run({"EXEC"}), "*3\r\n+OK\r\n-ERR " + args[0] +
+                                   " of a cluster frame is not allowed in a transaction (it waits "
+                                   "for other members)\r\n:2\r\n");
+    EXPECT_EQ(s.Run({"EXISTS", dst}), ":0\r\n");
+  }
+  // Outside a transaction both run.
+  EXPECT_EQ(s.Run({"FRAME.SELECT", src, dst, "COLS", "i"}), ":1\r\n");
 }
 
 // D8: the task reaches every member once a pass (two passes: moments, then the histogram), on

@@ -274,8 +274,8 @@ TEST_F(FrameDeriveTest, FilterStopsWhenItsClientIsKilled) {
   EXPECT_EQ(engine_.internal_errors(), 0u);
 }
 
-// Frames are single-node for now: a cluster member refuses the derived-frame commands too (a
-// source and destination in different slots are refused earlier, CROSSSLOT, as FRAME.GROUPBY).
+// Frames are single-node for now: a cluster member refuses the derived-frame commands too
+// (routed by their source alone, docs/frames_cluster.md D6, whatever the destination's slot).
 TEST(FrameDeriveClusterTest, ClusterMembersRefuseThem) {
   internal::InProcessCluster cluster({.members = 2});
   ASSERT_TRUE(cluster.WaitFormed());

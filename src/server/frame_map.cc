@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "dkv/dkv.h"
 #include "frame/frame.h"
 #include "mr/mr.h"
 #include "server/internal/chunk_store.h"
@@ -83,9 +84,112 @@ Result<MapTaskAnswer> MapOwn(const MapTaskRequest& req, const OwnChunks& own) {
   return a;
 }
 
+// A derived frame's chunk k (D6) from the source's chunk k as a one-chunk frame: its columns
+// (kSelect) or its rows (kFilter), one chunk still when no row is kept (an empty chunk a column),
+// so that output chunk k is source chunk k's and lives where it does.
+Result<frame::Frame> DeriveChunk(const MapTaskRequest& req, const frame::Frame& one) {
+  if (req.op == MapOp::kSelect) {
+    std::vector<std::string> names;
+    std::vector<frame::Vec> vecs;
+    for (uint32_t c : req.select) {
+      names.push_back(one.name(c));
+      vecs.push_back(one.vec(c));
+    }
+    return frame::Frame::Make(std::move(names), std::move(vecs));
+  }
+  FLOE_ASSIGN_OR_RETURN(frame::Frame out, mr::Filter(one, req.conditions));
+  if (out.chunk_count() == 1) return out;
+  std::vector<std::string> names;
+  std::vector<frame::Vec> vecs;
+  auto empty = std::make_shared<const std::string>(frame::Compress({}));
+  for (size_t c = 0; c < one.columns(); c++) {
+    FLOE_ASSIGN_OR_RETURN(frame::Vec v,
+                          frame::Vec::Make(one.vec(c).type(), one.vec(c).domain(), {empty}));
+    names.push_back(one.name(c));
+    vecs.push_back(std::move(v));
+  }
+  return frame::Frame::Make(std::move(names), std::move(vecs));
+}
+
+// kSelect and kFilter at this member (D6): each of its own chunks of the source derived (every
+// core, mr::MapReduce in chunk order), then every output chunk put in its chunk store under the
+// output's id in one all-or-nothing put (checked and charged as a PUT_CHUNKS is: no byte leaves
+// the member). The answer lists the chunks mapped, each output chunk's figures, and the output
+// columns' NA counts.
+Result<MapTaskAnswer> DeriveOwn(const MapTaskRequest& req, const FrameHeader& h, ChunkStore& store,
+                                const cluster::SlotMap& map, net::NodeId self) {
+  std::vector<uint64_t> own;
+  std::vector<std::shared_ptr<const ChunkStore::Chunk>> held;
+  for (uint64_t k = 0; k < h.chunks.size(); k++) {
+    if (map.Home(ChunkSlot(h.group, k)) != self) continue;
+    Result<std::shared_ptr<const ChunkStore::Chunk>> chunk = store.Get(h.id, k);
+    if (!chunk.ok()) continue;  // missing: the coordinator names it
+    own.push_back(k);
+    held.push_back(*std::move(chunk));
+  }
+  struct Made {
+    Status failed;  // the first chunk's failure, in chunk order
+    std::vector<std::pair<uint64_t, frame::Frame>> chunks;
+  };
+  FLOE_ASSIGN_OR_RETURN(Made made, mr::MapReduce<Made>(
+                                       own.size(),
+                                       [&](size_t i) -> Made {
+                                         Made m;
+                                         const uint64_t k = own[i];
+                                         Result<frame::Frame> one = ChunkFrameOf(
+                                             h, k, EncodeChunkColumns(held[i]->columns));
+                                         if (!one.ok()) {
+                                           m.failed = Status(one.status().code(),
+                                                             "ERR member " + std::to_string(self) +
+                                                                 " holds a bad chunk (" +
+                                                                 one.status().ToString() + ")");
+                                           return m;
+                                         }
+                                         Result<frame::Frame> out = DeriveChunk(req, *one);
+                                         if (!out.ok()) {
+                                           m.failed = out.status();
+                                         } else {
+                                           m.chunks.emplace_back(k, *std::move(out));
+                                         }
+                                         return m;
+                                       },
+                                       [](Made& a, Made&& b) {
+                                         if (a.failed.ok()) a.failed = std::move(b.failed);
+                                         for (auto& c : b.chunks) a.chunks.push_back(std::move(c));
+                                       }));
+  FLOE_RETURN_IF_ERROR(made.failed);
+  MapTaskAnswer a;
+  a.histogram.assign(req.Counts(h.columns.size()), 0);
+  PutChunksRequest put{.map_version = map.version(),
+                       .frame_id = req.out_id,
+                       .group = h.group,
+                       .header_slot = req.out_header_slot,
+                       .columns = static_cast<uint32_t>(a.histogram.size()),
+                       .chunks = {}};
+  std::vector<std::shared_ptr<const std::string>> bytes;  // the put's views point into them
+  for (auto& [k, out] : made.chunks) {
+    const FrameHeader oh = HeaderOf(out, 0, 0);
+    a.mapped.push_back({.index = k, .rows = h.chunks[k].rows});
+    a.made.push_back(oh.chunks[0]);
+    ChunkPut& c = put.chunks.emplace_back();
+    c.index = k;
+    for (size_t col = 0; col < out.columns(); col++) {
+      a.histogram[col] += oh.columns[col].na_count;
+      bytes.push_back(out.vec(col).chunk_bytes(0));
+      c.columns.push_back(*bytes.back());
+    }
+  }
+  if (!put.chunks.empty()) {
+    FLOE_RETURN_IF_ERROR(
+        store.Put(put, [&map, self](uint16_t slot) { return map.Home(slot) == self; }));
+  }
+  return a;
+}
+
 // Folds b into a (b after a).
 Status Merge(MapOp op, MapTaskAnswer& a, MapTaskAnswer&& b) {
   a.mapped.insert(a.mapped.end(), b.mapped.begin(), b.mapped.end());
+  a.made.insert(a.made.end(), b.made.begin(), b.made.end());
   if (op == MapOp::kSummaryMoments) {
     if (!(a.moments.hll.params() == b.moments.hll.params())) {
       return Status::Corruption("a sketch of other parameters");
@@ -148,10 +252,23 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
   }
   Result<FrameHeader> h = DecodeFrameHeader(*header);
   if (!h.ok()) return done(h.status());
-  if (req.column >= h->columns.size()) return done(Status::Corruption("MAP_TASK: no such column"));
-  if (static_cast<frame::ColumnType>(h->columns[req.column].type) == frame::ColumnType::kString) {
-    return done(Status::InvalidArgument("a string column has no summary"));
+  const size_t columns = h->columns.size();
+  if (IsDeriveOp(req.op)) {
+    std::vector<bool> seen(columns, false);
+    for (uint32_t c : req.select) {
+      if (c >= columns || seen[c]) return done(Status::Corruption("MAP_TASK: bad column list"));
+      seen[c] = true;
+    }
+    for (const mr::Condition& c : req.conditions) {
+      if (c.col >= columns) return done(Status::Corruption("MAP_TASK: no such column"));
+    }
+  } else {
+    if (req.column >= columns) return done(Status::Corruption("MAP_TASK: no such column"));
+    if (static_cast<frame::ColumnType>(h->columns[req.column].type) == frame::ColumnType::kString) {
+      return done(Status::InvalidArgument("a string column has no summary"));
+    }
   }
+  const size_t counts = req.Counts(columns);
   const cluster::SlotMap& map = Routes();
   auto join = std::make_shared<TaskJoin>();
   join->op = req.op;
@@ -171,7 +288,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
         if (!hll.ok()) return join->Arrive(part, hll.status());
         empty.moments.hll = *std::move(hll);
       } else {
-        empty.histogram.assign(req.Counts(), 0);
+        empty.histogram.assign(counts, 0);
       }
       return join->Arrive(part, std::move(empty));
     }
@@ -182,8 +299,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
     const net::NodeId to = sub.members[0];
     endpoint->CallAsync(
         to, kMapTaskMethod, EncodeMapTask(sub), req.budget_us,
-        [join, part, address = AddressOf(map, to), op = req.op,
-         counts = req.Counts()](Result<std::string> r) {
+        [join, part, address = AddressOf(map, to), op = req.op, counts](Result<std::string> r) {
           if (!r.ok()) {
             const std::string_view why = r.status().message();
             // A member below answered why the task failed (its own error, or the CLUSTERDOWN of
@@ -213,6 +329,20 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
   };
   send(1, 1, mid);
   send(2, mid, n);
+  std::function<void()> hook;
+  {
+    MutexLock lock(&map_hook_mu);
+    hook = map_hook;
+  }
+  if (hook) hook();
+  if (IsDeriveOp(req.op)) {
+    Result<MapTaskAnswer> mine = DeriveOwn(req, *h, *chunks, map, self);
+    if (!mine.ok() && !mine.status().message().starts_with("ERR ") &&
+        !mine.status().message().starts_with("OOM ")) {
+      mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+    }
+    return join->Arrive(0, std::move(mine));
+  }
   Result<OwnChunks> own = CollectOwn(*h, req.column, *chunks, map, self);
   if (!own.ok()) {
     return join->Arrive(
@@ -241,8 +371,14 @@ void ClusterNode::Impl::OnMapTask(std::string_view request, rpc::Reply reply) {
 
 Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_view name,
                                             MapTaskRequest req) {
+  // D13: the answers come through the loop thread, which takes the DKV's stripe locks.
+  if (dkv::Dkv::InApply()) {
+    return Status::Internal("ERR a map task of frame " + std::string(name) +
+                            " would wait for other members under the DKV's locks");
+  }
   const cluster::SlotMap& map = impl_->Routes();
   req.map_version = map.version();
+  const MapOp req_op = req.op;
   // Three quarters of cluster-node-timeout: a client of another member, whose node waits for
   // this one that long, gets the silent member's name, not this one's.
   req.budget_us = impl_->timeout_us - impl_->timeout_us / 4;
@@ -272,7 +408,55 @@ Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_vi
   for (uint64_t k = 0; k < seen.size(); k++) {
     if (!seen[k]) return missing(k);
   }
+  if (IsDeriveOp(req_op) && a.made.size() != a.mapped.size()) {
+    return Status::Corruption("ERR a member's answer lists " + std::to_string(a.made.size()) +
+                              " output chunks for " + std::to_string(a.mapped.size()) + " mapped");
+  }
   return a;
+}
+
+Result<FrameHeader> ClusterNode::DeriveFrame(const FrameHeader& h, std::string_view name,
+                                             MapTaskRequest task) {
+  const uint64_t id = task.out_id;
+  const std::vector<uint32_t> select = task.select;
+  const MapOp op = task.op;
+  Result<MapTaskAnswer> a = MapFrame(h, name, std::move(task));
+  if (!a.ok()) {
+    // The members that made their chunks before another failed hold them: dropped (a member
+    // still deriving when this is sent is left to D10's sweep).
+    DropFrameChunks(id);
+    return a.status();
+  }
+  FrameHeader out;
+  out.id = id;
+  out.group = h.group;  // D1: output chunk k where source chunk k is
+  std::vector<uint32_t> columns = select;
+  if (op == MapOp::kFilter) {
+    for (uint32_t c = 0; c < h.columns.size(); c++) columns.push_back(c);
+  }
+  if (a->histogram.size() != columns.size()) {
+    DropFrameChunks(id);
+    return Status::Corruption("ERR a member's answer holds NA counts of other columns");
+  }
+  for (size_t i = 0; i < columns.size(); i++) {
+    const FrameHeader::Column& src = h.columns[columns[i]];
+    out.columns.push_back(
+        {.name = src.name, .type = src.type, .domain = src.domain, .na_count = a->histogram[i]});
+  }
+  out.chunks.resize(h.chunks.size());
+  for (size_t i = 0; i < a->mapped.size(); i++) out.chunks[a->mapped[i].index] = a->made[i];
+  for (const FrameHeader::Column& c : out.columns) {
+    if (c.na_count > out.rows()) {
+      DropFrameChunks(id);
+      return Status::Corruption("ERR a member's answer counts more NAs than rows");
+    }
+  }
+  return out;
+}
+
+void ClusterNode::TEST_SetMapHook(std::function<void()> hook) {
+  MutexLock lock(&impl_->map_hook_mu);
+  impl_->map_hook = std::move(hook);
 }
 
 uint64_t ClusterNode::TEST_map_tasks() const {

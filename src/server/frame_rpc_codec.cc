@@ -349,6 +349,22 @@ std::string EncodeMapTask(const MapTaskRequest& r) {
     w.PutVarint64(r.prefixes.size());
     for (uint64_t p : r.prefixes) w.PutVarint64(p);
   }
+  if (IsDeriveOp(r.op)) {
+    w.PutVarint64(r.out_id);
+    w.PutFixed16(r.out_header_slot);
+    if (r.op == MapOp::kSelect) {
+      w.PutVarint64(r.select.size());
+      for (uint32_t c : r.select) w.PutVarint64(c);
+    } else {
+      w.PutVarint64(r.conditions.size());
+      for (const mr::Condition& c : r.conditions) {
+        w.PutVarint64(c.col);
+        w.PutU8(static_cast<uint8_t>(c.op));
+        w.PutDouble(c.number);
+        w.PutLengthPrefixed(c.text);
+      }
+    }
+  }
   w.PutVarint64(r.members.size());
   for (uint32_t m : r.members) w.PutVarint64(m);
   out.append(r.header);
@@ -363,7 +379,7 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
   uint8_t op = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&op));
   if (op < static_cast<uint8_t>(MapOp::kSummaryMoments) ||
-      op > static_cast<uint8_t>(MapOp::kQuantileRadix)) {
+      op > static_cast<uint8_t>(MapOp::kFilter)) {
     return Status::Corruption("MAP_TASK: unknown operation");
   }
   q.op = static_cast<MapOp>(op);
@@ -391,6 +407,49 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
       FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.prefixes.emplace_back()));
       if (i > 0 && q.prefixes[i] <= q.prefixes[i - 1]) {
         return Status::Corruption("MAP_TASK: prefixes not increasing");
+      }
+    }
+  }
+  if (IsDeriveOp(q.op)) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&q.out_id));
+    FLOE_RETURN_IF_ERROR(r.GetFixed16(&q.out_header_slot));
+    if (q.out_header_slot >= kChunkGroups) return Status::Corruption("MAP_TASK: slot >= 16384");
+    uint64_t count = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&count));
+    if (q.op == MapOp::kSelect) {
+      // A column takes a byte at least; grown as parsed.
+      if (count == 0 || count > kMaxFrameColumns || count > r.remaining()) {
+        return Status::Corruption("MAP_TASK: column count does not match its bytes");
+      }
+      for (uint64_t i = 0; i < count; i++) {
+        FLOE_RETURN_IF_ERROR(r.GetVarint32(&q.select.emplace_back()));
+        if (q.select.back() >= kMaxFrameColumns) {
+          return Status::Corruption("MAP_TASK: column >= 16384");
+        }
+      }
+    } else {
+      // A condition takes 11 bytes at least (column, op, number, an empty text's length).
+      if (count == 0 || count > mr::kMaxFilterConditions || count > r.remaining() / 11) {
+        return Status::Corruption("MAP_TASK: condition count does not match its bytes");
+      }
+      for (uint64_t i = 0; i < count; i++) {
+        mr::Condition& c = q.conditions.emplace_back();
+        uint32_t col = 0;
+        FLOE_RETURN_IF_ERROR(r.GetVarint32(&col));
+        if (col >= kMaxFrameColumns) return Status::Corruption("MAP_TASK: column >= 16384");
+        c.col = col;
+        uint8_t fop = 0;
+        FLOE_RETURN_IF_ERROR(r.GetU8(&fop));
+        if (fop > static_cast<uint8_t>(mr::FilterOp::kNotNA)) {
+          return Status::Corruption("MAP_TASK: unknown filter operator");
+        }
+        c.op = static_cast<mr::FilterOp>(fop);
+        FLOE_RETURN_IF_ERROR(r.GetDouble(&c.number));
+        if (std::isnan(c.number)) return Status::Corruption("MAP_TASK: a NaN to compare with");
+        std::string_view text;
+        // The text is as long as the bytes present at most: copied once, never sized larger.
+        FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&text, r.remaining()));
+        c.text = std::string(text);
       }
     }
   }
@@ -434,13 +493,29 @@ std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a) {
     for (double d : {m.min, m.max, m.mean, m.m2, a.moments.lo, a.moments.hi}) w.PutDouble(d);
     w.PutLengthPrefixed(a.moments.hll.Serialize());
   } else {
+    if (IsDeriveOp(op)) {
+      for (const FrameHeader::Chunk& c : a.made) {
+        w.PutVarint64(c.rows);
+        w.PutVarint64(c.compressed_bytes);
+        w.PutVarint64(c.raw_bytes);
+      }
+    }
     for (uint64_t c : a.histogram) w.PutVarint64(c);
   }
   return out;
 }
 
-size_t MapTaskRequest::Counts() const {
-  return op == MapOp::kQuantileRadix ? prefixes.size() * mr::kRadixCells : bins;
+size_t MapTaskRequest::Counts(size_t source_columns) const {
+  switch (op) {
+    case MapOp::kQuantileRadix:
+      return prefixes.size() * mr::kRadixCells;
+    case MapOp::kSelect:
+      return select.size();
+    case MapOp::kFilter:
+      return source_columns;
+    default:
+      return bins;
+  }
 }
 
 Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes) {
@@ -479,7 +554,25 @@ Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_v
     }
     a.moments.hll = *std::move(parsed);
   } else {
-    if (counts < 1 || counts > mr::kMaxRadixPrefixes * mr::kRadixCells || counts > r.remaining()) {
+    if (IsDeriveOp(op)) {
+      // Three varints a chunk mapped (checked against the bytes left); grown as parsed.
+      if (n > r.remaining() / 3) {
+        return Status::Corruption("MAP_TASK answer: output chunks do not match their bytes");
+      }
+      for (uint64_t i = 0; i < n; i++) {
+        FrameHeader::Chunk& c = a.made.emplace_back();
+        uint64_t rows = 0;
+        FLOE_RETURN_IF_ERROR(r.GetVarint64(&rows));
+        if (rows > a.mapped[i].rows) {
+          return Status::Corruption("MAP_TASK answer: an output chunk longer than its source");
+        }
+        c.rows = static_cast<uint32_t>(rows);
+        FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.compressed_bytes));
+        FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.raw_bytes));
+      }
+    }
+    const size_t most = IsDeriveOp(op) ? kMaxFrameColumns : mr::kMaxRadixPrefixes * mr::kRadixCells;
+    if (counts < 1 || counts > most || counts > r.remaining()) {
       return Status::Corruption("MAP_TASK answer: bin count does not match its bytes");
     }
     a.histogram.reserve(counts);  // at most 51,200, a byte each at least

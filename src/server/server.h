@@ -216,8 +216,10 @@ void CmdExec(CommandContext&);
 void CmdDiscard(CommandContext&);
 void CmdWatch(CommandContext&);
 void CmdUnwatch(CommandContext&);
+enum class AnalyticsWaits;
 void RunAnalytics(CommandContext&,
-                  std::function<std::function<void(CommandContext&)>(const std::atomic<bool>*)>);
+                  std::function<std::function<void(CommandContext&)>(const std::atomic<bool>*)>,
+                  AnalyticsWaits);
 bool FinishAnalytics(CommandContext&);
 }  // namespace internal
 
@@ -312,7 +314,8 @@ class Session {
   // Frames analytics defer their replies to the analytics pool (analytics_pool.cc).
   friend void internal::RunAnalytics(
       internal::CommandContext&,
-      std::function<std::function<void(internal::CommandContext&)>(const std::atomic<bool>*)>);
+      std::function<std::function<void(internal::CommandContext&)>(const std::atomic<bool>*)>,
+      internal::AnalyticsWaits);
   friend bool internal::FinishAnalytics(internal::CommandContext&);
   void ExecuteLocked(const std::vector<std::string_view>& args, std::string* out);
   void Dispatch(const std::vector<std::string_view>& args, resp::ReplyWriter& out, int64_t now_ms);

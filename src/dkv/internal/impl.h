@@ -28,7 +28,9 @@ namespace internal {
 
 inline constexpr size_t kStripes = 256;
 inline constexpr size_t kMaxApplyStripes = 16;  // ApplyIfFree holds at most this many stripe locks
-inline constexpr size_t kMaxNodes = 4096;       // node ids index the lease generations
+// How many ApplyIfFree `apply`s this thread is inside (Dkv::InApply).
+inline thread_local int applying_here = 0;
+inline constexpr size_t kMaxNodes = 4096;  // node ids index the lease generations
 // The version a writer's own pending copy carries (rule W4): above every stamp, so neither an
 // invalidation nor a late answer replaces it; the writer's answer does.
 inline constexpr uint64_t kPendingStamp = UINT64_MAX;

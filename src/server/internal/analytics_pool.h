@@ -117,10 +117,20 @@ struct AnalyticsTask {
 // The work: the analytics, polling `cancel` before each chunk; returns the reply to write.
 using AnalyticsWork = std::function<AnalyticsReply(const std::atomic<bool>* cancel)>;
 
+// What a task's work may wait for (docs/frames_cluster.md, D13).
+enum class AnalyticsWaits : int {
+  kHere,        // this node's memory alone (a one-node frame)
+  kForMembers,  // other members' answers (a cluster frame's map task, chunk fetch, header put)
+};
+
 // Rules A1-A7 for the command in `ctx`: the work goes to the pool and the reply is deferred,
 // or (in MULTI/EXEC, in a session without a reply sink) the work runs here and replies now.
 // An exception in the work becomes the command boundary's error reply (A6).
-void RunAnalytics(CommandContext& ctx, AnalyticsWork work);
+// Work that waits for other members (D13) is never run here inside Dkv::ApplyIfFree or with the
+// session's worker lock held by its own command: it is deferred in a session without a reply
+// sink too (Session::Execute waits for it with no lock held), and refused inside a transaction.
+void RunAnalytics(CommandContext& ctx, AnalyticsWork work,
+                  AnalyticsWaits waits = AnalyticsWaits::kHere);
 // True when the handler runs to finish its task: the task's reply was written to ctx.
 bool FinishAnalytics(CommandContext& ctx);
 

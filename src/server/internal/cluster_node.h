@@ -224,8 +224,19 @@ class ClusterNode {
   // cluster-node-timeout fails it with D9's CLUSTERDOWN text. Blocks its thread (the analytics
   // pool's). `task`: the operation and its arguments (the rest is filled in here).
   Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task);
+  // A derived frame of a cluster frame (D6: FRAME.SELECT, FRAME.FILTER; frame_map.cc): `task`
+  // (kSelect or kFilter, its out_id and out_header_slot set) run by MapFrame, each member putting
+  // the output chunks it makes in its own chunk store, then the output's header (id, the
+  // source's group, the columns' names, types, domains and NA counts, each chunk's figures) made
+  // from the answers. On any failure every member is asked to drop the output's chunks (D10)
+  // and the failure returned. The caller stores the header (PUT_HEADER at the destination's
+  // home), and drops the chunks if that fails. Blocks its thread, as MapFrame does.
+  Result<FrameHeader> DeriveFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task);
   // MAP_TASKs run at this member (tests: the tree reaches every member once).
   uint64_t TEST_map_tasks() const;
+  // Runs `hook` in each MAP_TASK at this member once its halves are sent, before it maps its own
+  // chunks (tests: a map held while the coordinator waits). Empty: none.
+  void TEST_SetMapHook(std::function<void()> hook);
   // Puts f's chunks at their homes under id `frame_id` and `group` (internal/frame_cluster.h,
   // rule 2; D1, D4, D5), the header's slot recorded with them; `done` gets OK once every chunk is
   // put, or the first failure once the chunks sent are dropped again. Runs on RPC threads (the

@@ -277,6 +277,9 @@ struct ClusterNode::Impl {
   void RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
                   std::function<void(Result<MapTaskAnswer>)> done);
   std::atomic<uint64_t> map_tasks{0};  // MAP_TASKs run here (tests)
+  // Tests: run by each MAP_TASK here once its halves are sent, before it maps its own chunks.
+  Mutex map_hook_mu;
+  std::function<void()> map_hook FLOE_GUARDED_BY(map_hook_mu);
   // The periodic orphan sweep, on the loop: one SweepChunks, then again in kChunkSweepUs.
   void SweepTick(ClusterNode* node);
 

@@ -167,8 +167,19 @@ Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes);
 // pass (0 to 7) and varint prefix count (1 to mr::kMaxRadixPrefixes) and each prefix (varint,
 // increasing), then varint member count (1 to kMaxMapMembers) and each member's id (varint,
 // distinct, the receiver first), then the frame's header (EncodeFrameHeader's bytes, the rest
-// of the message, decoded by the handler).
-enum class MapOp : uint8_t { kSummaryMoments = 1, kSummaryHistogram = 2, kQuantileRadix = 3 };
+// of the message, decoded by the handler). The derived frames' operations (D6), kSelect and
+// kFilter, carry after the budget varint output frame id and u16 output header slot, then for
+// kSelect varint column count (1 to kMaxFrameColumns) and each source column (varint, below
+// kMaxFrameColumns), for kFilter varint condition count (1 to mr::kMaxFilterConditions) and each
+// condition (varint column below kMaxFrameColumns, u8 mr::FilterOp, f64 number, lp text).
+enum class MapOp : uint8_t {
+  kSummaryMoments = 1,
+  kSummaryHistogram = 2,
+  kQuantileRadix = 3,
+  kSelect = 4,
+  kFilter = 5,
+};
+constexpr bool IsDeriveOp(MapOp op) { return op == MapOp::kSelect || op == MapOp::kFilter; }
 inline constexpr uint64_t kMaxMapMembers = 1024;
 struct MapTaskRequest {
   uint64_t map_version = 0;
@@ -177,12 +188,17 @@ struct MapTaskRequest {
   uint32_t bins = 1;
   double lo = 0, hi = 0;
   uint64_t budget_us = 0;
-  uint32_t pass = 0;               // kQuantileRadix
-  std::vector<uint64_t> prefixes;  // kQuantileRadix
+  uint32_t pass = 0;                      // kQuantileRadix
+  std::vector<uint64_t> prefixes;         // kQuantileRadix
+  uint64_t out_id = 0;                    // kSelect, kFilter: the output frame's id
+  uint16_t out_header_slot = 0;           // ... and its header's slot (D10's sweep)
+  std::vector<uint32_t> select;           // kSelect: the source columns, in output order
+  std::vector<mr::Condition> conditions;  // kFilter
   std::vector<uint32_t> members;
   std::string_view header;
-  // The counts a histogram answer holds: bins, or 256 a prefix.
-  size_t Counts() const;
+  // The counts a histogram answer holds: bins, or 256 a prefix; for kSelect and kFilter the
+  // output frame's columns given the source's `source_columns`.
+  size_t Counts(size_t source_columns = 0) const;
 };
 std::string EncodeMapTask(const MapTaskRequest& r);
 Result<MapTaskRequest> DecodeMapTask(std::string_view bytes);
@@ -190,7 +206,10 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes);
 // varint rows), then the accumulator: for kSummaryMoments varint count, na, pos_inf, neg_inf
 // (pos_inf + neg_inf <= count), f64 min, max, mean, m2, lo, hi, and the HyperLogLog's
 // serialization length-prefixed (at most 64 KiB, with mr::SummaryHllParams); for
-// kSummaryHistogram and kQuantileRadix the request's Counts() counts, each a varint.
+// kSummaryHistogram and kQuantileRadix the request's Counts() counts, each a varint; for kSelect
+// and kFilter, per chunk mapped (in the same order) the output chunk's varint rows (at most the
+// source chunk's), compressed and raw bytes, then each output column's NA count over those
+// chunks (Counts() varints: the output header's NA counts are their sums).
 struct MappedChunk {
   uint64_t index = 0;
   uint64_t rows = 0;
@@ -198,8 +217,9 @@ struct MappedChunk {
 };
 struct MapTaskAnswer {
   std::vector<MappedChunk> mapped;
-  mr::SummaryMoments moments;       // kSummaryMoments
-  std::vector<uint64_t> histogram;  // kSummaryHistogram, kQuantileRadix
+  mr::SummaryMoments moments;            // kSummaryMoments
+  std::vector<uint64_t> histogram;       // kSummaryHistogram, kQuantileRadix; kSelect, kFilter: NAs
+  std::vector<FrameHeader::Chunk> made;  // kSelect, kFilter: the output chunk of each mapped
 };
 std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a);
 // `counts`: the request's Counts() (at most mr::kMaxRadixPrefixes x 256).

@@ -277,6 +277,8 @@ struct LoadedFrame {
   std::shared_ptr<const FrameHeader> header;
 };
 Result<LoadedFrame> LoadFrameOrHeader(CommandContext& ctx, std::string_view name);
+// A column of a cluster frame's header by name, or by index as FindColumn takes one.
+Result<size_t> FindHeaderColumn(const FrameHeader& h, std::string_view col);
 
 // Puts `f` at `name` from any thread (an import's job, a command). Refuses (AlreadyExists, with
 // the client's text) when a live key is there and !replace; ResourceExhausted (OOM text) when
