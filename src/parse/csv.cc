@@ -58,6 +58,22 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
     // Fast path: an unquoted field, a view into the input (scanned a step at a time).
     for (;;) {
       const char* stop = next_poll;
+#if defined(__SSE2__)
+      // 16 bytes a step while they are in the input: a mask of the bytes that end the field.
+      // Most fields end within the first step, found by one load and a count of zeros.
+      const __m128i vsep = _mm_set1_epi8(sep), vlf = _mm_set1_epi8('\n'), vq = _mm_set1_epi8(q);
+      while (stop - p >= 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        const __m128i hit = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, vsep), _mm_cmpeq_epi8(v, vlf)), _mm_cmpeq_epi8(v, vq));
+        const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
+        if (mask != 0) {
+          p += __builtin_ctz(mask);
+          break;
+        }
+        p += 16;
+      }
+#endif
       while (p < stop && *p != sep && *p != '\n' && *p != q) p++;
       if (p < stop || stop == end) break;
       if (poll(p)) return end;
