@@ -554,11 +554,12 @@ class FrameBuilder {
     // domain_bytes charges for one (kDomainEntryBytes).
     std::vector<int32_t> code_cache;
     int32_t Code(std::string_view v);
-    bool new_value = false;  // this row added the domain's last value
     std::vector<std::shared_ptr<const std::string>> chunks;
     size_t pending() const;
   };
   Status Check(size_t col, bool ok_for_type);
+  // Marks column `col` set in this row with `raw` more pending bytes.
+  void Set(size_t col, uint64_t raw);
   void Cut();
 
   FrameBuilderOptions options_;
@@ -567,6 +568,14 @@ class FrameBuilder {
   uint64_t rows_ = 0;
   uint64_t domain_bytes_ = 0;
   uint64_t pending_bytes_ = 0;
+  // The current row, kept as its values are added so EndRow need not visit every column: which
+  // columns it set (and how many), the categorical columns it added a domain value to, the raw
+  // bytes pending with its values, and whether a column reached the target with them.
+  std::vector<uint8_t> set_;
+  size_t set_count_ = 0;
+  std::vector<size_t> new_values_;
+  uint64_t row_pending_ = 0;
+  bool column_full_ = false;
 };
 
 }  // namespace floe::frame

@@ -196,16 +196,24 @@ Result<FrameBuilder> FrameBuilder::Make(std::vector<ColumnSpec> columns,
   FrameBuilder b;
   b.options_ = options;
   for (ColumnSpec& c : columns) b.columns_.push_back(Column{.spec = std::move(c)});
+  b.set_.assign(b.columns_.size(), 0);
   return b;
 }
 
 Status FrameBuilder::Check(size_t col, bool ok_for_type) {
   if (col >= columns_.size()) return Status::InvalidArgument("no such column");
-  if (columns_[col].pending() != pending_rows_) {
-    return Status::InvalidArgument("column already set in this row");
-  }
+  if (set_[col] != 0) return Status::InvalidArgument("column already set in this row");
   if (!ok_for_type) return Status::InvalidArgument("value does not fit the column's type");
   return Status::OK();
+}
+
+void FrameBuilder::Set(size_t col, uint64_t raw) {
+  Column& c = columns_[col];
+  set_[col] = 1;
+  set_count_++;
+  c.pending_raw += raw;
+  row_pending_ += raw;
+  column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
 }
 
 Status FrameBuilder::AddNumber(size_t col, double v) {
@@ -219,7 +227,7 @@ Status FrameBuilder::AddNumber(size_t col, double v) {
   }
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kInteger || type == ColumnType::kReal));
   columns_[col].numbers.push_back(frame::IsNA(v) ? kNA : v);
-  columns_[col].pending_raw += 8;
+  Set(col, 8);
   return Status::OK();
 }
 
@@ -230,7 +238,7 @@ Status FrameBuilder::AddTime(size_t col, int64_t ms) {
     return Status::InvalidArgument("time out of range");
   }
   columns_[col].numbers.push_back(ms == kNATime ? kNA : static_cast<double>(ms));
-  columns_[col].pending_raw += 8;
+  Set(col, 8);
   return Status::OK();
 }
 
@@ -315,7 +323,7 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
       code = static_cast<int32_t>(c.domain.size());
       c.codes_of.emplace(std::string(v), code);
       c.domain.emplace_back(v);
-      c.new_value = true;
+      new_values_.push_back(col);
       domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
       // The cache grows with the domain (emptied: it refills as values come).
       if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
@@ -324,7 +332,7 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
       }
     }
     c.codes.push_back(code);
-    c.pending_raw += 4;
+    Set(col, 4);
     return Status::OK();
   }
   // The blob holds less than the target (else the last EndRow cut it) plus this value: below
@@ -333,7 +341,7 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
   c.blob.append(v);
   c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
   c.na.push_back(false);
-  c.pending_raw += 4 + v.size();
+  Set(col, 4 + v.size());
   return Status::OK();
 }
 
@@ -343,32 +351,32 @@ Status FrameBuilder::AddNA(size_t col) {
   switch (c.spec.type) {
     case ColumnType::kCategorical:
       c.codes.push_back(kNACode);
-      c.pending_raw += 4;
+      Set(col, 4);
       break;
     case ColumnType::kString:
       c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
       c.na.push_back(true);
-      c.pending_raw += 4;
+      Set(col, 4);
       break;
     default:
       c.numbers.push_back(kNA);
-      c.pending_raw += 8;
+      Set(col, 8);
   }
   return Status::OK();
 }
 
 Status FrameBuilder::EndRow() {
-  bool complete = true;
-  for (const Column& c : columns_) complete &= c.pending() == pending_rows_ + 1;
-  if (!complete) {
+  if (set_count_ != columns_.size()) {
     // Drop the values this row set, so the builder stays row-aligned.
-    for (Column& c : columns_) {
-      if (c.pending() == pending_rows_) continue;
+    for (size_t i = 0; i < columns_.size(); i++) {
+      if (set_[i] == 0) continue;
+      Column& c = columns_[i];
       switch (c.spec.type) {
         case ColumnType::kCategorical:
           c.codes.pop_back();
           c.pending_raw -= 4;
-          if (c.new_value) {  // a value seen only in the dropped row leaves the domain
+          // A value seen only in the dropped row leaves the domain.
+          if (std::find(new_values_.begin(), new_values_.end(), i) != new_values_.end()) {
             domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
             c.codes_of.erase(c.domain.back());
             c.domain.pop_back();
@@ -387,24 +395,30 @@ Status FrameBuilder::EndRow() {
           c.pending_raw -= 8;
       }
     }
-    for (Column& c : columns_) c.new_value = false;
+    new_values_.clear();
+    std::fill(set_.begin(), set_.end(), 0);
+    set_count_ = 0;
+    row_pending_ = 0;
+    column_full_ = false;
+    for (const Column& c : columns_) {
+      row_pending_ += c.pending_raw;
+      column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
+    }
     return Status::InvalidArgument("row ended with a column not set");
   }
-  for (Column& c : columns_) c.new_value = false;
+  new_values_.clear();
+  std::fill(set_.begin(), set_.end(), 0);
+  set_count_ = 0;
   pending_rows_++;
   rows_++;
-  bool full = pending_rows_ == kMaxChunkRows;
+  pending_bytes_ = row_pending_;
   // Each column's chunk is cut at the target size; all columns together at 16 times it, so a
   // frame of very many columns (a 1 MiB CSV of 10,000 mostly missing ones) cannot hold
   // gigabytes of pending values before its first cut.
-  uint64_t pending = 0;
-  for (const Column& c : columns_) {
-    full |= c.pending_raw >= options_.target_chunk_bytes;
-    pending += c.pending_raw;
+  if (column_full_ || pending_rows_ == kMaxChunkRows ||
+      row_pending_ >= uint64_t{16} * options_.target_chunk_bytes) {
+    Cut();
   }
-  full |= pending >= uint64_t{16} * options_.target_chunk_bytes;
-  pending_bytes_ = pending;
-  if (full) Cut();
   return Status::OK();
 }
 
@@ -454,12 +468,13 @@ Status FrameBuilder::DemoteToString(size_t col) {
   c.blob = std::move(blob);
   c.ends = std::move(ends);
   c.na = std::move(na);
+  row_pending_ += raw - c.pending_raw;
+  column_full_ |= raw >= options_.target_chunk_bytes;
   c.pending_raw = raw;
   c.codes.clear();
   std::vector<std::string>().swap(c.domain);
   decltype(c.codes_of)().swap(c.codes_of);
   std::vector<int32_t>().swap(c.code_cache);
-  c.new_value = false;
   c.spec.type = ColumnType::kString;
   return Status::OK();
 }
@@ -496,6 +511,8 @@ void FrameBuilder::Cut() {
   }
   pending_rows_ = 0;
   pending_bytes_ = 0;
+  row_pending_ = 0;
+  column_full_ = false;
 }
 
 Result<Frame> FrameBuilder::Finish() {
