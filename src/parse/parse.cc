@@ -269,19 +269,20 @@ class RangeParser {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
-        const std::optional<double> x = internal::ReadNumber(v);
+        double x;
+        const bool read = internal::ReadNumber(v, &x);
         const bool integer = setup_.types[c] == ColumnType::kInteger;
         // An integer column holds integers a double keeps exactly: past 2^53 the value read may
         // already be rounded, so it is a bad value, not a silently different number.
-        if (x && integer && !(std::fabs(*x) < 9007199254740992.0)) {
+        if (read && integer && !(std::fabs(x) < 9007199254740992.0)) {
           Bad(b, c, v, line, "an integer of magnitude below 2^53 (exact in a double)");
-        } else if (!x || !b->AddNumber(c, *x).ok()) {
+        } else if (!read || !b->AddNumber(c, x).ok()) {
           Bad(b, c, v, line, integer ? "an integer" : "a number");
-        } else if (!integer && !(std::fabs(*x) < 9007199254740992.0) && RoundedInteger(v, *x)) {
+        } else if (!integer && !(std::fabs(x) < 9007199254740992.0) && RoundedInteger(v, x)) {
           piece_.rounded++;
           char shown[400];  // a double in fixed notation: at most 309 digits
           const auto [end, ec] =
-              std::to_chars(shown, shown + sizeof(shown), *x, std::chars_format::fixed);
+              std::to_chars(shown, shown + sizeof(shown), x, std::chars_format::fixed);
           Note(line, "column '" + setup_.names[c] + "': '" + Shorten(v) +
                          "' is an integer past 2^53: rounded to " +
                          (ec == std::errc() ? std::string(shown, end) : std::string("a double")));
