@@ -559,7 +559,21 @@ class FrameBuilder {
   };
   Status Check(size_t col, bool ok_for_type);
   // Marks column `col` set in this row with `raw` more pending bytes.
-  void Set(size_t col, uint64_t raw);
+  void Set(size_t col, uint64_t raw) {
+    Column& c = columns_[col];
+    set_[col] = 1;
+    set_count_++;
+    c.pending_raw += raw;
+    row_pending_ += raw;
+    column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
+  }
+  // The out-of-line halves of the Add calls and EndRow below: every case but the common one,
+  // and every error.
+  Status AddNumberSlow(size_t col, double v);
+  Status AddStringSlow(size_t col, std::string_view v);
+  // A categorical value of column `col` (checked) whose code Code gave: -1 adds it to the domain.
+  Status AddCategorical(size_t col, std::string_view v, int32_t code);
+  Status DropRow();
   void Cut();
 
   FrameBuilderOptions options_;
@@ -577,6 +591,59 @@ class FrameBuilder {
   uint64_t row_pending_ = 0;
   bool column_full_ = false;
 };
+
+// The common case of AddNumber, AddString and EndRow inline, since a parser calls them for every
+// value: a column in range and not yet set, a value its type takes.
+inline Status FrameBuilder::AddNumber(size_t col, double v) {
+  if (col < columns_.size() && set_[col] == 0) {
+    Column& c = columns_[col];
+    if (c.spec.type == ColumnType::kReal) {
+      c.numbers.push_back(std::isnan(v) ? kNA : v);
+      Set(col, 8);
+      return Status::OK();
+    }
+    // An integer below 2^63 in magnitude converts to int64 and back unchanged (NaN fails the
+    // first test and goes the slow way, which takes it as NA).
+    if (c.spec.type == ColumnType::kInteger && std::fabs(v) < 9223372036854775808.0 &&
+        static_cast<double>(static_cast<int64_t>(v)) == v) {
+      c.numbers.push_back(v + 0.0);  // -0 is 0 in an integer column
+      Set(col, 8);
+      return Status::OK();
+    }
+  }
+  return AddNumberSlow(col, v);
+}
+
+inline Status FrameBuilder::AddString(size_t col, std::string_view v) {
+  if (col < columns_.size() && set_[col] == 0 &&
+      columns_[col].spec.type == ColumnType::kCategorical) {
+    Column& c = columns_[col];
+    const int32_t code = c.Code(v);
+    if (code < 0) return AddCategorical(col, v, code);
+    c.codes.push_back(code);
+    Set(col, 4);
+    return Status::OK();
+  }
+  return AddStringSlow(col, v);
+}
+
+inline Status FrameBuilder::EndRow() {
+  if (set_count_ != columns_.size()) return DropRow();
+  new_values_.clear();
+  std::memset(set_.data(), 0, set_.size());
+  set_count_ = 0;
+  pending_rows_++;
+  rows_++;
+  pending_bytes_ = row_pending_;
+  // Each column's chunk is cut at the target size; all columns together at 16 times it, so a
+  // frame of very many columns (a 1 MiB CSV of 10,000 mostly missing ones) cannot hold
+  // gigabytes of pending values before its first cut.
+  if (column_full_ || pending_rows_ == kMaxChunkRows ||
+      row_pending_ >= uint64_t{16} * options_.target_chunk_bytes) {
+    Cut();
+  }
+  return Status::OK();
+}
 
 }  // namespace floe::frame
 

@@ -207,16 +207,7 @@ Status FrameBuilder::Check(size_t col, bool ok_for_type) {
   return Status::OK();
 }
 
-void FrameBuilder::Set(size_t col, uint64_t raw) {
-  Column& c = columns_[col];
-  set_[col] = 1;
-  set_count_++;
-  c.pending_raw += raw;
-  row_pending_ += raw;
-  column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
-}
-
-Status FrameBuilder::AddNumber(size_t col, double v) {
+Status FrameBuilder::AddNumberSlow(size_t col, double v) {
   const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
   if (type == ColumnType::kInteger && !frame::IsNA(v)) {
     // Magnitude below 2^63, and not -2^63 (int64's NA in its raw layout).
@@ -312,29 +303,11 @@ int32_t FrameBuilder::Column::Code(std::string_view v) {
   return it->second;
 }
 
-Status FrameBuilder::AddString(size_t col, std::string_view v) {
+Status FrameBuilder::AddStringSlow(size_t col, std::string_view v) {
   const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kCategorical || type == ColumnType::kString));
   Column& c = columns_[col];
-  if (type == ColumnType::kCategorical) {
-    int32_t code = c.Code(v);
-    if (code < 0) {
-      if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
-      code = static_cast<int32_t>(c.domain.size());
-      c.codes_of.emplace(std::string(v), code);
-      c.domain.emplace_back(v);
-      new_values_.push_back(col);
-      domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
-      // The cache grows with the domain (emptied: it refills as values come).
-      if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
-        c.code_cache.assign(
-            std::min(kCodeCacheSlots, std::max<size_t>(16, 4 * c.code_cache.size())), -1);
-      }
-    }
-    c.codes.push_back(code);
-    Set(col, 4);
-    return Status::OK();
-  }
+  if (type == ColumnType::kCategorical) return AddCategorical(col, v, c.Code(v));
   // The blob holds less than the target (else the last EndRow cut it) plus this value: below
   // 256 MiB + 512 MiB, inside kMaxStringBlob.
   if (v.size() > kMaxStringValue) return Status::InvalidArgument("string value too long");
@@ -342,6 +315,26 @@ Status FrameBuilder::AddString(size_t col, std::string_view v) {
   c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
   c.na.push_back(false);
   Set(col, 4 + v.size());
+  return Status::OK();
+}
+
+Status FrameBuilder::AddCategorical(size_t col, std::string_view v, int32_t code) {
+  Column& c = columns_[col];
+  if (code < 0) {
+    if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
+    code = static_cast<int32_t>(c.domain.size());
+    c.codes_of.emplace(std::string(v), code);
+    c.domain.emplace_back(v);
+    new_values_.push_back(col);
+    domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
+    // The cache grows with the domain (emptied: it refills as values come).
+    if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
+      c.code_cache.assign(std::min(kCodeCacheSlots, std::max<size_t>(16, 4 * c.code_cache.size())),
+                          -1);
+    }
+  }
+  c.codes.push_back(code);
+  Set(col, 4);
   return Status::OK();
 }
 
@@ -365,61 +358,46 @@ Status FrameBuilder::AddNA(size_t col) {
   return Status::OK();
 }
 
-Status FrameBuilder::EndRow() {
-  if (set_count_ != columns_.size()) {
-    // Drop the values this row set, so the builder stays row-aligned.
-    for (size_t i = 0; i < columns_.size(); i++) {
-      if (set_[i] == 0) continue;
-      Column& c = columns_[i];
-      switch (c.spec.type) {
-        case ColumnType::kCategorical:
-          c.codes.pop_back();
-          c.pending_raw -= 4;
-          // A value seen only in the dropped row leaves the domain.
-          if (std::find(new_values_.begin(), new_values_.end(), i) != new_values_.end()) {
-            domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
-            c.codes_of.erase(c.domain.back());
-            c.domain.pop_back();
-          }
-          break;
-        case ColumnType::kString: {
-          const uint32_t begin = c.ends.size() > 1 ? c.ends[c.ends.size() - 2] : 0;
-          c.pending_raw -= 4 + (c.ends.back() - begin);
-          c.blob.resize(begin);
-          c.ends.pop_back();
-          c.na.pop_back();
-          break;
+// EndRow with a column not set.
+Status FrameBuilder::DropRow() {
+  // Drop the values this row set, so the builder stays row-aligned.
+  for (size_t i = 0; i < columns_.size(); i++) {
+    if (set_[i] == 0) continue;
+    Column& c = columns_[i];
+    switch (c.spec.type) {
+      case ColumnType::kCategorical:
+        c.codes.pop_back();
+        c.pending_raw -= 4;
+        // A value seen only in the dropped row leaves the domain.
+        if (std::find(new_values_.begin(), new_values_.end(), i) != new_values_.end()) {
+          domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
+          c.codes_of.erase(c.domain.back());
+          c.domain.pop_back();
         }
-        default:
-          c.numbers.pop_back();
-          c.pending_raw -= 8;
+        break;
+      case ColumnType::kString: {
+        const uint32_t begin = c.ends.size() > 1 ? c.ends[c.ends.size() - 2] : 0;
+        c.pending_raw -= 4 + (c.ends.back() - begin);
+        c.blob.resize(begin);
+        c.ends.pop_back();
+        c.na.pop_back();
+        break;
       }
+      default:
+        c.numbers.pop_back();
+        c.pending_raw -= 8;
     }
-    new_values_.clear();
-    std::fill(set_.begin(), set_.end(), 0);
-    set_count_ = 0;
-    row_pending_ = 0;
-    column_full_ = false;
-    for (const Column& c : columns_) {
-      row_pending_ += c.pending_raw;
-      column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
-    }
-    return Status::InvalidArgument("row ended with a column not set");
   }
   new_values_.clear();
   std::fill(set_.begin(), set_.end(), 0);
   set_count_ = 0;
-  pending_rows_++;
-  rows_++;
-  pending_bytes_ = row_pending_;
-  // Each column's chunk is cut at the target size; all columns together at 16 times it, so a
-  // frame of very many columns (a 1 MiB CSV of 10,000 mostly missing ones) cannot hold
-  // gigabytes of pending values before its first cut.
-  if (column_full_ || pending_rows_ == kMaxChunkRows ||
-      row_pending_ >= uint64_t{16} * options_.target_chunk_bytes) {
-    Cut();
+  row_pending_ = 0;
+  column_full_ = false;
+  for (const Column& c : columns_) {
+    row_pending_ += c.pending_raw;
+    column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
   }
-  return Status::OK();
+  return Status::InvalidArgument("row ended with a column not set");
 }
 
 Status FrameBuilder::DemoteToString(size_t col) {
