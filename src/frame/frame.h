@@ -505,6 +505,13 @@ class FrameBuilder {
   Status AddNA(size_t col);
   // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
   Status EndRow();
+  // Gives categorical column `col` the domain `values` (distinct, in order: codes 0, 1, ...)
+  // before its first value, as if rows had added them; domain_bytes counts them. A parser seeds
+  // each range's builder with the values the input's first rows add, so that most ranges number
+  // them as the first range does and need no re-encoding when their pieces are joined.
+  // InvalidArgument for a column that is not categorical, one that has values or chunks, or
+  // values that repeat or pass kMaxDomain.
+  Status SeedDomain(size_t col, const std::vector<std::string>& values);
   // Distinct values of categorical column `col` so far (0 for other columns or out of range).
   size_t domain_size(size_t col) const {
     return col < columns_.size() ? columns_[col].domain.size() : 0;

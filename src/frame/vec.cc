@@ -338,6 +338,32 @@ Status FrameBuilder::AddCategorical(size_t col, std::string_view v, int32_t code
   return Status::OK();
 }
 
+Status FrameBuilder::SeedDomain(size_t col, const std::vector<std::string>& values) {
+  if (col >= columns_.size() || columns_[col].spec.type != ColumnType::kCategorical) {
+    return Status::InvalidArgument("not a categorical column");
+  }
+  Column& c = columns_[col];
+  if (!c.domain.empty() || !c.codes.empty() || !c.chunks.empty() || set_[col] != 0) {
+    return Status::InvalidArgument("the column already has values");
+  }
+  if (values.size() > kMaxDomain) return Status::InvalidArgument("domain above the limit");
+  for (const std::string& v : values) {
+    if (!c.codes_of.emplace(v, static_cast<int32_t>(c.domain.size())).second) {
+      c.codes_of.clear();
+      c.domain.clear();
+      return Status::InvalidArgument("domain values repeat");
+    }
+    c.domain.push_back(v);
+  }
+  for (const std::string& v : c.domain) domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
+  if (c.domain.size() > 0) {
+    size_t slots = 16;
+    while (slots < kCodeCacheSlots && 2 * c.domain.size() > slots) slots *= 4;
+    c.code_cache.assign(slots, -1);
+  }
+  return Status::OK();
+}
+
 Status FrameBuilder::AddNA(size_t col) {
   FLOE_RETURN_IF_ERROR(Check(col, true));
   Column& c = columns_[col];

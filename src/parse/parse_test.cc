@@ -778,6 +778,33 @@ TEST(ParseTest, CancelStopsInsideOneHugeLine) {
 }
 
 // Categorical domains are summed over the ranges, reported as held bytes, and bounded.
+// Every range's builder is seeded with the categorical values the input's first rows add (so
+// most ranges' chunks are joined without re-encoding): the domain is still in the order values
+// are first seen over the whole input, with no value of a rejected row or an NA token, and
+// values past the seeding rows (2,048) come after, in their order.
+TEST(ParseTest, SeededCategoricalDomainsKeepTheOrderValuesAreFirstSeen) {
+  std::string text = "k,n\nb,1\na,2\nz,3,extra\nNA,4\n\"NA\",5\nc,6\n";
+  std::vector<std::string> expected = {"b", "a", "NA", "NA", "c"};
+  for (int i = 0; i < 5000; i++) {
+    std::string v(1, "cadbe"[i % 5]);
+    if (i == 3000) v = "f";
+    if (i == 4990) v = "g";
+    text += v + "," + std::to_string(i) + "\n";
+    expected.push_back(v);
+  }
+  for (const uint32_t threads : {1u, 2u, 4u}) {
+    ParseOptions o = Threads(threads);
+    o.column_types = {ColumnType::kCategorical, ColumnType::kInteger};
+    const ParseResult r = Parse(text, o);
+    SCOPED_TRACE(threads);
+    EXPECT_EQ(r.report.rejected_rows, 1u);
+    EXPECT_EQ(r.frame.vec(0).domain(),
+              (std::vector<std::string>{"b", "a", "NA", "c", "d", "e", "f", "g"}));
+    EXPECT_EQ(Column(r.frame, 0), expected);
+    EXPECT_EQ(r.frame.vec(0).na_count(), 1u);
+  }
+}
+
 TEST(ParseTest, CategoricalDomainsAreCountedAndBounded) {
   std::string text = "c\n";
   for (int i = 0; i < 2000; i++) text += "value_" + std::to_string(i % 1000) + "\n";
