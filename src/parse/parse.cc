@@ -688,7 +688,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     // adds them too. So the merged domains are what they were unseeded (first seen over the whole
     // input), and a range that meets no other value keeps its codes: its chunks are joined
     // as they are, not re-encoded. Seeded values a range never meets cost it their domain entry.
-    if (pieces.empty() && !body.empty() && !seeded) {
+    if (pieces.empty() && !body.empty() && !seeded && (ranges > 1 || sources.size() > 1)) {
       seeded = true;
       bool categorical = false;
       for (const ColumnType t : setup.types) categorical |= t == ColumnType::kCategorical;
