@@ -505,6 +505,13 @@ class FrameBuilder {
   Status AddNA(size_t col);
   // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
   Status EndRow();
+  // Gives categorical column `col` the domain `values` (distinct, in order: codes 0, 1, ...)
+  // before its first value, as if rows had added them; domain_bytes counts them. A parser seeds
+  // each range's builder with the values the input's first rows add, so that most ranges number
+  // them as the first range does and need no re-encoding when their pieces are joined.
+  // InvalidArgument for a column that is not categorical, one that has values or chunks, or
+  // values that repeat or pass kMaxDomain.
+  Status SeedDomain(size_t col, const std::vector<std::string>& values);
   // Distinct values of categorical column `col` so far (0 for other columns or out of range).
   size_t domain_size(size_t col) const {
     return col < columns_.size() ? columns_[col].domain.size() : 0;
@@ -554,11 +561,26 @@ class FrameBuilder {
     // domain_bytes charges for one (kDomainEntryBytes).
     std::vector<int32_t> code_cache;
     int32_t Code(std::string_view v);
-    bool new_value = false;  // this row added the domain's last value
     std::vector<std::shared_ptr<const std::string>> chunks;
     size_t pending() const;
   };
   Status Check(size_t col, bool ok_for_type);
+  // Marks column `col` set in this row with `raw` more pending bytes.
+  void Set(size_t col, uint64_t raw) {
+    Column& c = columns_[col];
+    set_[col] = 1;
+    set_count_++;
+    c.pending_raw += raw;
+    row_pending_ += raw;
+    column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
+  }
+  // The out-of-line halves of the Add calls and EndRow below: every case but the common one,
+  // and every error.
+  Status AddNumberSlow(size_t col, double v);
+  Status AddStringSlow(size_t col, std::string_view v);
+  // A categorical value of column `col` (checked) whose code Code gave: -1 adds it to the domain.
+  Status AddCategorical(size_t col, std::string_view v, int32_t code);
+  Status DropRow();
   void Cut();
 
   FrameBuilderOptions options_;
@@ -567,7 +589,68 @@ class FrameBuilder {
   uint64_t rows_ = 0;
   uint64_t domain_bytes_ = 0;
   uint64_t pending_bytes_ = 0;
+  // The current row, kept as its values are added so EndRow need not visit every column: which
+  // columns it set (and how many), the categorical columns it added a domain value to, the raw
+  // bytes pending with its values, and whether a column reached the target with them.
+  std::vector<uint8_t> set_;
+  size_t set_count_ = 0;
+  std::vector<size_t> new_values_;
+  uint64_t row_pending_ = 0;
+  bool column_full_ = false;
 };
+
+// The common case of AddNumber, AddString and EndRow inline, since a parser calls them for every
+// value: a column in range and not yet set, a value its type takes.
+inline Status FrameBuilder::AddNumber(size_t col, double v) {
+  if (col < columns_.size() && set_[col] == 0) {
+    Column& c = columns_[col];
+    if (c.spec.type == ColumnType::kReal) {
+      c.numbers.push_back(std::isnan(v) ? kNA : v);
+      Set(col, 8);
+      return Status::OK();
+    }
+    // An integer below 2^63 in magnitude converts to int64 and back unchanged (NaN fails the
+    // first test and goes the slow way, which takes it as NA).
+    if (c.spec.type == ColumnType::kInteger && std::fabs(v) < 9223372036854775808.0 &&
+        static_cast<double>(static_cast<int64_t>(v)) == v) {
+      c.numbers.push_back(v + 0.0);  // -0 is 0 in an integer column
+      Set(col, 8);
+      return Status::OK();
+    }
+  }
+  return AddNumberSlow(col, v);
+}
+
+inline Status FrameBuilder::AddString(size_t col, std::string_view v) {
+  if (col < columns_.size() && set_[col] == 0 &&
+      columns_[col].spec.type == ColumnType::kCategorical) {
+    Column& c = columns_[col];
+    const int32_t code = c.Code(v);
+    if (code < 0) return AddCategorical(col, v, code);
+    c.codes.push_back(code);
+    Set(col, 4);
+    return Status::OK();
+  }
+  return AddStringSlow(col, v);
+}
+
+inline Status FrameBuilder::EndRow() {
+  if (set_count_ != columns_.size()) return DropRow();
+  new_values_.clear();
+  std::memset(set_.data(), 0, set_.size());
+  set_count_ = 0;
+  pending_rows_++;
+  rows_++;
+  pending_bytes_ = row_pending_;
+  // Each column's chunk is cut at the target size; all columns together at 16 times it, so a
+  // frame of very many columns (a 1 MiB CSV of 10,000 mostly missing ones) cannot hold
+  // gigabytes of pending values before its first cut.
+  if (column_full_ || pending_rows_ == kMaxChunkRows ||
+      row_pending_ >= uint64_t{16} * options_.target_chunk_bytes) {
+    Cut();
+  }
+  return Status::OK();
+}
 
 }  // namespace floe::frame
 

@@ -196,19 +196,18 @@ Result<FrameBuilder> FrameBuilder::Make(std::vector<ColumnSpec> columns,
   FrameBuilder b;
   b.options_ = options;
   for (ColumnSpec& c : columns) b.columns_.push_back(Column{.spec = std::move(c)});
+  b.set_.assign(b.columns_.size(), 0);
   return b;
 }
 
 Status FrameBuilder::Check(size_t col, bool ok_for_type) {
   if (col >= columns_.size()) return Status::InvalidArgument("no such column");
-  if (columns_[col].pending() != pending_rows_) {
-    return Status::InvalidArgument("column already set in this row");
-  }
+  if (set_[col] != 0) return Status::InvalidArgument("column already set in this row");
   if (!ok_for_type) return Status::InvalidArgument("value does not fit the column's type");
   return Status::OK();
 }
 
-Status FrameBuilder::AddNumber(size_t col, double v) {
+Status FrameBuilder::AddNumberSlow(size_t col, double v) {
   const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
   if (type == ColumnType::kInteger && !frame::IsNA(v)) {
     // Magnitude below 2^63, and not -2^63 (int64's NA in its raw layout).
@@ -219,7 +218,7 @@ Status FrameBuilder::AddNumber(size_t col, double v) {
   }
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kInteger || type == ColumnType::kReal));
   columns_[col].numbers.push_back(frame::IsNA(v) ? kNA : v);
-  columns_[col].pending_raw += 8;
+  Set(col, 8);
   return Status::OK();
 }
 
@@ -230,7 +229,7 @@ Status FrameBuilder::AddTime(size_t col, int64_t ms) {
     return Status::InvalidArgument("time out of range");
   }
   columns_[col].numbers.push_back(ms == kNATime ? kNA : static_cast<double>(ms));
-  columns_[col].pending_raw += 8;
+  Set(col, 8);
   return Status::OK();
 }
 
@@ -304,36 +303,64 @@ int32_t FrameBuilder::Column::Code(std::string_view v) {
   return it->second;
 }
 
-Status FrameBuilder::AddString(size_t col, std::string_view v) {
+Status FrameBuilder::AddStringSlow(size_t col, std::string_view v) {
   const ColumnType type = col < columns_.size() ? columns_[col].spec.type : ColumnType::kReal;
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kCategorical || type == ColumnType::kString));
   Column& c = columns_[col];
-  if (type == ColumnType::kCategorical) {
-    int32_t code = c.Code(v);
-    if (code < 0) {
-      if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
-      code = static_cast<int32_t>(c.domain.size());
-      c.codes_of.emplace(std::string(v), code);
-      c.domain.emplace_back(v);
-      c.new_value = true;
-      domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
-      // The cache grows with the domain (emptied: it refills as values come).
-      if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
-        c.code_cache.assign(
-            std::min(kCodeCacheSlots, std::max<size_t>(16, 4 * c.code_cache.size())), -1);
-      }
-    }
-    c.codes.push_back(code);
-    c.pending_raw += 4;
-    return Status::OK();
-  }
+  if (type == ColumnType::kCategorical) return AddCategorical(col, v, c.Code(v));
   // The blob holds less than the target (else the last EndRow cut it) plus this value: below
   // 256 MiB + 512 MiB, inside kMaxStringBlob.
   if (v.size() > kMaxStringValue) return Status::InvalidArgument("string value too long");
   c.blob.append(v);
   c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
   c.na.push_back(false);
-  c.pending_raw += 4 + v.size();
+  Set(col, 4 + v.size());
+  return Status::OK();
+}
+
+Status FrameBuilder::AddCategorical(size_t col, std::string_view v, int32_t code) {
+  Column& c = columns_[col];
+  if (code < 0) {
+    if (c.domain.size() >= kMaxDomain) return Status::ResourceExhausted("domain too large");
+    code = static_cast<int32_t>(c.domain.size());
+    c.codes_of.emplace(std::string(v), code);
+    c.domain.emplace_back(v);
+    new_values_.push_back(col);
+    domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
+    // The cache grows with the domain (emptied: it refills as values come).
+    if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
+      c.code_cache.assign(std::min(kCodeCacheSlots, std::max<size_t>(16, 4 * c.code_cache.size())),
+                          -1);
+    }
+  }
+  c.codes.push_back(code);
+  Set(col, 4);
+  return Status::OK();
+}
+
+Status FrameBuilder::SeedDomain(size_t col, const std::vector<std::string>& values) {
+  if (col >= columns_.size() || columns_[col].spec.type != ColumnType::kCategorical) {
+    return Status::InvalidArgument("not a categorical column");
+  }
+  Column& c = columns_[col];
+  if (!c.domain.empty() || !c.codes.empty() || !c.chunks.empty() || set_[col] != 0) {
+    return Status::InvalidArgument("the column already has values");
+  }
+  if (values.size() > kMaxDomain) return Status::InvalidArgument("domain above the limit");
+  for (const std::string& v : values) {
+    if (!c.codes_of.emplace(v, static_cast<int32_t>(c.domain.size())).second) {
+      c.codes_of.clear();
+      c.domain.clear();
+      return Status::InvalidArgument("domain values repeat");
+    }
+    c.domain.push_back(v);
+  }
+  for (const std::string& v : c.domain) domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
+  if (c.domain.size() > 0) {
+    size_t slots = 16;
+    while (slots < kCodeCacheSlots && 2 * c.domain.size() > slots) slots *= 4;
+    c.code_cache.assign(slots, -1);
+  }
   return Status::OK();
 }
 
@@ -343,69 +370,60 @@ Status FrameBuilder::AddNA(size_t col) {
   switch (c.spec.type) {
     case ColumnType::kCategorical:
       c.codes.push_back(kNACode);
-      c.pending_raw += 4;
+      Set(col, 4);
       break;
     case ColumnType::kString:
       c.ends.push_back(static_cast<uint32_t>(c.blob.size()));
       c.na.push_back(true);
-      c.pending_raw += 4;
+      Set(col, 4);
       break;
     default:
       c.numbers.push_back(kNA);
-      c.pending_raw += 8;
+      Set(col, 8);
   }
   return Status::OK();
 }
 
-Status FrameBuilder::EndRow() {
-  bool complete = true;
-  for (const Column& c : columns_) complete &= c.pending() == pending_rows_ + 1;
-  if (!complete) {
-    // Drop the values this row set, so the builder stays row-aligned.
-    for (Column& c : columns_) {
-      if (c.pending() == pending_rows_) continue;
-      switch (c.spec.type) {
-        case ColumnType::kCategorical:
-          c.codes.pop_back();
-          c.pending_raw -= 4;
-          if (c.new_value) {  // a value seen only in the dropped row leaves the domain
-            domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
-            c.codes_of.erase(c.domain.back());
-            c.domain.pop_back();
-          }
-          break;
-        case ColumnType::kString: {
-          const uint32_t begin = c.ends.size() > 1 ? c.ends[c.ends.size() - 2] : 0;
-          c.pending_raw -= 4 + (c.ends.back() - begin);
-          c.blob.resize(begin);
-          c.ends.pop_back();
-          c.na.pop_back();
-          break;
+// EndRow with a column not set.
+Status FrameBuilder::DropRow() {
+  // Drop the values this row set, so the builder stays row-aligned.
+  for (size_t i = 0; i < columns_.size(); i++) {
+    if (set_[i] == 0) continue;
+    Column& c = columns_[i];
+    switch (c.spec.type) {
+      case ColumnType::kCategorical:
+        c.codes.pop_back();
+        c.pending_raw -= 4;
+        // A value seen only in the dropped row leaves the domain.
+        if (std::find(new_values_.begin(), new_values_.end(), i) != new_values_.end()) {
+          domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
+          c.codes_of.erase(c.domain.back());
+          c.domain.pop_back();
         }
-        default:
-          c.numbers.pop_back();
-          c.pending_raw -= 8;
+        break;
+      case ColumnType::kString: {
+        const uint32_t begin = c.ends.size() > 1 ? c.ends[c.ends.size() - 2] : 0;
+        c.pending_raw -= 4 + (c.ends.back() - begin);
+        c.blob.resize(begin);
+        c.ends.pop_back();
+        c.na.pop_back();
+        break;
       }
+      default:
+        c.numbers.pop_back();
+        c.pending_raw -= 8;
     }
-    for (Column& c : columns_) c.new_value = false;
-    return Status::InvalidArgument("row ended with a column not set");
   }
-  for (Column& c : columns_) c.new_value = false;
-  pending_rows_++;
-  rows_++;
-  bool full = pending_rows_ == kMaxChunkRows;
-  // Each column's chunk is cut at the target size; all columns together at 16 times it, so a
-  // frame of very many columns (a 1 MiB CSV of 10,000 mostly missing ones) cannot hold
-  // gigabytes of pending values before its first cut.
-  uint64_t pending = 0;
+  new_values_.clear();
+  std::fill(set_.begin(), set_.end(), 0);
+  set_count_ = 0;
+  row_pending_ = 0;
+  column_full_ = false;
   for (const Column& c : columns_) {
-    full |= c.pending_raw >= options_.target_chunk_bytes;
-    pending += c.pending_raw;
+    row_pending_ += c.pending_raw;
+    column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
   }
-  full |= pending >= uint64_t{16} * options_.target_chunk_bytes;
-  pending_bytes_ = pending;
-  if (full) Cut();
-  return Status::OK();
+  return Status::InvalidArgument("row ended with a column not set");
 }
 
 Status FrameBuilder::DemoteToString(size_t col) {
@@ -454,12 +472,13 @@ Status FrameBuilder::DemoteToString(size_t col) {
   c.blob = std::move(blob);
   c.ends = std::move(ends);
   c.na = std::move(na);
+  row_pending_ += raw - c.pending_raw;
+  column_full_ |= raw >= options_.target_chunk_bytes;
   c.pending_raw = raw;
   c.codes.clear();
   std::vector<std::string>().swap(c.domain);
   decltype(c.codes_of)().swap(c.codes_of);
   std::vector<int32_t>().swap(c.code_cache);
-  c.new_value = false;
   c.spec.type = ColumnType::kString;
   return Status::OK();
 }
@@ -496,6 +515,8 @@ void FrameBuilder::Cut() {
   }
   pending_rows_ = 0;
   pending_bytes_ = 0;
+  row_pending_ = 0;
+  column_full_ = false;
 }
 
 Result<Frame> FrameBuilder::Finish() {

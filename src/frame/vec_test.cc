@@ -376,6 +376,35 @@ TEST(FrameBuilderTest, CategoricalCodesSurviveDroppedRowsAndLookalikeValues) {
   }
 }
 
+// A dropped row's values leave the counts a cut is decided by: the row that filled a column
+// and was refused cuts nothing, and the pending bytes are those of the rows kept.
+TEST(FrameBuilderTest, ADroppedRowLeavesTheCutsAndPendingBytesAsBefore) {
+  FrameBuilder b = MakeBuilder({{"n", ColumnType::kReal}, {"s", ColumnType::kString}}, 64);
+  for (int i = 0; i < 6; i++) {
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    ASSERT_TRUE(b.AddNA(1).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+  }
+  EXPECT_EQ(b.pending_bytes(), 6u * 12);
+  ASSERT_TRUE(b.AddString(1, std::string(60, 'x')).ok());  // past the target, and dropped
+  EXPECT_FALSE(b.EndRow().ok());
+  EXPECT_EQ(b.pending_bytes(), 6u * 12);
+  ASSERT_TRUE(b.AddNumber(0, 99).ok());
+  EXPECT_FALSE(b.EndRow().ok());
+  for (int i = 6; i < 9; i++) {
+    ASSERT_TRUE(b.AddNumber(0, i).ok());
+    ASSERT_TRUE(b.AddNA(1).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+    // The eighth kept row brings the numbers to the target and cuts.
+    EXPECT_EQ(b.pending_bytes(), i == 6 ? 7u * 12 : i == 7 ? 0u : 12u) << i;
+  }
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_EQ(f->vec(0).chunk_count(), 2u);
+  EXPECT_EQ(f->vec(0).chunk(0).rows(), 8u);
+  for (uint64_t r = 0; r < 9; r++) EXPECT_EQ(f->vec(0).At(r), static_cast<double>(r)) << r;
+}
+
 TEST(FrameBuilderTest, DemoteToStringKeepsEveryValueAndFreesTheDomain) {
   FrameBuilder b = MakeBuilder({{"n", ColumnType::kReal}, {"c", ColumnType::kCategorical}}, 64);
   std::vector<std::optional<std::string>> expected;

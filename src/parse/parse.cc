@@ -54,7 +54,17 @@ struct Shared {
   std::atomic<uint64_t> rows{0};
   std::atomic<uint64_t> domain_bytes{0};  // FrameBuilder::domain_bytes of every range, summed
   std::atomic<bool> failed{false};
+  // Per column: the categorical values the input's first rows add, in that order (empty for
+  // other columns), given to every range's builder first (FrameBuilder::SeedDomain).
+  std::vector<std::vector<std::string>> seeds;
 };
+
+// Rows of the input's start parsed once more before the ranges, for their categorical values,
+// and the most values a column is seeded with: a range seeded with values it never meets only
+// holds them (charged to maxmemory with its domain), so the seed stays small.
+constexpr uint64_t kSeedRows = 2048;
+constexpr size_t kMaxSeedValues = 1024;
+constexpr size_t kMaxSeedBytes = 64 << 10;  // of one column's seed values together
 
 // The rows of one range: its frame, counts, and issues with lines relative to the range.
 struct Piece {
@@ -101,7 +111,9 @@ class RangeParser {
   }
   RangeParser(const RangeParser&) = delete;
   RangeParser& operator=(const RangeParser&) = delete;
-  RangeParser(Shared* shared, Piece* piece) : s_(*shared), setup_(*shared->setup), piece_(*piece) {
+  // `stop_after_rows`: the range ends after that many rows (0: none), for the seeds' pass.
+  RangeParser(Shared* shared, Piece* piece, uint64_t stop_after_rows = 0)
+      : s_(*shared), setup_(*shared->setup), piece_(*piece), stop_after_rows_(stop_after_rows) {
     for (const std::string& t : s_.options->na_tokens) {
       if (t.size() < 64) {
         na_lengths_ |= uint64_t{1} << t.size();
@@ -120,6 +132,10 @@ class RangeParser {
     }
     FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, o.builder));
     const size_t columns = specs.size();
+    for (size_t c = 0; c < s_.seeds.size() && c < columns; c++) {
+      if (!s_.seeds[c].empty()) FLOE_RETURN_IF_ERROR(b.SeedDomain(c, s_.seeds[c]));
+    }
+    if (!s_.seeds.empty()) FLOE_RETURN_IF_ERROR(ChargeDomains(b));
     Row row;
     internal::CapRow(&row, o.limits.max_field_bytes, o.limits.max_line_bytes);
     row.cancel = s_.control->cancel;
@@ -191,6 +207,7 @@ class RangeParser {
       }
       FLOE_RETURN_IF_ERROR(b.EndRow());
       piece_.rows++;
+      if (piece_.rows == stop_after_rows_) break;
       // A domain past the categorical limit is freed at once: its column is a string column now.
       for (const size_t c : demote_) FLOE_RETURN_IF_ERROR(b.DemoteToString(c));
       demote_.clear();
@@ -269,19 +286,20 @@ class RangeParser {
           FLOE_CHECK_OK(b->AddNA(c));
           return;
         }
-        const std::optional<double> x = internal::ReadNumber(v);
+        double x;
+        const bool read = internal::ReadNumber(v, &x);
         const bool integer = setup_.types[c] == ColumnType::kInteger;
         // An integer column holds integers a double keeps exactly: past 2^53 the value read may
         // already be rounded, so it is a bad value, not a silently different number.
-        if (x && integer && !(std::fabs(*x) < 9007199254740992.0)) {
+        if (read && integer && !(std::fabs(x) < 9007199254740992.0)) {
           Bad(b, c, v, line, "an integer of magnitude below 2^53 (exact in a double)");
-        } else if (!x || !b->AddNumber(c, *x).ok()) {
+        } else if (!read || !b->AddNumber(c, x).ok()) {
           Bad(b, c, v, line, integer ? "an integer" : "a number");
-        } else if (!integer && !(std::fabs(*x) < 9007199254740992.0) && RoundedInteger(v, *x)) {
+        } else if (!integer && !(std::fabs(x) < 9007199254740992.0) && RoundedInteger(v, x)) {
           piece_.rounded++;
           char shown[400];  // a double in fixed notation: at most 309 digits
           const auto [end, ec] =
-              std::to_chars(shown, shown + sizeof(shown), *x, std::chars_format::fixed);
+              std::to_chars(shown, shown + sizeof(shown), x, std::chars_format::fixed);
           Note(line, "column '" + setup_.names[c] + "': '" + Shorten(v) +
                          "' is an integer past 2^53: rounded to " +
                          (ec == std::errc() ? std::string(shown, end) : std::string("a double")));
@@ -316,6 +334,7 @@ class RangeParser {
   Shared& s_;
   const Setup& setup_;
   Piece& piece_;
+  uint64_t stop_after_rows_ = 0;  // 0: the whole range
   uint64_t domain_reported_ = 0;  // of this range's builder, in s_.domain_bytes
   uint64_t granted_ = 0;          // pending bytes may_pend granted this range
   std::vector<size_t> demote_;    // categorical columns this row took past the limit
@@ -605,6 +624,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
   ParseReport& report = result.report;
   std::vector<std::string> header;  // the first source's header row, to recognize it later
   bool have_header = false;
+  bool seeded = false;  // shared.seeds made (or found not needed)
   for (size_t si = 0; si < sources.size(); si++) {
     FLOE_RETURN_IF_ERROR(load(sources[si].get()));
     std::string_view body = StripBOM(sources[si]->bytes);
@@ -662,6 +682,41 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
     const Split split = SplitBody(body, setup.quote, ranges, working, control.cancel);
     if (control.cancel != nullptr && control.cancel->load(std::memory_order_relaxed)) {
       return Status::Cancelled("parse cancelled");
+    }
+    // The first body's first rows once more, for their categorical values: every range is
+    // seeded with them, in the order these rows add them, which is the order the first range
+    // adds them too. So the merged domains are what they were unseeded (first seen over the whole
+    // input), and a range that meets no other value keeps its codes: its chunks are joined
+    // as they are, not re-encoded. Seeded values a range never meets cost it their domain entry.
+    if (pieces.empty() && !body.empty() && !seeded && (ranges > 1 || sources.size() > 1)) {
+      seeded = true;
+      bool categorical = false;
+      for (const ColumnType t : setup.types) categorical |= t == ColumnType::kCategorical;
+      if (categorical) {
+        Shared seeding{.setup = &setup, .options = &options, .control = &control};
+        Piece piece;
+        Status status;
+        try {
+          RangeParser parser(&seeding, &piece, kSeedRows);
+          status = parser.Run(body.data(), body.data() + body.size());
+        } catch (const std::bad_alloc&) {
+          status = Status::ResourceExhausted("out of memory while parsing");
+        }
+        if (status.code() == StatusCode::kCancelled) return status;
+        // Any other failure is the ranges' to report: they meet it again.
+        if (status.ok()) {
+          shared.seeds.resize(setup.names.size());
+          for (size_t c = 0; c < setup.names.size(); c++) {
+            const frame::Vec& v = piece.frame.vec(c);
+            if (v.type() != ColumnType::kCategorical || v.domain().size() > kMaxSeedValues) {
+              continue;
+            }
+            size_t bytes = 0;
+            for (const std::string& value : v.domain()) bytes += value.size();
+            if (bytes <= kMaxSeedBytes) shared.seeds[c] = v.domain();
+          }
+        }
+      }
     }
     const size_t first_piece = pieces.size();
     pieces.resize(first_piece + ranges);

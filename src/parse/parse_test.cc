@@ -315,6 +315,40 @@ TEST(ParseTest, CountQuotesAgreesWithACountOfEveryByte) {
   EXPECT_EQ(internal::CountQuotes(quotes.data(), quotes.data() + quotes.size(), '\0'), 0u);
 }
 
+// The unquoted fields' scan goes 16 bytes a step while they are in the input: fields of every
+// length around a step, ended by a separator, an LF, a CRLF or the input's end, read as a
+// byte-wise split reads them; a quote anywhere in a field still sends it to the quoted path.
+TEST(ParseTest, UnquotedFieldsOfEveryLengthAroundA16ByteStep) {
+  for (size_t a = 0; a <= 40; a++) {
+    for (size_t b = 0; b <= 40; b += 3) {
+      for (const std::string_view ending : {"\n", "\r\n", "", ",x\n"}) {
+        const std::string fa(a, 'a'), fb(b, 'b');
+        const std::string line = fa + "," + fb + std::string(ending);
+        internal::Row row;
+        const char* next =
+            internal::ReadRow(line.data(), line.data() + line.size(), ',', '"', 3, &row);
+        SCOPED_TRACE(std::to_string(a) + " " + std::to_string(b) + " " + std::string(ending));
+        EXPECT_EQ(next, line.data() + line.size());
+        const size_t fields = ending == ",x\n" ? 3 : 2;
+        ASSERT_EQ(row.count, fields);
+        EXPECT_EQ(row.text(0), fa);
+        EXPECT_EQ(row.text(1), fb);
+        EXPECT_EQ(row.newlines, ending.empty() ? 0u : 1u);
+        // A CRLF's CR counts in its field's length before it is dropped.
+        const size_t cr = ending == "\r\n" ? 1 : 0;
+        EXPECT_EQ(row.longest, std::max<size_t>({a, b + cr, fields == 3 ? size_t{1} : 0}));
+      }
+      // A quote after `a` plain bytes: the field is unescaped on the general path.
+      const std::string quoted = std::string(a, 'a') + "\"q,\"\"\"" + std::string(b, 'b') + "\n";
+      internal::Row row;
+      internal::ReadRow(quoted.data(), quoted.data() + quoted.size(), ',', '"', 2, &row);
+      ASSERT_EQ(row.count, 1u);
+      EXPECT_EQ(row.text(0), std::string(a, 'a') + "q,\"" + std::string(b, 'b'));
+      EXPECT_TRUE(row.fields[0].quoted);
+    }
+  }
+}
+
 TEST(ParseTest, TimesRefuseImpossibleDates) {
   EXPECT_TRUE(internal::ReadTime("2024-02-29").has_value());
   EXPECT_FALSE(internal::ReadTime("2023-02-29").has_value());
@@ -744,6 +778,33 @@ TEST(ParseTest, CancelStopsInsideOneHugeLine) {
 }
 
 // Categorical domains are summed over the ranges, reported as held bytes, and bounded.
+// Every range's builder is seeded with the categorical values the input's first rows add (so
+// most ranges' chunks are joined without re-encoding): the domain is still in the order values
+// are first seen over the whole input, with no value of a rejected row or an NA token, and
+// values past the seeding rows (2,048) come after, in their order.
+TEST(ParseTest, SeededCategoricalDomainsKeepTheOrderValuesAreFirstSeen) {
+  std::string text = "k,n\nb,1\na,2\nz,3,extra\nNA,4\n\"NA\",5\nc,6\n";
+  std::vector<std::string> expected = {"b", "a", "NA", "NA", "c"};
+  for (int i = 0; i < 5000; i++) {
+    std::string v(1, "cadbe"[i % 5]);
+    if (i == 3000) v = "f";
+    if (i == 4990) v = "g";
+    text += v + "," + std::to_string(i) + "\n";
+    expected.push_back(v);
+  }
+  for (const uint32_t threads : {1u, 2u, 4u}) {
+    ParseOptions o = Threads(threads);
+    o.column_types = {ColumnType::kCategorical, ColumnType::kInteger};
+    const ParseResult r = Parse(text, o);
+    SCOPED_TRACE(threads);
+    EXPECT_EQ(r.report.rejected_rows, 1u);
+    EXPECT_EQ(r.frame.vec(0).domain(),
+              (std::vector<std::string>{"b", "a", "NA", "c", "d", "e", "f", "g"}));
+    EXPECT_EQ(Column(r.frame, 0), expected);
+    EXPECT_EQ(r.frame.vec(0).na_count(), 1u);
+  }
+}
+
 TEST(ParseTest, CategoricalDomainsAreCountedAndBounded) {
   std::string text = "c\n";
   for (int i = 0; i < 2000; i++) text += "value_" + std::to_string(i % 1000) + "\n";
