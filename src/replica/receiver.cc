@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <optional>
 
@@ -54,6 +55,7 @@ struct SlotStream {
   uint64_t applied = 0;
   uint64_t received = 0;
   uint64_t committed = 0;
+  bool lost = false;                      // a committed change could not be installed (R16)
   std::deque<OwnedChange> pending;        // applied < n <= received, complete, in n order
   std::optional<OwnedChange> partial;     // n == received + 1, parts still coming
   std::map<uint64_t, OwnedChange> early;  // n > received + 1, complete
@@ -86,15 +88,18 @@ struct Receiver::Impl {
     Release(it->second.charge);
     st.early.erase(it);
   }
-  // Drops every change not installed (rule R7, and the destructor).
-  void DropUninstalled(SlotStream& st) FLOE_REQUIRES(mu) {
-    for (const OwnedChange& c : st.pending) Release(c.charge);
-    st.pending.clear();
+  // Drops every change not installed past `keep` (R15; the destructor and Forget drop all).
+  void DropPast(SlotStream& st, uint64_t keep) FLOE_REQUIRES(mu) {
+    while (!st.pending.empty() && st.pending.back().n > keep) {
+      Release(st.pending.back().charge);
+      st.pending.pop_back();
+    }
     if (st.partial) Release(st.partial->charge);
     st.partial.reset();
-    while (!st.early.empty()) DropEarly(st, st.early.begin());
-    st.received = st.applied;
+    while (!st.early.empty()) DropEarly(st, std::prev(st.early.end()));
+    st.received = std::min(st.received, std::max(keep, st.applied));
   }
+  void DropUninstalled(SlotStream& st) FLOE_REQUIRES(mu) { DropPast(st, st.applied); }
 
   // A complete change n == received + 1 joins the pending ones, followed by any early ones the
   // gap held back.
@@ -166,7 +171,7 @@ struct Receiver::Impl {
 
   void Install(uint16_t slot, SlotStream& st) FLOE_REQUIRES(mu) {
     std::vector<Entry> entries;
-    while (!st.pending.empty() && st.pending.front().n <= st.committed) {
+    while (!st.lost && !st.pending.empty() && st.pending.front().n <= st.committed) {
       OwnedChange& c = st.pending.front();
       std::span<const Entry> all;
       if (c.parts.size() == 1) {
@@ -179,12 +184,18 @@ struct Receiver::Impl {
         all = entries;
       }
       std::vector<std::string> need;
-      sink->Install(slot, c.n, all, &need);
+      // The pending charge goes before the install charges the built values: never both.
+      Release(c.charge);
+      c.charge = 0;
+      if (!sink->Install(slot, c.n, all, &need)) {
+        st.lost = true;  // R16: this copy lacks a committed change until a fill
+        st.pending.pop_front();
+        break;
+      }
       for (std::string& key : need) {
         if (st.need_state.size() < kMaxNeedState) st.need_state.push_back(std::move(key));
       }
       st.applied = c.n;
-      Release(c.charge);
       st.pending.pop_front();
     }
   }
@@ -230,21 +241,30 @@ Answer Receiver::Receive(const Request& request) {
     }
     if (!slot) slot = std::make_unique<SlotStream>();
     SlotStream& st = *slot;
-    if (g.ownership != st.ownership) {
-      // A new owner: what the old one had not committed here is not kept (O6); the new one
-      // numbers above what is installed (R12).
-      im.DropUninstalled(st);
+    if (g.ownership != st.ownership && g.start >= st.applied) {
+      // A new owner (R15): what was received up to its start is kept (it was committed: every
+      // in-sync backup had it, S15), the rest dropped (O6); it numbers above its start (R12).
+      im.DropPast(st, g.start);
       st.ownership = g.ownership;
-      st.owned_from = st.applied;
-      st.committed = st.applied;
+      st.owned_from = g.start;
     }
-    // R12: a new owner begins above what was installed here when its ownership began.
-    out.status = g.start < st.owned_from ? SlotStatus::kConflict : im.Take(st, g);
-    if (out.status != SlotStatus::kConflict) {
-      st.committed = std::max(st.committed, g.committed);
-      im.Install(g.slot, st);
+    if (st.lost) {
+      out.status = SlotStatus::kLost;
+    } else if (g.ownership != st.ownership || g.start < st.owned_from) {
+      out.status = SlotStatus::kConflict;  // R12: its start is below what was installed here
+    } else {
+      out.status = im.Take(st, g);
+      if (out.status != SlotStatus::kConflict) {
+        st.committed = std::max(st.committed, g.committed);
+        im.Install(g.slot, st);
+        if (st.lost) {
+          out.status = SlotStatus::kLost;
+          im.DropUninstalled(st);  // nothing more is installed here until a fill
+        }
+      }
     }
-    out.ownership = st.ownership;
+    // A conflict names the ownership it concerns: the sender's.
+    out.ownership = out.status == SlotStatus::kConflict ? g.ownership : st.ownership;
     out.applied = st.applied;
     out.received = st.received;
     out.next_part = st.partial ? st.partial->next_part : 0;
@@ -270,6 +290,28 @@ Receiver::SlotStats Receiver::Stats(uint16_t slot) const {
   s.pending = st.pending.size() + (st.partial ? 1 : 0);
   s.early = st.early.size();
   return s;
+}
+
+Status Receiver::Promote(uint16_t slot, uint64_t n) {
+  if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
+  Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  std::unique_ptr<SlotStream>& p = im.slots[slot];
+  if (n > 0 && (!p || p->received < n)) {
+    return Status::FailedPrecondition(
+        "replication: this backup has not received every change up to " + std::to_string(n));
+  }
+  if (p) {
+    if (p->lost) return Status::FailedPrecondition("replication: this backup's copy is incomplete");
+    p->committed = std::max(p->committed, n);
+    im.Install(slot, *p);
+    if (p->lost || p->applied < n) {
+      return Status::FailedPrecondition("replication: a change could not be installed here");
+    }
+    im.DropUninstalled(*p);
+    p.reset();
+  }
+  return Status::OK();
 }
 
 void Receiver::Forget(uint16_t slot) {

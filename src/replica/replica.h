@@ -56,6 +56,11 @@
 //       (ABackupIsAskedWhereItIs, AnAnswerCommitsNothingUnsent).
 //   R14. A full answer keeps what was received; behind, full and not my life pause the backup
 //       (AFullBackupKeepsWhatItReceived).
+//   R15. At a new ownership a backup keeps what it received up to the new owner's start and
+//       drops the rest; a promoted backup installs up to its start
+//       (APromotionKeepsWhatEveryBackupReceived).
+//   R16. A change that could not be installed makes the copy lost (NeedsFill), never silently
+//       incomplete (ALostInstallIsReported).
 
 #ifndef FLOE_REPLICA_REPLICA_H_
 #define FLOE_REPLICA_REPLICA_H_
@@ -80,6 +85,10 @@ inline constexpr uint32_t kSlots = 16384;
 inline constexpr uint64_t kMaxKeyBytes = 64 * 1024;
 // Early changes (a gap before them) a Receiver keeps, over all slots (S7).
 inline constexpr uint64_t kMaxEarlyBytes = 16ull << 20;
+// The largest key and bytes of one entry every member decodes, whatever its own
+// proto-max-bulk-len (the RPC layer's message bound is 1 GiB): a capture site refuses a larger
+// value in a replicated slot before writing it (Sender::Fits).
+inline constexpr uint64_t kMaxEntryBytes = 768ull << 20;
 // Keys named as needing their state in one answer, over all its slots.
 inline constexpr uint32_t kMaxNeedState = 1024;
 // Changes (parts included) and entries in one message, over all its slots: a decoded Change or
@@ -144,8 +153,9 @@ enum class SlotStatus : uint8_t {
   kBehind = 2,    // newer o(s), or not a backup here as its table says: send again (V2)
   kFull = 3,      // no memory for more changes: what was received counts; send the rest later
   kConflict = 4,  // a new owner's change numbered at or below what this backup installed
+  kLost = 5,      // a committed change could not be installed here: this copy needs a fill
 };
-inline constexpr uint8_t kLastSlotStatus = 4;
+inline constexpr uint8_t kLastSlotStatus = 5;
 
 struct SlotAnswer {
   uint16_t slot = 0;
@@ -195,8 +205,9 @@ class Sink {
  public:
   virtual ~Sink() = default;
   // One whole change of `slot`, atomically; called once per change, in `n` order. A delta that
-  // does not apply (another cell version) names its key in `need_state`.
-  virtual void Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
+  // does not apply (another cell version) names its key in `need_state`. False when the change
+  // could not be installed (memory): the slot's copy is then incomplete (kLost) until a fill.
+  virtual bool Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
                        std::vector<std::string>* need_state) = 0;
   // Reserves `bytes` against the node's memory; false (nothing reserved) when over.
   virtual bool Reserve(uint64_t bytes) = 0;
@@ -222,17 +233,19 @@ class Sender {
   Sender(const Sender&) = delete;
   Sender& operator=(const Sender&) = delete;
 
-  // This member begins to own `slot` under `ownership`, every change up to `n` applied here and
-  // committed: 0 for a new cluster's slot, the highest n every in-sync backup confirmed for a
-  // promotion (S15), the n a move froze at (G). Numbering goes on from n + 1; anything queued
-  // under an earlier ownership is dropped and its waiters fail (Aborted). No backups until
-  // Configure.
-  void Own(uint16_t slot, uint64_t ownership, uint64_t n);
-  // The slot's backups as the applied table has them: in sync and filling. A backup not listed
-  // before is first asked how far it is (a message with no changes); it then gets what it
-  // lacks, or, if that was already dropped here, is reported by NeedsFill (S12). One no longer
-  // listed stops holding commits back. FailedPrecondition unless the slot is owned here under
-  // `ownership`.
+  // This member begins to own `slot` under `ownership` with these backups, every change up to
+  // `n` applied here and committed: 0 for a new cluster's slot, the highest n every in-sync
+  // backup confirmed for a promotion (S15), the n a move froze at (G). Numbering goes on from
+  // n + 1; anything queued under an earlier ownership is dropped and its waiters fail
+  // (Aborted). FailedPrecondition unless `ownership` is above every ownership this Sender had
+  // for the slot (a number is never reused under one ownership).
+  Status Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Target> in_sync,
+             std::vector<Target> filling);
+  // The slot's backups as the applied table has them (a later change of them): in sync and
+  // filling. A backup not listed before is first asked how far it is (a message with no changes);
+  // it then gets what it lacks, or, if that was already dropped here, is reported by NeedsFill
+  // (S12). One no longer listed stops holding commits back. FailedPrecondition unless the slot is
+  // owned here under `ownership`.
   Status Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
                    std::vector<Target> filling);
   // This member no longer owns the slot: queued changes are dropped, waiters get Aborted; Own
@@ -240,9 +253,17 @@ class Sender {
   void Drop(uint16_t slot);
   // S4: numbers a change of `slot` before its handler writes; every opened change is closed,
   // even when it wrote nothing. FailedPrecondition when the slot is not owned here (or fenced).
-  Result<uint64_t> Open(uint16_t slot);
+  struct Ticket {
+    uint64_t n = 0;
+    uint64_t ownership = 0;  // a Close under another ownership is ignored
+  };
+  Result<Ticket> Open(uint16_t slot);
   // The change's entries (copied; their views need not outlive the call).
-  void Close(uint16_t slot, uint64_t n, std::span<const Entry> entries);
+  void Close(uint16_t slot, Ticket ticket, std::span<const Entry> entries);
+  // Whether an entry can travel (kMaxEntryBytes).
+  static bool Fits(const Entry& e) { return e.key.size() + e.bytes.size() <= kMaxEntryBytes; }
+  // Whether the slot is served here: owned and neither fenced nor dropped (reads check it, S9).
+  bool serving(uint16_t slot) const;
 
   // The last n opened and the last committed (S9's reads load these without a lock).
   uint64_t started(uint16_t slot) const;
@@ -261,8 +282,10 @@ class Sender {
   // stops the slot; "behind", "full" and "not my life" pause the backup until Resume, so the
   // caller waits before sending again. Returns whether the backup is paused.
   bool OnAnswer(uint32_t id, const Answer& answer);
-  // The message in flight to `id` got no answer: its changes are sent again.
-  void OnFailed(uint32_t id);
+  // Message `message_id` to backup `id` got no answer: its changes are sent again.
+  void OnFailed(uint32_t id, uint64_t message_id);
+  // The id of the message in flight to `id` (0: none).
+  uint64_t in_flight(uint32_t id) const;
   void Resume(uint32_t id);
   // The backups with something to send, nothing in flight and not paused.
   std::vector<uint32_t> Ready() const;
@@ -299,6 +322,11 @@ class Receiver {
   // This member no longer backs `slot` (B7, a move): what was pending is released and the
   // slot's stream forgotten (a later backup role starts from a fill).
   void Forget(uint16_t slot);
+  // A promotion (S15): this backup becomes the slot's owner after change `n`, the highest every
+  // in-sync backup confirmed receiving. What it received up to n is installed, the rest
+  // dropped, and the stream forgotten. FailedPrecondition (nothing changed) when it has not
+  // received up to n, or could not install something.
+  Status Promote(uint16_t slot, uint64_t n);
 
  private:
   struct Impl;

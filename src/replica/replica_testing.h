@@ -34,8 +34,12 @@ class FakeTable : public TableView {
 // Records every installed change as text, and keeps a memory budget.
 class FakeSink : public Sink {
  public:
-  void Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
+  bool Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
                std::vector<std::string>* need_state) override {
+    if (fail_installs > 0) {
+      fail_installs--;
+      return false;
+    }
     std::string text = std::to_string(slot) + "#" + std::to_string(n) + ":";
     for (const Entry& e : entries) {
       text += std::to_string(static_cast<int>(e.kind)) + "/" + std::string(e.key) + "=" +
@@ -46,6 +50,7 @@ class FakeSink : public Sink {
     }
     std::lock_guard lock(mu);
     installed.push_back(text);
+    return true;
   }
   bool Reserve(uint64_t bytes) override {
     std::lock_guard lock(mu);
@@ -67,6 +72,7 @@ class FakeSink : public Sink {
   uint64_t reserved = 0;
   uint64_t budget = 1ull << 34;
   uint64_t cell_version = 1;
+  int fail_installs = 0;  // the next installs that fail
 };
 
 inline Entry Put(std::string_view key, std::string_view value) {

@@ -55,7 +55,8 @@ struct Progress {
 struct SlotOut {
   bool owned = false;
   uint64_t ownership = 0;
-  uint64_t start = 0;  // the n given to Own
+  uint64_t last_ownership = 0;  // the highest ever owned here: Own must go above it
+  uint64_t start = 0;           // the n given to Own
   uint64_t started = 0;
   uint64_t closed = 0;  // every change up to it closed
   uint64_t committed = 0;
@@ -84,6 +85,7 @@ struct Sender::Impl {
   uint64_t next_message_id FLOE_GUARDED_BY(mu) = 0;
   std::unique_ptr<std::atomic<uint64_t>[]> started_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<uint64_t>[]> committed_n { new std::atomic<uint64_t>[ kSlots ]() };
+  std::unique_ptr<std::atomic<bool>[]> serving { new std::atomic<bool>[ kSlots ]() };
 
   using Callbacks = std::vector<std::pair<std::function<void(Status)>, Status>>;
 
@@ -150,10 +152,42 @@ struct Sender::Impl {
     for (const auto& [id, p] : st.backups) Untarget(slot, id);
     st.backups.clear();
     st.owned = false;
+    serving[slot].store(false, std::memory_order_release);
   }
 
   static void RunAll(Callbacks& run) {
     for (auto& [done, status] : run) done(status);
+  }
+
+  void SetBackups(uint16_t slot, std::vector<Target> in_sync, std::vector<Target> filling,
+                  Callbacks* run) FLOE_REQUIRES(mu) {
+    SlotOut& st = slots[slot];
+    std::vector<std::pair<Target, bool>> listed;
+    for (const Target& t : in_sync) listed.emplace_back(t, true);
+    for (const Target& t : filling) listed.emplace_back(t, false);
+    std::map<uint32_t, Progress> next;
+    for (const auto& [t, sync] : listed) {
+      auto old = st.backups.find(t.id);
+      Progress p;
+      if (old != st.backups.end() && old->second.life == t.life) {
+        p = old->second;
+      } else {
+        // Asked where it is before anything is sent (R13); meanwhile it holds nothing back.
+        p.received = st.committed;
+      }
+      p.life = t.life;
+      p.in_sync = sync;
+      next[t.id] = p;
+      TargetState& target = targets[t.id];
+      target.slots.insert(slot);
+      target.dirty.insert(slot);
+    }
+    for (const auto& [id, p] : st.backups) {
+      if (!next.contains(id)) Untarget(slot, id);
+    }
+    st.backups = std::move(next);
+    Prune();
+    Advance(slot, run);
   }
 
   static bool HasWork(const SlotOut& st, const Progress& p) {
@@ -182,22 +216,33 @@ Sender::~Sender() {
   Impl::RunAll(run);
 }
 
-void Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n) {
-  if (slot >= kSlots) return;
+Status Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Target> in_sync,
+                   std::vector<Target> filling) {
+  if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
   Impl& im = *impl_;
   Impl::Callbacks run;
+  Status configured;
   {
     MutexLock lock(&im.mu);
+    SlotOut& st = im.slots[slot];
+    if (ownership <= st.last_ownership) {
+      return Status::FailedPrecondition("replication: ownership " + std::to_string(ownership) +
+                                        " is not above " + std::to_string(st.last_ownership) +
+                                        ", owned here before");
+    }
     im.Stop(slot, "the slot changed owner before the change committed", &run);
     im.Prune();
-    SlotOut& st = im.slots[slot];
     st.owned = true;
-    st.ownership = ownership;
+    st.ownership = st.last_ownership = ownership;
     st.start = st.started = st.closed = st.committed = n;
     im.started_n[slot].store(n, std::memory_order_release);
     im.committed_n[slot].store(n, std::memory_order_release);
+    // Backups before the first change can be numbered (R9: nothing commits without them).
+    im.SetBackups(slot, std::move(in_sync), std::move(filling), &run);
+    im.serving[slot].store(true, std::memory_order_release);
   }
   Impl::RunAll(run);
+  return Status::OK();
 }
 
 Status Sender::Configure(uint16_t slot, uint64_t ownership, std::vector<Target> in_sync,
@@ -211,32 +256,7 @@ Status Sender::Configure(uint16_t slot, uint64_t ownership, std::vector<Target> 
     if (!st.owned || st.ownership != ownership) {
       return Status::FailedPrecondition("replication: slot not owned here under that ownership");
     }
-    std::vector<std::pair<Target, bool>> listed;
-    for (const Target& t : in_sync) listed.emplace_back(t, true);
-    for (const Target& t : filling) listed.emplace_back(t, false);
-    std::map<uint32_t, Progress> next;
-    for (const auto& [t, sync] : listed) {
-      auto old = st.backups.find(t.id);
-      Progress p;
-      if (old != st.backups.end() && old->second.life == t.life) {
-        p = old->second;
-      } else {
-        // Asked where it is before anything is sent (R13); meanwhile it holds nothing back.
-        p.received = st.committed;
-      }
-      p.life = t.life;
-      p.in_sync = sync;
-      next[t.id] = p;
-      TargetState& target = im.targets[t.id];
-      target.slots.insert(slot);
-      target.dirty.insert(slot);
-    }
-    for (const auto& [id, p] : st.backups) {
-      if (!next.contains(id)) im.Untarget(slot, id);
-    }
-    st.backups = std::move(next);
-    im.Prune();
-    im.Advance(slot, &run);
+    im.SetBackups(slot, std::move(in_sync), std::move(filling), &run);
   }
   Impl::RunAll(run);
   return Status::OK();
@@ -254,7 +274,7 @@ void Sender::Drop(uint16_t slot) {
   Impl::RunAll(run);
 }
 
-Result<uint64_t> Sender::Open(uint16_t slot) {
+Result<Sender::Ticket> Sender::Open(uint16_t slot) {
   if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
   Impl& im = *impl_;
   MutexLock lock(&im.mu);
@@ -263,11 +283,12 @@ Result<uint64_t> Sender::Open(uint16_t slot) {
   const uint64_t n = ++st.started;
   im.started_n[slot].store(n, std::memory_order_release);
   st.queue.push_back(QueuedChange{.n = n});
-  return n;
+  return Ticket{.n = n, .ownership = st.ownership};
 }
 
-void Sender::Close(uint16_t slot, uint64_t n, std::span<const Entry> entries) {
+void Sender::Close(uint16_t slot, Ticket ticket, std::span<const Entry> entries) {
   if (slot >= kSlots) return;
+  const uint64_t n = ticket.n;
   // The copy is made before the lock is taken.
   QueuedChange made{.n = n};
   size_t storage = 0;
@@ -303,9 +324,12 @@ void Sender::Close(uint16_t slot, uint64_t n, std::span<const Entry> entries) {
   {
     MutexLock lock(&im.mu);
     SlotOut& st = im.slots[slot];
-    // The change may have been dropped (the slot moved away or was fenced meanwhile).
+    // The change may have been dropped (the slot moved away or was fenced meanwhile, and may be
+    // owned again under a new ownership whose numbers reuse n).
     QueuedChange* found = Impl::Find(st, n);
-    if (!st.owned || found == nullptr || found->closed) return;
+    if (!st.owned || st.ownership != ticket.ownership || found == nullptr || found->closed) {
+      return;
+    }
     *found = std::move(made);
     im.queued_bytes += found->bytes;
     const uint64_t before = st.closed;
@@ -324,6 +348,10 @@ void Sender::Close(uint16_t slot, uint64_t n, std::span<const Entry> entries) {
 
 uint64_t Sender::started(uint16_t slot) const {
   return slot < kSlots ? impl_->started_n[slot].load(std::memory_order_acquire) : 0;
+}
+
+bool Sender::serving(uint16_t slot) const {
+  return slot < kSlots && impl_->serving[slot].load(std::memory_order_acquire);
 }
 
 uint64_t Sender::committed(uint16_t slot) const {
@@ -376,6 +404,8 @@ std::optional<std::string> Sender::NextMessage(uint32_t id) {
       continue;
     }
     Progress& p = pit->second;
+    // One life per message (the receiver checks it for every slot): another waits its turn.
+    if (!req.groups.empty() && p.life != req.life) continue;
     req.life = p.life;
     Group g{.slot = slot, .ownership = st.ownership, .start = st.start, .committed = st.committed};
     p.sent_n = 0;
@@ -453,8 +483,10 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
       auto pit = st.backups.find(id);
       if (pit == st.backups.end()) continue;
       Progress& p = pit->second;
-      p.in_message = false;
       target.dirty.insert(slot);
+      // Replaced meanwhile (another life, or the slot owned again): the answer is not its.
+      if (!p.in_message) continue;
+      p.in_message = false;
       auto found = by_slot.find(slot);
       if (found == by_slot.end()) {
         p.told_committed = 0;  // sent again
@@ -464,6 +496,11 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
       if (a.status == SlotStatus::kFenced && a.ownership > st.ownership) {
         // R11 (rule S13): a newer owner exists; nothing more is served or numbered here.
         im.Stop(slot, "the change may or may not have been applied: a newer owner fenced it", &run);
+        continue;
+      }
+      if (a.status == SlotStatus::kLost) {
+        p.needs_fill = true;  // R16: its copy lacks a committed change
+        im.Advance(slot, &run);
         continue;
       }
       if (a.status == SlotStatus::kConflict && a.ownership == st.ownership) {
@@ -508,8 +545,12 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
           p.received = received;
           p.next_part = 0;
         }
-        if (!p.sent_whole && p.sent_n == p.received + 1 && a.received == p.received) {
-          p.next_part = std::min(a.next_part, p.sent_part + 1);
+        if (a.received == p.received) {
+          // Its parts of the next change: never more than were sent, and fewer if it lost some
+          // (they are sent again).
+          const uint64_t sent_parts =
+              !p.sent_whole && p.sent_n == p.received + 1 ? p.sent_part + 1 : p.next_part;
+          p.next_part = std::min(a.next_part, sent_parts);
         }
       }
       if (a.status == SlotStatus::kFull) {
@@ -525,11 +566,11 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
   return paused;
 }
 
-void Sender::OnFailed(uint32_t id) {
+void Sender::OnFailed(uint32_t id, uint64_t message_id) {
   Impl& im = *impl_;
   MutexLock lock(&im.mu);
   auto t = im.targets.find(id);
-  if (t == im.targets.end() || !t->second.in_flight) return;
+  if (t == im.targets.end() || !t->second.in_flight || t->second.message_id != message_id) return;
   t->second.in_flight = false;
   for (uint16_t slot : t->second.sent) {
     auto pit = im.slots[slot].backups.find(id);
@@ -540,6 +581,12 @@ void Sender::OnFailed(uint32_t id) {
   }
   t->second.sent.clear();
   im.Prune();
+}
+
+uint64_t Sender::in_flight(uint32_t id) const {
+  MutexLock lock(&impl_->mu);
+  auto t = impl_->targets.find(id);
+  return t != impl_->targets.end() && t->second.in_flight ? t->second.message_id : 0;
 }
 
 void Sender::Resume(uint32_t id) {

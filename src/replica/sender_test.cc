@@ -33,12 +33,12 @@ int Pump(Sender& sender, std::map<uint32_t, Backup*>& backups, std::mt19937_64* 
     EXPECT_TRUE(req.ok()) << req.status().ToString();
     std::uniform_real_distribution<double> u(0, 1);
     if (!req.ok() || (rng != nullptr && u(*rng) < loss)) {
-      sender.OnFailed(id);
+      sender.OnFailed(id, sender.in_flight(id));
       continue;
     }
     const Answer answer = backups.at(id)->receiver.Receive(*req);
     if (rng != nullptr && u(*rng) < loss) {
-      sender.OnFailed(id);
+      sender.OnFailed(id, req->id);
       continue;
     }
     Result<Answer> decoded = DecodeAnswer(EncodeAnswer(answer));
@@ -50,7 +50,7 @@ int Pump(Sender& sender, std::map<uint32_t, Backup*>& backups, std::mt19937_64* 
 }
 
 void Write(Sender& sender, uint16_t slot, std::string_view key, std::string_view value) {
-  Result<uint64_t> n = sender.Open(slot);
+  Result<Sender::Ticket> n = sender.Open(slot);
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   const Entry e{.kind = EntryKind::kPut, .key = key, .type = 1, .bytes = value};
   sender.Close(slot, *n, std::span<const Entry>(&e, 1));
@@ -64,11 +64,10 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
   std::map<uint32_t, Backup*> backups = {{2, &a}, {3, &b}};
   {
     // A change leaves only once it and every earlier one closed.
-    sender.Own(41, 1, 0);
-    ASSERT_TRUE(sender.Configure(41, 1, {{2, 7}}, {}).ok());
+    ASSERT_TRUE(sender.Own(41, 1, 0, {{2, 7}}, {}).ok());
     Pump(sender, backups);  // asked where it is
-    Result<uint64_t> first = sender.Open(41);
-    Result<uint64_t> second = sender.Open(41);
+    Result<Sender::Ticket> first = sender.Open(41);
+    Result<Sender::Ticket> second = sender.Open(41);
     ASSERT_TRUE(first.ok() && second.ok());
     Write(sender, 41, "third", "3");
     EXPECT_FALSE(sender.NextMessage(2));
@@ -90,8 +89,7 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
     a.sink.installed.clear();
     sender.Drop(41);
   }
-  sender.Own(40, 1, 0);
-  ASSERT_TRUE(sender.Configure(40, 1, {{2, 7}, {3, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(40, 1, 0, {{2, 7}, {3, 7}}, {}).ok());
   constexpr int kThreads = 3;
   constexpr int kPerThread = 300;
   std::atomic<int> writers{kThreads};
@@ -99,9 +97,9 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
   for (int t = 0; t < kThreads; t++) {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(t);
-      std::vector<uint64_t> open;
+      std::vector<Sender::Ticket> open;
       for (int i = 0; i < kPerThread; i++) {
-        Result<uint64_t> n = sender.Open(40);
+        Result<Sender::Ticket> n = sender.Open(40);
         if (!n.ok()) {
           ADD_FAILURE() << n.status().ToString();
           break;
@@ -111,7 +109,7 @@ TEST(SenderTest, ChangesOfOneSlotLeaveInNumberOrder) {
         if (open.size() > 3 || i + 1 == kPerThread) {
           while (!open.empty()) {
             const size_t k = rng() % open.size();
-            const std::string v = std::to_string(open[k]);
+            const std::string v = std::to_string(open[k].n);
             const Entry e{.kind = EntryKind::kPut, .key = "k", .bytes = v};
             sender.Close(40, open[k], std::span<const Entry>(&e, 1));
             open.erase(open.begin() + static_cast<ptrdiff_t>(k));
@@ -145,8 +143,7 @@ TEST(SenderTest, RepliesWaitForEveryBackup) {
   Sender sender;
   Backup a(2), b(3);
   std::map<uint32_t, Backup*> backups = {{2, &a}, {3, &b}};
-  sender.Own(5, 1, 0);
-  ASSERT_TRUE(sender.Configure(5, 1, {{2, 7}, {3, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(5, 1, 0, {{2, 7}, {3, 7}}, {}).ok());
   Pump(sender, backups);
   Write(sender, 5, "x", "1");
   EXPECT_EQ(sender.started(5), 1u);
@@ -175,8 +172,7 @@ TEST(SenderTest, RepliesWaitForEveryBackup) {
   sender.WhenCommitted(5, 1, [&done](Status) { done++; });
   EXPECT_EQ(done, 2);
   // No backups: a change commits as it closes.
-  sender.Own(6, 1, 0);
-  ASSERT_TRUE(sender.Configure(6, 1, {}, {}).ok());
+  ASSERT_TRUE(sender.Own(6, 1, 0, {}, {}).ok());
   Write(sender, 6, "y", "1");
   EXPECT_EQ(sender.committed(6), 1u);
 }
@@ -186,8 +182,7 @@ TEST(SenderTest, AFillingBackupHoldsNothingBack) {
   Sender sender;
   Backup a(2), f(4);
   std::map<uint32_t, Backup*> backups = {{2, &a}, {4, &f}};
-  sender.Own(9, 1, 0);
-  ASSERT_TRUE(sender.Configure(9, 1, {{2, 7}}, {{4, 7}}).ok());
+  ASSERT_TRUE(sender.Own(9, 1, 0, {{2, 7}}, {{4, 7}}).ok());
   Pump(sender, backups);
   Write(sender, 9, "x", "1");
   std::optional<std::string> to_a = sender.NextMessage(2);
@@ -211,10 +206,8 @@ TEST(SenderTest, OneMessageInFlightPerBackup) {
   Sender sender;
   Backup a(2);
   std::map<uint32_t, Backup*> backups = {{2, &a}};
-  sender.Own(1, 1, 0);
-  ASSERT_TRUE(sender.Configure(1, 1, {{2, 7}}, {}).ok());
-  sender.Own(2, 1, 0);
-  ASSERT_TRUE(sender.Configure(2, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(1, 1, 0, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(2, 1, 0, {{2, 7}}, {}).ok());
   Pump(sender, backups);
   Write(sender, 1, "a", "1");
   std::optional<std::string> first = sender.NextMessage(2);
@@ -246,10 +239,9 @@ TEST(SenderTest, OneMessageInFlightPerBackup) {
 TEST(SenderTest, ALargeChangeTravelsInParts) {
   Sender sender;
   Backup a(2);
-  sender.Own(3, 1, 0);
-  ASSERT_TRUE(sender.Configure(3, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(3, 1, 0, {{2, 7}}, {}).ok());
   const std::string five(5 << 20, 'p');
-  Result<uint64_t> n = sender.Open(3);
+  Result<Sender::Ticket> n = sender.Open(3);
   ASSERT_TRUE(n.ok());
   std::vector<Entry> entries;
   for (const char* key : {"a", "b", "c"}) {
@@ -278,8 +270,7 @@ TEST(SenderTest, AFencedSlotFailsItsWaiters) {
   Backup a(2);
   Backup b(3);
   a.table.ownership_[7] = 2;  // a newer owner was agreed (b has not heard yet)
-  sender.Own(7, 1, 0);
-  ASSERT_TRUE(sender.Configure(7, 1, {{2, 7}, {3, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(7, 1, 0, {{2, 7}, {3, 7}}, {}).ok());
   Write(sender, 7, "x", "1");
   Status result;
   bool ran = false;
@@ -299,8 +290,7 @@ TEST(SenderTest, AFencedSlotFailsItsWaiters) {
   EXPECT_TRUE(sender.Ready().empty());
   EXPECT_FALSE(sender.NextMessage(3));
   // Dropping a slot fails its waiters the same way.
-  sender.Own(8, 1, 0);
-  ASSERT_TRUE(sender.Configure(8, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(8, 1, 0, {{2, 7}}, {}).ok());
   Write(sender, 8, "y", "1");
   ran = false;
   sender.WhenCommitted(8, 1, [&](Status s) {
@@ -320,8 +310,7 @@ TEST(SenderTest, ANewOwnerGoesOnFromItsStart) {
   std::map<uint32_t, Backup*> backups = {{2, &a}};
   {
     Sender old_owner;
-    old_owner.Own(11, 1, 0);
-    ASSERT_TRUE(old_owner.Configure(11, 1, {{2, 7}}, {}).ok());
+    ASSERT_TRUE(old_owner.Own(11, 1, 0, {{2, 7}}, {}).ok());
     for (int i = 1; i <= 3; i++) Write(old_owner, 11, "k", std::to_string(i));
     for (int round = 0; round < 6; round++) Pump(old_owner, backups);
     ASSERT_EQ(a.receiver.Stats(11).applied, 3u);
@@ -332,8 +321,7 @@ TEST(SenderTest, ANewOwnerGoesOnFromItsStart) {
     // more (whose numbers would pass for the old owner's).
     for (int writes : {1, 5}) {
       Sender wrong;
-      wrong.Own(11, 2, 1);
-      ASSERT_TRUE(wrong.Configure(11, 2, {{2, 7}}, {}).ok());
+      ASSERT_TRUE(wrong.Own(11, 2, 1, {{2, 7}}, {}).ok());
       for (int i = 0; i < writes; i++) Write(wrong, 11, "k", "lost");
       Status result;
       wrong.WhenCommitted(11, 2, [&result](Status s) { result = s; });
@@ -344,8 +332,7 @@ TEST(SenderTest, ANewOwnerGoesOnFromItsStart) {
     EXPECT_EQ(a.sink.installed.back(), "11#3:1/k=3;");
   }
   Sender next;
-  next.Own(11, 2, 3);
-  ASSERT_TRUE(next.Configure(11, 2, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(next.Own(11, 2, 3, {{2, 7}}, {}).ok());
   Write(next, 11, "k", "4");
   for (int round = 0; round < 6; round++) Pump(next, backups);
   EXPECT_EQ(next.committed(11), 4u);
@@ -358,8 +345,7 @@ TEST(SenderTest, ABackupIsAskedWhereItIs) {
   Sender sender;
   Backup a(2), late(5), later(6);
   std::map<uint32_t, Backup*> backups = {{2, &a}, {5, &late}, {6, &later}};
-  sender.Own(12, 1, 0);
-  ASSERT_TRUE(sender.Configure(12, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(12, 1, 0, {{2, 7}}, {}).ok());
   Write(sender, 12, "k", "1");
   // Added while change 1 is still queued (a has not received it): it gets it.
   ASSERT_TRUE(sender.Configure(12, 1, {{2, 7}}, {{5, 7}}).ok());
@@ -383,8 +369,7 @@ TEST(SenderTest, AnAnswerCommitsNothingUnsent) {
   Sender sender;
   Backup a(2);
   std::map<uint32_t, Backup*> backups = {{2, &a}};
-  sender.Own(13, 1, 0);
-  ASSERT_TRUE(sender.Configure(13, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(13, 1, 0, {{2, 7}}, {}).ok());
   Pump(sender, backups);
   Write(sender, 13, "k", "1");
   std::optional<std::string> m = sender.NextMessage(2);
@@ -407,8 +392,7 @@ TEST(SenderTest, AnAnswerCommitsNothingUnsent) {
 TEST(SenderTest, AFullBackupKeepsWhatItReceived) {
   Sender sender;
   Backup a(2);
-  sender.Own(14, 1, 0);
-  ASSERT_TRUE(sender.Configure(14, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(14, 1, 0, {{2, 7}}, {}).ok());
   std::map<uint32_t, Backup*> backups = {{2, &a}};
   Pump(sender, backups);
   a.sink.budget = 3 * ChargeOf(One(1, "k", std::string(1000, 'v')));
@@ -433,12 +417,11 @@ TEST(SenderTest, ManySmallChangesStayWithinTheCounts) {
   Sender sender;
   Backup a(2);
   std::map<uint32_t, Backup*> backups = {{2, &a}};
-  sender.Own(15, 1, 0);
-  ASSERT_TRUE(sender.Configure(15, 1, {{2, 7}}, {}).ok());
+  ASSERT_TRUE(sender.Own(15, 1, 0, {{2, 7}}, {}).ok());
   Pump(sender, backups);
   const uint64_t total = kMaxChanges + 1000;
   for (uint64_t i = 0; i < total; i++) {
-    Result<uint64_t> n = sender.Open(15);
+    Result<Sender::Ticket> n = sender.Open(15);
     ASSERT_TRUE(n.ok());
     sender.Close(15, *n, {});
   }
@@ -452,8 +435,7 @@ TEST(SenderTest, ABusySlotDoesNotStarveAnother) {
   Backup a(2);
   std::map<uint32_t, Backup*> backups = {{2, &a}};
   for (uint16_t slot : {uint16_t{1}, uint16_t{9000}}) {
-    sender.Own(slot, 1, 0);
-    ASSERT_TRUE(sender.Configure(slot, 1, {{2, 7}}, {}).ok());
+    ASSERT_TRUE(sender.Own(slot, 1, 0, {{2, 7}}, {}).ok());
   }
   Pump(sender, backups);
   const std::string mib(1 << 20, 'v');
@@ -463,6 +445,98 @@ TEST(SenderTest, ABusySlotDoesNotStarveAnother) {
   Pump(sender, backups);
   EXPECT_GE(sender.committed(9000), 1u);
   EXPECT_LT(sender.committed(1), 40u);
+}
+
+// R15 (S15, O6): what every backup received under the old owner survives a promotion: the
+// promoted backup installs it, another backup keeps it for the new owner's start.
+TEST(SenderTest, APromotionKeepsWhatEveryBackupReceived) {
+  Backup a(2), b(3);
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {3, &b}};
+  Sender old_owner;
+  ASSERT_TRUE(old_owner.Own(20, 1, 0, {{2, 7}, {3, 7}}, {}).ok());
+  Pump(old_owner, backups);  // asked where they are
+  for (int i = 1; i <= 3; i++) Write(old_owner, 20, "k", std::to_string(i));
+  Pump(old_owner, backups);  // both received 1..3; committed, but neither was told yet
+  ASSERT_EQ(old_owner.committed(20), 3u);
+  ASSERT_TRUE(a.sink.installed.empty());
+  ASSERT_EQ(b.receiver.Stats(20).pending, 3u);
+  // The old owner dies; a is promoted after n = 3, which every in-sync backup received.
+  EXPECT_EQ(Receiver(&a.table, &a.sink).Promote(20, 3).code(),
+            StatusCode::kFailedPrecondition);  // a receiver that has nothing refuses
+  ASSERT_TRUE(a.receiver.Promote(20, 3).ok());
+  EXPECT_EQ(a.sink.installed,
+            (std::vector<std::string>{"20#1:1/k=1;", "20#2:1/k=2;", "20#3:1/k=3;"}));
+  EXPECT_EQ(a.receiver.charged(), 0u);
+  b.table.ownership_[20] = 2;
+  Sender promoted;
+  ASSERT_TRUE(promoted.Own(20, 2, 3, {{3, 7}}, {}).ok());
+  Write(promoted, 20, "k", "4");
+  for (int round = 0; round < 6; round++) Pump(promoted, backups);
+  EXPECT_EQ(promoted.committed(20), 4u);
+  EXPECT_EQ(b.sink.installed,
+            (std::vector<std::string>{"20#1:1/k=1;", "20#2:1/k=2;", "20#3:1/k=3;", "20#4:1/k=4;"}));
+}
+
+// R16: a change that could not be installed makes the copy lost, reported by NeedsFill.
+TEST(SenderTest, ALostInstallIsReported) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  ASSERT_TRUE(sender.Own(21, 1, 0, {{2, 7}}, {}).ok());
+  Pump(sender, backups);
+  a.sink.fail_installs = 1;
+  for (int i = 1; i <= 3; i++) Write(sender, 21, "k", std::to_string(i));
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{21, 2}}));
+  EXPECT_TRUE(a.sink.installed.empty());
+  EXPECT_EQ(a.sink.reserved, 0u);  // what was pending is released
+}
+
+// N2: a number is never reused under one ownership: Own must go above every ownership the
+// slot had here, and a Close from before a Drop never fills the new owner's change.
+TEST(SenderTest, ANumberIsNeverReusedUnderOneOwnership) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  ASSERT_TRUE(sender.Own(22, 1, 0, {{2, 7}}, {}).ok());
+  EXPECT_TRUE(sender.serving(22));
+  EXPECT_EQ(sender.Own(22, 1, 0, {{2, 7}}, {}).code(), StatusCode::kFailedPrecondition);
+  Result<Sender::Ticket> before = sender.Open(22);
+  ASSERT_TRUE(before.ok());
+  sender.Drop(22);
+  EXPECT_FALSE(sender.serving(22));
+  a.table.ownership_[22] = 2;
+  ASSERT_TRUE(sender.Own(22, 2, 0, {{2, 7}}, {}).ok());
+  Result<Sender::Ticket> after = sender.Open(22);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->n, before->n);  // the same number under another ownership
+  const Entry stale{.kind = EntryKind::kPut, .key = "k", .bytes = "stale"};
+  const Entry fresh{.kind = EntryKind::kPut, .key = "k", .bytes = "fresh"};
+  sender.Close(22, *before, std::span<const Entry>(&stale, 1));
+  sender.Close(22, *after, std::span<const Entry>(&fresh, 1));
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(a.sink.installed, std::vector<std::string>{"22#1:1/k=fresh;"});
+}
+
+// L1: a failure reported for an earlier message does not touch the one in flight.
+TEST(SenderTest, ALateFailureIsIgnored) {
+  Sender sender;
+  Backup a(2);
+  ASSERT_TRUE(sender.Own(23, 1, 0, {{2, 7}}, {}).ok());
+  std::optional<std::string> first = sender.NextMessage(2);  // asked where it is
+  ASSERT_TRUE(first);
+  Result<Request> r1 = DecodeRequest(*first, 1 << 20);
+  ASSERT_TRUE(r1.ok());
+  sender.OnAnswer(2, a.receiver.Receive(*r1));
+  Write(sender, 23, "k", "1");
+  std::optional<std::string> second = sender.NextMessage(2);
+  ASSERT_TRUE(second);
+  Result<Request> r2 = DecodeRequest(*second, 1 << 20);
+  ASSERT_TRUE(r2.ok());
+  sender.OnFailed(2, r1->id);
+  EXPECT_EQ(sender.in_flight(2), r2->id);
+  sender.OnAnswer(2, a.receiver.Receive(*r2));
+  EXPECT_EQ(sender.committed(23), 1u);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ Result<CapturedState> CaptureState(const store::Store& store, std::string_view k
   return s;
 }
 
-void ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
+bool ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
                            std::vector<std::string>* need_state) {
   (void)n;
   for (const replica::Entry& e : entries) {
@@ -34,14 +34,13 @@ void ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::E
         Result<store::ValuePtr> v = BuildValue({*engine_, store_.memory_account(), reserved}, e.key,
                                                e.type, e.bytes, static_cast<int64_t>(e.expire_ms));
         if (!v.ok()) {
-          // The owner has it: this copy is behind until the state comes again. The old value
-          // goes, so that a promotion never serves it as current.
+          // The owner has it: this copy lacks a committed change and is lost until a fill
+          // (R16). The old value goes too.
           store_.Remove(e.key);
           install_failures_.fetch_add(1, std::memory_order_relaxed);
           FLOE_LOG_WARN("replica of slot {}: key of {} bytes not installed: {}", slot, e.key.size(),
                         v.status().ToString());
-          need_state->emplace_back(e.key);
-          break;
+          return false;
         }
         store_.Put(std::move(v).value());
         break;
@@ -61,6 +60,7 @@ void ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::E
         break;
     }
   }
+  return true;
 }
 
 void ReplicaStore::FlushSlot(uint16_t slot) {

@@ -23,8 +23,7 @@ class ReplicaStoreTest : public CommandTest {
   // One change of `slot` carrying the current state of each key, sent until it committed.
   void Replicate(uint16_t slot, const std::vector<std::string>& keys) {
     if (!configured_.contains(slot)) {
-      sender_.Own(slot, 1, 0);
-      ASSERT_TRUE(sender_.Configure(slot, 1, {{2, 7}}, {}).ok());
+      ASSERT_TRUE(sender_.Own(slot, 1, 0, {{2, 7}}, {}).ok());
       configured_.insert(slot);
     }
     std::vector<CapturedState> states;
@@ -35,7 +34,7 @@ class ReplicaStoreTest : public CommandTest {
     }
     std::vector<replica::Entry> entries;
     for (const CapturedState& s : states) entries.push_back(s.entry());
-    Result<uint64_t> n = sender_.Open(slot);
+    Result<replica::Sender::Ticket> n = sender_.Open(slot);
     ASSERT_TRUE(n.ok());
     sender_.Close(slot, *n, entries);
     for (int round = 0; round < 6; round++) {  // where it is, the change, the committed n
@@ -113,7 +112,7 @@ TEST_F(ReplicaStoreTest, AFlushRemovesOnlyItsSlot) {
   Replicate(a, {"{a}1", "{a}2"});
   Replicate(b, {"{b}1"});
   ASSERT_EQ(State(replicas_.store(), "{a}2"), State(engine_.store(), "{a}2"));
-  Result<uint64_t> n = sender_.Open(a);
+  Result<replica::Sender::Ticket> n = sender_.Open(a);
   ASSERT_TRUE(n.ok());
   const replica::Entry flush{.kind = replica::EntryKind::kFlush};
   sender_.Close(a, *n, std::span<const replica::Entry>(&flush, 1));
@@ -123,9 +122,9 @@ TEST_F(ReplicaStoreTest, AFlushRemovesOnlyItsSlot) {
   EXPECT_EQ(State(replicas_.store(), "{b}1"), State(engine_.store(), "{b}1"));
 }
 
-// S6: a put the backup cannot hold is not installed; its old value goes and the answer asks for
-// its state again.
-TEST_F(ReplicaStoreTest, APutThatDoesNotFitIsNamedAgain) {
+// S6, R16: a put the backup cannot keep pending waits ("full"); one it can keep is built once the
+// pending charge is given back; one it cannot build makes the copy lost, reported to the owner.
+TEST_F(ReplicaStoreTest, APutThatDoesNotFitIsNeverLostSilently) {
   const uint16_t slot = cluster::KeySlot("big");
   ASSERT_THAT(Run({"SET", "big", "small"}), IsOk());
   Replicate(slot, {"big"});
@@ -138,20 +137,33 @@ TEST_F(ReplicaStoreTest, APutThatDoesNotFitIsNamedAgain) {
   EXPECT_EQ(last_.slots[0].status, replica::SlotStatus::kFull);
   EXPECT_EQ(State(replicas_.store(), "big").substr(0, 3), "1@0");
   EXPECT_EQ(replicas_.install_failures(), 0u);
-  // Enough to keep it pending, not to build the value beside it: not installed, the old value
-  // gone, its state asked for again.
+  // Enough to keep it pending, and to build the value once the pending charge is given back
+  // (never both at once): installed.
   ASSERT_THAT(Decode(backup_session_.Run({"CONFIG", "SET", "maxmemory", "12mb"})), IsOk());
-  for (int round = 0; round < 4; round++) {
+  sender_.Resume(2);
+  for (int round = 0; round < 6; round++) {
     std::optional<std::string> m = sender_.NextMessage(2);
     if (!m) break;
     last_ = receiver_.Receive(*replica::DecodeRequest(*m, 1 << 30));
     if (sender_.OnAnswer(2, last_)) sender_.Resume(2);
-    if (!last_.slots.empty() && !last_.slots[0].need_state.empty()) break;
   }
-  EXPECT_EQ(State(replicas_.store(), "big"), "(absent)");
-  EXPECT_EQ(replicas_.install_failures(), 1u);
+  EXPECT_EQ(State(replicas_.store(), "big"), State(engine_.store(), "big"));
+  EXPECT_EQ(replicas_.install_failures(), 0u);
+  // A value that cannot be built (here a sketch body that does not parse) makes the copy lost:
+  // reported to the owner, never an incomplete copy that counts.
+  Result<replica::Sender::Ticket> t = sender_.Open(slot);
+  ASSERT_TRUE(t.ok());
+  const replica::Entry bad{.kind = replica::EntryKind::kPut,
+                           .key = "big",
+                           .type = static_cast<uint16_t>(ValueType::kHll),
+                           .bytes = "not a sketch"};
+  sender_.Close(slot, *t, std::span<const replica::Entry>(&bad, 1));
+  Replicate(slot, {});
+  EXPECT_EQ(State(replicas_.store(), "big"), "(absent)");  // not the stale value either
   ASSERT_EQ(last_.slots.size(), 1u);
-  EXPECT_EQ(last_.slots[0].need_state, std::vector<std::string>{"big"});
+  EXPECT_EQ(last_.slots[0].status, replica::SlotStatus::kLost);
+  EXPECT_EQ(replicas_.install_failures(), 1u);
+  EXPECT_EQ(sender_.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{slot, 2}}));
   EXPECT_EQ(backup_engine_.reserved_memory(), 0);
 }
 

@@ -42,11 +42,11 @@ class ReplicaStore final : public replica::Sink {
   explicit ReplicaStore(Engine* engine) : engine_(engine) {}
 
   store::Store& store() { return store_; }
-  // Puts that could not be installed (memory, or a body that does not build): each is named in
-  // the next answer as a key that needs its state again.
+  // Puts that could not be installed (memory, or a body that does not build): the slot's copy
+  // is then lost (replica::SlotStatus::kLost) until a fill.
   uint64_t install_failures() const { return install_failures_.load(std::memory_order_relaxed); }
 
-  void Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
+  bool Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
                std::vector<std::string>* need_state) override;
   bool Reserve(uint64_t bytes) override;
   void Release(uint64_t bytes) override;
