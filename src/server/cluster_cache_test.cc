@@ -21,6 +21,7 @@ namespace floe::server {
 namespace {
 
 using internal::ClusterNode;
+using internal::ReturnsWithin;
 
 class CachedReads : public ::testing::Test {
  protected:
@@ -377,22 +378,6 @@ TEST_F(CachedReads, AChangeFromAHolderDoesNotInvalidateItsOwnNode) {
   Session s2(&engine(2), 0);
   EXPECT_THAT(Do(s2, {"GET", k}), IsBulk("x"));
   EXPECT_EQ(node(1).dkv().stats().invalidations_sent.load(), sent + 1);
-}
-
-// Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the test
-// binary then exits at once, as the stuck thread holds locks the cluster's teardown needs).
-bool ReturnsWithin(std::chrono::seconds limit, std::function<void()> fn) {
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> returned = done->get_future();
-  std::thread([fn = std::move(fn), done] {
-    fn();
-    done->set_value();
-  }).detach();
-  if (returned.wait_for(limit) == std::future_status::ready) return true;
-  std::fprintf(stderr, "hung: the command did not return within %llds\n",
-               static_cast<long long>(limit.count()));
-  std::fflush(stderr);
-  std::_Exit(1);
 }
 
 // E2 under C7: copies are trimmed when memory is short, but not from inside a change at the

@@ -875,22 +875,6 @@ TEST_F(FrameClusterTest, ADerivedFrameOfASilentMemberStoresNothing) {
   }
 }
 
-// Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the test
-// binary then exits at once, as the stuck thread holds locks the cluster's teardown needs).
-bool ReturnsWithin(std::chrono::seconds limit, std::function<void()> fn) {
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> returned = done->get_future();
-  std::thread([fn = std::move(fn), done] {
-    fn();
-    done->set_value();
-  }).detach();
-  if (returned.wait_for(limit) == std::future_status::ready) return true;
-  std::fprintf(stderr, "hung: the command did not return within %llds\n",
-               static_cast<long long>(limit.count()));
-  std::fflush(stderr);
-  std::_Exit(1);
-}
-
 // D13 (and D9): FRAME.FILTER and FRAME.SELECT run at once after a member is killed, before any
 // heartbeat marks it down, through the source's home's own session (no reply sink: the path
 // that ran the work inline). They fail with the silent member's CLUSTERDOWN once the budget

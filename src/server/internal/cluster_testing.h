@@ -8,6 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -224,6 +228,24 @@ inline void WaitRemovedEverywhere(InProcessCluster& c, net::NodeId id, size_t fo
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+}
+
+inline  // Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the
+        // test
+    // binary then exits at once, as the stuck thread holds locks the cluster's teardown needs).
+    bool
+    ReturnsWithin(std::chrono::seconds limit, std::function<void()> fn) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> returned = done->get_future();
+  std::thread([fn = std::move(fn), done] {
+    fn();
+    done->set_value();
+  }).detach();
+  if (returned.wait_for(limit) == std::future_status::ready) return true;
+  std::fprintf(stderr, "hung: the command did not return within %llds\n",
+               static_cast<long long>(limit.count()));
+  std::fflush(stderr);
+  std::_Exit(1);
 }
 
 }  // namespace floe::server::internal
