@@ -20,31 +20,14 @@ namespace floe::parse::internal {
 
 bool ReadBuffer::Allocate(size_t size) {
   Reset();
-  constexpr size_t kHuge = size_t{2} << 20;
-  if (size < kHuge) {
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return false;
-    data_ = static_cast<char*>(p);
-    mapped_ = size;
-    return true;
-  }
-  // A 2 MiB more than the whole pages, then the head before the first boundary and the tail
-  // after the last page unmapped.
-  if (size > SIZE_MAX - 2 * kHuge) return false;
-  const size_t length = (size + kHuge - 1) & ~(kHuge - 1);
-  void* p =
-      mmap(nullptr, length + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  // Not advised into huge pages: where transparent huge pages defragment on demand for advised
+  // ranges (defrag=madvise, a common default), a fault there compacts memory synchronously, and
+  // imports stalled by hundreds of milliseconds (docs/frame.md).
+  void* p = mmap(nullptr, std::max<size_t>(size, 1), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return false;
-  const auto base = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t aligned = (base + kHuge - 1) & ~uintptr_t{kHuge - 1};
-  if (aligned > base) munmap(p, aligned - base);
-  const uintptr_t tail = aligned + length;
-  if (base + length + kHuge > tail) {
-    munmap(reinterpret_cast<void*>(tail), base + length + kHuge - tail);
-  }
-  data_ = reinterpret_cast<char*>(aligned);
-  mapped_ = length;
-  madvise(data_, mapped_, MADV_HUGEPAGE);  // a hint: no huge pages, no harm
+  data_ = static_cast<char*>(p);
+  mapped_ = std::max<size_t>(size, 1);
   return true;
 }
 
