@@ -553,6 +553,16 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   return node;
 }
 
+size_t ClusterNode::TEST_ParkedProxies() {
+  MutexLock lock(&impl_->proxies_mu);
+  size_t parked = 0;
+  for (const auto& [key, proxy] : impl_->proxies) {
+    MutexLock proxy_lock(&proxy->mu);
+    if (proxy->parked) parked++;
+  }
+  return parked;
+}
+
 void ClusterNode::TEST_DropProxySessions() {
   MutexLock lock(&impl_->proxies_mu);
   for (auto it = impl_->proxies.begin(); it != impl_->proxies.end();) it = impl_->Drop(it);

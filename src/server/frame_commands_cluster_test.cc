@@ -315,11 +315,19 @@ TEST_F(FrameCommandsInClusterTest, ADroppedParkedProxyAnswersItsRequest) {
   std::string head;
   std::thread waiting([&] { head = heads.Run({"FRAME.HEAD", name, "1"}); });
   const bool held = gate.AwaitWaiting(1);
+  // Parked, not only posted: a drop while the proxy's thread had not parked it yet raced the
+  // request's own reply (seen under TSan).
+  bool parked = false;
+  for (int i = 0; i < 2000 && held && !parked; i++) {
+    parked = cluster_.node(1).TEST_ParkedProxies() > 0;
+    if (!parked) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   cluster_.node(1).TEST_DropProxySessions();
   gate.Open();
   waiting.join();
   cluster_.engine(1).analytics().TEST_SetBeforeTask(nullptr);
   ASSERT_TRUE(held);
+  ASSERT_TRUE(parked);
   EXPECT_EQ(head,
             "-ERR the client's session at the key's home was closed before the command ran\r\n");
 }

@@ -281,6 +281,8 @@ class ClusterNode {
   void Stop();
   // Tests only: drops every proxy session, as a restart of this node would.
   void TEST_DropProxySessions();
+  // For tests: proxy sessions whose request is parked (waits for a deferred reply).
+  size_t TEST_ParkedProxies();
 
  private:
   struct Impl;
