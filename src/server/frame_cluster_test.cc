@@ -644,50 +644,6 @@ TEST_F(FrameClusterTest, ASweepAsksInBatchesOfTheCap) {
 
 // ---- Map/reduce as a tree (D8) ----
 
-// `chunks` chunks of varied sizes: "r" real (fractions and NA), "i" integer, "w" real with NA,
-// an +inf and a -inf.
-frame::Frame AnalyticsFrame(size_t chunks) {
-  std::vector<std::shared_ptr<const std::string>> a, b, c;
-  for (size_t k = 0; k < chunks; k++) {
-    std::vector<double> r, i;
-    for (size_t j = 0; j < 37 + (k * 13) % 50; j++) {
-      const double v = static_cast<double>((k * 7919 + j * 104729) % 1000) / 7.0 - 60.0;
-      r.push_back(j % 11 == 3 ? frame::kNA : v);
-      i.push_back(static_cast<double>((k * 31 + j * 17) % 257));
-    }
-    std::vector<double> w = r;
-    if (k == 1) w[0] = std::numeric_limits<double>::infinity();
-    if (k + 1 == chunks) w[1] = -std::numeric_limits<double>::infinity();
-    a.push_back(std::make_shared<const std::string>(frame::Compress(r)));
-    b.push_back(std::make_shared<const std::string>(frame::Compress(i)));
-    c.push_back(std::make_shared<const std::string>(frame::Compress(w)));
-  }
-  Result<frame::Vec> va = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(a));
-  Result<frame::Vec> vb = frame::Vec::Make(frame::ColumnType::kInteger, {}, std::move(b));
-  Result<frame::Vec> vc = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(c));
-  EXPECT_TRUE(va.ok() && vb.ok() && vc.ok());
-  Result<frame::Frame> f =
-      frame::Frame::Make({"r", "i", "w"}, {std::move(*va), std::move(*vb), std::move(*vc)});
-  EXPECT_TRUE(f.ok());
-  return std::move(*f);
-}
-
-// f as cluster frame `name`, made through member `via` as D4 says: its chunks at their homes,
-// then its header at the name's home (PUT_HEADER).
-void PutClusterFrame(InProcessCluster& c, size_t via, const std::string& name,
-                     std::shared_ptr<const frame::Frame> f, uint64_t* made = nullptr) {
-  const uint16_t group = RandomChunkGroup();
-  const uint64_t id = c.engine(via).NewFrameId();
-  if (made != nullptr) *made = id;
-  ASSERT_TRUE(PutChunksOf(c.node(via), f, id, group, cluster::KeySlot(name)).ok());
-  const std::string header = EncodeFrameHeader(HeaderOf(*f, id, group));
-  const PutHeaderRequest r{
-      .map_version = c.node(via).map().version(), .key = name, .header = header};
-  Result<std::string> put = CallFrame(c.node(via), c.node(via).Home(cluster::KeySlot(name)),
-                                      kPutHeaderMethod, EncodePutHeader(r));
-  ASSERT_TRUE(put.ok()) << put.status().ToString();
-}
-
 // The lines of a RESP2 reply that carry values (bulk headers and array headers left out).
 std::vector<std::string> ReplyValues(const std::string& reply) {
   std::vector<std::string> out;
@@ -725,12 +681,6 @@ void ExpectSameSummary(const std::string& cluster, const std::string& one) {
     }
   }
 }
-
-// Lifts the refusal of FRAME.* in a cluster for one test (the production refusal stays).
-struct FramesInCluster {
-  FramesInCluster() { TEST_FramesInCluster().store(true); }
-  ~FramesInCluster() { TEST_FramesInCluster().store(false); }
-};
 
 // D8: FRAME.SUMMARY of a frame spread over 3 members, through each of them (at the name's home
 // on the analytics pool, elsewhere forwarded to it), equals one node's on the same frame: counts,
@@ -873,74 +823,6 @@ TEST_F(FrameClusterTest, ADerivedFrameOfASilentMemberStoresNothing) {
                              << cluster_.node(1).chunks().chunks() << " " << before1;
     }
   }
-}
-
-// D13 (and D9): FRAME.FILTER and FRAME.SELECT run at once after a member is killed, before any
-// heartbeat marks it down, through the source's home's own session (no reply sink: the path
-// that ran the work inline). They fail with the silent member's CLUSTERDOWN once the budget
-// passes, and store nothing. They waited under ApplyIfFree's stripe locks, which the loop's DKV
-// sweep (every second, within the 3 s budget here) then waited for, and the loop delivers the
-// deadline: a hang.
-TEST(FrameClusterWaitTest, ADerivedFrameRightAfterAKillFailsWithinItsBudget) {
-  FramesInCluster lifted;
-  ClientCluster c(3, -1, /*timeout_ms=*/4000);
-  ASSERT_TRUE(c.WaitFormed());
-  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
-  const std::string src = c.KeyAt(0, "s");
-  PutClusterFrame(c, 0, src, f);
-  c.Kill(2);
-  const std::string down =
-      "-CLUSTERDOWN The node 127.0.0.1:" + std::to_string(c.cluster_port(2)) + " is unreachable";
-  for (const std::string& dst : {c.KeyAt(0, "here"), c.KeyAt(1, "there")}) {
-    for (const std::vector<std::string>& args :
-         std::vector<std::vector<std::string>>{{"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
-                                               {"FRAME.SELECT", src, dst, "COLS", "i", "w"}}) {
-      std::string reply;
-      ASSERT_TRUE(ReturnsWithin(std::chrono::seconds(60), [&] { reply = c.client(0).Run(args); }));
-      EXPECT_TRUE(reply.starts_with(down)) << args[0] << " " << dst << ": " << reply;
-      EXPECT_EQ(c.client(0).Run({"EXISTS", dst}), ":0\r\n");
-    }
-  }
-}
-
-// D13: while a map task waits for a member's answer, the coordinator's loop thread runs the
-// DKV's sweep (it takes the stripe locks a write command's handler runs under). Member 1 holds
-// its map until member 0 has swept, or 4 s (the sweep comes every second; member 1's budget is
-// 4.5 s), through the home's own session (no reply sink).
-TEST(FrameClusterWaitTest, TheLoopSweepsWhileAMapTaskWaits) {
-  FramesInCluster lifted;
-  ClientCluster c(3, -1, /*timeout_ms=*/8000);
-  ASSERT_TRUE(c.WaitFormed());
-  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
-  const std::string src = c.KeyAt(0, "s"), dst = c.KeyAt(0, "t");
-  PutClusterFrame(c, 0, src, f);
-  const dkv::Stats& stats = c.node(0).dkv().stats();
-  std::atomic<int> held{0}, swept{0};
-  c.node(1).TEST_SetMapHook([&] {
-    held++;
-    const uint64_t before = stats.home_sweeps.load();
-    // The sweep comes every second; 4 s without one is a sweep blocked.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
-    while (std::chrono::steady_clock::now() < until) {
-      if (stats.home_sweeps.load() > before) {
-        swept++;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  });
-  for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{{"FRAME.FILTER", src, dst, "WHERE", "r", ">", "0"},
-                                             {"FRAME.SELECT", src, dst, "COLS", "i", "REPLACE"},
-                                             {"FRAME.SUMMARY", src, "r"}}) {
-    const int before = held.load();
-    std::string reply;
-    ASSERT_TRUE(ReturnsWithin(std::chrono::seconds(60), [&] { reply = c.client(0).Run(args); }));
-    EXPECT_FALSE(reply.starts_with("-")) << args[0] << ": " << reply;
-    EXPECT_GT(held.load(), before) << args[0];
-    EXPECT_EQ(swept.load(), held.load()) << args[0] << ": the sweep waited for the command";
-  }
-  c.node(1).TEST_SetMapHook(nullptr);
 }
 
 // D13's last guard: a map task started on a thread inside Dkv::ApplyIfFree (its stripe locks

@@ -290,39 +290,6 @@ void PartDone(const std::shared_ptr<Gather>& g, size_t i, std::string reply) {
 
 }  // namespace
 
-namespace internal {
-
-bool KeyspaceWide(Handler h) {
-  return h == CmdKeys || h == CmdDbSize || h == CmdRandomKey || h == CmdFlushDb || h == CmdScan ||
-         h == CmdFrameList || h == CmdJobList;
-}
-
-void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
-                 std::vector<std::string_view>* keys) {
-  keys->clear();
-  if (spec.first_key <= 0 || spec.step <= 0) return;
-  const auto argc = static_cast<int64_t>(args.size());
-  const int64_t last = spec.last_key < 0 ? argc + spec.last_key : spec.last_key;
-  for (int64_t i = spec.first_key; i <= last && i < argc; i += spec.step) {
-    keys->push_back(args[static_cast<size_t>(i)]);
-  }
-  // FRAME.FILTER and FRAME.SELECT run at their source's home, whose chunks they derive where
-  // they are, and store the destination's header at its home by PUT_HEADER
-  // (docs/frames_cluster.md, D6): the source alone routes them.
-  if ((spec.handler == CmdFrameFilter || spec.handler == CmdFrameSelect) && keys->size() > 1) {
-    keys->resize(1);
-  }
-  // CMS.MERGE dest numkeys src... [WEIGHTS ...]: the table names only the destination.
-  if (spec.handler == CmdCmsMerge && args.size() > 3) {
-    int64_t n = 0;
-    if (ParseInt64(args[2], &n) && n > 0 && n <= argc - 3) {
-      for (int64_t i = 0; i < n; i++) keys->push_back(args[static_cast<size_t>(3 + i)]);
-    }
-  }
-}
-
-}  // namespace internal
-
 // ---------------------------------------------------------------------------------------------
 // A client's requests to each home, in order (rule C3): at most one request per home in flight;
 // what comes meanwhile waits and goes in the next request, several commands at once. The replies

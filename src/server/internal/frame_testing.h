@@ -10,14 +10,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <future>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "cluster/cluster.h"
 #include "frame/frame.h"
 #include "server/internal/cluster_node.h"
+#include "server/internal/cluster_testing.h"
 #include "server/internal/command.h"
+#include "server/internal/frame_cluster.h"
+#include "server/internal/frame_rpc.h"
+#include "server/internal/frame_value.h"
 #include "server/server.h"
 
 // tcmalloc's hooks, present when the test links it (not under a sanitizer): the bytes this
@@ -122,6 +128,58 @@ inline Status PutChunksOf(ClusterNode& node, std::shared_ptr<const frame::Frame>
                       [&p](Status s) { p.set_value(std::move(s)); });
   return p.get_future().get();
 }
+
+// ---- Frames spread over a cluster (D4, D8) ----
+
+// `chunks` chunks of varied sizes: "r" real (fractions and NA), "i" integer, "w" real with NA,
+// an +inf and a -inf.
+inline frame::Frame AnalyticsFrame(size_t chunks) {
+  std::vector<std::shared_ptr<const std::string>> a, b, c;
+  for (size_t k = 0; k < chunks; k++) {
+    std::vector<double> r, i;
+    for (size_t j = 0; j < 37 + (k * 13) % 50; j++) {
+      const double v = static_cast<double>((k * 7919 + j * 104729) % 1000) / 7.0 - 60.0;
+      r.push_back(j % 11 == 3 ? frame::kNA : v);
+      i.push_back(static_cast<double>((k * 31 + j * 17) % 257));
+    }
+    std::vector<double> w = r;
+    if (k == 1) w[0] = std::numeric_limits<double>::infinity();
+    if (k + 1 == chunks) w[1] = -std::numeric_limits<double>::infinity();
+    a.push_back(std::make_shared<const std::string>(frame::Compress(r)));
+    b.push_back(std::make_shared<const std::string>(frame::Compress(i)));
+    c.push_back(std::make_shared<const std::string>(frame::Compress(w)));
+  }
+  Result<frame::Vec> va = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(a));
+  Result<frame::Vec> vb = frame::Vec::Make(frame::ColumnType::kInteger, {}, std::move(b));
+  Result<frame::Vec> vc = frame::Vec::Make(frame::ColumnType::kReal, {}, std::move(c));
+  EXPECT_TRUE(va.ok() && vb.ok() && vc.ok());
+  Result<frame::Frame> f =
+      frame::Frame::Make({"r", "i", "w"}, {std::move(*va), std::move(*vb), std::move(*vc)});
+  EXPECT_TRUE(f.ok());
+  return std::move(*f);
+}
+
+// f as cluster frame `name`, made through member `via` as D4 says: its chunks at their homes,
+// then its header at the name's home (PUT_HEADER).
+inline void PutClusterFrame(InProcessCluster& c, size_t via, const std::string& name,
+                            std::shared_ptr<const frame::Frame> f, uint64_t* made = nullptr) {
+  const uint16_t group = RandomChunkGroup();
+  const uint64_t id = c.engine(via).NewFrameId();
+  if (made != nullptr) *made = id;
+  ASSERT_TRUE(PutChunksOf(c.node(via), f, id, group, cluster::KeySlot(name)).ok());
+  const std::string header = EncodeFrameHeader(HeaderOf(*f, id, group));
+  const PutHeaderRequest r{
+      .map_version = c.node(via).map().version(), .key = name, .header = header};
+  Result<std::string> put = CallFrame(c.node(via), c.node(via).Home(cluster::KeySlot(name)),
+                                      kPutHeaderMethod, EncodePutHeader(r));
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+}
+
+// Lifts the refusal of FRAME.* in a cluster for one test (the production refusal stays).
+struct FramesInCluster {
+  FramesInCluster() { TEST_FramesInCluster().store(true); }
+  ~FramesInCluster() { TEST_FramesInCluster().store(false); }
+};
 
 }  // namespace floe::server::internal
 
