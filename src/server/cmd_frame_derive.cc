@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -42,10 +43,11 @@ constexpr char kOneNodeSourceElsewhere[] =
 
 // D6: a derived frame of a cluster frame (docs/frames_cluster.md), at the source's home, on the
 // analytics pool: the map task makes output chunk k where source chunk k lives
-// (ClusterNode::DeriveFrame), then the header is stored at the destination's home by PUT_HEADER:
-// from the pool's thread when that is another member, else by the reply, on this client's
-// thread between commands (as a one-node derived frame is stored). A header refused there (the
-// destination exists without REPLACE, OOM) drops the chunks made (D10). Replies the rows
+// (ClusterNode::DeriveFrame), then the header is stored at the destination's home by PUT_HEADER
+// from the pool's thread, this member or another: the destination's copies at other members go
+// first (C7; the command's keys name the source alone, so its run did not clear them). A
+// header refused there (the destination exists without REPLACE, OOM) drops the chunks made
+// (D10). Replies the rows
 // (FRAME.FILTER) or the columns (FRAME.SELECT) of the new frame.
 void DeriveInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
                      MapTaskRequest task, bool replace) {
@@ -64,49 +66,37 @@ void DeriveInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> hea
         const uint16_t slot = task.out_header_slot;
         auto out = std::make_shared<Result<FrameHeader>>(
             node->DeriveFrame(*header, name, std::move(task)));
-        // A destination homed elsewhere: its header put there from here (this thread may wait).
-        bool stored_there = false;
-        if (out->ok() && node->Home(slot) != node->self()) {
-          std::promise<Result<std::string>> stored;
+        // The header put at the destination's home from here (this thread may wait, within
+        // the change's deadline: at this member the put may wait behind a change of a client
+        // whose I/O thread runs this command inline, which no RPC deadline bounds).
+        if (out->ok()) {
+          auto stored = std::make_shared<std::promise<Result<std::string>>>();
+          std::future<Result<std::string>> answer = stored->get_future();
           node->CallFrame(node->Home(slot), kPutHeaderMethod,
                           EncodePutHeader({.map_version = node->map().version(),
                                            .key = dst,
                                            .replace = replace,
                                            .header = EncodeFrameHeader(**out)}),
-                          [&stored](Result<std::string> r) { stored.set_value(std::move(r)); });
-          Result<std::string> answer = stored.get_future().get();
-          if (!answer.ok()) {
+                          [stored](Result<std::string> r) { stored->set_value(std::move(r)); });
+          if (answer.wait_for(std::chrono::microseconds(node->ChangeTimeoutUs())) !=
+              std::future_status::ready) {
+            // Unknown outcome, as a write's CLUSTERDOWN: the header may still be stored; if it
+            // is not, D10's sweep drops the chunks, whose id no header holds.
+            *out = Status::Unavailable("TIMEOUT storing the header of '" + dst.substr(0, 64) +
+                                       "' at its home: it may or may not be stored");
+          } else if (Result<std::string> r = answer.get(); !r.ok()) {
             node->DropFrameChunks((*out)->id);
-            *out = answer.status();
+            *out = r.status();
           }
-          stored_there = true;
         }
-        return [node, out, replace, rows, stored_there](CommandContext& c) {
+        return [out, rows](CommandContext& c) {
           if (!out->ok()) {
-            // D9's text as it is (CLUSTERDOWN is no code ErrorReplyText knows).
+            // D9's text as it is (CLUSTERDOWN, TIMEOUT: no code ErrorReplyText knows).
             const std::string_view why = out->status().message();
-            if (why.starts_with("CLUSTERDOWN ")) return c.Error(why);
+            if (why.starts_with("CLUSTERDOWN ") || why.starts_with("TIMEOUT ")) return c.Error(why);
             return c.Error(TaskError(out->status()));
           }
           const FrameHeader& h = **out;
-          Result<std::string> stored =
-              Status::Unavailable("TRYAGAIN the slot of '" + std::string(c.args[2]).substr(0, 64) +
-                                  "' moved meanwhile");
-          if (stored_there) {
-            stored = std::string();
-          } else if (node->Home(cluster::KeySlot(c.args[2])) == node->self()) {
-            // A call to this member runs its handler here, at once.
-            node->CallFrame(node->self(), kPutHeaderMethod,
-                            EncodePutHeader({.map_version = node->map().version(),
-                                             .key = c.args[2],
-                                             .replace = replace,
-                                             .header = EncodeFrameHeader(h)}),
-                            [&stored](Result<std::string> r) { stored = std::move(r); });
-          }
-          if (!stored.ok()) {
-            node->DropFrameChunks(h.id);
-            return c.Error(stored.status());
-          }
           c.out.Integer(static_cast<int64_t>(rows ? h.rows() : h.columns.size()));
         };
       },

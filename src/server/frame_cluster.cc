@@ -35,8 +35,12 @@ void ClusterNode::Impl::RegisterFrameMethods() {
                           });
   endpoint->Register(kDropChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
-  endpoint->Register(kPutHeaderMethod, 1,
-                     [this](net::NodeId, std::string_view req) { return OnPutHeader(req); });
+  // Answered later: a header stored over a name other members hold copies of waits for them to
+  // go (C7), as a command's change at the home does.
+  endpoint->RegisterAsync(kPutHeaderMethod, 1,
+                          [this](net::NodeId, std::string_view req, rpc::Reply reply) {
+                            OnPutHeader(req, std::move(reply));
+                          });
   endpoint->Register(kFrameIdsLiveMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnFrameIdsLive(req); });
 }
@@ -72,15 +76,59 @@ Result<std::string> ClusterNode::Impl::OnGetChunk(std::string_view request) {
   return EncodeChunkColumns(chunk->columns);
 }
 
-Result<std::string> ClusterNode::Impl::OnPutHeader(std::string_view request) {
-  FLOE_ASSIGN_OR_RETURN(PutHeaderRequest req, DecodePutHeader(request));
-  FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(req.map_version));
-  if (Routes().Home(cluster::KeySlot(req.key)) != cluster->self()) {
-    return Status::WrongHome("not the home of this key");
-  }
-  FLOE_ASSIGN_OR_RETURN(FrameHeader header, DecodeFrameHeader(req.header));
-  FLOE_RETURN_IF_ERROR(StoreFrameHeader(*engine, req.key, std::move(header), req.replace, dropper));
+namespace {
+
+// A handler's answer of no bytes, or its failure.
+Result<std::string> Answer(const Status& s) {
+  if (!s.ok()) return s;
   return std::string();
+}
+
+}  // namespace
+
+void ClusterNode::Impl::OnPutHeader(std::string_view request, rpc::Reply reply) {
+  Result<PutHeaderRequest> req = DecodePutHeader(request);
+  if (!req.ok()) return reply(req.status());
+  if (Status s = CheckFrameMapVersion(req->map_version); !s.ok()) return reply(std::move(s));
+  if (Routes().Home(cluster::KeySlot(req->key)) != cluster->self()) {
+    return reply(Status::WrongHome("not the home of this key"));
+  }
+  Result<FrameHeader> header = DecodeFrameHeader(req->header);
+  if (!header.ok()) return reply(header.status());
+  if (dkv::Dkv::InApply()) {
+    // Called under a change's stripe locks at this member (no path does: D13): waiting for
+    // the name's copies here could deadlock the node's loop.
+    return reply(Status::Internal("PUT_HEADER inside a change at the home"));
+  }
+  // C7: the name is a key homed here, and storing the header changes it; other members' copies
+  // of it go first. At once when none has one; else the key is reserved (the copies
+  // invalidated, or their leases waited out) and the header stored on a handler thread.
+  struct Put {
+    std::string key;
+    FrameHeader header;
+    bool replace;
+    rpc::Reply reply;
+  };
+  auto put = std::make_shared<Put>(
+      Put{std::string(req->key), std::move(*header), req->replace, std::move(reply)});
+  auto store = [this, put] {
+    return StoreFrameHeader(*engine, put->key, std::move(put->header), put->replace, dropper);
+  };
+  Status stored;
+  const std::vector<std::string_view> keys{put->key};
+  if (dkv->ApplyIfFree(keys, [&] { stored = store(); })) return put->reply(Answer(stored));
+  dkv->Reserve({put->key}, [this, put, store] {
+    // `ready` may run on the loop thread: the store (and the reply) belong on a handler's.
+    auto job = [this, put, store] {
+      const Status s = store();
+      dkv->Release({put->key});
+      put->reply(Answer(s));
+    };
+    if (!endpoint->Post(1, job)) {
+      dkv->Release({put->key});
+      put->reply(Status::Unavailable("this member is stopping"));
+    }
+  });
 }
 
 Result<std::string> ClusterNode::Impl::OnDropChunks(std::string_view request) {
@@ -445,6 +493,8 @@ void ClusterNode::Impl::StartDropper(ClusterNode* node) {
       [node](const std::vector<uint64_t>& frame_ids) { node->DropFrameChunks(frame_ids); });
 }
 
+uint64_t ClusterNode::ChangeTimeoutUs() const { return impl_->timeout_us + impl_->holder_wait_us; }
+
 void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string request,
                             std::function<void(Result<std::string>)> done) {
   if (peer == self()) {
@@ -457,14 +507,16 @@ void ClusterNode::CallFrame(net::NodeId peer, uint16_t method, std::string reque
       case kDropChunksMethod:
         return done(impl_->OnDropChunks(request));
       case kPutHeaderMethod:
-        return done(impl_->OnPutHeader(request));
+        return impl_->OnPutHeader(request, std::move(done));
       case kFrameIdsLiveMethod:
         return done(impl_->OnFrameIdsLive(request));
       default:
         return done(Status::Unimplemented("no frame method " + std::to_string(method)));
     }
   }
-  impl_->endpoint->CallAsync(peer, method, std::move(request), impl_->timeout_us, std::move(done));
+  // PUT_HEADER may wait at its home for a cut-off holder's lease (C7), as a forwarded change.
+  const uint64_t timeout = method == kPutHeaderMethod ? ChangeTimeoutUs() : impl_->timeout_us;
+  impl_->endpoint->CallAsync(peer, method, std::move(request), timeout, std::move(done));
 }
 
 }  // namespace floe::server::internal

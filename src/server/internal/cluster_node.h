@@ -211,12 +211,16 @@ class ClusterNode {
   // Frames in a cluster (docs/frames_cluster.md): this member's chunk store (D3), and a call of
   // one of the frame methods (310-315, internal/frame_rpc.h) to `peer` with cluster-node-timeout
   // as its deadline; `done` runs once, on an RPC thread (or at once when the call cannot start).
-  // A call to this member itself runs its handler on the calling thread.
+  // A call to this member itself runs its handler on the calling thread; PUT_HEADER's may answer
+  // later, from a handler thread, once other members' copies of the name are gone (C7).
   ChunkStore& chunks();
   // Tests only: what sends DROP_CHUNKS when a header stored here dies.
   ChunkDropper& TEST_dropper();
   void CallFrame(net::NodeId peer, uint16_t method, std::string request,
                  std::function<void(Result<std::string>)> done);
+  // How long a change at a home may take to answer: cluster-node-timeout plus the longest wait
+  // for a cut-off holder's lease (C7). PUT_HEADER's deadline.
+  uint64_t ChangeTimeoutUs() const;
   // A map/reduce over a cluster frame's chunks (D8, frame_map.cc): MAP_TASK `op` down the tree
   // of the members (this one the root), its answers merged in member order, then checked to
   // have mapped exactly the header's chunks, once each, with their rows ("ERR frame <name> is
