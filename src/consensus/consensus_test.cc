@@ -527,7 +527,8 @@ TEST(ConsensusTest, SnapshotsBringUpNewAndRestartedServers) {
   ASSERT_TRUE(s.ok()) << s.ToString();
   ASSERT_TRUE(c.WaitConverged(entries));
   EXPECT_GE(c.machine(4)->restores(), 1);
-  EXPECT_GE(c.log(4)->state().snapshots_restored, 1u);
+  // state() is published by the raft thread's next refresh, which may follow the restore.
+  EXPECT_TRUE(WaitFor([&] { return c.log(4)->state().snapshots_restored >= 1; }));
 
   // A restarted follower restores the snapshot it stored, then replays the rest.
   const uint64_t follower = leader == 1 ? 2 : 1;
