@@ -289,6 +289,64 @@ TEST(ParseTest, ReadNumberAgreesWithStrtodBitForBit) {
   EXPECT_EQ(*internal::ReadNumber(".5"), 0.5);
 }
 
+// 16 to 19 digits with up to 22 after the point are converted by Eisel-Lemire: random ones,
+// and exact halfways between two doubles (ties to even, the case its rounding tests for) and
+// their neighbours one digit off, for every binade an integer or a short fraction reaches.
+TEST(ParseTest, LongDecimalsAndHalfwaysAgreeWithStrtodBitForBit) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto check = [](const std::string& s) {
+    double got;
+    ASSERT_TRUE(internal::ReadNumber(s, &got)) << s;
+    const double want = std::strtod(s.c_str(), nullptr);
+    ASSERT_EQ(std::memcmp(&got, &want, 8), 0) << s << " " << got << " " << want;
+  };
+  for (int i = 0; i < 400000; i++) {
+    const int digits = 16 + static_cast<int>(rng() % 4);
+    const int decimals = static_cast<int>(rng() % 23);
+    std::string d;
+    for (int k = 0; k < digits; k++) d += static_cast<char>('0' + rng() % 10);
+    if (rng() % 4 == 0) d.replace(0, rng() % 6, std::string(5, '0'), 0, std::string::npos);
+    std::string s = rng() % 2 ? "-" : "";
+    if (decimals >= digits) {
+      s += "0." + std::string(static_cast<size_t>(decimals - digits), '0') + d;
+    } else {
+      s += d.substr(0, d.size() - decimals) + "." + d.substr(d.size() - decimals);
+    }
+    ASSERT_NO_FATAL_FAILURE(check(s));
+  }
+  for (int i = 0; i < 20000; i++) {
+    // A binade [2^e, 2^(e+1)) holds the doubles 2^(e-52) apart; halfway is 2^(e-53) past one.
+    const int e = 50 + static_cast<int>(rng() % 13);  // 2^50 .. 2^62: 16 to 19 digits
+    const uint64_t n = (uint64_t{1} << e) | (rng() & ((uint64_t{1} << e) - 1));
+    std::string halfway;
+    if (e >= 53) {
+      const uint64_t step = uint64_t{1} << (e - 52);
+      halfway = std::to_string(n / step * step + step / 2);
+    } else {
+      // Halfway is a fraction of 53 - e binary digits: its decimal ends in 5 (e = 52: ".5").
+      const uint64_t whole = n;
+      const int bits = 53 - e;
+      const double frac = (static_cast<double>(rng() % (uint64_t{1} << (bits - 1))) * 2 + 1) /
+                          static_cast<double>(uint64_t{1} << bits);
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%.*f", bits, frac);
+      halfway = std::to_string(whole) + (buf + 1);  // buf is "0.xxx"
+      while (halfway.back() == '0') halfway.pop_back();
+    }
+    ASSERT_NO_FATAL_FAILURE(check(halfway));
+    ASSERT_NO_FATAL_FAILURE(check("-" + halfway));
+    for (const int delta : {-1, 1}) {
+      std::string near = halfway;
+      char& last = near.back();
+      if ((delta < 0 && last > '0') || (delta > 0 && last < '9'))
+        last = static_cast<char>(last + delta);
+      ASSERT_NO_FATAL_FAILURE(check(near));
+    }
+  }
+}
+
 // The split's quote count (16 bytes a step, at most 255 steps a block) against std::count:
 // every alignment and length around the step and the block, and buffers all of quotes, where a
 // lane's byte counter would wrap at 256.
