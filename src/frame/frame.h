@@ -25,6 +25,7 @@
 #ifndef FLOE_FRAME_FRAME_H_
 #define FLOE_FRAME_FRAME_H_
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -554,13 +555,53 @@ class FrameBuilder {
       size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
     };
     std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> codes_of;
-    // A direct-mapped cache in front of codes_of: slot (a cheap hash of the value's ends) ->
-    // a code, or -1. A hit is confirmed against the domain, so a stale or colliding slot only
-    // costs the map lookup. Grown with the domain (to 16, 64, 256, 1024 slots as it passes half
-    // of each): 4 KiB at most, and never more than 64 bytes per domain value, within what
+    // A direct-mapped cache in front of codes_of: slot (a hash of the value) -> the value's
+    // ShortKey and its code, or code -1. A value of up to 7 bytes is a hit when its key, which
+    // is the value itself, equals the slot's: no read of the domain (the slots of a domain value
+    // dropped with its row are cleared). A longer value's hit is confirmed against the domain.
+    // A stale or colliding slot only costs the map lookup. Grown with the domain (to the power
+    // of 2 at or above twice its size, 4 slots at least, 1,024 at most; emptied, it refills as
+    // values come): 16 KiB at most, and never more than 64 bytes per domain value, within what
     // domain_bytes charges for one (kDomainEntryBytes).
-    std::vector<int32_t> code_cache;
-    int32_t Code(std::string_view v);
+    struct CodeSlot {
+      uint64_t key = 0;
+      int32_t code = -1;
+    };
+    std::vector<CodeSlot> code_cache;
+    // A value of up to 7 bytes as a key that tells it from every other value: its bytes
+    // (little-endian, zero-padded) and its length in the top byte. kLongValue for the others.
+    static constexpr uint64_t kLongValue = ~uint64_t{0};
+    static uint64_t ShortKey(std::string_view v) {
+      const size_t n = v.size();
+      const char* p = v.data();
+      if (n >= 8 || std::endian::native != std::endian::little) return kLongValue;
+      uint64_t k = 0;
+      if (n >= 4) {
+        uint32_t x, y;
+        std::memcpy(&x, p, 4);
+        std::memcpy(&y, p + n - 4, 4);
+        k = x | uint64_t{y} << (8 * (n - 4));  // the bytes both loads hold are the same
+      } else if (n > 0) {
+        k = uint64_t{static_cast<uint8_t>(p[0])} |
+            uint64_t{static_cast<uint8_t>(p[n / 2])} << (8 * (n / 2)) |
+            uint64_t{static_cast<uint8_t>(p[n - 1])} << (8 * (n - 1));
+      }
+      return k | uint64_t{n} << 56;
+    }
+    static size_t SlotHash(uint64_t key) {
+      return static_cast<size_t>((key * 0x9e3779b97f4a7c15ull) >> 40);
+    }
+    // The code of a domain value, or -1: a short value's cache hit inline, the rest in CodeSlow.
+    int32_t Code(std::string_view v) {
+      const uint64_t key = ShortKey(v);
+      if (key != kLongValue && !code_cache.empty()) {
+        const CodeSlot& s = code_cache[SlotHash(key) & (code_cache.size() - 1)];
+        if (s.key == key && s.code >= 0) return s.code;
+      }
+      return CodeSlow(v, key);
+    }
+    int32_t CodeSlow(std::string_view v, uint64_t key);
+    void SizeCodeCache();
     std::vector<std::shared_ptr<const std::string>> chunks;
     size_t pending() const;
   };

@@ -288,10 +288,12 @@ bool SameBytes(const char* a, const char* b, size_t n) {
 
 }  // namespace
 
-int32_t FrameBuilder::Column::Code(std::string_view v) {
-  const size_t slot = code_cache.empty() ? 0 : CacheHash(v) & (code_cache.size() - 1);
-  if (!code_cache.empty()) {
-    const int32_t code = code_cache[slot];
+int32_t FrameBuilder::Column::CodeSlow(std::string_view v, uint64_t key) {
+  const size_t slot = code_cache.empty()  ? 0
+                      : key != kLongValue ? SlotHash(key) & (code_cache.size() - 1)
+                                          : CacheHash(v) & (code_cache.size() - 1);
+  if (!code_cache.empty() && key == kLongValue) {
+    const int32_t code = code_cache[slot].code;
     if (code >= 0 && static_cast<size_t>(code) < domain.size() && domain[code].size() == v.size() &&
         SameBytes(domain[code].data(), v.data(), v.size())) {
       return code;
@@ -299,8 +301,14 @@ int32_t FrameBuilder::Column::Code(std::string_view v) {
   }
   const auto it = codes_of.find(v);
   if (it == codes_of.end()) return -1;
-  if (!code_cache.empty()) code_cache[slot] = it->second;
+  if (!code_cache.empty()) code_cache[slot] = {.key = key, .code = it->second};
   return it->second;
+}
+
+void FrameBuilder::Column::SizeCodeCache() {
+  size_t slots = 4;
+  while (slots < kCodeCacheSlots && slots < 2 * domain.size()) slots *= 2;
+  if (slots != code_cache.size()) code_cache.assign(slots, CodeSlot{});
 }
 
 Status FrameBuilder::AddStringSlow(size_t col, std::string_view v) {
@@ -327,11 +335,7 @@ Status FrameBuilder::AddCategorical(size_t col, std::string_view v, int32_t code
     c.domain.emplace_back(v);
     new_values_.push_back(col);
     domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
-    // The cache grows with the domain (emptied: it refills as values come).
-    if (c.code_cache.size() < kCodeCacheSlots && 2 * c.domain.size() > c.code_cache.size()) {
-      c.code_cache.assign(std::min(kCodeCacheSlots, std::max<size_t>(16, 4 * c.code_cache.size())),
-                          -1);
-    }
+    c.SizeCodeCache();  // grows with the domain (emptied: it refills as values come)
   }
   c.codes.push_back(code);
   Set(col, 4);
@@ -356,11 +360,7 @@ Status FrameBuilder::SeedDomain(size_t col, const std::vector<std::string>& valu
     c.domain.push_back(v);
   }
   for (const std::string& v : c.domain) domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
-  if (c.domain.size() > 0) {
-    size_t slots = 16;
-    while (slots < kCodeCacheSlots && 2 * c.domain.size() > slots) slots *= 4;
-    c.code_cache.assign(slots, -1);
-  }
+  if (c.domain.size() > 0) c.SizeCodeCache();
   return Status::OK();
 }
 
@@ -399,6 +399,8 @@ Status FrameBuilder::DropRow() {
           domain_bytes_ -= 2 * c.domain.back().size() + kDomainEntryBytes;
           c.codes_of.erase(c.domain.back());
           c.domain.pop_back();
+          // A short value's slot is trusted without the domain: its code may go to another.
+          std::fill(c.code_cache.begin(), c.code_cache.end(), Column::CodeSlot{});
         }
         break;
       case ColumnType::kString: {
@@ -478,7 +480,7 @@ Status FrameBuilder::DemoteToString(size_t col) {
   c.codes.clear();
   std::vector<std::string>().swap(c.domain);
   decltype(c.codes_of)().swap(c.codes_of);
-  std::vector<int32_t>().swap(c.code_cache);
+  std::vector<Column::CodeSlot>().swap(c.code_cache);
   c.spec.type = ColumnType::kString;
   return Status::OK();
 }

@@ -4,6 +4,8 @@
 #include "parse/internal/csv.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -29,6 +31,155 @@ void DropCR(Row* row, size_t keep, bool cr_outside_quotes) {
   if (f.size > 0) f.size--;
 }
 
+#if defined(__SSE2__)
+// A row of unquoted fields whose LF is within its first 64 bytes, from bitmasks: up to four
+// 16-byte steps each give the bytes that are the separator, the quote and LF, until one holds an
+// LF; every separator below the first LF then ends a field (a count of zeros and a clear of the
+// lowest bit each), with no compare per field. nullptr (nothing kept) when the row has a quote
+// before its LF, has no LF within the bytes loaded, or fewer than 16 bytes are left: ReadRow's
+// scan takes it then. REQUIRES: the row is reset, sep is not LF.
+const char* ReadPlainRow(const char* p, const char* end, char sep, char quote, size_t keep,
+                         Row* row) {
+  const __m128i vsep = _mm_set1_epi8(sep), vlf = _mm_set1_epi8('\n'), vq = _mm_set1_epi8(quote);
+  uint64_t seps = 0, quotes = 0, lfs = 0;
+  const auto left = static_cast<size_t>(end - p);
+  for (size_t step = 0; step < 4 && left >= 16 * (step + 1); step++) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * step));
+    const auto bits = [&v](__m128i b) {
+      return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, b))));
+    };
+    seps |= bits(vsep) << (16 * step);
+    quotes |= bits(vq) << (16 * step);
+    lfs |= bits(vlf) << (16 * step);
+    if (lfs != 0) break;
+  }
+  if (lfs == 0) return nullptr;
+  const int lf_at = __builtin_ctzll(lfs);
+  const uint64_t before_lf = (uint64_t{1} << lf_at) - 1;  // lf_at <= 63
+  if (quote != '\0' && (quotes & before_lf) != 0) return nullptr;
+  seps &= before_lf;
+  const char* f = p;
+  for (; seps != 0; seps &= seps - 1) {
+    const char* at = p + __builtin_ctzll(seps);
+    const auto size = static_cast<size_t>(at - f);
+    Keep(row, keep, {.data = f, .offset = 0, .size = size, .quoted = false}, size);
+    f = at + 1;
+  }
+  const char* lf = p + lf_at;
+  const auto size = static_cast<size_t>(lf - f);
+  Keep(row, keep, {.data = f, .offset = 0, .size = size, .quoted = false}, size);
+  DropCR(row, keep, lf > f && lf[-1] == '\r');
+  row->newlines = 1;
+  return lf + 1;
+}
+#endif
+
+// Appends the decimal digits from p to m (m * 10 + d each), 8 a step while 8 are there (SWAR:
+// one load, a check that all 8 are digits, three multiplies); returns the first non-digit.
+// Inlined, so that m stays in a register (through memory, each call was a store-forwarding wait).
+[[gnu::always_inline]] inline const char* ReadDigits(const char* p, const char* e, uint64_t* m) {
+  uint64_t v = *m;
+  while (e - p >= 8) {
+    uint64_t x;
+    std::memcpy(&x, p, 8);
+    // Every byte in '0'..'9': its high nibble is 3, and adding 6 leaves it 3.
+    if (((x & 0xf0f0f0f0f0f0f0f0) | (((x + 0x0606060606060606) & 0xf0f0f0f0f0f0f0f0) >> 4)) !=
+        0x3333333333333333) {
+      break;
+    }
+    if constexpr (std::endian::native != std::endian::little) break;
+    x -= 0x3030303030303030;
+    x = x * 10 + (x >> 8);  // pairs of digits
+    x = ((x & 0x000000ff000000ff) * 0x000f424000000064 +
+         ((x >> 16) & 0x000000ff000000ff) * 0x0000271000000001) >>
+        32;
+    v = v * 100000000 + static_cast<uint32_t>(x);
+    p += 8;
+  }
+  for (; p < e && *p >= '0' && *p <= '9'; p++) v = v * 10 + static_cast<uint64_t>(*p - '0');
+  *m = v;
+  return p;
+}
+
+// 5^-k (k = 0..22) to 128 bits, rounded up and shifted so the top bit is set: the table the
+// Eisel-Lemire conversion multiplies by (as fast_float computes its entries for k <= 27:
+// 2^(z + 127) / 5^k + 1, 2^z the least power of 2 at or above 5^k). Exact for k = 0.
+__extension__ typedef unsigned __int128 U128;  // GCC and clang: a 64 x 64 -> 128-bit product
+
+struct Pow5 {
+  uint64_t hi, lo;
+};
+constexpr Pow5 ReciprocalOfPow5(int k) {
+  if (k == 0) return {.hi = uint64_t{1} << 63, .lo = 0};
+  uint64_t p5 = 1;
+  for (int i = 0; i < k; i++) p5 *= 5;
+  int z = 0;
+  while ((uint64_t{1} << z) < p5) z++;
+  // 2^(z + 127) (at most 2^179) divided by p5 over 64-bit limbs, high limb first.
+  uint64_t limbs[3] = {0, 0, 0};
+  limbs[(z + 127) / 64] = uint64_t{1} << ((z + 127) % 64);
+  U128 rem = 0;
+  uint64_t quotient[3] = {0, 0, 0};
+  for (int i = 2; i >= 0; i--) {
+    const U128 cur = rem << 64 | limbs[i];
+    quotient[i] = static_cast<uint64_t>(cur / p5);
+    rem = cur % p5;
+  }
+  const U128 c = (static_cast<U128>(quotient[1]) << 64 | quotient[0]) + 1;
+  return {.hi = static_cast<uint64_t>(c >> 64), .lo = static_cast<uint64_t>(c)};
+}
+constexpr int kMaxFastDecimals = 22;
+constexpr auto kReciprocalsOfPow5 = [] {
+  std::array<Pow5, kMaxFastDecimals + 1> t{};
+  for (int k = 0; k <= kMaxFastDecimals; k++) t[static_cast<size_t>(k)] = ReciprocalOfPow5(k);
+  return t;
+}();
+static_assert(kReciprocalsOfPow5[1].hi == 0xcccccccccccccccc &&
+              kReciprocalsOfPow5[1].lo == 0xcccccccccccccccd);
+
+// w * 10^-k (w > 0, k <= 22) correctly rounded (ties to even), by Eisel-Lemire (Lemire,
+// "Number parsing at a gigabyte per second", 2021; fast_float's compute_float for binary64):
+// w's 64 bits times the 128-bit 5^-k give the 53-bit mantissa and its rounding, exactly for a w
+// of 19 digits or fewer and k within [-27, 0] (no ambiguous case). False for a result that is
+// not a normal double (never for these inputs; the caller then takes from_chars).
+bool EiselLemire(uint64_t w, int k, bool negative, double* out) {
+  const int q = -k;
+  const int lz = __builtin_clzll(w);
+  w <<= lz;
+  const Pow5& t = kReciprocalsOfPow5[static_cast<size_t>(k)];
+  const U128 first = static_cast<U128>(w) * t.hi;
+  auto hi = static_cast<uint64_t>(first >> 64);
+  auto lo = static_cast<uint64_t>(first);
+  constexpr uint64_t kPrecisionMask = ~uint64_t{0} >> 55;  // below the mantissa's 52 + 3 bits
+  if ((hi & kPrecisionMask) == kPrecisionMask) {
+    const auto second_hi = static_cast<uint64_t>((static_cast<U128>(w) * t.lo) >> 64);
+    lo += second_hi;
+    if (second_hi > lo) hi++;
+  }
+  const int upperbit = static_cast<int>(hi >> 63);
+  const int shift = upperbit + 64 - 52 - 3;
+  uint64_t mantissa = hi >> shift;
+  // floor(q * log2(10)) + 63, the binary exponent of 10^q's table entry, plus the bias.
+  int power2 = (((152170 + 65536) * q) >> 16) + 63 + upperbit - lz + 1023;
+  if (power2 <= 0) return false;
+  // Exactly halfway (only possible for q in [-4, 23]): round to even.
+  if (lo <= 1 && q >= -4 && (mantissa & 3) == 1 && (mantissa << shift) == hi) {
+    mantissa &= ~uint64_t{1};
+  }
+  mantissa += mantissa & 1;
+  mantissa >>= 1;
+  if (mantissa >= uint64_t{2} << 52) {
+    mantissa = uint64_t{1} << 52;
+    power2++;
+  }
+  mantissa &= ~(uint64_t{1} << 52);
+  if (power2 >= 0x7ff) return false;
+  const uint64_t bits =
+      mantissa | static_cast<uint64_t>(power2) << 52 | (negative ? uint64_t{1} << 63 : 0);
+  std::memcpy(out, &bits, sizeof(bits));
+  return true;
+}
+
 }  // namespace
 
 const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t keep, Row* row) {
@@ -40,6 +191,11 @@ const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t
   row->unterminated = false;
   row->over_line_cap = false;
   row->cancelled = false;
+#if defined(__SSE2__)
+  if (sep != '\n') {
+    if (const char* next = ReadPlainRow(p, end, sep, quote, keep, row)) return next;
+  }
+#endif
   // Cancel is polled whenever the scan passes `next_poll`, so one huge line (or field) costs
   // at most kScanStep bytes of work after a cancel.
   const char* next_poll = end - p > static_cast<ptrdiff_t>(kScanStep) ? p + kScanStep : end;
@@ -241,25 +397,24 @@ bool ReadNumber(std::string_view s, double* out) {
     b++;
     if (b == e || *b == '-' || *b == '+') return false;
   }
-  // Fast path: up to 15 digits with an optional point and no exponent. The digits make an
-  // integer m < 10^15 < 2^53 and 10^k (k <= 15) is exact, so m / 10^k is one correctly rounded
-  // division: the same double from_chars gives.
-  if (e - b <= 17) {
+  // Fast path: up to 19 digits with an optional point, at most 22 after it, and no exponent
+  // (a Python repr of a double has 17 digits at most). The digits make an integer m < 10^19.
+  // Up to 15 digits, m < 10^15 < 2^53 and 10^k (k <= 15) is exact, so m / 10^k is one correctly
+  // rounded division: the same double from_chars gives. Past that, Eisel-Lemire (as from_chars
+  // does, without its general parse).
+  if (e - b <= 21) {
     const char* q = b;
     const bool negative = *q == '-';
     if (negative) q++;
-    uint64_t m = 0;
-    int digits = 0, decimals = -1;
-    for (; q < e; q++) {
-      if (*q >= '0' && *q <= '9') {
-        m = m * 10 + static_cast<uint64_t>(*q - '0');
-        digits++;
-        if (decimals >= 0) decimals++;
-      } else if (*q == '.' && decimals < 0) {
-        decimals = 0;
-      } else {
-        break;
-      }
+    uint64_t m = 0;  // wraps past 19 digits, which are then not taken here
+    const char* whole = q;
+    q = ReadDigits(q, e, &m);
+    int digits = static_cast<int>(q - whole), decimals = -1;
+    if (q < e && *q == '.') {
+      const char* fraction = ++q;
+      q = ReadDigits(q, e, &m);
+      decimals = static_cast<int>(q - fraction);
+      digits += decimals;
     }
     if (q == e && digits > 0 && digits <= 15) {
       static constexpr double kPow10[16] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
@@ -267,6 +422,10 @@ bool ReadNumber(std::string_view s, double* out) {
       double v = static_cast<double>(m);
       if (decimals > 0) v /= kPow10[decimals];
       *out = negative ? -v : v;
+      return true;
+    }
+    if (q == e && digits <= 19 && decimals <= kMaxFastDecimals && m != 0 &&
+        EiselLemire(m, std::max(decimals, 0), negative, out)) {
       return true;
     }
   }

@@ -37,6 +37,22 @@ void ReadBuffer::Reset() {
   mapped_ = 0;
 }
 
+namespace {
+
+// MADV_POPULATE_WRITE (Linux 5.14): the pages of [p, p + size) are allocated in one call, not
+// one fault at a time as pread's copy first touches each (a fault each 4 KiB of fresh memory:
+// ~66,000 for the import benchmark's file). Best effort: an older kernel refuses it and the
+// read faults the pages in as before.
+void PopulateForWrite(char* p, size_t size) {
+  static constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, not in older headers
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + size;
+  if (size > 0) madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
+}
+
+}  // namespace
+
 bool IsGzip(std::string_view s) { return s.size() >= 2 && s[0] == '\x1f' && s[1] == '\x8b'; }
 
 // Inflates every gzip member of `in`, refusing to pass `limit` bytes of output; checks `cancel`
@@ -146,8 +162,9 @@ Result<size_t> ReadSlices(int fd, char* out, size_t size, uint32_t threads,
         part->cancelled = true;
         return;
       }
-      const ssize_t n =
-          pread(fd, out + at, std::min<size_t>(part->end - at, 8u << 20), static_cast<off_t>(at));
+      const size_t want = std::min<size_t>(part->end - at, 8u << 20);
+      PopulateForWrite(out + at, want);
+      const ssize_t n = pread(fd, out + at, want, static_cast<off_t>(at));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         part->error = errno;
