@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -44,10 +43,9 @@ constexpr char kOneNodeSourceElsewhere[] =
 // D6: a derived frame of a cluster frame (docs/frames_cluster.md), at the source's home, on the
 // analytics pool: the map task makes output chunk k where source chunk k lives
 // (ClusterNode::DeriveFrame), then the header is stored at the destination's home by PUT_HEADER
-// from the pool's thread, this member or another: the destination's copies at other members go
-// first (C7; the command's keys name the source alone, so its run did not clear them). A
-// header refused there (the destination exists without REPLACE, OOM) drops the chunks made
-// (D10). Replies the rows
+// from the pool's thread, this member or another (D14): the destination's copies at other
+// members go first (C7; the command changes no key where it runs). A header refused there (the
+// destination exists without REPLACE, OOM) drops the chunks made (D10). Replies the rows
 // (FRAME.FILTER) or the columns (FRAME.SELECT) of the new frame.
 void DeriveInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
                      MapTaskRequest task, bool replace) {
@@ -63,37 +61,27 @@ void DeriveInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> hea
       [node, header = std::move(header), name = std::string(ctx.args[1]),
        dst = std::string(ctx.args[2]), task = std::move(task), replace,
        rows](const std::atomic<bool>*) mutable -> AnalyticsReply {
-        const uint16_t slot = task.out_header_slot;
         auto out = std::make_shared<Result<FrameHeader>>(
             node->DeriveFrame(*header, name, std::move(task)));
-        // The header put at the destination's home from here (this thread may wait, within
-        // the change's deadline: at this member the put may wait behind a change of a client
-        // whose I/O thread runs this command inline, which no RPC deadline bounds).
+        // The header stored at the destination's home by PUT_HEADER (D14), which clears the
+        // destination's copies at other members first (C7). Refused: the chunks go (D10); no
+        // answer: they stay until the sweep finds whether the header landed.
         if (out->ok()) {
-          auto stored = std::make_shared<std::promise<Result<std::string>>>();
-          std::future<Result<std::string>> answer = stored->get_future();
-          node->CallFrame(node->Home(slot), kPutHeaderMethod,
-                          EncodePutHeader({.map_version = node->map().version(),
-                                           .key = dst,
-                                           .replace = replace,
-                                           .header = EncodeFrameHeader(**out)}),
-                          [stored](Result<std::string> r) { stored->set_value(std::move(r)); });
-          if (answer.wait_for(std::chrono::microseconds(node->ChangeTimeoutUs())) !=
-              std::future_status::ready) {
-            // Unknown outcome, as a write's CLUSTERDOWN: the header may still be stored; if it
-            // is not, D10's sweep drops the chunks, whose id no header holds.
-            *out = Status::Unavailable("TIMEOUT storing the header of '" + dst.substr(0, 64) +
-                                       "' at its home: it may or may not be stored");
-          } else if (Result<std::string> r = answer.get(); !r.ok()) {
-            node->DropFrameChunks((*out)->id);
-            *out = r.status();
+          bool unknown = false;
+          const Status s =
+              node->PutHeader(dst, replace, EncodeFrameHeader(**out), nullptr, &unknown);
+          if (!s.ok()) {
+            if (!unknown) node->DropFrameChunks((*out)->id);
+            *out = s;
           }
         }
         return [out, rows](CommandContext& c) {
           if (!out->ok()) {
-            // D9's text as it is (CLUSTERDOWN, TIMEOUT: no code ErrorReplyText knows).
+            // D9's text as it is (CLUSTERDOWN is no code ErrorReplyText knows).
             const std::string_view why = out->status().message();
-            if (why.starts_with("CLUSTERDOWN ") || why.starts_with("TIMEOUT ")) return c.Error(why);
+            if (why.starts_with("CLUSTERDOWN ") || why.starts_with("TRYAGAIN ")) {
+              return c.Error(why);
+            }
             return c.Error(TaskError(out->status()));
           }
           const FrameHeader& h = **out;

@@ -411,28 +411,16 @@ Status PutImportedFrame(Engine* engine, const ImportRequest& r, Frame made,
     node->DropFrameChunks(id);
     return Status::Cancelled("cancelled by JOB.CANCEL");
   }
-  const net::NodeId home = node->Home(header_slot);
-  std::promise<Result<std::string>> stored;
-  auto put_header = [&] {
-    node->CallFrame(home, kPutHeaderMethod,
-                    EncodePutHeader({.map_version = node->map().version(),
-                                     .key = r.name,
-                                     .replace = r.replace,
-                                     .header = header}),
-                    [&stored](Result<std::string> a) { stored.set_value(std::move(a)); });
-  };
-  if (home == node->self()) {
-    // Stored here as a one-node import stores its frame: between any two commands.
-    Engine::ExclusiveSection exclusive(engine);
-    put_header();
-  } else {
-    put_header();
-  }
-  Result<std::string> answer = stored.get_future().get();
+  // Stored here as a one-node import stores its frame, between any two commands, when the
+  // name is homed here (this job's thread holds no worker lock); by PUT_HEADER either way (D14).
+  bool unknown = false;
+  const Status stored = node->PutHeader(r.name, r.replace, header, engine, &unknown);
   store::Store::Reclaim();  // a replaced frame retired on this thread is freed here
-  if (!answer.ok()) {
-    node->DropFrameChunks(id);
-    return answer.status();
+  if (!stored.ok()) {
+    // No answer: the header may have landed; the chunks are the sweep's to judge (D10) once
+    // this job ends and the id stops counting as importing.
+    if (!unknown) node->DropFrameChunks(id);
+    return stored;
   }
   job.SetProgress(rows, input + bytes, input + bytes);
   job.SetResult(summary);

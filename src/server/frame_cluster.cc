@@ -87,6 +87,11 @@ Result<std::string> Answer(const Status& s) {
 }  // namespace
 
 void ClusterNode::Impl::OnPutHeader(std::string_view request, rpc::Reply reply) {
+  // The store's deadline, from receipt: the caller's wait (ChangeTimeoutUs) less a margin for
+  // the answer's way back, so that a header is never stored after its caller gave up (D14).
+  const uint64_t budget = timeout_us + holder_wait_us;
+  const uint64_t deadline_us =
+      NowMicros() + (budget > 2 * kPutHeaderMarginUs ? budget - kPutHeaderMarginUs : budget / 2);
   Result<PutHeaderRequest> req = DecodePutHeader(request);
   if (!req.ok()) return reply(req.status());
   if (Status s = CheckFrameMapVersion(req->map_version); !s.ok()) return reply(std::move(s));
@@ -107,27 +112,43 @@ void ClusterNode::Impl::OnPutHeader(std::string_view request, rpc::Reply reply) 
     std::string key;
     FrameHeader header;
     bool replace;
+    uint64_t map_version;
+    uint64_t deadline_us;
     rpc::Reply reply;
   };
-  auto put = std::make_shared<Put>(
-      Put{std::string(req->key), std::move(*header), req->replace, std::move(reply)});
-  auto store = [this, put] {
-    return StoreFrameHeader(*engine, put->key, std::move(put->header), put->replace, dropper);
+  auto put = std::make_shared<Put>(Put{std::string(req->key), std::move(*header), req->replace,
+                                       req->map_version, deadline_us, std::move(reply)});
+  // Checked again when the store runs, which may be a holder's lease later (D14).
+  auto store = [this, put]() -> Status {
+    FLOE_RETURN_IF_ERROR(CheckFrameMapVersion(put->map_version));
+    if (Routes().Home(cluster::KeySlot(put->key)) != cluster->self()) {
+      return Status::WrongHome("not the home of this key");
+    }
+    if (NowMicros() > put->deadline_us) {
+      return Status::Aborted("not stored: its deadline passed while other members' copies of '" +
+                             put->key.substr(0, 64) + "' were invalidated");
+    }
+    try {
+      return StoreFrameHeader(*engine, put->key, std::move(put->header), put->replace, dropper);
+    } catch (const std::bad_alloc&) {
+      return Status::ResourceExhausted("OOM storing a frame header");
+    }
   };
   Status stored;
   const std::vector<std::string_view> keys{put->key};
   if (dkv->ApplyIfFree(keys, [&] { stored = store(); })) return put->reply(Answer(stored));
   dkv->Reserve({put->key}, [this, put, store] {
-    // `ready` may run on the loop thread: the store (and the reply) belong on a handler's.
+    // `ready` may run on the loop thread, or on a thread releasing an earlier change of the
+    // key: the store (and the reply) run on a handler thread of class 2, which no long
+    // handler holds (MAP_TASKs run on class 1).
     auto job = [this, put, store] {
       const Status s = store();
       dkv->Release({put->key});
       put->reply(Answer(s));
     };
-    if (!endpoint->Post(1, job)) {
-      dkv->Release({put->key});
-      put->reply(Status::Unavailable("this member is stopping"));
-    }
+    // Refused only once the endpoint stopped: the member is going, its DKV with it (the
+    // caller's wait ends at its deadline).
+    endpoint->Post(2, job);
   });
 }
 
@@ -491,6 +512,50 @@ void ClusterNode::Impl::StartDropper(ClusterNode* node) {
   // D10: to every member, this one too; a member that misses it finds the set by its sweep.
   dropper = std::make_shared<ChunkDropper>(
       [node](const std::vector<uint64_t>& frame_ids) { node->DropFrameChunks(frame_ids); });
+}
+
+Status ClusterNode::PutHeader(std::string_view key, bool replace, std::string header,
+                              Engine* exclusive_here, bool* unknown) {
+  *unknown = false;
+  const cluster::SlotMap& map = impl_->Routes();
+  const net::NodeId home = map.Home(cluster::KeySlot(key));
+  std::string address = std::to_string(home);
+  for (const cluster::Member& m : map.members()) {
+    if (m.id == home) address = m.address();
+  }
+  auto stored = std::make_shared<std::promise<Result<std::string>>>();
+  std::future<Result<std::string>> answer = stored->get_future();
+  {
+    std::optional<Engine::ExclusiveSection> section;
+    if (home == self() && exclusive_here != nullptr) section.emplace(exclusive_here);
+    CallFrame(home, kPutHeaderMethod,
+              EncodePutHeader({.map_version = map.version(),
+                               .key = key,
+                               .replace = replace,
+                               .header = std::move(header)}),
+              [stored](Result<std::string> r) { stored->set_value(std::move(r)); });
+  }
+  // The call's own deadline is ChangeTimeoutUs; this wait, a little longer, ends a call to this
+  // member, whose handler has no RPC deadline (its store refuses past its own).
+  const auto wait = std::chrono::microseconds(ChangeTimeoutUs() + kPutHeaderMarginUs);
+  Status s = answer.wait_for(wait) == std::future_status::ready
+                 ? answer.get().status()
+                 : Status::Timeout("no answer before the deadline");
+  if (s.ok()) return s;
+  const StatusCode code = s.code();
+  if (code == StatusCode::kTimeout || code == StatusCode::kUnavailable ||
+      code == StatusCode::kCancelled) {
+    // No answer from the home (or it was stopping): the header may or may not be stored.
+    *unknown = true;
+    return Status::Unavailable("CLUSTERDOWN The node " + address + " is unreachable (" +
+                               std::string(s.message()) + "; the header of '" +
+                               std::string(key.substr(0, 64)) + "' may or may not be stored)");
+  }
+  if (code == StatusCode::kWrongHome) {
+    return Status::Unavailable("TRYAGAIN the slot of '" + std::string(key.substr(0, 64)) +
+                               "' moved meanwhile");
+  }
+  return s;  // the home's refusal: nothing stored
 }
 
 uint64_t ClusterNode::ChangeTimeoutUs() const { return impl_->timeout_us + impl_->holder_wait_us; }

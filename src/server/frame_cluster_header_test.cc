@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -90,6 +91,63 @@ TEST(FrameClusterHeaderTest, ADerivedFrameAtItsSourcesHomeInvalidatesCopies) {
       EXPECT_GE(c.node(home).dkv().stats().invalidations_sent.load(), sent + 2) << home << via;
     }
   }
+}
+
+// D14: a header whose home could not store it before its caller's deadline (its key held
+// reserved there meanwhile) is never stored later: the caller hears CLUSTERDOWN's unknown
+// outcome, and once the key is free the name is still no frame (before, it became one whose
+// chunks the caller had dropped: FRAME.HEAD failed with a missing chunk). At a remote home and
+// at the source's own.
+TEST(FrameClusterHeaderTest, AHeaderIsNeverStoredAfterItsCallerGaveUp) {
+  FramesInCluster lifted;
+  ClientCluster c(3, -1, /*timeout_ms=*/500);
+  ASSERT_TRUE(c.WaitFormed());
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(6));
+  const std::string src = c.KeyAt(1, "src");
+  PutClusterFrame(c, 0, src, f);
+  for (size_t home : {size_t{2}, size_t{1}}) {
+    const std::string dst = c.KeyAt(home, "late");
+    std::promise<void> held;
+    c.node(home).dkv().Reserve({dst}, [&held] { held.set_value(); });
+    held.get_future().get();
+    const std::string reply =
+        c.client(1).Run({"FRAME.FILTER", src, dst, "WHERE", "i", ">", "-1", "REPLACE"});
+    EXPECT_TRUE(reply.starts_with("-CLUSTERDOWN ")) << home << ": " << reply;
+    EXPECT_NE(reply.find("may or may not be stored"), std::string::npos) << reply;
+    c.node(home).dkv().Release({dst});
+    // The put's store runs once the key is free, and refuses: its deadline passed.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (size_t i = 0; i < 3; i++) {
+      EXPECT_EQ(c.client(i).Run({"TYPE", dst}), "+none\r\n") << home << " " << i;
+    }
+  }
+}
+
+// D14: FRAME.FILTER onto its own source, while another change holds the source reserved: the
+// command changes no key where it runs, so it does not wait for that change inline (before, its
+// header's put queued behind the reservation its own run held, and the client heard TIMEOUT
+// after ChangeTimeoutUs, then the frame was replaced anyway). It stores once the source is free.
+TEST(FrameClusterHeaderTest, AFilterOntoItsOwnSourceDoesNotWaitForItself) {
+  FramesInCluster lifted;
+  ClientCluster c(3, -1, /*timeout_ms=*/500);
+  ASSERT_TRUE(c.WaitFormed());
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(6));
+  const std::string src = c.KeyAt(1, "self");
+  PutClusterFrame(c, 0, src, f);
+  std::promise<void> held;
+  c.node(1).dkv().Reserve({src}, [&held] { held.set_value(); });
+  held.get_future().get();
+  std::string reply;
+  std::thread client([&] {
+    reply = c.client(1).Run({"FRAME.FILTER", src, src, "WHERE", "i", ">", "100", "REPLACE"});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  c.node(1).dkv().Release({src});
+  client.join();
+  ASSERT_TRUE(reply.starts_with(":")) << reply;
+  const std::string rows = reply.substr(1, reply.size() - 3);
+  const std::string info = c.client(0).Run({"FRAME.INFO", src});
+  EXPECT_NE(info.find("rows\r\n:" + rows + "\r\n"), std::string::npos) << rows << " " << info;
 }
 
 }  // namespace

@@ -28,6 +28,10 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   bool all = false;
   auto add = [&](const CommandSpec* s, const std::vector<std::string_view>& args) {
     if (s == nullptr || (s->flags & internal::kWrite) == 0) return;
+    // FRAME.FILTER and FRAME.SELECT change no key where they run: they read their source, and
+    // their destination's header is stored by PUT_HEADER, which clears its copies itself
+    // (docs/frames_cluster.md, D14). Cleared here, they could run from a reservation, inline.
+    if (s->handler == internal::CmdFrameFilter || s->handler == internal::CmdFrameSelect) return;
     const size_t before = keys.size();
     internal::CommandKeys(*s, args, &keys);
     if (keys.size() == before) all = true;

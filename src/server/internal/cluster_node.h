@@ -212,7 +212,8 @@ class ClusterNode {
   // one of the frame methods (310-315, internal/frame_rpc.h) to `peer` with cluster-node-timeout
   // as its deadline; `done` runs once, on an RPC thread (or at once when the call cannot start).
   // A call to this member itself runs its handler on the calling thread; PUT_HEADER's may answer
-  // later, from a handler thread, once other members' copies of the name are gone (C7).
+  // later, on another thread, once other members' copies of the name are gone (C7), and its
+  // deadline is ChangeTimeoutUs (the others': cluster-node-timeout).
   ChunkStore& chunks();
   // Tests only: what sends DROP_CHUNKS when a header stored here dies.
   ChunkDropper& TEST_dropper();
@@ -221,6 +222,15 @@ class ClusterNode {
   // How long a change at a home may take to answer: cluster-node-timeout plus the longest wait
   // for a cut-off holder's lease (C7). PUT_HEADER's deadline.
   uint64_t ChangeTimeoutUs() const;
+  // Stores a frame's header (encoded) at `key`'s home by PUT_HEADER (D4, D14) and waits for the
+  // answer, at most ChangeTimeoutUs plus kPutHeaderMarginUs. `exclusive_here`: when the home is
+  // this member, the call starts inside that engine's exclusive section (between any two
+  // commands, as a one-node store runs; only from a thread holding no worker lock). OK when
+  // stored; the home's refusal as it is (nothing stored: the caller drops the frame's chunks);
+  // TRYAGAIN when the slot moved; else (no answer) D9's CLUSTERDOWN text with *unknown set: the
+  // header may or may not be stored, and the chunks are left to D10's sweep. Blocks its thread.
+  Status PutHeader(std::string_view key, bool replace, std::string header, Engine* exclusive_here,
+                   bool* unknown);
   // A map/reduce over a cluster frame's chunks (D8, frame_map.cc): MAP_TASK `op` down the tree
   // of the members (this one the root), its answers merged in member order, then checked to
   // have mapped exactly the header's chunks, once each, with their rows ("ERR frame <name> is

@@ -269,7 +269,8 @@ struct ClusterNode::Impl {
   Result<std::string> OnGetChunk(std::string_view request);
   Result<std::string> OnDropChunks(std::string_view request);
   // 314 PUT_HEADER: stores a frame's header at its name's home once no other member holds a
-  // copy of the name (C7). `reply` runs once, on this thread or a handler thread.
+  // copy of the name (C7), never after its deadline (D14). `reply` runs once, on this thread
+  // or a handler thread (nowhere once the member stops: its caller waits out its deadline).
   void OnPutHeader(std::string_view request, rpc::Reply reply);
   Result<std::string> OnFrameIdsLive(std::string_view request);
   // 312 MAP_TASK (frame_map.cc; D8): this member maps its own chunks and its subtree's answers

@@ -37,6 +37,9 @@ inline constexpr uint16_t kGetChunkMethod = 311;
 inline constexpr uint16_t kMapTaskMethod = 312;
 inline constexpr uint16_t kDropChunksMethod = 313;
 inline constexpr uint16_t kPutHeaderMethod = 314;
+// PUT_HEADER's margin (D14): the home stores a header no later than its receipt plus
+// ChangeTimeoutUs less this, and its caller waits ChangeTimeoutUs plus this.
+inline constexpr uint64_t kPutHeaderMarginUs = 250'000;
 inline constexpr uint16_t kFrameIdsLiveMethod = 315;
 
 // Rule 3's bounds.
