@@ -206,6 +206,7 @@ class AbsentWatches {
 };
 namespace internal {
 class ClusterNode;
+class Replication;
 struct ForwardQueues;
 struct CommandContext;
 struct CommandSpec;
@@ -562,6 +563,12 @@ class Engine {
   // its endpoint starts, cleared after it stopped (no RPC thread reads it then).
   internal::ClusterNode* cluster() const { return cluster_.load(std::memory_order_acquire); }
   void set_cluster(internal::ClusterNode* node) { cluster_.store(node, std::memory_order_release); }
+  // The node's replica store and the Sender of its replicated slots (docs/replication.md,
+  // "Wiring into the server"): made with the engine of a cluster member (a non-empty
+  // config.cluster), null for a standalone node.
+  internal::Replication* replication() const { return replication_.get(); }
+  // The bytes of the replica store (other owners' keys backed up here): part of used memory.
+  int64_t ReplicaStoreBytes() const;
 
   // A copy of the current configuration (CONFIG SET may change it).
   Config config() const;
@@ -742,6 +749,7 @@ class Engine {
   int64_t start_ms_;
   uint64_t expire_cursor_ = 0;
   std::atomic<internal::ClusterNode*> cluster_{nullptr};
+  std::unique_ptr<internal::Replication> replication_;
   // Shared: frame values the store frees as it dies still count themselves out.
   std::shared_ptr<FrameTotals> frame_totals_ = std::make_shared<FrameTotals>();
   // Last, so destroyed first: running jobs are cancelled and joined while the store lives.
