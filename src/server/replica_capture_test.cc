@@ -99,6 +99,119 @@ class ReplicaCaptureTest : public ::testing::Test {
   replica::Receiver receiver_{&table_, replicas_};
 };
 
+// S1-S4: SET, APPEND, DEL, EXPIRE, PFADD, an EXEC (one change, S3) and FLUSHALL (a slot flush,
+// S2.1) at home each leave as one change of their slot, numbered in the order they ran, and the
+// backup's replica store ends equal to the home's.
+TEST_F(ReplicaCaptureTest, EveryWriteAtHomeLeavesAsOneChangeInOrder) {
+  const uint16_t slot = cluster::KeySlot("{t}");
+  Replicate(slot);
+  const std::vector<std::string> keys = {"{t}s", "{t}h", "{t}x", "{t}gone"};
+  ASSERT_THAT(Run({"SET", "{t}s", "hello"}), IsOk());
+  ASSERT_THAT(Run({"APPEND", "{t}s", " world"}), IsInt(11));
+  ASSERT_THAT(Run({"SET", "{t}gone", "1"}), IsOk());
+  ASSERT_THAT(Run({"DEL", "{t}gone"}), IsInt(1));
+  ASSERT_THAT(Run({"EXPIRE", "{t}s", "600"}), IsInt(1));
+  ASSERT_THAT(Run({"PFADD", "{t}h", "a", "b", "c"}), IsInt(1));
+  ASSERT_THAT(Run({"GET", "{t}s"}), IsBulk("hello world"));  // a read: no change
+  std::vector<Seen> changes = Pump();
+  ASSERT_EQ(changes.size(), 6u);
+  for (size_t i = 0; i < changes.size(); i++) EXPECT_EQ(changes[i].n, i + 1);
+  EXPECT_EQ(changes[0].words, "1/{t}s");
+  EXPECT_EQ(changes[3].words, "2/{t}gone");  // DEL: the key's absence
+  EXPECT_EQ(changes[5].words, "1/{t}h");
+  ExpectSame(keys);
+  EXPECT_NE(State(replicas_->store(), "{t}s").find("@"), std::string::npos);
+  EXPECT_NE(replicas_->store().Get("{t}s")->expire_at_ms(), 0);
+
+  // A transaction is one change with every key it wrote (S3).
+  ASSERT_THAT(Run({"MULTI"}), IsOk());
+  ASSERT_THAT(Run({"SET", "{t}x", "1"}), IsSimple("QUEUED"));
+  ASSERT_THAT(Run({"INCR", "{t}x"}), IsSimple("QUEUED"));
+  ASSERT_THAT(Run({"PFADD", "{t}h", "d"}), IsSimple("QUEUED"));
+  ASSERT_EQ(Run({"EXEC"}).elements.size(), 3u);
+  changes = Pump();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].n, 7u);
+  EXPECT_EQ(changes[0].words, "1/{t}h 1/{t}x");
+  ExpectSame(keys);
+  EXPECT_EQ(State(replicas_->store(), "{t}x"), State(home().store(), "{t}x"));
+
+  // FLUSHALL: a slot flush of every replicated slot, then the states of an EXEC's later writes.
+  ASSERT_THAT(Run({"MULTI"}), IsOk());
+  ASSERT_THAT(Run({"FLUSHALL"}), IsSimple("QUEUED"));
+  ASSERT_THAT(Run({"SET", "{t}x", "after"}), IsSimple("QUEUED"));
+  ASSERT_EQ(Run({"EXEC"}).elements.size(), 2u);
+  changes = Pump();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].words, "3/ 1/{t}x");
+  ExpectSame(keys);
+  EXPECT_EQ(State(replicas_->store(), "{t}s"), "(absent)");
+  EXPECT_EQ(State(replicas_->store(), "{t}x").substr(0, 2), "1@");
+  ASSERT_THAT(Run({"FLUSHALL"}), IsOk());
+  changes = Pump();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].words, "3/");
+  EXPECT_EQ(replicas_->store().Size(), 0u);
+  EXPECT_EQ(replication().capture_failures(), 0u);
+  EXPECT_EQ(replicas_->install_failures(), 0u);
+}
+
+// S3: a DEL of keys of two replicated slots is one change per slot; a slot not replicated from
+// here captures nothing.
+TEST_F(ReplicaCaptureTest, AWriteOfSeveralSlotsIsOneChangePerSlot) {
+  const uint16_t a = cluster::KeySlot("{a}");
+  ASSERT_NE(a, cluster::KeySlot("{b}"));
+  Replicate(a);
+  Replicate(cluster::KeySlot("{b}"));
+  ASSERT_THAT(Run({"SET", "{a}1", "x"}), IsOk());
+  ASSERT_THAT(Run({"SET", "{b}1", "y"}), IsOk());
+  ASSERT_THAT(Run({"SET", "{c}1", "z"}), IsOk());  // not replicated
+  ASSERT_EQ(Pump().size(), 2u);
+  ASSERT_THAT(Run({"DEL", "{a}1", "{b}1", "{c}1"}), IsInt(3));
+  std::vector<Seen> changes = Pump();
+  ASSERT_EQ(changes.size(), 2u);
+  std::vector<std::string> words = {changes[0].words, changes[1].words};
+  std::sort(words.begin(), words.end());
+  EXPECT_EQ(words, (std::vector<std::string>{"2/{a}1", "2/{b}1"}));
+  ExpectSame({"{a}1", "{b}1"});
+  EXPECT_EQ(State(replicas_->store(), "{c}1"), "(absent)");
+}
+
+// S2, S4: threads writing one key at once; each change's number is taken and its state read
+// under the key's lock, so the changes leave in the order they applied and the backup's final
+// state is the home's.
+TEST_F(ReplicaCaptureTest, ChangesOfOneKeyLeaveInApplyOrder) {
+  const std::string key = "{k}one";
+  Replicate(cluster::KeySlot(key));
+  constexpr int kThreads = 4;
+  constexpr int kWrites = 300;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      Session s(&home(), 0);
+      for (int i = 0; i < kWrites; i++) {
+        if (i % 3 == 2) {
+          s.Run({"APPEND", key, std::to_string(t)});
+        } else {
+          s.Run({"SET", key, std::to_string(t) + ":" + std::to_string(i)});
+        }
+      }
+    });
+  }
+  // The backup takes changes while they are written.
+  std::vector<Seen> changes;
+  for (int i = 0; i < 50; i++) {
+    std::vector<Seen> some = Pump();
+    changes.insert(changes.end(), some.begin(), some.end());
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<Seen> rest = Pump();
+  changes.insert(changes.end(), rest.begin(), rest.end());
+  ASSERT_EQ(changes.size(), static_cast<size_t>(kThreads * kWrites));
+  for (size_t i = 0; i < changes.size(); i++) ASSERT_EQ(changes[i].n, i + 1);
+  ExpectSame({key});
+}
+
 // S6, step 1: the replica store is memory like any other: counted in used_memory and INFO, and
 // a backup over maxmemory answers "full" rather than taking the change.
 TEST_F(ReplicaCaptureTest, ReplicasCountAsMemoryAndShowInInfo) {
