@@ -77,7 +77,9 @@ class Replication {
   const ReplicaStore& store() const { return store_; }
   replica::Sender& sender() { return sender_; }
 
-  // replica::Sender::Own and Drop, counted.
+  // replica::Sender::Own and Drop, counted. The Aborted callbacks of the changes they drop run
+  // under this object's lock: a callback must not call Own, Drop or OwnedSlots. Lock order: a
+  // DKV stripe lock (a change at home), then this lock, then the Sender's.
   Status Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<replica::Target> in_sync,
              std::vector<replica::Target> filling);
   void Drop(uint16_t slot);
