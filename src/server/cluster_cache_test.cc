@@ -299,6 +299,21 @@ TEST_F(CachedReads, ExecWaitsForTheCopiesOfItsQueuedChanges) {
   EXPECT_THAT(Do(s0, {"GET", tagged + "a"}), IsBulk("2"));
 }
 
+// C7: an EXEC's change waits for the copies of every queued write's keys, not only the last
+// one's (the keys of an earlier MSET were dropped: the copy of `a` outlived the change).
+TEST_F(CachedReads, AnExecInvalidatesTheCopiesOfEveryQueuedWrite) {
+  const std::string tagged = "{" + KeyAt(1, "t") + "}";
+  Session s1(&engine(1), 0);
+  ASSERT_THAT(Do(s1, {"SET", tagged + "a", "old"}), IsOk());
+  ASSERT_TRUE(WaitForCopy(0, tagged + "a"));
+  ASSERT_THAT(Do(s1, {"MULTI"}), IsOk());
+  ASSERT_THAT(Do(s1, {"MSET", tagged + "a", "new", tagged + "c", "1"}), IsSimple("QUEUED"));
+  ASSERT_THAT(Do(s1, {"SET", tagged + "b", "1"}), IsSimple("QUEUED"));
+  ASSERT_THAT(Do(s1, {"EXEC"}), IsArrayOfSize(2));
+  Session s0(&engine(0), 0);
+  EXPECT_THAT(Do(s0, {"GET", tagged + "a"}), IsBulk("new"));
+}
+
 // C7 with a holder that is gone: the change waits out the holder's lease (L2) and completes.
 TEST_F(CachedReads, ChangeCompletesWhenAHolderIsGone) {
   const std::string k = KeyAt(1);

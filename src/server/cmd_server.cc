@@ -11,6 +11,7 @@
 
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
+#include "server/internal/replica_store.h"
 
 namespace floe::server::internal {
 
@@ -106,7 +107,9 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
   } else if (name == "memory") {
     out->append("# Memory\r\n");
     const int64_t clients = e.client_buffer_bytes();
-    const int64_t used = static_cast<int64_t>(e.store().MemoryUsed()) + clients;
+    // A backup's replicas are memory like any other (docs/replication.md, S6).
+    const int64_t used =
+        static_cast<int64_t>(e.store().MemoryUsed()) + clients + e.ReplicaStoreBytes();
     Line(out, "used_memory", used);
     Line(out, "used_memory_human", Human(used));
     const int64_t rss = ResidentBytes();
@@ -117,6 +120,12 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
     Line(out, "maxmemory_human", Human(c.maxmemory));
     Line(out, "maxmemory_policy", c.maxmemory_policy);
     Line(out, "mem_allocator", FLOE_MALLOC_NAME);
+    if (internal::Replication* r = e.replication()) {
+      Line(out, "replica_keys", static_cast<int64_t>(r->store().store().Size()));
+      Line(out, "replica_used_memory", e.ReplicaStoreBytes());
+      Line(out, "replica_install_failures", static_cast<int64_t>(r->store().install_failures()));
+      Line(out, "replica_capture_failures", static_cast<int64_t>(r->capture_failures()));
+    }
   } else if (name == "stats") {
     out->append("# Stats\r\n");
     const Totals t = Sum(e);

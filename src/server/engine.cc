@@ -6,6 +6,7 @@
 #include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
+#include "server/internal/replica_store.h"
 
 namespace floe::server {
 
@@ -29,11 +30,17 @@ Engine::Engine(Config config, int workers)
   // The cycle clock calibrates itself on first use (a 5 ms spin): here, not in the first
   // command's latency record on an I/O thread.
   (void)CyclesToMicros(0);
+  if (!config_.cluster.empty()) replication_ = std::make_unique<internal::Replication>(this);
   MutexLock lock(&config_mu_);
   ApplyHotSettings(config_);
 }
 
 Engine::~Engine() = default;
+
+int64_t Engine::ReplicaStoreBytes() const {
+  return replication_ != nullptr ? static_cast<int64_t>(replication_->store().store().MemoryUsed())
+                                 : 0;
+}
 
 bool Engine::CheckPassword(std::string_view password) const {
   std::string expected;
@@ -55,7 +62,7 @@ int64_t Engine::UsedMemory(bool may_trim_copies) {
   const bool trim_due = may_trim_copies && trim_copies_.load(std::memory_order_relaxed);
   if (trim_due || now - used_memory_at_us_.load(std::memory_order_relaxed) > 1000) {
     int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
-                   DetachedFrameBytes() + ChunkStoreBytes();
+                   DetachedFrameBytes() + ChunkStoreBytes() + ReplicaStoreBytes();
     // Cached copies of other nodes' keys count too, and go first when memory is short.
     if (internal::ClusterNode* node = cluster()) {
       dkv::Dkv& d = node->dkv();
@@ -109,7 +116,7 @@ uint64_t Engine::NewFrameId() {
 
 int64_t Engine::UsedMemoryNow() const {
   int64_t used = static_cast<int64_t>(store_.MemoryUsed()) + client_buffer_bytes() +
-                 DetachedFrameBytes() + ChunkStoreBytes();
+                 DetachedFrameBytes() + ChunkStoreBytes() + ReplicaStoreBytes();
   if (const internal::ClusterNode* node = cluster()) {
     used += static_cast<int64_t>(node->dkv().CacheBytes());
   }

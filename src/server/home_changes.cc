@@ -7,47 +7,149 @@
 
 #include <algorithm>
 #include <future>
+#include <map>
 
+#include "cluster/cluster.h"
+#include "replica/replica.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
+#include "server/internal/replica_store.h"
 
 namespace floe::server {
 
 using internal::CommandSpec;
 
+void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::string_view>* keys,
+                       bool* all) const {
+  // FRAME.FILTER and FRAME.SELECT change no key where they run: they read their source, and
+  // their destination's header is stored by PUT_HEADER, which clears its copies itself
+  // (docs/frames_cluster.md, D14). Cleared here, they could run from a reservation, inline.
+  auto is_write = [](const CommandSpec* s) {
+    return s != nullptr && (s->flags & internal::kWrite) != 0 &&
+           s->handler != internal::CmdFrameFilter && s->handler != internal::CmdFrameSelect;
+  };
+  if (ctx.spec->handler != internal::CmdExec) {
+    if (!is_write(ctx.spec)) return;
+    internal::CommandKeys(*ctx.spec, ctx.args, keys);  // the common case: no copy
+    if (keys->empty()) *all = true;
+    return;
+  }
+  if (!in_multi_) return;
+  // CommandKeys replaces what it is given: each queued write's keys are appended (all of them,
+  // not only the last's).
+  std::vector<std::string_view> one;
+  for (const auto& q : queued_) {
+    const std::vector<std::string_view> views(q.begin(), q.end());
+    const CommandSpec* s = internal::ResolveCommand(views);
+    if (!is_write(s)) continue;
+    internal::CommandKeys(*s, views, &one);
+    if (one.empty()) *all = true;
+    keys->insert(keys->end(), one.begin(), one.end());
+  }
+}
+
+void Session::RunHandlerAtHome(internal::CommandContext& ctx,
+                               const std::vector<std::string_view>* keys, bool all) {
+  const internal::Replication* r = engine_->replication();
+  if (r == nullptr || !r->any_owned()) [[likely]] {
+    RunHandler(ctx);
+    return;
+  }
+  RunCaptured(ctx, keys, all);
+}
+
+// S2, S3, S4: one change per replicated slot the command may write, numbered (Open) before the
+// handler runs and closed with each key's state after it, all under the keys' DKV locks (the
+// caller's ApplyIfFree or reservation), so changes of one key leave in the order they applied.
+// EXEC's queued commands run inside its scope: one change for the whole transaction.
+void Session::RunCaptured(internal::CommandContext& ctx, const std::vector<std::string_view>* keys,
+                          bool all) {
+  if (capturing_) {
+    // A command EXEC runs: its keys are in EXEC's change; a flush is noted for it (S2.1).
+    RunHandler(ctx);
+    if (ctx.spec->handler == internal::CmdFlushDb && !ctx.failed) capture_flushed_ = true;
+    return;
+  }
+  internal::Replication& r = *engine_->replication();
+  replica::Sender& sender = r.sender();
+  std::vector<std::string_view> found;
+  if (keys == nullptr) {
+    HomeKeys(ctx, &found, &all);
+    keys = &found;
+  }
+  // The slots this change may write, each with its keys (sorted, once each). Copies: EXEC's
+  // keys view its queue, which the handler takes.
+  std::map<uint16_t, std::vector<std::string>> slots;
+  for (std::string_view k : *keys) {
+    const uint16_t slot = cluster::KeySlot(k);
+    if (sender.serving(slot)) slots[slot].emplace_back(k);
+  }
+  if (all) {
+    for (uint16_t slot : r.OwnedSlots()) {
+      if (sender.serving(slot)) slots.try_emplace(slot);
+    }
+  }
+  struct Open {
+    uint16_t slot;
+    replica::Sender::Ticket ticket;
+    const std::vector<std::string>* keys;
+  };
+  std::vector<Open> opened;
+  opened.reserve(slots.size());
+  for (auto& [slot, slot_keys] : slots) {
+    Result<replica::Sender::Ticket> t = sender.Open(slot);
+    if (!t.ok()) continue;  // fenced or dropped meanwhile: no longer replicated from here
+    std::sort(slot_keys.begin(), slot_keys.end());
+    slot_keys.erase(std::unique(slot_keys.begin(), slot_keys.end()), slot_keys.end());
+    opened.push_back({slot, *t, &slot_keys});
+  }
+  capturing_ = true;
+  capture_flushed_ = false;
+  RunHandler(ctx);
+  capturing_ = false;
+  const bool flushed =
+      capture_flushed_ || (ctx.spec->handler == internal::CmdFlushDb && !ctx.failed);
+  capture_flushed_ = false;
+  // Every opened change is closed, even empty (S4: the stream has no holes).
+  std::vector<internal::CapturedState> states;
+  std::vector<replica::Entry> entries;
+  for (const Open& o : opened) {
+    states.clear();
+    entries.clear();
+    if (flushed) entries.push_back({.kind = replica::EntryKind::kFlush});
+    for (const std::string& k : *o.keys) {
+      Result<internal::CapturedState> state =
+          internal::CaptureState(engine_->store(), k, ctx.now_ms);
+      if (!state.ok()) {
+        r.CountCaptureFailure();
+        FLOE_LOG_WARN("replica of slot {}: a key's change not captured: {}", o.slot,
+                      state.status().ToString());
+        continue;
+      }
+      states.push_back(std::move(state).value());
+    }
+    for (const internal::CapturedState& state : states) entries.push_back(state.entry());
+    sender.Close(o.slot, o.ticket, entries);
+  }
+}
+
 bool Session::RunAtHome(internal::CommandContext& ctx) {
   internal::ClusterNode* node = engine_->cluster();
-  const CommandSpec* spec = ctx.spec;
   if (node == nullptr || home_cleared_ || ctx.pinned != nullptr) {
-    RunHandler(ctx);
+    // A standalone node, or keys already held (a reserved change, a part, EXEC's commands).
+    // A read from a cached copy (pinned) is no change at home.
+    if (ctx.pinned != nullptr) {
+      RunHandler(ctx);
+    } else {
+      RunHandlerAtHome(ctx, nullptr, false);
+    }
     return true;
   }
   // The keys the command may change: a write's own; for EXEC, those of the queued writes.
   // A write that names no key (FLUSHALL, FLUSHDB) changes them all.
   std::vector<std::string_view> keys;
   bool all = false;
-  auto add = [&](const CommandSpec* s, const std::vector<std::string_view>& args) {
-    if (s == nullptr || (s->flags & internal::kWrite) == 0) return;
-    // FRAME.FILTER and FRAME.SELECT change no key where they run: they read their source, and
-    // their destination's header is stored by PUT_HEADER, which clears its copies itself
-    // (docs/frames_cluster.md, D14). Cleared here, they could run from a reservation, inline.
-    if (s->handler == internal::CmdFrameFilter || s->handler == internal::CmdFrameSelect) return;
-    const size_t before = keys.size();
-    internal::CommandKeys(*s, args, &keys);
-    if (keys.size() == before) all = true;
-  };
-  std::vector<std::vector<std::string_view>> queued_views;
-  if (spec->handler == internal::CmdExec) {
-    if (in_multi_) {
-      queued_views.reserve(queued_.size());
-      for (const auto& q : queued_) {
-        queued_views.emplace_back(q.begin(), q.end());
-        add(internal::ResolveCommand(queued_views.back()), queued_views.back());
-      }
-    }
-  } else {
-    add(spec, ctx.args);
-  }
+  HomeKeys(ctx, &keys, &all);
   if (keys.empty() && !all) {
     RunHandler(ctx);
     return true;
@@ -56,7 +158,7 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   if (!all) {
     home_cleared_ = true;
     const bool ran = d.ApplyIfFree(
-        keys, [&] { RunHandler(ctx); }, origin_node_, origin_sent_us_);
+        keys, [&] { RunHandlerAtHome(ctx, &keys, false); }, origin_node_, origin_sent_us_);
     home_cleared_ = false;
     if (ran) return true;
   }
@@ -85,7 +187,7 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
     Reserve(d, r, [&ready] { ready.set_value(); });
     reserved.get();
     home_cleared_ = true;
-    RunHandler(ctx);
+    RunHandlerAtHome(ctx, &keys, all);
     home_cleared_ = false;
     r->Release(d);
     return true;

@@ -89,4 +89,26 @@ uint64_t ReplicaStore::Headroom() const {
   return used >= limit ? 0 : static_cast<uint64_t>(limit - used);
 }
 
+Status Replication::Own(uint16_t slot, uint64_t ownership, uint64_t n,
+                        std::vector<replica::Target> in_sync,
+                        std::vector<replica::Target> filling) {
+  MutexLock lock(&mu_);
+  FLOE_RETURN_IF_ERROR(sender_.Own(slot, ownership, n, std::move(in_sync), std::move(filling)));
+  owned_.insert(slot);
+  owned_count_.store(owned_.size(), std::memory_order_relaxed);
+  return Status::OK();
+}
+
+void Replication::Drop(uint16_t slot) {
+  MutexLock lock(&mu_);
+  sender_.Drop(slot);
+  owned_.erase(slot);
+  owned_count_.store(owned_.size(), std::memory_order_relaxed);
+}
+
+std::vector<uint16_t> Replication::OwnedSlots() const {
+  MutexLock lock(&mu_);
+  return {owned_.begin(), owned_.end()};
+}
+
 }  // namespace floe::server::internal

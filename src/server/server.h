@@ -206,6 +206,7 @@ class AbsentWatches {
 };
 namespace internal {
 class ClusterNode;
+class Replication;
 struct ForwardQueues;
 struct CommandContext;
 struct CommandSpec;
@@ -330,6 +331,18 @@ class Session {
   // SendParts (part_reservation_), and in a session without a sink the part waits here. False:
   // the command did not run now (it is counted when it runs).
   bool RunAtHome(internal::CommandContext& ctx);
+  // The keys a write at home may change (a write's own; for EXEC, those of its queued writes),
+  // and whether one of them names no key (FLUSHALL, FLUSHDB: it changes them all).
+  void HomeKeys(const internal::CommandContext& ctx, std::vector<std::string_view>* keys,
+                bool* all) const;
+  // Runs a change at its home with its keys held (every path of RunAtHome, docs/replication.md
+  // S2): where a slot it may write is replicated, its change is numbered before the handler
+  // runs and each key's state handed to the Sender after it. `keys` and `all`: HomeKeys', or
+  // null to find them. With no replicated slot the cost is one branch.
+  void RunHandlerAtHome(internal::CommandContext& ctx, const std::vector<std::string_view>* keys,
+                        bool all);
+  void RunCaptured(internal::CommandContext& ctx, const std::vector<std::string_view>* keys,
+                   bool all);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
   // Ends MULTI without running anything.
@@ -430,8 +443,10 @@ class Session {
   bool may_defer_ = false;    // the command running is a client's own, not a part of one
   uint32_t origin_node_ = 0;  // set_request_origin
   uint64_t origin_sent_us_ = 0;
-  bool running_parts_ = false;  // SendParts runs a local part (one that must wait is left to it)
-  bool home_cleared_ = false;   // the running command's keys are reserved: run it as it is
+  bool running_parts_ = false;    // SendParts runs a local part (one that must wait is left to it)
+  bool home_cleared_ = false;     // the running command's keys are reserved: run it as it is
+  bool capturing_ = false;        // RunCaptured's scope is open: EXEC's commands are in it (S3)
+  bool capture_flushed_ = false;  // a FLUSHALL or FLUSHDB ran in that scope (S2.1)
   // A client's own command with a key homed elsewhere, run here from a cached copy (C8).
   const std::pair<std::string_view, store::ValuePtr>* pinned_ = nullptr;
   // Frames analytics on the analytics pool, by ticket (at most one: A7), and the one whose
@@ -562,6 +577,12 @@ class Engine {
   // its endpoint starts, cleared after it stopped (no RPC thread reads it then).
   internal::ClusterNode* cluster() const { return cluster_.load(std::memory_order_acquire); }
   void set_cluster(internal::ClusterNode* node) { cluster_.store(node, std::memory_order_release); }
+  // The node's replica store and the Sender of its replicated slots (docs/replication.md,
+  // "Wiring into the server"): made with the engine of a cluster member (a non-empty
+  // config.cluster), null for a standalone node.
+  internal::Replication* replication() const { return replication_.get(); }
+  // The bytes of the replica store (other owners' keys backed up here): part of used memory.
+  int64_t ReplicaStoreBytes() const;
 
   // A copy of the current configuration (CONFIG SET may change it).
   Config config() const;
@@ -742,6 +763,7 @@ class Engine {
   int64_t start_ms_;
   uint64_t expire_cursor_ = 0;
   std::atomic<internal::ClusterNode*> cluster_{nullptr};
+  std::unique_ptr<internal::Replication> replication_;
   // Shared: frame values the store frees as it dies still count themselves out.
   std::shared_ptr<FrameTotals> frame_totals_ = std::make_shared<FrameTotals>();
   // Last, so destroyed first: running jobs are cancelled and joined while the store lives.

@@ -10,7 +10,9 @@
 #define FLOE_SERVER_INTERNAL_REPLICA_STORE_H_
 
 #include <atomic>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "replica/replica.h"
 #include "server/server.h"
@@ -42,6 +44,7 @@ class ReplicaStore final : public replica::Sink {
   explicit ReplicaStore(Engine* engine) : engine_(engine) {}
 
   store::Store& store() { return store_; }
+  const store::Store& store() const { return store_; }
   // Puts that could not be installed (memory, or a body that does not build): the slot's copy
   // is then lost (replica::SlotStatus::kLost) until a fill.
   uint64_t install_failures() const { return install_failures_.load(std::memory_order_relaxed); }
@@ -58,6 +61,44 @@ class ReplicaStore final : public replica::Sink {
   Engine* const engine_;
   store::Store store_;
   std::atomic<uint64_t> install_failures_{0};
+};
+
+// A node's part in the replication stream (docs/replication.md, "Wiring into the server"): the
+// replica store it backs other owners' slots into, and the Sender of the slots it owns with
+// backups. Made by the engine of a cluster member only. Thread-safe.
+//
+// Capture (S2) asks any_owned() first: with no replicated slot it is one relaxed load, the only
+// cost a write pays. Own and Drop go through here so that count stays right.
+class Replication {
+ public:
+  explicit Replication(Engine* engine) : store_(engine) {}
+
+  ReplicaStore& store() { return store_; }
+  const ReplicaStore& store() const { return store_; }
+  replica::Sender& sender() { return sender_; }
+
+  // replica::Sender::Own and Drop, counted. The Aborted callbacks of the changes they drop run
+  // under this object's lock: a callback must not call Own, Drop or OwnedSlots. Lock order: a
+  // DKV stripe lock (a change at home), then this lock, then the Sender's.
+  Status Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<replica::Target> in_sync,
+             std::vector<replica::Target> filling);
+  void Drop(uint16_t slot);
+  // Some slot is owned here with backups: writes capture their changes.
+  bool any_owned() const { return owned_count_.load(std::memory_order_relaxed) != 0; }
+  // The slots owned here with backups (FLUSHALL's slot flushes, S2.1).
+  std::vector<uint16_t> OwnedSlots() const;
+  // Changes whose key state could not be captured (a frame header: S2.3, not built): each is
+  // logged and counted, never silent.
+  uint64_t capture_failures() const { return capture_failures_.load(std::memory_order_relaxed); }
+  void CountCaptureFailure() { capture_failures_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  ReplicaStore store_;
+  replica::Sender sender_;
+  mutable Mutex mu_;
+  std::set<uint16_t> owned_ FLOE_GUARDED_BY(mu_);
+  std::atomic<size_t> owned_count_{0};
+  std::atomic<uint64_t> capture_failures_{0};
 };
 
 }  // namespace floe::server::internal
