@@ -36,8 +36,9 @@ void ClusterNode::Impl::RegisterFrameMethods() {
   endpoint->Register(kDropChunksMethod, 1,
                      [this](net::NodeId, std::string_view req) { return OnDropChunks(req); });
   // Answered later: a header stored over a name other members hold copies of waits for them to
-  // go (C7), as a command's change at the home does.
-  endpoint->RegisterAsync(kPutHeaderMethod, 1,
+  // go (C7), as a command's change at the home does. Class 2, above the map tasks' (1), which
+  // may hold every class-1 thread for long spells: its deadline counts from here (D14).
+  endpoint->RegisterAsync(kPutHeaderMethod, 2,
                           [this](net::NodeId, std::string_view req, rpc::Reply reply) {
                             OnPutHeader(req, std::move(reply));
                           });
@@ -89,9 +90,10 @@ Result<std::string> Answer(const Status& s) {
 void ClusterNode::Impl::OnPutHeader(std::string_view request, rpc::Reply reply) {
   // The store's deadline, from receipt: the caller's wait (ChangeTimeoutUs) less a margin for
   // the answer's way back, so that a header is never stored after its caller gave up (D14).
-  const uint64_t budget = timeout_us + holder_wait_us;
-  const uint64_t deadline_us =
-      NowMicros() + (budget > 2 * kPutHeaderMarginUs ? budget - kPutHeaderMarginUs : budget / 2);
+  // At least the longest holder wait plus half of cluster-node-timeout: a put is never refused
+  // where a command's change of the key would have waited its copies out.
+  const uint64_t margin = std::min(kPutHeaderMarginUs, timeout_us / 2);
+  const uint64_t deadline_us = NowMicros() + timeout_us + holder_wait_us - margin;
   Result<PutHeaderRequest> req = DecodePutHeader(request);
   if (!req.ok()) return reply(req.status());
   if (Status s = CheckFrameMapVersion(req->map_version); !s.ok()) return reply(std::move(s));
