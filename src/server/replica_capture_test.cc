@@ -15,6 +15,7 @@
 #include "server/internal/cluster_testing.h"
 #include "server/internal/command.h"
 #include "server/internal/replica_store.h"
+#include "server/internal/replica_store_testing.h"
 
 namespace floe::server {
 namespace {
@@ -79,11 +80,7 @@ class ReplicaCaptureTest : public ::testing::Test {
   }
   // The value as DUMP shows it, "(absent)" if there is none.
   static std::string State(store::Store& s, const std::string& key) {
-    store::ValuePtr v = s.Get(key);
-    if (internal::Live(v.get(), NowMs()) == nullptr) return "(absent)";
-    Result<std::string> body = internal::DumpBody(*v);
-    return std::to_string(v->type()) + "@" + std::to_string(v->expire_at_ms()) + ":" +
-           (body.ok() ? *body : body.status().ToString());
+    return internal::DumpState(s, key);
   }
   void ExpectSame(const std::vector<std::string>& keys) {
     for (const std::string& k : keys) {

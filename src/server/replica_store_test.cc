@@ -8,6 +8,7 @@
 #include "replica/replica_testing.h"
 #include "server/command_test.h"
 #include "server/internal/command.h"
+#include "server/internal/replica_store_testing.h"
 
 namespace floe::server {
 namespace {
@@ -48,11 +49,7 @@ class ReplicaStoreTest : public CommandTest {
   }
   // The value as DUMP shows it, "(absent)" if there is none.
   static std::string State(store::Store& s, const std::string& key) {
-    store::ValuePtr v = s.Get(key);
-    if (internal::Live(v.get(), NowMs()) == nullptr) return "(absent)";
-    Result<std::string> body = internal::DumpBody(*v);
-    return std::to_string(v->type()) + "@" + std::to_string(v->expire_at_ms()) + ":" +
-           (body.ok() ? *body : body.status().ToString());
+    return internal::DumpState(s, key);
   }
   void ExpectSame(const std::string& key) {
     EXPECT_EQ(State(replicas_.store(), key), State(engine_.store(), key)) << key;
