@@ -3,14 +3,14 @@
 // How it works
 //
 // Everything libraft and libuv touch lives in Log::Impl and is used by the raft thread only:
-// the loop, the raft_uv I/O and TCP transport, struct raft, the fsm adapter and the set of
-// requests raft holds. Other threads reach it through one mutex-guarded queue of Requests and
-// uv_async_send; the async callback takes the whole queue and starts each request with raft.
-// A Request is heap-allocated once, carries the raft request structs raft fills in, and is
-// finished exactly once by Finish(), which also releases its slot of max_pending: from raft's
-// callback, from a synchronous raft error, or with Cancelled when Stop closes raft before raft
-// answered. The raft thread also publishes a State copy under the mutex after every loop
-// iteration (a uv_check handle), so state() never touches raft.
+// the loop, the raft_uv I/O and its transport (transport.cc), struct raft, the fsm adapter and the
+// set of requests raft holds. Other threads reach it through one mutex-guarded queue of Requests
+// and uv_async_send; the async callback takes the whole queue and starts each request with raft. A
+// Request is heap-allocated once, carries the raft request structs raft fills in, and is finished
+// exactly once by Finish(), which also releases its slot of max_pending: from raft's callback, from
+// a synchronous raft error, or with Cancelled when Stop closes raft before raft answered. The raft
+// thread also publishes a State copy under the mutex after every loop iteration (a uv_check
+// handle), so state() never touches raft.
 //
 // Stop sets `stopping_` under the mutex (no request is queued after that) and wakes the loop;
 // the loop cancels what is queued and calls raft_close. Raft fails its own pending requests
