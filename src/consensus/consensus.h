@@ -49,6 +49,7 @@
 #ifndef FLOE_CONSENSUS_CONSENSUS_H_
 #define FLOE_CONSENSUS_CONSENSUS_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -99,6 +100,9 @@ class StateMachine {
   virtual Status Restore(std::string_view snapshot) = 0;
 };
 
+// A 16-byte MAC of `bytes` under a key the caller holds (the transport's handshake, T2).
+using Mac = std::function<std::array<uint8_t, 16>(std::string_view bytes)>;
+
 struct Options {
   uint64_t id = 0;      // >= 1
   std::string address;  // "a.b.c.d:port" raft listens on and the others reach it at (IPv4)
@@ -119,6 +123,11 @@ struct Options {
   uint64_t snapshot_trailing = 128;
   // Proposals and membership requests waiting at once (queued or in raft). 1 .. 2^20.
   uint64_t max_pending = 4096;
+  // Keys the transport's handshake (docs/consensus.md, "The transport"): a server accepts a
+  // connection only from a caller whose MAC is the same function (the same key). Called on the
+  // raft thread; must be pure. Empty: an unkeyed checksum, which bounds every input but
+  // authenticates nothing (tests; the server always sets one).
+  Mac mac;
 };
 
 // Checks every field (the texts name the field); Start calls it.
@@ -156,6 +165,9 @@ struct State {
   static constexpr uint64_t kNeverHeard = ~uint64_t{0};
   std::vector<Follower> followers;
   uint64_t led_ms = 0;  // at the leader: how long it has led, as of the last refresh
+  // Incoming connections the transport closed before raft saw a byte of them (bad hello, bad
+  // MAC, EOF, deadline, too many at once), since Start.
+  uint64_t handshakes_refused = 0;
 };
 
 // What a server's directory holds, read without running a server (docs/consensus.md, "Reading

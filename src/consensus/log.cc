@@ -3,14 +3,14 @@
 // How it works
 //
 // Everything libraft and libuv touch lives in Log::Impl and is used by the raft thread only:
-// the loop, the raft_uv I/O and TCP transport, struct raft, the fsm adapter and the set of
-// requests raft holds. Other threads reach it through one mutex-guarded queue of Requests and
-// uv_async_send; the async callback takes the whole queue and starts each request with raft.
-// A Request is heap-allocated once, carries the raft request structs raft fills in, and is
-// finished exactly once by Finish(), which also releases its slot of max_pending: from raft's
-// callback, from a synchronous raft error, or with Cancelled when Stop closes raft before raft
-// answered. The raft thread also publishes a State copy under the mutex after every loop
-// iteration (a uv_check handle), so state() never touches raft.
+// the loop, the raft_uv I/O and its transport (transport.cc), struct raft, the fsm adapter and the
+// set of requests raft holds. Other threads reach it through one mutex-guarded queue of Requests
+// and uv_async_send; the async callback takes the whole queue and starts each request with raft. A
+// Request is heap-allocated once, carries the raft request structs raft fills in, and is finished
+// exactly once by Finish(), which also releases its slot of max_pending: from raft's callback, from
+// a synchronous raft error, or with Cancelled when Stop closes raft before raft answered. The raft
+// thread also publishes a State copy under the mutex after every loop iteration (a uv_check
+// handle), so state() never touches raft.
 //
 // Stop sets `stopping_` under the mutex (no request is queued after that) and wakes the loop;
 // the loop cancels what is queued and calls raft_close. Raft fails its own pending requests
@@ -32,6 +32,7 @@
 
 #include "consensus/consensus.h"
 #include "consensus/internal/fsm.h"
+#include "consensus/internal/transport.h"
 
 extern "C" {
 #include <raft.h>
@@ -152,6 +153,7 @@ class Log::Impl {
   uv_timer_t drain_deadline_{};
   bool draining_ = false;  // Stop was asked; waiting for the log to be on disk
   struct raft_uv_transport transport_ {};
+  std::atomic<uint64_t> refused_{0};  // the transport's refused handshakes
   struct raft_io io_ {};
   internal::FsmAdapter fsm_;
   struct raft raft_ {};
@@ -199,13 +201,13 @@ Status Log::Impl::Init() {
   if (int rv = uv_loop_init(&loop_); rv != 0) {
     return Status::Unavailable(std::string("uv_loop_init: ") + uv_strerror(rv));
   }
-  if (int rv = raft_uv_tcp_init(&transport_, &loop_); rv != 0) {
+  if (int rv = internal::InitTransport(&transport_, &loop_, options_.mac, &refused_); rv != 0) {
     uv_loop_close(&loop_);
-    return Status::Unavailable(std::string("raft_uv_tcp_init: ") + raft_strerror(rv));
+    return Status::Unavailable(std::string("transport: ") + raft_strerror(rv));
   }
   if (int rv = raft_uv_init(&io_, &loop_, options_.dir.c_str(), &transport_); rv != 0) {
     Status s = Status::Unavailable("raft_uv_init " + options_.dir + ": " + io_.errmsg);
-    raft_uv_tcp_close(&transport_);
+    internal::ReleaseTransport(&transport_);
     uv_loop_close(&loop_);
     return s;
   }
@@ -218,7 +220,7 @@ Status Log::Impl::Init() {
     Status s = Status::Unavailable(std::string("raft_init: ") + raft_strerror(rv) + ": " +
                                    raft_errmsg(&raft_));
     raft_uv_close(&io_);
-    raft_uv_tcp_close(&transport_);
+    internal::ReleaseTransport(&transport_);
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     return s;
@@ -313,7 +315,7 @@ void Log::Impl::Close(std::function<void()> then) {
   raft_close(&raft_, [](struct raft* r) {
     auto* self = static_cast<Impl*>(r->data);
     raft_uv_close(&self->io_);
-    raft_uv_tcp_close(&self->transport_);
+    internal::ReleaseTransport(&self->transport_);
     // Whatever raft did not answer while closing will never be answered now (confirmations
     // included: their lists only point into in_raft_).
     self->confirm_next_.clear();
@@ -812,6 +814,7 @@ void Log::Impl::Refresh() {
   state_.applied_index = raft_last_applied(&raft_);
   state_.last_index = raft_last_index(&raft_);
   state_.snapshots_taken = fsm_.snapshots_taken();
+  state_.handshakes_refused = refused_.load(std::memory_order_relaxed);
   state_.snapshots_restored = fsm_.snapshots_restored();
   if (config_changed) state_.configuration = std::move(config);
 }

@@ -5,6 +5,7 @@
 
 #include "consensus/consensus.h"
 #include "consensus/internal/fsm.h"
+#include "consensus/internal/transport.h"
 
 extern "C" {
 #include <raft.h>
@@ -60,13 +61,14 @@ Result<StoredLog> ReadStoredLog(const Options& options) {
   struct raft_io io {};
   Status st;
   StoredLog out;
-  if (int rv = raft_uv_tcp_init(&transport, &loop); rv != 0) {
+  std::atomic<uint64_t> refused{0};
+  if (int rv = internal::InitTransport(&transport, &loop, options.mac, &refused); rv != 0) {
     uv_loop_close(&loop);
-    return Status::Unavailable(std::string("raft_uv_tcp_init: ") + raft_strerror(rv));
+    return Status::Unavailable(std::string("transport: ") + raft_strerror(rv));
   }
   if (int rv = raft_uv_init(&io, &loop, options.dir.c_str(), &transport); rv != 0) {
     st = Status::Unavailable("raft_uv_init " + options.dir + ": " + io.errmsg);
-    raft_uv_tcp_close(&transport);
+    internal::ReleaseTransport(&transport);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return st;
@@ -122,7 +124,7 @@ Result<StoredLog> ReadStoredLog(const Options& options) {
     }
   }
   raft_uv_close(&io);
-  raft_uv_tcp_close(&transport);
+  internal::ReleaseTransport(&transport);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   if (!st.ok()) return st;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -231,6 +232,22 @@ Result<JoinersDirectory> ReadJoinersDirectory(const Config& config, const std::s
 
 namespace {
 
+// The key of the Raft transport's handshake (docs/consensus.md, "The transport"): derived
+// from the cluster secret under a domain of its own (a key apart from the RPC MAC's); without
+// a secret, from the cluster name, which bounds everything and keeps clusters apart but
+// authenticates nothing (docs/cluster.md, "Security").
+consensus::Mac RaftTransportMac(const Config& config) {
+  const rpc::MacKey key =
+      config.cluster_secret.empty()
+          ? rpc::DeriveMacKey("floe raft transport v1, no secret\n" + config.cluster_name)
+          : rpc::DeriveMacKey("floe raft transport v1\n" + config.cluster_secret);
+  return [key](std::string_view bytes) {
+    std::array<uint8_t, 16> out{};
+    rpc::SipHash128(key, bytes, out.data());
+    return out;
+  };
+}
+
 // The agreed metadata (docs/membership.md, rule M1; step 1 of its build order): every member
 // runs the Raft log of the cluster's table on its cluster port + 1, its log and snapshots in
 // <dir>/<host>-<cluster port>. The founders are the members of --cluster, the first five (by
@@ -286,6 +303,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   o.raft.id = self;
   o.raft.address = raft_address(me);
   o.raft.dir = MemberDirectory(config, me.host, me.port);
+  o.raft.mac = RaftTransportMac(config);
   const std::string where = o.raft.address + ", directory " + o.raft.dir;
   auto failed = [&where](const std::string& why) {
     return Status::Unavailable("cannot start the agreed metadata (Raft on " + where + "): " + why);
