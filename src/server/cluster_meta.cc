@@ -255,7 +255,7 @@ consensus::Mac RaftTransportMac(const Config& config) {
 // the options Raft starts with once the cloud has formed (rule M5: a member runs no Raft until
 // every member's HELLO, cluster id included, agrees with it). Nullopt, with *off saying why,
 // when Raft cannot run safely here: a member with an IPv6 address (raft 0.15's transport takes
-// IPv4 only), or one off loopback (Raft's transport does not carry the cluster secret yet).
+// IPv4 only), or one off loopback (not run nor tested there yet: docs/cluster.md, "Security").
 // *id: the cluster id the directory's log carries (empty for a new member: rule M5 reads it
 // from the log itself, the cluster-id file being only a cache checked against it); *holds_log:
 // whether the directory holds a log.
@@ -275,7 +275,7 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
   for (const cluster::Member& m : members) {
     if (!IsLoopbackAddress(m.host)) {
       *off = "member " + m.address() +
-             " is not on loopback, and Raft's transport does not carry the cluster secret yet";
+             " is not on loopback, and the agreed metadata runs on loopback members only so far";
       return std::optional<cluster::MetaOptions>();
     }
   }
@@ -434,7 +434,7 @@ Status CheckJoinerLocally(const Config& config, const std::string& host, Directo
   if (!IsLoopbackAddress(host)) {
     return Status::FailedPrecondition(
         "a joined member serves from the agreed metadata, whose Raft runs on loopback members "
-        "only (its transport does not carry the cluster secret yet): join from a 127.0.0.x "
+        "only so far: join from a 127.0.0.x "
         "address");
   }
   if (Status st = ProbeListen(host, static_cast<uint16_t>(port + 1)); !st.ok()) {
