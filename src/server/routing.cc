@@ -338,12 +338,16 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   // REQUIRES: every entry fits a request alone (ForwardFits).
   void Enqueue(uint32_t home, Entry entry) {
     entry.count = entry.commands.size();
-    std::vector<std::string_view> keys;
+    // Every write's keys (CommandKeys replaces what it is given: each one's are appended), or
+    // the home, told this node dropped its copies (X4), would leave a copy of an earlier
+    // queued write's key here unchanged.
+    std::vector<std::string_view> keys, one;
     for (const auto& c : entry.commands) {
       std::vector<std::string_view> args(c.begin(), c.end());
       const CommandSpec* spec = internal::ResolveCommand(args);
       if (spec != nullptr && (spec->flags & internal::kWrite) != 0) {
-        internal::CommandKeys(*spec, args, &keys);
+        internal::CommandKeys(*spec, args, &one);
+        keys.insert(keys.end(), one.begin(), one.end());
         entry.changes = true;
       }
     }

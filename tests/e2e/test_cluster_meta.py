@@ -248,7 +248,7 @@ def test_a_member_off_loopback_runs_without_agreed_metadata_and_says_why(cluster
     node.start()
     v = meta(node)
     assert v["meta"] == "off", v
-    assert "10.0.0.9" in v["meta_off_reason"] and "secret" in v["meta_off_reason"], v
+    assert "10.0.0.9" in v["meta_off_reason"] and "loopback" in v["meta_off_reason"], v
 
 
 def test_a_member_with_an_ipv6_address_runs_without_agreed_metadata_and_says_why(clusters):
