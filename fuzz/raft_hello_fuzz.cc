@@ -23,10 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (length > ci::kMaxHello) std::abort();
   if (length != 0 && length < ci::kHelloFixed + 1 + ci::kHelloMacBytes) std::abort();
   ci::Hello out;
+  constexpr uint64_t kTarget = 7;  // the listener the hello is for
   const floe::consensus::Mac unkeyed;
-  if (ci::DecodeHello(hello, nonce, unkeyed, &out)) {
+  if (ci::DecodeHello(hello, nonce, kTarget, unkeyed, &out)) {
     if (length != hello.size()) std::abort();
-    if (ci::EncodeHello(out.id, out.address, nonce, unkeyed) != hello) std::abort();
+    if (ci::EncodeHello(out.id, out.address, kTarget, nonce, unkeyed) != hello) std::abort();
   }
   // A hello made from the input's fields always decodes back to them.
   if (length != 0 && hello.size() >= length) {
@@ -35,8 +36,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (address.find('\0') == std::string::npos) {
       uint64_t id = 0;
       for (int i = 7; i >= 0; i--) id = (id << 8) | static_cast<uint8_t>(hello[8 + i]);
-      const std::string made = ci::EncodeHello(id, address, nonce, unkeyed);
-      if (!ci::DecodeHello(made, nonce, unkeyed, &out) || out.id != id || out.address != address) {
+      const std::string made = ci::EncodeHello(id, address, kTarget, nonce, unkeyed);
+      if (!ci::DecodeHello(made, nonce, kTarget, unkeyed, &out) || out.id != id ||
+          out.address != address) {
         std::abort();
       }
     }

@@ -865,7 +865,7 @@ TEST(ConsensusTest, StopFinishesEveryPendingRequestExactlyOnce) {
   }
 }
 
-// ---- The transport (docs/consensus.md, "The transport", rules T1-T6) ----
+// ---- The transport (docs/consensus.md, "The transport", rules T1-T5) ----
 
 // A MAC keyed by `key` (a test stand-in for the server's SipHash under the cluster secret).
 Mac KeyedMac(uint32_t key) {
@@ -936,25 +936,28 @@ std::string RaftPreamble() {
   return Le64({1, 99, address.size()}) + address;
 }
 
-// T1, T2: the hello decoder takes exactly a well-formed hello under the same key and nonce.
+// T1, T2: the hello decoder takes exactly a well-formed hello under the same key and nonce, made
+// for this server: one made for another server (relayed through a stopped member's port, with
+// this server's nonce) is refused.
 TEST(ConsensusTest, TheHelloDecoderTakesOnlyAWholeHelloUnderTheSameKey) {
   const std::string nonce(internal::kNonceBytes, 'n');
   const Mac mac = KeyedMac(7);
-  const std::string hello = internal::EncodeHello(3, "127.0.0.1:7003", nonce, mac);
+  const std::string hello = internal::EncodeHello(3, "127.0.0.1:7003", 5, nonce, mac);
   internal::Hello out;
-  ASSERT_TRUE(internal::DecodeHello(hello, nonce, mac, &out));
+  ASSERT_TRUE(internal::DecodeHello(hello, nonce, 5, mac, &out));
   EXPECT_EQ(out.id, 3u);
   EXPECT_EQ(out.address, "127.0.0.1:7003");
   EXPECT_EQ(internal::HelloLength(hello), hello.size());
-  EXPECT_FALSE(internal::DecodeHello(hello, std::string(internal::kNonceBytes, 'm'), mac, &out));
-  EXPECT_FALSE(internal::DecodeHello(hello, nonce, KeyedMac(8), &out));
-  EXPECT_FALSE(internal::DecodeHello(hello, nonce, Mac{}, &out));
-  EXPECT_FALSE(internal::DecodeHello(hello.substr(0, hello.size() - 1), nonce, mac, &out));
-  EXPECT_FALSE(internal::DecodeHello(hello + "x", nonce, mac, &out));
+  EXPECT_FALSE(internal::DecodeHello(hello, nonce, 6, mac, &out));  // made for server 5
+  EXPECT_FALSE(internal::DecodeHello(hello, std::string(internal::kNonceBytes, 'm'), 5, mac, &out));
+  EXPECT_FALSE(internal::DecodeHello(hello, nonce, 5, KeyedMac(8), &out));
+  EXPECT_FALSE(internal::DecodeHello(hello, nonce, 5, Mac{}, &out));
+  EXPECT_FALSE(internal::DecodeHello(hello.substr(0, hello.size() - 1), nonce, 5, mac, &out));
+  EXPECT_FALSE(internal::DecodeHello(hello + "x", nonce, 5, mac, &out));
   for (size_t i = 0; i < hello.size(); i++) {
     std::string bad = hello;
     bad[i] = static_cast<char>(bad[i] ^ 0x20);
-    EXPECT_FALSE(internal::DecodeHello(bad, nonce, mac, &out)) << "byte " << i;
+    EXPECT_FALSE(internal::DecodeHello(bad, nonce, 5, mac, &out)) << "byte " << i;
   }
   // libraft's preamble, even one announcing a 512 MiB address, is not a hello: nothing is
   // sized from it.
@@ -989,7 +992,7 @@ TEST(ConsensusTest, AStrangersBytesNeverReachRaft) {
   attacks.push_back(random);
   // A hello's valid fixed part, then EOF before its address and MAC.
   attacks.push_back(
-      internal::EncodeHello(2, "127.0.0.1:1", std::string(16, '\0'), base.mac).substr(0, 20));
+      internal::EncodeHello(2, "127.0.0.1:1", 1, std::string(16, '\0'), base.mac).substr(0, 20));
   uint64_t refused = 0;
   for (const Server& s : c.founders()) refused += c.log(s.id)->state().handshakes_refused;
   for (const std::string& bytes : attacks) {

@@ -114,7 +114,7 @@ void Succeed(Shake* s) {
   if (s->incoming) {
     tr->incoming--;
     Hello hello;
-    DecodeHello(std::string_view(s->buf, s->have), s->nonce, tr->mac, &hello);
+    DecodeHello(std::string_view(s->buf, s->have), s->nonce, tr->id, tr->mac, &hello);
     tr->accept_cb(tr->t, hello.id, hello.address.c_str(), stream);
   } else {
     s->cb(s->req, stream, 0);
@@ -165,7 +165,7 @@ void OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
     // The nonce: answer it with our hello; read nothing more until raft does.
     uv_read_stop(stream);
     s->nonce.assign(s->buf, kNonceBytes);
-    s->out = EncodeHello(tr->id, tr->address, s->nonce, tr->mac);
+    s->out = EncodeHello(tr->id, tr->address, s->peer_id, s->nonce, tr->mac);
     return WriteOut(s);
   }
   if (s->want == kHelloFixed) {
@@ -176,7 +176,7 @@ void OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
     return;
   }
   Hello hello;
-  if (!DecodeHello(std::string_view(s->buf, s->have), s->nonce, tr->mac, &hello)) {
+  if (!DecodeHello(std::string_view(s->buf, s->have), s->nonce, tr->id, tr->mac, &hello)) {
     return Fail(s, RAFT_NOCONNECTION);
   }
   uv_read_stop(stream);

@@ -1,11 +1,13 @@
 // The Raft transport: Floe's own raft_uv_transport, whose handshake authenticates the caller
-// before libraft reads a byte from it (docs/consensus.md, "The transport", rules T1-T6).
+// before libraft reads a byte from it (docs/consensus.md, "The transport", rules T1-T5).
 //
 // Wire (little endian), on a fresh TCP connection from the caller C to the listener L:
 //   L -> C  nonce    16 random bytes, fresh per connection
-//   C -> L  hello    [4] "FLRT"  [1] version (1)  [1] address length n (1-255)  [2] zero
+//   C -> L  hello    [4] "FLRT"  [1] version (2)  [1] address length n (1-255)  [2] zero
 //                    [8] C's raft id (>= 1)  [n] C's address (no NUL)
-//                    [16] MAC(kHelloDomain || nonce || the hello's first 16 + n bytes)
+//                    [16] MAC(kHelloDomain || nonce || L's raft id [8] || the hello's first
+//                         16 + n bytes): the id C dialled, so a hello made for one server is
+//                         refused by another (a relay through a stopped member's port)
 // then libraft's own protocol, unchanged, in both directions.
 //
 // Thread rules: everything runs on the loop's thread, except the refused counter (atomic).
@@ -31,7 +33,7 @@ inline constexpr size_t kHelloFixed = 16;  // magic, version, length, zero, id
 inline constexpr size_t kHelloMacBytes = 16;
 inline constexpr size_t kMaxHelloAddress = 255;
 inline constexpr size_t kMaxHello = kHelloFixed + kMaxHelloAddress + kHelloMacBytes;
-inline constexpr std::string_view kHelloDomain = "floe raft transport v1";
+inline constexpr std::string_view kHelloDomain = "floe raft transport v2";
 // T3: a connection that has not completed its handshake by then is closed.
 inline constexpr uint64_t kHandshakeDeadlineMs = 2000;
 // T4: handshakes in progress at once on a listener; more are closed at once.
@@ -45,12 +47,14 @@ struct Hello {
 // T1: the whole hello's length from its first kHelloFixed bytes, or 0 when they are not a
 // hello (magic, version, zero bytes, address length 1-255, id >= 1). Sizes nothing.
 size_t HelloLength(std::string_view fixed);
-// The hello of `id` at `address` answering `nonce` (kNonceBytes). REQUIRES: address is 1-255
-// bytes without NUL, id >= 1.
-std::string EncodeHello(uint64_t id, std::string_view address, std::string_view nonce,
-                        const Mac& mac);
-// T2: checks a whole hello against `nonce`; false (nothing set) unless every byte is right.
-bool DecodeHello(std::string_view hello, std::string_view nonce, const Mac& mac, Hello* out);
+// The hello of `id` at `address` to the server `target` (the id it dialled), answering `nonce`
+// (kNonceBytes). REQUIRES: address is 1-255 bytes without NUL, id >= 1.
+std::string EncodeHello(uint64_t id, std::string_view address, uint64_t target,
+                        std::string_view nonce, const Mac& mac);
+// T2: checks a whole hello against `nonce` and this server's id `target`; false (nothing set)
+// unless every byte is right.
+bool DecodeHello(std::string_view hello, std::string_view nonce, uint64_t target, const Mac& mac,
+                 Hello* out);
 
 // Initializes `t` as the transport on `loop`. `refused` counts handshakes refused by the
 // listener (it must outlive the transport). Release frees what Init allocated, after close's
