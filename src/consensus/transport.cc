@@ -26,6 +26,7 @@ struct Transport;
 struct Shake {
   Transport* transport = nullptr;
   bool incoming = false;
+  uint64_t seq = 0;  // the transport's count of shakes when this one began (T4: oldest first)
   uv_tcp_t* tcp = nullptr;
   uv_timer_t timer{};
   uv_connect_t connect{};
@@ -59,6 +60,7 @@ struct Transport {
   raft_uv_transport_close_cb close_cb = nullptr;
   int open = 0;         // handles of the transport not yet closed (listener, every shake's)
   size_t incoming = 0;  // incoming shakes in progress (T4)
+  uint64_t seq = 0;     // shakes begun
   std::unordered_set<Shake*> shakes;
 };
 
@@ -189,6 +191,7 @@ Shake* NewShake(Transport* tr, bool incoming) {
   auto* s = new Shake;
   s->transport = tr;
   s->incoming = incoming;
+  s->seq = ++tr->seq;
   s->tcp = static_cast<uv_tcp_t*>(raft_malloc(sizeof(uv_tcp_t)));
   if (s->tcp == nullptr) {
     delete s;
@@ -214,7 +217,19 @@ void OnConnection(uv_stream_t* listener, int status) {
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(s->tcp)) != 0) {
     return Fail(s, RAFT_NOCONNECTION);
   }
-  if (tr->incoming > kMaxPendingHandshakes) return Fail(s, RAFT_NOCONNECTION);  // T4
+  if (tr->incoming > kMaxPendingHandshakes) {
+    // T4: the oldest incoming handshake in progress goes, not this one: a member's completes
+    // within a round trip, so a stranger holding the slots cannot keep members out.
+    Shake* oldest = nullptr;
+    for (Shake* other : tr->shakes) {
+      if (other != s && other->incoming && !other->finished &&
+          (oldest == nullptr || other->seq < oldest->seq)) {
+        oldest = other;
+      }
+    }
+    if (oldest == nullptr) return Fail(s, RAFT_NOCONNECTION);
+    Fail(oldest, RAFT_NOCONNECTION);
+  }
   s->nonce.resize(kNonceBytes);
   if (getrandom(s->nonce.data(), kNonceBytes, 0) != static_cast<ssize_t>(kNonceBytes)) {
     return Fail(s, RAFT_NOCONNECTION);

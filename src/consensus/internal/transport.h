@@ -36,7 +36,7 @@ inline constexpr size_t kMaxHello = kHelloFixed + kMaxHelloAddress + kHelloMacBy
 inline constexpr std::string_view kHelloDomain = "floe raft transport v2";
 // T3: a connection that has not completed its handshake by then is closed.
 inline constexpr uint64_t kHandshakeDeadlineMs = 2000;
-// T4: handshakes in progress at once on a listener; more are closed at once.
+// T4: incoming handshakes in progress at once on a listener; one more ends the oldest.
 inline constexpr size_t kMaxPendingHandshakes = 64;
 
 struct Hello {
