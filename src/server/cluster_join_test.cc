@@ -256,6 +256,8 @@ TEST(ClusterJoinTest, ANodeStartedWithJoinServesEveryKeyByForwarding) {
     Result<std::unique_ptr<ClusterNode>> node = ClusterNode::Start(engine.get(), config, 20099);
     ASSERT_TRUE(node.ok()) << node.status().ToString();
     EXPECT_EQ((*node)->self(), 4u) << "life " << life;
+    // A joined member replicates as a founder does (it owns the replica store and the Sender).
+    EXPECT_NE(engine->replication(), nullptr);
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!(*node)->serving()) {
       ASSERT_LT(std::chrono::steady_clock::now(), until) << "the joined member never serves";

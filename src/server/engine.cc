@@ -30,7 +30,11 @@ Engine::Engine(Config config, int workers)
   // The cycle clock calibrates itself on first use (a 5 ms spin): here, not in the first
   // command's latency record on an I/O thread.
   (void)CyclesToMicros(0);
-  if (!config_.cluster.empty()) replication_ = std::make_unique<internal::Replication>(this);
+  // A cluster member, founded (--cluster) or joined (--join): its writes at home are captured
+  // for the slots it owns with backups, and it keeps the copies of the slots it backs up.
+  if (!config_.cluster.empty() || !config_.join.empty()) {
+    replication_ = std::make_unique<internal::Replication>(this);
+  }
   MutexLock lock(&config_mu_);
   ApplyHotSettings(config_);
 }
