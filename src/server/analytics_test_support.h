@@ -25,12 +25,23 @@ inline const char kCsv[] =
 
 class Gate {
  public:
+  // Until every task that waited has left Wait: the test's reply may come before the task's
+  // thread is out (a dropped proxy session answers at once), and the gate is on its stack.
+  ~Gate() {
+    std::unique_lock<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return inside_ == 0; });
+  }
   void Wait() {
     std::unique_lock<std::mutex> lock(mu_);
     waiting_++;
+    inside_++;
     cv_.notify_all();
     // Bounded: a task run inline by mistake holds the test's own thread here.
     cv_.wait_for(lock, std::chrono::seconds(15), [&] { return open_; });
+    inside_--;
+    cv_.notify_all();
   }
   void Open() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -47,6 +58,7 @@ class Gate {
   std::mutex mu_;
   std::condition_variable cv_;
   int waiting_ = 0;
+  int inside_ = 0;
   bool open_ = false;
 };
 
