@@ -221,34 +221,38 @@ bool Dkv::Impl::ApplyIfFree(const std::vector<std::string_view>& keys,
   }
   for (size_t i = 0; i < n; i++) stripes[idx[i]].mu.Lock();
   bool free = true;
-  std::string key;
-  for (std::string_view k : keys) {
-    if (stripes[store::KeyView(k).hash() % kStripes].home.empty()) continue;
-    key.assign(k);
-    if (!Free(StripeOf(k), key, writer, sent_us)) {
-      free = false;
-      break;
-    }
-  }
-  if (free) {
-    // The writer's own records go: it holds no copy from before its write (X4).
+  bool applying = false;
+  try {
+    // Key copies allocate under the locks: whatever throws here unlocks them (below).
+    std::string key;
     for (std::string_view k : keys) {
-      Stripe& s = StripeOf(k);
-      if (s.home.empty()) continue;
-      auto it = s.home.find(std::string(k));
-      if (it == s.home.end()) continue;
-      it->second.holders.clear();
-      if (it->second.queue.empty() && !it->second.busy) s.home.erase(it);
+      if (stripes[store::KeyView(k).hash() % kStripes].home.empty()) continue;
+      key.assign(k);
+      if (!Free(StripeOf(k), key, writer, sent_us)) {
+        free = false;
+        break;
+      }
     }
-    internal::applying_here++;
-    try {
+    if (free) {
+      // The writer's own records go: it holds no copy from before its write (X4).
+      for (std::string_view k : keys) {
+        Stripe& s = StripeOf(k);
+        if (s.home.empty()) continue;
+        auto it = s.home.find(std::string(k));
+        if (it == s.home.end()) continue;
+        it->second.holders.clear();
+        if (it->second.queue.empty() && !it->second.busy) s.home.erase(it);
+      }
+      internal::applying_here++;
+      applying = true;
       apply();
-    } catch (...) {
+      applying = false;
       internal::applying_here--;
-      for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
-      throw;
     }
-    internal::applying_here--;
+  } catch (...) {
+    if (applying) internal::applying_here--;
+    for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
+    throw;
   }
   for (size_t i = n; i-- > 0;) stripes[idx[i]].mu.Unlock();
   return free;

@@ -258,8 +258,15 @@ class Sender {
     uint64_t ownership = 0;  // a Close under another ownership is ignored
   };
   Result<Ticket> Open(uint16_t slot);
-  // The change's entries (copied; their views need not outlive the call).
+  // The change's entries (copied; their views need not outlive the call). Throws only
+  // (bad_alloc) before the change is closed; the caller then closes it with CloseEmpty.
   void Close(uint16_t slot, Ticket ticket, std::span<const Entry> entries);
+  // Closes a change without entries and allocates nothing (M9): one that wrote nothing (its
+  // handler never ran), or, `lost`, one whose entries could not be built (an allocation or a
+  // state that could not be captured). A lost change is in no backup: each backup of the slot,
+  // and any configured later that is below it, needs a fill (NeedsFill) before it is sent
+  // more or holds a promotable copy.
+  void CloseEmpty(uint16_t slot, Ticket ticket, bool lost) noexcept;
   // Whether an entry can travel (kMaxEntryBytes).
   static bool Fits(const Entry& e) { return e.key.size() + e.bytes.size() <= kMaxEntryBytes; }
   // Whether the slot is served here: owned and neither fenced nor dropped (reads check it, S9).
@@ -289,8 +296,8 @@ class Sender {
   void Resume(uint32_t id);
   // The backups with something to send, nothing in flight and not paused.
   std::vector<uint32_t> Ready() const;
-  // Backups that lack changes already dropped here, or answered below what they had
-  // acknowledged: a fill (S12) or their removal (B7) is the caller's.
+  // Backups that lack changes already dropped here or a change closed lost, or answered below
+  // what they had acknowledged: a fill (S12) or their removal (B7) is the caller's.
   std::vector<std::pair<uint16_t, uint32_t>> NeedsFill() const;
   uint64_t queued_bytes() const;
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <new>
 #include <set>
 
 #include "replica/replica.h"
@@ -60,6 +61,7 @@ struct SlotOut {
   uint64_t started = 0;
   uint64_t closed = 0;  // every change up to it closed
   uint64_t committed = 0;
+  uint64_t lost = 0;  // the last change closed lost (CloseEmpty): a backup below it needs a fill
   std::deque<QueuedChange> queue;  // consecutive n, committed < n <= started, or kept for a lagger
   std::map<uint32_t, Progress> backups;
   std::multimap<uint64_t, std::function<void(Status)>> waiters;
@@ -126,6 +128,25 @@ struct Sender::Impl {
     while (!st.waiters.empty() && st.waiters.begin()->first <= st.committed) {
       run->emplace_back(std::move(st.waiters.begin()->second), Status::OK());
       st.waiters.erase(st.waiters.begin());
+    }
+  }
+
+  // A change of `slot` was closed: the closed prefix grows over every change closed after it.
+  // Never throws once the change is marked closed (M9): were the dirty mark or a waiter's
+  // entry not made, the next change or answer makes them.
+  void Closed(uint16_t slot, Callbacks* run) FLOE_REQUIRES(mu) {
+    SlotOut& st = slots[slot];
+    const uint64_t before = st.closed;
+    while (st.closed < st.started) {
+      const QueuedChange* next = Find(st, st.closed + 1);
+      if (next == nullptr || !next->closed) break;
+      st.closed++;
+    }
+    if (st.closed == before) return;
+    try {
+      MarkDirty(slot);
+      Advance(slot, run);
+    } catch (const std::bad_alloc&) {
     }
   }
 
@@ -235,6 +256,7 @@ Status Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Ta
     st.owned = true;
     st.ownership = st.last_ownership = ownership;
     st.start = st.started = st.closed = st.committed = n;
+    st.lost = 0;
     im.started_n[slot].store(n, std::memory_order_release);
     im.committed_n[slot].store(n, std::memory_order_release);
     // Backups before the first change can be numbered (R9: nothing commits without them).
@@ -280,9 +302,12 @@ Result<Sender::Ticket> Sender::Open(uint16_t slot) {
   MutexLock lock(&im.mu);
   SlotOut& st = im.slots[slot];
   if (!st.owned) return Status::FailedPrecondition("replication: slot not owned here");
-  const uint64_t n = ++st.started;
-  im.started_n[slot].store(n, std::memory_order_release);
+  // M9: the queue's entry is made before the number is taken, so an allocation that fails
+  // leaves no number without its change.
+  const uint64_t n = st.started + 1;
   st.queue.push_back(QueuedChange{.n = n});
+  st.started = n;
+  im.started_n[slot].store(n, std::memory_order_release);
   return Ticket{.n = n, .ownership = st.ownership};
 }
 
@@ -332,16 +357,31 @@ void Sender::Close(uint16_t slot, Ticket ticket, std::span<const Entry> entries)
     }
     *found = std::move(made);
     im.queued_bytes += found->bytes;
-    const uint64_t before = st.closed;
-    while (st.closed < st.started) {
-      const QueuedChange* next = Impl::Find(st, st.closed + 1);
-      if (next == nullptr || !next->closed) break;
-      st.closed++;
+    im.Closed(slot, &run);
+  }
+  Impl::RunAll(run);
+}
+
+void Sender::CloseEmpty(uint16_t slot, Ticket ticket, bool lost) noexcept {
+  if (slot >= kSlots) return;
+  Impl& im = *impl_;
+  Impl::Callbacks run;
+  {
+    MutexLock lock(&im.mu);
+    SlotOut& st = im.slots[slot];
+    QueuedChange* found = Impl::Find(st, ticket.n);
+    if (!st.owned || st.ownership != ticket.ownership || found == nullptr || found->closed) {
+      return;
     }
-    if (st.closed != before) {
-      im.MarkDirty(slot);
-      im.Advance(slot, &run);
+    found->closed = true;  // Open made its entry: nothing to allocate
+    if (lost) {
+      // Its writes reached no backup: every backup lacks them, so none may be promoted nor
+      // be sent what follows until it is filled (S12); one configured later is asked where
+      // it is first, and needs a fill if that is below this change.
+      st.lost = std::max(st.lost, ticket.n);
+      for (auto& [id, p] : st.backups) p.needs_fill = true;
     }
+    im.Closed(slot, &run);
   }
   Impl::RunAll(run);
 }
@@ -528,7 +568,7 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
                   &run);
           continue;
         }
-        if (a.received + 1 < Impl::FrontN(st)) {
+        if (a.received + 1 < Impl::FrontN(st) || a.received < st.lost) {
           p.needs_fill = true;
         } else {
           p.known = true;

@@ -492,6 +492,43 @@ TEST(SenderTest, ALostInstallIsReported) {
   EXPECT_EQ(a.sink.reserved, 0u);  // what was pending is released
 }
 
+// M9: a change closed empty (its handler never ran) commits like any other; one closed lost
+// (its entries could not be built) is in no backup, so every backup of the slot needs a fill,
+// and so does one added later whose position is below it, while one above it does not.
+TEST(SenderTest, AChangeClosedLostNeedsAFillOfEveryBackupBelowIt) {
+  Sender sender;
+  Backup a(2), late(5);
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {5, &late}};
+  ASSERT_TRUE(sender.Own(23, 1, 0, {{2, 7}}, {}).ok());
+  Write(sender, 23, "k", "1");
+  Result<Sender::Ticket> empty = sender.Open(23);
+  ASSERT_TRUE(empty.ok());
+  sender.CloseEmpty(23, *empty, /*lost=*/false);
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.committed(23), 2u);
+  EXPECT_TRUE(sender.NeedsFill().empty());
+
+  Result<Sender::Ticket> lost = sender.Open(23);
+  ASSERT_TRUE(lost.ok());
+  Write(sender, 23, "k", "4");  // closes before the lost one: held behind it
+  sender.CloseEmpty(23, *lost, /*lost=*/true);
+  sender.CloseEmpty(23, *lost, /*lost=*/true);  // a second close is ignored
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{23, 2}}));
+  EXPECT_EQ(sender.committed(23), 2u);  // nothing after the lost change commits to it
+  EXPECT_EQ(a.sink.installed, (std::vector<std::string>{"23#1:1/k=1;", "23#2:"}));
+  // A backup added now starts below the lost change: it needs a fill, and is sent nothing.
+  ASSERT_TRUE(sender.Configure(23, 1, {{2, 7}}, {{5, 7}}).ok());
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{23, 2}, {23, 5}}));
+  EXPECT_TRUE(late.sink.installed.empty());
+  // A new ownership (a fill's or a promotion's start past the lost change) starts clean.
+  ASSERT_TRUE(sender.Own(23, 2, 4, {{2, 7}}, {}).ok());
+  Write(sender, 23, "k", "5");
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_TRUE(sender.NeedsFill().empty());
+}
+
 // N2: a number is never reused under one ownership: Own must go above every ownership the
 // slot had here, and a Close from before a Drop never fills the new owner's change.
 TEST(SenderTest, ANumberIsNeverReusedUnderOneOwnership) {

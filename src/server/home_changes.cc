@@ -6,6 +6,7 @@
 // meanwhile releases its keys.
 
 #include <algorithm>
+#include <exception>
 #include <future>
 #include <map>
 
@@ -72,65 +73,98 @@ void Session::RunCaptured(internal::CommandContext& ctx, const std::vector<std::
   }
   internal::Replication& r = *engine_->replication();
   replica::Sender& sender = r.sender();
-  std::vector<std::string_view> found;
-  if (keys == nullptr) {
-    HomeKeys(ctx, &found, &all);
-    keys = &found;
-  }
-  // The slots this change may write, each with its keys (sorted, once each). Copies: EXEC's
-  // keys view its queue, which the handler takes.
-  std::map<uint16_t, std::vector<std::string>> slots;
-  for (std::string_view k : *keys) {
-    const uint16_t slot = cluster::KeySlot(k);
-    if (sender.serving(slot)) slots[slot].emplace_back(k);
-  }
-  if (all) {
-    for (uint16_t slot : r.OwnedSlots()) {
-      if (sender.serving(slot)) slots.try_emplace(slot);
-    }
-  }
+  // M9: what the change needs is allocated before any change is opened (an allocation that
+  // fails then refuses the write, which has not run), and every opened change is closed
+  // whatever fails after: empty if the handler never ran, lost (its backups need a fill) if
+  // its entries could not be built.
   struct Open {
     uint16_t slot;
     replica::Sender::Ticket ticket;
     const std::vector<std::string>* keys;
   };
+  std::vector<std::string_view> found;
+  std::map<uint16_t, std::vector<std::string>> slots;
   std::vector<Open> opened;
-  opened.reserve(slots.size());
-  for (auto& [slot, slot_keys] : slots) {
-    Result<replica::Sender::Ticket> t = sender.Open(slot);
-    if (!t.ok()) continue;  // fenced or dropped meanwhile: no longer replicated from here
-    std::sort(slot_keys.begin(), slot_keys.end());
-    slot_keys.erase(std::unique(slot_keys.begin(), slot_keys.end()), slot_keys.end());
-    opened.push_back({slot, *t, &slot_keys});
+  try {
+    if (keys == nullptr) {
+      HomeKeys(ctx, &found, &all);
+      keys = &found;
+    }
+    // The slots this change may write, each with its keys (sorted, once each). Copies: EXEC's
+    // keys view its queue, which the handler takes.
+    for (std::string_view k : *keys) {
+      const uint16_t slot = cluster::KeySlot(k);
+      if (sender.serving(slot)) slots[slot].emplace_back(k);
+    }
+    if (all) {
+      for (uint16_t slot : r.OwnedSlots()) {
+        if (sender.serving(slot)) slots.try_emplace(slot);
+      }
+    }
+    for (auto& [slot, slot_keys] : slots) {
+      std::sort(slot_keys.begin(), slot_keys.end());
+      slot_keys.erase(std::unique(slot_keys.begin(), slot_keys.end()), slot_keys.end());
+    }
+    opened.reserve(slots.size());
+    for (auto& [slot, slot_keys] : slots) {
+      Result<replica::Sender::Ticket> t = sender.Open(slot);
+      if (!t.ok()) continue;  // fenced or dropped meanwhile: no longer replicated from here
+      opened.push_back({slot, *t, &slot_keys});
+    }
+  } catch (const std::bad_alloc&) {
+    for (const Open& o : opened) sender.CloseEmpty(o.slot, o.ticket, /*lost=*/false);
+    ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
+    return;
   }
   capturing_ = true;
   capture_flushed_ = false;
-  RunHandler(ctx);
+  // RunHandler has its own net (OOM, an internal error); were its answer to throw, the changes
+  // are still closed first.
+  std::exception_ptr escaped;
+  try {
+    RunHandler(ctx);
+  } catch (...) {
+    escaped = std::current_exception();
+  }
   capturing_ = false;
   const bool flushed =
       capture_flushed_ || (ctx.spec->handler == internal::CmdFlushDb && !ctx.failed);
   capture_flushed_ = false;
-  // Every opened change is closed, even empty (S4: the stream has no holes).
+  // Every opened change is closed, even empty (S4: the stream has no holes). One a key of
+  // which cannot be captured (a frame header until S2.3, or memory) is closed lost whole: a
+  // backup holding the rest would be a copy that looks whole and is not.
   std::vector<internal::CapturedState> states;
   std::vector<replica::Entry> entries;
   for (const Open& o : opened) {
-    states.clear();
-    entries.clear();
-    if (flushed) entries.push_back({.kind = replica::EntryKind::kFlush});
-    for (const std::string& k : *o.keys) {
-      Result<internal::CapturedState> state =
-          internal::CaptureState(engine_->store(), k, ctx.now_ms);
-      if (!state.ok()) {
-        r.CountCaptureFailure();
-        FLOE_LOG_WARN("replica of slot {}: a key's change not captured: {}", o.slot,
-                      state.status().ToString());
-        continue;
+    bool complete = true;
+    try {
+      states.clear();
+      entries.clear();
+      if (flushed) entries.push_back({.kind = replica::EntryKind::kFlush});
+      for (const std::string& k : *o.keys) {
+        Result<internal::CapturedState> state =
+            internal::CaptureState(engine_->store(), k, ctx.now_ms);
+        if (!state.ok()) {
+          FLOE_LOG_WARN("replica of slot {}: a key's change could not be captured: {}", o.slot,
+                        state.status().ToString());
+          complete = false;
+          break;
+        }
+        states.push_back(std::move(state).value());
       }
-      states.push_back(std::move(state).value());
+      if (complete) {
+        for (const internal::CapturedState& state : states) entries.push_back(state.entry());
+        sender.Close(o.slot, o.ticket, entries);
+      }
+    } catch (const std::bad_alloc&) {
+      complete = false;
     }
-    for (const internal::CapturedState& state : states) entries.push_back(state.entry());
-    sender.Close(o.slot, o.ticket, entries);
+    if (!complete) {
+      r.CountCaptureFailure();
+      sender.CloseEmpty(o.slot, o.ticket, /*lost=*/true);
+    }
   }
+  if (escaped) std::rethrow_exception(escaped);
 }
 
 bool Session::RunAtHome(internal::CommandContext& ctx) {
@@ -157,8 +191,16 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   dkv::Dkv& d = node->dkv();
   if (!all) {
     home_cleared_ = true;
-    const bool ran = d.ApplyIfFree(
-        keys, [&] { RunHandlerAtHome(ctx, &keys, false); }, origin_node_, origin_sent_us_);
+    bool ran = false;
+    try {
+      ran = d.ApplyIfFree(
+          keys, [&] { RunHandlerAtHome(ctx, &keys, false); }, origin_node_, origin_sent_us_);
+    } catch (...) {
+      // Left set, the session's later writes would skip rule C7 (the dispatcher's net answers
+      // this one).
+      home_cleared_ = false;
+      throw;
+    }
     home_cleared_ = false;
     if (ran) return true;
   }
