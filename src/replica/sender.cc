@@ -132,8 +132,9 @@ struct Sender::Impl {
   }
 
   // A change of `slot` was closed: the closed prefix grows over every change closed after it.
-  // Never throws once the change is marked closed (M9): were the dirty mark or a waiter's
-  // entry not made, the next change or answer makes them.
+  // Never throws once the change is marked closed (M9). Were a dirty mark or a waiter's entry
+  // not made (memory), a backup may not be offered the slot until its next change or answer:
+  // commits are late, never wrong. (Open: dirty marks that allocate nothing.)
   void Closed(uint16_t slot, Callbacks* run) FLOE_REQUIRES(mu) {
     SlotOut& st = slots[slot];
     const uint64_t before = st.closed;
@@ -176,8 +177,14 @@ struct Sender::Impl {
     serving[slot].store(false, std::memory_order_release);
   }
 
-  static void RunAll(Callbacks& run) {
-    for (auto& [done, status] : run) done(status);
+  // A callback that throws neither skips the others nor leaves a noexcept caller (CloseEmpty).
+  static void RunAll(Callbacks& run) noexcept {
+    for (auto& [done, status] : run) {
+      try {
+        done(status);
+      } catch (...) {
+      }
+    }
   }
 
   void SetBackups(uint16_t slot, std::vector<Target> in_sync, std::vector<Target> filling,
@@ -256,7 +263,9 @@ Status Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Ta
     st.owned = true;
     st.ownership = st.last_ownership = ownership;
     st.start = st.started = st.closed = st.committed = n;
-    st.lost = 0;
+    // A start past the lost change covers it (a fill's, a promotion's); one below it does not:
+    // a backup there still lacks the write this store holds.
+    if (n >= st.lost) st.lost = 0;
     im.started_n[slot].store(n, std::memory_order_release);
     im.committed_n[slot].store(n, std::memory_order_release);
     // Backups before the first change can be numbered (R9: nothing commits without them).

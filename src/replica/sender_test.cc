@@ -529,6 +529,30 @@ TEST(SenderTest, AChangeClosedLostNeedsAFillOfEveryBackupBelowIt) {
   EXPECT_TRUE(sender.NeedsFill().empty());
 }
 
+// M9: a backup taken off the slot before a change was closed lost, and added again after, may
+// answer right below the queue's front (it had everything before the lost change): it still
+// lacks the lost change, so it needs a fill and is sent nothing more.
+TEST(SenderTest, ABackupAddedAgainBelowALostChangeNeedsAFill) {
+  Sender sender;
+  Backup a(2), b(5);
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {5, &b}};
+  ASSERT_TRUE(sender.Own(24, 1, 0, {{2, 7}}, {{5, 7}}).ok());
+  Write(sender, 24, "k", "1");
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  ASSERT_EQ(b.sink.installed, std::vector<std::string>{"24#1:1/k=1;"});
+  ASSERT_TRUE(sender.Configure(24, 1, {{2, 7}}, {}).ok());
+  Result<Sender::Ticket> lost = sender.Open(24);
+  ASSERT_TRUE(lost.ok());
+  sender.CloseEmpty(24, *lost, /*lost=*/true);
+  ASSERT_TRUE(sender.Configure(24, 1, {{2, 7}}, {{5, 7}}).ok());
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{24, 2}, {24, 5}}));
+  Write(sender, 24, "k", "3");
+  for (int round = 0; round < 6; round++) Pump(sender, backups);
+  EXPECT_EQ(b.sink.installed, std::vector<std::string>{"24#1:1/k=1;"});
+  EXPECT_EQ(b.receiver.Stats(24).received, 1u);
+}
+
 // N2: a number is never reused under one ownership: Own must go above every ownership the
 // slot had here, and a Close from before a Drop never fills the new owner's change.
 TEST(SenderTest, ANumberIsNeverReusedUnderOneOwnership) {

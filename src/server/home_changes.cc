@@ -21,7 +21,7 @@ namespace floe::server {
 using internal::CommandSpec;
 
 void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::string_view>* keys,
-                       bool* all) const {
+                       bool* all, bool written) const {
   // FRAME.FILTER and FRAME.SELECT change no key where they run: they read their source, and
   // their destination's header is stored by PUT_HEADER, which clears its copies itself
   // (docs/frames_cluster.md, D14). Cleared here, they could run from a reservation, inline.
@@ -31,7 +31,12 @@ void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::str
   };
   if (ctx.spec->handler != internal::CmdExec) {
     if (!is_write(ctx.spec)) return;
-    internal::CommandKeys(*ctx.spec, ctx.args, keys);  // the common case: no copy
+    // The common case: no copy.
+    if (written) {
+      internal::WrittenKeys(*ctx.spec, ctx.args, keys);
+    } else {
+      internal::CommandKeys(*ctx.spec, ctx.args, keys);
+    }
     if (keys->empty()) *all = true;
     return;
   }
@@ -43,28 +48,30 @@ void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::str
     const std::vector<std::string_view> views(q.begin(), q.end());
     const CommandSpec* s = internal::ResolveCommand(views);
     if (!is_write(s)) continue;
-    internal::CommandKeys(*s, views, &one);
+    if (written) {
+      internal::WrittenKeys(*s, views, &one);
+    } else {
+      internal::CommandKeys(*s, views, &one);
+    }
     if (one.empty()) *all = true;
     keys->insert(keys->end(), one.begin(), one.end());
   }
 }
 
-void Session::RunHandlerAtHome(internal::CommandContext& ctx,
-                               const std::vector<std::string_view>* keys, bool all) {
+void Session::RunHandlerAtHome(internal::CommandContext& ctx) {
   const internal::Replication* r = engine_->replication();
   if (r == nullptr || !r->any_owned()) [[likely]] {
     RunHandler(ctx);
     return;
   }
-  RunCaptured(ctx, keys, all);
+  RunCaptured(ctx);
 }
 
 // S2, S3, S4: one change per replicated slot the command may write, numbered (Open) before the
 // handler runs and closed with each key's state after it, all under the keys' DKV locks (the
 // caller's ApplyIfFree or reservation), so changes of one key leave in the order they applied.
 // EXEC's queued commands run inside its scope: one change for the whole transaction.
-void Session::RunCaptured(internal::CommandContext& ctx, const std::vector<std::string_view>* keys,
-                          bool all) {
+void Session::RunCaptured(internal::CommandContext& ctx) {
   if (capturing_) {
     // A command EXEC runs: its keys are in EXEC's change; a flush is noted for it (S2.1).
     RunHandler(ctx);
@@ -82,17 +89,15 @@ void Session::RunCaptured(internal::CommandContext& ctx, const std::vector<std::
     replica::Sender::Ticket ticket;
     const std::vector<std::string>* keys;
   };
-  std::vector<std::string_view> found;
+  std::vector<std::string_view> keys;
+  bool all = false;
   std::map<uint16_t, std::vector<std::string>> slots;
   std::vector<Open> opened;
   try {
-    if (keys == nullptr) {
-      HomeKeys(ctx, &found, &all);
-      keys = &found;
-    }
+    HomeKeys(ctx, &keys, &all, /*written=*/true);
     // The slots this change may write, each with its keys (sorted, once each). Copies: EXEC's
     // keys view its queue, which the handler takes.
-    for (std::string_view k : *keys) {
+    for (std::string_view k : keys) {
       const uint16_t slot = cluster::KeySlot(k);
       if (sender.serving(slot)) slots[slot].emplace_back(k);
     }
@@ -137,6 +142,7 @@ void Session::RunCaptured(internal::CommandContext& ctx, const std::vector<std::
   std::vector<replica::Entry> entries;
   for (const Open& o : opened) {
     bool complete = true;
+    // Whatever a capture throws, its change and the ones after it are closed first.
     try {
       states.clear();
       entries.clear();
@@ -157,7 +163,10 @@ void Session::RunCaptured(internal::CommandContext& ctx, const std::vector<std::
         sender.Close(o.slot, o.ticket, entries);
       }
     } catch (const std::bad_alloc&) {
+      complete = false;  // memory: the change is lost, the write's own reply stands
+    } catch (...) {
       complete = false;
+      if (!escaped) escaped = std::current_exception();
     }
     if (!complete) {
       r.CountCaptureFailure();
@@ -175,7 +184,7 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
     if (ctx.pinned != nullptr) {
       RunHandler(ctx);
     } else {
-      RunHandlerAtHome(ctx, nullptr, false);
+      RunHandlerAtHome(ctx);
     }
     return true;
   }
@@ -190,18 +199,12 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   }
   dkv::Dkv& d = node->dkv();
   if (!all) {
-    home_cleared_ = true;
     bool ran = false;
-    try {
+    {
+      ClearedWhile cleared(&home_cleared_);
       ran = d.ApplyIfFree(
-          keys, [&] { RunHandlerAtHome(ctx, &keys, false); }, origin_node_, origin_sent_us_);
-    } catch (...) {
-      // Left set, the session's later writes would skip rule C7 (the dispatcher's net answers
-      // this one).
-      home_cleared_ = false;
-      throw;
+          keys, [&] { RunHandlerAtHome(ctx); }, origin_node_, origin_sent_us_);
     }
-    home_cleared_ = false;
     if (ran) return true;
   }
   auto r = std::make_shared<HomeReservation>();
@@ -228,10 +231,9 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
     std::future<void> reserved = ready.get_future();
     Reserve(d, r, [&ready] { ready.set_value(); });
     reserved.get();
-    home_cleared_ = true;
-    RunHandlerAtHome(ctx, &keys, all);
-    home_cleared_ = false;
-    r->Release(d);
+    ReleasedAfter release(engine_, r.get());
+    ClearedWhile cleared(&home_cleared_);
+    RunHandlerAtHome(ctx);
     return true;
   }
   std::function<void(std::string)> done = BeginDeferred();
@@ -241,6 +243,10 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   change.reservation = r;
   Reserve(d, std::move(r), [done] { done(std::string()); });
   return false;
+}
+
+Session::ReleasedAfter::~ReleasedAfter() {
+  if (engine_->cluster() != nullptr) r_->Release(engine_->cluster()->dkv());
 }
 
 void Session::HomeReservation::Release(dkv::Dkv& d) {

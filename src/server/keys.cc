@@ -71,4 +71,14 @@ void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& a
   }
 }
 
+void WrittenKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
+                 std::vector<std::string_view>* keys) {
+  CommandKeys(spec, args, keys);
+  // A merge writes its destination and reads its sources.
+  if (keys->size() > 1 &&
+      (spec.handler == CmdPfMerge || spec.handler == CmdHllUnion || spec.handler == CmdCmsMerge)) {
+    keys->resize(1);
+  }
+}
+
 }  // namespace floe::server::internal

@@ -210,6 +210,30 @@ TEST_F(ReplicaCaptureTest, ChangesOfOneKeyLeaveInApplyOrder) {
   ExpectSame({key});
 }
 
+// S1: a merge (PFMERGE, HLL.UNION, CMS.MERGE) changes its destination alone: its change holds
+// the destination's state, not its unchanged sources' (they were captured too, and their slots'
+// changes opened, when capture took every key the command names).
+TEST_F(ReplicaCaptureTest, AMergeCapturesItsDestinationAlone) {
+  const uint16_t slot = cluster::KeySlot("{g}");
+  Replicate(slot);
+  ASSERT_THAT(Run({"PFADD", "{g}a", "x", "y"}), IsInt(1));
+  ASSERT_THAT(Run({"PFADD", "{g}b", "y", "z"}), IsInt(1));
+  ASSERT_THAT(Run({"CMS.INITBYDIM", "{g}c1", "16", "2"}), IsOk());
+  ASSERT_THAT(Run({"CMS.INITBYDIM", "{g}c2", "16", "2"}), IsOk());
+  ASSERT_THAT(Run({"CMS.INITBYDIM", "{g}cd", "16", "2"}), IsOk());
+  ASSERT_THAT(Run({"CMS.INCRBY", "{g}c1", "k", "3"}), IsArrayOfSize(1));
+  ASSERT_EQ(Pump().size(), 6u);
+  ASSERT_THAT(Run({"PFMERGE", "{g}m", "{g}a", "{g}b"}), IsOk());
+  ASSERT_THAT(Run({"HLL.UNION", "{g}u", "{g}a", "{g}b"}), IsOk());
+  ASSERT_THAT(Run({"CMS.MERGE", "{g}cd", "2", "{g}c1", "{g}c2"}), IsOk());
+  const std::vector<Seen> changes = Pump();
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].words, "1/{g}m");
+  EXPECT_EQ(changes[1].words, "1/{g}u");
+  EXPECT_EQ(changes[2].words, "1/{g}cd");
+  ExpectSame({"{g}a", "{g}b", "{g}m", "{g}u", "{g}c1", "{g}c2", "{g}cd"});
+}
+
 // M9: memory that runs out anywhere in a write at home (the nth allocation of the command, for
 // every n the command reaches) leaves no change open and no backup wrong: either the backup's
 // copy equals the home's and the slot's changes all committed, or the change was closed lost

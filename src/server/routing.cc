@@ -561,12 +561,11 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
     part_changes_.erase(pc);
     std::string bytes;
     {
+      ReleasedAfter release(engine_, change.reservation.get());
       MutexLock lock(&engine_->worker_lock(worker_));
-      home_cleared_ = true;
+      ClearedWhile cleared(&home_cleared_);
       bytes = RunPart(change.command, NowMs());
-      home_cleared_ = false;
     }
-    if (engine_->cluster() != nullptr) change.reservation->Release(engine_->cluster()->dkv());
     PartDone(std::static_pointer_cast<Gather>(change.gather), change.part, std::move(bytes));
     return std::string();
   }
@@ -578,13 +577,12 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
     const CommandSpec* spec = internal::ResolveCommand(args);
     std::string out;
     {
+      ReleasedAfter release(engine_, change.reservation.get());
       MutexLock lock(&engine_->worker_lock(worker_));
       resp::ReplyWriter w(&out, protocol_);
-      home_cleared_ = true;
+      ClearedWhile cleared(&home_cleared_);
       Call(spec, args, w, /*exclusive_held=*/false, NowMs());
-      home_cleared_ = false;
     }
-    if (engine_->cluster() != nullptr) change.reservation->Release(engine_->cluster()->dkv());
     return out;
   }
   auto it = local_parts_.find(ticket);

@@ -332,17 +332,16 @@ class Session {
   // the command did not run now (it is counted when it runs).
   bool RunAtHome(internal::CommandContext& ctx);
   // The keys a write at home may change (a write's own; for EXEC, those of its queued writes),
-  // and whether one of them names no key (FLUSHALL, FLUSHDB: it changes them all).
-  void HomeKeys(const internal::CommandContext& ctx, std::vector<std::string_view>* keys,
-                bool* all) const;
+  // and whether one of them names no key (FLUSHALL, FLUSHDB: it changes them all). With
+  // `written` (capture, S1), only the keys it writes: a merge's sources are read, not written.
+  void HomeKeys(const internal::CommandContext& ctx, std::vector<std::string_view>* keys, bool* all,
+                bool written = false) const;
   // Runs a change at its home with its keys held (every path of RunAtHome, docs/replication.md
-  // S2): where a slot it may write is replicated, its change is numbered before the handler
-  // runs and each key's state handed to the Sender after it. `keys` and `all`: HomeKeys', or
-  // null to find them. With no replicated slot the cost is one branch.
-  void RunHandlerAtHome(internal::CommandContext& ctx, const std::vector<std::string_view>* keys,
-                        bool all);
-  void RunCaptured(internal::CommandContext& ctx, const std::vector<std::string_view>* keys,
-                   bool all);
+  // S2): where a slot it writes is replicated, its change is numbered before the handler runs
+  // and each written key's state handed to the Sender after it. With no replicated slot the
+  // cost is one branch.
+  void RunHandlerAtHome(internal::CommandContext& ctx);
+  void RunCaptured(internal::CommandContext& ctx);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
   // Ends MULTI without running anything.
@@ -423,6 +422,24 @@ class Session {
   struct HomeChange {
     std::vector<std::string> args;
     std::shared_ptr<HomeReservation> reservation;
+  };
+  // A reserved change runs with home_cleared_ set (ClearedWhile, inside the worker lock) and
+  // its keys released after (ReleasedAfter, outside it), however it ends: an exception that
+  // skipped either left the session skipping rule C7, or the keys reserved for ever (M9).
+  struct ClearedWhile {
+    explicit ClearedWhile(bool* flag) : flag_(flag) { *flag_ = true; }
+    ~ClearedWhile() { *flag_ = false; }
+    ClearedWhile(const ClearedWhile&) = delete;
+    ClearedWhile& operator=(const ClearedWhile&) = delete;
+    bool* flag_;
+  };
+  struct ReleasedAfter {
+    ReleasedAfter(Engine* engine, HomeReservation* r) : engine_(engine), r_(r) {}
+    ~ReleasedAfter();
+    ReleasedAfter(const ReleasedAfter&) = delete;
+    ReleasedAfter& operator=(const ReleasedAfter&) = delete;
+    Engine* engine_;
+    HomeReservation* r_;
   };
   static void Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r, std::function<void()> ready);
   // The session ends with changes still waiting: their keys are released once reserved.

@@ -238,6 +238,10 @@ bool KeyspaceWide(Handler h);
 // Every key a command names: the table's key positions, and CMS.MERGE's sources.
 void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
                  std::vector<std::string_view>* keys);
+// The keys a write changes: CommandKeys less a merge's sources (PFMERGE, HLL.UNION,
+// CMS.MERGE write their first key only). Capture (docs/replication.md S1) takes these.
+void WrittenKeys(const CommandSpec& spec, const std::vector<std::string_view>& args,
+                 std::vector<std::string_view>* keys);
 // A key's TYPE and HLL.EXPORT replies, from its home.
 struct TypedExport {
   const resp::Reply* type = nullptr;
