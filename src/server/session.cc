@@ -20,6 +20,20 @@ using internal::CommandSpec;
 namespace {
 int64_t NowMs() { return static_cast<int64_t>(WallMicros() / 1000); }
 
+// Lets a held lock go for a scope and takes it back however the scope ends: a command that
+// threw in the exclusive section left the worker lock unlocked, and the caller's MutexLock then
+// unlocked it again (undefined; ThreadSanitizer saw it under AnAllocationThatFails...).
+class UnlockedWhile {
+ public:
+  explicit UnlockedWhile(Mutex* mu) FLOE_NO_THREAD_SAFETY_ANALYSIS : mu_(mu) { mu_->Unlock(); }
+  ~UnlockedWhile() FLOE_NO_THREAD_SAFETY_ANALYSIS { mu_->Lock(); }
+  UnlockedWhile(const UnlockedWhile&) = delete;
+  UnlockedWhile& operator=(const UnlockedWhile&) = delete;
+
+ private:
+  Mutex* mu_;
+};
+
 std::string WrongArity(std::string_view name) {
   return "ERR wrong number of arguments for '" + std::string(name) + "' command";
 }
@@ -342,13 +356,10 @@ void Session::Call(const CommandSpec* spec, const std::vector<std::string_view>&
   if (exclusive && !exclusive_held) {
     // Our own worker lock is held by Execute; drop it so the section can take every lock in
     // index order (two threads running exclusive commands cannot deadlock), then take it back.
-    engine_->worker_lock(worker_).Unlock();
-    {
-      Engine::ExclusiveSection section(engine_);
-      ctx.now_ms = NowMs();
-      ran = RunAtHome(ctx);
-    }
-    engine_->worker_lock(worker_).Lock();
+    UnlockedWhile unlocked(&engine_->worker_lock(worker_));
+    Engine::ExclusiveSection section(engine_);
+    ctx.now_ms = NowMs();
+    ran = RunAtHome(ctx);
   } else {
     ran = RunAtHome(ctx);
   }
