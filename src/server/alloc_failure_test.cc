@@ -1,0 +1,176 @@
+// Memory that runs out at any one allocation of a command (the nth, for every n the command
+// reaches) leaves the node serving: the command answers exactly one reply, the session and
+// another session go on, and no lock is left held (a held one hangs the next command, and the
+// sanitizers report one unlocked twice). Found the exclusive section's worker lock unlocked
+// twice (session.cc, UnlockedWhile).
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "resp/resp.h"
+#include "server/command_test.h"
+#include "server/internal/alloc_failure_testing.h"
+#include "server/internal/cluster_testing.h"
+
+namespace floe::server {
+namespace {
+
+class AllocFailureTest : public CommandTest {
+ protected:
+  // Runs `commands` in order with the nth allocation of them all failed; false when they made
+  // fewer than n allocations (nothing failed). Each command answers one whole reply.
+  bool RunFailing(const std::vector<std::vector<std::string>>& commands, int64_t nth) {
+    std::vector<std::vector<std::string_view>> views;
+    for (const auto& c : commands) views.emplace_back(c.begin(), c.end());
+    std::vector<std::string> replies(commands.size());
+    for (std::string& r : replies) r.reserve(1 << 16);
+    internal::FailNthAllocation(nth);
+    try {
+      for (size_t i = 0; i < views.size(); i++) s_->Execute(views[i], &replies[i]);
+    } catch (const std::bad_alloc&) {
+      internal::StopFailingAllocations();
+      ADD_FAILURE() << "allocation " << nth << " escaped the session";
+      return false;
+    }
+    const bool reached = internal::StopFailingAllocations();
+    for (size_t i = 0; i < replies.size(); i++) {
+      size_t used = 0;
+      Result<Reply> r = resp::ParseReply(replies[i], &used);
+      EXPECT_TRUE(r.ok() && used == replies[i].size())
+          << "allocation " << nth << ", command " << i << ": " << replies[i];
+    }
+    return reached;
+  }
+  // The node still serves: this session, and another on the same worker.
+  void ExpectServing(int64_t nth) {
+    EXPECT_EQ(s_->Run({"PING"}), "+PONG\r\n") << nth;
+    Session other(e_, 0);
+    EXPECT_EQ(other.Run({"SET", "{t}probe", "x"}), "+OK\r\n") << nth;
+    EXPECT_EQ(other.Run({"MSET", "{t}probe", "y", "{t}probe2", "z"}), "+OK\r\n") << nth;
+  }
+  // Every n until the commands run without reaching it: one by one at first, then in steps
+  // (a command of thousands of allocations would take n^2).
+  void Sweep(const std::vector<std::vector<std::string>>& setup,
+             const std::vector<std::vector<std::string>>& commands) {
+    int64_t nth = 1;
+    for (int rounds = 0; rounds < 3000; rounds++) {
+      s_->Run({"DISCARD"});  // leaves a MULTI an earlier round began
+      for (const auto& c : setup) s_->Run(c);
+      const bool reached = RunFailing(commands, nth);
+      ExpectServing(nth);
+      if (::testing::Test::HasFailure()) {
+        ADD_FAILURE() << "in " << ::testing::PrintToString(commands);
+        return;
+      }
+      if (!reached) return;
+      nth += nth < 300 ? 1 : nth / 30;
+    }
+    ADD_FAILURE() << "still allocating after 3000 rounds: " << ::testing::PrintToString(commands);
+  }
+  // Keys of one slot ({t}): a cluster's multi-key commands need it.
+  const std::vector<std::vector<std::string>>& StringCommands() {
+    static const auto* commands = new std::vector<std::vector<std::string>>{
+        {"SET", "{t}k", "v", "EX", "100"},
+        {"SET", "{t}k", "v", "GET"},
+        {"GET", "{t}k"},
+        {"APPEND", "{t}k", "more"},
+        {"INCR", "{t}n"},
+        {"INCRBYFLOAT", "{t}f", "2.25"},
+        {"MSET", "{t}a", "1", "{t}b", "2", "{t}c", "3"},
+        {"MSETNX", "{t}x1", "1", "{t}x2", "2"},
+        {"MGET", "{t}a", "{t}k", "{t}n"},
+        {"DEL", "{t}k", "{t}n", "{t}missing"},
+        {"EXPIRE", "{t}k", "100"},
+        {"GETEX", "{t}k", "PX", "5000"},
+        {"GETDEL", "{t}k"},
+        {"RENAME", "{t}k", "{t}k3"},
+        {"STRLEN", "{t}k"},
+        {"GETRANGE", "{t}k", "1", "3"},
+        {"SETRANGE", "{t}k", "2", "zz"},
+        {"DUMP", "{t}k"},
+        {"EXISTS", "{t}k", "{t}n"},
+        {"TYPE", "{t}k"},
+        {"TTL", "{t}k"},
+        {"SCAN", "0", "COUNT", "100"},
+        {"KEYS", "*"},
+        {"DBSIZE"},
+        {"FLUSHALL"},
+    };
+    return *commands;
+  }
+  const std::vector<std::vector<std::string>> string_setup_ = {
+      {"SET", "{t}k", "value"}, {"SET", "{t}n", "41"}, {"SET", "{t}f", "1.5"}};
+
+  Session* s_ = &session_;
+  Engine* e_ = &engine_;
+};
+
+TEST_F(AllocFailureTest, StringsAndKeys) {
+  for (const std::vector<std::string>& c : StringCommands()) {
+    Sweep(string_setup_, {c});
+    if (HasFailure()) return;
+  }
+}
+
+// The same at a one-member cluster's home: rule C7's ApplyIfFree and the exclusive section
+// around it (an allocation that failed there left the worker lock unlocked twice).
+TEST_F(AllocFailureTest, StringsAndKeysAtAClusterHome) {
+  internal::InProcessCluster cluster(internal::InProcessCluster::Options{.members = 1});
+  ASSERT_TRUE(cluster.WaitFormed());
+  Session at_home(&cluster.engine(0), 0);
+  s_ = &at_home;
+  e_ = &cluster.engine(0);
+  for (const std::vector<std::string>& c : StringCommands()) {
+    Sweep(string_setup_, {c});
+    if (HasFailure()) break;
+  }
+  s_ = &session_;
+  e_ = &engine_;
+}
+
+TEST_F(AllocFailureTest, Sketches) {
+  const std::vector<std::vector<std::string>> setup = {
+      {"DEL", "h", "h2", "c", "c2", "bf"}, {"PFADD", "h", "a", "b", "c"},
+      {"PFADD", "h2", "c", "d"},           {"CMS.INITBYDIM", "c", "64", "3"},
+      {"CMS.INITBYDIM", "c2", "64", "3"},  {"BF.RESERVE", "bf", "0.01", "1000"}};
+  for (const std::vector<std::string>& c : std::vector<std::vector<std::string>>{
+           {"PFADD", "h", "x", "y", "z"},
+           {"PFCOUNT", "h", "h2"},
+           {"PFMERGE", "m", "h", "h2"},
+           {"HLL.UNION", "u", "h", "h2"},
+           {"CMS.INCRBY", "c", "a", "3", "b", "4"},
+           {"CMS.QUERY", "c", "a", "b"},
+           {"CMS.MERGE", "c", "1", "c2"},
+           {"BF.ADD", "bf", "x"},
+           {"BF.MADD", "bf", "x", "y", "z"},
+           {"BF.EXISTS", "bf", "x"},
+       }) {
+    Sweep(setup, {c});
+    if (HasFailure()) return;
+  }
+}
+
+TEST_F(AllocFailureTest, TransactionsAndServer) {
+  Sweep({{"SET", "n", "1"}},
+        {{"MULTI"}, {"SET", "k", "v"}, {"INCR", "n"}, {"MSET", "a", "1", "b", "2"}, {"EXEC"}});
+  Sweep({{"SET", "n", "1"}}, {{"WATCH", "n"}, {"MULTI"}, {"INCR", "n"}, {"EXEC"}});
+  for (const std::vector<std::string>& c : std::vector<std::vector<std::string>>{
+           {"INFO"},
+           {"CONFIG", "GET", "max*"},
+           {"CONFIG", "SET", "maxmemory", "0"},
+           {"CLIENT", "LIST"},
+           {"CLIENT", "SETNAME", "me"},
+           {"HELLO", "3"},
+           {"HELLO", "2"},
+           {"SLOWLOG", "GET"},
+           {"LATENCY", "LATEST"},
+       }) {
+    Sweep({}, {c});
+    if (HasFailure()) return;
+  }
+}
+
+}  // namespace
+}  // namespace floe::server
