@@ -47,8 +47,8 @@ class AllocFailureTest : public CommandTest {
   void ExpectServing(int64_t nth) {
     EXPECT_EQ(s_->Run({"PING"}), "+PONG\r\n") << nth;
     Session other(e_, 0);
-    EXPECT_EQ(other.Run({"SET", "{t}probe", "x"}), "+OK\r\n") << nth;
-    EXPECT_EQ(other.Run({"MSET", "{t}probe", "y", "{t}probe2", "z"}), "+OK\r\n") << nth;
+    EXPECT_EQ(other.Run({"SET", probe_, "x"}), "+OK\r\n") << nth;
+    EXPECT_EQ(other.Run({"MSET", probe_, "y", probe2_, "z"}), "+OK\r\n") << nth;
   }
   // Every n until the commands run without reaching it: one by one at first, then in steps
   // (a command of thousands of allocations would take n^2).
@@ -105,6 +105,7 @@ class AllocFailureTest : public CommandTest {
 
   Session* s_ = &session_;
   Engine* e_ = &engine_;
+  std::string probe_ = "{t}probe", probe2_ = "{t}probe2";
 };
 
 TEST_F(AllocFailureTest, StringsAndKeys) {
@@ -124,6 +125,34 @@ TEST_F(AllocFailureTest, StringsAndKeysAtAClusterHome) {
   e_ = &cluster.engine(0);
   for (const std::vector<std::string>& c : StringCommands()) {
     Sweep(string_setup_, {c});
+    if (HasFailure()) break;
+  }
+  s_ = &session_;
+  e_ = &engine_;
+}
+
+// The same through a member that is not the keys' home: the forward (rule C1), its queues and
+// the home's proxy session, with the failures on the client's thread.
+TEST_F(AllocFailureTest, StringsAndKeysForwardedToTheirHome) {
+  internal::InProcessCluster cluster(internal::InProcessCluster::Options{.members = 2});
+  ASSERT_TRUE(cluster.WaitFormed());
+  const std::string tag = "{" + cluster.KeyAt(1, "t") + "}";
+  auto retag = [&tag](std::vector<std::vector<std::string>> commands) {
+    for (auto& c : commands) {
+      for (std::string& a : c) {
+        if (a.starts_with("{t}")) a = tag + a.substr(3);
+      }
+    }
+    return commands;
+  };
+  Session via(&cluster.engine(0), 0);
+  s_ = &via;
+  e_ = &cluster.engine(0);
+  probe_ = retag({{"{t}probe"}, {"{t}probe2"}})[0][0];
+  probe2_ = retag({{"{t}probe2"}})[0][0];
+  const auto setup = retag(string_setup_);
+  for (const std::vector<std::string>& c : retag(StringCommands())) {
+    Sweep(setup, {c});
     if (HasFailure()) break;
   }
   s_ = &session_;

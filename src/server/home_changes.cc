@@ -282,13 +282,21 @@ void Session::Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r,
   }
 }
 
-void Session::AbandonHomeChanges() {
+void Session::AbandonHomeChanges() { AbandonChangesAfter(0); }
+
+void Session::AbandonChangesAfter(uint64_t ticket) {
   std::vector<std::shared_ptr<HomeReservation>> all;
-  for (auto& [ticket, change] : home_changes_) all.push_back(change.reservation);
-  for (auto& [ticket, change] : part_changes_) all.push_back(change.reservation);
-  home_changes_.clear();
-  part_changes_.clear();
+  for (auto it = home_changes_.upper_bound(ticket); it != home_changes_.end();) {
+    all.push_back(it->second.reservation);
+    it = home_changes_.erase(it);
+  }
+  for (auto it = part_changes_.upper_bound(ticket); it != part_changes_.end();) {
+    all.push_back(it->second.reservation);
+    it = part_changes_.erase(it);
+  }
+  local_parts_.erase(local_parts_.upper_bound(ticket), local_parts_.end());
   for (const auto& held : all) {
+    if (held == nullptr) continue;
     HomeReservation& r = *held;
     MutexLock lock(&r.mu);
     if (r.ready) {

@@ -351,16 +351,24 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
         entry.changes = true;
       }
     }
-    for (std::string_view k : keys) {
-      node->dkv().BeginOwnWrite(k);
-      entry.own_writes.emplace_back(k);
-    }
-    {
+    // Each own write begun is ended, by the answer or here if the entry is never queued (a
+    // count left behind would keep the key out of this node's cache for good).
+    size_t begun = 0;
+    try {
+      entry.own_writes.reserve(keys.size());
+      for (std::string_view k : keys) {
+        entry.own_writes.emplace_back(k);
+        node->dkv().BeginOwnWrite(k);
+        begun++;
+      }
       MutexLock lock(&mu);
       Home& h = homes[home];
       h.waiting.push_back(std::move(entry));
       if (h.busy) return;
       h.busy = true;
+    } catch (...) {
+      for (size_t i = 0; i < begun; i++) node->dkv().EndOwnWrite(entry.own_writes[i]);
+      throw;
     }
     SendNext(home);
   }
@@ -389,8 +397,37 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   }
 
  private:
-  // REQUIRES: the home is marked busy by the caller.
+  // REQUIRES: the home is marked busy by the caller. Never throws: were it to, the home would
+  // stay busy with nothing in flight, and every later request of the client to it would wait
+  // for ever; when memory runs out the entries taken and waiting are answered with an error.
   void SendNext(uint32_t home) {
+    try {
+      Send(home);
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("forwarding a client's commands failed: {}", e.what());
+      FailAll(home);
+    }
+  }
+
+  void FailAll(uint32_t home) {
+    std::vector<Entry> done;
+    bool close = false;
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      done.swap(h.sent);
+      for (Entry& e : h.waiting) done.push_back(std::move(e));
+      h.waiting.clear();
+      h.busy = false;
+      close = std::exchange(h.close_when_idle, false);
+    }
+    if (close) node->CloseProxy(client, home);
+    Finish(done, 0, std::string(), Status::ResourceExhausted("out of memory"),
+           ErrorBytes("OOM out of memory on this node while forwarding to the key's home: the "
+                      "command may or may not have run"));
+  }
+
+  void Send(uint32_t home) {
     ForwardRequest req{.origin = node->origin(), .client = client, .sent_us = NowMicros()};
     bool changes = false;
     {
@@ -441,6 +478,13 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     // The next request leaves before the replies are handed out: the home stays busy.
     if (more) SendNext(home);
     if (close) node->CloseProxy(client, home);
+    Finish(done, n, addr, std::move(r));
+  }
+
+  // Answers the entries `done` took: from `r`'s `n` framed replies (and copies), or its error
+  // (`error` when given).
+  void Finish(std::vector<Entry>& done, size_t n, const std::string& addr, Result<std::string> r,
+              std::string error = std::string()) {
     size_t copies = 0;
     for (const Entry& e : done) copies += e.fetch ? 1 : 0;
     Result<std::vector<std::string>> replies =
@@ -460,10 +504,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       }
       c++;
     }
-    std::string error;
-    if (!r.ok()) {
+    if (error.empty() && !r.ok()) {
       error = Unreachable(addr, r.status());
-    } else if (!replies.ok()) {
+    } else if (error.empty() && !replies.ok()) {
       error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
     }
     size_t k = 0;
@@ -500,14 +543,21 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
 }  // namespace internal
 
 std::function<void(std::string)> Session::BeginDeferred() {
-  deferred_ = true;
-  const uint64_t ticket = ++tickets_;
+  // What may throw comes first: a deferral begun and then abandoned by an exception left the
+  // connection waiting for a ticket nothing would answer.
+  const uint64_t ticket = tickets_ + 1;
+  std::function<void(std::string)> done;
   if (sink_) {
-    return [sink = sink_, ticket](std::string reply) { sink(ticket, std::move(reply)); };
+    done = [sink = sink_, ticket](std::string reply) { sink(ticket, std::move(reply)); };
+  } else {
+    auto promise = std::make_shared<std::promise<std::string>>();
+    std::future<std::string> wait = promise->get_future();
+    done = [promise](std::string reply) { promise->set_value(std::move(reply)); };
+    wait_ = std::move(wait);
   }
-  auto promise = std::make_shared<std::promise<std::string>>();
-  wait_ = promise->get_future();
-  return [promise](std::string reply) { promise->set_value(std::move(reply)); };
+  tickets_ = ticket;
+  deferred_ = true;
+  return done;
 }
 
 internal::ForwardQueues& Session::Queues() {

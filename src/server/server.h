@@ -444,6 +444,10 @@ class Session {
   static void Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r, std::function<void()> ready);
   // The session ends with changes still waiting: their keys are released once reserved.
   void AbandonHomeChanges();
+  // The same for the changes and local parts of tickets above `ticket`: a command that threw
+  // after its deferral began answers its error at once, and what it left waiting never runs
+  // (a reply that still comes for its ticket is an unknown one, and dropped).
+  void AbandonChangesAfter(uint64_t ticket);
   std::map<uint64_t, HomeChange> home_changes_;
   // A split command's part homed here whose keys are being reserved, by an internal ticket
   // (kPartTicket set: no reply slot has it; the reply sink hands it back all the same).

@@ -196,17 +196,30 @@ void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::stri
   const int64_t now_ms = NowMs();  // the one wall-clock read per command
   MutexLock lock(&engine_->worker_lock(worker_));
   const size_t mark = out->size();
+  const uint64_t tickets_before = tickets_;
+  // A command that threw after its deferral began answers here, now: what it left waiting is
+  // abandoned (its reservations released once ready), or its connection would wait for ever.
+  auto undefer = [&] {
+    if (!deferred_) return;
+    deferred_ = false;
+    try {
+      AbandonChangesAfter(tickets_before);
+    } catch (...) {
+    }
+  };
   // Handlers have their own net (RunHandler); this one catches what dispatch itself may throw
   // (queueing a command inside MULTI can run out of memory), so no exception reaches the
   // connection's event loop.
   try {
     Dispatch(args, writer, now_ms);
   } catch (const std::bad_alloc&) {
+    undefer();
     out->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("dispatching a command ran out of memory");
     writer.Error("OOM command not allowed when used memory > 'maxmemory'.");
   } catch (const std::exception& e) {
+    undefer();
     out->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("dispatching a command failed with an internal error: {}", e.what());
