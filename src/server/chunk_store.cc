@@ -134,8 +134,11 @@ Status ChunkStore::Put(const PutChunksRequest& request, const std::function<bool
         added_chunks++;
       }
     }
+    // Under the lock: whoever sees the set sees its charge, and whoever no longer sees it no
+    // longer sees its charge (a Drop that accounted after its unlock left a reader of Sets()
+    // and ChunkStoreBytes() a moment apart seeing no set and its bytes).
+    Account(added_chunks, added);
   }
-  Account(added_chunks, added);
   if (limit > 0) engine_->ReleaseMemory(total);
   return Status::OK();
 }
@@ -154,9 +157,8 @@ Result<std::shared_ptr<const ChunkStore::Chunk>> ChunkStore::Get(uint64_t frame_
 
 uint64_t ChunkStore::Drop(const std::vector<uint64_t>& frame_ids) {
   uint64_t dropped = 0;
-  int64_t chunks = 0, charge = 0;
   // The lock is taken for one id at a time (a peer's list holds up to kMaxFrameIds), and each
-  // set is freed outside it.
+  // set is freed outside it; its charge goes with it, under the lock (as Put's comes).
   for (uint64_t id : frame_ids) {
     Set gone;
     {
@@ -165,12 +167,10 @@ uint64_t ChunkStore::Drop(const std::vector<uint64_t>& frame_ids) {
       if (s == sets_.end()) continue;
       gone = std::move(s->second);
       sets_.erase(s);
+      Account(-static_cast<int64_t>(gone.chunks.size()), -gone.charge);
     }
     dropped++;
-    chunks += static_cast<int64_t>(gone.chunks.size());
-    charge += gone.charge;
   }
-  Account(-chunks, -charge);
   return dropped;
 }
 
