@@ -548,6 +548,7 @@ class FrameBuilder {
     std::vector<uint32_t> ends;   // where each ends in the blob,
     std::vector<bool> na;         // and which are NA
     uint64_t pending_raw = 0;     // raw bytes since the last cut
+    uint64_t na_count = 0;        // NA values of the ended and pending rows (Vec::na_count)
     std::vector<std::string> domain;
     // Looked up by string_view (transparent), so a value already seen costs no allocation.
     struct Hash {
@@ -646,7 +647,9 @@ inline Status FrameBuilder::AddNumber(size_t col, double v) {
   if (col < columns_.size() && set_[col] == 0) {
     Column& c = columns_[col];
     if (c.spec.type == ColumnType::kReal) {
-      c.numbers.push_back(std::isnan(v) ? kNA : v);
+      const bool na = std::isnan(v);
+      c.numbers.push_back(na ? kNA : v);
+      c.na_count += na ? 1 : 0;
       Set(col, 8);
       return Status::OK();
     }

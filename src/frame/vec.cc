@@ -217,7 +217,9 @@ Status FrameBuilder::AddNumberSlow(size_t col, double v) {
     v += 0.0;  // -0 is 0 in an integer column
   }
   FLOE_RETURN_IF_ERROR(Check(col, type == ColumnType::kInteger || type == ColumnType::kReal));
-  columns_[col].numbers.push_back(frame::IsNA(v) ? kNA : v);
+  const bool na = frame::IsNA(v);
+  columns_[col].numbers.push_back(na ? kNA : v);
+  columns_[col].na_count += na ? 1 : 0;
   Set(col, 8);
   return Status::OK();
 }
@@ -229,6 +231,7 @@ Status FrameBuilder::AddTime(size_t col, int64_t ms) {
     return Status::InvalidArgument("time out of range");
   }
   columns_[col].numbers.push_back(ms == kNATime ? kNA : static_cast<double>(ms));
+  columns_[col].na_count += ms == kNATime ? 1 : 0;
   Set(col, 8);
   return Status::OK();
 }
@@ -367,6 +370,7 @@ Status FrameBuilder::SeedDomain(size_t col, const std::vector<std::string>& valu
 Status FrameBuilder::AddNA(size_t col) {
   FLOE_RETURN_IF_ERROR(Check(col, true));
   Column& c = columns_[col];
+  c.na_count++;
   switch (c.spec.type) {
     case ColumnType::kCategorical:
       c.codes.push_back(kNACode);
@@ -392,6 +396,7 @@ Status FrameBuilder::DropRow() {
     Column& c = columns_[i];
     switch (c.spec.type) {
       case ColumnType::kCategorical:
+        c.na_count -= c.codes.back() == kNACode ? 1 : 0;
         c.codes.pop_back();
         c.pending_raw -= 4;
         // A value seen only in the dropped row leaves the domain.
@@ -406,12 +411,14 @@ Status FrameBuilder::DropRow() {
       case ColumnType::kString: {
         const uint32_t begin = c.ends.size() > 1 ? c.ends[c.ends.size() - 2] : 0;
         c.pending_raw -= 4 + (c.ends.back() - begin);
+        c.na_count -= c.na.back() ? 1 : 0;
         c.blob.resize(begin);
         c.ends.pop_back();
         c.na.pop_back();
         break;
       }
       default:
+        c.na_count -= frame::IsNA(c.numbers.back()) ? 1 : 0;
         c.numbers.pop_back();
         c.pending_raw -= 8;
     }
@@ -529,7 +536,9 @@ Result<Frame> FrameBuilder::Finish() {
   std::vector<std::string> names;
   std::vector<Vec> vecs;
   for (Column& c : columns_) {
-    FLOE_ASSIGN_OR_RETURN(Vec v, Vec::Make(c.spec.type, std::move(c.domain), std::move(c.chunks)));
+    // The NA count kept as values came: Vec::Make need not decode every chunk to count it.
+    FLOE_ASSIGN_OR_RETURN(
+        Vec v, Vec::Make(c.spec.type, std::move(c.domain), std::move(c.chunks), c.na_count));
     names.push_back(std::move(c.spec.name));
     vecs.push_back(std::move(v));
   }

@@ -456,5 +456,47 @@ TEST(FrameBuilderTest, DemoteToStringKeepsEveryValueAndFreesTheDomain) {
   }
 }
 
+// The builder counts NAs as values come, and Finish hands the count to Vec::Make instead of
+// decoding every chunk: the count must be what Make finds in the chunks, whatever the NA came
+// from (AddNA, a NaN, kNATime, a padded or dropped row, a column demoted to strings).
+TEST(FrameBuilderTest, NaCountsKeptAsValuesComeEqualWhatTheChunksHold) {
+  FrameBuilder b = MakeBuilder({{"i", ColumnType::kInteger},
+                                {"r", ColumnType::kReal},
+                                {"t", ColumnType::kTime},
+                                {"c", ColumnType::kCategorical},
+                                {"d", ColumnType::kCategorical},
+                                {"s", ColumnType::kString}},
+                               256);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 3000; i++) {
+    const bool na = rng() % 4 == 0;
+    ASSERT_TRUE((na ? b.AddNA(0) : b.AddNumber(0, i % 17)).ok());
+    ASSERT_TRUE(b.AddNumber(1, rng() % 5 == 0 ? std::nan("") : i * 0.5).ok());
+    ASSERT_TRUE(b.AddTime(2, rng() % 6 == 0 ? kNATime : int64_t{i} * 1000).ok());
+    ASSERT_TRUE((rng() % 3 == 0 ? b.AddNA(3) : b.AddString(3, "v" + std::to_string(i % 5))).ok());
+    ASSERT_TRUE((rng() % 7 == 0 ? b.AddNA(4) : b.AddString(4, "w" + std::to_string(i % 3))).ok());
+    if (i % 101 == 50) {  // a row dropped with NAs and values set
+      EXPECT_FALSE(b.EndRow().ok());
+      continue;
+    }
+    ASSERT_TRUE((rng() % 5 == 0 ? b.AddNA(5) : b.AddString(5, "s" + std::to_string(i))).ok());
+    ASSERT_TRUE(b.EndRow().ok());
+    if (i == 1500) {
+      ASSERT_TRUE(b.DemoteToString(4).ok());
+    }
+  }
+  Result<Frame> f = b.Finish();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  for (size_t c = 0; c < f->columns(); c++) {
+    const Vec& v = f->vec(c);
+    std::vector<std::shared_ptr<const std::string>> chunks;
+    for (size_t k = 0; k < v.chunk_count(); k++) chunks.push_back(v.chunk_bytes(k));
+    Result<Vec> counted = Vec::Make(v.type(), v.domain(), chunks);
+    ASSERT_TRUE(counted.ok()) << counted.status().ToString();
+    EXPECT_GT(v.na_count(), 0u) << c;
+    EXPECT_EQ(v.na_count(), counted->na_count()) << c;
+  }
+}
+
 }  // namespace
 }  // namespace floe::frame
