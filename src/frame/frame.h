@@ -506,6 +506,24 @@ class FrameBuilder {
   Status AddNA(size_t col);
   // Ends the row. InvalidArgument, and the row's values dropped, if a column was not set.
   Status EndRow();
+  // Column at a time: `n` whole rows given as each column's n values, for a parser that splits
+  // a run of rows first and then reads each column in one loop (no per-value call, no per-row
+  // bookkeeping). The frame is the one AddNumber/AddString/AddNA and EndRow make of the same
+  // values row by row, chunk cuts included, as long as n <= RowsBeforeCut(). One run a column,
+  // in column order: integer and real columns take `numbers` (NaN is NA), categorical ones
+  // `values` (a view whose data() is nullptr is NA; codes as AddString gives them).
+  // InvalidArgument, and nothing appended, for a run per column missing or of the wrong kind, a
+  // string or time column, a row begun, n past RowsBeforeCut(), or a number its column does not
+  // take (as AddNumber); ResourceExhausted when a domain could pass kMaxDomain.
+  struct ColumnRun {
+    const double* numbers = nullptr;
+    const std::string_view* values = nullptr;
+  };
+  Status AppendRows(size_t n, std::span<const ColumnRun> runs);
+  // The most rows AppendRows takes now: those up to and including the row after which EndRow
+  // would cut. 0 with a row begun or a string or time column (a string's width varies, so the
+  // row of the next cut is not known ahead).
+  uint64_t RowsBeforeCut() const;
   // Gives categorical column `col` the domain `values` (distinct, in order: codes 0, 1, ...)
   // before its first value, as if rows had added them; domain_bytes counts them. A parser seeds
   // each range's builder with the values the input's first rows add, so that most ranges number

@@ -492,6 +492,132 @@ Status FrameBuilder::DemoteToString(size_t col) {
   return Status::OK();
 }
 
+uint64_t FrameBuilder::RowsBeforeCut() const {
+  if (set_count_ != 0) return 0;
+  // The first row after which a condition of EndRow's cut holds, counted from here: each column
+  // of fixed width gains its width a row (NA included), so its pending bytes are known ahead.
+  const uint64_t target = options_.target_chunk_bytes;
+  uint64_t rows = kMaxChunkRows - pending_rows_;
+  uint64_t width = 0;
+  for (const Column& c : columns_) {
+    uint64_t w = 8;
+    if (c.spec.type == ColumnType::kCategorical) {
+      w = 4;
+    } else if (c.spec.type != ColumnType::kInteger && c.spec.type != ColumnType::kReal) {
+      return 0;
+    }
+    width += w;
+    rows = std::min(rows, c.pending_raw >= target ? 1 : (target - c.pending_raw + w - 1) / w);
+  }
+  const uint64_t all = 16 * target;
+  rows = std::min(rows, row_pending_ >= all ? 1 : (all - row_pending_ + width - 1) / width);
+  return std::max<uint64_t>(rows, 1);
+}
+
+Status FrameBuilder::AppendRows(size_t n, std::span<const ColumnRun> runs) {
+  if (runs.size() != columns_.size()) return Status::InvalidArgument("one run per column");
+  if (n == 0) return Status::OK();
+  if (n > RowsBeforeCut()) {
+    return Status::InvalidArgument("rows past the next cut, a row begun, or a string column");
+  }
+  for (size_t col = 0; col < columns_.size(); col++) {
+    const Column& c = columns_[col];
+    if (c.spec.type == ColumnType::kCategorical ? runs[col].values == nullptr
+                                                : runs[col].numbers == nullptr) {
+      return Status::InvalidArgument("a column's run is missing");
+    }
+    if (c.spec.type == ColumnType::kCategorical && c.domain.size() + n > kMaxDomain) {
+      return Status::ResourceExhausted("domain too large");
+    }
+  }
+  // Numbers first, each checked as it is copied: a value a column does not take undoes the
+  // numeric columns appended so far, before any categorical domain has grown.
+  std::vector<uint64_t> na_before;
+  for (size_t col = 0; col < columns_.size(); col++) {
+    Column& c = columns_[col];
+    if (c.spec.type == ColumnType::kCategorical) continue;
+    na_before.push_back(c.na_count);
+    const double* in = runs[col].numbers;
+    const size_t at = c.numbers.size();
+    c.numbers.resize(at + n);
+    double* out = c.numbers.data() + at;
+    uint64_t na = 0;
+    bool ok = true;
+    if (c.spec.type == ColumnType::kReal) {
+      for (size_t i = 0; i < n; i++) {
+        const bool is_na = std::isnan(in[i]);
+        out[i] = is_na ? kNA : in[i];
+        na += is_na ? 1 : 0;
+      }
+    } else {
+      for (size_t i = 0; i < n; i++) {
+        const double v = in[i];
+        // As AddNumber: an integer below 2^63 in magnitude (-0 is 0), or NaN for NA.
+        if (std::fabs(v) < 9223372036854775808.0 &&
+            static_cast<double>(static_cast<int64_t>(v)) == v) {
+          out[i] = v + 0.0;
+        } else if (std::isnan(v)) {
+          out[i] = kNA;
+          na++;
+        } else {
+          ok = false;
+          break;
+        }
+      }
+    }
+    c.na_count += na;
+    if (!ok) {
+      for (size_t back = 0, k = 0; back <= col; back++) {
+        Column& b = columns_[back];
+        if (b.spec.type == ColumnType::kCategorical) continue;
+        b.numbers.resize(b.numbers.size() - n);
+        b.na_count = na_before[k++];
+      }
+      return Status::InvalidArgument("value does not fit the column's type");
+    }
+  }
+  for (size_t col = 0; col < columns_.size(); col++) {
+    Column& c = columns_[col];
+    if (c.spec.type != ColumnType::kCategorical) continue;
+    const std::string_view* in = runs[col].values;
+    const size_t at = c.codes.size();
+    c.codes.resize(at + n);
+    int32_t* out = c.codes.data() + at;
+    for (size_t i = 0; i < n; i++) {
+      const std::string_view v = in[i];
+      if (v.data() == nullptr) {
+        out[i] = kNACode;
+        c.na_count++;
+        continue;
+      }
+      int32_t code = c.Code(v);
+      if (code < 0) {  // as AddCategorical; the domain has room (checked above)
+        code = static_cast<int32_t>(c.domain.size());
+        c.codes_of.emplace(std::string(v), code);
+        c.domain.emplace_back(v);
+        domain_bytes_ += 2 * v.size() + kDomainEntryBytes;
+        c.SizeCodeCache();
+      }
+      out[i] = code;
+    }
+  }
+  for (Column& c : columns_) {
+    const uint64_t raw = (c.spec.type == ColumnType::kCategorical ? 4 : 8) * uint64_t{n};
+    c.pending_raw += raw;
+    row_pending_ += raw;
+    column_full_ |= c.pending_raw >= options_.target_chunk_bytes;
+  }
+  // As EndRow after the run's last row (RowsBeforeCut: no row before it would have cut).
+  pending_rows_ += static_cast<uint32_t>(n);
+  rows_ += n;
+  pending_bytes_ = row_pending_;
+  if (column_full_ || pending_rows_ == kMaxChunkRows ||
+      row_pending_ >= uint64_t{16} * options_.target_chunk_bytes) {
+    Cut();
+  }
+  return Status::OK();
+}
+
 void FrameBuilder::Cut() {
   for (Column& c : columns_) {
     std::string bytes;

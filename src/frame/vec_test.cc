@@ -498,5 +498,72 @@ TEST(FrameBuilderTest, NaCountsKeptAsValuesComeEqualWhatTheChunksHold) {
   }
 }
 
+// AppendRows makes what AddNumber/AddString/AddNA and EndRow make of the same values, chunk
+// cuts included, when each run stays within RowsBeforeCut; what it refuses leaves no trace.
+TEST(FrameBuilderTest, RowsAppendedAColumnAtATimeEqualRowByRow) {
+  const std::vector<ColumnSpec> specs = {
+      {"i", ColumnType::kInteger}, {"r", ColumnType::kReal}, {"c", ColumnType::kCategorical}};
+  FrameBuilder rows = MakeBuilder(specs, 200);
+  FrameBuilder runs = MakeBuilder(specs, 200);
+  std::mt19937 rng(3);
+  const std::vector<std::string> names = {"a", "bb", "a long categorical value", ""};
+  int row = 0;
+  while (row < 2000) {
+    const uint64_t room = runs.RowsBeforeCut();
+    ASSERT_GE(room, 1u);
+    const size_t n = std::min<uint64_t>(room, 1 + rng() % 40);
+    std::vector<double> ints(n), reals(n);
+    std::vector<std::string_view> cats(n);
+    for (size_t k = 0; k < n; k++, row++) {
+      ints[k] = rng() % 9 == 0 ? kNA : (rng() % 2 ? -0.0 : row - 1000.0);
+      reals[k] = rng() % 7 == 0 ? std::nan("") : row * 0.25;
+      cats[k] = rng() % 5 == 0 ? std::string_view() : std::string_view(names[rng() % 4]);
+      ASSERT_TRUE(rows.AddNumber(0, ints[k]).ok());
+      ASSERT_TRUE(rows.AddNumber(1, reals[k]).ok());
+      ASSERT_TRUE((cats[k].data() == nullptr ? rows.AddNA(2) : rows.AddString(2, cats[k])).ok());
+      ASSERT_TRUE(rows.EndRow().ok());
+    }
+    const std::vector<FrameBuilder::ColumnRun> run = {
+        {.numbers = ints.data()}, {.numbers = reals.data()}, {.values = cats.data()}};
+    ASSERT_TRUE(runs.AppendRows(n, run).ok());
+    EXPECT_EQ(runs.pending_bytes(), rows.pending_bytes());
+    // Refused, and nothing kept: past the next cut, a value an integer column does not take.
+    EXPECT_EQ(runs.AppendRows(runs.RowsBeforeCut() + 1, run).code(), StatusCode::kInvalidArgument);
+    const double bad[1] = {0.5};
+    const double one[1] = {1};
+    const std::string_view cat[1] = {"new"};
+    EXPECT_EQ(runs.AppendRows(1,
+                              std::vector<FrameBuilder::ColumnRun>{
+                                  {.numbers = one}, {.numbers = one}, {.values = nullptr}})
+                  .code(),
+              StatusCode::kInvalidArgument);
+    EXPECT_EQ(runs.AppendRows(1,
+                              std::vector<FrameBuilder::ColumnRun>{
+                                  {.numbers = bad}, {.numbers = one}, {.values = cat}})
+                  .code(),
+              StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(runs.rows(), rows.rows());
+  EXPECT_EQ(runs.domain_bytes(), rows.domain_bytes());
+  Result<Frame> a = runs.Finish();
+  Result<Frame> b = rows.Finish();
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (size_t c = 0; c < specs.size(); c++) {
+    ASSERT_EQ(a->vec(c).chunk_count(), b->vec(c).chunk_count()) << c;
+    EXPECT_GT(a->vec(c).chunk_count(), 3u);
+    for (size_t k = 0; k < a->vec(c).chunk_count(); k++) {
+      EXPECT_EQ(*a->vec(c).chunk_bytes(k), *b->vec(c).chunk_bytes(k)) << c << " " << k;
+    }
+    EXPECT_EQ(a->vec(c).domain(), b->vec(c).domain());
+    EXPECT_EQ(a->vec(c).na_count(), b->vec(c).na_count());
+  }
+  // A string column, or a row begun: no rows column at a time.
+  FrameBuilder text = MakeBuilder({{"s", ColumnType::kString}, {"r", ColumnType::kReal}}, 200);
+  EXPECT_EQ(text.RowsBeforeCut(), 0u);
+  FrameBuilder half = MakeBuilder(specs, 200);
+  ASSERT_TRUE(half.AddNumber(0, 1).ok());
+  EXPECT_EQ(half.RowsBeforeCut(), 0u);
+}
+
 }  // namespace
 }  // namespace floe::frame

@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "parse/internal/csv.h"
+#include "parse/internal/range.h"
 #include "parse/internal/source.h"
 
 namespace floe::parse {
@@ -34,30 +35,17 @@ using frame::ColumnType;
 using internal::Inflate;
 using internal::IsGzip;
 using internal::LoadFile;
+using internal::ParseRange;
+using internal::Piece;
 using internal::Row;
+using internal::Shared;
 using internal::Source;
 
-constexpr uint64_t kRowsPerCheck = 4096;  // rows between cancel checks and progress updates
 constexpr uint32_t kMaxThreads = 256;
-constexpr size_t kMergeWorkers = 4;
-constexpr uint32_t kRangesPerThread = 4;  // a body is cut in up to this many ranges a thread  //
-                                          // threads re-encoding categorical chunks in the merge
+constexpr size_t kMergeWorkers = 4;       // threads re-encoding categorical chunks in the merge
+constexpr uint32_t kRangesPerThread = 4;  // a body is cut in up to this many ranges a thread
 
-// ---------------------------------------------------------------------------------------------
-// Range parsing
-
-struct Shared {
-  const Setup* setup;
-  const ParseOptions* options;
-  const ParseControl* control;
-  std::atomic<uint64_t> bytes_done{0};
-  std::atomic<uint64_t> rows{0};
-  std::atomic<uint64_t> domain_bytes{0};  // FrameBuilder::domain_bytes of every range, summed
-  std::atomic<bool> failed{false};
-  // Per column: the categorical values the input's first rows add, in that order (empty for
-  // other columns), given to every range's builder first (FrameBuilder::SeedDomain).
-  std::vector<std::vector<std::string>> seeds;
-};
+// Range parsing: internal/range.h, range.cc.
 
 // Rows of the input's start parsed once more before the ranges, for their categorical values,
 // and the most values a column is seeded with: a range seeded with values it never meets only
@@ -65,283 +53,6 @@ struct Shared {
 constexpr uint64_t kSeedRows = 2048;
 constexpr size_t kMaxSeedValues = 1024;
 constexpr size_t kMaxSeedBytes = 64 << 10;  // of one column's seed values together
-
-// The rows of one range: its frame, counts, and issues with lines relative to the range.
-struct Piece {
-  frame::Frame frame;
-  uint64_t rows = 0, newlines = 0, rejected = 0, padded = 0, bad_values = 0, blank = 0, rounded = 0;
-  std::vector<ParseIssue> issues;  // line: 1-based within the range
-  Status status;
-};
-
-// Whether `text`, read as `x` (|x| >= 2^53), is an integer literal (an optional sign and digits,
-// spaces around) whose value `x` does not hold exactly. A double that large is an integer, and
-// below 2^127 converts to an unsigned __int128 exactly; a literal of more than 38 digits
-// (10^38 < 2^127) is compared by its magnitude alone.
-__extension__ typedef unsigned __int128 Exact;
-
-bool RoundedInteger(std::string_view text, double x) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  if (!text.empty() && (text.front() == '+' || text.front() == '-')) text.remove_prefix(1);
-  while (text.size() > 1 && text.front() == '0') text.remove_prefix(1);
-  if (text.empty()) return false;
-  for (const char ch : text) {
-    if (ch < '0' || ch > '9') return false;  // a fraction or an exponent: a real as written
-  }
-  if (text.size() > 38) return true;
-  Exact exact = 0;
-  for (const char ch : text) exact = exact * 10 + static_cast<unsigned>(ch - '0');
-  const double m = std::fabs(x);
-  if (!(m < 1.7014118346046923e38)) return true;  // 2^127
-  return static_cast<Exact>(m) != exact;
-}
-
-std::string Shorten(std::string_view v) {
-  std::string s(v.substr(0, 32));
-  if (v.size() > 32) s += "...";
-  return s;
-}
-
-class RangeParser {
- public:
-  ~RangeParser() {
-    // After Run's builder is gone: its pending values are freed.
-    if (granted_ > 0) s_.control->may_pend(-static_cast<int64_t>(granted_));
-  }
-  RangeParser(const RangeParser&) = delete;
-  RangeParser& operator=(const RangeParser&) = delete;
-  // `stop_after_rows`: the range ends after that many rows (0: none), for the seeds' pass.
-  RangeParser(Shared* shared, Piece* piece, uint64_t stop_after_rows = 0)
-      : s_(*shared), setup_(*shared->setup), piece_(*piece), stop_after_rows_(stop_after_rows) {
-    for (const std::string& t : s_.options->na_tokens) {
-      if (t.size() < 64) {
-        na_lengths_ |= uint64_t{1} << t.size();
-      } else {
-        na_long_ = true;
-      }
-      if (!t.empty()) na_first_[static_cast<uint8_t>(t[0])] = true;
-    }
-  }
-
-  Status Run(const char* begin, const char* end) {
-    const ParseOptions& o = *s_.options;
-    std::vector<frame::ColumnSpec> specs;
-    for (size_t c = 0; c < setup_.names.size(); c++) {
-      specs.push_back({.name = setup_.names[c], .type = setup_.types[c]});
-    }
-    FLOE_ASSIGN_OR_RETURN(frame::FrameBuilder b, frame::FrameBuilder::Make(specs, o.builder));
-    const size_t columns = specs.size();
-    for (size_t c = 0; c < s_.seeds.size() && c < columns; c++) {
-      if (!s_.seeds[c].empty()) FLOE_RETURN_IF_ERROR(b.SeedDomain(c, s_.seeds[c]));
-    }
-    if (!s_.seeds.empty()) FLOE_RETURN_IF_ERROR(ChargeDomains(b));
-    Row row;
-    internal::CapRow(&row, o.limits.max_field_bytes, o.limits.max_line_bytes);
-    row.cancel = s_.control->cancel;
-    const char* p = begin;
-    const char* checked = begin;   // where the last cancel check was
-    const char* reported = begin;  // bytes and rows up to here are in the shared counters
-    uint64_t rows_reported = 0;
-    uint64_t since_check = 0;
-    while (p < end) {
-      const char* next = internal::ReadRow(p, end, setup_.separator, setup_.quote, columns, &row);
-      if (row.cancelled) return Status::Cancelled("parse cancelled");
-      const uint64_t line = piece_.newlines + 1;
-      piece_.newlines += row.newlines;
-      const auto length = static_cast<uint64_t>(next - p);
-      p = next;
-      // Every 4,096 rows, or every MiB of long rows: cancel takes effect after bounded work.
-      if (++since_check == kRowsPerCheck ||
-          static_cast<size_t>(p - checked) >= internal::kScanStep) {
-        since_check = 0;
-        checked = p;
-        if (o.limits.max_rows < piece_.rows) break;
-        if (s_.control->cancel != nullptr && s_.control->cancel->load(std::memory_order_relaxed)) {
-          return Status::Cancelled("parse cancelled");
-        }
-        if (s_.failed.load(std::memory_order_relaxed)) {
-          return Status::Aborted("another range failed");
-        }
-        // Relaxed: counters for the progress callback, which needs no ordering with the rows.
-        s_.bytes_done.fetch_add(static_cast<uint64_t>(p - reported), std::memory_order_relaxed);
-        s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
-        reported = p;
-        rows_reported = piece_.rows;
-      }
-      if (row.blank()) {
-        piece_.blank++;
-        continue;
-      }
-      if (length > o.limits.max_line_bytes || row.over_line_cap) {
-        Reject(line, "line longer than " + std::to_string(o.limits.max_line_bytes) + " bytes");
-        continue;
-      }
-      if (row.unterminated) {
-        // Everything after the stray quote is this one row: say how much of the input it took.
-        Reject(line, "quote not closed before the end of the input (the row takes the " +
-                         std::to_string(row.newlines + (next[-1] == '\n' ? 0 : 1)) +
-                         " lines from here to the end)");
-        continue;
-      }
-      if (row.count > columns) {
-        Reject(line, std::to_string(row.count) + " fields, expected " + std::to_string(columns));
-        continue;
-      }
-      if (row.longest > o.limits.max_field_bytes) {
-        Reject(line, "field longer than " + std::to_string(o.limits.max_field_bytes) + " bytes");
-        continue;
-      }
-      FLOE_RETURN_IF_ERROR(MayPend(b, columns, length));
-      for (size_t c = 0; c < columns; c++) {
-        if (c < row.count) {
-          Add(&b, c, row.text(c), row.fields[c].quoted, line);
-        } else {
-          FLOE_RETURN_IF_ERROR(b.AddNA(c));
-        }
-      }
-      if (row.count < columns) {
-        piece_.padded++;
-        Note(line, std::to_string(row.count) + " fields, expected " + std::to_string(columns) +
-                       ": the rest are NA");
-      }
-      FLOE_RETURN_IF_ERROR(b.EndRow());
-      piece_.rows++;
-      if (piece_.rows == stop_after_rows_) break;
-      // A domain past the categorical limit is freed at once: its column is a string column now.
-      for (const size_t c : demote_) FLOE_RETURN_IF_ERROR(b.DemoteToString(c));
-      demote_.clear();
-      if (b.domain_bytes() != domain_reported_) FLOE_RETURN_IF_ERROR(ChargeDomains(b));
-    }
-    if (piece_.rows > o.limits.max_rows) {
-      return Status::ResourceExhausted("more rows than the limit (" +
-                                       std::to_string(o.limits.max_rows) + ")");
-    }
-    s_.bytes_done.fetch_add(static_cast<uint64_t>(end - reported), std::memory_order_relaxed);
-    s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
-    FLOE_ASSIGN_OR_RETURN(piece_.frame, b.Finish());
-    return Status::OK();
-  }
-
- private:
-  // Categorical domains grow with the distinct values, not with the chunk: their bytes are
-  // summed over the ranges (the import charges them to maxmemory through progress) and bounded.
-  Status ChargeDomains(const frame::FrameBuilder& b) {
-    const uint64_t now = b.domain_bytes();
-    // Relaxed: a statistic and a bound, ordered with nothing else.
-    const uint64_t total =
-        s_.domain_bytes.fetch_add(now - domain_reported_, std::memory_order_relaxed) + now -
-        domain_reported_;
-    domain_reported_ = now;
-    if (total > s_.options->limits.max_domain_bytes) {
-      return Status::ResourceExhausted("categorical values take more than " +
-                                       std::to_string(s_.options->limits.max_domain_bytes) +
-                                       " bytes (import the columns as string)");
-    }
-    return Status::OK();
-  }
-
-  // Pending values are granted before the row that may grow them (ParseControl::may_pend): a
-  // row adds at most 8 bytes a column plus its text, and the vectors' capacity is at most twice
-  // the most they held. Asked a MiB at a time at least; kept until the range ends.
-  Status MayPend(const frame::FrameBuilder& b, size_t columns, uint64_t length) {
-    if (!s_.control->may_pend) return Status::OK();
-    const uint64_t need = 2 * (b.pending_bytes() + 8 * uint64_t{columns} + length);
-    if (need <= granted_) return Status::OK();
-    const uint64_t more = std::max<uint64_t>(need - granted_, uint64_t{1} << 20);
-    if (!s_.control->may_pend(static_cast<int64_t>(more))) {
-      return Status::ResourceExhausted("no memory for the values pending before a chunk is cut");
-    }
-    granted_ += more;
-    return Status::OK();
-  }
-
-  void Note(uint64_t line, std::string reason) {
-    if (piece_.issues.size() < s_.options->limits.max_issues) {
-      piece_.issues.push_back({.source = "", .line = line, .reason = std::move(reason)});
-    }
-  }
-  void Reject(uint64_t line, std::string reason) {
-    piece_.rejected++;
-    Note(line, "row rejected: " + std::move(reason));
-  }
-  void Bad(frame::FrameBuilder* b, size_t c, std::string_view v, uint64_t line, const char* what) {
-    piece_.bad_values++;
-    Note(line, "column '" + setup_.names[c] + "': '" + Shorten(v) + "' is not " + what + ": NA");
-    FLOE_CHECK_OK(b->AddNA(c));
-  }
-
-  // Most values are no NA token: their length or first byte says so without a comparison.
-  bool IsNA(std::string_view v) const {
-    if (v.size() < 64 ? ((na_lengths_ >> v.size()) & 1) == 0 : !na_long_) return false;
-    if (!v.empty() && !na_first_[static_cast<uint8_t>(v[0])]) return false;
-    return internal::IsNAToken(v, s_.options->na_tokens);
-  }
-
-  void Add(frame::FrameBuilder* b, size_t c, std::string_view v, bool quoted, uint64_t line) {
-    switch (setup_.types[c]) {
-      case ColumnType::kInteger:
-      case ColumnType::kReal: {
-        if (IsNA(v)) {
-          FLOE_CHECK_OK(b->AddNA(c));
-          return;
-        }
-        double x;
-        const bool read = internal::ReadNumber(v, &x);
-        const bool integer = setup_.types[c] == ColumnType::kInteger;
-        // An integer column holds integers a double keeps exactly: past 2^53 the value read may
-        // already be rounded, so it is a bad value, not a silently different number.
-        if (read && integer && !(std::fabs(x) < 9007199254740992.0)) {
-          Bad(b, c, v, line, "an integer of magnitude below 2^53 (exact in a double)");
-        } else if (!read || !b->AddNumber(c, x).ok()) {
-          Bad(b, c, v, line, integer ? "an integer" : "a number");
-        } else if (!integer && !(std::fabs(x) < 9007199254740992.0) && RoundedInteger(v, x)) {
-          piece_.rounded++;
-          char shown[400];  // a double in fixed notation: at most 309 digits
-          const auto [end, ec] =
-              std::to_chars(shown, shown + sizeof(shown), x, std::chars_format::fixed);
-          Note(line, "column '" + setup_.names[c] + "': '" + Shorten(v) +
-                         "' is an integer past 2^53: rounded to " +
-                         (ec == std::errc() ? std::string(shown, end) : std::string("a double")));
-        }
-        return;
-      }
-      case ColumnType::kTime: {
-        if (IsNA(v)) {
-          FLOE_CHECK_OK(b->AddNA(c));
-          return;
-        }
-        const std::optional<int64_t> t = internal::ReadTime(v);
-        if (!t || !b->AddTime(c, *t).ok()) Bad(b, c, v, line, "a time");
-        return;
-      }
-      case ColumnType::kCategorical:
-      case ColumnType::kString:
-        if (!quoted && IsNA(v)) {
-          FLOE_CHECK_OK(b->AddNA(c));
-          return;
-        }
-        if (!b->AddString(c, v).ok()) {
-          Bad(b, c, v, line, "a value the column takes");
-        } else if (b->domain_size(c) > s_.options->max_categorical_domain &&
-                   (demote_.empty() || demote_.back() != c)) {
-          demote_.push_back(c);  // the merge would make it a string column anyway
-        }
-        return;
-    }
-  }
-
-  Shared& s_;
-  const Setup& setup_;
-  Piece& piece_;
-  uint64_t stop_after_rows_ = 0;  // 0: the whole range
-  uint64_t domain_reported_ = 0;  // of this range's builder, in s_.domain_bytes
-  uint64_t granted_ = 0;          // pending bytes may_pend granted this range
-  std::vector<size_t> demote_;    // categorical columns this row took past the limit
-  uint64_t na_lengths_ = 0;       // bit n: a token of n bytes
-  bool na_long_ = false;          // a token of 64 bytes or more
-  bool na_first_[256] = {};       // a token's first byte
-};
 
 // How ranges split
 // ----------------
@@ -697,8 +408,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
         Piece piece;
         Status status;
         try {
-          RangeParser parser(&seeding, &piece, kSeedRows);
-          status = parser.Run(body.data(), body.data() + body.size());
+          status = ParseRange(&seeding, &piece, body.data(), body.data() + body.size(), kSeedRows);
         } catch (const std::bad_alloc&) {
           status = Status::ResourceExhausted("out of memory while parsing");
         }
@@ -735,8 +445,7 @@ Result<ParseResult> ParseSources(std::vector<std::unique_ptr<Source>>& sources,
       // An exception (an allocation that failed) fails the parse instead of ending the
       // process from a worker thread.
       try {
-        RangeParser parser(&shared, &piece);
-        piece.status = parser.Run(split.starts[i], split.starts[i + 1]);
+        piece.status = ParseRange(&shared, &piece, split.starts[i], split.starts[i + 1]);
       } catch (const std::bad_alloc&) {
         piece.status = Status::ResourceExhausted("out of memory while parsing");
       } catch (const std::exception& e) {

@@ -93,6 +93,10 @@ struct ParseOptions {
   // at most half as many distinct values as non-NA values; else string. A categorical column
   // whose whole-input domain passes it becomes a string column.
   uint32_t max_categorical_domain = 10'000;
+  // When every column is integer, real or categorical, a range's rows are read a column at a
+  // time, in runs (frame::FrameBuilder::AppendRows); false reads them row by row. Both make the
+  // same frame, counts and issues (parse_test compares them). Default true.
+  bool column_runs = true;
   // The guess reads the rows that start in these first bytes (and at least the first 10), each
   // to its end but no further than limits.max_line_bytes past them (docs/frame.md).
   uint64_t sample_bytes = uint64_t{1} << 20;
