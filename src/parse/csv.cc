@@ -182,6 +182,52 @@ bool EiselLemire(uint64_t w, int k, bool negative, double* out) {
 
 }  // namespace
 
+const char* ReadPlainFields(const char* p, const char* end, char sep, char quote, size_t keep,
+                            Row::Field* out, size_t stride, size_t* count, size_t* longest) {
+#if defined(__SSE2__)
+  if (sep == '\n' || end - p < 16) return nullptr;
+  const __m128i vsep = _mm_set1_epi8(sep), vlf = _mm_set1_epi8('\n'), vq = _mm_set1_epi8(quote);
+  uint64_t seps = 0, quotes = 0, lfs = 0;
+  const auto left = static_cast<size_t>(end - p);
+  for (size_t step = 0; step < 4 && left >= 16 * (step + 1); step++) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * step));
+    const auto bits = [&v](__m128i b) {
+      return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, b))));
+    };
+    seps |= bits(vsep) << (16 * step);
+    quotes |= bits(vq) << (16 * step);
+    lfs |= bits(vlf) << (16 * step);
+    if (lfs != 0) break;
+  }
+  if (lfs == 0) return nullptr;
+  const int lf_at = __builtin_ctzll(lfs);
+  const uint64_t before_lf = (uint64_t{1} << lf_at) - 1;  // lf_at <= 63
+  if (quote != '\0' && (quotes & before_lf) != 0) return nullptr;
+  seps &= before_lf;
+  const char* f = p;
+  size_t n = 0, most = 0;
+  for (; seps != 0; seps &= seps - 1, n++) {
+    const char* at = p + __builtin_ctzll(seps);
+    const auto size = static_cast<size_t>(at - f);
+    most = std::max(most, size);
+    if (n < keep) out[n * stride] = {.data = f, .offset = 0, .size = size, .quoted = false};
+    f = at + 1;
+  }
+  const char* lf = p + lf_at;
+  auto size = static_cast<size_t>(lf - f);
+  most = std::max(most, size);
+  if (lf > f && lf[-1] == '\r') size--;  // as DropCR
+  if (n < keep) out[n * stride] = {.data = f, .offset = 0, .size = size, .quoted = false};
+  *count = n + 1;
+  *longest = most;
+  return lf + 1;
+#else
+  (void)p, (void)end, (void)sep, (void)quote, (void)keep, (void)out, (void)stride, (void)count,
+      (void)longest;
+  return nullptr;
+#endif
+}
+
 const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t keep, Row* row) {
   row->fields.clear();
   row->scratch.clear();

@@ -796,6 +796,19 @@ TEST(ParseTest, ColumnRunsAndRowByRowGiveTheSameFrame) {
       }
     }
   }
+  // One column: a blank line (LF or CRLF) is no row, an empty field at the end of a wider row is.
+  std::string one = "v\n";
+  for (int i = 0; i < 3000; i++) {
+    one += i % 17 == 0 ? "\r\n" : i % 13 == 0 ? "\n" : "x" + std::to_string(i % 7) + "\r\n";
+  }
+  for (const ColumnType type : {ColumnType::kCategorical, ColumnType::kString}) {
+    ParseOptions o = Threads(3);
+    o.column_types = {type};
+    const std::string runs = Dump(Parse(one, o));
+    o.column_runs = false;
+    EXPECT_EQ(runs, Dump(Parse(one, o)));
+    EXPECT_NE(runs.find(" blank 394\n"), std::string::npos) << runs.substr(runs.size() - 200);
+  }
 }
 
 }  // namespace

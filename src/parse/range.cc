@@ -107,10 +107,26 @@ class RangeParser {
     uint64_t rows_reported = 0;
     uint64_t since_check = 0;
     while (p < end) {
-      const char* next = internal::ReadRow(p, end, setup_.separator, setup_.quote, columns, &row);
-      if (row.cancelled) return Status::Cancelled("parse cancelled");
+      // In a run, a plain row (every field kept, within the limits, not blank) is split straight
+      // into the run's fields: no Row, no copy (Gather).
+      if (run_max_rows_ > 0 && run_cap_ == 0) run_cap_ = RunRoom(b);
+      const char* next = nullptr;
+      bool plain = false;
+      if (run_cap_ > 0) {
+        size_t count = 0, longest = 0;
+        Row::Field* slot = &run_fields_[run_rows_];
+        next = internal::ReadPlainFields(p, end, setup_.separator, setup_.quote, columns, slot,
+                                         run_max_rows_, &count, &longest);
+        plain = next != nullptr && count == columns && longest <= o.limits.max_field_bytes &&
+                static_cast<uint64_t>(next - p) <= o.limits.max_line_bytes &&
+                !(columns == 1 && slot->size == 0);  // a blank line
+      }
+      if (!plain) {
+        next = internal::ReadRow(p, end, setup_.separator, setup_.quote, columns, &row);
+        if (row.cancelled) return Status::Cancelled("parse cancelled");
+      }
       const uint64_t line = piece_.newlines + 1;
-      piece_.newlines += row.newlines;
+      piece_.newlines += plain ? 1 : row.newlines;
       const auto length = static_cast<uint64_t>(next - p);
       p = next;
       // Every 4,096 rows, or every MiB of long rows: cancel takes effect after bounded work.
@@ -130,6 +146,14 @@ class RangeParser {
         s_.rows.fetch_add(piece_.rows - rows_reported, std::memory_order_relaxed);
         reported = p;
         rows_reported = piece_.rows;
+      }
+      if (plain) {  // its fields are in the run already
+        run_lines_[run_rows_++] = line;
+        run_bytes_ += length;
+        piece_.rows++;
+        if (run_rows_ == run_cap_) FLOE_RETURN_IF_ERROR(Flush(&b));
+        if (piece_.rows == stop_after_rows_) break;
+        continue;
       }
       if (row.blank()) {
         piece_.blank++;

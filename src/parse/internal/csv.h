@@ -65,6 +65,15 @@ inline constexpr size_t kScanStep = size_t{1} << 20;
 // the next one starts (past its LF), or `end`. quote '\0' means no quoting.
 const char* ReadRow(const char* p, const char* end, char sep, char quote, size_t keep, Row* row);
 
+// ReadRow's fast case without a Row, for a parser that gathers rows a column at a time: a row
+// of unquoted fields whose LF is within its first 64 bytes, its first `keep` fields written to
+// out[0], out[stride], out[2 * stride], ... (views into the input). Returns where the next row
+// starts and sets *count (the row's fields) and *longest (bytes of its longest field, a CR
+// before the LF counted as ReadRow counts it); nullptr, with nothing meaningful written, when
+// the row is not such a row or sep is LF (ReadRow reads it then). The row spans one LF.
+const char* ReadPlainFields(const char* p, const char* end, char sep, char quote, size_t keep,
+                            Row::Field* out, size_t stride, size_t* count, size_t* longest);
+
 // The quote characters in [p, end).
 uint64_t CountQuotes(const char* p, const char* end, char quote);
 
