@@ -1,8 +1,9 @@
 // libFuzzer target for CSV import (parse.h): arbitrary bytes go through the setup guess and the
 // parse with small limits. Any input gives a Frame or a Status, never a crash; a frame's columns
 // all have the report's row count; and the same input parsed with 1 and with 3 ranges gives the
-// same values, types and report (contract 3). The first byte picks options (separator guessed or
-// forced, header guessed or forced, quoting on or off); the rest is the input.
+// same values, types and report (contract 3), as does the row-by-row read of the column runs.
+// The first byte picks options (separator guessed or forced, header guessed or forced, quoting
+// on or off); the rest is the input.
 
 #include <cmath>
 #include <cstddef>
@@ -80,5 +81,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FLOE_CHECK(one->frame.rows() == one->report.rows);
   FLOE_CHECK(one->frame.columns() == one->setup.names.size());
   CheckSame(*one, *three);
+  // Columns read a run at a time give the frame rows read one by one give.
+  o.column_runs = false;
+  floe::Result<ParseResult> rows = floe::parse::ParseBytes(input, o);
+  FLOE_CHECK(rows.ok());
+  FLOE_CHECK(rows->report.rows == one->report.rows);
+  CheckSame(*one, *rows);
   return 0;
 }
