@@ -5,8 +5,15 @@
 // twice (session.cc, UnlockedWhile).
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "resp/resp.h"
@@ -199,6 +206,80 @@ TEST_F(AllocFailureTest, TransactionsAndServer) {
     Sweep({}, {c});
     if (HasFailure()) return;
   }
+}
+
+// An analytics command (FRAME.HEAD runs on the analytics pool, its reply deferred): memory
+// that runs out between its deferral and its task's post answered OOM and left the connection
+// waiting for the ticket (the task was never posted).
+// An analytics command at a session with a reply sink (as a connection's): FRAME.GROUPBY defers
+// its reply to the analytics pool. Memory that ran out between the deferral and the task's post
+// answered OOM at once and still left the command deferred: its connection waited for ever for
+// a ticket nothing would answer. Each command must answer once: at once, or through the sink
+// within 10 s.
+TEST_F(AllocFailureTest, AnAnalyticsCommandAnswersWhateverFails) {
+  char path[] = "/tmp/floe_alloc_failure_XXXXXX.csv";
+  const int fd = mkstemps(path, 4);
+  ASSERT_GE(fd, 0);
+  const std::string csv = "x,c\n1,a\n2,b\n3,a\n";
+  ASSERT_EQ(write(fd, csv.data(), csv.size()), static_cast<ssize_t>(csv.size()));
+  close(fd);
+  Config config;
+  config.import_dir = "/tmp";
+  Engine engine(config, 2);
+  Session session(&engine, 0);
+  std::mutex mu;
+  std::condition_variable arrived;
+  std::map<uint64_t, std::string> replies;
+  session.set_reply_sink([&](uint64_t ticket, std::string reply) {
+    std::lock_guard<std::mutex> lock(mu);
+    replies[ticket] = std::move(reply);
+    arrived.notify_all();
+  });
+  // One command's whole reply: at once, or through the sink (FinishDeferred, as a connection's
+  // Resume does); empty if none came.
+  bool reached = false;
+  auto run = [&](const std::vector<std::string_view>& args, int64_t nth) {
+    std::string out;
+    out.reserve(1 << 16);
+    if (nth > 0) internal::FailNthAllocation(nth);
+    const bool now = session.Execute(args, &out);
+    reached = internal::StopFailingAllocations();
+    if (now) return out;
+    const uint64_t ticket = session.last_ticket();
+    std::string reply;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      if (!arrived.wait_for(lock, std::chrono::seconds(10),
+                            [&] { return replies.contains(ticket); })) {
+        return std::string();
+      }
+      reply = std::move(replies[ticket]);
+      replies.erase(ticket);
+    }
+    return session.FinishDeferred(ticket, std::move(reply));
+  };
+  const std::vector<std::string_view> import = {"FRAME.IMPORT", "f", path};
+  const std::string id = run(import, 0);
+  ASSERT_TRUE(id.starts_with(":")) << id;
+  for (int i = 0; i < 2000 && session.Run({"EXISTS", "f"}) != ":1\r\n"; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(session.Run({"EXISTS", "f"}), ":1\r\n");
+  const std::vector<std::string_view> head = {"FRAME.GROUPBY", "f",   "g", "KEYS",   "c",
+                                              "AGG",           "sum", "x", "REPLACE"};
+  int failed = 0;
+  for (int64_t nth = 1; nth < 2000; nth++) {
+    const std::string out = run(head, nth);
+    size_t used = 0;
+    Result<Reply> r = resp::ParseReply(out, &used);
+    ASSERT_TRUE(r.ok() && used == out.size()) << "allocation " << nth << ": " << out;
+    // The session goes on: the next command answers at once (nothing is left pending).
+    ASSERT_EQ(session.Run({"PING"}), "+PONG\r\n") << nth;
+    if (!reached) break;
+    failed += r->type == Reply::Type::kError ? 1 : 0;
+  }
+  EXPECT_GT(failed, 3);
+  unlink(path);
 }
 
 }  // namespace

@@ -295,6 +295,7 @@ void Session::AbandonChangesAfter(uint64_t ticket) {
     it = part_changes_.erase(it);
   }
   local_parts_.erase(local_parts_.upper_bound(ticket), local_parts_.end());
+  analytics_.erase(analytics_.upper_bound(ticket), analytics_.end());
   for (const auto& held : all) {
     if (held == nullptr) continue;
     HomeReservation& r = *held;

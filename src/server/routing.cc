@@ -331,6 +331,10 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     bool busy = false;
     bool close_when_idle = false;
     uint64_t seq = 0;  // the last ForwardRequest::seq sent
+    // The seq whose answer `sent` waits for (0: none). An answer of another is dropped: the
+    // late answer of a request whose send failed part way (FailAll answered its entries) must
+    // not be taken for the next request's.
+    uint64_t in_flight = 0;
   };
 
   ForwardQueues(ClusterNode* n, uint64_t c) : node(n), client(c) {}
@@ -409,22 +413,31 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     }
   }
 
+  // Memory ran out: what was taken and what waits are answered with an error. Nothing under
+  // the lock allocates (swaps), so the home is never left busy.
   void FailAll(uint32_t home) {
-    std::vector<Entry> done;
+    std::vector<Entry> sent;
+    std::deque<Entry> waiting;
     bool close = false;
     {
       MutexLock lock(&mu);
       Home& h = homes[home];
-      done.swap(h.sent);
-      for (Entry& e : h.waiting) done.push_back(std::move(e));
-      h.waiting.clear();
+      sent.swap(h.sent);
+      waiting.swap(h.waiting);
+      h.in_flight = 0;
       h.busy = false;
       close = std::exchange(h.close_when_idle, false);
     }
-    if (close) node->CloseProxy(client, home);
-    Finish(done, 0, std::string(), Status::ResourceExhausted("out of memory"),
-           ErrorBytes("OOM out of memory on this node while forwarding to the key's home: the "
-                      "command may or may not have run"));
+    try {
+      if (close) node->CloseProxy(client, home);
+      static const std::string kLost = ErrorBytes(
+          "OOM out of memory on this node while forwarding to the key's home: the command may "
+          "or may not have run");
+      Finish(sent, 0, std::string(), Status::ResourceExhausted("out of memory"), kLost);
+      Finish(waiting, 0, std::string(), Status::ResourceExhausted("out of memory"), kLost);
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("answering a client's forwarded commands failed: {}", e.what());
+    }
   }
 
   void Send(uint32_t home) {
@@ -436,6 +449,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       req.protocol = h.waiting.front().protocol;
       req.watching = h.waiting.front().watching;  // what the home holds before the batch
       req.seq = ++h.seq;
+      h.in_flight = req.seq;
       uint64_t args = 0;
       while (!h.waiting.empty() && h.waiting.front().protocol == req.protocol) {
         Entry& e = h.waiting.front();
@@ -458,16 +472,19 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     const cluster::Member* m = node->map().Find(home);
     std::string addr = m != nullptr ? m->address() : std::to_string(home);
     node->Forward(home, req, changes,
-                  [self = shared_from_this(), home, n, addr = std::move(addr)](
-                      Result<std::string> r) { self->OnAnswer(home, n, addr, std::move(r)); });
+                  [self = shared_from_this(), home, seq = req.seq, n, addr = std::move(addr)](
+                      Result<std::string> r) { self->OnAnswer(home, seq, n, addr, std::move(r)); });
   }
 
-  void OnAnswer(uint32_t home, size_t n, const std::string& addr, Result<std::string> r) {
+  void OnAnswer(uint32_t home, uint64_t seq, size_t n, const std::string& addr,
+                Result<std::string> r) {
     std::vector<Entry> done;
     bool more = false, close = false;
     {
       MutexLock lock(&mu);
       Home& h = homes[home];
+      if (seq != h.in_flight) return;  // its entries were answered already (FailAll)
+      h.in_flight = 0;
       done.swap(h.sent);
       more = !h.waiting.empty();
       if (!more) {
@@ -483,7 +500,8 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
 
   // Answers the entries `done` took: from `r`'s `n` framed replies (and copies), or its error
   // (`error` when given).
-  void Finish(std::vector<Entry>& done, size_t n, const std::string& addr, Result<std::string> r,
+  template <typename Entries>
+  void Finish(Entries& done, size_t n, const std::string& addr, Result<std::string> r,
               std::string error = std::string()) {
     size_t copies = 0;
     for (const Entry& e : done) copies += e.fetch ? 1 : 0;

@@ -412,21 +412,35 @@ void Session::RunHandler(CommandContext& ctx) {
   std::string* buffer = ctx.out.buffer();
   const size_t mark = buffer->size();
   const std::string_view name = ctx.spec->name;
+  const uint64_t tickets_before = tickets_;
+  // A handler that threw after its deferral began (an analytics command, before its task was
+  // posted) answers here, now, and what it left waiting is abandoned.
+  auto undefer = [&] {
+    if (!deferred_ || tickets_ == tickets_before) return;
+    deferred_ = false;
+    try {
+      AbandonChangesAfter(tickets_before);
+    } catch (...) {
+    }
+  };
   try {
     if (before_handler_) before_handler_(name);
     ctx.spec->handler(ctx);
     return;
   } catch (const std::bad_alloc&) {
+    undefer();
     buffer->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("command '{}' ran out of memory", name);
     ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
   } catch (const std::exception& e) {
+    undefer();
     buffer->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("command '{}' failed with an internal error: {}", name, e.what());
     ctx.Error(std::string("ERR internal error: ") + e.what());
   } catch (...) {
+    undefer();
     buffer->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("command '{}' failed with an unknown internal error", name);
