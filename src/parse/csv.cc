@@ -32,6 +32,33 @@ void DropCR(Row* row, size_t keep, bool cr_outside_quotes) {
 }
 
 #if defined(__SSE2__)
+// The bitmasks of a plain row (ReadPlainRow, ReadPlainFields): up to four 16-byte steps from
+// `p`, until one holds an LF. False when none does within the bytes loaded, or a quote comes
+// before the first LF; else *seps holds the separators before it (bit i: p[i]) and *lf_at its
+// offset (at most 63).
+inline bool PlainRowMasks(const char* p, const char* end, char sep, char quote, uint64_t* seps,
+                          int* lf_at) {
+  const __m128i vsep = _mm_set1_epi8(sep), vlf = _mm_set1_epi8('\n'), vq = _mm_set1_epi8(quote);
+  uint64_t s = 0, quotes = 0, lfs = 0;
+  const auto left = static_cast<size_t>(end - p);
+  for (size_t step = 0; step < 4 && left >= 16 * (step + 1); step++) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * step));
+    const auto bits = [&v](__m128i b) {
+      return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, b))));
+    };
+    s |= bits(vsep) << (16 * step);
+    quotes |= bits(vq) << (16 * step);
+    lfs |= bits(vlf) << (16 * step);
+    if (lfs != 0) break;
+  }
+  if (lfs == 0) return false;
+  *lf_at = __builtin_ctzll(lfs);
+  const uint64_t before_lf = (uint64_t{1} << *lf_at) - 1;  // lf_at <= 63
+  if (quote != '\0' && (quotes & before_lf) != 0) return false;
+  *seps = s & before_lf;
+  return true;
+}
+
 // A row of unquoted fields whose LF is within its first 64 bytes, from bitmasks: up to four
 // 16-byte steps each give the bytes that are the separator, the quote and LF, until one holds an
 // LF; every separator below the first LF then ends a field (a count of zeros and a clear of the
@@ -40,24 +67,9 @@ void DropCR(Row* row, size_t keep, bool cr_outside_quotes) {
 // scan takes it then. REQUIRES: the row is reset, sep is not LF.
 const char* ReadPlainRow(const char* p, const char* end, char sep, char quote, size_t keep,
                          Row* row) {
-  const __m128i vsep = _mm_set1_epi8(sep), vlf = _mm_set1_epi8('\n'), vq = _mm_set1_epi8(quote);
-  uint64_t seps = 0, quotes = 0, lfs = 0;
-  const auto left = static_cast<size_t>(end - p);
-  for (size_t step = 0; step < 4 && left >= 16 * (step + 1); step++) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * step));
-    const auto bits = [&v](__m128i b) {
-      return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, b))));
-    };
-    seps |= bits(vsep) << (16 * step);
-    quotes |= bits(vq) << (16 * step);
-    lfs |= bits(vlf) << (16 * step);
-    if (lfs != 0) break;
-  }
-  if (lfs == 0) return nullptr;
-  const int lf_at = __builtin_ctzll(lfs);
-  const uint64_t before_lf = (uint64_t{1} << lf_at) - 1;  // lf_at <= 63
-  if (quote != '\0' && (quotes & before_lf) != 0) return nullptr;
-  seps &= before_lf;
+  uint64_t seps = 0;
+  int lf_at = 0;
+  if (!PlainRowMasks(p, end, sep, quote, &seps, &lf_at)) return nullptr;
   const char* f = p;
   for (; seps != 0; seps &= seps - 1) {
     const char* at = p + __builtin_ctzll(seps);
@@ -186,24 +198,9 @@ const char* ReadPlainFields(const char* p, const char* end, char sep, char quote
                             Row::Field* out, size_t stride, size_t* count, size_t* longest) {
 #if defined(__SSE2__)
   if (sep == '\n' || end - p < 16) return nullptr;
-  const __m128i vsep = _mm_set1_epi8(sep), vlf = _mm_set1_epi8('\n'), vq = _mm_set1_epi8(quote);
-  uint64_t seps = 0, quotes = 0, lfs = 0;
-  const auto left = static_cast<size_t>(end - p);
-  for (size_t step = 0; step < 4 && left >= 16 * (step + 1); step++) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * step));
-    const auto bits = [&v](__m128i b) {
-      return static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, b))));
-    };
-    seps |= bits(vsep) << (16 * step);
-    quotes |= bits(vq) << (16 * step);
-    lfs |= bits(vlf) << (16 * step);
-    if (lfs != 0) break;
-  }
-  if (lfs == 0) return nullptr;
-  const int lf_at = __builtin_ctzll(lfs);
-  const uint64_t before_lf = (uint64_t{1} << lf_at) - 1;  // lf_at <= 63
-  if (quote != '\0' && (quotes & before_lf) != 0) return nullptr;
-  seps &= before_lf;
+  uint64_t seps = 0;
+  int lf_at = 0;
+  if (!PlainRowMasks(p, end, sep, quote, &seps, &lf_at)) return nullptr;
   const char* f = p;
   size_t n = 0, most = 0;
   for (; seps != 0; seps &= seps - 1, n++) {
