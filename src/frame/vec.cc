@@ -88,7 +88,12 @@ Result<Vec> Vec::Make(ColumnType type, std::vector<std::string> domain,
     }
     it->second++;
   }
-  if (na_count) v.na_count_ = *na_count;
+  if (na_count) {
+    // The builder's own count: more NAs than rows is a bug, refused here rather than found
+    // by a peer that decodes the frame's header.
+    if (*na_count > v.starts_.back()) return Status::Corruption("more NAs than rows");
+    v.na_count_ = *na_count;
+  }
   v.domain_ = std::move(domain);
   v.chunks_ = std::move(chunks);  // the views point into the strings, which do not move
   return v;

@@ -288,6 +288,10 @@ TEST(VecTest, MakeCountsNasAndLayouts) {
     chunks += count;
   }
   EXPECT_EQ(chunks, 3u);
+  // A count given (the builder's) is taken as it is, but never more NAs than rows.
+  const std::vector<std::shared_ptr<const std::string>> two = {Bytes(Compress(dense))};
+  EXPECT_EQ(Vec::Make(ColumnType::kReal, {}, two, 1)->na_count(), 1u);
+  EXPECT_EQ(Vec::Make(ColumnType::kReal, {}, two, 4).status().code(), StatusCode::kCorruption);
   EXPECT_TRUE(std::is_sorted(vec->layout_counts().begin(), vec->layout_counts().end()));
   Result<Vec> text = Vec::Make(
       ColumnType::kString, {},
