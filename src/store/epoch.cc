@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace floe::store::internal {
@@ -178,8 +179,27 @@ void EpochDomain::ReclaimLocal(Local* local, int advances) {
 
 void EpochDomain::Retire(void* ptr, void (*deleter)(void*), size_t bytes) {
   Local& local = LocalEpochState();
+  // Never throws: callers retire what they already unpublished (a rebuilt table's old array,
+  // a replaced value), and an exception there leaked it and left their accounting half done.
+  // When the list is full, room comes first from a reservation, else from what the epoch lets
+  // this thread free, else from one more try; only if all fail is `ptr` kept (leaked), never
+  // freed under a reader.
+  if (local.limbo.size() == local.limbo.capacity()) {
+    try {
+      local.limbo.reserve(std::max<size_t>(16, 2 * local.limbo.capacity()));
+    } catch (const std::bad_alloc&) {
+      try {
+        ReclaimLocal(&local, local.nesting > 0 ? 1 : 2);
+      } catch (...) {
+      }
+    }
+  }
   // No stamp yet and no shared memory touched: the batch is sealed when it is reclaimed.
-  local.limbo.push_back({ptr, deleter, 0, bytes});
+  try {
+    local.limbo.push_back({ptr, deleter, 0, bytes});
+  } catch (const std::bad_alloc&) {
+    return;
+  }
   local.pending_bytes += bytes;
   if (++local.since_reclaim < kRetireBatch && local.pending_bytes < local.reclaim_at_bytes) {
     return;
