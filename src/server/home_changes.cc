@@ -284,6 +284,15 @@ void Session::Reserve(dkv::Dkv& d, std::shared_ptr<HomeReservation> r,
 
 void Session::AbandonHomeChanges() { AbandonChangesAfter(0); }
 
+void Session::EndDeferralAfter(uint64_t ticket) noexcept {
+  if (!deferred_ || tickets_ == ticket) return;
+  deferred_ = false;
+  try {
+    AbandonChangesAfter(ticket);
+  } catch (...) {
+  }
+}
+
 void Session::AbandonChangesAfter(uint64_t ticket) {
   std::vector<std::shared_ptr<HomeReservation>> all;
   for (auto it = home_changes_.upper_bound(ticket); it != home_changes_.end();) {

@@ -448,6 +448,10 @@ class Session {
   // after its deferral began answers its error at once, and what it left waiting never runs
   // (a reply that still comes for its ticket is an unknown one, and dropped).
   void AbandonChangesAfter(uint64_t ticket);
+  // A command (ExecuteLocked's net) or a handler (RunHandler's) that threw after its deferral
+  // began, `ticket` the last ticket before it: it answers at once (the net writes the error)
+  // and what it left waiting is abandoned, or its connection would wait for ever.
+  void EndDeferralAfter(uint64_t ticket) noexcept;
   std::map<uint64_t, HomeChange> home_changes_;
   // A split command's part homed here whose keys are being reserved, by an internal ticket
   // (kPartTicket set: no reply slot has it; the reply sink hands it back all the same).

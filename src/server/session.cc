@@ -197,29 +197,19 @@ void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::stri
   MutexLock lock(&engine_->worker_lock(worker_));
   const size_t mark = out->size();
   const uint64_t tickets_before = tickets_;
-  // A command that threw after its deferral began answers here, now: what it left waiting is
-  // abandoned (its reservations released once ready), or its connection would wait for ever.
-  auto undefer = [&] {
-    if (!deferred_) return;
-    deferred_ = false;
-    try {
-      AbandonChangesAfter(tickets_before);
-    } catch (...) {
-    }
-  };
   // Handlers have their own net (RunHandler); this one catches what dispatch itself may throw
   // (queueing a command inside MULTI can run out of memory), so no exception reaches the
   // connection's event loop.
   try {
     Dispatch(args, writer, now_ms);
   } catch (const std::bad_alloc&) {
-    undefer();
+    EndDeferralAfter(tickets_before);
     out->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("dispatching a command ran out of memory");
     writer.Error("OOM command not allowed when used memory > 'maxmemory'.");
   } catch (const std::exception& e) {
-    undefer();
+    EndDeferralAfter(tickets_before);
     out->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("dispatching a command failed with an internal error: {}", e.what());
@@ -413,34 +403,24 @@ void Session::RunHandler(CommandContext& ctx) {
   const size_t mark = buffer->size();
   const std::string_view name = ctx.spec->name;
   const uint64_t tickets_before = tickets_;
-  // A handler that threw after its deferral began (an analytics command, before its task was
-  // posted) answers here, now, and what it left waiting is abandoned.
-  auto undefer = [&] {
-    if (!deferred_ || tickets_ == tickets_before) return;
-    deferred_ = false;
-    try {
-      AbandonChangesAfter(tickets_before);
-    } catch (...) {
-    }
-  };
   try {
     if (before_handler_) before_handler_(name);
     ctx.spec->handler(ctx);
     return;
   } catch (const std::bad_alloc&) {
-    undefer();
+    EndDeferralAfter(tickets_before);
     buffer->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("command '{}' ran out of memory", name);
     ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
   } catch (const std::exception& e) {
-    undefer();
+    EndDeferralAfter(tickets_before);
     buffer->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("command '{}' failed with an internal error: {}", name, e.what());
     ctx.Error(std::string("ERR internal error: ") + e.what());
   } catch (...) {
-    undefer();
+    EndDeferralAfter(tickets_before);
     buffer->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("command '{}' failed with an unknown internal error", name);
