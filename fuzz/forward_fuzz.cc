@@ -1,6 +1,7 @@
 // libFuzzer target for the forwarded-command decoder (docs/wire.md, "Forwarded commands"), the
-// bytes a peer sends to run commands here, RPC 303's member removal ("Removing a member") and
-// RPC 304's removal notice ("Telling a member it was removed"):
+// bytes a peer sends to run commands here, RPC 303's member removal ("Removing a member"),
+// RPC 304's removal notice ("Telling a member it was removed") and RPC 305's life ("Recording a
+// member's life"):
 // any input either fails with a Status or decodes to a request within the bounds that encodes
 // back to the same bytes. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -32,6 +33,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             floe::server::internal::EncodeRemovedNotice(*n));
     if (!back.ok() || back->id != n->id || back->epoch != n->epoch ||
         back->cluster_id.hi != n->cluster_id.hi || back->cluster_id.lo != n->cluster_id.lo) {
+      std::abort();
+    }
+  }
+  // RPC 305's request (a member's life, replication.md W1): decoded or refused, round trips.
+  if (floe::Result<floe::server::internal::RecordLifeRequest> life =
+          floe::server::internal::DecodeRecordLife(bytes);
+      life.ok()) {
+    floe::Result<floe::server::internal::RecordLifeRequest> back =
+        floe::server::internal::DecodeRecordLife(floe::server::internal::EncodeRecordLife(*life));
+    if (!back.ok() || back->id != life->id || back->life != life->life ||
+        back->forwarded != life->forwarded || life->id == 0 || life->life == 0) {
       std::abort();
     }
   }

@@ -299,6 +299,8 @@ class Sender {
   // Backups that lack changes already dropped here or a change closed lost, or answered below
   // what they had acknowledged: a fill (S12) or their removal (B7) is the caller's.
   std::vector<std::pair<uint16_t, uint32_t>> NeedsFill() const;
+  // Bytes of changes queued and not yet received by every backup; lock-free (a relaxed load:
+  // counted in the node's used_memory on every write).
   uint64_t queued_bytes() const;
 
  private:

@@ -84,6 +84,12 @@ struct Sender::Impl {
   std::vector<SlotOut> slots FLOE_GUARDED_BY(mu) = std::vector<SlotOut>(kSlots);
   std::map<uint32_t, TargetState> targets FLOE_GUARDED_BY(mu);
   uint64_t queued_bytes FLOE_GUARDED_BY(mu) = 0;
+  // queued_bytes as last written under mu: read without it (the node's used_memory, per write).
+  std::atomic<uint64_t> queued_seen{0};
+  void Queued(int64_t delta) FLOE_REQUIRES(mu) {
+    queued_bytes += static_cast<uint64_t>(delta);
+    queued_seen.store(queued_bytes, std::memory_order_relaxed);
+  }
   uint64_t next_message_id FLOE_GUARDED_BY(mu) = 0;
   std::unique_ptr<std::atomic<uint64_t>[]> started_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<uint64_t>[]> committed_n { new std::atomic<uint64_t>[ kSlots ]() };
@@ -122,7 +128,7 @@ struct Sender::Impl {
       MarkDirty(slot);  // the backups install up to it once told
     }
     while (!st.queue.empty() && st.queue.front().n <= std::min(keep_from, st.committed)) {
-      queued_bytes -= st.queue.front().bytes;
+      Queued(-static_cast<int64_t>(st.queue.front().bytes));
       st.queue.pop_front();
     }
     while (!st.waiters.empty() && st.waiters.begin()->first <= st.committed) {
@@ -169,7 +175,7 @@ struct Sender::Impl {
     SlotOut& st = slots[slot];
     for (auto& [n, done] : st.waiters) run->emplace_back(std::move(done), Status::Aborted(why));
     st.waiters.clear();
-    for (const QueuedChange& c : st.queue) queued_bytes -= c.bytes;
+    for (const QueuedChange& c : st.queue) Queued(-static_cast<int64_t>(c.bytes));
     st.queue.clear();
     for (const auto& [id, p] : st.backups) Untarget(slot, id);
     st.backups.clear();
@@ -365,7 +371,7 @@ void Sender::Close(uint16_t slot, Ticket ticket, std::span<const Entry> entries)
       return;
     }
     *found = std::move(made);
-    im.queued_bytes += found->bytes;
+    im.Queued(static_cast<int64_t>(found->bytes));
     im.Closed(slot, &run);
   }
   Impl::RunAll(run);
@@ -667,9 +673,6 @@ std::vector<std::pair<uint16_t, uint32_t>> Sender::NeedsFill() const {
   return out;
 }
 
-uint64_t Sender::queued_bytes() const {
-  MutexLock lock(&impl_->mu);
-  return impl_->queued_bytes;
-}
+uint64_t Sender::queued_bytes() const { return impl_->queued_seen.load(std::memory_order_relaxed); }
 
 }  // namespace floe::replica

@@ -21,6 +21,7 @@
 
 #include "consensus/consensus.h"
 #include "server/internal/cluster_node_impl.h"
+#include "server/internal/replica_store.h"
 #include "wire/wire.h"
 
 namespace floe::server::internal {
@@ -341,7 +342,9 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
                                               .port = m.port,
                                               .raft_port = static_cast<uint16_t>(m.port + 1)});
   }
-  o.replicas = 0;  // backups come with the replication stream (build order, step 3)
+  // Backups come with held replies and failover (docs/replication.md, wiring steps 4-5): until
+  // then only tests ask for them.
+  o.replicas = TEST_ReplicasAtFounding().load();
   if (Status st = ProbeListen(me.host, static_cast<uint16_t>(me.port + 1)); !st.ok()) {
     return failed(st.ToString());
   }
@@ -477,6 +480,7 @@ Status ClusterNode::Impl::PrepareMetaAtStart(const Config& config,
     FLOE_LOG_WARN("agreed metadata is off: {}", meta_off);
     // No member runs Raft (the reason holds for every member): routing is the member list's.
     meta_caught_up = true;
+    life_listed = true;
   } else {
     cluster_id_path = meta_options->raft.dir + "/" + kClusterIdFile;
     // The file is rewritten from the log when it is missing (a crash before it was written).
@@ -694,7 +698,26 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   if (!table->members().empty() && self < table->next_id() && table->FindMember(self) == nullptr) {
     return OnRemoved(*table);
   }
+  // W2: the Sender owns a slot before the routes send its writes here, and drops it after
+  // they send them away (its changes in between are the old ownership's, refused by backups).
+  Replication* replication = engine->replication();
+  const uint64_t life = endpoint->incarnation();
+  if (replication != nullptr) replication->Follow(table, self, life);
+  if (const cluster::TableMember* me = table->FindMember(self);
+      me != nullptr && me->life == life && !life_listed.exchange(true)) {
+    FLOE_LOG_INFO("the agreed table lists this member's life: serving keys once caught up");
+  }
   PublishRoutes(*table);
+  if (replication != nullptr) {
+    std::vector<uint16_t> forgotten = replication->Unfollow(table, self, life);
+    // Their keys go on a handler thread of the lowest class: a pass over the replica store
+    // must not hold the Raft thread or the loop.
+    if (!forgotten.empty()) {
+      endpoint->Post(0, [replication, forgotten = std::move(forgotten)] {
+        replication->store().DropSlots(forgotten);
+      });
+    }
+  }
   if (!table->members().empty()) {
     std::vector<cluster::Member> members;
     for (const cluster::TableMember& m : table->members()) {

@@ -330,6 +330,11 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::Stop() {
   if (impl_->stopped.exchange(true)) return;
+  {
+    // A capture's wake from now on posts nothing.
+    MutexLock lock(&impl_->waker->mu);
+    impl_->waker->impl = nullptr;
+  }
   // Headers that die from now on (the engine's store outlives the node) send nothing.
   if (impl_->dropper) impl_->dropper->Stop();
   {
@@ -501,6 +506,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->dkv_slot->store(impl->dkv.get(), std::memory_order_release);
   impl->chunks = std::make_unique<ChunkStore>(engine);
   impl->RegisterFrameMethods();
+  impl->RegisterReplication();
   impl->endpoint->RegisterAsync(kCommandMethod, 1,
                                 [raw](net::NodeId from, std::string_view req, rpc::Reply reply) {
                                   raw->OnCommand(from, req, std::move(reply));
@@ -546,6 +552,8 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   node->impl_->endpoint->Start();
   node->impl_->cluster->OnFormed([raw, n = node.get()] {
     raw->StartMeta();
+    raw->loop.Post([raw] { raw->RecordLife(); });
+    raw->loop.Post([raw] { raw->ReplicationTick(); });
     // The orphan sweep of the chunk store (docs/frames_cluster.md, D10), on the loop.
     raw->loop.PostAt(raw->loop.NowMicros() + kChunkSweepUs, [raw, n] { raw->SweepTick(n); });
   });
@@ -638,6 +646,14 @@ net::NodeId ClusterNode::Home(uint16_t slot) const {
 }
 
 bool ClusterNode::meta_caught_up() const { return impl_->meta_caught_up.load(); }
+
+bool ClusterNode::life_recorded() const {
+  const cluster::Meta* m = impl_->meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return false;
+  const std::shared_ptr<const cluster::Table> table = m->table();  // holds what `me` points to
+  const cluster::TableMember* me = table->FindMember(self());
+  return me != nullptr && me->life == origin_;
+}
 
 bool ClusterNode::serving() const { return impl_->Serving(); }
 

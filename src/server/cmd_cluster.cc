@@ -401,6 +401,8 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     line("meta", refused.empty() ? "on" : node->removed() ? "removed" : "refused");
     if (!refused.empty()) line("meta_off_reason", refused);
     number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
+    // docs/replication.md, W1: backups take changes only for a recorded life.
+    number("meta_life_recorded", node->life_recorded() ? 1 : 0);
     const consensus::State rs = meta->raft();
     line("meta_role", !rs.running ? "stopped" : rs.leader ? "leader" : "follower");
     number("meta_leader_id", rs.leader_id);

@@ -125,6 +125,11 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "replica_used_memory", e.ReplicaStoreBytes());
       Line(out, "replica_install_failures", static_cast<int64_t>(r->store().install_failures()));
       Line(out, "replica_capture_failures", static_cast<int64_t>(r->capture_failures()));
+      // The stream (W2, W4): slots owned here with backups, and changes not yet acknowledged.
+      Line(out, "replica_owned_slots", static_cast<int64_t>(r->OwnedSlots().size()));
+      Line(out, "replica_queued_bytes", static_cast<int64_t>(r->sender().queued_bytes()));
+      Line(out, "replica_messages_sent", static_cast<int64_t>(r->messages_sent()));
+      Line(out, "replica_send_failures", static_cast<int64_t>(r->send_failures()));
     }
   } else if (name == "stats") {
     out->append("# Stats\r\n");

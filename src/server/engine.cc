@@ -42,7 +42,10 @@ Engine::Engine(Config config, int workers)
 Engine::~Engine() = default;
 
 int64_t Engine::ReplicaStoreBytes() const {
-  return replication_ != nullptr ? static_cast<int64_t>(replication_->store().store().MemoryUsed())
+  // A backup's copies, and the changes this member's backups have not acknowledged yet (W4:
+  // they wait while a backup is down, so maxmemory refuses writes rather than grow the queue).
+  return replication_ != nullptr ? static_cast<int64_t>(replication_->store().store().MemoryUsed() +
+                                                        replication_->sender().queued_bytes())
                                  : 0;
 }
 

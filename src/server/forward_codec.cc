@@ -134,6 +134,28 @@ Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes) {
   return RemoveRequest{.id = id, .forwarded = forwarded == 1};
 }
 
+std::string EncodeRecordLife(const RecordLifeRequest& request) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(request.id);
+  w.PutVarint64(request.life);
+  w.PutVarint64(request.forwarded ? 1 : 0);
+  return out;
+}
+
+Result<RecordLifeRequest> DecodeRecordLife(std::string_view bytes) {
+  wire::Reader in(bytes);
+  RecordLifeRequest q;
+  uint64_t forwarded = 0;
+  if (!in.GetVarint64(&q.id).ok() || !in.GetVarint64(&q.life).ok() ||
+      !in.GetVarint64(&forwarded).ok() || !in.empty() || forwarded > 1 || q.id == 0 ||
+      q.life == 0) {
+    return Status::Corruption("not a life to record");
+  }
+  q.forwarded = forwarded == 1;
+  return q;
+}
+
 std::string EncodeRemovedNotice(const RemovedNotice& notice) {
   std::string out;
   wire::Writer w(&out);

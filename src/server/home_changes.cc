@@ -173,6 +173,8 @@ void Session::RunCaptured(internal::CommandContext& ctx) {
       sender.CloseEmpty(o.slot, o.ticket, /*lost=*/true);
     }
   }
+  // W4: the node's loop sends what closed (one exchange when a pump is already posted).
+  if (!opened.empty()) r.Wake();
   if (escaped) std::rethrow_exception(escaped);
 }
 

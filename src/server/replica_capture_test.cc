@@ -53,7 +53,10 @@ class ReplicaCaptureTest : public ::testing::Test {
         backup_engine_(BackupConfig(), 1),
         replicas_(&backup_engine_.replication()->store()) {}
 
-  void SetUp() override { ASSERT_TRUE(cluster_.WaitFormed()); }
+  void SetUp() override {
+    ASSERT_TRUE(cluster_.WaitFormed());
+    replication().TEST_StopPump();  // the test sends the Sender's messages itself
+  }
 
   Engine& home() { return cluster_.engine(0); }
   internal::Replication& replication() { return *home().replication(); }

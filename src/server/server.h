@@ -606,7 +606,8 @@ class Engine {
   // "Wiring into the server"): made with the engine of a cluster member (a non-empty
   // config.cluster), null for a standalone node.
   internal::Replication* replication() const { return replication_.get(); }
-  // The bytes of the replica store (other owners' keys backed up here): part of used memory.
+  // The bytes of the replica store (other owners' keys backed up here) and of the changes this
+  // member's backups have not acknowledged yet: part of used memory.
   int64_t ReplicaStoreBytes() const;
 
   // A copy of the current configuration (CONFIG SET may change it).

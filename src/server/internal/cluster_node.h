@@ -90,6 +90,19 @@ struct RemoveRequest {
 };
 std::string EncodeRemoveRequest(const RemoveRequest& request);
 Result<RemoveRequest> DecodeRemoveRequest(std::string_view bytes);
+// Records a member's life (docs/replication.md, W1): the request is the member's id, its life
+// and whether a member forwarded it (varint, varint, byte 0 or 1), the answer empty; the leader
+// commits Restarted{id, life}, a member that does not lead forwards it there once. A member asks
+// for itself only (a forwarded request names whom it is for). Decode: Corruption for anything
+// else, an id of 0 or a life of 0.
+inline constexpr uint16_t kRecordLifeMethod = 305;
+struct RecordLifeRequest {
+  uint64_t id = 0;
+  uint64_t life = 0;
+  bool forwarded = false;
+};
+std::string EncodeRecordLife(const RecordLifeRequest& request);
+Result<RecordLifeRequest> DecodeRecordLife(std::string_view bytes);
 // RPC 304's request (docs/wire.md, "Telling a member it was removed"): the member whose applied
 // table no longer lists `id` tells it so, with that table's epoch and cluster id. Decode:
 // Corruption for anything but two varints and 16 bytes.
@@ -193,6 +206,9 @@ class ClusterNode {
   bool serving() const;
   // Whether the agreed metadata has caught up (true when it is off by configuration).
   bool meta_caught_up() const;
+  // The applied table lists this process's life (docs/replication.md, W1): a backup takes
+  // changes only then.
+  bool life_recorded() const;
   // Why a key command is refused when !serving(): NotFormedError() before formation, then
   // "CLUSTERDOWN The cluster is down" (Redis's text).
   std::string DownError() const;

@@ -142,13 +142,19 @@ struct ClusterNode::Impl {
   // "Routing from the agreed table"): key commands are refused until then. Set once, never
   // cleared; true from the start when the metadata is off by configuration.
   std::atomic<bool> meta_caught_up{false};
+  // Whether an applied table lists this process's life, set after the roles it gives were
+  // taken (docs/replication.md, W2): key commands are refused until then too, so no write at
+  // this member's home runs before its Sender owns the slots it replicates. Set once; true from
+  // the start when the metadata is off.
+  std::atomic<bool> life_listed{false};
   // The cluster id the directory's file held at start (empty: none), and whether an applied
   // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.
   cluster::ClusterId recorded_id;
   std::atomic<bool> meta_refused{false};
   // ClusterNode::serving(): formed, caught up, and not refused.
   bool Serving() const {
-    return meta_caught_up.load() && !meta_refused.load() && !removed.load() && cluster->formed();
+    return meta_caught_up.load() && life_listed.load() && !meta_refused.load() && !removed.load() &&
+           cluster->formed();
   }
   // Rule J2: set once this member's log applies its own RemoveMember (never cleared): it serves
   // no key, its Raft stops, and its directory records the removal (kRemovedFile).
@@ -391,6 +397,40 @@ struct ClusterNode::Impl {
     rpc::Endpoint* endpoint FLOE_GUARDED_BY(mu) = nullptr;  // null once the node stopped
   };
   std::shared_ptr<ProxyResumer> resumer = std::make_shared<ProxyResumer>();
+
+  // The replication stream (docs/replication.md, wiring step 3, W1-W4; cluster_replication.cc).
+  // Registers RPC 305 and 320 and the capture's wake (before the endpoint starts).
+  void RegisterReplication();
+  // W1, on the loop every kRecordLifeEveryUs until the applied table lists this process's life.
+  void RecordLife();
+  static constexpr uint64_t kRecordLifeEveryUs = 500'000;
+  void OnRecordLife(net::NodeId from, std::string_view bytes, rpc::Reply reply);
+  // W3: a REPLICATE from a slot's owner, on a class-2 handler thread.
+  Result<std::string> OnReplicate(std::string_view bytes);
+  // W4: sends the next REPLICATE to each backup that is ready; on the loop.
+  void PumpReplication();
+  void OnReplicateAnswer(uint32_t backup, uint64_t message, Result<std::string> answer);
+  void ReplicationTick();  // on the loop every kPumpEveryUs: a wake nothing else gave
+  static constexpr uint64_t kPumpEveryUs = 100'000;
+  // After a REPLICATE that failed: the pause doubles from the first to the last, and a backup
+  // waits out its pause before it is sent more (loop thread only).
+  static constexpr uint64_t kRetryAfterUs = 100'000;
+  static constexpr uint64_t kRetryAtMostUs = 1'000'000;
+  static constexpr uint64_t kResumeAfterUs = 50'000;  // behind, full, not my life
+  struct Backoff {
+    uint64_t delay_us = 0;
+    uint64_t retry_at = 0;
+  };
+  std::map<uint32_t, Backoff> replica_backoff;  // loop thread only
+  // The capture's wake (any thread): one pump posted at a time. Shared with the hook the
+  // engine's Replication keeps, which may run after the node stopped.
+  struct Waker {
+    std::atomic<bool> scheduled{false};
+    Mutex mu;
+    Impl* impl FLOE_GUARDED_BY(mu) = nullptr;  // null once the node stopped
+  };
+  std::shared_ptr<Waker> waker = std::make_shared<Waker>();
+  static void Wake(const std::shared_ptr<Waker>& waker);
   // Proxy sessions by (node, client id). Guarded by proxies_mu; a session itself runs under
   // the engine's proxy worker lock (Session::Execute takes it).
   Mutex proxies_mu;

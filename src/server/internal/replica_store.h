@@ -10,10 +10,14 @@
 #define FLOE_SERVER_INTERNAL_REPLICA_STORE_H_
 
 #include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "cluster/cluster.h"
 #include "replica/replica.h"
 #include "server/server.h"
 #include "store/store.h"
@@ -49,6 +53,10 @@ class ReplicaStore final : public replica::Sink {
   // is then lost (replica::SlotStatus::kLost) until a fill.
   uint64_t install_failures() const { return install_failures_.load(std::memory_order_relaxed); }
 
+  // Removes every key of these slots (a backup that no longer backs them, W2). Not under the
+  // Receiver's lock: a slot forgotten there first.
+  void DropSlots(const std::vector<uint16_t>& slots);
+
   bool Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
                std::vector<std::string>* need_state) override;
   bool Reserve(uint64_t bytes) override;
@@ -63,19 +71,67 @@ class ReplicaStore final : public replica::Sink {
   std::atomic<uint64_t> install_failures_{0};
 };
 
+// What a backup's Receiver asks of the applied table (S7): this member's id and life, and each
+// slot's ownership and backups, from the last table Set (W2). Thread-safe.
+class AppliedTableView final : public replica::TableView {
+ public:
+  void Set(std::shared_ptr<const cluster::Table> table, uint32_t self, uint64_t life);
+  uint32_t self() const override;
+  uint64_t life() const override;
+  bool ListsLife(uint64_t life) const override;
+  uint64_t Ownership(uint16_t slot) const override;
+  bool Backs(uint16_t slot) const override;
+
+ private:
+  std::shared_ptr<const cluster::Table> Table() const;
+
+  mutable Mutex mu_;
+  std::shared_ptr<const cluster::Table> table_ FLOE_GUARDED_BY(mu_);
+  uint32_t self_ FLOE_GUARDED_BY(mu_) = 0;
+  uint64_t life_ FLOE_GUARDED_BY(mu_) = 0;
+};
+
 // A node's part in the replication stream (docs/replication.md, "Wiring into the server"): the
-// replica store it backs other owners' slots into, and the Sender of the slots it owns with
-// backups. Made by the engine of a cluster member only. Thread-safe.
+// replica store it backs other owners' slots into and the Receiver that fills it, and the
+// Sender of the slots it owns with backups. Made by the engine of a cluster member only.
+// Thread-safe.
 //
 // Capture (S2) asks any_owned() first: with no replicated slot it is one relaxed load, the only
 // cost a write pays. Own and Drop go through here so that count stays right.
 class Replication {
  public:
-  explicit Replication(Engine* engine) : store_(engine) {}
+  explicit Replication(Engine* engine) : store_(engine), receiver_(&view_, &store_) {}
 
   ReplicaStore& store() { return store_; }
   const ReplicaStore& store() const { return store_; }
   replica::Sender& sender() { return sender_; }
+  replica::Receiver& receiver() { return receiver_; }
+
+  // W2: this member's roles as `table` has them, on the thread that applies tables, in two
+  // halves around the routes' publication; none unless the table lists `life`, this
+  // process's (W1). Follow, before the routes follow the table: a slot it owns with backups is
+  // owned by the Sender (Own the first time under an ownership, Configure when the slot's
+  // backups or their lives changed), and stays owned when its backups go to none. Unfollow, after:
+  // a slot it no longer owns is dropped, and the stream of one it no longer backs is forgotten;
+  // returns those, whose keys the caller drops from the replica store (DropSlots) off this thread.
+  void Follow(std::shared_ptr<const cluster::Table> table, uint32_t self, uint64_t life);
+  std::vector<uint16_t> Unfollow(const std::shared_ptr<const cluster::Table>& table, uint32_t self,
+                                 uint64_t life);
+  // W4: called after a capture closed changes; runs the hook the node set (its pump), which
+  // must not block. The hook is set once, before any slot is owned (so before any capture
+  // calls it), and never changed.
+  void SetWake(std::function<void()> wake) { wake_ = std::move(wake); }
+  void Wake() const {
+    if (wake_) wake_();
+  }
+  // Tests that drive the Sender by hand stop the node's pump first.
+  void TEST_StopPump() { pump_stopped_.store(true); }
+  bool pump_stopped() const { return pump_stopped_.load(std::memory_order_relaxed); }
+  // W4's counts (INFO memory): REPLICATE messages sent, and those that got no answer.
+  void CountSent() { messages_sent_.fetch_add(1, std::memory_order_relaxed); }
+  void CountSendFailure() { send_failures_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t messages_sent() const { return messages_sent_.load(std::memory_order_relaxed); }
+  uint64_t send_failures() const { return send_failures_.load(std::memory_order_relaxed); }
 
   // replica::Sender::Own and Drop, counted. The Aborted callbacks of the changes they drop run
   // under this object's lock: a callback must not call Own, Drop or OwnedSlots. Lock order: a
@@ -94,12 +150,32 @@ class Replication {
 
  private:
   ReplicaStore store_;
+  AppliedTableView view_;
+  replica::Receiver receiver_;  // after store_ and view_, which it uses
   replica::Sender sender_;
+  std::function<void()> wake_;
+  std::atomic<bool> pump_stopped_{false};
+  std::atomic<uint64_t> messages_sent_{0};
+  std::atomic<uint64_t> send_failures_{0};
   mutable Mutex mu_;
   std::set<uint16_t> owned_ FLOE_GUARDED_BY(mu_);
+  // The slots Follow owns, by ownership (Own by hand, in tests, is left to its caller), and
+  // the backups (in sync, filling) each was last configured with.
+  std::map<uint16_t, uint64_t> ownership_ FLOE_GUARDED_BY(mu_);
+  using Backups = std::pair<std::vector<replica::Target>, std::vector<replica::Target>>;
+  std::map<uint16_t, Backups> configured_ FLOE_GUARDED_BY(mu_);
+  std::set<uint16_t> backed_ FLOE_GUARDED_BY(mu_);  // by the last table Follow saw
   std::atomic<size_t> owned_count_{0};
   std::atomic<uint64_t> capture_failures_{0};
 };
+
+// The backups per slot a new cluster's first table gets (its founders' Meta options). The user
+// setting comes with held replies and failover (docs/replication.md, wiring steps 4-5); until
+// then 0, and only tests set it, before their members start.
+inline std::atomic<uint32_t>& TEST_ReplicasAtFounding() {
+  static std::atomic<uint32_t> replicas{0};
+  return replicas;
+}
 
 }  // namespace floe::server::internal
 

@@ -1,0 +1,199 @@
+// The replication stream between members (docs/replication.md, wiring step 3, rules W1-W4):
+// each member records its life in the agreed table (RPC 305), backups take REPLICATE (RPC 320)
+// into their replica store, and the node's loop pumps each owner's Sender to its backups.
+
+#include <algorithm>
+
+#include "replica/replica.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/cluster_node_impl.h"
+#include "server/internal/replica_store.h"
+
+namespace floe::server::internal {
+
+void ClusterNode::Impl::RegisterReplication() {
+  // Class 2: above the forwarded commands (class 1), which will wait for their changes to
+  // commit (wiring step 4): a backup's stream never waits behind them.
+  endpoint->Register(replica::kReplicateMethod, 2,
+                     [this](net::NodeId, std::string_view req) { return OnReplicate(req); });
+  endpoint->RegisterAsync(kRecordLifeMethod, rpc::kPriorityClasses - 1,
+                          [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
+                            OnRecordLife(from, req, std::move(reply));
+                          });
+  {
+    MutexLock lock(&waker->mu);
+    waker->impl = this;
+  }
+  if (Replication* r = engine->replication()) {
+    r->SetWake([w = waker] { Wake(w); });
+  }
+}
+
+void ClusterNode::Impl::Wake(const std::shared_ptr<Waker>& waker) {
+  if (waker->scheduled.exchange(true, std::memory_order_acq_rel)) return;
+  MutexLock lock(&waker->mu);
+  Impl* impl = waker->impl;
+  if (impl == nullptr) return;
+  impl->loop.Post([impl] { impl->PumpReplication(); });
+}
+
+// ---- W1: this process's life in the agreed table ----
+
+void ClusterNode::Impl::RecordLife() {
+  if (stopped.load() || removed.load() || meta_refused.load()) return;
+  auto again = [this] {
+    loop.PostAt(loop.NowMicros() + kRecordLifeEveryUs, [this] { RecordLife(); });
+  };
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) {
+    MutexLock lock(&meta_mu);
+    if (!meta_off.empty()) return;  // no agreed metadata at this member: no life to record
+  }
+  if (m == nullptr || !meta_caught_up.load()) return again();
+  const net::NodeId self = cluster->self();
+  const uint64_t life = endpoint->incarnation();
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  const cluster::TableMember* me = table->FindMember(self);
+  if (me == nullptr) return again();
+  if (me->life == life) return;  // recorded
+  if (me->life > life) {
+    FLOE_LOG_ERROR("the agreed table lists a later life of member {} than this process's", self);
+    return;
+  }
+  OnRecordLife(self, EncodeRecordLife({.id = self, .life = life, .forwarded = false}),
+               [this, again](Result<std::string> r) {
+                 if (!r.ok()) {
+                   FLOE_LOG_DEBUG("recording this member's life: {}", r.status().ToString());
+                 }
+                 if (!stopped.load()) again();  // which then sees it recorded, or asks again
+               });
+}
+
+void ClusterNode::Impl::OnRecordLife(net::NodeId from, std::string_view bytes, rpc::Reply reply) {
+  Result<RecordLifeRequest> request = DecodeRecordLife(bytes);
+  if (!request.ok()) return reply(request.status());
+  // A member records its own life; a member that forwards names whom it asks for, and is
+  // checked below to be a member (the RPC layer authenticated it).
+  if (!request->forwarded && request->id != from) {
+    return reply(Status::PermissionDenied("a member records its own life only"));
+  }
+  if (request->id >= cluster::kFirstReservedId) {
+    return reply(Status::FailedPrecondition("no member " + std::to_string(request->id)));
+  }
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load() || removed.load()) {
+    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
+  }
+  const consensus::State st = m->raft();
+  if (!st.leader) {
+    if (request->forwarded || st.leader_id == 0) {
+      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
+    }
+    RecordLifeRequest forward = *request;
+    forward.forwarded = true;
+    endpoint->CallAsync(st.leader_id, kRecordLifeMethod, EncodeRecordLife(forward), timeout_us,
+                        std::move(reply));
+    return;
+  }
+  const auto id = static_cast<net::NodeId>(request->id);
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  if (table->FindMember(from) == nullptr) {
+    return reply(Status::PermissionDenied("only a member asks to record a life"));
+  }
+  const cluster::TableMember* member = table->FindMember(id);
+  if (member == nullptr) {
+    return reply(Status::FailedPrecondition("no member " + std::to_string(request->id)));
+  }
+  if (member->life == request->life) return reply(std::string());  // a retry: recorded
+  cluster::Change change{.kind = cluster::Change::Kind::kRestarted, .node = id};
+  change.member.life = request->life;
+  m->Propose(change, [reply = std::move(reply)](Status s) {
+    if (!s.ok()) return reply(s);
+    reply(std::string());
+  });
+}
+
+// ---- W3: the backup's side ----
+
+Result<std::string> ClusterNode::Impl::OnReplicate(std::string_view bytes) {
+  Replication* r = engine->replication();
+  if (r == nullptr || stopped.load()) return Status::Unavailable("no replication here");
+  // Decoded as everything from a peer (S5): counts checked before sizing, every entry at most
+  // kMaxEntryBytes, the bound every member shares whatever its own proto-max-bulk-len (N8).
+  // The request's views point into `bytes`, alive until we answer.
+  Result<replica::Request> request = replica::DecodeRequest(bytes, replica::kMaxEntryBytes);
+  if (!request.ok()) return request.status();
+  return replica::EncodeAnswer(r->receiver().Receive(*request));
+}
+
+// ---- W4: the owner's pump ----
+
+void ClusterNode::Impl::PumpReplication() {
+  waker->scheduled.store(false, std::memory_order_release);
+  if (stopped.load()) return;
+  Replication* r = engine->replication();
+  if (r == nullptr || r->pump_stopped()) return;
+  replica::Sender& sender = r->sender();
+  const uint64_t now = loop.NowMicros();
+  for (uint32_t id : sender.Ready()) {
+    auto backoff = replica_backoff.find(id);
+    if (backoff != replica_backoff.end() && backoff->second.retry_at > now) continue;
+    std::optional<std::string> message = sender.NextMessage(id);
+    if (!message) continue;
+    const uint64_t sent = sender.in_flight(id);
+    r->CountSent();
+    // The answer is handled on the loop, as the pump is: the backoff is the loop's alone.
+    endpoint->CallAsync(id, replica::kReplicateMethod, std::move(*message), timeout_us,
+                        [this, id, sent](Result<std::string> answer) {
+                          loop.Post([this, id, sent, answer = std::move(answer)]() mutable {
+                            OnReplicateAnswer(id, sent, std::move(answer));
+                          });
+                        });
+  }
+}
+
+void ClusterNode::Impl::OnReplicateAnswer(uint32_t backup, uint64_t message,
+                                          Result<std::string> answer) {
+  if (stopped.load()) return;
+  Replication& r = *engine->replication();
+  replica::Sender& sender = r.sender();
+  Result<replica::Answer> decoded =
+      answer.ok() ? replica::DecodeAnswer(*answer) : Result<replica::Answer>(answer.status());
+  if (!decoded.ok()) {
+    // Sent again after a pause that doubles up to kRetryAtMostUs: a backup that is down (its
+    // calls fail at once once the RPC layer marks it down) costs one message per pause, not
+    // one per write.
+    r.CountSendFailure();
+    FLOE_LOG_DEBUG("REPLICATE to member {}: {}", backup, decoded.status().ToString());
+    sender.OnFailed(backup, message);
+    Backoff& b = replica_backoff[backup];
+    b.delay_us = std::clamp<uint64_t>(b.delay_us * 2, kRetryAfterUs, kRetryAtMostUs);
+    b.retry_at = loop.NowMicros() + b.delay_us;
+    loop.PostAt(b.retry_at, [w = waker] { Wake(w); });
+    return;
+  }
+  replica_backoff.erase(backup);
+  if (sender.OnAnswer(backup, *decoded)) {
+    // Behind, full or not its life: asked again after a pause (its log, memory or restart
+    // catches up meanwhile).
+    loop.PostAt(loop.NowMicros() + kResumeAfterUs, [this, backup] {
+      if (stopped.load()) return;
+      engine->replication()->sender().Resume(backup);
+      Wake(waker);
+    });
+  }
+  Wake(waker);  // the next batch, and the committed n for the other backups
+}
+
+void ClusterNode::Impl::ReplicationTick() {
+  if (stopped.load()) return;
+  Replication* r = engine->replication();
+  if (r != nullptr && r->any_owned()) Wake(waker);
+  loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
+}
+
+}  // namespace floe::server::internal
