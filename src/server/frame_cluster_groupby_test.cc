@@ -1,5 +1,6 @@
-// FRAME.GROUPBY of a cluster frame (docs/frames_cluster.md, D6, D8's kGroupBy): the codec of its
-// task and of the members' partial tables (D12), and the tables' merge.
+// FRAME.GROUPBY of a cluster frame (docs/frames_cluster.md, D6, D8's kGroupBy): the members'
+// partial tables merged up the tree equal one node's group-by of the same CSV, the group limit
+// holds at every member and every merge, and a silent member fails the task.
 
 #include <gtest/gtest.h>
 
@@ -237,6 +238,215 @@ TEST(FrameRpcTest, HugeGroupCountsAreRefusedWithoutAllocating) {
   EXPECT_FALSE(answer(group(1, other->Serialize())).ok());
   // A shape of no key or no aggregate is no group-by.
   EXPECT_FALSE(DecodeMapTaskAnswer(MapOp::kGroupBy, 1, message({0, 0}, ""), {}).ok());
+}
+
+// Three members importing from one directory (D5), FRAME.* let through for the test, and one
+// node importing the same files.
+class FrameGroupByInClusterTest : public ::testing::Test {
+ protected:
+  static Config Base() {
+    Config c;
+    c.import_dir = "/tmp";
+    return c;
+  }
+  FrameGroupByInClusterTest()
+      : cluster_(InProcessClusterOptions{.base = Base()}), one_(Base(), 1), local_(&one_, 0) {}
+  void SetUp() override {
+    TEST_FramesInCluster().store(true);
+    ASSERT_TRUE(cluster_.WaitFormed());
+    char dir[] = "/tmp/floe_groupby_cluster_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    TEST_FramesInCluster().store(false);
+    mr::TEST_MaxGroups().store(0);
+    std::filesystem::remove_all(dir_);
+  }
+  // `files` CSV files of 60 rows (each file a chunk at least): f the file's number, c a level
+  // or NA, k a small integer or NA, v a real or NA, x the row's number.
+  std::string WriteCsvDir(int files) {
+    const std::string path = dir_ + "/csv";
+    std::filesystem::create_directory(path);
+    int row = 0;
+    for (int f = 0; f < files; f++) {
+      std::ofstream out(path + "/part" + std::to_string(10 + f) + ".csv");
+      out << "f,c,k,v,x\n";
+      for (int r = 0; r < 60; r++, row++) {
+        const char* level[] = {"a", "b", "c", ""};
+        out << f << "," << level[(row * 7) % 4] << ",";
+        if (row % 7 != 3) out << (row * 5) % 4;
+        out << ",";
+        if (row % 5 != 1) out << (row * 37 % 101) * 0.37 - 11.5;
+        out << "," << row << "\n";
+      }
+    }
+    return path;
+  }
+  // The job's final state: JOB.STATUS until it no longer runs.
+  static std::string WaitJob(Session& c, const std::string& reply) {
+    EXPECT_TRUE(reply.starts_with(":")) << reply;
+    const std::string id = reply.substr(1, reply.find('\r') - 1);
+    std::string status;
+    for (int i = 0; i < 4000; i++) {
+      status = c.Run({"JOB.STATUS", id});
+      if (status.find("\r\nrunning\r\n") == std::string::npos) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "job " << id << " did not finish: " << status;
+    return status;
+  }
+  // The same CSV as cluster frame `name` (imported through member 0) and as one node's frame.
+  void Import(const std::string& name, int files) {
+    const std::string path = WriteCsvDir(files);
+    Session& c0 = cluster_.client(0);
+    const std::string there = WaitJob(c0, c0.Run({"FRAME.IMPORT", name, path}));
+    ASSERT_NE(there.find("\r\ndone\r\n"), std::string::npos) << there;
+    const std::string here = WaitJob(local_, local_.Run({"FRAME.IMPORT", name, path}));
+    ASSERT_NE(here.find("\r\ndone\r\n"), std::string::npos) << here;
+  }
+  ClientCluster cluster_;
+  Engine one_;
+  Session local_;
+  std::string dir_;
+};
+
+// A reply's lines without bulk lengths (a number printed with other digits has another length).
+std::vector<std::string> Values(const std::string& reply) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < reply.size()) {
+    const size_t end = reply.find("\r\n", at);
+    if (end == std::string::npos) break;
+    std::string line = reply.substr(at, end - at);
+    at = end + 2;
+    if (line.starts_with("$") && line != "$-1") continue;
+    out.push_back(std::move(line));
+  }
+  return out;
+}
+
+// A frame's rows as one node's: every value exact but a number that differs in its last bits
+// (D8: the members' sums are added in another order), within 1e-12 relative.
+void ExpectSameRows(const std::string& cluster, const std::string& one) {
+  ASSERT_FALSE(one.starts_with("-")) << one;
+  const std::vector<std::string> a = Values(cluster), b = Values(one);
+  ASSERT_EQ(a.size(), b.size()) << cluster << "\n" << one;
+  for (size_t i = 0; i < a.size(); i++) {
+    if (a[i] == b[i]) continue;
+    char* end_a = nullptr;
+    char* end_b = nullptr;
+    const double x = std::strtod(a[i].c_str(), &end_a), y = std::strtod(b[i].c_str(), &end_b);
+    ASSERT_TRUE(*end_a == '\0' && *end_b == '\0' && !a[i].empty())
+        << "value " << i << ": " << a[i] << " vs " << b[i];
+    EXPECT_NEAR(x, y, 1e-12 * std::abs(y)) << "value " << i;
+  }
+}
+
+// D6, D8: GROUPBY of a frame spread over 3 members, through each member, the destination homed
+// at another member than the source or at the source's, equals one node's group-by of the same
+// CSV: the reply (the groups), the result's rows (keys with NA, count, sum, mean, min, max, sd,
+// distinct; groups in key order, NA last), and the refusals.
+TEST_F(FrameGroupByInClusterTest, EqualsOneNodesGroupByOfTheSameCsv) {
+  const std::string src = cluster_.KeyAt(1, "src");
+  Import(src, 7);
+  int64_t chunks = 0;
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_GT(cluster_.node(i).chunks().chunks(), 0) << "every member maps some chunks";
+    chunks += cluster_.node(i).chunks().chunks();
+  }
+  EXPECT_GE(chunks, 7);
+  for (const std::string& dst : {cluster_.KeyAt(2, "g"), cluster_.KeyAt(1, "g")}) {
+    const std::vector<std::vector<std::string>> commands = {
+        {"FRAME.GROUPBY", src, dst,      "KEYS", "c",   "AGG", "count", "c", "sum",      "v",
+         "mean",          "v", "min",    "v",    "max", "v",   "sd",    "v", "distinct", "v",
+         "distinct",      "c", "REPLACE"},
+        {"FRAME.GROUPBY", src, dst,   "KEYS", "c",  "k", "AGG",  "count", "v",      "sum", "k",
+         "min",           "k", "max", "k",    "sd", "v", "mean", "k",     "REPLACE"},
+        {"FRAME.GROUPBY", src, dst, "KEYS", "k", "AGG", "mean", "v", "distinct", "x", "sum", "x",
+         "REPLACE"},
+        {"FRAME.GROUPBY", src, dst, "KEYS", "x", "AGG", "min", "v", "REPLACE"}};
+    for (const std::vector<std::string>& args : commands) {
+      const std::string expected = local_.Run(args);
+      ASSERT_TRUE(expected.starts_with(":")) << expected;
+      for (size_t via = 0; via < 3; via++) {
+        SCOPED_TRACE(args[4] + " into " + dst + " through member " + std::to_string(via));
+        ASSERT_EQ(cluster_.client(via).Run(args), expected);
+        ExpectSameRows(cluster_.client(via).Run({"FRAME.HEAD", dst, "1000"}),
+                       local_.Run({"FRAME.HEAD", dst, "1000"}));
+        EXPECT_EQ(cluster_.client(via).Run({"TYPE", dst}), "+frame\r\n");
+      }
+    }
+    // A source of no row (a filter keeping none: its chunks empty) makes a frame of no group.
+    const std::vector<std::string> none = {"FRAME.FILTER", src, "none", "WHERE", "x", "<", "0",
+                                           "REPLACE"};
+    ASSERT_EQ(local_.Run(none), ":0\r\n");
+    ASSERT_EQ(cluster_.client(0).Run(none), ":0\r\n");
+    const std::vector<std::string> empty = {"FRAME.GROUPBY", "none", dst, "KEYS",   "c",
+                                            "AGG",           "sum",  "v", "REPLACE"};
+    ASSERT_EQ(local_.Run(empty), ":0\r\n");
+    for (size_t via = 0; via < 3; via++) {
+      EXPECT_EQ(cluster_.client(via).Run(empty), ":0\r\n") << via;
+      EXPECT_EQ(cluster_.client(via).Run({"FRAME.HEAD", dst, "10"}),
+                local_.Run({"FRAME.HEAD", dst, "10"}));
+    }
+    // Refused as one node refuses.
+    for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+             {"FRAME.GROUPBY", src, dst, "KEYS", "c", "AGG", "count", "c"},
+             {"FRAME.GROUPBY", src, dst + "2", "KEYS", "nope", "AGG", "count", "c"},
+             {"FRAME.GROUPBY", src, dst + "2", "KEYS", "c", "c", "AGG", "count", "c"},
+             {"FRAME.GROUPBY", src, dst + "2", "KEYS", "k", "AGG", "sum", "c"},
+             {"FRAME.GROUPBY", src, dst + "2", "KEYS", "k", "AGG", "sum", "nope"}}) {
+      const std::string expected = local_.Run(args);
+      ASSERT_TRUE(expected.starts_with("-")) << expected;
+      EXPECT_EQ(cluster_.client(0).Run(args), expected) << args[4];
+    }
+  }
+}
+
+// D8: the group limit holds at every member's map and at every merge up the tree: past it the
+// task fails with one node's error, stores nothing, and every member still serves.
+TEST_F(FrameGroupByInClusterTest, PastTheGroupLimitFailsAsOneNodeDoes) {
+  const std::string src = cluster_.KeyAt(1, "big");
+  Import(src, 12);
+  const std::string dst = cluster_.KeyAt(2, "g");
+  // 12 groups (one a file): no member holds more than 9 of the 12 chunks (D1's bound), so each
+  // member's table fits under 10 and a merge goes past it. Then 720 groups (one a row): a
+  // member's own map goes past it.
+  for (size_t i = 0; i < 3; i++) ASSERT_LT(cluster_.node(i).chunks().chunks(), 10) << i;
+  mr::TEST_MaxGroups().store(10);
+  for (const std::string key : {"f", "x"}) {
+    const std::vector<std::string> args = {"FRAME.GROUPBY", src,     dst, "KEYS", key,
+                                           "AGG",           "count", key};
+    const std::string expected = local_.Run(args);
+    ASSERT_TRUE(expected.starts_with("-ERR more than 10 groups")) << expected;
+    for (size_t via = 0; via < 3; via++) {
+      EXPECT_EQ(cluster_.client(via).Run(args), expected) << key << " through " << via;
+      EXPECT_EQ(cluster_.client(via).Run({"EXISTS", dst}), ":0\r\n");
+    }
+  }
+  mr::TEST_MaxGroups().store(0);
+  EXPECT_EQ(cluster_.client(0).Run({"FRAME.GROUPBY", src, dst, "KEYS", "f", "AGG", "count", "f"}),
+            ":12\r\n");
+}
+
+// D9: a member killed before the task fails it with CLUSTERDOWN naming that member, through
+// the coordinator and through another member (whose node waits for the coordinator
+// cluster-node-timeout: the coordinator gives up on the silent member first); nothing stored.
+TEST_F(FrameGroupByInClusterTest, ASilentMemberFailsTheTask) {
+  const std::string src = cluster_.KeyAt(0, "gone");
+  Import(src, 6);
+  ASSERT_GT(cluster_.node(2).chunks().chunks(), 0);
+  cluster_.Kill(2);
+  const std::string dst = cluster_.KeyAt(1, "g");
+  for (size_t via : {0, 1}) {
+    const std::string down = cluster_.client(via).Run(
+        {"FRAME.GROUPBY", src, dst, "KEYS", "c", "AGG", "count", "c", "sum", "v"});
+    EXPECT_TRUE(down.starts_with("-CLUSTERDOWN The node 127.0.0.1:" +
+                                 std::to_string(cluster_.cluster_port(2)) + " is unreachable"))
+        << via << ": " << down;
+    EXPECT_EQ(cluster_.client(via).Run({"EXISTS", dst}), ":0\r\n");
+  }
 }
 
 }  // namespace
