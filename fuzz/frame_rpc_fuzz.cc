@@ -1,7 +1,7 @@
 // libFuzzer target for the frame RPC decoders (docs/frames_cluster.md, rule D12): PUT_CHUNKS,
 // GET_CHUNK and its answer, DROP_CHUNKS / FRAME_IDS_LIVE and the latter's answer, a frame's
 // header, PUT_HEADER, and MAP_TASK and its answer (the second byte picks the answer's operation
-// and its counts). The first byte
+// and its counts, and for a group-by the shape of its groups). The first byte
 // picks the decoder; any input either fails with a Status or decodes within the bounds to a
 // message that encodes and decodes back to the same meaning. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -136,8 +136,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           r->prefixes.size() > floe::mr::kMaxRadixPrefixes || again->out_id != r->out_id ||
           again->out_header_slot != r->out_header_slot || again->select != r->select ||
           again->conditions.size() != r->conditions.size() || r->select.size() > kMaxFrameColumns ||
-          r->conditions.size() > floe::mr::kMaxFilterConditions) {
+          r->conditions.size() > floe::mr::kMaxFilterConditions ||
+          again->group_keys != r->group_keys || again->aggregates.size() != r->aggregates.size() ||
+          r->group_keys.size() > kMaxMapGroupKeys || r->aggregates.size() > kMaxMapAggregates) {
         std::abort();
+      }
+      for (size_t i = 0; i < r->aggregates.size(); i++) {
+        if (again->aggregates[i].fn != r->aggregates[i].fn ||
+            again->aggregates[i].col != r->aggregates[i].col ||
+            r->aggregates[i].col >= kMaxFrameColumns) {
+          std::abort();
+        }
       }
       for (size_t i = 0; i < r->conditions.size(); i++) {
         if (again->conditions[i].text != r->conditions[i].text ||
@@ -150,23 +159,51 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 8: {
       if (bytes.empty()) return 0;
-      // The first byte: the operation (1 to 5) and the counts the answer holds.
-      const auto op = static_cast<MapOp>(1 + static_cast<uint8_t>(bytes[0]) % 5);
-      const uint32_t bins = 1 + static_cast<uint8_t>(bytes[0]) / 5;
-      floe::Result<MapTaskAnswer> r = DecodeMapTaskAnswer(op, bins, bytes.substr(1));
+      // The first byte: the operation (1 to 6) and the counts the answer holds; for kGroupBy
+      // (6) the shape of its groups: one or two keys, and one of two aggregate lists.
+      const uint8_t b = static_cast<uint8_t>(bytes[0]);
+      const auto op = static_cast<MapOp>(1 + b % 6);
+      const uint32_t bins = 1 + b / 6;
+      GroupShape shape;
+      if (op == MapOp::kGroupBy) {
+        using floe::mr::AggFn;
+        shape.keys = 1 + (b / 6) % 2;
+        if ((b / 12) % 2 == 0) {
+          shape.aggregates = {{.fn = AggFn::kCount, .col = 0},
+                              {.fn = AggFn::kSd, .col = 1},
+                              {.fn = AggFn::kDistinct, .col = 2}};
+        } else {
+          shape.aggregates = {{.fn = AggFn::kMean, .col = 0}};
+        }
+      }
+      floe::Result<MapTaskAnswer> r = DecodeMapTaskAnswer(op, bins, bytes.substr(1), shape);
       if (!r.ok()) return 0;
       if (r->mapped.size() > kMaxFrameChunks ||
-          (op != MapOp::kSummaryMoments && r->histogram.size() != bins) ||
+          (op != MapOp::kSummaryMoments && op != MapOp::kGroupBy && r->histogram.size() != bins) ||
           r->made.size() != (IsDeriveOp(op) ? r->mapped.size() : 0)) {
         std::abort();
+      }
+      if (op == MapOp::kGroupBy) {
+        const floe::mr::GroupTable& t = r->groups;
+        const size_t width = shape.aggregates.size();
+        const size_t distinct = floe::mr::DistinctCount(shape.aggregates);
+        if (t.groups() > floe::mr::MaxGroups(shape.keys, shape.aggregates) ||
+            t.rows.size() != t.groups() || t.moments.size() != t.groups() * width ||
+            t.sums.size() != t.groups() * width || t.sketches.size() != t.groups() * distinct) {
+          std::abort();
+        }
+        for (const std::vector<double>& k : t.keys) {
+          if (k.size() != shape.keys) std::abort();
+        }
       }
       for (size_t i = 0; i < r->made.size(); i++) {
         if (r->made[i].rows > r->mapped[i].rows) std::abort();
       }
       const std::string enc = EncodeMapTaskAnswer(op, *r);
-      floe::Result<MapTaskAnswer> again = DecodeMapTaskAnswer(op, bins, enc);
+      floe::Result<MapTaskAnswer> again = DecodeMapTaskAnswer(op, bins, enc, shape);
       if (!again.ok() || again->mapped != r->mapped || again->histogram != r->histogram ||
-          again->made.size() != r->made.size() || EncodeMapTaskAnswer(op, *again) != enc) {
+          again->made.size() != r->made.size() || again->groups.groups() != r->groups.groups() ||
+          EncodeMapTaskAnswer(op, *again) != enc) {
         std::abort();
       }
       break;

@@ -25,6 +25,8 @@
 #define FLOE_MR_MR_H_
 
 #include <atomic>
+#include <bit>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -179,6 +181,13 @@ inline constexpr uint64_t kMaxGroups = 1'000'000;
 // ~100 bytes + 16 a key + 64 an aggregate).
 inline constexpr uint64_t kMaxGroupBytes = uint64_t{256} << 20;
 
+// A value's identity for hashing and grouping: every NaN is the one NA, and -0 is 0.
+inline uint64_t Canonical(double v) {
+  if (std::isnan(v)) return std::bit_cast<uint64_t>(frame::kNA);
+  if (v == 0) return 0;
+  return std::bit_cast<uint64_t>(v);
+}
+
 // Moments of the non-NA values of a numeric column (integer, real, time; a categorical's codes).
 // Infinities are counted (count, min, max) but kept out of mean and m2, as DuckDB's avg and
 // stddev treat them: Mean() is +inf or -inf when one kind is there, NaN with both; sd() is NaN
@@ -295,6 +304,53 @@ struct Aggregate {
 // REQUIRES: every column index < frame.columns().
 Result<frame::Frame> GroupBy(const frame::Frame& frame, const std::vector<size_t>& keys,
                              const std::vector<Aggregate>& aggs, const TaskOptions& options = {});
+
+// GroupBy's parts, for a frame whose chunks are spread over members (docs/frames_cluster.md,
+// D8's kGroupBy): each member's partial table of its own chunks (GroupByTable), merged up the
+// tree (MergeGroupTables: associative, and order-independent but for a floating sum's last
+// bits), then the result built at the coordinator (FinishGroupBy) as GroupBy builds it.
+// GroupBy itself is GroupByTable's map/reduce followed by FinishGroupBy's build.
+// A value, thread-compatible.
+struct GroupTable {
+  std::vector<std::vector<double>> keys;      // per group: its key values (NA as frame::kNA)
+  std::vector<uint64_t> rows;                 // per group
+  std::vector<Moments> moments;               // per group, one per aggregate
+  std::vector<double> sums;                   // per group, one per aggregate: plain sums
+  std::vector<sketch::HyperLogLog> sketches;  // per group, one per distinct aggregate
+  size_t groups() const { return keys.size(); }
+};
+// How many of `aggs` are kDistinct (the sketches a group holds).
+size_t DistinctCount(const std::vector<Aggregate>& aggs);
+// The groups a table of these keys and aggregates may hold: GroupBy's limit, the lesser of
+// kMaxGroups and kMaxGroupBytes over a group's bytes.
+uint64_t MaxGroups(size_t keys, const std::vector<Aggregate>& aggs);
+// Tests only: when not 0, a lower group limit than MaxGroups' (every GroupBy, GroupByTable and
+// MergeGroupTables of the process takes it), so a test passes it with a few groups.
+std::atomic<uint64_t>& TEST_MaxGroups();
+// GroupBy's checks and map/reduce over `frame` (every core), its table before the result is
+// built. The same errors as GroupBy (ResourceExhausted past MaxGroups).
+Result<GroupTable> GroupByTable(const frame::Frame& frame, const std::vector<size_t>& keys,
+                                const std::vector<Aggregate>& aggs,
+                                const TaskOptions& options = {});
+// Folds `b` into `a` (a group of b's whose keys a has is merged into it, a new one appended).
+// ResourceExhausted, GroupBy's text, past MaxGroups; Corruption when b's shape is not the
+// keys' and aggregates' (a peer's table) or its sketches have other parameters.
+Status MergeGroupTables(GroupTable& a, GroupTable&& b, size_t keys,
+                        const std::vector<Aggregate>& aggs);
+// A column the result is built from: a key column (name, type, domain), or an aggregate's
+// source column (name, type).
+struct GroupColumn {
+  std::string name;
+  frame::ColumnType type = frame::ColumnType::kReal;
+  const std::vector<std::string>* domain = nullptr;  // a categorical key's; outlives the build
+};
+// GroupBy's result from a merged table: `key_columns` one per key, `agg_columns` one per
+// aggregate (its source column). Corruption for a categorical key's code outside its domain.
+Result<frame::Frame> FinishGroupBy(const GroupTable& table,
+                                   const std::vector<GroupColumn>& key_columns,
+                                   const std::vector<GroupColumn>& agg_columns,
+                                   const std::vector<Aggregate>& aggs,
+                                   const TaskOptions& options = {});
 
 // ---- derived frames (derive.cc) ----
 

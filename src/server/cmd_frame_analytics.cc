@@ -5,18 +5,22 @@
 
 #include <atomic>
 #include <cmath>
+#include <future>
 #include <limits>
 
 #include "mr/mr.h"
 #include "server/internal/analytics_pool.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/engine_budget.h"
+#include "server/internal/frame_cluster.h"
 #include "server/internal/frame_value.h"
 #include "server/internal/sketch_cell.h"
 
 namespace floe::server::internal {
 
 using frame::Frame;
+
+static_assert(kMaxMapGroupKeys == kMaxGroupByKeys && kMaxMapAggregates == kMaxGroupByAggregates);
 
 // ---- shared by the frame commands (internal/frame_value.h) ----
 
@@ -219,6 +223,113 @@ void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> h
       AnalyticsWaits::kForMembers);
 }
 
+// FRAME.GROUPBY of a cluster frame (docs/frames_cluster.md, D6, D8), on the analytics pool: a
+// kGroupBy map task gives the members' partial tables merged up the tree (each member and each
+// merge held to one node's group limit); the result is built here as one node builds it, then
+// made a frame as an import makes one (D4: a new id and group, its chunks put at their homes,
+// then its header stored at the destination's home by PUT_HEADER, D14). A failed put or a
+// refused header drops the chunks put (D10). Replies the number of groups.
+void GroupByInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> header,
+                      const std::vector<std::string_view>& key_names,
+                      const std::vector<std::pair<mr::AggFn, std::string_view>>& agg_names,
+                      bool replace) {
+  ClusterNode* node = ctx.engine.cluster();
+  if (node == nullptr) {
+    return ctx.Error("ERR frame " + std::string(ctx.args[1]) + " lives in a cluster");
+  }
+  const FrameHeader& h = *header;
+  MapTaskRequest task{.op = MapOp::kGroupBy};
+  for (std::string_view k : key_names) {
+    Result<size_t> col = FindHeaderColumn(h, k);
+    if (!col.ok()) return ctx.Error(col.status());
+    task.group_keys.push_back(static_cast<uint32_t>(*col));
+  }
+  for (const auto& [fn, name] : agg_names) {
+    Result<size_t> col = FindHeaderColumn(h, name);
+    if (!col.ok()) return ctx.Error(col.status());
+    task.aggregates.push_back({.fn = fn, .col = *col});
+  }
+  // mr::GroupBy's checks, with its texts, before any member is asked.
+  auto type = [&h](size_t c) { return static_cast<frame::ColumnType>(h.columns[c].type); };
+  for (size_t i = 0; i < task.group_keys.size(); i++) {
+    if (type(task.group_keys[i]) == frame::ColumnType::kString) {
+      return ctx.Error("ERR a string column cannot be a key");
+    }
+    for (size_t j = 0; j < i; j++) {
+      if (task.group_keys[i] == task.group_keys[j]) {
+        return ctx.Error("ERR a key column given twice");
+      }
+    }
+  }
+  for (const mr::Aggregate& agg : task.aggregates) {
+    const frame::ColumnType t = type(agg.col);
+    if (agg.fn != mr::AggFn::kCount && agg.fn != mr::AggFn::kDistinct &&
+        (t == frame::ColumnType::kString || t == frame::ColumnType::kCategorical)) {
+      return ctx.Error("ERR only count and distinct apply to a string or categorical column");
+    }
+  }
+  RunAnalytics(
+      ctx,
+      [node, header = std::move(header), name = std::string(ctx.args[1]),
+       dst = std::string(ctx.args[2]), task = std::move(task), replace,
+       &engine = ctx.engine](const std::atomic<bool>* cancel) mutable -> AnalyticsReply {
+        const std::vector<uint32_t> keys = task.group_keys;
+        const std::vector<mr::Aggregate> aggs = task.aggregates;
+        Result<int64_t> out = [&]() -> Result<int64_t> {
+          FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a, node->MapFrame(*header, name, std::move(task)));
+          std::vector<mr::GroupColumn> key_columns, agg_columns;
+          for (uint32_t k : keys) {
+            const FrameHeader::Column& c = header->columns[k];
+            key_columns.push_back({.name = c.name,
+                                   .type = static_cast<frame::ColumnType>(c.type),
+                                   .domain = &c.domain});
+          }
+          for (const mr::Aggregate& agg : aggs) {
+            const FrameHeader::Column& c = header->columns[agg.col];
+            agg_columns.push_back({.name = c.name, .type = static_cast<frame::ColumnType>(c.type)});
+          }
+          EngineBudget budget(engine);
+          FLOE_ASSIGN_OR_RETURN(frame::Frame made,
+                                mr::FinishGroupBy(a.groups, key_columns, agg_columns, aggs,
+                                                  {.cancel = cancel, .memory = &budget}));
+          const auto groups = static_cast<int64_t>(made.rows());
+          // D4: a frame made from nothing, as an import makes one.
+          const uint64_t id = engine.NewFrameId();
+          const uint16_t group = RandomChunkGroup();
+          const std::string encoded = EncodeFrameHeader(HeaderOf(made, id, group));
+          std::promise<Status> put;
+          node->PutFrameChunks(std::make_shared<const frame::Frame>(std::move(made)), id, group,
+                               cluster::KeySlot(dst),
+                               [&put](Status s) { put.set_value(std::move(s)); });
+          if (Status s = put.get_future().get(); !s.ok()) {
+            node->DropFrameChunks(id);
+            return s;
+          }
+          bool unknown = false;
+          if (Status s = node->PutHeader(dst, replace, encoded, nullptr, &unknown); !s.ok()) {
+            // No answer: the header may have landed; the sweep judges the chunks (D10).
+            if (!unknown) node->DropFrameChunks(id);
+            return s;
+          }
+          return groups;
+        }();
+        return [out = std::move(out)](CommandContext& c) {
+          if (!out.ok()) {
+            // D9's text as it is (CLUSTERDOWN is no code ErrorReplyText knows), and a member's
+            // error (a group limit passed there) as it came.
+            const std::string_view why = out.status().message();
+            if (why.starts_with("CLUSTERDOWN ") || why.starts_with("TRYAGAIN ") ||
+                why.starts_with("ERR ")) {
+              return c.Error(why);
+            }
+            return c.Error(TaskError(out.status()));
+          }
+          c.out.Integer(*out);
+        };
+      },
+      AnalyticsWaits::kForMembers);
+}
+
 }  // namespace
 
 // FRAME.SUMMARY name col [BINS n]
@@ -313,24 +424,37 @@ void CmdFrameGroupBy(CommandContext& ctx) {
   if (key_names.size() > kMaxGroupByKeys || agg_names.size() > kMaxGroupByAggregates) {
     return ctx.Error(kGroupByLimitsError);
   }
-  Result<std::shared_ptr<const Frame>> f = LoadFrame(ctx, a[1]);
-  if (!f.ok()) return ctx.Error(f.status());
+  Result<LoadedFrame> loaded = LoadFrameOrHeader(ctx, a[1]);
+  if (!loaded.ok()) return ctx.Error(loaded.status());
+  // In a cluster the destination is stored by PUT_HEADER at its home (D14), which refuses it
+  // there if it exists without REPLACE; a one-node source stores it here.
+  ClusterNode* node = ctx.engine.cluster();
+  const bool dst_here = node == nullptr || node->Home(cluster::KeySlot(a[2])) == node->self();
+  if (loaded->frame == nullptr) {
+    if (!replace && dst_here && Lookup(ctx, a[2], false)) return ctx.Error(kFrameTargetExists);
+    return GroupByInCluster(ctx, std::move(loaded->header), key_names, agg_names, replace);
+  }
+  if (!dst_here) {
+    return ctx.Error(
+        "ERR the source is a one-node frame and the destination is homed at another member");
+  }
+  std::shared_ptr<const Frame> f = std::move(loaded->frame);
   std::vector<size_t> keys;
   for (std::string_view k : key_names) {
-    Result<size_t> col = FindColumn(**f, k);
+    Result<size_t> col = FindColumn(*f, k);
     if (!col.ok()) return ctx.Error(col.status());
     keys.push_back(*col);
   }
   std::vector<mr::Aggregate> aggs;
   for (const auto& [fn, name] : agg_names) {
-    Result<size_t> col = FindColumn(**f, name);
+    Result<size_t> col = FindColumn(*f, name);
     if (!col.ok()) return ctx.Error(col.status());
     aggs.push_back({.fn = fn, .col = *col});
   }
   if (!replace && Lookup(ctx, a[2], false)) {
     return ctx.Error(kFrameTargetExists);
   }
-  RunAnalytics(ctx, [f = *std::move(f), keys = std::move(keys), aggs = std::move(aggs), replace,
+  RunAnalytics(ctx, [f = std::move(f), keys = std::move(keys), aggs = std::move(aggs), replace,
                      &engine = ctx.engine](const std::atomic<bool>* cancel) {
     auto budget = std::make_shared<EngineBudget>(engine);
     Result<Frame> g = mr::GroupBy(*f, keys, aggs, {.cancel = cancel, .memory = budget.get()});

@@ -186,10 +186,54 @@ Result<MapTaskAnswer> DeriveOwn(const MapTaskRequest& req, const FrameHeader& h,
   return a;
 }
 
+// kGroupBy at this member (D8): its own chunks of the source, each checked against the header
+// as a fetched chunk is, as one frame of every column, grouped with every core as one node
+// groups (mr::GroupByTable: its limits, its errors). The answer is the partial table.
+Result<MapTaskAnswer> GroupOwn(const MapTaskRequest& req, const FrameHeader& h, ChunkStore& store,
+                               const cluster::SlotMap& map, net::NodeId self) {
+  MapTaskAnswer a;
+  std::vector<std::vector<std::shared_ptr<const std::string>>> bytes(h.columns.size());
+  for (uint64_t k = 0; k < h.chunks.size(); k++) {
+    if (map.Home(ChunkSlot(h.group, k)) != self) continue;
+    Result<std::shared_ptr<const ChunkStore::Chunk>> chunk = store.Get(h.id, k);
+    if (!chunk.ok()) continue;  // missing: the coordinator names it
+    Result<frame::Frame> one = ChunkFrameOf(h, k, EncodeChunkColumns((*chunk)->columns));
+    if (!one.ok()) {
+      return Status(one.status().code(), "ERR member " + std::to_string(self) +
+                                             " holds a bad chunk (" + one.status().ToString() +
+                                             ")");
+    }
+    for (size_t c = 0; c < h.columns.size(); c++) bytes[c].push_back(one->vec(c).chunk_bytes(0));
+    a.mapped.push_back({.index = k, .rows = h.chunks[k].rows});
+  }
+  if (a.mapped.empty()) return a;
+  std::vector<std::string> names;
+  std::vector<frame::Vec> vecs;
+  for (size_t c = 0; c < h.columns.size(); c++) {
+    const FrameHeader::Column& col = h.columns[c];
+    FLOE_ASSIGN_OR_RETURN(frame::Vec v, frame::Vec::Make(static_cast<frame::ColumnType>(col.type),
+                                                         col.domain, std::move(bytes[c])));
+    names.push_back(col.name);
+    vecs.push_back(std::move(v));
+  }
+  FLOE_ASSIGN_OR_RETURN(frame::Frame f, frame::Frame::Make(std::move(names), std::move(vecs)));
+  const std::vector<size_t> keys(req.group_keys.begin(), req.group_keys.end());
+  FLOE_ASSIGN_OR_RETURN(a.groups, mr::GroupByTable(f, keys, req.aggregates));
+  return a;
+}
+
 // Folds b into a (b after a).
-Status Merge(MapOp op, MapTaskAnswer& a, MapTaskAnswer&& b) {
+Status Merge(MapOp op, const GroupShape& shape, MapTaskAnswer& a, MapTaskAnswer&& b) {
   a.mapped.insert(a.mapped.end(), b.mapped.begin(), b.mapped.end());
   a.made.insert(a.made.end(), b.made.begin(), b.made.end());
+  if (op == MapOp::kGroupBy) {
+    // The group limit holds at every merge, as at every member's map.
+    Status s = mr::MergeGroupTables(a.groups, std::move(b.groups), shape.keys, shape.aggregates);
+    if (!s.ok() && !s.message().starts_with("ERR ")) {
+      s = Status(s.code(), "ERR " + std::string(s.message()));
+    }
+    return s;
+  }
   if (op == MapOp::kSummaryMoments) {
     if (!(a.moments.hll.params() == b.moments.hll.params())) {
       return Status::Corruption("a sketch of other parameters");
@@ -217,6 +261,7 @@ struct TaskJoin {
                                                         Status::Internal("not arrived"),
                                                         Status::Internal("not arrived")};
   MapOp op = MapOp::kSummaryMoments;
+  GroupShape shape;  // kGroupBy
   std::function<void(Result<MapTaskAnswer>)> done;
 
   void Arrive(int i, Result<MapTaskAnswer> r) {
@@ -233,7 +278,7 @@ struct TaskJoin {
     }
     MapTaskAnswer out = *std::move(all[0]);
     for (size_t j = 1; j < all.size(); j++) {
-      if (Status s = Merge(op, out, *std::move(all[j])); !s.ok()) return done(s);
+      if (Status s = Merge(op, shape, out, *std::move(all[j])); !s.ok()) return done(s);
     }
     done(std::move(out));
   }
@@ -262,6 +307,13 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
     for (const mr::Condition& c : req.conditions) {
       if (c.col >= columns) return done(Status::Corruption("MAP_TASK: no such column"));
     }
+  } else if (req.op == MapOp::kGroupBy) {
+    for (uint32_t c : req.group_keys) {
+      if (c >= columns) return done(Status::Corruption("MAP_TASK: no such column"));
+    }
+    for (const mr::Aggregate& a : req.aggregates) {
+      if (a.col >= columns) return done(Status::Corruption("MAP_TASK: no such column"));
+    }
   } else {
     if (req.column >= columns) return done(Status::Corruption("MAP_TASK: no such column"));
     if (static_cast<frame::ColumnType>(h->columns[req.column].type) == frame::ColumnType::kString) {
@@ -272,6 +324,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
   const cluster::SlotMap& map = Routes();
   auto join = std::make_shared<TaskJoin>();
   join->op = req.op;
+  join->shape = {.keys = req.group_keys.size(), .aggregates = req.aggregates};
   join->done = std::move(done);
   // The halves, sent before this member maps its own chunks.
   const size_t n = req.members.size();
@@ -287,7 +340,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
         Result<sketch::HyperLogLog> hll = sketch::HyperLogLog::Create(mr::SummaryHllParams());
         if (!hll.ok()) return join->Arrive(part, hll.status());
         empty.moments.hll = *std::move(hll);
-      } else {
+      } else if (req.op != MapOp::kGroupBy) {
         empty.histogram.assign(counts, 0);
       }
       return join->Arrive(part, std::move(empty));
@@ -300,6 +353,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
     endpoint->CallAsync(
         to, kMapTaskMethod, EncodeMapTask(sub), req.budget_us,
         [join, part, address = AddressOf(map, to), op = req.op, counts](Result<std::string> r) {
+          const GroupShape& shape = join->shape;
           if (!r.ok()) {
             const std::string_view why = r.status().message();
             // A member below answered why the task failed (its own error, or the CLUSTERDOWN of
@@ -318,7 +372,7 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
                                 Status(code, "ERR the node " + address + " refused MAP_TASK (" +
                                                  r.status().ToString() + ")"));
           }
-          Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, counts, *r);
+          Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, counts, *r, shape);
           if (!a.ok()) {
             return join->Arrive(part, Status::Corruption("ERR the node " + address +
                                                          " sent a malformed MAP_TASK answer (" +
@@ -339,6 +393,13 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
     Result<MapTaskAnswer> mine = DeriveOwn(req, *h, *chunks, map, self);
     if (!mine.ok() && !mine.status().message().starts_with("ERR ") &&
         !mine.status().message().starts_with("OOM ")) {
+      mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+    }
+    return join->Arrive(0, std::move(mine));
+  }
+  if (req.op == MapOp::kGroupBy) {
+    Result<MapTaskAnswer> mine = GroupOwn(req, *h, *chunks, map, self);
+    if (!mine.ok() && !mine.status().message().starts_with("ERR ")) {
       mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
     }
     return join->Arrive(0, std::move(mine));

@@ -349,6 +349,15 @@ std::string EncodeMapTask(const MapTaskRequest& r) {
     w.PutVarint64(r.prefixes.size());
     for (uint64_t p : r.prefixes) w.PutVarint64(p);
   }
+  if (r.op == MapOp::kGroupBy) {
+    w.PutVarint64(r.group_keys.size());
+    for (uint32_t c : r.group_keys) w.PutVarint64(c);
+    w.PutVarint64(r.aggregates.size());
+    for (const mr::Aggregate& a : r.aggregates) {
+      w.PutU8(static_cast<uint8_t>(a.fn));
+      w.PutVarint64(a.col);
+    }
+  }
   if (IsDeriveOp(r.op)) {
     w.PutVarint64(r.out_id);
     w.PutFixed16(r.out_header_slot);
@@ -379,7 +388,7 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
   uint8_t op = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&op));
   if (op < static_cast<uint8_t>(MapOp::kSummaryMoments) ||
-      op > static_cast<uint8_t>(MapOp::kFilter)) {
+      op > static_cast<uint8_t>(MapOp::kGroupBy)) {
     return Status::Corruption("MAP_TASK: unknown operation");
   }
   q.op = static_cast<MapOp>(op);
@@ -408,6 +417,40 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes) {
       if (i > 0 && q.prefixes[i] <= q.prefixes[i - 1]) {
         return Status::Corruption("MAP_TASK: prefixes not increasing");
       }
+    }
+  }
+  if (q.op == MapOp::kGroupBy) {
+    uint64_t keys = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&keys));
+    // A key takes a byte at least; grown as parsed.
+    if (keys == 0 || keys > kMaxMapGroupKeys || keys > r.remaining()) {
+      return Status::Corruption("MAP_TASK: key count does not match its bytes");
+    }
+    for (uint64_t i = 0; i < keys; i++) {
+      uint32_t c = 0;
+      FLOE_RETURN_IF_ERROR(r.GetVarint32(&c));
+      if (c >= kMaxFrameColumns) return Status::Corruption("MAP_TASK: column >= 16384");
+      if (std::find(q.group_keys.begin(), q.group_keys.end(), c) != q.group_keys.end()) {
+        return Status::Corruption("MAP_TASK: a key column given twice");
+      }
+      q.group_keys.push_back(c);
+    }
+    uint64_t aggs = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&aggs));
+    // An aggregate takes two bytes at least.
+    if (aggs == 0 || aggs > kMaxMapAggregates || aggs > r.remaining() / 2) {
+      return Status::Corruption("MAP_TASK: aggregate count does not match its bytes");
+    }
+    for (uint64_t i = 0; i < aggs; i++) {
+      uint8_t fn = 0;
+      FLOE_RETURN_IF_ERROR(r.GetU8(&fn));
+      if (fn > static_cast<uint8_t>(mr::AggFn::kDistinct)) {
+        return Status::Corruption("MAP_TASK: unknown aggregate");
+      }
+      uint32_t c = 0;
+      FLOE_RETURN_IF_ERROR(r.GetVarint32(&c));
+      if (c >= kMaxFrameColumns) return Status::Corruption("MAP_TASK: column >= 16384");
+      q.aggregates.push_back({.fn = static_cast<mr::AggFn>(fn), .col = c});
     }
   }
   if (IsDeriveOp(q.op)) {
@@ -492,6 +535,26 @@ std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a) {
     w.PutVarint64(m.neg_inf);
     for (double d : {m.min, m.max, m.mean, m.m2, a.moments.lo, a.moments.hi}) w.PutDouble(d);
     w.PutLengthPrefixed(a.moments.hll.Serialize());
+  } else if (op == MapOp::kGroupBy) {
+    const mr::GroupTable& t = a.groups;
+    w.PutVarint64(t.groups());
+    const size_t width = t.groups() == 0 ? 0 : t.moments.size() / t.groups();
+    const size_t distinct = t.groups() == 0 ? 0 : t.sketches.size() / t.groups();
+    for (size_t g = 0; g < t.groups(); g++) {
+      for (double k : t.keys[g]) w.PutDouble(k);
+      w.PutVarint64(t.rows[g]);
+      for (size_t x = g * width; x < (g + 1) * width; x++) {
+        const mr::Moments& m = t.moments[x];
+        w.PutVarint64(m.count);
+        w.PutVarint64(m.na);
+        w.PutVarint64(m.pos_inf);
+        w.PutVarint64(m.neg_inf);
+        for (double d : {m.min, m.max, m.mean, m.m2, t.sums[x]}) w.PutDouble(d);
+      }
+      for (size_t d = g * distinct; d < (g + 1) * distinct; d++) {
+        w.PutLengthPrefixed(t.sketches[d].Serialize());
+      }
+    }
   } else {
     if (IsDeriveOp(op)) {
       for (const FrameHeader::Chunk& c : a.made) {
@@ -518,7 +581,76 @@ size_t MapTaskRequest::Counts(size_t source_columns) const {
   }
 }
 
-Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes) {
+namespace {
+
+// Moments as an answer carries them (its infinities at most its values).
+Status GetMoments(wire::Reader& r, mr::Moments* m) {
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->count));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->na));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->pos_inf));
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->neg_inf));
+  if (m->pos_inf > m->count || m->neg_inf > m->count - m->pos_inf) {
+    return Status::Corruption("MAP_TASK answer: more infinities than values");
+  }
+  for (double* d : {&m->min, &m->max, &m->mean, &m->m2}) FLOE_RETURN_IF_ERROR(r.GetDouble(d));
+  return Status::OK();
+}
+
+Result<sketch::HyperLogLog> GetSketch(wire::Reader& r, const sketch::HllParams& params) {
+  std::string_view hll;
+  FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&hll, kMaxAnswerHllBytes));
+  Result<sketch::HyperLogLog> parsed = sketch::HyperLogLog::Parse(hll, kMaxAnswerHllBytes);
+  if (!parsed.ok()) return Status::Corruption("MAP_TASK answer: " + parsed.status().ToString());
+  if (!(parsed->params() == params)) {
+    return Status::Corruption("MAP_TASK answer: a sketch of other parameters");
+  }
+  return parsed;
+}
+
+// kGroupBy's table: every count checked against the bytes left at a group's smallest encoding
+// and against the request's group limit before anything is sized; grown as parsed.
+Status GetGroupTable(wire::Reader& r, const GroupShape& shape, mr::GroupTable* t) {
+  const size_t width = shape.aggregates.size();
+  const size_t distinct = mr::DistinctCount(shape.aggregates);
+  if (shape.keys == 0 || shape.keys > kMaxMapGroupKeys || width == 0 || width > kMaxMapAggregates) {
+    return Status::Corruption("MAP_TASK answer: a group-by of no keys or aggregates");
+  }
+  uint64_t n = 0;
+  FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
+  // A group: 8 bytes a key, a byte of rows, 44 an aggregate (4 varints, 5 doubles), and 2 a
+  // sketch (its length and a byte).
+  const uint64_t smallest = 8 * shape.keys + 1 + 44 * width + 2 * distinct;
+  const uint64_t most = mr::MaxGroups(shape.keys, shape.aggregates);
+  if (n > most) {
+    return Status::Corruption("MAP_TASK answer: more than " + std::to_string(most) + " groups");
+  }
+  if (n > r.remaining() / smallest) {
+    return Status::Corruption("MAP_TASK answer: group count does not match its bytes");
+  }
+  for (uint64_t g = 0; g < n; g++) {
+    std::vector<double>& key = t->keys.emplace_back(shape.keys);
+    for (double& v : key) {
+      FLOE_RETURN_IF_ERROR(r.GetDouble(&v));
+      if (std::isnan(v)) v = frame::kNA;
+      if (v == 0) v = 0;  // -0 is 0
+    }
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&t->rows.emplace_back()));
+    for (size_t x = 0; x < width; x++) {
+      FLOE_RETURN_IF_ERROR(GetMoments(r, &t->moments.emplace_back()));
+      FLOE_RETURN_IF_ERROR(r.GetDouble(&t->sums.emplace_back()));
+    }
+    for (size_t d = 0; d < distinct; d++) {
+      FLOE_ASSIGN_OR_RETURN(sketch::HyperLogLog h, GetSketch(r, sketch::HllParams()));
+      t->sketches.push_back(std::move(h));
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes,
+                                          const GroupShape& group) {
   FLOE_RETURN_IF_ERROR(CheckSize(bytes));
   wire::Reader r(bytes);
   MapTaskAnswer a;
@@ -553,6 +685,8 @@ Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_v
       return Status::Corruption("MAP_TASK answer: a sketch of other parameters");
     }
     a.moments.hll = *std::move(parsed);
+  } else if (op == MapOp::kGroupBy) {
+    FLOE_RETURN_IF_ERROR(GetGroupTable(r, group, &a.groups));
   } else {
     if (IsDeriveOp(op)) {
       // Three varints a chunk mapped (checked against the bytes left); grown as parsed.

@@ -22,12 +22,13 @@ using internal::CommandSpec;
 
 void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::string_view>* keys,
                        bool* all, bool written) const {
-  // FRAME.FILTER and FRAME.SELECT change no key where they run: they read their source, and
-  // their destination's header is stored by PUT_HEADER, which clears its copies itself
-  // (docs/frames_cluster.md, D14). Cleared here, they could run from a reservation, inline.
+  // FRAME.FILTER, FRAME.SELECT and FRAME.GROUPBY change no key where they run: they read their
+  // source, and their destination's header is stored by PUT_HEADER, which clears its copies
+  // itself (docs/frames_cluster.md, D14). Cleared here, they could run from a reservation, inline.
   auto is_write = [](const CommandSpec* s) {
     return s != nullptr && (s->flags & internal::kWrite) != 0 &&
-           s->handler != internal::CmdFrameFilter && s->handler != internal::CmdFrameSelect;
+           s->handler != internal::CmdFrameFilter && s->handler != internal::CmdFrameSelect &&
+           s->handler != internal::CmdFrameGroupBy;
   };
   if (ctx.spec->handler != internal::CmdExec) {
     if (!is_write(ctx.spec)) return;

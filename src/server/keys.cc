@@ -56,10 +56,12 @@ void CommandKeys(const CommandSpec& spec, const std::vector<std::string_view>& a
   for (int64_t i = spec.first_key; i <= last && i < argc; i += spec.step) {
     keys->push_back(args[static_cast<size_t>(i)]);
   }
-  // FRAME.FILTER and FRAME.SELECT run at their source's home, whose chunks they derive where
-  // they are, and store the destination's header at its home by PUT_HEADER
+  // FRAME.FILTER, FRAME.SELECT and FRAME.GROUPBY run at their source's home, whose chunks they
+  // map where they are, and store the destination's header at its home by PUT_HEADER
   // (docs/frames_cluster.md, D6): the source alone routes them.
-  if ((spec.handler == CmdFrameFilter || spec.handler == CmdFrameSelect) && keys->size() > 1) {
+  if ((spec.handler == CmdFrameFilter || spec.handler == CmdFrameSelect ||
+       spec.handler == CmdFrameGroupBy) &&
+      keys->size() > 1) {
     keys->resize(1);
   }
   // CMS.MERGE dest numkeys src... [WEIGHTS ...]: the table names only the destination.

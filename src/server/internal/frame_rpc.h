@@ -175,13 +175,20 @@ Result<PutHeaderRequest> DecodePutHeader(std::string_view bytes);
 // kSelect varint column count (1 to kMaxFrameColumns) and each source column (varint, below
 // kMaxFrameColumns), for kFilter varint condition count (1 to mr::kMaxFilterConditions) and each
 // condition (varint column below kMaxFrameColumns, u8 mr::FilterOp, f64 number, lp text).
+// kGroupBy carries after the budget varint key count (1 to kMaxMapGroupKeys) and each key column
+// (varint, below kMaxFrameColumns, distinct), then varint aggregate count (1 to
+// kMaxMapAggregates) and each aggregate (u8 mr::AggFn, varint column below kMaxFrameColumns).
 enum class MapOp : uint8_t {
   kSummaryMoments = 1,
   kSummaryHistogram = 2,
   kQuantileRadix = 3,
   kSelect = 4,
   kFilter = 5,
+  kGroupBy = 6,
 };
+// FRAME.GROUPBY's limits (server.h's kMaxGroupByKeys, kMaxGroupByAggregates).
+inline constexpr uint64_t kMaxMapGroupKeys = 32;
+inline constexpr uint64_t kMaxMapAggregates = 100;
 constexpr bool IsDeriveOp(MapOp op) { return op == MapOp::kSelect || op == MapOp::kFilter; }
 inline constexpr uint64_t kMaxMapMembers = 1024;
 struct MapTaskRequest {
@@ -197,6 +204,8 @@ struct MapTaskRequest {
   uint16_t out_header_slot = 0;           // ... and its header's slot (D10's sweep)
   std::vector<uint32_t> select;           // kSelect: the source columns, in output order
   std::vector<mr::Condition> conditions;  // kFilter
+  std::vector<uint32_t> group_keys;       // kGroupBy: the key columns
+  std::vector<mr::Aggregate> aggregates;  // kGroupBy
   std::vector<uint32_t> members;
   std::string_view header;
   // The counts a histogram answer holds: bins, or 256 a prefix; for kSelect and kFilter the
@@ -212,7 +221,12 @@ Result<MapTaskRequest> DecodeMapTask(std::string_view bytes);
 // kSummaryHistogram and kQuantileRadix the request's Counts() counts, each a varint; for kSelect
 // and kFilter, per chunk mapped (in the same order) the output chunk's varint rows (at most the
 // source chunk's), compressed and raw bytes, then each output column's NA count over those
-// chunks (Counts() varints: the output header's NA counts are their sums).
+// chunks (Counts() varints: the output header's NA counts are their sums); for kGroupBy the
+// member's partial table (mr::GroupTable, docs/wire.md): varint group count (at most
+// mr::MaxGroups of the request's keys and aggregates), then per group each key value (f64, NA as
+// NaN), varint rows, per aggregate its moments (varint count, na, pos_inf, neg_inf; f64 min, max,
+// mean, m2) and f64 sum, and per distinct aggregate its HyperLogLog's serialization
+// length-prefixed (at most 64 KiB, default parameters).
 struct MappedChunk {
   uint64_t index = 0;
   uint64_t rows = 0;
@@ -223,10 +237,18 @@ struct MapTaskAnswer {
   mr::SummaryMoments moments;            // kSummaryMoments
   std::vector<uint64_t> histogram;       // kSummaryHistogram, kQuantileRadix; kSelect, kFilter: NAs
   std::vector<FrameHeader::Chunk> made;  // kSelect, kFilter: the output chunk of each mapped
+  mr::GroupTable groups;                 // kGroupBy
+};
+// What a kGroupBy answer's table holds a group: its keys and aggregates (the request's).
+struct GroupShape {
+  size_t keys = 0;
+  std::vector<mr::Aggregate> aggregates;
 };
 std::string EncodeMapTaskAnswer(MapOp op, const MapTaskAnswer& a);
 // `counts`: the request's Counts() (at most mr::kMaxRadixPrefixes x 256).
-Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes);
+// `group`: for kGroupBy, the request's keys and aggregates.
+Result<MapTaskAnswer> DecodeMapTaskAnswer(MapOp op, size_t counts, std::string_view bytes,
+                                          const GroupShape& group = {});
 
 }  // namespace floe::server::internal
 
