@@ -372,7 +372,15 @@ void CmdCmsRange(CommandContext& ctx) {
   })));
 }
 
+// Each quantile is a binary search of range counts: O(bits^2 x depth). The count a call may
+// ask is bounded (as FRAME.QUANTILE's), so one short command cannot hold its I/O thread for
+// minutes on a deep sketch.
+constexpr size_t kMaxQuantiles = 100;
+
 void CmdCmsQuantile(CommandContext& ctx) {
+  if (ctx.args.size() - 2 > kMaxQuantiles) {
+    return ctx.Error("ERR at most " + std::to_string(kMaxQuantiles) + " quantiles per call");
+  }
   std::vector<double> qs;
   for (size_t i = 2; i < ctx.args.size(); i++) {
     double q = 0;

@@ -1,6 +1,7 @@
 // Sketch commands: Floe's HLL.* (PostgreSQL hll compatible) and Redis's PF*, both on one value
 // type holding the PostgreSQL storage bytes.
 
+#include <algorithm>
 #include <cmath>
 
 #include "server/internal/command.h"
@@ -96,32 +97,64 @@ Result<HyperLogLog> UnionOfSketches(const std::vector<HyperLogLog>& parts,
   return out;
 }
 
-// Copies of the sketches at `keys` (absent keys are skipped).
-Result<std::vector<HyperLogLog>> SketchesAt(CommandContext& ctx,
-                                            std::span<const std::string_view> keys,
-                                            bool redis_text) {
-  std::vector<HyperLogLog> parts;
-  for (std::string_view k : keys) {
+// The union of the sketches at `keys` (absent keys skipped, a key named twice read once),
+// folded to their smallest log2m and regwidth; an empty sketch with `if_none` when there are
+// none. Each sketch is read in place under its cell's mutex, never copied, and the registers
+// the union needs are checked against maxmemory first (sketch_cell.h, rule 8): a command that
+// names a large sketch many times costs it once, not once per name.
+Result<HyperLogLog> UnionAt(CommandContext& ctx, std::span<const std::string_view> keys,
+                            bool redis_text, const HllParams& if_none, size_t* found = nullptr) {
+  std::vector<std::string_view> distinct(keys.begin(), keys.end());
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  std::vector<std::pair<ValuePtr, const HllCell*>> cells;
+  for (std::string_view k : distinct) {
     ValuePtr v = Lookup(ctx, k);
     if (!v) continue;
-    FLOE_ASSIGN_OR_RETURN(HyperLogLog h, Copy(*v, redis_text));
-    parts.push_back(std::move(h));
+    FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(*v, redis_text));
+    cells.emplace_back(std::move(v), cell);
   }
-  return parts;
+  if (found != nullptr) *found = cells.size();
+  if (cells.empty()) return HyperLogLog::Create(if_none);
+  // Parameters never change once a sketch is made: read once each.
+  HllParams params = cells[0].second->Read([](const HyperLogLog& h) { return h.params(); });
+  bool registers = false;
+  for (const auto& [v, cell] : cells) {
+    cell->Read([&](const HyperLogLog& h) {
+      params.log2m = std::min(params.log2m, h.params().log2m);
+      params.regwidth = std::min(params.regwidth, h.params().regwidth);
+      registers = registers || h.has_registers();
+    });
+  }
+  if (registers) FLOE_RETURN_IF_ERROR(CheckAllocation(ctx, HyperLogLog::RegisterBytes(params)));
+  FLOE_ASSIGN_OR_RETURN(HyperLogLog out, HyperLogLog::Create(params));
+  for (const auto& [v, cell] : cells) {
+    FLOE_RETURN_IF_ERROR(cell->Read([&](const HyperLogLog& h) -> Status {
+      if (h.params().log2m == params.log2m && h.params().regwidth == params.regwidth) {
+        return out.Merge(h);
+      }
+      FLOE_ASSIGN_OR_RETURN(HyperLogLog folded, h.Fold(params.log2m, params.regwidth));
+      return out.Merge(folded);
+    }));
+  }
+  return out;
 }
 
 // The estimated cardinality of the union of the sketches at `keys`.
 // `redis_text`: PFCOUNT's errors and its integer count (never NaN); else HLL.COUNT's.
 Result<double> CountOf(CommandContext& ctx, std::span<const std::string_view> keys,
                        bool redis_text) {
-  if (keys.size() == 1) {  // no copy: estimate under the cell's lock
-    ValuePtr v = Lookup(ctx, keys[0]);
+  // A key named twice counts once: one distinct key is estimated in place, under its lock.
+  std::vector<std::string_view> distinct(keys.begin(), keys.end());
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  if (distinct.size() == 1) {
+    ValuePtr v = Lookup(ctx, distinct[0]);
     if (!v) return 0.0;
     FLOE_ASSIGN_OR_RETURN(const HllCell* cell, Load(*v, redis_text));
     return cell->Read([&](const HyperLogLog& h) { return h.Cardinality(redis_text); });
   }
-  FLOE_ASSIGN_OR_RETURN(std::vector<HyperLogLog> parts, SketchesAt(ctx, keys, redis_text));
-  FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));
+  FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionAt(ctx, keys, redis_text, RedisParams()));
   return u.Cardinality(redis_text);
 }
 
@@ -263,9 +296,7 @@ void CmdHllCount(CommandContext& ctx) {
 // The destination is replaced without being read (sketch_cell.h, rule 4).
 void CmdHllUnion(CommandContext& ctx) {
   std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
-  Result<std::vector<HyperLogLog>> parts = SketchesAt(ctx, keys, false);
-  if (!parts.ok()) return ctx.Error(parts.status());
-  Result<HyperLogLog> u = UnionOfSketches(*parts, HllParams{});
+  Result<HyperLogLog> u = UnionAt(ctx, keys, false, HllParams{});
   if (!u.ok()) return ctx.Error(u.status());
   Result<ValuePtr> v = MakeCellValue(ctx, ctx.args[1], kHllType, std::move(u).value(), 0);
   if (!v.ok()) return ctx.Error(v.status());
@@ -347,8 +378,13 @@ void CmdPfCount(CommandContext& ctx) {
 void CmdPfMerge(CommandContext& ctx) {
   const std::string_view dest = ctx.args[1];
   std::vector<std::string_view> keys(ctx.args.begin() + 2, ctx.args.end());
-  Result<std::vector<HyperLogLog>> sources = SketchesAt(ctx, keys, true);
-  if (!sources.ok()) return ctx.Error(sources.status());
+  // The sources' union first (each read once, in place); then, under the destination's
+  // mutex, its union with the destination (folding composes: the result is the same).
+  size_t found = 0;
+  Result<HyperLogLog> sources_union = UnionAt(ctx, keys, true, RedisParams(), &found);
+  if (!sources_union.ok()) return ctx.Error(sources_union.status());
+  std::vector<HyperLogLog> sources;
+  if (found > 0) sources.push_back(std::move(sources_union).value());
   bool created = false;
   Result<bool> r = UpdateSketch<HyperLogLog, bool>(
       ctx, dest, kHllType, [&](const Value& v) { return Load(v, true); },
@@ -357,7 +393,7 @@ void CmdPfMerge(CommandContext& ctx) {
         return HyperLogLog::Create(RedisParams());
       },
       [&](HyperLogLog& h, bool* changed) -> Result<bool> {
-        std::vector<HyperLogLog> parts = *sources;
+        std::vector<HyperLogLog> parts = sources;
         // A sketch create() just made is not part of the union (its parameters would fold it).
         if (!std::exchange(created, false)) parts.push_back(h);
         FLOE_ASSIGN_OR_RETURN(HyperLogLog u, UnionOfSketches(parts, RedisParams()));

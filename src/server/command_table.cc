@@ -283,7 +283,8 @@ constexpr auto kCommands = Numbered(After(kObjectSubs), std::to_array<CommandSpe
     {.name = "cms.quantile", .arity = -3, .flags = kReadOnly, .first_key = 1, .last_key = 1,
      .step = 1, .group = "cms", .since = "floe", .complexity = "O(bits^2) per quantile",
      .summary = "Floe: for a CMS.INITRANGE sketch, the smallest value v with at least q of the "
-                "counted mass in [0, v], for each q in [0, 1] (binary search over range counts).",
+                "counted mass in [0, v], for each q in [0, 1] (binary search over range counts); "
+                "at most 100 q per call.",
      .syntax = "key q [q ...]", .handler = CmdCmsQuantile},
     {.name = "cms.query", .arity = -3, .flags = kReadOnly, .first_key = 1, .last_key = 1, .step = 1,
      .group = "cms", .since = "2.0.0", .complexity = "O(n) where n is the number of items",

@@ -66,6 +66,9 @@ std::string MarkdownForTable() {
 - `GET` on a key of a type other than string replies `WRONGTYPE`.
 - `MGET` of more than one key runs as `exclusive`, so it reads one snapshot of its keys.
 - Keys are limited to 64 KiB (Redis: 512 MB); a longer key is refused with an `ERR` error.
+- A request holds at most 1,048,576 arguments (Redis: 2^31 - 1); a longer one is answered
+  `Protocol error: invalid multibulk length` and its connection closed, as Redis does past its
+  own limit. Split such a `DEL` or `MSET` into several.
 - An inline command keeps a NUL byte inside an argument. Redis 7.0 looks for the end of an
   inline line with `strchr`, so a NUL makes it wait for more input and never answer.
 - Inside `MULTI` only `EXEC`, `DISCARD`, `MULTI`, `WATCH`, `QUIT` and `RESET` run at once; a

@@ -261,5 +261,53 @@ TEST_F(CommandTest, PfcountOfASaturatedSketchIsAPositiveCount) {
   EXPECT_GT(n.integer, 0);
 }
 
+// A union reads each named sketch once, in place: a key named many times counts once (it
+// was copied once per name, 2^log2m bytes each), and the same counts come out, folded or not.
+TEST_F(CommandTest, AKeyNamedManyTimesInAUnionCountsOnce) {
+  ASSERT_EQ(Run({"PFADD", "p", "a", "b", "c"}).integer, 1);
+  ASSERT_EQ(Run({"PFADD", "q", "c", "d"}).integer, 1);
+  ASSERT_EQ(Run({"HLL.CREATE", "wide", "LOG2M", "16", "EXPTHRESH", "0"}).str, "OK");
+  ASSERT_EQ(Run({"HLL.ADD", "wide", "e", "f"}).integer, 2);
+  std::vector<std::string> many{"PFCOUNT"};
+  for (int i = 0; i < 300; i++) many.push_back(i % 2 == 0 ? "p" : "q");
+  EXPECT_EQ(Run(many).integer, 4);
+  EXPECT_EQ(Run({"PFCOUNT", "p", "p", "p"}).integer, 3);
+  EXPECT_EQ(Run({"PFCOUNT", "p", "q", "wide", "q", "wide"}).integer, 6);  // folded to 2^11
+  ASSERT_EQ(Run({"HLL.UNION", "u", "wide", "p", "wide"}).str, "OK");
+  EXPECT_EQ(Run({"PFCOUNT", "u"}).integer, 5);
+  ASSERT_EQ(Run({"PFMERGE", "m", "q", "q", "p"}).str, "OK");
+  EXPECT_EQ(Run({"PFCOUNT", "m"}).integer, 4);
+  ASSERT_EQ(Run({"PFMERGE", "m", "m", "wide"}).str, "OK");  // the destination's own count too
+  EXPECT_EQ(Run({"PFCOUNT", "m"}).integer, 6);
+}
+
+// The registers a union of several sketches needs (2^log2m bytes) are checked against
+// maxmemory before they are allocated (sketch_cell.h, rule 8): a read of two large sketches
+// is refused rather than allocate past the limit (it was not checked).
+TEST_F(CommandTest, AUnionsRegistersAreCheckedAgainstMaxmemory) {
+  for (const char* k : {"big1", "big2"}) {
+    ASSERT_EQ(Run({"HLL.CREATE", k, "LOG2M", "24", "EXPTHRESH", "0"}).str, "OK");
+    ASSERT_EQ(Run({"HLL.ADD", k, k}).integer, 1);  // 16 MiB of registers each
+  }
+  const int64_t used = engine_.UsedMemoryNow();
+  ASSERT_EQ(Run({"CONFIG", "SET", "maxmemory", std::to_string(used + (4 << 20))}).str, "OK");
+  EXPECT_THAT(Run({"HLL.COUNT", "big1", "big2"}).str, StartsWith("OOM"));
+  EXPECT_THAT(Run({"PFCOUNT", "big1", "big2"}).str, StartsWith("OOM"));
+  // One key, however often named, is estimated in place: nothing to allocate.
+  EXPECT_EQ(Run({"PFCOUNT", "big1", "big1", "big1"}).integer, 1);
+  ASSERT_EQ(Run({"CONFIG", "SET", "maxmemory", "0"}).str, "OK");
+  EXPECT_EQ(Run({"PFCOUNT", "big1", "big2"}).integer, 2);
+}
+
+// CMS.QUANTILE's work is bounded per call, as FRAME.QUANTILE's is.
+TEST_F(CommandTest, CmsQuantileTakesAtMostAHundredProbabilities) {
+  ASSERT_EQ(Run({"CMS.INITRANGE", "r", "64", "4", "16"}).str, "OK");
+  std::vector<std::string> ok{"CMS.QUANTILE", "r"}, too_many{"CMS.QUANTILE", "r"};
+  for (int i = 0; i < 100; i++) ok.push_back("0.5");
+  for (int i = 0; i < 101; i++) too_many.push_back("0.5");
+  EXPECT_EQ(Run(ok).elements.size(), 100u);
+  EXPECT_EQ(Run(too_many).str, "ERR at most 100 quantiles per call");
+}
+
 }  // namespace
 }  // namespace floe::server
