@@ -284,6 +284,35 @@ struct TaskJoin {
   }
 };
 
+// A half's answer to its MAP_TASK (or why there is none), decoded and handed to the join.
+void MergeAnswer(TaskJoin& join, int part, const std::string& address, MapOp op, size_t counts,
+                 Result<std::string> r) {
+  const GroupShape& shape = join.shape;
+  if (!r.ok()) {
+    const std::string_view why = r.status().message();
+    // A member below answered why the task failed (its own error, or the CLUSTERDOWN of
+    // a member below it): passed up as it is.
+    if (why.starts_with("CLUSTERDOWN ") || why.starts_with("ERR ")) {
+      return join.Arrive(part, r.status());
+    }
+    const StatusCode code = r.status().code();
+    if (code == StatusCode::kTimeout || code == StatusCode::kUnavailable ||
+        code == StatusCode::kCancelled) {
+      return join.Arrive(part, Status::Unavailable("CLUSTERDOWN The node " + address +
+                                                   " is unreachable (" + std::string(why) + ")"));
+    }
+    return join.Arrive(part, Status(code, "ERR the node " + address + " refused MAP_TASK (" +
+                                              r.status().ToString() + ")"));
+  }
+  Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, counts, *r, shape);
+  if (!a.ok()) {
+    return join.Arrive(
+        part, Status::Corruption("ERR the node " + address + " sent a malformed MAP_TASK answer (" +
+                                 a.status().ToString() + ")"));
+  }
+  join.Arrive(part, std::move(a));
+}
+
 }  // namespace
 
 void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
@@ -350,36 +379,20 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
                        req.members.begin() + static_cast<std::ptrdiff_t>(hi));
     sub.budget_us = child_budget;
     const net::NodeId to = sub.members[0];
-    endpoint->CallAsync(
-        to, kMapTaskMethod, EncodeMapTask(sub), req.budget_us,
-        [join, part, address = AddressOf(map, to), op = req.op, counts](Result<std::string> r) {
-          const GroupShape& shape = join->shape;
-          if (!r.ok()) {
-            const std::string_view why = r.status().message();
-            // A member below answered why the task failed (its own error, or the CLUSTERDOWN of
-            // a member below it): passed up as it is.
-            if (why.starts_with("CLUSTERDOWN ") || why.starts_with("ERR ")) {
-              return join->Arrive(part, r.status());
-            }
-            const StatusCode code = r.status().code();
-            if (code == StatusCode::kTimeout || code == StatusCode::kUnavailable ||
-                code == StatusCode::kCancelled) {
-              return join->Arrive(
-                  part, Status::Unavailable("CLUSTERDOWN The node " + address +
-                                            " is unreachable (" + std::string(why) + ")"));
-            }
-            return join->Arrive(part,
-                                Status(code, "ERR the node " + address + " refused MAP_TASK (" +
-                                                 r.status().ToString() + ")"));
-          }
-          Result<MapTaskAnswer> a = DecodeMapTaskAnswer(op, counts, *r, shape);
-          if (!a.ok()) {
-            return join->Arrive(part, Status::Corruption("ERR the node " + address +
-                                                         " sent a malformed MAP_TASK answer (" +
-                                                         a.status().ToString() + ")"));
-          }
-          join->Arrive(part, std::move(a));
-        });
+    endpoint->CallAsync(to, kMapTaskMethod, EncodeMapTask(sub), req.budget_us,
+                        [join, part, address = AddressOf(map, to), op = req.op, counts,
+                         ep = endpoint.get()](Result<std::string> answer) {
+                          // An answer is decoded and merged on a handler thread of the lowest
+                          // class, never on the node's loop, which finishes calls and carries
+                          // heartbeats and leases: a member's group table may hold up to
+                          // kMaxGroupBytes. Class 0 runs nothing that waits. Once the endpoint has
+                          // stopped it runs here.
+                          auto r = std::make_shared<Result<std::string>>(std::move(answer));
+                          auto merge = [join, part, address, op, counts, r] {
+                            MergeAnswer(*join, part, address, op, counts, std::move(*r));
+                          };
+                          if (!ep->Post(0, merge)) merge();
+                        });
   };
   send(1, 1, mid);
   send(2, mid, n);
