@@ -12,6 +12,7 @@
 #include <future>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -76,6 +77,22 @@ class ThreadAllocations {
   static inline thread_local ThreadAllocations* current_ = nullptr;
   int64_t allocated_ = 0, held_ = 0;
 };
+
+// Whether `decode(msg)` refuses `msg` as Corruption, expecting it to allocate at most `most`
+// bytes on the way (checked where ThreadAllocations is available).
+template <typename Decode>
+bool RefusedWithin(Decode decode, const std::string& msg, int64_t most) {
+  int64_t allocated = 0;
+  StatusCode code = StatusCode::kOk;
+  {
+    std::optional<ThreadAllocations> count;
+    if (ThreadAllocations::Available()) count.emplace();
+    code = decode(msg).status().code();
+    if (count) allocated = count->allocated();
+  }
+  EXPECT_LE(allocated, most) << "bytes allocated decoding a message of " << msg.size();
+  return code == StatusCode::kCorruption;
+}
 
 inline std::string Numbers(std::vector<double> v) { return frame::Compress(v); }
 
