@@ -184,6 +184,22 @@ TEST_F(ApiTest, BinaryValuesTravelAsBase64) {
   EXPECT_EQ(j["value_encoding"], "base64");
 }
 
+// A value of control bytes is valid UTF-8 whose JSON escapes take six bytes each: it goes as
+// base64, at most 4/3 of its size (a hostile tester's 10 MiB value took ~60 MB per GET).
+TEST_F(ApiTest, TextWhoseEscapesOutweighBase64TravelsAsBase64) {
+  session_.Run({"SET", "ctl", std::string(300 << 10, '\x01')});
+  const Response got = Call("GET", "/api/keys/ctl");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_LT(got.body.size(), (300u << 10) * 3 / 2);
+  const auto j = Json(got);
+  EXPECT_EQ(j["value_encoding"], "base64");
+  EXPECT_EQ(j["value"].get<std::string>().size(), (300u << 10) / 3 * 4);
+  session_.Run({"SET", "lines", "one\ntwo\tthree \"quoted\""});
+  const auto text = Json(Call("GET", "/api/keys/lines"));
+  EXPECT_EQ(text["value_encoding"], "utf8");
+  EXPECT_EQ(text["value"], "one\ntwo\tthree \"quoted\"");
+}
+
 TEST_F(ApiTest, SketchViews) {
   session_.Run({"PFADD", "h", "a", "b", "c"});
   auto h = Json(Call("GET", "/api/keys/h"));
