@@ -150,9 +150,10 @@ void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
   RunAnalytics(
       ctx,
       [node, header = std::move(header), name = std::string(ctx.args[1]),
-       col = static_cast<uint32_t>(*col), bins, type](const std::atomic<bool>*) -> AnalyticsReply {
+       col = static_cast<uint32_t>(*col), bins,
+       type](const std::atomic<bool>* cancel) -> AnalyticsReply {
         Result<MapTaskAnswer> first = node->MapFrame(
-            *header, name, {.op = MapOp::kSummaryMoments, .column = col, .bins = bins});
+            *header, name, {.op = MapOp::kSummaryMoments, .column = col, .bins = bins}, cancel);
         Result<mr::Summary> s = first.status();
         if (first.ok()) {
           const mr::SummaryMoments& m = first->moments;
@@ -162,7 +163,8 @@ void SummaryInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
                                                            .column = col,
                                                            .bins = bins,
                                                            .lo = m.lo,
-                                                           .hi = m.hi});
+                                                           .hi = m.hi},
+                                                          cancel);
             s = second.ok()
                     ? Result<mr::Summary>(mr::FinishSummary(m, std::move(second->histogram), bins))
                     : Result<mr::Summary>(second.status());
@@ -196,10 +198,10 @@ void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> h
       ctx,
       [node, header = std::move(header), name = std::string(ctx.args[1]),
        col = static_cast<uint32_t>(*col),
-       ps = std::move(ps)](const std::atomic<bool>*) -> AnalyticsReply {
+       ps = std::move(ps)](const std::atomic<bool>* cancel) -> AnalyticsReply {
         Result<std::vector<std::optional<double>>> q = Status::Internal("not run");
         Result<MapTaskAnswer> count =
-            node->MapFrame(*header, name, {.op = MapOp::kSummaryMoments, .column = col});
+            node->MapFrame(*header, name, {.op = MapOp::kSummaryMoments, .column = col}, cancel);
         if (!count.ok()) {
           q = count.status();
         } else {
@@ -211,7 +213,8 @@ void QuantileInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> h
                                                      {.op = MapOp::kQuantileRadix,
                                                       .column = col,
                                                       .pass = static_cast<uint32_t>(pass),
-                                                      .prefixes = wanted}));
+                                                      .prefixes = wanted},
+                                                     cancel));
                 return std::move(a.histogram);
               });
         }
@@ -276,7 +279,8 @@ void GroupByInCluster(CommandContext& ctx, std::shared_ptr<const FrameHeader> he
         const std::vector<uint32_t> keys = task.group_keys;
         const std::vector<mr::Aggregate> aggs = task.aggregates;
         Result<int64_t> out = [&]() -> Result<int64_t> {
-          FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a, node->MapFrame(*header, name, std::move(task)));
+          FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a,
+                                node->MapFrame(*header, name, std::move(task), cancel));
           std::vector<mr::GroupColumn> key_columns, agg_columns;
           for (uint32_t k : keys) {
             const FrameHeader::Column& c = header->columns[k];

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "cluster/cluster.h"
 #include "dkv/dkv.h"
@@ -80,6 +82,49 @@ TEST(FrameClusterWaitTest, TheLoopSweepsWhileAMapTaskWaits) {
     EXPECT_FALSE(reply.starts_with("-")) << args[0] << ": " << reply;
     EXPECT_GT(held.load(), before) << args[0];
     EXPECT_EQ(swept.load(), held.load()) << args[0] << ": the sweep waited for the command";
+  }
+  c.node(1).TEST_SetMapHook(nullptr);
+}
+
+// A client that leaves ends its cluster SUMMARY, QUANTILE and GROUPBY (frames_cluster.md,
+// "Open questions"): the coordinator stops waiting for a member that is still mapping. Member
+// 1 holds its map until the command has returned (or 20 s); the command used to wait for it.
+TEST(FrameClusterWaitTest, AClientThatLeavesEndsItsMapTask) {
+  FramesInCluster lifted;
+  ClientCluster c(3, -1, /*timeout_ms=*/30000);
+  ASSERT_TRUE(c.WaitFormed());
+  auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
+  const std::string src = c.KeyAt(0, "s");
+  PutClusterFrame(c, 0, src, f);
+  std::atomic<bool> entered{false}, returned{false};
+  c.node(1).TEST_SetMapHook([&] {
+    entered = true;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!returned.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"FRAME.SUMMARY", src, "r"},
+           {"FRAME.QUANTILE", src, "r", "0.5"},
+           {"FRAME.GROUPBY", src, c.KeyAt(0, "g"), "KEYS", "i", "AGG", "count", "r"}}) {
+    entered = false;
+    returned = false;
+    Session& s = c.client(0);
+    std::thread leave([&] {
+      while (!entered.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      s.state().kill_requested.store(true);
+    });
+    std::string reply;
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(ReturnsWithin(std::chrono::seconds(60), [&] { reply = s.Run(args); }));
+    // The member holds its map 20 s unless the command returns first.
+    const bool before_the_member =
+        std::chrono::steady_clock::now() - start < std::chrono::seconds(15);
+    returned = true;
+    leave.join();
+    EXPECT_TRUE(before_the_member) << args[0] << " waited for the member: " << reply;
+    EXPECT_TRUE(reply.starts_with("-")) << args[0] << ": " << reply;
   }
   c.node(1).TEST_SetMapHook(nullptr);
 }

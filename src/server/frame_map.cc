@@ -444,7 +444,7 @@ void ClusterNode::Impl::OnMapTask(std::string_view request, rpc::Reply reply) {
 }
 
 Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_view name,
-                                            MapTaskRequest req) {
+                                            MapTaskRequest req, const std::atomic<bool>* cancel) {
   // D13: the answers come through the loop thread, which takes the DKV's stripe locks.
   if (dkv::Dkv::InApply()) {
     return Status::Internal("ERR a map task of frame " + std::string(name) +
@@ -464,7 +464,16 @@ Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_vi
   auto answer = std::make_shared<std::promise<Result<MapTaskAnswer>>>();
   impl_->RunMapTask(std::move(req), std::make_shared<const std::string>(EncodeFrameHeader(h)),
                     [answer](Result<MapTaskAnswer> a) { answer->set_value(std::move(a)); });
-  FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a, answer->get_future().get());
+  // A client that leaves (or a pool shutting down) stops the wait, not the members: the answer
+  // goes to the shared promise, unread.
+  std::future<Result<MapTaskAnswer>> done = answer->get_future();
+  while (done.wait_for(std::chrono::milliseconds(10)) != std::future_status::ready) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      return Status::Cancelled("ERR the map task of frame " + std::string(name) +
+                               " was cancelled: its client left");
+    }
+  }
+  FLOE_ASSIGN_OR_RETURN(MapTaskAnswer a, done.get());
   // Exactly the header's chunks, once each, with their rows (D8).
   std::vector<bool> seen(h.chunks.size(), false);
   auto missing = [&](uint64_t k) {

@@ -253,7 +253,10 @@ class ClusterNode {
   // missing chunk k at member N" otherwise). A member that does not answer within
   // cluster-node-timeout fails it with D9's CLUSTERDOWN text. Blocks its thread (the analytics
   // pool's). `task`: the operation and its arguments (the rest is filled in here).
-  Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task);
+  // `cancel` (the client's, may be null): once set, the wait ends with Cancelled; the members
+  // finish their part within its budget and their answer is dropped.
+  Result<MapTaskAnswer> MapFrame(const FrameHeader& h, std::string_view name, MapTaskRequest task,
+                                 const std::atomic<bool>* cancel = nullptr);
   // A derived frame of a cluster frame (D6: FRAME.SELECT, FRAME.FILTER; frame_map.cc): `task`
   // (kSelect or kFilter, its out_id and out_header_slot set) run by MapFrame, each member putting
   // the output chunks it makes in its own chunk store, then the output's header (id, the
