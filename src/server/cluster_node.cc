@@ -337,6 +337,8 @@ void ClusterNode::Stop() {
   }
   // Headers that die from now on (the engine's store outlives the node) send nothing.
   if (impl_->dropper) impl_->dropper->Stop();
+  // No member's map runs from now on (the waiting ones are dropped: their callers time out).
+  if (impl_->map_pool) impl_->map_pool->Shutdown();
   {
     MutexLock lock(&impl_->meta_mu);
     impl_->meta_stopped = true;
@@ -505,6 +507,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   impl->dkv = std::make_unique<dkv::Dkv>(*impl->endpoint, d);
   impl->dkv_slot->store(impl->dkv.get(), std::memory_order_release);
   impl->chunks = std::make_unique<ChunkStore>(engine);
+  impl->map_pool = std::make_unique<AnalyticsPool>();
   impl->RegisterFrameMethods();
   impl->RegisterReplication();
   impl->endpoint->RegisterAsync(kCommandMethod, 1,

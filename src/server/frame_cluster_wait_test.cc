@@ -1,8 +1,10 @@
 // Frames in a cluster, rule D13 (docs/frames_cluster.md): nothing waits for another member
-// under a lock the node's loop thread takes. In the frame_cluster_test binary.
+// under a lock the node's loop thread takes; a member's maps run on its map pool, never on the
+// threads its forwarded commands need; a client that leaves ends its map task.
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -96,11 +98,15 @@ TEST(FrameClusterWaitTest, AClientThatLeavesEndsItsMapTask) {
   auto f = std::make_shared<const frame::Frame>(AnalyticsFrame(12));
   const std::string src = c.KeyAt(0, "s");
   PutClusterFrame(c, 0, src, f);
-  std::atomic<bool> entered{false}, returned{false};
+  // Each command's map at member 1 is held until that command has returned (or 20 s): a
+  // generation each, so a hold never outlives its own command.
+  std::atomic<int> started{0}, finished{0};
+  std::atomic<bool> entered{false};
   c.node(1).TEST_SetMapHook([&] {
+    const int mine = started.load();
     entered = true;
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!returned.load() && std::chrono::steady_clock::now() < until) {
+    while (finished.load() < mine && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
@@ -109,7 +115,7 @@ TEST(FrameClusterWaitTest, AClientThatLeavesEndsItsMapTask) {
            {"FRAME.QUANTILE", src, "r", "0.5"},
            {"FRAME.GROUPBY", src, c.KeyAt(0, "g"), "KEYS", "i", "AGG", "count", "r"}}) {
     entered = false;
-    returned = false;
+    started++;
     Session& s = c.client(0);
     std::thread leave([&] {
       while (!entered.load()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -121,12 +127,71 @@ TEST(FrameClusterWaitTest, AClientThatLeavesEndsItsMapTask) {
     // The member holds its map 20 s unless the command returns first.
     const bool before_the_member =
         std::chrono::steady_clock::now() - start < std::chrono::seconds(15);
-    returned = true;
+    finished = started.load();
     leave.join();
     EXPECT_TRUE(before_the_member) << args[0] << " waited for the member: " << reply;
     EXPECT_TRUE(reply.starts_with("-")) << args[0] << ": " << reply;
   }
   c.node(1).TEST_SetMapHook(nullptr);
+}
+
+// A member maps its own chunks for other members' MAP_TASKs on its map pool (a thread a core,
+// at most kMaxQueuedAnalytics waiting, the rest refused), never on the class-1 handler threads its
+// forwarded commands run on (frames_cluster.md, "Open questions"): twelve MAP_TASKs held at member
+// 1 left a GET forwarded to it waiting for them (eight class-1 threads, all mapping).
+TEST(FrameClusterWaitTest, MapsWaitingAtAMemberLeaveItsForwardedCommandsServed) {
+  FramesInCluster lifted;
+  ClientCluster c(3, -1, /*timeout_ms=*/30000);
+  ASSERT_TRUE(c.WaitFormed());
+  const frame::Frame f = AnalyticsFrame(6);
+  const std::string header = EncodeFrameHeader(HeaderOf(f, 1, 0));
+  std::atomic<bool> release{false};
+  std::atomic<int> held{0};
+  c.node(1).TEST_SetMapHook([&] {
+    held++;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!release.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  MapTaskRequest req{.map_version = c.node(1).map().version(),
+                     .op = MapOp::kSummaryMoments,
+                     .budget_us = 25'000'000,
+                     .members = {c.node(1).self()}};
+  req.header = header;
+  const std::string task = EncodeMapTask(req);
+  // A thread a core maps, 64 wait (kMaxQueuedAnalytics), the rest (4) are refused at once.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int kCalls = cores + static_cast<int>(kMaxQueuedAnalytics) + 4;
+  std::vector<std::string> answers(static_cast<size_t>(kCalls));
+  std::vector<std::thread> calls;
+  for (int i = 0; i < kCalls; i++) {
+    calls.emplace_back([&, i] {
+      Result<std::string> r = CallFrame(c.node(0), c.node(1).self(), kMapTaskMethod, task);
+      answers[static_cast<size_t>(i)] = r.ok() ? "ok" : std::string(r.status().message());
+    });
+  }
+  for (int i = 0; i < 2000 && held.load() == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_GT(held.load(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the others reach member 1
+  const std::string k = c.KeyAt(1);
+  ASSERT_EQ(c.client(1).Run({"SET", k, "v"}), "+OK\r\n");
+  std::string got;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(ReturnsWithin(std::chrono::seconds(60), [&] { got = c.client(0).Run({"GET", k}); }));
+  const bool before_the_maps =
+      !release.load() && std::chrono::steady_clock::now() - start < std::chrono::seconds(10);
+  release = true;
+  for (std::thread& t : calls) t.join();
+  c.node(1).TEST_SetMapHook(nullptr);
+  EXPECT_TRUE(before_the_maps) << "the forwarded GET waited for the maps";
+  EXPECT_EQ(got, "$1\r\nv\r\n");
+  const auto busy = std::count_if(answers.begin(), answers.end(), [](const std::string& a) {
+    return a.find("has too many map tasks waiting") != std::string::npos;
+  });
+  EXPECT_GE(busy, 4);
 }
 
 }  // namespace

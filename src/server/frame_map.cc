@@ -313,10 +313,42 @@ void MergeAnswer(TaskJoin& join, int part, const std::string& address, MapOp op,
   join.Arrive(part, std::move(a));
 }
 
+// This member's part of a map task: its own chunks mapped (or derived, or grouped), handed to
+// the join as part 0.
+void MapOwnPart(const MapTaskRequest& req, const FrameHeader& h, ChunkStore& chunks,
+                const cluster::SlotMap& map, net::NodeId self, TaskJoin& join) {
+  if (IsDeriveOp(req.op)) {
+    Result<MapTaskAnswer> mine = DeriveOwn(req, h, chunks, map, self);
+    if (!mine.ok() && !mine.status().message().starts_with("ERR ") &&
+        !mine.status().message().starts_with("OOM ")) {
+      mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+    }
+    return join.Arrive(0, std::move(mine));
+  }
+  if (req.op == MapOp::kGroupBy) {
+    Result<MapTaskAnswer> mine = GroupOwn(req, h, chunks, map, self);
+    if (!mine.ok() && !mine.status().message().starts_with("ERR ")) {
+      mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+    }
+    return join.Arrive(0, std::move(mine));
+  }
+  Result<OwnChunks> own = CollectOwn(h, req.column, chunks, map, self);
+  if (!own.ok()) {
+    return join.Arrive(
+        0, Status(own.status().code(), "ERR member " + std::to_string(self) +
+                                           " holds a bad chunk (" + own.status().ToString() + ")"));
+  }
+  Result<MapTaskAnswer> mine = MapOwn(req, *own);
+  if (!mine.ok() && !mine.status().message().starts_with("ERR ")) {
+    mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+  }
+  join.Arrive(0, std::move(mine));
+}
+
 }  // namespace
 
 void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
-                                   std::function<void(Result<MapTaskAnswer>)> done) {
+                                   std::function<void(Result<MapTaskAnswer>)> done, bool own_here) {
   map_tasks.fetch_add(1, std::memory_order_relaxed);
   req.header = *header;  // the halves' requests carry it on
   if (Status s = CheckFrameMapVersion(req.map_version); !s.ok()) return done(s);
@@ -396,38 +428,22 @@ void ClusterNode::Impl::RunMapTask(MapTaskRequest req, std::shared_ptr<const std
   };
   send(1, 1, mid);
   send(2, mid, n);
-  std::function<void()> hook;
-  {
-    MutexLock lock(&map_hook_mu);
-    hook = map_hook;
-  }
-  if (hook) hook();
-  if (IsDeriveOp(req.op)) {
-    Result<MapTaskAnswer> mine = DeriveOwn(req, *h, *chunks, map, self);
-    if (!mine.ok() && !mine.status().message().starts_with("ERR ") &&
-        !mine.status().message().starts_with("OOM ")) {
-      mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
+  // This member's own chunks: here on the coordinator, else on the map pool (bounded).
+  auto own = [this, join, req = std::move(req), h = std::move(h).value(), map = &map, self] {
+    std::function<void()> hook;
+    {
+      MutexLock lock(&map_hook_mu);
+      hook = map_hook;
     }
-    return join->Arrive(0, std::move(mine));
+    if (hook) hook();
+    MapOwnPart(req, h, *chunks, *map, self, *join);
+  };
+  if (own_here) return own();
+  auto task = std::make_shared<decltype(own)>(std::move(own));
+  if (map_pool == nullptr || !map_pool->Post([task] { (*task)(); }, nullptr)) {
+    join->Arrive(0, Status::Unavailable("ERR member " + std::to_string(self) +
+                                        " has too many map tasks waiting; try again later"));
   }
-  if (req.op == MapOp::kGroupBy) {
-    Result<MapTaskAnswer> mine = GroupOwn(req, *h, *chunks, map, self);
-    if (!mine.ok() && !mine.status().message().starts_with("ERR ")) {
-      mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
-    }
-    return join->Arrive(0, std::move(mine));
-  }
-  Result<OwnChunks> own = CollectOwn(*h, req.column, *chunks, map, self);
-  if (!own.ok()) {
-    return join->Arrive(
-        0, Status(own.status().code(), "ERR member " + std::to_string(self) +
-                                           " holds a bad chunk (" + own.status().ToString() + ")"));
-  }
-  Result<MapTaskAnswer> mine = MapOwn(req, *own);
-  if (!mine.ok() && !mine.status().message().starts_with("ERR ")) {
-    mine = Status(mine.status().code(), "ERR " + std::string(mine.status().message()));
-  }
-  join->Arrive(0, std::move(mine));
 }
 
 void ClusterNode::Impl::OnMapTask(std::string_view request, rpc::Reply reply) {
@@ -462,8 +478,10 @@ Result<MapTaskAnswer> ClusterNode::MapFrame(const FrameHeader& h, std::string_vi
     if (m.id != self()) req.members.push_back(m.id);
   }
   auto answer = std::make_shared<std::promise<Result<MapTaskAnswer>>>();
-  impl_->RunMapTask(std::move(req), std::make_shared<const std::string>(EncodeFrameHeader(h)),
-                    [answer](Result<MapTaskAnswer> a) { answer->set_value(std::move(a)); });
+  impl_->RunMapTask(
+      std::move(req), std::make_shared<const std::string>(EncodeFrameHeader(h)),
+      [answer](Result<MapTaskAnswer> a) { answer->set_value(std::move(a)); },
+      /*own_here=*/true);
   // A client that leaves (or a pool shutting down) stops the wait, not the members: the answer
   // goes to the shared promise, unread.
   std::future<Result<MapTaskAnswer>> done = answer->get_future();

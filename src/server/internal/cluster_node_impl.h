@@ -27,6 +27,7 @@
 #include "dkv/dkv.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/frame_rpc.h"
@@ -282,9 +283,16 @@ struct ClusterNode::Impl {
   // 312 MAP_TASK (frame_map.cc; D8): this member maps its own chunks and its subtree's answers
   // are merged in: its own, the left subtree's, the right's. `done` runs once, on an RPC thread
   // or this one. `header` holds the request's header bytes (req.header views it).
+  // A member maps its own chunks on `map_pool` (a MAP_TASK from another member: bounded, never
+  // on the class-1 handler threads forwarded commands need) or on the calling thread (the
+  // coordinator's own part, already on its analytics pool thread: `own_here`).
   void OnMapTask(std::string_view request, rpc::Reply reply);
   void RunMapTask(MapTaskRequest req, std::shared_ptr<const std::string> header,
-                  std::function<void(Result<MapTaskAnswer>)> done);
+                  std::function<void(Result<MapTaskAnswer>)> done, bool own_here = false);
+  // The member's own maps of MAP_TASKs from others: one thread a core, at most
+  // kMaxQueuedAnalytics waiting (more are refused BUSY, the coordinator reports it). Shut down
+  // by Stop before anything they read goes.
+  std::unique_ptr<AnalyticsPool> map_pool;
   std::atomic<uint64_t> map_tasks{0};  // MAP_TASKs run here (tests)
   // Tests: run by each MAP_TASK here once its halves are sent, before it maps its own chunks.
   Mutex map_hook_mu;
