@@ -402,8 +402,14 @@ TEST(RpcAdmissionTest, UngreetedConnectionsLeaveRoomForThePeers) {
   Result<std::string> r = peer.endpoint->Call(1, kEcho, Incompressible(1 << 20), 20'000'000);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_GE(one.t->stats().evicted_connections.load(), 1u);
-  // The idle one left is closed once its deadline passes.
-  EXPECT_TRUE(WaitFor([&] { return one.t->stats().ungreeted_closed.load() >= 1; }));
+  // The idle one left is closed once its deadline passes, unless the peer's connections made
+  // room by evicting it too (under load the peer may open a second one first): both idle
+  // connections go, one way or the other.
+  EXPECT_TRUE(WaitFor([&] {
+    return one.t->stats().evicted_connections.load() + one.t->stats().ungreeted_closed.load() >= 2;
+  })) << "evicted "
+      << one.t->stats().evicted_connections.load() << ", closed at the deadline "
+      << one.t->stats().ungreeted_closed.load();
   close(idle_a);
   close(idle_b);
   peer.endpoint->Stop();

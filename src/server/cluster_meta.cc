@@ -703,9 +703,15 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   Replication* replication = engine->replication();
   const uint64_t life = endpoint->incarnation();
   if (replication != nullptr) replication->Follow(table, self, life);
-  if (const cluster::TableMember* me = table->FindMember(self);
-      me != nullptr && me->life == life && !life_listed.exchange(true)) {
-    FLOE_LOG_INFO("the agreed table lists this member's life: serving keys once caught up");
+  // W1: a cluster that makes backups serves a member's keys once its life is listed; one that
+  // makes none records no lives (no table change at a start).
+  if (!table->members().empty() && !life_listed.load()) {
+    const cluster::TableMember* me = table->FindMember(self);
+    if (table->replicas() == 0) {
+      life_listed = true;
+    } else if (me != nullptr && me->life == life && !life_listed.exchange(true)) {
+      FLOE_LOG_INFO("the agreed table lists this member's life: serving keys once caught up");
+    }
   }
   PublishRoutes(*table);
   if (replication != nullptr) {

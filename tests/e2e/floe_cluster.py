@@ -367,11 +367,8 @@ class Cluster:
                                                           or str(reply) == CLUSTER_DOWN)):
                     # Formed; and ready to change its keys once its start-up grace is over
                     # (docs/coherence.md, L4).
-                    # With the agreed metadata on, its life is recorded too (the table change
-                    # every start makes: docs/replication.md, W1).
                     info = c.call("INFO", "cluster")
-                    if (isinstance(info, bytes) and b"cluster_home_ready:1" in info
-                            and (b"meta:on" not in info or b"meta_life_recorded:1" in info)):
+                    if isinstance(info, bytes) and b"cluster_home_ready:1" in info:
                         break
                 assert time.time() < deadline, (
                     f"{node.address} not formed within {timeout}s: {reply}\n{self.logs()}")

@@ -144,9 +144,10 @@ struct ClusterNode::Impl {
   // cleared; true from the start when the metadata is off by configuration.
   std::atomic<bool> meta_caught_up{false};
   // Whether an applied table lists this process's life, set after the roles it gives were
-  // taken (docs/replication.md, W2): key commands are refused until then too, so no write at
+  // taken (docs/replication.md, W1-W2): key commands are refused until then too, so no write at
   // this member's home runs before its Sender owns the slots it replicates. Set once; true from
-  // the start when the metadata is off.
+  // the start when the metadata is off, and at the first table of a cluster that makes no
+  // backups (its members record no lives).
   std::atomic<bool> life_listed{false};
   // The cluster id the directory's file held at start (empty: none), and whether an applied
   // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.

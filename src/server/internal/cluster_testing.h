@@ -61,14 +61,13 @@ class InProcessCluster {
   InProcessCluster& operator=(const InProcessCluster&) = delete;
 
   // Whether every running member formed, serves keys (its agreed metadata caught up,
-  // docs/membership.md), is ready to change them (its start-up grace is over,
-  // docs/coherence.md L4) and has its life recorded (docs/replication.md W1: the table change
-  // that follows every start is behind the test), within `limit`.
+  // docs/membership.md; in a cluster that makes backups, its life recorded, docs/replication.md
+  // W1) and is ready to change them (its start-up grace is over, docs/coherence.md L4), within
+  // `limit`.
   bool WaitFormed(std::chrono::seconds limit = std::chrono::seconds(20)) {
     const auto until = std::chrono::steady_clock::now() + limit;
     for (auto& n : nodes_) {
-      while (n && (!n->serving() || !n->dkv().Serving() ||
-                   (n->meta() != nullptr && !n->life_recorded()))) {
+      while (n && (!n->serving() || !n->dkv().Serving())) {
         if (std::chrono::steady_clock::now() > until) return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
