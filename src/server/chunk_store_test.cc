@@ -413,11 +413,7 @@ TEST(FrameRpcTest, HugeCountsAreRefusedWithoutAllocating) {
     return RefusedWithin(decode, msg, most);
   };
   auto message = [](const std::vector<uint64_t>& varints, std::string_view tail) {
-    std::string out;
-    wire::Writer w(&out);
-    for (uint64_t v : varints) w.PutVarint64(v);
-    out += tail;
-    return out;
+    return VarintsThen(varints, tail);
   };
 
   // DROP_CHUNKS / FRAME_IDS_LIVE: 2^31 ids in 16 bytes; 2^20 ids present (a byte each); one id

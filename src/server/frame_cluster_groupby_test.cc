@@ -186,11 +186,7 @@ TEST(FrameRpcTest, HugeGroupCountsAreRefusedWithoutAllocating) {
     return DecodeMapTaskAnswer(MapOp::kGroupBy, 1, msg, shape);
   };
   auto message = [](const std::vector<uint64_t>& varints, std::string_view tail) {
-    std::string out;
-    wire::Writer w(&out);
-    for (uint64_t v : varints) w.PutVarint64(v);
-    out += tail;
-    return out;
+    return VarintsThen(varints, tail);
   };
   const std::string zeros(1 << 20, '\0');
   auto refused = [](auto decode, const std::string& msg, int64_t most) {

@@ -26,6 +26,7 @@
 #include "server/internal/frame_rpc.h"
 #include "server/internal/frame_value.h"
 #include "server/server.h"
+#include "wire/wire.h"
 
 // tcmalloc's hooks, present when the test links it (not under a sanitizer): the bytes this
 // thread allocates, at the allocator's own sizes.
@@ -77,6 +78,15 @@ class ThreadAllocations {
   static inline thread_local ThreadAllocations* current_ = nullptr;
   int64_t allocated_ = 0, held_ = 0;
 };
+
+// A hand-made message: `varints` encoded, then `tail` (the decoders' huge-count checks).
+inline std::string VarintsThen(const std::vector<uint64_t>& varints, std::string_view tail) {
+  std::string out;
+  wire::Writer w(&out);
+  for (uint64_t v : varints) w.PutVarint64(v);
+  out += tail;
+  return out;
+}
 
 // Whether `decode(msg)` refuses `msg` as Corruption, expecting it to allocate at most `most`
 // bytes on the way (checked where ThreadAllocations is available).
