@@ -134,8 +134,9 @@ bool AppliedTableView::Backs(uint16_t slot) const {
   MutexLock lock(&mu_);
   if (table_ == nullptr || slot >= cluster::kSlots) return false;
   const cluster::SlotState& st = table_->slot(slot);
-  auto listed = [this](const std::vector<net::NodeId>& ids) {
-    return std::find(ids.begin(), ids.end(), self_) != ids.end();
+  const uint32_t self = self_;
+  auto listed = [self](const std::vector<net::NodeId>& ids) {
+    return std::find(ids.begin(), ids.end(), self) != ids.end();
   };
   return listed(st.backups) || listed(st.filling);
 }
