@@ -240,6 +240,9 @@ void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<
     }
     bool parked = false;
     while (p->next < c.req.commands.size()) {
+      // Rule C9: past the answer budget the request stops at a command outside a transaction
+      // (an entry's boundary at the client's node), and the rest go back unrun.
+      if (p->out.size() >= kForwardAnswerBudget && !s.in_multi()) break;
       const auto& command = c.req.commands[p->next];
       args.assign(command.begin(), command.end());
       reply.clear();
@@ -262,8 +265,12 @@ void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<
     // Rule C8: copies of the keys the sender's reads asked for, each answered as a DKV GET;
     // none from a member that serves no key (docs/membership.md, "Routing from the agreed
     // table": its store may be stale or empty until it has caught up with the agreed metadata).
+    // What did not run (C9) answers an empty frame: no RESP reply is empty.
+    if (p->next < c.req.commands.size()) stats->answers_cut.fetch_add(1, std::memory_order_relaxed);
+    for (size_t i = p->next; i < c.req.commands.size(); i++) AppendFramedReply({}, &p->out);
     for (uint32_t i : c.req.copies) {
-      Result<std::string> copy = !Serving()
+      Result<std::string> copy = i >= p->next ? Result<std::string>(Status::Aborted("not run"))
+                                 : !Serving()
                                      ? Result<std::string>(Status::Unavailable("not serving"))
                                  : c.req.commands[i].size() >= 2
                                      ? dkv->HandOut(c.from, c.req.commands[i][1], c.req.sent_us)
@@ -677,14 +684,14 @@ std::string ClusterNode::NotFormedError() const {
   return out;
 }
 
-void ClusterNode::Forward(net::NodeId home, const ForwardRequest& request, bool changes,
-                          std::function<void(Result<std::string>)> done) {
+void ClusterNode::ForwardEncoded(net::NodeId home, std::string request, bool changes,
+                                 std::function<void(Result<std::string>)> done) {
   stats_.forwarded.fetch_add(1, std::memory_order_relaxed);
   Stats* stats = &stats_;
   // A change may wait at its home for a cut-off holder's lease (rule C7): that wait is the
   // holder's, not the home's, so it does not count against cluster-node-timeout.
   const uint64_t timeout = impl_->timeout_us + (changes ? impl_->holder_wait_us : 0);
-  impl_->endpoint->CallAsync(home, kCommandMethod, EncodeForward(request), timeout,
+  impl_->endpoint->CallAsync(home, kCommandMethod, std::move(request), timeout,
                              [stats, done = std::move(done)](Result<std::string> r) {
                                if (!r.ok()) {
                                  stats->forward_failures.fetch_add(1, std::memory_order_relaxed);

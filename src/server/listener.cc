@@ -208,6 +208,7 @@ void Connection::Start() {
   const std::string addr = Endpoint(socket_.remote_endpoint(ec));
   const std::string laddr = Endpoint(socket_.local_endpoint(ec));
   session_ = std::make_unique<Session>(worker_->engine, worker_->index, addr, laddr);
+  session_->set_holds_forwards();
   ClientState& state = session_->state();
   state.fd.store(static_cast<int>(socket_.native_handle()), std::memory_order_relaxed);
   {
@@ -420,6 +421,9 @@ void Connection::Process() {
   // run while a write is in flight (W2).
   if (closed_ || (writing_ && !session_->authenticated())) return;
   DrainSlots();
+  // Rule C9: a home that stopped short sends the rest once the client has read enough.
+  session_->ReleaseForwards(out_.size() + sending_.size(),
+                            out_.size() + sending_.size() + slot_bytes_);
   if (OverOutputLimits()) {
     FLOE_LOG_WARN("client id={} addr={} closed for overcoming of output buffer limits",
                   session_->id(), session_->state().addr);

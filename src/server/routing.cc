@@ -85,11 +85,15 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     // queued and installs none until the answer (coherence X4).
     std::vector<std::string> own_writes;
     bool changes = false;  // a write command is among them (it may wait for holders, C7)
+    uint64_t order = 0;    // numbers the client's entries to every home, in its command order
   };
   struct Home {
     std::deque<Entry> waiting;
     std::vector<Entry> sent;
     bool busy = false;
+    // Rule C9: the home stopped short at its answer budget; what it did not run waits in
+    // `waiting` until the client has read its replies (Release). The home stays busy.
+    bool held = false;
     bool close_when_idle = false;
     uint64_t seq = 0;  // the last ForwardRequest::seq sent
     // The seq whose answer `sent` waits for (0: none). An answer of another is dropped: the
@@ -98,7 +102,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     uint64_t in_flight = 0;
   };
 
-  ForwardQueues(ClusterNode* n, uint64_t c) : node(n), client(c) {}
+  // `hold`: the client reads its replies from a connection, which calls Release as it writes
+  // them (C9); without, what a home did not run is sent again at once.
+  ForwardQueues(ClusterNode* n, uint64_t c, bool hold) : node(n), client(c), hold_(hold) {}
 
   // REQUIRES: every entry fits a request alone (ForwardFits).
   void Enqueue(uint32_t home, Entry entry) {
@@ -128,6 +134,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       }
       MutexLock lock(&mu);
       Home& h = homes[home];
+      entry.order = ++orders;
       h.waiting.push_back(std::move(entry));
       if (h.busy) return;
       h.busy = true;
@@ -146,11 +153,20 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   }
 
   // The client left: each proxy session it has goes once its home answered the last request.
+  // What a home held back (C9) never runs: the client is gone.
   void CloseAll() {
     std::vector<uint32_t> now;
+    std::vector<Entry> dropped;
     {
       MutexLock lock(&mu);
+      closed = true;
       for (auto& [id, h] : homes) {
+        if (h.held) {
+          UnholdLocked(h);
+          h.busy = false;
+          std::move(h.waiting.begin(), h.waiting.end(), std::back_inserter(dropped));
+          h.waiting.clear();
+        }
         if (h.busy) {
           h.close_when_idle = true;
         } else {
@@ -159,6 +175,32 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       }
     }
     for (uint32_t id : now) node->CloseProxy(client, id);
+    FinishNotRun(dropped);
+  }
+
+  // Rule C9, on the client's connection as it moves its replies on: a home held back sends
+  // what its answer left out once the client holds less than the budget in replies (`room`),
+  // or, when nothing is left to write (`drained`), if its next entry is the client's oldest
+  // still to be answered (the replies behind that one cannot be written before it comes).
+  void Release(bool room, bool drained) {
+    if (held_homes.load(std::memory_order_acquire) == 0) return;
+    std::vector<uint32_t> go;
+    {
+      MutexLock lock(&mu);
+      uint64_t oldest = UINT64_MAX;
+      for (const auto& [id, h] : homes) {
+        if (!h.sent.empty()) oldest = std::min(oldest, h.sent.front().order);
+        if (!h.waiting.empty()) oldest = std::min(oldest, h.waiting.front().order);
+      }
+      for (auto& [id, h] : homes) {
+        if (!h.held) continue;
+        if (room || (drained && !h.waiting.empty() && h.waiting.front().order == oldest)) {
+          UnholdLocked(h);
+          go.push_back(id);
+        }
+      }
+    }
+    for (uint32_t id : go) SendNext(id);
   }
 
  private:
@@ -187,6 +229,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       waiting.swap(h.waiting);
       h.in_flight = 0;
       h.busy = false;
+      UnholdLocked(h);
       close = std::exchange(h.close_when_idle, false);
     }
     try {
@@ -198,6 +241,24 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       Finish(waiting, 0, std::string(), Status::ResourceExhausted("out of memory"), kLost);
     } catch (const std::exception& e) {
       FLOE_LOG_ERROR("answering a client's forwarded commands failed: {}", e.what());
+    }
+  }
+
+  void UnholdLocked(Home& h) FLOE_REQUIRES(mu) {
+    if (!h.held) return;
+    h.held = false;
+    held_homes.fetch_sub(1, std::memory_order_release);
+  }
+
+  // The entries a home did not run (C9) and that never will: their own writes end, their
+  // fetches get no copy; their clients are gone.
+  void FinishNotRun(std::vector<Entry>& entries) {
+    if (entries.empty()) return;
+    static const std::string kGone = ErrorBytes("ERR the client left before the command ran");
+    try {
+      Finish(entries, 0, std::string(), Status::Aborted("client left"), kGone);
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("ending a client's unrun forwarded commands failed: {}", e.what());
     }
   }
 
@@ -230,44 +291,114 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       }
     }
     const size_t n = req.commands.size();
+    std::string request = EncodeForward(req);
+    {
+      // The entries keep their commands until the answer: what the home does not run goes
+      // again (C9). No answer comes before the request leaves, below.
+      MutexLock lock(&mu);
+      size_t k = 0;
+      for (Entry& e : homes[home].sent) {
+        e.commands.assign(std::make_move_iterator(req.commands.begin() + k),
+                          std::make_move_iterator(req.commands.begin() + k + e.count));
+        k += e.count;
+      }
+    }
     const cluster::Member* m = node->map().Find(home);
     std::string addr = m != nullptr ? m->address() : std::to_string(home);
-    node->Forward(home, req, changes,
-                  [self = shared_from_this(), home, seq = req.seq, n, addr = std::move(addr)](
-                      Result<std::string> r) { self->OnAnswer(home, seq, n, addr, std::move(r)); });
+    node->ForwardEncoded(
+        home, std::move(request), changes,
+        [self = shared_from_this(), home, seq = req.seq, n, addr = std::move(addr)](
+            Result<std::string> r) { self->OnAnswer(home, seq, n, addr, std::move(r)); });
+  }
+
+  // Rule C9: how many of `done`'s entries the home ran, from their replies (one whose replies
+  // are empty frames did not run). Corruption unless the home ran a first part of them, at
+  // least one, each whole.
+  static Result<size_t> RanEntries(const std::vector<Entry>& done,
+                                   const std::vector<std::string>& replies) {
+    size_t k = 0, ran = done.size();
+    for (size_t i = 0; i < done.size(); i++) {
+      const bool unrun = replies[k].empty();
+      for (size_t j = 1; j < done[i].count; j++) {
+        if (replies[k + j].empty() != unrun) return Status::Corruption("an entry ran in part");
+      }
+      if (unrun && ran == done.size()) ran = i;
+      if (!unrun && ran != done.size()) return Status::Corruption("an entry ran after one did not");
+      k += done[i].count;
+    }
+    if (ran == 0) return Status::Corruption("no command ran");
+    return ran;
   }
 
   void OnAnswer(uint32_t home, uint64_t seq, size_t n, const std::string& addr,
                 Result<std::string> r) {
-    std::vector<Entry> done;
-    bool more = false, close = false;
+    std::vector<Entry> done, again;
     {
       MutexLock lock(&mu);
       Home& h = homes[home];
       if (seq != h.in_flight) return;  // its entries were answered already (FailAll)
       h.in_flight = 0;
       done.swap(h.sent);
+    }
+    size_t copies = 0;
+    for (const Entry& e : done) copies += e.fetch ? 1 : 0;
+    Result<std::vector<std::string>> replies =
+        r.ok() ? DecodeFramedReplies(*r, n + copies) : Result<std::vector<std::string>>(r.status());
+    if (replies.ok()) {
+      Result<size_t> ran = RanEntries(done, *replies);
+      if (!ran.ok()) {
+        replies = ran.status();
+      } else if (*ran < done.size()) {
+        std::move(done.begin() + static_cast<ptrdiff_t>(*ran), done.end(),
+                  std::back_inserter(again));
+        done.resize(*ran);
+      }
+    }
+    std::string error;
+    if (!r.ok()) {
+      error = Unreachable(addr, r.status());
+    } else if (!replies.ok()) {
+      error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
+    }
+    // Held back while the client's replies are unread, if one of those run gets a reply that
+    // reaches the connection (its Release then comes after this).
+    bool wakes = false;
+    for (const Entry& e : done) wakes = wakes || e.done != nullptr;
+    bool more = false, close = false, held = false;
+    std::vector<Entry> dropped;
+    {
+      MutexLock lock(&mu);
+      Home& h = homes[home];
+      if (closed) {
+        dropped = std::move(again);
+      } else {
+        for (auto it = again.rbegin(); it != again.rend(); ++it) {
+          h.waiting.push_front(std::move(*it));
+        }
+      }
       more = !h.waiting.empty();
+      if (more && !again.empty() && hold_ && wakes) {
+        h.held = held = true;
+        held_homes.fetch_add(1, std::memory_order_release);
+        node->stats().forwards_held.fetch_add(1, std::memory_order_relaxed);
+      }
       if (!more) {
         h.busy = false;
         close = std::exchange(h.close_when_idle, false);
       }
     }
     // The next request leaves before the replies are handed out: the home stays busy.
-    if (more) SendNext(home);
+    if (more && !held) SendNext(home);
     if (close) node->CloseProxy(client, home);
-    Finish(done, n, addr, std::move(r));
+    Finish(done, n, addr, std::move(replies), std::move(error));
+    FinishNotRun(dropped);
   }
 
-  // Answers the entries `done` took: from `r`'s `n` framed replies (and copies), or its error
-  // (`error` when given).
+  // Answers the entries `done` took: from the `n` framed replies (and copies) of their request,
+  // or its error (`error` when given).
   template <typename Entries>
-  void Finish(Entries& done, size_t n, const std::string& addr, Result<std::string> r,
-              std::string error = std::string()) {
-    size_t copies = 0;
-    for (const Entry& e : done) copies += e.fetch ? 1 : 0;
-    Result<std::vector<std::string>> replies =
-        r.ok() ? DecodeFramedReplies(*r, n + copies) : Result<std::vector<std::string>>(r.status());
+  void Finish(Entries& done, size_t n, const std::string& addr,
+              Result<std::vector<std::string>> replies, std::string error = std::string()) {
     // This node's writes are answered (or abandoned): copies of their keys may come again.
     for (const Entry& e : done) {
       for (const std::string& k : e.own_writes) node->dkv().EndOwnWrite(k);
@@ -283,11 +414,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       }
       c++;
     }
-    if (error.empty() && !r.ok()) {
-      error = Unreachable(addr, r.status());
-    } else if (error.empty() && !replies.ok()) {
-      error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
-    }
+    if (error.empty() && !replies.ok()) error = Unreachable(addr, replies.status());
     size_t k = 0;
     for (Entry& e : done) {
       if (e.done) Deliver(e, error.empty() ? &*replies : nullptr, k, error);
@@ -315,8 +442,12 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
 
   ClusterNode* const node;
   const uint64_t client;
+  const bool hold_;
   Mutex mu;
   std::map<uint32_t, Home> homes FLOE_GUARDED_BY(mu);
+  uint64_t orders FLOE_GUARDED_BY(mu) = 0;  // the last Entry::order given
+  bool closed FLOE_GUARDED_BY(mu) = false;  // CloseAll ran: the client is gone
+  std::atomic<int> held_homes{0};           // homes held (C9): Release's quick way out
 };
 
 }  // namespace internal
@@ -340,8 +471,14 @@ std::function<void(std::string)> Session::BeginDeferred() {
 }
 
 internal::ForwardQueues& Session::Queues() {
-  if (!queues_) queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id());
+  if (!queues_) {
+    queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id(), holds_forwards_);
+  }
   return *queues_;
+}
+
+void Session::ReleaseForwards(size_t unwritten, size_t held) {
+  if (queues_) queues_->Release(held < internal::kForwardAnswerBudget, unwritten == 0);
 }
 
 bool Session::WatchingAt(uint32_t home) const {

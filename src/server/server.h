@@ -285,6 +285,15 @@ class Session {
     authenticated_ = true;
   }
   bool proxy() const { return proxy_; }
+  // Cluster, rule C9: the client reads its replies from a connection, which calls
+  // ReleaseForwards whenever its replies move on, with the bytes it holds unwritten (ready to
+  // write or being written) and `held` (those and the ready replies waiting behind one still to
+  // come). A home that stopped short at its answer budget is sent the rest only once the client
+  // holds less than the budget (or, with nothing unwritten, if it owes the oldest reply).
+  void set_holds_forwards() { holds_forwards_ = true; }
+  void ReleaseForwards(size_t unwritten, size_t held);
+  // Between MULTI and its EXEC or DISCARD.
+  bool in_multi() const { return in_multi_; }
   // A proxy session's current request: from `node`, sent at its clock reading `sent_us`, after
   // it dropped its copies of the keys the request changes (docs/coherence.md, X4).
   void set_request_origin(uint32_t node, uint64_t sent_us) {
@@ -480,6 +489,7 @@ class Session {
   internal::AnalyticsTask* finishing_ = nullptr;
   bool analytics_posted_ = false;  // the handler posted its task: Call counts it when finished
   bool running_queued_ = false;    // EXEC runs its queued commands: nothing defers (A3)
+  bool holds_forwards_ = false;
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
   std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several

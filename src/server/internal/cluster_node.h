@@ -115,7 +115,10 @@ struct RemovedNotice {
 std::string EncodeRemovedNotice(const RemovedNotice& notice);
 Result<RemovedNotice> DecodeRemovedNotice(std::string_view bytes);
 // The answer: each command's reply, length-prefixed, in order; then one frame per entry of
-// `copies` (empty: no copy).
+// `copies` (empty: no copy). Once the replies reach kForwardAnswerBudget the home runs no more
+// commands outside a transaction: each command it did not run answers an empty frame, and the
+// sender sends those again (docs/cluster.md, C9).
+inline constexpr size_t kForwardAnswerBudget = size_t{64} << 20;
 void AppendFramedReply(std::string_view reply, std::string* answer);
 // Corruption unless `answer` holds exactly `n` framed replies.
 Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n);
@@ -147,6 +150,10 @@ class ClusterNode {
     std::atomic<uint64_t> forward_failures{0};  // ... that got no answer (CLUSTERDOWN)
     std::atomic<uint64_t> proxied{0};           // requests run here for other nodes
     std::atomic<uint64_t> proxy_sessions{0};    // open now
+    // Rule C9: requests run here that stopped at the answer budget, and homes held back by a
+    // client of this node until it read its replies.
+    std::atomic<uint64_t> answers_cut{0};
+    std::atomic<uint64_t> forwards_held{0};
   };
 
   // Starts the transport, the endpoint and formation from config's cluster settings (a non-
@@ -196,6 +203,7 @@ class ClusterNode {
   const cluster::Meta* meta() const;
   std::string meta_off() const;
   const Stats& stats() const { return stats_; }
+  Stats& stats() { return stats_; }
   // The home of a key's slot under map(); 0 before formation.
   net::NodeId Home(uint16_t slot) const;
   // "-CLUSTERDOWN The cluster is not formed: <first reason>" (without the '-').
@@ -216,7 +224,12 @@ class ClusterNode {
   // or an error status when the home does not answer within cluster-node-timeout (plus, when
   // `changes`, the longest a change may wait for a cut-off holder's lease: rule C7).
   void Forward(net::NodeId home, const ForwardRequest& request, bool changes,
-               std::function<void(Result<std::string>)> done);
+               std::function<void(Result<std::string>)> done) {
+    ForwardEncoded(home, EncodeForward(request), changes, std::move(done));
+  }
+  // The same, of a request already encoded (EncodeForward).
+  void ForwardEncoded(net::NodeId home, std::string request, bool changes,
+                      std::function<void(Result<std::string>)> done);
   // The client left: its proxy session at `home` is dropped (send it after the client's last
   // request to that home has been answered, or it may overtake it).
   void CloseProxy(uint64_t client, net::NodeId home);
