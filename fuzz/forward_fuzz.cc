@@ -57,11 +57,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       floe::server::internal::DecodeForward(floe::server::internal::EncodeForward(*r));
   if (!again.ok() || again->origin != r->origin || again->client != r->client ||
       again->seq != r->seq || again->sent_us != r->sent_us || again->watching != r->watching ||
-      again->commands != r->commands || again->copies != r->copies) {
+      again->commands != r->commands || again->copies != r->copies ||
+      again->continues != r->continues) {
     std::abort();
   }
   for (size_t j = 0; j < r->copies.size(); j++) {
     if (r->copies[j] >= r->commands.size() || (j > 0 && r->copies[j] <= r->copies[j - 1])) {
+      std::abort();
+    }
+  }
+  for (size_t j = 0; j < r->continues.size(); j++) {
+    if (r->continues[j] == 0 || r->continues[j] >= r->commands.size() ||
+        (j > 0 && r->continues[j] <= r->continues[j - 1])) {
       std::abort();
     }
   }

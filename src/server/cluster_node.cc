@@ -240,9 +240,12 @@ void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<
     }
     bool parked = false;
     while (p->next < c.req.commands.size()) {
-      // Rule C9: past the answer budget the request stops at a command outside a transaction
-      // (an entry's boundary at the client's node), and the rest go back unrun.
-      if (p->out.size() >= kForwardAnswerBudget && !s.in_multi()) break;
+      // Rule C9: past the answer budget the request stops before a command that begins an
+      // entry at the client's node, outside a transaction, and the rest go back unrun.
+      if (p->out.size() >= kForwardAnswerBudget && !s.in_multi() &&
+          !std::binary_search(c.req.continues.begin(), c.req.continues.end(), p->next)) {
+        break;
+      }
       const auto& command = c.req.commands[p->next];
       args.assign(command.begin(), command.end());
       reply.clear();

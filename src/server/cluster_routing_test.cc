@@ -572,6 +572,36 @@ TEST(ForwardCodecTest, CopiesRoundTripAndBadIndicesAreRefused) {
   EXPECT_FALSE(internal::DecodeForward(more).ok());
 }
 
+// Rule C9: the commands that continue an entry (docs/wire.md, flags bit 2).
+TEST(ForwardCodecTest, ContinuationsRoundTripAndBadIndicesAreRefused) {
+  internal::ForwardRequest req{
+      .origin = 1,
+      .client = 2,
+      .seq = 3,
+      .protocol = 2,
+      .commands = {{"TYPE", "a"}, {"HLL.EXPORT", "a"}, {"GET", "b"}, {"MULTI"}, {"EXEC"}},
+      .copies = {2},
+      .continues = {1, 4}};
+  const std::string bytes = internal::EncodeForward(req);
+  Result<internal::ForwardRequest> back = internal::DecodeForward(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->continues, (std::vector<uint32_t>{1, 4}));
+  EXPECT_EQ(back->copies, (std::vector<uint32_t>{2}));
+  for (size_t n = 0; n < bytes.size(); n++) {
+    EXPECT_FALSE(internal::DecodeForward(bytes.substr(0, n)).ok()) << n;
+  }
+  // The first command begins an entry; out of range, repeated or out of order.
+  for (std::vector<uint32_t> bad : std::vector<std::vector<uint32_t>>{{0}, {5}, {2, 2}, {3, 1}}) {
+    req.continues = bad;
+    EXPECT_FALSE(internal::DecodeForward(internal::EncodeForward(req)).ok()) << bad[0];
+  }
+  // As many as the commands: the first cannot continue anything.
+  req.continues = {1, 2, 3, 4};
+  std::string more = internal::EncodeForward(req);
+  more[more.size() - 5] = 5;  // the count
+  EXPECT_FALSE(internal::DecodeForward(more).ok());
+}
+
 TEST(ForwardCodecTest, RoundTripsAndRefusesLies) {
   internal::ForwardRequest req{.origin = 0x1234567890abcdefull,
                                .client = 77,

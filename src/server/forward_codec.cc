@@ -24,7 +24,8 @@ std::string EncodeForward(const ForwardRequest& request) {
   w.PutVarint64(request.seq);
   w.PutVarint64(request.sent_us);
   w.PutU8(request.protocol);
-  w.PutU8((request.watching ? 1 : 0) | (request.copies.empty() ? 0 : 2));
+  w.PutU8((request.watching ? 1 : 0) | (request.copies.empty() ? 0 : 2) |
+          (request.continues.empty() ? 0 : 4));
   w.PutVarint64(request.commands.size());
   for (const auto& command : request.commands) {
     w.PutVarint64(command.size());
@@ -33,6 +34,10 @@ std::string EncodeForward(const ForwardRequest& request) {
   if (!request.copies.empty()) {
     w.PutVarint64(request.copies.size());
     for (uint32_t i : request.copies) w.PutVarint64(i);
+  }
+  if (!request.continues.empty()) {
+    w.PutVarint64(request.continues.size());
+    for (uint32_t i : request.continues) w.PutVarint64(i);
   }
   return out;
 }
@@ -50,7 +55,7 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&n));
   if (req.protocol != 2 && req.protocol != 3) return Status::Corruption("forward: bad protocol");
-  if ((flags & ~3u) != 0) return Status::Corruption("forward: unknown flags");
+  if ((flags & ~7u) != 0) return Status::Corruption("forward: unknown flags");
   req.watching = (flags & 1) != 0;
   // Each command takes at least two bytes, so a count beyond that is a lie: checked before
   // anything is sized by it.
@@ -90,6 +95,23 @@ Result<ForwardRequest> DecodeForward(std::string_view bytes) {
         return Status::Corruption("forward: copy index out of order or range");
       }
       req.copies.push_back(static_cast<uint32_t>(i));
+    }
+  }
+  if ((flags & 4) != 0) {
+    uint64_t k = 0;
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&k));
+    // Strictly increasing indices from 1: fewer than the commands, each a byte at least.
+    if (k == 0 || k >= n || k > r.remaining()) {
+      return Status::Corruption("forward: continuation count out of range");
+    }
+    req.continues.reserve(k);
+    for (uint64_t j = 0; j < k; j++) {
+      uint64_t i = 0;
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&i));
+      if (i == 0 || i >= n || (!req.continues.empty() && i <= req.continues.back())) {
+        return Status::Corruption("forward: continuation index out of order or range");
+      }
+      req.continues.push_back(static_cast<uint32_t>(i));
     }
   }
   if (r.remaining() != 0) return Status::Corruption("forward: trailing bytes");

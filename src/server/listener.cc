@@ -208,7 +208,6 @@ void Connection::Start() {
   const std::string addr = Endpoint(socket_.remote_endpoint(ec));
   const std::string laddr = Endpoint(socket_.local_endpoint(ec));
   session_ = std::make_unique<Session>(worker_->engine, worker_->index, addr, laddr);
-  session_->set_holds_forwards();
   ClientState& state = session_->state();
   state.fd.store(static_cast<int>(socket_.native_handle()), std::memory_order_relaxed);
   {
@@ -229,6 +228,12 @@ void Connection::Start() {
     session_->set_reply_sink([weak, io](uint64_t ticket, std::string reply) {
       asio::post(*io, [weak, ticket, reply = std::move(reply)]() mutable {
         if (auto c = weak.lock()) c->Resume(ticket, std::move(reply));
+      });
+    });
+    // Rule C9: a home held back is looked at again after each answer from any home.
+    session_->set_forward_waker([weak, io] {
+      asio::post(*io, [weak] {
+        if (auto c = weak.lock()) c->Process();
       });
     });
   }

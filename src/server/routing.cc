@@ -102,9 +102,10 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     uint64_t in_flight = 0;
   };
 
-  // `hold`: the client reads its replies from a connection, which calls Release as it writes
-  // them (C9); without, what a home did not run is sent again at once.
-  ForwardQueues(ClusterNode* n, uint64_t c, bool hold) : node(n), client(c), hold_(hold) {}
+  // `wake`: the client reads its replies from a connection, which calls Release as it writes
+  // them, and soon after `wake` (C9); without, what a home did not run is sent again at once.
+  ForwardQueues(ClusterNode* n, uint64_t c, std::function<void()> wake)
+      : node(n), client(c), wake_(std::move(wake)) {}
 
   // REQUIRES: every entry fits a request alone (ForwardFits).
   void Enqueue(uint32_t home, Entry entry) {
@@ -153,29 +154,34 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   }
 
   // The client left: each proxy session it has goes once its home answered the last request.
-  // What a home held back (C9) never runs: the client is gone.
-  void CloseAll() {
-    std::vector<uint32_t> now;
-    std::vector<Entry> dropped;
-    {
-      MutexLock lock(&mu);
-      closed = true;
-      for (auto& [id, h] : homes) {
-        if (h.held) {
-          UnholdLocked(h);
-          h.busy = false;
-          std::move(h.waiting.begin(), h.waiting.end(), std::back_inserter(dropped));
-          h.waiting.clear();
-        }
-        if (h.busy) {
-          h.close_when_idle = true;
-        } else {
-          now.push_back(id);
+  // What a home held back (C9) goes now, as Redis runs every command a client sent before it
+  // left; its replies go nowhere, so nothing is held back any more. Never throws (a session's
+  // end calls it).
+  void CloseAll() noexcept {
+    try {
+      std::vector<uint32_t> now, go;
+      {
+        MutexLock lock(&mu);
+        now.reserve(homes.size());
+        go.reserve(homes.size());
+        closed = true;
+        for (auto& [id, h] : homes) {
+          if (h.held) {
+            UnholdLocked(h);
+            go.push_back(id);
+          }
+          if (h.busy) {
+            h.close_when_idle = true;
+          } else {
+            now.push_back(id);
+          }
         }
       }
+      for (uint32_t id : now) node->CloseProxy(client, id);
+      for (uint32_t id : go) SendNext(id);
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("closing a client's proxy sessions failed: {}", e.what());
     }
-    for (uint32_t id : now) node->CloseProxy(client, id);
-    FinishNotRun(dropped);
   }
 
   // Rule C9, on the client's connection as it moves its replies on: a home held back sends
@@ -185,8 +191,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
   void Release(bool room, bool drained) {
     if (held_homes.load(std::memory_order_acquire) == 0) return;
     std::vector<uint32_t> go;
-    {
+    try {
       MutexLock lock(&mu);
+      go.reserve(homes.size());  // before any home is released: nothing below throws
       uint64_t oldest = UINT64_MAX;
       for (const auto& [id, h] : homes) {
         if (!h.sent.empty()) oldest = std::min(oldest, h.sent.front().order);
@@ -199,6 +206,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
           go.push_back(id);
         }
       }
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("releasing a client's forwarded commands failed: {}", e.what());
+      return;  // nothing was released; the next write or answer tries again
     }
     for (uint32_t id : go) SendNext(id);
   }
@@ -244,22 +254,22 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     }
   }
 
+  // After every answer while a home is held: the answer may have made its home the oldest, or
+  // made room, without a reply that reaches the connection (an UNWATCH, a split command's part
+  // that is not its last).
+  void Wake() {
+    if (!wake_ || held_homes.load(std::memory_order_acquire) == 0) return;
+    try {
+      wake_();
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("waking a client's connection failed: {}", e.what());
+    }
+  }
+
   void UnholdLocked(Home& h) FLOE_REQUIRES(mu) {
     if (!h.held) return;
     h.held = false;
     held_homes.fetch_sub(1, std::memory_order_release);
-  }
-
-  // The entries a home did not run (C9) and that never will: their own writes end, their
-  // fetches get no copy; their clients are gone.
-  void FinishNotRun(std::vector<Entry>& entries) {
-    if (entries.empty()) return;
-    static const std::string kGone = ErrorBytes("ERR the client left before the command ran");
-    try {
-      Finish(entries, 0, std::string(), Status::Aborted("client left"), kGone);
-    } catch (const std::exception& e) {
-      FLOE_LOG_ERROR("ending a client's unrun forwarded commands failed: {}", e.what());
-    }
   }
 
   void Send(uint32_t home) {
@@ -284,6 +294,9 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
         args += entry_args;
         changes = changes || e.changes;
         if (e.fetch) req.copies.push_back(static_cast<uint32_t>(req.commands.size()));
+        for (size_t j = 1; j < e.count; j++) {
+          req.continues.push_back(static_cast<uint32_t>(req.commands.size() + j));
+        }
         for (auto& c : e.commands) req.commands.push_back(std::move(c));
         e.commands.clear();
         h.sent.push_back(std::move(e));
@@ -340,58 +353,75 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       h.in_flight = 0;
       done.swap(h.sent);
     }
-    size_t copies = 0;
-    for (const Entry& e : done) copies += e.fetch ? 1 : 0;
-    Result<std::vector<std::string>> replies =
-        r.ok() ? DecodeFramedReplies(*r, n + copies) : Result<std::vector<std::string>>(r.status());
-    if (replies.ok()) {
-      Result<size_t> ran = RanEntries(done, *replies);
-      if (!ran.ok()) {
-        replies = ran.status();
-      } else if (*ran < done.size()) {
-        std::move(done.begin() + static_cast<ptrdiff_t>(*ran), done.end(),
-                  std::back_inserter(again));
-        done.resize(*ran);
-      }
-    }
-    std::string error;
-    if (!r.ok()) {
-      error = Unreachable(addr, r.status());
-    } else if (!replies.ok()) {
-      error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
-    }
-    // Held back while the client's replies are unread, if one of those run gets a reply that
-    // reaches the connection (its Release then comes after this).
-    bool wakes = false;
-    for (const Entry& e : done) wakes = wakes || e.done != nullptr;
-    bool more = false, close = false, held = false;
-    std::vector<Entry> dropped;
-    {
-      MutexLock lock(&mu);
-      Home& h = homes[home];
-      if (closed) {
-        dropped = std::move(again);
-      } else {
-        for (auto it = again.rbegin(); it != again.rend(); ++it) {
-          h.waiting.push_front(std::move(*it));
+    bool handed = false;  // the replies are being handed out: never answer them twice
+    try {
+      size_t copies = 0;
+      for (const Entry& e : done) copies += e.fetch ? 1 : 0;
+      Result<std::vector<std::string>> replies = r.ok()
+                                                     ? DecodeFramedReplies(*r, n + copies)
+                                                     : Result<std::vector<std::string>>(r.status());
+      if (replies.ok()) {
+        Result<size_t> ran = RanEntries(done, *replies);
+        if (!ran.ok()) {
+          replies = ran.status();
+        } else if (*ran < done.size()) {
+          again.reserve(done.size() - *ran);
+          std::move(done.begin() + static_cast<ptrdiff_t>(*ran), done.end(),
+                    std::back_inserter(again));
+          done.resize(*ran);
         }
       }
-      more = !h.waiting.empty();
-      if (more && !again.empty() && hold_ && wakes) {
-        h.held = held = true;
-        held_homes.fetch_add(1, std::memory_order_release);
-        node->stats().forwards_held.fetch_add(1, std::memory_order_relaxed);
+      std::string error;
+      if (!r.ok()) {
+        error = Unreachable(addr, r.status());
+      } else if (!replies.ok()) {
+        error = ErrorBytes("ERR the node " + addr + " sent a malformed answer");
       }
-      if (!more) {
-        h.busy = false;
-        close = std::exchange(h.close_when_idle, false);
+      bool more = false, close = false, held = false;
+      {
+        MutexLock lock(&mu);
+        Home& h = homes[home];
+        // What did not run goes first (it came before what waits). An allocation that fails
+        // part way leaves the rest in `again`, answered below.
+        const bool cut = !again.empty();
+        while (!again.empty()) {
+          h.waiting.push_front(std::move(again.back()));
+          again.pop_back();
+        }
+        more = !h.waiting.empty();
+        // Held back until the client has read its replies, unless it left (its replies go
+        // nowhere) or has no connection to read them from.
+        if (cut && wake_ && !closed) {
+          h.held = held = true;
+          held_homes.fetch_add(1, std::memory_order_release);
+          node->stats().forwards_held.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (!more) {
+          h.busy = false;
+          close = std::exchange(h.close_when_idle, false);
+        }
+      }
+      // The next request leaves before the replies are handed out: the home stays busy.
+      if (more && !held) SendNext(home);
+      if (close) node->CloseProxy(client, home);
+      handed = true;
+      Finish(done, n, addr, std::move(replies), std::move(error));
+    } catch (const std::exception& e) {
+      FLOE_LOG_ERROR("handing out a forwarded answer failed: {}", e.what());
+      if (!handed) {
+        static const std::string kLost = ErrorBytes(
+            "OOM out of memory on this node while forwarding to the key's home: the command "
+            "may or may not have run");
+        try {
+          Finish(done, 0, std::string(), Status::ResourceExhausted("out of memory"), kLost);
+          Finish(again, 0, std::string(), Status::ResourceExhausted("out of memory"), kLost);
+        } catch (const std::exception& e2) {
+          FLOE_LOG_ERROR("answering a client's forwarded commands failed: {}", e2.what());
+        }
+        FailAll(home);
       }
     }
-    // The next request leaves before the replies are handed out: the home stays busy.
-    if (more && !held) SendNext(home);
-    if (close) node->CloseProxy(client, home);
-    Finish(done, n, addr, std::move(replies), std::move(error));
-    FinishNotRun(dropped);
+    Wake();
   }
 
   // Answers the entries `done` took: from the `n` framed replies (and copies) of their request,
@@ -442,7 +472,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
 
   ClusterNode* const node;
   const uint64_t client;
-  const bool hold_;
+  const std::function<void()> wake_;
   Mutex mu;
   std::map<uint32_t, Home> homes FLOE_GUARDED_BY(mu);
   uint64_t orders FLOE_GUARDED_BY(mu) = 0;  // the last Entry::order given
@@ -472,7 +502,7 @@ std::function<void(std::string)> Session::BeginDeferred() {
 
 internal::ForwardQueues& Session::Queues() {
   if (!queues_) {
-    queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id(), holds_forwards_);
+    queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id(), forward_waker_);
   }
   return *queues_;
 }

@@ -290,7 +290,9 @@ class Session {
   // write or being written) and `held` (those and the ready replies waiting behind one still to
   // come). A home that stopped short at its answer budget is sent the rest only once the client
   // holds less than the budget (or, with nothing unwritten, if it owes the oldest reply).
-  void set_holds_forwards() { holds_forwards_ = true; }
+  // `wake` (any thread) makes the connection call ReleaseForwards soon; it is called after every
+  // answer from a home while one is held back.
+  void set_forward_waker(std::function<void()> wake) { forward_waker_ = std::move(wake); }
   void ReleaseForwards(size_t unwritten, size_t held);
   // Between MULTI and its EXEC or DISCARD.
   bool in_multi() const { return in_multi_; }
@@ -489,7 +491,7 @@ class Session {
   internal::AnalyticsTask* finishing_ = nullptr;
   bool analytics_posted_ = false;  // the handler posted its task: Call counts it when finished
   bool running_queued_ = false;    // EXEC runs its queued commands: nothing defers (A3)
-  bool holds_forwards_ = false;
+  std::function<void()> forward_waker_;              // rule C9; null: nothing is held back
   std::shared_ptr<internal::ForwardQueues> queues_;  // the requests to each home, in order
   std::vector<uint32_t> watch_homes_;                // nodes where this client WATCHes keys
   int watch_slot_ = -1;                              // the slot of the watched keys; -2: several

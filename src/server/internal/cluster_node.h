@@ -71,6 +71,9 @@ struct ForwardRequest {
   // Commands (their indices, increasing) that read one key and whose key the sender wants a
   // cached copy of (rule C8): the answer carries a DKV GET answer for each after the replies.
   std::vector<uint32_t> copies;
+  // Commands (their indices, increasing, each at least 1) that continue the entry of the one
+  // before them: the home never stops before one at its answer budget (docs/cluster.md, C9).
+  std::vector<uint32_t> continues;
 };
 // Bounds on a forwarded request (docs/wire.md): the sender refuses a request beyond them with
 // an error to its client (ForwardFits), so an honest node never sends more.
