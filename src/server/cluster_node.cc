@@ -73,6 +73,16 @@ Result<net::Faults> FaultsFromEnvironment() {
   return f;
 }
 
+namespace {
+std::atomic<size_t> forward_answer_budget{kForwardAnswerBudget};
+}  // namespace
+
+size_t ForwardAnswerBudget() { return forward_answer_budget.load(std::memory_order_relaxed); }
+
+void TEST_SetForwardAnswerBudget(size_t bytes) {
+  forward_answer_budget.store(bytes, std::memory_order_relaxed);
+}
+
 int64_t ConnectedClients(const Engine& engine) {
   const ClusterNode* node = engine.cluster();
   const uint64_t all = engine.ClientCount();
@@ -242,7 +252,7 @@ void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<
     while (p->next < c.req.commands.size()) {
       // Rule C9: past the answer budget the request stops before a command that begins an
       // entry at the client's node, outside a transaction, and the rest go back unrun.
-      if (p->out.size() >= kForwardAnswerBudget && !s.in_multi() &&
+      if (p->out.size() >= ForwardAnswerBudget() && !s.in_multi() &&
           !std::binary_search(c.req.continues.begin(), c.req.continues.end(), p->next)) {
         break;
       }

@@ -1,7 +1,8 @@
 // Rule C9 (docs/cluster.md, "Commands through any node"): a home stops a forwarded request at
 // its answer budget, between entries, and the client's node sends the rest again once its
 // client has read its replies. Member 0 is a server with a listener (the hold lives in its
-// connections); members 1 and 2 are bare engines. Run under TSan too.
+// connections); members 1 and 2 are bare engines. The budget is 4 MiB here rather than 64, and
+// the values as much smaller, so the tests move tens of megabytes (run under TSan too).
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -27,16 +28,22 @@ using internal::ClusterNode;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMiB = size_t{1} << 20;
+constexpr size_t kBudget = 4 * kMiB;
+constexpr size_t kKiB = 1024;
 
 class ForwardBudgetTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    internal::TEST_SetForwardAnswerBudget(kBudget);
+    // The logger exists before the server's thread and this one start members at once.
+    FLOE_LOG_INFO("forward budget test: answer budget {} bytes", kBudget);
+    // Generous timeouts: under TSan a budget's worth of replies takes a while to move.
     cluster_ = std::make_unique<internal::InProcessCluster>(internal::InProcessClusterOptions{
-        .members = 3, .started = 0, .timeout_ms = 5000, .first_client_port = 6000});
+        .members = 3, .started = 0, .timeout_ms = 20000, .first_client_port = 6000});
     Config sc;
     sc.bind = "127.0.0.1";
     sc.cluster = cluster_->member_list();
-    sc.cluster_node_timeout = 5000;
+    sc.cluster_node_timeout = 20000;
     sc.port = 0;
     sc.threads = 1;
     sc.cluster_port = cluster_->cluster_port(0);
@@ -64,6 +71,7 @@ class ForwardBudgetTest : public ::testing::Test {
     if (run_.joinable()) run_.join();
     server_.reset();
     cluster_.reset();
+    internal::TEST_SetForwardAnswerBudget(internal::kForwardAnswerBudget);
   }
 
   // A key homed at member `m` (1 or 2), as the server's node routes it.
@@ -171,7 +179,8 @@ class ForwardBudgetTest : public ::testing::Test {
 // a session with a reply sink (no connection: the rest goes again at once).
 TEST_F(ForwardBudgetTest, AHomeStopsAtItsBudgetAndTheRestFollowsInOrder) {
   const std::string big = KeyAt(1, "big"), counter = KeyAt(1, "counter");
-  Store(big, 2 * kMiB, 'x');
+  const size_t size = 32 * kKiB;
+  Store(big, size, 'x');
   const std::string tx = "{" + big + "}";  // the same slot
   Session s(&server_->engine(), 0);
   std::mutex mu;
@@ -191,12 +200,12 @@ TEST_F(ForwardBudgetTest, AHomeStopsAtItsBudgetAndTheRestFollowsInOrder) {
       order.emplace_back(s.last_ticket(), std::string());
     }
   };
-  constexpr int kGets = 100;
+  constexpr int kGets = 300;  // 9.4 MiB of replies, and the transaction's 1.25 MiB
   for (int i = 0; i < kGets; i++) {
     run({"GET", big});
     if (i % 10 == 9) run({"INCR", counter});
-    if (i == 50) {
-      // 40 × 2 MiB in one EXEC: past the budget, never split.
+    if (i == 100) {  // 3.1 MiB in: the budget is reached inside the transaction
+      // 40 × 32 KiB in one EXEC: past the budget (with the GETs before it), never split.
       run({"MULTI"});
       for (int j = 0; j < 40; j++) run({"GET", big});
       run({"EXEC"});
@@ -215,7 +224,7 @@ TEST_F(ForwardBudgetTest, AHomeStopsAtItsBudgetAndTheRestFollowsInOrder) {
   std::lock_guard<std::mutex> lock(mu);
   ASSERT_EQ(deferred.size(), want);
   const std::string big_reply =
-      "$" + std::to_string(2 * kMiB) + "\r\n" + std::string(2 * kMiB, 'x') + "\r\n";
+      "$" + std::to_string(size) + "\r\n" + std::string(size, 'x') + "\r\n";
   int incr = 0;
   bool in_multi = false;
   for (auto& [ticket, immediate] : order) {
@@ -242,25 +251,27 @@ TEST_F(ForwardBudgetTest, AHomeStopsAtItsBudgetAndTheRestFollowsInOrder) {
 
 // A client that pipelines more large reads than it reads replies: the home runs no more than
 // about twice the budget's worth for it, and the rest runs as the client reads (without the
-// rule the home built the whole answer, 300 MiB here, at once).
+// rule the home built the whole answer, 37.5 MiB here, at once).
 TEST_F(ForwardBudgetTest, AClientThatDoesNotReadHoldsItsHomeBack) {
   const std::string big = KeyAt(1, "big");
-  Store(big, kMiB, 'y');
+  const size_t size = 64 * kKiB;
+  Store(big, size, 'y');
   const uint64_t before = GetsAt(1);
   const int fd = Connect();
-  constexpr int kGets = 300;
+  constexpr int kGets = 600;  // 37.5 MiB of replies
   std::string pipeline;
   for (int i = 0; i < kGets; i++) pipeline += Command({"GET", big});
   WriteAll(fd, pipeline);
   const uint64_t ran = SettledGetsAt(1) - before;
-  EXPECT_LT(ran, 200u) << "the home ran the client's reads ahead of what it read";
+  // Two budgets' worth (64 GETs each) and what the sockets hold (a few MiB).
+  EXPECT_LT(ran, 400u) << "the home ran the client's reads ahead of what it read";
   EXPECT_GE(server_->engine().cluster()->stats().forwards_held.load(), 1u);
   const std::vector<resp::Reply> replies = ReadReplies(fd, kGets);
   close(fd);
   ASSERT_EQ(replies.size(), static_cast<size_t>(kGets));
   for (const resp::Reply& r : replies) {
     ASSERT_EQ(r.type, resp::Reply::Type::kBulk);
-    ASSERT_TRUE(r.str == std::string(kMiB, 'y'));
+    ASSERT_TRUE(r.str == std::string(size, 'y'));
   }
 }
 
@@ -268,11 +279,12 @@ TEST_F(ForwardBudgetTest, AClientThatDoesNotReadHoldsItsHomeBack) {
 // has read all it can, that home goes on (counting the stuck replies against the client would
 // leave both waiting for ever).
 TEST_F(ForwardBudgetTest, RepliesStuckBehindAHeldHomeDoNotHoldItForEver) {
-  // Member 1's answer stops after 16 + 64 MiB, and its last reads wait; member 2's 64 MiB of
-  // replies to later reads wait behind them, more than the budget: only the oldest reply's
-  // home may go on.
+  // Member 1's answer stops after 4 + 16 MiB, and its last reads wait; member 2's replies to
+  // later reads wait behind them, more than the budget: only the oldest reply's home may go
+  // on. A larger budget here, so that what the sockets hold does not decide it.
+  internal::TEST_SetForwardAnswerBudget(4 * kBudget);
   const std::string a = KeyAt(1, "a"), b = KeyAt(2, "b");
-  const size_t a_size = 16 * kMiB, b_size = kMiB;
+  const size_t a_size = 4 * kMiB, b_size = 256 * kKiB;
   Store(a, a_size, 'a');
   Store(b, b_size, 'b');
   const int fd = Connect();
@@ -298,10 +310,10 @@ TEST_F(ForwardBudgetTest, RepliesStuckBehindAHeldHomeDoNotHoldItForEver) {
 // session at the home closes.
 TEST_F(ForwardBudgetTest, AClientThatLeavesWhileHeldHasItsCommandsRunInOrder) {
   const std::string big = KeyAt(1, "big"), later = KeyAt(1, "later"), other = KeyAt(2, "other");
-  Store(big, kMiB, 'z');
+  Store(big, 64 * kKiB, 'z');
   const int fd = Connect();
   std::string pipeline;
-  for (int i = 0; i < 300; i++) pipeline += Command({"GET", big});
+  for (int i = 0; i < 600; i++) pipeline += Command({"GET", big});
   pipeline += Command({"SET", later, "ran"});
   pipeline += Command({"SET", other, "ran too"});
   WriteAll(fd, pipeline);
@@ -324,7 +336,7 @@ TEST_F(ForwardBudgetTest, AClientThatLeavesWhileHeldHasItsCommandsRunInOrder) {
 // entry, and the home stops only before one that does not.
 TEST_F(ForwardBudgetTest, AHomeNeverStopsInsideAnEntry) {
   const std::string big = KeyAt(1, "big");
-  Store(big, 2 * kMiB, 'e');
+  Store(big, 128 * kKiB, 'e');
   ClusterNode& node = *server_->engine().cluster();
   auto forward = [&](uint64_t client, bool one_entry) {
     internal::ForwardRequest req{.origin = node.origin(), .client = client, .seq = 1, .sent_us = 1};
@@ -348,7 +360,7 @@ TEST_F(ForwardBudgetTest, AHomeNeverStopsInsideAnEntry) {
     return ran;
   };
   EXPECT_EQ(forward(1u << 30, /*one_entry=*/true), 40u);
-  EXPECT_EQ(forward((1u << 30) + 1, /*one_entry=*/false), 32u);  // 32 x 2 MiB: the budget
+  EXPECT_EQ(forward((1u << 30) + 1, /*one_entry=*/false), 32u);  // 32 x 128 KiB: the budget
 }
 
 }  // namespace

@@ -508,7 +508,7 @@ internal::ForwardQueues& Session::Queues() {
 }
 
 void Session::ReleaseForwards(size_t unwritten, size_t held) {
-  if (queues_) queues_->Release(held < internal::kForwardAnswerBudget, unwritten == 0);
+  if (queues_) queues_->Release(held < internal::ForwardAnswerBudget(), unwritten == 0);
 }
 
 bool Session::WatchingAt(uint32_t home) const {

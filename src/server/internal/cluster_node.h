@@ -122,6 +122,10 @@ Result<RemovedNotice> DecodeRemovedNotice(std::string_view bytes);
 // commands outside a transaction: each command it did not run answers an empty frame, and the
 // sender sends those again (docs/cluster.md, C9).
 inline constexpr size_t kForwardAnswerBudget = size_t{64} << 20;
+// The budget in force: kForwardAnswerBudget, or a test's (the same on every member of the
+// process, and for the client's hold).
+size_t ForwardAnswerBudget();
+void TEST_SetForwardAnswerBudget(size_t bytes);
 void AppendFramedReply(std::string_view reply, std::string* answer);
 // Corruption unless `answer` holds exactly `n` framed replies.
 Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n);
