@@ -178,6 +178,9 @@ class ForwardBudgetTest : public ::testing::Test {
 // transaction whose replies exceed the budget still runs whole (its EXEC is one entry). Through
 // a session with a reply sink (no connection: the rest goes again at once).
 TEST_F(ForwardBudgetTest, AHomeStopsAtItsBudgetAndTheRestFollowsInOrder) {
+  // A budget of eight replies: whatever batches the sender makes (they depend on how fast
+  // answers come), most requests are cut.
+  internal::TEST_SetForwardAnswerBudget(256 * kKiB);
   const std::string big = KeyAt(1, "big"), counter = KeyAt(1, "counter");
   const size_t size = 32 * kKiB;
   Store(big, size, 'x');
@@ -204,8 +207,8 @@ TEST_F(ForwardBudgetTest, AHomeStopsAtItsBudgetAndTheRestFollowsInOrder) {
   for (int i = 0; i < kGets; i++) {
     run({"GET", big});
     if (i % 10 == 9) run({"INCR", counter});
-    if (i == 100) {  // 3.1 MiB in: the budget is reached inside the transaction
-      // 40 × 32 KiB in one EXEC: past the budget (with the GETs before it), never split.
+    if (i == 100) {  // the budget is reached inside the transaction
+      // 40 × 32 KiB in one EXEC: five budgets, never split.
       run({"MULTI"});
       for (int j = 0; j < 40; j++) run({"GET", big});
       run({"EXEC"});
@@ -361,6 +364,43 @@ TEST_F(ForwardBudgetTest, AHomeNeverStopsInsideAnEntry) {
   };
   EXPECT_EQ(forward(1u << 30, /*one_entry=*/true), 40u);
   EXPECT_EQ(forward((1u << 30) + 1, /*one_entry=*/false), 32u);  // 32 x 128 KiB: the budget
+}
+
+// The same through a client's connection: a split PFCOUNT's part at member 1 (each key's TYPE
+// and HLL.EXPORT) queued behind reads that leave it just under the budget. The sender names the
+// part's commands as one entry; without, the home stopped inside it and every reply of the
+// request came back as a malformed answer.
+TEST_F(ForwardBudgetTest, ASplitCommandsPartIsNeverCut) {
+  const std::string big = KeyAt(1, "big");
+  // Four GET replies (each framed: a 3-byte length, "$1048049\r\n", the value, "\r\n") leave
+  // the answer 2 KiB under the budget; the first GET of the pipeline goes alone.
+  const size_t size = (kBudget - 2048) / 4 - 15;
+  Store(big, size, 'p');
+  Session s(&server_->engine(), 0);
+  std::vector<std::string> hlls;
+  for (int i = 0; i < 10; i++) {
+    hlls.push_back(KeyAt(1, "hll" + std::to_string(i) + "-"));
+    std::vector<std::string> add = {"PFADD", hlls.back()};
+    for (int j = 0; j < 5000; j++) add.push_back(std::to_string(i * 5000 + j));
+    ASSERT_EQ(CommandTest::Decode(s.Run(add)).type, Reply::Type::kInteger);
+  }
+  hlls.push_back(KeyAt(2, "hll-elsewhere-"));
+  const int fd = Connect();
+  std::string pipeline;
+  for (int i = 0; i < 5; i++) pipeline += Command({"GET", big});
+  pipeline += "*" + std::to_string(hlls.size() + 1) + "\r\n$7\r\nPFCOUNT\r\n";
+  for (const std::string& k : hlls)
+    pipeline += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n";
+  WriteAll(fd, pipeline);
+  const std::vector<resp::Reply> replies = ReadReplies(fd, 6);
+  close(fd);
+  ASSERT_EQ(replies.size(), 6u);
+  for (int i = 0; i < 5; i++) {
+    ASSERT_EQ(replies[i].type, resp::Reply::Type::kBulk) << replies[i].str.substr(0, 80);
+    ASSERT_EQ(replies[i].str.size(), size);
+  }
+  ASSERT_EQ(replies[5].type, resp::Reply::Type::kInteger) << replies[5].str;
+  EXPECT_NEAR(static_cast<double>(replies[5].integer), 50000.0, 2500.0);
 }
 
 }  // namespace

@@ -177,8 +177,14 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
           }
         }
       }
-      for (uint32_t id : now) node->CloseProxy(client, id);
-      for (uint32_t id : go) SendNext(id);
+      for (uint32_t id : go) SendNext(id);  // never throws
+      for (uint32_t id : now) {
+        try {
+          node->CloseProxy(client, id);
+        } catch (const std::exception& e) {
+          FLOE_LOG_ERROR("closing a client's proxy session failed: {}", e.what());
+        }
+      }
     } catch (const std::exception& e) {
       FLOE_LOG_ERROR("closing a client's proxy sessions failed: {}", e.what());
     }
@@ -252,6 +258,7 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
     } catch (const std::exception& e) {
       FLOE_LOG_ERROR("answering a client's forwarded commands failed: {}", e.what());
     }
+    Wake();  // the oldest entry may have changed without a reply reaching the client
   }
 
   // After every answer while a home is held: the answer may have made its home the oldest, or
@@ -434,40 +441,64 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
       for (const std::string& k : e.own_writes) node->dkv().EndOwnWrite(k);
     }
     // The copies go to the cache first (rule C8: installed under R3's checks, or not at all).
+    // Each step that allocates fails alone: every entry still gets its replies.
     size_t c = n;
     for (const Entry& e : done) {
       if (!e.fetch) continue;
-      if (replies.ok() && !(*replies)[c].empty()) {
-        node->dkv().FinishFetch(*e.fetch, std::move((*replies)[c]));
-      } else {
-        node->dkv().FinishFetch(*e.fetch, Status::NotFound("no copy"));
+      try {
+        if (replies.ok() && !(*replies)[c].empty()) {
+          node->dkv().FinishFetch(*e.fetch, std::move((*replies)[c]));
+        } else {
+          node->dkv().FinishFetch(*e.fetch, Status::NotFound("no copy"));
+        }
+      } catch (const std::exception& ex) {
+        FLOE_LOG_ERROR("installing a forwarded read's copy failed: {}", ex.what());
       }
       c++;
     }
-    if (error.empty() && !replies.ok()) error = Unreachable(addr, replies.status());
+    if (error.empty() && !replies.ok()) {
+      try {
+        error = Unreachable(addr, replies.status());
+      } catch (const std::exception&) {
+        static const std::string kInternal = ErrorBytes("ERR internal error");
+        return DeliverAll(done, nullptr, kInternal);
+      }
+    }
+    DeliverAll(done, error.empty() ? &*replies : nullptr, error);
+  }
+
+  template <typename Entries>
+  static void DeliverAll(Entries& done, std::vector<std::string>* replies,
+                         const std::string& error) {
     size_t k = 0;
     for (Entry& e : done) {
-      if (e.done) Deliver(e, error.empty() ? &*replies : nullptr, k, error);
+      if (e.done) Deliver(e, replies, k, error);
       k += e.count;
     }
   }
 
   // Hands an entry its replies (or `error` for each when `replies` is null). On an RPC thread,
   // outside the command boundary's net: an exception (out of memory) gives the entry an error
-  // reply instead, so its client is not left waiting for ever.
+  // reply instead, so its client is not left waiting for ever. Never throws: the entries after
+  // it get theirs.
   static void Deliver(Entry& e, std::vector<std::string>* replies, size_t first,
                       const std::string& error) {
-    std::vector<std::string> mine;
     try {
-      mine.reserve(e.count);
-      for (size_t j = 0; j < e.count; j++) {
-        mine.push_back(replies != nullptr ? std::move((*replies)[first + j]) : error);
+      std::vector<std::string> mine;
+      try {
+        mine.reserve(e.count);
+        for (size_t j = 0; j < e.count; j++) {
+          mine.push_back(replies != nullptr ? std::move((*replies)[first + j]) : error);
+        }
+      } catch (const std::exception& ex) {
+        FLOE_LOG_ERROR("handing back a forwarded command's replies failed: {}", ex.what());
+        mine.assign(e.count, "-ERR internal error\r\n");
       }
+      e.done(std::move(mine));  // once: a part's gather counts each answer
     } catch (const std::exception& ex) {
-      FLOE_LOG_ERROR("handing back a forwarded command's replies failed: {}", ex.what());
-      mine.assign(e.count, "-ERR internal error\r\n");
+      // Nothing reaches the client then; its connection is told nothing more either.
+      FLOE_LOG_ERROR("answering a forwarded command failed: {}", ex.what());
     }
-    e.done(std::move(mine));  // once: a part's gather counts each answer
   }
 
   ClusterNode* const node;
