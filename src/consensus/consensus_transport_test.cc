@@ -1,4 +1,4 @@
-// The Raft transport (docs/consensus.md, "The transport", rules T1-T5): Floe's own
+// The Raft transport (docs/consensus.md, "The transport", rules T1-T6): Floe's own
 // raft_uv_transport, whose handshake must pass before libraft reads a byte, on real servers over
 // loopback TCP. In the consensus_test binary.
 
@@ -19,6 +19,12 @@
 #include "consensus/internal/cluster_testing.h"
 #include "consensus/internal/transport.h"
 
+extern "C" {
+#include <raft.h>
+#include <raft/uv.h>
+}
+#include <uv.h>
+
 namespace floe::consensus {
 namespace {
 
@@ -26,7 +32,7 @@ using floe::testing::WaitFor;
 using internal::Recorder;
 using internal::TestCluster;
 
-// ---- The transport (docs/consensus.md, "The transport", rules T1-T5) ----
+// ---- The transport (docs/consensus.md, "The transport", rules T1-T6) ----
 
 // A MAC keyed by `key` (a test stand-in for the server's SipHash under the cluster secret).
 Mac KeyedMac(uint32_t key) {
@@ -242,6 +248,58 @@ TEST(ConsensusTest, HandshakesInProgressAreBounded) {
     EXPECT_EQ(got.size(), internal::kNonceBytes);
   }
   EXPECT_TRUE(WaitFor([&] { return c.log(1)->state().handshakes_refused >= held.size(); }));
+}
+
+// T6: a message without a destination (libraft 0.15's append result of a follower that lost its
+// leader while its write was on disk) is refused as a failed send; raft_uv's own send would read
+// the null address with strlen and bring the process down. A message with a destination still
+// goes out (here to a port nobody listens on: queued, then cancelled by close).
+TEST(ConsensusTest, AMessageWithoutADestinationIsDropped) {
+  floe::testing::TempDir dir;
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  raft_uv_transport transport{};
+  std::atomic<uint64_t> refused{0};
+  ASSERT_EQ(internal::InitTransport(&transport, &loop, KeyedMac(7), &refused), 0);
+  raft_io io{};
+  ASSERT_EQ(raft_uv_init(&io, &loop, dir.path().c_str(), &transport), 0);
+  internal::GuardSends(&io);
+  internal::GuardSends(&io);  // idempotent: the guard never wraps itself
+  ASSERT_EQ(io.init(&io, 1, "127.0.0.1:1"), 0);
+  ASSERT_EQ(io.start(
+                &io, 1000, [](raft_io*) {}, [](raft_io*, raft_message*) {}),
+            0);
+
+  static int sent_status = 0;
+  static int callbacks = 0;
+  const auto cb = [](raft_io_send*, int status) {
+    sent_status = status;
+    callbacks++;
+  };
+  raft_message message{};
+  message.type = RAFT_IO_APPEND_ENTRIES_RESULT;
+  message.append_entries_result.term = 1;
+  raft_io_send req{};
+  message.server_id = 0;
+  message.server_address = nullptr;
+  EXPECT_EQ(io.send(&io, &req, &message, cb), RAFT_NOCONNECTION);
+  message.server_id = 2;  // the leader's id with its address gone
+  EXPECT_EQ(io.send(&io, &req, &message, cb), RAFT_NOCONNECTION);
+  message.server_id = 0;
+  message.server_address = "127.0.0.1:1";
+  EXPECT_EQ(io.send(&io, &req, &message, cb), RAFT_NOCONNECTION);
+  EXPECT_EQ(callbacks, 0);
+
+  message.server_id = 2;
+  EXPECT_EQ(io.send(&io, &req, &message, cb), 0);
+  static bool closed = false;
+  io.close(&io, [](raft_io*) { closed = true; });
+  while (!closed) uv_run(&loop, UV_RUN_ONCE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(callbacks, 1);  // the one message with a destination, cancelled by close
+  EXPECT_NE(sent_status, 0);
+  internal::ReleaseTransport(&transport);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
 }  // namespace

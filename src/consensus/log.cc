@@ -211,6 +211,7 @@ Status Log::Impl::Init() {
     uv_loop_close(&loop_);
     return s;
   }
+  internal::GuardSends(&io_);  // T6
   // Reconnect to a peer as often as the leader would send it heartbeats, so a restarted
   // server is reached again within a heartbeat rather than raft_uv's default second.
   raft_uv_set_connect_retry_delay(&io_, static_cast<unsigned>(options_.heartbeat_timeout_ms));

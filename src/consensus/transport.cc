@@ -342,7 +342,23 @@ void Close(raft_uv_transport* t, raft_uv_transport_close_cb cb) {
   MaybeClosed(tr);
 }
 
+// The send that raft_uv_init installed (the same function for every raft_io), called by
+// GuardedSend for every message with a known destination.
+std::atomic<int (*)(raft_io*, raft_io_send*, const raft_message*, raft_io_send_cb)> uv_send{
+    nullptr};
+
+int GuardedSend(raft_io* io, raft_io_send* req, const raft_message* message, raft_io_send_cb cb) {
+  if (message->server_id == 0 || message->server_address == nullptr) return RAFT_NOCONNECTION;
+  return uv_send.load(std::memory_order_relaxed)(io, req, message, cb);
+}
+
 }  // namespace
+
+void GuardSends(raft_io* io) {
+  if (io->send == GuardedSend) return;
+  uv_send.store(io->send, std::memory_order_relaxed);
+  io->send = GuardedSend;
+}
 
 int InitTransport(raft_uv_transport* t, uv_loop_s* loop, Mac mac, std::atomic<uint64_t>* refused) {
   auto* tr = new Transport;

@@ -1,5 +1,5 @@
 // The Raft transport: Floe's own raft_uv_transport, whose handshake authenticates the caller
-// before libraft reads a byte from it (docs/consensus.md, "The transport", rules T1-T5).
+// before libraft reads a byte from it (docs/consensus.md, "The transport", rules T1-T6).
 //
 // Wire (little endian), on a fresh TCP connection from the caller C to the listener L:
 //   L -> C  nonce    16 random bytes, fresh per connection
@@ -23,6 +23,7 @@
 
 #include "consensus/consensus.h"
 
+struct raft_io;
 struct raft_uv_transport;
 struct uv_loop_s;
 
@@ -61,6 +62,13 @@ bool DecodeHello(std::string_view hello, std::string_view nonce, uint64_t target
 // callback ran (or when listen never ran and close was not called).
 int InitTransport(raft_uv_transport* t, uv_loop_s* loop, Mac mac, std::atomic<uint64_t>* refused);
 void ReleaseTransport(raft_uv_transport* t);
+
+// T6: a message raft asks to send with no destination (server id 0 or a null address) is refused
+// with RAFT_NOCONNECTION, which raft takes as a failed send, instead of reaching raft_uv's send.
+// libraft 0.15 makes such a message when a follower's disk write of entries completes after it
+// lost its leader (a campaign in between), and raft_uv's send reads the address with strlen: a
+// segfault of the whole process. Wraps io->send; call once after raft_uv_init on `io`.
+void GuardSends(raft_io* io);
 
 }  // namespace floe::consensus::internal
 
