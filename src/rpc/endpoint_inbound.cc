@@ -148,8 +148,12 @@ void Endpoint::Impl::Answered(NodeId caller, uint64_t inc, uint64_t task, Result
   if (e.state != Entry::State::kRunning) return;  // a second reply from an async handler
   const uint16_t code = r.ok() ? 0 : static_cast<uint16_t>(r.status().code());
   std::string payload = r.ok() ? std::move(*r) : std::string(r.status().message());
+  // Encoded before the entry is marked done: memory that runs out here leaves it running, to be
+  // answered again, never done without an answer to resend (a duplicate call then sent a null
+  // message, a segfault on the loop thread).
+  net::Transport::Bytes ack = EncodeMsg(Kind::kAck, caller, task, inc, code, std::move(payload));
   e.state = Entry::State::kDone;
-  e.ack = EncodeMsg(Kind::kAck, caller, task, inc, code, std::move(payload));
+  e.ack = std::move(ack);
   e.backoff = InitialBackoff(e.ack->size());
   // An answer to a stranger is resent only briefly: the joiner acknowledges it at once.
   e.give_up_at = loop.NowMicros() + (caller == kStrangerId

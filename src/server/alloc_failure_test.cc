@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -164,6 +165,58 @@ TEST_F(AllocFailureTest, StringsAndKeysForwardedToTheirHome) {
   }
   s_ = &session_;
   e_ = &engine_;
+}
+
+// Memory that runs out at the home while it runs a forwarded request, outside any command's own
+// net (the replies' framing, the answer): the request was left marked as running in its proxy
+// session, so the client's later requests there queued for good (each answered CLUSTERDOWN at its
+// deadline). Now the request answers at once, each command with an unknown outcome or its reply,
+// and the client's next command through the same node runs.
+std::atomic<int64_t> proxy_fail_at{0};
+std::atomic<bool> proxy_reached{false};
+void FailInProxy(bool entering) {
+  if (entering) {
+    internal::FailNthAllocation(proxy_fail_at.load());
+  } else if (internal::StopFailingAllocations()) {
+    proxy_reached.store(true);
+  }
+}
+
+TEST_F(AllocFailureTest, AHomeThatRunsOutOfMemoryAnswersAndServesTheNextRequest) {
+  internal::InProcessCluster cluster(internal::InProcessCluster::Options{.members = 2});
+  ASSERT_TRUE(cluster.WaitFormed());
+  const std::string tag = "{" + cluster.KeyAt(1, "t") + "}";
+  const std::string key = tag + "k", counter = tag + "n";
+  Session via(&cluster.engine(0), 0);
+  // Larger than a copy is handed out for (C8): every read of it runs at the home.
+  ASSERT_EQ(via.Run({"SET", key, std::string(70'000, 'v')}), "+OK\r\n");
+  const std::vector<std::vector<std::string>> requests = {{"GET", key},
+                                                          {"SET", key, std::string(70'000, 'w')},
+                                                          {"INCR", counter},
+                                                          {"APPEND", key, "x"},
+                                                          {"STRLEN", key}};
+  for (const std::vector<std::string>& request : requests) {
+    bool reached = true;
+    for (int64_t nth = 1; reached && nth < 2000; nth++) {
+      proxy_fail_at.store(nth);
+      proxy_reached.store(false);
+      internal::TEST_SetProxyRunHook(FailInProxy);
+      const std::vector<std::string_view> args(request.begin(), request.end());
+      std::string reply;
+      via.Execute(args, &reply);
+      internal::TEST_SetProxyRunHook(nullptr);
+      reached = proxy_reached.load();
+      size_t used = 0;
+      Result<Reply> r = resp::ParseReply(reply, &used);
+      EXPECT_TRUE(r.ok() && used == reply.size()) << request[0] << " " << nth << ": " << reply;
+      // The client's next command there runs (a wedged proxy session answers CLUSTERDOWN at the
+      // deadline instead).
+      const std::string next = via.Run({"EXISTS", key});
+      ASSERT_EQ(next, ":1\r\n") << request[0] << ", allocation " << nth;
+    }
+    EXPECT_FALSE(reached) << request[0] << " still allocating after 2000 rounds";
+  }
+  EXPECT_GT(cluster.node(1).stats().proxy_failures.load(), 0u);
 }
 
 TEST_F(AllocFailureTest, Sketches) {

@@ -75,7 +75,12 @@ Result<net::Faults> FaultsFromEnvironment() {
 
 namespace {
 std::atomic<size_t> forward_answer_budget{kForwardAnswerBudget};
+std::atomic<void (*)(bool)> proxy_run_hook{nullptr};
 }  // namespace
+
+void TEST_SetProxyRunHook(void (*hook)(bool entering)) {
+  proxy_run_hook.store(hook, std::memory_order_relaxed);
+}
 
 size_t ForwardAnswerBudget() { return forward_answer_budget.load(std::memory_order_relaxed); }
 
@@ -207,6 +212,45 @@ void ClusterNode::Impl::OnCommand(net::NodeId from, std::string_view bytes, rpc:
 }
 
 void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<Deferred> resumed) {
+  void (*const hook)(bool) = proxy_run_hook.load(std::memory_order_relaxed);
+  if (hook != nullptr) hook(true);
+  for (;;) {
+    try {
+      RunProxyRequests(p, resumed);
+      break;
+    } catch (...) {
+      // Memory ran out where no handler's net is (the replies' framing, a copy, the answer):
+      // the request is answered, never left to block the client's later requests here, and the
+      // next one runs.
+      resumed.reset();
+      FailCurrentRequest(*p);
+    }
+  }
+  if (hook != nullptr) hook(false);
+}
+
+void ClusterNode::Impl::FailCurrentRequest(Proxy& p) noexcept {
+  if (!p.current) return;
+  Pending c = std::move(*p.current);
+  p.current.reset();
+  std::string().swap(p.out);
+  stats->proxy_failures.fetch_add(1, std::memory_order_relaxed);
+  try {
+    // Its transaction, if one was open, ends with it: the client hears that none of it is known.
+    if (p.session->in_multi()) p.session->Run({"DISCARD"});
+    std::string one, out;
+    resp::ReplyWriter(&one, c.req.protocol)
+        .Error("ERR out of memory at the key's home: the command may or may not have run");
+    for (size_t i = 0; i < c.req.commands.size(); i++) AppendFramedReply(one, &out);
+    for (size_t i = 0; i < c.req.copies.size(); i++) AppendFramedReply({}, &out);
+    c.reply(std::move(out));
+  } catch (...) {
+    // Not even that: the client's node answers at its deadline that the outcome is unknown.
+  }
+}
+
+void ClusterNode::Impl::RunProxyRequests(const std::shared_ptr<Proxy>& p,
+                                         std::optional<Deferred>& resumed) {
   Session& s = *p->session;
   std::string reply;
   std::vector<std::string_view> args;
@@ -290,6 +334,8 @@ void ClusterNode::Impl::RunProxy(const std::shared_ptr<Proxy>& p, std::optional<
                                      : Result<std::string>(Status::InvalidArgument("no key"));
       AppendFramedReply(copy.ok() ? *copy : std::string(), &p->out);
     }
+    // A reply that throws leaves `current` for FailCurrentRequest to answer; the endpoint
+    // ignores a second answer to a request it answered.
     c.reply(std::exchange(p->out, std::string()));
     p->current.reset();
   }

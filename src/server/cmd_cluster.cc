@@ -439,6 +439,7 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
   number("cluster_forward_failures", s.forward_failures.load(std::memory_order_relaxed));
   number("cluster_proxied", s.proxied.load(std::memory_order_relaxed));
   number("cluster_proxy_sessions", s.proxy_sessions.load(std::memory_order_relaxed));
+  number("cluster_proxy_failures", s.proxy_failures.load(std::memory_order_relaxed));
   number("cluster_forward_answers_cut", s.answers_cut.load(std::memory_order_relaxed));
   number("cluster_forwards_held", s.forwards_held.load(std::memory_order_relaxed));
   // Cached copies (docs/cluster.md, rules C7 and C8).

@@ -126,6 +126,10 @@ inline constexpr size_t kForwardAnswerBudget = size_t{64} << 20;
 // process, and for the client's hold).
 size_t ForwardAnswerBudget();
 void TEST_SetForwardAnswerBudget(size_t bytes);
+// Called with true as a thread starts running a proxy session's requests (RunProxy) and with
+// false as it stops; null (the default) for none. Process-wide, for tests that make memory run
+// out there (alloc_failure_test).
+void TEST_SetProxyRunHook(void (*hook)(bool entering));
 void AppendFramedReply(std::string_view reply, std::string* answer);
 // Corruption unless `answer` holds exactly `n` framed replies.
 Result<std::vector<std::string>> DecodeFramedReplies(std::string_view answer, size_t n);
@@ -157,6 +161,8 @@ class ClusterNode {
     std::atomic<uint64_t> forward_failures{0};  // ... that got no answer (CLUSTERDOWN)
     std::atomic<uint64_t> proxied{0};           // requests run here for other nodes
     std::atomic<uint64_t> proxy_sessions{0};    // open now
+    // Requests run here that memory ran out answering (each command: unknown outcome).
+    std::atomic<uint64_t> proxy_failures{0};
     // Rule C9: requests run here that stopped at the answer budget, and homes held back by a
     // client of this node until it read its replies.
     std::atomic<uint64_t> answers_cut{0};

@@ -462,6 +462,10 @@ struct ClusterNode::Impl {
   // Runs `p`'s requests until none waits or one parks; `resumed`: the reply that ends a park.
   // Called by the thread that set `running`, or by a job the reply sink posted.
   void RunProxy(const std::shared_ptr<Proxy>& p, std::optional<Deferred> resumed);
+  // RunProxy's loop over the requests, until one parks or none waits; may throw (bad_alloc).
+  void RunProxyRequests(const std::shared_ptr<Proxy>& p, std::optional<Deferred>& resumed);
+  // Answers the running request, if any, with an unknown outcome for each command, after a throw.
+  void FailCurrentRequest(Proxy& p) noexcept;
   // Drops the proxy session `key` if it is still `session` (not a later one with its key).
   void DropProxy(std::pair<net::NodeId, uint64_t> key, const Session* session);
   void OnClose(net::NodeId from, std::string_view bytes);
