@@ -298,6 +298,7 @@ TEST(ConsensusTest, AMessageWithoutADestinationIsDropped) {
   uv_run(&loop, UV_RUN_DEFAULT);
   EXPECT_EQ(callbacks, 1);  // the one message with a destination, cancelled by close
   EXPECT_NE(sent_status, 0);
+  raft_uv_close(&io);
   internal::ReleaseTransport(&transport);
   EXPECT_EQ(uv_loop_close(&loop), 0);
 }
