@@ -806,7 +806,6 @@ Status Server::Run() {
         }
       }
       if (!ec) acc->bind(ep, ec);
-      if (!ec) acc->listen(511, ec);
       if (ec) {
         return Status::Unavailable("cannot listen on " + a + ":" + std::to_string(port) + ": " +
                                    ec.message());
@@ -815,6 +814,21 @@ Status Server::Run() {
       w->acceptors.push_back(std::move(acc));
     }
     m.workers.push_back(std::move(w));
+  }
+  // The signals are caught before any port listens: a SIGTERM sent as soon as the port takes
+  // a connection (a supervisor, a test) was met by the default action, and the process died
+  // of it instead of stopping cleanly. One that comes before the workers run is queued by the
+  // signal set and handled once they do.
+  std::thread leaving;
+  asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);
+  for (auto& w : m.workers) {
+    for (auto& acc : w->acceptors) {
+      std::error_code ec;
+      acc->listen(511, ec);
+      if (ec)
+        return Status::Unavailable("cannot listen on port " + std::to_string(port) + ": " +
+                                   ec.message());
+    }
   }
   bound_port_.store(port);
   m.engine->SetBoundPort(port);
@@ -833,8 +847,6 @@ Status Server::Run() {
   // SIGTERM of a member that holds no slot leaves the cluster first, as CLUSTER LEAVE does,
   // for at most 10 s, then stops anyway; a second SIGTERM (or SIGINT) stops at once
   // (docs/membership.md, J2).
-  std::thread leaving;
-  asio::signal_set signals(m.workers[0]->io, SIGINT, SIGTERM);
   std::function<void(std::error_code, int)> on_signal;
   on_signal = [this, &m, &leaving, &signals, &on_signal](std::error_code ec, int sig) {
     if (ec) return;

@@ -444,3 +444,17 @@ def test_info_has_the_cpu_section_and_error_counters(r):
     with pytest.raises(redis.ResponseError):
         r.execute_command("NOSUCHCOMMAND")
     assert r.info("stats")["total_error_replies"] == before + 1
+
+
+def test_sigterm_as_soon_as_the_port_answers_stops_cleanly(make_floe, tmp_path):
+    """The signals are caught before the port listens: a SIGTERM sent the moment a connection is
+    taken (a supervisor, a test) stopped the process by the default action before (status -15;
+    a restart test saw it on a loaded host). A one-member cluster's start (its Raft log) widens
+    the time between the two."""
+    from floe_cluster import free_cluster_ports
+    for i in range(5):
+        assert make_floe().stop() == 0
+        (cport,) = free_cluster_ports(["127.0.0.1"], 1)
+        s = make_floe("--cluster", f"127.0.0.1:{cport}", "--cluster-port", str(cport),
+                      "--dir", str(tmp_path / str(i)))
+        assert s.stop() == 0
