@@ -490,7 +490,7 @@ void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready, No
   r->writer = writer;
   r->sent_us = sent_us;
   r->ready = std::move(ready);
-  impl_->ReserveFrom(std::move(r));
+  impl_->ReserveFrom(std::move(r), /*first_call=*/true);
 }
 void Dkv::Release(const std::vector<std::string>& keys) {
   if (std::is_sorted(keys.begin(), keys.end()) &&

@@ -30,27 +30,32 @@ void Dkv::Impl::RunHome(Stripe& s, const std::string& key, After& after) FLOE_RE
     HomeKey& hk = hit->second;
     Queued& q = hk.queue.front();
     if (q.external) {
-      // Rule X2: invalidate every holder, then hand the key to the caller, still busy.
+      // Rule X2: invalidate every holder, then hand the key to the caller, still busy. What
+      // may throw (memory) comes before the key is marked busy: a throw leaves it as it was,
+      // with this entry at the front for ReserveFrom to take back (marked busy first, the key
+      // waited for a round nothing had started).
       auto round = std::make_shared<Round>();
       round->key = key;
       round->external = true;
-      round->stamp = next_stamp.fetch_add(1, std::memory_order_acq_rel) + 1;
       std::vector<NodeId> targets;
       for (const Holder& x : hk.holders) {
         if (x.node == options.self) continue;
         if (x.node == q.writer && x.asked_us < q.sent_us) continue;  // X4: dropped already
         targets.push_back(x.node);
       }
-      hk.busy = true;
-      if (targets.empty()) {
-        hk.holders.clear();
-        after.push_back(q.external);
-        return;
-      }
-      round->remaining.store(targets.size());
+      After sends;
+      sends.reserve(targets.size());
       for (NodeId t : targets) {
-        after.push_back([self = shared_from_this(), t, round] { self->SendInvalidate(t, round); });
+        sends.push_back([self = shared_from_this(), t, round] { self->SendInvalidate(t, round); });
       }
+      if (targets.empty()) sends.push_back(q.external);
+      after.reserve(after.size() + sends.size());
+      // Nothing below throws.
+      round->stamp = next_stamp.fetch_add(1, std::memory_order_acq_rel) + 1;
+      round->remaining.store(targets.size());
+      hk.busy = true;
+      if (targets.empty()) hk.holders.clear();
+      for (auto& fn : sends) after.push_back(std::move(fn));
       return;
     }
     store::ValuePtr cur = home_store.Get(key);
@@ -136,18 +141,28 @@ void Dkv::Impl::Commit([[maybe_unused]] Stripe& s, HomeKey& hk, Round& round, Af
 void Dkv::Impl::SendInvalidate(NodeId target, std::shared_ptr<Round> round) {
   stats.invalidations_sent.fetch_add(1, std::memory_order_relaxed);
   auto self = shared_from_this();
-  ep.CallAsync(target, kMethodInvalidate,
-               internal::EncodeInvalidate({.key = round->key, .stamp = round->stamp}),
-               options.invalidate_patience_us, [self, target, round](Result<std::string> r) {
-                 if (r.ok()) return self->InvalidationDone(round);
-                 // L2: revoke the lease and wait it out.
-                 self->stats.lease_waits.fetch_add(1, std::memory_order_relaxed);
-                 const uint64_t bound = self->ep.RevokeLease(target);
-                 self->loop.PostAt(bound, [self, target, round] {
-                   self->ep.RestoreLease(target);
-                   self->InvalidationDone(round);
+  // L2: the holder did not answer: revoke its lease and wait it out.
+  auto wait_out_lease = [self, target, round] {
+    self->stats.lease_waits.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t bound = self->ep.RevokeLease(target);
+    self->loop.PostAt(bound, [self, target, round] {
+      self->ep.RestoreLease(target);
+      self->InvalidationDone(round);
+    });
+  };
+  try {
+    ep.CallAsync(target, kMethodInvalidate,
+                 internal::EncodeInvalidate({.key = round->key, .stamp = round->stamp}),
+                 options.invalidate_patience_us,
+                 [self, round, wait_out_lease](Result<std::string> r) {
+                   if (r.ok()) return self->InvalidationDone(round);
+                   wait_out_lease();
                  });
-               });
+  } catch (const std::bad_alloc&) {
+    // The call could not be made (memory): as one unanswered, the lease is waited out; the
+    // round never stays short of an answer, its key busy for good.
+    wait_out_lease();
+  }
 }
 
 void Dkv::Impl::InvalidationDone(const std::shared_ptr<Round>& round) {
@@ -258,20 +273,20 @@ bool Dkv::Impl::ApplyIfFree(const std::vector<std::string_view>& keys,
   return free;
 }
 
-void Dkv::Impl::ReserveFrom(std::shared_ptr<Reservation> r) {
+void Dkv::Impl::ReserveFrom(std::shared_ptr<Reservation> r, bool first_call) {
   if (!Started()) {
     // Rule L4: copies a previous life of this node handed out may still be served.
     loop.PostAt(std::min(serve_after, loop.NowMicros() + 10'000),
                 [self = shared_from_this(), r = std::move(r)]() mutable {
-                  self->ReserveFrom(std::move(r));
+                  self->ReserveFrom(std::move(r), /*first_call=*/false);
                 });
     return;
   }
   while (r->next < r->keys.size()) {
     r->handoff.store(0, std::memory_order_release);
     After after;
-    {
-      const std::string& key = r->keys[r->next];
+    const std::string& key = r->keys[r->next];
+    try {
       Stripe& s = StripeOf(key);
       MutexLock lock(&s.mu);
       HomeKey& hk = s.home[key];
@@ -282,9 +297,38 @@ void Dkv::Impl::ReserveFrom(std::shared_ptr<Reservation> r) {
               return;  // the loop goes on
             }
             r->next++;
-            self->ReserveFrom(r);
+            self->ReserveFrom(r, /*first_call=*/false);
           }});
-      if (!hk.busy) RunHome(s, key, after);
+      if (!hk.busy) {
+        try {
+          RunHome(s, key, after);
+        } catch (...) {
+          // RunHome threw before it marked the key busy: this entry, the only one, goes.
+          hk.queue.pop_back();
+          if (hk.queue.empty() && hk.holders.empty() && !hk.busy) s.home.erase(key);
+          throw;
+        }
+      }
+    } catch (...) {
+      // Memory ran out before this key was queued, or RunHome took its entry back: nothing of
+      // this key is held (the key's state is as it was).
+      if (first_call) {
+        // The caller's thread, and no key waited yet: the keys taken (each granted at once) are
+        // released and the caller hears the exception; nothing stays reserved.
+        for (size_t i = 0; i < r->next; i++) ReleaseOne(r->keys[i]);
+        throw;
+      }
+      // A thread that granted the key before (a Release, an invalidation's answer) must not
+      // hear it: this key is tried again shortly, the keys before it staying reserved.
+      try {
+        loop.PostAt(loop.NowMicros() + 10'000, [self = shared_from_this(), r]() mutable {
+          self->ReserveFrom(std::move(r), /*first_call=*/false);
+        });
+        FLOE_LOG_WARN("reserving a key ran out of memory: tried again in 10 ms");
+      } catch (...) {
+        FLOE_LOG_ERROR("reserving a key ran out of memory twice: its change waits for good");
+      }
+      return;
     }
     for (auto& fn : after) fn();
     int waiting = 0;
@@ -295,20 +339,22 @@ void Dkv::Impl::ReserveFrom(std::shared_ptr<Reservation> r) {
 }
 
 void Dkv::Impl::Release(const std::vector<std::string>& keys) {
-  for (const std::string& key : keys) {
-    After after;
-    {
-      Stripe& s = StripeOf(key);
-      MutexLock lock(&s.mu);
-      auto it = s.home.find(key);
-      FLOE_CHECK(it != s.home.end() && it->second.busy && !it->second.queue.empty() &&
-                 it->second.queue.front().external);
-      it->second.queue.pop_front();
-      it->second.busy = false;
-      RunHome(s, key, after);
-    }
-    for (auto& fn : after) fn();
+  for (const std::string& key : keys) ReleaseOne(key);
+}
+
+void Dkv::Impl::ReleaseOne(const std::string& key) {
+  After after;
+  {
+    Stripe& s = StripeOf(key);
+    MutexLock lock(&s.mu);
+    auto it = s.home.find(key);
+    FLOE_CHECK(it != s.home.end() && it->second.busy && !it->second.queue.empty() &&
+               it->second.queue.front().external);
+    it->second.queue.pop_front();
+    it->second.busy = false;
+    RunHome(s, key, after);
   }
+  for (auto& fn : after) fn();
 }
 
 void Dkv::Impl::ReserveAll(std::function<void(std::vector<std::string>)> ready) {
@@ -327,7 +373,12 @@ void Dkv::Impl::ReserveAll(std::function<void(std::vector<std::string>)> ready) 
   auto shared = std::make_shared<std::vector<std::string>>(keys);
   r->keys = std::move(keys);
   r->ready = [shared, ready = std::move(ready)]() mutable { ready(std::move(*shared)); };
-  ReserveFrom(std::move(r));
+  try {
+    ReserveFrom(std::move(r), /*first_call=*/true);
+  } catch (...) {
+    all_pending.fetch_sub(1, std::memory_order_acq_rel);  // nothing stays reserved
+    throw;
+  }
 }
 
 void Dkv::Impl::ReleaseAll(const std::vector<std::string>& reserved) {

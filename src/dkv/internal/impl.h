@@ -285,7 +285,11 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
     std::atomic<int> handoff{0};
   };
 
-  void ReserveFrom(std::shared_ptr<Reservation> r);
+  // `first_call`: from Reserve or ReserveAll on the caller's thread, which hears a throw
+  // (memory) with nothing reserved; later calls (a grant on another thread) try the key again
+  // 10 ms later instead.
+  void ReserveFrom(std::shared_ptr<Reservation> r, bool first_call);
+  void ReleaseOne(const std::string& key);
 
   void Release(const std::vector<std::string>& keys);
 
