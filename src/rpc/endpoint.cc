@@ -214,11 +214,14 @@ Endpoint::Impl::TimerId Endpoint::Impl::Schedule(uint64_t at, TimerKey what, uin
 
 void Endpoint::Impl::Arm(uint64_t at, uint64_t slack) {
   if (armed_at != 0 && armed_at <= at + slack) return;
-  armed_at = at;
   auto weak = weak_from_this();
   loop.PostAt(at, [weak, at] {
     if (auto self = weak.lock()) self->Locked([&] { self->OnTimer(at); });
   });
+  // Only once the timer is posted (the callback runs later, under the lock we hold): a PostAt
+  // that throws (memory) leaves the arming as it was. Set first, it named a timer that would
+  // never fire, and every later arming deferred to it: no resend or deadline fired again.
+  armed_at = at;
 }
 
 void Endpoint::Impl::OnTimer(uint64_t at) {

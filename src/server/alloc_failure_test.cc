@@ -168,53 +168,101 @@ TEST_F(AllocFailureTest, StringsAndKeysForwardedToTheirHome) {
 }
 
 // Memory that runs out at the home while it runs a forwarded request, outside any command's own
-// net (the replies' framing, the answer): the request was left marked as running in its proxy
-// session, so the client's later requests there queued for good (each answered CLUSTERDOWN at its
-// deadline). Now the request answers at once, each command with an unknown outcome or its reply,
-// and the client's next command through the same node runs.
-std::atomic<int64_t> proxy_fail_at{0};
+// net (the replies' framing, a copy handed out, the answer, a parked change's finish): the
+// request was left marked as running in its proxy session, so the client's later requests there
+// queued for good (each answered CLUSTERDOWN at its deadline), and a transaction it left open
+// took the client's next one. Now the request answers at once, each command with an unknown
+// outcome or its reply, a parked change's keys are released, and the client's next command
+// through the same node runs.
+std::atomic<int64_t> proxy_fail_at{0};  // 0: off
 std::atomic<bool> proxy_reached{false};
+std::atomic<int> proxy_runs_entered{0}, proxy_runs_left{0}, proxy_runs_armed{0};
 void FailInProxy(bool entering) {
   if (entering) {
-    internal::FailNthAllocation(proxy_fail_at.load());
-  } else if (internal::StopFailingAllocations()) {
-    proxy_reached.store(true);
+    proxy_runs_entered.fetch_add(1);
+    if (const int64_t nth = proxy_fail_at.load(); nth > 0) {
+      proxy_runs_armed.fetch_add(1);
+      internal::FailNthAllocation(nth);
+    }
+    return;
   }
+  if (internal::StopFailingAllocations()) proxy_reached.store(true);
+  proxy_runs_left.fetch_add(1);  // after `reached`: the test reads it once every run has left
+}
+// Until every run that entered a proxy session has left it (bounded: 10 s).
+bool ProxyRunsLeft() {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (proxy_runs_left.load() != proxy_runs_entered.load()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 TEST_F(AllocFailureTest, AHomeThatRunsOutOfMemoryAnswersAndServesTheNextRequest) {
-  internal::InProcessCluster cluster(internal::InProcessCluster::Options{.members = 2});
+  internal::InProcessCluster cluster(internal::InProcessCluster::Options{.members = 3});
   ASSERT_TRUE(cluster.WaitFormed());
   const std::string tag = "{" + cluster.KeyAt(1, "t") + "}";
-  const std::string key = tag + "k", counter = tag + "n";
+  const std::string key = tag + "k", counter = tag + "n", small = tag + "s";
   Session via(&cluster.engine(0), 0);
+  Session holder(&cluster.engine(2), 0);
+  internal::TEST_SetProxyRunHook(FailInProxy);
+  struct Unhook {
+    ~Unhook() { internal::TEST_SetProxyRunHook(nullptr); }
+  } unhook;
   // Larger than a copy is handed out for (C8): every read of it runs at the home.
   ASSERT_EQ(via.Run({"SET", key, std::string(70'000, 'v')}), "+OK\r\n");
-  const std::vector<std::vector<std::string>> requests = {{"GET", key},
-                                                          {"SET", key, std::string(70'000, 'w')},
-                                                          {"INCR", counter},
-                                                          {"APPEND", key, "x"},
-                                                          {"STRLEN", key}};
-  for (const std::vector<std::string>& request : requests) {
+  ASSERT_EQ(via.Run({"SET", small, "v"}), "+OK\r\n");
+  struct Request {
+    std::vector<std::vector<std::string>> commands;  // the last one's reply is checked
+    bool held = false;  // member 2 holds a copy of `small` first: a write to it parks (C7)
+  };
+  const std::vector<Request> requests = {
+      {{{"GET", key}}},
+      {{{"SET", key, std::string(70'000, 'w')}}},
+      {{{"INCR", counter}}},
+      {{{"APPEND", key, "x"}}},
+      {{{"STRLEN", key}}},
+      {{{"GET", small}}},                      // a copy handed out with the reply
+      {{{"SET", small, "w"}}, /*held=*/true},  // parked, then finished (FinishDeferred)
+      {{{"MULTI"}, {"SET", small, "x"}, {"INCR", counter}, {"EXEC"}}},  // a transaction
+  };
+  for (const Request& request : requests) {
+    const std::string& name = request.commands.back()[0];
     bool reached = true;
-    for (int64_t nth = 1; reached && nth < 2000; nth++) {
-      proxy_fail_at.store(nth);
+    int64_t nth = 1;
+    for (; reached && nth < 2000; nth++) {
+      if (request.held) {
+        ASSERT_EQ(holder.Run({"GET", small}).substr(0, 1), "$") << nth;
+      }
+      // A run still in the session (it answered, and looks for the next request) would take
+      // this request unarmed.
+      ASSERT_TRUE(ProxyRunsLeft()) << name << " " << nth;
       proxy_reached.store(false);
-      internal::TEST_SetProxyRunHook(FailInProxy);
-      const std::vector<std::string_view> args(request.begin(), request.end());
+      proxy_runs_armed.store(0);
+      proxy_fail_at.store(nth);
       std::string reply;
-      via.Execute(args, &reply);
-      internal::TEST_SetProxyRunHook(nullptr);
+      for (const std::vector<std::string>& command : request.commands) {
+        const std::vector<std::string_view> args(command.begin(), command.end());
+        reply.clear();
+        via.Execute(args, &reply);
+      }
+      proxy_fail_at.store(0);
+      // The answer may reach this node before the home's thread has left the session.
+      ASSERT_TRUE(ProxyRunsLeft()) << name << " " << nth;
+      ASSERT_GT(proxy_runs_armed.load(), 0) << name << ": not run at the home";
       reached = proxy_reached.load();
       size_t used = 0;
       Result<Reply> r = resp::ParseReply(reply, &used);
-      EXPECT_TRUE(r.ok() && used == reply.size()) << request[0] << " " << nth << ": " << reply;
+      EXPECT_TRUE(r.ok() && used == reply.size()) << name << " " << nth << ": " << reply;
       // The client's next command there runs (a wedged proxy session answers CLUSTERDOWN at the
-      // deadline instead).
-      const std::string next = via.Run({"EXISTS", key});
-      ASSERT_EQ(next, ":1\r\n") << request[0] << ", allocation " << nth;
+      // deadline instead; one left in MULTI answers QUEUED), and a write to the keys is not
+      // left waiting behind a reservation nothing releases.
+      ASSERT_EQ(via.Run({"EXISTS", key}), ":1\r\n") << name << ", allocation " << nth;
+      ASSERT_EQ(via.Run({"SET", small, "v"}), "+OK\r\n") << name << ", allocation " << nth;
     }
-    EXPECT_FALSE(reached) << request[0] << " still allocating after 2000 rounds";
+    EXPECT_FALSE(reached) << name << " still allocating after 2000 rounds";
+    EXPECT_GT(nth, 2) << name << ": no allocation at the home was failed";
   }
   EXPECT_GT(cluster.node(1).stats().proxy_failures.load(), 0u);
 }

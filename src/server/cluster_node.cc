@@ -235,9 +235,16 @@ void ClusterNode::Impl::FailCurrentRequest(Proxy& p) noexcept {
   p.current.reset();
   std::string().swap(p.out);
   stats->proxy_failures.fetch_add(1, std::memory_order_relaxed);
+  // Its transaction, if one was open, ends with it (the client hears that none of it is known):
+  // left open, the client's next MULTI was refused as nested and its EXEC ran this one's queue.
+  // The transaction is gone before anything in EndTransaction may allocate.
   try {
-    // Its transaction, if one was open, ends with it: the client hears that none of it is known.
-    if (p.session->in_multi()) p.session->Run({"DISCARD"});
+    p.session->EndTransaction();
+    FLOE_LOG_WARN("a request of node {} ran out of memory here: answered as of unknown outcome",
+                  c.from);
+  } catch (...) {
+  }
+  try {
     std::string one, out;
     resp::ReplyWriter(&one, c.req.protocol)
         .Error("ERR out of memory at the key's home: the command may or may not have run");
@@ -245,7 +252,13 @@ void ClusterNode::Impl::FailCurrentRequest(Proxy& p) noexcept {
     for (size_t i = 0; i < c.req.copies.size(); i++) AppendFramedReply({}, &out);
     c.reply(std::move(out));
   } catch (...) {
-    // Not even that: the client's node answers at its deadline that the outcome is unknown.
+    // The framed answer could not be made (~80 bytes a command): a refusal, which the client's
+    // node answers for each command as an error, allocates about nothing.
+    try {
+      c.reply(Status::ResourceExhausted("out of memory at the key's home"));
+    } catch (...) {
+      // Not even that: the client's node answers at its deadline that the outcome is unknown.
+    }
   }
 }
 

@@ -600,11 +600,13 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
     // Rule C7: the keys' holders are invalidated and the keys reserved; the change runs now.
     HomeChange change = std::move(hc->second);
     home_changes_.erase(hc);
-    std::vector<std::string_view> args(change.args.begin(), change.args.end());
-    const CommandSpec* spec = internal::ResolveCommand(args);
     std::string out;
     {
+      // First: the keys are released however the rest ends (an allocation that failed before
+      // it left them reserved for good, every later write to them waiting).
       ReleasedAfter release(engine_, change.reservation.get());
+      std::vector<std::string_view> args(change.args.begin(), change.args.end());
+      const CommandSpec* spec = internal::ResolveCommand(args);
       MutexLock lock(&engine_->worker_lock(worker_));
       resp::ReplyWriter w(&out, protocol_);
       ClearedWhile cleared(&home_cleared_);

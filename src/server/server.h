@@ -296,6 +296,9 @@ class Session {
   void ReleaseForwards(size_t unwritten, size_t held);
   // Between MULTI and its EXEC or DISCARD.
   bool in_multi() const { return in_multi_; }
+  // Ends an open MULTI as DISCARD does, with no command run (the transaction is gone before
+  // anything that may allocate): a proxy session whose request failed part way.
+  void EndTransaction();
   // A proxy session's current request: from `node`, sent at its clock reading `sent_us`, after
   // it dropped its copies of the keys the request changes (docs/coherence.md, X4).
   void set_request_origin(uint32_t node, uint64_t sent_us) {

@@ -109,6 +109,10 @@ void Session::DiscardTransaction() {
   watch_slot_ = -1;
 }
 
+void Session::EndTransaction() {
+  if (in_multi_) DiscardTransaction();
+}
+
 void Session::ClearQueued() {
   queued_.clear();
   engine_->ChargeClientBuffers(-queued_bytes_);
@@ -200,16 +204,34 @@ void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::stri
   // Handlers have their own net (RunHandler); this one catches what dispatch itself may throw
   // (queueing a command inside MULTI can run out of memory), so no exception reaches the
   // connection's event loop.
+  // Inside MULTI, a command that failed here ends the transaction as Redis's rejections do:
+  // EXEC or DISCARD discards it (its client believes it ended; left open, the client's next
+  // commands were queued into it), any other makes its EXEC abort.
+  auto abort_transaction = [&] {
+    if (!in_multi_ || args.empty()) return;
+    const CommandSpec* spec = internal::FindCommand(args[0]);
+    if (spec != nullptr &&
+        (spec->handler == internal::CmdExec || spec->handler == internal::CmdDiscard)) {
+      try {
+        DiscardTransaction();  // ends the transaction before anything that may allocate
+      } catch (...) {
+      }
+    } else {
+      multi_dirty_ = true;
+    }
+  };
   try {
     Dispatch(args, writer, now_ms);
   } catch (const std::bad_alloc&) {
     EndDeferralAfter(tickets_before);
+    abort_transaction();
     out->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("dispatching a command ran out of memory");
     writer.Error("OOM command not allowed when used memory > 'maxmemory'.");
   } catch (const std::exception& e) {
     EndDeferralAfter(tickets_before);
+    abort_transaction();
     out->resize(mark);
     engine_->CountInternalError();
     FLOE_LOG_ERROR("dispatching a command failed with an internal error: {}", e.what());
