@@ -602,8 +602,7 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
     home_changes_.erase(hc);
     std::string out;
     {
-      // First: the keys are released however the rest ends (an allocation that failed before
-      // it left them reserved for good, every later write to them waiting).
+      // First: the keys are released however the rest ends (a failed allocation, say).
       ReleasedAfter release(engine_, change.reservation.get());
       std::vector<std::string_view> args(change.args.begin(), change.args.end());
       const CommandSpec* spec = internal::ResolveCommand(args);
