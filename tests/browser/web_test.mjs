@@ -279,8 +279,13 @@ try {
     method: "POST", body: JSON.stringify({ name: "big", path: "big.csv" }) })).json();
   await page.click('nav button[data-tab="jobs"]');
   await page.waitForFunction((id) => document.querySelector(`#joblist tr[data-job="${id}"]`), {}, started.id);
-  const cancel = await page.$(`#joblist tr[data-job="${started.id}"][data-state="running"] button`);
-  if (cancel) await cancel.click();
+  // Found and clicked in one step inside the page: the list is rebuilt on every poll, so a
+  // handle taken out here can be detached by the time it is clicked.
+  const cancel = await page.evaluate((id) => {
+    const b = document.querySelector(`#joblist tr[data-job="${id}"][data-state="running"] button`);
+    if (b) b.click();
+    return Boolean(b);
+  }, started.id);
   const ended = await waitJob(httpPort, started.id);
   await page.waitForFunction((id, state) => document.querySelector(`#joblist tr[data-job="${id}"]`)?.dataset.state === state,
                              {}, started.id, ended.state);
