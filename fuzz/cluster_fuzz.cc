@@ -1,8 +1,8 @@
 // libFuzzer target for the cluster's HELLO decoder and the agreed table's decoders (docs/wire.md,
 // "Cluster HELLO"): any input either fails with a Status or decodes to a HELLO that encodes back to
 // the same bytes' meaning (decoding the re-encoding gives the same fields), and explaining how it
-// differs from our own view never crashes. The decoder's sources are compiled in, so they carry
-// coverage and ASan.
+// differs from our own view, forming or formed with an id and founder tokens (rule M5 (7)),
+// never crashes, either way round.
 
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +25,22 @@ const Hello& Ours() {
     o.self = 2;
     return floe::cluster::internal::MakeHello(o, floe::cluster::SlotMap::Balanced(o.members),
                                               false);
+  }();
+  return ours;
+}
+
+// A member that formed and holds the cluster's id, with the start tokens of the processes it
+// counted: the view a late founder's HELLO is compared with (rule M5 (7)).
+const Hello& OursFormed() {
+  static const Hello ours = [] {
+    Hello h = Ours();
+    h.formed = true;
+    h.cluster_id_hi = 1;
+    h.cluster_id_lo = 2;
+    h.holds_log = true;
+    h.start_token = 0x1111222233334444;
+    h.founder_tokens = {0x5555, h.start_token, 0x5557};
+    return h;
   }();
   return ours;
 }
@@ -122,6 +138,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Hello& ours = Ours();
   const floe::cluster::Member expected{.id = 1, .host = "127.0.0.1", .port = 7100};
   (void)floe::cluster::internal::Disagreement(ours, *h, expected);
+  const floe::cluster::Member self{.id = 2, .host = "127.0.0.2", .port = 7100};
+  for (const Hello* view : {&ours, &OursFormed()}) {
+    (void)floe::cluster::internal::Disagreement(*view, *h, expected);
+    (void)floe::cluster::internal::Disagreement(*h, *view, self);
+    (void)floe::cluster::internal::CountedAsFounder(*view, *h);
+    (void)floe::cluster::internal::CountedAsFounder(*h, *view);
+  }
   if (!h->complete) return 0;
   floe::Result<Hello> back =
       floe::cluster::internal::DecodeHello(floe::cluster::internal::EncodeHello(*h));
@@ -131,6 +154,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              back->fingerprint == h->fingerprint && back->slots == h->slots &&
              back->map_version == h->map_version && back->formed == h->formed &&
              back->cluster_id_hi == h->cluster_id_hi && back->cluster_id_lo == h->cluster_id_lo &&
-             back->holds_log == h->holds_log);
+             back->holds_log == h->holds_log && back->start_token == h->start_token &&
+             back->founder_tokens == h->founder_tokens);
   return 0;
 }

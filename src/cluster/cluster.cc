@@ -15,6 +15,9 @@
 //   - When the last member agrees (or more than half, at a node restarted with a log that holds
 //     the cluster id), formed_ is set (release) and the OnFormed callbacks are posted to the
 //     loop. Nothing here sends a heartbeat: liveness is rpc's (contract 4).
+//   - Each process draws a start token; the token of each member's agreeing answer is kept,
+//     and on forming our HELLO lists them (rule M5 (7)), so a member we counted that heard no
+//     answer before our log had an id is told it was a founder, not a wiped member.
 // Locking: all state is under mu; no endpoint call is made with mu held, since CallAsync may
 // finish at once on the calling thread and the callback takes mu.
 
@@ -22,6 +25,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 
 #include "cluster/internal/hello.h"
 
@@ -40,6 +44,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     bool blocks_majority = false;
     bool settled = false;  // an answer to our HELLO, or its deadline, came once at least
     uint16_t client_port = 0;
+    uint64_t start_token = 0;          // of its process, from its last agreeing answer
     std::string reason = "no answer";  // from our last ask
     Heard heard = Heard::kNothing;     // from its last HELLO to us
     std::string heard_reason;
@@ -54,8 +59,9 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
   const Options options;
   const SlotMap map;
   const Status invalid;  // ValidateOptions
-  // formed = false. Only its cluster id and holds_log change (SetClusterId, SetHoldsLog, under
-  // mu); the other fields are fixed at construction and read without the lock.
+  // formed = false. Only its cluster id and holds_log (SetClusterId, SetHoldsLog) and the founder
+  // tokens (on forming) change, under mu; the other fields are fixed at construction and read
+  // without the lock.
   Hello ours;
   std::string ours_bytes FLOE_GUARDED_BY(mu);
 
@@ -80,6 +86,9 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
         ours_bytes(internal::EncodeHello(ours)) {
     MutexLock lock(&mu);
     for (const Member& m : map.members()) peers.push_back({.member = m});
+    std::random_device rd;
+    while (ours.start_token == 0) ours.start_token = (uint64_t{rd()} << 32) | rd();
+    ours_bytes = internal::EncodeHello(ours);
   }
 
   bool IsPeer(net::NodeId id) const { return id != options.self && map.Find(id) != nullptr; }
@@ -134,7 +143,10 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
           p.reason = internal::Disagreement(ours, *theirs, p.member);
           p.agreed = p.reason.empty();
           p.blocks_majority = !p.agreed && !internal::DisagreesOnlyAsWiped(ours, *theirs);
-          if (p.agreed) p.client_port = static_cast<uint16_t>(theirs->client_port);
+          if (p.agreed) {
+            p.client_port = static_cast<uint16_t>(theirs->client_port);
+            p.start_token = theirs->start_token;
+          }
         }
         retry_at = start + options.hello_interval_us;
       } else if (r.status().code() == StatusCode::kCancelled) {
@@ -194,6 +206,14 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     formation_us = std::max<uint64_t>(1, loop.NowMicros() - started_at);
+    // Rule M5 (7): the processes we formed with (peers are in the order of ours.members).
+    ours.founder_tokens.clear();
+    for (const Peer& p : peers) {
+      ours.founder_tokens.push_back(p.member.id == options.self ? ours.start_token
+                                    : p.agreed                  ? p.start_token
+                                                                : 0);
+    }
+    ours_bytes = internal::EncodeHello(ours);
     // release: whoever sees formed() true sees the state set before it.
     formed.store(true, std::memory_order_release);
     if (agreed == peers.size()) {

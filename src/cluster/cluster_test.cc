@@ -28,6 +28,7 @@ namespace {
 using net::NodeId;
 using net::SimNetwork;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 
 // ---------------------------------------------------------------------------------------------
 TEST(KeySlotTest, MatchesRedisCluster) {
@@ -269,6 +270,39 @@ TEST(HelloTest, HoldsLogRoundTripsAndTheLayoutBeforeItIsRefusedBothWays) {
   EXPECT_FALSE(wire::Decode<HelloBeforeHoldsLog>(rest).ok());
 }
 
+// Rule M5 (7): the start token and the founder tokens round-trip; founder tokens that are not
+// one per member are refused; a member is counted as a founder by its own process's token only.
+TEST(HelloTest, StartTokensRoundTripAndFounderTokensAreOnePerMember) {
+  const std::vector<Member> members = LocalMembers(3);
+  const SlotMap map = SlotMap::Balanced(members);
+  internal::Hello founder = internal::MakeHello(MakeOptions(members, 3), map, false);
+  founder.start_token = 0xfeed'0000'0001;
+  internal::Hello counter = internal::MakeHello(MakeOptions(members, 1), map, true);
+  counter.start_token = 9;
+  counter.founder_tokens = {9, 0, founder.start_token};
+  Result<internal::Hello> back = internal::DecodeHello(internal::EncodeHello(counter));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->start_token, 9u);
+  EXPECT_EQ(back->founder_tokens, counter.founder_tokens);
+  EXPECT_TRUE(internal::CountedAsFounder(*back, founder));
+  // The exemption from rule M5's "must --join", both ways, for that process alone.
+  back->cluster_id_hi = 5;
+  back->holds_log = true;
+  EXPECT_EQ(internal::Disagreement(*back, founder, members[2]), "");
+  EXPECT_EQ(internal::Disagreement(founder, *back, members[0]), "");
+  founder.start_token++;  // another process of member 3 (a restart)
+  EXPECT_FALSE(internal::CountedAsFounder(*back, founder));
+  EXPECT_THAT(internal::Disagreement(*back, founder, members[2]), HasSubstr("it must --join"));
+  EXPECT_THAT(internal::Disagreement(founder, *back, members[0]),
+              HasSubstr("this member must --join"));
+  founder.start_token = 0;
+  back->founder_tokens[2] = 0;  // not counted: no token matches it
+  EXPECT_FALSE(internal::CountedAsFounder(*back, founder));
+  counter.founder_tokens.pop_back();
+  EXPECT_EQ(internal::DecodeHello(internal::EncodeHello(counter)).status().code(),
+            StatusCode::kCorruption);
+}
+
 // ---------------------------------------------------------------------------------------------
 TEST(HelloTest, RoundTripsAndRejectsMalformedBytes) {
   const std::vector<Member> members = LocalMembers(4);
@@ -299,6 +333,8 @@ TEST(HelloTest, RoundTripsAndRejectsMalformedBytes) {
   }
   big.self = big.members[0];
   big.self_id = 1;
+  big.start_token = ~uint64_t{0};
+  big.founder_tokens.assign(kMaxMembers, ~uint64_t{0});
   ASSERT_LE(internal::EncodeHello(big).size(), internal::kMaxHelloBytes);
   EXPECT_TRUE(internal::DecodeHello(internal::EncodeHello(big)).ok());
   // Well-formed Iced, wrong content: each is refused.
@@ -344,8 +380,10 @@ struct SimNode {
   int formed_callbacks = 0;
 };
 
+// `start_cluster` false: the node answers HELLO but asks nobody until its cluster's Start().
 std::unique_ptr<SimNode> StartSimNode(SimNetwork& net, NodeId id, Options o, uint64_t seed,
-                                      const std::function<void(Cluster&)>& before_start = {}) {
+                                      const std::function<void(Cluster&)>& before_start = {},
+                                      bool start_cluster = true) {
   auto node = std::make_unique<SimNode>();
   rpc::Options ro;
   ro.peers = PeerIds(o.members, o.self);
@@ -357,7 +395,7 @@ std::unique_ptr<SimNode> StartSimNode(SimNetwork& net, NodeId id, Options o, uin
   node->cluster->OnFormed([raw] { raw->formed_callbacks++; });
   if (before_start) before_start(*node->cluster);
   node->endpoint->Start();
-  node->cluster->Start();
+  if (start_cluster) node->cluster->Start();
   return node;
 }
 
@@ -589,6 +627,40 @@ TEST(FormationSimTest, AMemberWithAnIdRefusesOneWithNeitherAnIdNorALog) {
   c[3].SetHoldsLog(true);
   c.net.RunFor(10'000'000);
   EXPECT_TRUE(c.AllFormed());
+}
+
+// Rule M5 (7): nodes 1 and 2 count node 3 (it answers their HELLOs) and form, and their logs
+// hold the cluster id before node 3 asks anyone (its cluster starts late, as a slow founder's
+// answers can all be lost): node 3 is the very process they counted, so it forms with them.
+// A restart of node 3 (another process, still without a log) is refused as a wiped one is.
+TEST(FormationSimTest, AFounderThatAsksOnlyOnceTheLogHasAnIdFormsAndItsRestartMustJoin) {
+  const ClusterId a{.hi = 1, .lo = 0xa};
+  SimCluster c(testing::Seed());
+  c.StartOne(1, 3);
+  c.StartOne(2, 3);
+  c.nodes[3] = StartSimNode(c.net, 3, MakeOptions(LocalMembers(3), 3), c.seed, {}, false);
+  ASSERT_TRUE(c.net.RunUntil([&] { return c[1].formed() && c[2].formed(); }, 10'000'000));
+  for (NodeId id : {1, 2}) {  // as their Raft logs apply the first entry
+    c[id].SetClusterId(a);
+    c[id].SetHoldsLog(true);
+  }
+  c.net.RunFor(100'000);
+  EXPECT_FALSE(c[3].formed());
+  c[3].Start();
+  ASSERT_TRUE(c.net.RunUntil([&] { return c[3].formed(); }, 10'000'000))
+      << ::testing::PrintToString(c[3].WaitingReasons());
+  for (NodeId id : {1, 2}) EXPECT_TRUE(c[id].Members()[2].agreed);
+
+  c.StartOne(3, 3);
+  c.net.RunFor(5'000'000);
+  EXPECT_FALSE(c[3].formed());
+  EXPECT_THAT(c[3].WaitingReasons(),
+              ElementsAre("127.0.0.1:7100: cluster id " + a.ToString() +
+                              ", and we hold no log (a new or wiped data directory): this "
+                              "member must --join",
+                          "127.0.0.2:7100: cluster id " + a.ToString() +
+                              ", and we hold no log (a new or wiped data directory): this "
+                              "member must --join"));
 }
 
 // Rule M5, finding (3): a member restarted with a log that holds the cluster id forms once more

@@ -54,6 +54,9 @@ Result<Hello> DecodeHello(std::string_view bytes) {
   if (h.self_id < 1 || h.self_id > h.members.size() || h.members[h.self_id - 1] != h.self) {
     return Status::Corruption("HELLO: the sender is not its own list's member self_id");
   }
+  if (!h.founder_tokens.empty() && h.founder_tokens.size() != h.members.size()) {
+    return Status::Corruption("HELLO: founder tokens are not one per member");
+  }
   h.complete = true;
   return h;
 }
@@ -98,6 +101,15 @@ bool DisagreesOnlyAsWiped(const Hello& ours, const Hello& theirs) {
          !our_id.empty() && their_id.empty() && !theirs.holds_log;
 }
 
+bool CountedAsFounder(const Hello& counter, const Hello& founder) {
+  // The founder's entry in the counter's list must be the founder itself: a token indexes the
+  // counter's list, and the founder's id is its id in its own.
+  const size_t i = founder.self_id - size_t{1};
+  return founder.start_token != 0 && founder.self_id >= 1 && i < counter.founder_tokens.size() &&
+         i < counter.members.size() && counter.members[i] == founder.self &&
+         counter.founder_tokens[i] == founder.start_token;
+}
+
 std::string Disagreement(const Hello& ours, const Hello& theirs, const Member& expected) {
   if (theirs.protocol_version != ours.protocol_version || !theirs.complete) {
     return "protocol version " + std::to_string(theirs.protocol_version) + ", ours " +
@@ -118,11 +130,13 @@ std::string Disagreement(const Hello& ours, const Hello& theirs, const Member& e
   }
   // Rule M5: a member with neither an id nor a log is new or wiped. Forming with it could
   // bootstrap a second log (and let a wiped voter vote twice in a term): it must join instead.
-  if (!our_id.empty() && their_id.empty() && !theirs.holds_log) {
+  // Unless it is the very process we formed with (M5 (7)): it never started Raft, so it never
+  // voted, and it bootstraps the configuration we did.
+  if (!our_id.empty() && their_id.empty() && !theirs.holds_log && !CountedAsFounder(ours, theirs)) {
     return "it holds no log (a new or wiped data directory) and ours is cluster " +
            our_id.ToString() + ": it must --join";
   }
-  if (our_id.empty() && !ours.holds_log && !their_id.empty()) {
+  if (our_id.empty() && !ours.holds_log && !their_id.empty() && !CountedAsFounder(theirs, ours)) {
     return "cluster id " + their_id.ToString() +
            ", and we hold no log (a new or wiped data directory): this member must --join";
   }

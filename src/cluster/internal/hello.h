@@ -18,8 +18,8 @@ namespace floe::cluster::internal {
 
 inline constexpr size_t kMaxNameBytes = 64;
 // Bound on a HELLO's bytes, checked before anything is decoded: 1,024 members of at most 53
-// bytes ("[" + 45-byte IPv6 text + "]:65535") with their length prefixes, plus the rest, fit
-// well inside it.
+// bytes ("[" + 45-byte IPv6 text + "]:65535") with their length prefixes, 1,024 founder tokens
+// of at most 10 bytes, plus the rest (about 65 KiB), fit well inside it.
 inline constexpr size_t kMaxHelloBytes = 128 * 1024;
 // At most this many nodes outside our list are remembered for the waiting reasons.
 inline constexpr size_t kMaxStrangers = 16;
@@ -48,6 +48,13 @@ struct Hello {
   // Whether the sender's directory holds a Raft log (rule M5): a member with no id and no log is
   // new or wiped, and must join a cluster that has an id rather than form with it.
   bool holds_log = false;
+  // Rule M5 (7): a random number drawn when the sender's process started (never 0), and, once
+  // the sender formed, the start tokens of the members it counted as agreeing (index id - 1, its
+  // own included; 0 for one it did not count). A founder that heard no answer before the others
+  // had bootstrapped the log is still the process they counted, which never started Raft, so
+  // it may form with them; a wiped member is another process and must still --join.
+  uint64_t start_token = 0;
+  std::vector<uint64_t> founder_tokens;  // empty, or one per member
 
   static constexpr uint16_t kTypeId = 110;
   static constexpr std::string_view kTypeName = "ClusterHello";
@@ -60,7 +67,9 @@ struct Hello {
         wire::Field("formed", &Hello::formed), wire::Field("client_port", &Hello::client_port),
         wire::Field("cluster_id_hi", &Hello::cluster_id_hi),
         wire::Field("cluster_id_lo", &Hello::cluster_id_lo),
-        wire::Field("holds_log", &Hello::holds_log));
+        wire::Field("holds_log", &Hello::holds_log),
+        wire::Field("start_token", &Hello::start_token),
+        wire::Field("founder_tokens", &Hello::founder_tokens));
   }
 };
 
@@ -70,12 +79,17 @@ bool ValidClusterName(std::string_view name);
 std::string EncodeHello(const Hello& hello);
 // Corruption for bytes that are not a HELLO: more than kMaxHelloBytes, truncated, trailing bytes, a
 // bad cluster name, an address that is not canonical, duplicate members, more than kMaxMembers, a
-// self that is not its list's entry self_id. A protocol version other than ours decodes to complete
+// self that is not its list's entry self_id, founder tokens that are not one per member. A protocol
+// version other than ours decodes to complete
 // == false with only protocol_version set.
 Result<Hello> DecodeHello(std::string_view bytes);
 
 // Our view as a HELLO.
 Hello MakeHello(const Options& options, const SlotMap& map, bool formed);
+
+// Rule M5 (7): whether `counter` counted `founder`'s process (its start token) as agreeing when
+// it formed.
+bool CountedAsFounder(const Hello& counter, const Hello& founder);
 
 // Why `theirs` (the answer of the member we know as `expected`) disagrees with `ours`; empty
 // when it agrees. The texts of docs/cluster.md, without the address prefix.
