@@ -270,17 +270,19 @@ TEST(RpcNetTest, ABlockingCallTakesItsAnswerWithoutItsLoop) {
   Pair p = StartPair(o);
   ASSERT_TRUE(p.a && p.b);
   // a's loop is held until released, or for 3 s at most.
+  // What the held task touches is shared with it: it may still run after the test's body ends.
   auto release = std::make_shared<std::promise<void>>();
-  std::promise<void> holding;
-  std::atomic<bool> held{true};
-  p.a->loop.Post([&holding, &held, until = release->get_future().share()] {
-    holding.set_value();
+  auto holding = std::make_shared<std::promise<void>>();
+  auto held = std::make_shared<std::atomic<bool>>(true);
+  std::future<void> holding_started = holding->get_future();
+  p.a->loop.Post([holding, held, until = release->get_future().share()] {
+    holding->set_value();
     until.wait_for(std::chrono::seconds(3));
-    held = false;
+    held->store(false);
   });
-  holding.get_future().wait();
+  holding_started.wait();
   Result<std::string> r = p.a->endpoint->Call(2, kEcho, "while the loop is busy", 20'000'000);
-  EXPECT_TRUE(held.load());  // answered before the loop was free
+  EXPECT_TRUE(held->load());  // answered before the loop was free
   release->set_value();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, "while the loop is busy");

@@ -366,7 +366,8 @@ TEST(FrameRpcTest, MapTaskRoundTripsAndRefusesBadMessages) {
   a.moments.hll = *std::move(hll);
   for (double v : {1.0, 2.5, std::numeric_limits<double>::infinity()}) {
     a.moments.m.Add(v);
-    a.moments.hll.AddHash(sketch::HyperLogLog::HashInt64(static_cast<int64_t>(v * 10)));
+    a.moments.hll.AddHash(sketch::HyperLogLog::HashInt64(
+        std::isfinite(v) ? static_cast<int64_t>(v * 10) : std::numeric_limits<int64_t>::max()));
   }
   a.moments.lo = 1;
   a.moments.hi = 2.5;

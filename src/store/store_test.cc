@@ -470,11 +470,11 @@ TEST(StoreTest, ForEachPassesEachKeyOnceWhileShardsRebuild) {
 // Regression (issue item 4): replaced values were retired without their size, so a thread
 // rewriting a large value freed the old versions only every 1,024 retirements.
 TEST(StoreTest, ReplacingALargeValueManyTimesKeepsReclamationBounded) {
+  std::atomic<int> destroyed{0};  // outlives the store, whose last value counts itself here
   Store s;
   internal::EpochDomain::Global().Barrier();
   constexpr size_t kBig = 2 << 20;
   const std::string payload(kBig, 'x');
-  std::atomic<int> destroyed{0};
   for (int i = 0; i < 40; i++) {
     s.Put(Tracked("big", payload, &destroyed));
     // i versions have been replaced; at most one of them may still wait for reclamation.
