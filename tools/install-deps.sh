@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake ninja-build pkg-config git
-  clang libclang-rt-14-dev clang-format   # fuzz targets, formatting check
+  clang libclang-rt-14-dev clang-format   # the asan tree (unit tests, fuzz targets), formatting
   # libraries
   libspdlog-dev libfmt-dev libxxhash-dev libcli11-dev libasio-dev
   liblz4-dev                               # RPC payload compression
