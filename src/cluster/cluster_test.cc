@@ -588,6 +588,14 @@ TEST(FormationSimTest, AnotherClusterIdIsNamedAndALogWithoutAnIdAgreesWithAny) {
   EXPECT_TRUE(c.AllFormed());
 }
 
+// Node 3's waiting reasons when nodes 1 and 2 answer with cluster id `a` and it holds no log.
+auto MustJoinAt1And2(const ClusterId& a) {
+  const std::string why =
+      ", and we hold no log (a new or wiped data directory): this member must --join";
+  return ElementsAre("127.0.0.1:7100: cluster id " + a.ToString() + why,
+                     "127.0.0.2:7100: cluster id " + a.ToString() + why);
+}
+
 // Rule M5, finding (1): a member with a cluster id refuses one with neither an id nor a log (a
 // new or wiped directory: it must join, not form), and that one refuses it; a member that
 // holds a log whose id is not applied yet forms with it.
@@ -610,13 +618,7 @@ TEST(FormationSimTest, AMemberWithAnIdRefusesOneWithNeitherAnIdNorALog) {
     EXPECT_EQ(c[1].Members()[2].reason,
               "it holds no log (a new or wiped data directory) and ours is cluster " +
                   a.ToString() + ": it must --join");
-    EXPECT_THAT(c[3].WaitingReasons(),
-                ElementsAre("127.0.0.1:7100: cluster id " + a.ToString() +
-                                ", and we hold no log (a new or wiped data directory): this "
-                                "member must --join",
-                            "127.0.0.2:7100: cluster id " + a.ToString() +
-                                ", and we hold no log (a new or wiped data directory): this "
-                                "member must --join"));
+    EXPECT_THAT(c[3].WaitingReasons(), MustJoinAt1And2(a));
   }
   SimCluster c(testing::Seed());
   c.Start(3);
@@ -654,13 +656,7 @@ TEST(FormationSimTest, AFounderThatAsksOnlyOnceTheLogHasAnIdFormsAndItsRestartMu
   c.StartOne(3, 3);
   c.net.RunFor(5'000'000);
   EXPECT_FALSE(c[3].formed());
-  EXPECT_THAT(c[3].WaitingReasons(),
-              ElementsAre("127.0.0.1:7100: cluster id " + a.ToString() +
-                              ", and we hold no log (a new or wiped data directory): this "
-                              "member must --join",
-                          "127.0.0.2:7100: cluster id " + a.ToString() +
-                              ", and we hold no log (a new or wiped data directory): this "
-                              "member must --join"));
+  EXPECT_THAT(c[3].WaitingReasons(), MustJoinAt1And2(a));
 }
 
 // Rule M5, finding (3): a member restarted with a log that holds the cluster id forms once more
