@@ -86,6 +86,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
         ours_bytes(internal::EncodeHello(ours)) {
     MutexLock lock(&mu);
     for (const Member& m : map.members()) peers.push_back({.member = m});
+    ours.start_token = options.start_token;
     std::random_device rd;
     while (ours.start_token == 0) ours.start_token = (uint64_t{rd()} << 32) | rd();
     ours_bytes = internal::EncodeHello(ours);

@@ -478,6 +478,9 @@ struct Options {
   // Tests only: pretend to speak another protocol or slot count (to check the reasons).
   uint32_t protocol_version = kProtocolVersion;
   uint32_t slots = kSlots;
+  // This process's start token (rule M5 (7)); 0: drawn at random, as a server always does.
+  // Simulations set it from their seed, so that a run's HELLOs (their sizes included) replay.
+  uint64_t start_token = 0;
   // A member that joined a running cluster (docs/membership.md J1): the leader made
   // formation's checks, so it is formed at Start, every member agreed, and it sends no HELLO.
   bool joined = false;

@@ -385,6 +385,8 @@ std::unique_ptr<SimNode> StartSimNode(SimNetwork& net, NodeId id, Options o, uin
                                       const std::function<void(Cluster&)>& before_start = {},
                                       bool start_cluster = true) {
   auto node = std::make_unique<SimNode>();
+  // From the seed, so the run replays; a restart (a later virtual time) is another process.
+  if (o.start_token == 0) o.start_token = (seed ^ (uint64_t{id} << 48) ^ net.NowMicros()) | 1;
   rpc::Options ro;
   ro.peers = PeerIds(o.members, o.self);
   ro.inline_handlers = true;
