@@ -59,10 +59,10 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
   const Options options;
   const SlotMap map;
   const Status invalid;  // ValidateOptions
-  // formed = false. Only its cluster id and holds_log (SetClusterId, SetHoldsLog) and the founder
-  // tokens (on forming) change, under mu; the other fields are fixed at construction and read
-  // without the lock.
-  Hello ours;
+  // Our view as a HELLO, with formed false (an answer once formed sets it on a copy). Only its
+  // cluster id and holds_log (SetClusterId, SetHoldsLog) and the founder tokens (on forming)
+  // change; every read holds mu.
+  Hello ours FLOE_GUARDED_BY(mu);
   std::string ours_bytes FLOE_GUARDED_BY(mu);
 
   std::atomic<bool> formed{false};
@@ -353,14 +353,16 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     if (stopped.load() || formed.load()) return;
     const std::vector<std::string> reasons = Reasons();
     size_t agreed = 1;  // self
+    std::string self_address;
     {
       MutexLock lock(&mu);
       for (const Peer& p : peers) agreed += p.member.id != options.self && p.agreed ? 1 : 0;
+      self_address = ours.self;
     }
     std::string text;
     for (const std::string& r : reasons) text += (text.empty() ? "" : "; ") + r;
     FLOE_LOG_WARN("cluster '{}' at {}: not formed, {} of {} members agree; waiting for: {}",
-                  options.cluster_name, ours.self, agreed, map.members().size(), text);
+                  options.cluster_name, self_address, agreed, map.members().size(), text);
     std::weak_ptr<Impl> weak = weak_from_this();
     loop.PostAt(loop.NowMicros() + options.log_interval_us, [weak] {
       if (auto self = weak.lock()) self->LogTick();
