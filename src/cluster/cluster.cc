@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <map>
-#include <random>
 
 #include "cluster/internal/hello.h"
 
@@ -87,8 +86,7 @@ struct Cluster::Impl : std::enable_shared_from_this<Impl> {
     MutexLock lock(&mu);
     for (const Member& m : map.members()) peers.push_back({.member = m});
     ours.start_token = options.start_token;
-    std::random_device rd;
-    while (ours.start_token == 0) ours.start_token = (uint64_t{rd()} << 32) | rd();
+    while (ours.start_token == 0) ours.start_token = ClusterId::Random().lo;
     ours_bytes = internal::EncodeHello(ours);
   }
 

@@ -234,6 +234,16 @@ struct HelloBeforeHoldsLog {
   }
 };
 
+// The layout after holds_log and before the start tokens (rule M5 (7)).
+struct HelloBeforeStartTokens : HelloBeforeHoldsLog {
+  bool holds_log = false;
+  static constexpr auto FloeIcedFields() {
+    return std::tuple_cat(
+        HelloBeforeHoldsLog::FloeIcedFields(),
+        std::make_tuple(wire::Field("holds_log", &HelloBeforeStartTokens::holds_log)));
+  }
+};
+
 // docs/wire.md, "Cluster HELLO": holds_log was added without raising the protocol version, so a
 // HELLO of either layout is refused by the other's strict decoder (a malformed HELLO, never
 // read as "no log"), and the new field round-trips.
@@ -301,6 +311,28 @@ TEST(HelloTest, StartTokensRoundTripAndFounderTokensAreOnePerMember) {
   counter.founder_tokens.pop_back();
   EXPECT_EQ(internal::DecodeHello(internal::EncodeHello(counter)).status().code(),
             StatusCode::kCorruption);
+  // The tokens were added without raising the protocol version: the layout before them and this
+  // one are refused by each other's strict decoders (a malformed HELLO, never "not counted").
+  HelloBeforeStartTokens old;
+  old.cluster_name = founder.cluster_name;
+  old.slots = founder.slots;
+  old.self_id = founder.self_id;
+  old.self = founder.self;
+  old.members = founder.members;
+  old.holds_log = true;
+  std::string old_bytes;
+  wire::Writer(&old_bytes).PutVarint64(kProtocolVersion);
+  wire::Encode(old, &old_bytes);
+  EXPECT_EQ(internal::DecodeHello(old_bytes).status().code(), StatusCode::kCorruption);
+  founder.start_token = 3;
+  const std::string bytes = internal::EncodeHello(founder);
+  wire::Reader r(bytes);
+  uint32_t version = 0;
+  ASSERT_TRUE(r.GetVarint32(&version).ok());
+  std::string_view rest;
+  ASSERT_TRUE(r.GetRaw(r.remaining(), &rest).ok());
+  EXPECT_FALSE(wire::Decode<HelloBeforeStartTokens>(rest).ok());
+  EXPECT_TRUE(wire::Decode<HelloBeforeStartTokens>(old_bytes.substr(1)).ok());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -77,11 +77,11 @@ struct Hello {
 bool ValidClusterName(std::string_view name);
 
 std::string EncodeHello(const Hello& hello);
-// Corruption for bytes that are not a HELLO: more than kMaxHelloBytes, truncated, trailing bytes, a
-// bad cluster name, an address that is not canonical, duplicate members, more than kMaxMembers, a
-// self that is not its list's entry self_id, founder tokens that are not one per member. A protocol
-// version other than ours decodes to complete
-// == false with only protocol_version set.
+// Corruption for bytes that are not a HELLO: more than kMaxHelloBytes, truncated, trailing
+// bytes, a bad cluster name, an address that is not canonical, duplicate members, more than
+// kMaxMembers, a self that is not its list's entry self_id, founder tokens that are not one per
+// member. A protocol version other than ours decodes to complete == false with only
+// protocol_version set.
 Result<Hello> DecodeHello(std::string_view bytes);
 
 // Our view as a HELLO.
