@@ -16,12 +16,14 @@
 #include "server/command_test.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/cluster_testing.h"
+#include "server/internal/sink_session_testing.h"
 
 namespace floe::server {
 namespace {
 
 using internal::ClusterNode;
 using internal::ReturnsWithin;
+using internal::SinkSession;
 
 class CachedReads : public ::testing::Test {
  protected:
@@ -54,69 +56,6 @@ class CachedReads : public ::testing::Test {
   uint64_t Proxied(size_t i) { return node(i).stats().proxied.load(); }
 
   std::unique_ptr<internal::InProcessCluster> cluster_;
-};
-
-// A session with a reply sink, as a connection has: deferred replies are collected and handed
-// back through FinishDeferred on the test's thread, in command order.
-class SinkSession {
- public:
-  explicit SinkSession(Engine* engine) : session_(std::make_unique<Session>(engine, 0)) {
-    session_->set_reply_sink([this](uint64_t ticket, std::string reply) {
-      std::lock_guard<std::mutex> lock(mu_);
-      arrived_.emplace_back(ticket, std::move(reply));
-    });
-  }
-  // Runs a command; its reply (now or later) is the next in Replies().
-  void Send(std::vector<std::string> args) {
-    std::vector<std::string_view> v(args.begin(), args.end());
-    std::string out;
-    if (session_->Execute(v, &out)) {
-      order_.push_back({0, std::move(out)});
-    } else {
-      order_.push_back({session_->last_ticket(), {}});
-    }
-  }
-  bool Blocked() const { return session_->local_part_pending(); }
-  // Waits for every deferred reply; returns all replies in command order.
-  std::vector<Reply> Replies() {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    for (;;) {
-      Pump();
-      bool pending = false;
-      for (const auto& [ticket, reply] : order_) pending = pending || ticket != 0;
-      if (!pending || std::chrono::steady_clock::now() > until) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    std::vector<Reply> out;
-    for (const auto& [ticket, reply] : order_) {
-      out.push_back(ticket != 0 ? Reply{} : CommandTest::Decode(reply));
-    }
-    order_.clear();
-    return out;
-  }
-  void End() { session_.reset(); }
-
- private:
-  void Pump() {
-    std::deque<std::pair<uint64_t, std::string>> got;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      got.swap(arrived_);
-    }
-    for (auto& [ticket, reply] : got) {
-      std::string bytes = session_->FinishDeferred(ticket, std::move(reply));
-      for (auto& [t, r] : order_) {
-        if (t == ticket) {
-          t = 0;
-          r = std::move(bytes);
-        }
-      }
-    }
-  }
-  std::mutex mu_;
-  std::deque<std::pair<uint64_t, std::string>> arrived_;
-  std::vector<std::pair<uint64_t, std::string>> order_;
-  std::unique_ptr<Session> session_;
 };
 
 // C8: after its first miss, a read of a key homed elsewhere runs from the node's copy: no

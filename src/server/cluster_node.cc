@@ -300,10 +300,24 @@ void ClusterNode::Impl::RunProxyRequests(const std::shared_ptr<Proxy>& p,
     }
     Pending& c = *p->current;
     if (resumed) {
-      // The parked command's reply (a C7 change, an analytics command: it finishes here).
-      AppendFramedReply(s.FinishDeferred(resumed->first, std::move(resumed->second)), &p->out);
-      p->next++;
+      // The parked command's reply (a C7 change, an analytics command: it finishes here). A
+      // change that waited for its keys may then wait for its backups (docs/replication.md,
+      // H3): parked again until the sink brings the same ticket back.
+      bool held = false;
+      std::string bytes = s.FinishDeferred(resumed->first, std::move(resumed->second), &held);
       resumed.reset();
+      if (held) {
+        MutexLock lock(&p->mu);
+        if (p->arrived) {
+          resumed = std::move(p->arrived);
+          p->arrived.reset();
+          continue;
+        }
+        p->parked = true;
+        return;
+      }
+      AppendFramedReply(bytes, &p->out);
+      p->next++;
     }
     bool parked = false;
     while (p->next < c.req.commands.size()) {

@@ -26,6 +26,8 @@ void ClusterNode::Impl::RegisterReplication() {
   }
   if (Replication* r = engine->replication()) {
     r->SetWake([w = waker] { Wake(w); });
+    // H5: a held reply waits at most twice cluster-node-timeout.
+    r->SetHoldBound(2 * timeout_us);
   }
 }
 
@@ -198,6 +200,7 @@ void ClusterNode::Impl::ReplicationTick() {
   if (stopped.load()) return;
   Replication* r = engine->replication();
   if (r != nullptr && r->any_owned()) Wake(waker);
+  if (r != nullptr) r->ExpireHolds();  // H5
   loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
 }
 

@@ -130,6 +130,9 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "replica_queued_bytes", static_cast<int64_t>(r->sender().queued_bytes()));
       Line(out, "replica_messages_sent", static_cast<int64_t>(r->messages_sent()));
       Line(out, "replica_send_failures", static_cast<int64_t>(r->send_failures()));
+      // Held replies (H5): waiting for their backups now, and those that waited past the bound.
+      Line(out, "replica_held_replies", static_cast<int64_t>(r->held_replies()));
+      Line(out, "replica_hold_timeouts", static_cast<int64_t>(r->hold_timeouts()));
     }
   } else if (name == "stats") {
     out->append("# Stats\r\n");

@@ -74,9 +74,11 @@ void Session::RunHandlerAtHome(internal::CommandContext& ctx) {
 // EXEC's queued commands run inside its scope: one change for the whole transaction.
 void Session::RunCaptured(internal::CommandContext& ctx) {
   if (capturing_) {
-    // A command EXEC runs: its keys are in EXEC's change; a flush is noted for it (S2.1).
+    // A command EXEC runs: its keys are in EXEC's change; a flush is noted for it (S2.1). A
+    // read notes what it may have seen (S9).
     RunHandler(ctx);
     if (ctx.spec->handler == internal::CmdFlushDb && !ctx.failed) capture_flushed_ = true;
+    if ((ctx.spec->flags & internal::kWrite) == 0) NoteReadWaits(ctx);
     return;
   }
   internal::Replication& r = *engine_->replication();
@@ -116,6 +118,8 @@ void Session::RunCaptured(internal::CommandContext& ctx) {
       Result<replica::Sender::Ticket> t = sender.Open(slot);
       if (!t.ok()) continue;  // fenced or dropped meanwhile: no longer replicated from here
       opened.push_back({slot, *t, &slot_keys});
+      commit_waits_.push_back({slot, t->n});  // H1: the reply waits for it
+      held_write_ = true;
     }
   } catch (const std::bad_alloc&) {
     for (const Open& o : opened) sender.CloseEmpty(o.slot, o.ticket, /*lost=*/false);
@@ -176,6 +180,9 @@ void Session::RunCaptured(internal::CommandContext& ctx) {
   }
   // W4: the node's loop sends what closed (one exchange when a pump is already posted).
   if (!opened.empty()) r.Wake();
+  // A command that wrote no replicated slot (a read reserved with a write's keys, say) is
+  // held as a read (S9).
+  if (opened.empty()) NoteReadWaits(ctx);
   if (escaped) std::rethrow_exception(escaped);
 }
 
@@ -198,6 +205,7 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   HomeKeys(ctx, &keys, &all);
   if (keys.empty() && !all) {
     RunHandler(ctx);
+    NoteReadWaits(ctx);  // S9: held while a change it may have seen has not committed
     return true;
   }
   dkv::Dkv& d = node->dkv();

@@ -403,9 +403,14 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
     Process();
     return;
   }
+  bool held = false;
+  std::string bytes = session_->FinishDeferred(ticket, std::move(reply), &held);
+  // A change that waited for its keys now waits for its backups (docs/replication.md, H3):
+  // the sink brings the same ticket again.
+  if (held) return;
   it->ready = true;
   waiting_input_ -= it->input;
-  it->bytes = session_->FinishDeferred(ticket, std::move(reply));
+  it->bytes = std::move(bytes);
   slot_bytes_ += it->bytes.size();
   std::shared_ptr<Connection> self = shared_from_this();  // hold_ may be the last reference
   if (--slots_waiting_ == 0) hold_.reset();

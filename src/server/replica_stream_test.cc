@@ -18,12 +18,14 @@
 #include "server/internal/cluster_testing.h"
 #include "server/internal/replica_store.h"
 #include "server/internal/replica_store_testing.h"
+#include "server/internal/sink_session_testing.h"
 
 namespace floe::server {
 namespace {
 
 using internal::ClientCluster;
 using internal::InProcessCluster;
+using internal::SinkSession;
 
 // A new cluster's first table gives every slot this many backups, for the test's length.
 struct Replicas {
@@ -198,9 +200,10 @@ TEST(ReplicaStreamTest, ChangesReachTheirBackupsThroughALossyNetwork) {
   WritesReachTheirBackups(c);
 }
 
-// W2: a backup that is down holds nothing up at its owner (replies do not wait for it yet:
-// wiring step 4), and the owner's Sender keeps its changes for it.
-TEST(ReplicaStreamTest, AnOwnerServesWhileItsBackupIsDown) {
+// W4 and H5: an owner whose backup is down holds its writes' replies until their bound, then
+// answers that their outcome is unknown (removing the backup, B7, is not built); the owner's
+// Sender keeps the changes for the backup, and sends it no message per write.
+TEST(ReplicaStreamTest, AnOwnerWhoseBackupIsDownHoldsItsWritesToTheirBound) {
   Replicas one(1);
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
@@ -222,21 +225,25 @@ TEST(ReplicaStreamTest, AnOwnerServesWhileItsBackupIsDown) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_TRUE(down());
-  Session& s = c.client(0);
+  SinkSession s(&c.engine(0));
   internal::Replication& r = *c.engine(0).replication();
   const uint64_t sent_before = r.messages_sent();
   for (int i = 0; i < 50; i++) {
-    EXPECT_EQ(CommandTest::Decode(s.Run({"SET", k, std::to_string(i)})).str, "OK");
+    s.Send({"SET", k, std::to_string(i)});
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a second in all
   }
   // Pauses of 0.1, 0.2, 0.4, 0.8 s, then 1 s: a handful of messages, not 50.
   EXPECT_LE(r.messages_sent() - sent_before, 12u) << "failures " << r.send_failures();
-  EXPECT_EQ(CommandTest::Decode(s.Run({"GET", k})).str, "49");
+  for (const resp::Reply& got : s.Replies(std::chrono::seconds(20))) {
+    EXPECT_THAT(got.str, ::testing::HasSubstr("may or may not have been applied"));
+  }
   const uint16_t slot = cluster::KeySlot(k);
   EXPECT_GE(r.sender().started(slot), 50u);
   EXPECT_LT(r.sender().committed(slot), r.sender().started(slot));
-  EXPECT_GT(std::stoll(Info(s, "replica_queued_bytes")), 0);
-  EXPECT_GT(std::stoll(Info(s, "replica_owned_slots")), 0);
+  Session& info = c.client(0);
+  EXPECT_GT(std::stoll(Info(info, "replica_queued_bytes")), 0);
+  EXPECT_GT(std::stoll(Info(info, "replica_owned_slots")), 0);
+  EXPECT_GE(std::stoll(Info(info, "replica_hold_timeouts")), 50);
 }
 
 // W4: the changes a backup that is down has not acknowledged count in used_memory, so maxmemory
@@ -248,22 +255,27 @@ TEST(ReplicaStreamTest, AQueueForABackupThatIsDownCountsAgainstMaxmemory) {
   const std::string k = c.KeyAt(0);
   const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
   c.Kill(IndexOf(c, 3, table->slot(cluster::KeySlot(k)).backups[0]));
-  Session& s = c.client(0);
-  const int64_t used = std::stoll(Info(s, "used_memory"));
+  Session& info = c.client(0);
+  const int64_t used = std::stoll(Info(info, "used_memory"));
   const int64_t limit = used + (2 << 20);
-  ASSERT_EQ(CommandTest::Decode(s.Run({"CONFIG", "SET", "maxmemory", std::to_string(limit)})).str,
-            "OK");
+  ASSERT_EQ(
+      CommandTest::Decode(info.Run({"CONFIG", "SET", "maxmemory", std::to_string(limit)})).str,
+      "OK");
   const std::string value(64 << 10, 'v');
-  int refused_at = -1;
-  for (int i = 0; i < 200 && refused_at < 0; i++) {
+  // Replies are held (the backup is down: H5), so the writes are sent without waiting for them.
+  SinkSession s(&c.engine(0));
+  for (int i = 0; i < 200; i++) {
     // One key overwritten: the store stays small, the queue grows by a value per write. The
     // pause lets the engine's used_memory figure (at most a millisecond old) see each write.
-    const std::string reply = s.Run({"SET", k, value});
-    if (reply.starts_with("-OOM")) refused_at = i;
+    s.Send({"SET", k, value});
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  EXPECT_GE(refused_at, 0) << "writes never refused; queued " << Info(s, "replica_queued_bytes");
-  EXPECT_LE(std::stoll(Info(s, "replica_queued_bytes")), limit + 2 * (128 << 10));
+  int refused = 0;
+  for (const resp::Reply& got : s.Replies(std::chrono::seconds(20))) {
+    refused += got.str.starts_with("OOM") ? 1 : 0;
+  }
+  EXPECT_GT(refused, 0) << "writes never refused; queued " << Info(info, "replica_queued_bytes");
+  EXPECT_LE(std::stoll(Info(info, "replica_queued_bytes")), limit + 2 * (128 << 10));
 }
 
 // W2 on tables made by hand: a member of an engine with no node, its roles as each table says.

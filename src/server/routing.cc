@@ -28,6 +28,7 @@
 #include "server/internal/cluster_node.h"
 #include "server/internal/command.h"
 #include "server/internal/gather.h"
+#include "server/internal/replica_store.h"
 
 namespace floe::server {
 
@@ -46,8 +47,6 @@ constexpr char kCrossSlot[] = "CROSSSLOT Keys in request don't hash to the same 
 constexpr char kTooLarge[] =
     "ERR the command is too large to send to the node that is home to its keys (at most 1048576 "
     "commands and 16777216 arguments)";
-
-int64_t NowMs() { return static_cast<int64_t>(WallMicros() / 1000); }
 
 }  // namespace
 
@@ -513,24 +512,6 @@ struct ForwardQueues : std::enable_shared_from_this<ForwardQueues> {
 
 }  // namespace internal
 
-std::function<void(std::string)> Session::BeginDeferred() {
-  // What may throw comes first: a deferral begun and then abandoned by an exception left the
-  // connection waiting for a ticket nothing would answer.
-  const uint64_t ticket = tickets_ + 1;
-  std::function<void(std::string)> done;
-  if (sink_) {
-    done = [sink = sink_, ticket](std::string reply) { sink(ticket, std::move(reply)); };
-  } else {
-    auto promise = std::make_shared<std::promise<std::string>>();
-    std::future<std::string> wait = promise->get_future();
-    done = [promise](std::string reply) { promise->set_value(std::move(reply)); };
-    wait_ = std::move(wait);
-  }
-  tickets_ = ticket;
-  deferred_ = true;
-  return done;
-}
-
 internal::ForwardQueues& Session::Queues() {
   if (!queues_) {
     queues_ = std::make_shared<internal::ForwardQueues>(engine_->cluster(), id(), forward_waker_);
@@ -557,101 +538,6 @@ void Session::ForgetRemoteWatches() {
   }
   watch_homes_.clear();
   watch_slot_ = -1;
-}
-
-std::string Session::FinishDeferred(uint64_t ticket, std::string reply) {
-  if (auto at = analytics_.find(ticket); at != analytics_.end()) {
-    // A frames analytics task is done (analytics_pool.h): the command runs once more, under
-    // the worker lock, and its handler writes the task's reply (FinishAnalytics).
-    std::shared_ptr<internal::AnalyticsTask> task = std::move(at->second);
-    analytics_.erase(at);
-    std::vector<std::string_view> args(task->args.begin(), task->args.end());
-    std::string out;
-    MutexLock lock(&engine_->worker_lock(worker_));
-    resp::ReplyWriter w(&out, protocol_);
-    const int64_t now_ms = NowMs();
-    // The reply is an interaction (as Redis counts a reply written): a client that waited
-    // longer than the idle timeout for it is not closed as idle the moment it comes.
-    state_->last_interaction_ms.store(now_ms, std::memory_order_relaxed);
-    finishing_ = task.get();
-    struct Unset {
-      internal::AnalyticsTask*& finishing;
-      ~Unset() { finishing = nullptr; }
-    } unset{finishing_};
-    Call(task->spec, args, w, /*exclusive_held=*/false, now_ms);
-    return out;
-  }
-  if (auto pc = part_changes_.find(ticket); pc != part_changes_.end()) {
-    // A split command's part homed here, its keys now reserved (rule C7): it runs, and its
-    // reply joins the others'.
-    PartChange change = std::move(pc->second);
-    part_changes_.erase(pc);
-    std::string bytes;
-    {
-      ReleasedAfter release(engine_, change.reservation.get());
-      MutexLock lock(&engine_->worker_lock(worker_));
-      ClearedWhile cleared(&home_cleared_);
-      bytes = RunPart(change.command, NowMs());
-    }
-    PartDone(std::static_pointer_cast<Gather>(change.gather), change.part, std::move(bytes));
-    return std::string();
-  }
-  if (auto hc = home_changes_.find(ticket); hc != home_changes_.end()) {
-    // Rule C7: the keys' holders are invalidated and the keys reserved; the change runs now.
-    HomeChange change = std::move(hc->second);
-    home_changes_.erase(hc);
-    std::string out;
-    {
-      // First: the keys are released however the rest ends (a failed allocation, say).
-      ReleasedAfter release(engine_, change.reservation.get());
-      std::vector<std::string_view> args(change.args.begin(), change.args.end());
-      const CommandSpec* spec = internal::ResolveCommand(args);
-      MutexLock lock(&engine_->worker_lock(worker_));
-      resp::ReplyWriter w(&out, protocol_);
-      ClearedWhile cleared(&home_cleared_);
-      Call(spec, args, w, /*exclusive_held=*/false, NowMs());
-    }
-    return out;
-  }
-  auto it = local_parts_.find(ticket);
-  if (it == local_parts_.end()) return reply;
-  LocalPart local = std::move(it->second);
-  local_parts_.erase(it);
-  // The home's EXEC answered an array of the commands it ran: the ones that run here go in
-  // between, in queue order. Anything else (nil: a WATCHed key changed; an error) is the answer
-  // as it is, and nothing runs here.
-  std::string_view rest(reply);
-  size_t used = 0;
-  Result<resp::Reply> whole = resp::ParseReply(rest, &used);
-  const size_t remote = local.total - local.commands.size() + local.echoed.size();
-  if (!whole.ok() || whole->type != resp::Reply::Type::kArray || whole->elements.size() != remote) {
-    return reply;
-  }
-  rest.remove_prefix(rest.find('\n') + 1);  // past "*<n>\r\n"
-  std::string out = "*" + std::to_string(local.total) + "\r\n";
-  size_t next = 0, echoed = 0;
-  for (size_t i = 0; i < local.total; i++) {
-    if (next < local.commands.size() && local.commands[next].first == i) {
-      if (echoed < local.echoed.size() && local.echoed[echoed] == i) {
-        echoed++;
-        if (!resp::ParseReply(rest, &used).ok()) return reply;
-        rest.remove_prefix(used);  // the home's HELLO: this node's answers
-      }
-      std::vector<std::string_view> args(local.commands[next].second.begin(),
-                                         local.commands[next].second.end());
-      const CommandSpec* spec = internal::ResolveCommand(args);
-      MutexLock lock(&engine_->worker_lock(worker_));
-      resp::ReplyWriter w(&out, protocol_);
-      Call(spec, args, w, /*exclusive_held=*/false, NowMs());
-      next++;
-    } else {
-      Result<resp::Reply> one = resp::ParseReply(rest, &used);
-      if (!one.ok()) return reply;
-      out.append(rest.substr(0, used));
-      rest.remove_prefix(used);
-    }
-  }
-  return out;
 }
 
 std::string Session::RunPart(const std::vector<std::string>& part, int64_t now_ms, int protocol) {
@@ -702,9 +588,24 @@ void Session::SendParts(std::shared_ptr<void> gather_any, Parts parts, resp::Rep
     out.buffer()->append(FinishGather(*g));
     return;
   }
+  // H4: the parts run here may wait for their backups; the whole reply then waits for them
+  // once every part is in (with no remote part, ExecuteLocked holds the reply, H2).
+  std::vector<internal::CommitWait> waits;
+  bool write = false;
+  const bool hold = TakeCommitWaits(&waits, &write);
+  HeldReply held;
+  if (hold) held = MakeHeldReply(std::string(), write);
   g->remaining.store(remote + waiting.size(), std::memory_order_relaxed);
   g->done = BeginDeferred();
   deferred_bytes_ = 0;
+  if (hold) {
+    held.deliver = std::move(g->done);
+    g->done = [r = engine_->replication(), waits = std::move(waits),
+               held = std::move(held)](std::string combined) mutable {
+      held.bytes = std::move(combined);
+      HoldOrFail(*r, std::move(waits), std::move(held));
+    };
+  }
   dkv::Dkv& d = node.dkv();
   for (auto& [i, r] : waiting) {
     const uint64_t id = ++part_tickets_ | kPartTicket;

@@ -222,6 +222,13 @@ void RunAnalytics(CommandContext&,
                   std::function<std::function<void(CommandContext&)>(const std::atomic<bool>*)>,
                   AnalyticsWaits);
 bool FinishAnalytics(CommandContext&);
+// Held replies (docs/replication.md, wiring step 4): a change `n` of `slot` a reply waits for
+// (H1: the command's own, or the last one a read may have seen), and how a hold ended.
+struct CommitWait {
+  uint16_t slot = 0;
+  uint64_t n = 0;
+};
+enum class HoldEnd { kCommitted, kTimedOut, kAborted };
 }  // namespace internal
 
 // One client's connection state. Owned by one thread.
@@ -265,7 +272,11 @@ class Session {
   }
   // The caller hands every deferred reply through this, on the session's thread, before it
   // delivers it: a transaction's commands that run here are merged into its EXEC reply.
-  std::string FinishDeferred(uint64_t ticket, std::string reply);
+  // A change run here once its keys were reserved (rule C7) may then wait for its slot's
+  // backups (docs/replication.md, H3): `held` is then set, the reply is empty, and the sink
+  // brings the same ticket again with its reply. A caller that passes no `held` never sees it
+  // (a session of a node that makes no backups).
+  std::string FinishDeferred(uint64_t ticket, std::string reply, bool* held = nullptr);
   // For tests only: called inside the command boundary before every handler runs, so a test
   // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
   void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
@@ -356,6 +367,28 @@ class Session {
   // cost is one branch.
   void RunHandlerAtHome(internal::CommandContext& ctx);
   void RunCaptured(internal::CommandContext& ctx);
+  // Held replies (held_replies.cc, docs/replication.md H1-H6). A read at home notes the slots
+  // whose last change it may have seen and that have not committed (S9).
+  void NoteReadWaits(const internal::CommandContext& ctx);
+  // The reply a hold delivers: the bytes, or the error of how it ended, made in advance.
+  struct HeldReply {
+    std::function<void(std::string)> deliver;
+    std::string bytes, timed_out, aborted;
+    void operator()(internal::HoldEnd end);
+  };
+  HeldReply MakeHeldReply(std::string bytes, bool write) const;
+  std::string HeldReplyError(internal::HoldEnd end, bool write) const;
+  // Takes the waits the command left that have not committed (false: none; the common case).
+  bool TakeCommitWaits(std::vector<internal::CommitWait>* waits, bool* write);
+  void ClearCommitWaits();
+  // Hands the reply to the node's holds; when memory runs out, delivers the unknown-outcome
+  // error at once instead.
+  static void HoldOrFail(internal::Replication& r, std::vector<internal::CommitWait> waits,
+                         HeldReply reply);
+  // H2: the reply ExecuteLocked wrote after `mark` waits for the command's commit waits.
+  void HoldReply(std::string* out, size_t mark);
+  // H3: the deliverer of a deferred reply held again under the same ticket.
+  std::function<void(std::string)> Redefer(uint64_t ticket);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
   // Ends MULTI without running anything.
@@ -486,6 +519,9 @@ class Session {
   bool home_cleared_ = false;     // the running command's keys are reserved: run it as it is
   bool capturing_ = false;        // RunCaptured's scope is open: EXEC's commands are in it (S3)
   bool capture_flushed_ = false;  // a FLUSHALL or FLUSHDB ran in that scope (S2.1)
+  // H1: the changes the running command's reply waits for, and whether one is its own write.
+  std::vector<internal::CommitWait> commit_waits_;
+  bool held_write_ = false;
   // A client's own command with a key homed elsewhere, run here from a cached copy (C8).
   const std::pair<std::string_view, store::ValuePtr>* pinned_ = nullptr;
   // Frames analytics on the analytics pool, by ticket (at most one: A7), and the one whose

@@ -188,8 +188,16 @@ bool Session::Execute(const std::vector<std::string_view>& args, std::string* ou
   if (!deferred_) return true;
   if (sink_) return false;
   // No sink: wait here, with no lock held (the reply may need another node's proxy worker,
-  // and that one may wait for an exclusive section of this engine).
-  out->append(FinishDeferred(tickets_, wait_.get()));
+  // and that one may wait for an exclusive section of this engine). A change that waited for
+  // its keys may then wait for its backups (H3): FinishDeferred then arms wait_ again.
+  for (;;) {
+    bool held = false;
+    std::string reply = FinishDeferred(tickets_, wait_.get(), &held);
+    if (!held) {
+      out->append(reply);
+      break;
+    }
+  }
   deferred_ = false;
   return true;
 }
@@ -201,6 +209,7 @@ void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::stri
   MutexLock lock(&engine_->worker_lock(worker_));
   const size_t mark = out->size();
   const uint64_t tickets_before = tickets_;
+  ClearCommitWaits();
   // Handlers have their own net (RunHandler); this one catches what dispatch itself may throw
   // (queueing a command inside MULTI can run out of memory), so no exception reaches the
   // connection's event loop.
@@ -222,6 +231,8 @@ void Session::ExecuteLocked(const std::vector<std::string_view>& args, std::stri
   };
   try {
     Dispatch(args, writer, now_ms);
+    // H2: a reply that depends on a change its backups lack leaves once they have it.
+    HoldReply(out, mark);
   } catch (const std::bad_alloc&) {
     EndDeferralAfter(tickets_before);
     abort_transaction();

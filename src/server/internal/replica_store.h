@@ -124,8 +124,9 @@ class Replication {
   void Wake() const {
     if (wake_) wake_();
   }
-  // Tests that drive the Sender by hand stop the node's pump first.
-  void TEST_StopPump() { pump_stopped_.store(true); }
+  // Tests that drive the Sender by hand stop the node's pump first; tests of held replies stop
+  // it for a while (the node's tick wakes it again within 100 ms).
+  void TEST_StopPump(bool stop = true) { pump_stopped_.store(stop); }
   bool pump_stopped() const { return pump_stopped_.load(std::memory_order_relaxed); }
   // W4's counts (INFO memory): REPLICATE messages sent, and those that got no answer.
   void CountSent() { messages_sent_.fetch_add(1, std::memory_order_relaxed); }
@@ -148,7 +149,54 @@ class Replication {
   uint64_t capture_failures() const { return capture_failures_.load(std::memory_order_relaxed); }
   void CountCaptureFailure() { capture_failures_.fetch_add(1, std::memory_order_relaxed); }
 
+  // Held replies (docs/replication.md, wiring step 4, H1-H6; CommitWait and HoldEnd are in
+  // server.h). Whether every wait has committed already (the common case: no hold).
+  bool Committed(const std::vector<CommitWait>& waits) const;
+  // H5: calls `done` once, with kCommitted when every wait committed, kAborted when a slot
+  // stopped being served here first (a fence, a drop: the outcome is unknown), or kTimedOut
+  // once the hold is older than its bound. `done` runs on the thread that commits (the node's
+  // loop), the one that expires holds, or this one, with no lock of this object held except as
+  // Drop says above; it must not block. Throws only bad_alloc, before anything is held.
+  void Hold(std::vector<CommitWait> waits, std::function<void(HoldEnd)> done);
+  // The node's tick: ends the holds past their bound.
+  void ExpireHolds();
+  // The bound (twice cluster-node-timeout; the steady clock's microseconds), set by the node
+  // before any slot is owned.
+  void SetHoldBound(uint64_t bound_us);
+  // Replies held now; holds that ended past their bound (INFO memory).
+  size_t held_replies() const;
+  uint64_t hold_timeouts() const { return hold_timeouts_.load(std::memory_order_relaxed); }
+  // The changes holds registered a Sender callback for that has not run yet.
+  size_t TEST_hold_groups() const {
+    MutexLock lock(&holds_mu_);
+    return hold_groups_.size();
+  }
+  ~Replication();
+
  private:
+  void OnCommitted(CommitWait w, const Status& s);
+  void EndHolds(std::vector<std::pair<std::function<void(HoldEnd)>, HoldEnd>>& ended);
+
+  // The holds, each under an id given in deadline order, and the waits registered with the
+  // Sender: one callback per (slot, n) however many holds wait for it, so holds that time out
+  // while a backup is down leave nothing behind in the Sender (its waiters are bounded by the
+  // changes it queues). Declared before sender_: the Sender's destructor fails its waiters into
+  // it.
+  struct PendingHold {
+    uint64_t deadline_us = 0;
+    size_t remaining = 0;  // groups not yet committed
+    std::vector<CommitWait> waits;
+    std::function<void(HoldEnd)> done;
+  };
+  mutable Mutex holds_mu_;
+  bool holds_closed_ FLOE_GUARDED_BY(holds_mu_) = false;
+  uint64_t hold_ids_ FLOE_GUARDED_BY(holds_mu_) = 0;
+  uint64_t hold_bound_us_ FLOE_GUARDED_BY(holds_mu_) = 30'000'000;
+  std::map<uint64_t, PendingHold> holds_ FLOE_GUARDED_BY(holds_mu_);
+  std::map<std::pair<uint16_t, uint64_t>, std::set<uint64_t>> hold_groups_
+      FLOE_GUARDED_BY(holds_mu_);
+  std::atomic<uint64_t> hold_timeouts_{0};
+
   ReplicaStore store_;
   AppliedTableView view_;
   replica::Receiver receiver_;  // after store_ and view_, which it uses
