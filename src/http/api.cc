@@ -619,7 +619,14 @@ asio::awaitable<resp::Reply> Commands::RunArgs(std::vector<std::string> args) {
 
 void Commands::Deliver(uint64_t ticket, std::string reply) {
   if (session_ == nullptr) return;
-  std::string bytes = session_->FinishDeferred(ticket, std::move(reply));
+  bool held = false;
+  std::string bytes = session_->FinishDeferred(ticket, std::move(reply), &held);
+  // A change that waited for its keys may then wait for its backups (docs/replication.md,
+  // H3): the sink brings the same ticket again.
+  if (held) {
+    wake_.cancel();
+    return;
+  }
   if (ticket == awaited_) {
     awaited_ = 0;
     reply_ = std::move(bytes);

@@ -357,7 +357,7 @@ TEST_F(AllocFailureTest, AnAnalyticsCommandAnswersWhateverFails) {
       reply = std::move(replies[ticket]);
       replies.erase(ticket);
     }
-    return session.FinishDeferred(ticket, std::move(reply));
+    return session.FinishDeferred(ticket, std::move(reply), nullptr);
   };
   const std::vector<std::string_view> import = {"FRAME.IMPORT", "f", path};
   const std::string id = run(import, 0);

@@ -159,6 +159,8 @@ AnalyticsReply Guarded(Engine& engine, std::string_view name, const AnalyticsWor
   return [error = std::move(error)](CommandContext& ctx) { ctx.Error(error); };
 }
 
+}  // namespace
+
 // Kills the client as CLIENT KILL does: its kill flag set (what its session checks) and its
 // connection's closer run. The closer posts to the client's thread; should that fail too, the
 // flag stays set and the failure is logged.
@@ -175,8 +177,6 @@ void KillClient(ClientState& c) {
     FLOE_LOG_ERROR("closing client id={} failed: {}", c.id, e.what());
   }
 }
-
-}  // namespace
 
 void RunAnalytics(CommandContext& ctx, AnalyticsWork work, AnalyticsWaits waits) {
   Session& s = ctx.session;

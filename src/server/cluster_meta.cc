@@ -703,6 +703,8 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   Replication* replication = engine->replication();
   const uint64_t life = endpoint->incarnation();
   if (replication != nullptr) replication->Follow(table, self, life);
+  // H5: a request forwarded to a home waits out the home's hold bound too.
+  makes_backups.store(table->replicas() > 0, std::memory_order_relaxed);
   // W1: a cluster that makes backups serves a member's keys once its life is listed; one that
   // makes none records no lives (no table change at a start).
   if (!table->members().empty() && !life_listed.load()) {

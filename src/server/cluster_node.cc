@@ -776,7 +776,11 @@ void ClusterNode::ForwardEncoded(net::NodeId home, std::string request, bool cha
   Stats* stats = &stats_;
   // A change may wait at its home for a cut-off holder's lease (rule C7): that wait is the
   // holder's, not the home's, so it does not count against cluster-node-timeout.
-  const uint64_t timeout = impl_->timeout_us + (changes ? impl_->holder_wait_us : 0);
+  // A home that makes backups holds a reply up to twice cluster-node-timeout (H5): its
+  // TIMEOUT or CLUSTERDOWN then comes from the home, which knows why.
+  const uint64_t timeout =
+      impl_->timeout_us + (changes ? impl_->holder_wait_us : 0) +
+      (impl_->makes_backups.load(std::memory_order_relaxed) ? 2 * impl_->timeout_us : 0);
   impl_->endpoint->CallAsync(home, kCommandMethod, std::move(request), timeout,
                              [stats, done = std::move(done)](Result<std::string> r) {
                                if (!r.ok()) {

@@ -199,9 +199,9 @@ void ClusterNode::Impl::OnReplicateAnswer(uint32_t backup, uint64_t message,
 void ClusterNode::Impl::ReplicationTick() {
   if (stopped.load()) return;
   Replication* r = engine->replication();
+  loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
   if (r != nullptr && r->any_owned()) Wake(waker);
   if (r != nullptr) r->ExpireHolds();  // H5
-  loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
 }
 
 }  // namespace floe::server::internal

@@ -55,6 +55,30 @@ std::function<void(std::string)> Session::Redefer(uint64_t ticket) {
   return deliver;
 }
 
+std::string Session::HoldAgain(uint64_t ticket, std::string out, bool* held) {
+  std::vector<internal::CommitWait> waits;
+  bool write = false;
+  if (!TakeCommitWaits(&waits, &write)) return out;
+  if (held == nullptr) {
+    // Tests of nodes that make no backups only: nothing is held for them.
+    FLOE_LOG_ERROR("a deferred reply is not held for its backups (its caller cannot hold it)");
+    return out;
+  }
+  try {
+    // H3: deferred again under the same ticket, until its backups have its change.
+    HeldReply again = MakeHeldReply(std::move(out), write);
+    again.deliver = Redefer(ticket);
+    *held = true;
+    HoldOrFail(*engine_->replication(), std::move(waits), std::move(again));
+    return std::string();
+  } catch (const std::bad_alloc&) {
+    // Not held (or its error could not be handed on): the command ran, so its answer is that
+    // the outcome is unknown, never its reply.
+    *held = false;
+    return write ? internal::kHeldWriteLost : internal::kHeldReadLost;
+  }
+}
+
 std::string Session::FinishDeferred(uint64_t ticket, std::string reply, bool* held) {
   ClearCommitWaits();
   if (auto at = analytics_.find(ticket); at != analytics_.end()) {
@@ -76,7 +100,7 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply, bool* he
       ~Unset() { finishing = nullptr; }
     } unset{finishing_};
     Call(task->spec, args, w, /*exclusive_held=*/false, now_ms);
-    return out;
+    return HoldAgain(ticket, std::move(out), held);
   }
   if (auto pc = part_changes_.find(ticket); pc != part_changes_.end()) {
     // A split command's part homed here, its keys now reserved (rule C7): it runs, and its
@@ -118,21 +142,7 @@ std::string Session::FinishDeferred(uint64_t ticket, std::string reply, bool* he
       ClearedWhile cleared(&home_cleared_);
       Call(spec, args, w, /*exclusive_held=*/false, NowMs());
     }
-    std::vector<internal::CommitWait> waits;
-    bool write = false;
-    if (held != nullptr && TakeCommitWaits(&waits, &write)) {
-      // H3: deferred again under the same ticket, until its backups have its change.
-      HeldReply again = MakeHeldReply(std::move(out), write);
-      again.deliver = Redefer(ticket);
-      *held = true;
-      HoldOrFail(*engine_->replication(), std::move(waits), std::move(again));
-      return std::string();
-    }
-    if (held == nullptr && !commit_waits_.empty()) {
-      FLOE_LOG_ERROR(
-          "a reserved change's reply is not held for its backups (no caller to hold it)");
-    }
-    return out;
+    return HoldAgain(ticket, std::move(out), held);
   }
   auto it = local_parts_.find(ticket);
   if (it == local_parts_.end()) return reply;

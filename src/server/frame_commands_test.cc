@@ -585,7 +585,7 @@ TEST_F(FrameCommandsTest, AnalyticsRunOnThePoolAndDeferTheirReply) {
   gate.Open();
   auto [ticket, reply] = sink.Next();
   ASSERT_EQ(ticket, s.last_ticket());
-  EXPECT_EQ(s.FinishDeferred(ticket, std::move(reply)), ":3\r\n");
+  EXPECT_EQ(s.FinishDeferred(ticket, std::move(reply), nullptr), ":3\r\n");
   EXPECT_FALSE(s.local_part_pending());
   EXPECT_THAT(RunOn(s, {"FRAME.HEAD", "g", "5"}), IsArrayOfSize(4));  // a header, 3 groups
   EXPECT_EQ(Calls(s, "frame.groupby"), 1);
@@ -598,7 +598,7 @@ TEST_F(FrameCommandsTest, AnalyticsRunOnThePoolAndDeferTheirReply) {
     out.clear();
     ASSERT_FALSE(s.Execute(v, &out));
     auto [t, r] = sink.Next();
-    const Reply done = Decode(s.FinishDeferred(t, std::move(r)));
+    const Reply done = Decode(s.FinishDeferred(t, std::move(r), nullptr));
     EXPECT_EQ(done.type, c[0] == "FRAME.SUMMARY" ? Reply::Type::kMap : Reply::Type::kArray);
   }
   // FRAME.FILTER too: deferred, and its frame stored when its reply is written.
@@ -614,7 +614,7 @@ TEST_F(FrameCommandsTest, AnalyticsRunOnThePoolAndDeferTheirReply) {
   // when the task ended, so results waiting for their clients counted nowhere), and handed to
   // the store when the reply is written.
   EXPECT_GT(engine_.reserved_memory(), 0);
-  EXPECT_THAT(Decode(s.FinishDeferred(ft, std::move(fr))), IsInt(4));
+  EXPECT_THAT(Decode(s.FinishDeferred(ft, std::move(fr), nullptr)), IsInt(4));
   EXPECT_EQ(engine_.reserved_memory(), 0);
   EXPECT_THAT(Run({"EXISTS", "f"}), IsInt(1));
   EXPECT_EQ(engine_.internal_errors(), 0u);
@@ -690,14 +690,14 @@ TEST_F(FrameCommandsTest, AnExceptionInAnAnalyticsTaskIsAnErrorReply) {
   std::string out;
   ASSERT_FALSE(s.Execute(args, &out));
   auto [ticket, reply] = sink.Next();
-  EXPECT_THAT(Decode(s.FinishDeferred(ticket, std::move(reply))),
+  EXPECT_THAT(Decode(s.FinishDeferred(ticket, std::move(reply), nullptr)),
               IsErr("ERR internal error: injected"));
   EXPECT_EQ(engine_.internal_errors(), 1u);
   engine_.analytics().TEST_SetBeforeTask(nullptr);
   out.clear();
   ASSERT_FALSE(s.Execute(args, &out));  // the next task replies as usual
   auto [t, r] = sink.Next();
-  EXPECT_THAT(Decode(s.FinishDeferred(t, std::move(r))), IsArrayOfSize(22));
+  EXPECT_THAT(Decode(s.FinishDeferred(t, std::move(r), nullptr)), IsArrayOfSize(22));
 }
 
 // A7: at most `threads` tasks run; past kMaxQueuedAnalytics waiting, a command is refused with

@@ -8,6 +8,7 @@
 #include "base/base.h"
 #include "replica/replica.h"
 #include "resp/resp.h"
+#include "server/internal/analytics_pool.h"
 #include "server/internal/command.h"
 #include "server/internal/replica_store.h"
 
@@ -52,13 +53,14 @@ void Replication::Hold(std::vector<CommitWait> waits, std::function<void(HoldEnd
   std::vector<CommitWait> fresh;
   fresh.reserve(waits.size());
   bool closed = false;
+  uint64_t id = 0;
   {
     MutexLock lock(&holds_mu_);
     if (holds_closed_) {
       closed = true;
     } else {
       const uint64_t now = NowMicros();
-      const uint64_t id = ++hold_ids_;
+      id = ++hold_ids_;
       // Every allocation before the hold is visible: a failure leaves nothing half made.
       auto [it, inserted] = holds_.try_emplace(id);
       try {
@@ -93,8 +95,34 @@ void Replication::Hold(std::vector<CommitWait> waits, std::function<void(HoldEnd
     return;
   }
   // Outside the lock: a wait that committed already calls back at once, on this thread.
-  for (const CommitWait& w : fresh) {
-    sender_.WhenCommitted(w.slot, w.n, [this, w](Status s) { OnCommitted(w, s); });
+  size_t registered = 0;
+  try {
+    for (; registered < fresh.size(); registered++) {
+      const CommitWait w = fresh[registered];
+      sender_.WhenCommitted(w.slot, w.n, [this, w](Status s) { OnCommitted(w, s); });
+    }
+  } catch (const std::bad_alloc&) {
+    // The hold is taken back (the group that failed never fired, so it cannot have
+    // committed), and the groups no callback was registered for go: a hold that joined one
+    // meanwhile ends at its bound. One an earlier group already ended (Aborted) was delivered:
+    // then nothing is thrown, or it would be delivered twice.
+    bool taken = false;
+    {
+      MutexLock lock(&holds_mu_);
+      auto it = holds_.find(id);
+      if (it != holds_.end()) {
+        for (const CommitWait& w : it->second.waits) {
+          auto g = hold_groups_.find({w.slot, w.n});
+          if (g != hold_groups_.end()) g->second.erase(id);
+        }
+        holds_.erase(it);
+        taken = true;
+      }
+      for (size_t i = registered; i < fresh.size(); i++) {
+        hold_groups_.erase({fresh[i].slot, fresh[i].n});
+      }
+    }
+    if (taken) throw;
   }
 }
 
@@ -132,17 +160,21 @@ void Replication::ExpireHolds() {
   {
     MutexLock lock(&holds_mu_);
     const uint64_t now = NowMicros();
-    // Ids are given in deadline order (the clock is read under this lock).
-    while (!holds_.empty() && holds_.begin()->second.deadline_us <= now) {
-      auto it = holds_.begin();
-      for (const CommitWait& w : it->second.waits) {
-        // The group stays, empty, while its Sender callback is registered: a later hold on
-        // the same change joins it rather than registering another.
-        auto g = hold_groups_.find({w.slot, w.n});
-        if (g != hold_groups_.end()) g->second.erase(it->first);
+    // Ids are given in deadline order (the clock is read under this lock). Memory that runs
+    // out stops the sweep; the next tick goes on (a hold leaves only once it is collected).
+    try {
+      while (!holds_.empty() && holds_.begin()->second.deadline_us <= now) {
+        auto it = holds_.begin();
+        ended.emplace_back(std::move(it->second.done), HoldEnd::kTimedOut);
+        for (const CommitWait& w : it->second.waits) {
+          // The group stays, empty, while its Sender callback is registered: a later hold on
+          // the same change joins it rather than registering another.
+          auto g = hold_groups_.find({w.slot, w.n});
+          if (g != hold_groups_.end()) g->second.erase(it->first);
+        }
+        holds_.erase(it);
       }
-      ended.emplace_back(std::move(it->second.done), HoldEnd::kTimedOut);
-      holds_.erase(it);
+    } catch (const std::bad_alloc&) {
     }
   }
   hold_timeouts_.fetch_add(ended.size(), std::memory_order_relaxed);
@@ -206,6 +238,7 @@ Session::HeldReply Session::MakeHeldReply(std::string bytes, bool write) const {
   // The error texts are made now, in the client's protocol: the session may be gone when the
   // hold ends.
   HeldReply h;
+  h.client = state_;
   h.bytes = std::move(bytes);
   h.timed_out = HeldReplyError(internal::HoldEnd::kTimedOut, write);
   h.aborted = HeldReplyError(internal::HoldEnd::kAborted, write);
@@ -213,13 +246,16 @@ Session::HeldReply Session::MakeHeldReply(std::string bytes, bool write) const {
 }
 
 void Session::HeldReply::operator()(internal::HoldEnd end) {
-  switch (end) {
-    case internal::HoldEnd::kCommitted:
-      return deliver(std::move(bytes));
-    case internal::HoldEnd::kTimedOut:
-      return deliver(std::move(timed_out));
-    case internal::HoldEnd::kAborted:
-      return deliver(std::move(aborted));
+  std::string& chosen = end == internal::HoldEnd::kCommitted  ? bytes
+                        : end == internal::HoldEnd::kTimedOut ? timed_out
+                                                              : aborted;
+  try {
+    deliver(std::move(chosen));
+  } catch (...) {
+    // The reply could not be handed on (memory): its connection would wait for it for ever,
+    // so the client is closed, as an analytics reply that cannot be delivered closes it (A6).
+    if (client != nullptr) internal::KillClient(*client);
+    throw;
   }
 }
 
@@ -265,13 +301,24 @@ void Session::HoldReply(std::string* out, size_t mark) {
     FLOE_LOG_ERROR("a deferred reply left commit waits behind; it is not held for them");
     return;
   }
-  // What may throw comes first (its caller's net then answers); BeginDeferred changes nothing
-  // when it throws.
-  HeldReply reply = MakeHeldReply(out->substr(mark), write);
-  reply.deliver = BeginDeferred();
-  deferred_bytes_ = 0;
-  out->resize(mark);
-  HoldOrFail(*engine_->replication(), std::move(waits), std::move(reply));
+  const uint64_t tickets_before = tickets_;
+  try {
+    // BeginDeferred changes nothing when it throws; HoldOrFail delivers whatever happens.
+    HeldReply reply = MakeHeldReply(out->substr(mark), write);
+    reply.deliver = BeginDeferred();
+    deferred_bytes_ = 0;
+    out->resize(mark);
+    HoldOrFail(*engine_->replication(), std::move(waits), std::move(reply));
+  } catch (const std::bad_alloc&) {
+    // The command ran: its answer is that the outcome is unknown, never its reply, nor the
+    // net's OOM (which says it did not run). A deferral begun is undone: nothing has its ticket.
+    if (tickets_ != tickets_before) {
+      tickets_ = tickets_before;
+      deferred_ = false;
+    }
+    out->resize(mark);
+    out->append(write ? internal::kHeldWriteLost : internal::kHeldReadLost);
+  }
 }
 
 }  // namespace floe::server

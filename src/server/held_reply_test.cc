@@ -25,6 +25,7 @@ using internal::InProcessCluster;
 using internal::SinkSession;
 using resp::Reply;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct Replicas {
   explicit Replicas(uint32_t n) { internal::TEST_ReplicasAtFounding().store(n); }
@@ -128,7 +129,7 @@ TEST_F(HeldReplies, ReadsOfAnUncommittedValueWait) {
 // read with CLUSTERDOWN; a session without a sink gets the same. The slot serves again once its
 // backup takes the changes.
 TEST_F(HeldReplies, HeldRepliesFailAfterTheirBound) {
-  Start(/*timeout_ms=*/500);
+  Start(/*timeout_ms=*/1000);
   const std::string k = c().KeyAt(0);
   SinkSession s(&c().engine(0));
   StopPump();
@@ -164,8 +165,16 @@ TEST_F(HeldReplies, AWriteThatWaitedForACopyThenWaitsForItsBackup) {
   SinkSession s(&c().engine(0));
   StopPump();
   s.Send({"SET", k, "after"});
-  EXPECT_TRUE(s.Blocked()) << "the write did not wait for the copy's invalidation";
-  EXPECT_TRUE(StillHeld(s, 1, 500)) << "a reserved write was answered before its backup had it";
+  ASSERT_TRUE(s.Blocked()) << "the write did not wait for the copy's invalidation";
+  // Once the copy is invalidated the write runs (the session no longer blocks) and its reply
+  // then waits for the backup under the same ticket.
+  const auto ran_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s.Blocked() && std::chrono::steady_clock::now() < ran_by) {
+    s.Pending();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_FALSE(s.Blocked()) << "the copy was never invalidated";
+  EXPECT_TRUE(StillHeld(s, 1)) << "a reserved write was answered before its backup had it";
   StartPump();
   EXPECT_EQ(s.Replies().at(0).str, "OK");
 }
@@ -199,10 +208,25 @@ TEST_F(HeldReplies, AForwardedWriteWaitsAtItsHome) {
   EXPECT_EQ(CommandTest::Decode(c().client(1).Run({"GET", k})).str, "forwarded");
 }
 
+// H5 for a forwarded read: the client's member waits out the home's bound, so the answer is
+// the home's (the value read was not confirmed), not that the home did not answer (a read's
+// forward deadline is one cluster-node-timeout; a write's is longer already, L2).
+TEST_F(HeldReplies, AForwardedReadPastTheBoundGetsTheHomesAnswer) {
+  Start(/*timeout_ms=*/1000);
+  const std::string k = c().KeyAt(0);
+  SinkSession w(&c().engine(0));
+  StopPump();
+  w.Send({"SET", k, "uncommitted"});
+  const Reply got = CommandTest::Decode(c().client(1).Run({"GET", k}));
+  EXPECT_THAT(got.str, HasSubstr("backups did not confirm the value read"));
+  EXPECT_THAT(got.str, Not(HasSubstr("unreachable")));
+  StartPump();
+}
+
 // H6: reads held while a backup is down end at the bound and leave nothing behind: one Sender
 // callback per change however many holds waited for it.
 TEST_F(HeldReplies, ManyHeldReadsLeaveNothingBehind) {
-  Start(/*timeout_ms=*/500);
+  Start(/*timeout_ms=*/1000);
   const std::string k = c().KeyAt(0);
   StopPump();
   SinkSession w(&c().engine(0));

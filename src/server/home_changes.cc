@@ -205,7 +205,9 @@ bool Session::RunAtHome(internal::CommandContext& ctx) {
   HomeKeys(ctx, &keys, &all);
   if (keys.empty() && !all) {
     RunHandler(ctx);
-    NoteReadWaits(ctx);  // S9: held while a change it may have seen has not committed
+    // S9: held while a change it may have seen has not committed (an analytics command that
+    // posted its task notes them when it finishes).
+    if (!analytics_posted_) NoteReadWaits(ctx);
     return true;
   }
   dkv::Dkv& d = node->dkv();

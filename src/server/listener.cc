@@ -397,7 +397,8 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
   if (it == slots_.end()) {
     // An internal ticket (a split command's part that waited for its keys here): it runs
     // now; the command's own reply comes through its slot's ticket.
-    session_->FinishDeferred(ticket, std::move(reply));
+    bool held = false;  // a part's reply joins its gather; it is never held here
+    session_->FinishDeferred(ticket, std::move(reply), &held);
     std::shared_ptr<Connection> self = shared_from_this();
     if (slots_waiting_ == 0 && !session_->local_part_pending()) hold_.reset();
     Process();
@@ -406,8 +407,12 @@ void Connection::Resume(uint64_t ticket, std::string reply) {
   bool held = false;
   std::string bytes = session_->FinishDeferred(ticket, std::move(reply), &held);
   // A change that waited for its keys now waits for its backups (docs/replication.md, H3):
-  // the sink brings the same ticket again.
-  if (held) return;
+  // the sink brings the same ticket again. The commands read after it may run meanwhile.
+  if (held) {
+    std::shared_ptr<Connection> self = shared_from_this();
+    Process();
+    return;
+  }
   it->ready = true;
   waiting_input_ -= it->input;
   it->bytes = std::move(bytes);

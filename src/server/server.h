@@ -229,6 +229,12 @@ struct CommitWait {
   uint64_t n = 0;
 };
 enum class HoldEnd { kCommitted, kTimedOut, kAborted };
+// The answer of a held reply whose hold could not begin (memory): the outcome is unknown.
+inline constexpr char kHeldWriteLost[] =
+    "-TIMEOUT out of memory while the change waited for its backups: it may or may not have been "
+    "applied\r\n";
+inline constexpr char kHeldReadLost[] =
+    "-CLUSTERDOWN out of memory while the value read waited for its backups\r\n";
 }  // namespace internal
 
 // One client's connection state. Owned by one thread.
@@ -272,11 +278,10 @@ class Session {
   }
   // The caller hands every deferred reply through this, on the session's thread, before it
   // delivers it: a transaction's commands that run here are merged into its EXEC reply.
-  // A change run here once its keys were reserved (rule C7) may then wait for its slot's
-  // backups (docs/replication.md, H3): `held` is then set, the reply is empty, and the sink
-  // brings the same ticket again with its reply. A caller that passes no `held` never sees it
-  // (a session of a node that makes no backups).
-  std::string FinishDeferred(uint64_t ticket, std::string reply, bool* held = nullptr);
+  // A change run here once its keys were reserved (rule C7), or an analytics command's last
+  // step, may then wait for its slot's backups (docs/replication.md, H3): `held` is then set,
+  // the reply is empty, and the sink brings the same ticket again with its reply.
+  std::string FinishDeferred(uint64_t ticket, std::string reply, bool* held);
   // For tests only: called inside the command boundary before every handler runs, so a test
   // can make a handler throw and observe the safety net. Not a command: COMMAND lists nothing.
   void TEST_SetBeforeHandler(std::function<void(std::string_view command)> hook) {
@@ -373,6 +378,7 @@ class Session {
   // The reply a hold delivers: the bytes, or the error of how it ended, made in advance.
   struct HeldReply {
     std::function<void(std::string)> deliver;
+    std::shared_ptr<ClientState> client;  // closed if the reply cannot be delivered
     std::string bytes, timed_out, aborted;
     void operator()(internal::HoldEnd end);
   };
@@ -389,6 +395,9 @@ class Session {
   void HoldReply(std::string* out, size_t mark);
   // H3: the deliverer of a deferred reply held again under the same ticket.
   std::function<void(std::string)> Redefer(uint64_t ticket);
+  // H3: `out`, or nothing with `*held` set when the command FinishDeferred ran waits for its
+  // backups (then delivered under `ticket` again).
+  std::string HoldAgain(uint64_t ticket, std::string out, bool* held);
   // Forgets the watched keys (EXEC, DISCARD, UNWATCH, RESET, the end of the session).
   void ClearWatches();
   // Ends MULTI without running anything.

@@ -31,6 +31,10 @@
 
 #include "base/base.h"
 
+namespace floe::server {
+struct ClientState;
+}  // namespace floe::server
+
 namespace floe::server::internal {
 
 struct CommandContext;
@@ -133,6 +137,10 @@ void RunAnalytics(CommandContext& ctx, AnalyticsWork work,
                   AnalyticsWaits waits = AnalyticsWaits::kHere);
 // True when the handler runs to finish its task: the task's reply was written to ctx.
 bool FinishAnalytics(CommandContext& ctx);
+
+// Closes a client as CLIENT KILL does (its kill flag, then its connection's closer); a reply
+// that cannot be delivered does this, or its connection would wait for it for ever.
+void KillClient(ClientState& c);
 
 }  // namespace floe::server::internal
 

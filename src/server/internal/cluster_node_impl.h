@@ -122,6 +122,9 @@ struct ClusterNode::Impl {
   Stats* stats = nullptr;
   uint64_t timeout_us = 0;
   uint64_t holder_wait_us = 0;  // the longest a change waits for a holder (L2's bound)
+  // The applied table gives slots backups: a home may hold a reply up to twice
+  // cluster-node-timeout (docs/replication.md, H5), which a forwarded request waits out.
+  std::atomic<bool> makes_backups{false};
   net::AsioLoop loop;
   std::unique_ptr<net::UdpTcpTransport> transport;
   std::unique_ptr<rpc::Endpoint> endpoint;

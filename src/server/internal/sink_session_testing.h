@@ -23,9 +23,11 @@ namespace floe::server::internal {
 class SinkSession {
  public:
   explicit SinkSession(Engine* engine) : session_(std::make_unique<Session>(engine, 0)) {
-    session_->set_reply_sink([this](uint64_t ticket, std::string reply) {
-      std::lock_guard<std::mutex> lock(mu_);
-      arrived_.emplace_back(ticket, std::move(reply));
+    // The inbox outlives this object: a reply that comes after a test gave up on it lands
+    // there, not in a destroyed session's fields.
+    session_->set_reply_sink([inbox = inbox_](uint64_t ticket, std::string reply) {
+      std::lock_guard<std::mutex> lock(inbox->mu);
+      inbox->arrived.emplace_back(ticket, std::move(reply));
     });
   }
   // Runs a command; its reply (now or later) is the next in Replies().
@@ -67,8 +69,8 @@ class SinkSession {
   void Pump() {
     std::deque<std::pair<uint64_t, std::string>> got;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      got.swap(arrived_);
+      std::lock_guard<std::mutex> lock(inbox_->mu);
+      got.swap(inbox_->arrived);
     }
     for (auto& [ticket, reply] : got) {
       bool held = false;
@@ -82,8 +84,11 @@ class SinkSession {
       }
     }
   }
-  std::mutex mu_;
-  std::deque<std::pair<uint64_t, std::string>> arrived_;
+  struct Inbox {
+    std::mutex mu;
+    std::deque<std::pair<uint64_t, std::string>> arrived;
+  };
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
   std::vector<std::pair<uint64_t, std::string>> order_;
   std::unique_ptr<Session> session_;
 };
