@@ -15,30 +15,19 @@
 #include "server/command_test.h"
 #include "server/internal/cluster_testing.h"
 #include "server/internal/replica_store.h"
+#include "server/internal/replica_store_testing.h"
 #include "server/internal/sink_session_testing.h"
 
 namespace floe::server {
 namespace {
 
 using internal::ClientCluster;
+using internal::InfoField;
 using internal::InProcessCluster;
 using internal::SinkSession;
 using resp::Reply;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-struct Replicas {
-  explicit Replicas(uint32_t n) { internal::TEST_ReplicasAtFounding().store(n); }
-  ~Replicas() { internal::TEST_ReplicasAtFounding().store(0); }
-};
-
-std::string Info(Session& s, const std::string& field) {
-  const std::string all = CommandTest::Decode(s.Run({"INFO", "everything"})).str;
-  const size_t at = all.find("\r\n" + field + ":");
-  if (at == std::string::npos) return "(none)";
-  const size_t from = at + 2 + field.size() + 1;
-  return all.substr(from, all.find("\r\n", from) - from);
-}
 
 // A cluster of three whose slots have one backup each; member 0's pump can be stopped.
 class HeldReplies : public ::testing::Test {
@@ -78,7 +67,7 @@ class HeldReplies : public ::testing::Test {
     return s.Pending() == n;
   }
 
-  Replicas replicas_{1};
+  internal::ReplicasAtFounding replicas_{1};
   std::unique_ptr<ClientCluster> cluster_;
 };
 
@@ -91,13 +80,13 @@ TEST_F(HeldReplies, RepliesWaitForEveryBackup) {
   s.Send({"SET", k, "v"});
   s.Send({"PING"});  // answered at once; a connection's slots keep it after the SET's (S10)
   EXPECT_TRUE(StillHeld(s, 1)) << "a write was answered before its backup had it";
-  EXPECT_EQ(Info(c().client(0), "replica_held_replies"), "1");
+  EXPECT_EQ(InfoField(c().client(0), "replica_held_replies"), "1");
   StartPump();
   const std::vector<Reply> got = s.Replies();
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].str, "OK");
   EXPECT_EQ(got[1].str, "PONG");
-  EXPECT_EQ(Info(c().client(0), "replica_held_replies"), "0");
+  EXPECT_EQ(InfoField(c().client(0), "replica_held_replies"), "0");
 }
 
 // S9: a read that saw a value whose change has not committed waits for it; a read of another
@@ -142,8 +131,8 @@ TEST_F(HeldReplies, HeldRepliesFailAfterTheirBound) {
   EXPECT_THAT(got[1].str, HasSubstr("CLUSTERDOWN"));
   const Reply direct = CommandTest::Decode(c().client(0).Run({"INCR", c().KeyAt(0, "n")}));
   EXPECT_THAT(direct.str, HasSubstr("TIMEOUT"));
-  EXPECT_GE(std::stoll(Info(c().client(0), "replica_hold_timeouts")), 3);
-  EXPECT_EQ(Info(c().client(0), "replica_held_replies"), "0");
+  EXPECT_GE(std::stoll(InfoField(c().client(0), "replica_hold_timeouts")), 3);
+  EXPECT_EQ(InfoField(c().client(0), "replica_held_replies"), "0");
   StartPump();
   EXPECT_EQ(CommandTest::Decode(c().client(0).Run({"SET", k, "after"})).str, "OK");
 }
@@ -236,14 +225,14 @@ TEST_F(HeldReplies, ManyHeldReadsLeaveNothingBehind) {
     readers.push_back(std::make_unique<SinkSession>(&c().engine(0)));
     for (int j = 0; j < 50; j++) readers.back()->Send({"GET", k});
   }
-  EXPECT_EQ(Info(c().client(0), "replica_held_replies"), "1001");
+  EXPECT_EQ(InfoField(c().client(0), "replica_held_replies"), "1001");
   for (auto& r : readers) {
     for (const Reply& got : r->Replies(std::chrono::seconds(10))) {
       EXPECT_THAT(got.str, HasSubstr("CLUSTERDOWN"));
     }
   }
   EXPECT_THAT(w.Replies(std::chrono::seconds(10)).at(0).str, HasSubstr("TIMEOUT"));
-  EXPECT_EQ(Info(c().client(0), "replica_held_replies"), "0");
+  EXPECT_EQ(InfoField(c().client(0), "replica_held_replies"), "0");
   EXPECT_EQ(r0().TEST_hold_groups(), 1u) << "one group for the one change waited for";
   StartPump();
   EXPECT_EQ(CommandTest::Decode(c().client(0).Run({"GET", k})).str, "v");

@@ -24,28 +24,17 @@ namespace floe::server {
 namespace {
 
 using internal::ClientCluster;
+using internal::InfoField;
 using internal::InProcessCluster;
 using internal::SinkSession;
 
 // A new cluster's first table gives every slot this many backups, for the test's length.
-struct Replicas {
-  explicit Replicas(uint32_t n) { internal::TEST_ReplicasAtFounding().store(n); }
-  ~Replicas() { internal::TEST_ReplicasAtFounding().store(0); }
-};
 
 // Network faults for the members started while it lives.
 struct Faults {
   explicit Faults(const char* spec) { setenv("FLOE_TEST_CLUSTER_FAULTS", spec, 1); }
   ~Faults() { unsetenv("FLOE_TEST_CLUSTER_FAULTS"); }
 };
-
-std::string Info(Session& s, const std::string& field) {
-  const std::string all = CommandTest::Decode(s.Run({"INFO", "everything"})).str;
-  const size_t at = all.find("\r\n" + field + ":");
-  if (at == std::string::npos) return "(none)";
-  const size_t from = at + 2 + field.size() + 1;
-  return all.substr(from, all.find("\r\n", from) - from);
-}
 
 // The member (0-based) with id `id`.
 size_t IndexOf(InProcessCluster& c, size_t members, net::NodeId id) {
@@ -92,15 +81,15 @@ TEST(ReplicaStreamTest, EveryMemberRecordsItsLife) {
     ASSERT_TRUE(none.WaitFormed());
     for (size_t i = 0; i < 3; i++) {
       EXPECT_FALSE(none.node(i).life_recorded()) << i;
-      EXPECT_EQ(Info(none.client(i), "meta_life_recorded"), "0") << i;
+      EXPECT_EQ(InfoField(none.client(i), "meta_life_recorded"), "0") << i;
     }
   }
-  Replicas one(1);
+  internal::ReplicasAtFounding one(1);
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
   for (size_t i = 0; i < 3; i++) {
     EXPECT_TRUE(c.node(i).life_recorded()) << i;
-    EXPECT_EQ(Info(c.client(i), "meta_life_recorded"), "1") << i;
+    EXPECT_EQ(InfoField(c.client(i), "meta_life_recorded"), "1") << i;
   }
   for (size_t i = 0; i < 3; i++) {
     const net::NodeId id = c.node(i).self();
@@ -177,14 +166,14 @@ void WritesReachTheirBackups(ClientCluster& c) {
   EXPECT_EQ(live, keys.size() - keys.size() / 6);
   size_t replicas = 0;
   for (size_t i = 0; i < kMembers; i++) {
-    replicas += static_cast<size_t>(std::stoull(Info(c.client(i), "replica_keys")));
+    replicas += static_cast<size_t>(std::stoull(InfoField(c.client(i), "replica_keys")));
   }
   EXPECT_EQ(replicas, live);
 }
 
 // W2-W4: with one backup per slot, every change reaches its backup.
 TEST(ReplicaStreamTest, WritesAtEachOwnerReachTheirBackups) {
-  Replicas one(1);
+  internal::ReplicasAtFounding one(1);
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
   WritesReachTheirBackups(c);
@@ -193,7 +182,7 @@ TEST(ReplicaStreamTest, WritesAtEachOwnerReachTheirBackups) {
 // W4: a REPLICATE or its answer that is lost is sent again (20% of the messages dropped, some
 // duplicated and delayed).
 TEST(ReplicaStreamTest, ChangesReachTheirBackupsThroughALossyNetwork) {
-  Replicas one(1);
+  internal::ReplicasAtFounding one(1);
   Faults faults("drop=0.2,duplicate=0.05,max_delay_us=2000");
   ClientCluster c(InProcessCluster::Options{.members = 3, .timeout_ms = 2000});
   ASSERT_TRUE(c.WaitFormed(std::chrono::seconds(60)));
@@ -204,7 +193,7 @@ TEST(ReplicaStreamTest, ChangesReachTheirBackupsThroughALossyNetwork) {
 // answers that their outcome is unknown (removing the backup, B7, is not built); the owner's
 // Sender keeps the changes for the backup, and sends it no message per write.
 TEST(ReplicaStreamTest, AnOwnerWhoseBackupIsDownHoldsItsWritesToTheirBound) {
-  Replicas one(1);
+  internal::ReplicasAtFounding one(1);
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
   const std::string k = c.KeyAt(0);
@@ -241,22 +230,22 @@ TEST(ReplicaStreamTest, AnOwnerWhoseBackupIsDownHoldsItsWritesToTheirBound) {
   EXPECT_GE(r.sender().started(slot), 50u);
   EXPECT_LT(r.sender().committed(slot), r.sender().started(slot));
   Session& info = c.client(0);
-  EXPECT_GT(std::stoll(Info(info, "replica_queued_bytes")), 0);
-  EXPECT_GT(std::stoll(Info(info, "replica_owned_slots")), 0);
-  EXPECT_GE(std::stoll(Info(info, "replica_hold_timeouts")), 50);
+  EXPECT_GT(std::stoll(InfoField(info, "replica_queued_bytes")), 0);
+  EXPECT_GT(std::stoll(InfoField(info, "replica_owned_slots")), 0);
+  EXPECT_GE(std::stoll(InfoField(info, "replica_hold_timeouts")), 50);
 }
 
 // W4: the changes a backup that is down has not acknowledged count in used_memory, so maxmemory
 // refuses writes (OOM) rather than let the queue grow without bound.
 TEST(ReplicaStreamTest, AQueueForABackupThatIsDownCountsAgainstMaxmemory) {
-  Replicas one(1);
+  internal::ReplicasAtFounding one(1);
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
   const std::string k = c.KeyAt(0);
   const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
   c.Kill(IndexOf(c, 3, table->slot(cluster::KeySlot(k)).backups[0]));
   Session& info = c.client(0);
-  const int64_t used = std::stoll(Info(info, "used_memory"));
+  const int64_t used = std::stoll(InfoField(info, "used_memory"));
   const int64_t limit = used + (2 << 20);
   ASSERT_EQ(
       CommandTest::Decode(info.Run({"CONFIG", "SET", "maxmemory", std::to_string(limit)})).str,
@@ -274,8 +263,9 @@ TEST(ReplicaStreamTest, AQueueForABackupThatIsDownCountsAgainstMaxmemory) {
   for (const resp::Reply& got : s.Replies(std::chrono::seconds(20))) {
     refused += got.str.starts_with("OOM") ? 1 : 0;
   }
-  EXPECT_GT(refused, 0) << "writes never refused; queued " << Info(info, "replica_queued_bytes");
-  EXPECT_LE(std::stoll(Info(info, "replica_queued_bytes")), limit + 2 * (128 << 10));
+  EXPECT_GT(refused, 0) << "writes never refused; queued "
+                        << InfoField(info, "replica_queued_bytes");
+  EXPECT_LE(std::stoll(InfoField(info, "replica_queued_bytes")), limit + 2 * (128 << 10));
 }
 
 // W2 on tables made by hand: a member of an engine with no node, its roles as each table says.
