@@ -4,6 +4,7 @@ a test knows which node is home to a key, and a small RESP client with deadlines
 
 Every process is started by a ClusterFactory, which a fixture closes: each is killed by its PID
 (SIGKILL after a bounded SIGTERM), never by name. Every wait here has a deadline."""
+import fcntl
 import os
 import random
 import shutil
@@ -245,9 +246,39 @@ def free_cluster_ports(hosts, count, taken=()):
         near = {port - 1, port, port + 1}
         if near & set(out) or near & set(taken) or port + 1 in taken:
             continue
+        if not (reserve_port(port) and reserve_port(port + 1)):
+            continue
         if port_free_on(hosts, port) and port_free_on(hosts, port + 1):
             out.append(port)
     return out
+
+
+# Ports this process reserved among the machine's test processes, which run side by side and
+# draw cluster ports from the same range (the C++ tests' FreeClusterPort uses the same files):
+# an exclusive flock on a file named after the port, held while the process lives.
+_RESERVED = []
+
+
+def reserve_port(port):
+    """Whether `port` is now reserved for this process (False: another live process holds it).
+    Where the lock directory cannot be used, every port counts as reserved."""
+    d = os.path.join(os.environ.get("TMPDIR") or "/tmp", "floe-test-ports")
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd = os.open(os.path.join(d, str(port)), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _RESERVED.append(fd)
+    # The oldest reservations belong to clusters long stopped (each test's factory stops its
+    # own): at most 256 descriptors stay open.
+    while len(_RESERVED) > 256:
+        os.close(_RESERVED.pop(0))
+    return True
 
 
 def wait_listening(host, port, proc, timeout=10.0):

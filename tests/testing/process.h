@@ -3,8 +3,10 @@
 #define FLOE_TESTING_PROCESS_H_
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -49,6 +51,27 @@ inline bool BindsBoth(const std::string& host, uint16_t* port) {
   *port = ntohs(addr.sin_port);
   return udp_ok;
 }
+// Reserves `port` among this machine's test processes for this process's life: an exclusive
+// flock on a file named after it, held by a descriptor left open (the kernel lets it go when
+// the process ends, however it ends). False if another live process holds it. Where the lock
+// directory cannot be used, every port counts as reserved (as before there was one).
+inline bool ReservePort(uint16_t port) {
+  static const std::string dir = [] {
+    const char* tmp = getenv("TMPDIR");
+    std::string d = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/floe-test-ports";
+    std::error_code ec;
+    std::filesystem::create_directories(d, ec);
+    return d;
+  }();
+  const std::string path = dir + "/" + std::to_string(port);
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return true;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;
+  }
+  return true;  // fd stays open: the reservation lasts as long as the process
+}
 }  // namespace internal
 
 // A port free for both UDP and TCP on `host` (an IPv4 literal) right now, or 0 when the host
@@ -77,6 +100,10 @@ inline uint16_t FreeClusterPort(const std::string& host = "127.0.0.1") {
     uint16_t port = static_cast<uint16_t>(20000 + rng() % 12000);
     uint16_t next = static_cast<uint16_t>(port + 1);
     if (given.ports.count(port) != 0 || given.ports.count(next) != 0) continue;
+    // Test processes run side by side (ctest -j): each reserves its ports for its whole life,
+    // or two could draw the same free port and the second to bind it fail (a member's Raft
+    // failed to start so under ThreadSanitizer, whose slow starts widen the gap).
+    if (!internal::ReservePort(port) || !internal::ReservePort(next)) continue;
     if (!internal::BindsBoth(host, &port) || !internal::BindsBoth(host, &next)) continue;
     given.ports.insert(port);
     given.ports.insert(next);
