@@ -17,10 +17,12 @@
 #include "server/internal/replica_store.h"
 #include "server/internal/replica_store_testing.h"
 #include "server/internal/sink_session_testing.h"
+#include "testing/process.h"
 
 namespace floe::server {
 namespace {
 
+using floe::testing::WaitFor;
 using internal::ClientCluster;
 using internal::InfoField;
 using internal::InProcessCluster;
@@ -36,21 +38,10 @@ class HeldReplies : public ::testing::Test {
     cluster_ = std::make_unique<ClientCluster>(
         InProcessCluster::Options{.members = 3, .timeout_ms = timeout_ms});
     ASSERT_TRUE(cluster_->WaitFormed());
-    // Every member's life is recorded before its roles start (W1, W2).
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    // Every member's life is recorded (W1) and it owns its slots with their backups (W2).
     for (size_t i = 0; i < 3; i++) {
-      while (!c().node(i).life_recorded() && std::chrono::steady_clock::now() < until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      ASSERT_TRUE(c().node(i).life_recorded()) << i;
-    }
-    // Every member owns its slots with their backups (W2).
-    for (size_t i = 0; i < 3; i++) {
-      while (!c().engine(i).replication()->any_owned() &&
-             std::chrono::steady_clock::now() < until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      ASSERT_TRUE(c().engine(i).replication()->any_owned()) << i;
+      ASSERT_TRUE(WaitFor([&] { return c().node(i).life_recorded(); })) << i;
+      ASSERT_TRUE(WaitFor([&] { return c().engine(i).replication()->any_owned(); })) << i;
     }
   }
   void TearDown() override {
@@ -144,25 +135,20 @@ TEST_F(HeldReplies, AWriteThatWaitedForACopyThenWaitsForItsBackup) {
   const std::string k = c().KeyAt(0);
   ASSERT_EQ(CommandTest::Decode(c().client(0).Run({"SET", k, "before", "EX", "1000"})).str, "OK");
   Session reader(&c().engine(1), 0);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!c().node(1).dkv().TryGetLocal(k).has_value() &&
-         std::chrono::steady_clock::now() < until) {
+  ASSERT_TRUE(WaitFor([&] {
     reader.Run({"GET", k});
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  ASSERT_TRUE(c().node(1).dkv().TryGetLocal(k).has_value()) << "member 1 never cached the key";
+    return c().node(1).dkv().TryGetLocal(k).has_value();
+  })) << "member 1 never cached the key";
   SinkSession s(&c().engine(0));
   StopPump();
   s.Send({"SET", k, "after"});
   ASSERT_TRUE(s.Blocked()) << "the write did not wait for the copy's invalidation";
   // Once the copy is invalidated the write runs (the session no longer blocks) and its reply
   // then waits for the backup under the same ticket.
-  const auto ran_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (s.Blocked() && std::chrono::steady_clock::now() < ran_by) {
-    s.Pending();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  ASSERT_FALSE(s.Blocked()) << "the copy was never invalidated";
+  ASSERT_TRUE(WaitFor([&] {
+    s.Pending();  // hands the reservation's arrival to FinishDeferred, which runs the write
+    return !s.Blocked();
+  })) << "the copy was never invalidated";
   EXPECT_TRUE(StillHeld(s, 1)) << "a reserved write was answered before its backup had it";
   StartPump();
   EXPECT_EQ(s.Replies().at(0).str, "OK");
@@ -236,11 +222,7 @@ TEST_F(HeldReplies, ManyHeldReadsLeaveNothingBehind) {
   EXPECT_EQ(r0().TEST_hold_groups(), 1u) << "one group for the one change waited for";
   StartPump();
   EXPECT_EQ(CommandTest::Decode(c().client(0).Run({"GET", k})).str, "v");
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (r0().TEST_hold_groups() != 0 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_EQ(r0().TEST_hold_groups(), 0u);
+  EXPECT_TRUE(WaitFor([&] { return r0().TEST_hold_groups() == 0; }));
 }
 
 }  // namespace
