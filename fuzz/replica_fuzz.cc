@@ -2,11 +2,13 @@
 // REPLICATE request a peer sends and its answer. Any input either fails with a Status or
 // decodes within the limits and encodes back to an equal message; a decoded request is then
 // fed, twice, to a backup's Receiver (its table lists every slot as backed up here, under an
-// ownership the input picks), which must install each change at most once, in order, and
-// release every byte it charged; a decoded answer is given to an owner's Sender, which must
+// ownership the input picks), which must install each change at most once, in order (a fill's
+// start may restart the numbering; its batches are puts only), and release every byte it
+// charged; a decoded answer is given to an owner's Sender, which must
 // commit nothing a backup was not sent. The codec's, receiver's and sender's sources are compiled
 // in, so they carry coverage and ASan.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -35,8 +37,16 @@ class Sink : public floe::replica::Sink {
  public:
   bool Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
                std::vector<std::string>* need_state) override {
-    if (n <= last_[slot]) std::abort();  // twice, or out of order
-    last_[slot] = n;
+    const bool fill_start =
+        entries.size() == 1 && entries[0].kind == floe::replica::EntryKind::kFlush;
+    if (n == 0 && !fill_start) {  // a fill's batch (S12): puts only, whenever it comes
+      for (const Entry& e : entries) {
+        if (e.kind != floe::replica::EntryKind::kPut) std::abort();
+      }
+      return slot % 7 != 3;  // some slots run out of memory
+    }
+    if (n <= last_[slot] && !fill_start) std::abort();  // twice, or out of order
+    last_[slot] = n;  // a fill's start (a flush at its from) restarts the numbering
     for (const Entry& e : entries) {
       if (e.kind == floe::replica::EntryKind::kDelta && e.cell_version % 2 == 1) {
         need_state->emplace_back(e.key);
@@ -80,6 +90,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         sender.Close(slot, *n, {});
       }
     }
+    // Slot 3's backup 3 is being filled (S12): one batch, the last.
+    floe::Result<floe::replica::Sender::FillTicket> fill = sender.BeginFill(3, 3);
+    if (!fill.ok()) std::abort();
+    const Entry put{.kind = floe::replica::EntryKind::kPut, .key = "k", .bytes = "v"};
+    if (!sender.AddFill(3, 3, *fill, std::span<const Entry>(&put, 1), true).ok()) std::abort();
     // Answered as the message in flight (its id), first by backup 2 alone, then by 3.
     for (uint32_t backup : {2u, 3u}) {
       for (int round = 0; round < 2; round++) {
@@ -95,6 +110,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (sender.committed(slot) > sender.started(slot)) std::abort();
         if (backup == 2 && sender.committed(slot) != 0) std::abort();  // 3 has nothing yet
       }
+      // R19: slot 3 commits nothing while its in-sync backup 3 is being filled, or needs a
+      // fill after one that ended unfinished.
+      const std::vector<floe::replica::Sender::FillState> fills = sender.Fills();
+      const std::vector<std::pair<uint16_t, uint32_t>> needs = sender.NeedsFill();
+      const bool unfilled =
+          (!fills.empty() && !fills[0].done) ||
+          std::find(needs.begin(), needs.end(), std::pair<uint16_t, uint32_t>{3, 3}) != needs.end();
+      if (unfilled && sender.committed(3) != 0) std::abort();
     }
   }
   floe::Result<floe::replica::Request> r = floe::replica::DecodeRequest(bytes, 1 << 20);

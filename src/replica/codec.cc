@@ -9,10 +9,10 @@ namespace {
 
 // The fewest bytes each element takes on the wire: a count claiming more elements than the
 // bytes left could hold is refused before anything is sized by it.
-constexpr uint64_t kMinGroupBytes = 6;   // slot, o(s), start, committed, changes
+constexpr uint64_t kMinGroupBytes = 7;   // slot, o(s), start, committed, flags, changes
 constexpr uint64_t kMinChangeBytes = 4;  // n, part, flags, entries
 constexpr uint64_t kMinEntryBytes = 2;   // kind, key length
-constexpr uint64_t kMinSlotAnswerBytes = 8;
+constexpr uint64_t kMinSlotAnswerBytes = 10;
 
 void PutEntry(wire::Writer& w, const Entry& e) {
   w.PutU8(static_cast<uint8_t>(e.kind));
@@ -110,6 +110,16 @@ std::string EncodeRequest(const Request& request) {
     w.PutVarint64(g.ownership);
     w.PutVarint64(g.start);
     w.PutVarint64(g.committed);
+    w.PutU8(g.fill ? 1 : 0);
+    if (g.fill) {
+      const Fill& f = *g.fill;
+      w.PutVarint64(f.id);
+      w.PutVarint64(f.from);
+      w.PutVarint64(f.batch);
+      w.PutU8(f.last ? 1 : 0);
+      w.PutVarint64(f.puts.size());
+      for (const Entry& e : f.puts) PutEntry(w, e);
+    }
     w.PutVarint64(g.changes.size());
     for (const Change& c : g.changes) {
       w.PutVarint64(c.n);
@@ -141,6 +151,33 @@ Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&g.ownership));
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&g.start));
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&g.committed));
+    uint8_t group_flags = 0;
+    FLOE_RETURN_IF_ERROR(r.GetU8(&group_flags));
+    if ((group_flags & ~1u) != 0) return Status::Corruption("replicate: unknown group flags");
+    if ((group_flags & 1) != 0) {
+      Fill& f = g.fill.emplace();
+      uint8_t last = 0;
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.id));
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.from));
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.batch));
+      FLOE_RETURN_IF_ERROR(r.GetU8(&last));
+      if (f.id == 0) return Status::Corruption("replicate: a fill without a number");
+      if (last > 1) return Status::Corruption("replicate: unknown fill flags");
+      if (f.from < g.start) return Status::Corruption("replicate: a fill from before its owner");
+      f.last = last == 1;
+      uint64_t puts = 0;
+      FLOE_RETURN_IF_ERROR(GetCount(r, kMinEntryBytes, kMaxEntries - total_entries, "put", &puts));
+      if (f.batch == 0 && (puts != 0 || f.last)) {
+        return Status::Corruption("replicate: fill data without a batch number");
+      }
+      total_entries += puts;
+      f.puts.resize(puts);
+      for (Entry& e : f.puts) {
+        FLOE_RETURN_IF_ERROR(GetEntry(r, max_bytes, &e));
+        if (e.kind != EntryKind::kPut)
+          return Status::Corruption("replicate: a fill entry not a put");
+      }
+    }
     uint64_t changes = 0;
     FLOE_RETURN_IF_ERROR(
         GetCount(r, kMinChangeBytes, kMaxChanges - total_changes, "change", &changes));
@@ -153,6 +190,9 @@ Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
       FLOE_RETURN_IF_ERROR(r.GetVarint64(&c.part));
       FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
       if (c.n == 0) return Status::Corruption("replicate: a change without a number");
+      if (g.fill && c.n <= g.fill->from) {
+        return Status::Corruption("replicate: a change at or below its fill's start");
+      }
       if ((flags & ~1u) != 0) return Status::Corruption("replicate: unknown flags");
       c.more = (flags & 1) != 0;
       // In n order; a part is followed by the next part of the same change, and a change's
@@ -190,6 +230,8 @@ std::string EncodeAnswer(const Answer& answer) {
     w.PutVarint64(s.next_part);
     w.PutVarint64(s.need_state.size());
     for (const std::string& key : s.need_state) w.PutLengthPrefixed(key);
+    w.PutVarint64(s.fill_id);
+    w.PutVarint64(s.filled);
   }
   return out;
 }
@@ -230,6 +272,8 @@ Result<Answer> DecodeAnswer(std::string_view bytes) {
       FLOE_RETURN_IF_ERROR(r.GetLengthPrefixed(&key, kMaxKeyBytes));
       s.need_state.emplace_back(key);
     }
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&s.fill_id));
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&s.filled));
   }
   if (r.remaining() != 0) return Status::Corruption("replicate answer: trailing bytes");
   return a;

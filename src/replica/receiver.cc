@@ -7,6 +7,7 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "replica/replica.h"
 
@@ -60,7 +61,20 @@ struct SlotStream {
   std::optional<OwnedChange> partial;     // n == received + 1, parts still coming
   std::map<uint64_t, OwnedChange> early;  // n > received + 1, complete
   std::vector<std::string> need_state;
+  // S12: the fill this copy is being, or was, made by (F5), its batches installed, and while
+  // its last batch has not come (`filling`) the keys live changes installed since it began
+  // (F3): a fill put for one of them is older than what is here. A live flush makes every
+  // later fill put older (`flushed`).
+  uint64_t fill_id = 0;
+  uint64_t filled = 0;
+  bool filling = false;
+  bool flushed = false;
+  std::set<std::string, std::less<>> touched;
+  uint64_t touched_charge = 0;
 };
+
+// A key noted by a fill is charged its bytes and this (a set node's overhead).
+constexpr uint64_t kTouchedOverhead = 64;
 
 }  // namespace
 
@@ -100,6 +114,77 @@ struct Receiver::Impl {
     st.received = std::min(st.received, std::max(keep, st.applied));
   }
   void DropUninstalled(SlotStream& st) FLOE_REQUIRES(mu) { DropPast(st, st.applied); }
+
+  // The fill stops noting keys (its last batch came, or the copy was lost or dropped).
+  void EndFill(SlotStream& st) FLOE_REQUIRES(mu) {
+    st.filling = false;
+    st.flushed = false;
+    st.touched.clear();
+    Release(st.touched_charge);
+    st.touched_charge = 0;
+  }
+
+  // F2: a fill's start. The copy restarts empty as the owner's store after `from`, under the
+  // group's ownership; what was pending or early is dropped, and a lost copy is whole again.
+  void BeginFill(uint16_t slot, SlotStream& st, const Group& g) FLOE_REQUIRES(mu) {
+    DropUninstalled(st);
+    EndFill(st);
+    st.need_state.clear();
+    st.ownership = g.ownership;
+    st.owned_from = g.start;
+    st.applied = st.received = st.committed = g.fill->from;
+    st.fill_id = g.fill->id;
+    st.filled = 0;
+    st.filling = true;
+    const Entry flush{.kind = EntryKind::kFlush};
+    std::vector<std::string> need;
+    st.lost = !sink->Install(slot, g.fill->from, std::span<const Entry>(&flush, 1), &need);
+    if (st.lost) EndFill(st);
+  }
+
+  // F3: while a fill's batches come, the keys live changes install are noted.
+  void NoteLive(SlotStream& st, std::span<const Entry> entries) FLOE_REQUIRES(mu) {
+    for (const Entry& e : entries) {
+      if (st.flushed) return;
+      if (e.kind == EntryKind::kFlush) {
+        st.flushed = true;  // every fill put still to come is older than this
+        st.touched.clear();
+        Release(st.touched_charge);
+        st.touched_charge = 0;
+        return;
+      }
+      if (st.touched.contains(e.key)) continue;
+      const uint64_t charge = e.key.size() + kTouchedOverhead;
+      if (!Reserve(charge)) {
+        // No memory to tell a live key from a fill put: the copy cannot be proven (R16).
+        st.lost = true;
+        EndFill(st);
+        return;
+      }
+      st.touched_charge += charge;
+      st.touched.emplace(e.key);
+    }
+  }
+
+  // F4: the fill's next batch, without the puts of keys live changes installed since its start.
+  void TakeFill(uint16_t slot, SlotStream& st, const Fill& f) FLOE_REQUIRES(mu) {
+    if (!st.filling || f.batch != st.filled + 1) return;  // done, a resend, or one missing
+    std::vector<Entry> kept;
+    if (!st.flushed) {
+      kept.reserve(f.puts.size());
+      for (const Entry& e : f.puts) {
+        if (!st.touched.contains(e.key)) kept.push_back(e);
+      }
+    }
+    std::vector<std::string> need;
+    if (!kept.empty() && !sink->Install(slot, 0, kept, &need)) {
+      st.lost = true;
+      EndFill(st);
+      return;
+    }
+    st.filled = f.batch;
+    if (f.last) EndFill(st);
+  }
 
   // A complete change n == received + 1 joins the pending ones, followed by any early ones the
   // gap held back.
@@ -187,8 +272,16 @@ struct Receiver::Impl {
       // The pending charge goes before the install charges the built values: never both.
       Release(c.charge);
       c.charge = 0;
+      if (st.filling) {
+        NoteLive(st, all);
+        if (st.lost) {
+          st.pending.pop_front();
+          break;
+        }
+      }
       if (!sink->Install(slot, c.n, all, &need)) {
         st.lost = true;  // R16: this copy lacks a committed change until a fill
+        EndFill(st);
         st.pending.pop_front();
         break;
       }
@@ -207,7 +300,10 @@ Receiver::Receiver(const TableView* table, Sink* sink)
 Receiver::~Receiver() {
   MutexLock lock(&impl_->mu);
   for (auto& st : impl_->slots) {
-    if (st) impl_->DropUninstalled(*st);
+    if (st) {
+      impl_->DropUninstalled(*st);
+      impl_->EndFill(*st);
+    }
   }
 }
 
@@ -241,6 +337,12 @@ Answer Receiver::Receive(const Request& request) {
     }
     if (!slot) slot = std::make_unique<SlotStream>();
     SlotStream& st = *slot;
+    // R18: a fill starts the copy again once; a message of an older fill (a late resend) or of
+    // an older ownership never does.
+    if (g.fill &&
+        (g.ownership > st.ownership || (g.ownership == st.ownership && g.fill->id > st.fill_id))) {
+      im.BeginFill(g.slot, st, g);
+    }
     if (g.ownership != st.ownership && g.start >= st.applied) {
       // A new owner (R15): what was received up to its start is kept (it was committed: every
       // in-sync backup had it, S15), the rest dropped (O6); it numbers above its start (R12).
@@ -257,6 +359,10 @@ Answer Receiver::Receive(const Request& request) {
       if (out.status != SlotStatus::kConflict) {
         st.committed = std::max(st.committed, g.committed);
         im.Install(g.slot, st);
+        // F4: a batch only once the live changes before it in the message are taken.
+        if (g.fill && g.fill->id == st.fill_id && out.status == SlotStatus::kTaken && !st.lost) {
+          im.TakeFill(g.slot, st, *g.fill);
+        }
         if (st.lost) {
           out.status = SlotStatus::kLost;
           im.DropUninstalled(st);  // nothing more is installed here until a fill
@@ -268,6 +374,8 @@ Answer Receiver::Receive(const Request& request) {
     out.applied = st.applied;
     out.received = st.received;
     out.next_part = st.partial ? st.partial->next_part : 0;
+    out.fill_id = st.fill_id;
+    out.filled = st.filled;
     // At most kMaxNeedState keys in one answer; the rest wait for the next.
     while (!st.need_state.empty() && need_total < kMaxNeedState) {
       out.need_state.push_back(std::move(st.need_state.back()));
@@ -289,6 +397,9 @@ Receiver::SlotStats Receiver::Stats(uint16_t slot) const {
   s.received = st.received;
   s.pending = st.pending.size() + (st.partial ? 1 : 0);
   s.early = st.early.size();
+  s.fill_id = st.fill_id;
+  s.filled = st.filled;
+  s.filling = st.filling;
   return s;
 }
 
@@ -303,6 +414,9 @@ Status Receiver::Promote(uint16_t slot, uint64_t n) {
   }
   if (p) {
     if (p->lost) return Status::FailedPrecondition("replication: this backup's copy is incomplete");
+    if (p->filling) {
+      return Status::FailedPrecondition("replication: this backup's copy is still being filled");
+    }
     p->committed = std::max(p->committed, n);
     im.Install(slot, *p);
     if (p->lost || p->applied < n) {
@@ -319,6 +433,7 @@ void Receiver::Forget(uint16_t slot) {
   MutexLock lock(&impl_->mu);
   if (impl_->slots[slot]) {
     impl_->DropUninstalled(*impl_->slots[slot]);
+    impl_->EndFill(*impl_->slots[slot]);
     impl_->slots[slot].reset();
   }
 }

@@ -61,6 +61,19 @@
 //       (APromotionKeepsWhatEveryBackupReceived).
 //   R16. A change that could not be installed makes the copy lost (NeedsFill), never silently
 //       incomplete (ALostInstallIsReported).
+//   R17. A fill (S12, F1-F8) leaves the backup's copy equal to the owner's store, whatever live
+//       changes, flushes and removes interleave with its batches, and a lost or resent message
+//       installs nothing twice nor out of order (AFillEndsEqualToTheOwner,
+//       AFillNeverOverwritesALiveChange, ALiveFlushDropsOlderFillPuts; sender_test
+//       AFilledBackupEqualsTheOwnerThroughALossyNetwork).
+//   R18. A fill's start resets the copy once: an older fill's message never restarts it, and
+//       a batch is installed only right after the one before (AnOlderFillNeverRestartsACopy).
+//   R19. A copy being filled is not promotable, and an in-sync backup being filled holds
+//       commits back until its last batch is installed (ACopyBeingFilledIsNotPromotable,
+//       AnInSyncBackupBeingFilledHoldsCommitsBack).
+//   R20. A fill ends, and is reported done, only once its last batch was installed; a lost
+//       install, a lost change or another life ends it unfinished (AFillIsDoneOnlyOnceInstalled,
+//       AFillThatLosesAnInstallStartsAgain).
 
 #ifndef FLOE_REPLICA_REPLICA_H_
 #define FLOE_REPLICA_REPLICA_H_
@@ -130,12 +143,25 @@ struct Change {
   friend bool operator==(const Change&, const Change&) = default;
 };
 
+// A fill (S12, rules F1-F8): the backup's copy of the slot restarts as the owner's store after
+// change `from`, the slot's keys coming in numbered batches of puts while later changes arrive
+// live. Every message to a backup being filled carries it, batch or not.
+struct Fill {
+  uint64_t id = 0;          // the owner's fill number: above every earlier one under one ownership
+  uint64_t from = 0;        // n0: every change up to it is in the owner's store the scan reads
+  uint64_t batch = 0;       // 1, 2, ...: the batch this message carries; 0: none
+  bool last = false;        // the scan ended with this batch
+  std::vector<Entry> puts;  // kPut entries only; none when batch is 0
+  friend bool operator==(const Fill&, const Fill&) = default;
+};
+
 struct Group {
   uint16_t slot = 0;
   uint64_t ownership = 0;  // o(s) at the owner
   uint64_t start = 0;      // the n this owner began after (Sender::Own)
   uint64_t committed = 0;  // every change up to it reached every in-sync backup (S8)
-  std::vector<Change> changes;
+  std::optional<Fill> fill;
+  std::vector<Change> changes;  // numbered above fill->from when a fill is named
   friend bool operator==(const Group&, const Group&) = default;
 };
 
@@ -165,6 +191,8 @@ struct SlotAnswer {
   uint64_t received = 0;                // received without a gap up to
   uint64_t next_part = 0;               // of change received + 1, when some of its parts came
   std::vector<std::string> need_state;  // cells whose delta did not apply (S1)
+  uint64_t fill_id = 0;                 // the fill this copy is being, or was, made by (F5)
+  uint64_t filled = 0;                  // that fill's batches installed here
   friend bool operator==(const SlotAnswer&, const SlotAnswer&) = default;
 };
 
@@ -207,6 +235,8 @@ class Sink {
   // One whole change of `slot`, atomically; called once per change, in `n` order. A delta that
   // does not apply (another cell version) names its key in `need_state`. False when the change
   // could not be installed (memory): the slot's copy is then incomplete (kLost) until a fill.
+  // A fill (S12) uses it too: its start is a slot flush with `n` = the fill's from, and each
+  // batch's puts come with `n` = 0.
   virtual bool Install(uint16_t slot, uint64_t n, std::span<const Entry> entries,
                        std::vector<std::string>* need_state) = 0;
   // Reserves `bytes` against the node's memory; false (nothing reserved) when over.
@@ -291,6 +321,37 @@ class Sender {
   bool OnAnswer(uint32_t id, const Answer& answer);
   // Message `message_id` to backup `id` got no answer: its changes are sent again.
   void OnFailed(uint32_t id, uint64_t message_id);
+  // S12: begins a fill of backup `id` of `slot` (listed for it, filling or in sync), replacing
+  // any fill it had. Its copy restarts as this store after `from` = the slot's last opened n;
+  // changes after it are sent live, ahead of the fill's batches (AddFill). The caller's scan
+  // may read the slot only once closed(slot) >= from (every change up to it is in the store).
+  // Unavailable while a message is in flight to it (ask again after its answer).
+  struct FillTicket {
+    uint64_t id = 0;
+    uint64_t from = 0;
+  };
+  Result<FillTicket> BeginFill(uint16_t slot, uint32_t id);
+  // The next batch of the scan's puts (kPut entries, each Fits; copied), the last one with
+  // `last`. Returns the fill's batches not yet installed at the backup (the caller's flow
+  // control). FailedPrecondition when the fill is no longer the backup's current one (it was
+  // ended by a lost change or install, another life or a new fill): the caller starts again.
+  Result<uint64_t> AddFill(uint16_t slot, uint32_t id, FillTicket ticket,
+                           std::span<const Entry> puts, bool last);
+  struct FillState {
+    uint16_t slot = 0;
+    uint32_t id = 0;
+    uint64_t life = 0;
+    bool in_sync = false;
+    FillTicket ticket;
+    uint64_t waiting = 0;   // batches added and not yet installed there
+    bool done = false;      // the last batch was installed: a filling backup may be made in sync
+    uint64_t received = 0;  // every change up to it received (BackupInSync's n, S12)
+  };
+  // Every backup with a fill begun and not ended, done ones included (an in-sync backup's done
+  // fill ends at once; a filling one's when it is configured in sync or away).
+  std::vector<FillState> Fills() const;
+  // Every change up to it is closed (its handler's writes are in the store).
+  uint64_t closed(uint16_t slot) const;
   // The id of the message in flight to `id` (0: none).
   uint64_t in_flight(uint32_t id) const;
   void Resume(uint32_t id);
@@ -325,6 +386,9 @@ class Receiver {
     uint64_t received = 0;
     size_t pending = 0;  // changes received, not yet installed
     size_t early = 0;    // changes after a gap
+    uint64_t fill_id = 0;
+    uint64_t filled = 0;   // batches of that fill installed
+    bool filling = false;  // the fill's last batch has not been installed
   };
   SlotStats Stats(uint16_t slot) const;
   uint64_t charged() const;  // bytes held by pending and early changes
@@ -334,7 +398,7 @@ class Receiver {
   // A promotion (S15): this backup becomes the slot's owner after change `n`, the highest every
   // in-sync backup confirmed receiving. What it received up to n is installed, the rest
   // dropped, and the stream forgotten. FailedPrecondition (nothing changed) when it has not
-  // received up to n, or could not install something.
+  // received up to n, could not install something, or is being filled (R19).
   Status Promote(uint16_t slot, uint64_t n);
 
  private:

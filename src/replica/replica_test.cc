@@ -41,6 +41,21 @@ TEST(ReplicaTest, RequestsAndAnswersRoundTrip) {
       if (!slots.insert(slot).second) continue;
       Group group{.slot = slot, .ownership = rng() % 1000, .committed = rng() % 100000};
       uint64_t n = 1 + rng() % 1000;
+      if (rng() % 3 == 0) {  // a fill (S12): its changes are numbered above its start
+        Fill fill{.id = 1 + rng() % 50, .from = rng() % n};
+        if (rng() % 2 == 0) {
+          fill.batch = 1 + rng() % 9;
+          fill.last = rng() % 3 == 0;
+          for (int e = static_cast<int>(rng() % 4); e > 0; e--) {
+            fill.puts.push_back({.kind = EntryKind::kPut,
+                                 .key = strings.emplace_back(RandomBytes(rng, 20)),
+                                 .type = static_cast<uint16_t>(rng()),
+                                 .expire_ms = rng() % 2 ? 0 : rng(),
+                                 .bytes = strings.emplace_back(RandomBytes(rng, 100))});
+          }
+        }
+        group.fill = std::move(fill);
+      }
       const int changes = static_cast<int>(rng() % 6);
       for (int c = 0; c < changes; c++) {
         Change change{.n = n, .part = 0, .more = false};
@@ -94,7 +109,9 @@ TEST(ReplicaTest, RequestsAndAnswersRoundTrip) {
                    .status = static_cast<SlotStatus>(rng() % (kLastSlotStatus + 1)),
                    .ownership = rng() % 100,
                    .applied = rng() % 1000,
-                   .received = rng() % 1000};
+                   .received = rng() % 1000,
+                   .fill_id = rng() % 3 == 0 ? rng() % 100 : 0,
+                   .filled = rng() % 50};
       for (int k = static_cast<int>(rng() % 3); k > 0; k--) {
         s.need_state.push_back(RandomBytes(rng, 30));
       }
@@ -131,8 +148,10 @@ TEST(ReplicaTest, HugeCountsAreRefusedWithoutAllocating) {
     wire::Writer w(&b);
     w.PutVarint64(1);
     w.PutFixed16(5);
-    w.PutVarint64(1);
-    w.PutVarint64(0);
+    w.PutVarint64(1);  // o(s)
+    w.PutVarint64(0);  // start
+    w.PutVarint64(0);  // committed
+    w.PutU8(0);        // no fill
     if (which == 0) {
       w.PutVarint64(1ull << 60);
     } else {
@@ -177,6 +196,30 @@ TEST(ReplicaTest, HugeCountsAreRefusedWithoutAllocating) {
       {"a flush naming a key",
        Message(1, 1, 0, {{.n = 1, .entries = {{.kind = EntryKind::kFlush, .key = "k"}}}})},
   };
+  // S12's fills: a number, a batch for its puts, puts only, changes above its start.
+  auto with_fill = [](Fill fill, std::vector<Change> changes = {}) {
+    Request r = Message(1, 1, 0, std::move(changes));
+    r.groups[0].fill = std::move(fill);
+    return r;
+  };
+  bad.emplace_back("a fill numbered 0", with_fill({.id = 0, .from = 3}));
+  bad.emplace_back("fill puts without a batch", with_fill({.id = 1, .puts = {Put("a", "b")}}));
+  bad.emplace_back("a last fill batch numbered 0", with_fill({.id = 1, .last = true}));
+  bad.emplace_back("a fill entry not a put",
+                   with_fill({.id = 1, .batch = 1, .puts = {{.kind = EntryKind::kRemove}}}));
+  bad.emplace_back("a change at the fill's start",
+                   with_fill({.id = 1, .from = 3}, {One(3, "a", "b")}));
+  {
+    Request r = with_fill({.id = 1, .from = 3});
+    r.groups[0].start = 4;
+    bad.emplace_back("a fill from before its owner's start", r);
+  }
+  EXPECT_TRUE(
+      DecodeRequest(EncodeRequest(with_fill(
+                        {.id = 1, .from = 3, .batch = 2, .last = true, .puts = {Put("a", "b")}},
+                        {One(4, "a", "c")})),
+                    1 << 20)
+          .ok());
   Request twice = Message(1, 1, 0, {});
   twice.groups.push_back(twice.groups[0]);
   bad.emplace_back("a slot named twice", twice);
@@ -408,6 +451,130 @@ TEST(ReplicaTest, ThreadsReceiveSlotsAtOnce) {
   for (int t = 0; t < 4; t++)
     EXPECT_EQ(f.receiver.Stats(static_cast<uint16_t>(100 + t)).applied, 200u);
   EXPECT_EQ(f.sink.installed.size(), 800u);
+}
+
+// ---- S12: fills (R17-R19) ----
+
+Request FillMessage(uint16_t slot, uint64_t committed, Fill fill,
+                    std::vector<Change> changes = {}) {
+  Request r = Message(slot, 1, committed, std::move(changes));
+  r.groups[0].fill = std::move(fill);
+  return r;
+}
+
+using Kv = std::map<std::string, std::string>;
+
+// R17 (F2, F4): whatever the copy held, a fill restarts it as the owner's store after its start
+// and installs its batches in order; the answer says how far.
+TEST(ReplicaTest, AFillEndsEqualToTheOwner) {
+  Fixture f;
+  f.receiver.Receive(
+      Message(40, 1, 2, {One(1, "stale", "x"), One(2, "gone", "y"), One(4, "e", "z")}));
+  ASSERT_EQ(f.sink.kv[40], (Kv{{"stale", "x"}, {"gone", "y"}}));
+  Answer a = f.receiver.Receive(
+      FillMessage(40, 6, {.id = 1, .from = 6, .batch = 1, .puts = {Put("a", "1"), Put("b", "2")}}));
+  ASSERT_EQ(a.slots[0].status, SlotStatus::kTaken);
+  EXPECT_EQ(a.slots[0].fill_id, 1u);
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(a.slots[0].received, 6u);
+  EXPECT_EQ(f.receiver.Stats(40).early, 0u);  // the old stream's early change went
+  EXPECT_TRUE(f.receiver.Stats(40).filling);
+  a = f.receiver.Receive(
+      FillMessage(40, 7, {.id = 1, .from = 6, .batch = 2, .last = true, .puts = {Put("c", "3")}},
+                  {One(7, "d", "4")}));
+  EXPECT_EQ(a.slots[0].filled, 2u);
+  EXPECT_EQ(a.slots[0].applied, 7u);
+  EXPECT_FALSE(f.receiver.Stats(40).filling);
+  EXPECT_EQ(f.sink.kv[40], (Kv{{"a", "1"}, {"b", "2"}, {"c", "3"}, {"d", "4"}}));
+  EXPECT_EQ(f.receiver.charged(), 0u);  // the noted keys were released with the last batch
+  // A resent batch is not installed twice; later changes go on as a plain stream.
+  const size_t installs = f.sink.installed.size();
+  f.receiver.Receive(FillMessage(
+      40, 7, {.id = 1, .from = 6, .batch = 2, .last = true, .puts = {Put("c", "old")}}));
+  a = f.receiver.Receive(Message(40, 1, 8, {One(8, "c", "5")}));
+  EXPECT_EQ(f.sink.installed.size(), installs + 1);
+  EXPECT_EQ(f.sink.kv[40]["c"], "5");
+}
+
+// R17 (F3): a fill put of a key a live change installed since the fill began is older than it
+// and is dropped; one installed before the live change is overwritten by it.
+TEST(ReplicaTest, AFillNeverOverwritesALiveChange) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(41, 3, {.id = 5, .from = 3}));  // the start: no batch yet
+  f.receiver.Receive(FillMessage(41, 5, {.id = 5, .from = 3},
+                                 {One(4, "k", "live"),
+                                  {.n = 5, .entries = {{.kind = EntryKind::kRemove, .key = "r"}}},
+                                  One(6, "p", "pending")}));
+  Answer a = f.receiver.Receive(
+      FillMessage(41, 5,
+                  {.id = 5,
+                   .from = 3,
+                   .batch = 1,
+                   .last = true,
+                   .puts = {Put("k", "old"), Put("r", "old"), Put("p", "old"), Put("q", "1")}}));
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(f.sink.kv[41], (Kv{{"k", "live"}, {"p", "old"}, {"q", "1"}}));
+  f.receiver.Receive(Message(41, 1, 6, {}));  // change 6 commits: installed over the fill's
+  EXPECT_EQ(f.sink.kv[41], (Kv{{"k", "live"}, {"p", "pending"}, {"q", "1"}}));
+}
+
+// R17 (F3): a live flush makes every fill put still to come older than the copy.
+TEST(ReplicaTest, ALiveFlushDropsOlderFillPuts) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(42, 1, {.id = 1, .from = 1, .batch = 1, .puts = {Put("a", "1")}}));
+  f.receiver.Receive(FillMessage(
+      42, 3, {.id = 1, .from = 1},
+      {{.n = 2, .entries = {{.kind = EntryKind::kFlush}}}, One(3, "b", "after the flush")}));
+  f.receiver.Receive(FillMessage(
+      42, 3,
+      {.id = 1, .from = 1, .batch = 2, .last = true, .puts = {Put("c", "before the flush")}}));
+  EXPECT_EQ(f.sink.kv[42], (Kv{{"b", "after the flush"}}));
+  EXPECT_FALSE(f.receiver.Stats(42).filling);
+}
+
+// R18: a late message of an older fill restarts nothing; a batch after a missing one waits.
+TEST(ReplicaTest, AnOlderFillNeverRestartsACopy) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(43, 4, {.id = 2, .from = 4, .batch = 1, .puts = {Put("a", "1")}}));
+  const size_t installs = f.sink.installed.size();
+  Answer a = f.receiver.Receive(
+      FillMessage(43, 3, {.id = 1, .from = 3, .batch = 1, .puts = {Put("old", "x")}}));
+  EXPECT_EQ(a.slots[0].fill_id, 2u);
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  a = f.receiver.Receive(
+      FillMessage(43, 4, {.id = 2, .from = 4, .batch = 3, .puts = {Put("c", "3")}}));
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(f.sink.installed.size(), installs);
+  EXPECT_EQ(f.sink.kv[43], (Kv{{"a", "1"}}));
+  // A newer fill under the same ownership does restart it.
+  f.receiver.Receive(FillMessage(43, 9, {.id = 3, .from = 9, .batch = 1, .puts = {Put("z", "9")}}));
+  EXPECT_EQ(f.sink.kv[43], (Kv{{"z", "9"}}));
+}
+
+// R19: a copy whose fill has not ended is not promotable; once it has, it is.
+TEST(ReplicaTest, ACopyBeingFilledIsNotPromotable) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(44, 2, {.id = 1, .from = 2, .batch = 1, .puts = {Put("a", "1")}}));
+  EXPECT_EQ(f.receiver.Promote(44, 2).code(), StatusCode::kFailedPrecondition);
+  f.receiver.Receive(FillMessage(44, 2, {.id = 1, .from = 2, .batch = 2, .last = true}));
+  EXPECT_TRUE(f.receiver.Promote(44, 2).ok());
+  EXPECT_EQ(f.sink.kv[44], (Kv{{"a", "1"}}));
+}
+
+// R16 with a fill: a batch that cannot be installed loses the copy until the next fill.
+TEST(ReplicaTest, AFillBatchThatCannotBeInstalledLosesTheCopy) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(45, 1, {.id = 1, .from = 1}));
+  f.sink.fail_installs = 1;
+  Answer a = f.receiver.Receive(
+      FillMessage(45, 1, {.id = 1, .from = 1, .batch = 1, .puts = {Put("a", "1")}}));
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kLost);
+  EXPECT_EQ(a.slots[0].filled, 0u);
+  a = f.receiver.Receive(
+      FillMessage(45, 1, {.id = 2, .from = 1, .batch = 1, .last = true, .puts = {Put("a", "1")}}));
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kTaken);
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(f.sink.kv[45], (Kv{{"a", "1"}}));
 }
 
 }  // namespace

@@ -50,6 +50,11 @@ class FakeSink : public Sink {
     }
     std::lock_guard lock(mu);
     installed.push_back(text);
+    for (const Entry& e : entries) {
+      if (e.kind == EntryKind::kPut) kv[slot][std::string(e.key)] = std::string(e.bytes);
+      if (e.kind == EntryKind::kRemove) kv[slot].erase(std::string(e.key));
+      if (e.kind == EntryKind::kFlush) kv[slot].clear();
+    }
     return true;
   }
   bool Reserve(uint64_t bytes) override {
@@ -69,6 +74,8 @@ class FakeSink : public Sink {
 
   mutable std::mutex mu;
   std::vector<std::string> installed;
+  // What the installs left, per slot: puts, removes and flushes applied.
+  std::map<uint16_t, std::map<std::string, std::string>> kv;
   uint64_t reserved = 0;
   uint64_t budget = 1ull << 34;
   uint64_t cell_version = 1;

@@ -14,6 +14,7 @@
 #include <map>
 #include <new>
 #include <set>
+#include <utility>
 
 #include "replica/replica.h"
 
@@ -38,6 +39,25 @@ struct QueuedChange {
   std::vector<size_t> parts = {0};
 };
 
+// A batch of a fill's puts (S12), kept until the backup installed it.
+struct FillBatch {
+  uint64_t bytes = 0;
+  std::unique_ptr<char[]> storage;
+  std::vector<Entry> puts;
+};
+
+// A fill of one backup's copy of one slot (F1-F8).
+struct FillOut {
+  uint64_t id = 0;  // 0: none
+  uint64_t from = 0;
+  uint64_t added = 0;  // batches added: numbered 1..added
+  uint64_t acked = 0;  // installed at the backup
+  bool last_added = false;
+  bool done = false;              // the last batch was installed
+  uint64_t sent_batch = 0;        // the batch in the message in flight; 0: none
+  std::deque<FillBatch> batches;  // acked + 1 .. added
+};
+
 struct Progress {
   uint64_t life = 0;
   bool in_sync = false;
@@ -51,6 +71,7 @@ struct Progress {
   uint64_t sent_n = 0;  // the last change (or part's change) sent; 0: none
   uint64_t sent_part = 0;
   bool sent_whole = true;
+  FillOut fill;
 };
 
 struct SlotOut {
@@ -91,6 +112,7 @@ struct Sender::Impl {
     queued_seen.store(queued_bytes, std::memory_order_relaxed);
   }
   uint64_t next_message_id FLOE_GUARDED_BY(mu) = 0;
+  uint64_t next_fill_id FLOE_GUARDED_BY(mu) = 0;
   std::unique_ptr<std::atomic<uint64_t>[]> started_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<uint64_t>[]> committed_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<bool>[]> serving { new std::atomic<bool>[ kSlots ]() };
@@ -119,7 +141,13 @@ struct Sender::Impl {
     for (const auto& [id, p] : st.backups) {
       // One that needs a fill holds commits back until it is filled or dropped (B3, B7), but
       // nothing is kept for it: what it lacks is gone already.
-      if (p.in_sync) c = std::min(c, p.received);
+      // R19: an in-sync backup being filled has nothing before its fill's end (its received
+      // n is the fill's start until then), nor one that needs a fill (a fill that ended
+      // unfinished restarted its copy): no commit passes them.
+      if (p.in_sync) {
+        c = std::min(c,
+                     p.needs_fill || (p.fill.id != 0 && !p.fill.done) ? st.committed : p.received);
+      }
       if (!p.needs_fill) keep_from = std::min(keep_from, p.received);
     }
     if (c > st.committed) {
@@ -157,6 +185,12 @@ struct Sender::Impl {
     }
   }
 
+  // The backup's fill ends, done or not: its batches go.
+  void EndFill(Progress& p) FLOE_REQUIRES(mu) {
+    for (const FillBatch& b : p.fill.batches) Queued(-static_cast<int64_t>(b.bytes));
+    p.fill = FillOut{};
+  }
+
   void Untarget(uint16_t slot, uint32_t id) FLOE_REQUIRES(mu) {
     auto it = targets.find(id);
     if (it == targets.end()) return;
@@ -177,7 +211,10 @@ struct Sender::Impl {
     st.waiters.clear();
     for (const QueuedChange& c : st.queue) Queued(-static_cast<int64_t>(c.bytes));
     st.queue.clear();
-    for (const auto& [id, p] : st.backups) Untarget(slot, id);
+    for (auto& [id, p] : st.backups) {
+      EndFill(p);
+      Untarget(slot, id);
+    }
     st.backups.clear();
     st.owned = false;
     serving[slot].store(false, std::memory_order_release);
@@ -204,19 +241,23 @@ struct Sender::Impl {
       auto old = st.backups.find(t.id);
       Progress p;
       if (old != st.backups.end() && old->second.life == t.life) {
-        p = old->second;
+        p = std::move(old->second);
+        old->second.fill = FillOut{};  // moved: its batches are p's now
+        // A filled backup made in sync: its fill has served (F7).
+        if (sync && p.fill.done) EndFill(p);
       } else {
         // Asked where it is before anything is sent (R13); meanwhile it holds nothing back.
         p.received = st.committed;
       }
       p.life = t.life;
       p.in_sync = sync;
-      next[t.id] = p;
+      next[t.id] = std::move(p);
       TargetState& target = targets[t.id];
       target.slots.insert(slot);
       target.dirty.insert(slot);
     }
-    for (const auto& [id, p] : st.backups) {
+    for (auto& [id, p] : st.backups) {
+      EndFill(p);  // another life's, or no longer listed (one kept was moved to `next`)
       if (!next.contains(id)) Untarget(slot, id);
     }
     st.backups = std::move(next);
@@ -227,7 +268,7 @@ struct Sender::Impl {
   static bool HasWork(const SlotOut& st, const Progress& p) {
     if (!st.owned || p.needs_fill || p.in_message) return false;
     if (!p.known) return true;  // asked where it is
-    return st.closed > p.received || st.committed > p.told_committed;
+    return st.closed > p.received || st.committed > p.told_committed || p.fill.acked < p.fill.added;
   }
 
   bool Ready(const TargetState& t) const FLOE_REQUIRES(mu) {
@@ -394,7 +435,10 @@ void Sender::CloseEmpty(uint16_t slot, Ticket ticket, bool lost) noexcept {
       // be sent what follows until it is filled (S12); one configured later is asked where
       // it is first, and needs a fill if that is below this change.
       st.lost = std::max(st.lost, ticket.n);
-      for (auto& [id, p] : st.backups) p.needs_fill = true;
+      for (auto& [id, p] : st.backups) {
+        p.needs_fill = true;
+        im.EndFill(p);  // R20: a fill that began before it lacks it too
+      }
     }
     im.Closed(slot, &run);
   }
@@ -463,6 +507,10 @@ std::optional<std::string> Sender::NextMessage(uint32_t id) {
     if (!req.groups.empty() && p.life != req.life) continue;
     req.life = p.life;
     Group g{.slot = slot, .ownership = st.ownership, .start = st.start, .committed = st.committed};
+    // F1: every message to a backup being filled names the fill, so its copy restarts before
+    // any change after the fill's start is taken.
+    if (p.fill.id != 0 && !p.fill.done) g.fill = Fill{.id = p.fill.id, .from = p.fill.from};
+    p.fill.sent_batch = 0;
     p.sent_n = 0;
     p.sent_part = 0;
     p.sent_whole = true;
@@ -498,6 +546,21 @@ std::optional<std::string> Sender::NextMessage(uint32_t id) {
           all_sent = false;
           break;
         }
+      }
+    }
+    // F4: the next batch goes after the live changes, when they all went and it has room.
+    if (all_sent && g.fill && p.fill.acked < p.fill.added) {
+      const FillBatch& b = p.fill.batches.front();
+      const bool room = bytes + b.bytes <= kBatchBytes && entries + b.puts.size() <= kMaxEntries;
+      if (room || (req.groups.empty() && g.changes.empty())) {
+        g.fill->batch = p.fill.acked + 1;
+        g.fill->last = p.fill.last_added && g.fill->batch == p.fill.added;
+        g.fill->puts = b.puts;
+        bytes += b.bytes;
+        entries += b.puts.size();
+        p.fill.sent_batch = g.fill->batch;
+      } else {
+        all_sent = false;
       }
     }
     p.told_committed = st.committed;
@@ -542,6 +605,7 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
       // Replaced meanwhile (another life, or the slot owned again): the answer is not its.
       if (!p.in_message) continue;
       p.in_message = false;
+      const uint64_t sent_batch = std::exchange(p.fill.sent_batch, 0);
       auto found = by_slot.find(slot);
       if (found == by_slot.end()) {
         p.told_committed = 0;  // sent again
@@ -555,6 +619,7 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
       }
       if (a.status == SlotStatus::kLost) {
         p.needs_fill = true;  // R16: its copy lacks a committed change
+        im.EndFill(p);        // R20: a fill it lost an install of starts again
         im.Advance(slot, &run);
         continue;
       }
@@ -608,6 +673,21 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
           p.next_part = std::min(a.next_part, sent_parts);
         }
       }
+      // F5: a batch counts once the backup installed it under this fill, never past the one
+      // sent; the last one installed ends the fill (R20).
+      if (p.fill.id != 0 && a.fill_id == p.fill.id && !p.needs_fill) {
+        const uint64_t acked = std::min(a.filled, std::max(sent_batch, p.fill.acked));
+        while (p.fill.acked < acked && !p.fill.batches.empty()) {
+          im.Queued(-static_cast<int64_t>(p.fill.batches.front().bytes));
+          p.fill.batches.pop_front();
+          p.fill.acked++;
+        }
+        if (p.fill.last_added && p.fill.acked == p.fill.added && !p.fill.done) {
+          p.fill.done = true;
+          // An in-sync backup's fill ends here; a filling one's when it is made in sync (F7).
+          if (p.in_sync) im.EndFill(p);
+        }
+      }
       if (a.status == SlotStatus::kFull) {
         p.told_committed = 0;
         target.paused = true;
@@ -632,10 +712,109 @@ void Sender::OnFailed(uint32_t id, uint64_t message_id) {
     if (pit == im.slots[slot].backups.end()) continue;
     pit->second.in_message = false;
     pit->second.told_committed = 0;
+    pit->second.fill.sent_batch = 0;
     t->second.dirty.insert(slot);
   }
   t->second.sent.clear();
   im.Prune();
+}
+
+Result<Sender::FillTicket> Sender::BeginFill(uint16_t slot, uint32_t id) {
+  if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
+  Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  SlotOut& st = im.slots[slot];
+  auto pit = st.backups.find(id);
+  if (!st.owned || pit == st.backups.end()) {
+    return Status::FailedPrecondition("replication: not a backup of a slot owned here");
+  }
+  Progress& p = pit->second;
+  // F1: its answer to the message in flight would speak of the copy before the fill.
+  if (p.in_message) return Status::Unavailable("replication: a message is in flight to it");
+  im.EndFill(p);
+  p.fill.id = ++im.next_fill_id;
+  p.fill.from = st.started;
+  // Its copy will hold every change up to `from` once filled; the later ones go live, so the
+  // queue keeps them for it.
+  p.known = true;
+  p.needs_fill = false;
+  p.received = st.started;
+  p.next_part = 0;
+  p.told_committed = 0;
+  im.targets[id].dirty.insert(slot);
+  return FillTicket{.id = p.fill.id, .from = p.fill.from};
+}
+
+Result<uint64_t> Sender::AddFill(uint16_t slot, uint32_t id, FillTicket ticket,
+                                 std::span<const Entry> puts, bool last) {
+  if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
+  if (puts.size() > kPartEntries) {
+    return Status::InvalidArgument("replication: a fill batch of too many puts");
+  }
+  // The copy is made before the lock is taken, as Close's.
+  FillBatch batch;
+  size_t storage = 0;
+  for (const Entry& e : puts) {
+    if (e.kind != EntryKind::kPut || !Fits(e)) {
+      return Status::InvalidArgument("replication: a fill batch holds puts that fit only");
+    }
+    storage += e.key.size() + e.bytes.size();
+    batch.bytes += WireBytes(e);
+  }
+  batch.storage = std::make_unique<char[]>(std::max<size_t>(storage, 1));
+  batch.puts.assign(puts.begin(), puts.end());
+  char* p = batch.storage.get();
+  for (Entry& e : batch.puts) {
+    for (std::string_view* v : {&e.key, &e.bytes}) {
+      if (!v->empty()) std::memcpy(p, v->data(), v->size());
+      *v = std::string_view(p, v->size());
+      p += v->size();
+    }
+  }
+  batch.bytes += 64;
+  Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  SlotOut& st = im.slots[slot];
+  auto pit = st.backups.find(id);
+  if (!st.owned || pit == st.backups.end() || pit->second.fill.id != ticket.id ||
+      pit->second.fill.id == 0 || pit->second.fill.last_added) {
+    return Status::FailedPrecondition("replication: that fill has ended");
+  }
+  FillOut& fill = pit->second.fill;
+  im.Queued(static_cast<int64_t>(batch.bytes));
+  fill.batches.push_back(std::move(batch));
+  fill.added++;
+  fill.last_added = last;
+  im.targets[id].dirty.insert(slot);
+  return fill.added - fill.acked;
+}
+
+std::vector<Sender::FillState> Sender::Fills() const {
+  const Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  std::vector<FillState> out;
+  for (const auto& [id, t] : im.targets) {
+    for (uint16_t slot : t.slots) {
+      auto pit = im.slots[slot].backups.find(id);
+      if (pit == im.slots[slot].backups.end() || pit->second.fill.id == 0) continue;
+      const Progress& p = pit->second;
+      out.push_back({.slot = slot,
+                     .id = id,
+                     .life = p.life,
+                     .in_sync = p.in_sync,
+                     .ticket = {.id = p.fill.id, .from = p.fill.from},
+                     .waiting = p.fill.added - p.fill.acked,
+                     .done = p.fill.done,
+                     .received = p.received});
+    }
+  }
+  return out;
+}
+
+uint64_t Sender::closed(uint16_t slot) const {
+  if (slot >= kSlots) return 0;
+  MutexLock lock(&impl_->mu);
+  return impl_->slots[slot].closed;
 }
 
 uint64_t Sender::in_flight(uint32_t id) const {

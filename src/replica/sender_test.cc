@@ -600,5 +600,211 @@ TEST(SenderTest, ALateFailureIsIgnored) {
   EXPECT_EQ(sender.committed(23), 1u);
 }
 
+// ---- S12: fills (R17, R19, R20) ----
+
+// An owner's store as the tests keep it: what each write left, per key.
+using Kv = std::map<std::string, std::string>;
+
+// The scan of a fill (the caller's part, F6): the slot's keys in order, each read when its
+// batch is made, `per_batch` at a time from `after`. Returns the last key read ("" at the end).
+std::string AddBatch(Sender& sender, uint16_t slot, uint32_t id, Sender::FillTicket ticket,
+                     const Kv& owner, const std::string& after, size_t per_batch, bool* last) {
+  std::vector<std::string> keys, values;
+  auto it = after.empty() ? owner.begin() : owner.upper_bound(after);
+  for (; it != owner.end() && keys.size() < per_batch; ++it) {
+    keys.push_back(it->first);
+    values.push_back(it->second);
+  }
+  *last = it == owner.end();
+  std::vector<Entry> puts;
+  for (size_t i = 0; i < keys.size(); i++) puts.push_back(Put(keys[i], values[i]));
+  EXPECT_TRUE(sender.AddFill(slot, id, ticket, puts, *last).ok());
+  return keys.empty() ? after : keys.back();
+}
+
+// R17, R20: a backup that lacks changes no longer queued is filled while the owner writes,
+// removes and flushes, through a network that loses and repeats messages: its copy ends equal
+// to the owner's store, and its fill is done only once the last batch is installed.
+TEST(SenderTest, AFilledBackupEqualsTheOwnerThroughALossyNetwork) {
+  for (uint64_t seed = 1; seed <= 20; seed++) {
+    std::mt19937_64 rng(seed);
+    Sender sender;
+    Backup a(2), late(5);
+    std::map<uint32_t, Backup*> backups = {{2, &a}, {5, &late}};
+    const uint16_t slot = 50;
+    ASSERT_TRUE(sender.Own(slot, 1, 0, {{2, 7}}, {}).ok());
+    Kv owner;
+    auto write = [&](bool allow_flush) {
+      const std::string key = "k" + std::to_string(rng() % 40);
+      const uint64_t what = rng() % 10;
+      Result<Sender::Ticket> t = sender.Open(slot);
+      ASSERT_TRUE(t.ok());
+      if (allow_flush && what == 0 && rng() % 4 == 0) {
+        owner.clear();
+        const Entry e{.kind = EntryKind::kFlush};
+        sender.Close(slot, *t, std::span<const Entry>(&e, 1));
+      } else if (what < 3) {
+        owner.erase(key);
+        const Entry e{.kind = EntryKind::kRemove, .key = key};
+        sender.Close(slot, *t, std::span<const Entry>(&e, 1));
+      } else {
+        const std::string value = std::to_string(rng());
+        owner[key] = value;
+        const Entry e = Put(key, value);
+        sender.Close(slot, *t, std::span<const Entry>(&e, 1));
+      }
+    };
+    for (int i = 0; i < 60; i++) write(false);
+    for (int round = 0; round < 20; round++) Pump(sender, backups);
+    ASSERT_EQ(sender.committed(slot), 60u);
+    // A filling backup added now is asked where it is, and lacks what is no longer queued.
+    ASSERT_TRUE(sender.Configure(slot, 1, {{2, 7}}, {{5, 7}}).ok());
+    for (int round = 0; round < 4; round++) Pump(sender, backups);
+    ASSERT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{slot, 5}}));
+    Result<Sender::FillTicket> ticket = sender.BeginFill(slot, 5);
+    ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+    EXPECT_EQ(ticket->from, 60u);
+    ASSERT_GE(sender.closed(slot), ticket->from);  // the scan may read the store now
+    EXPECT_TRUE(sender.NeedsFill().empty());
+    std::string after;
+    bool last = false;
+    while (!last) {
+      after = AddBatch(sender, slot, 5, *ticket, owner, after, 1 + rng() % 6, &last);
+      for (int i = static_cast<int>(rng() % 4); i > 0; i--) write(true);
+      Pump(sender, backups, &rng, 0.2);
+      ASSERT_EQ(sender.Fills().size(), 1u);
+    }
+    for (int round = 0; round < 200 && !sender.Fills()[0].done; round++) {
+      Pump(sender, backups, &rng, 0.2);
+    }
+    std::vector<Sender::FillState> fills = sender.Fills();
+    ASSERT_EQ(fills.size(), 1u);
+    EXPECT_TRUE(fills[0].done) << "seed " << seed;
+    EXPECT_EQ(fills[0].waiting, 0u);
+    for (int round = 0; round < 40; round++) Pump(sender, backups);
+    EXPECT_EQ(late.sink.kv[slot], owner) << "seed " << seed;
+    EXPECT_EQ(a.sink.kv[slot], owner) << "seed " << seed;
+    EXPECT_EQ(sender.Fills()[0].received, sender.closed(slot));
+    // Made in sync (BackupInSync), the fill has served; its batches' bytes are given back.
+    ASSERT_TRUE(sender.Configure(slot, 1, {{2, 7}, {5, 7}}, {}).ok());
+    EXPECT_TRUE(sender.Fills().empty());
+    write(false);
+    for (int round = 0; round < 4; round++) Pump(sender, backups);
+    EXPECT_EQ(late.sink.kv[slot], owner);
+    EXPECT_EQ(sender.queued_bytes(), 0u);
+  }
+}
+
+// R19: an in-sync backup that needs a fill holds every commit back until its last batch is
+// installed; a filling one holds none.
+TEST(SenderTest, AnInSyncBackupBeingFilledHoldsCommitsBack) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  ASSERT_TRUE(sender.Own(51, 1, 0, {{2, 7}}, {}).ok());
+  Write(sender, 51, "k", "1");
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  Result<Sender::Ticket> lost = sender.Open(51);
+  ASSERT_TRUE(lost.ok());
+  sender.CloseEmpty(51, *lost, /*lost=*/true);  // its write is in the store, in no backup
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  ASSERT_EQ(sender.committed(51), 1u);
+  Result<Sender::FillTicket> ticket = sender.BeginFill(51, 2);
+  ASSERT_TRUE(ticket.ok());
+  EXPECT_EQ(ticket->from, 2u);
+  Write(sender, 51, "j", "3");
+  // F1: a change after the fill's start goes before any batch, with the fill named, so the
+  // backup restarts its copy first and takes it in order.
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  EXPECT_TRUE(sender.NeedsFill().empty());
+  EXPECT_EQ(a.receiver.Stats(51).received, 3u);
+  ASSERT_TRUE(sender.AddFill(51, 2, *ticket, std::vector<Entry>{Put("k", "2")}, false).ok());
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.committed(51), 1u);  // changes 2 and 3 wait for the fill's end
+  ASSERT_TRUE(sender.AddFill(51, 2, *ticket, {}, true).ok());
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.committed(51), 3u);
+  EXPECT_TRUE(sender.Fills().empty());  // an in-sync backup's fill ends once done
+  EXPECT_EQ(a.sink.kv[51], (Kv{{"k", "2"}, {"j", "3"}}));
+}
+
+// R19: an in-sync backup whose fill ended unfinished restarted its copy: it holds every
+// commit back until a fill completes (its received n is not the fill's start).
+TEST(SenderTest, AnUnfinishedFillCommitsNothing) {
+  Sender sender;
+  Backup a(2);
+  std::map<uint32_t, Backup*> backups = {{2, &a}};
+  ASSERT_TRUE(sender.Own(54, 1, 0, {{2, 7}}, {}).ok());
+  Write(sender, 54, "k", "1");
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  Result<Sender::Ticket> lost = sender.Open(54);
+  ASSERT_TRUE(lost.ok());
+  sender.CloseEmpty(54, *lost, /*lost=*/true);
+  Result<Sender::FillTicket> ticket = sender.BeginFill(54, 2);
+  ASSERT_TRUE(ticket.ok());
+  a.sink.fail_installs = 1;  // the fill's start
+  ASSERT_TRUE(sender.AddFill(54, 2, *ticket, std::vector<Entry>{Put("k", "2")}, true).ok());
+  Write(sender, 54, "j", "3");
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{54, 2}}));
+  EXPECT_EQ(sender.committed(54), 1u);
+}
+
+// R20: a fill whose batch could not be installed ends unfinished: the backup needs a fill
+// again, the old ticket adds nothing, and a new fill completes.
+TEST(SenderTest, AFillThatLosesAnInstallStartsAgain) {
+  Sender sender;
+  Backup a(2), b(5);
+  std::map<uint32_t, Backup*> backups = {{2, &a}, {5, &b}};
+  ASSERT_TRUE(sender.Own(52, 1, 0, {{2, 7}}, {{5, 7}}).ok());
+  Write(sender, 52, "k", "1");
+  Result<Sender::FillTicket> first = sender.BeginFill(52, 5);
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(sender.AddFill(52, 5, *first, std::vector<Entry>{Put("k", "1")}, true).ok());
+  b.sink.fail_installs = 1;  // the fill's start (a flush of the slot's copy)
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{52, 5}}));
+  EXPECT_TRUE(sender.Fills().empty());
+  EXPECT_EQ(sender.AddFill(52, 5, *first, {}, true).status().code(),
+            StatusCode::kFailedPrecondition);
+  Result<Sender::FillTicket> second = sender.BeginFill(52, 5);
+  ASSERT_TRUE(second.ok());
+  EXPECT_GT(second->id, first->id);
+  ASSERT_TRUE(sender.AddFill(52, 5, *second, std::vector<Entry>{Put("k", "1")}, true).ok());
+  for (int round = 0; round < 4; round++) Pump(sender, backups);
+  ASSERT_EQ(sender.Fills().size(), 1u);
+  EXPECT_TRUE(sender.Fills()[0].done);
+  EXPECT_EQ(b.sink.kv[52], (Kv{{"k", "1"}}));
+}
+
+// R20, F1: a fill is done only once its last batch was installed, not when it was sent; a
+// fill cannot begin while a message is in flight to the backup.
+TEST(SenderTest, AFillIsDoneOnlyOnceInstalled) {
+  Sender sender;
+  Backup b(5);
+  std::map<uint32_t, Backup*> backups = {{5, &b}};
+  ASSERT_TRUE(sender.Own(53, 1, 0, {}, {{5, 7}}).ok());
+  ASSERT_TRUE(sender.NextMessage(5).has_value());  // asked where it is
+  EXPECT_EQ(sender.BeginFill(53, 5).status().code(), StatusCode::kUnavailable);
+  sender.OnFailed(5, sender.in_flight(5));
+  Result<Sender::FillTicket> ticket = sender.BeginFill(53, 5);
+  ASSERT_TRUE(ticket.ok());
+  ASSERT_TRUE(sender.AddFill(53, 5, *ticket, std::vector<Entry>{Put("a", "1")}, true).ok());
+  ASSERT_TRUE(sender.NextMessage(5).has_value());
+  sender.OnFailed(5, sender.in_flight(5));  // lost
+  EXPECT_FALSE(sender.Fills()[0].done);
+  EXPECT_EQ(sender.Fills()[0].waiting, 1u);
+  Pump(sender, backups);
+  EXPECT_TRUE(sender.Fills()[0].done);
+  EXPECT_EQ(sender.Fills()[0].waiting, 0u);
+  EXPECT_EQ(b.sink.kv[53], (Kv{{"a", "1"}}));
+  EXPECT_EQ(sender.AddFill(53, 5, *ticket, {}, true).status().code(),
+            StatusCode::kFailedPrecondition);
+  // Another life of the backup ends the fill: nothing of it is kept.
+  ASSERT_TRUE(sender.Configure(53, 1, {}, {{5, 8}}).ok());
+  EXPECT_TRUE(sender.Fills().empty());
+  EXPECT_EQ(sender.queued_bytes(), 0u);
+}
+
 }  // namespace
 }  // namespace floe::replica
