@@ -116,6 +116,7 @@ std::string EncodeRequest(const Request& request) {
       w.PutVarint64(f.id);
       w.PutVarint64(f.from);
       w.PutVarint64(f.batch);
+      w.PutVarint64(f.top);
       w.PutU8(f.last ? 1 : 0);
       w.PutVarint64(f.puts.size());
       for (const Entry& e : f.puts) PutEntry(w, e);
@@ -160,6 +161,7 @@ Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
       FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.id));
       FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.from));
       FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.batch));
+      FLOE_RETURN_IF_ERROR(r.GetVarint64(&f.top));
       FLOE_RETURN_IF_ERROR(r.GetU8(&last));
       if (f.id == 0) return Status::Corruption("replicate: a fill without a number");
       if (last > 1) return Status::Corruption("replicate: unknown fill flags");
@@ -167,8 +169,11 @@ Result<Request> DecodeRequest(std::string_view bytes, uint64_t max_bytes) {
       f.last = last == 1;
       uint64_t puts = 0;
       FLOE_RETURN_IF_ERROR(GetCount(r, kMinEntryBytes, kMaxEntries - total_entries, "put", &puts));
-      if (f.batch == 0 && (puts != 0 || f.last)) {
+      if (f.batch == 0 && (puts != 0 || f.last || f.top != 0)) {
         return Status::Corruption("replicate: fill data without a batch number");
+      }
+      if (f.batch != 0 && f.top < f.from) {
+        return Status::Corruption("replicate: a fill batch read before its fill's start");
       }
       total_entries += puts;
       f.puts.resize(puts);

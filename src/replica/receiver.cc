@@ -68,6 +68,9 @@ struct SlotStream {
   uint64_t fill_id = 0;
   uint64_t filled = 0;
   bool filling = false;
+  // F9: the copy holds fill state of changes up to it, some maybe not committed; 0 once the
+  // owner said they are (or there is none). A new owner finds such a copy lost (R21).
+  uint64_t fill_top = 0;
   bool flushed = false;
   std::set<std::string, std::less<>> touched;
   uint64_t touched_charge = 0;
@@ -124,6 +127,11 @@ struct Receiver::Impl {
     st.touched_charge = 0;
   }
 
+  // F9: fill state the owner has said is committed is like any installed change.
+  static void ForgetCommittedTop(SlotStream& st) {
+    if (st.fill_top <= st.committed) st.fill_top = 0;
+  }
+
   // F2: a fill's start. The copy restarts empty as the owner's store after `from`, under the
   // group's ownership; what was pending or early is dropped, and a lost copy is whole again.
   void BeginFill(uint16_t slot, SlotStream& st, const Group& g) FLOE_REQUIRES(mu) {
@@ -132,7 +140,11 @@ struct Receiver::Impl {
     st.need_state.clear();
     st.ownership = g.ownership;
     st.owned_from = g.start;
-    st.applied = st.received = st.committed = g.fill->from;
+    st.applied = st.received = g.fill->from;
+    // The owner's committed n, not the fill's start: changes up to `from` may not be committed
+    // yet, and the copy holds their state (F9).
+    st.committed = g.committed;
+    st.fill_top = g.fill->from;
     st.fill_id = g.fill->id;
     st.filled = 0;
     st.filling = true;
@@ -142,10 +154,15 @@ struct Receiver::Impl {
     if (st.lost) EndFill(st);
   }
 
-  // F3: while a fill's batches come, the keys live changes install are noted.
-  void NoteLive(SlotStream& st, std::span<const Entry> entries) FLOE_REQUIRES(mu) {
+  // F3: while a fill's batches come, the keys live changes installed are noted, but for a
+  // delta that did not apply (named in `need`: not a whole state here).
+  void NoteLive(SlotStream& st, std::span<const Entry> entries,
+                const std::vector<std::string>& need) FLOE_REQUIRES(mu) {
     for (const Entry& e : entries) {
       if (st.flushed) return;
+      if (e.kind == EntryKind::kDelta && std::find(need.begin(), need.end(), e.key) != need.end()) {
+        continue;
+      }
       if (e.kind == EntryKind::kFlush) {
         st.flushed = true;  // every fill put still to come is older than this
         st.touched.clear();
@@ -183,7 +200,25 @@ struct Receiver::Impl {
       return;
     }
     st.filled = f.batch;
+    st.fill_top = std::max(st.fill_top, f.top);
+    ForgetCommittedTop(st);
     if (f.last) EndFill(st);
+  }
+
+  // R21: a new owner's message (no fill of its own) finds a copy whose fill had not ended, or
+  // that holds fill state not known committed, lost: it holds what no owner may have had.
+  // Otherwise the old owner's fill is over; its numbers mean nothing to the new one.
+  void NewOwner(SlotStream& st, const Group& g) FLOE_REQUIRES(mu) {
+    if (st.filling || st.fill_top > st.committed) {
+      DropUninstalled(st);
+      EndFill(st);
+      st.lost = true;
+      st.ownership = g.ownership;
+      st.owned_from = g.start;
+    }
+    st.fill_id = 0;
+    st.filled = 0;
+    st.fill_top = 0;
   }
 
   // A complete change n == received + 1 joins the pending ones, followed by any early ones the
@@ -272,24 +307,19 @@ struct Receiver::Impl {
       // The pending charge goes before the install charges the built values: never both.
       Release(c.charge);
       c.charge = 0;
-      if (st.filling) {
-        NoteLive(st, all);
-        if (st.lost) {
-          st.pending.pop_front();
-          break;
-        }
-      }
       if (!sink->Install(slot, c.n, all, &need)) {
         st.lost = true;  // R16: this copy lacks a committed change until a fill
         EndFill(st);
         st.pending.pop_front();
         break;
       }
+      if (st.filling) NoteLive(st, all, need);
       for (std::string& key : need) {
         if (st.need_state.size() < kMaxNeedState) st.need_state.push_back(std::move(key));
       }
       st.applied = c.n;
       st.pending.pop_front();
+      if (st.lost) break;  // a key NoteLive could not charge
     }
   }
 };
@@ -342,6 +372,8 @@ Answer Receiver::Receive(const Request& request) {
     if (g.fill &&
         (g.ownership > st.ownership || (g.ownership == st.ownership && g.fill->id > st.fill_id))) {
       im.BeginFill(g.slot, st, g);
+    } else if (g.ownership > st.ownership) {
+      im.NewOwner(st, g);
     }
     if (g.ownership != st.ownership && g.start >= st.applied) {
       // A new owner (R15): what was received up to its start is kept (it was committed: every
@@ -358,6 +390,7 @@ Answer Receiver::Receive(const Request& request) {
       out.status = im.Take(st, g);
       if (out.status != SlotStatus::kConflict) {
         st.committed = std::max(st.committed, g.committed);
+        Impl::ForgetCommittedTop(st);
         im.Install(g.slot, st);
         // F4: a batch only once the live changes before it in the message are taken.
         if (g.fill && g.fill->id == st.fill_id && out.status == SlotStatus::kTaken && !st.lost) {
@@ -416,6 +449,10 @@ Status Receiver::Promote(uint16_t slot, uint64_t n) {
     if (p->lost) return Status::FailedPrecondition("replication: this backup's copy is incomplete");
     if (p->filling) {
       return Status::FailedPrecondition("replication: this backup's copy is still being filled");
+    }
+    if (p->fill_top > n) {
+      return Status::FailedPrecondition("replication: this backup's copy holds filled state past " +
+                                        std::to_string(n));
     }
     p->committed = std::max(p->committed, n);
     im.Install(slot, *p);

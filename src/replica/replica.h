@@ -74,6 +74,10 @@
 //   R20. A fill ends, and is reported done, only once its last batch was installed; a lost
 //       install, a lost change or another life ends it unfinished (AFillIsDoneOnlyOnceInstalled,
 //       AFillThatLosesAnInstallStartsAgain).
+//   R21. A fill belongs to one ownership: a new owner's message finds a copy whose fill had not
+//       ended, or that holds fill state not yet known committed, lost: never in sync nor in
+//       conflict (ANewOwnerMidFillFindsTheCopyLost, AnotherOwnersFillStartsTheCopyAgain,
+//       AFillOfUncommittedStateIsNeverKeptByANewOwner).
 
 #ifndef FLOE_REPLICA_REPLICA_H_
 #define FLOE_REPLICA_REPLICA_H_
@@ -147,9 +151,12 @@ struct Change {
 // change `from`, the slot's keys coming in numbered batches of puts while later changes arrive
 // live. Every message to a backup being filled carries it, batch or not.
 struct Fill {
-  uint64_t id = 0;          // the owner's fill number: above every earlier one under one ownership
-  uint64_t from = 0;        // n0: every change up to it is in the owner's store the scan reads
-  uint64_t batch = 0;       // 1, 2, ...: the batch this message carries; 0: none
+  uint64_t id = 0;     // the owner's fill number: above every earlier one under one ownership
+  uint64_t from = 0;   // n0: every change up to it is in the owner's store the scan reads
+  uint64_t batch = 0;  // 1, 2, ...: the batch this message carries; 0: none
+  // The owner's last opened n when the batch was handed to it (>= from; 0 without a batch):
+  // its puts hold no change past it, and maybe changes not yet committed (F9).
+  uint64_t top = 0;
   bool last = false;        // the scan ended with this batch
   std::vector<Entry> puts;  // kPut entries only; none when batch is 0
   friend bool operator==(const Fill&, const Fill&) = default;
@@ -331,8 +338,9 @@ class Sender {
     uint64_t from = 0;
   };
   Result<FillTicket> BeginFill(uint16_t slot, uint32_t id);
-  // The next batch of the scan's puts (kPut entries, each Fits; copied), the last one with
-  // `last`. Returns the fill's batches not yet installed at the backup (the caller's flow
+  // The next batch of the scan's puts (kPut entries, each Fits, at most kBatchBytes on the wire
+  // unless it is one put; copied), the last one with `last`, stamped with the slot's last
+  // opened n (F9). Returns the fill's batches not yet installed at the backup (the caller's flow
   // control). FailedPrecondition when the fill is no longer the backup's current one (it was
   // ended by a lost change or install, another life or a new fill): the caller starts again.
   Result<uint64_t> AddFill(uint16_t slot, uint32_t id, FillTicket ticket,
@@ -350,6 +358,9 @@ class Sender {
   // Every backup with a fill begun and not ended, done ones included (an in-sync backup's done
   // fill ends at once; a filling one's when it is configured in sync or away).
   std::vector<FillState> Fills() const;
+  // The backups a fill should begin for: those that need one (NeedsFill), and those listed as
+  // filling that have none begun (a filling backup is made in sync by a fill's end, F7).
+  std::vector<std::pair<uint16_t, uint32_t>> FillsWanted() const;
   // Every change up to it is closed (its handler's writes are in the store).
   uint64_t closed(uint16_t slot) const;
   // The id of the message in flight to `id` (0: none).
@@ -398,7 +409,8 @@ class Receiver {
   // A promotion (S15): this backup becomes the slot's owner after change `n`, the highest every
   // in-sync backup confirmed receiving. What it received up to n is installed, the rest
   // dropped, and the stream forgotten. FailedPrecondition (nothing changed) when it has not
-  // received up to n, could not install something, or is being filled (R19).
+  // received up to n, could not install something, is being filled (R19), or holds fill state
+  // from past n (R21).
   Status Promote(uint16_t slot, uint64_t n);
 
  private:

@@ -45,6 +45,7 @@ TEST(ReplicaTest, RequestsAndAnswersRoundTrip) {
         Fill fill{.id = 1 + rng() % 50, .from = rng() % n};
         if (rng() % 2 == 0) {
           fill.batch = 1 + rng() % 9;
+          fill.top = fill.from + rng() % 5;
           fill.last = rng() % 3 == 0;
           for (int e = static_cast<int>(rng() % 4); e > 0; e--) {
             fill.puts.push_back({.kind = EntryKind::kPut,
@@ -205,6 +206,9 @@ TEST(ReplicaTest, HugeCountsAreRefusedWithoutAllocating) {
   bad.emplace_back("a fill numbered 0", with_fill({.id = 0, .from = 3}));
   bad.emplace_back("fill puts without a batch", with_fill({.id = 1, .puts = {Put("a", "b")}}));
   bad.emplace_back("a last fill batch numbered 0", with_fill({.id = 1, .last = true}));
+  bad.emplace_back("a top without a batch", with_fill({.id = 1, .top = 3}));
+  bad.emplace_back("a batch read before its start",
+                   with_fill({.id = 1, .from = 4, .batch = 1, .top = 3}));
   bad.emplace_back("a fill entry not a put",
                    with_fill({.id = 1, .batch = 1, .puts = {{.kind = EntryKind::kRemove}}}));
   bad.emplace_back("a change at the fill's start",
@@ -215,10 +219,11 @@ TEST(ReplicaTest, HugeCountsAreRefusedWithoutAllocating) {
     bad.emplace_back("a fill from before its owner's start", r);
   }
   EXPECT_TRUE(
-      DecodeRequest(EncodeRequest(with_fill(
-                        {.id = 1, .from = 3, .batch = 2, .last = true, .puts = {Put("a", "b")}},
-                        {One(4, "a", "c")})),
-                    1 << 20)
+      DecodeRequest(
+          EncodeRequest(with_fill(
+              {.id = 1, .from = 3, .batch = 2, .top = 3, .last = true, .puts = {Put("a", "b")}},
+              {One(4, "a", "c")})),
+          1 << 20)
           .ok());
   Request twice = Message(1, 1, 0, {});
   twice.groups.push_back(twice.groups[0]);
@@ -455,8 +460,10 @@ TEST(ReplicaTest, ThreadsReceiveSlotsAtOnce) {
 
 // ---- S12: fills (R17-R19) ----
 
+// A batch's top is its fill's start unless a test names it.
 Request FillMessage(uint16_t slot, uint64_t committed, Fill fill,
                     std::vector<Change> changes = {}) {
+  if (fill.batch != 0 && fill.top == 0) fill.top = fill.from;
   Request r = Message(slot, 1, committed, std::move(changes));
   r.groups[0].fill = std::move(fill);
   return r;
@@ -575,6 +582,90 @@ TEST(ReplicaTest, AFillBatchThatCannotBeInstalledLosesTheCopy) {
   EXPECT_EQ(a.slots[0].status, SlotStatus::kTaken);
   EXPECT_EQ(a.slots[0].filled, 1u);
   EXPECT_EQ(f.sink.kv[45], (Kv{{"a", "1"}}));
+}
+
+// R21: a new owner's message finds a copy whose fill had not ended lost (it would otherwise be
+// believed whole), and releases what the fill had noted.
+TEST(ReplicaTest, ANewOwnerMidFillFindsTheCopyLost) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(46, 2, {.id = 1, .from = 2, .batch = 1, .puts = {Put("a", "1")}},
+                                 {One(3, "live", "x")}));
+  f.receiver.Receive(Message(46, 1, 3, {}));  // change 3 installs: its key is noted
+  ASSERT_GT(f.receiver.charged(), 0u);
+  f.table.ownership_[46] = 2;
+  Request next = Message(46, 2, 3, {});
+  next.groups[0].start = 3;
+  Answer a = f.receiver.Receive(next);
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kLost);
+  EXPECT_EQ(a.slots[0].ownership, 2u);
+  EXPECT_FALSE(f.receiver.Stats(46).filling);
+  EXPECT_EQ(f.receiver.charged(), 0u);
+  EXPECT_EQ(f.receiver.Promote(46, 3).code(), StatusCode::kFailedPrecondition);
+}
+
+// R21: the new owner's own fill (its ids count from 1 again) starts the copy over, and its
+// batches are counted afresh.
+TEST(ReplicaTest, AnotherOwnersFillStartsTheCopyAgain) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(47, 2, {.id = 1, .from = 2, .batch = 1, .puts = {Put("a", "1")}}));
+  f.table.ownership_[47] = 2;
+  Request probe = Message(47, 2, 2, {});
+  probe.groups[0].start = 2;
+  EXPECT_EQ(f.receiver.Receive(probe).slots[0].status, SlotStatus::kLost);
+  Request fill = FillMessage(47, 2, {.id = 1, .from = 2, .batch = 1, .puts = {Put("b", "2")}});
+  fill.groups[0].ownership = 2;
+  fill.groups[0].start = 2;
+  Answer a = f.receiver.Receive(fill);
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kTaken);
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(f.sink.kv[47], (Kv{{"b", "2"}}));
+}
+
+// F9, R21: a batch may hold changes its owner had not committed (its top); until the owner says
+// they are, the copy is not promotable past its committed n, and a new owner that began below
+// them finds it lost, never in conflict (which would stop the slot).
+TEST(ReplicaTest, AFillOfUncommittedStateIsNeverKeptByANewOwner) {
+  Fixture f;
+  Answer a = f.receiver.Receive(FillMessage(
+      48, 1, {.id = 1, .from = 2, .batch = 1, .top = 3, .last = true, .puts = {Put("k", "3")}}));
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(f.receiver.Promote(48, 2).code(), StatusCode::kFailedPrecondition);
+  // Told that everything up to 3 committed, the copy is whole: a new owner keeps it.
+  {
+    Fixture g;
+    g.receiver.Receive(FillMessage(
+        48, 1, {.id = 1, .from = 2, .batch = 1, .top = 3, .last = true, .puts = {Put("k", "3")}},
+        {One(3, "k", "3")}));
+    g.receiver.Receive(Message(48, 1, 3, {}));
+    g.table.ownership_[48] = 2;
+    Request next = Message(48, 2, 4, {One(4, "j", "4")});
+    next.groups[0].start = 3;
+    EXPECT_EQ(g.receiver.Receive(next).slots[0].status, SlotStatus::kTaken);
+    EXPECT_EQ(g.sink.kv[48], (Kv{{"k", "3"}, {"j", "4"}}));
+  }
+  // Not told: the new owner, who began after 1, finds it lost.
+  f.table.ownership_[48] = 2;
+  Request next = Message(48, 2, 1, {});
+  next.groups[0].start = 1;
+  a = f.receiver.Receive(next);
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kLost);
+}
+
+// F4: a batch is taken only when the live changes before it in the message were (a change that
+// cannot be charged leaves the batch for the resend).
+TEST(ReplicaTest, ABatchWaitsForTheLiveChangesBeforeIt) {
+  Fixture f;
+  f.receiver.Receive(FillMessage(49, 1, {.id = 1, .from = 1}));
+  f.sink.budget = f.sink.reserved + 16;  // no room for a pending change
+  Answer a = f.receiver.Receive(FillMessage(
+      49, 1, {.id = 1, .from = 1, .batch = 1, .puts = {Put("a", "1")}}, {One(2, "a", "2")}));
+  EXPECT_EQ(a.slots[0].status, SlotStatus::kFull);
+  EXPECT_EQ(a.slots[0].filled, 0u);
+  f.sink.budget = 1 << 20;
+  a = f.receiver.Receive(FillMessage(
+      49, 2, {.id = 1, .from = 1, .batch = 1, .puts = {Put("a", "1")}}, {One(2, "a", "2")}));
+  EXPECT_EQ(a.slots[0].filled, 1u);
+  EXPECT_EQ(f.sink.kv[49], (Kv{{"a", "2"}}));
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ struct QueuedChange {
 
 // A batch of a fill's puts (S12), kept until the backup installed it.
 struct FillBatch {
+  uint64_t top = 0;  // the slot's last opened n when it was added (F9)
   uint64_t bytes = 0;
   std::unique_ptr<char[]> storage;
   std::vector<Entry> puts;
@@ -515,6 +516,24 @@ std::optional<std::string> Sender::NextMessage(uint32_t id) {
     p.sent_part = 0;
     p.sent_whole = true;
     bool all_sent = true;
+    // F4: the next batch, when it has room (or the message is empty): ahead of the live
+    // changes in the budget, so a busy slot never starves its fill; the backup takes it after
+    // them, and live changes win whatever the order (F3).
+    if (g.fill && p.fill.acked < p.fill.added) {
+      const FillBatch& b = p.fill.batches.front();
+      const bool room = bytes + b.bytes <= kBatchBytes && entries + b.puts.size() <= kMaxEntries;
+      if (room || req.groups.empty()) {
+        g.fill->batch = p.fill.acked + 1;
+        g.fill->top = b.top;
+        g.fill->last = p.fill.last_added && g.fill->batch == p.fill.added;
+        g.fill->puts = b.puts;
+        bytes += b.bytes;
+        entries += b.puts.size();
+        p.fill.sent_batch = g.fill->batch;
+      } else {
+        all_sent = false;
+      }
+    }
     if (p.known) {
       for (uint64_t n = p.received + 1; n <= st.closed; n++) {
         const QueuedChange* c = Impl::Find(st, n);
@@ -546,21 +565,6 @@ std::optional<std::string> Sender::NextMessage(uint32_t id) {
           all_sent = false;
           break;
         }
-      }
-    }
-    // F4: the next batch goes after the live changes, when they all went and it has room.
-    if (all_sent && g.fill && p.fill.acked < p.fill.added) {
-      const FillBatch& b = p.fill.batches.front();
-      const bool room = bytes + b.bytes <= kBatchBytes && entries + b.puts.size() <= kMaxEntries;
-      if (room || (req.groups.empty() && g.changes.empty())) {
-        g.fill->batch = p.fill.acked + 1;
-        g.fill->last = p.fill.last_added && g.fill->batch == p.fill.added;
-        g.fill->puts = b.puts;
-        bytes += b.bytes;
-        entries += b.puts.size();
-        p.fill.sent_batch = g.fill->batch;
-      } else {
-        all_sent = false;
       }
     }
     p.told_committed = st.committed;
@@ -657,6 +661,7 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
         }
       } else if (a.received < p.received) {
         p.needs_fill = true;  // it lost what it acknowledged
+        im.EndFill(p);
       } else {
         // Never past what was sent: an answer cannot commit what the backup was not given.
         const uint64_t upto = p.sent_n == 0 ? p.received : p.sent_whole ? p.sent_n : p.sent_n - 1;
@@ -761,6 +766,10 @@ Result<uint64_t> Sender::AddFill(uint16_t slot, uint32_t id, FillTicket ticket,
     storage += e.key.size() + e.bytes.size();
     batch.bytes += WireBytes(e);
   }
+  // A batch fits one message with room to spare for live changes, unless it is one put.
+  if (puts.size() > 1 && batch.bytes > kBatchBytes) {
+    return Status::InvalidArgument("replication: a fill batch of more than kBatchBytes");
+  }
   batch.storage = std::make_unique<char[]>(std::max<size_t>(storage, 1));
   batch.puts.assign(puts.begin(), puts.end());
   char* p = batch.storage.get();
@@ -781,6 +790,7 @@ Result<uint64_t> Sender::AddFill(uint16_t slot, uint32_t id, FillTicket ticket,
     return Status::FailedPrecondition("replication: that fill has ended");
   }
   FillOut& fill = pit->second.fill;
+  batch.top = st.started;
   im.Queued(static_cast<int64_t>(batch.bytes));
   fill.batches.push_back(std::move(batch));
   fill.added++;
@@ -806,6 +816,21 @@ std::vector<Sender::FillState> Sender::Fills() const {
                      .waiting = p.fill.added - p.fill.acked,
                      .done = p.fill.done,
                      .received = p.received});
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<uint16_t, uint32_t>> Sender::FillsWanted() const {
+  const Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  std::vector<std::pair<uint16_t, uint32_t>> out;
+  for (const auto& [id, t] : im.targets) {
+    for (uint16_t slot : t.slots) {
+      auto pit = im.slots[slot].backups.find(id);
+      if (pit == im.slots[slot].backups.end()) continue;
+      const Progress& p = pit->second;
+      if (p.needs_fill || (!p.in_sync && p.fill.id == 0)) out.emplace_back(slot, id);
     }
   }
   return out;

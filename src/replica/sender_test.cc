@@ -23,7 +23,7 @@ struct Backup {
 // Delivers every ready message, losing a request or an answer with probability `loss`.
 // Returns the number of messages sent.
 int Pump(Sender& sender, std::map<uint32_t, Backup*>& backups, std::mt19937_64* rng = nullptr,
-         double loss = 0) {
+         double loss = 0, std::vector<std::string>* earlier = nullptr) {
   int sent = 0;
   for (uint32_t id : sender.Ready()) {
     std::optional<std::string> bytes = sender.NextMessage(id);
@@ -37,6 +37,15 @@ int Pump(Sender& sender, std::map<uint32_t, Backup*>& backups, std::mt19937_64* 
       continue;
     }
     const Answer answer = backups.at(id)->receiver.Receive(*req);
+    if (rng != nullptr && earlier != nullptr) {
+      // A late duplicate of an earlier message of this sender (the network, or an RPC resend)
+      // reaches the backup now and then; its answer goes nowhere.
+      if (earlier->size() < 64) earlier->push_back(*bytes);
+      if (u(*rng) < loss / 2) {
+        Result<Request> old = DecodeRequest((*earlier)[(*rng)() % earlier->size()], 1ull << 30);
+        if (old.ok() && old->target == id) backups.at(id)->receiver.Receive(*old);
+      }
+    }
     if (rng != nullptr && u(*rng) < loss) {
       sender.OnFailed(id, req->id);
       continue;
@@ -668,14 +677,15 @@ TEST(SenderTest, AFilledBackupEqualsTheOwnerThroughALossyNetwork) {
     EXPECT_TRUE(sender.NeedsFill().empty());
     std::string after;
     bool last = false;
+    std::vector<std::string> earlier;  // this sender's messages, replayed late now and then
     while (!last) {
       after = AddBatch(sender, slot, 5, *ticket, owner, after, 1 + rng() % 6, &last);
       for (int i = static_cast<int>(rng() % 4); i > 0; i--) write(true);
-      Pump(sender, backups, &rng, 0.2);
+      Pump(sender, backups, &rng, 0.2, &earlier);
       ASSERT_EQ(sender.Fills().size(), 1u);
     }
     for (int round = 0; round < 200 && !sender.Fills()[0].done; round++) {
-      Pump(sender, backups, &rng, 0.2);
+      Pump(sender, backups, &rng, 0.2, &earlier);
     }
     std::vector<Sender::FillState> fills = sender.Fills();
     ASSERT_EQ(fills.size(), 1u);
@@ -764,6 +774,7 @@ TEST(SenderTest, AFillThatLosesAnInstallStartsAgain) {
   b.sink.fail_installs = 1;  // the fill's start (a flush of the slot's copy)
   for (int round = 0; round < 4; round++) Pump(sender, backups);
   EXPECT_EQ(sender.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{52, 5}}));
+  EXPECT_EQ(sender.FillsWanted(), sender.NeedsFill());
   EXPECT_TRUE(sender.Fills().empty());
   EXPECT_EQ(sender.AddFill(52, 5, *first, {}, true).status().code(),
             StatusCode::kFailedPrecondition);
@@ -787,8 +798,11 @@ TEST(SenderTest, AFillIsDoneOnlyOnceInstalled) {
   ASSERT_TRUE(sender.NextMessage(5).has_value());  // asked where it is
   EXPECT_EQ(sender.BeginFill(53, 5).status().code(), StatusCode::kUnavailable);
   sender.OnFailed(5, sender.in_flight(5));
+  // A filling backup wants a fill until one begins (F7: only a fill's end makes it in sync).
+  EXPECT_EQ(sender.FillsWanted(), (std::vector<std::pair<uint16_t, uint32_t>>{{53, 5}}));
   Result<Sender::FillTicket> ticket = sender.BeginFill(53, 5);
   ASSERT_TRUE(ticket.ok());
+  EXPECT_TRUE(sender.FillsWanted().empty());
   ASSERT_TRUE(sender.AddFill(53, 5, *ticket, std::vector<Entry>{Put("a", "1")}, true).ok());
   ASSERT_TRUE(sender.NextMessage(5).has_value());
   sender.OnFailed(5, sender.in_flight(5));  // lost
@@ -804,6 +818,157 @@ TEST(SenderTest, AFillIsDoneOnlyOnceInstalled) {
   ASSERT_TRUE(sender.Configure(53, 1, {}, {{5, 8}}).ok());
   EXPECT_TRUE(sender.Fills().empty());
   EXPECT_EQ(sender.queued_bytes(), 0u);
+}
+
+// Delivers messages of `sender` to `b` alone, answering each, `rounds` times.
+void Deliver(Sender& sender, uint32_t id, Backup& b, int rounds = 4) {
+  for (int i = 0; i < rounds; i++) {
+    std::optional<std::string> bytes = sender.NextMessage(id);
+    if (!bytes) {
+      sender.Resume(id);
+      continue;
+    }
+    Result<Request> req = DecodeRequest(*bytes, 1ull << 30);
+    ASSERT_TRUE(req.ok());
+    if (sender.OnAnswer(id, b.receiver.Receive(*req))) sender.Resume(id);
+  }
+}
+
+// R21 (review of the fills, finding 1): a new owner's fill, numbered from 1 again, starts the
+// copy over instead of being counted from the old owner's batches.
+TEST(SenderTest, AnotherOwnersFillIsNeverCountedFromTheOldOnes) {
+  Backup b(5);
+  Sender s1;
+  ASSERT_TRUE(s1.Own(70, 1, 0, {}, {{5, 7}}).ok());
+  Write(s1, 70, "a", "1");
+  Write(s1, 70, "b", "2");
+  Result<Sender::FillTicket> f1 = s1.BeginFill(70, 5);
+  ASSERT_TRUE(f1.ok());
+  ASSERT_TRUE(s1.AddFill(70, 5, *f1, std::vector<Entry>{Put("a", "1")}, false).ok());
+  Deliver(s1, 5, b);
+  ASSERT_EQ(b.receiver.Stats(70).filled, 1u);  // the first owner stops mid-fill
+  b.table.ownership_[70] = 2;
+  Sender s2;  // owns the slot under ownership 2, its store {a: 1, b: 2}, after n = 2
+  ASSERT_TRUE(s2.Own(70, 2, 2, {}, {{5, 7}}).ok());
+  Deliver(s2, 5, b);  // asked where it is: lost
+  Result<Sender::FillTicket> f2 = s2.BeginFill(70, 5);
+  ASSERT_TRUE(f2.ok());
+  EXPECT_EQ(f2->id, f1->id);
+  ASSERT_TRUE(s2.AddFill(70, 5, *f2, std::vector<Entry>{Put("b", "2")}, false).ok());
+  ASSERT_TRUE(s2.AddFill(70, 5, *f2, std::vector<Entry>{Put("a", "1")}, true).ok());
+  Deliver(s2, 5, b, 8);
+  ASSERT_EQ(s2.Fills().size(), 1u);
+  EXPECT_TRUE(s2.Fills()[0].done);
+  EXPECT_EQ(b.sink.kv[70], (Kv{{"a", "1"}, {"b", "2"}}));
+}
+
+// F9 (review, finding 2): a fill holds a change its owner had not committed; the next owner,
+// promoted below it, finds the copy lost (it asks for a fill) and keeps serving, never stopped
+// by a conflict.
+TEST(SenderTest, AFillPastCommittedIsLostToTheNextOwner) {
+  Backup a(2), b(5);
+  Sender s1;
+  ASSERT_TRUE(s1.Own(81, 1, 0, {{2, 7}}, {{5, 7}}).ok());
+  Write(s1, 81, "k", "1");
+  Deliver(s1, 2, a);
+  Deliver(s1, 5, b);
+  ASSERT_EQ(s1.committed(81), 1u);
+  Write(s1, 81, "k", "2");  // never reaches a
+  Result<Sender::FillTicket> f = s1.BeginFill(81, 5);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(s1.AddFill(81, 5, *f, std::vector<Entry>{Put("k", "2")}, true).ok());
+  Deliver(s1, 5, b);
+  EXPECT_EQ(s1.committed(81), 1u);
+  b.table.ownership_[81] = 2;
+  Sender s2;  // a, promoted after n = 1
+  ASSERT_TRUE(s2.Own(81, 2, 1, {}, {{5, 7}}).ok());
+  Deliver(s2, 5, b);
+  EXPECT_TRUE(s2.serving(81));
+  EXPECT_EQ(s2.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{81, 5}}));
+}
+
+// F9 (review, finding 3): a filled backup made in sync while its fill's state was not yet
+// committed is not kept by a new owner that never had that state: it is filled again, and its
+// copy ends equal to the new owner's store.
+TEST(SenderTest, AnUncommittedFillIsFilledAgainByTheNextOwner) {
+  Backup a(2), b(5);
+  Sender s1;
+  ASSERT_TRUE(s1.Own(82, 1, 0, {{2, 7}}, {{5, 7}}).ok());
+  Write(s1, 82, "k", "1");
+  Deliver(s1, 2, a);
+  Deliver(s1, 5, b);
+  Result<Sender::FillTicket> f = s1.BeginFill(82, 5);
+  ASSERT_TRUE(f.ok());
+  Write(s1, 82, "k", "2");  // sent to b live, never reaches a
+  ASSERT_TRUE(s1.AddFill(82, 5, *f, std::vector<Entry>{Put("k", "2")}, true).ok());
+  Deliver(s1, 5, b);
+  ASSERT_TRUE(s1.Fills()[0].done);
+  ASSERT_TRUE(s1.Configure(82, 1, {{2, 7}, {5, 7}}, {}).ok());  // BackupInSync
+  EXPECT_EQ(s1.committed(82), 1u);
+  b.table.ownership_[82] = 2;
+  Sender s2;  // a, promoted after n = 1 with b in sync; its store: k = 1
+  ASSERT_TRUE(s2.Own(82, 2, 1, {{5, 7}}, {}).ok());
+  Write(s2, 82, "j", "1");
+  Deliver(s2, 5, b, 6);
+  EXPECT_EQ(s2.committed(82), 1u);  // b holds commits back until filled (R19)
+  EXPECT_EQ(s2.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{82, 5}}));
+  Result<Sender::FillTicket> again = s2.BeginFill(82, 5);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(
+      s2.AddFill(82, 5, *again, std::vector<Entry>{Put("k", "1"), Put("j", "1")}, true).ok());
+  Deliver(s2, 5, b, 6);
+  EXPECT_EQ(s2.committed(82), 2u);
+  EXPECT_EQ(b.sink.kv[82], (Kv{{"k", "1"}, {"j", "1"}}));
+}
+
+// R21 (review, finding 4): a new ownership in the middle of a fill finds the in-sync copy lost:
+// it holds commits back and is filled again, and nothing it noted stays charged.
+TEST(SenderTest, ANewOwnershipMidFillFindsTheCopyLost) {
+  Backup b(5);
+  Sender s;
+  ASSERT_TRUE(s.Own(83, 1, 0, {{5, 7}}, {}).ok());
+  Write(s, 83, "a", "1");
+  Deliver(s, 5, b);
+  Result<Sender::Ticket> lost = s.Open(83);  // its write "x" is in the store, in no backup
+  ASSERT_TRUE(lost.ok());
+  s.CloseEmpty(83, *lost, true);
+  Result<Sender::FillTicket> f = s.BeginFill(83, 5);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(s.AddFill(83, 5, *f, std::vector<Entry>{Put("a", "1")}, false).ok());
+  Deliver(s, 5, b);
+  b.table.ownership_[83] = 2;
+  ASSERT_TRUE(s.Own(83, 2, 2, {{5, 7}}, {}).ok());
+  for (int i = 0; i < 50; i++) Write(s, 83, "k" + std::to_string(i), "v");
+  Deliver(s, 5, b, 6);
+  EXPECT_EQ(s.committed(83), 2u);
+  EXPECT_EQ(s.NeedsFill(), (std::vector<std::pair<uint16_t, uint32_t>>{{83, 5}}));
+  EXPECT_FALSE(b.receiver.Stats(83).filling);
+  EXPECT_EQ(b.receiver.charged(), 0u);
+}
+
+// F4 (review, finding M2): a batch is at most kBatchBytes unless it is one put, and a slot
+// whose live changes fill every message still sends its batch in the next one.
+TEST(SenderTest, ABatchIsBoundedAndABusySlotStillSendsIt) {
+  Sender sender;
+  Backup b(5);
+  ASSERT_TRUE(sender.Own(84, 1, 0, {}, {{5, 7}}).ok());
+  Deliver(sender, 5, b, 1);  // asked where it is
+  Result<Sender::FillTicket> f = sender.BeginFill(84, 5);
+  ASSERT_TRUE(f.ok());
+  const std::string mib(1 << 20, 'v');
+  std::vector<Entry> nine;
+  for (int i = 0; i < 9; i++) nine.push_back(Put("big", mib));
+  EXPECT_EQ(sender.AddFill(84, 5, *f, nine, false).status().code(), StatusCode::kInvalidArgument);
+  for (int i = 0; i < 20; i++) Write(sender, 84, "live" + std::to_string(i), mib);
+  ASSERT_TRUE(sender.AddFill(84, 5, *f, std::vector<Entry>{Put("a", mib)}, true).ok());
+  std::optional<std::string> m = sender.NextMessage(5);
+  ASSERT_TRUE(m.has_value());
+  Result<Request> req = DecodeRequest(*m, 1ull << 30);
+  ASSERT_TRUE(req.ok());
+  ASSERT_TRUE(req->groups[0].fill.has_value());
+  EXPECT_EQ(req->groups[0].fill->batch, 1u);
+  EXPECT_FALSE(req->groups[0].changes.empty());
+  EXPECT_LE(m->size(), kBatchBytes + (2 << 20));
 }
 
 }  // namespace
