@@ -47,6 +47,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::abort();
     }
   }
+  // RPC 306's request (backups made in sync, replication.md F7): decoded or refused, round
+  // trips, within its limits.
+  if (floe::Result<floe::server::internal::BackupInSyncRequest> q =
+          floe::server::internal::DecodeBackupInSync(bytes);
+      q.ok()) {
+    floe::Result<floe::server::internal::BackupInSyncRequest> back =
+        floe::server::internal::DecodeBackupInSync(floe::server::internal::EncodeBackupInSync(*q));
+    if (!back.ok() || !(*back == *q) || q->items.empty() ||
+        q->items.size() > floe::server::internal::kMaxInSyncItems) {
+      std::abort();
+    }
+  }
   floe::Result<floe::server::internal::ForwardRequest> r =
       floe::server::internal::DecodeForward(bytes);
   if (!r.ok()) return 0;

@@ -16,6 +16,10 @@ void ClusterNode::Impl::RegisterReplication() {
   // commit (wiring step 4): a backup's stream never waits behind them.
   endpoint->Register(replica::kReplicateMethod, 2,
                      [this](net::NodeId, std::string_view req) { return OnReplicate(req); });
+  endpoint->RegisterAsync(kBackupInSyncMethod, rpc::kPriorityClasses - 1,
+                          [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
+                            OnBackupInSync(from, req, std::move(reply));
+                          });
   endpoint->RegisterAsync(kRecordLifeMethod, rpc::kPriorityClasses - 1,
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
                             OnRecordLife(from, req, std::move(reply));
@@ -194,13 +198,17 @@ void ClusterNode::Impl::OnReplicateAnswer(uint32_t backup, uint64_t message,
     });
   }
   Wake(waker);  // the next batch, and the committed n for the other backups
+  if (!fill_passes.empty()) PostFillStep(0);  // a fill's window may have opened
 }
 
 void ClusterNode::Impl::ReplicationTick() {
   if (stopped.load()) return;
   Replication* r = engine->replication();
   loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
-  if (r != nullptr && r->any_owned()) Wake(waker);
+  if (r != nullptr && r->any_owned()) {
+    Wake(waker);
+    DriveFills();  // S12: fills to begin, scan or report done
+  }
   if (r != nullptr) r->ExpireHolds();  // H5
 }
 

@@ -178,6 +178,49 @@ Result<RecordLifeRequest> DecodeRecordLife(std::string_view bytes) {
   return q;
 }
 
+std::string EncodeBackupInSync(const BackupInSyncRequest& request) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(request.owner);
+  w.PutVarint64(request.life);
+  w.PutU8(request.forwarded ? 1 : 0);
+  w.PutVarint64(request.items.size());
+  for (const InSyncItem& item : request.items) {
+    w.PutFixed16(item.slot);
+    w.PutVarint64(item.version);
+    w.PutVarint64(item.backup);
+    w.PutVarint64(item.n);
+  }
+  return out;
+}
+
+Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes) {
+  wire::Reader in(bytes);
+  BackupInSyncRequest q;
+  uint8_t forwarded = 0;
+  uint64_t count = 0;
+  const Status bad = Status::Corruption("not a request to make backups in sync");
+  if (!in.GetVarint64(&q.owner).ok() || !in.GetVarint64(&q.life).ok() ||
+      !in.GetU8(&forwarded).ok() || !in.GetVarint64(&count).ok() || forwarded > 1 || q.owner == 0 ||
+      q.life == 0 || count == 0 || count > kMaxInSyncItems ||
+      count > in.remaining() / 5) {  // an item takes at least 5 bytes
+    return bad;
+  }
+  q.forwarded = forwarded == 1;
+  q.items.resize(count);
+  std::vector<bool> seen(cluster::kSlots);
+  for (InSyncItem& item : q.items) {
+    if (!in.GetFixed16(&item.slot).ok() || !in.GetVarint64(&item.version).ok() ||
+        !in.GetVarint64(&item.backup).ok() || !in.GetVarint64(&item.n).ok() ||
+        item.slot >= cluster::kSlots || seen[item.slot] || item.backup == 0) {
+      return bad;
+    }
+    seen[item.slot] = true;
+  }
+  if (!in.empty()) return bad;
+  return q;
+}
+
 std::string EncodeRemovedNotice(const RemovedNotice& notice) {
   std::string out;
   wire::Writer w(&out);

@@ -106,6 +106,31 @@ struct RecordLifeRequest {
 };
 std::string EncodeRecordLife(const RecordLifeRequest& request);
 Result<RecordLifeRequest> DecodeRecordLife(std::string_view bytes);
+// Asks the leader to make filled backups in sync (docs/replication.md, wiring step 5, rule F7):
+// the owner's id and life, whether a member forwarded it, and per slot the version the owner's
+// table has, the backup and the n its fill's end reached (BackupInSync's seq). The answer is
+// empty; the leader commits one BackupInSync of every item the table still allows, a member
+// that does not lead forwards it there once. Decode: Corruption for anything else, an id or
+// life of 0, no item or more than kMaxInSyncItems, a slot past 16,383 or named twice, a
+// backup of 0.
+inline constexpr uint16_t kBackupInSyncMethod = 306;
+inline constexpr size_t kMaxInSyncItems = 1024;
+struct InSyncItem {
+  uint16_t slot = 0;
+  uint64_t version = 0;
+  uint64_t backup = 0;
+  uint64_t n = 0;
+  friend bool operator==(const InSyncItem&, const InSyncItem&) = default;
+};
+struct BackupInSyncRequest {
+  uint64_t owner = 0;
+  uint64_t life = 0;
+  bool forwarded = false;
+  std::vector<InSyncItem> items;
+  friend bool operator==(const BackupInSyncRequest&, const BackupInSyncRequest&) = default;
+};
+std::string EncodeBackupInSync(const BackupInSyncRequest& request);
+Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes);
 // RPC 304's request (docs/wire.md, "Telling a member it was removed"): the member whose applied
 // table no longer lists `id` tells it so, with that table's epoch and cluster id. Decode:
 // Corruption for anything but two varints and 16 bytes.

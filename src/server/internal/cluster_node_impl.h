@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -31,6 +32,7 @@
 #include "server/internal/chunk_store.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/frame_rpc.h"
+#include "server/internal/replica_store.h"
 #include "server/server.h"
 
 namespace floe::server::internal {
@@ -434,6 +436,28 @@ struct ClusterNode::Impl {
     uint64_t retry_at = 0;
   };
   std::map<uint32_t, Backoff> replica_backoff;  // loop thread only
+  // S12's fills at this owner (cluster_fill.cc, rules F6-F7), on the loop: the tick, an answer
+  // and a step whose time ran out call DriveFills.
+  void DriveFills();
+  void PostFillStep(uint64_t after_us);
+  void AskInSync(const std::vector<replica::Sender::FillState>& fills);
+  // RPC 306 (any handler thread): the leader commits BackupInSync; others forward it once.
+  void OnBackupInSync(net::NodeId from, std::string_view bytes, rpc::Reply reply);
+  static constexpr uint64_t kInSyncAgainUs = 200'000;
+  // One pass of the store for one backup: the slots it reads, and the puts read, by slot, not
+  // yet handed to the Sender.
+  struct FillPass {
+    bool started = false;
+    uint64_t cursor = 0;
+    std::map<uint16_t, replica::Sender::FillTicket> slots;
+    std::map<uint16_t, std::vector<CapturedState>> batches;
+    std::map<uint16_t, uint64_t> batch_bytes;
+  };
+  std::map<uint32_t, FillPass> fill_passes;  // by backup; loop only
+  std::set<uint64_t> fills_scanned;          // fill ids whose last batch was added; loop only
+  bool fill_step_posted = false;
+  bool in_sync_asking = false;
+  uint64_t in_sync_next_us = 0;
   // The capture's wake (any thread): one pump posted at a time. Shared with the hook the
   // engine's Replication keeps, which may run after the node stopped.
   struct Waker {

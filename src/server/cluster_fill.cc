@@ -1,0 +1,235 @@
+// Fills at a slot's owner (docs/replication.md, S12 and wiring step 5, rules F6 and F7): the
+// node's loop begins a fill for every backup that wants one, scans the store for the keys of
+// its filling slots once their changes up to the fill's start are closed, hands the keys'
+// states to the Sender in batches, and asks the leader to make a filled backup in sync
+// (RPC 306). Everything here runs on the loop but OnBackupInSync (a handler thread).
+
+#include <algorithm>
+
+#include "replica/replica.h"
+#include "server/internal/cluster_node.h"
+#include "server/internal/cluster_node_impl.h"
+#include "server/internal/replica_store.h"
+
+namespace floe::server::internal {
+namespace {
+
+// A batch goes to the Sender at this many puts or bytes, whichever comes first.
+constexpr size_t kFillBatchPuts = 256;
+constexpr uint64_t kFillBatchBytes = 1ull << 20;
+// A pass stops reading while its fills have this many batches not yet installed at the backup
+// (at most ~8 MiB queued per backup being filled).
+constexpr uint64_t kFillWindow = 8;
+// How long one step of the scans may hold the loop, and the pause before the next step.
+constexpr uint64_t kFillStepUs = 5'000;
+constexpr uint64_t kFillPauseUs = 1'000;
+// Keys the store's cursor visits per read.
+constexpr size_t kFillScanKeys = 256;
+
+}  // namespace
+
+void ClusterNode::Impl::DriveFills() {
+  fill_step_posted = false;
+  if (stopped.load()) return;
+  Replication* r = engine->replication();
+  if (r == nullptr || r->pump_stopped()) return;
+  replica::Sender& sender = r->sender();
+  // F1: a backup that wants a fill gets one (Unavailable while a message is in flight to it:
+  // the next step asks again).
+  for (const auto& [slot, id] : sender.FillsWanted()) (void)sender.BeginFill(slot, id);
+  const std::vector<replica::Sender::FillState> fills = sender.Fills();
+  std::map<uint64_t, const replica::Sender::FillState*> by_fill;
+  for (const replica::Sender::FillState& f : fills) by_fill[f.ticket.id] = &f;
+  std::erase_if(fills_scanned, [&by_fill](uint64_t id) { return !by_fill.contains(id); });
+  AskInSync(fills);
+
+  // F6: a pass of the store per backup, over the slots whose fills were begun and whose
+  // changes up to the fill's start are in the store when it starts.
+  for (const replica::Sender::FillState& f : fills) {
+    if (f.done || fills_scanned.contains(f.ticket.id)) continue;
+    FillPass& pass = fill_passes[f.id];
+    if (pass.started) continue;  // the next pass takes it
+    if (sender.closed(f.slot) < f.ticket.from) continue;
+    pass.slots[f.slot] = f.ticket;
+  }
+  store::Store& store = engine->store();
+  const uint64_t until = loop.NowMicros() + kFillStepUs;
+  bool more = false;
+  for (auto it = fill_passes.begin(); it != fill_passes.end();) {
+    const uint32_t backup = it->first;
+    FillPass& pass = it->second;
+    // A fill that ended (a lost change or install, another life, a new fill) leaves the pass.
+    uint64_t waiting = 0;
+    for (auto s = pass.slots.begin(); s != pass.slots.end();) {
+      auto f = by_fill.find(s->second.id);
+      if (f == by_fill.end() || f->second->slot != s->first || f->second->id != backup) {
+        pass.batches.erase(s->first);
+        s = pass.slots.erase(s);
+        continue;
+      }
+      waiting += f->second->waiting;
+      ++s;
+    }
+    if (pass.slots.empty()) {
+      it = fill_passes.erase(it);
+      continue;
+    }
+    pass.started = true;
+    auto add = [&](uint16_t slot, bool last) {
+      std::vector<replica::Entry> puts;
+      std::vector<CapturedState>& states = pass.batches[slot];
+      puts.reserve(states.size());
+      for (const CapturedState& c : states) puts.push_back(c.entry());
+      Result<uint64_t> added = sender.AddFill(slot, backup, pass.slots[slot], puts, last);
+      pass.batches.erase(slot);
+      pass.batch_bytes.erase(slot);
+      if (!added.ok()) {
+        pass.slots.erase(slot);  // ended meanwhile: begun again by the next step
+        return;
+      }
+      waiting++;
+      if (last) fills_scanned.insert(pass.slots[slot].id);
+    };
+    const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
+    bool finished = false;
+    while (waiting < kFillWindow && loop.NowMicros() < until && !pass.slots.empty()) {
+      std::vector<std::string> keys;
+      pass.cursor = store.Scan(pass.cursor, kFillScanKeys, [&](const store::Value& v) {
+        if (pass.slots.contains(cluster::KeySlot(v.key()))) keys.emplace_back(v.key());
+      });
+      for (const std::string& key : keys) {
+        const uint16_t slot = cluster::KeySlot(key);
+        if (!pass.slots.contains(slot)) continue;
+        // Read without the key's lock: values are immutable and cells serialize under their
+        // own, and whatever state is read, a live change after the fill's start replaces it at
+        // the backup (F3).
+        Result<CapturedState> state = CaptureState(store, key, now_ms);
+        if (!state.ok()) {
+          // A state that cannot travel (a frame header, S2.3): this fill cannot complete. It
+          // is not scanned again; the backup stays unfilled, as after a lost change.
+          r->CountCaptureFailure();
+          FLOE_LOG_ERROR("fill of slot {} for member {}: key not sent: {}", slot, backup,
+                         state.status().ToString());
+          fills_scanned.insert(pass.slots[slot].id);
+          pass.batches.erase(slot);
+          pass.slots.erase(slot);
+          continue;
+        }
+        if (state->kind != replica::EntryKind::kPut) continue;  // gone or expired meanwhile
+        std::vector<CapturedState>& batch = pass.batches[slot];
+        const uint64_t bytes = pass.batch_bytes[slot] += state->key.size() + state->body.size();
+        batch.push_back(std::move(state).value());
+        if (batch.size() >= kFillBatchPuts || bytes >= kFillBatchBytes) add(slot, false);
+      }
+      if (pass.cursor == 0) {
+        finished = true;
+        break;
+      }
+    }
+    if (finished) {
+      std::vector<uint16_t> slots;
+      for (const auto& [slot, ticket] : pass.slots) slots.push_back(slot);
+      for (uint16_t slot : slots) add(slot, true);
+      it = fill_passes.erase(it);
+    } else {
+      if (waiting < kFillWindow) more = true;  // the step's time ran out
+      ++it;
+    }
+    Wake(waker);
+  }
+  if (more) PostFillStep(kFillPauseUs);
+}
+
+void ClusterNode::Impl::PostFillStep(uint64_t after_us) {
+  if (fill_step_posted) return;
+  fill_step_posted = true;
+  loop.PostAt(loop.NowMicros() + after_us, [this] { DriveFills(); });
+}
+
+// F7: the filled backups still listed as filling, made in sync by the leader. One request at a
+// time; asked again at the next step after kInSyncAgainUs.
+void ClusterNode::Impl::AskInSync(const std::vector<replica::Sender::FillState>& fills) {
+  const uint64_t now = loop.NowMicros();
+  if (in_sync_asking || now < in_sync_next_us) return;
+  const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
+  if (m == nullptr) return;
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  const net::NodeId self = cluster->self();
+  const cluster::TableMember* me = table->FindMember(self);
+  if (me == nullptr || me->life != endpoint->incarnation()) return;
+  BackupInSyncRequest request{.owner = self, .life = me->life};
+  for (const replica::Sender::FillState& f : fills) {
+    if (!f.done || f.in_sync || request.items.size() >= kMaxInSyncItems) continue;
+    const cluster::SlotState& st = table->slot(f.slot);
+    if (st.owner != self) continue;
+    request.items.push_back(
+        {.slot = f.slot, .version = st.version, .backup = f.id, .n = f.received});
+  }
+  if (request.items.empty()) return;
+  in_sync_asking = true;
+  OnBackupInSync(self, EncodeBackupInSync(request), [this](Result<std::string> r) {
+    loop.Post([this, ok = r.ok(), why = r.ok() ? std::string() : r.status().ToString()] {
+      in_sync_asking = false;
+      in_sync_next_us = loop.NowMicros() + kInSyncAgainUs;
+      if (!ok) FLOE_LOG_DEBUG("asking for backups in sync: {}", why);
+    });
+  });
+}
+
+void ClusterNode::Impl::OnBackupInSync(net::NodeId from, std::string_view bytes, rpc::Reply reply) {
+  Result<BackupInSyncRequest> request = DecodeBackupInSync(bytes);
+  if (!request.ok()) return reply(request.status());
+  // An owner asks for its own slots; a member that forwards names the owner, checked below.
+  if (!request->forwarded && request->owner != from) {
+    return reply(Status::PermissionDenied("an owner asks for its own slots only"));
+  }
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load() || removed.load()) {
+    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
+  }
+  const consensus::State st = m->raft();
+  if (!st.leader) {
+    if (request->forwarded || st.leader_id == 0) {
+      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
+    }
+    BackupInSyncRequest forward = *request;
+    forward.forwarded = true;
+    endpoint->CallAsync(st.leader_id, kBackupInSyncMethod, EncodeBackupInSync(forward), timeout_us,
+                        std::move(reply));
+    return;
+  }
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  if (table->FindMember(from) == nullptr) {
+    return reply(Status::PermissionDenied("only a member asks for backups in sync"));
+  }
+  const cluster::TableMember* owner = table->FindMember(static_cast<net::NodeId>(request->owner));
+  if (owner == nullptr || owner->life != request->life) {
+    return reply(Status::FailedPrecondition("the table lists no such life of that owner"));
+  }
+  cluster::Change change{.kind = cluster::Change::Kind::kBackupInSync};
+  for (const InSyncItem& item : request->items) {
+    const cluster::SlotState& s = table->slot(item.slot);
+    const auto backup = static_cast<net::NodeId>(item.backup);
+    if (s.owner != owner->id) {
+      return reply(Status::FailedPrecondition("slot " + std::to_string(item.slot) +
+                                              " is not that member's"));
+    }
+    // Made in sync already (a retry), or no longer filling there: nothing to commit for it.
+    if (std::find(s.filling.begin(), s.filling.end(), backup) == s.filling.end()) continue;
+    change.slots.push_back(
+        {.slot = item.slot, .version = item.version, .node = backup, .seq = item.n});
+  }
+  if (change.slots.empty()) return reply(std::string());
+  // The versions are the owner's: a slot changed since (another backup list, a life) refuses
+  // the whole change, and the owner asks again from its newer table if the fill still stands.
+  m->Propose(change, [reply = std::move(reply)](Status s) {
+    if (!s.ok()) return reply(s);
+    reply(std::string());
+  });
+}
+
+}  // namespace floe::server::internal
