@@ -232,4 +232,34 @@ void ClusterNode::Impl::OnBackupInSync(net::NodeId from, std::string_view bytes,
   });
 }
 
+// B6: slots with fewer in-sync backups than the table's replicas (a backup's restart ended its
+// roles, O7) get filling ones, which their owners fill and the leader then makes in sync (F7).
+// Only the planner's backup repairs: moves are migration's (not built), and removals J2's.
+void ClusterNode::Impl::RepairBackups() {
+  if (stopped.load() || removed.load()) return;
+  loop.PostAt(loop.NowMicros() + kRepairEveryUs, [this] { RepairBackups(); });
+  if (repair_proposing) return;
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load()) return;
+  const consensus::State st = m->raft();
+  if (!st.running || !st.leader || !st.leader_ready) return;
+  const std::shared_ptr<const cluster::Table> table = m->table();
+  // A cluster that makes no backups (every floe serve cluster today) plans nothing.
+  if (table->members().empty() || table->replicas() == 0 || table->planner_paused()) return;
+  for (const cluster::Change& change : cluster::Plan(*table, {.max_moves = 0})) {
+    if (change.kind != cluster::Change::Kind::kSetBackups) continue;
+    repair_proposing = true;
+    FLOE_LOG_INFO("repairing the backups of {} slots", change.slots.size());
+    m->Propose(change, [this](Status s) {
+      if (!s.ok()) FLOE_LOG_DEBUG("repairing backups: {}", s.ToString());
+      loop.Post([this] { repair_proposing = false; });
+    });
+    return;  // one at a time: the next plan starts from the table it made
+  }
+}
+
 }  // namespace floe::server::internal

@@ -519,6 +519,7 @@ void ClusterNode::Impl::StartMeta() {
   FLOE_LOG_INFO("agreed metadata: Raft on {}", where);
   loop.Post([this] { PollCaughtUp(); });
   loop.Post([this] { KeepVoters(); });
+  loop.Post([this] { RepairBackups(); });
 }
 
 void ClusterNode::Impl::PollCaughtUp() {

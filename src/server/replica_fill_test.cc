@@ -185,6 +185,51 @@ TEST(ReplicaFillTest, ABackupThatMissedAChangeIsFilledAgain) {
             internal::DumpState(c.engine(owner).store(), keys[3]));
 }
 
+// B6, O7: a member that restarts has a new life, and the table ends the old life's roles, so
+// the slots it backed have no backup; the leader gives them filling backups, their owners fill
+// them, and the leader makes them in sync: every slot again has its backup, holding what its
+// owner holds. (The slots the member owned went to their backup, whose copy stays in its
+// replica store until promotion is built: those are not checked here.)
+TEST(ReplicaFillTest, SlotsWhoseBackupRestartedGetABackupAgain) {
+  constexpr size_t kMembers = 3;
+  internal::ReplicasAtFounding one(1);
+  ClientCluster c(kMembers);
+  ASSERT_TRUE(c.WaitFormed());
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; i++) keys.push_back("restart:" + std::to_string(i));
+  // Through the members that stay: a client session must not outlive its member's engine.
+  for (size_t i = 0; i < keys.size(); i++) {
+    ASSERT_EQ(CommandTest::Decode(c.client(i % 2).Run({"SET", keys[i], "v"})).str, "OK");
+  }
+  const size_t gone = 2;
+  const net::NodeId gone_id = c.node(gone).self();
+  const std::shared_ptr<const cluster::Table> before = c.node(0).meta()->table();
+  const uint64_t old_life = c.node(0).meta()->table()->FindMember(gone_id)->life;
+  c.Kill(gone);
+  ASSERT_TRUE(c.Start(gone).ok());
+  auto whole = [&] {
+    const std::shared_ptr<const cluster::Table> t = c.node(0).meta()->table();
+    const cluster::TableMember* m = t->FindMember(gone_id);
+    if (m == nullptr || m->life == old_life) return false;
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (t->slot(s).backups.size() != 1 || !t->slot(s).filling.empty()) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(WaitFor(whole, std::chrono::seconds(60)));
+  const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
+  size_t refilled = 0;
+  for (const std::string& k : keys) {
+    const cluster::SlotState& st = table->slot(cluster::KeySlot(k));
+    if (before->slot(cluster::KeySlot(k)).owner == gone_id) continue;
+    refilled++;
+    const size_t owner = IndexOf(c, kMembers, st.owner);
+    const size_t backup = IndexOf(c, kMembers, st.backups[0]);
+    ExpectCopyEqual(c, owner, backup, cluster::KeySlot(k), {k});
+  }
+  EXPECT_GT(refilled, 100u);
+}
+
 // RPC 306's request: round trips; anything else is refused.
 TEST(ReplicaFillTest, AnInSyncRequestIsCheckedWhenDecoded) {
   const internal::BackupInSyncRequest q{

@@ -444,6 +444,12 @@ struct ClusterNode::Impl {
   // RPC 306 (any handler thread): the leader commits BackupInSync; others forward it once.
   void OnBackupInSync(net::NodeId from, std::string_view bytes, rpc::Reply reply);
   static constexpr uint64_t kInSyncAgainUs = 200'000;
+  // B6 at the leader, on the loop every kRepairEveryUs in a cluster that makes backups: the
+  // planner's backup repairs (filling backups where a slot has too few in sync, cluster::Plan
+  // with no moves), one change at a time.
+  void RepairBackups();
+  static constexpr uint64_t kRepairEveryUs = 500'000;
+  bool repair_proposing = false;  // loop only
   // One pass of the store for one backup: the slots it reads, and the puts read, by slot, not
   // yet handed to the Sender.
   struct FillPass {
