@@ -14,12 +14,15 @@
 namespace floe::server::internal {
 namespace {
 
-// A batch goes to the Sender at this many puts or bytes, whichever comes first.
+// A batch goes to the Sender at this many puts or bytes, whichever comes first; a put that
+// would take a batch past the bytes goes in the next one (alone if it is larger).
 constexpr size_t kFillBatchPuts = 256;
 constexpr uint64_t kFillBatchBytes = 1ull << 20;
-// A pass stops reading while its fills have this many batches not yet installed at the backup
-// (at most ~8 MiB queued per backup being filled).
+// A pass stops reading while its fills have this many batches not yet installed at the backup,
+// and hands its largest unfinished batch over once the puts it holds pass kFillBufferBytes: at
+// most ~8 MiB queued and ~4 MiB read ahead per backup being filled, whatever the slot count.
 constexpr uint64_t kFillWindow = 8;
+constexpr uint64_t kFillBufferBytes = 4ull << 20;
 // How long one step of the scans may hold the loop, and the pause before the next step.
 constexpr uint64_t kFillStepUs = 5'000;
 constexpr uint64_t kFillPauseUs = 1'000;
@@ -28,20 +31,25 @@ constexpr size_t kFillScanKeys = 256;
 
 }  // namespace
 
+void ClusterNode::Impl::BeginWantedFills(replica::Sender& sender) {
+  fills_begin_pending = false;
+  for (const auto& [slot, id] : sender.FillsWanted()) {
+    // Unavailable while a message is in flight to it: asked again after its answer.
+    if (!sender.BeginFill(slot, id).ok()) fills_begin_pending = true;
+  }
+}
+
 void ClusterNode::Impl::DriveFills() {
-  fill_step_posted = false;
   if (stopped.load()) return;
   Replication* r = engine->replication();
   if (r == nullptr || r->pump_stopped()) return;
   replica::Sender& sender = r->sender();
-  // F1: a backup that wants a fill gets one (Unavailable while a message is in flight to it:
-  // the next step asks again).
-  for (const auto& [slot, id] : sender.FillsWanted()) (void)sender.BeginFill(slot, id);
+  BeginWantedFills(sender);  // F1
   const std::vector<replica::Sender::FillState> fills = sender.Fills();
   std::map<uint64_t, const replica::Sender::FillState*> by_fill;
   for (const replica::Sender::FillState& f : fills) by_fill[f.ticket.id] = &f;
   std::erase_if(fills_scanned, [&by_fill](uint64_t id) { return !by_fill.contains(id); });
-  AskInSync(fills);
+  AskInSync(*r, fills);
 
   // F6: a pass of the store per backup, over the slots whose fills were begun and whose
   // changes up to the fill's start are in the store when it starts.
@@ -63,7 +71,9 @@ void ClusterNode::Impl::DriveFills() {
     for (auto s = pass.slots.begin(); s != pass.slots.end();) {
       auto f = by_fill.find(s->second.id);
       if (f == by_fill.end() || f->second->slot != s->first || f->second->id != backup) {
+        pass.buffered -= pass.batch_bytes[s->first];
         pass.batches.erase(s->first);
+        pass.batch_bytes.erase(s->first);
         s = pass.slots.erase(s);
         continue;
       }
@@ -75,58 +85,84 @@ void ClusterNode::Impl::DriveFills() {
       continue;
     }
     pass.started = true;
+    // Hands the slot's batch to the Sender. A fill that ended meanwhile leaves the pass (it is
+    // begun again); one that refuses the batch otherwise is given up, logged.
     auto add = [&](uint16_t slot, bool last) {
       std::vector<replica::Entry> puts;
       std::vector<CapturedState>& states = pass.batches[slot];
       puts.reserve(states.size());
       for (const CapturedState& c : states) puts.push_back(c.entry());
+      const uint64_t ticket_id = pass.slots[slot].id;
       Result<uint64_t> added = sender.AddFill(slot, backup, pass.slots[slot], puts, last);
+      pass.buffered -= pass.batch_bytes[slot];
       pass.batches.erase(slot);
       pass.batch_bytes.erase(slot);
       if (!added.ok()) {
-        pass.slots.erase(slot);  // ended meanwhile: begun again by the next step
+        if (added.status().code() != StatusCode::kFailedPrecondition) {
+          FLOE_LOG_ERROR("fill of slot {} for member {}: {}", slot, backup,
+                         added.status().ToString());
+          fills_scanned.insert(ticket_id);
+        }
+        pass.slots.erase(slot);
         return;
       }
       waiting++;
-      if (last) fills_scanned.insert(pass.slots[slot].id);
+      if (last) fills_scanned.insert(ticket_id);
     };
     const int64_t now_ms = static_cast<int64_t>(WallMicros() / 1000);
-    bool finished = false;
     while (waiting < kFillWindow && loop.NowMicros() < until && !pass.slots.empty()) {
-      std::vector<std::string> keys;
-      pass.cursor = store.Scan(pass.cursor, kFillScanKeys, [&](const store::Value& v) {
-        if (pass.slots.contains(cluster::KeySlot(v.key()))) keys.emplace_back(v.key());
-      });
-      for (const std::string& key : keys) {
-        const uint16_t slot = cluster::KeySlot(key);
-        if (!pass.slots.contains(slot)) continue;
-        // Read without the key's lock: values are immutable and cells serialize under their
-        // own, and whatever state is read, a live change after the fill's start replaces it at
-        // the backup (F3).
-        Result<CapturedState> state = CaptureState(store, key, now_ms);
-        if (!state.ok()) {
-          // A state that cannot travel (a frame header, S2.3): this fill cannot complete. It
-          // is not scanned again; the backup stays unfilled, as after a lost change.
-          r->CountCaptureFailure();
-          FLOE_LOG_ERROR("fill of slot {} for member {}: key not sent: {}", slot, backup,
-                         state.status().ToString());
-          fills_scanned.insert(pass.slots[slot].id);
-          pass.batches.erase(slot);
-          pass.slots.erase(slot);
-          continue;
-        }
-        if (state->kind != replica::EntryKind::kPut) continue;  // gone or expired meanwhile
-        std::vector<CapturedState>& batch = pass.batches[slot];
-        const uint64_t bytes = pass.batch_bytes[slot] += state->key.size() + state->body.size();
-        batch.push_back(std::move(state).value());
-        if (batch.size() >= kFillBatchPuts || bytes >= kFillBatchBytes) add(slot, false);
+      if (pass.keys.empty()) {
+        if (pass.scanned) break;
+        pass.cursor = store.Scan(pass.cursor, kFillScanKeys, [&](const store::Value& v) {
+          if (pass.slots.contains(cluster::KeySlot(v.key()))) pass.keys.emplace_back(v.key());
+        });
+        pass.scanned = pass.cursor == 0;
+        continue;
       }
-      if (pass.cursor == 0) {
-        finished = true;
-        break;
+      const std::string key = std::move(pass.keys.front());
+      pass.keys.pop_front();
+      const uint16_t slot = cluster::KeySlot(key);
+      if (!pass.slots.contains(slot)) continue;
+      // Read without the key's lock: values are immutable and cells serialize under their own,
+      // and whatever state is read, a live change after the fill's start replaces it at the
+      // backup (F3).
+      Result<CapturedState> state = CaptureState(store, key, now_ms);
+      if (!state.ok()) {
+        // A state that cannot travel (a frame header, S2.3): this fill cannot complete. It is
+        // not scanned again; the backup stays unfilled, as after a lost change.
+        r->CountCaptureFailure();
+        FLOE_LOG_ERROR("fill of slot {} for member {}: key not sent: {}", slot, backup,
+                       state.status().ToString());
+        fills_scanned.insert(pass.slots[slot].id);
+        pass.buffered -= pass.batch_bytes[slot];
+        pass.batches.erase(slot);
+        pass.batch_bytes.erase(slot);
+        pass.slots.erase(slot);
+        continue;
+      }
+      if (state->kind != replica::EntryKind::kPut) continue;  // gone or expired meanwhile
+      const uint64_t bytes = state->key.size() + state->body.size();
+      if (!pass.batches[slot].empty() && pass.batch_bytes[slot] + bytes > kFillBatchBytes) {
+        add(slot, false);
+        if (!pass.slots.contains(slot)) continue;
+      }
+      pass.batches[slot].push_back(std::move(state).value());
+      pass.batch_bytes[slot] += bytes;
+      pass.buffered += bytes;
+      if (pass.batches[slot].size() >= kFillBatchPuts ||
+          pass.batch_bytes[slot] >= kFillBatchBytes) {
+        add(slot, false);
+      }
+      // Many slots' small batches: the largest goes, so what the pass holds stays bounded.
+      while (pass.buffered > kFillBufferBytes) {
+        auto largest =
+            std::max_element(pass.batch_bytes.begin(), pass.batch_bytes.end(),
+                             [](const auto& a, const auto& b) { return a.second < b.second; });
+        add(largest->first, false);
       }
     }
-    if (finished) {
+    if (pass.scanned && pass.keys.empty()) {
+      // Every slot's last batch: what is left of each is small (kFillBufferBytes in all).
       std::vector<uint16_t> slots;
       for (const auto& [slot, ticket] : pass.slots) slots.push_back(slot);
       for (uint16_t slot : slots) add(slot, true);
@@ -143,36 +179,50 @@ void ClusterNode::Impl::DriveFills() {
 void ClusterNode::Impl::PostFillStep(uint64_t after_us) {
   if (fill_step_posted) return;
   fill_step_posted = true;
-  loop.PostAt(loop.NowMicros() + after_us, [this] { DriveFills(); });
+  loop.PostAt(loop.NowMicros() + after_us, [this] {
+    fill_step_posted = false;
+    DriveFills();
+  });
 }
 
 // F7: the filled backups still listed as filling, made in sync by the leader. One request at a
-// time; asked again at the next step after kInSyncAgainUs.
-void ClusterNode::Impl::AskInSync(const std::vector<replica::Sender::FillState>& fills) {
+// time, asked again kInSyncAgainUs after an answer; at most one backup per slot in a request
+// (each commit raises the slot's version).
+void ClusterNode::Impl::AskInSync(Replication& r,
+                                  const std::vector<replica::Sender::FillState>& fills) {
   const uint64_t now = loop.NowMicros();
   if (in_sync_asking || now < in_sync_next_us) return;
+  if (std::none_of(fills.begin(), fills.end(),
+                   [](const auto& f) { return f.done && !f.in_sync; })) {
+    return;
+  }
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
   if (m == nullptr) return;
-  const std::shared_ptr<const cluster::Table> table = m->table();
   const net::NodeId self = cluster->self();
-  const cluster::TableMember* me = table->FindMember(self);
+  const cluster::TableMember* me = m->table()->FindMember(self);
   if (me == nullptr || me->life != endpoint->incarnation()) return;
+  // The versions the Sender was configured at, read before its fills (W8): a fill done under
+  // an older configuration than the version named is refused by the leader as stale.
+  const std::vector<uint64_t> versions = r.ConfiguredVersions();
+  const std::vector<replica::Sender::FillState> now_fills = r.sender().Fills();
   BackupInSyncRequest request{.owner = self, .life = me->life};
-  for (const replica::Sender::FillState& f : fills) {
-    if (!f.done || f.in_sync || request.items.size() >= kMaxInSyncItems) continue;
-    const cluster::SlotState& st = table->slot(f.slot);
-    if (st.owner != self) continue;
+  std::set<uint16_t> named;
+  for (const replica::Sender::FillState& f : now_fills) {
+    if (!f.done || f.in_sync || versions[f.slot] == 0 || named.contains(f.slot)) continue;
+    if (request.items.size() >= kMaxInSyncItems) break;
+    named.insert(f.slot);
     request.items.push_back(
-        {.slot = f.slot, .version = st.version, .backup = f.id, .n = f.received});
+        {.slot = f.slot, .version = versions[f.slot], .backup = f.id, .n = f.received});
   }
   if (request.items.empty()) return;
   in_sync_asking = true;
-  OnBackupInSync(self, EncodeBackupInSync(request), [this](Result<std::string> r) {
-    loop.Post([this, ok = r.ok(), why = r.ok() ? std::string() : r.status().ToString()] {
-      in_sync_asking = false;
-      in_sync_next_us = loop.NowMicros() + kInSyncAgainUs;
-      if (!ok) FLOE_LOG_DEBUG("asking for backups in sync: {}", why);
-    });
+  OnBackupInSync(self, EncodeBackupInSync(request), [this](Result<std::string> answer) {
+    loop.Post(
+        [this, ok = answer.ok(), why = answer.ok() ? std::string() : answer.status().ToString()] {
+          in_sync_asking = false;
+          in_sync_next_us = loop.NowMicros() + kInSyncAgainUs;
+          if (!ok) FLOE_LOG_DEBUG("asking for backups in sync: {}", why);
+        });
   });
 }
 
@@ -197,7 +247,8 @@ void ClusterNode::Impl::OnBackupInSync(net::NodeId from, std::string_view bytes,
       return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
     }
     BackupInSyncRequest forward = *request;
-    forward.forwarded = true;
+    // An owner forwarding its own request sends it as its own: the leader checks the sender.
+    forward.forwarded = request->owner != cluster->self();
     endpoint->CallAsync(st.leader_id, kBackupInSyncMethod, EncodeBackupInSync(forward), timeout_us,
                         std::move(reply));
     return;

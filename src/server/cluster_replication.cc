@@ -197,6 +197,8 @@ void ClusterNode::Impl::OnReplicateAnswer(uint32_t backup, uint64_t message,
       Wake(waker);
     });
   }
+  // A fill that found a message in flight to its backup begins now, before the next message.
+  if (fills_begin_pending) BeginWantedFills(sender);
   Wake(waker);  // the next batch, and the committed n for the other backups
   if (!fill_passes.empty()) PostFillStep(0);  // a fill's window may have opened
 }
@@ -207,7 +209,7 @@ void ClusterNode::Impl::ReplicationTick() {
   loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
   if (r != nullptr && r->any_owned()) {
     Wake(waker);
-    DriveFills();  // S12: fills to begin, scan or report done
+    PostFillStep(0);  // S12: fills to begin, scan or report done
   }
   if (r != nullptr) r->ExpireHolds();  // H5
 }

@@ -202,8 +202,8 @@ Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes) {
   const Status bad = Status::Corruption("not a request to make backups in sync");
   if (!in.GetVarint64(&q.owner).ok() || !in.GetVarint64(&q.life).ok() ||
       !in.GetU8(&forwarded).ok() || !in.GetVarint64(&count).ok() || forwarded > 1 || q.owner == 0 ||
-      q.life == 0 || count == 0 || count > kMaxInSyncItems ||
-      count > in.remaining() / 5) {  // an item takes at least 5 bytes
+      q.owner >= cluster::kFirstReservedId || q.life == 0 || count == 0 ||
+      count > kMaxInSyncItems || count > in.remaining() / 5) {  // an item takes at least 5 bytes
     return bad;
   }
   q.forwarded = forwarded == 1;
@@ -212,7 +212,8 @@ Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes) {
   for (InSyncItem& item : q.items) {
     if (!in.GetFixed16(&item.slot).ok() || !in.GetVarint64(&item.version).ok() ||
         !in.GetVarint64(&item.backup).ok() || !in.GetVarint64(&item.n).ok() ||
-        item.slot >= cluster::kSlots || seen[item.slot] || item.backup == 0) {
+        item.slot >= cluster::kSlots || seen[item.slot] || item.backup == 0 ||
+        item.backup >= cluster::kFirstReservedId) {
       return bad;
     }
     seen[item.slot] = true;

@@ -83,8 +83,9 @@ void ExpectCopyEqual(InProcessCluster& c, size_t owner, size_t backup, uint16_t 
 }
 
 // F6, F7: a backup the table adds to a slot as filling (a SetBackups, as the planner commits
-// one) gets the slot's keys while a client writes, removes and expires keys of the slot, and
-// the leader makes it in sync; its copy then equals the owner's store.
+// one; the planner paused so that it keeps it) gets the slot's keys while a client writes, removes
+// and expires keys of the slot, and the leader makes it in sync; its copy then equals the owner's
+// store.
 TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
   constexpr size_t kMembers = 3;
   internal::ReplicasAtFounding one(1);
@@ -102,6 +103,9 @@ TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
       ASSERT_EQ(CommandTest::Decode(s.Run({"SET", keys[i], "v" + std::to_string(i)})).str, "OK");
     }
   }
+  // One value larger than a message's batch: it travels alone (review of the fill driver).
+  ASSERT_EQ(CommandTest::Decode(c.client(0).Run({"SET", keys[5], std::string(9 << 20, 'x')})).str,
+            "OK");
   std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
   const cluster::SlotState st = table->slot(slot);
   ASSERT_EQ(st.backups.size(), 1u);
@@ -131,20 +135,31 @@ TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
       }
     }
   });
+  // The planner would drop a filling backup the slot does not need (it keeps `replicas`):
+  // paused, the table keeps the one this test adds.
+  ASSERT_TRUE(
+      Propose(c, kMembers, {.kind = cluster::Change::Kind::kPausePlanner, .flag = true}).ok());
   cluster::Change add{.kind = cluster::Change::Kind::kSetBackups};
   add.slots.push_back(
       {.slot = slot, .version = st.version, .backups = st.backups, .filling = {third_id}});
   Status proposed = Propose(c, kMembers, add);
+  // F7: made in sync only once its fill ended there (its last batch installed).
+  bool filled_first = true;
   const bool in_sync = WaitFor(
       [&] {
         const cluster::SlotState& now = c.node(owner).meta()->table()->slot(slot);
-        return now.filling.empty() && now.backups.size() == 2;
+        const bool listed = now.filling.empty() && now.backups.size() == 2;
+        const replica::Receiver::SlotStats at =
+            c.engine(third).replication()->receiver().Stats(slot);
+        if (listed && (at.fill_id == 0 || at.filling)) filled_first = false;
+        return listed;
       },
       std::chrono::seconds(30));
   stop.store(true);
   writer.join();
   ASSERT_TRUE(proposed.ok()) << proposed.ToString();
   ASSERT_TRUE(in_sync);
+  EXPECT_TRUE(filled_first);
   table = c.node(owner).meta()->table();
   EXPECT_EQ(table->slot(slot).backups, (std::vector<net::NodeId>{st.backups[0], third_id}));
   // One more write after it is in sync commits only once the new backup has it too.
@@ -262,6 +277,12 @@ TEST(ReplicaFillTest, AnInSyncRequestIsCheckedWhenDecoded) {
   EXPECT_TRUE(refused(bad));
   bad = q;
   bad.items[0].backup = 0;
+  EXPECT_TRUE(refused(bad));
+  bad = q;
+  bad.items[0].backup = cluster::kFirstReservedId;  // not a member id (2^32 + 3 is not 3)
+  EXPECT_TRUE(refused(bad));
+  bad = q;
+  bad.owner = (uint64_t{1} << 32) + 2;
   EXPECT_TRUE(refused(bad));
   bad = q;
   bad.items.assign(internal::kMaxInSyncItems + 1, {.slot = 1, .backup = 1});

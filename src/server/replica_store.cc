@@ -205,10 +205,12 @@ void Replication::Follow(std::shared_ptr<const cluster::Table> table, uint32_t s
         // Restarted raises no slot version, but gives a backup the life it is sent as).
         Backups now{targets(st.backups), targets(st.filling)};
         auto v = configured_.find(s);
-        if (v != configured_.end() && v->second == now) continue;
-        Status c = sender_.Configure(s, st.ownership, now.first, now.second);
-        if (!c.ok()) FLOE_LOG_ERROR("replica of slot {}: {}", s, c.ToString());
-        configured_[s] = std::move(now);
+        if (v == configured_.end() || v->second != now) {
+          Status c = sender_.Configure(s, st.ownership, now.first, now.second);
+          if (!c.ok()) FLOE_LOG_ERROR("replica of slot {}: {}", s, c.ToString());
+          configured_[s] = std::move(now);
+        }
+        versions_[s] = st.version;  // after the Sender has this table's backups
       } else if (!st.backups.empty() || !st.filling.empty()) {
         to_own.push_back(s);
       }
@@ -237,6 +239,7 @@ void Replication::Follow(std::shared_ptr<const cluster::Table> table, uint32_t s
     owned_.insert(s);
     ownership_[s] = st.ownership;
     configured_[s] = std::move(now);
+    versions_[s] = st.version;
     // At once: a write the routes already send here is captured from now on.
     owned_count_.store(owned_.size(), std::memory_order_relaxed);
   }
@@ -258,6 +261,7 @@ std::vector<uint16_t> Replication::Unfollow(const std::shared_ptr<const cluster:
       sender_.Drop(s);
       owned_.erase(s);
       configured_.erase(s);
+      versions_[s] = 0;
       it = ownership_.erase(it);
     }
     owned_count_.store(owned_.size(), std::memory_order_relaxed);
@@ -272,6 +276,11 @@ std::vector<uint16_t> Replication::Unfollow(const std::shared_ptr<const cluster:
   }
   for (uint16_t s : forget) receiver_.Forget(s);
   return forget;
+}
+
+std::vector<uint64_t> Replication::ConfiguredVersions() const {
+  MutexLock lock(&mu_);
+  return versions_;
 }
 
 std::vector<uint16_t> Replication::OwnedSlots() const {

@@ -111,8 +111,8 @@ Result<RecordLifeRequest> DecodeRecordLife(std::string_view bytes);
 // table has, the backup and the n its fill's end reached (BackupInSync's seq). The answer is
 // empty; the leader commits one BackupInSync of every item the table still allows, a member
 // that does not lead forwards it there once. Decode: Corruption for anything else, an id or
-// life of 0, no item or more than kMaxInSyncItems, a slot past 16,383 or named twice, a
-// backup of 0.
+// life of 0, an owner or backup of 0 or at kFirstReservedId and above, no item or more than
+// kMaxInSyncItems, a slot past 16,383 or named twice.
 inline constexpr uint16_t kBackupInSyncMethod = 306;
 inline constexpr size_t kMaxInSyncItems = 1024;
 struct InSyncItem {

@@ -436,11 +436,12 @@ struct ClusterNode::Impl {
     uint64_t retry_at = 0;
   };
   std::map<uint32_t, Backoff> replica_backoff;  // loop thread only
-  // S12's fills at this owner (cluster_fill.cc, rules F6-F7), on the loop: the tick, an answer
-  // and a step whose time ran out call DriveFills.
+  // S12's fills at this owner (cluster_fill.cc, rules F6-F7, W6-W8), on the loop: the tick,
+  // an answer while a pass runs and a step whose time ran out post a step (one at a time).
   void DriveFills();
   void PostFillStep(uint64_t after_us);
-  void AskInSync(const std::vector<replica::Sender::FillState>& fills);
+  void BeginWantedFills(replica::Sender& sender);
+  void AskInSync(Replication& r, const std::vector<replica::Sender::FillState>& fills);
   // RPC 306 (any handler thread): the leader commits BackupInSync; others forward it once.
   void OnBackupInSync(net::NodeId from, std::string_view bytes, rpc::Reply reply);
   static constexpr uint64_t kInSyncAgainUs = 200'000;
@@ -450,18 +451,22 @@ struct ClusterNode::Impl {
   void RepairBackups();
   static constexpr uint64_t kRepairEveryUs = 500'000;
   bool repair_proposing = false;  // loop only
-  // One pass of the store for one backup: the slots it reads, and the puts read, by slot, not
-  // yet handed to the Sender.
+  // One pass of the store for one backup: the slots it reads, the keys its last read found
+  // and not yet taken, and the puts read, by slot, not yet handed to the Sender.
   struct FillPass {
     bool started = false;
+    bool scanned = false;  // the cursor came back to 0
     uint64_t cursor = 0;
     std::map<uint16_t, replica::Sender::FillTicket> slots;
+    std::deque<std::string> keys;
     std::map<uint16_t, std::vector<CapturedState>> batches;
     std::map<uint16_t, uint64_t> batch_bytes;
+    uint64_t buffered = 0;  // the sum of batch_bytes
   };
   std::map<uint32_t, FillPass> fill_passes;  // by backup; loop only
   std::set<uint64_t> fills_scanned;          // fill ids whose last batch was added; loop only
-  bool fill_step_posted = false;
+  bool fill_step_posted = false;             // loop only
+  bool fills_begin_pending = false;          // a wanted fill found a message in flight; loop only
   bool in_sync_asking = false;
   uint64_t in_sync_next_us = 0;
   // The capture's wake (any thread): one pump posted at a time. Shared with the hook the

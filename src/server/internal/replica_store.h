@@ -144,6 +144,10 @@ class Replication {
   bool any_owned() const { return owned_count_.load(std::memory_order_relaxed) != 0; }
   // The slots owned here with backups (FLUSHALL's slot flushes, S2.1).
   std::vector<uint16_t> OwnedSlots() const;
+  // W8: each slot's version in the last table whose backups the Sender was configured from
+  // (0: not owned here). Read before Sender::Fills, a done fill is never paired with a later
+  // table's version: a request naming it is refused as stale instead.
+  std::vector<uint64_t> ConfiguredVersions() const;
   // Changes whose key state could not be captured (a frame header: S2.3, not built): each is
   // logged and counted, never silent.
   uint64_t capture_failures() const { return capture_failures_.load(std::memory_order_relaxed); }
@@ -213,6 +217,8 @@ class Replication {
   using Backups = std::pair<std::vector<replica::Target>, std::vector<replica::Target>>;
   std::map<uint16_t, Backups> configured_ FLOE_GUARDED_BY(mu_);
   std::set<uint16_t> backed_ FLOE_GUARDED_BY(mu_);  // by the last table Follow saw
+  // Each owned slot's version in the last table Follow configured the Sender from (W8).
+  std::vector<uint64_t> versions_ FLOE_GUARDED_BY(mu_) = std::vector<uint64_t>(cluster::kSlots);
   std::atomic<size_t> owned_count_{0};
   std::atomic<uint64_t> capture_failures_{0};
 };
