@@ -275,6 +275,20 @@ struct Sender::Impl {
   bool Ready(const TargetState& t) const FLOE_REQUIRES(mu) {
     return !t.in_flight && !t.paused && !t.dirty.empty();
   }
+
+  // (slot, backup) of every backup of an owned slot whose progress `pred` accepts, by backup.
+  template <typename Pred>
+  std::vector<std::pair<uint16_t, uint32_t>> BackupsWhere(Pred pred) const FLOE_EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    std::vector<std::pair<uint16_t, uint32_t>> out;
+    for (const auto& [id, t] : targets) {
+      for (uint16_t slot : t.slots) {
+        auto pit = slots[slot].backups.find(id);
+        if (pit != slots[slot].backups.end() && pred(pit->second)) out.emplace_back(slot, id);
+      }
+    }
+    return out;
+  }
 };
 
 Sender::Sender() : impl_(std::make_unique<Impl>()) {}
@@ -822,18 +836,8 @@ std::vector<Sender::FillState> Sender::Fills() const {
 }
 
 std::vector<std::pair<uint16_t, uint32_t>> Sender::FillsWanted() const {
-  const Impl& im = *impl_;
-  MutexLock lock(&im.mu);
-  std::vector<std::pair<uint16_t, uint32_t>> out;
-  for (const auto& [id, t] : im.targets) {
-    for (uint16_t slot : t.slots) {
-      auto pit = im.slots[slot].backups.find(id);
-      if (pit == im.slots[slot].backups.end()) continue;
-      const Progress& p = pit->second;
-      if (p.needs_fill || (!p.in_sync && p.fill.id == 0)) out.emplace_back(slot, id);
-    }
-  }
-  return out;
+  return impl_->BackupsWhere(
+      [](const Progress& p) { return p.needs_fill || (!p.in_sync && p.fill.id == 0); });
 }
 
 uint64_t Sender::closed(uint16_t slot) const {
@@ -865,16 +869,7 @@ std::vector<uint32_t> Sender::Ready() const {
 }
 
 std::vector<std::pair<uint16_t, uint32_t>> Sender::NeedsFill() const {
-  const Impl& im = *impl_;
-  MutexLock lock(&im.mu);
-  std::vector<std::pair<uint16_t, uint32_t>> out;
-  for (const auto& [id, t] : im.targets) {
-    for (uint16_t slot : t.slots) {
-      auto pit = im.slots[slot].backups.find(id);
-      if (pit != im.slots[slot].backups.end() && pit->second.needs_fill) out.emplace_back(slot, id);
-    }
-  }
-  return out;
+  return impl_->BackupsWhere([](const Progress& p) { return p.needs_fill; });
 }
 
 uint64_t Sender::queued_bytes() const { return impl_->queued_seen.load(std::memory_order_relaxed); }

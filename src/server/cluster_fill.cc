@@ -233,26 +233,14 @@ void ClusterNode::Impl::OnBackupInSync(net::NodeId from, std::string_view bytes,
   if (!request->forwarded && request->owner != from) {
     return reply(Status::PermissionDenied("an owner asks for its own slots only"));
   }
-  cluster::Meta* m = nullptr;
-  {
-    MutexLock lock(&meta_mu);
-    m = meta.get();
-  }
-  if (m == nullptr || meta_refused.load() || removed.load()) {
-    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
-  }
-  const consensus::State st = m->raft();
-  if (!st.leader) {
-    if (request->forwarded || st.leader_id == 0) {
-      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
-    }
-    BackupInSyncRequest forward = *request;
+  auto forward = [this, &request] {
+    BackupInSyncRequest f = *request;
     // An owner forwarding its own request sends it as its own: the leader checks the sender.
-    forward.forwarded = request->owner != cluster->self();
-    endpoint->CallAsync(st.leader_id, kBackupInSyncMethod, EncodeBackupInSync(forward), timeout_us,
-                        std::move(reply));
-    return;
-  }
+    f.forwarded = request->owner != cluster->self();
+    return EncodeBackupInSync(f);
+  };
+  cluster::Meta* m = LeaderOrForward(kBackupInSyncMethod, request->forwarded, forward, reply);
+  if (m == nullptr) return;
   const std::shared_ptr<const cluster::Table> table = m->table();
   if (table->FindMember(from) == nullptr) {
     return reply(Status::PermissionDenied("only a member asks for backups in sync"));

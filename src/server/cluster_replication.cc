@@ -91,25 +91,15 @@ void ClusterNode::Impl::OnRecordLife(net::NodeId from, std::string_view bytes, r
   if (request->id >= cluster::kFirstReservedId) {
     return reply(Status::FailedPrecondition("no member " + std::to_string(request->id)));
   }
-  cluster::Meta* m = nullptr;
-  {
-    MutexLock lock(&meta_mu);
-    m = meta.get();
-  }
-  if (m == nullptr || meta_refused.load() || removed.load()) {
-    return reply(Status::Unavailable("the agreed metadata does not run at this member"));
-  }
-  const consensus::State st = m->raft();
-  if (!st.leader) {
-    if (request->forwarded || st.leader_id == 0) {
-      return reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
-    }
-    RecordLifeRequest forward = *request;
-    forward.forwarded = true;
-    endpoint->CallAsync(st.leader_id, kRecordLifeMethod, EncodeRecordLife(forward), timeout_us,
-                        std::move(reply));
-    return;
-  }
+  cluster::Meta* m = LeaderOrForward(
+      kRecordLifeMethod, request->forwarded,
+      [&request] {
+        RecordLifeRequest forward = *request;
+        forward.forwarded = true;
+        return EncodeRecordLife(forward);
+      },
+      reply);
+  if (m == nullptr) return;
   const auto id = static_cast<net::NodeId>(request->id);
   const std::shared_ptr<const cluster::Table> table = m->table();
   if (table->FindMember(from) == nullptr) {
@@ -126,6 +116,28 @@ void ClusterNode::Impl::OnRecordLife(net::NodeId from, std::string_view bytes, r
     if (!s.ok()) return reply(s);
     reply(std::string());
   });
+}
+
+cluster::Meta* ClusterNode::Impl::LeaderOrForward(uint16_t method, bool forwarded,
+                                                  const std::function<std::string()>& forward,
+                                                  rpc::Reply& reply) {
+  cluster::Meta* m = nullptr;
+  {
+    MutexLock lock(&meta_mu);
+    m = meta.get();
+  }
+  if (m == nullptr || meta_refused.load() || removed.load()) {
+    reply(Status::Unavailable("the agreed metadata does not run at this member"));
+    return nullptr;
+  }
+  const consensus::State st = m->raft();
+  if (st.leader) return m;
+  if (forwarded || st.leader_id == 0) {
+    reply(Status::Unavailable("no leader of the agreed metadata here; retry"));
+  } else {
+    endpoint->CallAsync(st.leader_id, method, forward(), timeout_us, std::move(reply));
+  }
+  return nullptr;
 }
 
 // ---- W3: the backup's side ----

@@ -419,6 +419,12 @@ struct ClusterNode::Impl {
   void RecordLife();
   static constexpr uint64_t kRecordLifeEveryUs = 500'000;
   void OnRecordLife(net::NodeId from, std::string_view bytes, rpc::Reply reply);
+  // For a request the Raft leader must take (RPC 305, 306): the agreed metadata when this
+  // member leads it; otherwise null, the request having been sent to the leader with `method`
+  // (the bytes `forward` makes) unless it was `forwarded` already or no leader is known, when
+  // `reply` is answered Unavailable.
+  cluster::Meta* LeaderOrForward(uint16_t method, bool forwarded,
+                                 const std::function<std::string()>& forward, rpc::Reply& reply);
   // W3: a REPLICATE from a slot's owner, on a class-2 handler thread.
   Result<std::string> OnReplicate(std::string_view bytes);
   // W4: sends the next REPLICATE to each backup that is ready; on the loop.
