@@ -199,7 +199,8 @@ void ClusterNode::Impl::AskInSync(Replication& r,
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
   if (m == nullptr) return;
   const net::NodeId self = cluster->self();
-  const cluster::TableMember* me = m->table()->FindMember(self);
+  const std::shared_ptr<const cluster::Table> table = m->table();  // keeps `me` alive
+  const cluster::TableMember* me = table->FindMember(self);
   if (me == nullptr || me->life != endpoint->incarnation()) return;
   // The versions the Sender was configured at, read before its fills (W8): a fill done under
   // an older configuration than the version named is refused by the leader as stale.

@@ -89,7 +89,9 @@ void ExpectCopyEqual(InProcessCluster& c, size_t owner, size_t backup, uint16_t 
 TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
   constexpr size_t kMembers = 3;
   internal::ReplicasAtFounding one(1);
-  ClientCluster c(kMembers);
+  // A node timeout of 3 s: the 9 MiB value's change may take more than the default bound of
+  // 2 s to reach its backup under ThreadSanitizer.
+  ClientCluster c(InProcessCluster::Options{.members = kMembers, .timeout_ms = 3000});
   ASSERT_TRUE(c.WaitFormed());
   // 700 keys of one slot (three batches and more), through every member's clients.
   std::vector<std::string> keys;
@@ -147,7 +149,7 @@ TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
   bool filled_first = true;
   const bool in_sync = WaitFor(
       [&] {
-        const cluster::SlotState& now = c.node(owner).meta()->table()->slot(slot);
+        const cluster::SlotState now = c.node(owner).meta()->table()->slot(slot);
         const bool listed = now.filling.empty() && now.backups.size() == 2;
         const replica::Receiver::SlotStats at =
             c.engine(third).replication()->receiver().Stats(slot);
