@@ -17,6 +17,7 @@
 #include "server/internal/cluster_testing.h"
 #include "server/internal/replica_store.h"
 #include "server/internal/replica_store_testing.h"
+#include "testing/process.h"
 
 namespace floe::server {
 namespace {
@@ -50,22 +51,13 @@ Status Propose(InProcessCluster& c, size_t members, const cluster::Change& chang
   return result.get();
 }
 
-bool WaitFor(const std::function<bool()>& done, std::chrono::seconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
-
 // Every key of `keys` as the owner's store holds it is what `backup`'s replica store holds,
 // once the owner's changes of the slot all committed and were installed there.
 void ExpectCopyEqual(InProcessCluster& c, size_t owner, size_t backup, uint16_t slot,
                      const std::vector<std::string>& keys) {
   internal::Replication& r = *c.engine(owner).replication();
   internal::Replication& b = *c.engine(backup).replication();
-  ASSERT_TRUE(WaitFor(
+  ASSERT_TRUE(floe::testing::WaitFor(
       [&] {
         const uint64_t started = r.sender().started(slot);
         return r.sender().committed(slot) == started && b.receiver().Stats(slot).applied == started;
@@ -147,7 +139,7 @@ TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
   Status proposed = Propose(c, kMembers, add);
   // F7: made in sync only once its fill ended there (its last batch installed).
   bool filled_first = true;
-  const bool in_sync = WaitFor(
+  const bool in_sync = floe::testing::WaitFor(
       [&] {
         const cluster::SlotState now = c.node(owner).meta()->table()->slot(slot);
         const bool listed = now.filling.empty() && now.backups.size() == 2;
@@ -233,7 +225,7 @@ TEST(ReplicaFillTest, SlotsWhoseBackupRestartedGetABackupAgain) {
     }
     return true;
   };
-  ASSERT_TRUE(WaitFor(whole, std::chrono::seconds(60)));
+  ASSERT_TRUE(floe::testing::WaitFor(whole, std::chrono::seconds(60)));
   const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
   size_t refilled = 0;
   for (const std::string& k : keys) {
