@@ -275,9 +275,13 @@ class Sender {
   // backup confirmed for a promotion (S15), the n a move froze at (G). Numbering goes on from
   // n + 1; anything queued under an earlier ownership is dropped and its waiters fail
   // (Aborted). FailedPrecondition unless `ownership` is above every ownership this Sender had
-  // for the slot (a number is never reused under one ownership).
+  // for the slot (a number is never reused under one ownership). `committed`, when given and
+  // below n, is a promotion's (S15, docs/replication.md W12): the changes up to n are in this
+  // member's store but only those up to `committed` are known to be in every in-sync backup, so
+  // nothing past it commits until each in-sync backup confirmed n or was filled; with no
+  // in-sync backup, n commits at once.
   Status Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Target> in_sync,
-             std::vector<Target> filling);
+             std::vector<Target> filling, std::optional<uint64_t> committed = std::nullopt);
   // The slot's backups as the applied table has them (a later change of them): in sync and
   // filling. A backup not listed before is first asked how far it is (a message with no changes);
   // it then gets what it lacks, or, if that was already dropped here, is reported by NeedsFill

@@ -307,7 +307,7 @@ Sender::~Sender() {
 }
 
 Status Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Target> in_sync,
-                   std::vector<Target> filling) {
+                   std::vector<Target> filling, std::optional<uint64_t> committed) {
   if (slot >= kSlots) return Status::InvalidArgument("replication: slot out of range");
   Impl& im = *impl_;
   Impl::Callbacks run;
@@ -324,12 +324,15 @@ Status Sender::Own(uint16_t slot, uint64_t ownership, uint64_t n, std::vector<Ta
     im.Prune();
     st.owned = true;
     st.ownership = st.last_ownership = ownership;
-    st.start = st.started = st.closed = st.committed = n;
+    st.start = st.started = st.closed = n;
+    // S15: a promotion's changes past what it knew committed commit once every in-sync backup
+    // confirmed them (SetBackups asks each where it is; Advance then counts it).
+    st.committed = std::min(committed.value_or(n), n);
     // A start past the lost change covers it (a fill's, a promotion's); one below it does not:
     // a backup there still lacks the write this store holds.
     if (n >= st.lost) st.lost = 0;
     im.started_n[slot].store(n, std::memory_order_release);
-    im.committed_n[slot].store(n, std::memory_order_release);
+    im.committed_n[slot].store(st.committed, std::memory_order_release);
     // Backups before the first change can be numbered (R9: nothing commits without them).
     im.SetBackups(slot, std::move(in_sync), std::move(filling), &run);
     im.serving[slot].store(true, std::memory_order_release);
