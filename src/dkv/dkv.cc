@@ -481,6 +481,14 @@ bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys, const std::func
   return impl_->ApplyIfFree(keys, apply, writer, sent_us);
 }
 bool Dkv::InApply() { return internal::applying_here > 0; }
+void Dkv::WaitOutCopies(std::function<bool(std::string_view key)> covers, uint64_t wait_us) {
+  Impl& im = *impl_;
+  const uint64_t until = im.loop.NowMicros() + wait_us;
+  MutexLock lock(&im.adopt_mu);
+  im.adoptions.push_back({.covers = std::move(covers), .until_us = until});
+  im.adopting.store(true, std::memory_order_release);
+}
+
 void Dkv::Reserve(std::vector<std::string> keys, std::function<void()> ready, NodeId writer,
                   uint64_t sent_us) {
   std::sort(keys.begin(), keys.end());

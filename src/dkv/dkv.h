@@ -207,6 +207,14 @@ class Dkv {
   // need no invalidation.
   bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply,
                    NodeId writer = 0, uint64_t sent_us = 0);
+  // Keys this home took over from a home whose life ended (a slot promoted to this member,
+  // docs/replication.md W13): that life may have handed out copies nobody here knows of, each
+  // valid until at most the lease plus its margin after it ended. So for `wait_us` from now
+  // the changes of every key `covers` accepts wait as in the start-up grace (L4): ApplyIfFree
+  // refuses them and Reserve (and ReserveAll, which may change any key) grants them only after.
+  // Reads and GETs are answered meanwhile. `covers` runs under no lock of the Dkv's, on the
+  // thread that changes a key; it must be cheap and thread-safe.
+  void WaitOutCopies(std::function<bool(std::string_view key)> covers, uint64_t wait_us);
   // True on a thread running an ApplyIfFree's `apply` (of any Dkv): its stripe locks are held,
   // and the loop thread takes them, so what runs there must not wait for another node.
   static bool InApply();

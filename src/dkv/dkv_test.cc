@@ -680,6 +680,38 @@ TEST(DkvExternalTest, ReserveAllKeepsCopiesFromBeingMade) {
   EXPECT_EQ(c.GetText(1, "n2:j"), "<absent>");
 }
 
+// docs/replication.md W13: keys a home takes over from a life that ended wait out that life's
+// copies: their changes are refused by ApplyIfFree and granted to a reservation only once the
+// wait has passed; other keys, and reads, are served meanwhile; ReserveAll waits too.
+TEST(DkvExternalTest, ChangesOfAdoptedKeysWaitOutTheOldCopies) {
+  ExternalHomes homes;
+  SimCluster c(3, testing::Seed(1, true), homes.Tweak());
+  homes.Set(2, "n2:adopted", "v");
+  constexpr uint64_t kWait = 500'000;
+  const uint64_t start = c.net.NowMicros();
+  c.at(2).WaitOutCopies([](std::string_view k) { return k == "n2:adopted"; }, kWait);
+  EXPECT_FALSE(c.at(2).ApplyIfFree({"n2:adopted"}, [] {}));
+  EXPECT_FALSE(c.at(2).ApplyIfFree({"n2:other", "n2:adopted"}, [] {}));
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:other"}, [] {}));
+  EXPECT_EQ(c.GetText(1, "n2:adopted"), "v");
+  uint64_t ready_at = 0;
+  c.at(2).Reserve({"n2:adopted"}, [&] { ready_at = c.net.NowMicros(); });
+  std::optional<uint64_t> all_at;
+  c.at(2).ReserveAll([&](std::vector<std::string> keys) {
+    all_at = c.net.NowMicros();
+    c.at(2).ReleaseAll(keys);
+  });
+  c.net.RunUntil([&] { return ready_at != 0; }, 10'000'000);
+  ASSERT_NE(ready_at, 0u);
+  EXPECT_GE(ready_at - start, kWait);
+  c.at(2).Release({"n2:adopted"});
+  c.net.RunUntil([&] { return all_at.has_value(); }, 10'000'000);
+  ASSERT_TRUE(all_at.has_value());
+  EXPECT_GE(*all_at - start, kWait);
+  // Past the wait the adoption is gone: changes run at once again.
+  EXPECT_TRUE(c.at(2).ApplyIfFree({"n2:adopted"}, [] {}));
+}
+
 TEST(DkvExternalTest, ExportHookRefusesValues) {
   ExternalHomes homes;
   SimCluster c(3, testing::Seed(1, true), [&](NodeId id, Options& o) {

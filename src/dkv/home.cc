@@ -202,6 +202,22 @@ bool Dkv::Impl::Started() {
   return ok;
 }
 
+bool Dkv::Impl::Adopted(const std::string_view* key, uint64_t* until) {
+  if (!adopting.load(std::memory_order_acquire)) return false;
+  const uint64_t now = loop.NowMicros();
+  MutexLock lock(&adopt_mu);
+  std::erase_if(adoptions, [now](const Adoption& a) { return a.until_us <= now; });
+  if (adoptions.empty()) adopting.store(false, std::memory_order_release);
+  bool covered = false;
+  for (const Adoption& a : adoptions) {
+    if (key == nullptr || a.covers(*key)) {
+      covered = true;
+      *until = std::max(*until, a.until_us);
+    }
+  }
+  return covered;
+}
+
 bool Dkv::Impl::Free(const Stripe& s, const std::string& key, NodeId writer, uint64_t sent_us)
     FLOE_REQUIRES(s.mu) {
   auto it = s.home.find(key);
@@ -216,6 +232,12 @@ bool Dkv::Impl::ApplyIfFree(const std::vector<std::string_view>& keys,
                             const std::function<void()>& apply, NodeId writer,
                             uint64_t sent_us) FLOE_NO_THREAD_SAFETY_ANALYSIS {
   if (!Started()) return false;
+  if (adopting.load(std::memory_order_relaxed)) [[unlikely]] {
+    uint64_t until = 0;
+    for (std::string_view k : keys) {
+      if (Adopted(&k, &until)) return false;  // W13: the reservation waits it out
+    }
+  }
   // The stripes in index order, each once: two callers cannot deadlock. One key (the common
   // case) allocates nothing.
   size_t one = 0;
@@ -282,7 +304,25 @@ void Dkv::Impl::ReserveFrom(std::shared_ptr<Reservation> r, bool first_call) {
                 });
     return;
   }
+  // W13: keys taken over from a life that ended wait until its copies lapsed. ReserveAll's
+  // change may touch any key: it waits out every adoption before its first key.
+  auto adopted = [this, &r](const std::string_view* key) {
+    uint64_t until = 0;
+    if (!adopting.load(std::memory_order_relaxed) || !Adopted(key, &until)) [[likely]] {
+      return false;
+    }
+    loop.PostAt(std::min(until, loop.NowMicros() + 10'000),
+                [self = shared_from_this(), r]() mutable {
+                  self->ReserveFrom(std::move(r), /*first_call=*/false);
+                });
+    return true;
+  };
+  if (r->every_key && r->next == 0 && adopted(nullptr)) return;
   while (r->next < r->keys.size()) {
+    if (!r->every_key) {
+      const std::string_view key = r->keys[r->next];
+      if (adopted(&key)) return;
+    }
     r->handoff.store(0, std::memory_order_release);
     After after;
     const std::string& key = r->keys[r->next];
@@ -370,6 +410,7 @@ void Dkv::Impl::ReserveAll(std::function<void(std::vector<std::string>)> ready) 
   }
   std::sort(keys.begin(), keys.end());
   auto r = std::make_shared<Reservation>();
+  r->every_key = true;
   auto shared = std::make_shared<std::vector<std::string>>(keys);
   r->keys = std::move(keys);
   r->ready = [shared, ready = std::move(ready)]() mutable { ready(std::move(*shared)); };

@@ -262,6 +262,16 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // ---- writes the caller applies itself (rules X1-X3) ----
 
   bool Started();
+  // WaitOutCopies: the adoptions still running, and whether `key` (any key, when null) is in
+  // one; ends the adoptions that ran out. `until` gets the latest end of those that cover it.
+  struct Adoption {
+    std::function<bool(std::string_view)> covers;
+    uint64_t until_us = 0;
+  };
+  Mutex adopt_mu;
+  std::vector<Adoption> adoptions FLOE_GUARDED_BY(adopt_mu);
+  std::atomic<bool> adopting{false};  // adoptions is not empty: the hot path's one load
+  bool Adopted(const std::string_view* key, uint64_t* until) FLOE_EXCLUDES(adopt_mu);
 
   // Whether `key` has nothing a change by `writer` (its copies dropped before `sent_us`, rule
   // X4) must wait for.
@@ -276,7 +286,8 @@ struct Dkv::Impl : std::enable_shared_from_this<Impl> {
   // an MSET of 100,000 free keys is a loop, not 100,000 nested calls).
   struct Reservation {
     std::vector<std::string> keys;
-    NodeId writer = 0;  // whose copies from before sent_us are gone already (rule X4)
+    bool every_key = false;  // ReserveAll's: waits out every adoption (WaitOutCopies)
+    NodeId writer = 0;       // whose copies from before sent_us are gone already (rule X4)
     uint64_t sent_us = 0;
     size_t next = 0;
     std::function<void()> ready;
