@@ -703,7 +703,17 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   // they send them away (its changes in between are the old ownership's, refused by backups).
   Replication* replication = engine->replication();
   const uint64_t life = endpoint->incarnation();
-  if (replication != nullptr) replication->Follow(table, self, life);
+  if (replication != nullptr) {
+    std::vector<uint16_t> promoted = replication->Follow(table, self, life);
+    if (!promoted.empty() && dkv != nullptr) {
+      // W13: the dead owner's copies of these keys lapse within the start-up grace of its end,
+      // which came before this apply; until then the keys' changes wait here.
+      auto slots = std::make_shared<std::vector<bool>>(cluster::kSlots, false);
+      for (uint16_t s : promoted) (*slots)[s] = true;
+      dkv->WaitOutCopies([slots](std::string_view key) { return (*slots)[cluster::KeySlot(key)]; },
+                         dkv_start_grace_us);
+    }
+  }
   // H5: a request forwarded to a home waits out the home's hold bound too.
   makes_backups.store(table->replicas() > 0, std::memory_order_relaxed);
   // W1: a cluster that makes backups serves a member's keys once its life is listed; one that

@@ -592,6 +592,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
   d.timeout_us = impl->timeout_us;
   d.lease_us = o.lease_us;
   d.start_grace_us = o.lease_us + o.lease_us / 20 + 1000;
+  impl->dkv_start_grace_us = d.start_grace_us;
   d.peers = o.peers;
   // Patience, then the lease and its margin (docs/rpc.md, "Leases": 2% + 1 ms).
   impl->holder_wait_us = d.invalidate_patience_us + d.lease_us + d.lease_us / 50 + 1000;

@@ -125,6 +125,10 @@ void InfoSection(CommandContext& ctx, std::string_view name, std::string* out) {
       Line(out, "replica_used_memory", e.ReplicaStoreBytes());
       Line(out, "replica_install_failures", static_cast<int64_t>(r->store().install_failures()));
       Line(out, "replica_capture_failures", static_cast<int64_t>(r->capture_failures()));
+      // Promotions (W10): slots taken over here from an owner whose life ended, and those whose
+      // copy was incomplete.
+      Line(out, "replica_promotions", static_cast<int64_t>(r->promotions()));
+      Line(out, "replica_promotion_failures", static_cast<int64_t>(r->promotion_failures()));
       // The stream (W2, W4): slots owned here with backups, and changes not yet acknowledged.
       Line(out, "replica_owned_slots", static_cast<int64_t>(r->OwnedSlots().size()));
       Line(out, "replica_queued_bytes", static_cast<int64_t>(r->sender().queued_bytes()));

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <optional>
 
 #include "base/base.h"
 #include "cluster/cluster.h"
@@ -76,6 +78,41 @@ void ReplicaStore::DropSlots(const std::vector<uint16_t>& slots) {
     if (drop[cluster::KeySlot(v.key())]) keys.emplace_back(v.key());
   });
   for (const std::string& k : keys) store_.Remove(k);
+}
+
+size_t ReplicaStore::MoveSlotsTo(const std::vector<uint16_t>& slots, store::Store& to) {
+  if (slots.empty()) return 0;
+  std::vector<bool> move(cluster::kSlots, false);
+  for (uint16_t s : slots) move[s % cluster::kSlots] = true;
+  std::vector<std::string> keys;
+  store_.ForEach([&](const store::Value& v) {
+    if (move[cluster::KeySlot(v.key())]) keys.emplace_back(v.key());
+  });
+  size_t moved = 0;
+  for (const std::string& k : keys) {
+    store::ValuePtr v = store_.Take(k);
+    if (!v) continue;
+    moved++;
+    if (v->decoded() != nullptr) {
+      // Its decoded object charges this store's account: rebuilt against the main store's.
+      MemoryReservation reserved;
+      Result<std::string> body = DumpBody(*v);
+      Result<store::ValuePtr> rebuilt =
+          body.ok() ? BuildValue({*engine_, to.memory_account(), reserved}, v->key(), v->type(),
+                                 *body, v->expire_at_ms())
+                    : Result<store::ValuePtr>(body.status());
+      if (rebuilt.ok()) {
+        to.Put(std::move(rebuilt).value());
+        continue;
+      }
+      FLOE_LOG_WARN(
+          "promotion: key of {} bytes moved as it was ({}): its bytes stay counted as "
+          "the replica store's",
+          k.size(), rebuilt.status().ToString());
+    }
+    to.Put(std::move(v));
+  }
+  return moved;
 }
 
 bool ReplicaStore::Reserve(uint64_t bytes) {
@@ -173,10 +210,12 @@ bool LifeListed(const cluster::Table& table, uint32_t self, uint64_t life) {
 
 }  // namespace
 
-void Replication::Follow(std::shared_ptr<const cluster::Table> table, uint32_t self,
-                         uint64_t life) {
+std::vector<uint16_t> Replication::Follow(std::shared_ptr<const cluster::Table> table,
+                                          uint32_t self, uint64_t life) {
+  // From here the Receiver fences every message of an older ownership (S7): a slot promoted
+  // below takes no change of its old owner's once Promote has it.
   view_.Set(table, self, life);
-  if (table->members().empty() || !LifeListed(*table, self, life)) return;
+  if (table->members().empty() || !LifeListed(*table, self, life)) return {};
   auto targets = [&table](const std::vector<net::NodeId>& ids) {
     std::vector<replica::Target> out;
     out.reserve(ids.size());
@@ -186,6 +225,59 @@ void Replication::Follow(std::shared_ptr<const cluster::Table> table, uint32_t s
     }
     return out;
   };
+  // W10: the slots this member backed and now owns under an ownership it has not promoted.
+  struct Promoting {
+    uint16_t slot;
+    uint64_t n = 0;          // the Sender numbers on from it
+    uint64_t committed = 0;  // what this member had installed before: known committed
+  };
+  std::vector<Promoting> promoting;
+  {
+    MutexLock lock(&mu_);
+    for (uint16_t s : backed_) {
+      const cluster::SlotState& st = table->slot(s);
+      if (st.owner != self) continue;
+      auto p = promoted_.find(s);
+      if (p != promoted_.end() && p->second.first == st.ownership) continue;
+      promoting.push_back({.slot = s});
+    }
+  }
+  std::vector<uint16_t> promoted;
+  promoted.reserve(promoting.size());
+  std::map<uint16_t, uint64_t> promoted_floor;  // W12's committed, by slot
+  for (Promoting& p : promoting) {
+    // Asked outside mu_: the Receiver's lock is held across installs.
+    const replica::Receiver::SlotStats was = receiver_.Stats(p.slot);
+    p.committed = was.applied;
+    Status s = receiver_.Promote(p.slot, was.received);
+    if (s.ok()) {
+      p.n = was.received;
+    } else {
+      // Lost, still being filled, or holding fill state past what it received: served with
+      // what was installed (W10). Its acknowledged writes may be missing: said loudly.
+      promotion_failures_.fetch_add(1, std::memory_order_relaxed);
+      p.n = receiver_.Stats(p.slot).applied;
+      receiver_.Forget(p.slot);
+      FLOE_LOG_ERROR(
+          "slot {}: promoted here with an incomplete copy ({}); it is served with the {} "
+          "changes installed",
+          p.slot, s.ToString(), p.n);
+    }
+    promoted.push_back(p.slot);
+    promoted_floor[p.slot] = std::min(p.committed, p.n);
+  }
+  if (!promoted.empty()) {
+    // W11: before the routes send the slots' requests here.
+    const size_t keys = store_.MoveSlotsTo(promoted, engine_->store());
+    promotions_.fetch_add(promoted.size(), std::memory_order_relaxed);
+    FLOE_LOG_INFO("promoted {} slot(s) to this member: {} key(s) moved to the main store",
+                  promoted.size(), keys);
+    MutexLock lock(&mu_);
+    for (const Promoting& p : promoting) {
+      promoted_[p.slot] = {table->slot(p.slot).ownership, p.n};
+      backed_.erase(p.slot);  // not forgotten by Unfollow: its keys left the replica store
+    }
+  }
   std::vector<uint16_t> to_own;
   {
     MutexLock lock(&mu_);
@@ -219,19 +311,19 @@ void Replication::Follow(std::shared_ptr<const cluster::Table> table, uint32_t s
   for (uint16_t s : to_own) {
     const cluster::SlotState& st = table->slot(s);
     // Numbering goes on from what this member has of the slot: 0 for a new cluster's slot;
-    // what it installed as the slot's backup when it becomes the owner (the move of those keys
-    // into the main store is promotion's, wiring step 5). Asked outside mu_: the Receiver's
-    // lock is held across installs.
-    const uint64_t n = std::max(sender_.started(s), receiver_.Stats(s).applied);
+    // what a promotion installed (W12). Asked outside mu_: the Receiver's lock is held across
+    // installs.
+    uint64_t n = std::max(sender_.started(s), receiver_.Stats(s).applied);
+    std::optional<uint64_t> committed;
+    if (auto p = promoted_floor.find(s); p != promoted_floor.end()) {
+      committed = p->second;  // promoted now: S15's confirmation first
+    }
     MutexLock lock(&mu_);
-    if (backed_.count(s) != 0) {
-      FLOE_LOG_WARN(
-          "slot {}: owned here after backing it; its copy stays in the replica store "
-          "(promotion is not built)",
-          s);
+    if (auto p = promoted_.find(s); p != promoted_.end() && p->second.first == st.ownership) {
+      n = std::max(n, p->second.second);
     }
     Backups now{targets(st.backups), targets(st.filling)};
-    Status o = sender_.Own(s, st.ownership, n, now.first, now.second);
+    Status o = sender_.Own(s, st.ownership, n, now.first, now.second, committed);
     if (!o.ok()) {
       FLOE_LOG_ERROR("replica of slot {}: {}", s, o.ToString());
       continue;
@@ -243,6 +335,7 @@ void Replication::Follow(std::shared_ptr<const cluster::Table> table, uint32_t s
     // At once: a write the routes already send here is captured from now on.
     owned_count_.store(owned_.size(), std::memory_order_relaxed);
   }
+  return promoted;
 }
 
 std::vector<uint16_t> Replication::Unfollow(const std::shared_ptr<const cluster::Table>& table,

@@ -369,6 +369,7 @@ struct ClusterNode::Impl {
   Result<std::string> OnRemovedNotice(net::NodeId from, std::string_view request);
   dkv::Dkv::Slot dkv_slot = dkv::Dkv::MakeSlot();  // the endpoint's lease hook reaches it
   std::unique_ptr<dkv::Dkv> dkv;                   // destroyed before the endpoint
+  uint64_t dkv_start_grace_us = 0;  // rule L4's; a promotion's writes wait as long (W13)
   std::atomic<bool> stopped{false};
 
   // A forwarded request and where its answer goes (the RPC layer's, answered once).

@@ -56,6 +56,13 @@ class ReplicaStore final : public replica::Sink {
   // Removes every key of these slots (a backup that no longer backs them, W2). Not under the
   // Receiver's lock: a slot forgotten there first.
   void DropSlots(const std::vector<uint16_t>& slots);
+  // A promotion (docs/replication.md W11): every key of these slots leaves this store for
+  // `to`, the main store. A value with no decoded object moves as a pointer; one with a decoded
+  // object (its bytes charged to this store's account) is rebuilt from its DUMP body against
+  // `to`'s account, and moves as a pointer only if that fails. Returns the keys moved. Not
+  // under the Receiver's lock; nothing else writes these slots here meanwhile (their streams
+  // are promoted, and no request of theirs reaches `to` yet).
+  size_t MoveSlotsTo(const std::vector<uint16_t>& slots, store::Store& to);
 
   bool Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
                std::vector<std::string>* need_state) override;
@@ -100,7 +107,8 @@ class AppliedTableView final : public replica::TableView {
 // cost a write pays. Own and Drop go through here so that count stays right.
 class Replication {
  public:
-  explicit Replication(Engine* engine) : store_(engine), receiver_(&view_, &store_) {}
+  explicit Replication(Engine* engine)
+      : engine_(engine), store_(engine), receiver_(&view_, &store_) {}
 
   ReplicaStore& store() { return store_; }
   const ReplicaStore& store() const { return store_; }
@@ -114,7 +122,12 @@ class Replication {
   // backups or their lives changed), and stays owned when its backups go to none. Unfollow, after:
   // a slot it no longer owns is dropped, and the stream of one it no longer backs is forgotten;
   // returns those, whose keys the caller drops from the replica store (DropSlots) off this thread.
-  void Follow(std::shared_ptr<const cluster::Table> table, uint32_t self, uint64_t life);
+  // Follow also promotes (W10-W12): a slot this member backed and now owns under a new
+  // ownership gets its Receiver's received changes installed and its keys moved into the main
+  // store before the routes send its requests here. Returns the slots promoted, whose keys'
+  // changes the caller makes wait out the old owner's copies (W13).
+  std::vector<uint16_t> Follow(std::shared_ptr<const cluster::Table> table, uint32_t self,
+                               uint64_t life);
   std::vector<uint16_t> Unfollow(const std::shared_ptr<const cluster::Table>& table, uint32_t self,
                                  uint64_t life);
   // W4: called after a capture closed changes; runs the hook the node set (its pump), which
@@ -151,6 +164,11 @@ class Replication {
   // Changes whose key state could not be captured (a frame header: S2.3, not built): each is
   // logged and counted, never silent.
   uint64_t capture_failures() const { return capture_failures_.load(std::memory_order_relaxed); }
+  // Promotions whose copy Promote refused (W10: served with what was installed, logged).
+  uint64_t promotions() const { return promotions_.load(std::memory_order_relaxed); }
+  uint64_t promotion_failures() const {
+    return promotion_failures_.load(std::memory_order_relaxed);
+  }
   void CountCaptureFailure() { capture_failures_.fetch_add(1, std::memory_order_relaxed); }
 
   // Held replies (docs/replication.md, wiring step 4, H1-H6; CommitWait and HoldEnd are in
@@ -201,6 +219,7 @@ class Replication {
       FLOE_GUARDED_BY(holds_mu_);
   std::atomic<uint64_t> hold_timeouts_{0};
 
+  Engine* const engine_;
   ReplicaStore store_;
   AppliedTableView view_;
   replica::Receiver receiver_;  // after store_ and view_, which it uses
@@ -219,8 +238,13 @@ class Replication {
   std::set<uint16_t> backed_ FLOE_GUARDED_BY(mu_);  // by the last table Follow saw
   // Each owned slot's version in the last table Follow configured the Sender from (W8).
   std::vector<uint64_t> versions_ FLOE_GUARDED_BY(mu_) = std::vector<uint64_t>(cluster::kSlots);
+  // W12: each slot promoted here, its ownership and the n it was promoted at (a backup added
+  // later numbers on from it).
+  std::map<uint16_t, std::pair<uint64_t, uint64_t>> promoted_ FLOE_GUARDED_BY(mu_);
   std::atomic<size_t> owned_count_{0};
   std::atomic<uint64_t> capture_failures_{0};
+  std::atomic<uint64_t> promotions_{0};
+  std::atomic<uint64_t> promotion_failures_{0};
 };
 
 // The backups per slot a new cluster's first table gets (its founders' Meta options). The user
