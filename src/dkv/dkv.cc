@@ -101,8 +101,11 @@ void Dkv::Impl::OnGetAnswer(const std::string& key, NodeId h, uint64_t gen, Resu
     if (a.ok() && value && a->cacheable) {
       // Rule R3: never after its own invalidation, nor across a lapsed lease (L3), nor while
       // a write of ours to the key is in flight (W3: its answer decides our copy).
+      // And only from the key's home now (O3): a copy of a home the routes left is checked
+      // against the new home's lease, which says nothing of it.
       if (s.writes.count(key) == 0 && s.own_writes.count(key) == 0 && a->stamp >= floor &&
-          Gen(h).load(std::memory_order_acquire) == gen && LeaseValid(h)) {
+          Gen(h).load(std::memory_order_acquire) == gen && options.home(key) == h &&
+          LeaseValid(h)) {
         store::ValuePtr cur = cache.Get(key);
         if (!cur || cur->version() < a->stamp) InstallCopy(value);
       } else {
@@ -481,6 +484,22 @@ bool Dkv::ApplyIfFree(const std::vector<std::string_view>& keys, const std::func
   return impl_->ApplyIfFree(keys, apply, writer, sent_us);
 }
 bool Dkv::InApply() { return internal::applying_here > 0; }
+void Dkv::ChangeHomes(const std::function<bool(std::string_view key)>& moved,
+                      const std::function<void()>& publish) {
+  Impl& im = *impl_;
+  std::unique_lock<std::shared_mutex> purging(im.purge_mu);
+  // No answer of a request sent before this call installs a copy (each checks its home's
+  // generation under purge_mu, shared).
+  for (auto& g : im.gens) g.fetch_add(1, std::memory_order_acq_rel);
+  std::vector<std::string> doomed;
+  im.cache.ForEach([&](const store::Value& v) {
+    if (moved(v.key())) doomed.emplace_back(v.key());
+  });
+  for (const std::string& k : doomed) im.cache.Remove(k);
+  im.stats.purges.fetch_add(1, std::memory_order_relaxed);
+  publish();
+}
+
 void Dkv::WaitOutCopies(std::function<bool(std::string_view key)> covers, uint64_t wait_us) {
   Impl& im = *impl_;
   const uint64_t until = im.loop.NowMicros() + wait_us;

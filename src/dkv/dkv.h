@@ -207,13 +207,21 @@ class Dkv {
   // need no invalidation.
   bool ApplyIfFree(const std::vector<std::string_view>& keys, const std::function<void()>& apply,
                    NodeId writer = 0, uint64_t sent_us = 0);
+  // Rule O3 (docs/membership.md): keys `moved` accepts get another home. Under the lock that
+  // excludes every install of a copy, this drops their copies here, makes every answer of a
+  // request sent before the call uncacheable, and runs `publish` (the caller's switch to the
+  // new homes). A copy is installed only from the key's home at the time (checked then), and
+  // served only under that home's lease, so no copy of the old home outlives the switch.
+  void ChangeHomes(const std::function<bool(std::string_view key)>& moved,
+                   const std::function<void()>& publish);
   // Keys this home took over from a home whose life ended (a slot promoted to this member,
   // docs/replication.md W13): that life may have handed out copies nobody here knows of, each
   // valid until at most the lease plus its margin after it ended. So for `wait_us` from now
   // the changes of every key `covers` accepts wait as in the start-up grace (L4): ApplyIfFree
   // refuses them and Reserve (and ReserveAll, which may change any key) grants them only after.
-  // Reads and GETs are answered meanwhile. `covers` runs under no lock of the Dkv's, on the
-  // thread that changes a key; it must be cheap and thread-safe.
+  // Reads and GETs are answered meanwhile. `covers` runs on the thread that changes a key,
+  // under the Dkv's adoption lock (taken with no other of its locks held); it must be cheap,
+  // thread-safe, and must not call into the Dkv.
   void WaitOutCopies(std::function<bool(std::string_view key)> covers, uint64_t wait_us);
   // True on a thread running an ApplyIfFree's `apply` (of any Dkv): its stripe locks are held,
   // and the loop thread takes them, so what runs there must not wait for another node.

@@ -680,6 +680,45 @@ TEST(DkvExternalTest, ReserveAllKeepsCopiesFromBeingMade) {
   EXPECT_EQ(c.GetText(1, "n2:j"), "<absent>");
 }
 
+// Rule O3: when a key's home changes, a holder's copy from the old home goes, and an answer
+// the old home sent before the change is not cached; the key is then read from its new home.
+// (Without the purge, node 1 would keep serving "old" under home 3's lease.)
+TEST(DkvExternalTest, ACopyDoesNotOutliveAChangeOfItsHome) {
+  ExternalHomes homes;
+  auto moved = std::make_shared<std::atomic<bool>>(false);
+  SimCluster c(3, testing::Seed(1, true), [&homes, moved](NodeId id, Options& o) {
+    homes.Tweak()(id, o);
+    // Node 2 has not switched yet: it answers the GET in flight as the home it still is.
+    o.home = [moved, id](std::string_view key) -> NodeId {
+      return id != 2 && moved->load() && key.substr(0, 3) == "n2:" ? 3 : sim::PrefixHome(key, 3);
+    };
+  });
+  homes.Set(2, "n2:k", "old");
+  homes.Set(2, "n2:j", "old");
+  homes.Set(3, "n2:k", "new");
+  homes.Set(3, "n2:j", "new");
+  ASSERT_EQ(c.GetText(1, "n2:k"), "old");
+  ASSERT_EQ(c.Local(1, "n2:k"), "old");
+  // A GET of n2:j is in flight to home 2 when the homes change.
+  std::optional<std::string> late;
+  c.at(1).Get("n2:j", [&late](Result<store::ValuePtr> v) {
+    late = v.ok() && *v ? std::string((*v)->payload()) : "<error>";
+  });
+  auto published = std::make_shared<bool>(false);
+  c.at(1).ChangeHomes([](std::string_view k) { return k.substr(0, 3) == "n2:"; },
+                      [moved, published] {
+                        moved->store(true);
+                        *published = true;
+                      });
+  EXPECT_TRUE(*published);
+  EXPECT_EQ(c.Local(1, "n2:k"), "<miss>");
+  c.net.RunUntil([&] { return late.has_value(); }, 10'000'000);
+  EXPECT_EQ(late, "old");                   // answered, as the read it is
+  EXPECT_EQ(c.Local(1, "n2:j"), "<miss>");  // but not cached
+  EXPECT_EQ(c.GetText(1, "n2:k"), "new");
+  EXPECT_EQ(c.GetText(1, "n2:j"), "new");
+}
+
 // docs/replication.md W13: keys a home takes over from a life that ended wait out that life's
 // copies: their changes are refused by ApplyIfFree and granted to a reservation only once the
 // wait has passed; other keys, and reads, are served meanwhile; ReserveAll waits too.

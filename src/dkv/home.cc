@@ -304,29 +304,29 @@ void Dkv::Impl::ReserveFrom(std::shared_ptr<Reservation> r, bool first_call) {
                 });
     return;
   }
-  // W13: keys taken over from a life that ended wait until its copies lapsed. ReserveAll's
-  // change may touch any key: it waits out every adoption before its first key.
+  // W13: keys taken over from a life that ended wait until its copies lapsed (an adoption has
+  // no early end: tried again when it ends). ReserveAll's change may touch any key: it waits
+  // out every adoption before its first key. Throws only before anything of the key is held.
   auto adopted = [this, &r](const std::string_view* key) {
     uint64_t until = 0;
     if (!adopting.load(std::memory_order_relaxed) || !Adopted(key, &until)) [[likely]] {
       return false;
     }
-    loop.PostAt(std::min(until, loop.NowMicros() + 10'000),
-                [self = shared_from_this(), r]() mutable {
-                  self->ReserveFrom(std::move(r), /*first_call=*/false);
-                });
+    loop.PostAt(until, [self = shared_from_this(), r]() mutable {
+      self->ReserveFrom(std::move(r), /*first_call=*/false);
+    });
     return true;
   };
   if (r->every_key && r->next == 0 && adopted(nullptr)) return;
   while (r->next < r->keys.size()) {
-    if (!r->every_key) {
-      const std::string_view key = r->keys[r->next];
-      if (adopted(&key)) return;
-    }
     r->handoff.store(0, std::memory_order_release);
     After after;
     const std::string& key = r->keys[r->next];
     try {
+      if (!r->every_key) {
+        const std::string_view k = key;
+        if (adopted(&k)) return;
+      }
       Stripe& s = StripeOf(key);
       MutexLock lock(&s.mu);
       HomeKey& hk = s.home[key];

@@ -726,7 +726,23 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
       FLOE_LOG_INFO("the agreed table lists this member's life: serving keys once caught up");
     }
   }
-  PublishRoutes(*table);
+  // Rule O3: the copies of keys whose slot changes owner go, and no answer of their old
+  // home installs one after, as the routes switch.
+  std::shared_ptr<std::vector<bool>> moved;
+  if (dkv != nullptr && !table->members().empty()) {
+    const cluster::SlotMap& now = Routes();
+    for (uint16_t s = 0; s < cluster::kSlots; s++) {
+      if (table->slot(s).owner == now.Home(s)) continue;
+      if (!moved) moved = std::make_shared<std::vector<bool>>(cluster::kSlots, false);
+      (*moved)[s] = true;
+    }
+  }
+  if (moved) {
+    dkv->ChangeHomes([&moved](std::string_view key) { return (*moved)[cluster::KeySlot(key)]; },
+                     [this, &table] { PublishRoutes(*table); });
+  } else {
+    PublishRoutes(*table);
+  }
   if (replication != nullptr) {
     std::vector<uint16_t> forgotten = replication->Unfollow(table, self, life);
     // Their keys go on a handler thread of the lowest class: a pass over the replica store
