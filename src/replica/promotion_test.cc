@@ -127,5 +127,32 @@ TEST(PromotionTest, ABackupThatLacksWhatTheHeirReceivedHoldsCommitsBack) {
   EXPECT_EQ(alone.committed(8), 4u);
 }
 
+// F7 and W10's premise: a filling backup whose fill is done may be listed in sync (and so made
+// an heir) before the owner applies that table; from the moment its fill is done, no change
+// commits at the owner before it has it.
+TEST(PromotionTest, AFilledBackupCountsBeforeItIsMadeInSync) {
+  Sender sender;
+  Member filled(2);
+  ASSERT_TRUE(sender.Own(9, 1, 0, {}, {{2, 7}}).ok());
+  Write(sender, 9, "k", "1");
+  EXPECT_EQ(sender.committed(9), 1u);  // a filling backup holds nothing back (R9)
+  Result<Sender::FillTicket> ticket = sender.BeginFill(9, 2);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  ASSERT_TRUE(sender
+                  .AddFill(9, 2, *ticket,
+                           std::vector<Entry>{
+                               {.kind = EntryKind::kPut, .key = "k", .type = 1, .bytes = "1"}},
+                           true)
+                  .ok());
+  DeliverAll(sender, filled);
+  ASSERT_EQ(sender.Fills().size(), 1u);
+  ASSERT_TRUE(sender.Fills()[0].done);
+  Write(sender, 9, "k", "2");
+  EXPECT_EQ(sender.committed(9), 1u);  // waits for the filled backup
+  DeliverAll(sender, filled);
+  EXPECT_EQ(sender.committed(9), 2u);
+  EXPECT_EQ(filled.receiver.Stats(9).received, 2u);
+}
+
 }  // namespace
 }  // namespace floe::replica

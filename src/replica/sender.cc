@@ -148,6 +148,11 @@ struct Sender::Impl {
       if (p.in_sync) {
         c = std::min(c,
                      p.needs_fill || (p.fill.id != 0 && !p.fill.done) ? st.committed : p.received);
+      } else if (p.fill.id != 0 && p.fill.done && !p.needs_fill) {
+        // F7: a filled backup counts from the moment its fill is done, before the leader makes
+        // it in sync: the table may list it in sync (and make it an heir, O7) before this
+        // member applies that, and it must then have every change acknowledged here.
+        c = std::min(c, p.received);
       }
       if (!p.needs_fill) keep_from = std::min(keep_from, p.received);
     }
