@@ -211,6 +211,10 @@ TEST(ClusterJoinTest, EachMismatchIsRefusedNamingIt) {
   internal::InProcessCluster c({.members = 3});
   ASSERT_TRUE(c.WaitFormed());
   const size_t asked = internal::NotTheLeader(c);
+  // The checks run where the join is decided, at the leader: until the member asked knows one
+  // it answers "retry" (seen under ThreadSanitizer, where electing one takes longer).
+  ASSERT_TRUE(floe::testing::WaitFor([&] { return c.node(asked).meta()->raft().leader_id != 0; },
+                                     std::chrono::seconds(20)));
   cluster::JoinRequest r = Request(floe::testing::FreeClusterPort());
   r.cluster_name = "other";
   Result<std::string> a = Join(c.node(asked), r);

@@ -87,7 +87,13 @@ TEST(ReplicaPromotionTest, AnOwnerThatRestartsLosesNoAcknowledgedWrite) {
   ASSERT_EQ(CommandTest::Decode(setup.Run({"PFADD", hll, "a", "b", "c"})).integer, 1);
   ASSERT_EQ(CommandTest::Decode(setup.Run({"SET", ttl, "t", "EX", "3600"})).str, "OK");
   Writer writers[2];
-  for (int i = 0; i < 200; i++) writers[i % 2].keys.push_back("w:" + std::to_string(i));
+  for (int i = 0; i < 200; i++) {
+    Writer& w = writers[i % 2];
+    const std::string k = "w:" + std::to_string(i);
+    w.keys.push_back(k);
+    ASSERT_EQ(CommandTest::Decode(setup.Run({"SET", k, "0"})).str, "OK");
+    w.acked[k] = w.sent[k] = 0;
+  }
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   for (size_t w = 0; w < 2; w++) {
