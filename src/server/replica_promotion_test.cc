@@ -48,6 +48,18 @@ void Restart(InProcessCluster& c, size_t gone) {
       std::chrono::seconds(30)));
 }
 
+// Waits (bounded) until a write through `s` to `key` is acknowledged. Right after formation the
+// first change of a slot may time out under a slow build (ThreadSanitizer, a loaded machine)
+// while its backups' streams open: the reply says the outcome is unknown, and SET is safe to
+// send again.
+bool WaitTakesWrites(Session& s, const std::string& key) {
+  return floe::testing::WaitFor(
+      [&] {
+        return CommandTest::Decode(s.Run({"SET", key, "warm"})).str == "OK";
+      },
+      std::chrono::seconds(30));
+}
+
 // A writer of its own keys: SET key i for i = 1, 2, ... through one member. A key's value at
 // the end is at least the last acknowledged i and at most the last one sent (a write whose
 // reply was an error may or may not have been applied).
@@ -84,6 +96,7 @@ TEST(ReplicaPromotionTest, AnOwnerThatRestartsLosesNoAcknowledgedWrite) {
     (hll.empty() ? hll : ttl) = k;
   }
   Session& setup = c.client(0);
+  ASSERT_TRUE(WaitTakesWrites(setup, ttl));
   ASSERT_EQ(CommandTest::Decode(setup.Run({"PFADD", hll, "a", "b", "c"})).integer, 1);
   ASSERT_EQ(CommandTest::Decode(setup.Run({"SET", ttl, "t", "EX", "3600"})).str, "OK");
   Writer writers[2];
@@ -161,6 +174,7 @@ TEST(ReplicaPromotionTest, APromotedSlotCommitsOnceItsOtherBackupHasIt) {
     const std::string k = "two:" + std::to_string(i);
     if (before->slot(cluster::KeySlot(k)).owner == gone_id) keys.push_back(k);
   }
+  ASSERT_TRUE(WaitTakesWrites(c.client(0), keys[0]));
   for (const std::string& k : keys) {
     ASSERT_EQ(CommandTest::Decode(c.client(0).Run({"SET", k, "before"})).str, "OK");
   }
