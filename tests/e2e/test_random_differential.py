@@ -659,14 +659,29 @@ def matching(kind, c):
 
 
 def explain(c):
-    """The table entry that explains why the two replies differ, or None."""
+    """The most severe table entry that explains why the two replies differ, or None.
+
+    The most severe, not the first: an EXEC whose queue holds a CONFIG GET (a reply difference)
+    and an APPEND to a sketch (the data diverged) must end the comparison of the sequence."""
+    top = None
     for entry in EXPECTED_DIFFERENCES:
         if entry["kind"] in SEVERITY:
             try:
-                if entry["match"](c):
-                    return entry
+                if entry["match"](c) and (
+                        top is None or SEVERITY[entry["kind"]] > SEVERITY[top["kind"]]):
+                    top = entry
             except Exception:  # noqa: BLE001 -- a predicate that cannot judge does not match
                 continue
+    if top is not None and top["kind"] == "diverge":
+        return top
+    inner = explain_exec(c)
+    if inner is not None and (top is None or SEVERITY[inner["kind"]] > SEVERITY[top["kind"]]):
+        return inner
+    return top
+
+
+def explain_exec(c):
+    """For an EXEC, the most severe entry that explains each queued command's differing reply."""
     if cmd(c) == "exec" and c.floe[:1] in b"*~" and c.redis[:1] in b"*~":
         # EXEC's replies differ where a queued command's replies differ: explain each one.
         (_, ours), (_, theirs) = parse(c.floe)[0], parse(c.redis)[0]
