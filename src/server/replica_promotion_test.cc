@@ -48,16 +48,30 @@ void Restart(InProcessCluster& c, size_t gone) {
       std::chrono::seconds(30)));
 }
 
-// Waits (bounded) until a write through `s` to `key` is acknowledged. Right after formation the
-// first change of a slot may time out under a slow build (ThreadSanitizer, a loaded machine)
-// while its backups' streams open: the reply says the outcome is unknown, and SET is safe to
-// send again.
-bool WaitTakesWrites(Session& s, const std::string& key) {
+// Sets `key` to `value` through `s`, sending it again while the reply says the outcome is
+// unknown (SET is safe to send again). Right after formation, or while a slot's backups are
+// filled, a change may wait past its hold bound under a slow build (ThreadSanitizer, a loaded
+// machine) and answer TIMEOUT. Bounded: 30 s.
+bool Write(Session& s, const std::string& key, const std::string& value) {
   return floe::testing::WaitFor(
       [&] {
-        return CommandTest::Decode(s.Run({"SET", key, "warm"})).str == "OK";
+        return CommandTest::Decode(s.Run({"SET", key, value})).str == "OK";
       },
       std::chrono::seconds(30));
+}
+
+// A command's reply once it is not CLUSTERDOWN, as a client retries it: a read of a slot whose
+// backups are being filled (W9's repair after the restart) is held until they confirm, and
+// under a slow build may answer CLUSTERDOWN at its bound. Bounded: 20 s.
+resp::Reply Read(Session& s, const std::vector<std::string>& command) {
+  resp::Reply r;
+  floe::testing::WaitFor(
+      [&] {
+        r = CommandTest::Decode(s.Run(command));
+        return !(r.type == resp::Reply::Type::kError && r.str.starts_with("CLUSTERDOWN"));
+      },
+      std::chrono::seconds(20));
+  return r;
 }
 
 // A writer of its own keys: SET key i for i = 1, 2, ... through one member. A key's value at
@@ -96,7 +110,7 @@ TEST(ReplicaPromotionTest, AnOwnerThatRestartsLosesNoAcknowledgedWrite) {
     (hll.empty() ? hll : ttl) = k;
   }
   Session& setup = c.client(0);
-  ASSERT_TRUE(WaitTakesWrites(setup, ttl));
+  ASSERT_TRUE(Write(setup, ttl, "warm"));
   ASSERT_EQ(CommandTest::Decode(setup.Run({"PFADD", hll, "a", "b", "c"})).integer, 1);
   ASSERT_EQ(CommandTest::Decode(setup.Run({"SET", ttl, "t", "EX", "3600"})).str, "OK");
   Writer writers[2];
@@ -126,7 +140,7 @@ TEST(ReplicaPromotionTest, AnOwnerThatRestartsLosesNoAcknowledgedWrite) {
     for (const auto& [k, acked] : w.acked) {
       if (before->slot(cluster::KeySlot(k)).owner == gone_id) promoted_keys++;
       for (size_t m = 0; m < 2; m++) {
-        const std::string got = CommandTest::Decode(c.client(m).Run({"GET", k})).str;
+        const std::string got = Read(c.client(m), {"GET", k}).str;
         long value = -1;
         try {
           value = std::stol(got);
@@ -139,9 +153,9 @@ TEST(ReplicaPromotionTest, AnOwnerThatRestartsLosesNoAcknowledgedWrite) {
   }
   EXPECT_GT(promoted_keys, 20u);
   for (size_t m = 0; m < 2; m++) {
-    EXPECT_EQ(CommandTest::Decode(c.client(m).Run({"PFCOUNT", hll})).integer, 3);
-    EXPECT_EQ(CommandTest::Decode(c.client(m).Run({"GET", ttl})).str, "t");
-    const int64_t left = CommandTest::Decode(c.client(m).Run({"TTL", ttl})).integer;
+    EXPECT_EQ(Read(c.client(m), {"PFCOUNT", hll}).integer, 3);
+    EXPECT_EQ(Read(c.client(m), {"GET", ttl}).str, "t");
+    const int64_t left = Read(c.client(m), {"TTL", ttl}).integer;
     EXPECT_GT(left, 3500);
     EXPECT_LE(left, 3600);
   }
@@ -174,7 +188,7 @@ TEST(ReplicaPromotionTest, APromotedSlotCommitsOnceItsOtherBackupHasIt) {
     const std::string k = "two:" + std::to_string(i);
     if (before->slot(cluster::KeySlot(k)).owner == gone_id) keys.push_back(k);
   }
-  ASSERT_TRUE(WaitTakesWrites(c.client(0), keys[0]));
+  ASSERT_TRUE(Write(c.client(0), keys[0], "warm"));
   for (const std::string& k : keys) {
     ASSERT_EQ(CommandTest::Decode(c.client(0).Run({"SET", k, "before"})).str, "OK");
   }
@@ -192,11 +206,9 @@ TEST(ReplicaPromotionTest, APromotedSlotCommitsOnceItsOtherBackupHasIt) {
       },
       std::chrono::seconds(20)));
   for (size_t i = 0; i < keys.size(); i++) {
-    EXPECT_EQ(CommandTest::Decode((i % 2 == 0 ? first : second).Run({"GET", keys[i]})).str,
-              "before")
-        << keys[i];
+    EXPECT_EQ(Read(i % 2 == 0 ? first : second, {"GET", keys[i]}).str, "before") << keys[i];
     if (i % 2 == 0) {
-      EXPECT_EQ(CommandTest::Decode(second.Run({"SET", keys[i], "after"})).str, "OK");
+      EXPECT_TRUE(Write(second, keys[i], "after"));
     }
   }
   const std::shared_ptr<const cluster::Table> after = c.node(0).meta()->table();
@@ -219,7 +231,7 @@ TEST(ReplicaPromotionTest, APromotedSlotCommitsOnceItsOtherBackupHasIt) {
         },
         std::chrono::seconds(20)));
     const std::string want = i % 2 == 0 ? "after" : "before";
-    EXPECT_EQ(CommandTest::Decode(c.client(heir).Run({"GET", keys[i]})).str, want);
+    EXPECT_EQ(Read(c.client(heir), {"GET", keys[i]}).str, want);
     EXPECT_EQ(internal::DumpState(b.store().store(), keys[i]),
               internal::DumpState(c.engine(heir).store(), keys[i]))
         << keys[i];
