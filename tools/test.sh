@@ -8,12 +8,15 @@ cd "$(dirname "$0")/.."
 
 tools/install-deps.sh
 jobs=$(nproc)
+# Test slots: a unit test takes two (PROCESSORS 2, cmake/FloeTargets.cmake), an end-to-end test
+# one, as it mostly waits on sockets; so as many unit tests run at once as there are cores.
+slots=$((2 * jobs))
 
 echo "== build (release, -Werror)"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
 echo "== tests"
-ctest --preset release -j "$jobs" --no-tests=error "$@"
+ctest --preset release -j "$slots" --no-tests=error "$@"
 
 echo "== ThreadSanitizer (label tsan)"
 cmake --preset tsan >/dev/null
@@ -22,5 +25,5 @@ cmake --preset tsan >/dev/null
 mapfile -t tsan_tests < <(ctest --preset tsan -N | sed -n 's/^ *Test *#[0-9]*: //p')
 [ "${#tsan_tests[@]}" -gt 0 ] || { echo "no tests in the tsan label" >&2; exit 1; }
 cmake --build --preset tsan -j "$jobs" --target "${tsan_tests[@]}"
-ctest --preset tsan -j "$jobs" --no-tests=error
+ctest --preset tsan -j "$slots" --no-tests=error
 echo "== all tests passed"
