@@ -1,7 +1,8 @@
 # Helpers, one per kind of target, so every module is declared the same way.
 #
 #   floe_library(<module> SOURCES ... DEPS ...)     -> target floe_<module>
-#   floe_test(<name> SOURCES ... DEPS ... LABELS ... [TIMEOUT s] [TSAN_SKIP cases])
+#   floe_test(<name> SOURCES ... DEPS ... LABELS ... [TIMEOUT s] [TSAN_SKIP cases]
+#             [ASAN_SKIP cases])
 #   floe_bench(<name> SOURCES ... DEPS ...)
 #   floe_fuzz(<name> SOURCES ... DEPS ...)
 
@@ -13,7 +14,7 @@ function(floe_library module)
 endfunction()
 
 function(floe_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS;TSAN_SKIP" ${ARGN})
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS;TSAN_SKIP;ASAN_SKIP" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} floe_testing GTest::gmock GTest::gtest_main floe_flags
     floe_malloc)
@@ -38,12 +39,19 @@ function(floe_test name)
   # label used 43% of the two cores it was given). tools/test.sh runs ctest with twice the
   # cores, so two unit tests run at once, as before, and the e2e files fill the waits.
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT} PROCESSORS 2)
-  # TSAN_SKIP names gtest cases (Suite.Case, wildcards allowed) that the tsan preset leaves out:
-  # the slowest scenarios of a long test, which repeat the code paths of the cases that still
-  # run there (each such list says what covers it). The release and ASan runs run every case.
-  # A new case runs under ThreadSanitizer unless it is listed.
-  if(ARG_TSAN_SKIP AND "thread" IN_LIST FLOE_SANITIZE)
-    list(JOIN ARG_TSAN_SKIP ":" _skip)
+  # TSAN_SKIP and ASAN_SKIP name gtest cases (Suite.Case, wildcards allowed) that the tsan or
+  # the asan preset leaves out: the slowest scenarios of a long test, which repeat the code paths
+  # of the cases that still run there (each such list says what covers it). The release run
+  # runs every case, and a new case runs under the sanitizers unless it is listed.
+  if("thread" IN_LIST FLOE_SANITIZE)
+    set(_skip ${ARG_TSAN_SKIP})
+  elseif("address" IN_LIST FLOE_SANITIZE)
+    set(_skip ${ARG_ASAN_SKIP})
+  else()
+    set(_skip "")
+  endif()
+  if(_skip)
+    list(JOIN _skip ":" _skip)
     set_property(TEST ${name} APPEND PROPERTY ENVIRONMENT "GTEST_FILTER=-${_skip}")
   endif()
 endfunction()
