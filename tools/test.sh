@@ -19,7 +19,7 @@ cmake --preset tsan >/dev/null
 mapfile -t tsan_tests < <(ctest --preset tsan -N | sed -n 's/^ *Test *#[0-9]*: //p')
 [ "${#tsan_tests[@]}" -gt 0 ] || { echo "no tests in the tsan label" >&2; exit 1; }
 tsan_log=$(mktemp)
-setsid -w nice -n 19 cmake --build --preset tsan -j "$jobs" --target "${tsan_tests[@]}" \
+tools/idle.sh cmake --build --preset tsan -j "$jobs" --target "${tsan_tests[@]}" \
   >"$tsan_log" 2>&1 &
 tsan_build=$!
 trap 'kill -- -"$tsan_build" 2>/dev/null || true' EXIT
