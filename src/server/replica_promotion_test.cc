@@ -51,13 +51,15 @@ void Restart(InProcessCluster& c, size_t gone) {
 // Sets `key` to `value` through `s`, sending it again while the reply says the outcome is
 // unknown (SET is safe to send again). Right after formation, or while a slot's backups are
 // filled, a change may wait past its hold bound under a slow build (ThreadSanitizer, a loaded
-// machine) and answer TIMEOUT. Bounded: 30 s.
+// machine) and answer TIMEOUT: with two backups per slot the restarted member is refilled in
+// every slot, and with three such ThreadSanitizer tests on 2 cores one SET took 81 s (35
+// TIMEOUTs) before it was acknowledged. Bounded: 120 s.
 bool Write(Session& s, const std::string& key, const std::string& value) {
   return floe::testing::WaitFor(
       [&] {
         return CommandTest::Decode(s.Run({"SET", key, value})).str == "OK";
       },
-      std::chrono::seconds(30));
+      std::chrono::seconds(120));
 }
 
 // A command's reply once it is not CLUSTERDOWN, as a client retries it: a read of a slot whose
