@@ -452,6 +452,9 @@ JoinAnswer MakeJoinAnswer(const Table& table, net::NodeId id);
 
 struct PlanOptions {
   size_t max_moves = 4;  // moves in progress at once (--migrate-parallel)
+  // Members the leader has not heard from lately (docs/replication.md, W17): never picked as a
+  // new filling backup. They stay active otherwise: the leader's own view drops no backup.
+  std::vector<net::NodeId> unheard;
 };
 // The next changes toward the balanced table, valid when applied in order (re-plan after any is
 // refused): backups repaired first (suspected members dropped; too few in sync: filling ones

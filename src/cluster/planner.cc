@@ -19,10 +19,11 @@ bool Contains(const std::vector<net::NodeId>& v, net::NodeId id) {
 // active members are kept up to `want` (the busiest dropped beyond); while fewer than `want` are
 // in sync, filling backups make up the difference, and in-sync backups on leaving members are
 // kept until their replacements are in sync (rule J4). New filling backups go to the active
-// member backing up the fewest slots; ties rotate with the slot's rank among its owner's slots,
-// so each owner's slots spread over all the others.
+// member backing up the fewest slots, never to one the leader has not heard from lately (W17);
+// ties rotate with the slot's rank among its owner's slots, so each owner's slots spread over all
+// the others.
 std::vector<Change::SlotItem> RepairBackups(const Table& t, const std::vector<net::NodeId>& active,
-                                            size_t want) {
+                                            size_t want, const std::vector<net::NodeId>& unheard) {
   std::map<net::NodeId, size_t> load;
   for (net::NodeId id : active) load[id] = 0;
   for (int s = 0; s < kSlots; s++) {
@@ -97,7 +98,7 @@ std::vector<Change::SlotItem> RepairBackups(const Table& t, const std::vector<ne
       net::NodeId best = 0;
       for (net::NodeId id : active) {
         if (id == st.owner || id == st.moving_to || std::count(synced.begin(), synced.end(), id) ||
-            std::count(filling.begin(), filling.end(), id)) {
+            std::count(filling.begin(), filling.end(), id) || Contains(unheard, id)) {
           continue;
         }
         if (best == 0 || load[id] < load[best] ||
@@ -200,7 +201,7 @@ std::vector<Change> Plan(const Table& table, const PlanOptions& options) {
   // Each change is planned on the table as the ones before it leave it, so all apply in order.
   Table t = table;
   const size_t want = std::min<size_t>(t.replicas(), active.size() - 1);
-  if (auto items = RepairBackups(t, active, want); !items.empty()) {
+  if (auto items = RepairBackups(t, active, want, options.unheard); !items.empty()) {
     Change c{.kind = Change::Kind::kSetBackups, .slots = std::move(items)};
     FLOE_CHECK(t.Apply(c).ok());
     out.push_back(std::move(c));

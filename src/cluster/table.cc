@@ -348,6 +348,17 @@ Status Table::ApplyToSlots(const Change& c) {
             return Refused(where + ": " + std::to_string(b) + " is not an in-sync backup");
           }
         }
+        // B7 (docs/replication.md W16): a suspected owner's in-sync backups are its heirs
+        // (O5); none that is itself live is removed before the promotion.
+        if (const TableMember* owner = FindMember(st.owner); owner != nullptr && owner->suspected) {
+          for (net::NodeId b : st.backups) {
+            const TableMember* m = FindMember(b);
+            if (m != nullptr && !m->suspected && !Contains(it.backups, b)) {
+              return Refused(where + ": its owner is suspected; backup " + std::to_string(b) +
+                             " may be its heir");
+            }
+          }
+        }
         std::vector<net::NodeId> both = it.backups;
         both.insert(both.end(), it.filling.begin(), it.filling.end());
         if (it.backups.size() > kMaxReplicas || it.filling.size() > kMaxReplicas) {

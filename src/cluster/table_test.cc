@@ -265,6 +265,25 @@ TEST(TableTest, SetBackupsCannotDeclareABackupInSync) {
   EXPECT_NE(st.message().find("is not an in-sync backup"), std::string::npos) << st.ToString();
 }
 
+// B7 (docs/replication.md W16): while a slot's owner is suspected, its live in-sync backups are
+// its heirs; a SetBackups that removes one is refused, one that keeps them is not.
+TEST(TableTest, ASuspectedOwnerCannotRemoveItsHeir) {
+  Table t = Table::Initial(Members(3), 1);
+  const net::NodeId owner = t.slot(0).owner;
+  const net::NodeId heir = t.slot(0).backups[0];
+  Change drop = WithBackups(0, 1, {});
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kSuspect, owner, true)).ok());
+  Status st = t.Apply(drop);
+  EXPECT_NE(st.message().find("may be its heir"), std::string::npos) << st.ToString();
+  ASSERT_TRUE(t.Apply(WithBackups(0, 1, {heir})).ok()) << "keeping the heir is allowed";
+  // An heir that is itself suspected is no heir: it may go.
+  ASSERT_TRUE(t.Apply(ForNode(Kind::kSuspect, heir, true)).ok());
+  EXPECT_TRUE(t.Apply(WithBackups(0, 2, {})).ok());
+  // An owner that is not suspected removes a backup (the leader's other checks are W16's).
+  Table u = Table::Initial(Members(3), 1);
+  EXPECT_TRUE(u.Apply(drop).ok());
+}
+
 TEST(TableTest, ARestartEndsTheOldLifesRoles) {
   Table t = Table::Initial(Members(3), 1);
   // The first start of every member is recorded without moving anything.
@@ -465,6 +484,37 @@ TEST(PlannerTest, ReplicasChangeAndGrowShrink) {
   RunPlanner(t);
   EXPECT_EQ(t.members().size(), 2u);
   ExpectBalanced(t);  // two members: one backup each (replicas 2, capped at members - 1)
+}
+
+// W17: a member the leader has not heard from lately is never picked as a new filling backup,
+// and the leader's view drops no backup it lists.
+TEST(PlannerTest, ADownMemberIsNotPickedAsAFillingBackup) {
+  Table t = Table::Initial(Members(4), 1);
+  // Slot 0 loses its backup (as W16 removes one that is down).
+  const net::NodeId gone = t.slot(0).backups[0];
+  ASSERT_TRUE(t.Apply(WithBackups(0, 1, {})).ok());
+  std::vector<Change> plan = Plan(t, {.max_moves = 0, .unheard = {gone}});
+  ASSERT_EQ(plan.size(), 1u);
+  bool repaired = false;
+  for (const Change::SlotItem& it : plan[0].slots) {
+    if (it.slot == 0) {
+      repaired = true;
+      ASSERT_EQ(it.filling.size(), 1u);
+      EXPECT_NE(it.filling[0], gone);
+    }
+    EXPECT_EQ(std::count(it.filling.begin(), it.filling.end(), gone), 0) << "slot " << it.slot;
+    EXPECT_EQ(it.backups, t.slot(it.slot).backups) << "an unheard backup stays listed";
+  }
+  EXPECT_TRUE(repaired);
+  // Every member unheard but the owner: nothing to pick, nothing dropped.
+  std::vector<net::NodeId> others;
+  for (net::NodeId id = 1; id <= 4; id++) {
+    if (id != t.slot(0).owner) others.push_back(id);
+  }
+  plan = Plan(t, {.max_moves = 0, .unheard = others});
+  for (const Change& c : plan) {
+    for (const Change::SlotItem& it : c.slots) EXPECT_TRUE(it.filling.empty());
+  }
 }
 
 TEST(PlannerTest, PausedPlansNothing) {
