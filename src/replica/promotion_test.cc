@@ -1,6 +1,7 @@
-// replica: a promotion (docs/replication.md S15, wiring step 6, W10 and W12). The heir installs
-// everything it received, and owns the slot with only what it knew committed counted as
-// committed: nothing past that commits until every other in-sync backup confirmed it.
+// replica: a slot's backups change. A promotion (docs/replication.md S15, wiring step 6, W10 and
+// W12): the heir installs everything it received, and owns the slot with only what it knew
+// committed counted as committed: nothing past that commits until every other in-sync backup
+// confirmed it. A backup that confirms nothing is seen by its owner (B7, W15).
 
 #include <gtest/gtest.h>
 
@@ -152,6 +153,46 @@ TEST(PromotionTest, AFilledBackupCountsBeforeItIsMadeInSync) {
   DeliverAll(sender, filled);
   EXPECT_EQ(sender.committed(9), 2u);
   EXPECT_EQ(filled.receiver.Stats(9).received, 2u);
+}
+
+// W15: a backup is waited for while a change of its slot is closed past what it received, and
+// its progress stands still until it answers; one that has everything is not waited for.
+TEST(PromotionTest, ABackupThatConfirmsNothingIsSeenWaitedFor) {
+  Sender sender;
+  Member up(2), down(3);
+  ASSERT_TRUE(sender.Own(4, 1, 0, {{2, 7}, {3, 7}}, {}).ok());
+  auto lag = [&sender](uint32_t id) {
+    for (const Sender::Lag& l : sender.Lags()) {
+      if (l.id == id) return l;
+    }
+    ADD_FAILURE() << "no lag of " << id;
+    return Sender::Lag{};
+  };
+  EXPECT_TRUE(lag(2).waiting) << "where it is is not known yet";
+  DeliverAll(sender, up);
+  DeliverAll(sender, down);
+  EXPECT_FALSE(lag(2).waiting);
+  EXPECT_FALSE(lag(3).waiting);
+  EXPECT_EQ(lag(3).life, 7u);
+  const uint64_t up_before = lag(2).progress, down_before = lag(3).progress;
+  Write(sender, 4, "k", "1");
+  EXPECT_TRUE(lag(2).waiting);
+  EXPECT_TRUE(lag(3).waiting);
+  DeliverAll(sender, up);
+  EXPECT_FALSE(lag(2).waiting);
+  EXPECT_GT(lag(2).progress, up_before);
+  // The other backup's message is lost, again and again: it stays waited for, without progress.
+  for (int i = 0; i < 3; i++) {
+    ASSERT_TRUE(sender.NextMessage(3).has_value());
+    sender.OnFailed(3, sender.in_flight(3));
+  }
+  EXPECT_TRUE(lag(3).waiting);
+  EXPECT_EQ(lag(3).progress, down_before);
+  EXPECT_EQ(sender.committed(4), 0u);
+  DeliverAll(sender, down);
+  EXPECT_FALSE(lag(3).waiting);
+  EXPECT_GT(lag(3).progress, down_before);
+  EXPECT_EQ(sender.committed(4), 1u);
 }
 
 }  // namespace

@@ -375,6 +375,18 @@ class Sender {
   // Backups that lack changes already dropped here or a change closed lost, or answered below
   // what they had acknowledged: a fill (S12) or their removal (B7) is the caller's.
   std::vector<std::pair<uint16_t, uint32_t>> NeedsFill() const;
+  // B7 (docs/replication.md, W15): per backup, whether something of one of its slots waits for
+  // it (a change closed past what it received, a fill batch not installed, a fill it needs, or
+  // where it is not yet learned), and a count that rises with every answer that moved what it
+  // received or installed. A backup whose count stands still while it is waited for confirms
+  // nothing: its owner reports it once that lasted cluster-node-timeout.
+  struct Lag {
+    uint32_t id = 0;
+    uint64_t life = 0;
+    uint64_t progress = 0;
+    bool waiting = false;
+  };
+  std::vector<Lag> Lags() const;
   // Bytes of changes queued and not yet received by every backup; lock-free (a relaxed load:
   // counted in the node's used_memory on every write).
   uint64_t queued_bytes() const;

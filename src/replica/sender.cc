@@ -97,6 +97,8 @@ struct TargetState {
   std::set<uint16_t> dirty;    // the slots that may have something for it
   std::vector<uint16_t> sent;  // the slots of the message in flight
   uint16_t cursor = 0;         // round robin over dirty slots
+  // Rises with every answer that moved what it received or installed (B7, W15: Lags).
+  uint64_t progress = 0;
 };
 
 }  // namespace
@@ -680,6 +682,7 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
           p.known = true;
           p.received = a.received;
           p.next_part = a.next_part;
+          target.progress++;
         }
       } else if (a.received < p.received) {
         p.needs_fill = true;  // it lost what it acknowledged
@@ -691,13 +694,16 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
         if (received > p.received) {
           p.received = received;
           p.next_part = 0;
+          target.progress++;
         }
         if (a.received == p.received) {
           // Its parts of the next change: never more than were sent, and fewer if it lost some
           // (they are sent again).
           const uint64_t sent_parts =
               !p.sent_whole && p.sent_n == p.received + 1 ? p.sent_part + 1 : p.next_part;
-          p.next_part = std::min(a.next_part, sent_parts);
+          const uint64_t parts = std::min(a.next_part, sent_parts);
+          if (parts > p.next_part) target.progress++;
+          p.next_part = parts;
         }
       }
       // F5: a batch counts once the backup installed it under this fill, never past the one
@@ -708,6 +714,7 @@ bool Sender::OnAnswer(uint32_t id, const Answer& answer) {
           im.Queued(-static_cast<int64_t>(p.fill.batches.front().bytes));
           p.fill.batches.pop_front();
           p.fill.acked++;
+          target.progress++;
         }
         if (p.fill.last_added && p.fill.acked == p.fill.added && !p.fill.done) {
           p.fill.done = true;
@@ -872,6 +879,26 @@ std::vector<uint32_t> Sender::Ready() const {
   std::vector<uint32_t> out;
   for (const auto& [id, t] : im.targets) {
     if (im.Ready(t)) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<Sender::Lag> Sender::Lags() const {
+  const Impl& im = *impl_;
+  MutexLock lock(&im.mu);
+  std::vector<Lag> out;
+  for (const auto& [id, t] : im.targets) {
+    Lag lag{.id = id, .progress = t.progress};
+    for (uint16_t slot : t.slots) {
+      const SlotOut& st = im.slots[slot];
+      auto pit = st.backups.find(id);
+      if (!st.owned || pit == st.backups.end()) continue;
+      const Progress& p = pit->second;
+      lag.life = p.life;
+      lag.waiting = lag.waiting || p.needs_fill || !p.known || st.closed > p.received ||
+                    p.fill.acked < p.fill.added;
+    }
+    out.push_back(lag);
   }
   return out;
 }

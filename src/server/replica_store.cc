@@ -281,6 +281,11 @@ std::vector<uint16_t> Replication::Follow(std::shared_ptr<const cluster::Table> 
   std::vector<uint16_t> to_own;
   {
     MutexLock lock(&mu_);
+    // W18: tables this member never applied (a snapshot, or tables published faster than
+    // followed) may have removed a filling backup and listed it again; its copy may be gone,
+    // so every filling backup starts over (a fill it had done does not carry over to W8).
+    const bool skipped = table->epoch() > followed_epoch_ + 1;
+    followed_epoch_ = std::max(followed_epoch_, table->epoch());
     for (uint16_t s = 0; s < cluster::kSlots; s++) {
       const cluster::SlotState& st = table->slot(s);
       if (st.owner != self) continue;
@@ -297,8 +302,10 @@ std::vector<uint16_t> Replication::Follow(std::shared_ptr<const cluster::Table> 
         // Restarted raises no slot version, but gives a backup the life it is sent as).
         Backups now{targets(st.backups), targets(st.filling)};
         auto v = configured_.find(s);
-        if (v == configured_.end() || v->second != now) {
-          Status c = sender_.Configure(s, st.ownership, now.first, now.second);
+        if (v == configured_.end() || v->second != now || (skipped && !now.second.empty())) {
+          Status c = Status::OK();
+          if (skipped && !now.second.empty()) c = sender_.Configure(s, st.ownership, now.first, {});
+          if (c.ok()) c = sender_.Configure(s, st.ownership, now.first, now.second);
           if (!c.ok()) FLOE_LOG_ERROR("replica of slot {}: {}", s, c.ToString());
           configured_[s] = std::move(now);
         }

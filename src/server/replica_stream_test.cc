@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cluster/cluster.h"
+#include "replica/replica_testing.h"
 #include "server/command_test.h"
 #include "server/internal/cluster_testing.h"
 #include "server/internal/replica_store.h"
@@ -387,6 +388,55 @@ TEST_F(ReplicationFollowTest, ASlotNoLongerBackedIsForgottenWithItsKeys) {
   EXPECT_EQ(forgotten_, std::vector<uint16_t>{slot});
   r().store().DropSlots(forgotten_);
   EXPECT_EQ(internal::DumpState(r().store().store(), k), "(absent)");
+}
+
+// W18 (B7): a filling backup removed and listed again in tables this member never followed (a
+// snapshot) may have dropped its copy: a fill it had done does not carry over, and it is filled
+// again.
+TEST_F(ReplicationFollowTest, AFillDoneBeforeTablesNotFollowedIsBegunAgain) {
+  cluster::Table t = Initial(1);
+  Restarted(&t, kSelf, kLife);
+  uint16_t slot = 0;
+  while (t.slot(slot).owner != kSelf) slot++;
+  const net::NodeId b = t.slot(slot).backups[0];
+  auto set = [&](std::vector<net::NodeId> filling) {
+    cluster::Change c{.kind = cluster::Change::Kind::kSetBackups};
+    c.slots.push_back({.slot = slot, .version = t.slot(slot).version, .filling = filling});
+    ASSERT_TRUE(t.Apply(c).ok());
+  };
+  set({b});
+  Follow(t);
+  replica::Sender& sender = r().sender();
+  Result<replica::Sender::FillTicket> ticket = sender.BeginFill(slot, b);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  ASSERT_TRUE(sender.AddFill(slot, b, *ticket, {}, /*last=*/true).ok());
+  // The backup: a receiver whose table lists it (life 0: the table recorded none for it).
+  replica::FakeTable view;
+  view.self_ = b;
+  view.life_ = view.listed_life_ = 0;
+  replica::FakeSink sink;
+  replica::Receiver backup(&view, &sink);
+  for (int i = 0; i < 5; i++) {
+    std::optional<std::string> bytes = sender.NextMessage(b);
+    if (!bytes) break;
+    Result<replica::Request> req = replica::DecodeRequest(*bytes, 1 << 20);
+    ASSERT_TRUE(req.ok()) << req.status().ToString();
+    if (sender.OnAnswer(b, backup.Receive(*req))) sender.Resume(b);
+  }
+  auto done = [&] {
+    for (const replica::Sender::FillState& f : sender.Fills()) {
+      if (f.slot == slot && f.id == b && f.done) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(done());
+  set({});   // removed (W16)...
+  set({b});  // ...and listed again (W17), in tables this member does not follow
+  Follow(t);
+  EXPECT_FALSE(done());
+  const std::vector<std::pair<uint16_t, uint32_t>> wanted = sender.FillsWanted();
+  EXPECT_NE(std::find(wanted.begin(), wanted.end(), std::pair<uint16_t, uint32_t>(slot, b)),
+            wanted.end());
 }
 
 }  // namespace
