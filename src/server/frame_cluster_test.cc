@@ -36,14 +36,6 @@ namespace {
 
 // ---- On three members (in-process, loopback) ----
 
-size_t IndexOf(InProcessCluster& c, net::NodeId id) {
-  for (size_t i = 0; i < 3; i++) {
-    if (c.node(i).self() == id) return i;
-  }
-  ADD_FAILURE() << "no member " << id;
-  return 0;
-}
-
 class FrameClusterTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(cluster_.WaitFormed()); }
@@ -77,7 +69,7 @@ TEST_F(FrameClusterTest, ChunksAreChargedAndInvisibleToTheKeyspace) {
     Result<std::string> r =
         CallFrame(cluster_.node(0), home, kPutChunksMethod, PutOne(id, k, bytes));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
-    per[IndexOf(cluster_, home)]++;
+    per[cluster_.IndexOf(home)]++;
   }
   for (size_t i = 0; i < 3; i++) {
     EXPECT_GT(per[i], 0) << "12 chunks reach every member of 3 (D1)";
@@ -127,7 +119,7 @@ TEST_F(FrameClusterTest, APutPastMaxmemoryIsRefusedWithTheOomText) {
   for (size_t i = 0; i < many.size(); i++) many[i] = static_cast<double>(i) * 0.37;
   const std::string big = Numbers(many);
   const net::NodeId home = HomeOfChunk(3);
-  Engine& e = cluster_.engine(IndexOf(cluster_, home));
+  Engine& e = cluster_.engine(cluster_.IndexOf(home));
   SetMaxMemory(e, e.UsedMemoryNow() + static_cast<int64_t>(big.size()) / 2);
   Result<std::string> r = CallFrame(cluster_.node(0), home, kPutChunksMethod, PutOne(9, 3, big));
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);

@@ -25,32 +25,6 @@ namespace {
 using internal::ClientCluster;
 using internal::InProcessCluster;
 
-size_t IndexOf(InProcessCluster& c, size_t members, net::NodeId id) {
-  for (size_t i = 0; i < members; i++) {
-    if (c.node(i).self() == id) return i;
-  }
-  ADD_FAILURE() << "no member " << id;
-  return 0;
-}
-
-size_t Leader(InProcessCluster& c, size_t members) {
-  for (size_t i = 0; i < members; i++) {
-    if (c.node(i).meta()->raft().leader) return i;
-  }
-  return 0;
-}
-
-// Commits `change` through the leader of `c`.
-Status Propose(InProcessCluster& c, size_t members, const cluster::Change& change) {
-  auto done = std::make_shared<std::promise<Status>>();
-  std::future<Status> result = done->get_future();
-  c.node(Leader(c, members)).TEST_meta()->Propose(change, [done](Status s) { done->set_value(s); });
-  if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
-    return Status::Unavailable("not committed in 20 s");
-  }
-  return result.get();
-}
-
 // Every key of `keys` as the owner's store holds it is what `backup`'s replica store holds,
 // once the owner's changes of the slot all committed and were installed there.
 void ExpectCopyEqual(InProcessCluster& c, size_t owner, size_t backup, uint16_t slot,
@@ -103,8 +77,8 @@ TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
   std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
   const cluster::SlotState st = table->slot(slot);
   ASSERT_EQ(st.backups.size(), 1u);
-  const size_t owner = IndexOf(c, kMembers, st.owner);
-  const size_t backup = IndexOf(c, kMembers, st.backups[0]);
+  const size_t owner = c.IndexOf(st.owner);
+  const size_t backup = c.IndexOf(st.backups[0]);
   const size_t third = kMembers - owner - backup;  // 0 + 1 + 2 = 3
   const net::NodeId third_id = c.node(third).self();
 
@@ -132,11 +106,11 @@ TEST(ReplicaFillTest, AFillingBackupIsFilledAndMadeInSync) {
   // The planner would drop a filling backup the slot does not need (it keeps `replicas`):
   // paused, the table keeps the one this test adds.
   ASSERT_TRUE(
-      Propose(c, kMembers, {.kind = cluster::Change::Kind::kPausePlanner, .flag = true}).ok());
+      internal::Propose(c, {.kind = cluster::Change::Kind::kPausePlanner, .flag = true}).ok());
   cluster::Change add{.kind = cluster::Change::Kind::kSetBackups};
   add.slots.push_back(
       {.slot = slot, .version = st.version, .backups = st.backups, .filling = {third_id}});
-  Status proposed = Propose(c, kMembers, add);
+  Status proposed = internal::Propose(c, add);
   // F7: made in sync only once its fill ended there (its last batch installed).
   bool filled_first = true;
   const bool in_sync = floe::testing::WaitFor(
@@ -173,8 +147,8 @@ TEST(ReplicaFillTest, ABackupThatMissedAChangeIsFilledAgain) {
   for (int i = 0; i < 300; i++) keys.push_back("{refill}:" + std::to_string(i));
   const uint16_t slot = cluster::KeySlot(keys[0]);
   const cluster::SlotState st = c.node(0).meta()->table()->slot(slot);
-  const size_t owner = IndexOf(c, kMembers, st.owner);
-  const size_t backup = IndexOf(c, kMembers, st.backups[0]);
+  const size_t owner = c.IndexOf(st.owner);
+  const size_t backup = c.IndexOf(st.backups[0]);
   Session& s = c.client(owner);
   for (const std::string& k : keys) {
     ASSERT_EQ(CommandTest::Decode(s.Run({"SET", k, "before"})).str, "OK");
@@ -232,8 +206,8 @@ TEST(ReplicaFillTest, SlotsWhoseBackupRestartedGetABackupAgain) {
     const cluster::SlotState& st = table->slot(cluster::KeySlot(k));
     if (before->slot(cluster::KeySlot(k)).owner == gone_id) continue;
     refilled++;
-    const size_t owner = IndexOf(c, kMembers, st.owner);
-    const size_t backup = IndexOf(c, kMembers, st.backups[0]);
+    const size_t owner = c.IndexOf(st.owner);
+    const size_t backup = c.IndexOf(st.backups[0]);
     ExpectCopyEqual(c, owner, backup, cluster::KeySlot(k), {k});
   }
   EXPECT_GT(refilled, 100u);

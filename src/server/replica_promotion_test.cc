@@ -24,14 +24,6 @@ namespace {
 using internal::ClientCluster;
 using internal::InProcessCluster;
 
-size_t IndexOf(InProcessCluster& c, size_t members, net::NodeId id) {
-  for (size_t i = 0; i < members; i++) {
-    if (c.node(i).self() == id) return i;
-  }
-  ADD_FAILURE() << "no member " << id;
-  return 0;
-}
-
 // Kills member `gone` and starts it again; waits (bounded) until the table lists its new life,
 // and so no longer lists it as any slot's owner or backup.
 void Restart(InProcessCluster& c, size_t gone) {
@@ -166,7 +158,7 @@ TEST(ReplicaPromotionTest, AnOwnerThatRestartsLosesNoAcknowledgedWrite) {
   EXPECT_NE(st.owner, gone_id);
   ASSERT_EQ(CommandTest::Decode(c.client(1).Run({"PFADD", hll, "d"})).integer, 1);
   EXPECT_EQ(CommandTest::Decode(c.client(0).Run({"PFCOUNT", hll})).integer, 4);
-  const size_t heir = IndexOf(c, kMembers, st.owner);
+  const size_t heir = c.IndexOf(st.owner);
   Session& at_heir = c.client(heir);
   EXPECT_NE(internal::InfoField(at_heir, "replica_promotions"), "0");
   EXPECT_EQ(internal::InfoField(at_heir, "replica_promotion_failures"), "0");
@@ -218,11 +210,11 @@ TEST(ReplicaPromotionTest, APromotedSlotCommitsOnceItsOtherBackupHasIt) {
     const uint16_t slot = cluster::KeySlot(keys[i]);
     const cluster::SlotState& st = after->slot(slot);
     ASSERT_NE(st.owner, gone_id);
-    const size_t heir = IndexOf(c, kMembers, st.owner);
+    const size_t heir = c.IndexOf(st.owner);
     std::vector<net::NodeId> others = st.backups;
     std::erase(others, gone_id);
     ASSERT_EQ(others.size(), 1u) << "slot " << slot;
-    const size_t other = IndexOf(c, kMembers, others[0]);
+    const size_t other = c.IndexOf(others[0]);
     internal::Replication& r = *c.engine(heir).replication();
     internal::Replication& b = *c.engine(other).replication();
     ASSERT_TRUE(floe::testing::WaitFor(

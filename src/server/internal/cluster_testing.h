@@ -100,6 +100,22 @@ class InProcessCluster {
     }
   }
 
+  // Which running member (0-based) is node `id`: a test failure, and 0, if none is.
+  size_t IndexOf(net::NodeId id) const {
+    for (size_t i = 0; i < nodes_.size(); i++) {
+      if (nodes_[i] && nodes_[i]->self() == id) return i;
+    }
+    ADD_FAILURE() << "no running member " << id;
+    return 0;
+  }
+  // The running member that leads the agreed metadata now (0 when none does).
+  size_t Leader() {
+    for (size_t i = 0; i < nodes_.size(); i++) {
+      if (nodes_[i] && nodes_[i]->meta() != nullptr && nodes_[i]->meta()->raft().leader) return i;
+    }
+    return 0;
+  }
+
   // Member i dies without a word to the others (as kill -9 would): its node and engine go.
   void Kill(size_t i) {
     if (nodes_[i]) nodes_[i]->Stop();
@@ -231,11 +247,21 @@ inline void WaitRemovedEverywhere(InProcessCluster& c, net::NodeId id, size_t fo
   }
 }
 
-inline  // Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the
-        // test
-    // binary then exits at once, as the stuck thread holds locks the cluster's teardown needs).
-    bool
-    ReturnsWithin(std::chrono::seconds limit, std::function<void()> fn) {
+// Commits `change` through the leader of `c`'s agreed metadata; Unavailable if that takes
+// more than 20 s.
+inline Status Propose(InProcessCluster& c, const cluster::Change& change) {
+  auto done = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = done->get_future();
+  c.node(c.Leader()).TEST_meta()->Propose(change, [done](Status s) { done->set_value(s); });
+  if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    return Status::Unavailable("not committed in 20 s");
+  }
+  return result.get();
+}
+
+// Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the test
+// binary then exits at once, as the stuck thread holds locks the cluster's teardown needs).
+inline bool ReturnsWithin(std::chrono::seconds limit, std::function<void()> fn) {
   auto done = std::make_shared<std::promise<void>>();
   std::future<void> returned = done->get_future();
   std::thread([fn = std::move(fn), done] {
