@@ -1,7 +1,7 @@
 // libFuzzer target for the forwarded-command decoder (docs/wire.md, "Forwarded commands"), the
 // bytes a peer sends to run commands here, RPC 303's member removal ("Removing a member"),
-// RPC 304's removal notice ("Telling a member it was removed") and RPC 305's life ("Recording a
-// member's life"):
+// RPC 304's removal notice ("Telling a member it was removed"), RPC 305's life ("Recording a
+// member's life"), RPC 306's request (its layout is RPC 307's too) and RPC 307's answer:
 // any input either fails with a Status or decodes to a request within the bounds that encodes
 // back to the same bytes. The codec's source is compiled
 // in, so it carries coverage and ASan.
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
+#include <vector>
 
 #include "server/internal/cluster_node.h"
 
@@ -57,6 +58,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!back.ok() || !(*back == *q) || q->items.empty() ||
         q->items.size() > floe::server::internal::kMaxInSyncItems) {
       std::abort();
+    }
+  }
+  // RPC 307's answer (the slots a backup report named stale, replication.md W16): decoded or
+  // refused, ascending, within its limits, and round trips.
+  if (floe::Result<std::vector<uint16_t>> slots = floe::server::internal::DecodeSlotList(bytes);
+      slots.ok()) {
+    floe::Result<std::vector<uint16_t>> back =
+        floe::server::internal::DecodeSlotList(floe::server::internal::EncodeSlotList(*slots));
+    if (!back.ok() || *back != *slots || slots->size() > floe::server::internal::kMaxInSyncItems) {
+      std::abort();
+    }
+    for (size_t i = 0; i < slots->size(); i++) {
+      if ((*slots)[i] >= 16384 || (i > 0 && (*slots)[i] <= (*slots)[i - 1])) std::abort();
     }
   }
   floe::Result<floe::server::internal::ForwardRequest> r =

@@ -290,7 +290,11 @@ void ClusterNode::Impl::RepairBackups() {
   const std::shared_ptr<const cluster::Table> table = m->table();
   // A cluster that makes no backups (every floe serve cluster today) plans nothing.
   if (table->members().empty() || table->replicas() == 0 || table->planner_paused()) return;
-  for (const cluster::Change& change : cluster::Plan(*table, {.max_moves = 0})) {
+  // W17: new filling backups go to members this leader hears, which it knows a node timeout
+  // after it took office.
+  if (st.led_ms < timeout_us / 1000) return;
+  const cluster::PlanOptions options{.max_moves = 0, .unheard = Unheard(st, *table)};
+  for (const cluster::Change& change : cluster::Plan(*table, options)) {
     if (change.kind != cluster::Change::Kind::kSetBackups) continue;
     repair_proposing = true;
     FLOE_LOG_INFO("repairing the backups of {} slots", change.slots.size());

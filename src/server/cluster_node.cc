@@ -691,6 +691,11 @@ void ClusterNode::TEST_Join(std::string request, std::function<void(Result<std::
   impl_->OnJoin(1, request, std::move(done));
 }
 
+void ClusterNode::TEST_BackupDown(net::NodeId from, std::string request,
+                                  std::function<void(Result<std::string>)> done) {
+  impl_->OnBackupDown(from, request, std::move(done));
+}
+
 void ClusterNode::TEST_SetDemoteAfter(std::chrono::microseconds after) {
   impl_->demote_after_us.store(static_cast<uint64_t>(after.count()));
 }

@@ -20,6 +20,10 @@ void ClusterNode::Impl::RegisterReplication() {
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
                             OnBackupInSync(from, req, std::move(reply));
                           });
+  endpoint->RegisterAsync(kBackupDownMethod, rpc::kPriorityClasses - 1,
+                          [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
+                            OnBackupDown(from, req, std::move(reply));
+                          });
   endpoint->RegisterAsync(kRecordLifeMethod, rpc::kPriorityClasses - 1,
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
                             OnRecordLife(from, req, std::move(reply));
@@ -221,7 +225,8 @@ void ClusterNode::Impl::ReplicationTick() {
   loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
   if (r != nullptr && r->any_owned()) {
     Wake(waker);
-    PostFillStep(0);  // S12: fills to begin, scan or report done
+    PostFillStep(0);   // S12: fills to begin, scan or report done
+    WatchBackups(*r);  // B7
   }
   if (r != nullptr) r->ExpireHolds();  // H5
 }

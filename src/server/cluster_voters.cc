@@ -20,9 +20,6 @@ size_t VotersWanted(size_t servers) {
   return n;
 }
 
-namespace {
-
-// How long `id` has been silent to the leader whose state is `st` (0 for the leader itself).
 uint64_t SilentMs(const consensus::State& st, uint64_t id) {
   if (id == st.id) return 0;
   for (const consensus::State::Follower& f : st.followers) {
@@ -30,8 +27,6 @@ uint64_t SilentMs(const consensus::State& st, uint64_t id) {
   }
   return consensus::State::kNeverHeard;
 }
-
-}  // namespace
 
 Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t answer_ms) {
   bool is_voter = false;

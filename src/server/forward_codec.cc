@@ -222,6 +222,32 @@ Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes) {
   return q;
 }
 
+std::string EncodeSlotList(const std::vector<uint16_t>& slots) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(slots.size());
+  for (uint16_t s : slots) w.PutFixed16(s);
+  return out;
+}
+
+Result<std::vector<uint16_t>> DecodeSlotList(std::string_view bytes) {
+  wire::Reader in(bytes);
+  uint64_t count = 0;
+  const Status bad = Status::Corruption("not a list of slots");
+  if (!in.GetVarint64(&count).ok() || count > kMaxInSyncItems || count > in.remaining() / 2) {
+    return bad;
+  }
+  std::vector<uint16_t> slots(count);
+  for (size_t i = 0; i < slots.size(); i++) {
+    if (!in.GetFixed16(&slots[i]).ok() || slots[i] >= cluster::kSlots ||
+        (i > 0 && slots[i] <= slots[i - 1])) {
+      return bad;
+    }
+  }
+  if (!in.empty()) return bad;
+  return slots;
+}
+
 std::string EncodeRemovedNotice(const RemovedNotice& notice) {
   std::string out;
   wire::Writer w(&out);

@@ -38,16 +38,6 @@ struct Faults {
 };
 
 // The member (0-based) with id `id`.
-size_t IndexOf(InProcessCluster& c, size_t members, net::NodeId id) {
-  for (size_t i = 0; i < members; i++) {
-    if (c.node(i).self() == id) return i;
-  }
-  ADD_FAILURE() << "no member " << id;
-  return 0;
-}
-
-size_t IndexOf(InProcessCluster& c, size_t members, net::NodeId id);
-
 // Whether every owner's Sender has committed every change it numbered and every backup has
 // installed them (a backup installs up to the committed n the owner's next message carries),
 // within `limit`.
@@ -62,7 +52,7 @@ bool WaitCommitted(InProcessCluster& c, size_t members, std::chrono::seconds lim
         const uint64_t started = r.sender().started(s);
         all = r.sender().committed(s) == started;
         for (net::NodeId b : table->slot(s).backups) {
-          internal::Replication& at = *c.engine(IndexOf(c, members, b)).replication();
+          internal::Replication& at = *c.engine(c.IndexOf(b)).replication();
           all = all && at.receiver().Stats(s).applied == started;
         }
         if (!all) break;
@@ -158,8 +148,8 @@ void WritesReachTheirBackups(ClientCluster& c) {
   for (const std::string& k : keys) {
     const cluster::SlotState& st = table->slot(cluster::KeySlot(k));
     ASSERT_EQ(st.backups.size(), 1u) << k;
-    Engine& home = c.engine(IndexOf(c, kMembers, st.owner));
-    Engine& backup = c.engine(IndexOf(c, kMembers, st.backups[0]));
+    Engine& home = c.engine(c.IndexOf(st.owner));
+    Engine& backup = c.engine(c.IndexOf(st.backups[0]));
     const std::string at_home = internal::DumpState(home.store(), k);
     EXPECT_EQ(internal::DumpState(backup.replication()->store().store(), k), at_home) << k;
     if (at_home != "(absent)") live++;
@@ -190,16 +180,20 @@ TEST(ReplicaStreamTest, ChangesReachTheirBackupsThroughALossyNetwork) {
   WritesReachTheirBackups(c);
 }
 
-// W4 and H5: an owner whose backup is down holds its writes' replies until their bound, then
-// answers that their outcome is unknown (removing the backup, B7, is not built); the owner's
-// Sender keeps the changes for the backup, and sends it no message per write.
-TEST(ReplicaStreamTest, AnOwnerWhoseBackupIsDownHoldsItsWritesToTheirBound) {
+// W4, H5 and B7: an owner whose backup is down holds its writes' replies until the leader drops
+// the backup (W15-W16, within the hold bound), then answers them OK; meanwhile its Sender keeps
+// the changes for the backup, and sends it no message per write. (The planner is paused: no new
+// backup is filled.)
+TEST(ReplicaStreamTest, AnOwnerWhoseBackupIsDownHoldsItsWritesUntilItIsDropped) {
   internal::ReplicasAtFounding one(1);
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
+  ASSERT_TRUE(
+      internal::Propose(c, {.kind = cluster::Change::Kind::kPausePlanner, .flag = true}).ok());
   const std::string k = c.KeyAt(0);
+  const uint16_t slot = cluster::KeySlot(k);
   const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
-  const size_t backup = IndexOf(c, 3, table->slot(cluster::KeySlot(k)).backups[0]);
+  const size_t backup = c.IndexOf(table->slot(slot).backups[0]);
   const net::NodeId backup_id = c.node(backup).self();
   c.Kill(backup);
   // Once the RPC layer marks it down its calls fail at once: each write wakes the pump, which
@@ -224,16 +218,21 @@ TEST(ReplicaStreamTest, AnOwnerWhoseBackupIsDownHoldsItsWritesToTheirBound) {
   }
   // Pauses of 0.1, 0.2, 0.4, 0.8 s, then 1 s: a handful of messages, not 50.
   EXPECT_LE(r.messages_sent() - sent_before, 12u) << "failures " << r.send_failures();
+  int ok = 0;
   for (const resp::Reply& got : s.Replies(std::chrono::seconds(20))) {
-    EXPECT_THAT(got.str, ::testing::HasSubstr("may or may not have been applied"));
+    // Dropped within the bound (cluster-node-timeout, then a report), so no reply is an unknown
+    // outcome unless a loaded machine delayed the report past it.
+    if (got.str == "OK") {
+      ok++;
+    } else {
+      EXPECT_THAT(got.str, ::testing::HasSubstr("may or may not have been applied"));
+    }
   }
-  const uint16_t slot = cluster::KeySlot(k);
-  EXPECT_GE(r.sender().started(slot), 50u);
-  EXPECT_LT(r.sender().committed(slot), r.sender().started(slot));
+  EXPECT_GT(ok, 0);
+  EXPECT_TRUE(c.node(0).meta()->table()->slot(slot).backups.empty());
+  EXPECT_EQ(r.sender().committed(slot), r.sender().started(slot));
   Session& info = c.client(0);
-  EXPECT_GT(std::stoll(InfoField(info, "replica_queued_bytes")), 0);
   EXPECT_GT(std::stoll(InfoField(info, "replica_owned_slots")), 0);
-  EXPECT_GE(std::stoll(InfoField(info, "replica_hold_timeouts")), 50);
 }
 
 // W4: the changes a backup that is down has not acknowledged count in used_memory, so maxmemory
@@ -244,7 +243,7 @@ TEST(ReplicaStreamTest, AQueueForABackupThatIsDownCountsAgainstMaxmemory) {
   ASSERT_TRUE(c.WaitFormed());
   const std::string k = c.KeyAt(0);
   const std::shared_ptr<const cluster::Table> table = c.node(0).meta()->table();
-  c.Kill(IndexOf(c, 3, table->slot(cluster::KeySlot(k)).backups[0]));
+  c.Kill(c.IndexOf(table->slot(cluster::KeySlot(k)).backups[0]));
   Session& info = c.client(0);
   const int64_t used = std::stoll(InfoField(info, "used_memory"));
   const int64_t limit = used + (2 << 20);

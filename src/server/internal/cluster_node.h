@@ -131,6 +131,17 @@ struct BackupInSyncRequest {
 };
 std::string EncodeBackupInSync(const BackupInSyncRequest& request);
 Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes);
+// Reports backups that confirmed nothing for cluster-node-timeout (docs/replication.md, W15-W16):
+// the layout of RPC 306, each item's `n` being the backup's life, one backup per request. The
+// answer lists the slots whose item named a version the leader's table no longer has (sent
+// again at once with the owner's newer one, EncodeSlotList); the leader commits one SetBackups
+// without the backups it may remove, a member that does not lead forwards it there once.
+inline constexpr uint16_t kBackupDownMethod = 307;
+using BackupDownRequest = BackupInSyncRequest;
+// Slots, ascending and distinct. Decode: Corruption for more than kMaxInSyncItems, a slot past
+// 16,383, disorder or trailing bytes.
+std::string EncodeSlotList(const std::vector<uint16_t>& slots);
+Result<std::vector<uint16_t>> DecodeSlotList(std::string_view bytes);
 // RPC 304's request (docs/wire.md, "Telling a member it was removed"): the member whose applied
 // table no longer lists `id` tells it so, with that table's epoch and cluster id. Decode:
 // Corruption for anything but two varints and 16 bytes.
@@ -226,6 +237,10 @@ class ClusterNode {
   Result<std::string> TEST_RemovedNotice(net::NodeId from, std::string_view request);
   // Tests: runs a JOIN (RPC 101, docs/membership.md J1) as if a joiner had sent it here.
   void TEST_Join(std::string request, std::function<void(Result<std::string>)> done);
+  // Tests: answers a report of a backup that is down (RPC 307, docs/replication.md W16) as if
+  // member `from` had sent it here.
+  void TEST_BackupDown(net::NodeId from, std::string request,
+                       std::function<void(Result<std::string>)> done);
   // Tests only, before any table gives a slot away: runs on the guard thread before each count
   // of the keys a published table gave away.
   void TEST_SetGuardHook(std::function<void()> hook);

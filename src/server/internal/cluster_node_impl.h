@@ -112,6 +112,9 @@ size_t VotersWanted(size_t servers);
 // Unavailable when a voter was not heard from yet and the leader is too new to tell (a retry
 // may pass).
 Status KeepsMajorityWithout(const consensus::State& st, uint64_t id, uint64_t answer_ms);
+// How long `id` has been silent to the leader whose state is `st` (0 for the leader itself;
+// consensus::State::kNeverHeard when it never answered this leader).
+uint64_t SilentMs(const consensus::State& st, uint64_t id);
 
 struct ClusterNode::Impl {
   Engine* engine = nullptr;
@@ -476,6 +479,25 @@ struct ClusterNode::Impl {
   bool fills_begin_pending = false;          // a wanted fill found a message in flight; loop only
   bool in_sync_asking = false;
   uint64_t in_sync_next_us = 0;
+  // B7 at an owner (cluster_backup_down.cc, W15), on the loop from ReplicationTick: a backup
+  // waited for whose progress stood still, or that the RPC layer found down, for
+  // cluster-node-timeout is reported to the leader (RPC 307) until the table drops it.
+  void WatchBackups(Replication& r);
+  void ReportBackupDown(uint32_t backup);
+  // RPC 307 (any handler thread): the leader removes the reported backups (W16).
+  void OnBackupDown(net::NodeId from, std::string_view bytes, rpc::Reply reply);
+  // The members the leader has not heard from within cluster-node-timeout (W17); empty unless
+  // this member leads.
+  std::vector<net::NodeId> Unheard(const consensus::State& st, const cluster::Table& table) const;
+  struct BackupWatch {
+    uint64_t life = 0;
+    uint64_t progress = 0;
+    uint64_t still_since_us = 0;  // waited for, with no progress, since
+    uint64_t down_since_us = 0;   // PeerUp false since (0: up)
+    uint64_t next_report_us = 0;
+  };
+  std::map<uint32_t, BackupWatch> backup_watch;  // by backup; loop only
+  bool backup_down_asking = false;               // loop only
   // The capture's wake (any thread): one pump posted at a time. Shared with the hook the
   // engine's Replication keeps, which may run after the node stopped.
   struct Waker {

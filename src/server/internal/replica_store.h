@@ -236,7 +236,7 @@ class Replication {
   using Backups = std::pair<std::vector<replica::Target>, std::vector<replica::Target>>;
   std::map<uint16_t, Backups> configured_ FLOE_GUARDED_BY(mu_);
   uint64_t followed_epoch_ FLOE_GUARDED_BY(mu_) = 0;  // the latest table's epoch Follow saw
-  std::set<uint16_t> backed_ FLOE_GUARDED_BY(mu_);  // by the last table Follow saw
+  std::set<uint16_t> backed_ FLOE_GUARDED_BY(mu_);    // by the last table Follow saw
   // Each owned slot's version in the last table Follow configured the Sender from (W8).
   std::vector<uint64_t> versions_ FLOE_GUARDED_BY(mu_) = std::vector<uint64_t>(cluster::kSlots);
   // W12: each slot promoted here, its ownership and the n it was promoted at (a backup added
