@@ -62,6 +62,11 @@ std::vector<Change::SlotItem> RepairBackups(const Table& t, const std::vector<ne
   std::vector<Change::SlotItem> items;
   for (uint16_t s : order) {
     const SlotState& st = t.slot(s);
+    // A suspected owner's slots are failover's (O5): its in-sync backups are its heirs, which
+    // the table keeps (W16), so the planner leaves the slot as it is.
+    if (const TableMember* owner = t.FindMember(st.owner); owner != nullptr && owner->suspected) {
+      continue;
+    }
     // The slot's own backups are not counted while its sets are chosen.
     for (const auto* list : {&st.backups, &st.filling}) {
       for (net::NodeId b : *list) {

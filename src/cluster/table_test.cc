@@ -282,6 +282,14 @@ TEST(TableTest, ASuspectedOwnerCannotRemoveItsHeir) {
   // An owner that is not suspected removes a backup (the leader's other checks are W16's).
   Table u = Table::Initial(Members(3), 1);
   EXPECT_TRUE(u.Apply(drop).ok());
+  // The planner leaves a suspected owner's slots alone: with two live heirs and one wanted
+  // (3 members, one suspected), dropping one would be refused (review of B7, finding 2).
+  Table v = Table::Initial(Members(3), 2);
+  ASSERT_TRUE(v.Apply(ForNode(Kind::kSuspect, 1, true)).ok());
+  for (const Change& c : Plan(v, {.max_moves = 0})) {
+    for (const Change::SlotItem& it : c.slots) EXPECT_NE(v.slot(it.slot).owner, 1u);
+    EXPECT_TRUE(v.Apply(c).ok());
+  }
 }
 
 TEST(TableTest, ARestartEndsTheOldLifesRoles) {

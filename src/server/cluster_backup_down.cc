@@ -19,11 +19,6 @@ bool Listed(const std::vector<net::NodeId>& ids, net::NodeId id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
-std::vector<net::NodeId> Without(std::vector<net::NodeId> ids, net::NodeId id) {
-  std::erase(ids, id);
-  return ids;
-}
-
 }  // namespace
 
 // W15: per backup of this owner's slots, how long it has been waited for without progress, and
@@ -48,31 +43,44 @@ void ClusterNode::Impl::WatchBackups(Replication& r) {
     const bool still = now - w.still_since_us >= timeout_us;
     const bool down = w.down_since_us != 0 && now - w.down_since_us >= timeout_us;
     if ((still || down) && now >= w.next_report_us && !backup_down_asking) {
-      ReportBackupDown(lag.id);
+      ReportBackupDown(lag.id, lag.life);
     }
   }
   std::erase_if(backup_watch, [&seen](const auto& kv) { return !seen.contains(kv.first); });
 }
 
-void ClusterNode::Impl::ReportBackupDown(uint32_t backup) {
+void ClusterNode::Impl::ReportBackupDown(uint32_t backup, uint64_t life) {
   const cluster::Meta* m = meta_view.load(std::memory_order_acquire);
   if (m == nullptr) return;
   const net::NodeId self = cluster->self();
   const std::shared_ptr<const cluster::Table> table = m->table();  // keeps the pointers alive
   const cluster::TableMember* me = table->FindMember(self);
   const cluster::TableMember* b = table->FindMember(backup);
-  if (me == nullptr || me->life != endpoint->incarnation() || b == nullptr) return;
+  // The life seen stalling, not a later one the table lists already (its Restarted ended the
+  // old life's roles; the Sender follows).
+  if (me == nullptr || me->life != endpoint->incarnation() || b == nullptr || b->life != life) {
+    return;
+  }
+  BackupWatch& w = backup_watch[backup];
   BackupDownRequest request{.owner = self, .life = me->life};
-  for (uint16_t s = 0; s < cluster::kSlots && request.items.size() < kMaxInSyncItems; s++) {
+  // From where the last full request ended, round the slots: each is named in its turn.
+  for (uint32_t i = 0; i < cluster::kSlots && request.items.size() < kMaxInSyncItems; i++) {
+    const auto s = static_cast<uint16_t>((w.next_slot + i) % cluster::kSlots);
     const cluster::SlotState& st = table->slot(s);
     if (st.owner != self || (!Listed(st.backups, backup) && !Listed(st.filling, backup))) continue;
-    request.items.push_back({.slot = s, .version = st.version, .backup = backup, .n = b->life});
+    request.items.push_back({.slot = s, .version = st.version, .backup = backup, .n = life});
   }
   if (request.items.empty()) return;  // this table no longer lists it: the Sender follows
-  FLOE_LOG_WARN("backup {} of {} slot(s) confirmed nothing for {} ms: asking the leader to drop it",
-                backup, request.items.size(), timeout_us / 1000);
-  backup_down_asking = true;
   const bool full = request.items.size() == kMaxInSyncItems;  // more slots may list it
+  w.next_slot = full ? (request.items.back().slot + 1u) % cluster::kSlots : 0;
+  std::sort(request.items.begin(), request.items.end(),
+            [](const InSyncItem& a, const InSyncItem& c) { return a.slot < c.slot; });
+  if (!std::exchange(w.told, true)) {
+    FLOE_LOG_WARN(
+        "backup {} of {} slot(s) confirmed nothing for {} ms: asking the leader to drop it", backup,
+        request.items.size(), timeout_us / 1000);
+  }
+  backup_down_asking = true;
   OnBackupDown(self, EncodeBackupInSync(request), [this, backup, full](Result<std::string> answer) {
     Result<std::vector<uint16_t>> stale =
         answer.ok() ? DecodeSlotList(*answer) : Result<std::vector<uint16_t>>(answer.status());
@@ -137,7 +145,19 @@ void ClusterNode::Impl::OnBackupDown(net::NodeId from, std::string_view bytes, r
     if (owner->suspected) return reply(Status::FailedPrecondition("the owner is suspected"));
     const auto id = static_cast<net::NodeId>(request.items[0].backup);
     const cluster::TableMember* b = t->FindMember(id);
-    const bool heard = SilentMs(st, id) < timeout_ms || endpoint->PeerUp(id);
+    auto heard = [&](net::NodeId x) {
+      const cluster::TableMember* xm = t->FindMember(x);
+      return xm != nullptr && !xm->suspected &&
+             (SilentMs(st, x) < timeout_ms || endpoint->PeerUp(x));
+    };
+    auto live = [&](const std::vector<net::NodeId>& ids) {
+      std::vector<net::NodeId> out;
+      for (net::NodeId x : ids) {
+        const cluster::TableMember* xm = t->FindMember(x);
+        if (x != id && xm != nullptr && !xm->suspected) out.push_back(x);
+      }
+      return out;
+    };
     cluster::Change change{.kind = cluster::Change::Kind::kSetBackups};
     std::vector<uint16_t> stale;
     for (const InSyncItem& item : request.items) {
@@ -150,17 +170,24 @@ void ClusterNode::Impl::OnBackupDown(net::NodeId from, std::string_view bytes, r
       // listed: nothing to remove.
       if (s.owner != owner->id || b == nullptr || b->life != item.n) continue;
       if (!Listed(s.backups, id) && !Listed(s.filling, id)) continue;
-      // The last in-sync backup is the slot's only heir: removed only if the leader does not
-      // hear it either (an owner that reaches no backup keeps its slots' writes waiting).
-      if (s.backups.size() == 1 && s.backups[0] == id && heard) continue;
+      // An in-sync backup the leader hears may be the heir a failover needs: removed only if
+      // another in-sync backup the leader hears stays (an owner that reaches no backup keeps
+      // its slots' writes waiting rather than drop the only copy it can count on).
+      if (Listed(s.backups, id) && heard(id) &&
+          std::none_of(s.backups.begin(), s.backups.end(),
+                       [&](net::NodeId x) { return x != id && heard(x); })) {
+        continue;
+      }
+      // Suspected members leave the lists too: the table lists none (Table::Check).
       change.slots.push_back({.slot = item.slot,
                               .version = s.version,
-                              .backups = Without(s.backups, id),
-                              .filling = Without(s.filling, id)});
+                              .backups = live(s.backups),
+                              .filling = live(s.filling)});
     }
     std::sort(stale.begin(), stale.end());
     if (change.slots.empty()) return reply(EncodeSlotList(stale));
     repair_proposing = true;
+    dropped_at[id] = loop.NowMicros();  // W17: not picked again for a while
     FLOE_LOG_INFO("dropping backup {} of {} slot(s) of member {}: it confirmed nothing", id,
                   change.slots.size(), owner->id);
     m->Propose(change,
@@ -176,9 +203,12 @@ std::vector<net::NodeId> ClusterNode::Impl::Unheard(const consensus::State& st,
                                                     const cluster::Table& table) const {
   std::vector<net::NodeId> out;
   const uint64_t timeout_ms = timeout_us / 1000;
+  const uint64_t now = loop.NowMicros();
   for (const cluster::TableMember& member : table.members()) {
     if (member.id == cluster->self()) continue;
-    if (SilentMs(st, member.id) >= timeout_ms || !endpoint->PeerUp(member.id)) {
+    auto dropped = dropped_at.find(member.id);
+    const bool resting = dropped != dropped_at.end() && now - dropped->second < kPickAgainAfterUs;
+    if (resting || SilentMs(st, member.id) >= timeout_ms || !endpoint->PeerUp(member.id)) {
       out.push_back(member.id);
     }
   }

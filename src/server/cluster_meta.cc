@@ -748,9 +748,13 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
     // Their keys go on a handler thread of the lowest class: a pass over the replica store
     // must not hold the Raft thread or the loop.
     if (!forgotten.empty()) {
-      endpoint->Post(0, [replication, forgotten = std::move(forgotten)] {
-        replication->store().DropSlots(forgotten);
-      });
+      // A slot backed here again before the drop runs starts a new copy with a flush, which
+      // raises its generation: the drop then leaves that slot alone (B7, W18).
+      std::vector<uint64_t> generations = replication->store().Generations(forgotten);
+      endpoint->Post(
+          0, [replication, forgotten = std::move(forgotten), generations = std::move(generations)] {
+            replication->store().DropSlots(forgotten, &generations);
+          });
     }
   }
   if (!table->members().empty()) {

@@ -227,6 +227,8 @@ void ClusterNode::Impl::ReplicationTick() {
     Wake(waker);
     PostFillStep(0);   // S12: fills to begin, scan or report done
     WatchBackups(*r);  // B7
+  } else {
+    backup_watch.clear();  // owning again, a backup is watched from then on
   }
   if (r != nullptr) r->ExpireHolds();  // H5
 }

@@ -30,6 +30,7 @@ Result<CapturedState> CaptureState(const store::Store& store, std::string_view k
 bool ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::Entry> entries,
                            std::vector<std::string>* need_state) {
   (void)n;
+  MutexLock lock(&drop_mu_);
   for (const replica::Entry& e : entries) {
     switch (e.kind) {
       case replica::EntryKind::kPut: {
@@ -66,9 +67,31 @@ bool ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::E
   return true;
 }
 
-void ReplicaStore::FlushSlot(uint16_t slot) { DropSlots({slot}); }
+void ReplicaStore::FlushSlot(uint16_t slot) {
+  generation_[slot % cluster::kSlots]++;
+  DropLocked({slot});
+}
 
-void ReplicaStore::DropSlots(const std::vector<uint16_t>& slots) {
+std::vector<uint64_t> ReplicaStore::Generations(const std::vector<uint16_t>& slots) const {
+  MutexLock lock(&drop_mu_);
+  std::vector<uint64_t> out;
+  out.reserve(slots.size());
+  for (uint16_t s : slots) out.push_back(generation_[s % cluster::kSlots]);
+  return out;
+}
+
+void ReplicaStore::DropSlots(const std::vector<uint16_t>& slots,
+                             const std::vector<uint64_t>* generations) {
+  MutexLock lock(&drop_mu_);
+  if (generations == nullptr) return DropLocked(slots);
+  std::vector<uint16_t> still;
+  for (size_t i = 0; i < slots.size() && i < generations->size(); i++) {
+    if (generation_[slots[i] % cluster::kSlots] == (*generations)[i]) still.push_back(slots[i]);
+  }
+  DropLocked(still);
+}
+
+void ReplicaStore::DropLocked(const std::vector<uint16_t>& slots) {
   if (slots.empty()) return;
   std::vector<bool> drop(cluster::kSlots, false);
   for (uint16_t s : slots) drop[s % cluster::kSlots] = true;

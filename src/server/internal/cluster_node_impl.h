@@ -126,6 +126,10 @@ struct ClusterNode::Impl {
   void StartDropper(ClusterNode* node);
   Stats* stats = nullptr;
   uint64_t timeout_us = 0;
+  // --replicas as this node was started (W19): the agreed table's value holds; a difference is
+  // logged once.
+  int64_t replicas_asked = 0;
+  std::atomic<bool> replicas_told{false};
   uint64_t holder_wait_us = 0;  // the longest a change waits for a holder (L2's bound)
   // The applied table gives slots backups: a home may hold a reply up to twice
   // cluster-node-timeout (docs/replication.md, H5), which a forwarded request waits out.
@@ -483,7 +487,7 @@ struct ClusterNode::Impl {
   // waited for whose progress stood still, or that the RPC layer found down, for
   // cluster-node-timeout is reported to the leader (RPC 307) until the table drops it.
   void WatchBackups(Replication& r);
-  void ReportBackupDown(uint32_t backup);
+  void ReportBackupDown(uint32_t backup, uint64_t life);
   // RPC 307 (any handler thread): the leader removes the reported backups (W16).
   void OnBackupDown(net::NodeId from, std::string_view bytes, rpc::Reply reply);
   // The members the leader has not heard from within cluster-node-timeout (W17); empty unless
@@ -495,9 +499,16 @@ struct ClusterNode::Impl {
     uint64_t still_since_us = 0;  // waited for, with no progress, since
     uint64_t down_since_us = 0;   // PeerUp false since (0: up)
     uint64_t next_report_us = 0;
+    uint32_t next_slot = 0;  // where the next report starts (after a full one)
+    bool told = false;       // its first report was logged
   };
   std::map<uint32_t, BackupWatch> backup_watch;  // by backup; loop only
   bool backup_down_asking = false;               // loop only
+  // At the leader: when it last dropped each member as a backup. For this long such a member is
+  // not picked as a new filling backup, so a backup that is slow but alive is not dropped and
+  // refilled over and over (a first piece of B8's --replica-delay). Loop only.
+  std::map<net::NodeId, uint64_t> dropped_at;
+  static constexpr uint64_t kPickAgainAfterUs = 30'000'000;
   // The capture's wake (any thread): one pump posted at a time. Shared with the hook the
   // engine's Replication keeps, which may run after the node stopped.
   struct Waker {

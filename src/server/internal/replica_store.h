@@ -54,8 +54,14 @@ class ReplicaStore final : public replica::Sink {
   uint64_t install_failures() const { return install_failures_.load(std::memory_order_relaxed); }
 
   // Removes every key of these slots (a backup that no longer backs them, W2). Not under the
-  // Receiver's lock: a slot forgotten there first.
-  void DropSlots(const std::vector<uint16_t>& slots);
+  // Receiver's lock: a slot forgotten there first. With `generations` (each slot's Generation
+  // when it was forgotten), a slot whose copy was started again since (the member backs it
+  // again and its fill flushed it, B7's W18) is left alone: the late drop of an old role must
+  // not remove the new copy's keys.
+  void DropSlots(const std::vector<uint16_t>& slots,
+                 const std::vector<uint64_t>* generations = nullptr);
+  // Raised by every slot flush installed here (a fill's start, a FLUSHALL).
+  std::vector<uint64_t> Generations(const std::vector<uint16_t>& slots) const;
   // A promotion (docs/replication.md W11): every key of these slots leaves this store for
   // `to`, the main store. A value with no decoded object moves as a pointer; one with a decoded
   // object (its bytes charged to this store's account) is rebuilt from its DUMP body against
@@ -71,7 +77,12 @@ class ReplicaStore final : public replica::Sink {
   uint64_t Headroom() const override;
 
  private:
-  void FlushSlot(uint16_t slot);
+  void FlushSlot(uint16_t slot) FLOE_REQUIRES(drop_mu_);
+  void DropLocked(const std::vector<uint16_t>& slots) FLOE_REQUIRES(drop_mu_);
+  // Orders an old role's drop against a new copy's installs (DropSlots with generations).
+  mutable Mutex drop_mu_;
+  std::vector<uint64_t> generation_ FLOE_GUARDED_BY(drop_mu_) =
+      std::vector<uint64_t>(cluster::kSlots, 0);
 
   Engine* const engine_;
   store::Store store_;
@@ -113,6 +124,7 @@ class Replication {
   ReplicaStore& store() { return store_; }
   const ReplicaStore& store() const { return store_; }
   replica::Sender& sender() { return sender_; }
+  const replica::Sender& sender() const { return sender_; }
   replica::Receiver& receiver() { return receiver_; }
 
   // W2: this member's roles as `table` has them, on the thread that applies tables, in two
