@@ -312,6 +312,9 @@ class Sender {
   static bool Fits(const Entry& e) { return e.key.size() + e.bytes.size() <= kMaxEntryBytes; }
   // Whether the slot is served here: owned and neither fenced nor dropped (reads check it, S9).
   bool serving(uint16_t slot) const;
+  // The in-sync backups the latest Own or Configure listed for the slot (0 once it is no longer
+  // owned here); lock-free (a write checks it against min-replicas-to-write, S11).
+  uint32_t in_sync(uint16_t slot) const;
 
   // The last n opened and the last committed (S9's reads load these without a lock).
   uint64_t started(uint16_t slot) const;

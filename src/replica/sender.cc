@@ -119,6 +119,7 @@ struct Sender::Impl {
   std::unique_ptr<std::atomic<uint64_t>[]> started_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<uint64_t>[]> committed_n { new std::atomic<uint64_t>[ kSlots ]() };
   std::unique_ptr<std::atomic<bool>[]> serving { new std::atomic<bool>[ kSlots ]() };
+  std::unique_ptr<std::atomic<uint32_t>[]> in_sync_n { new std::atomic<uint32_t>[ kSlots ]() };
 
   using Callbacks = std::vector<std::pair<std::function<void(Status)>, Status>>;
 
@@ -226,6 +227,7 @@ struct Sender::Impl {
     st.backups.clear();
     st.owned = false;
     serving[slot].store(false, std::memory_order_release);
+    in_sync_n[slot].store(0, std::memory_order_relaxed);
   }
 
   // A callback that throws neither skips the others nor leaves a noexcept caller (CloseEmpty).
@@ -269,6 +271,7 @@ struct Sender::Impl {
       if (!next.contains(id)) Untarget(slot, id);
     }
     st.backups = std::move(next);
+    in_sync_n[slot].store(static_cast<uint32_t>(in_sync.size()), std::memory_order_relaxed);
     Prune();
     Advance(slot, run);
   }
@@ -881,6 +884,10 @@ std::vector<uint32_t> Sender::Ready() const {
     if (im.Ready(t)) out.push_back(id);
   }
   return out;
+}
+
+uint32_t Sender::in_sync(uint16_t slot) const {
+  return slot < kSlots ? impl_->in_sync_n[slot].load(std::memory_order_relaxed) : 0;
 }
 
 std::vector<Sender::Lag> Sender::Lags() const {

@@ -342,9 +342,11 @@ Result<std::optional<cluster::MetaOptions>> PrepareMeta(const Config& config,
                                               .port = m.port,
                                               .raft_port = static_cast<uint16_t>(m.port + 1)});
   }
-  // Backups come with held replies and failover (docs/replication.md, wiring steps 4-5): until
-  // then only tests ask for them.
-  o.replicas = TEST_ReplicasAtFounding().load();
+  // --replicas (docs/replication.md W19): the founder that leads first proposes the table with
+  // its value. Tests of in-process clusters set theirs through the hook.
+  o.replicas = TEST_ReplicasAtFounding().load() != 0
+                   ? TEST_ReplicasAtFounding().load()
+                   : static_cast<uint32_t>(std::clamp<int64_t>(config.replicas, 0, 8));
   if (Status st = ProbeListen(me.host, static_cast<uint16_t>(me.port + 1)); !st.ok()) {
     return failed(st.ToString());
   }
@@ -716,6 +718,13 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   }
   // H5: a request forwarded to a home waits out the home's hold bound too.
   makes_backups.store(table->replicas() > 0, std::memory_order_relaxed);
+  if (!table->members().empty() && !replicas_told.exchange(true) &&
+      static_cast<int64_t>(table->replicas()) != replicas_asked && replicas_asked != 0) {
+    FLOE_LOG_WARN(
+        "this node was started with --replicas {}; the cluster keeps {} backup(s) of each slot, "
+        "as it was founded",
+        replicas_asked, table->replicas());
+  }
   // W1: a cluster that makes backups serves a member's keys once its life is listed; one that
   // makes none records no lives (no table change at a start).
   if (!table->members().empty() && !life_listed.load()) {

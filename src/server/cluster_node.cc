@@ -515,6 +515,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
 
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
+  impl->replicas_asked = config.replicas;
   const cluster::Member& me = *std::find_if(
       members.begin(), members.end(), [&self](const cluster::Member& x) { return x.id == *self; });
   net::TransportOptions t;

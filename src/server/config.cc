@@ -117,6 +117,11 @@ constexpr Setting kSettings[] = {
     {.name = "maxmemory-policy", .kind = Kind::kChoice, .field = &Config::maxmemory_policy,
      .default_value = "noeviction", .choices = kPolicies, .runtime = true,
      .help = "What to do at maxmemory: noeviction (refuse writes)"},
+    {.name = "min-replicas-to-write", .kind = Kind::kInteger,
+     .field = &Config::min_replicas_to_write, .default_value = "0", .min = 0, .max = 8,
+     .runtime = true,
+     .help = "In a cluster, refuse a write (NOREPLICAS) to a slot that has fewer in-sync backups "
+             "than this, rather than keep it in fewer copies (docs/replication.md); 0 = never"},
     {.name = "port", .kind = Kind::kInteger, .field = &Config::port, .default_value = "6379",
      .min = 0, .max = 65535, .help = "TCP port (0 picks a free one)"},
     // The store holds no payload above kMaxPayloadBytes, so no client may announce more.
@@ -124,6 +129,12 @@ constexpr Setting kSettings[] = {
      .default_value = "536870912", .min = 1024,
      .max = static_cast<int64_t>(store::kMaxPayloadBytes), .runtime = true,
      .help = "Longest string a client may send"},
+    {.name = "replicas", .kind = Kind::kInteger, .field = &Config::replicas,
+     .default_value = "0", .min = 0, .max = 8,
+     .help = "Backups of each slot a new cluster keeps on other members: a write is acknowledged "
+             "once they have it, and a backup replaces an owner that restarts "
+             "(docs/replication.md). Set when the cluster is founded (its first leader's value "
+             "holds); a joining node takes the cluster's"},
     {.name = "requirepass", .kind = Kind::kText, .field = &Config::requirepass, .runtime = true,
      .env = "FLOE_REQUIREPASS",
      .help = "Password clients must give with AUTH or HELLO (also from $FLOE_REQUIREPASS)"},
@@ -420,6 +431,11 @@ Status ValidateConfig(const Config& c) {
         "give cluster (the members of a new cluster) or join (a member of a running one), not "
         "both");
   }
+  if (c.cluster.empty() && c.join.empty() && c.replicas != 0) {
+    return Status::InvalidArgument(
+        "replicas is set but cluster is not: backups live on other members of a cluster "
+        "(docs/cluster.md)");
+  }
   if (c.cluster.empty() && c.join.empty() && c.cluster_port != 0) {
     return Status::InvalidArgument(
         "cluster-port is set but cluster is not: give --cluster, the list of every member "
@@ -489,6 +505,7 @@ Status Engine::SetConfig(const std::vector<std::pair<std::string_view, std::stri
 void Engine::ApplyHotSettings(const Config& c) {
   maxmemory_.store(c.maxmemory, std::memory_order_relaxed);
   maxclients_.store(c.maxclients, std::memory_order_relaxed);
+  min_replicas_.store(c.min_replicas_to_write, std::memory_order_relaxed);
   proto_max_bulk_len_.store(c.proto_max_bulk_len, std::memory_order_relaxed);
   requires_auth_.store(!c.requirepass.empty(), std::memory_order_relaxed);
   output_hard_.store(c.output_hard_limit, std::memory_order_relaxed);

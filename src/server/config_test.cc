@@ -262,6 +262,24 @@ TEST(SettingsTest, AClusterPortWithoutAClusterIsRefused) {
   EXPECT_TRUE(ValidateConfig(c).ok());
 }
 
+// W19 (docs/replication.md): backups live on other members, so --replicas needs a cluster.
+TEST(SettingsTest, ReplicasWithoutAClusterAreRefused) {
+  Config c;
+  EXPECT_EQ(c.replicas, 0);
+  EXPECT_EQ(c.min_replicas_to_write, 0);
+  c.replicas = 1;
+  const Status s = ValidateConfig(c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("replicas"), std::string::npos) << s.ToString();
+  c.cluster = "127.0.0.1:7100";
+  c.cluster_port = 7100;
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  EXPECT_FALSE(ApplySetting(*FindSetting("replicas"), "9", &c).ok()) << "at most kMaxReplicas";
+  EXPECT_FALSE(ApplySetting(*FindSetting("min-replicas-to-write"), "-1", &c).ok());
+  EXPECT_TRUE(FindSetting("min-replicas-to-write")->runtime);
+  EXPECT_FALSE(FindSetting("replicas")->runtime) << "set when the cluster is founded";
+}
+
 TEST(SettingsTest, LoopbackAddressesAreParsedNotMatched) {
   EXPECT_TRUE(IsLoopbackAddress("127.0.0.1"));
   EXPECT_TRUE(IsLoopbackAddress("127.255.3.4"));

@@ -59,7 +59,43 @@ void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::str
   }
 }
 
+// S11: with min-replicas-to-write N, a write whose slots have fewer than N in-sync backups
+// is refused before it runs (Redis's NOREPLICAS). A flush (no keys) needs every slot this member
+// owns with backups to have them, and a member that owns none has none.
+bool Session::EnoughBackups(const internal::CommandContext& ctx, int64_t min) const {
+  const internal::Replication* r = engine_->replication();
+  if (r == nullptr || capturing_) return true;  // not a member; in EXEC, EXEC checked its keys
+  std::vector<std::string_view> keys;
+  bool all = false;
+  HomeKeys(ctx, &keys, &all, /*written=*/true);
+  const replica::Sender& sender = r->sender();
+  for (std::string_view k : keys) {
+    if (sender.in_sync(cluster::KeySlot(k)) < min) return false;
+  }
+  if (all) {
+    const std::vector<uint16_t> owned = r->OwnedSlots();
+    if (owned.empty()) return false;
+    for (uint16_t slot : owned) {
+      if (sender.in_sync(slot) < min) return false;
+    }
+  }
+  return true;
+}
+
 void Session::RunHandlerAtHome(internal::CommandContext& ctx) {
+  if (const int64_t min = engine_->min_replicas_to_write(); min > 0) [[unlikely]] {
+    bool enough = false;
+    try {
+      enough = EnoughBackups(ctx, min);
+    } catch (const std::bad_alloc&) {
+      ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
+      return;
+    }
+    if (!enough) {
+      ctx.Error("NOREPLICAS Not enough good replicas to write.");
+      return;
+    }
+  }
   const internal::Replication* r = engine_->replication();
   if (r == nullptr || !r->any_owned()) [[likely]] {
     RunHandler(ctx);

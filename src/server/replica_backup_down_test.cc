@@ -180,6 +180,66 @@ TEST(ReplicaBackupDownTest, ABackupReportIsFencedBySlotVersionAndLife) {
             StatusCode::kFailedPrecondition);
 }
 
+// S11, W19: with min-replicas-to-write N, a write to a slot with fewer in-sync backups is
+// refused with NOREPLICAS before it runs (forwarded from another member too); a FLUSHALL needs
+// every replicated slot of each member to have them. Once a dead backup is dropped (B7), its
+// slots' writes are refused until a new backup is in sync.
+TEST(ReplicaBackupDownTest, AWriteWithTooFewBackupsIsRefusedWhenAsked) {
+  internal::ReplicasAtFounding one(1);
+  ClientCluster c(3);
+  ASSERT_TRUE(c.WaitFormed());
+  const std::string k = c.KeyAt(0, "m"), elsewhere = c.KeyAt(1, "m");
+  std::vector<Session*> clients{&c.client(0), &c.client(1), &c.client(2)};
+  auto run = [](Session* s, const std::vector<std::string>& args) {
+    return CommandTest::Decode(s->Run(args));
+  };
+  for (size_t i = 0; i < 3; i++) {
+    ASSERT_EQ(run(clients[i], {"CONFIG", "SET", "min-replicas-to-write", "2"}).str, "OK");
+  }
+  EXPECT_EQ(run(clients[1], {"CONFIG", "GET", "min-replicas-to-write"}).elements.at(1).str, "2");
+  for (Session* s : clients) {
+    const resp::Reply r = run(s, {"SET", k, "v"});
+    EXPECT_TRUE(r.str.starts_with("NOREPLICAS")) << r.str;
+  }
+  EXPECT_TRUE(run(clients[0], {"FLUSHALL"}).str.starts_with("NOREPLICAS"));
+  EXPECT_EQ(run(clients[0], {"GET", k}).type, resp::Reply::Type::kNull) << "reads are served";
+  EXPECT_EQ(run(clients[0], {"EXISTS", k}).integer, 0) << "nothing was written";
+  for (size_t i = 0; i < 3; i++) {
+    ASSERT_EQ(run(clients[i], {"CONFIG", "SET", "min-replicas-to-write", "1"}).str, "OK");
+  }
+  ASSERT_TRUE(floe::testing::WaitFor(
+      [&] {
+        return run(clients[2], {"SET", k, "v"}).str == "OK";
+      },
+      std::chrono::seconds(60)));
+  EXPECT_EQ(run(clients[2], {"GET", k}).str, "v");
+  // The backup of `elsewhere`'s slot dies: once dropped, the slot has no in-sync backup and its
+  // writes are refused, until the planner's new backup is filled and made in sync.
+  const net::NodeId backup =
+      c.node(0).meta()->table()->slot(cluster::KeySlot(elsewhere)).backups[0];
+  const size_t gone = c.IndexOf(backup);
+  Session* alive = gone == 0 ? clients[2] : clients[0];
+  c.Kill(gone);
+  ASSERT_TRUE(floe::testing::WaitFor(
+      [&] {
+        return run(alive, {"SET", elsewhere, "x"}).str.starts_with("NOREPLICAS") ||
+               !Listed(c.node(gone == 0 ? 2 : 0)
+                           .meta()
+                           ->table()
+                           ->slot(cluster::KeySlot(elsewhere))
+                           .backups,
+                       backup);
+      },
+      std::chrono::seconds(30)));
+  ASSERT_TRUE(floe::testing::WaitFor(
+      [&] {
+        return run(alive, {"SET", elsewhere, "y"}).str == "OK";
+      },
+      std::chrono::seconds(60)))
+      << "refilled, the slot takes writes again";
+  EXPECT_EQ(run(alive, {"GET", elsewhere}).str, "y");
+}
+
 // RPC 307's answer: a list of slots, checked when decoded.
 TEST(ReplicaBackupDownTest, TheAnswersSlotListIsCheckedWhenDecoded) {
   const std::vector<uint16_t> slots{0, 7, 16383};

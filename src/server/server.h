@@ -105,6 +105,8 @@ struct Config {
   std::string cluster_secret;    // cluster-secret
   std::string dir;               // dir: the data directory (a member's Raft log)
   std::string join;              // join: a member's host:port to join a running cluster through
+  int64_t replicas;               // replicas: backups per slot of a new cluster (0-8)
+  int64_t min_replicas_to_write;  // min-replicas-to-write: 0 = never refuse
   std::string import_dir;        // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
   std::string export_dir;        // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
@@ -372,6 +374,8 @@ class Session {
   // cost is one branch.
   void RunHandlerAtHome(internal::CommandContext& ctx);
   void RunCaptured(internal::CommandContext& ctx);
+  // S11: whether every slot the write changes has at least `min` in-sync backups here.
+  bool EnoughBackups(const internal::CommandContext& ctx, int64_t min) const;
   // Held replies (held_replies.cc, docs/replication.md H1-H6). A read at home notes the slots
   // whose last change it may have seen and that have not committed (S9).
   void NoteReadWaits(const internal::CommandContext& ctx);
@@ -678,6 +682,7 @@ class Engine {
   // The hot settings, readable without the config mutex.
   int64_t maxmemory() const { return maxmemory_.load(std::memory_order_relaxed); }
   int64_t maxclients() const { return maxclients_.load(std::memory_order_relaxed); }
+  int64_t min_replicas_to_write() const { return min_replicas_.load(std::memory_order_relaxed); }
   int64_t proto_max_bulk_len() const { return proto_max_bulk_len_.load(std::memory_order_relaxed); }
   struct OutputLimits {
     int64_t hard, soft, soft_seconds;
@@ -826,6 +831,7 @@ class Engine {
   Config config_ FLOE_GUARDED_BY(config_mu_);
   std::atomic<int64_t> maxmemory_{0};
   std::atomic<int64_t> maxclients_{0};
+  std::atomic<int64_t> min_replicas_{0};
   std::atomic<int64_t> proto_max_bulk_len_{0};
   std::atomic<bool> requires_auth_{false};
   std::atomic<int64_t> output_hard_{0}, output_soft_{0}, output_soft_seconds_{0};
