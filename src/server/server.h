@@ -98,17 +98,17 @@ struct Config {
   std::string loglevel;     // loglevel: debug, verbose, notice, warning, nothing
   std::string config_file;  // the file the settings came from, if any
   // The cluster (docs/cluster.md): empty `cluster` = a standalone node.
-  std::string cluster;           // cluster: every member's host:port, comma separated
-  std::string cluster_name;      // cluster-name
-  int cluster_port;              // cluster-port
-  int64_t cluster_node_timeout;  // cluster-node-timeout, ms
-  std::string cluster_secret;    // cluster-secret
-  std::string dir;               // dir: the data directory (a member's Raft log)
-  std::string join;              // join: a member's host:port to join a running cluster through
+  std::string cluster;            // cluster: every member's host:port, comma separated
+  std::string cluster_name;       // cluster-name
+  int cluster_port;               // cluster-port
+  int64_t cluster_node_timeout;   // cluster-node-timeout, ms
+  std::string cluster_secret;     // cluster-secret
+  std::string dir;                // dir: the data directory (a member's Raft log)
+  std::string join;               // join: a member's host:port to join a running cluster through
   int64_t replicas;               // replicas: backups per slot of a new cluster (0-8)
   int64_t min_replicas_to_write;  // min-replicas-to-write: 0 = never refuse
-  std::string import_dir;        // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
-  std::string export_dir;        // export-dir: where FRAME.EXPORT may write; empty: off
+  std::string import_dir;         // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
+  std::string export_dir;         // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
   int http_port;                 // http-port
   std::string http_bind;         // http-bind: addresses for HTTP; same protected-mode rule as bind
