@@ -189,13 +189,28 @@ TEST(ReplicaBackupDownTest, AWriteWithTooFewBackupsIsRefusedWhenAsked) {
   ClientCluster c(3);
   ASSERT_TRUE(c.WaitFormed());
   const std::string k = c.KeyAt(0, "m"), elsewhere = c.KeyAt(1, "m");
-  std::vector<Session*> clients{&c.client(0), &c.client(1), &c.client(2)};
+  // The member that dies later backs `elsewhere`'s slot; clients connect to the two others (a
+  // session must not outlive its engine).
+  const uint16_t slot = cluster::KeySlot(elsewhere);
+  const net::NodeId backup = c.node(0).meta()->table()->slot(slot).backups[0];
+  const size_t gone = c.IndexOf(backup);
+  std::vector<Session*> clients;
+  std::vector<size_t> alive;
+  for (size_t i = 0; i < 3; i++) {
+    if (i == gone) continue;
+    alive.push_back(i);
+    clients.push_back(&c.client(i));
+  }
   auto run = [](Session* s, const std::vector<std::string>& args) {
     return CommandTest::Decode(s->Run(args));
   };
-  for (size_t i = 0; i < 3; i++) {
-    ASSERT_EQ(run(clients[i], {"CONFIG", "SET", "min-replicas-to-write", "2"}).str, "OK");
-  }
+  auto set_min = [&](const std::string& n) {
+    for (size_t i = 0; i < 3; i++) {
+      std::string failed;
+      ASSERT_TRUE(c.engine(i).SetConfig({{"min-replicas-to-write", n}}, &failed).ok());
+    }
+  };
+  set_min("2");
   EXPECT_EQ(run(clients[1], {"CONFIG", "GET", "min-replicas-to-write"}).elements.at(1).str, "2");
   for (Session* s : clients) {
     const resp::Reply r = run(s, {"SET", k, "v"});
@@ -204,40 +219,29 @@ TEST(ReplicaBackupDownTest, AWriteWithTooFewBackupsIsRefusedWhenAsked) {
   EXPECT_TRUE(run(clients[0], {"FLUSHALL"}).str.starts_with("NOREPLICAS"));
   EXPECT_EQ(run(clients[0], {"GET", k}).type, resp::Reply::Type::kNull) << "reads are served";
   EXPECT_EQ(run(clients[0], {"EXISTS", k}).integer, 0) << "nothing was written";
-  for (size_t i = 0; i < 3; i++) {
-    ASSERT_EQ(run(clients[i], {"CONFIG", "SET", "min-replicas-to-write", "1"}).str, "OK");
-  }
+  set_min("1");
   ASSERT_TRUE(floe::testing::WaitFor(
       [&] {
-        return run(clients[2], {"SET", k, "v"}).str == "OK";
+        return run(clients[1], {"SET", k, "v"}).str == "OK";
       },
       std::chrono::seconds(60)));
-  EXPECT_EQ(run(clients[2], {"GET", k}).str, "v");
+  EXPECT_EQ(run(clients[1], {"GET", k}).str, "v");
   // The backup of `elsewhere`'s slot dies: once dropped, the slot has no in-sync backup and its
   // writes are refused, until the planner's new backup is filled and made in sync.
-  const net::NodeId backup =
-      c.node(0).meta()->table()->slot(cluster::KeySlot(elsewhere)).backups[0];
-  const size_t gone = c.IndexOf(backup);
-  Session* alive = gone == 0 ? clients[2] : clients[0];
   c.Kill(gone);
   ASSERT_TRUE(floe::testing::WaitFor(
       [&] {
-        return run(alive, {"SET", elsewhere, "x"}).str.starts_with("NOREPLICAS") ||
-               !Listed(c.node(gone == 0 ? 2 : 0)
-                           .meta()
-                           ->table()
-                           ->slot(cluster::KeySlot(elsewhere))
-                           .backups,
-                       backup);
+        return run(clients[0], {"SET", elsewhere, "x"}).str.starts_with("NOREPLICAS") ||
+               !Listed(c.node(alive[0]).meta()->table()->slot(slot).backups, backup);
       },
       std::chrono::seconds(30)));
   ASSERT_TRUE(floe::testing::WaitFor(
       [&] {
-        return run(alive, {"SET", elsewhere, "y"}).str == "OK";
+        return run(clients[0], {"SET", elsewhere, "y"}).str == "OK";
       },
       std::chrono::seconds(60)))
       << "refilled, the slot takes writes again";
-  EXPECT_EQ(run(alive, {"GET", elsewhere}).str, "y");
+  EXPECT_EQ(run(clients[1], {"GET", elsewhere}).str, "y");
 }
 
 // RPC 307's answer: a list of slots, checked when decoded.
