@@ -108,6 +108,7 @@ class InProcessCluster {
     ADD_FAILURE() << "no running member " << id;
     return 0;
   }
+  bool running(size_t i) const { return nodes_[i] != nullptr; }
   // The running member that leads the agreed metadata now (0 when none does).
   size_t Leader() {
     for (size_t i = 0; i < nodes_.size(); i++) {
@@ -247,16 +248,30 @@ inline void WaitRemovedEverywhere(InProcessCluster& c, net::NodeId id, size_t fo
   }
 }
 
-// Commits `change` through the leader of `c`'s agreed metadata; Unavailable if that takes
-// more than 20 s.
+// Commits `change` through the leader of `c`'s agreed metadata, proposing it again while no
+// member leads yet or leadership moves (not when the table refuses it: FailedPrecondition);
+// Unavailable if that takes more than 20 s.
 inline Status Propose(InProcessCluster& c, const cluster::Change& change) {
-  auto done = std::make_shared<std::promise<Status>>();
-  std::future<Status> result = done->get_future();
-  c.node(c.Leader()).TEST_meta()->Propose(change, [done](Status s) { done->set_value(s); });
-  if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
-    return Status::Unavailable("not committed in 20 s");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  Status last = Status::Unavailable("no leader in 20 s");
+  while (std::chrono::steady_clock::now() < until) {
+    const size_t leader = c.Leader();
+    if (!c.running(leader) || c.node(leader).meta() == nullptr ||
+        !c.node(leader).meta()->raft().leader) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    auto done = std::make_shared<std::promise<Status>>();
+    std::future<Status> result = done->get_future();
+    c.node(leader).TEST_meta()->Propose(change, [done](Status s) { done->set_value(s); });
+    if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+      return Status::Unavailable("not committed in 20 s");
+    }
+    last = result.get();
+    if (last.ok() || last.code() == StatusCode::kFailedPrecondition) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return result.get();
+  return last;
 }
 
 // Runs `fn` on another thread; false if it has not returned within `limit` (a hang: the test
