@@ -249,7 +249,7 @@ inline void WaitRemovedEverywhere(InProcessCluster& c, net::NodeId id, size_t fo
 }
 
 // Commits `change` through the leader of `c`'s agreed metadata, proposing it again while no
-// member leads yet or leadership moves (not when the table refuses it: FailedPrecondition);
+// member leads yet or leadership moves (not when the table refuses it);
 // Unavailable if that takes more than 20 s.
 inline Status Propose(InProcessCluster& c, const cluster::Change& change) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -268,7 +268,11 @@ inline Status Propose(InProcessCluster& c, const cluster::Change& change) {
       return Status::Unavailable("not committed in 20 s");
     }
     last = result.get();
-    if (last.ok() || last.code() == StatusCode::kFailedPrecondition) return last;
+    // The table's refusal is final; "not the leader" (leadership moved) is not.
+    if (last.ok() || (last.code() == StatusCode::kFailedPrecondition &&
+                      !last.message().starts_with("not the leader"))) {
+      return last;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return last;
