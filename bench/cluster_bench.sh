@@ -37,75 +37,20 @@ done
 
 tmp=$(mktemp -d)
 pids=()
-# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio
+# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio,
+# pick_ports, wait_up, start_cluster
 source "$(dirname "$0")/lib.sh"
 
-# Seven distinct ports, each free for TCP and UDP on 127.0.0.1: four RESP ports from the kernel,
-# then three cluster ports below the ephemeral range, each with the next port free for the
-# member's Raft (docs/cluster.md, "Agreed metadata").
-read -r -a ports <<<"$(/usr/bin/python3 - <<'PY'
-import random
-import socket
-
-
-def free(p, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM)):
-    for kind in kinds:
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
-
-
-out = []
-while len(out) < 4:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-    if p not in out and free(p):
-        out.append(p)
-while len(out) < 7:
-    p = random.randrange(20000, 32000)
-    if all(q not in out for q in (p - 1, p, p + 1)) and free(p) and free(p + 1):
-        out.append(p)
-print(" ".join(map(str, out)))
-PY
-)"
+read -r -a ports <<<"$(pick_ports 4 3)"
 single_port=${ports[0]}
 resp=("${ports[1]}" "${ports[2]}" "${ports[3]}")
 cport=("${ports[4]}" "${ports[5]}" "${ports[6]}")
-members="127.0.0.1:${cport[0]},127.0.0.1:${cport[1]},127.0.0.1:${cport[2]}"
-
-wait_up() {  # NAME PORT PID: returns once it answers PING
-  for _ in $(seq 200); do
-    [ "$(redis-cli -p "$2" ping 2>/dev/null)" = PONG ] && return 0
-    kill -0 "$3" 2>/dev/null || fail "$1 exited before answering on port $2"
-    sleep 0.05
-  done
-  fail "$1 did not answer PING on port $2 within 10 s"
-}
 
 "$floe" serve --port "$single_port" --loglevel warning &
 pids+=($!); single_pid=$!
-node_pids=()
-for i in 0 1 2; do
-  "$floe" serve --port "${resp[$i]}" --cluster-port "${cport[$i]}" --cluster "$members" \
-    --dir "$tmp/data" --loglevel warning &
-  pids+=($!); node_pids+=($!)
-done
 wait_up single "$single_port" "$single_pid"
-for i in 0 1 2; do wait_up "member $i" "${resp[$i]}" "${node_pids[$i]}"; done
-for _ in $(seq 200); do
-  formed=0
-  for i in 0 1 2; do
-    redis-cli -p "${resp[$i]}" info cluster | tr -d '\r' | grep -qx 'cluster_state:ok' &&
-      formed=$((formed + 1))
-  done
-  [ "$formed" = 3 ] && break
-  sleep 0.05
-done
-[ "$formed" = 3 ] || fail "the cluster did not form within 10 s"
+start_cluster cluster "$tmp/data" "${resp[*]}" "${cport[*]}"
+node_pids=("${cluster_pids[@]}")
 # The client talks to member 0; cluster_proxied counts what the others run for it.
 proxied() {
   redis-cli -p "$1" info cluster | tr -d '\r' | awk -F: '/^cluster_proxied:/ {print $2}'

@@ -1,6 +1,6 @@
-# Shell helpers the redis-benchmark scripts share (resp_vs_redis.sh, cluster_bench.sh). Sourced;
-# the caller defines $tmp (a scratch directory), $pids (the servers it starts) and
-# $bench_timeout (seconds per run).
+# Shell helpers the redis-benchmark scripts share (resp_vs_redis.sh, cluster_bench.sh,
+# replicas_bench.sh). Sourced; the caller defines $tmp (a scratch directory), $pids (the servers
+# it starts) and $bench_timeout (seconds per run).
 
 # On exit, however it comes: every server started is stopped by PID, the scratch goes.
 cleanup() {
@@ -45,3 +45,78 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # col FILE TEST FIELD: the median of FIELD over the lines of FILE for TEST.
 col() { awk -v t="$2" -v f="$3" '$1 == t {print $f}' "$1" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+# pick_ports R C: R distinct ports free for TCP and UDP on 127.0.0.1, from the kernel, then C
+# cluster ports below the ephemeral range, each with the next port free for the member's Raft
+# (docs/cluster.md, "Agreed metadata"); one line, space separated.
+pick_ports() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import random
+import socket
+import sys
+
+
+def free(p, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+resp, cluster = int(sys.argv[1]), int(sys.argv[2])
+out = []
+while len(out) < resp:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+    if p not in out and free(p):
+        out.append(p)
+while len(out) < resp + cluster:
+    p = random.randrange(20000, 32000)
+    if all(q not in out for q in (p - 1, p, p + 1)) and free(p) and free(p + 1):
+        out.append(p)
+print(" ".join(map(str, out)))
+PY
+}
+
+# wait_up NAME PORT PID: returns once it answers PING; fails if it exits or takes 10 s.
+wait_up() {
+  for _ in $(seq 200); do
+    [ "$(redis-cli -p "$2" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$3" 2>/dev/null || fail "$1 exited before answering on port $2"
+    sleep 0.05
+  done
+  fail "$1 did not answer PING on port $2 within 10 s"
+}
+
+# start_cluster NAME DIR "RESP1 RESP2 RESP3" "CPORT1 CPORT2 CPORT3" [FLAGS...]: starts a 3-member
+# cluster on 127.0.0.1 with FLAGS (each member's Raft under DIR), adds its PIDs to $pids, sets
+# $cluster_pids, and returns once every member reports cluster_state:ok (fails after 10 s).
+start_cluster() {
+  local name=$1 dir=$2 i formed
+  local -a rp cp
+  read -r -a rp <<<"$3"
+  read -r -a cp <<<"$4"
+  shift 4
+  local members="127.0.0.1:${cp[0]},127.0.0.1:${cp[1]},127.0.0.1:${cp[2]}"
+  cluster_pids=()
+  for i in 0 1 2; do
+    "$floe" serve --port "${rp[$i]}" --cluster-port "${cp[$i]}" --cluster "$members" \
+      --dir "$dir" --loglevel warning "$@" &
+    pids+=($!); cluster_pids+=($!)
+  done
+  for i in 0 1 2; do wait_up "$name member $i" "${rp[$i]}" "${cluster_pids[$i]}"; done
+  for _ in $(seq 200); do
+    formed=0
+    for i in 0 1 2; do
+      redis-cli -p "${rp[$i]}" info cluster | tr -d '\r' | grep -qx 'cluster_state:ok' &&
+        formed=$((formed + 1))
+    done
+    [ "$formed" = 3 ] && return 0
+    sleep 0.05
+  done
+  fail "$name did not form within 10 s"
+}
