@@ -11,6 +11,37 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 fail() { echo "FAILED: $*" >&2; exit 1; }
+
+# usage SCRIPT: prints the comment block at the top of SCRIPT (its --help).
+usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$1"; }
+
+# run_options SCRIPT ARGS...: the options of the cluster scripts: --floe PATH, --requests N,
+# --repeat N, --quick (10,000 requests, one run, 120 s per run), -h; sets $floe, $requests,
+# $repeat and $bench_timeout over the caller's defaults.
+run_options() {
+  local script=$1
+  shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --floe) floe=$2; shift 2 ;;
+      --requests) requests=$2; shift 2 ;;
+      --repeat) repeat=$2; shift 2 ;;
+      --quick) requests=10000; repeat=1; bench_timeout=120; shift ;;
+      -h|--help) usage "$script"; exit 0 ;;
+      *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+  done
+}
+
+# require TOOLS...: exits 2 unless each tool is installed and $floe is built.
+require() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null ||
+      { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
+  done
+  [ -x "$floe" ] || { echo "no floe binary at $floe (build the release preset)" >&2; exit 2; }
+}
 # alive NAME PID: fails unless the process is still running.
 alive() { kill -0 "$2" 2>/dev/null || fail "$1 (pid $2) is no longer running"; }
 

@@ -16,31 +16,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+tmp=$(mktemp -d)
+pids=()
+# cleanup (of $pids and $tmp, on exit), fail, usage, run_options, require, alive, run_benchmark,
+# csv_rows, median, col, ratio, pick_ports, wait_up, start_cluster
+source "$(dirname "$0")/lib.sh"
 floe=build/release/app/floe
 requests=200000
 repeat=3
 bench_timeout=600
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --floe) floe=$2; shift 2 ;;
-    --requests) requests=$2; shift 2 ;;
-    --repeat) repeat=$2; shift 2 ;;
-    --quick) requests=10000; repeat=1; bench_timeout=120; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
-for tool in redis-benchmark redis-cli; do
-  command -v $tool >/dev/null ||
-    { echo "$tool is not installed (tools/install-deps.sh)" >&2; exit 2; }
-done
-[ -x "$floe" ] || { echo "no floe binary at $floe (build the release preset)" >&2; exit 2; }
-
-tmp=$(mktemp -d)
-pids=()
-# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio,
-# pick_ports, wait_up, start_cluster
-source "$(dirname "$0")/lib.sh"
+run_options "$0" "$@"
+require redis-benchmark redis-cli
 
 read -r -a ports <<<"$(pick_ports 6 6)"
 start_cluster "replicas 1" "$tmp/one" "${ports[*]:0:3}" "${ports[*]:6:3}" --replicas 1

@@ -51,18 +51,9 @@ floe_port=$(free_port)
 redis_port=$(free_port)
 pids=()
 
-# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio
+# cleanup (of $pids and $tmp, on exit), fail, alive, run_benchmark, csv_rows, median, col, ratio,
+# wait_up
 source "$(dirname "$0")/lib.sh"
-# wait_up NAME PORT PID: returns once the server answers PING; fails if it exited or is silent.
-wait_up() {
-  for _ in $(seq 200); do
-    [ "$(redis-cli -p "$2" ping 2>/dev/null)" = PONG ] && return 0
-    kill -0 "$3" 2>/dev/null || fail "$1 exited before answering on port $2"
-    sleep 0.05
-  done
-  fail "$1 did not answer PING on port $2 within 10 s"
-}
-# alive NAME PID: fails if the server has exited.
 
 start_servers() {
   "$floe" serve --port "$floe_port" --threads "$threads" --loglevel warning ${FLOE_ARGS:-} &

@@ -20,14 +20,7 @@ using namespace table_testing;  // NOLINT(build/namespaces): its helpers
 // A running three-member cluster's table, as its log's first entry builds it.
 Table Running() {
   Table t;
-  Change init = WithCount(Kind::kInitialize, 0);
-  for (int i = 1; i <= 3; i++) {
-    init.members.push_back(TableMember{.id = static_cast<net::NodeId>(i),
-                                       .host = "127.0.0." + std::to_string(i),
-                                       .port = 7100,
-                                       .raft_port = 7101});
-  }
-  init.cluster_id = ClusterId::Random();
+  const Change init = ThreeMemberInit(0);
   EXPECT_TRUE(t.Apply(init).ok());
   return t;
 }

@@ -138,14 +138,7 @@ TEST(TableTest, InitialMatchesTheBalancedMapWithBackupsSpread) {
 TEST(TableTest, TheFirstEntryInitializesAnEmptyTableOnce) {
   Table empty;
   EXPECT_TRUE(empty.members().empty());
-  Change init = WithCount(Kind::kInitialize, 1);
-  for (int i = 1; i <= 3; i++) {
-    init.members.push_back(TableMember{.id = static_cast<net::NodeId>(i),
-                                       .host = "127.0.0." + std::to_string(i),
-                                       .port = 7100,
-                                       .raft_port = 7101});
-  }
-  init.cluster_id = ClusterId::Random();
+  Change init = ThreeMemberInit(1);
   ASSERT_TRUE(empty.Apply(init).ok());
   EXPECT_EQ(empty.epoch(), 1u);
   Table expected = Table::Initial(Members(3), 1);

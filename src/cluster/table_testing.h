@@ -56,6 +56,19 @@ inline Change::SlotItem Item(uint16_t slot, uint64_t version, net::NodeId node =
   return it;
 }
 
+// kInitialize of a three-member cluster on 127.0.0.1-3 (cluster port 7100, Raft 7101) with
+// `replicas` backups per slot and a new cluster id: a cluster's first log entry.
+inline Change ThreeMemberInit(uint32_t replicas) {
+  Change init = WithCount(Kind::kInitialize, replicas);
+  for (int i = 1; i <= 3; i++) {
+    init.members.push_back(TableMember{.id = static_cast<net::NodeId>(i),
+                                       .host = "127.0.0." + std::to_string(i),
+                                       .port = 7100,
+                                       .raft_port = 7101});
+  }
+  init.cluster_id = ClusterId::Random();
+  return init;
+}
 inline std::vector<Member> Members(int n) {
   std::string list;
   for (int i = 1; i <= n; i++) {

@@ -6,18 +6,8 @@ NOREPLICAS. Every test is bounded in time and stops its own processes."""
 import threading
 import time
 
-from floe_cluster import ClusterFactory, RespError
-import pytest
-
-HOSTS3 = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-
-
-@pytest.fixture
-def clusters():
-    factory = ClusterFactory()
-    yield factory
-    problems = factory.close()
-    assert not problems, "\n".join(problems)
+from cluster_cache_helpers import HOSTS3, clusters  # noqa: F401 (clusters: the fixture)
+from floe_cluster import RespError
 
 
 class Writers:
