@@ -187,12 +187,14 @@ void ClusterNode::Impl::OnBackupDown(net::NodeId from, std::string_view bytes, r
     std::sort(stale.begin(), stale.end());
     if (change.slots.empty()) return reply(EncodeSlotList(stale));
     repair_proposing = true;
-    dropped_at[id] = loop.NowMicros();  // W17: not picked again for a while
     FLOE_LOG_INFO("dropping backup {} of {} slot(s) of member {}: it confirmed nothing", id,
                   change.slots.size(), owner->id);
     m->Propose(change,
-               [this, reply = std::move(reply), stale = std::move(stale)](Status s) mutable {
-                 loop.Post([this] { repair_proposing = false; });
+               [this, id, reply = std::move(reply), stale = std::move(stale)](Status s) mutable {
+                 loop.Post([this, id, ok = s.ok()] {
+                   repair_proposing = false;
+                   if (ok) dropped_at[id] = loop.NowMicros();  // W17: not picked for a while
+                 });
                  if (!s.ok()) return reply(s);
                  reply(EncodeSlotList(stale));
                });

@@ -60,8 +60,9 @@ void Session::HomeKeys(const internal::CommandContext& ctx, std::vector<std::str
 }
 
 // S11: with min-replicas-to-write N, a write whose slots have fewer than N in-sync backups
-// is refused before it runs (Redis's NOREPLICAS). A flush (no keys) needs every slot this member
-// owns with backups to have them, and a member that owns none has none.
+// is refused before it runs (Redis's NOREPLICAS). A flush (no keys) needs it of every slot
+// routed to this member. Each part of a split command (MSET, DEL across homes) is checked at
+// its own home, so one home may refuse its part while another applies its own.
 bool Session::EnoughBackups(const internal::CommandContext& ctx, int64_t min) const {
   const internal::Replication* r = engine_->replication();
   if (r == nullptr || capturing_) return true;  // not a member; in EXEC, EXEC checked its keys
@@ -73,13 +74,27 @@ bool Session::EnoughBackups(const internal::CommandContext& ctx, int64_t min) co
     if (sender.in_sync(cluster::KeySlot(k)) < min) return false;
   }
   if (all) {
-    const std::vector<uint16_t> owned = r->OwnedSlots();
-    if (owned.empty()) return false;
-    for (uint16_t slot : owned) {
-      if (sender.in_sync(slot) < min) return false;
+    // Every slot routed here, the Sender's or not (a slot it stopped, or owned with no backup,
+    // has none in sync); a member that is home to no slot flushes nothing and is not refused.
+    const internal::ClusterNode* node = engine_->cluster();
+    if (node == nullptr) return true;
+    for (uint16_t slot = 0; slot < cluster::kSlots; slot++) {
+      if (node->Home(slot) == node->self() && sender.in_sync(slot) < min) return false;
     }
   }
   return true;
+}
+
+// A command refused at its home before it ran. An EXEC that is refused ends its transaction
+// as Redis's execCommandAbort does (the queued commands never run, and the session, a proxy's
+// too, leaves MULTI): EXECABORT with the reason.
+void Session::RefuseAtHome(internal::CommandContext& ctx, std::string_view why) {
+  if (ctx.spec->handler == internal::CmdExec && in_multi_ && !capturing_) {
+    DiscardTransaction();
+    ctx.Error("EXECABORT Transaction discarded because of: " + std::string(why));
+    return;
+  }
+  ctx.Error(std::string(why));
 }
 
 void Session::RunHandlerAtHome(internal::CommandContext& ctx) {
@@ -88,13 +103,9 @@ void Session::RunHandlerAtHome(internal::CommandContext& ctx) {
     try {
       enough = EnoughBackups(ctx, min);
     } catch (const std::bad_alloc&) {
-      ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
-      return;
+      return RefuseAtHome(ctx, "OOM command not allowed when used memory > 'maxmemory'.");
     }
-    if (!enough) {
-      ctx.Error("NOREPLICAS Not enough good replicas to write.");
-      return;
-    }
+    if (!enough) return RefuseAtHome(ctx, "NOREPLICAS Not enough good replicas to write.");
   }
   const internal::Replication* r = engine_->replication();
   if (r == nullptr || !r->any_owned()) [[likely]] {
@@ -159,8 +170,7 @@ void Session::RunCaptured(internal::CommandContext& ctx) {
     }
   } catch (const std::bad_alloc&) {
     for (const Open& o : opened) sender.CloseEmpty(o.slot, o.ticket, /*lost=*/false);
-    ctx.Error("OOM command not allowed when used memory > 'maxmemory'.");
-    return;
+    return RefuseAtHome(ctx, "OOM command not allowed when used memory > 'maxmemory'.");
   }
   capturing_ = true;
   capture_flushed_ = false;

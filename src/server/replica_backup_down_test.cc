@@ -217,6 +217,17 @@ TEST(ReplicaBackupDownTest, AWriteWithTooFewBackupsIsRefusedWhenAsked) {
     EXPECT_TRUE(r.str.starts_with("NOREPLICAS")) << r.str;
   }
   EXPECT_TRUE(run(clients[0], {"FLUSHALL"}).str.starts_with("NOREPLICAS"));
+  // An EXEC refused so ends its transaction, here and at a home it was forwarded to (review of
+  // W19): the next command runs, it is not queued.
+  for (Session* s : clients) {
+    ASSERT_EQ(run(s, {"MULTI"}).str, "OK");
+    ASSERT_EQ(run(s, {"SET", k, "in-multi"}).str, "QUEUED");
+    const resp::Reply exec = run(s, {"EXEC"});
+    EXPECT_EQ(exec.str,
+              "EXECABORT Transaction discarded because of: NOREPLICAS Not enough good replicas "
+              "to write.");
+    EXPECT_EQ(run(s, {"GET", k}).type, resp::Reply::Type::kNull) << "not queued, nothing written";
+  }
   EXPECT_EQ(run(clients[0], {"GET", k}).type, resp::Reply::Type::kNull) << "reads are served";
   EXPECT_EQ(run(clients[0], {"EXISTS", k}).integer, 0) << "nothing was written";
   set_min("1");

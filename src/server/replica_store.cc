@@ -68,27 +68,43 @@ bool ReplicaStore::Install(uint16_t slot, uint64_t n, std::span<const replica::E
 }
 
 void ReplicaStore::FlushSlot(uint16_t slot) {
-  generation_[slot % cluster::kSlots]++;
+  generation_[slot % cluster::kSlots].fetch_add(1, std::memory_order_relaxed);
   DropLocked({slot});
 }
 
 std::vector<uint64_t> ReplicaStore::Generations(const std::vector<uint16_t>& slots) const {
-  MutexLock lock(&drop_mu_);
   std::vector<uint64_t> out;
   out.reserve(slots.size());
-  for (uint16_t s : slots) out.push_back(generation_[s % cluster::kSlots]);
+  for (uint16_t s : slots) out.push_back(generation_[s % cluster::kSlots].load());
   return out;
 }
 
 void ReplicaStore::DropSlots(const std::vector<uint16_t>& slots,
                              const std::vector<uint64_t>* generations) {
-  MutexLock lock(&drop_mu_);
-  if (generations == nullptr) return DropLocked(slots);
-  std::vector<uint16_t> still;
-  for (size_t i = 0; i < slots.size() && i < generations->size(); i++) {
-    if (generation_[slots[i] % cluster::kSlots] == (*generations)[i]) still.push_back(slots[i]);
+  if (slots.empty()) return;
+  if (generations == nullptr) {
+    MutexLock lock(&drop_mu_);
+    return DropLocked(slots);
   }
-  DropLocked(still);
+  FLOE_CHECK(generations->size() == slots.size());
+  std::vector<uint64_t> expected(cluster::kSlots, ~uint64_t{0});
+  for (size_t i = 0; i < slots.size(); i++)
+    expected[slots[i] % cluster::kSlots] = (*generations)[i];
+  // The keys are found without the lock (a pass over the store: installs must not wait for it),
+  // then removed in batches under it, each slot only while its copy was not started again.
+  std::vector<std::string> keys;
+  store_.ForEach([&](const store::Value& v) {
+    if (expected[cluster::KeySlot(v.key())] != ~uint64_t{0}) keys.emplace_back(v.key());
+  });
+  constexpr size_t kBatch = 1024;
+  for (size_t i = 0; i < keys.size(); i += kBatch) {
+    MutexLock lock(&drop_mu_);
+    for (size_t j = i; j < std::min(keys.size(), i + kBatch); j++) {
+      const uint16_t slot = cluster::KeySlot(keys[j]);
+      if (generation_[slot].load(std::memory_order_relaxed) == expected[slot])
+        store_.Remove(keys[j]);
+    }
+  }
 }
 
 void ReplicaStore::DropLocked(const std::vector<uint16_t>& slots) {

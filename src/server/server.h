@@ -376,6 +376,7 @@ class Session {
   void RunCaptured(internal::CommandContext& ctx);
   // S11: whether every slot the write changes has at least `min` in-sync backups here.
   bool EnoughBackups(const internal::CommandContext& ctx, int64_t min) const;
+  void RefuseAtHome(internal::CommandContext& ctx, std::string_view why);
   // Held replies (held_replies.cc, docs/replication.md H1-H6). A read at home notes the slots
   // whose last change it may have seen and that have not committed (S9).
   void NoteReadWaits(const internal::CommandContext& ctx);

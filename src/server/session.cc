@@ -471,7 +471,7 @@ namespace {
 constexpr std::string_view kRedisErrorCodes[] = {
     "ERR",      "WRONGTYPE",   "OOM",       "EXECABORT", "NOAUTH", "WRONGPASS",  "NOPROTO",
     "NOSCRIPT", "BUSY",        "LOADING",   "READONLY",  "NOPERM", "INVALIDOBJ", "CMS:",
-    "BUSYKEY",  "CLUSTERDOWN", "CROSSSLOT", "MOVED",     "ASK",    "TRYAGAIN",
+    "BUSYKEY",  "CLUSTERDOWN", "CROSSSLOT", "MOVED",     "ASK",    "TRYAGAIN",   "NOREPLICAS",
 };
 
 static_assert(std::size(kRedisErrorCodes) < WorkerStats::kErrorCodes);

@@ -79,10 +79,13 @@ class ReplicaStore final : public replica::Sink {
  private:
   void FlushSlot(uint16_t slot) FLOE_REQUIRES(drop_mu_);
   void DropLocked(const std::vector<uint16_t>& slots) FLOE_REQUIRES(drop_mu_);
-  // Orders an old role's drop against a new copy's installs (DropSlots with generations).
+  // Orders an old role's drop against a new copy's installs (DropSlots with generations): held
+  // by each Install (under the Receiver's lock) and by each batch of a drop's removals.
   mutable Mutex drop_mu_;
-  std::vector<uint64_t> generation_ FLOE_GUARDED_BY(drop_mu_) =
-      std::vector<uint64_t>(cluster::kSlots, 0);
+  // Raised under drop_mu_; read without it (Generations, on the Raft thread).
+  std::unique_ptr<std::atomic<uint64_t>[]> generation_ {
+    new std::atomic<uint64_t>[ cluster::kSlots ]()
+  };
 
   Engine* const engine_;
   store::Store store_;
@@ -260,9 +263,8 @@ class Replication {
   std::atomic<uint64_t> promotion_failures_{0};
 };
 
-// The backups per slot a new cluster's first table gets (its founders' Meta options). The user
-// setting comes with held replies and failover (docs/replication.md, wiring steps 4-5); until
-// then 0, and only tests set it, before their members start.
+// Tests: the backups per slot a new cluster's first table gets (its founders' Meta options),
+// over `--replicas` (docs/replication.md W19) when not 0; set before the members start.
 inline std::atomic<uint32_t>& TEST_ReplicasAtFounding() {
   static std::atomic<uint32_t> replicas{0};
   return replicas;
