@@ -225,10 +225,14 @@ void ClusterNode::Impl::ReplicationTick() {
   loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
   if (r != nullptr && r->any_owned()) {
     Wake(waker);
-    PostFillStep(0);   // S12: fills to begin, scan or report done
+    PostFillStep(0);  // S12: fills to begin, scan or report done
+  }
+  if (r != nullptr && r->any_owned() && !r->pump_stopped()) {
     WatchBackups(*r);  // B7
   } else {
-    backup_watch.clear();  // owning again, a backup is watched from then on
+    // Owning again (or, in a test, sending again), a backup is watched from then on: a pump a
+    // test stopped is this owner's silence, not its backups'.
+    backup_watch.clear();
   }
   if (r != nullptr) r->ExpireHolds();  // H5
 }
