@@ -20,10 +20,6 @@ pids=()
 # cleanup (of $pids and $tmp, on exit), fail, usage, run_options, require, alive, run_benchmark,
 # csv_rows, median, col, ratio, pick_ports, wait_up, start_cluster
 source "$(dirname "$0")/lib.sh"
-floe=build/release/app/floe
-requests=200000
-repeat=3
-bench_timeout=600
 run_options "$0" "$@"
 require redis-benchmark redis-cli
 

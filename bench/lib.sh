@@ -15,12 +15,16 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 # usage SCRIPT: prints the comment block at the top of SCRIPT (its --help).
 usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$1"; }
 
-# run_options SCRIPT ARGS...: the options of the cluster scripts: --floe PATH, --requests N,
-# --repeat N, --quick (10,000 requests, one run, 120 s per run), -h; sets $floe, $requests,
-# $repeat and $bench_timeout over the caller's defaults.
+# run_options SCRIPT ARGS...: the options of the cluster scripts: --floe PATH (default the
+# release build's), --requests N (200,000), --repeat N (3), --quick (10,000 requests, one run,
+# 120 s per run instead of 600), -h; sets $floe, $requests, $repeat and $bench_timeout.
 run_options() {
   local script=$1
   shift
+  floe=build/release/app/floe
+  requests=200000
+  repeat=3
+  bench_timeout=600
   while [ $# -gt 0 ]; do
     case "$1" in
       --floe) floe=$2; shift 2 ;;
