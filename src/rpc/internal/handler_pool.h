@@ -3,7 +3,12 @@
 #ifndef FLOE_RPC_INTERNAL_HANDLER_POOL_H_
 #define FLOE_RPC_INTERNAL_HANDLER_POOL_H_
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <climits>
 #include <deque>
 #include <functional>
 #include <thread>
@@ -17,9 +22,11 @@ namespace floe::rpc::internal {
 // The priority class of the handler running on this thread; -1 elsewhere.
 inline thread_local int tl_class = -1;
 
-// A pool of threads for one priority class. An idle thread sleeps on a futex word (C++20
-// atomic wait) rather than a condition_variable_any, whose internal mutex cost two more system
-// calls per hand-off when the loop and the woken thread met on it.
+// A pool of threads for one priority class. An idle thread sleeps on a futex word rather than a
+// condition_variable_any, whose internal mutex cost two more system calls per hand-off when the
+// loop and the woken thread met on it. The futex is called directly: libstdc++'s
+// atomic::wait first spins and calls sched_yield several times, and on a loaded 2-core host
+// those yields were a quarter of a replicating cluster's CPU (docs/perf.md, "Backups").
 class HandlerPool {
  public:
   HandlerPool(int priority, int threads, std::function<void()> on_idle)
@@ -42,7 +49,7 @@ class HandlerPool {
             sleepers_++;
             const uint32_t seen = wakes_.load(std::memory_order_acquire);
             mu_.Unlock();
-            wakes_.wait(seen, std::memory_order_acquire);
+            FutexWait(seen);
             mu_.Lock();
             sleepers_--;
           }
@@ -72,7 +79,7 @@ class HandlerPool {
     // Outside the lock, so the woken thread does not block on it at once.
     if (wake) {
       wakes_.fetch_add(1, std::memory_order_release);
-      wakes_.notify_one();
+      FutexWake(1);
     }
     return true;
   }
@@ -82,18 +89,31 @@ class HandlerPool {
       stop_ = true;
     }
     wakes_.fetch_add(1, std::memory_order_release);
-    wakes_.notify_all();
+    FutexWake(INT_MAX);
     for (auto& t : threads_) {
       if (t.joinable()) t.join();
     }
   }
 
  private:
+  // Sleeps while wakes_ still reads `seen` (returns at once if it changed; a spurious return
+  // is harmless, the caller looks at the queue again).
+  void FutexWait(uint32_t seen) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&wakes_), FUTEX_WAIT_PRIVATE, seen, nullptr,
+            nullptr, 0);
+  }
+  void FutexWake(int count) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&wakes_), FUTEX_WAKE_PRIVATE, count, nullptr,
+            nullptr, 0);
+  }
+
   const std::function<void()> on_idle_;
   Mutex mu_;
   // Bumped to wake sleepers; a sleeper reads it under mu_ before it releases mu_, so a job
   // added after that changes it and the wait returns at once (no lost wake-up).
   std::atomic<uint32_t> wakes_{0};
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
+                std::atomic<uint32_t>::is_always_lock_free);
   std::deque<std::function<void()>> jobs_ FLOE_GUARDED_BY(mu_);
   int sleepers_ FLOE_GUARDED_BY(mu_) = 0;
   bool stop_ FLOE_GUARDED_BY(mu_) = false;
