@@ -225,8 +225,11 @@ void EpochDomain::HandOff() {
   Local& local = LocalEpochState();
   FLOE_CHECK_MSG(local.nesting == 0, "HandOff() inside a critical section");
   if (local.limbo.empty() || local.reclaiming) return;
-  ReclaimLocal(&local, 1);  // seals the list, and frees what is already safe
-  if (local.limbo.empty()) return;
+  // Sealed and handed over without an advance: an advance is the heavy barrier (membarrier,
+  // an interrupt on every core running a thread of the process), and a handler thread goes
+  // idle after nearly every request; doing it here cost a replicating cluster 7% of its CPU
+  // (docs/perf.md, "Backups"). The I/O threads' Poll, ten times a second, frees the list.
+  Seal(&local.limbo, local.unsealed);
   {
     MutexLock lock(&orphans_mu_);
     orphans_.insert(orphans_.end(), local.limbo.begin(), local.limbo.end());

@@ -106,11 +106,11 @@ class EpochDomain {
   // for the next batch. Must not be called inside a critical section.
   void Poll();
 
-  // Frees what of this thread's retirements is safe, and hands the rest, sealed, to the shared
-  // list that every thread's Poll frees from (as a thread that exits does). For threads that go
-  // idle without polling (the RPC handler pools): what they retired would otherwise wait for
-  // their next batch. Cheap when nothing is waiting. Must not be called inside a critical
-  // section.
+  // Hands this thread's retirements, sealed, to the shared list that every thread's Poll frees
+  // from (as a thread that exits does); it does not advance the epoch (no heavy barrier). For
+  // threads that go idle without polling (the RPC handler pools): what they retired would
+  // otherwise wait for their next batch. Cheap when nothing is waiting. Must not be called
+  // inside a critical section.
   void HandOff();
 
   // Waits until everything retired before the call by this thread, and everything handed over
