@@ -157,9 +157,13 @@ size_t ReplicaStore::MoveSlotsTo(const std::vector<uint16_t>& slots, store::Stor
 bool ReplicaStore::Reserve(uint64_t bytes) {
   if (bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 2)) return false;
   const int64_t limit = engine_->maxmemory();
-  // Reserved even without a limit, so that Release always gives back what was added.
-  return engine_->TryReserveMemory(static_cast<int64_t>(bytes), engine_->UsedMemory(),
-                                   limit > 0 ? limit : std::numeric_limits<int64_t>::max());
+  // Reserved even without a limit, so that Release always gives back what was added. Without
+  // one the use is not read: it walks every shard of the store, and installs reserve often.
+  if (limit <= 0) {
+    return engine_->TryReserveMemory(static_cast<int64_t>(bytes), 0,
+                                     std::numeric_limits<int64_t>::max());
+  }
+  return engine_->TryReserveMemory(static_cast<int64_t>(bytes), engine_->UsedMemory(), limit);
 }
 
 void ReplicaStore::Release(uint64_t bytes) { engine_->ReleaseMemory(static_cast<int64_t>(bytes)); }
