@@ -12,10 +12,14 @@
 namespace floe::server::internal {
 
 void ClusterNode::Impl::RegisterReplication() {
-  // Class 2: above the forwarded commands (class 1), which will wait for their changes to
-  // commit (wiring step 4): a backup's stream never waits behind them.
-  endpoint->Register(replica::kReplicateMethod, 2,
-                     [this](net::NodeId, std::string_view req) { return OnReplicate(req); });
+  // Inline, on the receiving thread: an install takes locks only briefly and never waits,
+  // and a hand-off to a handler thread per message was a quarter of a backup's context
+  // switches (docs/perf.md, "Backups"). Class 2 (above the forwarded commands, which wait for
+  // their changes to commit) for a receiving thread that is a waiting caller's.
+  endpoint->Register(
+      replica::kReplicateMethod, 2,
+      [this](net::NodeId, std::string_view req) { return OnReplicate(req); },
+      /*runs_inline=*/true);
   endpoint->RegisterAsync(kBackupInSyncMethod, rpc::kPriorityClasses - 1,
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
                             OnBackupInSync(from, req, std::move(reply));
