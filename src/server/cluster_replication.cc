@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "replica/replica.h"
+#include "store/store.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/cluster_node_impl.h"
 #include "server/internal/replica_store.h"
@@ -12,13 +13,16 @@
 namespace floe::server::internal {
 
 void ClusterNode::Impl::RegisterReplication() {
-  // Inline, on the receiving thread: an install takes locks only briefly and never waits,
-  // and a hand-off to a handler thread per message was a quarter of a backup's context
-  // switches (docs/perf.md, "Backups"). Class 2 (above the forwarded commands, which wait for
-  // their changes to commit) for a receiving thread that is a waiting caller's.
-  endpoint->Register(
+  // A cheap message is installed on the receiving thread: a hand-off to a handler thread per
+  // message was a quarter of a backup's context switches (docs/perf.md, "Backups"). One that
+  // may take long (a flush or a fill, which pass over the replica store; a large or multi-part
+  // change) goes to a handler thread of class 2, above the forwarded commands that wait for
+  // their changes to commit, so the loop's heartbeats and pump never wait behind it.
+  endpoint->RegisterAsync(
       replica::kReplicateMethod, 2,
-      [this](net::NodeId, std::string_view req) { return OnReplicate(req); },
+      [this](net::NodeId, std::string_view req, rpc::Reply reply) {
+        OnReplicateInline(req, std::move(reply));
+      },
       /*runs_inline=*/true);
   endpoint->RegisterAsync(kBackupInSyncMethod, rpc::kPriorityClasses - 1,
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
@@ -161,6 +165,43 @@ Result<std::string> ClusterNode::Impl::OnReplicate(std::string_view bytes) {
   return replica::EncodeAnswer(r->receiver().Receive(*request));
 }
 
+namespace {
+
+// True when installing `request` is quick: small, and with nothing that passes over the
+// replica store (a flush, a fill's start or batch) or rebuilds a value from parts.
+bool QuickToInstall(const replica::Request& request, size_t bytes) {
+  constexpr size_t kInlineBytes = 64 * 1024;
+  if (bytes > kInlineBytes) return false;
+  for (const replica::Group& g : request.groups) {
+    if (g.fill) return false;
+    for (const replica::Change& c : g.changes) {
+      if (c.more || c.part != 0) return false;
+      for (const replica::Entry& e : c.entries) {
+        if (e.kind == replica::EntryKind::kFlush) return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void ClusterNode::Impl::OnReplicateInline(std::string_view bytes, rpc::Reply reply) {
+  Replication* r = engine->replication();
+  if (r == nullptr || stopped.load()) return reply(Status::Unavailable("no replication here"));
+  Result<replica::Request> request = replica::DecodeRequest(bytes, replica::kMaxEntryBytes);
+  if (!request.ok()) return reply(request.status());
+  if (QuickToInstall(*request, bytes.size())) {
+    return reply(replica::EncodeAnswer(r->receiver().Receive(*request)));
+  }
+  // The views of a decoded request point into `bytes`, which lives only while we run.
+  auto copy = std::make_shared<std::string>(bytes);
+  auto shared_reply = std::make_shared<rpc::Reply>(std::move(reply));
+  if (!endpoint->Post(2, [this, copy, shared_reply] { (*shared_reply)(OnReplicate(*copy)); })) {
+    (*shared_reply)(Status::Unavailable("stopping"));
+  }
+}
+
 // ---- W4: the owner's pump ----
 
 void ClusterNode::Impl::PumpReplication() {
@@ -227,6 +268,9 @@ void ClusterNode::Impl::ReplicationTick() {
   if (stopped.load()) return;
   Replication* r = engine->replication();
   loop.PostAt(loop.NowMicros() + kPumpEveryUs, [this] { ReplicationTick(); });
+  // What the loop's installs retired, and what idle handler threads handed over (HandOff does
+  // not advance the epoch), is freed here too: a node may run without I/O threads (tests).
+  store::Store::Reclaim();
   if (r != nullptr && r->any_owned()) {
     Wake(waker);
     PostFillStep(0);  // S12: fills to begin, scan or report done

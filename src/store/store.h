@@ -374,10 +374,10 @@ class Store {
   // this thread. Servers call it periodically from each thread; it never blocks.
   // REQUIRES: not inside a Read/Scan/Update callback.
   static void Reclaim();
-  // Frees what this thread retired that is safe, and hands the rest to the list every thread's
-  // Reclaim frees from: for threads that go idle without calling Reclaim (RPC handler pools),
-  // whose retirements (a forwarded DEL's value, an invalidated copy) would otherwise wait for
-  // their next batch. Cheap when nothing is waiting.
+  // Hands what this thread retired to the list every thread's Reclaim frees from, without
+  // advancing the epoch (no barrier): for threads that go idle without calling Reclaim (RPC
+  // handler pools), whose retirements (a forwarded DEL's value, an invalidated copy) would
+  // otherwise wait for their next batch. Cheap; the next Reclaim anywhere frees them.
   // REQUIRES: not inside a Read/Scan/Update callback.
   static void HandOff();
 

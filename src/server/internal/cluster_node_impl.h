@@ -435,6 +435,9 @@ struct ClusterNode::Impl {
                                  const std::function<std::string()>& forward, rpc::Reply& reply);
   // W3: a REPLICATE from a slot's owner, on a class-2 handler thread.
   Result<std::string> OnReplicate(std::string_view bytes);
+  // RPC 320's handler, on the receiving thread: installs a quick message there, hands the
+  // others to a handler thread (OnReplicate).
+  void OnReplicateInline(std::string_view bytes, rpc::Reply reply);
   // W4: sends the next REPLICATE to each backup that is ready; on the loop.
   void PumpReplication();
   void OnReplicateAnswer(uint32_t backup, uint64_t message, Result<std::string> answer);
