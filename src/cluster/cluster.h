@@ -165,6 +165,10 @@ struct TableMember {
   uint64_t join_token = 0;
   bool leaving = false;    // its slots move away, then it is removed (rule J2)
   bool suspected = false;  // agreed dead (rule O4): its slots may be promoted away
+  // The table's epoch after the last change that set or cleared `suspected` (kFailOver,
+  // kSuspect); 0: none. A member is granted an ownership lease only once it has applied a
+  // table at least this new (rule O2), so it never serves by a table older than its failover.
+  uint64_t suspect_epoch = 0;
   friend bool operator==(const TableMember&, const TableMember&) = default;
 };
 
@@ -197,9 +201,13 @@ struct Change {
     kBackupInSync = 11,  // slots[i].node: filling -> in sync, as of slots[i].seq
     kSuspect = 12,       // node, member.life, flag: agreed dead (or alive again)
     kRestarted = 13,     // node, member.life: a new life; the old one's roles end (rule O7)
-    kInitialize = 14     // members, count (replicas), cluster_id: a new cluster's first entry
+    kInitialize = 14,    // members, count (replicas), cluster_id: a new cluster's first entry
+    // node, member.life: the member's ownership lease lapsed (rule O4). It is suspected; each
+    // slot it owns goes to an in-sync backup that is not suspected (O5), and it leaves every
+    // backup list.
+    kFailOver = 15
   };
-  static constexpr uint8_t kLastKind = 14;
+  static constexpr uint8_t kLastKind = 15;
   struct SlotItem {
     uint16_t slot = 0;
     uint64_t version = 0;  // expected
@@ -263,6 +271,8 @@ class Table {
  private:
   Status ApplyToSlots(const Change& change);
   TableMember* MutableMember(net::NodeId id);
+  // Rules O5, O7: `node`'s slots go to live in-sync backups; it leaves every backup list.
+  void EndRoles(net::NodeId node, bool new_life);
 
   uint64_t epoch_ = 0;
   ClusterId cluster_id_;

@@ -51,10 +51,12 @@ void PutMember(wire::Writer& w, const TableMember& m) {
   w.PutVarint64(m.raft_port);
   w.PutVarint64(m.client_port);
   w.PutVarint64(m.life);
-  // Flag 4: a join token follows. A member without one is written as before the token existed.
+  // Flag 4: a join token follows; flag 8: a suspect epoch. A member without them is written as
+  // before they existed.
   w.PutU8(static_cast<uint8_t>((m.leaving ? 1 : 0) | (m.suspected ? 2 : 0) |
-                               (m.join_token != 0 ? 4 : 0)));
+                               (m.join_token != 0 ? 4 : 0) | (m.suspect_epoch != 0 ? 8 : 0)));
   if (m.join_token != 0) w.PutVarint64(m.join_token);
+  if (m.suspect_epoch != 0) w.PutVarint64(m.suspect_epoch);
 }
 
 // The fewest bytes PutMember writes: seven fields of at least one byte (an empty host is its
@@ -82,13 +84,18 @@ Status GetMember(wire::Reader& r, TableMember* m) {
   FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->life));
   uint8_t flags = 0;
   FLOE_RETURN_IF_ERROR(r.GetU8(&flags));
-  if (flags > 7) return Status::Corruption("bad member flags");
+  if (flags > 15) return Status::Corruption("bad member flags");
   m->leaving = (flags & 1) != 0;
   m->suspected = (flags & 2) != 0;
   m->join_token = 0;
   if ((flags & 4) != 0) {
     FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->join_token));
     if (m->join_token == 0) return Status::Corruption("a join token of 0");
+  }
+  m->suspect_epoch = 0;
+  if ((flags & 8) != 0) {
+    FLOE_RETURN_IF_ERROR(r.GetVarint64(&m->suspect_epoch));
+    if (m->suspect_epoch == 0) return Status::Corruption("a suspect epoch of 0");
   }
   return Status::OK();
 }
@@ -253,6 +260,7 @@ Result<Table> Table::Initial(const std::vector<TableMember>& members, uint32_t r
     copy.leaving = copy.suspected = false;
     copy.life = 0;
     copy.join_token = 0;
+    copy.suspect_epoch = 0;
     t.members_.push_back(std::move(copy));
     plain.push_back(Member{.id = m.id, .host = m.host, .port = m.port});
   }
@@ -434,6 +442,35 @@ Status Table::ApplyToSlots(const Change& c) {
   return Status::OK();
 }
 
+void Table::EndRoles(net::NodeId node, bool new_life) {
+  // Its slots go to an in-sync backup that is not suspected (their data survived there); a slot
+  // without one stays with it: owned anew by a new life (its store is empty), by the same owner
+  // otherwise. It leaves every backup list and every move.
+  for (SlotState& st : slots_) {
+    const bool touched = st.owner == node || st.moving_to == node || Contains(st.backups, node) ||
+                         Contains(st.filling, node);
+    if (!touched) continue;
+    st.version++;
+    Erase(st.backups, node);
+    Erase(st.filling, node);
+    if (st.moving_to == node) st.moving_to = 0;
+    if (st.owner == node) {
+      auto heir = std::find_if(st.backups.begin(), st.backups.end(), [&](net::NodeId b) {
+        const TableMember* x = FindMember(b);
+        return x != nullptr && !x->suspected;
+      });
+      if (heir != st.backups.end()) {
+        st.owner = *heir;
+        st.backups.erase(heir);
+        st.moving_to = 0;
+        st.ownership = st.version;
+      } else if (new_life) {
+        st.ownership = st.version;
+      }
+    }
+  }
+}
+
 Status Table::Apply(const Change& c) {
   using Kind = Change::Kind;
   switch (c.kind) {
@@ -470,6 +507,7 @@ Status Table::Apply(const Change& c) {
       m.life = 0;         // its first start records one (rule O7)
       m.leaving = false;
       m.suspected = false;
+      m.suspect_epoch = 0;
       members_.push_back(std::move(m));
       break;
     }
@@ -499,6 +537,19 @@ Status Table::Apply(const Change& c) {
         return Refused("member " + std::to_string(c.node) + " is in another life");
       }
       m->suspected = c.flag;
+      m->suspect_epoch = epoch_ + 1;  // this change's
+      break;
+    }
+    case Kind::kFailOver: {
+      TableMember* m = MutableMember(c.node);
+      if (m == nullptr) return Refused("no member " + std::to_string(c.node));
+      if (m->life == 0 || m->life != c.member.life) {
+        return Refused("member " + std::to_string(c.node) + " is in another life");
+      }
+      if (m->suspected) return Refused("member " + std::to_string(c.node) + " is suspected");
+      m->suspected = true;
+      m->suspect_epoch = epoch_ + 1;
+      EndRoles(c.node, /*new_life=*/false);  // rule O5: its slots go to in-sync backups
       break;
     }
     case Kind::kRestarted: {
@@ -513,29 +564,7 @@ Status Table::Apply(const Change& c) {
       m->life = c.member.life;
       m->suspected = false;
       if (first) break;  // its first start: it held nothing yet (no life, no ownership echoes)
-      // Rule O7: the old life's roles end with it. Its slots go to an in-sync backup that is
-      // alive (their data survived there); a slot without one stays with it, now empty.
-      for (SlotState& st : slots_) {
-        const bool touched = st.owner == c.node || st.moving_to == c.node ||
-                             Contains(st.backups, c.node) || Contains(st.filling, c.node);
-        if (!touched) continue;
-        st.version++;
-        Erase(st.backups, c.node);
-        Erase(st.filling, c.node);
-        if (st.moving_to == c.node) st.moving_to = 0;
-        if (st.owner == c.node) {
-          auto heir = std::find_if(st.backups.begin(), st.backups.end(), [&](net::NodeId b) {
-            const TableMember* x = FindMember(b);
-            return x != nullptr && !x->suspected;
-          });
-          if (heir != st.backups.end()) {
-            st.owner = *heir;
-            st.backups.erase(heir);
-            st.moving_to = 0;
-          }
-          st.ownership = st.version;
-        }
-      }
+      EndRoles(c.node, /*new_life=*/true);  // rule O7: the old life's roles end with it
       break;
     }
     case Kind::kInitialize: {

@@ -317,6 +317,65 @@ TEST(TableTest, ARestartEndsTheOldLifesRoles) {
   ExpectBalanced(t);
 }
 
+// Rules O4-O5 (docs/membership.md): a member whose ownership lease lapsed is failed over: its
+// slots go to their live in-sync backups, it leaves every backup list, and its suspect epoch is
+// the change's (a lease is granted again only to a member that applied at least that table).
+TEST(TableTest, AFailOverPromotesTheOwnersSlotsAndEndsItsBackupRoles) {
+  Table t = Table::Initial(Members(3), 1);
+  for (net::NodeId id : {1u, 2u, 3u}) {
+    Change first = ForNode(Kind::kRestarted, id);
+    first.member.life = 100 + id;
+    ASSERT_TRUE(t.Apply(first).ok());
+  }
+  Change fail = ForNode(Kind::kFailOver, 1);
+  fail.member.life = 7;
+  EXPECT_FALSE(t.Apply(fail).ok()) << "another life";
+  fail.member.life = 101;
+  const Table before = t;
+  ASSERT_TRUE(t.Apply(fail).ok());
+  EXPECT_TRUE(t.FindMember(1)->suspected);
+  EXPECT_EQ(t.FindMember(1)->suspect_epoch, t.epoch());
+  EXPECT_EQ(t.FindMember(1)->life, 101u) << "the same life: it may come back";
+  EXPECT_FALSE(t.Apply(fail).ok()) << "suspected already";
+  int promoted = 0;
+  for (int s = 0; s < kSlots; s++) {
+    const SlotState& was = before.slot(static_cast<uint16_t>(s));
+    const SlotState& now = t.slot(static_cast<uint16_t>(s));
+    EXPECT_NE(now.owner, 1u);
+    EXPECT_FALSE(std::count(now.backups.begin(), now.backups.end(), 1u));
+    EXPECT_FALSE(std::count(now.filling.begin(), now.filling.end(), 1u));
+    if (was.owner == 1) {
+      promoted++;
+      EXPECT_EQ(now.owner, was.backups[0]);
+      EXPECT_EQ(now.ownership, now.version);
+    }
+  }
+  EXPECT_GT(promoted, 0);
+  // A second failover finds the other members' heirs; a slot whose only backup was the
+  // suspected member stays with its owner, under the same ownership.
+  Change again = ForNode(Kind::kFailOver, 2);
+  again.member.life = 102;
+  const Table mid = t;
+  ASSERT_TRUE(t.Apply(again).ok());
+  for (int s = 0; s < kSlots; s++) {
+    const SlotState& was = mid.slot(static_cast<uint16_t>(s));
+    const SlotState& now = t.slot(static_cast<uint16_t>(s));
+    if (was.owner == 2 && was.backups.empty()) {
+      EXPECT_EQ(now.owner, 2u);
+      EXPECT_EQ(now.ownership, was.ownership);
+    }
+  }
+  // Cleared by kSuspect, which also records its epoch.
+  Change back = ForNode(Kind::kSuspect, 1, false);
+  back.member.life = 101;
+  ASSERT_TRUE(t.Apply(back).ok());
+  EXPECT_FALSE(t.FindMember(1)->suspected);
+  EXPECT_EQ(t.FindMember(1)->suspect_epoch, t.epoch());
+  Result<Table> decoded = Table::Decode(t.Encode());
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(*decoded, t);
+}
+
 TEST(TableTest, MembersAreCheckedAndRemovedOnlyWhenEmpty) {
   Table t = Table::Initial(Members(3), 1);
   EXPECT_FALSE(
@@ -400,6 +459,7 @@ TEST(TableTest, ChangesRoundTrip) {
       ForSlots(Kind::kCommitMove, {Item(7, 3)}),
       ForSlots(Kind::kBackupInSync, {Item(8, 4, 2)}),
       ForNode(Kind::kRestarted, 4),
+      ForNode(Kind::kFailOver, 2),
       [] {
         Change c = WithCount(Kind::kInitialize, 2);
         c.members = {Joiner(1), Joiner(2)};
