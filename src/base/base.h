@@ -319,6 +319,9 @@ class FLOE_SCOPED_CAPABILITY SpinLock {
 // ---------------------------------------------------------------------------------------------
 // Clocks.
 uint64_t NowMicros();   // monotonic, for durations
+// Monotonic and counting time suspended (CLOCK_BOOTTIME): for leases, so that a process or a
+// machine suspended past its lease finds it lapsed when it wakes (docs/membership.md, O1).
+uint64_t BootMicros();
 uint64_t WallMicros();  // since the Unix epoch, for expiry times users give
 // A cheap monotonic tick counter for short durations on hot paths (the TSC where the CPU has
 // an invariant one; otherwise nanoseconds of the steady clock).

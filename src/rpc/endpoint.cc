@@ -379,6 +379,18 @@ void Endpoint::RemovePeer(NodeId peer) {
   impl_->Locked([&] { impl_->RemovePeerLocked(peer); });
 }
 
+void Endpoint::FailCalls(NodeId peer, const Status& why) {
+  impl_->Locked([&] {
+    auto pit = impl_->peers.find(peer);
+    if (pit == impl_->peers.end()) return;
+    Impl::PeerState& p = pit->second;
+    while (!p.pending.empty()) {
+      impl_->stats.unavailable++;
+      impl_->Complete(p, p.pending.begin(), why);
+    }
+  });
+}
+
 uint64_t Endpoint::RevokeLease(NodeId holder) {
   uint64_t bound = 0;
   impl_->Locked([&] {

@@ -213,6 +213,9 @@ class Endpoint {
   // and the lease from it, and drops its later messages. PeerUp and LeaseUntil stay lock-free.
   Status AddPeer(NodeId peer);
   void RemovePeer(NodeId peer);
+  // Fails every call in flight to `peer` with `why` (a peer known gone: docs/membership.md O5,
+  // a member failed over), as RemovePeer does, but keeps it. Its later calls go as before.
+  void FailCalls(NodeId peer, const Status& why);
 
   // Leases (docs/rpc.md, "Leases"; docs/coherence.md L1-L4). Holder side: the lease from
   // `home` is valid while loop().NowMicros() is below this (0: none yet). Lock-free.
