@@ -48,6 +48,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::abort();
     }
   }
+  // RPC 308's request (an ownership lease, membership.md O1): decoded or refused, round trips.
+  if (floe::Result<floe::server::internal::LeaseRequest> lease =
+          floe::server::internal::DecodeLeaseRequest(bytes);
+      lease.ok()) {
+    floe::Result<floe::server::internal::LeaseRequest> back =
+        floe::server::internal::DecodeLeaseRequest(
+            floe::server::internal::EncodeLeaseRequest(*lease));
+    if (!back.ok() || !(*back == *lease) || lease->id == 0 || lease->life == 0) std::abort();
+  }
   // RPC 306's request (backups made in sync, replication.md F7): decoded or refused, round
   // trips, within its limits.
   if (floe::Result<floe::server::internal::BackupInSyncRequest> q =

@@ -515,6 +515,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
 
   impl->engine = engine;
   impl->timeout_us = static_cast<uint64_t>(config.cluster_node_timeout) * 1000;
+  impl->lease_us = static_cast<uint64_t>(std::max<int64_t>(config.cluster_owner_lease, 10)) * 1000;
   impl->replicas_asked = config.replicas;
   const cluster::Member& me = *std::find_if(
       members.begin(), members.end(), [&self](const cluster::Member& x) { return x.id == *self; });
@@ -652,6 +653,7 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Start(Engine* engine, const Co
     raw->StartMeta();
     raw->loop.Post([raw] { raw->RecordLife(); });
     raw->loop.Post([raw] { raw->ReplicationTick(); });
+    raw->loop.Post([raw] { raw->RenewLease(); });
     // The orphan sweep of the chunk store (docs/frames_cluster.md, D10), on the loop.
     raw->loop.PostAt(raw->loop.NowMicros() + kChunkSweepUs, [raw, n] { raw->SweepTick(n); });
   });
@@ -696,6 +698,21 @@ void ClusterNode::TEST_BackupDown(net::NodeId from, std::string request,
                                   std::function<void(Result<std::string>)> done) {
   impl_->OnBackupDown(from, request, std::move(done));
 }
+
+void ClusterNode::TEST_StopLeases(bool stop) { impl_->leases_stopped.store(stop); }
+
+void ClusterNode::TEST_Lease(net::NodeId from, std::string request,
+                             std::function<void(Result<std::string>)> done) {
+  impl_->OnLease(from, request, std::move(done));
+}
+
+uint64_t ClusterNode::lease_left_ms() const {
+  if (!impl_->makes_backups.load()) return 0;
+  const uint64_t until = impl_->lease_until_us.load(), now = BootMicros();
+  return until > now ? (until - now) / 1000 : 0;
+}
+
+uint64_t ClusterNode::failovers() const { return impl_->failovers.load(); }
 
 void ClusterNode::TEST_SetDemoteAfter(std::chrono::microseconds after) {
   impl_->demote_after_us.store(static_cast<uint64_t>(after.count()));

@@ -32,6 +32,10 @@ void ClusterNode::Impl::RegisterReplication() {
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
                             OnBackupDown(from, req, std::move(reply));
                           });
+  endpoint->RegisterAsync(kLeaseMethod, rpc::kPriorityClasses - 1,
+                          [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
+                            OnLease(from, req, std::move(reply));
+                          });
   endpoint->RegisterAsync(kRecordLifeMethod, rpc::kPriorityClasses - 1,
                           [this](net::NodeId from, std::string_view req, rpc::Reply reply) {
                             OnRecordLife(from, req, std::move(reply));
@@ -283,6 +287,7 @@ void ClusterNode::Impl::ReplicationTick() {
     backup_watch.clear();
   }
   if (r != nullptr) r->ExpireHolds();  // H5
+  FailOverSilent();                    // O4, at the leader
 }
 
 }  // namespace floe::server::internal

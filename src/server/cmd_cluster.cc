@@ -403,6 +403,9 @@ void ClusterInfoSection(Engine& engine, std::string* out) {
     number("meta_caught_up", node->meta_caught_up() ? 1 : 0);
     // docs/replication.md, W1: backups take changes only for a recorded life.
     number("meta_life_recorded", node->life_recorded() ? 1 : 0);
+    // docs/membership.md, O1 and O4: the ownership lease, and failovers committed as leader.
+    number("meta_lease_left_ms", static_cast<int64_t>(node->lease_left_ms()));
+    number("meta_failovers", static_cast<int64_t>(node->failovers()));
     const consensus::State rs = meta->raft();
     line("meta_role", !rs.running ? "stopped" : rs.leader ? "leader" : "follower");
     number("meta_leader_id", rs.leader_id);

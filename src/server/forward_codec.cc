@@ -178,6 +178,29 @@ Result<RecordLifeRequest> DecodeRecordLife(std::string_view bytes) {
   return q;
 }
 
+std::string EncodeLeaseRequest(const LeaseRequest& request) {
+  std::string out;
+  wire::Writer w(&out);
+  w.PutVarint64(request.id);
+  w.PutVarint64(request.life);
+  w.PutVarint64(request.epoch);
+  w.PutVarint64(request.forwarded ? 1 : 0);
+  return out;
+}
+
+Result<LeaseRequest> DecodeLeaseRequest(std::string_view bytes) {
+  wire::Reader in(bytes);
+  LeaseRequest q;
+  uint64_t forwarded = 0;
+  if (!in.GetVarint64(&q.id).ok() || !in.GetVarint64(&q.life).ok() ||
+      !in.GetVarint64(&q.epoch).ok() || !in.GetVarint64(&forwarded).ok() || !in.empty() ||
+      forwarded > 1 || q.id == 0 || q.life == 0) {
+    return Status::Corruption("not a lease request");
+  }
+  q.forwarded = forwarded == 1;
+  return q;
+}
+
 std::string EncodeBackupInSync(const BackupInSyncRequest& request) {
   std::string out;
   wire::Writer w(&out);

@@ -107,6 +107,9 @@ struct Config {
   std::string join;               // join: a member's host:port to join a running cluster through
   int64_t replicas;               // replicas: backups per slot of a new cluster (0-8)
   int64_t min_replicas_to_write;  // min-replicas-to-write: 0 = never refuse
+  // The ownership lease, ms (docs/membership.md, O1). Not an option: every member must use the
+  // same value, since the leader fails a member over by its own; tests set it alike on all.
+  int64_t cluster_owner_lease = 1000;
   std::string import_dir;         // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
   std::string export_dir;         // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.

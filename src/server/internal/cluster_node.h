@@ -138,6 +138,21 @@ Result<BackupInSyncRequest> DecodeBackupInSync(std::string_view bytes);
 // without the backups it may remove, a member that does not lead forwards it there once.
 inline constexpr uint16_t kBackupDownMethod = 307;
 using BackupDownRequest = BackupInSyncRequest;
+// Asks the Raft leader for an ownership lease (docs/membership.md, O1-O2): the member's id, its
+// life, the epoch of the table it has applied and whether a member forwarded it (four varints,
+// the last 0 or 1). The answer is empty, sent once a majority confirmed the leadership after the
+// request came; a member that does not lead forwards it there once. Decode: Corruption for
+// anything else, an id of 0 or a life of 0.
+inline constexpr uint16_t kLeaseMethod = 308;
+struct LeaseRequest {
+  uint64_t id = 0;
+  uint64_t life = 0;
+  uint64_t epoch = 0;
+  bool forwarded = false;
+  friend bool operator==(const LeaseRequest&, const LeaseRequest&) = default;
+};
+std::string EncodeLeaseRequest(const LeaseRequest& request);
+Result<LeaseRequest> DecodeLeaseRequest(std::string_view bytes);
 // Slots, ascending and distinct. Decode: Corruption for more than kMaxInSyncItems, a slot past
 // 16,383, disorder or trailing bytes.
 std::string EncodeSlotList(const std::vector<uint16_t>& slots);
@@ -241,6 +256,16 @@ class ClusterNode {
   // member `from` had sent it here.
   void TEST_BackupDown(net::NodeId from, std::string request,
                        std::function<void(Result<std::string>)> done);
+  // Tests: stops (or resumes) asking for ownership leases, as a paused member would
+  // (docs/membership.md, O1): its lease lapses and the leader fails it over.
+  void TEST_StopLeases(bool stop);
+  // Tests: answers an ownership lease request (RPC 308, O2) as if member `from` had sent it.
+  void TEST_Lease(net::NodeId from, std::string request,
+                  std::function<void(Result<std::string>)> done);
+  // O1: what is left of this member's ownership lease (0 in a cluster without backups), and
+  // the failovers this member committed as the Raft leader (INFO cluster).
+  uint64_t lease_left_ms() const;
+  uint64_t failovers() const;
   // Tests only, before any table gives a slot away: runs on the guard thread before each count
   // of the keys a published table gave away.
   void TEST_SetGuardHook(std::function<void()> hook);

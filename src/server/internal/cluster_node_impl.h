@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -165,11 +166,46 @@ struct ClusterNode::Impl {
   // table carried another (rule M5, finding (4)): then Raft stops and no key is served, for good.
   cluster::ClusterId recorded_id;
   std::atomic<bool> meta_refused{false};
-  // ClusterNode::serving(): formed, caught up, and not refused.
+  // ClusterNode::serving(): formed, caught up, not refused, and holding its ownership lease in
+  // a cluster that makes backups (O1).
   bool Serving() const {
     return meta_caught_up.load() && life_listed.load() && !meta_refused.load() && !removed.load() &&
-           cluster->formed();
+           cluster->formed() && LeaseHeld();
   }
+
+  // ---- Ownership leases and failover (docs/membership.md, O1-O8; cluster_lease.cc) ----
+  // O1: in a cluster that makes backups a member serves keys only until lease_until_us
+  // (BootMicros), set from a renewal's start once the leader granted it.
+  std::atomic<uint64_t> lease_until_us{0};
+  bool LeaseHeld() const {
+    return !makes_backups.load(std::memory_order_relaxed) ||
+           BootMicros() < lease_until_us.load(std::memory_order_acquire);
+  }
+  uint64_t lease_us = 1'000'000;        // Config::cluster_owner_lease
+  std::atomic<bool> leases_stopped{false};  // TEST_StopLeases: a member that seems paused
+  // Loop only. A renewal asked and not answered yet; the leader's grants (BootMicros, by member)
+  // and when it first saw it lead (0: not leading); when it first saw each member's life
+  // listed unsuspected; a failover or a suspicion being cleared, being proposed.
+  bool lease_asking = false;
+  std::map<net::NodeId, uint64_t> granted_at;
+  uint64_t leading_since_us = 0;
+  uint64_t leading_term = 0;           // the term leading_since_us belongs to
+  uint64_t last_failover_tick_us = 0;  // BootMicros of FailOverSilent's last run
+  // (id, life, suspect_epoch) -> when first seen listed unsuspected.
+  std::map<std::tuple<net::NodeId, uint64_t, uint64_t>, uint64_t> listed_since;
+  net::NodeId failing_over = 0;
+  bool clearing_suspicion = false;
+  std::atomic<uint64_t> failovers{0};  // FailOver changes this member proposed and committed
+  std::set<net::NodeId> suspected_seen;  // Raft thread (OnTable): members seen suspected
+  // O1, on the loop every lease_us / 4: asks the leader to renew this member's lease.
+  void RenewLease();
+  // RPC 308 (O2): at the leader, grants a lease once a majority confirmed the leadership.
+  void OnLease(net::NodeId from, std::string_view request, rpc::Reply reply);
+  // O4, on the loop at the leader every kPumpEveryUs: fails over a member not granted a lease
+  // for a lease and a margin, and silent to Raft as long.
+  void FailOverSilent();
+  // O7: clears a suspicion once the suspected member asks for a lease with the current table.
+  void ClearSuspicion(net::NodeId id, uint64_t life);
   // Rule J2: set once this member's log applies its own RemoveMember (never cleared): it serves
   // no key, its Raft stops, and its directory records the removal (kRemovedFile).
   std::atomic<bool> removed{false};

@@ -30,6 +30,9 @@ struct InProcessClusterOptions {
   int members = 3;
   int started = -1;               // how many of the members run (the others never answer); -1: all
   int64_t timeout_ms = 1000;      // cluster-node-timeout
+  // The ownership lease (docs/membership.md, O1): longer than a server's 1 s, so that a test
+  // under a sanitizer on a loaded machine fails no live member over; the failover tests set it.
+  int64_t lease_ms = 5000;
   Config base;                    // every member's settings, before the cluster ones
   int first_client_port = 20000;  // member i tells clients it listens on this + i
 };
@@ -131,6 +134,7 @@ class InProcessCluster {
     c.cluster = list_;
     c.cluster_port = ports_[i];
     c.cluster_node_timeout = options_.timeout_ms;
+    c.cluster_owner_lease = options_.lease_ms;
     c.dir = dir_.path();
     return c;
   }
