@@ -1,8 +1,8 @@
 """End to end: `floe serve --cluster ... --replicas 1` processes on 127.0.0.1-3
 (docs/replication.md, W15-W19). A backup killed with kill -9 under load is dropped and
 replaced, and no acknowledged write is lost; an owner killed and started again hands its slots
-to their backups with every acknowledged write; min-replicas-to-write refuses writes with
-NOREPLICAS. Every test is bounded in time and stops its own processes."""
+to their backups with every acknowledged write, and one that stays down is failed over;
+min-replicas-to-write refuses writes with NOREPLICAS. Every test is bounded in time and stops its own processes."""
 import threading
 import time
 
@@ -97,6 +97,31 @@ def test_an_owner_killed_and_started_again_loses_no_acknowledged_write(clusters)
     assert all(w.acked.get(k) for k in keys2), "every key of the restarted owner was written"
     for node in range(3):
         w.check(c[node].conn(timeout=30))
+
+
+def test_kill_9_of_an_owner_that_stays_down_fails_it_over_losing_nothing(clusters):
+    """docs/membership.md O1-O5: the dead owner's lease lapses, the leader fails it over, and
+    its slots serve from their backups with every acknowledged write, without a restart."""
+    c = clusters.make(3, hosts=HOSTS3, node_timeout=1000, extra=["--replicas", "1"]).wait_formed()
+    keys2 = c.keys_at(2, 20, prefix="f2")
+    plan = [(0, keys2[:10] + c.keys_at(1, 10, prefix="f1")),
+            (1, keys2[10:] + c.keys_at(0, 10, prefix="f0"))]
+    with Writers(c, plan) as w:
+        time.sleep(1.0)
+        killed = c[2].kill9() / 1e9
+        before = {k: w.acked.get(k, 0) for k in keys2}
+        # Failed over about a lease (1 s) after the death; writes wait 2.1 s more (W13).
+        wait_ok(c[0].conn(timeout=30), keys2[0], 30)
+        time.sleep(2.0)
+    assert all(w.acked.get(k, 0) > before[k] for k in keys2), "the dead owner's keys took no write"
+    late = [e for e in w.errors if e[0] > killed + 8.0]
+    assert not late, f"writes failed long after the failover: {late[:5]}\n{c.logs()}"
+    for e in w.errors:
+        assert "may or may not have been applied" in e[2] or "CLUSTERDOWN" in e[2], e
+    for node in (0, 1):
+        w.check(c[node].conn(timeout=30))
+    info = c[0].conn().call("INFO", "cluster").decode() + c[1].conn().call("INFO", "cluster").decode()
+    assert "meta_failovers:1" in info, info
 
 
 def test_min_replicas_to_write_refuses_with_noreplicas(clusters):
