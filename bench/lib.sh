@@ -1,6 +1,6 @@
-# Shell helpers the redis-benchmark scripts share (resp_vs_redis.sh, cluster_bench.sh,
-# replicas_bench.sh). Sourced; the caller defines $tmp (a scratch directory), $pids (the servers
-# it starts) and $bench_timeout (seconds per run).
+# Shell helpers the cluster and redis-benchmark scripts share (resp_vs_redis.sh,
+# cluster_bench.sh, replicas_bench.sh, failover.sh). Sourced; the caller defines $tmp (a scratch
+# directory), $pids (the servers it starts) and $bench_timeout (seconds per run).
 
 # On exit, however it comes: every server started is stopped by PID, the scratch goes.
 cleanup() {
