@@ -2,9 +2,9 @@
 # Failover time (issue 11's goal: kill -9 of an owner to its slots served again within 3 s with
 # default settings; docs/membership.md O8): a 3-member cluster started with --replicas 1 (the
 # defaults otherwise), 200 keys of one member that does not lead the Raft metadata written
-# through another; that member is killed with kill -9, and a client polls through the first
+# through another; that member is killed with kill -9, and a client polls through the other
 # member until every key reads back its acknowledged value ("reads") and then until a write of
-# each is acknowledged ("writes"). Prints both times from the kill, and the same for a member
+# each is acknowledged ("writes"). Prints both times from the kill, and the same for the member
 # that leads the metadata (an election first); medians of --repeat runs (default 3), each on a
 # new cluster. The baseline printed with them: the ownership lease (1 s) and this host's
 # round trip of a SET through a member to another member's key (redis-cli, median of 200).
@@ -24,34 +24,35 @@ source "$(dirname "$0")/lib.sh"
 run_options "$0" "$@"
 require redis-cli /usr/bin/python3
 
-# one_run LABEL LEADER(yes|no) -> "reads writes" seconds
+# one_run LABEL LEADER(yes|no) FILE: appends "reads writes role" (seconds) to FILE (the
+# servers' own output goes to this function's stdout).
 one_run() {
   local dir=$tmp/$RANDOM
   local -a ports
   read -r -a ports <<<"$(pick_ports 3 3)"
   start_cluster "$1" "$dir" "${ports[*]:0:3}" "${ports[*]:3:3}" --replicas 1
   local -a cp=("${cluster_pids[@]}")
-  /usr/bin/python3 - "${ports[0]}" "${ports[1]}" "${ports[2]}" "$2" "${cp[@]}" <<'EOF'
+  /usr/bin/python3 - "${ports[0]}" "${ports[1]}" "${ports[2]}" "$2" "${cp[@]}" "$3" <<'EOF'
 import os, signal, sys, time
 import redis
 ports, want_leader, pids = [int(p) for p in sys.argv[1:4]], sys.argv[4] == "yes", sys.argv[5:8]
 cs = [redis.Redis(port=p, socket_timeout=30) for p in ports]
 roles = [c.info("cluster").get("meta_role") for c in cs]
-# The victim: member 1 or 2, leading the metadata or not as asked (when member 0 leads, a
-# follower is killed either way; the table says which was).
-v = ([i for i in (1, 2) if (roles[i] == "leader") == want_leader] or [1])[0]
+# The victim leads the metadata or not, as asked; the client reads through another member.
+v = [i for i in range(3) if (roles[i] == "leader") == want_leader][0]
+via = cs[1 if v == 0 else 0]
 owner = {}
-for start, end, first, *_ in cs[0].execute_command("CLUSTER", "SLOTS"):
+for start, end, first, *_ in via.execute_command("CLUSTER", "SLOTS"):
     for s in range(start, end + 1):
         owner[s] = int(first[1])
 keys, k = [], 0
 while len(keys) < 200:
     key = f"fo{k}"
     k += 1
-    if owner[cs[0].execute_command("CLUSTER", "KEYSLOT", key)] == ports[v]:
+    if owner[via.execute_command("CLUSTER", "KEYSLOT", key)] == ports[v]:
         keys.append(key)
 for key in keys:
-    assert cs[0].set(key, "v-" + key)
+    assert via.set(key, "v-" + key)
 t0 = time.monotonic()
 os.kill(int(pids[v]), signal.SIGKILL)
 
@@ -67,11 +68,12 @@ def until(check):
     sys.exit("not served again within 60 s")
 
 
-reads = until(lambda: all(cs[0].get(key) == ("v-" + key).encode() for key in keys))
-writes = until(lambda: all(cs[0].set(key, "w-" + key) for key in keys))
+reads = until(lambda: all(via.get(key) == ("v-" + key).encode() for key in keys))
+writes = until(lambda: all(via.set(key, "w-" + key) for key in keys))
 for key in keys:
-    assert cs[0].get(key) == ("w-" + key).encode(), key
-print(f"{reads:.2f} {writes:.2f} {roles[v]}")
+    assert via.get(key) == ("w-" + key).encode(), key
+with open(sys.argv[8], "a") as out:
+    out.write(f"{reads:.2f} {writes:.2f} {roles[v]}\n")
 EOF
   for p in "${cp[@]}"; do kill "$p" 2>/dev/null || true; done
 }
@@ -104,7 +106,8 @@ echo
 printf "| killed member | reads served again, s | writes served again, s |\n|---|---|---|\n"
 for lead in no yes; do
   : >"$tmp/runs"
-  for _ in $(seq "$repeat"); do one_run "failover ($lead)" "$lead" >>"$tmp/runs"; done
+  for _ in $(seq "$repeat"); do one_run "failover ($lead)" "$lead" "$tmp/runs" >/dev/null; done
+  [ "$(wc -l <"$tmp/runs")" -eq "$repeat" ] || fail "a failover run gave no figures"
   role=$(awk '{print $3}' "$tmp/runs" | sort | uniq -c | sort -rn | awk 'NR == 1 {print $2}')
   printf "| a %s (median of %s) | %s | %s |\n" "$role" "$repeat" \
     "$(awk '{print $1}' "$tmp/runs" | median)" "$(awk '{print $2}' "$tmp/runs" | median)"

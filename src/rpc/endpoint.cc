@@ -379,6 +379,17 @@ void Endpoint::RemovePeer(NodeId peer) {
   impl_->Locked([&] { impl_->RemovePeerLocked(peer); });
 }
 
+uint64_t Endpoint::SilentUs(NodeId peer) const {
+  uint64_t silent = UINT64_MAX;
+  impl_->Locked([&] {
+    auto pit = impl_->peers.find(peer);
+    if (pit == impl_->peers.end()) return;
+    const uint64_t now = impl_->loop.NowMicros();
+    silent = now > pit->second.last_heard ? now - pit->second.last_heard : 0;
+  });
+  return silent;
+}
+
 void Endpoint::FailCalls(NodeId peer, const Status& why) {
   impl_->Locked([&] {
     auto pit = impl_->peers.find(peer);

@@ -205,6 +205,9 @@ class Endpoint {
   void Cancel(uint64_t call_id);
 
   bool PeerUp(NodeId peer) const;
+  // How long since anything was last heard from `peer` (heartbeats come every
+  // heartbeat_interval_us); UINT64_MAX for a peer this endpoint does not know.
+  uint64_t SilentUs(NodeId peer) const;
   // Membership that changes while serving (docs/membership.md, rule V4). Thread-safe, before or
   // after Start. AddPeer accepts messages from `peer` and allows calls to it from now on
   // (idempotent; the transport needs its address too). InvalidArgument for 0, this node or an id

@@ -170,14 +170,11 @@ void ClusterNode::Impl::FailOverSilent() {
     const uint64_t since = std::max({leading_since_us, listed,
                                      grant == granted_at.end() ? uint64_t{0} : grant->second});
     if (now < since + after) continue;
-    // Not granted for a lease and a margin: its lease has lapsed. Failed over once Raft has not
-    // heard it for a lease and an election timeout either (raft notes a follower's answers
-    // about once per election timeout), or after three leases without a grant: a live member
-    // whose renewals are late under load only stops serving meanwhile.
-    const uint64_t silent_ms = std::min<uint64_t>(SilentMs(st, member.id), UINT64_MAX / 1000);
-    if (silent_ms * 1000 < lease_us + raft_election_ms.load() * 1000 && now < since + 3 * after) {
-      continue;
-    }
+    // Not granted for a lease and a margin: its lease has lapsed. Failed over once this member
+    // has not heard it for a lease either (RPC heartbeats come every 200 ms), or after three
+    // leases without a grant: a live member whose renewals are late under load only stops
+    // serving meanwhile.
+    if (endpoint->SilentUs(member.id) < lease_us && now < since + 3 * after) continue;
     failing_over = member.id;
     FLOE_LOG_WARN("member {} was not granted an ownership lease for {} ms: failing it over",
                   member.id, (now - since) / 1000);
