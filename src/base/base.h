@@ -318,7 +318,7 @@ class FLOE_SCOPED_CAPABILITY SpinLock {
 
 // ---------------------------------------------------------------------------------------------
 // Clocks.
-uint64_t NowMicros();   // monotonic, for durations
+uint64_t NowMicros();  // monotonic, for durations
 // Monotonic and counting time suspended (CLOCK_BOOTTIME): for leases, so that a process or a
 // machine suspended past its lease finds it lapsed when it wakes (docs/membership.md, O1).
 uint64_t BootMicros();

@@ -60,8 +60,11 @@ TEST(ClusterFailoverTest, AKilledOwnersSlotsServeFromItsBackupsWithEveryAcknowle
   const std::vector<std::string> keys = KeysAt(c, gone, 40, "fo:");
   Session& client = c.client(via);
   for (const std::string& k : keys) {
-    ASSERT_TRUE(floe::testing::WaitFor([&] { return Call(client, {"SET", k, "v-" + k}) == "OK"; },
-                                       seconds(60)))
+    ASSERT_TRUE(floe::testing::WaitFor(
+        [&] {
+          return Call(client, {"SET", k, "v-" + k}) == "OK";
+        },
+        seconds(60)))
         << k;
   }
   EXPECT_GT(c.node(via).lease_left_ms(), 0u) << "a member of a cluster with backups holds one";
@@ -107,8 +110,11 @@ TEST(ClusterFailoverTest, AMemberWithoutALeaseServesNothingIsFailedOverAndComesB
   Session& client = c.client(via);
   Session& at_quiet = c.client(quiet);
   for (const std::string& k : keys) {
-    ASSERT_TRUE(floe::testing::WaitFor([&] { return Call(client, {"SET", k, "old"}) == "OK"; },
-                                       seconds(60)));
+    ASSERT_TRUE(floe::testing::WaitFor(
+        [&] {
+          return Call(client, {"SET", k, "old"}) == "OK";
+        },
+        seconds(60)));
   }
   c.node(quiet).TEST_StopLeases(true);
   ASSERT_TRUE(floe::testing::WaitFor([&] { return !c.node(quiet).serving(); }, seconds(30)))
@@ -122,8 +128,11 @@ TEST(ClusterFailoverTest, AMemberWithoutALeaseServesNothingIsFailedOverAndComesB
       seconds(30)))
       << "the leader did not fail it over";
   for (const std::string& k : keys) {
-    ASSERT_TRUE(floe::testing::WaitFor([&] { return Call(client, {"SET", k, "new"}) == "OK"; },
-                                       seconds(30)))
+    ASSERT_TRUE(floe::testing::WaitFor(
+        [&] {
+          return Call(client, {"SET", k, "new"}) == "OK";
+        },
+        seconds(30)))
         << k;
   }
   c.node(quiet).TEST_StopLeases(false);
@@ -167,8 +176,8 @@ TEST(ClusterFailoverTest, TheLeaderGrantsALeaseOnlyByTheTableThatShowsTheFailove
   fail.member.life = life;
   // The leader may fail it over first (its renewals stopped): either way it ends suspected.
   (void)internal::Propose(c, fail);
-  ASSERT_TRUE(floe::testing::WaitFor([&] { return table()->FindMember(id)->suspected; },
-                                     seconds(10)));
+  ASSERT_TRUE(
+      floe::testing::WaitFor([&] { return table()->FindMember(id)->suspected; }, seconds(10)));
   const uint64_t failed_at = table()->FindMember(id)->suspect_epoch;
   EXPECT_EQ(ask(id, {.id = id, .life = life, .epoch = failed_at - 1}).status().code(),
             StatusCode::kUnavailable)
@@ -177,8 +186,8 @@ TEST(ClusterFailoverTest, TheLeaderGrantsALeaseOnlyByTheTableThatShowsTheFailove
   // the clearing gets nothing, a newer one a lease.
   EXPECT_EQ(ask(id, {.id = id, .life = life, .epoch = table()->epoch()}).status().code(),
             StatusCode::kUnavailable);
-  ASSERT_TRUE(floe::testing::WaitFor([&] { return !table()->FindMember(id)->suspected; },
-                                     seconds(10)));
+  ASSERT_TRUE(
+      floe::testing::WaitFor([&] { return !table()->FindMember(id)->suspected; }, seconds(10)));
   const uint64_t cleared_at = table()->FindMember(id)->suspect_epoch;
   EXPECT_GT(cleared_at, failed_at);
   c.node(other).TEST_StopLeases(false);  // renewing again: not failed over a second time

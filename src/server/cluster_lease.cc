@@ -22,7 +22,8 @@ uint64_t FailOverAfterUs(uint64_t lease_us) { return lease_us + lease_us / 64 + 
 
 void ClusterNode::Impl::RenewLease() {
   if (stopped.load() || removed.load()) return;
-  loop.PostAt(loop.NowMicros() + std::max<uint64_t>(lease_us / 4, 10'000), [this] { RenewLease(); });
+  loop.PostAt(loop.NowMicros() + std::max<uint64_t>(lease_us / 4, 10'000),
+              [this] { RenewLease(); });
   if (!makes_backups.load() || leases_stopped.load() || lease_asking || meta_refused.load()) return;
   cluster::Meta* m = nullptr;
   {
@@ -61,8 +62,8 @@ void ClusterNode::Impl::RenewLease() {
   } else {
     // A quarter of a lease at most, the next renewal's turn: one stuck at a leader that died
     // would otherwise hold the next back until this member's lease had lapsed.
-    endpoint->CallAsync(st.leader_id, kLeaseMethod, request, std::max<uint64_t>(lease_us / 4, 10'000),
-                        std::move(done));
+    endpoint->CallAsync(st.leader_id, kLeaseMethod, request,
+                        std::max<uint64_t>(lease_us / 4, 10'000), std::move(done));
   }
 }
 
@@ -90,9 +91,11 @@ void ClusterNode::Impl::OnLease(net::NodeId from, std::string_view bytes, rpc::R
     return reply(Status::PermissionDenied("only a member asks for a lease"));
   }
   const cluster::TableMember* member = table->FindMember(id);
-  if (member == nullptr) return reply(Status::FailedPrecondition("no member " + std::to_string(id)));
+  if (member == nullptr)
+    return reply(Status::FailedPrecondition("no member " + std::to_string(id)));
   if (member->life != request->life) {
-    return reply(Status::FailedPrecondition("member " + std::to_string(id) + " is in another life"));
+    return reply(
+        Status::FailedPrecondition("member " + std::to_string(id) + " is in another life"));
   }
   if (member->suspected) {
     // O7: a failed-over member that is back (a pause, a partition healed) is cleared once it
@@ -138,8 +141,7 @@ void ClusterNode::Impl::FailOverSilent() {
     MutexLock lock(&meta_mu);
     m = meta.get();
   }
-  const consensus::State st =
-      m != nullptr && !meta_refused.load() ? m->raft() : consensus::State{};
+  const consensus::State st = m != nullptr && !meta_refused.load() ? m->raft() : consensus::State{};
   const uint64_t now = BootMicros();
   // Grants of an earlier term are not this leader's to count on: it counts from when it was
   // first seen ready in this term (O4: every earlier leader's grant came before this one was
@@ -167,8 +169,8 @@ void ClusterNode::Impl::FailOverSilent() {
     const uint64_t listed =
         listed_since.try_emplace({member.id, member.life, member.suspect_epoch}, now).first->second;
     const auto grant = granted_at.find(member.id);
-    const uint64_t since = std::max({leading_since_us, listed,
-                                     grant == granted_at.end() ? uint64_t{0} : grant->second});
+    const uint64_t since = std::max(
+        {leading_since_us, listed, grant == granted_at.end() ? uint64_t{0} : grant->second});
     if (now < since + after) continue;
     // Not granted for a lease and a margin: its lease has lapsed. Failed over once this member
     // has not heard it for a lease either (RPC heartbeats come every 200 ms), or after three

@@ -756,8 +756,8 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
       suspected_seen.erase(m.id);
     } else if (suspected_seen.insert(m.id).second) {
       loop.Post([this, id = m.id] {
-        endpoint->FailCalls(id, Status::Unavailable("member " + std::to_string(id) +
-                                                    " was failed over"));
+        endpoint->FailCalls(
+            id, Status::Unavailable("member " + std::to_string(id) + " was failed over"));
       });
     }
   }

@@ -5,10 +5,10 @@
 #include <algorithm>
 
 #include "replica/replica.h"
-#include "store/store.h"
 #include "server/internal/cluster_node.h"
 #include "server/internal/cluster_node_impl.h"
 #include "server/internal/replica_store.h"
+#include "store/store.h"
 
 namespace floe::server::internal {
 

@@ -110,8 +110,8 @@ struct Config {
   // The ownership lease, ms (docs/membership.md, O1). Not an option: every member must use the
   // same value, since the leader fails a member over by its own; tests set it alike on all.
   int64_t cluster_owner_lease = 1000;
-  std::string import_dir;         // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
-  std::string export_dir;         // export-dir: where FRAME.EXPORT may write; empty: off
+  std::string import_dir;  // import-dir: what FRAME.IMPORT may read; empty: ImportDir()
+  std::string export_dir;  // export-dir: where FRAME.EXPORT may write; empty: off
   // HTTP (src/http, docs/api.md): -1 = port + 1000 (off when that is not a port), 0 = off.
   int http_port;                 // http-port
   std::string http_bind;         // http-bind: addresses for HTTP; same protected-mode rule as bind

@@ -181,7 +181,7 @@ struct ClusterNode::Impl {
     return !makes_backups.load(std::memory_order_relaxed) ||
            BootMicros() < lease_until_us.load(std::memory_order_acquire);
   }
-  uint64_t lease_us = 1'000'000;        // Config::cluster_owner_lease
+  uint64_t lease_us = 1'000'000;            // Config::cluster_owner_lease
   std::atomic<bool> leases_stopped{false};  // TEST_StopLeases: a member that seems paused
   // Loop only. A renewal asked and not answered yet; the leader's grants (BootMicros, by member)
   // and when it first saw it lead (0: not leading); when it first saw each member's life
@@ -195,7 +195,7 @@ struct ClusterNode::Impl {
   std::map<std::tuple<net::NodeId, uint64_t, uint64_t>, uint64_t> listed_since;
   net::NodeId failing_over = 0;
   bool clearing_suspicion = false;
-  std::atomic<uint64_t> failovers{0};  // FailOver changes this member proposed and committed
+  std::atomic<uint64_t> failovers{0};    // FailOver changes this member proposed and committed
   std::set<net::NodeId> suspected_seen;  // Raft thread (OnTable): members seen suspected
   // O1, on the loop every lease_us / 4: asks the leader to renew this member's lease.
   void RenewLease();

@@ -28,8 +28,8 @@ namespace floe::server::internal {
 
 struct InProcessClusterOptions {
   int members = 3;
-  int started = -1;               // how many of the members run (the others never answer); -1: all
-  int64_t timeout_ms = 1000;      // cluster-node-timeout
+  int started = -1;           // how many of the members run (the others never answer); -1: all
+  int64_t timeout_ms = 1000;  // cluster-node-timeout
   // The ownership lease (docs/membership.md, O1): longer than a server's 1 s, so that a test
   // under a sanitizer on a loaded machine fails no live member over; the failover tests set it.
   int64_t lease_ms = 5000;
