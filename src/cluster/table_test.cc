@@ -285,14 +285,19 @@ TEST(TableTest, ASuspectedOwnerCannotRemoveItsHeir) {
   }
 }
 
-TEST(TableTest, ARestartEndsTheOldLifesRoles) {
-  Table t = Table::Initial(Members(3), 1);
-  // The first start of every member is recorded without moving anything.
+// Records the first life of members 1-3 (100 + id).
+void RecordFirstLives(Table& t) {
   for (net::NodeId id : {1u, 2u, 3u}) {
     Change first = ForNode(Kind::kRestarted, id);
     first.member.life = 100 + id;
     ASSERT_TRUE(t.Apply(first).ok());
   }
+}
+
+TEST(TableTest, ARestartEndsTheOldLifesRoles) {
+  Table t = Table::Initial(Members(3), 1);
+  // The first start of every member is recorded without moving anything.
+  RecordFirstLives(t);
   for (int s = 0; s < kSlots; s++) EXPECT_EQ(t.slot(static_cast<uint16_t>(s)).version, 1u);
   // Member 1 restarts (a new life, an empty store): its slots go to their in-sync backups, and it
   // backs up nothing any more.
@@ -322,11 +327,7 @@ TEST(TableTest, ARestartEndsTheOldLifesRoles) {
 // the change's (a lease is granted again only to a member that applied at least that table).
 TEST(TableTest, AFailOverPromotesTheOwnersSlotsAndEndsItsBackupRoles) {
   Table t = Table::Initial(Members(3), 1);
-  for (net::NodeId id : {1u, 2u, 3u}) {
-    Change first = ForNode(Kind::kRestarted, id);
-    first.member.life = 100 + id;
-    ASSERT_TRUE(t.Apply(first).ok());
-  }
+  RecordFirstLives(t);
   Change fail = ForNode(Kind::kFailOver, 1);
   fail.member.life = 7;
   EXPECT_FALSE(t.Apply(fail).ok()) << "another life";
