@@ -22,8 +22,12 @@ uint64_t FailOverAfterUs(uint64_t lease_us) { return lease_us + lease_us / 64 + 
 
 void ClusterNode::Impl::RenewLease() {
   if (stopped.load() || removed.load()) return;
-  loop.PostAt(loop.NowMicros() + std::max<uint64_t>(lease_us / 4, 10'000),
-              [this] { RenewLease(); });
+  // Every quarter lease while one is held; every 100 ms at most while none is (a member that
+  // just caught up, or whose renewal failed), so it serves as soon as the leader grants one.
+  const uint64_t quarter = std::max<uint64_t>(lease_us / 4, 10'000);
+  const uint64_t every =
+      lease_until_us.load() > BootMicros() ? quarter : std::min<uint64_t>(quarter, 100'000);
+  loop.PostAt(loop.NowMicros() + every, [this] { RenewLease(); });
   if (!makes_backups.load() || leases_stopped.load() || lease_asking || meta_refused.load()) return;
   cluster::Meta* m = nullptr;
   {
