@@ -226,4 +226,28 @@ void ClusterNode::Impl::ClearSuspicion(net::NodeId id, uint64_t life) {
   });
 }
 
+// On the Raft thread, once the routes follow `table`: a member it lists as failed over drops
+// its lease (O1-O2), and requests in flight to a member just failed over fail now (O5).
+void ClusterNode::Impl::LeasesFollow(const cluster::Table& table, net::NodeId self) {
+  // O1-O2: a member its table lists as failed over serves nothing by its lease: it gets a new
+  // one only once the leader cleared the suspicion and it applied that.
+  if (const cluster::TableMember* me = table.FindMember(self); me != nullptr && me->suspected) {
+    lease_until_us.store(0);
+  }
+  // O5: requests in flight to a member just failed over fail now (a write's outcome unknown,
+  // rule C4) instead of at their deadline; after the routes switched, so that its clients' next
+  // requests reach the heirs.
+  for (const cluster::TableMember& m : table.members()) {
+    if (m.id == self) continue;
+    if (!m.suspected) {
+      suspected_seen.erase(m.id);
+    } else if (suspected_seen.insert(m.id).second) {
+      loop.Post([this, id = m.id] {
+        endpoint->FailCalls(
+            id, Status::Unavailable("member " + std::to_string(id) + " was failed over"));
+      });
+    }
+  }
+}
+
 }  // namespace floe::server::internal

@@ -701,11 +701,6 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   if (!table->members().empty() && self < table->next_id() && table->FindMember(self) == nullptr) {
     return OnRemoved(*table);
   }
-  // O1-O2: a member its table lists as failed over serves nothing by its lease: it gets a new
-  // one only once the leader cleared the suspicion and it applied that.
-  if (const cluster::TableMember* me = table->FindMember(self); me != nullptr && me->suspected) {
-    lease_until_us.store(0);
-  }
   // W2: the Sender owns a slot before the routes send its writes here, and drops it after
   // they send them away (its changes in between are the old ownership's, refused by backups).
   Replication* replication = engine->replication();
@@ -747,20 +742,7 @@ void ClusterNode::Impl::OnTable(const std::shared_ptr<const cluster::Table>& tab
   } else {
     PublishRoutes(*table);
   }
-  // O5: requests in flight to a member just failed over fail now (a write's outcome unknown,
-  // rule C4) instead of at their deadline; after the routes switched, so that its clients' next
-  // requests reach the heirs.
-  for (const cluster::TableMember& m : table->members()) {
-    if (m.id == self) continue;
-    if (!m.suspected) {
-      suspected_seen.erase(m.id);
-    } else if (suspected_seen.insert(m.id).second) {
-      loop.Post([this, id = m.id] {
-        endpoint->FailCalls(
-            id, Status::Unavailable("member " + std::to_string(id) + " was failed over"));
-      });
-    }
-  }
+  LeasesFollow(*table, self);  // O1, O5 (cluster_lease.cc)
   // W1: a cluster that makes backups serves a member's keys once its life is listed; one that
   // makes none records no lives (no table change at a start). Only after the routes follow the
   // table that lists it: a restarted member serving by its replayed tables would take a write

@@ -206,6 +206,8 @@ struct ClusterNode::Impl {
   void FailOverSilent();
   // O7: clears a suspicion once the suspected member asks for a lease with the current table.
   void ClearSuspicion(net::NodeId id, uint64_t life);
+  // O1, O5 on the Raft thread after the routes follow `table` (OnTable).
+  void LeasesFollow(const cluster::Table& table, net::NodeId self);
   // Rule J2: set once this member's log applies its own RemoveMember (never cleared): it serves
   // no key, its Raft stops, and its directory records the removal (kRemovedFile).
   std::atomic<bool> removed{false};
